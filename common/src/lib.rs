@@ -1,0 +1,13 @@
+//! Pieces shared by ferry's daemons: configuration loading, TLS, the HTTP
+//! listener, problem details, object paths, checksums and the provider
+//! registry.
+
+pub mod body;
+pub mod checksum;
+pub mod config;
+pub mod http_server;
+pub mod path;
+pub mod problem;
+pub mod provider;
+pub mod telemetry;
+pub mod tls;

@@ -1,0 +1,212 @@
+//! Errors on the HTTP API as `application/problem+json` (RFC 9457).
+//!
+//! Every error a client can see has a stable, machine-readable `code`; the
+//! list lives in [`ErrorCode`] and in `docs/api.md`. Internal errors map to
+//! a [`Problem`] in one place each, never ad hoc in handlers.
+
+use http::{HeaderValue, Response, StatusCode, header};
+use serde::Serialize;
+
+use crate::body::{Body, full};
+
+/// The media type of problem details.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $variant:ident => ($status:ident, $code:literal, $title:literal),)*) => {
+        /// The stable error codes of the API.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, for documentation tests.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The code as it appears in the `code` member.
+            pub fn as_str(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $code,)* }
+            }
+
+            /// The HTTP status that goes with the code.
+            pub fn status(self) -> StatusCode {
+                match self { $(ErrorCode::$variant => StatusCode::$status,)* }
+            }
+
+            /// A short, fixed summary of the problem.
+            pub fn title(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $title,)* }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// The request's JSON body is not valid JSON or lacks a required member.
+    InvalidJson => (BAD_REQUEST, "invalid_json", "The request body is not valid JSON of the expected shape"),
+    /// A member of the request has a value outside what is accepted.
+    InvalidField => (BAD_REQUEST, "invalid_field", "A request field has an invalid value"),
+    /// A query parameter is malformed.
+    InvalidQuery => (BAD_REQUEST, "invalid_query", "A query parameter is invalid"),
+    /// An object path is unsafe or malformed.
+    InvalidPath => (BAD_REQUEST, "invalid_path", "The object path is not acceptable"),
+    /// A pagination cursor was not made by this server.
+    InvalidCursor => (BAD_REQUEST, "invalid_cursor", "The cursor is not valid"),
+    /// A `Repr-Digest`, `Want-Repr-Digest` or checksum field is malformed.
+    InvalidDigest => (BAD_REQUEST, "invalid_digest", "A digest or checksum field is malformed"),
+    /// The uploaded bytes do not match the digest or checksum the client sent.
+    DigestMismatch => (BAD_REQUEST, "digest_mismatch", "The content does not match the digest sent with it"),
+    /// The upload ended before its body was complete.
+    UploadIncomplete => (BAD_REQUEST, "upload_incomplete", "The upload body ended early or could not be read"),
+    /// The JSON body is larger than the configured limit.
+    BodyTooLarge => (PAYLOAD_TOO_LARGE, "body_too_large", "The request body is larger than allowed"),
+    /// The request's `Content-Type` is not the one the route accepts.
+    UnsupportedMediaType => (UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "The request body has an unsupported media type"),
+    /// No or wrong credentials.
+    Unauthorized => (UNAUTHORIZED, "unauthorized", "Missing or invalid credentials"),
+    /// The admin API is disabled because no admin token is configured.
+    AdminDisabled => (FORBIDDEN, "admin_disabled", "The admin API is disabled on this server"),
+    /// The route does not exist.
+    RouteNotFound => (NOT_FOUND, "route_not_found", "No such route"),
+    /// The route exists but not with this method.
+    MethodNotAllowed => (METHOD_NOT_ALLOWED, "method_not_allowed", "The method is not allowed on this route"),
+    /// No such account.
+    AccountNotFound => (NOT_FOUND, "account_not_found", "No such account"),
+    /// No such API key.
+    KeyNotFound => (NOT_FOUND, "key_not_found", "No such API key"),
+    /// No such connection for this account.
+    ConnectionNotFound => (NOT_FOUND, "connection_not_found", "No such connection"),
+    /// No such file or folder.
+    NotFound => (NOT_FOUND, "not_found", "No such file or folder"),
+    /// The path names a folder where a file is needed.
+    NotAFile => (CONFLICT, "not_a_file", "The path names a folder, not a file"),
+    /// The path names a file where a folder is needed.
+    NotAFolder => (CONFLICT, "not_a_folder", "The path names a file, not a folder"),
+    /// Something already exists with that name or at that path.
+    AlreadyExists => (CONFLICT, "already_exists", "It already exists"),
+    /// `If-Match`, `If-None-Match` or `If-Unmodified-Since` failed.
+    PreconditionFailed => (PRECONDITION_FAILED, "precondition_failed", "A precondition in the request failed"),
+    /// The `Range` lies outside the object.
+    RangeNotSatisfiable => (RANGE_NOT_SATISFIABLE, "range_not_satisfiable", "The requested range is outside the object"),
+    /// The provider named in a connection is unknown or not enabled here.
+    UnknownProvider => (UNPROCESSABLE_ENTITY, "unknown_provider", "The provider is unknown or not enabled"),
+    /// The provider configuration is invalid or not allowed.
+    InvalidProviderConfig => (UNPROCESSABLE_ENTITY, "invalid_provider_config", "The provider configuration is not valid"),
+    /// The provider refused the operation (permissions, quota, bad credentials).
+    ProviderRejected => (BAD_GATEWAY, "provider_rejected", "The storage provider refused the operation"),
+    /// The provider could not be reached or failed; a retry may help.
+    ProviderUnavailable => (BAD_GATEWAY, "provider_unavailable", "The storage provider failed or could not be reached"),
+    /// The provider does not support the operation.
+    ProviderUnsupported => (NOT_IMPLEMENTED, "provider_unsupported", "The storage provider does not support this operation"),
+    /// The metadata store failed; a retry may help.
+    StoreUnavailable => (SERVICE_UNAVAILABLE, "store_unavailable", "The metadata store is unavailable"),
+    /// The server is shutting down.
+    ShuttingDown => (SERVICE_UNAVAILABLE, "shutting_down", "The server is shutting down"),
+    /// A bug or an unexpected condition on the server.
+    Internal => (INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
+}
+
+/// A problem detail, ready to become a response.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// A URI naming the problem type: `urn:ferry:problem:<code>`.
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    /// The fixed summary of the code.
+    pub title: &'static str,
+    /// The HTTP status.
+    pub status: u16,
+    /// The stable machine-readable code.
+    pub code: &'static str,
+    /// What went wrong with this request, for a person.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(skip)]
+    code_enum: Option<ErrorCode>,
+}
+
+impl Problem {
+    /// A problem with `code` and a detail for this occurrence.
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self {
+            type_uri: format!("urn:ferry:problem:{}", code.as_str()),
+            title: code.title(),
+            status: code.status().as_u16(),
+            code: code.as_str(),
+            detail: Some(detail.into()),
+            code_enum: Some(code),
+        }
+    }
+
+    /// The problem's code.
+    pub fn error_code(&self) -> ErrorCode {
+        self.code_enum.unwrap_or(ErrorCode::Internal)
+    }
+
+    /// The HTTP response carrying this problem.
+    pub fn into_response(self) -> Response<Body> {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let json = serde_json::to_vec(&self).unwrap_or_else(|_| b"{}".to_vec());
+        let mut resp = Response::new(full(json));
+        *resp.status_mut() = status;
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+impl From<ErrorCode> for Problem {
+    fn from(code: ErrorCode) -> Self {
+        let mut p = Problem::new(code, "");
+        p.detail = None;
+        p
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.code, self.status)?;
+        if let Some(d) = &self.detail {
+            write!(f, ": {d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problem {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_snake_case_and_errors() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!(seen.insert(code.as_str()), "duplicate {}", code.as_str());
+            assert!(
+                code.as_str()
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_')
+            );
+            assert!(code.status().is_client_error() || code.status().is_server_error());
+        }
+    }
+
+    #[test]
+    fn problem_serialises_as_rfc9457() {
+        let p = Problem::new(ErrorCode::NotFound, "no such file: a.txt");
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(v["type"], "urn:ferry:problem:not_found");
+        assert_eq!(v["status"], 404);
+        assert_eq!(v["code"], "not_found");
+        assert_eq!(v["detail"], "no such file: a.txt");
+        let resp = p.into_response();
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+    }
+}

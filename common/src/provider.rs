@@ -1,0 +1,341 @@
+//! The registry of storage providers a connection may use.
+//!
+//! A connection names a provider (`fs`, `memory`, more later) and gives it a
+//! JSON configuration. The registry checks that configuration against the
+//! operator's limits (an `fs` root must lie under a directory the operator
+//! allowed) and builds an OpenDAL [`Operator`] for it. Provider kinds are
+//! data, not code paths scattered through the API: adding S3 means adding a
+//! variant here.
+
+use std::path::{Component, Path, PathBuf};
+
+use opendal::Operator;
+use serde::Deserialize;
+
+use crate::path::STAGING_DIR;
+use crate::problem::ErrorCode;
+
+/// The kinds of provider ferry knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProviderKind {
+    /// A folder on the daemon's local file system.
+    Fs,
+    /// Process memory; contents are lost when the daemon stops (for tests).
+    Memory,
+}
+
+impl ProviderKind {
+    /// The provider's name in connections.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fs => "fs",
+            Self::Memory => "memory",
+        }
+    }
+
+    /// Looks a provider up by its name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "fs" => Some(Self::Fs),
+            "memory" => Some(Self::Memory),
+            _ => None,
+        }
+    }
+}
+
+/// What the operator allows connections to use.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderPolicy {
+    /// Directories under which `fs` connections may place their root; empty
+    /// disables the `fs` provider.
+    pub fs_allowed_roots: Vec<PathBuf>,
+    /// Whether the `memory` provider may be used.
+    pub memory_enabled: bool,
+}
+
+/// Why a connection's provider could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// No provider has that name.
+    #[error("unknown provider '{0}'")]
+    Unknown(String),
+    /// The provider exists but this daemon's operator has not enabled it.
+    #[error("provider '{0}' is not enabled on this server")]
+    Disabled(&'static str),
+    /// The configuration is malformed or not allowed; not retryable.
+    #[error("invalid configuration for provider '{provider}': {reason}")]
+    InvalidConfig {
+        /// The provider's name.
+        provider: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The provider rejected the configuration or could not be reached.
+    #[error("provider '{provider}' failed its check: {source}")]
+    Check {
+        /// The provider's name.
+        provider: &'static str,
+        /// The provider's error.
+        source: opendal::Error,
+    },
+}
+
+impl ProviderError {
+    /// The API error code for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Unknown(_) | Self::Disabled(_) => ErrorCode::UnknownProvider,
+            Self::InvalidConfig { .. } => ErrorCode::InvalidProviderConfig,
+            Self::Check { source, .. } => error_code(source),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FsConfig {
+    /// Absolute directory holding the connection's files.
+    root: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemoryConfig {}
+
+/// Builds operators for connections, within the operator's policy.
+#[derive(Debug, Clone)]
+pub struct ProviderRegistry {
+    policy: ProviderPolicy,
+}
+
+impl ProviderRegistry {
+    /// A registry enforcing `policy`.
+    pub fn new(policy: ProviderPolicy) -> Self {
+        Self { policy }
+    }
+
+    /// The providers enabled here, by name.
+    pub fn enabled(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if !self.policy.fs_allowed_roots.is_empty() {
+            out.push(ProviderKind::Fs.as_str());
+        }
+        if self.policy.memory_enabled {
+            out.push(ProviderKind::Memory.as_str());
+        }
+        out
+    }
+
+    /// Checks `config` for provider `name` and builds its operator, without
+    /// touching the provider. `fs` roots are created if missing.
+    pub async fn build(
+        &self,
+        name: &str,
+        config: &serde_json::Value,
+    ) -> Result<(ProviderKind, Operator), ProviderError> {
+        let kind =
+            ProviderKind::from_name(name).ok_or_else(|| ProviderError::Unknown(name.into()))?;
+        let invalid = |reason: String| ProviderError::InvalidConfig {
+            provider: kind.as_str(),
+            reason,
+        };
+        let op = match kind {
+            ProviderKind::Fs => {
+                if self.policy.fs_allowed_roots.is_empty() {
+                    return Err(ProviderError::Disabled(kind.as_str()));
+                }
+                let cfg: FsConfig =
+                    serde_json::from_value(config.clone()).map_err(|e| invalid(e.to_string()))?;
+                let root = self.confine_fs_root(&cfg.root).await.map_err(invalid)?;
+                let staging = root.join(STAGING_DIR);
+                let builder = opendal::services::Fs::default()
+                    .root(&root.to_string_lossy())
+                    .atomic_write_dir(&staging.to_string_lossy());
+                Operator::new(builder).map_err(|e| invalid(e.to_string()))?
+            }
+            ProviderKind::Memory => {
+                if !self.policy.memory_enabled {
+                    return Err(ProviderError::Disabled(kind.as_str()));
+                }
+                let _: MemoryConfig =
+                    serde_json::from_value(config.clone()).map_err(|e| invalid(e.to_string()))?;
+                Operator::new(opendal::services::Memory::default())
+                    .map_err(|e| invalid(e.to_string()))?
+            }
+        };
+        Ok((kind, op))
+    }
+
+    /// Builds the operator and checks that the provider answers, as done
+    /// before a new connection is saved.
+    pub async fn build_and_check(
+        &self,
+        name: &str,
+        config: &serde_json::Value,
+    ) -> Result<(ProviderKind, Operator), ProviderError> {
+        let (kind, op) = self.build(name, config).await?;
+        op.check().await.map_err(|source| ProviderError::Check {
+            provider: kind.as_str(),
+            source,
+        })?;
+        Ok((kind, op))
+    }
+
+    /// Returns the canonical form of `root` if it lies under an allowed root,
+    /// creating it when missing. Symbolic links are resolved before the
+    /// check, so a link cannot lead outside the allowed directories.
+    async fn confine_fs_root(&self, root: &Path) -> Result<PathBuf, String> {
+        if !root.is_absolute() {
+            return Err("'root' must be an absolute path".into());
+        }
+        if root
+            .components()
+            .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+        {
+            return Err("'root' must not contain '.' or '..'".into());
+        }
+        let Some(allowed) = self
+            .policy
+            .fs_allowed_roots
+            .iter()
+            .find(|a| root.starts_with(a))
+        else {
+            return Err(format!(
+                "'root' {} is not under a directory this server allows for the fs provider",
+                root.display()
+            ));
+        };
+        let allowed_canon = tokio::fs::canonicalize(allowed).await.map_err(|e| {
+            format!(
+                "the allowed directory {} is unusable: {e}",
+                allowed.display()
+            )
+        })?;
+        tokio::fs::create_dir_all(root)
+            .await
+            .map_err(|e| format!("cannot create 'root' {}: {e}", root.display()))?;
+        let canon = tokio::fs::canonicalize(root)
+            .await
+            .map_err(|e| format!("cannot resolve 'root' {}: {e}", root.display()))?;
+        if !canon.starts_with(&allowed_canon) {
+            return Err(format!(
+                "'root' {} resolves outside the allowed directories",
+                root.display()
+            ));
+        }
+        Ok(canon)
+    }
+}
+
+/// A copy of a provider configuration fit to show: members whose names
+/// suggest a credential are masked.
+pub fn redact(config: &serde_json::Value) -> serde_json::Value {
+    const SECRET_WORDS: [&str; 5] = ["secret", "password", "token", "credential", "key"];
+    match config {
+        serde_json::Value::Object(map) => serde_json::Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let lower = k.to_ascii_lowercase();
+                    if SECRET_WORDS.iter().any(|w| lower.contains(w)) {
+                        (k.clone(), serde_json::Value::String("****".into()))
+                    } else {
+                        (k.clone(), redact(v))
+                    }
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The API error code for a provider error.
+pub fn error_code(err: &opendal::Error) -> ErrorCode {
+    use opendal::ErrorKind as K;
+    match err.kind() {
+        K::NotFound => ErrorCode::NotFound,
+        K::IsADirectory => ErrorCode::NotAFile,
+        K::NotADirectory => ErrorCode::NotAFolder,
+        K::AlreadyExists | K::IsSameFile => ErrorCode::AlreadyExists,
+        K::ConditionNotMatch => ErrorCode::PreconditionFailed,
+        K::RangeNotSatisfied => ErrorCode::RangeNotSatisfiable,
+        K::Unsupported => ErrorCode::ProviderUnsupported,
+        K::ConfigInvalid => ErrorCode::InvalidProviderConfig,
+        K::PermissionDenied => ErrorCode::ProviderRejected,
+        _ => ErrorCode::ProviderUnavailable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn registry(allowed: &Path) -> ProviderRegistry {
+        ProviderRegistry::new(ProviderPolicy {
+            fs_allowed_roots: vec![allowed.to_owned()],
+            memory_enabled: false,
+        })
+    }
+
+    #[tokio::test]
+    async fn fs_roots_must_stay_under_the_allowed_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = registry(dir.path());
+        let inside = dir.path().join("tenant-a");
+        reg.build_and_check("fs", &json!({ "root": inside }))
+            .await
+            .unwrap();
+        assert!(
+            inside.join(STAGING_DIR).is_dir(),
+            "staging folder is created"
+        );
+
+        for bad in [
+            json!({ "root": "/etc" }),
+            json!({ "root": "relative/dir" }),
+            json!({ "root": dir.path().join("a/../../etc") }),
+            json!({ "root": dir.path(), "extra": 1 }),
+            json!({}),
+        ] {
+            let err = reg.build("fs", &bad).await.unwrap_err();
+            assert_eq!(err.code(), ErrorCode::InvalidProviderConfig, "{bad}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_symlink_cannot_lead_out_of_the_allowed_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("escape")).unwrap();
+        let err = registry(dir.path())
+            .build("fs", &json!({ "root": dir.path().join("escape") }))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("outside"), "{err}");
+    }
+
+    #[test]
+    fn redaction_masks_credentials_only() {
+        let shown =
+            redact(&json!({"root": "/srv", "nested": {"secret_access_key": "x"}, "password": "p"}));
+        assert_eq!(
+            shown,
+            json!({"root": "/srv", "nested": {"secret_access_key": "****"}, "password": "****"})
+        );
+    }
+
+    #[tokio::test]
+    async fn disabled_and_unknown_providers_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = registry(dir.path());
+        assert!(matches!(
+            reg.build("memory", &json!({})).await,
+            Err(ProviderError::Disabled("memory"))
+        ));
+        assert!(matches!(
+            reg.build("ftp", &json!({})).await,
+            Err(ProviderError::Unknown(_))
+        ));
+        assert_eq!(reg.enabled(), vec!["fs"]);
+    }
+}

@@ -1,0 +1,106 @@
+//! The admin API (`/v1/accounts…`), for the operator holding the admin
+//! token: accounts and their API keys.
+
+use ferry_common::body::Body;
+use ferry_common::problem::{ErrorCode, Problem};
+use http::{Method, Request, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::require_admin;
+use super::http_util::{json, no_content, paging, read_json};
+use super::routes::Route;
+use super::{ApiResult, AppState, store_problem};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateAccount {
+    name: String,
+}
+
+fn account_missing(id: &str) -> Problem {
+    Problem::new(ErrorCode::AccountNotFound, format!("no account '{id}'"))
+}
+
+pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiResult {
+    require_admin(state, req.headers())?;
+    let store_err = |e| store_problem(state, e);
+    match (route, req.method().clone()) {
+        (Route::Accounts, Method::POST) => {
+            let body: CreateAccount = read_json(req, state.max_json_body_bytes).await?;
+            let name = body.name.trim();
+            if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+                return Err(Problem::new(
+                    ErrorCode::InvalidField,
+                    "'name' must be 1 to 200 characters with no control characters",
+                ));
+            }
+            let (account, key) = state.store.create_account(name).await.map_err(store_err)?;
+            tracing::info!(account.id = %account.id, "created an account");
+            Ok(json(
+                StatusCode::CREATED,
+                &json!({
+                    "id": account.id,
+                    "name": account.name,
+                    "created_at": account.created_at,
+                    "api_key": key.key,
+                    "api_key_id": key.id,
+                }),
+            ))
+        }
+        (Route::Accounts, _) => {
+            let page = paging(&req, 100, 1000)?;
+            let accounts = state
+                .store
+                .list_accounts(page.cursor.as_deref(), page.limit as i64)
+                .await
+                .map_err(store_err)?;
+            let next =
+                (accounts.len() == page.limit).then(|| accounts.last().map(|a| a.id.clone()));
+            Ok(json(
+                StatusCode::OK,
+                &json!({ "accounts": accounts, "next_cursor": next.flatten() }),
+            ))
+        }
+        (Route::Account(id), _) => {
+            let account = state.store.get_account(&id).await.map_err(store_err)?;
+            let account = account.ok_or_else(|| account_missing(&id))?;
+            Ok(json(StatusCode::OK, &account))
+        }
+        (Route::AccountKeys(id), Method::POST) => {
+            let key = state.store.create_key(&id).await.map_err(store_err)?;
+            let key = key.ok_or_else(|| account_missing(&id))?;
+            tracing::info!(account.id = %id, key.id = %key.id, "created an API key");
+            Ok(json(StatusCode::CREATED, &key))
+        }
+        (Route::AccountKeys(id), _) => {
+            if state
+                .store
+                .get_account(&id)
+                .await
+                .map_err(store_err)?
+                .is_none()
+            {
+                return Err(account_missing(&id));
+            }
+            let keys = state.store.list_keys(&id).await.map_err(store_err)?;
+            Ok(json(StatusCode::OK, &json!({ "keys": keys })))
+        }
+        (Route::AccountKey(id, key_id), _) => {
+            if !state
+                .store
+                .revoke_key(&id, &key_id)
+                .await
+                .map_err(store_err)?
+            {
+                return Err(Problem::new(
+                    ErrorCode::KeyNotFound,
+                    format!("account '{id}' has no key '{key_id}'"),
+                ));
+            }
+            tracing::info!(account.id = %id, key.id = %key_id, "revoked an API key");
+            Ok(no_content())
+        }
+        _ => Err(Problem::new(ErrorCode::RouteNotFound, "no such route")),
+    }
+}

@@ -1,0 +1,179 @@
+//! `/v1/connections`: an account's links to storage providers.
+
+use ferry_common::body::Body;
+use ferry_common::problem::{ErrorCode, Problem};
+use ferry_common::provider::redact;
+use http::{Method, Request, StatusCode};
+use opendal::Operator;
+use serde::{Deserialize, Serialize};
+
+use super::auth::require_account;
+use super::http_util::{json, no_content, read_json};
+use super::operators::{open_config, operator_for};
+use super::routes::Route;
+use super::{ApiResult, AppState, store_problem};
+use crate::store::{ConnectionRow, new_id, now_ms};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateConnection {
+    name: String,
+    provider: String,
+    #[serde(default = "empty_object")]
+    config: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+#[derive(Debug, Serialize)]
+struct ConnectionView {
+    id: String,
+    name: String,
+    provider: String,
+    config: serde_json::Value,
+    created_at: i64,
+}
+
+fn view(row: &ConnectionRow, config: &serde_json::Value) -> ConnectionView {
+    ConnectionView {
+        id: row.id.clone(),
+        name: row.name.clone(),
+        provider: row.provider.clone(),
+        config: redact(config),
+        created_at: row.created_at,
+    }
+}
+
+/// Checks a connection name: 1 to 64 of `A-Z a-z 0-9 . _ -`, starting with a
+/// letter or digit, and not shaped like an id.
+fn check_name(name: &str) -> Result<(), Problem> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && !name.starts_with("con_");
+    if ok {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            ErrorCode::InvalidField,
+            "'name' must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' or '-', start with a letter or digit, and not start with 'con_'",
+        ))
+    }
+}
+
+pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiResult {
+    let account = require_account(state, req.headers()).await?;
+    match (route, req.method().clone()) {
+        (Route::Connections, Method::POST) => create(state, &account, req).await,
+        (Route::Connections, _) => {
+            let rows = state
+                .store
+                .list_connections(&account)
+                .await
+                .map_err(|e| store_problem(state, e))?;
+            let views = rows
+                .iter()
+                .map(|r| open_config(state, r).map(|c| view(r, &c)))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({ "connections": views }),
+            ))
+        }
+        (Route::Connection(id), Method::DELETE) => {
+            let row = find(state, &account, &id).await?;
+            state
+                .store
+                .delete_connection(&account, &row.id)
+                .await
+                .map_err(|e| store_problem(state, e))?;
+            state.operators.remove(&row.id);
+            tracing::info!(account.id = %account, connection.id = %row.id, "deleted a connection");
+            Ok(no_content())
+        }
+        (Route::Connection(id), _) => {
+            let row = find(state, &account, &id).await?;
+            let config = open_config(state, &row)?;
+            Ok(json(StatusCode::OK, &view(&row, &config)))
+        }
+        _ => Err(Problem::new(ErrorCode::RouteNotFound, "no such route")),
+    }
+}
+
+async fn create(state: &AppState, account: &str, req: Request<Body>) -> ApiResult {
+    let body: CreateConnection = read_json(req, state.max_json_body_bytes).await?;
+    check_name(&body.name)?;
+    if !body.config.is_object() {
+        return Err(Problem::new(
+            ErrorCode::InvalidField,
+            "'config' must be a JSON object",
+        ));
+    }
+    let (_, op) = state
+        .providers
+        .build_and_check(&body.provider, &body.config)
+        .await
+        .map_err(|e| Problem::new(e.code(), e.to_string()))?;
+    let id = new_id("con");
+    let plain = serde_json::to_vec(&body.config).expect("a JSON value serialises");
+    let row = ConnectionRow {
+        config_sealed: state.master_key.seal(&plain, &id),
+        id,
+        account_id: account.to_owned(),
+        name: body.name,
+        provider: body.provider,
+        created_at: now_ms(),
+    };
+    state
+        .store
+        .create_connection(&row)
+        .await
+        .map_err(|e| store_problem(state, e))?;
+    state.operators.insert(&row.id, op);
+    tracing::info!(account.id = %account, connection.id = %row.id, provider = %row.provider, "created a connection");
+    Ok(json(StatusCode::CREATED, &view(&row, &body.config)))
+}
+
+async fn find(state: &AppState, account: &str, id_or_name: &str) -> Result<ConnectionRow, Problem> {
+    state
+        .store
+        .get_connection(account, id_or_name)
+        .await
+        .map_err(|e| store_problem(state, e))?
+        .ok_or_else(|| {
+            Problem::new(
+                ErrorCode::ConnectionNotFound,
+                format!("no connection '{id_or_name}' in this account"),
+            )
+        })
+}
+
+/// An account's connection and its operator, for the file routes.
+#[derive(Debug)]
+pub struct Resolved {
+    /// The caller's account.
+    pub account: String,
+    /// The connection.
+    pub row: ConnectionRow,
+    /// Its provider.
+    pub op: Operator,
+}
+
+/// Authenticates the request and finds the connection it names.
+pub async fn resolve(
+    state: &AppState,
+    headers: &http::HeaderMap,
+    conn: &str,
+) -> Result<Resolved, Problem> {
+    let account = require_account(state, headers).await?;
+    let row = find(state, &account, conn).await?;
+    let op = operator_for(state, &row).await?;
+    Ok(Resolved { account, row, op })
+}

@@ -1,0 +1,505 @@
+//! `PUT|GET|HEAD|DELETE /v1/connections/{conn}/files/{path}`: file content.
+//!
+//! Uploads stream into the provider and become visible only once every byte
+//! has arrived and matched the checksums the client sent; downloads stream
+//! out of the provider. Neither is ever held whole in memory.
+
+use std::time::Instant;
+
+use ferry_common::body::{Body, empty};
+use ferry_common::checksum::{
+    CRC64NVME_HEADER, DigestAlgorithm, StreamChecksums, decode_crc64, encode_crc64,
+    format_repr_digest, parse_repr_digest, parse_want_digest,
+};
+use ferry_common::path::ObjectPath;
+use ferry_common::problem::{ErrorCode, Problem};
+use futures_util::StreamExt as _;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyDataStream;
+use serde_json::json;
+
+use super::conditional::{self, RangeRequest, Verdict};
+use super::connections::{Resolved, resolve};
+use super::http_util::{json, no_content};
+use super::transfer::{
+    DownloadInfo, ObjectView, StageError, current, download_body, etag_for, read_stream, stage,
+};
+use super::{ApiResult, AppState, VIA_HUB, provider_problem, store_problem};
+use crate::metrics::ContentDirection;
+use crate::store::{
+    Change, Direction, EventKind, NewEvent, ObjectMeta, Transfer, TransferStatus, now_ms,
+};
+
+const REPR_DIGEST: &str = "repr-digest";
+const WANT_REPR_DIGEST: &str = "want-repr-digest";
+
+pub async fn handle(state: &AppState, conn: &str, raw_path: &str, req: Request<Body>) -> ApiResult {
+    let res = resolve(state, req.headers(), conn).await?;
+    let path = ObjectPath::parse(raw_path)
+        .map_err(|e| Problem::new(ErrorCode::InvalidPath, e.to_string()))?;
+    match *req.method() {
+        Method::PUT => put(state, &res, &path, req).await,
+        Method::DELETE => delete(state, &res, &path, req).await,
+        _ => get(state, &res, &path, req).await,
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Problem> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str().map_err(|_| {
+                Problem::new(
+                    ErrorCode::InvalidDigest,
+                    format!("'{name}' is not ASCII text"),
+                )
+            })
+        })
+        .transpose()
+}
+
+fn want_digest(headers: &HeaderMap) -> Result<Option<DigestAlgorithm>, Problem> {
+    match header_str(headers, WANT_REPR_DIGEST)? {
+        Some(v) => {
+            parse_want_digest(v).map_err(|e| Problem::new(ErrorCode::InvalidDigest, e.to_string()))
+        }
+        None => Ok(None),
+    }
+}
+
+fn not_found(path: &ObjectPath) -> Problem {
+    Problem::new(ErrorCode::NotFound, format!("no file at '{path}'"))
+}
+
+fn precondition_failed() -> Problem {
+    Problem::new(
+        ErrorCode::PreconditionFailed,
+        "the object's current entity tag does not satisfy the request's conditions",
+    )
+}
+
+/// The JSON description of a file.
+pub fn file_json(
+    path: &str,
+    size: u64,
+    etag: &str,
+    meta: Option<&ObjectMeta>,
+    modified_ms: Option<i64>,
+) -> serde_json::Value {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let mut v = json!({
+        "path": path,
+        "name": name,
+        "type": "file",
+        "size": size,
+        "etag": etag,
+        "modified_at": modified_ms,
+    });
+    if let Some(m) = meta {
+        v["content_type"] = json!(m.content_type);
+        v["checksums"] = json!({ "crc64nvme": encode_crc64(m.crc64nvme) });
+        if let Some(sha) = &m.sha256 {
+            v["checksums"]["sha256"] = json!(format_repr_digest(DigestAlgorithm::Sha256, sha));
+        }
+    }
+    v
+}
+
+fn set(headers: &mut HeaderMap, name: impl header::IntoHeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name, v);
+    }
+}
+
+fn content_headers(headers: &mut HeaderMap, view: &ObjectView) {
+    set(headers, header::ETAG, &view.etag);
+    if let Some(crc) = view.crc64nvme() {
+        set(headers, CRC64NVME_HEADER, &encode_crc64(crc));
+    }
+    if let Some(t) = view.modified {
+        set(headers, header::LAST_MODIFIED, &t.format_http_date());
+    }
+}
+
+async fn get(state: &AppState, res: &Resolved, path: &ObjectPath, req: Request<Body>) -> ApiResult {
+    let want = want_digest(req.headers())?;
+    let view = current(state, &res.op, &res.row.id, path.as_str()).await?;
+    let mut view = view.ok_or_else(|| not_found(path))?;
+    let headers = req.headers();
+    match conditional::evaluate(headers, req.method(), Some(&view.etag)) {
+        Verdict::Failed => return Err(precondition_failed()),
+        Verdict::NotModified => {
+            let mut resp = Response::new(empty());
+            *resp.status_mut() = StatusCode::NOT_MODIFIED;
+            content_headers(resp.headers_mut(), &view);
+            return Ok(resp);
+        }
+        Verdict::Proceed => {}
+    }
+    let repr_digest = match want {
+        None => None,
+        Some(alg) => {
+            let stored = match (alg, &view.meta) {
+                (DigestAlgorithm::Sha256, Some(m)) => m.sha256.clone(),
+                _ => None,
+            };
+            let digest = match stored {
+                Some(d) => d,
+                None => compute_digest(state, res, path, &mut view, alg).await?,
+            };
+            Some(format_repr_digest(alg, &digest))
+        }
+    };
+
+    let range = conditional::range(headers, view.size, &view.etag);
+    let mut resp = Response::new(empty());
+    let h = resp.headers_mut();
+    content_headers(h, &view);
+    set(h, header::ACCEPT_RANGES, "bytes");
+    let content_type = view.meta.as_ref().and_then(|m| m.content_type.clone());
+    set(
+        h,
+        header::CONTENT_TYPE,
+        content_type
+            .as_deref()
+            .unwrap_or("application/octet-stream"),
+    );
+    if let Some(d) = &repr_digest {
+        set(h, REPR_DIGEST, d);
+    }
+    let (status, bytes) = match range {
+        RangeRequest::Full => (StatusCode::OK, 0..view.size),
+        RangeRequest::Partial { start, end } => {
+            set(
+                h,
+                header::CONTENT_RANGE,
+                &format!("bytes {start}-{end}/{}", view.size),
+            );
+            (StatusCode::PARTIAL_CONTENT, start..end + 1)
+        }
+        RangeRequest::Unsatisfiable => {
+            let mut p = Problem::new(
+                ErrorCode::RangeNotSatisfiable,
+                format!("the object has {} bytes", view.size),
+            )
+            .into_response();
+            set(
+                p.headers_mut(),
+                header::CONTENT_RANGE,
+                &format!("bytes */{}", view.size),
+            );
+            return Ok(p);
+        }
+    };
+    *resp.status_mut() = status;
+    let len = bytes.end - bytes.start;
+    set(resp.headers_mut(), header::CONTENT_LENGTH, &len.to_string());
+    if req.method() == Method::HEAD || len == 0 {
+        return Ok(resp);
+    }
+    let stream = read_stream(&res.op, path.as_str(), bytes).await?;
+    let info = DownloadInfo {
+        account_id: &res.account,
+        connection_id: &res.row.id,
+        path: path.as_str(),
+        expected: len,
+    };
+    *resp.body_mut() = download_body(state, Box::pin(stream), info);
+    Ok(resp)
+}
+
+/// Reads the whole object to compute a digest the client asked for and
+/// ferry did not have. A SHA-256 is recorded, so it is computed once.
+async fn compute_digest(
+    state: &AppState,
+    res: &Resolved,
+    path: &ObjectPath,
+    view: &mut ObjectView,
+    alg: DigestAlgorithm,
+) -> Result<Vec<u8>, Problem> {
+    let mut stream = std::pin::pin!(read_stream(&res.op, path.as_str(), 0..view.size).await?);
+    let mut sums = StreamChecksums::new([alg]);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            tracing::warn!(error = %e, "reading an object to digest it failed");
+            Problem::new(
+                ErrorCode::ProviderUnavailable,
+                "the object could not be read to compute its digest",
+            )
+        })?;
+        sums.update(&chunk);
+    }
+    let sums = sums.finish();
+    let digest = sums.digest(alg).expect("the digest was asked for").to_vec();
+    if alg == DigestAlgorithm::Sha256 && sums.len == view.size {
+        let _guard = state.locks.lock(&res.row.id, path.as_str()).await;
+        let meta = ObjectMeta {
+            connection_id: res.row.id.clone(),
+            path: path.as_str().to_owned(),
+            size: view.size as i64,
+            crc64nvme: sums.crc64nvme,
+            sha256: Some(digest.clone()),
+            content_type: view.meta.as_ref().and_then(|m| m.content_type.clone()),
+            etag: view.etag.clone(),
+            provider_modified_ms: view.modified_ms(),
+            updated_at: now_ms(),
+        };
+        state
+            .store
+            .commit(Change {
+                upsert: Some(&meta),
+                ..Change::default()
+            })
+            .await
+            .map_err(|e| store_problem(state, e))?;
+        view.meta = Some(meta);
+    }
+    Ok(digest)
+}
+
+async fn put(state: &AppState, res: &Resolved, path: &ObjectPath, req: Request<Body>) -> ApiResult {
+    let headers = req.headers().clone();
+    let expected = match header_str(&headers, REPR_DIGEST)? {
+        Some(v) => parse_repr_digest(v)
+            .map_err(|e| Problem::new(ErrorCode::InvalidDigest, e.to_string()))?,
+        None => Vec::new(),
+    };
+    let expected_crc = match header_str(&headers, CRC64NVME_HEADER)? {
+        Some(v) => Some(decode_crc64(v).ok_or_else(|| {
+            Problem::new(
+                ErrorCode::InvalidDigest,
+                format!("'{CRC64NVME_HEADER}' must be the base64 of 8 bytes"),
+            )
+        })?),
+        None => None,
+    };
+    let want = want_digest(&headers)?;
+    let content_type = match headers.get(header::CONTENT_TYPE) {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .filter(|s| s.len() <= 255)
+                .ok_or_else(|| {
+                    Problem::new(
+                        ErrorCode::InvalidField,
+                        "'Content-Type' must be ASCII text of at most 255 bytes",
+                    )
+                })?
+                .to_owned(),
+        ),
+        None => None,
+    };
+
+    let before = current(state, &res.op, &res.row.id, path.as_str()).await?;
+    if conditional::evaluate(
+        &headers,
+        &Method::PUT,
+        before.as_ref().map(|v| v.etag.as_str()),
+    ) == Verdict::Failed
+    {
+        return Err(precondition_failed());
+    }
+
+    let mut digests: Vec<DigestAlgorithm> = expected.iter().map(|(a, _)| *a).collect();
+    digests.extend(want);
+    let started = Instant::now();
+    let mut log = Transfer {
+        account_id: res.account.clone(),
+        connection_id: res.row.id.clone(),
+        path: path.as_str().to_owned(),
+        direction: Direction::Upload,
+        status: TransferStatus::Aborted,
+        bytes: 0,
+        crc64nvme: None,
+        via: VIA_HUB.to_owned(),
+        started_at: now_ms(),
+        duration_ms: 0,
+    };
+    let counter = state.metrics.content_bytes(ContentDirection::upload);
+    let body = BodyDataStream::new(req.into_body());
+    let staged = stage(
+        &res.op,
+        path.as_str(),
+        content_type.as_deref(),
+        body,
+        digests,
+        Some(&counter),
+    )
+    .await;
+    let mut staged = match staged {
+        Ok(s) => s,
+        Err(StageError::Source(e)) => {
+            tracing::info!(error = %e, path = %path, "upload ended before its body was complete");
+            log.duration_ms = started.elapsed().as_millis() as i64;
+            let _ = state.store.record_transfer(&log).await;
+            return Err(Problem::new(
+                ErrorCode::UploadIncomplete,
+                "the request body ended early or could not be read",
+            ));
+        }
+        Err(StageError::Provider(e)) => return Err(provider_problem(&e, "write")),
+    };
+    let sums = staged.sums.clone();
+    log.bytes = sums.len as i64;
+    log.duration_ms = started.elapsed().as_millis() as i64;
+
+    let mut mismatch = expected
+        .iter()
+        .find(|(alg, want)| sums.digest(*alg) != Some(want.as_slice()))
+        .map(|(alg, want)| {
+            format!(
+                "the content's {} is {}, not the {} sent",
+                alg.key(),
+                format_repr_digest(*alg, sums.digest(*alg).unwrap_or_default()),
+                format_repr_digest(*alg, want)
+            )
+        });
+    if let Some(crc) = expected_crc
+        && crc != sums.crc64nvme
+    {
+        mismatch.get_or_insert(format!(
+            "the content's CRC64/NVME is {}, not the {} sent",
+            encode_crc64(sums.crc64nvme),
+            encode_crc64(crc)
+        ));
+    }
+    if let Some(detail) = mismatch {
+        if let Err(e) = staged.writer.abort().await {
+            tracing::warn!(error = %e, "could not discard a rejected upload");
+        }
+        log.status = TransferStatus::Rejected;
+        let _ = state.store.record_transfer(&log).await;
+        return Err(Problem::new(ErrorCode::DigestMismatch, detail));
+    }
+
+    // Commit: one writer at a time per path, preconditions checked again
+    // against what is there now.
+    let _guard = state.locks.lock(&res.row.id, path.as_str()).await;
+    let existing =
+        if headers.contains_key(header::IF_MATCH) || headers.contains_key(header::IF_NONE_MATCH) {
+            let now = current(state, &res.op, &res.row.id, path.as_str()).await?;
+            if conditional::evaluate(
+                &headers,
+                &Method::PUT,
+                now.as_ref().map(|v| v.etag.as_str()),
+            ) == Verdict::Failed
+            {
+                let _ = staged.writer.abort().await;
+                return Err(precondition_failed());
+            }
+            now.is_some()
+        } else {
+            before.is_some()
+        };
+    staged
+        .writer
+        .close()
+        .await
+        .map_err(|e| provider_problem(&e, "write"))?;
+    let modified_ms = match res.op.stat(path.as_str()).await {
+        Ok(m) => m.last_modified().map(|t| t.into_inner().as_millisecond()),
+        Err(_) => None,
+    };
+    let meta = ObjectMeta {
+        connection_id: res.row.id.clone(),
+        path: path.as_str().to_owned(),
+        size: sums.len as i64,
+        crc64nvme: sums.crc64nvme,
+        sha256: sums.digest(DigestAlgorithm::Sha256).map(<[u8]>::to_vec),
+        content_type,
+        etag: etag_for(sums.crc64nvme, sums.len),
+        provider_modified_ms: modified_ms,
+        updated_at: now_ms(),
+    };
+    log.status = TransferStatus::Complete;
+    log.crc64nvme = Some(sums.crc64nvme);
+    let kind = if existing {
+        EventKind::Updated
+    } else {
+        EventKind::Created
+    };
+    let event = NewEvent {
+        account_id: &res.account,
+        connection_id: &res.row.id,
+        kind,
+        path: path.as_str(),
+        from_path: None,
+        size: Some(meta.size),
+        at: meta.updated_at,
+    };
+    state
+        .store
+        .commit(Change {
+            upsert: Some(&meta),
+            event: Some(event),
+            transfer: Some(&log),
+            ..Change::default()
+        })
+        .await
+        .map_err(|e| store_problem(state, e))?;
+
+    let status = if existing {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let mut resp = json(
+        status,
+        &file_json(
+            path.as_str(),
+            sums.len,
+            &meta.etag,
+            Some(&meta),
+            modified_ms,
+        ),
+    );
+    let h = resp.headers_mut();
+    set(h, header::ETAG, &meta.etag);
+    set(h, CRC64NVME_HEADER, &encode_crc64(sums.crc64nvme));
+    let shown: Vec<String> = sums
+        .digests
+        .iter()
+        .map(|(alg, d)| format_repr_digest(*alg, d))
+        .collect();
+    if !shown.is_empty() {
+        set(h, REPR_DIGEST, &shown.join(", "));
+    }
+    Ok(resp)
+}
+
+async fn delete(
+    state: &AppState,
+    res: &Resolved,
+    path: &ObjectPath,
+    req: Request<Body>,
+) -> ApiResult {
+    let _guard = state.locks.lock(&res.row.id, path.as_str()).await;
+    let view = current(state, &res.op, &res.row.id, path.as_str()).await?;
+    let view = view.ok_or_else(|| not_found(path))?;
+    if conditional::evaluate(req.headers(), &Method::DELETE, Some(&view.etag)) == Verdict::Failed {
+        return Err(precondition_failed());
+    }
+    res.op
+        .delete(path.as_str())
+        .await
+        .map_err(|e| provider_problem(&e, "delete"))?;
+    let event = NewEvent {
+        account_id: &res.account,
+        connection_id: &res.row.id,
+        kind: EventKind::Deleted,
+        path: path.as_str(),
+        from_path: None,
+        size: Some(view.size as i64),
+        at: now_ms(),
+    };
+    state
+        .store
+        .commit(Change {
+            remove: vec![(&res.row.id, path.as_str())],
+            event: Some(event),
+            ..Change::default()
+        })
+        .await
+        .map_err(|e| store_problem(state, e))?;
+    Ok(no_content())
+}

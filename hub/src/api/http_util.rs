@@ -1,0 +1,127 @@
+//! Small pieces every handler uses: JSON bodies in and out, and paging
+//! parameters.
+
+use ferry_common::body::{Body, full};
+use ferry_common::problem::{ErrorCode, Problem};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::BodyExt as _;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::routes::query_pairs;
+
+/// Reads a JSON body of at most `limit` bytes.
+pub async fn read_json<T: DeserializeOwned>(
+    req: Request<Body>,
+    limit: usize,
+) -> Result<T, Problem> {
+    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or_default();
+        let essence = ct.split(';').next().unwrap_or_default().trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(Problem::new(
+                ErrorCode::UnsupportedMediaType,
+                format!("send 'Content-Type: application/json', not '{ct}'"),
+            ));
+        }
+    }
+    let too_large = || {
+        Problem::new(
+            ErrorCode::BodyTooLarge,
+            format!("JSON bodies are limited to {limit} bytes"),
+        )
+    };
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        && len > limit as u64
+    {
+        return Err(too_large());
+    }
+    let mut body = req.into_body();
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| {
+            Problem::new(
+                ErrorCode::UploadIncomplete,
+                "the request body could not be read",
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > limit {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    serde_json::from_slice(&bytes).map_err(|e| Problem::new(ErrorCode::InvalidJson, e.to_string()))
+}
+
+/// A JSON response.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let body = serde_json::to_vec(value).expect("API responses serialise");
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// A response with no body.
+pub fn no_content() -> Response<Body> {
+    let mut resp = Response::new(ferry_common::body::empty());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    resp
+}
+
+/// The `limit` and `cursor` query parameters of a paged listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paging {
+    /// Entries per page.
+    pub limit: usize,
+    /// Where the previous page ended.
+    pub cursor: Option<String>,
+}
+
+/// Reads `limit` (1..=max, default `default`) and `cursor`; any other
+/// parameter is an error, so typos are not silently ignored.
+pub fn paging(req: &Request<Body>, default: usize, max: usize) -> Result<Paging, Problem> {
+    let pairs = query_pairs(req.uri().query()).map_err(|_| {
+        Problem::new(
+            ErrorCode::InvalidQuery,
+            "the query is not valid percent-encoded UTF-8",
+        )
+    })?;
+    let mut paging = Paging {
+        limit: default,
+        cursor: None,
+    };
+    for (k, v) in pairs {
+        match k.as_str() {
+            "limit" => {
+                paging.limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .ok_or_else(|| {
+                        Problem::new(
+                            ErrorCode::InvalidQuery,
+                            format!("'limit' must be a whole number from 1 to {max}"),
+                        )
+                    })?;
+            }
+            "cursor" if !v.is_empty() => paging.cursor = Some(v),
+            "cursor" => {}
+            other => {
+                return Err(Problem::new(
+                    ErrorCode::InvalidQuery,
+                    format!("unknown query parameter '{other}'"),
+                ));
+            }
+        }
+    }
+    Ok(paging)
+}

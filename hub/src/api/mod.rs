@@ -1,0 +1,217 @@
+//! The hub's HTTP API: one router for every route, usable from the hub's
+//! own listener and (later) from requests that arrive through a spoke's
+//! tunnel, since it only sees `Request<Body>`.
+
+mod admin;
+mod auth;
+mod conditional;
+mod connections;
+mod events;
+mod files;
+mod http_util;
+mod locks;
+mod operators;
+pub mod routes;
+mod transfer;
+mod tree;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferry_common::body::{Body, full};
+use ferry_common::config::Secret;
+use ferry_common::problem::{ErrorCode, Problem};
+use ferry_common::provider::ProviderRegistry;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+
+use crate::metrics::Metrics;
+use crate::secrets::MasterKey;
+use crate::store::{Store, StoreError};
+use routes::{Route, RouteLabel};
+
+/// What every request handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    /// The metadata store.
+    pub store: Store,
+    /// Builds provider operators within the operator's policy.
+    pub providers: ProviderRegistry,
+    /// Seals and opens connection configurations.
+    pub master_key: MasterKey,
+    /// The admin token; `None` disables the admin API.
+    pub admin_token: Option<Secret>,
+    /// The hub's metrics.
+    pub metrics: Metrics,
+    /// Largest JSON body accepted.
+    pub max_json_body_bytes: usize,
+    /// Operators of connections in use.
+    operators: operators::OperatorCache,
+    /// Serialises the commit of writes to the same object.
+    locks: locks::PathLocks,
+}
+
+impl AppState {
+    /// Builds the shared state.
+    pub fn new(
+        store: Store,
+        providers: ProviderRegistry,
+        master_key: MasterKey,
+        admin_token: Option<Secret>,
+        metrics: Metrics,
+        max_json_body_bytes: usize,
+    ) -> Self {
+        Self {
+            store,
+            providers,
+            master_key,
+            admin_token,
+            metrics,
+            max_json_body_bytes,
+            operators: operators::OperatorCache::default(),
+            locks: locks::PathLocks::default(),
+        }
+    }
+}
+
+/// What handlers return.
+pub(crate) type ApiResult = Result<Response<Body>, Problem>;
+
+/// The node that carried a transfer's bytes, for the transfer log.
+pub(crate) const VIA_HUB: &str = "hub";
+
+/// Answers one request.
+pub async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let (label, result) = match Route::parse(req.uri().path()) {
+        Ok(Some(route)) => {
+            let label = route.label();
+            (label, dispatch(&state, route, req).await)
+        }
+        Ok(None) => (
+            RouteLabel::unmatched,
+            Err(Problem::new(
+                ErrorCode::RouteNotFound,
+                "no route matches this path",
+            )),
+        ),
+        Err(_) => (
+            RouteLabel::unmatched,
+            Err(Problem::new(
+                ErrorCode::InvalidPath,
+                "the path is not valid percent-encoded UTF-8",
+            )),
+        ),
+    };
+    let mut resp = result.unwrap_or_else(Problem::into_response);
+    if method == Method::HEAD {
+        // HEAD answers carry the GET head; drop any body a problem added.
+        *resp.body_mut() = ferry_common::body::empty();
+    }
+    state.metrics.request(
+        label,
+        &method,
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    resp
+}
+
+async fn dispatch(state: &AppState, route: Route, req: Request<Body>) -> ApiResult {
+    let method = req.method().clone();
+    if !route.allowed().contains(&method) {
+        let allow = route
+            .allowed()
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut resp = Problem::new(
+            ErrorCode::MethodNotAllowed,
+            format!("{method} is not allowed here; allowed: {allow}"),
+        )
+        .into_response();
+        if let Ok(v) = HeaderValue::from_str(&allow) {
+            resp.headers_mut().insert(header::ALLOW, v);
+        }
+        return Ok(resp);
+    }
+    match route {
+        Route::Healthz => Ok(text(StatusCode::OK, "ok\n")),
+        Route::Readyz => match state.store.ping().await {
+            Ok(()) => Ok(text(StatusCode::OK, "ready\n")),
+            Err(e) => {
+                state.metrics.store_error();
+                tracing::warn!(error = %e, "not ready: the store does not answer");
+                Err(Problem::new(
+                    ErrorCode::StoreUnavailable,
+                    "the metadata store does not answer",
+                ))
+            }
+        },
+        Route::Metrics => {
+            let mut resp = text(StatusCode::OK, state.metrics.encode());
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            Ok(resp)
+        }
+        Route::Accounts | Route::Account(_) | Route::AccountKeys(_) | Route::AccountKey(..) => {
+            admin::handle(state, route, req).await
+        }
+        Route::Connections | Route::Connection(_) => connections::handle(state, route, req).await,
+        Route::File(conn, path) => files::handle(state, &conn, &path, req).await,
+        Route::List(conn, dir) => tree::list(state, &conn, &dir, req).await,
+        Route::Folder(conn, path) => tree::create_folder(state, &conn, &path, req).await,
+        Route::Copy(conn) => tree::copy_or_move(state, &conn, false, req).await,
+        Route::Move(conn) => tree::copy_or_move(state, &conn, true, req).await,
+        Route::Events => events::list(state, req).await,
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// Maps a store failure to a problem, logging and counting it once.
+pub(crate) fn store_problem(state: &AppState, err: StoreError) -> Problem {
+    match err {
+        StoreError::Conflict(what) => {
+            Problem::new(ErrorCode::AlreadyExists, format!("{what} already exists"))
+        }
+        other => {
+            state.metrics.store_error();
+            tracing::error!(error = %other, "metadata store operation failed");
+            Problem::new(
+                ErrorCode::StoreUnavailable,
+                "the metadata store failed; retry later",
+            )
+        }
+    }
+}
+
+/// Maps a provider failure to a problem. The provider's own message can
+/// name server paths, so it is logged, not returned.
+pub(crate) fn provider_problem(err: &opendal::Error, what: &str) -> Problem {
+    let code = ferry_common::provider::error_code(err);
+    if matches!(
+        code,
+        ErrorCode::ProviderUnavailable | ErrorCode::ProviderRejected
+    ) {
+        tracing::warn!(error = %err, operation = what, "provider operation failed");
+    }
+    let detail = match code {
+        ErrorCode::NotFound => format!("{what}: no such file or folder"),
+        _ => format!("{what}: {}", err.kind()),
+    };
+    Problem::new(code, detail)
+}

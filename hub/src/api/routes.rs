@@ -1,0 +1,289 @@
+//! Matching request paths to routes.
+//!
+//! The raw path is split before percent-decoding, so an encoded `/` inside an
+//! id cannot change which route matches; object paths (everything after
+//! `/files/`, `/list/` or `/folders/`) are decoded as a whole and validated
+//! later by `ObjectPath`.
+
+use http::Method;
+use percent_encoding::percent_decode_str;
+use prometheus_client::encoding::EncodeLabelValue;
+
+/// A matched route with its path parameters (percent-decoded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `/healthz`
+    Healthz,
+    /// `/readyz`
+    Readyz,
+    /// `/metrics`
+    Metrics,
+    /// `/v1/accounts`
+    Accounts,
+    /// `/v1/accounts/{id}`
+    Account(String),
+    /// `/v1/accounts/{id}/keys`
+    AccountKeys(String),
+    /// `/v1/accounts/{id}/keys/{key}`
+    AccountKey(String, String),
+    /// `/v1/connections`
+    Connections,
+    /// `/v1/connections/{conn}`
+    Connection(String),
+    /// `/v1/connections/{conn}/files/{path}`
+    File(String, String),
+    /// `/v1/connections/{conn}/list/{dir}` (dir may be empty)
+    List(String, String),
+    /// `/v1/connections/{conn}/folders/{path}`
+    Folder(String, String),
+    /// `/v1/connections/{conn}/copy`
+    Copy(String),
+    /// `/v1/connections/{conn}/move`
+    Move(String),
+    /// `/v1/events`
+    Events,
+}
+
+/// The route template, as a bounded metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum RouteLabel {
+    /// Unmatched paths.
+    unmatched,
+    healthz,
+    readyz,
+    metrics,
+    accounts,
+    account,
+    account_keys,
+    account_key,
+    connections,
+    connection,
+    files,
+    list,
+    folders,
+    copy,
+    r#move,
+    events,
+}
+
+/// Why a path could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadEncoding;
+
+fn decode(s: &str) -> Result<String, BadEncoding> {
+    percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| BadEncoding)
+}
+
+impl Route {
+    /// Matches a raw request path; `Ok(None)` when no route matches.
+    pub fn parse(path: &str) -> Result<Option<Route>, BadEncoding> {
+        let Some(rest) = path.strip_prefix('/') else {
+            return Ok(None);
+        };
+        match rest {
+            "healthz" => return Ok(Some(Route::Healthz)),
+            "readyz" => return Ok(Some(Route::Readyz)),
+            "metrics" => return Ok(Some(Route::Metrics)),
+            _ => {}
+        }
+        let Some(rest) = rest.strip_prefix("v1/") else {
+            return Ok(None);
+        };
+        if rest == "events" {
+            return Ok(Some(Route::Events));
+        }
+        if let Some(rest) = rest.strip_prefix("accounts") {
+            let parts: Vec<&str> = rest.split('/').collect();
+            let route = match parts.as_slice() {
+                [""] => Route::Accounts,
+                ["", id] if !id.is_empty() => Route::Account(decode(id)?),
+                ["", id, "keys"] if !id.is_empty() => Route::AccountKeys(decode(id)?),
+                ["", id, "keys", key] if !id.is_empty() && !key.is_empty() => {
+                    Route::AccountKey(decode(id)?, decode(key)?)
+                }
+                _ => return Ok(None),
+            };
+            return Ok(Some(route));
+        }
+        let Some(rest) = rest.strip_prefix("connections") else {
+            return Ok(None);
+        };
+        if rest.is_empty() {
+            return Ok(Some(Route::Connections));
+        }
+        let Some(rest) = rest.strip_prefix('/') else {
+            return Ok(None);
+        };
+        let (conn, tail) = match rest.split_once('/') {
+            Some((c, t)) => (c, Some(t)),
+            None => (rest, None),
+        };
+        if conn.is_empty() {
+            return Ok(None);
+        }
+        let conn = decode(conn)?;
+        let route = match tail {
+            None => Route::Connection(conn),
+            Some("copy") => Route::Copy(conn),
+            Some("move") => Route::Move(conn),
+            Some("list") => Route::List(conn, String::new()),
+            Some(t) => {
+                if let Some(p) = t.strip_prefix("files/") {
+                    Route::File(conn, decode(p)?)
+                } else if let Some(p) = t.strip_prefix("list/") {
+                    Route::List(conn, decode(p)?)
+                } else if let Some(p) = t.strip_prefix("folders/") {
+                    Route::Folder(conn, decode(p)?)
+                } else {
+                    return Ok(None);
+                }
+            }
+        };
+        Ok(Some(route))
+    }
+
+    /// The route's metrics label.
+    pub fn label(&self) -> RouteLabel {
+        match self {
+            Route::Healthz => RouteLabel::healthz,
+            Route::Readyz => RouteLabel::readyz,
+            Route::Metrics => RouteLabel::metrics,
+            Route::Accounts => RouteLabel::accounts,
+            Route::Account(_) => RouteLabel::account,
+            Route::AccountKeys(_) => RouteLabel::account_keys,
+            Route::AccountKey(..) => RouteLabel::account_key,
+            Route::Connections => RouteLabel::connections,
+            Route::Connection(_) => RouteLabel::connection,
+            Route::File(..) => RouteLabel::files,
+            Route::List(..) => RouteLabel::list,
+            Route::Folder(..) => RouteLabel::folders,
+            Route::Copy(_) => RouteLabel::copy,
+            Route::Move(_) => RouteLabel::r#move,
+            Route::Events => RouteLabel::events,
+        }
+    }
+
+    /// The methods the route answers, for `405` and `Allow`.
+    pub fn allowed(&self) -> &'static [Method] {
+        match self {
+            Route::Healthz | Route::Readyz | Route::Metrics | Route::Account(_) | Route::Events => {
+                &[Method::GET, Method::HEAD]
+            }
+            Route::List(..) => &[Method::GET, Method::HEAD],
+            Route::Accounts | Route::AccountKeys(_) | Route::Connections => {
+                &[Method::GET, Method::POST]
+            }
+            Route::AccountKey(..) => &[Method::DELETE],
+            Route::Connection(_) => &[Method::GET, Method::DELETE],
+            Route::File(..) => &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
+            Route::Folder(..) | Route::Copy(_) | Route::Move(_) => &[Method::POST],
+        }
+    }
+}
+
+/// Parses a query string into decoded pairs (`+` is a space, as in forms).
+pub fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, BadEncoding> {
+    let Some(q) = query else {
+        return Ok(Vec::new());
+    };
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode(&k.replace('+', " "))?, decode(&v.replace('+', " "))?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(p: &str) -> Option<Route> {
+        Route::parse(p).unwrap()
+    }
+
+    #[test]
+    fn matches_the_contract_paths() {
+        assert_eq!(parse("/healthz"), Some(Route::Healthz));
+        assert_eq!(parse("/v1/accounts"), Some(Route::Accounts));
+        assert_eq!(
+            parse("/v1/accounts/acc_1/keys/key_2"),
+            Some(Route::AccountKey("acc_1".into(), "key_2".into()))
+        );
+        assert_eq!(
+            parse("/v1/connections/local"),
+            Some(Route::Connection("local".into()))
+        );
+        assert_eq!(
+            parse("/v1/connections/local/files/a%20b/c.txt"),
+            Some(Route::File("local".into(), "a b/c.txt".into()))
+        );
+        assert_eq!(
+            parse("/v1/connections/c/list"),
+            Some(Route::List("c".into(), String::new()))
+        );
+        assert_eq!(
+            parse("/v1/connections/c/list/"),
+            Some(Route::List("c".into(), String::new()))
+        );
+        assert_eq!(
+            parse("/v1/connections/c/list/docs"),
+            Some(Route::List("c".into(), "docs".into()))
+        );
+        assert_eq!(
+            parse("/v1/connections/c/folders/x/y"),
+            Some(Route::Folder("c".into(), "x/y".into()))
+        );
+        assert_eq!(
+            parse("/v1/connections/c/copy"),
+            Some(Route::Copy("c".into()))
+        );
+        assert_eq!(parse("/v1/events"), Some(Route::Events));
+    }
+
+    #[test]
+    fn everything_else_is_unmatched() {
+        for p in [
+            "/",
+            "",
+            "/v1",
+            "/v1/accounts/",
+            "/v1/connections/",
+            "/v1/connections/c/other",
+            "/v2/events",
+            "/v1/accounts/a/b",
+        ] {
+            assert_eq!(parse(p), None, "{p}");
+        }
+        assert_eq!(
+            Route::parse("/v1/connections/c/files/%ff"),
+            Err(BadEncoding)
+        );
+    }
+
+    #[test]
+    fn encoded_dots_decode_for_validation_later() {
+        assert_eq!(
+            parse("/v1/connections/c/files/%2e%2e/etc/passwd"),
+            Some(Route::File("c".into(), "../etc/passwd".into()))
+        );
+    }
+
+    #[test]
+    fn query_strings_decode() {
+        let q = query_pairs(Some("limit=5&cursor=a%2Fb&x")).unwrap();
+        assert_eq!(
+            q,
+            vec![
+                ("limit".into(), "5".into()),
+                ("cursor".into(), "a/b".into()),
+                ("x".into(), String::new())
+            ]
+        );
+    }
+}

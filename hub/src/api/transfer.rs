@@ -1,0 +1,315 @@
+//! Moving content: what ferry knows of an object, streaming bytes into a
+//! provider while checksumming them, and streaming them out with a record of
+//! how the transfer ended.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use ferry_common::body::{Body, BoxError};
+use ferry_common::checksum::{Checksums, DigestAlgorithm, StreamChecksums};
+use ferry_common::problem::{ErrorCode, Problem};
+use futures_util::{Stream, StreamExt as _};
+use http_body_util::StreamBody;
+use opendal::{Buffer, Operator, Writer};
+use prometheus_client::metrics::counter::Counter;
+
+use super::{AppState, VIA_HUB, provider_problem};
+use crate::store::{Direction, ObjectMeta, Transfer, TransferStatus, now_ms};
+
+/// Bytes gathered before each provider write: large enough to keep system
+/// calls and provider requests few, small enough to bound memory per upload.
+const WRITE_CHUNK: usize = 1024 * 1024;
+/// Bytes asked of the provider per read while downloading.
+const READ_CHUNK: usize = 1024 * 1024;
+
+/// An object as ferry sees it now: the provider's stat joined with the
+/// metadata ferry recorded, when that metadata still describes the object.
+#[derive(Debug, Clone)]
+pub struct ObjectView {
+    /// Size in bytes.
+    pub size: u64,
+    /// The entity tag to serve, quoted.
+    pub etag: String,
+    /// The provider's modification time.
+    pub modified: Option<opendal::raw::Timestamp>,
+    /// Metadata recorded by ferry, if it matches the object.
+    pub meta: Option<ObjectMeta>,
+}
+
+impl ObjectView {
+    /// The CRC64/NVME, when ferry knows it.
+    pub fn crc64nvme(&self) -> Option<u64> {
+        self.meta.as_ref().map(|m| m.crc64nvme)
+    }
+
+    /// The provider's modification time in unix milliseconds.
+    pub fn modified_ms(&self) -> Option<i64> {
+        self.modified.map(|t| t.into_inner().as_millisecond())
+    }
+}
+
+/// The entity tag of content with this checksum and size.
+pub fn etag_for(crc64nvme: u64, size: u64) -> String {
+    format!("\"{crc64nvme:016x}-{size:x}\"")
+}
+
+/// Looks an object up. `Ok(None)` when nothing is there; a folder is
+/// `NotAFile`.
+pub async fn current(
+    state: &AppState,
+    op: &Operator,
+    connection_id: &str,
+    path: &str,
+) -> Result<Option<ObjectView>, Problem> {
+    let stat = match op.stat(path).await {
+        Ok(s) => s,
+        Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(provider_problem(&e, "stat")),
+    };
+    if stat.is_dir() {
+        return Err(Problem::new(
+            ErrorCode::NotAFile,
+            format!("'{path}' is a folder"),
+        ));
+    }
+    let size = stat.content_length();
+    let modified = stat.last_modified();
+    let modified_ms = modified.map(|t| t.into_inner().as_millisecond());
+    let meta = state
+        .store
+        .get_object(connection_id, path)
+        .await
+        .map_err(|e| super::store_problem(state, e))?
+        .filter(|m| {
+            // Changed behind ferry's back? Then what it recorded is stale.
+            m.size as u64 == size
+                && (m.provider_modified_ms.is_none()
+                    || modified_ms.is_none()
+                    || m.provider_modified_ms == modified_ms)
+        });
+    let etag = match (&meta, stat.etag()) {
+        (Some(m), _) => m.etag.clone(),
+        (None, Some(tag)) if tag.starts_with('"') || tag.starts_with("W/") => tag.to_owned(),
+        (None, Some(tag)) => format!("\"{tag}\""),
+        (None, None) => {
+            let ns = modified
+                .map(|t| t.into_inner().as_nanosecond())
+                .unwrap_or(0);
+            format!("\"m{ns:x}-{size:x}\"")
+        }
+    };
+    Ok(Some(ObjectView {
+        size,
+        etag,
+        modified,
+        meta,
+    }))
+}
+
+/// Why staging content failed.
+#[derive(Debug)]
+pub enum StageError {
+    /// The source stream failed (the client went away, or a provider read).
+    Source(BoxError),
+    /// The provider refused a write.
+    Provider(opendal::Error),
+}
+
+/// Content written to the provider but not yet committed: closing the
+/// writer makes it visible, aborting discards it.
+pub struct Staged {
+    /// The open writer.
+    pub writer: Writer,
+    /// What streamed through it.
+    pub sums: Checksums,
+}
+
+impl std::fmt::Debug for Staged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Staged")
+            .field("sums", &self.sums)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Streams `source` into a new writer at `path`, computing checksums
+/// (with the extra `digests`) on the way. Nothing is visible at `path` until
+/// the caller closes the returned writer; on error the writer is aborted.
+pub async fn stage<S, E>(
+    op: &Operator,
+    path: &str,
+    content_type: Option<&str>,
+    source: S,
+    digests: Vec<DigestAlgorithm>,
+    counter: Option<&Counter>,
+) -> Result<Staged, StageError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send,
+    E: Into<BoxError>,
+{
+    let mut opts = op.writer_with(path);
+    if let Some(ct) = content_type
+        && op.info().capability().write_with_content_type
+    {
+        opts = opts.content_type(ct);
+    }
+    let mut writer = opts.await.map_err(StageError::Provider)?;
+    let mut sums = StreamChecksums::new(digests);
+    let mut pending: Vec<Bytes> = Vec::new();
+    let mut pending_len = 0usize;
+    let mut source = std::pin::pin!(source);
+    let result: Result<(), StageError> = async {
+        while let Some(item) = source.next().await {
+            let data = item.map_err(|e| StageError::Source(e.into()))?;
+            if data.is_empty() {
+                continue;
+            }
+            sums.update(&data);
+            if let Some(c) = counter {
+                c.inc_by(data.len() as u64);
+            }
+            pending_len += data.len();
+            pending.push(data);
+            if pending_len >= WRITE_CHUNK {
+                let chunk = Buffer::from(std::mem::take(&mut pending));
+                pending_len = 0;
+                writer.write(chunk).await.map_err(StageError::Provider)?;
+            }
+        }
+        if !pending.is_empty() {
+            writer
+                .write(Buffer::from(std::mem::take(&mut pending)))
+                .await
+                .map_err(StageError::Provider)?;
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(Staged {
+            writer,
+            sums: sums.finish(),
+        }),
+        Err(e) => {
+            if let Err(abort) = writer.abort().await {
+                tracing::warn!(error = %abort, "could not discard a partial upload");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// A stream of an object's bytes (or one range of them).
+pub async fn read_stream(
+    op: &Operator,
+    path: &str,
+    range: std::ops::Range<u64>,
+) -> Result<impl Stream<Item = Result<Bytes, std::io::Error>> + Send + use<>, Problem> {
+    let reader = op
+        .reader_with(path)
+        .chunk(READ_CHUNK)
+        .await
+        .map_err(|e| provider_problem(&e, "read"))?;
+    reader
+        .into_bytes_stream(range)
+        .await
+        .map_err(|e| provider_problem(&e, "read"))
+}
+
+/// Records how a download ended when its body finishes or is dropped.
+struct DownloadLog {
+    store: crate::store::Store,
+    transfer: Transfer,
+    expected: u64,
+    started: Instant,
+    counter: Counter,
+}
+
+impl Drop for DownloadLog {
+    fn drop(&mut self) {
+        let mut t = self.transfer.clone();
+        t.status = if t.bytes as u64 == self.expected {
+            TransferStatus::Complete
+        } else {
+            TransferStatus::Aborted
+        };
+        t.duration_ms = self.started.elapsed().as_millis() as i64;
+        let store = self.store.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = store.record_transfer(&t).await {
+                    tracing::warn!(error = %e, "could not log a download");
+                }
+            });
+        }
+    }
+}
+
+struct LoggedStream<S> {
+    inner: S,
+    log: DownloadLog,
+}
+
+impl<S: Stream<Item = Result<Bytes, std::io::Error>> + Unpin> Stream for LoggedStream<S> {
+    type Item = Result<http_body::Frame<Bytes>, BoxError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(data))) => {
+                self.log.transfer.bytes += data.len() as i64;
+                self.log.counter.inc_by(data.len() as u64);
+                Poll::Ready(Some(Ok(http_body::Frame::data(data))))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                tracing::warn!(error = %e, path = %self.log.transfer.path, "download failed part way");
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// What a download is, for its log entry.
+#[derive(Debug)]
+pub struct DownloadInfo<'a> {
+    /// The caller's account.
+    pub account_id: &'a str,
+    /// The connection.
+    pub connection_id: &'a str,
+    /// The object.
+    pub path: &'a str,
+    /// Bytes the response promises.
+    pub expected: u64,
+}
+
+/// Turns a read stream into a response body that counts the bytes sent and
+/// logs the transfer when it ends.
+pub fn download_body<S>(state: &AppState, stream: S, info: DownloadInfo<'_>) -> Body
+where
+    S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin + 'static,
+{
+    let log = DownloadLog {
+        store: state.store.clone(),
+        transfer: Transfer {
+            account_id: info.account_id.to_owned(),
+            connection_id: info.connection_id.to_owned(),
+            path: info.path.to_owned(),
+            direction: Direction::Download,
+            status: TransferStatus::Aborted,
+            bytes: 0,
+            crc64nvme: None,
+            via: VIA_HUB.to_owned(),
+            started_at: now_ms(),
+            duration_ms: 0,
+        },
+        expected: info.expected,
+        started: Instant::now(),
+        counter: state
+            .metrics
+            .content_bytes(crate::metrics::ContentDirection::download),
+    };
+    http_body_util::BodyExt::boxed_unsync(StreamBody::new(LoggedStream { inner: stream, log }))
+}

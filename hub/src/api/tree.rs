@@ -1,0 +1,351 @@
+//! The shape of a connection: listing folders, creating them, copying and
+//! moving files.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ferry_common::body::Body;
+use ferry_common::path::{ObjectPath, STAGING_DIR};
+use ferry_common::problem::{ErrorCode, Problem};
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use http::{Request, StatusCode};
+use opendal::ErrorKind;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::connections::{Resolved, resolve};
+use super::files::file_json;
+use super::http_util::{json, paging, read_json};
+use super::transfer::{StageError, current, etag_for, read_stream, stage};
+use super::{ApiResult, AppState, provider_problem, store_problem};
+use crate::store::{Change, EventKind, NewEvent, ObjectMeta, now_ms};
+
+fn invalid_path(e: ferry_common::path::PathError) -> Problem {
+    Problem::new(ErrorCode::InvalidPath, e.to_string())
+}
+
+fn folder_json(path: &str) -> serde_json::Value {
+    json!({ "path": path, "name": path.rsplit('/').next().unwrap_or(path), "type": "folder" })
+}
+
+/// Checks that `dir` is a folder; `Ok(false)` when nothing is there.
+async fn is_folder(res: &Resolved, dir: &ObjectPath) -> Result<bool, Problem> {
+    match res.op.stat(dir.as_str()).await {
+        Ok(m) if m.is_dir() => Ok(true),
+        Ok(_) => Err(Problem::new(
+            ErrorCode::NotAFolder,
+            format!("'{dir}' is a file"),
+        )),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            // Object stores have no folder objects: a prefix with entries is one.
+            match res.op.stat(&dir.as_dir()).await {
+                Ok(m) if m.is_dir() => Ok(true),
+                Ok(_) => Ok(false),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(provider_problem(&e, "stat")),
+            }
+        }
+        Err(e) => Err(provider_problem(&e, "stat")),
+    }
+}
+
+pub async fn list(state: &AppState, conn: &str, raw_dir: &str, req: Request<Body>) -> ApiResult {
+    let res = resolve(state, req.headers(), conn).await?;
+    let page = paging(&req, 100, 1000)?;
+    let dir = ObjectPath::parse_dir(raw_dir).map_err(invalid_path)?;
+    let after = match &page.cursor {
+        None => None,
+        Some(c) => Some(
+            URL_SAFE_NO_PAD
+                .decode(c)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| {
+                    Problem::new(
+                        ErrorCode::InvalidCursor,
+                        "use a 'next_cursor' from an earlier answer",
+                    )
+                })?,
+        ),
+    };
+    let list_path = match &dir {
+        Some(d) => {
+            if !is_folder(&res, d).await? {
+                return Err(Problem::new(
+                    ErrorCode::NotFound,
+                    format!("no folder at '{d}'"),
+                ));
+            }
+            d.as_dir()
+        }
+        None => "/".to_owned(),
+    };
+    // Providers list in their own order; sort by name so a cursor (the last
+    // name sent) resumes exactly where the previous page ended.
+    let mut names: Vec<(String, bool)> = res
+        .op
+        .list(&list_path)
+        .await
+        .map_err(|e| provider_problem(&e, "list"))?
+        .into_iter()
+        .filter(|e| {
+            e.path() != list_path
+                && e.path().trim_end_matches('/') != list_path.trim_end_matches('/')
+        })
+        .map(|e| {
+            (
+                e.name().trim_end_matches('/').to_owned(),
+                e.metadata().is_dir(),
+            )
+        })
+        .filter(|(name, _)| !name.is_empty() && !(dir.is_none() && name == STAGING_DIR))
+        .filter(|(name, _)| after.as_ref().is_none_or(|a| name > a))
+        .collect();
+    names.sort();
+    names.dedup_by(|a, b| a.0 == b.0);
+    let more = names.len() > page.limit;
+    names.truncate(page.limit);
+    let next_cursor = more
+        .then(|| URL_SAFE_NO_PAD.encode(names.last().map(|n| n.0.as_str()).unwrap_or_default()));
+
+    let prefix = dir
+        .as_ref()
+        .map(|d| format!("{}/", d.as_str()))
+        .unwrap_or_default();
+    type Lookup<'a> =
+        futures_util::future::BoxFuture<'a, Result<Option<serde_json::Value>, Problem>>;
+    let lookups: Vec<Lookup<'_>> = names
+        .into_iter()
+        .map(|(name, is_dir)| {
+            let path = format!("{prefix}{name}");
+            let res = &res;
+            let lookup: Lookup<'_> = Box::pin(async move {
+                if is_dir {
+                    return Ok(Some(folder_json(&path)));
+                }
+                // An entry deleted since the listing is skipped, not an error.
+                match current(state, &res.op, &res.row.id, &path).await {
+                    Ok(Some(v)) => Ok(Some(file_json(
+                        &path,
+                        v.size,
+                        &v.etag,
+                        v.meta.as_ref(),
+                        v.modified_ms(),
+                    ))),
+                    Ok(None) => Ok(None),
+                    Err(p) if p.error_code() == ErrorCode::NotAFile => Ok(Some(folder_json(&path))),
+                    Err(p) => Err(p),
+                }
+            });
+            lookup
+        })
+        .collect();
+    let entries: Vec<serde_json::Value> = futures_util::stream::iter(lookups)
+        .buffered(8)
+        .try_filter_map(|v| async move { Ok(v) })
+        .try_collect()
+        .await?;
+    Ok(json(
+        StatusCode::OK,
+        &json!({ "entries": entries, "next_cursor": next_cursor }),
+    ))
+}
+
+pub async fn create_folder(
+    state: &AppState,
+    conn: &str,
+    raw: &str,
+    req: Request<Body>,
+) -> ApiResult {
+    let res = resolve(state, req.headers(), conn).await?;
+    let path = ObjectPath::parse_dir(raw)
+        .map_err(invalid_path)?
+        .ok_or_else(|| Problem::new(ErrorCode::InvalidPath, "the root folder always exists"))?;
+    if is_folder(&res, &path).await? {
+        return Ok(json(StatusCode::OK, &folder_json(path.as_str())));
+    }
+    res.op
+        .create_dir(&path.as_dir())
+        .await
+        .map_err(|e| provider_problem(&e, "create folder"))?;
+    let event = NewEvent {
+        account_id: &res.account,
+        connection_id: &res.row.id,
+        kind: EventKind::Created,
+        path: path.as_str(),
+        from_path: None,
+        size: None,
+        at: now_ms(),
+    };
+    state
+        .store
+        .commit(Change {
+            event: Some(event),
+            ..Change::default()
+        })
+        .await
+        .map_err(|e| store_problem(state, e))?;
+    Ok(json(StatusCode::CREATED, &folder_json(path.as_str())))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Relocate {
+    from: String,
+    to: String,
+    #[serde(default)]
+    overwrite: bool,
+}
+
+pub async fn copy_or_move(
+    state: &AppState,
+    conn: &str,
+    is_move: bool,
+    req: Request<Body>,
+) -> ApiResult {
+    let res = resolve(state, req.headers(), conn).await?;
+    let body: Relocate = read_json(req, state.max_json_body_bytes).await?;
+    let from = ObjectPath::parse(&body.from).map_err(invalid_path)?;
+    let to = ObjectPath::parse(&body.to).map_err(invalid_path)?;
+    if from == to {
+        return Err(Problem::new(
+            ErrorCode::InvalidField,
+            "'from' and 'to' are the same path",
+        ));
+    }
+    let conn_id = res.row.id.as_str();
+    // Lock both paths in a fixed order so two opposite moves cannot deadlock.
+    let (first, second) = if from < to {
+        (&from, &to)
+    } else {
+        (&to, &from)
+    };
+    let _g1 = state.locks.lock(conn_id, first.as_str()).await;
+    let _g2 = state.locks.lock(conn_id, second.as_str()).await;
+
+    let src = current(state, &res.op, conn_id, from.as_str()).await?;
+    let src =
+        src.ok_or_else(|| Problem::new(ErrorCode::NotFound, format!("no file at '{from}'")))?;
+    let dst = match current(state, &res.op, conn_id, to.as_str()).await {
+        Ok(v) => v,
+        Err(p) if p.error_code() == ErrorCode::NotAFile => {
+            return Err(Problem::new(
+                ErrorCode::AlreadyExists,
+                format!("a folder exists at '{to}'"),
+            ));
+        }
+        Err(p) => return Err(p),
+    };
+    if dst.is_some() && !body.overwrite {
+        return Err(Problem::new(
+            ErrorCode::AlreadyExists,
+            format!("a file exists at '{to}'; send \"overwrite\": true to replace it"),
+        ));
+    }
+
+    let cap = res.op.info().capability();
+    let mut known = src.meta.clone();
+    let what = if is_move { "move" } else { "copy" };
+    if is_move && cap.rename {
+        res.op
+            .rename(from.as_str(), to.as_str())
+            .await
+            .map_err(|e| provider_problem(&e, what))?;
+    } else if cap.copy {
+        res.op
+            .copy(from.as_str(), to.as_str())
+            .await
+            .map_err(|e| provider_problem(&e, what))?;
+    } else {
+        // No native copy: stream the bytes through, checksumming them.
+        let stream = read_stream(&res.op, from.as_str(), 0..src.size).await?;
+        let content_type = src.meta.as_ref().and_then(|m| m.content_type.clone());
+        let mut staged = stage(
+            &res.op,
+            to.as_str(),
+            content_type.as_deref(),
+            stream,
+            Vec::new(),
+            None,
+        )
+        .await
+        .map_err(|e| match e {
+            StageError::Provider(e) => provider_problem(&e, what),
+            StageError::Source(e) => {
+                tracing::warn!(error = %e, "reading the source of a copy failed");
+                Problem::new(
+                    ErrorCode::ProviderUnavailable,
+                    "the source could not be read",
+                )
+            }
+        })?;
+        staged
+            .writer
+            .close()
+            .await
+            .map_err(|e| provider_problem(&e, what))?;
+        let sums = staged.sums;
+        known = Some(ObjectMeta {
+            connection_id: conn_id.to_owned(),
+            path: to.as_str().to_owned(),
+            size: sums.len as i64,
+            crc64nvme: sums.crc64nvme,
+            sha256: src.meta.as_ref().and_then(|m| m.sha256.clone()),
+            content_type,
+            etag: etag_for(sums.crc64nvme, sums.len),
+            provider_modified_ms: None,
+            updated_at: 0,
+        });
+    }
+    if is_move && !cap.rename {
+        res.op
+            .delete(from.as_str())
+            .await
+            .map_err(|e| provider_problem(&e, what))?;
+    }
+
+    let modified_ms = match res.op.stat(to.as_str()).await {
+        Ok(m) => m.last_modified().map(|t| t.into_inner().as_millisecond()),
+        Err(_) => None,
+    };
+    let now = now_ms();
+    let meta = known.map(|m| ObjectMeta {
+        connection_id: conn_id.to_owned(),
+        path: to.as_str().to_owned(),
+        etag: etag_for(m.crc64nvme, m.size as u64),
+        provider_modified_ms: modified_ms,
+        updated_at: now,
+        ..m
+    });
+    let mut remove = vec![(conn_id, to.as_str())];
+    if is_move {
+        remove.push((conn_id, from.as_str()));
+    }
+    let event = NewEvent {
+        account_id: &res.account,
+        connection_id: conn_id,
+        kind: if is_move {
+            EventKind::Moved
+        } else {
+            EventKind::Copied
+        },
+        path: to.as_str(),
+        from_path: Some(from.as_str()),
+        size: Some(src.size as i64),
+        at: now,
+    };
+    state
+        .store
+        .commit(Change {
+            upsert: meta.as_ref(),
+            remove,
+            event: Some(event),
+            ..Change::default()
+        })
+        .await
+        .map_err(|e| store_problem(state, e))?;
+    let etag = meta.as_ref().map_or(src.etag.clone(), |m| m.etag.clone());
+    Ok(json(
+        StatusCode::CREATED,
+        &file_json(to.as_str(), src.size, &etag, meta.as_ref(), modified_ms),
+    ))
+}

@@ -1,0 +1,88 @@
+//! The ferry hub: the HTTP API over the metadata store and the storage
+//! providers. (The spoke tunnel endpoint and steering DNS come later.)
+//!
+//! [`run`] serves on a listener it is given until a shutdown token fires, so
+//! the binary and tests start it the same way.
+
+pub mod api;
+pub mod config;
+pub mod metrics;
+pub mod secrets;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use ferry_common::config::Secret;
+use ferry_common::http_server::{self, Handler};
+use ferry_common::provider::ProviderRegistry;
+use ferry_common::tls::{ReloadingCert, http_server_config};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::AppState;
+use crate::config::HubConfig;
+use crate::metrics::Metrics;
+use crate::secrets::MasterKey;
+use crate::store::Store;
+
+/// The environment variable holding the admin token.
+pub const ADMIN_TOKEN_ENV: &str = "FERRY_ADMIN_TOKEN";
+
+/// Runs the hub on `listener` until `shutdown` fires, then drains.
+pub async fn run(
+    cfg: HubConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.state_dir).with_context(|| {
+        format!(
+            "cannot create the state directory {}",
+            cfg.state_dir.display()
+        )
+    })?;
+    let master_key = MasterKey::load(&cfg.secrets)?;
+    let db = cfg.sqlite_path();
+    let store = Store::open_sqlite(&db, cfg.store.pool_size)
+        .await
+        .with_context(|| format!("cannot open the metadata store {}", db.display()))?;
+    let admin_token = std::env::var(ADMIN_TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(Secret::new);
+    if admin_token.is_none() {
+        tracing::warn!(
+            "{ADMIN_TOKEN_ENV} is not set: the admin API (accounts and keys) is disabled"
+        );
+    }
+    let tls = match &cfg.api.tls {
+        Some(t) => {
+            let certs = ReloadingCert::load(&t.cert_file, &t.key_file)?;
+            tokio::spawn(certs.clone().watch(
+                Duration::from_secs(t.reload_interval_secs),
+                shutdown.child_token(),
+            ));
+            Some(tokio_rustls::TlsAcceptor::from(http_server_config(certs)))
+        }
+        None => None,
+    };
+    let providers = ProviderRegistry::new(cfg.provider_policy());
+    let state = Arc::new(AppState::new(
+        store.clone(),
+        providers,
+        master_key,
+        admin_token,
+        Metrics::new(),
+        cfg.api.max_json_body_bytes,
+    ));
+    let handler: Handler = Arc::new(move |req| Box::pin(api::handle(state.clone(), req)));
+    let addr = listener
+        .local_addr()
+        .context("the listener has no address")?;
+    tracing::info!(%addr, tls = tls.is_some(), db = %db.display(), "HTTP API listening");
+    http_server::serve(listener, tls, cfg.limits(), handler, shutdown).await;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! Provider connections: which provider an account uses and its sealed
+//! configuration. The store never sees a clear configuration; sealing and
+//! opening happen in the API layer with the master key.
+
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError};
+
+/// A stored connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionRow {
+    /// `con_…`
+    pub id: String,
+    /// The owning account.
+    pub account_id: String,
+    /// Unique within the account.
+    pub name: String,
+    /// The provider's name (`fs`, `memory`, …).
+    pub provider: String,
+    /// The provider configuration, sealed with the master key.
+    pub config_sealed: Vec<u8>,
+    /// Creation time, unix milliseconds.
+    pub created_at: i64,
+}
+
+const COLUMNS: &str = "id, account_id, name, provider, config_sealed, created_at";
+
+fn from_row(row: &AnyRow) -> Result<ConnectionRow, sqlx::Error> {
+    Ok(ConnectionRow {
+        id: row.try_get("id")?,
+        account_id: row.try_get("account_id")?,
+        name: row.try_get("name")?,
+        provider: row.try_get("provider")?,
+        config_sealed: row.try_get("config_sealed")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+impl Store {
+    /// Saves a new connection; `Conflict` if the account already has one
+    /// with that name.
+    pub async fn create_connection(&self, c: &ConnectionRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO connections (id, account_id, name, provider, config_sealed, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&c.id)
+        .bind(&c.account_id)
+        .bind(&c.name)
+        .bind(&c.provider)
+        .bind(&c.config_sealed)
+        .bind(c.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::from_unique(e, "a connection with that name"))?;
+        Ok(())
+    }
+
+    /// The account's connections, by name.
+    pub async fn list_connections(
+        &self,
+        account_id: &str,
+    ) -> Result<Vec<ConnectionRow>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM connections WHERE account_id = $1 ORDER BY name"
+        )))
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// The account's connection with this id or name. Another account's
+    /// connection is never returned.
+    pub async fn get_connection(
+        &self,
+        account_id: &str,
+        id_or_name: &str,
+    ) -> Result<Option<ConnectionRow>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM connections WHERE account_id = $1 AND (id = $2 OR name = $2) \
+             ORDER BY CASE WHEN id = $2 THEN 0 ELSE 1 END LIMIT 1"
+        )))
+        .bind(account_id)
+        .bind(id_or_name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(from_row).transpose()?)
+    }
+
+    /// Deletes a connection and the object metadata recorded under it;
+    /// false if the account has no such connection.
+    pub async fn delete_connection(&self, account_id: &str, id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM objects WHERE connection_id = $1 AND connection_id IN (SELECT id FROM connections WHERE account_id = $2)")
+            .bind(id)
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM connections WHERE id = $1 AND account_id = $2")
+            .bind(id)
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
