@@ -101,6 +101,9 @@ pub async fn serve(
             .instrument(span),
         );
     }
+    // Close the listening socket at once: new clients are refused (and go to
+    // another node) instead of waiting in the backlog while we drain.
+    drop(listener);
     tracker.close();
     let open = tracker.len();
     if open > 0 {

@@ -1,1 +1,48 @@
-//! placeholder
+//! The end-to-end harness: runs the real ferry binaries on loopback with
+//! port 0, and drives them over real HTTP.
+//!
+//! Scenarios are written against an [`Api`] (a base URL and a client), not
+//! against a hub, so the same scenarios can run against a spoke.
+
+pub mod client;
+pub mod hub;
+pub mod scenarios;
+
+pub use client::{Api, Client, Resp};
+pub use hub::{Hub, HubOptions};
+
+/// A deterministic pseudo-random byte pattern of `len` bytes (xorshift), so
+/// tests need no data files and any corruption shows.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// SHA-256 of `data`, as bytes.
+pub fn sha256(data: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .to_vec()
+}
+
+/// The `Repr-Digest` value (`sha-256=:…:`) of `data`.
+pub fn repr_digest(data: &[u8]) -> String {
+    use base64::Engine as _;
+    format!(
+        "sha-256=:{}:",
+        base64::engine::general_purpose::STANDARD.encode(sha256(data))
+    )
+}
+
+/// Installs ring as the rustls provider for TLS clients in tests.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

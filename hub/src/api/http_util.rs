@@ -10,6 +10,10 @@ use serde::de::DeserializeOwned;
 
 use super::routes::query_pairs;
 
+/// How much of an over-long JSON body is read and dropped before answering
+/// 413, so ordinary clients can read the answer.
+const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
+
 /// Reads a JSON body of at most `limit` bytes.
 pub async fn read_json<T: DeserializeOwned>(
     req: Request<Body>,
@@ -31,16 +35,17 @@ pub async fn read_json<T: DeserializeOwned>(
             format!("JSON bodies are limited to {limit} bytes"),
         )
     };
-    if let Some(len) = req
+    let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        && len > limit as u64
-    {
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > DRAIN_LIMIT.max(limit) as u64) {
+        // Too large to be worth reading: answer now and let the connection close.
         return Err(too_large());
     }
     let mut body = req.into_body();
     let mut bytes = Vec::new();
+    let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| {
             Problem::new(
@@ -49,11 +54,20 @@ pub async fn read_json<T: DeserializeOwned>(
             )
         })?;
         if let Ok(data) = frame.into_data() {
-            if bytes.len() + data.len() > limit {
-                return Err(too_large());
+            seen += data.len();
+            if seen > limit {
+                // Read (and drop) a little more, so a client still sending
+                // sees the 413 rather than a broken connection.
+                if seen > DRAIN_LIMIT.max(limit) {
+                    return Err(too_large());
+                }
+                continue;
             }
             bytes.extend_from_slice(&data);
         }
+    }
+    if seen > limit {
+        return Err(too_large());
     }
     serde_json::from_slice(&bytes).map_err(|e| Problem::new(ErrorCode::InvalidJson, e.to_string()))
 }

@@ -1,0 +1,1113 @@
+//! The API suite: scenarios written against an [`Api`], so they run
+//! unchanged against a hub today and a spoke later.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+
+use crate::client::Api;
+use crate::hub::ADMIN_TOKEN;
+use crate::{pattern, repr_digest, sha256};
+
+/// An account with an API key and an `fs` connection named `local`.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    /// The API as the operator (admin token).
+    pub admin: Api,
+    /// The API as the account (its API key).
+    pub api: Api,
+    /// The account's id.
+    pub account_id: String,
+    /// Its API key.
+    pub key: String,
+    /// The id of its `local` connection.
+    pub conn_id: String,
+}
+
+impl Tenant {
+    /// The URL path of a file in the `local` connection.
+    pub fn file(&self, path: &str) -> String {
+        format!("/v1/connections/local/files/{path}")
+    }
+}
+
+/// Creates an account named `name` with an `fs` connection rooted at
+/// `<data_dir>/<name>`.
+pub async fn tenant(base: &str, name: &str, data_dir: &Path) -> Tenant {
+    let admin = Api::new(base).as_token(ADMIN_TOKEN);
+    let created = admin
+        .post("/v1/accounts")
+        .json(&json!({ "name": name }))
+        .send()
+        .await
+        .expect(201)
+        .json();
+    let key = created["api_key"].as_str().expect("an api_key").to_owned();
+    let api = admin.as_token(&key);
+    let conn = api
+        .post("/v1/connections")
+        .json(&json!({ "name": "local", "provider": "fs", "config": { "root": data_dir.join(name) } }))
+        .send()
+        .await
+        .expect(201)
+        .json();
+    Tenant {
+        admin,
+        api,
+        account_id: created["id"].as_str().unwrap().to_owned(),
+        key,
+        conn_id: conn["id"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// Uploads `data` to `path` and returns the answer's JSON.
+pub async fn upload(t: &Tenant, path: &str, data: &[u8]) -> Value {
+    let resp = t
+        .api
+        .put(&t.file(path))
+        .body(Bytes::copy_from_slice(data))
+        .send()
+        .await;
+    assert!(
+        resp.status.is_success(),
+        "upload of {path}: {} {}",
+        resp.status,
+        String::from_utf8_lossy(&resp.body)
+    );
+    resp.json()
+}
+
+/// 64 MiB up and down, streamed in 1 MiB pieces, SHA-256 equal both ways.
+pub async fn large_round_trip(t: &Tenant, size: usize) {
+    let data = Bytes::from(pattern(size, 64));
+    let want = sha256(&data);
+    let up = t
+        .api
+        .put(&t.file("big/blob.bin"))
+        .header("repr-digest", repr_digest(&data))
+        .body_chunked(data.clone(), 1 << 20)
+        .send()
+        .await
+        .expect(201);
+    let info = up.json();
+    assert_eq!(info["size"], size as u64);
+    let crc = up
+        .header("x-ferry-checksum-crc64nvme")
+        .expect("a CRC64/NVME on upload");
+    assert_eq!(info["checksums"]["crc64nvme"], crc.as_str());
+
+    let resp = t.api.get(&t.file("big/blob.bin")).send_raw().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-length"], size.to_string().as_str());
+    assert_eq!(resp.headers()["x-ferry-checksum-crc64nvme"], crc.as_str());
+    let mut body = resp.into_body();
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut got = 0usize;
+    while let Some(frame) = body.frame().await {
+        if let Ok(chunk) = frame.expect("the download continues").into_data() {
+            got += chunk.len();
+            ctx.update(&chunk);
+        }
+    }
+    assert_eq!(got, size);
+    assert_eq!(
+        ctx.finish().as_ref(),
+        want.as_slice(),
+        "SHA-256 of the download differs"
+    );
+
+    let head = t.api.head(&t.file("big/blob.bin")).send().await.expect(200);
+    assert_eq!(head.header("content-length"), Some(size.to_string()));
+    assert!(head.body.is_empty());
+}
+
+/// Single ranges: 206 with Content-Range, suffix ranges, 416 outside.
+pub async fn range_reads(t: &Tenant) {
+    let data = pattern(10_000, 7);
+    upload(t, "r.bin", &data).await;
+    let r = t
+        .api
+        .get(&t.file("r.bin"))
+        .header("range", "bytes=100-199")
+        .send()
+        .await
+        .expect(206);
+    assert_eq!(
+        r.header("content-range").as_deref(),
+        Some("bytes 100-199/10000")
+    );
+    assert_eq!(&r.body[..], &data[100..200]);
+    let r = t
+        .api
+        .get(&t.file("r.bin"))
+        .header("range", "bytes=-10")
+        .send()
+        .await
+        .expect(206);
+    assert_eq!(&r.body[..], &data[9990..]);
+    let r = t
+        .api
+        .get(&t.file("r.bin"))
+        .header("range", "bytes=9000-")
+        .send()
+        .await
+        .expect(206);
+    assert_eq!(&r.body[..], &data[9000..]);
+    let r = t
+        .api
+        .get(&t.file("r.bin"))
+        .header("range", "bytes=9999-20000")
+        .send()
+        .await
+        .expect(206);
+    assert_eq!(&r.body[..], &data[9999..]);
+    let r = t
+        .api
+        .get(&t.file("r.bin"))
+        .header("range", "bytes=10000-")
+        .send()
+        .await
+        .expect_problem(416, "range_not_satisfiable");
+    assert_eq!(r.header("content-range").as_deref(), Some("bytes */10000"));
+    // Several ranges are answered with the whole object, as RFC 9110 allows.
+    let r = t
+        .api
+        .get(&t.file("r.bin"))
+        .header("range", "bytes=0-1,5-6")
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(r.body.len(), 10_000);
+    // If-Range with a stale tag sends everything.
+    let r = t
+        .api
+        .get(&t.file("r.bin"))
+        .header("range", "bytes=0-9")
+        .header("if-range", "\"stale\"")
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(r.body.len(), 10_000);
+}
+
+/// ETag, If-Match, If-None-Match on reads and writes.
+pub async fn conditional_requests(t: &Tenant) {
+    let first = upload(t, "c.txt", b"one").await;
+    let etag = first["etag"].as_str().unwrap().to_owned();
+    let r = t.api.get(&t.file("c.txt")).send().await.expect(200);
+    assert_eq!(r.header("etag").as_deref(), Some(etag.as_str()));
+    t.api
+        .get(&t.file("c.txt"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .expect(304);
+    t.api
+        .get(&t.file("c.txt"))
+        .header("if-none-match", "\"other\"")
+        .send()
+        .await
+        .expect(200);
+    t.api
+        .get(&t.file("c.txt"))
+        .header("if-match", "\"other\"")
+        .send()
+        .await
+        .expect_problem(412, "precondition_failed");
+    // Create-only: fails when something is there.
+    t.api
+        .put(&t.file("c.txt"))
+        .header("if-none-match", "*")
+        .body("two")
+        .send()
+        .await
+        .expect_problem(412, "precondition_failed");
+    t.api
+        .put(&t.file("fresh.txt"))
+        .header("if-none-match", "*")
+        .body("new")
+        .send()
+        .await
+        .expect(201);
+    // Compare-and-swap.
+    t.api
+        .put(&t.file("c.txt"))
+        .header("if-match", "\"stale\"")
+        .body("two")
+        .send()
+        .await
+        .expect_problem(412, "precondition_failed");
+    let second = t
+        .api
+        .put(&t.file("c.txt"))
+        .header("if-match", &etag)
+        .body("two")
+        .send()
+        .await
+        .expect(200);
+    let etag2 = second.header("etag").unwrap();
+    assert_ne!(etag2, etag);
+    assert_eq!(
+        &t.api.get(&t.file("c.txt")).send().await.expect(200).body[..],
+        b"two"
+    );
+    t.api
+        .delete(&t.file("c.txt"))
+        .header("if-match", &etag)
+        .send()
+        .await
+        .expect_problem(412, "precondition_failed");
+    t.api
+        .delete(&t.file("c.txt"))
+        .header("if-match", &etag2)
+        .send()
+        .await
+        .expect(204);
+    t.api
+        .get(&t.file("c.txt"))
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+}
+
+/// Listing across several pages, folders first-class, cursor resumes.
+pub async fn listing_pagination(t: &Tenant) {
+    let n = 230;
+    for i in 0..n {
+        upload(t, &format!("many/f{i:04}.txt"), format!("{i}").as_bytes()).await;
+    }
+    t.api
+        .post("/v1/connections/local/folders/many/sub")
+        .send()
+        .await
+        .expect(201);
+    t.api
+        .post("/v1/connections/local/folders/many/sub")
+        .send()
+        .await
+        .expect(200);
+    let mut names = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("?limit=100&cursor={c}"),
+            None => "?limit=100".to_owned(),
+        };
+        let page = t
+            .api
+            .get(&format!("/v1/connections/local/list/many{q}"))
+            .send()
+            .await
+            .expect(200)
+            .json();
+        pages += 1;
+        for e in page["entries"].as_array().unwrap() {
+            names.push((
+                e["name"].as_str().unwrap().to_owned(),
+                e["type"].as_str().unwrap().to_owned(),
+            ));
+            if e["type"] == "file" {
+                assert!(e["size"].as_u64().is_some() && e["etag"].is_string(), "{e}");
+                assert!(e["path"].as_str().unwrap().starts_with("many/"));
+            }
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+        assert!(pages < 10, "pagination does not end");
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(names.len(), n + 1);
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "entries come in name order");
+    sorted.dedup();
+    assert_eq!(sorted.len(), n + 1, "no entry twice");
+    assert!(names.contains(&("sub".to_owned(), "folder".to_owned())));
+
+    let root = t
+        .api
+        .get("/v1/connections/local/list")
+        .send()
+        .await
+        .expect(200)
+        .json();
+    let root_names: Vec<&str> = root["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(root_names.contains(&"many"));
+    assert!(
+        !root_names.contains(&".ferry-partial"),
+        "the staging folder stays hidden"
+    );
+    t.api
+        .get("/v1/connections/local/list/nope")
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+    t.api
+        .get("/v1/connections/local/list/many/f0001.txt")
+        .send()
+        .await
+        .expect_problem(409, "not_a_folder");
+    t.api
+        .get("/v1/connections/local/list/many?cursor=%%%")
+        .send()
+        .await
+        .expect(400);
+    t.api
+        .get("/v1/connections/local/list/many?cursor=@@")
+        .send()
+        .await
+        .expect_problem(400, "invalid_cursor");
+    t.api
+        .get("/v1/connections/local/list/many?limit=0")
+        .send()
+        .await
+        .expect_problem(400, "invalid_query");
+    t.api
+        .get("/v1/connections/local/list/many?limit=5000")
+        .send()
+        .await
+        .expect_problem(400, "invalid_query");
+    t.api
+        .get("/v1/connections/local/list/many?limt=5")
+        .send()
+        .await
+        .expect_problem(400, "invalid_query");
+}
+
+/// Copy and move keep content and checksums; conflicts need `overwrite`.
+pub async fn copy_and_move(t: &Tenant) {
+    let data = pattern(300_000, 3);
+    let up = upload(t, "src/a.bin", &data).await;
+    let c = t
+        .api
+        .post("/v1/connections/local/copy")
+        .json(&json!({ "from": "src/a.bin", "to": "dst/b.bin" }))
+        .send()
+        .await
+        .expect(201)
+        .json();
+    assert_eq!(c["checksums"]["crc64nvme"], up["checksums"]["crc64nvme"]);
+    assert_eq!(
+        &t.api
+            .get(&t.file("dst/b.bin"))
+            .send()
+            .await
+            .expect(200)
+            .body[..],
+        &data[..]
+    );
+    assert_eq!(
+        &t.api
+            .get(&t.file("src/a.bin"))
+            .send()
+            .await
+            .expect(200)
+            .body[..],
+        &data[..]
+    );
+    t.api
+        .post("/v1/connections/local/copy")
+        .json(&json!({ "from": "src/a.bin", "to": "dst/b.bin" }))
+        .send()
+        .await
+        .expect_problem(409, "already_exists");
+    t.api
+        .post("/v1/connections/local/move")
+        .json(&json!({ "from": "dst/b.bin", "to": "moved/c.bin" }))
+        .send()
+        .await
+        .expect(201);
+    t.api
+        .get(&t.file("dst/b.bin"))
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+    let moved = t.api.get(&t.file("moved/c.bin")).send().await.expect(200);
+    assert_eq!(&moved.body[..], &data[..]);
+    assert_eq!(
+        moved.header("x-ferry-checksum-crc64nvme").as_deref(),
+        up["checksums"]["crc64nvme"].as_str()
+    );
+    upload(t, "other.bin", b"x").await;
+    t.api
+        .post("/v1/connections/local/move")
+        .json(&json!({ "from": "other.bin", "to": "moved/c.bin", "overwrite": true }))
+        .send()
+        .await
+        .expect(201);
+    assert_eq!(
+        &t.api
+            .get(&t.file("moved/c.bin"))
+            .send()
+            .await
+            .expect(200)
+            .body[..],
+        b"x"
+    );
+    for (body, code) in [
+        (
+            json!({ "from": "nope.bin", "to": "x.bin" }),
+            (404, "not_found"),
+        ),
+        (
+            json!({ "from": "moved/c.bin", "to": "moved/c.bin" }),
+            (400, "invalid_field"),
+        ),
+        (
+            json!({ "from": "../etc/passwd", "to": "x.bin" }),
+            (400, "invalid_path"),
+        ),
+        (json!({ "from": "moved/c.bin" }), (400, "invalid_json")),
+        (
+            json!({ "from": "moved/c.bin", "to": "src" }),
+            (409, "already_exists"),
+        ),
+    ] {
+        t.api
+            .post("/v1/connections/local/copy")
+            .json(&body)
+            .send()
+            .await
+            .expect_problem(code.0, code.1);
+    }
+}
+
+/// The feed lists changes in order and resumes from a cursor.
+pub async fn events_in_order(t: &Tenant) {
+    let start = t.api.get("/v1/events").send().await.expect(200).json();
+    let cursor = start["next_cursor"].as_str().unwrap().to_owned();
+    assert_eq!(
+        start["events"].as_array().unwrap().len(),
+        0,
+        "a new account has no events"
+    );
+    upload(t, "e/one.txt", b"1").await;
+    upload(t, "e/one.txt", b"11").await;
+    t.api
+        .post("/v1/connections/local/copy")
+        .json(&json!({ "from": "e/one.txt", "to": "e/two.txt" }))
+        .send()
+        .await
+        .expect(201);
+    t.api
+        .post("/v1/connections/local/move")
+        .json(&json!({ "from": "e/two.txt", "to": "e/three.txt" }))
+        .send()
+        .await
+        .expect(201);
+    t.api.delete(&t.file("e/one.txt")).send().await.expect(204);
+    t.api
+        .post("/v1/connections/local/folders/e/sub")
+        .send()
+        .await
+        .expect(201);
+
+    let page = t
+        .api
+        .get(&format!("/v1/events?cursor={cursor}"))
+        .send()
+        .await
+        .expect(200)
+        .json();
+    let events = page["events"].as_array().unwrap();
+    let seen: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_owned(),
+                e["path"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want = [
+        ("created", "e/one.txt"),
+        ("updated", "e/one.txt"),
+        ("copied", "e/two.txt"),
+        ("moved", "e/three.txt"),
+        ("deleted", "e/one.txt"),
+        ("created", "e/sub"),
+    ];
+    assert_eq!(
+        seen,
+        want.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(events[2]["from"], "e/one.txt");
+    assert_eq!(events[1]["size"], 2);
+    assert!(
+        events
+            .iter()
+            .all(|e| e["connection_id"] == t.conn_id.as_str())
+    );
+    let ids: Vec<i64> = events.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+
+    // Page by two and resume: the same events, none twice.
+    let mut resumed = Vec::new();
+    let mut c = cursor.clone();
+    for _ in 0..10 {
+        let p = t
+            .api
+            .get(&format!("/v1/events?cursor={c}&limit=2"))
+            .send()
+            .await
+            .expect(200)
+            .json();
+        let batch = p["events"].as_array().unwrap().clone();
+        c = p["next_cursor"].as_str().unwrap().to_owned();
+        if batch.is_empty() {
+            break;
+        }
+        resumed.extend(batch);
+    }
+    assert_eq!(&resumed, events);
+    t.api
+        .get("/v1/events?cursor=abc")
+        .send()
+        .await
+        .expect_problem(400, "invalid_cursor");
+}
+
+/// A digest or checksum that does not match leaves no object behind, and
+/// an earlier version survives.
+pub async fn digest_mismatch_leaves_nothing(t: &Tenant) {
+    let data = pattern(2 << 20, 9);
+    let wrong = repr_digest(b"something else");
+    let r = t
+        .api
+        .put(&t.file("d/new.bin"))
+        .header("repr-digest", &wrong)
+        .body_chunked(Bytes::from(data.clone()), 64 << 10)
+        .send()
+        .await
+        .expect_problem(400, "digest_mismatch");
+    assert!(r.json()["detail"].as_str().unwrap().contains("sha-256"));
+    t.api
+        .get(&t.file("d/new.bin"))
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+
+    upload(t, "d/kept.bin", b"version one").await;
+    t.api
+        .put(&t.file("d/kept.bin"))
+        .header("repr-digest", &wrong)
+        .body(data.clone())
+        .send()
+        .await
+        .expect_problem(400, "digest_mismatch");
+    assert_eq!(
+        &t.api
+            .get(&t.file("d/kept.bin"))
+            .send()
+            .await
+            .expect(200)
+            .body[..],
+        b"version one"
+    );
+    t.api
+        .put(&t.file("d/kept.bin"))
+        .header("x-ferry-checksum-crc64nvme", "AAAAAAAAAAA=")
+        .body(data.clone())
+        .send()
+        .await
+        .expect_problem(400, "digest_mismatch");
+    assert_eq!(
+        &t.api
+            .get(&t.file("d/kept.bin"))
+            .send()
+            .await
+            .expect(200)
+            .body[..],
+        b"version one"
+    );
+
+    // A client that dies mid-upload leaves nothing either.
+    let r = t
+        .api
+        .put(&t.file("d/partial.bin"))
+        .body_truncated(Bytes::from(data[..1 << 20].to_vec()), 2 << 20)
+        .send_raw()
+        .await;
+    if let Ok(resp) = r {
+        assert!(resp.status().is_client_error(), "{}", resp.status());
+    }
+    t.api
+        .get(&t.file("d/partial.bin"))
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+
+    // The right digest is accepted and echoed.
+    let ok = t
+        .api
+        .put(&t.file("d/good.bin"))
+        .header("repr-digest", repr_digest(&data))
+        .body(data.clone())
+        .send()
+        .await;
+    let ok = ok.expect(201);
+    assert_eq!(ok.header("repr-digest"), Some(repr_digest(&data)));
+    let listed = t
+        .api
+        .get("/v1/connections/local/list/d")
+        .send()
+        .await
+        .expect(200)
+        .json();
+    let names: Vec<&str> = listed["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["good.bin", "kept.bin"]);
+}
+
+/// `Want-Repr-Digest` is answered on GET and HEAD, computed when missing.
+pub async fn wanted_digests(t: &Tenant) {
+    let data = pattern(500_000, 11);
+    upload(t, "w.bin", &data).await;
+    let r = t
+        .api
+        .get(&t.file("w.bin"))
+        .header("want-repr-digest", "sha-256=5")
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(r.header("repr-digest"), Some(repr_digest(&data)));
+    let h = t
+        .api
+        .head(&t.file("w.bin"))
+        .header("want-repr-digest", "sha-256=1")
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(h.header("repr-digest"), Some(repr_digest(&data)));
+    let h = t
+        .api
+        .head(&t.file("w.bin"))
+        .header("want-repr-digest", "sha-512=3, sha-256=1")
+        .send()
+        .await
+        .expect(200);
+    assert!(h.header("repr-digest").unwrap().starts_with("sha-512=:"));
+    let up = t
+        .api
+        .put(&t.file("w2.bin"))
+        .header("want-repr-digest", "sha-256=1")
+        .body(data.clone())
+        .send()
+        .await;
+    assert_eq!(
+        up.expect(201).header("repr-digest"),
+        Some(repr_digest(&data))
+    );
+    t.api
+        .get(&t.file("w.bin"))
+        .header("want-repr-digest", "sha-256=high")
+        .send()
+        .await
+        .expect_problem(400, "invalid_digest");
+    t.api
+        .put(&t.file("w3.bin"))
+        .header("repr-digest", "sha-256=:not base64!:")
+        .body("x")
+        .send()
+        .await
+        .expect_problem(400, "invalid_digest");
+}
+
+/// Bad input gets a clear 4xx with a stable code, never a 5xx or a hang.
+pub async fn bad_inputs(t: &Tenant, max_json_body_bytes: usize) {
+    let f = |p: &str| format!("/v1/connections/local/files/{p}");
+    for (path, code) in [
+        ("..%2F..%2Fetc%2Fpasswd", "invalid_path"),
+        ("a/%2e%2e/%2e%2e/etc/passwd", "invalid_path"),
+        ("%2Fetc%2Fpasswd", "invalid_path"),
+        ("/etc/passwd", "invalid_path"),
+        ("a%00b", "invalid_path"),
+        ("a//b", "invalid_path"),
+        (".ferry-partial/x", "invalid_path"),
+        ("%ff%fe", "invalid_path"),
+    ] {
+        t.api.get(&f(path)).send().await.expect_problem(400, code);
+        t.api
+            .put(&f(path))
+            .body("x")
+            .send()
+            .await
+            .expect_problem(400, code);
+    }
+    let long = "x".repeat(300);
+    t.api
+        .put(&f(&long))
+        .body("x")
+        .send()
+        .await
+        .expect_problem(400, "invalid_path");
+    let deep = vec!["abcdefghij"; 120].join("/");
+    t.api
+        .put(&f(&deep))
+        .body("x")
+        .send()
+        .await
+        .expect_problem(400, "invalid_path");
+    t.api
+        .get(&f("folder-not-file"))
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+    t.api
+        .post("/v1/connections/local/folders/fold")
+        .send()
+        .await
+        .expect(201);
+    t.api
+        .get(&f("fold"))
+        .send()
+        .await
+        .expect_problem(409, "not_a_file");
+    t.api
+        .put(&f("fold"))
+        .body("x")
+        .send()
+        .await
+        .expect_problem(409, "not_a_file");
+
+    t.api
+        .get("/v1/connections/nope/files/a.txt")
+        .send()
+        .await
+        .expect_problem(404, "connection_not_found");
+    t.api
+        .get("/v1/connections/nope")
+        .send()
+        .await
+        .expect_problem(404, "connection_not_found");
+    t.api
+        .get(&f("a.txt"))
+        .bearer(None)
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+    let r = t
+        .api
+        .get(&f("a.txt"))
+        .bearer(Some("fry_wrong"))
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+    assert_eq!(r.header("www-authenticate").as_deref(), Some("Bearer"));
+    t.api
+        .get("/v1/connections")
+        .bearer(Some("garbage"))
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+    t.api
+        .get("/v1/accounts")
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+    t.admin
+        .get("/v1/connections")
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+
+    let big = json!({ "name": "x".repeat(max_json_body_bytes + 10), "provider": "fs" });
+    t.api
+        .post("/v1/connections")
+        .json(&big)
+        .send()
+        .await
+        .expect_problem(413, "body_too_large");
+    t.api
+        .post("/v1/connections")
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect_problem(400, "invalid_json");
+    t.api
+        .post("/v1/connections")
+        .json(&json!({ "name": "x", "provider": "fs", "config": {}, "surprise": 1 }))
+        .send()
+        .await
+        .expect_problem(400, "invalid_json");
+    t.api
+        .post("/v1/connections")
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .expect_problem(415, "unsupported_media_type");
+    for (body, status, code) in [
+        (
+            json!({ "name": "bad name!", "provider": "fs", "config": {} }),
+            400,
+            "invalid_field",
+        ),
+        (
+            json!({ "name": "etc", "provider": "fs", "config": { "root": "/etc" } }),
+            422,
+            "invalid_provider_config",
+        ),
+        (
+            json!({ "name": "rel", "provider": "fs", "config": { "root": "relative" } }),
+            422,
+            "invalid_provider_config",
+        ),
+        (
+            json!({ "name": "ftp", "provider": "ftp", "config": {} }),
+            422,
+            "unknown_provider",
+        ),
+        (
+            json!({ "name": "local", "provider": "memory", "config": {} }),
+            409,
+            "already_exists",
+        ),
+        (
+            json!({ "name": "cfg", "provider": "memory", "config": [] }),
+            400,
+            "invalid_field",
+        ),
+    ] {
+        t.api
+            .post("/v1/connections")
+            .json(&body)
+            .send()
+            .await
+            .expect_problem(status, code);
+    }
+    let r = t
+        .api
+        .req(http::Method::PATCH, &f("a.txt"))
+        .send()
+        .await
+        .expect_problem(405, "method_not_allowed");
+    assert!(r.header("allow").unwrap().contains("PUT"));
+    t.api
+        .get("/v2/nothing")
+        .send()
+        .await
+        .expect_problem(404, "route_not_found");
+    t.admin
+        .get("/v1/accounts/acc_nope")
+        .send()
+        .await
+        .expect_problem(404, "account_not_found");
+    t.admin
+        .delete(&format!("/v1/accounts/{}/keys/key_nope", t.account_id))
+        .send()
+        .await
+        .expect_problem(404, "key_not_found");
+    t.admin
+        .post("/v1/accounts")
+        .json(&json!({ "name": "" }))
+        .send()
+        .await
+        .expect_problem(400, "invalid_field");
+}
+
+/// Account B can neither see nor touch account A's connections or files,
+/// and every miss looks the same as a connection that does not exist.
+pub async fn tenant_isolation(a: &Tenant, b: &Tenant) {
+    upload(a, "secret.txt", b"only for a").await;
+    let list = b.api.get("/v1/connections").send().await.expect(200).json();
+    let names: Vec<&str> = list["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert!(!names.contains(&a.conn_id.as_str()));
+    let by_id = |p: &str| format!("/v1/connections/{}{p}", a.conn_id);
+    b.api
+        .get(&by_id(""))
+        .send()
+        .await
+        .expect_problem(404, "connection_not_found");
+    b.api
+        .delete(&by_id(""))
+        .send()
+        .await
+        .expect_problem(404, "connection_not_found");
+    b.api
+        .get(&by_id("/files/secret.txt"))
+        .send()
+        .await
+        .expect_problem(404, "connection_not_found");
+    b.api
+        .put(&by_id("/files/secret.txt"))
+        .body("overwritten")
+        .send()
+        .await
+        .expect_problem(404, "connection_not_found");
+    b.api
+        .delete(&by_id("/files/secret.txt"))
+        .send()
+        .await
+        .expect_problem(404, "connection_not_found");
+    b.api
+        .get(&by_id("/list"))
+        .send()
+        .await
+        .expect_problem(404, "connection_not_found");
+    b.api
+        .post(&by_id("/copy"))
+        .json(&json!({ "from": "secret.txt", "to": "x.txt" }))
+        .send()
+        .await
+        .expect_problem(404, "connection_not_found");
+    // B's own connection named `local` is B's, not A's.
+    b.api
+        .get(&b.file("secret.txt"))
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+    // A's files stay A's, and B's feed shows nothing of A's.
+    assert_eq!(
+        &a.api
+            .get(&a.file("secret.txt"))
+            .send()
+            .await
+            .expect(200)
+            .body[..],
+        b"only for a"
+    );
+    let feed = b
+        .api
+        .get("/v1/events?limit=1000")
+        .send()
+        .await
+        .expect(200)
+        .json();
+    assert!(
+        feed["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["connection_id"] != a.conn_id.as_str())
+    );
+    // B cannot point a connection at a folder outside the allowed roots either.
+    b.api
+        .post("/v1/connections")
+        .json(&json!({ "name": "escape", "provider": "fs", "config": { "root": "/etc" } }))
+        .send()
+        .await
+        .expect_problem(422, "invalid_provider_config");
+}
+
+/// Keys are made, listed without secrets and revoked.
+pub async fn key_lifecycle(t: &Tenant) {
+    let key = t
+        .admin
+        .post(&format!("/v1/accounts/{}/keys", t.account_id))
+        .send()
+        .await
+        .expect(201)
+        .json();
+    let second = key["key"].as_str().unwrap().to_owned();
+    let as_second = t.api.as_token(&second);
+    as_second.get("/v1/connections").send().await.expect(200);
+    let keys = t
+        .admin
+        .get(&format!("/v1/accounts/{}/keys", t.account_id))
+        .send()
+        .await
+        .expect(200);
+    assert!(
+        !String::from_utf8_lossy(&keys.body).contains(&second),
+        "listing shows no secret"
+    );
+    assert_eq!(keys.json()["keys"].as_array().unwrap().len(), 2);
+    t.admin
+        .delete(&format!(
+            "/v1/accounts/{}/keys/{}",
+            t.account_id,
+            key["id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .expect(204);
+    as_second
+        .get("/v1/connections")
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+    t.api.get("/v1/connections").send().await.expect(200);
+    let accounts = t.admin.get("/v1/accounts").send().await.expect(200).json();
+    assert!(
+        accounts["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["id"] == t.account_id.as_str())
+    );
+}
+
+/// A memory connection: files live in the hub's memory; copy and move work
+/// even where the provider has no native copy.
+pub async fn memory_connection(t: &Tenant) {
+    t.api
+        .post("/v1/connections")
+        .json(&json!({ "name": "mem", "provider": "memory" }))
+        .send()
+        .await
+        .expect(201);
+    let data = pattern(100_000, 5);
+    t.api
+        .put("/v1/connections/mem/files/m/a.bin")
+        .body(data.clone())
+        .send()
+        .await
+        .expect(201);
+    t.api
+        .post("/v1/connections/mem/copy")
+        .json(&json!({ "from": "m/a.bin", "to": "m/b.bin" }))
+        .send()
+        .await
+        .expect(201);
+    t.api
+        .post("/v1/connections/mem/move")
+        .json(&json!({ "from": "m/b.bin", "to": "m/c.bin" }))
+        .send()
+        .await
+        .expect(201);
+    assert_eq!(
+        &t.api
+            .get("/v1/connections/mem/files/m/c.bin")
+            .send()
+            .await
+            .expect(200)
+            .body[..],
+        &data[..]
+    );
+    t.api
+        .get("/v1/connections/mem/files/m/b.bin")
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+    let conns = t.api.get("/v1/connections").send().await.expect(200).json();
+    assert_eq!(conns["connections"].as_array().unwrap().len(), 2);
+    t.api.delete("/v1/connections/mem").send().await.expect(204);
+    t.api
+        .get("/v1/connections/mem/files/m/c.bin")
+        .send()
+        .await
+        .expect_problem(404, "connection_not_found");
+}
