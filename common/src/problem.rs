@@ -93,6 +93,8 @@ error_codes! {
     UnknownProvider => (UNPROCESSABLE_ENTITY, "unknown_provider", "The provider is unknown or not enabled"),
     /// The provider configuration is invalid or not allowed.
     InvalidProviderConfig => (UNPROCESSABLE_ENTITY, "invalid_provider_config", "The provider configuration is not valid"),
+    /// Another account's connection already uses that storage location.
+    LocationInUse => (CONFLICT, "location_in_use", "Another account uses that storage location"),
     /// The provider refused the operation (permissions, quota, bad credentials).
     ProviderRejected => (BAD_GATEWAY, "provider_rejected", "The storage provider refused the operation"),
     /// The provider could not be reached or failed; a retry may help.

@@ -102,6 +102,25 @@ struct FsConfig {
 #[serde(deny_unknown_fields)]
 struct MemoryConfig {}
 
+/// A connection's provider, ready to use.
+#[derive(Debug, Clone)]
+pub struct Built {
+    /// The provider.
+    pub kind: ProviderKind,
+    /// Its operator.
+    pub op: Operator,
+    /// Where the data lives, when one place can hold only one tenant's data
+    /// (`fs:/canonical/root`): two accounts must not claim overlapping
+    /// locations. `None` for providers whose data is private by nature.
+    pub location: Option<String>,
+}
+
+/// Whether two locations overlap: the same, or one inside the other.
+pub fn locations_overlap(a: &str, b: &str) -> bool {
+    let inside = |x: &str, y: &str| x.strip_prefix(y).is_some_and(|rest| rest.starts_with('/'));
+    a == b || inside(a, b) || inside(b, a)
+}
+
 /// Builds operators for connections, within the operator's policy.
 #[derive(Debug, Clone)]
 pub struct ProviderRegistry {
@@ -132,13 +151,14 @@ impl ProviderRegistry {
         &self,
         name: &str,
         config: &serde_json::Value,
-    ) -> Result<(ProviderKind, Operator), ProviderError> {
+    ) -> Result<Built, ProviderError> {
         let kind =
             ProviderKind::from_name(name).ok_or_else(|| ProviderError::Unknown(name.into()))?;
         let invalid = |reason: String| ProviderError::InvalidConfig {
             provider: kind.as_str(),
             reason,
         };
+        let mut location = None;
         let op = match kind {
             ProviderKind::Fs => {
                 if self.policy.fs_allowed_roots.is_empty() {
@@ -148,6 +168,7 @@ impl ProviderRegistry {
                     serde_json::from_value(config.clone()).map_err(|e| invalid(e.to_string()))?;
                 let root = self.confine_fs_root(&cfg.root).await.map_err(invalid)?;
                 let staging = root.join(STAGING_DIR);
+                location = Some(format!("fs:{}", root.display()));
                 let builder = opendal::services::Fs::default()
                     .root(&root.to_string_lossy())
                     .atomic_write_dir(&staging.to_string_lossy());
@@ -163,7 +184,7 @@ impl ProviderRegistry {
                     .map_err(|e| invalid(e.to_string()))?
             }
         };
-        Ok((kind, op))
+        Ok(Built { kind, op, location })
     }
 
     /// Builds the operator and checks that the provider answers, as done
@@ -172,13 +193,17 @@ impl ProviderRegistry {
         &self,
         name: &str,
         config: &serde_json::Value,
-    ) -> Result<(ProviderKind, Operator), ProviderError> {
-        let (kind, op) = self.build(name, config).await?;
-        op.check().await.map_err(|source| ProviderError::Check {
-            provider: kind.as_str(),
-            source,
-        })?;
-        Ok((kind, op))
+    ) -> Result<Built, ProviderError> {
+        let built = self.build(name, config).await?;
+        built
+            .op
+            .check()
+            .await
+            .map_err(|source| ProviderError::Check {
+                provider: built.kind.as_str(),
+                source,
+            })?;
+        Ok(built)
     }
 
     /// Returns the canonical form of `root` if it lies under an allowed root,
@@ -282,9 +307,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let reg = registry(dir.path());
         let inside = dir.path().join("tenant-a");
-        reg.build_and_check("fs", &json!({ "root": inside }))
+        let built = reg
+            .build_and_check("fs", &json!({ "root": inside }))
             .await
             .unwrap();
+        let canon = inside.canonicalize().unwrap();
+        assert_eq!(built.location, Some(format!("fs:{}", canon.display())));
         assert!(
             inside.join(STAGING_DIR).is_dir(),
             "staging folder is created"
@@ -312,6 +340,15 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("outside"), "{err}");
+    }
+
+    #[test]
+    fn overlapping_locations() {
+        assert!(locations_overlap("fs:/a/b", "fs:/a/b"));
+        assert!(locations_overlap("fs:/a/b", "fs:/a/b/c"));
+        assert!(locations_overlap("fs:/a/b/c", "fs:/a/b"));
+        assert!(!locations_overlap("fs:/a/b", "fs:/a/bc"));
+        assert!(!locations_overlap("fs:/a/b", "fs:/a/c"));
     }
 
     #[test]

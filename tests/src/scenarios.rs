@@ -925,7 +925,7 @@ pub async fn bad_inputs(t: &Tenant, max_json_body_bytes: usize) {
 
 /// Account B can neither see nor touch account A's connections or files,
 /// and every miss looks the same as a connection that does not exist.
-pub async fn tenant_isolation(a: &Tenant, b: &Tenant) {
+pub async fn tenant_isolation(a: &Tenant, b: &Tenant, data_dir: &Path) {
     upload(a, "secret.txt", b"only for a").await;
     let list = b.api.get("/v1/connections").send().await.expect(200).json();
     let names: Vec<&str> = list["connections"]
@@ -1003,6 +1003,23 @@ pub async fn tenant_isolation(a: &Tenant, b: &Tenant) {
             .iter()
             .all(|e| e["connection_id"] != a.conn_id.as_str())
     );
+    // B cannot claim A's folder, a folder inside it, or one around it; A can
+    // open a second connection onto its own folder.
+    let a_root = data_dir.join("alpha");
+    for root in [a_root.clone(), a_root.join("inner"), data_dir.to_path_buf()] {
+        b.api
+            .post("/v1/connections")
+            .json(&json!({ "name": "grab", "provider": "fs", "config": { "root": root } }))
+            .send()
+            .await
+            .expect_problem(409, "location_in_use");
+    }
+    a.api
+        .post("/v1/connections")
+        .json(&json!({ "name": "again", "provider": "fs", "config": { "root": a_root.join("inner") } }))
+        .send()
+        .await
+        .expect(201);
     // B cannot point a connection at a folder outside the allowed roots either.
     b.api
         .post("/v1/connections")

@@ -68,7 +68,7 @@ async fn bad_input_gets_clear_errors() {
 async fn tenants_are_isolated() {
     let (hub, a) = hub_with_tenant().await;
     let b = tenant(&hub.url(), "beta", &hub.data_dir).await;
-    scenarios::tenant_isolation(&a, &b).await;
+    scenarios::tenant_isolation(&a, &b, &hub.data_dir).await;
 }
 
 #[tokio::test]

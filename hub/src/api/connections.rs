@@ -12,7 +12,7 @@ use super::http_util::{json, no_content, read_json};
 use super::operators::{open_config, operator_for};
 use super::routes::Route;
 use super::{ApiResult, AppState, store_problem};
-use crate::store::{ConnectionRow, new_id, now_ms};
+use crate::store::{ConnectionRow, StoreError, new_id, now_ms};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,7 +116,7 @@ async fn create(state: &AppState, account: &str, req: Request<Body>) -> ApiResul
             "'config' must be a JSON object",
         ));
     }
-    let (_, op) = state
+    let built = state
         .providers
         .build_and_check(&body.provider, &body.config)
         .await
@@ -133,10 +133,16 @@ async fn create(state: &AppState, account: &str, req: Request<Body>) -> ApiResul
     };
     state
         .store
-        .create_connection(&row)
+        .create_connection(&row, built.location.as_deref())
         .await
-        .map_err(|e| store_problem(state, e))?;
-    state.operators.insert(&row.id, op);
+        .map_err(|e| match e {
+            StoreError::LocationInUse => Problem::new(
+                ErrorCode::LocationInUse,
+                "another account's connection uses that location, or one inside or around it",
+            ),
+            other => store_problem(state, other),
+        })?;
+    state.operators.insert(&row.id, built.op);
     tracing::info!(account.id = %account, connection.id = %row.id, provider = %row.provider, "created a connection");
     Ok(json(StatusCode::CREATED, &view(&row, &body.config)))
 }

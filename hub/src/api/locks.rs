@@ -6,10 +6,13 @@ use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
+/// (connection id, path)
+type ObjectKey = (String, String);
+
 /// Locks keyed by (connection id, path), freed when nobody holds them.
 #[derive(Debug, Default)]
 pub struct PathLocks {
-    locks: Mutex<HashMap<(String, String), Weak<AsyncMutex<()>>>>,
+    locks: Mutex<HashMap<ObjectKey, Weak<AsyncMutex<()>>>>,
 }
 
 impl PathLocks {

@@ -61,10 +61,10 @@ pub async fn operator_for(state: &AppState, row: &ConnectionRow) -> Result<Opera
         return Ok(op);
     }
     let config = open_config(state, row)?;
-    let (_, op) = state.providers.build(&row.provider, &config).await.map_err(|e| {
+    let built = state.providers.build(&row.provider, &config).await.map_err(|e| {
         tracing::warn!(connection.id = %row.id, error = %e, "cannot build a stored connection's provider");
         Problem::new(e.code(), format!("the connection's provider cannot be used: {e}"))
     })?;
-    state.operators.insert(&row.id, op.clone());
-    Ok(op)
+    state.operators.insert(&row.id, built.op.clone());
+    Ok(built.op)
 }

@@ -97,7 +97,7 @@ pub async fn list(state: &AppState, conn: &str, raw_dir: &str, req: Request<Body
                 e.metadata().is_dir(),
             )
         })
-        .filter(|(name, _)| !name.is_empty() && !(dir.is_none() && name == STAGING_DIR))
+        .filter(|(name, _)| !(name.is_empty() || (dir.is_none() && name == STAGING_DIR)))
         .filter(|(name, _)| after.as_ref().is_none_or(|a| name > a))
         .collect();
     names.sort();

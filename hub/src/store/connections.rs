@@ -39,8 +39,42 @@ fn from_row(row: &AnyRow) -> Result<ConnectionRow, sqlx::Error> {
 
 impl Store {
     /// Saves a new connection; `Conflict` if the account already has one
-    /// with that name.
-    pub async fn create_connection(&self, c: &ConnectionRow) -> Result<(), StoreError> {
+    /// with that name, `LocationInUse` if `location` overlaps a location
+    /// another account has claimed. The claim outlives the connection: the
+    /// files left there are still that account's.
+    pub async fn create_connection(
+        &self,
+        c: &ConnectionRow,
+        location: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(location) = location {
+            // Claims are few (one per folder an account uses): compare them
+            // here, in the transaction that inserts, so two accounts racing
+            // for one folder cannot both win (SQLite serialises writers).
+            let scheme = location.split(':').next().unwrap_or_default();
+            let claims: Vec<(String, String)> = sqlx::query_as(
+                "SELECT location, account_id FROM location_claims WHERE location LIKE $1",
+            )
+            .bind(format!("{scheme}:%"))
+            .fetch_all(&mut *tx)
+            .await?;
+            let taken = claims.iter().any(|(l, a)| {
+                a != &c.account_id && ferry_common::provider::locations_overlap(l, location)
+            });
+            if taken {
+                return Err(StoreError::LocationInUse);
+            }
+            sqlx::query(
+                "INSERT INTO location_claims (location, account_id, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (location) DO NOTHING",
+            )
+            .bind(location)
+            .bind(&c.account_id)
+            .bind(c.created_at)
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query(
             "INSERT INTO connections (id, account_id, name, provider, config_sealed, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -51,9 +85,10 @@ impl Store {
         .bind(&c.provider)
         .bind(&c.config_sealed)
         .bind(c.created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::from_unique(e, "a connection with that name"))?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -48,6 +48,11 @@ CREATE TABLE connections (
     created_at    BIGINT NOT NULL,
     UNIQUE (account_id, name)
 );
+CREATE TABLE location_claims (
+    location    TEXT PRIMARY KEY,
+    account_id  TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    created_at  BIGINT NOT NULL
+);
 CREATE TABLE objects (
     connection_id        TEXT NOT NULL REFERENCES connections(id) ON DELETE CASCADE,
     path                 TEXT NOT NULL,

@@ -33,6 +33,9 @@ pub enum StoreError {
     /// A unique name is taken.
     #[error("{0} already exists")]
     Conflict(&'static str),
+    /// Another account holds a storage location overlapping the one asked for.
+    #[error("another account uses an overlapping storage location")]
+    LocationInUse,
     /// A row holds data this version cannot read.
     #[error("damaged row: {0}")]
     Corrupt(String),

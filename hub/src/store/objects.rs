@@ -252,9 +252,9 @@ mod tests {
             config_sealed: vec![1, 2, 3],
             created_at: now_ms(),
         };
-        store.create_connection(&conn).await.unwrap();
+        store.create_connection(&conn, None).await.unwrap();
         assert!(matches!(
-            store.create_connection(&conn).await,
+            store.create_connection(&conn, None).await,
             Err(StoreError::Conflict(_))
         ));
         let meta = ObjectMeta {

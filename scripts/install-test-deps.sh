@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs and is not built by cargo. Safe to run
+# again: it only installs what is missing.
+#
+# Today: curl (used by the local-network script) and cargo-nextest when
+# missing (the suite falls back to `cargo test` if that install fails).
+set -euo pipefail
+
+need_apt=()
+command -v curl >/dev/null || need_apt+=(curl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "please install: ${need_apt[*]}" >&2
+    exit 1
+  fi
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest >/dev/null 2>&1 || echo "cargo-nextest unavailable; using cargo test" >&2
+fi
