@@ -79,7 +79,7 @@ Try it (copy and paste):
        -d '{"name":"local","provider":"fs","config":{"root":"$state/data/demo"}}'
 
   # upload, list, download, check the events
-  curl -s -X PUT --data-binary @README.md -H "Authorization: Bearer \$KEY" \$FERRY/v1/connections/local/files/docs/README.md
+  curl -s -X PUT --data-binary @README.md -H 'content-type: text/markdown' -H "Authorization: Bearer \$KEY" \$FERRY/v1/connections/local/files/docs/README.md
   curl -s -H "Authorization: Bearer \$KEY" \$FERRY/v1/connections/local/list/docs
   curl -s -H "Authorization: Bearer \$KEY" -H 'want-repr-digest: sha-256=1' -D - \$FERRY/v1/connections/local/files/docs/README.md -o /dev/null
   curl -s -H "Authorization: Bearer \$KEY" \$FERRY/v1/events

@@ -85,7 +85,7 @@ error_codes! {
     NotAFolder => (CONFLICT, "not_a_folder", "The path names a file, not a folder"),
     /// Something already exists with that name or at that path.
     AlreadyExists => (CONFLICT, "already_exists", "It already exists"),
-    /// `If-Match`, `If-None-Match` or `If-Unmodified-Since` failed.
+    /// `If-Match` or `If-None-Match` failed.
     PreconditionFailed => (PRECONDITION_FAILED, "precondition_failed", "A precondition in the request failed"),
     /// The `Range` lies outside the object.
     RangeNotSatisfiable => (RANGE_NOT_SATISFIABLE, "range_not_satisfiable", "The requested range is outside the object"),

@@ -1067,13 +1067,45 @@ pub async fn key_lifecycle(t: &Tenant) {
         .await
         .expect_problem(401, "unauthorized");
     t.api.get("/v1/connections").send().await.expect(200);
-    let accounts = t.admin.get("/v1/accounts").send().await.expect(200).json();
-    assert!(
-        accounts["accounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a["id"] == t.account_id.as_str())
+    // Accounts page one at a time, ending with a null cursor, none twice.
+    for name in ["second", "third"] {
+        t.admin
+            .post("/v1/accounts")
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .expect(201);
+    }
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..10 {
+        let page = t
+            .admin
+            .get(&format!("/v1/accounts?limit=1&cursor={cursor}"))
+            .send()
+            .await
+            .expect(200)
+            .json();
+        let batch = page["accounts"].as_array().unwrap();
+        assert_eq!(batch.len(), 1, "{page}");
+        seen.push(batch[0]["id"].as_str().unwrap().to_owned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen.contains(&t.account_id));
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 3);
+    // HEAD answers wherever GET does, without a body.
+    let head = t.api.head("/v1/connections").send().await.expect(200);
+    assert!(head.body.is_empty());
+    assert_eq!(
+        head.header("content-type").as_deref(),
+        Some("application/json")
     );
 }
 

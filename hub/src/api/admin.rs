@@ -29,7 +29,7 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
         (Route::Accounts, Method::POST) => {
             let body: CreateAccount = read_json(req, state.max_json_body_bytes).await?;
             let name = body.name.trim();
-            if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+            if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
                 return Err(Problem::new(
                     ErrorCode::InvalidField,
                     "'name' must be 1 to 200 characters with no control characters",
@@ -50,16 +50,20 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
         }
         (Route::Accounts, _) => {
             let page = paging(&req, 100, 1000)?;
-            let accounts = state
+            let mut accounts = state
                 .store
-                .list_accounts(page.cursor.as_deref(), page.limit as i64)
+                .list_accounts(page.cursor.as_deref(), page.limit as i64 + 1)
                 .await
                 .map_err(store_err)?;
-            let next =
-                (accounts.len() == page.limit).then(|| accounts.last().map(|a| a.id.clone()));
+            // One more than asked shows whether another page follows.
+            let more = accounts.len() > page.limit;
+            accounts.truncate(page.limit);
+            let next = more
+                .then(|| accounts.last().map(|a| a.id.clone()))
+                .flatten();
             Ok(json(
                 StatusCode::OK,
-                &json!({ "accounts": accounts, "next_cursor": next.flatten() }),
+                &json!({ "accounts": accounts, "next_cursor": next }),
             ))
         }
         (Route::Account(id), _) => {

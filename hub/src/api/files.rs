@@ -136,6 +136,21 @@ async fn get(state: &AppState, res: &Resolved, path: &ObjectPath, req: Request<B
         }
         Verdict::Proceed => {}
     }
+    // Answer an impossible range before any digest work.
+    let range = conditional::range(headers, view.size, &view.etag);
+    if range == RangeRequest::Unsatisfiable {
+        let mut p = Problem::new(
+            ErrorCode::RangeNotSatisfiable,
+            format!("the object has {} bytes", view.size),
+        )
+        .into_response();
+        set(
+            p.headers_mut(),
+            header::CONTENT_RANGE,
+            &format!("bytes */{}", view.size),
+        );
+        return Ok(p);
+    }
     let repr_digest = match want {
         None => None,
         Some(alg) => {
@@ -151,7 +166,6 @@ async fn get(state: &AppState, res: &Resolved, path: &ObjectPath, req: Request<B
         }
     };
 
-    let range = conditional::range(headers, view.size, &view.etag);
     let mut resp = Response::new(empty());
     let h = resp.headers_mut();
     content_headers(h, &view);
@@ -168,7 +182,8 @@ async fn get(state: &AppState, res: &Resolved, path: &ObjectPath, req: Request<B
         set(h, REPR_DIGEST, d);
     }
     let (status, bytes) = match range {
-        RangeRequest::Full => (StatusCode::OK, 0..view.size),
+        // (An unsatisfiable range was answered above.)
+        RangeRequest::Full | RangeRequest::Unsatisfiable => (StatusCode::OK, 0..view.size),
         RangeRequest::Partial { start, end } => {
             set(
                 h,
@@ -176,19 +191,6 @@ async fn get(state: &AppState, res: &Resolved, path: &ObjectPath, req: Request<B
                 &format!("bytes {start}-{end}/{}", view.size),
             );
             (StatusCode::PARTIAL_CONTENT, start..end + 1)
-        }
-        RangeRequest::Unsatisfiable => {
-            let mut p = Problem::new(
-                ErrorCode::RangeNotSatisfiable,
-                format!("the object has {} bytes", view.size),
-            )
-            .into_response();
-            set(
-                p.headers_mut(),
-                header::CONTENT_RANGE,
-                &format!("bytes */{}", view.size),
-            );
-            return Ok(p);
         }
     };
     *resp.status_mut() = status;

@@ -89,14 +89,14 @@ pub async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> 
             (label, dispatch(&state, route, req).await)
         }
         Ok(None) => (
-            RouteLabel::unmatched,
+            RouteLabel::Unmatched,
             Err(Problem::new(
                 ErrorCode::RouteNotFound,
                 "no route matches this path",
             )),
         ),
         Err(_) => (
-            RouteLabel::unmatched,
+            RouteLabel::Unmatched,
             Err(Problem::new(
                 ErrorCode::InvalidPath,
                 "the path is not valid percent-encoded UTF-8",

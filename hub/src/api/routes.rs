@@ -7,7 +7,7 @@
 
 use http::Method;
 use percent_encoding::percent_decode_str;
-use prometheus_client::encoding::EncodeLabelValue;
+use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 
 /// A matched route with its path parameters (percent-decoded).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,27 +45,79 @@ pub enum Route {
 }
 
 /// The route template, as a bounded metrics label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RouteLabel {
     /// Unmatched paths.
-    unmatched,
-    healthz,
-    readyz,
-    metrics,
-    accounts,
-    account,
-    account_keys,
-    account_key,
-    connections,
-    connection,
-    files,
-    list,
-    folders,
-    copy,
-    r#move,
-    events,
+    Unmatched,
+    Healthz,
+    Readyz,
+    Metrics,
+    Accounts,
+    Account,
+    AccountKeys,
+    AccountKey,
+    Connections,
+    Connection,
+    Files,
+    List,
+    Folders,
+    Copy,
+    Move,
+    Events,
 }
+
+impl RouteLabel {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unmatched => "unmatched",
+            Self::Healthz => "healthz",
+            Self::Readyz => "readyz",
+            Self::Metrics => "metrics",
+            Self::Accounts => "accounts",
+            Self::Account => "account",
+            Self::AccountKeys => "account_keys",
+            Self::AccountKey => "account_key",
+            Self::Connections => "connections",
+            Self::Connection => "connection",
+            Self::Files => "files",
+            Self::List => "list",
+            Self::Folders => "folders",
+            Self::Copy => "copy",
+            Self::Move => "move",
+            Self::Events => "events",
+        }
+    }
+}
+
+impl EncodeLabelValue for RouteLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write as _;
+        encoder.write_str(self.as_str())
+    }
+}
+
+/// Every route's path template, as `docs/openapi.yaml` names it; a test
+/// checks that the documentation lists exactly these, with the methods
+/// [`Route::allowed`] gives.
+pub const TEMPLATES: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/v1/accounts",
+    "/v1/accounts/{account}",
+    "/v1/accounts/{account}/keys",
+    "/v1/accounts/{account}/keys/{key}",
+    "/v1/connections",
+    "/v1/connections/{conn}",
+    "/v1/connections/{conn}/files/{path}",
+    "/v1/connections/{conn}/list",
+    "/v1/connections/{conn}/list/{dir}",
+    "/v1/connections/{conn}/folders/{path}",
+    "/v1/connections/{conn}/copy",
+    "/v1/connections/{conn}/move",
+    "/v1/events",
+];
 
 /// Why a path could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,21 +201,21 @@ impl Route {
     /// The route's metrics label.
     pub fn label(&self) -> RouteLabel {
         match self {
-            Route::Healthz => RouteLabel::healthz,
-            Route::Readyz => RouteLabel::readyz,
-            Route::Metrics => RouteLabel::metrics,
-            Route::Accounts => RouteLabel::accounts,
-            Route::Account(_) => RouteLabel::account,
-            Route::AccountKeys(_) => RouteLabel::account_keys,
-            Route::AccountKey(..) => RouteLabel::account_key,
-            Route::Connections => RouteLabel::connections,
-            Route::Connection(_) => RouteLabel::connection,
-            Route::File(..) => RouteLabel::files,
-            Route::List(..) => RouteLabel::list,
-            Route::Folder(..) => RouteLabel::folders,
-            Route::Copy(_) => RouteLabel::copy,
-            Route::Move(_) => RouteLabel::r#move,
-            Route::Events => RouteLabel::events,
+            Route::Healthz => RouteLabel::Healthz,
+            Route::Readyz => RouteLabel::Readyz,
+            Route::Metrics => RouteLabel::Metrics,
+            Route::Accounts => RouteLabel::Accounts,
+            Route::Account(_) => RouteLabel::Account,
+            Route::AccountKeys(_) => RouteLabel::AccountKeys,
+            Route::AccountKey(..) => RouteLabel::AccountKey,
+            Route::Connections => RouteLabel::Connections,
+            Route::Connection(_) => RouteLabel::Connection,
+            Route::File(..) => RouteLabel::Files,
+            Route::List(..) => RouteLabel::List,
+            Route::Folder(..) => RouteLabel::Folders,
+            Route::Copy(_) => RouteLabel::Copy,
+            Route::Move(_) => RouteLabel::Move,
+            Route::Events => RouteLabel::Events,
         }
     }
 
@@ -175,10 +227,10 @@ impl Route {
             }
             Route::List(..) => &[Method::GET, Method::HEAD],
             Route::Accounts | Route::AccountKeys(_) | Route::Connections => {
-                &[Method::GET, Method::POST]
+                &[Method::GET, Method::HEAD, Method::POST]
             }
             Route::AccountKey(..) => &[Method::DELETE],
-            Route::Connection(_) => &[Method::GET, Method::DELETE],
+            Route::Connection(_) => &[Method::GET, Method::HEAD, Method::DELETE],
             Route::File(..) => &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
             Route::Folder(..) | Route::Copy(_) | Route::Move(_) => &[Method::POST],
         }
