@@ -305,18 +305,13 @@ async fn put(state: &AppState, res: &Resolved, path: &ObjectPath, req: Request<B
     let mut digests: Vec<DigestAlgorithm> = expected.iter().map(|(a, _)| *a).collect();
     digests.extend(want);
     let started = Instant::now();
-    let mut log = Transfer {
-        account_id: res.account.clone(),
-        connection_id: res.row.id.clone(),
-        path: path.as_str().to_owned(),
-        direction: Direction::Upload,
-        status: TransferStatus::Aborted,
-        bytes: 0,
-        crc64nvme: None,
-        via: VIA_HUB.to_owned(),
-        started_at: now_ms(),
-        duration_ms: 0,
-    };
+    let mut log = Transfer::start(
+        &res.account,
+        &res.row.id,
+        path.as_str(),
+        Direction::Upload,
+        VIA_HUB,
+    );
     let counter = state.metrics.content_bytes(ContentDirection::upload);
     let body = BodyDataStream::new(req.into_body());
     let staged = stage(

@@ -16,7 +16,7 @@ use opendal::{Buffer, Operator, Writer};
 use prometheus_client::metrics::counter::Counter;
 
 use super::{AppState, VIA_HUB, provider_problem};
-use crate::store::{Direction, ObjectMeta, Transfer, TransferStatus, now_ms};
+use crate::store::{Direction, ObjectMeta, Transfer, TransferStatus};
 
 /// Bytes gathered before each provider write: large enough to keep system
 /// calls and provider requests few, small enough to bound memory per upload.
@@ -293,18 +293,13 @@ where
 {
     let log = DownloadLog {
         store: state.store.clone(),
-        transfer: Transfer {
-            account_id: info.account_id.to_owned(),
-            connection_id: info.connection_id.to_owned(),
-            path: info.path.to_owned(),
-            direction: Direction::Download,
-            status: TransferStatus::Aborted,
-            bytes: 0,
-            crc64nvme: None,
-            via: VIA_HUB.to_owned(),
-            started_at: now_ms(),
-            duration_ms: 0,
-        },
+        transfer: Transfer::start(
+            info.account_id,
+            info.connection_id,
+            info.path,
+            Direction::Download,
+            VIA_HUB,
+        ),
         expected: info.expected,
         started: Instant::now(),
         counter: state

@@ -81,6 +81,30 @@ pub struct Transfer {
     pub duration_ms: i64,
 }
 
+impl Transfer {
+    /// A transfer starting now through `via`, logged as aborted until it ends.
+    pub fn start(
+        account_id: &str,
+        connection_id: &str,
+        path: &str,
+        direction: Direction,
+        via: &str,
+    ) -> Self {
+        Self {
+            account_id: account_id.to_owned(),
+            connection_id: connection_id.to_owned(),
+            path: path.to_owned(),
+            direction,
+            status: TransferStatus::Aborted,
+            bytes: 0,
+            crc64nvme: None,
+            via: via.to_owned(),
+            started_at: super::now_ms(),
+            duration_ms: 0,
+        }
+    }
+}
+
 /// A change to commit at once: object metadata, its event and its transfer.
 #[derive(Debug, Default)]
 pub struct Change<'a> {
