@@ -7,6 +7,7 @@ pub mod checksum;
 pub mod config;
 pub mod http_server;
 pub mod path;
+pub mod proto;
 pub mod problem;
 pub mod provider;
 pub mod telemetry;
