@@ -147,6 +147,16 @@ fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> Option<usize> {
     )
 }
 
+/// Adds a problem when `path` is not absolute.
+pub fn check_absolute(problems: &mut Problems, key: &str, path: &std::path::Path) {
+    if !path.is_absolute() {
+        problems.add(
+            key,
+            format!("must be an absolute path, not '{}'", path.display()),
+        );
+    }
+}
+
 /// A secret string (token, key) whose `Debug` output never shows the value.
 #[derive(Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(transparent)]

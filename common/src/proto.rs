@@ -187,7 +187,10 @@ pub enum ProtoError {
 }
 
 fn malformed(frame: &'static str, reason: impl Into<String>) -> ProtoError {
-    ProtoError::Malformed { frame, reason: reason.into() }
+    ProtoError::Malformed {
+        frame,
+        reason: reason.into(),
+    }
 }
 
 impl Frame {
@@ -214,7 +217,10 @@ impl Frame {
             Frame::Welcome(v) => (kind::WELCOME, json(v)),
             Frame::Refuse(v) => (kind::REFUSE, json(v)),
             Frame::Heartbeat(v) => (kind::HEARTBEAT, json(v)),
-            Frame::HeartbeatAck(seq) => (kind::HEARTBEAT_ACK, Bytes::copy_from_slice(&seq.to_be_bytes())),
+            Frame::HeartbeatAck(seq) => (
+                kind::HEARTBEAT_ACK,
+                Bytes::copy_from_slice(&seq.to_be_bytes()),
+            ),
             Frame::Request(v) => (kind::REQUEST, json(v)),
             Frame::Response(v) => (kind::RESPONSE, json(v)),
             Frame::Data(b) => (kind::DATA, b.clone()),
@@ -239,7 +245,10 @@ impl Frame {
         let name = self.name();
         let long = |what: &str, len: usize, max: usize| {
             if len > max {
-                Err(malformed(name, format!("{what} is {len} bytes, more than {max}")))
+                Err(malformed(
+                    name,
+                    format!("{what} is {len} bytes, more than {max}"),
+                ))
             } else {
                 Ok(())
             }
@@ -257,12 +266,19 @@ impl Frame {
             Frame::Request(r) => {
                 long("method", r.method.len(), 16)?;
                 long("uri", r.uri.len(), MAX_URI)?;
-                long("client_addr", r.client_addr.as_deref().map_or(0, str::len), MAX_NAME)?;
+                long(
+                    "client_addr",
+                    r.client_addr.as_deref().map_or(0, str::len),
+                    MAX_NAME,
+                )?;
                 check_headers(name, &r.headers)?;
             }
             Frame::Response(r) => {
                 if !(100..=999).contains(&r.status) {
-                    return Err(malformed(name, format!("status {} is not a status code", r.status)));
+                    return Err(malformed(
+                        name,
+                        format!("status {} is not a status code", r.status),
+                    ));
                 }
                 check_headers(name, &r.headers)?;
             }
@@ -274,7 +290,10 @@ impl Frame {
 
 fn check_headers(frame: &'static str, headers: &[(String, String)]) -> Result<(), ProtoError> {
     if headers.len() > MAX_HEADERS {
-        return Err(malformed(frame, format!("{} header fields, more than {MAX_HEADERS}", headers.len())));
+        return Err(malformed(
+            frame,
+            format!("{} header fields, more than {MAX_HEADERS}", headers.len()),
+        ));
     }
     for (k, v) in headers {
         if k.len() > MAX_HEADER_NAME || v.len() > MAX_HEADER_VALUE {
@@ -329,7 +348,10 @@ impl Decoder {
         }
         let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
         if len > self.max_frame {
-            return Err(ProtoError::TooLarge { len, max: self.max_frame });
+            return Err(ProtoError::TooLarge {
+                len,
+                max: self.max_frame,
+            });
         }
         Ok((HEADER_LEN + len).saturating_sub(buf.len()))
     }
@@ -344,7 +366,10 @@ impl Decoder {
         let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
         buf.advance(HEADER_LEN);
         let payload = buf.split_to(len).freeze();
-        fn json<T: serde::de::DeserializeOwned>(name: &'static str, p: &[u8]) -> Result<T, ProtoError> {
+        fn json<T: serde::de::DeserializeOwned>(
+            name: &'static str,
+            p: &[u8],
+        ) -> Result<T, ProtoError> {
             serde_json::from_slice(p).map_err(|e| malformed(name, e.to_string()))
         }
         let frame = match kind_byte {
@@ -376,10 +401,24 @@ mod tests {
 
     fn samples() -> Vec<Frame> {
         vec![
-            Frame::Hello(Hello { version: 1, spoke: "fra1".into(), software: "0.1.0".into() }),
-            Frame::Welcome(Welcome { version: 1, heartbeat_interval_ms: 5000 }),
-            Frame::Refuse(Refusal { code: "unsupported_version".into(), reason: "v9".into() }),
-            Frame::Heartbeat(Heartbeat { seq: 7, active_transfers: 2, bytes_per_sec: 1 << 30 }),
+            Frame::Hello(Hello {
+                version: 1,
+                spoke: "fra1".into(),
+                software: "0.1.0".into(),
+            }),
+            Frame::Welcome(Welcome {
+                version: 1,
+                heartbeat_interval_ms: 5000,
+            }),
+            Frame::Refuse(Refusal {
+                code: "unsupported_version".into(),
+                reason: "v9".into(),
+            }),
+            Frame::Heartbeat(Heartbeat {
+                seq: 7,
+                active_transfers: 2,
+                bytes_per_sec: 1 << 30,
+            }),
             Frame::HeartbeatAck(7),
             Frame::Request(RequestHead {
                 method: "GET".into(),
@@ -387,10 +426,16 @@ mod tests {
                 headers: vec![("authorization".into(), "Bearer fry_x".into())],
                 client_addr: Some("127.0.0.1:5000".into()),
             }),
-            Frame::Response(ResponseHead { status: 200, headers: vec![] }),
+            Frame::Response(ResponseHead {
+                status: 200,
+                headers: vec![],
+            }),
             Frame::Data(Bytes::from_static(b"\x00\x01binary")),
             Frame::End,
-            Frame::Notice(Notice { kind: NoticeKind::Drain, reason: "maintenance".into() }),
+            Frame::Notice(Notice {
+                kind: NoticeKind::Drain,
+                reason: "maintenance".into(),
+            }),
         ]
     }
 
@@ -417,9 +462,18 @@ mod tests {
     fn oversized_frames_are_refused_from_the_header_alone() {
         let dec = Decoder::new(1024);
         let mut buf = BytesMut::from(&[kind::DATA, 0, 0, 0x04, 0x01][..]);
-        assert_eq!(dec.decode(&mut buf), Err(ProtoError::TooLarge { len: 1025, max: 1024 }));
+        assert_eq!(
+            dec.decode(&mut buf),
+            Err(ProtoError::TooLarge {
+                len: 1025,
+                max: 1024
+            })
+        );
         let mut buf = BytesMut::from(&[kind::DATA, 0xff, 0xff, 0xff, 0xff][..]);
-        assert!(matches!(dec.decode(&mut buf), Err(ProtoError::TooLarge { .. })));
+        assert!(matches!(
+            dec.decode(&mut buf),
+            Err(ProtoError::TooLarge { .. })
+        ));
     }
 
     #[test]
@@ -428,18 +482,34 @@ mod tests {
         let mut buf = BytesMut::from(&[0x7f, 0, 0, 0, 0][..]);
         assert_eq!(dec.decode(&mut buf), Err(ProtoError::UnknownType(0x7f)));
         let mut buf = BytesMut::from(&[kind::HELLO, 0, 0, 0, 2, b'{', b'x'][..]);
-        assert!(matches!(dec.decode(&mut buf), Err(ProtoError::Malformed { frame: "hello", .. })));
+        assert!(matches!(
+            dec.decode(&mut buf),
+            Err(ProtoError::Malformed { frame: "hello", .. })
+        ));
         let mut buf = BytesMut::from(&[kind::END, 0, 0, 0, 1, 0][..]);
-        assert!(matches!(dec.decode(&mut buf), Err(ProtoError::Malformed { frame: "end", .. })));
+        assert!(matches!(
+            dec.decode(&mut buf),
+            Err(ProtoError::Malformed { frame: "end", .. })
+        ));
         let mut buf = BytesMut::from(&[kind::HEARTBEAT_ACK, 0, 0, 0, 1, 0][..]);
-        assert!(matches!(dec.decode(&mut buf), Err(ProtoError::Malformed { .. })));
+        assert!(matches!(
+            dec.decode(&mut buf),
+            Err(ProtoError::Malformed { .. })
+        ));
     }
 
     #[test]
     fn field_bounds_are_enforced() {
-        let long_name = Frame::Hello(Hello { version: 1, spoke: "x".repeat(65), software: String::new() });
+        let long_name = Frame::Hello(Hello {
+            version: 1,
+            spoke: "x".repeat(65),
+            software: String::new(),
+        });
         let mut buf = BytesMut::from(&long_name.to_bytes()[..]);
-        assert!(matches!(Decoder::default().decode(&mut buf), Err(ProtoError::Malformed { .. })));
+        assert!(matches!(
+            Decoder::default().decode(&mut buf),
+            Err(ProtoError::Malformed { .. })
+        ));
         let many = Frame::Request(RequestHead {
             method: "GET".into(),
             uri: "/".into(),
@@ -447,10 +517,19 @@ mod tests {
             client_addr: None,
         });
         let mut buf = BytesMut::from(&many.to_bytes()[..]);
-        assert!(matches!(Decoder::default().decode(&mut buf), Err(ProtoError::Malformed { .. })));
-        let status = Frame::Response(ResponseHead { status: 42, headers: vec![] });
+        assert!(matches!(
+            Decoder::default().decode(&mut buf),
+            Err(ProtoError::Malformed { .. })
+        ));
+        let status = Frame::Response(ResponseHead {
+            status: 42,
+            headers: vec![],
+        });
         let mut buf = BytesMut::from(&status.to_bytes()[..]);
-        assert!(matches!(Decoder::default().decode(&mut buf), Err(ProtoError::Malformed { .. })));
+        assert!(matches!(
+            Decoder::default().decode(&mut buf),
+            Err(ProtoError::Malformed { .. })
+        ));
     }
 
     /// A bounded, deterministic fuzz pass in the ordinary test run (the

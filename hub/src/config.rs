@@ -3,12 +3,10 @@
 //! Every section rejects unknown keys; defaults are given on each field; the
 //! [`Validate`] pass reports every semantic problem at once with its key.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
-use ferry_common::config::{Problems, Validate};
-use ferry_common::http_server::Limits;
+use ferry_common::config::{Problems, Validate, check_absolute};
+use ferry_common::listener::ApiConfig;
 use ferry_common::provider::ProviderPolicy;
 use ferry_common::telemetry::LogConfig;
 use serde::Deserialize;
@@ -34,56 +32,6 @@ pub struct HubConfig {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
-}
-
-/// The `[api]` section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiConfig {
-    /// Address to listen on, such as `0.0.0.0:443`; port 0 picks a free port
-    /// (the bound address is logged).
-    pub listen: SocketAddr,
-    /// Serve plain HTTP without TLS. Only for loopback and local development;
-    /// exactly one of `plain_http = true` and `[api.tls]` must be given.
-    #[serde(default)]
-    pub plain_http: bool,
-    /// TLS certificate and key.
-    pub tls: Option<TlsConfig>,
-    /// Most client connections open at once. Default 10000.
-    #[serde(default = "defaults::max_connections")]
-    pub max_connections: usize,
-    /// Largest request head (request line and header fields), in bytes.
-    /// Default 65536; from 8192 to 1048576.
-    #[serde(default = "defaults::max_header_bytes")]
-    pub max_header_bytes: usize,
-    /// A connection with no bytes moving either way for this long is closed.
-    /// Default 120.
-    #[serde(default = "defaults::idle_timeout_secs")]
-    pub idle_timeout_secs: u64,
-    /// Time allowed for a TLS handshake. Default 10.
-    #[serde(default = "defaults::handshake_timeout_secs")]
-    pub handshake_timeout_secs: u64,
-    /// Largest JSON request body, in bytes (file uploads have no limit of
-    /// ferry's own). Default 1048576.
-    #[serde(default = "defaults::max_json_body_bytes")]
-    pub max_json_body_bytes: usize,
-    /// On shutdown, time in-flight requests get to finish. Default 30.
-    #[serde(default = "defaults::shutdown_grace_secs")]
-    pub shutdown_grace_secs: u64,
-}
-
-/// The `[api.tls]` section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM file with the certificate chain, leaf first.
-    pub cert_file: PathBuf,
-    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
-    pub key_file: PathBuf,
-    /// How often the files are checked for changes; a changed pair is loaded
-    /// without a restart. Default 30.
-    #[serde(default = "defaults::reload_interval_secs")]
-    pub reload_interval_secs: u64,
 }
 
 /// The metadata store backend.
@@ -173,27 +121,6 @@ pub struct MemoryProviderConfig {
 }
 
 mod defaults {
-    pub fn max_connections() -> usize {
-        10_000
-    }
-    pub fn max_header_bytes() -> usize {
-        64 * 1024
-    }
-    pub fn idle_timeout_secs() -> u64 {
-        120
-    }
-    pub fn handshake_timeout_secs() -> u64 {
-        10
-    }
-    pub fn max_json_body_bytes() -> usize {
-        1024 * 1024
-    }
-    pub fn shutdown_grace_secs() -> u64 {
-        30
-    }
-    pub fn reload_interval_secs() -> u64 {
-        30
-    }
     pub fn store_pool_size() -> u32 {
         8
     }
@@ -202,46 +129,11 @@ mod defaults {
     }
 }
 
-fn check_absolute(problems: &mut Problems, key: &str, path: &Path) {
-    if !path.is_absolute() {
-        problems.add(
-            key,
-            format!("must be an absolute path, not '{}'", path.display()),
-        );
-    }
-}
 
 impl Validate for HubConfig {
     fn validate(&self, p: &mut Problems) {
         check_absolute(p, "state_dir", &self.state_dir);
-        let api = &self.api;
-        match (&api.tls, api.plain_http) {
-            (None, false) => p.add("api.tls", "is required unless api.plain_http = true"),
-            (Some(_), true) => p.add("api.plain_http", "cannot be true when [api.tls] is given"),
-            _ => {}
-        }
-        if let Some(tls) = &api.tls {
-            check_absolute(p, "api.tls.cert_file", &tls.cert_file);
-            check_absolute(p, "api.tls.key_file", &tls.key_file);
-            if tls.reload_interval_secs == 0 {
-                p.add("api.tls.reload_interval_secs", "must be at least 1");
-            }
-        }
-        if api.max_connections == 0 {
-            p.add("api.max_connections", "must be at least 1");
-        }
-        if !(8192..=1024 * 1024).contains(&api.max_header_bytes) {
-            p.add("api.max_header_bytes", "must be from 8192 to 1048576");
-        }
-        if api.idle_timeout_secs == 0 {
-            p.add("api.idle_timeout_secs", "must be at least 1");
-        }
-        if api.handshake_timeout_secs == 0 {
-            p.add("api.handshake_timeout_secs", "must be at least 1");
-        }
-        if api.max_json_body_bytes < 1024 {
-            p.add("api.max_json_body_bytes", "must be at least 1024");
-        }
+        self.api.validate("api", p);
         if let Some(path) = &self.store.sqlite_path {
             check_absolute(p, "store.sqlite_path", path);
         }
@@ -280,17 +172,6 @@ impl HubConfig {
             .sqlite_path
             .clone()
             .unwrap_or_else(|| self.state_dir.join("hub.db"))
-    }
-
-    /// The listener limits.
-    pub fn limits(&self) -> Limits {
-        Limits {
-            max_connections: self.api.max_connections,
-            max_header_bytes: self.api.max_header_bytes,
-            idle_timeout: Duration::from_secs(self.api.idle_timeout_secs),
-            handshake_timeout: Duration::from_secs(self.api.handshake_timeout_secs),
-            shutdown_grace: Duration::from_secs(self.api.shutdown_grace_secs),
-        }
     }
 
     /// The provider policy.

@@ -5,19 +5,18 @@
 //! the binary and tests start it the same way.
 
 pub mod api;
+pub mod ca;
 pub mod config;
 pub mod metrics;
 pub mod secrets;
 pub mod store;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use ferry_common::config::Secret;
 use ferry_common::http_server::{self, Handler};
 use ferry_common::provider::ProviderRegistry;
-use ferry_common::tls::{ReloadingCert, http_server_config};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -56,17 +55,7 @@ pub async fn run(
             "{ADMIN_TOKEN_ENV} is not set: the admin API (accounts and keys) is disabled"
         );
     }
-    let tls = match &cfg.api.tls {
-        Some(t) => {
-            let certs = ReloadingCert::load(&t.cert_file, &t.key_file)?;
-            tokio::spawn(certs.clone().watch(
-                Duration::from_secs(t.reload_interval_secs),
-                shutdown.child_token(),
-            ));
-            Some(tokio_rustls::TlsAcceptor::from(http_server_config(certs)))
-        }
-        None => None,
-    };
+    let tls = cfg.api.tls_acceptor(&shutdown)?;
     let providers = ProviderRegistry::new(cfg.provider_policy());
     let state = Arc::new(AppState::new(
         store.clone(),
@@ -81,7 +70,7 @@ pub async fn run(
         .local_addr()
         .context("the listener has no address")?;
     tracing::info!(%addr, tls = tls.is_some(), db = %db.display(), "HTTP API listening");
-    http_server::serve(listener, tls, cfg.limits(), handler, shutdown).await;
+    http_server::serve(listener, tls, cfg.api.limits(), handler, shutdown).await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -21,10 +21,11 @@ struct Migration {
     sqlite: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial schema",
-    sqlite: r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial schema",
+        sqlite: r#"
 CREATE TABLE accounts (
     id          TEXT PRIMARY KEY,
     name        TEXT NOT NULL,
@@ -91,7 +92,23 @@ CREATE TABLE events (
 );
 CREATE INDEX events_by_account ON events(account_id, id);
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "spokes",
+        sqlite: r#"
+CREATE TABLE spokes (
+    name              TEXT PRIMARY KEY,
+    token_hash        BLOB UNIQUE,
+    token_expires_at  BIGINT,
+    cert_sha256       BLOB UNIQUE,
+    enrolled_at       BIGINT,
+    revoked_at        BIGINT,
+    created_at        BIGINT NOT NULL
+);
+"#,
+    },
+];
 
 /// Applies every migration not yet recorded.
 pub async fn apply(pool: &AnyPool, dialect: Dialect) -> Result<(), StoreError> {

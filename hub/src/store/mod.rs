@@ -12,6 +12,7 @@ mod connections;
 mod events;
 mod migrations;
 mod objects;
+mod spokes;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,6 +24,7 @@ pub use accounts::{Account, ApiKeyInfo, NewApiKey};
 pub use connections::ConnectionRow;
 pub use events::{Event, EventKind, NewEvent};
 pub use objects::{Change, Direction, ObjectMeta, Transfer, TransferStatus};
+pub use spokes::{EnrolRefusal, SpokeRow, valid_spoke_name};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,230 @@
+//! The hub's certificate authority for tunnels.
+//!
+//! Created on first start in `<state_dir>/tunnel-ca/` (the key readable by
+//! the hub's user only), it signs each spoke's own key at enrolment and a
+//! fresh server certificate for the tunnel listener at every start. Spokes
+//! trust only this CA for the tunnel; the hub accepts only client
+//! certificates it signed (and then checks the registry for revocation).
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SignatureAlgorithm,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+const CA_CERT: &str = "ca.pem";
+const CA_KEY: &str = "ca-key.pem";
+
+/// Why the CA could not be loaded or could not sign.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    /// Reading or writing the CA's files failed.
+    #[error("tunnel CA file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Generating or signing failed.
+    #[error("tunnel CA: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    /// A public key sent for signing is not an uncompressed P-256 point.
+    #[error("the public key must be an uncompressed P-256 point (65 bytes, base64)")]
+    BadPublicKey,
+}
+
+/// A spoke's public key as sent at enrolment: the raw uncompressed P-256
+/// point.
+struct RawP256(Vec<u8>);
+
+impl PublicKeyData for RawP256 {
+    fn der_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P256_SHA256
+    }
+}
+
+/// The loaded CA.
+pub struct HubCa {
+    issuer: Issuer<'static, KeyPair>,
+    cert_pem: String,
+    cert_der: CertificateDer<'static>,
+}
+
+impl std::fmt::Debug for HubCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubCa").finish_non_exhaustive()
+    }
+}
+
+fn ca_params() -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "ferry hub tunnel CA");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+}
+
+fn validity(params: &mut CertificateParams, days: i64) {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(days);
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
+    move |source| CaError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl HubCa {
+    /// Loads the CA from `dir`, creating it there on first use.
+    pub fn load_or_create(dir: &Path) -> Result<Self, CaError> {
+        let (cert_path, key_path) = (dir.join(CA_CERT), dir.join(CA_KEY));
+        if !key_path.exists() {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+            let key = KeyPair::generate()?;
+            let mut params = ca_params();
+            validity(&mut params, 3650);
+            let cert = params.self_signed(&key)?;
+            write_private(&key_path, key.serialize_pem().as_bytes())?;
+            std::fs::write(&cert_path, cert.pem()).map_err(io(&cert_path))?;
+            tracing::info!(dir = %dir.display(), "created the tunnel certificate authority");
+        }
+        let key_pem = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
+        let cert_pem = std::fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
+        let key = KeyPair::from_pem(&key_pem)?;
+        use rustls::pki_types::pem::PemObject as _;
+        let cert_der =
+            CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| CaError::Io {
+                path: cert_path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+            })?;
+        Ok(Self {
+            issuer: Issuer::new(ca_params(), key),
+            cert_pem,
+            cert_der,
+        })
+    }
+
+    /// The CA certificate, PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The CA certificate, DER.
+    pub fn cert_der(&self) -> &CertificateDer<'static> {
+        &self.cert_der
+    }
+
+    /// Signs a spoke's own key: a client certificate for `name`, valid a year.
+    pub fn issue_spoke(
+        &self,
+        name: &str,
+        raw_public_key: &[u8],
+    ) -> Result<rcgen::Certificate, CaError> {
+        if raw_public_key.len() != 65 || raw_public_key[0] != 0x04 {
+            return Err(CaError::BadPublicKey);
+        }
+        let mut params = CertificateParams::new(vec![format!("{name}.spoke.ferry")])?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        validity(&mut params, 365);
+        Ok(params.signed_by(&RawP256(raw_public_key.to_vec()), &self.issuer)?)
+    }
+
+    /// A fresh key and server certificate for the tunnel listener.
+    pub fn issue_server(
+        &self,
+        server_name: &str,
+    ) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), CaError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(vec![server_name.to_owned()])?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, server_name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        validity(&mut params, 365);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        Ok((cert.der().clone(), key))
+    }
+}
+
+/// Writes a secret file readable by its owner only, atomically.
+fn write_private(path: &Path, data: &[u8]) -> Result<(), CaError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ca_persists_and_signs_keys_that_verify_against_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = HubCa::load_or_create(dir.path()).unwrap();
+        let again = HubCa::load_or_create(dir.path()).unwrap();
+        assert_eq!(
+            ca.cert_pem(),
+            again.cert_pem(),
+            "the CA is kept, not remade"
+        );
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.path().join(CA_KEY))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the CA key is private");
+
+        let spoke_key = KeyPair::generate().unwrap();
+        let cert = again
+            .issue_spoke("fra1", spoke_key.public_key_raw())
+            .unwrap();
+        // rustls' own client-certificate verifier accepts it under the CA.
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.cert_der().clone()).unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .unwrap();
+        verifier
+            .verify_client_cert(cert.der(), &[], rustls::pki_types::UnixTime::now())
+            .expect("the spoke certificate chains to the CA");
+        assert!(matches!(
+            ca.issue_spoke("x", &[4u8; 10]),
+            Err(CaError::BadPublicKey)
+        ));
+        ca.issue_server("ferry-hub").unwrap();
+    }
+}

@@ -1,0 +1,252 @@
+//! The spoke registry: join tokens, enrolled certificates, revocations.
+//!
+//! A join token (`fjt_` + 43 base64url characters) is stored hashed, lives
+//! until its expiry and works once. Enrolment replaces the token with the
+//! SHA-256 of the certificate the hub's CA signed; the tunnel accepts a
+//! spoke only while that fingerprint is on record and not revoked.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::rand::SecureRandom as _;
+use serde::Serialize;
+use sqlx::Row as _;
+
+use super::{Store, StoreError, now_ms};
+
+const TOKEN_PREFIX: &str = "fjt_";
+
+/// What is known of a spoke.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SpokeRow {
+    /// Its name, such as `fra1`.
+    pub name: String,
+    /// When its certificate was signed, if it was.
+    pub enrolled_at: Option<i64>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<i64>,
+    /// When its current join token expires, if one is outstanding.
+    pub token_expires_at: Option<i64>,
+    /// When it was added.
+    pub created_at: i64,
+}
+
+/// Why an enrolment was refused. One answer for all, on purpose: a caller
+/// learns nothing about which tokens exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrolRefusal {
+    /// No outstanding token has that value (wrong, or already used).
+    Unknown,
+    /// The token expired.
+    Expired,
+    /// The spoke was revoked.
+    Revoked,
+}
+
+fn sha256(data: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .to_vec()
+}
+
+/// Checks a spoke name: 1 to 63 of `a-z 0-9 -`, starting with a letter or
+/// digit (it becomes a DNS label).
+pub fn valid_spoke_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+impl Store {
+    /// Adds a spoke (or, for an existing one, issues a new join token) and
+    /// returns the token, valid for `ttl_ms`. A revoked name stays revoked.
+    pub async fn add_spoke(&self, name: &str, ttl_ms: i64) -> Result<(String, i64), StoreError> {
+        let mut secret = [0u8; 32];
+        ring::rand::SystemRandom::new()
+            .fill(&mut secret)
+            .expect("the system RNG works");
+        let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(secret));
+        let now = now_ms();
+        let expires = now + ttl_ms;
+        let mut tx = self.pool.begin().await?;
+        let revoked: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT revoked_at FROM spokes WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if matches!(revoked, Some(Some(_))) {
+            return Err(StoreError::Conflict("a revoked spoke with that name"));
+        }
+        sqlx::query(
+            "INSERT INTO spokes (name, token_hash, token_expires_at, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO UPDATE SET token_hash = excluded.token_hash, \
+             token_expires_at = excluded.token_expires_at",
+        )
+        .bind(name)
+        .bind(sha256(token.as_bytes()))
+        .bind(expires)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((token, expires))
+    }
+
+    /// Finds the spoke a join token belongs to, without using it.
+    pub async fn check_join_token(
+        &self,
+        token: &str,
+    ) -> Result<Result<String, EnrolRefusal>, StoreError> {
+        let row = sqlx::query(
+            "SELECT name, token_expires_at, revoked_at FROM spokes WHERE token_hash = $1",
+        )
+        .bind(sha256(token.as_bytes()))
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(Err(EnrolRefusal::Unknown));
+        };
+        let expires: Option<i64> = row.try_get("token_expires_at")?;
+        let revoked: Option<i64> = row.try_get("revoked_at")?;
+        if revoked.is_some() {
+            return Ok(Err(EnrolRefusal::Revoked));
+        }
+        if expires.is_none_or(|e| e <= now_ms()) {
+            return Ok(Err(EnrolRefusal::Expired));
+        }
+        Ok(Ok(row.try_get("name")?))
+    }
+
+    /// Uses a join token: records the signed certificate's fingerprint and
+    /// forgets the token. Fails if the token was used meanwhile.
+    pub async fn complete_enrolment(
+        &self,
+        token: &str,
+        cert_der: &[u8],
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE spokes SET token_hash = NULL, token_expires_at = NULL, cert_sha256 = $1, enrolled_at = $2 \
+             WHERE token_hash = $3 AND revoked_at IS NULL AND token_expires_at > $2",
+        )
+        .bind(sha256(cert_der))
+        .bind(now_ms())
+        .bind(sha256(token.as_bytes()))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The name of the enrolled, unrevoked spoke holding this certificate.
+    pub async fn spoke_for_certificate(
+        &self,
+        cert_der: &[u8],
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT name FROM spokes WHERE cert_sha256 = $1 AND revoked_at IS NULL",
+        )
+        .bind(sha256(cert_der))
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Every spoke, by name.
+    pub async fn list_spokes(&self) -> Result<Vec<SpokeRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, enrolled_at, revoked_at, token_expires_at, created_at FROM spokes ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SpokeRow {
+                    name: r.try_get("name")?,
+                    enrolled_at: r.try_get("enrolled_at")?,
+                    revoked_at: r.try_get("revoked_at")?,
+                    token_expires_at: r.try_get("token_expires_at")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Revokes a spoke: its certificate and any outstanding token stop
+    /// working. False if there is no such spoke.
+    pub async fn revoke_spoke(&self, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE spokes SET revoked_at = COALESCE(revoked_at, $1), token_hash = NULL WHERE name = $2",
+        )
+        .bind(now_ms())
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Whether the spoke is revoked (or unknown).
+    pub async fn spoke_revoked(&self, name: &str) -> Result<bool, StoreError> {
+        let revoked: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT revoked_at FROM spokes WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(!matches!(revoked, Some(None)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::store;
+
+    #[tokio::test]
+    async fn tokens_work_once_and_expire() {
+        let (store, _dir) = store().await;
+        let (token, _) = store.add_spoke("fra1", 60_000).await.unwrap();
+        assert!(token.starts_with("fjt_"));
+        assert_eq!(
+            store.check_join_token(&token).await.unwrap(),
+            Ok("fra1".to_owned())
+        );
+        assert!(store.complete_enrolment(&token, b"cert").await.unwrap());
+        assert_eq!(
+            store.check_join_token(&token).await.unwrap(),
+            Err(EnrolRefusal::Unknown)
+        );
+        assert!(
+            !store.complete_enrolment(&token, b"cert2").await.unwrap(),
+            "reuse fails"
+        );
+        assert_eq!(
+            store.spoke_for_certificate(b"cert").await.unwrap(),
+            Some("fra1".to_owned())
+        );
+
+        let (old, _) = store.add_spoke("ams1", -1).await.unwrap();
+        assert_eq!(
+            store.check_join_token(&old).await.unwrap(),
+            Err(EnrolRefusal::Expired)
+        );
+        assert!(!store.complete_enrolment(&old, b"x").await.unwrap());
+
+        assert!(store.revoke_spoke("fra1").await.unwrap());
+        assert_eq!(store.spoke_for_certificate(b"cert").await.unwrap(), None);
+        assert!(store.spoke_revoked("fra1").await.unwrap());
+        assert!(matches!(
+            store.add_spoke("fra1", 1000).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(!store.revoke_spoke("nope").await.unwrap());
+        assert_eq!(store.list_spokes().await.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn spoke_names_are_dns_labels() {
+        assert!(valid_spoke_name("fra1"));
+        assert!(valid_spoke_name("us-east-2"));
+        for bad in ["", "Fra1", "a_b", "-a", "a-", &"a".repeat(64)] {
+            assert!(!valid_spoke_name(bad), "{bad}");
+        }
+    }
+}
