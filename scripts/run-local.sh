@@ -3,16 +3,18 @@
 #
 #   ./scripts/run-local.sh            build, start, print curl lines; Ctrl-C stops it
 #
-# Today the network is one hub (spokes arrive with the tunnel). It uses
+# The network is one hub and two spokes (fra1, ams1) on 127.0.0.1, with
 # embedded SQLite and a local folder as the storage provider, all under
-# ./.ferry-local/ (delete that folder to start afresh). Ports: FERRY_PORT
-# (default 8080).
+# ./.ferry-local/ (delete that folder to start afresh). Ports: the hub's API
+# on FERRY_PORT (default 8080), the spokes' on the next two, the hub's QUIC
+# tunnel endpoint on UDP FERRY_PORT+100.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 port=${FERRY_PORT:-8080}
 state=$root/.ferry-local
+tunnel_port=$((port + 100))
 mkdir -p "$state/hub" "$state/data"
 
 if ! command -v cargo >/dev/null; then
@@ -20,8 +22,9 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 echo "building ferry (first build takes a few minutes)…" >&2
-cargo build --release --quiet -p ferry-hub
+cargo build --release --quiet -p ferry-hub -p ferry-spoke
 hub_bin=${CARGO_TARGET_DIR:-$root/target}/release/ferry-hub
+spoke_bin=${CARGO_TARGET_DIR:-$root/target}/release/ferry-spoke
 
 # Secrets stay in files under .ferry-local, made once.
 [ -s "$state/master.key" ] || { head -c 32 /dev/urandom | base64 > "$state/master.key"; chmod 600 "$state/master.key"; }
@@ -37,6 +40,9 @@ listen = "127.0.0.1:$port"
 plain_http = true
 shutdown_grace_secs = 5
 
+[tunnel]
+listen = "127.0.0.1:$tunnel_port"
+
 [secrets]
 master_key_file = "$state/master.key"
 
@@ -49,24 +55,61 @@ TOML
 
 "$hub_bin" --check-config "$state/hub.toml" >/dev/null
 FERRY_ADMIN_TOKEN=$admin_token "$hub_bin" --config "$state/hub.toml" 2> "$state/hub.log" &
-hub_pid=$!
-trap 'kill $hub_pid 2>/dev/null; wait $hub_pid 2>/dev/null' EXIT INT TERM
+pids=($!)
+trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null' EXIT INT TERM
 
-for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
-  kill -0 $hub_pid 2>/dev/null || { echo "the hub did not start; its log:" >&2; cat "$state/hub.log" >&2; exit 1; }
-  sleep 0.1
+# wait_ready NAME URL LOG: until URL/readyz answers 200 (30 s at most).
+wait_ready() {
+  for _ in $(seq 1 300); do
+    curl -fsS "$2/readyz" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "$1 did not become ready; its log:" >&2
+  cat "$3" >&2
+  exit 1
+}
+wait_ready hub "http://127.0.0.1:$port" "$state/hub.log"
+
+# Two spokes. The first start enrols each with a one-time join token; after
+# that its key and certificate in .ferry-local/<name>/ are its identity.
+spoke_port=$port
+for name in fra1 ams1; do
+  spoke_port=$((spoke_port + 1))
+  mkdir -p "$state/$name"
+  cat > "$state/$name/spoke.toml" <<TOML
+# Written by scripts/run-local.sh: a spoke on loopback.
+name = "$name"
+state_dir = "$state/$name/state"
+
+[api]
+listen = "127.0.0.1:$spoke_port"
+plain_http = true
+shutdown_grace_secs = 5
+
+[hub]
+api_url = "http://127.0.0.1:$port"
+tunnel_addr = "127.0.0.1:$tunnel_port"
+TOML
+  token=""
+  if [ ! -s "$state/$name/state/spoke-cert.pem" ]; then
+    token=$("$hub_bin" --config "$state/hub.toml" spoke add "$name" 2>/dev/null)
+  fi
+  FERRY_JOIN_TOKEN=$token "$spoke_bin" --config "$state/$name/spoke.toml" 2> "$state/$name/spoke.log" &
+  pids+=($!)
+  wait_ready "spoke $name" "http://127.0.0.1:$spoke_port" "$state/$name/spoke.log"
 done
 
 api=http://127.0.0.1:$port
 cat <<TXT
 
 ferry is running on loopback:
-  hub   $api   (log: $state/hub.log, data: $state/data)
+  hub          $api   (log: $state/hub.log, data: $state/data)
+  spoke fra1   http://127.0.0.1:$((port + 1))   (log: $state/fra1/spoke.log)
+  spoke ams1   http://127.0.0.1:$((port + 2))   (log: $state/ams1/spoke.log)
 
-Try it (copy and paste):
+Every node answers the same API. Try it through spoke fra1 (copy and paste):
 
-  export FERRY=$api
+  export FERRY=http://127.0.0.1:$((port + 1))
   export ADMIN=$admin_token
 
   # an account; its API key is shown once
@@ -85,6 +128,10 @@ Try it (copy and paste):
   curl -s -H "Authorization: Bearer \$KEY" \$FERRY/v1/events
   curl -s \$FERRY/metrics | head
 
+  # the same file through the other spoke and through the hub
+  curl -s -H "Authorization: Bearer \$KEY" http://127.0.0.1:$((port + 2))/v1/connections/local/files/docs/README.md | head -3
+  curl -s -H "Authorization: Bearer \$ADMIN" $api/v1/spokes
+
 Press Ctrl-C to stop.
 TXT
-wait $hub_pid
+wait

@@ -13,3 +13,4 @@ pub mod proto;
 pub mod provider;
 pub mod telemetry;
 pub mod tls;
+pub mod tunnel_io;

@@ -95,6 +95,14 @@ error_codes! {
     InvalidProviderConfig => (UNPROCESSABLE_ENTITY, "invalid_provider_config", "The provider configuration is not valid"),
     /// Another account's connection already uses that storage location.
     LocationInUse => (CONFLICT, "location_in_use", "Another account uses that storage location"),
+    /// A join token is wrong, already used, expired, or its spoke revoked.
+    InvalidJoinToken => (UNAUTHORIZED, "invalid_join_token", "The join token is not valid"),
+    /// No spoke has that name.
+    SpokeNotFound => (NOT_FOUND, "spoke_not_found", "No such spoke"),
+    /// The hub takes no spokes (it has no `[tunnel]` section).
+    TunnelDisabled => (CONFLICT, "tunnel_disabled", "This hub does not accept spokes"),
+    /// The spoke cannot reach its hub; a retry may help.
+    HubUnreachable => (SERVICE_UNAVAILABLE, "hub_unreachable", "The hub cannot be reached from this node"),
     /// The provider refused the operation (permissions, quota, bad credentials).
     ProviderRejected => (BAD_GATEWAY, "provider_rejected", "The storage provider refused the operation"),
     /// The provider could not be reached or failed; a retry may help.

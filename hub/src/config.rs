@@ -32,6 +32,118 @@ pub struct HubConfig {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// The QUIC endpoint spokes connect to; absent, the hub takes no spokes.
+    pub tunnel: Option<TunnelConfig>,
+}
+
+/// The `[tunnel]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelConfig {
+    /// UDP address for QUIC tunnels from spokes, such as `0.0.0.0:7443`;
+    /// port 0 picks a free port (logged).
+    pub listen: std::net::SocketAddr,
+    /// Name in the tunnel's server certificate, which spokes check. Default
+    /// `ferry-hub`.
+    #[serde(default = "tunnel_defaults::server_name")]
+    pub server_name: String,
+    /// How often spokes send a heartbeat. Default 5.
+    #[serde(default = "tunnel_defaults::heartbeat_interval_secs")]
+    pub heartbeat_interval_secs: u64,
+    /// A tunnel silent for this long is dead. Default 20.
+    #[serde(default = "tunnel_defaults::idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    /// Largest frame payload accepted, in bytes. Default 1048576.
+    #[serde(default = "tunnel_defaults::max_frame_bytes")]
+    pub max_frame_bytes: usize,
+    /// Flow-control window of one stream, in bytes. Default 4194304.
+    #[serde(default = "tunnel_defaults::stream_window_bytes")]
+    pub stream_window_bytes: u32,
+    /// Flow-control window of one tunnel, in bytes. Default 16777216.
+    #[serde(default = "tunnel_defaults::connection_window_bytes")]
+    pub connection_window_bytes: u32,
+    /// Requests a spoke may have open at once on one tunnel. Default 1024.
+    #[serde(default = "tunnel_defaults::max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+    /// How long a join token from `ferry-hub spoke add` stays valid. Default 3600.
+    #[serde(default = "tunnel_defaults::join_token_ttl_secs")]
+    pub join_token_ttl_secs: u64,
+}
+
+mod tunnel_defaults {
+    pub fn server_name() -> String {
+        "ferry-hub".to_owned()
+    }
+    pub fn heartbeat_interval_secs() -> u64 {
+        5
+    }
+    pub fn idle_timeout_secs() -> u64 {
+        20
+    }
+    pub fn max_frame_bytes() -> usize {
+        1024 * 1024
+    }
+    pub fn stream_window_bytes() -> u32 {
+        4 * 1024 * 1024
+    }
+    pub fn connection_window_bytes() -> u32 {
+        16 * 1024 * 1024
+    }
+    pub fn max_concurrent_streams() -> u32 {
+        1024
+    }
+    pub fn join_token_ttl_secs() -> u64 {
+        3600
+    }
+}
+
+impl TunnelConfig {
+    fn validate(&self, p: &mut Problems) {
+        if self.server_name.is_empty() || self.server_name.len() > 253 {
+            p.add(
+                "tunnel.server_name",
+                "must be a DNS name of 1 to 253 characters",
+            );
+        }
+        if self.heartbeat_interval_secs == 0 {
+            p.add("tunnel.heartbeat_interval_secs", "must be at least 1");
+        }
+        if self.idle_timeout_secs <= self.heartbeat_interval_secs {
+            p.add(
+                "tunnel.idle_timeout_secs",
+                "must be longer than tunnel.heartbeat_interval_secs",
+            );
+        }
+        if !(16 * 1024..=16 * 1024 * 1024).contains(&self.max_frame_bytes) {
+            p.add("tunnel.max_frame_bytes", "must be from 16384 to 16777216");
+        }
+        if self.stream_window_bytes < 64 * 1024 {
+            p.add("tunnel.stream_window_bytes", "must be at least 65536");
+        }
+        if self.connection_window_bytes < self.stream_window_bytes {
+            p.add(
+                "tunnel.connection_window_bytes",
+                "must be at least tunnel.stream_window_bytes",
+            );
+        }
+        if self.max_concurrent_streams == 0 {
+            p.add("tunnel.max_concurrent_streams", "must be at least 1");
+        }
+        if self.join_token_ttl_secs == 0 {
+            p.add("tunnel.join_token_ttl_secs", "must be at least 1");
+        }
+    }
+
+    /// The transport limits of tunnels.
+    pub fn limits(&self) -> ferry_common::tunnel_io::TransportLimits {
+        ferry_common::tunnel_io::TransportLimits {
+            stream_window_bytes: self.stream_window_bytes,
+            connection_window_bytes: self.connection_window_bytes,
+            max_concurrent_streams: self.max_concurrent_streams,
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
+            keep_alive: std::time::Duration::from_secs(self.heartbeat_interval_secs),
+        }
+    }
 }
 
 /// The metadata store backend.
@@ -129,7 +241,6 @@ mod defaults {
     }
 }
 
-
 impl Validate for HubConfig {
     fn validate(&self, p: &mut Problems) {
         check_absolute(p, "state_dir", &self.state_dir);
@@ -158,6 +269,9 @@ impl Validate for HubConfig {
                     "must not be '/'",
                 );
             }
+        }
+        if let Some(t) = &self.tunnel {
+            t.validate(p);
         }
         if let Err(e) = self.log.check() {
             p.add("log.level", e);

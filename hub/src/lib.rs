@@ -10,6 +10,7 @@ pub mod config;
 pub mod metrics;
 pub mod secrets;
 pub mod store;
+pub mod tunnel;
 
 use std::sync::Arc;
 
@@ -20,7 +21,8 @@ use ferry_common::provider::ProviderRegistry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::AppState;
+use crate::api::{AppState, SpokeSupport};
+use crate::ca::HubCa;
 use crate::config::HubConfig;
 use crate::metrics::Metrics;
 use crate::secrets::MasterKey;
@@ -57,20 +59,54 @@ pub async fn run(
     }
     let tls = cfg.api.tls_acceptor(&shutdown)?;
     let providers = ProviderRegistry::new(cfg.provider_policy());
-    let state = Arc::new(AppState::new(
+    let mut state = AppState::new(
         store.clone(),
         providers,
         master_key,
         admin_token,
         Metrics::new(),
         cfg.api.max_json_body_bytes,
-    ));
+    );
+    let mut endpoint = None;
+    if let Some(t) = &cfg.tunnel {
+        let ca = Arc::new(HubCa::load_or_create(&cfg.state_dir.join("tunnel-ca"))?);
+        let ep = tunnel::bind(t, &ca)
+            .with_context(|| format!("cannot open the tunnel endpoint on {}", t.listen))?;
+        tracing::info!(addr = %ep.local_addr()?, server_name = %t.server_name, "tunnel listening");
+        state.spokes = Some(SpokeSupport {
+            ca,
+            registry: Arc::new(tunnel::Registry::default()),
+            server_name: t.server_name.clone(),
+            token_ttl_secs: t.join_token_ttl_secs,
+        });
+        endpoint = Some((ep, t.clone()));
+    }
+    let state = Arc::new(state);
+    let mut tasks = Vec::new();
+    if let (Some((ep, t)), Some(support)) = (endpoint, state.spokes.clone()) {
+        tasks.push(tokio::spawn(tunnel::serve(
+            ep,
+            state.clone(),
+            support.registry.clone(),
+            t,
+            shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn(tunnel::sweep_revoked(
+            state.clone(),
+            support.registry,
+            std::time::Duration::from_secs(2),
+            shutdown.clone(),
+        )));
+    }
     let handler: Handler = Arc::new(move |req| Box::pin(api::handle(state.clone(), req)));
     let addr = listener
         .local_addr()
         .context("the listener has no address")?;
     tracing::info!(%addr, tls = tls.is_some(), db = %db.display(), "HTTP API listening");
     http_server::serve(listener, tls, cfg.api.limits(), handler, shutdown).await;
+    for t in tasks {
+        let _ = t.await;
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())

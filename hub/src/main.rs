@@ -10,17 +10,47 @@ use ferry_common::config;
 use ferry_hub::config::HubConfig;
 use tokio_util::sync::CancellationToken;
 
-/// The ferry hub: the HTTP API, the metadata store and the providers.
+/// The ferry hub: the HTTP API, the metadata store, the tunnel endpoint.
 #[derive(Debug, Parser)]
 #[command(name = "ferry-hub", version)]
 struct Cli {
-    /// Run with this configuration file.
-    #[arg(long, value_name = "FILE", required_unless_present = "check_config")]
+    /// The configuration file.
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Check this configuration file, print every problem, and exit
     /// (0 when it is valid, 2 when not), without binding any port.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     check_config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Manage spokes (works on the hub's database; the hub may be running).
+    Spoke {
+        #[command(subcommand)]
+        action: SpokeAction,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum SpokeAction {
+    /// Make a one-time join token for the spoke NAME (a new or a lost one).
+    Add {
+        /// The spoke's name: a-z, 0-9 and '-'.
+        name: String,
+        /// How long the token stays valid (default tunnel.join_token_ttl_secs).
+        #[arg(long)]
+        ttl_secs: Option<u64>,
+    },
+    /// List spokes.
+    List,
+    /// Revoke a spoke: its tunnel closes and it cannot come back.
+    Revoke {
+        /// The spoke's name.
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -37,7 +67,10 @@ fn main() -> ExitCode {
             }
         };
     }
-    let path = cli.config.expect("clap requires --config");
+    let Some(path) = cli.config else {
+        eprintln!("ferry-hub: --config FILE is required (or --check-config FILE); see --help");
+        return ExitCode::from(2);
+    };
     let cfg = match config::load::<HubConfig>(&path) {
         Ok(c) => c,
         Err(e) => {
@@ -45,6 +78,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Spoke { action }) = cli.command {
+        return match spoke_command(&cfg, action) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ferry-hub: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     ferry_common::telemetry::init(&cfg.log);
     ferry_common::tls::install_crypto_provider();
     match serve(cfg) {
@@ -55,6 +97,49 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn spoke_command(cfg: &HubConfig, action: SpokeAction) -> anyhow::Result<()> {
+    let Some(tunnel) = &cfg.tunnel else {
+        anyhow::bail!("the configuration has no [tunnel] section: this hub takes no spokes");
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let store = ferry_hub::store::Store::open_sqlite(&cfg.sqlite_path(), 1).await?;
+        match action {
+            SpokeAction::Add { name, ttl_secs } => {
+                if let Err(p) = ferry_hub::api::check_spoke_name(&name) {
+                    anyhow::bail!("{}", p.detail.unwrap_or_default());
+                }
+                let ttl = ttl_secs.unwrap_or(tunnel.join_token_ttl_secs).clamp(1, 7 * 24 * 3600);
+                let (token, expires) = store.add_spoke(&name, ttl as i64 * 1000).await?;
+                println!("{token}");
+                eprintln!(
+                    "join token for spoke '{name}', valid {ttl} s (until unix ms {expires}); start the spoke once with FERRY_JOIN_TOKEN set to it"
+                );
+            }
+            SpokeAction::List => {
+                for s in store.list_spokes().await? {
+                    let state = match (s.revoked_at, s.enrolled_at) {
+                        (Some(_), _) => "revoked",
+                        (None, Some(_)) => "enrolled",
+                        (None, None) => "waiting for enrolment",
+                    };
+                    println!("{}\t{state}", s.name);
+                }
+            }
+            SpokeAction::Revoke { name } => {
+                if !store.revoke_spoke(&name).await? {
+                    anyhow::bail!("no spoke '{name}'");
+                }
+                eprintln!("revoked '{name}'; a running hub closes its tunnel within seconds");
+            }
+        }
+        store.close().await;
+        Ok(())
+    })
 }
 
 fn serve(cfg: HubConfig) -> anyhow::Result<()> {

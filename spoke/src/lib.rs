@@ -1,1 +1,57 @@
-//! The spoke is built in a later step; this crate only reserves its place in the workspace.
+//! The ferry spoke: serves ferry's API near clients and carries requests to
+//! its hub through a QUIC tunnel with mutual TLS.
+//!
+//! [`run`] serves on a listener it is given until a shutdown token fires.
+
+pub mod config;
+pub mod front;
+pub mod identity;
+pub mod metrics;
+pub mod tunnel;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use ferry_common::http_server::{self, Handler};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SpokeConfig;
+use crate::front::Front;
+use crate::identity::Identity;
+use crate::metrics::Metrics;
+use crate::tunnel::TunnelHandle;
+
+/// Runs the spoke on `listener` until `shutdown` fires.
+pub async fn run(
+    cfg: SpokeConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let cfg = Arc::new(cfg);
+    let identity = Identity::load_or_enrol(&cfg).await?;
+    let metrics = Arc::new(Metrics::new());
+    let (handle, publish) = TunnelHandle::new();
+    let tunnel = tokio::spawn(tunnel::run(
+        cfg.clone(),
+        identity,
+        metrics.clone(),
+        publish,
+        shutdown.clone(),
+    ));
+    let tls = cfg.api.tls_acceptor(&shutdown)?;
+    let front = Arc::new(Front {
+        tunnel: handle,
+        metrics,
+        max_frame: cfg.tunnel.max_frame_bytes,
+    });
+    let handler: Handler = Arc::new(move |req| Box::pin(front::handle(front.clone(), req)));
+    let addr = listener
+        .local_addr()
+        .context("the listener has no address")?;
+    tracing::info!(%addr, tls = tls.is_some(), spoke.id = %cfg.name, "HTTP API listening");
+    http_server::serve(listener, tls, cfg.api.limits(), handler, shutdown).await;
+    tunnel.await.context("the tunnel task failed")??;
+    tracing::info!("stopped");
+    Ok(())
+}

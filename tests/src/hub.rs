@@ -1,11 +1,11 @@
 //! Starting and stopping a real `ferry-hub` process.
 
-use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::process::Daemon;
 
 /// The admin token every test hub is started with.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -60,16 +60,19 @@ impl Default for HubOptions {
 /// A running hub, killed when dropped.
 #[derive(Debug)]
 pub struct Hub {
-    child: Option<Child>,
+    daemon: Option<Daemon>,
     /// The address its API listens on.
     pub addr: SocketAddr,
+    /// The address of its tunnel endpoint (UDP).
+    pub tunnel_addr: SocketAddr,
     /// Its temporary state, config and provider folders.
     pub dir: tempfile::TempDir,
     /// The folder `fs` connections may use.
     pub data_dir: PathBuf,
-    config: PathBuf,
-    log: Arc<Mutex<String>>,
+    /// Its configuration file.
+    pub config: PathBuf,
     opts: HubOptions,
+    logs: Vec<String>,
 }
 
 impl Hub {
@@ -95,6 +98,7 @@ impl Hub {
             &config,
             format!(
                 "state_dir = {state:?}\n\n[api]\nlisten = \"127.0.0.1:0\"\nplain_http = {plain}\nshutdown_grace_secs = 5\n{extra}\n{tls}\n\
+                 [tunnel]\nlisten = \"127.0.0.1:0\"\nheartbeat_interval_secs = 1\nidle_timeout_secs = 5\n\n\
                  [providers.fs]\nallowed_roots = [{data:?}]\n\n[providers.memory]\nenabled = true\n\n[log]\nlevel = \"info,ferry_hub=debug\"\n",
                 state = dir.path().join("state"),
                 data = data_dir,
@@ -103,13 +107,14 @@ impl Hub {
         )
         .unwrap();
         let mut hub = Hub {
-            child: None,
+            daemon: None,
             addr: "127.0.0.1:0".parse().unwrap(),
+            tunnel_addr: "127.0.0.1:0".parse().unwrap(),
             dir,
             data_dir,
             config,
-            log: Arc::new(Mutex::new(String::new())),
             opts,
+            logs: Vec::new(),
         };
         hub.spawn();
         hub
@@ -119,49 +124,37 @@ impl Hub {
         let mut cmd = Command::new(binary("ferry-hub"));
         cmd.arg("--config")
             .arg(&self.config)
-            .env("FERRY_MASTER_KEY", MASTER_KEY)
-            .env_remove("FERRY_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .env("FERRY_MASTER_KEY", MASTER_KEY);
         if self.opts.admin_token {
             cmd.env("FERRY_ADMIN_TOKEN", ADMIN_TOKEN);
         } else {
             cmd.env_remove("FERRY_ADMIN_TOKEN");
         }
-        let mut child = cmd.spawn().expect("ferry-hub starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log = self.log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("HTTP API listening")
-                    && let Some(addr) = line
-                        .split("addr=")
-                        .nth(1)
-                        .and_then(|s| s.split_whitespace().next())
-                {
-                    let _ = tx.send(addr.to_owned());
-                }
-                let mut log = log.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("ferry-hub did not start listening:\n{}", self.log());
-            }
+        let daemon = Daemon::spawn(cmd);
+        let wait = Duration::from_secs(30);
+        let (Some(api), Some(tunnel)) = (
+            daemon.wait_for_field("HTTP API listening", "addr", wait),
+            daemon.wait_for_field("tunnel listening", "addr", wait),
+        ) else {
+            panic!("ferry-hub did not start listening:\n{}", daemon.log());
         };
-        self.addr = addr.parse().expect("the logged address parses");
-        self.child = Some(child);
+        self.addr = api.parse().expect("the logged address parses");
+        self.tunnel_addr = tunnel.parse().expect("the logged address parses");
+        self.daemon = Some(daemon);
     }
 
-    /// Everything the hub has logged so far.
+    /// Everything the hub has logged, across restarts.
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        let mut all = self.logs.join("");
+        if let Some(d) = &self.daemon {
+            all.push_str(&d.log());
+        }
+        all
+    }
+
+    /// The running process.
+    pub fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().expect("the hub is running")
     }
 
     /// The base URL of its API.
@@ -174,34 +167,78 @@ impl Hub {
         format!("{scheme}://{}", self.addr)
     }
 
+    /// Makes a join token with `ferry-hub spoke add` (the operator's way).
+    pub fn spoke_token(&self, name: &str, ttl_secs: Option<u64>) -> String {
+        let mut cmd = Command::new(binary("ferry-hub"));
+        cmd.args(["--config"])
+            .arg(&self.config)
+            .args(["spoke", "add", name]);
+        if let Some(t) = ttl_secs {
+            cmd.args(["--ttl-secs", &t.to_string()]);
+        }
+        let out = cmd.output().expect("ferry-hub spoke add runs");
+        assert!(
+            out.status.success(),
+            "spoke add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// Runs `ferry-hub spoke ARGS…` and returns (success, stdout, stderr).
+    pub fn spoke_command(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(binary("ferry-hub"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("spoke")
+            .args(args)
+            .output()
+            .expect("ferry-hub runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Sends SIGTERM and waits (bounded) for the process to exit.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.take()?;
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        child.wait().ok()
+        let mut daemon = self.daemon.take()?;
+        let status = daemon.stop();
+        self.logs.push(daemon.log());
+        status
     }
 
     /// Kills the process at once, as a crash would.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(mut daemon) = self.daemon.take() {
+            daemon.kill();
+            self.logs.push(daemon.log());
         }
     }
 
-    /// Stops the hub gracefully and starts it again on the same state; the
-    /// port may change.
+    /// Starts the hub again on the same state and the same ports, as an
+    /// operator's restart would (after `kill`, or stopping it first).
+    pub fn restart_on_same_ports(&mut self) {
+        self.stop();
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let text = text
+            .replacen(
+                "[api]\nlisten = \"127.0.0.1:0\"",
+                &format!("[api]\nlisten = \"{}\"", self.addr),
+                1,
+            )
+            .replacen(
+                "[tunnel]\nlisten = \"127.0.0.1:0\"",
+                &format!("[tunnel]\nlisten = \"{}\"", self.tunnel_addr),
+                1,
+            );
+        std::fs::write(&self.config, text).unwrap();
+        self.spawn();
+    }
+
+    /// Starts the hub again on the same state (after `stop` or `kill`, or
+    /// stopping it first); the ports may change.
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
@@ -210,7 +247,6 @@ impl Hub {
 
 impl Drop for Hub {
     fn drop(&mut self) {
-        self.kill();
         if std::thread::panicking() {
             eprintln!("---- ferry-hub log ----\n{}", self.log());
         }

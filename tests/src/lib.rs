@@ -6,10 +6,13 @@
 
 pub mod client;
 pub mod hub;
+pub mod process;
 pub mod scenarios;
+pub mod spoke;
 
 pub use client::{Api, Client, Resp};
 pub use hub::{Hub, HubOptions};
+pub use spoke::Spoke;
 
 /// A deterministic pseudo-random byte pattern of `len` bytes (xorshift), so
 /// tests need no data files and any corruption shows.

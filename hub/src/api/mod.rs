@@ -11,6 +11,8 @@ mod files;
 mod http_util;
 mod locks;
 mod operators;
+mod spokes;
+pub use spokes::check_spoke_name;
 pub mod routes;
 mod transfer;
 mod tree;
@@ -48,6 +50,21 @@ pub struct AppState {
     operators: operators::OperatorCache,
     /// Serialises the commit of writes to the same object.
     locks: locks::PathLocks,
+    /// Spoke enrolment and tunnels, when `[tunnel]` is configured.
+    pub spokes: Option<SpokeSupport>,
+}
+
+/// What the spoke routes need.
+#[derive(Debug, Clone)]
+pub struct SpokeSupport {
+    /// Signs spoke keys.
+    pub ca: Arc<crate::ca::HubCa>,
+    /// The live tunnels.
+    pub registry: Arc<crate::tunnel::Registry>,
+    /// The name in the tunnel's server certificate.
+    pub server_name: String,
+    /// Lifetime of join tokens made through the API.
+    pub token_ttl_secs: u64,
 }
 
 impl AppState {
@@ -69,6 +86,7 @@ impl AppState {
             max_json_body_bytes,
             operators: operators::OperatorCache::default(),
             locks: locks::PathLocks::default(),
+            spokes: None,
         }
     }
 }
@@ -169,6 +187,9 @@ async fn dispatch(state: &AppState, route: Route, req: Request<Body>) -> ApiResu
         Route::Copy(conn) => tree::copy_or_move(state, &conn, false, req).await,
         Route::Move(conn) => tree::copy_or_move(state, &conn, true, req).await,
         Route::Events => events::list(state, req).await,
+        Route::Spokes | Route::Spoke(_) | Route::SpokeEnrol => {
+            spokes::handle(state, route, req).await
+        }
     }
 }
 

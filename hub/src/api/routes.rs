@@ -42,6 +42,12 @@ pub enum Route {
     Move(String),
     /// `/v1/events`
     Events,
+    /// `/v1/spokes`
+    Spokes,
+    /// `/v1/spokes/enrol`
+    SpokeEnrol,
+    /// `/v1/spokes/{name}`
+    Spoke(String),
 }
 
 /// The route template, as a bounded metrics label.
@@ -64,6 +70,9 @@ pub enum RouteLabel {
     Copy,
     Move,
     Events,
+    Spokes,
+    SpokeEnrol,
+    Spoke,
 }
 
 impl RouteLabel {
@@ -86,6 +95,9 @@ impl RouteLabel {
             Self::Copy => "copy",
             Self::Move => "move",
             Self::Events => "events",
+            Self::Spokes => "spokes",
+            Self::SpokeEnrol => "spoke_enrol",
+            Self::Spoke => "spoke",
         }
     }
 }
@@ -117,6 +129,9 @@ pub const TEMPLATES: &[&str] = &[
     "/v1/connections/{conn}/copy",
     "/v1/connections/{conn}/move",
     "/v1/events",
+    "/v1/spokes",
+    "/v1/spokes/enrol",
+    "/v1/spokes/{name}",
 ];
 
 /// Why a path could not be decoded.
@@ -147,6 +162,18 @@ impl Route {
         };
         if rest == "events" {
             return Ok(Some(Route::Events));
+        }
+        if let Some(rest) = rest.strip_prefix("spokes") {
+            return Ok(match rest {
+                "" => Some(Route::Spokes),
+                "/enrol" => Some(Route::SpokeEnrol),
+                r => match r.strip_prefix('/') {
+                    Some(name) if !name.is_empty() && !name.contains('/') => {
+                        Some(Route::Spoke(decode(name)?))
+                    }
+                    _ => None,
+                },
+            });
         }
         if let Some(rest) = rest.strip_prefix("accounts") {
             let parts: Vec<&str> = rest.split('/').collect();
@@ -216,12 +243,18 @@ impl Route {
             Route::Copy(_) => RouteLabel::Copy,
             Route::Move(_) => RouteLabel::Move,
             Route::Events => RouteLabel::Events,
+            Route::Spokes => RouteLabel::Spokes,
+            Route::SpokeEnrol => RouteLabel::SpokeEnrol,
+            Route::Spoke(_) => RouteLabel::Spoke,
         }
     }
 
     /// The methods the route answers, for `405` and `Allow`.
     pub fn allowed(&self) -> &'static [Method] {
         match self {
+            Route::Spokes => &[Method::GET, Method::HEAD, Method::POST],
+            Route::SpokeEnrol => &[Method::POST],
+            Route::Spoke(_) => &[Method::GET, Method::HEAD, Method::DELETE],
             Route::Healthz | Route::Readyz | Route::Metrics | Route::Account(_) | Route::Events => {
                 &[Method::GET, Method::HEAD]
             }

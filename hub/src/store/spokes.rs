@@ -175,7 +175,7 @@ impl Store {
     /// working. False if there is no such spoke.
     pub async fn revoke_spoke(&self, name: &str) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE spokes SET revoked_at = COALESCE(revoked_at, $1), token_hash = NULL WHERE name = $2",
+            "UPDATE spokes SET revoked_at = COALESCE(revoked_at, $1), token_hash = NULL, token_expires_at = NULL WHERE name = $2",
         )
         .bind(now_ms())
         .bind(name)

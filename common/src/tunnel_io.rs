@@ -1,0 +1,178 @@
+//! Frames over a byte stream (a QUIC stream, or TLS over TCP): a reader
+//! that decodes as bytes arrive and a writer, both bounded by the decoder's
+//! frame limit, plus the QUIC socket and transport settings both ends share.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+
+use crate::proto::{Decoder, Frame, ProtoError};
+
+/// UDP socket buffer size for QUIC endpoints: the kernel default drops
+/// datagrams under load.
+pub const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+/// Why reading or writing frames failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameIoError {
+    /// The stream failed or closed mid-frame.
+    #[error("stream error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer sent a bad frame.
+    #[error("protocol error: {0}")]
+    Proto(#[from] ProtoError),
+    /// The stream ended in the middle of a frame.
+    #[error("the stream ended inside a frame")]
+    Truncated,
+}
+
+/// Decodes frames from a byte stream.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    inner: R,
+    buf: BytesMut,
+    decoder: Decoder,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Reads frames of at most `max_frame` payload bytes from `inner`.
+    pub fn new(inner: R, max_frame: usize) -> Self {
+        Self {
+            inner,
+            buf: BytesMut::with_capacity(16 * 1024),
+            decoder: Decoder::new(max_frame),
+        }
+    }
+
+    /// The next frame; `Ok(None)` when the stream ended cleanly between frames.
+    pub async fn next(&mut self) -> Result<Option<Frame>, FrameIoError> {
+        loop {
+            if let Some(frame) = self.decoder.decode(&mut self.buf)? {
+                return Ok(Some(frame));
+            }
+            let want = self.decoder.needed(&self.buf)?.max(1);
+            self.buf.reserve(want.min(256 * 1024));
+            let n = self.inner.read_buf(&mut self.buf).await?;
+            if n == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameIoError::Truncated)
+                };
+            }
+        }
+    }
+
+    /// The underlying stream.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+}
+
+/// Writes one frame.
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    frame: &Frame,
+) -> Result<(), std::io::Error> {
+    w.write_all(&frame.to_bytes()).await
+}
+
+/// A UDP socket for a QUIC endpoint with large buffers.
+pub fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let domain = if addr.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if let Err(e) = socket.set_recv_buffer_size(UDP_BUFFER_BYTES) {
+        tracing::warn!(error = %e, "cannot raise the UDP receive buffer");
+    }
+    if let Err(e) = socket.set_send_buffer_size(UDP_BUFFER_BYTES) {
+        tracing::warn!(error = %e, "cannot raise the UDP send buffer");
+    }
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Transport settings both ends of a tunnel use.
+#[derive(Debug, Clone, Copy)]
+pub struct TransportLimits {
+    /// Flow-control window of one stream.
+    pub stream_window_bytes: u32,
+    /// Flow-control window of the whole connection.
+    pub connection_window_bytes: u32,
+    /// Streams the peer may have open at once.
+    pub max_concurrent_streams: u32,
+    /// A silent connection is dead after this long.
+    pub idle_timeout: Duration,
+    /// QUIC keep-alive (PING) interval.
+    pub keep_alive: Duration,
+}
+
+impl TransportLimits {
+    /// The quinn transport configuration.
+    pub fn transport(&self) -> quinn::TransportConfig {
+        let mut t = quinn::TransportConfig::default();
+        t.stream_receive_window(quinn::VarInt::from_u32(self.stream_window_bytes))
+            .receive_window(quinn::VarInt::from_u32(self.connection_window_bytes))
+            .send_window(u64::from(self.connection_window_bytes))
+            .max_concurrent_bidi_streams(quinn::VarInt::from_u32(self.max_concurrent_streams))
+            .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
+            .keep_alive_interval(Some(self.keep_alive))
+            .max_idle_timeout(Some(
+                quinn::IdleTimeout::try_from(self.idle_timeout).expect("idle timeouts are small"),
+            ));
+        t
+    }
+}
+
+/// QUIC application close codes.
+pub mod close {
+    /// Normal shutdown.
+    pub const SHUTDOWN: u32 = 0;
+    /// The spoke is unknown or revoked.
+    pub const REVOKED: u32 = 1;
+    /// A protocol violation on the control stream.
+    pub const PROTOCOL: u32 = 2;
+    /// Replaced by a newer tunnel from the same spoke.
+    pub const REPLACED: u32 = 3;
+    /// QUIC stream reset code for a malformed frame.
+    pub const STREAM_MALFORMED: u32 = 0x10;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::Frame;
+
+    #[tokio::test]
+    async fn frames_cross_a_pipe_and_limits_hold() {
+        let (mut a, b) = tokio::io::duplex(64);
+        let frames = vec![Frame::Data(bytes::Bytes::from(vec![7u8; 1000])), Frame::End];
+        let sent = frames.clone();
+        let writer = tokio::spawn(async move {
+            for f in &sent {
+                write_frame(&mut a, f).await.unwrap();
+            }
+        });
+        let mut r = FrameReader::new(b, 4096);
+        assert_eq!(r.next().await.unwrap(), Some(frames[0].clone()));
+        assert_eq!(r.next().await.unwrap(), Some(Frame::End));
+        writer.await.unwrap();
+        assert!(r.next().await.unwrap().is_none());
+
+        let (mut a, b) = tokio::io::duplex(64);
+        tokio::spawn(
+            async move { write_frame(&mut a, &Frame::Data(vec![0u8; 5000].into())).await },
+        );
+        let mut r = FrameReader::new(b, 4096);
+        assert!(matches!(
+            r.next().await,
+            Err(FrameIoError::Proto(ProtoError::TooLarge { .. }))
+        ));
+    }
+}

@@ -1,0 +1,162 @@
+//! `/v1/spokes…`: the operator adds, lists and revokes spokes (admin
+//! token); a new spoke enrols with its one-time join token.
+
+use base64::Engine as _;
+use ferry_common::body::Body;
+use ferry_common::problem::{ErrorCode, Problem};
+use http::{Method, Request, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::require_admin;
+use super::http_util::{json, no_content, read_json};
+use super::routes::Route;
+use super::{ApiResult, AppState, SpokeSupport, store_problem};
+use crate::store::{EnrolRefusal, valid_spoke_name};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddSpoke {
+    name: String,
+    /// Lifetime of the join token; default from `tunnel.join_token_ttl_secs`.
+    token_ttl_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Enrol {
+    token: String,
+    /// The spoke's own P-256 public key: the uncompressed point, base64.
+    public_key: String,
+}
+
+fn support(state: &AppState) -> Result<&SpokeSupport, Problem> {
+    state.spokes.as_ref().ok_or_else(|| {
+        Problem::new(
+            ErrorCode::TunnelDisabled,
+            "this hub has no [tunnel] section",
+        )
+    })
+}
+
+/// Checks a name for a new spoke.
+pub fn check_spoke_name(name: &str) -> Result<(), Problem> {
+    if valid_spoke_name(name) && name != "enrol" {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            ErrorCode::InvalidField,
+            "'name' must be 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-', and not 'enrol'",
+        ))
+    }
+}
+
+pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiResult {
+    let support = support(state)?;
+    if route == Route::SpokeEnrol {
+        return enrol(state, support, req).await;
+    }
+    require_admin(state, req.headers())?;
+    let store_err = |e| store_problem(state, e);
+    match (route, req.method().clone()) {
+        (Route::Spokes, Method::POST) => {
+            let body: AddSpoke = read_json(req, state.max_json_body_bytes).await?;
+            check_spoke_name(&body.name)?;
+            let ttl = body
+                .token_ttl_secs
+                .unwrap_or(support.token_ttl_secs)
+                .clamp(1, 7 * 24 * 3600);
+            let (token, expires_at) = state
+                .store
+                .add_spoke(&body.name, ttl as i64 * 1000)
+                .await
+                .map_err(store_err)?;
+            tracing::info!(spoke.id = %body.name, "issued a join token");
+            Ok(json(
+                StatusCode::CREATED,
+                &json!({ "name": body.name, "join_token": token, "expires_at": expires_at }),
+            ))
+        }
+        (Route::Spokes, _) => {
+            let rows = state.store.list_spokes().await.map_err(store_err)?;
+            let live = support.registry.snapshot();
+            let spokes: Vec<_> = rows
+                .into_iter()
+                .map(|r| {
+                    let mut v = serde_json::to_value(&r).expect("rows serialise");
+                    v["tunnel"] =
+                        serde_json::to_value(live.get(&r.name)).expect("state serialises");
+                    v
+                })
+                .collect();
+            Ok(json(StatusCode::OK, &json!({ "spokes": spokes })))
+        }
+        (Route::Spoke(name), Method::DELETE) => {
+            if !state.store.revoke_spoke(&name).await.map_err(store_err)? {
+                return Err(Problem::new(
+                    ErrorCode::SpokeNotFound,
+                    format!("no spoke '{name}'"),
+                ));
+            }
+            let was_connected = support.registry.disconnect(&name, "revoked");
+            tracing::info!(spoke.id = %name, was_connected, "revoked a spoke");
+            Ok(no_content())
+        }
+        (Route::Spoke(name), _) => {
+            let rows = state.store.list_spokes().await.map_err(store_err)?;
+            let row = rows.into_iter().find(|r| r.name == name).ok_or_else(|| {
+                Problem::new(ErrorCode::SpokeNotFound, format!("no spoke '{name}'"))
+            })?;
+            let mut v = serde_json::to_value(&row).expect("rows serialise");
+            v["tunnel"] = serde_json::to_value(support.registry.snapshot().get(&name))
+                .expect("state serialises");
+            Ok(json(StatusCode::OK, &v))
+        }
+        _ => Err(Problem::new(ErrorCode::RouteNotFound, "no such route")),
+    }
+}
+
+async fn enrol(state: &AppState, support: &SpokeSupport, req: Request<Body>) -> ApiResult {
+    let body: Enrol = read_json(req, state.max_json_body_bytes).await?;
+    let refused = |why: &str| Problem::new(ErrorCode::InvalidJoinToken, why);
+    let name = match state
+        .store
+        .check_join_token(&body.token)
+        .await
+        .map_err(|e| store_problem(state, e))?
+    {
+        Ok(name) => name,
+        Err(EnrolRefusal::Unknown) => {
+            return Err(refused("the join token is unknown or was already used"));
+        }
+        Err(EnrolRefusal::Expired) => {
+            return Err(refused("the join token has expired; make a new one"));
+        }
+        Err(EnrolRefusal::Revoked) => return Err(refused("the spoke was revoked")),
+    };
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(body.public_key.trim())
+        .map_err(|_| Problem::new(ErrorCode::InvalidField, "'public_key' is not base64"))?;
+    let cert = support
+        .ca
+        .issue_spoke(&name, &key)
+        .map_err(|e| Problem::new(ErrorCode::InvalidField, e.to_string()))?;
+    if !state
+        .store
+        .complete_enrolment(&body.token, cert.der())
+        .await
+        .map_err(|e| store_problem(state, e))?
+    {
+        return Err(refused("the join token was used meanwhile"));
+    }
+    tracing::info!(spoke.id = %name, "enrolled a spoke");
+    Ok(json(
+        StatusCode::CREATED,
+        &json!({
+            "name": name,
+            "certificate": cert.pem(),
+            "ca": support.ca.cert_pem(),
+            "server_name": support.server_name,
+        }),
+    ))
+}

@@ -1,0 +1,181 @@
+//! The spoke's configuration file (`spoke.toml`). Same discipline as the
+//! hub's: unknown keys rejected, every problem reported with its key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferry_common::config::{Problems, Validate, check_absolute};
+use ferry_common::listener::ApiConfig;
+use ferry_common::telemetry::LogConfig;
+use ferry_common::tunnel_io::TransportLimits;
+use serde::Deserialize;
+
+/// The whole spoke configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpokeConfig {
+    /// The spoke's name, as the operator added it on the hub (`ferry-hub
+    /// spoke add NAME`).
+    pub name: String,
+    /// Absolute directory for the spoke's identity: its private key, its
+    /// certificate and the hub's CA. Nothing else is kept on disk.
+    pub state_dir: PathBuf,
+    /// The client-facing HTTP API listener (same keys as the hub's `[api]`).
+    pub api: ApiConfig,
+    /// The hub this spoke belongs to.
+    pub hub: HubLink,
+    /// Tunnel tuning.
+    #[serde(default)]
+    pub tunnel: TunnelTuning,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// The `[hub]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubLink {
+    /// The hub's HTTP API, used once to enrol, such as `https://hub.example.com`.
+    pub api_url: String,
+    /// PEM file of the CA that signed the hub API's TLS certificate; default
+    /// the public web roots.
+    pub api_ca_file: Option<PathBuf>,
+    /// The hub's tunnel address (UDP for QUIC), such as `203.0.113.7:7443`.
+    pub tunnel_addr: SocketAddr,
+}
+
+/// The `[tunnel]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelTuning {
+    /// Largest frame payload accepted, in bytes. Default 1048576.
+    #[serde(default = "defaults::max_frame_bytes")]
+    pub max_frame_bytes: usize,
+    /// Flow-control window of one stream, in bytes. Default 4194304.
+    #[serde(default = "defaults::stream_window_bytes")]
+    pub stream_window_bytes: u32,
+    /// Flow-control window of the tunnel, in bytes. Default 16777216.
+    #[serde(default = "defaults::connection_window_bytes")]
+    pub connection_window_bytes: u32,
+    /// Streams the hub may open towards this spoke at once. Default 64.
+    #[serde(default = "defaults::max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+    /// A silent tunnel is dead after this long. Default 20.
+    #[serde(default = "defaults::idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    /// First wait before reconnecting, in milliseconds; doubles per failure,
+    /// with jitter. Default 500.
+    #[serde(default = "defaults::reconnect_initial_ms")]
+    pub reconnect_initial_ms: u64,
+    /// Longest wait between reconnection attempts, in seconds. Default 30.
+    #[serde(default = "defaults::reconnect_max_secs")]
+    pub reconnect_max_secs: u64,
+}
+
+impl Default for TunnelTuning {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: defaults::max_frame_bytes(),
+            stream_window_bytes: defaults::stream_window_bytes(),
+            connection_window_bytes: defaults::connection_window_bytes(),
+            max_concurrent_streams: defaults::max_concurrent_streams(),
+            idle_timeout_secs: defaults::idle_timeout_secs(),
+            reconnect_initial_ms: defaults::reconnect_initial_ms(),
+            reconnect_max_secs: defaults::reconnect_max_secs(),
+        }
+    }
+}
+
+mod defaults {
+    pub fn max_frame_bytes() -> usize {
+        1024 * 1024
+    }
+    pub fn stream_window_bytes() -> u32 {
+        4 * 1024 * 1024
+    }
+    pub fn connection_window_bytes() -> u32 {
+        16 * 1024 * 1024
+    }
+    pub fn max_concurrent_streams() -> u32 {
+        64
+    }
+    pub fn idle_timeout_secs() -> u64 {
+        20
+    }
+    pub fn reconnect_initial_ms() -> u64 {
+        500
+    }
+    pub fn reconnect_max_secs() -> u64 {
+        30
+    }
+}
+
+impl TunnelTuning {
+    /// The transport limits; keep-alive at a third of the idle timeout.
+    pub fn limits(&self) -> TransportLimits {
+        TransportLimits {
+            stream_window_bytes: self.stream_window_bytes,
+            connection_window_bytes: self.connection_window_bytes,
+            max_concurrent_streams: self.max_concurrent_streams,
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            keep_alive: Duration::from_secs((self.idle_timeout_secs / 3).max(1)),
+        }
+    }
+}
+
+impl Validate for SpokeConfig {
+    fn validate(&self, p: &mut Problems) {
+        let name_ok = (1..=63).contains(&self.name.len())
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !self.name.starts_with('-')
+            && !self.name.ends_with('-')
+            && self.name != "enrol";
+        if !name_ok {
+            p.add(
+                "name",
+                "must be 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-', and not 'enrol'",
+            );
+        }
+        check_absolute(p, "state_dir", &self.state_dir);
+        self.api.validate("api", p);
+        if !(self.hub.api_url.starts_with("http://") || self.hub.api_url.starts_with("https://")) {
+            p.add("hub.api_url", "must start with http:// or https://");
+        }
+        if let Some(f) = &self.hub.api_ca_file {
+            check_absolute(p, "hub.api_ca_file", f);
+        }
+        let t = &self.tunnel;
+        if !(16 * 1024..=16 * 1024 * 1024).contains(&t.max_frame_bytes) {
+            p.add("tunnel.max_frame_bytes", "must be from 16384 to 16777216");
+        }
+        if t.stream_window_bytes < 64 * 1024 {
+            p.add("tunnel.stream_window_bytes", "must be at least 65536");
+        }
+        if t.connection_window_bytes < t.stream_window_bytes {
+            p.add(
+                "tunnel.connection_window_bytes",
+                "must be at least tunnel.stream_window_bytes",
+            );
+        }
+        if t.idle_timeout_secs < 3 {
+            p.add("tunnel.idle_timeout_secs", "must be at least 3");
+        }
+        if t.reconnect_initial_ms == 0 {
+            p.add("tunnel.reconnect_initial_ms", "must be at least 1");
+        }
+        if t.reconnect_max_secs == 0 || t.reconnect_max_secs * 1000 < t.reconnect_initial_ms {
+            p.add(
+                "tunnel.reconnect_max_secs",
+                "must be at least 1 and not below tunnel.reconnect_initial_ms",
+            );
+        }
+        if let Err(e) = self.log.check() {
+            p.add("log.level", e);
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The spoke's identity: its own private key (made here, never sent), the
+//! certificate the hub's CA signed for it, and the hub's CA certificate.
+//! Enrolment happens once, with a join token; afterwards the files in the
+//! state directory are enough.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+use crate::config::SpokeConfig;
+
+const KEY: &str = "spoke-key.pem";
+const CERT: &str = "spoke-cert.pem";
+const HUB_CA: &str = "hub-ca.pem";
+const SERVER_NAME: &str = "hub-server-name";
+
+/// The environment variable carrying a join token for the first start.
+pub const JOIN_TOKEN_ENV: &str = "FERRY_JOIN_TOKEN";
+
+/// What the spoke needs to open tunnels.
+#[derive(Debug)]
+pub struct Identity {
+    /// The spoke's certificate chain.
+    pub cert: Vec<CertificateDer<'static>>,
+    /// Its private key.
+    pub key: PrivateKeyDer<'static>,
+    /// The hub's tunnel CA.
+    pub hub_ca: CertificateDer<'static>,
+    /// The name in the hub's tunnel certificate.
+    pub server_name: String,
+}
+
+impl Identity {
+    /// Loads the identity, enrolling first (with `FERRY_JOIN_TOKEN`) if the
+    /// state directory holds none.
+    pub async fn load_or_enrol(cfg: &SpokeConfig) -> anyhow::Result<Identity> {
+        let dir = &cfg.state_dir;
+        if !dir.join(CERT).exists() {
+            let token = std::env::var(JOIN_TOKEN_ENV).ok().filter(|t| !t.is_empty()).with_context(|| {
+                format!(
+                    "{} holds no enrolment: set {JOIN_TOKEN_ENV} to a token from `ferry-hub spoke add {}`",
+                    dir.display(),
+                    cfg.name
+                )
+            })?;
+            enrol(cfg, &token).await?;
+        }
+        Self::load(dir)
+    }
+
+    fn load(dir: &Path) -> anyhow::Result<Identity> {
+        let read = |name: &str| -> anyhow::Result<Vec<u8>> {
+            let p = dir.join(name);
+            std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))
+        };
+        let cert = CertificateDer::pem_slice_iter(&read(CERT)?)
+            .collect::<Result<Vec<_>, _>>()
+            .context("the spoke certificate is not PEM")?;
+        let key = PrivateKeyDer::from_pem_slice(&read(KEY)?).context("the spoke key is not PEM")?;
+        let hub_ca =
+            CertificateDer::from_pem_slice(&read(HUB_CA)?).context("the hub CA is not PEM")?;
+        let server_name = String::from_utf8(read(SERVER_NAME)?)?.trim().to_owned();
+        Ok(Identity {
+            cert,
+            key,
+            hub_ca,
+            server_name,
+        })
+    }
+}
+
+/// Makes a key, has the hub sign it, and stores the result.
+async fn enrol(cfg: &SpokeConfig, token: &str) -> anyhow::Result<()> {
+    let key = rcgen::KeyPair::generate()?;
+    let body = serde_json::json!({
+        "token": token,
+        "public_key": base64::engine::general_purpose::STANDARD.encode(key.public_key_raw()),
+    });
+    let url = format!("{}/v1/spokes/enrol", cfg.hub.api_url.trim_end_matches('/'));
+    tracing::info!(%url, "enrolling with the hub");
+    let (status, answer) = post_json(&url, cfg.hub.api_ca_file.as_deref(), &body).await?;
+    if status != 201 {
+        let detail = answer["detail"].as_str().unwrap_or("no detail");
+        bail!(
+            "the hub refused the enrolment ({status} {}): {detail}",
+            answer["code"].as_str().unwrap_or("?")
+        );
+    }
+    let field = |k: &str| {
+        answer[k]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("the hub's answer lacks '{k}'"))
+    };
+    let (cert, ca, server_name) = (field("certificate")?, field("ca")?, field("server_name")?);
+    std::fs::create_dir_all(&cfg.state_dir)?;
+    write_file(
+        &cfg.state_dir.join(KEY),
+        key.serialize_pem().as_bytes(),
+        true,
+    )?;
+    write_file(&cfg.state_dir.join(HUB_CA), ca.as_bytes(), false)?;
+    write_file(
+        &cfg.state_dir.join(SERVER_NAME),
+        server_name.as_bytes(),
+        false,
+    )?;
+    // The certificate last: its presence means "enrolled".
+    write_file(&cfg.state_dir.join(CERT), cert.as_bytes(), false)?;
+    tracing::info!("enrolled: the hub signed this spoke's key");
+    Ok(())
+}
+
+fn write_file(path: &Path, data: &[u8], private: bool) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp: PathBuf = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(if private { 0o600 } else { 0o644 })
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// One JSON POST over HTTP/1.1, plain or TLS.
+async fn post_json(
+    url: &str,
+    ca_file: Option<&Path>,
+    body: &serde_json::Value,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let uri: http::Uri = url.parse().context("hub.api_url is not a URL")?;
+    let https = uri.scheme_str() == Some("https");
+    let host = uri.host().context("hub.api_url has no host")?.to_owned();
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let tcp = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    .context("connecting to the hub API timed out")?
+    .with_context(|| format!("cannot connect to the hub API at {host}:{port}"))?;
+    let req = http::Request::post(uri.path())
+        .header(http::header::HOST, &host)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?;
+    let resp = if https {
+        let mut roots = rustls::RootCertStore::empty();
+        match ca_file {
+            Some(f) => {
+                for cert in CertificateDer::pem_file_iter(f)
+                    .with_context(|| format!("cannot read {}", f.display()))?
+                {
+                    roots.add(cert?)?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+            .connect(ServerName::try_from(host.clone())?, tcp)
+            .await
+            .context("TLS with the hub API failed")?;
+        send(TokioIo::new(stream), req).await?
+    } else {
+        send(TokioIo::new(tcp), req).await?
+    };
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Ok((status, json))
+}
+
+async fn send<I>(
+    io: I,
+    req: http::Request<Full<Bytes>>,
+) -> anyhow::Result<http::Response<hyper::body::Incoming>>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(conn);
+    Ok(sender.send_request(req).await?)
+}

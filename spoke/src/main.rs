@@ -1,0 +1,98 @@
+//! `ferry-spoke`: parse the command line, load the configuration, start
+//! logging, bind the listener and run the spoke until a signal arrives.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use ferry_common::config;
+use ferry_spoke::config::SpokeConfig;
+use tokio_util::sync::CancellationToken;
+
+/// The ferry spoke: ferry's API near clients, with a tunnel to the hub.
+#[derive(Debug, Parser)]
+#[command(name = "ferry-spoke", version)]
+struct Cli {
+    /// Run with this configuration file (set FERRY_JOIN_TOKEN on the first start).
+    #[arg(long, value_name = "FILE", required_unless_present = "check_config")]
+    config: Option<PathBuf>,
+    /// Check this configuration file, print every problem, and exit
+    /// (0 when it is valid, 2 when not), without binding any port.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    check_config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(path) = cli.check_config {
+        return match config::load::<SpokeConfig>(&path) {
+            Ok(_) => {
+                println!("{}: ok", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let path = cli.config.expect("clap requires --config");
+    let cfg = match config::load::<SpokeConfig>(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    ferry_common::telemetry::init(&cfg.log);
+    ferry_common::tls::install_crypto_provider();
+    match serve(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("ferry-spoke failed: {e:#}");
+            eprintln!("ferry-spoke: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(cfg: SpokeConfig) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(cfg.api.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", cfg.api.listen))?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(wait_for_signals(shutdown.clone()));
+        ferry_spoke::run(cfg, listener, shutdown).await
+    })
+}
+
+/// The first SIGTERM or SIGINT starts a graceful drain; a second one exits
+/// at once.
+async fn wait_for_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests (signal again to exit now)");
+    shutdown.cancel();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::warn!("second signal: exiting without waiting");
+    std::process::exit(130);
+}

@@ -1,0 +1,124 @@
+//! The spoke's Prometheus metrics.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Why the tunnel had to be re-established.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ReconnectCause {
+    /// The QUIC handshake failed.
+    connect,
+    /// The hub refused the spoke (revoked, unknown, wrong version).
+    refused,
+    /// The connection was lost.
+    lost,
+    /// Heartbeats went unanswered.
+    heartbeat,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CauseLabels {
+    cause: ReconnectCause,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TransportLabels {
+    transport: &'static str,
+}
+
+/// Handles to every spoke metric.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    up: Gauge,
+    rtt: Gauge<f64, std::sync::atomic::AtomicU64>,
+    reconnects: Family<CauseLabels, Counter>,
+    transport: Family<TransportLabels, Gauge>,
+    forwarded: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("ferry_spoke");
+        let up = Gauge::default();
+        registry.register(
+            "tunnel_up",
+            "1 while the tunnel to the hub is up",
+            up.clone(),
+        );
+        let rtt = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "tunnel_rtt_seconds",
+            "Smoothed round-trip time to the hub",
+            rtt.clone(),
+        );
+        let reconnects = Family::<CauseLabels, Counter>::default();
+        registry.register(
+            "tunnel_reconnects",
+            "Tunnel failures that led to a new connection attempt, by cause",
+            reconnects.clone(),
+        );
+        let transport = Family::<TransportLabels, Gauge>::default();
+        registry.register(
+            "tunnel_transport",
+            "1 for the transport the tunnel uses now",
+            transport.clone(),
+        );
+        let forwarded = Counter::default();
+        registry.register(
+            "forwarded_requests",
+            "Requests forwarded to the hub through the tunnel",
+            forwarded.clone(),
+        );
+        Self {
+            registry,
+            up,
+            rtt,
+            reconnects,
+            transport,
+            forwarded,
+        }
+    }
+
+    /// Records the tunnel going up or down.
+    pub fn tunnel_up(&self, up: bool) {
+        self.up.set(i64::from(up));
+        self.transport
+            .get_or_create(&TransportLabels { transport: "quic" })
+            .set(i64::from(up));
+    }
+
+    /// Records the latest round-trip time.
+    pub fn rtt(&self, rtt: std::time::Duration) {
+        self.rtt.set(rtt.as_secs_f64());
+    }
+
+    /// Counts a reconnection.
+    pub fn reconnect(&self, cause: ReconnectCause) {
+        self.reconnects.get_or_create(&CauseLabels { cause }).inc();
+    }
+
+    /// Counts a forwarded request.
+    pub fn forwarded(&self) {
+        self.forwarded.inc();
+    }
+
+    /// The metrics in the Prometheus/OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,142 @@
+//! A daemon process under test: its standard error is collected so tests
+//! can wait for log lines (such as the bound address) and show the log when
+//! they fail.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Default)]
+struct Log {
+    text: Mutex<(String, bool)>,
+    changed: Condvar,
+}
+
+/// A running process, killed when dropped.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    log: Arc<Log>,
+}
+
+impl Daemon {
+    /// Starts `cmd` with its standard error collected.
+    pub fn spawn(mut cmd: Command) -> Daemon {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env_remove("FERRY_LOG");
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Log::default());
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut text = sink.text.lock().unwrap();
+                text.0.push_str(&line);
+                text.0.push('\n');
+                sink.changed.notify_all();
+            }
+            sink.text.lock().unwrap().1 = true;
+            sink.changed.notify_all();
+        });
+        Daemon {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        self.log.text.lock().unwrap().0.clone()
+    }
+
+    /// Waits (at most `timeout`) for a line containing `needle` and returns
+    /// it; `None` if the time runs out or the process closes its output.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let mut text = self.log.text.lock().unwrap();
+        loop {
+            if let Some(line) = text.0.lines().find(|l| l.contains(needle)) {
+                return Some(line.to_owned());
+            }
+            let now = Instant::now();
+            if text.1 || now >= deadline {
+                return None;
+            }
+            text = self
+                .log
+                .changed
+                .wait_timeout(text, deadline - now)
+                .unwrap()
+                .0;
+        }
+    }
+
+    /// How often `needle` appears in the log.
+    pub fn count(&self, needle: &str) -> usize {
+        self.log.text.lock().unwrap().0.matches(needle).count()
+    }
+
+    /// Waits for a line with `needle` and returns the value of its `key=` field.
+    pub fn wait_for_field(&self, needle: &str, key: &str, timeout: Duration) -> Option<String> {
+        let line = self.wait_for(needle, timeout)?;
+        line.split(&format!("{key}="))
+            .nth(1)?
+            .split_whitespace()
+            .next()
+            .map(str::to_owned)
+    }
+
+    /// Waits (bounded) for the process to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit; kills it after 15 s.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        let pid = self.child.as_ref()?.id();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+        if let Some(status) = self.wait_exit(Duration::from_secs(15)) {
+            return Some(status);
+        }
+        self.kill();
+        None
+    }
+
+    /// Kills the process at once, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,144 @@
+//! Starting and stopping a real `ferry-spoke` process, enrolled with a
+//! join token from the hub's own CLI.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::hub::{Hub, binary};
+use crate::process::Daemon;
+
+/// A running spoke, killed when dropped.
+#[derive(Debug)]
+pub struct Spoke {
+    daemon: Option<Daemon>,
+    /// Its name.
+    pub name: String,
+    /// The address its API listens on.
+    pub addr: SocketAddr,
+    /// Its state directory and configuration.
+    pub dir: tempfile::TempDir,
+    config: PathBuf,
+    logs: Vec<String>,
+}
+
+/// Writes a spoke configuration pointing at `hub`.
+fn write_config(dir: &std::path::Path, name: &str, hub: &Hub) -> PathBuf {
+    let config = dir.join("spoke.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "name = {name:?}\nstate_dir = {state:?}\n\n[api]\nlisten = \"127.0.0.1:0\"\nplain_http = true\nshutdown_grace_secs = 5\n\n\
+             [hub]\napi_url = \"{api}\"\ntunnel_addr = \"{tunnel}\"\n\n\
+             [tunnel]\nidle_timeout_secs = 5\nreconnect_initial_ms = 100\nreconnect_max_secs = 1\n\n\
+             [log]\nlevel = \"info,ferry_spoke=debug\"\n",
+            state = dir.join("state"),
+            api = hub.url(),
+            tunnel = hub.tunnel_addr,
+        ),
+    )
+    .unwrap();
+    config
+}
+
+impl Spoke {
+    /// Adds the spoke on `hub`, starts it with its join token, and waits
+    /// until its tunnel is up.
+    pub fn start(hub: &Hub, name: &str) -> Spoke {
+        let token = hub.spoke_token(name, None);
+        match Self::start_with_token(hub, name, &token) {
+            Ok(s) => s,
+            Err(log) => panic!("ferry-spoke {name} did not come up:\n{log}"),
+        }
+    }
+
+    /// Starts a spoke with `token`; `Err(log)` if it exits or never gets a
+    /// tunnel.
+    pub fn start_with_token(hub: &Hub, name: &str, token: &str) -> Result<Spoke, String> {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let config = write_config(dir.path(), name, hub);
+        let mut spoke = Spoke {
+            daemon: None,
+            name: name.to_owned(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            dir,
+            config,
+            logs: Vec::new(),
+        };
+        spoke.spawn(Some(token))?;
+        Ok(spoke)
+    }
+
+    fn spawn(&mut self, token: Option<&str>) -> Result<(), String> {
+        let mut cmd = Command::new(binary("ferry-spoke"));
+        cmd.arg("--config").arg(&self.config);
+        match token {
+            Some(t) => cmd.env("FERRY_JOIN_TOKEN", t),
+            None => cmd.env_remove("FERRY_JOIN_TOKEN"),
+        };
+        let mut daemon = Daemon::spawn(cmd);
+        let wait = Duration::from_secs(30);
+        let Some(addr) = daemon.wait_for_field("HTTP API listening", "addr", wait) else {
+            daemon.wait_exit(Duration::from_secs(5));
+            return Err(daemon.log());
+        };
+        if daemon.wait_for("tunnel up", wait).is_none() {
+            return Err(daemon.log());
+        }
+        self.addr = addr.parse().expect("the logged address parses");
+        self.daemon = Some(daemon);
+        Ok(())
+    }
+
+    /// The base URL of its API.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The running process.
+    pub fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().expect("the spoke is running")
+    }
+
+    /// Everything it logged, across restarts.
+    pub fn log(&self) -> String {
+        let mut all = self.logs.join("");
+        if let Some(d) = &self.daemon {
+            all.push_str(&d.log());
+        }
+        all
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut d = self.daemon.take()?;
+        let status = d.stop();
+        self.logs.push(d.log());
+        status
+    }
+
+    /// Kills it at once.
+    pub fn kill(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            d.kill();
+            self.logs.push(d.log());
+        }
+    }
+
+    /// Starts it again from its state directory (no token needed).
+    pub fn restart(&mut self) {
+        self.stop();
+        if let Err(log) = self.spawn(None) {
+            panic!("ferry-spoke {} did not come back:\n{log}", self.name);
+        }
+    }
+}
+
+impl Drop for Spoke {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- ferry-spoke {} log ----\n{}", self.name, self.log());
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The API suite through a spoke: the same scenarios as `hub_api.rs`, sent
+//! to a real `ferry-spoke` that carries them to a real hub.
+
+use ferry_tests::scenarios::{self, Tenant, tenant};
+use ferry_tests::{Api, Hub, Spoke};
+
+async fn network() -> (Hub, Spoke, Tenant) {
+    ferry_tests::install_crypto_provider();
+    let hub = Hub::start();
+    let spoke = Spoke::start(&hub, "fra1");
+    let t = tenant(&spoke.url(), "alpha", &hub.data_dir).await;
+    (hub, spoke, t)
+}
+
+#[tokio::test]
+async fn large_upload_and_download_keep_every_byte() {
+    let (_hub, _spoke, t) = network().await;
+    scenarios::large_round_trip(&t, 64 << 20).await;
+}
+
+#[tokio::test]
+async fn range_reads() {
+    let (_hub, _spoke, t) = network().await;
+    scenarios::range_reads(&t).await;
+}
+
+#[tokio::test]
+async fn conditional_requests() {
+    let (_hub, _spoke, t) = network().await;
+    scenarios::conditional_requests(&t).await;
+}
+
+#[tokio::test]
+async fn listing_pages_through_more_entries_than_one_page() {
+    let (_hub, _spoke, t) = network().await;
+    scenarios::listing_pagination(&t).await;
+}
+
+#[tokio::test]
+async fn copy_and_move() {
+    let (_hub, _spoke, t) = network().await;
+    scenarios::copy_and_move(&t).await;
+}
+
+#[tokio::test]
+async fn events_come_in_order_and_resume_from_a_cursor() {
+    let (_hub, _spoke, t) = network().await;
+    scenarios::events_in_order(&t).await;
+}
+
+#[tokio::test]
+async fn a_digest_mismatch_leaves_no_object() {
+    let (_hub, _spoke, t) = network().await;
+    scenarios::digest_mismatch_leaves_nothing(&t).await;
+}
+
+#[tokio::test]
+async fn wanted_digests_are_answered() {
+    let (_hub, _spoke, t) = network().await;
+    scenarios::wanted_digests(&t).await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors() {
+    let (_hub, _spoke, t) = network().await;
+    scenarios::bad_inputs(&t, 1024 * 1024).await;
+}
+
+#[tokio::test]
+async fn tenants_are_isolated() {
+    let (hub, spoke, a) = network().await;
+    let b = tenant(&spoke.url(), "beta", &hub.data_dir).await;
+    scenarios::tenant_isolation(&a, &b, &hub.data_dir).await;
+}
+
+#[tokio::test]
+async fn api_keys_are_made_and_revoked() {
+    let (_hub, _spoke, t) = network().await;
+    scenarios::key_lifecycle(&t).await;
+}
+
+#[tokio::test]
+async fn memory_connections_work() {
+    let (_hub, _spoke, t) = network().await;
+    scenarios::memory_connection(&t).await;
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_are_the_spokes_own() {
+    let (_hub, spoke, _t) = network().await;
+    let api = Api::new(spoke.url());
+    assert_eq!(
+        &api.get("/healthz").send().await.expect(200).body[..],
+        b"ok\n"
+    );
+    assert_eq!(
+        &api.get("/readyz").send().await.expect(200).body[..],
+        b"ready\n"
+    );
+    let text =
+        String::from_utf8(api.get("/metrics").send().await.expect(200).body.to_vec()).unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let value = |name: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name)
+            .map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+    };
+    assert_eq!(value("ferry_spoke_tunnel_up"), Some(1.0));
+    assert!(value("ferry_spoke_forwarded_requests_total").unwrap() >= 2.0);
+}

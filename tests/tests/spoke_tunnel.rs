@@ -1,0 +1,210 @@
+//! Enrolment, revocation and reconnection of real spokes.
+
+use std::time::{Duration, Instant};
+
+use ferry_tests::hub::ADMIN_TOKEN;
+use ferry_tests::{Api, Hub, Spoke};
+use serde_json::json;
+
+/// Polls `check` every 100 ms for at most `limit`.
+async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn wrong_reused_and_expired_tokens_are_refused() {
+    let hub = Hub::start();
+    let err = Spoke::start_with_token(&hub, "fra1", "fjt_wrong").unwrap_err();
+    assert!(err.contains("invalid_join_token"), "{err}");
+
+    let token = hub.spoke_token("ams1", None);
+    let first = Spoke::start_with_token(&hub, "ams1", &token).expect("the first use works");
+    let err = Spoke::start_with_token(&hub, "ams1", &token).unwrap_err();
+    assert!(
+        err.contains("invalid_join_token") && err.contains("already used"),
+        "{err}"
+    );
+    drop(first);
+
+    let token = hub.spoke_token("lhr1", Some(1));
+    std::thread::sleep(Duration::from_millis(1500));
+    let err = Spoke::start_with_token(&hub, "lhr1", &token).unwrap_err();
+    assert!(err.contains("expired"), "{err}");
+
+    let (ok, stdout, _) = hub.spoke_command(&["list"]);
+    assert!(ok);
+    assert!(stdout.contains("ams1\tenrolled"), "{stdout}");
+    assert!(stdout.contains("lhr1\twaiting for enrolment"), "{stdout}");
+    let (ok, _, stderr) = hub.spoke_command(&["add", "Bad_Name"]);
+    assert!(!ok && stderr.contains("a-z"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_revoked_spoke_is_cut_off_and_cannot_return() {
+    let hub = Hub::start();
+    let mut spoke = Spoke::start(&hub, "fra1");
+    let via_spoke = Api::new(spoke.url()).as_token(ADMIN_TOKEN);
+    via_spoke.get("/v1/accounts").send().await.expect(200);
+
+    let admin = Api::new(hub.url()).as_token(ADMIN_TOKEN);
+    let list = admin.get("/v1/spokes").send().await.expect(200).json();
+    assert_eq!(list["spokes"][0]["name"], "fra1");
+    assert!(
+        list["spokes"][0]["tunnel"]["connected_secs"].is_u64(),
+        "{list}"
+    );
+
+    admin.delete("/v1/spokes/fra1").send().await.expect(204);
+    let spoke_api = Api::new(spoke.url());
+    assert!(
+        eventually(Duration::from_secs(5), async || spoke_api
+            .get("/readyz")
+            .send()
+            .await
+            .status
+            == 503)
+        .await,
+        "the spoke still reports ready"
+    );
+    via_spoke
+        .get("/v1/accounts")
+        .send()
+        .await
+        .expect_problem(503, "hub_unreachable");
+    // Reconnection attempts keep being refused.
+    assert!(
+        eventually(Duration::from_secs(10), async || spoke
+            .daemon()
+            .count("refused")
+            >= 2)
+        .await,
+        "{}",
+        spoke.log()
+    );
+    let list = admin.get("/v1/spokes/fra1").send().await.expect(200).json();
+    assert!(
+        list["revoked_at"].is_i64() && list["tunnel"].is_null(),
+        "{list}"
+    );
+    admin
+        .delete("/v1/spokes/nope")
+        .send()
+        .await
+        .expect_problem(404, "spoke_not_found");
+    let (ok, _, _) = hub.spoke_command(&["add", "fra1"]);
+    assert!(!ok, "a revoked name cannot get a new token");
+    spoke.stop();
+}
+
+#[tokio::test]
+async fn revoking_with_the_cli_closes_a_running_tunnel() {
+    let hub = Hub::start();
+    let spoke = Spoke::start(&hub, "fra1");
+    let (ok, _, stderr) = hub.spoke_command(&["revoke", "fra1"]);
+    assert!(ok, "{stderr}");
+    let api = Api::new(spoke.url());
+    assert!(
+        eventually(Duration::from_secs(8), async || api
+            .get("/readyz")
+            .send()
+            .await
+            .status
+            == 503)
+        .await,
+        "the tunnel stayed up:\n{}",
+        hub.log()
+    );
+}
+
+#[tokio::test]
+async fn the_spoke_reconnects_after_the_hub_restarts() {
+    let mut hub = Hub::start();
+    let mut spoke = Spoke::start(&hub, "fra1");
+    let api = Api::new(spoke.url());
+    let admin = api.as_token(ADMIN_TOKEN);
+    admin
+        .post("/v1/accounts")
+        .json(&json!({ "name": "before" }))
+        .send()
+        .await
+        .expect(201);
+
+    // The hub comes back on the same ports only by luck: restart the spoke's
+    // view too by pointing it at the new address.
+    hub.kill();
+    assert!(
+        eventually(Duration::from_secs(10), async || api
+            .get("/readyz")
+            .send()
+            .await
+            .status
+            == 503)
+        .await,
+        "the spoke did not notice the hub died"
+    );
+    admin
+        .get("/v1/accounts")
+        .send()
+        .await
+        .expect_problem(503, "hub_unreachable");
+    hub.restart_on_same_ports();
+    assert!(
+        eventually(Duration::from_secs(15), async || api
+            .get("/readyz")
+            .send()
+            .await
+            .status
+            == 200)
+        .await,
+        "the spoke did not reconnect:\n{}",
+        spoke.log()
+    );
+    let accounts = admin.get("/v1/accounts").send().await.expect(200).json();
+    assert_eq!(accounts["accounts"][0]["name"], "before");
+    assert!(spoke.daemon().count("tunnel up") >= 2);
+    spoke.restart();
+    Api::new(spoke.url())
+        .as_token(ADMIN_TOKEN)
+        .get("/v1/accounts")
+        .send()
+        .await
+        .expect(200);
+}
+
+#[tokio::test]
+async fn the_hub_refuses_spokes_when_it_has_no_tunnel_but_enrolment_needs_one() {
+    let hub = Hub::start();
+    let admin = Api::new(hub.url()).as_token(ADMIN_TOKEN);
+    let made = admin
+        .post("/v1/spokes")
+        .json(&json!({ "name": "ams1" }))
+        .send()
+        .await
+        .expect(201)
+        .json();
+    assert!(made["join_token"].as_str().unwrap().starts_with("fjt_"));
+    admin
+        .post("/v1/spokes")
+        .json(&json!({ "name": "enrol" }))
+        .send()
+        .await
+        .expect_problem(400, "invalid_field");
+    Api::new(hub.url())
+        .post("/v1/spokes/enrol")
+        .json(&json!({ "token": made["join_token"], "public_key": "AAAA" }))
+        .send()
+        .await
+        .expect_problem(400, "invalid_field");
+    Api::new(hub.url())
+        .get("/v1/spokes")
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+}
