@@ -5,6 +5,7 @@
 pub mod body;
 pub mod checksum;
 pub mod config;
+pub mod content;
 pub mod http_server;
 pub mod listener;
 pub mod path;

@@ -273,6 +273,23 @@ pub fn redact(config: &serde_json::Value) -> serde_json::Value {
     }
 }
 
+/// Maps a provider failure to a problem. The provider's own message can
+/// name server paths, so it is logged, not returned.
+pub fn problem(err: &opendal::Error, what: &str) -> crate::problem::Problem {
+    let code = error_code(err);
+    if matches!(
+        code,
+        ErrorCode::ProviderUnavailable | ErrorCode::ProviderRejected
+    ) {
+        tracing::warn!(error = %err, operation = what, "provider operation failed");
+    }
+    let detail = match code {
+        ErrorCode::NotFound => format!("{what}: no such file or folder"),
+        _ => format!("{what}: {}", err.kind()),
+    };
+    crate::problem::Problem::new(code, detail)
+}
+
 /// The API error code for a provider error.
 pub fn error_code(err: &opendal::Error) -> ErrorCode {
     use opendal::ErrorKind as K;

@@ -101,9 +101,10 @@ pub async fn run(
         let attempt = async {
             let (conn, send, reader, interval) = connect(&endpoint, &server_name, &cfg).await?;
             backoff = None;
+            // Publish before announcing: whoever reads "tunnel up" can use it.
+            let _ = publish.send(Some(conn.clone()));
             metrics.tunnel_up(true);
             tracing::info!(hub = %cfg.hub.tunnel_addr, "tunnel up");
-            let _ = publish.send(Some(conn.clone()));
             let result = session(&conn, send, reader, interval, &metrics, &shutdown).await;
             let _ = publish.send(None);
             metrics.tunnel_up(false);

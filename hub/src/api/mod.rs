@@ -4,18 +4,17 @@
 
 mod admin;
 mod auth;
-mod conditional;
 mod connections;
+mod content_host;
 mod events;
-mod files;
 mod http_util;
-mod locks;
 mod operators;
 mod spokes;
 pub use spokes::check_spoke_name;
 pub mod routes;
-mod transfer;
 mod tree;
+
+pub use content_host::HubHost;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -49,7 +48,7 @@ pub struct AppState {
     /// Operators of connections in use.
     operators: operators::OperatorCache,
     /// Serialises the commit of writes to the same object.
-    locks: locks::PathLocks,
+    locks: ferry_common::content::locks::PathLocks,
     /// Spoke enrolment and tunnels, when `[tunnel]` is configured.
     pub spokes: Option<SpokeSupport>,
 }
@@ -85,7 +84,7 @@ impl AppState {
             metrics,
             max_json_body_bytes,
             operators: operators::OperatorCache::default(),
-            locks: locks::PathLocks::default(),
+            locks: ferry_common::content::locks::PathLocks::default(),
             spokes: None,
         }
     }
@@ -135,7 +134,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> 
     resp
 }
 
-async fn dispatch(state: &AppState, route: Route, req: Request<Body>) -> ApiResult {
+async fn dispatch(state: &Arc<AppState>, route: Route, req: Request<Body>) -> ApiResult {
     let method = req.method().clone();
     if !route.allowed().contains(&method) {
         let allow = route
@@ -181,7 +180,20 @@ async fn dispatch(state: &AppState, route: Route, req: Request<Body>) -> ApiResu
             admin::handle(state, route, req).await
         }
         Route::Connections | Route::Connection(_) => connections::handle(state, route, req).await,
-        Route::File(conn, path) => files::handle(state, &conn, &path, req).await,
+        Route::File(conn, path) => {
+            let res = connections::resolve(state, req.headers(), &conn).await?;
+            let via = req
+                .extensions()
+                .get::<crate::tunnel::ViaSpoke>()
+                .map_or_else(|| VIA_HUB.to_owned(), |v| v.0.clone());
+            let host = Arc::new(HubHost::new(state.clone(), via));
+            let target = ferry_common::content::Target {
+                account_id: res.account,
+                connection_id: res.row.id,
+                op: res.op,
+            };
+            ferry_common::content::files::serve(host, &target, &path, req).await
+        }
         Route::List(conn, dir) => tree::list(state, &conn, &dir, req).await,
         Route::Folder(conn, path) => tree::create_folder(state, &conn, &path, req).await,
         Route::Copy(conn) => tree::copy_or_move(state, &conn, false, req).await,
@@ -220,19 +232,7 @@ pub(crate) fn store_problem(state: &AppState, err: StoreError) -> Problem {
     }
 }
 
-/// Maps a provider failure to a problem. The provider's own message can
-/// name server paths, so it is logged, not returned.
+/// Maps a provider failure to a problem (see `ferry_common::provider::problem`).
 pub(crate) fn provider_problem(err: &opendal::Error, what: &str) -> Problem {
-    let code = ferry_common::provider::error_code(err);
-    if matches!(
-        code,
-        ErrorCode::ProviderUnavailable | ErrorCode::ProviderRejected
-    ) {
-        tracing::warn!(error = %err, operation = what, "provider operation failed");
-    }
-    let detail = match code {
-        ErrorCode::NotFound => format!("{what}: no such file or folder"),
-        _ => format!("{what}: {}", err.kind()),
-    };
-    Problem::new(code, detail)
+    ferry_common::provider::problem(err, what)
 }

@@ -1,6 +1,8 @@
 //! The shape of a connection: listing folders, creating them, copying and
 //! moving files.
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ferry_common::body::Body;
@@ -13,11 +15,14 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::connections::{Resolved, resolve};
-use super::files::file_json;
 use super::http_util::{json, paging, read_json};
-use super::transfer::{StageError, current, etag_for, read_stream, stage};
+use ferry_common::content::files::file_json;
+use ferry_common::content::model::{Commit, EventRecord};
+use ferry_common::content::transfer::{StageError, current, etag_for, read_stream, stage};
+
 use super::{ApiResult, AppState, provider_problem, store_problem};
-use crate::store::{Change, EventKind, NewEvent, ObjectMeta, now_ms};
+use super::{HubHost, VIA_HUB};
+use crate::store::{EventKind, ObjectMeta, now_ms};
 
 fn invalid_path(e: ferry_common::path::PathError) -> Problem {
     Problem::new(ErrorCode::InvalidPath, e.to_string())
@@ -48,8 +53,14 @@ async fn is_folder(res: &Resolved, dir: &ObjectPath) -> Result<bool, Problem> {
     }
 }
 
-pub async fn list(state: &AppState, conn: &str, raw_dir: &str, req: Request<Body>) -> ApiResult {
+pub async fn list(
+    state: &Arc<AppState>,
+    conn: &str,
+    raw_dir: &str,
+    req: Request<Body>,
+) -> ApiResult {
     let res = resolve(state, req.headers(), conn).await?;
+    let host = HubHost::new(state.clone(), VIA_HUB);
     let page = paging(&req, 100, 1000)?;
     let dir = ObjectPath::parse_dir(raw_dir).map_err(invalid_path)?;
     let after = match &page.cursor {
@@ -117,13 +128,13 @@ pub async fn list(state: &AppState, conn: &str, raw_dir: &str, req: Request<Body
         .into_iter()
         .map(|(name, is_dir)| {
             let path = format!("{prefix}{name}");
-            let res = &res;
+            let (res, host) = (&res, &host);
             let lookup: Lookup<'_> = Box::pin(async move {
                 if is_dir {
                     return Ok(Some(folder_json(&path)));
                 }
                 // An entry deleted since the listing is skipped, not an error.
-                match current(state, &res.op, &res.row.id, &path).await {
+                match current(host, &res.op, &res.row.id, &path).await {
                     Ok(Some(v)) => Ok(Some(file_json(
                         &path,
                         v.size,
@@ -151,7 +162,7 @@ pub async fn list(state: &AppState, conn: &str, raw_dir: &str, req: Request<Body
 }
 
 pub async fn create_folder(
-    state: &AppState,
+    state: &Arc<AppState>,
     conn: &str,
     raw: &str,
     req: Request<Body>,
@@ -167,20 +178,20 @@ pub async fn create_folder(
         .create_dir(&path.as_dir())
         .await
         .map_err(|e| provider_problem(&e, "create folder"))?;
-    let event = NewEvent {
-        account_id: &res.account,
-        connection_id: &res.row.id,
+    let event = EventRecord {
+        account_id: res.account.clone(),
+        connection_id: res.row.id.clone(),
         kind: EventKind::Created,
-        path: path.as_str(),
+        path: path.as_str().to_owned(),
         from_path: None,
         size: None,
         at: now_ms(),
     };
     state
         .store
-        .commit(Change {
+        .commit(&Commit {
             event: Some(event),
-            ..Change::default()
+            ..Commit::default()
         })
         .await
         .map_err(|e| store_problem(state, e))?;
@@ -197,12 +208,13 @@ struct Relocate {
 }
 
 pub async fn copy_or_move(
-    state: &AppState,
+    state: &Arc<AppState>,
     conn: &str,
     is_move: bool,
     req: Request<Body>,
 ) -> ApiResult {
     let res = resolve(state, req.headers(), conn).await?;
+    let host = HubHost::new(state.clone(), VIA_HUB);
     let body: Relocate = read_json(req, state.max_json_body_bytes).await?;
     let from = ObjectPath::parse(&body.from).map_err(invalid_path)?;
     let to = ObjectPath::parse(&body.to).map_err(invalid_path)?;
@@ -222,10 +234,10 @@ pub async fn copy_or_move(
     let _g1 = state.locks.lock(conn_id, first.as_str()).await;
     let _g2 = state.locks.lock(conn_id, second.as_str()).await;
 
-    let src = current(state, &res.op, conn_id, from.as_str()).await?;
+    let src = current(&host, &res.op, conn_id, from.as_str()).await?;
     let src =
         src.ok_or_else(|| Problem::new(ErrorCode::NotFound, format!("no file at '{from}'")))?;
-    let dst = match current(state, &res.op, conn_id, to.as_str()).await {
+    let dst = match current(&host, &res.op, conn_id, to.as_str()).await {
         Ok(v) => v,
         Err(p) if p.error_code() == ErrorCode::NotAFile => {
             return Err(Problem::new(
@@ -265,7 +277,7 @@ pub async fn copy_or_move(
             content_type.as_deref(),
             stream,
             Vec::new(),
-            None,
+            &|_| {},
         )
         .await
         .map_err(|e| match e {
@@ -316,30 +328,30 @@ pub async fn copy_or_move(
         updated_at: now,
         ..m
     });
-    let mut remove = vec![(conn_id, to.as_str())];
+    let mut remove = vec![(conn_id.to_owned(), to.as_str().to_owned())];
     if is_move {
-        remove.push((conn_id, from.as_str()));
+        remove.push((conn_id.to_owned(), from.as_str().to_owned()));
     }
-    let event = NewEvent {
-        account_id: &res.account,
-        connection_id: conn_id,
+    let event = EventRecord {
+        account_id: res.account.clone(),
+        connection_id: conn_id.to_owned(),
         kind: if is_move {
             EventKind::Moved
         } else {
             EventKind::Copied
         },
-        path: to.as_str(),
-        from_path: Some(from.as_str()),
+        path: to.as_str().to_owned(),
+        from_path: Some(from.as_str().to_owned()),
         size: Some(src.size as i64),
         at: now,
     };
     state
         .store
-        .commit(Change {
-            upsert: meta.as_ref(),
+        .commit(&Commit {
+            upsert: meta.clone(),
             remove,
             event: Some(event),
-            ..Change::default()
+            ..Commit::default()
         })
         .await
         .map_err(|e| store_problem(state, e))?;

@@ -7,63 +7,7 @@ use sqlx::Row as _;
 
 use super::{Store, StoreError};
 
-/// What happened to a path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    /// A file or folder appeared.
-    Created,
-    /// A file's content was replaced.
-    Updated,
-    /// A file was deleted.
-    Deleted,
-    /// A file was moved (`from` says where from).
-    Moved,
-    /// A file was copied (`from` says where from).
-    Copied,
-}
-
-impl EventKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Created => "created",
-            Self::Updated => "updated",
-            Self::Deleted => "deleted",
-            Self::Moved => "moved",
-            Self::Copied => "copied",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "created" => Self::Created,
-            "updated" => Self::Updated,
-            "deleted" => Self::Deleted,
-            "moved" => Self::Moved,
-            "copied" => Self::Copied,
-            _ => return None,
-        })
-    }
-}
-
-/// An event to record.
-#[derive(Debug, Clone)]
-pub struct NewEvent<'a> {
-    /// The account whose feed it joins.
-    pub account_id: &'a str,
-    /// The connection it happened in.
-    pub connection_id: &'a str,
-    /// What happened.
-    pub kind: EventKind,
-    /// The path it happened to (the destination of a move or copy).
-    pub path: &'a str,
-    /// The source of a move or copy.
-    pub from_path: Option<&'a str>,
-    /// The file's size, when known.
-    pub size: Option<i64>,
-    /// When, unix milliseconds.
-    pub at: i64,
-}
+pub use ferry_common::content::model::{EventKind, EventRecord};
 
 /// A recorded event.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -89,17 +33,17 @@ pub struct Event {
 
 pub(super) async fn insert(
     conn: &mut sqlx::AnyConnection,
-    e: &NewEvent<'_>,
+    e: &EventRecord,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO events (account_id, connection_id, kind, path, from_path, size, at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
-    .bind(e.account_id)
-    .bind(e.connection_id)
+    .bind(&e.account_id)
+    .bind(&e.connection_id)
     .bind(e.kind.as_str())
-    .bind(e.path)
-    .bind(e.from_path)
+    .bind(&e.path)
+    .bind(e.from_path.as_deref())
     .bind(e.size)
     .bind(e.at)
     .execute(conn)

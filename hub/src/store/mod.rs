@@ -15,15 +15,15 @@ mod objects;
 mod spokes;
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor as _};
 
 pub use accounts::{Account, ApiKeyInfo, NewApiKey};
 pub use connections::ConnectionRow;
-pub use events::{Event, EventKind, NewEvent};
-pub use objects::{Change, Direction, ObjectMeta, Transfer, TransferStatus};
+pub use events::{Event, EventKind, EventRecord};
+pub use objects::{Commit, Direction, ObjectMeta, Transfer, TransferStatus};
 pub use spokes::{EnrolRefusal, SpokeRow, valid_spoke_name};
 
 /// Why a store operation failed.
@@ -108,13 +108,7 @@ impl Store {
     }
 }
 
-/// Milliseconds since the Unix epoch, as stored.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use ferry_common::content::model::now_ms;
 
 /// A new random identifier with a type prefix, such as `acc_3f9a…`.
 pub fn new_id(prefix: &str) -> String {

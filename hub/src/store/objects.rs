@@ -10,113 +10,10 @@
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-use super::events::{self, NewEvent};
+use super::events;
 use super::{Store, StoreError};
 
-/// What ferry knows about one object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectMeta {
-    /// The connection holding it.
-    pub connection_id: String,
-    /// Its path in the connection.
-    pub path: String,
-    /// Size in bytes.
-    pub size: i64,
-    /// CRC64/NVME of the content.
-    pub crc64nvme: u64,
-    /// SHA-256 of the content, when it was computed.
-    pub sha256: Option<Vec<u8>>,
-    /// The media type given at upload.
-    pub content_type: Option<String>,
-    /// The entity tag ferry serves for it, quoted.
-    pub etag: String,
-    /// The provider's modification time when this row was written.
-    pub provider_modified_ms: Option<i64>,
-    /// When this row was written, unix milliseconds.
-    pub updated_at: i64,
-}
-
-/// Which way a transfer's bytes went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Client to provider.
-    Upload,
-    /// Provider to client.
-    Download,
-}
-
-/// How a transfer ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransferStatus {
-    /// Every byte moved (and, for uploads, was verified and committed).
-    Complete,
-    /// The client or provider went away part way.
-    Aborted,
-    /// The content failed verification and was discarded.
-    Rejected,
-}
-
-/// One entry of the transfer log.
-#[derive(Debug, Clone)]
-pub struct Transfer {
-    /// The account that moved the bytes.
-    pub account_id: String,
-    /// The connection.
-    pub connection_id: String,
-    /// The object's path.
-    pub path: String,
-    /// Upload or download.
-    pub direction: Direction,
-    /// How it ended.
-    pub status: TransferStatus,
-    /// Bytes moved.
-    pub bytes: i64,
-    /// CRC64/NVME of a complete transfer.
-    pub crc64nvme: Option<u64>,
-    /// Which node carried the bytes: `hub` or a spoke's id.
-    pub via: String,
-    /// Start, unix milliseconds.
-    pub started_at: i64,
-    /// Duration in milliseconds.
-    pub duration_ms: i64,
-}
-
-impl Transfer {
-    /// A transfer starting now through `via`, logged as aborted until it ends.
-    pub fn start(
-        account_id: &str,
-        connection_id: &str,
-        path: &str,
-        direction: Direction,
-        via: &str,
-    ) -> Self {
-        Self {
-            account_id: account_id.to_owned(),
-            connection_id: connection_id.to_owned(),
-            path: path.to_owned(),
-            direction,
-            status: TransferStatus::Aborted,
-            bytes: 0,
-            crc64nvme: None,
-            via: via.to_owned(),
-            started_at: super::now_ms(),
-            duration_ms: 0,
-        }
-    }
-}
-
-/// A change to commit at once: object metadata, its event and its transfer.
-#[derive(Debug, Default)]
-pub struct Change<'a> {
-    /// A row to insert or replace.
-    pub upsert: Option<&'a ObjectMeta>,
-    /// Rows to remove: (connection id, path).
-    pub remove: Vec<(&'a str, &'a str)>,
-    /// The event to add to the feed.
-    pub event: Option<NewEvent<'a>>,
-    /// The transfer to log.
-    pub transfer: Option<&'a Transfer>,
-}
+pub use ferry_common::content::model::{Commit, Direction, ObjectMeta, Transfer, TransferStatus};
 
 const COLUMNS: &str = "connection_id, path, size, crc64nvme, sha256, content_type, etag, provider_modified_ms, updated_at";
 
@@ -153,22 +50,22 @@ impl Store {
     }
 
     /// Commits a change in one transaction.
-    pub async fn commit(&self, change: Change<'_>) -> Result<(), StoreError> {
+    pub async fn commit(&self, change: &Commit) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for (connection_id, path) in change.remove {
+        for (connection_id, path) in &change.remove {
             sqlx::query("DELETE FROM objects WHERE connection_id = $1 AND path = $2")
                 .bind(connection_id)
                 .bind(path)
                 .execute(&mut *tx)
                 .await?;
         }
-        if let Some(m) = change.upsert {
+        if let Some(m) = &change.upsert {
             upsert(&mut tx, m).await?;
         }
         if let Some(e) = &change.event {
             events::insert(&mut tx, e).await?;
         }
-        if let Some(t) = change.transfer {
+        if let Some(t) = &change.transfer {
             insert_transfer(&mut tx, t).await?;
         }
         tx.commit().await?;
@@ -224,18 +121,11 @@ async fn upsert(conn: &mut sqlx::AnyConnection, m: &ObjectMeta) -> Result<(), sq
 }
 
 fn direction_str(d: Direction) -> &'static str {
-    match d {
-        Direction::Upload => "upload",
-        Direction::Download => "download",
-    }
+    d.as_str()
 }
 
 fn status_str(s: TransferStatus) -> &'static str {
-    match s {
-        TransferStatus::Complete => "complete",
-        TransferStatus::Aborted => "aborted",
-        TransferStatus::Rejected => "rejected",
-    }
+    s.as_str()
 }
 
 async fn insert_transfer(conn: &mut sqlx::AnyConnection, t: &Transfer) -> Result<(), sqlx::Error> {
@@ -262,7 +152,7 @@ async fn insert_transfer(conn: &mut sqlx::AnyConnection, t: &Transfer) -> Result
 mod tests {
     use super::*;
     use crate::store::testing::store;
-    use crate::store::{ConnectionRow, EventKind, now_ms};
+    use crate::store::{ConnectionRow, EventKind, EventRecord, now_ms};
 
     #[tokio::test]
     async fn a_change_commits_metadata_and_event_together() {
@@ -292,20 +182,20 @@ mod tests {
             provider_modified_ms: Some(1),
             updated_at: now_ms(),
         };
-        let event = NewEvent {
-            account_id: &account.id,
-            connection_id: &conn.id,
+        let event = EventRecord {
+            account_id: account.id.clone(),
+            connection_id: conn.id.clone(),
             kind: EventKind::Created,
-            path: "a/b.txt",
+            path: "a/b.txt".into(),
             from_path: None,
             size: Some(5),
             at: now_ms(),
         };
         store
-            .commit(Change {
-                upsert: Some(&meta),
+            .commit(&Commit {
+                upsert: Some(meta.clone()),
                 event: Some(event),
-                ..Change::default()
+                ..Commit::default()
             })
             .await
             .unwrap();

@@ -6,41 +6,66 @@
 
 use std::time::Instant;
 
-use ferry_common::body::{Body, empty};
-use ferry_common::checksum::{
+use crate::body::{Body, empty};
+use crate::checksum::{
     CRC64NVME_HEADER, DigestAlgorithm, StreamChecksums, decode_crc64, encode_crc64,
     format_repr_digest, parse_repr_digest, parse_want_digest,
 };
-use ferry_common::path::ObjectPath;
-use ferry_common::problem::{ErrorCode, Problem};
+use crate::path::ObjectPath;
+use crate::problem::{ErrorCode, Problem};
 use futures_util::StreamExt as _;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyDataStream;
 use serde_json::json;
 
+use std::sync::Arc;
+
 use super::conditional::{self, RangeRequest, Verdict};
-use super::connections::{Resolved, resolve};
-use super::http_util::{json, no_content};
+use super::model::{
+    Commit, Direction, EventKind, EventRecord, ObjectMeta, Transfer, TransferStatus, now_ms,
+};
 use super::transfer::{
     DownloadInfo, ObjectView, StageError, current, download_body, etag_for, read_stream, stage,
 };
-use super::{ApiResult, AppState, VIA_HUB, provider_problem, store_problem};
-use crate::metrics::ContentDirection;
-use crate::store::{
-    Change, Direction, EventKind, NewEvent, ObjectMeta, Transfer, TransferStatus, now_ms,
-};
+use super::{MetaHost, Target};
+use crate::provider::problem as provider_problem;
+
+type Answer = Result<Response<Body>, Problem>;
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut resp = Response::new(crate::body::full(
+        serde_json::to_vec(value).expect("JSON serialises"),
+    ));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn no_content() -> Response<Body> {
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    resp
+}
 
 const REPR_DIGEST: &str = "repr-digest";
 const WANT_REPR_DIGEST: &str = "want-repr-digest";
 
-pub async fn handle(state: &AppState, conn: &str, raw_path: &str, req: Request<Body>) -> ApiResult {
-    let res = resolve(state, req.headers(), conn).await?;
+/// Answers `PUT`, `GET`, `HEAD` or `DELETE` of one file of `target`.
+pub async fn serve(
+    host: Arc<dyn MetaHost>,
+    target: &Target,
+    raw_path: &str,
+    req: Request<Body>,
+) -> Answer {
     let path = ObjectPath::parse(raw_path)
         .map_err(|e| Problem::new(ErrorCode::InvalidPath, e.to_string()))?;
     match *req.method() {
-        Method::PUT => put(state, &res, &path, req).await,
-        Method::DELETE => delete(state, &res, &path, req).await,
-        _ => get(state, &res, &path, req).await,
+        Method::PUT => put(&host, target, &path, req).await,
+        Method::DELETE => delete(&host, target, &path, req).await,
+        _ => get(&host, target, &path, req).await,
     }
 }
 
@@ -121,9 +146,14 @@ fn content_headers(headers: &mut HeaderMap, view: &ObjectView) {
     }
 }
 
-async fn get(state: &AppState, res: &Resolved, path: &ObjectPath, req: Request<Body>) -> ApiResult {
+async fn get(
+    host: &Arc<dyn MetaHost>,
+    t: &Target,
+    path: &ObjectPath,
+    req: Request<Body>,
+) -> Answer {
     let want = want_digest(req.headers())?;
-    let view = current(state, &res.op, &res.row.id, path.as_str()).await?;
+    let view = current(&**host, &t.op, &t.connection_id, path.as_str()).await?;
     let mut view = view.ok_or_else(|| not_found(path))?;
     let headers = req.headers();
     match conditional::evaluate(headers, req.method(), Some(&view.etag)) {
@@ -160,7 +190,7 @@ async fn get(state: &AppState, res: &Resolved, path: &ObjectPath, req: Request<B
             };
             let digest = match stored {
                 Some(d) => d,
-                None => compute_digest(state, res, path, &mut view, alg).await?,
+                None => compute_digest(host, t, path, &mut view, alg).await?,
             };
             Some(format_repr_digest(alg, &digest))
         }
@@ -199,27 +229,27 @@ async fn get(state: &AppState, res: &Resolved, path: &ObjectPath, req: Request<B
     if req.method() == Method::HEAD || len == 0 {
         return Ok(resp);
     }
-    let stream = read_stream(&res.op, path.as_str(), bytes).await?;
+    let stream = read_stream(&t.op, path.as_str(), bytes).await?;
     let info = DownloadInfo {
-        account_id: &res.account,
-        connection_id: &res.row.id,
+        account_id: &t.account_id,
+        connection_id: &t.connection_id,
         path: path.as_str(),
         expected: len,
     };
-    *resp.body_mut() = download_body(state, Box::pin(stream), info);
+    *resp.body_mut() = download_body(host.clone(), Box::pin(stream), info);
     Ok(resp)
 }
 
 /// Reads the whole object to compute a digest the client asked for and
 /// ferry did not have. A SHA-256 is recorded, so it is computed once.
 async fn compute_digest(
-    state: &AppState,
-    res: &Resolved,
+    host: &Arc<dyn MetaHost>,
+    t: &Target,
     path: &ObjectPath,
     view: &mut ObjectView,
     alg: DigestAlgorithm,
 ) -> Result<Vec<u8>, Problem> {
-    let mut stream = std::pin::pin!(read_stream(&res.op, path.as_str(), 0..view.size).await?);
+    let mut stream = std::pin::pin!(read_stream(&t.op, path.as_str(), 0..view.size).await?);
     let mut sums = StreamChecksums::new([alg]);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
@@ -234,9 +264,9 @@ async fn compute_digest(
     let sums = sums.finish();
     let digest = sums.digest(alg).expect("the digest was asked for").to_vec();
     if alg == DigestAlgorithm::Sha256 && sums.len == view.size {
-        let _guard = state.locks.lock(&res.row.id, path.as_str()).await;
+        let _guard = host.lock(&t.connection_id, path.as_str()).await;
         let meta = ObjectMeta {
-            connection_id: res.row.id.clone(),
+            connection_id: t.connection_id.clone(),
             path: path.as_str().to_owned(),
             size: view.size as i64,
             crc64nvme: sums.crc64nvme,
@@ -246,20 +276,22 @@ async fn compute_digest(
             provider_modified_ms: view.modified_ms(),
             updated_at: now_ms(),
         };
-        state
-            .store
-            .commit(Change {
-                upsert: Some(&meta),
-                ..Change::default()
-            })
-            .await
-            .map_err(|e| store_problem(state, e))?;
+        host.commit(Commit {
+            upsert: Some(meta.clone()),
+            ..Commit::default()
+        })
+        .await?;
         view.meta = Some(meta);
     }
     Ok(digest)
 }
 
-async fn put(state: &AppState, res: &Resolved, path: &ObjectPath, req: Request<Body>) -> ApiResult {
+async fn put(
+    host: &Arc<dyn MetaHost>,
+    t: &Target,
+    path: &ObjectPath,
+    req: Request<Body>,
+) -> Answer {
     let headers = req.headers().clone();
     let expected = match header_str(&headers, REPR_DIGEST)? {
         Some(v) => parse_repr_digest(v)
@@ -292,7 +324,7 @@ async fn put(state: &AppState, res: &Resolved, path: &ObjectPath, req: Request<B
         None => None,
     };
 
-    let before = current(state, &res.op, &res.row.id, path.as_str()).await?;
+    let before = current(&**host, &t.op, &t.connection_id, path.as_str()).await?;
     if conditional::evaluate(
         &headers,
         &Method::PUT,
@@ -306,21 +338,21 @@ async fn put(state: &AppState, res: &Resolved, path: &ObjectPath, req: Request<B
     digests.extend(want);
     let started = Instant::now();
     let mut log = Transfer::start(
-        &res.account,
-        &res.row.id,
+        &t.account_id,
+        &t.connection_id,
         path.as_str(),
         Direction::Upload,
-        VIA_HUB,
+        host.via(),
     );
-    let counter = state.metrics.content_bytes(ContentDirection::upload);
+    let count = |n| host.count_bytes(Direction::Upload, n);
     let body = BodyDataStream::new(req.into_body());
     let staged = stage(
-        &res.op,
+        &t.op,
         path.as_str(),
         content_type.as_deref(),
         body,
         digests,
-        Some(&counter),
+        &count,
     )
     .await;
     let mut staged = match staged {
@@ -328,7 +360,7 @@ async fn put(state: &AppState, res: &Resolved, path: &ObjectPath, req: Request<B
         Err(StageError::Source(e)) => {
             tracing::info!(error = %e, path = %path, "upload ended before its body was complete");
             log.duration_ms = started.elapsed().as_millis() as i64;
-            let _ = state.store.record_transfer(&log).await;
+            host.log_transfer(log.clone()).await;
             return Err(Problem::new(
                 ErrorCode::UploadIncomplete,
                 "the request body ended early or could not be read",
@@ -365,16 +397,16 @@ async fn put(state: &AppState, res: &Resolved, path: &ObjectPath, req: Request<B
             tracing::warn!(error = %e, "could not discard a rejected upload");
         }
         log.status = TransferStatus::Rejected;
-        let _ = state.store.record_transfer(&log).await;
+        host.log_transfer(log.clone()).await;
         return Err(Problem::new(ErrorCode::DigestMismatch, detail));
     }
 
     // Commit: one writer at a time per path, preconditions checked again
     // against what is there now.
-    let _guard = state.locks.lock(&res.row.id, path.as_str()).await;
+    let _guard = host.lock(&t.connection_id, path.as_str()).await;
     let existing =
         if headers.contains_key(header::IF_MATCH) || headers.contains_key(header::IF_NONE_MATCH) {
-            let now = current(state, &res.op, &res.row.id, path.as_str()).await?;
+            let now = current(&**host, &t.op, &t.connection_id, path.as_str()).await?;
             if conditional::evaluate(
                 &headers,
                 &Method::PUT,
@@ -393,12 +425,12 @@ async fn put(state: &AppState, res: &Resolved, path: &ObjectPath, req: Request<B
         .close()
         .await
         .map_err(|e| provider_problem(&e, "write"))?;
-    let modified_ms = match res.op.stat(path.as_str()).await {
+    let modified_ms = match t.op.stat(path.as_str()).await {
         Ok(m) => m.last_modified().map(|t| t.into_inner().as_millisecond()),
         Err(_) => None,
     };
     let meta = ObjectMeta {
-        connection_id: res.row.id.clone(),
+        connection_id: t.connection_id.clone(),
         path: path.as_str().to_owned(),
         size: sums.len as i64,
         crc64nvme: sums.crc64nvme,
@@ -415,25 +447,22 @@ async fn put(state: &AppState, res: &Resolved, path: &ObjectPath, req: Request<B
     } else {
         EventKind::Created
     };
-    let event = NewEvent {
-        account_id: &res.account,
-        connection_id: &res.row.id,
+    let event = EventRecord {
+        account_id: t.account_id.clone(),
+        connection_id: t.connection_id.clone(),
         kind,
-        path: path.as_str(),
+        path: path.as_str().to_owned(),
         from_path: None,
         size: Some(meta.size),
         at: meta.updated_at,
     };
-    state
-        .store
-        .commit(Change {
-            upsert: Some(&meta),
-            event: Some(event),
-            transfer: Some(&log),
-            ..Change::default()
-        })
-        .await
-        .map_err(|e| store_problem(state, e))?;
+    host.commit(Commit {
+        upsert: Some(meta.clone()),
+        event: Some(event),
+        transfer: Some(log),
+        ..Commit::default()
+    })
+    .await?;
 
     let status = if existing {
         StatusCode::OK
@@ -465,38 +494,34 @@ async fn put(state: &AppState, res: &Resolved, path: &ObjectPath, req: Request<B
 }
 
 async fn delete(
-    state: &AppState,
-    res: &Resolved,
+    host: &Arc<dyn MetaHost>,
+    t: &Target,
     path: &ObjectPath,
     req: Request<Body>,
-) -> ApiResult {
-    let _guard = state.locks.lock(&res.row.id, path.as_str()).await;
-    let view = current(state, &res.op, &res.row.id, path.as_str()).await?;
+) -> Answer {
+    let _guard = host.lock(&t.connection_id, path.as_str()).await;
+    let view = current(&**host, &t.op, &t.connection_id, path.as_str()).await?;
     let view = view.ok_or_else(|| not_found(path))?;
     if conditional::evaluate(req.headers(), &Method::DELETE, Some(&view.etag)) == Verdict::Failed {
         return Err(precondition_failed());
     }
-    res.op
-        .delete(path.as_str())
+    t.op.delete(path.as_str())
         .await
         .map_err(|e| provider_problem(&e, "delete"))?;
-    let event = NewEvent {
-        account_id: &res.account,
-        connection_id: &res.row.id,
+    let event = EventRecord {
+        account_id: t.account_id.clone(),
+        connection_id: t.connection_id.clone(),
         kind: EventKind::Deleted,
-        path: path.as_str(),
+        path: path.as_str().to_owned(),
         from_path: None,
         size: Some(view.size as i64),
         at: now_ms(),
     };
-    state
-        .store
-        .commit(Change {
-            remove: vec![(&res.row.id, path.as_str())],
-            event: Some(event),
-            ..Change::default()
-        })
-        .await
-        .map_err(|e| store_problem(state, e))?;
+    host.commit(Commit {
+        remove: vec![(t.connection_id.clone(), path.as_str().to_owned())],
+        event: Some(event),
+        ..Commit::default()
+    })
+    .await?;
     Ok(no_content())
 }

@@ -6,17 +6,19 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use crate::body::{Body, BoxError};
+use crate::checksum::{Checksums, DigestAlgorithm, StreamChecksums};
+use crate::problem::{ErrorCode, Problem};
 use bytes::Bytes;
-use ferry_common::body::{Body, BoxError};
-use ferry_common::checksum::{Checksums, DigestAlgorithm, StreamChecksums};
-use ferry_common::problem::{ErrorCode, Problem};
 use futures_util::{Stream, StreamExt as _};
 use http_body_util::StreamBody;
 use opendal::{Buffer, Operator, Writer};
-use prometheus_client::metrics::counter::Counter;
 
-use super::{AppState, VIA_HUB, provider_problem};
-use crate::store::{Direction, ObjectMeta, Transfer, TransferStatus};
+use std::sync::Arc;
+
+use super::MetaHost;
+use super::model::{Direction, ObjectMeta, Transfer, TransferStatus};
+use crate::provider::problem as provider_problem;
 
 /// Bytes gathered before each provider write: large enough to keep system
 /// calls and provider requests few, small enough to bound memory per upload.
@@ -58,7 +60,7 @@ pub fn etag_for(crc64nvme: u64, size: u64) -> String {
 /// Looks an object up. `Ok(None)` when nothing is there; a folder is
 /// `NotAFile`.
 pub async fn current(
-    state: &AppState,
+    host: &dyn MetaHost,
     op: &Operator,
     connection_id: &str,
     path: &str,
@@ -77,18 +79,13 @@ pub async fn current(
     let size = stat.content_length();
     let modified = stat.last_modified();
     let modified_ms = modified.map(|t| t.into_inner().as_millisecond());
-    let meta = state
-        .store
-        .get_object(connection_id, path)
-        .await
-        .map_err(|e| super::store_problem(state, e))?
-        .filter(|m| {
-            // Changed behind ferry's back? Then what it recorded is stale.
-            m.size as u64 == size
-                && (m.provider_modified_ms.is_none()
-                    || modified_ms.is_none()
-                    || m.provider_modified_ms == modified_ms)
-        });
+    let meta = host.lookup(connection_id, path).await?.filter(|m| {
+        // Changed behind ferry's back? Then what it recorded is stale.
+        m.size as u64 == size
+            && (m.provider_modified_ms.is_none()
+                || modified_ms.is_none()
+                || m.provider_modified_ms == modified_ms)
+    });
     let etag = match (&meta, stat.etag()) {
         (Some(m), _) => m.etag.clone(),
         (None, Some(tag)) if tag.starts_with('"') || tag.starts_with("W/") => tag.to_owned(),
@@ -143,7 +140,7 @@ pub async fn stage<S, E>(
     content_type: Option<&str>,
     source: S,
     digests: Vec<DigestAlgorithm>,
-    counter: Option<&Counter>,
+    on_bytes: &(dyn Fn(u64) + Sync),
 ) -> Result<Staged, StageError>
 where
     S: Stream<Item = Result<Bytes, E>> + Send,
@@ -167,9 +164,7 @@ where
                 continue;
             }
             sums.update(&data);
-            if let Some(c) = counter {
-                c.inc_by(data.len() as u64);
-            }
+            on_bytes(data.len() as u64);
             pending_len += data.len();
             pending.push(data);
             if pending_len >= WRITE_CHUNK {
@@ -220,11 +215,10 @@ pub async fn read_stream(
 
 /// Records how a download ended when its body finishes or is dropped.
 struct DownloadLog {
-    store: crate::store::Store,
+    host: Arc<dyn MetaHost>,
     transfer: Transfer,
     expected: u64,
     started: Instant,
-    counter: Counter,
 }
 
 impl Drop for DownloadLog {
@@ -236,13 +230,9 @@ impl Drop for DownloadLog {
             TransferStatus::Aborted
         };
         t.duration_ms = self.started.elapsed().as_millis() as i64;
-        let store = self.store.clone();
+        let log = self.host.log_transfer(t);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Err(e) = store.record_transfer(&t).await {
-                    tracing::warn!(error = %e, "could not log a download");
-                }
-            });
+            rt.spawn(log);
         }
     }
 }
@@ -259,7 +249,9 @@ impl<S: Stream<Item = Result<Bytes, std::io::Error>> + Unpin> Stream for LoggedS
         match Pin::new(&mut self.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(data))) => {
                 self.log.transfer.bytes += data.len() as i64;
-                self.log.counter.inc_by(data.len() as u64);
+                self.log
+                    .host
+                    .count_bytes(Direction::Download, data.len() as u64);
                 Poll::Ready(Some(Ok(http_body::Frame::data(data))))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -287,24 +279,22 @@ pub struct DownloadInfo<'a> {
 
 /// Turns a read stream into a response body that counts the bytes sent and
 /// logs the transfer when it ends.
-pub fn download_body<S>(state: &AppState, stream: S, info: DownloadInfo<'_>) -> Body
+pub fn download_body<S>(host: Arc<dyn MetaHost>, stream: S, info: DownloadInfo<'_>) -> Body
 where
     S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin + 'static,
 {
+    let transfer = Transfer::start(
+        info.account_id,
+        info.connection_id,
+        info.path,
+        Direction::Download,
+        host.via(),
+    );
     let log = DownloadLog {
-        store: state.store.clone(),
-        transfer: Transfer::start(
-            info.account_id,
-            info.connection_id,
-            info.path,
-            Direction::Download,
-            VIA_HUB,
-        ),
+        host,
+        transfer,
         expected: info.expected,
         started: Instant::now(),
-        counter: state
-            .metrics
-            .content_bytes(crate::metrics::ContentDirection::download),
     };
     http_body_util::BodyExt::boxed_unsync(StreamBody::new(LoggedStream { inner: stream, log }))
 }

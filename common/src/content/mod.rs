@@ -1,0 +1,52 @@
+//! The content path: streaming file bodies into and out of providers with
+//! checksums, conditional requests and ranges. The hub and spokes run this
+//! same code; each gives it a [`MetaHost`] for the metadata (the hub its
+//! store, a spoke its tunnel to the hub).
+
+pub mod conditional;
+pub mod files;
+pub mod locks;
+pub mod model;
+pub mod transfer;
+
+use futures_util::future::BoxFuture;
+use opendal::Operator;
+use tokio::sync::OwnedMutexGuard;
+
+use crate::problem::Problem;
+use model::{Commit, Direction, ObjectMeta, Transfer};
+
+/// Where the content path keeps and finds metadata.
+pub trait MetaHost: Send + Sync {
+    /// What ferry recorded about an object.
+    fn lookup<'a>(
+        &'a self,
+        connection_id: &'a str,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ObjectMeta>, Problem>>;
+    /// Commits metadata, event and transfer together.
+    fn commit(&self, commit: Commit) -> BoxFuture<'_, Result<(), Problem>>;
+    /// Logs a transfer on its own; best effort.
+    fn log_transfer(&self, transfer: Transfer) -> BoxFuture<'static, ()>;
+    /// Serialises commits to one object.
+    fn lock<'a>(
+        &'a self,
+        connection_id: &'a str,
+        path: &'a str,
+    ) -> BoxFuture<'a, OwnedMutexGuard<()>>;
+    /// Counts content bytes this node carried.
+    fn count_bytes(&self, direction: Direction, bytes: u64);
+    /// This node's name in the transfer log: `hub` or the spoke's name.
+    fn via(&self) -> &str;
+}
+
+/// The object store a request is for.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The caller's account.
+    pub account_id: String,
+    /// The connection.
+    pub connection_id: String,
+    /// Its provider.
+    pub op: Operator,
+}

@@ -1,0 +1,201 @@
+//! What the content path records: object metadata, transfers, events, and
+//! the change that commits them together. Shared by the hub (which stores
+//! them) and spokes (which send them to the hub), so they serialise.
+
+use serde::{Deserialize, Serialize};
+
+/// What ferry knows about one object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    /// The connection holding it.
+    pub connection_id: String,
+    /// Its path in the connection.
+    pub path: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// CRC64/NVME of the content.
+    pub crc64nvme: u64,
+    /// SHA-256 of the content, when it was computed.
+    pub sha256: Option<Vec<u8>>,
+    /// The media type given at upload.
+    pub content_type: Option<String>,
+    /// The entity tag ferry serves for it, quoted.
+    pub etag: String,
+    /// The provider's modification time when this row was written.
+    pub provider_modified_ms: Option<i64>,
+    /// When this row was written, unix milliseconds.
+    pub updated_at: i64,
+}
+
+/// Which way a transfer's bytes went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Client to provider.
+    Upload,
+    /// Provider to client.
+    Download,
+}
+
+impl Direction {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Upload => "upload",
+            Self::Download => "download",
+        }
+    }
+}
+
+/// How a transfer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferStatus {
+    /// Every byte moved (and, for uploads, was verified and committed).
+    Complete,
+    /// The client or provider went away part way.
+    Aborted,
+    /// The content failed verification and was discarded.
+    Rejected,
+}
+
+impl TransferStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Complete => "complete",
+            Self::Aborted => "aborted",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// One entry of the transfer log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// The account that moved the bytes.
+    pub account_id: String,
+    /// The connection.
+    pub connection_id: String,
+    /// The object's path.
+    pub path: String,
+    /// Upload or download.
+    pub direction: Direction,
+    /// How it ended.
+    pub status: TransferStatus,
+    /// Bytes moved.
+    pub bytes: i64,
+    /// CRC64/NVME of a complete transfer.
+    pub crc64nvme: Option<u64>,
+    /// Which node carried the bytes: `hub` or a spoke's name.
+    pub via: String,
+    /// Start, unix milliseconds.
+    pub started_at: i64,
+    /// Duration in milliseconds.
+    pub duration_ms: i64,
+}
+
+impl Transfer {
+    /// A transfer starting now through `via`, logged as aborted until it ends.
+    pub fn start(
+        account_id: &str,
+        connection_id: &str,
+        path: &str,
+        direction: Direction,
+        via: &str,
+    ) -> Self {
+        Self {
+            account_id: account_id.to_owned(),
+            connection_id: connection_id.to_owned(),
+            path: path.to_owned(),
+            direction,
+            status: TransferStatus::Aborted,
+            bytes: 0,
+            crc64nvme: None,
+            via: via.to_owned(),
+            started_at: now_ms(),
+            duration_ms: 0,
+        }
+    }
+}
+
+/// What happened to a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A file or folder appeared.
+    Created,
+    /// A file's content was replaced.
+    Updated,
+    /// A file was deleted.
+    Deleted,
+    /// A file was moved (`from` says where from).
+    Moved,
+    /// A file was copied (`from` says where from).
+    Copied,
+}
+
+impl EventKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Updated => "updated",
+            Self::Deleted => "deleted",
+            Self::Moved => "moved",
+            Self::Copied => "copied",
+        }
+    }
+
+    /// Reads a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "created" => Self::Created,
+            "updated" => Self::Updated,
+            "deleted" => Self::Deleted,
+            "moved" => Self::Moved,
+            "copied" => Self::Copied,
+            _ => return None,
+        })
+    }
+}
+
+/// An event to add to an account's feed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// The account whose feed it joins.
+    pub account_id: String,
+    /// The connection it happened in.
+    pub connection_id: String,
+    /// What happened.
+    pub kind: EventKind,
+    /// The path it happened to (the destination of a move or copy).
+    pub path: String,
+    /// The source of a move or copy.
+    pub from_path: Option<String>,
+    /// The file's size, when known.
+    pub size: Option<i64>,
+    /// When, unix milliseconds.
+    pub at: i64,
+}
+
+/// A change to commit at once: object metadata, its event and its transfer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    /// Rows to remove first: (connection id, path).
+    pub remove: Vec<(String, String)>,
+    /// A row to insert or replace.
+    pub upsert: Option<ObjectMeta>,
+    /// The event to add to the feed.
+    pub event: Option<EventRecord>,
+    /// The transfer to log.
+    pub transfer: Option<Transfer>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

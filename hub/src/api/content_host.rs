@@ -1,0 +1,86 @@
+//! The hub as the content path's metadata host: lookups and commits go to
+//! the store, commits to one object are serialised by in-process locks.
+
+use std::sync::Arc;
+
+use ferry_common::content::MetaHost;
+use ferry_common::content::model::{Commit, Direction, ObjectMeta, Transfer};
+use ferry_common::problem::Problem;
+use futures_util::future::BoxFuture;
+use tokio::sync::OwnedMutexGuard;
+
+use super::{AppState, store_problem};
+use crate::metrics::ContentDirection;
+
+/// The hub's [`MetaHost`].
+#[derive(Debug, Clone)]
+pub struct HubHost {
+    state: Arc<AppState>,
+    via: String,
+}
+
+impl HubHost {
+    /// A host recording transfers as carried by `via` (`hub`, or the spoke
+    /// that forwarded the request).
+    pub fn new(state: Arc<AppState>, via: impl Into<String>) -> Self {
+        Self {
+            state,
+            via: via.into(),
+        }
+    }
+}
+
+impl MetaHost for HubHost {
+    fn lookup<'a>(
+        &'a self,
+        connection_id: &'a str,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ObjectMeta>, Problem>> {
+        Box::pin(async move {
+            self.state
+                .store
+                .get_object(connection_id, path)
+                .await
+                .map_err(|e| store_problem(&self.state, e))
+        })
+    }
+
+    fn commit(&self, commit: Commit) -> BoxFuture<'_, Result<(), Problem>> {
+        Box::pin(async move {
+            self.state
+                .store
+                .commit(&commit)
+                .await
+                .map_err(|e| store_problem(&self.state, e))
+        })
+    }
+
+    fn log_transfer(&self, transfer: Transfer) -> BoxFuture<'static, ()> {
+        let store = self.state.store.clone();
+        Box::pin(async move {
+            if let Err(e) = store.record_transfer(&transfer).await {
+                tracing::warn!(error = %e, "could not log a transfer");
+            }
+        })
+    }
+
+    fn lock<'a>(
+        &'a self,
+        connection_id: &'a str,
+        path: &'a str,
+    ) -> BoxFuture<'a, OwnedMutexGuard<()>> {
+        Box::pin(self.state.locks.lock(connection_id, path))
+    }
+
+    fn count_bytes(&self, direction: Direction, bytes: u64) {
+        let d = match direction {
+            Direction::Upload => ContentDirection::upload,
+            Direction::Download => ContentDirection::download,
+        };
+        self.state.metrics.content_bytes(d).inc_by(bytes);
+    }
+
+    fn via(&self) -> &str {
+        &self.via
+    }
+}
