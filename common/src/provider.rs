@@ -187,6 +187,34 @@ impl ProviderRegistry {
         Ok(Built { kind, op, location })
     }
 
+    /// Builds the operator of a connection the hub granted: the hub checked
+    /// its configuration against its own policy when the connection was
+    /// made, so no local policy applies. Only providers a spoke can reach
+    /// are built; `memory` lives in the hub and is refused.
+    pub fn build_granted(
+        name: &str,
+        config: &serde_json::Value,
+    ) -> Result<Operator, ProviderError> {
+        let kind =
+            ProviderKind::from_name(name).ok_or_else(|| ProviderError::Unknown(name.into()))?;
+        let invalid = |reason: String| ProviderError::InvalidConfig {
+            provider: kind.as_str(),
+            reason,
+        };
+        match kind {
+            ProviderKind::Fs => {
+                let cfg: FsConfig =
+                    serde_json::from_value(config.clone()).map_err(|e| invalid(e.to_string()))?;
+                let staging = cfg.root.join(STAGING_DIR);
+                let builder = opendal::services::Fs::default()
+                    .root(&cfg.root.to_string_lossy())
+                    .atomic_write_dir(&staging.to_string_lossy());
+                Operator::new(builder).map_err(|e| invalid(e.to_string()))
+            }
+            ProviderKind::Memory => Err(ProviderError::Disabled(kind.as_str())),
+        }
+    }
+
     /// Builds the operator and checks that the provider answers, as done
     /// before a new connection is saved.
     pub async fn build_and_check(

@@ -65,6 +65,11 @@ pub struct TunnelConfig {
     /// Requests a spoke may have open at once on one tunnel. Default 1024.
     #[serde(default = "tunnel_defaults::max_concurrent_streams")]
     pub max_concurrent_streams: u32,
+    /// How long spokes may use a grant (an account's right to stream with
+    /// one connection) before asking again; also how long a revoked key or
+    /// deleted connection keeps working at a spoke. Default 30.
+    #[serde(default = "tunnel_defaults::grant_ttl_secs")]
+    pub grant_ttl_secs: u64,
     /// How long a join token from `ferry-hub spoke add` stays valid. Default 3600.
     #[serde(default = "tunnel_defaults::join_token_ttl_secs")]
     pub join_token_ttl_secs: u64,
@@ -91,6 +96,9 @@ mod tunnel_defaults {
     }
     pub fn max_concurrent_streams() -> u32 {
         1024
+    }
+    pub fn grant_ttl_secs() -> u64 {
+        30
     }
     pub fn join_token_ttl_secs() -> u64 {
         3600
@@ -128,6 +136,9 @@ impl TunnelConfig {
         }
         if self.max_concurrent_streams == 0 {
             p.add("tunnel.max_concurrent_streams", "must be at least 1");
+        }
+        if !(1..=3600).contains(&self.grant_ttl_secs) {
+            p.add("tunnel.grant_ttl_secs", "must be from 1 to 3600");
         }
         if self.join_token_ttl_secs == 0 {
             p.add("tunnel.join_token_ttl_secs", "must be at least 1");

@@ -78,6 +78,7 @@ pub async fn run(
             registry: Arc::new(tunnel::Registry::default()),
             server_name: t.server_name.clone(),
             token_ttl_secs: t.join_token_ttl_secs,
+            grant_ttl_secs: t.grant_ttl_secs,
         });
         endpoint = Some((ep, t.clone()));
     }

@@ -4,7 +4,9 @@
 //! [`run`] serves on a listener it is given until a shutdown token fires.
 
 pub mod config;
+pub mod data_path;
 pub mod front;
+pub mod hub_client;
 pub mod identity;
 pub mod metrics;
 pub mod tunnel;
@@ -17,7 +19,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SpokeConfig;
+use crate::data_path::DataPath;
 use crate::front::Front;
+use crate::hub_client::HubClient;
 use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::tunnel::TunnelHandle;
@@ -40,17 +44,21 @@ pub async fn run(
         shutdown.clone(),
     ));
     let tls = cfg.api.tls_acceptor(&shutdown)?;
-    let front = Arc::new(Front {
+    let hub = HubClient {
         tunnel: handle,
-        metrics,
         max_frame: cfg.tunnel.max_frame_bytes,
-    });
+        metrics: metrics.clone(),
+    };
+    let data = DataPath::new(hub.clone(), cfg.name.clone(), metrics.clone());
+    let reports = tokio::spawn(data.clone().deliver_reports(shutdown.clone()));
+    let front = Arc::new(Front { hub, data, metrics });
     let handler: Handler = Arc::new(move |req| Box::pin(front::handle(front.clone(), req)));
     let addr = listener
         .local_addr()
         .context("the listener has no address")?;
     tracing::info!(%addr, tls = tls.is_some(), spoke.id = %cfg.name, "HTTP API listening");
     http_server::serve(listener, tls, cfg.api.limits(), handler, shutdown).await;
+    let _ = reports.await;
     tunnel.await.context("the tunnel task failed")??;
     tracing::info!("stopped");
     Ok(())

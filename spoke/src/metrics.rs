@@ -20,6 +20,34 @@ pub enum ReconnectCause {
     heartbeat,
 }
 
+/// Whether a grant came from the hub or the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum GrantResult {
+    /// Asked of the hub.
+    fetched,
+    /// Served from the cache.
+    cached,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct GrantLabels {
+    result: GrantResult,
+}
+
+/// Which way content bytes moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum DirectionLabel {
+    upload,
+    download,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: DirectionLabel,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct CauseLabels {
     cause: ReconnectCause,
@@ -39,6 +67,10 @@ pub struct Metrics {
     reconnects: Family<CauseLabels, Counter>,
     transport: Family<TransportLabels, Gauge>,
     forwarded: Counter,
+    grants: Family<GrantLabels, Counter>,
+    content: Family<DirectionLabels, Counter>,
+    queued: Gauge,
+    dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -81,6 +113,30 @@ impl Metrics {
             "Requests forwarded to the hub through the tunnel",
             forwarded.clone(),
         );
+        let grants = Family::<GrantLabels, Counter>::default();
+        registry.register(
+            "grants",
+            "Grants used for content requests, fetched from the hub or cached",
+            grants.clone(),
+        );
+        let content = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "content_bytes",
+            "File content bytes this spoke streamed, by direction",
+            content.clone(),
+        );
+        let queued = Gauge::default();
+        registry.register(
+            "reports_queued",
+            "Completion reports waiting for the hub",
+            queued.clone(),
+        );
+        let dropped = Counter::default();
+        registry.register(
+            "reports_dropped",
+            "Completion reports dropped because the queue was full",
+            dropped.clone(),
+        );
         Self {
             registry,
             up,
@@ -88,6 +144,10 @@ impl Metrics {
             reconnects,
             transport,
             forwarded,
+            grants,
+            content,
+            queued,
+            dropped,
         }
     }
 
@@ -112,6 +172,44 @@ impl Metrics {
     /// Counts a forwarded request.
     pub fn forwarded(&self) {
         self.forwarded.inc();
+    }
+
+    /// Counts a grant used.
+    pub fn grant(&self, result: GrantResult) {
+        self.grants.get_or_create(&GrantLabels { result }).inc();
+    }
+
+    /// Counts content bytes.
+    pub fn content_bytes(&self, direction: ferry_common::content::model::Direction, bytes: u64) {
+        let direction = match direction {
+            ferry_common::content::model::Direction::Upload => DirectionLabel::upload,
+            ferry_common::content::model::Direction::Download => DirectionLabel::download,
+        };
+        self.content
+            .get_or_create(&DirectionLabels { direction })
+            .inc_by(bytes);
+    }
+
+    /// All content bytes so far, both ways (for the heartbeat's rate).
+    pub fn content_total(&self) -> u64 {
+        [DirectionLabel::upload, DirectionLabel::download]
+            .into_iter()
+            .map(|direction| {
+                self.content
+                    .get_or_create(&DirectionLabels { direction })
+                    .get()
+            })
+            .sum()
+    }
+
+    /// Records the report queue's length.
+    pub fn reports_queued(&self, n: usize) {
+        self.queued.set(n as i64);
+    }
+
+    /// Counts a dropped report.
+    pub fn report_dropped(&self) {
+        self.dropped.inc();
     }
 
     /// The metrics in the Prometheus/OpenMetrics text format.

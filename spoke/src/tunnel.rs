@@ -237,6 +237,7 @@ async fn session(
     let mut tick = tokio::time::interval(interval);
     let mut seq = 0u64;
     let mut last_ack = Instant::now();
+    let (mut last_total, mut last_at) = (metrics.content_total(), Instant::now());
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
@@ -249,7 +250,11 @@ async fn session(
                     return Err(TunnelError::Silent);
                 }
                 seq += 1;
-                let hb = Heartbeat { seq, active_transfers: 0, bytes_per_sec: 0 };
+                let total = metrics.content_total();
+                let secs = last_at.elapsed().as_secs_f64().max(0.001);
+                let bytes_per_sec = (total.saturating_sub(last_total) as f64 / secs) as u64;
+                (last_total, last_at) = (total, Instant::now());
+                let hb = Heartbeat { seq, active_transfers: 0, bytes_per_sec };
                 if write_frame(&mut send, &Frame::Heartbeat(hb)).await.is_err() {
                     return Err(refused_or_lost(conn));
                 }

@@ -45,6 +45,8 @@ pub struct HubOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Whether the admin token is set.
     pub admin_token: bool,
+    /// Extra TOML appended to the `[tunnel]` section.
+    pub tunnel_extra: String,
 }
 
 impl Default for HubOptions {
@@ -53,6 +55,7 @@ impl Default for HubOptions {
             api_extra: String::new(),
             tls: None,
             admin_token: true,
+            tunnel_extra: String::new(),
         }
     }
 }
@@ -98,11 +101,12 @@ impl Hub {
             &config,
             format!(
                 "state_dir = {state:?}\n\n[api]\nlisten = \"127.0.0.1:0\"\nplain_http = {plain}\nshutdown_grace_secs = 5\n{extra}\n{tls}\n\
-                 [tunnel]\nlisten = \"127.0.0.1:0\"\nheartbeat_interval_secs = 1\nidle_timeout_secs = 5\n\n\
+                 [tunnel]\nlisten = \"127.0.0.1:0\"\nheartbeat_interval_secs = 1\nidle_timeout_secs = 5\n{tunnel_extra}\n\n\
                  [providers.fs]\nallowed_roots = [{data:?}]\n\n[providers.memory]\nenabled = true\n\n[log]\nlevel = \"info,ferry_hub=debug\"\n",
                 state = dir.path().join("state"),
                 data = data_dir,
                 extra = opts.api_extra,
+                tunnel_extra = opts.tunnel_extra,
             ),
         )
         .unwrap();

@@ -45,6 +45,25 @@ pub fn repr_digest(data: &[u8]) -> String {
     )
 }
 
+/// Reads `/metrics` at `base` with a Prometheus text parser and returns the
+/// value of the sample `name` whose labels include `labels` (0 if absent).
+pub async fn metric(base: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let resp = Api::new(base).get("/metrics").send().await.expect(200);
+    let text = String::from_utf8(resp.body.to_vec()).expect("metrics are text");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("metrics parse");
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map_or(0.0, |s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
 /// Installs ring as the rustls provider for TLS clients in tests.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();

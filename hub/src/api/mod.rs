@@ -8,6 +8,7 @@ mod connections;
 mod content_host;
 mod events;
 mod http_util;
+mod internal;
 mod operators;
 mod spokes;
 pub use spokes::check_spoke_name;
@@ -64,6 +65,8 @@ pub struct SpokeSupport {
     pub server_name: String,
     /// Lifetime of join tokens made through the API.
     pub token_ttl_secs: u64,
+    /// Lifetime of the grants spokes cache.
+    pub grant_ttl_secs: u64,
 }
 
 impl AppState {
@@ -202,6 +205,7 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Request<Body>) -> Ap
         Route::Spokes | Route::Spoke(_) | Route::SpokeEnrol => {
             spokes::handle(state, route, req).await
         }
+        Route::Internal(op) => internal::handle(state, op, req).await,
     }
 }
 

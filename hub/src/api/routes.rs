@@ -48,6 +48,8 @@ pub enum Route {
     SpokeEnrol,
     /// `/v1/spokes/{name}`
     Spoke(String),
+    /// `/internal/v1/…`: for spokes, through their tunnel only.
+    Internal(super::internal::InternalOp),
 }
 
 /// The route template, as a bounded metrics label.
@@ -73,6 +75,7 @@ pub enum RouteLabel {
     Spokes,
     SpokeEnrol,
     Spoke,
+    Internal,
 }
 
 impl RouteLabel {
@@ -98,6 +101,7 @@ impl RouteLabel {
             Self::Spokes => "spokes",
             Self::SpokeEnrol => "spoke_enrol",
             Self::Spoke => "spoke",
+            Self::Internal => "internal",
         }
     }
 }
@@ -156,6 +160,9 @@ impl Route {
             "readyz" => return Ok(Some(Route::Readyz)),
             "metrics" => return Ok(Some(Route::Metrics)),
             _ => {}
+        }
+        if let Some(op) = rest.strip_prefix("internal/v1/") {
+            return Ok(super::internal::InternalOp::parse(op).map(Route::Internal));
         }
         let Some(rest) = rest.strip_prefix("v1/") else {
             return Ok(None);
@@ -246,6 +253,7 @@ impl Route {
             Route::Spokes => RouteLabel::Spokes,
             Route::SpokeEnrol => RouteLabel::SpokeEnrol,
             Route::Spoke(_) => RouteLabel::Spoke,
+            Route::Internal(_) => RouteLabel::Internal,
         }
     }
 
@@ -255,6 +263,7 @@ impl Route {
             Route::Spokes => &[Method::GET, Method::HEAD, Method::POST],
             Route::SpokeEnrol => &[Method::POST],
             Route::Spoke(_) => &[Method::GET, Method::HEAD, Method::DELETE],
+            Route::Internal(_) => &[Method::POST],
             Route::Healthz | Route::Readyz | Route::Metrics | Route::Account(_) | Route::Events => {
                 &[Method::GET, Method::HEAD]
             }

@@ -19,7 +19,7 @@ use crate::api::AppState;
 use crate::ca::HubCa;
 use crate::config::TunnelConfig;
 
-pub use session::{ViaSpoke, serve};
+pub use session::{SpokeOwn, ViaSpoke, serve};
 
 /// A live tunnel.
 #[derive(Debug)]

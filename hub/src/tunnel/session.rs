@@ -25,6 +25,12 @@ use crate::config::TunnelConfig;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViaSpoke(pub String);
 
+/// Marks a request the spoke made on its own behalf (no client address in
+/// its head), as opposed to one it forwarded for a client. Only these may
+/// use the internal routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpokeOwn;
+
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts tunnels until `shutdown`, then closes the endpoint.
@@ -303,6 +309,9 @@ fn build_request(
         .unwrap_or(remote);
     req.extensions_mut().insert(ClientAddr(client));
     req.extensions_mut().insert(ViaSpoke(spoke.to_owned()));
+    if head.client_addr.is_none() {
+        req.extensions_mut().insert(SpokeOwn);
+    }
     Ok(req)
 }
 

@@ -1,0 +1,294 @@
+//! The direct data path: content streams between client and provider at
+//! the spoke; the hub grants and records, and never carries the bytes.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferry_tests::hub::ADMIN_TOKEN;
+use ferry_tests::scenarios::tenant;
+use ferry_tests::{Api, Hub, HubOptions, Spoke, metric, pattern, sha256};
+use http_body_util::BodyExt as _;
+
+async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Streams a download and returns (bytes, SHA-256).
+async fn download(api: &Api, path: &str) -> (usize, Vec<u8>) {
+    let resp = api.get(path).send_raw().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut n = 0;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            n += data.len();
+            ctx.update(&data);
+        }
+    }
+    (n, ctx.finish().as_ref().to_vec())
+}
+
+#[tokio::test]
+async fn spokes_carry_content_and_the_hub_never_does() {
+    ferry_tests::install_crypto_provider();
+    let hub = Hub::start();
+    let a = Spoke::start(&hub, "fra1");
+    let b = Spoke::start(&hub, "ams1");
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    let (via_a, via_b, via_hub) = (
+        Api::new(a.url()).as_token(&t.key),
+        Api::new(b.url()).as_token(&t.key),
+        Api::new(hub.url()).as_token(&t.key),
+    );
+    let size = 256 << 20;
+    let data = Bytes::from(pattern(size, 256));
+    let want = sha256(&data);
+    let hub_bytes = |d: &'static str| {
+        let url = hub.url();
+        async move { metric(&url, "ferry_content_bytes_total", &[("direction", d)]).await }
+    };
+    let (hub_up, hub_down) = (hub_bytes("upload").await, hub_bytes("download").await);
+
+    let up = via_a
+        .put(&t.file("big/256.bin"))
+        .header("repr-digest", ferry_tests::repr_digest(&data))
+        .body_chunked(data.clone(), 1 << 20)
+        .send()
+        .await
+        .expect(201);
+    assert_eq!(up.json()["size"], size as u64);
+    let (n, sum) = download(&via_b, &t.file("big/256.bin")).await;
+    assert_eq!((n, &sum), (size, &want), "through spoke B");
+
+    assert_eq!(
+        hub_bytes("upload").await,
+        hub_up,
+        "the hub carried upload bytes"
+    );
+    assert_eq!(
+        hub_bytes("download").await,
+        hub_down,
+        "the hub carried download bytes"
+    );
+    assert_eq!(
+        metric(
+            &a.url(),
+            "ferry_spoke_content_bytes_total",
+            &[("direction", "upload")]
+        )
+        .await,
+        size as f64
+    );
+    // Spoke B's counter moves as the body is sent; the last frame may still be in flight.
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            metric(
+                &b.url(),
+                "ferry_spoke_content_bytes_total",
+                &[("direction", "download")],
+            )
+            .await
+                == size as f64
+        })
+        .await
+    );
+
+    // The hub recorded what the spoke reported: metadata, event.
+    let head = via_hub
+        .head(&t.file("big/256.bin"))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(
+        head.header("x-ferry-checksum-crc64nvme").as_deref(),
+        up.header("x-ferry-checksum-crc64nvme").as_deref()
+    );
+    assert_eq!(head.header("etag"), up.header("etag"));
+    let events = via_hub.get("/v1/events").send().await.expect(200).json();
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["path"] == "big/256.bin" && e["type"] == "created"),
+        "{events}"
+    );
+
+    let (n, sum) = download(&via_hub, &t.file("big/256.bin")).await;
+    assert_eq!((n, &sum), (size, &want), "through the hub");
+    assert_eq!(hub_bytes("download").await, hub_down + size as f64);
+
+    // Repeated transfers reuse the cached grant.
+    via_a
+        .get(&t.file("big/256.bin"))
+        .header("range", "bytes=0-9")
+        .send()
+        .await
+        .expect(206);
+    assert!(
+        metric(
+            &a.url(),
+            "ferry_spoke_grants_total",
+            &[("result", "cached")]
+        )
+        .await
+            >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn internal_routes_are_not_for_clients() {
+    let hub = Hub::start();
+    let spoke = Spoke::start(&hub, "fra1");
+    for base in [hub.url(), spoke.url()] {
+        let api = Api::new(base).as_token(ADMIN_TOKEN);
+        for route in ["grant", "lookup", "commit", "transfer"] {
+            api.post(&format!("/internal/v1/{route}"))
+                .json(&serde_json::json!({}))
+                .send()
+                .await
+                .expect_problem(404, "route_not_found");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_key_stops_working_at_a_spoke_within_the_grant_lifetime() {
+    let hub = Hub::start_with(HubOptions {
+        tunnel_extra: "grant_ttl_secs = 1".into(),
+        ..HubOptions::default()
+    });
+    let spoke = Spoke::start(&hub, "fra1");
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    let key = t
+        .admin
+        .post(&format!("/v1/accounts/{}/keys", t.account_id))
+        .send()
+        .await
+        .expect(201)
+        .json();
+    let via_spoke = Api::new(spoke.url()).as_token(key["key"].as_str().unwrap());
+    via_spoke
+        .put(&t.file("k.txt"))
+        .body("x")
+        .send()
+        .await
+        .expect(201);
+    t.admin
+        .delete(&format!(
+            "/v1/accounts/{}/keys/{}",
+            t.account_id,
+            key["id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .expect(204);
+    assert!(
+        eventually(Duration::from_secs(5), async || via_spoke
+            .get(&t.file("k.txt"))
+            .send()
+            .await
+            .status
+            == 401)
+        .await,
+        "the revoked key still works at the spoke"
+    );
+    // The account's other key is unaffected.
+    Api::new(spoke.url())
+        .as_token(&t.key)
+        .get(&t.file("k.txt"))
+        .send()
+        .await
+        .expect(200);
+}
+
+#[tokio::test]
+async fn granted_transfers_survive_a_hub_outage_and_reports_arrive_later() {
+    let mut hub = Hub::start();
+    let mut spoke = Spoke::start(&hub, "fra1");
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    let via_spoke = Api::new(spoke.url()).as_token(&t.key);
+    let data = Bytes::from(pattern(96 << 20, 9));
+    via_spoke
+        .put(&t.file("d.bin"))
+        .body(data.clone())
+        .send()
+        .await
+        .expect(201);
+
+    // A download is under way through the spoke when the hub dies.
+    let resp = via_spoke.get(&t.file("d.bin")).send_raw().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut got = Vec::with_capacity(data.len());
+    while got.len() < (8 << 20) {
+        got.extend_from_slice(&body.frame().await.unwrap().unwrap().into_data().unwrap());
+    }
+    hub.kill();
+    while let Some(frame) = body.frame().await {
+        got.extend_from_slice(
+            &frame
+                .expect("the download goes on without the hub")
+                .into_data()
+                .unwrap_or_default(),
+        );
+    }
+    assert!(got == data, "the download completed intact");
+
+    // With the grant cached, an upload works without the hub; its report waits.
+    let api = Api::new(spoke.url());
+    assert!(
+        eventually(Duration::from_secs(10), async || api
+            .get("/readyz")
+            .send()
+            .await
+            .status
+            == 503)
+        .await
+    );
+    via_spoke
+        .put(&t.file("while-down.txt"))
+        .body("written during the outage")
+        .send()
+        .await
+        .expect(201);
+    assert!(metric(&spoke.url(), "ferry_spoke_reports_queued", &[]).await >= 1.0);
+
+    hub.restart_on_same_ports();
+    assert!(
+        eventually(Duration::from_secs(20), async || {
+            metric(&spoke.url(), "ferry_spoke_reports_queued", &[]).await == 0.0
+        })
+        .await,
+        "the queued reports were not delivered:\n{}",
+        spoke.log()
+    );
+    let via_hub = Api::new(hub.url()).as_token(&t.key);
+    let events = via_hub.get("/v1/events").send().await.expect(200).json();
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["path"] == "while-down.txt"),
+        "{events}"
+    );
+    let head = via_hub
+        .head(&t.file("while-down.txt"))
+        .send()
+        .await
+        .expect(200);
+    assert!(
+        head.header("x-ferry-checksum-crc64nvme").is_some(),
+        "the metadata arrived"
+    );
+    spoke.stop();
+}
