@@ -8,8 +8,20 @@ use http::Method;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+/// Marks a forwarded request in flight; dropping it ends it.
+#[derive(Debug)]
+pub struct StreamGuard(Gauge);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
 
 use crate::api::routes::RouteLabel;
 
@@ -67,6 +79,35 @@ struct DirectionLabels {
 
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
+/// Why the hub refused or ended a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum TunnelRefusal {
+    /// The certificate belongs to no enrolled, unrevoked spoke.
+    unknown_or_revoked,
+    /// The spoke broke the protocol (version, name, hello).
+    protocol,
+    /// The handshake failed or timed out.
+    handshake,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: TunnelRefusal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TransportLabels {
+    transport: &'static str,
+}
+
+/// Spoke names come from the operator's registry, not from clients, so
+/// they are a bounded label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SpokeLabels {
+    spoke: String,
+}
+
 /// Handles to every hub metric, and the registry that exports them.
 #[derive(Debug)]
 pub struct Metrics {
@@ -75,6 +116,12 @@ pub struct Metrics {
     duration: HistogramFamily,
     content_bytes: Family<DirectionLabels, Counter>,
     store_errors: Counter,
+    spokes_connected: Family<TransportLabels, Gauge>,
+    spoke_rtt: Family<SpokeLabels, Gauge<f64, AtomicU64>>,
+    open_streams: Gauge,
+    streams: Counter,
+    refusals: Family<RefusalLabels, Counter>,
+    grants: Counter,
 }
 
 impl Default for Metrics {
@@ -112,12 +159,54 @@ impl Metrics {
             "Metadata store operations that failed",
             store_errors.clone(),
         );
+        let spokes_connected = Family::<TransportLabels, Gauge>::default();
+        registry.register(
+            "tunnel_spokes_connected",
+            "Spokes with a tunnel up, by transport",
+            spokes_connected.clone(),
+        );
+        let spoke_rtt = Family::<SpokeLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "tunnel_rtt_seconds",
+            "Smoothed round-trip time of each connected spoke's tunnel",
+            spoke_rtt.clone(),
+        );
+        let open_streams = Gauge::default();
+        registry.register(
+            "tunnel_open_streams",
+            "Forwarded requests being answered now",
+            open_streams.clone(),
+        );
+        let streams = Counter::default();
+        registry.register(
+            "tunnel_streams",
+            "Requests spokes forwarded through their tunnels",
+            streams.clone(),
+        );
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "tunnel_refusals",
+            "Tunnels refused, by reason",
+            refusals.clone(),
+        );
+        let grants = Counter::default();
+        registry.register(
+            "grants",
+            "Grants issued to spokes for direct transfers",
+            grants.clone(),
+        );
         Self {
             registry,
             requests,
             duration,
             content_bytes,
             store_errors,
+            spokes_connected,
+            spoke_rtt,
+            open_streams,
+            streams,
+            refusals,
+            grants,
         }
     }
 
@@ -145,6 +234,47 @@ impl Metrics {
     /// Counts a failed store operation.
     pub fn store_error(&self) {
         self.store_errors.inc();
+    }
+
+    /// Records a spoke's tunnel coming up (`true`) or going down.
+    pub fn tunnel(&self, spoke: &str, up: bool) {
+        let g = self
+            .spokes_connected
+            .get_or_create(&TransportLabels { transport: "quic" });
+        if up {
+            g.inc();
+        } else {
+            g.dec();
+            self.spoke_rtt.remove(&SpokeLabels {
+                spoke: spoke.to_owned(),
+            });
+        }
+    }
+
+    /// Records a spoke's round-trip time.
+    pub fn tunnel_rtt(&self, spoke: &str, rtt: std::time::Duration) {
+        self.spoke_rtt
+            .get_or_create(&SpokeLabels {
+                spoke: spoke.to_owned(),
+            })
+            .set(rtt.as_secs_f64());
+    }
+
+    /// Counts a forwarded request starting; the guard marks its end.
+    pub fn stream(&self) -> StreamGuard {
+        self.streams.inc();
+        self.open_streams.inc();
+        StreamGuard(self.open_streams.clone())
+    }
+
+    /// Counts a refused tunnel.
+    pub fn tunnel_refused(&self, reason: TunnelRefusal) {
+        self.refusals.get_or_create(&RefusalLabels { reason }).inc();
+    }
+
+    /// Counts a grant issued.
+    pub fn grant(&self) {
+        self.grants.inc();
     }
 
     /// The metrics in the Prometheus/OpenMetrics text format.

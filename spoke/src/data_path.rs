@@ -243,6 +243,22 @@ impl DataPath {
         }
     }
 
+    /// Waits (at most `limit`) for the queue to empty, for a clean exit.
+    pub async fn flush_reports(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self
+                .reports
+                .lock()
+                .expect("report queue poisoned")
+                .is_empty()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Delivers queued reports, in order, whenever the hub can take them.
     pub async fn deliver_reports(self: Arc<Self>, shutdown: CancellationToken) {
         loop {

@@ -26,7 +26,14 @@ use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::tunnel::TunnelHandle;
 
-/// Runs the spoke on `listener` until `shutdown` fires.
+/// How long queued completion reports may take to reach the hub once the
+/// last request has finished, before the spoke exits anyway.
+const REPORT_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs the spoke on `listener` until `shutdown` fires, then drains: the
+/// hub is told, new connections are refused, requests in flight finish
+/// (within the grace period) with the tunnel still up, queued reports are
+/// delivered, and only then does the tunnel close.
 pub async fn run(
     cfg: SpokeConfig,
     listener: TcpListener,
@@ -36,12 +43,14 @@ pub async fn run(
     let identity = Identity::load_or_enrol(&cfg).await?;
     let metrics = Arc::new(Metrics::new());
     let (handle, publish) = TunnelHandle::new();
+    let tunnel_stop = CancellationToken::new();
     let tunnel = tokio::spawn(tunnel::run(
         cfg.clone(),
         identity,
         metrics.clone(),
         publish,
         shutdown.clone(),
+        tunnel_stop.clone(),
     ));
     let tls = cfg.api.tls_acceptor(&shutdown)?;
     let hub = HubClient {
@@ -50,14 +59,20 @@ pub async fn run(
         metrics: metrics.clone(),
     };
     let data = DataPath::new(hub.clone(), cfg.name.clone(), metrics.clone());
-    let reports = tokio::spawn(data.clone().deliver_reports(shutdown.clone()));
-    let front = Arc::new(Front { hub, data, metrics });
+    let reports = tokio::spawn(data.clone().deliver_reports(tunnel_stop.clone()));
+    let front = Arc::new(Front {
+        hub,
+        data: data.clone(),
+        metrics,
+    });
     let handler: Handler = Arc::new(move |req| Box::pin(front::handle(front.clone(), req)));
     let addr = listener
         .local_addr()
         .context("the listener has no address")?;
     tracing::info!(%addr, tls = tls.is_some(), spoke.id = %cfg.name, "HTTP API listening");
     http_server::serve(listener, tls, cfg.api.limits(), handler, shutdown).await;
+    data.flush_reports(REPORT_FLUSH).await;
+    tunnel_stop.cancel();
     let _ = reports.await;
     tunnel.await.context("the tunnel task failed")??;
     tracing::info!("stopped");

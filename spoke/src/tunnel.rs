@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_common::proto::{ALPN, Frame, Heartbeat, Hello, NoticeKind, PROTOCOL_VERSION};
+use ferry_common::proto::{ALPN, Frame, Heartbeat, Hello, Notice, NoticeKind, PROTOCOL_VERSION};
 use ferry_common::tunnel_io::{FrameReader, bind_udp, close, write_frame};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -85,12 +85,15 @@ impl TunnelError {
     }
 }
 
-/// Keeps a tunnel to the hub up until `shutdown`.
+/// Keeps a tunnel to the hub up until `shutdown`. When `draining` fires
+/// first, the hub is told (so it stops sending clients here) while the
+/// tunnel stays up for the requests still in flight.
 pub async fn run(
     cfg: Arc<SpokeConfig>,
     identity: Identity,
     metrics: Arc<Metrics>,
     publish: watch::Sender<Option<quinn::Connection>>,
+    draining: CancellationToken,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let (endpoint, server_name) = client_endpoint(&cfg, identity)?;
@@ -105,7 +108,10 @@ pub async fn run(
             let _ = publish.send(Some(conn.clone()));
             metrics.tunnel_up(true);
             tracing::info!(hub = %cfg.hub.tunnel_addr, "tunnel up");
-            let result = session(&conn, send, reader, interval, &metrics, &shutdown).await;
+            let result = session(
+                &conn, send, reader, interval, &metrics, &draining, &shutdown,
+            )
+            .await;
             let _ = publish.send(None);
             metrics.tunnel_up(false);
             result
@@ -230,8 +236,10 @@ async fn session(
     mut reader: FrameReader<quinn::RecvStream>,
     interval: Duration,
     metrics: &Metrics,
+    draining: &CancellationToken,
     shutdown: &CancellationToken,
 ) -> Result<(), TunnelError> {
+    let mut told_draining = false;
     let notices = accept_notices(conn.clone());
     tokio::pin!(notices);
     let mut tick = tokio::time::interval(interval);
@@ -243,6 +251,14 @@ async fn session(
             _ = shutdown.cancelled() => {
                 conn.close(close::SHUTDOWN.into(), b"spoke shutting down");
                 return Ok(());
+            }
+            _ = draining.cancelled(), if !told_draining => {
+                told_draining = true;
+                let notice = Notice { kind: NoticeKind::Drain, reason: "the spoke is shutting down".into() };
+                if write_frame(&mut send, &Frame::Notice(notice)).await.is_err() {
+                    return Err(refused_or_lost(conn));
+                }
+                tracing::info!("told the hub this spoke is draining");
             }
             _ = tick.tick() => {
                 if last_ack.elapsed() > interval * 3 {

@@ -126,6 +126,22 @@ async fn spokes_carry_content_and_the_hub_never_does() {
     assert_eq!((n, &sum), (size, &want), "through the hub");
     assert_eq!(hub_bytes("download").await, hub_down + size as f64);
 
+    // The hub's view of its tunnels.
+    assert_eq!(
+        metric(
+            &hub.url(),
+            "ferry_tunnel_spokes_connected",
+            &[("transport", "quic")]
+        )
+        .await,
+        2.0
+    );
+    assert!(metric(&hub.url(), "ferry_grants_total", &[]).await >= 2.0);
+    assert!(metric(&hub.url(), "ferry_tunnel_streams_total", &[]).await >= 4.0);
+    assert_eq!(
+        metric(&hub.url(), "ferry_tunnel_open_streams", &[]).await,
+        0.0
+    );
     // Repeated transfers reuse the cached grant.
     via_a
         .get(&t.file("big/256.bin"))
@@ -291,4 +307,64 @@ async fn granted_transfers_survive_a_hub_outage_and_reports_arrive_later() {
         "the metadata arrived"
     );
     spoke.stop();
+}
+
+#[tokio::test]
+async fn a_draining_spoke_finishes_its_transfers_and_tells_the_hub() {
+    let hub = Hub::start();
+    let mut spoke = Spoke::start(&hub, "fra1");
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    let via_spoke = Api::new(spoke.url()).as_token(&t.key);
+    let data = Bytes::from(pattern(48 << 20, 4));
+    via_spoke
+        .put(&t.file("drain.bin"))
+        .body(data.clone())
+        .send()
+        .await
+        .expect(201);
+
+    let resp = via_spoke
+        .get(&t.file("drain.bin"))
+        .send_raw()
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let mut got = Vec::with_capacity(data.len());
+    while got.len() < (4 << 20) {
+        got.extend_from_slice(&body.frame().await.unwrap().unwrap().into_data().unwrap());
+    }
+    let stopping = tokio::task::spawn_blocking(move || {
+        let status = spoke.stop();
+        (spoke, status)
+    });
+    let admin = Api::new(hub.url()).as_token(ADMIN_TOKEN);
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            admin.get("/v1/spokes/fra1").send().await.json()["tunnel"]["draining"] == true
+        })
+        .await,
+        "the hub never heard the spoke was draining"
+    );
+    let fresh =
+        tokio::time::timeout(Duration::from_secs(2), via_spoke.get("/healthz").send_raw()).await;
+    assert!(
+        !matches!(fresh, Ok(Ok(ref r)) if r.status() == 200),
+        "a new request was served while draining"
+    );
+    while let Some(frame) = body.frame().await {
+        got.extend_from_slice(
+            &frame
+                .expect("the download is not cut")
+                .into_data()
+                .unwrap_or_default(),
+        );
+    }
+    assert!(got == data, "the download in flight completed");
+    let (spoke, status) = stopping.await.unwrap();
+    assert!(
+        status.expect("the spoke exited").success(),
+        "{}",
+        spoke.log()
+    );
+    assert!(spoke.log().contains("told the hub this spoke is draining"));
 }

@@ -88,6 +88,7 @@ pub async fn handle(state: &AppState, op: InternalOp, req: Request<Body>) -> Api
                 .spokes
                 .as_ref()
                 .map_or(30_000, |s| s.grant_ttl_secs * 1000);
+            state.metrics.grant();
             tracing::debug!(spoke.id = %spoke.0, connection.id = %res.row.id, "granted a connection");
             Ok(json(
                 StatusCode::OK,

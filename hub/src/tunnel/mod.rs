@@ -27,6 +27,7 @@ struct Live {
     conn: quinn::Connection,
     since: Instant,
     last: Option<Heartbeat>,
+    draining: bool,
 }
 
 /// What the registry tells about a connected spoke.
@@ -40,6 +41,8 @@ pub struct LiveInfo {
     pub active_transfers: u64,
     /// Content bytes per second it reported.
     pub bytes_per_sec: u64,
+    /// Whether it said it is shutting down.
+    pub draining: bool,
 }
 
 /// The spokes connected now, by name.
@@ -57,6 +60,7 @@ impl Registry {
                 conn,
                 since: Instant::now(),
                 last: None,
+                draining: false,
             },
         );
         if let Some(old) = old {
@@ -79,6 +83,12 @@ impl Registry {
     fn heartbeat(&self, name: &str, hb: Heartbeat) {
         if let Some(l) = self.live.lock().expect("registry poisoned").get_mut(name) {
             l.last = Some(hb);
+        }
+    }
+
+    fn draining(&self, name: &str) {
+        if let Some(l) = self.live.lock().expect("registry poisoned").get_mut(name) {
+            l.draining = true;
         }
     }
 
@@ -113,6 +123,7 @@ impl Registry {
                         rtt_ms: l.conn.rtt().as_millis() as u64,
                         active_transfers: hb.active_transfers,
                         bytes_per_sec: hb.bytes_per_sec,
+                        draining: l.draining,
                     },
                 )
             })

@@ -9,7 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferry_common::body::{Body, BoxError};
 use ferry_common::http_server::ClientAddr;
-use ferry_common::proto::{Frame, PROTOCOL_VERSION, Refusal, RequestHead, ResponseHead, Welcome};
+use ferry_common::proto::{
+    Frame, NoticeKind, PROTOCOL_VERSION, Refusal, RequestHead, ResponseHead, Welcome,
+};
 use ferry_common::tunnel_io::{FrameReader, close, write_frame};
 use http_body_util::{BodyExt as _, StreamBody};
 use rustls::pki_types::CertificateDer;
@@ -20,6 +22,7 @@ use tracing::Instrument as _;
 use super::Registry;
 use crate::api::{self, AppState};
 use crate::config::TunnelConfig;
+use crate::metrics::TunnelRefusal;
 
 /// Marks a request that arrived through a spoke's tunnel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,10 +77,12 @@ async fn tunnel(
     let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
+            state.metrics.tunnel_refused(TunnelRefusal::handshake);
             tracing::info!(%remote, error = %e, "tunnel handshake failed");
             return;
         }
         Err(_) => {
+            state.metrics.tunnel_refused(TunnelRefusal::handshake);
             tracing::info!(%remote, "tunnel handshake timed out");
             return;
         }
@@ -93,6 +98,9 @@ async fn tunnel(
     let name = match state.store.spoke_for_certificate(&cert).await {
         Ok(Some(name)) => name,
         Ok(None) => {
+            state
+                .metrics
+                .tunnel_refused(TunnelRefusal::unknown_or_revoked);
             tracing::warn!(%remote, "refused a tunnel: its certificate belongs to no enrolled, unrevoked spoke");
             conn.close(close::REVOKED.into(), b"unknown or revoked spoke");
             return;
@@ -158,6 +166,7 @@ async fn session(
         }),
     };
     if let Some(r) = refusal {
+        state.metrics.tunnel_refused(TunnelRefusal::protocol);
         tracing::warn!(code = %r.code, reason = %r.reason, "refused a tunnel");
         let _ = write_frame(&mut send, &Frame::Refuse(r)).await;
         let _ = send.finish();
@@ -176,6 +185,7 @@ async fn session(
         return;
     }
     registry.insert(&name, conn.clone());
+    state.metrics.tunnel(&name, true);
     tracing::info!("spoke connected");
 
     let heartbeats = async {
@@ -184,12 +194,17 @@ async fn session(
                 Ok(Some(Frame::Heartbeat(hb))) => {
                     let seq = hb.seq;
                     registry.heartbeat(&name, hb);
+                    state.metrics.tunnel_rtt(&name, conn.rtt());
                     if write_frame(&mut send, &Frame::HeartbeatAck(seq))
                         .await
                         .is_err()
                     {
                         return "control stream closed".to_owned();
                     }
+                }
+                Ok(Some(Frame::Notice(n))) if n.kind == NoticeKind::Drain => {
+                    registry.draining(&name);
+                    tracing::info!(reason = %n.reason, "spoke is draining");
                 }
                 Ok(Some(other)) => {
                     return format!("unexpected frame on the control stream: {other:?}");
@@ -226,6 +241,7 @@ async fn session(
         _ = shutdown.cancelled() => "hub shutting down".to_owned(),
     };
     registry.remove(&name, &conn);
+    state.metrics.tunnel(&name, false);
     tracing::info!(reason = %reason, "spoke disconnected");
 }
 
@@ -238,6 +254,7 @@ async fn forward(
     recv: quinn::RecvStream,
     max_frame: usize,
 ) {
+    let _stream = state.metrics.stream();
     let mut reader = FrameReader::new(recv, max_frame);
     let head = match reader.next().await {
         Ok(Some(Frame::Request(h))) => h,
