@@ -101,6 +101,9 @@ pub enum NoticeKind {
     Drain,
     /// The spoke's enrolment was revoked; the tunnel closes.
     Revoked,
+    /// An API key was revoked or a connection deleted: cached grants must
+    /// be dropped now, not when they expire.
+    InvalidateGrants,
 }
 
 /// A message the hub pushes to a spoke on a stream of its own.

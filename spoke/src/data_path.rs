@@ -199,6 +199,16 @@ impl DataPath {
         Ok(op)
     }
 
+    /// Forgets every cached grant and operator (the hub revoked a key or
+    /// deleted a connection); the next request asks the hub again.
+    pub fn invalidate_grants(&self) {
+        self.grants.lock().expect("grant cache poisoned").clear();
+        self.operators
+            .lock()
+            .expect("operator cache poisoned")
+            .clear();
+    }
+
     /// Sends a report now, unless earlier ones still wait (order matters)
     /// or the hub cannot take it; then it queues.
     async fn report(&self, report: Report) {

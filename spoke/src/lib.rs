@@ -43,15 +43,7 @@ pub async fn run(
     let identity = Identity::load_or_enrol(&cfg).await?;
     let metrics = Arc::new(Metrics::new());
     let (handle, publish) = TunnelHandle::new();
-    let tunnel_stop = CancellationToken::new();
-    let tunnel = tokio::spawn(tunnel::run(
-        cfg.clone(),
-        identity,
-        metrics.clone(),
-        publish,
-        shutdown.clone(),
-        tunnel_stop.clone(),
-    ));
+
     let tls = cfg.api.tls_acceptor(&shutdown)?;
     let hub = HubClient {
         tunnel: handle,
@@ -59,6 +51,20 @@ pub async fn run(
         metrics: metrics.clone(),
     };
     let data = DataPath::new(hub.clone(), cfg.name.clone(), metrics.clone());
+    let tunnel_stop = CancellationToken::new();
+    let invalidate = {
+        let data = data.clone();
+        Arc::new(move || data.invalidate_grants())
+    };
+    let tunnel = tokio::spawn(tunnel::run(
+        cfg.clone(),
+        identity,
+        metrics.clone(),
+        publish,
+        shutdown.clone(),
+        tunnel_stop.clone(),
+        invalidate,
+    ));
     let reports = tokio::spawn(data.clone().deliver_reports(tunnel_stop.clone()));
     let front = Arc::new(Front {
         hub,

@@ -95,6 +95,7 @@ pub async fn run(
     publish: watch::Sender<Option<quinn::Connection>>,
     draining: CancellationToken,
     shutdown: CancellationToken,
+    on_invalidate: Arc<dyn Fn() + Send + Sync>,
 ) -> anyhow::Result<()> {
     let (endpoint, server_name) = client_endpoint(&cfg, identity)?;
     let initial = Duration::from_millis(cfg.tunnel.reconnect_initial_ms);
@@ -108,10 +109,13 @@ pub async fn run(
             let _ = publish.send(Some(conn.clone()));
             metrics.tunnel_up(true);
             tracing::info!(hub = %cfg.hub.tunnel_addr, "tunnel up");
-            let result = session(
-                &conn, send, reader, interval, &metrics, &draining, &shutdown,
-            )
-            .await;
+            let signals = Signals {
+                metrics: &metrics,
+                draining: &draining,
+                shutdown: &shutdown,
+                on_invalidate: &*on_invalidate,
+            };
+            let result = session(&conn, send, reader, interval, &signals).await;
             let _ = publish.send(None);
             metrics.tunnel_up(false);
             result
@@ -230,17 +234,29 @@ fn refused_or_lost(conn: &quinn::Connection) -> TunnelError {
     }
 }
 
+/// What a tunnel session answers to besides the hub.
+struct Signals<'a> {
+    metrics: &'a Metrics,
+    draining: &'a CancellationToken,
+    shutdown: &'a CancellationToken,
+    on_invalidate: &'a (dyn Fn() + Send + Sync),
+}
+
 async fn session(
     conn: &quinn::Connection,
     mut send: quinn::SendStream,
     mut reader: FrameReader<quinn::RecvStream>,
     interval: Duration,
-    metrics: &Metrics,
-    draining: &CancellationToken,
-    shutdown: &CancellationToken,
+    signals: &Signals<'_>,
 ) -> Result<(), TunnelError> {
+    let Signals {
+        metrics,
+        draining,
+        shutdown,
+        on_invalidate,
+    } = *signals;
     let mut told_draining = false;
-    let notices = accept_notices(conn.clone());
+    let notices = accept_notices(conn.clone(), on_invalidate);
     tokio::pin!(notices);
     let mut tick = tokio::time::interval(interval);
     let mut seq = 0u64;
@@ -293,7 +309,10 @@ async fn session(
 
 /// Reads notices the hub pushes on streams it opens; returns when the
 /// connection ends.
-async fn accept_notices(conn: quinn::Connection) -> TunnelError {
+async fn accept_notices(
+    conn: quinn::Connection,
+    on_invalidate: &(dyn Fn() + Send + Sync),
+) -> TunnelError {
     loop {
         let (_send, recv) = match conn.accept_bi().await {
             Ok(pair) => pair,
@@ -307,6 +326,10 @@ async fn accept_notices(conn: quinn::Connection) -> TunnelError {
                 }
                 NoticeKind::Revoked => {
                     tracing::error!(reason = %n.reason, "the hub revoked this spoke")
+                }
+                NoticeKind::InvalidateGrants => {
+                    tracing::debug!(reason = %n.reason, "dropping cached grants");
+                    on_invalidate();
                 }
             },
             other => {

@@ -368,3 +368,79 @@ async fn a_draining_spoke_finishes_its_transfers_and_tells_the_hub() {
     );
     assert!(spoke.log().contains("told the hub this spoke is draining"));
 }
+
+#[tokio::test]
+async fn revocations_reach_spokes_at_once() {
+    // The default grant lifetime is 30 s: only the hub's push can make
+    // these take effect within the few seconds the test allows.
+    let hub = Hub::start();
+    let spoke = Spoke::start(&hub, "fra1");
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    let key = t
+        .admin
+        .post(&format!("/v1/accounts/{}/keys", t.account_id))
+        .send()
+        .await
+        .expect(201)
+        .json();
+    let with_key = Api::new(spoke.url()).as_token(key["key"].as_str().unwrap());
+    with_key
+        .put(&t.file("r.txt"))
+        .body("x")
+        .send()
+        .await
+        .expect(201);
+    with_key.get(&t.file("r.txt")).send().await.expect(200);
+    assert!(
+        metric(
+            &spoke.url(),
+            "ferry_spoke_grants_total",
+            &[("result", "cached")]
+        )
+        .await
+            >= 1.0,
+        "the grant is cached, so only a push can revoke it early"
+    );
+    t.admin
+        .delete(&format!(
+            "/v1/accounts/{}/keys/{}",
+            t.account_id,
+            key["id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .expect(204);
+    assert!(
+        eventually(Duration::from_secs(3), async || with_key
+            .get(&t.file("r.txt"))
+            .send()
+            .await
+            .status
+            == 401)
+        .await,
+        "the revoked key still works at the spoke"
+    );
+
+    let via_spoke = Api::new(spoke.url()).as_token(&t.key);
+    via_spoke.get(&t.file("r.txt")).send().await.expect(200);
+    t.api
+        .delete("/v1/connections/local")
+        .send()
+        .await
+        .expect(204);
+    assert!(
+        eventually(Duration::from_secs(3), async || via_spoke
+            .get(&t.file("r.txt"))
+            .send()
+            .await
+            .status
+            == 404)
+        .await,
+        "the deleted connection still works at the spoke"
+    );
+    via_spoke
+        .get(&t.file("r.txt"))
+        .send()
+        .await
+        .expect_problem(404, "connection_not_found");
+}

@@ -95,6 +95,7 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
                 .await
                 .map_err(|e| store_problem(state, e))?;
             state.operators.remove(&row.id);
+            super::invalidate_grants(state, "a connection was deleted");
             tracing::info!(account.id = %account, connection.id = %row.id, "deleted a connection");
             Ok(no_content())
         }

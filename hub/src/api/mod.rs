@@ -219,6 +219,17 @@ fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<Body> {
     resp
 }
 
+/// Tells connected spokes to drop cached grants (after a key revocation or
+/// a connection deletion).
+pub(crate) fn invalidate_grants(state: &AppState, why: &str) {
+    if let Some(s) = &state.spokes {
+        s.registry.broadcast(ferry_common::proto::Notice {
+            kind: ferry_common::proto::NoticeKind::InvalidateGrants,
+            reason: why.to_owned(),
+        });
+    }
+}
+
 /// Maps a store failure to a problem, logging and counting it once.
 pub(crate) fn store_problem(state: &AppState, err: StoreError) -> Problem {
     match err {

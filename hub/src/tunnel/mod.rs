@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry_common::proto::{ALPN, Heartbeat};
-use ferry_common::tunnel_io::{bind_udp, close};
+use ferry_common::proto::{ALPN, Frame, Heartbeat, Notice};
+use ferry_common::tunnel_io::{bind_udp, close, write_frame};
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
 use serde::Serialize;
@@ -101,6 +101,34 @@ impl Registry {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Sends `notice` to every connected spoke, each on a stream of its
+    /// own; best effort (a spoke that misses it still drops its grants
+    /// when they expire).
+    pub fn broadcast(&self, notice: Notice) {
+        let conns: Vec<(String, quinn::Connection)> = self
+            .live
+            .lock()
+            .expect("registry poisoned")
+            .iter()
+            .map(|(n, l)| (n.clone(), l.conn.clone()))
+            .collect();
+        for (name, conn) in conns {
+            let frame = Frame::Notice(notice.clone());
+            tokio::spawn(async move {
+                let sent = async {
+                    let (mut send, _recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+                    write_frame(&mut send, &frame)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    send.finish().map_err(|e| e.to_string())
+                };
+                if let Err(e) = sent.await {
+                    tracing::warn!(spoke.id = %name, error = %e, "could not send a notice");
+                }
+            });
         }
     }
 
