@@ -122,6 +122,7 @@ pub struct Metrics {
     streams: Counter,
     refusals: Family<RefusalLabels, Counter>,
     grants: Counter,
+    active: Gauge,
 }
 
 impl Default for Metrics {
@@ -195,7 +196,14 @@ impl Metrics {
             "Grants issued to spokes for direct transfers",
             grants.clone(),
         );
+        let active = Gauge::default();
+        registry.register(
+            "active_transfers",
+            "Uploads and downloads this node is streaming now",
+            active.clone(),
+        );
         Self {
+            active,
             registry,
             requests,
             duration,
@@ -270,6 +278,11 @@ impl Metrics {
     /// Counts a refused tunnel.
     pub fn tunnel_refused(&self, reason: TunnelRefusal) {
         self.refusals.get_or_create(&RefusalLabels { reason }).inc();
+    }
+
+    /// A transfer started (+1) or ended (-1).
+    pub fn active_transfers(&self, delta: i64) {
+        self.active.inc_by(delta);
     }
 
     /// Counts a grant issued.

@@ -367,4 +367,8 @@ impl MetaHost for SpokeHost {
     fn via(&self) -> &str {
         &self.0.name
     }
+
+    fn track(&self, delta: i64) {
+        self.0.metrics.active_transfers(delta);
+    }
 }

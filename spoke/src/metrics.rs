@@ -71,6 +71,7 @@ pub struct Metrics {
     content: Family<DirectionLabels, Counter>,
     queued: Gauge,
     dropped: Counter,
+    active: Gauge,
 }
 
 impl Default for Metrics {
@@ -137,7 +138,14 @@ impl Metrics {
             "Completion reports dropped because the queue was full",
             dropped.clone(),
         );
+        let active = Gauge::default();
+        registry.register(
+            "active_transfers",
+            "Uploads and downloads streaming through this spoke now",
+            active.clone(),
+        );
         Self {
+            active,
             registry,
             up,
             rtt,
@@ -205,6 +213,16 @@ impl Metrics {
     /// Records the report queue's length.
     pub fn reports_queued(&self, n: usize) {
         self.queued.set(n as i64);
+    }
+
+    /// A transfer started (+1) or ended (-1).
+    pub fn active_transfers(&self, delta: i64) {
+        self.active.inc_by(delta);
+    }
+
+    /// Transfers streaming now.
+    pub fn active_now(&self) -> u64 {
+        self.active.get().max(0) as u64
     }
 
     /// Counts a dropped report.

@@ -286,7 +286,7 @@ async fn session(
                 let secs = last_at.elapsed().as_secs_f64().max(0.001);
                 let bytes_per_sec = (total.saturating_sub(last_total) as f64 / secs) as u64;
                 (last_total, last_at) = (total, Instant::now());
-                let hb = Heartbeat { seq, active_transfers: 0, bytes_per_sec };
+                let hb = Heartbeat { seq, active_transfers: metrics.active_now(), bytes_per_sec };
                 if write_frame(&mut send, &Frame::Heartbeat(hb)).await.is_err() {
                     return Err(refused_or_lost(conn));
                 }

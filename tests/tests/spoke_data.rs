@@ -333,11 +333,24 @@ async fn a_draining_spoke_finishes_its_transfers_and_tells_the_hub() {
     while got.len() < (4 << 20) {
         got.extend_from_slice(&body.frame().await.unwrap().unwrap().into_data().unwrap());
     }
+    // The download in flight shows in the spoke's load, and the hub hears
+    // it in the next heartbeat.
+    assert_eq!(
+        metric(&spoke.url(), "ferry_spoke_active_transfers", &[]).await,
+        1.0
+    );
+    let admin = Api::new(hub.url()).as_token(ADMIN_TOKEN);
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            admin.get("/v1/spokes/fra1").send().await.json()["tunnel"]["active_transfers"] == 1
+        })
+        .await,
+        "the heartbeat did not carry the active transfer"
+    );
     let stopping = tokio::task::spawn_blocking(move || {
         let status = spoke.stop();
         (spoke, status)
     });
-    let admin = Api::new(hub.url()).as_token(ADMIN_TOKEN);
     assert!(
         eventually(Duration::from_secs(5), async || {
             admin.get("/v1/spokes/fra1").send().await.json()["tunnel"]["draining"] == true

@@ -344,6 +344,7 @@ async fn put(
         Direction::Upload,
         host.via(),
     );
+    let _active = super::Active::start(host.clone());
     let count = |n| host.count_bytes(Direction::Upload, n);
     let body = BodyDataStream::new(req.into_body());
     let staged = stage(

@@ -38,6 +38,31 @@ pub trait MetaHost: Send + Sync {
     fn count_bytes(&self, direction: Direction, bytes: u64);
     /// This node's name in the transfer log: `hub` or the spoke's name.
     fn via(&self) -> &str;
+    /// A transfer started (`+1`) or ended (`-1`); for load reports.
+    fn track(&self, _delta: i64) {}
+}
+
+/// Counts one transfer as active until dropped.
+pub struct Active(std::sync::Arc<dyn MetaHost>);
+
+impl Active {
+    /// Marks a transfer started on `host`.
+    pub fn start(host: std::sync::Arc<dyn MetaHost>) -> Self {
+        host.track(1);
+        Self(host)
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.track(-1);
+    }
+}
+
+impl std::fmt::Debug for Active {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Active")
+    }
 }
 
 /// The object store a request is for.

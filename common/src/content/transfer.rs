@@ -215,6 +215,7 @@ pub async fn read_stream(
 
 /// Records how a download ended when its body finishes or is dropped.
 struct DownloadLog {
+    _active: super::Active,
     host: Arc<dyn MetaHost>,
     transfer: Transfer,
     expected: u64,
@@ -291,6 +292,7 @@ where
         host.via(),
     );
     let log = DownloadLog {
+        _active: super::Active::start(host.clone()),
         host,
         transfer,
         expected: info.expected,

@@ -83,4 +83,8 @@ impl MetaHost for HubHost {
     fn via(&self) -> &str {
         &self.via
     }
+
+    fn track(&self, delta: i64) {
+        self.state.metrics.active_transfers(delta);
+    }
 }
