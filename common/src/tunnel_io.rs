@@ -10,6 +10,37 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use crate::proto::{Decoder, Frame, ProtoError};
 
+/// A message body read from `Data` frames until `End`, as the frames
+/// arrive; a missing `End` or a stray frame fails the body with `what`.
+pub fn body_from_frames<R>(mut reader: FrameReader<R>, what: &'static str) -> crate::body::Body
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt as _;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, crate::body::BoxError>>(8);
+    tokio::spawn(async move {
+        loop {
+            let item = match reader.next().await {
+                Ok(Some(Frame::Data(b))) => Ok(b),
+                Ok(Some(Frame::End)) => return,
+                Ok(None) => Err(format!("{what} ended without its end frame").into()),
+                Ok(Some(_)) => Err(format!("unexpected frame in {what}").into()),
+                Err(e) => Err(crate::body::BoxError::from(e)),
+            };
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|item| (item.map(http_body::Frame::data), rx))
+    });
+    http_body_util::StreamBody::new(frames).boxed_unsync()
+}
+
 /// UDP socket buffer size for QUIC endpoints: the kernel default drops
 /// datagrams under load.
 pub const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferry_common::body::{Body, BoxError, full};
+use ferry_common::body::{Body, full};
 use ferry_common::http_server::ClientAddr;
 use ferry_common::problem::{ErrorCode, Problem};
 use ferry_common::proto::{Frame, RequestHead};
-use ferry_common::tunnel_io::{FrameReader, close, write_frame};
+use ferry_common::tunnel_io::{FrameReader, body_from_frames, close, write_frame};
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt as _, StreamBody};
+use http_body_util::BodyExt as _;
 
 use crate::metrics::Metrics;
 use crate::tunnel::TunnelHandle;
@@ -127,28 +127,7 @@ impl HubClient {
                 resp.headers_mut().append(k, v);
             }
         }
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, BoxError>>(8);
-        tokio::spawn(async move {
-            loop {
-                let item = match reader.next().await {
-                    Ok(Some(Frame::Data(b))) => Ok(b),
-                    Ok(Some(Frame::End)) => return,
-                    Ok(None) => Err("the hub's answer ended early".into()),
-                    Ok(Some(_)) => Err("unexpected frame in the hub's answer".into()),
-                    Err(e) => Err(BoxError::from(e)),
-                };
-                let failed = item.is_err();
-                if tx.send(item).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
-        let frames = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv()
-                .await
-                .map(|item| (item.map(http_body::Frame::data), rx))
-        });
-        *resp.body_mut() = StreamBody::new(frames).boxed_unsync();
+        *resp.body_mut() = body_from_frames(reader, "the hub's answer");
         Ok(resp)
     }
 

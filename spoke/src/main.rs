@@ -67,32 +67,9 @@ fn serve(cfg: SpokeConfig) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", cfg.api.listen))?;
         let shutdown = CancellationToken::new();
-        tokio::spawn(wait_for_signals(shutdown.clone()));
+        tokio::spawn(ferry_common::http_server::wait_for_signals(
+            shutdown.clone(),
+        ));
         ferry_spoke::run(cfg, listener, shutdown).await
     })
-}
-
-/// The first SIGTERM or SIGINT starts a graceful drain; a second one exits
-/// at once.
-async fn wait_for_signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    tracing::info!("shutting down: finishing in-flight requests (signal again to exit now)");
-    shutdown.cancel();
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    tracing::warn!("second signal: exiting without waiting");
-    std::process::exit(130);
 }

@@ -64,6 +64,19 @@ pub async fn metric(base: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         })
 }
 
+/// Polls `check` every 100 ms until it holds or `limit` passes; every wait
+/// in the tests is bounded this way.
+pub async fn eventually(limit: std::time::Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// Installs ring as the rustls provider for TLS clients in tests.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -1,24 +1,13 @@
 //! The direct data path: content streams between client and provider at
 //! the spoke; the hub grants and records, and never carries the bytes.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use ferry_tests::hub::ADMIN_TOKEN;
 use ferry_tests::scenarios::tenant;
-use ferry_tests::{Api, Hub, HubOptions, Spoke, metric, pattern, sha256};
+use ferry_tests::{Api, Hub, HubOptions, Spoke, eventually, metric, pattern, sha256};
 use http_body_util::BodyExt as _;
-
-async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
 
 /// Streams a download and returns (bytes, SHA-256).
 async fn download(api: &Api, path: &str) -> (usize, Vec<u8>) {

@@ -1,22 +1,10 @@
 //! Enrolment, revocation and reconnection of real spokes.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferry_tests::hub::ADMIN_TOKEN;
-use ferry_tests::{Api, Hub, Spoke};
+use ferry_tests::{Api, Hub, Spoke, eventually};
 use serde_json::json;
-
-/// Polls `check` every 100 ms for at most `limit`.
-async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
 
 #[tokio::test]
 async fn wrong_reused_and_expired_tokens_are_refused() {

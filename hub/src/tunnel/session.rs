@@ -12,8 +12,8 @@ use ferry_common::http_server::ClientAddr;
 use ferry_common::proto::{
     Frame, NoticeKind, PROTOCOL_VERSION, Refusal, RequestHead, ResponseHead, Welcome,
 };
-use ferry_common::tunnel_io::{FrameReader, close, write_frame};
-use http_body_util::{BodyExt as _, StreamBody};
+use ferry_common::tunnel_io::{FrameReader, body_from_frames, close, write_frame};
+use http_body_util::BodyExt as _;
 use rustls::pki_types::CertificateDer;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -289,7 +289,7 @@ fn build_request(
     head: &RequestHead,
     remote: SocketAddr,
     spoke: &str,
-    mut reader: FrameReader<quinn::RecvStream>,
+    reader: FrameReader<quinn::RecvStream>,
 ) -> Result<http::Request<Body>, http::Error> {
     let mut builder = http::Request::builder()
         .method(head.method.as_str())
@@ -297,28 +297,7 @@ fn build_request(
     for (k, v) in &head.headers {
         builder = builder.header(k.as_str(), v.as_str());
     }
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, BoxError>>(8);
-    tokio::spawn(async move {
-        loop {
-            let item = match reader.next().await {
-                Ok(Some(Frame::Data(b))) => Ok(b),
-                Ok(Some(Frame::End)) => return,
-                Ok(None) => Err("the request body ended without its end frame".into()),
-                Ok(Some(_)) => Err("unexpected frame in a request body".into()),
-                Err(e) => Err(BoxError::from(e)),
-            };
-            let failed = item.is_err();
-            if tx.send(item).await.is_err() || failed {
-                return;
-            }
-        }
-    });
-    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|item| (item.map(http_body::Frame::data), rx))
-    });
-    let mut req = builder.body(StreamBody::new(frames).boxed_unsync())?;
+    let mut req = builder.body(body_from_frames(reader, "the request body"))?;
     let client = head
         .client_addr
         .as_deref()
