@@ -7,6 +7,7 @@ pub mod checksum;
 pub mod config;
 pub mod content;
 pub mod http_server;
+pub mod link;
 pub mod listener;
 pub mod path;
 pub mod problem;

@@ -43,6 +43,9 @@ pub struct TunnelConfig {
     /// UDP address for QUIC tunnels from spokes, such as `0.0.0.0:7443`;
     /// port 0 picks a free port (logged).
     pub listen: std::net::SocketAddr,
+    /// TCP address for tunnels of spokes whose UDP is blocked (the same
+    /// frames over TLS on TCP). Default: the same address as `listen`.
+    pub tcp_listen: Option<std::net::SocketAddr>,
     /// Name in the tunnel's server certificate, which spokes check. Default
     /// `ferry-hub`.
     #[serde(default = "tunnel_defaults::server_name")]

@@ -68,11 +68,19 @@ pub async fn run(
         cfg.api.max_json_body_bytes,
     );
     let mut endpoint = None;
+    let mut tcp_tunnel = None;
     if let Some(t) = &cfg.tunnel {
         let ca = Arc::new(HubCa::load_or_create(&cfg.state_dir.join("tunnel-ca"))?);
-        let ep = tunnel::bind(t, &ca)
+        let tls = tunnel::server_tls(t, &ca)?;
+        let ep = tunnel::bind_quic(t, tls.clone())
             .with_context(|| format!("cannot open the tunnel endpoint on {}", t.listen))?;
         tracing::info!(addr = %ep.local_addr()?, server_name = %t.server_name, "tunnel listening");
+        let tcp_addr = t.tcp_listen.unwrap_or(t.listen);
+        let tcp = tokio::net::TcpListener::bind(tcp_addr)
+            .await
+            .with_context(|| format!("cannot open the TCP tunnel listener on {tcp_addr}"))?;
+        tracing::info!(addr = %tcp.local_addr()?, "tunnel TCP listening");
+        tcp_tunnel = Some((tcp, Arc::new(tls)));
         state.spokes = Some(SpokeSupport {
             ca,
             registry: Arc::new(tunnel::Registry::default()),
@@ -85,7 +93,17 @@ pub async fn run(
     let state = Arc::new(state);
     let mut tasks = Vec::new();
     if let (Some((ep, t)), Some(support)) = (endpoint, state.spokes.clone()) {
-        tasks.push(tokio::spawn(tunnel::serve(
+        if let Some((listener, tls)) = tcp_tunnel {
+            tasks.push(tokio::spawn(tunnel::serve_tcp(
+                listener,
+                tls,
+                state.clone(),
+                support.registry.clone(),
+                t.clone(),
+                shutdown.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(tunnel::serve_quic(
             ep,
             state.clone(),
             support.registry.clone(),

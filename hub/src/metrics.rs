@@ -244,11 +244,11 @@ impl Metrics {
         self.store_errors.inc();
     }
 
-    /// Records a spoke's tunnel coming up (`true`) or going down.
-    pub fn tunnel(&self, spoke: &str, up: bool) {
+    /// Records a spoke's tunnel on `transport` coming up (`true`) or going down.
+    pub fn tunnel(&self, spoke: &str, transport: &'static str, up: bool) {
         let g = self
             .spokes_connected
-            .get_or_create(&TransportLabels { transport: "quic" });
+            .get_or_create(&TransportLabels { transport });
         if up {
             g.inc();
         } else {

@@ -44,6 +44,9 @@ pub struct HubLink {
     pub api_ca_file: Option<PathBuf>,
     /// The hub's tunnel address (UDP for QUIC), such as `203.0.113.7:7443`.
     pub tunnel_addr: SocketAddr,
+    /// The hub's TLS-over-TCP tunnel address, used when QUIC cannot get
+    /// through (UDP blocked). Default: the same address as `tunnel_addr`.
+    pub tunnel_tcp_addr: Option<SocketAddr>,
 }
 
 /// The `[tunnel]` section.
@@ -72,6 +75,14 @@ pub struct TunnelTuning {
     /// Longest wait between reconnection attempts, in seconds. Default 30.
     #[serde(default = "defaults::reconnect_max_secs")]
     pub reconnect_max_secs: u64,
+    /// How long a QUIC handshake may take before the spoke falls back to
+    /// TLS over TCP, in milliseconds. Default 3000.
+    #[serde(default = "defaults::quic_handshake_timeout_ms")]
+    pub quic_handshake_timeout_ms: u64,
+    /// While on TCP, how often QUIC is tried again, in seconds; the tunnel
+    /// moves back as soon as it works. Default 30.
+    #[serde(default = "defaults::quic_retry_secs")]
+    pub quic_retry_secs: u64,
 }
 
 impl Default for TunnelTuning {
@@ -84,6 +95,8 @@ impl Default for TunnelTuning {
             idle_timeout_secs: defaults::idle_timeout_secs(),
             reconnect_initial_ms: defaults::reconnect_initial_ms(),
             reconnect_max_secs: defaults::reconnect_max_secs(),
+            quic_handshake_timeout_ms: defaults::quic_handshake_timeout_ms(),
+            quic_retry_secs: defaults::quic_retry_secs(),
         }
     }
 }
@@ -108,6 +121,12 @@ mod defaults {
         500
     }
     pub fn reconnect_max_secs() -> u64 {
+        30
+    }
+    pub fn quic_handshake_timeout_ms() -> u64 {
+        3000
+    }
+    pub fn quic_retry_secs() -> u64 {
         30
     }
 }
@@ -173,6 +192,12 @@ impl Validate for SpokeConfig {
                 "tunnel.reconnect_max_secs",
                 "must be at least 1 and not below tunnel.reconnect_initial_ms",
             );
+        }
+        if t.quic_handshake_timeout_ms < 100 {
+            p.add("tunnel.quic_handshake_timeout_ms", "must be at least 100");
+        }
+        if t.quic_retry_secs == 0 {
+            p.add("tunnel.quic_retry_secs", "must be at least 1");
         }
         if let Err(e) = self.log.check() {
             p.add("log.level", e);

@@ -102,13 +102,13 @@ impl HubClient {
                     }
                     Err(_) => {
                         // The client went away: tell the hub the body is broken.
-                        let _ = send.reset(close::STREAM_MALFORMED.into());
+                        send.reset(close::STREAM_MALFORMED);
                         return;
                     }
                 }
             }
             if write_frame(&mut send, &Frame::End).await.is_ok() {
-                let _ = send.finish();
+                send.finish();
             }
         });
         let mut reader = FrameReader::new(recv, max);

@@ -159,11 +159,11 @@ impl Metrics {
         }
     }
 
-    /// Records the tunnel going up or down.
-    pub fn tunnel_up(&self, up: bool) {
+    /// Records the tunnel on `transport` going up or down.
+    pub fn tunnel_up(&self, transport: &'static str, up: bool) {
         self.up.set(i64::from(up));
         self.transport
-            .get_or_create(&TransportLabels { transport: "quic" })
+            .get_or_create(&TransportLabels { transport })
             .set(i64::from(up));
     }
 

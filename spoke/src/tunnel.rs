@@ -1,14 +1,20 @@
 //! The spoke's end of the tunnel: connect to the hub over QUIC with the
-//! spoke's certificate, say hello, send heartbeats, and reconnect with
-//! jittered exponential backoff when the tunnel is lost. The current
-//! connection is published on a watch channel for the HTTP front.
+//! spoke's certificate — or, when QUIC cannot get through (UDP blocked),
+//! over TLS on TCP carrying the same frames on HTTP/2 streams — say hello,
+//! send heartbeats, answer the hub's notices, and reconnect with jittered
+//! exponential backoff when the tunnel is lost. On TCP, QUIC is tried again
+//! every `quic_retry_secs`, and the tunnel moves back as soon as it works.
+//! The current link is published on a watch channel for the HTTP front.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use ferry_common::link::{Link, RecvHalf, SendHalf, TcpLink};
 use ferry_common::proto::{ALPN, Frame, Heartbeat, Hello, Notice, NoticeKind, PROTOCOL_VERSION};
 use ferry_common::tunnel_io::{FrameReader, bind_udp, close, write_frame};
+use rustls::pki_types::ServerName;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -17,26 +23,26 @@ use crate::identity::Identity;
 use crate::metrics::{Metrics, ReconnectCause};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a link replaced by a better one stays open for the requests
+/// still on it.
+const SWITCH_GRACE: Duration = Duration::from_secs(5);
 
 /// The tunnel as the rest of the spoke sees it.
 #[derive(Debug, Clone)]
 pub struct TunnelHandle {
-    rx: watch::Receiver<Option<quinn::Connection>>,
+    rx: watch::Receiver<Option<Link>>,
 }
 
 impl TunnelHandle {
     /// A handle and the sender the connector publishes on.
-    pub fn new() -> (Self, watch::Sender<Option<quinn::Connection>>) {
+    pub fn new() -> (Self, watch::Sender<Option<Link>>) {
         let (tx, rx) = watch::channel(None);
         (Self { rx }, tx)
     }
 
-    /// The live connection, if the tunnel is up.
-    pub fn current(&self) -> Option<quinn::Connection> {
-        self.rx
-            .borrow()
-            .clone()
-            .filter(|c| c.close_reason().is_none())
+    /// The live link, if the tunnel is up.
+    pub fn current(&self) -> Option<Link> {
+        self.rx.borrow().clone().filter(|l| !l.is_closed())
     }
 }
 
@@ -85,6 +91,187 @@ impl TunnelError {
     }
 }
 
+/// An established tunnel: its link and its control stream.
+struct Control {
+    link: Link,
+    send: SendHalf,
+    reader: FrameReader<RecvHalf>,
+    interval: Duration,
+}
+
+/// How a session ended.
+enum Ended {
+    /// Shut down on purpose.
+    Stopped,
+    /// A better link (QUIC, after running on TCP) is ready.
+    Switch(Control),
+}
+
+/// Everything needed to connect.
+struct Connector {
+    endpoint: quinn::Endpoint,
+    tls: Arc<rustls::ClientConfig>,
+    server_name: String,
+    cfg: Arc<SpokeConfig>,
+}
+
+impl Connector {
+    fn new(cfg: Arc<SpokeConfig>, identity: Identity) -> anyhow::Result<Self> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(identity.hub_ca)?;
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(identity.cert, identity.key)?;
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let tls = Arc::new(tls);
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from((*tls).clone())?;
+        let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+        client.transport_config(Arc::new(cfg.tunnel.limits().transport()));
+        let local: SocketAddr = if cfg.hub.tunnel_addr.is_ipv4() {
+            "0.0.0.0:0".parse().expect("a literal address")
+        } else {
+            "[::]:0".parse().expect("a literal address")
+        };
+        let mut endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            bind_udp(local)?,
+            Arc::new(quinn::TokioRuntime),
+        )?;
+        endpoint.set_default_client_config(client);
+        Ok(Self {
+            endpoint,
+            tls,
+            server_name: identity.server_name,
+            cfg,
+        })
+    }
+
+    /// QUIC first; TLS over TCP when QUIC cannot get through.
+    async fn connect(&self) -> Result<Control, TunnelError> {
+        match self.connect_quic().await {
+            Ok(c) => Ok(c),
+            Err(e @ TunnelError::Refused(_)) => Err(e),
+            Err(e) => {
+                tracing::info!(error = %e, "QUIC did not get through; trying TLS over TCP");
+                self.connect_tcp().await
+            }
+        }
+    }
+
+    async fn connect_quic(&self) -> Result<Control, TunnelError> {
+        let connecting = self
+            .endpoint
+            .connect(self.cfg.hub.tunnel_addr, &self.server_name)
+            .map_err(|e| TunnelError::Connect(e.to_string()))?;
+        let limit = Duration::from_millis(self.cfg.tunnel.quic_handshake_timeout_ms);
+        let conn = match tokio::time::timeout(limit, connecting).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(TunnelError::Connect(e.to_string())),
+            Err(_) => return Err(TunnelError::Connect("the QUIC handshake timed out".into())),
+        };
+        self.hello(Link::Quic(conn)).await
+    }
+
+    async fn connect_tcp(&self) -> Result<Control, TunnelError> {
+        let addr = self
+            .cfg
+            .hub
+            .tunnel_tcp_addr
+            .unwrap_or(self.cfg.hub.tunnel_addr);
+        let connect = |e: &dyn std::fmt::Display| TunnelError::Connect(format!("TCP: {e}"));
+        let tcp = tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| connect(&"timed out"))?
+            .map_err(|e| connect(&e))?;
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from(self.server_name.clone()).map_err(|e| connect(&e))?;
+        let tls = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            tokio_rustls::TlsConnector::from(self.tls.clone()).connect(name, tcp),
+        )
+        .await
+        .map_err(|_| connect(&"TLS timed out"))?
+        .map_err(|e| connect(&e))?;
+        let limits = self.cfg.tunnel.limits();
+        let (sender, conn) = h2::client::Builder::new()
+            .initial_window_size(limits.stream_window_bytes)
+            .initial_connection_window_size(limits.connection_window_bytes)
+            .max_frame_size(16 * 1024 * 1024 - 1)
+            .handshake::<_, Bytes>(tls)
+            .await
+            .map_err(|e| connect(&e))?;
+        let done = CancellationToken::new();
+        let watch = done.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                r = conn => if let Err(e) = r { tracing::debug!(error = %e, "TCP tunnel ended") },
+                _ = watch.cancelled() => {}
+            }
+            watch.cancel();
+        });
+        self.hello(Link::Tcp(TcpLink { sender, done })).await
+    }
+
+    /// Opens the control stream and exchanges hello and welcome.
+    async fn hello(&self, link: Link) -> Result<Control, TunnelError> {
+        let lost = |e: &dyn std::fmt::Display| TunnelError::Lost(e.to_string());
+        let (mut send, recv) = link
+            .open_bi()
+            .await
+            .map_err(|e| refused_or_lost(&link, e))?;
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            spoke: self.cfg.name.clone(),
+            software: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        write_frame(&mut send, &Frame::Hello(hello))
+            .await
+            .map_err(|e| lost(&e))?;
+        let mut reader = FrameReader::new(recv, self.cfg.tunnel.max_frame_bytes);
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
+            Ok(Ok(Some(Frame::Welcome(w)))) => {
+                let interval = Duration::from_millis(w.heartbeat_interval_ms.clamp(100, 60_000));
+                Ok(Control {
+                    link,
+                    send,
+                    reader,
+                    interval,
+                })
+            }
+            Ok(Ok(Some(Frame::Refuse(r)))) => {
+                Err(TunnelError::Refused(format!("{}: {}", r.code, r.reason)))
+            }
+            Ok(Ok(other)) if other.is_some() => {
+                Err(TunnelError::Refused(format!("unexpected answer {other:?}")))
+            }
+            Ok(Ok(_)) | Ok(Err(_)) => {
+                Err(refused_or_lost(&link, "the control stream ended".into()))
+            }
+            Err(_) => Err(TunnelError::Lost("no welcome in time".into())),
+        }
+    }
+}
+
+fn refused_or_lost(link: &Link, fallback: String) -> TunnelError {
+    if let Link::Quic(conn) = link {
+        match conn.close_reason() {
+            Some(quinn::ConnectionError::ApplicationClosed(c))
+                if c.error_code == close::REVOKED.into() =>
+            {
+                return TunnelError::Refused(
+                    "this spoke is unknown to the hub or was revoked".into(),
+                );
+            }
+            Some(reason) => return TunnelError::Lost(reason.to_string()),
+            None => {}
+        }
+    }
+    TunnelError::Lost(fallback)
+}
+
 /// Keeps a tunnel to the hub up until `shutdown`. When `draining` fires
 /// first, the hub is told (so it stops sending clients here) while the
 /// tunnel stays up for the requests still in flight.
@@ -92,43 +279,62 @@ pub async fn run(
     cfg: Arc<SpokeConfig>,
     identity: Identity,
     metrics: Arc<Metrics>,
-    publish: watch::Sender<Option<quinn::Connection>>,
+    publish: watch::Sender<Option<Link>>,
     draining: CancellationToken,
     shutdown: CancellationToken,
     on_invalidate: Arc<dyn Fn() + Send + Sync>,
 ) -> anyhow::Result<()> {
-    let (endpoint, server_name) = client_endpoint(&cfg, identity)?;
+    let connector = Connector::new(cfg.clone(), identity)?;
     let initial = Duration::from_millis(cfg.tunnel.reconnect_initial_ms);
     let max = Duration::from_secs(cfg.tunnel.reconnect_max_secs);
     let mut backoff: Option<Duration> = None;
+    let mut ready: Option<Control> = None;
     loop {
         let attempt = async {
-            let (conn, send, reader, interval) = connect(&endpoint, &server_name, &cfg).await?;
+            let control = match ready.take() {
+                Some(c) => c,
+                None => connector.connect().await?,
+            };
             backoff = None;
+            let link = control.link.clone();
             // Publish before announcing: whoever reads "tunnel up" can use it.
-            let _ = publish.send(Some(conn.clone()));
-            metrics.tunnel_up(true);
-            tracing::info!(hub = %cfg.hub.tunnel_addr, "tunnel up");
+            let _ = publish.send(Some(link.clone()));
+            metrics.tunnel_up(link.transport(), true);
+            tracing::info!(hub = %cfg.hub.tunnel_addr, transport = link.transport(), "tunnel up");
             let signals = Signals {
                 metrics: &metrics,
                 draining: &draining,
                 shutdown: &shutdown,
                 on_invalidate: &*on_invalidate,
+                connector: &connector,
             };
-            let result = session(&conn, send, reader, interval, &signals).await;
-            let _ = publish.send(None);
-            metrics.tunnel_up(false);
+            let result = session(control, &signals).await;
+            metrics.tunnel_up(link.transport(), false);
+            if !matches!(result, Ok(Ended::Switch(_))) {
+                let _ = publish.send(None);
+            } else {
+                // Let requests still on the old link finish, then close it.
+                tokio::spawn(async move {
+                    tokio::time::sleep(SWITCH_GRACE).await;
+                    link.close(close::REPLACED, b"moved to a better transport");
+                });
+            }
             result
         };
         let outcome = tokio::select! {
             r = attempt => r,
-            _ = shutdown.cancelled() => Ok(()),
+            _ = shutdown.cancelled() => Ok(Ended::Stopped),
         };
         if shutdown.is_cancelled() {
             break;
         }
         let err = match outcome {
-            Ok(()) => TunnelError::Lost("closed".into()),
+            Ok(Ended::Switch(control)) => {
+                tracing::info!("QUIC works again: moving the tunnel back to QUIC");
+                ready = Some(control);
+                continue;
+            }
+            Ok(Ended::Stopped) => TunnelError::Lost("closed".into()),
             Err(e) => e,
         };
         metrics.reconnect(err.cause());
@@ -140,98 +346,11 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
         }
     }
-    endpoint.close(close::SHUTDOWN.into(), b"spoke shutting down");
-    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    connector
+        .endpoint
+        .close(close::SHUTDOWN.into(), b"spoke shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(2), connector.endpoint.wait_idle()).await;
     Ok(())
-}
-
-/// The QUIC client endpoint and the name the hub's certificate carries.
-fn client_endpoint(
-    cfg: &SpokeConfig,
-    identity: Identity,
-) -> anyhow::Result<(quinn::Endpoint, String)> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(identity.hub_ca)?;
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(identity.cert, identity.key)?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
-    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-    client.transport_config(Arc::new(cfg.tunnel.limits().transport()));
-    let local: SocketAddr = if cfg.hub.tunnel_addr.is_ipv4() {
-        "0.0.0.0:0".parse().expect("a literal address")
-    } else {
-        "[::]:0".parse().expect("a literal address")
-    };
-    let mut endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        None,
-        bind_udp(local)?,
-        Arc::new(quinn::TokioRuntime),
-    )?;
-    endpoint.set_default_client_config(client);
-    Ok((endpoint, identity.server_name))
-}
-
-type Control = (
-    quinn::Connection,
-    quinn::SendStream,
-    FrameReader<quinn::RecvStream>,
-    Duration,
-);
-
-async fn connect(
-    endpoint: &quinn::Endpoint,
-    server_name: &str,
-    cfg: &SpokeConfig,
-) -> Result<Control, TunnelError> {
-    let connecting = endpoint
-        .connect(cfg.hub.tunnel_addr, server_name)
-        .map_err(|e| TunnelError::Connect(e.to_string()))?;
-    let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Err(TunnelError::Connect(e.to_string())),
-        Err(_) => return Err(TunnelError::Connect("handshake timed out".into())),
-    };
-    let lost = |e: &dyn std::fmt::Display| TunnelError::Lost(e.to_string());
-    let (mut send, recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        spoke: cfg.name.clone(),
-        software: env!("CARGO_PKG_VERSION").to_owned(),
-    };
-    write_frame(&mut send, &Frame::Hello(hello))
-        .await
-        .map_err(|e| lost(&e))?;
-    let mut reader = FrameReader::new(recv, cfg.tunnel.max_frame_bytes);
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
-        Ok(Ok(Some(Frame::Welcome(w)))) => {
-            let interval = Duration::from_millis(w.heartbeat_interval_ms.clamp(100, 60_000));
-            Ok((conn, send, reader, interval))
-        }
-        Ok(Ok(Some(Frame::Refuse(r)))) => {
-            Err(TunnelError::Refused(format!("{}: {}", r.code, r.reason)))
-        }
-        Ok(Ok(other)) => Err(TunnelError::Refused(format!("unexpected answer {other:?}"))),
-        Ok(Err(_)) if conn.close_reason().is_some() => Err(refused_or_lost(&conn)),
-        Ok(Err(e)) => Err(lost(&e)),
-        Err(_) => Err(TunnelError::Lost("no welcome in time".into())),
-    }
-}
-
-fn refused_or_lost(conn: &quinn::Connection) -> TunnelError {
-    match conn.close_reason() {
-        Some(quinn::ConnectionError::ApplicationClosed(c))
-            if c.error_code == close::REVOKED.into() =>
-        {
-            TunnelError::Refused("this spoke is unknown to the hub or was revoked".into())
-        }
-        Some(reason) => TunnelError::Lost(reason.to_string()),
-        None => TunnelError::Lost("closed".into()),
-    }
 }
 
 /// What a tunnel session answers to besides the hub.
@@ -240,45 +359,54 @@ struct Signals<'a> {
     draining: &'a CancellationToken,
     shutdown: &'a CancellationToken,
     on_invalidate: &'a (dyn Fn() + Send + Sync),
+    connector: &'a Connector,
 }
 
-async fn session(
-    conn: &quinn::Connection,
-    mut send: quinn::SendStream,
-    mut reader: FrameReader<quinn::RecvStream>,
-    interval: Duration,
-    signals: &Signals<'_>,
-) -> Result<(), TunnelError> {
+async fn session(control: Control, signals: &Signals<'_>) -> Result<Ended, TunnelError> {
+    let Control {
+        link,
+        mut send,
+        mut reader,
+        interval,
+    } = control;
     let Signals {
         metrics,
         draining,
         shutdown,
         on_invalidate,
+        connector,
     } = *signals;
+    let on_tcp = matches!(link, Link::Tcp(_));
     let mut told_draining = false;
-    let notices = accept_notices(conn.clone(), on_invalidate);
-    tokio::pin!(notices);
     let mut tick = tokio::time::interval(interval);
+    let mut probe =
+        tokio::time::interval(Duration::from_secs(connector.cfg.tunnel.quic_retry_secs));
+    probe.tick().await;
     let mut seq = 0u64;
     let mut last_ack = Instant::now();
     let (mut last_total, mut last_at) = (metrics.content_total(), Instant::now());
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
-                conn.close(close::SHUTDOWN.into(), b"spoke shutting down");
-                return Ok(());
+                link.close(close::SHUTDOWN, b"spoke shutting down");
+                return Ok(Ended::Stopped);
             }
             _ = draining.cancelled(), if !told_draining => {
                 told_draining = true;
                 let notice = Notice { kind: NoticeKind::Drain, reason: "the spoke is shutting down".into() };
                 if write_frame(&mut send, &Frame::Notice(notice)).await.is_err() {
-                    return Err(refused_or_lost(conn));
+                    return Err(refused_or_lost(&link, "the control stream failed".into()));
                 }
                 tracing::info!("told the hub this spoke is draining");
             }
+            _ = probe.tick(), if on_tcp && !told_draining => {
+                if let Ok(better) = connector.connect_quic().await {
+                    return Ok(Ended::Switch(better));
+                }
+            }
             _ = tick.tick() => {
                 if last_ack.elapsed() > interval * 3 {
-                    conn.close(close::PROTOCOL.into(), b"heartbeats unanswered");
+                    link.close(close::PROTOCOL, b"heartbeats unanswered");
                     return Err(TunnelError::Silent);
                 }
                 seq += 1;
@@ -288,53 +416,28 @@ async fn session(
                 (last_total, last_at) = (total, Instant::now());
                 let hb = Heartbeat { seq, active_transfers: metrics.active_now(), bytes_per_sec };
                 if write_frame(&mut send, &Frame::Heartbeat(hb)).await.is_err() {
-                    return Err(refused_or_lost(conn));
+                    return Err(refused_or_lost(&link, "the control stream failed".into()));
                 }
             }
             frame = reader.next() => match frame {
                 Ok(Some(Frame::HeartbeatAck(_))) => {
                     last_ack = Instant::now();
-                    metrics.rtt(conn.rtt());
+                    metrics.rtt(link.rtt());
                 }
+                Ok(Some(Frame::Notice(n))) => match n.kind {
+                    NoticeKind::Drain => tracing::info!(reason = %n.reason, "the hub asks this spoke to drain"),
+                    NoticeKind::Revoked => tracing::error!(reason = %n.reason, "the hub revoked this spoke"),
+                    NoticeKind::InvalidateGrants => {
+                        tracing::debug!(reason = %n.reason, "dropping cached grants");
+                        on_invalidate();
+                    }
+                },
                 Ok(other) => {
                     tracing::warn!(frame = ?other, "unexpected frame on the control stream");
-                    return Err(refused_or_lost(conn));
+                    return Err(refused_or_lost(&link, "the control stream ended".into()));
                 }
-                Err(_) => return Err(refused_or_lost(conn)),
+                Err(e) => return Err(refused_or_lost(&link, e.to_string())),
             },
-            reason = &mut notices => return Err(reason),
-        }
-    }
-}
-
-/// Reads notices the hub pushes on streams it opens; returns when the
-/// connection ends.
-async fn accept_notices(
-    conn: quinn::Connection,
-    on_invalidate: &(dyn Fn() + Send + Sync),
-) -> TunnelError {
-    loop {
-        let (_send, recv) = match conn.accept_bi().await {
-            Ok(pair) => pair,
-            Err(_) => return refused_or_lost(&conn),
-        };
-        let mut reader = FrameReader::new(recv, 64 * 1024);
-        match reader.next().await {
-            Ok(Some(Frame::Notice(n))) => match n.kind {
-                NoticeKind::Drain => {
-                    tracing::info!(reason = %n.reason, "the hub asks this spoke to drain")
-                }
-                NoticeKind::Revoked => {
-                    tracing::error!(reason = %n.reason, "the hub revoked this spoke")
-                }
-                NoticeKind::InvalidateGrants => {
-                    tracing::debug!(reason = %n.reason, "dropping cached grants");
-                    on_invalidate();
-                }
-            },
-            other => {
-                tracing::warn!(frame = ?other.ok().flatten(), "unexpected stream from the hub")
-            }
         }
     }
 }

@@ -68,6 +68,8 @@ pub struct Hub {
     pub addr: SocketAddr,
     /// The address of its tunnel endpoint (UDP).
     pub tunnel_addr: SocketAddr,
+    /// The address of its TLS-over-TCP tunnel listener.
+    pub tunnel_tcp_addr: SocketAddr,
     /// Its temporary state, config and provider folders.
     pub dir: tempfile::TempDir,
     /// The folder `fs` connections may use.
@@ -114,6 +116,7 @@ impl Hub {
             daemon: None,
             addr: "127.0.0.1:0".parse().unwrap(),
             tunnel_addr: "127.0.0.1:0".parse().unwrap(),
+            tunnel_tcp_addr: "127.0.0.1:0".parse().unwrap(),
             dir,
             data_dir,
             config,
@@ -144,6 +147,10 @@ impl Hub {
         };
         self.addr = api.parse().expect("the logged address parses");
         self.tunnel_addr = tunnel.parse().expect("the logged address parses");
+        let tcp = daemon
+            .wait_for_field("tunnel TCP listening", "addr", wait)
+            .expect("the hub logs its TCP tunnel address");
+        self.tunnel_tcp_addr = tcp.parse().expect("the logged address parses");
         self.daemon = Some(daemon);
     }
 
@@ -234,7 +241,10 @@ impl Hub {
             )
             .replacen(
                 "[tunnel]\nlisten = \"127.0.0.1:0\"",
-                &format!("[tunnel]\nlisten = \"{}\"", self.tunnel_addr),
+                &format!(
+                    "[tunnel]\nlisten = \"{}\"\ntcp_listen = \"{}\"",
+                    self.tunnel_addr, self.tunnel_tcp_addr
+                ),
                 1,
             );
         std::fs::write(&self.config, text).unwrap();

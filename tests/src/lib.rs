@@ -9,10 +9,11 @@ pub mod hub;
 pub mod process;
 pub mod scenarios;
 pub mod spoke;
+pub mod udp_relay;
 
 pub use client::{Api, Client, Resp};
 pub use hub::{Hub, HubOptions};
-pub use spoke::Spoke;
+pub use spoke::{Spoke, SpokeOptions};
 
 /// A deterministic pseudo-random byte pattern of `len` bytes (xorshift), so
 /// tests need no data files and any corruption shows.

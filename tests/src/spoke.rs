@@ -23,19 +23,30 @@ pub struct Spoke {
     logs: Vec<String>,
 }
 
+/// How to configure a test spoke.
+#[derive(Debug, Clone, Default)]
+pub struct SpokeOptions {
+    /// Send QUIC here instead of to the hub (a relay the test controls).
+    pub quic_via: Option<SocketAddr>,
+    /// Extra TOML for the `[tunnel]` section.
+    pub tunnel_extra: String,
+}
+
 /// Writes a spoke configuration pointing at `hub`.
-fn write_config(dir: &std::path::Path, name: &str, hub: &Hub) -> PathBuf {
+fn write_config(dir: &std::path::Path, name: &str, hub: &Hub, opts: &SpokeOptions) -> PathBuf {
     let config = dir.join("spoke.toml");
     std::fs::write(
         &config,
         format!(
             "name = {name:?}\nstate_dir = {state:?}\n\n[api]\nlisten = \"127.0.0.1:0\"\nplain_http = true\nshutdown_grace_secs = 5\n\n\
-             [hub]\napi_url = \"{api}\"\ntunnel_addr = \"{tunnel}\"\n\n\
-             [tunnel]\nidle_timeout_secs = 5\nreconnect_initial_ms = 100\nreconnect_max_secs = 1\n\n\
+             [hub]\napi_url = \"{api}\"\ntunnel_addr = \"{tunnel}\"\ntunnel_tcp_addr = \"{tcp}\"\n\n\
+             [tunnel]\nidle_timeout_secs = 5\nreconnect_initial_ms = 100\nreconnect_max_secs = 1\n{extra}\n\n\
              [log]\nlevel = \"info,ferry_spoke=debug\"\n",
             state = dir.join("state"),
             api = hub.url(),
-            tunnel = hub.tunnel_addr,
+            tunnel = opts.quic_via.unwrap_or(hub.tunnel_addr),
+            tcp = hub.tunnel_tcp_addr,
+            extra = opts.tunnel_extra,
         ),
     )
     .unwrap();
@@ -56,8 +67,18 @@ impl Spoke {
     /// Starts a spoke with `token`; `Err(log)` if it exits or never gets a
     /// tunnel.
     pub fn start_with_token(hub: &Hub, name: &str, token: &str) -> Result<Spoke, String> {
+        Self::start_with(hub, name, token, &SpokeOptions::default())
+    }
+
+    /// Starts a spoke with `token` and `opts`.
+    pub fn start_with(
+        hub: &Hub,
+        name: &str,
+        token: &str,
+        opts: &SpokeOptions,
+    ) -> Result<Spoke, String> {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let config = write_config(dir.path(), name, hub);
+        let config = write_config(dir.path(), name, hub, opts);
         let mut spoke = Spoke {
             daemon: None,
             name: name.to_owned(),

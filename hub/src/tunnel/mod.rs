@@ -1,30 +1,72 @@
-//! The hub's end of spoke tunnels: the QUIC endpoint (mutual TLS with the
-//! hub's CA), the registry of live spokes, and the sessions that answer
-//! their streams.
+//! The hub's end of spoke tunnels: the QUIC endpoint and, for spokes whose
+//! UDP is blocked, a TLS-over-TCP listener carrying the same frames on
+//! HTTP/2 streams (mutual TLS with the hub's CA on both); the registry of
+//! live spokes; and the sessions that answer their streams.
 
 mod session;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry_common::proto::{ALPN, Frame, Heartbeat, Notice};
-use ferry_common::tunnel_io::{bind_udp, close, write_frame};
+use ferry_common::proto::{ALPN, Heartbeat, Notice};
+use ferry_common::tunnel_io::{bind_udp, close};
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
 use serde::Serialize;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::AppState;
 use crate::ca::HubCa;
 use crate::config::TunnelConfig;
 
-pub use session::{SpokeOwn, ViaSpoke, serve};
+pub use session::{SpokeOwn, ViaSpoke, serve_quic, serve_tcp};
+
+/// How long a tunnel replaced by a newer one from the same spoke stays open
+/// for the requests still on it.
+const REPLACED_GRACE: Duration = Duration::from_secs(5);
+
+/// The hub's handle on one tunnel, whatever its transport.
+#[derive(Debug, Clone)]
+pub enum PeerLink {
+    /// QUIC.
+    Quic(quinn::Connection),
+    /// HTTP/2 over TLS on TCP; cancelling ends the connection.
+    Tcp(CancellationToken),
+}
+
+impl PeerLink {
+    fn close(&self, code: u32, reason: &[u8]) {
+        match self {
+            Self::Quic(c) => c.close(code.into(), reason),
+            Self::Tcp(cancel) => cancel.cancel(),
+        }
+    }
+
+    fn rtt(&self) -> Duration {
+        match self {
+            Self::Quic(c) => c.rtt(),
+            Self::Tcp(_) => Duration::ZERO,
+        }
+    }
+
+    /// `quic` or `tcp`.
+    pub fn transport(&self) -> &'static str {
+        match self {
+            Self::Quic(_) => "quic",
+            Self::Tcp(_) => "tcp",
+        }
+    }
+}
 
 /// A live tunnel.
 #[derive(Debug)]
 struct Live {
-    conn: quinn::Connection,
+    id: u64,
+    link: PeerLink,
+    notices: mpsc::Sender<Notice>,
     since: Instant,
     last: Option<Heartbeat>,
     draining: bool,
@@ -33,9 +75,11 @@ struct Live {
 /// What the registry tells about a connected spoke.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct LiveInfo {
+    /// `quic`, or `tcp` where UDP is blocked.
+    pub transport: &'static str,
     /// Seconds since the tunnel came up.
     pub connected_secs: u64,
-    /// Smoothed round-trip time to the spoke, milliseconds.
+    /// Smoothed round-trip time to the spoke, milliseconds (QUIC only).
     pub rtt_ms: u64,
     /// Transfers the spoke reported streaming.
     pub active_transfers: u64,
@@ -49,33 +93,41 @@ pub struct LiveInfo {
 #[derive(Debug, Default)]
 pub struct Registry {
     live: Mutex<HashMap<String, Live>>,
+    next_id: AtomicU64,
 }
 
 impl Registry {
-    /// Records a new tunnel, closing an older one from the same spoke.
-    fn insert(&self, name: &str, conn: quinn::Connection) {
-        let old = self.live.lock().expect("registry poisoned").insert(
-            name.to_owned(),
-            Live {
-                conn,
-                since: Instant::now(),
-                last: None,
-                draining: false,
-            },
-        );
+    /// Records a new tunnel and returns its id. An older tunnel from the
+    /// same spoke is closed after a short grace, so requests on it finish.
+    fn insert(&self, name: &str, link: PeerLink, notices: mpsc::Sender<Notice>) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let live = Live {
+            id,
+            link,
+            notices,
+            since: Instant::now(),
+            last: None,
+            draining: false,
+        };
+        let old = self
+            .live
+            .lock()
+            .expect("registry poisoned")
+            .insert(name.to_owned(), live);
         if let Some(old) = old {
-            old.conn
-                .close(close::REPLACED.into(), b"replaced by a newer tunnel");
+            tokio::spawn(async move {
+                tokio::time::sleep(REPLACED_GRACE).await;
+                old.link
+                    .close(close::REPLACED, b"replaced by a newer tunnel");
+            });
         }
+        id
     }
 
     /// Forgets a tunnel if it is still the current one.
-    fn remove(&self, name: &str, conn: &quinn::Connection) {
+    fn remove(&self, name: &str, id: u64) {
         let mut live = self.live.lock().expect("registry poisoned");
-        if live
-            .get(name)
-            .is_some_and(|l| l.conn.stable_id() == conn.stable_id())
-        {
+        if live.get(name).is_some_and(|l| l.id == id) {
             live.remove(name);
         }
     }
@@ -97,38 +149,21 @@ impl Registry {
         let live = self.live.lock().expect("registry poisoned").remove(name);
         match live {
             Some(l) => {
-                l.conn.close(close::REVOKED.into(), why.as_bytes());
+                l.link.close(close::REVOKED, why.as_bytes());
                 true
             }
             None => false,
         }
     }
 
-    /// Sends `notice` to every connected spoke, each on a stream of its
-    /// own; best effort (a spoke that misses it still drops its grants
-    /// when they expire).
+    /// Sends `notice` to every connected spoke on its control stream; best
+    /// effort (a spoke that misses it still drops its grants when they
+    /// expire).
     pub fn broadcast(&self, notice: Notice) {
-        let conns: Vec<(String, quinn::Connection)> = self
-            .live
-            .lock()
-            .expect("registry poisoned")
-            .iter()
-            .map(|(n, l)| (n.clone(), l.conn.clone()))
-            .collect();
-        for (name, conn) in conns {
-            let frame = Frame::Notice(notice.clone());
-            tokio::spawn(async move {
-                let sent = async {
-                    let (mut send, _recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-                    write_frame(&mut send, &frame)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    send.finish().map_err(|e| e.to_string())
-                };
-                if let Err(e) = sent.await {
-                    tracing::warn!(spoke.id = %name, error = %e, "could not send a notice");
-                }
-            });
+        for (name, l) in self.live.lock().expect("registry poisoned").iter() {
+            if l.notices.try_send(notice.clone()).is_err() {
+                tracing::warn!(spoke.id = %name, "could not queue a notice");
+            }
         }
     }
 
@@ -147,8 +182,9 @@ impl Registry {
                 (
                     name.clone(),
                     LiveInfo {
+                        transport: l.link.transport(),
                         connected_secs: l.since.elapsed().as_secs(),
-                        rtt_ms: l.conn.rtt().as_millis() as u64,
+                        rtt_ms: l.link.rtt().as_millis() as u64,
                         active_transfers: hb.active_transfers,
                         bytes_per_sec: hb.bytes_per_sec,
                         draining: l.draining,
@@ -168,9 +204,9 @@ impl Registry {
     }
 }
 
-/// Binds the tunnel endpoint: QUIC on UDP, a server certificate fresh from
-/// the CA, and client certificates required to chain to the CA.
-pub fn bind(cfg: &TunnelConfig, ca: &HubCa) -> anyhow::Result<quinn::Endpoint> {
+/// The TLS configuration of both tunnel listeners: a server certificate
+/// fresh from the CA, client certificates required to chain to the CA.
+pub fn server_tls(cfg: &TunnelConfig, ca: &HubCa) -> anyhow::Result<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let (cert, key) = ca.issue_server(&cfg.server_name)?;
     let mut roots = RootCertStore::empty();
@@ -182,6 +218,11 @@ pub fn bind(cfg: &TunnelConfig, ca: &HubCa) -> anyhow::Result<quinn::Endpoint> {
         .with_client_cert_verifier(verifier)
         .with_single_cert(vec![cert], key)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(tls)
+}
+
+/// Binds the QUIC endpoint on UDP.
+pub fn bind_quic(cfg: &TunnelConfig, tls: rustls::ServerConfig) -> anyhow::Result<quinn::Endpoint> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(cfg.limits().transport()));

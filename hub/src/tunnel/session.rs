@@ -1,6 +1,7 @@
-//! One tunnel from a spoke: who it is (its certificate, checked against the
-//! registry), the control stream (hello, heartbeats) and the streams of
-//! forwarded requests, each answered by the hub's own router.
+//! One tunnel from a spoke, on either transport: who it is (its
+//! certificate, checked against the registry), the control stream (hello,
+//! heartbeats, notices both ways) and the streams of forwarded requests,
+//! each answered by the hub's own router.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,17 +10,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferry_common::body::{Body, BoxError};
 use ferry_common::http_server::ClientAddr;
+use ferry_common::link::{H2Recv, H2Send, RecvHalf, SendHalf};
 use ferry_common::proto::{
     Frame, NoticeKind, PROTOCOL_VERSION, Refusal, RequestHead, ResponseHead, Welcome,
 };
 use ferry_common::tunnel_io::{FrameReader, body_from_frames, close, write_frame};
 use http_body_util::BodyExt as _;
 use rustls::pki_types::CertificateDer;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
-use super::Registry;
+use super::{PeerLink, Registry};
 use crate::api::{self, AppState};
 use crate::config::TunnelConfig;
 use crate::metrics::TunnelRefusal;
@@ -36,53 +39,117 @@ pub struct SpokeOwn;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts tunnels until `shutdown`, then closes the endpoint.
-pub async fn serve(
+/// Where a session's streams come from. An HTTP/2 connection makes
+/// progress only while it is polled, so a task of its own drives it and
+/// hands over each stream the spoke opens.
+enum Acceptor {
+    Quic(quinn::Connection),
+    Tcp(tokio::sync::mpsc::Receiver<(SendHalf, RecvHalf)>),
+}
+
+impl Acceptor {
+    /// The next stream the spoke opened.
+    async fn accept(&mut self) -> Result<(SendHalf, RecvHalf), String> {
+        match self {
+            Acceptor::Quic(c) => c
+                .accept_bi()
+                .await
+                .map(|(s, r)| (SendHalf::Quic(s), RecvHalf::Quic(r)))
+                .map_err(|e| e.to_string()),
+            Acceptor::Tcp(rx) => rx
+                .recv()
+                .await
+                .ok_or_else(|| "the TCP tunnel closed".to_owned()),
+        }
+    }
+}
+
+/// Everything a session shares with the hub.
+#[derive(Clone)]
+struct Ctx {
+    state: Arc<AppState>,
+    registry: Arc<Registry>,
+    cfg: TunnelConfig,
+    shutdown: CancellationToken,
+}
+
+/// Accepts QUIC tunnels until `shutdown`, then closes the endpoint.
+pub async fn serve_quic(
     endpoint: quinn::Endpoint,
     state: Arc<AppState>,
     registry: Arc<Registry>,
     cfg: TunnelConfig,
     shutdown: CancellationToken,
 ) {
+    let ctx = Ctx {
+        state,
+        registry,
+        cfg,
+        shutdown,
+    };
     let tracker = TaskTracker::new();
     loop {
         let incoming = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = ctx.shutdown.cancelled() => break,
             i = endpoint.accept() => match i {
                 Some(i) => i,
                 None => break,
             },
         };
-        tracker.spawn(tunnel(
-            incoming,
-            state.clone(),
-            registry.clone(),
-            cfg.clone(),
-            shutdown.clone(),
-        ));
+        tracker.spawn(quic_tunnel(incoming, ctx.clone()));
     }
     endpoint.close(close::SHUTDOWN.into(), b"hub shutting down");
     tracker.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), endpoint.wait_idle()).await;
 }
 
-async fn tunnel(
-    incoming: quinn::Incoming,
+/// Accepts TLS-over-TCP tunnels (for spokes whose UDP is blocked) until
+/// `shutdown`.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
     state: Arc<AppState>,
     registry: Arc<Registry>,
     cfg: TunnelConfig,
     shutdown: CancellationToken,
 ) {
+    let ctx = Ctx {
+        state,
+        registry,
+        cfg,
+        shutdown,
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let tracker = TaskTracker::new();
+    loop {
+        let (tcp, remote) = tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "tunnel accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        tracker.spawn(tcp_tunnel(tcp, remote, acceptor.clone(), ctx.clone()));
+    }
+    tracker.close();
+}
+
+async fn quic_tunnel(incoming: quinn::Incoming, ctx: Ctx) {
     let remote = incoming.remote_address();
     let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
-            state.metrics.tunnel_refused(TunnelRefusal::handshake);
+            ctx.state.metrics.tunnel_refused(TunnelRefusal::handshake);
             tracing::info!(%remote, error = %e, "tunnel handshake failed");
             return;
         }
         Err(_) => {
-            state.metrics.tunnel_refused(TunnelRefusal::handshake);
+            ctx.state.metrics.tunnel_refused(TunnelRefusal::handshake);
             tracing::info!(%remote, "tunnel handshake timed out");
             return;
         }
@@ -91,44 +158,145 @@ async fn tunnel(
         .peer_identity()
         .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
         .and_then(|certs| certs.into_iter().next());
-    let Some(cert) = cert else {
-        conn.close(close::PROTOCOL.into(), b"a client certificate is required");
+    let link = PeerLink::Quic(conn.clone());
+    let Some(name) = identify(&ctx, cert, remote, &link).await else {
         return;
     };
-    let name = match state.store.spoke_for_certificate(&cert).await {
-        Ok(Some(name)) => name,
-        Ok(None) => {
-            state
-                .metrics
-                .tunnel_refused(TunnelRefusal::unknown_or_revoked);
-            tracing::warn!(%remote, "refused a tunnel: its certificate belongs to no enrolled, unrevoked spoke");
-            conn.close(close::REVOKED.into(), b"unknown or revoked spoke");
-            return;
-        }
-        Err(e) => {
-            tracing::error!(%remote, error = %e, "refused a tunnel: the store failed");
-            conn.close(close::SHUTDOWN.into(), b"hub store unavailable");
-            return;
-        }
-    };
-    let span = tracing::info_span!("tunnel", spoke.id = %name, spoke.addr = %remote);
-    session(conn, name, state, registry, cfg, shutdown)
+    let span =
+        tracing::info_span!("tunnel", spoke.id = %name, spoke.addr = %remote, transport = "quic");
+    session(link, Acceptor::Quic(conn), name, remote, ctx)
         .instrument(span)
         .await;
 }
 
-async fn session(
-    conn: quinn::Connection,
-    name: String,
-    state: Arc<AppState>,
-    registry: Arc<Registry>,
-    cfg: TunnelConfig,
-    shutdown: CancellationToken,
+async fn tcp_tunnel(
+    tcp: TcpStream,
+    remote: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    ctx: Ctx,
 ) {
-    let (mut send, recv) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_bi()).await {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            ctx.state.metrics.tunnel_refused(TunnelRefusal::handshake);
+            tracing::info!(%remote, error = %e, "TCP tunnel handshake failed");
+            return;
+        }
+        Err(_) => {
+            ctx.state.metrics.tunnel_refused(TunnelRefusal::handshake);
+            tracing::info!(%remote, "TCP tunnel handshake timed out");
+            return;
+        }
+    };
+    let cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first().cloned());
+    let cancel = CancellationToken::new();
+    let link = PeerLink::Tcp(cancel.clone());
+    let Some(name) = identify(&ctx, cert, remote, &link).await else {
+        return;
+    };
+    let limits = ctx.cfg.limits();
+    let h2 = h2::server::Builder::new()
+        .initial_window_size(limits.stream_window_bytes)
+        .initial_connection_window_size(limits.connection_window_bytes)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_frame_size(16 * 1024 * 1024 - 1)
+        .handshake(tls);
+    let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, h2).await {
+        Ok(Ok(c)) => c,
+        _ => {
+            tracing::info!(%remote, "TCP tunnel: HTTP/2 did not start");
+            return;
+        }
+    };
+    let (streams, accepted) = tokio::sync::mpsc::channel(1024);
+    let driver = cancel.clone();
+    tokio::spawn(async move {
+        let mut conn = conn;
+        loop {
+            let next = tokio::select! {
+                _ = driver.cancelled() => break,
+                next = conn.accept() => next,
+            };
+            let (req, mut respond) = match next {
+                Some(Ok(pair)) => pair,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "TCP tunnel ended");
+                    break;
+                }
+                None => break,
+            };
+            let Ok(send) = respond.send_response(http::Response::new(()), false) else {
+                continue;
+            };
+            let pair = (
+                SendHalf::H2(H2Send::new(send)),
+                RecvHalf::H2(H2Recv::new(req.into_body())),
+            );
+            if streams.send(pair).await.is_err() {
+                break;
+            }
+        }
+        driver.cancel();
+    });
+    let span =
+        tracing::info_span!("tunnel", spoke.id = %name, spoke.addr = %remote, transport = "tcp");
+    tokio::select! {
+        _ = session(link, Acceptor::Tcp(accepted), name, remote, ctx).instrument(span) => {}
+        _ = cancel.cancelled() => {}
+    }
+    cancel.cancel();
+}
+
+/// The spoke a client certificate belongs to; refuses the tunnel if none.
+async fn identify(
+    ctx: &Ctx,
+    cert: Option<CertificateDer<'static>>,
+    remote: SocketAddr,
+    link: &PeerLink,
+) -> Option<String> {
+    let Some(cert) = cert else {
+        link.close(close::PROTOCOL, b"a client certificate is required");
+        return None;
+    };
+    match ctx.state.store.spoke_for_certificate(&cert).await {
+        Ok(Some(name)) => Some(name),
+        Ok(None) => {
+            ctx.state
+                .metrics
+                .tunnel_refused(TunnelRefusal::unknown_or_revoked);
+            tracing::warn!(%remote, "refused a tunnel: its certificate belongs to no enrolled, unrevoked spoke");
+            link.close(close::REVOKED, b"unknown or revoked spoke");
+            None
+        }
+        Err(e) => {
+            tracing::error!(%remote, error = %e, "refused a tunnel: the store failed");
+            link.close(close::SHUTDOWN, b"hub store unavailable");
+            None
+        }
+    }
+}
+
+async fn session(
+    link: PeerLink,
+    mut acceptor: Acceptor,
+    name: String,
+    remote: SocketAddr,
+    ctx: Ctx,
+) {
+    let Ctx {
+        state,
+        registry,
+        cfg,
+        shutdown,
+    } = ctx;
+    let (mut send, recv) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept()).await {
         Ok(Ok(pair)) => pair,
         _ => {
-            conn.close(close::PROTOCOL.into(), b"no control stream");
+            link.close(close::PROTOCOL, b"no control stream");
             return;
         }
     };
@@ -169,9 +337,9 @@ async fn session(
         state.metrics.tunnel_refused(TunnelRefusal::protocol);
         tracing::warn!(code = %r.code, reason = %r.reason, "refused a tunnel");
         let _ = write_frame(&mut send, &Frame::Refuse(r)).await;
-        let _ = send.finish();
+        send.finish();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        conn.close(close::PROTOCOL.into(), b"refused");
+        link.close(close::PROTOCOL, b"refused");
         return;
     }
     let welcome = Welcome {
@@ -184,51 +352,54 @@ async fn session(
     {
         return;
     }
-    registry.insert(&name, conn.clone());
-    state.metrics.tunnel(&name, true);
+    let (notices_tx, mut notices) = tokio::sync::mpsc::channel(64);
+    let id = registry.insert(&name, link.clone(), notices_tx);
+    let transport = link.transport();
+    state.metrics.tunnel(&name, transport, true);
     tracing::info!("spoke connected");
 
-    let heartbeats = async {
+    let control_loop = async {
         loop {
-            match control.next().await {
-                Ok(Some(Frame::Heartbeat(hb))) => {
-                    let seq = hb.seq;
-                    registry.heartbeat(&name, hb);
-                    state.metrics.tunnel_rtt(&name, conn.rtt());
-                    if write_frame(&mut send, &Frame::HeartbeatAck(seq))
-                        .await
-                        .is_err()
-                    {
+            tokio::select! {
+                frame = control.next() => match frame {
+                    Ok(Some(Frame::Heartbeat(hb))) => {
+                        let seq = hb.seq;
+                        registry.heartbeat(&name, hb);
+                        state.metrics.tunnel_rtt(&name, link.rtt());
+                        if write_frame(&mut send, &Frame::HeartbeatAck(seq)).await.is_err() {
+                            return "control stream closed".to_owned();
+                        }
+                    }
+                    Ok(Some(Frame::Notice(n))) if n.kind == NoticeKind::Drain => {
+                        registry.draining(&name);
+                        tracing::info!(reason = %n.reason, "spoke is draining");
+                    }
+                    Ok(Some(other)) => return format!("unexpected frame on the control stream: {other:?}"),
+                    Ok(None) => return "control stream ended".to_owned(),
+                    Err(e) => return format!("control stream failed: {e}"),
+                },
+                Some(notice) = notices.recv() => {
+                    if write_frame(&mut send, &Frame::Notice(notice)).await.is_err() {
                         return "control stream closed".to_owned();
                     }
                 }
-                Ok(Some(Frame::Notice(n))) if n.kind == NoticeKind::Drain => {
-                    registry.draining(&name);
-                    tracing::info!(reason = %n.reason, "spoke is draining");
-                }
-                Ok(Some(other)) => {
-                    return format!("unexpected frame on the control stream: {other:?}");
-                }
-                Ok(None) => return "control stream ended".to_owned(),
-                Err(e) => return format!("control stream failed: {e}"),
             }
         }
     };
     let streams = async {
         let tracker = TaskTracker::new();
         let reason = loop {
-            match conn.accept_bi().await {
+            match acceptor.accept().await {
                 Ok((send, recv)) => {
                     let state = state.clone();
                     let name = name.clone();
                     let max = cfg.max_frame_bytes;
-                    let remote = conn.remote_address();
                     tracker.spawn(
                         forward(state, name, remote, send, recv, max)
                             .instrument(tracing::Span::current()),
                     );
                 }
-                Err(e) => break e.to_string(),
+                Err(e) => break e,
             }
         };
         tracker.close();
@@ -236,12 +407,12 @@ async fn session(
         reason
     };
     let reason = tokio::select! {
-        r = heartbeats => r,
+        r = control_loop => r,
         r = streams => r,
         _ = shutdown.cancelled() => "hub shutting down".to_owned(),
     };
-    registry.remove(&name, &conn);
-    state.metrics.tunnel(&name, false);
+    registry.remove(&name, id);
+    state.metrics.tunnel(&name, transport, false);
     tracing::info!(reason = %reason, "spoke disconnected");
 }
 
@@ -250,8 +421,8 @@ async fn forward(
     state: Arc<AppState>,
     spoke: String,
     remote: SocketAddr,
-    mut send: quinn::SendStream,
-    recv: quinn::RecvStream,
+    mut send: SendHalf,
+    recv: RecvHalf,
     max_frame: usize,
 ) {
     let _stream = state.metrics.stream();
@@ -260,13 +431,13 @@ async fn forward(
         Ok(Some(Frame::Request(h))) => h,
         Ok(other) => {
             tracing::warn!(frame = ?other.map(|f| format!("{f:?}").chars().take(80).collect::<String>()), "a stream did not start with a request; resetting it");
-            let _ = send.reset(close::STREAM_MALFORMED.into());
+            send.reset(close::STREAM_MALFORMED);
             return;
         }
         Err(e) => {
             tracing::warn!(error = %e, "malformed frame; resetting the stream");
-            let _ = send.reset(close::STREAM_MALFORMED.into());
-            let _ = reader.get_mut().stop(close::STREAM_MALFORMED.into());
+            send.reset(close::STREAM_MALFORMED);
+            reader.get_mut().stop(close::STREAM_MALFORMED);
             return;
         }
     };
@@ -274,14 +445,14 @@ async fn forward(
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "unusable forwarded request; resetting the stream");
-            let _ = send.reset(close::STREAM_MALFORMED.into());
+            send.reset(close::STREAM_MALFORMED);
             return;
         }
     };
     let resp = api::handle(state, req).await;
     if let Err(e) = send_response(&mut send, resp, max_frame).await {
         tracing::debug!(error = %e, "the spoke went away while the answer was sent");
-        let _ = send.reset(close::STREAM_MALFORMED.into());
+        send.reset(close::STREAM_MALFORMED);
     }
 }
 
@@ -289,7 +460,7 @@ fn build_request(
     head: &RequestHead,
     remote: SocketAddr,
     spoke: &str,
-    reader: FrameReader<quinn::RecvStream>,
+    reader: FrameReader<RecvHalf>,
 ) -> Result<http::Request<Body>, http::Error> {
     let mut builder = http::Request::builder()
         .method(head.method.as_str())
@@ -312,7 +483,7 @@ fn build_request(
 }
 
 async fn send_response(
-    send: &mut quinn::SendStream,
+    send: &mut SendHalf,
     resp: http::Response<Body>,
     max_frame: usize,
 ) -> Result<(), BoxError> {
@@ -336,6 +507,6 @@ async fn send_response(
         }
     }
     write_frame(send, &Frame::End).await?;
-    send.finish()?;
+    send.finish();
     Ok(())
 }

@@ -1,0 +1,278 @@
+//! The two transports a tunnel can run on, behind one interface: QUIC
+//! streams, or — where UDP is blocked — HTTP/2 streams over TLS on TCP, each
+//! carrying the same frames. A stream is a [`SendHalf`] and a [`RecvHalf`];
+//! the spoke opens streams, the hub accepts them.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::sync::CancellationToken;
+
+/// The writing half of a tunnel stream.
+#[derive(Debug)]
+pub enum SendHalf {
+    /// A QUIC stream.
+    Quic(quinn::SendStream),
+    /// An HTTP/2 stream.
+    H2(H2Send),
+}
+
+/// The reading half of a tunnel stream.
+#[derive(Debug)]
+pub enum RecvHalf {
+    /// A QUIC stream.
+    Quic(quinn::RecvStream),
+    /// An HTTP/2 stream.
+    H2(H2Recv),
+}
+
+impl SendHalf {
+    /// Abandons the stream: the peer sees an error, not a clean end.
+    pub fn reset(&mut self, code: u32) {
+        match self {
+            Self::Quic(s) => {
+                let _ = s.reset(code.into());
+            }
+            Self::H2(s) => s.inner.send_reset(h2::Reason::CANCEL),
+        }
+    }
+
+    /// Ends the stream cleanly.
+    pub fn finish(&mut self) {
+        match self {
+            Self::Quic(s) => {
+                let _ = s.finish();
+            }
+            Self::H2(s) => {
+                let _ = s.inner.send_data(Bytes::new(), true);
+            }
+        }
+    }
+}
+
+impl RecvHalf {
+    /// Stops reading; the peer's further writes fail.
+    pub fn stop(&mut self, code: u32) {
+        if let Self::Quic(r) = self {
+            let _ = r.stop(code.into());
+        }
+    }
+}
+
+impl AsyncWrite for SendHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Quic(s) => Pin::new(s).poll_write(cx, buf).map_err(io::Error::from),
+            Self::H2(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Quic(s) => Pin::new(s).poll_flush(cx),
+            Self::H2(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Quic(s) => Pin::new(s).poll_shutdown(cx),
+            Self::H2(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+impl AsyncRead for RecvHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Quic(r) => Pin::new(r).poll_read(cx, buf),
+            Self::H2(r) => Pin::new(r).poll_read(cx, buf),
+        }
+    }
+}
+
+fn h2_err(e: h2::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, e)
+}
+
+/// An HTTP/2 stream's sending side as a byte stream, writing only as much
+/// as flow control allows (so memory stays bounded).
+#[derive(Debug)]
+pub struct H2Send {
+    inner: h2::SendStream<Bytes>,
+}
+
+impl H2Send {
+    /// Wraps an HTTP/2 send stream.
+    pub fn new(inner: h2::SendStream<Bytes>) -> Self {
+        Self { inner }
+    }
+}
+
+impl AsyncWrite for H2Send {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let this = &mut self.inner;
+        this.reserve_capacity(buf.len());
+        loop {
+            match ready!(this.poll_capacity(cx)) {
+                None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+                Some(Err(e)) => return Poll::Ready(Err(h2_err(e))),
+                Some(Ok(0)) => continue,
+                Some(Ok(n)) => {
+                    let n = n.min(buf.len());
+                    this.send_data(Bytes::copy_from_slice(&buf[..n]), false)
+                        .map_err(h2_err)?;
+                    return Poll::Ready(Ok(n));
+                }
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let _ = self.inner.send_data(Bytes::new(), true);
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// An HTTP/2 stream's receiving side as a byte stream; capacity is given
+/// back as bytes are consumed.
+#[derive(Debug)]
+pub struct H2Recv {
+    inner: h2::RecvStream,
+    pending: Bytes,
+}
+
+impl H2Recv {
+    /// Wraps an HTTP/2 receive stream.
+    pub fn new(inner: h2::RecvStream) -> Self {
+        Self {
+            inner,
+            pending: Bytes::new(),
+        }
+    }
+}
+
+impl AsyncRead for H2Recv {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if !self.pending.is_empty() {
+                let n = self.pending.len().min(buf.remaining());
+                buf.put_slice(&self.pending[..n]);
+                self.pending.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(self.inner.poll_data(cx)) {
+                None => return Poll::Ready(Ok(())),
+                Some(Err(e)) => return Poll::Ready(Err(h2_err(e))),
+                Some(Ok(data)) => {
+                    let _ = self.inner.flow_control().release_capacity(data.len());
+                    self.pending = data;
+                }
+            }
+        }
+    }
+}
+
+/// A spoke's tunnel as it opens streams on it.
+#[derive(Debug, Clone)]
+pub enum Link {
+    /// QUIC.
+    Quic(quinn::Connection),
+    /// HTTP/2 over TLS on TCP.
+    Tcp(TcpLink),
+}
+
+/// The HTTP/2 client side of a TCP tunnel.
+#[derive(Debug, Clone)]
+pub struct TcpLink {
+    /// Opens streams.
+    pub sender: h2::client::SendRequest<Bytes>,
+    /// Fires when the connection ends (or is to be closed).
+    pub done: CancellationToken,
+}
+
+impl Link {
+    /// Opens a stream.
+    pub async fn open_bi(&self) -> Result<(SendHalf, RecvHalf), String> {
+        match self {
+            Link::Quic(c) => {
+                let (s, r) = c.open_bi().await.map_err(|e| e.to_string())?;
+                Ok((SendHalf::Quic(s), RecvHalf::Quic(r)))
+            }
+            Link::Tcp(t) => {
+                let mut sender = t.sender.clone().ready().await.map_err(|e| e.to_string())?;
+                let req = http::Request::post("/")
+                    .body(())
+                    .map_err(|e| e.to_string())?;
+                let (resp, send) = sender.send_request(req, false).map_err(|e| e.to_string())?;
+                let resp = resp.await.map_err(|e| e.to_string())?;
+                if resp.status() != http::StatusCode::OK {
+                    return Err(format!("the hub answered {}", resp.status()));
+                }
+                Ok((
+                    SendHalf::H2(H2Send::new(send)),
+                    RecvHalf::H2(H2Recv::new(resp.into_body())),
+                ))
+            }
+        }
+    }
+
+    /// Whether the tunnel has ended.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Link::Quic(c) => c.close_reason().is_some(),
+            Link::Tcp(t) => t.done.is_cancelled(),
+        }
+    }
+
+    /// Closes the tunnel.
+    pub fn close(&self, code: u32, reason: &[u8]) {
+        match self {
+            Link::Quic(c) => c.close(code.into(), reason),
+            Link::Tcp(t) => t.done.cancel(),
+        }
+    }
+
+    /// The smoothed round-trip time QUIC measures; zero on TCP.
+    pub fn rtt(&self) -> Duration {
+        match self {
+            Link::Quic(c) => c.rtt(),
+            Link::Tcp(_) => Duration::ZERO,
+        }
+    }
+
+    /// `quic` or `tcp`.
+    pub fn transport(&self) -> &'static str {
+        match self {
+            Link::Quic(_) => "quic",
+            Link::Tcp(_) => "tcp",
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Where UDP is blocked, the tunnel runs over TLS on TCP with the same
+//! frames, and moves back to QUIC when UDP gets through again.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_tests::hub::ADMIN_TOKEN;
+use ferry_tests::scenarios::tenant;
+use ferry_tests::udp_relay::UdpRelay;
+use ferry_tests::{Api, Hub, Spoke, SpokeOptions, eventually, metric, pattern};
+
+#[tokio::test]
+async fn blocked_udp_falls_back_to_tcp_and_returns_to_quic() {
+    ferry_tests::install_crypto_provider();
+    let hub = Hub::start();
+    let relay = UdpRelay::start(hub.tunnel_addr, true).await;
+    let opts = SpokeOptions {
+        quic_via: Some(relay.addr),
+        tunnel_extra: "quic_handshake_timeout_ms = 500\nquic_retry_secs = 1".into(),
+    };
+    let token = hub.spoke_token("fra1", None);
+    let spoke =
+        Spoke::start_with(&hub, "fra1", &token, &opts).unwrap_or_else(|log| panic!("{log}"));
+    let transport = |t: &'static str| {
+        let url = spoke.url();
+        async move { metric(&url, "ferry_spoke_tunnel_transport", &[("transport", t)]).await }
+    };
+    assert_eq!(transport("tcp").await, 1.0, "{}", spoke.log());
+    let admin = Api::new(hub.url()).as_token(ADMIN_TOKEN);
+    assert_eq!(
+        admin.get("/v1/spokes/fra1").send().await.json()["tunnel"]["transport"],
+        "tcp"
+    );
+
+    // The whole API works over TCP: control requests, content, reports.
+    let t = tenant(&spoke.url(), "alpha", &hub.data_dir).await;
+    let data = Bytes::from(pattern(8 << 20, 6));
+    let via_spoke = Api::new(spoke.url()).as_token(&t.key);
+    via_spoke
+        .put(&t.file("tcp.bin"))
+        .body(data.clone())
+        .send()
+        .await
+        .expect(201);
+    assert_eq!(
+        &via_spoke
+            .get(&t.file("tcp.bin"))
+            .send()
+            .await
+            .expect(200)
+            .body[..],
+        &data[..]
+    );
+    let listed = via_spoke
+        .get("/v1/connections/local/list")
+        .send()
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(listed["entries"][0]["name"], "tcp.bin");
+    // A forwarded request with a large body crosses the TCP tunnel intact.
+    via_spoke
+        .post("/v1/connections")
+        .json(&serde_json::json!({ "name": "mem", "provider": "memory" }))
+        .send()
+        .await
+        .expect(201);
+    via_spoke
+        .put("/v1/connections/mem/files/big.bin")
+        .body(data.clone())
+        .send()
+        .await
+        .expect(201);
+    assert_eq!(
+        &via_spoke
+            .get("/v1/connections/mem/files/big.bin")
+            .send()
+            .await
+            .expect(200)
+            .body[..],
+        &data[..]
+    );
+
+    // UDP comes back: the spoke moves to QUIC by itself.
+    relay.block(false);
+    assert!(
+        eventually(Duration::from_secs(15), async || transport("quic").await
+            == 1.0)
+        .await,
+        "the tunnel did not move back to QUIC:\n{}",
+        spoke.log()
+    );
+    assert_eq!(transport("tcp").await, 0.0);
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            admin.get("/v1/spokes/fra1").send().await.json()["tunnel"]["transport"] == "quic"
+        })
+        .await
+    );
+    assert_eq!(
+        &via_spoke
+            .get(&t.file("tcp.bin"))
+            .send()
+            .await
+            .expect(200)
+            .body[..],
+        &data[..]
+    );
+    via_spoke.get("/v1/connections").send().await.expect(200);
+
+    // UDP blocked again mid-way: the spoke loses QUIC and returns to TCP.
+    relay.block(true);
+    assert!(
+        eventually(Duration::from_secs(20), async || transport("tcp").await
+            == 1.0)
+        .await,
+        "the tunnel did not fall back again:\n{}",
+        spoke.log()
+    );
+    via_spoke.get("/v1/connections").send().await.expect(200);
+}
