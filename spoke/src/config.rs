@@ -47,6 +47,50 @@ pub struct HubLink {
     /// The hub's TLS-over-TCP tunnel address, used when QUIC cannot get
     /// through (UDP blocked). Default: the same address as `tunnel_addr`.
     pub tunnel_tcp_addr: Option<SocketAddr>,
+    /// Further hubs sharing the first one's metadata and CA. The spoke holds
+    /// a tunnel to each (hot standby) and uses the first that is up, so a
+    /// failover costs no handshake.
+    #[serde(default)]
+    pub standby: Vec<StandbyHub>,
+}
+
+/// A `[[hub.standby]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StandbyHub {
+    /// Its tunnel address (UDP for QUIC).
+    pub tunnel_addr: SocketAddr,
+    /// Its TLS-over-TCP tunnel address; default the same as `tunnel_addr`.
+    pub tunnel_tcp_addr: Option<SocketAddr>,
+}
+
+/// One hub a spoke holds a tunnel to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubTarget {
+    /// 0 for the primary, then the standbys in order.
+    pub index: usize,
+    /// QUIC address.
+    pub quic: SocketAddr,
+    /// TLS-over-TCP address.
+    pub tcp: SocketAddr,
+}
+
+impl HubLink {
+    /// Every hub to hold a tunnel to, primary first.
+    pub fn targets(&self) -> Vec<HubTarget> {
+        let primary = HubTarget {
+            index: 0,
+            quic: self.tunnel_addr,
+            tcp: self.tunnel_tcp_addr.unwrap_or(self.tunnel_addr),
+        };
+        std::iter::once(primary)
+            .chain(self.standby.iter().enumerate().map(|(i, s)| HubTarget {
+                index: i + 1,
+                quic: s.tunnel_addr,
+                tcp: s.tunnel_tcp_addr.unwrap_or(s.tunnel_addr),
+            }))
+            .collect()
+    }
 }
 
 /// The `[tunnel]` section.

@@ -37,6 +37,17 @@ pub struct Identity {
     pub server_name: String,
 }
 
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Self {
+            cert: self.cert.clone(),
+            key: self.key.clone_key(),
+            hub_ca: self.hub_ca.clone(),
+            server_name: self.server_name.clone(),
+        }
+    }
+}
+
 impl Identity {
     /// Loads the identity, enrolling first (with `FERRY_JOIN_TOKEN`) if the
     /// state directory holds none.

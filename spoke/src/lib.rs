@@ -42,8 +42,8 @@ pub async fn run(
     let cfg = Arc::new(cfg);
     let identity = Identity::load_or_enrol(&cfg).await?;
     let metrics = Arc::new(Metrics::new());
-    let (handle, publish) = TunnelHandle::new();
-
+    let targets = cfg.hub.targets();
+    let (handle, publishers) = TunnelHandle::new(targets.len());
     let tls = cfg.api.tls_acceptor(&shutdown)?;
     let hub = HubClient {
         tunnel: handle,
@@ -56,15 +56,25 @@ pub async fn run(
         let data = data.clone();
         Arc::new(move || data.invalidate_grants())
     };
-    let tunnel = tokio::spawn(tunnel::run(
-        cfg.clone(),
-        identity,
-        metrics.clone(),
-        publish,
-        shutdown.clone(),
-        tunnel_stop.clone(),
-        invalidate,
-    ));
+    let shared = tunnel::Shared {
+        metrics: metrics.clone(),
+        draining: shutdown.clone(),
+        shutdown: tunnel_stop.clone(),
+        on_invalidate: invalidate,
+    };
+    let tunnels: Vec<_> = targets
+        .into_iter()
+        .zip(publishers)
+        .map(|(target, publish)| {
+            tokio::spawn(tunnel::run(
+                cfg.clone(),
+                target,
+                identity.clone(),
+                publish,
+                shared.clone(),
+            ))
+        })
+        .collect();
     let reports = tokio::spawn(data.clone().deliver_reports(tunnel_stop.clone()));
     let front = Arc::new(Front {
         hub,
@@ -80,7 +90,9 @@ pub async fn run(
     data.flush_reports(REPORT_FLUSH).await;
     tunnel_stop.cancel();
     let _ = reports.await;
-    tunnel.await.context("the tunnel task failed")??;
+    for t in tunnels {
+        t.await.context("a tunnel task failed")??;
+    }
     tracing::info!("stopped");
     Ok(())
 }

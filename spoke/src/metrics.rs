@@ -55,14 +55,21 @@ struct CauseLabels {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct TransportLabels {
+    hub: u32,
     transport: &'static str,
+}
+
+/// 0 for the primary hub, then the standbys in order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct HubLabels {
+    hub: u32,
 }
 
 /// Handles to every spoke metric.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    up: Gauge,
+    up: Family<HubLabels, Gauge>,
     rtt: Gauge<f64, std::sync::atomic::AtomicU64>,
     reconnects: Family<CauseLabels, Counter>,
     transport: Family<TransportLabels, Gauge>,
@@ -84,10 +91,10 @@ impl Metrics {
     /// Registers every metric.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("ferry_spoke");
-        let up = Gauge::default();
+        let up = Family::<HubLabels, Gauge>::default();
         registry.register(
             "tunnel_up",
-            "1 while the tunnel to the hub is up",
+            "1 while the tunnel to the hub is up, by hub (0 = primary)",
             up.clone(),
         );
         let rtt = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
@@ -160,10 +167,11 @@ impl Metrics {
     }
 
     /// Records the tunnel on `transport` going up or down.
-    pub fn tunnel_up(&self, transport: &'static str, up: bool) {
-        self.up.set(i64::from(up));
+    pub fn tunnel_up(&self, hub: usize, transport: &'static str, up: bool) {
+        let hub = hub as u32;
+        self.up.get_or_create(&HubLabels { hub }).set(i64::from(up));
         self.transport
-            .get_or_create(&TransportLabels { transport })
+            .get_or_create(&TransportLabels { hub, transport })
             .set(i64::from(up));
     }
 

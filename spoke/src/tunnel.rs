@@ -18,7 +18,7 @@ use rustls::pki_types::ServerName;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::SpokeConfig;
+use crate::config::{HubTarget, SpokeConfig};
 use crate::identity::Identity;
 use crate::metrics::{Metrics, ReconnectCause};
 
@@ -27,22 +27,26 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// still on it.
 const SWITCH_GRACE: Duration = Duration::from_secs(5);
 
-/// The tunnel as the rest of the spoke sees it.
+/// The tunnels as the rest of the spoke sees them: one per hub, in order
+/// of preference.
 #[derive(Debug, Clone)]
 pub struct TunnelHandle {
-    rx: watch::Receiver<Option<Link>>,
+    rx: Vec<watch::Receiver<Option<Link>>>,
 }
 
 impl TunnelHandle {
-    /// A handle and the sender the connector publishes on.
-    pub fn new() -> (Self, watch::Sender<Option<Link>>) {
-        let (tx, rx) = watch::channel(None);
+    /// A handle over `hubs` tunnels and the senders their connectors
+    /// publish on, primary first.
+    pub fn new(hubs: usize) -> (Self, Vec<watch::Sender<Option<Link>>>) {
+        let (tx, rx) = (0..hubs.max(1)).map(|_| watch::channel(None)).unzip();
         (Self { rx }, tx)
     }
 
-    /// The live link, if the tunnel is up.
+    /// The first live link (the primary hub's when it is up).
     pub fn current(&self) -> Option<Link> {
-        self.rx.borrow().clone().filter(|l| !l.is_closed())
+        self.rx
+            .iter()
+            .find_map(|rx| rx.borrow().clone().filter(|l| !l.is_closed()))
     }
 }
 
@@ -109,6 +113,7 @@ enum Ended {
 
 /// Everything needed to connect.
 struct Connector {
+    target: HubTarget,
     endpoint: quinn::Endpoint,
     tls: Arc<rustls::ClientConfig>,
     server_name: String,
@@ -116,7 +121,7 @@ struct Connector {
 }
 
 impl Connector {
-    fn new(cfg: Arc<SpokeConfig>, identity: Identity) -> anyhow::Result<Self> {
+    fn new(cfg: Arc<SpokeConfig>, identity: Identity, target: HubTarget) -> anyhow::Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots.add(identity.hub_ca)?;
@@ -129,7 +134,7 @@ impl Connector {
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from((*tls).clone())?;
         let mut client = quinn::ClientConfig::new(Arc::new(crypto));
         client.transport_config(Arc::new(cfg.tunnel.limits().transport()));
-        let local: SocketAddr = if cfg.hub.tunnel_addr.is_ipv4() {
+        let local: SocketAddr = if target.quic.is_ipv4() {
             "0.0.0.0:0".parse().expect("a literal address")
         } else {
             "[::]:0".parse().expect("a literal address")
@@ -142,6 +147,7 @@ impl Connector {
         )?;
         endpoint.set_default_client_config(client);
         Ok(Self {
+            target,
             endpoint,
             tls,
             server_name: identity.server_name,
@@ -164,7 +170,7 @@ impl Connector {
     async fn connect_quic(&self) -> Result<Control, TunnelError> {
         let connecting = self
             .endpoint
-            .connect(self.cfg.hub.tunnel_addr, &self.server_name)
+            .connect(self.target.quic, &self.server_name)
             .map_err(|e| TunnelError::Connect(e.to_string()))?;
         let limit = Duration::from_millis(self.cfg.tunnel.quic_handshake_timeout_ms);
         let conn = match tokio::time::timeout(limit, connecting).await {
@@ -176,11 +182,7 @@ impl Connector {
     }
 
     async fn connect_tcp(&self) -> Result<Control, TunnelError> {
-        let addr = self
-            .cfg
-            .hub
-            .tunnel_tcp_addr
-            .unwrap_or(self.cfg.hub.tunnel_addr);
+        let addr = self.target.tcp;
         let connect = |e: &dyn std::fmt::Display| TunnelError::Connect(format!("TCP: {e}"));
         let tcp = tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio::net::TcpStream::connect(addr))
             .await
@@ -272,19 +274,43 @@ fn refused_or_lost(link: &Link, fallback: String) -> TunnelError {
     TunnelError::Lost(fallback)
 }
 
-/// Keeps a tunnel to the hub up until `shutdown`. When `draining` fires
+/// What every hub's tunnel loop shares with the rest of the spoke.
+#[derive(Clone)]
+pub struct Shared {
+    /// The spoke's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Fires when the spoke starts draining.
+    pub draining: CancellationToken,
+    /// Fires when the tunnel must close.
+    pub shutdown: CancellationToken,
+    /// Drops cached grants (on the hub's notice).
+    pub on_invalidate: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+/// Keeps a tunnel to one hub up until `shutdown`. When `draining` fires
 /// first, the hub is told (so it stops sending clients here) while the
 /// tunnel stays up for the requests still in flight.
 pub async fn run(
     cfg: Arc<SpokeConfig>,
+    target: HubTarget,
     identity: Identity,
-    metrics: Arc<Metrics>,
     publish: watch::Sender<Option<Link>>,
-    draining: CancellationToken,
-    shutdown: CancellationToken,
-    on_invalidate: Arc<dyn Fn() + Send + Sync>,
+    shared: Shared,
 ) -> anyhow::Result<()> {
-    let connector = Connector::new(cfg.clone(), identity)?;
+    let Shared {
+        metrics,
+        draining,
+        shutdown,
+        on_invalidate,
+    } = shared;
+    let connector = Connector::new(cfg.clone(), identity, target)?;
+    let hub = target.index;
     let initial = Duration::from_millis(cfg.tunnel.reconnect_initial_ms);
     let max = Duration::from_secs(cfg.tunnel.reconnect_max_secs);
     let mut backoff: Option<Duration> = None;
@@ -299,8 +325,8 @@ pub async fn run(
             let link = control.link.clone();
             // Publish before announcing: whoever reads "tunnel up" can use it.
             let _ = publish.send(Some(link.clone()));
-            metrics.tunnel_up(link.transport(), true);
-            tracing::info!(hub = %cfg.hub.tunnel_addr, transport = link.transport(), "tunnel up");
+            metrics.tunnel_up(hub, link.transport(), true);
+            tracing::info!(hub = %target.quic, hub.index = hub, transport = link.transport(), "tunnel up");
             let signals = Signals {
                 metrics: &metrics,
                 draining: &draining,
@@ -309,7 +335,7 @@ pub async fn run(
                 connector: &connector,
             };
             let result = session(control, &signals).await;
-            metrics.tunnel_up(link.transport(), false);
+            metrics.tunnel_up(hub, link.transport(), false);
             if !matches!(result, Ok(Ended::Switch(_))) {
                 let _ = publish.send(None);
             } else {

@@ -178,6 +178,27 @@ impl Hub {
         format!("{scheme}://{}", self.addr)
     }
 
+    /// Starts a second hub on this one's state directory (the same
+    /// database and CA, as hubs sharing metadata do), on its own ports.
+    pub fn start_beside(&self) -> Hub {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let config = dir.path().join("hub.toml");
+        std::fs::copy(&self.config, &config).unwrap();
+        let mut hub = Hub {
+            daemon: None,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tunnel_addr: "127.0.0.1:0".parse().unwrap(),
+            tunnel_tcp_addr: "127.0.0.1:0".parse().unwrap(),
+            dir,
+            data_dir: self.data_dir.clone(),
+            config,
+            opts: self.opts.clone(),
+            logs: Vec::new(),
+        };
+        hub.spawn();
+        hub
+    }
+
     /// Makes a join token with `ferry-hub spoke add` (the operator's way).
     pub fn spoke_token(&self, name: &str, ttl_secs: Option<u64>) -> String {
         let mut cmd = Command::new(binary("ferry-hub"));

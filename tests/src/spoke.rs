@@ -30,6 +30,8 @@ pub struct SpokeOptions {
     pub quic_via: Option<SocketAddr>,
     /// Extra TOML for the `[tunnel]` section.
     pub tunnel_extra: String,
+    /// Standby hubs: (QUIC, TCP) tunnel addresses.
+    pub standby: Vec<(SocketAddr, SocketAddr)>,
 }
 
 /// Writes a spoke configuration pointing at `hub`.
@@ -40,13 +42,18 @@ fn write_config(dir: &std::path::Path, name: &str, hub: &Hub, opts: &SpokeOption
         format!(
             "name = {name:?}\nstate_dir = {state:?}\n\n[api]\nlisten = \"127.0.0.1:0\"\nplain_http = true\nshutdown_grace_secs = 5\n\n\
              [hub]\napi_url = \"{api}\"\ntunnel_addr = \"{tunnel}\"\ntunnel_tcp_addr = \"{tcp}\"\n\n\
-             [tunnel]\nidle_timeout_secs = 5\nreconnect_initial_ms = 100\nreconnect_max_secs = 1\n{extra}\n\n\
+             {standby}\n[tunnel]\nidle_timeout_secs = 5\nreconnect_initial_ms = 100\nreconnect_max_secs = 1\n{extra}\n\n\
              [log]\nlevel = \"info,ferry_spoke=debug\"\n",
             state = dir.join("state"),
             api = hub.url(),
             tunnel = opts.quic_via.unwrap_or(hub.tunnel_addr),
             tcp = hub.tunnel_tcp_addr,
             extra = opts.tunnel_extra,
+            standby = opts
+                .standby
+                .iter()
+                .map(|(q, t)| format!("\n[[hub.standby]]\ntunnel_addr = \"{q}\"\ntunnel_tcp_addr = \"{t}\"\n"))
+                .collect::<String>(),
         ),
     )
     .unwrap();

@@ -17,6 +17,7 @@ async fn blocked_udp_falls_back_to_tcp_and_returns_to_quic() {
     let opts = SpokeOptions {
         quic_via: Some(relay.addr),
         tunnel_extra: "quic_handshake_timeout_ms = 500\nquic_retry_secs = 1".into(),
+        ..SpokeOptions::default()
     };
     let token = hub.spoke_token("fra1", None);
     let spoke =
