@@ -221,7 +221,7 @@ async fn granted_transfers_survive_a_hub_outage_and_reports_arrive_later() {
     let mut spoke = Spoke::start(&hub, "fra1");
     let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
     let via_spoke = Api::new(spoke.url()).as_token(&t.key);
-    let data = Bytes::from(pattern(96 << 20, 9));
+    let data = Bytes::from(pattern(256 << 20, 9));
     via_spoke
         .put(&t.file("d.bin"))
         .body(data.clone())
