@@ -1,9 +1,10 @@
 //! The tunnel protocol between spokes and hubs, without I/O.
 //!
 //! A tunnel is a QUIC connection (ALPN [`ALPN`]) or, where UDP is blocked, a
-//! TLS connection carrying the same frames. Each QUIC stream carries one
-//! exchange: the spoke opens one per forwarded request, the hub opens one
-//! per notice. A frame is
+//! TLS connection on TCP carrying the same frames on HTTP/2 streams. Each
+//! stream carries one exchange, and the spoke opens them all: first the
+//! control stream (hello, welcome, heartbeats, and notices both ways), then
+//! one per forwarded request. A frame is
 //!
 //! ```text
 //! +--------+----------------+------------------+

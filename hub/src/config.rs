@@ -15,8 +15,8 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HubConfig {
-    /// Absolute directory for the hub's state: the SQLite database and, later,
-    /// the hub's certificate authority. Created at start if missing.
+    /// Absolute directory for the hub's state: the SQLite database and the
+    /// tunnel certificate authority (`tunnel-ca/`). Created at start if missing.
     pub state_dir: PathBuf,
     /// The client-facing HTTP API listener.
     pub api: ApiConfig,

@@ -1,5 +1,6 @@
 //! The ferry hub: the HTTP API over the metadata store and the storage
-//! providers. (The spoke tunnel endpoint and steering DNS come later.)
+//! providers, and the tunnel endpoints spokes connect to (QUIC, and TLS over
+//! TCP where UDP is blocked). Steering DNS comes later.
 //!
 //! [`run`] serves on a listener it is given until a shutdown token fires, so
 //! the binary and tests start it the same way.

@@ -106,7 +106,8 @@ pub struct TunnelTuning {
     /// Flow-control window of the tunnel, in bytes. Default 16777216.
     #[serde(default = "defaults::connection_window_bytes")]
     pub connection_window_bytes: u32,
-    /// Streams the hub may open towards this spoke at once. Default 64.
+    /// Streams the hub may open towards this spoke at once (QUIC; the hub
+    /// opens none today, so this is a ceiling for later use). Default 64.
     #[serde(default = "defaults::max_concurrent_streams")]
     pub max_concurrent_streams: u32,
     /// A silent tunnel is dead after this long. Default 20.

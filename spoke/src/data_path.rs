@@ -217,7 +217,7 @@ impl DataPath {
             .lock()
             .expect("report queue poisoned")
             .is_empty();
-        if waiting || self.send_report(&report).await.is_err() {
+        if waiting || self.send_report(&report).await == Err(false) {
             self.enqueue(report);
         }
     }
@@ -233,23 +233,28 @@ impl DataPath {
         self.metrics.reports_queued(q.len());
     }
 
-    async fn send_report(&self, report: &Report) -> Result<(), Problem> {
+    /// Sends one report. `Err(true)`: the hub refused it for good (a 4xx,
+    /// such as a connection deleted meanwhile), so retrying cannot help;
+    /// `Err(false)`: try again later.
+    async fn send_report(&self, report: &Report) -> Result<(), bool> {
         let (path, body) = match report {
             Report::Commit(c) => ("/internal/v1/commit", serde_json::to_value(c)),
             Report::Transfer(t) => ("/internal/v1/transfer", serde_json::to_value(t)),
         };
         let body = body.expect("reports serialise");
-        let (status, _, answer) = self.client.call(path, None, &body).await?;
+        let (status, _, answer) = self
+            .client
+            .call(path, None, &body)
+            .await
+            .map_err(|_| false)?;
         if status.is_success() {
             Ok(())
+        } else if status.is_client_error() {
+            tracing::error!(%status, answer = %String::from_utf8_lossy(&answer), "the hub refused a completion report; dropping it");
+            self.metrics.report_dropped();
+            Err(true)
         } else {
-            Err(Problem::new(
-                ErrorCode::HubUnreachable,
-                format!(
-                    "the hub refused a report ({status}): {}",
-                    String::from_utf8_lossy(&answer)
-                ),
-            ))
+            Err(false)
         }
     }
 
@@ -285,7 +290,7 @@ impl DataPath {
                     .cloned();
                 let Some(report) = next else { break };
                 match self.send_report(&report).await {
-                    Ok(()) => {
+                    Ok(()) | Err(true) => {
                         let mut q = self.reports.lock().expect("report queue poisoned");
                         q.pop_front();
                         self.metrics.reports_queued(q.len());
@@ -293,7 +298,7 @@ impl DataPath {
                             tracing::info!("delivered every queued completion report");
                         }
                     }
-                    Err(_) => break,
+                    Err(false) => break,
                 }
             }
         }

@@ -40,7 +40,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 /// (including paths that do not decode: the hub answers those).
 fn file_route(path: &str) -> Option<(String, String)> {
     let rest = path.strip_prefix("/v1/connections/")?;
-    let (conn, tail) = rest.split_once('/')?;
+    let (conn, tail) = rest.split_once('/').filter(|(c, _)| !c.is_empty())?;
     let file = tail.strip_prefix("files/")?;
     let decode = |s: &str| {
         percent_decode_str(s)

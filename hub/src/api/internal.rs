@@ -113,6 +113,20 @@ pub async fn handle(state: &AppState, op: InternalOp, req: Request<Body>) -> Api
         }
         InternalOp::Commit => {
             let commit: Commit = read_json(req, limit).await?;
+            // A connection deleted since the transfer began: nothing to
+            // record, and a retry cannot help (4xx, so the spoke drops it).
+            if let Some(m) = &commit.upsert
+                && !state
+                    .store
+                    .connection_exists(&m.connection_id)
+                    .await
+                    .map_err(|e| store_problem(state, e))?
+            {
+                return Err(Problem::new(
+                    ErrorCode::ConnectionNotFound,
+                    "the connection was deleted",
+                ));
+            }
             state
                 .store
                 .commit(&commit)

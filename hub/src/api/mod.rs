@@ -1,6 +1,6 @@
-//! The hub's HTTP API: one router for every route, usable from the hub's
-//! own listener and (later) from requests that arrive through a spoke's
-//! tunnel, since it only sees `Request<Body>`.
+//! The hub's HTTP API: one router for every route, serving the hub's own
+//! listener and the requests spokes forward through their tunnels alike,
+//! since it only sees `Request<Body>`.
 
 mod admin;
 mod auth;
@@ -138,6 +138,15 @@ pub async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> 
 }
 
 async fn dispatch(state: &Arc<AppState>, route: Route, req: Request<Body>) -> ApiResult {
+    if matches!(route, Route::Internal(_))
+        && req.extensions().get::<crate::tunnel::SpokeOwn>().is_none()
+    {
+        // Spokes' own routes do not exist for anyone else, whatever the method.
+        return Err(Problem::new(
+            ErrorCode::RouteNotFound,
+            "no route matches this path",
+        ));
+    }
     let method = req.method().clone();
     if !route.allowed().contains(&method) {
         let allow = route

@@ -92,6 +92,15 @@ impl Store {
         Ok(())
     }
 
+    /// Whether a connection with this id exists (in any account).
+    pub async fn connection_exists(&self, id: &str) -> Result<bool, StoreError> {
+        let found: Option<String> = sqlx::query_scalar("SELECT id FROM connections WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.is_some())
+    }
+
     /// The account's connections, by name.
     pub async fn list_connections(
         &self,

@@ -358,10 +358,18 @@ async fn session(
     state.metrics.tunnel(&name, transport, true);
     tracing::info!("spoke connected");
 
+    // A spoke that stops sending heartbeats is gone, even where the
+    // transport cannot tell (a TCP tunnel whose peer vanished).
+    let silence = Duration::from_secs(cfg.heartbeat_interval_secs * 3);
     let control_loop = async {
         loop {
             tokio::select! {
-                frame = control.next() => match frame {
+                frame = tokio::time::timeout(silence, control.next()) => match frame.unwrap_or_else(|_| {
+                    Err(ferry_common::tunnel_io::FrameIoError::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no heartbeat for three intervals",
+                    )))
+                }) {
                     Ok(Some(Frame::Heartbeat(hb))) => {
                         let seq = hb.seq;
                         registry.heartbeat(&name, hb);
