@@ -93,6 +93,9 @@ pub async fn run(
     }
     let state = Arc::new(state);
     let mut tasks = Vec::new();
+    // Tunnels outlive the HTTP listener's drain, so requests spokes forward
+    // get the same grace as direct ones; they close once it is over.
+    let tunnel_stop = CancellationToken::new();
     if let (Some((ep, t)), Some(support)) = (endpoint, state.spokes.clone()) {
         if let Some((listener, tls)) = tcp_tunnel {
             tasks.push(tokio::spawn(tunnel::serve_tcp(
@@ -101,7 +104,7 @@ pub async fn run(
                 state.clone(),
                 support.registry.clone(),
                 t.clone(),
-                shutdown.clone(),
+                tunnel_stop.clone(),
             )));
         }
         tasks.push(tokio::spawn(tunnel::serve_quic(
@@ -109,13 +112,13 @@ pub async fn run(
             state.clone(),
             support.registry.clone(),
             t,
-            shutdown.clone(),
+            tunnel_stop.clone(),
         )));
         tasks.push(tokio::spawn(tunnel::sweep_revoked(
             state.clone(),
             support.registry,
             std::time::Duration::from_secs(2),
-            shutdown.clone(),
+            tunnel_stop.clone(),
         )));
     }
     let handler: Handler = Arc::new(move |req| Box::pin(api::handle(state.clone(), req)));
@@ -124,6 +127,7 @@ pub async fn run(
         .context("the listener has no address")?;
     tracing::info!(%addr, tls = tls.is_some(), db = %db.display(), "HTTP API listening");
     http_server::serve(listener, tls, cfg.api.limits(), handler, shutdown).await;
+    tunnel_stop.cancel();
     for t in tasks {
         let _ = t.await;
     }

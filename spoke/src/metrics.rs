@@ -70,7 +70,7 @@ struct HubLabels {
 pub struct Metrics {
     registry: Registry,
     up: Family<HubLabels, Gauge>,
-    rtt: Gauge<f64, std::sync::atomic::AtomicU64>,
+    rtt: Family<HubLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     reconnects: Family<CauseLabels, Counter>,
     transport: Family<TransportLabels, Gauge>,
     forwarded: Counter,
@@ -97,10 +97,10 @@ impl Metrics {
             "1 while the tunnel to the hub is up, by hub (0 = primary)",
             up.clone(),
         );
-        let rtt = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let rtt = Family::<HubLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         registry.register(
             "tunnel_rtt_seconds",
-            "Smoothed round-trip time to the hub",
+            "Smoothed round-trip time of the tunnel, by hub (0 = primary; 0 s on TCP)",
             rtt.clone(),
         );
         let reconnects = Family::<CauseLabels, Counter>::default();
@@ -176,8 +176,10 @@ impl Metrics {
     }
 
     /// Records the latest round-trip time.
-    pub fn rtt(&self, rtt: std::time::Duration) {
-        self.rtt.set(rtt.as_secs_f64());
+    pub fn rtt(&self, hub: usize, rtt: std::time::Duration) {
+        self.rtt
+            .get_or_create(&HubLabels { hub: hub as u32 })
+            .set(rtt.as_secs_f64());
     }
 
     /// Counts a reconnection.

@@ -408,6 +408,11 @@ async fn session(control: Control, signals: &Signals<'_>) -> Result<Ended, Tunne
     let mut probe =
         tokio::time::interval(Duration::from_secs(connector.cfg.tunnel.quic_retry_secs));
     probe.tick().await;
+    type Attempt<'a> = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Control, TunnelError>> + Send + 'a>,
+    >;
+    let mut attempt: Attempt<'_> = Box::pin(std::future::pending());
+    let mut probing = false;
     let mut seq = 0u64;
     let mut last_ack = Instant::now();
     let (mut last_total, mut last_at) = (metrics.content_total(), Instant::now());
@@ -425,8 +430,14 @@ async fn session(control: Control, signals: &Signals<'_>) -> Result<Ended, Tunne
                 }
                 tracing::info!("told the hub this spoke is draining");
             }
-            _ = probe.tick(), if on_tcp && !told_draining => {
-                if let Ok(better) = connector.connect_quic().await {
+            _ = probe.tick(), if on_tcp && !told_draining && !probing => {
+                // The probe runs beside the heartbeats, not instead of them.
+                attempt = Box::pin(connector.connect_quic());
+                probing = true;
+            }
+            result = &mut attempt, if probing => {
+                probing = false;
+                if let Ok(better) = result {
                     return Ok(Ended::Switch(better));
                 }
             }
@@ -448,7 +459,7 @@ async fn session(control: Control, signals: &Signals<'_>) -> Result<Ended, Tunne
             frame = reader.next() => match frame {
                 Ok(Some(Frame::HeartbeatAck(_))) => {
                     last_ack = Instant::now();
-                    metrics.rtt(link.rtt());
+                    metrics.rtt(connector.target.index, link.rtt());
                 }
                 Ok(Some(Frame::Notice(n))) => match n.kind {
                     NoticeKind::Drain => tracing::info!(reason = %n.reason, "the hub asks this spoke to drain"),

@@ -161,9 +161,15 @@ async fn internal_routes_are_not_for_clients() {
                 .send()
                 .await
                 .expect_problem(404, "route_not_found");
-            api.get(&format!("/internal/v1/{route}")).send().await.expect_problem(404, "route_not_found");
+            api.get(&format!("/internal/v1/{route}"))
+                .send()
+                .await
+                .expect_problem(404, "route_not_found");
         }
-        api.get("/v1/connections//files/x").send().await.expect_problem(404, "route_not_found");
+        api.get("/v1/connections//files/x")
+            .send()
+            .await
+            .expect_problem(404, "route_not_found");
     }
 }
 
