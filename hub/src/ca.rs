@@ -21,7 +21,7 @@ const CA_KEY: &str = "ca-key.pem";
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
     /// Reading or writing the CA's files failed.
-    #[error("tunnel CA file {path}: {source}")]
+    #[error("tunnel CA file {path}")]
     Io {
         /// The file.
         path: PathBuf,

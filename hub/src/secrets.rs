@@ -27,7 +27,7 @@ pub enum SecretsError {
         env: String,
     },
     /// The key file could not be read.
-    #[error("cannot read the master key file {path}: {source}")]
+    #[error("cannot read the master key file {path}")]
     Read {
         /// The file.
         path: String,

@@ -4,11 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::Parser;
 use ferry_common::config;
 use ferry_spoke::config::SpokeConfig;
-use tokio_util::sync::CancellationToken;
 
 /// The ferry spoke: ferry's API near clients, with a tunnel to the hub.
 #[derive(Debug, Parser)]
@@ -58,18 +56,8 @@ fn main() -> ExitCode {
 }
 
 fn serve(cfg: SpokeConfig) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(cfg.api.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", cfg.api.listen))?;
-        let shutdown = CancellationToken::new();
-        tokio::spawn(ferry_common::http_server::wait_for_signals(
-            shutdown.clone(),
-        ));
-        ferry_spoke::run(cfg, listener, shutdown).await
+    ferry_common::http_server::run_daemon(cfg.api.listen, |listener, shutdown| {
+        ferry_spoke::run(cfg, listener, shutdown)
     })
+    .map_err(|e| anyhow::anyhow!(e))
 }

@@ -42,7 +42,7 @@ pub enum StoreError {
     #[error("damaged row: {0}")]
     Corrupt(String),
     /// A schema migration failed; the hub cannot start.
-    #[error("migration {version} ({name}) failed: {source}")]
+    #[error("migration {version} ({name}) failed")]
     Migration {
         /// The migration's number.
         version: i64,
