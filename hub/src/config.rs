@@ -119,6 +119,12 @@ impl TunnelConfig {
         if self.heartbeat_interval_secs == 0 {
             p.add("tunnel.heartbeat_interval_secs", "must be at least 1");
         }
+        if self.idle_timeout_secs > 3600 {
+            p.add("tunnel.idle_timeout_secs", "must be at most 3600");
+        }
+        if self.heartbeat_interval_secs > 600 {
+            p.add("tunnel.heartbeat_interval_secs", "must be at most 600");
+        }
         if self.idle_timeout_secs <= self.heartbeat_interval_secs {
             p.add(
                 "tunnel.idle_timeout_secs",

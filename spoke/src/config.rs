@@ -226,8 +226,8 @@ impl Validate for SpokeConfig {
                 "must be at least tunnel.stream_window_bytes",
             );
         }
-        if t.idle_timeout_secs < 3 {
-            p.add("tunnel.idle_timeout_secs", "must be at least 3");
+        if !(3..=3600).contains(&t.idle_timeout_secs) {
+            p.add("tunnel.idle_timeout_secs", "must be from 3 to 3600");
         }
         if t.reconnect_initial_ms == 0 {
             p.add("tunnel.reconnect_initial_ms", "must be at least 1");
