@@ -141,18 +141,8 @@ pub async fn serve_tcp(
 
 async fn quic_tunnel(incoming: quinn::Incoming, ctx: Ctx) {
     let remote = incoming.remote_address();
-    let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            ctx.state.metrics.tunnel_refused(TunnelRefusal::handshake);
-            tracing::info!(%remote, error = %e, "tunnel handshake failed");
-            return;
-        }
-        Err(_) => {
-            ctx.state.metrics.tunnel_refused(TunnelRefusal::handshake);
-            tracing::info!(%remote, "tunnel handshake timed out");
-            return;
-        }
+    let Some(conn) = handshake(&ctx, remote, "QUIC", incoming.into_future()).await else {
+        return;
     };
     let cert = conn
         .peer_identity()
@@ -175,18 +165,8 @@ async fn tcp_tunnel(
     acceptor: tokio_rustls::TlsAcceptor,
     ctx: Ctx,
 ) {
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => {
-            ctx.state.metrics.tunnel_refused(TunnelRefusal::handshake);
-            tracing::info!(%remote, error = %e, "TCP tunnel handshake failed");
-            return;
-        }
-        Err(_) => {
-            ctx.state.metrics.tunnel_refused(TunnelRefusal::handshake);
-            tracing::info!(%remote, "TCP tunnel handshake timed out");
-            return;
-        }
+    let Some(tls) = handshake(&ctx, remote, "TCP", acceptor.accept(tcp)).await else {
+        return;
     };
     let cert = tls
         .get_ref()
@@ -249,6 +229,24 @@ async fn tcp_tunnel(
         _ = cancel.cancelled() => {}
     }
     cancel.cancel();
+}
+
+/// Runs a transport's handshake under the handshake timeout; a failure is
+/// logged and counted, and gives `None`.
+async fn handshake<T, E: std::fmt::Display>(
+    ctx: &Ctx,
+    remote: SocketAddr,
+    transport: &str,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Option<T> {
+    let failure = match tokio::time::timeout(HANDSHAKE_TIMEOUT, fut).await {
+        Ok(Ok(done)) => return Some(done),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "timed out".to_owned(),
+    };
+    ctx.state.metrics.tunnel_refused(TunnelRefusal::handshake);
+    tracing::info!(%remote, transport, error = %failure, "tunnel handshake failed");
+    None
 }
 
 /// The spoke a client certificate belongs to; refuses the tunnel if none.
