@@ -78,6 +78,39 @@ pub async fn eventually(limit: std::time::Duration, mut check: impl AsyncFnMut()
     false
 }
 
+/// Reads `body` into `got` until it holds at least `n` bytes (a download
+/// under way that the test then disturbs).
+pub async fn read_at_least(body: &mut hyper::body::Incoming, got: &mut Vec<u8>, n: usize) {
+    use http_body_util::BodyExt as _;
+    while got.len() < n {
+        let frame = body
+            .frame()
+            .await
+            .expect("the body goes on")
+            .expect("the body is not cut");
+        got.extend_from_slice(&frame.into_data().unwrap_or_default());
+    }
+}
+
+/// Reads the rest of `body` into `got`; `what` names the expectation the
+/// test checks (such as "the download is not cut").
+pub async fn read_rest(body: &mut hyper::body::Incoming, got: &mut Vec<u8>, what: &str) {
+    use http_body_util::BodyExt as _;
+    while let Some(frame) = body.frame().await {
+        got.extend_from_slice(&frame.expect(what).into_data().unwrap_or_default());
+    }
+}
+
+/// The `name` of every entry of a listing answer.
+pub fn entry_names(listing: &serde_json::Value) -> Vec<String> {
+    listing["entries"]
+        .as_array()
+        .expect("a listing has entries")
+        .iter()
+        .map(|e| e["name"].as_str().expect("an entry has a name").to_owned())
+        .collect()
+}
+
 /// Installs ring as the rustls provider for TLS clients in tests.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -336,15 +336,10 @@ pub async fn listing_pagination(t: &Tenant) {
         .await
         .expect(200)
         .json();
-    let root_names: Vec<&str> = root["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
-    assert!(root_names.contains(&"many"));
+    let root_names = crate::entry_names(&root);
+    assert!(root_names.contains(&"many".to_owned()));
     assert!(
-        !root_names.contains(&".ferry-partial"),
+        !root_names.contains(&".ferry-partial".to_owned()),
         "the staging folder stays hidden"
     );
     t.api
@@ -666,12 +661,7 @@ pub async fn digest_mismatch_leaves_nothing(t: &Tenant) {
         .await
         .expect(200)
         .json();
-    let names: Vec<&str> = listed["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
+    let names = crate::entry_names(&listed);
     assert_eq!(names, vec!["good.bin", "kept.bin"]);
 }
 

@@ -6,7 +6,6 @@ use bytes::Bytes;
 use ferry_tests::hub::ADMIN_TOKEN;
 use ferry_tests::scenarios::{tenant, upload};
 use ferry_tests::{Api, Hub, HubOptions, pattern};
-use http_body_util::BodyExt as _;
 use serde_json::json;
 
 #[tokio::test]
@@ -123,12 +122,7 @@ async fn a_crash_mid_upload_leaves_no_object() {
         .await
         .expect(200)
         .json();
-    let names: Vec<&str> = list["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
+    let names = ferry_tests::entry_names(&list);
     assert_eq!(names, vec!["doc.bin"]);
 }
 
@@ -148,9 +142,7 @@ async fn shutdown_lets_an_in_flight_download_finish() {
     let mut body = resp.into_body();
     let mut got = Vec::with_capacity(data.len());
     // Read a little, then ask the hub to stop, then read the rest slowly.
-    while got.len() < (4 << 20) {
-        got.extend_from_slice(&body.frame().await.unwrap().unwrap().into_data().unwrap());
-    }
+    ferry_tests::read_at_least(&mut body, &mut got, 4 << 20).await;
     let pid_stop = tokio::task::spawn_blocking(move || {
         let status = hub.stop();
         (hub, status)
@@ -163,14 +155,7 @@ async fn shutdown_lets_an_in_flight_download_finish() {
         !matches!(fresh, Ok(Ok(ref r)) if r.status() == 200),
         "a new request was served while draining"
     );
-    while let Some(frame) = body.frame().await {
-        got.extend_from_slice(
-            &frame
-                .expect("the download is not cut")
-                .into_data()
-                .unwrap_or_default(),
-        );
-    }
+    ferry_tests::read_rest(&mut body, &mut got, "the download is not cut").await;
     assert_eq!(got.len(), data.len());
     assert!(got == data);
     let (hub, status) = pid_stop.await.unwrap();

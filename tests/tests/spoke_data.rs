@@ -242,18 +242,9 @@ async fn granted_transfers_survive_a_hub_outage_and_reports_arrive_later() {
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
     let mut got = Vec::with_capacity(data.len());
-    while got.len() < (8 << 20) {
-        got.extend_from_slice(&body.frame().await.unwrap().unwrap().into_data().unwrap());
-    }
+    ferry_tests::read_at_least(&mut body, &mut got, 8 << 20).await;
     hub.kill();
-    while let Some(frame) = body.frame().await {
-        got.extend_from_slice(
-            &frame
-                .expect("the download goes on without the hub")
-                .into_data()
-                .unwrap_or_default(),
-        );
-    }
+    ferry_tests::read_rest(&mut body, &mut got, "the download goes on without the hub").await;
     assert!(got == data, "the download completed intact");
 
     // With the grant cached, an upload works without the hub; its report waits.
@@ -327,9 +318,7 @@ async fn a_draining_spoke_finishes_its_transfers_and_tells_the_hub() {
         .unwrap();
     let mut body = resp.into_body();
     let mut got = Vec::with_capacity(data.len());
-    while got.len() < (4 << 20) {
-        got.extend_from_slice(&body.frame().await.unwrap().unwrap().into_data().unwrap());
-    }
+    ferry_tests::read_at_least(&mut body, &mut got, 4 << 20).await;
     // The download in flight shows in the spoke's load, and the hub hears
     // it in the next heartbeat.
     assert_eq!(
@@ -361,14 +350,7 @@ async fn a_draining_spoke_finishes_its_transfers_and_tells_the_hub() {
         !matches!(fresh, Ok(Ok(ref r)) if r.status() == 200),
         "a new request was served while draining"
     );
-    while let Some(frame) = body.frame().await {
-        got.extend_from_slice(
-            &frame
-                .expect("the download is not cut")
-                .into_data()
-                .unwrap_or_default(),
-        );
-    }
+    ferry_tests::read_rest(&mut body, &mut got, "the download is not cut").await;
     assert!(got == data, "the download in flight completed");
     let (spoke, status) = stopping.await.unwrap();
     assert!(
