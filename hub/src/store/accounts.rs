@@ -91,7 +91,7 @@ impl Store {
             created_at: now_ms(),
         };
         let key = make_key();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(&account.id)
             .bind(&account.name)
@@ -130,7 +130,7 @@ impl Store {
 
     /// Makes another key for an existing account; `None` if it does not exist.
     pub async fn create_key(&self, account_id: &str) -> Result<Option<NewApiKey>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let exists = sqlx::query("SELECT id FROM accounts WHERE id = $1")
             .bind(account_id)
             .fetch_optional(&mut *tx)
@@ -256,5 +256,27 @@ mod tests {
         }
         let secret = &key.key.as_bytes()[4..];
         assert!(!raw.windows(secret.len()).any(|w| w == secret));
+    }
+
+    /// Transactions that read before they write must queue for the write
+    /// lock, not fail with "database is locked" when another writer commits
+    /// between their read and their write.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_read_then_write_transactions_all_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open_sqlite(&dir.path().join("hub.db"), 8)
+            .await
+            .unwrap();
+        let (account, _) = store.create_account("alpha").await.unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..64 {
+            let store = store.clone();
+            let id = account.id.clone();
+            tasks.spawn(async move { store.create_key(&id).await });
+        }
+        while let Some(made) = tasks.join_next().await {
+            assert!(made.unwrap().unwrap().is_some());
+        }
+        assert_eq!(store.list_keys(&account.id).await.unwrap().len(), 65);
     }
 }

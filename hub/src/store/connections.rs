@@ -47,7 +47,7 @@ impl Store {
         c: &ConnectionRow,
         location: Option<&str>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         if let Some(location) = location {
             // Claims are few (one per folder an account uses): compare them
             // here, in the transaction that inserts, so two accounts racing
@@ -136,7 +136,7 @@ impl Store {
     /// Deletes a connection and the object metadata recorded under it;
     /// false if the account has no such connection.
     pub async fn delete_connection(&self, account_id: &str, id: &str) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("DELETE FROM objects WHERE connection_id = $1 AND connection_id IN (SELECT id FROM connections WHERE account_id = $2)")
             .bind(id)
             .bind(account_id)

@@ -138,7 +138,7 @@ pub async fn apply(pool: &AnyPool, dialect: Dialect) -> Result<(), StoreError> {
             name: m.name,
             source,
         };
-        let mut tx = pool.begin().await.map_err(fail)?;
+        let mut tx = super::begin_write(pool, dialect).await.map_err(fail)?;
         for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             sqlx::query(statement)
                 .execute(&mut *tx)

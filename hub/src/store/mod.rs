@@ -53,6 +53,17 @@ pub enum StoreError {
     },
 }
 
+/// Begins a write transaction in the form `dialect` needs; see
+/// [`Store::write_tx`].
+async fn begin_write(
+    pool: &AnyPool,
+    dialect: migrations::Dialect,
+) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    match dialect {
+        migrations::Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+    }
+}
+
 impl StoreError {
     pub(crate) fn from_unique(e: sqlx::Error, what: &'static str) -> Self {
         match &e {
@@ -66,6 +77,7 @@ impl StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    dialect: migrations::Dialect,
 }
 
 impl Store {
@@ -91,9 +103,25 @@ impl Store {
             })
             .connect(&url)
             .await?;
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            dialect: migrations::Dialect::Sqlite,
+        };
         migrations::apply(&store.pool, migrations::Dialect::Sqlite).await?;
         Ok(store)
+    }
+
+    /// Begins a transaction that will write.
+    ///
+    /// SQLite's plain `BEGIN` takes the write lock only at the first write; if
+    /// another connection committed since this one's first read, the upgrade
+    /// fails at once with "database is locked" and the busy timeout never
+    /// applies. `BEGIN IMMEDIATE` takes the lock up front, so writers queue on
+    /// the busy timeout instead of failing.
+    pub(crate) async fn write_tx(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        begin_write(&self.pool, self.dialect).await
     }
 
     /// Checks that the store answers.

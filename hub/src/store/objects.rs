@@ -51,7 +51,7 @@ impl Store {
 
     /// Commits a change in one transaction.
     pub async fn commit(&self, change: &Commit) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for (connection_id, path) in &change.remove {
             sqlx::query("DELETE FROM objects WHERE connection_id = $1 AND path = $2")
                 .bind(connection_id)

@@ -70,7 +70,7 @@ impl Store {
         let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(secret));
         let now = now_ms();
         let expires = now + ttl_ms;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let revoked: Option<Option<i64>> =
             sqlx::query_scalar("SELECT revoked_at FROM spokes WHERE name = $1")
                 .bind(name)
