@@ -1,7 +1,7 @@
 //! Starting and stopping a real `ferry-hub` process.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -12,8 +12,9 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 /// The master key every test hub is started with (hex).
 pub const MASTER_KEY: &str = "8f1d2c3b4a5968778695a4b3c2d1e0f000112233445566778899aabbccddeeff";
 
-/// Where a binary of this workspace was built: beside the test executable's
-/// `deps/` folder, unless `FERRY_<NAME>_BIN` names it.
+/// Where a binary of this workspace was built: beside the running
+/// executable (or beside its `deps/` folder, where test executables live),
+/// unless `FERRY_<NAME>_BIN` names it.
 pub fn binary(name: &str) -> PathBuf {
     let var = format!(
         "FERRY_{}_BIN",
@@ -22,11 +23,11 @@ pub fn binary(name: &str) -> PathBuf {
     if let Ok(p) = std::env::var(&var) {
         return PathBuf::from(p);
     }
-    let exe = std::env::current_exe().expect("the test knows its own path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("tests run from target/<profile>/deps");
+    let exe = std::env::current_exe().expect("the process knows its own path");
+    let mut dir = exe.parent().expect("an executable is in a folder");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir.parent().expect("deps/ is in a profile folder");
+    }
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -47,6 +48,11 @@ pub struct HubOptions {
     pub admin_token: bool,
     /// Extra TOML appended to the `[tunnel]` section.
     pub tunnel_extra: String,
+    /// The log filter; debug for ferry's own modules unless set.
+    pub log_level: Option<String>,
+    /// Leave the tunnel's timings at ferry's defaults instead of the short
+    /// ones tests use.
+    pub default_timings: bool,
 }
 
 impl Default for HubOptions {
@@ -56,6 +62,8 @@ impl Default for HubOptions {
             tls: None,
             admin_token: true,
             tunnel_extra: String::new(),
+            log_level: None,
+            default_timings: false,
         }
     }
 }
@@ -103,12 +111,18 @@ impl Hub {
             &config,
             format!(
                 "state_dir = {state:?}\n\n[api]\nlisten = \"127.0.0.1:0\"\nplain_http = {plain}\nshutdown_grace_secs = 5\n{extra}\n{tls}\n\
-                 [tunnel]\nlisten = \"127.0.0.1:0\"\nheartbeat_interval_secs = 1\nidle_timeout_secs = 5\n{tunnel_extra}\n\n\
-                 [providers.fs]\nallowed_roots = [{data:?}]\n\n[providers.memory]\nenabled = true\n\n[log]\nlevel = \"info,ferry_hub=debug\"\n",
+                 [tunnel]\nlisten = \"127.0.0.1:0\"\n{timings}{tunnel_extra}\n\n\
+                 [providers.fs]\nallowed_roots = [{data:?}]\n\n[providers.memory]\nenabled = true\n\n[log]\nlevel = {level:?}\n",
                 state = dir.path().join("state"),
                 data = data_dir,
                 extra = opts.api_extra,
                 tunnel_extra = opts.tunnel_extra,
+                timings = if opts.default_timings {
+                    ""
+                } else {
+                    "heartbeat_interval_secs = 1\nidle_timeout_secs = 5\n"
+                },
+                level = opts.log_level.as_deref().unwrap_or("info,ferry_hub=debug"),
             ),
         )
         .unwrap();

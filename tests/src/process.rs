@@ -49,6 +49,11 @@ impl Daemon {
         }
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Everything logged so far.
     pub fn log(&self) -> String {
         self.log.text.lock().unwrap().0.clone()

@@ -32,6 +32,13 @@ pub struct SpokeOptions {
     pub tunnel_extra: String,
     /// Standby hubs: (QUIC, TCP) tunnel addresses.
     pub standby: Vec<(SocketAddr, SocketAddr)>,
+    /// The log filter; debug for ferry's own modules unless set.
+    pub log_level: Option<String>,
+    /// Extra TOML for the `[api]` section.
+    pub api_extra: String,
+    /// Leave the tunnel's timings at ferry's defaults instead of the short
+    /// ones tests use.
+    pub default_timings: bool,
 }
 
 /// Writes a spoke configuration pointing at `hub`.
@@ -40,15 +47,22 @@ fn write_config(dir: &std::path::Path, name: &str, hub: &Hub, opts: &SpokeOption
     std::fs::write(
         &config,
         format!(
-            "name = {name:?}\nstate_dir = {state:?}\n\n[api]\nlisten = \"127.0.0.1:0\"\nplain_http = true\nshutdown_grace_secs = 5\n\n\
+            "name = {name:?}\nstate_dir = {state:?}\n\n[api]\nlisten = \"127.0.0.1:0\"\nplain_http = true\nshutdown_grace_secs = 5\n{api_extra}\n\n\
              [hub]\napi_url = \"{api}\"\ntunnel_addr = \"{tunnel}\"\ntunnel_tcp_addr = \"{tcp}\"\n\n\
-             {standby}\n[tunnel]\nidle_timeout_secs = 5\nreconnect_initial_ms = 100\nreconnect_max_secs = 1\n{extra}\n\n\
-             [log]\nlevel = \"info,ferry_spoke=debug\"\n",
+             {standby}\n[tunnel]\n{timings}{extra}\n\n\
+             [log]\nlevel = {level:?}\n",
             state = dir.join("state"),
             api = hub.url(),
             tunnel = opts.quic_via.unwrap_or(hub.tunnel_addr),
             tcp = hub.tunnel_tcp_addr,
             extra = opts.tunnel_extra,
+            api_extra = opts.api_extra,
+            timings = if opts.default_timings {
+                ""
+            } else {
+                "idle_timeout_secs = 5\nreconnect_initial_ms = 100\nreconnect_max_secs = 1\n"
+            },
+            level = opts.log_level.as_deref().unwrap_or("info,ferry_spoke=debug"),
             standby = opts
                 .standby
                 .iter()

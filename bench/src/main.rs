@@ -1,0 +1,164 @@
+//! `ferry-bench`: measures ferry against the baselines a user would
+//! otherwise use — the provider's own endpoint and nginx as a tuned reverse
+//! proxy — in one run, on loopback, and prints a table (and writes JSON and
+//! a chart). Every ratio is computed pair by pair within a run; every figure
+//! is the median of several runs. Nothing here asserts a time.
+
+mod client;
+mod nginx;
+mod report;
+mod rig;
+mod scenarios;
+mod sys;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Benchmark ferry against direct provider access and nginx.
+#[derive(Debug, Parser)]
+#[command(name = "ferry-bench", version)]
+struct Args {
+    /// Small sizes and few runs, to check that the benchmark works (CI).
+    #[arg(long)]
+    quick: bool,
+    /// Runs per figure (median reported). Default 5, or 3 with --quick.
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Size of the large transfer in MiB. Default 1024, or 32 with --quick.
+    #[arg(long)]
+    size_mib: Option<u64>,
+    /// Only these scenarios (comma-separated): transfer, memory, sweep,
+    /// control, tunnel, recovery.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Where to write results.json and the charts.
+    #[arg(long, default_value = "target/ferry-bench")]
+    out: PathBuf,
+    /// Do not build ferry-hub and ferry-spoke first (use the binaries beside
+    /// this one, or FERRY_HUB_BIN / FERRY_SPOKE_BIN).
+    #[arg(long)]
+    no_build: bool,
+}
+
+/// The sizes and counts of one run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Whether this is the quick check.
+    pub quick: bool,
+    /// Runs per figure.
+    pub runs: usize,
+    /// The large transfer, bytes.
+    pub transfer: u64,
+    /// The memory run's small file; the large one is 16 times this.
+    pub mem_file: u64,
+    /// Concurrent downloads and uploads in the memory run.
+    pub mem_downloads: usize,
+    /// Concurrent uploads in the memory run.
+    pub mem_uploads: usize,
+    /// File size for the concurrency sweep.
+    pub sweep_file: u64,
+    /// Concurrency levels of the sweep.
+    pub sweep: Vec<usize>,
+    /// Connections of the control-request load.
+    pub control_conns: usize,
+    /// How long each control-request measurement lasts.
+    pub control_time: Duration,
+    /// Most requests per control-request measurement.
+    pub control_max: usize,
+    /// Bytes moved through the tunnel per bulk run.
+    pub tunnel_bytes: u64,
+}
+
+impl Plan {
+    fn new(args: &Args) -> Plan {
+        const MIB: u64 = 1024 * 1024;
+        if args.quick {
+            Plan {
+                quick: true,
+                runs: args.runs.unwrap_or(3),
+                transfer: args.size_mib.unwrap_or(32) * MIB,
+                mem_file: 64 * 1024,
+                mem_downloads: 256,
+                mem_uploads: 64,
+                sweep_file: MIB,
+                sweep: vec![1, 4, 16, 64],
+                control_conns: 8,
+                control_time: Duration::from_millis(500),
+                control_max: 20_000,
+                tunnel_bytes: 16 * MIB,
+            }
+        } else {
+            Plan {
+                quick: false,
+                runs: args.runs.unwrap_or(5),
+                transfer: args.size_mib.unwrap_or(1024) * MIB,
+                mem_file: 4 * MIB,
+                mem_downloads: 256,
+                mem_uploads: 64,
+                sweep_file: 16 * MIB,
+                sweep: vec![1, 4, 16, 64, 256],
+                control_conns: 16,
+                control_time: Duration::from_secs(5),
+                control_max: 2_000_000,
+                tunnel_bytes: 512 * MIB,
+            }
+        }
+    }
+}
+
+/// Builds the daemons in the profile this binary was built in, when run by
+/// cargo (which sets `CARGO`).
+fn build_daemons() -> anyhow::Result<()> {
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        return Ok(());
+    };
+    let exe = std::env::current_exe()?;
+    let profile = exe
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug")
+        .to_owned();
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["build", "--bins", "-p", "ferry-hub", "-p", "ferry-spoke"]);
+    if profile == "release" {
+        cmd.arg("--release");
+    }
+    eprintln!("building ferry-hub and ferry-spoke ({profile})…");
+    let status = cmd.status()?;
+    anyhow::ensure!(status.success(), "building the daemons failed");
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if !args.no_build {
+        build_daemons()?;
+    }
+    if cfg!(debug_assertions) {
+        eprintln!("warning: a debug build; figures mean little (use --release)");
+    }
+    ferry_tests::install_crypto_provider();
+    let plan = Plan::new(&args);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(sys::cpus().max(2))
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(scenarios::run(&plan, &args.only))?;
+    std::fs::create_dir_all(&args.out)?;
+    let json_path = args.out.join("results.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&report.json)?)?;
+    println!("{}", report.table);
+    println!("results: {}", json_path.display());
+    match report::charts(&report.json, &args.out) {
+        Ok(files) => {
+            for f in files {
+                println!("chart: {}", f.display());
+            }
+        }
+        Err(e) => eprintln!("warning: no chart: {e:#}"),
+    }
+    Ok(())
+}

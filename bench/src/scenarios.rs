@@ -1,0 +1,635 @@
+//! The benchmark's scenarios. Each measures ferry and its baselines in the
+//! same run, rotating their order from run to run so that neither always
+//! goes first, and keeps every run's figures in the JSON.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use bytes::Bytes;
+use ring::rand::SecureRandom as _;
+use serde_json::{Value, json};
+
+use crate::Plan;
+use crate::client::{self, Target};
+use crate::report::{Table, fmt, median};
+use crate::rig::{Rig, Via};
+use crate::sys::{self, MachineSample};
+
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+/// What a run printed and recorded.
+#[derive(Debug)]
+pub struct Report {
+    /// The tables, as text.
+    pub table: String,
+    /// Everything, for `results.json`.
+    pub json: Value,
+}
+
+/// `items` rotated by `run`, so each goes first in turn.
+fn rotated<T: Copy>(items: &[T], run: usize) -> Vec<T> {
+    let k = run % items.len();
+    items[k..].iter().chain(&items[..k]).copied().collect()
+}
+
+/// Runs the scenarios `only` names (all when empty).
+pub async fn run(plan: &Plan, only: &[String]) -> anyhow::Result<Report> {
+    let want = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    // How busy the machine is before the benchmark adds anything.
+    let load_before = sys::loadavg();
+    let idle_from = MachineSample::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let background = idle_from.busy_until(&MachineSample::now());
+
+    let mut rig = Rig::start().await?;
+    let mut block = vec![0u8; 1024 * 1024];
+    ring::rand::SystemRandom::new()
+        .fill(&mut block)
+        .map_err(|_| anyhow::anyhow!("no randomness"))?;
+    let block = Bytes::from(block);
+
+    let mut tables = String::new();
+    let mut json = json!({
+        "quick": plan.quick,
+        "runs": plan.runs,
+        "machine": {
+            "cpus": sys::cpus(),
+            "loadavg_1m_before": load_before,
+            "background_busy_share": background,
+            "nginx": nginx_version(),
+        },
+    });
+    let all = MachineSample::now();
+    if want("transfer") {
+        let (t, j) = transfer(&rig, plan, &block).await.context("transfer")?;
+        tables.push_str(&t);
+        json["transfer"] = j;
+    }
+    if want("memory") {
+        let (t, j) = memory(&rig, plan, &block).await.context("memory")?;
+        tables.push_str(&t);
+        json["memory"] = j;
+    }
+    if want("sweep") {
+        let (t, j) = sweep(&rig, plan, &block).await.context("sweep")?;
+        tables.push_str(&t);
+        json["sweep"] = j;
+    }
+    if want("control") {
+        let (t, j) = control(&rig, plan).await.context("control")?;
+        tables.push_str(&t);
+        json["control"] = j;
+    }
+    if want("tunnel") {
+        let (t, j) = tunnel(&rig, plan, &block).await.context("tunnel")?;
+        tables.push_str(&t);
+        json["tunnel"] = j;
+    }
+    if want("recovery") {
+        let (t, j) = recovery(&mut rig, plan).await.context("recovery")?;
+        tables.push_str(&t);
+        json["recovery"] = j;
+    }
+    let busy = all.busy_until(&MachineSample::now());
+    json["machine"]["busy_share_during_run"] = json!(busy);
+    json["machine"]["loadavg_1m_after"] = json!(sys::loadavg());
+    let header = format!(
+        "ferry-bench{}: {} CPUs; before the run: load average {:.2}, {:.0} % busy; \
+         during it {:.0} % busy (ferry, nginx and the client included); medians of {} runs",
+        if plan.quick { " --quick" } else { "" },
+        sys::cpus(),
+        load_before,
+        background * 100.0,
+        busy * 100.0,
+        plan.runs
+    );
+    Ok(Report {
+        table: format!("{header}\n{tables}"),
+        json,
+    })
+}
+
+fn nginx_version() -> String {
+    std::process::Command::new("/usr/sbin/nginx")
+        .arg("-v")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// One timed transfer: throughput and the CPU of the processes on its path.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    mbps: f64,
+    /// CPU of the middle process (spoke or proxy; the origin when direct).
+    cpu_per_gib: f64,
+    /// CPU of every server process on the path (client excluded).
+    path_cpu_per_gib: f64,
+}
+
+/// The server processes a transfer through `via` runs on.
+fn path_pids(rig: &Rig, via: Via) -> Vec<u32> {
+    match via {
+        Via::Direct => vec![rig.pid(Via::Direct)],
+        Via::Nginx => vec![rig.pid(Via::Nginx), rig.pid(Via::Direct)],
+        Via::Spoke | Via::SpokeTcp => vec![rig.pid(via), rig.pid(Via::Hub)],
+        Via::Hub => vec![rig.pid(Via::Hub)],
+        Via::NginxToHub => vec![rig.pid(Via::Nginx), rig.pid(Via::Hub)],
+    }
+}
+
+async fn timed<F>(rig: &Rig, via: Via, bytes: u64, op: F) -> anyhow::Result<Sample>
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    let pids = path_pids(rig, via);
+    let cpu = |pids: &[u32]| -> Vec<f64> {
+        pids.iter()
+            .map(|p| sys::cpu_secs_with_children(*p))
+            .collect()
+    };
+    let before = cpu(&pids);
+    let t0 = Instant::now();
+    op.await?;
+    let secs = t0.elapsed().as_secs_f64();
+    let after = cpu(&pids);
+    let used: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    let gib = bytes as f64 / GIB;
+    Ok(Sample {
+        mbps: bytes as f64 / secs / 1e6,
+        cpu_per_gib: used[0] / gib,
+        path_cpu_per_gib: used.iter().sum::<f64>() / gib,
+    })
+}
+
+/// The SHA-256 of `size` bytes of `block` repeated, as a `Repr-Digest`.
+fn repeated_digest(block: &[u8], size: u64) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        ctx.update(&block[..n]);
+        left -= n as u64;
+    }
+    let b64 = base64::engine::general_purpose::STANDARD.encode(ctx.finish());
+    format!("sha-256=:{b64}:")
+}
+
+#[derive(Debug, Default)]
+struct Series {
+    mbps: Vec<f64>,
+    cpu: Vec<f64>,
+    path_cpu: Vec<f64>,
+    ratio: Vec<f64>,
+}
+
+impl Series {
+    fn push(&mut self, s: Sample, base: Option<Sample>) {
+        self.mbps.push(s.mbps);
+        self.cpu.push(s.cpu_per_gib);
+        self.path_cpu.push(s.path_cpu_per_gib);
+        if let Some(b) = base {
+            self.ratio.push(s.mbps / b.mbps);
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "mbps": median(&self.mbps),
+            "ratio_to_direct": median(&self.ratio),
+            "cpu_s_per_gib": median(&self.cpu),
+            "path_cpu_s_per_gib": median(&self.path_cpu),
+            "runs": { "mbps": self.mbps, "ratio": self.ratio, "cpu_s_per_gib": self.cpu },
+        })
+    }
+
+    fn row(&self, name: &str, base: bool) -> Vec<String> {
+        vec![
+            name.to_owned(),
+            fmt(median(&self.mbps), 0),
+            if base {
+                "1.00".into()
+            } else {
+                fmt(median(&self.ratio), 2)
+            },
+            fmt(median(&self.cpu), 3),
+            fmt(median(&self.path_cpu), 3),
+        ]
+    }
+}
+
+/// Scenario 1: A large download and upload: direct, through a spoke, through nginx.
+async fn transfer(rig: &Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(String, Value)> {
+    let size = plan.transfer;
+    rig.seed(rig.file(Via::Hub, "bench/big.bin"), size, block)
+        .await?;
+    let digest = repeated_digest(block, size);
+    let vias = [Via::Direct, Via::Spoke, Via::Nginx];
+    let mut down: [Series; 3] = Default::default();
+    let mut up: [Series; 3] = Default::default();
+    let mut up_sha = Series::default();
+    for run in 0..plan.runs {
+        let mut got = [None; 3];
+        for via in rotated(&vias, run) {
+            let target = rig.file(via, "bench/big.bin");
+            let s = timed(rig, via, size, async {
+                let n = client::download(&target).await?;
+                if n != size {
+                    bail!("{} sent {n} of {size} bytes", via.name());
+                }
+                Ok(())
+            })
+            .await?;
+            got[vias.iter().position(|v| *v == via).unwrap()] = Some(s);
+        }
+        for (i, s) in got.iter().enumerate() {
+            down[i].push(s.unwrap(), if i == 0 { None } else { got[0] });
+        }
+        let mut got = [None; 4];
+        for step in rotated(&[0usize, 1, 2, 3], run) {
+            let via = if step == 3 { Via::Spoke } else { vias[step] };
+            let target = rig.file(via, &format!("bench/up-{}-{step}.bin", via.name()));
+            let headers = if step == 3 {
+                vec![("repr-digest", digest.clone())]
+            } else {
+                Vec::new()
+            };
+            let s = timed(rig, via, size, async {
+                client::upload(&target, size, block.clone(), &headers).await?;
+                Ok(())
+            })
+            .await?;
+            got[step] = Some(s);
+        }
+        for i in 0..3 {
+            up[i].push(got[i].unwrap(), if i == 0 { None } else { got[0] });
+        }
+        up_sha.push(got[3].unwrap(), got[0]);
+        eprintln!("transfer: run {} of {} done", run + 1, plan.runs);
+    }
+    let mut t = Table::new(
+        format!(
+            "1. {} MiB transfer (MB/s; ratio to direct, pair by pair; CPU-s per GiB of the middle process, and of every server process on the path)",
+            size / 1048576
+        ),
+        &["path", "MB/s", "ratio", "CPU-s/GiB", "path CPU-s/GiB"],
+    );
+    let names = ["direct (nginx origin)", "spoke", "nginx proxy"];
+    for (i, s) in down.iter().enumerate() {
+        t.row(s.row(&format!("download {}", names[i]), i == 0));
+    }
+    for (i, s) in up.iter().enumerate() {
+        t.row(s.row(&format!("upload {}", names[i]), i == 0));
+    }
+    t.row(up_sha.row("upload spoke + SHA-256 Repr-Digest", false));
+    let json = json!({
+        "bytes": size,
+        "download": { "direct": down[0].json(), "spoke": down[1].json(), "nginx": down[2].json() },
+        "upload": { "direct": up[0].json(), "spoke": up[1].json(), "nginx": up[2].json(), "spoke_sha256": up_sha.json() },
+    });
+    Ok((t.render(), json))
+}
+
+/// Runs `downloads` downloads of `file` and `uploads` uploads of `size`
+/// bytes at once through `via`; returns the seconds taken.
+async fn burst(
+    rig: &Rig,
+    via: Via,
+    file: &str,
+    downloads: usize,
+    uploads: usize,
+    size: u64,
+    block: &Bytes,
+) -> anyhow::Result<f64> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let t0 = Instant::now();
+    for _ in 0..downloads {
+        let target = rig.file(via, file);
+        tasks.spawn(async move {
+            let n = client::download(&target).await?;
+            anyhow::ensure!(n == size, "a download got {n} of {size} bytes");
+            Ok(())
+        });
+    }
+    for i in 0..uploads {
+        let target = rig.file(via, &format!("bench/burst/{i}.bin"));
+        let block = block.slice(..block.len().min(size as usize).max(1));
+        tasks.spawn(async move {
+            client::upload(&target, size, block, &[]).await?;
+            Ok(())
+        });
+    }
+    let limit = Duration::from_secs(600);
+    while let Some(done) = tokio::time::timeout(limit, tasks.join_next())
+        .await
+        .context("a burst took over 10 minutes")?
+    {
+        done??;
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// Scenario 2: The spoke's peak memory with many transfers at once, at two file
+/// sizes 16 times apart.
+async fn memory(rig: &Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(String, Value)> {
+    let pid = rig.pid(Via::Spoke);
+    let idle = sys::rss(pid);
+    let mut t = Table::new(
+        format!(
+            "2. Spoke memory: {} downloads and {} uploads at once (peak RSS, the largest of {} runs)",
+            plan.mem_downloads,
+            plan.mem_uploads,
+            plan.runs.min(3)
+        ),
+        &["file size", "peak RSS MiB", "MB/s moved", "seconds"],
+    );
+    let mut rows = Vec::new();
+    for size in [plan.mem_file, plan.mem_file * 16] {
+        let file = format!("bench/mem-{size}.bin");
+        rig.seed(rig.file(Via::Hub, &file), size, block).await?;
+        let mut peaks = Vec::new();
+        let mut secs = Vec::new();
+        for _ in 0..plan.runs.min(3) {
+            sys::reset_peak_rss(pid);
+            let s = burst(
+                rig,
+                Via::Spoke,
+                &file,
+                plan.mem_downloads,
+                plan.mem_uploads,
+                size,
+                block,
+            )
+            .await?;
+            peaks.push(sys::peak_rss(pid) as f64);
+            secs.push(s);
+        }
+        let peak = peaks.iter().copied().fold(0.0, f64::max);
+        let moved = (plan.mem_downloads + plan.mem_uploads) as f64 * size as f64;
+        let s = median(&secs);
+        t.row(vec![
+            human_size(size),
+            fmt(peak / 1048576.0, 1),
+            fmt(moved / s / 1e6, 0),
+            fmt(s, 2),
+        ]);
+        rows.push(json!({ "file_bytes": size, "peak_rss_bytes": peak, "seconds": s, "runs_peak_rss_bytes": peaks }));
+        eprintln!("memory: {} done", human_size(size));
+    }
+    let json = json!({
+        "downloads": plan.mem_downloads,
+        "uploads": plan.mem_uploads,
+        "idle_rss_bytes": idle,
+        "sizes": rows,
+    });
+    Ok((
+        format!(
+            "{}(idle RSS before: {:.1} MiB)\n",
+            t.render(),
+            idle as f64 / 1048576.0
+        ),
+        json,
+    ))
+}
+
+fn human_size(bytes: u64) -> String {
+    if bytes >= 1024 * 1024 {
+        format!("{} MiB", bytes / (1024 * 1024))
+    } else {
+        format!("{} KiB", bytes / 1024)
+    }
+}
+
+/// Scenario 3: Aggregate download throughput and spoke memory against concurrency.
+async fn sweep(rig: &Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(String, Value)> {
+    let size = plan.sweep_file;
+    let file = "bench/sweep.bin";
+    rig.seed(rig.file(Via::Hub, file), size, block).await?;
+    let pid = rig.pid(Via::Spoke);
+    let runs = plan.runs.min(3);
+    let mut t = Table::new(
+        format!(
+            "3. Concurrent downloads of a {}: aggregate MB/s and spoke peak RSS (medians of {runs})",
+            human_size(size)
+        ),
+        &[
+            "concurrency",
+            "spoke MB/s",
+            "nginx MB/s",
+            "spoke/nginx",
+            "spoke peak RSS MiB",
+        ],
+    );
+    let mut points = Vec::new();
+    for &c in &plan.sweep {
+        let (mut spoke, mut nginx, mut rss, mut ratio) = (vec![], vec![], vec![], vec![]);
+        for run in 0..runs {
+            let mut got = [0.0; 2];
+            for via in rotated(&[Via::Spoke, Via::Nginx], run) {
+                sys::reset_peak_rss(pid);
+                let secs = burst(rig, via, file, c, 0, size, block).await?;
+                let mbps = (c as u64 * size) as f64 / secs / 1e6;
+                if via == Via::Spoke {
+                    got[0] = mbps;
+                    rss.push(sys::peak_rss(pid) as f64);
+                } else {
+                    got[1] = mbps;
+                }
+            }
+            spoke.push(got[0]);
+            nginx.push(got[1]);
+            ratio.push(got[0] / got[1]);
+        }
+        t.row(vec![
+            c.to_string(),
+            fmt(median(&spoke), 0),
+            fmt(median(&nginx), 0),
+            fmt(median(&ratio), 2),
+            fmt(median(&rss) / 1048576.0, 1),
+        ]);
+        points.push(json!({
+            "concurrency": c,
+            "spoke_mbps": median(&spoke),
+            "nginx_mbps": median(&nginx),
+            "spoke_to_nginx": median(&ratio),
+            "spoke_peak_rss_bytes": median(&rss),
+        }));
+    }
+    Ok((t.render(), json!({ "file_bytes": size, "points": points })))
+}
+
+/// Scenario 4: Small authenticated listings: the hub directly, through a spoke's
+/// tunnel, and through nginx to the hub.
+async fn control(rig: &Rig, plan: &Plan) -> anyhow::Result<(String, Value)> {
+    let small = Bytes::from(vec![b'x'; 1024]);
+    for i in 0..10 {
+        rig.seed(rig.file(Via::Hub, &format!("ctl/f{i}.txt")), 1024, &small)
+            .await?;
+    }
+    let vias = [Via::Hub, Via::Spoke, Via::NginxToHub];
+    let mut rps: [Vec<f64>; 3] = Default::default();
+    let mut p50: [Vec<f64>; 3] = Default::default();
+    let mut p99: [Vec<f64>; 3] = Default::default();
+    let mut ratio: [Vec<f64>; 3] = Default::default();
+    let mut added: [Vec<f64>; 3] = Default::default();
+    let mut answered: [usize; 3] = [0; 3];
+    for run in 0..plan.runs {
+        let mut got = [None; 3];
+        for via in rotated(&vias, run) {
+            let r = client::closed_loop(
+                &rig.listing(via),
+                plan.control_conns,
+                plan.control_time,
+                plan.control_max,
+            )
+            .await
+            .with_context(|| format!("control requests via {}", via.name()))?;
+            got[vias.iter().position(|v| *v == via).unwrap()] = Some(r);
+        }
+        let base = got[0].unwrap();
+        for (i, r) in got.iter().enumerate() {
+            let r = r.unwrap();
+            rps[i].push(r.rps);
+            p50[i].push(r.p50_ms);
+            p99[i].push(r.p99_ms);
+            ratio[i].push(r.rps / base.rps);
+            added[i].push(r.p99_ms - base.p99_ms);
+            answered[i] += r.requests;
+        }
+    }
+    let mut t = Table::new(
+        format!(
+            "4. Control requests: GET a 10-entry listing, {} connections, closed loop, {:.1} s per run",
+            plan.control_conns,
+            plan.control_time.as_secs_f64()
+        ),
+        &["path", "req/s", "ratio", "p50 ms", "p99 ms", "p99 added ms"],
+    );
+    let names = ["hub directly", "spoke (QUIC tunnel)", "nginx proxy to hub"];
+    let mut json =
+        json!({ "connections": plan.control_conns, "seconds": plan.control_time.as_secs_f64() });
+    for i in 0..3 {
+        t.row(vec![
+            names[i].into(),
+            fmt(median(&rps[i]), 0),
+            fmt(median(&ratio[i]), 2),
+            fmt(median(&p50[i]), 2),
+            fmt(median(&p99[i]), 2),
+            fmt(median(&added[i]), 2),
+        ]);
+        json[vias[i].name()] = json!({
+            "rps": median(&rps[i]),
+            "ratio_to_hub": median(&ratio[i]),
+            "p50_ms": median(&p50[i]),
+            "p99_ms": median(&p99[i]),
+            "p99_added_ms": median(&added[i]),
+            "runs_rps": rps[i],
+            "requests": answered[i],
+        });
+    }
+    Ok((t.render(), json))
+}
+
+/// Scenario 5: Bulk bytes through the tunnel itself: a download from the hub's
+/// memory provider, which a spoke cannot reach directly, over QUIC and over
+/// the TCP fallback.
+async fn tunnel(rig: &Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(String, Value)> {
+    let size = plan.tunnel_bytes;
+    rig.seed(rig.mem_file(Via::Hub, "bulk.bin"), size, block)
+        .await?;
+    let vias = [Via::Hub, Via::Spoke, Via::SpokeTcp];
+    let mut series: [Series; 3] = Default::default();
+    let mut quic_to_tcp = Vec::new();
+    for run in 0..plan.runs {
+        let mut got = [None; 3];
+        for via in rotated(&vias, run) {
+            let target: Target = rig.mem_file(via, "bulk.bin");
+            let s = timed(rig, via, size, async {
+                let n = client::download(&target).await?;
+                anyhow::ensure!(n == size, "{} sent {n} of {size} bytes", via.name());
+                Ok(())
+            })
+            .await?;
+            got[vias.iter().position(|v| *v == via).unwrap()] = Some(s);
+        }
+        for (i, s) in got.iter().enumerate() {
+            series[i].push(s.unwrap(), if i == 0 { None } else { got[0] });
+        }
+        quic_to_tcp.push(got[1].unwrap().mbps / got[2].unwrap().mbps);
+    }
+    let mut t = Table::new(
+        format!(
+            "5. Tunnel bulk: {} MiB from the hub's memory provider (ratio to the hub directly; CPU of the spoke, and of spoke + hub)",
+            size / 1048576
+        ),
+        &["path", "MB/s", "ratio", "CPU-s/GiB", "path CPU-s/GiB"],
+    );
+    t.row(series[0].row("hub directly", true));
+    t.row(series[1].row("spoke, tunnel on QUIC", false));
+    t.row(series[2].row("spoke, tunnel on TLS over TCP", false));
+    let text = format!(
+        "{}QUIC / TCP throughput: {}\n",
+        t.render(),
+        fmt(median(&quic_to_tcp), 2)
+    );
+    let json = json!({
+        "bytes": size,
+        "hub": series[0].json(),
+        "quic": series[1].json(),
+        "tcp": series[2].json(),
+        "quic_to_tcp": median(&quic_to_tcp),
+        "runs_quic_to_tcp": quic_to_tcp,
+    });
+    Ok((text, json))
+}
+
+/// Scenario 6: How long after a restarted hub listens again the spoke's tunnel is
+/// back (the spoke runs with ferry's default reconnection settings).
+async fn recovery(rig: &mut Rig, plan: &Plan) -> anyhow::Result<(String, Value)> {
+    let mut back = Vec::new();
+    for _ in 0..plan.runs {
+        let before = rig.spoke.daemon().count("tunnel up");
+        let restart = Instant::now();
+        rig.hub.restart_on_same_ports();
+        let listening = Instant::now();
+        let deadline = listening + Duration::from_secs(120);
+        loop {
+            if rig.spoke.daemon().count("tunnel up") > before {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the spoke's tunnel did not return within 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        back.push((
+            listening.elapsed().as_secs_f64(),
+            (listening - restart).as_secs_f64(),
+        ));
+    }
+    let after: Vec<f64> = back.iter().map(|b| b.0).collect();
+    let down: Vec<f64> = back.iter().map(|b| b.1).collect();
+    let mut t = Table::new(
+        "6. Recovery: hub restarted (SIGTERM, start on the same ports)",
+        &["figure", "median s", "worst s"],
+    );
+    let worst = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    t.row(vec![
+        "hub restart (stop to listening)".into(),
+        fmt(median(&down), 3),
+        fmt(worst(&down), 3),
+    ]);
+    t.row(vec![
+        "tunnel back after the hub listens".into(),
+        fmt(median(&after), 3),
+        fmt(worst(&after), 3),
+    ]);
+    let json = json!({
+        "tunnel_back_after_listen_s": median(&after),
+        "tunnel_back_worst_s": worst(&after),
+        "hub_restart_s": median(&down),
+        "runs_tunnel_back_s": after,
+    });
+    Ok((t.render(), json))
+}
