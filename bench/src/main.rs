@@ -11,7 +11,7 @@ mod rig;
 mod scenarios;
 mod sys;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
@@ -36,6 +36,17 @@ struct Args {
     /// Where to write results.json and the charts.
     #[arg(long, default_value = "target/ferry-bench")]
     out: PathBuf,
+    /// Concurrent downloads in the memory run (default 256).
+    #[arg(long)]
+    mem_downloads: Option<usize>,
+    /// Concurrent uploads in the memory run (default 64).
+    #[arg(long)]
+    mem_uploads: Option<usize>,
+    /// Where the provider folder and the hub's state live. Default
+    /// /dev/shm (memory), so that the disk does not set the pace; "tmp"
+    /// for the system's temporary folder.
+    #[arg(long, default_value = "/dev/shm")]
+    data_in: PathBuf,
     /// Do not build ferry-hub and ferry-spoke first (use the binaries beside
     /// this one, or FERRY_HUB_BIN / FERRY_SPOKE_BIN).
     #[arg(long)]
@@ -69,12 +80,16 @@ pub struct Plan {
     pub control_max: usize,
     /// Bytes moved through the tunnel per bulk run.
     pub tunnel_bytes: u64,
+    /// Where the provider folder lives (`None`: the temporary folder).
+    pub data_in: Option<PathBuf>,
 }
 
 impl Plan {
     fn new(args: &Args) -> Plan {
         const MIB: u64 = 1024 * 1024;
-        if args.quick {
+        let data_in = (args.data_in != Path::new("tmp") && args.data_in.is_dir())
+            .then(|| args.data_in.clone());
+        let plan = if args.quick {
             Plan {
                 quick: true,
                 runs: args.runs.unwrap_or(3),
@@ -88,6 +103,7 @@ impl Plan {
                 control_time: Duration::from_millis(500),
                 control_max: 20_000,
                 tunnel_bytes: 16 * MIB,
+                data_in: None,
             }
         } else {
             Plan {
@@ -103,7 +119,14 @@ impl Plan {
                 control_time: Duration::from_secs(5),
                 control_max: 2_000_000,
                 tunnel_bytes: 512 * MIB,
+                data_in: None,
             }
+        };
+        Plan {
+            data_in,
+            mem_downloads: args.mem_downloads.unwrap_or(plan.mem_downloads),
+            mem_uploads: args.mem_uploads.unwrap_or(plan.mem_uploads),
+            ..plan
         }
     }
 }

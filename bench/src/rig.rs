@@ -65,10 +65,11 @@ pub struct Rig {
 
 impl Rig {
     /// Starts everything.
-    pub async fn start() -> anyhow::Result<Rig> {
+    pub async fn start(data_in: Option<std::path::PathBuf>) -> anyhow::Result<Rig> {
         let hub = Hub::start_with(HubOptions {
             log_level: Some("warn,ferry_hub=info".into()),
             default_timings: true,
+            dir_in: data_in,
             ..HubOptions::default()
         });
         let tenant = tenant(&hub.url(), "bench", &hub.data_dir).await;

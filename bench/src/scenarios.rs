@@ -42,7 +42,7 @@ pub async fn run(plan: &Plan, only: &[String]) -> anyhow::Result<Report> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let background = idle_from.busy_until(&MachineSample::now());
 
-    let mut rig = Rig::start().await?;
+    let mut rig = Rig::start(plan.data_in.clone()).await?;
     let mut block = vec![0u8; 1024 * 1024];
     ring::rand::SystemRandom::new()
         .fill(&mut block)
@@ -58,11 +58,18 @@ pub async fn run(plan: &Plan, only: &[String]) -> anyhow::Result<Report> {
             "loadavg_1m_before": load_before,
             "background_busy_share": background,
             "nginx": nginx_version(),
+            "data_dir_base": plan.data_in.as_ref().map(|p| p.display().to_string()),
         },
     });
     let all = MachineSample::now();
-    if want("transfer") {
-        let (t, j) = transfer(&rig, plan, &block).await.context("transfer")?;
+    let (down, up) = (
+        want("transfer") || want("download"),
+        want("transfer") || want("upload"),
+    );
+    if down || up {
+        let (t, j) = transfer(&rig, plan, &block, down, up)
+            .await
+            .context("transfer")?;
         tables.push_str(&t);
         json["transfer"] = j;
     }
@@ -182,6 +189,7 @@ struct Series {
     cpu: Vec<f64>,
     path_cpu: Vec<f64>,
     ratio: Vec<f64>,
+    added_cpu: Vec<f64>,
 }
 
 impl Series {
@@ -191,6 +199,8 @@ impl Series {
         self.path_cpu.push(s.path_cpu_per_gib);
         if let Some(b) = base {
             self.ratio.push(s.mbps / b.mbps);
+            self.added_cpu
+                .push(s.path_cpu_per_gib - b.path_cpu_per_gib);
         }
     }
 
@@ -200,6 +210,7 @@ impl Series {
             "ratio_to_direct": median(&self.ratio),
             "cpu_s_per_gib": median(&self.cpu),
             "path_cpu_s_per_gib": median(&self.path_cpu),
+            "added_cpu_s_per_gib": median(&self.added_cpu),
             "runs": { "mbps": self.mbps, "ratio": self.ratio, "cpu_s_per_gib": self.cpu },
         })
     }
@@ -215,12 +226,23 @@ impl Series {
             },
             fmt(median(&self.cpu), 3),
             fmt(median(&self.path_cpu), 3),
+            if base {
+                "-".into()
+            } else {
+                fmt(median(&self.added_cpu), 3)
+            },
         ]
     }
 }
 
 /// Scenario 1: A large download and upload: direct, through a spoke, through nginx.
-async fn transfer(rig: &Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(String, Value)> {
+async fn transfer(
+    rig: &Rig,
+    plan: &Plan,
+    block: &Bytes,
+    do_down: bool,
+    do_up: bool,
+) -> anyhow::Result<(String, Value)> {
     let size = plan.transfer;
     rig.seed(rig.file(Via::Hub, "bench/big.bin"), size, block)
         .await?;
@@ -230,8 +252,49 @@ async fn transfer(rig: &Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(Stri
     let mut up: [Series; 3] = Default::default();
     let mut up_sha = Series::default();
     for run in 0..plan.runs {
+        if do_down {
+            download_run(rig, &vias, run, size, &mut down).await?;
+        }
+        if do_up {
+            upload_run(rig, &vias, run, size, block, &digest, &mut up, &mut up_sha).await?;
+        }
+        eprintln!("transfer: run {} of {} done", run + 1, plan.runs);
+    }
+    let mut t = Table::new(
+        format!(
+            "Scenario 1: {} MiB transfer (MB/s; ratio to direct, pair by pair; CPU-s per GiB of the middle process, of every server process on the path, and that less the direct path's)",
+            size / 1048576
+        ),
+        &["path", "MB/s", "ratio", "CPU-s/GiB", "path CPU-s/GiB", "added CPU-s/GiB"],
+    );
+    let names = ["direct (nginx origin)", "spoke", "nginx proxy"];
+    let mut json = json!({ "bytes": size });
+    if do_down {
+        for (i, s) in down.iter().enumerate() {
+            t.row(s.row(&format!("download {}", names[i]), i == 0));
+        }
+        json["download"] = json!({ "direct": down[0].json(), "spoke": down[1].json(), "nginx": down[2].json() });
+    }
+    if do_up {
+        for (i, s) in up.iter().enumerate() {
+            t.row(s.row(&format!("upload {}", names[i]), i == 0));
+        }
+        t.row(up_sha.row("upload spoke + SHA-256 Repr-Digest", false));
+        json["upload"] = json!({ "direct": up[0].json(), "spoke": up[1].json(), "nginx": up[2].json(), "spoke_sha256": up_sha.json() });
+    }
+    Ok((t.render(), json))
+}
+
+async fn download_run(
+    rig: &Rig,
+    vias: &[Via; 3],
+    run: usize,
+    size: u64,
+    down: &mut [Series; 3],
+) -> anyhow::Result<()> {
+    {
         let mut got = [None; 3];
-        for via in rotated(&vias, run) {
+        for via in rotated(vias, run) {
             let target = rig.file(via, "bench/big.bin");
             let s = timed(rig, via, size, async {
                 let n = client::download(&target).await?;
@@ -246,12 +309,28 @@ async fn transfer(rig: &Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(Stri
         for (i, s) in got.iter().enumerate() {
             down[i].push(s.unwrap(), if i == 0 { None } else { got[0] });
         }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn upload_run(
+    rig: &Rig,
+    vias: &[Via; 3],
+    run: usize,
+    size: u64,
+    block: &Bytes,
+    digest: &str,
+    up: &mut [Series; 3],
+    up_sha: &mut Series,
+) -> anyhow::Result<()> {
+    {
         let mut got = [None; 4];
         for step in rotated(&[0usize, 1, 2, 3], run) {
             let via = if step == 3 { Via::Spoke } else { vias[step] };
             let target = rig.file(via, &format!("bench/up-{}-{step}.bin", via.name()));
             let headers = if step == 3 {
-                vec![("repr-digest", digest.clone())]
+                vec![("repr-digest", digest.to_owned())]
             } else {
                 Vec::new()
             };
@@ -266,29 +345,8 @@ async fn transfer(rig: &Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(Stri
             up[i].push(got[i].unwrap(), if i == 0 { None } else { got[0] });
         }
         up_sha.push(got[3].unwrap(), got[0]);
-        eprintln!("transfer: run {} of {} done", run + 1, plan.runs);
     }
-    let mut t = Table::new(
-        format!(
-            "1. {} MiB transfer (MB/s; ratio to direct, pair by pair; CPU-s per GiB of the middle process, and of every server process on the path)",
-            size / 1048576
-        ),
-        &["path", "MB/s", "ratio", "CPU-s/GiB", "path CPU-s/GiB"],
-    );
-    let names = ["direct (nginx origin)", "spoke", "nginx proxy"];
-    for (i, s) in down.iter().enumerate() {
-        t.row(s.row(&format!("download {}", names[i]), i == 0));
-    }
-    for (i, s) in up.iter().enumerate() {
-        t.row(s.row(&format!("upload {}", names[i]), i == 0));
-    }
-    t.row(up_sha.row("upload spoke + SHA-256 Repr-Digest", false));
-    let json = json!({
-        "bytes": size,
-        "download": { "direct": down[0].json(), "spoke": down[1].json(), "nginx": down[2].json() },
-        "upload": { "direct": up[0].json(), "spoke": up[1].json(), "nginx": up[2].json(), "spoke_sha256": up_sha.json() },
-    });
-    Ok((t.render(), json))
+    Ok(())
 }
 
 /// Runs `downloads` downloads of `file` and `uploads` uploads of `size`
@@ -563,7 +621,7 @@ async fn tunnel(rig: &Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(String
             "5. Tunnel bulk: {} MiB from the hub's memory provider (ratio to the hub directly; CPU of the spoke, and of spoke + hub)",
             size / 1048576
         ),
-        &["path", "MB/s", "ratio", "CPU-s/GiB", "path CPU-s/GiB"],
+        &["path", "MB/s", "ratio", "CPU-s/GiB", "path CPU-s/GiB", "added CPU-s/GiB"],
     );
     t.row(series[0].row("hub directly", true));
     t.row(series[1].row("spoke, tunnel on QUIC", false));

@@ -53,6 +53,9 @@ pub struct HubOptions {
     /// Leave the tunnel's timings at ferry's defaults instead of the short
     /// ones tests use.
     pub default_timings: bool,
+    /// Make the hub's temporary folder (state and provider data) here
+    /// instead of the system's temporary folder.
+    pub dir_in: Option<PathBuf>,
 }
 
 impl Default for HubOptions {
@@ -64,6 +67,7 @@ impl Default for HubOptions {
             tunnel_extra: String::new(),
             log_level: None,
             default_timings: false,
+            dir_in: None,
         }
     }
 }
@@ -96,7 +100,11 @@ impl Hub {
 
     /// Starts a hub with `opts`.
     pub fn start_with(opts: HubOptions) -> Hub {
-        let dir = tempfile::tempdir().expect("a temporary directory");
+        let dir = match &opts.dir_in {
+            Some(base) => tempfile::tempdir_in(base),
+            None => tempfile::tempdir(),
+        }
+        .expect("a temporary directory");
         let data_dir = dir.path().join("data");
         std::fs::create_dir_all(&data_dir).unwrap();
         let config = dir.path().join("hub.toml");

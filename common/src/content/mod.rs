@@ -3,6 +3,7 @@
 //! same code; each gives it a [`MetaHost`] for the metadata (the hub its
 //! store, a spoke its tunnel to the hub).
 
+pub mod budget;
 pub mod conditional;
 pub mod files;
 pub mod locks;

@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::body::{Body, BoxError};
 use crate::checksum::{Checksums, DigestAlgorithm, StreamChecksums};
 use crate::problem::{ErrorCode, Problem};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt as _};
 use http_body_util::StreamBody;
 use opendal::{Buffer, Operator, Writer};
@@ -17,14 +17,21 @@ use opendal::{Buffer, Operator, Writer};
 use std::sync::Arc;
 
 use super::MetaHost;
+use super::budget;
 use super::model::{Direction, ObjectMeta, Transfer, TransferStatus};
 use crate::provider::problem as provider_problem;
 
-/// Bytes gathered before each provider write: large enough to keep system
-/// calls and provider requests few, small enough to bound memory per upload.
-const WRITE_CHUNK: usize = 1024 * 1024;
-/// Bytes asked of the provider per read while downloading.
-const READ_CHUNK: usize = 1024 * 1024;
+/// Reads from local file systems in flight at once, across all downloads.
+/// Each holds a buffer (OpenDAL's `fs` allocates 256 KiB per read) and a
+/// blocking thread; beyond a few dozen, more only add memory and threads.
+static LOCAL_READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(32);
+
+/// Reads smaller than this are copied into buffers of their own size:
+/// providers may hand back slices of larger buffers (OpenDAL's `fs` reads
+/// into 256 KiB allocations), and hundreds of downloads each pinning such
+/// a buffer for a small chunk would multiply memory many times over.
+const COMPACT_BELOW: usize = 256 * 1024;
+
 
 /// An object as ferry sees it now: the provider's stat joined with the
 /// metadata ferry recorded, when that metadata still describes the object.
@@ -153,9 +160,12 @@ where
         opts = opts.content_type(ct);
     }
     let mut writer = opts.await.map_err(StageError::Provider)?;
+    let lease = budget::UPLOADS.lease();
     let mut sums = StreamChecksums::new(digests);
-    let mut pending: Vec<Bytes> = Vec::new();
-    let mut pending_len = 0usize;
+    // Incoming slices are copied into one buffer per provider write: the
+    // slices would otherwise keep the connection's (larger) read buffers
+    // alive until written, and one contiguous write is one system call.
+    let mut pending = BytesMut::with_capacity(lease.chunk());
     let mut source = std::pin::pin!(source);
     let result: Result<(), StageError> = async {
         while let Some(item) = source.next().await {
@@ -165,17 +175,24 @@ where
             }
             sums.update(&data);
             on_bytes(data.len() as u64);
-            pending_len += data.len();
-            pending.push(data);
-            if pending_len >= WRITE_CHUNK {
-                let chunk = Buffer::from(std::mem::take(&mut pending));
-                pending_len = 0;
-                writer.write(chunk).await.map_err(StageError::Provider)?;
+            let mut data = &data[..];
+            while !data.is_empty() {
+                let room = pending.capacity() - pending.len();
+                let n = room.min(data.len());
+                pending.extend_from_slice(&data[..n]);
+                data = &data[n..];
+                if pending.len() == pending.capacity() {
+                    let full = std::mem::replace(&mut pending, BytesMut::with_capacity(lease.chunk()));
+                    writer
+                        .write(Buffer::from(full.freeze()))
+                        .await
+                        .map_err(StageError::Provider)?;
+                }
             }
         }
         if !pending.is_empty() {
             writer
-                .write(Buffer::from(std::mem::take(&mut pending)))
+                .write(Buffer::from(std::mem::take(&mut pending).freeze()))
                 .await
                 .map_err(StageError::Provider)?;
         }
@@ -197,20 +214,45 @@ where
 }
 
 /// A stream of an object's bytes (or one range of them).
+///
+/// The read size comes from the download budget when the download starts
+/// (large for a lone download, smaller as more run at once). One read is in
+/// flight per download: measured on loopback, reading ahead cost more CPU
+/// than it saved time. Reads from a local file system take a slot among
+/// [`LOCAL_READS`] while they run.
 pub async fn read_stream(
     op: &Operator,
     path: &str,
     range: std::ops::Range<u64>,
 ) -> Result<impl Stream<Item = Result<Bytes, std::io::Error>> + Send + use<>, Problem> {
+    let lease = budget::DOWNLOADS.lease();
+    let chunk = lease.chunk();
     let reader = op
         .reader_with(path)
-        .chunk(READ_CHUNK)
+        .chunk(chunk)
         .await
         .map_err(|e| provider_problem(&e, "read"))?;
-    reader
+    let inner = reader
         .into_bytes_stream(range)
         .await
-        .map_err(|e| provider_problem(&e, "read"))
+        .map_err(|e| provider_problem(&e, "read"))?;
+    let local = op.info().scheme() == "fs";
+    Ok(futures_util::stream::unfold(
+        (Box::pin(inner), lease),
+        move |(mut inner, lease)| async move {
+            let permit = match local {
+                true => Some(LOCAL_READS.acquire().await.expect("never closed")),
+                false => None,
+            };
+            let item = inner.next().await?;
+            drop(permit);
+            let item = item.map(|b| match chunk < COMPACT_BELOW {
+                true => Bytes::copy_from_slice(&b),
+                false => b,
+            });
+            Some((item, (inner, lease)))
+        },
+    ))
 }
 
 /// Records how a download ended when its body finishes or is dropped.
