@@ -199,8 +199,7 @@ impl Series {
         self.path_cpu.push(s.path_cpu_per_gib);
         if let Some(b) = base {
             self.ratio.push(s.mbps / b.mbps);
-            self.added_cpu
-                .push(s.path_cpu_per_gib - b.path_cpu_per_gib);
+            self.added_cpu.push(s.path_cpu_per_gib - b.path_cpu_per_gib);
         }
     }
 
@@ -265,7 +264,14 @@ async fn transfer(
             "Scenario 1: {} MiB transfer (MB/s; ratio to direct, pair by pair; CPU-s per GiB of the middle process, of every server process on the path, and that less the direct path's)",
             size / 1048576
         ),
-        &["path", "MB/s", "ratio", "CPU-s/GiB", "path CPU-s/GiB", "added CPU-s/GiB"],
+        &[
+            "path",
+            "MB/s",
+            "ratio",
+            "CPU-s/GiB",
+            "path CPU-s/GiB",
+            "added CPU-s/GiB",
+        ],
     );
     let names = ["direct (nginx origin)", "spoke", "nginx proxy"];
     let mut json = json!({ "bytes": size });
@@ -273,7 +279,8 @@ async fn transfer(
         for (i, s) in down.iter().enumerate() {
             t.row(s.row(&format!("download {}", names[i]), i == 0));
         }
-        json["download"] = json!({ "direct": down[0].json(), "spoke": down[1].json(), "nginx": down[2].json() });
+        json["download"] =
+            json!({ "direct": down[0].json(), "spoke": down[1].json(), "nginx": down[2].json() });
     }
     if do_up {
         for (i, s) in up.iter().enumerate() {
@@ -621,7 +628,14 @@ async fn tunnel(rig: &Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(String
             "5. Tunnel bulk: {} MiB from the hub's memory provider (ratio to the hub directly; CPU of the spoke, and of spoke + hub)",
             size / 1048576
         ),
-        &["path", "MB/s", "ratio", "CPU-s/GiB", "path CPU-s/GiB", "added CPU-s/GiB"],
+        &[
+            "path",
+            "MB/s",
+            "ratio",
+            "CPU-s/GiB",
+            "path CPU-s/GiB",
+            "added CPU-s/GiB",
+        ],
     );
     t.row(series[0].row("hub directly", true));
     t.row(series[1].row("spoke, tunnel on QUIC", false));

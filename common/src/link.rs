@@ -54,6 +54,25 @@ impl SendHalf {
     }
 }
 
+impl SendHalf {
+    /// Sends one frame; a payload already in memory is handed to the
+    /// transport as it is, not copied behind the header first.
+    pub async fn send_frame(&mut self, frame: &crate::proto::Frame) -> io::Result<()> {
+        let (header, payload) = frame.parts();
+        let header = Bytes::copy_from_slice(&header);
+        match self {
+            Self::Quic(s) => s
+                .write_all_chunks(&mut [header, payload])
+                .await
+                .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e)),
+            Self::H2(s) => {
+                s.send_bytes(header).await?;
+                s.send_bytes(payload).await
+            }
+        }
+    }
+}
+
 impl RecvHalf {
     /// Stops reading; the peer's further writes fail.
     pub fn stop(&mut self, code: u32) {
@@ -118,6 +137,25 @@ impl H2Send {
     /// Wraps an HTTP/2 send stream.
     pub fn new(inner: h2::SendStream<Bytes>) -> Self {
         Self { inner }
+    }
+}
+
+impl H2Send {
+    /// Sends `data` as flow control allows, without copying it.
+    async fn send_bytes(&mut self, mut data: Bytes) -> io::Result<()> {
+        while !data.is_empty() {
+            self.inner.reserve_capacity(data.len());
+            let n = std::future::poll_fn(|cx| self.inner.poll_capacity(cx))
+                .await
+                .ok_or(io::ErrorKind::BrokenPipe)?
+                .map_err(h2_err)?;
+            if n == 0 {
+                continue;
+            }
+            let piece = data.split_to(n.min(data.len()));
+            self.inner.send_data(piece, false).map_err(h2_err)?;
+        }
+        Ok(())
     }
 }
 

@@ -215,6 +215,15 @@ impl Frame {
 
     /// Appends the encoded frame to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
+        let (header, payload) = self.parts();
+        out.reserve(HEADER_LEN + payload.len());
+        out.put_slice(&header);
+        out.put_slice(&payload);
+    }
+
+    /// The frame's header and its payload, apart, so that a payload already
+    /// in memory can be sent without copying it behind the header.
+    pub fn parts(&self) -> ([u8; HEADER_LEN], Bytes) {
         let json = |v: &dyn erased::Json| v.to_json();
         let (kind, payload): (u8, Bytes) = match self {
             Frame::Hello(v) => (kind::HELLO, json(v)),
@@ -231,10 +240,11 @@ impl Frame {
             Frame::End => (kind::END, Bytes::new()),
             Frame::Notice(v) => (kind::NOTICE, json(v)),
         };
-        out.reserve(HEADER_LEN + payload.len());
-        out.put_u8(kind);
-        out.put_u32(u32::try_from(payload.len()).expect("frames are far smaller than 4 GiB"));
-        out.put_slice(&payload);
+        let len = u32::try_from(payload.len()).expect("frames are far smaller than 4 GiB");
+        let mut header = [0u8; HEADER_LEN];
+        header[0] = kind;
+        header[1..].copy_from_slice(&len.to_be_bytes());
+        (header, payload)
     }
 
     /// The encoded frame.

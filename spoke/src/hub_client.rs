@@ -94,7 +94,7 @@ impl HubClient {
                         if let Ok(mut data) = f.into_data() {
                             while !data.is_empty() {
                                 let piece = data.split_to(data.len().min(max));
-                                if write_frame(&mut send, &Frame::Data(piece)).await.is_err() {
+                                if send.send_frame(&Frame::Data(piece)).await.is_err() {
                                     return;
                                 }
                             }

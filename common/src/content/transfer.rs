@@ -32,7 +32,6 @@ static LOCAL_READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(3
 /// a buffer for a small chunk would multiply memory many times over.
 const COMPACT_BELOW: usize = 256 * 1024;
 
-
 /// An object as ferry sees it now: the provider's stat joined with the
 /// metadata ferry recorded, when that metadata still describes the object.
 #[derive(Debug, Clone)]
@@ -182,7 +181,8 @@ where
                 pending.extend_from_slice(&data[..n]);
                 data = &data[n..];
                 if pending.len() == pending.capacity() {
-                    let full = std::mem::replace(&mut pending, BytesMut::with_capacity(lease.chunk()));
+                    let full =
+                        std::mem::replace(&mut pending, BytesMut::with_capacity(lease.chunk()));
                     writer
                         .write(Buffer::from(full.freeze()))
                         .await

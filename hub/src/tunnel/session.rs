@@ -508,7 +508,7 @@ async fn send_response(
             let mut data: Bytes = data;
             while !data.is_empty() {
                 let piece = data.split_to(data.len().min(max_frame));
-                write_frame(send, &Frame::Data(piece)).await?;
+                send.send_frame(&Frame::Data(piece)).await?;
             }
         }
     }
