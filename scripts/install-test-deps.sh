@@ -2,12 +2,16 @@
 # Installs what the test suite needs and is not built by cargo. Safe to run
 # again: it only installs what is missing.
 #
-# Today: curl (used by the local-network script) and cargo-nextest when
-# missing (the suite falls back to `cargo test` if that install fails).
+# Today: curl (used by the local-network script), nginx and gnuplot (the
+# benchmark's baseline and charts; its quick run is part of the suite), and
+# cargo-nextest when missing (the suite falls back to `cargo test` if that
+# install fails).
 set -euo pipefail
 
 need_apt=()
 command -v curl >/dev/null || need_apt+=(curl)
+[ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+command -v gnuplot >/dev/null || need_apt+=(gnuplot-nox)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null

@@ -82,6 +82,8 @@ pub struct Plan {
     pub tunnel_bytes: u64,
     /// Where the provider folder lives (`None`: the temporary folder).
     pub data_in: Option<PathBuf>,
+    /// How long the hub stays away in the long recovery run.
+    pub outage: Duration,
 }
 
 impl Plan {
@@ -104,6 +106,7 @@ impl Plan {
                 control_max: 20_000,
                 tunnel_bytes: 16 * MIB,
                 data_in: None,
+                outage: Duration::from_secs(3),
             }
         } else {
             Plan {
@@ -120,6 +123,7 @@ impl Plan {
                 control_max: 2_000_000,
                 tunnel_bytes: 512 * MIB,
                 data_in: None,
+                outage: Duration::from_secs(10),
             }
         };
         Plan {

@@ -179,3 +179,30 @@ fn nginx_binary() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"))
 }
+
+#[cfg(test)]
+mod tests {
+    /// docs/benchmarks.md states the proxy's configuration; it must be the
+    /// one the benchmark runs.
+    #[test]
+    fn the_documented_proxy_configuration_is_the_one_used() {
+        let docs = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md"),
+        )
+        .unwrap();
+        for line in super::PROXY_TUNING.lines() {
+            assert!(
+                docs.contains(line.trim()),
+                "docs/benchmarks.md lacks `{line}`"
+            );
+        }
+        for line in [
+            "keepalive 64;",
+            "sendfile on;",
+            "dav_methods PUT;",
+            "client_body_buffer_size 256k;",
+        ] {
+            assert!(docs.contains(line), "docs/benchmarks.md lacks `{line}`");
+        }
+    }
+}

@@ -74,12 +74,12 @@ pub async fn run(plan: &Plan, only: &[String]) -> anyhow::Result<Report> {
         json["transfer"] = j;
     }
     if want("memory") {
-        let (t, j) = memory(&rig, plan, &block).await.context("memory")?;
+        let (t, j) = memory(&mut rig, plan, &block).await.context("memory")?;
         tables.push_str(&t);
         json["memory"] = j;
     }
     if want("sweep") {
-        let (t, j) = sweep(&rig, plan, &block).await.context("sweep")?;
+        let (t, j) = sweep(&mut rig, plan, &block).await.context("sweep")?;
         tables.push_str(&t);
         json["sweep"] = j;
     }
@@ -397,9 +397,8 @@ async fn burst(
 
 /// Scenario 2: The spoke's peak memory with many transfers at once, at two file
 /// sizes 16 times apart.
-async fn memory(rig: &Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(String, Value)> {
-    let pid = rig.pid(Via::Spoke);
-    let idle = sys::rss(pid);
+async fn memory(rig: &mut Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(String, Value)> {
+    let idle = sys::rss(fresh_spoke(rig));
     let mut t = Table::new(
         format!(
             "2. Spoke memory: {} downloads and {} uploads at once (peak RSS, the largest of {} runs)",
@@ -416,7 +415,8 @@ async fn memory(rig: &Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(String
         let mut peaks = Vec::new();
         let mut secs = Vec::new();
         for _ in 0..plan.runs.min(3) {
-            sys::reset_peak_rss(pid);
+            // A fresh process: the heap keeps what earlier scenarios used.
+            let pid = fresh_spoke(rig);
             let s = burst(
                 rig,
                 Via::Spoke,
@@ -458,6 +458,15 @@ async fn memory(rig: &Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(String
     ))
 }
 
+/// Restarts the QUIC spoke (its tunnel up again) and returns its new pid,
+/// so that a memory reading starts from a fresh heap.
+fn fresh_spoke(rig: &mut Rig) -> u32 {
+    rig.spoke.restart();
+    let pid = rig.pid(Via::Spoke);
+    sys::reset_peak_rss(pid);
+    pid
+}
+
 fn human_size(bytes: u64) -> String {
     if bytes >= 1024 * 1024 {
         format!("{} MiB", bytes / (1024 * 1024))
@@ -467,11 +476,10 @@ fn human_size(bytes: u64) -> String {
 }
 
 /// Scenario 3: Aggregate download throughput and spoke memory against concurrency.
-async fn sweep(rig: &Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(String, Value)> {
+async fn sweep(rig: &mut Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(String, Value)> {
     let size = plan.sweep_file;
     let file = "bench/sweep.bin";
     rig.seed(rig.file(Via::Hub, file), size, block).await?;
-    let pid = rig.pid(Via::Spoke);
     let runs = plan.runs.min(3);
     let mut t = Table::new(
         format!(
@@ -489,10 +497,10 @@ async fn sweep(rig: &Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(String,
     let mut points = Vec::new();
     for &c in &plan.sweep {
         let (mut spoke, mut nginx, mut rss, mut ratio) = (vec![], vec![], vec![], vec![]);
+        let pid = fresh_spoke(rig);
         for run in 0..runs {
             let mut got = [0.0; 2];
             for via in rotated(&[Via::Spoke, Via::Nginx], run) {
-                sys::reset_peak_rss(pid);
                 let secs = burst(rig, via, file, c, 0, size, block).await?;
                 let mbps = (c as u64 * size) as f64 / secs / 1e6;
                 if via == Via::Spoke {
@@ -656,52 +664,72 @@ async fn tunnel(rig: &Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(String
     Ok((text, json))
 }
 
-/// Scenario 6: How long after a restarted hub listens again the spoke's tunnel is
-/// back (the spoke runs with ferry's default reconnection settings).
+/// Scenario 6: How long after a restarted hub listens again the spoke's
+/// tunnel is back (the spoke runs with ferry's default reconnection
+/// settings): after a quick restart, and after the hub was away long enough
+/// for the spoke's backoff to reach its cap.
 async fn recovery(rig: &mut Rig, plan: &Plan) -> anyhow::Result<(String, Value)> {
-    let mut back = Vec::new();
+    let mut quick = Vec::new();
     for _ in 0..plan.runs {
-        let before = rig.spoke.daemon().count("tunnel up");
-        let restart = Instant::now();
-        rig.hub.restart_on_same_ports();
-        let listening = Instant::now();
-        let deadline = listening + Duration::from_secs(120);
-        loop {
-            if rig.spoke.daemon().count("tunnel up") > before {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("the spoke's tunnel did not return within 120 s");
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        back.push((
-            listening.elapsed().as_secs_f64(),
-            (listening - restart).as_secs_f64(),
-        ));
+        quick.push(restart_and_wait(rig, Duration::ZERO).await?);
     }
-    let after: Vec<f64> = back.iter().map(|b| b.0).collect();
-    let down: Vec<f64> = back.iter().map(|b| b.1).collect();
+    let mut long = Vec::new();
+    for _ in 0..plan.runs.min(3) {
+        long.push(restart_and_wait(rig, plan.outage).await?);
+    }
     let mut t = Table::new(
-        "6. Recovery: hub restarted (SIGTERM, start on the same ports)",
+        "6. Recovery: the hub stopped (SIGTERM) and started again on the same ports",
         &["figure", "median s", "worst s"],
     );
     let worst = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    let firsts = |v: &[(f64, f64)]| v.iter().map(|b| b.0).collect::<Vec<_>>();
+    let seconds = |v: &[(f64, f64)]| v.iter().map(|b| b.1).collect::<Vec<_>>();
     t.row(vec![
         "hub restart (stop to listening)".into(),
-        fmt(median(&down), 3),
-        fmt(worst(&down), 3),
+        fmt(median(&seconds(&quick)), 3),
+        fmt(worst(&seconds(&quick)), 3),
     ]);
     t.row(vec![
         "tunnel back after the hub listens".into(),
-        fmt(median(&after), 3),
-        fmt(worst(&after), 3),
+        fmt(median(&firsts(&quick)), 3),
+        fmt(worst(&firsts(&quick)), 3),
+    ]);
+    t.row(vec![
+        format!("  same, hub away {:.0} s first", plan.outage.as_secs_f64()),
+        fmt(median(&firsts(&long)), 3),
+        fmt(worst(&firsts(&long)), 3),
     ]);
     let json = json!({
-        "tunnel_back_after_listen_s": median(&after),
-        "tunnel_back_worst_s": worst(&after),
-        "hub_restart_s": median(&down),
-        "runs_tunnel_back_s": after,
+        "tunnel_back_after_listen_s": median(&firsts(&quick)),
+        "tunnel_back_worst_s": worst(&firsts(&quick)),
+        "hub_restart_s": median(&seconds(&quick)),
+        "runs_tunnel_back_s": firsts(&quick),
+        "outage_s": plan.outage.as_secs_f64(),
+        "after_outage_tunnel_back_s": median(&firsts(&long)),
+        "after_outage_worst_s": worst(&firsts(&long)),
     });
     Ok((t.render(), json))
+}
+
+/// Stops the hub, waits `away`, starts it on the same ports, and returns
+/// (seconds until the spoke's tunnel is back after the hub listens, seconds
+/// from stop to listening less `away`).
+async fn restart_and_wait(rig: &mut Rig, away: Duration) -> anyhow::Result<(f64, f64)> {
+    let before = rig.spoke.daemon().count("tunnel up");
+    let stop = Instant::now();
+    rig.hub.stop();
+    tokio::time::sleep(away).await;
+    rig.hub.restart_on_same_ports();
+    let listening = Instant::now();
+    let deadline = listening + Duration::from_secs(120);
+    while rig.spoke.daemon().count("tunnel up") <= before {
+        if Instant::now() > deadline {
+            bail!("the spoke's tunnel did not return within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok((
+        listening.elapsed().as_secs_f64(),
+        (listening - stop).saturating_sub(away).as_secs_f64(),
+    ))
 }

@@ -117,7 +117,9 @@ pub struct TunnelTuning {
     /// with jitter. Default 500.
     #[serde(default = "defaults::reconnect_initial_ms")]
     pub reconnect_initial_ms: u64,
-    /// Longest wait between reconnection attempts, in seconds. Default 30.
+    /// Longest wait between reconnection attempts, in seconds. Default 2,
+    /// so a spoke is back within about two seconds of its hub returning,
+    /// however long the hub was away.
     #[serde(default = "defaults::reconnect_max_secs")]
     pub reconnect_max_secs: u64,
     /// How long a QUIC handshake may take before the spoke falls back to
@@ -166,7 +168,7 @@ mod defaults {
         500
     }
     pub fn reconnect_max_secs() -> u64 {
-        30
+        2
     }
     pub fn quic_handshake_timeout_ms() -> u64 {
         3000

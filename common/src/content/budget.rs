@@ -19,9 +19,9 @@ pub struct Budget {
     max: usize,
 }
 
-/// Downloads: each holds up to about three chunks (one being read from the
-/// provider ahead of time, one queued, one being sent).
-pub static DOWNLOADS: Budget = Budget::new(4 << 20, 16 << 10, 256 << 10);
+/// Downloads: each holds about two chunks (one being read from the
+/// provider, one being sent), so 256 KiB at most for a lone download.
+pub static DOWNLOADS: Budget = Budget::new(8 << 20, 32 << 10, 256 << 10);
 
 /// Uploads: each holds up to about three chunks (one being gathered from
 /// the client, one waiting at the provider writer, one being written).
