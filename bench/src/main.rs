@@ -47,6 +47,10 @@ struct Args {
     /// for the system's temporary folder.
     #[arg(long, default_value = "/dev/shm")]
     data_in: PathBuf,
+    /// Only draw the charts from an earlier run's results.json (into
+    /// --out), measuring nothing.
+    #[arg(long, value_name = "FILE")]
+    charts_from: Option<PathBuf>,
     /// Do not build ferry-hub and ferry-spoke first (use the binaries beside
     /// this one, or FERRY_HUB_BIN / FERRY_SPOKE_BIN).
     #[arg(long)]
@@ -161,6 +165,14 @@ fn build_daemons() -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(results) = &args.charts_from {
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(results)?)?;
+        std::fs::create_dir_all(&args.out)?;
+        for f in report::charts(&json, &args.out)? {
+            println!("chart: {}", f.display());
+        }
+        return Ok(());
+    }
     if !args.no_build {
         build_daemons()?;
     }

@@ -113,7 +113,7 @@ pub fn charts(json: &Value, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let rss = out.join("spoke-rss.png");
     let script = format!(
         "set terminal pngcairo size 800,480 noenhanced\n\
-         set grid\nset logscale x 2\nset key top left\n\
+         set grid\nset logscale x 2\nset key bottom left\n\
          set xlabel 'concurrent downloads of a {file_mib} MiB file'\n\
          set output '{throughput}'\nset title 'Aggregate download throughput on loopback'\n\
          set ylabel 'MB/s'\nset yrange [0:*]\n\
