@@ -17,8 +17,9 @@ fn positive(v: &Value, what: &str) {
 #[test]
 fn the_quick_benchmark_runs_every_scenario() {
     let out = tempfile::tempdir().unwrap();
-    let run = Command::new(ferry_tests::hub::binary("ferry-bench"))
+    let run = Command::new(env!("CARGO_BIN_EXE_ferry-bench"))
         .args(["--quick", "--no-build", "--runs", "1", "--size-mib", "4"])
+        .args(["--data-in", "tmp"])
         .args(["--mem-downloads", "32", "--mem-uploads", "8"])
         .arg("--out")
         .arg(out.path())
