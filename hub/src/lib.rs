@@ -10,6 +10,7 @@ pub mod ca;
 pub mod config;
 pub mod metrics;
 pub mod secrets;
+pub mod steering;
 pub mod store;
 pub mod tunnel;
 
