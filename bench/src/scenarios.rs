@@ -35,7 +35,6 @@ fn rotated<T: Copy>(items: &[T], run: usize) -> Vec<T> {
 
 /// Runs the scenarios `only` names (all when empty).
 pub async fn run(plan: &Plan, only: &[String]) -> anyhow::Result<Report> {
-    let want = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     // How busy the machine is before the benchmark adds anything.
     let load_before = sys::loadavg();
     let idle_from = MachineSample::now();
@@ -43,6 +42,31 @@ pub async fn run(plan: &Plan, only: &[String]) -> anyhow::Result<Report> {
     let background = idle_from.busy_until(&MachineSample::now());
 
     let mut rig = Rig::start(plan.data_in.clone()).await?;
+    match measure(&mut rig, plan, only, load_before, background).await {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            let tail = |log: String| {
+                let lines: Vec<&str> = log.lines().collect();
+                lines[lines.len().saturating_sub(30)..].join("\n")
+            };
+            eprintln!(
+                "---- ferry-hub log (last lines) ----\n{}\n---- ferry-spoke log (last lines) ----\n{}",
+                tail(rig.hub.log()),
+                tail(rig.spoke.log())
+            );
+            Err(e)
+        }
+    }
+}
+
+async fn measure(
+    rig: &mut Rig,
+    plan: &Plan,
+    only: &[String],
+    load_before: f64,
+    background: f64,
+) -> anyhow::Result<Report> {
+    let want = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let mut block = vec![0u8; 1024 * 1024];
     ring::rand::SystemRandom::new()
         .fill(&mut block)
@@ -67,34 +91,34 @@ pub async fn run(plan: &Plan, only: &[String]) -> anyhow::Result<Report> {
         want("transfer") || want("upload"),
     );
     if down || up {
-        let (t, j) = transfer(&rig, plan, &block, down, up)
+        let (t, j) = transfer(rig, plan, &block, down, up)
             .await
             .context("transfer")?;
         tables.push_str(&t);
         json["transfer"] = j;
     }
     if want("memory") {
-        let (t, j) = memory(&mut rig, plan, &block).await.context("memory")?;
+        let (t, j) = memory(rig, plan, &block).await.context("memory")?;
         tables.push_str(&t);
         json["memory"] = j;
     }
     if want("sweep") {
-        let (t, j) = sweep(&mut rig, plan, &block).await.context("sweep")?;
+        let (t, j) = sweep(rig, plan, &block).await.context("sweep")?;
         tables.push_str(&t);
         json["sweep"] = j;
     }
     if want("control") {
-        let (t, j) = control(&rig, plan).await.context("control")?;
+        let (t, j) = control(rig, plan).await.context("control")?;
         tables.push_str(&t);
         json["control"] = j;
     }
     if want("tunnel") {
-        let (t, j) = tunnel(&rig, plan, &block).await.context("tunnel")?;
+        let (t, j) = tunnel(rig, plan, &block).await.context("tunnel")?;
         tables.push_str(&t);
         json["tunnel"] = j;
     }
     if want("recovery") {
-        let (t, j) = recovery(&mut rig, plan).await.context("recovery")?;
+        let (t, j) = recovery(rig, plan).await.context("recovery")?;
         tables.push_str(&t);
         json["recovery"] = j;
     }

@@ -25,7 +25,7 @@ pub static DOWNLOADS: Budget = Budget::new(8 << 20, 32 << 10, 256 << 10);
 
 /// Uploads: each holds up to about three chunks (one being gathered from
 /// the client, one waiting at the provider writer, one being written).
-pub static UPLOADS: Budget = Budget::new(4 << 20, 32 << 10, 1 << 20);
+pub static UPLOADS: Budget = Budget::new(2 << 20, 32 << 10, 1 << 20);
 
 impl Budget {
     /// A budget of `total` bytes; chunks between `min` and `max`.
