@@ -9,7 +9,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 /// The writing half of a tunnel stream.
@@ -82,33 +82,6 @@ impl RecvHalf {
     }
 }
 
-impl AsyncWrite for SendHalf {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Quic(s) => Pin::new(s).poll_write(cx, buf).map_err(io::Error::from),
-            Self::H2(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Quic(s) => Pin::new(s).poll_flush(cx),
-            Self::H2(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Quic(s) => Pin::new(s).poll_shutdown(cx),
-            Self::H2(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
-}
-
 impl AsyncRead for RecvHalf {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -126,8 +99,8 @@ fn h2_err(e: h2::Error) -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, e)
 }
 
-/// An HTTP/2 stream's sending side as a byte stream, writing only as much
-/// as flow control allows (so memory stays bounded).
+/// An HTTP/2 stream's sending side, writing only as much as flow control
+/// allows (so memory stays bounded).
 #[derive(Debug)]
 pub struct H2Send {
     inner: h2::SendStream<Bytes>,
@@ -138,9 +111,7 @@ impl H2Send {
     pub fn new(inner: h2::SendStream<Bytes>) -> Self {
         Self { inner }
     }
-}
 
-impl H2Send {
     /// Sends `data` as flow control allows, without copying it.
     async fn send_bytes(&mut self, mut data: Bytes) -> io::Result<()> {
         while !data.is_empty() {
@@ -156,42 +127,6 @@ impl H2Send {
             self.inner.send_data(piece, false).map_err(h2_err)?;
         }
         Ok(())
-    }
-}
-
-impl AsyncWrite for H2Send {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        if buf.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        let this = &mut self.inner;
-        this.reserve_capacity(buf.len());
-        loop {
-            match ready!(this.poll_capacity(cx)) {
-                None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
-                Some(Err(e)) => return Poll::Ready(Err(h2_err(e))),
-                Some(Ok(0)) => continue,
-                Some(Ok(n)) => {
-                    let n = n.min(buf.len());
-                    this.send_data(Bytes::copy_from_slice(&buf[..n]), false)
-                        .map_err(h2_err)?;
-                    return Poll::Ready(Ok(n));
-                }
-            }
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let _ = self.inner.send_data(Bytes::new(), true);
-        Poll::Ready(Ok(()))
     }
 }
 

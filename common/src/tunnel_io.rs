@@ -102,7 +102,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
-/// Writes one frame.
+/// Writes one frame to any byte stream (tests and raw QUIC streams); the
+/// tunnel's own streams use [`crate::link::SendHalf::send_frame`], which
+/// does not copy the payload.
 pub async fn write_frame<W: AsyncWrite + Unpin>(
     w: &mut W,
     frame: &Frame,

@@ -9,7 +9,7 @@ use ferry_common::body::{Body, full};
 use ferry_common::http_server::ClientAddr;
 use ferry_common::problem::{ErrorCode, Problem};
 use ferry_common::proto::{Frame, RequestHead};
-use ferry_common::tunnel_io::{FrameReader, body_from_frames, close, write_frame};
+use ferry_common::tunnel_io::{FrameReader, body_from_frames, close};
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt as _;
 
@@ -81,7 +81,7 @@ impl HubClient {
                 .get::<ClientAddr>()
                 .map(|c| c.0.to_string()),
         };
-        write_frame(&mut send, &Frame::Request(head))
+        send.send_frame(&Frame::Request(head))
             .await
             .map_err(|e| unreachable(format!("the tunnel failed: {e}")))?;
         // The body goes up while the answer is awaited: the hub may answer
@@ -107,7 +107,7 @@ impl HubClient {
                     }
                 }
             }
-            if write_frame(&mut send, &Frame::End).await.is_ok() {
+            if send.send_frame(&Frame::End).await.is_ok() {
                 send.finish();
             }
         });

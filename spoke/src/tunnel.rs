@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ferry_common::link::{Link, RecvHalf, SendHalf, TcpLink};
 use ferry_common::proto::{ALPN, Frame, Heartbeat, Hello, Notice, NoticeKind, PROTOCOL_VERSION};
-use ferry_common::tunnel_io::{FrameReader, bind_udp, close, write_frame};
+use ferry_common::tunnel_io::{FrameReader, bind_udp, close};
 use rustls::pki_types::ServerName;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -229,7 +229,7 @@ impl Connector {
             spoke: self.cfg.name.clone(),
             software: env!("CARGO_PKG_VERSION").to_owned(),
         };
-        write_frame(&mut send, &Frame::Hello(hello))
+        send.send_frame(&Frame::Hello(hello))
             .await
             .map_err(|e| lost(&e))?;
         let mut reader = FrameReader::new(recv, self.cfg.tunnel.max_frame_bytes);
@@ -425,7 +425,7 @@ async fn session(control: Control, signals: &Signals<'_>) -> Result<Ended, Tunne
             _ = draining.cancelled(), if !told_draining => {
                 told_draining = true;
                 let notice = Notice { kind: NoticeKind::Drain, reason: "the spoke is shutting down".into() };
-                if write_frame(&mut send, &Frame::Notice(notice)).await.is_err() {
+                if send.send_frame(&Frame::Notice(notice)).await.is_err() {
                     return Err(refused_or_lost(&link, "the control stream failed".into()));
                 }
                 tracing::info!("told the hub this spoke is draining");
@@ -452,7 +452,7 @@ async fn session(control: Control, signals: &Signals<'_>) -> Result<Ended, Tunne
                 let bytes_per_sec = (total.saturating_sub(last_total) as f64 / secs) as u64;
                 (last_total, last_at) = (total, Instant::now());
                 let hb = Heartbeat { seq, active_transfers: metrics.active_now(), bytes_per_sec };
-                if write_frame(&mut send, &Frame::Heartbeat(hb)).await.is_err() {
+                if send.send_frame(&Frame::Heartbeat(hb)).await.is_err() {
                     return Err(refused_or_lost(&link, "the control stream failed".into()));
                 }
             }

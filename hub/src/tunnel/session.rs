@@ -14,7 +14,7 @@ use ferry_common::link::{H2Recv, H2Send, RecvHalf, SendHalf};
 use ferry_common::proto::{
     Frame, NoticeKind, PROTOCOL_VERSION, Refusal, RequestHead, ResponseHead, Welcome,
 };
-use ferry_common::tunnel_io::{FrameReader, body_from_frames, close, write_frame};
+use ferry_common::tunnel_io::{FrameReader, body_from_frames, close};
 use http_body_util::BodyExt as _;
 use rustls::pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
@@ -334,7 +334,7 @@ async fn session(
     if let Some(r) = refusal {
         state.metrics.tunnel_refused(TunnelRefusal::protocol);
         tracing::warn!(code = %r.code, reason = %r.reason, "refused a tunnel");
-        let _ = write_frame(&mut send, &Frame::Refuse(r)).await;
+        let _ = send.send_frame(&Frame::Refuse(r)).await;
         send.finish();
         tokio::time::sleep(Duration::from_millis(50)).await;
         link.close(close::PROTOCOL, b"refused");
@@ -344,10 +344,7 @@ async fn session(
         version: PROTOCOL_VERSION,
         heartbeat_interval_ms: cfg.heartbeat_interval_secs * 1000,
     };
-    if write_frame(&mut send, &Frame::Welcome(welcome))
-        .await
-        .is_err()
-    {
+    if send.send_frame(&Frame::Welcome(welcome)).await.is_err() {
         return;
     }
     let (notices_tx, mut notices) = tokio::sync::mpsc::channel(64);
@@ -372,7 +369,7 @@ async fn session(
                         let seq = hb.seq;
                         registry.heartbeat(&name, hb);
                         state.metrics.tunnel_rtt(&name, link.rtt());
-                        if write_frame(&mut send, &Frame::HeartbeatAck(seq)).await.is_err() {
+                        if send.send_frame(&Frame::HeartbeatAck(seq)).await.is_err() {
                             return "control stream closed".to_owned();
                         }
                     }
@@ -385,7 +382,7 @@ async fn session(
                     Err(e) => return format!("control stream failed: {e}"),
                 },
                 Some(notice) = notices.recv() => {
-                    if write_frame(&mut send, &Frame::Notice(notice)).await.is_err() {
+                    if send.send_frame(&Frame::Notice(notice)).await.is_err() {
                         return "control stream closed".to_owned();
                     }
                 }
@@ -502,7 +499,7 @@ async fn send_response(
             .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
             .collect(),
     };
-    write_frame(send, &Frame::Response(head)).await?;
+    send.send_frame(&Frame::Response(head)).await?;
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame?.into_data() {
             let mut data: Bytes = data;
@@ -512,7 +509,7 @@ async fn send_response(
             }
         }
     }
-    write_frame(send, &Frame::End).await?;
+    send.send_frame(&Frame::End).await?;
     send.finish();
     Ok(())
 }
