@@ -27,10 +27,24 @@ pub struct Report {
     pub json: Value,
 }
 
-/// `items` rotated by `run`, so each goes first in turn.
-fn rotated<T: Copy>(items: &[T], run: usize) -> Vec<T> {
-    let k = run % items.len();
-    items[k..].iter().chain(&items[..k]).copied().collect()
+/// Runs `f` on each of `items`, starting with a different one in each `run`
+/// so that none always goes first, and returns the results in the order of
+/// `items`.
+async fn in_rotation<T: Copy, R>(
+    items: &[T],
+    run: usize,
+    mut f: impl AsyncFnMut(T) -> anyhow::Result<R>,
+) -> anyhow::Result<Vec<R>> {
+    let n = items.len();
+    let mut out: Vec<Option<R>> = (0..n).map(|_| None).collect();
+    for k in 0..n {
+        let i = (run + k) % n;
+        out[i] = Some(f(items[i]).await?);
+    }
+    Ok(out
+        .into_iter()
+        .map(|r| r.expect("every item ran"))
+        .collect())
 }
 
 /// Runs the scenarios `only` names (all when empty).
@@ -90,37 +104,30 @@ async fn measure(
         want("transfer") || want("download"),
         want("transfer") || want("upload"),
     );
+    // Each scenario gives its table and its JSON; both are kept by name.
+    let mut results: Vec<(&str, (String, Value))> = Vec::new();
     if down || up {
-        let (t, j) = transfer(rig, plan, &block, down, up)
-            .await
-            .context("transfer")?;
-        tables.push_str(&t);
-        json["transfer"] = j;
+        let r = transfer(rig, plan, &block, down, up).await;
+        results.push(("transfer", r.context("transfer")?));
     }
     if want("memory") {
-        let (t, j) = memory(rig, plan, &block).await.context("memory")?;
-        tables.push_str(&t);
-        json["memory"] = j;
+        results.push(("memory", memory(rig, plan, &block).await.context("memory")?));
     }
     if want("sweep") {
-        let (t, j) = sweep(rig, plan, &block).await.context("sweep")?;
-        tables.push_str(&t);
-        json["sweep"] = j;
+        results.push(("sweep", sweep(rig, plan, &block).await.context("sweep")?));
     }
     if want("control") {
-        let (t, j) = control(rig, plan).await.context("control")?;
-        tables.push_str(&t);
-        json["control"] = j;
+        results.push(("control", control(rig, plan).await.context("control")?));
     }
     if want("tunnel") {
-        let (t, j) = tunnel(rig, plan, &block).await.context("tunnel")?;
-        tables.push_str(&t);
-        json["tunnel"] = j;
+        results.push(("tunnel", tunnel(rig, plan, &block).await.context("tunnel")?));
     }
     if want("recovery") {
-        let (t, j) = recovery(rig, plan).await.context("recovery")?;
-        tables.push_str(&t);
-        json["recovery"] = j;
+        results.push(("recovery", recovery(rig, plan).await.context("recovery")?));
+    }
+    for (name, (table, figures)) in results {
+        tables.push_str(&table);
+        json[name] = figures;
     }
     let busy = all.busy_until(&MachineSample::now());
     json["machine"]["busy_share_during_run"] = json!(busy);
@@ -323,25 +330,24 @@ async fn download_run(
     size: u64,
     down: &mut [Series; 3],
 ) -> anyhow::Result<()> {
-    {
-        let mut got = [None; 3];
-        for via in rotated(vias, run) {
-            let target = rig.file(via, "bench/big.bin");
-            let s = timed(rig, via, size, async {
-                let n = client::download(&target).await?;
-                if n != size {
-                    bail!("{} sent {n} of {size} bytes", via.name());
-                }
-                Ok(())
-            })
-            .await?;
-            got[vias.iter().position(|v| *v == via).unwrap()] = Some(s);
-        }
-        for (i, s) in got.iter().enumerate() {
-            down[i].push(s.unwrap(), if i == 0 { None } else { got[0] });
-        }
+    let got = in_rotation(vias, run, async |via| {
+        timed_download(rig, via, &rig.file(via, "bench/big.bin"), size).await
+    })
+    .await?;
+    for (i, s) in got.iter().enumerate() {
+        down[i].push(*s, (i > 0).then_some(got[0]));
     }
     Ok(())
+}
+
+/// Downloads `target` through `via`, timed, and checks every byte came.
+async fn timed_download(rig: &Rig, via: Via, target: &Target, size: u64) -> anyhow::Result<Sample> {
+    timed(rig, via, size, async {
+        let n = client::download(target).await?;
+        anyhow::ensure!(n == size, "{} sent {n} of {size} bytes", via.name());
+        Ok(())
+    })
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -355,28 +361,26 @@ async fn upload_run(
     up: &mut [Series; 3],
     up_sha: &mut Series,
 ) -> anyhow::Result<()> {
-    {
-        let mut got = [None; 4];
-        for step in rotated(&[0usize, 1, 2, 3], run) {
-            let via = if step == 3 { Via::Spoke } else { vias[step] };
-            let target = rig.file(via, &format!("bench/up-{}-{step}.bin", via.name()));
-            let headers = if step == 3 {
-                vec![("repr-digest", digest.to_owned())]
-            } else {
-                Vec::new()
-            };
-            let s = timed(rig, via, size, async {
-                client::upload(&target, size, block.clone(), &headers).await?;
-                Ok(())
-            })
-            .await?;
-            got[step] = Some(s);
-        }
-        for i in 0..3 {
-            up[i].push(got[i].unwrap(), if i == 0 { None } else { got[0] });
-        }
-        up_sha.push(got[3].unwrap(), got[0]);
+    // Steps 0 to 2 are the three paths; step 3 is the spoke with SHA-256.
+    let got = in_rotation(&[0usize, 1, 2, 3], run, async |step| {
+        let via = if step == 3 { Via::Spoke } else { vias[step] };
+        let target = rig.file(via, &format!("bench/up-{}-{step}.bin", via.name()));
+        let headers = if step == 3 {
+            vec![("repr-digest", digest.to_owned())]
+        } else {
+            Vec::new()
+        };
+        timed(rig, via, size, async {
+            client::upload(&target, size, block.clone(), &headers).await?;
+            Ok(())
+        })
+        .await
+    })
+    .await?;
+    for i in 0..3 {
+        up[i].push(got[i], (i > 0).then_some(got[0]));
     }
+    up_sha.push(got[3], Some(got[0]));
     Ok(())
 }
 
@@ -523,17 +527,12 @@ async fn sweep(rig: &mut Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(Str
         let (mut spoke, mut nginx, mut rss, mut ratio) = (vec![], vec![], vec![], vec![]);
         let pid = fresh_spoke(rig);
         for run in 0..runs {
-            let mut got = [0.0; 2];
-            for via in rotated(&[Via::Spoke, Via::Nginx], run) {
+            let got = in_rotation(&[Via::Spoke, Via::Nginx], run, async |via| {
                 let secs = burst(rig, via, file, c, 0, size, block).await?;
-                let mbps = (c as u64 * size) as f64 / secs / 1e6;
-                if via == Via::Spoke {
-                    got[0] = mbps;
-                    rss.push(sys::peak_rss(pid) as f64);
-                } else {
-                    got[1] = mbps;
-                }
-            }
+                Ok((c as u64 * size) as f64 / secs / 1e6)
+            })
+            .await?;
+            rss.push(sys::peak_rss(pid) as f64);
             spoke.push(got[0]);
             nginx.push(got[1]);
             ratio.push(got[0] / got[1]);
@@ -572,21 +571,19 @@ async fn control(rig: &Rig, plan: &Plan) -> anyhow::Result<(String, Value)> {
     let mut added: [Vec<f64>; 3] = Default::default();
     let mut answered: [usize; 3] = [0; 3];
     for run in 0..plan.runs {
-        let mut got = [None; 3];
-        for via in rotated(&vias, run) {
-            let r = client::closed_loop(
+        let got = in_rotation(&vias, run, async |via| {
+            client::closed_loop(
                 &rig.listing(via),
                 plan.control_conns,
                 plan.control_time,
                 plan.control_max,
             )
             .await
-            .with_context(|| format!("control requests via {}", via.name()))?;
-            got[vias.iter().position(|v| *v == via).unwrap()] = Some(r);
-        }
-        let base = got[0].unwrap();
+            .with_context(|| format!("control requests via {}", via.name()))
+        })
+        .await?;
+        let base = got[0];
         for (i, r) in got.iter().enumerate() {
-            let r = r.unwrap();
             rps[i].push(r.rps);
             p50[i].push(r.p50_ms);
             p99[i].push(r.p99_ms);
@@ -639,21 +636,14 @@ async fn tunnel(rig: &Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(String
     let mut series: [Series; 3] = Default::default();
     let mut quic_to_tcp = Vec::new();
     for run in 0..plan.runs {
-        let mut got = [None; 3];
-        for via in rotated(&vias, run) {
-            let target: Target = rig.mem_file(via, "bulk.bin");
-            let s = timed(rig, via, size, async {
-                let n = client::download(&target).await?;
-                anyhow::ensure!(n == size, "{} sent {n} of {size} bytes", via.name());
-                Ok(())
-            })
-            .await?;
-            got[vias.iter().position(|v| *v == via).unwrap()] = Some(s);
-        }
+        let got = in_rotation(&vias, run, async |via| {
+            timed_download(rig, via, &rig.mem_file(via, "bulk.bin"), size).await
+        })
+        .await?;
         for (i, s) in got.iter().enumerate() {
-            series[i].push(s.unwrap(), if i == 0 { None } else { got[0] });
+            series[i].push(*s, (i > 0).then_some(got[0]));
         }
-        quic_to_tcp.push(got[1].unwrap().mbps / got[2].unwrap().mbps);
+        quic_to_tcp.push(got[1].mbps / got[2].mbps);
     }
     let mut t = Table::new(
         format!(
