@@ -72,6 +72,15 @@ impl Default for HubOptions {
     }
 }
 
+/// A new temporary folder, under `opts.dir_in` when set.
+fn temp_dir(opts: &HubOptions) -> tempfile::TempDir {
+    match &opts.dir_in {
+        Some(base) => tempfile::tempdir_in(base),
+        None => tempfile::tempdir(),
+    }
+    .expect("a temporary directory")
+}
+
 /// A running hub, killed when dropped.
 #[derive(Debug)]
 pub struct Hub {
@@ -100,11 +109,7 @@ impl Hub {
 
     /// Starts a hub with `opts`.
     pub fn start_with(opts: HubOptions) -> Hub {
-        let dir = match &opts.dir_in {
-            Some(base) => tempfile::tempdir_in(base),
-            None => tempfile::tempdir(),
-        }
-        .expect("a temporary directory");
+        let dir = temp_dir(&opts);
         let data_dir = dir.path().join("data");
         std::fs::create_dir_all(&data_dir).unwrap();
         let config = dir.path().join("hub.toml");
@@ -134,6 +139,16 @@ impl Hub {
             ),
         )
         .unwrap();
+        Self::spawned(dir, data_dir, config, opts)
+    }
+
+    /// Starts a hub from a written configuration.
+    fn spawned(
+        dir: tempfile::TempDir,
+        data_dir: PathBuf,
+        config: PathBuf,
+        opts: HubOptions,
+    ) -> Hub {
         let mut hub = Hub {
             daemon: None,
             addr: "127.0.0.1:0".parse().unwrap(),
@@ -203,22 +218,10 @@ impl Hub {
     /// Starts a second hub on this one's state directory (the same
     /// database and CA, as hubs sharing metadata do), on its own ports.
     pub fn start_beside(&self) -> Hub {
-        let dir = tempfile::tempdir().expect("a temporary directory");
+        let dir = temp_dir(&self.opts);
         let config = dir.path().join("hub.toml");
         std::fs::copy(&self.config, &config).unwrap();
-        let mut hub = Hub {
-            daemon: None,
-            addr: "127.0.0.1:0".parse().unwrap(),
-            tunnel_addr: "127.0.0.1:0".parse().unwrap(),
-            tunnel_tcp_addr: "127.0.0.1:0".parse().unwrap(),
-            dir,
-            data_dir: self.data_dir.clone(),
-            config,
-            opts: self.opts.clone(),
-            logs: Vec::new(),
-        };
-        hub.spawn();
-        hub
+        Self::spawned(dir, self.data_dir.clone(), config, self.opts.clone())
     }
 
     /// Makes a join token with `ferry-hub spoke add` (the operator's way).

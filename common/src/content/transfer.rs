@@ -237,18 +237,23 @@ pub async fn read_stream(
         .await
         .map_err(|e| provider_problem(&e, "read"))?;
     let local = op.info().scheme() == "fs";
+    let compact = chunk < COMPACT_BELOW;
     Ok(futures_util::stream::unfold(
         (Box::pin(inner), lease),
         move |(mut inner, lease)| async move {
-            let permit = match local {
-                true => Some(LOCAL_READS.acquire().await.expect("never closed")),
-                false => None,
+            let permit = if local {
+                Some(LOCAL_READS.acquire().await.expect("never closed"))
+            } else {
+                None
             };
             let item = inner.next().await?;
             drop(permit);
-            let item = item.map(|b| match chunk < COMPACT_BELOW {
-                true => Bytes::copy_from_slice(&b),
-                false => b,
+            let item = item.map(|b| {
+                if compact {
+                    Bytes::copy_from_slice(&b)
+                } else {
+                    b
+                }
             });
             Some((item, (inner, lease)))
         },
