@@ -224,6 +224,16 @@ struct Series {
 }
 
 impl Series {
+    /// The columns of [`Series::row`].
+    const COLUMNS: [&str; 6] = [
+        "path",
+        "MB/s",
+        "ratio",
+        "CPU-s/GiB",
+        "path CPU-s/GiB",
+        "added CPU-s/GiB",
+    ];
+
     fn push(&mut self, s: Sample, base: Option<Sample>) {
         self.mbps.push(s.mbps);
         self.cpu.push(s.cpu_per_gib);
@@ -295,14 +305,7 @@ async fn transfer(
             "Scenario 1: {} MiB transfer (MB/s; ratio to direct, pair by pair; CPU-s per GiB of the middle process, of every server process on the path, and that less the direct path's)",
             size / 1048576
         ),
-        &[
-            "path",
-            "MB/s",
-            "ratio",
-            "CPU-s/GiB",
-            "path CPU-s/GiB",
-            "added CPU-s/GiB",
-        ],
+        &Series::COLUMNS,
     );
     let names = ["direct (nginx origin)", "spoke", "nginx proxy"];
     let mut json = json!({ "bytes": size });
@@ -650,14 +653,7 @@ async fn tunnel(rig: &Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(String
             "5. Tunnel bulk: {} MiB from the hub's memory provider (ratio to the hub directly; CPU of the spoke, and of spoke + hub)",
             size / 1048576
         ),
-        &[
-            "path",
-            "MB/s",
-            "ratio",
-            "CPU-s/GiB",
-            "path CPU-s/GiB",
-            "added CPU-s/GiB",
-        ],
+        &Series::COLUMNS,
     );
     t.row(series[0].row("hub directly", true));
     t.row(series[1].row("spoke, tunnel on QUIC", false));
