@@ -35,14 +35,17 @@ fn main_section(dir: &Path) -> String {
     )
 }
 
-fn http_common(dir: &Path) -> String {
+/// The `http` settings both share; request bodies are buffered in
+/// `body_dir`.
+fn http_common(dir: &Path, body_dir: &Path) -> String {
     format!(
         "access_log off;\nsendfile on;\ntcp_nopush on;\ntcp_nodelay on;\n\
          keepalive_requests 1000000;\nkeepalive_timeout 60s;\n\
          client_max_body_size 0;\nclient_body_buffer_size 256k;\n\
-         client_body_temp_path {dir}/body;\nproxy_temp_path {dir}/proxy;\n\
+         client_body_temp_path {body};\nproxy_temp_path {dir}/proxy;\n\
          fastcgi_temp_path {dir}/fastcgi;\nuwsgi_temp_path {dir}/uwsgi;\nscgi_temp_path {dir}/scgi;\n",
-        dir = dir.display()
+        dir = dir.display(),
+        body = body_dir.display(),
     )
 }
 
@@ -68,15 +71,11 @@ impl Nginx {
         let body_dir = root.join(".nginx-body");
         std::fs::create_dir_all(&body_dir)?;
         let conf = format!(
-            "{main}http {{\n{common}client_body_temp_path {body};\n\
+            "{main}http {{\n{common}\
              server {{\nlisten {addr};\nroot {root};\n\
              location / {{ dav_methods PUT; create_full_put_path on; }}\n}}\n}}\n",
             main = main_section(dir.path()),
-            common = http_common(dir.path()).replace(
-                &format!("client_body_temp_path {}/body;\n", dir.path().display()),
-                ""
-            ),
-            body = body_dir.display(),
+            common = http_common(dir.path(), &body_dir),
             root = root.display(),
         );
         Self::spawn(dir, &conf, addr, None)
@@ -95,7 +94,7 @@ impl Nginx {
              server {{\nlisten {addr};\nlocation / {{\nproxy_pass http://origin;\n{PROXY_TUNING}}}\n}}\n\
              server {{\nlisten {second};\nlocation / {{\nproxy_pass http://hub;\n{PROXY_TUNING}}}\n}}\n}}\n",
             main = main_section(dir.path()),
-            common = http_common(dir.path()),
+            common = http_common(dir.path(), &dir.path().join("body")),
         );
         Self::spawn(dir, &conf, addr, Some(second))
     }
