@@ -145,6 +145,7 @@ impl ApiConfig {
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             handshake_timeout: Duration::from_secs(self.handshake_timeout_secs),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            rtt_sink: None,
         }
     }
 

@@ -36,6 +36,25 @@ const MAX_HEADERS: usize = 128;
 const MAX_HEADER_NAME: usize = 256;
 const MAX_HEADER_VALUE: usize = 16 * 1024;
 
+/// Names no spoke may take: routes under `/v1/spokes/` and DNS names in
+/// the steering zone that belong to the hub.
+pub const RESERVED_SPOKE_NAMES: &[&str] = &["enrol", "probe-targets", "api", "hub"];
+
+/// What a spoke's name must be, for error messages.
+pub const SPOKE_NAME_RULE: &str = "must be 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-', and none of enrol, probe-targets, api, hub";
+
+/// Whether `name` can name a spoke: a DNS label of lower-case letters,
+/// digits and `-`, and not a reserved name.
+pub fn valid_spoke_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !RESERVED_SPOKE_NAMES.contains(&name)
+}
+
 /// The spoke's first frame on a new tunnel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,7 +65,31 @@ pub struct Hello {
     pub spoke: String,
     /// The spoke's software version, for the hub's logs.
     pub software: String,
+    /// Where clients reach the spoke, for steering: its public addresses
+    /// (the hub's DNS answers with them) and the base URL of its API (for
+    /// client probes). Absent, the spoke is never a steering answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steering: Option<SteeringAnnounce>,
 }
+
+/// What a spoke tells its hub about itself for steering.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SteeringAnnounce {
+    /// Addresses clients reach the spoke's API at (A and AAAA answers).
+    pub public_addrs: Vec<std::net::IpAddr>,
+    /// Base URL of the spoke's API as clients reach it, such as
+    /// `https://fra1.edge.example.com`.
+    pub public_url: String,
+    /// Transfers the spoke takes before steering sends clients elsewhere;
+    /// 0 for no limit.
+    pub capacity_transfers: u64,
+}
+
+/// The most public addresses a spoke may announce.
+pub const MAX_PUBLIC_ADDRS: usize = 16;
+/// The most client prefixes one heartbeat carries.
+pub const MAX_HEARTBEAT_RTTS: usize = 512;
 
 /// The hub's answer to an acceptable [`Hello`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +99,14 @@ pub struct Welcome {
     pub version: u16,
     /// How often the spoke should send a [`Heartbeat`], in milliseconds.
     pub heartbeat_interval_ms: u64,
+    /// Prefix lengths the hub groups clients by (IPv4, IPv6); the spoke
+    /// aggregates the RTTs it observes the same way.
+    #[serde(default = "default_client_prefixes")]
+    pub client_prefixes: (u8, u8),
+}
+
+fn default_client_prefixes() -> (u8, u8) {
+    (24, 48)
 }
 
 /// The spoke's periodic report of its load.
@@ -68,6 +119,22 @@ pub struct Heartbeat {
     pub active_transfers: u64,
     /// Content bytes per second over the last interval.
     pub bytes_per_sec: u64,
+    /// Round-trip times of client connections since the previous
+    /// heartbeat, per client prefix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_rtts: Vec<PrefixRtt>,
+}
+
+/// The kernel RTT of a spoke's client connections from one network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrefixRtt {
+    /// The client network, `ADDR/LEN`.
+    pub prefix: String,
+    /// The mean RTT of the connections sampled, in microseconds.
+    pub rtt_us: u32,
+    /// Connections sampled.
+    pub samples: u32,
 }
 
 /// The head of a forwarded HTTP request.
@@ -271,6 +338,26 @@ impl Frame {
             Frame::Hello(h) => {
                 long("spoke", h.spoke.len(), MAX_NAME)?;
                 long("software", h.software.len(), MAX_NAME)?;
+                if let Some(s) = &h.steering {
+                    long("public_url", s.public_url.len(), MAX_TEXT)?;
+                    if s.public_addrs.len() > MAX_PUBLIC_ADDRS {
+                        return Err(malformed(
+                            name,
+                            format!("more than {MAX_PUBLIC_ADDRS} public addresses"),
+                        ));
+                    }
+                }
+            }
+            Frame::Heartbeat(hb) => {
+                if hb.client_rtts.len() > MAX_HEARTBEAT_RTTS {
+                    return Err(malformed(
+                        name,
+                        format!("more than {MAX_HEARTBEAT_RTTS} client prefixes"),
+                    ));
+                }
+                for r in &hb.client_rtts {
+                    long("prefix", r.prefix.len(), MAX_NAME)?;
+                }
             }
             Frame::Refuse(r) => {
                 long("code", r.code.len(), MAX_NAME)?;
@@ -419,10 +506,25 @@ mod tests {
                 version: 1,
                 spoke: "fra1".into(),
                 software: "0.1.0".into(),
+                steering: None,
+            }),
+            Frame::Hello(Hello {
+                version: 1,
+                spoke: "fra1".into(),
+                software: "0.1.0".into(),
+                steering: Some(SteeringAnnounce {
+                    public_addrs: vec![
+                        "192.0.2.1".parse().unwrap(),
+                        "2001:db8::1".parse().unwrap(),
+                    ],
+                    public_url: "https://fra1.example.com".into(),
+                    capacity_transfers: 100,
+                }),
             }),
             Frame::Welcome(Welcome {
                 version: 1,
                 heartbeat_interval_ms: 5000,
+                client_prefixes: (24, 48),
             }),
             Frame::Refuse(Refusal {
                 code: "unsupported_version".into(),
@@ -432,6 +534,17 @@ mod tests {
                 seq: 7,
                 active_transfers: 2,
                 bytes_per_sec: 1 << 30,
+                client_rtts: vec![],
+            }),
+            Frame::Heartbeat(Heartbeat {
+                seq: 8,
+                active_transfers: 0,
+                bytes_per_sec: 0,
+                client_rtts: vec![PrefixRtt {
+                    prefix: "192.0.2.0/24".into(),
+                    rtt_us: 12_500,
+                    samples: 3,
+                }],
             }),
             Frame::HeartbeatAck(7),
             Frame::Request(RequestHead {
@@ -518,12 +631,38 @@ mod tests {
             version: 1,
             spoke: "x".repeat(65),
             software: String::new(),
+            steering: None,
         });
-        let mut buf = BytesMut::from(&long_name.to_bytes()[..]);
-        assert!(matches!(
-            Decoder::default().decode(&mut buf),
-            Err(ProtoError::Malformed { .. })
-        ));
+        let many_addrs = Frame::Hello(Hello {
+            version: 1,
+            spoke: "x".into(),
+            software: String::new(),
+            steering: Some(SteeringAnnounce {
+                public_addrs: vec!["192.0.2.1".parse().unwrap(); MAX_PUBLIC_ADDRS + 1],
+                public_url: String::new(),
+                capacity_transfers: 0,
+            }),
+        });
+        let many_rtts = Frame::Heartbeat(Heartbeat {
+            seq: 1,
+            active_transfers: 0,
+            bytes_per_sec: 0,
+            client_rtts: vec![
+                PrefixRtt {
+                    prefix: "192.0.2.0/24".into(),
+                    rtt_us: 1,
+                    samples: 1
+                };
+                MAX_HEARTBEAT_RTTS + 1
+            ],
+        });
+        for bad in [long_name, many_addrs, many_rtts] {
+            let mut buf = BytesMut::from(&bad.to_bytes()[..]);
+            assert!(matches!(
+                Decoder::default().decode(&mut buf),
+                Err(ProtoError::Malformed { .. })
+            ));
+        }
         let many = Frame::Request(RequestHead {
             method: "GET".into(),
             uri: "/".into(),

@@ -1,6 +1,7 @@
 //! The ferry hub: the HTTP API over the metadata store and the storage
 //! providers, and the tunnel endpoints spokes connect to (QUIC, and TLS over
-//! TCP where UDP is blocked). Steering DNS comes later.
+//! TCP where UDP is blocked), and the authoritative DNS server that steers
+//! clients to their nearest healthy spoke.
 //!
 //! [`run`] serves on a listener it is given until a shutdown token fires, so
 //! the binary and tests start it the same way.
@@ -8,6 +9,7 @@
 pub mod api;
 pub mod ca;
 pub mod config;
+pub mod dns;
 pub mod metrics;
 pub mod secrets;
 pub mod steering;
@@ -26,8 +28,11 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{AppState, SpokeSupport};
 use crate::ca::HubCa;
 use crate::config::HubConfig;
+use crate::dns::DnsSockets;
+use crate::dns::answer::{Responder, Zone};
 use crate::metrics::Metrics;
 use crate::secrets::MasterKey;
+use crate::steering::Steering;
 use crate::store::Store;
 
 /// The environment variable holding the admin token.
@@ -61,13 +66,30 @@ pub async fn run(
     }
     let tls = cfg.api.tls_acceptor(&shutdown)?;
     let providers = ProviderRegistry::new(cfg.provider_policy());
+    let metrics = Metrics::new();
+    let heartbeat = cfg.tunnel.as_ref().map_or(1, |t| t.heartbeat_interval_secs);
+    let steering = Arc::new(Steering::new(
+        &cfg.steering,
+        cfg.steering.stale_after(heartbeat),
+        metrics.steering.clone(),
+    ));
+    // Bound before anything starts, so a taken port fails the start.
+    let dns = match &cfg.dns {
+        Some(d) => {
+            let sockets = DnsSockets::bind(d.listen)?;
+            tracing::info!(addr = %sockets.local_addr()?, zone = %d.zone, "DNS listening");
+            Some((sockets, d.clone()))
+        }
+        None => None,
+    };
     let mut state = AppState::new(
         store.clone(),
         providers,
         master_key,
         admin_token,
-        Metrics::new(),
+        metrics,
         cfg.api.max_json_body_bytes,
+        steering.clone(),
     );
     let mut endpoint = None;
     let mut tcp_tunnel = None;
@@ -94,9 +116,46 @@ pub async fn run(
     }
     let state = Arc::new(state);
     let mut tasks = Vec::new();
-    // Tunnels outlive the HTTP listener's drain, so requests spokes forward
-    // get the same grace as direct ones; they close once it is over.
+    // Tunnels and DNS outlive the HTTP listener's drain, so requests spokes
+    // forward get the same grace as direct ones and clients are still
+    // steered to spokes meanwhile; they stop once it is over.
     let tunnel_stop = CancellationToken::new();
+    tasks.push(tokio::spawn(steering.clone().run(
+        state.spokes.as_ref().map(|s| s.registry.clone()),
+        tunnel_stop.clone(),
+    )));
+    let dns_thread = match dns {
+        Some((sockets, d)) => {
+            let hub_addrs = if d.hub_addrs.is_empty() {
+                vec![cfg.api.listen.ip()]
+            } else {
+                d.hub_addrs.clone()
+            };
+            let serial = u32::try_from(jiff::Timestamp::now().as_second()).unwrap_or(1);
+            let zone = Zone::new(
+                &d.zone,
+                &d.nameservers,
+                d.hostmaster.as_deref(),
+                d.ttl_secs,
+                &hub_addrs,
+                serial,
+            )
+            .map_err(|e| anyhow::anyhow!("dns.zone: {e}"))?;
+            let responder = Responder::new(
+                zone,
+                steering.clone(),
+                state.metrics.dns.clone(),
+                state.metrics.steering.answers("hub"),
+            );
+            Some(dns::spawn(
+                sockets,
+                Arc::new(responder),
+                d,
+                tunnel_stop.clone(),
+            )?)
+        }
+        None => None,
+    };
     if let (Some((ep, t)), Some(support)) = (endpoint, state.spokes.clone()) {
         if let Some((listener, tls)) = tcp_tunnel {
             tasks.push(tokio::spawn(tunnel::serve_tcp(
@@ -131,6 +190,9 @@ pub async fn run(
     tunnel_stop.cancel();
     for t in tasks {
         let _ = t.await;
+    }
+    if let Some(t) = dns_thread {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
     store.close().await;
     tracing::info!("stopped");

@@ -123,6 +123,10 @@ pub struct Metrics {
     refusals: Family<RefusalLabels, Counter>,
     grants: Counter,
     active: Gauge,
+    /// The DNS server's metrics.
+    pub dns: crate::dns::metrics::DnsMetrics,
+    /// Steering's metrics.
+    pub steering: crate::steering::metrics::SteeringMetrics,
 }
 
 impl Default for Metrics {
@@ -202,7 +206,11 @@ impl Metrics {
             "Uploads and downloads this node is streaming now",
             active.clone(),
         );
+        let dns = crate::dns::metrics::DnsMetrics::register(&mut registry);
+        let steering = crate::steering::metrics::SteeringMetrics::register(&mut registry);
         Self {
+            dns,
+            steering,
             active,
             registry,
             requests,

@@ -28,6 +28,9 @@ pub struct SpokeConfig {
     /// Tunnel tuning.
     #[serde(default)]
     pub tunnel: TunnelTuning,
+    /// What the hub's DNS needs to send clients here.
+    #[serde(default)]
+    pub steering: SteeringSection,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -93,6 +96,75 @@ impl HubLink {
     }
 }
 
+/// The `[steering]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SteeringSection {
+    /// Addresses clients reach this spoke's API at, which the hub's DNS
+    /// answers with. Default: the `[api]` listen address when it is a
+    /// specific one; with `0.0.0.0` or `::` and no addresses here, the hub
+    /// never steers clients to this spoke.
+    #[serde(default)]
+    pub public_addrs: Vec<std::net::IpAddr>,
+    /// The API's base URL as clients reach it, such as
+    /// `https://fra1.edge.example.com`, where they time `GET /v1/probe`.
+    /// Default: `http(s)://<first public address>:<listen port>`.
+    pub public_url: Option<String>,
+    /// Transfers this spoke streams before steering sends new clients
+    /// elsewhere; 0 for no limit. Default 1000.
+    #[serde(default = "defaults::capacity_transfers")]
+    pub capacity_transfers: u64,
+    /// Report the kernel's round-trip time of client connections to the hub
+    /// with each heartbeat. Default true.
+    #[serde(default = "defaults::observe_client_rtt")]
+    pub observe_client_rtt: bool,
+}
+
+impl Default for SteeringSection {
+    fn default() -> Self {
+        Self {
+            public_addrs: Vec::new(),
+            public_url: None,
+            capacity_transfers: defaults::capacity_transfers(),
+            observe_client_rtt: defaults::observe_client_rtt(),
+        }
+    }
+}
+
+impl SpokeConfig {
+    /// What to announce to the hub for steering, given the address the API
+    /// is bound to; `None` when clients have no address to reach it at.
+    pub fn steering_announce(
+        &self,
+        bound: SocketAddr,
+    ) -> Option<ferry_common::proto::SteeringAnnounce> {
+        let addrs = if self.steering.public_addrs.is_empty() {
+            if bound.ip().is_unspecified() {
+                return None;
+            }
+            vec![bound.ip()]
+        } else {
+            self.steering.public_addrs.clone()
+        };
+        let url = match &self.steering.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => {
+                let scheme = if self.api.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{}", SocketAddr::new(addrs[0], bound.port()))
+            }
+        };
+        Some(ferry_common::proto::SteeringAnnounce {
+            public_addrs: addrs,
+            public_url: url,
+            capacity_transfers: self.steering.capacity_transfers,
+        })
+    }
+}
+
 /// The `[tunnel]` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -149,6 +221,12 @@ impl Default for TunnelTuning {
 }
 
 mod defaults {
+    pub fn capacity_transfers() -> u64 {
+        1000
+    }
+    pub fn observe_client_rtt() -> bool {
+        true
+    }
     pub fn max_frame_bytes() -> usize {
         1024 * 1024
     }
@@ -193,19 +271,8 @@ impl TunnelTuning {
 
 impl Validate for SpokeConfig {
     fn validate(&self, p: &mut Problems) {
-        let name_ok = (1..=63).contains(&self.name.len())
-            && self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            && !self.name.starts_with('-')
-            && !self.name.ends_with('-')
-            && self.name != "enrol";
-        if !name_ok {
-            p.add(
-                "name",
-                "must be 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-', and not 'enrol'",
-            );
+        if !ferry_common::proto::valid_spoke_name(&self.name) {
+            p.add("name", ferry_common::proto::SPOKE_NAME_RULE);
         }
         check_absolute(p, "state_dir", &self.state_dir);
         self.api.validate("api", p);
@@ -245,6 +312,29 @@ impl Validate for SpokeConfig {
         }
         if t.quic_retry_secs == 0 {
             p.add("tunnel.quic_retry_secs", "must be at least 1");
+        }
+        let st = &self.steering;
+        if st.public_addrs.len() > ferry_common::proto::MAX_PUBLIC_ADDRS {
+            p.add("steering.public_addrs", "must list at most 16 addresses");
+        }
+        for (i, a) in st.public_addrs.iter().enumerate() {
+            if a.is_unspecified() || a.is_multicast() {
+                p.add(
+                    format!("steering.public_addrs[{i}]"),
+                    "must be an address clients can reach, not unspecified or multicast",
+                );
+            }
+        }
+        if let Some(u) = &st.public_url {
+            let ok = (u.starts_with("http://") || u.starts_with("https://"))
+                && u.len() <= 1000
+                && !u.contains(['?', '#', ' ']);
+            if !ok {
+                p.add(
+                    "steering.public_url",
+                    "must be an http:// or https:// base URL with no query, of at most 1000 bytes",
+                );
+            }
         }
         if let Err(e) = self.log.check() {
             p.add("log.level", e);

@@ -54,7 +54,7 @@ fn file_route(path: &str) -> Option<(String, String)> {
 /// Answers one request.
 pub async fn handle(front: Arc<Front>, req: Request<Body>) -> Response<Body> {
     let path = req.uri().path();
-    if matches!(path, "/healthz" | "/readyz" | "/metrics") {
+    if matches!(path, "/healthz" | "/readyz" | "/metrics" | "/v1/probe") {
         return local(&front, req);
     }
     if path.starts_with("/internal/") {
@@ -96,6 +96,7 @@ fn local(front: &Front, req: Request<Body>) -> Response<Body> {
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/v1/probe" => ferry_common::probe::response(),
         "/readyz" => match front.hub.tunnel.current() {
             Some(_) => text(StatusCode::OK, "ready\n"),
             None => Problem::new(ErrorCode::HubUnreachable, "the tunnel to the hub is down")

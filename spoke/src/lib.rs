@@ -9,6 +9,7 @@ pub mod front;
 pub mod hub_client;
 pub mod identity;
 pub mod metrics;
+pub mod steering;
 pub mod tunnel;
 
 use std::sync::Arc;
@@ -56,11 +57,24 @@ pub async fn run(
         let data = data.clone();
         Arc::new(move || data.invalidate_grants())
     };
+    let addr = listener
+        .local_addr()
+        .context("the listener has no address")?;
+    let announce = cfg.steering_announce(addr);
+    if announce.is_none() {
+        tracing::warn!(
+            %addr,
+            "steering.public_addrs is empty and the API listens on an unspecified address: the hub's DNS will not send clients here"
+        );
+    }
+    let client_rtts = Arc::new(steering::ClientRtts::default());
     let shared = tunnel::Shared {
         metrics: metrics.clone(),
         draining: shutdown.clone(),
         shutdown: tunnel_stop.clone(),
         on_invalidate: invalidate,
+        announce,
+        client_rtts: client_rtts.clone(),
     };
     let tunnels: Vec<_> = targets
         .into_iter()
@@ -82,11 +96,14 @@ pub async fn run(
         metrics,
     });
     let handler: Handler = Arc::new(move |req| Box::pin(front::handle(front.clone(), req)));
-    let addr = listener
-        .local_addr()
-        .context("the listener has no address")?;
     tracing::info!(%addr, tls = tls.is_some(), spoke.id = %cfg.name, "HTTP API listening");
-    http_server::serve(listener, tls, cfg.api.limits(), handler, shutdown).await;
+    let mut limits = cfg.api.limits();
+    if cfg.steering.observe_client_rtt {
+        limits.rtt_sink = Some(http_server::RttSink(Arc::new(move |client, rtt| {
+            client_rtts.record(client, rtt)
+        })));
+    }
+    http_server::serve(listener, tls, limits, handler, shutdown).await;
     data.flush_reports(REPORT_FLUSH).await;
     tunnel_stop.cancel();
     let _ = reports.await;

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferry_common::link::{Link, RecvHalf, SendHalf, TcpLink};
-use ferry_common::proto::{ALPN, Frame, Heartbeat, Hello, Notice, NoticeKind, PROTOCOL_VERSION};
+use ferry_common::proto::{
+    ALPN, Frame, Heartbeat, Hello, Notice, NoticeKind, PROTOCOL_VERSION, SteeringAnnounce,
+};
 use ferry_common::tunnel_io::{FrameReader, bind_udp, close};
 use rustls::pki_types::ServerName;
 use tokio::sync::watch;
@@ -21,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{HubTarget, SpokeConfig};
 use crate::identity::Identity;
 use crate::metrics::{Metrics, ReconnectCause};
+use crate::steering::ClientRtts;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a link replaced by a better one stays open for the requests
@@ -118,10 +121,17 @@ struct Connector {
     tls: Arc<rustls::ClientConfig>,
     server_name: String,
     cfg: Arc<SpokeConfig>,
+    announce: Option<SteeringAnnounce>,
+    client_rtts: Arc<ClientRtts>,
 }
 
 impl Connector {
-    fn new(cfg: Arc<SpokeConfig>, identity: Identity, target: HubTarget) -> anyhow::Result<Self> {
+    fn new(
+        cfg: Arc<SpokeConfig>,
+        identity: Identity,
+        target: HubTarget,
+        shared: &Shared,
+    ) -> anyhow::Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots.add(identity.hub_ca)?;
@@ -152,6 +162,8 @@ impl Connector {
             tls,
             server_name: identity.server_name,
             cfg,
+            announce: shared.announce.clone(),
+            client_rtts: shared.client_rtts.clone(),
         })
     }
 
@@ -228,6 +240,7 @@ impl Connector {
             version: PROTOCOL_VERSION,
             spoke: self.cfg.name.clone(),
             software: env!("CARGO_PKG_VERSION").to_owned(),
+            steering: self.announce.clone(),
         };
         send.send_frame(&Frame::Hello(hello))
             .await
@@ -236,6 +249,7 @@ impl Connector {
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
             Ok(Ok(Some(Frame::Welcome(w)))) => {
                 let interval = Duration::from_millis(w.heartbeat_interval_ms.clamp(100, 60_000));
+                self.client_rtts.set_prefixes(w.client_prefixes);
                 Ok(Control {
                     link,
                     send,
@@ -285,6 +299,10 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Drops cached grants (on the hub's notice).
     pub on_invalidate: Arc<dyn Fn() + Send + Sync>,
+    /// What the hub's DNS needs to steer clients here.
+    pub announce: Option<SteeringAnnounce>,
+    /// Client RTTs for the next heartbeat.
+    pub client_rtts: Arc<ClientRtts>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -303,13 +321,14 @@ pub async fn run(
     publish: watch::Sender<Option<Link>>,
     shared: Shared,
 ) -> anyhow::Result<()> {
+    let connector = Connector::new(cfg.clone(), identity, target, &shared)?;
     let Shared {
         metrics,
         draining,
         shutdown,
         on_invalidate,
+        ..
     } = shared;
-    let connector = Connector::new(cfg.clone(), identity, target)?;
     let hub = target.index;
     let initial = Duration::from_millis(cfg.tunnel.reconnect_initial_ms);
     let max = Duration::from_secs(cfg.tunnel.reconnect_max_secs);
@@ -451,7 +470,12 @@ async fn session(control: Control, signals: &Signals<'_>) -> Result<Ended, Tunne
                 let secs = last_at.elapsed().as_secs_f64().max(0.001);
                 let bytes_per_sec = (total.saturating_sub(last_total) as f64 / secs) as u64;
                 (last_total, last_at) = (total, Instant::now());
-                let hb = Heartbeat { seq, active_transfers: metrics.active_now(), bytes_per_sec };
+                let hb = Heartbeat {
+                    seq,
+                    active_transfers: metrics.active_now(),
+                    bytes_per_sec,
+                    client_rtts: connector.client_rtts.take(),
+                };
                 if send.send_frame(&Frame::Heartbeat(hb)).await.is_err() {
                     return Err(refused_or_lost(&link, "the control stream failed".into()));
                 }

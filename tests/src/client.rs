@@ -31,6 +31,16 @@ impl Client {
             inner: HyperClient::builder(TokioExecutor::new()).build_http(),
         }
     }
+
+    /// A client whose connections leave from `source`, so a server sees
+    /// it in that client network (any 127.x address on loopback).
+    pub fn bound_to(source: std::net::IpAddr) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_local_address(Some(source));
+        Self {
+            inner: HyperClient::builder(TokioExecutor::new()).build(connector),
+        }
+    }
 }
 
 /// A ferry API at a base URL, optionally with a bearer token.
@@ -50,6 +60,15 @@ impl Api {
         Self {
             base: base.into(),
             client: Client::new(),
+            token: None,
+        }
+    }
+
+    /// An API at `base` reached from `source`.
+    pub fn from_source(base: impl Into<String>, source: std::net::IpAddr) -> Self {
+        Self {
+            base: base.into(),
+            client: Client::bound_to(source),
             token: None,
         }
     }

@@ -56,6 +56,9 @@ pub struct HubOptions {
     /// Make the hub's temporary folder (state and provider data) here
     /// instead of the system's temporary folder.
     pub dir_in: Option<PathBuf>,
+    /// Further TOML sections (such as `[dns]` or `[steering]`) appended to
+    /// the configuration.
+    pub extra_toml: String,
 }
 
 impl Default for HubOptions {
@@ -68,6 +71,7 @@ impl Default for HubOptions {
             log_level: None,
             default_timings: false,
             dir_in: None,
+            extra_toml: String::new(),
         }
     }
 }
@@ -91,6 +95,8 @@ pub struct Hub {
     pub tunnel_addr: SocketAddr,
     /// The address of its TLS-over-TCP tunnel listener.
     pub tunnel_tcp_addr: SocketAddr,
+    /// The address of its DNS server (UDP and TCP), when `[dns]` is set.
+    pub dns_addr: Option<SocketAddr>,
     /// Its temporary state, config and provider folders.
     pub dir: tempfile::TempDir,
     /// The folder `fs` connections may use.
@@ -125,7 +131,7 @@ impl Hub {
             format!(
                 "state_dir = {state:?}\n\n[api]\nlisten = \"127.0.0.1:0\"\nplain_http = {plain}\nshutdown_grace_secs = 5\n{extra}\n{tls}\n\
                  [tunnel]\nlisten = \"127.0.0.1:0\"\n{timings}{tunnel_extra}\n\n\
-                 [providers.fs]\nallowed_roots = [{data:?}]\n\n[providers.memory]\nenabled = true\n\n[log]\nlevel = {level:?}\n",
+                 [providers.fs]\nallowed_roots = [{data:?}]\n\n[providers.memory]\nenabled = true\n\n[log]\nlevel = {level:?}\n\n{sections}\n",
                 state = dir.path().join("state"),
                 data = data_dir,
                 extra = opts.api_extra,
@@ -136,6 +142,7 @@ impl Hub {
                     "heartbeat_interval_secs = 1\nidle_timeout_secs = 5\n"
                 },
                 level = opts.log_level.as_deref().unwrap_or("info,ferry_hub=debug"),
+                sections = opts.extra_toml,
             ),
         )
         .unwrap();
@@ -154,6 +161,7 @@ impl Hub {
             addr: "127.0.0.1:0".parse().unwrap(),
             tunnel_addr: "127.0.0.1:0".parse().unwrap(),
             tunnel_tcp_addr: "127.0.0.1:0".parse().unwrap(),
+            dns_addr: None,
             dir,
             data_dir,
             config,
@@ -188,6 +196,12 @@ impl Hub {
             .wait_for_field("tunnel TCP listening", "addr", wait)
             .expect("the hub logs its TCP tunnel address");
         self.tunnel_tcp_addr = tcp.parse().expect("the logged address parses");
+        if self.opts.extra_toml.contains("[dns]") {
+            let dns = daemon
+                .wait_for_field("DNS listening", "addr", wait)
+                .expect("the hub logs its DNS address");
+            self.dns_addr = Some(dns.parse().expect("the logged address parses"));
+        }
         self.daemon = Some(daemon);
     }
 

@@ -5,6 +5,8 @@
 //! against a hub, so the same scenarios can run against a spoke.
 
 pub mod client;
+pub mod delay_proxy;
+pub mod dns;
 pub mod hub;
 pub mod process;
 pub mod scenarios;

@@ -39,6 +39,11 @@ pub struct SpokeOptions {
     /// Leave the tunnel's timings at ferry's defaults instead of the short
     /// ones tests use.
     pub default_timings: bool,
+    /// The loopback address the API listens on (default 127.0.0.1), which
+    /// is also the public address it announces for steering.
+    pub listen_ip: Option<std::net::IpAddr>,
+    /// TOML for the `[steering]` section.
+    pub steering_extra: String,
 }
 
 /// Writes a spoke configuration pointing at `hub`.
@@ -47,11 +52,15 @@ fn write_config(dir: &std::path::Path, name: &str, hub: &Hub, opts: &SpokeOption
     std::fs::write(
         &config,
         format!(
-            "name = {name:?}\nstate_dir = {state:?}\n\n[api]\nlisten = \"127.0.0.1:0\"\nplain_http = true\nshutdown_grace_secs = 5\n{api_extra}\n\n\
+            "name = {name:?}\nstate_dir = {state:?}\n\n[api]\nlisten = \"{ip}:0\"\nplain_http = true\nshutdown_grace_secs = 5\n{api_extra}\n\n\
              [hub]\napi_url = \"{api}\"\ntunnel_addr = \"{tunnel}\"\ntunnel_tcp_addr = \"{tcp}\"\n\n\
              {standby}\n[tunnel]\n{timings}{extra}\n\n\
-             [log]\nlevel = {level:?}\n",
+             [log]\nlevel = {level:?}\n\n[steering]\n{steering}\n",
             state = dir.join("state"),
+            ip = opts
+                .listen_ip
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            steering = opts.steering_extra,
             api = hub.url(),
             tunnel = opts.quic_via.unwrap_or(hub.tunnel_addr),
             tcp = hub.tunnel_tcp_addr,
@@ -157,6 +166,18 @@ impl Spoke {
         let mut d = self.daemon.take()?;
         let status = d.stop();
         self.logs.push(d.log());
+        status
+    }
+
+    /// Waits (at most `timeout`) for the process to exit on its own, as
+    /// after a signal the test sent.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let status = self.daemon.as_mut()?.wait_exit(timeout);
+        if status.is_some()
+            && let Some(d) = self.daemon.take()
+        {
+            self.logs.push(d.log());
+        }
         status
     }
 

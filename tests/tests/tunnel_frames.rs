@@ -70,6 +70,7 @@ async fn hello(
         version: PROTOCOL_VERSION,
         spoke: name.into(),
         software: "test".into(),
+        steering: None,
     };
     write_frame(&mut send, &Frame::Hello(hello)).await.unwrap();
     let mut reader = FrameReader::new(recv, 1 << 20);
@@ -187,6 +188,7 @@ async fn a_wrong_name_or_version_in_hello_is_refused() {
         version: 99,
         spoke: "evil".into(),
         software: "test".into(),
+        steering: None,
     };
     write_frame(&mut send, &Frame::Hello(hello)).await.unwrap();
     let mut reader = FrameReader::new(recv, 1 << 20);
@@ -200,6 +202,7 @@ async fn a_wrong_name_or_version_in_hello_is_refused() {
         version: PROTOCOL_VERSION,
         spoke: "evil".into(),
         software: "test".into(),
+        steering: None,
     };
     write_frame(&mut send, &Frame::Hello(hello)).await.unwrap();
     let mut reader = FrameReader::new(recv, 1 << 20);

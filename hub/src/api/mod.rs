@@ -13,6 +13,7 @@ mod operators;
 mod spokes;
 pub use spokes::check_spoke_name;
 pub mod routes;
+mod steering;
 mod tree;
 
 pub use content_host::HubHost;
@@ -52,6 +53,8 @@ pub struct AppState {
     locks: ferry_common::content::locks::PathLocks,
     /// Spoke enrolment and tunnels, when `[tunnel]` is configured.
     pub spokes: Option<SpokeSupport>,
+    /// Which spoke each client network is steered to.
+    pub steering: Arc<crate::steering::Steering>,
 }
 
 /// What the spoke routes need.
@@ -78,8 +81,10 @@ impl AppState {
         admin_token: Option<Secret>,
         metrics: Metrics,
         max_json_body_bytes: usize,
+        steering: Arc<crate::steering::Steering>,
     ) -> Self {
         Self {
+            steering,
             store,
             providers,
             master_key,
@@ -214,6 +219,10 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Request<Body>) -> Ap
         Route::Spokes | Route::Spoke(_) | Route::SpokeEnrol => {
             spokes::handle(state, route, req).await
         }
+        Route::Probe => Ok(ferry_common::probe::response()),
+        Route::ProbeTargets => steering::probe_targets(state, req).await,
+        Route::Steering => steering::view(state, &req),
+        Route::SteeringReports => steering::report(state, req).await,
         Route::Internal(op) => internal::handle(state, op, req).await,
     }
 }

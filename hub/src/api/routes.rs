@@ -46,6 +46,14 @@ pub enum Route {
     Spokes,
     /// `/v1/spokes/enrol`
     SpokeEnrol,
+    /// `/v1/spokes/probe-targets`
+    ProbeTargets,
+    /// `/v1/probe`
+    Probe,
+    /// `/v1/steering`
+    Steering,
+    /// `/v1/steering/reports`
+    SteeringReports,
     /// `/v1/spokes/{name}`
     Spoke(String),
     /// `/internal/v1/…`: for spokes, through their tunnel only.
@@ -75,6 +83,10 @@ pub enum RouteLabel {
     Spokes,
     SpokeEnrol,
     Spoke,
+    ProbeTargets,
+    Probe,
+    Steering,
+    SteeringReports,
     Internal,
 }
 
@@ -101,6 +113,10 @@ impl RouteLabel {
             Self::Spokes => "spokes",
             Self::SpokeEnrol => "spoke_enrol",
             Self::Spoke => "spoke",
+            Self::ProbeTargets => "probe_targets",
+            Self::Probe => "probe",
+            Self::Steering => "steering",
+            Self::SteeringReports => "steering_reports",
             Self::Internal => "internal",
         }
     }
@@ -135,7 +151,11 @@ pub const TEMPLATES: &[&str] = &[
     "/v1/events",
     "/v1/spokes",
     "/v1/spokes/enrol",
+    "/v1/spokes/probe-targets",
     "/v1/spokes/{name}",
+    "/v1/probe",
+    "/v1/steering",
+    "/v1/steering/reports",
 ];
 
 /// Why a path could not be decoded.
@@ -167,13 +187,18 @@ impl Route {
         let Some(rest) = rest.strip_prefix("v1/") else {
             return Ok(None);
         };
-        if rest == "events" {
-            return Ok(Some(Route::Events));
+        match rest {
+            "events" => return Ok(Some(Route::Events)),
+            "probe" => return Ok(Some(Route::Probe)),
+            "steering" => return Ok(Some(Route::Steering)),
+            "steering/reports" => return Ok(Some(Route::SteeringReports)),
+            _ => {}
         }
         if let Some(rest) = rest.strip_prefix("spokes") {
             return Ok(match rest {
                 "" => Some(Route::Spokes),
                 "/enrol" => Some(Route::SpokeEnrol),
+                "/probe-targets" => Some(Route::ProbeTargets),
                 r => match r.strip_prefix('/') {
                     Some(name) if !name.is_empty() && !name.contains('/') => {
                         Some(Route::Spoke(decode(name)?))
@@ -253,6 +278,10 @@ impl Route {
             Route::Spokes => RouteLabel::Spokes,
             Route::SpokeEnrol => RouteLabel::SpokeEnrol,
             Route::Spoke(_) => RouteLabel::Spoke,
+            Route::ProbeTargets => RouteLabel::ProbeTargets,
+            Route::Probe => RouteLabel::Probe,
+            Route::Steering => RouteLabel::Steering,
+            Route::SteeringReports => RouteLabel::SteeringReports,
             Route::Internal(_) => RouteLabel::Internal,
         }
     }
@@ -261,7 +290,8 @@ impl Route {
     pub fn allowed(&self) -> &'static [Method] {
         match self {
             Route::Spokes => &[Method::GET, Method::HEAD, Method::POST],
-            Route::SpokeEnrol => &[Method::POST],
+            Route::SpokeEnrol | Route::SteeringReports => &[Method::POST],
+            Route::ProbeTargets | Route::Probe | Route::Steering => &[Method::GET, Method::HEAD],
             Route::Spoke(_) => &[Method::GET, Method::HEAD, Method::DELETE],
             Route::Internal(_) => &[Method::POST],
             Route::Healthz | Route::Readyz | Route::Metrics | Route::Account(_) | Route::Events => {
@@ -338,6 +368,11 @@ mod tests {
             Some(Route::Copy("c".into()))
         );
         assert_eq!(parse("/v1/events"), Some(Route::Events));
+        assert_eq!(parse("/v1/probe"), Some(Route::Probe));
+        assert_eq!(parse("/v1/steering"), Some(Route::Steering));
+        assert_eq!(parse("/v1/steering/reports"), Some(Route::SteeringReports));
+        assert_eq!(parse("/v1/spokes/probe-targets"), Some(Route::ProbeTargets));
+        assert_eq!(parse("/v1/spokes/fra1"), Some(Route::Spoke("fra1".into())));
     }
 
     #[test]

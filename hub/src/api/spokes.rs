@@ -41,12 +41,12 @@ fn support(state: &AppState) -> Result<&SpokeSupport, Problem> {
 
 /// Checks a name for a new spoke.
 pub fn check_spoke_name(name: &str) -> Result<(), Problem> {
-    if valid_spoke_name(name) && name != "enrol" {
+    if valid_spoke_name(name) {
         Ok(())
     } else {
         Err(Problem::new(
             ErrorCode::InvalidField,
-            "'name' must be 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-', and not 'enrol'",
+            format!("'name' {}", ferry_common::proto::SPOKE_NAME_RULE),
         ))
     }
 }
@@ -86,6 +86,7 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
                     let mut v = serde_json::to_value(&r).expect("rows serialise");
                     v["tunnel"] =
                         serde_json::to_value(live.get(&r.name)).expect("state serialises");
+                    v["steering"] = json!(state.steering.status(&r.name));
                     v
                 })
                 .collect();
@@ -110,6 +111,7 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
             let mut v = serde_json::to_value(&row).expect("rows serialise");
             v["tunnel"] = serde_json::to_value(support.registry.snapshot().get(&name))
                 .expect("state serialises");
+            v["steering"] = json!(state.steering.status(&name));
             Ok(json(StatusCode::OK, &v))
         }
         _ => Err(Problem::new(ErrorCode::RouteNotFound, "no such route")),

@@ -12,90 +12,16 @@
 //! hub itself is the last answer.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A client network: an address masked to a prefix length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Prefix {
-    addr: IpAddr,
-    len: u8,
-}
-
-impl Prefix {
-    /// `addr` masked to `len` bits (capped at the family's width).
-    pub fn new(addr: IpAddr, len: u8) -> Prefix {
-        match addr {
-            IpAddr::V4(a) => {
-                let len = len.min(32);
-                let mask = if len == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - u32::from(len))
-                };
-                Prefix {
-                    addr: IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask)),
-                    len,
-                }
-            }
-            IpAddr::V6(a) => {
-                let len = len.min(128);
-                let mask = if len == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - u32::from(len))
-                };
-                Prefix {
-                    addr: IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask)),
-                    len,
-                }
-            }
-        }
-    }
-
-    /// Parses `ADDR/LEN`.
-    pub fn parse(text: &str) -> Result<Prefix, String> {
-        let (addr, len) = text
-            .split_once('/')
-            .ok_or_else(|| format!("'{text}' is not ADDRESS/LENGTH"))?;
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("'{addr}' is not an IP address"))?;
-        let len: u8 = len
-            .parse()
-            .map_err(|_| format!("'{len}' is not a prefix length"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        if len > max {
-            return Err(format!("/{len} is longer than {max} bits"));
-        }
-        let p = Prefix::new(addr, len);
-        if p.addr != addr {
-            return Err(format!("'{text}' has host bits set; the network is {}", p));
-        }
-        Ok(p)
-    }
-
-    /// The prefix length.
-    pub fn bits(&self) -> u8 {
-        self.len
-    }
-
-    /// Whether `addr` is inside this prefix.
-    pub fn contains(&self, addr: IpAddr) -> bool {
-        addr.is_ipv4() == self.addr.is_ipv4() && Prefix::new(addr, self.len).addr == self.addr
-    }
-}
-
-impl std::fmt::Display for Prefix {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
-    }
-}
+pub use ferry_common::prefix::Prefix;
 
 /// Where a sample came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
-    /// The kernel's RTT of a client connection a spoke accepted.
+    /// The kernel's RTT of client connections a spoke accepted.
     SpokeObserved,
     /// A client timed `GET /v1/probe` at the spoke and reported it.
     ClientProbe,
@@ -137,8 +63,9 @@ impl Default for Settings {
     }
 }
 
-/// Samples outside this range are refused as implausible (milliseconds).
-pub const PLAUSIBLE_RTT_MS: std::ops::RangeInclusive<f64> = 0.01..=10_000.0;
+/// Samples outside this range are refused as implausible (milliseconds:
+/// from the kernel's resolution of 1 µs, seen on loopback, to 10 s).
+pub const PLAUSIBLE_RTT_MS: std::ops::RangeInclusive<f64> = 0.001..=10_000.0;
 
 /// Why a sample was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,14 +77,22 @@ pub enum Rejected {
 #[derive(Debug, Clone)]
 struct Rtt {
     smoothed_ms: f64,
-    samples: u64,
+    /// Samples since the value last started afresh, by source.
+    observed: u64,
+    probed: u64,
     last: Instant,
+}
+
+impl Rtt {
+    fn samples(&self) -> u64 {
+        self.observed + self.probed
+    }
 }
 
 #[derive(Debug, Default)]
 struct PrefixState {
-    rtts: HashMap<String, Rtt>,
-    answer: Option<String>,
+    rtts: HashMap<Arc<str>, Rtt>,
+    answer: Option<Arc<str>>,
     last_sample: Option<Instant>,
 }
 
@@ -172,11 +107,22 @@ pub enum Basis {
     Hub,
 }
 
+impl Basis {
+    /// `measured`, `hint` or `hub`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Basis::Measured => "measured",
+            Basis::Hint => "hint",
+            Basis::Hub => "hub",
+        }
+    }
+}
+
 /// The answer for one client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
     /// The spoke, or `None` for the hub.
-    pub spoke: Option<String>,
+    pub spoke: Option<Arc<str>>,
     /// How it was chosen.
     pub basis: Basis,
     /// The prefix length the answer holds for (the ECS scope).
@@ -189,11 +135,13 @@ pub struct Answer {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpokeView {
     /// The spoke.
-    pub spoke: String,
+    pub spoke: Arc<str>,
     /// Smoothed RTT, milliseconds.
     pub rtt_ms: f64,
-    /// Samples taken.
-    pub samples: u64,
+    /// Samples from the spoke's own client connections.
+    pub observed_samples: u64,
+    /// Samples from client probes.
+    pub probe_samples: u64,
     /// Age of the newest sample.
     pub age: Duration,
 }
@@ -206,7 +154,7 @@ pub struct PrefixView {
     /// Its spokes, fastest first (stale samples left out).
     pub spokes: Vec<SpokeView>,
     /// The answer it was last given, if any.
-    pub answer: Option<String>,
+    pub answer: Option<Arc<str>>,
 }
 
 /// The steering model.
@@ -246,7 +194,7 @@ impl Model {
         client: IpAddr,
         spoke: &str,
         rtt_ms: f64,
-        _source: Source,
+        source: Source,
     ) -> Result<(), Rejected> {
         if !rtt_ms.is_finite() || !PLAUSIBLE_RTT_MS.contains(&rtt_ms) {
             return Err(Rejected::Implausible);
@@ -254,37 +202,56 @@ impl Model {
         let prefix = self.prefix_of(client);
         if !self.prefixes.contains_key(&prefix) && self.prefixes.len() >= self.settings.max_prefixes
         {
-            self.evict_oldest();
+            self.make_room(now);
         }
         let ttl = self.settings.sample_ttl;
         let alpha = self.settings.smoothing;
         let state = self.prefixes.entry(prefix).or_default();
         state.last_sample = Some(now);
-        let rtt = state.rtts.entry(spoke.to_owned()).or_insert(Rtt {
-            smoothed_ms: rtt_ms,
-            samples: 0,
-            last: now,
-        });
+        if !state.rtts.contains_key(spoke) {
+            let fresh = Rtt {
+                smoothed_ms: rtt_ms,
+                observed: 0,
+                probed: 0,
+                last: now,
+            };
+            state.rtts.insert(Arc::from(spoke), fresh);
+        }
+        let rtt = state.rtts.get_mut(spoke).expect("inserted above");
         // A value gone stale starts over rather than dragging the old mean.
-        if rtt.samples == 0 || now.saturating_duration_since(rtt.last) > ttl {
+        if rtt.samples() == 0 || now.saturating_duration_since(rtt.last) > ttl {
             rtt.smoothed_ms = rtt_ms;
-            rtt.samples = 0;
+            rtt.observed = 0;
+            rtt.probed = 0;
         } else {
             rtt.smoothed_ms += alpha * (rtt_ms - rtt.smoothed_ms);
         }
-        rtt.samples += 1;
+        match source {
+            Source::SpokeObserved => rtt.observed += 1,
+            Source::ClientProbe => rtt.probed += 1,
+        }
         rtt.last = now;
         Ok(())
     }
 
-    fn evict_oldest(&mut self) {
-        let oldest = self
+    /// Frees room for a new prefix: expired ones go first, then the least
+    /// recently measured hundredth, so a full table costs one pass per
+    /// hundred new prefixes rather than one per prefix.
+    fn make_room(&mut self, now: Instant) {
+        self.expire(now);
+        let max = self.settings.max_prefixes;
+        if self.prefixes.len() < max {
+            return;
+        }
+        let mut ages: Vec<(Option<Instant>, Prefix)> = self
             .prefixes
             .iter()
-            .min_by_key(|(_, s)| s.last_sample)
-            .map(|(p, _)| *p);
-        if let Some(p) = oldest {
-            self.prefixes.remove(&p);
+            .map(|(p, s)| (s.last_sample, *p))
+            .collect();
+        let drop = (max / 100).max(1).min(ages.len());
+        ages.select_nth_unstable(drop - 1);
+        for (_, p) in &ages[..drop] {
+            self.prefixes.remove(p);
         }
     }
 
@@ -313,10 +280,10 @@ impl Model {
                         .total_cmp(&b.1.smoothed_ms)
                         .then(a.0.cmp(b.0))
                 })
-                .map(|(s, r)| (s.clone(), r.smoothed_ms))?;
+                .map(|(s, r)| (s, r.smoothed_ms))?;
             let current = state.answer.as_ref().and_then(|s| {
                 let r = state.rtts.get(s)?;
-                (fresh(r) && eligible(s)).then(|| (s.clone(), r.smoothed_ms))
+                (fresh(r) && eligible(s)).then_some((s, r.smoothed_ms))
             });
             let chosen = match current {
                 Some((cur, cur_ms)) if cur != best.0 => {
@@ -329,9 +296,12 @@ impl Model {
                 }
                 Some((cur, _)) => cur,
                 None => best.0,
-            };
-            let switched = state.answer.as_deref() != Some(chosen.as_str());
-            state.answer = Some(chosen.clone());
+            }
+            .clone();
+            let switched = state.answer.as_ref() != Some(&chosen);
+            if switched {
+                state.answer = Some(chosen.clone());
+            }
             Some((chosen, switched))
         });
         if let Some((spoke, switched)) = measured {
@@ -348,7 +318,8 @@ impl Model {
             .iter()
             .filter(|(p, _)| p.contains(client))
             .max_by_key(|(p, _)| p.bits())
-            .and_then(|(_, spokes)| spokes.iter().find(|s| eligible(s)).cloned());
+            .and_then(|(_, spokes)| spokes.iter().find(|s| eligible(s)))
+            .map(|s| Arc::<str>::from(s.as_str()));
         let (spoke, basis) = match hinted {
             Some(s) => (Some(s), Basis::Hint),
             None => (None, Basis::Hub),
@@ -382,7 +353,8 @@ impl Model {
         }
     }
 
-    /// Drops prefixes with no sample newer than the sample lifetime.
+    /// Drops samples older than the sample lifetime, and prefixes left
+    /// with none.
     pub fn expire(&mut self, now: Instant) {
         let ttl = self.settings.sample_ttl;
         self.prefixes.retain(|_, s| {
@@ -411,7 +383,8 @@ impl Model {
                     .map(|(s, r)| SpokeView {
                         spoke: s.clone(),
                         rtt_ms: r.smoothed_ms,
-                        samples: r.samples,
+                        observed_samples: r.observed,
+                        probe_samples: r.probed,
                         age: now.saturating_duration_since(r.last),
                     })
                     .collect();
@@ -423,7 +396,7 @@ impl Model {
                 }
             })
             .collect();
-        out.sort_by_key(|p| (p.prefix.addr, p.prefix.len));
+        out.sort_by_key(|p| p.prefix);
         out
     }
 }
@@ -431,6 +404,7 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -450,32 +424,6 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             ((self.0 >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
         }
-    }
-
-    #[test]
-    fn prefixes_mask_and_parse() {
-        assert_eq!(
-            Prefix::new(ip("192.0.2.77"), 24).to_string(),
-            "192.0.2.0/24"
-        );
-        assert_eq!(
-            Prefix::new(ip("2001:db8:1:2:3::9"), 48).to_string(),
-            "2001:db8:1::/48"
-        );
-        assert_eq!(Prefix::new(ip("10.1.2.3"), 0).to_string(), "0.0.0.0/0");
-        assert_eq!(Prefix::new(ip("10.1.2.3"), 40).bits(), 32);
-        let p = Prefix::parse("10.0.0.0/8").unwrap();
-        assert!(p.contains(ip("10.200.1.1")));
-        assert!(!p.contains(ip("11.0.0.1")));
-        assert!(!p.contains(ip("::a00:1")));
-        assert!(
-            Prefix::parse("10.0.0.1/8")
-                .unwrap_err()
-                .contains("host bits")
-        );
-        assert!(Prefix::parse("10.0.0.0/33").is_err());
-        assert!(Prefix::parse("10.0.0.0").is_err());
-        assert!(Prefix::parse("nope/8").is_err());
     }
 
     #[test]
@@ -513,7 +461,7 @@ mod tests {
         // Two spokes at 30 ms and 26 ms, each sample ±8 ms. The answer may
         // start on either and move once, to the faster, when noise opens
         // the margin; it must never go back and forth.
-        let mut answers: Vec<String> = Vec::new();
+        let mut answers: Vec<Arc<str>> = Vec::new();
         for i in 0..2000u64 {
             let now = t0 + Duration::from_millis(100 * i);
             m.observe(
@@ -538,7 +486,7 @@ mod tests {
             }
         }
         assert!(answers.len() <= 2, "the answer flapped: {answers:?}");
-        assert_eq!(answers.last().map(String::as_str), Some("b"), "{answers:?}");
+        assert_eq!(answers.last().map(|s| &**s), Some("b"), "{answers:?}");
 
         // Now b becomes clearly faster (a third and 10 ms): the answer moves.
         let mut m = Model::new(Settings::default());
@@ -649,7 +597,7 @@ mod tests {
             .unwrap();
         let view = m.snapshot(later);
         assert_eq!(view[0].spokes[0].rtt_ms, 80.0);
-        assert_eq!(view[0].spokes[0].samples, 1);
+        assert_eq!(view[0].spokes[0].probe_samples, 1);
         m.expire(later + Duration::from_secs(61));
         assert_eq!(m.prefix_count(), 0);
     }
@@ -700,6 +648,6 @@ mod tests {
         assert_eq!((first.spoke.as_deref(), first.scope), (Some("a"), 48));
         m.forget_spoke("a");
         assert_eq!(m.answer(t0, c, &all).spoke.as_deref(), Some("b"));
-        assert!(m.snapshot(t0)[0].spokes.iter().all(|s| s.spoke != "a"));
+        assert!(m.snapshot(t0)[0].spokes.iter().all(|s| &*s.spoke != "a"));
     }
 }

@@ -50,14 +50,7 @@ fn sha256(data: &[u8]) -> Vec<u8> {
 
 /// Checks a spoke name: 1 to 63 of `a-z 0-9 -`, starting with a letter or
 /// digit (it becomes a DNS label).
-pub fn valid_spoke_name(name: &str) -> bool {
-    (1..=63).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-}
+pub use ferry_common::proto::valid_spoke_name;
 
 impl Store {
     /// Adds a spoke (or, for an existing one, issues a new join token) and
@@ -245,7 +238,18 @@ mod tests {
     fn spoke_names_are_dns_labels() {
         assert!(valid_spoke_name("fra1"));
         assert!(valid_spoke_name("us-east-2"));
-        for bad in ["", "Fra1", "a_b", "-a", "a-", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "Fra1",
+            "a_b",
+            "-a",
+            "a-",
+            &"a".repeat(64),
+            "enrol",
+            "probe-targets",
+            "api",
+            "hub",
+        ] {
             assert!(!valid_spoke_name(bad), "{bad}");
         }
     }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry_common::proto::{ALPN, Heartbeat, Notice};
+use ferry_common::proto::{ALPN, Heartbeat, Notice, SteeringAnnounce};
 use ferry_common::tunnel_io::{bind_udp, close};
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
@@ -69,7 +69,26 @@ struct Live {
     notices: mpsc::Sender<Notice>,
     since: Instant,
     last: Option<Heartbeat>,
+    /// When the last heartbeat (or, before any, the hello) arrived.
+    last_heard: Instant,
+    /// What the spoke announced for steering in its hello.
+    announce: Option<SteeringAnnounce>,
     draining: bool,
+}
+
+/// What steering needs to know of a connected spoke.
+#[derive(Debug, Clone)]
+pub struct LiveSteering {
+    /// The spoke.
+    pub name: String,
+    /// Its public addresses, URL and capacity, if it announced them.
+    pub announce: Option<SteeringAnnounce>,
+    /// When the hub last heard a heartbeat (or the hello).
+    pub last_heard: Instant,
+    /// Transfers it reported streaming.
+    pub active_transfers: u64,
+    /// Whether it said it is shutting down.
+    pub draining: bool,
 }
 
 /// What the registry tells about a connected spoke.
@@ -87,6 +106,8 @@ pub struct LiveInfo {
     pub bytes_per_sec: u64,
     /// Whether it said it is shutting down.
     pub draining: bool,
+    /// Its public addresses, URL and capacity for steering.
+    pub steering: Option<SteeringAnnounce>,
 }
 
 /// The spokes connected now, by name.
@@ -99,7 +120,13 @@ pub struct Registry {
 impl Registry {
     /// Records a new tunnel and returns its id. An older tunnel from the
     /// same spoke is closed after a short grace, so requests on it finish.
-    fn insert(&self, name: &str, link: PeerLink, notices: mpsc::Sender<Notice>) -> u64 {
+    fn insert(
+        &self,
+        name: &str,
+        link: PeerLink,
+        notices: mpsc::Sender<Notice>,
+        announce: Option<SteeringAnnounce>,
+    ) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let live = Live {
             id,
@@ -107,6 +134,8 @@ impl Registry {
             notices,
             since: Instant::now(),
             last: None,
+            last_heard: tokio::time::Instant::now().into_std(),
+            announce,
             draining: false,
         };
         let old = self
@@ -135,6 +164,7 @@ impl Registry {
     fn heartbeat(&self, name: &str, hb: Heartbeat) {
         if let Some(l) = self.live.lock().expect("registry poisoned").get_mut(name) {
             l.last = Some(hb);
+            l.last_heard = tokio::time::Instant::now().into_std();
         }
     }
 
@@ -178,6 +208,7 @@ impl Registry {
                     seq: 0,
                     active_transfers: 0,
                     bytes_per_sec: 0,
+                    client_rtts: Vec::new(),
                 });
                 (
                     name.clone(),
@@ -188,8 +219,25 @@ impl Registry {
                         active_transfers: hb.active_transfers,
                         bytes_per_sec: hb.bytes_per_sec,
                         draining: l.draining,
+                        steering: l.announce.clone(),
                     },
                 )
+            })
+            .collect()
+    }
+
+    /// Every connected spoke as steering sees it.
+    pub fn steering_view(&self) -> Vec<LiveSteering> {
+        self.live
+            .lock()
+            .expect("registry poisoned")
+            .iter()
+            .map(|(name, l)| LiveSteering {
+                name: name.clone(),
+                announce: l.announce.clone(),
+                last_heard: l.last_heard,
+                active_transfers: l.last.as_ref().map_or(0, |h| h.active_transfers),
+                draining: l.draining,
             })
             .collect()
     }

@@ -299,6 +299,7 @@ async fn session(
         }
     };
     let mut control = FrameReader::new(recv, cfg.max_frame_bytes);
+    let mut announce = None;
     let refusal = match tokio::time::timeout(HANDSHAKE_TIMEOUT, control.next()).await {
         Ok(Ok(Some(Frame::Hello(h)))) if h.version != PROTOCOL_VERSION => Some(Refusal {
             code: "unsupported_version".into(),
@@ -312,7 +313,8 @@ async fn session(
             reason: format!("the certificate is for '{name}', not '{}'", h.spoke),
         }),
         Ok(Ok(Some(Frame::Hello(h)))) => {
-            tracing::debug!(software = %h.software, "hello");
+            tracing::debug!(software = %h.software, steering = ?h.steering, "hello");
+            announce = h.steering;
             None
         }
         Ok(Ok(other)) => Some(Refusal {
@@ -343,12 +345,13 @@ async fn session(
     let welcome = Welcome {
         version: PROTOCOL_VERSION,
         heartbeat_interval_ms: cfg.heartbeat_interval_secs * 1000,
+        client_prefixes: state.steering.client_prefixes(),
     };
     if send.send_frame(&Frame::Welcome(welcome)).await.is_err() {
         return;
     }
     let (notices_tx, mut notices) = tokio::sync::mpsc::channel(64);
-    let id = registry.insert(&name, link.clone(), notices_tx);
+    let id = registry.insert(&name, link.clone(), notices_tx, announce);
     let transport = link.transport();
     state.metrics.tunnel(&name, transport, true);
     tracing::info!("spoke connected");
@@ -365,9 +368,11 @@ async fn session(
                         "no heartbeat for three intervals",
                     )))
                 }) {
-                    Ok(Some(Frame::Heartbeat(hb))) => {
+                    Ok(Some(Frame::Heartbeat(mut hb))) => {
                         let seq = hb.seq;
+                        let rtts = std::mem::take(&mut hb.client_rtts);
                         registry.heartbeat(&name, hb);
+                        state.steering.observe_spoke(&name, &rtts);
                         state.metrics.tunnel_rtt(&name, link.rtt());
                         if send.send_frame(&Frame::HeartbeatAck(seq)).await.is_err() {
                             return "control stream closed".to_owned();

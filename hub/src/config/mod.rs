@@ -3,6 +3,10 @@
 //! Every section rejects unknown keys; defaults are given on each field; the
 //! [`Validate`] pass reports every semantic problem at once with its key.
 
+mod steering;
+
+pub use steering::{DnsConfig, HintConfig, RateLimitConfig, SteeringConfig, valid_dns_name};
+
 use std::path::PathBuf;
 
 use ferry_common::config::{Problems, Validate, check_absolute};
@@ -34,6 +38,12 @@ pub struct HubConfig {
     pub log: LogConfig,
     /// The QUIC endpoint spokes connect to; absent, the hub takes no spokes.
     pub tunnel: Option<TunnelConfig>,
+    /// The authoritative DNS server of the steering zone; absent, the hub
+    /// answers no DNS.
+    pub dns: Option<DnsConfig>,
+    /// How clients are steered to spokes.
+    #[serde(default)]
+    pub steering: SteeringConfig,
 }
 
 /// The `[tunnel]` section.
@@ -50,7 +60,9 @@ pub struct TunnelConfig {
     /// `ferry-hub`.
     #[serde(default = "tunnel_defaults::server_name")]
     pub server_name: String,
-    /// How often spokes send a heartbeat. Default 5.
+    /// How often spokes send a heartbeat. Default 1: a heartbeat that does
+    /// not come keeps a spoke in DNS answers for at most
+    /// `steering.stale_after_ms` (2.5 intervals).
     #[serde(default = "tunnel_defaults::heartbeat_interval_secs")]
     pub heartbeat_interval_secs: u64,
     /// A tunnel silent for this long is dead. Default 20.
@@ -83,7 +95,7 @@ mod tunnel_defaults {
         "ferry-hub".to_owned()
     }
     pub fn heartbeat_interval_secs() -> u64 {
-        5
+        1
     }
     pub fn idle_timeout_secs() -> u64 {
         20
@@ -293,6 +305,17 @@ impl Validate for HubConfig {
         if let Some(t) = &self.tunnel {
             t.validate(p);
         }
+        if let Some(d) = &self.dns {
+            d.validate(p);
+            if d.hub_addrs.is_empty() && self.api.listen.ip().is_unspecified() {
+                p.add(
+                    "dns.hub_addrs",
+                    "must be set when api.listen is an unspecified address: the DNS server needs this hub's public addresses",
+                );
+            }
+        }
+        self.steering
+            .validate(self.tunnel.as_ref().map(|t| t.heartbeat_interval_secs), p);
         if let Err(e) = self.log.check() {
             p.add("log.level", e);
         }

@@ -1,0 +1,186 @@
+//! Response rate limiting for DNS over UDP: a token bucket per source
+//! network, so a forged source address cannot turn the server into an
+//! amplifier against it. Over the rate, every `slip`-th response is sent
+//! truncated (a real client then asks again over TCP, which a forger
+//! cannot) and the rest are dropped.
+//!
+//! The buckets live in a fixed table indexed by a hash of the source
+//! network: memory is bounded whatever the traffic, and a collision only
+//! gives the newcomer a fresh bucket.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use crate::config::RateLimitConfig;
+
+/// Buckets in the table (a power of two).
+const SLOTS: usize = 1 << 16;
+/// Tokens are counted in thousandths, so refills need no floating point.
+const MILLI: u64 = 1000;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Bucket {
+    /// The source network it belongs to (0, `::/N`, in an empty slot).
+    key: u128,
+    /// Thousandths of a response left.
+    tokens: u64,
+    /// When it was last refilled, in milliseconds since the limiter began.
+    at_ms: u64,
+    /// Responses refused since it last had tokens.
+    refused: u32,
+}
+
+/// What to do with one response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send it.
+    Send,
+    /// Send it truncated, with no records.
+    Slip,
+    /// Send nothing.
+    Drop,
+}
+
+/// The limiter; owned by the one task serving UDP.
+#[derive(Debug)]
+pub struct RateLimiter {
+    buckets: Vec<Bucket>,
+    rate: u64,
+    burst: u64,
+    slip: u32,
+    v4_prefix: u8,
+    v6_prefix: u8,
+    start: Instant,
+}
+
+impl RateLimiter {
+    /// A limiter as configured; `None` when the limit is off.
+    pub fn new(cfg: &RateLimitConfig, start: Instant) -> Option<Self> {
+        (cfg.responses_per_sec > 0).then(|| Self {
+            buckets: vec![Bucket::default(); SLOTS],
+            rate: u64::from(cfg.responses_per_sec),
+            burst: u64::from(cfg.burst.max(cfg.responses_per_sec)),
+            slip: cfg.slip,
+            v4_prefix: cfg.v4_prefix,
+            v6_prefix: cfg.v6_prefix,
+            start,
+        })
+    }
+
+    /// The verdict for one response to `source` at `now`.
+    pub fn check(&mut self, source: IpAddr, now: Instant) -> Verdict {
+        let key = self.key(source);
+        let slot = (mix(key) as usize) & (SLOTS - 1);
+        let now_ms = now.saturating_duration_since(self.start).as_millis() as u64;
+        let full = self.burst * MILLI;
+        let b = &mut self.buckets[slot];
+        if b.key != key {
+            *b = Bucket {
+                key,
+                tokens: full,
+                at_ms: now_ms,
+                refused: 0,
+            };
+        } else {
+            let elapsed = now_ms.saturating_sub(b.at_ms);
+            b.tokens = (b.tokens + elapsed * self.rate).min(full);
+            b.at_ms = now_ms;
+        }
+        if b.tokens >= MILLI {
+            b.tokens -= MILLI;
+            b.refused = 0;
+            return Verdict::Send;
+        }
+        b.refused = b.refused.wrapping_add(1);
+        if self.slip > 0 && b.refused.is_multiple_of(self.slip) {
+            Verdict::Slip
+        } else {
+            Verdict::Drop
+        }
+    }
+
+    /// The source network as a number: the masked address, IPv4 in its
+    /// IPv6-mapped form (`::ffff:a.b.c.d`), so the families never meet.
+    fn key(&self, source: IpAddr) -> u128 {
+        match source {
+            IpAddr::V4(a) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.v4_prefix))
+                    .unwrap_or(0);
+                (0xffff_u128 << 32) | u128::from(u32::from(a) & mask)
+            }
+            IpAddr::V6(a) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.v6_prefix))
+                    .unwrap_or(0);
+                u128::from(a) & mask
+            }
+        }
+    }
+}
+
+/// A fast, well-spread hash of a key (no attacker gains from collisions:
+/// they only reset a bucket to a full one of the limit's own size).
+fn mix(key: u128) -> u64 {
+    let folded = (key as u64) ^ ((key >> 64) as u64).rotate_left(29);
+    let x = folded.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^ (x >> 29)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn cfg(rate: u32, burst: u32, slip: u32) -> RateLimitConfig {
+        RateLimitConfig {
+            responses_per_sec: rate,
+            burst,
+            slip,
+            v4_prefix: 24,
+            v6_prefix: 56,
+        }
+    }
+
+    #[test]
+    fn a_source_gets_its_burst_then_its_rate() {
+        let t0 = Instant::now();
+        let mut l = RateLimiter::new(&cfg(10, 20, 2), t0).unwrap();
+        let src: IpAddr = "192.0.2.1".parse().unwrap();
+        let sent = (0..100)
+            .filter(|_| l.check(src, t0) == Verdict::Send)
+            .count();
+        assert_eq!(sent, 20);
+        // Over the limit: every second one slips, the rest are dropped.
+        let over: Vec<Verdict> = (0..4).map(|_| l.check(src, t0)).collect();
+        assert_eq!(over.iter().filter(|v| **v == Verdict::Slip).count(), 2);
+        assert!(over.contains(&Verdict::Drop));
+        // A second later, ten more.
+        let t1 = t0 + Duration::from_secs(1);
+        let sent = (0..100)
+            .filter(|_| l.check(src, t1) == Verdict::Send)
+            .count();
+        assert_eq!(sent, 10);
+        // The same /24 shares the bucket; another network has its own.
+        assert_ne!(l.check("192.0.2.200".parse().unwrap(), t1), Verdict::Send);
+        assert_eq!(l.check("192.0.3.1".parse().unwrap(), t1), Verdict::Send);
+        assert_eq!(l.check("2001:db8::1".parse().unwrap(), t1), Verdict::Send);
+    }
+
+    #[test]
+    fn no_slip_drops_everything_over_the_rate_and_zero_rate_is_off() {
+        let t0 = Instant::now();
+        let mut l = RateLimiter::new(&cfg(1, 1, 0), t0).unwrap();
+        let src: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        assert_eq!(l.check(src, t0), Verdict::Send);
+        for _ in 0..10 {
+            assert_eq!(l.check(src, t0), Verdict::Drop);
+        }
+        // The same /56, another host: the same bucket.
+        assert_eq!(
+            l.check("2001:db8:1:ff::9".parse().unwrap(), t0),
+            Verdict::Drop
+        );
+        assert!(RateLimiter::new(&cfg(0, 0, 2), t0).is_none());
+    }
+}

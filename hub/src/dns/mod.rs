@@ -1,0 +1,219 @@
+//! The hub's authoritative DNS server for the steering zone, on UDP and
+//! TCP at one address.
+//!
+//! It runs on a thread of its own with a single-threaded runtime: a query
+//! is answered start to finish in the task that read it, with no hand-off
+//! between threads, which at a hundred thousand queries a second costs more
+//! than the answer itself. The wire format is hickory's (`hickory-proto`);
+//! the serving loops are ferry's, because hickory's server spawns a task and
+//! sends through a channel for every UDP query. [`answer`] decides what to
+//! say, [`limit`] how often to say it to one source.
+
+pub mod answer;
+pub mod limit;
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::DnsConfig;
+use answer::Responder;
+use limit::RateLimiter;
+use metrics::Transport;
+
+/// The DNS sockets, bound before the server starts (so start-up fails early
+/// and tests can read the port).
+#[derive(Debug)]
+pub struct DnsSockets {
+    udp: std::net::UdpSocket,
+    tcp: std::net::TcpListener,
+}
+
+impl DnsSockets {
+    /// Binds UDP and TCP on `listen`; with port 0, UDP picks the port and
+    /// TCP takes the same one (tried a few times, should it be taken).
+    pub fn bind(listen: SocketAddr) -> anyhow::Result<DnsSockets> {
+        let mut last = None;
+        for _ in 0..16 {
+            let udp = ferry_common::tunnel_io::bind_udp(listen)
+                .with_context(|| format!("cannot bind DNS on UDP {listen}"))?;
+            let addr = udp.local_addr()?;
+            match std::net::TcpListener::bind(addr) {
+                Ok(tcp) => {
+                    tcp.set_nonblocking(true)?;
+                    return Ok(DnsSockets { udp, tcp });
+                }
+                Err(e) if listen.port() == 0 => last = Some(e),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot bind DNS on TCP {addr}"));
+                }
+            }
+        }
+        Err(last.expect("the loop ran")).context("no port free for DNS on both UDP and TCP")
+    }
+
+    /// The bound address (the same port on UDP and TCP).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.udp.local_addr()
+    }
+}
+
+/// Starts the server on a thread of its own; it stops when `shutdown`
+/// fires, and the thread ends after that.
+pub fn spawn(
+    sockets: DnsSockets,
+    responder: Arc<Responder>,
+    cfg: DnsConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the DNS runtime")?;
+    let thread = std::thread::Builder::new()
+        .name("ferry-dns".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let udp = match UdpSocket::from_std(sockets.udp) {
+                    Ok(s) => s,
+                    Err(e) => return tracing::error!(error = %e, "DNS: cannot use the UDP socket"),
+                };
+                let tcp = match TcpListener::from_std(sockets.tcp) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        return tracing::error!(error = %e, "DNS: cannot use the TCP listener");
+                    }
+                };
+                let limiter = RateLimiter::new(&cfg.rate_limit, Instant::now());
+                let tcp_task = tokio::spawn(serve_tcp(
+                    tcp,
+                    responder.clone(),
+                    cfg.max_tcp_connections,
+                    Duration::from_secs(cfg.tcp_idle_timeout_secs),
+                    shutdown.clone(),
+                ));
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = serve_udp(&udp, &responder, limiter) => {}
+                }
+                let _ = tcp_task.await;
+            });
+        })
+        .context("cannot start the DNS thread")?;
+    Ok(thread)
+}
+
+/// Answers datagrams until the socket fails for good. The caller stops it
+/// by dropping the future.
+async fn serve_udp(socket: &UdpSocket, responder: &Responder, mut limiter: Option<RateLimiter>) {
+    let mut packet = vec![0u8; 4096];
+    let mut out = Vec::with_capacity(1500);
+    loop {
+        let (n, source) = match socket.recv_from(&mut packet).await {
+            Ok(got) => got,
+            Err(e) => {
+                // ICMP errors from earlier sends surface here on Linux;
+                // they concern that peer only.
+                tracing::debug!(error = %e, "DNS: UDP receive failed");
+                continue;
+            }
+        };
+        if responder.respond(
+            &packet[..n],
+            source.ip(),
+            Transport::udp,
+            limiter.as_mut(),
+            &mut out,
+        ) && let Err(e) = socket.send_to(&out, source).await
+        {
+            tracing::debug!(error = %e, %source, "DNS: UDP send failed");
+        }
+    }
+}
+
+/// Accepts DNS-over-TCP connections until `shutdown`; each takes one of
+/// `max` permits and is closed when idle for `idle`.
+async fn serve_tcp(
+    listener: TcpListener,
+    responder: Arc<Responder>,
+    max: usize,
+    idle: Duration,
+    shutdown: CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(max));
+    let tracker = TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "DNS: TCP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (responder, shutdown) = (responder.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tcp_connection(stream, peer, &responder, idle) => {}
+            }
+            drop(permit);
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// Answers the length-prefixed messages of one connection (RFC 1035
+/// §4.2.2) until it closes, breaks the framing or stays idle.
+async fn tcp_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    responder: &Responder,
+    idle: Duration,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut packet = Vec::new();
+    let mut out = Vec::with_capacity(1500);
+    loop {
+        let mut len = [0u8; 2];
+        match tokio::time::timeout(idle, stream.read_exact(&mut len)).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        let len = usize::from(u16::from_be_bytes(len));
+        packet.resize(len, 0);
+        match tokio::time::timeout(idle, stream.read_exact(&mut packet)).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        if !responder.respond(&packet, peer.ip(), Transport::tcp, None, &mut out) {
+            // Not a query (or not even a header): the stream is not DNS.
+            return;
+        }
+        let Ok(n) = u16::try_from(out.len()) else {
+            return;
+        };
+        let mut framed = Vec::with_capacity(out.len() + 2);
+        framed.extend_from_slice(&n.to_be_bytes());
+        framed.extend_from_slice(&out);
+        if stream.write_all(&framed).await.is_err() {
+            return;
+        }
+    }
+}
