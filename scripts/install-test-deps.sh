@@ -2,18 +2,27 @@
 # Installs what the test suite needs and is not built by cargo. Safe to run
 # again: it only installs what is missing.
 #
-# Today: curl (used by the local-network script), nginx and gnuplot (the
-# benchmark's baseline and charts; its quick run is part of the suite), and
-# cargo-nextest when missing (the suite falls back to `cargo test` if that
-# install fails).
+# Today: curl (used by the local-network script), dig (the DNS tests),
+# nginx, gnuplot, dnsperf and NSD (the benchmark's baselines, load tool and
+# charts; its quick run is part of the suite), and cargo-nextest when
+# missing (the suite falls back to `cargo test` if that install fails).
 set -euo pipefail
 
 need_apt=()
 command -v curl >/dev/null || need_apt+=(curl)
 [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 command -v gnuplot >/dev/null || need_apt+=(gnuplot-nox)
+command -v dig >/dev/null || need_apt+=(bind9-dnsutils)
+command -v dnsperf >/dev/null || need_apt+=(dnsperf)
+[ -x /usr/sbin/nsd ] || need_apt+=(nsd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    # Servers the tests start themselves (nginx, NSD) must not be started
+    # as system services by their packages.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+      trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
   else
     echo "please install: ${need_apt[*]}" >&2

@@ -5,6 +5,7 @@
 //! is the median of several runs. Nothing here asserts a time.
 
 mod client;
+mod dns;
 mod nginx;
 mod report;
 mod rig;
@@ -30,7 +31,7 @@ struct Args {
     #[arg(long)]
     size_mib: Option<u64>,
     /// Only these scenarios (comma-separated): transfer, memory, sweep,
-    /// control, tunnel, recovery.
+    /// control, tunnel, recovery, dns.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to write results.json and the charts.

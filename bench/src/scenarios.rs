@@ -125,6 +125,9 @@ async fn measure(
     if want("recovery") {
         results.push(("recovery", recovery(rig, plan).await.context("recovery")?));
     }
+    if want("dns") {
+        results.push(("dns", crate::dns::dns(plan).await.context("dns")?));
+    }
     for (name, (table, figures)) in results {
         tables.push_str(&table);
         json[name] = figures;

@@ -38,6 +38,7 @@ fn the_quick_benchmark_runs_every_scenario() {
         "4. Control",
         "5. Tunnel",
         "6. Recovery",
+        "7. Steering DNS",
     ] {
         assert!(
             stdout.contains(heading),
@@ -91,6 +92,14 @@ fn the_quick_benchmark_runs_every_scenario() {
         &json["recovery"]["after_outage_tunnel_back_s"],
         "recovery after an outage",
     );
+    for figure in [
+        "nsd_qps",
+        "ferry_ecs_qps",
+        "ferry_source_qps",
+        "killed_spoke_out_s",
+    ] {
+        positive(&json["dns"][figure], &format!("dns {figure}"));
+    }
     positive(&json["machine"]["cpus"], "cpus");
 
     for chart in ["throughput.png", "spoke-rss.png"] {

@@ -111,30 +111,61 @@ pub fn spawn(
     Ok(thread)
 }
 
-/// Answers datagrams until the socket fails for good. The caller stops it
-/// by dropping the future.
+/// Queries answered before their answers are sent.
+const BATCH: usize = 32;
+
+/// Answers datagrams until the caller drops the future. What has arrived
+/// is read (up to [`BATCH`] queries), answered, and only then sent, answers
+/// back to back: the askers then find several answers at each wake-up
+/// instead of one.
 async fn serve_udp(socket: &UdpSocket, responder: &Responder, mut limiter: Option<RateLimiter>) {
     let mut packet = vec![0u8; 4096];
-    let mut out = Vec::with_capacity(1500);
+    let mut answers: Vec<(Vec<u8>, SocketAddr)> = (0..BATCH)
+        .map(|_| {
+            (
+                Vec::with_capacity(1500),
+                SocketAddr::from(([0, 0, 0, 0], 0)),
+            )
+        })
+        .collect();
     loop {
-        let (n, source) = match socket.recv_from(&mut packet).await {
-            Ok(got) => got,
-            Err(e) => {
-                // ICMP errors from earlier sends surface here on Linux;
-                // they concern that peer only.
-                tracing::debug!(error = %e, "DNS: UDP receive failed");
-                continue;
+        if socket.readable().await.is_err() {
+            continue;
+        }
+        let mut ready = 0;
+        while ready < BATCH {
+            let (n, source) = match socket.try_recv_from(&mut packet) {
+                Ok(got) => got,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here on
+                    // Linux; they concern that peer only.
+                    tracing::debug!(error = %e, "DNS: UDP receive failed");
+                    continue;
+                }
+            };
+            let (out, to) = &mut answers[ready];
+            if responder.respond(
+                &packet[..n],
+                source.ip(),
+                Transport::udp,
+                limiter.as_mut(),
+                out,
+            ) {
+                *to = source;
+                ready += 1;
             }
-        };
-        if responder.respond(
-            &packet[..n],
-            source.ip(),
-            Transport::udp,
-            limiter.as_mut(),
-            &mut out,
-        ) && let Err(e) = socket.send_to(&out, source).await
-        {
-            tracing::debug!(error = %e, %source, "DNS: UDP send failed");
+        }
+        for (out, to) in &answers[..ready] {
+            let sent = match socket.try_send_to(out, *to) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    socket.send_to(out, *to).await
+                }
+                other => other,
+            };
+            if let Err(e) = sent {
+                tracing::debug!(error = %e, destination = %to, "DNS: UDP send failed");
+            }
         }
     }
 }
