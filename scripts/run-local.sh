@@ -3,11 +3,12 @@
 #
 #   ./scripts/run-local.sh            build, start, print curl lines; Ctrl-C stops it
 #
-# The network is one hub and two spokes (fra1, ams1) on 127.0.0.1, with
-# embedded SQLite and a local folder as the storage provider, all under
-# ./.ferry-local/ (delete that folder to start afresh). Ports: the hub's API
-# on FERRY_PORT (default 8080), the spokes' on the next two, the hub's QUIC
-# tunnel endpoint on UDP FERRY_PORT+100.
+# The network is one hub on 127.0.0.1 and two spokes (fra1 on 127.0.0.2,
+# ams1 on 127.0.0.3), with embedded SQLite and a local folder as the
+# storage provider, all under ./.ferry-local/ (delete that folder to start
+# afresh). Ports: the hub's API on FERRY_PORT (default 8080), the spokes'
+# on the next two, the hub's QUIC tunnel endpoint on UDP FERRY_PORT+100 and
+# its steering DNS (zone ferry.local) on UDP and TCP FERRY_PORT+53.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,6 +16,7 @@ cd "$root"
 port=${FERRY_PORT:-8080}
 state=$root/.ferry-local
 tunnel_port=$((port + 100))
+dns_port=$((port + 53))
 mkdir -p "$state/hub" "$state/data"
 
 if ! command -v cargo >/dev/null; then
@@ -42,6 +44,10 @@ shutdown_grace_secs = 5
 
 [tunnel]
 listen = "127.0.0.1:$tunnel_port"
+
+[dns]
+listen = "127.0.0.1:$dns_port"
+zone = "ferry.local"
 
 [secrets]
 master_key_file = "$state/master.key"
@@ -73,8 +79,10 @@ wait_ready hub "http://127.0.0.1:$port" "$state/hub.log"
 # Two spokes. The first start enrols each with a one-time join token; after
 # that its key and certificate in .ferry-local/<name>/ are its identity.
 spoke_port=$port
+spoke_ip=1
 for name in fra1 ams1; do
   spoke_port=$((spoke_port + 1))
+  spoke_ip=$((spoke_ip + 1))
   mkdir -p "$state/$name"
   cat > "$state/$name/spoke.toml" <<TOML
 # Written by scripts/run-local.sh: a spoke on loopback.
@@ -82,7 +90,7 @@ name = "$name"
 state_dir = "$state/$name/state"
 
 [api]
-listen = "127.0.0.1:$spoke_port"
+listen = "127.0.0.$spoke_ip:$spoke_port"
 plain_http = true
 shutdown_grace_secs = 5
 
@@ -96,7 +104,7 @@ TOML
   fi
   FERRY_JOIN_TOKEN=$token "$spoke_bin" --config "$state/$name/spoke.toml" 2> "$state/$name/spoke.log" &
   pids+=($!)
-  wait_ready "spoke $name" "http://127.0.0.1:$spoke_port" "$state/$name/spoke.log"
+  wait_ready "spoke $name" "http://127.0.0.$spoke_ip:$spoke_port" "$state/$name/spoke.log"
 done
 
 api=http://127.0.0.1:$port
@@ -104,12 +112,13 @@ cat <<TXT
 
 ferry is running on loopback:
   hub          $api   (log: $state/hub.log, data: $state/data)
-  spoke fra1   http://127.0.0.1:$((port + 1))   (log: $state/fra1/spoke.log)
-  spoke ams1   http://127.0.0.1:$((port + 2))   (log: $state/ams1/spoke.log)
+  spoke fra1   http://127.0.0.2:$((port + 1))   (log: $state/fra1/spoke.log)
+  spoke ams1   http://127.0.0.3:$((port + 2))   (log: $state/ams1/spoke.log)
+  steering DNS 127.0.0.1 port $dns_port, zone ferry.local
 
 Every node answers the same API. Try it through spoke fra1 (copy and paste):
 
-  export FERRY=http://127.0.0.1:$((port + 1))
+  export FERRY=http://127.0.0.2:$((port + 1))
   export ADMIN=$admin_token
 
   # an account; its API key is shown once
@@ -129,8 +138,18 @@ Every node answers the same API. Try it through spoke fra1 (copy and paste):
   curl -s \$FERRY/metrics | head
 
   # the same file through the other spoke and through the hub
-  curl -s -H "Authorization: Bearer \$KEY" http://127.0.0.1:$((port + 2))/v1/connections/local/files/docs/README.md | head -3
+  curl -s -H "Authorization: Bearer \$KEY" http://127.0.0.3:$((port + 2))/v1/connections/local/files/docs/README.md | head -3
   curl -s -H "Authorization: Bearer \$ADMIN" $api/v1/spokes
+
+  # steering: the spokes measure your connections, so api.ferry.local sends
+  # you to one of them; report probe times that make ams1 (127.0.0.3) far
+  # faster for your network, and the answer moves there
+  dig @127.0.0.1 -p $dns_port api.ferry.local +short
+  curl -s -H "Authorization: Bearer \$KEY" \$FERRY/v1/spokes/probe-targets
+  curl -s -X POST \$FERRY/v1/steering/reports -H "Authorization: Bearer \$KEY" \\
+       -H 'content-type: application/json' -d '{"samples":[{"spoke":"ams1","rtt_ms":1},{"spoke":"fra1","rtt_ms":500}]}'
+  dig @127.0.0.1 -p $dns_port api.ferry.local +short
+  curl -s -H "Authorization: Bearer \$ADMIN" "$api/v1/steering?client=127.0.0.1"
 
 Press Ctrl-C to stop.
 TXT
