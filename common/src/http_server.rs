@@ -59,9 +59,8 @@ pub struct Limits {
     pub rtt_sink: Option<RttSink>,
 }
 
-/// Receives `(client address, kernel RTT)` of accepted connections: once
-/// when the client's first bytes arrive (the handshake's RTT) and then at
-/// most every [`RTT_SAMPLE_EVERY`] while the connection is busy.
+/// Receives `(client address, kernel RTT)` of each accepted connection,
+/// read when it is accepted: the round trip of its TCP handshake.
 #[derive(Clone)]
 pub struct RttSink(pub Arc<dyn Fn(IpAddr, Duration) + Send + Sync>);
 
@@ -70,9 +69,6 @@ impl std::fmt::Debug for RttSink {
         f.write_str("RttSink")
     }
 }
-
-/// How often a busy connection's RTT is sampled again.
-pub const RTT_SAMPLE_EVERY: Duration = Duration::from_secs(30);
 
 /// Serves HTTP on `listener` until `shutdown` fires, then drains.
 pub async fn serve(
@@ -168,12 +164,12 @@ async fn serve_connection(
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(limits.idle_timeout / 2)
         .keep_alive_timeout(Duration::from_secs(20));
-    let tcp = RttSampled {
-        inner: tcp,
-        sink: limits.rtt_sink.clone(),
-        client: peer.ip(),
-        next: Some(Instant::now()),
-    };
+    // The kernel measured the handshake's round trip: steering's sample.
+    if let Some(sink) = &limits.rtt_sink
+        && let Some(rtt) = crate::tcp_rtt::kernel_rtt(&tcp)
+    {
+        (sink.0)(peer.ip(), rtt);
+    }
     let result = match tls {
         Some(acceptor) => {
             match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
@@ -222,81 +218,6 @@ where
             conn.as_mut().graceful_shutdown();
             conn.await
         }
-    }
-}
-
-/// A TCP stream that reports the kernel's RTT to a sink when bytes arrive,
-/// at most every [`RTT_SAMPLE_EVERY`].
-struct RttSampled {
-    inner: TcpStream,
-    sink: Option<RttSink>,
-    client: IpAddr,
-    /// When the next sample is due; `None` once the kernel has none to give.
-    next: Option<Instant>,
-}
-
-impl RttSampled {
-    fn sample(&mut self) {
-        let (Some(sink), Some(due)) = (&self.sink, self.next) else {
-            return;
-        };
-        let now = Instant::now();
-        if now < due {
-            return;
-        }
-        match crate::tcp_rtt::kernel_rtt(&self.inner) {
-            Some(rtt) => {
-                (sink.0)(self.client, rtt);
-                self.next = Some(now + RTT_SAMPLE_EVERY);
-            }
-            None => self.next = None,
-        }
-    }
-}
-
-impl AsyncRead for RttSampled {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        let before = buf.filled().len();
-        let res = ready!(Pin::new(&mut this.inner).poll_read(cx, buf));
-        if buf.filled().len() > before {
-            this.sample();
-        }
-        Poll::Ready(res)
-    }
-}
-
-impl AsyncWrite for RttSampled {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

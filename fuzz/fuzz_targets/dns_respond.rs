@@ -7,7 +7,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ferry_hub::config::SteeringConfig;
-use ferry_hub::dns::answer::{EDNS_PAYLOAD, Responder, Zone};
+use ferry_hub::dns::answer::{EDNS_PAYLOAD, Responder};
+use ferry_hub::dns::zone::Zone;
 use ferry_hub::dns::metrics::{DnsMetrics, Transport};
 use ferry_hub::steering::Steering;
 use ferry_hub::steering::metrics::SteeringMetrics;

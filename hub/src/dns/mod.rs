@@ -12,6 +12,9 @@
 pub mod answer;
 pub mod limit;
 pub mod metrics;
+#[cfg(test)]
+mod tests;
+pub mod zone;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
