@@ -25,12 +25,15 @@ async fn requests_fail_over_to_the_standby_hub_and_back() {
         let url = spoke.url();
         async move { metric(&url, "ferry_spoke_tunnel_up", &[("hub", hub)]).await }
     };
+    // The spoke is up once either tunnel is; wait for both.
     assert!(
-        eventually(Duration::from_secs(10), async || up("1").await == 1.0).await,
+        eventually(Duration::from_secs(10), async || {
+            up("0").await == 1.0 && up("1").await == 1.0
+        })
+        .await,
         "{}",
         spoke.log()
     );
-    assert_eq!(up("0").await, 1.0);
     for hub in [&primary, &standby] {
         let spokes = Api::new(hub.url())
             .as_token(ADMIN_TOKEN)
