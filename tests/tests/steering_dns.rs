@@ -510,6 +510,27 @@ async fn a_killed_spoke_leaves_the_answers_within_three_seconds() {
     eprintln!("a killed spoke left the answers after {gone:?}");
     assert!(gone <= Duration::from_secs(3), "it took {gone:?}");
     assert!(metric(&hub.url(), "ferry_steering_switches_total", &[]).await >= 2.0);
+
+    // A revoked spoke leaves at once; with none left, the hub answers.
+    Api::new(hub.url())
+        .as_token(ADMIN_TOKEN)
+        .delete("/v1/spokes/ams1")
+        .send()
+        .await
+        .expect(204);
+    let revoked = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(3), async || api_answer(server).await
+            == [ip("127.0.0.1")])
+        .await,
+        "a revoked spoke is still answered"
+    );
+    eprintln!(
+        "a revoked spoke left the answers after {:?}",
+        revoked.elapsed()
+    );
+    let gone = ask(server, false, "ams1.ferry.test.", RecordType::A, None).await;
+    assert_eq!(gone.metadata.response_code, ResponseCode::NXDomain);
 }
 
 #[tokio::test]
