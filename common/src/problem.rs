@@ -104,9 +104,15 @@ error_codes! {
     /// The spoke cannot reach its hub; a retry may help.
     HubUnreachable => (SERVICE_UNAVAILABLE, "hub_unreachable", "The hub cannot be reached from this node"),
     /// The provider refused the operation (permissions, quota, bad credentials).
-    ProviderRejected => (BAD_GATEWAY, "provider_rejected", "The storage provider refused the operation"),
-    /// The provider could not be reached or failed; a retry may help.
-    ProviderUnavailable => (BAD_GATEWAY, "provider_unavailable", "The storage provider failed or could not be reached"),
+    ProviderRejected => (FORBIDDEN, "provider_rejected", "The storage provider refused the operation"),
+    /// The provider asks ferry to slow down; retry after `Retry-After`.
+    ProviderRateLimited => (TOO_MANY_REQUESTS, "provider_rate_limited", "The storage provider asks to slow down"),
+    /// The provider could not be reached or is overloaded; a retry may help.
+    ProviderUnavailable => (SERVICE_UNAVAILABLE, "provider_unavailable", "The storage provider could not be reached or is unavailable"),
+    /// The provider answered with an error ferry cannot map; a retry is unlikely to help.
+    ProviderFailed => (BAD_GATEWAY, "provider_failed", "The storage provider failed the operation"),
+    /// The provider did not answer in time.
+    ProviderTimeout => (GATEWAY_TIMEOUT, "provider_timeout", "The storage provider did not answer in time"),
     /// The provider does not support the operation.
     ProviderUnsupported => (NOT_IMPLEMENTED, "provider_unsupported", "The storage provider does not support this operation"),
     /// The metadata store failed; a retry may help.
@@ -134,6 +140,9 @@ pub struct Problem {
     pub detail: Option<String>,
     #[serde(skip)]
     code_enum: Option<ErrorCode>,
+    /// Seconds the client should wait before retrying (`Retry-After`).
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -146,7 +155,14 @@ impl Problem {
             code: code.as_str(),
             detail: Some(detail.into()),
             code_enum: Some(code),
+            retry_after: None,
         }
+    }
+
+    /// The same problem, telling the client to retry after `secs` seconds.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// The problem's code.
@@ -165,6 +181,10 @@ impl Problem {
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }

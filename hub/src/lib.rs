@@ -52,6 +52,7 @@ pub async fn run(
         )
     })?;
     let master_key = MasterKey::load(&cfg.secrets)?;
+    ferry_common::provider::remote::install_http_client();
     let db = cfg.sqlite_path();
     let store = Store::open_sqlite(&db, cfg.store.pool_size)
         .await

@@ -30,6 +30,14 @@ enum Command {
         #[command(subcommand)]
         action: SpokeAction,
     },
+    /// Re-encrypt every connection's configuration under a new master key,
+    /// in one transaction. Stop the hubs first, then start them with the
+    /// new key.
+    Rekey {
+        /// The file holding the new key (32 bytes, base64 or hex).
+        #[arg(long, value_name = "FILE")]
+        new_key_file: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -76,8 +84,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(Command::Spoke { action }) = cli.command {
-        return match spoke_command(&cfg, action) {
+    let done = match cli.command {
+        Some(Command::Spoke { action }) => Some(spoke_command(&cfg, action)),
+        Some(Command::Rekey { new_key_file }) => Some(rekey(&cfg, &new_key_file)),
+        None => None,
+    };
+    if let Some(result) = done {
+        return match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ferry-hub: {e:#}");
@@ -136,6 +149,37 @@ fn spoke_command(cfg: &HubConfig, action: SpokeAction) -> anyhow::Result<()> {
             }
         }
         store.close().await;
+        Ok(())
+    })
+}
+
+/// Opens every connection's configuration with the configured master key
+/// and seals it again with the one in `new_key_file`.
+fn rekey(cfg: &HubConfig, new_key_file: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use ferry_hub::secrets::MasterKey;
+    let old = MasterKey::load(&cfg.secrets).context("the current master key")?;
+    let text = std::fs::read_to_string(new_key_file)
+        .with_context(|| format!("cannot read {}", new_key_file.display()))?;
+    let new = MasterKey::parse(&text, &new_key_file.display().to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let store = ferry_hub::store::Store::open_sqlite(&cfg.sqlite_path(), 1).await?;
+        let result = store
+            .reseal_connections(|row| {
+                let plain = old
+                    .open(&row.config_sealed, &row.id)
+                    .with_context(|| format!("connection {} does not open with the current key", row.id))?;
+                Ok::<_, anyhow::Error>(new.seal(&plain, &row.id))
+            })
+            .await;
+        store.close().await;
+        let count = result??;
+        eprintln!(
+            "re-encrypted {count} connection(s); start the hubs with the new master key (the old one no longer opens them)"
+        );
         Ok(())
     })
 }

@@ -42,6 +42,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
     let identity = Identity::load_or_enrol(&cfg).await?;
+    ferry_common::provider::remote::install_http_client();
     let metrics = Arc::new(Metrics::new());
     let targets = cfg.hub.targets();
     let (handle, publishers) = TunnelHandle::new(targets.len());

@@ -7,8 +7,10 @@
 pub mod client;
 pub mod delay_proxy;
 pub mod dns;
+pub mod fault_proxy;
 pub mod hub;
 pub mod process;
+pub mod providers;
 pub mod scenarios;
 pub mod spoke;
 pub mod udp_relay;

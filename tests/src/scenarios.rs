@@ -62,6 +62,35 @@ pub async fn tenant(base: &str, name: &str, data_dir: &Path) -> Tenant {
     }
 }
 
+/// Creates an account named `name` whose connection `local` uses
+/// `provider` with `config` (a network provider, say).
+pub async fn remote_tenant(base: &str, name: &str, provider: &str, config: Value) -> Tenant {
+    let admin = Api::new(base).as_token(ADMIN_TOKEN);
+    let created = admin
+        .post("/v1/accounts")
+        .json(&json!({ "name": name }))
+        .send()
+        .await
+        .expect(201)
+        .json();
+    let key = created["api_key"].as_str().expect("an api_key").to_owned();
+    let api = admin.as_token(&key);
+    let conn = api
+        .post("/v1/connections")
+        .json(&json!({ "name": "local", "provider": provider, "config": config }))
+        .send()
+        .await
+        .expect(201)
+        .json();
+    Tenant {
+        admin,
+        api,
+        account_id: created["id"].as_str().unwrap().to_owned(),
+        key,
+        conn_id: conn["id"].as_str().unwrap().to_owned(),
+    }
+}
+
 /// Uploads `data` to `path` and returns the answer's JSON.
 pub async fn upload(t: &Tenant, path: &str, data: &[u8]) -> Value {
     let resp = t

@@ -258,6 +258,7 @@ async fn compute_digest(
                 ErrorCode::ProviderUnavailable,
                 "the object could not be read to compute its digest",
             )
+            .with_retry_after(1)
         })?;
         sums.update(&chunk);
     }
@@ -368,6 +369,7 @@ async fn put(
             ));
         }
         Err(StageError::Provider(e)) => return Err(provider_problem(&e, "write")),
+        Err(StageError::TooLarge) => return Err(one_shot_too_large()),
     };
     let sums = staged.sums.clone();
     log.bytes = sums.len as i64;
@@ -525,4 +527,15 @@ async fn delete(
     })
     .await?;
     Ok(no_content())
+}
+
+/// The answer to an upload larger than a one-request provider takes.
+pub fn one_shot_too_large() -> Problem {
+    Problem::new(
+        ErrorCode::BodyTooLarge,
+        format!(
+            "this connection's provider takes an upload in one request, which ferry holds in memory: at most {} bytes",
+            super::transfer::ONE_SHOT_MAX_BYTES
+        ),
+    )
 }

@@ -118,7 +118,15 @@ pub enum StageError {
     Source(BoxError),
     /// The provider refused a write.
     Provider(opendal::Error),
+    /// The body is larger than a provider that takes uploads in one
+    /// request (WebDAV) is given: [`ONE_SHOT_MAX_BYTES`].
+    TooLarge,
 }
+
+/// The largest upload to a provider that takes an object in one request
+/// (WebDAV): such an upload is held in memory until it is complete, so it
+/// is bounded.
+pub const ONE_SHOT_MAX_BYTES: usize = 1024 * 1024 * 1024;
 
 /// Content written to the provider but not yet committed: closing the
 /// writer makes it visible, aborting discards it.
@@ -158,6 +166,16 @@ where
     {
         opts = opts.content_type(ct);
     }
+    if crate::provider::uploads_in_parts(op) {
+        // Parts go out while the body arrives; nothing is visible until
+        // the upload is completed on close, and abort discards the parts.
+        opts = opts
+            .chunk(crate::provider::remote::PART_BYTES)
+            .concurrent(crate::provider::remote::PARTS_IN_FLIGHT);
+    }
+    // A provider that takes an object in one request gets it whole, at
+    // the end: its writer refuses a second write.
+    let one_shot = !op.info().capability().write_can_multi;
     let mut writer = opts.await.map_err(StageError::Provider)?;
     let lease = budget::UPLOADS.lease();
     let mut sums = StreamChecksums::new(digests);
@@ -174,6 +192,13 @@ where
             }
             sums.update(&data);
             on_bytes(data.len() as u64);
+            if one_shot {
+                if pending.len() + data.len() > ONE_SHOT_MAX_BYTES {
+                    return Err(StageError::TooLarge);
+                }
+                pending.extend_from_slice(&data);
+                continue;
+            }
             let mut data = &data[..];
             while !data.is_empty() {
                 let room = pending.capacity() - pending.len();
@@ -227,17 +252,20 @@ pub async fn read_stream(
 ) -> Result<impl Stream<Item = Result<Bytes, std::io::Error>> + Send + use<>, Problem> {
     let lease = budget::DOWNLOADS.lease();
     let chunk = lease.chunk();
-    let reader = op
-        .reader_with(path)
-        .chunk(chunk)
-        .await
-        .map_err(|e| provider_problem(&e, "read"))?;
+    let local = op.info().scheme() == "fs";
+    // A local file is read a chunk at a time; a network provider streams
+    // the whole range in one request (OpenDAL would make one request per
+    // chunk), its body arriving in the HTTP client's own pieces.
+    let mut reader = op.reader_with(path);
+    if local {
+        reader = reader.chunk(chunk);
+    }
+    let reader = reader.await.map_err(|e| provider_problem(&e, "read"))?;
     let inner = reader
         .into_bytes_stream(range)
         .await
         .map_err(|e| provider_problem(&e, "read"))?;
-    let local = op.info().scheme() == "fs";
-    let compact = chunk < COMPACT_BELOW;
+    let compact = local && chunk < COMPACT_BELOW;
     Ok(futures_util::stream::unfold(
         (Box::pin(inner), lease),
         move |(mut inner, lease)| async move {

@@ -66,7 +66,7 @@ struct LookupRequest {
 /// Providers whose data lives in the hub's own process: spokes cannot
 /// reach it and forward those requests instead.
 fn hub_local(provider: &str) -> bool {
-    provider == "memory"
+    ferry_common::provider::ProviderKind::from_name(provider).is_none_or(|k| !k.direct())
 }
 
 pub async fn handle(state: &AppState, op: InternalOp, req: Request<Body>) -> ApiResult {

@@ -247,6 +247,20 @@ pub async fn copy_or_move(
         }
         Err(p) => return Err(p),
     };
+    // Object stores have no folders, only names with a `/`: look for
+    // anything under `to/` too, so that a file never shadows a folder.
+    if dst.is_none()
+        && res
+            .op
+            .exists(&format!("{to}/"))
+            .await
+            .map_err(|e| provider_problem(&e, "stat"))?
+    {
+        return Err(Problem::new(
+            ErrorCode::AlreadyExists,
+            format!("a folder exists at '{to}'"),
+        ));
+    }
     if dst.is_some() && !body.overwrite {
         return Err(Problem::new(
             ErrorCode::AlreadyExists,
@@ -288,7 +302,9 @@ pub async fn copy_or_move(
                     ErrorCode::ProviderUnavailable,
                     "the source could not be read",
                 )
+                .with_retry_after(1)
             }
+            StageError::TooLarge => ferry_common::content::files::one_shot_too_large(),
         })?;
         staged
             .writer

@@ -242,6 +242,34 @@ pub struct ProvidersConfig {
     /// The in-memory provider.
     #[serde(default)]
     pub memory: MemoryProviderConfig,
+    /// The network providers (S3, Azure Blob, GCS, WebDAV).
+    #[serde(default)]
+    pub remote: RemoteProvidersConfig,
+}
+
+/// The `[providers.remote]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteProvidersConfig {
+    /// The network providers tenants may connect: any of `s3`, `azblob`,
+    /// `gcs`, `webdav`. Default all.
+    #[serde(default = "defaults::remote_enabled")]
+    pub enabled: Vec<String>,
+    /// Allow endpoints on loopback, private, link-local or unspecified
+    /// addresses and `localhost` (for providers inside your own network).
+    /// Default false: a tenant cannot make the hub or a spoke call services
+    /// on the networks they run in.
+    #[serde(default)]
+    pub allow_private_endpoints: bool,
+}
+
+impl Default for RemoteProvidersConfig {
+    fn default() -> Self {
+        Self {
+            enabled: defaults::remote_enabled(),
+            allow_private_endpoints: false,
+        }
+    }
 }
 
 /// The `[providers.fs]` section.
@@ -271,6 +299,12 @@ mod defaults {
     pub fn master_key_env() -> String {
         "FERRY_MASTER_KEY".to_owned()
     }
+    pub fn remote_enabled() -> Vec<String> {
+        ferry_common::provider::Remote::ALL
+            .iter()
+            .map(|r| r.as_str().to_owned())
+            .collect()
+    }
 }
 
 impl Validate for HubConfig {
@@ -299,6 +333,17 @@ impl Validate for HubConfig {
                 p.add(
                     format!("providers.fs.allowed_roots[{i}]"),
                     "must not be '/'",
+                );
+            }
+        }
+        for (i, name) in self.providers.remote.enabled.iter().enumerate() {
+            if !ferry_common::provider::Remote::ALL
+                .iter()
+                .any(|r| r.as_str() == name)
+            {
+                p.add(
+                    format!("providers.remote.enabled[{i}]"),
+                    format!("'{name}' is not one of s3, azblob, gcs, webdav"),
                 );
             }
         }
@@ -336,6 +381,19 @@ impl HubConfig {
         ProviderPolicy {
             fs_allowed_roots: self.providers.fs.allowed_roots.clone(),
             memory_enabled: self.providers.memory.enabled,
+            remote_enabled: ferry_common::provider::Remote::ALL
+                .into_iter()
+                .filter(|r| {
+                    self.providers
+                        .remote
+                        .enabled
+                        .iter()
+                        .any(|n| n == r.as_str())
+                })
+                .collect(),
+            endpoints: ferry_common::provider::EndpointPolicy {
+                allow_private: self.providers.remote.allow_private_endpoints,
+            },
         }
     }
 }

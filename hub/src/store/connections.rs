@@ -133,6 +133,35 @@ impl Store {
         Ok(row.as_ref().map(from_row).transpose()?)
     }
 
+    /// Re-seals every connection's configuration in one transaction:
+    /// `reseal` gets each row and returns its new sealed blob; the first
+    /// error leaves every row as it was. Returns how many were re-sealed.
+    pub async fn reseal_connections<E>(
+        &self,
+        mut reseal: impl FnMut(&ConnectionRow) -> Result<Vec<u8>, E>,
+    ) -> Result<Result<usize, E>, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM connections ORDER BY id"
+        )))
+        .fetch_all(&mut *tx)
+        .await?;
+        let rows: Vec<ConnectionRow> = rows.iter().map(from_row).collect::<Result<_, _>>()?;
+        for row in &rows {
+            let sealed = match reseal(row) {
+                Ok(s) => s,
+                Err(e) => return Ok(Err(e)),
+            };
+            sqlx::query("UPDATE connections SET config_sealed = $1 WHERE id = $2")
+                .bind(sealed)
+                .bind(&row.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Ok(rows.len()))
+    }
+
     /// Deletes a connection and the object metadata recorded under it;
     /// false if the account has no such connection.
     pub async fn delete_connection(&self, account_id: &str, id: &str) -> Result<bool, StoreError> {

@@ -1,11 +1,17 @@
 //! The registry of storage providers a connection may use.
 //!
-//! A connection names a provider (`fs`, `memory`, more later) and gives it a
-//! JSON configuration. The registry checks that configuration against the
-//! operator's limits (an `fs` root must lie under a directory the operator
-//! allowed) and builds an OpenDAL [`Operator`] for it. Provider kinds are
-//! data, not code paths scattered through the API: adding S3 means adding a
-//! variant here.
+//! A connection names a provider (`fs`, `memory`, `s3`, `azblob`, `gcs`,
+//! `webdav`) and gives it a JSON configuration. The registry checks that
+//! configuration against the operator's limits (an `fs` root must lie under
+//! a directory the operator allowed; a network endpoint must not be a
+//! private address unless allowed) and builds an OpenDAL [`Operator`] for
+//! it. Provider kinds are data, not code paths scattered through the API:
+//! adding another OpenDAL service means a variant in [`remote`], its
+//! configuration and its cargo feature.
+
+pub mod remote;
+
+pub use remote::{EndpointPolicy, Remote};
 
 use std::path::{Component, Path, PathBuf};
 
@@ -22,6 +28,8 @@ pub enum ProviderKind {
     Fs,
     /// Process memory; contents are lost when the daemon stops (for tests).
     Memory,
+    /// A provider reached over the network.
+    Remote(Remote),
 }
 
 impl ProviderKind {
@@ -30,6 +38,7 @@ impl ProviderKind {
         match self {
             Self::Fs => "fs",
             Self::Memory => "memory",
+            Self::Remote(r) => r.as_str(),
         }
     }
 
@@ -38,8 +47,17 @@ impl ProviderKind {
         match name {
             "fs" => Some(Self::Fs),
             "memory" => Some(Self::Memory),
-            _ => None,
+            other => Remote::ALL
+                .into_iter()
+                .find(|r| r.as_str() == other)
+                .map(Self::Remote),
         }
+    }
+
+    /// Whether a spoke can stream this provider's content itself: every
+    /// provider but `memory`, whose files live in the hub's memory.
+    pub fn direct(self) -> bool {
+        !matches!(self, Self::Memory)
     }
 }
 
@@ -51,6 +69,10 @@ pub struct ProviderPolicy {
     pub fs_allowed_roots: Vec<PathBuf>,
     /// Whether the `memory` provider may be used.
     pub memory_enabled: bool,
+    /// The network providers that may be used.
+    pub remote_enabled: Vec<Remote>,
+    /// What network endpoints may be.
+    pub endpoints: EndpointPolicy,
 }
 
 /// Why a connection's provider could not be set up.
@@ -81,12 +103,19 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
-    /// The API error code for this error.
+    /// The API error code for this error. A check that finds no bucket or
+    /// folder is a configuration error; one the provider refuses is
+    /// `provider_rejected` (wrong credentials, say).
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Unknown(_) | Self::Disabled(_) => ErrorCode::UnknownProvider,
             Self::InvalidConfig { .. } => ErrorCode::InvalidProviderConfig,
-            Self::Check { source, .. } => error_code(source),
+            Self::Check { source, .. } => match source.kind() {
+                opendal::ErrorKind::NotFound | opendal::ErrorKind::ConfigInvalid => {
+                    ErrorCode::InvalidProviderConfig
+                }
+                _ => error_code(source),
+            },
         }
     }
 }
@@ -121,6 +150,16 @@ pub fn locations_overlap(a: &str, b: &str) -> bool {
     a == b || inside(a, b) || inside(b, a)
 }
 
+/// Whether uploads to `op` go in parts (multipart, blocks, resumable
+/// uploads): then [`remote::PART_BYTES`] at a time, [`remote::PARTS_IN_FLIGHT`]
+/// at once.
+pub fn uploads_in_parts(op: &Operator) -> bool {
+    let scheme = op.info().scheme();
+    Remote::ALL
+        .iter()
+        .any(|r| r.uploads_in_parts() && scheme == r.as_str())
+}
+
 /// Builds operators for connections, within the operator's policy.
 #[derive(Debug, Clone)]
 pub struct ProviderRegistry {
@@ -142,6 +181,7 @@ impl ProviderRegistry {
         if self.policy.memory_enabled {
             out.push(ProviderKind::Memory.as_str());
         }
+        out.extend(self.policy.remote_enabled.iter().map(|r| r.as_str()));
         out
     }
 
@@ -183,6 +223,12 @@ impl ProviderRegistry {
                 Operator::new(opendal::services::Memory::default())
                     .map_err(|e| invalid(e.to_string()))?
             }
+            ProviderKind::Remote(r) => {
+                if !self.policy.remote_enabled.contains(&r) {
+                    return Err(ProviderError::Disabled(kind.as_str()));
+                }
+                remote::build(r, config, self.policy.endpoints).map_err(invalid)?
+            }
         };
         Ok(Built { kind, op, location })
     }
@@ -212,6 +258,16 @@ impl ProviderRegistry {
                 Operator::new(builder).map_err(|e| invalid(e.to_string()))
             }
             ProviderKind::Memory => Err(ProviderError::Disabled(kind.as_str())),
+            // The hub applied its endpoint policy when the connection was
+            // made.
+            ProviderKind::Remote(r) => remote::build(
+                r,
+                config,
+                EndpointPolicy {
+                    allow_private: true,
+                },
+            )
+            .map_err(invalid),
         }
     }
 
@@ -301,21 +357,62 @@ pub fn redact(config: &serde_json::Value) -> serde_json::Value {
     }
 }
 
-/// Maps a provider failure to a problem. The provider's own message can
-/// name server paths, so it is logged, not returned.
+/// Maps a provider failure to a problem, naming the provider (`s3`, …).
+/// The provider's own message can name server paths, so it is logged, not
+/// returned. Rate limits and temporary failures carry `Retry-After`: the
+/// provider's own when it sent one, else 1 second.
 pub fn problem(err: &opendal::Error, what: &str) -> crate::problem::Problem {
     let code = error_code(err);
+    let text = err.to_string();
+    let provider = service_of(&text);
     if matches!(
         code,
-        ErrorCode::ProviderUnavailable | ErrorCode::ProviderRejected
+        ErrorCode::ProviderUnavailable
+            | ErrorCode::ProviderRejected
+            | ErrorCode::ProviderFailed
+            | ErrorCode::ProviderTimeout
+            | ErrorCode::ProviderRateLimited
     ) {
-        tracing::warn!(error = %err, operation = what, "provider operation failed");
+        tracing::warn!(error = %text, operation = what, provider, "provider operation failed");
     }
     let detail = match code {
-        ErrorCode::NotFound => format!("{what}: no such file or folder"),
-        _ => format!("{what}: {}", err.kind()),
+        ErrorCode::NotFound => format!("{provider}: {what}: no such file or folder"),
+        _ => format!("{provider}: {what}: {}", err.kind()),
     };
-    crate::problem::Problem::new(code, detail)
+    let p = crate::problem::Problem::new(code, detail);
+    match code {
+        ErrorCode::ProviderRateLimited | ErrorCode::ProviderUnavailable => {
+            p.with_retry_after(retry_after(&text).unwrap_or(1))
+        }
+        _ => p,
+    }
+}
+
+/// The HTTP status of the provider's answer, from the response OpenDAL
+/// keeps in the error's context (`response: Parts { status: 401, …`).
+fn http_status(err: &opendal::Error) -> Option<u16> {
+    let text = err.to_string();
+    let (_, rest) = text.split_once("Parts { status: ")?;
+    rest.get(..3)?.parse().ok()
+}
+
+/// The service an OpenDAL error names in its context (`service: s3`).
+fn service_of(text: &str) -> &str {
+    text.split_once("service: ")
+        .and_then(|(_, rest)| rest.split([',', ' ', '}']).next())
+        .filter(|s| !s.is_empty() && s.len() <= 16)
+        .unwrap_or("provider")
+}
+
+/// The provider's `Retry-After` in seconds, from the response OpenDAL
+/// keeps in the error's context.
+fn retry_after(text: &str) -> Option<u64> {
+    let at = text.find("\"retry-after\": \"")? + "\"retry-after\": \"".len();
+    let value: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    value.parse().ok().map(|s: u64| s.clamp(1, 3600))
 }
 
 /// The API error code for a provider error.
@@ -328,10 +425,22 @@ pub fn error_code(err: &opendal::Error) -> ErrorCode {
         K::AlreadyExists | K::IsSameFile => ErrorCode::AlreadyExists,
         K::ConditionNotMatch => ErrorCode::PreconditionFailed,
         K::RangeNotSatisfied => ErrorCode::RangeNotSatisfiable,
+        K::Conflict => ErrorCode::AlreadyExists,
         K::Unsupported => ErrorCode::ProviderUnsupported,
         K::ConfigInvalid => ErrorCode::InvalidProviderConfig,
         K::PermissionDenied => ErrorCode::ProviderRejected,
-        _ => ErrorCode::ProviderUnavailable,
+        K::RateLimited => ErrorCode::ProviderRateLimited,
+        // Some services leave HTTP statuses unclassified; the response
+        // OpenDAL keeps in the error's context still says what happened.
+        K::Unexpected if matches!(http_status(err), Some(401 | 403)) => ErrorCode::ProviderRejected,
+        K::Unexpected if http_status(err) == Some(429) => ErrorCode::ProviderRateLimited,
+        K::Unexpected if http_status(err) == Some(504) => ErrorCode::ProviderTimeout,
+        _ if err.to_string().contains("timeout reached") => ErrorCode::ProviderTimeout,
+        _ if err.is_temporary() || err.is_persistent() => {
+            // Temporary, or temporary until the retries ran out.
+            ErrorCode::ProviderUnavailable
+        }
+        _ => ErrorCode::ProviderFailed,
     }
 }
 
@@ -344,6 +453,8 @@ mod tests {
         ProviderRegistry::new(ProviderPolicy {
             fs_allowed_roots: vec![allowed.to_owned()],
             memory_enabled: false,
+            remote_enabled: vec![Remote::Webdav],
+            endpoints: EndpointPolicy::default(),
         })
     }
 
@@ -397,6 +508,38 @@ mod tests {
     }
 
     #[test]
+    fn provider_errors_name_the_provider_and_carry_retry_after() {
+        let err = opendal::Error::new(opendal::ErrorKind::RateLimited, "SlowDown")
+            .with_context("service", "s3")
+            .with_context(
+                "response",
+                r#"Parts { status: 429, headers: {"retry-after": "7"} }"#,
+            )
+            .set_temporary();
+        let p = problem(&err, "write");
+        assert_eq!(
+            (p.status, p.code, p.retry_after),
+            (429, "provider_rate_limited", Some(7))
+        );
+        assert!(p.detail.unwrap().starts_with("s3: write"));
+        let busy = opendal::Error::new(opendal::ErrorKind::Unexpected, "503")
+            .with_context("service", "azblob")
+            .set_persistent();
+        let p = problem(&busy, "read");
+        assert_eq!((p.status, p.retry_after), (503, Some(1)));
+        let late = opendal::Error::new(
+            opendal::ErrorKind::Unexpected,
+            "io operation timeout reached",
+        )
+        .set_persistent();
+        assert_eq!(problem(&late, "read").status, 504);
+        let odd = opendal::Error::new(opendal::ErrorKind::Unexpected, "a teapot");
+        assert_eq!(problem(&odd, "stat").status, 502);
+        let denied = opendal::Error::new(opendal::ErrorKind::PermissionDenied, "AccessDenied");
+        assert_eq!(problem(&denied, "stat").status, 403);
+    }
+
+    #[test]
     fn redaction_masks_credentials_only() {
         let shown =
             redact(&json!({"root": "/srv", "nested": {"secret_access_key": "x"}, "password": "p"}));
@@ -418,6 +561,16 @@ mod tests {
             reg.build("ftp", &json!({})).await,
             Err(ProviderError::Unknown(_))
         ));
-        assert_eq!(reg.enabled(), vec!["fs"]);
+        assert!(matches!(
+            reg.build("s3", &json!({"bucket": "b", "anonymous": true}))
+                .await,
+            Err(ProviderError::Disabled("s3"))
+        ));
+        assert!(matches!(
+            reg.build("webdav", &json!({"endpoint": "http://127.0.0.1:1"}))
+                .await,
+            Err(ProviderError::InvalidConfig { .. })
+        ));
+        assert_eq!(reg.enabled(), vec!["fs", "webdav"]);
     }
 }

@@ -1,0 +1,216 @@
+//! A test-only HTTP proxy between ferry and a storage server that misbehaves
+//! on command: answers 503 with `Retry-After`, delays requests, and cuts a
+//! connection in the middle of a request or response body.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use http_body_util::{BodyExt as _, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type ProxyBody = BoxBody<Bytes, BoxError>;
+
+#[derive(Debug, Default)]
+struct Faults {
+    /// Requests still to answer 503.
+    fail: AtomicUsize,
+    /// The `Retry-After` of those answers.
+    retry_after: AtomicU64,
+    /// Added before forwarding each request, milliseconds.
+    delay_ms: AtomicU64,
+    /// Cut the next response with a body after this many bytes.
+    cut_response: Mutex<Option<usize>>,
+    /// Cut the next request with a body after this many bytes.
+    cut_request: Mutex<Option<usize>>,
+    /// Requests seen.
+    seen: AtomicUsize,
+    /// Faults injected.
+    injected: AtomicUsize,
+}
+
+/// A running proxy on 127.0.0.1, stopped when dropped.
+#[derive(Debug)]
+pub struct FaultProxy {
+    /// Where ferry is pointed.
+    pub addr: SocketAddr,
+    faults: Arc<Faults>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// A proxy forwarding to `upstream`, passing everything through until
+    /// told otherwise.
+    pub async fn start(upstream: SocketAddr) -> FaultProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let faults = Arc::new(Faults::default());
+        let client: Client<HttpConnector, ProxyBody> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let shared = faults.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (faults, client) = (shared.clone(), client.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        handle(req, upstream, faults.clone(), client.clone())
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        FaultProxy { addr, faults, task }
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Answers the next `n` requests `503 Service Unavailable` with
+    /// `Retry-After: retry_after_secs`, without forwarding them.
+    pub fn fail_next(&self, n: usize, retry_after_secs: u64) {
+        self.faults
+            .retry_after
+            .store(retry_after_secs, Ordering::SeqCst);
+        self.faults.fail.store(n, Ordering::SeqCst);
+    }
+
+    /// Holds every request this long before forwarding it.
+    pub fn delay(&self, d: Duration) {
+        self.faults
+            .delay_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Cuts the connection of the next response with a body after `n`
+    /// bytes of it.
+    pub fn cut_next_response_after(&self, n: usize) {
+        *self.faults.cut_response.lock().unwrap() = Some(n);
+    }
+
+    /// Cuts the connection of the next request with a body once `n` bytes
+    /// of it have arrived.
+    pub fn cut_next_request_after(&self, n: usize) {
+        *self.faults.cut_request.lock().unwrap() = Some(n);
+    }
+
+    /// Requests seen, and faults injected, so far.
+    pub fn counts(&self) -> (usize, usize) {
+        (
+            self.faults.seen.load(Ordering::SeqCst),
+            self.faults.injected.load(Ordering::SeqCst),
+        )
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn full(status: u16, retry_after: u64) -> http::Response<ProxyBody> {
+    let body = http_body_util::Full::new(Bytes::from_static(
+        b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>ServiceUnavailable</Code><Message>injected by the test's fault proxy</Message></Error>",
+    ))
+    .map_err(|never| match never {})
+    .boxed();
+    http::Response::builder()
+        .status(status)
+        .header("retry-after", retry_after.to_string())
+        .header("content-type", "application/xml")
+        .body(body)
+        .unwrap()
+}
+
+async fn handle(
+    req: http::Request<Incoming>,
+    upstream: SocketAddr,
+    faults: Arc<Faults>,
+    client: Client<HttpConnector, ProxyBody>,
+) -> Result<http::Response<ProxyBody>, BoxError> {
+    faults.seen.fetch_add(1, Ordering::SeqCst);
+    let delay = faults.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    if faults
+        .fail
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        faults.injected.fetch_add(1, Ordering::SeqCst);
+        // Read the body first, so the client sees the answer, not a reset.
+        let _ = req.into_body().collect().await;
+        return Ok(full(503, faults.retry_after.load(Ordering::SeqCst)));
+    }
+    let has_body = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .is_some_and(|v| v != "0");
+    let cut_request = if has_body {
+        faults.cut_request.lock().unwrap().take()
+    } else {
+        None
+    };
+    let (mut parts, body) = req.into_parts();
+    if let Some(limit) = cut_request {
+        faults.injected.fetch_add(1, Ordering::SeqCst);
+        let mut body = body;
+        let mut seen = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, Bytes::len);
+            if seen >= limit {
+                break;
+            }
+        }
+        // An error from the service makes hyper drop the connection.
+        return Err("cut by the fault proxy in the middle of the request body".into());
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    parts.uri = format!("http://{upstream}{path}").parse()?;
+    let forwarded = http::Request::from_parts(parts, body.map_err(BoxError::from).boxed());
+    let resp = client.request(forwarded).await?;
+    let (parts, body) = resp.into_parts();
+    let has_body = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .is_some_and(|v| v != "0");
+    let cut = if has_body {
+        faults.cut_response.lock().unwrap().take()
+    } else {
+        None
+    };
+    let body: ProxyBody = match cut {
+        None => body.map_err(BoxError::from).boxed(),
+        Some(limit) => {
+            faults.injected.fetch_add(1, Ordering::SeqCst);
+            let mut left = limit;
+            let stream = body.into_data_stream().map(move |item| {
+                let data = item.map_err(BoxError::from)?;
+                if left == 0 {
+                    return Err::<Frame<Bytes>, BoxError>("cut by the fault proxy".into());
+                }
+                let take = data.len().min(left);
+                left -= take;
+                Ok(Frame::data(data.slice(..take)))
+            });
+            http_body_util::BodyExt::boxed(StreamBody::new(stream))
+        }
+    };
+    Ok(http::Response::from_parts(parts, body))
+}

@@ -1,0 +1,204 @@
+//! Real storage servers for the provider tests, started on loopback by the
+//! tests themselves: moto's S3 server (PyPI), Azurite's blob server (npm)
+//! and rclone's WebDAV server (Debian). `scripts/install-test-deps.sh`
+//! installs all three.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::process::Daemon;
+
+/// Azurite's fixed development account and key.
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+/// Azurite's fixed development key (public, documented by Microsoft).
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// A free TCP port on 127.0.0.1 (bound, then released for the server).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A storage server under test, stopped when dropped.
+#[derive(Debug)]
+pub struct StorageServer {
+    /// Which one.
+    pub kind: &'static str,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its data, removed with it.
+    _dir: tempfile::TempDir,
+    daemon: Daemon,
+}
+
+impl StorageServer {
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Everything it logged.
+    pub fn log(&self) -> String {
+        self.daemon.log()
+    }
+
+    /// moto's S3 server, with the bucket `bucket`.
+    pub fn s3(bucket: &str) -> StorageServer {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("moto_server");
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        let server = Self::started("s3", port, dir, cmd);
+        // moto accepts unsigned requests: make the bucket with a bare PUT.
+        let status = http_status("PUT", &format!("{}/{bucket}", server.url()), &[]);
+        assert_eq!(status, 200, "cannot create the bucket:\n{}", server.log());
+        server
+    }
+
+    /// Azurite's blob server, with the container `container`.
+    pub fn azblob(container: &str) -> StorageServer {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("azurite-blob");
+        cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .arg("--location")
+            .arg(dir.path())
+            .args(["--silent", "--skipApiVersionCheck", "--loose"]);
+        let server = Self::started("azblob", port, dir, cmd);
+        let status = azure_create_container(&server.url(), container);
+        assert_eq!(
+            status,
+            201,
+            "cannot create the container:\n{}",
+            server.log()
+        );
+        server
+    }
+
+    /// rclone's WebDAV server on a folder, with basic authentication.
+    pub fn webdav(user: &str, password: &str) -> StorageServer {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("rclone");
+        cmd.args(["serve", "webdav"])
+            .arg(dir.path())
+            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(["--user", user, "--pass", password])
+            .args(["--config", "/dev/null", "--log-level", "NOTICE"]);
+        Self::started("webdav", port, dir, cmd)
+    }
+
+    fn started(
+        kind: &'static str,
+        port: u16,
+        dir: tempfile::TempDir,
+        cmd: Command,
+    ) -> StorageServer {
+        let daemon = Daemon::spawn(cmd);
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the {kind} server did not listen on {addr}:\n{}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        StorageServer {
+            kind,
+            addr,
+            _dir: dir,
+            daemon,
+        }
+    }
+
+    /// A connection configuration for this server; `endpoint` replaces the
+    /// server's own URL (a fault proxy in front of it).
+    pub fn config(&self, place: &str, endpoint: Option<&str>) -> Value {
+        self.config_at(place, "/", endpoint)
+    }
+
+    /// The same, with the connection's files under `root` in `place`.
+    pub fn config_at(&self, place: &str, root: &str, endpoint: Option<&str>) -> Value {
+        let endpoint = endpoint.map_or_else(|| self.url(), str::to_owned);
+        match self.kind {
+            "s3" => json!({
+                "bucket": place, "endpoint": endpoint, "region": "us-east-1", "root": root,
+                "access_key_id": "ferrytest", "secret_access_key": "ferrytestsecret",
+            }),
+            "azblob" => json!({
+                "container": place, "account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY,
+                "endpoint": format!("{endpoint}/{AZURITE_ACCOUNT}"), "root": root,
+            }),
+            _ => json!({
+                "endpoint": endpoint, "username": "ferry", "password": "secret",
+                "root": format!("/{place}{root}"),
+            }),
+        }
+    }
+}
+
+/// Sends one request with a blocking client and returns the status (0 when
+/// it could not be sent).
+fn http_status(method: &str, url: &str, headers: &[(&str, String)]) -> u16 {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", method]);
+    for (k, v) in headers {
+        cmd.args(["-H", &format!("{k}: {v}")]);
+    }
+    cmd.arg(url);
+    let out = cmd.output().expect("curl runs");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// Creates a container in Azurite, signed with the development account's
+/// shared key.
+fn azure_create_container(base: &str, container: &str) -> u16 {
+    let date = httpdate_now();
+    let version = "2021-08-06";
+    let string_to_sign = format!(
+        "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{container}\nrestype:container"
+    );
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(AZURITE_KEY)
+        .unwrap();
+    let tag = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
+        string_to_sign.as_bytes(),
+    );
+    let signature = base64::engine::general_purpose::STANDARD.encode(tag.as_ref());
+    http_status(
+        "PUT",
+        &format!("{base}/{AZURITE_ACCOUNT}/{container}?restype=container"),
+        &[
+            ("x-ms-date", date),
+            ("x-ms-version", version.to_owned()),
+            (
+                "Authorization",
+                format!("SharedKey {AZURITE_ACCOUNT}:{signature}"),
+            ),
+            ("Content-Length", "0".to_owned()),
+        ],
+    )
+}
+
+/// The current time as an HTTP date (`Tue, 01 Dec 2026 10:00:00 GMT`).
+fn httpdate_now() -> String {
+    let out = Command::new("date")
+        .args(["-u", "+%a, %d %b %Y %H:%M:%S GMT"])
+        .env("LC_ALL", "C")
+        .output()
+        .expect("date runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}

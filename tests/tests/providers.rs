@@ -1,0 +1,348 @@
+//! Network providers against real servers the tests start: moto's S3,
+//! Azurite's blob service, rclone's WebDAV. Through the hub and through a
+//! spoke: a 300 MiB upload that goes in parts, downloads and ranges with
+//! matching SHA-256, listing, copy, move, delete, digest mismatches that
+//! leave nothing behind, and wrong credentials refused at creation. S3
+//! also behind a fault proxy: 503s, delays, connections cut mid-body.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_tests::fault_proxy::FaultProxy;
+use ferry_tests::providers::StorageServer;
+use ferry_tests::scenarios::{self, Tenant, remote_tenant};
+use ferry_tests::{Api, Hub, HubOptions, Spoke, metric, pattern, repr_digest, sha256};
+use http_body_util::BodyExt as _;
+use serde_json::json;
+
+const MIB: usize = 1 << 20;
+
+fn hub() -> Hub {
+    Hub::start_with(HubOptions {
+        extra_toml: "[providers.remote]\nallow_private_endpoints = true\n".into(),
+        ..HubOptions::default()
+    })
+}
+
+/// The same tenant, calling `base` instead.
+fn at(t: &Tenant, base: &str) -> Tenant {
+    Tenant {
+        api: Api::new(base).as_token(&t.key),
+        ..t.clone()
+    }
+}
+
+/// Reads a whole response body and its SHA-256; `Err` if it is cut.
+async fn read_all(
+    resp: hyper::Response<hyper::body::Incoming>,
+) -> Result<(usize, Vec<u8>), String> {
+    let mut body = resp.into_body();
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut n = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Ok(data) = frame.into_data() {
+            n += data.len();
+            ctx.update(&data);
+        }
+    }
+    Ok((n, ctx.finish().as_ref().to_vec()))
+}
+
+/// Uploads `size` bytes through `up` (streamed in 1 MiB pieces, with a
+/// `Repr-Digest`), downloads them whole through `down` and a middle range
+/// through `up`, and checks every byte by SHA-256.
+async fn round_trip(up: &Tenant, down: &Tenant, path: &str, size: usize) {
+    let data = Bytes::from(pattern(size, size as u64));
+    let put = up
+        .api
+        .put(&up.file(path))
+        .header("repr-digest", repr_digest(&data))
+        .body_chunked(data.clone(), MIB)
+        .send()
+        .await
+        .expect(201);
+    let crc = put.header("x-ferry-checksum-crc64nvme").expect("a CRC");
+    let resp = down.api.get(&down.file(path)).send_raw().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-ferry-checksum-crc64nvme"], crc.as_str());
+    let (n, digest) = read_all(resp).await.expect("the download is whole");
+    assert_eq!((n, digest), (size, sha256(&data)));
+    let (from, to) = (size / 3, size / 3 + 5 * MIB + 17);
+    let part = up
+        .api
+        .get(&up.file(path))
+        .header("range", format!("bytes={from}-{to}"))
+        .send()
+        .await
+        .expect(206);
+    assert_eq!(sha256(&part.body), sha256(&data[from..=to]));
+    let head = down.api.head(&down.file(path)).send().await.expect(200);
+    assert_eq!(head.header("x-ferry-checksum-crc64nvme"), Some(crc));
+}
+
+/// The suite for one provider: a hub, a spoke, a tenant whose connection
+/// `local` is on `server`.
+async fn suite(server: &StorageServer, place: &str) {
+    ferry_tests::install_crypto_provider();
+    let hub = hub();
+    let spoke = Spoke::start(&hub, "fra1");
+    let t = remote_tenant(&hub.url(), "alpha", server.kind, server.config(place, None)).await;
+    let via_spoke = at(&t, &spoke.url());
+
+    // 300 MiB up through the spoke (8 MiB parts where the provider takes
+    // parts), down through the hub; the hub carried none of the spoke's bytes.
+    let hub_url = hub.url();
+    let hub_bytes = async || {
+        metric(
+            &hub_url,
+            "ferry_content_bytes_total",
+            &[("direction", "upload")],
+        )
+        .await
+    };
+    let before = hub_bytes().await;
+    round_trip(&via_spoke, &t, "big/300.bin", 300 * MIB).await;
+    assert_eq!(
+        hub_bytes().await,
+        before,
+        "the spoke streamed the upload itself"
+    );
+    // 20 MiB up through the hub, down through the spoke.
+    round_trip(&t, &via_spoke, "big/20.bin", 20 * MIB).await;
+
+    scenarios::range_reads(&via_spoke).await;
+    scenarios::copy_and_move(&via_spoke).await;
+    scenarios::digest_mismatch_leaves_nothing(&via_spoke).await;
+    scenarios::listing_pagination(&t).await;
+    // A second account, under another root of the same place, through the hub.
+    let beta = remote_tenant(
+        &hub.url(),
+        "beta",
+        server.kind,
+        server.config_at(place, "/beta/", None),
+    )
+    .await;
+    scenarios::digest_mismatch_leaves_nothing(&beta).await;
+    scenarios::copy_and_move(&beta).await;
+
+    // Delete, and it is gone everywhere.
+    via_spoke
+        .api
+        .delete(&t.file("big/20.bin"))
+        .send()
+        .await
+        .expect(204);
+    t.api
+        .get(&t.file("big/20.bin"))
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+    via_spoke
+        .api
+        .head(&t.file("big/20.bin"))
+        .send()
+        .await
+        .expect(404);
+    // Credentials never come back in clear.
+    let shown = t
+        .api
+        .get("/v1/connections/local")
+        .send()
+        .await
+        .expect(200)
+        .json();
+    let text = shown.to_string();
+    for secret in [
+        "ferrytestsecret",
+        ferry_tests::providers::AZURITE_KEY,
+        "\"secret\"",
+    ] {
+        assert!(!text.contains(secret), "a credential is shown: {shown}");
+    }
+}
+
+/// A new connection with `config` for `provider` on `hub`: its status and
+/// problem body.
+async fn create(hub: &Hub, provider: &str, config: serde_json::Value) -> (u16, serde_json::Value) {
+    let t = scenarios::tenant(&hub.url(), &format!("t{}", rand_suffix()), &hub.data_dir).await;
+    let r = t
+        .api
+        .post("/v1/connections")
+        .json(&json!({ "name": "other", "provider": provider, "config": config }))
+        .send()
+        .await;
+    (r.status.as_u16(), r.json())
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn s3_through_hub_and_spoke() {
+    let server = StorageServer::s3("ferry-test");
+    suite(&server, "ferry-test").await;
+    // A bucket that does not exist is a clear 4xx at creation.
+    let hub = hub();
+    let (status, p) = create(&hub, "s3", server.config("no-such-bucket", None)).await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (422, Some("invalid_provider_config")),
+        "{p}"
+    );
+    assert!(
+        p["detail"].as_str().unwrap().contains("NoSuchBucket"),
+        "{p}"
+    );
+    // Unknown keys are refused; so are private endpoints unless allowed.
+    let mut bad = server.config("ferry-test", None);
+    bad["colour"] = json!("red");
+    assert_eq!(create(&hub, "s3", bad).await.0, 422);
+    let strict = Hub::start();
+    let (status, p) = create(&strict, "s3", server.config("ferry-test", None)).await;
+    assert_eq!(status, 422, "{p}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("private address"),
+        "{p}"
+    );
+}
+
+#[tokio::test]
+async fn azure_blob_through_hub_and_spoke() {
+    let server = StorageServer::azblob("ferry-test");
+    suite(&server, "ferry-test").await;
+    let hub = hub();
+    let mut wrong = server.config("ferry-test", None);
+    wrong["account_key"] = json!("d3Jvbmcga2V5IGZvciB0aGUgdGVzdA==");
+    let (status, p) = create(&hub, "azblob", wrong).await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (403, Some("provider_rejected")),
+        "{p}"
+    );
+}
+
+#[tokio::test]
+async fn webdav_through_hub_and_spoke() {
+    let server = StorageServer::webdav("ferry", "secret");
+    suite(&server, "tenant-a").await;
+    let hub = hub();
+    let mut wrong = server.config("tenant-a", None);
+    wrong["password"] = json!("not-the-password");
+    let (status, p) = create(&hub, "webdav", wrong).await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (403, Some("provider_rejected")),
+        "{p}"
+    );
+}
+
+/// Puts `data` at `path` through `t`; the answer's status.
+async fn put(t: &Tenant, path: &str, data: &Bytes) -> ferry_tests::Resp {
+    t.api
+        .put(&t.file(path))
+        .header("repr-digest", repr_digest(data))
+        .body_chunked(data.clone(), MIB)
+        .send()
+        .await
+}
+
+/// Downloads `path` through `t` whole; `Err` if the body is cut.
+async fn get(t: &Tenant, path: &str) -> Result<(usize, Vec<u8>), String> {
+    let resp = t
+        .api
+        .get(&t.file(path))
+        .send_raw()
+        .await
+        .map_err(|e| e.to_string())?;
+    if resp.status() != 200 {
+        return Err(format!("status {}", resp.status()));
+    }
+    read_all(resp).await
+}
+
+#[tokio::test]
+async fn s3_faults_complete_correctly_or_fail_cleanly() {
+    ferry_tests::install_crypto_provider();
+    let server = StorageServer::s3("faults");
+    let proxy = FaultProxy::start(server.addr).await;
+    let hub = hub();
+    let spoke = Spoke::start(&hub, "fra1");
+    let t = remote_tenant(
+        &hub.url(),
+        "alpha",
+        "s3",
+        server.config("faults", Some(&proxy.url())),
+    )
+    .await;
+    for t in [t.clone(), at(&t, &spoke.url())] {
+        let v1 = Bytes::from(pattern(20 * MIB, 1));
+        let v2 = Bytes::from(pattern(20 * MIB, 2));
+        assert!(put(&t, "f/obj.bin", &v1).await.status.is_success());
+
+        // A few 503s with Retry-After: retried, and the upload completes.
+        proxy.fail_next(3, 1);
+        put(&t, "f/obj.bin", &v2).await.expect(200);
+        assert_eq!(get(&t, "f/obj.bin").await.unwrap(), (v2.len(), sha256(&v2)));
+
+        // Slow answers: slower, but whole.
+        proxy.delay(Duration::from_millis(150));
+        assert!(put(&t, "f/slow.bin", &v1).await.status.is_success());
+        assert_eq!(
+            get(&t, "f/slow.bin").await.unwrap(),
+            (v1.len(), sha256(&v1))
+        );
+        proxy.delay(Duration::ZERO);
+
+        // A part cut in the middle: sent again.
+        proxy.cut_next_request_after(3 * MIB);
+        assert!(put(&t, "f/cut-up.bin", &v1).await.status.is_success());
+        assert_eq!(
+            get(&t, "f/cut-up.bin").await.unwrap(),
+            (v1.len(), sha256(&v1))
+        );
+
+        // A download cut in the middle: whole and correct, or an error the
+        // client sees; never a short body that looks complete.
+        proxy.cut_next_response_after(5 * MIB);
+        match get(&t, "f/cut-up.bin").await {
+            Ok(got) => assert_eq!(got, (v1.len(), sha256(&v1))),
+            Err(e) => eprintln!("the cut download failed visibly: {e}"),
+        }
+
+        // The provider down for longer than the retries last: a clean 503
+        // with the provider's Retry-After, and the earlier version stays.
+        proxy.fail_next(1000, 7);
+        let r = put(&t, "f/obj.bin", &v1)
+            .await
+            .expect_problem(503, "provider_unavailable");
+        assert_eq!(
+            r.header("retry-after").as_deref(),
+            Some("7"),
+            "{:?}",
+            r.body
+        );
+        assert!(
+            r.json()["detail"].as_str().unwrap().starts_with("s3:"),
+            "the provider is named"
+        );
+        put(&t, "f/new.bin", &v1)
+            .await
+            .expect_problem(503, "provider_unavailable");
+        proxy.fail_next(0, 0);
+        assert_eq!(get(&t, "f/obj.bin").await.unwrap(), (v2.len(), sha256(&v2)));
+        t.api
+            .get(&t.file("f/new.bin"))
+            .send()
+            .await
+            .expect_problem(404, "not_found");
+    }
+    let (seen, injected) = proxy.counts();
+    assert!(
+        injected >= 10 && seen > injected,
+        "{seen} requests, {injected} faults"
+    );
+}
