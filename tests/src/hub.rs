@@ -105,6 +105,8 @@ pub struct Hub {
     pub config: PathBuf,
     opts: HubOptions,
     logs: Vec<String>,
+    /// The master key it is started with (hex).
+    pub master_key: String,
 }
 
 impl Hub {
@@ -162,6 +164,7 @@ impl Hub {
             tunnel_addr: "127.0.0.1:0".parse().unwrap(),
             tunnel_tcp_addr: "127.0.0.1:0".parse().unwrap(),
             dns_addr: None,
+            master_key: MASTER_KEY.to_owned(),
             dir,
             data_dir,
             config,
@@ -176,7 +179,7 @@ impl Hub {
         let mut cmd = Command::new(binary("ferry-hub"));
         cmd.arg("--config")
             .arg(&self.config)
-            .env("FERRY_MASTER_KEY", MASTER_KEY);
+            .env("FERRY_MASTER_KEY", &self.master_key);
         if self.opts.admin_token {
             cmd.env("FERRY_ADMIN_TOKEN", ADMIN_TOKEN);
         } else {
@@ -256,13 +259,14 @@ impl Hub {
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
-    /// Runs `ferry-hub spoke ARGS…` and returns (success, stdout, stderr).
-    pub fn spoke_command(&self, args: &[&str]) -> (bool, String, String) {
+    /// Runs `ferry-hub ARGS…` on this hub's configuration, with its master
+    /// key, and returns (success, stdout, stderr).
+    pub fn command(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new(binary("ferry-hub"))
             .arg("--config")
             .arg(&self.config)
-            .arg("spoke")
             .args(args)
+            .env("FERRY_MASTER_KEY", &self.master_key)
             .output()
             .expect("ferry-hub runs");
         (
@@ -270,6 +274,13 @@ impl Hub {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// Runs `ferry-hub spoke ARGS…` and returns (success, stdout, stderr).
+    pub fn spoke_command(&self, args: &[&str]) -> (bool, String, String) {
+        let mut all = vec!["spoke"];
+        all.extend_from_slice(args);
+        self.command(&all)
     }
 
     /// Sends SIGTERM and waits (bounded) for the process to exit.

@@ -271,3 +271,30 @@ async fn oversized_request_heads_are_refused() {
     assert_eq!(resp.status(), 431);
     api.get("/healthz").send().await.expect(200);
 }
+
+#[tokio::test]
+async fn rekey_moves_every_connection_to_a_new_master_key() {
+    let mut hub = Hub::start();
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    upload(&t, "kept.txt", b"still here").await;
+    hub.stop();
+
+    let new_key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let key_file = hub.dir.path().join("new.key");
+    std::fs::write(&key_file, new_key).unwrap();
+    let (ok, _, err) = hub.command(&["rekey", "--new-key-file", key_file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(err.contains("re-encrypted 1 connection"), "{err}");
+    // Run again with the old key: it no longer opens them, and nothing changes.
+    let (ok, _, err) = hub.command(&["rekey", "--new-key-file", key_file.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("does not open with the current key"),
+        "{err}"
+    );
+
+    hub.master_key = new_key.to_owned();
+    hub.restart();
+    let api = Api::new(hub.url()).as_token(&t.key);
+    let got = api.get(&t.file("kept.txt")).send().await.expect(200);
+    assert_eq!(&got.body[..], b"still here");
+}
