@@ -373,7 +373,7 @@ pub fn problem(err: &opendal::Error, what: &str) -> crate::problem::Problem {
             | ErrorCode::ProviderTimeout
             | ErrorCode::ProviderRateLimited
     ) {
-        tracing::warn!(error = %text, operation = what, provider, "provider operation failed");
+        tracing::warn!(error = %scrub(&text), operation = what, provider, "provider operation failed");
     }
     let detail = match code {
         ErrorCode::NotFound => format!("{provider}: {what}: no such file or folder"),
@@ -386,6 +386,49 @@ pub fn problem(err: &opendal::Error, what: &str) -> crate::problem::Problem {
         }
         _ => p,
     }
+}
+
+/// Masks what a provider's error text may carry of a credential: URL
+/// signatures and tokens in query strings (`sig=…`, an Azure SAS;
+/// `X-Amz-Signature=…`, `X-Amz-Credential=…`, `X-Amz-Security-Token=…`).
+pub fn scrub(text: &str) -> String {
+    const KEYS: [&str; 5] = [
+        "sig=",
+        "x-amz-signature=",
+        "x-amz-credential=",
+        "x-amz-security-token=",
+        "token=",
+    ];
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        let hit = KEYS.iter().find(|k| {
+            lower[i..].starts_with(*k)
+                && (i == 0 || matches!(lower.as_bytes()[i - 1], b'?' | b'&' | b' ' | b'-'))
+        });
+        match hit {
+            Some(k) => {
+                out.push_str(&text[i..i + k.len()]);
+                out.push_str("****");
+                i += k.len();
+                while i < text.len()
+                    && !matches!(
+                        text.as_bytes()[i],
+                        b'&' | b' ' | b',' | b'"' | b'\'' | b'}' | b'\n'
+                    )
+                {
+                    i += 1;
+                }
+            }
+            None => {
+                let ch = text[i..].chars().next().expect("inside the text");
+                out.push(ch);
+                i += ch.len_utf8();
+            }
+        }
+    }
+    out
 }
 
 /// The HTTP status of the provider's answer, from the response OpenDAL
@@ -537,6 +580,22 @@ mod tests {
         assert_eq!(problem(&odd, "stat").status, 502);
         let denied = opendal::Error::new(opendal::ErrorKind::PermissionDenied, "AccessDenied");
         assert_eq!(problem(&denied, "stat").status, 403);
+    }
+
+    #[test]
+    fn credentials_in_error_texts_are_masked() {
+        let text = "uri: https://a.blob.core.windows.net/c/x?sv=2021&sig=SECRET%2Fabc&se=1, \
+                    other: https://s3/x?X-Amz-Credential=AKIA/1&X-Amz-Signature=deadbeef done";
+        let clean = scrub(text);
+        assert!(
+            !clean.contains("SECRET") && !clean.contains("deadbeef") && !clean.contains("AKIA"),
+            "{clean}"
+        );
+        assert!(
+            clean.contains("sig=****&se=1") && clean.ends_with(" done"),
+            "{clean}"
+        );
+        assert_eq!(scrub("design=ok ünï"), "design=ok ünï");
     }
 
     #[test]

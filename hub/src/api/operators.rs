@@ -62,8 +62,9 @@ pub async fn operator_for(state: &AppState, row: &ConnectionRow) -> Result<Opera
     }
     let config = open_config(state, row)?;
     let built = state.providers.build(&row.provider, &config).await.map_err(|e| {
-        tracing::warn!(connection.id = %row.id, error = %e, "cannot build a stored connection's provider");
-        Problem::new(e.code(), format!("the connection's provider cannot be used: {e}"))
+        let why = ferry_common::provider::scrub(&e.to_string());
+        tracing::warn!(connection.id = %row.id, error = %why, "cannot build a stored connection's provider");
+        Problem::new(e.code(), format!("the connection's provider cannot be used: {why}"))
     })?;
     state.operators.insert(&row.id, built.op.clone());
     Ok(built.op)
