@@ -36,34 +36,11 @@ impl Tenant {
 /// Creates an account named `name` with an `fs` connection rooted at
 /// `<data_dir>/<name>`.
 pub async fn tenant(base: &str, name: &str, data_dir: &Path) -> Tenant {
-    let admin = Api::new(base).as_token(ADMIN_TOKEN);
-    let created = admin
-        .post("/v1/accounts")
-        .json(&json!({ "name": name }))
-        .send()
-        .await
-        .expect(201)
-        .json();
-    let key = created["api_key"].as_str().expect("an api_key").to_owned();
-    let api = admin.as_token(&key);
-    let conn = api
-        .post("/v1/connections")
-        .json(&json!({ "name": "local", "provider": "fs", "config": { "root": data_dir.join(name) } }))
-        .send()
-        .await
-        .expect(201)
-        .json();
-    Tenant {
-        admin,
-        api,
-        account_id: created["id"].as_str().unwrap().to_owned(),
-        key,
-        conn_id: conn["id"].as_str().unwrap().to_owned(),
-    }
+    remote_tenant(base, name, "fs", json!({ "root": data_dir.join(name) })).await
 }
 
 /// Creates an account named `name` whose connection `local` uses
-/// `provider` with `config` (a network provider, say).
+/// `provider` with `config`.
 pub async fn remote_tenant(base: &str, name: &str, provider: &str, config: Value) -> Tenant {
     let admin = Api::new(base).as_token(ADMIN_TOKEN);
     let created = admin
