@@ -6,7 +6,8 @@
 # dig (the DNS tests), nginx, gnuplot, dnsperf and NSD (the benchmark's
 # baselines, load tool and charts; its quick run is part of the suite), the
 # storage servers the provider tests start (moto's S3 server from PyPI,
-# Azurite from npm, rclone's WebDAV server from Debian), and cargo-nextest
+# Azurite from npm, rclone's WebDAV server from Debian), PostgreSQL's server
+# binaries (the tests make their own clusters), and cargo-nextest
 # when missing (the suite falls back to `cargo test` if that install fails).
 set -euo pipefail
 
@@ -18,6 +19,7 @@ command -v dig >/dev/null || need_apt+=(bind9-dnsutils)
 command -v dnsperf >/dev/null || need_apt+=(dnsperf)
 [ -x /usr/sbin/nsd ] || need_apt+=(nsd)
 command -v rclone >/dev/null || need_apt+=(rclone)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 command -v npm >/dev/null || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then

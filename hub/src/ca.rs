@@ -91,6 +91,43 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
 }
 
 impl HubCa {
+    /// A new CA: the CA and its certificate and private key as PEM.
+    pub fn generate() -> Result<(String, String), CaError> {
+        let key = KeyPair::generate()?;
+        let mut params = ca_params();
+        validity(&mut params, 3650);
+        let cert = params.self_signed(&key)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// The CA from its certificate and private key, PEM.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, CaError> {
+        let key = KeyPair::from_pem(key_pem)?;
+        use rustls::pki_types::pem::PemObject as _;
+        let cert_der =
+            CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| CaError::Io {
+                path: "the stored tunnel CA".into(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+            })?;
+        Ok(Self {
+            issuer: Issuer::new(ca_params(), key),
+            cert_pem: cert_pem.to_owned(),
+            cert_der,
+        })
+    }
+
+    /// The CA's certificate and private key as PEM, from `dir` when it has
+    /// one (a hub that ran on its own before).
+    pub fn read_files(dir: &Path) -> Result<Option<(String, String)>, CaError> {
+        let (cert_path, key_path) = (dir.join(CA_CERT), dir.join(CA_KEY));
+        if !key_path.exists() {
+            return Ok(None);
+        }
+        let key_pem = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
+        let cert_pem = std::fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
+        Ok(Some((cert_pem, key_pem)))
+    }
+
     /// Loads the CA from `dir`, creating it there on first use.
     pub fn load_or_create(dir: &Path) -> Result<Self, CaError> {
         let (cert_path, key_path) = (dir.join(CA_CERT), dir.join(CA_KEY));

@@ -39,6 +39,37 @@ use crate::store::Store;
 /// The environment variable holding the admin token.
 pub const ADMIN_TOKEN_ENV: &str = "FERRY_ADMIN_TOKEN";
 
+/// The tunnel CA. With SQLite, files in the state directory; with
+/// PostgreSQL, the one all hubs of the database share, kept in it with its
+/// key sealed under the master key (made by the first hub, from its own
+/// files if it had a CA before).
+async fn tunnel_ca(cfg: &HubConfig, store: &Store, key: &MasterKey) -> anyhow::Result<HubCa> {
+    let dir = cfg.state_dir.join("tunnel-ca");
+    if store.backend() == "sqlite" {
+        return Ok(HubCa::load_or_create(&dir)?);
+    }
+    const CONTEXT: &str = "tunnel-ca";
+    if store.tunnel_ca().await?.is_none() {
+        let (cert, key_pem) = match HubCa::read_files(&dir)? {
+            Some(pair) => pair,
+            None => HubCa::generate()?,
+        };
+        store
+            .offer_tunnel_ca(&cert, &key.seal(key_pem.as_bytes(), CONTEXT))
+            .await?;
+    }
+    let (cert, sealed) = store
+        .tunnel_ca()
+        .await?
+        .context("the shared tunnel CA is missing")?;
+    let key_pem = key
+        .open(&sealed, CONTEXT)
+        .context("the shared tunnel CA does not open with this hub's master key")?;
+    let key_pem = String::from_utf8(key_pem).context("the shared tunnel CA key is damaged")?;
+    tracing::info!("using the tunnel CA shared through the metadata store");
+    Ok(HubCa::from_pem(&cert, &key_pem)?)
+}
+
 /// Runs the hub on `listener` until `shutdown` fires, then drains.
 pub async fn run(
     cfg: HubConfig,
@@ -53,10 +84,7 @@ pub async fn run(
     })?;
     let master_key = MasterKey::load(&cfg.secrets)?;
     ferry_common::provider::remote::install_http_client();
-    let db = cfg.sqlite_path();
-    let store = Store::open_sqlite(&db, cfg.store.pool_size)
-        .await
-        .with_context(|| format!("cannot open the metadata store {}", db.display()))?;
+    let store = cfg.open_store(cfg.store.pool_size).await?;
     let admin_token = std::env::var(ADMIN_TOKEN_ENV)
         .ok()
         .filter(|t| !t.is_empty())
@@ -96,7 +124,7 @@ pub async fn run(
     let mut endpoint = None;
     let mut tcp_tunnel = None;
     if let Some(t) = &cfg.tunnel {
-        let ca = Arc::new(HubCa::load_or_create(&cfg.state_dir.join("tunnel-ca"))?);
+        let ca = Arc::new(tunnel_ca(&cfg, &store, &state.master_key).await?);
         let tls = tunnel::server_tls(t, &ca)?;
         let ep = tunnel::bind_quic(t, tls.clone())
             .with_context(|| format!("cannot open the tunnel endpoint on {}", t.listen))?;
@@ -187,7 +215,7 @@ pub async fn run(
     let addr = listener
         .local_addr()
         .context("the listener has no address")?;
-    tracing::info!(%addr, tls = tls.is_some(), db = %db.display(), "HTTP API listening");
+    tracing::info!(%addr, tls = tls.is_some(), store = store.backend(), "HTTP API listening");
     http_server::serve(listener, tls, cfg.api.limits(), handler, shutdown).await;
     tunnel_stop.cancel();
     for t in tasks {

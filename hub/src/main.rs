@@ -118,7 +118,7 @@ fn spoke_command(cfg: &HubConfig, action: SpokeAction) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let store = ferry_hub::store::Store::open_sqlite(&cfg.sqlite_path(), 1).await?;
+        let store = cfg.open_store(1).await?;
         match action {
             SpokeAction::Add { name, ttl_secs } => {
                 if let Err(p) = ferry_hub::api::check_spoke_name(&name) {
@@ -166,7 +166,7 @@ fn rekey(cfg: &HubConfig, new_key_file: &std::path::Path) -> anyhow::Result<()> 
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let store = ferry_hub::store::Store::open_sqlite(&cfg.sqlite_path(), 1).await?;
+        let store = cfg.open_store(1).await?;
         let result = store
             .reseal_connections(|row| {
                 let plain = old

@@ -59,6 +59,9 @@ pub struct HubOptions {
     /// Further TOML sections (such as `[dns]` or `[steering]`) appended to
     /// the configuration.
     pub extra_toml: String,
+    /// The folder `fs` connections may use, instead of one of its own
+    /// (hubs sharing a store share it too).
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for HubOptions {
@@ -72,6 +75,7 @@ impl Default for HubOptions {
             default_timings: false,
             dir_in: None,
             extra_toml: String::new(),
+            data_dir: None,
         }
     }
 }
@@ -118,7 +122,10 @@ impl Hub {
     /// Starts a hub with `opts`.
     pub fn start_with(opts: HubOptions) -> Hub {
         let dir = temp_dir(&opts);
-        let data_dir = dir.path().join("data");
+        let data_dir = opts
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("data"));
         std::fs::create_dir_all(&data_dir).unwrap();
         let config = dir.path().join("hub.toml");
         let tls = match &opts.tls {

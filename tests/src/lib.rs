@@ -9,6 +9,7 @@ pub mod delay_proxy;
 pub mod dns;
 pub mod fault_proxy;
 pub mod hub;
+pub mod postgres;
 pub mod process;
 pub mod providers;
 pub mod scenarios;

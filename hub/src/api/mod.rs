@@ -108,10 +108,15 @@ pub(crate) const VIA_HUB: &str = "hub";
 pub async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
+    let principal = principal(req.headers());
     let (label, result) = match Route::parse(req.uri().path()) {
         Ok(Some(route)) => {
             let label = route.label();
-            (label, dispatch(&state, route, req).await)
+            let served = dispatch(&state, route, req);
+            (
+                label,
+                crate::store::replica::as_principal(principal, served).await,
+            )
         }
         Ok(None) => (
             RouteLabel::Unmatched,
@@ -140,6 +145,16 @@ pub async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> 
         started.elapsed().as_secs_f64(),
     );
     resp
+}
+
+/// Who is asking, for read-your-writes: a digest of the request's
+/// credential (an API key or the admin token), never the credential.
+fn principal(headers: &http::HeaderMap) -> Option<Arc<str>> {
+    use base64::Engine as _;
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+    let digest = ring::digest::digest(&ring::digest::SHA256, value);
+    let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest.as_ref()[..18]);
+    Some(Arc::from(id))
 }
 
 async fn dispatch(state: &Arc<AppState>, route: Route, req: Request<Body>) -> ApiResult {
@@ -261,6 +276,7 @@ pub(crate) fn store_problem(state: &AppState, err: StoreError) -> Problem {
                 ErrorCode::StoreUnavailable,
                 "the metadata store failed; retry later",
             )
+            .with_retry_after(2)
         }
     }
 }

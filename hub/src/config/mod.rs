@@ -185,20 +185,46 @@ pub enum StoreBackend {
     /// One SQLite file in the state directory (the default).
     #[default]
     Sqlite,
+    /// PostgreSQL: a primary for writes and, per region, a streaming
+    /// replica for reads (several hubs).
+    Postgres,
 }
 
 /// The `[store]` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// `sqlite` (the default; PostgreSQL comes with multi-hub support).
+    /// `sqlite` (the default: one file, one hub) or `postgres` (several
+    /// hubs).
     #[serde(default)]
     pub backend: StoreBackend,
     /// The SQLite file. Default `<state_dir>/hub.db`.
     pub sqlite_path: Option<PathBuf>,
-    /// Connections in the store's pool. Default 8.
+    /// Connections in the store's pool (to the PostgreSQL primary). Default 8.
     #[serde(default = "defaults::store_pool_size")]
     pub pool_size: u32,
+    /// PostgreSQL: the primary, for writes, as
+    /// `postgres://USER@HOST:PORT/DATABASE` (no password in it).
+    pub primary_url: Option<String>,
+    /// PostgreSQL: this region's streaming replica, for reads. Default none
+    /// (everything goes to the primary).
+    pub replica_url: Option<String>,
+    /// Connections to the replica. Default 8.
+    #[serde(default = "defaults::store_pool_size")]
+    pub replica_pool_size: u32,
+    /// Environment variable holding the database password. Default
+    /// `FERRY_STORE_PASSWORD`; it wins over `password_file`.
+    #[serde(default = "defaults::store_password_env")]
+    pub password_env: String,
+    /// File holding the database password, readable by the hub only.
+    pub password_file: Option<PathBuf>,
+    /// How long getting a database connection may take. Default 5.
+    #[serde(default = "defaults::store_connect_timeout_secs")]
+    pub connect_timeout_secs: u64,
+    /// How long a read waits for the replica to replay the reader's own
+    /// write before it reads the primary instead, in milliseconds. Default 500.
+    #[serde(default = "defaults::read_your_writes_wait_ms")]
+    pub read_your_writes_wait_ms: u64,
 }
 
 impl Default for StoreConfig {
@@ -207,7 +233,107 @@ impl Default for StoreConfig {
             backend: StoreBackend::default(),
             sqlite_path: None,
             pool_size: defaults::store_pool_size(),
+            primary_url: None,
+            replica_url: None,
+            replica_pool_size: defaults::store_pool_size(),
+            password_env: defaults::store_password_env(),
+            password_file: None,
+            connect_timeout_secs: defaults::store_connect_timeout_secs(),
+            read_your_writes_wait_ms: defaults::read_your_writes_wait_ms(),
         }
+    }
+}
+
+impl StoreConfig {
+    fn validate(&self, p: &mut Problems) {
+        let pg = self.backend == StoreBackend::Postgres;
+        for (key, url) in [
+            ("store.primary_url", &self.primary_url),
+            ("store.replica_url", &self.replica_url),
+        ] {
+            let Some(url) = url else { continue };
+            if !pg {
+                p.add(key, "is for backend = \"postgres\"");
+                continue;
+            }
+            if let Err(why) = check_postgres_url(url) {
+                p.add(key, why);
+            }
+        }
+        if pg && self.primary_url.is_none() {
+            p.add(
+                "store.primary_url",
+                "is required with backend = \"postgres\"",
+            );
+        }
+        if self.replica_pool_size == 0 {
+            p.add("store.replica_pool_size", "must be at least 1");
+        }
+        if !(1..=300).contains(&self.connect_timeout_secs) {
+            p.add("store.connect_timeout_secs", "must be from 1 to 300");
+        }
+        if self.read_your_writes_wait_ms > 60_000 {
+            p.add("store.read_your_writes_wait_ms", "must be at most 60000");
+        }
+        if let Some(f) = &self.password_file {
+            check_absolute(p, "store.password_file", f);
+        }
+    }
+
+    /// The password for PostgreSQL, from the environment or the file;
+    /// `None` when neither gives one (trust or peer authentication).
+    pub fn password(&self) -> anyhow::Result<Option<String>> {
+        if let Ok(v) = std::env::var(&self.password_env)
+            && !v.is_empty()
+        {
+            return Ok(Some(v));
+        }
+        match &self.password_file {
+            Some(f) => {
+                let text = std::fs::read_to_string(f).map_err(|e| {
+                    anyhow::anyhow!("cannot read store.password_file {}: {e}", f.display())
+                })?;
+                Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned()))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// Checks a PostgreSQL URL: the scheme, a user, a host, and no password.
+fn check_postgres_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .ok_or("must start with postgres:// or postgresql://")?;
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let Some((user, host)) = authority.rsplit_once('@') else {
+        return Err("must name a user: postgres://USER@HOST:PORT/DATABASE".into());
+    };
+    if user.contains(':') {
+        return Err(
+            "must not hold the password: put it in store.password_env or store.password_file"
+                .into(),
+        );
+    }
+    if user.is_empty() || host.is_empty() {
+        return Err("must name a user and a host".into());
+    }
+    Ok(())
+}
+
+/// `url` with `password` in it (percent-encoded).
+pub fn with_password(url: &str, password: Option<&str>) -> String {
+    let Some(pw) = password else {
+        return url.to_owned();
+    };
+    let encoded = percent_encoding::utf8_percent_encode(pw, percent_encoding::NON_ALPHANUMERIC);
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((user, host)) => format!("{scheme}://{user}:{encoded}@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
     }
 }
 
@@ -296,6 +422,15 @@ mod defaults {
     pub fn store_pool_size() -> u32 {
         8
     }
+    pub fn store_password_env() -> String {
+        "FERRY_STORE_PASSWORD".to_owned()
+    }
+    pub fn store_connect_timeout_secs() -> u64 {
+        5
+    }
+    pub fn read_your_writes_wait_ms() -> u64 {
+        500
+    }
     pub fn master_key_env() -> String {
         "FERRY_MASTER_KEY".to_owned()
     }
@@ -321,6 +456,7 @@ impl Validate for HubConfig {
         if self.store.pool_size == 0 {
             p.add("store.pool_size", "must be at least 1");
         }
+        self.store.validate(p);
         if self.secrets.master_key_env.is_empty() {
             p.add("secrets.master_key_env", "must not be empty");
         }
@@ -368,6 +504,43 @@ impl Validate for HubConfig {
 }
 
 impl HubConfig {
+    /// Opens the metadata store this configuration names (applying
+    /// pending migrations), with `pool_size` connections to the primary.
+    pub async fn open_store(&self, pool_size: u32) -> anyhow::Result<crate::store::Store> {
+        use anyhow::Context as _;
+        match self.store.backend {
+            StoreBackend::Sqlite => {
+                let db = self.sqlite_path();
+                crate::store::Store::open_sqlite(&db, pool_size)
+                    .await
+                    .with_context(|| format!("cannot open the metadata store {}", db.display()))
+            }
+            StoreBackend::Postgres => {
+                let password = self.store.password()?;
+                let primary = self.store.primary_url.clone().unwrap_or_default();
+                let options = crate::store::PostgresOptions {
+                    primary_url: with_password(&primary, password.as_deref()),
+                    replica_url: self
+                        .store
+                        .replica_url
+                        .as_deref()
+                        .map(|u| with_password(u, password.as_deref())),
+                    pool_size,
+                    replica_pool_size: self.store.replica_pool_size,
+                    connect_timeout: std::time::Duration::from_secs(
+                        self.store.connect_timeout_secs,
+                    ),
+                    read_your_writes_wait: std::time::Duration::from_millis(
+                        self.store.read_your_writes_wait_ms,
+                    ),
+                };
+                crate::store::Store::open_postgres(&options)
+                    .await
+                    .with_context(|| format!("cannot open the metadata store at {primary}"))
+            }
+        }
+    }
+
     /// The SQLite database file.
     pub fn sqlite_path(&self) -> PathBuf {
         self.store

@@ -114,7 +114,7 @@ impl Store {
         )
         .bind(after.unwrap_or(""))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(self.read_pool().await)
         .await?;
         Ok(rows.iter().map(account_from).collect::<Result<_, _>>()?)
     }
@@ -123,7 +123,7 @@ impl Store {
     pub async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError> {
         let row = sqlx::query("SELECT id, name, created_at FROM accounts WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.read_pool().await)
             .await?;
         Ok(row.as_ref().map(account_from).transpose()?)
     }
@@ -151,7 +151,7 @@ impl Store {
             "SELECT id, prefix, created_at, revoked_at FROM api_keys WHERE account_id = $1 ORDER BY created_at, id",
         )
         .bind(account_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.read_pool().await)
         .await?;
         let keys = rows
             .iter()
@@ -178,6 +178,7 @@ impl Store {
         .bind(account_id)
         .execute(&self.pool)
         .await?;
+        self.note_write().await;
         Ok(done.rows_affected() > 0)
     }
 
@@ -186,18 +187,25 @@ impl Store {
         if !key.starts_with(KEY_PREFIX) || key.len() > 128 {
             return Ok(None);
         }
-        let account: Option<String> = sqlx::query_scalar(
-            "SELECT account_id FROM api_keys WHERE hash = $1 AND revoked_at IS NULL",
-        )
-        .bind(hash_key(key))
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(account)
+        let lookup = |pool| {
+            sqlx::query_scalar::<_, String>(
+                "SELECT account_id FROM api_keys WHERE hash = $1 AND revoked_at IS NULL",
+            )
+            .bind(hash_key(key))
+            .fetch_optional(pool)
+        };
+        // A key made through another hub may not be on the replica yet:
+        // one unknown there is looked for on the primary.
+        match lookup(self.read_pool().await).await? {
+            Some(account) => Ok(Some(account)),
+            None if self.has_replica() => Ok(lookup(&self.pool).await?),
+            None => Ok(None),
+        }
     }
 }
 
 async fn insert_key(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut sqlx::AnyConnection,
     account_id: &str,
     key: &NewApiKey,
 ) -> Result<(), StoreError> {
@@ -207,7 +215,7 @@ async fn insert_key(
         .bind(hash_key(&key.key))
         .bind(&key.prefix)
         .bind(key.created_at)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     Ok(())
 }

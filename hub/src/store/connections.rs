@@ -49,6 +49,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
         if let Some(location) = location {
+            self.serialise(&mut tx, "location_claims").await?;
             // Claims are few (one per folder an account uses): compare them
             // here, in the transaction that inserts, so two accounts racing
             // for one folder cannot both win (SQLite serialises writers).
@@ -96,7 +97,7 @@ impl Store {
     pub async fn connection_exists(&self, id: &str) -> Result<bool, StoreError> {
         let found: Option<String> = sqlx::query_scalar("SELECT id FROM connections WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.read_pool().await)
             .await?;
         Ok(found.is_some())
     }
@@ -110,7 +111,7 @@ impl Store {
             "SELECT {COLUMNS} FROM connections WHERE account_id = $1 ORDER BY name"
         )))
         .bind(account_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.read_pool().await)
         .await?;
         Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
     }
@@ -128,7 +129,7 @@ impl Store {
         )))
         .bind(account_id)
         .bind(id_or_name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.read_pool().await)
         .await?;
         Ok(row.as_ref().map(from_row).transpose()?)
     }

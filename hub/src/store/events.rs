@@ -1,6 +1,7 @@
 //! The activity feed: what was changed through the API, per account, in
 //! order, resumable by cursor. Event ids grow with commit order (SQLite
-//! serialises writers), so "events after id N" never skips one.
+//! serialises writers; on PostgreSQL the transactions that add events take
+//! one lock), so "events after id N" never skips one.
 
 use serde::Serialize;
 use sqlx::Row as _;
@@ -66,7 +67,7 @@ impl Store {
         .bind(account_id)
         .bind(after)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(self.read_pool().await)
         .await?;
         rows.iter()
             .map(|r| {

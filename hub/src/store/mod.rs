@@ -4,17 +4,21 @@
 //! One [`Store`] type serves every caller. Queries are written once in the SQL
 //! that SQLite and PostgreSQL share (`$1` placeholders, `BIGINT` unix
 //! milliseconds, text ids) and run through sqlx's `Any` driver; only the
-//! schema migrations differ by backend. SQLite, one file in the state
-//! directory, is the default.
+//! schema migrations and the way write transactions begin differ by
+//! backend. SQLite, one file in the state directory, is the default;
+//! PostgreSQL serves several hubs, each writing to the primary and reading
+//! its region's replica ([`replica`]).
 
 mod accounts;
 mod connections;
 mod events;
 mod migrations;
 mod objects;
+pub mod replica;
 mod spokes;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -61,6 +65,37 @@ async fn begin_write(
 ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
     match dialect {
         migrations::Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+        migrations::Dialect::Postgres => pool.begin().await,
+    }
+}
+
+/// A write transaction; committing it also records the write for
+/// read-your-writes. It derefs to the connection, so queries run on
+/// `&mut *tx`.
+pub(crate) struct WriteTx<'s> {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    store: &'s Store,
+}
+
+impl WriteTx<'_> {
+    /// Commits, then records the write.
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await?;
+        self.store.note_write().await;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for WriteTx<'_> {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
     }
 }
 
@@ -76,8 +111,31 @@ impl StoreError {
 /// The metadata store, cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// The primary (the only database with SQLite): every write, and reads
+    /// that must see the latest state.
     pool: AnyPool,
+    /// The local replica, for reads.
+    replica: Option<Arc<replica::Replica>>,
     dialect: migrations::Dialect,
+}
+
+/// How to reach PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// The primary, for writes: `postgres://user@host:port/database`,
+    /// with the password (if any) already in it.
+    pub primary_url: String,
+    /// This region's streaming replica, for reads.
+    pub replica_url: Option<String>,
+    /// Connections to the primary.
+    pub pool_size: u32,
+    /// Connections to the replica.
+    pub replica_pool_size: u32,
+    /// How long getting a connection may take.
+    pub connect_timeout: Duration,
+    /// How long a read waits for the replica to catch up with the
+    /// reader's own write before it reads the primary instead.
+    pub read_your_writes_wait: Duration,
 }
 
 impl Store {
@@ -105,10 +163,97 @@ impl Store {
             .await?;
         let store = Self {
             pool,
+            replica: None,
             dialect: migrations::Dialect::Sqlite,
         };
         migrations::apply(&store.pool, migrations::Dialect::Sqlite).await?;
         Ok(store)
+    }
+
+    /// Connects to PostgreSQL (the primary, and the replica if given) and
+    /// applies pending migrations on the primary.
+    pub async fn open_postgres(o: &PostgresOptions) -> Result<Self, StoreError> {
+        install_default_drivers();
+        // Two at least: migrating holds one connection for its lock.
+        let pool = AnyPoolOptions::new()
+            .max_connections(o.pool_size.max(2))
+            .acquire_timeout(o.connect_timeout)
+            .connect(&o.primary_url)
+            .await?;
+        migrations::apply(&pool, migrations::Dialect::Postgres).await?;
+        let replica = match &o.replica_url {
+            Some(url) => {
+                // Lazily: a hub starts while its replica is still coming up.
+                let replica = AnyPoolOptions::new()
+                    .max_connections(o.replica_pool_size)
+                    .acquire_timeout(o.connect_timeout)
+                    .connect_lazy(url)?;
+                Some(Arc::new(replica::Replica::new(
+                    replica,
+                    o.read_your_writes_wait,
+                    migrations::newest(),
+                )))
+            }
+            None => None,
+        };
+        Ok(Self {
+            pool,
+            replica,
+            dialect: migrations::Dialect::Postgres,
+        })
+    }
+
+    /// The pool reads go to: the replica, unless the current principal's
+    /// own recent write is not on it yet.
+    pub(crate) async fn read_pool(&self) -> &AnyPool {
+        match &self.replica {
+            Some(r) => r.read_pool(&self.pool).await,
+            None => &self.pool,
+        }
+    }
+
+    /// Whether reads go to a replica.
+    pub(crate) fn has_replica(&self) -> bool {
+        self.replica.is_some()
+    }
+
+    /// Records a write the current principal just made (for
+    /// read-your-writes); nothing to do without a replica.
+    pub(crate) async fn note_write(&self) {
+        if let Some(r) = &self.replica {
+            r.note_write(&self.pool).await;
+        }
+    }
+
+    /// The replica's lag behind the primary, in bytes of WAL; `None`
+    /// without a replica or when one of them does not answer.
+    pub async fn replica_lag_bytes(&self) -> Option<u64> {
+        self.replica.as_ref()?.lag_bytes(&self.pool).await
+    }
+
+    /// Which backend this is: `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self.dialect {
+            migrations::Dialect::Sqlite => "sqlite",
+            migrations::Dialect::Postgres => "postgres",
+        }
+    }
+
+    /// Takes a lock for the rest of `tx` that serialises transactions
+    /// naming the same `what`, where the database does not serialise
+    /// writers itself (PostgreSQL; SQLite's writers are serial already).
+    pub(crate) async fn serialise(
+        &self,
+        tx: &mut WriteTx<'_>,
+        what: &str,
+    ) -> Result<(), sqlx::Error> {
+        if self.dialect == migrations::Dialect::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))::text")
+                .bind(what)
+                .fetch_one(&mut **tx)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Begins a transaction that will write.
@@ -118,21 +263,30 @@ impl Store {
     /// fails at once with "database is locked" and the busy timeout never
     /// applies. `BEGIN IMMEDIATE` takes the lock up front, so writers queue on
     /// the busy timeout instead of failing.
-    pub(crate) async fn write_tx(
-        &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        begin_write(&self.pool, self.dialect).await
+    pub(crate) async fn write_tx(&self) -> Result<WriteTx<'_>, sqlx::Error> {
+        Ok(WriteTx {
+            tx: begin_write(&self.pool, self.dialect).await?,
+            store: self,
+        })
     }
 
-    /// Checks that the store answers.
+    /// Checks that the store answers reads (the replica, when there is
+    /// one: a hub that lost its primary still serves reads).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        let pool = match &self.replica {
+            Some(r) => r.pool(),
+            None => &self.pool,
+        };
+        sqlx::query("SELECT 1").execute(pool).await?;
         Ok(())
     }
 
-    /// Closes the pool, waiting for connections to be returned.
+    /// Closes the pools, waiting for connections to be returned.
     pub async fn close(&self) {
         self.pool.close().await;
+        if let Some(r) = &self.replica {
+            r.pool().close().await;
+        }
     }
 }
 

@@ -44,7 +44,7 @@ impl Store {
         )))
         .bind(connection_id)
         .bind(path)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.read_pool().await)
         .await?;
         Ok(row.as_ref().map(from_row).transpose()?)
     }
@@ -63,6 +63,9 @@ impl Store {
             upsert(&mut tx, m).await?;
         }
         if let Some(e) = &change.event {
+            // Feed ids must grow in commit order, or a reader paging by id
+            // could pass over one committed late: one event writer at a time.
+            self.serialise(&mut tx, "events").await?;
             events::insert(&mut tx, e).await?;
         }
         if let Some(t) = &change.transfer {
@@ -93,7 +96,7 @@ impl Store {
         .bind(account_id)
         .bind(direction_str(direction))
         .bind(status_str(status))
-        .fetch_one(&self.pool)
+        .fetch_one(self.read_pool().await)
         .await?)
     }
 }

@@ -96,6 +96,7 @@ impl Store {
             "SELECT name, token_expires_at, revoked_at FROM spokes WHERE token_hash = $1",
         )
         .bind(sha256(token.as_bytes()))
+        // A token is used once, soon after it is made: ask the primary.
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else {
@@ -128,6 +129,7 @@ impl Store {
         .bind(sha256(token.as_bytes()))
         .execute(&self.pool)
         .await?;
+        self.note_write().await;
         Ok(done.rows_affected() == 1)
     }
 
@@ -136,12 +138,19 @@ impl Store {
         &self,
         cert_der: &[u8],
     ) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT name FROM spokes WHERE cert_sha256 = $1 AND revoked_at IS NULL",
-        )
-        .bind(sha256(cert_der))
-        .fetch_optional(&self.pool)
-        .await?)
+        let lookup = |pool| {
+            sqlx::query_scalar::<_, String>(
+                "SELECT name FROM spokes WHERE cert_sha256 = $1 AND revoked_at IS NULL",
+            )
+            .bind(sha256(cert_der))
+            .fetch_optional(pool)
+        };
+        // A spoke enrolled through another hub may not be on the replica yet.
+        match lookup(self.read_pool().await).await? {
+            Some(name) => Ok(Some(name)),
+            None if self.has_replica() => Ok(lookup(&self.pool).await?),
+            None => Ok(None),
+        }
     }
 
     /// Every spoke, by name.
@@ -149,7 +158,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT name, enrolled_at, revoked_at, token_expires_at, created_at FROM spokes ORDER BY name",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.read_pool().await)
         .await?;
         rows.iter()
             .map(|r| {
@@ -174,6 +183,7 @@ impl Store {
         .bind(name)
         .execute(&self.pool)
         .await?;
+        self.note_write().await;
         Ok(done.rows_affected() == 1)
     }
 
@@ -182,9 +192,41 @@ impl Store {
         let revoked: Option<Option<i64>> =
             sqlx::query_scalar("SELECT revoked_at FROM spokes WHERE name = $1")
                 .bind(name)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.read_pool().await)
                 .await?;
         Ok(!matches!(revoked, Some(None)))
+    }
+}
+
+impl Store {
+    /// The hubs' shared tunnel CA: its certificate (PEM) and its private
+    /// key, sealed under the master key; `None` before a hub made it.
+    pub async fn tunnel_ca(&self) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        let row = sqlx::query_as::<_, (String, Vec<u8>)>(
+            "SELECT cert_pem, key_sealed FROM tunnel_ca WHERE id = 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row)
+    }
+
+    /// Stores the tunnel CA unless another hub stored one first; the CA
+    /// stored is what [`Store::tunnel_ca`] returns afterwards.
+    pub async fn offer_tunnel_ca(
+        &self,
+        cert_pem: &str,
+        key_sealed: &[u8],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tunnel_ca (id, cert_pem, key_sealed, created_at) VALUES (1, $1, $2, $3) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(cert_pem)
+        .bind(key_sealed)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }
 

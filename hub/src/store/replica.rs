@@ -1,0 +1,212 @@
+//! Reads from the local replica, with read-your-writes.
+//!
+//! With PostgreSQL and a `replica_url`, a hub writes to the primary and
+//! reads from its region's streaming replica. A client's reads must still
+//! see its own writes, through any hub: after each write the hub records,
+//! on the primary and in its memory, the write-ahead-log position that
+//! write reached, under the writer's *principal* (a digest of its
+//! `Authorization`). A read for a principal with a recent write goes to the
+//! replica once it has replayed past that position (waiting up to
+//! `read_your_writes_wait_ms`), else to the primary. The primary is asked
+//! only while the replica holds received WAL it has not replayed yet. The principal of the request being served is a task-local,
+//! set by the API around each request, so store calls need no extra
+//! argument.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sqlx::AnyPool;
+
+/// How long a write keeps pinning its writer's reads.
+pub const RECENT: Duration = Duration::from_secs(60);
+
+tokio::task_local! {
+    static PRINCIPAL: Option<Arc<str>>;
+}
+
+/// Runs `fut` on behalf of `principal` (its reads see its writes).
+pub async fn as_principal<F: std::future::Future>(
+    principal: Option<Arc<str>>,
+    fut: F,
+) -> F::Output {
+    PRINCIPAL.scope(principal, fut).await
+}
+
+fn principal() -> Option<Arc<str>> {
+    PRINCIPAL.try_with(|p| p.clone()).ok().flatten()
+}
+
+/// A write-ahead-log position, comparable.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.trim().split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+/// The replica and what this hub knows of recent writes.
+#[derive(Debug)]
+pub struct Replica {
+    pool: AnyPool,
+    /// How long a read waits for the replica before going to the primary.
+    wait: Duration,
+    /// Recent writes this hub made or learned of: principal → (LSN, when).
+    recent: Mutex<HashMap<Arc<str>, (u64, Instant)>>,
+    /// The schema version this hub needs; until the replica has replayed
+    /// it, reads go to the primary.
+    schema: i64,
+    /// Whether the replica has the schema.
+    ready: AtomicBool,
+}
+
+impl Replica {
+    pub fn new(pool: AnyPool, wait: Duration, schema: i64) -> Self {
+        Self {
+            pool,
+            wait,
+            recent: Mutex::new(HashMap::new()),
+            schema,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the replica has replayed the schema this hub needs (a new
+    /// replica, or one far behind, has not).
+    async fn has_schema(&self) -> bool {
+        if self.ready.load(Ordering::Relaxed) {
+            return true;
+        }
+        let version: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT MAX(version) FROM ferry_schema")
+                .fetch_one(&self.pool)
+                .await
+                .ok();
+        let ready = version.flatten().is_some_and(|v| v >= self.schema);
+        if ready {
+            self.ready.store(true, Ordering::Relaxed);
+            tracing::info!("the replica has the schema: reads go to it");
+        }
+        ready
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The pool the current principal's reads go to.
+    pub async fn read_pool<'a>(&'a self, primary: &'a AnyPool) -> &'a AnyPool {
+        if !self.has_schema().await {
+            return primary;
+        }
+        let Some(who) = principal() else {
+            return &self.pool;
+        };
+        let Some(need) = self.required(&who, primary).await else {
+            return &self.pool;
+        };
+        let deadline = Instant::now() + self.wait;
+        loop {
+            match self.replayed().await {
+                Some(at) if at >= need => return &self.pool,
+                None => return primary,
+                Some(_) if Instant::now() >= deadline => return primary,
+                Some(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    }
+
+    /// The position `who`'s reads must see, if it wrote recently. A write
+    /// through this hub is in its memory. A write through another hub can
+    /// only be behind on the replica while the replica holds WAL it has
+    /// received but not replayed (a delay, or a burst): only then is the
+    /// primary asked. If the primary cannot be asked, the replica is read.
+    async fn required(&self, who: &Arc<str>, primary: &AnyPool) -> Option<u64> {
+        if let Some((lsn, at)) = self.recent.lock().expect("poisoned").get(who).copied()
+            && at.elapsed() < RECENT
+        {
+            return Some(lsn);
+        }
+        let (received, replayed): (Option<String>, Option<String>) = sqlx::query_as(
+            "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .ok()?;
+        let backlog = match (
+            received.as_deref().and_then(parse_lsn),
+            replayed.as_deref().and_then(parse_lsn),
+        ) {
+            (Some(r), Some(p)) => r > p,
+            _ => true,
+        };
+        if !backlog {
+            return None;
+        }
+        let since = super::now_ms() - RECENT.as_millis() as i64;
+        let row: Option<String> =
+            sqlx::query_scalar("SELECT lsn FROM recent_writes WHERE principal = $1 AND at > $2")
+                .bind(&**who)
+                .bind(since)
+                .fetch_optional(primary)
+                .await
+                .ok()
+                .flatten();
+        row.as_deref().and_then(parse_lsn)
+    }
+
+    /// How far the replica has replayed; `None` if it does not answer.
+    async fn replayed(&self) -> Option<u64> {
+        let text: Option<String> = sqlx::query_scalar("SELECT pg_last_wal_replay_lsn()::text")
+            .fetch_one(&self.pool)
+            .await
+            .ok()?;
+        text.as_deref().and_then(parse_lsn)
+    }
+
+    /// Records that the current principal just wrote to `primary`: the
+    /// primary's position now is past that write.
+    pub async fn note_write(&self, primary: &AnyPool) {
+        let Some(who) = principal() else { return };
+        let lsn: Result<String, _> = sqlx::query_scalar(
+            "INSERT INTO recent_writes (principal, lsn, at) VALUES ($1, pg_current_wal_lsn()::text, $2) \
+             ON CONFLICT (principal) DO UPDATE SET lsn = excluded.lsn, at = excluded.at RETURNING lsn",
+        )
+        .bind(&*who)
+        .bind(super::now_ms())
+        .fetch_one(primary)
+        .await;
+        match lsn.ok().as_deref().and_then(parse_lsn) {
+            Some(lsn) => {
+                let mut recent = self.recent.lock().expect("poisoned");
+                recent.retain(|_, (_, at)| at.elapsed() < RECENT);
+                recent.insert(who, (lsn, Instant::now()));
+            }
+            None => tracing::warn!("could not record a write's position for read-your-writes"),
+        }
+    }
+
+    /// How far behind the primary the replica is, in bytes of WAL; `None`
+    /// if either does not answer.
+    pub async fn lag_bytes(&self, primary: &AnyPool) -> Option<u64> {
+        let now: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+            .fetch_one(primary)
+            .await
+            .ok()?;
+        let at = self.replayed().await?;
+        Some(parse_lsn(&now)?.saturating_sub(at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsns_parse_and_order() {
+        assert_eq!(parse_lsn("0/16B3748"), Some(0x16B3748));
+        assert_eq!(parse_lsn("1/0"), Some(1 << 32));
+        assert!(parse_lsn("1/0") > parse_lsn("0/FFFFFFFF"));
+        assert_eq!(parse_lsn("nope"), None);
+        assert_eq!(parse_lsn(""), None);
+    }
+}

@@ -1,0 +1,240 @@
+//! PostgreSQL clusters for tests: a primary and streaming replicas made with
+//! Debian's server binaries (`initdb`, `pg_basebackup -R`), in temporary
+//! folders, on loopback ports, run as the `postgres` user when the tests
+//! run as root (`initdb` refuses root).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The database and user every cluster has.
+pub const DATABASE: &str = "ferry";
+
+/// The folder of Debian's PostgreSQL server binaries (the newest version
+/// installed), or `None` when there is none.
+pub fn bin_dir() -> Option<PathBuf> {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions.pop()
+}
+
+fn as_owner(bin: &Path, tool: &str) -> Command {
+    let path = bin.join(tool);
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(path);
+        c
+    } else {
+        Command::new(path)
+    }
+}
+
+fn run(mut cmd: Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// One PostgreSQL server, stopped (immediately) when dropped.
+#[derive(Debug)]
+pub struct Postgres {
+    bin: PathBuf,
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    running: bool,
+}
+
+impl Postgres {
+    /// A new primary with the database `ferry`, open to replication from
+    /// loopback.
+    pub fn primary() -> Postgres {
+        let bin = bin_dir().expect("PostgreSQL's server is installed (postgresql)");
+        let dir = Self::owned_dir();
+        let data = dir.path().join("data");
+        let mut init = as_owner(&bin, "initdb");
+        init.arg("-D")
+            .arg(&data)
+            .args(["-U", DATABASE, "--auth=trust", "--no-sync", "-E", "UTF8"]);
+        run(init, "initdb");
+        let mut pg = Postgres {
+            bin,
+            _dir: dir,
+            data,
+            port: free_port(),
+            running: false,
+        };
+        pg.configure(&[
+            "wal_level = replica",
+            "max_wal_senders = 8",
+            "hot_standby = on",
+            "fsync = off",
+        ]);
+        std::fs::write(
+            pg.data.join("pg_hba.conf"),
+            "local all all trust\nhost all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
+        pg.start();
+        let mut create = as_owner(&pg.bin, "createdb");
+        create.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            DATABASE,
+            DATABASE,
+        ]);
+        run(create, "createdb");
+        pg
+    }
+
+    /// A streaming replica of this server (`pg_basebackup -R`), replaying
+    /// `apply_delay` behind it.
+    pub fn replica(&self, apply_delay: Option<Duration>) -> Postgres {
+        let dir = Self::owned_dir();
+        let data = dir.path().join("data");
+        let mut backup = as_owner(&self.bin, "pg_basebackup");
+        backup
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                DATABASE,
+                "-R",
+                "-X",
+                "stream",
+                // Take a checkpoint now instead of waiting for the next one.
+                "-c",
+                "fast",
+            ])
+            .arg("-D")
+            .arg(&data);
+        run(backup, "pg_basebackup");
+        let mut pg = Postgres {
+            bin: self.bin.clone(),
+            _dir: dir,
+            data,
+            port: free_port(),
+            running: false,
+        };
+        if let Some(d) = apply_delay {
+            pg.configure(&[&format!("recovery_min_apply_delay = '{}ms'", d.as_millis())]);
+        }
+        pg.start();
+        pg
+    }
+
+    fn owned_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        // The server runs as `postgres` when we are root: give it the folder.
+        let _ = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status();
+        dir
+    }
+
+    fn configure(&self, lines: &[&str]) {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.data.join("postgresql.conf"))
+            .unwrap();
+        for l in lines {
+            writeln!(f, "{l}").unwrap();
+        }
+    }
+
+    /// Starts the server (again) and waits until it takes connections.
+    pub fn start(&mut self) {
+        let sockets = self.data.parent().unwrap().to_owned();
+        let mut ctl = as_owner(&self.bin, "pg_ctl");
+        ctl.arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(sockets.join("server.log"))
+            .arg("-o")
+            .arg(format!(
+                "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={}",
+                self.port,
+                sockets.display()
+            ))
+            .args(["-w", "-t", "60", "start"]);
+        run(ctl, "pg_ctl start");
+        self.running = true;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not listen:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server at once, as a crash would (`-m immediate`).
+    pub fn stop(&mut self) {
+        if !self.running {
+            return;
+        }
+        let mut ctl = as_owner(&self.bin, "pg_ctl");
+        ctl.arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"]);
+        let _ = ctl.output();
+        self.running = false;
+    }
+
+    /// Its URL for ferry (`store.primary_url` or `store.replica_url`).
+    pub fn url(&self) -> String {
+        format!("postgres://{DATABASE}@127.0.0.1:{}/{DATABASE}", self.port)
+    }
+
+    /// The server's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.parent().unwrap().join("server.log")).unwrap_or_default()
+    }
+
+    /// The `[store]` section of a hub on this primary, reading `replica`.
+    pub fn store_toml(&self, replica: Option<&Postgres>) -> String {
+        let mut s = format!(
+            "[store]\nbackend = \"postgres\"\nprimary_url = \"{}\"\n",
+            self.url()
+        );
+        if let Some(r) = replica {
+            s.push_str(&format!("replica_url = \"{}\"\n", r.url()));
+        }
+        s
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

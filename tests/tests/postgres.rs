@@ -1,0 +1,195 @@
+//! Hubs on PostgreSQL, started by the tests: the API suite on that backend;
+//! two hubs, one writing to the primary, one reading a streaming replica
+//! that replays two seconds late, with read-your-writes across them; and
+//! the primary lost and back.
+
+use std::time::Duration;
+
+use ferry_tests::hub::ADMIN_TOKEN;
+use ferry_tests::postgres::Postgres;
+use ferry_tests::scenarios::{self, tenant, upload};
+use ferry_tests::{Api, Hub, HubOptions, Spoke, eventually};
+use serde_json::json;
+
+fn hub_on(store_toml: String) -> Hub {
+    Hub::start_with(HubOptions {
+        extra_toml: store_toml,
+        ..HubOptions::default()
+    })
+}
+
+#[tokio::test]
+async fn the_api_suite_passes_on_postgres() {
+    ferry_tests::install_crypto_provider();
+    let pg = Postgres::primary();
+    let hub = hub_on(pg.store_toml(None));
+    assert!(hub.log().contains("store=\"postgres\"") || hub.log().contains("store=postgres"));
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    scenarios::large_round_trip(&t, 16 << 20).await;
+    scenarios::range_reads(&t).await;
+    scenarios::conditional_requests(&t).await;
+    scenarios::listing_pagination(&t).await;
+    scenarios::copy_and_move(&t).await;
+    scenarios::digest_mismatch_leaves_nothing(&t).await;
+    scenarios::wanted_digests(&t).await;
+    scenarios::bad_inputs(&t, 1024 * 1024).await;
+    scenarios::key_lifecycle(&t).await;
+    let e = tenant(&hub.url(), "events", &hub.data_dir).await;
+    scenarios::events_in_order(&e).await;
+    let m = tenant(&hub.url(), "mem", &hub.data_dir).await;
+    scenarios::memory_connection(&m).await;
+    // Spokes enrol and connect against this store too.
+    let spoke = Spoke::start(&hub, "fra1");
+    let via = Api::new(spoke.url()).as_token(&t.key);
+    via.put(&t.file("through-spoke.txt"))
+        .body("hello")
+        .send()
+        .await
+        .expect(201);
+    assert_eq!(
+        &t.api
+            .get(&t.file("through-spoke.txt"))
+            .send()
+            .await
+            .expect(200)
+            .body[..],
+        b"hello"
+    );
+}
+
+#[tokio::test]
+async fn tenants_are_isolated_on_postgres() {
+    let pg = Postgres::primary();
+    let hub = hub_on(pg.store_toml(None));
+    let a = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    let b = tenant(&hub.url(), "beta", &hub.data_dir).await;
+    scenarios::tenant_isolation(&a, &b, &hub.data_dir).await;
+}
+
+/// A hub on `primary`, reading `replica`, sharing `data_dir` for `fs`.
+fn hub_reading(
+    primary: &Postgres,
+    replica: Option<&Postgres>,
+    data_dir: Option<std::path::PathBuf>,
+) -> Hub {
+    Hub::start_with(HubOptions {
+        extra_toml: primary.store_toml(replica),
+        data_dir,
+        ..HubOptions::default()
+    })
+}
+
+#[tokio::test]
+async fn two_hubs_share_one_store_and_read_their_own_writes() {
+    ferry_tests::install_crypto_provider();
+    let primary = Postgres::primary();
+    // The replica replays two seconds late: without read-your-writes every
+    // read below through hub B would miss the write just made.
+    let replica = primary.replica(Some(Duration::from_secs(2)));
+    let hub_a = hub_reading(&primary, None, None);
+    let hub_b = hub_reading(&primary, Some(&replica), Some(hub_a.data_dir.clone()));
+
+    // An account made through A is usable at once through B.
+    let t = tenant(&hub_a.url(), "alpha", &hub_a.data_dir).await;
+    let via_b = Api::new(hub_b.url()).as_token(&t.key);
+    let conns = via_b.get("/v1/connections").send().await.expect(200).json();
+    assert_eq!(conns["connections"][0]["name"], "local", "{conns}");
+    // A write through A, read at once through B.
+    upload(&t, "a.txt", b"written through A").await;
+    let got = via_b.get(&t.file("a.txt")).send().await.expect(200);
+    assert!(
+        got.header("x-ferry-checksum-crc64nvme").is_some(),
+        "the metadata is seen"
+    );
+    let events = via_b.get("/v1/events").send().await.expect(200).json();
+    assert_eq!(events["events"].as_array().unwrap().len(), 1, "{events}");
+    // A write through B, read at once through B (its replica is behind).
+    via_b
+        .post("/v1/connections")
+        .json(&json!({ "name": "mem", "provider": "memory" }))
+        .send()
+        .await
+        .expect(201);
+    let conns = via_b.get("/v1/connections").send().await.expect(200).json();
+    assert_eq!(conns["connections"].as_array().unwrap().len(), 2, "{conns}");
+
+    // A spoke enrolled through B, on B's replica, serves the account at once.
+    let spoke = Spoke::start(&hub_b, "fra1");
+    let via_spoke = Api::new(spoke.url()).as_token(&t.key);
+    via_spoke
+        .put(&t.file("b.txt"))
+        .body("through B's spoke")
+        .send()
+        .await
+        .expect(201);
+    assert_eq!(
+        &t.api.get(&t.file("b.txt")).send().await.expect(200).body[..],
+        b"through B's spoke"
+    );
+    assert_eq!(
+        &via_spoke
+            .get(&t.file("a.txt"))
+            .send()
+            .await
+            .expect(200)
+            .body[..],
+        b"written through A"
+    );
+
+    // Another client, which wrote nothing, reads B's replica; once it has
+    // replayed, everything is there.
+    let admin_b = Api::new(hub_b.url()).as_token(ADMIN_TOKEN);
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            admin_b
+                .get(&format!("/v1/accounts/{}", t.account_id))
+                .send()
+                .await
+                .status
+                == 200
+        })
+        .await
+    );
+
+    // The primary goes away: writes fail cleanly, reads go on.
+    let mut primary = primary;
+    primary.stop();
+    let r = via_b.put(&t.file("c.txt")).body("no primary").send().await;
+    assert_eq!(r.status, 503, "{:?}", r.body);
+    assert!(r.header("retry-after").is_some());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let read = via_b.get(&t.file("a.txt")).send().await;
+    assert_eq!(read.status, 200, "{:?}\n{}", read.body, hub_b.log());
+    assert_eq!(&read.body[..], b"written through A");
+    assert_eq!(
+        Api::new(hub_b.url()).get("/readyz").send().await.status,
+        200,
+        "B still serves reads"
+    );
+    // It comes back at the same address: writes work again, nothing was lost.
+    primary.start();
+    assert!(
+        eventually(Duration::from_secs(20), async || {
+            via_b
+                .put(&t.file("c.txt"))
+                .body("primary back")
+                .send()
+                .await
+                .status
+                == 201
+        })
+        .await,
+        "writes did not recover:\n{}",
+        hub_b.log()
+    );
+    for (path, body) in [
+        ("a.txt", &b"written through A"[..]),
+        ("b.txt", b"through B's spoke"),
+        ("c.txt", b"primary back"),
+    ] {
+        assert_eq!(
+            &t.api.get(&t.file(path)).send().await.expect(200).body[..],
+            body
+        );
+    }
+}
