@@ -103,7 +103,30 @@ pub struct Welcome {
     /// aggregates the RTTs it observes the same way.
     #[serde(default = "default_client_prefixes")]
     pub client_prefixes: (u8, u8),
+    /// This hub's identity among the hubs of its store (so that a spoke
+    /// that knows it under two addresses holds one tunnel to it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hub_id: String,
+    /// Every hub sharing this hub's store, this one included: where spokes
+    /// reach their tunnels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hubs: Vec<HubAddrs>,
 }
+
+/// Where a hub takes tunnels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubAddrs {
+    /// The hub's identity, as in its `welcome`.
+    pub id: String,
+    /// QUIC, over UDP.
+    pub tunnel_addr: std::net::SocketAddr,
+    /// TLS over TCP.
+    pub tunnel_tcp_addr: std::net::SocketAddr,
+}
+
+/// The most hubs a `welcome` lists.
+pub const MAX_HUBS: usize = 16;
 
 fn default_client_prefixes() -> (u8, u8) {
     (24, 48)
@@ -172,6 +195,9 @@ pub enum NoticeKind {
     /// An API key was revoked or a connection deleted: cached grants must
     /// be dropped now, not when they expire.
     InvalidateGrants,
+    /// The hubs sharing the store changed: `hubs` lists them now, and the
+    /// spoke opens a tunnel to each one it lacks.
+    Hubs,
 }
 
 /// A message the hub pushes to a spoke on a stream of its own.
@@ -182,6 +208,20 @@ pub struct Notice {
     pub kind: NoticeKind,
     /// Why, for the spoke's log.
     pub reason: String,
+    /// With [`NoticeKind::Hubs`]: every hub, this one included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hubs: Vec<HubAddrs>,
+}
+
+impl Notice {
+    /// A notice of `kind` for `reason`.
+    pub fn new(kind: NoticeKind, reason: impl Into<String>) -> Self {
+        Notice {
+            kind,
+            reason: reason.into(),
+            hubs: Vec::new(),
+        }
+    }
 }
 
 /// A refusal that ends the stream (or, on the first stream, the tunnel).
@@ -334,6 +374,13 @@ impl Frame {
                 Ok(())
             }
         };
+        let hubs = |hubs: &[HubAddrs]| {
+            if hubs.len() > MAX_HUBS {
+                return Err(malformed(name, format!("more than {MAX_HUBS} hubs")));
+            }
+            hubs.iter()
+                .try_for_each(|h| long("hub id", h.id.len(), MAX_NAME))
+        };
         match &self {
             Frame::Hello(h) => {
                 long("spoke", h.spoke.len(), MAX_NAME)?;
@@ -347,6 +394,10 @@ impl Frame {
                         ));
                     }
                 }
+            }
+            Frame::Welcome(w) => {
+                long("hub_id", w.hub_id.len(), MAX_NAME)?;
+                hubs(&w.hubs)?;
             }
             Frame::Heartbeat(hb) => {
                 if hb.client_rtts.len() > MAX_HEARTBEAT_RTTS {
@@ -363,7 +414,10 @@ impl Frame {
                 long("code", r.code.len(), MAX_NAME)?;
                 long("reason", r.reason.len(), MAX_TEXT)?;
             }
-            Frame::Notice(n) => long("reason", n.reason.len(), MAX_TEXT)?,
+            Frame::Notice(n) => {
+                long("reason", n.reason.len(), MAX_TEXT)?;
+                hubs(&n.hubs)?;
+            }
             Frame::Request(r) => {
                 long("method", r.method.len(), 16)?;
                 long("uri", r.uri.len(), MAX_URI)?;
@@ -525,6 +579,19 @@ mod tests {
                 version: 1,
                 heartbeat_interval_ms: 5000,
                 client_prefixes: (24, 48),
+                hub_id: String::new(),
+                hubs: vec![],
+            }),
+            Frame::Welcome(Welcome {
+                version: 1,
+                heartbeat_interval_ms: 1000,
+                client_prefixes: (24, 56),
+                hub_id: "hub_1".into(),
+                hubs: vec![HubAddrs {
+                    id: "hub_1".into(),
+                    tunnel_addr: "192.0.2.1:7443".parse().unwrap(),
+                    tunnel_tcp_addr: "192.0.2.1:7443".parse().unwrap(),
+                }],
             }),
             Frame::Refuse(Refusal {
                 code: "unsupported_version".into(),
@@ -559,9 +626,15 @@ mod tests {
             }),
             Frame::Data(Bytes::from_static(b"\x00\x01binary")),
             Frame::End,
+            Frame::Notice(Notice::new(NoticeKind::Drain, "maintenance")),
             Frame::Notice(Notice {
-                kind: NoticeKind::Drain,
-                reason: "maintenance".into(),
+                kind: NoticeKind::Hubs,
+                reason: "a hub joined".into(),
+                hubs: vec![HubAddrs {
+                    id: "hub_2".into(),
+                    tunnel_addr: "[2001:db8::1]:7443".parse().unwrap(),
+                    tunnel_tcp_addr: "[2001:db8::1]:7444".parse().unwrap(),
+                }],
             }),
         ]
     }
@@ -656,7 +729,16 @@ mod tests {
                 MAX_HEARTBEAT_RTTS + 1
             ],
         });
-        for bad in [long_name, many_addrs, many_rtts] {
+        let hub = HubAddrs {
+            id: "hub_1".into(),
+            tunnel_addr: "192.0.2.1:7443".parse().unwrap(),
+            tunnel_tcp_addr: "192.0.2.1:7443".parse().unwrap(),
+        };
+        let many_hubs = Frame::Notice(Notice {
+            hubs: vec![hub; MAX_HUBS + 1],
+            ..Notice::new(NoticeKind::Hubs, "")
+        });
+        for bad in [long_name, many_addrs, many_rtts, many_hubs] {
             let mut buf = BytesMut::from(&bad.to_bytes()[..]);
             assert!(matches!(
                 Decoder::default().decode(&mut buf),

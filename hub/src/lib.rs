@@ -39,6 +39,18 @@ use crate::store::Store;
 /// The environment variable holding the admin token.
 pub const ADMIN_TOKEN_ENV: &str = "FERRY_ADMIN_TOKEN";
 
+/// Measures the replica's lag every few seconds, for the metrics.
+async fn watch_replica(state: Arc<AppState>, shutdown: CancellationToken) {
+    loop {
+        let lag = state.store.replica_lag_bytes().await;
+        state.metrics.replica_lag(lag);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+        }
+    }
+}
+
 /// The tunnel CA. With SQLite, files in the state directory; with
 /// PostgreSQL, the one all hubs of the database share, kept in it with its
 /// key sealed under the master key (made by the first hub, from its own
@@ -98,11 +110,19 @@ pub async fn run(
     let providers = ProviderRegistry::new(cfg.provider_policy());
     let metrics = Metrics::new();
     let heartbeat = cfg.tunnel.as_ref().map_or(1, |t| t.heartbeat_interval_secs);
-    let steering = Arc::new(Steering::new(
+    // New with each start: a hub restarted at another address is another
+    // hub to its spokes.
+    let hub_id = crate::store::new_id("hub");
+    let mut steering = Steering::new(
         &cfg.steering,
         cfg.steering.stale_after(heartbeat),
         metrics.steering.clone(),
-    ));
+    );
+    let shared_store = store.backend() == "postgres";
+    if shared_store {
+        steering = steering.with_exchange();
+    }
+    let steering = Arc::new(steering);
     // Bound before anything starts, so a taken port fails the start.
     let dns = match &cfg.dns {
         Some(d) => {
@@ -134,6 +154,24 @@ pub async fn run(
             .await
             .with_context(|| format!("cannot open the TCP tunnel listener on {tcp_addr}"))?;
         tracing::info!(addr = %tcp.local_addr()?, "tunnel TCP listening");
+        let quic_public = t.public_addr.unwrap_or(ep.local_addr()?);
+        let tcp_public = t
+            .public_tcp_addr
+            .or(t.public_addr)
+            .unwrap_or(tcp.local_addr()?);
+        let me =
+            (!quic_public.ip().is_unspecified() && !tcp_public.ip().is_unspecified()).then(|| {
+                ferry_common::proto::HubAddrs {
+                    id: hub_id.clone(),
+                    tunnel_addr: quic_public,
+                    tunnel_tcp_addr: tcp_public,
+                }
+            });
+        if me.is_none() {
+            tracing::warn!(
+                "tunnel.public_addr is not set and the tunnel listens on an unspecified address: other hubs' spokes will not learn this hub"
+            );
+        }
         tcp_tunnel = Some((tcp, Arc::new(tls)));
         state.spokes = Some(SpokeSupport {
             ca,
@@ -141,6 +179,7 @@ pub async fn run(
             server_name: t.server_name.clone(),
             token_ttl_secs: t.join_token_ttl_secs,
             grant_ttl_secs: t.grant_ttl_secs,
+            hubs: Arc::new(tunnel::HubList::new(hub_id.clone(), me)),
         });
         endpoint = Some((ep, t.clone()));
     }
@@ -154,6 +193,21 @@ pub async fn run(
         state.spokes.as_ref().map(|s| s.registry.clone()),
         tunnel_stop.clone(),
     )));
+    if store.has_replica() {
+        tasks.push(tokio::spawn(watch_replica(
+            state.clone(),
+            tunnel_stop.clone(),
+        )));
+    }
+    if shared_store {
+        tasks.push(tokio::spawn(steering::exchange::run(
+            steering.clone(),
+            store.clone(),
+            state.spokes.as_ref().map(|s| s.registry.clone()),
+            hub_id.clone(),
+            tunnel_stop.clone(),
+        )));
+    }
     let dns_thread = match dns {
         Some((sockets, d)) => {
             let hub_addrs = if d.hub_addrs.is_empty() {
@@ -202,6 +256,11 @@ pub async fn run(
             state.clone(),
             support.registry.clone(),
             t,
+            tunnel_stop.clone(),
+        )));
+        tasks.push(tokio::spawn(support.hubs.clone().keep_current(
+            state.clone(),
+            support.registry.clone(),
             tunnel_stop.clone(),
         )));
         tasks.push(tokio::spawn(tunnel::sweep_revoked(

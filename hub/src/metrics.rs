@@ -123,6 +123,9 @@ pub struct Metrics {
     refusals: Family<RefusalLabels, Counter>,
     grants: Counter,
     active: Gauge,
+    replica_lag: Gauge,
+    replica_up: Gauge,
+    hubs: Gauge,
     /// The DNS server's metrics.
     pub dns: crate::dns::metrics::DnsMetrics,
     /// Steering's metrics.
@@ -206,12 +209,33 @@ impl Metrics {
             "Uploads and downloads this node is streaming now",
             active.clone(),
         );
+        let replica_lag = Gauge::default();
+        registry.register(
+            "store_replica_lag_bytes",
+            "WAL the primary wrote that the hub's PostgreSQL replica has not replayed yet",
+            replica_lag.clone(),
+        );
+        let replica_up = Gauge::default();
+        registry.register(
+            "store_replica_up",
+            "Whether the primary and the replica both answered the last lag check (1) or not (0)",
+            replica_up.clone(),
+        );
+        let hubs = Gauge::default();
+        registry.register(
+            "hubs_known",
+            "Hubs sharing this hub's store that announced themselves recently, this one included",
+            hubs.clone(),
+        );
         let dns = crate::dns::metrics::DnsMetrics::register(&mut registry);
         let steering = crate::steering::metrics::SteeringMetrics::register(&mut registry);
         Self {
             dns,
             steering,
             active,
+            replica_lag,
+            replica_up,
+            hubs,
             registry,
             requests,
             duration,
@@ -291,6 +315,20 @@ impl Metrics {
     /// A transfer started (+1) or ended (-1).
     pub fn active_transfers(&self, delta: i64) {
         self.active.inc_by(delta);
+    }
+
+    /// Records the replica's lag, `None` when it could not be measured.
+    pub fn replica_lag(&self, lag: Option<u64>) {
+        self.replica_up.set(i64::from(lag.is_some()));
+        if let Some(bytes) = lag {
+            self.replica_lag
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Records how many hubs share the store.
+    pub fn hubs_known(&self, n: usize) {
+        self.hubs.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Counts a grant issued.

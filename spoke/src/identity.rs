@@ -20,6 +20,8 @@ const KEY: &str = "spoke-key.pem";
 const CERT: &str = "spoke-cert.pem";
 const HUB_CA: &str = "hub-ca.pem";
 const SERVER_NAME: &str = "hub-server-name";
+/// The hubs sharing the spoke's hub's store, as last learned.
+const HUBS: &str = "hubs.json";
 
 /// The environment variable carrying a join token for the first start.
 pub const JOIN_TOKEN_ENV: &str = "FERRY_JOIN_TOKEN";
@@ -35,6 +37,8 @@ pub struct Identity {
     pub hub_ca: CertificateDer<'static>,
     /// The name in the hub's tunnel certificate.
     pub server_name: String,
+    /// Every hub of the store, as learned at enrolment or from a `welcome`.
+    pub hubs: Vec<ferry_common::proto::HubAddrs>,
 }
 
 impl Clone for Identity {
@@ -44,6 +48,7 @@ impl Clone for Identity {
             key: self.key.clone_key(),
             hub_ca: self.hub_ca.clone(),
             server_name: self.server_name.clone(),
+            hubs: self.hubs.clone(),
         }
     }
 }
@@ -78,11 +83,16 @@ impl Identity {
         let hub_ca =
             CertificateDer::from_pem_slice(&read(HUB_CA)?).context("the hub CA is not PEM")?;
         let server_name = String::from_utf8(read(SERVER_NAME)?)?.trim().to_owned();
+        let hubs = std::fs::read(dir.join(HUBS))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
         Ok(Identity {
             cert,
             key,
             hub_ca,
             server_name,
+            hubs,
         })
     }
 }
@@ -123,10 +133,21 @@ async fn enrol(cfg: &SpokeConfig, token: &str) -> anyhow::Result<()> {
         server_name.as_bytes(),
         false,
     )?;
+    if let Ok(hubs) =
+        serde_json::from_value::<Vec<ferry_common::proto::HubAddrs>>(answer["hubs"].clone())
+    {
+        save_hubs(&cfg.state_dir, &hubs)?;
+    }
     // The certificate last: its presence means "enrolled".
     write_file(&cfg.state_dir.join(CERT), cert.as_bytes(), false)?;
     tracing::info!("enrolled: the hub signed this spoke's key");
     Ok(())
+}
+
+/// Keeps the list of hubs for the next start.
+pub fn save_hubs(dir: &Path, hubs: &[ferry_common::proto::HubAddrs]) -> anyhow::Result<()> {
+    let json = serde_json::to_vec_pretty(hubs).expect("addresses serialise");
+    write_file(&dir.join(HUBS), &json, false)
 }
 
 fn write_file(path: &Path, data: &[u8], private: bool) -> anyhow::Result<()> {

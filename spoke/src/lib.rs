@@ -44,8 +44,7 @@ pub async fn run(
     let identity = Identity::load_or_enrol(&cfg).await?;
     ferry_common::provider::remote::install_http_client();
     let metrics = Arc::new(Metrics::new());
-    let targets = cfg.hub.targets();
-    let (handle, publishers) = TunnelHandle::new(targets.len());
+    let handle = TunnelHandle::default();
     let tls = cfg.api.tls_acceptor(&shutdown)?;
     let hub = HubClient {
         tunnel: handle,
@@ -69,6 +68,7 @@ pub async fn run(
         );
     }
     let client_rtts = Arc::new(steering::ClientRtts::default());
+    let (learned, learned_rx) = tokio::sync::mpsc::unbounded_channel();
     let shared = tunnel::Shared {
         metrics: metrics.clone(),
         draining: shutdown.clone(),
@@ -76,20 +76,15 @@ pub async fn run(
         on_invalidate: invalidate,
         announce,
         client_rtts: client_rtts.clone(),
+        learned,
     };
-    let tunnels: Vec<_> = targets
-        .into_iter()
-        .zip(publishers)
-        .map(|(target, publish)| {
-            tokio::spawn(tunnel::run(
-                cfg.clone(),
-                target,
-                identity.clone(),
-                publish,
-                shared.clone(),
-            ))
-        })
-        .collect();
+    let tunnels = tokio::spawn(tunnel::hold(
+        cfg.clone(),
+        identity,
+        hub.tunnel.clone(),
+        shared,
+        learned_rx,
+    ));
     let reports = tokio::spawn(data.clone().deliver_reports(tunnel_stop.clone()));
     let front = Arc::new(Front {
         hub,
@@ -108,9 +103,7 @@ pub async fn run(
     data.flush_reports(REPORT_FLUSH).await;
     tunnel_stop.cancel();
     let _ = reports.await;
-    for t in tunnels {
-        t.await.context("a tunnel task failed")??;
-    }
+    tunnels.await.context("the tunnels' task failed")??;
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The spoke's part in steering: the kernel's round-trip times of the
-//! client connections it accepts, gathered per client network and sent to
-//! the hub with each heartbeat.
+//! client connections it accepts, gathered per client network and sent
+//! with each heartbeat to every hub it holds a tunnel to (each hub gets
+//! every sample, so all of them steer alike).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -24,10 +25,11 @@ struct Sum {
 struct State {
     v4_prefix: u8,
     v6_prefix: u8,
-    sums: HashMap<Prefix, Sum>,
+    /// One set of sums per hub, each emptied by that hub's heartbeats.
+    sums: Vec<HashMap<Prefix, Sum>>,
 }
 
-/// RTT samples of client connections since the last heartbeat.
+/// RTT samples of client connections since each hub's last heartbeat.
 #[derive(Debug)]
 pub struct ClientRtts {
     state: Mutex<State>,
@@ -35,17 +37,30 @@ pub struct ClientRtts {
 
 impl Default for ClientRtts {
     fn default() -> Self {
-        Self {
-            state: Mutex::new(State {
-                v4_prefix: 24,
-                v6_prefix: 48,
-                sums: HashMap::new(),
-            }),
-        }
+        Self::new(1)
     }
 }
 
 impl ClientRtts {
+    /// Samples for `hubs` hubs.
+    pub fn new(hubs: usize) -> Self {
+        Self {
+            state: Mutex::new(State {
+                v4_prefix: 24,
+                v6_prefix: 48,
+                sums: vec![HashMap::new(); hubs.max(1)],
+            }),
+        }
+    }
+
+    /// Keeps samples for at least `hubs` hubs.
+    pub fn ensure_hubs(&self, hubs: usize) {
+        let mut s = self.lock();
+        if s.sums.len() < hubs {
+            s.sums.resize_with(hubs, HashMap::new);
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("client RTTs poisoned")
     }
@@ -70,24 +85,28 @@ impl ClientRtts {
             s.v6_prefix
         };
         let prefix = Prefix::new(client, len);
-        if !s.sums.contains_key(&prefix) && s.sums.len() >= MAX_PREFIXES {
-            return;
+        let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+        for sums in &mut s.sums {
+            if !sums.contains_key(&prefix) && sums.len() >= MAX_PREFIXES {
+                continue;
+            }
+            let sum = sums.entry(prefix).or_default();
+            sum.total_us = sum.total_us.saturating_add(us);
+            sum.count = sum.count.saturating_add(1);
         }
-        let sum = s.sums.entry(prefix).or_default();
-        sum.total_us = sum
-            .total_us
-            .saturating_add(u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX));
-        sum.count = sum.count.saturating_add(1);
     }
 
-    /// The mean per network, for one heartbeat; the rest waits for the
-    /// next one.
-    pub fn take(&self) -> Vec<PrefixRtt> {
+    /// The mean per network, for one heartbeat to hub `hub`; the rest
+    /// waits for its next one.
+    pub fn take(&self, hub: usize) -> Vec<PrefixRtt> {
         let mut s = self.lock();
-        let keys: Vec<Prefix> = s.sums.keys().take(MAX_HEARTBEAT_RTTS).copied().collect();
+        let Some(sums) = s.sums.get_mut(hub) else {
+            return Vec::new();
+        };
+        let keys: Vec<Prefix> = sums.keys().take(MAX_HEARTBEAT_RTTS).copied().collect();
         keys.into_iter()
             .filter_map(|p| {
-                let sum = s.sums.remove(&p)?;
+                let sum = sums.remove(&p)?;
                 let mean = sum.total_us / u64::from(sum.count.max(1));
                 Some(PrefixRtt {
                     prefix: p.to_string(),
@@ -105,7 +124,7 @@ mod tests {
 
     #[test]
     fn samples_are_averaged_per_network_and_taken_once() {
-        let r = ClientRtts::default();
+        let r = ClientRtts::new(2);
         r.record("192.0.2.1".parse().unwrap(), Duration::from_millis(10));
         r.record("192.0.2.200".parse().unwrap(), Duration::from_millis(20));
         r.record(
@@ -117,7 +136,7 @@ mod tests {
             "2001:db8:aa::1".parse().unwrap(),
             Duration::from_micros(1500),
         );
-        let mut got = r.take();
+        let mut got = r.take(0);
         got.sort_by(|a, b| a.prefix.cmp(&b.prefix));
         let flat: Vec<(String, u32, u32)> = got
             .into_iter()
@@ -131,7 +150,10 @@ mod tests {
                 ("2001:db8::/32".into(), 1_500, 1),
             ]
         );
-        assert!(r.take().is_empty());
+        assert!(r.take(0).is_empty());
+        // The other hub gets the same samples, once.
+        assert_eq!(r.take(1).len(), 3);
+        assert!(r.take(1).is_empty() && r.take(7).is_empty());
     }
 
     #[test]
@@ -143,7 +165,7 @@ mod tests {
         }
         let mut total = 0;
         loop {
-            let batch = r.take();
+            let batch = r.take(0);
             if batch.is_empty() {
                 break;
             }

@@ -10,14 +10,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use bytes::Bytes;
 use ferry_common::link::{Link, RecvHalf, SendHalf, TcpLink};
+use ferry_common::proto::HubAddrs;
 use ferry_common::proto::{
     ALPN, Frame, Heartbeat, Hello, Notice, NoticeKind, PROTOCOL_VERSION, SteeringAnnounce,
 };
 use ferry_common::tunnel_io::{FrameReader, bind_udp, close};
 use rustls::pki_types::ServerName;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{HubTarget, SpokeConfig};
@@ -31,23 +33,26 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const SWITCH_GRACE: Duration = Duration::from_secs(5);
 
 /// The tunnels as the rest of the spoke sees them: one per hub, in order
-/// of preference.
-#[derive(Debug, Clone)]
+/// of preference. Hubs learned while running are added at the end.
+#[derive(Debug, Clone, Default)]
 pub struct TunnelHandle {
-    rx: Vec<watch::Receiver<Option<Link>>>,
+    rx: Arc<std::sync::RwLock<Vec<watch::Receiver<Option<Link>>>>>,
 }
 
 impl TunnelHandle {
-    /// A handle over `hubs` tunnels and the senders their connectors
-    /// publish on, primary first.
-    pub fn new(hubs: usize) -> (Self, Vec<watch::Sender<Option<Link>>>) {
-        let (tx, rx) = (0..hubs.max(1)).map(|_| watch::channel(None)).unzip();
-        (Self { rx }, tx)
+    /// One more tunnel, after the others: the sender its connector
+    /// publishes on.
+    pub fn add(&self) -> watch::Sender<Option<Link>> {
+        let (tx, rx) = watch::channel(None);
+        self.rx.write().expect("tunnel handle poisoned").push(rx);
+        tx
     }
 
     /// The first live link (the primary hub's when it is up).
     pub fn current(&self) -> Option<Link> {
         self.rx
+            .read()
+            .expect("tunnel handle poisoned")
             .iter()
             .find_map(|rx| rx.borrow().clone().filter(|l| !l.is_closed()))
     }
@@ -123,6 +128,8 @@ struct Connector {
     cfg: Arc<SpokeConfig>,
     announce: Option<SteeringAnnounce>,
     client_rtts: Arc<ClientRtts>,
+    /// Where what the hub says about the hubs goes.
+    learned: mpsc::UnboundedSender<Learned>,
 }
 
 impl Connector {
@@ -161,6 +168,7 @@ impl Connector {
             endpoint,
             tls,
             server_name: identity.server_name,
+            learned: shared.learned.clone(),
             cfg,
             announce: shared.announce.clone(),
             client_rtts: shared.client_rtts.clone(),
@@ -250,6 +258,7 @@ impl Connector {
             Ok(Ok(Some(Frame::Welcome(w)))) => {
                 let interval = Duration::from_millis(w.heartbeat_interval_ms.clamp(100, 60_000));
                 self.client_rtts.set_prefixes(w.client_prefixes);
+                self.learn(Some(w.hub_id), w.hubs);
                 Ok(Control {
                     link,
                     send,
@@ -270,6 +279,154 @@ impl Connector {
         }
     }
 }
+
+impl Connector {
+    /// Passes on what a `welcome` (the hub's id and list) or a notice (the
+    /// list) says, for [`hold`].
+    fn learn(&self, hub_id: Option<String>, hubs: Vec<HubAddrs>) {
+        let _ = self.learned.send(Learned {
+            target: self.target.index,
+            hub_id: hub_id.filter(|id| !id.is_empty()),
+            hubs,
+        });
+    }
+}
+
+/// What one tunnel learned about the hubs (nothing, when an attempt to
+/// connect failed).
+#[derive(Debug)]
+pub struct Learned {
+    /// The tunnel's index.
+    target: usize,
+    /// The id of the hub at its other end.
+    hub_id: Option<String>,
+    /// Every hub of that hub's store (empty: the hub did not say).
+    hubs: Vec<HubAddrs>,
+}
+
+/// One tunnel [`hold`] runs.
+struct Held {
+    target: HubTarget,
+    /// The hub's id, once known.
+    id: Option<String>,
+    /// Whether it connected or failed to at least once.
+    tried: bool,
+    /// Stops this tunnel alone.
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Holds a tunnel to every hub until `shared.shutdown`: those configured
+/// (primary first), those saved from the last run, and each one a hub
+/// lists later, which is saved for the next start. A hub reached under
+/// two addresses keeps one tunnel, the one listed first: hubs not in the
+/// configuration wait until each configured one has answered with its id
+/// (or failed to connect once), so a hub configured under one address and
+/// listed under another is known for the same.
+pub async fn hold(
+    cfg: Arc<SpokeConfig>,
+    identity: Identity,
+    handle: TunnelHandle,
+    shared: Shared,
+    mut learned: mpsc::UnboundedReceiver<Learned>,
+) -> anyhow::Result<()> {
+    let mut held: Vec<Held> = Vec::new();
+    let spawn = |held: &mut Vec<Held>, quic: SocketAddr, tcp: SocketAddr, id: Option<String>| {
+        let target = HubTarget {
+            index: held.len(),
+            quic,
+            tcp,
+        };
+        shared.client_rtts.ensure_hubs(held.len() + 1);
+        let stop = shared.shutdown.child_token();
+        let task = tokio::spawn(run(
+            cfg.clone(),
+            target,
+            identity.clone(),
+            handle.add(),
+            Shared {
+                shutdown: stop.clone(),
+                ..shared.clone()
+            },
+        ));
+        held.push(Held {
+            target,
+            id,
+            tried: false,
+            stop,
+            task,
+        });
+    };
+    let holds = |held: &[Held], h: &HubAddrs| {
+        held.iter().any(|t| {
+            !t.stop.is_cancelled()
+                && (t.id.as_deref() == Some(&h.id) || t.target.quic == h.tunnel_addr)
+        })
+    };
+    for t in cfg.hub.targets() {
+        spawn(&mut held, t.quic, t.tcp, None);
+    }
+    let configured = held.len();
+    let mut pending: Vec<HubAddrs> = identity.hubs.clone();
+    loop {
+        let l = tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            l = learned.recv() => match l {
+                Some(l) => l,
+                None => break,
+            },
+        };
+        held[l.target].tried = true;
+        if let Some(id) = l.hub_id {
+            held[l.target].id = Some(id.clone());
+            // The same hub under another address: keep the first.
+            let same: Vec<usize> = (0..held.len())
+                .filter(|&i| !held[i].stop.is_cancelled() && held[i].id.as_deref() == Some(&id))
+                .collect();
+            for &i in same.iter().skip(1) {
+                tracing::info!(hub = %held[i].target.quic, hub.id = %id, "a second address of a hub this spoke holds a tunnel to: closing it");
+                held[i].stop.cancel();
+            }
+        }
+        if !l.hubs.is_empty() {
+            if let Err(e) = crate::identity::save_hubs(&cfg.state_dir, &l.hubs) {
+                tracing::warn!(error = %e, "could not keep the list of hubs");
+            }
+            pending = l.hubs;
+        }
+        if pending.is_empty() || !held[..configured].iter().all(|h| h.tried) {
+            continue;
+        }
+        for h in std::mem::take(&mut pending) {
+            if holds(&held, &h) {
+                continue;
+            }
+            if held.len() >= MAX_TUNNELS {
+                tracing::warn!(hub = %h.tunnel_addr, "too many hubs: not opening a tunnel");
+                continue;
+            }
+            tracing::info!(hub = %h.tunnel_addr, hub.id = %h.id, "a hub this spoke holds no tunnel to: opening one");
+            spawn(
+                &mut held,
+                h.tunnel_addr,
+                h.tunnel_tcp_addr,
+                Some(h.id.clone()),
+            );
+        }
+    }
+    shared.shutdown.cancel();
+    let mut result = Ok(());
+    for h in held {
+        let r = h.task.await.context("a tunnel task failed").and_then(|r| r);
+        if result.is_ok() {
+            result = r;
+        }
+    }
+    result
+}
+
+/// The most tunnels a spoke holds, configured and learned.
+const MAX_TUNNELS: usize = 2 * ferry_common::proto::MAX_HUBS;
 
 fn refused_or_lost(link: &Link, fallback: String) -> TunnelError {
     if let Link::Quic(conn) = link {
@@ -303,6 +460,8 @@ pub struct Shared {
     pub announce: Option<SteeringAnnounce>,
     /// Client RTTs for the next heartbeat.
     pub client_rtts: Arc<ClientRtts>,
+    /// Where each tunnel says what it learned about the hubs.
+    pub learned: mpsc::UnboundedSender<Learned>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -314,7 +473,7 @@ impl std::fmt::Debug for Shared {
 /// Keeps a tunnel to one hub up until `shutdown`. When `draining` fires
 /// first, the hub is told (so it stops sending clients here) while the
 /// tunnel stays up for the requests still in flight.
-pub async fn run(
+async fn run(
     cfg: Arc<SpokeConfig>,
     target: HubTarget,
     identity: Identity,
@@ -383,6 +542,7 @@ pub async fn run(
             Err(e) => e,
         };
         metrics.reconnect(err.cause());
+        connector.learn(None, Vec::new());
         let wait = jitter(next_backoff(backoff, initial, max), random_unit());
         backoff = Some(next_backoff(backoff, initial, max));
         tracing::warn!(error = %err, retry_in_ms = wait.as_millis() as u64, "tunnel down");
@@ -443,7 +603,7 @@ async fn session(control: Control, signals: &Signals<'_>) -> Result<Ended, Tunne
             }
             _ = draining.cancelled(), if !told_draining => {
                 told_draining = true;
-                let notice = Notice { kind: NoticeKind::Drain, reason: "the spoke is shutting down".into() };
+                let notice = Notice::new(NoticeKind::Drain, "the spoke is shutting down");
                 if send.send_frame(&Frame::Notice(notice)).await.is_err() {
                     return Err(refused_or_lost(&link, "the control stream failed".into()));
                 }
@@ -474,7 +634,7 @@ async fn session(control: Control, signals: &Signals<'_>) -> Result<Ended, Tunne
                     seq,
                     active_transfers: metrics.active_now(),
                     bytes_per_sec,
-                    client_rtts: connector.client_rtts.take(),
+                    client_rtts: connector.client_rtts.take(connector.target.index),
                 };
                 if send.send_frame(&Frame::Heartbeat(hb)).await.is_err() {
                     return Err(refused_or_lost(&link, "the control stream failed".into()));
@@ -492,6 +652,7 @@ async fn session(control: Control, signals: &Signals<'_>) -> Result<Ended, Tunne
                         tracing::debug!(reason = %n.reason, "dropping cached grants");
                         on_invalidate();
                     }
+                    NoticeKind::Hubs => connector.learn(None, n.hubs),
                 },
                 Ok(other) => {
                     tracing::warn!(frame = ?other, "unexpected frame on the control stream");

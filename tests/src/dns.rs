@@ -117,3 +117,20 @@ pub fn subnet_scope(m: &Message) -> Option<(u8, u8)> {
         _ => None,
     })
 }
+
+/// Waits until the hub's DNS may answer every spoke in `names`.
+pub async fn until_eligible(hub: &crate::Hub, names: &[&str]) {
+    let admin = crate::Api::new(hub.url()).as_token(crate::hub::ADMIN_TOKEN);
+    let ok = crate::eventually(Duration::from_secs(10), async || {
+        let view = admin.get("/v1/steering").send().await.json();
+        let eligible: Vec<&str> = view["eligible"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        names.iter().all(|n| eligible.contains(n))
+    })
+    .await;
+    assert!(ok, "spokes {names:?} never became eligible:\n{}", hub.log());
+}

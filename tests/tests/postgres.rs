@@ -1,14 +1,18 @@
 //! Hubs on PostgreSQL, started by the tests: the API suite on that backend;
 //! two hubs, one writing to the primary, one reading a streaming replica
-//! that replays two seconds late, with read-your-writes across them; and
-//! the primary lost and back.
+//! that replays two seconds late, with read-your-writes across them; the
+//! primary lost and back; and spokes that learn every hub, steered alike by
+//! all of them, moving to another hub when theirs stops.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
+use ferry_tests::dns::{addresses, ask, until_eligible};
 use ferry_tests::hub::ADMIN_TOKEN;
 use ferry_tests::postgres::Postgres;
 use ferry_tests::scenarios::{self, tenant, upload};
-use ferry_tests::{Api, Hub, HubOptions, Spoke, eventually};
+use ferry_tests::{Api, Hub, HubOptions, Spoke, SpokeOptions, eventually, metric};
+use hickory_proto::rr::RecordType;
 use serde_json::json;
 
 fn hub_on(store_toml: String) -> Hub {
@@ -192,4 +196,188 @@ async fn two_hubs_share_one_store_and_read_their_own_writes() {
             body
         );
     }
+}
+
+const ZONE: &str = "ferry.test";
+
+/// A hub with DNS on `primary` (reading `replica`), sharing `data_dir`.
+fn dns_hub(
+    primary: &Postgres,
+    replica: Option<&Postgres>,
+    data_dir: Option<std::path::PathBuf>,
+    tunnel_extra: &str,
+) -> Hub {
+    Hub::start_with(HubOptions {
+        extra_toml: format!(
+            "{}\n[dns]\nlisten = \"127.0.0.1:0\"\nzone = \"{ZONE}\"\n",
+            primary.store_toml(replica)
+        ),
+        tunnel_extra: tunnel_extra.to_owned(),
+        data_dir,
+        ..HubOptions::default()
+    })
+}
+
+/// What the hub's DNS answers for `api.<zone>` (asked from 127.0.0.1).
+async fn api_answer(hub: &Hub) -> Vec<IpAddr> {
+    let server = hub.dns_addr.expect("the hub runs DNS");
+    addresses(&ask(server, false, &format!("api.{ZONE}."), RecordType::A, None).await)
+}
+
+#[tokio::test]
+async fn spokes_learn_every_hub_all_hubs_steer_alike_and_a_stopped_hub_loses_nothing() {
+    ferry_tests::install_crypto_provider();
+    let primary = Postgres::primary();
+    let replica = primary.replica(None);
+    let mut hub_a = dns_hub(&primary, None, None, "");
+    let hub_b = dns_hub(&primary, Some(&replica), Some(hub_a.data_dir.clone()), "");
+    // Hub C says its tunnel is where nothing listens: no spoke reaches it,
+    // and its DNS knows the spokes only from what A and B share.
+    let hub_c = dns_hub(
+        &primary,
+        Some(&replica),
+        Some(hub_a.data_dir.clone()),
+        "public_addr = \"127.0.0.1:9\"",
+    );
+
+    // Both spokes enrol through A and are configured with A alone.
+    let spoke_on = |name: &str, ip: &str| {
+        let opts = SpokeOptions {
+            listen_ip: Some(ip.parse().unwrap()),
+            ..SpokeOptions::default()
+        };
+        Spoke::start_with(&hub_a, name, &hub_a.spoke_token(name, None), &opts)
+            .unwrap_or_else(|log| panic!("{log}"))
+    };
+    let mut fra1 = spoke_on("fra1", "127.0.0.2");
+    let ams1 = spoke_on("ams1", "127.0.0.3");
+    // They learn B from A's list and hold a tunnel to it too.
+    let admin_b = Api::new(hub_b.url()).as_token(ADMIN_TOKEN);
+    for name in ["fra1", "ams1"] {
+        assert!(
+            eventually(Duration::from_secs(20), async || {
+                admin_b
+                    .get(&format!("/v1/spokes/{name}"))
+                    .send()
+                    .await
+                    .json()["tunnel"]
+                    .is_object()
+            })
+            .await,
+            "{name} never reached hub B:\n{}",
+            fra1.log()
+        );
+    }
+    for hub in [&hub_a, &hub_b, &hub_c] {
+        until_eligible(hub, &["fra1", "ams1"]).await;
+    }
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            metric(&hub_b.url(), "ferry_hubs_known", &[]).await == 3.0
+                && metric(&hub_b.url(), "ferry_store_replica_up", &[]).await == 1.0
+        })
+        .await
+    );
+    assert!(metric(&hub_b.url(), "ferry_store_replica_lag_bytes", &[]).await >= 0.0);
+
+    // A client's probes, reported to A alone, steer it at every hub.
+    let t = tenant(&hub_a.url(), "alpha", &hub_a.data_dir).await;
+    for hub in [&hub_a, &hub_b, &hub_c] {
+        assert_eq!(
+            api_answer(hub).await,
+            ["127.0.0.1".parse::<IpAddr>().unwrap()],
+            "the hub, with no measurements"
+        );
+    }
+    t.api
+        .post("/v1/steering/reports")
+        .json(&json!({ "samples": [
+            { "spoke": "fra1", "rtt_ms": 5.0 },
+            { "spoke": "ams1", "rtt_ms": 60.0 },
+        ]}))
+        .send()
+        .await
+        .expect(202);
+    let fra1_ip: IpAddr = "127.0.0.2".parse().unwrap();
+    for hub in [&hub_a, &hub_b, &hub_c] {
+        assert!(
+            eventually(Duration::from_secs(10), async || api_answer(hub).await
+                == [fra1_ip])
+            .await,
+            "a hub did not take the shared samples:\n{}",
+            hub.log()
+        );
+    }
+    assert!(
+        metric(
+            &hub_c.url(),
+            "ferry_steering_samples_total",
+            &[("source", "hub"), ("result", "accepted")]
+        )
+        .await
+            >= 2.0
+    );
+
+    // Hub A stops: requests go on through B, and B and C keep steering.
+    let via_fra1 = Api::new(fra1.url()).as_token(&t.key);
+    via_fra1
+        .put(&t.file("before.txt"))
+        .body("while A was up")
+        .send()
+        .await
+        .expect(201);
+    hub_a.stop();
+    let stopped = std::time::Instant::now();
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            via_fra1
+                .put(&t.file("after.txt"))
+                .body("A is gone")
+                .send()
+                .await
+                .status
+                == 201
+        })
+        .await,
+        "fra1 did not move to hub B:\n{}",
+        fra1.log()
+    );
+    eprintln!(
+        "writes through fra1 worked again {:?} after hub A stopped",
+        stopped.elapsed()
+    );
+    assert_eq!(
+        metric(&fra1.url(), "ferry_spoke_tunnel_up", &[("hub", "1")]).await,
+        1.0
+    );
+    for hub in [&hub_b, &hub_c] {
+        assert_eq!(api_answer(hub).await, [fra1_ip]);
+        until_eligible(hub, &["fra1", "ams1"]).await;
+    }
+    // A spoke started while A is down comes up through the hub it learned.
+    fra1.restart();
+    assert_eq!(
+        &Api::new(fra1.url())
+            .as_token(&t.key)
+            .get(&t.file("before.txt"))
+            .send()
+            .await
+            .expect(200)
+            .body[..],
+        b"while A was up"
+    );
+    let via_ams1 = Api::new(ams1.url()).as_token(&t.key);
+    assert_eq!(
+        &via_ams1
+            .get(&t.file("after.txt"))
+            .send()
+            .await
+            .expect(200)
+            .body[..],
+        b"A is gone"
+    );
+    assert!(
+        fra1.log()
+            .contains("a hub this spoke holds no tunnel to: opening one")
+    );
 }

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use ferry_tests::delay_proxy::DelayProxy;
-use ferry_tests::dns::{addresses, ask, dig, dig_short, dig_status, subnet_scope};
+use ferry_tests::dns::{addresses, ask, dig, dig_short, dig_status, subnet_scope, until_eligible};
 use ferry_tests::hub::ADMIN_TOKEN;
 use ferry_tests::scenarios::tenant;
 use ferry_tests::{Api, Hub, HubOptions, Spoke, SpokeOptions, eventually, metric};
@@ -59,23 +59,6 @@ fn query_bytes(name: &str, qtype: RecordType, subnet: Option<ClientSubnet>) -> V
 
 fn dns(hub: &Hub) -> SocketAddr {
     hub.dns_addr.expect("the hub runs DNS")
-}
-
-/// Waits until the hub's DNS may answer every spoke in `names`.
-async fn until_eligible(hub: &Hub, names: &[&str]) {
-    let admin = Api::new(hub.url()).as_token(ADMIN_TOKEN);
-    let ok = eventually(Duration::from_secs(10), async || {
-        let view = admin.get("/v1/steering").send().await.json();
-        let eligible: Vec<&str> = view["eligible"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
-        names.iter().all(|n| eligible.contains(n))
-    })
-    .await;
-    assert!(ok, "spokes {names:?} never became eligible:\n{}", hub.log());
 }
 
 /// The time one `GET` of `url` takes on a warm connection, in

@@ -70,6 +70,8 @@ pub struct SpokeSupport {
     pub token_ttl_secs: u64,
     /// Lifetime of the grants spokes cache.
     pub grant_ttl_secs: u64,
+    /// The hubs sharing this hub's store, for spokes to hold tunnels to.
+    pub hubs: Arc<crate::tunnel::HubList>,
 }
 
 impl AppState {
@@ -256,10 +258,10 @@ fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<Body> {
 /// a connection deletion).
 pub(crate) fn invalidate_grants(state: &AppState, why: &str) {
     if let Some(s) = &state.spokes {
-        s.registry.broadcast(ferry_common::proto::Notice {
-            kind: ferry_common::proto::NoticeKind::InvalidateGrants,
-            reason: why.to_owned(),
-        });
+        s.registry.broadcast(ferry_common::proto::Notice::new(
+            ferry_common::proto::NoticeKind::InvalidateGrants,
+            why,
+        ));
     }
 }
 

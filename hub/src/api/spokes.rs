@@ -159,6 +159,7 @@ async fn enrol(state: &AppState, support: &SpokeSupport, req: Request<Body>) -> 
             "certificate": cert.pem(),
             "ca": support.ca.cert_pem(),
             "server_name": support.server_name,
+            "hubs": support.hubs.current(),
         }),
     ))
 }

@@ -56,6 +56,13 @@ pub struct TunnelConfig {
     /// TCP address for tunnels of spokes whose UDP is blocked (the same
     /// frames over TLS on TCP). Default: the same address as `listen`.
     pub tcp_listen: Option<std::net::SocketAddr>,
+    /// Where spokes reach this hub's QUIC endpoint, told to the spokes of
+    /// every hub sharing its store so they keep a tunnel to it. Default:
+    /// `listen` when it is a specific address.
+    pub public_addr: Option<std::net::SocketAddr>,
+    /// Where spokes reach the TLS-over-TCP tunnel. Default `public_addr`,
+    /// else `tcp_listen`'s address.
+    pub public_tcp_addr: Option<std::net::SocketAddr>,
     /// Name in the tunnel's server certificate, which spokes check. Default
     /// `ferry-hub`.
     #[serde(default = "tunnel_defaults::server_name")]

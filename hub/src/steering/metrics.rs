@@ -14,6 +14,9 @@ pub enum SampleSource {
     spoke,
     /// A client's probe report.
     probe,
+    /// A client's probe report another hub took, read from the shared
+    /// store.
+    hub,
 }
 
 /// What became of a sample.

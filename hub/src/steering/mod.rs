@@ -7,6 +7,7 @@
 //! tunnel registry every [`REFRESH_EVERY`], and answers DNS queries. Its
 //! clock is tokio's, so tests can pause it.
 
+pub mod exchange;
 pub mod metrics;
 pub mod model;
 mod view;
@@ -121,6 +122,8 @@ pub struct Steering {
     inner: Mutex<Inner>,
     stale_after: Duration,
     metrics: SteeringMetrics,
+    /// What is shared with the other hubs of the store, when there are.
+    exchange: Option<exchange::Exchange>,
 }
 
 impl Steering {
@@ -134,7 +137,25 @@ impl Steering {
             }),
             stale_after,
             metrics,
+            exchange: None,
         }
+    }
+
+    /// Shares probe samples and the spokes heard with the other hubs of
+    /// the store (see [`exchange`]).
+    pub fn with_exchange(mut self) -> Self {
+        self.exchange = Some(exchange::Exchange::default());
+        self
+    }
+
+    /// How long a spoke's last heartbeat keeps it eligible.
+    pub fn stale_after(&self) -> Duration {
+        self.stale_after
+    }
+
+    /// How long samples count.
+    pub fn sample_ttl(&self) -> Duration {
+        self.lock().model.settings().sample_ttl
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -259,6 +280,7 @@ impl Steering {
             ignored: 0,
         };
         let mut inner = self.lock();
+        let mut shared = Vec::new();
         for (spoke, ms) in samples {
             let known = inner.spokes.contains_key(spoke.as_str());
             if known
@@ -268,9 +290,13 @@ impl Steering {
                     .is_ok()
             {
                 out.accepted += 1;
+                shared.push((spoke.clone(), *ms));
             } else {
                 out.ignored += 1;
             }
+        }
+        if let Some(x) = &self.exchange {
+            x.queue(client, shared);
         }
         self.metrics.prefixes.set(inner.model.prefix_count() as i64);
         drop(inner);
@@ -285,6 +311,36 @@ impl Steering {
             out.ignored as u64,
         );
         out
+    }
+
+    /// Takes the probe samples other hubs took, read from the store.
+    pub fn observe_peer(&self, samples: &[crate::store::SharedSample]) {
+        if samples.is_empty() {
+            return;
+        }
+        let now = now();
+        let (mut accepted, mut rejected) = (0u64, 0u64);
+        let mut inner = self.lock();
+        for s in samples {
+            let taken = s.client.parse::<IpAddr>().is_ok_and(|client| {
+                inner.spokes.contains_key(s.spoke.as_str())
+                    && inner
+                        .model
+                        .observe(now, client, &s.spoke, s.rtt_ms, Source::ClientProbe)
+                        .is_ok()
+            });
+            if taken {
+                accepted += 1;
+            } else {
+                rejected += 1;
+            }
+        }
+        self.metrics.prefixes.set(inner.model.prefix_count() as i64);
+        drop(inner);
+        self.metrics
+            .samples(SampleSource::hub, SampleResult::accepted, accepted);
+        self.metrics
+            .samples(SampleSource::hub, SampleResult::rejected, rejected);
     }
 
     /// The spokes clients should probe: every one DNS may answer.
@@ -313,7 +369,7 @@ impl Steering {
 
     /// Keeps the eligible spokes current until `shutdown`: every
     /// [`REFRESH_EVERY`] from `registry` (or with none, when the hub takes
-    /// no spokes), and drops stale samples.
+    /// no spokes) and what the other hubs hear, and drops stale samples.
     pub async fn run(
         self: Arc<Self>,
         registry: Option<Arc<Registry>>,
@@ -327,12 +383,14 @@ impl Steering {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            self.refresh(
-                registry
-                    .as_ref()
-                    .map(|r| r.steering_view())
-                    .unwrap_or_default(),
-            );
+            let mut live = registry
+                .as_ref()
+                .map(|r| r.steering_view())
+                .unwrap_or_default();
+            if let Some(x) = &self.exchange {
+                x.merge_remote(&mut live);
+            }
+            self.refresh(live);
             let t = now();
             if t.saturating_duration_since(last_expiry) >= EXPIRE_EVERY {
                 last_expiry = t;

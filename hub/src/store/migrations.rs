@@ -145,6 +145,42 @@ CREATE TABLE tunnel_ca (
 );
 "#,
     },
+    Migration {
+        version: 5,
+        name: "hubs",
+        sqlite: r#"
+CREATE TABLE hubs (
+    id               TEXT PRIMARY KEY,
+    tunnel_addr      TEXT NOT NULL,
+    tunnel_tcp_addr  TEXT NOT NULL,
+    last_seen        BIGINT NOT NULL
+);
+"#,
+    },
+    Migration {
+        version: 6,
+        name: "steering exchange",
+        sqlite: r#"
+CREATE TABLE steering_presence (
+    hub_id            TEXT NOT NULL,
+    spoke             TEXT NOT NULL,
+    announce          TEXT,
+    active_transfers  BIGINT NOT NULL,
+    draining          BIGINT NOT NULL,
+    heard_at          BIGINT NOT NULL,
+    PRIMARY KEY (hub_id, spoke)
+);
+CREATE TABLE steering_samples (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    hub_id  TEXT NOT NULL,
+    spoke   TEXT NOT NULL,
+    client  TEXT NOT NULL,
+    rtt_ms  DOUBLE PRECISION NOT NULL,
+    at      BIGINT NOT NULL
+);
+CREATE INDEX steering_samples_at ON steering_samples (at);
+"#,
+    },
 ];
 
 /// The schema version this build writes.

@@ -16,6 +16,7 @@ mod migrations;
 mod objects;
 pub mod replica;
 mod spokes;
+mod steering;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub use connections::ConnectionRow;
 pub use events::{Event, EventKind, EventRecord};
 pub use objects::{Commit, Direction, ObjectMeta, Transfer, TransferStatus};
 pub use spokes::{EnrolRefusal, SpokeRow, valid_spoke_name};
+pub use steering::{Presence, SharedSample};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]

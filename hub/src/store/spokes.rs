@@ -230,6 +230,43 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Records that hub `id` is up and takes tunnels at these addresses,
+    /// and forgets hubs not heard from in a day.
+    pub async fn announce_hub(&self, id: &str, quic: &str, tcp: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM hubs WHERE last_seen < $1")
+            .bind(now_ms() - 86_400_000)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO hubs (id, tunnel_addr, tunnel_tcp_addr, last_seen) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (id) DO UPDATE SET tunnel_addr = excluded.tunnel_addr, \
+             tunnel_tcp_addr = excluded.tunnel_tcp_addr, last_seen = excluded.last_seen",
+        )
+        .bind(id)
+        .bind(quic)
+        .bind(tcp)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The hubs seen in the last `within_ms` (id, QUIC address, TCP
+    /// address), by id.
+    pub async fn live_hubs(
+        &self,
+        within_ms: i64,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        Ok(sqlx::query_as::<_, (String, String, String)>(
+            "SELECT id, tunnel_addr, tunnel_tcp_addr FROM hubs WHERE last_seen > $1 ORDER BY id",
+        )
+        .bind(now_ms() - within_ms)
+        .fetch_all(self.read_pool().await)
+        .await?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -346,6 +346,16 @@ async fn session(
         version: PROTOCOL_VERSION,
         heartbeat_interval_ms: cfg.heartbeat_interval_secs * 1000,
         client_prefixes: state.steering.client_prefixes(),
+        hub_id: state
+            .spokes
+            .as_ref()
+            .map(|s| s.hubs.id().to_owned())
+            .unwrap_or_default(),
+        hubs: state
+            .spokes
+            .as_ref()
+            .map(|s| s.hubs.current())
+            .unwrap_or_default(),
     };
     if send.send_frame(&Frame::Welcome(welcome)).await.is_err() {
         return;
