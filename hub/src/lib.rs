@@ -51,6 +51,9 @@ async fn watch_replica(state: Arc<AppState>, shutdown: CancellationToken) {
     }
 }
 
+/// What the tunnel CA's key is sealed for in the store.
+pub const TUNNEL_CA_CONTEXT: &str = "tunnel-ca";
+
 /// The tunnel CA. With SQLite, files in the state directory; with
 /// PostgreSQL, the one all hubs of the database share, kept in it with its
 /// key sealed under the master key (made by the first hub, from its own
@@ -60,14 +63,13 @@ async fn tunnel_ca(cfg: &HubConfig, store: &Store, key: &MasterKey) -> anyhow::R
     if store.backend() == "sqlite" {
         return Ok(HubCa::load_or_create(&dir)?);
     }
-    const CONTEXT: &str = "tunnel-ca";
     if store.tunnel_ca().await?.is_none() {
         let (cert, key_pem) = match HubCa::read_files(&dir)? {
             Some(pair) => pair,
             None => HubCa::generate()?,
         };
         store
-            .offer_tunnel_ca(&cert, &key.seal(key_pem.as_bytes(), CONTEXT))
+            .offer_tunnel_ca(&cert, &key.seal(key_pem.as_bytes(), TUNNEL_CA_CONTEXT))
             .await?;
     }
     let (cert, sealed) = store
@@ -75,7 +77,7 @@ async fn tunnel_ca(cfg: &HubConfig, store: &Store, key: &MasterKey) -> anyhow::R
         .await?
         .context("the shared tunnel CA is missing")?;
     let key_pem = key
-        .open(&sealed, CONTEXT)
+        .open(&sealed, TUNNEL_CA_CONTEXT)
         .context("the shared tunnel CA does not open with this hub's master key")?;
     let key_pem = String::from_utf8(key_pem).context("the shared tunnel CA key is damaged")?;
     tracing::info!("using the tunnel CA shared through the metadata store");

@@ -38,6 +38,16 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         new_key_file: PathBuf,
     },
+    /// Copy a SQLite hub's metadata (accounts, keys, connections, files,
+    /// events, spokes and the tunnel CA) into the PostgreSQL store of this
+    /// configuration, which must be empty. Stop the SQLite hub first; use
+    /// the same master key.
+    MigrateStore {
+        /// The SQLite hub's configuration file (for its database and its
+        /// tunnel CA).
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -87,6 +97,7 @@ fn main() -> ExitCode {
     let done = match cli.command {
         Some(Command::Spoke { action }) => Some(spoke_command(&cfg, action)),
         Some(Command::Rekey { new_key_file }) => Some(rekey(&cfg, &new_key_file)),
+        Some(Command::MigrateStore { from }) => Some(migrate_store(&cfg, &from)),
         None => None,
     };
     if let Some(result) = done {
@@ -180,6 +191,88 @@ fn rekey(cfg: &HubConfig, new_key_file: &std::path::Path) -> anyhow::Result<()> 
         eprintln!(
             "re-encrypted {count} connection(s); start the hubs with the new master key (the old one no longer opens them)"
         );
+        Ok(())
+    })
+}
+
+/// Copies the metadata of the SQLite hub configured in `from` into this
+/// configuration's PostgreSQL store, with its tunnel CA, so that its
+/// spokes and clients carry on against the hubs on PostgreSQL.
+fn migrate_store(cfg: &HubConfig, from: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use ferry_hub::config::StoreBackend;
+    use ferry_hub::secrets::MasterKey;
+    let old = config::load::<HubConfig>(from).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if old.store.backend != StoreBackend::Sqlite {
+        anyhow::bail!(
+            "{}: the hub to migrate from must use store.backend = \"sqlite\"",
+            from.display()
+        );
+    }
+    if cfg.store.backend != StoreBackend::Postgres {
+        anyhow::bail!("the configuration to migrate into must use store.backend = \"postgres\"");
+    }
+    let db = old.sqlite_path();
+    if !db.exists() {
+        anyhow::bail!(
+            "{} does not exist: is {} the right configuration?",
+            db.display(),
+            from.display()
+        );
+    }
+    let key = MasterKey::load(&cfg.secrets).context("the master key")?;
+    let ca = ferry_hub::ca::HubCa::read_files(&old.state_dir.join("tunnel-ca"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let source = old.open_store(1).await?;
+        if let Some((id, sealed)) = source.any_sealed_connection().await? {
+            key.open(&sealed, &id).with_context(|| {
+                format!("connection {id} does not open with this master key: use the SQLite hub's key")
+            })?;
+        }
+        let target = cfg.open_store(2).await?;
+        eprintln!("copying {} into PostgreSQL", db.display());
+        let mut last = (String::new(), std::time::Instant::now());
+        let outcome = source
+            .copy_into(&target, |table, rows| {
+                if table != last.0 || last.1.elapsed() >= std::time::Duration::from_secs(2) {
+                    eprintln!("  {table}: {rows} rows…");
+                    last = (table.to_owned(), std::time::Instant::now());
+                }
+            })
+            .await;
+        let result = match outcome {
+            Ok(ferry_hub::store::CopyOutcome::Copied(counts)) => {
+                for (table, rows) in counts {
+                    eprintln!("  {table}: {rows} rows");
+                }
+                Ok(())
+            }
+            Ok(ferry_hub::store::CopyOutcome::TargetNotEmpty(table)) => Err(anyhow::anyhow!(
+                "the PostgreSQL store already holds {table}: migrate into an empty database; nothing was copied"
+            )),
+            Err(e) => Err(anyhow::Error::new(e).context("the copy failed; nothing was copied")),
+        };
+        if result.is_ok() {
+            match &ca {
+                Some((cert, key_pem)) => {
+                    target
+                        .offer_tunnel_ca(cert, &key.seal(key_pem.as_bytes(), ferry_hub::TUNNEL_CA_CONTEXT))
+                        .await?;
+                    eprintln!("the tunnel CA is in the store: enrolled spokes keep their certificates");
+                }
+                None => eprintln!(
+                    "no tunnel CA in {}: the first hub on PostgreSQL makes one, and spokes enrol again",
+                    old.state_dir.display()
+                ),
+            }
+        }
+        source.close().await;
+        target.close().await;
+        result?;
+        eprintln!("done: start the hubs with this configuration and the same master key");
         Ok(())
     })
 }

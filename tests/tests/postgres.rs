@@ -381,3 +381,87 @@ async fn spokes_learn_every_hub_all_hubs_steer_alike_and_a_stopped_hub_loses_not
             .contains("a hub this spoke holds no tunnel to: opening one")
     );
 }
+
+#[tokio::test]
+async fn a_sqlite_hub_moves_to_postgres_with_its_clients_and_spokes() {
+    ferry_tests::install_crypto_provider();
+    let pg = Postgres::primary();
+    let mut hub = Hub::start();
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    upload(&t, "a.txt", b"made on SQLite").await;
+    upload(&t, "b.txt", b"also").await;
+    let events = t.api.get("/v1/events").send().await.expect(200).json();
+    assert_eq!(events["events"].as_array().unwrap().len(), 2, "{events}");
+    let spoke = Spoke::start(&hub, "fra1");
+    hub.stop();
+
+    // The operator keeps the old configuration and points this one at
+    // PostgreSQL.
+    let old = hub.dir.path().join("hub-sqlite.toml");
+    std::fs::copy(&hub.config, &old).unwrap();
+    let mut text = std::fs::read_to_string(&hub.config).unwrap();
+    text.push_str(&format!("\n{}", pg.store_toml(None)));
+    std::fs::write(&hub.config, text).unwrap();
+    let old = old.to_str().unwrap();
+    let (ok, _, err) = hub.command(&["migrate-store", "--from", old]);
+    assert!(ok, "{err}");
+    for line in [
+        "accounts: 1 rows",
+        "objects: 2 rows",
+        "spokes: 1 rows",
+        "tunnel CA",
+    ] {
+        assert!(err.contains(line), "{line:?} missing from:\n{err}");
+    }
+    // A second run finds the data there and copies nothing.
+    let (ok, _, err) = hub.command(&["migrate-store", "--from", old]);
+    assert!(!ok && err.contains("already holds accounts"), "{err}");
+    // Backwards is refused with a clear reason.
+    let (ok, _, err) = hub.command(&["migrate-store", "--from", hub.config.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("must use store.backend = \"sqlite\""),
+        "{err}"
+    );
+    // The CA now comes from the store, not the state directory.
+    std::fs::remove_dir_all(hub.dir.path().join("state").join("tunnel-ca")).unwrap();
+
+    hub.restart_on_same_ports();
+    assert!(
+        hub.log()
+            .contains("using the tunnel CA shared through the metadata store")
+    );
+    // A new client: the old one's kept-alive connection died with the hub.
+    let t = ferry_tests::scenarios::Tenant {
+        api: Api::new(hub.url()).as_token(&t.key),
+        ..t
+    };
+    assert_eq!(
+        &t.api.get(&t.file("a.txt")).send().await.expect(200).body[..],
+        b"made on SQLite"
+    );
+    let after = t.api.get("/v1/events").send().await.expect(200).json();
+    assert_eq!(after, events, "the same events with the same ids");
+    // New events number on from the old ones.
+    upload(&t, "c.txt", b"made on PostgreSQL").await;
+    let last = t.api.get("/v1/events").send().await.expect(200).json();
+    let ids: Vec<i64> = last["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]) && ids.len() == 3,
+        "{last}"
+    );
+    // The spoke, enrolled on SQLite, reconnects with its certificate.
+    let via = Api::new(spoke.url()).as_token(&t.key);
+    assert!(
+        eventually(Duration::from_secs(15), async || {
+            via.get(&t.file("b.txt")).send().await.status == 200
+        })
+        .await,
+        "{}",
+        spoke.log()
+    );
+}

@@ -163,6 +163,16 @@ impl Store {
         Ok(Ok(rows.len()))
     }
 
+    /// One connection's id and sealed configuration, if there is any
+    /// connection (to check a master key against the store).
+    pub async fn any_sealed_connection(&self) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        Ok(sqlx::query_as::<_, (String, Vec<u8>)>(
+            "SELECT id, config_sealed FROM connections ORDER BY id LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// Deletes a connection and the object metadata recorded under it;
     /// false if the account has no such connection.
     pub async fn delete_connection(&self, account_id: &str, id: &str) -> Result<bool, StoreError> {

@@ -11,6 +11,7 @@
 
 mod accounts;
 mod connections;
+mod copy;
 mod events;
 mod migrations;
 mod objects;
@@ -27,6 +28,7 @@ use sqlx::{AnyPool, Executor as _};
 
 pub use accounts::{Account, ApiKeyInfo, NewApiKey};
 pub use connections::ConnectionRow;
+pub use copy::CopyOutcome;
 pub use events::{Event, EventKind, EventRecord};
 pub use objects::{Commit, Direction, ObjectMeta, Transfer, TransferStatus};
 pub use spokes::{EnrolRefusal, SpokeRow, valid_spoke_name};
@@ -294,6 +296,20 @@ impl Store {
 
 pub use ferry_common::content::model::now_ms;
 
+/// `($1, $2), ($3, $4)` for `rows` rows of `columns` values (numbered
+/// placeholders, which both SQLite and PostgreSQL take).
+pub(crate) fn placeholders(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let row: Vec<String> = (1..=columns)
+                .map(|c| format!("${}", r * columns + c))
+                .collect();
+            format!("({})", row.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A new random identifier with a type prefix, such as `acc_3f9a…`.
 pub fn new_id(prefix: &str) -> String {
     use ring::rand::SecureRandom as _;
@@ -308,6 +324,14 @@ pub fn new_id(prefix: &str) -> String {
         id.push_str(&format!("{b:02x}"));
     }
     id
+}
+
+#[cfg(test)]
+mod placeholder_tests {
+    #[test]
+    fn placeholders_are_numbered_across_rows() {
+        assert_eq!(super::placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! stamped with its wall clock; both tables only ever hold the last few
 //! minutes.
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, placeholders};
 
 /// A spoke as one hub hears it.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,20 +38,6 @@ pub struct SharedSample {
 
 /// Rows per statement: far under PostgreSQL's 65535 bound parameters.
 const CHUNK: usize = 500;
-
-/// `($1, $2), ($3, $4)` for `rows` rows of `columns` values (numbered
-/// placeholders, which both SQLite and PostgreSQL take).
-fn placeholders(rows: usize, columns: usize) -> String {
-    (0..rows)
-        .map(|r| {
-            let row: Vec<String> = (1..=columns)
-                .map(|c| format!("${}", r * columns + c))
-                .collect();
-            format!("({})", row.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 impl Store {
     /// Replaces what hub `hub` hears with `spokes`.
@@ -193,11 +179,6 @@ mod tests {
             draining: false,
             heard_at,
         }
-    }
-
-    #[test]
-    fn placeholders_are_numbered_across_rows() {
-        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
     }
 
     #[tokio::test]
