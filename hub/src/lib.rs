@@ -39,14 +39,20 @@ use crate::store::Store;
 /// The environment variable holding the admin token.
 pub const ADMIN_TOKEN_ENV: &str = "FERRY_ADMIN_TOKEN";
 
-/// Measures the replica's lag every few seconds, for the metrics.
+/// Checks every second that the replica answers (reads go to the primary
+/// while it does not) and measures its lag every five, for the metrics.
 async fn watch_replica(state: Arc<AppState>, shutdown: CancellationToken) {
-    loop {
-        let lag = state.store.replica_lag_bytes().await;
-        state.metrics.replica_lag(lag);
+    for round in 0u64.. {
+        let up = state.store.check_replica().await.unwrap_or(false);
+        state.metrics.replica_up(up);
+        if round % 5 == 0 {
+            state
+                .metrics
+                .replica_lag(state.store.replica_lag_bytes().await);
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
         }
     }
 }

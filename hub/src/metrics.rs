@@ -218,7 +218,7 @@ impl Metrics {
         let replica_up = Gauge::default();
         registry.register(
             "store_replica_up",
-            "Whether the primary and the replica both answered the last lag check (1) or not (0)",
+            "Whether the hub's PostgreSQL replica answered its last check (1) or not (0, reads go to the primary)",
             replica_up.clone(),
         );
         let hubs = Gauge::default();
@@ -317,9 +317,14 @@ impl Metrics {
         self.active.inc_by(delta);
     }
 
-    /// Records the replica's lag, `None` when it could not be measured.
+    /// Records whether the replica answered its last check.
+    pub fn replica_up(&self, up: bool) {
+        self.replica_up.set(i64::from(up));
+    }
+
+    /// Records the replica's lag, `None` when it could not be measured
+    /// (the last value stays).
     pub fn replica_lag(&self, lag: Option<u64>) {
-        self.replica_up.set(i64::from(lag.is_some()));
         if let Some(bytes) = lag {
             self.replica_lag
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));

@@ -196,6 +196,61 @@ async fn two_hubs_share_one_store_and_read_their_own_writes() {
             body
         );
     }
+
+    // B's replica goes away: B reads the primary, and says so.
+    let mut replica = replica;
+    replica.stop();
+    let read = via_b.get(&t.file("c.txt")).send().await;
+    assert_eq!(read.status, 200, "{:?}\n{}", read.body, hub_b.log());
+    assert_eq!(&read.body[..], b"primary back");
+    via_b
+        .put(&t.file("d.txt"))
+        .body("replica gone")
+        .send()
+        .await
+        .expect(201);
+    let listing = via_b
+        .get("/v1/connections/local/list")
+        .send()
+        .await
+        .expect(200)
+        .json();
+    let d = listing["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "d.txt")
+        .unwrap_or_else(|| panic!("{listing}"));
+    assert!(
+        d["checksums"]["crc64nvme"].is_string(),
+        "metadata read: {d}"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            metric(&hub_b.url(), "ferry_store_replica_up", &[]).await == 0.0
+        })
+        .await
+    );
+    assert_eq!(
+        Api::new(hub_b.url()).get("/readyz").send().await.status,
+        200
+    );
+    assert!(hub_b.log().contains("the replica does not answer"));
+    // It returns: B reads it again.
+    replica.start();
+    assert!(
+        eventually(Duration::from_secs(20), async || {
+            metric(&hub_b.url(), "ferry_store_replica_up", &[]).await == 1.0
+        })
+        .await,
+        "{}",
+        hub_b.log()
+    );
+    assert!(hub_b.log().contains("the replica answers again"));
+    assert_eq!(
+        &via_b.get(&t.file("d.txt")).send().await.expect(200).body[..],
+        b"replica gone"
+    );
 }
 
 const ZONE: &str = "ferry.test";

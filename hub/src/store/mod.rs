@@ -229,6 +229,12 @@ impl Store {
         }
     }
 
+    /// Asks the replica whether it answers (reads go to the primary while
+    /// it does not); `None` without a replica.
+    pub async fn check_replica(&self) -> Option<bool> {
+        Some(self.replica.as_ref()?.check().await)
+    }
+
     /// The replica's lag behind the primary, in bytes of WAL; `None`
     /// without a replica or when one of them does not answer.
     pub async fn replica_lag_bytes(&self) -> Option<u64> {
@@ -275,11 +281,12 @@ impl Store {
     }
 
     /// Checks that the store answers reads (the replica, when there is
-    /// one: a hub that lost its primary still serves reads).
+    /// one and it answers: a hub that lost its primary still serves reads,
+    /// and one that lost its replica reads the primary).
     pub async fn ping(&self) -> Result<(), StoreError> {
         let pool = match &self.replica {
-            Some(r) => r.pool(),
-            None => &self.pool,
+            Some(r) if r.answering() => r.pool(),
+            _ => &self.pool,
         };
         sqlx::query("SELECT 1").execute(pool).await?;
         Ok(())

@@ -8,9 +8,12 @@
 //! `Authorization`). A read for a principal with a recent write goes to the
 //! replica once it has replayed past that position (waiting up to
 //! `read_your_writes_wait_ms`), else to the primary. The primary is asked
-//! only while the replica holds received WAL it has not replayed yet. The principal of the request being served is a task-local,
-//! set by the API around each request, so store calls need no extra
-//! argument.
+//! only while the replica holds received WAL it has not replayed yet. The
+//! principal of the request being served is a task-local, set by the API
+//! around each request, so store calls need no extra argument.
+//!
+//! A replica that does not answer is left alone: reads go to the primary
+//! until a check ([`Replica::check`], every second) finds it answering.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,6 +60,18 @@ pub struct Replica {
     schema: i64,
     /// Whether the replica has the schema.
     ready: AtomicBool,
+    /// Whether the replica answered when last asked.
+    answering: AtomicBool,
+}
+
+/// What a principal's read needs of the replica.
+enum Need {
+    /// Nothing: the replica has everything it wrote.
+    Nothing,
+    /// To have replayed this far.
+    Position(u64),
+    /// The replica did not answer.
+    Unreachable,
 }
 
 impl Replica {
@@ -67,6 +82,27 @@ impl Replica {
             recent: Mutex::new(HashMap::new()),
             schema,
             ready: AtomicBool::new(false),
+            answering: AtomicBool::new(true),
+        }
+    }
+
+    /// Asks the replica how far it has replayed, noting whether it answers
+    /// (reads go to the primary while it does not). Returns whether it did.
+    pub async fn check(&self) -> bool {
+        self.replayed().await.is_some()
+    }
+
+    /// Whether the replica answered when last asked.
+    pub fn answering(&self) -> bool {
+        self.answering.load(Ordering::Relaxed)
+    }
+
+    fn note_answer(&self, answered: bool) {
+        let was = self.answering.swap(answered, Ordering::Relaxed);
+        if was && !answered {
+            tracing::warn!("the replica does not answer: reads go to the primary");
+        } else if !was && answered {
+            tracing::info!("the replica answers again: reads go to it");
         }
     }
 
@@ -95,14 +131,16 @@ impl Replica {
 
     /// The pool the current principal's reads go to.
     pub async fn read_pool<'a>(&'a self, primary: &'a AnyPool) -> &'a AnyPool {
-        if !self.has_schema().await {
+        if !self.answering() || !self.has_schema().await {
             return primary;
         }
         let Some(who) = principal() else {
             return &self.pool;
         };
-        let Some(need) = self.required(&who, primary).await else {
-            return &self.pool;
+        let need = match self.required(&who, primary).await {
+            Need::Nothing => return &self.pool,
+            Need::Unreachable => return primary,
+            Need::Position(at) => at,
         };
         let deadline = Instant::now() + self.wait;
         loop {
@@ -120,18 +158,21 @@ impl Replica {
     /// only be behind on the replica while the replica holds WAL it has
     /// received but not replayed (a delay, or a burst): only then is the
     /// primary asked. If the primary cannot be asked, the replica is read.
-    async fn required(&self, who: &Arc<str>, primary: &AnyPool) -> Option<u64> {
+    async fn required(&self, who: &Arc<str>, primary: &AnyPool) -> Need {
         if let Some((lsn, at)) = self.recent.lock().expect("poisoned").get(who).copied()
             && at.elapsed() < RECENT
         {
-            return Some(lsn);
+            return Need::Position(lsn);
         }
-        let (received, replayed): (Option<String>, Option<String>) = sqlx::query_as(
+        let positions: Result<(Option<String>, Option<String>), _> = sqlx::query_as(
             "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text",
         )
         .fetch_one(&self.pool)
-        .await
-        .ok()?;
+        .await;
+        self.note_answer(positions.is_ok());
+        let Ok((received, replayed)) = positions else {
+            return Need::Unreachable;
+        };
         let backlog = match (
             received.as_deref().and_then(parse_lsn),
             replayed.as_deref().and_then(parse_lsn),
@@ -140,7 +181,7 @@ impl Replica {
             _ => true,
         };
         if !backlog {
-            return None;
+            return Need::Nothing;
         }
         let since = super::now_ms() - RECENT.as_millis() as i64;
         let row: Option<String> =
@@ -151,16 +192,21 @@ impl Replica {
                 .await
                 .ok()
                 .flatten();
-        row.as_deref().and_then(parse_lsn)
+        match row.as_deref().and_then(parse_lsn) {
+            Some(at) => Need::Position(at),
+            None => Need::Nothing,
+        }
     }
 
-    /// How far the replica has replayed; `None` if it does not answer.
+    /// How far the replica has replayed; `None` if it does not answer
+    /// (which is noted: reads go to the primary until it answers again).
     async fn replayed(&self) -> Option<u64> {
-        let text: Option<String> = sqlx::query_scalar("SELECT pg_last_wal_replay_lsn()::text")
-            .fetch_one(&self.pool)
-            .await
-            .ok()?;
-        text.as_deref().and_then(parse_lsn)
+        let text: Result<Option<String>, _> =
+            sqlx::query_scalar("SELECT pg_last_wal_replay_lsn()::text")
+                .fetch_one(&self.pool)
+                .await;
+        self.note_answer(text.is_ok());
+        text.ok()?.as_deref().and_then(parse_lsn)
     }
 
     /// Records that the current principal just wrote to `primary`: the
