@@ -37,6 +37,21 @@ fn the_example_config_is_valid() {
 }
 
 #[test]
+fn the_region_example_config_is_valid() {
+    let path = config_dir().join("hub-region.example.toml");
+    let (ok, stdout, stderr) = check(&path);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(": ok"), "{stdout}");
+    let cfg: ferry_hub::config::HubConfig = ferry_common::config::load(&path).unwrap();
+    assert_eq!(
+        cfg.store.backend,
+        ferry_hub::config::StoreBackend::Postgres
+    );
+    assert!(cfg.store.replica_url.is_some());
+    assert!(cfg.tunnel.unwrap().public_addr.is_some());
+}
+
+#[test]
 fn every_bad_config_fails_naming_its_key() {
     let dir = config_dir().join("bad");
     let mut checked = 0;

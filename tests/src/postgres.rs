@@ -210,6 +210,48 @@ impl Postgres {
         self.running = false;
     }
 
+    /// Runs one SQL statement on its `ferry` database, as the superuser.
+    pub fn sql(&self, statement: &str) {
+        let mut psql = as_owner(&self.bin, "psql");
+        psql.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            DATABASE,
+            "-d",
+            DATABASE,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            statement,
+        ]);
+        run(psql, "psql");
+    }
+
+    /// Makes the role `user` with `password`, owning a database of its
+    /// own name that it may reach from loopback only with that password
+    /// (SCRAM); returns ferry's URL for it (without the password).
+    pub fn add_password_user(&mut self, user: &str, password: &str) -> String {
+        self.sql(&format!(
+            "CREATE ROLE {user} LOGIN PASSWORD '{}'",
+            password.replace('\'', "''")
+        ));
+        self.sql(&format!("CREATE DATABASE {user} OWNER {user}"));
+        let hba = self.data.join("pg_hba.conf");
+        let rest = std::fs::read_to_string(&hba).unwrap();
+        std::fs::write(
+            &hba,
+            format!("host {user} {user} 127.0.0.1/32 scram-sha-256\n{rest}"),
+        )
+        .unwrap();
+        let mut ctl = as_owner(&self.bin, "pg_ctl");
+        ctl.arg("-D").arg(&self.data).arg("reload");
+        run(ctl, "pg_ctl reload");
+        format!("postgres://{user}@127.0.0.1:{}/{user}", self.port)
+    }
+
     /// Its URL for ferry (`store.primary_url` or `store.replica_url`).
     pub fn url(&self) -> String {
         format!("postgres://{DATABASE}@127.0.0.1:{}/{DATABASE}", self.port)

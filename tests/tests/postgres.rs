@@ -70,6 +70,52 @@ async fn tenants_are_isolated_on_postgres() {
     scenarios::tenant_isolation(&a, &b, &hub.data_dir).await;
 }
 
+#[tokio::test]
+async fn the_database_password_comes_from_a_file_or_the_environment() {
+    ferry_tests::install_crypto_provider();
+    let mut pg = Postgres::primary();
+    // Characters that must be escaped in a URL.
+    let password = "p@ss w:rd/%?#";
+    let url = pg.add_password_user("ferry_pw", password);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("store-password");
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    let hub = hub_on(format!(
+        "[store]\nbackend = \"postgres\"\nprimary_url = \"{url}\"\npassword_file = {file:?}\n"
+    ));
+    let admin = Api::new(hub.url()).as_token(ADMIN_TOKEN);
+    admin
+        .post("/v1/accounts")
+        .json(&json!({ "name": "with-password" }))
+        .send()
+        .await
+        .expect(201);
+
+    // The environment wins over the file: a wrong password there is
+    // refused, and said so; the right one works.
+    let run = |pw: &str| {
+        std::process::Command::new(ferry_tests::hub::binary("ferry-hub"))
+            .arg("--config")
+            .arg(&hub.config)
+            .args(["spoke", "list"])
+            .env("FERRY_MASTER_KEY", &hub.master_key)
+            .env("FERRY_STORE_PASSWORD", pw)
+            .output()
+            .unwrap()
+    };
+    let wrong = run("not the password");
+    assert!(!wrong.status.success());
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(!err.contains(password), "the password is not shown: {err}");
+    let right = run(password);
+    assert!(
+        right.status.success(),
+        "{}",
+        String::from_utf8_lossy(&right.stderr)
+    );
+}
+
 /// A hub on `primary`, reading `replica`, sharing `data_dir` for `fs`.
 fn hub_reading(
     primary: &Postgres,

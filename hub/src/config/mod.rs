@@ -171,6 +171,19 @@ impl TunnelConfig {
         if self.join_token_ttl_secs == 0 {
             p.add("tunnel.join_token_ttl_secs", "must be at least 1");
         }
+        for (key, addr) in [
+            ("tunnel.public_addr", self.public_addr),
+            ("tunnel.public_tcp_addr", self.public_tcp_addr),
+        ] {
+            if let Some(a) = addr
+                && (a.ip().is_unspecified() || a.port() == 0)
+            {
+                p.add(
+                    key,
+                    "must be an address and port spokes can reach, not 0.0.0.0, :: or port 0",
+                );
+            }
+        }
     }
 
     /// The transport limits of tunnels.

@@ -123,8 +123,9 @@ pub struct Store {
     dialect: migrations::Dialect,
 }
 
-/// How to reach PostgreSQL.
-#[derive(Debug, Clone)]
+/// How to reach PostgreSQL. Its `Debug` leaves the URLs out, since they
+/// hold the password.
+#[derive(Clone)]
 pub struct PostgresOptions {
     /// The primary, for writes: `postgres://user@host:port/database`,
     /// with the password (if any) already in it.
@@ -140,6 +141,19 @@ pub struct PostgresOptions {
     /// How long a read waits for the replica to catch up with the
     /// reader's own write before it reads the primary instead.
     pub read_your_writes_wait: Duration,
+}
+
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresOptions")
+            .field("primary_url", &"…")
+            .field("replica_url", &self.replica_url.as_ref().map(|_| "…"))
+            .field("pool_size", &self.pool_size)
+            .field("replica_pool_size", &self.replica_pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("read_your_writes_wait", &self.read_your_writes_wait)
+            .finish()
+    }
 }
 
 impl Store {
