@@ -43,10 +43,7 @@ fn the_region_example_config_is_valid() {
     assert!(ok, "{stderr}");
     assert!(stdout.contains(": ok"), "{stdout}");
     let cfg: ferry_hub::config::HubConfig = ferry_common::config::load(&path).unwrap();
-    assert_eq!(
-        cfg.store.backend,
-        ferry_hub::config::StoreBackend::Postgres
-    );
+    assert_eq!(cfg.store.backend, ferry_hub::config::StoreBackend::Postgres);
     assert!(cfg.store.replica_url.is_some());
     assert!(cfg.tunnel.unwrap().public_addr.is_some());
 }

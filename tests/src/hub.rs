@@ -62,6 +62,8 @@ pub struct HubOptions {
     /// The folder `fs` connections may use, instead of one of its own
     /// (hubs sharing a store share it too).
     pub data_dir: Option<PathBuf>,
+    /// Environment variables set for the hub process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for HubOptions {
@@ -76,6 +78,7 @@ impl Default for HubOptions {
             dir_in: None,
             extra_toml: String::new(),
             data_dir: None,
+            env: Vec::new(),
         }
     }
 }
@@ -186,7 +189,8 @@ impl Hub {
         let mut cmd = Command::new(binary("ferry-hub"));
         cmd.arg("--config")
             .arg(&self.config)
-            .env("FERRY_MASTER_KEY", &self.master_key);
+            .env("FERRY_MASTER_KEY", &self.master_key)
+            .envs(self.opts.env.iter().map(|(k, v)| (k, v)));
         if self.opts.admin_token {
             cmd.env("FERRY_ADMIN_TOKEN", ADMIN_TOKEN);
         } else {

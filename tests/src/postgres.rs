@@ -252,6 +252,39 @@ impl Postgres {
         format!("postgres://{user}@127.0.0.1:{}/{user}", self.port)
     }
 
+    /// Turns TLS on with a new self-signed certificate for 127.0.0.1 and
+    /// makes `user`'s database refuse connections without it; returns the
+    /// certificate (PEM), for `sslrootcert`. Restarts the server.
+    pub fn require_tls_for(&mut self, user: &str) -> std::path::PathBuf {
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+            .expect("a certificate");
+        let (crt, key) = (self.data.join("server.crt"), self.data.join("server.key"));
+        std::fs::write(&crt, cert.cert.pem()).unwrap();
+        std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+        let ca = self.data.parent().unwrap().join("root.pem");
+        std::fs::write(&ca, cert.cert.pem()).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let _ = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&crt)
+            .arg(&key)
+            .status();
+        self.configure(&["ssl = on"]);
+        let hba = self.data.join("pg_hba.conf");
+        let rest = std::fs::read_to_string(&hba).unwrap();
+        std::fs::write(
+            &hba,
+            format!(
+                "hostssl {user} {user} 127.0.0.1/32 scram-sha-256\nhostnossl {user} all 127.0.0.1/32 reject\n{rest}"
+            ),
+        )
+        .unwrap();
+        self.stop();
+        self.start();
+        ca
+    }
+
     /// Its URL for ferry (`store.primary_url` or `store.replica_url`).
     pub fn url(&self) -> String {
         format!("postgres://{DATABASE}@127.0.0.1:{}/{DATABASE}", self.port)
