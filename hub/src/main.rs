@@ -178,18 +178,24 @@ fn rekey(cfg: &HubConfig, new_key_file: &std::path::Path) -> anyhow::Result<()> 
         .build()?;
     runtime.block_on(async {
         let store = cfg.open_store(1).await?;
+        let ca_context = ferry_hub::TUNNEL_CA_CONTEXT;
         let result = store
-            .reseal_connections(|row| {
-                let plain = old
-                    .open(&row.config_sealed, &row.id)
-                    .with_context(|| format!("connection {} does not open with the current key", row.id))?;
-                Ok::<_, anyhow::Error>(new.seal(&plain, &row.id))
+            .reseal_secrets(ca_context, |context, sealed| {
+                let plain = old.open(sealed, context).with_context(|| {
+                    if context == ca_context {
+                        "the shared tunnel CA does not open with the current key".to_owned()
+                    } else {
+                        format!("connection {context} does not open with the current key")
+                    }
+                })?;
+                Ok::<_, anyhow::Error>(new.seal(&plain, context))
             })
             .await;
         store.close().await;
-        let count = result??;
+        let (count, ca) = result??;
+        let ca = if ca { " and the shared tunnel CA" } else { "" };
         eprintln!(
-            "re-encrypted {count} connection(s); start the hubs with the new master key (the old one no longer opens them)"
+            "re-encrypted {count} connection(s){ca}; start the hubs with the new master key (the old one no longer opens them)"
         );
         Ok(())
     })

@@ -172,6 +172,56 @@ async fn the_store_connection_can_require_verified_tls() {
     }
 }
 
+#[tokio::test]
+async fn rekey_on_postgres_moves_the_shared_tunnel_ca_too() {
+    ferry_tests::install_crypto_provider();
+    let pg = Postgres::primary();
+    let mut hub = hub_on(pg.store_toml(None));
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    let spoke = Spoke::start(&hub, "fra1");
+    let via_spoke = Api::new(spoke.url()).as_token(&t.key);
+    via_spoke
+        .put(&t.file("kept.txt"))
+        .body("before the new key")
+        .send()
+        .await
+        .expect(201);
+    hub.stop();
+
+    let new_key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let key_file = hub.dir.path().join("new.key");
+    std::fs::write(&key_file, new_key).unwrap();
+    let (ok, _, err) = hub.command(&["rekey", "--new-key-file", key_file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("re-encrypted 1 connection(s) and the shared tunnel CA"),
+        "{err}"
+    );
+    // The old key opens nothing now, and a second run changes nothing.
+    let (ok, _, err) = hub.command(&["rekey", "--new-key-file", key_file.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("does not open with the current key"),
+        "{err}"
+    );
+
+    // The hub starts with the new key, the same CA: the spoke comes back
+    // with its certificate, and the connection opens.
+    hub.master_key = new_key.to_owned();
+    hub.restart_on_same_ports();
+    assert!(
+        eventually(Duration::from_secs(20), async || {
+            via_spoke.get(&t.file("kept.txt")).send().await.status == 200
+        })
+        .await,
+        "{}\n{}",
+        hub.log(),
+        spoke.log()
+    );
+    let api = Api::new(hub.url()).as_token(&t.key);
+    let got = api.get(&t.file("kept.txt")).send().await.expect(200);
+    assert_eq!(&got.body[..], b"before the new key");
+}
+
 /// A hub on `primary`, reading `replica`, sharing `data_dir` for `fs`.
 fn hub_reading(
     primary: &Postgres,

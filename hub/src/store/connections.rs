@@ -134,33 +134,48 @@ impl Store {
         Ok(row.as_ref().map(from_row).transpose()?)
     }
 
-    /// Re-seals every connection's configuration in one transaction:
-    /// `reseal` gets each row and returns its new sealed blob; the first
-    /// error leaves every row as it was. Returns how many were re-sealed.
-    pub async fn reseal_connections<E>(
+    /// Re-seals every sealed secret in one transaction: each connection's
+    /// configuration (sealed for its id) and the shared tunnel CA's key
+    /// (sealed for `ca_context`, PostgreSQL only). `reseal(context, sealed)`
+    /// returns the new sealed blob; the first error leaves everything as it
+    /// was. Returns how many connections, and whether the CA, were re-sealed.
+    pub async fn reseal_secrets<E>(
         &self,
-        mut reseal: impl FnMut(&ConnectionRow) -> Result<Vec<u8>, E>,
-    ) -> Result<Result<usize, E>, StoreError> {
+        ca_context: &str,
+        mut reseal: impl FnMut(&str, &[u8]) -> Result<Vec<u8>, E>,
+    ) -> Result<Result<(usize, bool), E>, StoreError> {
         let mut tx = self.write_tx().await?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM connections ORDER BY id"
-        )))
-        .fetch_all(&mut *tx)
-        .await?;
-        let rows: Vec<ConnectionRow> = rows.iter().map(from_row).collect::<Result<_, _>>()?;
-        for row in &rows {
-            let sealed = match reseal(row) {
+        let rows: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT id, config_sealed FROM connections ORDER BY id")
+                .fetch_all(&mut *tx)
+                .await?;
+        for (id, sealed) in &rows {
+            let sealed = match reseal(id, sealed) {
                 Ok(s) => s,
                 Err(e) => return Ok(Err(e)),
             };
             sqlx::query("UPDATE connections SET config_sealed = $1 WHERE id = $2")
                 .bind(sealed)
-                .bind(&row.id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let ca: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT key_sealed FROM tunnel_ca WHERE id = 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(sealed) = &ca {
+            let sealed = match reseal(ca_context, sealed) {
+                Ok(s) => s,
+                Err(e) => return Ok(Err(e)),
+            };
+            sqlx::query("UPDATE tunnel_ca SET key_sealed = $1 WHERE id = 1")
+                .bind(sealed)
                 .execute(&mut *tx)
                 .await?;
         }
         tx.commit().await?;
-        Ok(Ok(rows.len()))
+        Ok(Ok((rows.len(), ca.is_some())))
     }
 
     /// One connection's id and sealed configuration, if there is any
