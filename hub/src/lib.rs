@@ -39,16 +39,20 @@ use crate::store::Store;
 /// The environment variable holding the admin token.
 pub const ADMIN_TOKEN_ENV: &str = "FERRY_ADMIN_TOKEN";
 
-/// Checks every second that the replica answers (reads go to the primary
-/// while it does not) and measures its lag every five, for the metrics.
-async fn watch_replica(state: Arc<AppState>, shutdown: CancellationToken) {
+/// Checks every second that the primary takes writes (uploads and
+/// deletes at this hub wait for it) and that the replica answers (reads go
+/// to the primary while it does not), and measures the replica's lag
+/// every five, for the metrics.
+async fn watch_store(state: Arc<AppState>, shutdown: CancellationToken) {
     for round in 0u64.. {
-        let up = state.store.check_replica().await.unwrap_or(false);
-        state.metrics.replica_up(up);
-        if round % 5 == 0 {
-            state
-                .metrics
-                .replica_lag(state.store.replica_lag_bytes().await);
+        state.metrics.primary_up(state.store.check_primary().await);
+        if let Some(up) = state.store.check_replica().await {
+            state.metrics.replica_up(up);
+            if round % 5 == 0 {
+                state
+                    .metrics
+                    .replica_lag(state.store.replica_lag_bytes().await);
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -201,12 +205,10 @@ pub async fn run(
         state.spokes.as_ref().map(|s| s.registry.clone()),
         tunnel_stop.clone(),
     )));
-    if store.has_replica() {
-        tasks.push(tokio::spawn(watch_replica(
-            state.clone(),
-            tunnel_stop.clone(),
-        )));
-    }
+    tasks.push(tokio::spawn(watch_store(
+        state.clone(),
+        tunnel_stop.clone(),
+    )));
     if shared_store {
         tasks.push(tokio::spawn(steering::exchange::run(
             steering.clone(),

@@ -125,6 +125,7 @@ pub struct Metrics {
     active: Gauge,
     replica_lag: Gauge,
     replica_up: Gauge,
+    primary_up: Gauge,
     hubs: Gauge,
     /// The DNS server's metrics.
     pub dns: crate::dns::metrics::DnsMetrics,
@@ -209,6 +210,12 @@ impl Metrics {
             "Uploads and downloads this node is streaming now",
             active.clone(),
         );
+        let primary_up = Gauge::default();
+        registry.register(
+            "store_primary_up",
+            "Whether the metadata store's primary took this hub's last write or check (1) or not (0: writes fail, uploads and deletes at this hub are refused)",
+            primary_up.clone(),
+        );
         let replica_lag = Gauge::default();
         registry.register(
             "store_replica_lag_bytes",
@@ -235,6 +242,7 @@ impl Metrics {
             active,
             replica_lag,
             replica_up,
+            primary_up,
             hubs,
             registry,
             requests,
@@ -315,6 +323,11 @@ impl Metrics {
     /// A transfer started (+1) or ended (-1).
     pub fn active_transfers(&self, delta: i64) {
         self.active.inc_by(delta);
+    }
+
+    /// Records whether the primary answered its last check.
+    pub fn primary_up(&self, up: bool) {
+        self.primary_up.set(i64::from(up));
     }
 
     /// Records whether the replica answered its last check.

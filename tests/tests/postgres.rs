@@ -307,12 +307,56 @@ async fn two_hubs_share_one_store_and_read_their_own_writes() {
         .await
     );
 
+    // An upload through B's spoke is under way when the primary goes away.
+    let total = 4 << 20;
+    let (req, tx) = via_spoke.put(&t.file("in-flight.bin")).body_channel(total);
+    let upload_task = tokio::spawn(req.send());
+    tx.send(bytes::Bytes::from(vec![7u8; 1 << 20]))
+        .await
+        .unwrap();
+
     // The primary goes away: writes fail cleanly, reads go on.
     let mut primary = primary;
     primary.stop();
+    for _ in 0..3 {
+        tx.send(bytes::Bytes::from(vec![7u8; 1 << 20]))
+            .await
+            .unwrap();
+    }
+    drop(tx);
+    let done = upload_task.await.unwrap();
+    assert_eq!(
+        done.status, 201,
+        "the upload in flight completes: {:?}",
+        done.body
+    );
+    // So does a new one through the spoke, whose record waits at the spoke.
+    via_spoke
+        .put(&t.file("during.txt"))
+        .body("while the primary is down")
+        .send()
+        .await
+        .expect(201);
+    assert!(metric(&spoke.url(), "ferry_spoke_reports_queued", &[]).await >= 1.0);
+    // The hub's check each second notices; then writes fail at once, and
+    // what could not be recorded is not done either.
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            metric(&hub_b.url(), "ferry_store_primary_up", &[]).await == 0.0
+        })
+        .await
+    );
+    let asked = std::time::Instant::now();
     let r = via_b.put(&t.file("c.txt")).body("no primary").send().await;
     assert_eq!(r.status, 503, "{:?}", r.body);
     assert!(r.header("retry-after").is_some());
+    eprintln!(
+        "a write without the primary failed in {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(via_b.get(&t.file("c.txt")).send().await.status, 404);
+    let r = via_b.delete(&t.file("a.txt")).send().await;
+    assert_eq!(r.status, 503, "{:?}", r.body);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let read = via_b.get(&t.file("a.txt")).send().await;
     assert_eq!(read.status, 200, "{:?}\n{}", read.body, hub_b.log());
@@ -343,16 +387,56 @@ async fn two_hubs_share_one_store_and_read_their_own_writes() {
         "writes through hub B worked again {:?} after the primary was back",
         back.elapsed()
     );
+    assert_eq!(
+        metric(&hub_b.url(), "ferry_store_primary_up", &[]).await,
+        1.0
+    );
     for (path, body) in [
         ("a.txt", &b"written through A"[..]),
         ("b.txt", b"through B's spoke"),
         ("c.txt", b"primary back"),
+        ("during.txt", b"while the primary is down"),
     ] {
         assert_eq!(
             &t.api.get(&t.file(path)).send().await.expect(200).body[..],
             body
         );
     }
+    // The spoke's queued records arrived: metadata and events of both
+    // uploads made while the primary was away.
+    assert!(
+        eventually(Duration::from_secs(20), async || {
+            metric(&spoke.url(), "ferry_spoke_reports_queued", &[]).await == 0.0
+        })
+        .await,
+        "{}",
+        spoke.log()
+    );
+    let events = t.api.get("/v1/events").send().await.expect(200).json();
+    for path in ["in-flight.bin", "during.txt"] {
+        assert!(
+            events["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["path"] == path),
+            "{path}: {events}"
+        );
+        let head = t.api.head(&t.file(path)).send().await.expect(200);
+        assert!(
+            head.header("x-ferry-checksum-crc64nvme").is_some(),
+            "{path}: the metadata arrived"
+        );
+    }
+    assert_eq!(
+        t.api
+            .head(&t.file("in-flight.bin"))
+            .send()
+            .await
+            .expect(200)
+            .header("content-length"),
+        Some(total.to_string())
+    );
 
     // B's replica goes away: B reads the primary, and says so.
     let mut replica = replica;

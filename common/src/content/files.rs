@@ -423,6 +423,10 @@ async fn put(
         } else {
             before.is_some()
         };
+    if let Err(p) = host.ready_to_commit().await {
+        let _ = staged.writer.abort().await;
+        return Err(p);
+    }
     staged
         .writer
         .close()
@@ -508,6 +512,7 @@ async fn delete(
     if conditional::evaluate(req.headers(), &Method::DELETE, Some(&view.etag)) == Verdict::Failed {
         return Err(precondition_failed());
     }
+    host.ready_to_commit().await?;
     t.op.delete(path.as_str())
         .await
         .map_err(|e| provider_problem(&e, "delete"))?;

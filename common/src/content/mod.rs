@@ -27,6 +27,13 @@ pub trait MetaHost: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<ObjectMeta>, Problem>>;
     /// Commits metadata, event and transfer together.
     fn commit(&self, commit: Commit) -> BoxFuture<'_, Result<(), Problem>>;
+    /// Asked just before a provider's content is changed (an upload put in
+    /// place, a delete): an error stops the change, so that a host that
+    /// could not record it leaves the content as it was. A host that
+    /// queues what it cannot record at once (a spoke) has no need to stop.
+    fn ready_to_commit(&self) -> BoxFuture<'_, Result<(), Problem>> {
+        Box::pin(async { Ok(()) })
+    }
     /// Logs a transfer on its own; best effort.
     fn log_transfer(&self, transfer: Transfer) -> BoxFuture<'static, ()>;
     /// Serialises commits to one object.

@@ -55,6 +55,10 @@ impl MetaHost for HubHost {
         })
     }
 
+    fn ready_to_commit(&self) -> BoxFuture<'_, Result<(), Problem>> {
+        Box::pin(super::writable(&self.state))
+    }
+
     fn log_transfer(&self, transfer: Transfer) -> BoxFuture<'static, ()> {
         let store = self.state.store.clone();
         Box::pin(async move {

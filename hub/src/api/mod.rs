@@ -283,6 +283,21 @@ pub(crate) fn store_problem(state: &AppState, err: StoreError) -> Problem {
     }
 }
 
+/// Fails with `503 store_unavailable` when the store's primary does not
+/// take writes now: asked before a provider's content is changed, so that
+/// what cannot be recorded is not done.
+pub(crate) async fn writable(state: &AppState) -> Result<(), Problem> {
+    if state.store.writable() {
+        return Ok(());
+    }
+    state.metrics.store_error();
+    Err(Problem::new(
+        ErrorCode::StoreUnavailable,
+        "the metadata store does not take writes now; nothing was changed; retry later",
+    )
+    .with_retry_after(2))
+}
+
 /// Maps a provider failure to a problem (see `ferry_common::provider::problem`).
 pub(crate) fn provider_problem(err: &opendal::Error, what: &str) -> Problem {
     ferry_common::provider::problem(err, what)

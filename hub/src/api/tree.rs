@@ -174,6 +174,7 @@ pub async fn create_folder(
     if is_folder(&res, &path).await? {
         return Ok(json(StatusCode::OK, &folder_json(path.as_str())));
     }
+    super::writable(state).await?;
     res.op
         .create_dir(&path.as_dir())
         .await
@@ -268,6 +269,7 @@ pub async fn copy_or_move(
         ));
     }
 
+    super::writable(state).await?;
     let cap = res.op.info().capability();
     let mut known = src.meta.clone();
     let what = if is_move { "move" } else { "copy" };

@@ -21,6 +21,7 @@ mod steering;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -84,7 +85,9 @@ pub(crate) struct WriteTx<'s> {
 impl WriteTx<'_> {
     /// Commits, then records the write.
     pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await?;
+        let done = self.tx.commit().await;
+        self.store.note_writes(done.is_ok());
+        done?;
         self.store.note_write().await;
         Ok(())
     }
@@ -121,7 +124,16 @@ pub struct Store {
     /// The local replica, for reads.
     replica: Option<Arc<replica::Replica>>,
     dialect: migrations::Dialect,
+    /// Whether the primary took the last write or check (see
+    /// [`Store::writable`]).
+    primary_up: Arc<AtomicBool>,
+    /// PostgreSQL: one connection of its own to the primary for checks,
+    /// so that a busy pool does not look like a lost primary.
+    health: Option<AnyPool>,
 }
+
+/// How long a check of a database may take before it counts as down.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How to reach PostgreSQL. Its `Debug` leaves the URLs out, since they
 /// hold the password.
@@ -183,6 +195,8 @@ impl Store {
             pool,
             replica: None,
             dialect: migrations::Dialect::Sqlite,
+            primary_up: Arc::new(AtomicBool::new(true)),
+            health: None,
         };
         migrations::apply(&store.pool, migrations::Dialect::Sqlite).await?;
         Ok(store)
@@ -214,10 +228,16 @@ impl Store {
             }
             None => None,
         };
+        let health = AnyPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(CHECK_TIMEOUT)
+            .connect_lazy(&o.primary_url)?;
         Ok(Self {
             pool,
             replica,
             dialect: migrations::Dialect::Postgres,
+            primary_up: Arc::new(AtomicBool::new(true)),
+            health: Some(health),
         })
     }
 
@@ -287,11 +307,67 @@ impl Store {
     /// fails at once with "database is locked" and the busy timeout never
     /// applies. `BEGIN IMMEDIATE` takes the lock up front, so writers queue on
     /// the busy timeout instead of failing.
+    ///
+    /// On PostgreSQL, while the primary is known not to take writes (the
+    /// last write or check failed) this fails at once rather than waiting
+    /// `connect_timeout_secs` for a connection; the check each second
+    /// notices when it is back.
     pub(crate) async fn write_tx(&self) -> Result<WriteTx<'_>, sqlx::Error> {
+        if !self.writable() {
+            return Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "the primary does not take writes (it failed its last check)",
+            )));
+        }
+        let tx = begin_write(&self.pool, self.dialect).await;
+        if tx.is_err() {
+            self.note_writes(false);
+        }
         Ok(WriteTx {
-            tx: begin_write(&self.pool, self.dialect).await?,
+            tx: tx?,
             store: self,
         })
+    }
+
+    /// Notes whether the primary took a write (PostgreSQL; a failed
+    /// SQLite write says nothing about the next).
+    fn note_writes(&self, ok: bool) {
+        if self.dialect != migrations::Dialect::Postgres {
+            return;
+        }
+        let was = self.primary_up.swap(ok, Ordering::Relaxed);
+        if was && !ok {
+            tracing::warn!("the metadata store's primary does not take writes");
+        } else if !was && ok {
+            tracing::info!("the metadata store's primary takes writes again");
+        }
+    }
+
+    /// Asks the primary, within [`CHECK_TIMEOUT`], whether it answers and
+    /// takes writes (it is not a standby), noting the answer; true when it
+    /// does.
+    pub async fn check_primary(&self) -> bool {
+        let ok = match &self.health {
+            Some(pool) => matches!(
+                tokio::time::timeout(
+                    CHECK_TIMEOUT,
+                    sqlx::query_scalar::<_, bool>("SELECT NOT pg_is_in_recovery()").fetch_one(pool),
+                )
+                .await,
+                Ok(Ok(true))
+            ),
+            None => sqlx::query("SELECT 1").execute(&self.pool).await.is_ok(),
+        };
+        self.note_writes(ok);
+        ok
+    }
+
+    /// Whether the primary took the last write or check (checks run every
+    /// second): callers about to change a provider's content ask first, so
+    /// that a store that cannot record the change leaves the content as it
+    /// was. Always true on SQLite.
+    pub fn writable(&self) -> bool {
+        self.primary_up.load(Ordering::Relaxed)
     }
 
     /// Checks that the store answers reads (the replica, when there is
@@ -309,6 +385,9 @@ impl Store {
     /// Closes the pools, waiting for connections to be returned.
     pub async fn close(&self) {
         self.pool.close().await;
+        if let Some(h) = &self.health {
+            h.close().await;
+        }
         if let Some(r) = &self.replica {
             r.pool().close().await;
         }

@@ -89,7 +89,13 @@ impl Replica {
     /// Asks the replica how far it has replayed, noting whether it answers
     /// (reads go to the primary while it does not). Returns whether it did.
     pub async fn check(&self) -> bool {
-        self.replayed().await.is_some()
+        match tokio::time::timeout(super::CHECK_TIMEOUT, self.replayed()).await {
+            Ok(at) => at.is_some(),
+            Err(_) => {
+                self.note_answer(false);
+                false
+            }
+        }
     }
 
     /// Whether the replica answered when last asked.

@@ -189,11 +189,18 @@ impl Store {
 
     /// Whether the spoke is revoked (or unknown).
     pub async fn spoke_revoked(&self, name: &str) -> Result<bool, StoreError> {
-        let revoked: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT revoked_at FROM spokes WHERE name = $1")
+        let lookup = |pool| {
+            sqlx::query_scalar::<_, Option<i64>>("SELECT revoked_at FROM spokes WHERE name = $1")
                 .bind(name)
-                .fetch_optional(self.read_pool().await)
-                .await?;
+                .fetch_optional(pool)
+        };
+        // A spoke enrolled through another hub, or just now, may not be on
+        // the replica yet: only the primary can say it does not exist.
+        let revoked = match lookup(self.read_pool().await).await? {
+            Some(row) => Some(row),
+            None if self.has_replica() => lookup(&self.pool).await?,
+            None => None,
+        };
         Ok(!matches!(revoked, Some(None)))
     }
 }
