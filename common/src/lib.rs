@@ -11,6 +11,7 @@ pub mod link;
 pub mod listener;
 pub mod path;
 pub mod prefix;
+pub mod principal;
 pub mod probe;
 pub mod problem;
 pub mod proto;

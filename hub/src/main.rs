@@ -233,26 +233,41 @@ fn migrate_store(cfg: &HubConfig, from: &std::path::Path) -> anyhow::Result<()> 
         .build()?;
     runtime.block_on(async {
         let source = old.open_store(1).await?;
-        if let Some((id, sealed)) = source.any_sealed_connection().await? {
+        for (id, sealed) in source.sealed_connections().await? {
             key.open(&sealed, &id).with_context(|| {
-                format!("connection {id} does not open with this master key: use the SQLite hub's key")
+                format!("connection {id} does not open with this master key: use the SQLite hub's key; nothing was copied")
             })?;
         }
         let target = cfg.open_store(2).await?;
+        let sealed_ca = ca
+            .as_ref()
+            .map(|(cert, key_pem)| (cert.as_str(), key.seal(key_pem.as_bytes(), ferry_hub::TUNNEL_CA_CONTEXT)));
         eprintln!("copying {} into PostgreSQL", db.display());
         let mut last = (String::new(), std::time::Instant::now());
         let outcome = source
-            .copy_into(&target, |table, rows| {
-                if table != last.0 || last.1.elapsed() >= std::time::Duration::from_secs(2) {
-                    eprintln!("  {table}: {rows} rows…");
-                    last = (table.to_owned(), std::time::Instant::now());
-                }
-            })
+            .copy_into(
+                &target,
+                sealed_ca.as_ref().map(|(c, k)| (*c, k.as_slice())),
+                |table, rows| {
+                    if table != last.0 || last.1.elapsed() >= std::time::Duration::from_secs(2) {
+                        eprintln!("  {table}: {rows} rows…");
+                        last = (table.to_owned(), std::time::Instant::now());
+                    }
+                },
+            )
             .await;
         let result = match outcome {
             Ok(ferry_hub::store::CopyOutcome::Copied(counts)) => {
                 for (table, rows) in counts {
                     eprintln!("  {table}: {rows} rows");
+                }
+                if ca.is_some() {
+                    eprintln!("the tunnel CA is in the store: enrolled spokes keep their certificates");
+                } else {
+                    eprintln!(
+                        "no tunnel CA in {}: the first hub on PostgreSQL makes one, and spokes enrol again",
+                        old.state_dir.display()
+                    );
                 }
                 Ok(())
             }
@@ -261,20 +276,6 @@ fn migrate_store(cfg: &HubConfig, from: &std::path::Path) -> anyhow::Result<()> 
             )),
             Err(e) => Err(anyhow::Error::new(e).context("the copy failed; nothing was copied")),
         };
-        if result.is_ok() {
-            match &ca {
-                Some((cert, key_pem)) => {
-                    target
-                        .offer_tunnel_ca(cert, &key.seal(key_pem.as_bytes(), ferry_hub::TUNNEL_CA_CONTEXT))
-                        .await?;
-                    eprintln!("the tunnel CA is in the store: enrolled spokes keep their certificates");
-                }
-                None => eprintln!(
-                    "no tunnel CA in {}: the first hub on PostgreSQL makes one, and spokes enrol again",
-                    old.state_dir.display()
-                ),
-            }
-        }
         source.close().await;
         target.close().await;
         result?;

@@ -54,7 +54,8 @@ struct Cached {
 /// A completion report waiting for the hub.
 #[derive(Debug, Clone)]
 enum Report {
-    Commit(Box<Commit>),
+    /// A commit, and the principal of the client it is for.
+    Commit(Box<Commit>, Option<Arc<str>>),
     Transfer(Transfer),
 }
 
@@ -237,14 +238,14 @@ impl DataPath {
     /// such as a connection deleted meanwhile), so retrying cannot help;
     /// `Err(false)`: try again later.
     async fn send_report(&self, report: &Report) -> Result<(), bool> {
-        let (path, body) = match report {
-            Report::Commit(c) => ("/internal/v1/commit", serde_json::to_value(c)),
-            Report::Transfer(t) => ("/internal/v1/transfer", serde_json::to_value(t)),
+        let (path, body, principal) = match report {
+            Report::Commit(c, p) => ("/internal/v1/commit", serde_json::to_value(c), p.as_deref()),
+            Report::Transfer(t) => ("/internal/v1/transfer", serde_json::to_value(t), None),
         };
         let body = body.expect("reports serialise");
         let (status, _, answer) = self
             .client
-            .call(path, None, &body)
+            .call_as(path, principal, &body)
             .await
             .map_err(|_| false)?;
         if status.is_success() {
@@ -314,7 +315,17 @@ impl DataPath {
 
 /// The spoke's [`MetaHost`]: metadata from and to the hub.
 #[derive(Debug, Clone)]
-pub struct SpokeHost(pub Arc<DataPath>);
+pub struct SpokeHost(pub Arc<DataPath>, Option<Arc<str>>);
+
+impl SpokeHost {
+    /// The host for a request with this `Authorization`: its lookups and
+    /// commits carry the client's principal, so the client's next reads
+    /// through any hub see its writes.
+    pub fn new(data: Arc<DataPath>, authorization: &http::HeaderValue) -> Self {
+        let principal = ferry_common::principal::of(authorization.as_bytes());
+        Self(data, Some(Arc::from(principal)))
+    }
+}
 
 impl MetaHost for SpokeHost {
     fn lookup<'a>(
@@ -324,7 +335,12 @@ impl MetaHost for SpokeHost {
     ) -> BoxFuture<'a, Result<Option<ObjectMeta>, Problem>> {
         Box::pin(async move {
             let body = json!({ "connection_id": connection_id, "path": path });
-            match self.0.client.call("/internal/v1/lookup", None, &body).await {
+            match self
+                .0
+                .client
+                .call_as("/internal/v1/lookup", self.1.as_deref(), &body)
+                .await
+            {
                 Ok((StatusCode::OK, _, answer)) => {
                     #[derive(Deserialize)]
                     struct Found {
@@ -347,7 +363,9 @@ impl MetaHost for SpokeHost {
 
     fn commit(&self, commit: Commit) -> BoxFuture<'_, Result<(), Problem>> {
         Box::pin(async move {
-            self.0.report(Report::Commit(Box::new(commit))).await;
+            self.0
+                .report(Report::Commit(Box::new(commit), self.1.clone()))
+                .await;
             Ok(())
         })
     }

@@ -69,7 +69,7 @@ pub async fn handle(front: Arc<Front>, req: Request<Body>) -> Response<Body> {
     {
         match front.data.decide(&auth, &conn).await {
             Decision::Serve(target) => {
-                let host = Arc::new(SpokeHost(front.data.clone()));
+                let host = Arc::new(SpokeHost::new(front.data.clone(), &auth));
                 return files::serve(host, &target, &file, req)
                     .await
                     .unwrap_or_else(Problem::into_response);

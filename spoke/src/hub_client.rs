@@ -139,12 +139,36 @@ impl HubClient {
         authorization: Option<&HeaderValue>,
         body: &impl serde::Serialize,
     ) -> Result<(StatusCode, http::HeaderMap, Bytes), Problem> {
+        self.call_with(path, authorization, None, body).await
+    }
+
+    /// [`HubClient::call`] for a client known by its principal only (see
+    /// `ferry_common::principal`).
+    pub async fn call_as(
+        &self,
+        path: &str,
+        principal: Option<&str>,
+        body: &impl serde::Serialize,
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), Problem> {
+        self.call_with(path, None, principal, body).await
+    }
+
+    async fn call_with(
+        &self,
+        path: &str,
+        authorization: Option<&HeaderValue>,
+        principal: Option<&str>,
+        body: &impl serde::Serialize,
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), Problem> {
         let mut req = Request::post(path)
             .header(header::CONTENT_TYPE, "application/json")
             .body(full(serde_json::to_vec(body).expect("calls serialise")))
             .expect("a valid request");
         if let Some(a) = authorization {
             req.headers_mut().insert(header::AUTHORIZATION, a.clone());
+        }
+        if let Some(p) = principal.and_then(|p| HeaderValue::from_str(p).ok()) {
+            req.headers_mut().insert(ferry_common::principal::HEADER, p);
         }
         let resp = self.send(req).await?;
         let (parts, body) = resp.into_parts();

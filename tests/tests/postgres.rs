@@ -244,6 +244,15 @@ async fn two_hubs_share_one_store_and_read_their_own_writes() {
     let replica = primary.replica(Some(Duration::from_secs(2)));
     let hub_a = hub_reading(&primary, None, None);
     let hub_b = hub_reading(&primary, Some(&replica), Some(hub_a.data_dir.clone()));
+    // B reads its replica once that has replayed the schema.
+    let admin_b = Api::new(hub_b.url()).as_token(ADMIN_TOKEN);
+    assert!(
+        eventually(Duration::from_secs(20), async || {
+            admin_b.get("/v1/accounts").send().await;
+            hub_b.log().contains("the replica has the schema")
+        })
+        .await
+    );
 
     // An account made through A is usable at once through B.
     let t = tenant(&hub_a.url(), "alpha", &hub_a.data_dir).await;
@@ -282,6 +291,9 @@ async fn two_hubs_share_one_store_and_read_their_own_writes() {
         &t.api.get(&t.file("b.txt")).send().await.expect(200).body[..],
         b"through B's spoke"
     );
+    // The spoke recorded it for this client: B reads its metadata at once.
+    let head = via_b.head(&t.file("b.txt")).send().await.expect(200);
+    assert!(head.header("x-ferry-checksum-crc64nvme").is_some());
     assert_eq!(
         &via_spoke
             .get(&t.file("a.txt"))
@@ -294,7 +306,6 @@ async fn two_hubs_share_one_store_and_read_their_own_writes() {
 
     // Another client, which wrote nothing, reads B's replica; once it has
     // replayed, everything is there.
-    let admin_b = Api::new(hub_b.url()).as_token(ADMIN_TOKEN);
     assert!(
         eventually(Duration::from_secs(10), async || {
             admin_b

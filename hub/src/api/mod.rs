@@ -110,7 +110,7 @@ pub(crate) const VIA_HUB: &str = "hub";
 pub async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
-    let principal = principal(req.headers());
+    let principal = principal(&req);
     let (label, result) = match Route::parse(req.uri().path()) {
         Ok(Some(route)) => {
             let label = route.label();
@@ -150,13 +150,17 @@ pub async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> 
 }
 
 /// Who is asking, for read-your-writes: a digest of the request's
-/// credential (an API key or the admin token), never the credential.
-fn principal(headers: &http::HeaderMap) -> Option<Arc<str>> {
-    use base64::Engine as _;
-    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
-    let digest = ring::digest::digest(&ring::digest::SHA256, value);
-    let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest.as_ref()[..18]);
-    Some(Arc::from(id))
+/// credential (an API key or the admin token), never the credential. A
+/// spoke's own calls on a client's behalf carry the client's principal.
+fn principal(req: &Request<Body>) -> Option<Arc<str>> {
+    use ferry_common::principal;
+    if req.extensions().get::<crate::tunnel::SpokeOwn>().is_some()
+        && let Some(p) = req.headers().get(principal::HEADER)
+    {
+        return p.to_str().ok().filter(|p| p.len() <= 64).map(Arc::from);
+    }
+    let value = req.headers().get(header::AUTHORIZATION)?.as_bytes();
+    Some(Arc::from(principal::of(value)))
 }
 
 async fn dispatch(state: &Arc<AppState>, route: Route, req: Request<Body>) -> ApiResult {

@@ -178,13 +178,13 @@ impl Store {
         Ok(Ok((rows.len(), ca.is_some())))
     }
 
-    /// One connection's id and sealed configuration, if there is any
-    /// connection (to check a master key against the store).
-    pub async fn any_sealed_connection(&self) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+    /// Every connection's id and sealed configuration (to check a master
+    /// key against the store).
+    pub async fn sealed_connections(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         Ok(sqlx::query_as::<_, (String, Vec<u8>)>(
-            "SELECT id, config_sealed FROM connections ORDER BY id LIMIT 1",
+            "SELECT id, config_sealed FROM connections ORDER BY id",
         )
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await?)
     }
 

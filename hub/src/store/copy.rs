@@ -165,11 +165,13 @@ fn value(row: &AnyRow, i: usize, kind: Kind) -> Result<Value, sqlx::Error> {
 
 impl Store {
     /// Copies every metadata table of this store into `target`, which
-    /// must hold none of it yet, in one transaction on `target`;
+    /// must hold none of it yet, and `tunnel_ca` when given, in one
+    /// transaction on `target`;
     /// `progress(table, rows so far)` is called after each batch.
     pub async fn copy_into(
         &self,
         target: &Store,
+        tunnel_ca: Option<(&str, &[u8])>,
         mut progress: impl FnMut(&str, u64),
     ) -> Result<CopyOutcome, StoreError> {
         let mut tx = target.write_tx().await?;
@@ -229,6 +231,18 @@ impl Store {
             }
             copied.push((*table, count));
         }
+        // A SQLite hub keeps its CA in files: it joins the copy here, in
+        // the same transaction (certificate PEM, key sealed for the store).
+        if let Some((cert_pem, key_sealed)) = tunnel_ca {
+            sqlx::query(
+                "INSERT INTO tunnel_ca (id, cert_pem, key_sealed, created_at) VALUES (1, $1, $2, $3)",
+            )
+            .bind(cert_pem)
+            .bind(key_sealed)
+            .bind(super::now_ms())
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(CopyOutcome::Copied(copied))
     }
@@ -280,7 +294,7 @@ mod tests {
         from.add_spoke("fra1", 60_000).await.unwrap();
         let mut seen = Vec::new();
         let outcome = from
-            .copy_into(&to, |t, n| seen.push((t.to_owned(), n)))
+            .copy_into(&to, None, |t, n| seen.push((t.to_owned(), n)))
             .await
             .unwrap();
         let CopyOutcome::Copied(counts) = outcome else {
@@ -294,7 +308,7 @@ mod tests {
         );
         assert_eq!(to.list_spokes().await.unwrap().len(), 1);
         assert_eq!(
-            from.copy_into(&to, |_, _| {}).await.unwrap(),
+            from.copy_into(&to, None, |_, _| {}).await.unwrap(),
             CopyOutcome::TargetNotEmpty("accounts")
         );
     }

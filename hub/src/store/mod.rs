@@ -255,11 +255,17 @@ impl Store {
         self.replica.is_some()
     }
 
-    /// Records a write the current principal just made (for
-    /// read-your-writes); nothing to do without a replica.
+    /// Records a write the current principal just made, for
+    /// read-your-writes at every hub (PostgreSQL; one SQLite file has
+    /// nothing to catch up).
     pub(crate) async fn note_write(&self) {
-        if let Some(r) = &self.replica {
-            r.note_write(&self.pool).await;
+        if self.dialect != migrations::Dialect::Postgres {
+            return;
+        }
+        if let Some(lsn) = replica::record_write(&self.pool).await
+            && let Some(r) = &self.replica
+        {
+            r.remember(lsn);
         }
     }
 

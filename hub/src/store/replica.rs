@@ -41,6 +41,27 @@ fn principal() -> Option<Arc<str>> {
     PRINCIPAL.try_with(|p| p.clone()).ok().flatten()
 }
 
+/// Records on `primary` that the current principal just wrote there (the
+/// primary's position now is past that write), for every hub's reads;
+/// returns the position. Every hub on PostgreSQL records its writes, with
+/// a replica or without.
+pub async fn record_write(primary: &AnyPool) -> Option<u64> {
+    let who = principal()?;
+    let lsn: Result<String, _> = sqlx::query_scalar(
+        "INSERT INTO recent_writes (principal, lsn, at) VALUES ($1, pg_current_wal_lsn()::text, $2) \
+         ON CONFLICT (principal) DO UPDATE SET lsn = excluded.lsn, at = excluded.at RETURNING lsn",
+    )
+    .bind(&*who)
+    .bind(super::now_ms())
+    .fetch_one(primary)
+    .await;
+    let lsn = lsn.ok().as_deref().and_then(parse_lsn);
+    if lsn.is_none() {
+        tracing::warn!("could not record a write's position for read-your-writes");
+    }
+    lsn
+}
+
 /// A write-ahead-log position, comparable.
 pub fn parse_lsn(text: &str) -> Option<u64> {
     let (hi, lo) = text.trim().split_once('/')?;
@@ -215,26 +236,12 @@ impl Replica {
         text.ok()?.as_deref().and_then(parse_lsn)
     }
 
-    /// Records that the current principal just wrote to `primary`: the
-    /// primary's position now is past that write.
-    pub async fn note_write(&self, primary: &AnyPool) {
+    /// Remembers that the current principal wrote up to `lsn`.
+    pub fn remember(&self, lsn: u64) {
         let Some(who) = principal() else { return };
-        let lsn: Result<String, _> = sqlx::query_scalar(
-            "INSERT INTO recent_writes (principal, lsn, at) VALUES ($1, pg_current_wal_lsn()::text, $2) \
-             ON CONFLICT (principal) DO UPDATE SET lsn = excluded.lsn, at = excluded.at RETURNING lsn",
-        )
-        .bind(&*who)
-        .bind(super::now_ms())
-        .fetch_one(primary)
-        .await;
-        match lsn.ok().as_deref().and_then(parse_lsn) {
-            Some(lsn) => {
-                let mut recent = self.recent.lock().expect("poisoned");
-                recent.retain(|_, (_, at)| at.elapsed() < RECENT);
-                recent.insert(who, (lsn, Instant::now()));
-            }
-            None => tracing::warn!("could not record a write's position for read-your-writes"),
-        }
+        let mut recent = self.recent.lock().expect("poisoned");
+        recent.retain(|_, (_, at)| at.elapsed() < RECENT);
+        recent.insert(who, (lsn, Instant::now()));
     }
 
     /// How far behind the primary the replica is, in bytes of WAL; `None`

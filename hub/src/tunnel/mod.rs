@@ -370,12 +370,28 @@ impl HubList {
         {
             hubs.insert(0, me.clone());
         }
-        hubs.truncate(ferry_common::proto::MAX_HUBS);
+        let total = hubs.len();
+        if total > ferry_common::proto::MAX_HUBS {
+            // This hub stays in its own list.
+            if let Some(i) = hubs.iter().position(|h| h.id == self.id)
+                && i >= ferry_common::proto::MAX_HUBS
+            {
+                hubs.swap(i, ferry_common::proto::MAX_HUBS - 1);
+            }
+            hubs.truncate(ferry_common::proto::MAX_HUBS);
+        }
         let mut known = self.known.lock().expect("hub list poisoned");
         if *known == hubs {
             return false;
         }
         *known = hubs;
+        if total > ferry_common::proto::MAX_HUBS {
+            tracing::warn!(
+                hubs = total,
+                max = ferry_common::proto::MAX_HUBS,
+                "more hubs share the store than spokes take: telling them of the first ones only"
+            );
+        }
         true
     }
 
