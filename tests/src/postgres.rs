@@ -285,6 +285,13 @@ impl Postgres {
         ca
     }
 
+    /// Promotes this replica to a primary of its own (`pg_ctl promote`).
+    pub fn promote(&self) {
+        let mut ctl = as_owner(&self.bin, "pg_ctl");
+        ctl.arg("-D").arg(&self.data).args(["-w", "promote"]);
+        run(ctl, "pg_ctl promote");
+    }
+
     /// Its URL for ferry (`store.primary_url` or `store.replica_url`).
     pub fn url(&self) -> String {
         format!("postgres://{DATABASE}@127.0.0.1:{}/{DATABASE}", self.port)

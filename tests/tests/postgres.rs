@@ -505,6 +505,60 @@ async fn two_hubs_share_one_store_and_read_their_own_writes() {
     );
 }
 
+#[tokio::test]
+async fn a_replica_promoted_under_a_hub_is_no_longer_read() {
+    ferry_tests::install_crypto_provider();
+    let primary = Postgres::primary();
+    let replica = primary.replica(None);
+    let hub = hub_reading(&primary, Some(&replica), None);
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    // A second key of the account, which writes nothing: its reads are
+    // not pinned to the primary by writes of its own.
+    let key = t
+        .admin
+        .post(&format!("/v1/accounts/{}/keys", t.account_id))
+        .send()
+        .await
+        .expect(201)
+        .json();
+    let reader = Api::new(hub.url()).as_token(key["key"].as_str().unwrap());
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            metric(&hub.url(), "ferry_store_replica_up", &[]).await == 1.0
+                && reader.get("/v1/connections").send().await.status == 200
+        })
+        .await
+    );
+    // Promoted, it stops following the primary: what is written now is
+    // not on it, so the hub must read the primary.
+    replica.promote();
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            metric(&hub.url(), "ferry_store_replica_up", &[]).await == 0.0
+        })
+        .await,
+        "{}",
+        hub.log()
+    );
+    assert!(hub.log().contains("the replica is not a standby"));
+    upload(&t, "after.txt", b"written after the promotion").await;
+    // The other key reads what was written since: only the primary has it.
+    let head = reader.head(&t.file("after.txt")).send().await.expect(200);
+    assert!(
+        head.header("x-ferry-checksum-crc64nvme").is_some(),
+        "read from the promoted replica"
+    );
+    let events = reader.get("/v1/events").send().await.expect(200).json();
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["path"] == "after.txt"),
+        "{events}"
+    );
+}
+
 const ZONE: &str = "ferry.test";
 
 /// A hub with DNS on `primary` (reading `replica`), sharing `data_dir`.

@@ -12,8 +12,9 @@
 //! principal of the request being served is a task-local, set by the API
 //! around each request, so store calls need no extra argument.
 //!
-//! A replica that does not answer is left alone: reads go to the primary
-//! until a check ([`Replica::check`], every second) finds it answering.
+//! A replica that does not answer, or is no longer a standby, is left
+//! alone: reads go to the primary until a check ([`Replica::check`], every
+//! second) finds it a standby that answers.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -109,10 +110,30 @@ impl Replica {
 
     /// Asks the replica how far it has replayed, noting whether it answers
     /// (reads go to the primary while it does not). Returns whether it did.
+    ///
+    /// A replica that answers but is no longer a standby (it was promoted)
+    /// counts as not answering: its replay position stands still, and
+    /// every read waiting for it would wait in vain.
     pub async fn check(&self) -> bool {
-        match tokio::time::timeout(super::CHECK_TIMEOUT, self.replayed()).await {
-            Ok(at) => at.is_some(),
-            Err(_) => {
+        let asked = tokio::time::timeout(
+            super::CHECK_TIMEOUT,
+            sqlx::query_scalar::<_, bool>("SELECT pg_is_in_recovery()").fetch_one(&self.pool),
+        )
+        .await;
+        match asked {
+            Ok(Ok(true)) => {
+                self.note_answer(true);
+                true
+            }
+            Ok(Ok(false)) => {
+                if self.answering.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "the replica is not a standby (promoted?): reads go to the primary; point store.replica_url at a standby"
+                    );
+                }
+                false
+            }
+            _ => {
                 self.note_answer(false);
                 false
             }
@@ -196,8 +217,8 @@ impl Replica {
         )
         .fetch_one(&self.pool)
         .await;
-        self.note_answer(positions.is_ok());
         let Ok((received, replayed)) = positions else {
+            self.note_answer(false);
             return Need::Unreachable;
         };
         let backlog = match (
@@ -226,13 +247,16 @@ impl Replica {
     }
 
     /// How far the replica has replayed; `None` if it does not answer
-    /// (which is noted: reads go to the primary until it answers again).
+    /// (which is noted: reads go to the primary until a check finds it
+    /// answering again).
     async fn replayed(&self) -> Option<u64> {
         let text: Result<Option<String>, _> =
             sqlx::query_scalar("SELECT pg_last_wal_replay_lsn()::text")
                 .fetch_one(&self.pool)
                 .await;
-        self.note_answer(text.is_ok());
+        if text.is_err() {
+            self.note_answer(false);
+        }
         text.ok()?.as_deref().and_then(parse_lsn)
     }
 
