@@ -170,6 +170,7 @@ impl Store {
     /// Revokes a key; false if the account has no such key. Revoking twice
     /// is not an error.
     pub async fn revoke_key(&self, account_id: &str, key_id: &str) -> Result<bool, StoreError> {
+        self.refuse_if_down()?;
         let done = sqlx::query(
             "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND account_id = $3",
         )

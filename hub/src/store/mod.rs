@@ -319,12 +319,7 @@ impl Store {
     /// `connect_timeout_secs` for a connection; the check each second
     /// notices when it is back.
     pub(crate) async fn write_tx(&self) -> Result<WriteTx<'_>, sqlx::Error> {
-        if !self.writable() {
-            return Err(sqlx::Error::Io(std::io::Error::new(
-                std::io::ErrorKind::NotConnected,
-                "the primary does not take writes (it failed its last check)",
-            )));
-        }
+        self.refuse_if_down()?;
         let tx = begin_write(&self.pool, self.dialect).await;
         if tx.is_err() {
             self.note_writes(false);
@@ -333,6 +328,18 @@ impl Store {
             tx: tx?,
             store: self,
         })
+    }
+
+    /// Fails at once while the primary is known not to take writes (see
+    /// [`Store::write_tx`]); single-statement writes call it first.
+    pub(crate) fn refuse_if_down(&self) -> Result<(), sqlx::Error> {
+        if self.writable() {
+            return Ok(());
+        }
+        Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::NotConnected,
+            "the primary does not take writes (it failed its last check)",
+        )))
     }
 
     /// Notes whether the primary took a write (PostgreSQL; a failed

@@ -120,6 +120,7 @@ impl Store {
         token: &str,
         cert_der: &[u8],
     ) -> Result<bool, StoreError> {
+        self.refuse_if_down()?;
         let done = sqlx::query(
             "UPDATE spokes SET token_hash = NULL, token_expires_at = NULL, cert_sha256 = $1, enrolled_at = $2 \
              WHERE token_hash = $3 AND revoked_at IS NULL AND token_expires_at > $2",
@@ -176,6 +177,7 @@ impl Store {
     /// Revokes a spoke: its certificate and any outstanding token stop
     /// working. False if there is no such spoke.
     pub async fn revoke_spoke(&self, name: &str) -> Result<bool, StoreError> {
+        self.refuse_if_down()?;
         let done = sqlx::query(
             "UPDATE spokes SET revoked_at = COALESCE(revoked_at, $1), token_hash = NULL, token_expires_at = NULL WHERE name = $2",
         )

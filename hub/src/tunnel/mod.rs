@@ -339,12 +339,18 @@ impl HubList {
     }
 
     /// Announces this hub and reads the others; true when the list changed.
+    /// While the primary takes no writes no hub can announce itself, so
+    /// the list is kept as it was rather than emptied as rows age.
     async fn refresh(&self, store: &crate::store::Store) -> bool {
         if let Some(me) = &self.me {
             let (q, t) = (me.tunnel_addr.to_string(), me.tunnel_tcp_addr.to_string());
             if let Err(e) = store.announce_hub(&self.id, &q, &t).await {
                 tracing::debug!(error = %e, "could not announce this hub in the store");
+                return false;
             }
+        }
+        if !store.writable() {
+            return false;
         }
         let rows = match store.live_hubs(HUB_GONE_AFTER_MS).await {
             Ok(rows) => rows,
