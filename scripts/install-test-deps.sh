@@ -7,8 +7,10 @@
 # baselines, load tool and charts; its quick run is part of the suite), the
 # storage servers the provider tests start (moto's S3 server from PyPI,
 # Azurite from npm, rclone's WebDAV server from Debian), PostgreSQL's server
-# binaries (the tests make their own clusters), and cargo-nextest
-# when missing (the suite falls back to `cargo test` if that install fails).
+# binaries (the tests make their own clusters), Prometheus and promtool
+# (the metrics, rules and scrape tests), systemd-analyze (the unit checks),
+# and cargo-nextest when missing (the suite falls back to `cargo test` if
+# that install fails).
 set -euo pipefail
 
 need_apt=()
@@ -22,6 +24,8 @@ command -v rclone >/dev/null || need_apt+=(rclone)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 command -v npm >/dev/null || need_apt+=(npm)
+command -v promtool >/dev/null || need_apt+=(prometheus)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     # Servers the tests start themselves (nginx, NSD) must not be started

@@ -3,12 +3,14 @@
 //! registry.
 
 pub mod body;
+pub mod cert_time;
 pub mod checksum;
 pub mod config;
 pub mod content;
 pub mod http_server;
 pub mod link;
 pub mod listener;
+pub mod metrics_text;
 pub mod path;
 pub mod prefix;
 pub mod principal;

@@ -157,6 +157,9 @@ pub async fn run(
     let mut tcp_tunnel = None;
     if let Some(t) = &cfg.tunnel {
         let ca = Arc::new(tunnel_ca(&cfg, &store, &state.master_key).await?);
+        if let Some(at) = ferry_common::cert_time::not_after_pem(ca.cert_pem()) {
+            state.metrics.tunnel_ca_expires(at);
+        }
         let tls = tunnel::server_tls(t, &ca)?;
         let ep = tunnel::bind_quic(t, tls.clone())
             .with_context(|| format!("cannot open the tunnel endpoint on {}", t.listen))?;

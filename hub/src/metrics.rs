@@ -72,11 +72,6 @@ struct RouteLabels {
     route: RouteLabel,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct DirectionLabels {
-    direction: ContentDirection,
-}
-
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 /// Why the hub refused or ended a tunnel.
@@ -104,6 +99,11 @@ struct TransportLabels {
 /// Spoke names come from the operator's registry, not from clients, so
 /// they are a bounded label.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct VersionLabels {
+    version: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct SpokeLabels {
     spoke: String,
 }
@@ -114,7 +114,8 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     duration: HistogramFamily,
-    content_bytes: Family<DirectionLabels, Counter>,
+    /// Bytes, transfers and their durations (shared with spokes).
+    pub content: ferry_common::content::metrics::ContentMetrics,
     store_errors: Counter,
     spokes_connected: Family<TransportLabels, Gauge>,
     spoke_rtt: Family<SpokeLabels, Gauge<f64, AtomicU64>>,
@@ -127,6 +128,7 @@ pub struct Metrics {
     replica_up: Gauge,
     primary_up: Gauge,
     hubs: Gauge,
+    ca_expiry: Gauge,
     /// The DNS server's metrics.
     pub dns: crate::dns::metrics::DnsMetrics,
     /// Steering's metrics.
@@ -156,12 +158,7 @@ impl Metrics {
             "Time from a request's arrival to its response head, by route template",
             duration.clone(),
         );
-        let content_bytes = Family::<DirectionLabels, Counter>::default();
-        registry.register(
-            "content_bytes",
-            "File content bytes this node carried, by direction",
-            content_bytes.clone(),
-        );
+        let content = ferry_common::content::metrics::ContentMetrics::register(&mut registry);
         let store_errors = Counter::default();
         registry.register(
             "store_errors",
@@ -234,6 +231,22 @@ impl Metrics {
             "Hubs sharing this hub's store that announced themselves recently, this one included",
             hubs.clone(),
         );
+        let ca_expiry = Gauge::default();
+        registry.register(
+            "tunnel_ca_expiry_timestamp_seconds",
+            "When the tunnel CA that signs spokes' certificates stops being valid, in seconds since the Unix epoch",
+            ca_expiry.clone(),
+        );
+        let info = Family::<VersionLabels, Gauge>::default();
+        info.get_or_create(&VersionLabels {
+            version: env!("CARGO_PKG_VERSION"),
+        })
+        .set(1);
+        registry.register(
+            "build_info",
+            "The running version, as a label (always 1)",
+            info,
+        );
         let dns = crate::dns::metrics::DnsMetrics::register(&mut registry);
         let steering = crate::steering::metrics::SteeringMetrics::register(&mut registry);
         Self {
@@ -244,10 +257,11 @@ impl Metrics {
             replica_up,
             primary_up,
             hubs,
+            ca_expiry,
             registry,
             requests,
             duration,
-            content_bytes,
+            content,
             store_errors,
             spokes_connected,
             spoke_rtt,
@@ -270,13 +284,6 @@ impl Metrics {
         self.duration
             .get_or_create(&RouteLabels { route })
             .observe(seconds);
-    }
-
-    /// The counter of content bytes in one direction.
-    pub fn content_bytes(&self, direction: ContentDirection) -> Counter {
-        self.content_bytes
-            .get_or_create(&DirectionLabels { direction })
-            .clone()
     }
 
     /// Counts a failed store operation.
@@ -342,6 +349,11 @@ impl Metrics {
             self.replica_lag
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
+    }
+
+    /// Records when the tunnel CA expires (seconds since the Unix epoch).
+    pub fn tunnel_ca_expires(&self, at: i64) {
+        self.ca_expiry.set(at);
     }
 
     /// Records how many hubs share the store.

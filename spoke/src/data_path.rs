@@ -383,8 +383,15 @@ impl MetaHost for SpokeHost {
         Box::pin(self.0.locks.lock(connection_id, path))
     }
 
-    fn count_bytes(&self, direction: Direction, bytes: u64) {
-        self.0.metrics.content_bytes(direction, bytes);
+    fn count_bytes(&self, direction: Direction, provider: &'static str, bytes: u64) {
+        self.0
+            .metrics
+            .content
+            .count_bytes(direction, provider, bytes);
+    }
+
+    fn transfer_ended(&self, transfer: &Transfer) {
+        self.0.metrics.content.ended(transfer);
     }
 
     fn via(&self) -> &str {

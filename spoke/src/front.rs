@@ -13,7 +13,7 @@ use percent_encoding::percent_decode_str;
 
 use crate::data_path::{DataPath, Decision, SpokeHost};
 use crate::hub_client::HubClient;
-use crate::metrics::Metrics;
+use crate::metrics::{MethodLabel, Metrics, SpokeRoute};
 
 /// What the front needs.
 #[derive(Debug)]
@@ -51,16 +51,33 @@ fn file_route(path: &str) -> Option<(String, String)> {
     Some((decode(conn)?, decode(file)?))
 }
 
-/// Answers one request.
+/// Answers one request, counting it by route, method and status.
 pub async fn handle(front: Arc<Front>, req: Request<Body>) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let method = MethodLabel::from(req.method());
+    let (route, resp) = route_and_answer(&front, req).await;
+    front
+        .metrics
+        .request(route, method, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+async fn route_and_answer(front: &Arc<Front>, req: Request<Body>) -> (SpokeRoute, Response<Body>) {
     let path = req.uri().path();
-    if matches!(path, "/healthz" | "/readyz" | "/metrics" | "/v1/probe") {
-        return local(&front, req);
+    let local_route = match path {
+        "/healthz" => Some(SpokeRoute::healthz),
+        "/readyz" => Some(SpokeRoute::readyz),
+        "/metrics" => Some(SpokeRoute::metrics),
+        "/v1/probe" => Some(SpokeRoute::probe),
+        _ => None,
+    };
+    if let Some(route) = local_route {
+        return (route, local(front, req));
     }
     if path.starts_with("/internal/") {
         // The hub's routes for spokes are never a client's to call.
-        return Problem::new(ErrorCode::RouteNotFound, "no route matches this path")
-            .into_response();
+        let refused = Problem::new(ErrorCode::RouteNotFound, "no route matches this path");
+        return (SpokeRoute::internal, refused.into_response());
     }
     let content = matches!(*req.method(), Method::GET | Method::HEAD | Method::PUT);
     if content
@@ -70,20 +87,22 @@ pub async fn handle(front: Arc<Front>, req: Request<Body>) -> Response<Body> {
         match front.data.decide(&auth, &conn).await {
             Decision::Serve(target) => {
                 let host = Arc::new(SpokeHost::new(front.data.clone(), &auth));
-                return files::serve(host, &target, &file, req)
+                let resp = files::serve(host, &target, &file, req)
                     .await
                     .unwrap_or_else(Problem::into_response);
+                return (SpokeRoute::file, resp);
             }
-            Decision::Answer(resp) => return resp,
+            Decision::Answer(resp) => return (SpokeRoute::file, resp),
             Decision::Forward => {}
         }
     }
     front.metrics.forwarded();
-    front
+    let resp = front
         .hub
         .send(req)
         .await
-        .unwrap_or_else(Problem::into_response)
+        .unwrap_or_else(Problem::into_response);
+    (SpokeRoute::forwarded, resp)
 }
 
 fn local(front: &Front, req: Request<Body>) -> Response<Body> {
@@ -103,13 +122,15 @@ fn local(front: &Front, req: Request<Body>) -> Response<Body> {
                 .into_response(),
         },
         _ => {
-            let mut resp = Response::new(full(front.metrics.encode()));
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
+            let accept = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let (body, kind) =
+                ferry_common::metrics_text::negotiate(front.metrics.encode(), accept);
+            let mut resp = Response::new(full(body));
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
             resp
         }
     }

@@ -44,6 +44,14 @@ pub async fn run(
     let identity = Identity::load_or_enrol(&cfg).await?;
     ferry_common::provider::remote::install_http_client();
     let metrics = Arc::new(Metrics::new());
+    match identity
+        .cert
+        .first()
+        .and_then(|c| ferry_common::cert_time::not_after(c))
+    {
+        Some(at) => metrics.certificate_expires(at),
+        None => tracing::warn!("cannot read when this spoke's certificate expires"),
+    }
     let handle = TunnelHandle::default();
     let tls = cfg.api.tls_acceptor(&shutdown)?;
     let hub = HubClient {

@@ -35,17 +35,64 @@ struct GrantLabels {
     result: GrantResult,
 }
 
-/// Which way content bytes moved.
+/// What a request to the spoke was, for its HTTP metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
-enum DirectionLabel {
-    upload,
-    download,
+pub enum SpokeRoute {
+    /// A file streamed (or refused) here.
+    file,
+    /// Forwarded to the hub.
+    forwarded,
+    healthz,
+    readyz,
+    metrics,
+    probe,
+    /// A hub-only route, refused.
+    internal,
+}
+
+/// The request's method, from a fixed set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum MethodLabel {
+    GET,
+    HEAD,
+    PUT,
+    POST,
+    DELETE,
+    OTHER,
+}
+
+impl From<&http::Method> for MethodLabel {
+    fn from(m: &http::Method) -> Self {
+        match *m {
+            http::Method::GET => Self::GET,
+            http::Method::HEAD => Self::HEAD,
+            http::Method::PUT => Self::PUT,
+            http::Method::POST => Self::POST,
+            http::Method::DELETE => Self::DELETE,
+            _ => Self::OTHER,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct DirectionLabels {
-    direction: DirectionLabel,
+struct RequestLabels {
+    route: SpokeRoute,
+    method: MethodLabel,
+    status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabels {
+    route: SpokeRoute,
+}
+
+fn request_histogram() -> prometheus_client::metrics::histogram::Histogram {
+    // 0.5 ms to about 65 s, as the hub's.
+    prometheus_client::metrics::histogram::Histogram::new(
+        prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 18),
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -69,13 +116,21 @@ struct HubLabels {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<
+        RouteLabels,
+        prometheus_client::metrics::histogram::Histogram,
+        fn() -> prometheus_client::metrics::histogram::Histogram,
+    >,
     up: Family<HubLabels, Gauge>,
+    certificate_expiry: Gauge,
     rtt: Family<HubLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     reconnects: Family<CauseLabels, Counter>,
     transport: Family<TransportLabels, Gauge>,
     forwarded: Counter,
     grants: Family<GrantLabels, Counter>,
-    content: Family<DirectionLabels, Counter>,
+    /// Bytes, transfers and their durations (shared with the hub).
+    pub content: ferry_common::content::metrics::ContentMetrics,
     queued: Gauge,
     dropped: Counter,
     active: Gauge,
@@ -91,6 +146,27 @@ impl Metrics {
     /// Registers every metric.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("ferry_spoke");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route (file, forwarded, healthz, readyz, metrics, probe, internal), method and status",
+            requests.clone(),
+        );
+        let duration = Family::<RouteLabels, _, fn() -> _>::new_with_constructor(
+            request_histogram as fn() -> _,
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from a request's arrival to its response head, by route",
+            duration.clone(),
+        );
+        crate::metrics::build_info(&mut registry);
+        let certificate_expiry = Gauge::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When this spoke's tunnel certificate stops being valid, in seconds since the Unix epoch (re-enrol it before then)",
+            certificate_expiry.clone(),
+        );
         let up = Family::<HubLabels, Gauge>::default();
         registry.register(
             "tunnel_up",
@@ -127,12 +203,7 @@ impl Metrics {
             "Grants used for content requests, fetched from the hub or cached",
             grants.clone(),
         );
-        let content = Family::<DirectionLabels, Counter>::default();
-        registry.register(
-            "content_bytes",
-            "File content bytes this spoke streamed, by direction",
-            content.clone(),
-        );
+        let content = ferry_common::content::metrics::ContentMetrics::register(&mut registry);
         let queued = Gauge::default();
         registry.register(
             "reports_queued",
@@ -153,7 +224,10 @@ impl Metrics {
         );
         Self {
             active,
+            requests,
+            duration,
             registry,
+            certificate_expiry,
             up,
             rtt,
             reconnects,
@@ -187,6 +261,32 @@ impl Metrics {
         self.reconnects.get_or_create(&CauseLabels { cause }).inc();
     }
 
+    /// Counts a request answered, and how long its response head took.
+    pub fn request(
+        &self,
+        route: SpokeRoute,
+        method: MethodLabel,
+        status: u16,
+        took: std::time::Duration,
+    ) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route,
+                method,
+                status,
+            })
+            .inc();
+        self.duration
+            .get_or_create(&RouteLabels { route })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records when the spoke's certificate expires (seconds since the
+    /// Unix epoch).
+    pub fn certificate_expires(&self, at: i64) {
+        self.certificate_expiry.set(at);
+    }
+
     /// Counts a forwarded request.
     pub fn forwarded(&self) {
         self.forwarded.inc();
@@ -197,27 +297,9 @@ impl Metrics {
         self.grants.get_or_create(&GrantLabels { result }).inc();
     }
 
-    /// Counts content bytes.
-    pub fn content_bytes(&self, direction: ferry_common::content::model::Direction, bytes: u64) {
-        let direction = match direction {
-            ferry_common::content::model::Direction::Upload => DirectionLabel::upload,
-            ferry_common::content::model::Direction::Download => DirectionLabel::download,
-        };
-        self.content
-            .get_or_create(&DirectionLabels { direction })
-            .inc_by(bytes);
-    }
-
     /// All content bytes so far, both ways (for the heartbeat's rate).
     pub fn content_total(&self) -> u64 {
-        [DirectionLabel::upload, DirectionLabel::download]
-            .into_iter()
-            .map(|direction| {
-                self.content
-                    .get_or_create(&DirectionLabels { direction })
-                    .get()
-            })
-            .sum()
+        self.content.total_bytes()
     }
 
     /// Records the report queue's length.
@@ -247,4 +329,23 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         out
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct VersionLabels {
+    version: &'static str,
+}
+
+/// Registers `build_info{version}`, always 1.
+pub(crate) fn build_info(registry: &mut Registry) {
+    let info = Family::<VersionLabels, Gauge>::default();
+    info.get_or_create(&VersionLabels {
+        version: env!("CARGO_PKG_VERSION"),
+    })
+    .set(1);
+    registry.register(
+        "build_info",
+        "The running version, as a label (always 1)",
+        info,
+    );
 }

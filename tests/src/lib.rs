@@ -11,6 +11,7 @@ pub mod fault_proxy;
 pub mod hub;
 pub mod postgres;
 pub mod process;
+pub mod prometheus;
 pub mod providers;
 pub mod scenarios;
 pub mod spoke;

@@ -235,6 +235,7 @@ async fn get(
         connection_id: &t.connection_id,
         path: path.as_str(),
         expected: len,
+        provider: t.op.info().scheme(),
     };
     *resp.body_mut() = download_body(host.clone(), Box::pin(stream), info);
     Ok(resp)
@@ -346,7 +347,8 @@ async fn put(
         host.via(),
     );
     let _active = super::Active::start(host.clone());
-    let count = |n| host.count_bytes(Direction::Upload, n);
+    let provider = t.op.info().scheme();
+    let count = |n| host.count_bytes(Direction::Upload, provider, n);
     let body = BodyDataStream::new(req.into_body());
     let staged = stage(
         &t.op,
@@ -362,13 +364,18 @@ async fn put(
         Err(StageError::Source(e)) => {
             tracing::info!(error = %e, path = %path, "upload ended before its body was complete");
             log.duration_ms = started.elapsed().as_millis() as i64;
+            host.transfer_ended(&log);
             host.log_transfer(log.clone()).await;
             return Err(Problem::new(
                 ErrorCode::UploadIncomplete,
                 "the request body ended early or could not be read",
             ));
         }
-        Err(StageError::Provider(e)) => return Err(provider_problem(&e, "write")),
+        Err(StageError::Provider(e)) => {
+            log.duration_ms = started.elapsed().as_millis() as i64;
+            host.transfer_ended(&log);
+            return Err(provider_problem(&e, "write"));
+        }
         Err(StageError::TooLarge) => return Err(one_shot_too_large()),
     };
     let sums = staged.sums.clone();
@@ -400,6 +407,7 @@ async fn put(
             tracing::warn!(error = %e, "could not discard a rejected upload");
         }
         log.status = TransferStatus::Rejected;
+        host.transfer_ended(&log);
         host.log_transfer(log.clone()).await;
         return Err(Problem::new(ErrorCode::DigestMismatch, detail));
     }
@@ -449,6 +457,7 @@ async fn put(
     };
     log.status = TransferStatus::Complete;
     log.crc64nvme = Some(sums.crc64nvme);
+    host.transfer_ended(&log);
     let kind = if existing {
         EventKind::Updated
     } else {

@@ -7,6 +7,7 @@ pub mod budget;
 pub mod conditional;
 pub mod files;
 pub mod locks;
+pub mod metrics;
 pub mod model;
 pub mod transfer;
 
@@ -42,8 +43,13 @@ pub trait MetaHost: Send + Sync {
         connection_id: &'a str,
         path: &'a str,
     ) -> BoxFuture<'a, OwnedMutexGuard<()>>;
-    /// Counts content bytes this node carried.
-    fn count_bytes(&self, direction: Direction, bytes: u64);
+    /// Counts content bytes this node carried with `provider` (an
+    /// OpenDAL scheme: `fs`, `s3`, …).
+    fn count_bytes(&self, direction: Direction, provider: &'static str, bytes: u64);
+    /// A transfer ended (complete, aborted, or rejected for a checksum
+    /// mismatch): for metrics. Called once per transfer, before it is
+    /// recorded.
+    fn transfer_ended(&self, _transfer: &Transfer) {}
     /// This node's name in the transfer log: `hub` or the spoke's name.
     fn via(&self) -> &str;
     /// A transfer started (`+1`) or ended (`-1`); for load reports.

@@ -294,6 +294,7 @@ struct DownloadLog {
     host: Arc<dyn MetaHost>,
     transfer: Transfer,
     expected: u64,
+    provider: &'static str,
     started: Instant,
 }
 
@@ -306,6 +307,7 @@ impl Drop for DownloadLog {
             TransferStatus::Aborted
         };
         t.duration_ms = self.started.elapsed().as_millis() as i64;
+        self.host.transfer_ended(&t);
         let log = self.host.log_transfer(t);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(log);
@@ -325,9 +327,11 @@ impl<S: Stream<Item = Result<Bytes, std::io::Error>> + Unpin> Stream for LoggedS
         match Pin::new(&mut self.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(data))) => {
                 self.log.transfer.bytes += data.len() as i64;
-                self.log
-                    .host
-                    .count_bytes(Direction::Download, data.len() as u64);
+                self.log.host.count_bytes(
+                    Direction::Download,
+                    self.log.provider,
+                    data.len() as u64,
+                );
                 Poll::Ready(Some(Ok(http_body::Frame::data(data))))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -351,6 +355,8 @@ pub struct DownloadInfo<'a> {
     pub path: &'a str,
     /// Bytes the response promises.
     pub expected: u64,
+    /// The provider's scheme, for metrics.
+    pub provider: &'static str,
 }
 
 /// Turns a read stream into a response body that counts the bytes sent and
@@ -371,6 +377,7 @@ where
         host,
         transfer,
         expected: info.expected,
+        provider: info.provider,
         started: Instant::now(),
     };
     http_body_util::BodyExt::boxed_unsync(StreamBody::new(LoggedStream { inner: stream, log }))

@@ -10,7 +10,6 @@ use futures_util::future::BoxFuture;
 use tokio::sync::OwnedMutexGuard;
 
 use super::{AppState, store_problem};
-use crate::metrics::ContentDirection;
 
 /// The hub's [`MetaHost`].
 #[derive(Debug, Clone)]
@@ -76,12 +75,15 @@ impl MetaHost for HubHost {
         Box::pin(self.state.locks.lock(connection_id, path))
     }
 
-    fn count_bytes(&self, direction: Direction, bytes: u64) {
-        let d = match direction {
-            Direction::Upload => ContentDirection::upload,
-            Direction::Download => ContentDirection::download,
-        };
-        self.state.metrics.content_bytes(d).inc_by(bytes);
+    fn count_bytes(&self, direction: Direction, provider: &'static str, bytes: u64) {
+        self.state
+            .metrics
+            .content
+            .count_bytes(direction, provider, bytes);
+    }
+
+    fn transfer_ended(&self, transfer: &Transfer) {
+        self.state.metrics.content.ended(transfer);
     }
 
     fn via(&self) -> &str {
