@@ -208,6 +208,9 @@ pub async fn run(
         state.spokes.as_ref().map(|s| s.registry.clone()),
         tunnel_stop.clone(),
     )));
+    state
+        .metrics
+        .replicas(usize::from(state.store.has_replica()));
     tasks.push(tokio::spawn(watch_store(
         state.clone(),
         tunnel_stop.clone(),

@@ -125,6 +125,7 @@ pub struct Metrics {
     grants: Counter,
     active: Gauge,
     replica_lag: Gauge,
+    replicas: Gauge,
     replica_up: Gauge,
     primary_up: Gauge,
     hubs: Gauge,
@@ -219,6 +220,12 @@ impl Metrics {
             "WAL the primary wrote that the hub's PostgreSQL replica has not replayed yet",
             replica_lag.clone(),
         );
+        let replicas = Gauge::default();
+        registry.register(
+            "store_replicas",
+            "Replicas this hub reads (1 with a PostgreSQL replica_url, else 0)",
+            replicas.clone(),
+        );
         let replica_up = Gauge::default();
         registry.register(
             "store_replica_up",
@@ -254,6 +261,7 @@ impl Metrics {
             steering,
             active,
             replica_lag,
+            replicas,
             replica_up,
             primary_up,
             hubs,
@@ -335,6 +343,11 @@ impl Metrics {
     /// Records whether the primary answered its last check.
     pub fn primary_up(&self, up: bool) {
         self.primary_up.set(i64::from(up));
+    }
+
+    /// Records whether the replica answered its last check.
+    pub fn replicas(&self, n: usize) {
+        self.replicas.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Records whether the replica answered its last check.

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use ferry_tests::prometheus::{Prometheus, promtool};
+use ferry_tests::prometheus::{Prometheus, promtool, rules_dir};
 use ferry_tests::scenarios::tenant;
 use ferry_tests::{Api, Hub, HubOptions, Spoke, eventually};
 
@@ -167,7 +167,7 @@ async fn prometheus_scrapes_a_hub_and_two_spokes() {
             ("ferry-hub", vec![addr(hub.url())]),
             ("ferry-spoke", vec![addr(fra1.url()), addr(ams1.url())]),
         ],
-        &[],
+        &[rules_dir().join("ferry-alerts.yml")],
     );
     assert!(
         eventually(Duration::from_secs(30), async || {
@@ -197,4 +197,31 @@ async fn prometheus_scrapes_a_hub_and_two_spokes() {
             .all(|(_, left)| *left > 364.0 * 86_400.0 && *left < 366.0 * 86_400.0),
         "{expiry:?}"
     );
+}
+
+#[test]
+fn the_alert_rules_pass_promtool_and_every_alert_has_a_firing_test() {
+    let dir = rules_dir();
+    let rules = dir.join("ferry-alerts.yml");
+    let (ok, out, err) = promtool(&["check", "rules", rules.to_str().unwrap()], None);
+    assert!(ok, "{out}{err}");
+    let tests = dir.join("ferry-alerts.test.yml");
+    let (ok, out, err) = promtool(&["test", "rules", tests.to_str().unwrap()], None);
+    assert!(ok && out.contains("SUCCESS"), "{out}{err}");
+    let rules_text = std::fs::read_to_string(&rules).unwrap();
+    let tests_text = std::fs::read_to_string(&tests).unwrap();
+    let alerts: Vec<&str> = rules_text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert!(alerts.len() >= 10, "{alerts:?}");
+    for alert in alerts {
+        let lines: Vec<&str> = tests_text.lines().collect();
+        let fires = lines.windows(3).any(|w| {
+            w[0].trim() == format!("alertname: {alert}")
+                && w[1].trim() == "exp_alerts:"
+                && w[2].trim().starts_with("- exp_labels:")
+        });
+        assert!(fires, "{alert}: no test shows it firing");
+    }
 }

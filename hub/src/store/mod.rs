@@ -251,7 +251,7 @@ impl Store {
     }
 
     /// Whether reads go to a replica.
-    pub(crate) fn has_replica(&self) -> bool {
+    pub fn has_replica(&self) -> bool {
         self.replica.is_some()
     }
 
