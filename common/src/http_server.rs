@@ -331,6 +331,7 @@ pub async fn wait_for_signals(shutdown: CancellationToken) {
         _ = int.recv() => {}
     }
     tracing::info!("shutting down: finishing in-flight requests (signal again to exit now)");
+    crate::systemd::stopping();
     shutdown.cancel();
     tokio::select! {
         _ = term.recv() => {}

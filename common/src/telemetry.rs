@@ -49,6 +49,11 @@ impl LogConfig {
     }
 }
 
+type Reload = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
+/// Replaces the installed subscriber's filter (see [`reload_level`]).
+static RELOAD: std::sync::OnceLock<Reload> = std::sync::OnceLock::new();
+
 /// Installs the global subscriber writing to standard error.
 pub fn init(cfg: &LogConfig) {
     let filter = std::env::var("FERRY_LOG")
@@ -62,8 +67,37 @@ pub fn init(cfg: &LogConfig) {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    let _ = match cfg.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
+    match cfg.format {
+        LogFormat::Text => {
+            let builder = builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            if builder.try_init().is_ok() {
+                let _ = RELOAD.set(Box::new(move |f| {
+                    handle.reload(f).map_err(|e| e.to_string())
+                }));
+            }
+        }
+        LogFormat::Json => {
+            let builder = builder.json().with_filter_reloading();
+            let handle = builder.reload_handle();
+            if builder.try_init().is_ok() {
+                let _ = RELOAD.set(Box::new(move |f| {
+                    handle.reload(f).map_err(|e| e.to_string())
+                }));
+            }
+        }
+    }
+}
+
+/// Sets the log filter to `level` from now on (a reloaded configuration's
+/// `[log] level`); `FERRY_LOG`, when set, keeps winning. Returns whether
+/// the filter changed.
+pub fn reload_level(level: &str) -> Result<bool, String> {
+    if std::env::var_os("FERRY_LOG").is_some() {
+        return Ok(false);
+    }
+    let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+    let reload = RELOAD.get().ok_or("logging was not set up by ferry")?;
+    reload(filter)?;
+    Ok(true)
 }

@@ -61,6 +61,34 @@ async fn watch_store(state: Arc<AppState>, shutdown: CancellationToken) {
     }
 }
 
+/// Re-reads the configuration at `path` on SIGHUP and applies what can
+/// change while the hub runs: the log filter and the `[steering]` section
+/// (hints, hysteresis, smoothing, sample lifetime, bounds). A file that
+/// does not load changes nothing; everything else needs a restart.
+fn reload(path: &std::path::Path, steering: &Steering) {
+    let cfg = match ferry_common::config::load::<HubConfig>(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "reload: the configuration does not load; nothing changed");
+            return;
+        }
+    };
+    match ferry_common::telemetry::reload_level(&cfg.log.level) {
+        Ok(true) => tracing::info!(level = %cfg.log.level, "reload: log level set"),
+        Ok(false) => tracing::info!("reload: FERRY_LOG is set and keeps the log level"),
+        Err(e) => tracing::warn!(error = %e, "reload: the log level was not changed"),
+    }
+    if !steering.reconfigure(&cfg.steering) {
+        tracing::warn!(
+            "reload: steering.v4_prefix and v6_prefix need a restart; kept as they were"
+        );
+    }
+    tracing::info!(
+        hints = cfg.steering.hints.len(),
+        "reload: steering settings applied (other changes need a restart)"
+    );
+}
+
 /// What the tunnel CA's key is sealed for in the store.
 pub const TUNNEL_CA_CONTEXT: &str = "tunnel-ca";
 
@@ -291,6 +319,13 @@ pub async fn run(
         .local_addr()
         .context("the listener has no address")?;
     tracing::info!(%addr, tls = tls.is_some(), store = store.backend(), "HTTP API listening");
+    // Every listener is bound and the store open: tell systemd.
+    ferry_common::systemd::ready();
+    ferry_common::systemd::spawn_watchdog(tunnel_stop.clone());
+    if let Some(path) = cfg.path.clone() {
+        let steering = steering.clone();
+        ferry_common::systemd::on_sighup(tunnel_stop.clone(), move || reload(&path, &steering));
+    }
     http_server::serve(listener, tls, cfg.api.limits(), handler, shutdown).await;
     tunnel_stop.cancel();
     for t in tasks {

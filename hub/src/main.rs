@@ -87,13 +87,14 @@ fn main() -> ExitCode {
         eprintln!("ferry-hub: --config FILE is required (or --check-config FILE); see --help");
         return ExitCode::from(2);
     };
-    let cfg = match config::load::<HubConfig>(&path) {
+    let mut cfg = match config::load::<HubConfig>(&path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
+    cfg.path = Some(path.clone());
     let done = match cli.command {
         Some(Command::Spoke { action }) => Some(spoke_command(&cfg, action)),
         Some(Command::Rekey { new_key_file }) => Some(rekey(&cfg, &new_key_file)),

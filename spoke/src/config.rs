@@ -34,6 +34,10 @@ pub struct SpokeConfig {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// The file this configuration was read from (set by the binary, not
+    /// a key): re-read on SIGHUP.
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
 }
 
 /// The `[hub]` section.

@@ -31,6 +31,24 @@ use crate::tunnel::TunnelHandle;
 /// last request has finished, before the spoke exits anyway.
 const REPORT_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Re-reads the configuration at `path` on SIGHUP and applies what can
+/// change while the spoke runs: the log filter. A file that does not load
+/// changes nothing; everything else needs a restart.
+fn reload(path: &std::path::Path) {
+    match ferry_common::config::load::<SpokeConfig>(path) {
+        Ok(cfg) => match ferry_common::telemetry::reload_level(&cfg.log.level) {
+            Ok(true) => {
+                tracing::info!(level = %cfg.log.level, "reload: log level set (other changes need a restart)")
+            }
+            Ok(false) => tracing::info!("reload: FERRY_LOG is set and keeps the log level"),
+            Err(e) => tracing::warn!(error = %e, "reload: the log level was not changed"),
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "reload: the configuration does not load; nothing changed")
+        }
+    }
+}
+
 /// Runs the spoke on `listener` until `shutdown` fires, then drains: the
 /// hub is told, new connections are refused, requests in flight finish
 /// (within the grace period) with the tunnel still up, queued reports are
@@ -94,6 +112,25 @@ pub async fn run(
         learned_rx,
     ));
     let reports = tokio::spawn(data.clone().deliver_reports(tunnel_stop.clone()));
+    // Ready for systemd once a first tunnel is up (the listener is bound
+    // already): a spoke without a hub serves almost nothing.
+    {
+        let handle = hub.tunnel.clone();
+        let stop = tunnel_stop.clone();
+        tokio::spawn(async move {
+            while handle.current().is_none() {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+                }
+            }
+            ferry_common::systemd::ready();
+        });
+    }
+    ferry_common::systemd::spawn_watchdog(tunnel_stop.clone());
+    if let Some(path) = cfg.path.clone() {
+        ferry_common::systemd::on_sighup(tunnel_stop.clone(), move || reload(&path));
+    }
     let front = Arc::new(Front {
         hub,
         data: data.clone(),

@@ -36,13 +36,14 @@ fn main() -> ExitCode {
         };
     }
     let path = cli.config.expect("clap requires --config");
-    let cfg = match config::load::<SpokeConfig>(&path) {
+    let mut cfg = match config::load::<SpokeConfig>(&path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
+    cfg.path = Some(path.clone());
     ferry_common::telemetry::init(&cfg.log);
     ferry_common::tls::install_crypto_provider();
     match serve(cfg) {

@@ -21,6 +21,7 @@ pub struct Spoke {
     pub dir: tempfile::TempDir,
     config: PathBuf,
     logs: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 /// How to configure a test spoke.
@@ -44,6 +45,8 @@ pub struct SpokeOptions {
     pub listen_ip: Option<std::net::IpAddr>,
     /// TOML for the `[steering]` section.
     pub steering_extra: String,
+    /// Environment variables set for the spoke process.
+    pub env: Vec<(String, String)>,
 }
 
 /// Writes a spoke configuration pointing at `hub`.
@@ -116,6 +119,7 @@ impl Spoke {
             dir,
             config,
             logs: Vec::new(),
+            env: opts.env.clone(),
         };
         spoke.spawn(Some(token))?;
         Ok(spoke)
@@ -123,7 +127,9 @@ impl Spoke {
 
     fn spawn(&mut self, token: Option<&str>) -> Result<(), String> {
         let mut cmd = Command::new(binary("ferry-spoke"));
-        cmd.arg("--config").arg(&self.config);
+        cmd.arg("--config")
+            .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         match token {
             Some(t) => cmd.env("FERRY_JOIN_TOKEN", t),
             None => cmd.env_remove("FERRY_JOIN_TOKEN"),

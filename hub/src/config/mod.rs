@@ -36,6 +36,10 @@ pub struct HubConfig {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// The file this configuration was read from (set by the binary, not
+    /// a key): re-read on SIGHUP.
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
     /// The QUIC endpoint spokes connect to; absent, the hub takes no spokes.
     pub tunnel: Option<TunnelConfig>,
     /// The authoritative DNS server of the steering zone; absent, the hub

@@ -127,6 +127,14 @@ pub struct Steering {
 }
 
 impl Steering {
+    /// Takes a reloaded `[steering]` section: hints, hysteresis, smoothing,
+    /// sample lifetime and bounds apply at once; new prefix lengths (false
+    /// returned) need a restart.
+    pub fn reconfigure(&self, cfg: &SteeringConfig) -> bool {
+        let mut inner = self.inner.lock().expect("steering poisoned");
+        !inner.model.update_settings(cfg.model_settings())
+    }
+
     /// Steering as configured; a spoke's heartbeat keeps it eligible for
     /// `stale_after`.
     pub fn new(cfg: &SteeringConfig, stale_after: Duration, metrics: SteeringMetrics) -> Self {

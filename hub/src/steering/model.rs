@@ -178,6 +178,18 @@ impl Model {
         &self.settings
     }
 
+    /// Takes new settings, keeping the prefix lengths (measurements are
+    /// stored per prefix: new lengths need a restart). Returns whether the
+    /// new settings asked for other prefix lengths.
+    pub fn update_settings(&mut self, mut settings: Settings) -> bool {
+        let kept = (self.settings.v4_prefix, self.settings.v6_prefix);
+        let asked = (settings.v4_prefix, settings.v6_prefix);
+        settings.v4_prefix = kept.0;
+        settings.v6_prefix = kept.1;
+        self.settings = settings;
+        kept != asked
+    }
+
     /// The prefix `addr` is grouped in.
     pub fn prefix_of(&self, addr: IpAddr) -> Prefix {
         let len = match addr {

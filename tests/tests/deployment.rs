@@ -1,0 +1,199 @@
+//! What operators install: the systemd units (checked by
+//! `systemd-analyze`), and the daemons' side of systemd's protocol
+//! (`READY=1` once serving, watchdog pings, `STOPPING=1`, and SIGHUP
+//! re-reading the log level).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use ferry_tests::{Hub, HubOptions, Spoke, SpokeOptions};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn the_units_verify_and_score_2_or_better() {
+    let dir = tempfile::tempdir().unwrap();
+    for unit in ["ferry-hub", "ferry-spoke"] {
+        let text = std::fs::read_to_string(repo().join("systemd").join(format!("{unit}.service")))
+            .unwrap();
+        // verify checks that ExecStart's binary exists: point it at the one
+        // just built; everything else is the unit as shipped.
+        let built = ferry_tests::hub::binary(unit);
+        let local = text.replace(&format!("/usr/bin/{unit}"), built.to_str().unwrap());
+        assert_ne!(local, text, "{unit}: ExecStart is /usr/bin/{unit}");
+        let path = dir.path().join(format!("{unit}.service"));
+        std::fs::write(&path, local).unwrap();
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{unit}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let score: f64 = text
+            .lines()
+            .find_map(|l| l.split("Overall exposure level for").nth(1))
+            .and_then(|l| l.split(':').nth(1))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{unit}: no score in {text}"));
+        assert!(score <= 2.0, "{unit}: exposure {score}\n{text}");
+        eprintln!("{unit}: exposure {score}");
+        // What the units promise the daemons do.
+        for line in [
+            "Type=notify",
+            "WatchdogSec=",
+            "ExecReload=",
+            "RestartPreventExitStatus=2",
+            "User=",
+        ] {
+            assert!(local_text(&path).contains(line), "{unit}: {line}");
+        }
+    }
+}
+
+fn local_text(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap()
+}
+
+/// A notification socket standing in for systemd's.
+struct Notify {
+    _dir: tempfile::TempDir,
+    socket: std::os::unix::net::UnixDatagram,
+    path: PathBuf,
+}
+
+impl Notify {
+    fn new() -> Notify {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Notify {
+            _dir: dir,
+            socket,
+            path,
+        }
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("NOTIFY_SOCKET".into(), self.path.display().to_string()),
+            ("WATCHDOG_USEC".into(), "400000".into()),
+        ]
+    }
+
+    /// The next message, as text.
+    fn next(&self) -> String {
+        let mut buf = [0u8; 512];
+        let n = self
+            .socket
+            .recv(&mut buf)
+            .expect("a notification within 20 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// Waits for `want`, skipping watchdog pings (at most 200 messages).
+    fn until(&self, want: &str) -> usize {
+        let mut pings = 0;
+        for _ in 0..200 {
+            let got = self.next();
+            if got == want {
+                return pings;
+            }
+            if got == "WATCHDOG=1" {
+                pings += 1;
+            }
+        }
+        panic!("no {want}");
+    }
+}
+
+#[tokio::test]
+async fn the_hub_tells_systemd_it_is_ready_pings_the_watchdog_and_reloads_on_sighup() {
+    ferry_tests::install_crypto_provider();
+    let notify = Notify::new();
+    let mut hub = Hub::start_with(HubOptions {
+        env: notify.env(),
+        log_level: Some("info".into()),
+        ..HubOptions::default()
+    });
+    assert_eq!(notify.next(), "READY=1", "READY comes first, once serving");
+    let pings = notify.until("WATCHDOG=1");
+    assert_eq!(pings, 0);
+    // SIGHUP with a new log level: RELOADING, READY, and debug lines.
+    let text = std::fs::read_to_string(&hub.config).unwrap();
+    std::fs::write(
+        &hub.config,
+        text.replace("level = \"info\"", "level = \"debug\""),
+    )
+    .unwrap();
+    let pid = hub.daemon().pid().expect("the hub runs");
+    Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap();
+    notify.until("RELOADING=1");
+    notify.until("READY=1");
+    assert!(
+        ferry_tests::eventually(Duration::from_secs(5), async || hub
+            .log()
+            .contains("reload: log level set"))
+        .await,
+        "{}",
+        hub.log()
+    );
+    // A broken file changes nothing.
+    std::fs::write(&hub.config, "not = [toml").unwrap();
+    Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap();
+    notify.until("READY=1");
+    assert!(
+        ferry_tests::eventually(Duration::from_secs(5), async || hub
+            .log()
+            .contains("the configuration does not load; nothing changed"))
+        .await
+    );
+    std::fs::write(&hub.config, text).unwrap();
+    hub.stop();
+    notify.until("STOPPING=1");
+}
+
+#[tokio::test]
+async fn a_spoke_is_ready_once_its_first_tunnel_is_up() {
+    ferry_tests::install_crypto_provider();
+    let hub = Hub::start();
+    let notify = Notify::new();
+    let token = hub.spoke_token("fra1", None);
+    let spoke = Spoke::start_with(
+        &hub,
+        "fra1",
+        &token,
+        &SpokeOptions {
+            env: notify.env(),
+            ..SpokeOptions::default()
+        },
+    )
+    .unwrap_or_else(|log| panic!("{log}"));
+    // (Watchdog pings may come first: the watchdog runs from the start.)
+    notify.until("READY=1");
+    let ready = ferry_tests::Api::new(spoke.url()).get("/readyz").send().await;
+    assert_eq!(ready.status, 200, "READY came before a tunnel was up");
+    notify.until("WATCHDOG=1");
+}
