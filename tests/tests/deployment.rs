@@ -193,7 +193,122 @@ async fn a_spoke_is_ready_once_its_first_tunnel_is_up() {
     .unwrap_or_else(|log| panic!("{log}"));
     // (Watchdog pings may come first: the watchdog runs from the start.)
     notify.until("READY=1");
-    let ready = ferry_tests::Api::new(spoke.url()).get("/readyz").send().await;
+    let ready = ferry_tests::Api::new(spoke.url())
+        .get("/readyz")
+        .send()
+        .await;
     assert_eq!(ready.status, 200, "READY came before a tunnel was up");
     notify.until("WATCHDOG=1");
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_debian_packages_hold_binary_unit_configs_and_make_the_user() {
+    let out = tempfile::tempdir().unwrap();
+    // The debug binaries the suite built, packaged as a release would be.
+    let built = run(Command::new(repo().join("scripts/build-deb.sh"))
+        .args([
+            "--profile",
+            "debug",
+            "--no-build",
+            "--compress",
+            "none",
+            "--out",
+        ])
+        .arg(out.path()));
+    let debs: Vec<PathBuf> = built.lines().map(PathBuf::from).collect();
+    assert_eq!(debs.len(), 2, "{built}");
+    for (deb, name, user, configs) in [
+        (
+            &debs[0],
+            "ferry-hub",
+            "ferry",
+            &["hub.example.toml", "hub-region.example.toml"][..],
+        ),
+        (
+            &debs[1],
+            "ferry-spoke",
+            "ferry-spoke",
+            &["spoke.example.toml"][..],
+        ),
+    ] {
+        let field = |f: &str| {
+            run(Command::new("dpkg-deb").args(["--field"]).arg(deb).arg(f))
+                .trim()
+                .to_owned()
+        };
+        assert_eq!(field("Package"), name);
+        assert_eq!(field("Version"), env!("CARGO_PKG_VERSION"));
+        assert!(field("Depends").contains("adduser"));
+        let contents = run(Command::new("dpkg-deb").arg("--contents").arg(deb));
+        let unit = format!("./lib/systemd/system/{name}.service");
+        for path in [
+            format!("./usr/bin/{name}"),
+            unit.clone(),
+            format!("./usr/share/doc/{name}/operations.md"),
+        ] {
+            assert!(contents.contains(&path), "{name}: no {path} in\n{contents}");
+        }
+        // Unpacked: the binary runs and accepts the configurations it ships.
+        let root = out.path().join(name);
+        run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&root));
+        let control = out.path().join(format!("{name}.control"));
+        run(Command::new("dpkg-deb").arg("-e").arg(deb).arg(&control));
+        let conffiles = std::fs::read_to_string(control.join("conffiles")).unwrap();
+        for cfg in configs {
+            assert!(
+                conffiles.lines().any(|l| l == format!("/etc/ferry/{cfg}")),
+                "{conffiles}"
+            );
+            run(Command::new(root.join("usr/bin").join(name))
+                .arg("--check-config")
+                .arg(root.join("etc/ferry").join(cfg)));
+        }
+        assert_eq!(
+            std::fs::read_to_string(root.join(unit.trim_start_matches("./"))).unwrap(),
+            std::fs::read_to_string(repo().join("systemd").join(format!("{name}.service")))
+                .unwrap()
+        );
+        // postinst, with stand-ins for the system's tools: it makes the
+        // system user when missing, enables the unit, and does not start
+        // it without a configuration.
+        let bin = out.path().join(format!("{name}.bin"));
+        std::fs::create_dir_all(&bin).unwrap();
+        let calls = out.path().join(format!("{name}.calls"));
+        for tool in ["adduser", "deb-systemd-helper", "systemctl"] {
+            let script = format!("#!/bin/sh\necho \"{tool} $*\" >> {}\n", calls.display());
+            std::fs::write(bin.join(tool), script).unwrap();
+        }
+        std::fs::write(bin.join("getent"), "#!/bin/sh\nexit 2\n").unwrap();
+        for tool in ["adduser", "deb-systemd-helper", "systemctl", "getent"] {
+            run(Command::new("chmod").arg("+x").arg(bin.join(tool)));
+        }
+        let path = format!("{}:/usr/bin:/bin", bin.display());
+        run(Command::new("sh")
+            .arg(control.join("postinst"))
+            .arg("configure")
+            .env("PATH", &path));
+        let log = std::fs::read_to_string(&calls).unwrap();
+        assert!(
+            log.contains("adduser --system --group") && log.contains(&format!(" {user}\n")),
+            "{log}"
+        );
+        assert!(
+            log.contains(&format!("deb-systemd-helper enable {name}.service")),
+            "{log}"
+        );
+        for script in ["prerm", "postrm"] {
+            run(Command::new("sh").arg("-n").arg(control.join(script)));
+        }
+    }
 }
