@@ -41,6 +41,23 @@ pub fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     )
 }
 
+/// Whether the server on `port` answers `GET /-/ready` with 200.
+fn ready(port: u16) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /-/ready HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.ends_with(b"200")
+}
+
 /// A Prometheus server scraping `targets` (by job) every second.
 pub struct Prometheus {
     _dir: tempfile::TempDir,
@@ -90,11 +107,13 @@ impl Prometheus {
             .arg(format!("--web.listen-address=127.0.0.1:{port}"));
         let daemon = Daemon::spawn(cmd);
         let url = format!("http://127.0.0.1:{port}");
+        // Ready once `/-/ready` answers 200 (it answers 503 while the
+        // storage opens).
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !ready(port) {
             assert!(
                 Instant::now() < deadline,
-                "prometheus did not listen:\n{}",
+                "prometheus did not become ready:\n{}",
                 daemon.log()
             );
             std::thread::sleep(Duration::from_millis(100));

@@ -188,6 +188,78 @@ async fn prometheus_scrapes_a_hub_and_two_spokes() {
     assert_eq!(versions.len(), 1, "the hub's build_info: {versions:?}");
     let spokes_versions = prom.query("count(ferry_spoke_build_info)").await;
     assert_eq!(spokes_versions[0].1, 2.0);
+    // The rules load and evaluate: nothing fires on a healthy network.
+    let rules = Api::new(&prom.url)
+        .get("/api/v1/rules")
+        .send()
+        .await
+        .expect(200)
+        .json();
+    let groups = rules["data"]["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 3, "{rules}");
+    assert!(
+        groups
+            .iter()
+            .flat_map(|g| g["rules"].as_array().unwrap())
+            .all(|r| r["health"] != "err"),
+        "{rules}"
+    );
+    let firing = prom.query("ALERTS{alertstate=\"firing\"}").await;
+    assert!(firing.is_empty(), "{firing:?}");
+    // Every dashboard query is valid PromQL on metrics the catalogue
+    // lists, and the tunnel panel shows both spokes.
+    let catalogue = catalogue();
+    for (file, job) in [
+        ("ferry-hub.json", "ferry-hub"),
+        ("ferry-spoke.json", "ferry-spoke"),
+    ] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../config/grafana")
+            .join(file);
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let panels = dashboard["panels"].as_array().unwrap();
+        assert!(panels.len() >= 10, "{file}");
+        for panel in panels.iter().filter(|p| p["type"] != "row") {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                for name in expr
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| w.starts_with("ferry_"))
+                {
+                    let family = name.strip_suffix("_bucket").unwrap_or(name);
+                    assert!(
+                        catalogue.contains(family),
+                        "{file}: {name} is not in docs/metrics.md"
+                    );
+                }
+                let concrete = expr
+                    .replace("$__rate_interval", "1m")
+                    .replace("$job", job)
+                    .replace("$instance", ".*");
+                let url = format!(
+                    "/api/v1/query?query={}",
+                    percent_encoding::utf8_percent_encode(
+                        &concrete,
+                        percent_encoding::NON_ALPHANUMERIC
+                    )
+                );
+                let resp = Api::new(&prom.url).get(&url).send().await;
+                assert_eq!(
+                    resp.status,
+                    200,
+                    "{file}: {expr}: {}",
+                    String::from_utf8_lossy(&resp.body)
+                );
+            }
+        }
+    }
+    let tunnel_panel = prom
+        .query(
+            "max by (instance, hub) (ferry_spoke_tunnel_up{job=\"ferry-spoke\",instance=~\".*\"})",
+        )
+        .await;
+    assert_eq!(tunnel_panel.len(), 2, "{tunnel_panel:?}");
     let expiry = prom
         .query("ferry_spoke_certificate_expiry_timestamp_seconds - time()")
         .await;
