@@ -9,6 +9,7 @@
 # Azurite from npm, rclone's WebDAV server from Debian), PostgreSQL's server
 # binaries (the tests make their own clusters), Prometheus and promtool
 # (the metrics, rules and scrape tests), systemd-analyze (the unit checks),
+# checkov and python-hcl2 (the Terraform checks),
 # and cargo-nextest when missing (the suite falls back to `cargo test` if
 # that install fails).
 set -euo pipefail
@@ -44,6 +45,11 @@ fi
 if ! command -v moto_server >/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5.1,<6' \
     || python3 -m pip install --quiet --break-system-packages 'moto[server]>=5.1,<6'
+fi
+# Terraform checks: python-hcl2 parses every .tf, checkov scans them.
+if ! command -v checkov >/dev/null || ! python3 -c 'import hcl2' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check 'checkov>=3,<4' 'python-hcl2>=4,<8' \
+    || python3 -m pip install --quiet --break-system-packages 'checkov>=3,<4' 'python-hcl2>=4,<8'
 fi
 # Azure Blob: Azurite.
 if ! command -v azurite-blob >/dev/null; then

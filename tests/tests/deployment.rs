@@ -312,3 +312,99 @@ fn the_debian_packages_hold_binary_unit_configs_and_make_the_user() {
         }
     }
 }
+
+#[test]
+fn the_terraform_parses_passes_checkov_and_its_ferry_configs_check() {
+    let tf = repo().join("terraform");
+    // python-hcl2 parses every file; what it read comes back as JSON.
+    let facts: serde_json::Value = serde_json::from_str(&run(Command::new("python3")
+        .arg(repo().join("tests/scripts/terraform_facts.py"))
+        .arg(&tf)))
+    .unwrap();
+    let files = facts["files"].as_array().unwrap();
+    for module in ["region-network", "hub", "spoke-fleet", "dns"] {
+        for part in ["main.tf", "variables.tf", "outputs.tf", "versions.tf"] {
+            let want = format!("modules/{module}/{part}");
+            assert!(files.iter().any(|f| f == want.as_str()), "missing {want}");
+        }
+    }
+    for v in facts["variables"].as_array().unwrap() {
+        assert!(
+            !v["description"].as_str().unwrap().is_empty()
+                && !v["type"].as_str().unwrap().is_empty(),
+            "variable without description or type: {v}"
+        );
+    }
+    for o in facts["outputs"].as_array().unwrap() {
+        assert!(
+            !o["description"].as_str().unwrap().is_empty(),
+            "output without description: {o}"
+        );
+    }
+    // Every skip of a checkov check says why.
+    let skips = facts["skips"].as_array().unwrap();
+    for s in skips {
+        assert!(
+            s["reason"].as_str().unwrap().len() > 10,
+            "a skip without a reason: {s}"
+        );
+    }
+    // checkov, offline: no failed check.
+    let out = Command::new("checkov")
+        .args(["-d"])
+        .arg(&tf)
+        .args([
+            "--framework",
+            "terraform",
+            "--quiet",
+            "--compact",
+            "--skip-download",
+            "--output",
+            "json",
+        ])
+        .env("BC_SKIP_MAPPING", "TRUE")
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "checkov output: {e}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let summary = &report["summary"];
+    assert_eq!(
+        summary["failed"],
+        0,
+        "{}",
+        serde_json::to_string_pretty(&report["results"]["failed_checks"]).unwrap()
+    );
+    assert!(summary["passed"].as_u64().unwrap() > 100, "{summary}");
+    assert!(out.status.success());
+    // The example's ferry configurations, as the instances will write them,
+    // pass this ferry's own check.
+    let modules = &facts["modules"];
+    let fill = |text: &str| {
+        text.replace("${local.zone}", "edge.example.com")
+            .replace("${var.domain}", "example.com")
+            .replace("${module.hub_fra.public_ip}", "203.0.113.7")
+            .replace("@PUBLIC_IP@", "203.0.113.7")
+            .replace("@NAME@", "iad-0a1b2c3d4e5f")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (binary, text) in [
+        (
+            "ferry-hub",
+            modules["hub_fra"]["config_toml"].as_str().unwrap(),
+        ),
+        (
+            "ferry-spoke",
+            modules["locals"]["spoke_config"].as_str().unwrap(),
+        ),
+    ] {
+        let path = dir.path().join(format!("{binary}.toml"));
+        std::fs::write(&path, fill(text)).unwrap();
+        run(Command::new(ferry_tests::hub::binary(binary))
+            .arg("--check-config")
+            .arg(&path));
+    }
+}
