@@ -18,6 +18,7 @@ pub mod probe;
 pub mod problem;
 pub mod proto;
 pub mod provider;
+pub mod request_id;
 pub mod systemd;
 pub mod tcp_rtt;
 pub mod telemetry;

@@ -51,14 +51,33 @@ fn file_route(path: &str) -> Option<(String, String)> {
     Some((decode(conn)?, decode(file)?))
 }
 
-/// Answers one request, counting it by route, method and status.
-pub async fn handle(front: Arc<Front>, req: Request<Body>) -> Response<Body> {
+/// Answers one request, counting it by route, method and status, in a
+/// span with its request id (kept from the request, else made here),
+/// which goes on to the hub with the request and back to the client.
+pub async fn handle(front: Arc<Front>, mut req: Request<Body>) -> Response<Body> {
+    use tracing::Instrument as _;
     let started = std::time::Instant::now();
     let method = MethodLabel::from(req.method());
-    let (route, resp) = route_and_answer(&front, req).await;
+    let id = ferry_common::request_id::for_request(req.headers());
+    let header = HeaderValue::from_str(&id).ok();
+    if let Some(v) = &header {
+        req.headers_mut()
+            .insert(ferry_common::request_id::HEADER, v.clone());
+    }
+    let span = tracing::info_span!("request", request.id = %id);
+    tracing::debug!(parent: &span, method = %req.method(), path = req.uri().path(), "request");
+    let (route, mut resp) =
+        ferry_common::request_id::scope(Arc::from(id), route_and_answer(&front, req))
+            .instrument(span.clone())
+            .await;
     front
         .metrics
         .request(route, method, resp.status().as_u16(), started.elapsed());
+    tracing::debug!(parent: &span, status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "answered");
+    if let Some(v) = header {
+        resp.headers_mut()
+            .insert(ferry_common::request_id::HEADER, v);
+    }
     resp
 }
 

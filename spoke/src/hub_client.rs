@@ -167,6 +167,12 @@ impl HubClient {
         if let Some(a) = authorization {
             req.headers_mut().insert(header::AUTHORIZATION, a.clone());
         }
+        if let Some(id) =
+            ferry_common::request_id::current().and_then(|id| HeaderValue::from_str(&id).ok())
+        {
+            req.headers_mut()
+                .insert(ferry_common::request_id::HEADER, id);
+        }
         if let Some(p) = principal.and_then(|p| HeaderValue::from_str(p).ok()) {
             req.headers_mut().insert(ferry_common::principal::HEADER, p);
         }

@@ -297,3 +297,61 @@ fn the_alert_rules_pass_promtool_and_every_alert_has_a_firing_test() {
         assert!(fires, "{alert}: no test shows it firing");
     }
 }
+
+#[tokio::test]
+async fn one_request_id_follows_a_request_from_spoke_to_hub_and_back() {
+    ferry_tests::install_crypto_provider();
+    let hub = Hub::start();
+    let spoke = Spoke::start(&hub, "fra1");
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    let via_spoke = Api::new(spoke.url()).as_token(&t.key);
+    // A client's own id is kept, returned, and logged at both ends of a
+    // forwarded request.
+    let resp = via_spoke
+        .get("/v1/connections")
+        .header("x-request-id", "client-trace-42")
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(
+        resp.header("x-request-id").as_deref(),
+        Some("client-trace-42")
+    );
+    // Without one, the spoke makes one; the content path's own calls to
+    // the hub (the grant) carry it too.
+    let resp = via_spoke
+        .put(&t.file("a.txt"))
+        .body("traced")
+        .send()
+        .await
+        .expect(201);
+    let made = resp.header("x-request-id").expect("an id");
+    assert_eq!(made.len(), 16, "{made}");
+    assert!(made.bytes().all(|b| b.is_ascii_hexdigit()));
+    // A bad one is replaced.
+    let resp = via_spoke
+        .get("/v1/connections")
+        .header("x-request-id", "no spaces allowed")
+        .send()
+        .await
+        .expect(200);
+    assert_ne!(
+        resp.header("x-request-id").as_deref(),
+        Some("no spaces allowed")
+    );
+    for id in ["client-trace-42", made.as_str()] {
+        assert!(
+            eventually(Duration::from_secs(5), async || {
+                hub.log().contains(&format!("request.id={id}"))
+                    && spoke.log().contains(&format!("request.id={id}"))
+            })
+            .await,
+            "{id} not in both logs:\nhub:\n{}\nspoke:\n{}",
+            hub.log(),
+            spoke.log()
+        );
+    }
+    // The hub answers with an id too.
+    let direct = t.api.get("/v1/connections").send().await.expect(200);
+    assert!(direct.header("x-request-id").is_some());
+}

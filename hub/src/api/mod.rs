@@ -108,9 +108,26 @@ pub(crate) const VIA_HUB: &str = "hub";
 
 /// Answers one request.
 pub async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
+    use tracing::Instrument as _;
+    let id = ferry_common::request_id::for_request(req.headers());
+    let span = tracing::info_span!("request", request.id = %id);
+    let id: Arc<str> = Arc::from(id);
+    // Boxed: the whole router's future is large.
+    let mut resp = ferry_common::request_id::scope(id.clone(), Box::pin(answer(state, req)))
+        .instrument(span)
+        .await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut()
+            .insert(ferry_common::request_id::HEADER, v);
+    }
+    resp
+}
+
+async fn answer(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
     let principal = principal(&req);
+    tracing::debug!(%method, path = req.uri().path(), "request");
     let (label, result) = match Route::parse(req.uri().path()) {
         Ok(Some(route)) => {
             let label = route.label();
@@ -145,6 +162,11 @@ pub async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> 
         &method,
         resp.status().as_u16(),
         started.elapsed().as_secs_f64(),
+    );
+    tracing::debug!(
+        status = resp.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        "answered"
     );
     resp
 }
