@@ -41,11 +41,53 @@ pub type Handler = Arc<
     dyn Fn(Request<Body>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync,
 >;
 
+/// The most connections open at once, changeable while serving: more
+/// are allowed at once; fewer once enough connections have closed.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimit {
+    permits: Arc<Semaphore>,
+    target: Arc<std::sync::Mutex<usize>>,
+}
+
+impl ConnectionLimit {
+    /// A limit of `n` connections.
+    pub fn new(n: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(n)),
+            target: Arc::new(std::sync::Mutex::new(n)),
+        }
+    }
+
+    /// The limit now.
+    pub fn get(&self) -> usize {
+        *self.target.lock().expect("limit poisoned")
+    }
+
+    /// Sets the limit to `n` (at least 1). Lowering it waits, in a task
+    /// of the runtime, for connections to close; none is cut.
+    pub fn set(&self, n: usize) {
+        let n = n.max(1);
+        let mut target = self.target.lock().expect("limit poisoned");
+        if n > *target {
+            self.permits.add_permits(n - *target);
+        } else if n < *target {
+            let fewer = u32::try_from(*target - n).unwrap_or(u32::MAX);
+            let permits = self.permits.clone();
+            tokio::spawn(async move {
+                if let Ok(p) = permits.acquire_many_owned(fewer).await {
+                    p.forget();
+                }
+            });
+        }
+        *target = n;
+    }
+}
+
 /// Limits on the listener, from configuration.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Most connections open at once; further clients wait in the backlog.
-    pub max_connections: usize,
+    pub connections: ConnectionLimit,
     /// Largest request head (request line and header fields) accepted.
     pub max_header_bytes: usize,
     /// A connection with no bytes moving either way for this long is closed.
@@ -78,7 +120,7 @@ pub async fn serve(
     handler: Handler,
     shutdown: CancellationToken,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let permits = limits.connections.permits.clone();
     let tracker = TaskTracker::new();
     let mut accept_backoff = Duration::from_millis(5);
     loop {
@@ -362,4 +404,35 @@ where
         tokio::spawn(wait_for_signals(shutdown.clone()));
         run(listener, shutdown).await.map_err(Into::into)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_connection_limit_grows_at_once_and_shrinks_as_connections_close() {
+        let limit = ConnectionLimit::new(2);
+        let a = limit.permits.clone().acquire_owned().await.unwrap();
+        let b = limit.permits.clone().acquire_owned().await.unwrap();
+        assert_eq!(limit.permits.available_permits(), 0);
+        limit.set(3);
+        assert_eq!(limit.get(), 3);
+        assert_eq!(limit.permits.available_permits(), 1);
+        // Down to 1 while three are allowed and two held: nothing is cut;
+        // the permits go as connections close.
+        limit.set(1);
+        assert_eq!(limit.get(), 1);
+        drop(a);
+        drop(b);
+        for _ in 0..100 {
+            if limit.permits.available_permits() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(limit.permits.available_permits(), 1);
+        limit.set(0);
+        assert_eq!(limit.get(), 1, "never below one");
+    }
 }

@@ -140,7 +140,7 @@ impl ApiConfig {
     /// The listener limits.
     pub fn limits(&self) -> Limits {
         Limits {
-            max_connections: self.max_connections,
+            connections: crate::http_server::ConnectionLimit::new(self.max_connections),
             max_header_bytes: self.max_header_bytes,
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             handshake_timeout: Duration::from_secs(self.handshake_timeout_secs),

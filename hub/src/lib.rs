@@ -61,11 +61,21 @@ async fn watch_store(state: Arc<AppState>, shutdown: CancellationToken) {
     }
 }
 
+/// What a reload may change while the hub runs.
+struct Live {
+    steering: Arc<Steering>,
+    state: Arc<AppState>,
+    connections: http_server::ConnectionLimit,
+    dns_limits: Option<Arc<dns::limit::LimitSettings>>,
+}
+
 /// Re-reads the configuration at `path` on SIGHUP and applies what can
-/// change while the hub runs: the log filter and the `[steering]` section
-/// (hints, hysteresis, smoothing, sample lifetime, bounds). A file that
-/// does not load changes nothing; everything else needs a restart.
-fn reload(path: &std::path::Path, steering: &Steering) {
+/// change while the hub runs: the log filter, the `[steering]` section
+/// (hints, hysteresis, smoothing, sample lifetime, bounds), the limits
+/// `api.max_connections` and `api.max_json_body_bytes`, and the DNS rate
+/// limit (`responses_per_sec`, `burst`, `slip`). A file that does not load
+/// changes nothing; everything else needs a restart.
+fn reload(path: &std::path::Path, live: &Live) {
     let cfg = match ferry_common::config::load::<HubConfig>(path) {
         Ok(c) => c,
         Err(e) => {
@@ -78,14 +88,30 @@ fn reload(path: &std::path::Path, steering: &Steering) {
         Ok(false) => tracing::info!("reload: FERRY_LOG is set and keeps the log level"),
         Err(e) => tracing::warn!(error = %e, "reload: the log level was not changed"),
     }
-    if !steering.reconfigure(&cfg.steering) {
+    if !live.steering.reconfigure(&cfg.steering) {
         tracing::warn!(
             "reload: steering.v4_prefix and v6_prefix need a restart; kept as they were"
         );
     }
+    live.connections.set(cfg.api.max_connections);
+    live.state
+        .set_max_json_body_bytes(cfg.api.max_json_body_bytes);
+    match (&live.dns_limits, &cfg.dns) {
+        (Some(limits), Some(d)) => limits.set(&d.rate_limit),
+        (None, Some(_)) => {
+            tracing::warn!("reload: a [dns] section needs a restart to start the DNS server")
+        }
+        _ => {}
+    }
     tracing::info!(
         hints = cfg.steering.hints.len(),
-        "reload: steering settings applied (other changes need a restart)"
+        max_connections = cfg.api.max_connections,
+        max_json_body_bytes = cfg.api.max_json_body_bytes,
+        dns_responses_per_sec = cfg
+            .dns
+            .as_ref()
+            .map_or(0, |d| d.rate_limit.responses_per_sec),
+        "reload: applied (other changes need a restart)"
     );
 }
 
@@ -252,6 +278,7 @@ pub async fn run(
             tunnel_stop.clone(),
         )));
     }
+    let mut dns_limits = None;
     let dns_thread = match dns {
         Some((sockets, d)) => {
             let hub_addrs = if d.hub_addrs.is_empty() {
@@ -275,10 +302,13 @@ pub async fn run(
                 state.metrics.dns.clone(),
                 state.metrics.steering.answers("hub"),
             );
+            let limits = dns::limit::LimitSettings::new(&d.rate_limit);
+            dns_limits = Some(limits.clone());
             Some(dns::spawn(
                 sockets,
                 Arc::new(responder),
                 d,
+                limits,
                 tunnel_stop.clone(),
             )?)
         }
@@ -314,7 +344,10 @@ pub async fn run(
             tunnel_stop.clone(),
         )));
     }
-    let handler: Handler = Arc::new(move |req| Box::pin(api::handle(state.clone(), req)));
+    let handler: Handler = {
+        let state = state.clone();
+        Arc::new(move |req| Box::pin(api::handle(state.clone(), req)))
+    };
     let addr = listener
         .local_addr()
         .context("the listener has no address")?;
@@ -322,11 +355,17 @@ pub async fn run(
     // Every listener is bound and the store open: tell systemd.
     ferry_common::systemd::ready();
     ferry_common::systemd::spawn_watchdog(tunnel_stop.clone());
+    let limits = cfg.api.limits();
     if let Some(path) = cfg.path.clone() {
-        let steering = steering.clone();
-        ferry_common::systemd::on_sighup(tunnel_stop.clone(), move || reload(&path, &steering));
+        let live = Live {
+            steering: steering.clone(),
+            state: state.clone(),
+            connections: limits.connections.clone(),
+            dns_limits,
+        };
+        ferry_common::systemd::on_sighup(tunnel_stop.clone(), move || reload(&path, &live));
     }
-    http_server::serve(listener, tls, cfg.api.limits(), handler, shutdown).await;
+    http_server::serve(listener, tls, limits, handler, shutdown).await;
     tunnel_stop.cancel();
     for t in tasks {
         let _ = t.await;

@@ -32,21 +32,27 @@ use crate::tunnel::TunnelHandle;
 const REPORT_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Re-reads the configuration at `path` on SIGHUP and applies what can
-/// change while the spoke runs: the log filter. A file that does not load
-/// changes nothing; everything else needs a restart.
-fn reload(path: &std::path::Path) {
-    match ferry_common::config::load::<SpokeConfig>(path) {
-        Ok(cfg) => match ferry_common::telemetry::reload_level(&cfg.log.level) {
-            Ok(true) => {
-                tracing::info!(level = %cfg.log.level, "reload: log level set (other changes need a restart)")
-            }
-            Ok(false) => tracing::info!("reload: FERRY_LOG is set and keeps the log level"),
-            Err(e) => tracing::warn!(error = %e, "reload: the log level was not changed"),
-        },
+/// change while the spoke runs: the log filter and `api.max_connections`.
+/// A file that does not load changes nothing; everything else needs a
+/// restart.
+fn reload(path: &std::path::Path, connections: &http_server::ConnectionLimit) {
+    let cfg = match ferry_common::config::load::<SpokeConfig>(path) {
+        Ok(cfg) => cfg,
         Err(e) => {
-            tracing::error!(error = %e, "reload: the configuration does not load; nothing changed")
+            tracing::error!(error = %e, "reload: the configuration does not load; nothing changed");
+            return;
         }
+    };
+    match ferry_common::telemetry::reload_level(&cfg.log.level) {
+        Ok(true) => tracing::info!(level = %cfg.log.level, "reload: log level set"),
+        Ok(false) => tracing::info!("reload: FERRY_LOG is set and keeps the log level"),
+        Err(e) => tracing::warn!(error = %e, "reload: the log level was not changed"),
     }
+    connections.set(cfg.api.max_connections);
+    tracing::info!(
+        max_connections = cfg.api.max_connections,
+        "reload: applied (other changes need a restart)"
+    );
 }
 
 /// Runs the spoke on `listener` until `shutdown` fires, then drains: the
@@ -128,8 +134,10 @@ pub async fn run(
         });
     }
     ferry_common::systemd::spawn_watchdog(tunnel_stop.clone());
+    let mut limits = cfg.api.limits();
     if let Some(path) = cfg.path.clone() {
-        ferry_common::systemd::on_sighup(tunnel_stop.clone(), move || reload(&path));
+        let connections = limits.connections.clone();
+        ferry_common::systemd::on_sighup(tunnel_stop.clone(), move || reload(&path, &connections));
     }
     let front = Arc::new(Front {
         hub,
@@ -138,7 +146,6 @@ pub async fn run(
     });
     let handler: Handler = Arc::new(move |req| Box::pin(front::handle(front.clone(), req)));
     tracing::info!(%addr, tls = tls.is_some(), spoke.id = %cfg.name, "HTTP API listening");
-    let mut limits = cfg.api.limits();
     if cfg.steering.observe_client_rtt {
         limits.rtt_sink = Some(http_server::RttSink(Arc::new(move |client, rtt| {
             client_rtts.record(client, rtt)

@@ -137,11 +137,17 @@ async fn the_hub_tells_systemd_it_is_ready_pings_the_watchdog_and_reloads_on_sig
     assert_eq!(pings, 0);
     // SIGHUP with a new log level: RELOADING, READY, and debug lines.
     let text = std::fs::read_to_string(&hub.config).unwrap();
-    std::fs::write(
-        &hub.config,
-        text.replace("level = \"info\"", "level = \"debug\""),
-    )
-    .unwrap();
+    // A 4 KiB JSON body is taken (and refused for its content) before;
+    // after a reload to a 1 KiB limit, it is too large.
+    let admin = ferry_tests::Api::new(hub.url()).as_token(ferry_tests::hub::ADMIN_TOKEN);
+    let big = serde_json::json!({ "name": "x".repeat(4096) });
+    let before = admin.post("/v1/accounts").json(&big).send().await;
+    assert_ne!(before.status, 413, "{:?}", before.body);
+    let changed = text
+        .replace("level = \"info\"", "level = \"debug\"")
+        .replacen("[api]\n", "[api]\nmax_json_body_bytes = 1024\n", 1);
+    assert_ne!(changed, text);
+    std::fs::write(&hub.config, changed).unwrap();
     let pid = hub.daemon().pid().expect("the hub runs");
     Command::new("kill")
         .args(["-HUP", &pid.to_string()])
@@ -157,6 +163,8 @@ async fn the_hub_tells_systemd_it_is_ready_pings_the_watchdog_and_reloads_on_sig
         "{}",
         hub.log()
     );
+    let after = admin.post("/v1/accounts").json(&big).send().await;
+    assert_eq!(after.status, 413, "{:?}", after.body);
     // A broken file changes nothing.
     std::fs::write(&hub.config, "not = [toml").unwrap();
     Command::new("kill")

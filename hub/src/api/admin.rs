@@ -27,7 +27,7 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
     let store_err = |e| store_problem(state, e);
     match (route, req.method().clone()) {
         (Route::Accounts, Method::POST) => {
-            let body: CreateAccount = read_json(req, state.max_json_body_bytes).await?;
+            let body: CreateAccount = read_json(req, state.max_json_body_bytes()).await?;
             let name = body.name.trim();
             if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
                 return Err(Problem::new(

@@ -109,7 +109,7 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
 }
 
 async fn create(state: &AppState, account: &str, req: Request<Body>) -> ApiResult {
-    let body: CreateConnection = read_json(req, state.max_json_body_bytes).await?;
+    let body: CreateConnection = read_json(req, state.max_json_body_bytes()).await?;
     check_name(&body.name)?;
     if !body.config.is_object() {
         return Err(Problem::new(

@@ -77,7 +77,7 @@ pub async fn handle(state: &AppState, op: InternalOp, req: Request<Body>) -> Api
             "no route matches this path",
         ));
     };
-    let limit = state.max_json_body_bytes.max(1024 * 1024);
+    let limit = state.max_json_body_bytes().max(1024 * 1024);
     match op {
         InternalOp::Grant => {
             let headers = req.headers().clone();

@@ -45,8 +45,8 @@ pub struct AppState {
     pub admin_token: Option<Secret>,
     /// The hub's metrics.
     pub metrics: Metrics,
-    /// Largest JSON body accepted.
-    pub max_json_body_bytes: usize,
+    /// Largest JSON body accepted (a reload may change it).
+    max_json_body_bytes: std::sync::atomic::AtomicUsize,
     /// Operators of connections in use.
     operators: operators::OperatorCache,
     /// Serialises the commit of writes to the same object.
@@ -92,11 +92,23 @@ impl AppState {
             master_key,
             admin_token,
             metrics,
-            max_json_body_bytes,
+            max_json_body_bytes: std::sync::atomic::AtomicUsize::new(max_json_body_bytes),
             operators: operators::OperatorCache::default(),
             locks: ferry_common::content::locks::PathLocks::default(),
             spokes: None,
         }
+    }
+
+    /// Largest JSON body accepted now.
+    pub fn max_json_body_bytes(&self) -> usize {
+        self.max_json_body_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Takes a reloaded `api.max_json_body_bytes`.
+    pub fn set_max_json_body_bytes(&self, n: usize) {
+        self.max_json_body_bytes
+            .store(n, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

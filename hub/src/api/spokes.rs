@@ -60,7 +60,7 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
     let store_err = |e| store_problem(state, e);
     match (route, req.method().clone()) {
         (Route::Spokes, Method::POST) => {
-            let body: AddSpoke = read_json(req, state.max_json_body_bytes).await?;
+            let body: AddSpoke = read_json(req, state.max_json_body_bytes()).await?;
             check_spoke_name(&body.name)?;
             let ttl = body
                 .token_ttl_secs
@@ -119,7 +119,7 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
 }
 
 async fn enrol(state: &AppState, support: &SpokeSupport, req: Request<Body>) -> ApiResult {
-    let body: Enrol = read_json(req, state.max_json_body_bytes).await?;
+    let body: Enrol = read_json(req, state.max_json_body_bytes()).await?;
     let refused = |why: &str| Problem::new(ErrorCode::InvalidJoinToken, why);
     let name = match state
         .store

@@ -59,7 +59,7 @@ pub async fn probe_targets(state: &AppState, req: Request<Body>) -> ApiResult {
 pub async fn report(state: &AppState, req: Request<Body>) -> ApiResult {
     require_account(state, req.headers()).await?;
     let client = client_ip(&req)?;
-    let body: Report = read_json(req, MAX_REPORT_BYTES.min(state.max_json_body_bytes)).await?;
+    let body: Report = read_json(req, MAX_REPORT_BYTES.min(state.max_json_body_bytes())).await?;
     if body.samples.is_empty() || body.samples.len() > MAX_REPORT_SAMPLES {
         return Err(Problem::new(
             ErrorCode::InvalidField,

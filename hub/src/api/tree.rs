@@ -216,7 +216,7 @@ pub async fn copy_or_move(
 ) -> ApiResult {
     let res = resolve(state, req.headers(), conn).await?;
     let host = HubHost::new(state.clone(), VIA_HUB);
-    let body: Relocate = read_json(req, state.max_json_body_bytes).await?;
+    let body: Relocate = read_json(req, state.max_json_body_bytes()).await?;
     let from = ObjectPath::parse(&body.from).map_err(invalid_path)?;
     let to = ObjectPath::parse(&body.to).map_err(invalid_path)?;
     if from == to {

@@ -9,6 +9,8 @@
 //! gives the newcomer a fresh bucket.
 
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::config::RateLimitConfig;
@@ -41,38 +43,84 @@ pub enum Verdict {
     Drop,
 }
 
+/// The rate, burst and slip in force, shared with the hub so that a
+/// reload changes them while the server runs (the grouping prefixes are
+/// fixed at start).
+#[derive(Debug)]
+pub struct LimitSettings {
+    rate: AtomicU64,
+    burst: AtomicU64,
+    slip: AtomicU32,
+}
+
+impl LimitSettings {
+    /// The settings of `cfg`.
+    pub fn new(cfg: &RateLimitConfig) -> Arc<Self> {
+        let s = Arc::new(Self {
+            rate: AtomicU64::new(0),
+            burst: AtomicU64::new(0),
+            slip: AtomicU32::new(0),
+        });
+        s.set(cfg);
+        s
+    }
+
+    /// Takes `cfg`'s rate, burst and slip (0 turns the limit off).
+    pub fn set(&self, cfg: &RateLimitConfig) {
+        self.rate
+            .store(u64::from(cfg.responses_per_sec), Ordering::Relaxed);
+        self.burst.store(
+            u64::from(cfg.burst.max(cfg.responses_per_sec)),
+            Ordering::Relaxed,
+        );
+        self.slip.store(cfg.slip, Ordering::Relaxed);
+    }
+}
+
 /// The limiter; owned by the one task serving UDP.
 #[derive(Debug)]
 pub struct RateLimiter {
     buckets: Vec<Bucket>,
-    rate: u64,
-    burst: u64,
-    slip: u32,
+    settings: Arc<LimitSettings>,
     v4_prefix: u8,
     v6_prefix: u8,
     start: Instant,
 }
 
 impl RateLimiter {
-    /// A limiter as configured; `None` when the limit is off.
-    pub fn new(cfg: &RateLimitConfig, start: Instant) -> Option<Self> {
-        (cfg.responses_per_sec > 0).then(|| Self {
+    /// A limiter as configured (a rate of 0 sends everything).
+    pub fn new(cfg: &RateLimitConfig, start: Instant) -> Self {
+        Self::with_settings(cfg, LimitSettings::new(cfg), start)
+    }
+
+    /// A limiter grouping sources as `cfg` says, with `settings` that may
+    /// change while it runs.
+    pub fn with_settings(
+        cfg: &RateLimitConfig,
+        settings: Arc<LimitSettings>,
+        start: Instant,
+    ) -> Self {
+        Self {
             buckets: vec![Bucket::default(); SLOTS],
-            rate: u64::from(cfg.responses_per_sec),
-            burst: u64::from(cfg.burst.max(cfg.responses_per_sec)),
-            slip: cfg.slip,
+            settings,
             v4_prefix: cfg.v4_prefix,
             v6_prefix: cfg.v6_prefix,
             start,
-        })
+        }
     }
 
     /// The verdict for one response to `source` at `now`.
     pub fn check(&mut self, source: IpAddr, now: Instant) -> Verdict {
+        let rate = self.settings.rate.load(Ordering::Relaxed);
+        if rate == 0 {
+            return Verdict::Send;
+        }
+        let burst = self.settings.burst.load(Ordering::Relaxed).max(rate);
+        let slip = self.settings.slip.load(Ordering::Relaxed);
         let key = self.key(source);
         let slot = (mix(key) as usize) & (SLOTS - 1);
         let now_ms = now.saturating_duration_since(self.start).as_millis() as u64;
-        let full = self.burst * MILLI;
+        let full = burst * MILLI;
         let b = &mut self.buckets[slot];
         if b.key != key {
             *b = Bucket {
@@ -83,7 +131,7 @@ impl RateLimiter {
             };
         } else {
             let elapsed = now_ms.saturating_sub(b.at_ms);
-            b.tokens = (b.tokens + elapsed * self.rate).min(full);
+            b.tokens = (b.tokens + elapsed * rate).min(full);
             b.at_ms = now_ms;
         }
         if b.tokens >= MILLI {
@@ -92,7 +140,7 @@ impl RateLimiter {
             return Verdict::Send;
         }
         b.refused = b.refused.wrapping_add(1);
-        if self.slip > 0 && b.refused.is_multiple_of(self.slip) {
+        if slip > 0 && b.refused.is_multiple_of(slip) {
             Verdict::Slip
         } else {
             Verdict::Drop
@@ -145,7 +193,7 @@ mod tests {
     #[test]
     fn a_source_gets_its_burst_then_its_rate() {
         let t0 = Instant::now();
-        let mut l = RateLimiter::new(&cfg(10, 20, 2), t0).unwrap();
+        let mut l = RateLimiter::new(&cfg(10, 20, 2), t0);
         let src: IpAddr = "192.0.2.1".parse().unwrap();
         let sent = (0..100)
             .filter(|_| l.check(src, t0) == Verdict::Send)
@@ -170,7 +218,7 @@ mod tests {
     #[test]
     fn no_slip_drops_everything_over_the_rate_and_zero_rate_is_off() {
         let t0 = Instant::now();
-        let mut l = RateLimiter::new(&cfg(1, 1, 0), t0).unwrap();
+        let mut l = RateLimiter::new(&cfg(1, 1, 0), t0);
         let src: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         assert_eq!(l.check(src, t0), Verdict::Send);
         for _ in 0..10 {
@@ -181,6 +229,24 @@ mod tests {
             l.check("2001:db8:1:ff::9".parse().unwrap(), t0),
             Verdict::Drop
         );
-        assert!(RateLimiter::new(&cfg(0, 0, 2), t0).is_none());
+        let mut off = RateLimiter::new(&cfg(0, 0, 2), t0);
+        assert!((0..1000).all(|_| off.check(src, t0) == Verdict::Send));
+    }
+
+    #[test]
+    fn new_settings_apply_while_it_runs() {
+        let t0 = Instant::now();
+        let settings = LimitSettings::new(&cfg(1, 1, 0));
+        let mut l = RateLimiter::with_settings(&cfg(1, 1, 0), settings.clone(), t0);
+        let src: IpAddr = "192.0.2.9".parse().unwrap();
+        assert_eq!(l.check(src, t0), Verdict::Send);
+        assert_eq!(l.check(src, t0), Verdict::Drop);
+        // Turned off, everything goes; back on with every answer slipping.
+        settings.set(&cfg(0, 0, 0));
+        assert!((0..100).all(|_| l.check(src, t0) == Verdict::Send));
+        settings.set(&cfg(1, 1, 1));
+        let t1 = t0 + std::time::Duration::from_secs(5);
+        assert_eq!(l.check(src, t1), Verdict::Send);
+        assert_eq!(l.check(src, t1), Verdict::Slip);
     }
 }

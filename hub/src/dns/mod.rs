@@ -75,6 +75,7 @@ pub fn spawn(
     sockets: DnsSockets,
     responder: Arc<Responder>,
     cfg: DnsConfig,
+    limits: Arc<limit::LimitSettings>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -95,7 +96,11 @@ pub fn spawn(
                         return tracing::error!(error = %e, "DNS: cannot use the TCP listener");
                     }
                 };
-                let limiter = RateLimiter::new(&cfg.rate_limit, Instant::now());
+                let limiter = Some(RateLimiter::with_settings(
+                    &cfg.rate_limit,
+                    limits,
+                    Instant::now(),
+                ));
                 let tcp_task = tokio::spawn(serve_tcp(
                     tcp,
                     responder.clone(),

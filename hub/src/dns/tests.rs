@@ -311,7 +311,7 @@ fn over_the_rate_answers_slip_truncated_or_drop() {
         v4_prefix: 24,
         v6_prefix: 56,
     };
-    let mut limiter = RateLimiter::new(&cfg, Instant::now()).unwrap();
+    let mut limiter = RateLimiter::new(&cfg, Instant::now());
     let packet = query("api.edge.example.com", RecordType::A, None);
     let mut sent = Vec::new();
     for _ in 0..6 {
