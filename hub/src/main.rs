@@ -67,6 +67,32 @@ enum SpokeAction {
         /// The spoke's name.
         name: String,
     },
+    /// Fleet tokens: one token that enrols any number of new spokes named
+    /// PREFIX-… (an auto-scaling group's instances), until it expires or
+    /// is revoked.
+    Fleet {
+        #[command(subcommand)]
+        action: FleetAction,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum FleetAction {
+    /// Make a fleet token for spokes named PREFIX-… (printed on standard output).
+    Add {
+        /// The names' prefix: a-z, 0-9 and '-', at most 40 characters.
+        prefix: String,
+        /// How long the token works, in seconds (default 90 days, at most 366 days).
+        #[arg(long)]
+        ttl_secs: Option<u64>,
+    },
+    /// List fleet tokens.
+    List,
+    /// Revoke a fleet token by its id (the spokes it enrolled stay).
+    Revoke {
+        /// The token's id (flt_…), from `fleet list`.
+        id: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -158,6 +184,34 @@ fn spoke_command(cfg: &HubConfig, action: SpokeAction) -> anyhow::Result<()> {
                     anyhow::bail!("no spoke '{name}'");
                 }
                 eprintln!("revoked '{name}'; a running hub closes its tunnel within seconds");
+            }
+            SpokeAction::Fleet { action: FleetAction::Add { prefix, ttl_secs } } => {
+                if prefix.len() > 40 || ferry_hub::api::check_spoke_name(&format!("{prefix}-x")).is_err() {
+                    anyhow::bail!("the prefix must be 1 to 40 of a-z, 0-9 and '-', starting with a letter or digit");
+                }
+                let ttl = ttl_secs.unwrap_or(90 * 24 * 3600).clamp(1, 366 * 24 * 3600);
+                let (id, token, expires) = store.add_fleet(&prefix, ttl as i64 * 1000).await?;
+                println!("{token}");
+                eprintln!(
+                    "fleet token {id} for spokes named '{prefix}-…', valid {ttl} s (until unix ms {expires}); give it to each spoke as FERRY_JOIN_TOKEN"
+                );
+            }
+            SpokeAction::Fleet { action: FleetAction::List } => {
+                let now = ferry_hub::store::now_ms();
+                for f in store.list_fleets().await? {
+                    let state = match f.revoked_at {
+                        Some(_) => "revoked",
+                        None if f.expires_at <= now => "expired",
+                        None => "active",
+                    };
+                    println!("{}\t{}-…\t{state}\texpires {}", f.id, f.prefix, f.expires_at);
+                }
+            }
+            SpokeAction::Fleet { action: FleetAction::Revoke { id } } => {
+                if !store.revoke_fleet(&id).await? {
+                    anyhow::bail!("no fleet token '{id}'");
+                }
+                eprintln!("revoked fleet token '{id}'; the spokes it enrolled stay enrolled");
             }
         }
         store.close().await;

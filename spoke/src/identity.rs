@@ -100,10 +100,15 @@ impl Identity {
 /// Makes a key, has the hub sign it, and stores the result.
 async fn enrol(cfg: &SpokeConfig, token: &str) -> anyhow::Result<()> {
     let key = rcgen::KeyPair::generate()?;
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "token": token,
         "public_key": base64::engine::general_purpose::STANDARD.encode(key.public_key_raw()),
     });
+    // A fleet token needs the name the spoke enrols under; a join token
+    // names its spoke (and hubs older than fleets refuse the member).
+    if token.starts_with("fft_") {
+        body["name"] = serde_json::json!(cfg.name);
+    }
     let url = format!("{}/v1/spokes/enrol", cfg.hub.api_url.trim_end_matches('/'));
     tracing::info!(%url, "enrolling with the hub");
     let (status, answer) = post_json(&url, cfg.hub.api_ca_file.as_deref(), &body).await?;

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use base64::Engine as _;
+
 use ferry_tests::hub::ADMIN_TOKEN;
 use ferry_tests::{Api, Hub, Spoke, eventually};
 use serde_json::json;
@@ -195,4 +197,69 @@ async fn the_hub_refuses_spokes_when_it_has_no_tunnel_but_enrolment_needs_one() 
         .send()
         .await
         .expect_problem(401, "unauthorized");
+}
+
+#[tokio::test]
+async fn a_fleet_token_enrols_new_spokes_of_its_prefix_and_nothing_else() {
+    let hub = Hub::start();
+    let (ok, token, err) = hub.spoke_command(&["fleet", "add", "iad"]);
+    assert!(ok, "{err}");
+    let token = token.trim().to_owned();
+    assert!(token.starts_with("fft_"), "{token}");
+    // Any number of new spokes named iad-…, with the one token.
+    let a = Spoke::start_with_token(&hub, "iad-0a1b2c", &token).expect("a first spoke");
+    let b = Spoke::start_with_token(&hub, "iad-3d4e5f", &token).expect("a second spoke");
+    for s in [&a, &b] {
+        assert_eq!(Api::new(s.url()).get("/readyz").send().await.status, 200);
+    }
+    // Not a name outside the prefix, nor the prefix itself.
+    for name in ["sin-1", "iad", "iadx-1"] {
+        let err = Spoke::start_with_token(&hub, name, &token).unwrap_err();
+        assert!(
+            err.contains("invalid_join_token") && err.contains("prefix"),
+            "{name}: {err}"
+        );
+    }
+    // Never a spoke that is enrolled already: a fleet token cannot take
+    // one over.
+    let err = Spoke::start_with_token(&hub, "iad-0a1b2c", &token).unwrap_err();
+    assert!(err.contains("already_exists"), "{err}");
+    // Nor a revoked one.
+    let (ok, _, err) = hub.spoke_command(&["revoke", "iad-3d4e5f"]);
+    assert!(ok, "{err}");
+    let err = Spoke::start_with_token(&hub, "iad-3d4e5f", &token).unwrap_err();
+    assert!(err.contains("revoked"), "{err}");
+    // Listed, then revoked: no new spoke, the enrolled ones stay.
+    let (ok, list, _) = hub.spoke_command(&["fleet", "list"]);
+    assert!(ok && list.contains("iad-…\tactive"), "{list}");
+    let id = list.split('\t').next().unwrap().to_owned();
+    assert!(id.starts_with("flt_"), "{list}");
+    let (ok, _, err) = hub.spoke_command(&["fleet", "revoke", &id]);
+    assert!(ok, "{err}");
+    let err = Spoke::start_with_token(&hub, "iad-777777", &token).unwrap_err();
+    assert!(err.contains("invalid_join_token"), "{err}");
+    assert_eq!(Api::new(a.url()).get("/readyz").send().await.status, 200);
+    let (_, list, _) = hub.spoke_command(&["fleet", "list"]);
+    assert!(list.contains("\trevoked\t"), "{list}");
+    // An expired one does not work either.
+    let (ok, expiring, _) = hub.spoke_command(&["fleet", "add", "sin", "--ttl-secs", "1"]);
+    assert!(ok);
+    std::thread::sleep(Duration::from_millis(1500));
+    let err = Spoke::start_with_token(&hub, "sin-1", expiring.trim()).unwrap_err();
+    assert!(err.contains("expired"), "{err}");
+    // A join token names its spoke: sent with another name, it enrols
+    // nothing.
+    let join = hub.spoke_token("lhr1", None);
+    let key = base64::engine::general_purpose::STANDARD
+        .encode(rcgen::KeyPair::generate().unwrap().public_key_raw());
+    let r = Api::new(hub.url())
+        .post("/v1/spokes/enrol")
+        .json(&json!({ "token": join, "name": "lhr2", "public_key": key }))
+        .send()
+        .await;
+    assert_eq!(r.status, 401, "{:?}", r.body);
+    assert!(String::from_utf8_lossy(&r.body).contains("another spoke"));
+    Spoke::start_with_token(&hub, "lhr1", &join).expect("the token still works for its spoke");
+    let (ok, _, err) = hub.spoke_command(&["fleet", "add", "Bad_Prefix"]);
+    assert!(!ok && err.contains("a-z"), "{err}");
 }

@@ -25,7 +25,12 @@ struct AddSpoke {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Enrol {
+    /// A join token (`fjt_…`), or a fleet token (`fft_…`).
     token: String,
+    /// The spoke's name: required with a fleet token (it must be
+    /// `<prefix>-…`); with a join token, it must be the token's spoke.
+    #[serde(default)]
+    name: Option<String>,
     /// The spoke's own P-256 public key: the uncompressed point, base64.
     public_key: String,
 }
@@ -121,20 +126,45 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
 async fn enrol(state: &AppState, support: &SpokeSupport, req: Request<Body>) -> ApiResult {
     let body: Enrol = read_json(req, state.max_json_body_bytes()).await?;
     let refused = |why: &str| Problem::new(ErrorCode::InvalidJoinToken, why);
-    let name = match state
-        .store
-        .check_join_token(&body.token)
-        .await
-        .map_err(|e| store_problem(state, e))?
-    {
-        Ok(name) => name,
-        Err(EnrolRefusal::Unknown) => {
-            return Err(refused("the join token is unknown or was already used"));
+    let explain = |why: EnrolRefusal| match why {
+        EnrolRefusal::Unknown => refused("the token is unknown, was already used, or was revoked"),
+        EnrolRefusal::Expired => refused("the token has expired; make a new one"),
+        EnrolRefusal::Revoked => refused("the spoke was revoked"),
+        EnrolRefusal::NotInFleet => {
+            refused("the fleet token enrols only spokes named '<its prefix>-…'")
         }
-        Err(EnrolRefusal::Expired) => {
-            return Err(refused("the join token has expired; make a new one"));
+        EnrolRefusal::Taken => Problem::new(
+            ErrorCode::AlreadyExists,
+            "a spoke of that name is enrolled already: a fleet token only adds spokes",
+        ),
+    };
+    let fleet = body.token.starts_with(crate::store::FLEET_TOKEN_PREFIX);
+    let name = if fleet {
+        let Some(name) = body.name.clone() else {
+            return Err(Problem::new(
+                ErrorCode::InvalidField,
+                "'name' is required with a fleet token",
+            ));
+        };
+        check_spoke_name(&name)?;
+        state
+            .store
+            .check_fleet_token(&body.token, &name)
+            .await
+            .map_err(|e| store_problem(state, e))?
+            .map_err(explain)?;
+        name
+    } else {
+        let name = state
+            .store
+            .check_join_token(&body.token)
+            .await
+            .map_err(|e| store_problem(state, e))?
+            .map_err(explain)?;
+        if body.name.as_ref().is_some_and(|n| *n != name) {
+            return Err(refused("the join token is for another spoke"));
         }
-        Err(EnrolRefusal::Revoked) => return Err(refused("the spoke was revoked")),
+        name
     };
     let key = base64::engine::general_purpose::STANDARD
         .decode(body.public_key.trim())
@@ -143,7 +173,14 @@ async fn enrol(state: &AppState, support: &SpokeSupport, req: Request<Body>) -> 
         .ca
         .issue_spoke(&name, &key)
         .map_err(|e| Problem::new(ErrorCode::InvalidField, e.to_string()))?;
-    if !state
+    if fleet {
+        state
+            .store
+            .enrol_with_fleet(&body.token, &name, cert.der())
+            .await
+            .map_err(|e| store_problem(state, e))?
+            .map_err(explain)?;
+    } else if !state
         .store
         .complete_enrolment(&body.token, cert.der())
         .await
@@ -151,7 +188,7 @@ async fn enrol(state: &AppState, support: &SpokeSupport, req: Request<Body>) -> 
     {
         return Err(refused("the join token was used meanwhile"));
     }
-    tracing::info!(spoke.id = %name, "enrolled a spoke");
+    tracing::info!(spoke.id = %name, fleet, "enrolled a spoke");
     Ok(json(
         StatusCode::CREATED,
         &json!({

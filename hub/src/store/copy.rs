@@ -114,6 +114,17 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
         ],
     ),
     (
+        "spoke_fleets",
+        &[
+            ("id", Text),
+            ("prefix", Text),
+            ("token_hash", Blob),
+            ("expires_at", Int),
+            ("revoked_at", Int),
+            ("created_at", Int),
+        ],
+    ),
+    (
         "tunnel_ca",
         &[
             ("id", Int),

@@ -181,6 +181,20 @@ CREATE TABLE steering_samples (
 CREATE INDEX steering_samples_at ON steering_samples (at);
 "#,
     },
+    Migration {
+        version: 7,
+        name: "spoke fleets",
+        sqlite: r#"
+CREATE TABLE spoke_fleets (
+    id          TEXT PRIMARY KEY,
+    prefix      TEXT NOT NULL,
+    token_hash  BLOB NOT NULL UNIQUE,
+    expires_at  BIGINT NOT NULL,
+    revoked_at  BIGINT,
+    created_at  BIGINT NOT NULL
+);
+"#,
+    },
 ];
 
 /// The schema version this build writes.

@@ -8,8 +8,10 @@
 #     --key-id alias/ferry-parameters --name /ferry/fra/master-key --value "$(head -c 32 /dev/urandom | base64)"
 #   aws --region eu-central-1 ssm put-parameter --type SecureString \
 #     --key-id alias/ferry-parameters --name /ferry/fra/admin-token --value "$(head -c 32 /dev/urandom | base64)"
-#   and the same admin token as /ferry/<region>/enrolment-token in us-east-1 and
-#   ap-southeast-1 (with that region's alias/ferry-parameters key).
+#   and, for each spoke region, a fleet token made on the hub
+#   (`ferry-hub --config /etc/ferry/hub.toml spoke fleet add iad`) as
+#   /ferry/iad/fleet-token in us-east-1, and `... fleet add sin` as
+#   /ferry/sin/fleet-token in ap-southeast-1, each with that region's key.
 # The parameter keys are made by this configuration: apply once with
 # -target=aws_kms_alias.parameters_fra (and _iad, _sin) first.
 
@@ -182,7 +184,6 @@ module "spokes_iad" {
   security_group_id      = module.network_iad.spoke_security_group_id
   ami_id                 = var.amis["iad"]
   package_url            = var.spoke_package_url
-  hub_api_url            = "https://hub.${local.zone}"
   config_toml            = local.spoke_config
   parameter_prefix       = "/ferry/iad"
   parameters_kms_key_arn = aws_kms_key.parameters_iad.arn
@@ -201,7 +202,6 @@ module "spokes_sin" {
   security_group_id      = module.network_sin.spoke_security_group_id
   ami_id                 = var.amis["sin"]
   package_url            = var.spoke_package_url
-  hub_api_url            = "https://hub.${local.zone}"
   config_toml            = local.spoke_config
   parameter_prefix       = "/ferry/sin"
   parameters_kms_key_arn = aws_kms_key.parameters_sin.arn

@@ -24,9 +24,9 @@ resource "aws_iam_role" "this" {
 
 data "aws_iam_policy_document" "parameters" {
   statement {
-    sid       = "ReadEnrolmentCredential"
+    sid       = "ReadFleetToken"
     actions   = ["ssm:GetParameter"]
-    resources = ["arn:aws:ssm:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:parameter${var.parameter_prefix}/enrolment-token"]
+    resources = ["arn:aws:ssm:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:parameter${var.parameter_prefix}/fleet-token"]
   }
   statement {
     sid       = "DecryptIt"
@@ -36,7 +36,7 @@ data "aws_iam_policy_document" "parameters" {
 }
 
 resource "aws_iam_role_policy" "parameters" {
-  name   = "read-enrolment-credential"
+  name   = "read-fleet-token"
   role   = aws_iam_role.this.id
   policy = data.aws_iam_policy_document.parameters.json
 }
@@ -57,7 +57,6 @@ resource "aws_launch_template" "this" {
   user_data = base64encode(templatefile("${path.module}/cloud-init.yaml.tftpl", {
     package_url      = var.package_url
     config_toml      = var.config_toml
-    hub_api_url      = var.hub_api_url
     parameter_prefix = var.parameter_prefix
     region           = data.aws_region.current.name
     fleet            = var.name

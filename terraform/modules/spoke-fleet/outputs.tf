@@ -9,6 +9,6 @@ output "load_balancer_dns_name" {
 }
 
 output "role_name" {
-  description = "The spokes' instance role (reads the enrolment credential only)."
+  description = "The spokes' instance role (reads the fleet token only)."
   value       = aws_iam_role.this.name
 }

@@ -86,15 +86,6 @@ variable "package_url" {
   }
 }
 
-variable "hub_api_url" {
-  description = "The HTTPS API of the hub the spokes enrol with, such as https://hub-fra.example.com."
-  type        = string
-  validation {
-    condition     = can(regex("^https://", var.hub_api_url))
-    error_message = "hub_api_url must be an https:// URL."
-  }
-}
-
 variable "config_toml" {
   description = "The spokes' configuration (spoke.toml). @NAME@ becomes each spoke's name and @PUBLIC_IP@ its public address at boot."
   type        = string
@@ -105,7 +96,7 @@ variable "config_toml" {
 }
 
 variable "parameter_prefix" {
-  description = "SSM Parameter Store path of the fleet's enrolment credential (<prefix>/enrolment-token, a SecureString): the hub's admin token, with which each new spoke asks the hub for its own one-time join token."
+  description = "SSM Parameter Store path of the fleet's enrolment token (<prefix>/fleet-token, a SecureString): a fleet token from `ferry-hub spoke fleet add <name>`, which enrols each new spoke as <name>-<instance id> and nothing else."
   type        = string
   validation {
     condition     = can(regex("^/[A-Za-z0-9_./-]+[^/]$", var.parameter_prefix))
