@@ -89,6 +89,16 @@ pub fn init(cfg: &LogConfig) {
     }
 }
 
+/// [`reload_level`] for a reloaded configuration, saying in the log what
+/// happened.
+pub fn apply_reloaded_level(level: &str) {
+    match reload_level(level) {
+        Ok(true) => tracing::info!(level, "reload: log level set"),
+        Ok(false) => tracing::info!("reload: FERRY_LOG is set and keeps the log level"),
+        Err(e) => tracing::warn!(error = %e, "reload: the log level was not changed"),
+    }
+}
+
 /// Sets the log filter to `level` from now on (a reloaded configuration's
 /// `[log] level`); `FERRY_LOG`, when set, keeps winning. Returns whether
 /// the filter changed.

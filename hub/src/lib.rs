@@ -83,11 +83,7 @@ fn reload(path: &std::path::Path, live: &Live) {
             return;
         }
     };
-    match ferry_common::telemetry::reload_level(&cfg.log.level) {
-        Ok(true) => tracing::info!(level = %cfg.log.level, "reload: log level set"),
-        Ok(false) => tracing::info!("reload: FERRY_LOG is set and keeps the log level"),
-        Err(e) => tracing::warn!(error = %e, "reload: the log level was not changed"),
-    }
+    ferry_common::telemetry::apply_reloaded_level(&cfg.log.level);
     if !live.steering.reconfigure(&cfg.steering) {
         tracing::warn!(
             "reload: steering.v4_prefix and v6_prefix need a restart; kept as they were"

@@ -9,7 +9,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
@@ -25,30 +25,7 @@ impl Drop for StreamGuard {
 
 use crate::api::routes::RouteLabel;
 
-/// The HTTP method, bounded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
-#[allow(clippy::upper_case_acronyms)]
-pub enum MethodLabel {
-    GET,
-    HEAD,
-    PUT,
-    POST,
-    DELETE,
-    OTHER,
-}
-
-impl From<&Method> for MethodLabel {
-    fn from(m: &Method) -> Self {
-        match *m {
-            Method::GET => Self::GET,
-            Method::HEAD => Self::HEAD,
-            Method::PUT => Self::PUT,
-            Method::POST => Self::POST,
-            Method::DELETE => Self::DELETE,
-            _ => Self::OTHER,
-        }
-    }
-}
+pub use ferry_common::http_metrics::MethodLabel;
 
 /// Which way content bytes moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
@@ -99,11 +76,6 @@ struct TransportLabels {
 /// Spoke names come from the operator's registry, not from clients, so
 /// they are a bounded label.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct VersionLabels {
-    version: &'static str,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct SpokeLabels {
     spoke: String,
 }
@@ -153,7 +125,7 @@ impl Metrics {
             requests.clone(),
         );
         let duration: HistogramFamily =
-            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 18)));
+            Family::new_with_constructor(ferry_common::http_metrics::request_duration_histogram);
         registry.register(
             "http_request_duration_seconds",
             "Time from a request's arrival to its response head, by route template",
@@ -244,16 +216,7 @@ impl Metrics {
             "When the tunnel CA that signs spokes' certificates stops being valid, in seconds since the Unix epoch",
             ca_expiry.clone(),
         );
-        let info = Family::<VersionLabels, Gauge>::default();
-        info.get_or_create(&VersionLabels {
-            version: env!("CARGO_PKG_VERSION"),
-        })
-        .set(1);
-        registry.register(
-            "build_info",
-            "The running version, as a label (always 1)",
-            info,
-        );
+        ferry_common::http_metrics::register_build_info(&mut registry, env!("CARGO_PKG_VERSION"));
         let dns = crate::dns::metrics::DnsMetrics::register(&mut registry);
         let steering = crate::steering::metrics::SteeringMetrics::register(&mut registry);
         Self {

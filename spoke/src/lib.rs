@@ -43,11 +43,7 @@ fn reload(path: &std::path::Path, connections: &http_server::ConnectionLimit) {
             return;
         }
     };
-    match ferry_common::telemetry::reload_level(&cfg.log.level) {
-        Ok(true) => tracing::info!(level = %cfg.log.level, "reload: log level set"),
-        Ok(false) => tracing::info!("reload: FERRY_LOG is set and keeps the log level"),
-        Err(e) => tracing::warn!(error = %e, "reload: the log level was not changed"),
-    }
+    ferry_common::telemetry::apply_reloaded_level(&cfg.log.level);
     connections.set(cfg.api.max_connections);
     tracing::info!(
         max_connections = cfg.api.max_connections,

@@ -51,30 +51,7 @@ pub enum SpokeRoute {
     internal,
 }
 
-/// The request's method, from a fixed set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
-#[allow(clippy::upper_case_acronyms)]
-pub enum MethodLabel {
-    GET,
-    HEAD,
-    PUT,
-    POST,
-    DELETE,
-    OTHER,
-}
-
-impl From<&http::Method> for MethodLabel {
-    fn from(m: &http::Method) -> Self {
-        match *m {
-            http::Method::GET => Self::GET,
-            http::Method::HEAD => Self::HEAD,
-            http::Method::PUT => Self::PUT,
-            http::Method::POST => Self::POST,
-            http::Method::DELETE => Self::DELETE,
-            _ => Self::OTHER,
-        }
-    }
-}
+pub use ferry_common::http_metrics::MethodLabel;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
@@ -86,13 +63,6 @@ struct RequestLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RouteLabels {
     route: SpokeRoute,
-}
-
-fn request_histogram() -> prometheus_client::metrics::histogram::Histogram {
-    // 0.5 ms to about 65 s, as the hub's.
-    prometheus_client::metrics::histogram::Histogram::new(
-        prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 18),
-    )
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -153,14 +123,14 @@ impl Metrics {
             requests.clone(),
         );
         let duration = Family::<RouteLabels, _, fn() -> _>::new_with_constructor(
-            request_histogram as fn() -> _,
+            ferry_common::http_metrics::request_duration_histogram as fn() -> _,
         );
         registry.register(
             "http_request_duration_seconds",
             "Time from a request's arrival to its response head, by route",
             duration.clone(),
         );
-        crate::metrics::build_info(&mut registry);
+        ferry_common::http_metrics::register_build_info(&mut registry, env!("CARGO_PKG_VERSION"));
         let certificate_expiry = Gauge::default();
         registry.register(
             "certificate_expiry_timestamp_seconds",
@@ -329,23 +299,4 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         out
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct VersionLabels {
-    version: &'static str,
-}
-
-/// Registers `build_info{version}`, always 1.
-pub(crate) fn build_info(registry: &mut Registry) {
-    let info = Family::<VersionLabels, Gauge>::default();
-    info.get_or_create(&VersionLabels {
-        version: env!("CARGO_PKG_VERSION"),
-    })
-    .set(1);
-    registry.register(
-        "build_info",
-        "The running version, as a label (always 1)",
-        info,
-    );
 }

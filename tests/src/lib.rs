@@ -121,3 +121,12 @@ pub fn entry_names(listing: &serde_json::Value) -> Vec<String> {
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// A free TCP port on 127.0.0.1 (bound, then released for a server the
+/// test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}

@@ -3,6 +3,7 @@
 //! folders, on loopback ports, run as the `postgres` user when the tests
 //! run as root (`initdb` refuses root).
 
+use crate::free_port;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -45,13 +46,6 @@ fn run(mut cmd: Command, what: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// One PostgreSQL server, stopped (immediately) when dropped.
@@ -158,6 +152,15 @@ impl Postgres {
         dir
     }
 
+    /// Puts `lines` before the existing `pg_hba.conf` rules (the first
+    /// matching rule wins); the server reads them at its next reload or
+    /// start.
+    fn hba_first(&self, lines: &str) {
+        let hba = self.data.join("pg_hba.conf");
+        let rest = std::fs::read_to_string(&hba).unwrap();
+        std::fs::write(&hba, format!("{lines}{rest}")).unwrap();
+    }
+
     fn configure(&self, lines: &[&str]) {
         use std::io::Write as _;
         let mut f = std::fs::OpenOptions::new()
@@ -239,13 +242,7 @@ impl Postgres {
             password.replace('\'', "''")
         ));
         self.sql(&format!("CREATE DATABASE {user} OWNER {user}"));
-        let hba = self.data.join("pg_hba.conf");
-        let rest = std::fs::read_to_string(&hba).unwrap();
-        std::fs::write(
-            &hba,
-            format!("host {user} {user} 127.0.0.1/32 scram-sha-256\n{rest}"),
-        )
-        .unwrap();
+        self.hba_first(&format!("host {user} {user} 127.0.0.1/32 scram-sha-256\n"));
         let mut ctl = as_owner(&self.bin, "pg_ctl");
         ctl.arg("-D").arg(&self.data).arg("reload");
         run(ctl, "pg_ctl reload");
@@ -271,15 +268,9 @@ impl Postgres {
             .arg(&key)
             .status();
         self.configure(&["ssl = on"]);
-        let hba = self.data.join("pg_hba.conf");
-        let rest = std::fs::read_to_string(&hba).unwrap();
-        std::fs::write(
-            &hba,
-            format!(
-                "hostssl {user} {user} 127.0.0.1/32 scram-sha-256\nhostnossl {user} all 127.0.0.1/32 reject\n{rest}"
-            ),
-        )
-        .unwrap();
+        self.hba_first(&format!(
+            "hostssl {user} {user} 127.0.0.1/32 scram-sha-256\nhostnossl {user} all 127.0.0.1/32 reject\n"
+        ));
         self.stop();
         self.start();
         ca

@@ -1,18 +1,12 @@
 //! Debian's Prometheus and promtool, run by the tests: a server scraping
 //! daemons on loopback, queried over its HTTP API, and `promtool` checks.
 
+use crate::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::process::Daemon;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// Runs `promtool ARGS…`, feeding it `stdin`; (success, stdout, stderr).
 pub fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {

@@ -3,6 +3,7 @@
 //! and rclone's WebDAV server (Debian). `scripts/install-test-deps.sh`
 //! installs all three.
 
+use crate::free_port;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -17,14 +18,6 @@ pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
 /// Azurite's fixed development key (public, documented by Microsoft).
 pub const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-
-/// A free TCP port on 127.0.0.1 (bound, then released for the server).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// A storage server under test, stopped when dropped.
 #[derive(Debug)]

@@ -27,6 +27,19 @@ pub struct Tenant {
 }
 
 impl Tenant {
+    /// Makes another API key for the account (through the admin API) and
+    /// returns the answer: `{ "id", "key", … }`.
+    pub async fn new_key(&self) -> serde_json::Value {
+        self.admin
+            .post(&format!("/v1/accounts/{}/keys", self.account_id))
+            .send()
+            .await
+            .expect(201)
+            .json()
+    }
+}
+
+impl Tenant {
     /// The URL path of a file in the `local` connection.
     pub fn file(&self, path: &str) -> String {
         format!("/v1/connections/local/files/{path}")
@@ -1027,13 +1040,7 @@ pub async fn tenant_isolation(a: &Tenant, b: &Tenant, data_dir: &Path) {
 
 /// Keys are made, listed without secrets and revoked.
 pub async fn key_lifecycle(t: &Tenant) {
-    let key = t
-        .admin
-        .post(&format!("/v1/accounts/{}/keys", t.account_id))
-        .send()
-        .await
-        .expect(201)
-        .json();
+    let key = t.new_key().await;
     let second = key["key"].as_str().unwrap().to_owned();
     let as_second = t.api.as_token(&second);
     as_second.get("/v1/connections").send().await.expect(200);

@@ -25,7 +25,7 @@ fn the_units_verify_and_score_2_or_better() {
         let local = text.replace(&format!("/usr/bin/{unit}"), built.to_str().unwrap());
         assert_ne!(local, text, "{unit}: ExecStart is /usr/bin/{unit}");
         let path = dir.path().join(format!("{unit}.service"));
-        std::fs::write(&path, local).unwrap();
+        std::fs::write(&path, &local).unwrap();
         let out = Command::new("systemd-analyze")
             .arg("verify")
             .arg(&path)
@@ -41,15 +41,15 @@ fn the_units_verify_and_score_2_or_better() {
             .arg(&path)
             .output()
             .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let score: f64 = text
+        let report = String::from_utf8_lossy(&out.stdout);
+        let score: f64 = report
             .lines()
             .find_map(|l| l.split("Overall exposure level for").nth(1))
             .and_then(|l| l.split(':').nth(1))
             .and_then(|l| l.split_whitespace().next())
             .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("{unit}: no score in {text}"));
-        assert!(score <= 2.0, "{unit}: exposure {score}\n{text}");
+            .unwrap_or_else(|| panic!("{unit}: no score in {report}"));
+        assert!(score <= 2.0, "{unit}: exposure {score}\n{report}");
         eprintln!("{unit}: exposure {score}");
         // What the units promise the daemons do.
         for line in [
@@ -59,13 +59,9 @@ fn the_units_verify_and_score_2_or_better() {
             "RestartPreventExitStatus=2",
             "User=",
         ] {
-            assert!(local_text(&path).contains(line), "{unit}: {line}");
+            assert!(local.contains(line), "{unit}: {line}");
         }
     }
-}
-
-fn local_text(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap()
 }
 
 /// A notification socket standing in for systemd's.

@@ -13,20 +13,8 @@ async fn a_restart_keeps_accounts_keys_connections_files_and_events() {
     let mut hub = Hub::start();
     let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
     let up = upload(&t, "keep/me.txt", b"persistent").await;
-    let extra = t
-        .admin
-        .post(&format!("/v1/accounts/{}/keys", t.account_id))
-        .send()
-        .await
-        .expect(201)
-        .json();
-    let revoked = t
-        .admin
-        .post(&format!("/v1/accounts/{}/keys", t.account_id))
-        .send()
-        .await
-        .expect(201)
-        .json();
+    let extra = t.new_key().await;
+    let revoked = t.new_key().await;
     t.admin
         .delete(&format!(
             "/v1/accounts/{}/keys/{}",

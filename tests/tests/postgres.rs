@@ -514,13 +514,7 @@ async fn a_replica_promoted_under_a_hub_is_no_longer_read() {
     let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
     // A second key of the account, which writes nothing: its reads are
     // not pinned to the primary by writes of its own.
-    let key = t
-        .admin
-        .post(&format!("/v1/accounts/{}/keys", t.account_id))
-        .send()
-        .await
-        .expect(201)
-        .json();
+    let key = t.new_key().await;
     let reader = Api::new(hub.url()).as_token(key["key"].as_str().unwrap());
     assert!(
         eventually(Duration::from_secs(10), async || {

@@ -181,13 +181,7 @@ async fn a_revoked_key_stops_working_at_a_spoke_within_the_grant_lifetime() {
     });
     let spoke = Spoke::start(&hub, "fra1");
     let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
-    let key = t
-        .admin
-        .post(&format!("/v1/accounts/{}/keys", t.account_id))
-        .send()
-        .await
-        .expect(201)
-        .json();
+    let key = t.new_key().await;
     let via_spoke = Api::new(spoke.url()).as_token(key["key"].as_str().unwrap());
     via_spoke
         .put(&t.file("k.txt"))
@@ -368,13 +362,7 @@ async fn revocations_reach_spokes_at_once() {
     let hub = Hub::start();
     let spoke = Spoke::start(&hub, "fra1");
     let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
-    let key = t
-        .admin
-        .post(&format!("/v1/accounts/{}/keys", t.account_id))
-        .send()
-        .await
-        .expect(201)
-        .json();
+    let key = t.new_key().await;
     let with_key = Api::new(spoke.url()).as_token(key["key"].as_str().unwrap());
     with_key
         .put(&t.file("r.txt"))

@@ -85,11 +85,7 @@ impl Store {
     /// Adds a spoke (or, for an existing one, issues a new join token) and
     /// returns the token, valid for `ttl_ms`. A revoked name stays revoked.
     pub async fn add_spoke(&self, name: &str, ttl_ms: i64) -> Result<(String, i64), StoreError> {
-        let mut secret = [0u8; 32];
-        ring::rand::SystemRandom::new()
-            .fill(&mut secret)
-            .expect("the system RNG works");
-        let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(secret));
+        let token = new_token(TOKEN_PREFIX);
         let now = now_ms();
         let expires = now + ttl_ms;
         let mut tx = self.write_tx().await?;
