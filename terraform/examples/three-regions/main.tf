@@ -13,7 +13,7 @@
 #   /ferry/iad/fleet-token in us-east-1, and `... fleet add sin` as
 #   /ferry/sin/fleet-token in ap-southeast-1, each with that region's key.
 # The parameter keys are made by this configuration: apply once with
-# -target=aws_kms_alias.parameters_fra (and _iad, _sin) first.
+# -target=module.parameters_key_fra (and _iad, _sin) first.
 
 locals {
   zone = "edge.${var.domain}"
@@ -22,64 +22,28 @@ locals {
 
 # --- Keys for the parameter store, one per region --------------------------
 
-data "aws_caller_identity" "current" {
-  provider = aws.fra
+module "parameters_key_fra" {
+  source      = "../../modules/kms-key"
+  providers   = { aws = aws.fra }
+  description = "ferry: SecureString parameters"
+  alias       = "alias/ferry-parameters"
+  tags        = local.tags
 }
 
-data "aws_iam_policy_document" "parameters_key" {
-  #checkov:skip=CKV_AWS_111:A KMS key policy's "*" resource means this key only
-  #checkov:skip=CKV_AWS_356:A KMS key policy's "*" resource means this key only
-  #checkov:skip=CKV_AWS_109:The account root must manage its own key; the policy applies to this key only
-  statement {
-    actions   = ["kms:*"]
-    resources = ["*"]
-    principals {
-      type        = "AWS"
-      identifiers = ["arn:aws:iam::${data.aws_caller_identity.current.account_id}:root"]
-    }
-  }
+module "parameters_key_iad" {
+  source      = "../../modules/kms-key"
+  providers   = { aws = aws.iad }
+  description = "ferry: SecureString parameters"
+  alias       = "alias/ferry-parameters"
+  tags        = local.tags
 }
 
-resource "aws_kms_key" "parameters_fra" {
-  provider            = aws.fra
-  description         = "ferry: SecureString parameters"
-  enable_key_rotation = true
-  policy              = data.aws_iam_policy_document.parameters_key.json
-  tags                = local.tags
-}
-
-resource "aws_kms_alias" "parameters_fra" {
-  provider      = aws.fra
-  name          = "alias/ferry-parameters"
-  target_key_id = aws_kms_key.parameters_fra.key_id
-}
-
-resource "aws_kms_key" "parameters_iad" {
-  provider            = aws.iad
-  description         = "ferry: SecureString parameters"
-  enable_key_rotation = true
-  policy              = data.aws_iam_policy_document.parameters_key.json
-  tags                = local.tags
-}
-
-resource "aws_kms_alias" "parameters_iad" {
-  provider      = aws.iad
-  name          = "alias/ferry-parameters"
-  target_key_id = aws_kms_key.parameters_iad.key_id
-}
-
-resource "aws_kms_key" "parameters_sin" {
-  provider            = aws.sin
-  description         = "ferry: SecureString parameters"
-  enable_key_rotation = true
-  policy              = data.aws_iam_policy_document.parameters_key.json
-  tags                = local.tags
-}
-
-resource "aws_kms_alias" "parameters_sin" {
-  provider      = aws.sin
-  name          = "alias/ferry-parameters"
-  target_key_id = aws_kms_key.parameters_sin.key_id
+module "parameters_key_sin" {
+  source      = "../../modules/kms-key"
+  providers   = { aws = aws.sin }
+  description = "ferry: SecureString parameters"
+  alias       = "alias/ferry-parameters"
+  tags        = local.tags
 }
 
 # --- Networks --------------------------------------------------------------
@@ -122,7 +86,7 @@ module "hub_fra" {
   ami_id                 = var.amis["fra"]
   package_url            = var.hub_package_url
   parameter_prefix       = "/ferry/fra"
-  parameters_kms_key_arn = aws_kms_key.parameters_fra.arn
+  parameters_kms_key_arn = module.parameters_key_fra.arn
   tags                   = local.tags
   config_toml            = <<-TOML
     state_dir = "/var/lib/ferry"
@@ -186,7 +150,7 @@ module "spokes_iad" {
   package_url            = var.spoke_package_url
   config_toml            = local.spoke_config
   parameter_prefix       = "/ferry/iad"
-  parameters_kms_key_arn = aws_kms_key.parameters_iad.arn
+  parameters_kms_key_arn = module.parameters_key_iad.arn
   min_size               = var.spokes_per_region
   desired_capacity       = var.spokes_per_region
   max_size               = var.spokes_per_region * 3
@@ -204,7 +168,7 @@ module "spokes_sin" {
   package_url            = var.spoke_package_url
   config_toml            = local.spoke_config
   parameter_prefix       = "/ferry/sin"
-  parameters_kms_key_arn = aws_kms_key.parameters_sin.arn
+  parameters_kms_key_arn = module.parameters_key_sin.arn
   min_size               = var.spokes_per_region
   desired_capacity       = var.spokes_per_region
   max_size               = var.spokes_per_region * 3

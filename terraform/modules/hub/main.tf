@@ -55,26 +55,10 @@ resource "aws_iam_instance_profile" "this" {
 
 # --- Storage ---------------------------------------------------------------
 
-resource "aws_kms_key" "state" {
-  description         = "${var.name}: the hub's state volume"
-  enable_key_rotation = true
-  policy              = data.aws_iam_policy_document.state_key.json
-  tags                = var.tags
-}
-
-data "aws_iam_policy_document" "state_key" {
-  #checkov:skip=CKV_AWS_111:A KMS key policy's "*" resource means this key only
-  #checkov:skip=CKV_AWS_356:A KMS key policy's "*" resource means this key only
-  #checkov:skip=CKV_AWS_109:The account root must manage its own key; the policy applies to this key only
-  statement {
-    sid       = "Account"
-    actions   = ["kms:*"]
-    resources = ["*"]
-    principals {
-      type        = "AWS"
-      identifiers = ["arn:aws:iam::${data.aws_caller_identity.current.account_id}:root"]
-    }
-  }
+module "state_key" {
+  source      = "../kms-key"
+  description = "${var.name}: the hub's state volume"
+  tags        = var.tags
 }
 
 resource "aws_ebs_volume" "state" {
@@ -82,7 +66,7 @@ resource "aws_ebs_volume" "state" {
   size              = var.state_volume_size_gib
   type              = "gp3"
   encrypted         = true
-  kms_key_id        = aws_kms_key.state.arn
+  kms_key_id        = module.state_key.arn
   tags              = merge(var.tags, { Name = "${var.name}-state" })
   lifecycle {
     prevent_destroy = true

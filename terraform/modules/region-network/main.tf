@@ -46,45 +46,19 @@ resource "aws_route_table_association" "public" {
 }
 
 # Flow logs, encrypted, kept a year.
-resource "aws_kms_key" "logs" {
-  description         = "${var.name}: VPC flow logs"
-  enable_key_rotation = true
-  policy              = data.aws_iam_policy_document.logs_key.json
-  tags                = var.tags
-}
-
-data "aws_caller_identity" "current" {}
 data "aws_region" "current" {}
 
-data "aws_iam_policy_document" "logs_key" {
-  # A key policy's resource is always "*": the key it is attached to.
-  #checkov:skip=CKV_AWS_111:A KMS key policy's "*" resource means this key only
-  #checkov:skip=CKV_AWS_356:A KMS key policy's "*" resource means this key only
-  #checkov:skip=CKV_AWS_109:The account root must manage its own key; the policy applies to this key only
-  statement {
-    sid       = "Account"
-    actions   = ["kms:*"]
-    resources = ["*"]
-    principals {
-      type        = "AWS"
-      identifiers = ["arn:aws:iam::${data.aws_caller_identity.current.account_id}:root"]
-    }
-  }
-  statement {
-    sid       = "CloudWatchLogs"
-    actions   = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
-    resources = ["*"]
-    principals {
-      type        = "Service"
-      identifiers = ["logs.${data.aws_region.current.name}.amazonaws.com"]
-    }
-  }
+module "logs_key" {
+  source             = "../kms-key"
+  description        = "${var.name}: VPC flow logs"
+  service_principals = ["logs.${data.aws_region.current.name}.amazonaws.com"]
+  tags               = var.tags
 }
 
 resource "aws_cloudwatch_log_group" "flow" {
   name              = "/ferry/${var.name}/vpc-flow"
   retention_in_days = var.flow_log_retention_days
-  kms_key_id        = aws_kms_key.logs.arn
+  kms_key_id        = module.logs_key.arn
   tags              = var.tags
 }
 
