@@ -7,6 +7,7 @@ pub mod cert_time;
 pub mod checksum;
 pub mod config;
 pub mod content;
+pub mod contract;
 pub mod http_metrics;
 pub mod http_server;
 pub mod link;

@@ -173,6 +173,21 @@ impl AsyncRead for H2Recv {
     }
 }
 
+/// Why a stream could not be opened on a tunnel: the tunnel is lost, and
+/// the request goes through another (or fails with 502).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The QUIC connection is closed or failed.
+    #[error("{0}")]
+    Quic(#[from] quinn::ConnectionError),
+    /// The HTTP/2 connection is closed or failed.
+    #[error("{0}")]
+    H2(#[from] h2::Error),
+    /// The hub answered the new stream with another status than 200.
+    #[error("the hub answered {0}")]
+    Status(http::StatusCode),
+}
+
 /// A spoke's tunnel as it opens streams on it.
 #[derive(Debug, Clone)]
 pub enum Link {
@@ -193,21 +208,21 @@ pub struct TcpLink {
 
 impl Link {
     /// Opens a stream.
-    pub async fn open_bi(&self) -> Result<(SendHalf, RecvHalf), String> {
+    pub async fn open_bi(&self) -> Result<(SendHalf, RecvHalf), OpenError> {
         match self {
             Link::Quic(c) => {
-                let (s, r) = c.open_bi().await.map_err(|e| e.to_string())?;
+                let (s, r) = c.open_bi().await?;
                 Ok((SendHalf::Quic(s), RecvHalf::Quic(r)))
             }
             Link::Tcp(t) => {
-                let mut sender = t.sender.clone().ready().await.map_err(|e| e.to_string())?;
+                let mut sender = t.sender.clone().ready().await?;
                 let req = http::Request::post("/")
                     .body(())
-                    .map_err(|e| e.to_string())?;
-                let (resp, send) = sender.send_request(req, false).map_err(|e| e.to_string())?;
-                let resp = resp.await.map_err(|e| e.to_string())?;
+                    .expect("a fixed request is valid");
+                let (resp, send) = sender.send_request(req, false)?;
+                let resp = resp.await?;
                 if resp.status() != http::StatusCode::OK {
-                    return Err(format!("the hub answered {}", resp.status()));
+                    return Err(OpenError::Status(resp.status()));
                 }
                 Ok((
                     SendHalf::H2(H2Send::new(send)),

@@ -1,6 +1,7 @@
 //! Frames over a byte stream (a QUIC stream, or TLS over TCP): a reader
 //! that decodes as bytes arrive and a writer, both bounded by the decoder's
-//! frame limit, plus the QUIC socket and transport settings both ends share.
+//! frame limit; HTTP bodies to and from `Data` frames, the same way on both
+//! ends; and the QUIC socket and transport settings both ends share.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -39,6 +40,40 @@ where
             .map(|item| (item.map(http_body::Frame::data), rx))
     });
     http_body_util::StreamBody::new(frames).boxed_unsync()
+}
+
+/// Why a body could not be sent as frames.
+#[derive(Debug, thiserror::Error)]
+pub enum SendBodyError {
+    /// The body itself failed (its sender went away): the peer must not
+    /// take what was sent for a whole body, so the stream is reset.
+    #[error("the body failed: {0}")]
+    Body(crate::body::BoxError),
+    /// The stream failed: the peer went away.
+    #[error("the stream failed: {0}")]
+    Stream(#[from] std::io::Error),
+}
+
+/// Sends `body` on `send` as `Data` frames of at most `max_frame` bytes,
+/// then `End`, as the body's bytes arrive (never more than one frame
+/// buffered); the caller finishes or resets the stream.
+pub async fn send_body(
+    send: &mut crate::link::SendHalf,
+    mut body: crate::body::Body,
+    max_frame: usize,
+) -> Result<(), SendBodyError> {
+    use http_body_util::BodyExt as _;
+    while let Some(frame) = body.frame().await {
+        let Ok(mut data) = frame.map_err(SendBodyError::Body)?.into_data() else {
+            continue;
+        };
+        while !data.is_empty() {
+            let piece = data.split_to(data.len().min(max_frame.max(1)));
+            send.send_frame(&Frame::Data(piece)).await?;
+        }
+    }
+    send.send_frame(&Frame::End).await?;
+    Ok(())
 }
 
 /// UDP socket buffer size for QUIC endpoints: the kernel default drops

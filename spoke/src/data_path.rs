@@ -6,10 +6,9 @@
 //! configuration), caches it for its short lifetime, builds the provider's
 //! operator in memory, and runs the same content code as the hub
 //! (`ferry_common::content`). Metadata lookups and completion reports go to
-//! the hub; a report the hub cannot take now waits in a bounded queue and is
-//! delivered, in order, when the tunnel is back.
+//! the hub (`crate::reports`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,46 +16,22 @@ use ferry_common::body::{Body, full};
 use ferry_common::content::locks::PathLocks;
 use ferry_common::content::model::{Commit, Direction, ObjectMeta, Transfer};
 use ferry_common::content::{MetaHost, Target};
+use ferry_common::contract::{Grant, GrantRequest, InternalCall, LookupAnswer, LookupRequest};
 use ferry_common::problem::{ErrorCode, Problem};
 use ferry_common::provider::ProviderRegistry;
 use futures_util::future::BoxFuture;
 use http::{HeaderValue, Response, StatusCode};
 use opendal::Operator;
-use serde::Deserialize;
-use serde_json::json;
 use tokio::sync::OwnedMutexGuard;
-use tokio_util::sync::CancellationToken;
 
-use crate::hub_client::HubClient;
+use crate::hub_client::{HubClient, OnBehalf};
 use crate::metrics::{GrantResult, Metrics};
-
-/// Reports kept while the hub cannot be reached; beyond this the oldest is
-/// dropped (and counted).
-const REPORT_QUEUE_LIMIT: usize = 10_000;
-
-/// What the hub grants for one (key, connection).
-#[derive(Debug, Clone, Deserialize)]
-struct Grant {
-    account_id: String,
-    connection_id: String,
-    provider: String,
-    config: serde_json::Value,
-    direct: bool,
-    ttl_ms: u64,
-}
+use crate::reports::{Report, Reports};
 
 #[derive(Debug)]
 struct Cached {
     grant: Arc<Grant>,
     expires: Instant,
-}
-
-/// A completion report waiting for the hub.
-#[derive(Debug, Clone)]
-enum Report {
-    /// A commit, and the principal of the client it is for.
-    Commit(Box<Commit>, Option<Arc<str>>),
-    Transfer(Transfer),
 }
 
 /// What to do with a content request.
@@ -79,20 +54,21 @@ pub struct DataPath {
     grants: Mutex<HashMap<(Vec<u8>, String), Cached>>,
     operators: Mutex<HashMap<String, (String, Operator)>>,
     locks: PathLocks,
-    reports: Mutex<VecDeque<Report>>,
+    /// Completion reports on their way to the hub.
+    pub reports: Arc<Reports>,
 }
 
 impl DataPath {
     /// A data path reporting to the hub through `client`, as spoke `name`.
     pub fn new(client: HubClient, name: String, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
+            reports: Arc::new(Reports::new(client.clone(), metrics.clone())),
             client,
             name,
             metrics,
             grants: Mutex::default(),
             operators: Mutex::default(),
             locks: PathLocks::default(),
-            reports: Mutex::default(),
         })
     }
 
@@ -151,17 +127,20 @@ impl DataPath {
         authorization: &HeaderValue,
         connection: &str,
     ) -> Result<Grant, Response<Body>> {
-        let (status, headers, body) = self
+        let request = GrantRequest {
+            connection: connection.to_owned(),
+        };
+        let answer = self
             .client
             .call(
-                "/internal/v1/grant",
-                Some(authorization),
-                &json!({ "connection": connection }),
+                InternalCall::Grant,
+                OnBehalf::Client(authorization),
+                &request,
             )
             .await
             .map_err(Problem::into_response)?;
-        if status == StatusCode::OK {
-            return serde_json::from_slice(&body).map_err(|e| {
+        if answer.status == StatusCode::OK {
+            return serde_json::from_slice(&answer.body).map_err(|e| {
                 Problem::new(
                     ErrorCode::Internal,
                     format!("the hub's grant is unreadable: {e}"),
@@ -170,10 +149,10 @@ impl DataPath {
             });
         }
         // The hub's refusal (401, 404, …) goes to the client as it is.
-        let mut resp = Response::new(full(body));
-        *resp.status_mut() = status;
+        let mut resp = Response::new(full(answer.body));
+        *resp.status_mut() = answer.status;
         for name in [http::header::CONTENT_TYPE, http::header::WWW_AUTHENTICATE] {
-            if let Some(v) = headers.get(&name) {
+            if let Some(v) = answer.headers.get(&name) {
                 resp.headers_mut().insert(name, v.clone());
             }
         }
@@ -209,108 +188,6 @@ impl DataPath {
             .expect("operator cache poisoned")
             .clear();
     }
-
-    /// Sends a report now, unless earlier ones still wait (order matters)
-    /// or the hub cannot take it; then it queues.
-    async fn report(&self, report: Report) {
-        let waiting = !self
-            .reports
-            .lock()
-            .expect("report queue poisoned")
-            .is_empty();
-        if waiting || self.send_report(&report).await == Err(false) {
-            self.enqueue(report);
-        }
-    }
-
-    fn enqueue(&self, report: Report) {
-        let mut q = self.reports.lock().expect("report queue poisoned");
-        if q.len() >= REPORT_QUEUE_LIMIT {
-            q.pop_front();
-            self.metrics.report_dropped();
-            tracing::error!("the report queue is full: dropped the oldest completion report");
-        }
-        q.push_back(report);
-        self.metrics.reports_queued(q.len());
-    }
-
-    /// Sends one report. `Err(true)`: the hub refused it for good (a 4xx,
-    /// such as a connection deleted meanwhile), so retrying cannot help;
-    /// `Err(false)`: try again later.
-    async fn send_report(&self, report: &Report) -> Result<(), bool> {
-        let (path, body, principal) = match report {
-            Report::Commit(c, p) => ("/internal/v1/commit", serde_json::to_value(c), p.as_deref()),
-            Report::Transfer(t) => ("/internal/v1/transfer", serde_json::to_value(t), None),
-        };
-        let body = body.expect("reports serialise");
-        let (status, _, answer) = self
-            .client
-            .call_as(path, principal, &body)
-            .await
-            .map_err(|_| false)?;
-        if status.is_success() {
-            Ok(())
-        } else if status.is_client_error() {
-            tracing::error!(%status, answer = %String::from_utf8_lossy(&answer), "the hub refused a completion report; dropping it");
-            self.metrics.report_dropped();
-            Err(true)
-        } else {
-            Err(false)
-        }
-    }
-
-    /// Waits (at most `limit`) for the queue to empty, for a clean exit.
-    pub async fn flush_reports(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if self
-                .reports
-                .lock()
-                .expect("report queue poisoned")
-                .is_empty()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Delivers queued reports, in order, whenever the hub can take them.
-    pub async fn deliver_reports(self: Arc<Self>, shutdown: CancellationToken) {
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-            }
-            loop {
-                let next = self
-                    .reports
-                    .lock()
-                    .expect("report queue poisoned")
-                    .front()
-                    .cloned();
-                let Some(report) = next else { break };
-                match self.send_report(&report).await {
-                    Ok(()) | Err(true) => {
-                        let mut q = self.reports.lock().expect("report queue poisoned");
-                        q.pop_front();
-                        self.metrics.reports_queued(q.len());
-                        if q.is_empty() {
-                            tracing::info!("delivered every queued completion report");
-                        }
-                    }
-                    Err(false) => break,
-                }
-            }
-        }
-        let left = self.reports.lock().expect("report queue poisoned").len();
-        if left > 0 {
-            tracing::warn!(
-                reports = left,
-                "stopping with completion reports the hub never received"
-            );
-        }
-    }
 }
 
 /// The spoke's [`MetaHost`]: metadata from and to the hub.
@@ -334,26 +211,26 @@ impl MetaHost for SpokeHost {
         path: &'a str,
     ) -> BoxFuture<'a, Result<Option<ObjectMeta>, Problem>> {
         Box::pin(async move {
-            let body = json!({ "connection_id": connection_id, "path": path });
+            let request = LookupRequest {
+                connection_id: connection_id.to_owned(),
+                path: path.to_owned(),
+            };
+            let behalf = OnBehalf::Principal(self.1.as_deref());
             match self
                 .0
                 .client
-                .call_as("/internal/v1/lookup", self.1.as_deref(), &body)
+                .call(InternalCall::Lookup, behalf, &request)
                 .await
             {
-                Ok((StatusCode::OK, _, answer)) => {
-                    #[derive(Deserialize)]
-                    struct Found {
-                        meta: Option<ObjectMeta>,
-                    }
-                    Ok(serde_json::from_slice::<Found>(&answer)
+                Ok(a) if a.status == StatusCode::OK => {
+                    Ok(serde_json::from_slice::<LookupAnswer>(&a.body)
                         .map(|f| f.meta)
                         .unwrap_or(None))
                 }
                 // Without the hub, serve what the provider says: no
                 // recorded checksum, an entity tag from the provider.
-                Ok((status, _, _)) => {
-                    tracing::warn!(%status, "the hub could not look an object up; serving without its metadata");
+                Ok(a) => {
+                    tracing::warn!(status = %a.status, "the hub could not look an object up; serving without its metadata");
                     Ok(None)
                 }
                 Err(_) => Ok(None),
@@ -364,6 +241,7 @@ impl MetaHost for SpokeHost {
     fn commit(&self, commit: Commit) -> BoxFuture<'_, Result<(), Problem>> {
         Box::pin(async move {
             self.0
+                .reports
                 .report(Report::Commit(Box::new(commit), self.1.clone()))
                 .await;
             Ok(())
@@ -371,8 +249,8 @@ impl MetaHost for SpokeHost {
     }
 
     fn log_transfer(&self, transfer: Transfer) -> BoxFuture<'static, ()> {
-        let data = self.0.clone();
-        Box::pin(async move { data.report(Report::Transfer(transfer)).await })
+        let reports = self.0.reports.clone();
+        Box::pin(async move { reports.report(Report::Transfer(transfer)).await })
     }
 
     fn lock<'a>(

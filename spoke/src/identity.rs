@@ -7,12 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use base64::Engine as _;
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::rt::TokioIo;
+use ferry_common::contract::{EnrolAnswer, EnrolRequest};
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::SpokeConfig;
 
@@ -100,51 +97,51 @@ impl Identity {
 /// Makes a key, has the hub sign it, and stores the result.
 async fn enrol(cfg: &SpokeConfig, token: &str) -> anyhow::Result<()> {
     let key = rcgen::KeyPair::generate()?;
-    let mut body = serde_json::json!({
-        "token": token,
-        "public_key": base64::engine::general_purpose::STANDARD.encode(key.public_key_raw()),
-    });
-    // A fleet token needs the name the spoke enrols under; a join token
-    // names its spoke (and hubs older than fleets refuse the member).
-    if token.starts_with("fft_") {
-        body["name"] = serde_json::json!(cfg.name);
-    }
+    let request = EnrolRequest::new(token, &cfg.name, key.public_key_raw());
     let url = format!("{}/v1/spokes/enrol", cfg.hub.api_url.trim_end_matches('/'));
     tracing::info!(%url, "enrolling with the hub");
-    let (status, answer) = post_json(&url, cfg.hub.api_ca_file.as_deref(), &body).await?;
-    if status != 201 {
-        let detail = answer["detail"].as_str().unwrap_or("no detail");
+    let resp = hub_api_client(cfg.hub.api_ca_file.as_deref())?
+        .post(&url)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(serde_json::to_vec(&request)?)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the hub API at {url}"))?;
+    let status = resp.status();
+    let body = resp
+        .bytes()
+        .await
+        .context("the hub's answer to the enrolment broke off")?;
+    if status != http::StatusCode::CREATED {
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         bail!(
-            "the hub refused the enrolment ({status} {}): {detail}",
-            answer["code"].as_str().unwrap_or("?")
+            "the hub refused the enrolment ({} {}): {}",
+            status.as_u16(),
+            problem["code"].as_str().unwrap_or("?"),
+            problem["detail"].as_str().unwrap_or("no detail")
         );
     }
-    let field = |k: &str| {
-        answer[k]
-            .as_str()
-            .map(str::to_owned)
-            .with_context(|| format!("the hub's answer lacks '{k}'"))
-    };
-    let (cert, ca, server_name) = (field("certificate")?, field("ca")?, field("server_name")?);
+    let answer: EnrolAnswer =
+        serde_json::from_slice(&body).context("the hub's enrolment answer is unreadable")?;
     std::fs::create_dir_all(&cfg.state_dir)?;
     write_file(
         &cfg.state_dir.join(KEY),
         key.serialize_pem().as_bytes(),
         true,
     )?;
-    write_file(&cfg.state_dir.join(HUB_CA), ca.as_bytes(), false)?;
+    write_file(&cfg.state_dir.join(HUB_CA), answer.ca.as_bytes(), false)?;
     write_file(
         &cfg.state_dir.join(SERVER_NAME),
-        server_name.as_bytes(),
+        answer.server_name.as_bytes(),
         false,
     )?;
-    if let Ok(hubs) =
-        serde_json::from_value::<Vec<ferry_common::proto::HubAddrs>>(answer["hubs"].clone())
-    {
-        save_hubs(&cfg.state_dir, &hubs)?;
-    }
+    save_hubs(&cfg.state_dir, &answer.hubs)?;
     // The certificate last: its presence means "enrolled".
-    write_file(&cfg.state_dir.join(CERT), cert.as_bytes(), false)?;
+    write_file(
+        &cfg.state_dir.join(CERT),
+        answer.certificate.as_bytes(),
+        false,
+    )?;
     tracing::info!("enrolled: the hub signed this spoke's key");
     Ok(())
 }
@@ -171,67 +168,29 @@ fn write_file(path: &Path, data: &[u8], private: bool) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// One JSON POST over HTTP/1.1, plain or TLS.
-async fn post_json(
-    url: &str,
-    ca_file: Option<&Path>,
-    body: &serde_json::Value,
-) -> anyhow::Result<(u16, serde_json::Value)> {
-    let uri: http::Uri = url.parse().context("hub.api_url is not a URL")?;
-    let https = uri.scheme_str() == Some("https");
-    let host = uri.host().context("hub.api_url has no host")?.to_owned();
-    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let tcp = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        tokio::net::TcpStream::connect((host.as_str(), port)),
-    )
-    .await
-    .context("connecting to the hub API timed out")?
-    .with_context(|| format!("cannot connect to the hub API at {host}:{port}"))?;
-    let req = http::Request::post(uri.path())
-        .header(http::header::HOST, &host)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?;
-    let resp = if https {
-        let mut roots = rustls::RootCertStore::empty();
-        match ca_file {
-            Some(f) => {
-                for cert in CertificateDer::pem_file_iter(f)
-                    .with_context(|| format!("cannot read {}", f.display()))?
-                {
-                    roots.add(cert?)?;
-                }
+/// The HTTP client for the hub's API: TLS trusting `ca_file`'s
+/// certificates, or the public web's roots when none is given.
+fn hub_api_client(ca_file: Option<&Path>) -> anyhow::Result<reqwest::Client> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(f) => {
+            for cert in CertificateDer::pem_file_iter(f)
+                .with_context(|| format!("cannot read {}", f.display()))?
+            {
+                roots.add(cert?)?;
             }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-            .connect(ServerName::try_from(host.clone())?, tcp)
-            .await
-            .context("TLS with the hub API failed")?;
-        send(TokioIo::new(stream), req).await?
-    } else {
-        send(TokioIo::new(tcp), req).await?
-    };
-    let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await?.to_bytes();
-    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-    Ok((status, json))
-}
-
-async fn send<I>(
-    io: I,
-    req: http::Request<Full<Bytes>>,
-) -> anyhow::Result<http::Response<hyper::body::Incoming>>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
-    tokio::spawn(conn);
-    Ok(sender.send_request(req).await?)
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?)
 }

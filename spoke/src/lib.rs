@@ -9,6 +9,7 @@ pub mod front;
 pub mod hub_client;
 pub mod identity;
 pub mod metrics;
+pub mod reports;
 pub mod steering;
 pub mod tunnel;
 
@@ -77,7 +78,6 @@ pub async fn run(
     let hub = HubClient {
         tunnel: handle,
         max_frame: cfg.tunnel.max_frame_bytes,
-        metrics: metrics.clone(),
     };
     let data = DataPath::new(hub.clone(), cfg.name.clone(), metrics.clone());
     let tunnel_stop = CancellationToken::new();
@@ -113,20 +113,17 @@ pub async fn run(
         shared,
         learned_rx,
     ));
-    let reports = tokio::spawn(data.clone().deliver_reports(tunnel_stop.clone()));
+    let reports = tokio::spawn(data.reports.clone().deliver(tunnel_stop.clone()));
     // Ready for systemd once a first tunnel is up (the listener is bound
     // already): a spoke without a hub serves almost nothing.
     {
         let handle = hub.tunnel.clone();
         let stop = tunnel_stop.clone();
         tokio::spawn(async move {
-            while handle.current().is_none() {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
-                }
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = handle.wait_up() => ferry_common::systemd::ready(),
             }
-            ferry_common::systemd::ready();
         });
     }
     ferry_common::systemd::spawn_watchdog(tunnel_stop.clone());
@@ -148,7 +145,7 @@ pub async fn run(
         })));
     }
     http_server::serve(listener, tls, limits, handler, shutdown).await;
-    data.flush_reports(REPORT_FLUSH).await;
+    data.reports.flush(REPORT_FLUSH).await;
     tunnel_stop.cancel();
     let _ = reports.await;
     tunnels.await.context("the tunnels' task failed")??;

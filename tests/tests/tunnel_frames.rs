@@ -193,7 +193,7 @@ async fn a_wrong_name_or_version_in_hello_is_refused() {
     write_frame(&mut send, &Frame::Hello(hello)).await.unwrap();
     let mut reader = FrameReader::new(recv, 1 << 20);
     match reader.next().await {
-        Ok(Some(Frame::Refuse(r))) => assert_eq!(r.code, "unsupported_version"),
+        Ok(Some(Frame::Refuse(r))) => assert_eq!(r.code.as_str(), "unsupported_version"),
         other => panic!("expected a refusal, got {other:?}"),
     }
     let conn = connect_as(&hub, "other").await;
@@ -207,7 +207,7 @@ async fn a_wrong_name_or_version_in_hello_is_refused() {
     write_frame(&mut send, &Frame::Hello(hello)).await.unwrap();
     let mut reader = FrameReader::new(recv, 1 << 20);
     match reader.next().await {
-        Ok(Some(Frame::Refuse(r))) => assert_eq!(r.code, "wrong_name"),
+        Ok(Some(Frame::Refuse(r))) => assert_eq!(r.code.as_str(), "wrong_name"),
         other => panic!("expected a refusal, got {other:?}"),
     }
 }

@@ -12,11 +12,11 @@
 //! - `transfer`: a transfer-log entry (downloads, rejected uploads).
 
 use ferry_common::body::Body;
-use ferry_common::content::model::{Commit, Transfer};
+use ferry_common::contract::{
+    Commit, Grant, GrantRequest, InternalCall, LookupAnswer, LookupRequest, Transfer,
+};
 use ferry_common::problem::{ErrorCode, Problem};
 use http::{Request, StatusCode};
-use serde::Deserialize;
-use serde_json::json;
 
 use super::connections::resolve;
 use super::http_util::{json, no_content, read_json};
@@ -24,52 +24,13 @@ use super::operators::open_config;
 use super::{ApiResult, AppState, store_problem};
 use crate::tunnel::{SpokeOwn, ViaSpoke};
 
-/// Which internal route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InternalOp {
-    /// `/internal/v1/grant`
-    Grant,
-    /// `/internal/v1/lookup`
-    Lookup,
-    /// `/internal/v1/commit`
-    Commit,
-    /// `/internal/v1/transfer`
-    Transfer,
-}
-
-impl InternalOp {
-    /// Matches the part of the path after `/internal/v1/`.
-    pub fn parse(rest: &str) -> Option<Self> {
-        Some(match rest {
-            "grant" => Self::Grant,
-            "lookup" => Self::Lookup,
-            "commit" => Self::Commit,
-            "transfer" => Self::Transfer,
-            _ => return None,
-        })
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GrantRequest {
-    connection: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LookupRequest {
-    connection_id: String,
-    path: String,
-}
-
 /// Providers whose data lives in the hub's own process: spokes cannot
 /// reach it and forward those requests instead.
 fn hub_local(provider: &str) -> bool {
     ferry_common::provider::ProviderKind::from_name(provider).is_none_or(|k| !k.direct())
 }
 
-pub async fn handle(state: &AppState, op: InternalOp, req: Request<Body>) -> ApiResult {
+pub async fn handle(state: &AppState, call: InternalCall, req: Request<Body>) -> ApiResult {
     let own = req.extensions().get::<SpokeOwn>().is_some();
     let Some(spoke) = req.extensions().get::<ViaSpoke>().cloned().filter(|_| own) else {
         return Err(Problem::new(
@@ -78,8 +39,8 @@ pub async fn handle(state: &AppState, op: InternalOp, req: Request<Body>) -> Api
         ));
     };
     let limit = state.max_json_body_bytes().max(1024 * 1024);
-    match op {
-        InternalOp::Grant => {
+    match call {
+        InternalCall::Grant => {
             let headers = req.headers().clone();
             let body: GrantRequest = read_json(req, limit).await?;
             let res = resolve(state, &headers, &body.connection).await?;
@@ -90,28 +51,27 @@ pub async fn handle(state: &AppState, op: InternalOp, req: Request<Body>) -> Api
                 .map_or(30_000, |s| s.grant_ttl_secs * 1000);
             state.metrics.grant();
             tracing::debug!(spoke.id = %spoke.0, connection.id = %res.row.id, "granted a connection");
-            Ok(json(
-                StatusCode::OK,
-                &json!({
-                    "account_id": res.account,
-                    "connection_id": res.row.id,
-                    "provider": res.row.provider,
-                    "config": config,
-                    "direct": !hub_local(&res.row.provider),
-                    "ttl_ms": ttl_ms,
-                }),
-            ))
+            let direct = !hub_local(&res.row.provider);
+            let grant = Grant {
+                account_id: res.account,
+                connection_id: res.row.id,
+                provider: res.row.provider,
+                config,
+                direct,
+                ttl_ms,
+            };
+            Ok(json(StatusCode::OK, &grant))
         }
-        InternalOp::Lookup => {
+        InternalCall::Lookup => {
             let body: LookupRequest = read_json(req, limit).await?;
             let meta = state
                 .store
                 .get_object(&body.connection_id, &body.path)
                 .await
                 .map_err(|e| store_problem(state, e))?;
-            Ok(json(StatusCode::OK, &json!({ "meta": meta })))
+            Ok(json(StatusCode::OK, &LookupAnswer { meta }))
         }
-        InternalOp::Commit => {
+        InternalCall::Commit => {
             let commit: Commit = read_json(req, limit).await?;
             // A connection deleted since the transfer began: nothing to
             // record, and a retry cannot help (4xx, so the spoke drops it).
@@ -134,7 +94,7 @@ pub async fn handle(state: &AppState, op: InternalOp, req: Request<Body>) -> Api
                 .map_err(|e| store_problem(state, e))?;
             Ok(no_content())
         }
-        InternalOp::Transfer => {
+        InternalCall::Transfer => {
             let transfer: Transfer = read_json(req, limit).await?;
             state
                 .store

@@ -57,7 +57,7 @@ pub enum Route {
     /// `/v1/spokes/{name}`
     Spoke(String),
     /// `/internal/v1/…`: for spokes, through their tunnel only.
-    Internal(super::internal::InternalOp),
+    Internal(ferry_common::contract::InternalCall),
 }
 
 /// The route template, as a bounded metrics label.
@@ -182,7 +182,7 @@ impl Route {
             _ => {}
         }
         if let Some(op) = rest.strip_prefix("internal/v1/") {
-            return Ok(super::internal::InternalOp::parse(op).map(Route::Internal));
+            return Ok(ferry_common::contract::InternalCall::parse(op).map(Route::Internal));
         }
         let Some(rest) = rest.strip_prefix("v1/") else {
             return Ok(None);

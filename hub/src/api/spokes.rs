@@ -3,6 +3,7 @@
 
 use base64::Engine as _;
 use ferry_common::body::Body;
+use ferry_common::contract::{EnrolAnswer, EnrolRequest, TokenKind};
 use ferry_common::problem::{ErrorCode, Problem};
 use http::{Method, Request, StatusCode};
 use serde::Deserialize;
@@ -20,19 +21,6 @@ struct AddSpoke {
     name: String,
     /// Lifetime of the join token; default from `tunnel.join_token_ttl_secs`.
     token_ttl_secs: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Enrol {
-    /// A join token (`fjt_…`), or a fleet token (`fft_…`).
-    token: String,
-    /// The spoke's name: required with a fleet token (it must be
-    /// `<prefix>-…`); with a join token, it must be the token's spoke.
-    #[serde(default)]
-    name: Option<String>,
-    /// The spoke's own P-256 public key: the uncompressed point, base64.
-    public_key: String,
 }
 
 fn support(state: &AppState) -> Result<&SpokeSupport, Problem> {
@@ -124,7 +112,7 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
 }
 
 async fn enrol(state: &AppState, support: &SpokeSupport, req: Request<Body>) -> ApiResult {
-    let body: Enrol = read_json(req, state.max_json_body_bytes()).await?;
+    let body: EnrolRequest = read_json(req, state.max_json_body_bytes()).await?;
     let refused = |why: &str| Problem::new(ErrorCode::InvalidJoinToken, why);
     let explain = |why: EnrolRefusal| match why {
         EnrolRefusal::Unknown => refused("the token is unknown, was already used, or was revoked"),
@@ -138,7 +126,7 @@ async fn enrol(state: &AppState, support: &SpokeSupport, req: Request<Body>) -> 
             "a spoke of that name is enrolled already: a fleet token only adds spokes",
         ),
     };
-    let fleet = body.token.starts_with(crate::store::FLEET_TOKEN_PREFIX);
+    let fleet = TokenKind::of(&body.token) == Some(TokenKind::Fleet);
     let name = if fleet {
         let Some(name) = body.name.clone() else {
             return Err(Problem::new(
@@ -189,14 +177,12 @@ async fn enrol(state: &AppState, support: &SpokeSupport, req: Request<Body>) -> 
         return Err(refused("the join token was used meanwhile"));
     }
     tracing::info!(spoke.id = %name, fleet, "enrolled a spoke");
-    Ok(json(
-        StatusCode::CREATED,
-        &json!({
-            "name": name,
-            "certificate": cert.pem(),
-            "ca": support.ca.cert_pem(),
-            "server_name": support.server_name,
-            "hubs": support.hubs.current(),
-        }),
-    ))
+    let answer = EnrolAnswer {
+        name,
+        certificate: cert.pem(),
+        ca: support.ca.cert_pem().to_owned(),
+        server_name: support.server_name.clone(),
+        hubs: support.hubs.current(),
+    };
+    Ok(json(StatusCode::CREATED, &answer))
 }

@@ -91,6 +91,10 @@ pub struct TunnelConfig {
     /// Requests a spoke may have open at once on one tunnel. Default 1024.
     #[serde(default = "tunnel_defaults::max_concurrent_streams")]
     pub max_concurrent_streams: u32,
+    /// Tunnels open at once on each transport (QUIC, TCP), handshakes
+    /// included; further spokes wait in the backlog. Default 4096.
+    #[serde(default = "tunnel_defaults::max_tunnels")]
+    pub max_tunnels: usize,
     /// How long spokes may use a grant (an account's right to stream with
     /// one connection) before asking again; also how long a revoked key or
     /// deleted connection keeps working at a spoke. Default 30.
@@ -122,6 +126,9 @@ mod tunnel_defaults {
     }
     pub fn max_concurrent_streams() -> u32 {
         1024
+    }
+    pub fn max_tunnels() -> usize {
+        4096
     }
     pub fn grant_ttl_secs() -> u64 {
         30
@@ -165,6 +172,9 @@ impl TunnelConfig {
                 "tunnel.connection_window_bytes",
                 "must be at least tunnel.stream_window_bytes",
             );
+        }
+        if self.max_tunnels == 0 {
+            p.add("tunnel.max_tunnels", "must be at least 1");
         }
         if self.max_concurrent_streams == 0 {
             p.add("tunnel.max_concurrent_streams", "must be at least 1");

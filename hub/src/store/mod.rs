@@ -32,7 +32,7 @@ pub use connections::ConnectionRow;
 pub use copy::CopyOutcome;
 pub use events::{Event, EventKind, EventRecord};
 pub use objects::{Commit, Direction, ObjectMeta, Transfer, TransferStatus};
-pub use spokes::{EnrolRefusal, FLEET_TOKEN_PREFIX, FleetRow, SpokeRow, valid_spoke_name};
+pub use spokes::{EnrolRefusal, FleetRow, SpokeRow, valid_spoke_name};
 pub use steering::{Presence, SharedSample};
 
 /// Why a store operation failed.

@@ -11,11 +11,9 @@ use ring::rand::SecureRandom as _;
 use serde::Serialize;
 use sqlx::Row as _;
 
-use super::{Store, StoreError, now_ms};
+use ferry_common::contract::enrol::{FLEET_TOKEN_PREFIX, JOIN_TOKEN_PREFIX};
 
-const TOKEN_PREFIX: &str = "fjt_";
-/// Fleet tokens: one enrols any number of new spokes named `<prefix>-…`.
-pub const FLEET_TOKEN_PREFIX: &str = "fft_";
+use super::{Store, StoreError, now_ms};
 
 /// A fleet enrolment token's record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -85,7 +83,7 @@ impl Store {
     /// Adds a spoke (or, for an existing one, issues a new join token) and
     /// returns the token, valid for `ttl_ms`. A revoked name stays revoked.
     pub async fn add_spoke(&self, name: &str, ttl_ms: i64) -> Result<(String, i64), StoreError> {
-        let token = new_token(TOKEN_PREFIX);
+        let token = new_token(JOIN_TOKEN_PREFIX);
         let now = now_ms();
         let expires = now + ttl_ms;
         let mut tx = self.write_tx().await?;

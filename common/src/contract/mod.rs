@@ -1,0 +1,89 @@
+//! The calls a spoke makes to its hub for itself, and the enrolment that
+//! comes before any tunnel: one typed home for what both sides send, so a
+//! change on one side cannot compile while the other breaks at run time.
+//!
+//! The spoke's own calls travel like forwarded requests, on a tunnel
+//! stream of their own, but without a client address: `POST
+//! /internal/v1/<call>` with a JSON body ([`InternalCall`]). The hub
+//! answers them only for requests that came through a spoke's tunnel and
+//! are the spoke's own; for anyone else the routes do not exist.
+//!
+//! | call | body | answer |
+//! |---|---|---|
+//! | `grant` | [`GrantRequest`], with the client's `Authorization` | [`Grant`] |
+//! | `lookup` | [`LookupRequest`] | [`LookupAnswer`] |
+//! | `commit` | [`Commit`] | 204 |
+//! | `transfer` | [`Transfer`] | 204 |
+//!
+//! Lookups and completion reports carry the client's principal
+//! ([`crate::principal::HEADER`]) so that the client reads its writes
+//! through any hub. Versioning follows the tunnel's (see [`crate::proto`]):
+//! the `v1` in the path moves only when a message changes incompatibly;
+//! within it, fields are added as optional and unknown ones ignored.
+
+pub mod enrol;
+pub mod grant;
+
+pub use crate::content::model::{Commit, Transfer};
+pub use enrol::{EnrolAnswer, EnrolRequest, TokenKind};
+pub use grant::{Grant, GrantRequest, LookupAnswer, LookupRequest};
+
+/// Where the internal routes live.
+pub const INTERNAL_PREFIX: &str = "/internal/v1/";
+
+/// One of the spoke's own calls to its hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InternalCall {
+    /// What the spoke needs to stream with a connection's provider.
+    Grant,
+    /// The metadata the hub recorded for an object.
+    Lookup,
+    /// A finished upload's metadata, event and transfer.
+    Commit,
+    /// A transfer-log entry (downloads, rejected uploads).
+    Transfer,
+}
+
+impl InternalCall {
+    /// Every call.
+    pub const ALL: [InternalCall; 4] = [Self::Grant, Self::Lookup, Self::Commit, Self::Transfer];
+
+    /// The call's name, the last segment of its path.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Grant => "grant",
+            Self::Lookup => "lookup",
+            Self::Commit => "commit",
+            Self::Transfer => "transfer",
+        }
+    }
+
+    /// The call's path.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::Grant => "/internal/v1/grant",
+            Self::Lookup => "/internal/v1/lookup",
+            Self::Commit => "/internal/v1/commit",
+            Self::Transfer => "/internal/v1/transfer",
+        }
+    }
+
+    /// The call named by the part of a path after [`INTERNAL_PREFIX`].
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_names_agree() {
+        for call in InternalCall::ALL {
+            assert_eq!(call.path(), format!("{INTERNAL_PREFIX}{}", call.name()));
+            assert_eq!(InternalCall::parse(call.name()), Some(call));
+        }
+        assert_eq!(InternalCall::parse("grants"), None);
+    }
+}

@@ -1,0 +1,270 @@
+//! The spokes connected now: each live tunnel's link, what its spoke
+//! announced and last reported, and the notices waiting for it. A newer
+//! tunnel from the same spoke replaces the older one after a grace.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ferry_common::proto::{Heartbeat, Notice, SteeringAnnounce};
+use ferry_common::tunnel_io::close;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How long a tunnel replaced by a newer one from the same spoke stays open
+/// for the requests still on it.
+const REPLACED_GRACE: Duration = Duration::from_secs(5);
+
+/// The hub's handle on one tunnel, whatever its transport.
+#[derive(Debug, Clone)]
+pub enum PeerLink {
+    /// QUIC.
+    Quic(quinn::Connection),
+    /// HTTP/2 over TLS on TCP; cancelling ends the connection.
+    Tcp(CancellationToken),
+}
+
+impl PeerLink {
+    /// Closes the tunnel; the peer sees `code` where the transport carries one.
+    pub(super) fn close(&self, code: u32, reason: &[u8]) {
+        match self {
+            Self::Quic(c) => c.close(code.into(), reason),
+            Self::Tcp(cancel) => cancel.cancel(),
+        }
+    }
+
+    /// The smoothed round-trip time QUIC measures; zero on TCP.
+    pub(super) fn rtt(&self) -> Duration {
+        match self {
+            Self::Quic(c) => c.rtt(),
+            Self::Tcp(_) => Duration::ZERO,
+        }
+    }
+
+    /// Waits until the tunnel has ended, whoever ended it.
+    pub(super) async fn closed(&self) {
+        match self {
+            Self::Quic(c) => {
+                c.closed().await;
+            }
+            Self::Tcp(cancel) => cancel.cancelled().await,
+        }
+    }
+
+    /// `quic` or `tcp`.
+    pub fn transport(&self) -> &'static str {
+        match self {
+            Self::Quic(_) => "quic",
+            Self::Tcp(_) => "tcp",
+        }
+    }
+}
+
+/// A live tunnel.
+#[derive(Debug)]
+struct Live {
+    id: u64,
+    link: PeerLink,
+    notices: mpsc::Sender<Notice>,
+    since: Instant,
+    last: Option<Heartbeat>,
+    /// When the last heartbeat (or, before any, the hello) arrived.
+    last_heard: Instant,
+    /// What the spoke announced for steering in its hello.
+    announce: Option<SteeringAnnounce>,
+    draining: bool,
+}
+
+/// What steering needs to know of a connected spoke.
+#[derive(Debug, Clone)]
+pub struct LiveSteering {
+    /// The spoke.
+    pub name: String,
+    /// Its public addresses, URL and capacity, if it announced them.
+    pub announce: Option<SteeringAnnounce>,
+    /// When the hub last heard a heartbeat (or the hello).
+    pub last_heard: Instant,
+    /// Transfers it reported streaming.
+    pub active_transfers: u64,
+    /// Whether it said it is shutting down.
+    pub draining: bool,
+}
+
+/// What the registry tells about a connected spoke.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LiveInfo {
+    /// `quic`, or `tcp` where UDP is blocked.
+    pub transport: &'static str,
+    /// Seconds since the tunnel came up.
+    pub connected_secs: u64,
+    /// Smoothed round-trip time to the spoke, milliseconds (QUIC only).
+    pub rtt_ms: u64,
+    /// Transfers the spoke reported streaming.
+    pub active_transfers: u64,
+    /// Content bytes per second it reported.
+    pub bytes_per_sec: u64,
+    /// Whether it said it is shutting down.
+    pub draining: bool,
+    /// Its public addresses, URL and capacity for steering.
+    pub steering: Option<SteeringAnnounce>,
+}
+
+/// The spokes connected now, by name.
+#[derive(Debug, Default)]
+pub struct Registry {
+    live: Mutex<HashMap<String, Live>>,
+    next_id: AtomicU64,
+}
+
+impl Registry {
+    /// Records a new tunnel and returns its id. An older tunnel from the
+    /// same spoke is closed after a short grace, so requests on it finish.
+    pub(super) fn insert(
+        &self,
+        name: &str,
+        link: PeerLink,
+        notices: mpsc::Sender<Notice>,
+        announce: Option<SteeringAnnounce>,
+    ) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let live = Live {
+            id,
+            link,
+            notices,
+            since: Instant::now(),
+            last: None,
+            last_heard: tokio::time::Instant::now().into_std(),
+            announce,
+            draining: false,
+        };
+        let old = self
+            .live
+            .lock()
+            .expect("registry poisoned")
+            .insert(name.to_owned(), live);
+        if let Some(old) = old {
+            tokio::spawn(async move {
+                tokio::time::sleep(REPLACED_GRACE).await;
+                old.link
+                    .close(close::REPLACED, b"replaced by a newer tunnel");
+            });
+        }
+        id
+    }
+
+    /// Forgets a tunnel if it is still the current one.
+    pub(super) fn remove(&self, name: &str, id: u64) {
+        let mut live = self.live.lock().expect("registry poisoned");
+        if live.get(name).is_some_and(|l| l.id == id) {
+            live.remove(name);
+        }
+    }
+
+    /// Records tunnel `id`'s latest heartbeat (a replaced tunnel's are
+    /// ignored).
+    pub(super) fn heartbeat(&self, name: &str, id: u64, hb: Heartbeat) {
+        if let Some(l) = self
+            .live
+            .lock()
+            .expect("registry poisoned")
+            .get_mut(name)
+            .filter(|l| l.id == id)
+        {
+            l.last = Some(hb);
+            l.last_heard = tokio::time::Instant::now().into_std();
+        }
+    }
+
+    /// Marks tunnel `id`'s spoke as draining.
+    pub(super) fn draining(&self, name: &str, id: u64) {
+        if let Some(l) = self
+            .live
+            .lock()
+            .expect("registry poisoned")
+            .get_mut(name)
+            .filter(|l| l.id == id)
+        {
+            l.draining = true;
+        }
+    }
+
+    /// Closes a spoke's tunnel at once; true if it was connected.
+    pub fn disconnect(&self, name: &str, why: &str) -> bool {
+        let live = self.live.lock().expect("registry poisoned").remove(name);
+        match live {
+            Some(l) => {
+                l.link.close(close::REVOKED, why.as_bytes());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sends `notice` to every connected spoke on its control stream; best
+    /// effort (a spoke that misses it still drops its grants when they
+    /// expire).
+    pub fn broadcast(&self, notice: Notice) {
+        for (name, l) in self.live.lock().expect("registry poisoned").iter() {
+            if l.notices.try_send(notice.clone()).is_err() {
+                tracing::warn!(spoke.id = %name, "could not queue a notice");
+            }
+        }
+    }
+
+    /// The live spokes' state.
+    pub fn snapshot(&self) -> HashMap<String, LiveInfo> {
+        self.live
+            .lock()
+            .expect("registry poisoned")
+            .iter()
+            .map(|(name, l)| {
+                let hb = l.last.clone().unwrap_or(Heartbeat {
+                    seq: 0,
+                    active_transfers: 0,
+                    bytes_per_sec: 0,
+                    client_rtts: Vec::new(),
+                });
+                (
+                    name.clone(),
+                    LiveInfo {
+                        transport: l.link.transport(),
+                        connected_secs: l.since.elapsed().as_secs(),
+                        rtt_ms: l.link.rtt().as_millis() as u64,
+                        active_transfers: hb.active_transfers,
+                        bytes_per_sec: hb.bytes_per_sec,
+                        draining: l.draining,
+                        steering: l.announce.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Every connected spoke as steering sees it.
+    pub fn steering_view(&self) -> Vec<LiveSteering> {
+        self.live
+            .lock()
+            .expect("registry poisoned")
+            .iter()
+            .map(|(name, l)| LiveSteering {
+                name: name.clone(),
+                announce: l.announce.clone(),
+                last_heard: l.last_heard,
+                active_transfers: l.last.as_ref().map_or(0, |h| h.active_transfers),
+                draining: l.draining,
+            })
+            .collect()
+    }
+
+    /// The names of the spokes connected now.
+    pub(super) fn names(&self) -> Vec<String> {
+        self.live
+            .lock()
+            .expect("registry poisoned")
+            .keys()
+            .cloned()
+            .collect()
+    }
+}
