@@ -90,6 +90,24 @@ impl Postgres {
     /// A new primary with the database `ferry`, open to replication from
     /// loopback.
     pub fn primary() -> Postgres {
+        let mut pg = Self::initialised();
+        pg.start_on_a_free_port();
+        let mut create = as_owner(&pg.bin, "createdb");
+        create.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            DATABASE,
+            DATABASE,
+        ]);
+        run(create, "createdb");
+        pg
+    }
+
+    /// A new cluster configured as a primary, not started.
+    fn initialised() -> Postgres {
         let bin = bin_dir().expect("PostgreSQL's server is installed (postgresql)");
         let dir = Self::owned_dir();
         let data = dir.path().join("data");
@@ -98,7 +116,7 @@ impl Postgres {
             .arg(&data)
             .args(["-U", DATABASE, "--auth=trust", "--no-sync", "-E", "UTF8"]);
         run(init, "initdb");
-        let mut pg = Postgres {
+        let pg = Postgres {
             bin,
             _dir: dir,
             data,
@@ -116,18 +134,6 @@ impl Postgres {
             "local all all trust\nhost all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n",
         )
         .unwrap();
-        pg.start_on_a_free_port();
-        let mut create = as_owner(&pg.bin, "createdb");
-        create.args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &pg.port.to_string(),
-            "-U",
-            DATABASE,
-            DATABASE,
-        ]);
-        run(create, "createdb");
         pg
     }
 
@@ -279,6 +285,25 @@ impl Postgres {
 
     /// Runs one SQL statement on its `ferry` database, as the superuser.
     pub fn sql(&self, statement: &str) {
+        run(self.psql(statement), "psql");
+    }
+
+    /// Runs one query on its `ferry` database, as the superuser, and
+    /// returns its result unaligned (`psql -At`: a row a line, columns
+    /// separated by `|`).
+    pub fn query(&self, statement: &str) -> String {
+        let mut psql = self.psql(statement);
+        psql.arg("-At");
+        let out = psql.output().expect("psql runs");
+        assert!(
+            out.status.success(),
+            "psql failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn psql(&self, statement: &str) -> Command {
         let mut psql = as_owner(&self.bin, "psql");
         psql.args([
             "-h",
@@ -294,7 +319,7 @@ impl Postgres {
             "-c",
             statement,
         ]);
-        run(psql, "psql");
+        psql
     }
 
     /// Makes the role `user` with `password`, owning a database of its
@@ -373,5 +398,21 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_in_use_is_told_apart_from_other_failures() {
+        let mut pg = Postgres::initialised();
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        pg.port = taken.local_addr().unwrap().port();
+        assert!(matches!(pg.try_start(), StartOutcome::AddressInUse));
+        drop(taken);
+        assert!(matches!(pg.try_start(), StartOutcome::Ready));
+        assert!(std::net::TcpStream::connect(("127.0.0.1", pg.port)).is_ok());
     }
 }
