@@ -92,16 +92,8 @@ impl Postgres {
     pub fn primary() -> Postgres {
         let mut pg = Self::initialised();
         pg.start_on_a_free_port();
-        let mut create = as_owner(&pg.bin, "createdb");
-        create.args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &pg.port.to_string(),
-            "-U",
-            DATABASE,
-            DATABASE,
-        ]);
+        let mut create = pg.client("createdb");
+        create.arg(DATABASE);
         run(create, "createdb");
         pg
     }
@@ -142,21 +134,12 @@ impl Postgres {
     pub fn replica(&self, apply_delay: Option<Duration>) -> Postgres {
         let dir = Self::owned_dir();
         let data = dir.path().join("data");
-        let mut backup = as_owner(&self.bin, "pg_basebackup");
+        let mut backup = self.client("pg_basebackup");
         backup
             .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                DATABASE,
-                "-R",
-                "-X",
-                "stream",
+                "-R", "-X", "stream",
                 // Take a checkpoint now instead of waiting for the next one.
-                "-c",
-                "fast",
+                "-c", "fast",
             ])
             .arg("-D")
             .arg(&data);
@@ -304,22 +287,24 @@ impl Postgres {
     }
 
     fn psql(&self, statement: &str) -> Command {
-        let mut psql = as_owner(&self.bin, "psql");
-        psql.args([
+        let mut psql = self.client("psql");
+        psql.args(["-d", DATABASE, "-v", "ON_ERROR_STOP=1", "-c", statement]);
+        psql
+    }
+
+    /// A client `tool` (psql, createdb, pg_basebackup) connecting to this
+    /// server over loopback as the superuser.
+    fn client(&self, tool: &str) -> Command {
+        let mut client = as_owner(&self.bin, tool);
+        client.args([
             "-h",
             "127.0.0.1",
             "-p",
             &self.port.to_string(),
             "-U",
             DATABASE,
-            "-d",
-            DATABASE,
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            statement,
         ]);
-        psql
+        client
     }
 
     /// Makes the role `user` with `password`, owning a database of its

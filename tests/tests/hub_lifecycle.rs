@@ -8,6 +8,16 @@ use ferry_tests::scenarios::{tenant, upload};
 use ferry_tests::{Api, Hub, HubOptions, eventually, metric, pattern};
 use serde_json::json;
 
+/// Waits (at most 10 s) until the hub has counted `bytes` of content going
+/// `direction` (it counts as the bytes stream); whether it did.
+async fn counted(hub: &Hub, direction: &str, bytes: u32) -> bool {
+    let labels = [("direction", direction)];
+    eventually(Duration::from_secs(10), async || {
+        metric(&hub.url(), "ferry_content_bytes_total", &labels).await >= f64::from(bytes)
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_restart_keeps_accounts_keys_connections_files_and_events() {
     let mut hub = Hub::start();
@@ -97,18 +107,8 @@ async fn a_crash_mid_upload_leaves_no_object() {
         tx.send(chunk.clone()).await.unwrap();
     }
     // The hub has received (and is staging) what was sent when it dies.
-    let sent = f64::from(8 << 20);
     assert!(
-        eventually(Duration::from_secs(10), async || {
-            metric(
-                &hub.url(),
-                "ferry_content_bytes_total",
-                &[("direction", "upload")],
-            )
-            .await
-                >= sent
-        })
-        .await,
+        counted(&hub, "upload", 8 << 20).await,
         "the hub did not receive the first 8 MiB:\n{}",
         hub.log()
     );
@@ -188,18 +188,7 @@ async fn metrics_are_valid_prometheus_text() {
     t.api.get(&t.file("nope")).send().await.expect(404);
     // The download's byte counter is updated as the body streams: wait
     // until the whole response is counted.
-    assert!(
-        eventually(Duration::from_secs(10), async || {
-            metric(
-                &hub.url(),
-                "ferry_content_bytes_total",
-                &[("direction", "download")],
-            )
-            .await
-                == 300_000.0
-        })
-        .await
-    );
+    assert!(counted(&hub, "download", 300_000).await);
     let resp = Api::new(hub.url()).get("/metrics").send().await.expect(200);
     assert!(resp.header("content-type").unwrap().contains("text"));
     let text = String::from_utf8(resp.body.to_vec()).unwrap();
