@@ -1,18 +1,31 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs and is not built by cargo. Safe to run
-# again: it only installs what is missing.
+# again: it only installs what is missing or has changed.
 #
-# Today: curl (used by the local-network script and the provider tests),
-# dig (the DNS tests), nginx, gnuplot, dnsperf and NSD (the benchmark's
-# baselines, load tool and charts; its quick run is part of the suite), the
-# storage servers the provider tests start (moto's S3 server from PyPI,
-# Azurite from npm, rclone's WebDAV server from Debian), PostgreSQL's server
-# binaries (the tests make their own clusters), Prometheus and promtool
-# (the metrics, rules and scrape tests), systemd-analyze (the unit checks),
-# checkov and python-hcl2 (the Terraform checks),
-# and cargo-nextest when missing (the suite falls back to `cargo test` if
+# From Debian (into the system, as root): curl (used by the local-network
+# script and the provider tests), dig (the DNS tests), nginx, gnuplot,
+# dnsperf and NSD (the benchmark's baselines, load tool and charts; its
+# quick run is part of the suite), rclone's WebDAV server (the provider
+# tests), PostgreSQL's server binaries (the tests make their own clusters),
+# Prometheus and promtool (the metrics, rules and scrape tests),
+# systemd-analyze (the unit checks), and Python's venv module and npm to
+# build the environments below.
+#
+# From PyPI and npm, into environments of the project's own under the cargo
+# target folder (`target/test-tools/`, or `$CARGO_TARGET_DIR/test-tools/`),
+# never into the user's Python or global npm, so a tool the user already
+# has keeps its own dependencies:
+#   venv/          moto's S3 server and python-hcl2 (tests/tools/requirements.txt)
+#   checkov-venv/  checkov (tests/tools/checkov-requirements.txt)
+#   npm/           Azurite (tests/tools/package.json and package-lock.json)
+# Each holds a stamp with the hash of the files it was made from and is
+# made afresh only when they change. The tests look for the tools there
+# (tests/src/tools.rs).
+#
+# And cargo-nextest when missing (the suite falls back to `cargo test` if
 # that install fails).
 set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
 
 need_apt=()
 command -v curl >/dev/null || need_apt+=(curl)
@@ -23,7 +36,9 @@ command -v dnsperf >/dev/null || need_apt+=(dnsperf)
 [ -x /usr/sbin/nsd ] || need_apt+=(nsd)
 command -v rclone >/dev/null || need_apt+=(rclone)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
-command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+# Debian ships `python3 -m venv` without ensurepip unless python3-venv is in.
+command -v python3 >/dev/null || need_apt+=(python3)
+python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 command -v npm >/dev/null || need_apt+=(npm)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
@@ -41,20 +56,58 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     exit 1
   fi
 fi
-# S3: moto's server (pinned to the 5.x series the tests were written for).
-if ! command -v moto_server >/dev/null; then
-  python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5.1,<6' \
-    || python3 -m pip install --quiet --break-system-packages 'moto[server]>=5.1,<6'
-fi
-# Terraform checks: python-hcl2 parses every .tf, checkov scans them.
-if ! command -v checkov >/dev/null || ! python3 -c 'import hcl2' 2>/dev/null; then
-  python3 -m pip install --quiet --disable-pip-version-check 'checkov>=3,<4' 'python-hcl2>=4,<8' \
-    || python3 -m pip install --quiet --break-system-packages 'checkov>=3,<4' 'python-hcl2>=4,<8'
-fi
-# Azure Blob: Azurite.
-if ! command -v azurite-blob >/dev/null; then
-  npm install --global --silent --no-fund --no-audit 'azurite@3' >/dev/null
-fi
+
+# cargo's own answer, so CARGO_TARGET_DIR and build.target-dir are honoured
+# the way the test binaries (which live there) see them.
+target_dir=$(cd "$root" && cargo metadata --no-deps --format-version 1 \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+tools="$target_dir/test-tools"
+spec="$root/tests/tools"
+
+# fingerprint FILE… — one hash of these files' contents.
+fingerprint() { cat "$@" | sha256sum; }
+
+# up_to_date DIR FILE… — whether DIR was made from exactly these FILEs.
+up_to_date() {
+  local dir=$1
+  shift
+  [ "$(cat "$dir/.made-from" 2>/dev/null)" = "$(fingerprint "$@")" ]
+}
+
+# python_env NAME REQUIREMENTS — the virtual environment $tools/NAME with
+# exactly REQUIREMENTS installed.
+python_env() {
+  local venv="$tools/$1" req="$spec/$2"
+  # A venv whose Python went away (an interpreter upgraded or removed) is
+  # made again too.
+  if up_to_date "$venv" "$req" && "$venv/bin/python" -c '' 2>/dev/null; then
+    return
+  fi
+  echo "installing $2 into $venv" >&2
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$req"
+  fingerprint "$req" > "$venv/.made-from"
+}
+
+# npm_env — Azurite and what it needs, exactly as the lock file says.
+npm_env() {
+  local dir="$tools/npm"
+  if up_to_date "$dir" "$spec/package.json" "$spec/package-lock.json"; then
+    return
+  fi
+  echo "installing tests/tools/package-lock.json into $dir" >&2
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  cp "$spec/package.json" "$spec/package-lock.json" "$dir/"
+  npm ci --prefix "$dir" --silent --no-fund --no-audit >/dev/null
+  fingerprint "$spec/package.json" "$spec/package-lock.json" > "$dir/.made-from"
+}
+
+python_env venv requirements.txt
+python_env checkov-venv checkov-requirements.txt
+npm_env
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest >/dev/null 2>&1 || echo "cargo-nextest unavailable; using cargo test" >&2
 fi

@@ -15,6 +15,7 @@ pub mod prometheus;
 pub mod providers;
 pub mod scenarios;
 pub mod spoke;
+pub mod tools;
 pub mod udp_relay;
 
 pub use client::{Api, Client, Resp};
@@ -122,11 +123,18 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released for a server the
-/// test starts).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+/// Waits (at most `timeout`) for `daemon` to log a line containing
+/// `announcement` and returns the 127.0.0.1 port that line names: the port
+/// a server started on port 0 says it got. `None` if no such line comes.
+pub fn announced_port(
+    daemon: &process::Daemon,
+    announcement: &str,
+    timeout: std::time::Duration,
+) -> Option<u16> {
+    let line = daemon.wait_for(announcement, timeout)?;
+    let after = line.split("127.0.0.1:").nth(1)?;
+    let digits = after
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(after.len());
+    after[..digits].parse().ok().filter(|&port| port != 0)
 }

@@ -2,14 +2,41 @@
 //! Debian's server binaries (`initdb`, `pg_basebackup -R`), in temporary
 //! folders, on loopback ports, run as the `postgres` user when the tests
 //! run as root (`initdb` refuses root).
+//!
+//! PostgreSQL cannot be told to take any free port and say which (its
+//! port also names its socket file), so a new server starts on a random
+//! candidate port and moves to another when that one is in use.
 
-use crate::free_port;
+use std::hash::{BuildHasher as _, Hasher as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The database and user every cluster has.
 pub const DATABASE: &str = "ferry";
+
+/// How many candidate ports a new server tries before the test gives up.
+const PORT_ATTEMPTS: usize = 10;
+
+/// A random port in 20000–31999: below Linux's ephemeral range (from
+/// 32768), where the ports of outgoing connections and of servers bound to
+/// port 0 are taken, so only another test's candidate can be in the way.
+fn candidate_port() -> u16 {
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    20_000 + u16::try_from(random % 12_000).expect("below 12000")
+}
+
+/// How one `pg_ctl start` went.
+enum StartOutcome {
+    /// The server takes connections.
+    Ready,
+    /// Another process holds the port: another port may do.
+    AddressInUse,
+    /// Anything else (with what `pg_ctl` and the server said).
+    Failed(String),
+}
 
 /// The folder of Debian's PostgreSQL server binaries (the newest version
 /// installed), or `None` when there is none.
@@ -63,6 +90,16 @@ impl Postgres {
     /// A new primary with the database `ferry`, open to replication from
     /// loopback.
     pub fn primary() -> Postgres {
+        let mut pg = Self::initialised();
+        pg.start_on_a_free_port();
+        let mut create = pg.client("createdb");
+        create.arg(DATABASE);
+        run(create, "createdb");
+        pg
+    }
+
+    /// A new cluster configured as a primary, not started.
+    fn initialised() -> Postgres {
         let bin = bin_dir().expect("PostgreSQL's server is installed (postgresql)");
         let dir = Self::owned_dir();
         let data = dir.path().join("data");
@@ -71,11 +108,11 @@ impl Postgres {
             .arg(&data)
             .args(["-U", DATABASE, "--auth=trust", "--no-sync", "-E", "UTF8"]);
         run(init, "initdb");
-        let mut pg = Postgres {
+        let pg = Postgres {
             bin,
             _dir: dir,
             data,
-            port: free_port(),
+            port: 0,
             running: false,
         };
         pg.configure(&[
@@ -89,18 +126,6 @@ impl Postgres {
             "local all all trust\nhost all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n",
         )
         .unwrap();
-        pg.start();
-        let mut create = as_owner(&pg.bin, "createdb");
-        create.args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &pg.port.to_string(),
-            "-U",
-            DATABASE,
-            DATABASE,
-        ]);
-        run(create, "createdb");
         pg
     }
 
@@ -109,21 +134,12 @@ impl Postgres {
     pub fn replica(&self, apply_delay: Option<Duration>) -> Postgres {
         let dir = Self::owned_dir();
         let data = dir.path().join("data");
-        let mut backup = as_owner(&self.bin, "pg_basebackup");
+        let mut backup = self.client("pg_basebackup");
         backup
             .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                DATABASE,
-                "-R",
-                "-X",
-                "stream",
+                "-R", "-X", "stream",
                 // Take a checkpoint now instead of waiting for the next one.
-                "-c",
-                "fast",
+                "-c", "fast",
             ])
             .arg("-D")
             .arg(&data);
@@ -132,13 +148,13 @@ impl Postgres {
             bin: self.bin.clone(),
             _dir: dir,
             data,
-            port: free_port(),
+            port: 0,
             running: false,
         };
         if let Some(d) = apply_delay {
             pg.configure(&[&format!("recovery_min_apply_delay = '{}ms'", d.as_millis())]);
         }
-        pg.start();
+        pg.start_on_a_free_port();
         pg
     }
 
@@ -172,9 +188,42 @@ impl Postgres {
         }
     }
 
-    /// Starts the server (again) and waits until it takes connections.
+    /// Starts a new server on a candidate port, and on another while the
+    /// one tried is in use (at most [`PORT_ATTEMPTS`]).
+    fn start_on_a_free_port(&mut self) {
+        for _ in 0..PORT_ATTEMPTS {
+            self.port = candidate_port();
+            match self.try_start() {
+                StartOutcome::Ready => return,
+                StartOutcome::AddressInUse => continue,
+                StartOutcome::Failed(why) => panic!("PostgreSQL did not start: {why}"),
+            }
+        }
+        panic!(
+            "PostgreSQL found {PORT_ATTEMPTS} candidate ports in use:\n{}",
+            self.log()
+        );
+    }
+
+    /// Starts the server again on its port and waits until it takes
+    /// connections.
     pub fn start(&mut self) {
+        match self.try_start() {
+            StartOutcome::Ready => {}
+            StartOutcome::AddressInUse => panic!(
+                "PostgreSQL's port {} was taken while it was stopped:\n{}",
+                self.port,
+                self.log()
+            ),
+            StartOutcome::Failed(why) => panic!("PostgreSQL did not start again: {why}"),
+        }
+    }
+
+    /// Runs `pg_ctl start -w` on `self.port`: it returns once the server
+    /// takes connections, or fails when the server exits.
+    fn try_start(&mut self) -> StartOutcome {
         let sockets = self.data.parent().unwrap().to_owned();
+        let log_before = self.log().len();
         let mut ctl = as_owner(&self.bin, "pg_ctl");
         ctl.arg("-D")
             .arg(&self.data)
@@ -187,17 +236,21 @@ impl Postgres {
                 sockets.display()
             ))
             .args(["-w", "-t", "60", "start"]);
-        run(ctl, "pg_ctl start");
-        self.running = true;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "PostgreSQL did not listen:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        let out = ctl.output().expect("pg_ctl runs");
+        if out.status.success() {
+            self.running = true;
+            return StartOutcome::Ready;
         }
+        let log = self.log();
+        let this_start = log.get(log_before..).unwrap_or(&log);
+        if this_start.contains("Address already in use") {
+            return StartOutcome::AddressInUse;
+        }
+        StartOutcome::Failed(format!(
+            "{}{}\n{this_start}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 
     /// Stops the server at once, as a crash would (`-m immediate`).
@@ -215,22 +268,43 @@ impl Postgres {
 
     /// Runs one SQL statement on its `ferry` database, as the superuser.
     pub fn sql(&self, statement: &str) {
-        let mut psql = as_owner(&self.bin, "psql");
-        psql.args([
+        run(self.psql(statement), "psql");
+    }
+
+    /// Runs one query on its `ferry` database, as the superuser, and
+    /// returns its result unaligned (`psql -At`: a row a line, columns
+    /// separated by `|`).
+    pub fn query(&self, statement: &str) -> String {
+        let mut psql = self.psql(statement);
+        psql.arg("-At");
+        let out = psql.output().expect("psql runs");
+        assert!(
+            out.status.success(),
+            "psql failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn psql(&self, statement: &str) -> Command {
+        let mut psql = self.client("psql");
+        psql.args(["-d", DATABASE, "-v", "ON_ERROR_STOP=1", "-c", statement]);
+        psql
+    }
+
+    /// A client `tool` (psql, createdb, pg_basebackup) connecting to this
+    /// server over loopback as the superuser.
+    fn client(&self, tool: &str) -> Command {
+        let mut client = as_owner(&self.bin, tool);
+        client.args([
             "-h",
             "127.0.0.1",
             "-p",
             &self.port.to_string(),
             "-U",
             DATABASE,
-            "-d",
-            DATABASE,
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            statement,
         ]);
-        run(psql, "psql");
+        client
     }
 
     /// Makes the role `user` with `password`, owning a database of its
@@ -309,5 +383,21 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_in_use_is_told_apart_from_other_failures() {
+        let mut pg = Postgres::initialised();
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        pg.port = taken.local_addr().unwrap().port();
+        assert!(matches!(pg.try_start(), StartOutcome::AddressInUse));
+        drop(taken);
+        assert!(matches!(pg.try_start(), StartOutcome::Ready));
+        assert!(std::net::TcpStream::connect(("127.0.0.1", pg.port)).is_ok());
     }
 }

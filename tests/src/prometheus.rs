@@ -1,11 +1,11 @@
 //! Debian's Prometheus and promtool, run by the tests: a server scraping
 //! daemons on loopback, queried over its HTTP API, and `promtool` checks.
 
-use crate::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::announced_port;
 use crate::process::Daemon;
 
 /// Runs `promtool ARGS…`, feeding it `stdin`; (success, stdout, stderr).
@@ -33,23 +33,6 @@ pub fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// Whether the server on `port` answers `GET /-/ready` with 200.
-fn ready(port: u16) -> bool {
-    use std::io::{Read as _, Write as _};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream
-        .write_all(b"GET /-/ready HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).is_ok() && head.ends_with(b"200")
 }
 
 /// A Prometheus server scraping `targets` (by job) every second.
@@ -91,27 +74,28 @@ impl Prometheus {
         }
         let path = dir.path().join("prometheus.yml");
         std::fs::write(&path, config).unwrap();
-        let port = free_port();
         let mut cmd = Command::new("prometheus");
         cmd.arg(format!("--config.file={}", path.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
                 dir.path().join("data").display()
             ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+            .arg("--web.listen-address=127.0.0.1:0");
         let daemon = Daemon::spawn(cmd);
+        // It binds port 0, logs `msg="Listening on" address=127.0.0.1:PORT`,
+        // and says when it is ready (its storage open, `/-/ready` 200).
+        let limit = Duration::from_secs(30);
+        let port = announced_port(&daemon, "msg=\"Listening on\"", limit).unwrap_or_else(|| {
+            panic!("prometheus did not say where it listens:\n{}", daemon.log())
+        });
+        assert!(
+            daemon
+                .wait_for("Server is ready to receive web requests", limit)
+                .is_some(),
+            "prometheus did not become ready:\n{}",
+            daemon.log()
+        );
         let url = format!("http://127.0.0.1:{port}");
-        // Ready once `/-/ready` answers 200 (it answers 503 while the
-        // storage opens).
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !ready(port) {
-            assert!(
-                Instant::now() < deadline,
-                "prometheus did not become ready:\n{}",
-                daemon.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
         Prometheus {
             _dir: dir,
             daemon,

@@ -1,17 +1,20 @@
 //! Real storage servers for the provider tests, started on loopback by the
 //! tests themselves: moto's S3 server (PyPI), Azurite's blob server (npm)
 //! and rclone's WebDAV server (Debian). `scripts/install-test-deps.sh`
-//! installs all three.
+//! installs all three, the first two in the project's own environments
+//! ([`crate::tools`]). Each binds port 0 and the harness reads the port it
+//! got from the line where it says so.
 
-use crate::free_port;
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
 
+use crate::announced_port;
 use crate::process::Daemon;
+use crate::tools::Tool;
 
 /// Azurite's fixed development account and key.
 pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
@@ -44,11 +47,11 @@ impl StorageServer {
 
     /// moto's S3 server, with the bucket `bucket`.
     pub fn s3(bucket: &str) -> StorageServer {
-        let port = free_port();
         let dir = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new("moto_server");
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-        let server = Self::started("s3", port, dir, cmd);
+        let mut cmd = Command::new(Tool::MotoServer.path());
+        cmd.args(["-H", "127.0.0.1", "-p", "0"]);
+        // werkzeug: ` * Running on http://127.0.0.1:PORT`.
+        let server = Self::started("s3", dir, cmd, "Running on");
         // moto accepts unsigned requests: make the bucket with a bare PUT.
         let status = http_status("PUT", &format!("{}/{bucket}", server.url()), &[]);
         assert_eq!(status, 200, "cannot create the bucket:\n{}", server.log());
@@ -57,14 +60,18 @@ impl StorageServer {
 
     /// Azurite's blob server, with the container `container`.
     pub fn azblob(container: &str) -> StorageServer {
-        let port = free_port();
         let dir = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new("azurite-blob");
-        cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+        // Azurite announces its address on standard output: send that to
+        // the standard error the harness reads.
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "exec \"$0\" \"$@\" 1>&2"])
+            .arg(Tool::AzuriteBlob.path())
+            .args(["--blobHost", "127.0.0.1", "--blobPort", "0"])
             .arg("--location")
             .arg(dir.path())
             .args(["--silent", "--skipApiVersionCheck", "--loose"]);
-        let server = Self::started("azblob", port, dir, cmd);
+        // `Azurite Blob service successfully listens on http://127.0.0.1:PORT`.
+        let server = Self::started("azblob", dir, cmd, "successfully listens on");
         let status = azure_create_container(&server.url(), container);
         assert_eq!(
             status,
@@ -77,37 +84,36 @@ impl StorageServer {
 
     /// rclone's WebDAV server on a folder, with basic authentication.
     pub fn webdav(user: &str, password: &str) -> StorageServer {
-        let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new("rclone");
         cmd.args(["serve", "webdav"])
             .arg(dir.path())
-            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(["--addr", "127.0.0.1:0"])
             .args(["--user", user, "--pass", password])
             .args(["--config", "/dev/null", "--log-level", "NOTICE"]);
-        Self::started("webdav", port, dir, cmd)
+        // `NOTICE: …: WebDav Server started on http://127.0.0.1:PORT/`.
+        Self::started("webdav", dir, cmd, "Server started on")
     }
 
+    /// Starts `cmd`, which binds port 0 on 127.0.0.1, and waits for the
+    /// line with `announcement` that names the port it got.
     fn started(
         kind: &'static str,
-        port: u16,
         dir: tempfile::TempDir,
         cmd: Command,
+        announcement: &str,
     ) -> StorageServer {
         let daemon = Daemon::spawn(cmd);
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the {kind} server did not listen on {addr}:\n{}",
-                daemon.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let port =
+            announced_port(&daemon, announcement, Duration::from_secs(60)).unwrap_or_else(|| {
+                panic!(
+                    "the {kind} server did not say where it listens:\n{}",
+                    daemon.log()
+                )
+            });
         StorageServer {
             kind,
-            addr,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
             _dir: dir,
             daemon,
         }

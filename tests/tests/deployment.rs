@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use ferry_tests::tools::Tool;
 use ferry_tests::{Hub, HubOptions, Spoke, SpokeOptions};
 
 fn repo() -> PathBuf {
@@ -321,7 +322,7 @@ fn the_debian_packages_hold_binary_unit_configs_and_make_the_user() {
 fn the_terraform_parses_passes_checkov_and_its_ferry_configs_check() {
     let tf = repo().join("terraform");
     // python-hcl2 parses every file; what it read comes back as JSON.
-    let facts: serde_json::Value = serde_json::from_str(&run(Command::new("python3")
+    let facts: serde_json::Value = serde_json::from_str(&run(Command::new(Tool::Python.path())
         .arg(repo().join("tests/scripts/terraform_facts.py"))
         .arg(&tf)))
     .unwrap();
@@ -354,7 +355,7 @@ fn the_terraform_parses_passes_checkov_and_its_ferry_configs_check() {
         );
     }
     // checkov, offline: no failed check.
-    let out = Command::new("checkov")
+    let out = Command::new(Tool::Checkov.path())
         .args(["-d"])
         .arg(&tf)
         .args([

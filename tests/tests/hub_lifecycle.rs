@@ -5,8 +5,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferry_tests::hub::ADMIN_TOKEN;
 use ferry_tests::scenarios::{tenant, upload};
-use ferry_tests::{Api, Hub, HubOptions, pattern};
+use ferry_tests::{Api, Hub, HubOptions, eventually, metric, pattern};
 use serde_json::json;
+
+/// Waits (at most 10 s) until the hub has counted `bytes` of content going
+/// `direction` (it counts as the bytes stream); whether it did.
+async fn counted(hub: &Hub, direction: &str, bytes: u32) -> bool {
+    let labels = [("direction", direction)];
+    eventually(Duration::from_secs(10), async || {
+        metric(&hub.url(), "ferry_content_bytes_total", &labels).await >= f64::from(bytes)
+    })
+    .await
+}
 
 #[tokio::test]
 async fn a_restart_keeps_accounts_keys_connections_files_and_events() {
@@ -96,7 +106,12 @@ async fn a_crash_mid_upload_leaves_no_object() {
     for _ in 0..8 {
         tx.send(chunk.clone()).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The hub has received (and is staging) what was sent when it dies.
+    assert!(
+        counted(&hub, "upload", 8 << 20).await,
+        "the hub did not receive the first 8 MiB:\n{}",
+        hub.log()
+    );
     hub.kill();
     drop(tx);
     let _ = sending.await;
@@ -131,11 +146,19 @@ async fn shutdown_lets_an_in_flight_download_finish() {
     let mut got = Vec::with_capacity(data.len());
     // Read a little, then ask the hub to stop, then read the rest slowly.
     ferry_tests::read_at_least(&mut body, &mut got, 4 << 20).await;
+    let addr = hub.addr;
     let pid_stop = tokio::task::spawn_blocking(move || {
         let status = hub.stop();
         (hub, status)
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The drain has begun once the hub has closed its listening socket.
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            tokio::net::TcpStream::connect(addr).await.is_err()
+        })
+        .await,
+        "the hub still takes connections 10 s after SIGTERM"
+    );
     // New connections are refused while draining.
     let fresh =
         tokio::time::timeout(Duration::from_secs(2), t.api.get("/healthz").send_raw()).await;
@@ -163,9 +186,9 @@ async fn metrics_are_valid_prometheus_text() {
     upload(&t, "m.bin", &data).await;
     t.api.get(&t.file("m.bin")).send().await.expect(200);
     t.api.get(&t.file("nope")).send().await.expect(404);
-    // The download's byte counter is updated as the body streams; give the
-    // response a moment to finish being counted.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The download's byte counter is updated as the body streams: wait
+    // until the whole response is counted.
+    assert!(counted(&hub, "download", 300_000).await);
     let resp = Api::new(hub.url()).get("/metrics").send().await.expect(200);
     assert!(resp.header("content-type").unwrap().contains("text"));
     let text = String::from_utf8(resp.body.to_vec()).unwrap();

@@ -3,10 +3,10 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use ferry_tests::{Hub, HubOptions};
+use ferry_tests::{Hub, HubOptions, eventually};
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -86,22 +86,33 @@ async fn tls_serves_both_http_versions_and_reloads_certificates() {
     assert_eq!((version, &body[..]), (http::Version::HTTP_11, &b"ok\n"[..]));
 
     // Rotate the certificate: new connections get the new one, no restart.
-    std::thread::sleep(Duration::from_millis(50));
+    // The hub notices a change of the files' modification time; make sure
+    // it changes even when both writes fall in one tick of the file
+    // system's clock.
+    let modified = |file: &str| {
+        std::fs::metadata(certs.path().join(file))
+            .and_then(|m| m.modified())
+            .unwrap()
+    };
+    let first_written = modified("cert.pem").max(modified("key.pem"));
     let second = write_cert(certs.path());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok(stream) = connect(&hub, &second, b"h2").await {
-            let (version, _) = healthz_over(stream).await;
-            assert_eq!(version, http::Version::HTTP_2);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the new certificate was not picked up:\n{}",
-            hub.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    for file in ["cert.pem", "key.pem"] {
+        std::fs::File::options()
+            .write(true)
+            .open(certs.path().join(file))
+            .and_then(|f| f.set_modified(first_written + Duration::from_secs(1)))
+            .unwrap();
     }
+    assert!(
+        eventually(Duration::from_secs(15), async || {
+            connect(&hub, &second, b"h2").await.is_ok()
+        })
+        .await,
+        "the new certificate was not picked up:\n{}",
+        hub.log()
+    );
+    let (version, _) = healthz_over(connect(&hub, &second, b"h2").await.unwrap()).await;
+    assert_eq!(version, http::Version::HTTP_2);
     assert!(
         connect(&hub, &first, b"h2").await.is_err(),
         "the old certificate is no longer served"

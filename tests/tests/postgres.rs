@@ -368,7 +368,17 @@ async fn two_hubs_share_one_store_and_read_their_own_writes() {
     assert_eq!(via_b.get(&t.file("c.txt")).send().await.status, 404);
     let r = via_b.delete(&t.file("a.txt")).send().await;
     assert_eq!(r.status, 503, "{:?}", r.body);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // This client's reads wait for the replica to replay its last write
+    // (two seconds late): once it has replayed all it received from the
+    // primary, they go there.
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            replica.query("SELECT pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()") == "t"
+        })
+        .await,
+        "the replica did not replay what it received:\n{}",
+        replica.log()
+    );
     let read = via_b.get(&t.file("a.txt")).send().await;
     assert_eq!(read.status, 200, "{:?}\n{}", read.body, hub_b.log());
     assert_eq!(&read.body[..], b"written through A");

@@ -8,6 +8,33 @@ use ferry_tests::hub::ADMIN_TOKEN;
 use ferry_tests::{Api, Hub, Spoke, eventually};
 use serde_json::json;
 
+/// Waits until the token that `ferry-hub spoke add` or `spoke fleet add`
+/// just made has expired: until the clock passes the `until unix ms …` its
+/// message names (a token of the tests lives a second or two).
+fn wait_until_expired(message: &str) {
+    let expires_ms: u64 = message
+        .split("until unix ms ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("the message names no expiry: {message}"));
+    let now_ms = || {
+        u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap()
+    };
+    let left = Duration::from_millis(expires_ms.saturating_sub(now_ms()));
+    assert!(left <= Duration::from_secs(5), "the token lives {left:?}");
+    std::thread::sleep(left);
+    while now_ms() <= expires_ms {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[tokio::test]
 async fn wrong_reused_and_expired_tokens_are_refused() {
     let hub = Hub::start();
@@ -23,9 +50,10 @@ async fn wrong_reused_and_expired_tokens_are_refused() {
     );
     drop(first);
 
-    let token = hub.spoke_token("lhr1", Some(1));
-    std::thread::sleep(Duration::from_millis(1500));
-    let err = Spoke::start_with_token(&hub, "lhr1", &token).unwrap_err();
+    let (ok, token, message) = hub.spoke_command(&["add", "lhr1", "--ttl-secs", "1"]);
+    assert!(ok, "{message}");
+    wait_until_expired(&message);
+    let err = Spoke::start_with_token(&hub, "lhr1", token.trim()).unwrap_err();
     assert!(err.contains("expired"), "{err}");
 
     let (ok, stdout, _) = hub.spoke_command(&["list"]);
@@ -242,9 +270,9 @@ async fn a_fleet_token_enrols_new_spokes_of_its_prefix_and_nothing_else() {
     let (_, list, _) = hub.spoke_command(&["fleet", "list"]);
     assert!(list.contains("\trevoked\t"), "{list}");
     // An expired one does not work either.
-    let (ok, expiring, _) = hub.spoke_command(&["fleet", "add", "sin", "--ttl-secs", "1"]);
-    assert!(ok);
-    std::thread::sleep(Duration::from_millis(1500));
+    let (ok, expiring, message) = hub.spoke_command(&["fleet", "add", "sin", "--ttl-secs", "1"]);
+    assert!(ok, "{message}");
+    wait_until_expired(&message);
     let err = Spoke::start_with_token(&hub, "sin-1", expiring.trim()).unwrap_err();
     assert!(err.contains("expired"), "{err}");
     // A join token names its spoke: sent with another name, it enrols

@@ -1,0 +1,96 @@
+//! The test tools that come from PyPI and npm — moto's S3 server, Azurite,
+//! checkov, and a Python with python-hcl2 — found in the environments of
+//! the project's own that `scripts/install-test-deps.sh` makes under the
+//! cargo target folder (`test-tools/`), never on `PATH`: a tool the user
+//! installed for something else is neither used nor disturbed. Debian's
+//! tools (rclone, Prometheus, PostgreSQL, dig…) stay on `PATH`.
+
+use std::path::{Path, PathBuf};
+
+/// A tool the tests run from the project's environments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    /// moto's S3 server (`moto_server`), from `tests/tools/requirements.txt`.
+    MotoServer,
+    /// The Python of the same environment, which has python-hcl2.
+    Python,
+    /// checkov, from `tests/tools/checkov-requirements.txt` (an environment
+    /// of its own: it brings a fork of hcl2 under the same module name).
+    Checkov,
+    /// Azurite's blob server (`azurite-blob`), from
+    /// `tests/tools/package-lock.json`.
+    AzuriteBlob,
+}
+
+impl Tool {
+    /// Where the tool is, relative to the `test-tools/` folder.
+    fn relative_path(self) -> &'static str {
+        match self {
+            Tool::MotoServer => "venv/bin/moto_server",
+            Tool::Python => "venv/bin/python3",
+            Tool::Checkov => "checkov-venv/bin/checkov",
+            Tool::AzuriteBlob => "npm/node_modules/.bin/azurite-blob",
+        }
+    }
+
+    /// The tool's path; panics, naming the install script, when it is not
+    /// installed.
+    pub fn path(self) -> PathBuf {
+        let path = tools_dir().join(self.relative_path());
+        assert!(
+            path.exists(),
+            "{} is not installed; run scripts/install-test-deps.sh (it installs the test tools under the cargo target folder)",
+            path.display()
+        );
+        path
+    }
+}
+
+/// The `test-tools/` folder of the cargo target folder this test
+/// executable was built into (which is where the install script puts it,
+/// honouring `CARGO_TARGET_DIR` alike).
+fn tools_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the process knows its own path");
+    target_dir_of(&exe)
+        .unwrap_or_else(|| {
+            panic!(
+                "{} is not inside a cargo target folder (no CACHEDIR.TAG above it)",
+                exe.display()
+            )
+        })
+        .join("test-tools")
+}
+
+/// The nearest folder above `exe` that cargo marks as its target folder
+/// (`target/debug/deps/…` and `target/<triple>/debug/deps/…` alike).
+fn target_dir_of(exe: &Path) -> Option<&Path> {
+    exe.ancestors()
+        .skip(1)
+        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_target_folder_is_found_above_deps_with_or_without_a_triple() {
+        let root = tempfile::tempdir().unwrap();
+        let target = root.path().join("target");
+        for deps in ["debug/deps", "x86_64-unknown-linux-gnu/debug/deps"] {
+            std::fs::create_dir_all(target.join(deps)).unwrap();
+        }
+        std::fs::write(
+            target.join("CACHEDIR.TAG"),
+            "Signature: 8a477f597d28d172789f06886806bc55",
+        )
+        .unwrap();
+        for exe in [
+            "debug/deps/providers-0123",
+            "x86_64-unknown-linux-gnu/debug/deps/providers-0123",
+        ] {
+            assert_eq!(target_dir_of(&target.join(exe)), Some(target.as_path()));
+        }
+        assert_eq!(target_dir_of(&root.path().join("elsewhere/bin")), None);
+    }
+}
