@@ -30,6 +30,7 @@ use sqlx::{AnyPool, Executor as _};
 pub use accounts::{Account, ApiKeyInfo, NewApiKey};
 pub use connections::ConnectionRow;
 pub use copy::CopyOutcome;
+pub use migrations::Dialect;
 pub use events::{Event, EventKind, EventRecord};
 pub use objects::{Commit, Direction, ObjectMeta, Transfer, TransferStatus};
 pub use spokes::{EnrolRefusal, FLEET_TOKEN_PREFIX, FleetRow, SpokeRow, valid_spoke_name};
@@ -281,12 +282,9 @@ impl Store {
         self.replica.as_ref()?.lag_bytes(&self.pool).await
     }
 
-    /// Which backend this is: `sqlite` or `postgres`.
-    pub fn backend(&self) -> &'static str {
-        match self.dialect {
-            migrations::Dialect::Sqlite => "sqlite",
-            migrations::Dialect::Postgres => "postgres",
-        }
+    /// Which database this store keeps its data in.
+    pub fn backend(&self) -> Dialect {
+        self.dialect
     }
 
     /// Takes a lock for the rest of `tx` that serialises transactions
