@@ -86,9 +86,10 @@ tokio::task_local! {
 
 /// Runs `operation` (one provider operation, or a request's several) with
 /// the provider's answers noted, so that [`last_failed`] inside it tells
-/// what the provider answered.
-pub async fn observed<F: Future>(operation: F) -> F::Output {
-    NOTES.scope(Notes::default(), operation).await
+/// what the provider answered. The operation is boxed: it is typically a
+/// whole request's handler, and the futures awaiting it stay small.
+pub fn observed<F: Future>(operation: F) -> impl Future<Output = F::Output> {
+    NOTES.scope(Notes::default(), Box::pin(operation))
 }
 
 /// The provider's latest answer in the current [`observed`] scope, when it

@@ -109,8 +109,9 @@ pub enum ProviderError {
         provider: &'static str,
         /// The provider's error.
         source: opendal::Error,
-        /// The provider's answer, when ferry saw it.
-        answer: Option<answer::FailedAnswer>,
+        /// The provider's answer, when ferry saw it (boxed: the error
+        /// stays small when there is none).
+        answer: Option<Box<answer::FailedAnswer>>,
     },
 }
 
@@ -144,7 +145,7 @@ impl ProviderError {
                 opendal::ErrorKind::NotFound | opendal::ErrorKind::ConfigInvalid => {
                     ErrorCode::InvalidProviderConfig
                 }
-                _ => failure::error_code(source, answer.as_ref()),
+                _ => failure::error_code(source, answer.as_deref()),
             },
         }
     }
@@ -229,10 +230,12 @@ mod tests {
         let check = |kind, status: Option<u16>| ProviderError::Check {
             provider: "s3",
             source: opendal::Error::new(kind, "check failed"),
-            answer: status.map(|status| answer::FailedAnswer {
-                status,
-                retry_after_secs: None,
-                request_id: None,
+            answer: status.map(|status| {
+                Box::new(answer::FailedAnswer {
+                    status,
+                    retry_after_secs: None,
+                    request_id: None,
+                })
             }),
         };
         use opendal::ErrorKind as K;

@@ -202,7 +202,7 @@ impl ProviderRegistry {
                 .map_err(|source| ProviderError::Check {
                     provider: built.kind.as_str(),
                     source,
-                    answer: answer::last_failed(),
+                    answer: answer::last_failed().map(Box::new),
                 })
         })
         .await?;
