@@ -32,6 +32,18 @@ pub struct EndpointPolicy {
     pub allow_private: bool,
 }
 
+impl EndpointPolicy {
+    /// Any endpoint, private addresses too: for connections the hub
+    /// already checked, and for operators who allow it.
+    pub const ANY: EndpointPolicy = EndpointPolicy {
+        allow_private: true,
+    };
+    /// Public addresses only (the default).
+    pub const PUBLIC_ONLY: EndpointPolicy = EndpointPolicy {
+        allow_private: false,
+    };
+}
+
 /// Checks an endpoint URL: `http` or `https`, a host, and (unless allowed)
 /// not a private address.
 pub fn check_endpoint(url: &str, policy: EndpointPolicy) -> Result<(), EndpointError> {
@@ -86,12 +98,8 @@ fn is_private(ip: IpAddr) -> bool {
 mod tests {
     use super::*;
 
-    const OPEN: EndpointPolicy = EndpointPolicy {
-        allow_private: true,
-    };
-    const STRICT: EndpointPolicy = EndpointPolicy {
-        allow_private: false,
-    };
+    const OPEN: EndpointPolicy = EndpointPolicy::ANY;
+    const STRICT: EndpointPolicy = EndpointPolicy::PUBLIC_ONLY;
 
     #[test]
     fn endpoints_must_be_http_urls_and_public_unless_allowed() {

@@ -70,6 +70,18 @@ pub enum FsRootError {
     Outside(PathBuf),
 }
 
+/// The provider `name`, and how to refuse a configuration of it.
+fn named(
+    name: &str,
+) -> Result<(ProviderKind, impl Fn(InvalidConfig) -> ProviderError), ProviderError> {
+    let kind = ProviderKind::from_name(name).ok_or_else(|| ProviderError::Unknown(name.into()))?;
+    let invalid = move |reason| ProviderError::InvalidConfig {
+        provider: kind.as_str(),
+        reason,
+    };
+    Ok((kind, invalid))
+}
+
 /// An `fs` operator on `root`, writing through a staging folder inside it.
 fn fs_operator(root: &Path) -> Result<Operator, InvalidConfig> {
     let staging = root.join(STAGING_DIR);
@@ -111,12 +123,7 @@ impl ProviderRegistry {
         name: &str,
         config: &serde_json::Value,
     ) -> Result<Built, ProviderError> {
-        let kind =
-            ProviderKind::from_name(name).ok_or_else(|| ProviderError::Unknown(name.into()))?;
-        let invalid = |reason: InvalidConfig| ProviderError::InvalidConfig {
-            provider: kind.as_str(),
-            reason,
-        };
+        let (kind, invalid) = named(name)?;
         let mut location = None;
         let op = match kind {
             ProviderKind::Fs => {
@@ -160,12 +167,7 @@ impl ProviderRegistry {
         name: &str,
         config: &serde_json::Value,
     ) -> Result<Operator, ProviderError> {
-        let kind =
-            ProviderKind::from_name(name).ok_or_else(|| ProviderError::Unknown(name.into()))?;
-        let invalid = |reason: InvalidConfig| ProviderError::InvalidConfig {
-            provider: kind.as_str(),
-            reason,
-        };
+        let (kind, invalid) = named(name)?;
         match kind {
             ProviderKind::Fs => {
                 let cfg: FsConfig = serde_json::from_value(config.clone())
@@ -175,14 +177,8 @@ impl ProviderRegistry {
             ProviderKind::Memory => Err(ProviderError::Disabled(kind.as_str())),
             // The hub applied its endpoint policy when the connection was
             // made.
-            ProviderKind::Remote(r) => remote::build(
-                r,
-                config,
-                EndpointPolicy {
-                    allow_private: true,
-                },
-            )
-            .map_err(|e| invalid(InvalidConfig::Remote(e))),
+            ProviderKind::Remote(r) => remote::build(r, config, EndpointPolicy::ANY)
+                .map_err(|e| invalid(InvalidConfig::Remote(e))),
         }
     }
 

@@ -320,12 +320,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const OPEN: EndpointPolicy = EndpointPolicy {
-        allow_private: true,
-    };
-    const STRICT: EndpointPolicy = EndpointPolicy {
-        allow_private: false,
-    };
+    const OPEN: EndpointPolicy = EndpointPolicy::ANY;
+    const STRICT: EndpointPolicy = EndpointPolicy::PUBLIC_ONLY;
 
     #[test]
     fn configurations_are_strict_and_need_their_credentials() {
