@@ -22,7 +22,7 @@ pub fn problem(err: &opendal::Error, provider: &str, what: &str) -> Problem {
 }
 
 /// [`problem`] for a failure whose answer from the provider is `answer`.
-pub fn problem_with(
+fn problem_with(
     err: &opendal::Error,
     answer: Option<&FailedAnswer>,
     provider: &str,
