@@ -4,6 +4,37 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// Why a text is not a network prefix. None of these change on a retry:
+/// the text itself must change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrefixError {
+    /// No `/` separates the address from the length.
+    #[error("'{0}' is not ADDRESS/LENGTH")]
+    NoLength(String),
+    /// The part before the `/` is not an IPv4 or IPv6 address.
+    #[error("'{0}' is not an IP address")]
+    BadAddress(String),
+    /// The part after the `/` is not a number from 0 to 255.
+    #[error("'{0}' is not a prefix length")]
+    BadLength(String),
+    /// The length is more than the address family has bits (32 or 128).
+    #[error("/{len} is longer than {max} bits")]
+    TooLong {
+        /// The length given.
+        len: u8,
+        /// The family's width.
+        max: u8,
+    },
+    /// The address has bits set beyond the prefix length.
+    #[error("'{text}' has host bits set; the network is {network}")]
+    HostBits {
+        /// The text given.
+        text: String,
+        /// The network it lies in.
+        network: Prefix,
+    },
+}
+
 /// A network: an address masked to a prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Prefix {
@@ -35,25 +66,28 @@ impl Prefix {
     }
 
     /// Parses `ADDR/LEN`; host bits must be zero.
-    pub fn parse(text: &str) -> Result<Prefix, String> {
+    pub fn parse(text: &str) -> Result<Prefix, PrefixError> {
         let (addr, len) = text
             .split_once('/')
-            .ok_or_else(|| format!("'{text}' is not ADDRESS/LENGTH"))?;
+            .ok_or_else(|| PrefixError::NoLength(text.into()))?;
         let addr: IpAddr = addr
             .parse()
-            .map_err(|_| format!("'{addr}' is not an IP address"))?;
+            .map_err(|_| PrefixError::BadAddress(addr.into()))?;
         let len: u8 = len
             .parse()
-            .map_err(|_| format!("'{len}' is not a prefix length"))?;
+            .map_err(|_| PrefixError::BadLength(len.into()))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         if len > max {
-            return Err(format!("/{len} is longer than {max} bits"));
+            return Err(PrefixError::TooLong { len, max });
         }
-        let p = Prefix::new(addr, len);
-        if p.addr != addr {
-            return Err(format!("'{text}' has host bits set; the network is {p}"));
+        let network = Prefix::new(addr, len);
+        if network.addr != addr {
+            return Err(PrefixError::HostBits {
+                text: text.into(),
+                network,
+            });
         }
-        Ok(p)
+        Ok(network)
     }
 
     /// The network's first address.
@@ -79,7 +113,7 @@ impl std::fmt::Display for Prefix {
 }
 
 impl std::str::FromStr for Prefix {
-    type Err = String;
+    type Err = PrefixError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Prefix::parse(s)
     }
@@ -123,14 +157,28 @@ mod tests {
         assert!(p.contains(ip("10.200.1.1")));
         assert!(!p.contains(ip("11.0.0.1")));
         assert!(!p.contains(ip("::a00:1")));
-        assert!(
-            Prefix::parse("10.0.0.1/8")
-                .unwrap_err()
-                .contains("host bits")
+        let err = Prefix::parse("10.0.0.1/8").unwrap_err();
+        assert!(matches!(err, PrefixError::HostBits { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "'10.0.0.1/8' has host bits set; the network is 10.0.0.0/8"
         );
-        assert!(Prefix::parse("10.0.0.0/33").is_err());
-        assert!(Prefix::parse("10.0.0.0").is_err());
-        assert!(Prefix::parse("nope/8").is_err());
+        assert_eq!(
+            Prefix::parse("10.0.0.0/33"),
+            Err(PrefixError::TooLong { len: 33, max: 32 })
+        );
+        assert!(matches!(
+            Prefix::parse("10.0.0.0"),
+            Err(PrefixError::NoLength(_))
+        ));
+        assert!(matches!(
+            Prefix::parse("nope/8"),
+            Err(PrefixError::BadAddress(_))
+        ));
+        assert!(matches!(
+            Prefix::parse("::/x"),
+            Err(PrefixError::BadLength(_))
+        ));
         let json = serde_json::to_string(&p).unwrap();
         assert_eq!(json, "\"10.0.0.0/8\"");
         assert_eq!(serde_json::from_str::<Prefix>(&json).unwrap(), p);

@@ -120,7 +120,7 @@ pub const TUNNEL_CA_CONTEXT: &str = "tunnel-ca";
 /// files if it had a CA before).
 async fn tunnel_ca(cfg: &HubConfig, store: &Store, key: &MasterKey) -> anyhow::Result<HubCa> {
     let dir = cfg.state_dir.join("tunnel-ca");
-    if store.backend() == "sqlite" {
+    if store.backend() == store::Dialect::Sqlite {
         return Ok(HubCa::load_or_create(&dir)?);
     }
     if store.tunnel_ca().await?.is_none() {
@@ -180,7 +180,7 @@ pub async fn run(
         cfg.steering.stale_after(heartbeat),
         metrics.steering.clone(),
     );
-    let shared_store = store.backend() == "postgres";
+    let shared_store = store.backend() == store::Dialect::Postgres;
     if shared_store {
         steering = steering.with_exchange();
     }
@@ -347,7 +347,7 @@ pub async fn run(
     let addr = listener
         .local_addr()
         .context("the listener has no address")?;
-    tracing::info!(%addr, tls = tls.is_some(), store = store.backend(), "HTTP API listening");
+    tracing::info!(%addr, tls = tls.is_some(), store = %store.backend(), "HTTP API listening");
     // Every listener is bound and the store open: tell systemd.
     ferry_common::systemd::ready();
     ferry_common::systemd::spawn_watchdog(tunnel_stop.clone());

@@ -341,7 +341,7 @@ impl Validate for SpokeConfig {
             }
         }
         if let Err(e) = self.log.check() {
-            p.add("log.level", e);
+            p.add("log.level", e.to_string());
         }
     }
 }

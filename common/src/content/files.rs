@@ -28,6 +28,7 @@ use super::transfer::{
     DownloadInfo, ObjectView, StageError, current, download_body, etag_for, read_stream, stage,
 };
 use super::{MetaHost, Target};
+use crate::provider::answer::observed;
 use crate::provider::problem as provider_problem;
 
 type Answer = Result<Response<Body>, Problem>;
@@ -53,7 +54,8 @@ fn no_content() -> Response<Body> {
 const REPR_DIGEST: &str = "repr-digest";
 const WANT_REPR_DIGEST: &str = "want-repr-digest";
 
-/// Answers `PUT`, `GET`, `HEAD` or `DELETE` of one file of `target`.
+/// Answers `PUT`, `GET`, `HEAD` or `DELETE` of one file of `target`, with
+/// the provider's answers noted for the problems it may end in.
 pub async fn serve(
     host: Arc<dyn MetaHost>,
     target: &Target,
@@ -62,11 +64,14 @@ pub async fn serve(
 ) -> Answer {
     let path = ObjectPath::parse(raw_path)
         .map_err(|e| Problem::new(ErrorCode::InvalidPath, e.to_string()))?;
-    match *req.method() {
-        Method::PUT => put(&host, target, &path, req).await,
-        Method::DELETE => delete(&host, target, &path, req).await,
-        _ => get(&host, target, &path, req).await,
-    }
+    observed(async {
+        match *req.method() {
+            Method::PUT => put(&host, target, &path, req).await,
+            Method::DELETE => delete(&host, target, &path, req).await,
+            _ => get(&host, target, &path, req).await,
+        }
+    })
+    .await
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Problem> {
@@ -374,7 +379,7 @@ async fn put(
         Err(StageError::Provider(e)) => {
             log.duration_ms = started.elapsed().as_millis() as i64;
             host.transfer_ended(&log);
-            return Err(provider_problem(&e, "write"));
+            return Err(provider_problem(&e, t.op.info().scheme(), "write"));
         }
         Err(StageError::TooLarge) => return Err(one_shot_too_large()),
     };
@@ -439,7 +444,7 @@ async fn put(
         .writer
         .close()
         .await
-        .map_err(|e| provider_problem(&e, "write"))?;
+        .map_err(|e| provider_problem(&e, t.op.info().scheme(), "write"))?;
     let modified_ms = match t.op.stat(path.as_str()).await {
         Ok(m) => m.last_modified().map(|t| t.into_inner().as_millisecond()),
         Err(_) => None,
@@ -524,7 +529,7 @@ async fn delete(
     host.ready_to_commit().await?;
     t.op.delete(path.as_str())
         .await
-        .map_err(|e| provider_problem(&e, "delete"))?;
+        .map_err(|e| provider_problem(&e, t.op.info().scheme(), "delete"))?;
     let event = EventRecord {
         account_id: t.account_id.clone(),
         connection_id: t.connection_id.clone(),

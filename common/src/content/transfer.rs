@@ -74,7 +74,7 @@ pub async fn current(
     let stat = match op.stat(path).await {
         Ok(s) => s,
         Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(provider_problem(&e, "stat")),
+        Err(e) => return Err(provider_problem(&e, op.info().scheme(), "stat")),
     };
     if stat.is_dir() {
         return Err(Problem::new(
@@ -260,11 +260,13 @@ pub async fn read_stream(
     if local {
         reader = reader.chunk(chunk);
     }
-    let reader = reader.await.map_err(|e| provider_problem(&e, "read"))?;
+    let reader = reader
+        .await
+        .map_err(|e| provider_problem(&e, op.info().scheme(), "read"))?;
     let inner = reader
         .into_bytes_stream(range)
         .await
-        .map_err(|e| provider_problem(&e, "read"))?;
+        .map_err(|e| provider_problem(&e, op.info().scheme(), "read"))?;
     let compact = local && chunk < COMPACT_BELOW;
     Ok(futures_util::stream::unfold(
         (Box::pin(inner), lease),

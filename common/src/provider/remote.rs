@@ -9,12 +9,37 @@
 //! temporary failures with jittered exponential backoff and bounds each
 //! operation and each read or write by a timeout.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
-use opendal::Operator;
 use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::{Executor, OperationContext, Operator};
 use serde::Deserialize;
+
+use super::answer::{ObservingTransport, ScopedExecutor};
+use super::endpoint::{EndpointError, EndpointPolicy, check_endpoint};
+
+/// Why a network provider's configuration is refused. Each is about the
+/// configuration; no retry helps.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteConfigError {
+    /// Not the provider's JSON object: a member unknown, missing or of the
+    /// wrong type.
+    #[error("{0}")]
+    Malformed(#[from] serde_json::Error),
+    /// A member that must name something is empty.
+    #[error("'{0}' must not be empty")]
+    Empty(&'static str),
+    /// The credentials given are not one of the accepted sets; the text
+    /// says which are.
+    #[error("give {0}")]
+    Credentials(&'static str),
+    /// The endpoint is refused.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// OpenDAL refused to build the provider from the configuration.
+    #[error("{0}")]
+    Build(#[from] opendal::Error),
+}
 
 /// Bytes per part of a multipart (S3), block (Azure) or resumable (GCS)
 /// upload. S3's smallest part is 5 MiB; GCS wants multiples of 256 KiB.
@@ -39,7 +64,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// (later calls do nothing): reqwest over rustls with the process's crypto
 /// provider (ring), a connect timeout, and no timeout on a whole request,
 /// since a large transfer that keeps moving may take as long as it needs
-/// ([`IO_TIMEOUT`] bounds each read and write instead).
+/// ([`IO_TIMEOUT`] bounds each read and write instead). Every answer is
+/// noted for the operation that asked ([`super::answer`]).
 pub fn install_http_client() {
     static DONE: std::sync::Once = std::sync::Once::new();
     DONE.call_once(|| {
@@ -49,9 +75,9 @@ pub fn install_http_client() {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .expect("the HTTP client builds (its TLS provider is installed first)");
-        opendal::HttpTransporter::install_default(
+        opendal::HttpTransporter::install_default(ObservingTransport(
             opendal_http_transport_reqwest::ReqwestTransport::new(client),
-        );
+        ));
     });
 }
 
@@ -144,76 +170,15 @@ struct WebdavConfig {
     root: Option<String>,
 }
 
-/// What the operator allows endpoints to be.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct EndpointPolicy {
-    /// Allow endpoints on loopback, private, link-local or unspecified
-    /// addresses (and `localhost`). Off by default: a tenant must not make
-    /// the hub or a spoke call services on their own networks.
-    pub allow_private: bool,
+fn parse<T: serde::de::DeserializeOwned>(
+    config: &serde_json::Value,
+) -> Result<T, RemoteConfigError> {
+    Ok(serde_json::from_value(config.clone())?)
 }
 
-/// Checks an endpoint URL: `http` or `https`, a host, and (unless allowed)
-/// not a private address.
-pub fn check_endpoint(url: &str, policy: EndpointPolicy) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| format!("'endpoint' {url:?} must start with http:// or https://"))?;
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if authority.is_empty() || authority.contains('@') {
-        return Err(format!(
-            "'endpoint' {url:?} must name a host, with no user information"
-        ));
-    }
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    if !policy.allow_private {
-        let private = match host.parse::<IpAddr>() {
-            Ok(ip) => is_private(ip),
-            Err(_) => {
-                let h = host.trim_end_matches('.').to_ascii_lowercase();
-                h == "localhost" || h.ends_with(".localhost")
-            }
-        };
-        if private {
-            return Err(format!(
-                "'endpoint' {url:?} is a private address, which this server does not allow (providers.allow_private_endpoints)"
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64 // 100.64.0.0/10
-        }
-        IpAddr::V6(v6) => {
-            v6.to_ipv4_mapped().is_some_and(|v4| is_private(IpAddr::V4(v4)))
-                || v6.is_loopback()
-                || v6.is_unspecified()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local
-                || (v6.segments()[0] & 0xffc0) == 0xfe80 // link local
-        }
-    }
-}
-
-fn parse<T: serde::de::DeserializeOwned>(config: &serde_json::Value) -> Result<T, String> {
-    serde_json::from_value(config.clone()).map_err(|e| e.to_string())
-}
-
-fn required(what: &str, value: &str) -> Result<(), String> {
+fn required(what: &'static str, value: &str) -> Result<(), RemoteConfigError> {
     if value.trim().is_empty() {
-        Err(format!("'{what}' must not be empty"))
+        Err(RemoteConfigError::Empty(what))
     } else {
         Ok(())
     }
@@ -225,7 +190,7 @@ pub fn build(
     remote: Remote,
     config: &serde_json::Value,
     policy: EndpointPolicy,
-) -> Result<Operator, String> {
+) -> Result<Operator, RemoteConfigError> {
     let op = match remote {
         Remote::S3 => {
             let c: S3Config = parse(config)?;
@@ -254,12 +219,12 @@ pub fn build(
                 }
                 (None, None, true) => b = b.skip_signature(),
                 _ => {
-                    return Err(
-                        "give 'access_key_id' and 'secret_access_key', or 'anonymous': true".into(),
-                    );
+                    return Err(RemoteConfigError::Credentials(
+                        "'access_key_id' and 'secret_access_key', or 'anonymous': true",
+                    ));
                 }
             }
-            Operator::new(b).map_err(|e| e.to_string())?
+            Operator::new(b)?
         }
         Remote::Azblob => {
             let c: AzblobConfig = parse(config)?;
@@ -280,9 +245,13 @@ pub fn build(
             b = match (&c.account_key, &c.sas_token) {
                 (Some(k), None) => b.account_key(k),
                 (None, Some(t)) => b.sas_token(t),
-                _ => return Err("give exactly one of 'account_key' and 'sas_token'".into()),
+                _ => {
+                    return Err(RemoteConfigError::Credentials(
+                        "exactly one of 'account_key' and 'sas_token'",
+                    ));
+                }
             };
-            Operator::new(b).map_err(|e| e.to_string())?
+            Operator::new(b)?
         }
         Remote::Gcs => {
             let c: GcsConfig = parse(config)?;
@@ -298,7 +267,7 @@ pub fn build(
                 check_endpoint(e, policy)?;
                 b = b.endpoint(e);
             }
-            Operator::new(b).map_err(|e| e.to_string())?
+            Operator::new(b)?
         }
         Remote::Webdav => {
             let c: WebdavConfig = parse(config)?;
@@ -315,28 +284,35 @@ pub fn build(
                 }
                 (None, None, Some(t)) => b = b.token(t),
                 (None, None, None) => {}
-                _ => return Err("give 'username' (and 'password'), or 'token', not both".into()),
+                _ => {
+                    return Err(RemoteConfigError::Credentials(
+                        "'username' (and 'password'), or 'token', not both",
+                    ));
+                }
             }
-            Operator::new(b).map_err(|e| e.to_string())?
+            Operator::new(b)?
         }
     };
     Ok(with_layers(op))
 }
 
-/// Retries and timeouts, as every network operator has them.
+/// Retries and timeouts, as every network operator has them, and the
+/// executor that keeps background work in its operation's
+/// [`super::answer::observed`] scope.
 fn with_layers(op: Operator) -> Operator {
-    op.layer(
-        RetryLayer::new()
-            .with_jitter()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(5))
-            .with_max_times(RETRIES),
-    )
-    .layer(
-        TimeoutLayer::new()
-            .with_timeout(OPERATION_TIMEOUT)
-            .with_io_timeout(IO_TIMEOUT),
-    )
+    op.with_context(OperationContext::new().with_executor(Executor::with(ScopedExecutor)))
+        .layer(
+            RetryLayer::new()
+                .with_jitter()
+                .with_min_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(5))
+                .with_max_times(RETRIES),
+        )
+        .layer(
+            TimeoutLayer::new()
+                .with_timeout(OPERATION_TIMEOUT)
+                .with_io_timeout(IO_TIMEOUT),
+        )
 }
 
 #[cfg(test)]
@@ -344,48 +320,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const OPEN: EndpointPolicy = EndpointPolicy {
-        allow_private: true,
-    };
-    const STRICT: EndpointPolicy = EndpointPolicy {
-        allow_private: false,
-    };
-
-    #[test]
-    fn endpoints_must_be_http_urls_and_public_unless_allowed() {
-        for good in [
-            "https://s3.example.com",
-            "http://minio.example.com:9000/path",
-        ] {
-            check_endpoint(good, STRICT).unwrap();
-        }
-        for private in [
-            "http://127.0.0.1:9000",
-            "http://localhost:9000",
-            "http://10.1.2.3",
-            "http://[::1]:80",
-            "http://[fd00::1]/",
-            "http://169.254.169.254/latest",
-            "http://100.64.0.1",
-            "http://[::ffff:192.168.0.1]",
-        ] {
-            assert!(
-                check_endpoint(private, STRICT)
-                    .unwrap_err()
-                    .contains("private"),
-                "{private}"
-            );
-            check_endpoint(private, OPEN).unwrap();
-        }
-        for bad in [
-            "ftp://x",
-            "s3.example.com",
-            "https://",
-            "https://user:pw@host",
-        ] {
-            assert!(check_endpoint(bad, OPEN).is_err(), "{bad}");
-        }
-    }
+    const OPEN: EndpointPolicy = EndpointPolicy::ANY;
+    const STRICT: EndpointPolicy = EndpointPolicy::PUBLIC_ONLY;
 
     #[test]
     fn configurations_are_strict_and_need_their_credentials() {
@@ -393,33 +329,58 @@ mod tests {
         s3(json!({"bucket": "b", "endpoint": "http://127.0.0.1:9", "access_key_id": "a", "secret_access_key": "s"}))
             .unwrap();
         s3(json!({"bucket": "b", "anonymous": true})).unwrap();
-        for bad in [
-            json!({"bucket": "b"}),
-            json!({"bucket": "b", "access_key_id": "a"}),
-            json!({"bucket": "", "anonymous": true}),
-            json!({"bucket": "b", "anonymous": true, "colour": "red"}),
-            json!({"bucket": "b", "anonymous": true, "endpoint": "file:///etc"}),
+        use RemoteConfigError as E;
+        let refused = |r: Result<Operator, E>| r.expect_err("refused");
+        for (bad, why) in [
+            (json!({"bucket": "b"}), "credentials"),
+            (json!({"bucket": "b", "access_key_id": "a"}), "credentials"),
+            (json!({"bucket": "", "anonymous": true}), "empty"),
+            (
+                json!({"bucket": "b", "anonymous": true, "colour": "red"}),
+                "malformed",
+            ),
+            (
+                json!({"bucket": "b", "anonymous": true, "endpoint": "file:///etc"}),
+                "endpoint",
+            ),
         ] {
-            assert!(s3(bad.clone()).is_err(), "{bad}");
+            let err = refused(s3(bad.clone()));
+            let kind = match &err {
+                E::Credentials(_) => "credentials",
+                E::Empty("bucket") => "empty",
+                E::Malformed(_) => "malformed",
+                E::Endpoint(EndpointError::Scheme(_)) => "endpoint",
+                _ => "other",
+            };
+            assert_eq!(kind, why, "{bad}: {err}");
         }
         let az = |v: serde_json::Value| build(Remote::Azblob, &v, OPEN);
         az(json!({"container": "c", "account_name": "a", "account_key": "a2V5"})).unwrap();
-        assert!(az(json!({"container": "c", "account_name": "a"})).is_err());
-        assert!(
-            build(
+        assert!(matches!(
+            refused(az(json!({"container": "c", "account_name": "a"}))),
+            E::Credentials(_)
+        ));
+        assert!(matches!(
+            refused(build(
                 Remote::Azblob,
                 &json!({"container": "c", "account_name": "a", "account_key": "a2V5", "endpoint": "http://127.0.0.1:10000/a"}),
                 STRICT
-            )
-            .is_err()
-        );
+            )),
+            E::Endpoint(EndpointError::Private(_))
+        ));
         let dav = |v: serde_json::Value| build(Remote::Webdav, &v, OPEN);
         dav(json!({"endpoint": "http://127.0.0.1:8080", "username": "u", "password": "p"}))
             .unwrap();
-        assert!(
-            dav(json!({"endpoint": "http://127.0.0.1:8080", "username": "u", "token": "t"}))
-                .is_err()
+        let both = refused(dav(
+            json!({"endpoint": "http://127.0.0.1:8080", "username": "u", "token": "t"}),
+        ));
+        assert_eq!(
+            both.to_string(),
+            "give 'username' (and 'password'), or 'token', not both"
         );
-        assert!(build(Remote::Gcs, &json!({"bucket": "b"}), OPEN).is_err());
+        assert!(matches!(
+            refused(build(Remote::Gcs, &json!({"bucket": "b"}), OPEN)),
+            E::Malformed(_)
+        ));
     }
 }

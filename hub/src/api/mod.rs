@@ -25,6 +25,7 @@ use ferry_common::body::{Body, full};
 use ferry_common::config::Secret;
 use ferry_common::problem::{ErrorCode, Problem};
 use ferry_common::provider::ProviderRegistry;
+use ferry_common::provider::answer::observed;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 
 use crate::metrics::Metrics;
@@ -268,10 +269,12 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Request<Body>) -> Ap
             };
             ferry_common::content::files::serve(host, &target, &path, req).await
         }
-        Route::List(conn, dir) => tree::list(state, &conn, &dir, req).await,
-        Route::Folder(conn, path) => tree::create_folder(state, &conn, &path, req).await,
-        Route::Copy(conn) => tree::copy_or_move(state, &conn, false, req).await,
-        Route::Move(conn) => tree::copy_or_move(state, &conn, true, req).await,
+        // The provider's answers are noted for the problems these may end
+        // in; file content notes its own (`files::serve`).
+        Route::List(conn, dir) => observed(tree::list(state, &conn, &dir, req)).await,
+        Route::Folder(conn, path) => observed(tree::create_folder(state, &conn, &path, req)).await,
+        Route::Copy(conn) => observed(tree::copy_or_move(state, &conn, false, req)).await,
+        Route::Move(conn) => observed(tree::copy_or_move(state, &conn, true, req)).await,
         Route::Events => events::list(state, req).await,
         Route::Spokes | Route::Spoke(_) | Route::SpokeEnrol => {
             spokes::handle(state, route, req).await
@@ -336,9 +339,4 @@ pub(crate) async fn writable(state: &AppState) -> Result<(), Problem> {
         "the metadata store does not take writes now; nothing was changed; retry later",
     )
     .with_retry_after(2))
-}
-
-/// Maps a provider failure to a problem (see `ferry_common::provider::problem`).
-pub(crate) fn provider_problem(err: &opendal::Error, what: &str) -> Problem {
-    ferry_common::provider::problem(err, what)
 }

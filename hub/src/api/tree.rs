@@ -20,9 +20,10 @@ use ferry_common::content::files::file_json;
 use ferry_common::content::model::{Commit, EventRecord};
 use ferry_common::content::transfer::{StageError, current, etag_for, read_stream, stage};
 
-use super::{ApiResult, AppState, provider_problem, store_problem};
+use super::{ApiResult, AppState, store_problem};
 use super::{HubHost, VIA_HUB};
 use crate::store::{EventKind, ObjectMeta, now_ms};
+use ferry_common::provider::problem as provider_problem;
 
 fn invalid_path(e: ferry_common::path::PathError) -> Problem {
     Problem::new(ErrorCode::InvalidPath, e.to_string())
@@ -46,10 +47,10 @@ async fn is_folder(res: &Resolved, dir: &ObjectPath) -> Result<bool, Problem> {
                 Ok(m) if m.is_dir() => Ok(true),
                 Ok(_) => Ok(false),
                 Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-                Err(e) => Err(provider_problem(&e, "stat")),
+                Err(e) => Err(provider_problem(&e, &res.row.provider, "stat")),
             }
         }
-        Err(e) => Err(provider_problem(&e, "stat")),
+        Err(e) => Err(provider_problem(&e, &res.row.provider, "stat")),
     }
 }
 
@@ -96,7 +97,7 @@ pub async fn list(
         .op
         .list(&list_path)
         .await
-        .map_err(|e| provider_problem(&e, "list"))?
+        .map_err(|e| provider_problem(&e, &res.row.provider, "list"))?
         .into_iter()
         .filter(|e| {
             e.path() != list_path
@@ -178,7 +179,7 @@ pub async fn create_folder(
     res.op
         .create_dir(&path.as_dir())
         .await
-        .map_err(|e| provider_problem(&e, "create folder"))?;
+        .map_err(|e| provider_problem(&e, &res.row.provider, "create folder"))?;
     let event = EventRecord {
         account_id: res.account.clone(),
         connection_id: res.row.id.clone(),
@@ -255,7 +256,7 @@ pub async fn copy_or_move(
             .op
             .exists(&format!("{to}/"))
             .await
-            .map_err(|e| provider_problem(&e, "stat"))?
+            .map_err(|e| provider_problem(&e, &res.row.provider, "stat"))?
     {
         return Err(Problem::new(
             ErrorCode::AlreadyExists,
@@ -277,12 +278,12 @@ pub async fn copy_or_move(
         res.op
             .rename(from.as_str(), to.as_str())
             .await
-            .map_err(|e| provider_problem(&e, what))?;
+            .map_err(|e| provider_problem(&e, &res.row.provider, what))?;
     } else if cap.copy {
         res.op
             .copy(from.as_str(), to.as_str())
             .await
-            .map_err(|e| provider_problem(&e, what))?;
+            .map_err(|e| provider_problem(&e, &res.row.provider, what))?;
     } else {
         // No native copy: stream the bytes through, checksumming them.
         let stream = read_stream(&res.op, from.as_str(), 0..src.size).await?;
@@ -297,7 +298,7 @@ pub async fn copy_or_move(
         )
         .await
         .map_err(|e| match e {
-            StageError::Provider(e) => provider_problem(&e, what),
+            StageError::Provider(e) => provider_problem(&e, &res.row.provider, what),
             StageError::Source(e) => {
                 tracing::warn!(error = %e, "reading the source of a copy failed");
                 Problem::new(
@@ -312,7 +313,7 @@ pub async fn copy_or_move(
             .writer
             .close()
             .await
-            .map_err(|e| provider_problem(&e, what))?;
+            .map_err(|e| provider_problem(&e, &res.row.provider, what))?;
         let sums = staged.sums;
         known = Some(ObjectMeta {
             connection_id: conn_id.to_owned(),
@@ -330,7 +331,7 @@ pub async fn copy_or_move(
         res.op
             .delete(from.as_str())
             .await
-            .map_err(|e| provider_problem(&e, what))?;
+            .map_err(|e| provider_problem(&e, &res.row.provider, what))?;
     }
 
     let modified_ms = match res.op.stat(to.as_str()).await {

@@ -3,8 +3,10 @@
 //! Every section rejects unknown keys; defaults are given on each field; the
 //! [`Validate`] pass reports every semantic problem at once with its key.
 
+mod postgres_url;
 mod steering;
 
+pub use postgres_url::{PostgresUrlError, check_postgres_url, with_password};
 pub use steering::{DnsConfig, HintConfig, RateLimitConfig, SteeringConfig, valid_dns_name};
 
 use std::path::PathBuf;
@@ -291,7 +293,7 @@ impl StoreConfig {
                 continue;
             }
             if let Err(why) = check_postgres_url(url) {
-                p.add(key, why);
+                p.add(key, why.to_string());
             }
         }
         if pg && self.primary_url.is_none() {
@@ -331,43 +333,6 @@ impl StoreConfig {
             }
             None => Ok(None),
         }
-    }
-}
-
-/// Checks a PostgreSQL URL: the scheme, a user, a host, and no password.
-fn check_postgres_url(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("postgres://")
-        .or_else(|| url.strip_prefix("postgresql://"))
-        .ok_or("must start with postgres:// or postgresql://")?;
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    let Some((user, host)) = authority.rsplit_once('@') else {
-        return Err("must name a user: postgres://USER@HOST:PORT/DATABASE".into());
-    };
-    if user.contains(':') {
-        return Err(
-            "must not hold the password: put it in store.password_env or store.password_file"
-                .into(),
-        );
-    }
-    if user.is_empty() || host.is_empty() {
-        return Err("must name a user and a host".into());
-    }
-    Ok(())
-}
-
-/// `url` with `password` in it (percent-encoded).
-pub fn with_password(url: &str, password: Option<&str>) -> String {
-    let Some(pw) = password else {
-        return url.to_owned();
-    };
-    let encoded = percent_encoding::utf8_percent_encode(pw, percent_encoding::NON_ALPHANUMERIC);
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((user, host)) => format!("{scheme}://{user}:{encoded}@{host}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
     }
 }
 
@@ -532,7 +497,7 @@ impl Validate for HubConfig {
         self.steering
             .validate(self.tunnel.as_ref().map(|t| t.heartbeat_interval_secs), p);
         if let Err(e) = self.log.check() {
-            p.add("log.level", e);
+            p.add("log.level", e.to_string());
         }
     }
 }

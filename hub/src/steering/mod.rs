@@ -10,18 +10,20 @@
 pub mod exchange;
 pub mod metrics;
 pub mod model;
+mod target;
 mod view;
 
+use target::same_announce;
+pub use target::{Eligibility, SpokeTarget};
 pub use view::{ClientAnswer, PrefixEntry, Samples, SpokeEntry, SteeringView};
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferry_common::prefix::Prefix;
-use ferry_common::proto::{PrefixRtt, SteeringAnnounce};
-use prometheus_client::metrics::counter::Counter;
+use ferry_common::proto::PrefixRtt;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -39,37 +41,6 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(30);
 /// The clock: tokio's, so that a paused test clock holds here too.
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
-}
-
-/// Whether DNS may answer a connected spoke, and if not, why.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Eligibility {
-    /// It may be answered.
-    Eligible,
-    /// Its last heartbeat is older than `steering.stale_after_ms`.
-    StaleHeartbeat,
-    /// It said it is shutting down.
-    Draining,
-    /// It streams as many transfers as its configured capacity.
-    OverCapacity,
-    /// It announced no public address, so there is nothing to answer.
-    NoAddresses,
-}
-
-/// A spoke DNS may answer, with what the answer needs.
-#[derive(Debug)]
-pub struct SpokeTarget {
-    /// Its name.
-    pub name: Arc<str>,
-    /// Its public IPv4 addresses (A answers).
-    pub v4: Vec<Ipv4Addr>,
-    /// Its public IPv6 addresses (AAAA answers).
-    pub v6: Vec<Ipv6Addr>,
-    /// The URL clients probe it at.
-    pub probe_url: String,
-    /// DNS answers given with it.
-    pub answers: Counter,
 }
 
 /// The answer for one client.
@@ -410,199 +381,5 @@ impl Steering {
     }
 }
 
-impl SpokeTarget {
-    fn new(name: Arc<str>, a: &SteeringAnnounce, answers: Counter) -> Self {
-        Self {
-            v4: a
-                .public_addrs
-                .iter()
-                .filter_map(|ip| match ip {
-                    IpAddr::V4(v4) => Some(*v4),
-                    IpAddr::V6(_) => None,
-                })
-                .collect(),
-            v6: a
-                .public_addrs
-                .iter()
-                .filter_map(|ip| match ip {
-                    IpAddr::V6(v6) => Some(*v6),
-                    IpAddr::V4(_) => None,
-                })
-                .collect(),
-            probe_url: probe_url(a),
-            answers,
-            name,
-        }
-    }
-}
-
-fn probe_url(a: &SteeringAnnounce) -> String {
-    format!("{}/v1/probe", a.public_url.trim_end_matches('/'))
-}
-
-fn same_announce(t: &SpokeTarget, a: &SteeringAnnounce) -> bool {
-    let addrs =
-        t.v4.iter()
-            .map(|v| IpAddr::V4(*v))
-            .chain(t.v6.iter().map(|v| IpAddr::V6(*v)));
-    addrs.eq(a
-        .public_addrs
-        .iter()
-        .copied()
-        .filter(IpAddr::is_ipv4)
-        .chain(a.public_addrs.iter().copied().filter(IpAddr::is_ipv6)))
-        && t.probe_url == probe_url(a)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn steering(stale_ms: u64) -> Steering {
-        let mut registry = prometheus_client::registry::Registry::default();
-        Steering::new(
-            &SteeringConfig::default(),
-            Duration::from_millis(stale_ms),
-            SteeringMetrics::register(&mut registry),
-        )
-    }
-
-    fn live(name: &str, addr: &str, heard: Instant) -> LiveSteering {
-        LiveSteering {
-            name: name.into(),
-            announce: Some(SteeringAnnounce {
-                public_addrs: vec![addr.parse().unwrap()],
-                public_url: format!("http://{addr}:8080/"),
-                capacity_transfers: 10,
-            }),
-            last_heard: heard,
-            active_transfers: 0,
-            draining: false,
-        }
-    }
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    fn answered(s: &Steering, client: &str) -> Option<String> {
-        s.answer(ip(client)).target.map(|t| t.name.to_string())
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_silent_spoke_leaves_the_answers_once_its_heartbeat_is_stale() {
-        let s = steering(2500);
-        let t0 = now();
-        s.refresh(vec![
-            live("fra1", "192.0.2.1", t0),
-            live("ams1", "192.0.2.2", t0),
-        ]);
-        let client = "198.51.100.7";
-        let report = |pairs: &[(&str, f64)]| {
-            let v: Vec<(String, f64)> = pairs.iter().map(|(a, b)| ((*a).into(), *b)).collect();
-            s.observe_report(ip(client), &v)
-        };
-        assert_eq!(
-            report(&[("fra1", 5.0), ("ams1", 40.0), ("nope", 1.0)]),
-            ReportOutcome {
-                accepted: 2,
-                ignored: 1
-            }
-        );
-        assert_eq!(answered(&s, client).as_deref(), Some("fra1"));
-        assert_eq!(s.probe_targets()[0].1, "http://192.0.2.2:8080/v1/probe");
-
-        // ams1 keeps sending heartbeats, fra1 goes silent.
-        for _ in 0..12 {
-            tokio::time::advance(Duration::from_millis(250)).await;
-            s.refresh(vec![
-                live("fra1", "192.0.2.1", t0),
-                live("ams1", "192.0.2.2", now()),
-            ]);
-        }
-        assert_eq!(s.status("fra1"), Some(Eligibility::StaleHeartbeat));
-        assert_eq!(answered(&s, client).as_deref(), Some("ams1"));
-        // Heard from again: back, and hysteresis moves the answer back only
-        // because fra1 is clearly faster.
-        s.refresh(vec![
-            live("fra1", "192.0.2.1", now()),
-            live("ams1", "192.0.2.2", now()),
-        ]);
-        assert_eq!(answered(&s, client).as_deref(), Some("fra1"));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn draining_full_and_addressless_spokes_are_not_answered() {
-        let s = steering(2500);
-        let t = now();
-        let mut draining = live("a", "192.0.2.1", t);
-        draining.draining = true;
-        let mut full = live("b", "192.0.2.2", t);
-        full.active_transfers = 10;
-        let mut bare = live("c", "192.0.2.3", t);
-        bare.announce.as_mut().unwrap().public_addrs.clear();
-        let mut silent = live("d", "192.0.2.4", t);
-        silent.announce = None;
-        s.refresh(vec![
-            draining,
-            full,
-            bare,
-            silent,
-            live("e", "2001:db8::5", t),
-        ]);
-        assert_eq!(s.status("a"), Some(Eligibility::Draining));
-        assert_eq!(s.status("b"), Some(Eligibility::OverCapacity));
-        assert_eq!(s.status("c"), Some(Eligibility::NoAddresses));
-        assert_eq!(s.status("d"), Some(Eligibility::NoAddresses));
-        assert_eq!(s.status("e"), Some(Eligibility::Eligible));
-        assert_eq!(s.status("f"), None);
-        let client = ip("203.0.113.9");
-        let samples: Vec<(String, f64)> = ["a", "b", "c", "d", "e"]
-            .iter()
-            .map(|n| ((*n).to_owned(), 10.0))
-            .collect();
-        s.observe_report(client, &samples);
-        let got = s.answer(client);
-        let target = got.target.expect("e is eligible");
-        assert_eq!(
-            (&*target.name, target.v6.len(), target.v4.len()),
-            ("e", 1, 0)
-        );
-        assert_eq!((got.scope, got.basis), (24, Basis::Measured));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn hysteresis_holds_under_noisy_reports_on_a_paused_clock() {
-        let s = steering(2500);
-        let client = "192.0.2.10";
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let mut noise = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        };
-        let mut moves = 0;
-        let mut last = None;
-        for _ in 0..600 {
-            tokio::time::advance(Duration::from_millis(500)).await;
-            let t = now();
-            s.refresh(vec![live("a", "192.0.2.1", t), live("b", "192.0.2.2", t)]);
-            // 40 ms and 36 ms, each sample ±10 ms: never a third apart on
-            // average, so at most one move, and never back and forth.
-            s.observe_report(
-                ip(client),
-                &[
-                    ("a".into(), 40.0 + 10.0 * noise()),
-                    ("b".into(), 36.0 + 10.0 * noise()),
-                ],
-            );
-            let now_answer = answered(&s, client);
-            if last.is_some() && now_answer != last {
-                moves += 1;
-            }
-            last = now_answer;
-        }
-        assert!(moves <= 1, "the answer moved {moves} times");
-    }
-}
+mod tests;

@@ -11,7 +11,7 @@
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-use super::{Store, StoreError, placeholders};
+use super::{Dialect, Store, StoreError, placeholders};
 
 #[derive(Debug, Clone, Copy)]
 enum Kind {
@@ -232,7 +232,7 @@ impl Store {
                 count += rows.len() as u64;
                 progress(table, count);
             }
-            if NUMBERED.contains(table) && target.backend() == "postgres" {
+            if NUMBERED.contains(table) && target.backend() == Dialect::Postgres {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "SELECT setval(pg_get_serial_sequence('{table}', 'id'), \
                      (SELECT COALESCE(MAX(id), 0) + 1 FROM {table}), false)::text"

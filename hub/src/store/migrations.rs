@@ -18,6 +18,17 @@ pub enum Dialect {
     Postgres,
 }
 
+impl std::fmt::Display for Dialect {
+    /// `sqlite` or `postgres`, as the configuration's `store.backend`
+    /// names them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        })
+    }
+}
+
 /// A SQLite migration in PostgreSQL's terms: `BLOB` is `BYTEA`, and an
 /// auto-increment key is an identity column.
 fn for_postgres(sqlite: &str) -> String {

@@ -31,6 +31,7 @@ pub use accounts::{Account, ApiKeyInfo, NewApiKey};
 pub use connections::ConnectionRow;
 pub use copy::CopyOutcome;
 pub use events::{Event, EventKind, EventRecord};
+pub use migrations::Dialect;
 pub use objects::{Commit, Direction, ObjectMeta, Transfer, TransferStatus};
 pub use spokes::{EnrolRefusal, FleetRow, SpokeRow, valid_spoke_name};
 pub use steering::{Presence, SharedSample};
@@ -281,12 +282,9 @@ impl Store {
         self.replica.as_ref()?.lag_bytes(&self.pool).await
     }
 
-    /// Which backend this is: `sqlite` or `postgres`.
-    pub fn backend(&self) -> &'static str {
-        match self.dialect {
-            migrations::Dialect::Sqlite => "sqlite",
-            migrations::Dialect::Postgres => "postgres",
-        }
+    /// Which database this store keeps its data in.
+    pub fn backend(&self) -> Dialect {
+        self.dialect
     }
 
     /// Takes a lock for the rest of `tx` that serialises transactions
