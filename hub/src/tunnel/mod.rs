@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferry_common::proto::{ALPN, Heartbeat, Notice, SteeringAnnounce};
-use ferry_common::tunnel_io::{bind_udp, close};
+use ferry_common::tunnel_io::close;
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
 use serde::Serialize;
@@ -269,12 +269,16 @@ pub fn server_tls(cfg: &TunnelConfig, ca: &HubCa) -> anyhow::Result<rustls::Serv
     Ok(tls)
 }
 
-/// Binds the QUIC endpoint on UDP.
-pub fn bind_quic(cfg: &TunnelConfig, tls: rustls::ServerConfig) -> anyhow::Result<quinn::Endpoint> {
+/// The QUIC endpoint on `socket` (bound, or passed by the service
+/// manager, before the hub runs).
+pub fn quic_endpoint(
+    cfg: &TunnelConfig,
+    tls: rustls::ServerConfig,
+    socket: std::net::UdpSocket,
+) -> anyhow::Result<quinn::Endpoint> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(cfg.limits().transport()));
-    let socket = bind_udp(cfg.listen)?;
     Ok(quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         Some(server),
