@@ -1,6 +1,5 @@
-//! A daemon process under test: its standard error is collected so tests
-//! can wait for log lines (such as the bound address) and show the log when
-//! they fail.
+//! A process under test: its standard error is collected so tests can
+//! wait for log lines of their own and show the log when they fail.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -57,6 +56,26 @@ impl Daemon {
     /// Everything logged so far.
     pub fn log(&self) -> String {
         self.log.text.lock().unwrap().0.clone()
+    }
+
+    /// Everything logged, once the process has closed its standard error
+    /// (waiting at most `timeout` for that, as after it exited).
+    pub fn full_log(&self, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut text = self.log.text.lock().unwrap();
+        while !text.1 {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            text = self
+                .log
+                .changed
+                .wait_timeout(text, deadline - now)
+                .unwrap()
+                .0;
+        }
+        text.0.clone()
     }
 
     /// Waits (at most `timeout`) for a line containing `needle` and returns
