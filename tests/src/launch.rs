@@ -78,6 +78,16 @@ impl Sockets {
         addr
     }
 
+    /// Passes copies of the sockets to the process `cmd` starts, as
+    /// descriptors 3, 4, … with `LISTEN_FDS` and `LISTEN_FDNAMES`
+    /// (`LISTEN_PID` is the caller's to set).
+    pub fn pass_to(&self, cmd: &mut Command) {
+        cmd.env("LISTEN_FDS", self.held.len().to_string())
+            .env("LISTEN_FDNAMES", self.names())
+            .fd_mappings(self.mappings())
+            .expect("each descriptor is mapped once");
+    }
+
     /// A copy of each socket for a child, as descriptors 3, 4, …
     fn mappings(&self) -> Vec<FdMapping> {
         (3..)
@@ -111,11 +121,8 @@ pub fn command(binary: &Path, sockets: &Sockets, notify: &Notifications) -> Comm
         .arg("export LISTEN_PID=$$; exec \"$0\" \"$@\"")
         .arg(binary)
         .env("NOTIFY_SOCKET", notify.path())
-        .env("LISTEN_FDS", sockets.held.len().to_string())
-        .env("LISTEN_FDNAMES", sockets.names())
-        .env_remove("LISTEN_PID")
-        .fd_mappings(sockets.mappings())
-        .expect("each descriptor is mapped once");
+        .env_remove("LISTEN_PID");
+    sockets.pass_to(&mut cmd);
     cmd
 }
 
