@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
-use crate::body::{Body, BoxError, boxed};
+use crate::body::{Body, boxed};
 
 /// The address of the client that sent a request, set by the listener as a
 /// request extension.
@@ -381,29 +381,6 @@ pub async fn wait_for_signals(shutdown: CancellationToken) {
     }
     tracing::warn!("second signal: exiting without waiting");
     std::process::exit(130);
-}
-
-/// Runs a daemon the way both binaries do: a multi-threaded runtime, the
-/// listener bound on `listen`, signals turned into a graceful shutdown, and
-/// `run` given the listener and the shutdown token.
-pub fn run_daemon<F, Fut, E>(listen: SocketAddr, run: F) -> Result<(), BoxError>
-where
-    F: FnOnce(TcpListener, CancellationToken) -> Fut,
-    Fut: Future<Output = Result<(), E>>,
-    E: Into<BoxError>,
-{
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(async {
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-        let shutdown = CancellationToken::new();
-        tokio::spawn(wait_for_signals(shutdown.clone()));
-        run(listener, shutdown).await.map_err(Into::into)
-    })
 }
 
 #[cfg(test)]

@@ -2,12 +2,14 @@
 //! listener, problem details, object paths, checksums and the provider
 //! registry.
 
+pub mod activation;
 pub mod body;
 pub mod cert_time;
 pub mod checksum;
 pub mod config;
 pub mod content;
 pub mod contract;
+pub mod daemon;
 pub mod http_metrics;
 pub mod http_server;
 pub mod link;
@@ -21,7 +23,9 @@ pub mod problem;
 pub mod proto;
 pub mod provider;
 pub mod request_id;
+pub mod sockets;
 pub mod systemd;
+pub mod tasks;
 pub mod tcp_rtt;
 pub mod telemetry;
 pub mod tls;

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Problems, check_absolute};
 use crate::http_server::Limits;
+use crate::tasks::NamedTasks;
 use crate::tls::{ReloadingCert, TlsError, http_server_config};
 
 /// The `[api]` section.
@@ -17,7 +18,8 @@ use crate::tls::{ReloadingCert, TlsError, http_server_config};
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     /// Address to listen on, such as `0.0.0.0:443`; port 0 picks a free port
-    /// (the bound address is logged).
+    /// (the bound address is logged). When a service manager passes the
+    /// daemon its sockets, the one named `api` is served instead.
     pub listen: SocketAddr,
     /// Serve plain HTTP without TLS. Only for loopback and local development;
     /// exactly one of `plain_http = true` and `[api.tls]` must be given.
@@ -150,17 +152,21 @@ impl ApiConfig {
     }
 
     /// Loads the TLS certificate (if configured) and keeps reloading it
-    /// until `shutdown`.
+    /// until `shutdown`, from a task started in `tasks`.
     pub fn tls_acceptor(
         &self,
         shutdown: &CancellationToken,
+        tasks: &mut NamedTasks,
     ) -> Result<Option<tokio_rustls::TlsAcceptor>, TlsError> {
         let Some(t) = &self.tls else { return Ok(None) };
         let certs = ReloadingCert::load(&t.cert_file, &t.key_file)?;
-        tokio::spawn(certs.clone().watch(
-            Duration::from_secs(t.reload_interval_secs),
-            shutdown.child_token(),
-        ));
+        tasks.spawn(
+            "certificate reload",
+            certs.clone().watch(
+                Duration::from_secs(t.reload_interval_secs),
+                shutdown.child_token(),
+            ),
+        );
         Ok(Some(tokio_rustls::TlsAcceptor::from(http_server_config(
             certs,
         ))))

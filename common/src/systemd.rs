@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::tasks::NamedTasks;
+
 /// Sends `state` (such as `READY=1`) to systemd's notification socket, if
 /// there is one. Failures are logged and otherwise ignored: a daemon never
 /// stops because systemd did not listen.
@@ -68,9 +70,9 @@ fn interval_for(usec: Option<&str>, pid: Option<&str>, me: u32) -> Option<Durati
 }
 
 /// Pings the watchdog at half its interval until `stop`, from a task of
-/// the runtime: a runtime that stops running tasks stops the pings, and
-/// systemd restarts the daemon.
-pub fn spawn_watchdog(stop: CancellationToken) {
+/// the runtime (started in `tasks`): a runtime that stops running tasks
+/// stops the pings, and systemd restarts the daemon.
+pub fn spawn_watchdog(stop: CancellationToken, tasks: &mut NamedTasks) {
     let Some(interval) = watchdog_interval() else {
         return;
     };
@@ -78,7 +80,7 @@ pub fn spawn_watchdog(stop: CancellationToken) {
         interval_ms = interval.as_millis() as u64,
         "pinging systemd's watchdog"
     );
-    tokio::spawn(async move {
+    tasks.spawn("watchdog", async move {
         let mut tick = tokio::time::interval(interval / 2);
         loop {
             tokio::select! {
@@ -89,9 +91,10 @@ pub fn spawn_watchdog(stop: CancellationToken) {
     });
 }
 
-/// Calls `reload` on every SIGHUP until `stop`, telling systemd that a
-/// reload runs (`RELOADING=1`, then `READY=1`).
-pub fn on_sighup<F>(stop: CancellationToken, reload: F)
+/// Calls `reload` on every SIGHUP until `stop`, from a task started in
+/// `tasks`, telling systemd that a reload runs (`RELOADING=1`, then
+/// `READY=1`).
+pub fn on_sighup<F>(stop: CancellationToken, tasks: &mut NamedTasks, reload: F)
 where
     F: Fn() + Send + 'static,
 {
@@ -103,7 +106,7 @@ where
             return;
         }
     };
-    tokio::spawn(async move {
+    tasks.spawn("reload", async move {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,

@@ -2,9 +2,11 @@
 //! spoke samples on the client connections it accepts and reports to its
 //! hub for steering.
 //!
-//! This is ferry's one use of `unsafe`: neither the standard library nor
-//! socket2, rustix or nix read `TCP_INFO`, so one `getsockopt` call is made
-//! here through libc, on a descriptor borrowed from a live socket.
+//! One of ferry's two uses of `unsafe` (the other is adopting the sockets
+//! a service manager passes, in `activation`): neither the standard
+//! library nor socket2, rustix or nix read `TCP_INFO`, so one `getsockopt`
+//! call is made here through libc, on a descriptor borrowed from a live
+//! socket.
 #![allow(unsafe_code)]
 
 use std::os::fd::AsFd;

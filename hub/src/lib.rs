@@ -3,13 +3,16 @@
 //! TCP where UDP is blocked), and the authoritative DNS server that steers
 //! clients to their nearest healthy spoke.
 //!
-//! [`run`] serves on a listener it is given until a shutdown token fires, so
-//! the binary and tests start it the same way.
+//! [`run`] serves on the [`Listeners`] it is given until a shutdown token
+//! fires, so the binary and tests start it the same way; [`cli`] holds the
+//! binary's command line and admin commands.
 
 pub mod api;
 pub mod ca;
+pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod listeners;
 pub mod metrics;
 pub mod secrets;
 pub mod steering;
@@ -22,19 +25,20 @@ use anyhow::Context as _;
 use ferry_common::config::Secret;
 use ferry_common::http_server::{self, Handler};
 use ferry_common::provider::ProviderRegistry;
-use tokio::net::TcpListener;
+use ferry_common::tasks::NamedTasks;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{AppState, SpokeSupport};
 use crate::ca::HubCa;
 use crate::config::HubConfig;
-use crate::dns::DnsSockets;
 use crate::dns::answer::Responder;
 use crate::dns::zone::Zone;
 use crate::metrics::Metrics;
 use crate::secrets::MasterKey;
 use crate::steering::Steering;
 use crate::store::Store;
+
+pub use crate::listeners::Listeners;
 
 /// The environment variable holding the admin token.
 pub const ADMIN_TOKEN_ENV: &str = "FERRY_ADMIN_TOKEN";
@@ -144,10 +148,11 @@ async fn tunnel_ca(cfg: &HubConfig, store: &Store, key: &MasterKey) -> anyhow::R
     Ok(HubCa::from_pem(&cert, &key_pem)?)
 }
 
-/// Runs the hub on `listener` until `shutdown` fires, then drains.
+/// Runs the hub on `listeners` until `shutdown` fires, then drains, joins
+/// every task it started and fails if one of them panicked.
 pub async fn run(
     cfg: HubConfig,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.state_dir).with_context(|| {
@@ -168,7 +173,8 @@ pub async fn run(
             "{ADMIN_TOKEN_ENV} is not set: the admin API (accounts and keys) is disabled"
         );
     }
-    let tls = cfg.api.tls_acceptor(&shutdown)?;
+    let mut tasks = NamedTasks::new();
+    let tls = cfg.api.tls_acceptor(&shutdown, &mut tasks)?;
     let providers = ProviderRegistry::new(cfg.provider_policy());
     let metrics = Metrics::new();
     let heartbeat = cfg.tunnel.as_ref().map_or(1, |t| t.heartbeat_interval_secs);
@@ -185,14 +191,17 @@ pub async fn run(
         steering = steering.with_exchange();
     }
     let steering = Arc::new(steering);
-    // Bound before anything starts, so a taken port fails the start.
-    let dns = match &cfg.dns {
-        Some(d) => {
-            let sockets = DnsSockets::bind(d.listen)?;
+    let listener = tokio::net::TcpListener::from_std(listeners.api)
+        .context("cannot use the API's listener")?;
+    let api_addr = listener
+        .local_addr()
+        .context("the listener has no address")?;
+    let dns = match (listeners.dns, &cfg.dns) {
+        (Some(sockets), Some(d)) => {
             tracing::info!(addr = %sockets.local_addr()?, zone = %d.zone, "DNS listening");
             Some((sockets, d.clone()))
         }
-        None => None,
+        _ => None,
     };
     let mut state = AppState::new(
         store.clone(),
@@ -205,19 +214,17 @@ pub async fn run(
     );
     let mut endpoint = None;
     let mut tcp_tunnel = None;
-    if let Some(t) = &cfg.tunnel {
+    if let (Some(t), Some(sockets)) = (&cfg.tunnel, listeners.tunnel) {
         let ca = Arc::new(tunnel_ca(&cfg, &store, &state.master_key).await?);
         if let Some(at) = ferry_common::cert_time::not_after_pem(ca.cert_pem()) {
             state.metrics.tunnel_ca_expires(at);
         }
         let tls = tunnel::server_tls(t, &ca)?;
-        let ep = tunnel::bind_quic(t, tls.clone())
-            .with_context(|| format!("cannot open the tunnel endpoint on {}", t.listen))?;
+        let ep = tunnel::quic_endpoint(t, tls.clone(), sockets.quic)
+            .context("cannot open the tunnel endpoint")?;
         tracing::info!(addr = %ep.local_addr()?, server_name = %t.server_name, "tunnel listening");
-        let tcp_addr = t.tcp_listen.unwrap_or(t.listen);
-        let tcp = tokio::net::TcpListener::bind(tcp_addr)
-            .await
-            .with_context(|| format!("cannot open the TCP tunnel listener on {tcp_addr}"))?;
+        let tcp = tokio::net::TcpListener::from_std(sockets.tcp)
+            .context("cannot use the TCP tunnel listener")?;
         tracing::info!(addr = %tcp.local_addr()?, "tunnel TCP listening");
         let quic_public = t.public_addr.unwrap_or(ep.local_addr()?);
         let tcp_public = t
@@ -249,108 +256,119 @@ pub async fn run(
         endpoint = Some((ep, t.clone()));
     }
     let state = Arc::new(state);
-    let mut tasks = Vec::new();
     // Tunnels and DNS outlive the HTTP listener's drain, so requests spokes
     // forward get the same grace as direct ones and clients are still
     // steered to spokes meanwhile; they stop once it is over.
     let tunnel_stop = CancellationToken::new();
-    tasks.push(tokio::spawn(steering.clone().run(
-        state.spokes.as_ref().map(|s| s.registry.clone()),
-        tunnel_stop.clone(),
-    )));
+    tasks.spawn(
+        "steering",
+        steering.clone().run(
+            state.spokes.as_ref().map(|s| s.registry.clone()),
+            tunnel_stop.clone(),
+        ),
+    );
     state
         .metrics
         .replicas(usize::from(state.store.has_replica()));
-    tasks.push(tokio::spawn(watch_store(
-        state.clone(),
-        tunnel_stop.clone(),
-    )));
+    tasks.spawn(
+        "store watch",
+        watch_store(state.clone(), tunnel_stop.clone()),
+    );
     if shared_store {
-        tasks.push(tokio::spawn(steering::exchange::run(
-            steering.clone(),
-            store.clone(),
-            state.spokes.as_ref().map(|s| s.registry.clone()),
-            hub_id.clone(),
-            tunnel_stop.clone(),
-        )));
+        tasks.spawn(
+            "steering exchange",
+            steering::exchange::run(
+                steering.clone(),
+                store.clone(),
+                state.spokes.as_ref().map(|s| s.registry.clone()),
+                hub_id.clone(),
+                tunnel_stop.clone(),
+            ),
+        );
     }
     let mut dns_limits = None;
-    let dns_thread = match dns {
-        Some((sockets, d)) => {
-            let hub_addrs = if d.hub_addrs.is_empty() {
-                vec![cfg.api.listen.ip()]
-            } else {
-                d.hub_addrs.clone()
-            };
-            let serial = u32::try_from(jiff::Timestamp::now().as_second()).unwrap_or(1);
-            let zone = Zone::new(
-                &d.zone,
-                &d.nameservers,
-                d.hostmaster.as_deref(),
-                d.ttl_secs,
-                &hub_addrs,
-                serial,
-            )
-            .map_err(|e| anyhow::anyhow!("dns.zone: {e}"))?;
-            let responder = Responder::new(
-                zone,
-                steering.clone(),
-                state.metrics.dns.clone(),
-                state.metrics.steering.answers("hub"),
-            );
-            let limits = dns::limit::LimitSettings::new(&d.rate_limit);
-            dns_limits = Some(limits.clone());
-            Some(dns::spawn(
-                sockets,
-                Arc::new(responder),
-                d,
-                limits,
-                tunnel_stop.clone(),
-            )?)
-        }
-        None => None,
-    };
+    if let Some((sockets, d)) = dns {
+        let hub_addrs = if d.hub_addrs.is_empty() {
+            if api_addr.ip().is_unspecified() {
+                anyhow::bail!(
+                    "dns.hub_addrs is required: the API's socket listens on {api_addr}, which is no address to answer with"
+                );
+            }
+            vec![api_addr.ip()]
+        } else {
+            d.hub_addrs.clone()
+        };
+        let serial = u32::try_from(jiff::Timestamp::now().as_second()).unwrap_or(1);
+        let zone = Zone::new(
+            &d.zone,
+            &d.nameservers,
+            d.hostmaster.as_deref(),
+            d.ttl_secs,
+            &hub_addrs,
+            serial,
+        )
+        .map_err(|e| anyhow::anyhow!("dns.zone: {e}"))?;
+        let responder = Responder::new(
+            zone,
+            steering.clone(),
+            state.metrics.dns.clone(),
+            state.metrics.steering.answers("hub"),
+        );
+        let limits = dns::limit::LimitSettings::new(&d.rate_limit);
+        dns_limits = Some(limits.clone());
+        let thread = dns::spawn(sockets, Arc::new(responder), d, limits, tunnel_stop.clone())?;
+        tasks.join_thread("dns", thread);
+    }
     if let (Some((ep, t)), Some(support)) = (endpoint, state.spokes.clone()) {
         if let Some((listener, tls)) = tcp_tunnel {
-            tasks.push(tokio::spawn(tunnel::serve_tcp(
-                listener,
-                tls,
+            tasks.spawn(
+                "tunnel TCP accept",
+                tunnel::serve_tcp(
+                    listener,
+                    tls,
+                    state.clone(),
+                    support.registry.clone(),
+                    t.clone(),
+                    tunnel_stop.clone(),
+                ),
+            );
+        }
+        tasks.spawn(
+            "tunnel QUIC accept",
+            tunnel::serve_quic(
+                ep,
                 state.clone(),
                 support.registry.clone(),
-                t.clone(),
+                t,
                 tunnel_stop.clone(),
-            )));
-        }
-        tasks.push(tokio::spawn(tunnel::serve_quic(
-            ep,
-            state.clone(),
-            support.registry.clone(),
-            t,
-            tunnel_stop.clone(),
-        )));
-        tasks.push(tokio::spawn(support.hubs.clone().keep_current(
-            state.clone(),
-            support.registry.clone(),
-            tunnel_stop.clone(),
-        )));
-        tasks.push(tokio::spawn(tunnel::sweep_revoked(
-            state.clone(),
-            support.registry,
-            std::time::Duration::from_secs(2),
-            tunnel_stop.clone(),
-        )));
+            ),
+        );
+        tasks.spawn(
+            "hub list",
+            support.hubs.clone().keep_current(
+                state.clone(),
+                support.registry.clone(),
+                tunnel_stop.clone(),
+            ),
+        );
+        tasks.spawn(
+            "revocation sweep",
+            tunnel::sweep_revoked(
+                state.clone(),
+                support.registry,
+                std::time::Duration::from_secs(2),
+                tunnel_stop.clone(),
+            ),
+        );
     }
     let handler: Handler = {
         let state = state.clone();
         Arc::new(move |req| Box::pin(api::handle(state.clone(), req)))
     };
-    let addr = listener
-        .local_addr()
-        .context("the listener has no address")?;
-    tracing::info!(%addr, tls = tls.is_some(), store = %store.backend(), "HTTP API listening");
+    tracing::info!(addr = %api_addr, tls = tls.is_some(), store = %store.backend(), "HTTP API listening");
     // Every listener is bound and the store open: tell systemd.
     ferry_common::systemd::ready();
-    ferry_common::systemd::spawn_watchdog(tunnel_stop.clone());
+    ferry_common::systemd::spawn_watchdog(tunnel_stop.clone(), &mut tasks);
     let limits = cfg.api.limits();
     if let Some(path) = cfg.path.clone() {
         let live = Live {
@@ -359,17 +377,15 @@ pub async fn run(
             connections: limits.connections.clone(),
             dns_limits,
         };
-        ferry_common::systemd::on_sighup(tunnel_stop.clone(), move || reload(&path, &live));
+        ferry_common::systemd::on_sighup(tunnel_stop.clone(), &mut tasks, move || {
+            reload(&path, &live)
+        });
     }
     http_server::serve(listener, tls, limits, handler, shutdown).await;
     tunnel_stop.cancel();
-    for t in tasks {
-        let _ = t.await;
-    }
-    if let Some(t) = dns_thread {
-        let _ = tokio::task::spawn_blocking(move || t.join()).await;
-    }
+    let joined = tasks.join_all().await;
     store.close().await;
+    joined?;
     tracing::info!("stopped");
     Ok(())
 }

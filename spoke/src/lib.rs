@@ -1,8 +1,10 @@
 //! The ferry spoke: serves ferry's API near clients and carries requests to
 //! its hub through a QUIC tunnel with mutual TLS.
 //!
-//! [`run`] serves on a listener it is given until a shutdown token fires.
+//! [`run`] serves on the [`Listeners`] it is given until a shutdown token
+//! fires; [`cli`] holds the binary's command line.
 
+pub mod cli;
 pub mod config;
 pub mod data_path;
 pub mod front;
@@ -17,7 +19,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use ferry_common::http_server::{self, Handler};
-use tokio::net::TcpListener;
+use ferry_common::sockets::{SocketError, SocketSource};
+use ferry_common::tasks::NamedTasks;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SpokeConfig;
@@ -31,6 +34,27 @@ use crate::tunnel::TunnelHandle;
 /// How long queued completion reports may take to reach the hub once the
 /// last request has finished, before the spoke exits anyway.
 const REPORT_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The socket the spoke serves on, opened before [`run`] starts: bound
+/// from the configuration, or the one a service manager passed as `api`.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The HTTP API (`api.listen`; passed as `api`).
+    pub api: std::net::TcpListener,
+}
+
+impl Listeners {
+    /// The names of the sockets a service manager may pass, with the
+    /// section that configures each.
+    pub const NAMES: [(&'static str, &'static str); 1] = [("api", "[api]")];
+
+    /// Opens the listener `cfg` calls for from `sockets`.
+    pub fn open(cfg: &SpokeConfig, sockets: &mut SocketSource) -> Result<Listeners, SocketError> {
+        Ok(Listeners {
+            api: sockets.tcp_listener("api", "api.listen", cfg.api.listen)?,
+        })
+    }
+}
 
 /// Re-reads the configuration at `path` on SIGHUP and applies what can
 /// change while the spoke runs: the log filter and `api.max_connections`.
@@ -52,13 +76,14 @@ fn reload(path: &std::path::Path, connections: &http_server::ConnectionLimit) {
     );
 }
 
-/// Runs the spoke on `listener` until `shutdown` fires, then drains: the
+/// Runs the spoke on `listeners` until `shutdown` fires, then drains: the
 /// hub is told, new connections are refused, requests in flight finish
 /// (within the grace period) with the tunnel still up, queued reports are
-/// delivered, and only then does the tunnel close.
+/// delivered, and only then does the tunnel close. Every task it started
+/// is joined; one that panicked or failed makes it fail.
 pub async fn run(
     cfg: SpokeConfig,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
@@ -74,7 +99,8 @@ pub async fn run(
         None => tracing::warn!("cannot read when this spoke's certificate expires"),
     }
     let handle = TunnelHandle::default();
-    let tls = cfg.api.tls_acceptor(&shutdown)?;
+    let mut tasks = NamedTasks::new();
+    let tls = cfg.api.tls_acceptor(&shutdown, &mut tasks)?;
     let hub = HubClient {
         tunnel: handle,
         max_frame: cfg.tunnel.max_frame_bytes,
@@ -85,6 +111,8 @@ pub async fn run(
         let data = data.clone();
         Arc::new(move || data.invalidate_grants())
     };
+    let listener = tokio::net::TcpListener::from_std(listeners.api)
+        .context("cannot use the API's listener")?;
     let addr = listener
         .local_addr()
         .context("the listener has no address")?;
@@ -106,31 +134,39 @@ pub async fn run(
         client_rtts: client_rtts.clone(),
         learned,
     };
-    let tunnels = tokio::spawn(tunnel::hold(
-        cfg.clone(),
-        identity,
-        hub.tunnel.clone(),
-        shared,
-        learned_rx,
-    ));
-    let reports = tokio::spawn(data.reports.clone().deliver(tunnel_stop.clone()));
+    tasks.spawn_fallible(
+        "tunnels",
+        tunnel::hold(
+            cfg.clone(),
+            identity,
+            hub.tunnel.clone(),
+            shared,
+            learned_rx,
+        ),
+    );
+    tasks.spawn(
+        "report delivery",
+        data.reports.clone().deliver(tunnel_stop.clone()),
+    );
     // Ready for systemd once a first tunnel is up (the listener is bound
     // already): a spoke without a hub serves almost nothing.
     {
         let handle = hub.tunnel.clone();
         let stop = tunnel_stop.clone();
-        tokio::spawn(async move {
+        tasks.spawn("readiness", async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
                 _ = handle.wait_up() => ferry_common::systemd::ready(),
             }
         });
     }
-    ferry_common::systemd::spawn_watchdog(tunnel_stop.clone());
+    ferry_common::systemd::spawn_watchdog(tunnel_stop.clone(), &mut tasks);
     let mut limits = cfg.api.limits();
     if let Some(path) = cfg.path.clone() {
         let connections = limits.connections.clone();
-        ferry_common::systemd::on_sighup(tunnel_stop.clone(), move || reload(&path, &connections));
+        ferry_common::systemd::on_sighup(tunnel_stop.clone(), &mut tasks, move || {
+            reload(&path, &connections)
+        });
     }
     let front = Arc::new(Front {
         hub,
@@ -147,8 +183,7 @@ pub async fn run(
     http_server::serve(listener, tls, limits, handler, shutdown).await;
     data.reports.flush(REPORT_FLUSH).await;
     tunnel_stop.cancel();
-    let _ = reports.await;
-    tunnels.await.context("the tunnels' task failed")??;
+    tasks.join_all().await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,11 +1,16 @@
-//! Starting and stopping a real `ferry-hub` process.
+//! Starting and stopping a real `ferry-hub` process, handed its sockets
+//! as a service manager would ([`crate::launch`]).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::launch::{self, Notifications, Sockets};
 use crate::process::Daemon;
+
+/// How long a hub gets to say it is ready.
+const READY_WITHIN: Duration = Duration::from_secs(30);
 
 /// The admin token every test hub is started with.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -64,6 +69,8 @@ pub struct HubOptions {
     pub data_dir: Option<PathBuf>,
     /// Environment variables set for the hub process.
     pub env: Vec<(String, String)>,
+    /// Log one JSON object a line (`[log] format = "json"`).
+    pub log_json: bool,
 }
 
 impl Default for HubOptions {
@@ -79,6 +86,7 @@ impl Default for HubOptions {
             extra_toml: String::new(),
             data_dir: None,
             env: Vec::new(),
+            log_json: false,
         }
     }
 }
@@ -92,17 +100,21 @@ fn temp_dir(opts: &HubOptions) -> tempfile::TempDir {
     .expect("a temporary directory")
 }
 
-/// A running hub, killed when dropped.
+/// A running hub, killed when dropped. The harness holds its sockets, so
+/// it keeps its ports across restarts.
 #[derive(Debug)]
 pub struct Hub {
     daemon: Option<Daemon>,
+    sockets: Sockets,
+    notify: Notifications,
     /// The address its API listens on.
     pub addr: SocketAddr,
     /// The address of its tunnel endpoint (UDP).
     pub tunnel_addr: SocketAddr,
     /// The address of its TLS-over-TCP tunnel listener.
     pub tunnel_tcp_addr: SocketAddr,
-    /// The address of its DNS server (UDP and TCP), when `[dns]` is set.
+    /// The address of its DNS server (UDP and TCP), when `[dns]` is set
+    /// (in `extra_toml`).
     pub dns_addr: Option<SocketAddr>,
     /// Its temporary state, config and provider folders.
     pub dir: tempfile::TempDir,
@@ -143,7 +155,7 @@ impl Hub {
             format!(
                 "state_dir = {state:?}\n\n[api]\nlisten = \"127.0.0.1:0\"\nplain_http = {plain}\nshutdown_grace_secs = 5\n{extra}\n{tls}\n\
                  [tunnel]\nlisten = \"127.0.0.1:0\"\n{timings}{tunnel_extra}\n\n\
-                 [providers.fs]\nallowed_roots = [{data:?}]\n\n[providers.memory]\nenabled = true\n\n[log]\nlevel = {level:?}\n\n{sections}\n",
+                 [providers.fs]\nallowed_roots = [{data:?}]\n\n[providers.memory]\nenabled = true\n\n[log]\nlevel = {level:?}\n{format}\n{sections}\n",
                 state = dir.path().join("state"),
                 data = data_dir,
                 extra = opts.api_extra,
@@ -154,6 +166,7 @@ impl Hub {
                     "heartbeat_interval_secs = 1\nidle_timeout_secs = 5\n"
                 },
                 level = opts.log_level.as_deref().unwrap_or("info,ferry_hub=debug"),
+                format = if opts.log_json { "format = \"json\"\n" } else { "" },
                 sections = opts.extra_toml,
             ),
         )
@@ -161,19 +174,30 @@ impl Hub {
         Self::spawned(dir, data_dir, config, opts)
     }
 
-    /// Starts a hub from a written configuration.
+    /// Starts a hub from a written configuration, on sockets of its own.
     fn spawned(
         dir: tempfile::TempDir,
         data_dir: PathBuf,
         config: PathBuf,
         opts: HubOptions,
     ) -> Hub {
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let mut sockets = Sockets::new();
+        let addr = sockets.tcp("api", loopback);
+        // As in a deployment without tunnel.tcp_listen: TCP on QUIC's port.
+        let tunnel_addr = sockets.udp_and_tcp("tunnel", "tunnel-tcp", loopback);
+        let dns_addr = opts
+            .extra_toml
+            .contains("[dns]")
+            .then(|| sockets.udp_and_tcp("dns", "dns-tcp", loopback));
         let mut hub = Hub {
             daemon: None,
-            addr: "127.0.0.1:0".parse().unwrap(),
-            tunnel_addr: "127.0.0.1:0".parse().unwrap(),
-            tunnel_tcp_addr: "127.0.0.1:0".parse().unwrap(),
-            dns_addr: None,
+            sockets,
+            notify: Notifications::new(),
+            addr,
+            tunnel_addr,
+            tunnel_tcp_addr: tunnel_addr,
+            dns_addr,
             master_key: MASTER_KEY.to_owned(),
             dir,
             data_dir,
@@ -185,8 +209,10 @@ impl Hub {
         hub
     }
 
+    /// Starts the process on the hub's sockets and waits for its
+    /// `READY=1`.
     fn spawn(&mut self) {
-        let mut cmd = Command::new(binary("ferry-hub"));
+        let mut cmd = launch::command(&binary("ferry-hub"), &self.sockets, &self.notify);
         cmd.arg("--config")
             .arg(&self.config)
             .env("FERRY_MASTER_KEY", &self.master_key)
@@ -196,27 +222,18 @@ impl Hub {
         } else {
             cmd.env_remove("FERRY_ADMIN_TOKEN");
         }
-        let daemon = Daemon::spawn(cmd);
-        let wait = Duration::from_secs(30);
-        let (Some(api), Some(tunnel)) = (
-            daemon.wait_for_field("HTTP API listening", "addr", wait),
-            daemon.wait_for_field("tunnel listening", "addr", wait),
-        ) else {
-            panic!("ferry-hub did not start listening:\n{}", daemon.log());
-        };
-        self.addr = api.parse().expect("the logged address parses");
-        self.tunnel_addr = tunnel.parse().expect("the logged address parses");
-        let tcp = daemon
-            .wait_for_field("tunnel TCP listening", "addr", wait)
-            .expect("the hub logs its TCP tunnel address");
-        self.tunnel_tcp_addr = tcp.parse().expect("the logged address parses");
-        if self.opts.extra_toml.contains("[dns]") {
-            let dns = daemon
-                .wait_for_field("DNS listening", "addr", wait)
-                .expect("the hub logs its DNS address");
-            self.dns_addr = Some(dns.parse().expect("the logged address parses"));
+        let from = self.notify.count();
+        let mut daemon = Daemon::spawn(cmd);
+        if let Err(log) = launch::wait_ready(&mut daemon, &self.notify, from, READY_WITHIN) {
+            panic!("ferry-hub did not become ready:\n{log}");
         }
         self.daemon = Some(daemon);
+    }
+
+    /// What the hub told its notification socket (`READY=1`, watchdog
+    /// pings, …), across restarts.
+    pub fn notifications(&self) -> &Notifications {
+        &self.notify
     }
 
     /// Everything the hub has logged, across restarts.
@@ -310,31 +327,15 @@ impl Hub {
         }
     }
 
-    /// Starts the hub again on the same state and the same ports, as an
-    /// operator's restart would (after `kill`, or stopping it first).
+    /// Starts the hub again on the same state and the same sockets, as an
+    /// operator's restart under socket activation would (after `kill`, or
+    /// stopping it first).
     pub fn restart_on_same_ports(&mut self) {
-        self.stop();
-        let text = std::fs::read_to_string(&self.config).unwrap();
-        let text = text
-            .replacen(
-                "[api]\nlisten = \"127.0.0.1:0\"",
-                &format!("[api]\nlisten = \"{}\"", self.addr),
-                1,
-            )
-            .replacen(
-                "[tunnel]\nlisten = \"127.0.0.1:0\"",
-                &format!(
-                    "[tunnel]\nlisten = \"{}\"\ntcp_listen = \"{}\"",
-                    self.tunnel_addr, self.tunnel_tcp_addr
-                ),
-                1,
-            );
-        std::fs::write(&self.config, text).unwrap();
-        self.spawn();
+        self.restart();
     }
 
     /// Starts the hub again on the same state (after `stop` or `kill`, or
-    /// stopping it first); the ports may change.
+    /// stopping it first). It keeps its sockets, so its ports too.
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();

@@ -1,5 +1,6 @@
-//! The end-to-end harness: runs the real ferry binaries on loopback with
-//! port 0, and drives them over real HTTP.
+//! The end-to-end harness: runs the real ferry binaries on loopback, on
+//! sockets it binds and hands them as a service manager would, and drives
+//! them over real HTTP.
 //!
 //! Scenarios are written against an [`Api`] (a base URL and a client), not
 //! against a hub, so the same scenarios can run against a spoke.
@@ -9,6 +10,7 @@ pub mod delay_proxy;
 pub mod dns;
 pub mod fault_proxy;
 pub mod hub;
+pub mod launch;
 pub mod postgres;
 pub mod process;
 pub mod prometheus;

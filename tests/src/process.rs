@@ -1,6 +1,5 @@
-//! A daemon process under test: its standard error is collected so tests
-//! can wait for log lines (such as the bound address) and show the log when
-//! they fail.
+//! A process under test: its standard error is collected so tests can
+//! wait for log lines of their own and show the log when they fail.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -59,14 +58,34 @@ impl Daemon {
         self.log.text.lock().unwrap().0.clone()
     }
 
+    /// Everything logged, once the process has closed its standard error
+    /// (waiting at most `timeout` for that, as after it exited).
+    pub fn full_log(&self, timeout: Duration) -> String {
+        self.wait_log(timeout, |log, closed| closed.then(|| log.to_owned()))
+            .unwrap_or_else(|| self.log())
+    }
+
     /// Waits (at most `timeout`) for a line containing `needle` and returns
     /// it; `None` if the time runs out or the process closes its output.
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> Option<String> {
+        self.wait_log(timeout, |log, _| {
+            log.lines().find(|l| l.contains(needle)).map(str::to_owned)
+        })
+    }
+
+    /// Calls `look` with the log so far and whether the output is closed,
+    /// again on every new line, until it finds something, the output
+    /// closes or `timeout` passes.
+    fn wait_log<T>(
+        &self,
+        timeout: Duration,
+        mut look: impl FnMut(&str, bool) -> Option<T>,
+    ) -> Option<T> {
         let deadline = Instant::now() + timeout;
         let mut text = self.log.text.lock().unwrap();
         loop {
-            if let Some(line) = text.0.lines().find(|l| l.contains(needle)) {
-                return Some(line.to_owned());
+            if let Some(found) = look(&text.0, text.1) {
+                return Some(found);
             }
             let now = Instant::now();
             if text.1 || now >= deadline {

@@ -1,18 +1,25 @@
 //! Starting and stopping a real `ferry-spoke` process, enrolled with a
-//! join token from the hub's own CLI.
+//! join token from the hub's own CLI and handed its listener as a service
+//! manager would ([`crate::launch`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use crate::hub::{Hub, binary};
+use crate::launch::{self, Notifications, Sockets};
 use crate::process::Daemon;
 
-/// A running spoke, killed when dropped.
+/// How long a spoke gets to say it is ready (its first tunnel up).
+const READY_WITHIN: Duration = Duration::from_secs(30);
+
+/// A running spoke, killed when dropped. The harness holds its listener,
+/// so it keeps its port across restarts.
 #[derive(Debug)]
 pub struct Spoke {
     daemon: Option<Daemon>,
+    sockets: Sockets,
+    notify: Notifications,
     /// Its name.
     pub name: String,
     /// The address its API listens on.
@@ -49,6 +56,9 @@ pub struct SpokeOptions {
     pub env: Vec<(String, String)>,
 }
 
+/// Where test spokes listen unless told otherwise.
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 /// Writes a spoke configuration pointing at `hub`.
 fn write_config(dir: &std::path::Path, name: &str, hub: &Hub, opts: &SpokeOptions) -> PathBuf {
     let config = dir.join("spoke.toml");
@@ -60,9 +70,7 @@ fn write_config(dir: &std::path::Path, name: &str, hub: &Hub, opts: &SpokeOption
              {standby}\n[tunnel]\n{timings}{extra}\n\n\
              [log]\nlevel = {level:?}\n\n[steering]\n{steering}\n",
             state = dir.join("state"),
-            ip = opts
-                .listen_ip
-                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            ip = opts.listen_ip.unwrap_or(LOOPBACK),
             steering = opts.steering_extra,
             api = hub.url(),
             tunnel = opts.quic_via.unwrap_or(hub.tunnel_addr),
@@ -98,7 +106,7 @@ impl Spoke {
     }
 
     /// Starts a spoke with `token`; `Err(log)` if it exits or never gets a
-    /// tunnel.
+    /// tunnel (it says `READY=1` once its first tunnel is up).
     pub fn start_with_token(hub: &Hub, name: &str, token: &str) -> Result<Spoke, String> {
         Self::start_with(hub, name, token, &SpokeOptions::default())
     }
@@ -112,10 +120,14 @@ impl Spoke {
     ) -> Result<Spoke, String> {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let config = write_config(dir.path(), name, hub, opts);
+        let mut sockets = Sockets::new();
+        let addr = sockets.tcp("api", opts.listen_ip.unwrap_or(LOOPBACK));
         let mut spoke = Spoke {
             daemon: None,
+            sockets,
+            notify: Notifications::new(),
             name: name.to_owned(),
-            addr: "127.0.0.1:0".parse().unwrap(),
+            addr,
             dir,
             config,
             logs: Vec::new(),
@@ -125,8 +137,10 @@ impl Spoke {
         Ok(spoke)
     }
 
+    /// Starts the process on the spoke's listener and waits for its
+    /// `READY=1`.
     fn spawn(&mut self, token: Option<&str>) -> Result<(), String> {
-        let mut cmd = Command::new(binary("ferry-spoke"));
+        let mut cmd = launch::command(&binary("ferry-spoke"), &self.sockets, &self.notify);
         cmd.arg("--config")
             .arg(&self.config)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
@@ -134,18 +148,17 @@ impl Spoke {
             Some(t) => cmd.env("FERRY_JOIN_TOKEN", t),
             None => cmd.env_remove("FERRY_JOIN_TOKEN"),
         };
+        let from = self.notify.count();
         let mut daemon = Daemon::spawn(cmd);
-        let wait = Duration::from_secs(30);
-        let Some(addr) = daemon.wait_for_field("HTTP API listening", "addr", wait) else {
-            daemon.wait_exit(Duration::from_secs(5));
-            return Err(daemon.log());
-        };
-        if daemon.wait_for("tunnel up", wait).is_none() {
-            return Err(daemon.log());
-        }
-        self.addr = addr.parse().expect("the logged address parses");
+        launch::wait_ready(&mut daemon, &self.notify, from, READY_WITHIN)?;
         self.daemon = Some(daemon);
         Ok(())
+    }
+
+    /// What the spoke told its notification socket (`READY=1`, watchdog
+    /// pings, …), across restarts.
+    pub fn notifications(&self) -> &Notifications {
+        &self.notify
     }
 
     /// The base URL of its API.

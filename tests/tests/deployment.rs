@@ -1,7 +1,7 @@
-//! What operators install: the systemd units (checked by
-//! `systemd-analyze`), and the daemons' side of systemd's protocol
-//! (`READY=1` once serving, watchdog pings, `STOPPING=1`, and SIGHUP
-//! re-reading the log level).
+//! What operators install: the systemd units and the example socket unit
+//! (checked by `systemd-analyze`), and the daemons' side of systemd's
+//! protocol (`READY=1` once serving, watchdog pings, `STOPPING=1`, and
+//! SIGHUP re-reading the log level).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,16 +27,7 @@ fn the_units_verify_and_score_2_or_better() {
         assert_ne!(local, text, "{unit}: ExecStart is /usr/bin/{unit}");
         let path = dir.path().join(format!("{unit}.service"));
         std::fs::write(&path, &local).unwrap();
-        let out = Command::new("systemd-analyze")
-            .arg("verify")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success() && out.stderr.is_empty(),
-            "{unit}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        verify(&[&path]);
         let out = Command::new("systemd-analyze")
             .args(["security", "--offline=true", "--no-pager"])
             .arg(&path)
@@ -63,72 +54,50 @@ fn the_units_verify_and_score_2_or_better() {
             assert!(local.contains(line), "{unit}: {line}");
         }
     }
+    // The example socket unit, beside the service it activates, hands the
+    // spoke a socket named as the spoke expects.
+    let socket = std::fs::read_to_string(repo().join("systemd/ferry-spoke.socket")).unwrap();
+    for line in [
+        "FileDescriptorName=api",
+        "Service=ferry-spoke.service",
+        "ListenStream=",
+    ] {
+        assert!(socket.contains(line), "ferry-spoke.socket: {line}");
+    }
+    let path = dir.path().join("ferry-spoke.socket");
+    std::fs::write(&path, &socket).unwrap();
+    verify(&[&path, &dir.path().join("ferry-spoke.service")]);
 }
 
-/// A notification socket standing in for systemd's.
-struct Notify {
-    _dir: tempfile::TempDir,
-    socket: std::os::unix::net::UnixDatagram,
-    path: PathBuf,
+/// `systemd-analyze verify` passes `units` without a word.
+fn verify(units: &[&Path]) {
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(units)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{units:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
-impl Notify {
-    fn new() -> Notify {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("notify");
-        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        Notify {
-            _dir: dir,
-            socket,
-            path,
-        }
-    }
-
-    fn env(&self) -> Vec<(String, String)> {
-        vec![
-            ("NOTIFY_SOCKET".into(), self.path.display().to_string()),
-            ("WATCHDOG_USEC".into(), "400000".into()),
-        ]
-    }
-
-    /// The next message, as text.
-    fn next(&self) -> String {
-        let mut buf = [0u8; 512];
-        let n = self
-            .socket
-            .recv(&mut buf)
-            .expect("a notification within 20 s");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    }
-
-    /// Waits for `want`, skipping watchdog pings (at most 200 messages).
-    fn until(&self, want: &str) -> usize {
-        let mut pings = 0;
-        for _ in 0..200 {
-            let got = self.next();
-            if got == want {
-                return pings;
-            }
-            if got == "WATCHDOG=1" {
-                pings += 1;
-            }
-        }
-        panic!("no {want}");
-    }
+/// What the daemons are started with for these tests: a short watchdog
+/// interval (the harness gives them a notification socket of its own).
+fn watchdog_env() -> Vec<(String, String)> {
+    vec![("WATCHDOG_USEC".into(), "400000".into())]
 }
 
 #[tokio::test]
 async fn the_hub_tells_systemd_it_is_ready_pings_the_watchdog_and_reloads_on_sighup() {
     ferry_tests::install_crypto_provider();
-    let notify = Notify::new();
     let mut hub = Hub::start_with(HubOptions {
-        env: notify.env(),
+        env: watchdog_env(),
         log_level: Some("info".into()),
         ..HubOptions::default()
     });
+    let notify = hub.notifications();
     assert_eq!(notify.next(), "READY=1", "READY comes first, once serving");
     let pings = notify.until("WATCHDOG=1");
     assert_eq!(pings, 0);
@@ -177,25 +146,25 @@ async fn the_hub_tells_systemd_it_is_ready_pings_the_watchdog_and_reloads_on_sig
     );
     std::fs::write(&hub.config, text).unwrap();
     hub.stop();
-    notify.until("STOPPING=1");
+    hub.notifications().until("STOPPING=1");
 }
 
 #[tokio::test]
 async fn a_spoke_is_ready_once_its_first_tunnel_is_up() {
     ferry_tests::install_crypto_provider();
     let hub = Hub::start();
-    let notify = Notify::new();
     let token = hub.spoke_token("fra1", None);
     let spoke = Spoke::start_with(
         &hub,
         "fra1",
         &token,
         &SpokeOptions {
-            env: notify.env(),
+            env: watchdog_env(),
             ..SpokeOptions::default()
         },
     )
     .unwrap_or_else(|log| panic!("{log}"));
+    let notify = spoke.notifications();
     // (Watchdog pings may come first: the watchdog runs from the start.)
     notify.until("READY=1");
     let ready = ferry_tests::Api::new(spoke.url())

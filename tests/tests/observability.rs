@@ -359,44 +359,26 @@ async fn one_request_id_follows_a_request_from_spoke_to_hub_and_back() {
 #[tokio::test]
 async fn json_logs_are_one_object_a_line_with_the_request_span() {
     ferry_tests::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("hub.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\nplain_http = true\n[log]\nlevel = \"info,ferry_hub=debug\"\nformat = \"json\"\n",
-            dir.path().join("state")
-        ),
-    )
-    .unwrap();
-    let mut cmd = std::process::Command::new(ferry_tests::hub::binary("ferry-hub"));
-    cmd.arg("--config")
-        .arg(&config)
-        .env("FERRY_MASTER_KEY", ferry_tests::hub::MASTER_KEY)
-        .env_remove("FERRY_LOG");
-    let daemon = ferry_tests::process::Daemon::spawn(cmd);
+    let hub = Hub::start_with(HubOptions {
+        log_json: true,
+        ..HubOptions::default()
+    });
     let lines = || -> Vec<serde_json::Value> {
-        daemon
-            .log()
+        hub.log()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
             .collect()
     };
-    let mut addr = None;
+    // Start-up is logged as JSON too.
     assert!(
-        eventually(Duration::from_secs(20), async || {
-            addr = lines()
-                .iter()
-                .find(|l| l["fields"]["message"] == "HTTP API listening")
-                .and_then(|l| l["fields"]["addr"].as_str().map(str::to_owned));
-            addr.is_some()
-        })
-        .await,
+        lines()
+            .iter()
+            .any(|l| l["fields"]["message"] == "HTTP API listening"
+                && l["fields"]["addr"].is_string()),
         "{}",
-        daemon.log()
+        hub.log()
     );
-    let url = format!("http://{}", addr.unwrap());
-    Api::new(&url)
+    Api::new(hub.url())
         .get("/healthz")
         .header("x-request-id", "json-trace-7")
         .send()
@@ -412,6 +394,6 @@ async fn json_logs_are_one_object_a_line_with_the_request_span() {
         })
         .await,
         "{}",
-        daemon.log()
+        hub.log()
     );
 }

@@ -154,8 +154,8 @@ async fn the_spoke_reconnects_after_the_hub_restarts() {
         .await
         .expect(201);
 
-    // The hub comes back on the same ports only by luck: restart the spoke's
-    // view too by pointing it at the new address.
+    // The hub dies and comes back on the same sockets (the harness holds
+    // them, as systemd holds a socket unit's).
     hub.kill();
     assert!(
         eventually(Duration::from_secs(10), async || api

@@ -60,7 +60,8 @@ pub struct TunnelConfig {
     /// port 0 picks a free port (logged).
     pub listen: std::net::SocketAddr,
     /// TCP address for tunnels of spokes whose UDP is blocked (the same
-    /// frames over TLS on TCP). Default: the same address as `listen`.
+    /// frames over TLS on TCP). Default: the same address and port as
+    /// `listen` (with port 0, the port UDP got).
     pub tcp_listen: Option<std::net::SocketAddr>,
     /// Where spokes reach this hub's QUIC endpoint, told to the spokes of
     /// every hub sharing its store so they keep a tunnel to it. Default:

@@ -32,38 +32,18 @@ use answer::Responder;
 use limit::RateLimiter;
 use metrics::Transport;
 
-/// The DNS sockets, bound before the server starts (so start-up fails early
-/// and tests can read the port).
+/// The DNS server's sockets, on one port (see [`crate::listeners`]).
 #[derive(Debug)]
 pub struct DnsSockets {
-    udp: std::net::UdpSocket,
-    tcp: std::net::TcpListener,
+    /// Queries over UDP.
+    pub udp: std::net::UdpSocket,
+    /// Queries over TCP.
+    pub tcp: std::net::TcpListener,
 }
 
 impl DnsSockets {
-    /// Binds UDP and TCP on `listen`; with port 0, UDP picks the port and
-    /// TCP takes the same one (tried a few times, should it be taken).
-    pub fn bind(listen: SocketAddr) -> anyhow::Result<DnsSockets> {
-        let mut last = None;
-        for _ in 0..16 {
-            let udp = ferry_common::tunnel_io::bind_udp(listen)
-                .with_context(|| format!("cannot bind DNS on UDP {listen}"))?;
-            let addr = udp.local_addr()?;
-            match std::net::TcpListener::bind(addr) {
-                Ok(tcp) => {
-                    tcp.set_nonblocking(true)?;
-                    return Ok(DnsSockets { udp, tcp });
-                }
-                Err(e) if listen.port() == 0 => last = Some(e),
-                Err(e) => {
-                    return Err(e).with_context(|| format!("cannot bind DNS on TCP {addr}"));
-                }
-            }
-        }
-        Err(last.expect("the loop ran")).context("no port free for DNS on both UDP and TCP")
-    }
-
-    /// The bound address (the same port on UDP and TCP).
+    /// The UDP socket's address (the same port as TCP's, unless a service
+    /// manager passed sockets on two).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.udp.local_addr()
     }

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_common::proto::ALPN;
-use ferry_common::tunnel_io::bind_udp;
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
 use tokio_util::sync::CancellationToken;
@@ -51,12 +50,16 @@ pub fn server_tls(cfg: &TunnelConfig, ca: &HubCa) -> anyhow::Result<rustls::Serv
     Ok(tls)
 }
 
-/// Binds the QUIC endpoint on UDP.
-pub fn bind_quic(cfg: &TunnelConfig, tls: rustls::ServerConfig) -> anyhow::Result<quinn::Endpoint> {
+/// The QUIC endpoint on `socket` (bound, or passed by the service
+/// manager, before the hub runs).
+pub fn quic_endpoint(
+    cfg: &TunnelConfig,
+    tls: rustls::ServerConfig,
+    socket: std::net::UdpSocket,
+) -> anyhow::Result<quinn::Endpoint> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(cfg.limits().transport()));
-    let socket = bind_udp(cfg.listen)?;
     Ok(quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         Some(server),
