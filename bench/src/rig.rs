@@ -99,10 +99,11 @@ impl Rig {
             },
         )
         .map_err(|log| anyhow::anyhow!("the TCP spoke did not start:\n{log}"))?;
+        // Ready means a tunnel is published; its log line follows.
         let on_tcp = spoke_tcp
-            .log()
-            .lines()
-            .any(|l| l.contains("tunnel up") && l.contains("tcp"));
+            .daemon()
+            .wait_for("tunnel up", std::time::Duration::from_secs(10))
+            .is_some_and(|l| l.contains("tcp"));
         if !on_tcp {
             bail!(
                 "the second spoke did not fall back to TCP:\n{}",

@@ -12,6 +12,17 @@ struct Log {
     changed: Condvar,
 }
 
+/// A process's log, readable from anywhere while it runs.
+#[derive(Debug, Clone)]
+pub struct LogView(Arc<Log>);
+
+impl LogView {
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        self.0.text.lock().unwrap().0.clone()
+    }
+}
+
 /// A running process, killed when dropped.
 #[derive(Debug)]
 pub struct Daemon {
@@ -56,6 +67,12 @@ impl Daemon {
     /// Everything logged so far.
     pub fn log(&self) -> String {
         self.log.text.lock().unwrap().0.clone()
+    }
+
+    /// A view of the log that outlives borrows of the process (for a test
+    /// that hands the process to another thread to stop it).
+    pub fn log_view(&self) -> LogView {
+        LogView(self.log.clone())
     }
 
     /// Everything logged, once the process has closed its standard error
