@@ -166,6 +166,48 @@ pub fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
+/// The defaults of the `[tunnel]` keys both daemons have, so the two ends
+/// agree unless an operator says otherwise.
+pub mod defaults {
+    /// `max_frame_bytes`: 1 MiB.
+    pub fn max_frame_bytes() -> usize {
+        1024 * 1024
+    }
+    /// `stream_window_bytes`: 4 MiB.
+    pub fn stream_window_bytes() -> u32 {
+        4 * 1024 * 1024
+    }
+    /// `connection_window_bytes`: 16 MiB.
+    pub fn connection_window_bytes() -> u32 {
+        16 * 1024 * 1024
+    }
+    /// `idle_timeout_secs`: 20.
+    pub fn idle_timeout_secs() -> u64 {
+        20
+    }
+}
+
+/// Checks the `[tunnel]` frame and window keys both daemons have.
+pub fn check_windows(
+    max_frame_bytes: usize,
+    stream_window_bytes: u32,
+    connection_window_bytes: u32,
+    p: &mut crate::config::Problems,
+) {
+    if !(16 * 1024..=16 * 1024 * 1024).contains(&max_frame_bytes) {
+        p.add("tunnel.max_frame_bytes", "must be from 16384 to 16777216");
+    }
+    if stream_window_bytes < 64 * 1024 {
+        p.add("tunnel.stream_window_bytes", "must be at least 65536");
+    }
+    if connection_window_bytes < stream_window_bytes {
+        p.add(
+            "tunnel.connection_window_bytes",
+            "must be at least tunnel.stream_window_bytes",
+        );
+    }
+}
+
 /// Transport settings both ends of a tunnel use.
 #[derive(Debug, Clone, Copy)]
 pub struct TransportLimits {

@@ -174,20 +174,20 @@ impl SpokeConfig {
 #[serde(deny_unknown_fields)]
 pub struct TunnelTuning {
     /// Largest frame payload accepted, in bytes. Default 1048576.
-    #[serde(default = "defaults::max_frame_bytes")]
+    #[serde(default = "ferry_common::tunnel_io::defaults::max_frame_bytes")]
     pub max_frame_bytes: usize,
     /// Flow-control window of one stream, in bytes. Default 4194304.
-    #[serde(default = "defaults::stream_window_bytes")]
+    #[serde(default = "ferry_common::tunnel_io::defaults::stream_window_bytes")]
     pub stream_window_bytes: u32,
     /// Flow-control window of the tunnel, in bytes. Default 16777216.
-    #[serde(default = "defaults::connection_window_bytes")]
+    #[serde(default = "ferry_common::tunnel_io::defaults::connection_window_bytes")]
     pub connection_window_bytes: u32,
     /// Streams the hub may open towards this spoke at once (QUIC; the hub
     /// opens none today, so this is a ceiling for later use). Default 64.
     #[serde(default = "defaults::max_concurrent_streams")]
     pub max_concurrent_streams: u32,
     /// A silent tunnel is dead after this long. Default 20.
-    #[serde(default = "defaults::idle_timeout_secs")]
+    #[serde(default = "ferry_common::tunnel_io::defaults::idle_timeout_secs")]
     pub idle_timeout_secs: u64,
     /// First wait before reconnecting, in milliseconds; doubles per failure,
     /// with jitter. Default 500.
@@ -211,11 +211,11 @@ pub struct TunnelTuning {
 impl Default for TunnelTuning {
     fn default() -> Self {
         Self {
-            max_frame_bytes: defaults::max_frame_bytes(),
-            stream_window_bytes: defaults::stream_window_bytes(),
-            connection_window_bytes: defaults::connection_window_bytes(),
+            max_frame_bytes: ferry_common::tunnel_io::defaults::max_frame_bytes(),
+            stream_window_bytes: ferry_common::tunnel_io::defaults::stream_window_bytes(),
+            connection_window_bytes: ferry_common::tunnel_io::defaults::connection_window_bytes(),
             max_concurrent_streams: defaults::max_concurrent_streams(),
-            idle_timeout_secs: defaults::idle_timeout_secs(),
+            idle_timeout_secs: ferry_common::tunnel_io::defaults::idle_timeout_secs(),
             reconnect_initial_ms: defaults::reconnect_initial_ms(),
             reconnect_max_secs: defaults::reconnect_max_secs(),
             quic_handshake_timeout_ms: defaults::quic_handshake_timeout_ms(),
@@ -231,20 +231,8 @@ mod defaults {
     pub fn observe_client_rtt() -> bool {
         true
     }
-    pub fn max_frame_bytes() -> usize {
-        1024 * 1024
-    }
-    pub fn stream_window_bytes() -> u32 {
-        4 * 1024 * 1024
-    }
-    pub fn connection_window_bytes() -> u32 {
-        16 * 1024 * 1024
-    }
     pub fn max_concurrent_streams() -> u32 {
         64
-    }
-    pub fn idle_timeout_secs() -> u64 {
-        20
     }
     pub fn reconnect_initial_ms() -> u64 {
         500
@@ -287,18 +275,12 @@ impl Validate for SpokeConfig {
             check_absolute(p, "hub.api_ca_file", f);
         }
         let t = &self.tunnel;
-        if !(16 * 1024..=16 * 1024 * 1024).contains(&t.max_frame_bytes) {
-            p.add("tunnel.max_frame_bytes", "must be from 16384 to 16777216");
-        }
-        if t.stream_window_bytes < 64 * 1024 {
-            p.add("tunnel.stream_window_bytes", "must be at least 65536");
-        }
-        if t.connection_window_bytes < t.stream_window_bytes {
-            p.add(
-                "tunnel.connection_window_bytes",
-                "must be at least tunnel.stream_window_bytes",
-            );
-        }
+        ferry_common::tunnel_io::check_windows(
+            t.max_frame_bytes,
+            t.stream_window_bytes,
+            t.connection_window_bytes,
+            p,
+        );
         if !(3..=3600).contains(&t.idle_timeout_secs) {
             p.add("tunnel.idle_timeout_secs", "must be from 3 to 3600");
         }

@@ -80,16 +80,16 @@ pub struct TunnelConfig {
     #[serde(default = "tunnel_defaults::heartbeat_interval_secs")]
     pub heartbeat_interval_secs: u64,
     /// A tunnel silent for this long is dead. Default 20.
-    #[serde(default = "tunnel_defaults::idle_timeout_secs")]
+    #[serde(default = "ferry_common::tunnel_io::defaults::idle_timeout_secs")]
     pub idle_timeout_secs: u64,
     /// Largest frame payload accepted, in bytes. Default 1048576.
-    #[serde(default = "tunnel_defaults::max_frame_bytes")]
+    #[serde(default = "ferry_common::tunnel_io::defaults::max_frame_bytes")]
     pub max_frame_bytes: usize,
     /// Flow-control window of one stream, in bytes. Default 4194304.
-    #[serde(default = "tunnel_defaults::stream_window_bytes")]
+    #[serde(default = "ferry_common::tunnel_io::defaults::stream_window_bytes")]
     pub stream_window_bytes: u32,
     /// Flow-control window of one tunnel, in bytes. Default 16777216.
-    #[serde(default = "tunnel_defaults::connection_window_bytes")]
+    #[serde(default = "ferry_common::tunnel_io::defaults::connection_window_bytes")]
     pub connection_window_bytes: u32,
     /// Requests a spoke may have open at once on one tunnel. Default 1024.
     #[serde(default = "tunnel_defaults::max_concurrent_streams")]
@@ -114,18 +114,6 @@ mod tunnel_defaults {
     }
     pub fn heartbeat_interval_secs() -> u64 {
         1
-    }
-    pub fn idle_timeout_secs() -> u64 {
-        20
-    }
-    pub fn max_frame_bytes() -> usize {
-        1024 * 1024
-    }
-    pub fn stream_window_bytes() -> u32 {
-        4 * 1024 * 1024
-    }
-    pub fn connection_window_bytes() -> u32 {
-        16 * 1024 * 1024
     }
     pub fn max_concurrent_streams() -> u32 {
         1024
@@ -164,18 +152,12 @@ impl TunnelConfig {
                 "must be longer than tunnel.heartbeat_interval_secs",
             );
         }
-        if !(16 * 1024..=16 * 1024 * 1024).contains(&self.max_frame_bytes) {
-            p.add("tunnel.max_frame_bytes", "must be from 16384 to 16777216");
-        }
-        if self.stream_window_bytes < 64 * 1024 {
-            p.add("tunnel.stream_window_bytes", "must be at least 65536");
-        }
-        if self.connection_window_bytes < self.stream_window_bytes {
-            p.add(
-                "tunnel.connection_window_bytes",
-                "must be at least tunnel.stream_window_bytes",
-            );
-        }
+        ferry_common::tunnel_io::check_windows(
+            self.max_frame_bytes,
+            self.stream_window_bytes,
+            self.connection_window_bytes,
+            p,
+        );
         if self.max_tunnels == 0 {
             p.add("tunnel.max_tunnels", "must be at least 1");
         }

@@ -162,32 +162,26 @@ impl Registry {
         }
     }
 
-    /// Records tunnel `id`'s latest heartbeat (a replaced tunnel's are
-    /// ignored).
+    /// Changes what the registry holds of tunnel `id` of spoke `name`, if
+    /// it is still the current one (a replaced tunnel changes nothing).
+    fn update(&self, name: &str, id: u64, change: impl FnOnce(&mut Live)) {
+        let mut live = self.live.lock().expect("registry poisoned");
+        if let Some(l) = live.get_mut(name).filter(|l| l.id == id) {
+            change(l);
+        }
+    }
+
+    /// Records tunnel `id`'s latest heartbeat.
     pub(super) fn heartbeat(&self, name: &str, id: u64, hb: Heartbeat) {
-        if let Some(l) = self
-            .live
-            .lock()
-            .expect("registry poisoned")
-            .get_mut(name)
-            .filter(|l| l.id == id)
-        {
+        self.update(name, id, |l| {
             l.last = Some(hb);
             l.last_heard = tokio::time::Instant::now().into_std();
-        }
+        });
     }
 
     /// Marks tunnel `id`'s spoke as draining.
     pub(super) fn draining(&self, name: &str, id: u64) {
-        if let Some(l) = self
-            .live
-            .lock()
-            .expect("registry poisoned")
-            .get_mut(name)
-            .filter(|l| l.id == id)
-        {
-            l.draining = true;
-        }
+        self.update(name, id, |l| l.draining = true);
     }
 
     /// Closes a spoke's tunnel at once; true if it was connected.
