@@ -1,0 +1,2 @@
+//! Nothing but dependencies: see this crate's `Cargo.toml` for why it
+//! exists.
