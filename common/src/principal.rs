@@ -1,14 +1,11 @@
 //! Who a request is made by, for read-your-writes: a digest of its
 //! credential (an API key or the admin token), never the credential.
 //!
-//! The hub reads it from a request's `Authorization`. A spoke that records
-//! a client's upload, or looks metadata up for it, sends the client's
-//! principal in [`HEADER`] on its own calls, so the client's next reads
-//! through any hub see what it wrote through the spoke.
-
-/// The header a spoke's own calls carry the client's principal in; the
-/// hub takes it from spokes' own calls only.
-pub const HEADER: &str = "x-ferry-principal";
+//! The hub reads it from a request's `Authorization`. The grant a hub
+//! issues to a spoke for a client's request holds the client's principal,
+//! so the spoke's lookups and reports under it count as that client's and
+//! the client's next reads through any hub see what it wrote through the
+//! spoke; a spoke cannot name another client's.
 
 /// The principal of a request with this `Authorization` value.
 pub fn of(authorization: &[u8]) -> String {

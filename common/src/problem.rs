@@ -101,6 +101,8 @@ error_codes! {
     SpokeNotFound => (NOT_FOUND, "spoke_not_found", "No such spoke"),
     /// The hub takes no spokes (it has no `[tunnel]` section).
     TunnelDisabled => (CONFLICT, "tunnel_disabled", "This hub does not accept spokes"),
+    /// A spoke's call is not covered by a grant the hub issued to it.
+    GrantRefused => (FORBIDDEN, "grant_refused", "The spoke's call is not covered by its grant"),
     /// The spoke cannot reach its hub; a retry may help.
     HubUnreachable => (SERVICE_UNAVAILABLE, "hub_unreachable", "The hub cannot be reached from this node"),
     /// The provider refused the operation (permissions, quota, bad credentials).

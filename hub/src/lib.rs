@@ -12,6 +12,7 @@ pub mod ca;
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod grant;
 pub mod listeners;
 pub mod metrics;
 pub mod secrets;
@@ -251,6 +252,7 @@ pub async fn run(
             server_name: t.server_name.clone(),
             token_ttl_secs: t.join_token_ttl_secs,
             grant_ttl_secs: t.grant_ttl_secs,
+            report_window_secs: t.report_window_secs,
             hubs: Arc::new(tunnel::HubList::new(hub_id.clone(), me)),
         });
         endpoint = Some((ep, t.clone()));

@@ -95,6 +95,7 @@ pub struct Metrics {
     streams: Counter,
     refusals: Family<RefusalLabels, Counter>,
     grants: Counter,
+    grants_refused: Counter,
     active: Gauge,
     replica_lag: Gauge,
     replicas: Gauge,
@@ -169,6 +170,12 @@ impl Metrics {
             refusals.clone(),
         );
         let grants = Counter::default();
+        let grants_refused = Counter::default();
+        registry.register(
+            "grants_refused",
+            "Spokes' calls refused because no grant they hold covers them",
+            grants_refused.clone(),
+        );
         registry.register(
             "grants",
             "Grants issued to spokes for direct transfers",
@@ -240,6 +247,7 @@ impl Metrics {
             streams,
             refusals,
             grants,
+            grants_refused,
         }
     }
 
@@ -335,6 +343,11 @@ impl Metrics {
     /// Records how many hubs share the store.
     pub fn hubs_known(&self, n: usize) {
         self.hubs.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a spoke's call refused outside its grants.
+    pub fn grant_refused(&self) {
+        self.grants_refused.inc();
     }
 
     /// Counts a grant issued.

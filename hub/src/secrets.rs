@@ -45,9 +45,12 @@ pub enum SecretsError {
     Open,
 }
 
-/// The key that seals provider credentials.
+/// The key that seals provider credentials, and from which the keys of
+/// other purposes (signing spokes' grants) are derived.
 pub struct MasterKey {
     key: LessSafeKey,
+    /// HKDF's pseudo-random key over the master key, for derived keys.
+    derive: ring::hkdf::Prk,
     rng: SystemRandom,
 }
 
@@ -92,10 +95,24 @@ impl MasterKey {
         };
         let bytes = bytes.filter(|b| b.len() == 32).ok_or_else(malformed)?;
         let key = UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| malformed())?;
+        let derive = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"ferry derived keys v1")
+            .extract(&bytes);
         Ok(Self {
             key: LessSafeKey::new(key),
+            derive,
             rng: SystemRandom::new(),
         })
+    }
+
+    /// An HMAC-SHA-256 key for `purpose`, the same on every hub with this
+    /// master key and unrelated to the sealing key and to other purposes.
+    pub fn derive_hmac(&self, purpose: &str) -> ring::hmac::Key {
+        let info = [purpose.as_bytes()];
+        let okm = self
+            .derive
+            .expand(&info, ring::hmac::HMAC_SHA256)
+            .expect("an HMAC key's length is within HKDF's limit");
+        ring::hmac::Key::from(okm)
     }
 
     /// Encrypts `plaintext`, binding `context` (the row's id) to it.
@@ -165,6 +182,24 @@ mod tests {
         assert!(key.open(&sealed, "con_2").is_err(), "bound to its row");
         let other = MasterKey::parse(&"ff".repeat(32), "test").unwrap();
         assert!(other.open(&sealed, "con_1").is_err(), "needs the right key");
+    }
+
+    #[test]
+    fn derived_keys_are_per_purpose_and_the_same_for_the_same_master_key() {
+        let hex = "8f1d2c3b4a5968778695a4b3c2d1e0f000112233445566778899aabbccddeeff";
+        let (a, b) = (
+            MasterKey::parse(hex, "t").unwrap(),
+            MasterKey::parse(hex, "t").unwrap(),
+        );
+        let other = MasterKey::parse(&hex.replace('8', "9"), "t").unwrap();
+        let tag = |k: &MasterKey, purpose| {
+            ring::hmac::sign(&k.derive_hmac(purpose), b"m")
+                .as_ref()
+                .to_vec()
+        };
+        assert_eq!(tag(&a, "grants"), tag(&b, "grants"));
+        assert_ne!(tag(&a, "grants"), tag(&a, "cursors"));
+        assert_ne!(tag(&a, "grants"), tag(&other, "grants"));
     }
 
     #[test]

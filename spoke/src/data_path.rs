@@ -16,7 +16,9 @@ use ferry_common::body::{Body, full};
 use ferry_common::content::locks::PathLocks;
 use ferry_common::content::model::{Commit, Direction, ObjectMeta, Transfer};
 use ferry_common::content::{MetaHost, Target};
-use ferry_common::contract::{Grant, GrantRequest, InternalCall, LookupAnswer, LookupRequest};
+use ferry_common::contract::{
+    Grant, GrantOp, GrantRequest, InternalCall, LookupAnswer, LookupRequest,
+};
 use ferry_common::problem::{ErrorCode, Problem};
 use ferry_common::provider::ProviderRegistry;
 use futures_util::future::BoxFuture;
@@ -28,17 +30,31 @@ use crate::hub_client::{HubClient, OnBehalf};
 use crate::metrics::{GrantResult, Metrics};
 use crate::reports::{Report, Reports};
 
+/// A cached grant's key: the client's credential (hashed), the connection
+/// as named in the path, the object's path and the operation.
+type GrantKey = (Vec<u8>, String, String, GrantOp);
+
 #[derive(Debug)]
 struct Cached {
     grant: Arc<Grant>,
     expires: Instant,
 }
 
+/// What a request streamed here holds from the hub.
+#[derive(Debug)]
+pub struct Granted {
+    /// The grant's token, for the request's lookups and reports.
+    token: Arc<str>,
+    /// What ferry recorded for the object, when the grant was fetched for
+    /// this very request (a cached grant's may be stale).
+    fresh_meta: Option<Option<ObjectMeta>>,
+}
+
 /// What to do with a content request.
 #[derive(Debug)]
 pub enum Decision {
     /// Stream it here.
-    Serve(Target),
+    Serve(Target, Granted),
     /// Let the hub answer it (a provider only the hub can reach).
     Forward,
     /// Answer this (the hub refused the grant, or cannot be reached).
@@ -51,7 +67,7 @@ pub struct DataPath {
     client: HubClient,
     name: String,
     metrics: Arc<Metrics>,
-    grants: Mutex<HashMap<(Vec<u8>, String), Cached>>,
+    grants: Mutex<HashMap<GrantKey, Cached>>,
     operators: Mutex<HashMap<String, (String, Operator)>>,
     locks: PathLocks,
     /// Completion reports on their way to the hub.
@@ -72,14 +88,22 @@ impl DataPath {
         })
     }
 
-    /// Decides how to serve a content request for `connection` by the
-    /// holder of `authorization`.
-    pub async fn decide(&self, authorization: &HeaderValue, connection: &str) -> Decision {
+    /// Decides how to serve a content request (`op` of `path` in
+    /// `connection`) by the holder of `authorization`.
+    pub async fn decide(
+        &self,
+        authorization: &HeaderValue,
+        connection: &str,
+        path: &str,
+        op: GrantOp,
+    ) -> Decision {
         let key = (
             ring::digest::digest(&ring::digest::SHA256, authorization.as_bytes())
                 .as_ref()
                 .to_vec(),
             connection.to_owned(),
+            path.to_owned(),
+            op,
         );
         let cached = {
             let mut grants = self.grants.lock().expect("grant cache poisoned");
@@ -87,12 +111,13 @@ impl DataPath {
             grants.retain(|_, c| c.expires > now);
             grants.get(&key).map(|c| c.grant.clone())
         };
+        let fresh = cached.is_none();
         let grant = match cached {
             Some(g) => {
                 self.metrics.grant(GrantResult::cached);
                 g
             }
-            None => match self.fetch_grant(authorization, connection).await {
+            None => match self.fetch_grant(authorization, connection, path, op).await {
                 Ok(g) => {
                     self.metrics.grant(GrantResult::fetched);
                     let g = Arc::new(g);
@@ -113,11 +138,17 @@ impl DataPath {
             return Decision::Forward;
         }
         match self.operator(&grant) {
-            Ok(op) => Decision::Serve(Target {
-                account_id: grant.account_id.clone(),
-                connection_id: grant.connection_id.clone(),
-                op,
-            }),
+            Ok(op) => Decision::Serve(
+                Target {
+                    account_id: grant.account_id.clone(),
+                    connection_id: grant.connection_id.clone(),
+                    op,
+                },
+                Granted {
+                    token: Arc::from(grant.token.as_str()),
+                    fresh_meta: fresh.then(|| grant.meta.clone()),
+                },
+            ),
             Err(p) => Decision::Answer(p.into_response()),
         }
     }
@@ -126,9 +157,13 @@ impl DataPath {
         &self,
         authorization: &HeaderValue,
         connection: &str,
+        path: &str,
+        op: GrantOp,
     ) -> Result<Grant, Response<Body>> {
         let request = GrantRequest {
             connection: connection.to_owned(),
+            path: path.to_owned(),
+            op,
         };
         let answer = self
             .client
@@ -190,17 +225,24 @@ impl DataPath {
     }
 }
 
-/// The spoke's [`MetaHost`]: metadata from and to the hub.
-#[derive(Debug, Clone)]
-pub struct SpokeHost(pub Arc<DataPath>, Option<Arc<str>>);
+/// The spoke's [`MetaHost`] for one request: metadata from and to the
+/// hub, every call under the request's grant.
+#[derive(Debug)]
+pub struct SpokeHost {
+    data: Arc<DataPath>,
+    token: Arc<str>,
+    /// What the grant brought, used by the first lookup.
+    prefetched: Mutex<Option<Option<ObjectMeta>>>,
+}
 
 impl SpokeHost {
-    /// The host for a request with this `Authorization`: its lookups and
-    /// commits carry the client's principal, so the client's next reads
-    /// through any hub see its writes.
-    pub fn new(data: Arc<DataPath>, authorization: &http::HeaderValue) -> Self {
-        let principal = ferry_common::principal::of(authorization.as_bytes());
-        Self(data, Some(Arc::from(principal)))
+    /// The host for a request served under `granted`.
+    pub fn new(data: Arc<DataPath>, granted: Granted) -> Self {
+        Self {
+            data,
+            token: granted.token,
+            prefetched: Mutex::new(granted.fresh_meta),
+        }
     }
 }
 
@@ -211,15 +253,17 @@ impl MetaHost for SpokeHost {
         path: &'a str,
     ) -> BoxFuture<'a, Result<Option<ObjectMeta>, Problem>> {
         Box::pin(async move {
+            if let Some(meta) = self.prefetched.lock().expect("poisoned").take() {
+                return Ok(meta);
+            }
             let request = LookupRequest {
                 connection_id: connection_id.to_owned(),
                 path: path.to_owned(),
             };
-            let behalf = OnBehalf::Principal(self.1.as_deref());
             match self
-                .0
+                .data
                 .client
-                .call(InternalCall::Lookup, behalf, &request)
+                .call(InternalCall::Lookup, OnBehalf::Grant(&self.token), &request)
                 .await
             {
                 Ok(a) if a.status == StatusCode::OK => {
@@ -240,17 +284,15 @@ impl MetaHost for SpokeHost {
 
     fn commit(&self, commit: Commit) -> BoxFuture<'_, Result<(), Problem>> {
         Box::pin(async move {
-            self.0
-                .reports
-                .report(Report::Commit(Box::new(commit), self.1.clone()))
-                .await;
+            let report = Report::Commit(Box::new(commit), self.token.clone());
+            self.data.reports.report(report).await;
             Ok(())
         })
     }
 
     fn log_transfer(&self, transfer: Transfer) -> BoxFuture<'static, ()> {
-        let reports = self.0.reports.clone();
-        Box::pin(async move { reports.report(Report::Transfer(transfer)).await })
+        let (reports, token) = (self.data.reports.clone(), self.token.clone());
+        Box::pin(async move { reports.report(Report::Transfer(transfer, token)).await })
     }
 
     fn lock<'a>(
@@ -258,25 +300,25 @@ impl MetaHost for SpokeHost {
         connection_id: &'a str,
         path: &'a str,
     ) -> BoxFuture<'a, OwnedMutexGuard<()>> {
-        Box::pin(self.0.locks.lock(connection_id, path))
+        Box::pin(self.data.locks.lock(connection_id, path))
     }
 
     fn count_bytes(&self, direction: Direction, provider: &'static str, bytes: u64) {
-        self.0
+        self.data
             .metrics
             .content
             .count_bytes(direction, provider, bytes);
     }
 
     fn transfer_ended(&self, transfer: &Transfer) {
-        self.0.metrics.content.ended(transfer);
+        self.data.metrics.content.ended(transfer);
     }
 
     fn via(&self) -> &str {
-        &self.0.name
+        &self.data.name
     }
 
     fn track(&self, delta: i64) {
-        self.0.metrics.active_transfers(delta);
+        self.data.metrics.active_transfers(delta);
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use ferry_common::body::{Body, full};
 use ferry_common::content::files;
+use ferry_common::contract::GrantOp;
 use ferry_common::problem::{ErrorCode, Problem};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use percent_encoding::percent_decode_str;
@@ -103,9 +104,14 @@ async fn route_and_answer(front: &Arc<Front>, req: Request<Body>) -> (SpokeRoute
         && let Some((conn, file)) = file_route(path)
         && let Some(auth) = req.headers().get(header::AUTHORIZATION).cloned()
     {
-        match front.data.decide(&auth, &conn).await {
-            Decision::Serve(target) => {
-                let host = Arc::new(SpokeHost::new(front.data.clone(), &auth));
+        let op = if *req.method() == Method::PUT {
+            GrantOp::Write
+        } else {
+            GrantOp::Read
+        };
+        match front.data.decide(&auth, &conn, &file, op).await {
+            Decision::Serve(target, granted) => {
+                let host = Arc::new(SpokeHost::new(front.data.clone(), granted));
                 let resp = files::serve(host, &target, &file, req)
                     .await
                     .unwrap_or_else(Problem::into_response);

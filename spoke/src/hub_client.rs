@@ -28,9 +28,10 @@ pub fn unreachable(detail: impl Into<String>) -> Problem {
 pub enum OnBehalf<'a> {
     /// A client, by its `Authorization` (the hub checks it: grants).
     Client(&'a HeaderValue),
-    /// A client known by its principal (`ferry_common::principal`), so its
-    /// next reads through any hub see what the call records.
-    Principal(Option<&'a str>),
+    /// A client request the hub granted: the grant's token (which also
+    /// carries the client's principal, so its next reads through any hub
+    /// see what the call records).
+    Grant(&'a str),
 }
 
 /// The hub's answer to one of the spoke's own calls.
@@ -112,9 +113,10 @@ impl HubClient {
                 req.headers_mut()
                     .insert(header::AUTHORIZATION, authorization.clone());
             }
-            OnBehalf::Principal(principal) => {
-                if let Some(p) = principal.and_then(|p| HeaderValue::from_str(p).ok()) {
-                    req.headers_mut().insert(ferry_common::principal::HEADER, p);
+            OnBehalf::Grant(token) => {
+                if let Ok(v) = HeaderValue::from_str(token) {
+                    req.headers_mut()
+                        .insert(ferry_common::contract::GRANT_HEADER, v);
                 }
             }
         }

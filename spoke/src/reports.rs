@@ -20,13 +20,13 @@ use crate::tunnel::backoff::Backoff;
 /// dropped (and counted).
 const QUEUE_LIMIT: usize = 10_000;
 
-/// A completion report.
+/// A completion report, with the token of the grant it was made under.
 #[derive(Debug, Clone)]
 pub enum Report {
-    /// A commit, and the principal of the client it is for.
-    Commit(Box<Commit>, Option<Arc<str>>),
+    /// A commit.
+    Commit(Box<Commit>, Arc<str>),
     /// A transfer-log entry.
-    Transfer(Transfer),
+    Transfer(Transfer, Arc<str>),
 }
 
 /// What became of one attempt to deliver a report.
@@ -93,12 +93,12 @@ impl Reports {
 
     async fn send(&self, report: &Report) -> Delivery {
         let answer = match report {
-            Report::Commit(c, principal) => {
-                let behalf = OnBehalf::Principal(principal.as_deref());
+            Report::Commit(c, grant) => {
+                let behalf = OnBehalf::Grant(grant);
                 self.client.call(InternalCall::Commit, behalf, c).await
             }
-            Report::Transfer(t) => {
-                let behalf = OnBehalf::Principal(None);
+            Report::Transfer(t, grant) => {
+                let behalf = OnBehalf::Grant(grant);
                 self.client.call(InternalCall::Transfer, behalf, t).await
             }
         };

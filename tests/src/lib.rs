@@ -15,6 +15,7 @@ pub mod postgres;
 pub mod process;
 pub mod prometheus;
 pub mod providers;
+pub mod rogue;
 pub mod scenarios;
 pub mod spoke;
 pub mod tools;
@@ -44,6 +45,15 @@ pub fn sha256(data: &[u8]) -> Vec<u8> {
     ring::digest::digest(&ring::digest::SHA256, data)
         .as_ref()
         .to_vec()
+}
+
+/// The `x-ferry-checksum-crc64nvme` value of `data`.
+pub fn crc64nvme_field(data: &[u8]) -> Option<String> {
+    let mut sums = ferry_common::checksum::StreamChecksums::new([]);
+    sums.update(data);
+    Some(ferry_common::checksum::encode_crc64(
+        sums.finish().crc64nvme,
+    ))
 }
 
 /// The `Repr-Digest` value (`sha-256=:…:`) of `data`.

@@ -131,8 +131,8 @@ async fn spokes_carry_content_and_the_hub_never_does() {
         metric(&hub.url(), "ferry_tunnel_open_streams", &[]).await,
         0.0
     );
-    // Repeated transfers reuse the cached grant.
-    via_a
+    // Repeated reads of one object reuse the cached grant.
+    via_b
         .get(&t.file("big/256.bin"))
         .header("range", "bytes=0-9")
         .send()
@@ -140,7 +140,7 @@ async fn spokes_carry_content_and_the_hub_never_does() {
         .expect(206);
     assert!(
         metric(
-            &a.url(),
+            &b.url(),
             "ferry_spoke_grants_total",
             &[("result", "cached")]
         )
@@ -237,11 +237,19 @@ async fn granted_transfers_survive_a_hub_outage_and_reports_arrive_later() {
     let mut body = resp.into_body();
     let mut got = Vec::with_capacity(data.len());
     ferry_tests::read_at_least(&mut body, &mut got, 8 << 20).await;
+    // The spoke holds a write grant for this one object…
+    via_spoke
+        .put(&t.file("while-down.txt"))
+        .body("written before the outage")
+        .send()
+        .await
+        .expect(201);
     hub.kill();
     ferry_tests::read_rest(&mut body, &mut got, "the download goes on without the hub").await;
     assert!(got == data, "the download completed intact");
 
-    // With the grant cached, an upload works without the hub; its report waits.
+    // …so writing it again works without the hub, and the report waits;
+    // an object no grant covers cannot be written until the hub is back.
     let api = Api::new(spoke.url());
     assert!(
         eventually(Duration::from_secs(10), async || api
@@ -257,8 +265,15 @@ async fn granted_transfers_survive_a_hub_outage_and_reports_arrive_later() {
         .body("written during the outage")
         .send()
         .await
-        .expect(201);
+        .expect(200);
     assert!(metric(&spoke.url(), "ferry_spoke_reports_queued", &[]).await >= 1.0);
+    let refused = via_spoke
+        .put(&t.file("never-granted.txt"))
+        .body("no grant, no hub")
+        .send()
+        .await
+        .expect(503);
+    assert_eq!(refused.json()["code"], "hub_unreachable");
 
     hub.restart_on_same_ports();
     assert!(
@@ -276,18 +291,25 @@ async fn granted_transfers_survive_a_hub_outage_and_reports_arrive_later() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|e| e["path"] == "while-down.txt"),
+            .any(|e| e["path"] == "while-down.txt" && e["type"] == "updated"),
         "{events}"
     );
-    let head = via_hub
-        .head(&t.file("while-down.txt"))
+    let got = via_hub
+        .get(&t.file("while-down.txt"))
         .send()
         .await
         .expect(200);
-    assert!(
-        head.header("x-ferry-checksum-crc64nvme").is_some(),
-        "the metadata arrived"
+    assert_eq!(&got.body[..], b"written during the outage");
+    assert_eq!(
+        got.header("x-ferry-checksum-crc64nvme"),
+        ferry_tests::crc64nvme_field(b"written during the outage"),
+        "the metadata of the write during the outage arrived"
     );
+    via_hub
+        .get(&t.file("never-granted.txt"))
+        .send()
+        .await
+        .expect(404);
     spoke.stop();
 }
 
@@ -370,6 +392,7 @@ async fn revocations_reach_spokes_at_once() {
         .send()
         .await
         .expect(201);
+    with_key.get(&t.file("r.txt")).send().await.expect(200);
     with_key.get(&t.file("r.txt")).send().await.expect(200);
     assert!(
         metric(

@@ -5,16 +5,37 @@ use serde::{Deserialize, Serialize};
 
 use crate::content::model::ObjectMeta;
 
-/// `grant`: may the client whose `Authorization` comes with the call use
-/// `connection`, and how does the spoke reach its provider?
+/// The header field that carries a grant's token on the spoke's later
+/// calls for the same client request (lookups, commits, transfers).
+pub const GRANT_HEADER: &str = "x-ferry-grant";
+
+/// What a grant lets a spoke do with its one path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantOp {
+    /// Serve the content (`GET`, `HEAD`): look it up, log the download,
+    /// record a digest computed on the way.
+    Read,
+    /// Take new content (`PUT`): look it up, commit the upload.
+    Write,
+}
+
+/// `grant`: may the client whose `Authorization` comes with the call
+/// `op` the object at `path` of `connection`, and how does the spoke reach
+/// its provider?
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantRequest {
     /// The connection's name or id, as the client wrote it in the URL.
     pub connection: String,
+    /// The object's path, decoded.
+    pub path: String,
+    /// What the client's request does with it.
+    pub op: GrantOp,
 }
 
 /// The hub's answer to a [`GrantRequest`]: for a short lifetime, the
-/// spoke may stream with this connection's provider for this client.
+/// spoke may stream this one object with this connection's provider for
+/// this client, and report what it did under `token`.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Grant {
     /// The account the connection belongs to.
@@ -30,8 +51,15 @@ pub struct Grant {
     /// providers whose data lives in the hub's process, whose requests the
     /// spoke forwards.
     pub direct: bool,
-    /// How long the spoke may use the grant, in milliseconds.
+    /// How long the spoke may start transfers under the grant, in
+    /// milliseconds.
     pub ttl_ms: u64,
+    /// The signed grant, opaque to the spoke: it goes back to the hub in
+    /// [`GRANT_HEADER`] with every lookup and report for this object.
+    pub token: String,
+    /// What ferry recorded for the object when the grant was made, so that
+    /// the first lookup needs no second call.
+    pub meta: Option<ObjectMeta>,
 }
 
 impl std::fmt::Debug for Grant {
@@ -43,7 +71,8 @@ impl std::fmt::Debug for Grant {
             .field("config", &crate::provider::redact(&self.config))
             .field("direct", &self.direct)
             .field("ttl_ms", &self.ttl_ms)
-            .finish()
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
     }
 }
 
@@ -76,6 +105,8 @@ mod tests {
             config: serde_json::json!({ "bucket": "b", "secret_access_key": "hunter2" }),
             direct: true,
             ttl_ms: 30_000,
+            token: "fg1.secret-token".into(),
+            meta: None,
         };
         let text = format!("{grant:?}");
         assert!(

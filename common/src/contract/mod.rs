@@ -11,22 +11,23 @@
 //! | call | body | answer |
 //! |---|---|---|
 //! | `grant` | [`GrantRequest`], with the client's `Authorization` | [`Grant`] |
-//! | `lookup` | [`LookupRequest`] | [`LookupAnswer`] |
-//! | `commit` | [`Commit`] | 204 |
-//! | `transfer` | [`Transfer`] | 204 |
+//! | `lookup` | [`LookupRequest`], with the grant | [`LookupAnswer`] |
+//! | `commit` | [`Commit`], with the grant | 204 |
+//! | `transfer` | [`Transfer`], with the grant | 204 |
 //!
-//! Lookups and completion reports carry the client's principal
-//! ([`crate::principal::HEADER`]) so that the client reads its writes
-//! through any hub. Versioning follows the tunnel's (see [`crate::proto`]):
-//! the `v1` in the path moves only when a message changes incompatibly;
-//! within it, fields are added as optional and unknown ones ignored.
+//! A grant covers one path of one connection, read or write, for the one
+//! spoke it was issued to; every later call for that object carries its
+//! token ([`GRANT_HEADER`]) and the hub holds the call to it. The client's
+//! principal (for read-your-writes through any hub) is inside the grant.
+//! Versioning follows the tunnel's (see [`crate::proto`]): within one
+//! protocol version, fields are added as optional and unknown ones ignored.
 
 pub mod enrol;
 pub mod grant;
 
 pub use crate::content::model::{Commit, Transfer};
 pub use enrol::{EnrolAnswer, EnrolRequest, TokenKind};
-pub use grant::{Grant, GrantRequest, LookupAnswer, LookupRequest};
+pub use grant::{GRANT_HEADER, Grant, GrantOp, GrantRequest, LookupAnswer, LookupRequest};
 
 /// Where the internal routes live.
 pub const INTERNAL_PREFIX: &str = "/internal/v1/";

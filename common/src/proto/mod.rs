@@ -27,13 +27,15 @@
 //!
 //! # Compatibility
 //!
-//! Within one protocol version (the ALPN's number) a peer parses every
-//! message of every other peer of that version, older or newer: fields
-//! added later are optional (an older peer's message lacks them and means
-//! their default), and fields a peer does not know are ignored. A field
-//! whose meaning a peer must not ignore comes with a new version. The
-//! tests in `common/tests/peer_compat.rs` hold messages as earlier releases
-//! sent them.
+//! The ALPN's number is the frame format's; [`PROTOCOL_VERSION`], in the
+//! hello, the messages' meaning. Within one protocol version a peer parses
+//! every message of every other peer of that version, older or newer:
+//! fields added later are optional (an older peer's message lacks them and
+//! means their default), and fields a peer does not know are ignored. A
+//! field whose meaning a peer must not ignore comes with a new version, and
+//! the hub refuses a hello of another version. The tests in
+//! `common/tests/peer_compat.rs` hold messages as earlier releases sent
+//! them.
 
 pub mod control;
 pub mod frame;
@@ -52,8 +54,11 @@ pub use head::{RequestHead, ResponseHead, hop_by_hop};
 
 /// The ALPN of version 1 of the tunnel protocol.
 pub const ALPN: &[u8] = b"ferry-tunnel/1";
-/// The protocol version spokes announce in [`Hello`].
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version spokes announce in [`Hello`]. Version 2 binds
+/// every grant to one spoke, path and operation, and the spoke's reports
+/// to their grant (`crate::contract`); a hub of version 2 refuses spokes of
+/// version 1, whose reports it could not hold to anything.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The default largest frame payload.
 pub const DEFAULT_MAX_FRAME: usize = 1024 * 1024;
 /// Bytes before every payload.

@@ -1,19 +1,22 @@
 //! Routes for spokes only (`/internal/v1/…`), answered only for requests
-//! that arrived through an authenticated spoke tunnel; from anywhere else
-//! they do not exist (404 `route_not_found`).
+//! that arrived through an authenticated spoke tunnel and are the spoke's
+//! own; from anywhere else they do not exist (404 `route_not_found`).
 //!
-//! - `grant`: the client's API key (forwarded as `Authorization`) and a
-//!   connection name or id → what the spoke needs to stream with the
-//!   provider itself: account, connection, provider and its configuration
-//!   (credentials included: they stay in the spoke's memory), for a short
-//!   lifetime.
-//! - `lookup`: the metadata ferry recorded for an object.
-//! - `commit`: object metadata, event and transfer of a finished upload.
-//! - `transfer`: a transfer-log entry (downloads, rejected uploads).
+//! - `grant`: the client's API key (forwarded as `Authorization`), a
+//!   connection name or id, a path and an operation → what the spoke needs
+//!   to stream that one object with the provider itself (account,
+//!   connection, provider and its configuration, credentials included:
+//!   they stay in the spoke's memory), what ferry recorded for it, and a
+//!   signed grant bound to the spoke, account, connection, path and
+//!   operation (`crate::grant`).
+//! - `lookup`, `commit`, `transfer`: held to the grant that comes with
+//!   them (`x-ferry-grant`); anything it does not cover is refused with
+//!   403 `grant_refused`, so an enrolled spoke can touch no tenant's
+//!   metadata but what a client asked of it.
 
 use ferry_common::body::Body;
 use ferry_common::contract::{
-    Commit, Grant, GrantRequest, InternalCall, LookupAnswer, LookupRequest, Transfer,
+    Commit, GRANT_HEADER, Grant, GrantRequest, InternalCall, LookupAnswer, LookupRequest, Transfer,
 };
 use ferry_common::problem::{ErrorCode, Problem};
 use http::{Request, StatusCode};
@@ -22,6 +25,8 @@ use super::connections::resolve;
 use super::http_util::{json, no_content, read_json};
 use super::operators::open_config;
 use super::{ApiResult, AppState, store_problem};
+use crate::grant::{Claims, GrantError};
+use crate::store::now_ms;
 use crate::tunnel::{SpokeOwn, ViaSpoke};
 
 /// Providers whose data lives in the hub's own process: spokes cannot
@@ -30,40 +35,53 @@ fn hub_local(provider: &str) -> bool {
     ferry_common::provider::ProviderKind::from_name(provider).is_none_or(|k| !k.direct())
 }
 
+/// The spoke a request is the own call of, if it is one.
+fn own_spoke(req: &Request<Body>) -> Option<&str> {
+    req.extensions().get::<SpokeOwn>()?;
+    req.extensions().get::<ViaSpoke>().map(|v| v.0.as_str())
+}
+
+/// The grant a spoke's own call carries, verified for that spoke; `None`
+/// for requests that are no spoke's own call or carry no grant.
+pub fn grant_of(state: &AppState, req: &Request<Body>) -> Option<Result<Claims, GrantError>> {
+    let spoke = own_spoke(req)?;
+    let token = req.headers().get(GRANT_HEADER)?;
+    Some(
+        token
+            .to_str()
+            .map_err(|_| GrantError::Invalid)
+            .and_then(|t| state.grants.verify(t, spoke, now_ms())),
+    )
+}
+
+fn refused(state: &AppState, spoke: &str, call: InternalCall, e: &GrantError) -> Problem {
+    state.metrics.grant_refused();
+    tracing::warn!(spoke.id = %spoke, call = call.name(), reason = %e, "refused a spoke's call outside its grant");
+    Problem::new(ErrorCode::GrantRefused, e.to_string())
+}
+
 pub async fn handle(state: &AppState, call: InternalCall, req: Request<Body>) -> ApiResult {
-    let own = req.extensions().get::<SpokeOwn>().is_some();
-    let Some(spoke) = req.extensions().get::<ViaSpoke>().cloned().filter(|_| own) else {
+    let Some(spoke) = own_spoke(&req).map(str::to_owned) else {
         return Err(Problem::new(
             ErrorCode::RouteNotFound,
             "no route matches this path",
         ));
     };
     let limit = state.max_json_body_bytes().max(1024 * 1024);
+    if call == InternalCall::Grant {
+        return grant(state, &spoke, req, limit).await;
+    }
+    let claims = grant_of(state, &req)
+        .unwrap_or(Err(GrantError::Missing))
+        .map_err(|e| refused(state, &spoke, call, &e))?;
+    let outside = |e: GrantError| refused(state, &spoke, call, &e);
     match call {
-        InternalCall::Grant => {
-            let headers = req.headers().clone();
-            let body: GrantRequest = read_json(req, limit).await?;
-            let res = resolve(state, &headers, &body.connection).await?;
-            let config = open_config(state, &res.row)?;
-            let ttl_ms = state
-                .spokes
-                .as_ref()
-                .map_or(30_000, |s| s.grant_ttl_secs * 1000);
-            state.metrics.grant();
-            tracing::debug!(spoke.id = %spoke.0, connection.id = %res.row.id, "granted a connection");
-            let direct = !hub_local(&res.row.provider);
-            let grant = Grant {
-                account_id: res.account,
-                connection_id: res.row.id,
-                provider: res.row.provider,
-                config,
-                direct,
-                ttl_ms,
-            };
-            Ok(json(StatusCode::OK, &grant))
-        }
+        InternalCall::Grant => unreachable!("answered above"),
         InternalCall::Lookup => {
             let body: LookupRequest = read_json(req, limit).await?;
+            claims
+                .check_lookup(&body.connection_id, &body.path)
+                .map_err(outside)?;
             let meta = state
                 .store
                 .get_object(&body.connection_id, &body.path)
@@ -73,14 +91,21 @@ pub async fn handle(state: &AppState, call: InternalCall, req: Request<Body>) ->
         }
         InternalCall::Commit => {
             let commit: Commit = read_json(req, limit).await?;
+            let recorded = state
+                .store
+                .get_object(&claims.connection, &claims.path)
+                .await
+                .map_err(|e| store_problem(state, e))?;
+            claims
+                .check_commit(&commit, &spoke, recorded.as_ref())
+                .map_err(outside)?;
             // A connection deleted since the transfer began: nothing to
             // record, and a retry cannot help (4xx, so the spoke drops it).
-            if let Some(m) = &commit.upsert
-                && !state
-                    .store
-                    .connection_exists(&m.connection_id)
-                    .await
-                    .map_err(|e| store_problem(state, e))?
+            if !state
+                .store
+                .connection_exists(&claims.connection)
+                .await
+                .map_err(|e| store_problem(state, e))?
             {
                 return Err(Problem::new(
                     ErrorCode::ConnectionNotFound,
@@ -96,6 +121,7 @@ pub async fn handle(state: &AppState, call: InternalCall, req: Request<Body>) ->
         }
         InternalCall::Transfer => {
             let transfer: Transfer = read_json(req, limit).await?;
+            claims.check_transfer(&transfer, &spoke).map_err(outside)?;
             state
                 .store
                 .record_transfer(&transfer)
@@ -104,4 +130,49 @@ pub async fn handle(state: &AppState, call: InternalCall, req: Request<Body>) ->
             Ok(no_content())
         }
     }
+}
+
+/// A grant for the client whose key comes with the call, for one object.
+async fn grant(state: &AppState, spoke: &str, req: Request<Body>, limit: usize) -> ApiResult {
+    let headers = req.headers().clone();
+    let body: GrantRequest = read_json(req, limit).await?;
+    let path = ferry_common::path::ObjectPath::parse(&body.path)
+        .map_err(|e| Problem::new(ErrorCode::InvalidPath, e.to_string()))?;
+    let res = resolve(state, &headers, &body.connection).await?;
+    let config = open_config(state, &res.row)?;
+    let meta = state
+        .store
+        .get_object(&res.row.id, path.as_str())
+        .await
+        .map_err(|e| store_problem(state, e))?;
+    let support = state.spokes.as_ref();
+    let ttl_secs = support.map_or(30, |s| s.grant_ttl_secs);
+    let window_secs = support.map_or(86_400, |s| s.report_window_secs);
+    let principal = headers
+        .get(http::header::AUTHORIZATION)
+        .map(|v| ferry_common::principal::of(v.as_bytes()))
+        .unwrap_or_default();
+    let claims = Claims {
+        spoke: spoke.to_owned(),
+        account: res.account.clone(),
+        connection: res.row.id.clone(),
+        path: path.as_str().to_owned(),
+        op: body.op,
+        principal,
+        until_ms: now_ms().saturating_add(i64::try_from(window_secs * 1000).unwrap_or(i64::MAX)),
+    };
+    state.metrics.grant();
+    tracing::debug!(spoke.id = %spoke, connection.id = %res.row.id, op = ?body.op, "granted an object");
+    let direct = !hub_local(&res.row.provider);
+    let grant = Grant {
+        token: state.grants.issue(&claims),
+        account_id: res.account,
+        connection_id: res.row.id,
+        provider: res.row.provider,
+        config,
+        direct,
+        ttl_ms: ttl_secs * 1000,
+        meta,
+    };
+    Ok(json(StatusCode::OK, &grant))
 }

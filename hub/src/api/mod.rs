@@ -56,6 +56,8 @@ pub struct AppState {
     pub spokes: Option<SpokeSupport>,
     /// Which spoke each client network is steered to.
     pub steering: Arc<crate::steering::Steering>,
+    /// Signs and verifies the grants spokes hold.
+    pub grants: crate::grant::GrantKey,
 }
 
 /// What the spoke routes need.
@@ -71,6 +73,8 @@ pub struct SpokeSupport {
     pub token_ttl_secs: u64,
     /// Lifetime of the grants spokes cache.
     pub grant_ttl_secs: u64,
+    /// How long a spoke may report under a grant after it was made.
+    pub report_window_secs: u64,
     /// The hubs sharing this hub's store, for spokes to hold tunnels to.
     pub hubs: Arc<crate::tunnel::HubList>,
 }
@@ -90,13 +94,14 @@ impl AppState {
             steering,
             store,
             providers,
-            master_key,
             admin_token,
             metrics,
             max_json_body_bytes: std::sync::atomic::AtomicUsize::new(max_json_body_bytes),
             operators: operators::OperatorCache::default(),
             locks: ferry_common::content::locks::PathLocks::default(),
             spokes: None,
+            grants: crate::grant::GrantKey::new(master_key.derive_hmac("spoke grants")),
+            master_key,
         }
     }
 
@@ -139,7 +144,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> 
 async fn answer(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
-    let principal = principal(&req);
+    let principal = principal(&state, &req);
     tracing::debug!(%method, path = req.uri().path(), "request");
     let (label, result) = match Route::parse(req.uri().path()) {
         Ok(Some(route)) => {
@@ -186,16 +191,14 @@ async fn answer(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
 
 /// Who is asking, for read-your-writes: a digest of the request's
 /// credential (an API key or the admin token), never the credential. A
-/// spoke's own calls on a client's behalf carry the client's principal.
-fn principal(req: &Request<Body>) -> Option<Arc<str>> {
-    use ferry_common::principal;
-    if req.extensions().get::<crate::tunnel::SpokeOwn>().is_some()
-        && let Some(p) = req.headers().get(principal::HEADER)
-    {
-        return p.to_str().ok().filter(|p| p.len() <= 64).map(Arc::from);
+/// spoke's own calls for a client's request carry the client's principal
+/// inside their grant.
+fn principal(state: &AppState, req: &Request<Body>) -> Option<Arc<str>> {
+    if let Some(grant) = internal::grant_of(state, req) {
+        return grant.ok().map(|c| Arc::from(c.principal));
     }
     let value = req.headers().get(header::AUTHORIZATION)?.as_bytes();
-    Some(Arc::from(principal::of(value)))
+    Some(Arc::from(ferry_common::principal::of(value)))
 }
 
 async fn dispatch(state: &Arc<AppState>, route: Route, req: Request<Body>) -> ApiResult {

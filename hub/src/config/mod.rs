@@ -103,6 +103,12 @@ pub struct TunnelConfig {
     /// deleted connection keeps working at a spoke. Default 30.
     #[serde(default = "tunnel_defaults::grant_ttl_secs")]
     pub grant_ttl_secs: u64,
+    /// How long after a grant was made a spoke may still report under it
+    /// (a transfer started under it may take long, and reports wait in the
+    /// spoke's queue while no hub is reachable); later reports are refused.
+    /// Default 86400, at least `grant_ttl_secs`.
+    #[serde(default = "tunnel_defaults::report_window_secs")]
+    pub report_window_secs: u64,
     /// How long a join token from `ferry-hub spoke add` stays valid. Default 3600.
     #[serde(default = "tunnel_defaults::join_token_ttl_secs")]
     pub join_token_ttl_secs: u64,
@@ -123,6 +129,9 @@ mod tunnel_defaults {
     }
     pub fn grant_ttl_secs() -> u64 {
         30
+    }
+    pub fn report_window_secs() -> u64 {
+        86_400
     }
     pub fn join_token_ttl_secs() -> u64 {
         3600
@@ -163,6 +172,12 @@ impl TunnelConfig {
         }
         if self.max_concurrent_streams == 0 {
             p.add("tunnel.max_concurrent_streams", "must be at least 1");
+        }
+        if self.report_window_secs < self.grant_ttl_secs || self.report_window_secs > 30 * 86_400 {
+            p.add(
+                "tunnel.report_window_secs",
+                "must be from tunnel.grant_ttl_secs to 2592000 (30 days)",
+            );
         }
         if !(1..=3600).contains(&self.grant_ttl_secs) {
             p.add("tunnel.grant_ttl_secs", "must be from 1 to 3600");

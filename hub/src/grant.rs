@@ -1,0 +1,347 @@
+//! Grants a spoke holds: what the hub allowed one spoke to do for one
+//! client request it forwarded — read or write one path of one connection
+//! of one account — and the checks every later call of that spoke is held
+//! to (lookups, commits, transfer-log entries).
+//!
+//! A grant travels as a token the hub signs (HMAC-SHA-256 under a key
+//! derived from the master key, so every hub of a store verifies every
+//! other's): `fg1.<claims>.<tag>`, the claims base64url JSON. The spoke
+//! keeps it opaque and sends it back in `x-ferry-grant`. Nothing is stored
+//! per grant, and a spoke cannot make, widen or move one: its name, the
+//! account, connection, path and operation are inside the signature.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ferry_common::content::model::{Commit, Direction, EventKind, ObjectMeta, Transfer};
+use ferry_common::contract::GrantOp;
+use ring::hmac;
+use serde::{Deserialize, Serialize};
+
+/// The tokens' prefix, which names their format.
+const PREFIX: &str = "fg1.";
+
+/// What a grant allows, as signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The spoke it was issued to.
+    pub spoke: String,
+    /// The account whose connection it is.
+    pub account: String,
+    /// The connection's id.
+    pub connection: String,
+    /// The one path it covers.
+    pub path: String,
+    /// Read (GET, HEAD) or write (PUT).
+    pub op: GrantOp,
+    /// The client's principal (`ferry_common::principal`), for
+    /// read-your-writes: a spoke cannot speak for another client.
+    pub principal: String,
+    /// Until when (unix milliseconds) the spoke may report under it:
+    /// longer than the grant's lifetime for starting transfers, since an
+    /// upload started under it may take long, and reports may wait in the
+    /// spoke's queue while the hub is away.
+    pub until_ms: i64,
+}
+
+/// Why a spoke's call is refused. None of these gets better by retrying
+/// the same call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantError {
+    /// No token came with the call.
+    #[error("the call carries no grant")]
+    Missing,
+    /// The token is not one this hub's store signed.
+    #[error("the grant is not valid")]
+    Invalid,
+    /// The token was issued to another spoke.
+    #[error("the grant was issued to another spoke")]
+    OtherSpoke,
+    /// The token's reporting window is over.
+    #[error("the grant has expired")]
+    Expired,
+    /// The call asks for more than the token allows.
+    #[error("the grant does not cover this: {0}")]
+    Outside(&'static str),
+}
+
+/// Signs and verifies grants.
+pub struct GrantKey(hmac::Key);
+
+impl std::fmt::Debug for GrantKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GrantKey(****)")
+    }
+}
+
+impl GrantKey {
+    /// The key of the hubs whose master key gave `key`.
+    pub fn new(key: hmac::Key) -> Self {
+        Self(key)
+    }
+
+    /// A signed token for `claims`.
+    pub fn issue(&self, claims: &Claims) -> String {
+        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("claims serialise"));
+        let signed = format!("{PREFIX}{body}");
+        let tag = hmac::sign(&self.0, signed.as_bytes());
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+    }
+
+    /// The claims of `token`, if this key signed it, it was issued to
+    /// `spoke` and its window is open at `now_ms`.
+    pub fn verify(&self, token: &str, spoke: &str, now_ms: i64) -> Result<Claims, GrantError> {
+        let (signed, tag) = token.rsplit_once('.').ok_or(GrantError::Invalid)?;
+        let tag = URL_SAFE_NO_PAD
+            .decode(tag)
+            .map_err(|_| GrantError::Invalid)?;
+        hmac::verify(&self.0, signed.as_bytes(), &tag).map_err(|_| GrantError::Invalid)?;
+        let body = signed.strip_prefix(PREFIX).ok_or(GrantError::Invalid)?;
+        let claims: Claims = URL_SAFE_NO_PAD
+            .decode(body)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or(GrantError::Invalid)?;
+        if claims.spoke != spoke {
+            return Err(GrantError::OtherSpoke);
+        }
+        if now_ms > claims.until_ms {
+            return Err(GrantError::Expired);
+        }
+        Ok(claims)
+    }
+}
+
+impl Claims {
+    /// A lookup of `path` in `connection`.
+    pub fn check_lookup(&self, connection: &str, path: &str) -> Result<(), GrantError> {
+        self.check_object(connection, path)
+    }
+
+    fn check_object(&self, connection: &str, path: &str) -> Result<(), GrantError> {
+        if connection != self.connection {
+            return Err(GrantError::Outside("another connection"));
+        }
+        if path != self.path {
+            return Err(GrantError::Outside("another path"));
+        }
+        Ok(())
+    }
+
+    /// A transfer-log entry by `spoke`.
+    pub fn check_transfer(&self, t: &Transfer, spoke: &str) -> Result<(), GrantError> {
+        if t.account_id != self.account {
+            return Err(GrantError::Outside("another account"));
+        }
+        self.check_object(&t.connection_id, &t.path)?;
+        if t.via != spoke {
+            return Err(GrantError::Outside("a transfer carried by another node"));
+        }
+        let expected = match self.op {
+            GrantOp::Read => Direction::Download,
+            GrantOp::Write => Direction::Upload,
+        };
+        if t.direction != expected {
+            return Err(GrantError::Outside("a transfer the other way"));
+        }
+        Ok(())
+    }
+
+    /// A commit by `spoke`, where `recorded` is what the store holds for
+    /// the granted path now. A write grant commits its path's upload (its
+    /// metadata, a created or updated event, its transfer); a read grant
+    /// only records a digest computed while serving, for content the
+    /// store's row (if any) already describes.
+    pub fn check_commit(
+        &self,
+        c: &Commit,
+        spoke: &str,
+        recorded: Option<&ObjectMeta>,
+    ) -> Result<(), GrantError> {
+        if !c.remove.is_empty() {
+            return Err(GrantError::Outside("removing rows"));
+        }
+        if let Some(m) = &c.upsert {
+            self.check_object(&m.connection_id, &m.path)?;
+        }
+        if let Some(t) = &c.transfer {
+            self.check_transfer(t, spoke)?;
+        }
+        match self.op {
+            GrantOp::Write => {
+                if let Some(e) = &c.event {
+                    if e.account_id != self.account {
+                        return Err(GrantError::Outside("another account"));
+                    }
+                    self.check_object(&e.connection_id, &e.path)?;
+                    if !matches!(e.kind, EventKind::Created | EventKind::Updated)
+                        || e.from_path.is_some()
+                    {
+                        return Err(GrantError::Outside("an event other than the upload's"));
+                    }
+                }
+            }
+            GrantOp::Read => {
+                if c.event.is_some() {
+                    return Err(GrantError::Outside("an event under a read grant"));
+                }
+                if let (Some(new), Some(old)) = (&c.upsert, recorded)
+                    && (new.size, new.crc64nvme) != (old.size, old.crc64nvme)
+                {
+                    return Err(GrantError::Outside("changed content under a read grant"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_common::content::model::{EventRecord, TransferStatus};
+
+    fn key() -> GrantKey {
+        GrantKey::new(hmac::Key::new(hmac::HMAC_SHA256, b"test key"))
+    }
+
+    fn claims(op: GrantOp) -> Claims {
+        Claims {
+            spoke: "fra1".into(),
+            account: "acc_1".into(),
+            connection: "con_1".into(),
+            path: "a/b.txt".into(),
+            op,
+            principal: "p".into(),
+            until_ms: 2_000,
+        }
+    }
+
+    fn transfer(direction: Direction) -> Transfer {
+        Transfer {
+            status: TransferStatus::Complete,
+            ..Transfer::start("acc_1", "con_1", "a/b.txt", direction, "fra1")
+        }
+    }
+
+    fn meta(size: i64) -> ObjectMeta {
+        ObjectMeta {
+            connection_id: "con_1".into(),
+            path: "a/b.txt".into(),
+            size,
+            crc64nvme: 7,
+            sha256: None,
+            content_type: None,
+            etag: "\"x\"".into(),
+            provider_modified_ms: None,
+            updated_at: 1,
+        }
+    }
+
+    fn event(account: &str, kind: EventKind) -> EventRecord {
+        EventRecord {
+            account_id: account.into(),
+            connection_id: "con_1".into(),
+            kind,
+            path: "a/b.txt".into(),
+            from_path: None,
+            size: Some(1),
+            at: 1,
+        }
+    }
+
+    #[test]
+    fn tokens_verify_for_their_spoke_within_their_window_only() {
+        let token = key().issue(&claims(GrantOp::Read));
+        assert_eq!(
+            key().verify(&token, "fra1", 1_000),
+            Ok(claims(GrantOp::Read))
+        );
+        assert_eq!(
+            key().verify(&token, "ams1", 1_000),
+            Err(GrantError::OtherSpoke)
+        );
+        assert_eq!(
+            key().verify(&token, "fra1", 2_001),
+            Err(GrantError::Expired)
+        );
+        let other = GrantKey::new(hmac::Key::new(hmac::HMAC_SHA256, b"another hub's store"));
+        assert_eq!(
+            other.verify(&token, "fra1", 1_000),
+            Err(GrantError::Invalid)
+        );
+        // A spoke that edits its claims (another path) breaks the tag.
+        let (body, tag) = token.trim_start_matches(PREFIX).split_once('.').unwrap();
+        let mut forged = claims(GrantOp::Write);
+        forged.path = "someone/else".into();
+        let forged_body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap());
+        assert_ne!(body, forged_body);
+        let forged_token = format!("{PREFIX}{forged_body}.{tag}");
+        assert_eq!(
+            key().verify(&forged_token, "fra1", 1_000),
+            Err(GrantError::Invalid)
+        );
+        for junk in ["", "fg1.", "fg1..", "x.y", "fg1.e30.AAAA"] {
+            assert_eq!(
+                key().verify(junk, "fra1", 1_000),
+                Err(GrantError::Invalid),
+                "{junk}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_write_grant_commits_its_upload_and_nothing_else() {
+        let c = claims(GrantOp::Write);
+        let upload = Commit {
+            upsert: Some(meta(1)),
+            event: Some(event("acc_1", EventKind::Created)),
+            transfer: Some(transfer(Direction::Upload)),
+            remove: vec![],
+        };
+        assert_eq!(c.check_commit(&upload, "fra1", None), Ok(()));
+        let mut other_account = upload.clone();
+        other_account.event = Some(event("acc_2", EventKind::Created));
+        assert!(c.check_commit(&other_account, "fra1", None).is_err());
+        let mut deleting = upload.clone();
+        deleting.event = Some(event("acc_1", EventKind::Deleted));
+        assert!(c.check_commit(&deleting, "fra1", None).is_err());
+        let mut elsewhere = upload.clone();
+        elsewhere.upsert.as_mut().unwrap().path = "other.txt".into();
+        assert!(c.check_commit(&elsewhere, "fra1", None).is_err());
+        let mut removing = upload.clone();
+        removing.remove = vec![("con_1".into(), "x".into())];
+        assert!(c.check_commit(&removing, "fra1", None).is_err());
+        assert!(
+            c.check_commit(&upload, "ams1", None).is_err(),
+            "carried by another node"
+        );
+        assert!(
+            c.check_transfer(&transfer(Direction::Download), "fra1")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_read_grant_only_adds_a_digest_to_what_is_recorded() {
+        let c = claims(GrantOp::Read);
+        let digest = Commit {
+            upsert: Some(meta(1)),
+            ..Commit::default()
+        };
+        assert_eq!(c.check_commit(&digest, "fra1", Some(&meta(1))), Ok(()));
+        assert_eq!(c.check_commit(&digest, "fra1", None), Ok(()));
+        assert!(c.check_commit(&digest, "fra1", Some(&meta(2))).is_err());
+        let with_event = Commit {
+            event: Some(event("acc_1", EventKind::Updated)),
+            ..digest.clone()
+        };
+        assert!(c.check_commit(&with_event, "fra1", Some(&meta(1))).is_err());
+        assert_eq!(
+            c.check_transfer(&transfer(Direction::Download), "fra1"),
+            Ok(())
+        );
+        assert!(c.check_lookup("con_1", "a/b.txt").is_ok());
+        assert!(c.check_lookup("con_2", "a/b.txt").is_err());
+        assert!(c.check_lookup("con_1", "a/c.txt").is_err());
+    }
+}

@@ -1,0 +1,192 @@
+//! What an enrolled spoke can do at its hub, tried by a spoke the test
+//! plays by hand (`ferry_tests::rogue`): only what a grant the hub issued
+//! to it, for a client request, covers — one object of one connection of
+//! one account, read or write. Everything else is refused with 403
+//! `grant_refused`, and nothing of it is recorded.
+
+use std::time::Duration;
+
+use ferry_tests::rogue::{connect_as, hello, own_call};
+use ferry_tests::scenarios::{tenant, upload};
+use ferry_tests::{Hub, HubOptions};
+use serde_json::{Value, json};
+
+/// What a spoke sends for an upload of `path` in `connection` of
+/// `account`, reported as carried by `via`.
+fn upload_commit(account: &str, connection: &str, path: &str, via: &str) -> Value {
+    json!({
+        "remove": [],
+        "upsert": {
+            "connection_id": connection, "path": path, "size": 6, "crc64nvme": 1,
+            "sha256": null, "content_type": null, "etag": "\"forged\"",
+            "provider_modified_ms": null, "updated_at": 1
+        },
+        "event": {
+            "account_id": account, "connection_id": connection, "kind": "created",
+            "path": path, "from_path": null, "size": 6, "at": 1
+        },
+        "transfer": {
+            "account_id": account, "connection_id": connection, "path": path,
+            "direction": "upload", "status": "complete", "bytes": 6, "crc64nvme": 1,
+            "via": via, "started_at": 1, "duration_ms": 1
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_spoke_acts_only_within_the_grants_it_was_issued() {
+    let hub = Hub::start_with(HubOptions {
+        tunnel_extra: "grant_ttl_secs = 1\nreport_window_secs = 2\n".into(),
+        ..HubOptions::default()
+    });
+    let alpha = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    let beta = tenant(&hub.url(), "beta", &hub.data_dir).await;
+    upload(&beta, "private.txt", b"beta's own").await;
+    let beta_conn = beta
+        .api
+        .get("/v1/connections/local")
+        .send()
+        .await
+        .expect(200)
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let conn = connect_as(&hub, "rogue").await;
+    let _control = hello(&conn, "rogue").await;
+    let refused = |(status, body): (u16, Value)| {
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("grant_refused")),
+            "{body}"
+        );
+    };
+
+    // Without a grant, nothing: not even beta's metadata.
+    let lookup_beta = json!({ "connection_id": beta_conn, "path": "private.txt" });
+    refused(own_call(&conn, "/internal/v1/lookup", &[], &lookup_beta).await);
+    refused(
+        own_call(
+            &conn,
+            "/internal/v1/lookup",
+            &[("x-ferry-grant", "fg1.e30.AAAA")],
+            &lookup_beta,
+        )
+        .await,
+    );
+
+    // A client of alpha's asks this spoke to write one object: the spoke
+    // gets a grant for exactly that.
+    let auth = format!("Bearer {}", alpha.key);
+    let (status, grant) = own_call(
+        &conn,
+        "/internal/v1/grant",
+        &[("authorization", &auth)],
+        &json!({ "connection": "local", "path": "mine.txt", "op": "write" }),
+    )
+    .await;
+    assert_eq!(status, 200, "{grant}");
+    let token = grant["token"].as_str().unwrap().to_owned();
+    let (account, connection) = (
+        grant["account_id"].as_str().unwrap().to_owned(),
+        grant["connection_id"].as_str().unwrap().to_owned(),
+    );
+    let with = [("x-ferry-grant", token.as_str())];
+    // A grant request of protocol version 1 names no object.
+    let (status, _) = own_call(
+        &conn,
+        "/internal/v1/grant",
+        &[("authorization", &auth)],
+        &json!({ "connection": "local" }),
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // With that grant: beta's metadata, another of alpha's objects, events
+    // and transfers for beta, another path, a transfer carried by another
+    // node, a deletion — all refused.
+    refused(own_call(&conn, "/internal/v1/lookup", &with, &lookup_beta).await);
+    let other_path = json!({ "connection_id": connection, "path": "other.txt" });
+    refused(own_call(&conn, "/internal/v1/lookup", &with, &other_path).await);
+    for forged in [
+        upload_commit(&account, &beta_conn, "private.txt", "rogue"),
+        upload_commit(&account, &connection, "other.txt", "rogue"),
+        upload_commit("acc_someone_else", &connection, "mine.txt", "rogue"),
+        upload_commit(&account, &connection, "mine.txt", "fra1"),
+    ] {
+        refused(own_call(&conn, "/internal/v1/commit", &with, &forged).await);
+    }
+    let mut deleting = upload_commit(&account, &connection, "mine.txt", "rogue");
+    deleting["remove"] = json!([[beta_conn, "private.txt"]]);
+    refused(own_call(&conn, "/internal/v1/commit", &with, &deleting).await);
+    let mut beta_transfer =
+        upload_commit(&account, &connection, "mine.txt", "rogue")["transfer"].clone();
+    beta_transfer["account_id"] = json!("acc_beta");
+    refused(own_call(&conn, "/internal/v1/transfer", &with, &beta_transfer).await);
+
+    // What it covers works.
+    let (status, found) = own_call(
+        &conn,
+        "/internal/v1/lookup",
+        &with,
+        &json!({ "connection_id": connection, "path": "mine.txt" }),
+    )
+    .await;
+    assert_eq!((status, &found["meta"]), (200, &Value::Null));
+    let (status, body) = own_call(
+        &conn,
+        "/internal/v1/commit",
+        &with,
+        &upload_commit(&account, &connection, "mine.txt", "rogue"),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+
+    // Another spoke cannot use this spoke's grant.
+    let other = connect_as(&hub, "rogue2").await;
+    let _control2 = hello(&other, "rogue2").await;
+    let (status, body) = own_call(
+        &other,
+        "/internal/v1/lookup",
+        &with,
+        &json!({ "connection_id": connection, "path": "mine.txt" }),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("another spoke"),
+        "{body}"
+    );
+
+    // The grant's reporting window closes (2 s here).
+    let closed = tokio::time::Instant::now() + Duration::from_millis(2_200);
+    tokio::time::sleep_until(closed).await;
+    refused(
+        own_call(
+            &conn,
+            "/internal/v1/commit",
+            &with,
+            &upload_commit(&account, &connection, "mine.txt", "rogue"),
+        )
+        .await,
+    );
+
+    // Beta's feed and object are as beta left them.
+    let events = beta.api.get("/v1/events").send().await.expect(200).json();
+    let paths: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["private.txt"], "{events}");
+    let got = beta
+        .api
+        .get(&beta.file("private.txt"))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(&got.body[..], b"beta's own");
+    assert_ne!(got.header("etag").as_deref(), Some("\"forged\""));
+    assert!(ferry_tests::metric(&hub.url(), "ferry_grants_refused_total", &[]).await >= 10.0);
+}
