@@ -111,6 +111,14 @@ pub struct SteeringConfig {
     /// first. Default 100000.
     #[serde(default = "defaults::max_prefixes")]
     pub max_prefixes: usize,
+    /// Client networks one spoke's samples of itself may hold at once.
+    /// Default 20000.
+    #[serde(default = "defaults::spoke_max_networks")]
+    pub spoke_max_networks: usize,
+    /// New client networks one spoke's samples of itself may add per
+    /// minute. Default 1200.
+    #[serde(default = "defaults::spoke_new_networks_per_min")]
+    pub spoke_new_networks_per_min: u32,
     /// A spoke whose last heartbeat is older than this leaves the answers,
     /// in milliseconds. Default 2.5 heartbeat intervals.
     pub stale_after_ms: Option<u64>,
@@ -129,6 +137,8 @@ impl Default for SteeringConfig {
             smoothing: defaults::smoothing(),
             sample_ttl_secs: defaults::sample_ttl_secs(),
             max_prefixes: defaults::max_prefixes(),
+            spoke_max_networks: defaults::spoke_max_networks(),
+            spoke_new_networks_per_min: defaults::spoke_new_networks_per_min(),
             stale_after_ms: None,
             hints: Vec::new(),
         }
@@ -190,6 +200,12 @@ mod defaults {
     }
     pub fn max_prefixes() -> usize {
         100_000
+    }
+    pub fn spoke_max_networks() -> usize {
+        20_000
+    }
+    pub fn spoke_new_networks_per_min() -> u32 {
+        1_200
     }
 }
 
@@ -291,6 +307,15 @@ impl SteeringConfig {
         if !(1..=10_000_000).contains(&self.max_prefixes) {
             p.add("steering.max_prefixes", "must be from 1 to 10000000");
         }
+        if !(1..=self.max_prefixes.max(1)).contains(&self.spoke_max_networks) {
+            p.add(
+                "steering.spoke_max_networks",
+                "must be from 1 to steering.max_prefixes",
+            );
+        }
+        if self.spoke_new_networks_per_min == 0 {
+            p.add("steering.spoke_new_networks_per_min", "must be at least 1");
+        }
         if let (Some(stale), Some(hb)) = (self.stale_after_ms, heartbeat_interval_secs)
             && stale <= hb * 1000
         {
@@ -333,6 +358,10 @@ impl SteeringConfig {
             smoothing: self.smoothing,
             sample_ttl: Duration::from_secs(self.sample_ttl_secs),
             max_prefixes: self.max_prefixes,
+            spoke_limits: crate::steering::budget::Limits {
+                max_networks: self.spoke_max_networks,
+                new_networks_per_min: self.spoke_new_networks_per_min,
+            },
             hints: self
                 .hints
                 .iter()

@@ -7,6 +7,7 @@
 //! tunnel registry every [`REFRESH_EVERY`], and answers DNS queries. Its
 //! clock is tokio's, so tests can pause it.
 
+pub mod budget;
 pub mod exchange;
 pub mod metrics;
 pub mod model;

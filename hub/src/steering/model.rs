@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 pub use ferry_common::prefix::Prefix;
 
+use super::budget::{self, Budgets, OUTLIER_RUN, SETTLED_SAMPLES};
+
 /// Where a sample came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -46,6 +48,8 @@ pub struct Settings {
     pub max_prefixes: usize,
     /// Operator hints: prefix → preferred spokes, most preferred first.
     pub hints: Vec<(Prefix, Vec<String>)>,
+    /// How far one spoke's samples of itself may move the map.
+    pub spoke_limits: budget::Limits,
 }
 
 impl Default for Settings {
@@ -59,6 +63,7 @@ impl Default for Settings {
             sample_ttl: Duration::from_secs(600),
             max_prefixes: 100_000,
             hints: Vec::new(),
+            spoke_limits: budget::Limits::default(),
         }
     }
 }
@@ -72,6 +77,11 @@ pub const PLAUSIBLE_RTT_MS: std::ops::RangeInclusive<f64> = 0.001..=10_000.0;
 pub enum Rejected {
     /// Not a number, negative, zero or over ten seconds.
     Implausible,
+    /// A spoke's sample of itself, a factor of four off its settled
+    /// estimate (see `budget`).
+    Outlier,
+    /// A spoke's sample of itself for a network it may not add now.
+    OverBudget,
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +91,11 @@ struct Rtt {
     observed: u64,
     probed: u64,
     last: Instant,
+    /// Outliers of the spoke's own in a row.
+    outliers: u8,
+    /// Whether the spoke's own sample made this estimate, and it counts
+    /// in the spoke's budget.
+    budgeted: bool,
 }
 
 impl Rtt {
@@ -162,6 +177,7 @@ pub struct PrefixView {
 pub struct Model {
     settings: Settings,
     prefixes: HashMap<Prefix, PrefixState>,
+    budgets: Budgets,
 }
 
 impl Model {
@@ -170,6 +186,7 @@ impl Model {
         Model {
             settings,
             prefixes: HashMap::new(),
+            budgets: Budgets::default(),
         }
     }
 
@@ -218,6 +235,49 @@ impl Model {
         }
         let ttl = self.settings.sample_ttl;
         let alpha = self.settings.smoothing;
+        let own = source == Source::SpokeObserved;
+        let fresh = |r: &Rtt| now.saturating_duration_since(r.last) <= ttl;
+        let known = self
+            .prefixes
+            .get(&prefix)
+            .and_then(|s| s.rtts.get(spoke))
+            .filter(|r| fresh(r));
+        let mut budgeted = false;
+        if own {
+            match known {
+                None => {
+                    let name: Arc<str> = Arc::from(spoke);
+                    let present = self
+                        .prefixes
+                        .get(&prefix)
+                        .is_some_and(|s| s.rtts.get(spoke).is_some_and(|r| r.budgeted));
+                    if !present {
+                        if !self
+                            .budgets
+                            .take_new(&name, now, self.settings.spoke_limits)
+                        {
+                            return Err(Rejected::OverBudget);
+                        }
+                        budgeted = true;
+                    }
+                }
+                Some(r)
+                    if r.samples() >= SETTLED_SAMPLES
+                        && budget::outlier(r.smoothed_ms, rtt_ms)
+                        && r.outliers + 1 < OUTLIER_RUN =>
+                {
+                    let state = self.prefixes.get_mut(&prefix).expect("known above");
+                    let r = state.rtts.get_mut(spoke).expect("known above");
+                    r.outliers += 1;
+                    return Err(Rejected::Outlier);
+                }
+                Some(_) => {}
+            }
+        }
+        if !self.prefixes.contains_key(&prefix) && self.prefixes.len() >= self.settings.max_prefixes
+        {
+            self.make_room(now);
+        }
         let state = self.prefixes.entry(prefix).or_default();
         state.last_sample = Some(now);
         if !state.rtts.contains_key(spoke) {
@@ -226,17 +286,26 @@ impl Model {
                 observed: 0,
                 probed: 0,
                 last: now,
+                outliers: 0,
+                budgeted: false,
             };
             state.rtts.insert(Arc::from(spoke), fresh);
         }
         let rtt = state.rtts.get_mut(spoke).expect("inserted above");
-        // A value gone stale starts over rather than dragging the old mean.
-        if rtt.samples() == 0 || now.saturating_duration_since(rtt.last) > ttl {
+        rtt.budgeted |= budgeted;
+        // A value gone stale, or a run of outliers, starts over rather
+        // than dragging the old mean.
+        let restart =
+            rtt.outliers + 1 >= OUTLIER_RUN && own && budget::outlier(rtt.smoothed_ms, rtt_ms);
+        if rtt.samples() == 0 || now.saturating_duration_since(rtt.last) > ttl || restart {
             rtt.smoothed_ms = rtt_ms;
             rtt.observed = 0;
             rtt.probed = 0;
         } else {
             rtt.smoothed_ms += alpha * (rtt_ms - rtt.smoothed_ms);
+        }
+        if own {
+            rtt.outliers = 0;
         }
         match source {
             Source::SpokeObserved => rtt.observed += 1,
@@ -263,7 +332,13 @@ impl Model {
         let drop = (max / 100).max(1).min(ages.len());
         ages.select_nth_unstable(drop - 1);
         for (_, p) in &ages[..drop] {
-            self.prefixes.remove(p);
+            if let Some(state) = self.prefixes.remove(p) {
+                for (spoke, r) in &state.rtts {
+                    if r.budgeted {
+                        self.budgets.released(spoke);
+                    }
+                }
+            }
         }
     }
 
@@ -357,6 +432,7 @@ impl Model {
 
     /// Forgets a spoke everywhere (revoked or removed).
     pub fn forget_spoke(&mut self, spoke: &str) {
+        self.budgets.forget(spoke);
         for state in self.prefixes.values_mut() {
             state.rtts.remove(spoke);
             if state.answer.as_deref() == Some(spoke) {
@@ -369,11 +445,22 @@ impl Model {
     /// with none.
     pub fn expire(&mut self, now: Instant) {
         let ttl = self.settings.sample_ttl;
+        let budgets = &mut self.budgets;
         self.prefixes.retain(|_, s| {
-            s.rtts
-                .retain(|_, r| now.saturating_duration_since(r.last) <= ttl);
+            s.rtts.retain(|spoke, r| {
+                let keep = now.saturating_duration_since(r.last) <= ttl;
+                if !keep && r.budgeted {
+                    budgets.released(spoke);
+                }
+                keep
+            });
             !s.rtts.is_empty()
         });
+    }
+
+    /// Client networks `spoke`'s own samples hold now.
+    pub fn networks_held(&self, spoke: &str) -> usize {
+        self.budgets.held(spoke)
     }
 
     /// Prefixes known now.

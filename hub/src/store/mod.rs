@@ -13,6 +13,8 @@ mod accounts;
 mod connections;
 mod copy;
 mod events;
+mod fleets;
+mod hubs;
 mod migrations;
 mod objects;
 pub mod replica;
@@ -31,9 +33,10 @@ pub use accounts::{Account, ApiKeyInfo, NewApiKey};
 pub use connections::ConnectionRow;
 pub use copy::CopyOutcome;
 pub use events::{Event, EventKind, EventRecord};
+pub use fleets::FleetRow;
 pub use migrations::Dialect;
 pub use objects::{Commit, Direction, ObjectMeta, Transfer, TransferStatus};
-pub use spokes::{EnrolRefusal, FleetRow, SpokeRow, valid_spoke_name};
+pub use spokes::{EnrolRefusal, SpokeRow, valid_spoke_name};
 pub use steering::{Presence, SharedSample};
 
 /// Why a store operation failed.

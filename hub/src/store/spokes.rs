@@ -11,24 +11,9 @@ use ring::rand::SecureRandom as _;
 use serde::Serialize;
 use sqlx::Row as _;
 
-use ferry_common::contract::enrol::{FLEET_TOKEN_PREFIX, JOIN_TOKEN_PREFIX};
+use ferry_common::contract::enrol::JOIN_TOKEN_PREFIX;
 
 use super::{Store, StoreError, now_ms};
-
-/// A fleet enrolment token's record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FleetRow {
-    /// Its id (`flt_…`), for listing and revoking.
-    pub id: String,
-    /// Spokes it enrols are named `<prefix>-…`.
-    pub prefix: String,
-    /// When it stops working.
-    pub expires_at: i64,
-    /// When it was revoked, if it was.
-    pub revoked_at: Option<i64>,
-    /// When it was made.
-    pub created_at: i64,
-}
 
 /// What is known of a spoke.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -61,7 +46,7 @@ pub enum EnrolRefusal {
     Taken,
 }
 
-fn new_token(prefix: &str) -> String {
+pub(super) fn new_token(prefix: &str) -> String {
     let mut secret = [0u8; 32];
     ring::rand::SystemRandom::new()
         .fill(&mut secret)
@@ -69,7 +54,7 @@ fn new_token(prefix: &str) -> String {
     format!("{prefix}{}", URL_SAFE_NO_PAD.encode(secret))
 }
 
-fn sha256(data: &[u8]) -> Vec<u8> {
+pub(super) fn sha256(data: &[u8]) -> Vec<u8> {
     ring::digest::digest(&ring::digest::SHA256, data)
         .as_ref()
         .to_vec()
@@ -108,109 +93,6 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok((token, expires))
-    }
-
-    /// Makes a fleet token for spokes named `<prefix>-…`, valid for
-    /// `ttl_ms`: (its id, the token, when it expires).
-    pub async fn add_fleet(
-        &self,
-        prefix: &str,
-        ttl_ms: i64,
-    ) -> Result<(String, String, i64), StoreError> {
-        self.refuse_if_down()?;
-        let token = new_token(FLEET_TOKEN_PREFIX);
-        let id = super::new_id("flt");
-        let now = now_ms();
-        let mut tx = self.write_tx().await?;
-        sqlx::query(
-            "INSERT INTO spoke_fleets (id, prefix, token_hash, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&id)
-        .bind(prefix)
-        .bind(sha256(token.as_bytes()))
-        .bind(now + ttl_ms)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok((id, token, now + ttl_ms))
-    }
-
-    /// Every fleet token's record.
-    pub async fn list_fleets(&self) -> Result<Vec<FleetRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, prefix, expires_at, revoked_at, created_at FROM spoke_fleets ORDER BY created_at, id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(FleetRow {
-                    id: r.try_get("id")?,
-                    prefix: r.try_get("prefix")?,
-                    expires_at: r.try_get("expires_at")?,
-                    revoked_at: r.try_get("revoked_at")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
-    }
-
-    /// Revokes a fleet token (spokes it enrolled stay enrolled); false if
-    /// there is none with that id.
-    pub async fn revoke_fleet(&self, id: &str) -> Result<bool, StoreError> {
-        self.refuse_if_down()?;
-        let mut tx = self.write_tx().await?;
-        let done = sqlx::query(
-            "UPDATE spoke_fleets SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2",
-        )
-        .bind(now_ms())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Whether the fleet token may enrol a new spoke called `name`
-    /// (checked again when the enrolment is recorded).
-    pub async fn check_fleet_token(
-        &self,
-        token: &str,
-        name: &str,
-    ) -> Result<Result<(), EnrolRefusal>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        fleet_allows(&mut conn, token, name).await
-    }
-
-    /// Records a spoke enrolled with a fleet token: the spoke is added
-    /// with the signed certificate's fingerprint, in one transaction with
-    /// the checks.
-    pub async fn enrol_with_fleet(
-        &self,
-        token: &str,
-        name: &str,
-        cert_der: &[u8],
-    ) -> Result<Result<(), EnrolRefusal>, StoreError> {
-        self.refuse_if_down()?;
-        let mut tx = self.write_tx().await?;
-        if let Err(why) = fleet_allows(&mut tx, token, name).await? {
-            return Ok(Err(why));
-        }
-        let now = now_ms();
-        sqlx::query(
-            "INSERT INTO spokes (name, cert_sha256, enrolled_at, created_at) VALUES ($1, $2, $3, $3) \
-             ON CONFLICT (name) DO UPDATE SET token_hash = NULL, token_expires_at = NULL, \
-             cert_sha256 = excluded.cert_sha256, enrolled_at = excluded.enrolled_at",
-        )
-        .bind(name)
-        .bind(sha256(cert_der))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Ok(()))
     }
 
     /// Finds the spoke a join token belongs to, without using it.
@@ -331,123 +213,6 @@ impl Store {
         };
         Ok(!matches!(revoked, Some(None)))
     }
-}
-
-impl Store {
-    /// The hubs' shared tunnel CA: its certificate (PEM) and its private
-    /// key, sealed under the master key; `None` before a hub made it.
-    pub async fn tunnel_ca(&self) -> Result<Option<(String, Vec<u8>)>, StoreError> {
-        let row = sqlx::query_as::<_, (String, Vec<u8>)>(
-            "SELECT cert_pem, key_sealed FROM tunnel_ca WHERE id = 1",
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row)
-    }
-
-    /// Stores the tunnel CA unless another hub stored one first; the CA
-    /// stored is what [`Store::tunnel_ca`] returns afterwards.
-    pub async fn offer_tunnel_ca(
-        &self,
-        cert_pem: &str,
-        key_sealed: &[u8],
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO tunnel_ca (id, cert_pem, key_sealed, created_at) VALUES (1, $1, $2, $3) \
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(cert_pem)
-        .bind(key_sealed)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-}
-
-impl Store {
-    /// Records that hub `id` is up and takes tunnels at these addresses,
-    /// and forgets hubs not heard from in a day.
-    pub async fn announce_hub(&self, id: &str, quic: &str, tcp: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM hubs WHERE last_seen < $1")
-            .bind(now_ms() - 86_400_000)
-            .execute(&self.pool)
-            .await?;
-        sqlx::query(
-            "INSERT INTO hubs (id, tunnel_addr, tunnel_tcp_addr, last_seen) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (id) DO UPDATE SET tunnel_addr = excluded.tunnel_addr, \
-             tunnel_tcp_addr = excluded.tunnel_tcp_addr, last_seen = excluded.last_seen",
-        )
-        .bind(id)
-        .bind(quic)
-        .bind(tcp)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// The hubs seen in the last `within_ms` (id, QUIC address, TCP
-    /// address), by id.
-    pub async fn live_hubs(
-        &self,
-        within_ms: i64,
-    ) -> Result<Vec<(String, String, String)>, StoreError> {
-        Ok(sqlx::query_as::<_, (String, String, String)>(
-            "SELECT id, tunnel_addr, tunnel_tcp_addr FROM hubs WHERE last_seen > $1 ORDER BY id",
-        )
-        .bind(now_ms() - within_ms)
-        .fetch_all(self.read_pool().await)
-        .await?)
-    }
-}
-
-/// The checks a fleet enrolment passes: the token is known, not revoked,
-/// not expired, the name is `<prefix>-…`, and no spoke of that name is
-/// enrolled or revoked (a fleet token adds spokes; it never takes one
-/// over).
-async fn fleet_allows(
-    conn: &mut sqlx::AnyConnection,
-    token: &str,
-    name: &str,
-) -> Result<Result<(), EnrolRefusal>, StoreError> {
-    let row = sqlx::query(
-        "SELECT prefix, expires_at, revoked_at FROM spoke_fleets WHERE token_hash = $1",
-    )
-    .bind(sha256(token.as_bytes()))
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else {
-        return Ok(Err(EnrolRefusal::Unknown));
-    };
-    let prefix: String = row.try_get("prefix")?;
-    let expires: i64 = row.try_get("expires_at")?;
-    let revoked: Option<i64> = row.try_get("revoked_at")?;
-    if revoked.is_some() {
-        return Ok(Err(EnrolRefusal::Unknown));
-    }
-    if expires <= now_ms() {
-        return Ok(Err(EnrolRefusal::Expired));
-    }
-    let suffix = name
-        .strip_prefix(prefix.as_str())
-        .and_then(|rest| rest.strip_prefix('-'));
-    if suffix.is_none_or(str::is_empty) {
-        return Ok(Err(EnrolRefusal::NotInFleet));
-    }
-    let spoke = sqlx::query("SELECT enrolled_at, revoked_at FROM spokes WHERE name = $1")
-        .bind(name)
-        .fetch_optional(&mut *conn)
-        .await?;
-    if let Some(spoke) = spoke {
-        if spoke.try_get::<Option<i64>, _>("revoked_at")?.is_some() {
-            return Ok(Err(EnrolRefusal::Revoked));
-        }
-        if spoke.try_get::<Option<i64>, _>("enrolled_at")?.is_some() {
-            return Ok(Err(EnrolRefusal::Taken));
-        }
-    }
-    Ok(Ok(()))
 }
 
 #[cfg(test)]

@@ -249,3 +249,110 @@ fn a_forgotten_spoke_leaves_every_answer() {
     assert_eq!(m.answer(t0, c, &all).spoke.as_deref(), Some("b"));
     assert!(m.snapshot(t0)[0].spokes.iter().all(|s| &*s.spoke != "a"));
 }
+
+#[test]
+fn a_spokes_own_outliers_are_refused_until_a_run_shows_a_real_change() {
+    let t0 = Instant::now();
+    let mut m = Model::new(Settings::default());
+    let client = ip("203.0.113.9");
+    for i in 0..3 {
+        m.observe(
+            t0 + Duration::from_secs(i),
+            client,
+            "fra1",
+            40.0,
+            Source::SpokeObserved,
+        )
+        .unwrap();
+    }
+    m.observe(t0, client, "ams1", 30.0, Source::ClientProbe)
+        .unwrap();
+    assert_eq!(m.answer(t0, client, &all).spoke.as_deref(), Some("ams1"));
+    // fra1 suddenly claims 0.5 ms: refused, nine times over…
+    let mut t = t0 + Duration::from_secs(3);
+    for _ in 1..OUTLIER_RUN {
+        t += Duration::from_secs(1);
+        assert_eq!(
+            m.observe(t, client, "fra1", 0.5, Source::SpokeObserved),
+            Err(Rejected::Outlier)
+        );
+        assert_eq!(m.answer(t, client, &all).spoke.as_deref(), Some("ams1"));
+    }
+    // …and taken on the tenth in a row, as a changed route would be.
+    t += Duration::from_secs(1);
+    m.observe(t, client, "fra1", 0.5, Source::SpokeObserved)
+        .unwrap();
+    assert_eq!(m.answer(t, client, &all).spoke.as_deref(), Some("fra1"));
+    // A sample within a factor of four resets the run; probes are not judged.
+    let c2 = ip("198.51.100.9");
+    for i in 0..3 {
+        m.observe(
+            t0 + Duration::from_secs(i),
+            c2,
+            "fra1",
+            40.0,
+            Source::SpokeObserved,
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        m.observe(t, c2, "fra1", 1.0, Source::SpokeObserved),
+        Err(Rejected::Outlier)
+    );
+    m.observe(t, c2, "fra1", 35.0, Source::SpokeObserved)
+        .unwrap();
+    m.observe(t, c2, "fra1", 1.0, Source::ClientProbe).unwrap();
+}
+
+#[test]
+fn one_spokes_own_samples_hold_and_add_networks_within_its_budget() {
+    let t0 = Instant::now();
+    let mut m = Model::new(Settings {
+        spoke_limits: super::budget::Limits {
+            max_networks: 50,
+            new_networks_per_min: 20,
+        },
+        ..Settings::default()
+    });
+    let net = |i: u32| IpAddr::V4(Ipv4Addr::from(0x0A00_0000 + (i << 8)));
+    let taken = (0..100)
+        .filter(|&i| {
+            m.observe(t0, net(i), "rogue", 0.01, Source::SpokeObserved)
+                .is_ok()
+        })
+        .count();
+    assert_eq!(taken, 20, "a burst of new networks is bounded");
+    assert_eq!(
+        m.observe(t0, net(200), "rogue", 0.01, Source::SpokeObserved),
+        Err(Rejected::OverBudget)
+    );
+    // Networks it holds it may go on measuring; other spokes are not held back.
+    m.observe(t0, net(0), "rogue", 0.02, Source::SpokeObserved)
+        .unwrap();
+    m.observe(t0, net(200), "fra1", 20.0, Source::SpokeObserved)
+        .unwrap();
+    // Over time it grows to its cap and no further.
+    let mut t = t0;
+    let mut i = 100;
+    for _ in 0..20 {
+        t += Duration::from_secs(60);
+        for _ in 0..30 {
+            let _ = m.observe(t, net(i), "rogue", 0.01, Source::SpokeObserved);
+            i += 1;
+        }
+    }
+    assert_eq!(m.networks_held("rogue"), 50);
+    // Expired networks give their place back.
+    m.expire(t + Duration::from_secs(601));
+    assert_eq!(m.networks_held("rogue"), 0);
+    assert!(
+        m.observe(
+            t + Duration::from_secs(700),
+            net(999),
+            "rogue",
+            1.0,
+            Source::SpokeObserved
+        )
+        .is_ok()
+    );
+}
