@@ -100,7 +100,7 @@ tunnel_addr = "127.0.0.1:$tunnel_port"
 TOML
   token=""
   if [ ! -s "$state/$name/state/spoke-cert.pem" ]; then
-    token=$("$hub_bin" --config "$state/hub.toml" spoke add "$name" 2>/dev/null)
+    token=$("$hub_bin" --config "$state/hub.toml" spoke add "$name" --public-addr "127.0.0.$spoke_ip/32" 2>/dev/null)
   fi
   FERRY_JOIN_TOKEN=$token "$spoke_bin" --config "$state/$name/spoke.toml" 2> "$state/$name/spoke.log" &
   pids+=($!)

@@ -96,6 +96,7 @@ pub struct Metrics {
     refusals: Family<RefusalLabels, Counter>,
     grants: Counter,
     grants_refused: Counter,
+    announcements_refused: Counter,
     active: Gauge,
     replica_lag: Gauge,
     replicas: Gauge,
@@ -170,6 +171,12 @@ impl Metrics {
             refusals.clone(),
         );
         let grants = Counter::default();
+        let announcements_refused = Counter::default();
+        registry.register(
+            "tunnel_announcements_refused",
+            "Hellos that announced addresses or a probe URL the operator did not allow",
+            announcements_refused.clone(),
+        );
         let grants_refused = Counter::default();
         registry.register(
             "grants_refused",
@@ -248,6 +255,7 @@ impl Metrics {
             refusals,
             grants,
             grants_refused,
+            announcements_refused,
         }
     }
 
@@ -343,6 +351,11 @@ impl Metrics {
     /// Records how many hubs share the store.
     pub fn hubs_known(&self, n: usize) {
         self.hubs.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a hello that announced what its spoke may not.
+    pub fn announcement_refused(&self) {
+        self.announcements_refused.inc();
     }
 
     /// Counts a spoke's call refused outside its grants.

@@ -269,12 +269,14 @@ impl Hub {
         Self::spawned(dir, self.data_dir.clone(), config, self.opts.clone())
     }
 
-    /// Makes a join token with `ferry-hub spoke add` (the operator's way).
+    /// Makes a join token with `ferry-hub spoke add` (the operator's way),
+    /// for a spoke that may announce any loopback address.
     pub fn spoke_token(&self, name: &str, ttl_secs: Option<u64>) -> String {
         let mut cmd = Command::new(binary("ferry-hub"));
         cmd.args(["--config"])
             .arg(&self.config)
-            .args(["spoke", "add", name]);
+            .args(["spoke", "add", name])
+            .args(["--public-addr", "127.0.0.0/8", "--public-addr", "::1/128"]);
         if let Some(t) = ttl_secs {
             cmd.args(["--ttl-secs", &t.to_string()]);
         }

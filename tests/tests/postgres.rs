@@ -29,7 +29,15 @@ async fn the_api_suite_passes_on_postgres() {
     ferry_tests::install_crypto_provider();
     let pg = Postgres::primary();
     let hub = hub_on(pg.store_toml(None));
-    assert!(hub.log().contains("store=\"postgres\"") || hub.log().contains("store=postgres"));
+    // Ready comes through the notification socket; the log line before it
+    // may still be on its way through the pipe.
+    assert!(
+        hub.daemon()
+            .wait_for("store=postgres", std::time::Duration::from_secs(5))
+            .is_some(),
+        "{}",
+        hub.log()
+    );
     let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
     scenarios::large_round_trip(&t, 16 << 20).await;
     scenarios::range_reads(&t).await;

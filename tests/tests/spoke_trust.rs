@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use ferry_tests::rogue::{connect_as, hello, own_call};
+use ferry_tests::rogue::{connect_as, connect_as_with, hello, hello_announcing, own_call};
 use ferry_tests::scenarios::{tenant, upload};
 use ferry_tests::{Hub, HubOptions};
 use serde_json::{Value, json};
@@ -189,4 +189,105 @@ async fn a_spoke_acts_only_within_the_grants_it_was_issued() {
     assert_eq!(&got.body[..], b"beta's own");
     assert_ne!(got.header("etag").as_deref(), Some("\"forged\""));
     assert!(ferry_tests::metric(&hub.url(), "ferry_grants_refused_total", &[]).await >= 10.0);
+}
+
+#[tokio::test]
+async fn a_spoke_announces_only_what_the_operator_allowed_and_moves_few_networks() {
+    let hub = Hub::start_with(HubOptions {
+        extra_toml: "[steering]\nspoke_new_networks_per_min = 100\n".into(),
+        ..HubOptions::default()
+    });
+    let admin = ferry_tests::Api::new(hub.url()).as_token(ferry_tests::hub::ADMIN_TOKEN);
+    let announce = |addrs: &[&str], url: &str| {
+        Some(ferry_common::proto::SteeringAnnounce {
+            public_addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+            public_url: url.into(),
+            capacity_transfers: 0,
+        })
+    };
+    // Allowed one address: the other, and a URL elsewhere, are left out.
+    let conn = connect_as_with(
+        &hub,
+        "rogue",
+        json!({ "name": "rogue", "public_addrs": ["127.0.0.5/32"] }),
+    )
+    .await;
+    let control = hello_announcing(
+        &conn,
+        "rogue",
+        announce(
+            &["127.0.0.5", "127.0.0.9"],
+            "http://attacker.example.org:8080",
+        ),
+    )
+    .await;
+    let seen = admin
+        .get("/v1/spokes/rogue")
+        .send()
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(
+        seen["allowed_public"]["addrs"],
+        json!(["127.0.0.5/32"]),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["tunnel"]["steering"]["public_addrs"],
+        json!(["127.0.0.5"]),
+        "{seen}"
+    );
+    assert_eq!(seen["tunnel"]["steering"]["public_url"], "", "{seen}");
+    // Allowed nothing: nothing to steer to.
+    let other = connect_as(&hub, "quiet").await;
+    let _quiet = hello_announcing(
+        &other,
+        "quiet",
+        announce(&["127.0.0.6"], "http://127.0.0.6:1"),
+    )
+    .await;
+    let seen = admin
+        .get("/v1/spokes/quiet")
+        .send()
+        .await
+        .expect(200)
+        .json();
+    assert!(seen["tunnel"]["steering"].is_null(), "{seen}");
+    assert!(
+        ferry_tests::metric(&hub.url(), "ferry_tunnel_announcements_refused_total", &[]).await
+            >= 2.0
+    );
+
+    // Its own RTT samples claim 600 networks at 1 µs: it adds 100 a minute.
+    let rtts = |from: u32| -> Vec<ferry_common::proto::PrefixRtt> {
+        (from..from + 300)
+            .map(|i| ferry_common::proto::PrefixRtt {
+                prefix: format!("10.{}.{}.0/24", i / 256, i % 256),
+                rtt_us: 1,
+                samples: 1,
+            })
+            .collect()
+    };
+    control.report_rtts(rtts(0)).await;
+    control.report_rtts(rtts(300)).await;
+    let url = hub.url();
+    let rejected = async || {
+        ferry_tests::metric(
+            &url,
+            "ferry_steering_samples_total",
+            &[("source", "spoke"), ("result", "rejected")],
+        )
+        .await
+    };
+    assert!(
+        ferry_tests::eventually(Duration::from_secs(5), async || rejected().await >= 500.0).await,
+        "the budget did not hold"
+    );
+    let accepted = ferry_tests::metric(
+        &hub.url(),
+        "ferry_steering_samples_total",
+        &[("source", "spoke"), ("result", "accepted")],
+    )
+    .await;
+    assert_eq!(accepted, 100.0);
 }

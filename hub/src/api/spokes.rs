@@ -21,6 +21,11 @@ struct AddSpoke {
     name: String,
     /// Lifetime of the join token; default from `tunnel.join_token_ttl_secs`.
     token_ttl_secs: Option<u64>,
+    /// Networks its public addresses may lie in; given (or `public_hosts`
+    /// given), they replace what an existing spoke was allowed.
+    public_addrs: Option<Vec<String>>,
+    /// Host names its probe URL may use.
+    public_hosts: Option<Vec<String>>,
 }
 
 fn support(state: &AppState) -> Result<&SpokeSupport, Problem> {
@@ -55,13 +60,23 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
         (Route::Spokes, Method::POST) => {
             let body: AddSpoke = read_json(req, state.max_json_body_bytes()).await?;
             check_spoke_name(&body.name)?;
+            let allowed = match (&body.public_addrs, &body.public_hosts) {
+                (None, None) => None,
+                (addrs, hosts) => Some(
+                    crate::tunnel::allowed::AllowedPublic::parse(
+                        addrs.as_deref().unwrap_or_default(),
+                        hosts.as_deref().unwrap_or_default(),
+                    )
+                    .map_err(|e| Problem::new(ErrorCode::InvalidField, e.to_string()))?,
+                ),
+            };
             let ttl = body
                 .token_ttl_secs
                 .unwrap_or(support.token_ttl_secs)
                 .clamp(1, 7 * 24 * 3600);
             let (token, expires_at) = state
                 .store
-                .add_spoke(&body.name, ttl as i64 * 1000)
+                .add_spoke(&body.name, ttl as i64 * 1000, allowed.as_ref())
                 .await
                 .map_err(store_err)?;
             tracing::info!(spoke.id = %body.name, "issued a join token");

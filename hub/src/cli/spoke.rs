@@ -1,8 +1,51 @@
-//! `ferry-hub spoke add|list|revoke` and `spoke fleet add|list|revoke`:
-//! join tokens, fleet tokens and revocation, on the hub's database (the
-//! hub may be running; it closes a revoked spoke's tunnel within seconds).
+//! `ferry-hub spoke add|allow|list|revoke` and `spoke fleet
+//! add|list|revoke`: join tokens, fleet tokens, what spokes may announce,
+//! and revocation, on the hub's database (the hub may be running; it closes
+//! a revoked spoke's tunnel within seconds).
 
 use crate::config::HubConfig;
+use crate::tunnel::allowed::AllowedPublic;
+
+/// Where a spoke may tell clients to reach it, as the operator says it.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Public {
+    /// A network the spoke's public addresses may lie in, such as
+    /// 192.0.2.0/24 (repeat for more). Without one, steering never sends
+    /// clients to the spoke.
+    #[arg(long = "public-addr", value_name = "ADDR/LEN")]
+    addrs: Vec<String>,
+    /// A host name its probe URL may use, or *.example.com for any name
+    /// below example.com (repeat for more). A URL with an address must
+    /// fall in a --public-addr network instead.
+    #[arg(long = "public-host", value_name = "NAME")]
+    hosts: Vec<String>,
+}
+
+impl Public {
+    /// The allowance, checked; `None` when neither option was given.
+    fn allowance(&self) -> anyhow::Result<Option<AllowedPublic>> {
+        if self.addrs.is_empty() && self.hosts.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(AllowedPublic::parse(&self.addrs, &self.hosts)?))
+    }
+}
+
+/// The allowance as `spoke list` shows it.
+fn shown(a: &AllowedPublic) -> String {
+    if a.is_empty() {
+        return "announces nothing".into();
+    }
+    let addrs: Vec<String> = a.addrs.iter().map(ToString::to_string).collect();
+    let mut parts = Vec::new();
+    if !addrs.is_empty() {
+        parts.push(addrs.join(","));
+    }
+    if !a.hosts.is_empty() {
+        parts.push(a.hosts.join(","));
+    }
+    parts.join(" ")
+}
 
 /// What `ferry-hub spoke` does.
 #[derive(Debug, clap::Subcommand)]
@@ -14,6 +57,20 @@ pub enum SpokeAction {
         /// How long the token stays valid (default tunnel.join_token_ttl_secs).
         #[arg(long)]
         ttl_secs: Option<u64>,
+        /// What it may announce (for an existing spoke: given, it replaces
+        /// what was allowed).
+        #[command(flatten)]
+        public: Public,
+    },
+    /// Set what an existing spoke may announce for steering: the networks
+    /// its public addresses lie in and the host names of its probe URL
+    /// (none given: nothing). Its next tunnel is held to it.
+    Allow {
+        /// The spoke's name.
+        name: String,
+        /// What it may announce.
+        #[command(flatten)]
+        public: Public,
     },
     /// List spokes.
     List,
@@ -42,6 +99,9 @@ pub enum FleetAction {
         /// How long the token works, in seconds (default 90 days, at most 366 days).
         #[arg(long)]
         ttl_secs: Option<u64>,
+        /// What the spokes it enrols may announce.
+        #[command(flatten)]
+        public: Public,
     },
     /// List fleet tokens.
     List,
@@ -61,17 +121,34 @@ pub fn run(cfg: &HubConfig, action: SpokeAction) -> anyhow::Result<()> {
     super::runtime()?.block_on(async {
         let store = cfg.open_store(1).await?;
         match action {
-            SpokeAction::Add { name, ttl_secs } => {
+            SpokeAction::Add {
+                name,
+                ttl_secs,
+                public,
+            } => {
                 if let Err(p) = crate::api::check_spoke_name(&name) {
                     anyhow::bail!("{}", p.detail.unwrap_or_default());
                 }
+                let allowed = public.allowance()?;
                 let ttl = ttl_secs
                     .unwrap_or(tunnel.join_token_ttl_secs)
                     .clamp(1, 7 * 24 * 3600);
-                let (token, expires) = store.add_spoke(&name, ttl as i64 * 1000).await?;
+                let (token, expires) = store
+                    .add_spoke(&name, ttl as i64 * 1000, allowed.as_ref())
+                    .await?;
                 println!("{token}");
                 eprintln!(
                     "join token for spoke '{name}', valid {ttl} s (until unix ms {expires}); start the spoke once with FERRY_JOIN_TOKEN set to it"
+                );
+            }
+            SpokeAction::Allow { name, public } => {
+                let allowed = public.allowance()?.unwrap_or_default();
+                if !store.allow_spoke(&name, &allowed).await? {
+                    anyhow::bail!("no spoke '{name}'");
+                }
+                eprintln!(
+                    "'{name}' may announce: {}; its next tunnel is held to it",
+                    shown(&allowed)
                 );
             }
             SpokeAction::List => {
@@ -81,7 +158,7 @@ pub fn run(cfg: &HubConfig, action: SpokeAction) -> anyhow::Result<()> {
                         (None, Some(_)) => "enrolled",
                         (None, None) => "waiting for enrolment",
                     };
-                    println!("{}\t{state}", s.name);
+                    println!("{}\t{state}\t{}", s.name, shown(&s.allowed_public));
                 }
             }
             SpokeAction::Revoke { name } => {
@@ -91,7 +168,12 @@ pub fn run(cfg: &HubConfig, action: SpokeAction) -> anyhow::Result<()> {
                 eprintln!("revoked '{name}'; a running hub closes its tunnel within seconds");
             }
             SpokeAction::Fleet {
-                action: FleetAction::Add { prefix, ttl_secs },
+                action:
+                    FleetAction::Add {
+                        prefix,
+                        ttl_secs,
+                        public,
+                    },
             } => {
                 if prefix.len() > 40
                     || crate::api::check_spoke_name(&format!("{prefix}-x")).is_err()
@@ -103,7 +185,10 @@ pub fn run(cfg: &HubConfig, action: SpokeAction) -> anyhow::Result<()> {
                 let ttl = ttl_secs
                     .unwrap_or(90 * 24 * 3600)
                     .clamp(1, 366 * 24 * 3600);
-                let (id, token, expires) = store.add_fleet(&prefix, ttl as i64 * 1000).await?;
+                let allowed = public.allowance()?.unwrap_or_default();
+                let (id, token, expires) = store
+                    .add_fleet(&prefix, ttl as i64 * 1000, &allowed)
+                    .await?;
                 println!("{token}");
                 eprintln!(
                     "fleet token {id} for spokes named '{prefix}-…', valid {ttl} s (until unix ms {expires}); give it to each spoke as FERRY_JOIN_TOKEN"
@@ -119,7 +204,13 @@ pub fn run(cfg: &HubConfig, action: SpokeAction) -> anyhow::Result<()> {
                         None if f.expires_at <= now => "expired",
                         None => "active",
                     };
-                    println!("{}\t{}-…\t{state}\texpires {}", f.id, f.prefix, f.expires_at);
+                    println!(
+                        "{}\t{}-…\t{state}\texpires {}\t{}",
+                        f.id,
+                        f.prefix,
+                        f.expires_at,
+                        shown(&f.allowed_public)
+                    );
                 }
             }
             SpokeAction::Fleet {

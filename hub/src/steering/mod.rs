@@ -330,6 +330,7 @@ impl Steering {
             .spokes
             .keys()
             .filter_map(|name| inner.eligible(name))
+            .filter(|t| !t.probe_url.is_empty())
             .map(|t| (t.name.clone(), t.probe_url.clone()))
             .collect();
         out.sort();

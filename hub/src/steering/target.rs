@@ -69,8 +69,12 @@ impl SpokeTarget {
     }
 }
 
-/// Where clients probe the spoke that announced `a`.
+/// Where clients probe the spoke that announced `a`; empty when it has
+/// no URL the operator allowed.
 fn probe_url(a: &SteeringAnnounce) -> String {
+    if a.public_url.is_empty() {
+        return String::new();
+    }
     format!("{}/v1/probe", a.public_url.trim_end_matches('/'))
 }
 

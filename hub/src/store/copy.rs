@@ -111,6 +111,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("enrolled_at", Int),
             ("revoked_at", Int),
             ("created_at", Int),
+            ("allowed_public", Text),
         ],
     ),
     (
@@ -122,6 +123,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("expires_at", Int),
             ("revoked_at", Int),
             ("created_at", Int),
+            ("allowed_public", Text),
         ],
     ),
     (
@@ -302,7 +304,7 @@ mod tests {
         let (to, _b) = crate::store::testing::store().await;
         let (account, _) = from.create_account("alpha").await.unwrap();
         let key = from.create_key(&account.id).await.unwrap().unwrap();
-        from.add_spoke("fra1", 60_000).await.unwrap();
+        from.add_spoke("fra1", 60_000, None).await.unwrap();
         let mut seen = Vec::new();
         let outcome = from
             .copy_into(&to, None, |t, n| seen.push((t.to_owned(), n)))

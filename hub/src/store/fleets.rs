@@ -7,8 +7,9 @@ use sqlx::Row as _;
 
 use ferry_common::contract::enrol::FLEET_TOKEN_PREFIX;
 
-use super::spokes::{EnrolRefusal, new_token, sha256};
+use super::spokes::{EnrolRefusal, allowance_of, allowance_text, new_token, sha256};
 use super::{Store, StoreError, now_ms};
+use crate::tunnel::allowed::AllowedPublic;
 
 /// A fleet enrolment token's record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -23,15 +24,19 @@ pub struct FleetRow {
     pub revoked_at: Option<i64>,
     /// When it was made.
     pub created_at: i64,
+    /// What the spokes it enrols may announce.
+    pub allowed_public: AllowedPublic,
 }
 
 impl Store {
-    /// Makes a fleet token for spokes named `<prefix>-…`, valid for
-    /// `ttl_ms`: (its id, the token, when it expires).
+    /// Makes a fleet token for spokes named `<prefix>-…` that may announce
+    /// what `allowed` allows, valid for `ttl_ms`: (its id, the token, when
+    /// it expires).
     pub async fn add_fleet(
         &self,
         prefix: &str,
         ttl_ms: i64,
+        allowed: &AllowedPublic,
     ) -> Result<(String, String, i64), StoreError> {
         self.refuse_if_down()?;
         let token = new_token(FLEET_TOKEN_PREFIX);
@@ -39,13 +44,14 @@ impl Store {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
         sqlx::query(
-            "INSERT INTO spoke_fleets (id, prefix, token_hash, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO spoke_fleets (id, prefix, token_hash, expires_at, created_at, allowed_public) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&id)
         .bind(prefix)
         .bind(sha256(token.as_bytes()))
         .bind(now + ttl_ms)
         .bind(now)
+        .bind(allowance_text(allowed))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -55,7 +61,7 @@ impl Store {
     /// Every fleet token's record.
     pub async fn list_fleets(&self) -> Result<Vec<FleetRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, prefix, expires_at, revoked_at, created_at FROM spoke_fleets ORDER BY created_at, id",
+            "SELECT id, prefix, expires_at, revoked_at, created_at, allowed_public FROM spoke_fleets ORDER BY created_at, id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -67,6 +73,7 @@ impl Store {
                     expires_at: r.try_get("expires_at")?,
                     revoked_at: r.try_get("revoked_at")?,
                     created_at: r.try_get("created_at")?,
+                    allowed_public: allowance_of(r.try_get("allowed_public")?),
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
@@ -115,16 +122,26 @@ impl Store {
             return Ok(Err(why));
         }
         let now = now_ms();
-        sqlx::query(
-            "INSERT INTO spokes (name, cert_sha256, enrolled_at, created_at) VALUES ($1, $2, $3, $3) \
+        // The row's own condition makes two enrolments of one new name
+        // serialise on its unique key: the second waits for the first,
+        // then finds the name enrolled and changes nothing.
+        let done = sqlx::query(
+            "INSERT INTO spokes (name, cert_sha256, enrolled_at, created_at, allowed_public) \
+             VALUES ($1, $2, $3, $3, (SELECT allowed_public FROM spoke_fleets WHERE token_hash = $4)) \
              ON CONFLICT (name) DO UPDATE SET token_hash = NULL, token_expires_at = NULL, \
-             cert_sha256 = excluded.cert_sha256, enrolled_at = excluded.enrolled_at",
+             cert_sha256 = excluded.cert_sha256, enrolled_at = excluded.enrolled_at, \
+             allowed_public = excluded.allowed_public \
+             WHERE spokes.enrolled_at IS NULL AND spokes.revoked_at IS NULL",
         )
         .bind(name)
         .bind(sha256(cert_der))
         .bind(now)
+        .bind(sha256(token.as_bytes()))
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() != 1 {
+            return Ok(Err(EnrolRefusal::Taken));
+        }
         tx.commit().await?;
         Ok(Ok(()))
     }

@@ -206,6 +206,14 @@ CREATE TABLE spoke_fleets (
 );
 "#,
     },
+    Migration {
+        version: 8,
+        name: "what spokes may announce",
+        sqlite: r#"
+ALTER TABLE spokes ADD COLUMN allowed_public TEXT;
+ALTER TABLE spoke_fleets ADD COLUMN allowed_public TEXT;
+"#,
+    },
 ];
 
 /// The schema version this build writes.

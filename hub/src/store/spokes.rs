@@ -14,6 +14,18 @@ use sqlx::Row as _;
 use ferry_common::contract::enrol::JOIN_TOKEN_PREFIX;
 
 use super::{Store, StoreError, now_ms};
+use crate::tunnel::allowed::AllowedPublic;
+
+/// An allowance as stored: JSON, `NULL` for none.
+pub(super) fn allowance_text(allowed: &AllowedPublic) -> Option<String> {
+    (!allowed.is_empty()).then(|| serde_json::to_string(allowed).expect("allowances serialise"))
+}
+
+/// A stored allowance; unreadable or absent is none.
+pub(super) fn allowance_of(text: Option<String>) -> AllowedPublic {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
 
 /// What is known of a spoke.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -28,6 +40,8 @@ pub struct SpokeRow {
     pub token_expires_at: Option<i64>,
     /// When it was added.
     pub created_at: i64,
+    /// What it may announce for steering.
+    pub allowed_public: AllowedPublic,
 }
 
 /// Why an enrolment was refused. One answer for all, on purpose: a caller
@@ -67,7 +81,13 @@ pub use ferry_common::proto::valid_spoke_name;
 impl Store {
     /// Adds a spoke (or, for an existing one, issues a new join token) and
     /// returns the token, valid for `ttl_ms`. A revoked name stays revoked.
-    pub async fn add_spoke(&self, name: &str, ttl_ms: i64) -> Result<(String, i64), StoreError> {
+    /// `allowed`, when given, replaces what the spoke may announce.
+    pub async fn add_spoke(
+        &self,
+        name: &str,
+        ttl_ms: i64,
+        allowed: Option<&AllowedPublic>,
+    ) -> Result<(String, i64), StoreError> {
         let token = new_token(JOIN_TOKEN_PREFIX);
         let now = now_ms();
         let expires = now + ttl_ms;
@@ -81,14 +101,17 @@ impl Store {
             return Err(StoreError::Conflict("a revoked spoke with that name"));
         }
         sqlx::query(
-            "INSERT INTO spokes (name, token_hash, token_expires_at, created_at) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO spokes (name, token_hash, token_expires_at, created_at, allowed_public) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (name) DO UPDATE SET token_hash = excluded.token_hash, \
-             token_expires_at = excluded.token_expires_at",
+             token_expires_at = excluded.token_expires_at, \
+             allowed_public = CASE WHEN $6 = 1 THEN excluded.allowed_public ELSE spokes.allowed_public END",
         )
         .bind(name)
         .bind(sha256(token.as_bytes()))
         .bind(expires)
         .bind(now)
+        .bind(allowed.and_then(allowance_text))
+        .bind(i64::from(allowed.is_some()))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -142,30 +165,49 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// The name of the enrolled, unrevoked spoke holding this certificate.
+    /// The name of the enrolled, unrevoked spoke holding this
+    /// certificate, and what it may announce.
     pub async fn spoke_for_certificate(
         &self,
         cert_der: &[u8],
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<(String, AllowedPublic)>, StoreError> {
         let lookup = |pool| {
-            sqlx::query_scalar::<_, String>(
-                "SELECT name FROM spokes WHERE cert_sha256 = $1 AND revoked_at IS NULL",
+            sqlx::query_as::<_, (String, Option<String>)>(
+                "SELECT name, allowed_public FROM spokes WHERE cert_sha256 = $1 AND revoked_at IS NULL",
             )
             .bind(sha256(cert_der))
             .fetch_optional(pool)
         };
         // A spoke enrolled through another hub may not be on the replica yet.
-        match lookup(self.read_pool().await).await? {
-            Some(name) => Ok(Some(name)),
-            None if self.has_replica() => Ok(lookup(&self.pool).await?),
-            None => Ok(None),
-        }
+        let found = match lookup(self.read_pool().await).await? {
+            Some(row) => Some(row),
+            None if self.has_replica() => lookup(&self.pool).await?,
+            None => None,
+        };
+        Ok(found.map(|(name, allowed)| (name, allowance_of(allowed))))
+    }
+
+    /// Sets what spoke `name` may announce; false if there is no such
+    /// spoke. Its next tunnel is held to it.
+    pub async fn allow_spoke(
+        &self,
+        name: &str,
+        allowed: &AllowedPublic,
+    ) -> Result<bool, StoreError> {
+        self.refuse_if_down()?;
+        let done = sqlx::query("UPDATE spokes SET allowed_public = $1 WHERE name = $2")
+            .bind(allowance_text(allowed))
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        self.note_write().await;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Every spoke, by name.
     pub async fn list_spokes(&self) -> Result<Vec<SpokeRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT name, enrolled_at, revoked_at, token_expires_at, created_at FROM spokes ORDER BY name",
+            "SELECT name, enrolled_at, revoked_at, token_expires_at, created_at, allowed_public FROM spokes ORDER BY name",
         )
         .fetch_all(self.read_pool().await)
         .await?;
@@ -177,6 +219,7 @@ impl Store {
                     revoked_at: r.try_get("revoked_at")?,
                     token_expires_at: r.try_get("token_expires_at")?,
                     created_at: r.try_get("created_at")?,
+                    allowed_public: allowance_of(r.try_get("allowed_public")?),
                 })
             })
             .collect()
@@ -223,7 +266,11 @@ mod tests {
     #[tokio::test]
     async fn tokens_work_once_and_expire() {
         let (store, _dir) = store().await;
-        let (token, _) = store.add_spoke("fra1", 60_000).await.unwrap();
+        let allowed = AllowedPublic::parse(&["192.0.2.0/24".into()], &[]).unwrap();
+        let (token, _) = store
+            .add_spoke("fra1", 60_000, Some(&allowed))
+            .await
+            .unwrap();
         assert!(token.starts_with("fjt_"));
         assert_eq!(
             store.check_join_token(&token).await.unwrap(),
@@ -240,10 +287,28 @@ mod tests {
         );
         assert_eq!(
             store.spoke_for_certificate(b"cert").await.unwrap(),
-            Some("fra1".to_owned())
+            Some(("fra1".to_owned(), allowed.clone()))
         );
+        // A new token without an allowance keeps it; `allow` replaces it.
+        store.add_spoke("fra1", 60_000, None).await.unwrap();
+        assert_eq!(
+            store.list_spokes().await.unwrap()[0].allowed_public,
+            allowed
+        );
+        assert!(
+            store
+                .allow_spoke("fra1", &AllowedPublic::default())
+                .await
+                .unwrap()
+        );
+        assert!(
+            store.list_spokes().await.unwrap()[0]
+                .allowed_public
+                .is_empty()
+        );
+        assert!(!store.allow_spoke("nobody", &allowed).await.unwrap());
 
-        let (old, _) = store.add_spoke("ams1", -1).await.unwrap();
+        let (old, _) = store.add_spoke("ams1", -1, None).await.unwrap();
         assert_eq!(
             store.check_join_token(&old).await.unwrap(),
             Err(EnrolRefusal::Expired)
@@ -254,7 +319,7 @@ mod tests {
         assert_eq!(store.spoke_for_certificate(b"cert").await.unwrap(), None);
         assert!(store.spoke_revoked("fra1").await.unwrap());
         assert!(matches!(
-            store.add_spoke("fra1", 1000).await,
+            store.add_spoke("fra1", 1000, None).await,
             Err(StoreError::Conflict(_))
         ));
         assert!(!store.revoke_spoke("nope").await.unwrap());

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
+use super::allowed::AllowedPublic;
 use super::session::{Acceptor, session};
 use super::{PeerLink, Registry};
 use crate::api::AppState;
@@ -139,12 +140,12 @@ async fn quic_tunnel(incoming: quinn::Incoming, ctx: Ctx) {
         .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
         .and_then(|certs| certs.into_iter().next());
     let link = PeerLink::Quic(conn.clone());
-    let Some(name) = identify(&ctx, cert, remote, &link).await else {
+    let Some((name, allowed)) = identify(&ctx, cert, remote, &link).await else {
         return;
     };
     let span =
         tracing::info_span!("tunnel", spoke.id = %name, spoke.addr = %remote, transport = "quic");
-    session(link, Acceptor::Quic(conn), name, remote, ctx)
+    session(link, Acceptor::Quic(conn), name, allowed, remote, ctx)
         .instrument(span)
         .await;
 }
@@ -165,7 +166,7 @@ async fn tcp_tunnel(
         .and_then(|c| c.first().cloned());
     let cancel = CancellationToken::new();
     let link = PeerLink::Tcp(cancel.clone());
-    let Some(name) = identify(&ctx, cert, remote, &link).await else {
+    let Some((name, allowed)) = identify(&ctx, cert, remote, &link).await else {
         return;
     };
     let limits = ctx.cfg.limits();
@@ -187,7 +188,7 @@ async fn tcp_tunnel(
     let span =
         tracing::info_span!("tunnel", spoke.id = %name, spoke.addr = %remote, transport = "tcp");
     tokio::select! {
-        _ = session(link, Acceptor::Tcp(accepted), name, remote, ctx).instrument(span) => {}
+        _ = session(link, Acceptor::Tcp(accepted), name, allowed, remote, ctx).instrument(span) => {}
         _ = cancel.cancelled() => {}
     }
     cancel.cancel();
@@ -248,19 +249,20 @@ async fn handshake<T, E: std::fmt::Display>(
     None
 }
 
-/// The spoke a client certificate belongs to; refuses the tunnel if none.
+/// The spoke a client certificate belongs to, and what it may announce;
+/// refuses the tunnel if none.
 async fn identify(
     ctx: &Ctx,
     cert: Option<CertificateDer<'static>>,
     remote: SocketAddr,
     link: &PeerLink,
-) -> Option<String> {
+) -> Option<(String, AllowedPublic)> {
     let Some(cert) = cert else {
         link.close(close::PROTOCOL, b"a client certificate is required");
         return None;
     };
     match ctx.state.store.spoke_for_certificate(&cert).await {
-        Ok(Some(name)) => Some(name),
+        Ok(Some(found)) => Some(found),
         Ok(None) => {
             ctx.state
                 .metrics

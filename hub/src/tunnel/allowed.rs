@@ -72,7 +72,10 @@ impl AllowedPublic {
                         && !l.starts_with('-')
                         && !l.ends_with('-')
                 };
-                if name.len() <= 253 && name.split('.').all(label_ok) && name.parse::<IpAddr>().is_err() {
+                if name.len() <= 253
+                    && name.split('.').all(label_ok)
+                    && name.parse::<IpAddr>().is_err()
+                {
                     Ok(h)
                 } else {
                     Err(AllowedError::Host(h))
@@ -93,7 +96,11 @@ impl AllowedPublic {
 
     fn host_allowed(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        if let Ok(ip) = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
             return self.addr_allowed(ip);
         }
         self.hosts.iter().any(|h| match h.strip_prefix("*.") {
@@ -156,7 +163,10 @@ mod tests {
             &["fra1.edge.example.com".into(), "*.pop.example.net".into()],
         )
         .unwrap();
-        let f = allowed.filter(announce(&["192.0.2.7", "203.0.113.9"], "https://fra1.edge.example.com"));
+        let f = allowed.filter(announce(
+            &["192.0.2.7", "203.0.113.9"],
+            "https://fra1.edge.example.com",
+        ));
         let a = f.announce.unwrap();
         assert_eq!(a.public_addrs, vec!["192.0.2.7".parse::<IpAddr>().unwrap()]);
         assert_eq!(a.public_url, "https://fra1.edge.example.com");
@@ -172,12 +182,25 @@ mod tests {
             ("ftp://fra1.edge.example.com", false),
             ("not a url", false),
         ] {
-            let a = allowed.filter(announce(&["192.0.2.7"], url)).announce.unwrap();
+            let a = allowed
+                .filter(announce(&["192.0.2.7"], url))
+                .announce
+                .unwrap();
             assert_eq!(!a.public_url.is_empty(), ok, "{url}");
         }
         // No allowed address: nothing to steer to.
-        assert_eq!(allowed.filter(announce(&["198.51.100.1"], "https://fra1.edge.example.com")).announce, None);
-        assert_eq!(AllowedPublic::default().filter(announce(&["192.0.2.7"], "")).announce, None);
+        assert_eq!(
+            allowed
+                .filter(announce(&["198.51.100.1"], "https://fra1.edge.example.com"))
+                .announce,
+            None
+        );
+        assert_eq!(
+            AllowedPublic::default()
+                .filter(announce(&["192.0.2.7"], ""))
+                .announce,
+            None
+        );
     }
 
     #[test]
@@ -189,7 +212,8 @@ mod tests {
         assert!(AllowedPublic::parse(&[], &["-a.example".into()]).is_err());
         let many = vec!["192.0.2.0/24".to_owned(); MAX_ENTRIES + 1];
         assert_eq!(AllowedPublic::parse(&many, &[]), Err(AllowedError::TooMany));
-        let ok = AllowedPublic::parse(&[" 10.0.0.0/8 ".into()], &["Edge.Example.COM.".into()]).unwrap();
+        let ok =
+            AllowedPublic::parse(&[" 10.0.0.0/8 ".into()], &["Edge.Example.COM.".into()]).unwrap();
         assert_eq!(ok.hosts, vec!["edge.example.com"]);
     }
 }

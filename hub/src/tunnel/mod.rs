@@ -11,6 +11,7 @@
 //!   store, as spokes learn them.
 
 mod accept;
+pub mod allowed;
 mod forward;
 mod hubs;
 mod registry;

@@ -18,6 +18,7 @@ use tracing::Instrument as _;
 
 use super::PeerLink;
 use super::accept::{Ctx, HANDSHAKE_TIMEOUT};
+use super::allowed::AllowedPublic;
 use super::forward::forward;
 use crate::metrics::TunnelRefusal;
 
@@ -67,6 +68,7 @@ pub(super) async fn session(
     link: PeerLink,
     mut acceptor: Acceptor,
     name: String,
+    allowed: AllowedPublic,
     remote: SocketAddr,
     ctx: Ctx,
 ) {
@@ -108,6 +110,14 @@ pub(super) async fn session(
         }
     };
     tracing::debug!(software = %accepted.software, steering = ?accepted.announce, "hello");
+    let announced = allowed.filter(accepted.announce);
+    if !announced.refused.is_empty() {
+        state.metrics.announcement_refused();
+        tracing::warn!(
+            refused = ?announced.refused,
+            "the spoke announced addresses or a URL the operator did not allow (ferry-hub spoke allow); steering leaves them out"
+        );
+    }
     if send
         .send_frame(&Frame::Welcome(accepted.welcome))
         .await
@@ -116,7 +126,7 @@ pub(super) async fn session(
         return;
     }
     let (notices_tx, mut notices) = tokio::sync::mpsc::channel(64);
-    let id = registry.insert(&name, link.clone(), notices_tx, accepted.announce);
+    let id = registry.insert(&name, link.clone(), notices_tx, announced.announce);
     let transport = link.transport();
     state.metrics.tunnel(&name, transport, true);
     tracing::info!("spoke connected");
