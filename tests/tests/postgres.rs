@@ -81,6 +81,41 @@ async fn tenants_are_isolated_on_postgres() {
 }
 
 #[tokio::test]
+async fn one_name_enrolled_twice_at_once_with_a_fleet_token_is_enrolled_once() {
+    use base64::Engine as _;
+    let pg = Postgres::primary();
+    let hub = hub_on(pg.store_toml(None));
+    let (ok, token, err) = hub.spoke_command(&["fleet", "add", "edge"]);
+    assert!(ok, "{err}");
+    let token = token.trim().to_owned();
+    let enrol = |name: String| {
+        let (url, token) = (hub.url(), token.clone());
+        async move {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let public_key = base64::engine::general_purpose::STANDARD.encode(key.public_key_raw());
+            Api::new(url)
+                .post("/v1/spokes/enrol")
+                .json(&json!({ "token": token, "name": name, "public_key": public_key }))
+                .send()
+                .await
+                .status
+                .as_u16()
+        }
+    };
+    // Six enrolments of each new name race; one must win, every time.
+    for round in 0..16 {
+        let name = format!("edge-{round}");
+        let all = futures_util::future::join_all((0..6).map(|_| enrol(name.clone()))).await;
+        let won = all.iter().filter(|s| **s == 201).count();
+        assert_eq!(won, 1, "{name}: {all:?}");
+        assert!(
+            all.iter().all(|s| [201, 409].contains(s)),
+            "{name}: {all:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_database_password_comes_from_a_file_or_the_environment() {
     ferry_tests::install_crypto_provider();
     let mut pg = Postgres::primary();
