@@ -144,14 +144,16 @@ fn the_spokes_calls_of_release_0_1_parse() {
 }
 
 #[test]
-fn enrolments_of_release_0_1_parse() {
-    let join: EnrolRequest = parse(&peer("enrol-request"));
+fn enrolments_parse_and_those_of_version_1_lack_their_proof() {
+    let join: EnrolRequest = parse(&peer_of("0.2", "enrol-request"));
     assert_eq!(
         (TokenKind::of(&join.token), join.name),
         (Some(TokenKind::Join), None)
     );
-    let fleet: EnrolRequest = parse(&peer("enrol-request-fleet"));
+    let fleet: EnrolRequest = parse(&peer_of("0.2", "enrol-request-fleet"));
     assert_eq!(fleet.name.as_deref(), Some("edge-use1-a"));
+    // Release 0.1 sent no proof that it holds its key: not enrolled.
+    assert!(serde_json::from_str::<EnrolRequest>(&peer("enrol-request")).is_err());
     let answer: EnrolAnswer = parse(&peer("enrol-answer"));
     assert_eq!(answer.hubs.len(), 1);
     let single: EnrolAnswer = parse(&peer("enrol-answer-single-hub"));

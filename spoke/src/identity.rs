@@ -96,8 +96,14 @@ impl Identity {
 
 /// Makes a key, has the hub sign it, and stores the result.
 async fn enrol(cfg: &SpokeConfig, token: &str) -> anyhow::Result<()> {
-    let key = rcgen::KeyPair::generate()?;
-    let request = EnrolRequest::new(token, &cfg.name, key.public_key_raw());
+    use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+        .map_err(|_| anyhow::anyhow!("cannot make a P-256 key"))?;
+    let signer = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+        .map_err(|_| anyhow::anyhow!("cannot use the P-256 key just made"))?;
+    let key = rcgen::KeyPair::try_from(pkcs8.as_ref())?;
+    let request = EnrolRequest::signed(token, &cfg.name, &signer);
     let url = format!("{}/v1/spokes/enrol", cfg.hub.api_url.trim_end_matches('/'));
     tracing::info!(%url, "enrolling with the hub");
     let resp = hub_api_client(cfg.hub.api_ca_file.as_deref())?

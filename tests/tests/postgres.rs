@@ -82,7 +82,6 @@ async fn tenants_are_isolated_on_postgres() {
 
 #[tokio::test]
 async fn one_name_enrolled_twice_at_once_with_a_fleet_token_is_enrolled_once() {
-    use base64::Engine as _;
     let pg = Postgres::primary();
     let hub = hub_on(pg.store_toml(None));
     let (ok, token, err) = hub.spoke_command(&["fleet", "add", "edge"]);
@@ -91,11 +90,11 @@ async fn one_name_enrolled_twice_at_once_with_a_fleet_token_is_enrolled_once() {
     let enrol = |name: String| {
         let (url, token) = (hub.url(), token.clone());
         async move {
-            let key = rcgen::KeyPair::generate().unwrap();
-            let public_key = base64::engine::general_purpose::STANDARD.encode(key.public_key_raw());
+            let body =
+                ferry_tests::rogue::enrol_body(&token, &name, &ferry_tests::rogue::new_key());
             Api::new(url)
                 .post("/v1/spokes/enrol")
-                .json(&json!({ "token": token, "name": name, "public_key": public_key }))
+                .json(&body)
                 .send()
                 .await
                 .status

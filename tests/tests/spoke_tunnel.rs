@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
 
 use ferry_tests::hub::ADMIN_TOKEN;
 use ferry_tests::{Api, Hub, Spoke, eventually};
@@ -216,7 +215,7 @@ async fn the_hub_refuses_spokes_when_it_has_no_tunnel_but_enrolment_needs_one() 
         .expect_problem(400, "invalid_field");
     Api::new(hub.url())
         .post("/v1/spokes/enrol")
-        .json(&json!({ "token": made["join_token"], "public_key": "AAAA" }))
+        .json(&json!({ "token": made["join_token"], "public_key": "AAAA", "proof": "AAAA" }))
         .send()
         .await
         .expect_problem(400, "invalid_field");
@@ -278,11 +277,10 @@ async fn a_fleet_token_enrols_new_spokes_of_its_prefix_and_nothing_else() {
     // A join token names its spoke: sent with another name, it enrols
     // nothing.
     let join = hub.spoke_token("lhr1", None);
-    let key = base64::engine::general_purpose::STANDARD
-        .encode(rcgen::KeyPair::generate().unwrap().public_key_raw());
+    let body = ferry_tests::rogue::enrol_body(&join, "lhr2", &ferry_tests::rogue::new_key());
     let r = Api::new(hub.url())
         .post("/v1/spokes/enrol")
-        .json(&json!({ "token": join, "name": "lhr2", "public_key": key }))
+        .json(&body)
         .send()
         .await;
     assert_eq!(r.status, 401, "{:?}", r.body);

@@ -1,6 +1,8 @@
 //! Enrolment: a new spoke presents a token and its own public key to
-//! `POST /v1/spokes/enrol`, and the hub's CA signs the key. The tokens'
-//! prefixes tell their kind apart.
+//! `POST /v1/spokes/enrol`, with a signature by that key over the token
+//! and its name (so the hub signs only a key the enrolling spoke holds,
+//! and only a real P-256 point), and the hub's CA signs the key. The
+//! tokens' prefixes tell their kind apart.
 
 use serde::{Deserialize, Serialize};
 
@@ -55,18 +57,63 @@ pub struct EnrolRequest {
     pub name: Option<String>,
     /// The spoke's own P-256 public key: the uncompressed point, base64.
     pub public_key: String,
+    /// Proof that the spoke holds the key: its ECDSA P-256 SHA-256
+    /// signature (ASN.1 DER, base64) over [`EnrolRequest::signed_message`].
+    pub proof: String,
+}
+
+/// Why an enrolment request is not acceptable as sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    /// The key or the proof is not base64.
+    #[error("'{0}' is not base64")]
+    Encoding(&'static str),
+    /// The key is not a P-256 point, or the proof is not its signature
+    /// over this token and name.
+    #[error("the proof is not a signature of this token and name by this key")]
+    Invalid,
 }
 
 impl EnrolRequest {
-    /// The request of spoke `name` enrolling with `token` and the raw
-    /// public key `public_key`.
-    pub fn new(token: &str, name: &str, public_key: &[u8]) -> Self {
+    /// What the proof signs: the token and the name as sent.
+    pub fn signed_message(token: &str, name: Option<&str>) -> Vec<u8> {
+        format!("ferry enrolment v2\n{token}\n{}", name.unwrap_or_default()).into_bytes()
+    }
+
+    /// The request of spoke `name` enrolling with `token` and its `key`.
+    pub fn signed(token: &str, name: &str, key: &ring::signature::EcdsaKeyPair) -> Self {
         use base64::Engine as _;
+        use ring::signature::KeyPair as _;
+        let name = (TokenKind::of(token) == Some(TokenKind::Fleet)).then(|| name.to_owned());
+        let message = Self::signed_message(token, name.as_deref());
+        let proof = key
+            .sign(&ring::rand::SystemRandom::new(), &message)
+            .expect("ECDSA signing of a short message works");
+        let b64 = &base64::engine::general_purpose::STANDARD;
         Self {
             token: token.to_owned(),
-            name: (TokenKind::of(token) == Some(TokenKind::Fleet)).then(|| name.to_owned()),
-            public_key: base64::engine::general_purpose::STANDARD.encode(public_key),
+            name,
+            public_key: b64.encode(key.public_key().as_ref()),
+            proof: b64.encode(proof.as_ref()),
         }
+    }
+
+    /// The public key, once its proof verifies: a P-256 point whose
+    /// holder signed this token and name.
+    pub fn verified_key(&self) -> Result<Vec<u8>, ProofError> {
+        use base64::Engine as _;
+        let b64 = &base64::engine::general_purpose::STANDARD;
+        let key = b64
+            .decode(self.public_key.trim())
+            .map_err(|_| ProofError::Encoding("public_key"))?;
+        let proof = b64
+            .decode(self.proof.trim())
+            .map_err(|_| ProofError::Encoding("proof"))?;
+        let message = Self::signed_message(&self.token, self.name.as_deref());
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, &key)
+            .verify(&message, &proof)
+            .map_err(|_| ProofError::Invalid)?;
+        Ok(key)
     }
 }
 
@@ -90,20 +137,51 @@ pub struct EnrolAnswer {
 mod tests {
     use super::*;
 
+    fn key() -> ring::signature::EcdsaKeyPair {
+        use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap()
+    }
+
     #[test]
     fn tokens_are_told_apart_and_only_fleet_enrolments_carry_the_name() {
         assert_eq!(TokenKind::of("fjt_abc"), Some(TokenKind::Join));
         assert_eq!(TokenKind::of("fft_abc"), Some(TokenKind::Fleet));
         assert_eq!(TokenKind::of("fry_abc"), None);
-        assert_eq!(EnrolRequest::new("fjt_a", "fra1", b"k").name, None);
+        assert_eq!(EnrolRequest::signed("fjt_a", "fra1", &key()).name, None);
         assert_eq!(
-            EnrolRequest::new("fft_a", "edge-1", b"k").name.as_deref(),
+            EnrolRequest::signed("fft_a", "edge-1", &key())
+                .name
+                .as_deref(),
             Some("edge-1")
         );
-        let json = serde_json::to_value(EnrolRequest::new("fjt_a", "fra1", &[4, 1])).unwrap();
-        assert_eq!(
-            json,
-            serde_json::json!({ "token": "fjt_a", "public_key": "BAE=" })
-        );
+    }
+
+    #[test]
+    fn a_proof_binds_the_key_to_the_token_and_name() {
+        use base64::Engine as _;
+        let req = EnrolRequest::signed("fft_a", "edge-1", &key());
+        let raw = req.verified_key().unwrap();
+        assert_eq!((raw.len(), raw[0]), (65, 4));
+        // Another name, another token, another key, or a point off the
+        // curve: refused.
+        let mut renamed = req.clone();
+        renamed.name = Some("edge-2".into());
+        assert_eq!(renamed.verified_key(), Err(ProofError::Invalid));
+        let mut retokened = req.clone();
+        retokened.token = "fft_b".into();
+        assert_eq!(retokened.verified_key(), Err(ProofError::Invalid));
+        let mut rekeyed = req.clone();
+        rekeyed.public_key = EnrolRequest::signed("fft_a", "edge-1", &key()).public_key;
+        assert_eq!(rekeyed.verified_key(), Err(ProofError::Invalid));
+        let mut off_curve = req.clone();
+        let mut point = vec![4u8];
+        point.extend_from_slice(&[7u8; 64]);
+        off_curve.public_key = base64::engine::general_purpose::STANDARD.encode(point);
+        assert_eq!(off_curve.verified_key(), Err(ProofError::Invalid));
+        let mut junk = req;
+        junk.proof = "%%%".into();
+        assert_eq!(junk.verified_key(), Err(ProofError::Encoding("proof")));
     }
 }

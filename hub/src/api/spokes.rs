@@ -1,7 +1,6 @@
 //! `/v1/spokes…`: the operator adds, lists and revokes spokes (admin
 //! token); a new spoke enrols with its one-time join token.
 
-use base64::Engine as _;
 use ferry_common::body::Body;
 use ferry_common::contract::{EnrolAnswer, EnrolRequest, TokenKind};
 use ferry_common::problem::{ErrorCode, Problem};
@@ -169,9 +168,9 @@ async fn enrol(state: &AppState, support: &SpokeSupport, req: Request<Body>) -> 
         }
         name
     };
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(body.public_key.trim())
-        .map_err(|_| Problem::new(ErrorCode::InvalidField, "'public_key' is not base64"))?;
+    let key = body
+        .verified_key()
+        .map_err(|e| Problem::new(ErrorCode::InvalidField, e.to_string()))?;
     let cert = support
         .ca
         .issue_spoke(&name, &key)
