@@ -138,6 +138,11 @@ pub struct Problem {
     /// What went wrong with this request, for a person.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The storage provider's id for the request that failed, when the
+    /// provider sent one: what an operator quotes to the provider's
+    /// support. Nothing else of a provider's answer reaches a client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_request_id: Option<String>,
     #[serde(skip)]
     code_enum: Option<ErrorCode>,
     /// Seconds the client should wait before retrying (`Retry-After`).
@@ -154,6 +159,7 @@ impl Problem {
             status: code.status().as_u16(),
             code: code.as_str(),
             detail: Some(detail.into()),
+            provider_request_id: None,
             code_enum: Some(code),
             retry_after: None,
         }
@@ -162,6 +168,13 @@ impl Problem {
     /// The same problem, telling the client to retry after `secs` seconds.
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs);
+        self
+    }
+
+    /// The same problem, naming the provider's id for the request that
+    /// failed.
+    pub fn with_provider_request_id(mut self, id: Option<String>) -> Self {
+        self.provider_request_id = id;
         self
     }
 

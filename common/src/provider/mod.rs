@@ -13,8 +13,10 @@
 //! a provider up, and the helpers the rest of ferry asks about providers.
 
 pub mod answer;
+pub mod egress;
 pub mod endpoint;
 pub mod failure;
+pub mod grammar;
 pub mod registry;
 pub mod remote;
 
@@ -27,7 +29,7 @@ use std::path::PathBuf;
 
 use opendal::Operator;
 
-use crate::problem::ErrorCode;
+use crate::problem::{ErrorCode, Problem};
 
 /// The kinds of provider ferry knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -103,6 +105,8 @@ pub enum ProviderError {
     },
     /// The provider rejected the configuration or could not be reached; a
     /// retry helps when the provider was unavailable ([`Self::code`] says).
+    /// Its text carries the provider's answer: for the operator's log only
+    /// ([`Self::problem`] is what a client sees).
     #[error("provider '{provider}' failed its check: {source}")]
     Check {
         /// The provider's name.
@@ -138,15 +142,27 @@ impl ProviderError {
     /// folder is a configuration error; one the provider refuses is
     /// `provider_rejected` (wrong credentials, say).
     pub fn code(&self) -> ErrorCode {
+        self.problem().error_code()
+    }
+
+    /// The problem a client sees. A failed check says what failed in a
+    /// fixed sentence and carries the provider's request id; the
+    /// provider's answer itself is logged, never returned. The other
+    /// errors are about the configuration the client sent and say what is
+    /// wrong with it.
+    pub fn problem(&self) -> Problem {
         match self {
-            Self::Unknown(_) | Self::Disabled(_) => ErrorCode::UnknownProvider,
-            Self::InvalidConfig { .. } => ErrorCode::InvalidProviderConfig,
-            Self::Check { source, answer, .. } => match source.kind() {
-                opendal::ErrorKind::NotFound | opendal::ErrorKind::ConfigInvalid => {
-                    ErrorCode::InvalidProviderConfig
-                }
-                _ => failure::error_code(source, answer.as_deref()),
-            },
+            Self::Unknown(_) | Self::Disabled(_) => {
+                Problem::new(ErrorCode::UnknownProvider, self.to_string())
+            }
+            Self::InvalidConfig { .. } => {
+                Problem::new(ErrorCode::InvalidProviderConfig, scrub(&self.to_string()))
+            }
+            Self::Check {
+                provider,
+                source,
+                answer,
+            } => failure::check_problem(source, answer.as_deref(), provider),
         }
     }
 }

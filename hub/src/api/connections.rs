@@ -121,7 +121,7 @@ async fn create(state: &AppState, account: &str, req: Request<Body>) -> ApiResul
         .providers
         .build_and_check(&body.provider, &body.config)
         .await
-        .map_err(|e| Problem::new(e.code(), ferry_common::provider::scrub(&e.to_string())))?;
+        .map_err(|e| e.problem())?;
     let id = new_id("con");
     let plain = serde_json::to_vec(&body.config).expect("a JSON value serialises");
     let row = ConnectionRow {
