@@ -94,7 +94,7 @@ error_codes! {
     /// The provider configuration is invalid or not allowed.
     InvalidProviderConfig => (UNPROCESSABLE_ENTITY, "invalid_provider_config", "The provider configuration is not valid"),
     /// Another account's connection already uses that storage location.
-    LocationInUse => (CONFLICT, "location_in_use", "Another account uses that storage location"),
+    LocationInUse => (CONFLICT, "location_in_use", "The storage location is not available to this account"),
     /// A join token is wrong, already used, expired, or its spoke revoked.
     InvalidJoinToken => (UNAUTHORIZED, "invalid_join_token", "The join token is not valid"),
     /// No spoke has that name.

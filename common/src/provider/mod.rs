@@ -22,7 +22,7 @@ pub mod remote;
 
 pub use endpoint::{EndpointError, EndpointPolicy};
 pub use failure::{problem, scrub};
-pub use registry::{FsRootError, ProviderRegistry};
+pub use registry::{FsRootError, ProviderRegistry, root_unavailable};
 pub use remote::{Remote, RemoteConfigError};
 
 use std::path::PathBuf;
@@ -154,6 +154,13 @@ impl ProviderError {
         match self {
             Self::Unknown(_) | Self::Disabled(_) => {
                 Problem::new(ErrorCode::UnknownProvider, self.to_string())
+            }
+            Self::InvalidConfig {
+                reason: InvalidConfig::FsRoot(e @ FsRootError::Unavailable { .. }),
+                ..
+            } => {
+                tracing::info!(reason = %e, "refused an fs root");
+                registry::root_unavailable()
             }
             Self::InvalidConfig { .. } => {
                 Problem::new(ErrorCode::InvalidProviderConfig, scrub(&self.to_string()))
