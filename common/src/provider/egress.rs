@@ -42,7 +42,7 @@ const MAX_REDIRECTS: usize = 10;
 /// The text of the OpenDAL error a refused connection becomes; a
 /// configuration error, which no retry helps.
 pub const REFUSED_MESSAGE: &str =
-    "the provider's address is internal, which this server does not allow";
+    "the endpoint leads to an internal address, which this server does not allow";
 
 /// A connection refused because the address is internal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
