@@ -91,7 +91,10 @@ async fn endpoints_that_lead_inward_are_refused_at_creation() {
     for endpoint in &endpoints {
         let config = json!({ "endpoint": endpoint, "username": "ferry", "password": "secret" });
         let r = create(&hub, "webdav", config).await;
-        let p = r.clone().expect_problem(422, "invalid_provider_config").json();
+        let p = r
+            .clone()
+            .expect_problem(422, "invalid_provider_config")
+            .json();
         let detail = p["detail"].as_str().unwrap();
         assert!(detail.contains("internal address"), "{endpoint}: {p}");
         if !resolved_only.contains(endpoint) {
@@ -108,7 +111,8 @@ async fn endpoints_that_lead_inward_are_refused_at_creation() {
 #[tokio::test]
 async fn members_that_would_change_a_url_are_refused_at_creation() {
     let hub = Hub::start();
-    let s3 = json!({ "bucket": "ferry-test", "anonymous": true, "endpoint": "https://s3.example.com" });
+    let s3 =
+        json!({ "bucket": "ferry-test", "anonymous": true, "endpoint": "https://s3.example.com" });
     let az = json!({ "container": "ferry-test", "account_name": "acct", "account_key": "a2V5" });
     for (provider, base, member, value) in [
         ("s3", &s3, "region", "us-east-1.evil.example/#"),
@@ -131,7 +135,10 @@ async fn members_that_would_change_a_url_are_refused_at_creation() {
             .expect_problem(422, "invalid_provider_config")
             .json();
         let detail = p["detail"].as_str().unwrap();
-        assert!(detail.contains(&format!("'{member}'")), "{member}={value}: {p}");
+        assert!(
+            detail.contains(&format!("'{member}'")),
+            "{member}={value}: {p}"
+        );
     }
 }
 
@@ -289,6 +296,9 @@ async fn roots_in_another_tenants_folder_create_nothing_and_all_answer_alike() {
     after_data.retain(|p| !p.contains("/beta"));
     let mut before_data = before.0;
     before_data.retain(|p| !p.contains("/beta"));
-    assert_eq!(after_data, before_data, "nothing appeared in the data folder");
+    assert_eq!(
+        after_data, before_data,
+        "nothing appeared in the data folder"
+    );
     assert_eq!(tree(outside.path()), before.1, "nothing appeared outside");
 }

@@ -498,7 +498,11 @@ mod tests {
             let err = get(EndpointPolicy::PUBLIC_ONLY, url.clone())
                 .await
                 .unwrap_err();
-            assert_eq!(err.kind(), opendal::ErrorKind::ConfigInvalid, "{url}: {err}");
+            assert_eq!(
+                err.kind(),
+                opendal::ErrorKind::ConfigInvalid,
+                "{url}: {err}"
+            );
             assert_eq!(err.message(), REFUSED_MESSAGE, "{url}");
             assert!(!err.is_temporary(), "a refusal is not retried");
             assert_eq!(get(EndpointPolicy::ANY, url).await.unwrap(), 204);

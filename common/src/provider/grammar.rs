@@ -62,7 +62,9 @@ pub fn s3_region(name: &str) -> Result<(), FieldError> {
 
 /// An Azure storage account: 3 to 24 lowercase letters and digits.
 pub fn azure_account(name: &str) -> Result<(), FieldError> {
-    if label_like(name, 3, 24, |c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+    if label_like(name, 3, 24, |c| {
+        c.is_ascii_lowercase() || c.is_ascii_digit()
+    }) {
         Ok(())
     } else {
         refuse(
@@ -202,7 +204,9 @@ mod tests {
         for good in ["", "/", "/a", "a/b/", "/photos/2024/", "ünï code"] {
             root(good).unwrap();
         }
-        for bad in ["a/../b", "..", "/./a", "a//b", "a?x", "a#f", "a%2e", "a\\b", "a\nb"] {
+        for bad in [
+            "a/../b", "..", "/./a", "a//b", "a?x", "a#f", "a%2e", "a\\b", "a\nb",
+        ] {
             assert_eq!(root(bad).unwrap_err().field, "root", "{bad:?}");
         }
     }

@@ -19,6 +19,7 @@ pub mod failure;
 pub mod grammar;
 pub mod registry;
 pub mod remote;
+pub mod webdav_upload;
 
 pub use endpoint::{EndpointError, EndpointPolicy};
 pub use failure::{problem, scrub};

@@ -292,7 +292,10 @@ impl ProviderRegistry {
                 Err(e) => return Err(FsRootError::unavailable(root, e)),
             }
         };
-        let canon = missing.iter().rev().fold(canon, |path, name| path.join(name));
+        let canon = missing
+            .iter()
+            .rev()
+            .fold(canon, |path, name| path.join(name));
         if !canon.starts_with(&allowed_canon) {
             return Err(FsRootError::unavailable(
                 root,
@@ -383,7 +386,10 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("escape")).unwrap();
         let reg = registry(dir.path());
-        for root in [dir.path().join("escape"), dir.path().join("escape/new/deeper")] {
+        for root in [
+            dir.path().join("escape"),
+            dir.path().join("escape/new/deeper"),
+        ] {
             let err = reg.build("fs", &json!({ "root": root })).await.unwrap_err();
             assert!(
                 matches!(

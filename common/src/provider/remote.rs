@@ -23,6 +23,7 @@ use super::answer::ScopedExecutor;
 use super::egress;
 use super::endpoint::{EndpointError, EndpointPolicy, check_endpoint};
 use super::grammar::{self, FieldError};
+use super::webdav_upload;
 
 /// Why a network provider's configuration is refused. Each is about the
 /// configuration; no retry helps.
@@ -107,7 +108,8 @@ impl Remote {
     }
 
     /// Whether large uploads go in parts (multipart, blocks, resumable)
-    /// rather than in one request.
+    /// rather than in one request (WebDAV's, streamed by
+    /// [`webdav_upload`]).
     pub fn uploads_in_parts(self) -> bool {
         !matches!(self, Remote::Webdav)
     }
@@ -334,7 +336,16 @@ pub fn build(
                     ));
                 }
             }
-            Operator::new(b)?
+            let authorization = webdav_upload::authorization(
+                c.username.as_deref(),
+                c.password.as_deref(),
+                c.token.as_deref(),
+            );
+            Operator::new(b)?.layer(webdav_upload::StreamingUploads::new(
+                endpoint,
+                authorization,
+                policy,
+            ))
         }
     };
     Ok(with_layers(op, policy))
@@ -348,18 +359,18 @@ fn with_layers(op: Operator, policy: EndpointPolicy) -> Operator {
         egress::transporter(policy),
         Executor::with(ScopedExecutor),
     ))
-        .layer(
-            RetryLayer::new()
-                .with_jitter()
-                .with_min_delay(Duration::from_millis(100))
-                .with_max_delay(Duration::from_secs(5))
-                .with_max_times(RETRIES),
-        )
-        .layer(
-            TimeoutLayer::new()
-                .with_timeout(OPERATION_TIMEOUT)
-                .with_io_timeout(IO_TIMEOUT),
-        )
+    .layer(
+        RetryLayer::new()
+            .with_jitter()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(5))
+            .with_max_times(RETRIES),
+    )
+    .layer(
+        TimeoutLayer::new()
+            .with_timeout(OPERATION_TIMEOUT)
+            .with_io_timeout(IO_TIMEOUT),
+    )
 }
 
 #[cfg(test)]
@@ -380,7 +391,10 @@ mod tests {
         let refused = |r: Result<Operator, E>| r.expect_err("refused");
         for (bad, why) in [
             (json!({"bucket": "bkt"}), "credentials"),
-            (json!({"bucket": "bkt", "access_key_id": "a"}), "credentials"),
+            (
+                json!({"bucket": "bkt", "access_key_id": "a"}),
+                "credentials",
+            ),
             (json!({"bucket": "", "anonymous": true}), "empty"),
             (
                 json!({"bucket": "bkt", "anonymous": true, "colour": "red"}),
@@ -472,22 +486,31 @@ mod tests {
             assert_eq!(named(&err), key, "{key}={value}: {err}");
         }
         let sas = json!({"container": "c-1", "account_name": "acct", "sas_token": "sv=1#x"});
-        assert_eq!(named(&build(Remote::Azblob, &sas, OPEN).unwrap_err()), "sas_token");
+        assert_eq!(
+            named(&build(Remote::Azblob, &sas, OPEN).unwrap_err()),
+            "sas_token"
+        );
         let dav = json!({"endpoint": "https://dav.example.com/dav/"});
         build(Remote::Webdav, &dav, STRICT).unwrap();
         let err = build(Remote::Webdav, &with(&dav, "root", "x/../../y"), STRICT).unwrap_err();
         assert_eq!(named(&err), "root");
-        let err = build(Remote::Webdav, &with(&dav, "endpoint", "http://0x7f.1/"), STRICT)
-            .unwrap_err();
-        assert!(matches!(err, E::Endpoint(EndpointError::Private { .. })), "{err}");
+        let err = build(
+            Remote::Webdav,
+            &with(&dav, "endpoint", "http://0x7f.1/"),
+            STRICT,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, E::Endpoint(EndpointError::Private { .. })),
+            "{err}"
+        );
     }
 
     #[test]
     fn gcs_credentials_must_be_service_account_keys() {
         use base64::Engine as _;
-        let encode = |v: serde_json::Value| {
-            base64::engine::general_purpose::STANDARD.encode(v.to_string())
-        };
+        let encode =
+            |v: serde_json::Value| base64::engine::general_purpose::STANDARD.encode(v.to_string());
         let gcs = |credential: String, policy| {
             build(
                 Remote::Gcs,
@@ -500,7 +523,10 @@ mod tests {
             "token_url": "https://sts.example.com/v1/token",
             "credential_source": {"file": "/etc/hostname"},
         }));
-        assert!(matches!(gcs(external, OPEN).unwrap_err(), E::GcsCredential(_)));
+        assert!(matches!(
+            gcs(external, OPEN).unwrap_err(),
+            E::GcsCredential(_)
+        ));
         assert!(matches!(
             gcs("not base64!".into(), OPEN).unwrap_err(),
             E::GcsCredential(_)
@@ -510,7 +536,13 @@ mod tests {
             "token_uri": "http://169.254.169.254/token",
         }));
         let err = gcs(inward, STRICT).unwrap_err();
-        assert!(matches!(err, E::Endpoint(EndpointError::Private { .. })), "{err}");
-        assert!(err.to_string().starts_with("'credential.token_uri'"), "{err}");
+        assert!(
+            matches!(err, E::Endpoint(EndpointError::Private { .. })),
+            "{err}"
+        );
+        assert!(
+            err.to_string().starts_with("'credential.token_uri'"),
+            "{err}"
+        );
     }
 }

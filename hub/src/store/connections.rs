@@ -44,10 +44,12 @@ where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
     let scheme = location.split(':').next().unwrap_or_default();
-    Ok(sqlx::query_as("SELECT location, account_id FROM location_claims WHERE location LIKE $1")
-        .bind(format!("{scheme}:%"))
-        .fetch_all(db)
-        .await?)
+    Ok(
+        sqlx::query_as("SELECT location, account_id FROM location_claims WHERE location LIKE $1")
+            .bind(format!("{scheme}:%"))
+            .fetch_all(db)
+            .await?,
+    )
 }
 
 /// Whether one of `claims` by another account than `account_id` overlaps
