@@ -141,8 +141,9 @@ pub struct Problem {
     /// The storage provider's id for the request that failed, when the
     /// provider sent one: what an operator quotes to the provider's
     /// support. Nothing else of a provider's answer reaches a client.
+    /// (A boxed `str`: the problem stays small enough to return by value.)
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub provider_request_id: Option<String>,
+    pub provider_request_id: Option<Box<str>>,
     #[serde(skip)]
     code_enum: Option<ErrorCode>,
     /// Seconds the client should wait before retrying (`Retry-After`).
@@ -174,7 +175,7 @@ impl Problem {
     /// The same problem, naming the provider's id for the request that
     /// failed.
     pub fn with_provider_request_id(mut self, id: Option<String>) -> Self {
-        self.provider_request_id = id;
+        self.provider_request_id = id.map(String::into_boxed_str);
         self
     }
 

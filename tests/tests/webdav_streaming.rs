@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use ferry_tests::providers::StorageServer;
 use ferry_tests::scenarios::remote_tenant;
-use ferry_tests::{Hub, HubOptions, pattern, sha256};
+use ferry_tests::{Hub, HubOptions, pattern};
 use http_body_util::BodyExt as _;
 
 const MIB: usize = 1 << 20;
