@@ -15,8 +15,13 @@ pub struct FieldError {
     pub rule: &'static str,
 }
 
-fn refuse(field: &'static str, rule: &'static str) -> Result<(), FieldError> {
-    Err(FieldError { field, rule })
+/// `Ok` when `ok`, else the refusal of `field` with its `rule`.
+fn holds(ok: bool, field: &'static str, rule: &'static str) -> Result<(), FieldError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError { field, rule })
+    }
 }
 
 /// Whether `name` is `min..=max` characters of `allowed`, starting and
@@ -36,42 +41,35 @@ pub fn s3_bucket(name: &str) -> Result<(), FieldError> {
     let ok = label_like(name, 3, 63, |c| {
         c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-'
     }) && !name.contains("..");
-    if ok {
-        Ok(())
-    } else {
-        refuse(
-            "bucket",
-            "must be 3 to 63 lowercase letters, digits, '.' or '-', starting and ending with a letter or digit",
-        )
-    }
+    holds(
+        ok,
+        "bucket",
+        "must be 3 to 63 lowercase letters, digits, '.' or '-', starting and ending with a letter or digit",
+    )
 }
 
 /// An S3 region: 1 to 32 lowercase letters, digits and `-`.
 pub fn s3_region(name: &str) -> Result<(), FieldError> {
-    if label_like(name, 1, 32, |c| {
+    let ok = label_like(name, 1, 32, |c| {
         c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'
-    }) {
-        Ok(())
-    } else {
-        refuse(
-            "region",
-            "must be 1 to 32 lowercase letters, digits or '-' (such as 'eu-west-1')",
-        )
-    }
+    });
+    holds(
+        ok,
+        "region",
+        "must be 1 to 32 lowercase letters, digits or '-' (such as 'eu-west-1')",
+    )
 }
 
 /// An Azure storage account: 3 to 24 lowercase letters and digits.
 pub fn azure_account(name: &str) -> Result<(), FieldError> {
-    if label_like(name, 3, 24, |c| {
+    let ok = label_like(name, 3, 24, |c| {
         c.is_ascii_lowercase() || c.is_ascii_digit()
-    }) {
-        Ok(())
-    } else {
-        refuse(
-            "account_name",
-            "must be 3 to 24 lowercase letters or digits",
-        )
-    }
+    });
+    holds(
+        ok,
+        "account_name",
+        "must be 3 to 24 lowercase letters or digits",
+    )
 }
 
 /// An Azure container: 3 to 63 lowercase letters, digits and single `-`,
@@ -81,14 +79,11 @@ pub fn azure_container(name: &str) -> Result<(), FieldError> {
         || (label_like(name, 3, 63, |c| {
             c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'
         }) && !name.contains("--"));
-    if ok {
-        Ok(())
-    } else {
-        refuse(
-            "container",
-            "must be 3 to 63 lowercase letters, digits or single '-', starting and ending with a letter or digit",
-        )
-    }
+    holds(
+        ok,
+        "container",
+        "must be 3 to 63 lowercase letters, digits or single '-', starting and ending with a letter or digit",
+    )
 }
 
 /// A Google Cloud Storage bucket: 3 to 63 lowercase letters, digits, `-`,
@@ -97,14 +92,11 @@ pub fn gcs_bucket(name: &str) -> Result<(), FieldError> {
     let ok = label_like(name, 3, 63, |c| {
         c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'_' | b'.')
     }) && !name.contains("..");
-    if ok {
-        Ok(())
-    } else {
-        refuse(
-            "bucket",
-            "must be 3 to 63 lowercase letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
-        )
-    }
+    holds(
+        ok,
+        "bucket",
+        "must be 3 to 63 lowercase letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+    )
 }
 
 /// An Azure shared access signature, which becomes a URL's query: its
@@ -117,14 +109,11 @@ pub fn sas_token(token: &str) -> Result<(), FieldError> {
         && body
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || b"%&=+/._:,~-".contains(&c));
-    if ok {
-        Ok(())
-    } else {
-        refuse(
-            "sas_token",
-            "must be a shared access signature: 'name=value' pairs joined by '&'",
-        )
-    }
+    holds(
+        ok,
+        "sas_token",
+        "must be a shared access signature: 'name=value' pairs joined by '&'",
+    )
 }
 
 /// A root prefix inside the bucket, container or server: at most 1024
@@ -142,14 +131,11 @@ pub fn root(path: &str) -> Result<(), FieldError> {
                         .chars()
                         .any(|c| c.is_control() || matches!(c, '\\' | '?' | '#' | '%'))
             }));
-    if ok {
-        Ok(())
-    } else {
-        refuse(
-            "root",
-            "must be '/'-separated names, none empty, '.' or '..', without control characters, '\\', '?', '#' or '%'",
-        )
-    }
+    holds(
+        ok,
+        "root",
+        "must be '/'-separated names, none empty, '.' or '..', without control characters, '\\', '?', '#' or '%'",
+    )
 }
 
 #[cfg(test)]
