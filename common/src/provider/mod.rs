@@ -143,7 +143,20 @@ impl ProviderError {
     /// folder is a configuration error; one the provider refuses is
     /// `provider_rejected` (wrong credentials, say).
     pub fn code(&self) -> ErrorCode {
-        self.problem().error_code()
+        match self {
+            Self::Unknown(_) | Self::Disabled(_) => ErrorCode::UnknownProvider,
+            Self::InvalidConfig {
+                reason: InvalidConfig::FsRoot(FsRootError::Unavailable { .. }),
+                ..
+            } => ErrorCode::LocationInUse,
+            Self::InvalidConfig { .. } => ErrorCode::InvalidProviderConfig,
+            Self::Check { source, answer, .. } => match source.kind() {
+                opendal::ErrorKind::NotFound | opendal::ErrorKind::ConfigInvalid => {
+                    ErrorCode::InvalidProviderConfig
+                }
+                _ => failure::error_code(source, answer.as_deref()),
+            },
+        }
     }
 
     /// The problem a client sees. A failed check says what failed in a
@@ -272,5 +285,15 @@ mod tests {
             check(K::NotFound, Some(404)).code(),
             ErrorCode::InvalidProviderConfig
         );
+        // The code is the one of the problem a client sees.
+        for (kind, status) in [
+            (K::Unexpected, Some(403)),
+            (K::Unexpected, None),
+            (K::NotFound, Some(404)),
+            (K::ConfigInvalid, None),
+        ] {
+            let err = check(kind, status);
+            assert_eq!(err.code(), err.problem().error_code(), "{kind:?}");
+        }
     }
 }
