@@ -94,7 +94,7 @@ error_codes! {
     /// The provider configuration is invalid or not allowed.
     InvalidProviderConfig => (UNPROCESSABLE_ENTITY, "invalid_provider_config", "The provider configuration is not valid"),
     /// Another account's connection already uses that storage location.
-    LocationInUse => (CONFLICT, "location_in_use", "Another account uses that storage location"),
+    LocationInUse => (CONFLICT, "location_in_use", "The storage location is not available to this account"),
     /// A join token is wrong, already used, expired, or its spoke revoked.
     InvalidJoinToken => (UNAUTHORIZED, "invalid_join_token", "The join token is not valid"),
     /// No spoke has that name.
@@ -140,6 +140,12 @@ pub struct Problem {
     /// What went wrong with this request, for a person.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The storage provider's id for the request that failed, when the
+    /// provider sent one: what an operator quotes to the provider's
+    /// support. Nothing else of a provider's answer reaches a client.
+    /// (A boxed `str`: the problem stays small enough to return by value.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_request_id: Option<Box<str>>,
     #[serde(skip)]
     code_enum: Option<ErrorCode>,
     /// Seconds the client should wait before retrying (`Retry-After`).
@@ -156,6 +162,7 @@ impl Problem {
             status: code.status().as_u16(),
             code: code.as_str(),
             detail: Some(detail.into()),
+            provider_request_id: None,
             code_enum: Some(code),
             retry_after: None,
         }
@@ -164,6 +171,13 @@ impl Problem {
     /// The same problem, telling the client to retry after `secs` seconds.
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs);
+        self
+    }
+
+    /// The same problem, naming the provider's id for the request that
+    /// failed.
+    pub fn with_provider_request_id(mut self, id: Option<String>) -> Self {
+        self.provider_request_id = id.map(String::into_boxed_str);
         self
     }
 

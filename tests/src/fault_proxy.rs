@@ -1,6 +1,9 @@
 //! A test-only HTTP proxy between ferry and a storage server that misbehaves
-//! on command: answers 503 with `Retry-After`, delays requests, and cuts a
-//! connection in the middle of a request or response body.
+//! on command: answers 503 with `Retry-After` (or another error status),
+//! delays requests, and cuts a connection in the middle of a request or
+//! response body. Its error answers carry [`MARKER`] in their body and a
+//! header, and [`REQUEST_ID`] as the provider's request id, so a test can
+//! tell whether any of them reached a client.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -16,6 +19,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Text in the body and in a header of every error the proxy answers;
+/// ferry must never show it to a client.
+pub const MARKER: &str = "FAULT-PROXY-MARKER-7f3a";
+/// The provider request id (`x-amz-request-id`) of the proxy's errors.
+pub const REQUEST_ID: &str = "FAULTPROXYREQ0001";
 type ProxyBody = BoxBody<Bytes, BoxError>;
 
 #[derive(Debug, Default)]
@@ -24,6 +33,8 @@ struct Faults {
     fail: AtomicUsize,
     /// The `Retry-After` of those answers.
     retry_after: AtomicU64,
+    /// Their status (503 unless told otherwise).
+    status: AtomicU64,
     /// Added before forwarding each request, milliseconds.
     delay_ms: AtomicU64,
     /// Cut the next response with a body after this many bytes.
@@ -79,9 +90,18 @@ impl FaultProxy {
     /// Answers the next `n` requests `503 Service Unavailable` with
     /// `Retry-After: retry_after_secs`, without forwarding them.
     pub fn fail_next(&self, n: usize, retry_after_secs: u64) {
+        self.answer_next(n, 503, retry_after_secs);
+    }
+
+    /// Answers the next `n` requests with `status` and `Retry-After:
+    /// retry_after_secs`, without forwarding them.
+    pub fn answer_next(&self, n: usize, status: u16, retry_after_secs: u64) {
         self.faults
             .retry_after
             .store(retry_after_secs, Ordering::SeqCst);
+        self.faults
+            .status
+            .store(u64::from(status), Ordering::SeqCst);
         self.faults.fail.store(n, Ordering::SeqCst);
     }
 
@@ -120,15 +140,22 @@ impl Drop for FaultProxy {
 }
 
 fn full(status: u16, retry_after: u64) -> http::Response<ProxyBody> {
-    let body = http_body_util::Full::new(Bytes::from_static(
-        b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>ServiceUnavailable</Code><Message>injected by the test's fault proxy</Message></Error>",
-    ))
+    let code = if status == 403 {
+        "AccessDenied"
+    } else {
+        "ServiceUnavailable"
+    };
+    let body = http_body_util::Full::new(Bytes::from(format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected by the test's fault proxy {MARKER}</Message><RequestId>{REQUEST_ID}</RequestId></Error>"
+    )))
     .map_err(|never| match never {})
     .boxed();
     http::Response::builder()
         .status(status)
         .header("retry-after", retry_after.to_string())
         .header("content-type", "application/xml")
+        .header("x-amz-request-id", REQUEST_ID)
+        .header("x-fault-marker", MARKER)
         .body(body)
         .unwrap()
 }
@@ -152,7 +179,8 @@ async fn handle(
         faults.injected.fetch_add(1, Ordering::SeqCst);
         // Read the body first, so the client sees the answer, not a reset.
         let _ = req.into_body().collect().await;
-        return Ok(full(503, faults.retry_after.load(Ordering::SeqCst)));
+        let status = u16::try_from(faults.status.load(Ordering::SeqCst)).unwrap_or(503);
+        return Ok(full(status, faults.retry_after.load(Ordering::SeqCst)));
     }
     let has_body = req
         .headers()

@@ -40,6 +40,11 @@ impl StorageServer {
         format!("http://{}", self.addr)
     }
 
+    /// The folder it keeps its data in.
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     /// Everything it logged.
     pub fn log(&self) -> String {
         self.daemon.log()

@@ -194,8 +194,8 @@ async fn s3_through_hub_and_spoke() {
         "{p}"
     );
     assert!(
-        p["detail"].as_str().unwrap().contains("NoSuchBucket"),
-        "{p}"
+        !p.to_string().contains("NoSuchBucket"),
+        "the provider's answer stays in the log: {p}"
     );
     // Unknown keys are refused; so are private endpoints unless allowed.
     let mut bad = server.config("ferry-test", None);
@@ -205,7 +205,7 @@ async fn s3_through_hub_and_spoke() {
     let (status, p) = create(&strict, "s3", server.config("ferry-test", None)).await;
     assert_eq!(status, 422, "{p}");
     assert!(
-        p["detail"].as_str().unwrap().contains("private address"),
+        p["detail"].as_str().unwrap().contains("internal address"),
         "{p}"
     );
 }

@@ -119,13 +119,14 @@ pub enum StageError {
     /// The provider refused a write.
     Provider(opendal::Error),
     /// The body is larger than a provider that takes uploads in one
-    /// request (WebDAV) is given: [`ONE_SHOT_MAX_BYTES`].
+    /// request (`memory`) is given: [`ONE_SHOT_MAX_BYTES`].
     TooLarge,
 }
 
 /// The largest upload to a provider that takes an object in one request
-/// (WebDAV): such an upload is held in memory until it is complete, so it
-/// is bounded.
+/// (`memory`, whose files live in the hub's memory anyway): such an upload
+/// is held in memory until it is complete, so it is bounded. WebDAV
+/// uploads stream ([`crate::provider::webdav_upload`]).
 pub const ONE_SHOT_MAX_BYTES: usize = 1024 * 1024 * 1024;
 
 /// Content written to the provider but not yet committed: closing the

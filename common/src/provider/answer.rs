@@ -70,10 +70,19 @@ impl FailedAnswer {
             request_id: REQUEST_ID_HEADERS
                 .iter()
                 .find_map(|name| text(name))
-                .filter(|id| id.len() <= 200)
+                .filter(|id| plausible_request_id(id))
                 .map(str::to_owned),
         })
     }
+}
+
+/// Whether a provider's request id can be shown to a client: 1 to 200 of
+/// the characters providers use in them (letters, digits, `+/=._:-`).
+fn plausible_request_id(id: &str) -> bool {
+    (1..=200).contains(&id.len())
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"+/=._:-".contains(&c))
 }
 
 /// The latest answer noted in one scope, if it failed.
@@ -102,7 +111,7 @@ pub fn last_failed() -> Option<FailedAnswer> {
 }
 
 /// Notes an answer in the current scope, if there is one.
-fn note(answer: Option<FailedAnswer>) {
+pub(crate) fn note(answer: Option<FailedAnswer>) {
     let _ = NOTES.try_with(|notes| *notes.0.lock().expect("never poisoned") = answer);
 }
 
@@ -225,5 +234,9 @@ mod tests {
             (a.status, a.retry_after_secs, a.request_id.as_deref()),
             (503, None, Some("abc"))
         );
+        // An id that is not shaped like one is not passed on.
+        headers.insert("x-ms-request-id", "<b>hi</b> there".parse().unwrap());
+        let a = FailedAnswer::of(StatusCode::SERVICE_UNAVAILABLE, &headers).unwrap();
+        assert_eq!(a.request_id, None);
     }
 }

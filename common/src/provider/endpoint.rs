@@ -1,40 +1,75 @@
 //! Provider endpoints a tenant may point ferry at: an `http` or `https`
-//! URL naming a host, and (unless the operator allows it) not a loopback,
-//! private, link-local or otherwise internal address, so a tenant cannot make
-//! the hub or a spoke call services on their own networks.
+//! URL naming a host, with no user information, query or fragment, and
+//! (unless the operator allows it) not a loopback, private, link-local or
+//! otherwise internal address, so a tenant cannot make the hub or a spoke
+//! call services on their own networks.
+//!
+//! The URL is parsed as the HTTP client parses it (the WHATWG URL parser of
+//! the `url` crate, which reqwest uses): `http://2130706433`, `0x7f.1`,
+//! `0177.0.0.1` and `127.1` are all 127.0.0.1 to it, so they are to this
+//! check, and the URL handed on to OpenDAL is the parsed one. This check
+//! gives a clear answer when a connection is made; the binding one happens
+//! when ferry connects ([`super::egress`]), for every address a name
+//! resolves to at that moment.
 
-use std::net::IpAddr;
+use super::egress::is_internal;
 
-/// Why an `endpoint` is refused. Each is about the configuration; no retry
-/// helps.
+/// Why an endpoint is refused. Each is about the configuration; no retry
+/// helps. `field` names the configuration member (`endpoint`, or the
+/// member an endpoint is made from).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {
+    /// The text is not a URL.
+    #[error("'{field}' {url:?} is not a URL: {reason}")]
+    Syntax {
+        /// The configuration member.
+        field: &'static str,
+        /// The text given.
+        url: String,
+        /// What the URL parser said.
+        reason: String,
+    },
     /// The URL is neither `http://` nor `https://`.
-    #[error("'endpoint' {0:?} must start with http:// or https://")]
-    Scheme(String),
-    /// The URL names no host, or carries user information.
-    #[error("'endpoint' {0:?} must name a host, with no user information")]
-    Host(String),
-    /// The host is an internal address and the operator does not allow
-    /// those.
+    #[error("'{field}' {url:?} must start with http:// or https://")]
+    Scheme {
+        /// The configuration member.
+        field: &'static str,
+        /// The text given.
+        url: String,
+    },
+    /// The URL names no host, or carries user information, a query or a
+    /// fragment.
+    #[error("'{field}' {url:?} must name a host, with no user information, query or fragment")]
+    Host {
+        /// The configuration member.
+        field: &'static str,
+        /// The text given.
+        url: String,
+    },
+    /// The host is an internal address (or `localhost`) and the operator
+    /// does not allow those.
     #[error(
-        "'endpoint' {0:?} is a private address, which this server does not allow (providers.allow_private_endpoints)"
+        "'{field}' {url:?} is an internal address, which this server does not allow (providers.remote.allow_private_endpoints)"
     )]
-    Private(String),
+    Private {
+        /// The configuration member.
+        field: &'static str,
+        /// The text given.
+        url: String,
+    },
 }
 
 /// What the operator allows endpoints to be.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EndpointPolicy {
-    /// Allow endpoints on loopback, private, link-local or unspecified
-    /// addresses (and `localhost`). Off by default: a tenant must not make
-    /// the hub or a spoke call services on their own networks.
+    /// Allow endpoints on loopback, private, link-local and the other
+    /// internal addresses (and `localhost`). Off by default: a tenant must
+    /// not make the hub or a spoke call services on their own networks.
     pub allow_private: bool,
 }
 
 impl EndpointPolicy {
-    /// Any endpoint, private addresses too: for connections the hub
-    /// already checked, and for operators who allow it.
+    /// Any endpoint, private addresses too: for operators who allow it.
     pub const ANY: EndpointPolicy = EndpointPolicy {
         allow_private: true,
     };
@@ -44,54 +79,55 @@ impl EndpointPolicy {
     };
 }
 
-/// Checks an endpoint URL: `http` or `https`, a host, and (unless allowed)
-/// not a private address.
-pub fn check_endpoint(url: &str, policy: EndpointPolicy) -> Result<(), EndpointError> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| EndpointError::Scheme(url.into()))?;
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if authority.is_empty() || authority.contains('@') {
-        return Err(EndpointError::Host(url.into()));
+/// Checks the endpoint URL in configuration member `field`: `http` or
+/// `https`, a host, no user information, query or fragment, and (unless
+/// allowed) not an internal address. Returns the URL as the HTTP client
+/// will read it, without a trailing `/`, for OpenDAL to use.
+pub fn check_endpoint(
+    field: &'static str,
+    text: &str,
+    policy: EndpointPolicy,
+) -> Result<String, EndpointError> {
+    let url = url::Url::parse(text).map_err(|e| EndpointError::Syntax {
+        field,
+        url: text.into(),
+        reason: e.to_string(),
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(EndpointError::Scheme {
+            field,
+            url: text.into(),
+        });
     }
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
+    if url.host().is_none()
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(EndpointError::Host {
+            field,
+            url: text.into(),
+        });
+    }
     if !policy.allow_private {
-        let private = match host.parse::<IpAddr>() {
-            Ok(ip) => is_private(ip),
-            Err(_) => {
-                let h = host.trim_end_matches('.').to_ascii_lowercase();
-                h == "localhost" || h.ends_with(".localhost")
+        let internal = match url.host() {
+            Some(url::Host::Ipv4(v4)) => is_internal(v4.into()),
+            Some(url::Host::Ipv6(v6)) => is_internal(v6.into()),
+            Some(url::Host::Domain(name)) => {
+                let name = name.trim_end_matches('.');
+                name == "localhost" || name.ends_with(".localhost")
             }
+            None => true,
         };
-        if private {
-            return Err(EndpointError::Private(url.into()));
+        if internal {
+            return Err(EndpointError::Private {
+                field,
+                url: text.into(),
+            });
         }
     }
-    Ok(())
-}
-
-fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64 // 100.64.0.0/10
-        }
-        IpAddr::V6(v6) => {
-            v6.to_ipv4_mapped().is_some_and(|v4| is_private(IpAddr::V4(v4)))
-                || v6.is_loopback()
-                || v6.is_unspecified()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local
-                || (v6.segments()[0] & 0xffc0) == 0xfe80 // link local
-        }
-    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 #[cfg(test)]
@@ -101,43 +137,64 @@ mod tests {
     const OPEN: EndpointPolicy = EndpointPolicy::ANY;
     const STRICT: EndpointPolicy = EndpointPolicy::PUBLIC_ONLY;
 
+    fn check(url: &str, policy: EndpointPolicy) -> Result<String, EndpointError> {
+        check_endpoint("endpoint", url, policy)
+    }
+
     #[test]
     fn endpoints_must_be_http_urls_and_public_unless_allowed() {
-        for good in [
-            "https://s3.example.com",
-            "http://minio.example.com:9000/path",
-        ] {
-            check_endpoint(good, STRICT).unwrap();
-        }
+        assert_eq!(
+            check("https://S3.Example.com", STRICT).unwrap(),
+            "https://s3.example.com"
+        );
+        assert_eq!(
+            check("http://minio.example.com:9000/path/", STRICT).unwrap(),
+            "http://minio.example.com:9000/path"
+        );
         for private in [
             "http://127.0.0.1:9000",
             "http://localhost:9000",
+            "http://LOCALHOST./",
+            "http://a.localhost",
             "http://10.1.2.3",
             "http://[::1]:80",
             "http://[fd00::1]/",
             "http://169.254.169.254/latest",
             "http://100.64.0.1",
             "http://[::ffff:192.168.0.1]",
+            "http://2130706433/",
+            "http://0x7f.1/",
+            "http://0177.0.0.1/",
+            "http://127.1/",
+            "http://127.0.0.1./",
+            "http://0/",
+            "http://[::]/",
         ] {
+            let err = check(private, STRICT).unwrap_err();
             assert!(
-                matches!(
-                    check_endpoint(private, STRICT),
-                    Err(EndpointError::Private(_))
-                ),
-                "{private}"
+                matches!(err, EndpointError::Private { .. }),
+                "{private}: {err}"
             );
-            check_endpoint(private, OPEN).unwrap();
+            assert!(err.to_string().starts_with("'endpoint'"), "{err}");
+            check(private, OPEN).unwrap();
         }
         for bad in [
             "ftp://x",
             "s3.example.com",
             "https://",
             "https://user:pw@host",
+            "https://user@host",
+            "https://host/?x=1",
+            "https://host/#frag",
+            "https://host:99999",
+            "file:///etc/passwd",
         ] {
             assert!(
                 matches!(
-                    check_endpoint(bad, OPEN),
-                    Err(EndpointError::Scheme(_) | EndpointError::Host(_))
+                    check(bad, OPEN),
+                    Err(EndpointError::Scheme { .. }
+                        | EndpointError::Host { .. }
+                        | EndpointError::Syntax { .. })
                 ),
                 "{bad}"
             );

@@ -1,9 +1,13 @@
 //! Provider failures as API problems: the error code of an OpenDAL error
-//! (helped by the provider's HTTP answer when ferry saw it), a problem that
-//! names the provider, and credentials masked out of the provider's error
-//! text before it is logged.
+//! (helped by the provider's HTTP answer when ferry saw it), and a problem
+//! that names the provider, says what failed in a short, fixed sentence per
+//! code and carries the provider's request id. Nothing else of the
+//! provider's answer (its status line, headers or body, which OpenDAL's
+//! error text carries) reaches a client: it is logged for the operator,
+//! with credentials masked out ([`scrub`]).
 
 use super::answer::{self, FailedAnswer};
+use super::egress::REFUSED_MESSAGE;
 use crate::problem::{ErrorCode, Problem};
 
 /// `Retry-After` in seconds when the provider is rate limited or
@@ -13,12 +17,71 @@ pub const FALLBACK_RETRY_AFTER_SECS: u64 = 1;
 
 /// Maps a failure of `provider` (`s3`, `fs`, …, as the caller's operator
 /// names it) to a problem, with the provider's answer noted in the current
-/// [`answer::observed`] scope. The provider's own message can name server
-/// paths, so it is logged, not returned. Rate limits and temporary failures
-/// carry `Retry-After`: the provider's own when it sent one, else
-/// [`FALLBACK_RETRY_AFTER_SECS`].
+/// [`answer::observed`] scope. The provider's own message is logged, not
+/// returned. Rate limits and temporary failures carry `Retry-After`: the
+/// provider's own when it sent one, else [`FALLBACK_RETRY_AFTER_SECS`].
 pub fn problem(err: &opendal::Error, provider: &str, what: &str) -> Problem {
     problem_with(err, answer::last_failed().as_ref(), provider, what)
+}
+
+/// The problem of a provider that failed the check made before a new
+/// connection is saved: a bucket or folder not found and a configuration
+/// the provider (or the endpoint policy) refuses are the configuration's
+/// fault; the rest maps as any failure.
+pub(super) fn check_problem(
+    err: &opendal::Error,
+    answer: Option<&FailedAnswer>,
+    provider: &str,
+) -> Problem {
+    match err.kind() {
+        opendal::ErrorKind::NotFound | opendal::ErrorKind::ConfigInvalid => {
+            log_failure(err, answer, provider, "check");
+            let why = if err.kind() == opendal::ErrorKind::NotFound {
+                "the bucket, container or folder does not exist"
+            } else if err.message() == REFUSED_MESSAGE {
+                REFUSED_MESSAGE
+            } else {
+                "the provider refused the configuration"
+            };
+            Problem::new(
+                ErrorCode::InvalidProviderConfig,
+                format!("{provider}: check: {why}"),
+            )
+            .with_provider_request_id(answer.and_then(|a| a.request_id.clone()))
+        }
+        _ => problem_with(err, answer, provider, "check"),
+    }
+}
+
+/// Logs a provider's failure for the operator: OpenDAL's whole error (the
+/// provider's answer with it), credentials masked.
+fn log_failure(err: &opendal::Error, answer: Option<&FailedAnswer>, provider: &str, what: &str) {
+    tracing::warn!(
+        error = %scrub(&err.to_string()),
+        operation = what,
+        provider,
+        provider.status = answer.map(|a| a.status),
+        provider.request_id = answer.and_then(|a| a.request_id.as_deref()),
+        "provider operation failed"
+    );
+}
+
+/// What a problem with `code` says of a provider's failure: short, fixed,
+/// and safe to show whatever the provider answered.
+fn description(code: ErrorCode, err: &opendal::Error) -> &'static str {
+    match code {
+        ErrorCode::NotFound => "no such file or folder",
+        ErrorCode::ProviderRejected => {
+            "the provider refused the operation (credentials, permissions or quota)"
+        }
+        ErrorCode::ProviderRateLimited => "the provider asks to slow down",
+        ErrorCode::ProviderUnavailable => "the provider could not be reached or is unavailable",
+        ErrorCode::ProviderTimeout => "the provider did not answer in time",
+        ErrorCode::ProviderUnsupported => "the provider does not support this operation",
+        ErrorCode::ProviderFailed => "the provider failed the operation",
+        ErrorCode::InvalidProviderConfig if err.message() == REFUSED_MESSAGE => REFUSED_MESSAGE,
+        other => other.title(),
+    }
 }
 
 /// [`problem`] for a failure whose answer from the provider is `answer`.
@@ -36,21 +99,13 @@ fn problem_with(
             | ErrorCode::ProviderFailed
             | ErrorCode::ProviderTimeout
             | ErrorCode::ProviderRateLimited
+            | ErrorCode::InvalidProviderConfig
     ) {
-        tracing::warn!(
-            error = %scrub(&err.to_string()),
-            operation = what,
-            provider,
-            provider.status = answer.map(|a| a.status),
-            provider.request_id = answer.and_then(|a| a.request_id.as_deref()),
-            "provider operation failed"
-        );
+        log_failure(err, answer, provider, what);
     }
-    let detail = match code {
-        ErrorCode::NotFound => format!("{provider}: {what}: no such file or folder"),
-        _ => format!("{provider}: {what}: {}", err.kind()),
-    };
-    let p = Problem::new(code, detail);
+    let detail = format!("{provider}: {what}: {}", description(code, err));
+    let p = Problem::new(code, detail)
+        .with_provider_request_id(answer.and_then(|a| a.request_id.clone()));
     match code {
         ErrorCode::ProviderRateLimited | ErrorCode::ProviderUnavailable => p.with_retry_after(
             answer

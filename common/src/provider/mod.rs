@@ -13,21 +13,24 @@
 //! a provider up, and the helpers the rest of ferry asks about providers.
 
 pub mod answer;
+pub mod egress;
 pub mod endpoint;
 pub mod failure;
+pub mod grammar;
 pub mod registry;
 pub mod remote;
+pub mod webdav_upload;
 
 pub use endpoint::{EndpointError, EndpointPolicy};
 pub use failure::{problem, scrub};
-pub use registry::{FsRootError, ProviderRegistry};
+pub use registry::{FsRootError, ProviderRegistry, root_unavailable};
 pub use remote::{Remote, RemoteConfigError};
 
 use std::path::PathBuf;
 
 use opendal::Operator;
 
-use crate::problem::ErrorCode;
+use crate::problem::{ErrorCode, Problem};
 
 /// The kinds of provider ferry knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -103,6 +106,8 @@ pub enum ProviderError {
     },
     /// The provider rejected the configuration or could not be reached; a
     /// retry helps when the provider was unavailable ([`Self::code`] says).
+    /// Its text carries the provider's answer: for the operator's log only
+    /// ([`Self::problem`] is what a client sees).
     #[error("provider '{provider}' failed its check: {source}")]
     Check {
         /// The provider's name.
@@ -140,6 +145,10 @@ impl ProviderError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Unknown(_) | Self::Disabled(_) => ErrorCode::UnknownProvider,
+            Self::InvalidConfig {
+                reason: InvalidConfig::FsRoot(FsRootError::Unavailable { .. }),
+                ..
+            } => ErrorCode::LocationInUse,
             Self::InvalidConfig { .. } => ErrorCode::InvalidProviderConfig,
             Self::Check { source, answer, .. } => match source.kind() {
                 opendal::ErrorKind::NotFound | opendal::ErrorKind::ConfigInvalid => {
@@ -147,6 +156,34 @@ impl ProviderError {
                 }
                 _ => failure::error_code(source, answer.as_deref()),
             },
+        }
+    }
+
+    /// The problem a client sees. A failed check says what failed in a
+    /// fixed sentence and carries the provider's request id; the
+    /// provider's answer itself is logged, never returned. The other
+    /// errors are about the configuration the client sent and say what is
+    /// wrong with it.
+    pub fn problem(&self) -> Problem {
+        match self {
+            Self::Unknown(_) | Self::Disabled(_) => {
+                Problem::new(ErrorCode::UnknownProvider, self.to_string())
+            }
+            Self::InvalidConfig {
+                reason: InvalidConfig::FsRoot(e @ FsRootError::Unavailable { .. }),
+                ..
+            } => {
+                tracing::info!(reason = %e, "refused an fs root");
+                registry::root_unavailable()
+            }
+            Self::InvalidConfig { .. } => {
+                Problem::new(ErrorCode::InvalidProviderConfig, scrub(&self.to_string()))
+            }
+            Self::Check {
+                provider,
+                source,
+                answer,
+            } => failure::check_problem(source, answer.as_deref(), provider),
         }
     }
 }
@@ -248,5 +285,15 @@ mod tests {
             check(K::NotFound, Some(404)).code(),
             ErrorCode::InvalidProviderConfig
         );
+        // The code is the one of the problem a client sees.
+        for (kind, status) in [
+            (K::Unexpected, Some(403)),
+            (K::Unexpected, None),
+            (K::NotFound, Some(404)),
+            (K::ConfigInvalid, None),
+        ] {
+            let err = check(kind, status);
+            assert_eq!(err.code(), err.problem().error_code(), "{kind:?}");
+        }
     }
 }

@@ -3,16 +3,35 @@
 //! root must lie under a directory the operator allowed; a disabled
 //! provider is refused), and checks that the provider answers before a new
 //! connection is saved.
+//!
+//! An `fs` root is resolved and checked before anything is created
+//! ([`ProviderRegistry::locate`]): a refused root leaves no folder behind,
+//! and every refusal that depends on what is on the disk or on another
+//! account's claims gets one answer ([`root_unavailable`]), so a tenant
+//! learns nothing of other tenants' files from it.
 
 use std::path::{Component, Path, PathBuf};
 
 use opendal::Operator;
 use serde::Deserialize;
 
-use super::endpoint::EndpointPolicy;
+use super::endpoint::{EndpointError, EndpointPolicy, check_endpoint};
 use super::remote;
 use super::{Built, InvalidConfig, ProviderError, ProviderKind, ProviderPolicy, answer};
 use crate::path::STAGING_DIR;
+use crate::problem::{ErrorCode, Problem};
+
+/// The one answer to an `fs` root refused for what is on the disk or for
+/// another account's claim: inside, around or equal to another account's
+/// location, leading outside the allowed directories through a symbolic
+/// link, or not a folder that can be made. The same status, code and text
+/// whatever the reason, so that it reveals nothing of other tenants' files.
+pub fn root_unavailable() -> Problem {
+    Problem::new(
+        ErrorCode::LocationInUse,
+        "'root' is not available to this account: it overlaps another account's location, or it is not a folder this server can give it",
+    )
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,7 +55,8 @@ pub enum FsRootError {
     /// `root` has `.` or `..` in it.
     #[error("'root' must not contain '.' or '..'")]
     Dots,
-    /// `root` is not under any directory the operator allowed.
+    /// `root` is not under any directory the operator allowed (as written:
+    /// decided without looking at the disk).
     #[error("'root' {} is not under a directory this server allows for the fs provider", .0.display())]
     NotAllowed(PathBuf),
     /// The allowed directory `root` is under cannot be resolved (it is
@@ -48,26 +68,26 @@ pub enum FsRootError {
         /// Why it cannot be resolved.
         source: std::io::Error,
     },
-    /// `root` does not exist and cannot be made.
-    #[error("cannot create 'root' {}: {source}", root.display())]
-    Create {
+    /// `root` cannot be used for what is on the disk: it leads outside
+    /// the allowed directories through a symbolic link, a file is in its
+    /// way, or it cannot be made. Answered as [`root_unavailable`]; the
+    /// text, for the operator's log, says which.
+    #[error("'root' {} is unavailable: {why}", root.display())]
+    Unavailable {
         /// The root asked for.
         root: PathBuf,
-        /// Why it cannot be made.
-        source: std::io::Error,
+        /// What is in the way.
+        why: String,
     },
-    /// `root` cannot be resolved to its canonical form.
-    #[error("cannot resolve 'root' {}: {source}", root.display())]
-    Resolve {
-        /// The root asked for.
-        root: PathBuf,
-        /// Why it cannot be resolved.
-        source: std::io::Error,
-    },
-    /// `root` leads, through a symbolic link, outside the allowed
-    /// directories.
-    #[error("'root' {} resolves outside the allowed directories", .0.display())]
-    Outside(PathBuf),
+}
+
+impl FsRootError {
+    fn unavailable(root: &Path, why: impl std::fmt::Display) -> Self {
+        FsRootError::Unavailable {
+            root: root.to_owned(),
+            why: why.to_string(),
+        }
+    }
 }
 
 /// The provider `name`, and how to refuse a configuration of it.
@@ -116,8 +136,32 @@ impl ProviderRegistry {
         out
     }
 
+    /// Checks `config` for provider `name` and returns where its data would
+    /// live (`fs:/canonical/root`; `None` for providers whose data is
+    /// private by nature), creating nothing: for checking a new
+    /// connection's location against other accounts' claims before
+    /// [`Self::build_and_check`] creates its folders.
+    pub async fn locate(
+        &self,
+        name: &str,
+        config: &serde_json::Value,
+    ) -> Result<Option<String>, ProviderError> {
+        let (kind, invalid) = named(name)?;
+        if kind != ProviderKind::Fs || self.policy.fs_allowed_roots.is_empty() {
+            return Ok(None);
+        }
+        let cfg: FsConfig = serde_json::from_value(config.clone())
+            .map_err(|e| invalid(InvalidConfig::Malformed(e)))?;
+        let root = self
+            .locate_fs_root(&cfg.root)
+            .await
+            .map_err(|e| invalid(InvalidConfig::FsRoot(e)))?;
+        Ok(Some(fs_location(&root)))
+    }
+
     /// Checks `config` for provider `name` and builds its operator, without
-    /// touching the provider. `fs` roots are created if missing.
+    /// touching the provider. `fs` roots are created if missing, once they
+    /// are known to be allowed.
     pub async fn build(
         &self,
         name: &str,
@@ -136,7 +180,7 @@ impl ProviderRegistry {
                     .confine_fs_root(&cfg.root)
                     .await
                     .map_err(|e| invalid(InvalidConfig::FsRoot(e)))?;
-                location = Some(format!("fs:{}", root.display()));
+                location = Some(fs_location(&root));
                 fs_operator(&root).map_err(invalid)?
             }
             ProviderKind::Memory => {
@@ -161,8 +205,16 @@ impl ProviderRegistry {
 
     /// Builds the operator of a connection the hub granted: the hub checked
     /// its configuration against its own policy when the connection was
-    /// made, so no local policy applies. Only providers a spoke can reach
-    /// are built; `memory` lives in the hub and is refused.
+    /// made. Only providers a spoke can reach are built; `memory` lives in
+    /// the hub and is refused.
+    ///
+    /// The grant does not say whether the hub allows private endpoints, so
+    /// the addresses a spoke connects to are checked under the policy the
+    /// granted endpoint shows ([`granted_policy`]): internal addresses are
+    /// allowed only when the endpoint is one itself (which the hub accepted
+    /// only because its operator allows them). A host name is held to
+    /// public addresses, so a name rebound to the spoke's own network after
+    /// the hub checked it is refused there too.
     pub fn build_granted(
         name: &str,
         config: &serde_json::Value,
@@ -177,7 +229,7 @@ impl ProviderRegistry {
             ProviderKind::Memory => Err(ProviderError::Disabled(kind.as_str())),
             // The hub applied its endpoint policy when the connection was
             // made.
-            ProviderKind::Remote(r) => remote::build(r, config, EndpointPolicy::ANY)
+            ProviderKind::Remote(r) => remote::build(r, config, granted_policy(config))
                 .map_err(|e| invalid(InvalidConfig::Remote(e))),
         }
     }
@@ -205,10 +257,11 @@ impl ProviderRegistry {
         Ok(built)
     }
 
-    /// Returns the canonical form of `root` if it lies under an allowed root,
-    /// creating it when missing. Symbolic links are resolved before the
-    /// check, so a link cannot lead outside the allowed directories.
-    async fn confine_fs_root(&self, root: &Path) -> Result<PathBuf, FsRootError> {
+    /// Returns the canonical form of `root` if it lies under an allowed
+    /// directory, creating nothing: the deepest part of `root` that exists
+    /// is resolved (symbolic links followed), the rest appended, and the
+    /// result must stay under the allowed directory.
+    async fn locate_fs_root(&self, root: &Path) -> Result<PathBuf, FsRootError> {
         if !root.is_absolute() {
             return Err(FsRootError::NotAbsolute);
         }
@@ -232,23 +285,75 @@ impl ProviderRegistry {
                 source,
             }
         })?;
-        tokio::fs::create_dir_all(root)
-            .await
-            .map_err(|source| FsRootError::Create {
-                root: root.to_owned(),
-                source,
-            })?;
-        let canon = tokio::fs::canonicalize(root)
-            .await
-            .map_err(|source| FsRootError::Resolve {
-                root: root.to_owned(),
-                source,
-            })?;
+        let mut existing = root.to_owned();
+        let mut missing = Vec::new();
+        let canon = loop {
+            match tokio::fs::canonicalize(&existing).await {
+                Ok(canon) => break canon,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let Some(name) = existing.file_name() else {
+                        return Err(FsRootError::unavailable(root, e));
+                    };
+                    missing.push(name.to_owned());
+                    existing.pop();
+                }
+                Err(e) => return Err(FsRootError::unavailable(root, e)),
+            }
+        };
+        let canon = missing
+            .iter()
+            .rev()
+            .fold(canon, |path, name| path.join(name));
         if !canon.starts_with(&allowed_canon) {
-            return Err(FsRootError::Outside(root.to_owned()));
+            return Err(FsRootError::unavailable(
+                root,
+                "it resolves outside the allowed directories",
+            ));
         }
         Ok(canon)
     }
+
+    /// [`Self::locate_fs_root`], then creates the root when missing and
+    /// checks again that it resolves under the allowed directories.
+    async fn confine_fs_root(&self, root: &Path) -> Result<PathBuf, FsRootError> {
+        let located = self.locate_fs_root(root).await?;
+        tokio::fs::create_dir_all(&located)
+            .await
+            .map_err(|e| FsRootError::unavailable(root, e))?;
+        let again = self.locate_fs_root(&located).await?;
+        let meta = tokio::fs::metadata(&again)
+            .await
+            .map_err(|e| FsRootError::unavailable(root, e))?;
+        if !meta.is_dir() {
+            return Err(FsRootError::unavailable(root, "it is not a folder"));
+        }
+        Ok(again)
+    }
+}
+
+/// The endpoint policy of a granted configuration: [`EndpointPolicy::ANY`]
+/// when its `endpoint` is itself an internal address (the hub allowed it),
+/// else [`EndpointPolicy::PUBLIC_ONLY`].
+pub fn granted_policy(config: &serde_json::Value) -> EndpointPolicy {
+    let internal = config
+        .get("endpoint")
+        .and_then(serde_json::Value::as_str)
+        .is_some_and(|e| {
+            matches!(
+                check_endpoint("endpoint", e, EndpointPolicy::PUBLIC_ONLY),
+                Err(EndpointError::Private { .. })
+            )
+        });
+    if internal {
+        EndpointPolicy::ANY
+    } else {
+        EndpointPolicy::PUBLIC_ONLY
+    }
+}
+
+/// The location of an `fs` root, as claims record it.
+fn fs_location(canonical_root: &Path) -> String {
+    format!("fs:{}", canonical_root.display())
 }
 
 #[cfg(test)]
@@ -304,25 +409,69 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_symlink_cannot_lead_out_of_the_allowed_directory() {
+    async fn a_symlink_cannot_lead_out_of_the_allowed_directory_nor_create_there() {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("escape")).unwrap();
-        let err = registry(dir.path())
-            .build("fs", &json!({ "root": dir.path().join("escape") }))
+        let reg = registry(dir.path());
+        for root in [
+            dir.path().join("escape"),
+            dir.path().join("escape/new/deeper"),
+        ] {
+            let err = reg.build("fs", &json!({ "root": root })).await.unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    ProviderError::InvalidConfig {
+                        reason: InvalidConfig::FsRoot(FsRootError::Unavailable { .. }),
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            assert!(err.to_string().contains("outside"), "{err}");
+            let shown = err.problem();
+            assert_eq!(
+                (shown.status, shown.detail),
+                (409, root_unavailable().detail)
+            );
+        }
+        let made: Vec<_> = std::fs::read_dir(outside.path()).unwrap().collect();
+        assert!(made.is_empty(), "nothing is created outside: {made:?}");
+    }
+
+    #[tokio::test]
+    async fn locating_a_root_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = registry(dir.path());
+        std::fs::write(dir.path().join("a-file"), b"x").unwrap();
+        let root = dir.path().join("new/deeper");
+        let location = reg.locate("fs", &json!({ "root": root })).await.unwrap();
+        let canon = dir.path().canonicalize().unwrap().join("new/deeper");
+        assert_eq!(location, Some(format!("fs:{}", canon.display())));
+        assert!(!dir.path().join("new").exists(), "nothing is created");
+        // A file in the way is refused as any other unavailable root.
+        let err = reg
+            .locate("fs", &json!({ "root": dir.path().join("a-file/below") }))
             .await
             .unwrap_err();
-        assert!(
-            matches!(
-                &err,
-                ProviderError::InvalidConfig {
-                    reason: InvalidConfig::FsRoot(FsRootError::Outside(_)),
-                    ..
-                }
-            ),
-            "{err}"
+        assert_eq!(err.problem().detail, root_unavailable().detail);
+        assert_eq!(reg.locate("webdav", &json!({})).await.unwrap(), None);
+    }
+
+    #[test]
+    fn a_granted_endpoint_shows_the_policy_it_was_accepted_under() {
+        let policy = |e: &str| granted_policy(&json!({ "endpoint": e }));
+        assert_eq!(policy("http://127.0.0.1:9000"), EndpointPolicy::ANY);
+        assert_eq!(policy("http://localhost:9000"), EndpointPolicy::ANY);
+        assert_eq!(
+            policy("https://dav.example.com"),
+            EndpointPolicy::PUBLIC_ONLY
         );
-        assert!(err.to_string().contains("outside"), "{err}");
+        assert_eq!(
+            granted_policy(&json!({ "bucket": "b" })),
+            EndpointPolicy::PUBLIC_ONLY
+        );
     }
 
     #[tokio::test]
@@ -338,7 +487,7 @@ mod tests {
             Err(ProviderError::Unknown(_))
         ));
         assert!(matches!(
-            reg.build("s3", &json!({"bucket": "b", "anonymous": true}))
+            reg.build("s3", &json!({"bucket": "bkt", "anonymous": true}))
                 .await,
             Err(ProviderError::Disabled("s3"))
         ));

@@ -5,9 +5,13 @@
 //! the same way at the hub and at a spoke. Credentials come only from the
 //! configuration: OpenDAL's loading from the daemon's environment, files and
 //! cloud instance metadata is turned off, so a tenant can never borrow the
-//! identity of the machine ferry runs on. Every remote operator retries
-//! temporary failures with jittered exponential backoff and bounds each
-//! operation and each read or write by a timeout.
+//! identity of the machine ferry runs on. Every member that becomes part
+//! of a URL is checked against its grammar ([`super::grammar`], endpoints
+//! in [`super::endpoint`]) and every operator carries the HTTP client of the
+//! operator's endpoint policy ([`super::egress`]), which checks addresses
+//! when it connects. Every remote operator retries temporary failures with
+//! jittered exponential backoff and bounds each operation and each read or
+//! write by a timeout.
 
 use std::time::Duration;
 
@@ -15,8 +19,11 @@ use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{Executor, OperationContext, Operator};
 use serde::Deserialize;
 
-use super::answer::{ObservingTransport, ScopedExecutor};
+use super::answer::ScopedExecutor;
+use super::egress;
 use super::endpoint::{EndpointError, EndpointPolicy, check_endpoint};
+use super::grammar::{self, FieldError};
+use super::webdav_upload;
 
 /// Why a network provider's configuration is refused. Each is about the
 /// configuration; no retry helps.
@@ -36,6 +43,13 @@ pub enum RemoteConfigError {
     /// The endpoint is refused.
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
+    /// A member that becomes part of a URL breaks its grammar.
+    #[error(transparent)]
+    Field(#[from] FieldError),
+    /// A Google service account key that is not one, or that would make
+    /// ferry fetch tokens from somewhere else; the text says what is wrong.
+    #[error("'credential' {0}")]
+    GcsCredential(&'static str),
     /// OpenDAL refused to build the provider from the configuration.
     #[error("{0}")]
     Build(#[from] opendal::Error),
@@ -57,28 +71,13 @@ pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// transfer that keeps moving is never cut.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long connecting to a provider may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Installs the HTTP client every network provider uses, once per process
-/// (later calls do nothing): reqwest over rustls with the process's crypto
-/// provider (ring), a connect timeout, and no timeout on a whole request,
-/// since a large transfer that keeps moving may take as long as it needs
-/// ([`IO_TIMEOUT`] bounds each read and write instead). Every answer is
-/// noted for the operation that asked ([`super::answer`]).
+/// Installs OpenDAL's process-wide default HTTP transport, once per
+/// process (later calls do nothing): the public-only client of
+/// [`egress`]. Every network operator carries the client of its own policy;
+/// the default only serves an operator built some other way, which then
+/// cannot reach internal addresses.
 pub fn install_http_client() {
-    static DONE: std::sync::Once = std::sync::Once::new();
-    DONE.call_once(|| {
-        let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .expect("the HTTP client builds (its TLS provider is installed first)");
-        opendal::HttpTransporter::install_default(ObservingTransport(
-            opendal_http_transport_reqwest::ReqwestTransport::new(client),
-        ));
-    });
+    opendal::HttpTransporter::install_default(egress::transporter(EndpointPolicy::PUBLIC_ONLY));
 }
 
 /// The network providers.
@@ -109,7 +108,8 @@ impl Remote {
     }
 
     /// Whether large uploads go in parts (multipart, blocks, resumable)
-    /// rather than in one request.
+    /// rather than in one request (WebDAV's, streamed by
+    /// [`webdav_upload`]).
     pub fn uploads_in_parts(self) -> bool {
         !matches!(self, Remote::Webdav)
     }
@@ -184,6 +184,41 @@ fn required(what: &'static str, value: &str) -> Result<(), RemoteConfigError> {
     }
 }
 
+/// The root prefix, checked; `/` when none is given.
+fn root(given: Option<&str>) -> Result<&str, RemoteConfigError> {
+    let root = given.unwrap_or("/");
+    grammar::root(root)?;
+    Ok(root)
+}
+
+/// Checks a Google credential: a base64-encoded service account key whose
+/// token endpoint, if it names one, is an endpoint the policy allows.
+/// Other kinds (external accounts, say) are refused: they make the signer
+/// read local files or call URLs the key names.
+fn check_gcs_credential(encoded: &str, policy: EndpointPolicy) -> Result<(), RemoteConfigError> {
+    use base64::Engine as _;
+    let json = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| RemoteConfigError::GcsCredential("must be a base64-encoded JSON key"))?;
+    let key: serde_json::Value = serde_json::from_slice(&json)
+        .map_err(|_| RemoteConfigError::GcsCredential("must be a base64-encoded JSON key"))?;
+    if key.get("type").and_then(|t| t.as_str()) != Some("service_account") {
+        return Err(RemoteConfigError::GcsCredential(
+            "must be a service account key (\"type\": \"service_account\")",
+        ));
+    }
+    match key.get("token_uri") {
+        None => Ok(()),
+        Some(serde_json::Value::String(uri)) => {
+            check_endpoint("credential.token_uri", uri, policy)?;
+            Ok(())
+        }
+        Some(_) => Err(RemoteConfigError::GcsCredential(
+            "has a 'token_uri' that is not a URL",
+        )),
+    }
+}
+
 /// Builds the operator of a network provider from a connection's
 /// configuration, checking it first.
 pub fn build(
@@ -195,17 +230,19 @@ pub fn build(
         Remote::S3 => {
             let c: S3Config = parse(config)?;
             required("bucket", &c.bucket)?;
+            grammar::s3_bucket(&c.bucket)?;
+            let region = c.region.as_deref().unwrap_or("us-east-1");
+            grammar::s3_region(region)?;
             let mut b = opendal::services::S3::default()
                 .bucket(&c.bucket)
-                .region(c.region.as_deref().unwrap_or("us-east-1"))
-                .root(c.root.as_deref().unwrap_or("/"))
+                .region(region)
+                .root(root(c.root.as_deref())?)
                 // Each part carries its CRC32C, which S3 checks.
                 .checksum_algorithm("crc32c")
                 .disable_config_load()
                 .disable_ec2_metadata();
             if let Some(e) = &c.endpoint {
-                check_endpoint(e, policy)?;
-                b = b.endpoint(e);
+                b = b.endpoint(&check_endpoint("endpoint", e, policy)?);
             }
             if c.virtual_host_style {
                 b = b.enable_virtual_host_style();
@@ -230,21 +267,29 @@ pub fn build(
             let c: AzblobConfig = parse(config)?;
             required("container", &c.container)?;
             required("account_name", &c.account_name)?;
-            let endpoint = c
-                .endpoint
-                .clone()
-                .unwrap_or_else(|| format!("https://{}.blob.core.windows.net", c.account_name));
-            check_endpoint(&endpoint, policy)?;
+            grammar::azure_container(&c.container)?;
+            grammar::azure_account(&c.account_name)?;
+            let endpoint = match &c.endpoint {
+                Some(e) => check_endpoint("endpoint", e, policy)?,
+                None => check_endpoint(
+                    "account_name",
+                    &format!("https://{}.blob.core.windows.net", c.account_name),
+                    policy,
+                )?,
+            };
             let mut b = opendal::services::Azblob::default()
                 .container(&c.container)
                 .account_name(&c.account_name)
                 .endpoint(&endpoint)
-                .root(c.root.as_deref().unwrap_or("/"));
+                .root(root(c.root.as_deref())?);
             // Credentials from the configuration only: without them
             // OpenDAL would look in the daemon's environment.
             b = match (&c.account_key, &c.sas_token) {
                 (Some(k), None) => b.account_key(k),
-                (None, Some(t)) => b.sas_token(t),
+                (None, Some(t)) => {
+                    grammar::sas_token(t)?;
+                    b.sas_token(t)
+                }
                 _ => {
                     return Err(RemoteConfigError::Credentials(
                         "exactly one of 'account_key' and 'sas_token'",
@@ -257,24 +302,25 @@ pub fn build(
             let c: GcsConfig = parse(config)?;
             required("bucket", &c.bucket)?;
             required("credential", &c.credential)?;
+            grammar::gcs_bucket(&c.bucket)?;
+            check_gcs_credential(&c.credential, policy)?;
             let mut b = opendal::services::Gcs::default()
                 .bucket(&c.bucket)
                 .credential(&c.credential)
-                .root(c.root.as_deref().unwrap_or("/"))
+                .root(root(c.root.as_deref())?)
                 .disable_config_load()
                 .disable_vm_metadata();
             if let Some(e) = &c.endpoint {
-                check_endpoint(e, policy)?;
-                b = b.endpoint(e);
+                b = b.endpoint(&check_endpoint("endpoint", e, policy)?);
             }
             Operator::new(b)?
         }
         Remote::Webdav => {
             let c: WebdavConfig = parse(config)?;
-            check_endpoint(&c.endpoint, policy)?;
+            let endpoint = check_endpoint("endpoint", &c.endpoint, policy)?;
             let mut b = opendal::services::Webdav::default()
-                .endpoint(&c.endpoint)
-                .root(c.root.as_deref().unwrap_or("/"));
+                .endpoint(&endpoint)
+                .root(root(c.root.as_deref())?);
             match (&c.username, &c.password, &c.token) {
                 (Some(u), p, None) => {
                     b = b.username(u);
@@ -290,29 +336,41 @@ pub fn build(
                     ));
                 }
             }
-            Operator::new(b)?
+            let authorization = webdav_upload::authorization(
+                c.username.as_deref(),
+                c.password.as_deref(),
+                c.token.as_deref(),
+            );
+            Operator::new(b)?.layer(webdav_upload::StreamingUploads::new(
+                endpoint,
+                authorization,
+                policy,
+            ))
         }
     };
-    Ok(with_layers(op))
+    Ok(with_layers(op, policy))
 }
 
-/// Retries and timeouts, as every network operator has them, and the
-/// executor that keeps background work in its operation's
-/// [`super::answer::observed`] scope.
-fn with_layers(op: Operator) -> Operator {
-    op.with_context(OperationContext::new().with_executor(Executor::with(ScopedExecutor)))
-        .layer(
-            RetryLayer::new()
-                .with_jitter()
-                .with_min_delay(Duration::from_millis(100))
-                .with_max_delay(Duration::from_secs(5))
-                .with_max_times(RETRIES),
-        )
-        .layer(
-            TimeoutLayer::new()
-                .with_timeout(OPERATION_TIMEOUT)
-                .with_io_timeout(IO_TIMEOUT),
-        )
+/// Retries and timeouts, as every network operator has them, the HTTP
+/// client of the endpoint `policy`, and the executor that keeps background
+/// work in its operation's [`super::answer::observed`] scope.
+fn with_layers(op: Operator, policy: EndpointPolicy) -> Operator {
+    op.with_context(OperationContext::from_parts(
+        egress::transporter(policy),
+        Executor::with(ScopedExecutor),
+    ))
+    .layer(
+        RetryLayer::new()
+            .with_jitter()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(5))
+            .with_max_times(RETRIES),
+    )
+    .layer(
+        TimeoutLayer::new()
+            .with_timeout(OPERATION_TIMEOUT)
+            .with_io_timeout(IO_TIMEOUT),
+    )
 }
 
 #[cfg(test)]
@@ -326,21 +384,24 @@ mod tests {
     #[test]
     fn configurations_are_strict_and_need_their_credentials() {
         let s3 = |v: serde_json::Value| build(Remote::S3, &v, OPEN);
-        s3(json!({"bucket": "b", "endpoint": "http://127.0.0.1:9", "access_key_id": "a", "secret_access_key": "s"}))
+        s3(json!({"bucket": "bkt", "endpoint": "http://127.0.0.1:9", "access_key_id": "a", "secret_access_key": "s"}))
             .unwrap();
-        s3(json!({"bucket": "b", "anonymous": true})).unwrap();
+        s3(json!({"bucket": "bkt", "anonymous": true})).unwrap();
         use RemoteConfigError as E;
         let refused = |r: Result<Operator, E>| r.expect_err("refused");
         for (bad, why) in [
-            (json!({"bucket": "b"}), "credentials"),
-            (json!({"bucket": "b", "access_key_id": "a"}), "credentials"),
+            (json!({"bucket": "bkt"}), "credentials"),
+            (
+                json!({"bucket": "bkt", "access_key_id": "a"}),
+                "credentials",
+            ),
             (json!({"bucket": "", "anonymous": true}), "empty"),
             (
-                json!({"bucket": "b", "anonymous": true, "colour": "red"}),
+                json!({"bucket": "bkt", "anonymous": true, "colour": "red"}),
                 "malformed",
             ),
             (
-                json!({"bucket": "b", "anonymous": true, "endpoint": "file:///etc"}),
+                json!({"bucket": "bkt", "anonymous": true, "endpoint": "file:///etc"}),
                 "endpoint",
             ),
         ] {
@@ -349,24 +410,24 @@ mod tests {
                 E::Credentials(_) => "credentials",
                 E::Empty("bucket") => "empty",
                 E::Malformed(_) => "malformed",
-                E::Endpoint(EndpointError::Scheme(_)) => "endpoint",
+                E::Endpoint(EndpointError::Scheme { .. }) => "endpoint",
                 _ => "other",
             };
             assert_eq!(kind, why, "{bad}: {err}");
         }
         let az = |v: serde_json::Value| build(Remote::Azblob, &v, OPEN);
-        az(json!({"container": "c", "account_name": "a", "account_key": "a2V5"})).unwrap();
+        az(json!({"container": "ctr", "account_name": "acct", "account_key": "a2V5"})).unwrap();
         assert!(matches!(
-            refused(az(json!({"container": "c", "account_name": "a"}))),
+            refused(az(json!({"container": "ctr", "account_name": "acct"}))),
             E::Credentials(_)
         ));
         assert!(matches!(
             refused(build(
                 Remote::Azblob,
-                &json!({"container": "c", "account_name": "a", "account_key": "a2V5", "endpoint": "http://127.0.0.1:10000/a"}),
+                &json!({"container": "ctr", "account_name": "acct", "account_key": "a2V5", "endpoint": "http://127.0.0.1:10000/a"}),
                 STRICT
             )),
-            E::Endpoint(EndpointError::Private(_))
+            E::Endpoint(EndpointError::Private { .. })
         ));
         let dav = |v: serde_json::Value| build(Remote::Webdav, &v, OPEN);
         dav(json!({"endpoint": "http://127.0.0.1:8080", "username": "u", "password": "p"}))
@@ -379,8 +440,109 @@ mod tests {
             "give 'username' (and 'password'), or 'token', not both"
         );
         assert!(matches!(
-            refused(build(Remote::Gcs, &json!({"bucket": "b"}), OPEN)),
+            refused(build(Remote::Gcs, &json!({"bucket": "bkt"}), OPEN)),
             E::Malformed(_)
         ));
+    }
+
+    use RemoteConfigError as E;
+
+    /// The member a refusal names, from its text.
+    fn named(err: &RemoteConfigError) -> String {
+        let text = err.to_string();
+        text.split('\'').nth(1).unwrap_or_default().to_owned()
+    }
+
+    #[test]
+    fn members_that_become_urls_are_checked_against_their_grammar() {
+        let s3 = json!({"bucket": "ferry-test", "anonymous": true});
+        let with = |base: &serde_json::Value, key: &str, value: &str| {
+            let mut v = base.clone();
+            v[key] = json!(value);
+            v
+        };
+        for (key, value) in [
+            ("region", "us-east-1.evil.example/#"),
+            ("region", "us-east-1/../x"),
+            ("bucket", "a/../b"),
+            ("bucket", "b.evil.example/#"),
+            ("bucket", "b?x=1"),
+            ("root", "a/../b"),
+            ("root", "/a?x"),
+            ("endpoint", "http://s3.example.com/#"),
+            ("endpoint", "http://user@s3.example.com"),
+        ] {
+            let err = build(Remote::S3, &with(&s3, key, value), OPEN).expect_err(value);
+            assert_eq!(named(&err), key, "{key}={value}: {err}");
+        }
+        let az = json!({"container": "c-1", "account_name": "acct", "account_key": "a2V5"});
+        for (key, value) in [
+            ("account_name", "evil.example/#"),
+            ("account_name", "127.0.0.1"),
+            ("container", "c/../d"),
+            ("root", "../x"),
+        ] {
+            let err = build(Remote::Azblob, &with(&az, key, value), OPEN).expect_err(value);
+            assert_eq!(named(&err), key, "{key}={value}: {err}");
+        }
+        let sas = json!({"container": "c-1", "account_name": "acct", "sas_token": "sv=1#x"});
+        assert_eq!(
+            named(&build(Remote::Azblob, &sas, OPEN).unwrap_err()),
+            "sas_token"
+        );
+        let dav = json!({"endpoint": "https://dav.example.com/dav/"});
+        build(Remote::Webdav, &dav, STRICT).unwrap();
+        let err = build(Remote::Webdav, &with(&dav, "root", "x/../../y"), STRICT).unwrap_err();
+        assert_eq!(named(&err), "root");
+        let err = build(
+            Remote::Webdav,
+            &with(&dav, "endpoint", "http://0x7f.1/"),
+            STRICT,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, E::Endpoint(EndpointError::Private { .. })),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn gcs_credentials_must_be_service_account_keys() {
+        use base64::Engine as _;
+        let encode =
+            |v: serde_json::Value| base64::engine::general_purpose::STANDARD.encode(v.to_string());
+        let gcs = |credential: String, policy| {
+            build(
+                Remote::Gcs,
+                &json!({"bucket": "ferry-test", "credential": credential}),
+                policy,
+            )
+        };
+        let external = encode(json!({
+            "type": "external_account",
+            "token_url": "https://sts.example.com/v1/token",
+            "credential_source": {"file": "/etc/hostname"},
+        }));
+        assert!(matches!(
+            gcs(external, OPEN).unwrap_err(),
+            E::GcsCredential(_)
+        ));
+        assert!(matches!(
+            gcs("not base64!".into(), OPEN).unwrap_err(),
+            E::GcsCredential(_)
+        ));
+        let inward = encode(json!({
+            "type": "service_account",
+            "token_uri": "http://169.254.169.254/token",
+        }));
+        let err = gcs(inward, STRICT).unwrap_err();
+        assert!(
+            matches!(err, E::Endpoint(EndpointError::Private { .. })),
+            "{err}"
+        );
+        assert!(
+            err.to_string().starts_with("'credential.token_uri'"),
+            "{err}"
+        );
     }
 }

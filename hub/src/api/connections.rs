@@ -2,7 +2,7 @@
 
 use ferry_common::body::Body;
 use ferry_common::problem::{ErrorCode, Problem};
-use ferry_common::provider::redact;
+use ferry_common::provider::{redact, root_unavailable};
 use http::{Method, Request, StatusCode};
 use opendal::Operator;
 use serde::{Deserialize, Serialize};
@@ -117,11 +117,29 @@ async fn create(state: &AppState, account: &str, req: Request<Body>) -> ApiResul
             "'config' must be a JSON object",
         ));
     }
+    // Where the data would live is checked against other accounts' claims
+    // before anything is created there: a refused connection leaves no
+    // folder behind, and every such refusal is the same answer.
+    let location = state
+        .providers
+        .locate(&body.provider, &body.config)
+        .await
+        .map_err(|e| e.problem())?;
+    if let Some(location) = &location
+        && state
+            .store
+            .location_claimed_by_other(account, location)
+            .await
+            .map_err(|e| store_problem(state, e))?
+    {
+        tracing::info!(account.id = %account, %location, "refused a root another account's location overlaps");
+        return Err(root_unavailable());
+    }
     let built = state
         .providers
         .build_and_check(&body.provider, &body.config)
         .await
-        .map_err(|e| Problem::new(e.code(), ferry_common::provider::scrub(&e.to_string())))?;
+        .map_err(|e| e.problem())?;
     let id = new_id("con");
     let plain = serde_json::to_vec(&body.config).expect("a JSON value serialises");
     let row = ConnectionRow {
@@ -137,10 +155,7 @@ async fn create(state: &AppState, account: &str, req: Request<Body>) -> ApiResul
         .create_connection(&row, built.location.as_deref())
         .await
         .map_err(|e| match e {
-            StoreError::LocationInUse => Problem::new(
-                ErrorCode::LocationInUse,
-                "another account's connection uses that location, or one inside or around it",
-            ),
+            StoreError::LocationInUse => root_unavailable(),
             other => store_problem(state, other),
         })?;
     state.operators.insert(&row.id, built.op);

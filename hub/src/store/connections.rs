@@ -37,6 +37,29 @@ fn from_row(row: &AnyRow) -> Result<ConnectionRow, sqlx::Error> {
     })
 }
 
+/// The claims of the same kind as `location` (`fs:…`), with the account of
+/// each. Claims are few: one per folder an account uses.
+async fn claims_like<'e, E>(db: E, location: &str) -> Result<Vec<(String, String)>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let scheme = location.split(':').next().unwrap_or_default();
+    Ok(
+        sqlx::query_as("SELECT location, account_id FROM location_claims WHERE location LIKE $1")
+            .bind(format!("{scheme}:%"))
+            .fetch_all(db)
+            .await?,
+    )
+}
+
+/// Whether one of `claims` by another account than `account_id` overlaps
+/// `location`.
+fn claimed_by_other(claims: &[(String, String)], account_id: &str, location: &str) -> bool {
+    claims
+        .iter()
+        .any(|(l, a)| a != account_id && ferry_common::provider::locations_overlap(l, location))
+}
+
 impl Store {
     /// Saves a new connection; `Conflict` if the account already has one
     /// with that name, `LocationInUse` if `location` overlaps a location
@@ -53,17 +76,8 @@ impl Store {
             // Claims are few (one per folder an account uses): compare them
             // here, in the transaction that inserts, so two accounts racing
             // for one folder cannot both win (SQLite serialises writers).
-            let scheme = location.split(':').next().unwrap_or_default();
-            let claims: Vec<(String, String)> = sqlx::query_as(
-                "SELECT location, account_id FROM location_claims WHERE location LIKE $1",
-            )
-            .bind(format!("{scheme}:%"))
-            .fetch_all(&mut *tx)
-            .await?;
-            let taken = claims.iter().any(|(l, a)| {
-                a != &c.account_id && ferry_common::provider::locations_overlap(l, location)
-            });
-            if taken {
+            let claims = claims_like(&mut *tx, location).await?;
+            if claimed_by_other(&claims, &c.account_id, location) {
                 return Err(StoreError::LocationInUse);
             }
             sqlx::query(
@@ -91,6 +105,20 @@ impl Store {
         .map_err(|e| StoreError::from_unique(e, "a connection with that name"))?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Whether another account than `account_id` claims a location that
+    /// overlaps `location`: asked before a new connection's folders are
+    /// made, so a refused connection creates nothing.
+    /// [`Self::create_connection`] asks again in its transaction.
+    pub async fn location_claimed_by_other(
+        &self,
+        account_id: &str,
+        location: &str,
+    ) -> Result<bool, StoreError> {
+        // The primary, not a replica: a claim made a moment ago counts.
+        let claims = claims_like(&self.pool, location).await?;
+        Ok(claimed_by_other(&claims, account_id, location))
     }
 
     /// Whether a connection with this id exists (in any account).
