@@ -20,7 +20,7 @@ use ferry_common::contract::{
     Grant, GrantOp, GrantRequest, InternalCall, LookupAnswer, LookupRequest,
 };
 use ferry_common::problem::{ErrorCode, Problem};
-use ferry_common::provider::ProviderRegistry;
+use ferry_common::provider::{EndpointPolicy, ProviderRegistry};
 use futures_util::future::BoxFuture;
 use http::{HeaderValue, Response, StatusCode};
 use opendal::Operator;
@@ -197,19 +197,28 @@ impl DataPath {
     /// The operator of a granted connection, rebuilt when its configuration
     /// changes. Credentials stay in this process's memory.
     fn operator(&self, grant: &Grant) -> Result<Operator, Problem> {
-        let fingerprint = format!("{}:{}", grant.provider, grant.config);
+        let fingerprint = format!(
+            "{}:{}:{}",
+            grant.provider, grant.config, grant.allow_private_endpoints
+        );
         let mut ops = self.operators.lock().expect("operator cache poisoned");
         if let Some((fp, op)) = ops.get(&grant.connection_id)
             && *fp == fingerprint
         {
             return Ok(op.clone());
         }
-        let op = ProviderRegistry::build_granted(&grant.provider, &grant.config).map_err(|e| {
-            Problem::new(
-                e.code(),
-                format!("the connection's provider cannot be used here: {e}"),
-            )
-        })?;
+        let endpoints = if grant.allow_private_endpoints {
+            EndpointPolicy::ANY
+        } else {
+            EndpointPolicy::PUBLIC_ONLY
+        };
+        let op = ProviderRegistry::build_granted(&grant.provider, &grant.config, endpoints)
+            .map_err(|e| {
+                Problem::new(
+                    e.code(),
+                    format!("the connection's provider cannot be used here: {e}"),
+                )
+            })?;
         ops.insert(grant.connection_id.clone(), (fingerprint, op.clone()));
         Ok(op)
     }

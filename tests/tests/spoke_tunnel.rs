@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-
 use ferry_tests::hub::ADMIN_TOKEN;
 use ferry_tests::{Api, Hub, Spoke, eventually};
 use serde_json::json;

@@ -54,6 +54,11 @@ pub struct Grant {
     /// How long the spoke may start transfers under the grant, in
     /// milliseconds.
     pub ttl_ms: u64,
+    /// Whether the hub's operator allows provider endpoints at internal
+    /// addresses (`providers.remote.allow_private_endpoints`); the spoke
+    /// checks every address it connects to under the same rule.
+    #[serde(default)]
+    pub allow_private_endpoints: bool,
     /// The signed grant, opaque to the spoke: it goes back to the hub in
     /// [`GRANT_HEADER`] with every lookup and report for this object.
     pub token: String,
@@ -71,6 +76,7 @@ impl std::fmt::Debug for Grant {
             .field("config", &crate::provider::redact(&self.config))
             .field("direct", &self.direct)
             .field("ttl_ms", &self.ttl_ms)
+            .field("allow_private_endpoints", &self.allow_private_endpoints)
             .field("meta", &self.meta)
             .finish_non_exhaustive()
     }
@@ -105,6 +111,7 @@ mod tests {
             config: serde_json::json!({ "bucket": "b", "secret_access_key": "hunter2" }),
             direct: true,
             ttl_ms: 30_000,
+            allow_private_endpoints: false,
             token: "fg1.secret-token".into(),
             meta: None,
         };

@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 use opendal::Operator;
 use serde::Deserialize;
 
-use super::endpoint::{EndpointError, EndpointPolicy, check_endpoint};
+use super::endpoint::EndpointPolicy;
 use super::remote;
 use super::{Built, InvalidConfig, ProviderError, ProviderKind, ProviderPolicy, answer};
 use crate::path::STAGING_DIR;
@@ -118,6 +118,11 @@ pub struct ProviderRegistry {
 }
 
 impl ProviderRegistry {
+    /// What network endpoints may be, here.
+    pub fn endpoint_policy(&self) -> EndpointPolicy {
+        self.policy.endpoints
+    }
+
     /// A registry enforcing `policy`.
     pub fn new(policy: ProviderPolicy) -> Self {
         Self { policy }
@@ -206,18 +211,15 @@ impl ProviderRegistry {
     /// Builds the operator of a connection the hub granted: the hub checked
     /// its configuration against its own policy when the connection was
     /// made. Only providers a spoke can reach are built; `memory` lives in
-    /// the hub and is refused.
-    ///
-    /// The grant does not say whether the hub allows private endpoints, so
-    /// the addresses a spoke connects to are checked under the policy the
-    /// granted endpoint shows ([`granted_policy`]): internal addresses are
-    /// allowed only when the endpoint is one itself (which the hub accepted
-    /// only because its operator allows them). A host name is held to
-    /// public addresses, so a name rebound to the spoke's own network after
-    /// the hub checked it is refused there too.
+    /// the hub and is refused. The addresses a spoke connects to are
+    /// checked at connect time under `endpoints`, the hub's policy as the
+    /// grant carries it: a host name rebound to an internal address after
+    /// the hub checked it is refused at the spoke too, unless the operator
+    /// allows internal endpoints.
     pub fn build_granted(
         name: &str,
         config: &serde_json::Value,
+        endpoints: EndpointPolicy,
     ) -> Result<Operator, ProviderError> {
         let (kind, invalid) = named(name)?;
         match kind {
@@ -229,8 +231,9 @@ impl ProviderRegistry {
             ProviderKind::Memory => Err(ProviderError::Disabled(kind.as_str())),
             // The hub applied its endpoint policy when the connection was
             // made.
-            ProviderKind::Remote(r) => remote::build(r, config, granted_policy(config))
-                .map_err(|e| invalid(InvalidConfig::Remote(e))),
+            ProviderKind::Remote(r) => {
+                remote::build(r, config, endpoints).map_err(|e| invalid(InvalidConfig::Remote(e)))
+            }
         }
     }
 
@@ -328,26 +331,6 @@ impl ProviderRegistry {
             return Err(FsRootError::unavailable(root, "it is not a folder"));
         }
         Ok(again)
-    }
-}
-
-/// The endpoint policy of a granted configuration: [`EndpointPolicy::ANY`]
-/// when its `endpoint` is itself an internal address (the hub allowed it),
-/// else [`EndpointPolicy::PUBLIC_ONLY`].
-pub fn granted_policy(config: &serde_json::Value) -> EndpointPolicy {
-    let internal = config
-        .get("endpoint")
-        .and_then(serde_json::Value::as_str)
-        .is_some_and(|e| {
-            matches!(
-                check_endpoint("endpoint", e, EndpointPolicy::PUBLIC_ONLY),
-                Err(EndpointError::Private { .. })
-            )
-        });
-    if internal {
-        EndpointPolicy::ANY
-    } else {
-        EndpointPolicy::PUBLIC_ONLY
     }
 }
 
@@ -457,21 +440,6 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.problem().detail, root_unavailable().detail);
         assert_eq!(reg.locate("webdav", &json!({})).await.unwrap(), None);
-    }
-
-    #[test]
-    fn a_granted_endpoint_shows_the_policy_it_was_accepted_under() {
-        let policy = |e: &str| granted_policy(&json!({ "endpoint": e }));
-        assert_eq!(policy("http://127.0.0.1:9000"), EndpointPolicy::ANY);
-        assert_eq!(policy("http://localhost:9000"), EndpointPolicy::ANY);
-        assert_eq!(
-            policy("https://dav.example.com"),
-            EndpointPolicy::PUBLIC_ONLY
-        );
-        assert_eq!(
-            granted_policy(&json!({ "bucket": "b" })),
-            EndpointPolicy::PUBLIC_ONLY
-        );
     }
 
     #[tokio::test]

@@ -172,6 +172,7 @@ async fn grant(state: &AppState, spoke: &str, req: Request<Body>, limit: usize) 
         config,
         direct,
         ttl_ms: ttl_secs * 1000,
+        allow_private_endpoints: state.providers.endpoint_policy().allow_private,
         meta,
     };
     Ok(json(StatusCode::OK, &grant))
