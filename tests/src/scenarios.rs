@@ -474,8 +474,8 @@ pub async fn copy_and_move(t: &Tenant) {
             (404, "not_found"),
         ),
         (
-            json!({ "from": "moved/c.bin", "to": "moved/c.bin" }),
-            (400, "invalid_field"),
+            json!({ "from": "moved/c.bin", "to": "moved/c.bin", "overwrite": true }),
+            (409, "already_exists"),
         ),
         (
             json!({ "from": "../etc/passwd", "to": "x.bin" }),
