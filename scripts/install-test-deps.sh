@@ -17,6 +17,8 @@
 # has keeps its own dependencies:
 #   venv/          moto's S3 server and python-hcl2 (tests/tools/requirements.txt)
 #   checkov-venv/  checkov (tests/tools/checkov-requirements.txt)
+#   schemathesis-venv/  schemathesis, the API fuzzer
+#                  (tests/tools/schemathesis-requirements.txt)
 #   npm/           Azurite (tests/tools/package.json and package-lock.json)
 # Each holds a stamp with the hash of the files it was made from and is
 # made afresh only when they change. The tests look for the tools there
@@ -106,6 +108,7 @@ npm_env() {
 
 python_env venv requirements.txt
 python_env checkov-venv checkov-requirements.txt
+python_env schemathesis-venv schemathesis-requirements.txt
 npm_env
 
 if ! cargo nextest --version >/dev/null 2>&1; then

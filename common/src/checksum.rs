@@ -65,9 +65,17 @@ pub fn encode_crc64(value: u64) -> String {
     STANDARD.encode(value.to_be_bytes())
 }
 
-/// Decodes a [`CRC64NVME_HEADER`] value.
+/// Standard base64 whose final `=` may be left out (as RFC 4648 allows
+/// when the length is known): a CRC64/NVME is always 8 bytes.
+const PADDING_OPTIONAL: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+/// Decodes a [`CRC64NVME_HEADER`] value, with or without its padding.
 pub fn decode_crc64(text: &str) -> Option<u64> {
-    let bytes = STANDARD.decode(text.trim()).ok()?;
+    let bytes = PADDING_OPTIONAL.decode(text.trim()).ok()?;
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
@@ -230,10 +238,16 @@ mod tests {
         let sums = c.finish();
         assert_eq!(sums.crc64nvme, 0xAE8B_1486_0A79_9888);
         assert_eq!(sums.len, 9);
+        let encoded = encode_crc64(sums.crc64nvme);
+        assert_eq!(decode_crc64(&encoded), Some(sums.crc64nvme));
+        // The padding may be left out; anything else stays malformed.
         assert_eq!(
-            decode_crc64(&encode_crc64(sums.crc64nvme)),
+            decode_crc64(encoded.trim_end_matches('=')),
             Some(sums.crc64nvme)
         );
+        for bad in ["", "0", "AAAAAAAAAAA==", "AAAAAAAAAAB=", "AAAAAAAAAAAAAAAA"] {
+            assert_eq!(decode_crc64(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

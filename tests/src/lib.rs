@@ -5,6 +5,7 @@
 //! Scenarios are written against an [`Api`] (a base URL and a client), not
 //! against a hub, so the same scenarios can run against a spoke.
 
+pub mod api_fuzz;
 pub mod client;
 pub mod delay_proxy;
 pub mod dns;

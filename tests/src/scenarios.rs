@@ -474,8 +474,8 @@ pub async fn copy_and_move(t: &Tenant) {
             (404, "not_found"),
         ),
         (
-            json!({ "from": "moved/c.bin", "to": "moved/c.bin" }),
-            (400, "invalid_field"),
+            json!({ "from": "moved/c.bin", "to": "moved/c.bin", "overwrite": true }),
+            (409, "already_exists"),
         ),
         (
             json!({ "from": "../etc/passwd", "to": "x.bin" }),
@@ -564,8 +564,20 @@ pub async fn events_in_order(t: &Tenant) {
             .iter()
             .all(|e| e["connection_id"] == t.conn_id.as_str())
     );
+    // The account's own events, numbered from one with no gap.
     let ids: Vec<i64> = events.iter().map(|e| e["id"].as_i64().unwrap()).collect();
-    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(ids, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(cursor, "s0");
+    assert_eq!(page["next_cursor"], "s6");
+    // A cursor of the earlier kind (a bare number) is still taken.
+    let legacy = t
+        .api
+        .get("/v1/events?cursor=0")
+        .send()
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(legacy, page);
 
     // Page by two and resume: the same events, none twice.
     let mut resumed = Vec::new();
@@ -935,7 +947,29 @@ pub async fn bad_inputs(t: &Tenant, max_json_body_bytes: usize) {
 /// Account B can neither see nor touch account A's connections or files,
 /// and every miss looks the same as a connection that does not exist.
 pub async fn tenant_isolation(a: &Tenant, b: &Tenant, data_dir: &Path) {
+    // A's feed numbers A's events alone: B's writes move neither A's event
+    // ids nor A's cursor.
+    upload(a, "first.txt", b"a").await;
+    let before = a.api.get("/v1/events").send().await.expect(200).json();
+    for name in ["b1.txt", "b2.txt", "b3.txt"] {
+        upload(b, name, b"b").await;
+    }
+    let after = a.api.get("/v1/events").send().await.expect(200).json();
+    assert_eq!(after, before, "B's writes moved A's feed");
+    let last = before["events"].as_array().unwrap().last().unwrap()["id"]
+        .as_i64()
+        .unwrap();
     upload(a, "secret.txt", b"only for a").await;
+    let cursor = before["next_cursor"].as_str().unwrap();
+    let next = a
+        .api
+        .get(&format!("/v1/events?cursor={cursor}"))
+        .send()
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(next["events"][0]["id"], last + 1, "{next}");
+    assert_eq!(next["events"][0]["path"], "secret.txt", "{next}");
     let list = b.api.get("/v1/connections").send().await.expect(200).json();
     let names: Vec<&str> = list["connections"]
         .as_array()

@@ -1,5 +1,5 @@
 //! The test tools that come from PyPI and npm — moto's S3 server, Azurite,
-//! checkov, and a Python with python-hcl2 — found in the environments of
+//! checkov, schemathesis, and a Python with python-hcl2 — found in the environments of
 //! the project's own that `scripts/install-test-deps.sh` makes under the
 //! cargo target folder (`test-tools/`), never on `PATH`: a tool the user
 //! installed for something else is neither used nor disturbed. Debian's
@@ -17,6 +17,10 @@ pub enum Tool {
     /// checkov, from `tests/tools/checkov-requirements.txt` (an environment
     /// of its own: it brings a fork of hcl2 under the same module name).
     Checkov,
+    /// schemathesis's command line, from
+    /// `tests/tools/schemathesis-requirements.txt` (an environment of its
+    /// own, so its pins move apart from moto's).
+    Schemathesis,
     /// Azurite's blob server (`azurite-blob`), from
     /// `tests/tools/package-lock.json`.
     AzuriteBlob,
@@ -29,6 +33,7 @@ impl Tool {
             Tool::MotoServer => "venv/bin/moto_server",
             Tool::Python => "venv/bin/python3",
             Tool::Checkov => "checkov-venv/bin/checkov",
+            Tool::Schemathesis => "schemathesis-venv/bin/schemathesis",
             Tool::AzuriteBlob => "npm/node_modules/.bin/azurite-blob",
         }
     }

@@ -4,7 +4,9 @@
 //! primary lost and back, the replica lost and back; spokes that learn
 //! every hub, steered alike by all of them, moving to another hub when
 //! theirs stops; the database password from a file or the environment;
-//! TLS to the database, verified; a SQLite hub moved to PostgreSQL.
+//! TLS to the database, verified; a SQLite hub moved to PostgreSQL; two
+//! hubs numbering one account's events at once, and events from a hub of
+//! the previous release numbered by the store.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -872,4 +874,60 @@ async fn a_sqlite_hub_moves_to_postgres_with_its_clients_and_spokes() {
         "{}",
         spoke.log()
     );
+}
+
+#[tokio::test]
+async fn two_hubs_number_one_accounts_events_without_gap_or_duplicate() {
+    ferry_tests::install_crypto_provider();
+    let pg = Postgres::primary();
+    let hub_a = hub_on(pg.store_toml(None));
+    let hub_b = Hub::start_with(HubOptions {
+        extra_toml: pg.store_toml(None),
+        data_dir: Some(hub_a.data_dir.clone()),
+        ..HubOptions::default()
+    });
+    let t = tenant(&hub_a.url(), "alpha", &hub_a.data_dir).await;
+    let other = tenant(&hub_b.url(), "beta", &hub_a.data_dir).await;
+    let via_b = Api::new(hub_b.url()).as_token(&t.key);
+    // Both hubs commit events of the one account at once, while another
+    // account writes beside them.
+    let writes = (0..24).map(|i| {
+        let (api, path) = match i % 3 {
+            0 => (&t.api, format!("/v1/connections/local/files/a{i}.txt")),
+            1 => (&via_b, format!("/v1/connections/local/files/b{i}.txt")),
+            _ => (&other.api, format!("/v1/connections/local/files/o{i}.txt")),
+        };
+        async move { api.put(&path).body("x").send().await.expect(201) }
+    });
+    futures_util::future::join_all(writes).await;
+    let feed = via_b.get("/v1/events").send().await.expect(200).json();
+    let events = feed["events"].as_array().unwrap();
+    let ids: Vec<i64> = events.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, (1..=16).collect::<Vec<i64>>(), "{feed}");
+    let mut paths: Vec<&str> = events.iter().map(|e| e["path"].as_str().unwrap()).collect();
+    paths.sort_unstable();
+    paths.dedup();
+    assert_eq!(paths.len(), 16, "{feed}");
+    let theirs = other.api.get("/v1/events").send().await.expect(200).json();
+    assert_eq!(theirs["events"].as_array().unwrap().len(), 8, "{theirs}");
+
+    // A hub of the release before the numbering inserts events without a
+    // number while the hubs are upgraded in turn: the store numbers them.
+    pg.sql(&format!(
+        "INSERT INTO events (account_id, connection_id, kind, path, at) \
+         VALUES ('{}', '{}', 'created', 'old-hub.txt', 1)",
+        t.account_id, t.conn_id
+    ));
+    let more = t
+        .api
+        .get(&format!(
+            "/v1/events?cursor={}",
+            feed["next_cursor"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(more["events"][0]["id"], 17, "{more}");
+    assert_eq!(more["events"][0]["path"], "old-hub.txt", "{more}");
 }

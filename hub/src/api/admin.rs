@@ -22,6 +22,14 @@ fn account_missing(id: &str) -> Problem {
     Problem::new(ErrorCode::AccountNotFound, format!("no account '{id}'"))
 }
 
+/// Whether `text` has the shape of an account id: `acc_` and 20 lower-case
+/// hex digits.
+fn is_account_id(text: &str) -> bool {
+    text.strip_prefix("acc_").is_some_and(|hex| {
+        hex.len() == 20 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
 pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiResult {
     require_admin(state, req.headers())?;
     let store_err = |e| store_problem(state, e);
@@ -50,6 +58,14 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
         }
         (Route::Accounts, _) => {
             let page = paging(&req, 100, 1000)?;
+            // The cursor is the last account id of a page: anything else
+            // was not made here.
+            if page.cursor.as_deref().is_some_and(|c| !is_account_id(c)) {
+                return Err(Problem::new(
+                    ErrorCode::InvalidCursor,
+                    "use a 'next_cursor' from an earlier answer",
+                ));
+            }
             let mut accounts = state
                 .store
                 .list_accounts(page.cursor.as_deref(), page.limit as i64 + 1)

@@ -1,4 +1,10 @@
 //! `GET /v1/events`: the account's activity feed, resumable by cursor.
+//!
+//! A cursor is `s` followed by the number of the last event the reader
+//! has (`s0` before the first): numbers count the account's own events,
+//! so a cursor says nothing about other accounts. A cursor of the earlier
+//! kind, a bare global event id, is still taken and answered with a cursor
+//! of the new kind that stands at the same place.
 
 use ferry_common::body::Body;
 use ferry_common::problem::{ErrorCode, Problem};
@@ -9,17 +15,62 @@ use super::auth::require_account;
 use super::http_util::{json, paging};
 use super::{ApiResult, AppState, store_problem};
 
+/// The most digits a cursor's number may have: any number of 18 digits
+/// fits an `i64`.
+const MAX_DIGITS: usize = 18;
+
+/// Where a reader of the feed stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cursor {
+    /// After the account's event of this number (`s42`).
+    After(i64),
+    /// After the event of this global id: a cursor handed out before
+    /// events were numbered per account (`42`).
+    AfterGlobalId(i64),
+}
+
+impl Cursor {
+    /// Reads `s` followed by 1 to 18 digits, or 1 to 18 digits alone.
+    fn parse(text: &str) -> Option<Cursor> {
+        let (digits, legacy) = match text.strip_prefix('s') {
+            Some(rest) => (rest, false),
+            None => (text, true),
+        };
+        let well_formed =
+            (1..=MAX_DIGITS).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
+        let n = digits.parse().ok().filter(|_| well_formed)?;
+        Some(if legacy {
+            Cursor::AfterGlobalId(n)
+        } else {
+            Cursor::After(n)
+        })
+    }
+}
+
+/// A cursor standing after the account's event numbered `seq`.
+fn cursor_after(seq: i64) -> String {
+    format!("s{seq}")
+}
+
 pub async fn list(state: &AppState, req: Request<Body>) -> ApiResult {
     let account = require_account(state, req.headers()).await?;
     let page = paging(&req, 100, 1000)?;
-    let after = match &page.cursor {
-        None => 0,
-        Some(c) => c.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+    let cursor = match &page.cursor {
+        None => Cursor::After(0),
+        Some(c) => Cursor::parse(c).ok_or_else(|| {
             Problem::new(
                 ErrorCode::InvalidCursor,
                 "use a 'next_cursor' from an earlier answer",
             )
         })?,
+    };
+    let after = match cursor {
+        Cursor::After(seq) => seq,
+        Cursor::AfterGlobalId(id) => state
+            .store
+            .event_seq_at_legacy_id(&account, id)
+            .await
+            .map_err(|e| store_problem(state, e))?,
     };
     let events = state
         .store
@@ -31,8 +82,40 @@ pub async fn list(state: &AppState, req: Request<Body>) -> ApiResult {
         StatusCode::OK,
         &json!({
             "events": events,
-            "next_cursor": next.to_string(),
+            "next_cursor": cursor_after(next),
             "has_more": events.len() == page.limit,
         }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_are_numbers_of_at_most_18_digits_with_or_without_s() {
+        assert_eq!(Cursor::parse("s0"), Some(Cursor::After(0)));
+        assert_eq!(Cursor::parse("s42"), Some(Cursor::After(42)));
+        assert_eq!(Cursor::parse("42"), Some(Cursor::AfterGlobalId(42)));
+        assert_eq!(
+            Cursor::parse("s999999999999999999"),
+            Some(Cursor::After(999_999_999_999_999_999))
+        );
+        for bad in [
+            "",
+            "s",
+            "s-1",
+            "-1",
+            "+1",
+            "s+1",
+            "abc",
+            "S1",
+            "s1x",
+            " 1",
+            "1000000000000000000",
+        ] {
+            assert_eq!(Cursor::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(cursor_after(7), "s7");
+    }
 }

@@ -19,12 +19,32 @@ use crate::store::{EnrolRefusal, valid_spoke_name};
 struct AddSpoke {
     name: String,
     /// Lifetime of the join token; default from `tunnel.join_token_ttl_secs`.
+    #[serde(default, deserialize_with = "whole_seconds")]
     token_ttl_secs: Option<u64>,
     /// Networks its public addresses may lie in; given (or `public_hosts`
     /// given), they replace what an existing spoke was allowed.
     public_addrs: Option<Vec<String>>,
     /// Host names its probe URL may use.
     public_hosts: Option<Vec<String>>,
+}
+
+/// A whole, non-negative number of seconds, written as an integer or with
+/// a zero fraction (`900.0` is the integer 900 in JSON Schema, so clients
+/// generated from the spec may send it); beyond `u64` it saturates.
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error as _;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(whole) = n.as_u64() {
+        return Ok(Some(whole));
+    }
+    match n.as_f64() {
+        Some(f) if f >= 0.0 && f.fract() == 0.0 => Ok(Some(f as u64)),
+        _ => Err(D::Error::custom(format!(
+            "'token_ttl_secs' must be a whole number of seconds from 0, not {n}"
+        ))),
+    }
 }
 
 fn support(state: &AppState) -> Result<&SpokeSupport, Problem> {

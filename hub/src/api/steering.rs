@@ -17,6 +17,7 @@ use super::http_util::{json, read_json};
 use super::routes::query_pairs;
 use super::{ApiResult, AppState};
 use crate::steering::model::PLAUSIBLE_RTT_MS;
+use crate::store::valid_spoke_name;
 
 /// The most samples one report may carry.
 pub const MAX_REPORT_SAMPLES: usize = 64;
@@ -66,7 +67,6 @@ pub async fn report(state: &AppState, req: Request<Body>) -> ApiResult {
             format!("'samples' must hold 1 to {MAX_REPORT_SAMPLES} samples"),
         ));
     }
-    let mut seen = std::collections::HashSet::new();
     for (i, s) in body.samples.iter().enumerate() {
         if !PLAUSIBLE_RTT_MS.contains(&s.rtt_ms) {
             return Err(Problem::new(
@@ -78,19 +78,25 @@ pub async fn report(state: &AppState, req: Request<Body>) -> ApiResult {
                 ),
             ));
         }
-        if s.spoke.len() > 63 || !seen.insert(s.spoke.as_str()) {
+        if !valid_spoke_name(&s.spoke) {
             return Err(Problem::new(
                 ErrorCode::InvalidField,
-                format!("samples[{i}].spoke is too long or appears twice"),
+                format!(
+                    "samples[{i}].spoke is not a spoke name: it {}",
+                    ferry_common::proto::SPOKE_NAME_RULE
+                ),
             ));
         }
     }
-    let samples: Vec<(String, f64)> = body
+    // One report counts a spoke once: a spoke named again is ignored.
+    let mut seen = std::collections::HashSet::new();
+    let (samples, repeated): (Vec<_>, Vec<_>) = body
         .samples
         .into_iter()
         .map(|s| (s.spoke, s.rtt_ms))
-        .collect();
-    let outcome = state.steering.observe_report(client, &samples);
+        .partition(|(spoke, _)| seen.insert(spoke.clone()));
+    let mut outcome = state.steering.observe_report(client, &samples);
+    outcome.ignored += repeated.len();
     Ok(json(StatusCode::ACCEPTED, &outcome))
 }
 

@@ -67,16 +67,14 @@ pub async fn list(
     let after = match &page.cursor {
         None => None,
         Some(c) => Some(
-            URL_SAFE_NO_PAD
-                .decode(c)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| {
-                    Problem::new(
-                        ErrorCode::InvalidCursor,
-                        "use a 'next_cursor' from an earlier answer",
-                    )
-                })?,
+            // Any bytes: names are compared as bytes, so a cursor that is
+            // not a name still says where to resume.
+            URL_SAFE_NO_PAD.decode(c).ok().ok_or_else(|| {
+                Problem::new(
+                    ErrorCode::InvalidCursor,
+                    "use a 'next_cursor' from an earlier answer",
+                )
+            })?,
         ),
     };
     let list_path = match &dir {
@@ -110,7 +108,11 @@ pub async fn list(
             )
         })
         .filter(|(name, _)| !(name.is_empty() || (dir.is_none() && name == STAGING_DIR)))
-        .filter(|(name, _)| after.as_ref().is_none_or(|a| name > a))
+        .filter(|(name, _)| {
+            after
+                .as_ref()
+                .is_none_or(|a| name.as_bytes() > a.as_slice())
+        })
         .collect();
     names.sort();
     names.dedup_by(|a, b| a.0 == b.0);
@@ -220,12 +222,6 @@ pub async fn copy_or_move(
     let body: Relocate = read_json(req, state.max_json_body_bytes()).await?;
     let from = ObjectPath::parse(&body.from).map_err(invalid_path)?;
     let to = ObjectPath::parse(&body.to).map_err(invalid_path)?;
-    if from == to {
-        return Err(Problem::new(
-            ErrorCode::InvalidField,
-            "'from' and 'to' are the same path",
-        ));
-    }
     let conn_id = res.row.id.as_str();
     // Lock both paths in a fixed order so two opposite moves cannot deadlock.
     let (first, second) = if from < to {
@@ -234,11 +230,23 @@ pub async fn copy_or_move(
         (&to, &from)
     };
     let _g1 = state.locks.lock(conn_id, first.as_str()).await;
-    let _g2 = state.locks.lock(conn_id, second.as_str()).await;
+    // One path named twice is locked once: the lock is not re-entrant.
+    let _g2 = match from != to {
+        true => Some(state.locks.lock(conn_id, second.as_str()).await),
+        false => None,
+    };
 
     let src = current(&host, &res.op, conn_id, from.as_str()).await?;
     let src =
         src.ok_or_else(|| Problem::new(ErrorCode::NotFound, format!("no file at '{from}'")))?;
+    if from == to {
+        // The file at `to` is the source itself: a conflict with what is
+        // there, not a malformed request (no schema can compare the two).
+        return Err(Problem::new(
+            ErrorCode::AlreadyExists,
+            format!("'{to}' is the file being copied or moved: it cannot replace itself"),
+        ));
+    }
     let dst = match current(&host, &res.op, conn_id, to.as_str()).await {
         Ok(v) => v,
         Err(p) if p.error_code() == ErrorCode::NotAFile => {

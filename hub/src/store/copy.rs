@@ -3,8 +3,9 @@
 //!
 //! Every table that holds metadata is copied row by row in the order its
 //! foreign keys need, in one transaction on the target, with row ids kept
-//! (events and transfers keep their numbers, so clients' cursors stay
-//! valid) and the target's id sequences moved past them. Tables of
+//! (events keep their global ids and their per-account numbers, so
+//! clients' cursors stay valid, and transfers their ids) and the target's
+//! id sequences moved past them. Tables of
 //! short-lived state (recent writes, the hubs' announcements, the steering
 //! exchange) are left behind: the hubs rebuild them.
 
@@ -99,6 +100,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("from_path", Text),
             ("size", Int),
             ("at", Int),
+            ("seq", Int),
         ],
     ),
     (

@@ -1,19 +1,29 @@
 //! The activity feed: what was changed through the API, per account, in
-//! order, resumable by cursor. Event ids grow with commit order (SQLite
-//! serialises writers; on PostgreSQL the transactions that add events take
-//! one lock), so "events after id N" never skips one.
+//! order, resumable by cursor.
+//!
+//! Each account's events are numbered 1, 2, 3… (`seq`) in commit order, so
+//! a tenant's numbers say nothing about other tenants. A new event takes
+//! one more than its account's last number, under a lock per account that
+//! lasts until its transaction ends (SQLite serialises writers anyway; on
+//! PostgreSQL [`Store::serialise`] takes an advisory lock, so hubs sharing
+//! the store number one account's events one at a time), and a unique
+//! index on (account, seq) turns any slip into a failed commit rather than
+//! a duplicate. "Events after number N" therefore never skips one. The
+//! global `id` stays as the row's key and orders events within an account
+//! alike; it only translates cursors handed out before the numbering
+//! ([`Store::event_seq_at_legacy_id`]).
 
 use serde::Serialize;
 use sqlx::Row as _;
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, WriteTx};
 
 pub use ferry_common::content::model::{EventKind, EventRecord};
 
 /// A recorded event.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Event {
-    /// Position in the feed; also the cursor to resume after it.
+    /// Its number in its account's feed (1, 2, 3… in commit order).
     pub id: i64,
     /// What happened.
     #[serde(rename = "type")]
@@ -32,28 +42,39 @@ pub struct Event {
     pub at: i64,
 }
 
-pub(super) async fn insert(
-    conn: &mut sqlx::AnyConnection,
-    e: &EventRecord,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO events (account_id, connection_id, kind, path, from_path, size, at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(&e.account_id)
-    .bind(&e.connection_id)
-    .bind(e.kind.as_str())
-    .bind(&e.path)
-    .bind(e.from_path.as_deref())
-    .bind(e.size)
-    .bind(e.at)
-    .execute(conn)
-    .await?;
-    Ok(())
+/// The name [`Store::serialise`] locks while an event of `account_id` is
+/// numbered; the PostgreSQL trigger of migration 8 locks the same.
+fn numbering_lock(account_id: &str) -> String {
+    format!("events:{account_id}")
 }
 
 impl Store {
-    /// The account's events after `after`, oldest first.
+    /// Adds `e` to its account's feed inside `tx`, numbered after the
+    /// account's last event.
+    pub(super) async fn insert_event(
+        &self,
+        tx: &mut WriteTx<'_>,
+        e: &EventRecord,
+    ) -> Result<(), sqlx::Error> {
+        self.serialise(tx, &numbering_lock(&e.account_id)).await?;
+        sqlx::query(
+            "INSERT INTO events (account_id, seq, connection_id, kind, path, from_path, size, at) \
+             SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, $6, $7 \
+             FROM events WHERE account_id = $1",
+        )
+        .bind(&e.account_id)
+        .bind(&e.connection_id)
+        .bind(e.kind.as_str())
+        .bind(&e.path)
+        .bind(e.from_path.as_deref())
+        .bind(e.size)
+        .bind(e.at)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// The account's events numbered above `after`, oldest first.
     pub async fn list_events(
         &self,
         account_id: &str,
@@ -61,8 +82,8 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, kind, connection_id, path, from_path, size, at FROM events \
-             WHERE account_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            "SELECT seq, kind, connection_id, path, from_path, size, at FROM events \
+             WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         )
         .bind(account_id)
         .bind(after)
@@ -73,7 +94,7 @@ impl Store {
             .map(|r| {
                 let kind: String = r.try_get("kind")?;
                 Ok(Event {
-                    id: r.try_get("id")?,
+                    id: r.try_get("seq")?,
                     kind: EventKind::parse(&kind).ok_or_else(|| {
                         StoreError::Corrupt(format!("unknown event kind '{kind}'"))
                     })?,
@@ -85,5 +106,116 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The number of the account's last event whose global id is at most
+    /// `id`: where a cursor of the earlier kind (a global event id) stands
+    /// in the account's numbering. Within an account, ids and numbers grow
+    /// together, so the events after it are exactly those the old cursor
+    /// had still to read.
+    pub async fn event_seq_at_legacy_id(
+        &self,
+        account_id: &str,
+        id: i64,
+    ) -> Result<i64, StoreError> {
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(seq) FROM events WHERE account_id = $1 AND id <= $2")
+                .bind(account_id)
+                .bind(id)
+                .fetch_one(self.read_pool().await)
+                .await?;
+        Ok(seq.unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Commit;
+
+    fn event(account_id: &str, path: &str) -> EventRecord {
+        EventRecord {
+            account_id: account_id.to_owned(),
+            connection_id: "con_00000000000000000000".to_owned(),
+            kind: EventKind::Created,
+            path: path.to_owned(),
+            from_path: None,
+            size: Some(1),
+            at: 1,
+        }
+    }
+
+    async fn record(store: &Store, account_id: &str, path: &str) {
+        let change = Commit {
+            event: Some(event(account_id, path)),
+            ..Commit::default()
+        };
+        store.commit(&change).await.unwrap();
+    }
+
+    fn numbers(events: &[Event]) -> Vec<i64> {
+        events.iter().map(|e| e.id).collect()
+    }
+
+    #[tokio::test]
+    async fn each_account_numbers_its_own_events_from_one() {
+        let (store, _dir) = crate::store::testing::store().await;
+        for (account, path) in [("a", "1"), ("b", "1"), ("a", "2"), ("b", "2"), ("a", "3")] {
+            record(&store, account, path).await;
+        }
+        let a = store.list_events("a", 0, 10).await.unwrap();
+        assert_eq!(numbers(&a), [1, 2, 3]);
+        assert_eq!(
+            numbers(&store.list_events("b", 0, 10).await.unwrap()),
+            [1, 2]
+        );
+        assert_eq!(numbers(&store.list_events("a", 1, 1).await.unwrap()), [2]);
+        // B's writes leave A's numbers and cursors where they were.
+        record(&store, "b", "3").await;
+        assert_eq!(store.list_events("a", 0, 10).await.unwrap(), a);
+        assert!(store.list_events("a", 3, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_migration_numbers_existing_events_and_old_cursors_translate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::testing::store_at_version(dir.path(), 7).await;
+        // Events as the release before the numbering wrote them: global
+        // ids, two accounts interleaved.
+        for (account, path) in [("a", "1"), ("b", "1"), ("a", "2"), ("b", "2"), ("a", "3")] {
+            sqlx::query(
+                "INSERT INTO events (account_id, connection_id, kind, path, at) \
+                 VALUES ($1, 'con_x', 'created', $2, 1)",
+            )
+            .bind(account)
+            .bind(path)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        }
+        store.close().await;
+        let store = Store::open_sqlite(&dir.path().join("hub.db"), 2)
+            .await
+            .unwrap();
+        let a = store.list_events("a", 0, 10).await.unwrap();
+        assert_eq!(numbers(&a), [1, 2, 3]);
+        let paths: Vec<&str> = a.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["1", "2", "3"]);
+        assert_eq!(
+            numbers(&store.list_events("b", 0, 10).await.unwrap()),
+            [1, 2]
+        );
+        // A's old cursors were global ids 1, 3 and 5: after id 3 (its
+        // second event) comes its third.
+        for (old, seq) in [(0, 0), (1, 1), (2, 1), (3, 2), (4, 2), (5, 3), (99, 3)] {
+            assert_eq!(
+                store.event_seq_at_legacy_id("a", old).await.unwrap(),
+                seq,
+                "{old}"
+            );
+        }
+        // New events number on.
+        record(&store, "a", "4").await;
+        assert_eq!(numbers(&store.list_events("a", 3, 10).await.unwrap()), [4]);
     }
 }

@@ -1,7 +1,8 @@
 //! Schema migrations, applied in order at start-up, each in a transaction.
 //!
 //! Each migration is written for SQLite; the PostgreSQL text is the same
-//! with PostgreSQL's names for two types ([`for_postgres`]). Applied
+//! with PostgreSQL's names for two types ([`for_postgres`]), followed by
+//! any statements only PostgreSQL runs (a trigger, for one). Applied
 //! versions are recorded in `ferry_schema`. A migration is never edited
 //! once released: changes come as a new one.
 
@@ -44,6 +45,9 @@ struct Migration {
     version: i64,
     name: &'static str,
     sqlite: &'static str,
+    /// Statements run after the translated text on PostgreSQL only, each
+    /// whole (they may hold `;`, as a function body does).
+    postgres_only: &'static [&'static str],
 }
 
 const MIGRATIONS: &[Migration] = &[
@@ -117,6 +121,7 @@ CREATE TABLE events (
 );
 CREATE INDEX events_by_account ON events(account_id, id);
 "#,
+        postgres_only: &[],
     },
     Migration {
         version: 2,
@@ -132,6 +137,7 @@ CREATE TABLE spokes (
     created_at        BIGINT NOT NULL
 );
 "#,
+        postgres_only: &[],
     },
     Migration {
         version: 3,
@@ -143,6 +149,7 @@ CREATE TABLE recent_writes (
     at         BIGINT NOT NULL
 );
 "#,
+        postgres_only: &[],
     },
     Migration {
         version: 4,
@@ -155,6 +162,7 @@ CREATE TABLE tunnel_ca (
     created_at  BIGINT NOT NULL
 );
 "#,
+        postgres_only: &[],
     },
     Migration {
         version: 5,
@@ -167,6 +175,7 @@ CREATE TABLE hubs (
     last_seen        BIGINT NOT NULL
 );
 "#,
+        postgres_only: &[],
     },
     Migration {
         version: 6,
@@ -191,6 +200,7 @@ CREATE TABLE steering_samples (
 );
 CREATE INDEX steering_samples_at ON steering_samples (at);
 "#,
+        postgres_only: &[],
     },
     Migration {
         version: 7,
@@ -205,16 +215,50 @@ CREATE TABLE spoke_fleets (
     created_at  BIGINT NOT NULL
 );
 "#,
+        postgres_only: &[],
     },
     Migration {
         version: 8,
+        name: "per-account event numbers",
+        sqlite: r#"
+ALTER TABLE events ADD COLUMN seq BIGINT;
+UPDATE events SET seq = numbered.n FROM (
+    SELECT id, ROW_NUMBER() OVER (PARTITION BY account_id ORDER BY id) AS n FROM events
+) AS numbered WHERE events.id = numbered.id;
+CREATE UNIQUE INDEX events_by_account_seq ON events(account_id, seq);
+"#,
+        postgres_only: &[EVENT_NUMBERING_FUNCTION, EVENT_NUMBERING_TRIGGER],
+    },
+    Migration {
+        version: 9,
         name: "what spokes may announce",
         sqlite: r#"
 ALTER TABLE spokes ADD COLUMN allowed_public TEXT;
 ALTER TABLE spoke_fleets ADD COLUMN allowed_public TEXT;
 "#,
+        postgres_only: &[],
     },
 ];
+
+/// Numbers an event that arrives without its `seq`, as a hub of the
+/// release before migration 8 inserts them while the hubs sharing the
+/// store are upgraded in turn: under the same per-account lock that
+/// [`super::events`] takes, one more than the account's last number.
+const EVENT_NUMBERING_FUNCTION: &str = r#"
+CREATE FUNCTION ferry_number_event() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.seq IS NULL THEN
+        PERFORM pg_advisory_xact_lock(hashtext('events:' || NEW.account_id));
+        SELECT COALESCE(MAX(seq), 0) + 1 INTO NEW.seq FROM events
+            WHERE account_id = NEW.account_id;
+    END IF;
+    RETURN NEW;
+END
+$$"#;
+
+/// Runs [`EVENT_NUMBERING_FUNCTION`] for every new event.
+const EVENT_NUMBERING_TRIGGER: &str = "CREATE TRIGGER events_numbered BEFORE INSERT ON events \
+     FOR EACH ROW EXECUTE FUNCTION ferry_number_event()";
 
 /// The schema version this build writes.
 pub fn newest() -> i64 {
@@ -233,7 +277,7 @@ pub async fn apply(pool: &AnyPool, dialect: Dialect) -> Result<(), StoreError> {
             .await?;
         lock = Some(conn);
     }
-    let result = apply_locked(pool, dialect).await;
+    let result = apply_locked(pool, dialect, i64::MAX).await;
     if let Some(mut conn) = lock {
         let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext('ferry_schema'))::text")
             .fetch_one(&mut *conn)
@@ -242,7 +286,14 @@ pub async fn apply(pool: &AnyPool, dialect: Dialect) -> Result<(), StoreError> {
     result
 }
 
-async fn apply_locked(pool: &AnyPool, dialect: Dialect) -> Result<(), StoreError> {
+/// Applies the migrations up to version `through` only, as an older
+/// release would have left the database; for tests of a migration's data.
+#[cfg(test)]
+pub(super) async fn apply_through(pool: &AnyPool, through: i64) -> Result<(), StoreError> {
+    apply_locked(pool, Dialect::Sqlite, through).await
+}
+
+async fn apply_locked(pool: &AnyPool, dialect: Dialect, through: i64) -> Result<(), StoreError> {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS ferry_schema (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
     )
@@ -260,10 +311,13 @@ async fn apply_locked(pool: &AnyPool, dialect: Dialect) -> Result<(), StoreError
             newest.version
         )));
     }
-    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
-        let sql = match dialect {
-            Dialect::Sqlite => m.sqlite.to_owned(),
-            Dialect::Postgres => for_postgres(m.sqlite),
+    let pending = MIGRATIONS
+        .iter()
+        .filter(|m| m.version > current && m.version <= through);
+    for m in pending {
+        let (sql, whole) = match dialect {
+            Dialect::Sqlite => (m.sqlite.to_owned(), &[][..]),
+            Dialect::Postgres => (for_postgres(m.sqlite), m.postgres_only),
         };
         let fail = |source| StoreError::Migration {
             version: m.version,
@@ -271,7 +325,8 @@ async fn apply_locked(pool: &AnyPool, dialect: Dialect) -> Result<(), StoreError
             source,
         };
         let mut tx = super::begin_write(pool, dialect).await.map_err(fail)?;
-        for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        let split = sql.split(';').map(str::trim).filter(|s| !s.is_empty());
+        for statement in split.chain(whole.iter().copied()) {
             sqlx::query(sqlx::AssertSqlSafe(statement.to_owned()))
                 .execute(&mut *tx)
                 .await

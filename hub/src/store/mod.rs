@@ -452,6 +452,22 @@ mod placeholder_tests {
 pub(crate) mod testing {
     use super::*;
 
+    /// A SQLite store in `dir` with the migrations up to `version` only,
+    /// as an older release left it.
+    pub async fn store_at_version(dir: &Path, version: i64) -> Store {
+        install_default_drivers();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("hub.db").display());
+        let pool = AnyPoolOptions::new().connect(&url).await.unwrap();
+        migrations::apply_through(&pool, version).await.unwrap();
+        Store {
+            pool,
+            replica: None,
+            dialect: migrations::Dialect::Sqlite,
+            primary_up: Arc::new(AtomicBool::new(true)),
+            health: None,
+        }
+    }
+
     /// A store in a fresh temporary directory.
     pub async fn store() -> (Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();

@@ -10,7 +10,6 @@
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-use super::events;
 use super::{Store, StoreError};
 
 pub use ferry_common::content::model::{Commit, Direction, ObjectMeta, Transfer, TransferStatus};
@@ -63,10 +62,7 @@ impl Store {
             upsert(&mut tx, m).await?;
         }
         if let Some(e) = &change.event {
-            // Feed ids must grow in commit order, or a reader paging by id
-            // could pass over one committed late: one event writer at a time.
-            self.serialise(&mut tx, "events").await?;
-            events::insert(&mut tx, e).await?;
+            self.insert_event(&mut tx, e).await?;
         }
         if let Some(t) = &change.transfer {
             insert_transfer(&mut tx, t).await?;
