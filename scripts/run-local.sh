@@ -30,7 +30,11 @@ spoke_bin=${CARGO_TARGET_DIR:-$root/target}/release/ferry-spoke
 
 # Secrets stay in files under .ferry-local, made once.
 [ -s "$state/master.key" ] || { head -c 32 /dev/urandom | base64 > "$state/master.key"; chmod 600 "$state/master.key"; }
-[ -s "$state/admin.token" ] || { head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$state/admin.token"; chmod 600 "$state/admin.token"; }
+# The hub refuses an admin token shorter than 32 characters: 64 hex digits.
+if [ "$(tr -d '\n' 2>/dev/null < "$state/admin.token" | wc -c)" -lt 32 ]; then
+  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$state/admin.token"
+  chmod 600 "$state/admin.token"
+fi
 admin_token=$(cat "$state/admin.token")
 
 cat > "$state/hub.toml" <<TOML

@@ -65,6 +65,9 @@ error_codes! {
     UnsupportedMediaType => (UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "The request body has an unsupported media type"),
     /// No or wrong credentials.
     Unauthorized => (UNAUTHORIZED, "unauthorized", "Missing or invalid credentials"),
+    /// Too many wrong credentials came from this client's address; retry
+    /// after `Retry-After`.
+    TooManyAttempts => (TOO_MANY_REQUESTS, "too_many_attempts", "Too many wrong credentials from this address"),
     /// The admin API is disabled because no admin token is configured.
     AdminDisabled => (FORBIDDEN, "admin_disabled", "The admin API is disabled on this server"),
     /// The route does not exist.

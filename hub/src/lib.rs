@@ -7,6 +7,7 @@
 //! fires, so the binary and tests start it the same way; [`cli`] holds the
 //! binary's command line and admin commands.
 
+pub mod admin_token;
 pub mod api;
 pub mod ca;
 pub mod cli;
@@ -22,7 +23,6 @@ pub mod tunnel;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use ferry_common::config::Secret;
 use ferry_common::http_server::{self, Handler};
 use ferry_common::provider::ProviderRegistry;
 use ferry_common::tasks::NamedTasks;
@@ -40,8 +40,7 @@ use crate::store::Store;
 
 pub use crate::listeners::Listeners;
 
-/// The environment variable holding the admin token.
-pub const ADMIN_TOKEN_ENV: &str = "FERRY_ADMIN_TOKEN";
+pub use crate::admin_token::ADMIN_TOKEN_ENV;
 
 /// Checks every second that the primary takes writes (uploads and
 /// deletes at this hub wait for it) and that the replica answers (reads go
@@ -164,10 +163,7 @@ pub async fn run(
     let master_key = MasterKey::load(&cfg.secrets)?;
     ferry_common::provider::remote::install_http_client();
     let store = cfg.open_store(cfg.store.pool_size).await?;
-    let admin_token = std::env::var(ADMIN_TOKEN_ENV)
-        .ok()
-        .filter(|t| !t.is_empty())
-        .map(Secret::new);
+    let admin_token = crate::admin_token::AdminToken::from_env()?;
     if admin_token.is_none() {
         tracing::warn!(
             "{ADMIN_TOKEN_ENV} is not set: the admin API (accounts and keys) is disabled"

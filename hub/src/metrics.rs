@@ -89,6 +89,7 @@ pub struct Metrics {
     /// Bytes, transfers and their durations (shared with spokes).
     pub content: ferry_common::content::metrics::ContentMetrics,
     store_errors: Counter,
+    admin_token_failures: Counter,
     spokes_connected: Family<TransportLabels, Gauge>,
     spoke_rtt: Family<SpokeLabels, Gauge<f64, AtomicU64>>,
     open_streams: Gauge,
@@ -137,6 +138,12 @@ impl Metrics {
             "store_errors",
             "Metadata store operations that failed",
             store_errors.clone(),
+        );
+        let admin_token_failures = Counter::default();
+        registry.register(
+            "admin_token_failures",
+            "Requests to admin routes that carried a wrong admin token",
+            admin_token_failures.clone(),
         );
         let spokes_connected = Family::<TransportLabels, Gauge>::default();
         registry.register(
@@ -234,6 +241,7 @@ impl Metrics {
             duration,
             content,
             store_errors,
+            admin_token_failures,
             spokes_connected,
             spoke_rtt,
             open_streams,
@@ -260,6 +268,11 @@ impl Metrics {
     /// Counts a failed store operation.
     pub fn store_error(&self) {
         self.store_errors.inc();
+    }
+
+    /// Counts a wrong admin token.
+    pub fn admin_token_refused(&self) {
+        self.admin_token_failures.inc();
     }
 
     /// Records a spoke's tunnel on `transport` coming up (`true`) or going down.

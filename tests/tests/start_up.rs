@@ -183,3 +183,24 @@ fn sockets_announced_for_another_process_are_left_alone() {
     let status = daemon.stop().expect("it stops on SIGTERM");
     assert!(status.success(), "{}", daemon.log());
 }
+
+#[test]
+fn a_short_admin_token_stops_the_start_before_any_port_is_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap();
+    // The API's port is taken: had the hub gone on to bind it, it would
+    // say so and exit 1.
+    let config = hub_config(dir.path(), &addr.to_string(), "");
+    let mut cmd = Command::new(binary("ferry-hub"));
+    cmd.arg("--config")
+        .arg(&config)
+        .env("FERRY_ADMIN_TOKEN", "only-twenty-seven-chars-xyz");
+    let (code, log) = exits(cmd);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains("FERRY_ADMIN_TOKEN has 27 characters; it needs at least 32"),
+        "{log}"
+    );
+    assert!(!log.contains("cannot listen"), "{log}");
+}

@@ -23,7 +23,7 @@ fn account_missing(id: &str) -> Problem {
 }
 
 pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiResult {
-    require_admin(state, req.headers())?;
+    require_admin(state, &req)?;
     let store_err = |e| store_problem(state, e);
     match (route, req.method().clone()) {
         (Route::Accounts, Method::POST) => {
