@@ -24,6 +24,7 @@ pub mod proto;
 pub mod provider;
 pub mod request_id;
 pub mod sockets;
+pub mod source_limit;
 pub mod systemd;
 pub mod tasks;
 pub mod tcp_rtt;

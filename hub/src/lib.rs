@@ -69,14 +69,16 @@ struct Live {
     steering: Arc<Steering>,
     state: Arc<AppState>,
     connections: http_server::ConnectionLimit,
+    per_source: Arc<ferry_common::source_limit::SourceLimit>,
     dns_limits: Option<Arc<dns::limit::LimitSettings>>,
 }
 
 /// Re-reads the configuration at `path` on SIGHUP and applies what can
 /// change while the hub runs: the log filter, the `[steering]` section
 /// (hints, hysteresis, smoothing, sample lifetime, bounds), the limits
-/// `api.max_connections` and `api.max_json_body_bytes`, and the DNS rate
-/// limit (`responses_per_sec`, `burst`, `slip`). A file that does not load
+/// `api.max_connections`, `api.max_connections_per_source` and
+/// `api.max_json_body_bytes`, and the DNS rate limit (`responses_per_sec`,
+/// `burst`, `slip`). A file that does not load
 /// changes nothing; everything else needs a restart.
 fn reload(path: &std::path::Path, live: &Live) {
     let cfg = match ferry_common::config::load::<HubConfig>(path) {
@@ -93,6 +95,7 @@ fn reload(path: &std::path::Path, live: &Live) {
         );
     }
     live.connections.set(cfg.api.max_connections);
+    live.per_source.set(cfg.api.max_connections_per_source);
     live.state
         .set_max_json_body_bytes(cfg.api.max_json_body_bytes);
     match (&live.dns_limits, &cfg.dns) {
@@ -105,6 +108,7 @@ fn reload(path: &std::path::Path, live: &Live) {
     tracing::info!(
         hints = cfg.steering.hints.len(),
         max_connections = cfg.api.max_connections,
+        max_connections_per_source = cfg.api.max_connections_per_source,
         max_json_body_bytes = cfg.api.max_json_body_bytes,
         dns_responses_per_sec = cfg
             .dns
@@ -365,12 +369,13 @@ pub async fn run(
     // Every listener is bound and the store open: tell systemd.
     ferry_common::systemd::ready();
     ferry_common::systemd::spawn_watchdog(tunnel_stop.clone(), &mut tasks);
-    let limits = cfg.api.limits();
+    let limits = cfg.api.limits(state.metrics.connections_refused());
     if let Some(path) = cfg.path.clone() {
         let live = Live {
             steering: steering.clone(),
             state: state.clone(),
             connections: limits.connections.clone(),
+            per_source: limits.per_source.clone(),
             dns_limits,
         };
         ferry_common::systemd::on_sighup(tunnel_stop.clone(), &mut tasks, move || {

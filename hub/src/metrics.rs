@@ -89,6 +89,7 @@ pub struct Metrics {
     /// Bytes, transfers and their durations (shared with spokes).
     pub content: ferry_common::content::metrics::ContentMetrics,
     store_errors: Counter,
+    connections_refused: Counter,
     admin_token_failures: Counter,
     spokes_connected: Family<TransportLabels, Gauge>,
     spoke_rtt: Family<SpokeLabels, Gauge<f64, AtomicU64>>,
@@ -224,9 +225,12 @@ impl Metrics {
             ca_expiry.clone(),
         );
         ferry_common::http_metrics::register_build_info(&mut registry, env!("CARGO_PKG_VERSION"));
+        let connections_refused =
+            ferry_common::http_metrics::register_connections_refused(&mut registry);
         let dns = crate::dns::metrics::DnsMetrics::register(&mut registry);
         let steering = crate::steering::metrics::SteeringMetrics::register(&mut registry);
         Self {
+            connections_refused,
             dns,
             steering,
             active,
@@ -353,6 +357,12 @@ impl Metrics {
     /// Counts a grant issued.
     pub fn grant(&self) {
         self.grants.inc();
+    }
+
+    /// The counter of client connections refused for their source's
+    /// share, for the listener to count in.
+    pub fn connections_refused(&self) -> Counter {
+        self.connections_refused.clone()
     }
 
     /// The metrics in the Prometheus/OpenMetrics text format.

@@ -57,10 +57,10 @@ impl Listeners {
 }
 
 /// Re-reads the configuration at `path` on SIGHUP and applies what can
-/// change while the spoke runs: the log filter and `api.max_connections`.
-/// A file that does not load changes nothing; everything else needs a
-/// restart.
-fn reload(path: &std::path::Path, connections: &http_server::ConnectionLimit) {
+/// change while the spoke runs: the log filter, `api.max_connections` and
+/// `api.max_connections_per_source`. A file that does not load changes
+/// nothing; everything else needs a restart.
+fn reload(path: &std::path::Path, limits: &http_server::Limits) {
     let cfg = match ferry_common::config::load::<SpokeConfig>(path) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -69,9 +69,13 @@ fn reload(path: &std::path::Path, connections: &http_server::ConnectionLimit) {
         }
     };
     ferry_common::telemetry::apply_reloaded_level(&cfg.log.level);
-    connections.set(cfg.api.max_connections);
+    limits.connections.set(cfg.api.max_connections);
+    limits
+        .per_source
+        .set(cfg.api.max_connections_per_source);
     tracing::info!(
         max_connections = cfg.api.max_connections,
+        max_connections_per_source = cfg.api.max_connections_per_source,
         "reload: applied (other changes need a restart)"
     );
 }
@@ -161,11 +165,11 @@ pub async fn run(
         });
     }
     ferry_common::systemd::spawn_watchdog(tunnel_stop.clone(), &mut tasks);
-    let mut limits = cfg.api.limits();
+    let mut limits = cfg.api.limits(metrics.connections_refused());
     if let Some(path) = cfg.path.clone() {
-        let connections = limits.connections.clone();
+        let live = limits.clone();
         ferry_common::systemd::on_sighup(tunnel_stop.clone(), &mut tasks, move || {
-            reload(&path, &connections)
+            reload(&path, &live)
         });
     }
     let front = Arc::new(Front {

@@ -104,6 +104,7 @@ pub struct Metrics {
     queued: Gauge,
     dropped: Counter,
     active: Gauge,
+    connections_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -131,6 +132,8 @@ impl Metrics {
             duration.clone(),
         );
         ferry_common::http_metrics::register_build_info(&mut registry, env!("CARGO_PKG_VERSION"));
+        let connections_refused =
+            ferry_common::http_metrics::register_connections_refused(&mut registry);
         let certificate_expiry = Gauge::default();
         registry.register(
             "certificate_expiry_timestamp_seconds",
@@ -193,6 +196,7 @@ impl Metrics {
             active.clone(),
         );
         Self {
+            connections_refused,
             active,
             requests,
             duration,
@@ -290,6 +294,12 @@ impl Metrics {
     /// Counts a dropped report.
     pub fn report_dropped(&self) {
         self.dropped.inc();
+    }
+
+    /// The counter of client connections refused for their source's
+    /// share, for the listener to count in.
+    pub fn connections_refused(&self) -> Counter {
+        self.connections_refused.clone()
     }
 
     /// The metrics in the Prometheus/OpenMetrics text format.

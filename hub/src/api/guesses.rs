@@ -19,6 +19,8 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use ferry_common::source_limit::SourceKey;
+
 /// Wrong tokens a source may send before it has to wait.
 pub const FREE_FAILURES: u32 = 5;
 /// The longest wait between two tries.
@@ -52,20 +54,12 @@ impl Failures {
 /// The failures of every source that failed lately.
 #[derive(Debug, Default)]
 pub struct WrongGuesses {
-    sources: Mutex<HashMap<u128, Failures>>,
+    sources: Mutex<HashMap<SourceKey, Failures>>,
 }
 
-/// The source as a number: an IPv4 address in its IPv6-mapped form, an
-/// IPv6 address cut to its /64. `None` (no address known) is one source.
-fn source_key(source: Option<IpAddr>) -> u128 {
-    match source {
-        None => 0,
-        Some(IpAddr::V4(a)) => (0xffff_u128 << 32) | u128::from(u32::from(a)),
-        Some(IpAddr::V6(a)) => match a.to_ipv4_mapped() {
-            Some(v4) => source_key(Some(IpAddr::V4(v4))),
-            None => u128::from(a) & !u128::from(u64::MAX),
-        },
-    }
+/// The source's host; `None` (no address known) counts as `::`.
+fn source_key(source: Option<IpAddr>) -> SourceKey {
+    SourceKey::of(source.unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)))
 }
 
 impl WrongGuesses {
