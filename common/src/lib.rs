@@ -15,6 +15,7 @@ pub mod http_server;
 pub mod link;
 pub mod listener;
 pub mod metrics_text;
+pub mod operator_listener;
 pub mod path;
 pub mod prefix;
 pub mod principal;

@@ -196,6 +196,8 @@ pub async fn run(
     let api_addr = listener
         .local_addr()
         .context("the listener has no address")?;
+    let metrics_listener = tokio::net::TcpListener::from_std(listeners.metrics)
+        .context("cannot use the metrics listener")?;
     let dns = match (listeners.dns, &cfg.dns) {
         (Some(sockets), Some(d)) => {
             tracing::info!(addr = %sockets.local_addr()?, zone = %d.zone, "DNS listening");
@@ -366,6 +368,20 @@ pub async fn run(
         Arc::new(move |req| Box::pin(api::handle(state.clone(), req)))
     };
     tracing::info!(addr = %api_addr, tls = tls.is_some(), store = %store.backend(), "HTTP API listening");
+    tracing::info!(addr = %metrics_listener.local_addr()?, "metrics listening");
+    // Metrics stay readable while the API drains; they stop with the
+    // tunnels.
+    let answers = ferry_common::operator_listener::Answers {
+        metrics: {
+            let state = state.clone();
+            Arc::new(move || state.metrics.encode())
+        },
+        health: handler.clone(),
+    };
+    tasks.spawn(
+        "metrics listener",
+        ferry_common::operator_listener::serve(metrics_listener, answers, tunnel_stop.clone()),
+    );
     // Every listener is bound and the store open: tell systemd.
     ferry_common::systemd::ready();
     ferry_common::systemd::spawn_watchdog(tunnel_stop.clone(), &mut tasks);

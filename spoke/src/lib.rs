@@ -35,23 +35,28 @@ use crate::tunnel::TunnelHandle;
 /// last request has finished, before the spoke exits anyway.
 const REPORT_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The socket the spoke serves on, opened before [`run`] starts: bound
-/// from the configuration, or the one a service manager passed as `api`.
+/// The sockets the spoke serves on, opened before [`run`] starts: bound
+/// from the configuration, or those a service manager passed as `api` and
+/// `metrics`.
 #[derive(Debug)]
 pub struct Listeners {
     /// The HTTP API (`api.listen`; passed as `api`).
     pub api: std::net::TcpListener,
+    /// The operator listener (`metrics.listen`; passed as `metrics`).
+    pub metrics: std::net::TcpListener,
 }
 
 impl Listeners {
     /// The names of the sockets a service manager may pass, with the
     /// section that configures each.
-    pub const NAMES: [(&'static str, &'static str); 1] = [("api", "[api]")];
+    pub const NAMES: [(&'static str, &'static str); 2] =
+        [("api", "[api]"), ("metrics", "[metrics]")];
 
-    /// Opens the listener `cfg` calls for from `sockets`.
+    /// Opens the listeners `cfg` calls for from `sockets`.
     pub fn open(cfg: &SpokeConfig, sockets: &mut SocketSource) -> Result<Listeners, SocketError> {
         Ok(Listeners {
             api: sockets.tcp_listener("api", "api.listen", cfg.api.listen)?,
+            metrics: sockets.tcp_listener("metrics", "metrics.listen", cfg.metrics.listen)?,
         })
     }
 }
@@ -177,8 +182,24 @@ pub async fn run(
         data: data.clone(),
         metrics,
     });
-    let handler: Handler = Arc::new(move |req| Box::pin(front::handle(front.clone(), req)));
+    let handler: Handler = {
+        let front = front.clone();
+        Arc::new(move |req| Box::pin(front::handle(front.clone(), req)))
+    };
     tracing::info!(%addr, tls = tls.is_some(), spoke.id = %cfg.name, "HTTP API listening");
+    let metrics_listener = tokio::net::TcpListener::from_std(listeners.metrics)
+        .context("cannot use the metrics listener")?;
+    tracing::info!(addr = %metrics_listener.local_addr()?, "metrics listening");
+    // Metrics stay readable while the API drains; they stop with the
+    // tunnel.
+    let answers = ferry_common::operator_listener::Answers {
+        metrics: Arc::new(move || front.metrics.encode()),
+        health: handler.clone(),
+    };
+    tasks.spawn(
+        "metrics listener",
+        ferry_common::operator_listener::serve(metrics_listener, answers, tunnel_stop.clone()),
+    );
     if cfg.steering.observe_client_rtt {
         limits.rtt_sink = Some(http_server::RttSink(Arc::new(move |client, rtt| {
             client_rtts.record(client, rtt)

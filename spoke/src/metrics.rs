@@ -45,7 +45,6 @@ pub enum SpokeRoute {
     forwarded,
     healthz,
     readyz,
-    metrics,
     probe,
     /// A hub-only route, refused.
     internal,
@@ -120,7 +119,7 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "http_requests",
-            "HTTP requests answered, by route (file, forwarded, healthz, readyz, metrics, probe, internal), method and status",
+            "HTTP requests answered, by route (file, forwarded, healthz, readyz, probe, internal), method and status",
             requests.clone(),
         );
         let duration = Family::<RouteLabels, _, fn() -> _>::new_with_constructor(

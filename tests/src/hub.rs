@@ -121,6 +121,8 @@ pub struct Hub {
     /// The address of its DNS server (UDP and TCP), when `[dns]` is set
     /// (in `extra_toml`).
     pub dns_addr: Option<SocketAddr>,
+    /// The address of its operator listener (`/metrics`).
+    pub metrics_addr: SocketAddr,
     /// Its temporary state, config and provider folders.
     pub dir: tempfile::TempDir,
     /// The folder `fs` connections may use.
@@ -159,7 +161,7 @@ impl Hub {
             &config,
             format!(
                 "state_dir = {state:?}\n\n[api]\nlisten = \"127.0.0.1:0\"\nplain_http = {plain}\nshutdown_grace_secs = 5\n{extra}\n{tls}\n\
-                 {tunnel}\n\
+                 [metrics]\nlisten = \"127.0.0.1:0\"\n\n{tunnel}\n\
                  [providers.fs]\nallowed_roots = [{data:?}]\n\n[providers.memory]\nenabled = true\n\n[log]\nlevel = {level:?}\n{format}\n{sections}\n",
                 state = dir.path().join("state"),
                 data = data_dir,
@@ -206,6 +208,7 @@ impl Hub {
             .extra_toml
             .contains("[dns]")
             .then(|| sockets.udp_and_tcp("dns", "dns-tcp", loopback));
+        let metrics_addr = sockets.tcp("metrics", loopback);
         let mut hub = Hub {
             daemon: None,
             sockets,
@@ -214,6 +217,7 @@ impl Hub {
             tunnel_addr,
             tunnel_tcp_addr: tunnel_addr,
             dns_addr,
+            metrics_addr,
             master_key: MASTER_KEY.to_owned(),
             dir,
             data_dir,
@@ -274,6 +278,11 @@ impl Hub {
             "http"
         };
         format!("{scheme}://{}", self.addr)
+    }
+
+    /// The base URL of its operator listener, where `/metrics` is.
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}", self.metrics_addr)
     }
 
     /// Starts a second hub on this one's state directory (the same

@@ -175,6 +175,13 @@ async fn one_source_cannot_hold_more_than_its_share() {
     // The fourth is closed unanswered.
     let mut fourth = connect_from(greedy, hub.addr).await;
     assert_eq!(healthz_on(&mut fourth).await, "", "over its share");
+    let refused = ferry_tests::metric(
+        &hub.metrics_url(),
+        "ferry_http_connections_refused_total",
+        &[],
+    )
+    .await;
+    assert_eq!(refused, 1.0);
     // Another source is served, health checks included.
     let other = Api::from_source(hub.url(), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
     other.get("/healthz").send().await.expect(200);

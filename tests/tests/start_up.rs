@@ -23,7 +23,8 @@ fn hub_config(dir: &Path, api_listen: &str, extra: &str) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "state_dir = {:?}\n\n[api]\nlisten = \"{api_listen}\"\nplain_http = true\n\n{extra}\n",
+            "state_dir = {:?}\n\n[api]\nlisten = \"{api_listen}\"\nplain_http = true\n\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n\n{extra}\n",
             dir.join("state")
         ),
     )
@@ -101,6 +102,7 @@ fn passed_sockets_of_the_wrong_kind_or_name_stop_the_start() {
     let mut sockets = Sockets::new();
     sockets.tcp("api", loopback);
     sockets.udp_and_tcp("dns", "dns-tcp", loopback);
+    sockets.tcp("metrics", loopback);
     sockets.tcp("web", loopback);
     let (code, log) = hub_exits(&plain, &sockets);
     assert_eq!(code, Some(2), "{log}");
@@ -108,7 +110,7 @@ fn passed_sockets_of_the_wrong_kind_or_name_stop_the_start() {
         "the service manager passed sockets this configuration does not use",
         "'dns' (for [dns], which is not configured)",
         "'dns-tcp' (for [dns], which is not configured)",
-        "'web' (not a name this daemon knows: api, tunnel, tunnel-tcp, dns, dns-tcp)",
+        "'web' (not a name this daemon knows: api, tunnel, tunnel-tcp, dns, dns-tcp, metrics)",
     ] {
         assert!(log.contains(says), "{says}: {log}");
     }

@@ -242,18 +242,6 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Request<Body>) -> Ap
                 ))
             }
         },
-        Route::Metrics => {
-            let accept = req
-                .headers()
-                .get(header::ACCEPT)
-                .and_then(|v| v.to_str().ok());
-            let (body, kind) =
-                ferry_common::metrics_text::negotiate(state.metrics.encode(), accept);
-            let mut resp = text(StatusCode::OK, body);
-            resp.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
-            Ok(resp)
-        }
         Route::Accounts | Route::Account(_) | Route::AccountKeys(_) | Route::AccountKey(..) => {
             admin::handle(state, route, req).await
         }
