@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::{Body, full};
 use crate::config::Problems;
-use crate::listener::ApiConfig;
 use crate::http_server::{ConnectionLimit, Handler, Limits};
+use crate::listener::ApiConfig;
 use crate::problem::{ErrorCode, Problem};
 use crate::source_limit::SourceLimit;
 
@@ -165,7 +165,10 @@ mod tests {
         let (status, body) = ask(Method::GET, "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("up 1") && !body.contains("# EOF"), "{body}");
-        assert_eq!(ask(Method::HEAD, "/metrics").await, (StatusCode::OK, String::new()));
+        assert_eq!(
+            ask(Method::HEAD, "/metrics").await,
+            (StatusCode::OK, String::new())
+        );
         assert_eq!(
             ask(Method::POST, "/metrics").await.0,
             StatusCode::METHOD_NOT_ALLOWED

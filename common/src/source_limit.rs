@@ -145,7 +145,11 @@ mod tests {
     fn the_table_forgets_sources_without_connections_and_the_limit_changes() {
         let limit = SourceLimit::new(1, Counter::default());
         let slots: Vec<_> = (0..100u32)
-            .map(|i| limit.admit(IpAddr::V4(std::net::Ipv4Addr::from(i))).unwrap())
+            .map(|i| {
+                limit
+                    .admit(IpAddr::V4(std::net::Ipv4Addr::from(i)))
+                    .unwrap()
+            })
             .collect();
         assert_eq!(limit.sources(), 100);
         drop(slots);

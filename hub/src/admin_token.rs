@@ -142,7 +142,13 @@ mod tests {
     fn only_the_token_itself_matches() {
         let token = AdminToken::new(GOOD).unwrap().unwrap();
         assert!(token.matches(GOOD));
-        for wrong in ["", "0", &GOOD[..31], &format!("{GOOD}0"), &GOOD.to_uppercase()] {
+        for wrong in [
+            "",
+            "0",
+            &GOOD[..31],
+            &format!("{GOOD}0"),
+            &GOOD.to_uppercase(),
+        ] {
             assert!(!token.matches(wrong), "{wrong}");
         }
         assert_eq!(format!("{token:?}"), "AdminToken(****)");

@@ -75,9 +75,7 @@ fn reload(path: &std::path::Path, limits: &http_server::Limits) {
     };
     ferry_common::telemetry::apply_reloaded_level(&cfg.log.level);
     limits.connections.set(cfg.api.max_connections);
-    limits
-        .per_source
-        .set(cfg.api.max_connections_per_source);
+    limits.per_source.set(cfg.api.max_connections_per_source);
     tracing::info!(
         max_connections = cfg.api.max_connections,
         max_connections_per_source = cfg.api.max_connections_per_source,

@@ -111,12 +111,8 @@ async fn wrong_admin_tokens_are_slowed_down_per_address() {
             .await
             .expect_problem(401, "unauthorized");
     }
-    let failures = ferry_tests::metric(
-        &hub.metrics_url(),
-        "ferry_admin_token_failures_total",
-        &[],
-    )
-    .await;
+    let failures =
+        ferry_tests::metric(&hub.metrics_url(), "ferry_admin_token_failures_total", &[]).await;
     assert_eq!(failures, 6.0);
     // Six wrong tokens: now even the right one waits.
     let resp = guesser

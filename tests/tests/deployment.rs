@@ -67,8 +67,8 @@ fn the_units_verify_and_score_2_or_better() {
     let path = dir.path().join("ferry-spoke.socket");
     std::fs::write(&path, &socket).unwrap();
     // Its operator socket, which must be passed with it, on loopback.
-    let metrics = std::fs::read_to_string(repo().join("systemd/ferry-spoke-metrics.socket"))
-        .unwrap();
+    let metrics =
+        std::fs::read_to_string(repo().join("systemd/ferry-spoke-metrics.socket")).unwrap();
     for line in [
         "FileDescriptorName=metrics",
         "Service=ferry-spoke.service",

@@ -59,8 +59,7 @@ async fn ask_on(tcp: &mut TcpStream) -> Option<Message> {
 
 #[tokio::test]
 async fn one_source_cannot_hold_every_tcp_slot() {
-    let (_hub, dns) =
-        dns_hub("max_tcp_connections = 8\nmax_tcp_connections_per_source = 2\n");
+    let (_hub, dns) = dns_hub("max_tcp_connections = 8\nmax_tcp_connections_per_source = 2\n");
     let greedy = Ipv4Addr::new(127, 0, 0, 1);
     let mut held = Vec::new();
     for _ in 0..2 {
@@ -71,7 +70,10 @@ async fn one_source_cannot_hold_every_tcp_slot() {
     let mut third = connect_from(greedy, dns).await;
     assert!(ask_on(&mut third).await.is_none(), "over its share");
     // Another source is answered over TCP meanwhile.
-    let out = dig(dns, &["-b", "127.0.0.2", "+tcp", &format!("hub.{ZONE}"), "A"]);
+    let out = dig(
+        dns,
+        &["-b", "127.0.0.2", "+tcp", &format!("hub.{ZONE}"), "A"],
+    );
     assert_eq!(dig_status(&out), "NOERROR", "{out}");
     assert!(out.contains("127.0.0.1"), "{out}");
     // A connection closed gives its source a slot back.

@@ -22,7 +22,10 @@ const IDLE_SECS: u64 = 2;
 async fn connect_from(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::new(IpAddr::V4(from), 0)).unwrap();
-    socket.connect(to).await.expect("the listener takes the connection")
+    socket
+        .connect(to)
+        .await
+        .expect("the listener takes the connection")
 }
 
 /// Sends `GET /healthz` over HTTP/1.1 on `tcp` and returns what came back

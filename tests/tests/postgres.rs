@@ -713,7 +713,14 @@ async fn spokes_learn_every_hub_all_hubs_steer_alike_and_a_stopped_hub_loses_not
     );
     // Its tunnel to A is down; of the two it learned (B, and C whose
     // announced address answers nothing, in the order of their ids) one is up.
-    let up = async |hub: &str| metric(&fra1.metrics_url(), "ferry_spoke_tunnel_up", &[("hub", hub)]).await;
+    let up = async |hub: &str| {
+        metric(
+            &fra1.metrics_url(),
+            "ferry_spoke_tunnel_up",
+            &[("hub", hub)],
+        )
+        .await
+    };
     assert!(eventually(Duration::from_secs(5), async || up("0").await == 0.0).await);
     assert_eq!(up("1").await + up("2").await, 1.0);
     for hub in [&hub_b, &hub_c] {

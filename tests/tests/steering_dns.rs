@@ -402,7 +402,15 @@ async fn each_client_network_is_steered_to_the_spoke_its_probes_found_faster() {
         spokes["tunnel"]["steering"]["public_addrs"],
         json!(["127.0.0.2"])
     );
-    assert!(metric(&hub.metrics_url(), "ferry_dns_answers_total", &[("spoke", "ams1")]).await >= 2.0);
+    assert!(
+        metric(
+            &hub.metrics_url(),
+            "ferry_dns_answers_total",
+            &[("spoke", "ams1")]
+        )
+        .await
+            >= 2.0
+    );
 
     // Spokes report the kernel RTT of their own client connections too:
     // the proxies' connections came from 127.0.9.0/24.

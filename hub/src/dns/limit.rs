@@ -133,7 +133,10 @@ impl RateLimiter {
         let b = &mut self.buckets[slot];
         if b.used {
             let elapsed = now_ms.saturating_sub(b.at_ms);
-            b.tokens = b.tokens.saturating_add(elapsed.saturating_mul(rate)).min(full);
+            b.tokens = b
+                .tokens
+                .saturating_add(elapsed.saturating_mul(rate))
+                .min(full);
         } else {
             b.used = true;
             b.tokens = full;
@@ -289,7 +292,10 @@ mod tests {
     fn a_v4_client_on_a_dual_stack_socket_is_its_v4_network() {
         let t0 = Instant::now();
         let mut l = RateLimiter::new(&cfg(1, 1, 0), t0);
-        assert_eq!(l.check("::ffff:192.0.2.1".parse().unwrap(), t0), Verdict::Send);
+        assert_eq!(
+            l.check("::ffff:192.0.2.1".parse().unwrap(), t0),
+            Verdict::Send
+        );
         assert_eq!(l.check("192.0.2.77".parse().unwrap(), t0), Verdict::Drop);
         assert_eq!(
             l.check("::ffff:198.51.100.1".parse().unwrap(), t0),

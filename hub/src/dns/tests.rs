@@ -411,13 +411,7 @@ fn any_over_udp_gets_one_rrset_and_over_tcp_the_whole_name() {
     let ask = |name: &str, transport: Transport| {
         let packet = query(name, RecordType::ANY, None);
         let mut out = Vec::new();
-        assert!(r.respond(
-            &packet,
-            CLIENT.parse().unwrap(),
-            transport,
-            None,
-            &mut out
-        ));
+        assert!(r.respond(&packet, CLIENT.parse().unwrap(), transport, None, &mut out));
         (packet.len(), out.len(), Message::from_vec(&out).unwrap())
     };
     // An unknown (UDP) source: one family of addresses, no truncation, an
@@ -425,17 +419,17 @@ fn any_over_udp_gets_one_rrset_and_over_tcp_the_whole_name() {
     let (asked, size, got) = ask("hub.edge.example.com", Transport::udp);
     assert!(!got.metadata.truncation);
     assert_eq!(got.answers.len(), 16);
-    assert!(
-        got.answers
-            .iter()
-            .all(|a| a.record_type() == RecordType::A)
-    );
+    assert!(got.answers.iter().all(|a| a.record_type() == RecordType::A));
     assert!(size <= 8 * asked, "{size} bytes for a {asked}-byte query");
     // At the apex, the SOA alone.
     let (_, _, apex) = ask("edge.example.com", Transport::udp);
     assert_eq!(apex.answers.len(), 1);
     assert_eq!(apex.answers[0].record_type(), RecordType::SOA);
-    assert!(apex.additionals.iter().all(|a| a.record_type() == RecordType::OPT));
+    assert!(
+        apex.additionals
+            .iter()
+            .all(|a| a.record_type() == RecordType::OPT)
+    );
     // Over TCP the source is proven: every RRset.
     let (_, tcp_size, whole) = ask("hub.edge.example.com", Transport::tcp);
     assert_eq!(whole.answers.len(), 32);
