@@ -44,9 +44,11 @@ pub struct MetricsConfig {
 }
 
 impl MetricsConfig {
-    /// A section listening on `listen` (each daemon's default).
-    pub fn at(listen: SocketAddr) -> MetricsConfig {
-        MetricsConfig { listen }
+    /// A section listening on `127.0.0.1:port` (each daemon's default).
+    pub fn on_loopback(port: u16) -> MetricsConfig {
+        MetricsConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
     }
 
     /// Adds a problem when the operator listener would share the client
@@ -94,11 +96,7 @@ pub fn handler(answers: Answers) -> Handler {
 
 fn metrics(answers: &Answers, req: &Request<Body>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut resp =
-            Problem::new(ErrorCode::MethodNotAllowed, "allowed: GET, HEAD").into_response();
-        resp.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return resp;
+        return Problem::get_or_head_only();
     }
     let accept = req
         .headers()

@@ -168,6 +168,16 @@ impl Problem {
         self
     }
 
+    /// `405 method_not_allowed` for a route that answers `GET` and `HEAD`
+    /// only, with its `Allow` field.
+    pub fn get_or_head_only() -> Response<Body> {
+        let mut resp =
+            Problem::new(ErrorCode::MethodNotAllowed, "allowed: GET, HEAD").into_response();
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        resp
+    }
+
     /// The problem's code.
     pub fn error_code(&self) -> ErrorCode {
         self.code_enum.unwrap_or(ErrorCode::Internal)

@@ -231,10 +231,7 @@ impl Default for TunnelTuning {
 
 mod defaults {
     pub fn metrics() -> ferry_common::operator_listener::MetricsConfig {
-        ferry_common::operator_listener::MetricsConfig::at(std::net::SocketAddr::from((
-            [127, 0, 0, 1],
-            9461,
-        )))
+        ferry_common::operator_listener::MetricsConfig::on_loopback(9461)
     }
     pub fn capacity_transfers() -> u64 {
         1000

@@ -126,11 +126,7 @@ async fn route_and_answer(front: &Arc<Front>, req: Request<Body>) -> (SpokeRoute
 
 fn local(front: &Front, req: Request<Body>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut resp =
-            Problem::new(ErrorCode::MethodNotAllowed, "allowed: GET, HEAD").into_response();
-        resp.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return resp;
+        return Problem::get_or_head_only();
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),

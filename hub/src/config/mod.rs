@@ -425,10 +425,7 @@ pub struct MemoryProviderConfig {
 
 mod defaults {
     pub fn metrics() -> ferry_common::operator_listener::MetricsConfig {
-        ferry_common::operator_listener::MetricsConfig::at(std::net::SocketAddr::from((
-            [127, 0, 0, 1],
-            9460,
-        )))
+        ferry_common::operator_listener::MetricsConfig::on_loopback(9460)
     }
     pub fn store_pool_size() -> u32 {
         8

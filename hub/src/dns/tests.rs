@@ -344,8 +344,8 @@ fn over_the_rate_answers_slip_truncated_or_drop() {
     );
 }
 
-#[test]
-fn udp_answers_too_big_for_the_client_are_truncated() {
+/// A responder for a hub with 16 IPv4 and 16 IPv6 addresses.
+fn responder_with_32_hub_addresses() -> Responder {
     let mut registry = prometheus_client::registry::Registry::default();
     let steering = Arc::new(Steering::new(
         &SteeringConfig::default(),
@@ -357,12 +357,17 @@ fn udp_answers_too_big_for_the_client_are_truncated() {
         .chain((0..16u8).map(|i| IpAddr::V4(Ipv4Addr::new(192, 0, 2, i))))
         .collect();
     let zone = Zone::new("edge.example.com", &[], None, 20, &many, 1).unwrap();
-    let r = Responder::new(
+    Responder::new(
         zone,
         steering,
         crate::dns::metrics::DnsMetrics::register(&mut registry),
         Counter::default(),
-    );
+    )
+}
+
+#[test]
+fn udp_answers_too_big_for_the_client_are_truncated() {
+    let r = responder_with_32_hub_addresses();
     // The apex's NS with the glue of hub.<zone>'s 32 addresses.
     let mut m = Message::from_vec(&query("edge.example.com", RecordType::NS, None)).unwrap();
     m.edns = None;
@@ -391,23 +396,7 @@ fn udp_answers_too_big_for_the_client_are_truncated() {
 
 #[test]
 fn any_over_udp_gets_one_rrset_and_over_tcp_the_whole_name() {
-    let mut registry = prometheus_client::registry::Registry::default();
-    let steering = Arc::new(Steering::new(
-        &SteeringConfig::default(),
-        Duration::from_secs(3),
-        SteeringMetrics::register(&mut registry),
-    ));
-    let many: Vec<IpAddr> = (0..16u16)
-        .map(|i| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0xffff, i)))
-        .chain((0..16u8).map(|i| IpAddr::V4(Ipv4Addr::new(192, 0, 2, i))))
-        .collect();
-    let zone = Zone::new("edge.example.com", &[], None, 20, &many, 1).unwrap();
-    let r = Responder::new(
-        zone,
-        steering,
-        crate::dns::metrics::DnsMetrics::register(&mut registry),
-        Counter::default(),
-    );
+    let r = responder_with_32_hub_addresses();
     let ask = |name: &str, transport: Transport| {
         let packet = query(name, RecordType::ANY, None);
         let mut out = Vec::new();
