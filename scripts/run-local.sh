@@ -7,8 +7,9 @@
 # ams1 on 127.0.0.3), with embedded SQLite and a local folder as the
 # storage provider, all under ./.ferry-local/ (delete that folder to start
 # afresh). Ports: the hub's API on FERRY_PORT (default 8080), the spokes'
-# on the next two, the hub's QUIC tunnel endpoint on UDP FERRY_PORT+100 and
-# its steering DNS (zone ferry.local) on UDP and TCP FERRY_PORT+53.
+# on the next two, the hub's QUIC tunnel endpoint on UDP FERRY_PORT+100, its
+# steering DNS (zone ferry.local) on UDP and TCP FERRY_PORT+53, and every
+# node's operator listener (/metrics) on its own address, port FERRY_PORT+200.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,6 +18,7 @@ port=${FERRY_PORT:-8080}
 state=$root/.ferry-local
 tunnel_port=$((port + 100))
 dns_port=$((port + 53))
+metrics_port=$((port + 200))
 mkdir -p "$state/hub" "$state/data"
 
 if ! command -v cargo >/dev/null; then
@@ -30,7 +32,11 @@ spoke_bin=${CARGO_TARGET_DIR:-$root/target}/release/ferry-spoke
 
 # Secrets stay in files under .ferry-local, made once.
 [ -s "$state/master.key" ] || { head -c 32 /dev/urandom | base64 > "$state/master.key"; chmod 600 "$state/master.key"; }
-[ -s "$state/admin.token" ] || { head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$state/admin.token"; chmod 600 "$state/admin.token"; }
+# The hub refuses an admin token shorter than 32 characters: 64 hex digits.
+if [ "$(tr -d '\n' 2>/dev/null < "$state/admin.token" | wc -c)" -lt 32 ]; then
+  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$state/admin.token"
+  chmod 600 "$state/admin.token"
+fi
 admin_token=$(cat "$state/admin.token")
 
 cat > "$state/hub.toml" <<TOML
@@ -41,6 +47,9 @@ state_dir = "$state/hub"
 listen = "127.0.0.1:$port"
 plain_http = true
 shutdown_grace_secs = 5
+
+[metrics]
+listen = "127.0.0.1:$metrics_port"
 
 [tunnel]
 listen = "127.0.0.1:$tunnel_port"
@@ -94,6 +103,9 @@ listen = "127.0.0.$spoke_ip:$spoke_port"
 plain_http = true
 shutdown_grace_secs = 5
 
+[metrics]
+listen = "127.0.0.$spoke_ip:$metrics_port"
+
 [hub]
 api_url = "http://127.0.0.1:$port"
 tunnel_addr = "127.0.0.1:$tunnel_port"
@@ -115,6 +127,8 @@ ferry is running on loopback:
   spoke fra1   http://127.0.0.2:$((port + 1))   (log: $state/fra1/spoke.log)
   spoke ams1   http://127.0.0.3:$((port + 2))   (log: $state/ams1/spoke.log)
   steering DNS 127.0.0.1 port $dns_port, zone ferry.local
+  metrics      http://127.0.0.1:$metrics_port/metrics (hub), 127.0.0.2 and
+               127.0.0.3 on the same port (spokes); never on the API's port
 
 Every node answers the same API. Try it through spoke fra1 (copy and paste):
 
@@ -135,7 +149,7 @@ Every node answers the same API. Try it through spoke fra1 (copy and paste):
   curl -s -H "Authorization: Bearer \$KEY" \$FERRY/v1/connections/local/list/docs
   curl -s -H "Authorization: Bearer \$KEY" -H 'want-repr-digest: sha-256=1' -D - \$FERRY/v1/connections/local/files/docs/README.md -o /dev/null
   curl -s -H "Authorization: Bearer \$KEY" \$FERRY/v1/events
-  curl -s \$FERRY/metrics | head
+  curl -s http://127.0.0.2:$metrics_port/metrics | head
 
   # the same file through the other spoke and through the hub
   curl -s -H "Authorization: Bearer \$KEY" http://127.0.0.3:$((port + 2))/v1/connections/local/files/docs/README.md | head -3

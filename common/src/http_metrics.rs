@@ -1,7 +1,9 @@
 //! Metric pieces both daemons' HTTP metrics share: the method label, the
-//! request-duration buckets, and `build_info`.
+//! request-duration buckets, `build_info` and the count of connections
+//! refused for their source's share.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -51,4 +53,16 @@ pub fn register_build_info(registry: &mut Registry, version: &'static str) {
         "The running version, as a label (always 1)",
         info,
     );
+}
+
+/// Registers `http_connections_refused`, the client connections closed at
+/// once because their source held `api.max_connections_per_source`.
+pub fn register_connections_refused(registry: &mut Registry) -> Counter {
+    let refused = Counter::default();
+    registry.register(
+        "http_connections_refused",
+        "Client connections closed as soon as they were accepted because their source (an IPv4 address or IPv6 /64) held api.max_connections_per_source",
+        refused.clone(),
+    );
+    refused
 }

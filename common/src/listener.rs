@@ -5,11 +5,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Problems, check_absolute};
 use crate::http_server::Limits;
+use crate::source_limit::SourceLimit;
 use crate::tasks::NamedTasks;
 use crate::tls::{ReloadingCert, TlsError, http_server_config};
 
@@ -30,12 +32,20 @@ pub struct ApiConfig {
     /// Most client connections open at once. Default 10000.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
+    /// Most connections one client host (an IPv4 address or an IPv6 /64)
+    /// may hold open at once; one more is closed as soon as it is
+    /// accepted. Default 256. Behind a proxy that hides client addresses,
+    /// raise it to `max_connections`.
+    #[serde(default = "defaults::max_connections_per_source")]
+    pub max_connections_per_source: usize,
     /// Largest request head (request line and header fields), in bytes.
     /// Default 65536; from 8192 to 1048576.
     #[serde(default = "defaults::max_header_bytes")]
     pub max_header_bytes: usize,
-    /// A connection with no bytes moving either way for this long is closed.
-    /// Default 120.
+    /// A connection with no request in flight for this long is closed
+    /// gracefully (HTTP/1.1 and HTTP/2 alike: keep-alive pings do not
+    /// count); one whose request moves no bytes either way for this long
+    /// is cut. Default 120.
     #[serde(default = "defaults::idle_timeout_secs")]
     pub idle_timeout_secs: u64,
     /// Time allowed for a TLS handshake. Default 10.
@@ -67,6 +77,9 @@ pub struct TlsConfig {
 mod defaults {
     pub fn max_connections() -> usize {
         10_000
+    }
+    pub fn max_connections_per_source() -> usize {
+        256
     }
     pub fn max_header_bytes() -> usize {
         64 * 1024
@@ -116,6 +129,12 @@ impl ApiConfig {
         if api.max_connections == 0 {
             p.add(format!("{prefix}.max_connections"), "must be at least 1");
         }
+        if api.max_connections_per_source == 0 {
+            p.add(
+                format!("{prefix}.max_connections_per_source"),
+                "must be at least 1",
+            );
+        }
         if !(8192..=1024 * 1024).contains(&api.max_header_bytes) {
             p.add(
                 format!("{prefix}.max_header_bytes"),
@@ -139,10 +158,12 @@ impl ApiConfig {
         }
     }
 
-    /// The listener limits.
-    pub fn limits(&self) -> Limits {
+    /// The listener limits; connections refused for their source's share
+    /// are counted in `refused`.
+    pub fn limits(&self, refused: Counter) -> Limits {
         Limits {
             connections: crate::http_server::ConnectionLimit::new(self.max_connections),
+            per_source: SourceLimit::new(self.max_connections_per_source, refused),
             max_header_bytes: self.max_header_bytes,
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             handshake_timeout: Duration::from_secs(self.handshake_timeout_secs),

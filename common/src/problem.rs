@@ -65,6 +65,9 @@ error_codes! {
     UnsupportedMediaType => (UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "The request body has an unsupported media type"),
     /// No or wrong credentials.
     Unauthorized => (UNAUTHORIZED, "unauthorized", "Missing or invalid credentials"),
+    /// Too many wrong credentials came from this client's address; retry
+    /// after `Retry-After`.
+    TooManyAttempts => (TOO_MANY_REQUESTS, "too_many_attempts", "Too many wrong credentials from this address"),
     /// The admin API is disabled because no admin token is configured.
     AdminDisabled => (FORBIDDEN, "admin_disabled", "The admin API is disabled on this server"),
     /// The route does not exist.
@@ -179,6 +182,16 @@ impl Problem {
     pub fn with_provider_request_id(mut self, id: Option<String>) -> Self {
         self.provider_request_id = id.map(String::into_boxed_str);
         self
+    }
+
+    /// `405 method_not_allowed` for a route that answers `GET` and `HEAD`
+    /// only, with its `Allow` field.
+    pub fn get_or_head_only() -> Response<Body> {
+        let mut resp =
+            Problem::new(ErrorCode::MethodNotAllowed, "allowed: GET, HEAD").into_response();
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        resp
     }
 
     /// The problem's code.

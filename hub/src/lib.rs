@@ -7,6 +7,7 @@
 //! fires, so the binary and tests start it the same way; [`cli`] holds the
 //! binary's command line and admin commands.
 
+pub mod admin_token;
 pub mod api;
 pub mod ca;
 pub mod cli;
@@ -23,7 +24,6 @@ pub mod tunnel;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use ferry_common::config::Secret;
 use ferry_common::http_server::{self, Handler};
 use ferry_common::provider::ProviderRegistry;
 use ferry_common::tasks::NamedTasks;
@@ -41,8 +41,7 @@ use crate::store::Store;
 
 pub use crate::listeners::Listeners;
 
-/// The environment variable holding the admin token.
-pub const ADMIN_TOKEN_ENV: &str = "FERRY_ADMIN_TOKEN";
+pub use crate::admin_token::ADMIN_TOKEN_ENV;
 
 /// Checks every second that the primary takes writes (uploads and
 /// deletes at this hub wait for it) and that the replica answers (reads go
@@ -71,14 +70,16 @@ struct Live {
     steering: Arc<Steering>,
     state: Arc<AppState>,
     connections: http_server::ConnectionLimit,
+    per_source: Arc<ferry_common::source_limit::SourceLimit>,
     dns_limits: Option<Arc<dns::limit::LimitSettings>>,
 }
 
 /// Re-reads the configuration at `path` on SIGHUP and applies what can
 /// change while the hub runs: the log filter, the `[steering]` section
 /// (hints, hysteresis, smoothing, sample lifetime, bounds), the limits
-/// `api.max_connections` and `api.max_json_body_bytes`, and the DNS rate
-/// limit (`responses_per_sec`, `burst`, `slip`). A file that does not load
+/// `api.max_connections`, `api.max_connections_per_source` and
+/// `api.max_json_body_bytes`, and the DNS rate limit (`responses_per_sec`,
+/// `burst`, `slip`). A file that does not load
 /// changes nothing; everything else needs a restart.
 fn reload(path: &std::path::Path, live: &Live) {
     let cfg = match ferry_common::config::load::<HubConfig>(path) {
@@ -95,6 +96,7 @@ fn reload(path: &std::path::Path, live: &Live) {
         );
     }
     live.connections.set(cfg.api.max_connections);
+    live.per_source.set(cfg.api.max_connections_per_source);
     live.state
         .set_max_json_body_bytes(cfg.api.max_json_body_bytes);
     match (&live.dns_limits, &cfg.dns) {
@@ -107,6 +109,7 @@ fn reload(path: &std::path::Path, live: &Live) {
     tracing::info!(
         hints = cfg.steering.hints.len(),
         max_connections = cfg.api.max_connections,
+        max_connections_per_source = cfg.api.max_connections_per_source,
         max_json_body_bytes = cfg.api.max_json_body_bytes,
         dns_responses_per_sec = cfg
             .dns
@@ -165,10 +168,7 @@ pub async fn run(
     let master_key = MasterKey::load(&cfg.secrets)?;
     ferry_common::provider::remote::install_http_client();
     let store = cfg.open_store(cfg.store.pool_size).await?;
-    let admin_token = std::env::var(ADMIN_TOKEN_ENV)
-        .ok()
-        .filter(|t| !t.is_empty())
-        .map(Secret::new);
+    let admin_token = crate::admin_token::AdminToken::from_env()?;
     if admin_token.is_none() {
         tracing::warn!(
             "{ADMIN_TOKEN_ENV} is not set: the admin API (accounts and keys) is disabled"
@@ -197,6 +197,8 @@ pub async fn run(
     let api_addr = listener
         .local_addr()
         .context("the listener has no address")?;
+    let metrics_listener = tokio::net::TcpListener::from_std(listeners.metrics)
+        .context("cannot use the metrics listener")?;
     let dns = match (listeners.dns, &cfg.dns) {
         (Some(sockets), Some(d)) => {
             tracing::info!(addr = %sockets.local_addr()?, zone = %d.zone, "DNS listening");
@@ -368,15 +370,30 @@ pub async fn run(
         Arc::new(move |req| Box::pin(api::handle(state.clone(), req)))
     };
     tracing::info!(addr = %api_addr, tls = tls.is_some(), store = %store.backend(), "HTTP API listening");
+    tracing::info!(addr = %metrics_listener.local_addr()?, "metrics listening");
+    // Metrics stay readable while the API drains; they stop with the
+    // tunnels.
+    let answers = ferry_common::operator_listener::Answers {
+        metrics: {
+            let state = state.clone();
+            Arc::new(move || state.metrics.encode())
+        },
+        health: handler.clone(),
+    };
+    tasks.spawn(
+        "metrics listener",
+        ferry_common::operator_listener::serve(metrics_listener, answers, tunnel_stop.clone()),
+    );
     // Every listener is bound and the store open: tell systemd.
     ferry_common::systemd::ready();
     ferry_common::systemd::spawn_watchdog(tunnel_stop.clone(), &mut tasks);
-    let limits = cfg.api.limits();
+    let limits = cfg.api.limits(state.metrics.connections_refused());
     if let Some(path) = cfg.path.clone() {
         let live = Live {
             steering: steering.clone(),
             state: state.clone(),
             connections: limits.connections.clone(),
+            per_source: limits.per_source.clone(),
             dns_limits,
         };
         ferry_common::systemd::on_sighup(tunnel_stop.clone(), &mut tasks, move || {

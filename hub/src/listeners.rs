@@ -1,6 +1,7 @@
 //! The sockets the hub serves on, opened before [`crate::run`] starts:
 //! bound from the configuration, or taken from those a service manager
-//! passed, by name (`api`, `tunnel`, `tunnel-tcp`, `dns`, `dns-tcp`).
+//! passed, by name (`api`, `tunnel`, `tunnel-tcp`, `dns`, `dns-tcp`,
+//! `metrics`).
 //! `run` binds nothing itself, so a taken port or a wrong socket unit fails
 //! the start, and tests can hand the hub sockets they bound.
 
@@ -20,6 +21,8 @@ pub struct Listeners {
     pub tunnel: Option<TunnelSockets>,
     /// The steering DNS's sockets, when it has `[dns]`.
     pub dns: Option<DnsSockets>,
+    /// The operator listener (`metrics.listen`; passed as `metrics`).
+    pub metrics: TcpListener,
 }
 
 /// The tunnel's two sockets.
@@ -35,12 +38,13 @@ pub struct TunnelSockets {
 impl Listeners {
     /// The names of the sockets a service manager may pass, with the
     /// section that configures each.
-    pub const NAMES: [(&'static str, &'static str); 5] = [
+    pub const NAMES: [(&'static str, &'static str); 6] = [
         ("api", "[api]"),
         ("tunnel", "[tunnel]"),
         ("tunnel-tcp", "[tunnel]"),
         ("dns", "[dns]"),
         ("dns-tcp", "[dns]"),
+        ("metrics", "[metrics]"),
     ];
 
     /// Opens every socket `cfg` calls for from `sockets`.
@@ -69,7 +73,13 @@ impl Listeners {
                 Some(DnsSockets { udp, tcp })
             }
         };
-        Ok(Listeners { api, tunnel, dns })
+        let metrics = sockets.tcp_listener("metrics", "metrics.listen", cfg.metrics.listen)?;
+        Ok(Listeners {
+            api,
+            tunnel,
+            dns,
+            metrics,
+        })
     }
 
     /// Binds every socket `cfg` calls for from its addresses.

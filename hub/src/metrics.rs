@@ -89,6 +89,8 @@ pub struct Metrics {
     /// Bytes, transfers and their durations (shared with spokes).
     pub content: ferry_common::content::metrics::ContentMetrics,
     store_errors: Counter,
+    connections_refused: Counter,
+    admin_token_failures: Counter,
     spokes_connected: Family<TransportLabels, Gauge>,
     spoke_rtt: Family<SpokeLabels, Gauge<f64, AtomicU64>>,
     open_streams: Gauge,
@@ -139,6 +141,12 @@ impl Metrics {
             "store_errors",
             "Metadata store operations that failed",
             store_errors.clone(),
+        );
+        let admin_token_failures = Counter::default();
+        registry.register(
+            "admin_token_failures",
+            "Requests to admin routes that carried a wrong admin token",
+            admin_token_failures.clone(),
         );
         let spokes_connected = Family::<TransportLabels, Gauge>::default();
         registry.register(
@@ -231,9 +239,12 @@ impl Metrics {
             ca_expiry.clone(),
         );
         ferry_common::http_metrics::register_build_info(&mut registry, env!("CARGO_PKG_VERSION"));
+        let connections_refused =
+            ferry_common::http_metrics::register_connections_refused(&mut registry);
         let dns = crate::dns::metrics::DnsMetrics::register(&mut registry);
         let steering = crate::steering::metrics::SteeringMetrics::register(&mut registry);
         Self {
+            connections_refused,
             dns,
             steering,
             active,
@@ -248,6 +259,7 @@ impl Metrics {
             duration,
             content,
             store_errors,
+            admin_token_failures,
             spokes_connected,
             spoke_rtt,
             open_streams,
@@ -276,6 +288,11 @@ impl Metrics {
     /// Counts a failed store operation.
     pub fn store_error(&self) {
         self.store_errors.inc();
+    }
+
+    /// Counts a wrong admin token.
+    pub fn admin_token_refused(&self) {
+        self.admin_token_failures.inc();
     }
 
     /// Records a spoke's tunnel on `transport` coming up (`true`) or going down.
@@ -366,6 +383,12 @@ impl Metrics {
     /// Counts a grant issued.
     pub fn grant(&self) {
         self.grants.inc();
+    }
+
+    /// The counter of client connections refused for their source's
+    /// share, for the listener to count in.
+    pub fn connections_refused(&self) -> Counter {
+        self.connections_refused.clone()
     }
 
     /// The metrics in the Prometheus/OpenMetrics text format.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ferry_common::config::{Problems, Validate, check_absolute};
 use ferry_common::listener::ApiConfig;
+use ferry_common::operator_listener::MetricsConfig;
 use ferry_common::telemetry::LogConfig;
 use ferry_common::tunnel_io::TransportLimits;
 use serde::Deserialize;
@@ -23,6 +24,10 @@ pub struct SpokeConfig {
     pub state_dir: PathBuf,
     /// The client-facing HTTP API listener (same keys as the hub's `[api]`).
     pub api: ApiConfig,
+    /// The operator listener: `/metrics`, `/healthz`, `/readyz`. Default
+    /// `listen = "127.0.0.1:9461"`.
+    #[serde(default = "defaults::metrics")]
+    pub metrics: MetricsConfig,
     /// The hub this spoke belongs to.
     pub hub: HubLink,
     /// Tunnel tuning.
@@ -225,6 +230,9 @@ impl Default for TunnelTuning {
 }
 
 mod defaults {
+    pub fn metrics() -> ferry_common::operator_listener::MetricsConfig {
+        ferry_common::operator_listener::MetricsConfig::on_loopback(9461)
+    }
     pub fn capacity_transfers() -> u64 {
         1000
     }
@@ -268,6 +276,7 @@ impl Validate for SpokeConfig {
         }
         check_absolute(p, "state_dir", &self.state_dir);
         self.api.validate("api", p);
+        self.metrics.validate(&self.api, p);
         if !(self.hub.api_url.starts_with("http://") || self.hub.api_url.starts_with("https://")) {
             p.add("hub.api_url", "must start with http:// or https://");
         }

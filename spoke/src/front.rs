@@ -1,4 +1,5 @@
-//! The spoke's HTTP front. Health, readiness and metrics are answered here;
+//! The spoke's HTTP front. Health, readiness and the probe are answered
+//! here (metrics only on the operator listener, `[metrics]`);
 //! `GET`, `HEAD` and `PUT` of files stream directly with the provider (the
 //! data path); every other API request is forwarded to the hub through the
 //! tunnel and answered by the hub's own router.
@@ -87,7 +88,6 @@ async fn route_and_answer(front: &Arc<Front>, req: Request<Body>) -> (SpokeRoute
     let local_route = match path {
         "/healthz" => Some(SpokeRoute::healthz),
         "/readyz" => Some(SpokeRoute::readyz),
-        "/metrics" => Some(SpokeRoute::metrics),
         "/v1/probe" => Some(SpokeRoute::probe),
         _ => None,
     };
@@ -132,32 +132,16 @@ async fn route_and_answer(front: &Arc<Front>, req: Request<Body>) -> (SpokeRoute
 
 fn local(front: &Front, req: Request<Body>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut resp =
-            Problem::new(ErrorCode::MethodNotAllowed, "allowed: GET, HEAD").into_response();
-        resp.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return resp;
+        return Problem::get_or_head_only();
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/v1/probe" => ferry_common::probe::response(),
-        "/readyz" => match front.hub.tunnel.current() {
+        _ => match front.hub.tunnel.current() {
             Some(_) => text(StatusCode::OK, "ready\n"),
             None => Problem::new(ErrorCode::HubUnreachable, "the tunnel to the hub is down")
                 .into_response(),
         },
-        _ => {
-            let accept = req
-                .headers()
-                .get(header::ACCEPT)
-                .and_then(|v| v.to_str().ok());
-            let (body, kind) =
-                ferry_common::metrics_text::negotiate(front.metrics.encode(), accept);
-            let mut resp = Response::new(full(body));
-            resp.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
-            resp
-        }
     }
 }
 

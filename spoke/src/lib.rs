@@ -35,32 +35,37 @@ use crate::tunnel::TunnelHandle;
 /// last request has finished, before the spoke exits anyway.
 const REPORT_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The socket the spoke serves on, opened before [`run`] starts: bound
-/// from the configuration, or the one a service manager passed as `api`.
+/// The sockets the spoke serves on, opened before [`run`] starts: bound
+/// from the configuration, or those a service manager passed as `api` and
+/// `metrics`.
 #[derive(Debug)]
 pub struct Listeners {
     /// The HTTP API (`api.listen`; passed as `api`).
     pub api: std::net::TcpListener,
+    /// The operator listener (`metrics.listen`; passed as `metrics`).
+    pub metrics: std::net::TcpListener,
 }
 
 impl Listeners {
     /// The names of the sockets a service manager may pass, with the
     /// section that configures each.
-    pub const NAMES: [(&'static str, &'static str); 1] = [("api", "[api]")];
+    pub const NAMES: [(&'static str, &'static str); 2] =
+        [("api", "[api]"), ("metrics", "[metrics]")];
 
-    /// Opens the listener `cfg` calls for from `sockets`.
+    /// Opens the listeners `cfg` calls for from `sockets`.
     pub fn open(cfg: &SpokeConfig, sockets: &mut SocketSource) -> Result<Listeners, SocketError> {
         Ok(Listeners {
             api: sockets.tcp_listener("api", "api.listen", cfg.api.listen)?,
+            metrics: sockets.tcp_listener("metrics", "metrics.listen", cfg.metrics.listen)?,
         })
     }
 }
 
 /// Re-reads the configuration at `path` on SIGHUP and applies what can
-/// change while the spoke runs: the log filter and `api.max_connections`.
-/// A file that does not load changes nothing; everything else needs a
-/// restart.
-fn reload(path: &std::path::Path, connections: &http_server::ConnectionLimit) {
+/// change while the spoke runs: the log filter, `api.max_connections` and
+/// `api.max_connections_per_source`. A file that does not load changes
+/// nothing; everything else needs a restart.
+fn reload(path: &std::path::Path, limits: &http_server::Limits) {
     let cfg = match ferry_common::config::load::<SpokeConfig>(path) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -69,9 +74,11 @@ fn reload(path: &std::path::Path, connections: &http_server::ConnectionLimit) {
         }
     };
     ferry_common::telemetry::apply_reloaded_level(&cfg.log.level);
-    connections.set(cfg.api.max_connections);
+    limits.connections.set(cfg.api.max_connections);
+    limits.per_source.set(cfg.api.max_connections_per_source);
     tracing::info!(
         max_connections = cfg.api.max_connections,
+        max_connections_per_source = cfg.api.max_connections_per_source,
         "reload: applied (other changes need a restart)"
     );
 }
@@ -161,11 +168,11 @@ pub async fn run(
         });
     }
     ferry_common::systemd::spawn_watchdog(tunnel_stop.clone(), &mut tasks);
-    let mut limits = cfg.api.limits();
+    let mut limits = cfg.api.limits(metrics.connections_refused());
     if let Some(path) = cfg.path.clone() {
-        let connections = limits.connections.clone();
+        let live = limits.clone();
         ferry_common::systemd::on_sighup(tunnel_stop.clone(), &mut tasks, move || {
-            reload(&path, &connections)
+            reload(&path, &live)
         });
     }
     let front = Arc::new(Front {
@@ -173,8 +180,24 @@ pub async fn run(
         data: data.clone(),
         metrics,
     });
-    let handler: Handler = Arc::new(move |req| Box::pin(front::handle(front.clone(), req)));
+    let handler: Handler = {
+        let front = front.clone();
+        Arc::new(move |req| Box::pin(front::handle(front.clone(), req)))
+    };
     tracing::info!(%addr, tls = tls.is_some(), spoke.id = %cfg.name, "HTTP API listening");
+    let metrics_listener = tokio::net::TcpListener::from_std(listeners.metrics)
+        .context("cannot use the metrics listener")?;
+    tracing::info!(addr = %metrics_listener.local_addr()?, "metrics listening");
+    // Metrics stay readable while the API drains; they stop with the
+    // tunnel.
+    let answers = ferry_common::operator_listener::Answers {
+        metrics: Arc::new(move || front.metrics.encode()),
+        health: handler.clone(),
+    };
+    tasks.spawn(
+        "metrics listener",
+        ferry_common::operator_listener::serve(metrics_listener, answers, tunnel_stop.clone()),
+    );
     if cfg.steering.observe_client_rtt {
         limits.rtt_sink = Some(http_server::RttSink(Arc::new(move |client, rtt| {
             client_rtts.record(client, rtt)

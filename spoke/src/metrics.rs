@@ -45,7 +45,6 @@ pub enum SpokeRoute {
     forwarded,
     healthz,
     readyz,
-    metrics,
     probe,
     /// A hub-only route, refused.
     internal,
@@ -104,6 +103,7 @@ pub struct Metrics {
     queued: Gauge,
     dropped: Counter,
     active: Gauge,
+    connections_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -119,7 +119,7 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "http_requests",
-            "HTTP requests answered, by route (file, forwarded, healthz, readyz, metrics, probe, internal), method and status",
+            "HTTP requests answered, by route (file, forwarded, healthz, readyz, probe, internal), method and status",
             requests.clone(),
         );
         let duration = Family::<RouteLabels, _, fn() -> _>::new_with_constructor(
@@ -131,6 +131,8 @@ impl Metrics {
             duration.clone(),
         );
         ferry_common::http_metrics::register_build_info(&mut registry, env!("CARGO_PKG_VERSION"));
+        let connections_refused =
+            ferry_common::http_metrics::register_connections_refused(&mut registry);
         let certificate_expiry = Gauge::default();
         registry.register(
             "certificate_expiry_timestamp_seconds",
@@ -193,6 +195,7 @@ impl Metrics {
             active.clone(),
         );
         Self {
+            connections_refused,
             active,
             requests,
             duration,
@@ -290,6 +293,12 @@ impl Metrics {
     /// Counts a dropped report.
     pub fn report_dropped(&self) {
         self.dropped.inc();
+    }
+
+    /// The counter of client connections refused for their source's
+    /// share, for the listener to count in.
+    pub fn connections_refused(&self) -> Counter {
+        self.connections_refused.clone()
     }
 
     /// The metrics in the Prometheus/OpenMetrics text format.

@@ -57,7 +57,7 @@ fn a_spoke_without_enrolment_or_token_says_what_to_do() {
     std::fs::write(
         &cfg,
         format!(
-            "name = \"fra1\"\nstate_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\nplain_http = true\n[hub]\napi_url = \"http://127.0.0.1:9\"\ntunnel_addr = \"127.0.0.1:9\"\n",
+            "name = \"fra1\"\nstate_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\nplain_http = true\n[metrics]\nlisten = \"127.0.0.1:0\"\n[hub]\napi_url = \"http://127.0.0.1:9\"\ntunnel_addr = \"127.0.0.1:9\"\n",
             dir.path().join("state")
         ),
     )

@@ -12,8 +12,9 @@ use crate::process::Daemon;
 /// How long a hub gets to say it is ready.
 const READY_WITHIN: Duration = Duration::from_secs(30);
 
-/// The admin token every test hub is started with.
-pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// The admin token every test hub is started with (hubs refuse one
+/// shorter than 32 characters).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdefghijklmnop";
 /// The master key every test hub is started with (hex).
 pub const MASTER_KEY: &str = "8f1d2c3b4a5968778695a4b3c2d1e0f000112233445566778899aabbccddeeff";
 
@@ -51,6 +52,8 @@ pub struct HubOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Whether the admin token is set.
     pub admin_token: bool,
+    /// Whether the hub takes spokes (has a `[tunnel]` section).
+    pub tunnel: bool,
     /// Extra TOML appended to the `[tunnel]` section.
     pub tunnel_extra: String,
     /// The log filter; debug for ferry's own modules unless set.
@@ -79,6 +82,7 @@ impl Default for HubOptions {
             api_extra: String::new(),
             tls: None,
             admin_token: true,
+            tunnel: true,
             tunnel_extra: String::new(),
             log_level: None,
             default_timings: false,
@@ -109,13 +113,16 @@ pub struct Hub {
     notify: Notifications,
     /// The address its API listens on.
     pub addr: SocketAddr,
-    /// The address of its tunnel endpoint (UDP).
+    /// The address of its tunnel endpoint (UDP); port 0 when it takes no
+    /// spokes.
     pub tunnel_addr: SocketAddr,
     /// The address of its TLS-over-TCP tunnel listener.
     pub tunnel_tcp_addr: SocketAddr,
     /// The address of its DNS server (UDP and TCP), when `[dns]` is set
     /// (in `extra_toml`).
     pub dns_addr: Option<SocketAddr>,
+    /// The address of its operator listener (`/metrics`).
+    pub metrics_addr: SocketAddr,
     /// Its temporary state, config and provider folders.
     pub dir: tempfile::TempDir,
     /// The folder `fs` connections may use.
@@ -154,16 +161,23 @@ impl Hub {
             &config,
             format!(
                 "state_dir = {state:?}\n\n[api]\nlisten = \"127.0.0.1:0\"\nplain_http = {plain}\nshutdown_grace_secs = 5\n{extra}\n{tls}\n\
-                 [tunnel]\nlisten = \"127.0.0.1:0\"\n{timings}{tunnel_extra}\n\n\
+                 [metrics]\nlisten = \"127.0.0.1:0\"\n\n{tunnel}\n\
                  [providers.fs]\nallowed_roots = [{data:?}]\n\n[providers.memory]\nenabled = true\n\n[log]\nlevel = {level:?}\n{format}\n{sections}\n",
                 state = dir.path().join("state"),
                 data = data_dir,
                 extra = opts.api_extra,
-                tunnel_extra = opts.tunnel_extra,
-                timings = if opts.default_timings {
-                    ""
+                tunnel = if opts.tunnel {
+                    format!(
+                        "[tunnel]\nlisten = \"127.0.0.1:0\"\n{timings}{tunnel_extra}\n",
+                        timings = if opts.default_timings {
+                            ""
+                        } else {
+                            "heartbeat_interval_secs = 1\nidle_timeout_secs = 5\n"
+                        },
+                        tunnel_extra = opts.tunnel_extra,
+                    )
                 } else {
-                    "heartbeat_interval_secs = 1\nidle_timeout_secs = 5\n"
+                    String::new()
                 },
                 level = opts.log_level.as_deref().unwrap_or("info,ferry_hub=debug"),
                 format = if opts.log_json { "format = \"json\"\n" } else { "" },
@@ -185,11 +199,16 @@ impl Hub {
         let mut sockets = Sockets::new();
         let addr = sockets.tcp("api", loopback);
         // As in a deployment without tunnel.tcp_listen: TCP on QUIC's port.
-        let tunnel_addr = sockets.udp_and_tcp("tunnel", "tunnel-tcp", loopback);
+        let tunnel_addr = if opts.tunnel {
+            sockets.udp_and_tcp("tunnel", "tunnel-tcp", loopback)
+        } else {
+            SocketAddr::new(loopback, 0)
+        };
         let dns_addr = opts
             .extra_toml
             .contains("[dns]")
             .then(|| sockets.udp_and_tcp("dns", "dns-tcp", loopback));
+        let metrics_addr = sockets.tcp("metrics", loopback);
         let mut hub = Hub {
             daemon: None,
             sockets,
@@ -198,6 +217,7 @@ impl Hub {
             tunnel_addr,
             tunnel_tcp_addr: tunnel_addr,
             dns_addr,
+            metrics_addr,
             master_key: MASTER_KEY.to_owned(),
             dir,
             data_dir,
@@ -258,6 +278,11 @@ impl Hub {
             "http"
         };
         format!("{scheme}://{}", self.addr)
+    }
+
+    /// The base URL of its operator listener, where `/metrics` is.
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}", self.metrics_addr)
     }
 
     /// Starts a second hub on this one's state directory (the same

@@ -66,7 +66,8 @@ pub fn repr_digest(data: &[u8]) -> String {
     )
 }
 
-/// Reads `/metrics` at `base` with a Prometheus text parser and returns the
+/// Reads `/metrics` at `base` (a daemon's operator listener, such as
+/// [`Hub::metrics_url`]) with a Prometheus text parser and returns the
 /// value of the sample `name` whose labels include `labels` (0 if absent).
 pub async fn metric(base: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     let resp = Api::new(base).get("/metrics").send().await.expect(200);

@@ -24,6 +24,8 @@ pub struct Spoke {
     pub name: String,
     /// The address its API listens on.
     pub addr: SocketAddr,
+    /// The address of its operator listener (`/metrics`).
+    pub metrics_addr: SocketAddr,
     /// Its state directory and configuration.
     pub dir: tempfile::TempDir,
     config: PathBuf,
@@ -66,6 +68,7 @@ fn write_config(dir: &std::path::Path, name: &str, hub: &Hub, opts: &SpokeOption
         &config,
         format!(
             "name = {name:?}\nstate_dir = {state:?}\n\n[api]\nlisten = \"{ip}:0\"\nplain_http = true\nshutdown_grace_secs = 5\n{api_extra}\n\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n\n\
              [hub]\napi_url = \"{api}\"\ntunnel_addr = \"{tunnel}\"\ntunnel_tcp_addr = \"{tcp}\"\n\n\
              {standby}\n[tunnel]\n{timings}{extra}\n\n\
              [log]\nlevel = {level:?}\n\n[steering]\n{steering}\n",
@@ -122,12 +125,14 @@ impl Spoke {
         let config = write_config(dir.path(), name, hub, opts);
         let mut sockets = Sockets::new();
         let addr = sockets.tcp("api", opts.listen_ip.unwrap_or(LOOPBACK));
+        let metrics_addr = sockets.tcp("metrics", LOOPBACK);
         let mut spoke = Spoke {
             daemon: None,
             sockets,
             notify: Notifications::new(),
             name: name.to_owned(),
             addr,
+            metrics_addr,
             dir,
             config,
             logs: Vec::new(),
@@ -164,6 +169,11 @@ impl Spoke {
     /// The base URL of its API.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The base URL of its operator listener, where `/metrics` is.
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}", self.metrics_addr)
     }
 
     /// The running process.

@@ -54,8 +54,8 @@ fn the_units_verify_and_score_2_or_better() {
             assert!(local.contains(line), "{unit}: {line}");
         }
     }
-    // The example socket unit, beside the service it activates, hands the
-    // spoke a socket named as the spoke expects.
+    // The example socket units, beside the service they activate, hand
+    // the spoke its sockets named as the spoke expects.
     let socket = std::fs::read_to_string(repo().join("systemd/ferry-spoke.socket")).unwrap();
     for line in [
         "FileDescriptorName=api",
@@ -66,7 +66,23 @@ fn the_units_verify_and_score_2_or_better() {
     }
     let path = dir.path().join("ferry-spoke.socket");
     std::fs::write(&path, &socket).unwrap();
-    verify(&[&path, &dir.path().join("ferry-spoke.service")]);
+    // Its operator socket, which must be passed with it, on loopback.
+    let metrics =
+        std::fs::read_to_string(repo().join("systemd/ferry-spoke-metrics.socket")).unwrap();
+    for line in [
+        "FileDescriptorName=metrics",
+        "Service=ferry-spoke.service",
+        "ListenStream=127.0.0.1:",
+    ] {
+        assert!(metrics.contains(line), "ferry-spoke-metrics.socket: {line}");
+    }
+    let metrics_path = dir.path().join("ferry-spoke-metrics.socket");
+    std::fs::write(&metrics_path, &metrics).unwrap();
+    verify(&[
+        &path,
+        &metrics_path,
+        &dir.path().join("ferry-spoke.service"),
+    ]);
 }
 
 /// `systemd-analyze verify` passes `units` without a word.

@@ -22,7 +22,7 @@ async fn requests_fail_over_to_the_standby_hub_and_back() {
     let spoke =
         Spoke::start_with(&primary, "fra1", &token, &opts).unwrap_or_else(|log| panic!("{log}"));
     let up = |hub: &'static str| {
-        let url = spoke.url();
+        let url = spoke.metrics_url();
         async move { metric(&url, "ferry_spoke_tunnel_up", &[("hub", hub)]).await }
     };
     // The spoke is up once either tunnel is; wait for both.

@@ -13,7 +13,7 @@ use serde_json::json;
 async fn counted(hub: &Hub, direction: &str, bytes: u32) -> bool {
     let labels = [("direction", direction)];
     eventually(Duration::from_secs(10), async || {
-        metric(&hub.url(), "ferry_content_bytes_total", &labels).await >= f64::from(bytes)
+        metric(&hub.metrics_url(), "ferry_content_bytes_total", &labels).await >= f64::from(bytes)
     })
     .await
 }
@@ -191,7 +191,11 @@ async fn metrics_are_valid_prometheus_text() {
     // The download's byte counter is updated as the body streams: wait
     // until the whole response is counted.
     assert!(counted(&hub, "download", 300_000).await);
-    let resp = Api::new(hub.url()).get("/metrics").send().await.expect(200);
+    let resp = Api::new(hub.metrics_url())
+        .get("/metrics")
+        .send()
+        .await
+        .expect(200);
     assert!(resp.header("content-type").unwrap().contains("text"));
     let text = String::from_utf8(resp.body.to_vec()).unwrap();
     let scrape =

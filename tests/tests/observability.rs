@@ -78,7 +78,7 @@ async fn both_daemons_pass_promtool_and_match_the_catalogue() {
     t.api.get(&t.file("a.txt")).send().await.expect(200);
 
     let mut declared = BTreeSet::new();
-    for (who, base) in [("hub", hub.url()), ("spoke", spoke.url())] {
+    for (who, base) in [("hub", hub.metrics_url()), ("spoke", spoke.metrics_url())] {
         let text = scrape(&base).await;
         let (ok, out, err) = promtool(&["check", "metrics"], Some(&text));
         assert!(
@@ -104,7 +104,7 @@ async fn both_daemons_pass_promtool_and_match_the_catalogue() {
         assert!(String::from_utf8_lossy(&om.body).ends_with("# EOF\n"));
     }
     // Labelled per direction and provider, and per result.
-    let text = scrape(&spoke.url()).await;
+    let text = scrape(&spoke.metrics_url()).await;
     assert!(
         text.contains("ferry_spoke_content_bytes_total{direction=\"upload\",provider=\"fs\"} 17"),
         "{text}"
@@ -164,8 +164,11 @@ async fn prometheus_scrapes_a_hub_and_two_spokes() {
     let addr = |url: String| url.trim_start_matches("http://").to_owned();
     let prom = Prometheus::start(
         &[
-            ("ferry-hub", vec![addr(hub.url())]),
-            ("ferry-spoke", vec![addr(fra1.url()), addr(ams1.url())]),
+            ("ferry-hub", vec![addr(hub.metrics_url())]),
+            (
+                "ferry-spoke",
+                vec![addr(fra1.metrics_url()), addr(ams1.metrics_url())],
+            ),
         ],
         &[rules_dir().join("ferry-alerts.yml")],
     );

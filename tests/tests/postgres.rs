@@ -392,12 +392,12 @@ async fn two_hubs_share_one_store_and_read_their_own_writes() {
         .send()
         .await
         .expect(201);
-    assert!(metric(&spoke.url(), "ferry_spoke_reports_queued", &[]).await >= 1.0);
+    assert!(metric(&spoke.metrics_url(), "ferry_spoke_reports_queued", &[]).await >= 1.0);
     // The hub's check each second notices; then writes fail at once, and
     // what could not be recorded is not done either.
     assert!(
         eventually(Duration::from_secs(5), async || {
-            metric(&hub_b.url(), "ferry_store_primary_up", &[]).await == 0.0
+            metric(&hub_b.metrics_url(), "ferry_store_primary_up", &[]).await == 0.0
         })
         .await
     );
@@ -453,7 +453,7 @@ async fn two_hubs_share_one_store_and_read_their_own_writes() {
         back.elapsed()
     );
     assert_eq!(
-        metric(&hub_b.url(), "ferry_store_primary_up", &[]).await,
+        metric(&hub_b.metrics_url(), "ferry_store_primary_up", &[]).await,
         1.0
     );
     for (path, body) in [
@@ -471,7 +471,7 @@ async fn two_hubs_share_one_store_and_read_their_own_writes() {
     // uploads made while the primary was away.
     assert!(
         eventually(Duration::from_secs(20), async || {
-            metric(&spoke.url(), "ferry_spoke_reports_queued", &[]).await == 0.0
+            metric(&spoke.metrics_url(), "ferry_spoke_reports_queued", &[]).await == 0.0
         })
         .await,
         "{}",
@@ -533,7 +533,7 @@ async fn two_hubs_share_one_store_and_read_their_own_writes() {
     );
     assert!(
         eventually(Duration::from_secs(10), async || {
-            metric(&hub_b.url(), "ferry_store_replica_up", &[]).await == 0.0
+            metric(&hub_b.metrics_url(), "ferry_store_replica_up", &[]).await == 0.0
         })
         .await
     );
@@ -546,7 +546,7 @@ async fn two_hubs_share_one_store_and_read_their_own_writes() {
     replica.start();
     assert!(
         eventually(Duration::from_secs(20), async || {
-            metric(&hub_b.url(), "ferry_store_replica_up", &[]).await == 1.0
+            metric(&hub_b.metrics_url(), "ferry_store_replica_up", &[]).await == 1.0
         })
         .await,
         "{}",
@@ -572,7 +572,7 @@ async fn a_replica_promoted_under_a_hub_is_no_longer_read() {
     let reader = Api::new(hub.url()).as_token(key["key"].as_str().unwrap());
     assert!(
         eventually(Duration::from_secs(10), async || {
-            metric(&hub.url(), "ferry_store_replica_up", &[]).await == 1.0
+            metric(&hub.metrics_url(), "ferry_store_replica_up", &[]).await == 1.0
                 && reader.get("/v1/connections").send().await.status == 200
         })
         .await
@@ -582,7 +582,7 @@ async fn a_replica_promoted_under_a_hub_is_no_longer_read() {
     replica.promote();
     assert!(
         eventually(Duration::from_secs(10), async || {
-            metric(&hub.url(), "ferry_store_replica_up", &[]).await == 0.0
+            metric(&hub.metrics_url(), "ferry_store_replica_up", &[]).await == 0.0
         })
         .await,
         "{}",
@@ -682,12 +682,12 @@ async fn spokes_learn_every_hub_all_hubs_steer_alike_and_a_stopped_hub_loses_not
     }
     assert!(
         eventually(Duration::from_secs(10), async || {
-            metric(&hub_b.url(), "ferry_hubs_known", &[]).await == 3.0
-                && metric(&hub_b.url(), "ferry_store_replica_up", &[]).await == 1.0
+            metric(&hub_b.metrics_url(), "ferry_hubs_known", &[]).await == 3.0
+                && metric(&hub_b.metrics_url(), "ferry_store_replica_up", &[]).await == 1.0
         })
         .await
     );
-    assert!(metric(&hub_b.url(), "ferry_store_replica_lag_bytes", &[]).await >= 0.0);
+    assert!(metric(&hub_b.metrics_url(), "ferry_store_replica_lag_bytes", &[]).await >= 0.0);
 
     // A client's probes, reported to A alone, steer it at every hub.
     let t = tenant(&hub_a.url(), "alpha", &hub_a.data_dir).await;
@@ -719,7 +719,7 @@ async fn spokes_learn_every_hub_all_hubs_steer_alike_and_a_stopped_hub_loses_not
     }
     assert!(
         metric(
-            &hub_c.url(),
+            &hub_c.metrics_url(),
             "ferry_steering_samples_total",
             &[("source", "hub"), ("result", "accepted")]
         )
@@ -757,7 +757,14 @@ async fn spokes_learn_every_hub_all_hubs_steer_alike_and_a_stopped_hub_loses_not
     );
     // Its tunnel to A is down; of the two it learned (B, and C whose
     // announced address answers nothing, in the order of their ids) one is up.
-    let up = async |hub: &str| metric(&fra1.url(), "ferry_spoke_tunnel_up", &[("hub", hub)]).await;
+    let up = async |hub: &str| {
+        metric(
+            &fra1.metrics_url(),
+            "ferry_spoke_tunnel_up",
+            &[("hub", hub)],
+        )
+        .await
+    };
     assert!(eventually(Duration::from_secs(5), async || up("0").await == 0.0).await);
     assert_eq!(up("1").await + up("2").await, 1.0);
     for hub in [&hub_b, &hub_c] {

@@ -92,10 +92,10 @@ async fn suite(server: &StorageServer, place: &str) {
 
     // 300 MiB up through the spoke (8 MiB parts where the provider takes
     // parts), down through the hub; the hub carried none of the spoke's bytes.
-    let hub_url = hub.url();
+    let hub_metrics = hub.metrics_url();
     let hub_bytes = async || {
         metric(
-            &hub_url,
+            &hub_metrics,
             "ferry_content_bytes_total",
             &[("direction", "upload")],
         )

@@ -97,8 +97,17 @@ async fn health_readiness_and_metrics_are_the_spokes_own() {
         &api.get("/readyz").send().await.expect(200).body[..],
         b"ready\n"
     );
-    let text =
-        String::from_utf8(api.get("/metrics").send().await.expect(200).body.to_vec()).unwrap();
+    let operator = Api::new(spoke.metrics_url());
+    let text = String::from_utf8(
+        operator
+            .get("/metrics")
+            .send()
+            .await
+            .expect(200)
+            .body
+            .to_vec(),
+    )
+    .unwrap();
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
     let value = |name: &str| {
         scrape

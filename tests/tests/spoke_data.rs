@@ -41,7 +41,7 @@ async fn spokes_carry_content_and_the_hub_never_does() {
     let data = Bytes::from(pattern(size, 256));
     let want = sha256(&data);
     let hub_bytes = |d: &'static str| {
-        let url = hub.url();
+        let url = hub.metrics_url();
         async move { metric(&url, "ferry_content_bytes_total", &[("direction", d)]).await }
     };
     let (hub_up, hub_down) = (hub_bytes("upload").await, hub_bytes("download").await);
@@ -69,7 +69,7 @@ async fn spokes_carry_content_and_the_hub_never_does() {
     );
     assert_eq!(
         metric(
-            &a.url(),
+            &a.metrics_url(),
             "ferry_spoke_content_bytes_total",
             &[("direction", "upload")]
         )
@@ -80,7 +80,7 @@ async fn spokes_carry_content_and_the_hub_never_does() {
     assert!(
         eventually(Duration::from_secs(5), async || {
             metric(
-                &b.url(),
+                &b.metrics_url(),
                 "ferry_spoke_content_bytes_total",
                 &[("direction", "download")],
             )
@@ -118,17 +118,17 @@ async fn spokes_carry_content_and_the_hub_never_does() {
     // The hub's view of its tunnels.
     assert_eq!(
         metric(
-            &hub.url(),
+            &hub.metrics_url(),
             "ferry_tunnel_spokes_connected",
             &[("transport", "quic")]
         )
         .await,
         2.0
     );
-    assert!(metric(&hub.url(), "ferry_grants_total", &[]).await >= 2.0);
-    assert!(metric(&hub.url(), "ferry_tunnel_streams_total", &[]).await >= 4.0);
+    assert!(metric(&hub.metrics_url(), "ferry_grants_total", &[]).await >= 2.0);
+    assert!(metric(&hub.metrics_url(), "ferry_tunnel_streams_total", &[]).await >= 4.0);
     assert_eq!(
-        metric(&hub.url(), "ferry_tunnel_open_streams", &[]).await,
+        metric(&hub.metrics_url(), "ferry_tunnel_open_streams", &[]).await,
         0.0
     );
     // Repeated reads of one object reuse the cached grant.
@@ -140,7 +140,7 @@ async fn spokes_carry_content_and_the_hub_never_does() {
         .expect(206);
     assert!(
         metric(
-            &b.url(),
+            &b.metrics_url(),
             "ferry_spoke_grants_total",
             &[("result", "cached")]
         )
@@ -266,7 +266,7 @@ async fn granted_transfers_survive_a_hub_outage_and_reports_arrive_later() {
         .send()
         .await
         .expect(200);
-    assert!(metric(&spoke.url(), "ferry_spoke_reports_queued", &[]).await >= 1.0);
+    assert!(metric(&spoke.metrics_url(), "ferry_spoke_reports_queued", &[]).await >= 1.0);
     let refused = via_spoke
         .put(&t.file("never-granted.txt"))
         .body("no grant, no hub")
@@ -278,7 +278,7 @@ async fn granted_transfers_survive_a_hub_outage_and_reports_arrive_later() {
     hub.restart_on_same_ports();
     assert!(
         eventually(Duration::from_secs(20), async || {
-            metric(&spoke.url(), "ferry_spoke_reports_queued", &[]).await == 0.0
+            metric(&spoke.metrics_url(), "ferry_spoke_reports_queued", &[]).await == 0.0
         })
         .await,
         "the queued reports were not delivered:\n{}",
@@ -338,7 +338,7 @@ async fn a_draining_spoke_finishes_its_transfers_and_tells_the_hub() {
     // The download in flight shows in the spoke's load, and the hub hears
     // it in the next heartbeat.
     assert_eq!(
-        metric(&spoke.url(), "ferry_spoke_active_transfers", &[]).await,
+        metric(&spoke.metrics_url(), "ferry_spoke_active_transfers", &[]).await,
         1.0
     );
     let admin = Api::new(hub.url()).as_token(ADMIN_TOKEN);
@@ -396,7 +396,7 @@ async fn revocations_reach_spokes_at_once() {
     with_key.get(&t.file("r.txt")).send().await.expect(200);
     assert!(
         metric(
-            &spoke.url(),
+            &spoke.metrics_url(),
             "ferry_spoke_grants_total",
             &[("result", "cached")]
         )

@@ -188,7 +188,9 @@ async fn a_spoke_acts_only_within_the_grants_it_was_issued() {
         .expect(200);
     assert_eq!(&got.body[..], b"beta's own");
     assert_ne!(got.header("etag").as_deref(), Some("\"forged\""));
-    assert!(ferry_tests::metric(&hub.url(), "ferry_grants_refused_total", &[]).await >= 10.0);
+    assert!(
+        ferry_tests::metric(&hub.metrics_url(), "ferry_grants_refused_total", &[]).await >= 10.0
+    );
 }
 
 #[tokio::test]
@@ -254,7 +256,12 @@ async fn a_spoke_announces_only_what_the_operator_allowed_and_moves_few_networks
         .json();
     assert!(seen["tunnel"]["steering"].is_null(), "{seen}");
     assert!(
-        ferry_tests::metric(&hub.url(), "ferry_tunnel_announcements_refused_total", &[]).await
+        ferry_tests::metric(
+            &hub.metrics_url(),
+            "ferry_tunnel_announcements_refused_total",
+            &[]
+        )
+        .await
             >= 2.0
     );
 
@@ -270,7 +277,7 @@ async fn a_spoke_announces_only_what_the_operator_allowed_and_moves_few_networks
     };
     control.report_rtts(rtts(0)).await;
     control.report_rtts(rtts(300)).await;
-    let url = hub.url();
+    let url = hub.metrics_url();
     let rejected = async || {
         ferry_tests::metric(
             &url,
@@ -284,7 +291,7 @@ async fn a_spoke_announces_only_what_the_operator_allowed_and_moves_few_networks
         "the budget did not hold"
     );
     let accepted = ferry_tests::metric(
-        &hub.url(),
+        &hub.metrics_url(),
         "ferry_steering_samples_total",
         &[("source", "spoke"), ("result", "accepted")],
     )

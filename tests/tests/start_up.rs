@@ -23,7 +23,8 @@ fn hub_config(dir: &Path, api_listen: &str, extra: &str) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "state_dir = {:?}\n\n[api]\nlisten = \"{api_listen}\"\nplain_http = true\n\n{extra}\n",
+            "state_dir = {:?}\n\n[api]\nlisten = \"{api_listen}\"\nplain_http = true\n\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n\n{extra}\n",
             dir.join("state")
         ),
     )
@@ -101,6 +102,7 @@ fn passed_sockets_of_the_wrong_kind_or_name_stop_the_start() {
     let mut sockets = Sockets::new();
     sockets.tcp("api", loopback);
     sockets.udp_and_tcp("dns", "dns-tcp", loopback);
+    sockets.tcp("metrics", loopback);
     sockets.tcp("web", loopback);
     let (code, log) = hub_exits(&plain, &sockets);
     assert_eq!(code, Some(2), "{log}");
@@ -108,7 +110,7 @@ fn passed_sockets_of_the_wrong_kind_or_name_stop_the_start() {
         "the service manager passed sockets this configuration does not use",
         "'dns' (for [dns], which is not configured)",
         "'dns-tcp' (for [dns], which is not configured)",
-        "'web' (not a name this daemon knows: api, tunnel, tunnel-tcp, dns, dns-tcp)",
+        "'web' (not a name this daemon knows: api, tunnel, tunnel-tcp, dns, dns-tcp, metrics)",
     ] {
         assert!(log.contains(says), "{says}: {log}");
     }
@@ -182,4 +184,25 @@ fn sockets_announced_for_another_process_are_left_alone() {
     );
     let status = daemon.stop().expect("it stops on SIGTERM");
     assert!(status.success(), "{}", daemon.log());
+}
+
+#[test]
+fn a_short_admin_token_stops_the_start_before_any_port_is_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap();
+    // The API's port is taken: had the hub gone on to bind it, it would
+    // say so and exit 1.
+    let config = hub_config(dir.path(), &addr.to_string(), "");
+    let mut cmd = Command::new(binary("ferry-hub"));
+    cmd.arg("--config")
+        .arg(&config)
+        .env("FERRY_ADMIN_TOKEN", "only-twenty-seven-chars-xyz");
+    let (code, log) = exits(cmd);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains("FERRY_ADMIN_TOKEN has 27 characters; it needs at least 32"),
+        "{log}"
+    );
+    assert!(!log.contains("cannot listen"), "{log}");
 }

@@ -168,7 +168,7 @@ async fn dig_and_hickory_get_the_zone_records_and_codes() {
 
     // Every answer was counted, by type and code.
     let counted = metric(
-        &hub.url(),
+        &hub.metrics_url(),
         "ferry_dns_queries_total",
         &[("transport", "udp"), ("qtype", "A"), ("rcode", "NXDOMAIN")],
     )
@@ -176,7 +176,7 @@ async fn dig_and_hickory_get_the_zone_records_and_codes() {
     assert!(counted >= 3.0, "{counted}");
     assert!(
         metric(
-            &hub.url(),
+            &hub.metrics_url(),
             "ferry_dns_client_subnet_queries_total",
             &[("present", "true")]
         )
@@ -260,7 +260,7 @@ async fn malformed_packets_get_formerr_or_nothing_and_the_server_carries_on() {
     assert_eq!(dig_short(server, "hub.ferry.test", "A", &[]), ["127.0.0.1"]);
     assert!(
         metric(
-            &hub.url(),
+            &hub.metrics_url(),
             "ferry_dns_dropped_total",
             &[("reason", "malformed")]
         )
@@ -402,7 +402,15 @@ async fn each_client_network_is_steered_to_the_spoke_its_probes_found_faster() {
         spokes["tunnel"]["steering"]["public_addrs"],
         json!(["127.0.0.2"])
     );
-    assert!(metric(&hub.url(), "ferry_dns_answers_total", &[("spoke", "ams1")]).await >= 2.0);
+    assert!(
+        metric(
+            &hub.metrics_url(),
+            "ferry_dns_answers_total",
+            &[("spoke", "ams1")]
+        )
+        .await
+            >= 2.0
+    );
 
     // Spokes report the kernel RTT of their own client connections too:
     // the proxies' connections came from 127.0.9.0/24.
@@ -492,7 +500,7 @@ async fn a_killed_spoke_leaves_the_answers_within_three_seconds() {
     );
     eprintln!("a killed spoke left the answers after {gone:?}");
     assert!(gone <= Duration::from_secs(3), "it took {gone:?}");
-    assert!(metric(&hub.url(), "ferry_steering_switches_total", &[]).await >= 2.0);
+    assert!(metric(&hub.metrics_url(), "ferry_steering_switches_total", &[]).await >= 2.0);
 
     // A revoked spoke leaves at once; with none left, the hub answers.
     Api::new(hub.url())
@@ -539,7 +547,7 @@ async fn a_draining_spoke_leaves_the_answers_before_it_stops() {
         .unwrap();
     assert!(
         eventually(Duration::from_secs(5), async || {
-            metric(&fra1.url(), "ferry_spoke_active_transfers", &[]).await == 1.0
+            metric(&fra1.metrics_url(), "ferry_spoke_active_transfers", &[]).await == 1.0
         })
         .await
     );

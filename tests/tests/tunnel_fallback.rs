@@ -23,7 +23,7 @@ async fn blocked_udp_falls_back_to_tcp_and_returns_to_quic() {
     let spoke =
         Spoke::start_with(&hub, "fra1", &token, &opts).unwrap_or_else(|log| panic!("{log}"));
     let transport = |t: &'static str| {
-        let url = spoke.url();
+        let url = spoke.metrics_url();
         async move { metric(&url, "ferry_spoke_tunnel_transport", &[("transport", t)]).await }
     };
     assert_eq!(transport("tcp").await, 1.0, "{}", spoke.log());

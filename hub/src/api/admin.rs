@@ -31,7 +31,7 @@ fn is_account_id(text: &str) -> bool {
 }
 
 pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiResult {
-    require_admin(state, req.headers())?;
+    require_admin(state, &req)?;
     let store_err = |e| store_problem(state, e);
     match (route, req.method().clone()) {
         (Route::Accounts, Method::POST) => {

@@ -1,8 +1,17 @@
 //! Who is calling: the operator with the admin token, or an account with one
 //! of its API keys (`Authorization: Bearer …`).
+//!
+//! Every handler asks here before it looks at anything else about the
+//! request or the hub, so a request without credentials learns nothing
+//! but `401`: not whether a resource exists, nor how the hub is set up.
+//! Wrong admin tokens are slowed down per source ([`super::guesses`]).
 
+use std::time::Instant;
+
+use ferry_common::body::Body;
+use ferry_common::http_server::ClientAddr;
 use ferry_common::problem::{ErrorCode, Problem};
-use http::{HeaderMap, header};
+use http::{HeaderMap, Request, header};
 
 use super::{AppState, store_problem};
 
@@ -16,28 +25,35 @@ fn unauthorized(detail: &str) -> Problem {
     Problem::new(ErrorCode::Unauthorized, detail)
 }
 
-/// Succeeds when the request carries the admin token.
-pub fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
+/// Succeeds when the request carries the admin token. Without a bearer
+/// token the answer is `401`, whether or not the admin API is enabled; a
+/// source that sent too many wrong tokens gets `429` until it has waited.
+pub fn require_admin(state: &AppState, req: &Request<Body>) -> Result<(), Problem> {
+    let token = bearer(req.headers())
+        .ok_or_else(|| unauthorized("send the admin token as 'Authorization: Bearer <token>'"))?;
     let Some(expected) = &state.admin_token else {
         return Err(Problem::new(
             ErrorCode::AdminDisabled,
             "set FERRY_ADMIN_TOKEN for the hub to enable the admin API",
         ));
     };
-    let token = bearer(headers)
-        .ok_or_else(|| unauthorized("send the admin token as 'Authorization: Bearer <token>'"))?;
-    // Compare digests, so the comparison's time depends on neither length.
-    let digest = |s: &str| ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
-    let (a, b) = (digest(token), digest(expected.expose()));
-    let equal = a
-        .as_ref()
-        .iter()
-        .zip(b.as_ref())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0;
-    if equal {
+    let source = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+    let now = Instant::now();
+    if let Some(wait) = state.admin_guesses.wait(source, now) {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        return Err(Problem::new(
+            ErrorCode::TooManyAttempts,
+            "too many wrong admin tokens from this address; wait before trying again",
+        )
+        .with_retry_after(secs.max(1)));
+    }
+    if expected.matches(token) {
+        state.admin_guesses.succeeded(source);
         Ok(())
     } else {
+        state.admin_guesses.failed(source, now);
+        state.metrics.admin_token_refused();
+        tracing::info!(client.addr = ?source, "a wrong admin token was sent");
         Err(unauthorized("the admin token is wrong"))
     }
 }

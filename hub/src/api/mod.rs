@@ -7,6 +7,7 @@ mod auth;
 mod connections;
 mod content_host;
 mod events;
+mod guesses;
 mod http_util;
 mod internal;
 mod operators;
@@ -22,7 +23,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ferry_common::body::{Body, full};
-use ferry_common::config::Secret;
 use ferry_common::problem::{ErrorCode, Problem};
 use ferry_common::provider::ProviderRegistry;
 use ferry_common::provider::answer::observed;
@@ -43,7 +43,9 @@ pub struct AppState {
     /// Seals and opens connection configurations.
     pub master_key: MasterKey,
     /// The admin token; `None` disables the admin API.
-    pub admin_token: Option<Secret>,
+    pub admin_token: Option<crate::admin_token::AdminToken>,
+    /// Wrong admin tokens per source, to slow guessing down.
+    admin_guesses: guesses::WrongGuesses,
     /// The hub's metrics.
     pub metrics: Metrics,
     /// Largest JSON body accepted (a reload may change it).
@@ -85,7 +87,7 @@ impl AppState {
         store: Store,
         providers: ProviderRegistry,
         master_key: MasterKey,
-        admin_token: Option<Secret>,
+        admin_token: Option<crate::admin_token::AdminToken>,
         metrics: Metrics,
         max_json_body_bytes: usize,
         steering: Arc<crate::steering::Steering>,
@@ -95,6 +97,7 @@ impl AppState {
             store,
             providers,
             admin_token,
+            admin_guesses: guesses::WrongGuesses::default(),
             metrics,
             max_json_body_bytes: std::sync::atomic::AtomicUsize::new(max_json_body_bytes),
             operators: operators::OperatorCache::default(),
@@ -242,18 +245,6 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Request<Body>) -> Ap
                 ))
             }
         },
-        Route::Metrics => {
-            let accept = req
-                .headers()
-                .get(header::ACCEPT)
-                .and_then(|v| v.to_str().ok());
-            let (body, kind) =
-                ferry_common::metrics_text::negotiate(state.metrics.encode(), accept);
-            let mut resp = text(StatusCode::OK, body);
-            resp.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
-            Ok(resp)
-        }
         Route::Accounts | Route::Account(_) | Route::AccountKeys(_) | Route::AccountKey(..) => {
             admin::handle(state, route, req).await
         }

@@ -16,8 +16,6 @@ pub enum Route {
     Healthz,
     /// `/readyz`
     Readyz,
-    /// `/metrics`
-    Metrics,
     /// `/v1/accounts`
     Accounts,
     /// `/v1/accounts/{id}`
@@ -67,7 +65,6 @@ pub enum RouteLabel {
     Unmatched,
     Healthz,
     Readyz,
-    Metrics,
     Accounts,
     Account,
     AccountKeys,
@@ -97,7 +94,6 @@ impl RouteLabel {
             Self::Unmatched => "unmatched",
             Self::Healthz => "healthz",
             Self::Readyz => "readyz",
-            Self::Metrics => "metrics",
             Self::Accounts => "accounts",
             Self::Account => "account",
             Self::AccountKeys => "account_keys",
@@ -135,7 +131,6 @@ impl EncodeLabelValue for RouteLabel {
 pub const TEMPLATES: &[&str] = &[
     "/healthz",
     "/readyz",
-    "/metrics",
     "/v1/accounts",
     "/v1/accounts/{account}",
     "/v1/accounts/{account}/keys",
@@ -178,7 +173,6 @@ impl Route {
         match rest {
             "healthz" => return Ok(Some(Route::Healthz)),
             "readyz" => return Ok(Some(Route::Readyz)),
-            "metrics" => return Ok(Some(Route::Metrics)),
             _ => {}
         }
         if let Some(op) = rest.strip_prefix("internal/v1/") {
@@ -262,7 +256,6 @@ impl Route {
         match self {
             Route::Healthz => RouteLabel::Healthz,
             Route::Readyz => RouteLabel::Readyz,
-            Route::Metrics => RouteLabel::Metrics,
             Route::Accounts => RouteLabel::Accounts,
             Route::Account(_) => RouteLabel::Account,
             Route::AccountKeys(_) => RouteLabel::AccountKeys,
@@ -294,7 +287,7 @@ impl Route {
             Route::ProbeTargets | Route::Probe | Route::Steering => &[Method::GET, Method::HEAD],
             Route::Spoke(_) => &[Method::GET, Method::HEAD, Method::DELETE],
             Route::Internal(_) => &[Method::POST],
-            Route::Healthz | Route::Readyz | Route::Metrics | Route::Account(_) | Route::Events => {
+            Route::Healthz | Route::Readyz | Route::Account(_) | Route::Events => {
                 &[Method::GET, Method::HEAD]
             }
             Route::List(..) => &[Method::GET, Method::HEAD],
@@ -386,6 +379,7 @@ mod tests {
             "/v1/connections/c/other",
             "/v2/events",
             "/v1/accounts/a/b",
+            "/metrics",
         ] {
             assert_eq!(parse(p), None, "{p}");
         }

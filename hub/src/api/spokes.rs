@@ -69,11 +69,14 @@ pub fn check_spoke_name(name: &str) -> Result<(), Problem> {
 }
 
 pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiResult {
-    let support = support(state)?;
     if route == Route::SpokeEnrol {
-        return enrol(state, support, req).await;
+        // The join token in the body is the credential.
+        return enrol(state, support(state)?, req).await;
     }
-    require_admin(state, req.headers())?;
+    // Credentials first: without them, nobody learns whether this hub
+    // takes spokes.
+    require_admin(state, &req)?;
+    let support = support(state)?;
     let store_err = |e| store_problem(state, e);
     match (route, req.method().clone()) {
         (Route::Spokes, Method::POST) => {

@@ -104,7 +104,7 @@ pub async fn report(state: &AppState, req: Request<Body>) -> ApiResult {
 /// 1000, at most 100000), or `?client=ADDR` for one client's network and
 /// the answer it gets now.
 pub fn view(state: &AppState, req: &Request<Body>) -> ApiResult {
-    require_admin(state, req.headers())?;
+    require_admin(state, req)?;
     let mut limit = 1000usize;
     let mut client = None;
     let bad = |what: &str| Problem::new(ErrorCode::InvalidQuery, what.to_owned());

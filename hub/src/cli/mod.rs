@@ -72,6 +72,11 @@ pub fn admin(cfg: &HubConfig, command: Command) -> ExitCode {
 /// Runs the hub until a signal: its sockets bound from `cfg` or taken
 /// from the service manager, then [`crate::run`].
 pub fn serve(cfg: HubConfig) -> ExitCode {
+    // A token unfit to guard the hub stops it before any port is bound.
+    if let Err(e) = crate::admin_token::AdminToken::from_env() {
+        eprintln!("ferry-hub: {e}");
+        return ExitCode::from(ferry_common::daemon::EXIT_MISCONFIGURED);
+    }
     let log = cfg.log.clone();
     ferry_common::daemon::serve(
         "ferry-hub",

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use ferry_common::config::{Problems, Validate, check_absolute};
 use ferry_common::listener::ApiConfig;
+use ferry_common::operator_listener::MetricsConfig;
 use ferry_common::provider::ProviderPolicy;
 use ferry_common::telemetry::LogConfig;
 use serde::Deserialize;
@@ -26,6 +27,10 @@ pub struct HubConfig {
     pub state_dir: PathBuf,
     /// The client-facing HTTP API listener.
     pub api: ApiConfig,
+    /// The operator listener: `/metrics`, `/healthz`, `/readyz`. Default
+    /// `listen = "127.0.0.1:9460"`.
+    #[serde(default = "defaults::metrics")]
+    pub metrics: MetricsConfig,
     /// The metadata store.
     #[serde(default)]
     pub store: StoreConfig,
@@ -416,6 +421,9 @@ pub struct MemoryProviderConfig {
 }
 
 mod defaults {
+    pub fn metrics() -> ferry_common::operator_listener::MetricsConfig {
+        ferry_common::operator_listener::MetricsConfig::on_loopback(9460)
+    }
     pub fn store_pool_size() -> u32 {
         8
     }
@@ -443,6 +451,7 @@ impl Validate for HubConfig {
     fn validate(&self, p: &mut Problems) {
         check_absolute(p, "state_dir", &self.state_dir);
         self.api.validate("api", p);
+        self.metrics.validate(&self.api, p);
         if let Some(path) = &self.store.sqlite_path {
             check_absolute(p, "store.sqlite_path", path);
         }

@@ -38,6 +38,11 @@ pub struct DnsConfig {
     /// Most DNS-over-TCP connections open at once. Default 256.
     #[serde(default = "defaults::max_tcp_connections")]
     pub max_tcp_connections: usize,
+    /// Most DNS-over-TCP connections one source (an IPv4 address or an
+    /// IPv6 /64) may hold open; one more is closed as soon as it is
+    /// accepted. Default 16.
+    #[serde(default = "defaults::max_tcp_connections_per_source")]
+    pub max_tcp_connections_per_source: usize,
     /// A DNS-over-TCP connection with no query for this long is closed.
     /// Default 10.
     #[serde(default = "defaults::tcp_idle_timeout_secs")]
@@ -162,6 +167,9 @@ mod defaults {
     pub fn max_tcp_connections() -> usize {
         256
     }
+    pub fn max_tcp_connections_per_source() -> usize {
+        16
+    }
     pub fn tcp_idle_timeout_secs() -> u64 {
         10
     }
@@ -261,6 +269,9 @@ impl DnsConfig {
         }
         if self.max_tcp_connections == 0 {
             p.add("dns.max_tcp_connections", "must be at least 1");
+        }
+        if self.max_tcp_connections_per_source == 0 {
+            p.add("dns.max_tcp_connections_per_source", "must be at least 1");
         }
         if !(1..=300).contains(&self.tcp_idle_timeout_secs) {
             p.add("dns.tcp_idle_timeout_secs", "must be from 1 to 300");

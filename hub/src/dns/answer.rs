@@ -7,6 +7,12 @@
 //! for every connected spoke. Names below these do not exist (NXDOMAIN),
 //! names outside the zone are refused (REFUSED), and nothing is recursed.
 //!
+//! `ANY` over UDP gets one RRset (RFC 8482): the SOA at the apex, the
+//! addresses of one family elsewhere. A UDP source is unknown (its
+//! address may be forged), so its answer stays about the size of its
+//! query and the server amplifies nothing; over TCP, whose handshake
+//! proves the source, `ANY` is answered whole.
+//!
 //! EDNS Client Subnet (RFC 7871): with an ECS option, `api.<zone>` is
 //! steered on the client's subnet and the answer carries the option back
 //! with the scope the answer holds for (the steering prefix length); every
@@ -59,6 +65,24 @@ enum Node<'a> {
 /// An ECS option that breaks RFC 7871's rules (FORMERR).
 struct BadSubnet;
 
+/// How much an `ANY` query gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Any {
+    /// One RRset: the asker's address is not proven (UDP).
+    OneRrset,
+    /// Every RRset of the name (TCP).
+    Whole,
+}
+
+impl Any {
+    fn of(transport: Transport) -> Any {
+        match transport {
+            Transport::udp => Any::OneRrset,
+            Transport::tcp => Any::Whole,
+        }
+    }
+}
+
 impl Responder {
     /// A responder for `zone`, steering with `steering`.
     pub fn new(
@@ -73,6 +97,11 @@ impl Responder {
             metrics,
             hub_answers,
         }
+    }
+
+    /// The DNS metrics it counts in.
+    pub fn metrics(&self) -> &DnsMetrics {
+        &self.metrics
     }
 
     /// Answers `packet` from `source` into `out` (cleared first); false
@@ -125,7 +154,7 @@ impl Responder {
                 }
                 (truncated(&reply), qtype, CLASSIC_PAYLOAD)
             }
-            Ok(query) => self.answer(&query, source),
+            Ok(query) => self.answer(&query, source, transport),
             Err(_) => {
                 let mut m = Message::new(
                     header.metadata.id,
@@ -158,7 +187,12 @@ impl Responder {
 
     /// The answer to a well-formed message, its type's label and the
     /// largest UDP answer the asker takes.
-    fn answer(&self, query: &Message, source: IpAddr) -> (Message, QType, usize) {
+    fn answer(
+        &self,
+        query: &Message,
+        source: IpAddr,
+        transport: Transport,
+    ) -> (Message, QType, usize) {
         let mut reply = Message::new(
             query.metadata.id,
             MessageType::Response,
@@ -207,9 +241,10 @@ impl Responder {
         }
         reply.metadata.authoritative = true;
         let name = q.name();
+        let any = Any::of(transport);
         let scope = match self.node(name) {
             Node::Apex => {
-                self.apex(&mut reply, q.query_type());
+                self.apex(&mut reply, q.query_type(), any);
                 0
             }
             Node::Api => {
@@ -230,12 +265,12 @@ impl Responder {
                         (&self.zone.hub_v4[..], &self.zone.hub_v6[..])
                     }
                 };
-                self.addresses(&mut reply, name, q.query_type(), v4, v6);
+                self.addresses(&mut reply, name, (q.query_type(), any), v4, v6);
                 if use_ecs { steered.scope } else { 0 }
             }
             Node::Hub => {
                 let (v4, v6) = (&self.zone.hub_v4[..], &self.zone.hub_v6[..]);
-                self.addresses(&mut reply, name, q.query_type(), v4, v6);
+                self.addresses(&mut reply, name, (q.query_type(), any), v4, v6);
                 0
             }
             Node::Spoke(label) => {
@@ -243,7 +278,9 @@ impl Responder {
                     .ok()
                     .and_then(|l| self.steering.spoke_target(&l.to_ascii_lowercase()));
                 match target {
-                    Some(t) => self.addresses(&mut reply, name, q.query_type(), &t.v4, &t.v6),
+                    Some(t) => {
+                        self.addresses(&mut reply, name, (q.query_type(), any), &t.v4, &t.v6)
+                    }
                     None => self.negative(&mut reply, ResponseCode::NXDomain),
                 }
                 0
@@ -278,7 +315,7 @@ impl Responder {
         }
     }
 
-    fn apex(&self, reply: &mut Message, qtype: RecordType) {
+    fn apex(&self, reply: &mut Message, qtype: RecordType, any: Any) {
         match qtype {
             RecordType::SOA => {
                 reply.add_answer(self.zone.soa.clone());
@@ -289,7 +326,9 @@ impl Responder {
             }
             RecordType::ANY => {
                 reply.add_answer(self.zone.soa.clone());
-                reply.add_answers(self.zone.ns.iter().cloned());
+                if any == Any::Whole {
+                    reply.add_answers(self.zone.ns.iter().cloned());
+                }
             }
             _ => self.negative(reply, ResponseCode::NoError),
         }
@@ -321,13 +360,14 @@ impl Responder {
         }
     }
 
-    /// A and AAAA answers for a name that exists; other types get an empty
+    /// A and AAAA answers for a name that exists (for `ANY` over UDP, one
+    /// family only: v4 when it has addresses); other types get an empty
     /// answer with the SOA (NODATA).
     fn addresses(
         &self,
         reply: &mut Message,
         name: &Name,
-        qtype: RecordType,
+        (qtype, any): (RecordType, Any),
         v4: &[Ipv4Addr],
         v6: &[Ipv6Addr],
     ) {
@@ -338,7 +378,13 @@ impl Responder {
                 reply.add_answer(Record::from_rdata(name.clone(), ttl, RData::A(A(*a))));
             }
         }
-        if matches!(qtype, RecordType::AAAA | RecordType::ANY) {
+        let v4_given = reply.answers.len() > before;
+        let v6_wanted = match qtype {
+            RecordType::AAAA => true,
+            RecordType::ANY => any == Any::Whole || !v4_given,
+            _ => false,
+        };
+        if v6_wanted {
             for a in v6 {
                 reply.add_answer(Record::from_rdata(name.clone(), ttl, RData::AAAA(AAAA(*a))));
             }

@@ -4,10 +4,16 @@
 //! truncated (a real client then asks again over TCP, which a forger
 //! cannot) and the rest are dropped.
 //!
-//! The buckets live in a fixed table indexed by a hash of the source
-//! network: memory is bounded whatever the traffic, and a collision only
-//! gives the newcomer a fresh bucket.
+//! The buckets live in a fixed table indexed by a keyed hash of the
+//! source network (SipHash under a random key each limiter draws at
+//! start, so neither a client nor another hub's operator can tell which
+//! networks share a slot): memory is bounded whatever the traffic. A slot
+//! is one bucket, whoever lands in it: a network whose slot another one
+//! drained shares the drained bucket, so a collision never grants tokens
+//! nobody earned, and a source cannot refill its bucket by asking from
+//! a second network.
 
+use std::hash::{BuildHasher as _, RandomState};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -22,8 +28,9 @@ const MILLI: u64 = 1000;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Bucket {
-    /// The source network it belongs to (0, `::/N`, in an empty slot).
-    key: u128,
+    /// Whether any source has landed here yet (an unused slot starts
+    /// full).
+    used: bool,
     /// Thousandths of a response left.
     tokens: u64,
     /// When it was last refilled, in milliseconds since the limiter began.
@@ -81,6 +88,8 @@ impl LimitSettings {
 #[derive(Debug)]
 pub struct RateLimiter {
     buckets: Vec<Bucket>,
+    /// The slot hash's key, drawn at random for each limiter.
+    hasher: RandomState,
     settings: Arc<LimitSettings>,
     v4_prefix: u8,
     v6_prefix: u8,
@@ -102,6 +111,7 @@ impl RateLimiter {
     ) -> Self {
         Self {
             buckets: vec![Bucket::default(); SLOTS],
+            hasher: RandomState::new(),
             settings,
             v4_prefix: cfg.v4_prefix,
             v6_prefix: cfg.v6_prefix,
@@ -117,23 +127,21 @@ impl RateLimiter {
         }
         let burst = self.settings.burst.load(Ordering::Relaxed).max(rate);
         let slip = self.settings.slip.load(Ordering::Relaxed);
-        let key = self.key(source);
-        let slot = (mix(key) as usize) & (SLOTS - 1);
+        let slot = self.slot(source);
         let now_ms = now.saturating_duration_since(self.start).as_millis() as u64;
         let full = burst * MILLI;
         let b = &mut self.buckets[slot];
-        if b.key != key {
-            *b = Bucket {
-                key,
-                tokens: full,
-                at_ms: now_ms,
-                refused: 0,
-            };
-        } else {
+        if b.used {
             let elapsed = now_ms.saturating_sub(b.at_ms);
-            b.tokens = (b.tokens + elapsed * rate).min(full);
-            b.at_ms = now_ms;
+            b.tokens = b
+                .tokens
+                .saturating_add(elapsed.saturating_mul(rate))
+                .min(full);
+        } else {
+            b.used = true;
+            b.tokens = full;
         }
+        b.at_ms = now_ms;
         if b.tokens >= MILLI {
             b.tokens -= MILLI;
             b.refused = 0;
@@ -147,9 +155,19 @@ impl RateLimiter {
         }
     }
 
+    /// The slot of `source`'s network in the table.
+    fn slot(&self, source: IpAddr) -> usize {
+        (self.hasher.hash_one(self.key(source)) as usize) & (SLOTS - 1)
+    }
+
     /// The source network as a number: the masked address, IPv4 in its
     /// IPv6-mapped form (`::ffff:a.b.c.d`), so the families never meet.
     fn key(&self, source: IpAddr) -> u128 {
+        // A v4 client on a dual-stack socket belongs to its v4 network.
+        let source = match source {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(source, IpAddr::V4),
+            v4 => v4,
+        };
         match source {
             IpAddr::V4(a) => {
                 let mask = u32::MAX
@@ -165,14 +183,6 @@ impl RateLimiter {
             }
         }
     }
-}
-
-/// A fast, well-spread hash of a key (no attacker gains from collisions:
-/// they only reset a bucket to a full one of the limit's own size).
-fn mix(key: u128) -> u64 {
-    let folded = (key as u64) ^ ((key >> 64) as u64).rotate_left(29);
-    let x = folded.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    x ^ (x >> 29)
 }
 
 #[cfg(test)]
@@ -231,6 +241,67 @@ mod tests {
         );
         let mut off = RateLimiter::new(&cfg(0, 0, 2), t0);
         assert!((0..1000).all(|_| off.check(src, t0) == Verdict::Send));
+    }
+
+    /// A /24 other than `of`'s whose slot in `l` is the same.
+    fn colliding_network(l: &RateLimiter, of: IpAddr) -> IpAddr {
+        let target = l.slot(of);
+        (1u32..1 << 22)
+            .map(|n| IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + (n << 8))))
+            .find(|net| l.key(*net) != l.key(of) && l.slot(*net) == target)
+            .expect("a colliding network among four million")
+    }
+
+    #[test]
+    fn a_colliding_network_never_gets_tokens_it_did_not_earn() {
+        let t0 = Instant::now();
+        let mut l = RateLimiter::new(&cfg(10, 20, 0), t0);
+        let flooded: IpAddr = "192.0.2.1".parse().unwrap();
+        let other = colliding_network(&l, flooded);
+        assert_eq!(
+            (0..50)
+                .filter(|_| l.check(flooded, t0) == Verdict::Send)
+                .count(),
+            20
+        );
+        // The network sharing the slot finds the bucket as the flood left
+        // it: no fresh burst, for it or for the flooded one asking again.
+        assert_eq!(l.check(other, t0), Verdict::Drop);
+        assert_eq!(l.check(flooded, t0), Verdict::Drop);
+        // Time refills the slot for both at the limit's own rate.
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(l.check(other, t1), Verdict::Send);
+        assert_eq!(l.check(flooded, t1), Verdict::Drop);
+    }
+
+    #[test]
+    fn the_slot_hash_is_keyed_for_each_limiter() {
+        let t0 = Instant::now();
+        let a = RateLimiter::new(&cfg(10, 20, 0), t0);
+        let b = RateLimiter::new(&cfg(10, 20, 0), t0);
+        let nets: Vec<IpAddr> = (0..64u32)
+            .map(|n| IpAddr::V4(std::net::Ipv4Addr::from(0xc000_0200 + (n << 8))))
+            .collect();
+        let slots = |l: &RateLimiter| nets.iter().map(|n| l.slot(*n)).collect::<Vec<_>>();
+        assert_ne!(slots(&a), slots(&b), "two limiters share their hash key");
+        // Within one limiter, the slot of a network never changes.
+        assert_eq!(slots(&a), slots(&a));
+    }
+
+    #[test]
+    fn a_v4_client_on_a_dual_stack_socket_is_its_v4_network() {
+        let t0 = Instant::now();
+        let mut l = RateLimiter::new(&cfg(1, 1, 0), t0);
+        assert_eq!(
+            l.check("::ffff:192.0.2.1".parse().unwrap(), t0),
+            Verdict::Send
+        );
+        assert_eq!(l.check("192.0.2.77".parse().unwrap(), t0), Verdict::Drop);
+        assert_eq!(
+            l.check("::ffff:198.51.100.1".parse().unwrap(), t0),
+            Verdict::Send,
+            "another v4 network has its own bucket"
+        );
     }
 
     #[test]

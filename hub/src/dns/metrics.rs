@@ -76,6 +76,9 @@ pub struct DnsMetrics {
     dropped: Family<DropLabels, Counter>,
     /// Responses sent truncated because their source was over its rate.
     pub slipped: Counter,
+    /// DNS-over-TCP connections closed at once because their source held
+    /// `dns.max_tcp_connections_per_source`.
+    pub tcp_refused: Counter,
 }
 
 impl DnsMetrics {
@@ -105,11 +108,18 @@ impl DnsMetrics {
             "Responses over their source's rate sent truncated, so a real client retries over TCP",
             slipped.clone(),
         );
+        let tcp_refused = Counter::default();
+        registry.register(
+            "dns_tcp_connections_refused",
+            "DNS-over-TCP connections closed as soon as they were accepted because their source held dns.max_tcp_connections_per_source",
+            tcp_refused.clone(),
+        );
         Self {
             queries,
             ecs,
             dropped,
             slipped,
+            tcp_refused,
         }
     }
 

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use ferry_common::source_limit::SourceLimit;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
@@ -81,11 +82,18 @@ pub fn spawn(
                     limits,
                     Instant::now(),
                 ));
+                let per_source = SourceLimit::new(
+                    cfg.max_tcp_connections_per_source,
+                    responder.metrics().tcp_refused.clone(),
+                );
                 let tcp_task = tokio::spawn(serve_tcp(
                     tcp,
                     responder.clone(),
-                    cfg.max_tcp_connections,
-                    Duration::from_secs(cfg.tcp_idle_timeout_secs),
+                    TcpLimits {
+                        connections: cfg.max_tcp_connections,
+                        per_source,
+                        idle: Duration::from_secs(cfg.tcp_idle_timeout_secs),
+                    },
                     shutdown.clone(),
                 ));
                 tokio::select! {
@@ -158,16 +166,26 @@ async fn serve_udp(socket: &UdpSocket, responder: &Responder, mut limiter: Optio
     }
 }
 
+/// The bounds of DNS over TCP.
+struct TcpLimits {
+    /// Connections open at once.
+    connections: usize,
+    /// Connections one source may hold open.
+    per_source: Arc<SourceLimit>,
+    /// A connection with no query for this long is closed.
+    idle: Duration,
+}
+
 /// Accepts DNS-over-TCP connections until `shutdown`; each takes one of
-/// `max` permits and is closed when idle for `idle`.
+/// the permits and one of its source's slots (or is closed at once when
+/// its source holds its share), and is closed when idle.
 async fn serve_tcp(
     listener: TcpListener,
     responder: Arc<Responder>,
-    max: usize,
-    idle: Duration,
+    limits: TcpLimits,
     shutdown: CancellationToken,
 ) {
-    let permits = Arc::new(Semaphore::new(max));
+    let permits = Arc::new(Semaphore::new(limits.connections));
     let tracker = TaskTracker::new();
     loop {
         let permit = tokio::select! {
@@ -185,12 +203,17 @@ async fn serve_tcp(
                 }
             },
         };
-        let (responder, shutdown) = (responder.clone(), shutdown.clone());
+        let Some(slot) = limits.per_source.admit(peer.ip()) else {
+            tracing::debug!(client.addr = %peer, "DNS: refused a TCP connection: its source holds its share");
+            continue;
+        };
+        let (responder, shutdown, idle) = (responder.clone(), shutdown.clone(), limits.idle);
         tracker.spawn(async move {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 _ = tcp_connection(stream, peer, &responder, idle) => {}
             }
+            drop(slot);
             drop(permit);
         });
     }

@@ -344,8 +344,8 @@ fn over_the_rate_answers_slip_truncated_or_drop() {
     );
 }
 
-#[test]
-fn udp_answers_too_big_for_the_client_are_truncated() {
+/// A responder for a hub with 16 IPv4 and 16 IPv6 addresses.
+fn responder_with_32_hub_addresses() -> Responder {
     let mut registry = prometheus_client::registry::Registry::default();
     let steering = Arc::new(Steering::new(
         &SteeringConfig::default(),
@@ -357,13 +357,19 @@ fn udp_answers_too_big_for_the_client_are_truncated() {
         .chain((0..16u8).map(|i| IpAddr::V4(Ipv4Addr::new(192, 0, 2, i))))
         .collect();
     let zone = Zone::new("edge.example.com", &[], None, 20, &many, 1).unwrap();
-    let r = Responder::new(
+    Responder::new(
         zone,
         steering,
         crate::dns::metrics::DnsMetrics::register(&mut registry),
         Counter::default(),
-    );
-    let mut m = Message::from_vec(&query("hub.edge.example.com", RecordType::ANY, None)).unwrap();
+    )
+}
+
+#[test]
+fn udp_answers_too_big_for_the_client_are_truncated() {
+    let r = responder_with_32_hub_addresses();
+    // The apex's NS with the glue of hub.<zone>'s 32 addresses.
+    let mut m = Message::from_vec(&query("edge.example.com", RecordType::NS, None)).unwrap();
     m.edns = None;
     let classic = m.to_vec().unwrap();
     let mut out = Vec::new();
@@ -385,7 +391,40 @@ fn udp_answers_too_big_for_the_client_are_truncated() {
         None,
         &mut out
     ));
-    assert_eq!(Message::from_vec(&out).unwrap().answers.len(), 32);
+    assert_eq!(Message::from_vec(&out).unwrap().additionals.len(), 32);
+}
+
+#[test]
+fn any_over_udp_gets_one_rrset_and_over_tcp_the_whole_name() {
+    let r = responder_with_32_hub_addresses();
+    let ask = |name: &str, transport: Transport| {
+        let packet = query(name, RecordType::ANY, None);
+        let mut out = Vec::new();
+        assert!(r.respond(&packet, CLIENT.parse().unwrap(), transport, None, &mut out));
+        (packet.len(), out.len(), Message::from_vec(&out).unwrap())
+    };
+    // An unknown (UDP) source: one family of addresses, no truncation, an
+    // answer a few times its query at most.
+    let (asked, size, got) = ask("hub.edge.example.com", Transport::udp);
+    assert!(!got.metadata.truncation);
+    assert_eq!(got.answers.len(), 16);
+    assert!(got.answers.iter().all(|a| a.record_type() == RecordType::A));
+    assert!(size <= 8 * asked, "{size} bytes for a {asked}-byte query");
+    // At the apex, the SOA alone.
+    let (_, _, apex) = ask("edge.example.com", Transport::udp);
+    assert_eq!(apex.answers.len(), 1);
+    assert_eq!(apex.answers[0].record_type(), RecordType::SOA);
+    assert!(
+        apex.additionals
+            .iter()
+            .all(|a| a.record_type() == RecordType::OPT)
+    );
+    // Over TCP the source is proven: every RRset.
+    let (_, tcp_size, whole) = ask("hub.edge.example.com", Transport::tcp);
+    assert_eq!(whole.answers.len(), 32);
+    assert!(tcp_size > size);
+    let (_, _, apex) = ask("edge.example.com", Transport::tcp);
+    assert!(apex.answers.len() >= 2, "SOA and NS");
 }
 
 /// A deterministic fuzz pass over the entry point: random bytes and

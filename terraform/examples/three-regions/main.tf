@@ -54,6 +54,7 @@ module "network_fra" {
   name               = "ferry-fra"
   cidr_block         = "10.10.0.0/16"
   availability_zones = ["eu-central-1a", "eu-central-1b"]
+  operator_cidrs     = var.operator_cidrs
   tags               = local.tags
 }
 
@@ -63,6 +64,7 @@ module "network_iad" {
   name               = "ferry-iad"
   cidr_block         = "10.20.0.0/16"
   availability_zones = ["us-east-1a", "us-east-1b", "us-east-1c"]
+  operator_cidrs     = var.operator_cidrs
   tags               = local.tags
 }
 
@@ -72,6 +74,7 @@ module "network_sin" {
   name               = "ferry-sin"
   cidr_block         = "10.30.0.0/16"
   availability_zones = ["ap-southeast-1a", "ap-southeast-1b"]
+  operator_cidrs     = var.operator_cidrs
   tags               = local.tags
 }
 
@@ -97,6 +100,9 @@ module "hub_fra" {
     [api.tls]
     cert_file = "/etc/ferry/tls/fullchain.pem"
     key_file = "/etc/ferry/tls/privkey.pem"
+
+    [metrics]
+    listen = "0.0.0.0:9460"
 
     [tunnel]
     listen = "0.0.0.0:7443"
@@ -129,6 +135,9 @@ locals {
     [api.tls]
     cert_file = "/etc/ferry/tls/fullchain.pem"
     key_file = "/etc/ferry/tls/privkey.pem"
+
+    [metrics]
+    listen = "0.0.0.0:9460"
 
     [hub]
     api_url = "https://hub.${local.zone}"

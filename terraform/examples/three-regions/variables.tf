@@ -37,3 +37,9 @@ variable "spokes_per_region" {
     error_message = "spokes_per_region must be from 1 to 20."
   }
 }
+
+variable "operator_cidrs" {
+  description = "Networks of the Prometheus servers that scrape hubs and spokes on port 9460; none by default."
+  type        = list(string)
+  default     = []
+}

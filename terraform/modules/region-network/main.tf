@@ -104,7 +104,7 @@ resource "aws_flow_log" "this" {
 resource "aws_security_group" "hub" {
   #checkov:skip=CKV2_AWS_5:Attached to the hub instance by the hub module
   name        = "${var.name}-hub"
-  description = "ferry hubs: HTTPS API, spoke tunnels (QUIC and TLS), steering DNS"
+  description = "ferry hubs: HTTPS API, spoke tunnels (QUIC and TLS), steering DNS, metrics to operators"
   vpc_id      = aws_vpc.this.id
   tags        = merge(var.tags, { Name = "${var.name}-hub" })
 }
@@ -112,7 +112,7 @@ resource "aws_security_group" "hub" {
 resource "aws_security_group" "spoke" {
   #checkov:skip=CKV2_AWS_5:Attached to the spoke launch template by the spoke-fleet module
   name        = "${var.name}-spoke"
-  description = "ferry spokes: HTTPS API"
+  description = "ferry spokes: HTTPS API, metrics to operators"
   vpc_id      = aws_vpc.this.id
   tags        = merge(var.tags, { Name = "${var.name}-spoke" })
 }
@@ -174,6 +174,27 @@ resource "aws_vpc_security_group_ingress_rule" "spoke_api" {
   ip_protocol       = "tcp"
   from_port         = var.api_port
   to_port           = var.api_port
+  cidr_ipv4         = each.value
+}
+
+# The operator port (/metrics): the Prometheus servers only, never the world.
+resource "aws_vpc_security_group_ingress_rule" "hub_metrics" {
+  for_each          = toset(var.operator_cidrs)
+  security_group_id = aws_security_group.hub.id
+  description       = "Metrics (the operator listener) from the operators' Prometheus"
+  ip_protocol       = "tcp"
+  from_port         = var.metrics_port
+  to_port           = var.metrics_port
+  cidr_ipv4         = each.value
+}
+
+resource "aws_vpc_security_group_ingress_rule" "spoke_metrics" {
+  for_each          = toset(var.operator_cidrs)
+  security_group_id = aws_security_group.spoke.id
+  description       = "Metrics (the operator listener) from the operators' Prometheus"
+  ip_protocol       = "tcp"
+  from_port         = var.metrics_port
+  to_port           = var.metrics_port
   cidr_ipv4         = each.value
 }
 

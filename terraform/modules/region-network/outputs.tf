@@ -9,11 +9,11 @@ output "subnet_ids" {
 }
 
 output "hub_security_group_id" {
-  description = "Security group for hubs: API, tunnel (UDP and TCP) and DNS (UDP and TCP) open."
+  description = "Security group for hubs: API, tunnel (UDP and TCP) and DNS (UDP and TCP) open; metrics to operator_cidrs."
   value       = aws_security_group.hub.id
 }
 
 output "spoke_security_group_id" {
-  description = "Security group for spokes: the API open."
+  description = "Security group for spokes: the API open; metrics to operator_cidrs."
   value       = aws_security_group.spoke.id
 }

@@ -65,6 +65,26 @@ variable "spoke_cidrs" {
   }
 }
 
+variable "metrics_port" {
+  description = "The operator port of hubs and spokes ([metrics] listen): /metrics, /healthz, /readyz. Open only to operator_cidrs."
+  type        = number
+  default     = 9460
+  validation {
+    condition     = var.metrics_port > 0 && var.metrics_port < 65536
+    error_message = "metrics_port must be a port number."
+  }
+}
+
+variable "operator_cidrs" {
+  description = "Networks allowed to reach the metrics port (the Prometheus servers); none by default, and never the world."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for c in var.operator_cidrs : can(cidrhost(c, 0)) && !endswith(c, "/0")])
+    error_message = "operator_cidrs must be IPv4 CIDRs narrower than /0: the metrics port is not for the world."
+  }
+}
+
 variable "flow_log_retention_days" {
   description = "How long VPC flow logs are kept."
   type        = number
