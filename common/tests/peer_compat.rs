@@ -185,7 +185,10 @@ fn this_release_sends_what_earlier_peers_of_its_version_parse() {
             _ => serde_json::to_value(parse::<EnrolAnswer>(&json)),
         }
         .unwrap();
-        assert_eq!(fields(&original), fields(&again), "{name}");
-        assert_eq!(original, again, "{name}");
+        // Fields added since may come along; the fixture's are all there,
+        // with the same values.
+        for field in fields(&original) {
+            assert_eq!(original[&field], again[&field], "{name}: {field}");
+        }
     }
 }

@@ -23,9 +23,21 @@ struct AddSpoke {
     token_ttl_secs: Option<u64>,
     /// Networks its public addresses may lie in; given (or `public_hosts`
     /// given), they replace what an existing spoke was allowed.
+    #[serde(default, deserialize_with = "present")]
     public_addrs: Option<Vec<String>>,
     /// Host names its probe URL may use.
+    #[serde(default, deserialize_with = "present")]
     public_hosts: Option<Vec<String>>,
+}
+
+/// A member that, when present, holds a value: `null` is refused rather
+/// than taken for absent.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// A whole, non-negative number of seconds, written as an integer or with
@@ -33,9 +45,8 @@ struct AddSpoke {
 /// generated from the spec may send it); beyond `u64` it saturates.
 fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     use serde::de::Error as _;
-    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
-        return Ok(None);
-    };
+    // Present, it must be a number: `null` is not one.
+    let n = serde_json::Number::deserialize(d)?;
     if let Some(whole) = n.as_u64() {
         return Ok(Some(whole));
     }

@@ -57,9 +57,17 @@ impl AllowedPublic {
         if addrs.len() > MAX_ENTRIES || hosts.len() > MAX_ENTRIES {
             return Err(AllowedError::TooMany);
         }
+        // Host bits are cleared, not refused: 192.0.2.7/24 allows 192.0.2.0/24.
+        let network = |text: &str| -> Option<Prefix> {
+            let (addr, len) = text.trim().split_once('/')?;
+            let addr: IpAddr = addr.parse().ok()?;
+            let len: u8 = len.parse().ok()?;
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            (len <= max).then(|| Prefix::new(addr, len))
+        };
         let addrs = addrs
             .iter()
-            .map(|a| Prefix::parse(a.trim()).map_err(|_| AllowedError::Network(a.clone())))
+            .map(|a| network(a).ok_or_else(|| AllowedError::Network(a.clone())))
             .collect::<Result<Vec<_>, _>>()?;
         let hosts = hosts
             .iter()
@@ -207,7 +215,9 @@ mod tests {
     fn bad_networks_and_names_are_refused() {
         assert!(AllowedPublic::parse(&["192.0.2.0/33".into()], &[]).is_err());
         assert!(AllowedPublic::parse(&["example.com".into()], &[]).is_err());
-        assert!(AllowedPublic::parse(&[], &["192.0.2.1".into()]).is_err());
+        assert!(AllowedPublic::parse(&["192.0.2.0".into()], &[]).is_err());
+        let cleared = AllowedPublic::parse(&["192.0.2.7/24".into()], &[]).unwrap();
+        assert_eq!(cleared.addrs[0].to_string(), "192.0.2.0/24");
         assert!(AllowedPublic::parse(&[], &["a..b".into()]).is_err());
         assert!(AllowedPublic::parse(&[], &["-a.example".into()]).is_err());
         let many = vec!["192.0.2.0/24".to_owned(); MAX_ENTRIES + 1];
