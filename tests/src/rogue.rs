@@ -60,9 +60,16 @@ pub async fn connect_as(hub: &Hub, name: &str) -> quinn::Connection {
     connect_as_with(hub, name, json!({ "name": name })).await
 }
 
+/// What an enrolment gave a hand-played spoke.
+#[derive(Debug, Clone)]
+pub struct Enrolled {
+    pkcs8: Vec<u8>,
+    answer: Value,
+}
+
 /// Enrols with `spoke` as the `POST /v1/spokes` body (the name and, say,
-/// the addresses the operator allows it) and connects.
-pub async fn connect_as_with(hub: &Hub, name: &str, spoke: Value) -> quinn::Connection {
+/// the addresses the operator allows it), with a new key.
+pub async fn enrol_as(hub: &Hub, name: &str, spoke: Value) -> Enrolled {
     install_crypto_provider();
     let admin = Api::new(hub.url()).as_token(ADMIN_TOKEN);
     let token = admin
@@ -73,7 +80,7 @@ pub async fn connect_as_with(hub: &Hub, name: &str, spoke: Value) -> quinn::Conn
         .expect(201)
         .json();
     let pkcs8 = new_key();
-    let enrolled = Api::new(hub.url())
+    let answer = Api::new(hub.url())
         .post("/v1/spokes/enrol")
         .json(&enrol_body(
             token["join_token"].as_str().unwrap(),
@@ -84,28 +91,38 @@ pub async fn connect_as_with(hub: &Hub, name: &str, spoke: Value) -> quinn::Conn
         .await
         .expect(201)
         .json();
-    let cert = CertificateDer::from_pem_slice(enrolled["certificate"].as_str().unwrap().as_bytes())
-        .unwrap();
-    let ca = CertificateDer::from_pem_slice(enrolled["ca"].as_str().unwrap().as_bytes()).unwrap();
+    Enrolled { pkcs8, answer }
+}
+
+/// Opens a tunnel to the hub whose tunnel is at `tunnel_addr`, as
+/// `enrolled`.
+pub async fn connect(enrolled: &Enrolled, tunnel_addr: std::net::SocketAddr) -> quinn::Connection {
+    let field = |k: &str| enrolled.answer[k].as_str().unwrap().to_owned();
+    let cert = CertificateDer::from_pem_slice(field("certificate").as_bytes()).unwrap();
+    let ca = CertificateDer::from_pem_slice(field("ca").as_bytes()).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca).unwrap();
     let mut tls = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_client_auth_cert(
             vec![cert],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8)),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(enrolled.pkcs8.clone())),
         )
         .unwrap();
     tls.alpn_protocols = vec![ferry_common::proto::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    let server_name = enrolled["server_name"].as_str().unwrap().to_owned();
     endpoint
-        .connect(hub.tunnel_addr, &server_name)
+        .connect(tunnel_addr, &field("server_name"))
         .unwrap()
         .await
         .unwrap()
+}
+
+/// Enrols with `spoke` as the `POST /v1/spokes` body and connects.
+pub async fn connect_as_with(hub: &Hub, name: &str, spoke: Value) -> quinn::Connection {
+    connect(&enrol_as(hub, name, spoke).await, hub.tunnel_addr).await
 }
 
 /// Opens the control stream, says hello as `name` (announcing `steering`)

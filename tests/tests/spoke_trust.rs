@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use ferry_tests::rogue::{connect_as, connect_as_with, hello, hello_announcing, own_call};
+use ferry_tests::rogue::{
+    connect, connect_as, connect_as_with, enrol_as, hello, hello_announcing, own_call,
+};
 use ferry_tests::scenarios::{tenant, upload};
 use ferry_tests::{Hub, HubOptions};
 use serde_json::{Value, json};
@@ -297,4 +299,33 @@ async fn a_spoke_announces_only_what_the_operator_allowed_and_moves_few_networks
     )
     .await;
     assert_eq!(accepted, 100.0);
+}
+
+#[tokio::test]
+async fn enrolling_a_spoke_again_closes_the_tunnels_of_its_earlier_certificate() {
+    let hub = Hub::start();
+    let beside = hub.start_beside();
+    let first = enrol_as(&hub, "fra9", json!({ "name": "fra9" })).await;
+    let here = connect(&first, hub.tunnel_addr).await;
+    let there = connect(&first, beside.tunnel_addr).await;
+    let _c1 = hello(&here, "fra9").await;
+    let _c2 = hello(&there, "fra9").await;
+    // The spoke's name enrols again (a lost state folder, or a stolen key
+    // the operator replaces): the hub that enrols it closes the old
+    // certificate's tunnel at once, the other hub within its sweep.
+    let _second = enrol_as(&hub, "fra9", json!({ "name": "fra9" })).await;
+    tokio::time::timeout(Duration::from_secs(2), here.closed())
+        .await
+        .expect("the enrolling hub closed the old tunnel");
+    tokio::time::timeout(Duration::from_secs(10), there.closed())
+        .await
+        .expect("the other hub closed the old tunnel");
+    assert!(
+        beside
+            .daemon()
+            .wait_for("it enrolled again", Duration::from_secs(5))
+            .is_some(),
+        "{}",
+        beside.log()
+    );
 }

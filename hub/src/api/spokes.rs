@@ -225,6 +225,13 @@ async fn enrol(state: &AppState, support: &SpokeSupport, req: Request<Body>) -> 
         return Err(refused("the join token was used meanwhile"));
     }
     tracing::info!(spoke.id = %name, fleet, "enrolled a spoke");
+    let new_cert = ring::digest::digest(&ring::digest::SHA256, cert.der());
+    if support
+        .registry
+        .disconnect_other_certificate(&name, new_cert.as_ref())
+    {
+        tracing::info!(spoke.id = %name, "closed the tunnel of the spoke's earlier certificate");
+    }
     let answer = EnrolAnswer {
         name,
         certificate: cert.pem(),

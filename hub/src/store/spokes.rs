@@ -242,19 +242,41 @@ impl Store {
 
     /// Whether the spoke is revoked (or unknown).
     pub async fn spoke_revoked(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .spoke_certificate(name, None)
+            .await?
+            .is_none_or(|(revoked, _)| revoked))
+    }
+
+    /// Whether spoke `name` is revoked, and the SHA-256 of its current
+    /// certificate; `None` when there is no such spoke. Given `expected`,
+    /// an answer from the replica that differs from it is asked again of
+    /// the primary (a spoke enrolled again through another hub may not be
+    /// on the replica yet).
+    pub async fn spoke_certificate(
+        &self,
+        name: &str,
+        expected: Option<&[u8]>,
+    ) -> Result<Option<(bool, Option<Vec<u8>>)>, StoreError> {
         let lookup = |pool| {
-            sqlx::query_scalar::<_, Option<i64>>("SELECT revoked_at FROM spokes WHERE name = $1")
-                .bind(name)
-                .fetch_optional(pool)
+            sqlx::query_as::<_, (Option<i64>, Option<Vec<u8>>)>(
+                "SELECT revoked_at, cert_sha256 FROM spokes WHERE name = $1",
+            )
+            .bind(name)
+            .fetch_optional(pool)
         };
-        // A spoke enrolled through another hub, or just now, may not be on
-        // the replica yet: only the primary can say it does not exist.
-        let revoked = match lookup(self.read_pool().await).await? {
-            Some(row) => Some(row),
-            None if self.has_replica() => lookup(&self.pool).await?,
-            None => None,
+        let as_read = lookup(self.read_pool().await).await?;
+        let settled = as_read
+            .as_ref()
+            .is_some_and(|(_, cert)| expected.is_none_or(|e| cert.as_deref() == Some(e)));
+        // Only the primary can say a spoke does not exist, or holds
+        // another certificate now.
+        let row = if settled || !self.has_replica() {
+            as_read
+        } else {
+            lookup(&self.pool).await?
         };
-        Ok(!matches!(revoked, Some(None)))
+        Ok(row.map(|(revoked, cert)| (revoked.is_some(), cert)))
     }
 }
 

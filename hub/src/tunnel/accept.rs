@@ -140,12 +140,11 @@ async fn quic_tunnel(incoming: quinn::Incoming, ctx: Ctx) {
         .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
         .and_then(|certs| certs.into_iter().next());
     let link = PeerLink::Quic(conn.clone());
-    let Some((name, allowed)) = identify(&ctx, cert, remote, &link).await else {
+    let Some(peer) = identify(&ctx, cert, remote, &link).await else {
         return;
     };
-    let span =
-        tracing::info_span!("tunnel", spoke.id = %name, spoke.addr = %remote, transport = "quic");
-    session(link, Acceptor::Quic(conn), name, allowed, remote, ctx)
+    let span = tracing::info_span!("tunnel", spoke.id = %peer.name, spoke.addr = %remote, transport = "quic");
+    session(link, Acceptor::Quic(conn), peer, remote, ctx)
         .instrument(span)
         .await;
 }
@@ -166,7 +165,7 @@ async fn tcp_tunnel(
         .and_then(|c| c.first().cloned());
     let cancel = CancellationToken::new();
     let link = PeerLink::Tcp(cancel.clone());
-    let Some((name, allowed)) = identify(&ctx, cert, remote, &link).await else {
+    let Some(peer) = identify(&ctx, cert, remote, &link).await else {
         return;
     };
     let limits = ctx.cfg.limits();
@@ -185,10 +184,9 @@ async fn tcp_tunnel(
     };
     let (streams, accepted) = tokio::sync::mpsc::channel(1024);
     tokio::spawn(drive_h2(conn, streams, cancel.clone()));
-    let span =
-        tracing::info_span!("tunnel", spoke.id = %name, spoke.addr = %remote, transport = "tcp");
+    let span = tracing::info_span!("tunnel", spoke.id = %peer.name, spoke.addr = %remote, transport = "tcp");
     tokio::select! {
-        _ = session(link, Acceptor::Tcp(accepted), name, allowed, remote, ctx).instrument(span) => {}
+        _ = session(link, Acceptor::Tcp(accepted), peer, remote, ctx).instrument(span) => {}
         _ = cancel.cancelled() => {}
     }
     cancel.cancel();
@@ -249,6 +247,17 @@ async fn handshake<T, E: std::fmt::Display>(
     None
 }
 
+/// Who is at the other end of a tunnel.
+pub(super) struct Peer {
+    /// The spoke its certificate belongs to.
+    pub(super) name: String,
+    /// What it may announce.
+    pub(super) allowed: AllowedPublic,
+    /// The SHA-256 of its certificate: a tunnel whose spoke has enrolled
+    /// again since holds an old one, and is closed.
+    pub(super) cert_sha256: Vec<u8>,
+}
+
 /// The spoke a client certificate belongs to, and what it may announce;
 /// refuses the tunnel if none.
 async fn identify(
@@ -256,13 +265,19 @@ async fn identify(
     cert: Option<CertificateDer<'static>>,
     remote: SocketAddr,
     link: &PeerLink,
-) -> Option<(String, AllowedPublic)> {
+) -> Option<Peer> {
     let Some(cert) = cert else {
         link.close(close::PROTOCOL, b"a client certificate is required");
         return None;
     };
     match ctx.state.store.spoke_for_certificate(&cert).await {
-        Ok(Some(found)) => Some(found),
+        Ok(Some((name, allowed))) => Some(Peer {
+            name,
+            allowed,
+            cert_sha256: ring::digest::digest(&ring::digest::SHA256, &cert)
+                .as_ref()
+                .to_vec(),
+        }),
         Ok(None) => {
             ctx.state
                 .metrics

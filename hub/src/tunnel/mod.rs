@@ -69,8 +69,10 @@ pub fn quic_endpoint(
     )?)
 }
 
-/// Closes the tunnels of spokes revoked elsewhere (by `ferry-hub spoke
-/// revoke` on the same database) within `every`.
+/// Closes, within `every`, the tunnels of spokes revoked elsewhere (by
+/// `ferry-hub spoke revoke` on the same database, or through another hub),
+/// and of spokes that enrolled again since their tunnel opened (with the
+/// certificate they hold no longer).
 pub async fn sweep_revoked(
     state: Arc<AppState>,
     registry: Arc<Registry>,
@@ -82,10 +84,21 @@ pub async fn sweep_revoked(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        for name in registry.names() {
-            if let Ok(true) = state.store.spoke_revoked(&name).await {
-                tracing::info!(spoke.id = %name, "closing the tunnel of a revoked spoke");
-                registry.disconnect(&name, "revoked");
+        for (name, cert) in registry.certificates() {
+            match state.store.spoke_certificate(&name, Some(&cert)).await {
+                Ok(Some((false, current))) if current.as_deref() == Some(&cert[..]) => {}
+                Ok(Some((false, Some(current)))) => {
+                    if registry.disconnect_other_certificate(&name, &current) {
+                        tracing::info!(spoke.id = %name, "closed the tunnel of a spoke's earlier certificate: it enrolled again");
+                    }
+                }
+                Ok(_) => {
+                    tracing::info!(spoke.id = %name, "closing the tunnel of a revoked spoke");
+                    registry.disconnect(&name, "revoked");
+                }
+                Err(e) => {
+                    tracing::debug!(spoke.id = %name, error = %e, "could not check a spoke's standing")
+                }
             }
         }
     }

@@ -74,6 +74,8 @@ struct Live {
     last_heard: Instant,
     /// What the spoke announced for steering in its hello.
     announce: Option<SteeringAnnounce>,
+    /// The SHA-256 of the certificate the tunnel was opened with.
+    cert_sha256: Vec<u8>,
     draining: bool,
 }
 
@@ -127,6 +129,7 @@ impl Registry {
         link: PeerLink,
         notices: mpsc::Sender<Notice>,
         announce: Option<SteeringAnnounce>,
+        cert_sha256: Vec<u8>,
     ) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let live = Live {
@@ -137,6 +140,7 @@ impl Registry {
             last: None,
             last_heard: tokio::time::Instant::now().into_std(),
             announce,
+            cert_sha256,
             draining: false,
         };
         let old = self
@@ -252,13 +256,29 @@ impl Registry {
             .collect()
     }
 
-    /// The names of the spokes connected now.
-    pub(super) fn names(&self) -> Vec<String> {
+    /// Closes the tunnel of spoke `name` if it was opened with another
+    /// certificate than `current` (the spoke enrolled again); true if one
+    /// was closed.
+    pub fn disconnect_other_certificate(&self, name: &str, current: &[u8]) -> bool {
+        let mut live = self.live.lock().expect("registry poisoned");
+        let Some(l) = live.get(name).filter(|l| l.cert_sha256 != current) else {
+            return false;
+        };
+        l.link.close(
+            close::REVOKED,
+            b"the spoke enrolled again with a new certificate",
+        );
+        live.remove(name);
+        true
+    }
+
+    /// Each connected spoke and the certificate its tunnel was opened with.
+    pub(super) fn certificates(&self) -> Vec<(String, Vec<u8>)> {
         self.live
             .lock()
             .expect("registry poisoned")
-            .keys()
-            .cloned()
+            .iter()
+            .map(|(name, l)| (name.clone(), l.cert_sha256.clone()))
             .collect()
     }
 }

@@ -17,8 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use super::PeerLink;
-use super::accept::{Ctx, HANDSHAKE_TIMEOUT};
-use super::allowed::AllowedPublic;
+use super::accept::{Ctx, HANDSHAKE_TIMEOUT, Peer};
 use super::forward::forward;
 use crate::metrics::TunnelRefusal;
 
@@ -67,11 +66,15 @@ fn terms(ctx: &Ctx) -> WelcomeTerms {
 pub(super) async fn session(
     link: PeerLink,
     mut acceptor: Acceptor,
-    name: String,
-    allowed: AllowedPublic,
+    peer: Peer,
     remote: SocketAddr,
     ctx: Ctx,
 ) {
+    let Peer {
+        name,
+        allowed,
+        cert_sha256,
+    } = peer;
     let Ctx {
         state,
         registry,
@@ -126,7 +129,13 @@ pub(super) async fn session(
         return;
     }
     let (notices_tx, mut notices) = tokio::sync::mpsc::channel(64);
-    let id = registry.insert(&name, link.clone(), notices_tx, announced.announce);
+    let id = registry.insert(
+        &name,
+        link.clone(),
+        notices_tx,
+        announced.announce,
+        cert_sha256,
+    );
     let transport = link.transport();
     state.metrics.tunnel(&name, transport, true);
     tracing::info!("spoke connected");
