@@ -63,6 +63,11 @@ error_codes! {
     BodyTooLarge => (PAYLOAD_TOO_LARGE, "body_too_large", "The request body is larger than allowed"),
     /// The request's `Content-Type` is not the one the route accepts.
     UnsupportedMediaType => (UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "The request body has an unsupported media type"),
+    /// The request's URI is longer than a spoke carries to its hub.
+    UriTooLong => (URI_TOO_LONG, "uri_too_long", "The request URI is too long"),
+    /// The request's header fields are more or longer than a spoke carries
+    /// to its hub.
+    HeadersTooLarge => (REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", "The request header fields are too large"),
     /// No or wrong credentials.
     Unauthorized => (UNAUTHORIZED, "unauthorized", "Missing or invalid credentials"),
     /// Too many wrong credentials came from this client's address; retry

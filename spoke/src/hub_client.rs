@@ -8,6 +8,7 @@ use ferry_common::body::{Body, full};
 use ferry_common::contract::InternalCall;
 use ferry_common::http_server::ClientAddr;
 use ferry_common::problem::{ErrorCode, Problem};
+use ferry_common::proto::head::TooLarge;
 use ferry_common::proto::{Frame, RequestHead};
 use ferry_common::tunnel_io::{FrameReader, SendBodyError, body_from_frames, close, send_body};
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -58,6 +59,17 @@ impl HubClient {
     /// Sends `req` to the hub and returns its answer, body streaming.
     /// A request with a [`ClientAddr`] is a client's; without, the spoke's own.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, Problem> {
+        let (parts, body) = req.into_parts();
+        let client = parts
+            .extensions
+            .get::<ClientAddr>()
+            .map(|c| c.0.to_string());
+        let head = RequestHead::from_parts(&parts, client);
+        // What the hub's decoder would refuse is the client's to fix.
+        head.fits(self.max_frame).map_err(|e| match e {
+            TooLarge::Uri => Problem::new(ErrorCode::UriTooLong, e.to_string()),
+            TooLarge::Headers => Problem::new(ErrorCode::HeadersTooLarge, e.to_string()),
+        })?;
         let conn = self
             .tunnel
             .current()
@@ -66,12 +78,6 @@ impl HubClient {
             .open_bi()
             .await
             .map_err(|e| unreachable(format!("the tunnel failed: {e}")))?;
-        let (parts, body) = req.into_parts();
-        let client = parts
-            .extensions
-            .get::<ClientAddr>()
-            .map(|c| c.0.to_string());
-        let head = RequestHead::from_parts(&parts, client);
         send.send_frame(&Frame::Request(head))
             .await
             .map_err(|e| unreachable(format!("the tunnel failed: {e}")))?;

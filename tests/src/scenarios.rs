@@ -778,6 +778,17 @@ pub async fn bad_inputs(t: &Tenant, max_json_body_bytes: usize) {
         .send()
         .await
         .expect_problem(400, "invalid_path");
+    // A folder connection stages a file under its name and a suffix: the
+    // longest name it can write is refused no later than the file system
+    // would, and with a 400, not a failure of the provider.
+    let staged = "y".repeat(218);
+    t.api.put(&f(&staged)).body("y").send().await.expect(201);
+    t.api
+        .put(&f(&format!("{staged}z")))
+        .body("y")
+        .send()
+        .await
+        .expect_problem(400, "invalid_path");
     let deep = vec!["abcdefghij"; 120].join("/");
     t.api
         .put(&f(&deep))

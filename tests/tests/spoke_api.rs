@@ -124,3 +124,30 @@ async fn health_readiness_and_metrics_are_the_spokes_own() {
     assert_eq!(value("ferry_spoke_tunnel_up"), Some(1.0));
     assert!(value("ferry_spoke_forwarded_requests_total").unwrap() >= 2.0);
 }
+
+#[tokio::test]
+async fn what_the_tunnel_cannot_carry_is_the_clients_to_fix_and_odd_bytes_arrive_intact() {
+    ferry_tests::install_crypto_provider();
+    let hub = Hub::start();
+    let spoke = Spoke::start(&hub, "fra1");
+    // A memory connection lives in the hub: its files are forwarded.
+    let t = scenarios::remote_tenant(&spoke.url(), "alpha", "memory", serde_json::json!({})).await;
+    // A header value beyond ASCII reaches the hub as sent, which refuses
+    // it as it refuses it sent directly.
+    t.api
+        .put(&t.file("a.txt"))
+        .header("content-type", "caf\u{e9}")
+        .body("x")
+        .send()
+        .await
+        .expect_problem(400, "invalid_field");
+    // Header fields larger than a tunnel frame carries: a 4xx that says
+    // so, not the hub's absence. (URIs cross up to 64 KiB, as long as the
+    // HTTP libraries here take.)
+    t.api
+        .get("/v1/connections")
+        .header("x-big", "b".repeat(70_000))
+        .send()
+        .await
+        .expect_problem(431, "headers_too_large");
+}

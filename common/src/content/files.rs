@@ -293,12 +293,34 @@ async fn compute_digest(
     Ok(digest)
 }
 
+/// The longest last name an `fs` connection can write: the file is
+/// written first under its name and a 37-character suffix in the staging
+/// folder, and file systems take names of at most 255 bytes.
+pub const FS_MAX_FILE_NAME: usize = 255 - 37;
+
+/// Refuses, before anything is written, a file name an `fs` connection
+/// could not stage.
+fn staged_name_fits(t: &Target, path: &ObjectPath) -> Result<(), Problem> {
+    let name = path.as_str().rsplit('/').next().unwrap_or_default();
+    if t.op.info().scheme() == "fs" && name.len() > FS_MAX_FILE_NAME {
+        return Err(Problem::new(
+            ErrorCode::InvalidPath,
+            format!(
+                "a folder connection takes file names of at most {FS_MAX_FILE_NAME} bytes; this one is {}",
+                name.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 async fn put(
     host: &Arc<dyn MetaHost>,
     t: &Target,
     path: &ObjectPath,
     req: Request<Body>,
 ) -> Answer {
+    staged_name_fits(t, path)?;
     let headers = req.headers().clone();
     let expected = match header_str(&headers, REPR_DIGEST)? {
         Some(v) => parse_repr_digest(v)

@@ -13,10 +13,15 @@ use super::{
 pub(crate) const MAX_NAME: usize = 64;
 /// The longest free text (a reason, a URL), in bytes.
 pub(crate) const MAX_TEXT: usize = 1024;
-const MAX_URI: usize = 8 * 1024;
-const MAX_HEADERS: usize = 128;
-const MAX_HEADER_NAME: usize = 256;
-const MAX_HEADER_VALUE: usize = 16 * 1024;
+/// The longest URI (path and query) a forwarded request carries, as the
+/// hub's own listener takes by default (`api.max_header_bytes`).
+pub const MAX_URI: usize = 64 * 1024;
+/// The most header fields a message head carries.
+pub const MAX_HEADERS: usize = 128;
+/// The longest header field name, in bytes.
+pub const MAX_HEADER_NAME: usize = 256;
+/// The longest header field value, in bytes.
+pub const MAX_HEADER_VALUE: usize = 64 * 1024;
 
 /// One frame.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -41,6 +41,22 @@ pub enum HeadError {
     /// The status is not a status code.
     #[error("{0} is not a status code")]
     Status(u16),
+    /// A header value holds a character no byte gives, or a control
+    /// character.
+    #[error("a header value is not a header value")]
+    HeaderValue,
+}
+
+/// Why a request head cannot cross the tunnel: the client sent more than
+/// a frame carries. Not retryable as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TooLarge {
+    /// The URI is longer than [`super::frame::MAX_URI`].
+    #[error("the URI is longer than {} bytes", super::frame::MAX_URI)]
+    Uri,
+    /// The header fields are too many or too long for one frame.
+    #[error("the header fields are too many or too long")]
+    Headers,
 }
 
 /// Header fields that describe one connection, not the message: never
@@ -58,12 +74,25 @@ pub fn hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
+/// A header value as text that crosses: each byte one character, so bytes
+/// above 0x7F (obs-text, RFC 9110 §5.5) arrive as they were sent.
+fn value_text(v: &HeaderValue) -> String {
+    v.as_bytes().iter().map(|&b| char::from(b)).collect()
+}
+
+/// The header value `text` stands for (see [`value_text`]); `None` for a
+/// character no byte gives.
+fn value_of(text: &str) -> Option<HeaderValue> {
+    let bytes: Option<Vec<u8>> = text.chars().map(|c| u8::try_from(c).ok()).collect();
+    HeaderValue::from_bytes(&bytes?).ok()
+}
+
 /// The fields of `headers` that may cross, as text pairs.
 fn fields(headers: &HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
         .filter(|(k, _)| !hop_by_hop(k))
-        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .map(|(k, v)| (k.as_str().to_owned(), value_text(v)))
         .collect()
 }
 
@@ -71,7 +100,7 @@ fn fields(headers: &HeaderMap) -> Vec<(String, String)> {
 /// drops the others.
 fn extend(headers: &mut HeaderMap, pairs: Vec<(String, String)>) {
     for (k, v) in pairs {
-        if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v))
+        if let (Ok(k), Some(v)) = (HeaderName::try_from(k), value_of(&v))
             && !hop_by_hop(&k)
         {
             headers.append(k, v);
@@ -95,17 +124,36 @@ impl RequestHead {
         }
     }
 
+    /// Whether this head fits in a frame of `max_frame` bytes within the
+    /// bounds the receiving decoder checks.
+    pub fn fits(&self, max_frame: usize) -> Result<(), TooLarge> {
+        if self.uri.len() > super::frame::MAX_URI {
+            return Err(TooLarge::Uri);
+        }
+        let each_fits = self.headers.iter().all(|(k, v)| {
+            k.len() <= super::frame::MAX_HEADER_NAME && v.len() <= super::frame::MAX_HEADER_VALUE
+        });
+        let whole = serde_json::to_vec(self).map_or(usize::MAX, |b| b.len());
+        if self.headers.len() > super::frame::MAX_HEADERS || !each_fits || whole > max_frame {
+            return Err(TooLarge::Headers);
+        }
+        Ok(())
+    }
+
     /// The request this head describes, with `body`. Unlike a response's,
     /// a request's fields must all be valid: a spoke sends only what it
     /// parsed from a client.
     pub fn into_request<B>(self, body: B) -> Result<Request<B>, HeadError> {
-        let mut builder = Request::builder()
+        let mut req = Request::builder()
             .method(Method::from_bytes(self.method.as_bytes()).map_err(http::Error::from)?)
-            .uri(self.uri.as_str());
-        for (k, v) in &self.headers {
-            builder = builder.header(k.as_str(), v.as_str());
+            .uri(self.uri.as_str())
+            .body(body)?;
+        for (k, v) in self.headers {
+            let name = HeaderName::try_from(k).map_err(http::Error::from)?;
+            let value = value_of(&v).ok_or(HeadError::HeaderValue)?;
+            req.headers_mut().append(name, value);
         }
-        Ok(builder.body(body)?)
+        Ok(req)
     }
 }
 
@@ -159,6 +207,42 @@ mod tests {
         assert_eq!(back.uri(), "/v1/connections/c/files/a%20b?x=1");
         assert_eq!(back.headers().get_all("x-two").iter().count(), 2);
         assert!(back.headers().get("connection").is_none());
+    }
+
+    #[test]
+    fn values_beyond_ascii_cross_byte_for_byte() {
+        let mut req = Request::get("/").body(()).unwrap();
+        let odd = HeaderValue::from_bytes(b"caf\xe9 \xff").unwrap();
+        req.headers_mut().insert("content-type", odd.clone());
+        let (parts, ()) = req.into_parts();
+        let head = RequestHead::from_parts(&parts, None);
+        let json = serde_json::to_vec(&head).unwrap();
+        let back: RequestHead = serde_json::from_slice(&json).unwrap();
+        let req = back.into_request(()).unwrap();
+        assert_eq!(req.headers().get("content-type"), Some(&odd));
+    }
+
+    #[test]
+    fn heads_too_large_for_a_frame_are_told_apart() {
+        let head = |uri: String, value: String| RequestHead {
+            method: "GET".into(),
+            uri,
+            headers: vec![("x-big".into(), value)],
+            client_addr: None,
+        };
+        assert_eq!(head("/".into(), "v".into()).fits(1 << 20), Ok(()));
+        assert_eq!(
+            head(format!("/{}", "a".repeat(70_000)), "v".into()).fits(1 << 20),
+            Err(TooLarge::Uri)
+        );
+        assert_eq!(
+            head("/".into(), "v".repeat(70_000)).fits(1 << 20),
+            Err(TooLarge::Headers)
+        );
+        assert_eq!(
+            head("/".into(), "v".repeat(40_000)).fits(16_384),
+            Err(TooLarge::Headers)
+        );
     }
 
     #[test]
