@@ -9,7 +9,8 @@
 #   aws --region eu-central-1 ssm put-parameter --type SecureString \
 #     --key-id alias/ferry-parameters --name /ferry/fra/admin-token --value "$(head -c 32 /dev/urandom | base64)"
 #   and, for each spoke region, a fleet token made on the hub
-#   (`ferry-hub --config /etc/ferry/hub.toml spoke fleet add iad`) as
+#   (`ferry-hub --config /etc/ferry/hub.toml spoke fleet add iad
+#   --public-addr <the networks its instances' public addresses lie in>`) as
 #   /ferry/iad/fleet-token in us-east-1, and `... fleet add sin` as
 #   /ferry/sin/fleet-token in ap-southeast-1, each with that region's key.
 # The parameter keys are made by this configuration: apply once with
