@@ -13,6 +13,14 @@ pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; char
 /// The Prometheus text format's content type.
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// Everything in `registry`, in OpenMetrics text.
+pub fn encode(registry: &prometheus_client::registry::Registry) -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry)
+        .expect("writing to a String cannot fail");
+    out
+}
+
 /// Whether an `Accept` header value asks for OpenMetrics (as Prometheus's
 /// scrapes do).
 pub fn wants_openmetrics(accept: Option<&str>) -> bool {

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use ferry_common::body::{Body, full};
 use ferry_common::content::locks::PathLocks;
-use ferry_common::content::model::{Commit, Direction, ObjectMeta, Transfer};
-use ferry_common::content::{MetaHost, Target};
+use ferry_common::content::model::{Commit, ObjectMeta, Transfer};
+use ferry_common::content::{MetaHost, Node, Target};
 use ferry_common::contract::{
     Grant, GrantOp, GrantRequest, InternalCall, LookupAnswer, LookupRequest,
 };
@@ -24,7 +24,6 @@ use ferry_common::provider::{EndpointPolicy, ProviderRegistry};
 use futures_util::future::BoxFuture;
 use http::{HeaderValue, Response, StatusCode};
 use opendal::Operator;
-use tokio::sync::OwnedMutexGuard;
 
 use crate::hub_client::{HubClient, OnBehalf};
 use crate::metrics::{GrantResult, Metrics};
@@ -304,23 +303,11 @@ impl MetaHost for SpokeHost {
         Box::pin(async move { reports.report(Report::Transfer(transfer, token)).await })
     }
 
-    fn lock<'a>(
-        &'a self,
-        connection_id: &'a str,
-        path: &'a str,
-    ) -> BoxFuture<'a, OwnedMutexGuard<()>> {
-        Box::pin(self.data.locks.lock(connection_id, path))
-    }
-
-    fn count_bytes(&self, direction: Direction, provider: &'static str, bytes: u64) {
-        self.data
-            .metrics
-            .content
-            .count_bytes(direction, provider, bytes);
-    }
-
-    fn transfer_ended(&self, transfer: &Transfer) {
-        self.data.metrics.content.ended(transfer);
+    fn node(&self) -> Node<'_> {
+        Node {
+            locks: &self.data.locks,
+            metrics: &self.data.metrics.content,
+        }
     }
 
     fn via(&self) -> &str {

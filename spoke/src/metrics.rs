@@ -303,9 +303,6 @@ impl Metrics {
 
     /// The metrics in the Prometheus/OpenMetrics text format.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
-        out
+        ferry_common::metrics_text::encode(&self.registry)
     }
 }

@@ -342,7 +342,7 @@ impl Hub {
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut daemon = self.daemon.take()?;
         let status = daemon.stop();
-        self.logs.push(daemon.log());
+        self.logs.push(daemon.full_log(Duration::from_secs(5)));
         status
     }
 
@@ -350,7 +350,7 @@ impl Hub {
     pub fn kill(&mut self) {
         if let Some(mut daemon) = self.daemon.take() {
             daemon.kill();
-            self.logs.push(daemon.log());
+            self.logs.push(daemon.full_log(Duration::from_secs(5)));
         }
     }
 

@@ -194,7 +194,7 @@ impl Spoke {
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut d = self.daemon.take()?;
         let status = d.stop();
-        self.logs.push(d.log());
+        self.logs.push(d.full_log(Duration::from_secs(5)));
         status
     }
 
@@ -205,7 +205,7 @@ impl Spoke {
         if status.is_some()
             && let Some(d) = self.daemon.take()
         {
-            self.logs.push(d.log());
+            self.logs.push(d.full_log(Duration::from_secs(5)));
         }
         status
     }
@@ -214,7 +214,7 @@ impl Spoke {
     pub fn kill(&mut self) {
         if let Some(mut d) = self.daemon.take() {
             d.kill();
-            self.logs.push(d.log());
+            self.logs.push(d.full_log(Duration::from_secs(5)));
         }
     }
 

@@ -117,5 +117,14 @@ async fn tls_serves_both_http_versions_and_reloads_certificates() {
         connect(&hub, &first, b"h2").await.is_err(),
         "the old certificate is no longer served"
     );
-    assert!(hub.log().contains("reloaded the TLS certificate"));
+    assert!(
+        hub.daemon()
+            .wait_for(
+                "reloaded the TLS certificate",
+                std::time::Duration::from_secs(5)
+            )
+            .is_some(),
+        "{}",
+        hub.log()
+    );
 }

@@ -372,7 +372,10 @@ async fn json_logs_are_one_object_a_line_with_the_request_span() {
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
             .collect()
     };
-    // Start-up is logged as JSON too.
+    // Start-up is logged as JSON too. (Ready comes through the
+    // notification socket; the line before it may still be in the pipe.)
+    hub.daemon()
+        .wait_for("HTTP API listening", Duration::from_secs(5));
     assert!(
         lines()
             .iter()

@@ -541,7 +541,17 @@ async fn two_hubs_share_one_store_and_read_their_own_writes() {
         Api::new(hub_b.url()).get("/readyz").send().await.status,
         200
     );
-    assert!(hub_b.log().contains("the replica does not answer"));
+    assert!(
+        hub_b
+            .daemon()
+            .wait_for(
+                "the replica does not answer",
+                std::time::Duration::from_secs(5)
+            )
+            .is_some(),
+        "{}",
+        hub_b.log()
+    );
     // It returns: B reads it again.
     replica.start();
     assert!(
@@ -552,7 +562,17 @@ async fn two_hubs_share_one_store_and_read_their_own_writes() {
         "{}",
         hub_b.log()
     );
-    assert!(hub_b.log().contains("the replica answers again"));
+    assert!(
+        hub_b
+            .daemon()
+            .wait_for(
+                "the replica answers again",
+                std::time::Duration::from_secs(5)
+            )
+            .is_some(),
+        "{}",
+        hub_b.log()
+    );
     assert_eq!(
         &via_b.get(&t.file("d.txt")).send().await.expect(200).body[..],
         b"replica gone"
@@ -588,7 +608,16 @@ async fn a_replica_promoted_under_a_hub_is_no_longer_read() {
         "{}",
         hub.log()
     );
-    assert!(hub.log().contains("the replica is not a standby"));
+    assert!(
+        hub.daemon()
+            .wait_for(
+                "the replica is not a standby",
+                std::time::Duration::from_secs(5)
+            )
+            .is_some(),
+        "{}",
+        hub.log()
+    );
     upload(&t, "after.txt", b"written after the promotion").await;
     // The other key reads what was written since: only the primary has it.
     let head = reader.head(&t.file("after.txt")).send().await.expect(200);

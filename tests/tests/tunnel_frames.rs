@@ -105,7 +105,13 @@ async fn a_bad_frame_on_the_control_stream_ends_the_tunnel() {
             .wait_for("spoke disconnected", Duration::from_secs(5))
             .is_some()
     );
-    assert!(hub.log().contains("control stream failed"), "{}", hub.log());
+    assert!(
+        hub.daemon()
+            .wait_for("control stream failed", std::time::Duration::from_secs(5))
+            .is_some(),
+        "{}",
+        hub.log()
+    );
 }
 
 #[tokio::test]

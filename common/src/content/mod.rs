@@ -18,6 +18,16 @@ use tokio::sync::OwnedMutexGuard;
 use crate::problem::Problem;
 use model::{Commit, Direction, ObjectMeta, Transfer};
 
+/// What every node (the hub, each spoke) keeps for its content path,
+/// whichever host keeps its metadata.
+#[derive(Debug, Clone, Copy)]
+pub struct Node<'a> {
+    /// Serialise commits to one object within this node.
+    pub locks: &'a locks::PathLocks,
+    /// Bytes and transfers this node carried.
+    pub metrics: &'a metrics::ContentMetrics,
+}
+
 /// Where the content path keeps and finds metadata.
 pub trait MetaHost: Send + Sync {
     /// What ferry recorded about an object.
@@ -37,19 +47,27 @@ pub trait MetaHost: Send + Sync {
     }
     /// Logs a transfer on its own; best effort.
     fn log_transfer(&self, transfer: Transfer) -> BoxFuture<'static, ()>;
+    /// This node's locks and content metrics.
+    fn node(&self) -> Node<'_>;
     /// Serialises commits to one object.
     fn lock<'a>(
         &'a self,
         connection_id: &'a str,
         path: &'a str,
-    ) -> BoxFuture<'a, OwnedMutexGuard<()>>;
+    ) -> BoxFuture<'a, OwnedMutexGuard<()>> {
+        Box::pin(self.node().locks.lock(connection_id, path))
+    }
     /// Counts content bytes this node carried with `provider` (an
     /// OpenDAL scheme: `fs`, `s3`, …).
-    fn count_bytes(&self, direction: Direction, provider: &'static str, bytes: u64);
+    fn count_bytes(&self, direction: Direction, provider: &'static str, bytes: u64) {
+        self.node().metrics.count_bytes(direction, provider, bytes);
+    }
     /// A transfer ended (complete, aborted, or rejected for a checksum
     /// mismatch): for metrics. Called once per transfer, before it is
     /// recorded.
-    fn transfer_ended(&self, _transfer: &Transfer) {}
+    fn transfer_ended(&self, transfer: &Transfer) {
+        self.node().metrics.ended(transfer);
+    }
     /// This node's name in the transfer log: `hub` or the spoke's name.
     fn via(&self) -> &str;
     /// A transfer started (`+1`) or ended (`-1`); for load reports.

@@ -3,11 +3,10 @@
 
 use std::sync::Arc;
 
-use ferry_common::content::MetaHost;
-use ferry_common::content::model::{Commit, Direction, ObjectMeta, Transfer};
+use ferry_common::content::model::{Commit, ObjectMeta, Transfer};
+use ferry_common::content::{MetaHost, Node};
 use ferry_common::problem::Problem;
 use futures_util::future::BoxFuture;
-use tokio::sync::OwnedMutexGuard;
 
 use super::{AppState, store_problem};
 
@@ -67,23 +66,11 @@ impl MetaHost for HubHost {
         })
     }
 
-    fn lock<'a>(
-        &'a self,
-        connection_id: &'a str,
-        path: &'a str,
-    ) -> BoxFuture<'a, OwnedMutexGuard<()>> {
-        Box::pin(self.state.locks.lock(connection_id, path))
-    }
-
-    fn count_bytes(&self, direction: Direction, provider: &'static str, bytes: u64) {
-        self.state
-            .metrics
-            .content
-            .count_bytes(direction, provider, bytes);
-    }
-
-    fn transfer_ended(&self, transfer: &Transfer) {
-        self.state.metrics.content.ended(transfer);
+    fn node(&self) -> Node<'_> {
+        Node {
+            locks: &self.state.locks,
+            metrics: &self.state.metrics.content,
+        }
     }
 
     fn via(&self) -> &str {
