@@ -150,6 +150,11 @@ pub fn format_repr_digest(alg: DigestAlgorithm, digest: &[u8]) -> String {
     format!("{}=:{}:", alg.key(), STANDARD.encode(digest))
 }
 
+/// The CRC64/NVME of `data`.
+pub fn crc64nvme(data: &[u8]) -> u64 {
+    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, data)
+}
+
 /// Checksums of a stream of bytes, updated chunk by chunk.
 pub struct StreamChecksums {
     crc: crc_fast::Digest,

@@ -17,7 +17,9 @@ pub enum MethodLabel {
     HEAD,
     PUT,
     POST,
+    PATCH,
     DELETE,
+    OPTIONS,
     OTHER,
 }
 
@@ -28,7 +30,9 @@ impl From<&http::Method> for MethodLabel {
             http::Method::HEAD => Self::HEAD,
             http::Method::PUT => Self::PUT,
             http::Method::POST => Self::POST,
+            http::Method::PATCH => Self::PATCH,
             http::Method::DELETE => Self::DELETE,
+            http::Method::OPTIONS => Self::OPTIONS,
             _ => Self::OTHER,
         }
     }

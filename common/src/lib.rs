@@ -32,3 +32,4 @@ pub mod tcp_rtt;
 pub mod telemetry;
 pub mod tls;
 pub mod tunnel_io;
+pub mod uploads;

@@ -125,12 +125,47 @@ error_codes! {
     ProviderTimeout => (GATEWAY_TIMEOUT, "provider_timeout", "The storage provider did not answer in time"),
     /// The provider does not support the operation.
     ProviderUnsupported => (NOT_IMPLEMENTED, "provider_unsupported", "The storage provider does not support this operation"),
+    /// No upload session with that id for this account (or it was
+    /// terminated).
+    UploadNotFound => (NOT_FOUND, "upload_not_found", "No such upload"),
+    /// The upload session expired; its bytes were discarded.
+    UploadExpired => (GONE, "upload_expired", "The upload has expired"),
+    /// A resumable upload's `Upload-Offset` is not the offset the server
+    /// holds; `expected-offset` says which it is.
+    MismatchingUploadOffset => (CONFLICT, "mismatching_upload_offset", "The upload offset does not match the server's"),
+    /// Another request is appending to the upload now; retry shortly.
+    UploadLocked => (LOCKED, "upload_locked", "Another request is writing to this upload"),
+    /// A chunk would take an upload past its length or the size limit.
+    UploadTooLarge => (PAYLOAD_TOO_LARGE, "upload_too_large", "The upload is larger than its declared length or the limit"),
+    /// A chunk does not match the `Upload-Checksum` sent with it; it was
+    /// discarded (tus answers `460`).
+    ChecksumMismatch => (BAD_REQUEST, "checksum_mismatch", "The chunk does not match its checksum"),
+    /// The request's `Tus-Resumable` names a protocol version this server
+    /// does not speak.
+    UnsupportedTusVersion => (PRECONDITION_FAILED, "unsupported_tus_version", "The tus protocol version is not supported"),
     /// The metadata store failed; a retry may help.
     StoreUnavailable => (SERVICE_UNAVAILABLE, "store_unavailable", "The metadata store is unavailable"),
     /// The server is shutting down.
     ShuttingDown => (SERVICE_UNAVAILABLE, "shutting_down", "The server is shutting down"),
     /// A bug or an unexpected condition on the server.
     Internal => (INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
+}
+
+/// The members only some problems have.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Extra {
+    /// The storage provider's id for the request that failed, when the
+    /// provider sent one: what an operator quotes to the provider's
+    /// support. Nothing else of a provider's answer reaches a client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_request_id: Option<String>,
+    /// `mismatching_upload_offset`: the offset the server holds (the IETF
+    /// draft's member).
+    #[serde(rename = "expected-offset", skip_serializing_if = "Option::is_none")]
+    pub expected_offset: Option<u64>,
+    /// `mismatching_upload_offset`: the offset the request gave.
+    #[serde(rename = "provided-offset", skip_serializing_if = "Option::is_none")]
+    pub provided_offset: Option<u64>,
 }
 
 /// A problem detail, ready to become a response.
@@ -148,12 +183,10 @@ pub struct Problem {
     /// What went wrong with this request, for a person.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
-    /// The storage provider's id for the request that failed, when the
-    /// provider sent one: what an operator quotes to the provider's
-    /// support. Nothing else of a provider's answer reaches a client.
-    /// (A boxed `str`: the problem stays small enough to return by value.)
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub provider_request_id: Option<Box<str>>,
+    /// The members only some problems have (boxed: the problem stays
+    /// small enough to return by value).
+    #[serde(flatten)]
+    pub extra: Option<Box<Extra>>,
     #[serde(skip)]
     code_enum: Option<ErrorCode>,
     /// Seconds the client should wait before retrying (`Retry-After`).
@@ -170,7 +203,7 @@ impl Problem {
             status: code.status().as_u16(),
             code: code.as_str(),
             detail: Some(detail.into()),
-            provider_request_id: None,
+            extra: None,
             code_enum: Some(code),
             retry_after: None,
         }
@@ -185,7 +218,9 @@ impl Problem {
     /// The same problem, naming the provider's id for the request that
     /// failed.
     pub fn with_provider_request_id(mut self, id: Option<String>) -> Self {
-        self.provider_request_id = id.map(String::into_boxed_str);
+        if let Some(id) = id {
+            self.extra.get_or_insert_default().provider_request_id = Some(id);
+        }
         self
     }
 
@@ -197,6 +232,69 @@ impl Problem {
         resp.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         resp
+    }
+
+    /// `409 mismatching_upload_offset` for a request that gave `provided`
+    /// where the server holds `expected`; its type is the one the IETF
+    /// resumable-upload draft registers.
+    pub fn offset_mismatch(expected: u64, provided: u64) -> Self {
+        let mut p = Self::new(
+            ErrorCode::MismatchingUploadOffset,
+            format!("the upload is at offset {expected}, not {provided}"),
+        );
+        p.type_uri =
+            "https://iana.org/assignments/http-problem-types#mismatching-upload-offset".into();
+        let extra = p.extra.get_or_insert_default();
+        extra.expected_offset = Some(expected);
+        extra.provided_offset = Some(provided);
+        p
+    }
+
+    /// The problem another node answered with (`status`, `body`), as this
+    /// node would have made it: a spoke passing the hub's refusal on in
+    /// its own protocol's words. A body that is not a problem of a known
+    /// code becomes an `internal` problem with the status kept.
+    pub fn from_answer(status: StatusCode, body: &[u8]) -> Self {
+        #[derive(serde::Deserialize)]
+        struct Seen {
+            code: String,
+            detail: Option<String>,
+            #[serde(rename = "expected-offset")]
+            expected_offset: Option<u64>,
+            #[serde(rename = "provided-offset")]
+            provided_offset: Option<u64>,
+        }
+        let seen: Option<Seen> = serde_json::from_slice(body).ok();
+        let code = seen
+            .as_ref()
+            .and_then(|s| ErrorCode::ALL.iter().find(|c| c.as_str() == s.code));
+        match (seen, code) {
+            (Some(seen), Some(&code)) => {
+                let mut p = match (seen.expected_offset, seen.provided_offset) {
+                    (Some(e), Some(p)) if code == ErrorCode::MismatchingUploadOffset => {
+                        Self::offset_mismatch(e, p)
+                    }
+                    _ => Self::new(code, ""),
+                };
+                p.detail = seen.detail;
+                p.status = status.as_u16();
+                p
+            }
+            _ => {
+                let mut p = Self::new(
+                    ErrorCode::Internal,
+                    format!("the hub answered {status} without a problem this node knows"),
+                );
+                p.status = status.as_u16();
+                p
+            }
+        }
+    }
+
+    /// The offset a `mismatching_upload_offset` problem says the server
+    /// holds.
+    pub fn expected_offset(&self) -> Option<u64> {
+        self.extra.as_ref().and_then(|e| e.expected_offset)
     }
 
     /// The problem's code.

@@ -41,6 +41,13 @@ pub struct Claims {
     /// upload started under it may take long, and reports may wait in the
     /// spoke's queue while the hub is away.
     pub until_ms: i64,
+    /// An upload grant's session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<String>,
+    /// An upload grant's lease token: the calls made under it hold the
+    /// session only while that lease does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
 }
 
 /// Why a spoke's call is refused. None of these gets better by retrying
@@ -127,6 +134,17 @@ impl Claims {
         Ok(())
     }
 
+    /// A call about upload session `id` under lease `lease`.
+    pub fn check_upload(&self, id: &str, lease: &str) -> Result<(), GrantError> {
+        if self.op != GrantOp::Upload || self.upload.as_deref() != Some(id) {
+            return Err(GrantError::Outside("another upload"));
+        }
+        if self.lease.as_deref() != Some(lease) {
+            return Err(GrantError::Outside("another lease"));
+        }
+        Ok(())
+    }
+
     /// A transfer-log entry by `spoke`.
     pub fn check_transfer(&self, t: &Transfer, spoke: &str) -> Result<(), GrantError> {
         if t.account_id != self.account {
@@ -138,7 +156,7 @@ impl Claims {
         }
         let expected = match self.op {
             GrantOp::Read => Direction::Download,
-            GrantOp::Write => Direction::Upload,
+            GrantOp::Write | GrantOp::Upload => Direction::Upload,
         };
         if t.direction != expected {
             return Err(GrantError::Outside("a transfer the other way"));
@@ -167,7 +185,7 @@ impl Claims {
             self.check_transfer(t, spoke)?;
         }
         match self.op {
-            GrantOp::Write => {
+            GrantOp::Write | GrantOp::Upload => {
                 if let Some(e) = &c.event {
                     if e.account_id != self.account {
                         return Err(GrantError::Outside("another account"));
@@ -213,6 +231,8 @@ mod tests {
             op,
             principal: "p".into(),
             until_ms: 2_000,
+            upload: None,
+            lease: None,
         }
     }
 

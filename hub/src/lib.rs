@@ -259,6 +259,7 @@ pub async fn run(
         });
         endpoint = Some((ep, t.clone()));
     }
+    state.uploads = api::UploadSettings::from(&cfg.uploads);
     let state = Arc::new(state);
     // Tunnels and DNS outlive the HTTP listener's drain, so requests spokes
     // forward get the same grace as direct ones and clients are still
@@ -274,6 +275,14 @@ pub async fn run(
     state
         .metrics
         .replicas(usize::from(state.store.has_replica()));
+    tasks.spawn(
+        "upload sweep",
+        api::sweep_uploads(
+            state.clone(),
+            std::time::Duration::from_secs(cfg.uploads.sweep_interval_secs),
+            tunnel_stop.clone(),
+        ),
+    );
     tasks.spawn(
         "store watch",
         watch_store(state.clone(), tunnel_stop.clone()),

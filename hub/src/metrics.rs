@@ -99,6 +99,8 @@ pub struct Metrics {
     grants: Counter,
     grants_refused: Counter,
     announcements_refused: Counter,
+    /// Resumable uploads.
+    pub uploads: UploadMetrics,
     active: Gauge,
     replica_lag: Gauge,
     replicas: Gauge,
@@ -185,6 +187,7 @@ impl Metrics {
             "Hellos that announced addresses or a probe URL the operator did not allow",
             announcements_refused.clone(),
         );
+        let uploads = UploadMetrics::register(&mut registry);
         let grants_refused = Counter::default();
         registry.register(
             "grants_refused",
@@ -268,6 +271,7 @@ impl Metrics {
             grants,
             grants_refused,
             announcements_refused,
+            uploads,
         }
     }
 
@@ -394,5 +398,60 @@ impl Metrics {
     /// The metrics in the Prometheus/OpenMetrics text format.
     pub fn encode(&self) -> String {
         ferry_common::metrics_text::encode(&self.registry)
+    }
+}
+
+/// Resumable-upload sessions, as the hub records them (whichever node
+/// carried the bytes).
+#[derive(Debug, Clone, Default)]
+pub struct UploadMetrics {
+    /// Sessions open (not complete, expired or terminated), from the store.
+    pub open: Gauge,
+    /// Bytes recorded as appended.
+    pub bytes_appended: Counter,
+    /// Appends that continued a session at an offset above zero.
+    pub resumptions: Counter,
+    /// Sessions completed.
+    pub completed: Counter,
+    /// Sessions expired and swept.
+    pub expired: Counter,
+    /// Leases taken from a holder that was gone or asked again.
+    pub lease_takeovers: Counter,
+}
+
+impl UploadMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "uploads_open",
+            "Resumable-upload sessions open, from the store",
+            m.open.clone(),
+        );
+        registry.register(
+            "upload_bytes_appended",
+            "Bytes recorded as appended to resumable uploads",
+            m.bytes_appended.clone(),
+        );
+        registry.register(
+            "upload_resumptions",
+            "Appends that continued a resumable upload at an offset above zero",
+            m.resumptions.clone(),
+        );
+        registry.register(
+            "uploads_completed",
+            "Resumable uploads completed",
+            m.completed.clone(),
+        );
+        registry.register(
+            "uploads_expired",
+            "Resumable uploads expired and swept",
+            m.expired.clone(),
+        );
+        registry.register(
+            "upload_lease_takeovers",
+            "Upload leases taken from a holder that was gone or asked again",
+            m.lease_takeovers.clone(),
+        );
+        m
     }
 }

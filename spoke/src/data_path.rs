@@ -49,6 +49,17 @@ pub struct Granted {
     fresh_meta: Option<Option<ObjectMeta>>,
 }
 
+impl Granted {
+    /// What a request holds under the grant `token`, with no metadata
+    /// fetched along.
+    pub fn new(token: Arc<str>) -> Self {
+        Self {
+            token,
+            fresh_meta: None,
+        }
+    }
+}
+
 /// What to do with a content request.
 #[derive(Debug)]
 pub enum Decision {
@@ -193,9 +204,14 @@ impl DataPath {
         Err(resp)
     }
 
+    /// The client for the spoke's own calls to the hub.
+    pub fn client(&self) -> &HubClient {
+        &self.client
+    }
+
     /// The operator of a granted connection, rebuilt when its configuration
     /// changes. Credentials stay in this process's memory.
-    fn operator(&self, grant: &Grant) -> Result<Operator, Problem> {
+    pub fn operator(&self, grant: &Grant) -> Result<Operator, Problem> {
         let fingerprint = format!(
             "{}:{}:{}",
             grant.provider, grant.config, grant.allow_private_endpoints

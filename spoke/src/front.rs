@@ -16,6 +16,8 @@ use percent_encoding::percent_decode_str;
 use crate::data_path::{DataPath, Decision, SpokeHost};
 use crate::hub_client::HubClient;
 use crate::metrics::{MethodLabel, Metrics, SpokeRoute};
+use crate::uploads::SpokeUploads;
+use ferry_common::uploads;
 
 /// What the front needs.
 #[derive(Debug)]
@@ -53,6 +55,60 @@ fn file_route(path: &str) -> Option<(String, String)> {
     Some((decode(conn)?, decode(file)?))
 }
 
+/// A resumable-upload request whose bytes stream here.
+#[derive(Debug, PartialEq, Eq)]
+enum UploadRoute {
+    /// `PATCH /v1/uploads/{id}`.
+    Append(String),
+    /// `POST /v1/connections/{conn}/uploads` with a first chunk; the
+    /// object's path from the query, if it names one.
+    Create(String, Option<String>),
+}
+
+/// The upload route of a request that carries upload bytes, if it is one.
+/// Creations without a body, status, termination and `OPTIONS` carry none
+/// and go to the hub.
+fn upload_route(req: &Request<Body>) -> Option<UploadRoute> {
+    let path = req.uri().path();
+    let decode = |s: &str| {
+        percent_decode_str(s)
+            .decode_utf8()
+            .ok()
+            .map(|c| c.into_owned())
+    };
+    if req.method() == Method::PATCH {
+        let id = path.strip_prefix("/v1/uploads/")?;
+        return (!id.is_empty() && !id.contains('/'))
+            .then(|| decode(id))
+            .flatten()
+            .map(UploadRoute::Append);
+    }
+    if req.method() != Method::POST || !carries_body(req.headers()) {
+        return None;
+    }
+    let conn = path
+        .strip_prefix("/v1/connections/")?
+        .strip_suffix("/uploads")?;
+    if conn.is_empty() || conn.contains('/') {
+        return None;
+    }
+    let query = req.uri().query().unwrap_or("");
+    let mut named = None;
+    for pair in query.split('&') {
+        if let Some(v) = pair.strip_prefix("path=") {
+            named = Some(decode(&v.replace('+', " "))?);
+        }
+    }
+    Some(UploadRoute::Create(decode(conn)?, named))
+}
+
+fn carries_body(headers: &http::HeaderMap) -> bool {
+    match headers.get(header::CONTENT_LENGTH) {
+        Some(v) => v.to_str().ok().and_then(|s| s.parse::<u64>().ok()) != Some(0),
+        None => headers.contains_key(header::TRANSFER_ENCODING),
+    }
+}
+
 /// Answers one request, counting it by route, method and status, in a
 /// span with its request id (kept from the request, else made here),
 /// which goes on to the hub with the request and back to the client.
@@ -83,7 +139,10 @@ pub async fn handle(front: Arc<Front>, mut req: Request<Body>) -> Response<Body>
     resp
 }
 
-async fn route_and_answer(front: &Arc<Front>, req: Request<Body>) -> (SpokeRoute, Response<Body>) {
+async fn route_and_answer(
+    front: &Arc<Front>,
+    mut req: Request<Body>,
+) -> (SpokeRoute, Response<Body>) {
     let path = req.uri().path();
     let local_route = match path {
         "/healthz" => Some(SpokeRoute::healthz),
@@ -99,6 +158,23 @@ async fn route_and_answer(front: &Arc<Front>, req: Request<Body>) -> (SpokeRoute
         let refused = Problem::new(ErrorCode::RouteNotFound, "no route matches this path");
         return (SpokeRoute::internal, refused.into_response());
     }
+    if let Some(auth) = req.headers().get(header::AUTHORIZATION).cloned()
+        && let Some(upload) = upload_route(&req)
+    {
+        let host = Arc::new(SpokeUploads::new(front.data.clone(), auth));
+        let served = match upload {
+            UploadRoute::Append(id) => uploads::serve::patch(host, &id, req).await,
+            UploadRoute::Create(conn, path) => {
+                uploads::serve::create(host, &conn, path.as_deref(), req).await
+            }
+        };
+        match served {
+            Ok(resp) => return (SpokeRoute::upload, resp),
+            // A provider only the hub reaches: the hub takes it whole.
+            Err(back) => req = back,
+        }
+    }
+    let path = req.uri().path();
     let content = matches!(*req.method(), Method::GET | Method::HEAD | Method::PUT);
     if content
         && let Some((conn, file)) = file_route(path)

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod reports;
 pub mod steering;
 pub mod tunnel;
+pub mod uploads;
 
 use std::sync::Arc;
 

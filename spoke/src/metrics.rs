@@ -41,6 +41,8 @@ struct GrantLabels {
 pub enum SpokeRoute {
     /// A file streamed (or refused) here.
     file,
+    /// A resumable upload's bytes streamed (or refused) here.
+    upload,
     /// Forwarded to the hub.
     forwarded,
     healthz,

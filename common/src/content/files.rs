@@ -300,7 +300,9 @@ pub const FS_MAX_FILE_NAME: usize = 255 - 37;
 
 /// Refuses, before anything is written, a file name an `fs` connection
 /// could not stage.
-fn staged_name_fits(t: &Target, path: &ObjectPath) -> Result<(), Problem> {
+/// Refuses a name too long for the staging folder of a folder connection
+/// (its temporary file adds a suffix).
+pub fn staged_name_fits(t: &Target, path: &ObjectPath) -> Result<(), Problem> {
     let name = path.as_str().rsplit('/').next().unwrap_or_default();
     if t.op.info().scheme() == "fs" && name.len() > FS_MAX_FILE_NAME {
         return Err(Problem::new(

@@ -18,6 +18,9 @@ pub enum GrantOp {
     Read,
     /// Take new content (`PUT`): look it up, commit the upload.
     Write,
+    /// Append to one resumable-upload session under its lease, and commit
+    /// its object when the last byte is in.
+    Upload,
 }
 
 /// `grant`: may the client whose `Authorization` comes with the call

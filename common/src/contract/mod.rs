@@ -14,6 +14,11 @@
 //! | `lookup` | [`LookupRequest`], with the grant | [`LookupAnswer`] |
 //! | `commit` | [`Commit`], with the grant | 204 |
 //! | `transfer` | [`Transfer`], with the grant | 204 |
+//! | `upload_create` | [`UploadCreateRequest`], with the client's `Authorization` | [`Session`](crate::uploads::Session) |
+//! | `upload_begin` | [`UploadBeginRequest`], with the client's `Authorization` | [`UploadBegun`] |
+//! | `upload_renew` | [`UploadLeaseRequest`], with the grant | 204 |
+//! | `upload_release` | [`UploadLeaseRequest`], with the grant | 204 |
+//! | `upload_append` | [`UploadAppendRequest`], with the grant | [`Session`](crate::uploads::Session) |
 //!
 //! A grant covers one path of one connection, read or write, for the one
 //! spoke it was issued to; every later call for that object carries its
@@ -24,10 +29,14 @@
 
 pub mod enrol;
 pub mod grant;
+pub mod upload;
 
 pub use crate::content::model::{Commit, Transfer};
 pub use enrol::{EnrolAnswer, EnrolRequest, TokenKind};
 pub use grant::{GRANT_HEADER, Grant, GrantOp, GrantRequest, LookupAnswer, LookupRequest};
+pub use upload::{
+    UploadAppendRequest, UploadBeginRequest, UploadBegun, UploadCreateRequest, UploadLeaseRequest,
+};
 
 /// Where the internal routes live.
 pub const INTERNAL_PREFIX: &str = "/internal/v1/";
@@ -43,11 +52,31 @@ pub enum InternalCall {
     Commit,
     /// A transfer-log entry (downloads, rejected uploads).
     Transfer,
+    /// A new resumable-upload session.
+    UploadCreate,
+    /// The lease to append to a session.
+    UploadBegin,
+    /// Keeping a lease.
+    UploadRenew,
+    /// Giving a lease up.
+    UploadRelease,
+    /// A part written under a lease (and the completion).
+    UploadAppend,
 }
 
 impl InternalCall {
     /// Every call.
-    pub const ALL: [InternalCall; 4] = [Self::Grant, Self::Lookup, Self::Commit, Self::Transfer];
+    pub const ALL: [InternalCall; 9] = [
+        Self::Grant,
+        Self::Lookup,
+        Self::Commit,
+        Self::Transfer,
+        Self::UploadCreate,
+        Self::UploadBegin,
+        Self::UploadRenew,
+        Self::UploadRelease,
+        Self::UploadAppend,
+    ];
 
     /// The call's name, the last segment of its path.
     pub fn name(self) -> &'static str {
@@ -56,6 +85,11 @@ impl InternalCall {
             Self::Lookup => "lookup",
             Self::Commit => "commit",
             Self::Transfer => "transfer",
+            Self::UploadCreate => "upload_create",
+            Self::UploadBegin => "upload_begin",
+            Self::UploadRenew => "upload_renew",
+            Self::UploadRelease => "upload_release",
+            Self::UploadAppend => "upload_append",
         }
     }
 
@@ -66,6 +100,11 @@ impl InternalCall {
             Self::Lookup => "/internal/v1/lookup",
             Self::Commit => "/internal/v1/commit",
             Self::Transfer => "/internal/v1/transfer",
+            Self::UploadCreate => "/internal/v1/upload_create",
+            Self::UploadBegin => "/internal/v1/upload_begin",
+            Self::UploadRenew => "/internal/v1/upload_renew",
+            Self::UploadRelease => "/internal/v1/upload_release",
+            Self::UploadAppend => "/internal/v1/upload_append",
         }
     }
 

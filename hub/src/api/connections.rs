@@ -163,7 +163,11 @@ async fn create(state: &AppState, account: &str, req: Request<Body>) -> ApiResul
     Ok(json(StatusCode::CREATED, &view(&row, &body.config)))
 }
 
-async fn find(state: &AppState, account: &str, id_or_name: &str) -> Result<ConnectionRow, Problem> {
+pub(super) async fn find(
+    state: &AppState,
+    account: &str,
+    id_or_name: &str,
+) -> Result<ConnectionRow, Problem> {
     state
         .store
         .get_connection(account, id_or_name)

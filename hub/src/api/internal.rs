@@ -35,6 +35,11 @@ fn hub_local(provider: &str) -> bool {
     ferry_common::provider::ProviderKind::from_name(provider).is_none_or(|k| !k.direct())
 }
 
+/// Whether a spoke can reach `provider` itself.
+pub(super) fn direct(provider: &str) -> bool {
+    !hub_local(provider)
+}
+
 /// The spoke a request is the own call of, if it is one.
 fn own_spoke(req: &Request<Body>) -> Option<&str> {
     req.extensions().get::<SpokeOwn>()?;
@@ -54,7 +59,12 @@ pub fn grant_of(state: &AppState, req: &Request<Body>) -> Option<Result<Claims, 
     )
 }
 
-fn refused(state: &AppState, spoke: &str, call: InternalCall, e: &GrantError) -> Problem {
+pub(super) fn refused(
+    state: &AppState,
+    spoke: &str,
+    call: InternalCall,
+    e: &GrantError,
+) -> Problem {
     state.metrics.grant_refused();
     tracing::warn!(spoke.id = %spoke, call = call.name(), reason = %e, "refused a spoke's call outside its grant");
     Problem::new(ErrorCode::GrantRefused, e.to_string())
@@ -71,12 +81,27 @@ pub async fn handle(state: &AppState, call: InternalCall, req: Request<Body>) ->
     if call == InternalCall::Grant {
         return grant(state, &spoke, req, limit).await;
     }
+    if matches!(
+        call,
+        InternalCall::UploadCreate
+            | InternalCall::UploadBegin
+            | InternalCall::UploadRenew
+            | InternalCall::UploadRelease
+            | InternalCall::UploadAppend
+    ) {
+        return super::uploads::internal(state, &spoke, call, req, limit).await;
+    }
     let claims = grant_of(state, &req)
         .unwrap_or(Err(GrantError::Missing))
         .map_err(|e| refused(state, &spoke, call, &e))?;
     let outside = |e: GrantError| refused(state, &spoke, call, &e);
     match call {
-        InternalCall::Grant => unreachable!("answered above"),
+        InternalCall::Grant
+        | InternalCall::UploadCreate
+        | InternalCall::UploadBegin
+        | InternalCall::UploadRenew
+        | InternalCall::UploadRelease
+        | InternalCall::UploadAppend => unreachable!("answered above"),
         InternalCall::Lookup => {
             let body: LookupRequest = read_json(req, limit).await?;
             claims
@@ -160,6 +185,8 @@ async fn grant(state: &AppState, spoke: &str, req: Request<Body>, limit: usize) 
         op: body.op,
         principal,
         until_ms: now_ms().saturating_add(i64::try_from(window_secs * 1000).unwrap_or(i64::MAX)),
+        upload: None,
+        lease: None,
     };
     state.metrics.grant();
     tracing::debug!(spoke.id = %spoke, connection.id = %res.row.id, op = ?body.op, "granted an object");

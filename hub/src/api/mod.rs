@@ -16,6 +16,9 @@ pub use spokes::check_spoke_name;
 pub mod routes;
 mod steering;
 mod tree;
+mod uploads;
+
+pub use uploads::{UploadSettings, sweep as sweep_uploads};
 
 pub use content_host::HubHost;
 
@@ -60,6 +63,8 @@ pub struct AppState {
     pub steering: Arc<crate::steering::Steering>,
     /// Signs and verifies the grants spokes hold.
     pub grants: crate::grant::GrantKey,
+    /// Resumable uploads' settings.
+    pub uploads: UploadSettings,
 }
 
 /// What the spoke routes need.
@@ -104,6 +109,7 @@ impl AppState {
             locks: ferry_common::content::locks::PathLocks::default(),
             spokes: None,
             grants: crate::grant::GrantKey::new(master_key.derive_hmac("spoke grants")),
+            uploads: UploadSettings::default(),
             master_key,
         }
     }
@@ -277,6 +283,8 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Request<Body>) -> Ap
         Route::ProbeTargets => steering::probe_targets(state, req).await,
         Route::Steering => steering::view(state, &req),
         Route::SteeringReports => steering::report(state, req).await,
+        Route::Uploads(conn) => uploads::create(state, &conn, req).await,
+        Route::Upload(id) => uploads::upload(state, &id, req).await,
         Route::Internal(op) => internal::handle(state, op, req).await,
     }
 }

@@ -54,6 +54,10 @@ pub enum Route {
     SteeringReports,
     /// `/v1/spokes/{name}`
     Spoke(String),
+    /// `/v1/connections/{conn}/uploads`: resumable uploads' creation.
+    Uploads(String),
+    /// `/v1/uploads/{id}`: one resumable upload.
+    Upload(String),
     /// `/internal/v1/…`: for spokes, through their tunnel only.
     Internal(ferry_common::contract::InternalCall),
 }
@@ -84,6 +88,8 @@ pub enum RouteLabel {
     Probe,
     Steering,
     SteeringReports,
+    Uploads,
+    Upload,
     Internal,
 }
 
@@ -113,6 +119,8 @@ impl RouteLabel {
             Self::Probe => "probe",
             Self::Steering => "steering",
             Self::SteeringReports => "steering_reports",
+            Self::Uploads => "uploads",
+            Self::Upload => "upload",
             Self::Internal => "internal",
         }
     }
@@ -151,6 +159,8 @@ pub const TEMPLATES: &[&str] = &[
     "/v1/probe",
     "/v1/steering",
     "/v1/steering/reports",
+    "/v1/connections/{conn}/uploads",
+    "/v1/uploads/{id}",
 ];
 
 /// Why a path could not be decoded.
@@ -187,6 +197,12 @@ impl Route {
             "steering" => return Ok(Some(Route::Steering)),
             "steering/reports" => return Ok(Some(Route::SteeringReports)),
             _ => {}
+        }
+        if let Some(id) = rest.strip_prefix("uploads/") {
+            return Ok((!id.is_empty() && !id.contains('/'))
+                .then(|| decode(id))
+                .transpose()?
+                .map(Route::Upload));
         }
         if let Some(rest) = rest.strip_prefix("spokes") {
             return Ok(match rest {
@@ -236,6 +252,7 @@ impl Route {
             Some("copy") => Route::Copy(conn),
             Some("move") => Route::Move(conn),
             Some("list") => Route::List(conn, String::new()),
+            Some("uploads") => Route::Uploads(conn),
             Some(t) => {
                 if let Some(p) = t.strip_prefix("files/") {
                     Route::File(conn, decode(p)?)
@@ -275,6 +292,8 @@ impl Route {
             Route::Probe => RouteLabel::Probe,
             Route::Steering => RouteLabel::Steering,
             Route::SteeringReports => RouteLabel::SteeringReports,
+            Route::Uploads(_) => RouteLabel::Uploads,
+            Route::Upload(_) => RouteLabel::Upload,
             Route::Internal(_) => RouteLabel::Internal,
         }
     }
@@ -287,6 +306,8 @@ impl Route {
             Route::ProbeTargets | Route::Probe | Route::Steering => &[Method::GET, Method::HEAD],
             Route::Spoke(_) => &[Method::GET, Method::HEAD, Method::DELETE],
             Route::Internal(_) => &[Method::POST],
+            Route::Uploads(_) => &[Method::POST, Method::OPTIONS],
+            Route::Upload(_) => &[Method::HEAD, Method::PATCH, Method::DELETE, Method::OPTIONS],
             Route::Healthz | Route::Readyz | Route::Account(_) | Route::Events => {
                 &[Method::GET, Method::HEAD]
             }

@@ -55,6 +55,37 @@ pub struct HubConfig {
     /// How clients are steered to spokes.
     #[serde(default)]
     pub steering: SteeringConfig,
+    /// Resumable uploads (tus and the IETF draft).
+    #[serde(default)]
+    pub uploads: UploadsConfig,
+}
+
+/// The `[uploads]` section: resumable-upload sessions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadsConfig {
+    /// How long a session lives after its last append, in seconds
+    /// (default 86400, one day): an upload left longer is discarded,
+    /// its staged parts removed.
+    #[serde(default = "defaults::upload_expiry_secs")]
+    pub expiry_secs: u64,
+    /// The largest upload, in bytes (`Tus-Max-Size`; default 5 TiB, the
+    /// largest object S3 takes).
+    #[serde(default = "defaults::upload_max_size_bytes")]
+    pub max_size_bytes: u64,
+    /// How often expired sessions are swept, in seconds (default 60).
+    #[serde(default = "defaults::upload_sweep_secs")]
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for UploadsConfig {
+    fn default() -> Self {
+        Self {
+            expiry_secs: defaults::upload_expiry_secs(),
+            max_size_bytes: defaults::upload_max_size_bytes(),
+            sweep_interval_secs: defaults::upload_sweep_secs(),
+        }
+    }
 }
 
 /// The `[tunnel]` section.
@@ -439,6 +470,15 @@ mod defaults {
     pub fn master_key_env() -> String {
         "FERRY_MASTER_KEY".to_owned()
     }
+    pub fn upload_expiry_secs() -> u64 {
+        86_400
+    }
+    pub fn upload_max_size_bytes() -> u64 {
+        5 << 40
+    }
+    pub fn upload_sweep_secs() -> u64 {
+        60
+    }
     pub fn remote_enabled() -> Vec<String> {
         ferry_common::provider::Remote::ALL
             .iter()
@@ -503,6 +543,19 @@ impl Validate for HubConfig {
         }
         self.steering
             .validate(self.tunnel.as_ref().map(|t| t.heartbeat_interval_secs), p);
+        let u = &self.uploads;
+        if !(1..=30 * 86_400).contains(&u.expiry_secs) {
+            p.add(
+                "uploads.expiry_secs",
+                "must be between 1 and 2592000 (30 days)",
+            );
+        }
+        if !(1..=i64::MAX as u64).contains(&u.max_size_bytes) {
+            p.add("uploads.max_size_bytes", "must be between 1 and 2^63 - 1");
+        }
+        if !(1..=3600).contains(&u.sweep_interval_secs) {
+            p.add("uploads.sweep_interval_secs", "must be between 1 and 3600");
+        }
         if let Err(e) = self.log.check() {
             p.add("log.level", e.to_string());
         }

@@ -137,6 +137,37 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("created_at", Int),
         ],
     ),
+    (
+        "upload_sessions",
+        &[
+            ("id", Text),
+            ("account_id", Text),
+            ("connection_id", Text),
+            ("path", Text),
+            ("length", Int),
+            ("committed", Int),
+            ("crc64nvme", Int),
+            ("metadata", Text),
+            ("content_type", Text),
+            ("status", Text),
+            ("lease_holder", Text),
+            ("lease_token", Text),
+            ("lease_until", Int),
+            ("expires_at", Int),
+            ("created_at", Int),
+            ("updated_at", Int),
+        ],
+    ),
+    (
+        "upload_parts",
+        &[
+            ("upload_id", Text),
+            ("first_byte", Int),
+            ("size", Int),
+            ("crc64nvme", Int),
+            ("name", Text),
+        ],
+    ),
 ];
 
 /// Tables whose `id` the database numbers.

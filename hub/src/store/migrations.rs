@@ -238,6 +238,40 @@ ALTER TABLE spoke_fleets ADD COLUMN allowed_public TEXT;
 "#,
         postgres_only: &[],
     },
+    Migration {
+        version: 10,
+        name: "resumable upload sessions",
+        sqlite: r#"
+CREATE TABLE upload_sessions (
+    id            TEXT PRIMARY KEY,
+    account_id    TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    connection_id TEXT NOT NULL REFERENCES connections(id) ON DELETE CASCADE,
+    path          TEXT NOT NULL,
+    length        BIGINT,
+    committed     BIGINT NOT NULL,
+    crc64nvme     BIGINT NOT NULL,
+    metadata      TEXT NOT NULL,
+    content_type  TEXT,
+    status        TEXT NOT NULL,
+    lease_holder  TEXT,
+    lease_token   TEXT,
+    lease_until   BIGINT,
+    expires_at    BIGINT NOT NULL,
+    created_at    BIGINT NOT NULL,
+    updated_at    BIGINT NOT NULL
+);
+CREATE INDEX upload_sessions_by_expiry ON upload_sessions(status, expires_at);
+CREATE TABLE upload_parts (
+    upload_id  TEXT NOT NULL REFERENCES upload_sessions(id) ON DELETE CASCADE,
+    first_byte BIGINT NOT NULL,
+    size       BIGINT NOT NULL,
+    crc64nvme  BIGINT NOT NULL,
+    name       TEXT NOT NULL,
+    PRIMARY KEY (upload_id, first_byte)
+);
+"#,
+        postgres_only: &[],
+    },
 ];
 
 /// Numbers an event that arrives without its `seq`, as a hub of the

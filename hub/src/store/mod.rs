@@ -20,6 +20,7 @@ mod objects;
 pub mod replica;
 mod spokes;
 mod steering;
+mod uploads;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub use migrations::Dialect;
 pub use objects::{Commit, Direction, ObjectMeta, Transfer, TransferStatus};
 pub use spokes::{EnrolRefusal, SpokeRow, valid_spoke_name};
 pub use steering::{Presence, SharedSample};
+pub use uploads::{LeaseAsk, UploadRefusal};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]

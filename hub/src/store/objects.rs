@@ -51,23 +51,33 @@ impl Store {
     /// Commits a change in one transaction.
     pub async fn commit(&self, change: &Commit) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
+        self.commit_in(&mut tx, change).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Applies a change inside a transaction of the caller's.
+    pub(super) async fn commit_in(
+        &self,
+        tx: &mut super::WriteTx<'_>,
+        change: &Commit,
+    ) -> Result<(), StoreError> {
         for (connection_id, path) in &change.remove {
             sqlx::query("DELETE FROM objects WHERE connection_id = $1 AND path = $2")
                 .bind(connection_id)
                 .bind(path)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
         if let Some(m) = &change.upsert {
-            upsert(&mut tx, m).await?;
+            upsert(tx, m).await?;
         }
         if let Some(e) = &change.event {
-            self.insert_event(&mut tx, e).await?;
+            self.insert_event(tx, e).await?;
         }
         if let Some(t) = &change.transfer {
-            insert_transfer(&mut tx, t).await?;
+            insert_transfer(tx, t).await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 

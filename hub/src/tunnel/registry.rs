@@ -211,6 +211,14 @@ impl Registry {
         }
     }
 
+    /// Whether spoke `name` has a tunnel to this hub now.
+    pub fn is_live(&self, name: &str) -> bool {
+        self.live
+            .lock()
+            .expect("registry poisoned")
+            .contains_key(name)
+    }
+
     /// The live spokes' state.
     pub fn snapshot(&self) -> HashMap<String, LiveInfo> {
         self.live

@@ -1,0 +1,224 @@
+//! Resumable uploads: tus 1.0 and the IETF draft "Resumable Uploads for
+//! HTTP" over one session model, served by every node.
+//!
+//! A session lives in the hub's store: its target, its length (or none yet,
+//! deferred), the committed offset and the CRC64/NVME of the bytes before
+//! it, the parts staged at the provider, metadata, expiry and status. The
+//! committed offset is the store's, never one process's memory, so a client
+//! may continue an upload through any node.
+//!
+//! Each append (`PATCH`, or the body of a creating `POST`) is written by
+//! the node that receives it, straight to the provider, as one *part*: an
+//! object of its own under `.ferry-partial/uploads/<id>/` at the
+//! connection's root. The append holds the session's *lease* in the store
+//! while it streams (one writer at a time across all nodes, renewed while
+//! the bytes flow), and the part counts only once the provider has closed
+//! it and the store has recorded the new offset under that lease. A body
+//! cut part way keeps the bytes that arrived (tus asks servers to), unless
+//! the chunk carried a checksum, which bytes cut short cannot match. When
+//! the last byte is in, the node that wrote it puts the parts together at
+//! the target path — a rename for a single part where the provider has one,
+//! else one streaming write of the parts in order, which is atomic as any
+//! upload is — and commits the object's metadata, event and transfer with
+//! the session's completion; the object's CRC64/NVME is combined from the
+//! parts' checksums, not read back.
+//!
+//! Who keeps the sessions is an [`UploadHost`]: the hub's store, or at a
+//! spoke the hub through the tunnel (each call under the grant the hub
+//! issued for the session's lease).
+
+pub mod protocol;
+pub mod serve;
+pub mod write;
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::content::model::Commit;
+use crate::content::{MetaHost, Target};
+use crate::problem::Problem;
+
+/// Where a session's parts are staged, under a connection's root.
+pub const STAGING_PREFIX: &str = ".ferry-partial/uploads/";
+
+/// How long a lease lasts unless renewed, in milliseconds. A writer
+/// renews it every [`LEASE_RENEW_MS`] while its bytes flow, so a live
+/// writer keeps it through a slow client, and a node that died holding it
+/// (its tunnel gone at a hub that sees that at once, or the lease simply
+/// run out) blocks others for at most this long.
+pub const LEASE_MS: i64 = 15_000;
+
+/// How often a writer renews its lease.
+pub const LEASE_RENEW_MS: u64 = 5_000;
+
+/// A session's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Taking bytes.
+    Open,
+    /// Every byte is in and the object is at its path.
+    Complete,
+    /// Its time ran out; its parts were discarded.
+    Expired,
+}
+
+impl Status {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Complete => "complete",
+            Self::Expired => "expired",
+        }
+    }
+
+    /// Reads a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "open" => Self::Open,
+            "complete" => Self::Complete,
+            "expired" => Self::Expired,
+            _ => return None,
+        })
+    }
+}
+
+/// One staged part: the bytes `[offset, offset + size)` of the upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    /// Where in the upload it starts.
+    pub offset: u64,
+    /// Its length in bytes.
+    pub size: u64,
+    /// Its CRC64/NVME.
+    pub crc64nvme: u64,
+    /// The object it is staged in, relative to the connection's root.
+    pub name: String,
+}
+
+/// The name of the part staged at `offset` under the lease `lease`: the
+/// hub and the writer both derive it, so a writer cannot name another
+/// object, and two writers racing never write one name.
+pub fn part_name(upload_id: &str, offset: u64, lease: &str) -> String {
+    let tag: String = lease
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(12)
+        .collect();
+    format!("{STAGING_PREFIX}{upload_id}/{offset:016x}-{tag}")
+}
+
+/// The folder of a session's parts.
+pub fn staging_dir(upload_id: &str) -> String {
+    format!("{STAGING_PREFIX}{upload_id}/")
+}
+
+/// An upload session as the nodes see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// Its id (`upl_…`, unguessable).
+    pub id: String,
+    /// The account it belongs to.
+    pub account_id: String,
+    /// The connection it writes to.
+    pub connection_id: String,
+    /// The object's path once complete.
+    pub path: String,
+    /// Its length, once known.
+    pub length: Option<u64>,
+    /// The committed offset: bytes the provider holds and the store counts.
+    pub offset: u64,
+    /// CRC64/NVME of the bytes before `offset`.
+    pub crc64nvme: u64,
+    /// The `Upload-Metadata` the client gave (tus's form), empty if none.
+    pub metadata: String,
+    /// The media type the object gets.
+    pub content_type: Option<String>,
+    /// Open, complete or expired.
+    pub status: Status,
+    /// When it expires, unix milliseconds.
+    pub expires_at: i64,
+    /// The largest upload the hub takes (`Tus-Max-Size`, the draft's
+    /// `Upload-Limit`): not stored, the hub's setting when it answered.
+    #[serde(default)]
+    pub max_size: u64,
+}
+
+impl Session {
+    /// The most bytes the upload may reach: its length, or the largest
+    /// upload while the length is deferred.
+    pub fn limit(&self) -> u64 {
+        self.length.unwrap_or(self.max_size).min(self.max_size)
+    }
+}
+
+/// What a client asks for when it creates an upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewUpload {
+    /// The object's path, decoded and checked.
+    pub path: String,
+    /// Its length, unless deferred.
+    pub length: Option<u64>,
+    /// `Upload-Metadata`, normalised.
+    pub metadata: String,
+    /// The media type the object gets.
+    pub content_type: Option<String>,
+}
+
+/// A lease on a session: the right to append at `session.offset`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The session as the store held it when the lease was taken.
+    pub session: Session,
+    /// The lease's token; every later call of the writer names it.
+    pub token: String,
+    /// The parts committed so far, in order.
+    pub parts: Vec<Part>,
+}
+
+/// What ends an append: more to come, or the upload's completion with the
+/// object's metadata, event and transfer.
+#[derive(Debug, Clone)]
+pub enum Ending {
+    /// Record the part; the upload stays open.
+    More,
+    /// Record the part and the completion, with this commit, in one go.
+    Complete(Box<Commit>),
+}
+
+/// How a node reaches the sessions: the hub's store, or the hub through a
+/// spoke's tunnel. One host serves one client request (its credentials
+/// are the host's).
+pub trait UploadHost: Send + Sync {
+    /// Creates a session in `connection` (a name or id, as the client gave it).
+    fn create<'a>(
+        &'a self,
+        connection: &'a str,
+        new: NewUpload,
+    ) -> BoxFuture<'a, Result<Session, Problem>>;
+    /// Takes the lease to append at `offset` (setting a deferred
+    /// `length`): the lease and where the bytes go. `Ok(None)`: this node
+    /// cannot reach the provider; the request goes to the hub.
+    fn begin<'a>(
+        &'a self,
+        id: &'a str,
+        offset: u64,
+        length: Option<u64>,
+    ) -> BoxFuture<'a, Result<Option<(Lease, Target)>, Problem>>;
+    /// Keeps the lease; an error means it is lost.
+    fn renew<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), Problem>>;
+    /// Records `part` (none for an empty append) under the lease and
+    /// releases it: the session as it is now.
+    fn append<'a>(
+        &'a self,
+        lease: &'a Lease,
+        part: Option<Part>,
+        ending: Ending,
+    ) -> BoxFuture<'a, Result<Session, Problem>>;
+    /// Gives the lease up without recording anything.
+    fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, ()>;
+    /// The content path's metadata host for the session's object (locks,
+    /// metrics, the transfer log's node).
+    fn meta(&self) -> std::sync::Arc<dyn MetaHost>;
+}

@@ -1,0 +1,474 @@
+//! The requests that carry an upload's bytes, answered the same on every
+//! node: creation (`POST`, with or without a first chunk) and appends
+//! (`PATCH`). Status (`HEAD`), termination (`DELETE`) and `OPTIONS` need
+//! no bytes and are answered by the hub alone.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::BodyDataStream;
+
+use crate::body::{Body, empty};
+use crate::content::model::{
+    Commit, Direction, EventKind, EventRecord, ObjectMeta, Transfer, TransferStatus, now_ms,
+};
+use crate::content::transfer::etag_for;
+use crate::path::ObjectPath;
+use crate::problem::{ErrorCode, Problem};
+use crate::provider::problem as provider_problem;
+
+use super::protocol::{self, Protocol};
+use super::write::{self, AppendError};
+use super::{Ending, Lease, NewUpload, Session, UploadHost, part_name};
+
+/// What a node answers, or the request back when the hub must answer it
+/// (a provider only the hub reaches).
+pub type Served = Result<Response<Body>, Request<Body>>;
+
+/// Where an upload's status lives, for `Location`.
+pub fn location(id: &str) -> String {
+    format!("/v1/uploads/{id}")
+}
+
+fn content_type(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or(v).trim())
+}
+
+/// Whether a request has a body to read: a non-zero `Content-Length`, or
+/// a chunked one.
+fn has_body(headers: &HeaderMap) -> bool {
+    match headers.get(header::CONTENT_LENGTH) {
+        Some(v) => v.to_str().ok().and_then(|s| s.parse::<u64>().ok()) != Some(0),
+        None => headers.contains_key(header::TRANSFER_ENCODING),
+    }
+}
+
+/// `POST /v1/connections/{conn}/uploads`: a new session for the object at
+/// `query_path` (or the path its metadata names), with the first chunk
+/// when the request carries one.
+pub async fn create(
+    host: Arc<dyn UploadHost>,
+    connection: &str,
+    query_path: Option<&str>,
+    req: Request<Body>,
+) -> Served {
+    let protocol = match protocol::protocol_of(req.headers()) {
+        Ok(p) => p,
+        Err(p) => return Ok(protocol::problem(None, p)),
+    };
+    let headers = req.headers().clone();
+    let begun = begin_create(&host, protocol, connection, query_path, &headers).await;
+    let (session, body_complete) = match begun {
+        Ok(s) => s,
+        Err(p) => return Ok(protocol::problem(Some(protocol), p)),
+    };
+    let session = if has_body(req.headers()) {
+        let length = session.length;
+        match append(&host, protocol, &session.id, 0, length, body_complete, req).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(p)) => {
+                // The session stands; the client may resume it.
+                let mut resp = protocol::problem(Some(protocol), p);
+                set_location(resp.headers_mut(), &session.id);
+                return Ok(resp);
+            }
+            Err(req) => return Err(req),
+        }
+    } else if body_complete == Some(true) && session.length.is_none_or(|n| n > 0) {
+        return Ok(protocol::problem(
+            Some(protocol),
+            Problem::new(
+                ErrorCode::InvalidField,
+                "'Upload-Complete: ?1' with no content needs 'Upload-Length: 0'",
+            ),
+        ));
+    } else if session.length == Some(0) {
+        // An empty upload is complete as soon as it exists.
+        match append(&host, protocol, &session.id, 0, Some(0), Some(true), req).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(p)) => return Ok(protocol::problem(Some(protocol), p)),
+            Err(req) => return Err(req),
+        }
+    } else {
+        session
+    };
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::CREATED;
+    protocol::describe(protocol, &session, resp.headers_mut());
+    set_location(resp.headers_mut(), &session.id);
+    Ok(resp)
+}
+
+fn set_location(headers: &mut HeaderMap, id: &str) {
+    if let Ok(v) = HeaderValue::from_str(&location(id)) {
+        headers.insert(header::LOCATION, v);
+    }
+}
+
+/// Reads a creation request's fields and makes the session: the session,
+/// and the draft's `Upload-Complete` when it was sent.
+async fn begin_create(
+    host: &Arc<dyn UploadHost>,
+    protocol: Protocol,
+    connection: &str,
+    query_path: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<(Session, Option<bool>), Problem> {
+    let length = protocol::number(headers, "upload-length")?;
+    let (metadata, complete, content_type) = match protocol {
+        Protocol::Tus => {
+            let deferred = protocol::defer_length(headers)?;
+            if deferred == length.is_some() {
+                return Err(Problem::new(
+                    ErrorCode::InvalidField,
+                    "send exactly one of 'Upload-Length' and 'Upload-Defer-Length: 1'",
+                ));
+            }
+            if has_body(headers) && content_type(headers) != Some(protocol::TUS_APPEND_TYPE) {
+                return Err(Problem::new(
+                    ErrorCode::UnsupportedMediaType,
+                    format!(
+                        "a first chunk must be sent as {}",
+                        protocol::TUS_APPEND_TYPE
+                    ),
+                ));
+            }
+            let raw = headers
+                .get("upload-metadata")
+                .map(|v| {
+                    v.to_str().map_err(|_| {
+                        Problem::new(
+                            ErrorCode::InvalidField,
+                            "'Upload-Metadata' is not ASCII text",
+                        )
+                    })
+                })
+                .transpose()?
+                .unwrap_or("");
+            let pairs = protocol::parse_metadata(raw)?;
+            let ct = protocol::metadata_value(&pairs, &["filetype", "contentType", "content-type"])
+                .map(str::to_owned);
+            (pairs, None, ct)
+        }
+        Protocol::Draft => {
+            let complete = protocol::upload_complete(headers)?.ok_or_else(|| {
+                Problem::new(
+                    ErrorCode::InvalidField,
+                    "a draft upload's creation needs 'Upload-Complete'",
+                )
+            })?;
+            let ct = content_type(headers).map(str::to_owned);
+            (Vec::new(), Some(complete), ct)
+        }
+    };
+    let raw_path = query_path
+        .or_else(|| protocol::metadata_value(&metadata, &["path", "filename", "name"]))
+        .ok_or_else(|| {
+            Problem::new(
+                ErrorCode::InvalidPath,
+                "name the object: '?path=' in the URL, or 'path' or 'filename' in Upload-Metadata",
+            )
+        })?;
+    let path = ObjectPath::parse(raw_path)
+        .map_err(|e| Problem::new(ErrorCode::InvalidPath, e.to_string()))?;
+    let content_type = match content_type {
+        Some(ct) if ct.len() > 255 || !ct.bytes().all(|b| b.is_ascii_graphic() || b == b' ') => {
+            return Err(Problem::new(
+                ErrorCode::InvalidField,
+                "the content type must be printable ASCII of at most 255 bytes",
+            ));
+        }
+        ct => ct,
+    };
+    let session = host
+        .create(
+            connection,
+            NewUpload {
+                path: path.as_str().to_owned(),
+                length,
+                metadata: protocol::format_metadata(&metadata),
+                content_type,
+            },
+        )
+        .await?;
+    Ok((session, complete))
+}
+
+/// `PATCH /v1/uploads/{id}`: appends the body at `Upload-Offset`.
+pub async fn patch(host: Arc<dyn UploadHost>, id: &str, req: Request<Body>) -> Served {
+    let protocol = match protocol::protocol_of(req.headers()) {
+        Ok(p) => p,
+        Err(p) => return Ok(protocol::problem(None, p)),
+    };
+    let fields = (|| {
+        let headers = req.headers();
+        let want = match protocol {
+            Protocol::Tus => protocol::TUS_APPEND_TYPE,
+            Protocol::Draft => protocol::DRAFT_APPEND_TYPE,
+        };
+        if content_type(headers) != Some(want) {
+            return Err(Problem::new(
+                ErrorCode::UnsupportedMediaType,
+                format!("an append must be sent as {want}"),
+            ));
+        }
+        let offset = protocol::number(headers, "upload-offset")?.ok_or_else(|| {
+            Problem::new(ErrorCode::InvalidField, "an append needs 'Upload-Offset'")
+        })?;
+        let length = protocol::number(headers, "upload-length")?;
+        let complete = match protocol {
+            Protocol::Tus => None,
+            Protocol::Draft => Some(protocol::upload_complete(headers)?.ok_or_else(|| {
+                Problem::new(
+                    ErrorCode::InvalidField,
+                    "a draft append needs 'Upload-Complete'",
+                )
+            })?),
+        };
+        Ok((offset, length, complete))
+    })();
+    let (offset, length, complete) = match fields {
+        Ok(f) => f,
+        Err(p) => return Ok(protocol::problem(Some(protocol), p)),
+    };
+    match append(&host, protocol, id, offset, length, complete, req).await {
+        Ok(Ok(session)) => {
+            let mut resp = Response::new(empty());
+            *resp.status_mut() = StatusCode::NO_CONTENT;
+            protocol::describe(protocol, &session, resp.headers_mut());
+            if protocol == Protocol::Tus {
+                // tus's PATCH answer carries the offset and expiry only.
+                for name in ["upload-length", "upload-defer-length", "upload-metadata"] {
+                    resp.headers_mut().remove(name);
+                }
+            }
+            Ok(resp)
+        }
+        Ok(Err(p)) => Ok(protocol::problem(Some(protocol), p)),
+        Err(req) => Err(req),
+    }
+}
+
+/// Takes the lease, streams the body into a part while renewing it, and
+/// records the part — with the whole object, when it is the last.
+#[allow(clippy::too_many_arguments)]
+async fn append(
+    host: &Arc<dyn UploadHost>,
+    protocol: Protocol,
+    id: &str,
+    offset: u64,
+    length: Option<u64>,
+    complete: Option<bool>,
+    req: Request<Body>,
+) -> Result<Result<Session, Problem>, Request<Body>> {
+    let (lease, target) = match host.begin(id, offset, length).await {
+        Ok(Some(l)) => l,
+        Ok(None) => return Err(req),
+        Err(p) => return Ok(Err(p)),
+    };
+    let checksum = match protocol {
+        Protocol::Tus => protocol::upload_checksum(req.headers()),
+        Protocol::Draft => Ok(None),
+    };
+    let checksum = match checksum {
+        Ok(c) => c,
+        Err(p) => {
+            host.release(&lease).await;
+            return Ok(Err(p));
+        }
+    };
+    let result = write_and_record(host, &lease, &target, complete, checksum, req).await;
+    Ok(result)
+}
+
+async fn write_and_record(
+    host: &Arc<dyn UploadHost>,
+    lease: &Lease,
+    target: &crate::content::Target,
+    complete: Option<bool>,
+    checksum: Option<(protocol::ChunkAlgorithm, Vec<u8>)>,
+    req: Request<Body>,
+) -> Result<Session, Problem> {
+    let session = &lease.session;
+    let offset = session.offset;
+    let limit = session.limit().saturating_sub(offset);
+    let meta = host.meta();
+    let scheme = target.op.info().scheme();
+    let count = |n| meta.count_bytes(Direction::Upload, scheme, n);
+    let _active = crate::content::Active::start(meta.clone());
+    let lost = Arc::new(AtomicBool::new(false));
+    let name = part_name(&session.id, offset, &lease.token);
+    let writing = write::append(
+        &target.op,
+        &name,
+        offset,
+        BodyDataStream::new(req.into_body()),
+        limit,
+        checksum,
+        lost.clone(),
+        &count,
+    );
+    let renewing = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(super::LEASE_RENEW_MS)).await;
+            if let Err(p) = host.renew(lease).await {
+                tracing::info!(upload.id = %session.id, problem = %p, "lost an upload's lease while writing");
+                lost.store(true, Ordering::Relaxed);
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let appended = tokio::select! {
+        a = writing => a,
+        () = renewing => unreachable!("renewing never ends"),
+    };
+    let appended = match appended {
+        Ok(a) => a,
+        Err(e) => {
+            host.release(lease).await;
+            if let AppendError::Cut(cause) = &e {
+                tracing::info!(upload.id = %session.id, error = %cause, "an append with a checksum was cut; discarded");
+            }
+            return Err(e.problem(scheme));
+        }
+    };
+    if let Some(cause) = &appended.cut {
+        tracing::info!(upload.id = %session.id, error = %cause, "an append was cut; keeping the bytes that arrived");
+    }
+    let added = appended.part.as_ref().map_or(0, |p| p.size);
+    let total = offset + added;
+    let length = match (session.length, complete) {
+        (Some(n), Some(true)) if n != total => {
+            host.release(lease).await;
+            return Err(Problem::new(
+                ErrorCode::InvalidField,
+                format!("'Upload-Complete: ?1' at {total} bytes, but the upload's length is {n}"),
+            ));
+        }
+        (Some(n), _) => Some(n),
+        (None, Some(true)) if appended.cut.is_none() => Some(total),
+        (None, _) => None,
+    };
+    // The object's path stays locked on this node from the assembly to
+    // the record, as a plain upload's does.
+    let mut guard = None;
+    let ending = if length == Some(total) {
+        let mut parts = lease.parts.clone();
+        parts.extend(appended.part.clone());
+        guard = Some(meta.lock(&session.connection_id, &session.path).await);
+        match finish(&meta, lease, target, &parts, total).await {
+            Ok(commit) => Ending::Complete(Box::new(commit)),
+            Err(p) => {
+                host.release(lease).await;
+                return Err(p);
+            }
+        }
+    } else {
+        Ending::More
+    };
+    let done = matches!(ending, Ending::Complete(_));
+    let recorded = host.append(lease, appended.part, ending).await;
+    drop(guard);
+    if done && recorded.is_ok() {
+        let op = target.op.clone();
+        let id = session.id.clone();
+        tokio::spawn(async move { write::discard(&op, &id).await });
+    }
+    recorded
+}
+
+/// Puts the parts together at the session's path: the commit that records
+/// the object.
+async fn finish(
+    meta: &Arc<dyn crate::content::MetaHost>,
+    lease: &Lease,
+    target: &crate::content::Target,
+    parts: &[super::Part],
+    total: u64,
+) -> Result<Commit, Problem> {
+    let session = &lease.session;
+    let started = Instant::now();
+    let scheme = target.op.info().scheme();
+    meta.ready_to_commit().await?;
+    let existed = match target.op.stat(&session.path).await {
+        Ok(s) if s.is_dir() => {
+            return Err(Problem::new(
+                ErrorCode::NotAFile,
+                format!("'{}' is a folder", session.path),
+            ));
+        }
+        Ok(_) => true,
+        Err(e) if e.kind() == opendal::ErrorKind::NotFound => false,
+        Err(e) => return Err(provider_problem(&e, scheme, "stat")),
+    };
+    if parts.is_empty() {
+        target
+            .op
+            .write(&session.path, Vec::<u8>::new())
+            .await
+            .map_err(|e| provider_problem(&e, scheme, "write"))?;
+    } else {
+        write::assemble(
+            &target.op,
+            parts,
+            &session.path,
+            session.content_type.as_deref(),
+        )
+        .await
+        .map_err(|e| provider_problem(&e, scheme, "write"))?;
+    }
+    let crc = write::combined_crc(0, parts);
+    let modified = target
+        .op
+        .stat(&session.path)
+        .await
+        .ok()
+        .and_then(|s| s.last_modified())
+        .map(|t| t.into_inner().as_millisecond());
+    let now = now_ms();
+    let mut transfer = Transfer::start(
+        &session.account_id,
+        &session.connection_id,
+        &session.path,
+        Direction::Upload,
+        meta.via(),
+    );
+    transfer.status = TransferStatus::Complete;
+    transfer.bytes = total as i64;
+    transfer.crc64nvme = Some(crc);
+    transfer.duration_ms = started.elapsed().as_millis() as i64;
+    meta.transfer_ended(&transfer);
+    Ok(Commit {
+        remove: Vec::new(),
+        upsert: Some(ObjectMeta {
+            connection_id: session.connection_id.clone(),
+            path: session.path.clone(),
+            size: total as i64,
+            crc64nvme: crc,
+            sha256: None,
+            content_type: session.content_type.clone(),
+            etag: etag_for(crc, total),
+            provider_modified_ms: modified,
+            updated_at: now,
+        }),
+        event: Some(EventRecord {
+            account_id: session.account_id.clone(),
+            connection_id: session.connection_id.clone(),
+            kind: if existed {
+                EventKind::Updated
+            } else {
+                EventKind::Created
+            },
+            path: session.path.clone(),
+            from_path: None,
+            size: Some(total as i64),
+            at: now,
+        }),
+        transfer: Some(transfer),
+    })
+}

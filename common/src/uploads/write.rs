@@ -1,0 +1,361 @@
+//! Moving an upload's bytes: one append streamed into a staged part, and
+//! the parts put together at the object's path.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt as _};
+use opendal::{Buffer, Operator};
+
+use crate::body::BoxError;
+use crate::content::budget;
+use crate::content::transfer::{StageError, read_stream, stage};
+use crate::problem::{ErrorCode, Problem};
+use crate::provider::problem as provider_problem;
+
+use super::Part;
+use super::protocol::{ChunkAlgorithm, ChunkHasher};
+
+/// How one append ended, short of a part.
+#[derive(Debug)]
+pub enum AppendError {
+    /// The chunk would take the upload past `limit` bytes: discarded.
+    TooLarge,
+    /// The chunk does not match the checksum sent with it: discarded.
+    ChecksumMismatch,
+    /// The lease was lost while the bytes streamed: discarded.
+    LeaseLost,
+    /// The body was cut and carried a checksum that bytes cut short cannot
+    /// match: discarded.
+    Cut(BoxError),
+    /// The provider failed.
+    Provider(opendal::Error),
+    /// The provider takes uploads in one request and this one is too big.
+    OneShotTooLarge,
+}
+
+impl AppendError {
+    /// The problem a client is told.
+    pub fn problem(&self, scheme: &'static str) -> Problem {
+        match self {
+            Self::TooLarge => Problem::new(
+                ErrorCode::UploadTooLarge,
+                "the chunk goes past the upload's length or the size limit; it was discarded",
+            ),
+            Self::ChecksumMismatch => Problem::new(
+                ErrorCode::ChecksumMismatch,
+                "the chunk does not match its Upload-Checksum; it was discarded",
+            ),
+            Self::LeaseLost => Problem::new(
+                ErrorCode::UploadLocked,
+                "another request took this upload over; this chunk was discarded",
+            ),
+            Self::Cut(_) => Problem::new(
+                ErrorCode::UploadIncomplete,
+                "the chunk ended early; it carried a checksum, so it was discarded",
+            ),
+            Self::Provider(e) => provider_problem(e, scheme, "write"),
+            Self::OneShotTooLarge => Problem::new(
+                ErrorCode::UploadTooLarge,
+                "the chunk is larger than this provider takes in one request",
+            ),
+        }
+    }
+}
+
+/// What an append kept.
+#[derive(Debug)]
+pub struct Appended {
+    /// The part written (none when no byte arrived).
+    pub part: Option<Part>,
+    /// Why the body ended early, when it did (the bytes before were kept).
+    pub cut: Option<BoxError>,
+}
+
+#[derive(Default)]
+struct Watch {
+    seen: u64,
+    over: bool,
+    lost: bool,
+    cut: Option<BoxError>,
+    hasher: Option<ChunkHasher>,
+}
+
+#[derive(Debug)]
+struct Marker(&'static str);
+
+impl std::fmt::Display for Marker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for Marker {}
+
+/// Streams `body` into the part `name`, at most `limit` bytes. A body cut
+/// part way keeps what arrived, unless `checksum` was sent; `lost` set
+/// (by the lease's keeper) stops the append and discards it. The part is
+/// durable at the provider when this returns it.
+#[allow(clippy::too_many_arguments)]
+pub async fn append<S, E>(
+    op: &Operator,
+    name: &str,
+    offset: u64,
+    body: S,
+    limit: u64,
+    checksum: Option<(ChunkAlgorithm, Vec<u8>)>,
+    lost: Arc<AtomicBool>,
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<Appended, AppendError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send,
+    E: Into<BoxError>,
+{
+    let keep_cut = checksum.is_none();
+    let watch = Arc::new(Mutex::new(Watch {
+        hasher: checksum.as_ref().map(|(alg, _)| ChunkHasher::new(*alg)),
+        ..Watch::default()
+    }));
+    let w = watch.clone();
+    let body = body.map(|item| item.map_err(Into::into));
+    let watched =
+        futures_util::stream::unfold((Box::pin(body), w, false), move |(mut body, w, done)| {
+            let lost = lost.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                let item = body.next().await?;
+                let mut st = w.lock().expect("poisoned");
+                if lost.load(Ordering::Relaxed) {
+                    st.lost = true;
+                    drop(st);
+                    return Some((
+                        Err(Box::new(Marker("lease lost")) as BoxError),
+                        (body, w, true),
+                    ));
+                }
+                match item {
+                    Ok(data) => {
+                        st.seen += data.len() as u64;
+                        if st.seen > limit {
+                            st.over = true;
+                            drop(st);
+                            return Some((
+                                Err(Box::new(Marker("over the limit")) as BoxError),
+                                (body, w, true),
+                            ));
+                        }
+                        if let Some(h) = st.hasher.as_mut() {
+                            h.update(&data);
+                        }
+                        drop(st);
+                        Some((Ok(data), (body, w, false)))
+                    }
+                    Err(e) if keep_cut => {
+                        st.cut = Some(e);
+                        None
+                    }
+                    Err(e) => {
+                        drop(st);
+                        Some((Err(e), (body, w, true)))
+                    }
+                }
+            }
+        });
+    let staged = stage(op, name, None, watched, Vec::new(), on_bytes).await;
+    let (over, was_lost, cut, digest) = {
+        let mut st = watch.lock().expect("poisoned");
+        let digest = st.hasher.take().map(ChunkHasher::finish);
+        (st.over, st.lost, st.cut.take(), digest)
+    };
+    let mut staged = match staged {
+        Ok(s) => s,
+        Err(StageError::Source(e)) => {
+            return Err(if over {
+                AppendError::TooLarge
+            } else if was_lost {
+                AppendError::LeaseLost
+            } else {
+                AppendError::Cut(e)
+            });
+        }
+        Err(StageError::Provider(e)) => return Err(AppendError::Provider(e)),
+        Err(StageError::TooLarge) => return Err(AppendError::OneShotTooLarge),
+    };
+    if let Some((_, want)) = &checksum
+        && digest.as_deref() != Some(want.as_slice())
+    {
+        if let Err(e) = staged.writer.abort().await {
+            tracing::warn!(error = %e, "could not discard a chunk that failed its checksum");
+        }
+        return Err(AppendError::ChecksumMismatch);
+    }
+    if staged.sums.len == 0 {
+        if let Err(e) = staged.writer.abort().await {
+            tracing::debug!(error = %e, "could not discard an empty part");
+        }
+        return Ok(Appended { part: None, cut });
+    }
+    staged.writer.close().await.map_err(AppendError::Provider)?;
+    Ok(Appended {
+        part: Some(Part {
+            offset,
+            size: staged.sums.len,
+            crc64nvme: staged.sums.crc64nvme,
+            name: name.to_owned(),
+        }),
+        cut,
+    })
+}
+
+/// The CRC64/NVME of `parts` in order, from their own checksums.
+pub fn combined_crc(start: u64, parts: &[Part]) -> u64 {
+    parts.iter().fold(start, |crc, p| {
+        crc_fast::checksum_combine(crc_fast::CrcAlgorithm::Crc64Nvme, crc, p.crc64nvme, p.size)
+    })
+}
+
+/// Puts `parts` (in order, the whole upload) together at `path`: the one
+/// part renamed (or copied) where the provider can, else every part read
+/// in order into one write, which is atomic as any upload is. The parts
+/// stay; [`discard`] removes them.
+pub async fn assemble(
+    op: &Operator,
+    parts: &[Part],
+    path: &str,
+    content_type: Option<&str>,
+) -> Result<(), opendal::Error> {
+    let cap = op.info().capability();
+    // The media type is ferry's metadata, served from the store: a
+    // renamed or copied part needs none of its own.
+    if let [only] = parts {
+        if cap.rename {
+            return op.rename(&only.name, path).await;
+        }
+        if cap.copy {
+            return op.copy(&only.name, path).await.map(|_| ());
+        }
+    }
+    let mut opts = op.writer_with(path);
+    if let Some(ct) = content_type
+        && cap.write_with_content_type
+    {
+        opts = opts.content_type(ct);
+    }
+    if crate::provider::uploads_in_parts(op) {
+        opts = opts
+            .chunk(crate::provider::remote::PART_BYTES)
+            .concurrent(crate::provider::remote::PARTS_IN_FLIGHT);
+    }
+    let mut writer = opts.await?;
+    let written: Result<(), opendal::Error> = async {
+        if !cap.write_can_multi {
+            // A provider that takes an object in one request (`memory`).
+            let mut whole = Vec::new();
+            for p in parts {
+                whole.extend_from_slice(&op.read(&p.name).await?.to_vec());
+            }
+            return writer.write(whole).await;
+        }
+        let _lease = budget::UPLOADS.lease();
+        for p in parts {
+            let stream = read_stream(op, &p.name, 0..p.size).await.map_err(|e| {
+                opendal::Error::new(
+                    opendal::ErrorKind::Unexpected,
+                    "a staged part cannot be read",
+                )
+                .with_context("problem", e.to_string())
+            })?;
+            let mut stream = std::pin::pin!(stream);
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| {
+                    opendal::Error::new(opendal::ErrorKind::Unexpected, "reading a staged part")
+                        .set_source(e)
+                })?;
+                writer.write(Buffer::from(chunk)).await?;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    match written {
+        Ok(()) => writer.close().await.map(|_| ()),
+        Err(e) => {
+            if let Err(abort) = writer.abort().await {
+                tracing::warn!(error = %abort, "could not discard an unfinished assembly");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Removes what a session staged (best effort: a leftover is removed by
+/// the next sweep of the session, or stays hidden in `.ferry-partial`).
+pub async fn discard(op: &Operator, upload_id: &str) {
+    let dir = super::staging_dir(upload_id);
+    if let Err(e) = op.delete_with(&dir).recursive(true).await
+        && e.kind() != opendal::ErrorKind::NotFound
+    {
+        tracing::warn!(error = %e, upload.id = %upload_id, "could not remove an upload's staged parts");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_combined_crc_is_the_crc_of_the_whole() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let cuts = [0usize, 1, 4096, 65_537, 100_000];
+        let parts: Vec<Part> = cuts
+            .windows(2)
+            .map(|w| Part {
+                offset: w[0] as u64,
+                size: (w[1] - w[0]) as u64,
+                crc64nvme: crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, &data[w[0]..w[1]]),
+                name: String::new(),
+            })
+            .collect();
+        assert_eq!(
+            combined_crc(0, &parts),
+            crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, &data)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_append_keeps_a_cut_body_and_discards_a_bad_checksum() {
+        let op = Operator::new(opendal::services::Memory::default()).unwrap();
+        let lost = Arc::new(AtomicBool::new(false));
+        let body = futures_util::stream::iter(vec![
+            Ok::<_, std::io::Error>(Bytes::from_static(b"hello ")),
+            Err(std::io::Error::other("cut")),
+        ]);
+        let got = append(&op, "p1", 0, body, 100, None, lost.clone(), &|_| {})
+            .await
+            .unwrap();
+        assert_eq!(got.part.unwrap().size, 6);
+        assert!(got.cut.is_some());
+        assert_eq!(op.read("p1").await.unwrap().to_vec(), b"hello ");
+
+        let body = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(
+            b"hello world",
+        ))]);
+        let wrong = Some((ChunkAlgorithm::Sha256, vec![0u8; 32]));
+        let err = append(&op, "p2", 0, body, 100, wrong, lost.clone(), &|_| {})
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AppendError::ChecksumMismatch));
+        assert!(!op.exists("p2").await.unwrap());
+
+        let body = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(
+            b"hello world",
+        ))]);
+        let err = append(&op, "p3", 0, body, 5, None, lost, &|_| {})
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AppendError::TooLarge));
+    }
+}

@@ -1,0 +1,600 @@
+//! Resumable uploads at the hub: the routes clients call
+//! (`/v1/connections/{conn}/uploads`, `/v1/uploads/{id}`), the sessions'
+//! host for appends the hub carries itself, the spokes' upload calls, and
+//! the sweep of expired sessions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_common::body::Body;
+use ferry_common::content::model::{Commit, now_ms};
+use ferry_common::content::{MetaHost, Target};
+use ferry_common::contract::{
+    Grant, GrantOp, InternalCall, UploadAppendRequest, UploadBeginRequest, UploadBegun,
+    UploadCreateRequest, UploadLeaseRequest,
+};
+use ferry_common::problem::{ErrorCode, Problem};
+use ferry_common::uploads::protocol::{self, Protocol};
+use ferry_common::uploads::{self as up, Ending, Lease, NewUpload, Part, Session, UploadHost};
+use futures_util::future::BoxFuture;
+use http::{Method, Request, Response, StatusCode};
+use tokio_util::sync::CancellationToken;
+
+use super::auth::require_account;
+use super::connections::find;
+use super::http_util::{json, no_content, read_json};
+use super::operators::{open_config, operator_for};
+use super::{AppState, HubHost, VIA_HUB, store_problem, writable};
+use crate::grant::Claims;
+use crate::store::{ConnectionRow, LeaseAsk, UploadRefusal};
+
+/// The `[uploads]` settings requests need.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadSettings {
+    /// A session's life after its last append, in milliseconds.
+    pub expiry_ms: i64,
+    /// The largest upload.
+    pub max_size: u64,
+}
+
+impl Default for UploadSettings {
+    fn default() -> Self {
+        let d = crate::config::UploadsConfig::default();
+        Self::from(&d)
+    }
+}
+
+impl From<&crate::config::UploadsConfig> for UploadSettings {
+    fn from(c: &crate::config::UploadsConfig) -> Self {
+        Self {
+            expiry_ms: i64::try_from(c.expiry_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+            max_size: c.max_size_bytes,
+        }
+    }
+}
+
+fn refusal(state: &AppState, r: UploadRefusal) -> Problem {
+    match r {
+        UploadRefusal::NotFound => Problem::new(ErrorCode::UploadNotFound, "no such upload"),
+        UploadRefusal::Expired => Problem::new(
+            ErrorCode::UploadExpired,
+            "the upload expired and its bytes were discarded",
+        ),
+        UploadRefusal::Offset(at) => Problem::offset_mismatch(at, u64::MAX),
+        UploadRefusal::Locked => Problem::new(
+            ErrorCode::UploadLocked,
+            "another request is writing to this upload; retry shortly",
+        )
+        .with_retry_after(1),
+        UploadRefusal::LeaseLost => Problem::new(
+            ErrorCode::UploadLocked,
+            "another request took this upload over; the chunk was not recorded",
+        ),
+        UploadRefusal::Invalid(why) => Problem::new(ErrorCode::InvalidField, why),
+        UploadRefusal::Store(e) => store_problem(state, e),
+    }
+}
+
+/// A refusal of a lease for `offset`, with the offset the client gave.
+fn lease_refusal(state: &AppState, r: UploadRefusal, offset: u64) -> Problem {
+    match r {
+        UploadRefusal::Offset(at) => Problem::offset_mismatch(at, offset),
+        other => refusal(state, other),
+    }
+}
+
+/// Whether the holder of a lease is gone, as far as this hub can tell: a
+/// spoke with no tunnel here. (A hub's own writes hold the lease as
+/// `hub`; they end with their request.)
+fn gone(state: &AppState) -> impl Fn(&str) -> bool + Sync + '_ {
+    move |holder: &str| {
+        holder != VIA_HUB
+            && state
+                .spokes
+                .as_ref()
+                .is_some_and(|s| !s.registry.is_live(holder))
+    }
+}
+
+/// Makes a session of `account` in `connection` (name or id).
+async fn create_session(
+    state: &AppState,
+    account: &str,
+    connection: &str,
+    new: NewUpload,
+) -> Result<Session, Problem> {
+    let path = ferry_common::path::ObjectPath::parse(&new.path)
+        .map_err(|e| Problem::new(ErrorCode::InvalidPath, e.to_string()))?;
+    if new.length.is_some_and(|n| n > state.uploads.max_size) {
+        return Err(Problem::new(
+            ErrorCode::UploadTooLarge,
+            format!("uploads here are at most {} bytes", state.uploads.max_size),
+        ));
+    }
+    if new.metadata.len() > protocol::MAX_METADATA_BYTES
+        || new.content_type.as_ref().is_some_and(|c| c.len() > 255)
+    {
+        return Err(Problem::new(
+            ErrorCode::InvalidField,
+            "the upload's metadata or content type is too long",
+        ));
+    }
+    let row = find(state, account, connection).await?;
+    let op = operator_for(state, &row).await?;
+    let target = Target {
+        account_id: account.to_owned(),
+        connection_id: row.id.clone(),
+        op,
+    };
+    ferry_common::content::files::staged_name_fits(&target, &path)?;
+    writable(state).await?;
+    let mut session = state
+        .store
+        .create_upload(
+            account,
+            &row.id,
+            &new,
+            now_ms().saturating_add(state.uploads.expiry_ms),
+        )
+        .await
+        .map_err(|e| store_problem(state, e))?;
+    session.max_size = state.uploads.max_size;
+    Ok(session)
+}
+
+/// The hub's sessions host for one client request.
+struct HubUploads {
+    state: Arc<AppState>,
+    account: String,
+    meta: Arc<HubHost>,
+}
+
+impl UploadHost for HubUploads {
+    fn create<'a>(
+        &'a self,
+        connection: &'a str,
+        new: NewUpload,
+    ) -> BoxFuture<'a, Result<Session, Problem>> {
+        Box::pin(create_session(&self.state, &self.account, connection, new))
+    }
+
+    fn begin<'a>(
+        &'a self,
+        id: &'a str,
+        offset: u64,
+        length: Option<u64>,
+    ) -> BoxFuture<'a, Result<Option<(Lease, Target)>, Problem>> {
+        Box::pin(async move {
+            let state = &self.state;
+            let (lease, took_over) = state
+                .store
+                .lease_upload(
+                    &LeaseAsk {
+                        account: &self.account,
+                        id,
+                        offset,
+                        length,
+                        holder: VIA_HUB,
+                        max_size: state.uploads.max_size,
+                    },
+                    &gone(state),
+                )
+                .await
+                .map_err(|r| lease_refusal(state, r, offset))?;
+            count_lease(state, &lease, took_over);
+            let row = match find(state, &self.account, &lease.session.connection_id).await {
+                Ok(r) => r,
+                Err(p) => {
+                    self.release(&lease).await;
+                    return Err(p);
+                }
+            };
+            let op = match operator_for(state, &row).await {
+                Ok(op) => op,
+                Err(p) => {
+                    self.release(&lease).await;
+                    return Err(p);
+                }
+            };
+            let target = Target {
+                account_id: self.account.clone(),
+                connection_id: row.id,
+                op,
+            };
+            Ok(Some((lease, target)))
+        })
+    }
+
+    fn renew<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), Problem>> {
+        Box::pin(renew(&self.state, &lease.session.id, &lease.token))
+    }
+
+    fn append<'a>(
+        &'a self,
+        lease: &'a Lease,
+        part: Option<Part>,
+        ending: Ending,
+    ) -> BoxFuture<'a, Result<Session, Problem>> {
+        Box::pin(async move {
+            let complete = match ending {
+                Ending::More => None,
+                Ending::Complete(c) => Some(*c),
+            };
+            record(
+                &self.state,
+                &lease.session.id,
+                &lease.token,
+                part.as_ref(),
+                complete.as_ref(),
+            )
+            .await
+        })
+    }
+
+    fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, ()> {
+        Box::pin(release(&self.state, &lease.session.id, &lease.token))
+    }
+
+    fn meta(&self) -> Arc<dyn MetaHost> {
+        self.meta.clone()
+    }
+}
+
+fn count_lease(state: &AppState, lease: &Lease, took_over: bool) {
+    if lease.session.offset > 0 {
+        state.metrics.uploads.resumptions.inc();
+    }
+    if took_over {
+        state.metrics.uploads.lease_takeovers.inc();
+        tracing::info!(upload.id = %lease.session.id, "took an upload's lease over from a writer that was gone or asked again");
+    }
+}
+
+async fn renew(state: &AppState, id: &str, token: &str) -> Result<(), Problem> {
+    match state.store.renew_upload_lease(id, token).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(refusal(state, UploadRefusal::LeaseLost)),
+        Err(e) => Err(store_problem(state, e)),
+    }
+}
+
+async fn release(state: &AppState, id: &str, token: &str) {
+    if let Err(e) = state.store.release_upload_lease(id, token).await {
+        tracing::warn!(error = %e, upload.id = %id, "could not release an upload's lease; it runs out by itself");
+    }
+}
+
+async fn record(
+    state: &AppState,
+    id: &str,
+    token: &str,
+    part: Option<&Part>,
+    complete: Option<&Commit>,
+) -> Result<Session, Problem> {
+    let session = state
+        .store
+        .append_upload(
+            id,
+            token,
+            part,
+            complete,
+            state.uploads.max_size,
+            now_ms().saturating_add(state.uploads.expiry_ms),
+        )
+        .await
+        .map_err(|r| refusal(state, r))?;
+    if let Some(p) = part {
+        state.metrics.uploads.bytes_appended.inc_by(p.size);
+    }
+    if complete.is_some() {
+        state.metrics.uploads.completed.inc();
+    }
+    Ok(session)
+}
+
+fn host(state: &Arc<AppState>, account: String, req: &Request<Body>) -> Arc<dyn UploadHost> {
+    let via = req
+        .extensions()
+        .get::<crate::tunnel::ViaSpoke>()
+        .map_or_else(|| VIA_HUB.to_owned(), |v| v.0.clone());
+    Arc::new(HubUploads {
+        state: state.clone(),
+        account,
+        meta: Arc::new(HubHost::new(state.clone(), via)),
+    })
+}
+
+/// The `path` query parameter, if the request has one.
+fn query_path(req: &Request<Body>) -> Result<Option<String>, Problem> {
+    let pairs = super::routes::query_pairs(req.uri().query())
+        .map_err(|_| Problem::new(ErrorCode::InvalidQuery, "the query is not valid"))?;
+    Ok(pairs.into_iter().find(|(k, _)| k == "path").map(|(_, v)| v))
+}
+
+/// `POST` and `OPTIONS` of `/v1/connections/{conn}/uploads`.
+pub async fn create(
+    state: &Arc<AppState>,
+    conn: &str,
+    req: Request<Body>,
+) -> Result<Response<Body>, Problem> {
+    if req.method() == Method::OPTIONS {
+        return Ok(protocol::options(state.uploads.max_size));
+    }
+    let account = match require_account(state, req.headers()).await {
+        Ok(a) => a,
+        Err(p) => {
+            return Ok(protocol::problem(
+                protocol::protocol_of(req.headers()).ok(),
+                p,
+            ));
+        }
+    };
+    let path = match query_path(&req) {
+        Ok(p) => p,
+        Err(p) => {
+            return Ok(protocol::problem(
+                protocol::protocol_of(req.headers()).ok(),
+                p,
+            ));
+        }
+    };
+    let host = host(state, account, &req);
+    Ok(up::serve::create(host, conn, path.as_deref(), req)
+        .await
+        .unwrap_or_else(|_| {
+            protocol::problem(
+                None,
+                Problem::new(ErrorCode::Internal, "the hub cannot hand this upload on"),
+            )
+        }))
+}
+
+/// `HEAD`, `PATCH`, `DELETE` and `OPTIONS` of `/v1/uploads/{id}`.
+pub async fn upload(
+    state: &Arc<AppState>,
+    id: &str,
+    req: Request<Body>,
+) -> Result<Response<Body>, Problem> {
+    if req.method() == Method::OPTIONS {
+        return Ok(protocol::options(state.uploads.max_size));
+    }
+    let proto = match protocol::protocol_of(req.headers()) {
+        Ok(p) => p,
+        Err(p) => return Ok(protocol::problem(None, p)),
+    };
+    let account = match require_account(state, req.headers()).await {
+        Ok(a) => a,
+        Err(p) => return Ok(protocol::problem(Some(proto), p)),
+    };
+    let answer = match *req.method() {
+        Method::PATCH => {
+            let host = host(state, account, &req);
+            return Ok(up::serve::patch(host, id, req).await.unwrap_or_else(|_| {
+                protocol::problem(
+                    Some(proto),
+                    Problem::new(ErrorCode::Internal, "the hub cannot hand this upload on"),
+                )
+            }));
+        }
+        Method::DELETE => terminate(state, &account, id).await,
+        _ => status(state, proto, &account, id).await,
+    };
+    Ok(answer.unwrap_or_else(|p| protocol::problem(Some(proto), p)))
+}
+
+async fn status(
+    state: &AppState,
+    proto: Protocol,
+    account: &str,
+    id: &str,
+) -> Result<Response<Body>, Problem> {
+    let mut session = state
+        .store
+        .get_upload(account, id)
+        .await
+        .map_err(|e| store_problem(state, e))?
+        .ok_or_else(|| refusal(state, UploadRefusal::NotFound))?;
+    session.max_size = state.uploads.max_size;
+    if session.status == up::Status::Expired
+        || session.status == up::Status::Open && session.expires_at < now_ms()
+    {
+        return Err(refusal(state, UploadRefusal::Expired));
+    }
+    let mut resp = Response::new(ferry_common::body::empty());
+    *resp.status_mut() = match proto {
+        Protocol::Tus => StatusCode::OK,
+        Protocol::Draft => StatusCode::NO_CONTENT,
+    };
+    protocol::describe(proto, &session, resp.headers_mut());
+    Ok(resp)
+}
+
+async fn terminate(state: &AppState, account: &str, id: &str) -> Result<Response<Body>, Problem> {
+    writable(state).await?;
+    let session = state
+        .store
+        .delete_upload(account, id)
+        .await
+        .map_err(|e| store_problem(state, e))?
+        .ok_or_else(|| refusal(state, UploadRefusal::NotFound))?;
+    if let Ok(row) = find(state, account, &session.connection_id).await {
+        discard_parts(state, &row, id).await;
+    }
+    tracing::info!(upload.id = %id, "upload terminated");
+    Ok(no_content())
+}
+
+async fn discard_parts(state: &AppState, row: &ConnectionRow, id: &str) {
+    match operator_for(state, row).await {
+        Ok(op) => up::write::discard(&op, id).await,
+        Err(p) => {
+            tracing::warn!(upload.id = %id, problem = %p, "cannot reach an upload's provider to remove its parts")
+        }
+    }
+}
+
+/// Removes expired sessions' parts and marks them expired, every
+/// `interval`, until `stop`; forgets ended sessions a day after they ended.
+pub async fn sweep(state: Arc<AppState>, interval: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        if !state.store.writable() {
+            continue;
+        }
+        let now = now_ms();
+        match state.store.expired_uploads(now, 100).await {
+            Ok(expired) => {
+                for s in expired {
+                    if let Ok(row) = find(&state, &s.account_id, &s.connection_id).await {
+                        discard_parts(&state, &row, &s.id).await;
+                    }
+                    match state.store.expire_upload(&s.id, now).await {
+                        Ok(true) => {
+                            state.metrics.uploads.expired.inc();
+                            tracing::info!(upload.id = %s.id, "upload expired; its parts were removed");
+                        }
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(error = %e, "could not mark an upload expired"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not list expired uploads"),
+        }
+        if let Err(e) = state.store.purge_uploads(now - 86_400_000).await {
+            tracing::warn!(error = %e, "could not forget ended uploads");
+        }
+        match state.store.open_uploads().await {
+            Ok(n) => {
+                state.metrics.uploads.open.set(n);
+            }
+            Err(e) => tracing::debug!(error = %e, "could not count open uploads"),
+        }
+    }
+}
+
+/// The spokes' upload calls (see `ferry_common::contract::upload`).
+pub async fn internal(
+    state: &AppState,
+    spoke: &str,
+    call: InternalCall,
+    req: Request<Body>,
+    limit: usize,
+) -> Result<Response<Body>, Problem> {
+    match call {
+        InternalCall::UploadCreate => {
+            let account = require_account(state, req.headers()).await?;
+            let body: UploadCreateRequest = read_json(req, limit).await?;
+            let session = create_session(state, &account, &body.connection, body.upload).await?;
+            Ok(json(StatusCode::OK, &session))
+        }
+        InternalCall::UploadBegin => {
+            let headers = req.headers().clone();
+            let account = require_account(state, &headers).await?;
+            let body: UploadBeginRequest = read_json(req, limit).await?;
+            let session = state
+                .store
+                .get_upload(&account, &body.id)
+                .await
+                .map_err(|e| store_problem(state, e))?
+                .ok_or_else(|| refusal(state, UploadRefusal::NotFound))?;
+            let row = find(state, &account, &session.connection_id).await?;
+            let direct = super::internal::direct(&row.provider);
+            let lease = if direct {
+                let (lease, took_over) = state
+                    .store
+                    .lease_upload(
+                        &LeaseAsk {
+                            account: &account,
+                            id: &body.id,
+                            offset: body.offset,
+                            length: body.length,
+                            holder: spoke,
+                            max_size: state.uploads.max_size,
+                        },
+                        &gone(state),
+                    )
+                    .await
+                    .map_err(|r| lease_refusal(state, r, body.offset))?;
+                count_lease(state, &lease, took_over);
+                Some(lease)
+            } else {
+                None
+            };
+            let claims = Claims {
+                spoke: spoke.to_owned(),
+                account: account.clone(),
+                connection: row.id.clone(),
+                path: session.path.clone(),
+                op: GrantOp::Upload,
+                principal: headers
+                    .get(http::header::AUTHORIZATION)
+                    .map(|v| ferry_common::principal::of(v.as_bytes()))
+                    .unwrap_or_default(),
+                until_ms: now_ms().saturating_add(86_400_000),
+                upload: Some(body.id.clone()),
+                lease: lease.as_ref().map(|l| l.token.clone()),
+            };
+            let grant = Grant {
+                token: state.grants.issue(&claims),
+                account_id: account,
+                connection_id: row.id.clone(),
+                provider: row.provider.clone(),
+                config: open_config(state, &row)?,
+                direct,
+                ttl_ms: 0,
+                allow_private_endpoints: state.providers.endpoint_policy().allow_private,
+                meta: None,
+            };
+            state.metrics.grant();
+            Ok(json(StatusCode::OK, &UploadBegun { lease, grant }))
+        }
+        InternalCall::UploadRenew | InternalCall::UploadRelease | InternalCall::UploadAppend => {
+            let claims = super::internal::grant_of(state, &req)
+                .unwrap_or(Err(crate::grant::GrantError::Missing))
+                .map_err(|e| super::internal::refused(state, spoke, call, &e))?;
+            let outside = |e| super::internal::refused(state, spoke, call, &e);
+            if call == InternalCall::UploadAppend {
+                let body: UploadAppendRequest = read_json(req, limit).await?;
+                claims
+                    .check_upload(&body.id, &body.lease)
+                    .map_err(outside)?;
+                if let Some(c) = &body.complete {
+                    let recorded = state
+                        .store
+                        .get_object(&claims.connection, &claims.path)
+                        .await
+                        .map_err(|e| store_problem(state, e))?;
+                    claims
+                        .check_commit(c, spoke, recorded.as_ref())
+                        .map_err(outside)?;
+                }
+                let session = record(
+                    state,
+                    &body.id,
+                    &body.lease,
+                    body.part.as_ref(),
+                    body.complete.as_ref(),
+                )
+                .await?;
+                return Ok(json(StatusCode::OK, &session));
+            }
+            let body: UploadLeaseRequest = read_json(req, limit).await?;
+            claims
+                .check_upload(&body.id, &body.lease)
+                .map_err(outside)?;
+            if call == InternalCall::UploadRenew {
+                renew(state, &body.id, &body.lease).await?;
+            } else {
+                release(state, &body.id, &body.lease).await;
+            }
+            Ok(no_content())
+        }
+        _ => Err(Problem::new(
+            ErrorCode::RouteNotFound,
+            "no route matches this path",
+        )),
+    }
+}

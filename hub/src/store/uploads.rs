@@ -1,0 +1,661 @@
+//! Resumable-upload sessions: what every node appends to, and the leases
+//! that let one writer at a time do it (see `ferry_common::uploads`).
+//!
+//! Every read and write of a session goes to the primary: an offset read
+//! from a replica a moment behind would send a client back to bytes it
+//! already sent. The committed offset moves only by a conditional update
+//! naming the lease and the offset the writer started from, so a writer
+//! whose lease was taken over records nothing, however late it comes.
+
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+
+use ferry_common::content::model::Commit;
+use ferry_common::uploads::write::combined_crc;
+use ferry_common::uploads::{Lease, NewUpload, Part, Session, Status, part_name};
+
+use super::{Store, StoreError, now_ms};
+
+const COLUMNS: &str = "id, account_id, connection_id, path, length, committed, crc64nvme, \
+                       metadata, content_type, status, lease_holder, lease_token, lease_until, expires_at";
+
+/// A session with its lease as stored.
+#[derive(Debug, Clone)]
+struct Row {
+    session: Session,
+    lease_holder: Option<String>,
+    lease_token: Option<String>,
+    lease_until: Option<i64>,
+}
+
+fn from_row(row: &AnyRow) -> Result<Row, sqlx::Error> {
+    let status: String = row.try_get("status")?;
+    let length: Option<i64> = row.try_get("length")?;
+    let committed: i64 = row.try_get("committed")?;
+    let crc: i64 = row.try_get("crc64nvme")?;
+    Ok(Row {
+        session: Session {
+            id: row.try_get("id")?,
+            account_id: row.try_get("account_id")?,
+            connection_id: row.try_get("connection_id")?,
+            path: row.try_get("path")?,
+            length: length.map(|n| n as u64),
+            offset: committed as u64,
+            crc64nvme: crc as u64,
+            metadata: row.try_get("metadata")?,
+            content_type: row.try_get("content_type")?,
+            status: Status::parse(&status).unwrap_or(Status::Expired),
+            expires_at: row.try_get("expires_at")?,
+            max_size: 0,
+        },
+        lease_holder: row.try_get("lease_holder")?,
+        lease_token: row.try_get("lease_token")?,
+        lease_until: row.try_get("lease_until")?,
+    })
+}
+
+/// Why a lease or an append was refused.
+#[derive(Debug)]
+pub enum UploadRefusal {
+    /// No such session for the account.
+    NotFound,
+    /// It expired.
+    Expired,
+    /// The offset is not the committed one (which is given).
+    Offset(u64),
+    /// Another writer holds the lease.
+    Locked,
+    /// The lease was lost (taken over, or the session changed under it).
+    LeaseLost,
+    /// The request asks for something the session cannot take.
+    Invalid(String),
+    /// The store failed.
+    Store(StoreError),
+}
+
+impl From<sqlx::Error> for UploadRefusal {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(StoreError::Database(e))
+    }
+}
+
+impl From<StoreError> for UploadRefusal {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+/// Who asks for a session's lease, and for what.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseAsk<'a> {
+    /// The client's account.
+    pub account: &'a str,
+    /// The session.
+    pub id: &'a str,
+    /// Where the client's bytes start.
+    pub offset: u64,
+    /// The length the client gives now (a deferred one).
+    pub length: Option<u64>,
+    /// The node that will write: `hub` or a spoke's name.
+    pub holder: &'a str,
+    /// The largest upload the hub takes.
+    pub max_size: u64,
+}
+
+/// A new session's id: `upl_` and 128 random bits.
+fn new_upload_id() -> String {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system RNG works");
+    let mut id = String::from("upl_");
+    for b in bytes {
+        id.push_str(&format!("{b:02x}"));
+    }
+    id
+}
+
+/// A lease's token.
+fn new_lease_token() -> String {
+    new_upload_id().replacen("upl_", "", 1)
+}
+
+impl Store {
+    /// Makes a session of `account` in `connection`, expiring at
+    /// `expires_at`.
+    pub async fn create_upload(
+        &self,
+        account: &str,
+        connection: &str,
+        new: &NewUpload,
+        expires_at: i64,
+    ) -> Result<Session, StoreError> {
+        let id = new_upload_id();
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO upload_sessions (id, account_id, connection_id, path, length, committed, crc64nvme, \
+             metadata, content_type, status, expires_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 0, 0, $6, $7, 'open', $8, $9, $9)",
+        )
+        .bind(&id)
+        .bind(account)
+        .bind(connection)
+        .bind(&new.path)
+        .bind(new.length.map(|n| n as i64))
+        .bind(&new.metadata)
+        .bind(new.content_type.as_deref())
+        .bind(expires_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Session {
+            id,
+            account_id: account.to_owned(),
+            connection_id: connection.to_owned(),
+            path: new.path.clone(),
+            length: new.length,
+            offset: 0,
+            crc64nvme: 0,
+            metadata: new.metadata.clone(),
+            content_type: new.content_type.clone(),
+            status: Status::Open,
+            expires_at,
+            max_size: 0,
+        })
+    }
+
+    async fn upload_row(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        id: &str,
+    ) -> Result<Option<Row>, sqlx::Error> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM upload_sessions WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// Session `id` of `account` (from the primary), if it exists.
+    pub async fn get_upload(&self, account: &str, id: &str) -> Result<Option<Session>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(self
+            .upload_row(&mut conn, id)
+            .await?
+            .map(|r| r.session)
+            .filter(|s| s.account_id == account))
+    }
+
+    /// Takes the lease on `account`'s session `id` for `holder`, to append
+    /// at `offset` (and set a deferred `length`), unless another writer
+    /// holds it: a lease is free once it ran out, once `gone` says its
+    /// holder is gone, or when its holder asks again (a client that came
+    /// back to the same node; the old request's writes then fail).
+    pub async fn lease_upload(
+        &self,
+        ask: &LeaseAsk<'_>,
+        gone: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<(Lease, bool), UploadRefusal> {
+        let LeaseAsk {
+            account,
+            id,
+            offset,
+            length,
+            holder,
+            max_size,
+        } = *ask;
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        let row = self
+            .upload_row(&mut tx, id)
+            .await?
+            .filter(|r| r.session.account_id == account)
+            .ok_or(UploadRefusal::NotFound)?;
+        let s = &row.session;
+        match s.status {
+            Status::Expired => return Err(UploadRefusal::Expired),
+            Status::Open if s.expires_at < now => return Err(UploadRefusal::Expired),
+            Status::Complete => {
+                return Err(if offset == s.offset {
+                    UploadRefusal::Invalid("the upload is complete".into())
+                } else {
+                    UploadRefusal::Offset(s.offset)
+                });
+            }
+            Status::Open => {}
+        }
+        let held = row.lease_token.is_some()
+            && row.lease_until.is_some_and(|u| u >= now)
+            && row
+                .lease_holder
+                .as_deref()
+                .is_some_and(|h| h != holder && !gone(h));
+        if held {
+            return Err(UploadRefusal::Locked);
+        }
+        let took_over = row.lease_token.is_some() && row.lease_until.is_some_and(|u| u >= now);
+        if offset != s.offset {
+            return Err(UploadRefusal::Offset(s.offset));
+        }
+        let length = match (s.length, length) {
+            (Some(have), Some(new)) if have != new => {
+                return Err(UploadRefusal::Invalid(format!(
+                    "the upload's length is {have} already"
+                )));
+            }
+            (None, Some(new)) if new > max_size => {
+                return Err(UploadRefusal::Invalid(format!(
+                    "uploads here are at most {max_size} bytes"
+                )));
+            }
+            (None, Some(new)) if new < s.offset => {
+                return Err(UploadRefusal::Invalid(format!(
+                    "the length {new} is below the bytes already sent ({})",
+                    s.offset
+                )));
+            }
+            (have, new) => have.or(new),
+        };
+        let token = new_lease_token();
+        sqlx::query(
+            "UPDATE upload_sessions SET lease_holder = $1, lease_token = $2, lease_until = $3, \
+             length = $4, updated_at = $5 WHERE id = $6",
+        )
+        .bind(holder)
+        .bind(&token)
+        .bind(now + ferry_common::uploads::LEASE_MS)
+        .bind(length.map(|n| n as i64))
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let parts = parts_of(&mut tx, id).await?;
+        tx.commit().await?;
+        let mut session = row.session;
+        session.length = length;
+        session.max_size = max_size;
+        Ok((
+            Lease {
+                session,
+                token,
+                parts,
+            },
+            took_over,
+        ))
+    }
+
+    /// Keeps a lease for another [`ferry_common::uploads::LEASE_MS`];
+    /// false when it is no longer held.
+    pub async fn renew_upload_lease(&self, id: &str, token: &str) -> Result<bool, StoreError> {
+        self.refuse_if_down()?;
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE upload_sessions SET lease_until = $1 WHERE id = $2 AND lease_token = $3 AND status = 'open'",
+        )
+        .bind(now + ferry_common::uploads::LEASE_MS)
+        .bind(id)
+        .bind(token)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Gives a lease up.
+    pub async fn release_upload_lease(&self, id: &str, token: &str) -> Result<(), StoreError> {
+        self.refuse_if_down()?;
+        sqlx::query(
+            "UPDATE upload_sessions SET lease_holder = NULL, lease_token = NULL, lease_until = NULL \
+             WHERE id = $1 AND lease_token = $2",
+        )
+        .bind(id)
+        .bind(token)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records `part` under the lease `token` (it must start at the
+    /// committed offset and be named for the lease), moves the offset,
+    /// extends the expiry to `expires_at` and releases the lease; with
+    /// `complete`, also marks the session complete and commits the object
+    /// in the same transaction. The session as it is afterwards.
+    pub async fn append_upload(
+        &self,
+        id: &str,
+        token: &str,
+        part: Option<&Part>,
+        complete: Option<&Commit>,
+        max_size: u64,
+        expires_at: i64,
+    ) -> Result<Session, UploadRefusal> {
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        let row = self
+            .upload_row(&mut tx, id)
+            .await?
+            .ok_or(UploadRefusal::NotFound)?;
+        if row.session.status != Status::Open || row.lease_token.as_deref() != Some(token) {
+            return Err(UploadRefusal::LeaseLost);
+        }
+        let s = &row.session;
+        let (size, crc) = match part {
+            Some(p) => {
+                if p.offset != s.offset || p.size == 0 || p.name != part_name(id, p.offset, token) {
+                    return Err(UploadRefusal::Invalid(
+                        "the part is not the one the lease allows".into(),
+                    ));
+                }
+                let crc = combined_crc(s.crc64nvme, std::slice::from_ref(p));
+                (p.size, crc)
+            }
+            None => (0, s.crc64nvme),
+        };
+        let total = s.offset + size;
+        if s.length.is_some_and(|n| total > n) || total > max_size {
+            return Err(UploadRefusal::Invalid(
+                "the part goes past the upload's length".into(),
+            ));
+        }
+        if let Some(c) = complete {
+            let whole = c.upsert.as_ref().ok_or_else(|| {
+                UploadRefusal::Invalid("a completion without the object's metadata".into())
+            })?;
+            let length_ok = s.length.is_none_or(|n| n == total);
+            if !length_ok
+                || whole.size as u64 != total
+                || whole.crc64nvme != crc
+                || whole.path != s.path
+                || whole.connection_id != s.connection_id
+            {
+                return Err(UploadRefusal::Invalid(
+                    "the completion does not describe the upload's bytes".into(),
+                ));
+            }
+        }
+        if let Some(p) = part {
+            sqlx::query(
+                "INSERT INTO upload_parts (upload_id, first_byte, size, crc64nvme, name) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(id)
+            .bind(p.offset as i64)
+            .bind(p.size as i64)
+            .bind(p.crc64nvme as i64)
+            .bind(&p.name)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let status = if complete.is_some() {
+            Status::Complete
+        } else {
+            Status::Open
+        };
+        let length = if complete.is_some() {
+            Some(total)
+        } else {
+            s.length
+        };
+        let moved = sqlx::query(
+            "UPDATE upload_sessions SET committed = $1, crc64nvme = $2, status = $3, length = $4, \
+             lease_holder = NULL, lease_token = NULL, lease_until = NULL, expires_at = $5, updated_at = $6 \
+             WHERE id = $7 AND lease_token = $8 AND committed = $9",
+        )
+        .bind(total as i64)
+        .bind(crc as i64)
+        .bind(status.as_str())
+        .bind(length.map(|n| n as i64))
+        .bind(expires_at)
+        .bind(now)
+        .bind(id)
+        .bind(token)
+        .bind(s.offset as i64)
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() != 1 {
+            return Err(UploadRefusal::LeaseLost);
+        }
+        if let Some(c) = complete {
+            self.commit_in(&mut tx, c).await?;
+        }
+        tx.commit().await?;
+        let mut session = row.session;
+        session.offset = total;
+        session.crc64nvme = crc;
+        session.status = status;
+        session.length = length;
+        session.expires_at = expires_at;
+        session.max_size = max_size;
+        Ok(session)
+    }
+
+    /// Removes `account`'s session `id` (tus termination): the session as
+    /// it was, if there was one.
+    pub async fn delete_upload(
+        &self,
+        account: &str,
+        id: &str,
+    ) -> Result<Option<Session>, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let Some(row) = self
+            .upload_row(&mut tx, id)
+            .await?
+            .filter(|r| r.session.account_id == account)
+        else {
+            return Ok(None);
+        };
+        sqlx::query("DELETE FROM upload_sessions WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(row.session))
+    }
+
+    /// Open sessions whose time ran out and that no live lease holds, at
+    /// most `limit`.
+    pub async fn expired_uploads(&self, now: i64, limit: i64) -> Result<Vec<Session>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM upload_sessions WHERE status = 'open' AND expires_at < $1 \
+             AND (lease_until IS NULL OR lease_until < $1) ORDER BY expires_at LIMIT $2"
+        )))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(from_row)
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .map(|r| r.session)
+            .collect())
+    }
+
+    /// Marks an open, unleased session expired and forgets its parts (the
+    /// caller removed what they staged); false if it changed meanwhile.
+    pub async fn expire_upload(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE upload_sessions SET status = 'expired', updated_at = $1 WHERE id = $2 \
+             AND status = 'open' AND expires_at < $1 AND (lease_until IS NULL OR lease_until < $1)",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM upload_parts WHERE upload_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Forgets sessions that ended (complete or expired) before `before`.
+    pub async fn purge_uploads(&self, before: i64) -> Result<u64, StoreError> {
+        self.refuse_if_down()?;
+        let done =
+            sqlx::query("DELETE FROM upload_sessions WHERE status <> 'open' AND expires_at < $1")
+                .bind(before)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Open sessions, for the metrics.
+    pub async fn open_uploads(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM upload_sessions WHERE status = 'open'")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+}
+
+async fn parts_of(conn: &mut sqlx::AnyConnection, id: &str) -> Result<Vec<Part>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT first_byte, size, crc64nvme, name FROM upload_parts WHERE upload_id = $1 ORDER BY first_byte",
+    )
+    .bind(id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let first: i64 = r.try_get("first_byte")?;
+            let size: i64 = r.try_get("size")?;
+            let crc: i64 = r.try_get("crc64nvme")?;
+            Ok(Part {
+                offset: first as u64,
+                size: size as u64,
+                crc64nvme: crc as u64,
+                name: r.try_get("name")?,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ConnectionRow;
+    use crate::store::testing::store;
+
+    async fn session(store: &Store) -> (String, Session) {
+        let (acc, _) = store.create_account("t").await.unwrap();
+        let conn = ConnectionRow {
+            id: crate::store::new_id("con"),
+            account_id: acc.id.clone(),
+            name: "c".into(),
+            provider: "memory".into(),
+            config_sealed: b"x".to_vec(),
+            created_at: now_ms(),
+        };
+        store.create_connection(&conn, None).await.unwrap();
+        let new = NewUpload {
+            path: "a/b.bin".into(),
+            length: Some(10),
+            metadata: String::new(),
+            content_type: None,
+        };
+        let s = store
+            .create_upload(&acc.id, &conn.id, &new, now_ms() + 60_000)
+            .await
+            .unwrap();
+        (acc.id, s)
+    }
+
+    fn ask<'a>(account: &'a str, id: &'a str, offset: u64, holder: &'a str) -> LeaseAsk<'a> {
+        LeaseAsk {
+            account,
+            id,
+            offset,
+            length: None,
+            holder,
+            max_size: 1 << 40,
+        }
+    }
+
+    fn part(id: &str, token: &str, offset: u64, data: &[u8]) -> Part {
+        Part {
+            offset,
+            size: data.len() as u64,
+            crc64nvme: ferry_common::checksum::crc64nvme(data),
+            name: part_name(id, offset, token),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_writer_at_a_time_and_the_offset_moves_only_under_the_lease() {
+        let (store, _dir) = store().await;
+        let (acc, s) = session(&store).await;
+        let never = |_: &str| false;
+        let (a, _) = store
+            .lease_upload(&ask(&acc, &s.id, 0, "fra1"), &never)
+            .await
+            .unwrap();
+        // Another node is refused while the lease lives …
+        assert!(matches!(
+            store
+                .lease_upload(&ask(&acc, &s.id, 0, "ams1"), &never)
+                .await,
+            Err(UploadRefusal::Locked)
+        ));
+        // … unless its holder is known gone; the old writer then records nothing.
+        let gone = |h: &str| h == "fra1";
+        let (b, took_over) = store
+            .lease_upload(&ask(&acc, &s.id, 0, "ams1"), &gone)
+            .await
+            .unwrap();
+        assert!(took_over);
+        let p = part(&s.id, &a.token, 0, b"hello");
+        assert!(matches!(
+            store
+                .append_upload(&s.id, &a.token, Some(&p), None, 1 << 40, now_ms() + 60_000)
+                .await,
+            Err(UploadRefusal::LeaseLost)
+        ));
+        let p = part(&s.id, &b.token, 0, b"hello");
+        let after = store
+            .append_upload(&s.id, &b.token, Some(&p), None, 1 << 40, now_ms() + 60_000)
+            .await
+            .unwrap();
+        assert_eq!(after.offset, 5);
+        // A wrong offset names the right one; another tenant sees nothing.
+        assert!(matches!(
+            store
+                .lease_upload(&ask(&acc, &s.id, 3, "fra1"), &never)
+                .await,
+            Err(UploadRefusal::Offset(5))
+        ));
+        assert!(matches!(
+            store
+                .lease_upload(&ask("acc_other", &s.id, 5, "fra1"), &never)
+                .await,
+            Err(UploadRefusal::NotFound)
+        ));
+        let (c, _) = store
+            .lease_upload(&ask(&acc, &s.id, 5, "fra1"), &never)
+            .await
+            .unwrap();
+        assert_eq!(c.parts.len(), 1);
+        // A part named for another lease, or past the length, is refused.
+        let wrong = part(&s.id, &b.token, 5, b"world");
+        assert!(matches!(
+            store
+                .append_upload(&s.id, &c.token, Some(&wrong), None, 1 << 40, 0)
+                .await,
+            Err(UploadRefusal::Invalid(_))
+        ));
+        let long = part(&s.id, &c.token, 5, b"world!");
+        assert!(matches!(
+            store
+                .append_upload(&s.id, &c.token, Some(&long), None, 1 << 40, 0)
+                .await,
+            Err(UploadRefusal::Invalid(_))
+        ));
+    }
+}

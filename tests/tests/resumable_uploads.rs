@@ -1,0 +1,499 @@
+//! Resumable uploads (tus 1.0 and the IETF draft) against a real hub and
+//! spokes: sessions in the hub's store, bytes only at the nodes that take
+//! them, an upload continued through another node than the one it began
+//! on, and the protocols' answers to bad input.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use ferry_tests::scenarios::tenant;
+use ferry_tests::{Api, Hub, HubOptions, Spoke, eventually, metric, pattern, sha256};
+
+const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
+const CHUNK: &str = "application/offset+octet-stream";
+
+/// Creates a tus upload of `length` bytes at `path` through `api`: its
+/// URL path.
+async fn create(api: &Api, path: &str, length: usize) -> String {
+    let name = STANDARD.encode(path);
+    let resp = api
+        .post("/v1/connections/local/uploads")
+        .header(TUS.0, TUS.1)
+        .header("upload-length", length.to_string())
+        .header(
+            "upload-metadata",
+            format!("filename {name},filetype dGV4dC9wbGFpbg=="),
+        )
+        .send()
+        .await
+        .expect(201);
+    assert_eq!(resp.header("upload-offset").as_deref(), Some("0"));
+    assert!(resp.header("upload-expires").is_some());
+    resp.header("location").expect("a Location")
+}
+
+async fn offset(api: &Api, url: &str) -> u64 {
+    let resp = api.head(url).header(TUS.0, TUS.1).send().await.expect(200);
+    assert_eq!(resp.header("cache-control").as_deref(), Some("no-store"));
+    resp.header("upload-offset").unwrap().parse().unwrap()
+}
+
+fn sha1_field(data: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, data);
+    format!("sha1 {}", STANDARD.encode(d.as_ref()))
+}
+
+async fn hub_upload_bytes(hub: &Hub) -> f64 {
+    metric(
+        &hub.metrics_url(),
+        "ferry_content_bytes_total",
+        &[("direction", "upload")],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_tus_upload_moves_between_spokes_and_the_hub_never_carries_its_bytes() {
+    ferry_tests::install_crypto_provider();
+    let hub = Hub::start();
+    let a = Spoke::start(&hub, "fra1");
+    let b = Spoke::start(&hub, "ams1");
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    let via_a = Api::new(a.url()).as_token(&t.key);
+    let via_b = Api::new(b.url()).as_token(&t.key);
+    let via_hub = Api::new(hub.url()).as_token(&t.key);
+    let mib = 1 << 20;
+    let data = Bytes::from(pattern(3 * mib + 1234, 15));
+    let hub_before = hub_upload_bytes(&hub).await;
+
+    // What a tus client asks first, answered without credentials.
+    let opts = Api::new(a.url())
+        .req(http::Method::OPTIONS, "/v1/connections/local/uploads")
+        .send()
+        .await
+        .expect(204);
+    assert_eq!(opts.header("tus-version").as_deref(), Some("1.0.0"));
+    assert!(
+        opts.header("tus-extension")
+            .unwrap()
+            .contains("creation-with-upload")
+    );
+    assert!(
+        opts.header("tus-checksum-algorithm")
+            .unwrap()
+            .contains("sha1")
+    );
+
+    let url = create(&via_a, "big/3m.bin", data.len()).await;
+    assert!(url.starts_with("/v1/uploads/upl_"), "{url}");
+    let patch = |api: &Api, at: usize, chunk: Bytes| {
+        api.req(http::Method::PATCH, &url)
+            .header(TUS.0, TUS.1)
+            .header("content-type", CHUNK)
+            .header("upload-offset", at.to_string())
+            .body(chunk)
+    };
+
+    // The first MiB through spoke A.
+    let resp = patch(&via_a, 0, data.slice(..mib)).send().await.expect(204);
+    assert_eq!(resp.header("upload-offset"), Some(mib.to_string()));
+    assert_eq!(resp.header("tus-resumable").as_deref(), Some("1.0.0"));
+    // Spoke B sees the offset the store holds, and refuses a wrong one
+    // with the right one.
+    assert_eq!(offset(&via_b, &url).await, mib as u64);
+    let wrong = patch(&via_b, 0, data.slice(..mib)).send().await;
+    let wrong = wrong.expect_problem(409, "mismatching_upload_offset");
+    assert_eq!(wrong.header("upload-offset"), Some(mib.to_string()));
+    // A chunk that fails its checksum is discarded: 460, offset unchanged.
+    let bad = patch(&via_b, mib, data.slice(mib..2 * mib))
+        .header("upload-checksum", sha1_field(b"something else"))
+        .send()
+        .await;
+    assert_eq!(bad.status.as_u16(), 460, "{:?}", bad.json());
+    assert_eq!(offset(&via_hub, &url).await, mib as u64);
+    // The second MiB through B with its checksum, the rest through the hub.
+    patch(&via_b, mib, data.slice(mib..2 * mib))
+        .header("upload-checksum", sha1_field(&data[mib..2 * mib]))
+        .send()
+        .await
+        .expect(204);
+    // Nothing is visible at the path before the last byte.
+    via_hub.get(&t.file("big/3m.bin")).send().await.expect(404);
+    let done = patch(&via_a, 2 * mib, data.slice(2 * mib..))
+        .send()
+        .await
+        .expect(204);
+    assert_eq!(done.header("upload-offset"), Some(data.len().to_string()));
+
+    let got = via_hub.get(&t.file("big/3m.bin")).send().await.expect(200);
+    assert_eq!(sha256(&got.body), sha256(&data));
+    assert_eq!(got.header("content-type").as_deref(), Some("text/plain"));
+    let crc = got.header("x-ferry-checksum-crc64nvme");
+    assert_eq!(crc, ferry_tests::crc64nvme_field(&data));
+    let events = via_hub.get("/v1/events").send().await.expect(200).json();
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["path"] == "big/3m.bin" && e["type"] == "created"),
+        "{events}"
+    );
+    assert_eq!(
+        hub_upload_bytes(&hub).await,
+        hub_before,
+        "the hub carried upload bytes"
+    );
+    assert_eq!(
+        metric(&hub.metrics_url(), "ferry_upload_bytes_appended_total", &[]).await,
+        data.len() as f64
+    );
+    // The staging folder is emptied once the object is in place.
+    let staging = hub.data_dir.join("alpha/.ferry-partial/uploads");
+    assert!(
+        eventually(Duration::from_secs(5), async || std::fs::read_dir(&staging)
+            .map(|d| d.count() == 0)
+            .unwrap_or(true))
+        .await,
+        "parts left in {staging:?}"
+    );
+
+    // Terminated: gone for good.
+    via_b
+        .delete(&url)
+        .header(TUS.0, TUS.1)
+        .send()
+        .await
+        .expect(204);
+    via_a
+        .head(&url)
+        .header(TUS.0, TUS.1)
+        .send()
+        .await
+        .expect(404);
+}
+
+#[tokio::test]
+async fn an_upload_cut_by_a_killed_spoke_resumes_through_another() {
+    ferry_tests::install_crypto_provider();
+    let hub = Hub::start();
+    let mut a = Spoke::start(&hub, "fra1");
+    let b = Spoke::start(&hub, "ams1");
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    let via_a = Api::new(a.url()).as_token(&t.key);
+    let via_b = Api::new(b.url()).as_token(&t.key);
+    let mib = 1 << 20;
+    let data = Bytes::from(pattern(24 * mib, 99));
+    let url = create(&via_a, "cut.bin", data.len()).await;
+
+    // 8 MiB committed through A, then a PATCH that A dies in the middle of.
+    via_a
+        .req(http::Method::PATCH, &url)
+        .header(TUS.0, TUS.1)
+        .header("content-type", CHUNK)
+        .header("upload-offset", "0")
+        .body(data.slice(..8 * mib))
+        .send()
+        .await
+        .expect(204);
+    let (req, tx) = via_a
+        .req(http::Method::PATCH, &url)
+        .header(TUS.0, TUS.1)
+        .header("content-type", CHUNK)
+        .header("upload-offset", (8 * mib).to_string())
+        .body_channel(16 * mib);
+    let sending = tokio::spawn(req.send_raw());
+    for i in 0..4 {
+        tx.send(data.slice(8 * mib + i * mib..9 * mib + i * mib))
+            .await
+            .unwrap();
+    }
+    a.kill();
+    drop(tx);
+    let _ = sending.await;
+
+    // Through B: the offset is the last one the store recorded, and B takes
+    // the lease over once the hub has seen A's tunnel go.
+    let at = offset(&via_b, &url).await as usize;
+    assert_eq!(at, 8 * mib, "only committed bytes count");
+    let mut status = 0;
+    let resumed = eventually(Duration::from_secs(30), async || {
+        let resp = via_b
+            .req(http::Method::PATCH, &url)
+            .header(TUS.0, TUS.1)
+            .header("content-type", CHUNK)
+            .header("upload-offset", at.to_string())
+            .body(data.slice(at..))
+            .send()
+            .await;
+        status = resp.status.as_u16();
+        status == 204
+    })
+    .await;
+    assert!(
+        resumed,
+        "the upload did not resume through B (last {status})"
+    );
+    let got = Api::new(hub.url())
+        .as_token(&t.key)
+        .get(&t.file("cut.bin"))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(sha256(&got.body), sha256(&data));
+    assert!(metric(&hub.metrics_url(), "ferry_upload_resumptions_total", &[]).await >= 1.0);
+}
+
+#[tokio::test]
+async fn the_ietf_draft_creates_appends_and_names_the_offset_it_holds() {
+    ferry_tests::install_crypto_provider();
+    let hub = Hub::start();
+    let a = Spoke::start(&hub, "fra1");
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    let via_a = Api::new(a.url()).as_token(&t.key);
+    let data = Bytes::from(pattern(600_000, 4));
+
+    // Creation carrying the first part, not the whole.
+    let created = via_a
+        .post("/v1/connections/local/uploads?path=drafts/a.bin")
+        .header("upload-draft-interop-version", "8")
+        .header("upload-complete", "?0")
+        .header("content-type", "application/x-thing")
+        .body(data.slice(..200_000))
+        .send()
+        .await
+        .expect(201);
+    let url = created.header("location").unwrap();
+    assert_eq!(created.header("upload-offset").as_deref(), Some("200000"));
+    assert_eq!(created.header("upload-complete").as_deref(), Some("?0"));
+    assert!(
+        created
+            .header("upload-limit")
+            .unwrap()
+            .starts_with("max-size=")
+    );
+
+    let append = |at: usize, end: usize, complete: &'static str| {
+        via_a
+            .req(http::Method::PATCH, &url)
+            .header("upload-draft-interop-version", "8")
+            .header("content-type", "application/partial-upload")
+            .header("upload-offset", at.to_string())
+            .header("upload-complete", complete)
+            .body(data.slice(at..end))
+    };
+    // A wrong offset: 409 with the draft's problem type and both offsets.
+    let wrong = append(100, 300_000, "?0")
+        .send()
+        .await
+        .expect_problem(409, "mismatching_upload_offset");
+    let p = wrong.json();
+    assert_eq!(
+        p["type"],
+        "https://iana.org/assignments/http-problem-types#mismatching-upload-offset"
+    );
+    assert_eq!(
+        (p["expected-offset"].as_u64(), p["provided-offset"].as_u64()),
+        (Some(200_000), Some(100))
+    );
+
+    let status = via_a
+        .head(&url)
+        .header("upload-draft-interop-version", "8")
+        .send()
+        .await
+        .expect(204);
+    assert_eq!(status.header("upload-offset").as_deref(), Some("200000"));
+    append(200_000, 400_000, "?0").send().await.expect(204);
+    let last = append(400_000, 600_000, "?1").send().await.expect(204);
+    assert_eq!(last.header("upload-complete").as_deref(), Some("?1"));
+    let got = via_a.get(&t.file("drafts/a.bin")).send().await.expect(200);
+    assert_eq!(sha256(&got.body), sha256(&data));
+    assert_eq!(
+        got.header("content-type").as_deref(),
+        Some("application/x-thing")
+    );
+
+    // A whole upload in one creation, length unknown beforehand.
+    let one = via_a
+        .post("/v1/connections/local/uploads?path=drafts/one.bin")
+        .header("upload-draft-interop-version", "8")
+        .header("upload-complete", "?1")
+        .body(data.slice(..1000))
+        .send()
+        .await
+        .expect(201);
+    assert_eq!(one.header("upload-complete").as_deref(), Some("?1"));
+    assert_eq!(one.header("upload-length").as_deref(), Some("1000"));
+    let got = via_a
+        .get(&t.file("drafts/one.bin"))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(got.body.len(), 1000);
+}
+
+#[tokio::test]
+async fn bad_upload_requests_get_the_protocols_answers() {
+    ferry_tests::install_crypto_provider();
+    let hub = Hub::start_with(HubOptions {
+        extra_toml:
+            "[uploads]\nmax_size_bytes = 1000000\nexpiry_secs = 2\nsweep_interval_secs = 1\n".into(),
+        ..HubOptions::default()
+    });
+    let a = Spoke::start(&hub, "fra1");
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    let other = tenant(&hub.url(), "beta", &hub.data_dir).await;
+    let via_a = Api::new(a.url()).as_token(&t.key);
+    let via_hub = Api::new(hub.url()).as_token(&t.key);
+    let creation = |api: &Api| {
+        api.post("/v1/connections/local/uploads?path=x.bin")
+            .header(TUS.0, TUS.1)
+    };
+
+    // No protocol, or another tus version: 412 with the version spoken.
+    let resp = via_a
+        .post("/v1/connections/local/uploads?path=x.bin")
+        .header("upload-length", "5")
+        .send()
+        .await
+        .expect_problem(412, "unsupported_tus_version");
+    assert_eq!(resp.header("tus-version").as_deref(), Some("1.0.0"));
+    via_hub
+        .post("/v1/connections/local/uploads?path=x.bin")
+        .header("tus-resumable", "0.2.2")
+        .header("upload-length", "5")
+        .send()
+        .await
+        .expect_problem(412, "unsupported_tus_version");
+    // Lengths: negative, not a number, both or neither given, over the limit.
+    for bad in ["-1", "abc", "1e3", ""] {
+        creation(&via_hub)
+            .header("upload-length", bad)
+            .send()
+            .await
+            .expect_problem(400, "invalid_field");
+    }
+    creation(&via_hub)
+        .send()
+        .await
+        .expect_problem(400, "invalid_field");
+    creation(&via_hub)
+        .header("upload-length", "5")
+        .header("upload-defer-length", "1")
+        .send()
+        .await
+        .expect_problem(400, "invalid_field");
+    creation(&via_a)
+        .header("upload-length", "1000001")
+        .send()
+        .await
+        .expect_problem(413, "upload_too_large");
+    // Malformed metadata, an unsafe path.
+    creation(&via_hub)
+        .header("upload-length", "5")
+        .header("upload-metadata", "filename !!!notbase64")
+        .send()
+        .await
+        .expect_problem(400, "invalid_field");
+    via_hub
+        .post("/v1/connections/local/uploads?path=../x")
+        .header(TUS.0, TUS.1)
+        .header("upload-length", "5")
+        .send()
+        .await
+        .expect_problem(400, "invalid_path");
+
+    let url = creation(&via_a)
+        .header("upload-length", "10")
+        .send()
+        .await
+        .expect(201)
+        .header("location")
+        .unwrap();
+    let patch = |api: &Api| {
+        api.req(http::Method::PATCH, &url)
+            .header(TUS.0, TUS.1)
+            .header("upload-offset", "0")
+    };
+    // The wrong media type, an unknown checksum, a chunk past the length,
+    // an offset past the end.
+    patch(&via_a)
+        .header("content-type", "application/octet-stream")
+        .body("hello")
+        .send()
+        .await
+        .expect_problem(415, "unsupported_media_type");
+    patch(&via_a)
+        .header("content-type", CHUNK)
+        .header("upload-checksum", "md5 XUFAKrxLKna5cZ2REBfFkg==")
+        .body("hello")
+        .send()
+        .await
+        .expect_problem(400, "invalid_digest");
+    patch(&via_a)
+        .header("content-type", CHUNK)
+        .body("hello world!")
+        .send()
+        .await
+        .expect_problem(413, "upload_too_large");
+    via_a
+        .req(http::Method::PATCH, &url)
+        .header(TUS.0, TUS.1)
+        .header("content-type", CHUNK)
+        .header("upload-offset", "11")
+        .body("x")
+        .send()
+        .await
+        .expect_problem(409, "mismatching_upload_offset");
+    assert_eq!(offset(&via_a, &url).await, 0);
+    // Another tenant's id is no upload at all.
+    let theirs = Api::new(a.url()).as_token(&other.key);
+    theirs
+        .head(&url)
+        .header(TUS.0, TUS.1)
+        .send()
+        .await
+        .expect(404);
+    theirs
+        .req(http::Method::PATCH, &url)
+        .header(TUS.0, TUS.1)
+        .header("content-type", CHUNK)
+        .header("upload-offset", "0")
+        .body("hello")
+        .send()
+        .await
+        .expect_problem(404, "upload_not_found");
+
+    // Five bytes in, then left alone past its expiry: 410, parts removed.
+    patch(&via_a)
+        .header("content-type", CHUNK)
+        .body("hello")
+        .send()
+        .await
+        .expect(204);
+    let id = url.rsplit('/').next().unwrap().to_owned();
+    let parts = hub.data_dir.join("alpha/.ferry-partial/uploads").join(&id);
+    assert!(parts.exists(), "the part was staged under {parts:?}");
+    assert!(
+        eventually(Duration::from_secs(15), async || {
+            via_a
+                .head(&url)
+                .header(TUS.0, TUS.1)
+                .send()
+                .await
+                .status
+                .as_u16()
+                == 410
+        })
+        .await,
+        "the upload did not expire"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), async || !parts.exists()).await,
+        "the expired upload's parts stayed"
+    );
+    via_hub.get(&t.file("x.bin")).send().await.expect(404);
+}
