@@ -19,7 +19,9 @@
 #   checkov-venv/  checkov (tests/tools/checkov-requirements.txt)
 #   schemathesis-venv/  schemathesis, the API fuzzer
 #                  (tests/tools/schemathesis-requirements.txt)
-#   npm/           Azurite (tests/tools/package.json and package-lock.json)
+#   tus-venv/      tuspy, the tus Python client (tests/tools/tus-requirements.txt)
+#   npm/           Azurite and tus-js-client (tests/tools/package.json and
+#                  package-lock.json)
 # Each holds a stamp with the hash of the files it was made from and is
 # made afresh only when they change. The tests look for the tools there
 # (tests/src/tools.rs).
@@ -92,7 +94,8 @@ python_env() {
   fingerprint "$req" > "$venv/.made-from"
 }
 
-# npm_env — Azurite and what it needs, exactly as the lock file says.
+# npm_env — Azurite, tus-js-client and what they need, exactly as the lock
+# file says.
 npm_env() {
   local dir="$tools/npm"
   if up_to_date "$dir" "$spec/package.json" "$spec/package-lock.json"; then
@@ -109,6 +112,7 @@ npm_env() {
 python_env venv requirements.txt
 python_env checkov-venv checkov-requirements.txt
 python_env schemathesis-venv schemathesis-requirements.txt
+python_env tus-venv tus-requirements.txt
 npm_env
 
 if ! cargo nextest --version >/dev/null 2>&1; then

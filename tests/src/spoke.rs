@@ -218,6 +218,14 @@ impl Spoke {
         }
     }
 
+    /// Kills it at once and closes the sockets the harness holds for it,
+    /// as when its machine is gone: connections to its address are
+    /// refused rather than queued for a restart that never comes.
+    pub fn kill_for_good(&mut self) {
+        self.kill();
+        self.sockets = Sockets::new();
+    }
+
     /// Starts it again from its state directory (no token needed).
     pub fn restart(&mut self) {
         self.stop();

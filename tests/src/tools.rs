@@ -1,5 +1,6 @@
 //! The test tools that come from PyPI and npm — moto's S3 server, Azurite,
-//! checkov, schemathesis, and a Python with python-hcl2 — found in the environments of
+//! checkov, schemathesis, tuspy, tus-js-client, and a Python with
+//! python-hcl2 — found in the environments of
 //! the project's own that `scripts/install-test-deps.sh` makes under the
 //! cargo target folder (`test-tools/`), never on `PATH`: a tool the user
 //! installed for something else is neither used nor disturbed. Debian's
@@ -24,6 +25,11 @@ pub enum Tool {
     /// Azurite's blob server (`azurite-blob`), from
     /// `tests/tools/package-lock.json`.
     AzuriteBlob,
+    /// The Python that has tuspy, from `tests/tools/tus-requirements.txt`.
+    TusPython,
+    /// tus-js-client's package folder, from `tests/tools/package-lock.json`
+    /// (its parent goes into `NODE_PATH`).
+    TusJsClient,
 }
 
 impl Tool {
@@ -35,6 +41,8 @@ impl Tool {
             Tool::Checkov => "checkov-venv/bin/checkov",
             Tool::Schemathesis => "schemathesis-venv/bin/schemathesis",
             Tool::AzuriteBlob => "npm/node_modules/.bin/azurite-blob",
+            Tool::TusPython => "tus-venv/bin/python3",
+            Tool::TusJsClient => "npm/node_modules/tus-js-client",
         }
     }
 
