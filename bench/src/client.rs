@@ -115,6 +115,135 @@ pub async fn upload(
     Ok(status)
 }
 
+/// `size` bytes of `block` repeated, starting at `from`, as a body.
+fn repeated(block: Bytes, from: u64, size: u64) -> Body {
+    let stream = futures_util::stream::unfold((from, size), move |(at, left)| {
+        let block = block.clone();
+        async move {
+            if left == 0 {
+                return None;
+            }
+            let start = (at % block.len() as u64) as usize;
+            let n = left.min((block.len() - start) as u64) as usize;
+            Some((
+                Ok::<_, BoxError>(Frame::data(block.slice(start..start + n))),
+                (at + n as u64, left - n as u64),
+            ))
+        }
+    });
+    BodyExt::boxed(StreamBody::new(stream))
+}
+
+/// Creates a tus upload of `size` bytes named `name` in `connection`
+/// at `addr`: its path.
+pub async fn tus_create(
+    addr: SocketAddr,
+    token: &str,
+    connection: &str,
+    name: &str,
+    size: u64,
+) -> anyhow::Result<String> {
+    let mut send = connect(addr).await?;
+    let target = Target {
+        addr,
+        path: format!("/v1/connections/{connection}/uploads?path={name}"),
+        token: Some(token.to_owned()),
+    };
+    let resp = send
+        .send_request(
+            target
+                .request(Method::POST)
+                .header("tus-resumable", "1.0.0")
+                .header("upload-length", size)
+                .body(empty())?,
+        )
+        .await?;
+    let status = resp.status();
+    let location = resp
+        .headers()
+        .get(http::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    resp.into_body().collect().await?;
+    match (status, location) {
+        (StatusCode::CREATED, Some(l)) => Ok(l),
+        (s, _) => bail!("creating an upload answered {s}"),
+    }
+}
+
+/// Sends `size` bytes of the upload at `upload` (a path at `addr`) from
+/// `offset`, in PATCH requests of `chunk` bytes on one connection, as tus
+/// clients do; the offset after the last.
+pub async fn tus_patch(
+    addr: SocketAddr,
+    token: &str,
+    upload: &str,
+    offset: u64,
+    size: u64,
+    chunk: u64,
+    block: &Bytes,
+) -> anyhow::Result<u64> {
+    let mut send = connect(addr).await?;
+    let target = Target {
+        addr,
+        path: upload.to_owned(),
+        token: Some(token.to_owned()),
+    };
+    let mut at = offset;
+    while at < offset + size {
+        let n = chunk.min(offset + size - at);
+        send.ready().await?;
+        let resp = send
+            .send_request(
+                target
+                    .request(Method::PATCH)
+                    .header("tus-resumable", "1.0.0")
+                    .header(
+                        http::header::CONTENT_TYPE,
+                        "application/offset+octet-stream",
+                    )
+                    .header("upload-offset", at)
+                    .header(http::header::CONTENT_LENGTH, n)
+                    .body(repeated(block.clone(), at, n))?,
+            )
+            .await?;
+        let status = resp.status();
+        resp.into_body().collect().await?;
+        if status != StatusCode::NO_CONTENT {
+            bail!("PATCH at {at} answered {status}");
+        }
+        at += n;
+    }
+    Ok(at)
+}
+
+/// Asks the upload at `upload` (a path at `addr`) for its offset.
+pub async fn tus_offset(addr: SocketAddr, token: &str, upload: &str) -> anyhow::Result<u64> {
+    let mut send = connect(addr).await?;
+    let target = Target {
+        addr,
+        path: upload.to_owned(),
+        token: Some(token.to_owned()),
+    };
+    let resp = send
+        .send_request(
+            target
+                .request(Method::HEAD)
+                .header("tus-resumable", "1.0.0")
+                .body(empty())?,
+        )
+        .await?;
+    let offset = resp
+        .headers()
+        .get("upload-offset")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    match (resp.status(), offset) {
+        (StatusCode::OK, Some(o)) => Ok(o),
+        (s, _) => bail!("HEAD {upload} answered {s}"),
+    }
+}
+
 /// The result of a closed-loop run of small requests.
 #[derive(Debug, Clone, Copy)]
 pub struct LoadResult {

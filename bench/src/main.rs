@@ -30,8 +30,8 @@ struct Args {
     /// Size of the large transfer in MiB. Default 1024, or 32 with --quick.
     #[arg(long)]
     size_mib: Option<u64>,
-    /// Only these scenarios (comma-separated): transfer, memory, sweep,
-    /// control, tunnel, recovery, dns.
+    /// Only these scenarios (comma-separated): transfer (or download,
+    /// upload), memory, sweep, control, tunnel, recovery, resumable, dns.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to write results.json and the charts.

@@ -125,6 +125,10 @@ async fn measure(
     if want("recovery") {
         results.push(("recovery", recovery(rig, plan).await.context("recovery")?));
     }
+    if want("resumable") {
+        let r = resumable(rig, plan, &block).await;
+        results.push(("resumable", r.context("resumable")?));
+    }
     if want("dns") {
         results.push(("dns", crate::dns::dns(plan).await.context("dns")?));
     }
@@ -722,6 +726,124 @@ async fn recovery(rig: &mut Rig, plan: &Plan) -> anyhow::Result<(String, Value)>
         "after_outage_worst_s": worst(&firsts(&long)),
     });
     Ok((t.render(), json))
+}
+
+/// Scenario 8: resumable uploads. A tus upload of the transfer size
+/// through the spoke in 64 MiB and in 8 MiB chunks (one connection, one
+/// PATCH after another, as tus clients send them) against a plain PUT
+/// through the same spoke; then, a spoke killed (SIGKILL) while it holds
+/// an upload's lease, and the time until another node takes the next
+/// chunk of that upload.
+async fn resumable(rig: &mut Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(String, Value)> {
+    let size = plan.transfer;
+    let key = rig.tenant.key.clone();
+    let mut series: [Series; 3] = Default::default();
+    for run in 0..plan.runs {
+        let got = in_rotation(&[0usize, 1, 2], run, async |step| {
+            let addr = rig.addr(Via::Spoke);
+            let name = format!("bench/tus-{step}-{run}.bin");
+            timed(rig, Via::Spoke, size, async {
+                if step == 0 {
+                    client::upload(&rig.file(Via::Spoke, &name), size, block.clone(), &[]).await?;
+                } else {
+                    let chunk = if step == 1 { 64 << 20 } else { 8 << 20 };
+                    let url = client::tus_create(addr, &key, "local", &name, size).await?;
+                    client::tus_patch(addr, &key, &url, 0, size, chunk, block).await?;
+                }
+                Ok(())
+            })
+            .await
+        })
+        .await?;
+        for (i, s) in series.iter_mut().enumerate() {
+            s.push(got[i], (i > 0).then_some(got[0]));
+        }
+        eprintln!("resumable: run {} of {} done", run + 1, plan.runs);
+    }
+    let mut moves = Vec::new();
+    for run in 0..plan.runs.min(3) {
+        moves.push(move_on_after_a_kill(rig, &key, run, block).await?);
+        fresh_spoke(rig);
+    }
+    let mut t = Table::new(
+        format!(
+            "8. Resumable uploads, {} MiB through the spoke (MB/s; ratio to the plain PUT, pair by pair; CPU-s per GiB)",
+            size / 1048576
+        ),
+        &Series::COLUMNS,
+    );
+    let names = ["plain PUT", "tus, 64 MiB chunks", "tus, 8 MiB chunks"];
+    for (i, s) in series.iter().enumerate() {
+        t.row(s.row(names[i], i == 0));
+    }
+    let worst = moves.iter().copied().fold(0.0, f64::max);
+    t.row(vec![
+        "a killed spoke's upload taken by another node (s, median / worst)".into(),
+        fmt(median(&moves), 3),
+        fmt(worst, 3),
+        String::new(),
+        String::new(),
+        String::new(),
+    ]);
+    let json = json!({
+        "bytes": size,
+        "put": series[0].json(),
+        "tus_64mib": series[1].json(),
+        "tus_8mib": series[2].json(),
+        "kill_to_next_node_s": median(&moves),
+        "kill_to_next_node_worst_s": worst,
+        "runs_kill_to_next_node_s": moves,
+    });
+    Ok((t.render(), json))
+}
+
+/// Starts a 64 MiB upload through the spoke, kills the spoke while a PATCH
+/// streams, and returns the seconds from the kill until the TCP spoke
+/// (another node) has taken a chunk at the offset the store holds.
+async fn move_on_after_a_kill(
+    rig: &mut Rig,
+    key: &str,
+    run: usize,
+    block: &Bytes,
+) -> anyhow::Result<f64> {
+    let (a, b) = (rig.addr(Via::Spoke), rig.addr(Via::SpokeTcp));
+    let mib = 1 << 20;
+    let url = client::tus_create(
+        a,
+        key,
+        "local",
+        &format!("bench/tus-kill-{run}.bin"),
+        64 * mib,
+    )
+    .await?;
+    client::tus_patch(a, key, &url, 0, 16 * mib, 16 * mib, block).await?;
+    let streaming = {
+        let (key, url, block) = (key.to_owned(), url.clone(), block.clone());
+        tokio::spawn(async move {
+            client::tus_patch(a, &key, &url, 16 * mib, 48 * mib, 48 * mib, &block).await
+        })
+    };
+    // Let the PATCH take the lease and start streaming.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    rig.spoke.kill();
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(60);
+    loop {
+        if let Ok(at) = client::tus_offset(b, key, &url).await
+            && client::tus_patch(b, key, &url, at, mib, mib, block)
+                .await
+                .is_ok()
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("no other node took the upload within 60 s of the kill");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = killed.elapsed().as_secs_f64();
+    streaming.abort();
+    Ok(took)
 }
 
 /// Stops the hub, waits `away`, starts it on the same ports, and returns

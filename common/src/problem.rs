@@ -140,6 +140,8 @@ error_codes! {
     /// A chunk does not match the `Upload-Checksum` sent with it; it was
     /// discarded (tus answers `460`).
     ChecksumMismatch => (BAD_REQUEST, "checksum_mismatch", "The chunk does not match its checksum"),
+    /// A final upload (tus concatenation) takes no bytes of its own.
+    UploadIsFinal => (FORBIDDEN, "upload_is_final", "A final upload takes no bytes of its own"),
     /// The request's `Tus-Resumable` names a protocol version this server
     /// does not speak.
     UnsupportedTusVersion => (PRECONDITION_FAILED, "unsupported_tus_version", "The tus protocol version is not supported"),

@@ -66,8 +66,8 @@ enum UploadRoute {
 }
 
 /// The upload route of a request that carries upload bytes, if it is one.
-/// Creations without a body, status, termination and `OPTIONS` carry none
-/// and go to the hub.
+/// Creations without a body (but for a final upload's), status,
+/// termination and `OPTIONS` carry none and go to the hub.
 fn upload_route(req: &Request<Body>) -> Option<UploadRoute> {
     let path = req.uri().path();
     let decode = |s: &str| {
@@ -83,7 +83,13 @@ fn upload_route(req: &Request<Body>) -> Option<UploadRoute> {
             .flatten()
             .map(UploadRoute::Append);
     }
-    if req.method() != Method::POST || !carries_body(req.headers()) {
+    // A final upload (tus concatenation) is put together where it is
+    // created, so the spoke takes it too.
+    let joins = req
+        .headers()
+        .get("upload-concat")
+        .is_some_and(|v| v.as_bytes().starts_with(b"final"));
+    if req.method() != Method::POST || !(carries_body(req.headers()) || joins) {
         return None;
     }
     let conn = path

@@ -5,6 +5,9 @@
 //
 //   node tus_upload.js FILE NAME KEY CHUNK_BYTES ENDPOINT...
 //
+// With TUS_PARALLEL=N in the environment, the file goes up as N partial
+// uploads at once, joined by a final one (tus concatenation; no switching).
+//
 // Prints `url <upload url>`, `progress <bytes>`, `switch <endpoint>` and
 // `done <upload url>` lines on standard output; exits 0 once the upload
 // succeeded, 1 when every endpoint failed.
@@ -27,6 +30,7 @@ function start() {
     chunkSize: Number(chunk),
     metadata: { filename: name, filetype: 'application/octet-stream' },
     retryDelays: [0, 200, 500],
+    parallelUploads: Number(process.env.TUS_PARALLEL || 1),
     removeFingerprintOnSuccess: true,
     onUploadUrlAvailable() {
       uploadPath = new URL(upload.url).pathname;

@@ -751,3 +751,153 @@ async fn an_upload_continues_after_the_hub_restarts() {
     let got = via_a.get(&t.file("restart.bin")).send().await.expect(200);
     assert_eq!(sha256(&got.body), sha256(&data));
 }
+
+#[tokio::test]
+async fn partial_uploads_through_two_spokes_are_joined_by_a_final_one() {
+    ferry_tests::install_crypto_provider();
+    let hub = Hub::start();
+    let a = Spoke::start(&hub, "fra1");
+    let b = Spoke::start(&hub, "ams1");
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    let other = tenant(&hub.url(), "beta", &hub.data_dir).await;
+    let via_a = Api::new(a.url()).as_token(&t.key);
+    let via_b = Api::new(b.url()).as_token(&t.key);
+    let data = Bytes::from(pattern(3 << 20, 21));
+    let hub_before = hub_upload_bytes(&hub).await;
+
+    // Two partial uploads, one through each spoke, at once.
+    let halves = [data.slice(..1 << 20), data.slice(1 << 20..)];
+    let send_partial = |api: Api, half: Bytes| async move {
+        let url = api
+            .post("/v1/connections/local/uploads")
+            .header(TUS.0, TUS.1)
+            .header("upload-concat", "partial")
+            .header("upload-length", half.len().to_string())
+            .send()
+            .await
+            .expect(201)
+            .header("location")
+            .unwrap();
+        api.req(http::Method::PATCH, &url)
+            .header(TUS.0, TUS.1)
+            .header("content-type", CHUNK)
+            .header("upload-offset", "0")
+            .body(half)
+            .send()
+            .await
+            .expect(204);
+        url
+    };
+    let (first, second) = tokio::join!(
+        send_partial(via_a.clone(), halves[0].clone()),
+        send_partial(via_b.clone(), halves[1].clone())
+    );
+    let head = via_b
+        .head(&first)
+        .header(TUS.0, TUS.1)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(head.header("upload-concat").as_deref(), Some("partial"));
+    // A partial upload becomes no object.
+    assert!(!hub.data_dir.join("alpha/joined.bin").exists());
+
+    // Another tenant cannot join them; a final upload takes no bytes.
+    Api::new(a.url())
+        .as_token(&other.key)
+        .post("/v1/connections/local/uploads?path=stolen.bin")
+        .header(TUS.0, TUS.1)
+        .header("upload-concat", format!("final;{first} {second}"))
+        .send()
+        .await
+        .expect_problem(400, "invalid_field");
+    // The final one, through spoke A, with absolute URLs as clients send them.
+    let joined = via_a
+        .post("/v1/connections/local/uploads?path=joined.bin")
+        .header(TUS.0, TUS.1)
+        .header(
+            "upload-concat",
+            format!("final;{}{first} {}{second}", a.url(), b.url()),
+        )
+        .send()
+        .await
+        .expect(201);
+    let url = joined.header("location").unwrap();
+    assert_eq!(joined.header("upload-offset"), Some(data.len().to_string()));
+    let head = via_b
+        .head(&url)
+        .header(TUS.0, TUS.1)
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(
+        head.header("upload-concat"),
+        Some(format!("final;{first} {second}"))
+    );
+    via_b
+        .req(http::Method::PATCH, &url)
+        .header(TUS.0, TUS.1)
+        .header("content-type", CHUNK)
+        .header("upload-offset", data.len().to_string())
+        .body(Bytes::from_static(b"x"))
+        .send()
+        .await
+        .expect_problem(403, "upload_is_final");
+    let got = via_b.get(&t.file("joined.bin")).send().await.expect(200);
+    assert_eq!(sha256(&got.body), sha256(&data));
+    assert_eq!(
+        got.header("x-ferry-checksum-crc64nvme"),
+        ferry_tests::crc64nvme_field(&data)
+    );
+    assert_eq!(
+        hub_upload_bytes(&hub).await,
+        hub_before,
+        "the hub carried upload bytes"
+    );
+}
+
+#[tokio::test]
+async fn tus_js_client_uploads_in_parallel_parts() {
+    ferry_tests::install_crypto_provider();
+    let hub = Hub::start();
+    let a = Spoke::start(&hub, "fra1");
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    let data = pattern(40 << 20, 40);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("source.bin");
+    std::fs::write(&file, &data).unwrap();
+    let module = ferry_tests::tools::Tool::TusJsClient.path();
+    let scripts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
+    let out = tokio::task::spawn_blocking({
+        let (file, key, url) = (file.clone(), t.key.clone(), a.url());
+        move || {
+            std::process::Command::new("node")
+                .env("NODE_PATH", module.parent().unwrap())
+                .env("TUS_PARALLEL", "3")
+                .arg(scripts.join("tus_upload.js"))
+                .arg(&file)
+                .args(["parallel.bin", &key, &(4 << 20).to_string(), &url])
+                .output()
+                .expect("node runs")
+        }
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "tus-js-client failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = Api::new(hub.url())
+        .as_token(&t.key)
+        .get(&t.file("parallel.bin"))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(sha256(&got.body), sha256(&data));
+    assert!(
+        metric(&hub.metrics_url(), "ferry_uploads_completed_total", &[]).await >= 1.0,
+        "{text}"
+    );
+}

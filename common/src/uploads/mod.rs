@@ -52,10 +52,11 @@ pub const LEASE_MS: i64 = 15_000;
 pub const LEASE_RENEW_MS: u64 = 5_000;
 
 /// A session's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Taking bytes.
+    #[default]
     Open,
     /// Every byte is in and the object is at its path.
     Complete,
@@ -115,7 +116,7 @@ pub fn staging_dir(upload_id: &str) -> String {
 }
 
 /// An upload session as the nodes see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     /// Its id (`upl_…`, unguessable).
     pub id: String,
@@ -143,9 +144,29 @@ pub struct Session {
     /// `Upload-Limit`): not stored, the hub's setting when it answered.
     #[serde(default)]
     pub max_size: u64,
+    /// tus concatenation: `partial`, or `final;<id> <id>…` (the partial
+    /// uploads it joins, in order); none for a plain upload.
+    #[serde(default)]
+    pub concat: Option<String>,
 }
 
+/// The `concat` of a partial upload.
+pub const CONCAT_PARTIAL: &str = "partial";
+
 impl Session {
+    /// Whether this is a partial upload, made to be joined by a final one.
+    pub fn is_partial(&self) -> bool {
+        self.concat.as_deref() == Some(CONCAT_PARTIAL)
+    }
+
+    /// The partial uploads a final upload joins, in order.
+    pub fn joins(&self) -> Option<Vec<&str>> {
+        self.concat
+            .as_deref()?
+            .strip_prefix("final;")
+            .map(|ids| ids.split(' ').filter(|i| !i.is_empty()).collect())
+    }
+
     /// The most bytes the upload may reach: its length, or the largest
     /// upload while the length is deferred.
     pub fn limit(&self) -> u64 {
@@ -164,6 +185,9 @@ pub struct NewUpload {
     pub metadata: String,
     /// The media type the object gets.
     pub content_type: Option<String>,
+    /// tus concatenation, as [`Session::concat`].
+    #[serde(default)]
+    pub concat: Option<String>,
 }
 
 /// A lease on a session: the right to append at `session.offset`.

@@ -20,8 +20,7 @@ use super::Session;
 /// The tus version spoken.
 pub const TUS_VERSION: &str = "1.0.0";
 /// The tus extensions served.
-pub const TUS_EXTENSIONS: &str =
-    "creation,creation-with-upload,creation-defer-length,expiration,checksum,termination";
+pub const TUS_EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,checksum,termination,concatenation";
 /// The checksum algorithms tus clients may use.
 pub const TUS_CHECKSUM_ALGORITHMS: &str = "sha1,sha256,crc32c";
 /// The IETF draft's interop version spoken.
@@ -192,6 +191,41 @@ pub fn metadata_value<'a>(pairs: &'a [MetadataPair], keys: &[&str]) -> Option<&'
     })
 }
 
+/// tus's `Upload-Concat`: `partial`, or `final;` and the URLs of the
+/// partial uploads to join (absolute or paths; the last segment after
+/// `/v1/uploads/` is the id), in the stored form of
+/// [`super::Session::concat`].
+pub fn upload_concat(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(v) = text(headers, "upload-concat")? else {
+        return Ok(None);
+    };
+    if v == super::CONCAT_PARTIAL {
+        return Ok(Some(v.to_owned()));
+    }
+    let bad = || {
+        Problem::new(
+            ErrorCode::InvalidField,
+            "'Upload-Concat' must be 'partial' or 'final;' and the partial uploads' URLs",
+        )
+    };
+    let urls = v.strip_prefix("final;").ok_or_else(bad)?;
+    let ids: Vec<&str> = urls
+        .split(' ')
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            let (_, id) = u.rsplit_once("/v1/uploads/").ok_or_else(bad)?;
+            let ok = !id.is_empty()
+                && id.len() <= 64
+                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if ok { Ok(id) } else { Err(bad()) }
+        })
+        .collect::<Result<_, _>>()?;
+    if ids.is_empty() || ids.len() > 1000 {
+        return Err(bad());
+    }
+    Ok(Some(format!("final;{}", ids.join(" "))))
+}
+
 /// A checksum algorithm a tus chunk may carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkAlgorithm {
@@ -342,6 +376,16 @@ pub fn describe(protocol: Protocol, session: &Session, headers: &mut HeaderMap) 
         Protocol::Tus => {
             if !session.metadata.is_empty() {
                 set(headers, "upload-metadata", session.metadata.clone());
+            }
+            if session.is_partial() {
+                set(headers, "upload-concat", super::CONCAT_PARTIAL);
+            } else if let Some(ids) = session.joins() {
+                let urls: Vec<String> = ids.iter().map(|id| super::serve::location(id)).collect();
+                set(
+                    headers,
+                    "upload-concat",
+                    format!("final;{}", urls.join(" ")),
+                );
             }
         }
         Protocol::Draft => {

@@ -67,9 +67,38 @@ pub async fn create(
         Ok(s) => s,
         Err(p) => return Ok(protocol::problem(Some(protocol), p)),
     };
-    let session = if has_body(req.headers()) {
+    let session = if session.joins().is_some() {
+        // A final upload is put together now, from its partial uploads.
+        match append(
+            &host,
+            protocol,
+            &session.id,
+            0,
+            None,
+            Some(true),
+            req,
+            false,
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(p)) => return Ok(protocol::problem(Some(protocol), p)),
+            Err(req) => return Err(req),
+        }
+    } else if has_body(req.headers()) {
         let length = session.length;
-        match append(&host, protocol, &session.id, 0, length, body_complete, req).await {
+        match append(
+            &host,
+            protocol,
+            &session.id,
+            0,
+            length,
+            body_complete,
+            req,
+            false,
+        )
+        .await
+        {
             Ok(Ok(s)) => s,
             Ok(Err(p)) => {
                 // The session stands; the client may resume it.
@@ -89,7 +118,18 @@ pub async fn create(
         ));
     } else if session.length == Some(0) {
         // An empty upload is complete as soon as it exists.
-        match append(&host, protocol, &session.id, 0, Some(0), Some(true), req).await {
+        match append(
+            &host,
+            protocol,
+            &session.id,
+            0,
+            Some(0),
+            Some(true),
+            req,
+            false,
+        )
+        .await
+        {
             Ok(Ok(s)) => s,
             Ok(Err(p)) => return Ok(protocol::problem(Some(protocol), p)),
             Err(req) => return Err(req),
@@ -120,10 +160,22 @@ async fn begin_create(
     headers: &HeaderMap,
 ) -> Result<(Session, Option<bool>), Problem> {
     let length = protocol::number(headers, "upload-length")?;
+    let concat = match protocol {
+        Protocol::Tus => protocol::upload_concat(headers)?,
+        Protocol::Draft => None,
+    };
+    let joining = concat.as_deref().is_some_and(|c| c.starts_with("final;"));
     let (metadata, complete, content_type) = match protocol {
         Protocol::Tus => {
             let deferred = protocol::defer_length(headers)?;
-            if deferred == length.is_some() {
+            if joining {
+                if length.is_some() || deferred || has_body(headers) {
+                    return Err(Problem::new(
+                        ErrorCode::InvalidField,
+                        "a final upload takes its length from its partial uploads: no 'Upload-Length', no body",
+                    ));
+                }
+            } else if deferred == length.is_some() {
                 return Err(Problem::new(
                     ErrorCode::InvalidField,
                     "send exactly one of 'Upload-Length' and 'Upload-Defer-Length: 1'",
@@ -166,16 +218,24 @@ async fn begin_create(
             (Vec::new(), Some(complete), ct)
         }
     };
-    let raw_path = query_path
-        .or_else(|| protocol::metadata_value(&metadata, &["path", "filename", "name"]))
-        .ok_or_else(|| {
-            Problem::new(
-                ErrorCode::InvalidPath,
-                "name the object: '?path=' in the URL, or 'path' or 'filename' in Upload-Metadata",
-            )
-        })?;
-    let path = ObjectPath::parse(raw_path)
-        .map_err(|e| Problem::new(ErrorCode::InvalidPath, e.to_string()))?;
+    let partial = concat.as_deref() == Some(super::CONCAT_PARTIAL);
+    let path = if partial {
+        // A partial upload becomes no object of its own.
+        String::new()
+    } else {
+        let raw_path = query_path
+            .or_else(|| protocol::metadata_value(&metadata, &["path", "filename", "name"]))
+            .ok_or_else(|| {
+                Problem::new(
+                    ErrorCode::InvalidPath,
+                    "name the object: '?path=' in the URL, or 'path' or 'filename' in Upload-Metadata",
+                )
+            })?;
+        ObjectPath::parse(raw_path)
+            .map_err(|e| Problem::new(ErrorCode::InvalidPath, e.to_string()))?
+            .as_str()
+            .to_owned()
+    };
     let content_type = match content_type {
         Some(ct) if ct.len() > 255 || !ct.bytes().all(|b| b.is_ascii_graphic() || b == b' ') => {
             return Err(Problem::new(
@@ -189,10 +249,11 @@ async fn begin_create(
         .create(
             connection,
             NewUpload {
-                path: path.as_str().to_owned(),
+                path,
                 length,
                 metadata: protocol::format_metadata(&metadata),
                 content_type,
+                concat,
             },
         )
         .await?;
@@ -236,7 +297,7 @@ pub async fn patch(host: Arc<dyn UploadHost>, id: &str, req: Request<Body>) -> S
         Ok(f) => f,
         Err(p) => return Ok(protocol::problem(Some(protocol), p)),
     };
-    match append(&host, protocol, id, offset, length, complete, req).await {
+    match append(&host, protocol, id, offset, length, complete, req, true).await {
         Ok(Ok(session)) => {
             let mut resp = Response::new(empty());
             *resp.status_mut() = StatusCode::NO_CONTENT;
@@ -265,12 +326,21 @@ async fn append(
     length: Option<u64>,
     complete: Option<bool>,
     req: Request<Body>,
+    patching: bool,
 ) -> Result<Result<Session, Problem>, Request<Body>> {
     let (lease, target) = match host.begin(id, offset, length).await {
         Ok(Some(l)) => l,
         Ok(None) => return Err(req),
         Err(p) => return Ok(Err(p)),
     };
+    let joining = lease.session.joins().is_some();
+    if joining && patching {
+        host.release(&lease).await;
+        return Ok(Err(Problem::new(
+            ErrorCode::UploadIsFinal,
+            "a final upload takes no bytes of its own",
+        )));
+    }
     let checksum = match protocol {
         Protocol::Tus => protocol::upload_checksum(req.headers()),
         Protocol::Draft => Ok(None),
@@ -301,6 +371,9 @@ async fn write_and_record(
     let scheme = target.op.info().scheme();
     let count = |n| meta.count_bytes(Direction::Upload, scheme, n);
     let _active = crate::content::Active::start(meta.clone());
+    if session.joins().is_some() {
+        return join(host, &meta, lease, target).await;
+    }
     let lost = Arc::new(AtomicBool::new(false));
     let name = part_name(&session.id, offset, &lease.token);
     let writing = write::append(
@@ -357,7 +430,7 @@ async fn write_and_record(
     // The object's path stays locked on this node from the assembly to
     // the record, as a plain upload's does.
     let mut guard = None;
-    let ending = if length == Some(total) {
+    let ending = if length == Some(total) && !session.is_partial() {
         let mut parts = lease.parts.clone();
         parts.extend(appended.part.clone());
         guard = Some(meta.lock(&session.connection_id, &session.path).await);
@@ -378,6 +451,46 @@ async fn write_and_record(
         let op = target.op.clone();
         let id = session.id.clone();
         tokio::spawn(async move { write::discard(&op, &id).await });
+    }
+    recorded
+}
+
+/// A final upload: its partial uploads' parts put together at its path,
+/// recorded with the object; then the partial uploads' parts removed.
+async fn join(
+    host: &Arc<dyn UploadHost>,
+    meta: &Arc<dyn crate::content::MetaHost>,
+    lease: &Lease,
+    target: &crate::content::Target,
+) -> Result<Session, Problem> {
+    let session = &lease.session;
+    let total = session.length.unwrap_or(0);
+    let guard = meta.lock(&session.connection_id, &session.path).await;
+    let commit = match finish(meta, lease, target, &lease.parts, total).await {
+        Ok(c) => c,
+        Err(p) => {
+            drop(guard);
+            host.release(lease).await;
+            return Err(p);
+        }
+    };
+    let recorded = host
+        .append(lease, None, Ending::Complete(Box::new(commit)))
+        .await;
+    drop(guard);
+    if recorded.is_ok() {
+        let op = target.op.clone();
+        let ids: Vec<String> = session
+            .joins()
+            .unwrap_or_default()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        tokio::spawn(async move {
+            for id in ids {
+                write::discard(&op, &id).await;
+            }
+        });
     }
     recorded
 }

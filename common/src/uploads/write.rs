@@ -238,6 +238,9 @@ pub async fn assemble(
             return op.copy(&only.name, path).await.map(|_| ());
         }
     }
+    if op.info().scheme() == "fs" {
+        return assemble_local(op, parts, path).await;
+    }
     let mut opts = op.writer_with(path);
     if let Some(ct) = content_type
         && cap.write_with_content_type
@@ -289,6 +292,48 @@ pub async fn assemble(
             Err(e)
         }
     }
+}
+
+/// A folder connection's parts joined by the kernel (`copy_file_range`,
+/// which `std::io::copy` uses between files) into a file beside them,
+/// flushed to the disk, then renamed into place: the bytes never come up
+/// into this process.
+async fn assemble_local(op: &Operator, parts: &[Part], path: &str) -> Result<(), opendal::Error> {
+    let root = std::path::PathBuf::from(op.info().root());
+    let parts: Vec<std::path::PathBuf> = parts.iter().map(|p| root.join(&p.name)).collect();
+    let Some(first) = parts.first().cloned() else {
+        return Ok(());
+    };
+    let target = root.join(path);
+    let joined = first.with_extension("joined");
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let written = (|| {
+            let mut out = std::fs::File::create(&joined)?;
+            for part in &parts {
+                std::io::copy(&mut std::fs::File::open(part)?, &mut out)?;
+            }
+            out.sync_all()?;
+            if let Some(dir) = target.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::rename(&joined, &target)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&joined);
+        }
+        written
+    })
+    .await
+    .map_err(|e| {
+        opendal::Error::new(opendal::ErrorKind::Unexpected, "joining parts").set_source(e)
+    })?
+    .map_err(|e| {
+        opendal::Error::new(
+            opendal::ErrorKind::Unexpected,
+            "joining a folder upload's parts",
+        )
+        .set_source(e)
+    })
 }
 
 /// Removes what a session staged (best effort: a leftover is removed by

@@ -71,6 +71,10 @@ fn refusal(state: &AppState, r: UploadRefusal) -> Problem {
             "another request took this upload over; the chunk was not recorded",
         ),
         UploadRefusal::Invalid(why) => Problem::new(ErrorCode::InvalidField, why),
+        UploadRefusal::Final => Problem::new(
+            ErrorCode::UploadIsFinal,
+            "a final upload takes no bytes of its own",
+        ),
         UploadRefusal::Store(e) => store_problem(state, e),
     }
 }
@@ -103,8 +107,21 @@ async fn create_session(
     connection: &str,
     new: NewUpload,
 ) -> Result<Session, Problem> {
-    let path = ferry_common::path::ObjectPath::parse(&new.path)
-        .map_err(|e| Problem::new(ErrorCode::InvalidPath, e.to_string()))?;
+    let partial = new.concat.as_deref() == Some(up::CONCAT_PARTIAL);
+    let path = if partial {
+        None
+    } else {
+        Some(
+            ferry_common::path::ObjectPath::parse(&new.path)
+                .map_err(|e| Problem::new(ErrorCode::InvalidPath, e.to_string()))?,
+        )
+    };
+    if partial && !new.path.is_empty() {
+        return Err(Problem::new(
+            ErrorCode::InvalidPath,
+            "a partial upload names no object",
+        ));
+    }
     if new.length.is_some_and(|n| n > state.uploads.max_size) {
         return Err(Problem::new(
             ErrorCode::UploadTooLarge,
@@ -126,20 +143,21 @@ async fn create_session(
         connection_id: row.id.clone(),
         op,
     };
-    ferry_common::content::files::staged_name_fits(&target, &path)?;
+    if let Some(path) = &path {
+        ferry_common::content::files::staged_name_fits(&target, path)?;
+    }
     writable(state).await?;
-    let mut session = state
+    state
         .store
         .create_upload(
             account,
             &row.id,
             &new,
+            state.uploads.max_size,
             now_ms().saturating_add(state.uploads.expiry_ms),
         )
         .await
-        .map_err(|e| store_problem(state, e))?;
-    session.max_size = state.uploads.max_size;
-    Ok(session)
+        .map_err(|r| refusal(state, r))
 }
 
 /// The hub's sessions host for one client request.

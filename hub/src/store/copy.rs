@@ -149,6 +149,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("crc64nvme", Int),
             ("metadata", Text),
             ("content_type", Text),
+            ("concat", Text),
             ("status", Text),
             ("lease_holder", Text),
             ("lease_token", Text),

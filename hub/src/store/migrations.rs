@@ -252,6 +252,7 @@ CREATE TABLE upload_sessions (
     crc64nvme     BIGINT NOT NULL,
     metadata      TEXT NOT NULL,
     content_type  TEXT,
+    concat        TEXT,
     status        TEXT NOT NULL,
     lease_holder  TEXT,
     lease_token   TEXT,

@@ -17,7 +17,7 @@ use ferry_common::uploads::{Lease, NewUpload, Part, Session, Status, part_name};
 use super::{Store, StoreError, now_ms};
 
 const COLUMNS: &str = "id, account_id, connection_id, path, length, committed, crc64nvme, \
-                       metadata, content_type, status, lease_holder, lease_token, lease_until, expires_at";
+                       metadata, content_type, concat, status, lease_holder, lease_token, lease_until, expires_at";
 
 /// A session with its lease as stored.
 #[derive(Debug, Clone)]
@@ -47,6 +47,7 @@ fn from_row(row: &AnyRow) -> Result<Row, sqlx::Error> {
             status: Status::parse(&status).unwrap_or(Status::Expired),
             expires_at: row.try_get("expires_at")?,
             max_size: 0,
+            concat: row.try_get("concat")?,
         },
         lease_holder: row.try_get("lease_holder")?,
         lease_token: row.try_get("lease_token")?,
@@ -69,6 +70,8 @@ pub enum UploadRefusal {
     LeaseLost,
     /// The request asks for something the session cannot take.
     Invalid(String),
+    /// The session is a final upload (tus concatenation): it takes no bytes.
+    Final,
     /// The store failed.
     Store(StoreError),
 }
@@ -123,29 +126,75 @@ fn new_lease_token() -> String {
 
 impl Store {
     /// Makes a session of `account` in `connection`, expiring at
-    /// `expires_at`.
+    /// `expires_at`; a final upload (tus concatenation) only of complete
+    /// partial uploads of the same account and connection.
     pub async fn create_upload(
         &self,
         account: &str,
         connection: &str,
         new: &NewUpload,
+        max_size: u64,
         expires_at: i64,
-    ) -> Result<Session, StoreError> {
+    ) -> Result<Session, UploadRefusal> {
         let id = new_upload_id();
         let now = now_ms();
         let mut tx = self.write_tx().await?;
+        let (mut length, mut crc) = (new.length, 0u64);
+        let probe = Session {
+            concat: new.concat.clone(),
+            ..Session::default()
+        };
+        if let Some(ids) = probe.joins() {
+            // A final upload: every partial one this account's, in this
+            // connection, complete; its length and CRC are theirs joined.
+            let mut total = 0u64;
+            for pid in ids {
+                let part = self
+                    .upload_row(&mut tx, pid)
+                    .await?
+                    .map(|r| r.session)
+                    .filter(|p| p.account_id == account && p.connection_id == connection)
+                    .ok_or_else(|| {
+                        UploadRefusal::Invalid(format!("no partial upload {pid} here"))
+                    })?;
+                if !part.is_partial() || part.status != Status::Complete {
+                    return Err(UploadRefusal::Invalid(format!(
+                        "{pid} is not a complete partial upload"
+                    )));
+                }
+                let n = part.offset;
+                crc = combined_crc(
+                    crc,
+                    &[Part {
+                        offset: total,
+                        size: n,
+                        crc64nvme: part.crc64nvme,
+                        name: String::new(),
+                    }],
+                );
+                total += n;
+            }
+            if total > max_size {
+                return Err(UploadRefusal::Invalid(format!(
+                    "the partial uploads add up to more than {max_size} bytes"
+                )));
+            }
+            length = Some(total);
+        }
         sqlx::query(
             "INSERT INTO upload_sessions (id, account_id, connection_id, path, length, committed, crc64nvme, \
-             metadata, content_type, status, expires_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, 0, 0, $6, $7, 'open', $8, $9, $9)",
+             metadata, content_type, concat, status, expires_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $9, 'open', $10, $11, $11)",
         )
         .bind(&id)
         .bind(account)
         .bind(connection)
         .bind(&new.path)
-        .bind(new.length.map(|n| n as i64))
+        .bind(length.map(|n| n as i64))
+        .bind(crc as i64)
         .bind(&new.metadata)
         .bind(new.content_type.as_deref())
+        .bind(new.concat.as_deref())
         .bind(expires_at)
         .bind(now)
         .execute(&mut *tx)
@@ -156,14 +205,15 @@ impl Store {
             account_id: account.to_owned(),
             connection_id: connection.to_owned(),
             path: new.path.clone(),
-            length: new.length,
+            length,
             offset: 0,
-            crc64nvme: 0,
+            crc64nvme: crc,
             metadata: new.metadata.clone(),
             content_type: new.content_type.clone(),
             status: Status::Open,
             expires_at,
-            max_size: 0,
+            max_size,
+            concat: new.concat.clone(),
         })
     }
 
@@ -220,6 +270,7 @@ impl Store {
         match s.status {
             Status::Expired => return Err(UploadRefusal::Expired),
             Status::Open if s.expires_at < now => return Err(UploadRefusal::Expired),
+            Status::Complete if s.joins().is_some() => return Err(UploadRefusal::Final),
             Status::Complete => {
                 return Err(if offset == s.offset {
                     UploadRefusal::Invalid("the upload is complete".into())
@@ -274,7 +325,23 @@ impl Store {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        let parts = parts_of(&mut tx, id).await?;
+        let parts = match s.joins() {
+            Some(ids) => {
+                // A final upload's parts are its partial uploads', in order.
+                let mut all = Vec::new();
+                let mut at = 0;
+                for pid in ids {
+                    for mut p in parts_of(&mut tx, pid).await? {
+                        let size = p.size;
+                        p.offset = at;
+                        at += size;
+                        all.push(p);
+                    }
+                }
+                all
+            }
+            None => parts_of(&mut tx, id).await?,
+        };
         tx.commit().await?;
         let mut session = row.session;
         session.length = length;
@@ -355,7 +422,17 @@ impl Store {
             }
             None => (0, s.crc64nvme),
         };
-        let total = s.offset + size;
+        let joining = s.joins().is_some();
+        if joining && (part.is_some() || complete.is_none()) {
+            return Err(UploadRefusal::Invalid(
+                "a final upload is only completed, from its partial uploads".into(),
+            ));
+        }
+        let total = if joining {
+            s.length.unwrap_or(0)
+        } else {
+            s.offset + size
+        };
         if s.length.is_some_and(|n| total > n) || total > max_size {
             return Err(UploadRefusal::Invalid(
                 "the part goes past the upload's length".into(),
@@ -389,7 +466,9 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        let status = if complete.is_some() {
+        // A partial upload is complete with its last byte: it becomes no
+        // object, its parts wait for the final upload that joins them.
+        let status = if complete.is_some() || (s.is_partial() && s.length == Some(total)) {
             Status::Complete
         } else {
             Status::Open
@@ -560,9 +639,10 @@ mod tests {
             length: Some(10),
             metadata: String::new(),
             content_type: None,
+            concat: None,
         };
         let s = store
-            .create_upload(&acc.id, &conn.id, &new, now_ms() + 60_000)
+            .create_upload(&acc.id, &conn.id, &new, 1 << 40, now_ms() + 60_000)
             .await
             .unwrap();
         (acc.id, s)
