@@ -110,6 +110,14 @@ pub fn part_name(upload_id: &str, offset: u64, lease: &str) -> String {
     format!("{STAGING_PREFIX}{upload_id}/{offset:016x}-{tag}")
 }
 
+/// A folder connection's one staging file for a session, beside the part
+/// `part` names (every append of a folder upload writes into it at its
+/// offset; see [`write::append`]).
+pub fn local_staging_file(part: &str) -> String {
+    let dir = part.rsplit_once('/').map_or("", |(d, _)| d);
+    format!("{dir}/data")
+}
+
 /// The folder of a session's parts.
 pub fn staging_dir(upload_id: &str) -> String {
     format!("{STAGING_PREFIX}{upload_id}/")

@@ -26,6 +26,8 @@ pub enum AppendError {
     ChecksumMismatch,
     /// The lease was lost while the bytes streamed: discarded.
     LeaseLost,
+    /// Another writer on this node still holds the staging file.
+    Busy,
     /// The body was cut and carried a checksum that bytes cut short cannot
     /// match: discarded.
     Cut(BoxError),
@@ -51,6 +53,11 @@ impl AppendError {
                 ErrorCode::UploadLocked,
                 "another request took this upload over; this chunk was discarded",
             ),
+            Self::Busy => Problem::new(
+                ErrorCode::UploadLocked,
+                "another request is still writing to this upload; retry shortly",
+            )
+            .with_retry_after(1),
             Self::Cut(_) => Problem::new(
                 ErrorCode::UploadIncomplete,
                 "the chunk ended early; it carried a checksum, so it was discarded",
@@ -164,6 +171,9 @@ where
                 }
             }
         });
+    if op.info().scheme() == "fs" {
+        return append_local(op, name, offset, watched, &watch, checksum, on_bytes).await;
+    }
     let staged = stage(op, name, None, watched, Vec::new(), on_bytes).await;
     let (over, was_lost, cut, digest) = {
         let mut st = watch.lock().expect("poisoned");
@@ -210,6 +220,148 @@ where
     })
 }
 
+/// What stopped a folder connection's append.
+enum LocalStop {
+    /// The body (or the watch over it) ended the stream with an error.
+    Source(BoxError),
+    /// The file could not be written.
+    Io(std::io::Error),
+    /// Another writer on this machine holds the file.
+    Busy,
+}
+
+/// A folder connection's append: the bytes go straight into the session's
+/// one staging file ([`super::local_staging_file`]) at their offset, under
+/// an exclusive lock on the file besides the lease, and are flushed to the
+/// disk before the part is returned; completion is then a rename. What
+/// lies in the file past the committed offset (an append that never got
+/// recorded) is cut off first.
+#[allow(clippy::too_many_arguments)]
+async fn append_local<S>(
+    op: &Operator,
+    name: &str,
+    offset: u64,
+    watched: S,
+    watch: &Mutex<Watch>,
+    checksum: Option<(ChunkAlgorithm, Vec<u8>)>,
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<Appended, AppendError>
+where
+    S: Stream<Item = Result<Bytes, BoxError>> + Send,
+{
+    let file_name = super::local_staging_file(name);
+    let path = std::path::PathBuf::from(op.info().root()).join(&file_name);
+    let written = write_local(path, offset, watched, on_bytes).await;
+    let (over, was_lost, cut, digest) = {
+        let mut st = watch.lock().expect("poisoned");
+        let digest = st.hasher.take().map(ChunkHasher::finish);
+        (st.over, st.lost, st.cut.take(), digest)
+    };
+    let io = |e: std::io::Error| {
+        AppendError::Provider(
+            opendal::Error::new(opendal::ErrorKind::Unexpected, "writing a folder upload")
+                .set_source(e),
+        )
+    };
+    let (size, crc) = match written {
+        Ok(w) => w,
+        Err(LocalStop::Busy) => return Err(AppendError::Busy),
+        Err(LocalStop::Io(e)) => return Err(io(e)),
+        Err(LocalStop::Source(e)) => {
+            return Err(if over {
+                AppendError::TooLarge
+            } else if was_lost {
+                AppendError::LeaseLost
+            } else {
+                AppendError::Cut(e)
+            });
+        }
+    };
+    if let Some((_, want)) = &checksum
+        && digest.as_deref() != Some(want.as_slice())
+    {
+        // The bytes past the committed offset are cut off by the next
+        // append.
+        return Err(AppendError::ChecksumMismatch);
+    }
+    Ok(Appended {
+        part: (size > 0).then(|| Part {
+            offset,
+            size,
+            crc64nvme: crc,
+            name: file_name,
+        }),
+        cut,
+    })
+}
+
+async fn write_local<S>(
+    path: std::path::PathBuf,
+    offset: u64,
+    body: S,
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<(u64, u64), LocalStop>
+where
+    S: Stream<Item = Result<Bytes, BoxError>> + Send,
+{
+    use tokio::io::{AsyncSeekExt as _, AsyncWriteExt as _};
+    let file = tokio::task::spawn_blocking(move || -> Result<std::fs::File, LocalStop> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(LocalStop::Io)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(LocalStop::Io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(LocalStop::Busy),
+            Err(std::fs::TryLockError::Error(e)) => return Err(LocalStop::Io(e)),
+        }
+        let len = file.metadata().map_err(LocalStop::Io)?.len();
+        if len < offset {
+            return Err(LocalStop::Io(std::io::Error::other(
+                "the upload's staging file lacks bytes the store counts",
+            )));
+        }
+        file.set_len(offset).map_err(LocalStop::Io)?;
+        Ok(file)
+    })
+    .await
+    .map_err(|e| LocalStop::Io(std::io::Error::other(e)))??;
+    let mut file = tokio::fs::File::from_std(file);
+    file.seek(std::io::SeekFrom::Start(offset))
+        .await
+        .map_err(LocalStop::Io)?;
+    let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme);
+    let mut size = 0u64;
+    let mut stopped = None;
+    let mut body = std::pin::pin!(body);
+    while let Some(item) = body.next().await {
+        match item {
+            Ok(data) => {
+                crc.update(&data);
+                on_bytes(data.len() as u64);
+                file.write_all(&data).await.map_err(LocalStop::Io)?;
+                size += data.len() as u64;
+            }
+            Err(e) => {
+                stopped = Some(e);
+                break;
+            }
+        }
+    }
+    file.flush().await.map_err(LocalStop::Io)?;
+    file.sync_data().await.map_err(LocalStop::Io)?;
+    match stopped {
+        Some(e) => Err(LocalStop::Source(e)),
+        None => Ok((size, crc.finalize())),
+    }
+}
+
 /// The CRC64/NVME of `parts` in order, from their own checksums.
 pub fn combined_crc(start: u64, parts: &[Part]) -> u64 {
     parts.iter().fold(start, |crc, p| {
@@ -228,6 +380,9 @@ pub async fn assemble(
     content_type: Option<&str>,
 ) -> Result<(), opendal::Error> {
     let cap = op.info().capability();
+    if op.info().scheme() == "fs" {
+        return assemble_local(op, parts, path).await;
+    }
     // The media type is ferry's metadata, served from the store: a
     // renamed or copied part needs none of its own.
     if let [only] = parts {
@@ -237,9 +392,6 @@ pub async fn assemble(
         if cap.copy {
             return op.copy(&only.name, path).await.map(|_| ());
         }
-    }
-    if op.info().scheme() == "fs" {
-        return assemble_local(op, parts, path).await;
     }
     let mut opts = op.writer_with(path);
     if let Some(ct) = content_type
@@ -294,34 +446,52 @@ pub async fn assemble(
     }
 }
 
-/// A folder connection's parts joined by the kernel (`copy_file_range`,
-/// which `std::io::copy` uses between files) into a file beside them,
-/// flushed to the disk, then renamed into place: the bytes never come up
-/// into this process.
+/// A folder connection's upload put in place: its staging file cut to the
+/// upload's length and renamed; a final upload's partial uploads' files
+/// joined by the kernel (`copy_file_range`, which `std::io::copy` uses
+/// between files) into a file beside the first, flushed to the disk, then
+/// renamed. The bytes never come up into this process.
 async fn assemble_local(op: &Operator, parts: &[Part], path: &str) -> Result<(), opendal::Error> {
     let root = std::path::PathBuf::from(op.info().root());
-    let parts: Vec<std::path::PathBuf> = parts.iter().map(|p| root.join(&p.name)).collect();
-    let Some(first) = parts.first().cloned() else {
-        return Ok(());
-    };
-    let target = root.join(path);
-    let joined = first.with_extension("joined");
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let written = (|| {
-            let mut out = std::fs::File::create(&joined)?;
-            for part in &parts {
-                std::io::copy(&mut std::fs::File::open(part)?, &mut out)?;
-            }
-            out.sync_all()?;
-            if let Some(dir) = target.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::rename(&joined, &target)
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&joined);
+    // Each staging file with the bytes it holds, in order.
+    let mut files: Vec<(std::path::PathBuf, u64)> = Vec::new();
+    for p in parts {
+        match files.last_mut() {
+            Some((name, n)) if *name == root.join(&p.name) => *n += p.size,
+            _ => files.push((root.join(&p.name), p.size)),
         }
-        written
+    }
+    let target = root.join(path);
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        if let Some(dir) = target.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        match files.as_slice() {
+            [] => Ok(()),
+            [(only, n)] => {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(only)?
+                    .set_len(*n)?;
+                std::fs::rename(only, &target)
+            }
+            [(first, _), ..] => {
+                let joined = first.with_extension("joined");
+                let written = (|| {
+                    let mut out = std::fs::File::create(&joined)?;
+                    for (file, n) in &files {
+                        let mut from = std::io::Read::take(std::fs::File::open(file)?, *n);
+                        std::io::copy(&mut from, &mut out)?;
+                    }
+                    out.sync_all()?;
+                    std::fs::rename(&joined, &target)
+                })();
+                if written.is_err() {
+                    let _ = std::fs::remove_file(&joined);
+                }
+                written
+            }
+        }
     })
     .await
     .map_err(|e| {
@@ -330,7 +500,7 @@ async fn assemble_local(op: &Operator, parts: &[Part], path: &str) -> Result<(),
     .map_err(|e| {
         opendal::Error::new(
             opendal::ErrorKind::Unexpected,
-            "joining a folder upload's parts",
+            "putting a folder upload in place",
         )
         .set_source(e)
     })

@@ -412,7 +412,10 @@ impl Store {
         let s = &row.session;
         let (size, crc) = match part {
             Some(p) => {
-                if p.offset != s.offset || p.size == 0 || p.name != part_name(id, p.offset, token) {
+                let named = part_name(id, p.offset, token);
+                let allowed =
+                    p.name == named || p.name == ferry_common::uploads::local_staging_file(&named);
+                if p.offset != s.offset || p.size == 0 || !allowed {
                     return Err(UploadRefusal::Invalid(
                         "the part is not the one the lease allows".into(),
                     ));
