@@ -285,7 +285,7 @@ where
         return Err(AppendError::ChecksumMismatch);
     }
     Ok(Appended {
-        part: (size > 0).then(|| Part {
+        part: (size > 0).then_some(Part {
             offset,
             size,
             crc64nvme: crc,
