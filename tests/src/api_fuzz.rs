@@ -33,6 +33,17 @@ pub struct FuzzTarget {
     /// that no schema can know of. Elsewhere such an answer to a
     /// schema-valid request is a finding.
     pub refusals_by_design: Vec<(String, Vec<u16>)>,
+    /// Statuses an operation (by `operationId`) answers schema-invalid
+    /// requests with by design, beyond 400, 401, 403, 404, 405, 406, 409,
+    /// 415, 422, 428, 429 and 5xx: a protocol whose own rules answer a
+    /// request it cannot take with another status (tus's `412` for a
+    /// version it does not speak). Elsewhere such an answer is a finding.
+    pub invalid_refusals_by_design: Vec<(String, Vec<u16>)>,
+    /// Request media types sent as raw bytes, for which schemathesis has
+    /// no serializer of its own (such as tus's
+    /// `application/offset+octet-stream`): without one, an operation that
+    /// takes only such bodies cannot be generated at all.
+    pub binary_media_types: Vec<String>,
     /// Parameters given fixed values instead of generated ones, for the
     /// operations whose `operationId` matches a regular expression: where
     /// a generated value would almost never name something that exists.
@@ -105,6 +116,10 @@ pub fn run(target: &FuzzTarget, bounds: FuzzBounds) -> FuzzReport {
     let work = tempfile::tempdir().expect("a temporary directory");
     let config = work.path().join("schemathesis.toml");
     std::fs::write(&config, config_toml(target)).expect("the run's configuration is written");
+    // Hooks of the run's own (never the caller's environment's): the
+    // binary media types, aliased to schemathesis's octet-stream encoder.
+    let hooks = work.path().join("hooks.py");
+    std::fs::write(&hooks, hooks_py(target)).expect("the run's hooks are written");
     // coreutils' timeout stops a run that overshoots its own budget.
     let limit = bounds.max_time + KILL_AFTER;
     let mut cmd = Command::new("timeout");
@@ -128,7 +143,7 @@ pub fn run(target: &FuzzTarget, bounds: FuzzBounds) -> FuzzReport {
         .args(["--url", &target.base_url])
         .current_dir(work.path())
         .env("NO_COLOR", "1")
-        .env("SCHEMATHESIS_HOOKS", "");
+        .env("SCHEMATHESIS_HOOKS", &hooks);
     if let Some(token) = &target.bearer {
         cmd.arg("--header")
             .arg(format!("Authorization: Bearer {token}"));
@@ -162,6 +177,30 @@ pub fn run(target: &FuzzTarget, bounds: FuzzBounds) -> FuzzReport {
 /// (its own default), to which [`FuzzTarget::refusals_by_design`] adds.
 const ACCEPTING: &[&str] = &["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"];
 
+/// The statuses schemathesis takes as refusal of a schema-invalid request
+/// (its own default), to which [`FuzzTarget::invalid_refusals_by_design`]
+/// adds.
+const REFUSING: &[&str] = &[
+    "400", "401", "403", "404", "405", "406", "409", "415", "422", "428", "429", "5xx",
+];
+
+/// The run's hooks module: the binary media types' serializer.
+fn hooks_py(target: &FuzzTarget) -> String {
+    let mut py = String::from("import schemathesis\n");
+    if !target.binary_media_types.is_empty() {
+        let types: Vec<String> = target
+            .binary_media_types
+            .iter()
+            .map(|t| format!("{t:?}"))
+            .collect();
+        py.push_str(&format!(
+            "schemathesis.serializer.alias([{}], \"application/octet-stream\")\n",
+            types.join(", ")
+        ));
+    }
+    py
+}
+
 /// The run's configuration file: per-operation acceptance and fixed
 /// parameters.
 fn config_toml(target: &FuzzTarget) -> String {
@@ -176,6 +215,18 @@ fn config_toml(target: &FuzzTarget) -> String {
             "[[operations]]\ninclude-operation-id = {operation:?}\n\
              checks.positive_data_acceptance.expected-statuses = [{}]\n\n",
             accepted.join(", ")
+        ));
+    }
+    for (operation, statuses) in &target.invalid_refusals_by_design {
+        let refused: Vec<String> = REFUSING
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .chain(statuses.iter().map(|s| format!("\"{s}\"")))
+            .collect();
+        toml.push_str(&format!(
+            "[[operations]]\ninclude-operation-id = {operation:?}\n\
+             checks.negative_data_rejection.expected-statuses = [{}]\n\n",
+            refused.join(", ")
         ));
     }
     for fixed in &target.fixed_parameters {
