@@ -151,6 +151,17 @@ Every node answers the same API. Try it through spoke fra1 (copy and paste):
   curl -s -H "Authorization: Bearer \$KEY" \$FERRY/v1/events
   curl -s http://127.0.0.2:$metrics_port/metrics | head
 
+  # a resumable upload (tus 1.0): begun through fra1, finished through ams1
+  U=\$(curl -s -D - -o /dev/null -X POST "\$FERRY/v1/connections/local/uploads?path=notes/hello.txt" \\
+       -H "Authorization: Bearer \$KEY" -H 'tus-resumable: 1.0.0' -H 'upload-length: 11' \\
+       | tr -d '\r' | sed -n 's/^location: //p')
+  curl -s -X PATCH \$FERRY\$U -H "Authorization: Bearer \$KEY" -H 'tus-resumable: 1.0.0' \\
+       -H 'content-type: application/offset+octet-stream' -H 'upload-offset: 0' --data-binary 'hello '
+  curl -s -I -H "Authorization: Bearer \$KEY" -H 'tus-resumable: 1.0.0' http://127.0.0.3:$((port + 2))\$U | grep upload-offset
+  curl -s -X PATCH http://127.0.0.3:$((port + 2))\$U -H "Authorization: Bearer \$KEY" -H 'tus-resumable: 1.0.0' \\
+       -H 'content-type: application/offset+octet-stream' -H 'upload-offset: 6' --data-binary 'world'
+  curl -s -H "Authorization: Bearer \$KEY" \$FERRY/v1/connections/local/files/notes/hello.txt
+
   # the same file through the other spoke and through the hub
   curl -s -H "Authorization: Bearer \$KEY" http://127.0.0.3:$((port + 2))/v1/connections/local/files/docs/README.md | head -3
   curl -s -H "Authorization: Bearer \$ADMIN" $api/v1/spokes

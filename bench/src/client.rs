@@ -217,6 +217,42 @@ pub async fn tus_patch(
     Ok(at)
 }
 
+/// Starts a PATCH of `size` bytes at `offset` of the upload at `upload`
+/// whose body is what the caller sends on the returned channel; the task
+/// ends with the answer's status.
+pub async fn tus_patch_fed(
+    addr: SocketAddr,
+    token: &str,
+    upload: &str,
+    offset: u64,
+    size: u64,
+) -> anyhow::Result<(
+    tokio::sync::mpsc::Sender<Bytes>,
+    tokio::task::JoinHandle<anyhow::Result<StatusCode>>,
+)> {
+    let mut send = connect(addr).await?;
+    let target = Target {
+        addr,
+        path: upload.to_owned(),
+        token: Some(token.to_owned()),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, BoxError>(Frame::data(b)), rx))
+    });
+    let req = target
+        .request(Method::PATCH)
+        .header("tus-resumable", "1.0.0")
+        .header(http::header::CONTENT_TYPE, "application/offset+octet-stream")
+        .header("upload-offset", offset)
+        .header(http::header::CONTENT_LENGTH, size)
+        .body(BodyExt::boxed(StreamBody::new(stream)))?;
+    let task = tokio::spawn(async move { Ok(send.send_request(req).await?.status()) });
+    Ok((tx, task))
+}
+
 /// Asks the upload at `upload` (a path at `addr`) for its offset.
 pub async fn tus_offset(addr: SocketAddr, token: &str, upload: &str) -> anyhow::Result<u64> {
     let mut send = connect(addr).await?;

@@ -817,31 +817,33 @@ async fn move_on_after_a_kill(
     )
     .await?;
     client::tus_patch(a, key, &url, 0, 16 * mib, 16 * mib, block).await?;
-    let streaming = {
-        let (key, url, block) = (key.to_owned(), url.clone(), block.clone());
-        tokio::spawn(async move {
-            client::tus_patch(a, &key, &url, 16 * mib, 48 * mib, 48 * mib, &block).await
-        })
-    };
-    // Let the PATCH take the lease and start streaming.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A PATCH that is still streaming when the spoke dies: 8 MiB of its
+    // 48 sent, the rest held back.
+    let (feed, streaming) = client::tus_patch_fed(a, key, &url, 16 * mib, 48 * mib).await?;
+    for _ in 0..8 {
+        feed.send(block.clone()).await.ok();
+    }
+    // Let the spoke take the lease and write what came.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     rig.spoke.kill();
     let killed = Instant::now();
     let deadline = killed + Duration::from_secs(60);
     loop {
-        if let Ok(at) = client::tus_offset(b, key, &url).await
-            && client::tus_patch(b, key, &url, at, mib, mib, block)
-                .await
-                .is_ok()
-        {
-            break;
+        let tried = match client::tus_offset(b, key, &url).await {
+            Ok(at) if at >= 32 * mib => bail!("the upload moved past the kill ({at} bytes)"),
+            Ok(at) => client::tus_patch(b, key, &url, at, mib, mib, block).await,
+            Err(e) => Err(e),
+        };
+        match tried {
+            Ok(_) => break,
+            Err(e) if Instant::now() > deadline => {
+                bail!("no other node took the upload within 60 s of the kill (last: {e:#})")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
-        if Instant::now() > deadline {
-            bail!("no other node took the upload within 60 s of the kill");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let took = killed.elapsed().as_secs_f64();
+    drop(feed);
     streaming.abort();
     Ok(took)
 }
