@@ -89,7 +89,7 @@ fn upload_route(req: &Request<Body>) -> Option<UploadRoute> {
         .headers()
         .get("upload-concat")
         .is_some_and(|v| v.as_bytes().starts_with(b"final"));
-    if req.method() != Method::POST || !(carries_body(req.headers()) || joins) {
+    if req.method() != Method::POST || !(uploads::serve::carries_body(req) || joins) {
         return None;
     }
     let conn = path
@@ -99,20 +99,12 @@ fn upload_route(req: &Request<Body>) -> Option<UploadRoute> {
         return None;
     }
     let query = req.uri().query().unwrap_or("");
-    let mut named = None;
-    for pair in query.split('&') {
-        if let Some(v) = pair.strip_prefix("path=") {
-            named = Some(decode(&v.replace('+', " "))?);
-        }
-    }
+    // The first `path=`, as the hub reads it.
+    let named = match query.split('&').find_map(|pair| pair.strip_prefix("path=")) {
+        Some(v) => Some(decode(&v.replace('+', " "))?),
+        None => None,
+    };
     Some(UploadRoute::Create(decode(conn)?, named))
-}
-
-fn carries_body(headers: &http::HeaderMap) -> bool {
-    match headers.get(header::CONTENT_LENGTH) {
-        Some(v) => v.to_str().ok().and_then(|s| s.parse::<u64>().ok()) != Some(0),
-        None => headers.contains_key(header::TRANSFER_ENCODING),
-    }
 }
 
 /// Answers one request, counting it by route, method and status, in a

@@ -59,7 +59,20 @@ impl HubClient {
     /// Sends `req` to the hub and returns its answer, body streaming.
     /// A request with a [`ClientAddr`] is a client's; without, the spoke's own.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, Problem> {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        // A body the client ended with its head is said to be empty: the
+        // tunnel's frames cannot tell the hub that before they end.
+        if matches!(
+            parts.method,
+            http::Method::POST | http::Method::PUT | http::Method::PATCH
+        ) && http_body::Body::is_end_stream(&body)
+            && !parts.headers.contains_key(header::CONTENT_LENGTH)
+            && !parts.headers.contains_key(header::TRANSFER_ENCODING)
+        {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, http::HeaderValue::from_static("0"));
+        }
         let client = parts
             .extensions
             .get::<ClientAddr>()

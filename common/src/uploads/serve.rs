@@ -39,12 +39,14 @@ fn content_type(headers: &HeaderMap) -> Option<&str> {
         .map(|v| v.split(';').next().unwrap_or(v).trim())
 }
 
-/// Whether a request has a body to read: a non-zero `Content-Length`, or
-/// a chunked one.
-fn has_body(headers: &HeaderMap) -> bool {
-    match headers.get(header::CONTENT_LENGTH) {
+/// Whether a request has a body to read: a `Content-Length` above zero,
+/// or, without one, a body that has not ended with the head (HTTP/1.1
+/// chunked, or HTTP/2 and a tunnel's frames, which need no length).
+pub fn carries_body(req: &Request<Body>) -> bool {
+    use http_body::Body as _;
+    match req.headers().get(header::CONTENT_LENGTH) {
         Some(v) => v.to_str().ok().and_then(|s| s.parse::<u64>().ok()) != Some(0),
-        None => headers.contains_key(header::TRANSFER_ENCODING),
+        None => !req.body().is_end_stream(),
     }
 }
 
@@ -62,7 +64,8 @@ pub async fn create(
         Err(p) => return Ok(protocol::problem(None, p)),
     };
     let headers = req.headers().clone();
-    let begun = begin_create(&host, protocol, connection, query_path, &headers).await;
+    let body = carries_body(&req);
+    let begun = begin_create(&host, protocol, connection, query_path, &headers, body).await;
     let (session, body_complete) = match begun {
         Ok(s) => s,
         Err(p) => return Ok(protocol::problem(Some(protocol), p)),
@@ -85,7 +88,7 @@ pub async fn create(
             Ok(Err(p)) => return Ok(protocol::problem(Some(protocol), p)),
             Err(req) => return Err(req),
         }
-    } else if has_body(req.headers()) {
+    } else if body {
         let length = session.length;
         match append(
             &host,
@@ -108,15 +111,7 @@ pub async fn create(
             }
             Err(req) => return Err(req),
         }
-    } else if body_complete == Some(true) && session.length.is_none_or(|n| n > 0) {
-        return Ok(protocol::problem(
-            Some(protocol),
-            Problem::new(
-                ErrorCode::InvalidField,
-                "'Upload-Complete: ?1' with no content needs 'Upload-Length: 0'",
-            ),
-        ));
-    } else if session.length == Some(0) {
+    } else if session.length == Some(0) || body_complete == Some(true) {
         // An empty upload is complete as soon as it exists.
         match append(
             &host,
@@ -158,6 +153,7 @@ async fn begin_create(
     connection: &str,
     query_path: Option<&str>,
     headers: &HeaderMap,
+    body: bool,
 ) -> Result<(Session, Option<bool>), Problem> {
     let length = protocol::number(headers, "upload-length")?;
     let concat = match protocol {
@@ -169,7 +165,7 @@ async fn begin_create(
         Protocol::Tus => {
             let deferred = protocol::defer_length(headers)?;
             if joining {
-                if length.is_some() || deferred || has_body(headers) {
+                if length.is_some() || deferred || body {
                     return Err(Problem::new(
                         ErrorCode::InvalidField,
                         "a final upload takes its length from its partial uploads: no 'Upload-Length', no body",
@@ -181,7 +177,7 @@ async fn begin_create(
                     "send exactly one of 'Upload-Length' and 'Upload-Defer-Length: 1'",
                 ));
             }
-            if has_body(headers) && content_type(headers) != Some(protocol::TUS_APPEND_TYPE) {
+            if body && content_type(headers) != Some(protocol::TUS_APPEND_TYPE) {
                 return Err(Problem::new(
                     ErrorCode::UnsupportedMediaType,
                     format!(
@@ -214,6 +210,12 @@ async fn begin_create(
                     "a draft upload's creation needs 'Upload-Complete'",
                 )
             })?;
+            if complete && !body && length.is_some_and(|n| n > 0) {
+                return Err(Problem::new(
+                    ErrorCode::InvalidField,
+                    "'Upload-Complete: ?1' with no content is an empty upload: 'Upload-Length' must be 0 or absent",
+                ));
+            }
             let ct = content_type(headers).map(str::to_owned);
             (Vec::new(), Some(complete), ct)
         }
@@ -356,6 +358,9 @@ async fn append(
     Ok(result)
 }
 
+/// Keeps the lease while the bytes stream and while the parts are put
+/// together, so that a long completion does not lose it; `lost` tells the
+/// stream when it is lost all the same.
 async fn write_and_record(
     host: &Arc<dyn UploadHost>,
     lease: &Lease,
@@ -363,6 +368,32 @@ async fn write_and_record(
     complete: Option<bool>,
     checksum: Option<(protocol::ChunkAlgorithm, Vec<u8>)>,
     req: Request<Body>,
+) -> Result<Session, Problem> {
+    let lost = Arc::new(AtomicBool::new(false));
+    let renewing = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(super::LEASE_RENEW_MS)).await;
+            if let Err(p) = host.renew(lease).await {
+                tracing::info!(upload.id = %lease.session.id, problem = %p, "lost an upload's lease while writing");
+                lost.store(true, Ordering::Relaxed);
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        r = work(host, lease, target, complete, checksum, req, lost.clone()) => r,
+        () = renewing => unreachable!("renewing never ends"),
+    }
+}
+
+async fn work(
+    host: &Arc<dyn UploadHost>,
+    lease: &Lease,
+    target: &crate::content::Target,
+    complete: Option<bool>,
+    checksum: Option<(protocol::ChunkAlgorithm, Vec<u8>)>,
+    req: Request<Body>,
+    lost: Arc<AtomicBool>,
 ) -> Result<Session, Problem> {
     let session = &lease.session;
     let offset = session.offset;
@@ -374,32 +405,18 @@ async fn write_and_record(
     if session.joins().is_some() {
         return join(host, &meta, lease, target).await;
     }
-    let lost = Arc::new(AtomicBool::new(false));
     let name = part_name(&session.id, offset, &lease.token);
-    let writing = write::append(
+    let appended = write::append(
         &target.op,
         &name,
         offset,
         BodyDataStream::new(req.into_body()),
         limit,
         checksum,
-        lost.clone(),
+        lost,
         &count,
-    );
-    let renewing = async {
-        loop {
-            tokio::time::sleep(Duration::from_millis(super::LEASE_RENEW_MS)).await;
-            if let Err(p) = host.renew(lease).await {
-                tracing::info!(upload.id = %session.id, problem = %p, "lost an upload's lease while writing");
-                lost.store(true, Ordering::Relaxed);
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    let appended = tokio::select! {
-        a = writing => a,
-        () = renewing => unreachable!("renewing never ends"),
-    };
+    )
+    .await;
     let appended = match appended {
         Ok(a) => a,
         Err(e) => {

@@ -340,19 +340,36 @@ where
     let mut size = 0u64;
     let mut stopped = None;
     let mut body = std::pin::pin!(body);
+    // Incoming slices are gathered into one buffer per write, sized by the
+    // upload budget, as a plain upload's are: one system call a buffer,
+    // not one a slice.
+    let lease = budget::UPLOADS.lease();
+    let mut pending = bytes::BytesMut::with_capacity(lease.chunk());
     while let Some(item) = body.next().await {
         match item {
             Ok(data) => {
                 crc.update(&data);
                 on_bytes(data.len() as u64);
-                file.write_all(&data).await.map_err(LocalStop::Io)?;
                 size += data.len() as u64;
+                let mut data = &data[..];
+                while !data.is_empty() {
+                    let n = (pending.capacity() - pending.len()).min(data.len());
+                    pending.extend_from_slice(&data[..n]);
+                    data = &data[n..];
+                    if pending.len() == pending.capacity() {
+                        file.write_all(&pending).await.map_err(LocalStop::Io)?;
+                        pending.clear();
+                    }
+                }
             }
             Err(e) => {
                 stopped = Some(e);
                 break;
             }
         }
+    }
+    if !pending.is_empty() {
+        file.write_all(&pending).await.map_err(LocalStop::Io)?;
     }
     file.flush().await.map_err(LocalStop::Io)?;
     file.sync_data().await.map_err(LocalStop::Io)?;

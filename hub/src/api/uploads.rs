@@ -376,13 +376,20 @@ pub async fn upload(
     if req.method() == Method::OPTIONS {
         return Ok(protocol::options(state.uploads.max_size));
     }
+    // Credentials first, as on every route: a request without them learns
+    // nothing, not even which protocol fields it lacks.
+    let account = match require_account(state, req.headers()).await {
+        Ok(a) => a,
+        Err(p) => {
+            return Ok(protocol::problem(
+                protocol::protocol_of(req.headers()).ok(),
+                p,
+            ));
+        }
+    };
     let proto = match protocol::protocol_of(req.headers()) {
         Ok(p) => p,
         Err(p) => return Ok(protocol::problem(None, p)),
-    };
-    let account = match require_account(state, req.headers()).await {
-        Ok(a) => a,
-        Err(p) => return Ok(protocol::problem(Some(proto), p)),
     };
     let answer = match *req.method() {
         Method::PATCH => {
@@ -394,7 +401,10 @@ pub async fn upload(
                 )
             }));
         }
-        Method::DELETE => terminate(state, &account, id).await,
+        Method::DELETE => terminate(state, &account, id).await.map(|mut resp| {
+            protocol::decorate(proto, resp.headers_mut());
+            resp
+        }),
         _ => status(state, proto, &account, id).await,
     };
     Ok(answer.unwrap_or_else(|p| protocol::problem(Some(proto), p)))

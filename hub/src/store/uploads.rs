@@ -19,6 +19,10 @@ use super::{Store, StoreError, now_ms};
 const COLUMNS: &str = "id, account_id, connection_id, path, length, committed, crc64nvme, \
                        metadata, content_type, concat, status, lease_holder, lease_token, lease_until, expires_at";
 
+/// The sessions the sweep expires once their time is out: open ones, and
+/// partial uploads that were completed but never joined by a final one.
+const SWEPT: &str = "(status = 'open' OR (status = 'complete' AND concat = 'partial'))";
+
 /// A session with its lease as stored.
 #[derive(Debug, Clone)]
 struct Row {
@@ -537,11 +541,11 @@ impl Store {
         Ok(Some(row.session))
     }
 
-    /// Open sessions whose time ran out and that no live lease holds, at
-    /// most `limit`.
+    /// Sessions whose time ran out and that no live lease holds — open
+    /// ones, and partial uploads never joined — at most `limit`.
     pub async fn expired_uploads(&self, now: i64, limit: i64) -> Result<Vec<Session>, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM upload_sessions WHERE status = 'open' AND expires_at < $1 \
+            "SELECT {COLUMNS} FROM upload_sessions WHERE {SWEPT} AND expires_at < $1 \
              AND (lease_until IS NULL OR lease_until < $1) ORDER BY expires_at LIMIT $2"
         )))
         .bind(now)
@@ -557,14 +561,14 @@ impl Store {
             .collect())
     }
 
-    /// Marks an open, unleased session expired and forgets its parts (the
+    /// Marks a session the sweep found expired and forgets its parts (the
     /// caller removed what they staged); false if it changed meanwhile.
     pub async fn expire_upload(&self, id: &str, now: i64) -> Result<bool, StoreError> {
         let mut tx = self.write_tx().await?;
-        let done = sqlx::query(
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE upload_sessions SET status = 'expired', updated_at = $1 WHERE id = $2 \
-             AND status = 'open' AND expires_at < $1 AND (lease_until IS NULL OR lease_until < $1)",
-        )
+                 AND {SWEPT} AND expires_at < $1 AND (lease_until IS NULL OR lease_until < $1)"
+        )))
         .bind(now)
         .bind(id)
         .execute(&mut *tx)
