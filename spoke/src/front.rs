@@ -161,9 +161,10 @@ async fn route_and_answer(
     {
         let host = Arc::new(SpokeUploads::new(front.data.clone(), auth));
         let served = match upload {
-            UploadRoute::Append(id) => uploads::serve::patch(host, &id, req).await,
+            // Boxed: an upload's future is large.
+            UploadRoute::Append(id) => Box::pin(uploads::serve::patch(host, &id, req)).await,
             UploadRoute::Create(conn, path) => {
-                uploads::serve::create(host, &conn, path.as_deref(), req).await
+                Box::pin(uploads::serve::create(host, &conn, path.as_deref(), req)).await
             }
         };
         match served {

@@ -283,8 +283,9 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Request<Body>) -> Ap
         Route::ProbeTargets => steering::probe_targets(state, req).await,
         Route::Steering => steering::view(state, &req),
         Route::SteeringReports => steering::report(state, req).await,
-        Route::Uploads(conn) => uploads::create(state, &conn, req).await,
-        Route::Upload(id) => uploads::upload(state, &id, req).await,
+        // Boxed: an upload's future is large.
+        Route::Uploads(conn) => Box::pin(uploads::create(state, &conn, req)).await,
+        Route::Upload(id) => Box::pin(uploads::upload(state, &id, req)).await,
         Route::Internal(op) => internal::handle(state, op, req).await,
     }
 }
