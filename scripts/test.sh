@@ -10,6 +10,10 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 "$root/scripts/install-test-deps.sh"
+# Every package of the lock file, for every platform: the feature-set test
+# reads the whole dependency tree offline (`cargo tree --target all`),
+# which names packages no build on this machine downloads.
+cargo fetch --locked --quiet
 
 if cargo nextest --version >/dev/null 2>&1; then
   # Build first, so the end-to-end tests find every binary.

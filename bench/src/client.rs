@@ -245,7 +245,10 @@ pub async fn tus_patch_fed(
     let req = target
         .request(Method::PATCH)
         .header("tus-resumable", "1.0.0")
-        .header(http::header::CONTENT_TYPE, "application/offset+octet-stream")
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/offset+octet-stream",
+        )
         .header("upload-offset", offset)
         .header(http::header::CONTENT_LENGTH, size)
         .body(BodyExt::boxed(StreamBody::new(stream)))?;

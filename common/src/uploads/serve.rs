@@ -70,67 +70,42 @@ pub async fn create(
         Ok(s) => s,
         Err(p) => return Ok(protocol::problem(Some(protocol), p)),
     };
-    let session = if session.joins().is_some() {
-        // A final upload is put together now, from its partial uploads.
-        match append(
-            &host,
-            protocol,
-            &session.id,
-            0,
-            None,
-            Some(true),
-            req,
-            false,
-        )
-        .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(p)) => return Ok(protocol::problem(Some(protocol), p)),
-            Err(req) => return Err(req),
-        }
+    // What the creating request appends at offset 0, if anything: a final
+    // upload is put together now, from its partial uploads; a body is the
+    // first chunk; an empty upload is complete as soon as it exists.
+    let first = if session.joins().is_some() {
+        Some((None, Some(true)))
     } else if body {
-        let length = session.length;
-        match append(
-            &host,
-            protocol,
-            &session.id,
-            0,
-            length,
-            body_complete,
-            req,
-            false,
-        )
-        .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(p)) => {
-                // The session stands; the client may resume it.
-                let mut resp = protocol::problem(Some(protocol), p);
-                set_location(resp.headers_mut(), &session.id);
-                return Ok(resp);
-            }
-            Err(req) => return Err(req),
-        }
+        Some((session.length, body_complete))
     } else if session.length == Some(0) || body_complete == Some(true) {
-        // An empty upload is complete as soon as it exists.
-        match append(
-            &host,
-            protocol,
-            &session.id,
-            0,
-            Some(0),
-            Some(true),
-            req,
-            false,
-        )
-        .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(p)) => return Ok(protocol::problem(Some(protocol), p)),
-            Err(req) => return Err(req),
-        }
+        Some((Some(0), Some(true)))
     } else {
-        session
+        None
+    };
+    let session = match first {
+        None => session,
+        Some((length, complete)) => {
+            let appended = append(
+                &host,
+                protocol,
+                &session.id,
+                0,
+                length,
+                complete,
+                req,
+                false,
+            );
+            match appended.await {
+                Ok(Ok(s)) => s,
+                Ok(Err(p)) => {
+                    // The session stands; the client may resume it.
+                    let mut resp = protocol::problem(Some(protocol), p);
+                    set_location(resp.headers_mut(), &session.id);
+                    return Ok(resp);
+                }
+                Err(req) => return Err(req),
+            }
+        }
     };
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::CREATED;

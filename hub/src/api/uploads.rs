@@ -329,6 +329,21 @@ fn query_path(req: &Request<Body>) -> Result<Option<String>, Problem> {
     Ok(pairs.into_iter().find(|(k, _)| k == "path").map(|(_, v)| v))
 }
 
+/// A refusal in the words of the protocol the request speaks, if it
+/// names one.
+fn refused(headers: &http::HeaderMap, p: Problem) -> Response<Body> {
+    protocol::problem(protocol::protocol_of(headers).ok(), p)
+}
+
+/// The account of the request's key. Credentials come first, as on every
+/// route: a request without them learns nothing, not even which protocol
+/// fields it lacks.
+async fn account_of(state: &AppState, headers: &http::HeaderMap) -> Result<String, Response<Body>> {
+    require_account(state, headers)
+        .await
+        .map_err(|p| refused(headers, p))
+}
+
 /// `POST` and `OPTIONS` of `/v1/connections/{conn}/uploads`.
 pub async fn create(
     state: &Arc<AppState>,
@@ -338,23 +353,13 @@ pub async fn create(
     if req.method() == Method::OPTIONS {
         return Ok(protocol::options(state.uploads.max_size));
     }
-    let account = match require_account(state, req.headers()).await {
-        Ok(a) => a,
-        Err(p) => {
-            return Ok(protocol::problem(
-                protocol::protocol_of(req.headers()).ok(),
-                p,
-            ));
-        }
-    };
-    let path = match query_path(&req) {
-        Ok(p) => p,
-        Err(p) => {
-            return Ok(protocol::problem(
-                protocol::protocol_of(req.headers()).ok(),
-                p,
-            ));
-        }
+    let (account, path) = match account_of(state, req.headers()).await.and_then(|a| {
+        query_path(&req)
+            .map(|p| (a, p))
+            .map_err(|p| refused(req.headers(), p))
+    }) {
+        Ok(found) => found,
+        Err(resp) => return Ok(resp),
     };
     let host = host(state, account, &req);
     Ok(up::serve::create(host, conn, path.as_deref(), req)
@@ -376,16 +381,9 @@ pub async fn upload(
     if req.method() == Method::OPTIONS {
         return Ok(protocol::options(state.uploads.max_size));
     }
-    // Credentials first, as on every route: a request without them learns
-    // nothing, not even which protocol fields it lacks.
-    let account = match require_account(state, req.headers()).await {
+    let account = match account_of(state, req.headers()).await {
         Ok(a) => a,
-        Err(p) => {
-            return Ok(protocol::problem(
-                protocol::protocol_of(req.headers()).ok(),
-                p,
-            ));
-        }
+        Err(resp) => return Ok(resp),
     };
     let proto = match protocol::protocol_of(req.headers()) {
         Ok(p) => p,
