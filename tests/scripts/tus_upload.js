@@ -29,7 +29,10 @@ function start() {
     headers: { Authorization: `Bearer ${key}` },
     chunkSize: Number(chunk),
     metadata: { filename: name, filetype: 'application/octet-stream' },
-    retryDelays: [0, 200, 500],
+    // Long enough to outlast the hub noticing a dead node that still holds
+    // the upload's lease (423 meanwhile), short enough to move on soon
+    // from a node that does not answer at all.
+    retryDelays: [0, 500, 1000, 2000, 4000],
     parallelUploads: Number(process.env.TUS_PARALLEL || 1),
     removeFingerprintOnSuccess: true,
     onUploadUrlAvailable() {

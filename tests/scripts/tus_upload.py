@@ -32,8 +32,10 @@ def main():
                 url=f"{base}{path}" if path else None,
                 chunk_size=int(chunk),
                 metadata={"filename": name, "filetype": "application/octet-stream"},
-                retries=2,
-                retry_delay=0,
+                # Outlasts the hub noticing a dead node that still holds the
+                # upload's lease (423 meanwhile).
+                retries=5,
+                retry_delay=1,
             )
             size = uploader.get_file_size()
             while uploader.offset < size:

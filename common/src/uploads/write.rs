@@ -523,6 +523,16 @@ async fn assemble_local(op: &Operator, parts: &[Part], path: &str) -> Result<(),
     })
 }
 
+/// Removes what every session of a connection staged (the connection is
+/// being deleted); best effort.
+pub async fn discard_all(op: &Operator) {
+    if let Err(e) = op.delete_with(super::STAGING_PREFIX).recursive(true).await
+        && e.kind() != opendal::ErrorKind::NotFound
+    {
+        tracing::warn!(error = %e, "could not remove a deleted connection's staged uploads");
+    }
+}
+
 /// Removes what a session staged (best effort: a leftover is removed by
 /// the next sweep of the session, or stays hidden in `.ferry-partial`).
 pub async fn discard(op: &Operator, upload_id: &str) {

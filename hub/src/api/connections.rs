@@ -94,6 +94,11 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
                 .delete_connection(&account, &row.id)
                 .await
                 .map_err(|e| store_problem(state, e))?;
+            // Its upload sessions went with it; what they staged at the
+            // provider is ferry's own and goes too (best effort).
+            if let Ok(op) = operator_for(state, &row).await {
+                ferry_common::uploads::write::discard_all(&op).await;
+            }
             state.operators.remove(&row.id);
             super::invalidate_grants(state, "a connection was deleted");
             tracing::info!(account.id = %account, connection.id = %row.id, "deleted a connection");

@@ -71,6 +71,7 @@ fn refusal(state: &AppState, r: UploadRefusal) -> Problem {
             "another request took this upload over; the chunk was not recorded",
         ),
         UploadRefusal::Invalid(why) => Problem::new(ErrorCode::InvalidField, why),
+        UploadRefusal::TooLarge(why) => Problem::new(ErrorCode::UploadTooLarge, why),
         UploadRefusal::Final => Problem::new(
             ErrorCode::UploadIsFinal,
             "a final upload takes no bytes of its own",
@@ -353,13 +354,13 @@ pub async fn create(
     if req.method() == Method::OPTIONS {
         return Ok(protocol::options(state.uploads.max_size));
     }
-    let (account, path) = match account_of(state, req.headers()).await.and_then(|a| {
-        query_path(&req)
-            .map(|p| (a, p))
-            .map_err(|p| refused(req.headers(), p))
-    }) {
-        Ok(found) => found,
+    let account = match account_of(state, req.headers()).await {
+        Ok(a) => a,
         Err(resp) => return Ok(resp),
+    };
+    let path = match query_path(&req) {
+        Ok(p) => p,
+        Err(p) => return Ok(refused(req.headers(), p)),
     };
     let host = host(state, account, &req);
     Ok(up::serve::create(host, conn, path.as_deref(), req)

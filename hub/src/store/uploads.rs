@@ -76,6 +76,8 @@ pub enum UploadRefusal {
     Invalid(String),
     /// The session is a final upload (tus concatenation): it takes no bytes.
     Final,
+    /// The upload would be larger than the largest the hub takes.
+    TooLarge(String),
     /// The store failed.
     Store(StoreError),
 }
@@ -179,7 +181,7 @@ impl Store {
                 total += n;
             }
             if total > max_size {
-                return Err(UploadRefusal::Invalid(format!(
+                return Err(UploadRefusal::TooLarge(format!(
                     "the partial uploads add up to more than {max_size} bytes"
                 )));
             }
@@ -304,7 +306,7 @@ impl Store {
                 )));
             }
             (None, Some(new)) if new > max_size => {
-                return Err(UploadRefusal::Invalid(format!(
+                return Err(UploadRefusal::TooLarge(format!(
                     "uploads here are at most {max_size} bytes"
                 )));
             }
