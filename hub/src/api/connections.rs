@@ -95,8 +95,10 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
                 .await
                 .map_err(|e| store_problem(state, e))?;
             // Its upload sessions went with it; what they staged at the
-            // provider is ferry's own and goes too (best effort).
-            if let Ok(op) = operator_for(state, &row).await {
+            // provider is ferry's own and goes too (best effort, with the
+            // operator this hub has in use: building one now could make
+            // a folder connection's root again).
+            if let Some(op) = state.operators.get(&row.id) {
                 ferry_common::uploads::write::discard_all(&op).await;
             }
             state.operators.remove(&row.id);

@@ -34,7 +34,7 @@ impl OperatorCache {
             .remove(connection_id);
     }
 
-    fn get(&self, connection_id: &str) -> Option<Operator> {
+    pub(super) fn get(&self, connection_id: &str) -> Option<Operator> {
         self.ops
             .lock()
             .expect("operator cache poisoned")
