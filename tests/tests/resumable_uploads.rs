@@ -901,3 +901,106 @@ async fn tus_js_client_uploads_in_parallel_parts() {
         "{text}"
     );
 }
+
+/// The keys moto's bucket `bucket` holds under `prefix` (moto answers
+/// unsigned requests).
+fn keys_in_moto(
+    server: &ferry_tests::providers::StorageServer,
+    bucket: &str,
+    prefix: &str,
+) -> Vec<String> {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .arg(format!(
+            "{}/{bucket}?list-type=2&prefix={prefix}",
+            server.url()
+        ))
+        .output()
+        .expect("curl runs");
+    assert!(out.status.success(), "cannot list the bucket");
+    let xml = String::from_utf8_lossy(&out.stdout);
+    xml.split("<Key>")
+        .skip(1)
+        .filter_map(|s| s.split("</Key>").next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn an_expired_upload_leaves_nothing_at_the_s3_provider() {
+    ferry_tests::install_crypto_provider();
+    let server = ferry_tests::providers::StorageServer::s3("expiry");
+    let hub = Hub::start_with(HubOptions {
+        extra_toml: "[providers.remote]\nallow_private_endpoints = true\n\n\
+                     [uploads]\nexpiry_secs = 2\nsweep_interval_secs = 1\n"
+            .into(),
+        ..HubOptions::default()
+    });
+    let a = Spoke::start(&hub, "fra1");
+    let t = ferry_tests::scenarios::remote_tenant(
+        &hub.url(),
+        "alpha",
+        "s3",
+        server.config("expiry", None),
+    )
+    .await;
+    let via_a = Api::new(a.url()).as_token(&t.key);
+    // 10 MiB: the part goes up as an S3 multipart upload of its own.
+    let url = create(&via_a, "left.bin", 20 << 20).await;
+    via_a
+        .req(http::Method::PATCH, &url)
+        .header(TUS.0, TUS.1)
+        .header("content-type", CHUNK)
+        .header("upload-offset", "0")
+        .body(Bytes::from(pattern(10 << 20, 3)))
+        .send()
+        .await
+        .expect(204);
+    let staged = keys_in_moto(&server, "expiry", ".ferry-partial/uploads/");
+    assert_eq!(
+        staged.len(),
+        1,
+        "one part staged at the provider: {staged:?}"
+    );
+    assert!(
+        eventually(Duration::from_secs(15), async || {
+            via_a
+                .head(&url)
+                .header(TUS.0, TUS.1)
+                .send()
+                .await
+                .status
+                .as_u16()
+                == 410
+        })
+        .await,
+        "the upload did not expire"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), async || keys_in_moto(
+            &server,
+            "expiry",
+            ".ferry-partial/"
+        )
+        .is_empty())
+        .await,
+        "the expired upload left {:?} in the bucket",
+        keys_in_moto(&server, "expiry", ".ferry-partial/")
+    );
+    assert!(keys_in_moto(&server, "expiry", "left.bin").is_empty());
+    // No multipart upload is left open at the provider either.
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .arg(format!("{}/expiry?uploads", server.url()))
+        .output()
+        .expect("curl runs");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains("ListMultipartUploadsResult") && !listing.contains("<Upload>"),
+        "{listing}"
+    );
+    assert_eq!(
+        metric(&hub.metrics_url(), "ferry_uploads_expired_total", &[]).await,
+        1.0
+    );
+}
