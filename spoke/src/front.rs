@@ -40,18 +40,20 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     resp
 }
 
+/// A path segment percent-decoded; `None` when it is not UTF-8 then.
+fn decode(s: &str) -> Option<String> {
+    percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
+}
+
 /// `(connection, path)` of a file route, decoded; `None` for anything else
 /// (including paths that do not decode: the hub answers those).
 fn file_route(path: &str) -> Option<(String, String)> {
     let rest = path.strip_prefix("/v1/connections/")?;
     let (conn, tail) = rest.split_once('/').filter(|(c, _)| !c.is_empty())?;
     let file = tail.strip_prefix("files/")?;
-    let decode = |s: &str| {
-        percent_decode_str(s)
-            .decode_utf8()
-            .ok()
-            .map(|c| c.into_owned())
-    };
     Some((decode(conn)?, decode(file)?))
 }
 
@@ -70,12 +72,6 @@ enum UploadRoute {
 /// termination and `OPTIONS` carry none and go to the hub.
 fn upload_route(req: &Request<Body>) -> Option<UploadRoute> {
     let path = req.uri().path();
-    let decode = |s: &str| {
-        percent_decode_str(s)
-            .decode_utf8()
-            .ok()
-            .map(|c| c.into_owned())
-    };
     if req.method() == Method::PATCH {
         let id = path.strip_prefix("/v1/uploads/")?;
         return (!id.is_empty() && !id.contains('/'))

@@ -205,30 +205,31 @@ fn hooks_py(target: &FuzzTarget) -> String {
 /// parameters.
 fn config_toml(target: &FuzzTarget) -> String {
     let mut toml = String::new();
-    for (operation, statuses) in &target.refusals_by_design {
-        let accepted: Vec<String> = ACCEPTING
-            .iter()
-            .map(|s| format!("{s:?}"))
-            .chain(statuses.iter().map(|s| format!("\"{s}\"")))
-            .collect();
-        toml.push_str(&format!(
-            "[[operations]]\ninclude-operation-id = {operation:?}\n\
-             checks.positive_data_acceptance.expected-statuses = [{}]\n\n",
-            accepted.join(", ")
-        ));
-    }
-    for (operation, statuses) in &target.invalid_refusals_by_design {
-        let refused: Vec<String> = REFUSING
-            .iter()
-            .map(|s| format!("{s:?}"))
-            .chain(statuses.iter().map(|s| format!("\"{s}\"")))
-            .collect();
-        toml.push_str(&format!(
-            "[[operations]]\ninclude-operation-id = {operation:?}\n\
-             checks.negative_data_rejection.expected-statuses = [{}]\n\n",
-            refused.join(", ")
-        ));
-    }
+    // Per operation, the statuses a check takes besides its usual ones.
+    let mut expect = |check: &str, usual: &[&str], by_operation: &[(String, Vec<u16>)]| {
+        for (operation, statuses) in by_operation {
+            let statuses: Vec<String> = usual
+                .iter()
+                .map(|s| format!("{s:?}"))
+                .chain(statuses.iter().map(|s| format!("\"{s}\"")))
+                .collect();
+            toml.push_str(&format!(
+                "[[operations]]\ninclude-operation-id = {operation:?}\n\
+                 checks.{check}.expected-statuses = [{}]\n\n",
+                statuses.join(", ")
+            ));
+        }
+    };
+    expect(
+        "positive_data_acceptance",
+        ACCEPTING,
+        &target.refusals_by_design,
+    );
+    expect(
+        "negative_data_rejection",
+        REFUSING,
+        &target.invalid_refusals_by_design,
+    );
     for fixed in &target.fixed_parameters {
         toml.push_str(&format!(
             "[[operations]]\ninclude-operation-id-regex = {:?}\n[operations.parameters]\n",

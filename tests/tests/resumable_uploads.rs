@@ -40,6 +40,29 @@ async fn offset(api: &Api, url: &str) -> u64 {
     resp.header("upload-offset").unwrap().parse().unwrap()
 }
 
+/// A tus append of the upload at `url` at `offset`; the body is the
+/// caller's.
+fn tus_append(api: &Api, url: &str, offset: impl std::fmt::Display) -> ferry_tests::client::Req {
+    api.req(http::Method::PATCH, url)
+        .header(TUS.0, TUS.1)
+        .header("content-type", CHUNK)
+        .header("upload-offset", offset.to_string())
+}
+
+/// Whether the upload at `url` answers `410 upload_expired` within 15 s.
+async fn expires(api: &Api, url: &str) -> bool {
+    eventually(Duration::from_secs(15), async || {
+        api.head(url)
+            .header(TUS.0, TUS.1)
+            .send()
+            .await
+            .status
+            .as_u16()
+            == 410
+    })
+    .await
+}
+
 fn sha1_field(data: &[u8]) -> String {
     let d = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, data);
     format!("sha1 {}", STANDARD.encode(d.as_ref()))
@@ -88,13 +111,7 @@ async fn a_tus_upload_moves_between_spokes_and_the_hub_never_carries_its_bytes()
 
     let url = create(&via_a, "big/3m.bin", data.len()).await;
     assert!(url.starts_with("/v1/uploads/upl_"), "{url}");
-    let patch = |api: &Api, at: usize, chunk: Bytes| {
-        api.req(http::Method::PATCH, &url)
-            .header(TUS.0, TUS.1)
-            .header("content-type", CHUNK)
-            .header("upload-offset", at.to_string())
-            .body(chunk)
-    };
+    let patch = |api: &Api, at: usize, chunk: Bytes| tus_append(api, &url, at).body(chunk);
 
     // The first MiB through spoke A.
     let resp = patch(&via_a, 0, data.slice(..mib)).send().await.expect(204);
@@ -191,21 +208,12 @@ async fn an_upload_cut_by_a_killed_spoke_resumes_through_another() {
     let url = create(&via_a, "cut.bin", data.len()).await;
 
     // 8 MiB committed through A, then a PATCH that A dies in the middle of.
-    via_a
-        .req(http::Method::PATCH, &url)
-        .header(TUS.0, TUS.1)
-        .header("content-type", CHUNK)
-        .header("upload-offset", "0")
+    tus_append(&via_a, &url, 0)
         .body(data.slice(..8 * mib))
         .send()
         .await
         .expect(204);
-    let (req, tx) = via_a
-        .req(http::Method::PATCH, &url)
-        .header(TUS.0, TUS.1)
-        .header("content-type", CHUNK)
-        .header("upload-offset", (8 * mib).to_string())
-        .body_channel(16 * mib);
+    let (req, tx) = tus_append(&via_a, &url, 8 * mib).body_channel(16 * mib);
     let sending = tokio::spawn(req.send_raw());
     for i in 0..4 {
         tx.send(data.slice(8 * mib + i * mib..9 * mib + i * mib))
@@ -222,11 +230,7 @@ async fn an_upload_cut_by_a_killed_spoke_resumes_through_another() {
     assert_eq!(at, 8 * mib, "only committed bytes count");
     let mut status = 0;
     let resumed = eventually(Duration::from_secs(30), async || {
-        let resp = via_b
-            .req(http::Method::PATCH, &url)
-            .header(TUS.0, TUS.1)
-            .header("content-type", CHUNK)
-            .header("upload-offset", at.to_string())
+        let resp = tus_append(&via_b, &url, at)
             .body(data.slice(at..))
             .send()
             .await;
@@ -441,11 +445,7 @@ async fn bad_upload_requests_get_the_protocols_answers() {
         .send()
         .await
         .expect_problem(413, "upload_too_large");
-    via_a
-        .req(http::Method::PATCH, &url)
-        .header(TUS.0, TUS.1)
-        .header("content-type", CHUNK)
-        .header("upload-offset", "11")
+    tus_append(&via_a, &url, 11)
         .body("x")
         .send()
         .await
@@ -459,11 +459,7 @@ async fn bad_upload_requests_get_the_protocols_answers() {
         .send()
         .await
         .expect(404);
-    theirs
-        .req(http::Method::PATCH, &url)
-        .header(TUS.0, TUS.1)
-        .header("content-type", CHUNK)
-        .header("upload-offset", "0")
+    tus_append(&theirs, &url, 0)
         .body("hello")
         .send()
         .await
@@ -479,20 +475,7 @@ async fn bad_upload_requests_get_the_protocols_answers() {
     let id = url.rsplit('/').next().unwrap().to_owned();
     let parts = hub.data_dir.join("alpha/.ferry-partial/uploads").join(&id);
     assert!(parts.exists(), "the part was staged under {parts:?}");
-    assert!(
-        eventually(Duration::from_secs(15), async || {
-            via_a
-                .head(&url)
-                .header(TUS.0, TUS.1)
-                .send()
-                .await
-                .status
-                .as_u16()
-                == 410
-        })
-        .await,
-        "the upload did not expire"
-    );
+    assert!(expires(&via_a, &url).await, "the upload did not expire");
     assert!(
         eventually(Duration::from_secs(10), async || !parts.exists()).await,
         "the expired upload's parts stayed"
@@ -682,12 +665,7 @@ async fn two_writers_at_once_one_wins_and_the_other_is_told_to_wait() {
     let url = create(&via_a, "race.bin", data.len()).await;
 
     // A's PATCH holds the lease while its body arrives …
-    let (req, tx) = via_a
-        .req(http::Method::PATCH, &url)
-        .header(TUS.0, TUS.1)
-        .header("content-type", CHUNK)
-        .header("upload-offset", "0")
-        .body_channel(data.len());
+    let (req, tx) = tus_append(&via_a, &url, 0).body_channel(data.len());
     let first = tokio::spawn(req.send());
     tx.send(data.slice(..1 << 20)).await.unwrap();
     let part_dir = hub.data_dir.join("alpha/.ferry-partial");
@@ -701,11 +679,7 @@ async fn two_writers_at_once_one_wins_and_the_other_is_told_to_wait() {
         "A's part never started"
     );
     // … so B's, at the same offset, is refused as locked.
-    via_b
-        .req(http::Method::PATCH, &url)
-        .header(TUS.0, TUS.1)
-        .header("content-type", CHUNK)
-        .header("upload-offset", "0")
+    tus_append(&via_b, &url, 0)
         .body(Bytes::from_static(b"intruder"))
         .send()
         .await
@@ -728,14 +702,7 @@ async fn an_upload_continues_after_the_hub_restarts() {
     let via_a = Api::new(a.url()).as_token(&t.key);
     let data = Bytes::from(pattern(3 << 20, 8));
     let url = create(&via_a, "restart.bin", data.len()).await;
-    let patch = |at: usize, end: usize| {
-        via_a
-            .req(http::Method::PATCH, &url)
-            .header(TUS.0, TUS.1)
-            .header("content-type", CHUNK)
-            .header("upload-offset", at.to_string())
-            .body(data.slice(at..end))
-    };
+    let patch = |at: usize, end: usize| tus_append(&via_a, &url, at).body(data.slice(at..end));
     patch(0, 1 << 20).send().await.expect(204);
     hub.restart_on_same_ports();
     // Once the spoke's tunnel is back, the store's offset is where it was.
@@ -778,10 +745,7 @@ async fn partial_uploads_through_two_spokes_are_joined_by_a_final_one() {
             .expect(201)
             .header("location")
             .unwrap();
-        api.req(http::Method::PATCH, &url)
-            .header(TUS.0, TUS.1)
-            .header("content-type", CHUNK)
-            .header("upload-offset", "0")
+        tus_append(&api, &url, 0)
             .body(half)
             .send()
             .await
@@ -834,11 +798,7 @@ async fn partial_uploads_through_two_spokes_are_joined_by_a_final_one() {
         head.header("upload-concat"),
         Some(format!("final;{first} {second}"))
     );
-    via_b
-        .req(http::Method::PATCH, &url)
-        .header(TUS.0, TUS.1)
-        .header("content-type", CHUNK)
-        .header("upload-offset", data.len().to_string())
+    tus_append(&via_b, &url, data.len())
         .body(Bytes::from_static(b"x"))
         .send()
         .await
@@ -947,11 +907,7 @@ async fn an_expired_upload_leaves_nothing_at_the_s3_provider() {
     let via_a = Api::new(a.url()).as_token(&t.key);
     // 10 MiB: the part goes up as an S3 multipart upload of its own.
     let url = create(&via_a, "left.bin", 20 << 20).await;
-    via_a
-        .req(http::Method::PATCH, &url)
-        .header(TUS.0, TUS.1)
-        .header("content-type", CHUNK)
-        .header("upload-offset", "0")
+    tus_append(&via_a, &url, 0)
         .body(Bytes::from(pattern(10 << 20, 3)))
         .send()
         .await
@@ -962,20 +918,7 @@ async fn an_expired_upload_leaves_nothing_at_the_s3_provider() {
         1,
         "one part staged at the provider: {staged:?}"
     );
-    assert!(
-        eventually(Duration::from_secs(15), async || {
-            via_a
-                .head(&url)
-                .header(TUS.0, TUS.1)
-                .send()
-                .await
-                .status
-                .as_u16()
-                == 410
-        })
-        .await,
-        "the upload did not expire"
-    );
+    assert!(expires(&via_a, &url).await, "the upload did not expire");
     assert!(
         eventually(Duration::from_secs(10), async || keys_in_moto(
             &server,

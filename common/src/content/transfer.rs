@@ -146,6 +146,85 @@ impl std::fmt::Debug for Staged {
     }
 }
 
+/// Incoming slices copied into buffers of one size, each handed out when
+/// it is full: the slices would otherwise keep the connection's (larger)
+/// read buffers alive until written, and one contiguous write is one
+/// system call.
+#[derive(Debug)]
+pub struct Gather {
+    pending: BytesMut,
+    size: usize,
+}
+
+impl Gather {
+    /// Buffers of `size` bytes.
+    pub fn new(size: usize) -> Self {
+        Self {
+            pending: BytesMut::with_capacity(size),
+            size,
+        }
+    }
+
+    /// Bytes held, not yet handed out.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether no byte is held.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Copies `data` in: the buffers it filled, in order.
+    pub fn push(&mut self, mut data: &[u8]) -> Vec<Bytes> {
+        let mut full = Vec::new();
+        while !data.is_empty() {
+            let n = (self.size - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.pending.len() == self.size {
+                let next = BytesMut::with_capacity(self.size);
+                full.push(std::mem::replace(&mut self.pending, next).freeze());
+            }
+        }
+        full
+    }
+
+    /// Keeps `data` whole, however large the buffer grows (for a provider
+    /// that takes an object in one request).
+    pub fn keep(&mut self, data: &[u8]) {
+        self.pending.extend_from_slice(data);
+    }
+
+    /// What is held, if anything.
+    pub fn rest(&mut self) -> Option<Bytes> {
+        (!self.pending.is_empty()).then(|| std::mem::take(&mut self.pending).freeze())
+    }
+}
+
+/// A writer of a new object at `path`, as every upload opens one: with its
+/// media type where the provider keeps one, and in parts where the
+/// provider takes parts (they go out while the bytes arrive; nothing is
+/// visible until the writer is closed, and abort discards them).
+pub async fn open_writer(
+    op: &Operator,
+    path: &str,
+    content_type: Option<&str>,
+) -> Result<Writer, opendal::Error> {
+    let mut opts = op.writer_with(path);
+    if let Some(ct) = content_type
+        && op.info().capability().write_with_content_type
+    {
+        opts = opts.content_type(ct);
+    }
+    if crate::provider::uploads_in_parts(op) {
+        opts = opts
+            .chunk(crate::provider::remote::PART_BYTES)
+            .concurrent(crate::provider::remote::PARTS_IN_FLIGHT);
+    }
+    opts.await
+}
+
 /// Streams `source` into a new writer at `path`, computing checksums
 /// (with the extra `digests`) on the way. Nothing is visible at `path` until
 /// the caller closes the returned writer; on error the writer is aborted.
@@ -161,29 +240,18 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send,
     E: Into<BoxError>,
 {
-    let mut opts = op.writer_with(path);
-    if let Some(ct) = content_type
-        && op.info().capability().write_with_content_type
-    {
-        opts = opts.content_type(ct);
-    }
-    if crate::provider::uploads_in_parts(op) {
-        // Parts go out while the body arrives; nothing is visible until
-        // the upload is completed on close, and abort discards the parts.
-        opts = opts
-            .chunk(crate::provider::remote::PART_BYTES)
-            .concurrent(crate::provider::remote::PARTS_IN_FLIGHT);
-    }
     // A provider that takes an object in one request gets it whole, at
     // the end: its writer refuses a second write.
     let one_shot = !op.info().capability().write_can_multi;
-    let mut writer = opts.await.map_err(StageError::Provider)?;
+    let mut writer = open_writer(op, path, content_type)
+        .await
+        .map_err(StageError::Provider)?;
     let lease = budget::UPLOADS.lease();
     let mut sums = StreamChecksums::new(digests);
     // Incoming slices are copied into one buffer per provider write: the
     // slices would otherwise keep the connection's (larger) read buffers
     // alive until written, and one contiguous write is one system call.
-    let mut pending = BytesMut::with_capacity(lease.chunk());
+    let mut pending = Gather::new(lease.chunk());
     let mut source = std::pin::pin!(source);
     let result: Result<(), StageError> = async {
         while let Some(item) = source.next().await {
@@ -197,28 +265,19 @@ where
                 if pending.len() + data.len() > ONE_SHOT_MAX_BYTES {
                     return Err(StageError::TooLarge);
                 }
-                pending.extend_from_slice(&data);
+                pending.keep(&data);
                 continue;
             }
-            let mut data = &data[..];
-            while !data.is_empty() {
-                let room = pending.capacity() - pending.len();
-                let n = room.min(data.len());
-                pending.extend_from_slice(&data[..n]);
-                data = &data[n..];
-                if pending.len() == pending.capacity() {
-                    let full =
-                        std::mem::replace(&mut pending, BytesMut::with_capacity(lease.chunk()));
-                    writer
-                        .write(Buffer::from(full.freeze()))
-                        .await
-                        .map_err(StageError::Provider)?;
-                }
+            for full in pending.push(&data) {
+                writer
+                    .write(Buffer::from(full))
+                    .await
+                    .map_err(StageError::Provider)?;
             }
         }
-        if !pending.is_empty() {
+        if let Some(rest) = pending.rest() {
             writer
-                .write(Buffer::from(std::mem::take(&mut pending).freeze()))
+                .write(Buffer::from(rest))
                 .await
                 .map_err(StageError::Provider)?;
         }
@@ -384,4 +443,25 @@ where
         started: Instant::now(),
     };
     http_body_util::BodyExt::boxed_unsync(StreamBody::new(LoggedStream { inner: stream, log }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gathered_buffers_are_full_and_keep_the_order() {
+        let mut g = Gather::new(4);
+        assert!(g.push(b"ab").is_empty());
+        let full = g.push(b"cdefghij");
+        assert_eq!(
+            full,
+            vec![Bytes::from_static(b"abcd"), Bytes::from_static(b"efgh")]
+        );
+        assert_eq!(g.len(), 2);
+        assert_eq!(g.rest(), Some(Bytes::from_static(b"ij")));
+        assert!(g.is_empty() && g.rest().is_none());
+        g.keep(b"0123456789");
+        assert_eq!(g.rest().map(|b| b.len()), Some(10));
+    }
 }

@@ -10,7 +10,7 @@ use opendal::{Buffer, Operator};
 
 use crate::body::BoxError;
 use crate::content::budget;
-use crate::content::transfer::{StageError, read_stream, stage};
+use crate::content::transfer::{Gather, StageError, open_writer, read_stream, stage};
 use crate::problem::{ErrorCode, Problem};
 use crate::provider::problem as provider_problem;
 
@@ -87,6 +87,45 @@ struct Watch {
     lost: bool,
     cut: Option<BoxError>,
     hasher: Option<ChunkHasher>,
+}
+
+/// What the watch over an append's body saw, once the body is done.
+struct Seen {
+    over: bool,
+    lost: bool,
+    cut: Option<BoxError>,
+    digest: Option<Vec<u8>>,
+}
+
+impl Seen {
+    fn of(watch: &Mutex<Watch>) -> Self {
+        let mut st = watch.lock().expect("poisoned");
+        Self {
+            over: st.over,
+            lost: st.lost,
+            cut: st.cut.take(),
+            digest: st.hasher.take().map(ChunkHasher::finish),
+        }
+    }
+
+    /// Why the body stopped with `e`: past the limit, the lease lost, or
+    /// cut (with a checksum, which bytes cut short cannot match).
+    fn stopped(&self, e: BoxError) -> AppendError {
+        if self.over {
+            AppendError::TooLarge
+        } else if self.lost {
+            AppendError::LeaseLost
+        } else {
+            AppendError::Cut(e)
+        }
+    }
+
+    /// Whether the chunk matches the checksum sent with it, if one was.
+    fn matches(&self, checksum: &Option<(ChunkAlgorithm, Vec<u8>)>) -> bool {
+        checksum
+            .as_ref()
+            .is_none_or(|(_, want)| self.digest.as_deref() == Some(want.as_slice()))
+    }
 }
 
 #[derive(Debug)]
@@ -175,28 +214,16 @@ where
         return append_local(op, name, offset, watched, &watch, checksum, on_bytes).await;
     }
     let staged = stage(op, name, None, watched, Vec::new(), on_bytes).await;
-    let (over, was_lost, cut, digest) = {
-        let mut st = watch.lock().expect("poisoned");
-        let digest = st.hasher.take().map(ChunkHasher::finish);
-        (st.over, st.lost, st.cut.take(), digest)
-    };
+    let seen = Seen::of(&watch);
     let mut staged = match staged {
         Ok(s) => s,
         Err(StageError::Source(e)) => {
-            return Err(if over {
-                AppendError::TooLarge
-            } else if was_lost {
-                AppendError::LeaseLost
-            } else {
-                AppendError::Cut(e)
-            });
+            return Err(seen.stopped(e));
         }
         Err(StageError::Provider(e)) => return Err(AppendError::Provider(e)),
         Err(StageError::TooLarge) => return Err(AppendError::OneShotTooLarge),
     };
-    if let Some((_, want)) = &checksum
-        && digest.as_deref() != Some(want.as_slice())
-    {
+    if !seen.matches(&checksum) {
         if let Err(e) = staged.writer.abort().await {
             tracing::warn!(error = %e, "could not discard a chunk that failed its checksum");
         }
@@ -206,7 +233,10 @@ where
         if let Err(e) = staged.writer.abort().await {
             tracing::debug!(error = %e, "could not discard an empty part");
         }
-        return Ok(Appended { part: None, cut });
+        return Ok(Appended {
+            part: None,
+            cut: seen.cut,
+        });
     }
     staged.writer.close().await.map_err(AppendError::Provider)?;
     Ok(Appended {
@@ -216,7 +246,7 @@ where
             crc64nvme: staged.sums.crc64nvme,
             name: name.to_owned(),
         }),
-        cut,
+        cut: seen.cut,
     })
 }
 
@@ -252,11 +282,7 @@ where
     let file_name = super::local_staging_file(name);
     let path = std::path::PathBuf::from(op.info().root()).join(&file_name);
     let written = write_local(path, offset, watched, on_bytes).await;
-    let (over, was_lost, cut, digest) = {
-        let mut st = watch.lock().expect("poisoned");
-        let digest = st.hasher.take().map(ChunkHasher::finish);
-        (st.over, st.lost, st.cut.take(), digest)
-    };
+    let seen = Seen::of(watch);
     let io = |e: std::io::Error| {
         AppendError::Provider(
             opendal::Error::new(opendal::ErrorKind::Unexpected, "writing a folder upload")
@@ -268,18 +294,10 @@ where
         Err(LocalStop::Busy) => return Err(AppendError::Busy),
         Err(LocalStop::Io(e)) => return Err(io(e)),
         Err(LocalStop::Source(e)) => {
-            return Err(if over {
-                AppendError::TooLarge
-            } else if was_lost {
-                AppendError::LeaseLost
-            } else {
-                AppendError::Cut(e)
-            });
+            return Err(seen.stopped(e));
         }
     };
-    if let Some((_, want)) = &checksum
-        && digest.as_deref() != Some(want.as_slice())
-    {
+    if !seen.matches(&checksum) {
         // The bytes past the committed offset are cut off by the next
         // append.
         return Err(AppendError::ChecksumMismatch);
@@ -291,7 +309,7 @@ where
             crc64nvme: crc,
             name: file_name,
         }),
-        cut,
+        cut: seen.cut,
     })
 }
 
@@ -340,26 +358,17 @@ where
     let mut size = 0u64;
     let mut stopped = None;
     let mut body = std::pin::pin!(body);
-    // Incoming slices are gathered into one buffer per write, sized by the
-    // upload budget, as a plain upload's are: one system call a buffer,
-    // not one a slice.
+    // One write a buffer sized by the upload budget, as a plain upload's.
     let lease = budget::UPLOADS.lease();
-    let mut pending = bytes::BytesMut::with_capacity(lease.chunk());
+    let mut pending = Gather::new(lease.chunk());
     while let Some(item) = body.next().await {
         match item {
             Ok(data) => {
                 crc.update(&data);
                 on_bytes(data.len() as u64);
                 size += data.len() as u64;
-                let mut data = &data[..];
-                while !data.is_empty() {
-                    let n = (pending.capacity() - pending.len()).min(data.len());
-                    pending.extend_from_slice(&data[..n]);
-                    data = &data[n..];
-                    if pending.len() == pending.capacity() {
-                        file.write_all(&pending).await.map_err(LocalStop::Io)?;
-                        pending.clear();
-                    }
+                for full in pending.push(&data) {
+                    file.write_all(&full).await.map_err(LocalStop::Io)?;
                 }
             }
             Err(e) => {
@@ -368,8 +377,8 @@ where
             }
         }
     }
-    if !pending.is_empty() {
-        file.write_all(&pending).await.map_err(LocalStop::Io)?;
+    if let Some(rest) = pending.rest() {
+        file.write_all(&rest).await.map_err(LocalStop::Io)?;
     }
     file.flush().await.map_err(LocalStop::Io)?;
     file.sync_data().await.map_err(LocalStop::Io)?;
@@ -410,18 +419,7 @@ pub async fn assemble(
             return op.copy(&only.name, path).await.map(|_| ());
         }
     }
-    let mut opts = op.writer_with(path);
-    if let Some(ct) = content_type
-        && cap.write_with_content_type
-    {
-        opts = opts.content_type(ct);
-    }
-    if crate::provider::uploads_in_parts(op) {
-        opts = opts
-            .chunk(crate::provider::remote::PART_BYTES)
-            .concurrent(crate::provider::remote::PARTS_IN_FLIGHT);
-    }
-    let mut writer = opts.await?;
+    let mut writer = open_writer(op, path, content_type).await?;
     let written: Result<(), opendal::Error> = async {
         if !cap.write_can_multi {
             // A provider that takes an object in one request (`memory`).

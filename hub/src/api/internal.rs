@@ -29,15 +29,10 @@ use crate::grant::{Claims, GrantError};
 use crate::store::now_ms;
 use crate::tunnel::{SpokeOwn, ViaSpoke};
 
-/// Providers whose data lives in the hub's own process: spokes cannot
-/// reach it and forward those requests instead.
-fn hub_local(provider: &str) -> bool {
-    ferry_common::provider::ProviderKind::from_name(provider).is_none_or(|k| !k.direct())
-}
-
-/// Whether a spoke can reach `provider` itself.
+/// Whether a spoke can reach `provider` itself; not for providers whose
+/// data lives in the hub's own process (a spoke forwards those requests).
 pub(super) fn direct(provider: &str) -> bool {
-    !hub_local(provider)
+    ferry_common::provider::ProviderKind::from_name(provider).is_some_and(|k| k.direct())
 }
 
 /// The spoke a request is the own call of, if it is one.
@@ -164,43 +159,83 @@ async fn grant(state: &AppState, spoke: &str, req: Request<Body>, limit: usize) 
     let path = ferry_common::path::ObjectPath::parse(&body.path)
         .map_err(|e| Problem::new(ErrorCode::InvalidPath, e.to_string()))?;
     let res = resolve(state, &headers, &body.connection).await?;
-    let config = open_config(state, &res.row)?;
     let meta = state
         .store
         .get_object(&res.row.id, path.as_str())
         .await
         .map_err(|e| store_problem(state, e))?;
+    tracing::debug!(spoke.id = %spoke, connection.id = %res.row.id, op = ?body.op, "granted an object");
+    let grant = issue(
+        state,
+        Granting {
+            spoke,
+            headers: &headers,
+            account: res.account,
+            row: res.row,
+            path: path.as_str().to_owned(),
+            op: body.op,
+            upload: None,
+            meta,
+        },
+    )?;
+    Ok(json(StatusCode::OK, &grant))
+}
+
+/// What a grant is issued for.
+pub(super) struct Granting<'a> {
+    /// The spoke it is issued to.
+    pub spoke: &'a str,
+    /// The client's request head (its `Authorization` is the principal).
+    pub headers: &'a http::HeaderMap,
+    /// The client's account.
+    pub account: String,
+    /// The connection.
+    pub row: crate::store::ConnectionRow,
+    /// The one path it covers.
+    pub path: String,
+    /// What it allows.
+    pub op: ferry_common::contract::GrantOp,
+    /// An upload grant's session and lease token.
+    pub upload: Option<(String, Option<String>)>,
+    /// What ferry recorded for the object, sent along.
+    pub meta: Option<ferry_common::content::model::ObjectMeta>,
+}
+
+/// Signs the grant for `g`: what the spoke needs to reach the provider,
+/// bound to the spoke, account, connection, path, operation and client,
+/// for the tunnel's report window.
+pub(super) fn issue(state: &AppState, g: Granting<'_>) -> Result<Grant, Problem> {
+    let config = open_config(state, &g.row)?;
     let support = state.spokes.as_ref();
     let ttl_secs = support.map_or(30, |s| s.grant_ttl_secs);
     let window_secs = support.map_or(86_400, |s| s.report_window_secs);
-    let principal = headers
+    let principal = g
+        .headers
         .get(http::header::AUTHORIZATION)
         .map(|v| ferry_common::principal::of(v.as_bytes()))
         .unwrap_or_default();
+    let (upload, lease) = g.upload.unzip();
     let claims = Claims {
-        spoke: spoke.to_owned(),
-        account: res.account.clone(),
-        connection: res.row.id.clone(),
-        path: path.as_str().to_owned(),
-        op: body.op,
+        spoke: g.spoke.to_owned(),
+        account: g.account.clone(),
+        connection: g.row.id.clone(),
+        path: g.path,
+        op: g.op,
         principal,
         until_ms: now_ms().saturating_add(i64::try_from(window_secs * 1000).unwrap_or(i64::MAX)),
-        upload: None,
-        lease: None,
+        upload,
+        lease: lease.flatten(),
     };
     state.metrics.grant();
-    tracing::debug!(spoke.id = %spoke, connection.id = %res.row.id, op = ?body.op, "granted an object");
-    let direct = !hub_local(&res.row.provider);
-    let grant = Grant {
+    Ok(Grant {
         token: state.grants.issue(&claims),
-        account_id: res.account,
-        connection_id: res.row.id,
-        provider: res.row.provider,
+        direct: direct(&g.row.provider),
+        account_id: g.account,
+        connection_id: g.row.id,
+        provider: g.row.provider,
         config,
-        direct,
         ttl_ms: ttl_secs * 1000,
         allow_private_endpoints: state.providers.endpoint_policy().allow_private,
-        meta,
-    };
-    Ok(json(StatusCode::OK, &grant))
+        meta: g.meta,
+    })
 }

@@ -10,7 +10,7 @@ use ferry_common::body::Body;
 use ferry_common::content::model::{Commit, now_ms};
 use ferry_common::content::{MetaHost, Target};
 use ferry_common::contract::{
-    Grant, GrantOp, InternalCall, UploadAppendRequest, UploadBeginRequest, UploadBegun,
+    GrantOp, InternalCall, UploadAppendRequest, UploadBeginRequest, UploadBegun,
     UploadCreateRequest, UploadLeaseRequest,
 };
 use ferry_common::problem::{ErrorCode, Problem};
@@ -23,9 +23,8 @@ use tokio_util::sync::CancellationToken;
 use super::auth::require_account;
 use super::connections::find;
 use super::http_util::{json, no_content, read_json};
-use super::operators::{open_config, operator_for};
+use super::operators::operator_for;
 use super::{AppState, HubHost, VIA_HUB, store_problem, writable};
-use crate::grant::Claims;
 use crate::store::{ConnectionRow, LeaseAsk, UploadRefusal};
 
 /// The `[uploads]` settings requests need.
@@ -201,24 +200,21 @@ impl UploadHost for HubUploads {
                 .await
                 .map_err(|r| lease_refusal(state, r, offset))?;
             count_lease(state, &lease, took_over);
-            let row = match find(state, &self.account, &lease.session.connection_id).await {
-                Ok(r) => r,
+            let reached = async {
+                let row = find(state, &self.account, &lease.session.connection_id).await?;
+                let op = operator_for(state, &row).await?;
+                Ok::<_, Problem>(Target {
+                    account_id: self.account.clone(),
+                    connection_id: row.id,
+                    op,
+                })
+            };
+            let target = match reached.await {
+                Ok(t) => t,
                 Err(p) => {
                     self.release(&lease).await;
                     return Err(p);
                 }
-            };
-            let op = match operator_for(state, &row).await {
-                Ok(op) => op,
-                Err(p) => {
-                    self.release(&lease).await;
-                    return Err(p);
-                }
-            };
-            let target = Target {
-                account_id: self.account.clone(),
-                connection_id: row.id,
-                op,
             };
             Ok(Some((lease, target)))
         })
@@ -550,32 +546,19 @@ pub async fn internal(
             } else {
                 None
             };
-            let claims = Claims {
-                spoke: spoke.to_owned(),
-                account: account.clone(),
-                connection: row.id.clone(),
-                path: session.path.clone(),
-                op: GrantOp::Upload,
-                principal: headers
-                    .get(http::header::AUTHORIZATION)
-                    .map(|v| ferry_common::principal::of(v.as_bytes()))
-                    .unwrap_or_default(),
-                until_ms: now_ms().saturating_add(86_400_000),
-                upload: Some(body.id.clone()),
-                lease: lease.as_ref().map(|l| l.token.clone()),
-            };
-            let grant = Grant {
-                token: state.grants.issue(&claims),
-                account_id: account,
-                connection_id: row.id.clone(),
-                provider: row.provider.clone(),
-                config: open_config(state, &row)?,
-                direct,
-                ttl_ms: 0,
-                allow_private_endpoints: state.providers.endpoint_policy().allow_private,
-                meta: None,
-            };
-            state.metrics.grant();
+            let grant = super::internal::issue(
+                state,
+                super::internal::Granting {
+                    spoke,
+                    headers: &headers,
+                    account,
+                    path: session.path.clone(),
+                    row,
+                    op: GrantOp::Upload,
+                    upload: Some((body.id.clone(), lease.as_ref().map(|l| l.token.clone()))),
+                    meta: None,
+                },
+            )?;
             Ok(json(StatusCode::OK, &UploadBegun { lease, grant }))
         }
         InternalCall::UploadRenew | InternalCall::UploadRelease | InternalCall::UploadAppend => {
