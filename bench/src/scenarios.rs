@@ -820,13 +820,30 @@ async fn move_on_after_a_kill(
     .await?;
     client::tus_patch(a, key, &url, 0, 16 * mib, 16 * mib, block).await?;
     // A PATCH that is still streaming when the spoke dies: 8 MiB of its
-    // 48 sent, the rest held back.
+    // 48 sent, the rest held back. The spoke counts an append's bytes once
+    // it holds the lease and writes them: the kill waits for that.
+    let spoke_metrics = rig.spoke.metrics_url();
+    let uploaded = async || {
+        ferry_tests::metric(
+            &spoke_metrics,
+            "ferry_spoke_content_bytes_total",
+            &[("direction", "upload")],
+        )
+        .await
+    };
+    let before = uploaded().await;
     let (feed, streaming) = client::tus_patch_fed(a, key, &url, 16 * mib, 48 * mib).await?;
     for _ in 0..8 {
         feed.send(block.clone()).await.ok();
     }
-    // Let the spoke take the lease and write what came.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let writing = ferry_tests::eventually(Duration::from_secs(30), async || {
+        uploaded().await >= before + (8 * mib) as f64
+    })
+    .await;
+    anyhow::ensure!(
+        writing,
+        "the spoke never wrote the held PATCH's first 8 MiB"
+    );
     rig.spoke.kill();
     let killed = Instant::now();
     let deadline = killed + Duration::from_secs(60);

@@ -872,9 +872,16 @@ async fn a_sqlite_hub_moves_to_postgres_with_its_clients_and_spokes() {
     std::fs::remove_dir_all(hub.dir.path().join("state").join("tunnel-ca")).unwrap();
 
     hub.restart_on_same_ports();
+    // Ready comes through the notification socket, ahead of the log pipe.
     assert!(
+        hub.daemon()
+            .wait_for(
+                "using the tunnel CA shared through the metadata store",
+                Duration::from_secs(5)
+            )
+            .is_some(),
+        "{}",
         hub.log()
-            .contains("using the tunnel CA shared through the metadata store")
     );
     // A new client: the old one's kept-alive connection died with the hub.
     let t = ferry_tests::scenarios::Tenant {
