@@ -64,7 +64,7 @@ impl Granted {
 #[derive(Debug)]
 pub enum Decision {
     /// Stream it here.
-    Serve(Target, Granted),
+    Serve(Box<Target>, Granted),
     /// Let the hub answer it (a provider only the hub can reach).
     Forward,
     /// Answer this (the hub refused the grant, or cannot be reached).
@@ -149,11 +149,12 @@ impl DataPath {
         }
         match self.operator(&grant) {
             Ok(op) => Decision::Serve(
-                Target {
+                Box::new(Target {
                     account_id: grant.account_id.clone(),
                     connection_id: grant.connection_id.clone(),
                     op,
-                },
+                    multipart: None,
+                }),
                 Granted {
                     token: Arc::from(grant.token.as_str()),
                     fresh_meta: fresh.then(|| grant.meta.clone()),

@@ -11,6 +11,8 @@ use ferry_common::contract::{
     UploadLeaseRequest,
 };
 use ferry_common::problem::{ErrorCode, Problem};
+use ferry_common::provider::EndpointPolicy;
+use ferry_common::provider::s3_parts::S3Parts;
 use ferry_common::uploads::{Ending, Lease, NewUpload, Part, Session, UploadHost};
 use futures_util::future::BoxFuture;
 use http::{HeaderValue, StatusCode};
@@ -125,6 +127,16 @@ impl UploadHost for SpokeUploads {
                         account_id: begun.grant.account_id.clone(),
                         connection_id: begun.grant.connection_id.clone(),
                         op,
+                        multipart: S3Parts::of(
+                            &begun.grant.provider,
+                            &begun.grant.config,
+                            if begun.grant.allow_private_endpoints {
+                                EndpointPolicy::ANY
+                            } else {
+                                EndpointPolicy::PUBLIC_ONLY
+                            },
+                        )
+                        .map(Arc::new),
                     },
                 ))),
                 Err(p) => {
@@ -154,7 +166,7 @@ impl UploadHost for SpokeUploads {
     fn append<'a>(
         &'a self,
         lease: &'a Lease,
-        part: Option<Part>,
+        parts: Vec<Part>,
         ending: Ending,
     ) -> BoxFuture<'a, Result<Session, Problem>> {
         Box::pin(async move {
@@ -162,7 +174,7 @@ impl UploadHost for SpokeUploads {
             let request = UploadAppendRequest {
                 id: lease.session.id.clone(),
                 lease: lease.token.clone(),
-                part,
+                parts,
                 complete: match ending {
                     Ending::More => None,
                     Ending::Complete(c) => Some(*c),

@@ -186,6 +186,19 @@ impl Req {
         self
     }
 
+    /// A body streamed in chunks of `chunk` bytes with no Content-Length
+    /// (HTTP/1.1 chunked).
+    pub fn body_unsized(mut self, data: Bytes, chunk: usize) -> Self {
+        let frames = (0..data.len())
+            .step_by(chunk.max(1))
+            .map(move |i| {
+                Ok::<_, BoxError>(Frame::data(data.slice(i..(i + chunk).min(data.len()))))
+            })
+            .collect::<Vec<_>>();
+        self.body = StreamBody::new(futures_util::stream::iter(frames)).boxed();
+        self
+    }
+
     /// A body of `total` announced bytes of which only `sent` arrive before
     /// the stream fails, as when a client dies mid-upload.
     pub fn body_truncated(mut self, data: Bytes, total: usize) -> Self {

@@ -630,6 +630,14 @@ async fn a_real_client_resumes_through_another_spoke(client: Client, provider: &
         hub_before,
         "the hub carried upload bytes"
     );
+    if let Some(server) = &s3 {
+        // One multipart upload from the first chunk to the last, through
+        // both spokes: 300 MiB in 8 MiB chunks are 38 parts, completed
+        // at the provider, none read back.
+        let etag = moto_etag(server, "tus", "big/300.bin");
+        assert!(etag.ends_with("-38"), "{etag}");
+        assert!(open_multipart_uploads(server, "tus").is_empty());
+    }
 }
 
 #[tokio::test]
@@ -818,10 +826,36 @@ async fn partial_uploads_through_two_spokes_are_joined_by_a_final_one() {
 
 #[tokio::test]
 async fn tus_js_client_uploads_in_parallel_parts() {
+    parallel_parts("fs").await;
+}
+
+#[tokio::test]
+async fn tus_js_client_uploads_in_parallel_parts_to_s3() {
+    parallel_parts("s3").await;
+}
+
+/// tus-js-client sends a 40 MiB file as three partial uploads at once and
+/// joins them with a final one.
+async fn parallel_parts(provider: &str) {
     ferry_tests::install_crypto_provider();
-    let hub = Hub::start();
+    let s3 = (provider == "s3").then(|| ferry_tests::providers::StorageServer::s3("par"));
+    let hub = Hub::start_with(HubOptions {
+        extra_toml: "[providers.remote]\nallow_private_endpoints = true\n".into(),
+        ..HubOptions::default()
+    });
     let a = Spoke::start(&hub, "fra1");
-    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    let t = match &s3 {
+        Some(server) => {
+            ferry_tests::scenarios::remote_tenant(
+                &hub.url(),
+                "alpha",
+                "s3",
+                server.config("par", None),
+            )
+            .await
+        }
+        None => tenant(&hub.url(), "alpha", &hub.data_dir).await,
+    };
     let data = pattern(40 << 20, 40);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("source.bin");
@@ -860,6 +894,24 @@ async fn tus_js_client_uploads_in_parallel_parts() {
         metric(&hub.metrics_url(), "ferry_uploads_completed_total", &[]).await >= 1.0,
         "{text}"
     );
+    if let Some(server) = &s3 {
+        // The final upload is the three partial ones copied part by part
+        // at the provider; nothing staged or open is left.
+        let etag = moto_etag(server, "par", "parallel.bin");
+        assert!(etag.ends_with("-3"), "{etag}");
+        assert!(open_multipart_uploads(server, "par").is_empty());
+        assert!(
+            eventually(Duration::from_secs(10), async || keys_in_moto(
+                server,
+                "par",
+                ".ferry-partial/"
+            )
+            .is_empty())
+            .await,
+            "{:?}",
+            keys_in_moto(server, "par", ".ferry-partial/")
+        );
+    }
 }
 
 /// The keys moto's bucket `bucket` holds under `prefix` (moto answers
@@ -886,6 +938,199 @@ fn keys_in_moto(
         .collect()
 }
 
+/// The keys of the multipart uploads open in moto's `bucket`.
+fn open_multipart_uploads(
+    server: &ferry_tests::providers::StorageServer,
+    bucket: &str,
+) -> Vec<String> {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .arg(format!("{}/{bucket}?uploads", server.url()))
+        .output()
+        .expect("curl runs");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains("ListMultipartUploadsResult"), "{listing}");
+    listing
+        .split("<Upload>")
+        .skip(1)
+        .filter_map(|u| u.split("<Key>").nth(1)?.split("</Key>").next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The ETag moto gives the object at `key` in `bucket`.
+fn moto_etag(server: &ferry_tests::providers::StorageServer, bucket: &str, key: &str) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-I", "--max-time", "10"])
+        .arg(format!("{}/{bucket}/{key}", server.url()))
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("etag")
+                .then(|| value.trim().trim_matches('"').to_owned())
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_s3_upload_goes_straight_into_one_multipart_upload() {
+    ferry_tests::install_crypto_provider();
+    let server = ferry_tests::providers::StorageServer::s3("native");
+    let hub = Hub::start_with(HubOptions {
+        extra_toml: "[providers.remote]\nallow_private_endpoints = true\n".into(),
+        ..HubOptions::default()
+    });
+    let a = Spoke::start(&hub, "fra1");
+    let b = Spoke::start(&hub, "ams1");
+    let t = ferry_tests::scenarios::remote_tenant(
+        &hub.url(),
+        "alpha",
+        "s3",
+        server.config("native", None),
+    )
+    .await;
+    let via_a = Api::new(a.url()).as_token(&t.key);
+    let via_b = Api::new(b.url()).as_token(&t.key);
+    const MIB: usize = 1 << 20;
+    let data = Bytes::from(pattern(23 * MIB, 9));
+    let url = create(&via_a, "parts.bin", data.len()).await;
+    // The hub started the multipart upload with the session, at the
+    // object's own key: nothing is visible there until it completes.
+    assert_eq!(open_multipart_uploads(&server, "native"), ["parts.bin"]);
+    let offset_of = async |api: &Api| {
+        api.head(&url)
+            .header(TUS.0, TUS.1)
+            .send()
+            .await
+            .expect(200)
+            .header("upload-offset")
+            .unwrap()
+    };
+    // 3 MiB: too little for an S3 part, staged as an object.
+    tus_append(&via_a, &url, 0)
+        .body(data.slice(0..3 * MIB))
+        .send()
+        .await
+        .expect(204);
+    assert_eq!(
+        keys_in_moto(&server, "native", ".ferry-partial/uploads/").len(),
+        1
+    );
+    // 3 MiB more, through the other spoke: the staged 3 MiB are carried
+    // into one 6 MiB part.
+    tus_append(&via_b, &url, 3 * MIB)
+        .body(data.slice(3 * MIB..6 * MIB))
+        .send()
+        .await
+        .expect(204);
+    // 9 MiB of unknown length (chunked): staged whole, for the provider
+    // to copy into the upload at the end.
+    tus_append(&via_a, &url, 6 * MIB)
+        .body_unsized(data.slice(6 * MIB..15 * MIB), 64 << 10)
+        .send()
+        .await
+        .expect(204);
+    assert_eq!(offset_of(&via_a).await, (15 * MIB).to_string());
+    // 2 MiB, staged; then a chunk cut part way, and one that fails its
+    // checksum: neither moves the offset.
+    tus_append(&via_b, &url, 15 * MIB)
+        .body(data.slice(15 * MIB..17 * MIB))
+        .send()
+        .await
+        .expect(204);
+    let cut = tus_append(&via_a, &url, 17 * MIB)
+        .body_truncated(data.slice(17 * MIB..21 * MIB), 6 * MIB)
+        .send_raw()
+        .await;
+    if let Ok(resp) = cut {
+        assert!(!resp.status().is_success(), "{}", resp.status());
+    }
+    assert!(
+        eventually(Duration::from_secs(20), async || offset_of(&via_b).await
+            == (17 * MIB).to_string())
+        .await,
+        "a cut chunk moved the offset: {}",
+        offset_of(&via_b).await
+    );
+    let last = data.slice(17 * MIB..);
+    let wrong = format!("sha256 {}", STANDARD.encode([0u8; 32]));
+    let refused = eventually(Duration::from_secs(20), async || {
+        tus_append(&via_b, &url, 17 * MIB)
+            .header("upload-checksum", &wrong)
+            .body(last.clone())
+            .send()
+            .await
+            .status
+            .as_u16()
+            == 460
+    })
+    .await;
+    assert!(
+        refused,
+        "a chunk with the wrong checksum was not refused with 460"
+    );
+    assert_eq!(offset_of(&via_b).await, (17 * MIB).to_string());
+    // The last 6 MiB, with its checksum: the staged 2 MiB carried into
+    // the last part, and the upload completed at the provider.
+    let right = format!(
+        "sha256 {}",
+        STANDARD.encode(ring::digest::digest(&ring::digest::SHA256, &last))
+    );
+    tus_append(&via_b, &url, 17 * MIB)
+        .header("upload-checksum", &right)
+        .body(last)
+        .send()
+        .await
+        .expect(204);
+    let got = via_a.get(&t.file("parts.bin")).send().await.expect(200);
+    assert_eq!(sha256(&got.body), sha256(&data));
+    // Three parts: 6 MiB sent, 9 MiB copied at the provider, 8 MiB sent.
+    assert!(
+        moto_etag(&server, "native", "parts.bin").ends_with("-3"),
+        "{}",
+        moto_etag(&server, "native", "parts.bin")
+    );
+    assert!(open_multipart_uploads(&server, "native").is_empty());
+    assert!(
+        eventually(Duration::from_secs(10), async || keys_in_moto(
+            &server,
+            "native",
+            ".ferry-partial/"
+        )
+        .is_empty())
+        .await,
+        "staged parts were left: {:?}",
+        keys_in_moto(&server, "native", ".ferry-partial/")
+    );
+
+    // A terminated upload's multipart upload is abandoned at once; so are
+    // those of a deleted connection's open uploads.
+    let gone = create(&via_a, "gone.bin", 10 * MIB).await;
+    via_b
+        .delete(&gone)
+        .header(TUS.0, TUS.1)
+        .send()
+        .await
+        .expect(204);
+    assert!(open_multipart_uploads(&server, "native").is_empty());
+    let open = create(&via_a, "open.bin", 10 * MIB).await;
+    tus_append(&via_a, &open, 0)
+        .body(data.slice(0..6 * MIB))
+        .send()
+        .await
+        .expect(204);
+    assert_eq!(open_multipart_uploads(&server, "native"), ["open.bin"]);
+    t.api
+        .delete("/v1/connections/local")
+        .send()
+        .await
+        .expect(204);
+    assert!(open_multipart_uploads(&server, "native").is_empty());
+}
+
 #[tokio::test]
 async fn an_expired_upload_leaves_nothing_at_the_s3_provider() {
     ferry_tests::install_crypto_provider();
@@ -905,10 +1150,17 @@ async fn an_expired_upload_leaves_nothing_at_the_s3_provider() {
     )
     .await;
     let via_a = Api::new(a.url()).as_token(&t.key);
-    // 10 MiB: the part goes up as an S3 multipart upload of its own.
+    // 10 MiB go straight into the session's multipart upload; 1 MiB more,
+    // too little for a part of its own, is staged as an object.
     let url = create(&via_a, "left.bin", 20 << 20).await;
+    assert_eq!(open_multipart_uploads(&server, "expiry"), ["left.bin"]);
     tus_append(&via_a, &url, 0)
         .body(Bytes::from(pattern(10 << 20, 3)))
+        .send()
+        .await
+        .expect(204);
+    tus_append(&via_a, &url, 10 << 20)
+        .body(Bytes::from(pattern(1 << 20, 4)))
         .send()
         .await
         .expect(204);
@@ -932,16 +1184,7 @@ async fn an_expired_upload_leaves_nothing_at_the_s3_provider() {
     );
     assert!(keys_in_moto(&server, "expiry", "left.bin").is_empty());
     // No multipart upload is left open at the provider either.
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "--max-time", "10"])
-        .arg(format!("{}/expiry?uploads", server.url()))
-        .output()
-        .expect("curl runs");
-    let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        listing.contains("ListMultipartUploadsResult") && !listing.contains("<Upload>"),
-        "{listing}"
-    );
+    assert!(open_multipart_uploads(&server, "expiry").is_empty());
     assert_eq!(
         metric(&hub.metrics_url(), "ferry_uploads_expired_total", &[]).await,
         1.0

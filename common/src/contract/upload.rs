@@ -51,7 +51,7 @@ pub struct UploadLeaseRequest {
     pub lease: String,
 }
 
-/// `upload_append`: record a part written under the lease (and, with the
+/// `upload_append`: record the parts written under the lease (and, with the
 /// last, the object's commit), then release the lease. The answer is the
 /// session as it is now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,8 +60,9 @@ pub struct UploadAppendRequest {
     pub id: String,
     /// The lease's token.
     pub lease: String,
-    /// The part written; none for an append that brought no byte.
-    pub part: Option<Part>,
+    /// The parts written, in order; none for an append that brought no
+    /// byte.
+    pub parts: Vec<Part>,
     /// With the last part: the object's metadata, event and transfer.
     pub complete: Option<Commit>,
 }

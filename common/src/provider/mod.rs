@@ -19,6 +19,7 @@ pub mod failure;
 pub mod grammar;
 pub mod registry;
 pub mod remote;
+pub mod s3_parts;
 pub mod webdav_upload;
 
 pub use endpoint::{EndpointError, EndpointPolicy};

@@ -94,8 +94,41 @@ pub struct Part {
     pub size: u64,
     /// Its CRC64/NVME.
     pub crc64nvme: u64,
-    /// The object it is staged in, relative to the connection's root.
+    /// The object it is staged in, relative to the connection's root (for
+    /// parts sent into the session's multipart upload: the name the lease
+    /// allowed, though no object has it).
     pub name: String,
+    /// The S3 parts it was sent as, when it went straight into the
+    /// session's multipart upload; none for a part staged as an object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native: Option<NativeParts>,
+}
+
+/// The consecutive parts of a session's S3 multipart upload that one
+/// append sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NativeParts {
+    /// The first part's number.
+    pub first: u32,
+    /// Each part's ETag, in order.
+    pub etags: Vec<String>,
+}
+
+/// The staging object of a partial upload whose bytes went into a
+/// multipart upload: the upload is completed there when its last byte is
+/// in, for the final upload to copy its parts from.
+pub fn partial_object(upload_id: &str) -> String {
+    format!("{}data", staging_dir(upload_id))
+}
+
+/// Where a session's S3 multipart upload makes its object: the session's
+/// path, or a partial upload's [`partial_object`].
+pub fn multipart_path(session: &Session) -> String {
+    if session.is_partial() {
+        partial_object(&session.id)
+    } else {
+        session.path.clone()
+    }
 }
 
 /// The name of the part staged at `offset` under the lease `lease`: the
@@ -156,6 +189,11 @@ pub struct Session {
     /// uploads it joins, in order); none for a plain upload.
     #[serde(default)]
     pub concat: Option<String>,
+    /// The S3 multipart upload its bytes go into (the hub starts one with
+    /// the session on an S3 connection, at [`multipart_path`]); none
+    /// where each append is staged as an object of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_upload: Option<String>,
 }
 
 /// The `concat` of a partial upload.
@@ -240,12 +278,12 @@ pub trait UploadHost: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<(Lease, Target)>, Problem>>;
     /// Keeps the lease; an error means it is lost.
     fn renew<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), Problem>>;
-    /// Records `part` (none for an empty append) under the lease and
+    /// Records `parts` (none for an empty append) under the lease and
     /// releases it: the session as it is now.
     fn append<'a>(
         &'a self,
         lease: &'a Lease,
-        part: Option<Part>,
+        parts: Vec<Part>,
         ending: Ending,
     ) -> BoxFuture<'a, Result<Session, Problem>>;
     /// Gives the lease up without recording anything.

@@ -21,7 +21,7 @@ use crate::provider::problem as provider_problem;
 
 use super::protocol::{self, Protocol};
 use super::write::{self, AppendError};
-use super::{Ending, Lease, NewUpload, Session, UploadHost, part_name};
+use super::{Ending, Lease, NewUpload, Session, UploadHost};
 
 /// What a node answers, or the request back when the hub must answer it
 /// (a provider only the hub reaches).
@@ -372,7 +372,6 @@ async fn work(
 ) -> Result<Session, Problem> {
     let session = &lease.session;
     let offset = session.offset;
-    let limit = session.limit().saturating_sub(offset);
     let meta = host.meta();
     let scheme = target.op.info().scheme();
     let count = |n| meta.count_bytes(Direction::Upload, scheme, n);
@@ -380,13 +379,24 @@ async fn work(
     if session.joins().is_some() {
         return join(host, &meta, lease, target).await;
     }
-    let name = part_name(&session.id, offset, &lease.token);
+    let body_len = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let ends = complete == Some(true)
+        || body_len.is_some_and(|n| session.length == Some(offset.saturating_add(n)));
+    let to = write::AppendTo {
+        target,
+        session,
+        parts: &lease.parts,
+        token: &lease.token,
+        body_len,
+        ends,
+    };
     let appended = write::append(
-        &target.op,
-        &name,
-        offset,
+        to,
         BodyDataStream::new(req.into_body()),
-        limit,
         checksum,
         lost,
         &count,
@@ -405,8 +415,14 @@ async fn work(
     if let Some(cause) = &appended.cut {
         tracing::info!(upload.id = %session.id, error = %cause, "an append was cut; keeping the bytes that arrived");
     }
-    let added = appended.part.as_ref().map_or(0, |p| p.size);
-    let total = offset + added;
+    let total = appended.parts.last().map_or(offset, |p| p.offset + p.size);
+    // Every part now: those before this append's first (which may take
+    // the place of the last), then this append's.
+    let mut parts = lease.parts.clone();
+    if let Some(first) = appended.parts.first() {
+        parts.retain(|p| p.offset < first.offset);
+    }
+    parts.extend(appended.parts.iter().cloned());
     let length = match (session.length, complete) {
         (Some(n), Some(true)) if n != total => {
             host.release(lease).await;
@@ -422,9 +438,14 @@ async fn work(
     // The object's path stays locked on this node from the assembly to
     // the record, as a plain upload's does.
     let mut guard = None;
+    if length == Some(total)
+        && session.is_partial()
+        && let Err(p) = complete_partial(target, session, &parts).await
+    {
+        host.release(lease).await;
+        return Err(p);
+    }
     let ending = if length == Some(total) && !session.is_partial() {
-        let mut parts = lease.parts.clone();
-        parts.extend(appended.part.clone());
         guard = Some(meta.lock(&session.connection_id, &session.path).await);
         match finish(&meta, lease, target, &parts, total).await {
             Ok(commit) => Ending::Complete(Box::new(commit)),
@@ -437,7 +458,7 @@ async fn work(
         Ending::More
     };
     let done = matches!(ending, Ending::Complete(_));
-    let recorded = host.append(lease, appended.part, ending).await;
+    let recorded = host.append(lease, appended.parts, ending).await;
     drop(guard);
     if done && recorded.is_ok() {
         let op = target.op.clone();
@@ -445,6 +466,31 @@ async fn work(
         tokio::spawn(async move { write::discard(&op, &id).await });
     }
     recorded
+}
+
+/// A partial upload on S3, its last byte in: its multipart upload
+/// completed at its staging object, for the final upload to copy from.
+async fn complete_partial(
+    target: &crate::content::Target,
+    session: &Session,
+    parts: &[super::Part],
+) -> Result<(), Problem> {
+    let (Some(s3), Some(upload)) = (&target.multipart, &session.provider_upload) else {
+        return Ok(());
+    };
+    let scheme = target.op.info().scheme();
+    let path = super::multipart_path(session);
+    let done = if parts.is_empty() {
+        // No byte came (its length was deferred): an empty object, and
+        // the multipart upload abandoned.
+        if let Err(e) = s3.abort(&path, upload).await {
+            tracing::warn!(upload.id = %session.id, error = %e, "could not abandon an empty upload's multipart upload");
+        }
+        target.op.write(&path, Vec::<u8>::new()).await.map(|_| ())
+    } else {
+        write::complete_native(s3, &path, upload, parts).await
+    };
+    done.map_err(|e| provider_problem(&e, scheme, "write"))
 }
 
 /// A final upload: its partial uploads' parts put together at its path,
@@ -467,7 +513,7 @@ async fn join(
         }
     };
     let recorded = host
-        .append(lease, None, Ending::Complete(Box::new(commit)))
+        .append(lease, Vec::new(), Ending::Complete(Box::new(commit)))
         .await;
     drop(guard);
     if recorded.is_ok() {
@@ -511,22 +557,43 @@ async fn finish(
         Err(e) if e.kind() == opendal::ErrorKind::NotFound => false,
         Err(e) => return Err(provider_problem(&e, scheme, "stat")),
     };
-    if parts.is_empty() {
-        target
-            .op
-            .write(&session.path, Vec::<u8>::new())
-            .await
-            .map_err(|e| provider_problem(&e, scheme, "write"))?;
-    } else {
-        write::assemble(
-            &target.op,
-            parts,
-            &session.path,
-            session.content_type.as_deref(),
-        )
-        .await
+    let native = target
+        .multipart
+        .as_ref()
+        .zip(session.provider_upload.as_ref());
+    let put = async {
+        if session.joins().is_some() {
+            return write::join(target, session, parts).await;
+        }
+        match native {
+            Some((s3, upload)) if !parts.is_empty() => {
+                write::complete_native(s3, &session.path, upload, parts).await
+            }
+            _ if parts.is_empty() => {
+                if let Some((s3, upload)) = native
+                    && let Err(e) = s3.abort(&session.path, upload).await
+                {
+                    tracing::warn!(upload.id = %session.id, error = %e, "could not abandon an empty upload's multipart upload");
+                }
+                target
+                    .op
+                    .write(&session.path, Vec::<u8>::new())
+                    .await
+                    .map(|_| ())
+            }
+            _ => {
+                write::assemble(
+                    &target.op,
+                    parts,
+                    &session.path,
+                    session.content_type.as_deref(),
+                )
+                .await
+            }
+        }
+    };
+    put.await
         .map_err(|e| provider_problem(&e, scheme, "write"))?;
-    }
     let crc = write::combined_crc(0, parts);
     let modified = target
         .op

@@ -14,8 +14,10 @@ use crate::content::transfer::{Gather, StageError, open_writer, read_stream, sta
 use crate::problem::{ErrorCode, Problem};
 use crate::provider::problem as provider_problem;
 
-use super::Part;
 use super::protocol::{ChunkAlgorithm, ChunkHasher};
+use super::{NativeParts, Part, Session, part_name};
+use crate::content::Target;
+use crate::provider::s3_parts::{self, S3Parts};
 
 /// How one append ended, short of a part.
 #[derive(Debug)]
@@ -35,6 +37,8 @@ pub enum AppendError {
     Provider(opendal::Error),
     /// The provider takes uploads in one request and this one is too big.
     OneShotTooLarge,
+    /// The session's multipart upload has all the parts S3 allows.
+    TooManyParts,
 }
 
 impl AppendError {
@@ -67,6 +71,10 @@ impl AppendError {
                 ErrorCode::UploadTooLarge,
                 "the chunk is larger than this provider takes in one request",
             ),
+            Self::TooManyParts => Problem::new(
+                ErrorCode::UploadTooLarge,
+                "the upload has used the 10,000 parts S3 allows: send larger chunks, or start again with the length declared",
+            ),
         }
     }
 }
@@ -74,10 +82,29 @@ impl AppendError {
 /// What an append kept.
 #[derive(Debug)]
 pub struct Appended {
-    /// The part written (none when no byte arrived).
-    pub part: Option<Part>,
+    /// The parts written, in order (none when no byte arrived). The first
+    /// may start before the committed offset: a small staged part sent
+    /// again at the head of this append, which it replaces.
+    pub parts: Vec<Part>,
     /// Why the body ended early, when it did (the bytes before were kept).
     pub cut: Option<BoxError>,
+}
+
+/// Where an append goes and what it continues.
+#[derive(Debug, Clone, Copy)]
+pub struct AppendTo<'a> {
+    /// The connection's provider.
+    pub target: &'a Target,
+    /// The session, as the lease found it.
+    pub session: &'a Session,
+    /// Its parts so far.
+    pub parts: &'a [Part],
+    /// The lease's token, which names the parts.
+    pub token: &'a str,
+    /// The body's length, when the request said it.
+    pub body_len: Option<u64>,
+    /// Whether the body's last byte is the upload's last.
+    pub ends: bool,
 }
 
 #[derive(Default)]
@@ -139,17 +166,16 @@ impl std::fmt::Display for Marker {
 
 impl std::error::Error for Marker {}
 
-/// Streams `body` into the part `name`, at most `limit` bytes. A body cut
-/// part way keeps what arrived, unless `checksum` was sent; `lost` set
-/// (by the lease's keeper) stops the append and discards it. The part is
-/// durable at the provider when this returns it.
-#[allow(clippy::too_many_arguments)]
+/// Streams `body` into the session's next part, at most up to the
+/// upload's limit: on S3, straight into the session's multipart upload
+/// ([`append_native`]); on a folder, into the session's staging file;
+/// elsewhere into an object of its own. A body cut part way keeps what
+/// arrived, unless `checksum` was sent; `lost` set (by the lease's keeper)
+/// stops the append and discards it. The parts are durable at the
+/// provider when this returns them.
 pub async fn append<S, E>(
-    op: &Operator,
-    name: &str,
-    offset: u64,
+    to: AppendTo<'_>,
     body: S,
-    limit: u64,
     checksum: Option<(ChunkAlgorithm, Vec<u8>)>,
     lost: Arc<AtomicBool>,
     on_bytes: &(dyn Fn(u64) + Sync),
@@ -158,6 +184,11 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send,
     E: Into<BoxError>,
 {
+    let session = to.session;
+    let offset = session.offset;
+    let limit = session.limit().saturating_sub(offset);
+    let op = &to.target.op;
+    let name = part_name(&session.id, offset, to.token);
     let keep_cut = checksum.is_none();
     let watch = Arc::new(Mutex::new(Watch {
         hasher: checksum.as_ref().map(|(alg, _)| ChunkHasher::new(*alg)),
@@ -211,10 +242,41 @@ where
             }
         });
     if op.info().scheme() == "fs" {
-        return append_local(op, name, offset, watched, &watch, checksum, on_bytes).await;
+        return append_local(op, &name, offset, watched, &watch, checksum, on_bytes).await;
     }
-    let staged = stage(op, name, None, watched, Vec::new(), on_bytes).await;
-    let seen = Seen::of(&watch);
+    if let (Some(s3), Some(upload)) = (&to.target.multipart, &session.provider_upload) {
+        return append_native(to, s3, upload, watched, &watch, checksum, on_bytes).await;
+    }
+    stage_part(op, &name, offset, watched, 0, &watch, checksum, on_bytes).await
+}
+
+/// One staged part, an object of its own, written from `source`, whose
+/// first `uncounted` bytes were at the provider already (sent again, not
+/// counted as the client's).
+#[allow(clippy::too_many_arguments)]
+async fn stage_part<S>(
+    op: &Operator,
+    name: &str,
+    offset: u64,
+    source: S,
+    uncounted: u64,
+    watch: &Mutex<Watch>,
+    checksum: Option<(ChunkAlgorithm, Vec<u8>)>,
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<Appended, AppendError>
+where
+    S: Stream<Item = Result<Bytes, BoxError>> + Send,
+{
+    let unseen = std::sync::atomic::AtomicU64::new(uncounted);
+    let count = |n: u64| {
+        let skip = unseen.load(Ordering::Relaxed).min(n);
+        unseen.fetch_sub(skip, Ordering::Relaxed);
+        if n > skip {
+            on_bytes(n - skip);
+        }
+    };
+    let staged = stage(op, name, None, source, Vec::new(), &count).await;
+    let seen = Seen::of(watch);
     let mut staged = match staged {
         Ok(s) => s,
         Err(StageError::Source(e)) => {
@@ -234,18 +296,224 @@ where
             tracing::debug!(error = %e, "could not discard an empty part");
         }
         return Ok(Appended {
-            part: None,
+            parts: Vec::new(),
             cut: seen.cut,
         });
     }
     staged.writer.close().await.map_err(AppendError::Provider)?;
     Ok(Appended {
-        part: Some(Part {
+        parts: vec![Part {
             offset,
             size: staged.sums.len,
             crc64nvme: staged.sums.crc64nvme,
             name: name.to_owned(),
-        }),
+            native: None,
+        }],
+        cut: seen.cut,
+    })
+}
+
+/// The first S3 part number of each of `parts`, and the next free one. A
+/// part sent into the multipart upload has its own numbers; a staged part
+/// keeps as many as its copy into the upload will take.
+pub fn numbering(parts: &[Part]) -> (Vec<u32>, u32) {
+    let mut next = 1u32;
+    let firsts = parts
+        .iter()
+        .map(|p| match &p.native {
+            Some(n) => {
+                next = n.first + n.etags.len() as u32;
+                n.first
+            }
+            None => {
+                let first = next;
+                next += copy_ranges(p.size).len() as u32;
+                first
+            }
+        })
+        .collect();
+    (firsts, next)
+}
+
+/// The ranges a staged part of `size` bytes is copied into a multipart
+/// upload in: one, or even shares no larger than S3's largest part.
+fn copy_ranges(size: u64) -> Vec<std::ops::Range<u64>> {
+    let n = size.div_ceil(s3_parts::MAX_PART).max(1);
+    let each = size.div_ceil(n);
+    (0..n)
+        .map(|i| (i * each)..((i + 1) * each).min(size))
+        .filter(|r| !r.is_empty() || size == 0)
+        .collect()
+}
+
+/// An S3 session's append: the body cut into parts of the session's
+/// multipart upload, each streamed in one `UploadPart` of known length.
+/// A staged part too small to stand before another (under S3's 5 MiB),
+/// left by the previous append, is read back (at most that much) and
+/// sent again at the head of this one. The end of the body that is too
+/// small to be a part, unless it is the upload's last, is staged as an
+/// object for the next append to carry the same way. A body of unknown
+/// length is staged whole, to be copied into the upload at completion.
+/// A body cut part way keeps the parts sent before the cut.
+async fn append_native<S>(
+    to: AppendTo<'_>,
+    s3: &S3Parts,
+    upload: &str,
+    watched: S,
+    watch: &Mutex<Watch>,
+    checksum: Option<(ChunkAlgorithm, Vec<u8>)>,
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<Appended, AppendError>
+where
+    S: Stream<Item = Result<Bytes, BoxError>> + Send,
+{
+    let session = to.session;
+    let op = &to.target.op;
+    let carried = to.parts.last().filter(|p| {
+        p.native.is_none() && p.size < s3_parts::MIN_PART && p.offset + p.size == session.offset
+    });
+    let kept = &to.parts[..to.parts.len() - usize::from(carried.is_some())];
+    let start = carried.map_or(session.offset, |p| p.offset);
+    let head = match carried {
+        Some(p) => Some(
+            op.read(&p.name)
+                .await
+                .map_err(AppendError::Provider)?
+                .to_bytes(),
+        ),
+        None => None,
+    };
+    let head_len = head.as_ref().map_or(0, |h| h.len() as u64);
+    let Some(body_len) = to.body_len else {
+        let name = part_name(&session.id, start, to.token);
+        let source = futures_util::stream::iter(head.map(Ok)).chain(watched);
+        return stage_part(
+            op, &name, start, source, head_len, watch, checksum, on_bytes,
+        )
+        .await;
+    };
+    let (_, first) = numbering(kept);
+    let mut number = first;
+    let path = super::multipart_path(session);
+    let mut source = Box::pin(futures_util::stream::iter(head.map(Ok)).chain(watched));
+    let mut carry: Option<Bytes> = None;
+    let mut uncounted = head_len;
+    let mut etags = Vec::new();
+    let mut run = 0u64;
+    let (mut at, mut remaining) = (start, head_len + body_len);
+    // Why the body stopped short of a part, if it did: an error, or none
+    // when it just ended (cut, the cause kept by the watch).
+    let mut stopped: Option<Option<BoxError>> = None;
+    while remaining > 0 {
+        let target = s3_parts::part_target(session.length, number);
+        let size = if remaining > s3_parts::MAX_PART || remaining >= target + s3_parts::MIN_PART {
+            target
+        } else if remaining >= s3_parts::MIN_PART || to.ends {
+            remaining
+        } else {
+            break;
+        };
+        if number > s3_parts::MAX_PARTS {
+            return Err(AppendError::TooManyParts);
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+        let body = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme);
+        let feed = async {
+            let mut left = size;
+            while left > 0 {
+                let chunk = match carry.take() {
+                    Some(c) => c,
+                    None => match source.next().await {
+                        Some(Ok(c)) => c,
+                        Some(Err(e)) => {
+                            let _ = tx
+                                .send(Err(std::io::Error::other("the body stopped")))
+                                .await;
+                            return Err(Some(e));
+                        }
+                        None => {
+                            let _ = tx.send(Err(std::io::Error::other("the body ended"))).await;
+                            return Err(None);
+                        }
+                    },
+                };
+                let mut now = chunk;
+                if now.len() as u64 > left {
+                    carry = Some(now.split_off(left as usize));
+                }
+                let n = now.len() as u64;
+                crc.update(&now);
+                let skip = uncounted.min(n);
+                uncounted -= skip;
+                if n > skip {
+                    on_bytes(n - skip);
+                }
+                left -= n;
+                if tx.send(Ok(now)).await.is_err() {
+                    // The request ended: its answer says why.
+                    return Ok(());
+                }
+            }
+            Ok(())
+        };
+        let (sent, fed) = tokio::join!(s3.upload_part(&path, upload, number, size, body), feed);
+        match (sent, fed) {
+            (_, Err(why)) => {
+                stopped = Some(why);
+                break;
+            }
+            (Err(e), Ok(())) => return Err(AppendError::Provider(e)),
+            (Ok(etag), Ok(())) => {
+                etags.push(etag);
+                run = crc_fast::checksum_combine(
+                    crc_fast::CrcAlgorithm::Crc64Nvme,
+                    run,
+                    crc.finalize(),
+                    size,
+                );
+                at += size;
+                remaining -= size;
+                number += 1;
+            }
+        }
+    }
+    let mut parts = Vec::new();
+    if !etags.is_empty() {
+        parts.push(Part {
+            offset: start,
+            size: at - start,
+            crc64nvme: run,
+            name: part_name(&session.id, start, to.token),
+            native: Some(NativeParts { first, etags }),
+        });
+    }
+    if stopped.is_none() && remaining > 0 {
+        // Too little for a part: staged, for the next append to carry.
+        let rest = futures_util::stream::iter(carry.take().map(Ok)).chain(source);
+        let name = part_name(&session.id, at, to.token);
+        let tail = stage_part(op, &name, at, rest, uncounted, watch, checksum, on_bytes).await?;
+        parts.extend(tail.parts);
+        return Ok(Appended {
+            parts,
+            cut: tail.cut,
+        });
+    }
+    drop(source);
+    let seen = Seen::of(watch);
+    if let Some(Some(e)) = stopped {
+        // Past the limit, the lease lost, or cut with a checksum: the
+        // parts sent stay unrecorded, and the next append sends its own
+        // under the same numbers.
+        return Err(seen.stopped(e));
+    }
+    if !seen.matches(&checksum) {
+        return Err(AppendError::ChecksumMismatch);
+    }
+    Ok(Appended {
+        parts,
         cut: seen.cut,
     })
 }
@@ -303,12 +571,16 @@ where
         return Err(AppendError::ChecksumMismatch);
     }
     Ok(Appended {
-        part: (size > 0).then_some(Part {
-            offset,
-            size,
-            crc64nvme: crc,
-            name: file_name,
-        }),
+        parts: (size > 0)
+            .then_some(Part {
+                offset,
+                size,
+                crc64nvme: crc,
+                name: file_name,
+                native: None,
+            })
+            .into_iter()
+            .collect(),
         cut: seen.cut,
     })
 }
@@ -461,6 +733,84 @@ pub async fn assemble(
     }
 }
 
+/// Completes an S3 session's multipart upload `upload` at `path` from
+/// `parts` (the whole upload, in order): the parts sent into it as they
+/// are, each staged one copied in by the provider (`UploadPartCopy`), then
+/// the upload completed, which makes the object appear whole. Nothing is
+/// read back. The staged objects stay; [`discard`] removes them.
+pub async fn complete_native(
+    s3: &S3Parts,
+    path: &str,
+    upload: &str,
+    parts: &[Part],
+) -> Result<(), opendal::Error> {
+    let (firsts, _) = numbering(parts);
+    let mut list = Vec::new();
+    for (p, first) in parts.iter().zip(firsts) {
+        match &p.native {
+            Some(n) => list.extend(
+                n.etags
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| (n.first + i as u32, e.clone())),
+            ),
+            None => {
+                for (j, range) in copy_ranges(p.size).into_iter().enumerate() {
+                    let number = first + j as u32;
+                    let etag = s3.copy_part(path, upload, number, &p.name, range).await?;
+                    list.push((number, etag));
+                }
+            }
+        }
+    }
+    s3.complete(path, upload, &list).await
+}
+
+/// A final upload's partial uploads put together at its path. On S3, when
+/// every partial upload but the last holds a part's worth (5 MiB), a
+/// multipart upload of its own is made from them by the provider, part by
+/// part, and completed; otherwise, and on other providers, as
+/// [`assemble`] puts parts together.
+pub async fn join(
+    target: &Target,
+    session: &Session,
+    parts: &[Part],
+) -> Result<(), opendal::Error> {
+    let parts: Vec<Part> = parts.iter().filter(|p| p.size > 0).cloned().collect();
+    let copyable = parts.iter().all(|p| p.native.is_none())
+        && parts
+            .split_last()
+            .is_some_and(|(_, rest)| rest.iter().all(|p| p.size >= s3_parts::MIN_PART));
+    match &target.multipart {
+        Some(s3) if copyable => {
+            let upload = s3
+                .create(&session.path, session.content_type.as_deref())
+                .await?;
+            let done = complete_native(s3, &session.path, &upload, &parts).await;
+            if done.is_err()
+                && let Err(e) = s3.abort(&session.path, &upload).await
+            {
+                tracing::warn!(upload.id = %session.id, error = %e, "could not abandon a failed join's multipart upload");
+            }
+            done
+        }
+        _ if parts.is_empty() => target
+            .op
+            .write(&session.path, Vec::<u8>::new())
+            .await
+            .map(|_| ()),
+        _ => {
+            assemble(
+                &target.op,
+                &parts,
+                &session.path,
+                session.content_type.as_deref(),
+            )
+            .await
+        }
+    }
+}
+
 /// A folder connection's upload put in place: its staging file cut to the
 /// upload's length and renamed; a final upload's partial uploads' files
 /// joined by the kernel (`copy_file_range`, which `std::io::copy` uses
@@ -557,6 +907,7 @@ mod tests {
                 size: (w[1] - w[0]) as u64,
                 crc64nvme: crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, &data[w[0]..w[1]]),
                 name: String::new(),
+                native: None,
             })
             .collect();
         assert_eq!(
@@ -565,37 +916,114 @@ mod tests {
         );
     }
 
+    fn memory_target() -> Target {
+        Target {
+            account_id: "acc".into(),
+            connection_id: "con".into(),
+            op: Operator::new(opendal::services::Memory::default()).unwrap(),
+            multipart: None,
+        }
+    }
+
+    fn open_session(length: u64) -> Session {
+        Session {
+            id: "upl_1".into(),
+            length: Some(length),
+            max_size: 1 << 40,
+            ..Session::default()
+        }
+    }
+
+    fn to<'a>(target: &'a Target, session: &'a Session, token: &'a str) -> AppendTo<'a> {
+        AppendTo {
+            target,
+            session,
+            parts: &[],
+            token,
+            body_len: None,
+            ends: false,
+        }
+    }
+
     #[tokio::test]
     async fn an_append_keeps_a_cut_body_and_discards_a_bad_checksum() {
-        let op = Operator::new(opendal::services::Memory::default()).unwrap();
+        let target = memory_target();
+        let op = target.op.clone();
+        let session = open_session(100);
         let lost = Arc::new(AtomicBool::new(false));
         let body = futures_util::stream::iter(vec![
             Ok::<_, std::io::Error>(Bytes::from_static(b"hello ")),
             Err(std::io::Error::other("cut")),
         ]);
-        let got = append(&op, "p1", 0, body, 100, None, lost.clone(), &|_| {})
-            .await
-            .unwrap();
-        assert_eq!(got.part.unwrap().size, 6);
+        let got = append(
+            to(&target, &session, "t1"),
+            body,
+            None,
+            lost.clone(),
+            &|_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.parts.len(), 1);
+        assert_eq!(got.parts[0].size, 6);
         assert!(got.cut.is_some());
-        assert_eq!(op.read("p1").await.unwrap().to_vec(), b"hello ");
+        let name = part_name("upl_1", 0, "t1");
+        assert_eq!(op.read(&name).await.unwrap().to_vec(), b"hello ");
 
         let body = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(
             b"hello world",
         ))]);
         let wrong = Some((ChunkAlgorithm::Sha256, vec![0u8; 32]));
-        let err = append(&op, "p2", 0, body, 100, wrong, lost.clone(), &|_| {})
-            .await
-            .unwrap_err();
+        let err = append(
+            to(&target, &session, "t2"),
+            body,
+            wrong,
+            lost.clone(),
+            &|_| {},
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, AppendError::ChecksumMismatch));
-        assert!(!op.exists("p2").await.unwrap());
+        assert!(!op.exists(&part_name("upl_1", 0, "t2")).await.unwrap());
 
         let body = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(
             b"hello world",
         ))]);
-        let err = append(&op, "p3", 0, body, 5, None, lost, &|_| {})
+        let short = open_session(5);
+        let err = append(to(&target, &short, "t3"), body, None, lost, &|_| {})
             .await
             .unwrap_err();
         assert!(matches!(err, AppendError::TooLarge));
+    }
+
+    #[test]
+    fn staged_parts_keep_the_numbers_their_copies_take() {
+        let staged = |offset, size| Part {
+            offset,
+            size,
+            crc64nvme: 0,
+            name: String::new(),
+            native: None,
+        };
+        let sent = |offset, size, first, n: usize| Part {
+            native: Some(NativeParts {
+                first,
+                etags: vec![String::from("e"); n],
+            }),
+            ..staged(offset, size)
+        };
+        let big = s3_parts::MAX_PART * 2 + 1;
+        let parts = [
+            sent(0, 16 << 20, 1, 2),
+            staged(16 << 20, big),
+            sent((16 << 20) + big, 8 << 20, 6, 1),
+        ];
+        // The big staged part takes three numbers (3, 4, 5).
+        assert_eq!(numbering(&parts), (vec![1, 3, 6], 7));
+        let ranges = copy_ranges(big);
+        assert_eq!(ranges.len(), 3);
+        assert_eq!(ranges.last().unwrap().end, big);
+        assert!(ranges.iter().all(|r| r.end - r.start <= s3_parts::MAX_PART));
+        assert_eq!(copy_ranges(10), vec![0..10]);
     }
 }

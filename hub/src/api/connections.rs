@@ -89,6 +89,7 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
         }
         (Route::Connection(id), Method::DELETE) => {
             let row = find(state, &account, &id).await?;
+            let held = super::uploads::held_multipart(state, &row).await;
             state
                 .store
                 .delete_connection(&account, &row.id)
@@ -101,6 +102,7 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
             if let Some(op) = state.operators.get(&row.id) {
                 ferry_common::uploads::write::discard_all(&op).await;
             }
+            super::uploads::abandon(held).await;
             state.operators.remove(&row.id);
             super::invalidate_grants(state, "a connection was deleted");
             tracing::info!(account.id = %account, connection.id = %row.id, "deleted a connection");

@@ -266,6 +266,7 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Request<Body>) -> Ap
                 account_id: res.account,
                 connection_id: res.row.id,
                 op: res.op,
+                multipart: None,
             };
             ferry_common::content::files::serve(host, &target, &path, req).await
         }

@@ -23,9 +23,12 @@ use tokio_util::sync::CancellationToken;
 use super::auth::require_account;
 use super::connections::find;
 use super::http_util::{json, no_content, read_json};
-use super::operators::operator_for;
+use super::operators::{open_config, operator_for};
 use super::{AppState, HubHost, VIA_HUB, store_problem, writable};
 use crate::store::{ConnectionRow, LeaseAsk, UploadRefusal};
+use ferry_common::provider::answer::observed;
+use ferry_common::provider::problem as provider_problem;
+use ferry_common::provider::s3_parts::S3Parts;
 
 /// The `[uploads]` settings requests need.
 #[derive(Debug, Clone, Copy)]
@@ -142,22 +145,64 @@ async fn create_session(
         account_id: account.to_owned(),
         connection_id: row.id.clone(),
         op,
+        multipart: None,
     };
     if let Some(path) = &path {
         ferry_common::content::files::staged_name_fits(&target, path)?;
     }
     writable(state).await?;
-    state
+    // On S3 the bytes go into one multipart upload, started here: at the
+    // object's path (or a partial upload's staging object), so that the
+    // object appears whole when it completes. An empty upload needs none,
+    // and a final upload makes its own when it joins its partial uploads.
+    let joining = new
+        .concat
+        .as_deref()
+        .is_some_and(|c| c.starts_with("final;"));
+    let id = crate::store::new_upload_id();
+    let provider_upload = match multipart_for(state, &row)? {
+        Some(s3) if !joining && new.length != Some(0) => {
+            let key = if partial {
+                up::partial_object(&id)
+            } else {
+                new.path.clone()
+            };
+            let upload = observed(s3.create(&key, new.content_type.as_deref()))
+                .await
+                .map_err(|e| provider_problem(&e, "s3", "write"))?;
+            Some((s3, key, upload))
+        }
+        _ => None,
+    };
+    let created = state
         .store
         .create_upload(
+            &id,
             account,
             &row.id,
             &new,
             state.uploads.max_size,
             now_ms().saturating_add(state.uploads.expiry_ms),
+            provider_upload.as_ref().map(|(_, _, u)| u.as_str()),
         )
         .await
-        .map_err(|r| refusal(state, r))
+        .map_err(|r| refusal(state, r));
+    if created.is_err()
+        && let Some((s3, key, upload)) = provider_upload
+        && let Err(e) = s3.abort(&key, &upload).await
+    {
+        tracing::warn!(error = %e, "could not abandon the multipart upload of a session not made");
+    }
+    created
+}
+
+/// The multipart calls of a stored S3 connection.
+fn multipart_for(state: &AppState, row: &ConnectionRow) -> Result<Option<Arc<S3Parts>>, Problem> {
+    if row.provider != "s3" {
+        return Ok(None);
+    }
+    let config = open_config(state, row)?;
+    Ok(S3Parts::of(&row.provider, &config, state.providers.endpoint_policy()).map(Arc::new))
 }
 
 /// The hub's sessions host for one client request.
@@ -203,10 +248,12 @@ impl UploadHost for HubUploads {
             let reached = async {
                 let row = find(state, &self.account, &lease.session.connection_id).await?;
                 let op = operator_for(state, &row).await?;
+                let multipart = multipart_for(state, &row)?;
                 Ok::<_, Problem>(Target {
                     account_id: self.account.clone(),
                     connection_id: row.id,
                     op,
+                    multipart,
                 })
             };
             let target = match reached.await {
@@ -227,7 +274,7 @@ impl UploadHost for HubUploads {
     fn append<'a>(
         &'a self,
         lease: &'a Lease,
-        part: Option<Part>,
+        parts: Vec<Part>,
         ending: Ending,
     ) -> BoxFuture<'a, Result<Session, Problem>> {
         Box::pin(async move {
@@ -239,7 +286,7 @@ impl UploadHost for HubUploads {
                 &self.state,
                 &lease.session.id,
                 &lease.token,
-                part.as_ref(),
+                &parts,
                 complete.as_ref(),
             )
             .await
@@ -283,24 +330,22 @@ async fn record(
     state: &AppState,
     id: &str,
     token: &str,
-    part: Option<&Part>,
+    parts: &[Part],
     complete: Option<&Commit>,
 ) -> Result<Session, Problem> {
-    let session = state
+    let (session, added) = state
         .store
         .append_upload(
             id,
             token,
-            part,
+            parts,
             complete,
             state.uploads.max_size,
             now_ms().saturating_add(state.uploads.expiry_ms),
         )
         .await
         .map_err(|r| refusal(state, r))?;
-    if let Some(p) = part {
-        state.metrics.uploads.bytes_appended.inc_by(p.size);
-    }
+    state.metrics.uploads.bytes_appended.inc_by(added);
     if complete.is_some() {
         state.metrics.uploads.completed.inc();
     }
@@ -441,17 +486,63 @@ async fn terminate(state: &AppState, account: &str, id: &str) -> Result<Response
         .map_err(|e| store_problem(state, e))?
         .ok_or_else(|| refusal(state, UploadRefusal::NotFound))?;
     if let Ok(row) = find(state, account, &session.connection_id).await {
-        discard_parts(state, &row, id).await;
+        discard_parts(state, &row, &session).await;
     }
     tracing::info!(upload.id = %id, "upload terminated");
     Ok(no_content())
 }
 
-async fn discard_parts(state: &AppState, row: &ConnectionRow, id: &str) {
+/// Removes what a session left at the provider: its multipart upload,
+/// abandoned, and its staged parts (best effort).
+async fn discard_parts(state: &AppState, row: &ConnectionRow, session: &Session) {
+    let id = &session.id;
+    if let Some(upload) = &session.provider_upload {
+        match multipart_for(state, row) {
+            Ok(Some(s3)) => {
+                if let Err(e) = s3.abort(&up::multipart_path(session), upload).await {
+                    tracing::warn!(upload.id = %id, error = %e, "could not abandon an upload's multipart upload");
+                }
+            }
+            Ok(None) => {}
+            Err(p) => {
+                tracing::warn!(upload.id = %id, problem = %p, "cannot reach an upload's provider to abandon its multipart upload")
+            }
+        }
+    }
     match operator_for(state, row).await {
         Ok(op) => up::write::discard(&op, id).await,
         Err(p) => {
             tracing::warn!(upload.id = %id, problem = %p, "cannot reach an upload's provider to remove its parts")
+        }
+    }
+}
+
+/// The multipart uploads a connection's open sessions hold at the
+/// provider: read before the connection is deleted (its sessions go with
+/// it), abandoned after with [`abandon`].
+pub async fn held_multipart(
+    state: &AppState,
+    row: &ConnectionRow,
+) -> Option<(Arc<S3Parts>, Vec<Session>)> {
+    let s3 = multipart_for(state, row).ok().flatten()?;
+    match state.store.multipart_sessions(&row.id).await {
+        Ok(sessions) if !sessions.is_empty() => Some((s3, sessions)),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(connection.id = %row.id, error = %e, "could not list a deleted connection's multipart uploads");
+            None
+        }
+    }
+}
+
+/// Abandons what [`held_multipart`] found (best effort).
+pub async fn abandon(held: Option<(Arc<S3Parts>, Vec<Session>)>) {
+    let Some((s3, sessions)) = held else { return };
+    for s in sessions {
+        if let Some(upload) = &s.provider_upload
+            && let Err(e) = s3.abort(&up::multipart_path(&s), upload).await
+        {
+            tracing::warn!(upload.id = %s.id, error = %e, "could not abandon a deleted connection's multipart upload");
         }
     }
 }
@@ -472,7 +563,7 @@ pub async fn sweep(state: Arc<AppState>, interval: Duration, stop: CancellationT
             Ok(expired) => {
                 for s in expired {
                     if let Ok(row) = find(&state, &s.account_id, &s.connection_id).await {
-                        discard_parts(&state, &row, &s.id).await;
+                        discard_parts(&state, &row, &s).await;
                     }
                     match state.store.expire_upload(&s.id, now).await {
                         Ok(true) => {
@@ -585,7 +676,7 @@ pub async fn internal(
                     state,
                     &body.id,
                     &body.lease,
-                    body.part.as_ref(),
+                    &body.parts,
                     body.complete.as_ref(),
                 )
                 .await?;

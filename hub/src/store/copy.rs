@@ -157,6 +157,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("expires_at", Int),
             ("created_at", Int),
             ("updated_at", Int),
+            ("provider_upload", Text),
         ],
     ),
     (
@@ -167,6 +168,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("size", Int),
             ("crc64nvme", Int),
             ("name", Text),
+            ("native", Text),
         ],
     ),
 ];

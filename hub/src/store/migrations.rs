@@ -273,6 +273,15 @@ CREATE TABLE upload_parts (
 "#,
         postgres_only: &[],
     },
+    Migration {
+        version: 11,
+        name: "uploads straight into S3 multipart uploads",
+        sqlite: r#"
+ALTER TABLE upload_sessions ADD COLUMN provider_upload TEXT;
+ALTER TABLE upload_parts ADD COLUMN native TEXT;
+"#,
+        postgres_only: &[],
+    },
 ];
 
 /// Numbers an event that arrives without its `seq`, as a hub of the

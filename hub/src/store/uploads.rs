@@ -17,7 +17,8 @@ use ferry_common::uploads::{Lease, NewUpload, Part, Session, Status, part_name};
 use super::{Store, StoreError, now_ms};
 
 const COLUMNS: &str = "id, account_id, connection_id, path, length, committed, crc64nvme, \
-                       metadata, content_type, concat, status, lease_holder, lease_token, lease_until, expires_at";
+                       metadata, content_type, concat, status, lease_holder, lease_token, lease_until, expires_at, \
+                       provider_upload";
 
 /// The sessions the sweep expires once their time is out: open ones, and
 /// partial uploads that were completed but never joined by a final one.
@@ -52,6 +53,7 @@ fn from_row(row: &AnyRow) -> Result<Row, sqlx::Error> {
             expires_at: row.try_get("expires_at")?,
             max_size: 0,
             concat: row.try_get("concat")?,
+            provider_upload: row.try_get("provider_upload")?,
         },
         lease_holder: row.try_get("lease_holder")?,
         lease_token: row.try_get("lease_token")?,
@@ -112,7 +114,7 @@ pub struct LeaseAsk<'a> {
 }
 
 /// A new session's id: `upl_` and 128 random bits.
-fn new_upload_id() -> String {
+pub fn new_upload_id() -> String {
     use ring::rand::SecureRandom as _;
     let mut bytes = [0u8; 16];
     ring::rand::SystemRandom::new()
@@ -132,17 +134,22 @@ fn new_lease_token() -> String {
 
 impl Store {
     /// Makes a session of `account` in `connection`, expiring at
-    /// `expires_at`; a final upload (tus concatenation) only of complete
-    /// partial uploads of the same account and connection.
+    /// `expires_at`, its bytes going into the provider's multipart upload
+    /// `provider_upload` if the caller started one; a final upload (tus
+    /// concatenation) only of complete partial uploads of the same account
+    /// and connection.
+    #[allow(clippy::too_many_arguments)]
     pub async fn create_upload(
         &self,
+        id: &str,
         account: &str,
         connection: &str,
         new: &NewUpload,
         max_size: u64,
         expires_at: i64,
+        provider_upload: Option<&str>,
     ) -> Result<Session, UploadRefusal> {
-        let id = new_upload_id();
+        let id = id.to_owned();
         let now = now_ms();
         let mut tx = self.write_tx().await?;
         let (mut length, mut crc) = (new.length, 0u64);
@@ -176,6 +183,7 @@ impl Store {
                         size: n,
                         crc64nvme: part.crc64nvme,
                         name: String::new(),
+                        native: None,
                     }],
                 );
                 total += n;
@@ -189,8 +197,8 @@ impl Store {
         }
         sqlx::query(
             "INSERT INTO upload_sessions (id, account_id, connection_id, path, length, committed, crc64nvme, \
-             metadata, content_type, concat, status, expires_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $9, 'open', $10, $11, $11)",
+             metadata, content_type, concat, status, expires_at, created_at, updated_at, provider_upload) \
+             VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $9, 'open', $10, $11, $11, $12)",
         )
         .bind(&id)
         .bind(account)
@@ -203,6 +211,7 @@ impl Store {
         .bind(new.concat.as_deref())
         .bind(expires_at)
         .bind(now)
+        .bind(provider_upload)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -220,6 +229,7 @@ impl Store {
             expires_at,
             max_size,
             concat: new.concat.clone(),
+            provider_upload: provider_upload.map(str::to_owned),
         })
     }
 
@@ -333,10 +343,24 @@ impl Store {
         .await?;
         let parts = match s.joins() {
             Some(ids) => {
-                // A final upload's parts are its partial uploads', in order.
+                // A final upload's parts are its partial uploads', in order;
+                // a partial upload that went into a multipart upload is the
+                // one object that upload made.
                 let mut all = Vec::new();
                 let mut at = 0;
                 for pid in ids {
+                    let partial = self.upload_row(&mut tx, pid).await?.map(|r| r.session);
+                    if let Some(p) = partial.filter(|p| p.provider_upload.is_some()) {
+                        all.push(Part {
+                            offset: at,
+                            size: p.offset,
+                            crc64nvme: p.crc64nvme,
+                            name: ferry_common::uploads::partial_object(pid),
+                            native: None,
+                        });
+                        at += p.offset;
+                        continue;
+                    }
                     for mut p in parts_of(&mut tx, pid).await? {
                         let size = p.size;
                         p.offset = at;
@@ -392,20 +416,23 @@ impl Store {
         Ok(())
     }
 
-    /// Records `part` under the lease `token` (it must start at the
-    /// committed offset and be named for the lease), moves the offset,
-    /// extends the expiry to `expires_at` and releases the lease; with
-    /// `complete`, also marks the session complete and commits the object
-    /// in the same transaction. The session as it is afterwards.
+    /// Records `parts` under the lease `token` (in order from the
+    /// committed offset, each named for the lease; the first may instead
+    /// start where the last recorded part does, when that one is staged as
+    /// an object, and take its place: its bytes were sent again at the
+    /// head of the new one), moves the offset, extends the expiry to
+    /// `expires_at` and releases the lease; with `complete`, also marks the
+    /// session complete and commits the object in the same transaction.
+    /// The session as it is afterwards, and the bytes the offset moved.
     pub async fn append_upload(
         &self,
         id: &str,
         token: &str,
-        part: Option<&Part>,
+        parts: &[Part],
         complete: Option<&Commit>,
         max_size: u64,
         expires_at: i64,
-    ) -> Result<Session, UploadRefusal> {
+    ) -> Result<(Session, u64), UploadRefusal> {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
         let row = self
@@ -416,23 +443,40 @@ impl Store {
             return Err(UploadRefusal::LeaseLost);
         }
         let s = &row.session;
-        let (size, crc) = match part {
-            Some(p) => {
-                let named = part_name(id, p.offset, token);
-                let allowed =
-                    p.name == named || p.name == ferry_common::uploads::local_staging_file(&named);
-                if p.offset != s.offset || p.size == 0 || !allowed {
-                    return Err(UploadRefusal::Invalid(
-                        "the part is not the one the lease allows".into(),
-                    ));
-                }
-                let crc = combined_crc(s.crc64nvme, std::slice::from_ref(p));
-                (p.size, crc)
+        let not_allowed =
+            || UploadRefusal::Invalid("the part is not the one the lease allows".into());
+        let (mut at, mut crc, mut replaced) = (s.offset, s.crc64nvme, None);
+        for (i, p) in parts.iter().enumerate() {
+            let named = part_name(id, p.offset, token);
+            let allowed =
+                p.name == named || p.name == ferry_common::uploads::local_staging_file(&named);
+            if p.size == 0 || !allowed {
+                return Err(not_allowed());
             }
-            None => (0, s.crc64nvme),
-        };
+            if i == 0 && p.offset < s.offset {
+                let before = parts_of(&mut tx, id).await?;
+                let Some((last, rest)) = before.split_last() else {
+                    return Err(not_allowed());
+                };
+                if last.offset != p.offset || last.native.is_some() {
+                    return Err(not_allowed());
+                }
+                (at, crc, replaced) = (p.offset, combined_crc(0, rest), Some(p.offset));
+            }
+            if p.offset != at {
+                return Err(not_allowed());
+            }
+            crc = combined_crc(crc, std::slice::from_ref(p));
+            at += p.size;
+        }
+        if at < s.offset {
+            return Err(UploadRefusal::Invalid(
+                "the parts hold fewer bytes than the upload had".into(),
+            ));
+        }
+        let size = at - s.offset;
         let joining = s.joins().is_some();
-        if joining && (part.is_some() || complete.is_none()) {
+        if joining && (!parts.is_empty() || complete.is_none()) {
             return Err(UploadRefusal::Invalid(
                 "a final upload is only completed, from its partial uploads".into(),
             ));
@@ -463,15 +507,28 @@ impl Store {
                 ));
             }
         }
-        if let Some(p) = part {
+        if let Some(first) = replaced {
+            sqlx::query("DELETE FROM upload_parts WHERE upload_id = $1 AND first_byte = $2")
+                .bind(id)
+                .bind(first as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for p in parts {
+            let native = p
+                .native
+                .as_ref()
+                .map(|n| serde_json::to_string(n).expect("parts serialise"));
             sqlx::query(
-                "INSERT INTO upload_parts (upload_id, first_byte, size, crc64nvme, name) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO upload_parts (upload_id, first_byte, size, crc64nvme, name, native) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(id)
             .bind(p.offset as i64)
             .bind(p.size as i64)
             .bind(p.crc64nvme as i64)
             .bind(&p.name)
+            .bind(native)
             .execute(&mut *tx)
             .await?;
         }
@@ -517,7 +574,7 @@ impl Store {
         session.length = length;
         session.expires_at = expires_at;
         session.max_size = max_size;
-        Ok(session)
+        Ok((session, size))
     }
 
     /// Removes `account`'s session `id` (tus termination): the session as
@@ -594,6 +651,25 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// A connection's open sessions that hold a multipart upload at the
+    /// provider, for abandoning them when the connection goes.
+    pub async fn multipart_sessions(&self, connection: &str) -> Result<Vec<Session>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM upload_sessions WHERE connection_id = $1 \
+             AND status = 'open' AND provider_upload IS NOT NULL"
+        )))
+        .bind(connection)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(from_row)
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .map(|r| r.session)
+            .collect())
+    }
+
     /// Open sessions, for the metrics.
     pub async fn open_uploads(&self) -> Result<i64, StoreError> {
         Ok(
@@ -606,7 +682,8 @@ impl Store {
 
 async fn parts_of(conn: &mut sqlx::AnyConnection, id: &str) -> Result<Vec<Part>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT first_byte, size, crc64nvme, name FROM upload_parts WHERE upload_id = $1 ORDER BY first_byte",
+        "SELECT first_byte, size, crc64nvme, name, native FROM upload_parts WHERE upload_id = $1 \
+         ORDER BY first_byte",
     )
     .bind(id)
     .fetch_all(conn)
@@ -616,11 +693,16 @@ async fn parts_of(conn: &mut sqlx::AnyConnection, id: &str) -> Result<Vec<Part>,
             let first: i64 = r.try_get("first_byte")?;
             let size: i64 = r.try_get("size")?;
             let crc: i64 = r.try_get("crc64nvme")?;
+            let native: Option<String> = r.try_get("native")?;
             Ok(Part {
                 offset: first as u64,
                 size: size as u64,
                 crc64nvme: crc as u64,
                 name: r.try_get("name")?,
+                native: native
+                    .map(|n| serde_json::from_str(&n))
+                    .transpose()
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
             })
         })
         .collect()
@@ -651,7 +733,15 @@ mod tests {
             concat: None,
         };
         let s = store
-            .create_upload(&acc.id, &conn.id, &new, 1 << 40, now_ms() + 60_000)
+            .create_upload(
+                &new_upload_id(),
+                &acc.id,
+                &conn.id,
+                &new,
+                1 << 40,
+                now_ms() + 60_000,
+                None,
+            )
             .await
             .unwrap();
         (acc.id, s)
@@ -674,6 +764,7 @@ mod tests {
             size: data.len() as u64,
             crc64nvme: ferry_common::checksum::crc64nvme(data),
             name: part_name(id, offset, token),
+            native: None,
         }
     }
 
@@ -703,16 +794,30 @@ mod tests {
         let p = part(&s.id, &a.token, 0, b"hello");
         assert!(matches!(
             store
-                .append_upload(&s.id, &a.token, Some(&p), None, 1 << 40, now_ms() + 60_000)
+                .append_upload(
+                    &s.id,
+                    &a.token,
+                    std::slice::from_ref(&p),
+                    None,
+                    1 << 40,
+                    now_ms() + 60_000
+                )
                 .await,
             Err(UploadRefusal::LeaseLost)
         ));
         let p = part(&s.id, &b.token, 0, b"hello");
         let after = store
-            .append_upload(&s.id, &b.token, Some(&p), None, 1 << 40, now_ms() + 60_000)
+            .append_upload(
+                &s.id,
+                &b.token,
+                std::slice::from_ref(&p),
+                None,
+                1 << 40,
+                now_ms() + 60_000,
+            )
             .await
             .unwrap();
-        assert_eq!(after.offset, 5);
+        assert_eq!(after.0.offset, 5);
         // A wrong offset names the right one; another tenant sees nothing.
         assert!(matches!(
             store
@@ -735,14 +840,98 @@ mod tests {
         let wrong = part(&s.id, &b.token, 5, b"world");
         assert!(matches!(
             store
-                .append_upload(&s.id, &c.token, Some(&wrong), None, 1 << 40, 0)
+                .append_upload(
+                    &s.id,
+                    &c.token,
+                    std::slice::from_ref(&wrong),
+                    None,
+                    1 << 40,
+                    0
+                )
                 .await,
             Err(UploadRefusal::Invalid(_))
         ));
         let long = part(&s.id, &c.token, 5, b"world!");
         assert!(matches!(
             store
-                .append_upload(&s.id, &c.token, Some(&long), None, 1 << 40, 0)
+                .append_upload(
+                    &s.id,
+                    &c.token,
+                    std::slice::from_ref(&long),
+                    None,
+                    1 << 40,
+                    0
+                )
+                .await,
+            Err(UploadRefusal::Invalid(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_staged_part_may_be_replaced_by_one_that_carries_its_bytes() {
+        let (store, _dir) = store().await;
+        let (acc, s) = session(&store).await;
+        let never = |_: &str| false;
+        let expires = now_ms() + 60_000;
+        let (a, _) = store
+            .lease_upload(&ask(&acc, &s.id, 0, "fra1"), &never)
+            .await
+            .unwrap();
+        let tail = part(&s.id, &a.token, 0, b"hel");
+        store
+            .append_upload(&s.id, &a.token, &[tail], None, 1 << 40, expires)
+            .await
+            .unwrap();
+        let (b, _) = store
+            .lease_upload(&ask(&acc, &s.id, 3, "fra1"), &never)
+            .await
+            .unwrap();
+        // The carried bytes and the new ones, sent as S3 parts, then a
+        // staged rest: the offset moves by the new bytes only.
+        let mut sent = part(&s.id, &b.token, 0, b"hello w");
+        sent.native = Some(ferry_common::uploads::NativeParts {
+            first: 1,
+            etags: vec!["\"e1\"".into()],
+        });
+        let rest = part(&s.id, &b.token, 7, b"orl");
+        let (after, added) = store
+            .append_upload(
+                &s.id,
+                &b.token,
+                &[sent.clone(), rest.clone()],
+                None,
+                1 << 40,
+                expires,
+            )
+            .await
+            .unwrap();
+        assert_eq!((after.offset, added), (10, 7));
+        assert_eq!(
+            after.crc64nvme,
+            ferry_common::checksum::crc64nvme(b"hello worl")
+        );
+        let (c, _) = store
+            .lease_upload(&ask(&acc, &s.id, 10, "fra1"), &never)
+            .await
+            .unwrap();
+        assert_eq!(c.parts, vec![sent.clone(), rest]);
+        // Only the last part, staged, may be replaced, from where it starts.
+        let mut again = part(&s.id, &c.token, 0, b"hello worl");
+        again.native = sent.native.clone();
+        assert!(matches!(
+            store
+                .append_upload(&s.id, &c.token, &[again], None, 1 << 40, expires)
+                .await,
+            Err(UploadRefusal::Invalid(_))
+        ));
+        let (d, _) = store
+            .lease_upload(&ask(&acc, &s.id, 10, "fra1"), &never)
+            .await
+            .unwrap();
+        let inside = part(&s.id, &d.token, 8, b"rl");
+        assert!(matches!(
+            store
+                .append_upload(&s.id, &d.token, &[inside], None, 1 << 40, expires)
                 .await,
             Err(UploadRefusal::Invalid(_))
         ));
