@@ -8,20 +8,23 @@
 //! may continue an upload through any node.
 //!
 //! Each append (`PATCH`, or the body of a creating `POST`) is written by
-//! the node that receives it, straight to the provider, as one *part*: an
-//! object of its own under `.ferry-partial/uploads/<id>/` at the
-//! connection's root. The append holds the session's *lease* in the store
-//! while it streams (one writer at a time across all nodes, renewed while
-//! the bytes flow), and the part counts only once the provider has closed
-//! it and the store has recorded the new offset under that lease. A body
-//! cut part way keeps the bytes that arrived (tus asks servers to), unless
-//! the chunk carried a checksum, which bytes cut short cannot match. When
-//! the last byte is in, the node that wrote it puts the parts together at
-//! the target path — a rename for a single part where the provider has one,
-//! else one streaming write of the parts in order, which is atomic as any
-//! upload is — and commits the object's metadata, event and transfer with
-//! the session's completion; the object's CRC64/NVME is combined from the
-//! parts' checksums, not read back.
+//! the node that receives it, straight to the provider, as *parts*: on S3
+//! into the session's one multipart upload (see [`write`](mod@write)), on a folder
+//! into the session's one staging file, elsewhere as an object of its own
+//! under `.ferry-partial/uploads/<id>/` at the connection's root. The
+//! append holds the session's *lease* in the store while it streams (one
+//! writer at a time across all nodes, renewed while the bytes flow), and
+//! its parts count only once the provider holds them and the store has
+//! recorded the new offset under that lease. A body cut part way keeps
+//! the bytes that arrived (tus asks servers to; on S3, those of the parts
+//! sent whole), unless the chunk carried a checksum, which bytes cut short
+//! cannot match. When the last byte is in, the node that wrote it puts the
+//! parts together at the target path — S3's multipart upload completed, a
+//! rename for a single part where the provider has one, else one streaming
+//! write of the parts in order, which is atomic as any upload is — and
+//! commits the object's metadata, event and transfer with the session's
+//! completion; the object's CRC64/NVME is combined from the parts'
+//! checksums, not read back.
 //!
 //! Who keeps the sessions is an [`UploadHost`]: the hub's store, or at a
 //! spoke the hub through the tunnel (each call under the grant the hub

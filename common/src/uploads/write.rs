@@ -168,7 +168,7 @@ impl std::error::Error for Marker {}
 
 /// Streams `body` into the session's next part, at most up to the
 /// upload's limit: on S3, straight into the session's multipart upload
-/// ([`append_native`]); on a folder, into the session's staging file;
+/// (`append_native`); on a folder, into the session's staging file;
 /// elsewhere into an object of its own. A body cut part way keeps what
 /// arrived, unless `checksum` was sent; `lost` set (by the lease's keeper)
 /// stops the append and discards it. The parts are durable at the
