@@ -31,7 +31,8 @@ struct Args {
     #[arg(long)]
     size_mib: Option<u64>,
     /// Only these scenarios (comma-separated): transfer (or download,
-    /// upload), memory, sweep, control, tunnel, recovery, resumable, dns.
+    /// upload), memory, sweep, control, tunnel, recovery, resumable,
+    /// resumable_s3 (needs moto: ./scripts/install-test-deps.sh), dns.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to write results.json and the charts.

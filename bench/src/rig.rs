@@ -70,6 +70,8 @@ impl Rig {
             log_level: Some("warn,ferry_hub=info".into()),
             default_timings: true,
             dir_in: data_in,
+            // The S3 scenario's moto listens on loopback.
+            extra_toml: "[providers.remote]\nallow_private_endpoints = true\n".into(),
             ..HubOptions::default()
         });
         let tenant = tenant(&hub.url(), "bench", &hub.data_dir).await;

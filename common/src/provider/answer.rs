@@ -115,6 +115,20 @@ pub(crate) fn note(answer: Option<FailedAnswer>) {
     let _ = NOTES.try_with(|notes| *notes.0.lock().expect("never poisoned") = answer);
 }
 
+/// Spawns `work` in the scope of the operation that spawns it, as
+/// [`ScopedExecutor`] does OpenDAL's background work: a provider answer it
+/// notes is the operation's.
+pub fn spawn_observed<F>(work: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match NOTES.try_with(Notes::clone) {
+        Ok(notes) => tokio::spawn(NOTES.scope(notes, work)),
+        Err(_) => tokio::spawn(work),
+    }
+}
+
 /// An HTTP transport that notes each answer of the transport it wraps in
 /// the caller's [`observed`] scope.
 #[derive(Debug)]

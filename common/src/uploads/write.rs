@@ -17,6 +17,8 @@ use crate::provider::problem as provider_problem;
 use super::protocol::{ChunkAlgorithm, ChunkHasher};
 use super::{NativeParts, Part, Session, part_name};
 use crate::content::Target;
+use crate::provider::answer;
+use crate::provider::remote;
 use crate::provider::s3_parts::{self, S3Parts};
 
 /// How one append ended, short of a part.
@@ -346,6 +348,17 @@ fn copy_ranges(size: u64) -> Vec<std::ops::Range<u64>> {
         .collect()
 }
 
+/// A part whose bytes are all sent, and its answer to come.
+struct Flying {
+    size: u64,
+    crc: u64,
+    answer: tokio::task::JoinHandle<Result<String, opendal::Error>>,
+}
+
+fn stopped_task(e: tokio::task::JoinError) -> opendal::Error {
+    opendal::Error::new(opendal::ErrorKind::Unexpected, "sending a part stopped").set_source(e)
+}
+
 /// An S3 session's append: the body cut into parts of the session's
 /// multipart upload, each streamed in one `UploadPart` of known length.
 /// A staged part too small to stand before another (under S3's 5 MiB),
@@ -357,7 +370,7 @@ fn copy_ranges(size: u64) -> Vec<std::ops::Range<u64>> {
 /// A body cut part way keeps the parts sent before the cut.
 async fn append_native<S>(
     to: AppendTo<'_>,
-    s3: &S3Parts,
+    s3: &Arc<S3Parts>,
     upload: &str,
     watched: S,
     watch: &Mutex<Watch>,
@@ -400,10 +413,28 @@ where
     let mut uncounted = head_len;
     let mut etags = Vec::new();
     let mut run = 0u64;
+    // Where the parts kept so far end, and the bytes not yet given a part.
     let (mut at, mut remaining) = (start, head_len + body_len);
     // Why the body stopped short of a part, if it did: an error, or none
     // when it just ended (cut, the cause kept by the watch).
     let mut stopped: Option<Option<BoxError>> = None;
+    // Parts whose bytes are all sent, waiting for their answer: the next
+    // part streams meanwhile, so the client's bytes never wait for S3's
+    // answer to the part before.
+    let mut flying: std::collections::VecDeque<Flying> = std::collections::VecDeque::new();
+    let budget = budget::UPLOADS.lease();
+    let mut failed: Option<opendal::Error> = None;
+    let mut settle = |f: Flying, failed: &mut Option<opendal::Error>, answer| match answer {
+        Ok(etag) if failed.is_none() => {
+            etags.push(etag);
+            run = crc_fast::checksum_combine(crc_fast::CrcAlgorithm::Crc64Nvme, run, f.crc, f.size);
+            at += f.size;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            failed.get_or_insert(e);
+        }
+    };
     while remaining > 0 {
         let target = s3_parts::part_target(session.length, number);
         let size = if remaining > s3_parts::MAX_PART || remaining >= target + s3_parts::MIN_PART {
@@ -416,12 +447,35 @@ where
         if number > s3_parts::MAX_PARTS {
             return Err(AppendError::TooManyParts);
         }
+        if flying.len() >= remote::PARTS_IN_FLIGHT
+            && let Some(mut oldest) = flying.pop_front()
+        {
+            let answer = (&mut oldest.answer)
+                .await
+                .unwrap_or_else(|e| Err(stopped_task(e)));
+            settle(oldest, &mut failed, answer);
+        }
+        if failed.is_some() {
+            break;
+        }
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
         let body = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         });
+        let answer = {
+            let (s3, path, upload) = (s3.clone(), path.clone(), upload.to_owned());
+            answer::spawn_observed(async move {
+                s3.upload_part(&path, &upload, number, size, body).await
+            })
+        };
         let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme);
-        let feed = async {
+        // Feeds the part its bytes, gathered into buffers of the upload
+        // budget's size, two of which may wait for the request: a provider
+        // that reads slowly for a moment does not stall the client at
+        // once, and an upload holds about as much as a plain one does.
+        // Whether they all went, or why the body stopped.
+        let mut gather = Gather::new(budget.chunk());
+        let fed: Result<bool, Option<BoxError>> = async {
             let mut left = size;
             while left > 0 {
                 let chunk = match carry.take() {
@@ -452,33 +506,55 @@ where
                     on_bytes(n - skip);
                 }
                 left -= n;
-                if tx.send(Ok(now)).await.is_err() {
-                    // The request ended: its answer says why.
-                    return Ok(());
+                let mut full = gather.push(&now);
+                if left == 0 {
+                    full.extend(gather.rest());
+                }
+                for buf in full {
+                    if tx.send(Ok(buf)).await.is_err() {
+                        // The request ended early: its answer says why.
+                        return Ok(false);
+                    }
                 }
             }
-            Ok(())
+            Ok(true)
+        }
+        .await;
+        let part = Flying {
+            size,
+            crc: crc.finalize(),
+            answer,
         };
-        let (sent, fed) = tokio::join!(s3.upload_part(&path, upload, number, size, body), feed);
-        match (sent, fed) {
-            (_, Err(why)) => {
-                stopped = Some(why);
-                break;
-            }
-            (Err(e), Ok(())) => return Err(AppendError::Provider(e)),
-            (Ok(etag), Ok(())) => {
-                etags.push(etag);
-                run = crc_fast::checksum_combine(
-                    crc_fast::CrcAlgorithm::Crc64Nvme,
-                    run,
-                    crc.finalize(),
-                    size,
-                );
-                at += size;
+        match fed {
+            Ok(true) => {
+                flying.push_back(part);
                 remaining -= size;
                 number += 1;
             }
+            Ok(false) => {
+                let Flying { mut answer, .. } = part;
+                let got = (&mut answer).await.unwrap_or_else(|e| Err(stopped_task(e)));
+                failed.get_or_insert(got.err().unwrap_or_else(|| {
+                    opendal::Error::new(opendal::ErrorKind::Unexpected, "a part ended early")
+                }));
+                break;
+            }
+            Err(why) => {
+                // The part being sent is abandoned (its body failed).
+                part.answer.abort();
+                stopped = Some(why);
+                break;
+            }
         }
+    }
+    while let Some(mut f) = flying.pop_front() {
+        let answer = (&mut f.answer)
+            .await
+            .unwrap_or_else(|e| Err(stopped_task(e)));
+        settle(f, &mut failed, answer);
+    }
+    if let Some(e) = failed {
+        return Err(AppendError::Provider(e));
     }
     let mut parts = Vec::new();
     if !etags.is_empty() {
