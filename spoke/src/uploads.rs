@@ -12,7 +12,7 @@ use ferry_common::contract::{
 };
 use ferry_common::problem::{ErrorCode, Problem};
 use ferry_common::provider::EndpointPolicy;
-use ferry_common::provider::s3_parts::S3Parts;
+use ferry_common::provider::native::Multipart;
 use ferry_common::uploads::{Ending, Lease, NewUpload, Part, Session, UploadHost};
 use futures_util::future::BoxFuture;
 use http::{HeaderValue, StatusCode};
@@ -127,7 +127,7 @@ impl UploadHost for SpokeUploads {
                         account_id: begun.grant.account_id.clone(),
                         connection_id: begun.grant.connection_id.clone(),
                         op,
-                        multipart: S3Parts::of(
+                        multipart: Multipart::of(
                             &begun.grant.provider,
                             &begun.grant.config,
                             if begun.grant.allow_private_endpoints {

@@ -834,11 +834,21 @@ async fn tus_js_client_uploads_in_parallel_parts_to_s3() {
     parallel_parts("s3").await;
 }
 
+#[tokio::test]
+async fn tus_js_client_uploads_in_parallel_parts_to_azure() {
+    parallel_parts("azblob").await;
+}
+
 /// tus-js-client sends a 40 MiB file as three partial uploads at once and
 /// joins them with a final one.
 async fn parallel_parts(provider: &str) {
     ferry_tests::install_crypto_provider();
-    let s3 = (provider == "s3").then(|| ferry_tests::providers::StorageServer::s3("par"));
+    let server = match provider {
+        "s3" => Some(ferry_tests::providers::StorageServer::s3("par")),
+        "azblob" => Some(ferry_tests::providers::StorageServer::azblob("par")),
+        _ => None,
+    };
+    let s3 = server.as_ref().filter(|s| s.kind == "s3");
     let hub = Hub::start_with(HubOptions {
         extra_toml: "[providers.remote]\nallow_private_endpoints = true\n".into(),
         ..HubOptions::default()
@@ -894,7 +904,7 @@ async fn parallel_parts(provider: &str) {
         metric(&hub.metrics_url(), "ferry_uploads_completed_total", &[]).await >= 1.0,
         "{text}"
     );
-    if let Some(server) = &s3 {
+    if let Some(server) = s3 {
         // The final upload is the three partial ones copied part by part
         // at the provider; nothing staged or open is left.
         let etag = moto_etag(server, "par", "parallel.bin");
@@ -1129,6 +1139,112 @@ async fn an_s3_upload_goes_straight_into_one_multipart_upload() {
         .await
         .expect(204);
     assert!(open_multipart_uploads(&server, "native").is_empty());
+}
+
+/// The names under `.ferry-partial/uploads/` in Azurite's container, as
+/// ferry's own operator for the connection lists them (uncommitted blocks
+/// are no blob, and are not listed).
+async fn staged_in_azurite(config: &serde_json::Value) -> Vec<String> {
+    use ferry_common::provider::{EndpointPolicy, Remote, remote};
+    let op = remote::build(Remote::Azblob, config, EndpointPolicy::ANY).unwrap();
+    match op
+        .list_with(".ferry-partial/uploads/")
+        .recursive(true)
+        .await
+    {
+        Ok(entries) => entries
+            .into_iter()
+            .filter(|e| e.metadata().is_file())
+            .map(|e| e.path().to_owned())
+            .collect(),
+        Err(e) if e.kind() == opendal::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("cannot list Azurite: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn an_azure_upload_goes_into_blocks_of_one_blob() {
+    ferry_tests::install_crypto_provider();
+    let server = ferry_tests::providers::StorageServer::azblob("blocks");
+    let config = server.config("blocks", None);
+    let hub = Hub::start_with(HubOptions {
+        extra_toml: "[providers.remote]\nallow_private_endpoints = true\n".into(),
+        ..HubOptions::default()
+    });
+    let a = Spoke::start(&hub, "fra1");
+    let b = Spoke::start(&hub, "ams1");
+    let t =
+        ferry_tests::scenarios::remote_tenant(&hub.url(), "alpha", "azblob", config.clone()).await;
+    let via_a = Api::new(a.url()).as_token(&t.key);
+    let via_b = Api::new(b.url()).as_token(&t.key);
+    const MIB: usize = 1 << 20;
+    let data = Bytes::from(pattern(20 * MIB, 11));
+    let url = create(&via_a, "blocks.bin", data.len()).await;
+    // 3 MiB of known length: blocks of the session's staging blob, not
+    // yet a blob of their own, through one spoke…
+    tus_append(&via_a, &url, 0)
+        .body(data.slice(0..3 * MIB))
+        .send()
+        .await
+        .expect(204);
+    assert_eq!(staged_in_azurite(&config).await, Vec::<String>::new());
+    // … then 5 MiB of unknown length through the other: staged as an
+    // object, sent into a block at completion.
+    tus_append(&via_b, &url, 3 * MIB)
+        .body_unsized(data.slice(3 * MIB..8 * MIB), 64 << 10)
+        .send()
+        .await
+        .expect(204);
+    assert_eq!(staged_in_azurite(&config).await.len(), 1);
+    // A chunk cut part way keeps the blocks sent whole before the cut.
+    let cut = tus_append(&via_a, &url, 8 * MIB)
+        .body_truncated(data.slice(8 * MIB..18 * MIB), 12 * MIB)
+        .send_raw()
+        .await;
+    if let Ok(resp) = cut {
+        assert!(!resp.status().is_success(), "{}", resp.status());
+    }
+    let offset_of = async || {
+        via_b
+            .head(&url)
+            .header(TUS.0, TUS.1)
+            .send()
+            .await
+            .expect(200)
+            .header("upload-offset")
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+    };
+    assert!(
+        eventually(Duration::from_secs(20), async || offset_of().await
+            == 16 * MIB)
+        .await,
+        "the offset after a chunk cut at 18 MiB is {}, not 16 MiB (two 8 MiB blocks)",
+        offset_of().await
+    );
+    let at = offset_of().await;
+    let last = data.slice(at..);
+    let sum = format!(
+        "sha256 {}",
+        STANDARD.encode(ring::digest::digest(&ring::digest::SHA256, &last))
+    );
+    tus_append(&via_b, &url, at)
+        .header("upload-checksum", &sum)
+        .body(last)
+        .send()
+        .await
+        .expect(204);
+    let got = via_a.get(&t.file("blocks.bin")).send().await.expect(200);
+    assert_eq!(sha256(&got.body), sha256(&data));
+    assert!(
+        eventually(Duration::from_secs(10), async || staged_in_azurite(&config)
+            .await
+            .is_empty())
+        .await,
+        "{:?}",
+        staged_in_azurite(&config).await
+    );
 }
 
 #[tokio::test]

@@ -106,8 +106,9 @@ pub struct Target {
     pub connection_id: String,
     /// Its provider.
     pub op: Operator,
-    /// The provider's multipart uploads, for uploads that outlive a request
-    /// (an S3 connection's resumable uploads); none for other providers,
-    /// and where only plain transfers are served.
-    pub multipart: Option<std::sync::Arc<crate::provider::s3_parts::S3Parts>>,
+    /// The provider's multi-request uploads, for uploads that outlive a
+    /// request (the resumable uploads of an S3 or Azure Blob connection);
+    /// none for other providers, and where only plain transfers are
+    /// served.
+    pub multipart: Option<std::sync::Arc<crate::provider::native::Multipart>>,
 }

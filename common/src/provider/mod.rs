@@ -13,10 +13,12 @@
 //! a provider up, and the helpers the rest of ferry asks about providers.
 
 pub mod answer;
+pub mod azure_blocks;
 pub mod egress;
 pub mod endpoint;
 pub mod failure;
 pub mod grammar;
+pub mod native;
 pub mod registry;
 pub mod remote;
 pub mod s3_parts;

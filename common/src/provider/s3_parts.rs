@@ -18,9 +18,9 @@ use futures_util::Stream;
 use opendal::ErrorKind;
 use serde::Deserialize;
 
-use super::answer::{FailedAnswer, note};
 use super::egress;
 use super::endpoint::EndpointPolicy;
+use super::native::failed;
 use super::remote::Remote;
 
 /// S3's smallest part, but for the last.
@@ -138,55 +138,21 @@ impl S3Parts {
         &self,
         method: http::Method,
         url: url::Url,
-        headers: Vec<(&'static str, String)>,
+        mut headers: Vec<(&'static str, String)>,
         body: reqwest::Body,
         what: &'static str,
     ) -> Result<reqwest::Response, opendal::Error> {
-        let mut req = http::Request::builder().method(method).uri(url.as_str());
-        for (name, value) in &headers {
-            req = req.header(*name, value);
-        }
-        let (mut parts, ()) = req
-            .body(())
-            .map_err(|e| failed(ErrorKind::Unexpected, "the multipart request is invalid", e))?
-            .into_parts();
-        parts.headers.insert(
-            "x-amz-content-sha256",
-            http::HeaderValue::from_static("UNSIGNED-PAYLOAD"),
-        );
-        if let Some(cred) = &self.credential {
+        headers.push(("x-amz-content-sha256", "UNSIGNED-PAYLOAD".into()));
+        let sign = async |parts: &mut http::request::Parts| {
+            let Some(cred) = &self.credential else {
+                return Ok(());
+            };
             use reqsign_core::SignRequest as _;
             reqsign_aws_v4::RequestSigner::new("s3", &self.region)
-                .sign_request(&reqsign_core::Context::new(), &mut parts, Some(cred), None)
+                .sign_request(&reqsign_core::Context::new(), parts, Some(cred), None)
                 .await
-                .map_err(|e| failed(ErrorKind::Unexpected, "signing a multipart request", e))?;
-        }
-        let sent = self
-            .client
-            .request(parts.method, url)
-            .headers(parts.headers)
-            .body(body)
-            .send()
-            .await;
-        let resp = match sent {
-            Ok(r) => r,
-            Err(e) if egress::is_refusal(&e) => return Err(egress::refused_error(&e)),
-            Err(e) => {
-                return Err(failed(ErrorKind::Unexpected, what, e).set_temporary());
-            }
         };
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp);
-        }
-        note(FailedAnswer::of(status, resp.headers()));
-        let text = resp.text().await.unwrap_or_default();
-        tracing::warn!(
-            status = status.as_u16(),
-            answer = %super::failure::scrub(&text),
-            "S3 refused a multipart request ({what})"
-        );
-        Err(refused(status, what))
+        super::native::send(&self.client, method, url, headers, body, sign, "S3", what).await
     }
 
     /// Reads an answer's XML body, which S3 may use to refuse a request it
@@ -377,26 +343,6 @@ fn etag_of(resp: &reqwest::Response) -> Option<String> {
         .to_str()
         .ok()
         .map(str::to_owned)
-}
-
-fn failed(kind: ErrorKind, what: &'static str, cause: impl std::fmt::Display) -> opendal::Error {
-    opendal::Error::new(kind, what).with_context("cause", super::failure::scrub(&cause.to_string()))
-}
-
-fn refused(status: reqwest::StatusCode, what: &'static str) -> opendal::Error {
-    let kind = match status.as_u16() {
-        401 | 403 => ErrorKind::PermissionDenied,
-        404 => ErrorKind::NotFound,
-        412 => ErrorKind::ConditionNotMatch,
-        429 | 503 => ErrorKind::RateLimited,
-        _ => ErrorKind::Unexpected,
-    };
-    let e = failed(kind, what, status);
-    if status.is_server_error() || status.as_u16() == 429 {
-        e.set_temporary()
-    } else {
-        e
-    }
 }
 
 #[derive(Deserialize)]

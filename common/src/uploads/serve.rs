@@ -468,27 +468,28 @@ async fn work(
     recorded
 }
 
-/// A partial upload on S3, its last byte in: its multipart upload
-/// completed at its staging object, for the final upload to copy from.
+/// A partial upload on S3 or Azure Blob, its last byte in: its parts put
+/// together at its staging object, for the final upload to take them from.
 async fn complete_partial(
     target: &crate::content::Target,
     session: &Session,
     parts: &[super::Part],
 ) -> Result<(), Problem> {
-    let (Some(s3), Some(upload)) = (&target.multipart, &session.provider_upload) else {
+    let (Some(m), Some(upload)) = (&target.multipart, &session.provider_upload) else {
         return Ok(());
     };
     let scheme = target.op.info().scheme();
-    let path = super::multipart_path(session);
     let done = if parts.is_empty() {
         // No byte came (its length was deferred): an empty object, and
-        // the multipart upload abandoned.
-        if let Err(e) = s3.abort(&path, upload).await {
-            tracing::warn!(upload.id = %session.id, error = %e, "could not abandon an empty upload's multipart upload");
-        }
-        target.op.write(&path, Vec::<u8>::new()).await.map(|_| ())
+        // what the provider started abandoned.
+        write::abandon(m, session, upload).await;
+        target
+            .op
+            .write(&super::partial_object(&session.id), Vec::<u8>::new())
+            .await
+            .map(|_| ())
     } else {
-        write::complete_native(s3, &path, upload, parts).await
+        write::complete_native(target, m, session, upload, parts).await
     };
     done.map_err(|e| provider_problem(&e, scheme, "write"))
 }
@@ -566,14 +567,12 @@ async fn finish(
             return write::join(target, session, parts).await;
         }
         match native {
-            Some((s3, upload)) if !parts.is_empty() => {
-                write::complete_native(s3, &session.path, upload, parts).await
+            Some((m, upload)) if !parts.is_empty() => {
+                write::complete_native(target, m, session, upload, parts).await
             }
             _ if parts.is_empty() => {
-                if let Some((s3, upload)) = native
-                    && let Err(e) = s3.abort(&session.path, upload).await
-                {
-                    tracing::warn!(upload.id = %session.id, error = %e, "could not abandon an empty upload's multipart upload");
+                if let Some((m, upload)) = native {
+                    write::abandon(m, session, upload).await;
                 }
                 target
                     .op

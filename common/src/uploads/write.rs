@@ -18,8 +18,9 @@ use super::protocol::{ChunkAlgorithm, ChunkHasher};
 use super::{NativeParts, Part, Session, part_name};
 use crate::content::Target;
 use crate::provider::answer;
+use crate::provider::native::Multipart;
 use crate::provider::remote;
-use crate::provider::s3_parts::{self, S3Parts};
+use crate::provider::s3_parts;
 
 /// How one append ended, short of a part.
 #[derive(Debug)]
@@ -39,7 +40,8 @@ pub enum AppendError {
     Provider(opendal::Error),
     /// The provider takes uploads in one request and this one is too big.
     OneShotTooLarge,
-    /// The session's multipart upload has all the parts S3 allows.
+    /// The session's multipart upload has all the parts its provider
+    /// allows.
     TooManyParts,
 }
 
@@ -75,7 +77,7 @@ impl AppendError {
             ),
             Self::TooManyParts => Problem::new(
                 ErrorCode::UploadTooLarge,
-                "the upload has used the 10,000 parts S3 allows: send larger chunks, or start again with the length declared",
+                "the upload has used all the parts its provider allows (10,000 on S3): send larger chunks, or start again with the length declared",
             ),
         }
     }
@@ -246,8 +248,8 @@ where
     if op.info().scheme() == "fs" {
         return append_local(op, &name, offset, watched, &watch, checksum, on_bytes).await;
     }
-    if let (Some(s3), Some(upload)) = (&to.target.multipart, &session.provider_upload) {
-        return append_native(to, s3, upload, watched, &watch, checksum, on_bytes).await;
+    if let (Some(m), Some(upload)) = (&to.target.multipart, &session.provider_upload) {
+        return append_native(to, m, upload, watched, &watch, checksum, on_bytes).await;
     }
     stage_part(op, &name, offset, watched, 0, &watch, checksum, on_bytes).await
 }
@@ -315,10 +317,11 @@ where
     })
 }
 
-/// The first S3 part number of each of `parts`, and the next free one. A
-/// part sent into the multipart upload has its own numbers; a staged part
-/// keeps as many as its copy into the upload will take.
-pub fn numbering(parts: &[Part]) -> (Vec<u32>, u32) {
+/// The first part number of each of `parts`, and the next free one. A
+/// part sent into the provider's upload has its own numbers; a staged part
+/// keeps as many as its copy into the upload, in parts of at most
+/// `max_part` bytes, will take.
+pub fn numbering(parts: &[Part], max_part: u64) -> (Vec<u32>, u32) {
     let mut next = 1u32;
     let firsts = parts
         .iter()
@@ -329,7 +332,7 @@ pub fn numbering(parts: &[Part]) -> (Vec<u32>, u32) {
             }
             None => {
                 let first = next;
-                next += copy_ranges(p.size).len() as u32;
+                next += copy_ranges(p.size, max_part).len() as u32;
                 first
             }
         })
@@ -337,10 +340,10 @@ pub fn numbering(parts: &[Part]) -> (Vec<u32>, u32) {
     (firsts, next)
 }
 
-/// The ranges a staged part of `size` bytes is copied into a multipart
-/// upload in: one, or even shares no larger than S3's largest part.
-fn copy_ranges(size: u64) -> Vec<std::ops::Range<u64>> {
-    let n = size.div_ceil(s3_parts::MAX_PART).max(1);
+/// The ranges a staged part of `size` bytes is copied into a provider's
+/// upload in: one, or even shares no larger than `max_part`.
+fn copy_ranges(size: u64, max_part: u64) -> Vec<std::ops::Range<u64>> {
+    let n = size.div_ceil(max_part).max(1);
     let each = size.div_ceil(n);
     (0..n)
         .map(|i| (i * each)..((i + 1) * each).min(size))
@@ -370,7 +373,7 @@ fn stopped_task(e: tokio::task::JoinError) -> opendal::Error {
 /// A body cut part way keeps the parts sent before the cut.
 async fn append_native<S>(
     to: AppendTo<'_>,
-    s3: &Arc<S3Parts>,
+    m: &Arc<Multipart>,
     upload: &str,
     watched: S,
     watch: &Mutex<Watch>,
@@ -383,7 +386,7 @@ where
     let session = to.session;
     let op = &to.target.op;
     let carried = to.parts.last().filter(|p| {
-        p.native.is_none() && p.size < s3_parts::MIN_PART && p.offset + p.size == session.offset
+        p.native.is_none() && p.size < m.min_part() && p.offset + p.size == session.offset
     });
     let kept = &to.parts[..to.parts.len() - usize::from(carried.is_some())];
     let start = carried.map_or(session.offset, |p| p.offset);
@@ -405,9 +408,9 @@ where
         )
         .await;
     };
-    let (_, first) = numbering(kept);
+    let (_, first) = numbering(kept, m.max_part());
     let mut number = first;
-    let path = super::multipart_path(session);
+    let path = native_path(m, session);
     let mut source = Box::pin(futures_util::stream::iter(head.map(Ok)).chain(watched));
     let mut carry: Option<Bytes> = None;
     let mut uncounted = head_len;
@@ -436,15 +439,15 @@ where
         }
     };
     while remaining > 0 {
-        let target = s3_parts::part_target(session.length, number);
-        let size = if remaining > s3_parts::MAX_PART || remaining >= target + s3_parts::MIN_PART {
+        let target = s3_parts::part_target(session.length, number).min(m.max_part());
+        let size = if remaining > m.max_part() || remaining >= target + m.min_part() {
             target
-        } else if remaining >= s3_parts::MIN_PART || to.ends {
+        } else if remaining >= m.min_part() || to.ends {
             remaining
         } else {
             break;
         };
-        if number > s3_parts::MAX_PARTS {
+        if number > m.max_parts() {
             return Err(AppendError::TooManyParts);
         }
         if flying.len() >= remote::PARTS_IN_FLIGHT
@@ -463,10 +466,10 @@ where
             rx.recv().await.map(|item| (item, rx))
         });
         let answer = {
-            let (s3, path, upload) = (s3.clone(), path.clone(), upload.to_owned());
-            answer::spawn_observed(async move {
-                s3.upload_part(&path, &upload, number, size, body).await
-            })
+            let (m, path, upload) = (m.clone(), path.clone(), upload.to_owned());
+            answer::spawn_observed(
+                async move { m.send_part(&path, &upload, number, size, body).await },
+            )
         };
         let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme);
         // Feeds the part its bytes, gathered into buffers of the upload
@@ -809,37 +812,90 @@ pub async fn assemble(
     }
 }
 
-/// Completes an S3 session's multipart upload `upload` at `path` from
-/// `parts` (the whole upload, in order): the parts sent into it as they
-/// are, each staged one copied in by the provider (`UploadPartCopy`), then
-/// the upload completed, which makes the object appear whole. Nothing is
-/// read back. The staged objects stay; [`discard`] removes them.
+/// Where a session's parts go at the provider: S3's multipart upload
+/// makes its object at the session's path (a partial upload's at its
+/// staging object); Azure's blocks belong to the session's staging blob.
+pub fn native_path(m: &Multipart, session: &Session) -> String {
+    match m {
+        Multipart::S3(_) => super::multipart_path(session),
+        Multipart::Azure(_) => super::partial_object(&session.id),
+    }
+}
+
+/// Puts an upload's `parts` (the whole upload, in order) together at the
+/// provider. On S3: the parts sent into the multipart upload `upload` as
+/// they are, each staged one copied in by the provider (`UploadPartCopy`),
+/// then the upload completed, which makes the object appear whole. On
+/// Azure: each staged part read back into a block (only appends of unknown
+/// length are staged there), the blocks committed as the session's
+/// staging blob, and — but for a partial upload, whose blob waits for its
+/// final upload — the blob copied to the session's path by the provider.
+/// The staged objects stay; [`discard`] removes them.
 pub async fn complete_native(
-    s3: &S3Parts,
-    path: &str,
+    target: &Target,
+    m: &Multipart,
+    session: &Session,
     upload: &str,
     parts: &[Part],
 ) -> Result<(), opendal::Error> {
-    let (firsts, _) = numbering(parts);
+    let (firsts, _) = numbering(parts, m.max_part());
+    let path = native_path(m, session);
     let mut list = Vec::new();
     for (p, first) in parts.iter().zip(firsts) {
-        match &p.native {
-            Some(n) => list.extend(
+        if let Some(n) = &p.native {
+            list.extend(
                 n.etags
                     .iter()
                     .enumerate()
                     .map(|(i, e)| (n.first + i as u32, e.clone())),
-            ),
-            None => {
-                for (j, range) in copy_ranges(p.size).into_iter().enumerate() {
-                    let number = first + j as u32;
-                    let etag = s3.copy_part(path, upload, number, &p.name, range).await?;
-                    list.push((number, etag));
+            );
+            continue;
+        }
+        for (j, range) in copy_ranges(p.size, m.max_part()).into_iter().enumerate() {
+            let number = first + j as u32;
+            let tag = match m {
+                Multipart::S3(s3) => s3.copy_part(&path, upload, number, &p.name, range).await?,
+                Multipart::Azure(az) => {
+                    let len = range.end - range.start;
+                    let body = read_stream(&target.op, &p.name, range)
+                        .await
+                        .map_err(|e| {
+                            opendal::Error::new(
+                                opendal::ErrorKind::Unexpected,
+                                "a staged part cannot be read",
+                            )
+                            .with_context("problem", e.to_string())
+                        })?
+                        .map(|r| r.map_err(std::io::Error::other));
+                    az.put_block(&path, number, len, body).await?
                 }
-            }
+            };
+            list.push((number, tag));
         }
     }
-    s3.complete(path, upload, &list).await
+    match m {
+        Multipart::S3(s3) => s3.complete(&path, upload, &list).await,
+        Multipart::Azure(az) => {
+            let ids: Vec<String> = list.into_iter().map(|(_, id)| id).collect();
+            az.put_block_list(&path, &ids, session.content_type.as_deref())
+                .await?;
+            if session.is_partial() {
+                return Ok(());
+            }
+            az.copy(&path, &session.path).await
+        }
+    }
+}
+
+/// Abandons what a session started at the provider: S3's multipart upload
+/// (the parts it holds dropped). Azure's uncommitted blocks need nothing:
+/// Azure drops them a week after the last one was sent.
+pub async fn abandon(m: &Multipart, session: &Session, upload: &str) {
+    if let Multipart::S3(s3) = m
+        && let Err(e) = s3.abort(&super::multipart_path(session), upload).await
+    {
+        tracing::warn!(upload.id = %session.id, error = %e, "could not abandon an upload's multipart upload");
+    }
 }
 
 /// A final upload's partial uploads put together at its path. On S3, when
@@ -857,12 +913,12 @@ pub async fn join(
         && parts
             .split_last()
             .is_some_and(|(_, rest)| rest.iter().all(|p| p.size >= s3_parts::MIN_PART));
-    match &target.multipart {
-        Some(s3) if copyable => {
+    match target.multipart.as_deref() {
+        Some(m @ Multipart::S3(s3)) if copyable => {
             let upload = s3
                 .create(&session.path, session.content_type.as_deref())
                 .await?;
-            let done = complete_native(s3, &session.path, &upload, &parts).await;
+            let done = complete_native(target, m, session, &upload, &parts).await;
             if done.is_err()
                 && let Err(e) = s3.abort(&session.path, &upload).await
             {
@@ -1095,11 +1151,11 @@ mod tests {
             sent((16 << 20) + big, 8 << 20, 6, 1),
         ];
         // The big staged part takes three numbers (3, 4, 5).
-        assert_eq!(numbering(&parts), (vec![1, 3, 6], 7));
-        let ranges = copy_ranges(big);
+        assert_eq!(numbering(&parts, s3_parts::MAX_PART), (vec![1, 3, 6], 7));
+        let ranges = copy_ranges(big, s3_parts::MAX_PART);
         assert_eq!(ranges.len(), 3);
         assert_eq!(ranges.last().unwrap().end, big);
         assert!(ranges.iter().all(|r| r.end - r.start <= s3_parts::MAX_PART));
-        assert_eq!(copy_ranges(10), vec![0..10]);
+        assert_eq!(copy_ranges(10, s3_parts::MAX_PART), vec![0..10]);
     }
 }

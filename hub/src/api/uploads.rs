@@ -27,8 +27,8 @@ use super::operators::{open_config, operator_for};
 use super::{AppState, HubHost, VIA_HUB, store_problem, writable};
 use crate::store::{ConnectionRow, LeaseAsk, UploadRefusal};
 use ferry_common::provider::answer::observed;
+use ferry_common::provider::native::{AZURE_BLOCKS, Multipart};
 use ferry_common::provider::problem as provider_problem;
-use ferry_common::provider::s3_parts::S3Parts;
 
 /// The `[uploads]` settings requests need.
 #[derive(Debug, Clone, Copy)]
@@ -160,8 +160,8 @@ async fn create_session(
         .as_deref()
         .is_some_and(|c| c.starts_with("final;"));
     let id = crate::store::new_upload_id();
-    let provider_upload = match multipart_for(state, &row)? {
-        Some(s3) if !joining && new.length != Some(0) => {
+    let provider_upload = match multipart_for(state, &row)?.as_deref() {
+        Some(Multipart::S3(s3)) if !joining && new.length != Some(0) => {
             let key = if partial {
                 up::partial_object(&id)
             } else {
@@ -170,7 +170,12 @@ async fn create_session(
             let upload = observed(s3.create(&key, new.content_type.as_deref()))
                 .await
                 .map_err(|e| provider_problem(&e, "s3", "write"))?;
-            Some((s3, key, upload))
+            Some((Some((s3.clone(), key)), upload))
+        }
+        // Azure needs nothing started: the blocks go to the session's
+        // staging blob.
+        Some(Multipart::Azure(_)) if !joining && new.length != Some(0) => {
+            Some((None, AZURE_BLOCKS.to_owned()))
         }
         _ => None,
     };
@@ -183,12 +188,12 @@ async fn create_session(
             &new,
             state.uploads.max_size,
             now_ms().saturating_add(state.uploads.expiry_ms),
-            provider_upload.as_ref().map(|(_, _, u)| u.as_str()),
+            provider_upload.as_ref().map(|(_, u)| u.as_str()),
         )
         .await
         .map_err(|r| refusal(state, r));
     if created.is_err()
-        && let Some((s3, key, upload)) = provider_upload
+        && let Some((Some((s3, key)), upload)) = provider_upload
         && let Err(e) = s3.abort(&key, &upload).await
     {
         tracing::warn!(error = %e, "could not abandon the multipart upload of a session not made");
@@ -197,12 +202,12 @@ async fn create_session(
 }
 
 /// The multipart calls of a stored S3 connection.
-fn multipart_for(state: &AppState, row: &ConnectionRow) -> Result<Option<Arc<S3Parts>>, Problem> {
-    if row.provider != "s3" {
+fn multipart_for(state: &AppState, row: &ConnectionRow) -> Result<Option<Arc<Multipart>>, Problem> {
+    if row.provider != "s3" && row.provider != "azblob" {
         return Ok(None);
     }
     let config = open_config(state, row)?;
-    Ok(S3Parts::of(&row.provider, &config, state.providers.endpoint_policy()).map(Arc::new))
+    Ok(Multipart::of(&row.provider, &config, state.providers.endpoint_policy()).map(Arc::new))
 }
 
 /// The hub's sessions host for one client request.
@@ -498,11 +503,7 @@ async fn discard_parts(state: &AppState, row: &ConnectionRow, session: &Session)
     let id = &session.id;
     if let Some(upload) = &session.provider_upload {
         match multipart_for(state, row) {
-            Ok(Some(s3)) => {
-                if let Err(e) = s3.abort(&up::multipart_path(session), upload).await {
-                    tracing::warn!(upload.id = %id, error = %e, "could not abandon an upload's multipart upload");
-                }
-            }
+            Ok(Some(m)) => up::write::abandon(&m, session, upload).await,
             Ok(None) => {}
             Err(p) => {
                 tracing::warn!(upload.id = %id, problem = %p, "cannot reach an upload's provider to abandon its multipart upload")
@@ -523,7 +524,7 @@ async fn discard_parts(state: &AppState, row: &ConnectionRow, session: &Session)
 pub async fn held_multipart(
     state: &AppState,
     row: &ConnectionRow,
-) -> Option<(Arc<S3Parts>, Vec<Session>)> {
+) -> Option<(Arc<Multipart>, Vec<Session>)> {
     let s3 = multipart_for(state, row).ok().flatten()?;
     match state.store.multipart_sessions(&row.id).await {
         Ok(sessions) if !sessions.is_empty() => Some((s3, sessions)),
@@ -536,13 +537,11 @@ pub async fn held_multipart(
 }
 
 /// Abandons what [`held_multipart`] found (best effort).
-pub async fn abandon(held: Option<(Arc<S3Parts>, Vec<Session>)>) {
-    let Some((s3, sessions)) = held else { return };
+pub async fn abandon(held: Option<(Arc<Multipart>, Vec<Session>)>) {
+    let Some((m, sessions)) = held else { return };
     for s in sessions {
-        if let Some(upload) = &s.provider_upload
-            && let Err(e) = s3.abort(&up::multipart_path(&s), upload).await
-        {
-            tracing::warn!(upload.id = %s.id, error = %e, "could not abandon a deleted connection's multipart upload");
+        if let Some(upload) = &s.provider_upload {
+            up::write::abandon(&m, &s, upload).await;
         }
     }
 }
