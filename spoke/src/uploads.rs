@@ -179,6 +179,7 @@ impl UploadHost for SpokeUploads {
                     Ending::More => None,
                     Ending::Complete(c) => Some(*c),
                 },
+                keep: false,
             };
             let answer = self
                 .data
@@ -190,6 +191,33 @@ impl UploadHost for SpokeUploads {
                 )
                 .await?;
             read(answer)
+        })
+    }
+
+    fn checkpoint<'a>(
+        &'a self,
+        lease: &'a Lease,
+        parts: Vec<Part>,
+    ) -> BoxFuture<'a, Result<(), Problem>> {
+        Box::pin(async move {
+            let token = self.token()?;
+            let request = UploadAppendRequest {
+                id: lease.session.id.clone(),
+                lease: lease.token.clone(),
+                parts,
+                complete: None,
+                keep: true,
+            };
+            let answer = self
+                .data
+                .client()
+                .call(
+                    InternalCall::UploadAppend,
+                    OnBehalf::Grant(&token),
+                    &request,
+                )
+                .await?;
+            read::<Session>(answer).map(|_| ())
         })
     }
 

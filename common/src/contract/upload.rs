@@ -65,4 +65,8 @@ pub struct UploadAppendRequest {
     pub parts: Vec<Part>,
     /// With the last part: the object's metadata, event and transfer.
     pub complete: Option<Commit>,
+    /// More parts of the same append follow: keep the lease (renewed)
+    /// rather than release it. Never with `complete`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep: bool,
 }

@@ -289,6 +289,14 @@ pub trait UploadHost: Send + Sync {
         parts: Vec<Part>,
         ending: Ending,
     ) -> BoxFuture<'a, Result<Session, Problem>>;
+    /// Records `parts` of an append still streaming, keeping the lease
+    /// (renewed): what the provider holds of it counts even if this node
+    /// dies before the append ends.
+    fn checkpoint<'a>(
+        &'a self,
+        lease: &'a Lease,
+        parts: Vec<Part>,
+    ) -> BoxFuture<'a, Result<(), Problem>>;
     /// Gives the lease up without recording anything.
     fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, ()>;
     /// The content path's metadata host for the session's object (locks,

@@ -386,6 +386,9 @@ async fn work(
         .and_then(|v| v.parse::<u64>().ok());
     let ends = complete == Some(true)
         || body_len.is_some_and(|n| session.length == Some(offset.saturating_add(n)));
+    // Parts are recorded while the body streams, unless a checksum says
+    // the chunk counts whole or not at all.
+    let checkpoint = |parts| host.checkpoint(lease, parts);
     let to = write::AppendTo {
         target,
         session,
@@ -393,6 +396,9 @@ async fn work(
         token: &lease.token,
         body_len,
         ends,
+        checkpoint: checksum
+            .is_none()
+            .then_some(&checkpoint as &write::Checkpoint<'_>),
     };
     let appended = write::append(
         to,
@@ -415,14 +421,15 @@ async fn work(
     if let Some(cause) = &appended.cut {
         tracing::info!(upload.id = %session.id, error = %cause, "an append was cut; keeping the bytes that arrived");
     }
-    let total = appended.parts.last().map_or(offset, |p| p.offset + p.size);
+    let written = || appended.recorded.iter().chain(&appended.parts);
+    let total = written().last().map_or(offset, |p| p.offset + p.size);
     // Every part now: those before this append's first (which may take
     // the place of the last), then this append's.
     let mut parts = lease.parts.clone();
-    if let Some(first) = appended.parts.first() {
+    if let Some(first) = written().next() {
         parts.retain(|p| p.offset < first.offset);
     }
-    parts.extend(appended.parts.iter().cloned());
+    parts.extend(written().cloned());
     let length = match (session.length, complete) {
         (Some(n), Some(true)) if n != total => {
             host.release(lease).await;

@@ -21,6 +21,7 @@ use crate::provider::answer;
 use crate::provider::native::Multipart;
 use crate::provider::remote;
 use crate::provider::s3_parts;
+use futures_util::future::BoxFuture;
 
 /// How one append ended, short of a part.
 #[derive(Debug)]
@@ -40,6 +41,9 @@ pub enum AppendError {
     Provider(opendal::Error),
     /// The provider takes uploads in one request and this one is too big.
     OneShotTooLarge,
+    /// Parts could not be recorded while the body streamed (the lease
+    /// lost, the hub unreachable): the append stopped there.
+    Recording(Problem),
     /// The session's multipart upload has all the parts its provider
     /// allows.
     TooManyParts,
@@ -75,6 +79,7 @@ impl AppendError {
                 ErrorCode::UploadTooLarge,
                 "the chunk is larger than this provider takes in one request",
             ),
+            Self::Recording(p) => p.clone(),
             Self::TooManyParts => Problem::new(
                 ErrorCode::UploadTooLarge,
                 "the upload has used all the parts its provider allows (10,000 on S3): send larger chunks, or start again with the length declared",
@@ -86,16 +91,27 @@ impl AppendError {
 /// What an append kept.
 #[derive(Debug)]
 pub struct Appended {
-    /// The parts written, in order (none when no byte arrived). The first
-    /// may start before the committed offset: a small staged part sent
-    /// again at the head of this append, which it replaces.
+    /// The parts recorded while the body streamed, in order.
+    pub recorded: Vec<Part>,
+    /// The parts written and not yet recorded, in order (none when no byte
+    /// arrived). The first part of the append may start before the
+    /// committed offset: a small staged part sent again at its head, which
+    /// it replaces.
     pub parts: Vec<Part>,
     /// Why the body ended early, when it did (the bytes before were kept).
     pub cut: Option<BoxError>,
 }
 
+/// Records parts of an append still streaming, keeping its lease.
+pub type Checkpoint<'a> = dyn Fn(Vec<Part>) -> BoxFuture<'a, Result<(), Problem>> + Sync + 'a;
+
+/// How often an append records what the provider already holds of it, so
+/// that a node dying part way through a long request loses at most this
+/// much of it (and one part in flight).
+pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Where an append goes and what it continues.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct AppendTo<'a> {
     /// The connection's provider.
     pub target: &'a Target,
@@ -109,6 +125,10 @@ pub struct AppendTo<'a> {
     pub body_len: Option<u64>,
     /// Whether the body's last byte is the upload's last.
     pub ends: bool,
+    /// Where parts are recorded while the body still streams (every
+    /// [`CHECKPOINT_EVERY`]), when they may be: not for a chunk with a
+    /// checksum, which counts whole or not at all.
+    pub checkpoint: Option<&'a Checkpoint<'a>>,
 }
 
 #[derive(Default)]
@@ -246,7 +266,13 @@ where
             }
         });
     if op.info().scheme() == "fs" {
-        return append_local(op, &name, offset, watched, &watch, checksum, on_bytes).await;
+        let local = Local {
+            op,
+            name: &name,
+            offset,
+            checkpoint: to.checkpoint,
+        };
+        return append_local(local, watched, &watch, checksum, on_bytes).await;
     }
     if let (Some(m), Some(upload)) = (&to.target.multipart, &session.provider_upload) {
         return append_native(to, m, upload, watched, &watch, checksum, on_bytes).await;
@@ -300,12 +326,14 @@ where
             tracing::debug!(error = %e, "could not discard an empty part");
         }
         return Ok(Appended {
+            recorded: Vec::new(),
             parts: Vec::new(),
             cut: seen.cut,
         });
     }
     staged.writer.close().await.map_err(AppendError::Provider)?;
     Ok(Appended {
+        recorded: Vec::new(),
         parts: vec![Part {
             offset,
             size: staged.sums.len,
@@ -356,6 +384,77 @@ struct Flying {
     size: u64,
     crc: u64,
     answer: tokio::task::JoinHandle<Result<String, opendal::Error>>,
+}
+
+impl std::fmt::Debug for AppendTo<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppendTo")
+            .field("session", &self.session.id)
+            .field("parts", &self.parts.len())
+            .field("body_len", &self.body_len)
+            .field("ends", &self.ends)
+            .field("checkpoint", &self.checkpoint.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The parts of an append the provider has acknowledged and the store has
+/// not yet recorded: consecutive, from `start` to `end`.
+struct Run {
+    start: u64,
+    first: u32,
+    tags: Vec<String>,
+    crc: u64,
+    end: u64,
+}
+
+impl Run {
+    /// Waits for the answer of part `f`: kept, unless a part before it
+    /// failed (the parts must be consecutive), or failed.
+    async fn settle(&mut self, mut f: Flying, failed: &mut Option<opendal::Error>) {
+        let answer = (&mut f.answer)
+            .await
+            .unwrap_or_else(|e| Err(stopped_task(e)));
+        match answer {
+            Ok(tag) if failed.is_none() => {
+                self.tags.push(tag);
+                self.crc = crc_fast::checksum_combine(
+                    crc_fast::CrcAlgorithm::Crc64Nvme,
+                    self.crc,
+                    f.crc,
+                    f.size,
+                );
+                self.end += f.size;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+
+    /// The parts kept so far as one [`Part`] of upload `id` under the
+    /// lease `token`, the run starting again after them.
+    fn take(&mut self, id: &str, token: &str) -> Option<Part> {
+        if self.tags.is_empty() {
+            return None;
+        }
+        let tags = std::mem::take(&mut self.tags);
+        let part = Part {
+            offset: self.start,
+            size: self.end - self.start,
+            crc64nvme: self.crc,
+            name: part_name(id, self.start, token),
+            native: Some(NativeParts {
+                first: self.first,
+                etags: tags,
+            }),
+        };
+        self.first += part.native.as_ref().map_or(0, |n| n.etags.len() as u32);
+        self.start = self.end;
+        self.crc = 0;
+        Some(part)
+    }
 }
 
 fn stopped_task(e: tokio::task::JoinError) -> opendal::Error {
@@ -414,30 +513,26 @@ where
     let mut source = Box::pin(futures_util::stream::iter(head.map(Ok)).chain(watched));
     let mut carry: Option<Bytes> = None;
     let mut uncounted = head_len;
-    let mut etags = Vec::new();
-    let mut run = 0u64;
-    // Where the parts kept so far end, and the bytes not yet given a part.
-    let (mut at, mut remaining) = (start, head_len + body_len);
+    let mut run = Run {
+        start,
+        first,
+        tags: Vec::new(),
+        crc: 0,
+        end: start,
+    };
+    let mut recorded = Vec::new();
+    let mut since = std::time::Instant::now();
+    // The bytes not yet given a part.
+    let mut remaining = head_len + body_len;
     // Why the body stopped short of a part, if it did: an error, or none
     // when it just ended (cut, the cause kept by the watch).
     let mut stopped: Option<Option<BoxError>> = None;
     // Parts whose bytes are all sent, waiting for their answer: the next
-    // part streams meanwhile, so the client's bytes never wait for S3's
-    // answer to the part before.
+    // part streams meanwhile, so the client's bytes never wait for the
+    // provider's answer to the part before.
     let mut flying: std::collections::VecDeque<Flying> = std::collections::VecDeque::new();
     let budget = budget::UPLOADS.lease();
     let mut failed: Option<opendal::Error> = None;
-    let mut settle = |f: Flying, failed: &mut Option<opendal::Error>, answer| match answer {
-        Ok(etag) if failed.is_none() => {
-            etags.push(etag);
-            run = crc_fast::checksum_combine(crc_fast::CrcAlgorithm::Crc64Nvme, run, f.crc, f.size);
-            at += f.size;
-        }
-        Ok(_) => {}
-        Err(e) => {
-            failed.get_or_insert(e);
-        }
-    };
     while remaining > 0 {
         let target = s3_parts::part_target(session.length, number).min(m.max_part());
         let size = if remaining > m.max_part() || remaining >= target + m.min_part() {
@@ -451,12 +546,20 @@ where
             return Err(AppendError::TooManyParts);
         }
         if flying.len() >= remote::PARTS_IN_FLIGHT
-            && let Some(mut oldest) = flying.pop_front()
+            && let Some(oldest) = flying.pop_front()
         {
-            let answer = (&mut oldest.answer)
-                .await
-                .unwrap_or_else(|e| Err(stopped_task(e)));
-            settle(oldest, &mut failed, answer);
+            run.settle(oldest, &mut failed).await;
+            if failed.is_none()
+                && let Some(cp) = to.checkpoint
+                && since.elapsed() >= CHECKPOINT_EVERY
+                && let Some(part) = run.take(&session.id, to.token)
+            {
+                cp(vec![part.clone()])
+                    .await
+                    .map_err(AppendError::Recording)?;
+                recorded.push(part);
+                since = std::time::Instant::now();
+            }
         }
         if failed.is_some() {
             break;
@@ -550,25 +653,14 @@ where
             }
         }
     }
-    while let Some(mut f) = flying.pop_front() {
-        let answer = (&mut f.answer)
-            .await
-            .unwrap_or_else(|e| Err(stopped_task(e)));
-        settle(f, &mut failed, answer);
+    while let Some(f) = flying.pop_front() {
+        run.settle(f, &mut failed).await;
     }
     if let Some(e) = failed {
         return Err(AppendError::Provider(e));
     }
-    let mut parts = Vec::new();
-    if !etags.is_empty() {
-        parts.push(Part {
-            offset: start,
-            size: at - start,
-            crc64nvme: run,
-            name: part_name(&session.id, start, to.token),
-            native: Some(NativeParts { first, etags }),
-        });
-    }
+    let at = run.end;
+    let mut parts: Vec<Part> = run.take(&session.id, to.token).into_iter().collect();
     if stopped.is_none() && remaining > 0 {
         // Too little for a part: staged, for the next append to carry.
         let rest = futures_util::stream::iter(carry.take().map(Ok)).chain(source);
@@ -576,6 +668,7 @@ where
         let tail = stage_part(op, &name, at, rest, uncounted, watch, checksum, on_bytes).await?;
         parts.extend(tail.parts);
         return Ok(Appended {
+            recorded,
             parts,
             cut: tail.cut,
         });
@@ -584,14 +677,15 @@ where
     let seen = Seen::of(watch);
     if let Some(Some(e)) = stopped {
         // Past the limit, the lease lost, or cut with a checksum: the
-        // parts sent stay unrecorded, and the next append sends its own
-        // under the same numbers.
+        // parts sent and not recorded stay so, and the next append sends
+        // its own under the same numbers.
         return Err(seen.stopped(e));
     }
     if !seen.matches(&checksum) {
         return Err(AppendError::ChecksumMismatch);
     }
     Ok(Appended {
+        recorded,
         parts,
         cut: seen.cut,
     })
@@ -605,6 +699,8 @@ enum LocalStop {
     Io(std::io::Error),
     /// Another writer on this machine holds the file.
     Busy,
+    /// What was written could not be recorded.
+    Recording(Problem),
 }
 
 /// A folder connection's append: the bytes go straight into the session's
@@ -613,11 +709,18 @@ enum LocalStop {
 /// disk before the part is returned; completion is then a rename. What
 /// lies in the file past the committed offset (an append that never got
 /// recorded) is cut off first.
-#[allow(clippy::too_many_arguments)]
-async fn append_local<S>(
-    op: &Operator,
-    name: &str,
+/// Where a folder connection's append goes.
+struct Local<'a, 'c> {
+    op: &'a Operator,
+    /// The part's name under the lease (the file is the session's one
+    /// staging file beside it).
+    name: &'a str,
     offset: u64,
+    checkpoint: Option<&'c Checkpoint<'c>>,
+}
+
+async fn append_local<S>(
+    to: Local<'_, '_>,
     watched: S,
     watch: &Mutex<Watch>,
     checksum: Option<(ChunkAlgorithm, Vec<u8>)>,
@@ -626,9 +729,10 @@ async fn append_local<S>(
 where
     S: Stream<Item = Result<Bytes, BoxError>> + Send,
 {
-    let file_name = super::local_staging_file(name);
-    let path = std::path::PathBuf::from(op.info().root()).join(&file_name);
-    let written = write_local(path, offset, watched, on_bytes).await;
+    let file_name = super::local_staging_file(to.name);
+    let path = std::path::PathBuf::from(to.op.info().root()).join(&file_name);
+    let mut recorded = Vec::new();
+    let written = write_local(&path, &file_name, to, watched, &mut recorded, on_bytes).await;
     let seen = Seen::of(watch);
     let io = |e: std::io::Error| {
         AppendError::Provider(
@@ -636,10 +740,11 @@ where
                 .set_source(e),
         )
     };
-    let (size, crc) = match written {
+    let (at, size, crc) = match written {
         Ok(w) => w,
         Err(LocalStop::Busy) => return Err(AppendError::Busy),
         Err(LocalStop::Io(e)) => return Err(io(e)),
+        Err(LocalStop::Recording(p)) => return Err(AppendError::Recording(p)),
         Err(LocalStop::Source(e)) => {
             return Err(seen.stopped(e));
         }
@@ -650,9 +755,10 @@ where
         return Err(AppendError::ChecksumMismatch);
     }
     Ok(Appended {
+        recorded,
         parts: (size > 0)
             .then_some(Part {
-                offset,
+                offset: at,
                 size,
                 crc64nvme: crc,
                 name: file_name,
@@ -664,49 +770,61 @@ where
     })
 }
 
+/// Writes the body into the session's staging file at the offset, flushed
+/// to the disk and recorded every [`CHECKPOINT_EVERY`] when it may be
+/// (each recorded part pushed to `recorded`): where the bytes not yet
+/// recorded start, their length and CRC64/NVME.
 async fn write_local<S>(
-    path: std::path::PathBuf,
-    offset: u64,
+    path: &std::path::Path,
+    file_name: &str,
+    to: Local<'_, '_>,
     body: S,
+    recorded: &mut Vec<Part>,
     on_bytes: &(dyn Fn(u64) + Sync),
-) -> Result<(u64, u64), LocalStop>
+) -> Result<(u64, u64, u64), LocalStop>
 where
     S: Stream<Item = Result<Bytes, BoxError>> + Send,
 {
     use tokio::io::{AsyncSeekExt as _, AsyncWriteExt as _};
-    let file = tokio::task::spawn_blocking(move || -> Result<std::fs::File, LocalStop> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(LocalStop::Io)?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(LocalStop::Io)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(LocalStop::Busy),
-            Err(std::fs::TryLockError::Error(e)) => return Err(LocalStop::Io(e)),
-        }
-        let len = file.metadata().map_err(LocalStop::Io)?.len();
-        if len < offset {
-            return Err(LocalStop::Io(std::io::Error::other(
-                "the upload's staging file lacks bytes the store counts",
-            )));
-        }
-        file.set_len(offset).map_err(LocalStop::Io)?;
-        Ok(file)
-    })
-    .await
-    .map_err(|e| LocalStop::Io(std::io::Error::other(e)))??;
+    let offset = to.offset;
+    let file = {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || -> Result<std::fs::File, LocalStop> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(LocalStop::Io)?;
+            }
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(LocalStop::Io)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => return Err(LocalStop::Busy),
+                Err(std::fs::TryLockError::Error(e)) => return Err(LocalStop::Io(e)),
+            }
+            let len = file.metadata().map_err(LocalStop::Io)?.len();
+            if len < offset {
+                return Err(LocalStop::Io(std::io::Error::other(
+                    "the upload's staging file lacks bytes the store counts",
+                )));
+            }
+            file.set_len(offset).map_err(LocalStop::Io)?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| LocalStop::Io(std::io::Error::other(e)))??
+    };
     let mut file = tokio::fs::File::from_std(file);
     file.seek(std::io::SeekFrom::Start(offset))
         .await
         .map_err(LocalStop::Io)?;
-    let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme);
-    let mut size = 0u64;
+    let new_crc = || crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme);
+    let mut crc = new_crc();
+    let (mut start, mut size) = (offset, 0u64);
+    let mut since = std::time::Instant::now();
     let mut stopped = None;
     let mut body = std::pin::pin!(body);
     // One write a buffer sized by the upload budget, as a plain upload's.
@@ -720,6 +838,26 @@ where
                 size += data.len() as u64;
                 for full in pending.push(&data) {
                     file.write_all(&full).await.map_err(LocalStop::Io)?;
+                }
+                if let Some(cp) = to.checkpoint
+                    && since.elapsed() >= CHECKPOINT_EVERY
+                {
+                    // What the file holds so far, on the disk, then recorded.
+                    if let Some(rest) = pending.rest() {
+                        file.write_all(&rest).await.map_err(LocalStop::Io)?;
+                    }
+                    file.sync_data().await.map_err(LocalStop::Io)?;
+                    let part = Part {
+                        offset: start,
+                        size,
+                        crc64nvme: std::mem::replace(&mut crc, new_crc()).finalize(),
+                        name: file_name.to_owned(),
+                        native: None,
+                    };
+                    cp(vec![part.clone()]).await.map_err(LocalStop::Recording)?;
+                    (start, size) = (start + part.size, 0);
+                    recorded.push(part);
+                    since = std::time::Instant::now();
                 }
             }
             Err(e) => {
@@ -735,7 +873,7 @@ where
     file.sync_data().await.map_err(LocalStop::Io)?;
     match stopped {
         Some(e) => Err(LocalStop::Source(e)),
-        None => Ok((size, crc.finalize())),
+        None => Ok((start, size, crc.finalize())),
     }
 }
 
@@ -1074,6 +1212,7 @@ mod tests {
             token,
             body_len: None,
             ends: false,
+            checkpoint: None,
         }
     }
 

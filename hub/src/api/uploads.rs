@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_common::body::Body;
-use ferry_common::content::model::{Commit, now_ms};
+use ferry_common::content::model::now_ms;
 use ferry_common::content::{MetaHost, Target};
 use ferry_common::contract::{
     GrantOp, InternalCall, UploadAppendRequest, UploadBeginRequest, UploadBegun,
@@ -25,7 +25,7 @@ use super::connections::find;
 use super::http_util::{json, no_content, read_json};
 use super::operators::{open_config, operator_for};
 use super::{AppState, HubHost, VIA_HUB, store_problem, writable};
-use crate::store::{ConnectionRow, LeaseAsk, UploadRefusal};
+use crate::store::{AppendEnd, ConnectionRow, LeaseAsk, UploadRefusal};
 use ferry_common::provider::answer::observed;
 use ferry_common::provider::native::{AZURE_BLOCKS, Multipart};
 use ferry_common::provider::problem as provider_problem;
@@ -283,18 +283,29 @@ impl UploadHost for HubUploads {
         ending: Ending,
     ) -> BoxFuture<'a, Result<Session, Problem>> {
         Box::pin(async move {
-            let complete = match ending {
-                Ending::More => None,
-                Ending::Complete(c) => Some(*c),
+            let end = match &ending {
+                Ending::More => AppendEnd::Release,
+                Ending::Complete(c) => AppendEnd::Complete(c),
             };
+            record(&self.state, &lease.session.id, &lease.token, &parts, end).await
+        })
+    }
+
+    fn checkpoint<'a>(
+        &'a self,
+        lease: &'a Lease,
+        parts: Vec<Part>,
+    ) -> BoxFuture<'a, Result<(), Problem>> {
+        Box::pin(async move {
             record(
                 &self.state,
                 &lease.session.id,
                 &lease.token,
                 &parts,
-                complete.as_ref(),
+                AppendEnd::Keep,
             )
             .await
+            .map(|_| ())
         })
     }
 
@@ -336,7 +347,7 @@ async fn record(
     id: &str,
     token: &str,
     parts: &[Part],
-    complete: Option<&Commit>,
+    end: AppendEnd<'_>,
 ) -> Result<Session, Problem> {
     let (session, added) = state
         .store
@@ -344,14 +355,14 @@ async fn record(
             id,
             token,
             parts,
-            complete,
+            end,
             state.uploads.max_size,
             now_ms().saturating_add(state.uploads.expiry_ms),
         )
         .await
         .map_err(|r| refusal(state, r))?;
     state.metrics.uploads.bytes_appended.inc_by(added);
-    if complete.is_some() {
+    if matches!(end, AppendEnd::Complete(_)) {
         state.metrics.uploads.completed.inc();
     }
     Ok(session)
@@ -671,14 +682,18 @@ pub async fn internal(
                         .check_commit(c, spoke, recorded.as_ref())
                         .map_err(outside)?;
                 }
-                let session = record(
-                    state,
-                    &body.id,
-                    &body.lease,
-                    &body.parts,
-                    body.complete.as_ref(),
-                )
-                .await?;
+                let end = match (&body.complete, body.keep) {
+                    (Some(c), false) => AppendEnd::Complete(c),
+                    (None, false) => AppendEnd::Release,
+                    (None, true) => AppendEnd::Keep,
+                    (Some(_), true) => {
+                        return Err(Problem::new(
+                            ErrorCode::InvalidField,
+                            "a completion releases the lease: 'keep' cannot come with it",
+                        ));
+                    }
+                };
+                let session = record(state, &body.id, &body.lease, &body.parts, end).await?;
                 return Ok(json(StatusCode::OK, &session));
             }
             let body: UploadLeaseRequest = read_json(req, limit).await?;

@@ -39,7 +39,7 @@ pub use migrations::Dialect;
 pub use objects::{Commit, Direction, ObjectMeta, Transfer, TransferStatus};
 pub use spokes::{EnrolRefusal, SpokeRow, valid_spoke_name};
 pub use steering::{Presence, SharedSample};
-pub use uploads::{LeaseAsk, UploadRefusal, new_upload_id};
+pub use uploads::{AppendEnd, LeaseAsk, UploadRefusal, new_upload_id};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -96,6 +96,18 @@ impl From<StoreError> for UploadRefusal {
     }
 }
 
+/// How recording an append's parts ends.
+#[derive(Debug, Clone, Copy)]
+pub enum AppendEnd<'a> {
+    /// The append is over; the lease is released.
+    Release,
+    /// More parts of the same append follow: the lease is kept, renewed.
+    Keep,
+    /// The upload is complete: the lease is released and the object
+    /// committed with this.
+    Complete(&'a Commit),
+}
+
 /// Who asks for a session's lease, and for what.
 #[derive(Debug, Clone, Copy)]
 pub struct LeaseAsk<'a> {
@@ -421,18 +433,25 @@ impl Store {
     /// start where the last recorded part does, when that one is staged as
     /// an object, and take its place: its bytes were sent again at the
     /// head of the new one), moves the offset, extends the expiry to
-    /// `expires_at` and releases the lease; with `complete`, also marks the
-    /// session complete and commits the object in the same transaction.
+    /// `expires_at`, and ends as `end` says: releasing the lease; keeping
+    /// it for more parts of the same append (renewed, the session open
+    /// whatever its offset); or releasing it, marking the session complete
+    /// and committing the object in the same transaction.
     /// The session as it is afterwards, and the bytes the offset moved.
     pub async fn append_upload(
         &self,
         id: &str,
         token: &str,
         parts: &[Part],
-        complete: Option<&Commit>,
+        end: AppendEnd<'_>,
         max_size: u64,
         expires_at: i64,
     ) -> Result<(Session, u64), UploadRefusal> {
+        let complete = match end {
+            AppendEnd::Complete(c) => Some(c),
+            AppendEnd::Release | AppendEnd::Keep => None,
+        };
+        let keep = matches!(end, AppendEnd::Keep);
         let now = now_ms();
         let mut tx = self.write_tx().await?;
         let row = self
@@ -534,7 +553,9 @@ impl Store {
         }
         // A partial upload is complete with its last byte: it becomes no
         // object, its parts wait for the final upload that joins them.
-        let status = if complete.is_some() || (s.is_partial() && s.length == Some(total)) {
+        let status = if keep {
+            Status::Open
+        } else if complete.is_some() || (s.is_partial() && s.length == Some(total)) {
             Status::Complete
         } else {
             Status::Open
@@ -544,11 +565,16 @@ impl Store {
         } else {
             s.length
         };
-        let moved = sqlx::query(
+        let lease = if keep {
+            "lease_until = $10"
+        } else {
+            "lease_holder = NULL, lease_token = NULL, lease_until = NULL"
+        };
+        let mut moved = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE upload_sessions SET committed = $1, crc64nvme = $2, status = $3, length = $4, \
-             lease_holder = NULL, lease_token = NULL, lease_until = NULL, expires_at = $5, updated_at = $6 \
-             WHERE id = $7 AND lease_token = $8 AND committed = $9",
-        )
+             {lease}, expires_at = $5, updated_at = $6 \
+             WHERE id = $7 AND lease_token = $8 AND committed = $9"
+        )))
         .bind(total as i64)
         .bind(crc as i64)
         .bind(status.as_str())
@@ -557,9 +583,11 @@ impl Store {
         .bind(now)
         .bind(id)
         .bind(token)
-        .bind(s.offset as i64)
-        .execute(&mut *tx)
-        .await?;
+        .bind(s.offset as i64);
+        if keep {
+            moved = moved.bind(now + ferry_common::uploads::LEASE_MS);
+        }
+        let moved = moved.execute(&mut *tx).await?;
         if moved.rows_affected() != 1 {
             return Err(UploadRefusal::LeaseLost);
         }
@@ -798,7 +826,7 @@ mod tests {
                     &s.id,
                     &a.token,
                     std::slice::from_ref(&p),
-                    None,
+                    AppendEnd::Release,
                     1 << 40,
                     now_ms() + 60_000
                 )
@@ -811,7 +839,7 @@ mod tests {
                 &s.id,
                 &b.token,
                 std::slice::from_ref(&p),
-                None,
+                AppendEnd::Release,
                 1 << 40,
                 now_ms() + 60_000,
             )
@@ -844,7 +872,7 @@ mod tests {
                     &s.id,
                     &c.token,
                     std::slice::from_ref(&wrong),
-                    None,
+                    AppendEnd::Release,
                     1 << 40,
                     0
                 )
@@ -858,7 +886,7 @@ mod tests {
                     &s.id,
                     &c.token,
                     std::slice::from_ref(&long),
-                    None,
+                    AppendEnd::Release,
                     1 << 40,
                     0
                 )
@@ -879,7 +907,14 @@ mod tests {
             .unwrap();
         let tail = part(&s.id, &a.token, 0, b"hel");
         store
-            .append_upload(&s.id, &a.token, &[tail], None, 1 << 40, expires)
+            .append_upload(
+                &s.id,
+                &a.token,
+                &[tail],
+                AppendEnd::Release,
+                1 << 40,
+                expires,
+            )
             .await
             .unwrap();
         let (b, _) = store
@@ -894,18 +929,37 @@ mod tests {
             etags: vec!["\"e1\"".into()],
         });
         let rest = part(&s.id, &b.token, 7, b"orl");
+        // Recorded while the append still streams: the lease stays.
         let (after, added) = store
             .append_upload(
                 &s.id,
                 &b.token,
-                &[sent.clone(), rest.clone()],
-                None,
+                std::slice::from_ref(&sent),
+                AppendEnd::Keep,
                 1 << 40,
                 expires,
             )
             .await
             .unwrap();
-        assert_eq!((after.offset, added), (10, 7));
+        assert_eq!((after.offset, added), (7, 4));
+        assert!(matches!(
+            store
+                .lease_upload(&ask(&acc, &s.id, 7, "ams1"), &never)
+                .await,
+            Err(UploadRefusal::Locked)
+        ));
+        let (after, added) = store
+            .append_upload(
+                &s.id,
+                &b.token,
+                std::slice::from_ref(&rest),
+                AppendEnd::Release,
+                1 << 40,
+                expires,
+            )
+            .await
+            .unwrap();
+        assert_eq!((after.offset, added), (10, 3));
         assert_eq!(
             after.crc64nvme,
             ferry_common::checksum::crc64nvme(b"hello worl")
@@ -920,7 +974,14 @@ mod tests {
         again.native = sent.native.clone();
         assert!(matches!(
             store
-                .append_upload(&s.id, &c.token, &[again], None, 1 << 40, expires)
+                .append_upload(
+                    &s.id,
+                    &c.token,
+                    &[again],
+                    AppendEnd::Release,
+                    1 << 40,
+                    expires
+                )
                 .await,
             Err(UploadRefusal::Invalid(_))
         ));
@@ -931,7 +992,14 @@ mod tests {
         let inside = part(&s.id, &d.token, 8, b"rl");
         assert!(matches!(
             store
-                .append_upload(&s.id, &d.token, &[inside], None, 1 << 40, expires)
+                .append_upload(
+                    &s.id,
+                    &d.token,
+                    &[inside],
+                    AppendEnd::Release,
+                    1 << 40,
+                    expires
+                )
                 .await,
             Err(UploadRefusal::Invalid(_))
         ));
