@@ -751,31 +751,7 @@ async fn recovery(rig: &mut Rig, plan: &Plan) -> anyhow::Result<(String, Value)>
 async fn resumable(rig: &mut Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(String, Value)> {
     let size = plan.transfer;
     let key = rig.tenant.key.clone();
-    let mut series: [Series; 3] = Default::default();
-    for run in 0..plan.runs {
-        let got = in_rotation(&[0usize, 1, 2], run, async |step| {
-            let addr = rig.addr(Via::Spoke);
-            // One name per path, written again each run: the provider folder
-            // lives in memory, and a file per run would fill it.
-            let name = format!("bench/tus-{step}.bin");
-            timed(rig, Via::Spoke, size, async {
-                if step == 0 {
-                    client::upload(&rig.file(Via::Spoke, &name), size, block.clone(), &[]).await?;
-                } else {
-                    let chunk = if step == 1 { 64 << 20 } else { 8 << 20 };
-                    let url = client::tus_create(addr, &key, "local", &name, size).await?;
-                    client::tus_patch(addr, &key, &url, 0, size, chunk, block).await?;
-                }
-                Ok(())
-            })
-            .await
-        })
-        .await?;
-        for (i, s) in series.iter_mut().enumerate() {
-            s.push(got[i], (i > 0).then_some(got[0]));
-        }
-        eprintln!("resumable: run {} of {} done", run + 1, plan.runs);
-    }
+    let series = tus_against_put(rig, plan, block, "local", size, "resumable").await?;
     let mut moves = Vec::new();
     for run in 0..plan.runs.min(3) {
         moves.push(move_on_after_a_kill(rig, &key, run, block).await?);
@@ -811,6 +787,52 @@ async fn resumable(rig: &mut Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<
         "runs_kill_to_next_node_s": moves,
     });
     Ok((t.render(), json))
+}
+
+/// `size` bytes through the spoke into `connection`, `plan.runs` times in
+/// rotation: a plain `PUT`, then tus uploads in 64 MiB and in 8 MiB chunks
+/// (one connection, one `PATCH` after another, as tus clients send them),
+/// each pair by pair against the `PUT`.
+async fn tus_against_put(
+    rig: &Rig,
+    plan: &Plan,
+    block: &Bytes,
+    connection: &str,
+    size: u64,
+    label: &str,
+) -> anyhow::Result<[Series; 3]> {
+    let key = &rig.tenant.key;
+    let mut series: [Series; 3] = Default::default();
+    for run in 0..plan.runs {
+        let got = in_rotation(&[0usize, 1, 2], run, async |step| {
+            let addr = rig.addr(Via::Spoke);
+            // One name per path, written again each run: the provider
+            // keeps its files in memory, and a file per run would fill it.
+            let name = format!("bench/tus-{step}.bin");
+            timed(rig, Via::Spoke, size, async {
+                if step == 0 {
+                    let target = Target {
+                        addr,
+                        path: format!("/v1/connections/{connection}/files/{name}"),
+                        token: Some(key.clone()),
+                    };
+                    client::upload(&target, size, block.clone(), &[]).await?;
+                } else {
+                    let chunk = if step == 1 { 64 << 20 } else { 8 << 20 };
+                    let url = client::tus_create(addr, key, connection, &name, size).await?;
+                    client::tus_patch(addr, key, &url, 0, size, chunk, block).await?;
+                }
+                Ok(())
+            })
+            .await
+        })
+        .await?;
+        for (i, s) in series.iter_mut().enumerate() {
+            s.push(got[i], (i > 0).then_some(got[0]));
+        }
+        eprintln!("{label}: run {} of {} done", run + 1, plan.runs);
+    }
+    Ok(series)
 }
 
 /// Scenario 9: resumable uploads to S3. moto's S3 behind a proxy that
@@ -852,7 +874,6 @@ async fn resumable_s3(
         "cannot create the S3 connection: {}",
         created.status
     );
-    let key = rig.tenant.key.clone();
     let names = ["plain PUT", "tus, 64 MiB chunks", "tus, 8 MiB chunks"];
     let mut t = Table::new(
         format!(
@@ -864,38 +885,8 @@ async fn resumable_s3(
     let mut figures = serde_json::Map::new();
     for delay_ms in [0u64, 20] {
         proxy.delay(Duration::from_millis(delay_ms));
-        let mut series: [Series; 3] = Default::default();
-        for run in 0..plan.runs {
-            let got = in_rotation(&[0usize, 1, 2], run, async |step| {
-                let addr = rig.addr(Via::Spoke);
-                let name = format!("bench/s3-{step}.bin");
-                timed(rig, Via::Spoke, size, async {
-                    if step == 0 {
-                        let target = Target {
-                            addr,
-                            path: format!("/v1/connections/s3/files/{name}"),
-                            token: Some(key.clone()),
-                        };
-                        client::upload(&target, size, block.clone(), &[]).await?;
-                    } else {
-                        let chunk = if step == 1 { 64 << 20 } else { 8 << 20 };
-                        let url = client::tus_create(addr, &key, "s3", &name, size).await?;
-                        client::tus_patch(addr, &key, &url, 0, size, chunk, block).await?;
-                    }
-                    Ok(())
-                })
-                .await
-            })
-            .await?;
-            for (i, s) in series.iter_mut().enumerate() {
-                s.push(got[i], (i > 0).then_some(got[0]));
-            }
-            eprintln!(
-                "resumable_s3: {delay_ms} ms, run {} of {} done",
-                run + 1,
-                plan.runs
-            );
-        }
+        let label = format!("resumable_s3, {delay_ms} ms");
+        let series = tus_against_put(rig, plan, block, "s3", size, &label).await?;
         for (i, s) in series.iter().enumerate() {
             t.row(s.row(&format!("{}, {delay_ms} ms", names[i]), i == 0));
         }

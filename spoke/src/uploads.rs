@@ -31,6 +31,36 @@ pub struct SpokeUploads {
 }
 
 impl SpokeUploads {
+    /// `upload_append`: records `parts` under the lease, with the
+    /// object's commit when the upload is complete; `keep` keeps the lease
+    /// for more parts of the same append.
+    async fn record(
+        &self,
+        lease: &Lease,
+        parts: Vec<Part>,
+        complete: Option<ferry_common::content::model::Commit>,
+        keep: bool,
+    ) -> Result<Session, Problem> {
+        let token = self.token()?;
+        let request = UploadAppendRequest {
+            id: lease.session.id.clone(),
+            lease: lease.token.clone(),
+            parts,
+            complete,
+            keep,
+        };
+        let answer = self
+            .data
+            .client()
+            .call(
+                InternalCall::UploadAppend,
+                OnBehalf::Grant(&token),
+                &request,
+            )
+            .await?;
+        read(answer)
+    }
+
     /// A host for the client whose `Authorization` is `authorization`.
     pub fn new(data: Arc<DataPath>, authorization: HeaderValue) -> Self {
         Self {
@@ -169,29 +199,11 @@ impl UploadHost for SpokeUploads {
         parts: Vec<Part>,
         ending: Ending,
     ) -> BoxFuture<'a, Result<Session, Problem>> {
-        Box::pin(async move {
-            let token = self.token()?;
-            let request = UploadAppendRequest {
-                id: lease.session.id.clone(),
-                lease: lease.token.clone(),
-                parts,
-                complete: match ending {
-                    Ending::More => None,
-                    Ending::Complete(c) => Some(*c),
-                },
-                keep: false,
-            };
-            let answer = self
-                .data
-                .client()
-                .call(
-                    InternalCall::UploadAppend,
-                    OnBehalf::Grant(&token),
-                    &request,
-                )
-                .await?;
-            read(answer)
-        })
+        let complete = match ending {
+            Ending::More => None,
+            Ending::Complete(c) => Some(*c),
+        };
+        Box::pin(self.record(lease, parts, complete, false))
     }
 
     fn checkpoint<'a>(
@@ -199,26 +211,7 @@ impl UploadHost for SpokeUploads {
         lease: &'a Lease,
         parts: Vec<Part>,
     ) -> BoxFuture<'a, Result<(), Problem>> {
-        Box::pin(async move {
-            let token = self.token()?;
-            let request = UploadAppendRequest {
-                id: lease.session.id.clone(),
-                lease: lease.token.clone(),
-                parts,
-                complete: None,
-                keep: true,
-            };
-            let answer = self
-                .data
-                .client()
-                .call(
-                    InternalCall::UploadAppend,
-                    OnBehalf::Grant(&token),
-                    &request,
-                )
-                .await?;
-            read::<Session>(answer).map(|_| ())
-        })
+        Box::pin(async move { self.record(lease, parts, None, true).await.map(|_| ()) })
     }
 
     fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, ()> {

@@ -176,14 +176,7 @@ impl Req {
         self.builder = self
             .builder
             .header("content-length", data.len().to_string());
-        let frames = (0..data.len())
-            .step_by(chunk.max(1))
-            .map(move |i| {
-                Ok::<_, BoxError>(Frame::data(data.slice(i..(i + chunk).min(data.len()))))
-            })
-            .collect::<Vec<_>>();
-        self.body = StreamBody::new(futures_util::stream::iter(frames)).boxed();
-        self
+        self.body_unsized(data, chunk)
     }
 
     /// A body streamed in chunks of `chunk` bytes with no Content-Length

@@ -40,6 +40,43 @@ async fn offset(api: &Api, url: &str) -> u64 {
     resp.header("upload-offset").unwrap().parse().unwrap()
 }
 
+/// A hub that may reach storage on loopback; for `s3` and `azblob`, a
+/// server of that kind with the bucket or container `place`; and the
+/// account `alpha` with its connection `local` there (for `fs`, in the
+/// hub's own folder).
+async fn hub_and_storage(
+    provider: &str,
+    place: &str,
+) -> (
+    Hub,
+    Option<ferry_tests::providers::StorageServer>,
+    ferry_tests::scenarios::Tenant,
+) {
+    ferry_tests::install_crypto_provider();
+    let server = match provider {
+        "s3" => Some(ferry_tests::providers::StorageServer::s3(place)),
+        "azblob" => Some(ferry_tests::providers::StorageServer::azblob(place)),
+        _ => None,
+    };
+    let hub = Hub::start_with(HubOptions {
+        extra_toml: "[providers.remote]\nallow_private_endpoints = true\n".into(),
+        ..HubOptions::default()
+    });
+    let t = match &server {
+        Some(s) => {
+            ferry_tests::scenarios::remote_tenant(
+                &hub.url(),
+                "alpha",
+                provider,
+                s.config(place, None),
+            )
+            .await
+        }
+        None => tenant(&hub.url(), "alpha", &hub.data_dir).await,
+    };
+    (hub, server, t)
+}
+
 /// A tus append of the upload at `url` at `offset`; the body is the
 /// caller's.
 fn tus_append(api: &Api, url: &str, offset: impl std::fmt::Display) -> ferry_tests::client::Req {
@@ -61,6 +98,14 @@ async fn expires(api: &Api, url: &str) -> bool {
             == 410
     })
     .await
+}
+
+/// `Upload-Checksum` with the SHA-256 of `data`.
+fn sha256_field(data: &[u8]) -> String {
+    format!(
+        "sha256 {}",
+        STANDARD.encode(ring::digest::digest(&ring::digest::SHA256, data))
+    )
 }
 
 fn sha1_field(data: &[u8]) -> String {
@@ -256,26 +301,9 @@ async fn an_upload_cut_by_a_killed_spoke_resumes_through_another() {
 /// once the store shows part of it recorded: what was recorded stays, and
 /// the client goes on from there through spoke B.
 async fn a_long_request_keeps_what_it_recorded(provider: &str) {
-    ferry_tests::install_crypto_provider();
-    let s3 = (provider == "s3").then(|| ferry_tests::providers::StorageServer::s3("long"));
-    let hub = Hub::start_with(HubOptions {
-        extra_toml: "[providers.remote]\nallow_private_endpoints = true\n".into(),
-        ..HubOptions::default()
-    });
+    let (hub, _server, t) = hub_and_storage(provider, "long").await;
     let mut a = Spoke::start(&hub, "fra1");
     let b = Spoke::start(&hub, "ams1");
-    let t = match &s3 {
-        Some(server) => {
-            ferry_tests::scenarios::remote_tenant(
-                &hub.url(),
-                "alpha",
-                "s3",
-                server.config("long", None),
-            )
-            .await
-        }
-        None => tenant(&hub.url(), "alpha", &hub.data_dir).await,
-    };
     let via_a = Api::new(a.url()).as_token(&t.key);
     let via_b = Api::new(b.url()).as_token(&t.key);
     let via_hub = Api::new(hub.url()).as_token(&t.key);
@@ -582,26 +610,9 @@ enum Client {
 /// none of its bytes.
 async fn a_real_client_resumes_through_another_spoke(client: Client, provider: &str) {
     use std::io::BufRead as _;
-    ferry_tests::install_crypto_provider();
-    let s3 = (provider == "s3").then(|| ferry_tests::providers::StorageServer::s3("tus"));
-    let hub = Hub::start_with(HubOptions {
-        extra_toml: "[providers.remote]\nallow_private_endpoints = true\n".into(),
-        ..HubOptions::default()
-    });
+    let (hub, s3, t) = hub_and_storage(provider, "tus").await;
     let mut a = Spoke::start(&hub, "fra1");
     let b = Spoke::start(&hub, "ams1");
-    let t = match &s3 {
-        Some(server) => {
-            ferry_tests::scenarios::remote_tenant(
-                &hub.url(),
-                "alpha",
-                "s3",
-                server.config("tus", None),
-            )
-            .await
-        }
-        None => tenant(&hub.url(), "alpha", &hub.data_dir).await,
-    };
     let size = 300 << 20;
     let data = pattern(size, 300);
     let dir = tempfile::tempdir().unwrap();
@@ -926,30 +937,9 @@ async fn tus_js_client_uploads_in_parallel_parts_to_azure() {
 /// tus-js-client sends a 40 MiB file as three partial uploads at once and
 /// joins them with a final one.
 async fn parallel_parts(provider: &str) {
-    ferry_tests::install_crypto_provider();
-    let server = match provider {
-        "s3" => Some(ferry_tests::providers::StorageServer::s3("par")),
-        "azblob" => Some(ferry_tests::providers::StorageServer::azblob("par")),
-        _ => None,
-    };
+    let (hub, server, t) = hub_and_storage(provider, "par").await;
     let s3 = server.as_ref().filter(|s| s.kind == "s3");
-    let hub = Hub::start_with(HubOptions {
-        extra_toml: "[providers.remote]\nallow_private_endpoints = true\n".into(),
-        ..HubOptions::default()
-    });
     let a = Spoke::start(&hub, "fra1");
-    let t = match &s3 {
-        Some(server) => {
-            ferry_tests::scenarios::remote_tenant(
-                &hub.url(),
-                "alpha",
-                "s3",
-                server.config("par", None),
-            )
-            .await
-        }
-        None => tenant(&hub.url(), "alpha", &hub.data_dir).await,
-    };
     let data = pattern(40 << 20, 40);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("source.bin");
@@ -1071,21 +1061,10 @@ fn moto_etag(server: &ferry_tests::providers::StorageServer, bucket: &str, key: 
 
 #[tokio::test]
 async fn an_s3_upload_goes_straight_into_one_multipart_upload() {
-    ferry_tests::install_crypto_provider();
-    let server = ferry_tests::providers::StorageServer::s3("native");
-    let hub = Hub::start_with(HubOptions {
-        extra_toml: "[providers.remote]\nallow_private_endpoints = true\n".into(),
-        ..HubOptions::default()
-    });
+    let (hub, server, t) = hub_and_storage("s3", "native").await;
+    let server = server.expect("an S3 server");
     let a = Spoke::start(&hub, "fra1");
     let b = Spoke::start(&hub, "ams1");
-    let t = ferry_tests::scenarios::remote_tenant(
-        &hub.url(),
-        "alpha",
-        "s3",
-        server.config("native", None),
-    )
-    .await;
     let via_a = Api::new(a.url()).as_token(&t.key);
     let via_b = Api::new(b.url()).as_token(&t.key);
     const MIB: usize = 1 << 20;
@@ -1169,10 +1148,7 @@ async fn an_s3_upload_goes_straight_into_one_multipart_upload() {
     assert_eq!(offset_of(&via_b).await, (17 * MIB).to_string());
     // The last 6 MiB, with its checksum: the staged 2 MiB carried into
     // the last part, and the upload completed at the provider.
-    let right = format!(
-        "sha256 {}",
-        STANDARD.encode(ring::digest::digest(&ring::digest::SHA256, &last))
-    );
+    let right = sha256_field(&last);
     tus_append(&via_b, &url, 17 * MIB)
         .header("upload-checksum", &right)
         .body(last)
@@ -1248,17 +1224,11 @@ async fn staged_in_azurite(config: &serde_json::Value) -> Vec<String> {
 
 #[tokio::test]
 async fn an_azure_upload_goes_into_blocks_of_one_blob() {
-    ferry_tests::install_crypto_provider();
-    let server = ferry_tests::providers::StorageServer::azblob("blocks");
+    let (hub, server, t) = hub_and_storage("azblob", "blocks").await;
+    let server = server.expect("an Azurite server");
     let config = server.config("blocks", None);
-    let hub = Hub::start_with(HubOptions {
-        extra_toml: "[providers.remote]\nallow_private_endpoints = true\n".into(),
-        ..HubOptions::default()
-    });
     let a = Spoke::start(&hub, "fra1");
     let b = Spoke::start(&hub, "ams1");
-    let t =
-        ferry_tests::scenarios::remote_tenant(&hub.url(), "alpha", "azblob", config.clone()).await;
     let via_a = Api::new(a.url()).as_token(&t.key);
     let via_b = Api::new(b.url()).as_token(&t.key);
     const MIB: usize = 1 << 20;
@@ -1309,10 +1279,7 @@ async fn an_azure_upload_goes_into_blocks_of_one_blob() {
     );
     let at = offset_of().await;
     let last = data.slice(at..);
-    let sum = format!(
-        "sha256 {}",
-        STANDARD.encode(ring::digest::digest(&ring::digest::SHA256, &last))
-    );
+    let sum = sha256_field(&last);
     tus_append(&via_b, &url, at)
         .header("upload-checksum", &sum)
         .body(last)

@@ -15,12 +15,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::Stream;
 use opendal::ErrorKind;
-use serde::Deserialize;
 
 use super::egress;
 use super::endpoint::EndpointPolicy;
 use super::native::failed;
-use super::remote::Remote;
+use super::remote::{AzblobConfig, Remote};
 
 /// Azure's largest block.
 pub const MAX_BLOCK: u64 = 4000 << 20;
@@ -43,16 +42,6 @@ pub struct AzureBlocks {
     credential: reqsign_azure_storage::Credential,
 }
 
-#[derive(Deserialize)]
-struct Config {
-    container: String,
-    account_name: String,
-    account_key: Option<String>,
-    sas_token: Option<String>,
-    endpoint: Option<String>,
-    root: Option<String>,
-}
-
 impl AzureBlocks {
     /// The block calls of a connection of `provider` with `config`, when
     /// it is Azure Blob (its configuration already checked by
@@ -61,7 +50,7 @@ impl AzureBlocks {
         if provider != Remote::Azblob.as_str() {
             return None;
         }
-        let c: Config = serde_json::from_value(config.clone()).ok()?;
+        let c: AzblobConfig = serde_json::from_value(config.clone()).ok()?;
         let endpoint = c
             .endpoint
             .map(|e| e.trim_end_matches('/').to_owned())
@@ -87,17 +76,7 @@ impl AzureBlocks {
     }
 
     fn url(&self, path: &str, query: &str) -> Result<url::Url, opendal::Error> {
-        let text = format!(
-            "{}/{}{query}",
-            self.base,
-            opendal::raw::percent_encode_path(&opendal::raw::build_abs_path(&self.root, path))
-        );
-        let url = url::Url::parse(&text)
-            .map_err(|e| failed(ErrorKind::Unexpected, "the block URL is invalid", e))?;
-        if !self.policy.allow_private {
-            egress::refuse_internal_literal(&url).map_err(egress::refused_error)?;
-        }
-        Ok(url)
+        super::native::checked_url(&self.base, &self.root, path, query, self.policy)
     }
 
     async fn send(

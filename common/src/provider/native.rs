@@ -137,6 +137,28 @@ pub(super) async fn send(
     Err(refused(status, what))
 }
 
+/// The URL of `path` under the connection's `root` at `base`, with
+/// `query`; an internal address literal refused unless `policy` allows it
+/// (names are checked when they are looked up, [`super::egress`]).
+pub(super) fn checked_url(
+    base: &str,
+    root: &str,
+    path: &str,
+    query: &str,
+    policy: EndpointPolicy,
+) -> Result<url::Url, opendal::Error> {
+    let text = format!(
+        "{base}/{}{query}",
+        opendal::raw::percent_encode_path(&opendal::raw::build_abs_path(root, path))
+    );
+    let url = url::Url::parse(&text)
+        .map_err(|e| failed(ErrorKind::Unexpected, "the provider URL is invalid", e))?;
+    if !policy.allow_private {
+        egress::refuse_internal_literal(&url).map_err(egress::refused_error)?;
+    }
+    Ok(url)
+}
+
 /// An error of `kind` saying `what` failed, with `cause` scrubbed of
 /// anything that looks like a secret.
 pub(super) fn failed(

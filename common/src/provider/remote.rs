@@ -115,37 +115,39 @@ impl Remote {
     }
 }
 
+/// An `s3` connection's configuration.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct S3Config {
-    bucket: String,
+pub(super) struct S3Config {
+    pub(super) bucket: String,
     /// Default `us-east-1`.
-    region: Option<String>,
+    pub(super) region: Option<String>,
     /// Default AWS's endpoint for the region.
-    endpoint: Option<String>,
-    access_key_id: Option<String>,
-    secret_access_key: Option<String>,
-    session_token: Option<String>,
+    pub(super) endpoint: Option<String>,
+    pub(super) access_key_id: Option<String>,
+    pub(super) secret_access_key: Option<String>,
+    pub(super) session_token: Option<String>,
     /// A prefix inside the bucket.
-    root: Option<String>,
+    pub(super) root: Option<String>,
     /// `https://bucket.host/key` instead of `https://host/bucket/key`.
     #[serde(default)]
-    virtual_host_style: bool,
+    pub(super) virtual_host_style: bool,
     /// Send no signature (public buckets).
     #[serde(default)]
-    anonymous: bool,
+    pub(super) anonymous: bool,
 }
 
+/// An `azblob` connection's configuration.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AzblobConfig {
-    container: String,
-    account_name: String,
-    account_key: Option<String>,
-    sas_token: Option<String>,
+pub(super) struct AzblobConfig {
+    pub(super) container: String,
+    pub(super) account_name: String,
+    pub(super) account_key: Option<String>,
+    pub(super) sas_token: Option<String>,
     /// Default `https://<account_name>.blob.core.windows.net`.
-    endpoint: Option<String>,
-    root: Option<String>,
+    pub(super) endpoint: Option<String>,
+    pub(super) root: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

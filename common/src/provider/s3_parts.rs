@@ -21,7 +21,7 @@ use serde::Deserialize;
 use super::egress;
 use super::endpoint::EndpointPolicy;
 use super::native::failed;
-use super::remote::Remote;
+use super::remote::{Remote, S3Config};
 
 /// S3's smallest part, but for the last.
 pub const MIN_PART: u64 = 5 << 20;
@@ -60,19 +60,6 @@ pub struct S3Parts {
     credential: Option<reqsign_aws_v4::Credential>,
 }
 
-#[derive(Deserialize)]
-struct Config {
-    bucket: String,
-    region: Option<String>,
-    endpoint: Option<String>,
-    access_key_id: Option<String>,
-    secret_access_key: Option<String>,
-    session_token: Option<String>,
-    root: Option<String>,
-    #[serde(default)]
-    virtual_host_style: bool,
-}
-
 impl S3Parts {
     /// The multipart calls of a connection of `provider` with `config`,
     /// when it is S3 (its configuration already checked by
@@ -81,7 +68,7 @@ impl S3Parts {
         if provider != Remote::S3.as_str() {
             return None;
         }
-        let c: Config = serde_json::from_value(config.clone()).ok()?;
+        let c: S3Config = serde_json::from_value(config.clone()).ok()?;
         let region = c.region.unwrap_or_else(|| "us-east-1".into());
         let endpoint = c
             .endpoint
@@ -119,17 +106,7 @@ impl S3Parts {
     }
 
     fn url(&self, path: &str, query: &str) -> Result<url::Url, opendal::Error> {
-        let text = format!(
-            "{}/{}{query}",
-            self.base,
-            opendal::raw::percent_encode_path(&self.key(path))
-        );
-        let url = url::Url::parse(&text)
-            .map_err(|e| failed(ErrorKind::Unexpected, "the multipart URL is invalid", e))?;
-        if !self.policy.allow_private {
-            egress::refuse_internal_literal(&url).map_err(egress::refused_error)?;
-        }
-        Ok(url)
+        super::native::checked_url(&self.base, &self.root, path, query, self.policy)
     }
 
     /// Signs and sends one request; a refusal becomes an error with the
