@@ -96,3 +96,42 @@ async fn health_and_readiness() {
         b"ready\n"
     );
 }
+
+/// A client that sends its whole body before it reads the answer (as most
+/// do) gets the answer to a request refused before its body was read —
+/// here a 32 MiB `PUT` with a wrong key — rather than a failed write, and
+/// its connection stays open for the next request.
+#[tokio::test]
+async fn a_refused_request_is_answered_after_its_body() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (hub, t) = hub_with_tenant().await;
+    let size = 32usize << 20;
+    let mut tcp = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    let head = format!(
+        "PUT {} HTTP/1.1\r\nhost: ferry\r\nauthorization: Bearer fry_wrong\r\ncontent-length: {size}\r\n\r\n",
+        t.file("refused.bin")
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let block = vec![7u8; 1 << 20];
+    for i in 0..size / block.len() {
+        tcp.write_all(&block)
+            .await
+            .unwrap_or_else(|e| panic!("the body's MiB {i} could not be sent: {e}"));
+    }
+    // The answer, then the next request on the same connection.
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nhost: ferry\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !String::from_utf8_lossy(&got).contains("HTTP/1.1 200") {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    assert!(text.contains("HTTP/1.1 200"), "the connection was not kept: {text}");
+}

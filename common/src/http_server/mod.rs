@@ -13,6 +13,7 @@
 
 mod activity;
 mod limits;
+mod linger;
 mod stall;
 
 pub use limits::{ConnectionLimit, Limits, RttSink};
@@ -140,7 +141,13 @@ async fn serve_connection(
     let requests = activity.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let in_flight = requests.begin();
-        let mut req = req.map(boxed);
+        // An HTTP/1 body its handler leaves unread is read on, so that the
+        // client sees the answer (HTTP/2 ends only the stream).
+        let mut req = if req.version() <= http::Version::HTTP_11 {
+            req.map(|b| boxed(linger::Lingering::new(b)))
+        } else {
+            req.map(boxed)
+        };
         req.extensions_mut().insert(ClientAddr(peer));
         let fut = handler(req);
         async move {
