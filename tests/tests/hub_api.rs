@@ -133,5 +133,8 @@ async fn a_refused_request_is_answered_after_its_body() {
     }
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 401"), "{text}");
-    assert!(text.contains("HTTP/1.1 200"), "the connection was not kept: {text}");
+    assert!(
+        text.contains("HTTP/1.1 200"),
+        "the connection was not kept: {text}"
+    );
 }

@@ -294,6 +294,7 @@ async fn rekey_moves_every_connection_to_a_new_master_key() {
     let mut hub = Hub::start();
     let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
     upload(&t, "kept.txt", b"still here").await;
+    t.api.post("/v1/s3-keys").send().await.expect(201);
     hub.stop();
 
     let new_key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -301,7 +302,10 @@ async fn rekey_moves_every_connection_to_a_new_master_key() {
     std::fs::write(&key_file, new_key).unwrap();
     let (ok, _, err) = hub.command(&["rekey", "--new-key-file", key_file.to_str().unwrap()]);
     assert!(ok, "{err}");
-    assert!(err.contains("re-encrypted 1 connection"), "{err}");
+    assert!(
+        err.contains("re-encrypted 1 connection(s), 1 S3 key(s)"),
+        "{err}"
+    );
     // Run again with the old key: it no longer opens them, and nothing changes.
     let (ok, _, err) = hub.command(&["rekey", "--new-key-file", key_file.to_str().unwrap()]);
     assert!(

@@ -14,6 +14,7 @@ mod operators;
 mod spokes;
 pub use spokes::check_spoke_name;
 pub mod routes;
+mod s3_keys;
 mod steering;
 mod tree;
 mod uploads;
@@ -255,6 +256,7 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Request<Body>) -> Ap
             admin::handle(state, route, req).await
         }
         Route::Connections | Route::Connection(_) => connections::handle(state, route, req).await,
+        Route::S3Keys | Route::S3Key(_) => s3_keys::handle(state, route, req).await,
         Route::File(conn, path) => {
             let res = connections::resolve(state, req.headers(), &conn).await?;
             let via = req

@@ -60,6 +60,10 @@ pub enum Route {
     Upload(String),
     /// `/internal/v1/…`: for spokes, through their tunnel only.
     Internal(ferry_common::contract::InternalCall),
+    /// `/v1/s3-keys`: the account's S3 access keys.
+    S3Keys,
+    /// `/v1/s3-keys/{id}`: one S3 access key.
+    S3Key(String),
 }
 
 /// The route template, as a bounded metrics label.
@@ -91,6 +95,8 @@ pub enum RouteLabel {
     Uploads,
     Upload,
     Internal,
+    S3Keys,
+    S3Key,
 }
 
 impl RouteLabel {
@@ -122,6 +128,8 @@ impl RouteLabel {
             Self::Uploads => "uploads",
             Self::Upload => "upload",
             Self::Internal => "internal",
+            Self::S3Keys => "s3_keys",
+            Self::S3Key => "s3_key",
         }
     }
 }
@@ -143,6 +151,8 @@ pub const TEMPLATES: &[&str] = &[
     "/v1/accounts/{account}",
     "/v1/accounts/{account}/keys",
     "/v1/accounts/{account}/keys/{key}",
+    "/v1/s3-keys",
+    "/v1/s3-keys/{id}",
     "/v1/connections",
     "/v1/connections/{conn}",
     "/v1/connections/{conn}/files/{path}",
@@ -203,6 +213,17 @@ impl Route {
                 .then(|| decode(id))
                 .transpose()?
                 .map(Route::Upload));
+        }
+        if let Some(rest) = rest.strip_prefix("s3-keys") {
+            return Ok(match rest {
+                "" => Some(Route::S3Keys),
+                r => match r.strip_prefix('/') {
+                    Some(id) if !id.is_empty() && !id.contains('/') => {
+                        Some(Route::S3Key(decode(id)?))
+                    }
+                    _ => None,
+                },
+            });
         }
         if let Some(rest) = rest.strip_prefix("spokes") {
             return Ok(match rest {
@@ -295,6 +316,8 @@ impl Route {
             Route::Uploads(_) => RouteLabel::Uploads,
             Route::Upload(_) => RouteLabel::Upload,
             Route::Internal(_) => RouteLabel::Internal,
+            Route::S3Keys => RouteLabel::S3Keys,
+            Route::S3Key(_) => RouteLabel::S3Key,
         }
     }
 
@@ -312,10 +335,10 @@ impl Route {
                 &[Method::GET, Method::HEAD]
             }
             Route::List(..) => &[Method::GET, Method::HEAD],
-            Route::Accounts | Route::AccountKeys(_) | Route::Connections => {
+            Route::Accounts | Route::AccountKeys(_) | Route::Connections | Route::S3Keys => {
                 &[Method::GET, Method::HEAD, Method::POST]
             }
-            Route::AccountKey(..) => &[Method::DELETE],
+            Route::AccountKey(..) | Route::S3Key(_) => &[Method::DELETE],
             Route::Connection(_) => &[Method::GET, Method::HEAD, Method::DELETE],
             Route::File(..) => &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
             Route::Folder(..) | Route::Copy(_) | Route::Move(_) => &[Method::POST],
@@ -387,6 +410,11 @@ mod tests {
         assert_eq!(parse("/v1/steering/reports"), Some(Route::SteeringReports));
         assert_eq!(parse("/v1/spokes/probe-targets"), Some(Route::ProbeTargets));
         assert_eq!(parse("/v1/spokes/fra1"), Some(Route::Spoke("fra1".into())));
+        assert_eq!(parse("/v1/s3-keys"), Some(Route::S3Keys));
+        assert_eq!(
+            parse("/v1/s3-keys/FRYABC"),
+            Some(Route::S3Key("FRYABC".into()))
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `ferry-hub rekey --new-key-file FILE`: every connection's configuration
-//! (and, on PostgreSQL, the shared tunnel CA's key) opened with the
-//! configured master key and sealed again with a new one, in one
-//! transaction.
+//! and S3 key's secret (and, on PostgreSQL, the shared tunnel CA's key)
+//! opened with the configured master key and sealed again with a new one,
+//! in one transaction.
 
 use std::path::Path;
 
@@ -25,6 +25,8 @@ pub fn run(cfg: &HubConfig, new_key_file: &Path) -> anyhow::Result<()> {
                 let plain = old.open(sealed, context).with_context(|| {
                     if context == ca_context {
                         "the shared tunnel CA does not open with the current key".to_owned()
+                    } else if context.starts_with("FRY") {
+                        format!("S3 key {context} does not open with the current key")
                     } else {
                         format!("connection {context} does not open with the current key")
                     }
@@ -33,10 +35,10 @@ pub fn run(cfg: &HubConfig, new_key_file: &Path) -> anyhow::Result<()> {
             })
             .await;
         store.close().await;
-        let (count, ca) = result??;
+        let (count, keys, ca) = result??;
         let ca = if ca { " and the shared tunnel CA" } else { "" };
         eprintln!(
-            "re-encrypted {count} connection(s){ca}; start the hubs with the new master key (the old one no longer opens them)"
+            "re-encrypted {count} connection(s), {keys} S3 key(s){ca}; start the hubs with the new master key (the old one no longer opens them)"
         );
         Ok(())
     })

@@ -163,15 +163,17 @@ impl Store {
     }
 
     /// Re-seals every sealed secret in one transaction: each connection's
-    /// configuration (sealed for its id) and the shared tunnel CA's key
-    /// (sealed for `ca_context`, PostgreSQL only). `reseal(context, sealed)`
-    /// returns the new sealed blob; the first error leaves everything as it
-    /// was. Returns how many connections, and whether the CA, were re-sealed.
+    /// configuration (sealed for its id), each S3 key's secret (sealed for
+    /// its access key id) and the shared tunnel CA's key (sealed for
+    /// `ca_context`, PostgreSQL only). `reseal(context, sealed)` returns the
+    /// new sealed blob; the first error leaves everything as it was.
+    /// Returns how many connections and S3 keys, and whether the CA, were
+    /// re-sealed.
     pub async fn reseal_secrets<E>(
         &self,
         ca_context: &str,
         mut reseal: impl FnMut(&str, &[u8]) -> Result<Vec<u8>, E>,
-    ) -> Result<Result<(usize, bool), E>, StoreError> {
+    ) -> Result<Result<(usize, usize, bool), E>, StoreError> {
         let mut tx = self.write_tx().await?;
         let rows: Vec<(String, Vec<u8>)> =
             sqlx::query_as("SELECT id, config_sealed FROM connections ORDER BY id")
@@ -183,6 +185,21 @@ impl Store {
                 Err(e) => return Ok(Err(e)),
             };
             sqlx::query("UPDATE connections SET config_sealed = $1 WHERE id = $2")
+                .bind(sealed)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let keys: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT id, secret_sealed FROM s3_keys ORDER BY id")
+                .fetch_all(&mut *tx)
+                .await?;
+        for (id, sealed) in &keys {
+            let sealed = match reseal(id, sealed) {
+                Ok(s) => s,
+                Err(e) => return Ok(Err(e)),
+            };
+            sqlx::query("UPDATE s3_keys SET secret_sealed = $1 WHERE id = $2")
                 .bind(sealed)
                 .bind(id)
                 .execute(&mut *tx)
@@ -203,7 +220,7 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
-        Ok(Ok((rows.len(), ca.is_some())))
+        Ok(Ok((rows.len(), keys.len(), ca.is_some())))
     }
 
     /// Every connection's id and sealed configuration (to check a master

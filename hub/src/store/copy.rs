@@ -161,6 +161,18 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
         ],
     ),
     (
+        "s3_keys",
+        &[
+            ("id", Text),
+            ("account_id", Text),
+            ("secret_sealed", Blob),
+            ("connections", Text),
+            ("read_only", Int),
+            ("created_at", Int),
+            ("revoked_at", Int),
+        ],
+    ),
+    (
         "upload_parts",
         &[
             ("upload_id", Text),

@@ -282,6 +282,23 @@ ALTER TABLE upload_parts ADD COLUMN native TEXT;
 "#,
         postgres_only: &[],
     },
+    Migration {
+        version: 12,
+        name: "S3 access keys",
+        sqlite: r#"
+CREATE TABLE s3_keys (
+    id            TEXT PRIMARY KEY,
+    account_id    TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    secret_sealed BLOB NOT NULL,
+    connections   TEXT,
+    read_only     BIGINT NOT NULL,
+    created_at    BIGINT NOT NULL,
+    revoked_at    BIGINT
+);
+CREATE INDEX s3_keys_by_account ON s3_keys(account_id);
+"#,
+        postgres_only: &[],
+    },
 ];
 
 /// Numbers an event that arrives without its `seq`, as a hub of the

@@ -1,0 +1,95 @@
+//! S3 access keys: an account makes them (the secret shown once), limits
+//! them to some connections or to reading, lists and revokes them; another
+//! account sees none of them.
+
+use ferry_tests::Hub;
+use ferry_tests::scenarios::tenant;
+use serde_json::json;
+
+#[tokio::test]
+async fn an_account_makes_lists_and_revokes_its_s3_keys() {
+    ferry_tests::install_crypto_provider();
+    let hub = Hub::start();
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    let other = tenant(&hub.url(), "beta", &hub.data_dir).await;
+
+    // Without a body: every connection, reading and writing.
+    let open = t.api.post("/v1/s3-keys").send().await.expect(201).json();
+    let id = open["access_key_id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("FRY") && id.len() == 20, "{open}");
+    assert_eq!(open["secret_access_key"].as_str().unwrap().len(), 40);
+    assert_eq!(open["connections"], json!(null));
+    assert_eq!(open["read_only"], json!(false));
+
+    // Limited to a connection, by name, and to reading.
+    let limited = t
+        .api
+        .post("/v1/s3-keys")
+        .json(&json!({ "connections": ["local"], "read_only": true }))
+        .send()
+        .await
+        .expect(201)
+        .json();
+    let conn = t
+        .api
+        .get("/v1/connections/local")
+        .send()
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(limited["connections"], json!([conn["id"]]));
+    assert_eq!(limited["read_only"], json!(true));
+
+    // Bad requests: a connection the account does not have, none, an
+    // unknown member.
+    t.api
+        .post("/v1/s3-keys")
+        .json(&json!({ "connections": ["nope"] }))
+        .send()
+        .await
+        .expect_problem(404, "connection_not_found");
+    t.api
+        .post("/v1/s3-keys")
+        .json(&json!({ "connections": [] }))
+        .send()
+        .await
+        .expect_problem(400, "invalid_field");
+    t.api
+        .post("/v1/s3-keys")
+        .json(&json!({ "colour": "red" }))
+        .send()
+        .await
+        .expect(400);
+
+    // Listed without secrets; another account sees none and cannot revoke.
+    let listed = t.api.get("/v1/s3-keys").send().await.expect(200).json();
+    let keys = listed["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    assert!(keys.iter().all(|k| k.get("secret_access_key").is_none()));
+    let theirs = other.api.get("/v1/s3-keys").send().await.expect(200).json();
+    assert_eq!(theirs["keys"], json!([]));
+    other
+        .api
+        .delete(&format!("/v1/s3-keys/{id}"))
+        .send()
+        .await
+        .expect_problem(404, "key_not_found");
+    t.api
+        .delete(&format!("/v1/s3-keys/{id}"))
+        .send()
+        .await
+        .expect(204);
+    t.api
+        .delete(&format!("/v1/s3-keys/{id}"))
+        .send()
+        .await
+        .expect(204);
+    let listed = t.api.get("/v1/s3-keys").send().await.expect(200).json();
+    assert!(listed["keys"][0]["revoked_at"].is_i64(), "{listed}");
+    // Without an API key: 401.
+    ferry_tests::Api::new(hub.url())
+        .get("/v1/s3-keys")
+        .send()
+        .await
+        .expect(401);
+}
