@@ -15,6 +15,7 @@ mod spokes;
 pub use spokes::check_spoke_name;
 pub mod routes;
 mod s3_keys;
+pub mod s3door;
 mod steering;
 mod tree;
 mod uploads;
@@ -156,6 +157,19 @@ async fn answer(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
     let method = req.method().clone();
     let principal = principal(&state, &req);
     tracing::debug!(%method, path = req.uri().path(), "request");
+    if s3door::speaks_s3(&req) {
+        // A request signed with an S3 key: the S3 door answers it. The
+        // service is made for the request, so that it holds no reference
+        // back to the state that holds it.
+        let resp = s3door::Door::new(state.clone()).serve(req).await;
+        state.metrics.request(
+            RouteLabel::S3,
+            &method,
+            resp.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+        return resp;
+    }
     let (label, result) = match Route::parse(req.uri().path()) {
         Ok(Some(route)) => {
             let label = route.label();

@@ -97,6 +97,8 @@ pub enum RouteLabel {
     Internal,
     S3Keys,
     S3Key,
+    /// Requests to the S3 door.
+    S3,
 }
 
 impl RouteLabel {
@@ -130,6 +132,7 @@ impl RouteLabel {
             Self::Internal => "internal",
             Self::S3Keys => "s3_keys",
             Self::S3Key => "s3_key",
+            Self::S3 => "s3",
         }
     }
 }

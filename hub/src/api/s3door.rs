@@ -1,0 +1,642 @@
+//! The S3 door on the hub: requests signed with an S3 key (SigV4) are
+//! answered as S3 answers them, over the account's connections as buckets.
+//!
+//! s3s parses the S3 REST API and checks signatures (with the secret of
+//! the key, opened from the store); each operation is then served by the
+//! same content path as ferry's own API (`files::serve` with the hub as
+//! the metadata host), so an object written through S3 has its metadata,
+//! checksum and event as any upload, and the other way round. A request is
+//! S3's when it carries an S3 signature: an `Authorization` header of
+//! `AWS4-HMAC-SHA256` (or SigV2's `AWS `, refused), or a presigned URL's
+//! `X-Amz-Signature` / `Signature` query member; ferry's own API never
+//! takes those, so both share the API's listener.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use http::{HeaderMap, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt as _;
+use s3s::auth::{S3Auth, SecretKey};
+use s3s::dto::{self, StreamingBlob, Timestamp};
+use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+
+use ferry_common::body::{Body, BoxError};
+use ferry_common::content::Target;
+use ferry_common::path::STAGING_DIR;
+use ferry_common::problem::Problem;
+
+use super::content_host::HubHost;
+use super::operators::operator_for;
+use super::{AppState, VIA_HUB};
+use crate::store::{ConnectionRow, S3Key};
+
+/// Whether `req` is signed as S3 requests are.
+pub fn speaks_s3(req: &Request<Body>) -> bool {
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if auth.starts_with(b"AWS4-HMAC-SHA256 ") || auth.starts_with(b"AWS ") {
+        return true;
+    }
+    req.uri().query().is_some_and(|q| {
+        q.split('&').any(|p| {
+            let name = p.split('=').next().unwrap_or_default();
+            name.eq_ignore_ascii_case("X-Amz-Signature") || name == "Signature"
+        })
+    })
+}
+
+/// Whether `req` is signed with SigV2, which ferry does not take: an
+/// `Authorization: AWS …` header, or a presigned URL's `Signature` without
+/// SigV4's `X-Amz-Signature`.
+fn signed_v2(req: &Request<Body>) -> bool {
+    let header_v2 = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .is_some_and(|v| v.as_bytes().starts_with(b"AWS "));
+    let query_v2 = req.uri().query().is_some_and(|q| {
+        let names: Vec<&str> = q
+            .split('&')
+            .map(|p| p.split('=').next().unwrap_or_default())
+            .collect();
+        names.contains(&"Signature")
+            && !names
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case("X-Amz-Signature"))
+    });
+    header_v2 || query_v2
+}
+
+/// S3's answer to a request signed with SigV2.
+fn refuse_v2() -> Response<Body> {
+    let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+<Error><Code>InvalidRequest</Code><Message>The authorization mechanism you have provided is not supported. \
+Please use AWS4-HMAC-SHA256.</Message></Error>";
+    let mut resp = Response::new(ferry_common::body::full(xml));
+    *resp.status_mut() = StatusCode::BAD_REQUEST;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    resp
+}
+
+/// The S3 service of one hub.
+pub struct Door {
+    service: s3s::service::S3Service,
+}
+
+impl std::fmt::Debug for Door {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Door")
+    }
+}
+
+impl Door {
+    /// The door over `state`'s accounts.
+    pub fn new(state: Arc<AppState>) -> Self {
+        let mut builder = s3s::service::S3ServiceBuilder::new(FerryS3 {
+            state: state.clone(),
+        });
+        builder.set_auth(Keys { state });
+        Self {
+            service: builder.build(),
+        }
+    }
+
+    /// Answers one S3 request.
+    pub async fn serve(&self, req: Request<Body>) -> Response<Body> {
+        if signed_v2(&req) {
+            return refuse_v2();
+        }
+        let mut req = req;
+        let bodiless = matches!(*req.method(), Method::GET | Method::HEAD | Method::DELETE)
+            && !req.headers().contains_key(header::CONTENT_LENGTH)
+            && !req.headers().contains_key(header::TRANSFER_ENCODING);
+        if bodiless {
+            // An HTTP/1.1 request with neither field has no body; a spoke
+            // forwards it as frames whose end s3s cannot know in advance.
+            req.headers_mut()
+                .insert(header::CONTENT_LENGTH, http::HeaderValue::from_static("0"));
+            *req.body_mut() = ferry_common::body::empty();
+        }
+        let req = req.map(s3s::Body::http_body_unsync);
+        match self.service.call(req).await {
+            Ok(resp) => resp.map(ferry_common::body::boxed),
+            Err(e) => {
+                tracing::warn!(error = ?e, "the S3 door could not answer");
+                let mut resp = Response::new(ferry_common::body::empty());
+                *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                resp
+            }
+        }
+    }
+}
+
+/// Finds the secret of a request's key: sealed in the store, opened with
+/// the master key.
+struct Keys {
+    state: Arc<AppState>,
+}
+
+#[async_trait::async_trait]
+impl S3Auth for Keys {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        let found = self
+            .state
+            .store
+            .s3_key(access_key)
+            .await
+            .map_err(|e| s3_error!(e, ServiceUnavailable))?;
+        let Some((_, sealed)) = found else {
+            return Err(s3_error!(InvalidAccessKeyId));
+        };
+        let secret = self.state.master_key.open(&sealed, access_key).map_err(|e| {
+            tracing::error!(s3_key.id = %access_key, error = %e, "an S3 key's secret does not open");
+            s3_error!(InternalError)
+        })?;
+        String::from_utf8(secret)
+            .map(SecretKey::from)
+            .map_err(|_| s3_error!(InternalError))
+    }
+}
+
+/// The account's connections as buckets, their files as objects.
+struct FerryS3 {
+    state: Arc<AppState>,
+}
+
+/// What an S3 operation does to its bucket.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+impl FerryS3 {
+    /// The key that signed `req` (s3s checked the signature).
+    async fn key_of<T>(&self, req: &S3Request<T>) -> S3Result<S3Key> {
+        let Some(cred) = &req.credentials else {
+            return Err(s3_error!(AccessDenied, "sign the request with an S3 key"));
+        };
+        match self.state.store.s3_key(&cred.access_key).await {
+            Ok(Some((key, _))) => Ok(key),
+            Ok(None) => Err(s3_error!(InvalidAccessKeyId)),
+            Err(e) => Err(s3_error!(e, ServiceUnavailable)),
+        }
+    }
+
+    /// The connection `bucket` of the key's account, if the key may use it
+    /// for `access`. A bucket that is not the account's, and one the key
+    /// may not use, are told apart only as S3 does: `NoSuchBucket` for the
+    /// first, `AccessDenied` for the second (the account's own).
+    async fn bucket(&self, key: &S3Key, bucket: &str, access: Access) -> S3Result<ConnectionRow> {
+        let row = self
+            .state
+            .store
+            .get_connection(&key.account_id, bucket)
+            .await
+            .map_err(|e| s3_error!(e, ServiceUnavailable))?
+            .filter(|row| row.name == bucket)
+            .ok_or_else(|| s3_error!(NoSuchBucket))?;
+        if key
+            .connections
+            .as_ref()
+            .is_some_and(|ids| !ids.contains(&row.id))
+            || (access == Access::Write && key.read_only)
+        {
+            return Err(s3_error!(AccessDenied));
+        }
+        Ok(row)
+    }
+
+    async fn target(&self, key: &S3Key, row: &ConnectionRow) -> S3Result<Target> {
+        let op = operator_for(&self.state, row)
+            .await
+            .map_err(problem_error)?;
+        Ok(Target {
+            account_id: key.account_id.clone(),
+            connection_id: row.id.clone(),
+            op,
+            multipart: None,
+        })
+    }
+
+    /// Serves `method` on the object `object` of `bucket` through ferry's
+    /// content path, with the S3 request's conditional and range fields.
+    async fn file(
+        &self,
+        key: &S3Key,
+        bucket: &str,
+        object: &str,
+        method: Method,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> S3Result<Response<Body>> {
+        let access = if method == Method::PUT || method == Method::DELETE {
+            Access::Write
+        } else {
+            Access::Read
+        };
+        let row = self.bucket(key, bucket, access).await?;
+        let target = self.target(key, &row).await?;
+        let mut req = Request::builder()
+            .method(method)
+            .uri("/")
+            .body(body)
+            .map_err(|_| s3_error!(InvalidRequest))?;
+        for name in [
+            header::RANGE,
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_UNMODIFIED_SINCE,
+            header::CONTENT_TYPE,
+            header::CONTENT_LENGTH,
+        ] {
+            if let Some(v) = headers.get(&name) {
+                req.headers_mut().insert(name, v.clone());
+            }
+        }
+        let host = Arc::new(HubHost::new(self.state.clone(), VIA_HUB));
+        let resp = ferry_common::content::files::serve(host, &target, object, req)
+            .await
+            .map_err(problem_error)?;
+        Ok(resp)
+    }
+}
+
+/// The S3 error for a ferry problem: its code mapped, its text kept.
+fn problem_error(p: Problem) -> S3Error {
+    let code = match p.code {
+        "file_not_found" | "not_found" | "not_a_file" => S3ErrorCode::NoSuchKey,
+        "precondition_failed" => S3ErrorCode::PreconditionFailed,
+        "range_not_satisfiable" => S3ErrorCode::InvalidRange,
+        "invalid_path" => S3ErrorCode::InvalidArgument,
+        "digest_mismatch" | "checksum_mismatch" => S3ErrorCode::BadDigest,
+        "store_unavailable" | "provider_unavailable" | "provider_rate_limited" => {
+            S3ErrorCode::ServiceUnavailable
+        }
+        _ if (400..500).contains(&p.status) => S3ErrorCode::InvalidRequest,
+        _ => S3ErrorCode::InternalError,
+    };
+    let mut e = S3Error::with_message(code, p.detail.unwrap_or_else(|| p.title.to_owned()));
+    if let Ok(status) = StatusCode::from_u16(p.status) {
+        e.set_status_code(status);
+    }
+    e
+}
+
+/// A ferry error answer that is not an error in S3's words: `304` and
+/// `412` from a conditional request.
+fn not_modified() -> S3Error {
+    let mut e = S3Error::new(S3ErrorCode::Custom("NotModified".into()));
+    e.set_status_code(StatusCode::NOT_MODIFIED);
+    e
+}
+
+fn header_str(resp: &Response<Body>, name: header::HeaderName) -> Option<&str> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+fn etag(resp: &Response<Body>) -> Option<dto::ETag> {
+    header_str(resp, header::ETAG).and_then(|v| v.parse().ok())
+}
+
+fn last_modified(resp: &Response<Body>) -> Option<Timestamp> {
+    let text = header_str(resp, header::LAST_MODIFIED)?;
+    Timestamp::parse(dto::TimestampFormat::HttpDate, text).ok()
+}
+
+fn content_length(resp: &Response<Body>) -> Option<i64> {
+    header_str(resp, header::CONTENT_LENGTH).and_then(|v| v.parse().ok())
+}
+
+/// A body s3s hands over, as ferry's body type.
+fn ferry_body(blob: Option<StreamingBlob>) -> Body {
+    match blob {
+        None => ferry_common::body::empty(),
+        Some(blob) => {
+            let frames = blob.map(|chunk| {
+                chunk
+                    .map(http_body::Frame::data)
+                    .map_err(|e| -> BoxError { e })
+            });
+            http_body_util::StreamBody::new(frames).boxed_unsync()
+        }
+    }
+}
+
+/// A ferry body as the object body s3s sends (which must be `Sync`: the
+/// body sits behind a lock only its one reader takes).
+fn blob(body: Body) -> StreamingBlob {
+    struct Shared(std::sync::Mutex<Body>);
+    impl futures_util::Stream for Shared {
+        type Item = Result<Bytes, std::io::Error>;
+        fn poll_next(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            use http_body::Body as _;
+            let mut body = self.0.lock().expect("poisoned");
+            loop {
+                return match std::pin::Pin::new(&mut *body).poll_frame(cx) {
+                    std::task::Poll::Pending => std::task::Poll::Pending,
+                    std::task::Poll::Ready(None) => std::task::Poll::Ready(None),
+                    std::task::Poll::Ready(Some(Err(e))) => {
+                        std::task::Poll::Ready(Some(Err(std::io::Error::other(e))))
+                    }
+                    std::task::Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) => std::task::Poll::Ready(Some(Ok(data))),
+                        // Trailers: nothing of the object's.
+                        Err(_) => continue,
+                    },
+                };
+            }
+        }
+    }
+    StreamingBlob::wrap(Shared(std::sync::Mutex::new(body)))
+}
+
+#[async_trait::async_trait]
+impl S3 for FerryS3 {
+    async fn list_buckets(
+        &self,
+        req: S3Request<dto::ListBucketsInput>,
+    ) -> S3Result<S3Response<dto::ListBucketsOutput>> {
+        let key = self.key_of(&req).await?;
+        let rows = self
+            .state
+            .store
+            .list_connections(&key.account_id)
+            .await
+            .map_err(|e| s3_error!(e, ServiceUnavailable))?;
+        let buckets = rows
+            .into_iter()
+            .filter(|r| {
+                key.connections
+                    .as_ref()
+                    .is_none_or(|ids| ids.contains(&r.id))
+            })
+            .map(|r| dto::Bucket {
+                name: Some(r.name),
+                creation_date: Some(Timestamp::from(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.created_at as u64),
+                )),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(dto::ListBucketsOutput {
+            buckets: Some(buckets),
+            ..Default::default()
+        }))
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<dto::HeadBucketInput>,
+    ) -> S3Result<S3Response<dto::HeadBucketOutput>> {
+        let key = self.key_of(&req).await?;
+        self.bucket(&key, &req.input.bucket, Access::Read).await?;
+        Ok(S3Response::new(dto::HeadBucketOutput::default()))
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<dto::GetBucketLocationInput>,
+    ) -> S3Result<S3Response<dto::GetBucketLocationOutput>> {
+        let key = self.key_of(&req).await?;
+        self.bucket(&key, &req.input.bucket, Access::Read).await?;
+        Ok(S3Response::new(dto::GetBucketLocationOutput::default()))
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<dto::HeadObjectInput>,
+    ) -> S3Result<S3Response<dto::HeadObjectOutput>> {
+        let key = self.key_of(&req).await?;
+        let resp = self
+            .file(
+                &key,
+                &req.input.bucket,
+                &req.input.key,
+                Method::HEAD,
+                &req.headers,
+                ferry_common::body::empty(),
+            )
+            .await?;
+        if resp.status() == StatusCode::NOT_MODIFIED {
+            return Err(not_modified());
+        }
+        Ok(S3Response::new(dto::HeadObjectOutput {
+            content_length: content_length(&resp),
+            content_type: header_str(&resp, header::CONTENT_TYPE).map(str::to_owned),
+            e_tag: etag(&resp),
+            last_modified: last_modified(&resp),
+            accept_ranges: Some("bytes".into()),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<dto::GetObjectInput>,
+    ) -> S3Result<S3Response<dto::GetObjectOutput>> {
+        let key = self.key_of(&req).await?;
+        let resp = self
+            .file(
+                &key,
+                &req.input.bucket,
+                &req.input.key,
+                Method::GET,
+                &req.headers,
+                ferry_common::body::empty(),
+            )
+            .await?;
+        if resp.status() == StatusCode::NOT_MODIFIED {
+            return Err(not_modified());
+        }
+        let partial = resp.status() == StatusCode::PARTIAL_CONTENT;
+        let output = dto::GetObjectOutput {
+            content_length: content_length(&resp),
+            content_type: header_str(&resp, header::CONTENT_TYPE).map(str::to_owned),
+            content_range: header_str(&resp, header::CONTENT_RANGE).map(str::to_owned),
+            e_tag: etag(&resp),
+            last_modified: last_modified(&resp),
+            accept_ranges: Some("bytes".into()),
+            ..Default::default()
+        };
+        let mut output = output;
+        output.body = Some(blob(resp.into_body()));
+        let mut answer = S3Response::new(output);
+        if partial {
+            answer.status = Some(StatusCode::PARTIAL_CONTENT);
+        }
+        Ok(answer)
+    }
+
+    async fn put_object(
+        &self,
+        req: S3Request<dto::PutObjectInput>,
+    ) -> S3Result<S3Response<dto::PutObjectOutput>> {
+        let key = self.key_of(&req).await?;
+        let mut headers = HeaderMap::new();
+        if let Some(ct) = &req.input.content_type
+            && let Ok(v) = ct.parse()
+        {
+            headers.insert(header::CONTENT_TYPE, v);
+        }
+        if let Some(n) = req.input.content_length {
+            headers.insert(header::CONTENT_LENGTH, n.into());
+        }
+        let dto::PutObjectInput {
+            bucket,
+            key: object,
+            body,
+            ..
+        } = req.input;
+        let resp = self
+            .file(
+                &key,
+                &bucket,
+                &object,
+                Method::PUT,
+                &headers,
+                ferry_body(body),
+            )
+            .await?;
+        Ok(S3Response::new(dto::PutObjectOutput {
+            e_tag: etag(&resp),
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<dto::DeleteObjectInput>,
+    ) -> S3Result<S3Response<dto::DeleteObjectOutput>> {
+        let key = self.key_of(&req).await?;
+        let done = self
+            .file(
+                &key,
+                &req.input.bucket,
+                &req.input.key,
+                Method::DELETE,
+                &HeaderMap::new(),
+                ferry_common::body::empty(),
+            )
+            .await;
+        match done {
+            // Deleting what is not there succeeds in S3.
+            Ok(_) => {}
+            Err(e) if *e.code() == S3ErrorCode::NoSuchKey => {}
+            Err(e) => return Err(e),
+        }
+        Ok(S3Response::new(dto::DeleteObjectOutput::default()))
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<dto::ListObjectsV2Input>,
+    ) -> S3Result<S3Response<dto::ListObjectsV2Output>> {
+        let key = self.key_of(&req).await?;
+        let input = req.input;
+        let row = self.bucket(&key, &input.bucket, Access::Read).await?;
+        let target = self.target(&key, &row).await?;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
+        if delimiter.as_deref().is_some_and(|d| d != "/") {
+            return Err(s3_error!(
+                NotImplemented,
+                "only '/' is taken as a delimiter"
+            ));
+        }
+        let max = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        let after = input
+            .continuation_token
+            .clone()
+            .or(input.start_after.clone())
+            .unwrap_or_default();
+        // The folder the prefix is in, and what names in it must start with.
+        let (dir, _) = prefix.rsplit_once('/').unwrap_or(("", &prefix));
+        let list_at = if dir.is_empty() {
+            "/".to_owned()
+        } else {
+            format!("{dir}/")
+        };
+        let lister = target
+            .op
+            .list_with(&list_at)
+            .recursive(delimiter.is_none())
+            .await;
+        let entries = match lister {
+            Ok(e) => e,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                return Err(problem_error(ferry_common::provider::problem(
+                    &e,
+                    &row.provider,
+                    "list",
+                )));
+            }
+        };
+        let mut items: Vec<(String, Option<dto::Object>)> = entries
+            .into_iter()
+            .filter(|e| {
+                let p = e.path();
+                p != list_at
+                    && !p.starts_with(STAGING_DIR)
+                    && p.starts_with(prefix.as_str())
+                    && (delimiter.is_some() || !e.metadata().is_dir())
+            })
+            .map(|e| {
+                let meta = e.metadata();
+                if meta.is_dir() {
+                    (e.path().to_owned(), None)
+                } else {
+                    let object = dto::Object {
+                        key: Some(e.path().to_owned()),
+                        size: Some(meta.content_length() as i64),
+                        last_modified: meta
+                            .last_modified()
+                            .map(|t| Timestamp::from(std::time::SystemTime::from(t))),
+                        ..Default::default()
+                    };
+                    (e.path().to_owned(), Some(object))
+                }
+            })
+            .filter(|(name, _)| name.as_str() > after.as_str())
+            .collect();
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        let truncated = items.len() > max;
+        items.truncate(max);
+        let next = truncated
+            .then(|| items.last().map(|i| i.0.clone()))
+            .flatten();
+        let count = items.len() as i32;
+        let (mut contents, mut prefixes) = (Vec::new(), Vec::new());
+        for (name, object) in items {
+            match object {
+                Some(o) => contents.push(o),
+                None => prefixes.push(dto::CommonPrefix { prefix: Some(name) }),
+            }
+        }
+        Ok(S3Response::new(dto::ListObjectsV2Output {
+            name: Some(input.bucket),
+            prefix: Some(prefix),
+            delimiter,
+            max_keys: Some(max as i32),
+            key_count: Some(count),
+            continuation_token: input.continuation_token,
+            start_after: input.start_after,
+            is_truncated: Some(truncated),
+            next_continuation_token: next,
+            contents: Some(contents),
+            common_prefixes: Some(prefixes),
+            ..Default::default()
+        }))
+    }
+}

@@ -1,0 +1,156 @@
+"""boto3, unmodified, against ferry's S3 door: buckets, objects, ranges,
+listings and the errors a client must get. Arguments: endpoint, access key
+id, secret, bucket, a read-only key id and its secret. Exits non-zero,
+saying what went wrong, on the first difference."""
+
+import hashlib
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import boto3
+import botocore
+from botocore.config import Config
+
+endpoint, key_id, secret, bucket, ro_id, ro_secret = sys.argv[1:7]
+
+
+def client(kid, sec):
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=kid,
+        aws_secret_access_key=sec,
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+    )
+
+
+s3 = client(key_id, secret)
+
+
+def check(cond, what):
+    if not cond:
+        print("FAILED:", what)
+        sys.exit(1)
+
+
+def error_code(call):
+    try:
+        call()
+    except botocore.exceptions.ClientError as e:
+        return e.response["Error"]["Code"]
+    return None
+
+
+names = [b["Name"] for b in s3.list_buckets()["Buckets"]]
+check(bucket in names, f"list_buckets: {names}")
+s3.head_bucket(Bucket=bucket)
+
+# Small and multi-MiB objects (recent boto3 sends a CRC trailer with
+# aws-chunked streaming by default).
+small = b"hello from boto3\n"
+s3.put_object(Bucket=bucket, Key="docs/hello.txt", Body=small, ContentType="text/plain")
+big = bytes(range(256)) * (6 * 4096)  # 6 MiB
+s3.put_object(Bucket=bucket, Key="docs/deep/big.bin", Body=big)
+
+got = s3.get_object(Bucket=bucket, Key="docs/hello.txt")
+check(got["Body"].read() == small, "get_object small")
+check(got["ContentType"] == "text/plain", f"content type {got['ContentType']}")
+got = s3.get_object(Bucket=bucket, Key="docs/deep/big.bin")
+check(hashlib.sha256(got["Body"].read()).digest() == hashlib.sha256(big).digest(), "get_object big")
+part = s3.get_object(Bucket=bucket, Key="docs/deep/big.bin", Range="bytes=10-19")
+check(part["Body"].read() == big[10:20], "ranged get")
+head = s3.head_object(Bucket=bucket, Key="docs/deep/big.bin")
+check(head["ContentLength"] == len(big), f"head length {head['ContentLength']}")
+etag = head["ETag"]
+check(
+    error_code(lambda: s3.get_object(Bucket=bucket, Key="docs/hello.txt", IfMatch='"nope"'))
+    == "PreconditionFailed",
+    "If-Match that does not match",
+)
+s3.get_object(Bucket=bucket, Key="docs/deep/big.bin", IfMatch=etag)
+
+flat = s3.list_objects_v2(Bucket=bucket, Prefix="docs/")
+keys = sorted(o["Key"] for o in flat.get("Contents", []))
+# docs/from-ferry.txt was written through ferry's own API.
+check(
+    keys == ["docs/deep/big.bin", "docs/from-ferry.txt", "docs/hello.txt"],
+    f"recursive listing {keys}",
+)
+check(
+    s3.get_object(Bucket=bucket, Key="docs/from-ferry.txt")["Body"].read() == b"ferry",
+    "an object written through ferry's API",
+)
+tree = s3.list_objects_v2(Bucket=bucket, Prefix="docs/", Delimiter="/")
+keys = [o["Key"] for o in tree.get("Contents", [])]
+prefixes = [p["Prefix"] for p in tree.get("CommonPrefixes", [])]
+check(
+    keys == ["docs/from-ferry.txt", "docs/hello.txt"] and prefixes == ["docs/deep/"],
+    f"listing {keys} {prefixes}",
+)
+paged = s3.list_objects_v2(Bucket=bucket, Prefix="docs/", MaxKeys=1)
+check(paged["IsTruncated"] and len(paged["Contents"]) == 1, "first page")
+rest = s3.list_objects_v2(
+    Bucket=bucket, Prefix="docs/", MaxKeys=1, ContinuationToken=paged["NextContinuationToken"]
+)
+check(rest["Contents"][0]["Key"] == "docs/from-ferry.txt", "second page")
+
+# boto3 presigns with SigV2 unless told otherwise; ferry takes SigV4 only.
+v4 = boto3.client(
+    "s3",
+    endpoint_url=endpoint,
+    aws_access_key_id=key_id,
+    aws_secret_access_key=secret,
+    region_name="us-east-1",
+    config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+)
+url = v4.generate_presigned_url(
+    "get_object", Params={"Bucket": bucket, "Key": "docs/hello.txt"}, ExpiresIn=60
+)
+with urllib.request.urlopen(url) as resp:
+    check(resp.read() == small, "a presigned URL")
+try:
+    urllib.request.urlopen(
+        s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "docs/hello.txt"})
+    )
+    check(False, "a SigV2 presigned URL was taken")
+except urllib.error.HTTPError as e:
+    check(e.code == 400, f"a SigV2 presigned URL: {e.code}")
+expired = v4.generate_presigned_url(
+    "get_object", Params={"Bucket": bucket, "Key": "docs/hello.txt"}, ExpiresIn=1
+)
+time.sleep(2)
+try:
+    urllib.request.urlopen(expired)
+    check(False, "an expired presigned URL was taken")
+except urllib.error.HTTPError as e:
+    check(e.code == 403, f"an expired presigned URL: {e.code}")
+check(error_code(lambda: s3.get_object(Bucket=bucket, Key="missing")) == "NoSuchKey", "NoSuchKey")
+check(error_code(lambda: s3.head_bucket(Bucket="not-mine")) in ("404", "NoSuchBucket"), "NoSuchBucket")
+wrong = client(key_id, "x" * 40)
+check(
+    error_code(lambda: wrong.list_buckets()) == "SignatureDoesNotMatch",
+    "a wrong secret",
+)
+v2 = boto3.client(
+    "s3",
+    endpoint_url=endpoint,
+    aws_access_key_id=key_id,
+    aws_secret_access_key=secret,
+    region_name="us-east-1",
+    config=Config(signature_version="s3", s3={"addressing_style": "path"}),
+)
+check(error_code(lambda: v2.list_buckets()) == "InvalidRequest", "SigV2 is refused")
+ro = client(ro_id, ro_secret)
+check(ro.get_object(Bucket=bucket, Key="docs/hello.txt")["Body"].read() == small, "read-only reads")
+check(
+    error_code(lambda: ro.put_object(Bucket=bucket, Key="x", Body=b"x")) == "AccessDenied",
+    "read-only writes",
+)
+
+s3.delete_object(Bucket=bucket, Key="docs/hello.txt")
+s3.delete_object(Bucket=bucket, Key="docs/hello.txt")
+check(error_code(lambda: s3.head_object(Bucket=bucket, Key="docs/hello.txt")) == "404", "deleted")
+print("ok")
