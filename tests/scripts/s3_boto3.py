@@ -16,14 +16,18 @@ from botocore.config import Config
 endpoint, key_id, secret, bucket, ro_id, ro_secret = sys.argv[1:7]
 
 
-def client(kid, sec):
+def client(kid, sec, signature_version=None):
     return boto3.client(
         "s3",
         endpoint_url=endpoint,
         aws_access_key_id=kid,
         aws_secret_access_key=sec,
         region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        config=Config(
+            signature_version=signature_version,
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 1},
+        ),
     )
 
 
@@ -98,14 +102,7 @@ rest = s3.list_objects_v2(
 check(rest["Contents"][0]["Key"] == "docs/from-ferry.txt", "second page")
 
 # boto3 presigns with SigV2 unless told otherwise; ferry takes SigV4 only.
-v4 = boto3.client(
-    "s3",
-    endpoint_url=endpoint,
-    aws_access_key_id=key_id,
-    aws_secret_access_key=secret,
-    region_name="us-east-1",
-    config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-)
+v4 = client(key_id, secret, "s3v4")
 url = v4.generate_presigned_url(
     "get_object", Params={"Bucket": bucket, "Key": "docs/hello.txt"}, ExpiresIn=60
 )
@@ -134,14 +131,7 @@ check(
     error_code(lambda: wrong.list_buckets()) == "SignatureDoesNotMatch",
     "a wrong secret",
 )
-v2 = boto3.client(
-    "s3",
-    endpoint_url=endpoint,
-    aws_access_key_id=key_id,
-    aws_secret_access_key=secret,
-    region_name="us-east-1",
-    config=Config(signature_version="s3", s3={"addressing_style": "path"}),
-)
+v2 = client(key_id, secret, "s3")
 check(error_code(lambda: v2.list_buckets()) == "InvalidRequest", "SigV2 is refused")
 ro = client(ro_id, ro_secret)
 check(ro.get_object(Bucket=bucket, Key="docs/hello.txt")["Body"].read() == small, "read-only reads")

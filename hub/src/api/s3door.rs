@@ -267,6 +267,26 @@ impl FerryS3 {
             .map_err(problem_error)?;
         Ok(resp)
     }
+
+    /// A `GET` or `HEAD` of an object; a condition that says it has not
+    /// changed is S3's `304`.
+    async fn read(
+        &self,
+        key: &S3Key,
+        bucket: &str,
+        object: &str,
+        method: Method,
+        headers: &HeaderMap,
+    ) -> S3Result<Response<Body>> {
+        let empty = ferry_common::body::empty();
+        let resp = self
+            .file(key, bucket, object, method, headers, empty)
+            .await?;
+        if resp.status() == StatusCode::NOT_MODIFIED {
+            return Err(not_modified());
+        }
+        Ok(resp)
+    }
 }
 
 /// The S3 error for a ferry problem: its code mapped, its text kept.
@@ -418,19 +438,10 @@ impl S3 for FerryS3 {
         req: S3Request<dto::HeadObjectInput>,
     ) -> S3Result<S3Response<dto::HeadObjectOutput>> {
         let key = self.key_of(&req).await?;
+        let input = &req.input;
         let resp = self
-            .file(
-                &key,
-                &req.input.bucket,
-                &req.input.key,
-                Method::HEAD,
-                &req.headers,
-                ferry_common::body::empty(),
-            )
+            .read(&key, &input.bucket, &input.key, Method::HEAD, &req.headers)
             .await?;
-        if resp.status() == StatusCode::NOT_MODIFIED {
-            return Err(not_modified());
-        }
         Ok(S3Response::new(dto::HeadObjectOutput {
             content_length: content_length(&resp),
             content_type: header_str(&resp, header::CONTENT_TYPE).map(str::to_owned),
@@ -446,19 +457,10 @@ impl S3 for FerryS3 {
         req: S3Request<dto::GetObjectInput>,
     ) -> S3Result<S3Response<dto::GetObjectOutput>> {
         let key = self.key_of(&req).await?;
+        let input = &req.input;
         let resp = self
-            .file(
-                &key,
-                &req.input.bucket,
-                &req.input.key,
-                Method::GET,
-                &req.headers,
-                ferry_common::body::empty(),
-            )
+            .read(&key, &input.bucket, &input.key, Method::GET, &req.headers)
             .await?;
-        if resp.status() == StatusCode::NOT_MODIFIED {
-            return Err(not_modified());
-        }
         let partial = resp.status() == StatusCode::PARTIAL_CONTENT;
         let output = dto::GetObjectOutput {
             content_length: content_length(&resp),
