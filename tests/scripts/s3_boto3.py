@@ -5,6 +5,7 @@ saying what went wrong, on the first difference."""
 
 import hashlib
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -138,6 +139,34 @@ check(ro.get_object(Bucket=bucket, Key="docs/hello.txt")["Body"].read() == small
 check(
     error_code(lambda: ro.put_object(Bucket=bucket, Key="x", Body=b"x")) == "AccessDenied",
     "read-only writes",
+)
+
+# A multipart upload, as boto3's transfer manager sends it: three parts in
+# parallel, joined at completion.
+from boto3.s3.transfer import TransferConfig
+
+large = bytes(range(251)) * (12 * 1024 * 1024 // 251)
+with tempfile.NamedTemporaryFile(suffix=".bin") as f:
+    f.write(large)
+    f.flush()
+    s3.upload_file(
+        f.name,
+        bucket,
+        "big/parts.bin",
+        ExtraArgs={"ContentType": "application/x-ferry-test"},
+        Config=TransferConfig(
+            multipart_threshold=5 << 20, multipart_chunksize=5 << 20, max_concurrency=3
+        ),
+    )
+got = s3.get_object(Bucket=bucket, Key="big/parts.bin")
+check(hashlib.sha256(got["Body"].read()).digest() == hashlib.sha256(large).digest(), "multipart upload")
+check(got["ContentType"] == "application/x-ferry-test", f"multipart content type {got['ContentType']}")
+mpu = s3.create_multipart_upload(Bucket=bucket, Key="big/aborted.bin")
+s3.upload_part(Bucket=bucket, Key="big/aborted.bin", UploadId=mpu["UploadId"], PartNumber=1, Body=b"x")
+s3.abort_multipart_upload(Bucket=bucket, Key="big/aborted.bin", UploadId=mpu["UploadId"])
+check(
+    error_code(lambda: s3.head_object(Bucket=bucket, Key="big/aborted.bin")) == "404",
+    "an aborted upload left an object",
 )
 
 s3.delete_object(Bucket=bucket, Key="docs/hello.txt")

@@ -25,6 +25,8 @@ use ferry_common::body::{Body, BoxError};
 use ferry_common::content::Target;
 use ferry_common::path::STAGING_DIR;
 use ferry_common::problem::Problem;
+use ferry_common::provider::s3_parts;
+use ferry_common::uploads::protocol;
 
 use super::content_host::HubHost;
 use super::operators::operator_for;
@@ -268,6 +270,49 @@ impl FerryS3 {
         Ok(resp)
     }
 
+    /// A tus creation (a multipart upload's part, or its completion) in
+    /// `row`, for the object at `path` when it names one.
+    async fn tus_create(
+        &self,
+        key: &S3Key,
+        row: &ConnectionRow,
+        path: Option<&str>,
+        req: Request<Body>,
+    ) -> S3Result<Response<Body>> {
+        let host = super::uploads::host(&self.state, key.account_id.clone(), &req);
+        let resp = ferry_common::uploads::serve::create(host, &row.name, path, req)
+            .await
+            .map_err(|_| s3_error!(InternalError))?;
+        if resp.status() == StatusCode::CREATED {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let problem: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+        let detail = problem
+            .as_ref()
+            .and_then(|p| p["detail"].as_str())
+            .unwrap_or("the upload was refused")
+            .to_owned();
+        let code = match (
+            status.as_u16(),
+            problem.as_ref().and_then(|p| p["code"].as_str()),
+        ) {
+            (413, _) => S3ErrorCode::EntityTooLarge,
+            (460, _) | (_, Some("checksum_mismatch")) => S3ErrorCode::BadDigest,
+            (_, Some("invalid_field")) => S3ErrorCode::InvalidPart,
+            (_, Some("invalid_path")) => S3ErrorCode::InvalidArgument,
+            (s, _) if (500..600).contains(&s) => S3ErrorCode::InternalError,
+            _ => S3ErrorCode::InvalidRequest,
+        };
+        Err(S3Error::with_message(code, detail))
+    }
+
     /// A `GET` or `HEAD` of an object; a condition that says it has not
     /// changed is S3's `304`.
     async fn read(
@@ -287,6 +332,43 @@ impl FerryS3 {
         }
         Ok(resp)
     }
+}
+
+/// A multipart upload's id: random, with the object's media type
+/// (base64url), which the completion gives the object. The upload itself
+/// is its parts, tus partial uploads named by their ETags.
+fn multipart_id(content_type: Option<&str>) -> String {
+    use base64::Engine as _;
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system RNG works");
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!(
+        "{}.{}",
+        b64.encode(bytes),
+        b64.encode(content_type.unwrap_or_default())
+    )
+}
+
+/// The media type a multipart upload's id carries, if any.
+fn multipart_content_type(id: &str) -> Option<String> {
+    use base64::Engine as _;
+    let (_, ct) = id.split_once('.')?;
+    let ct = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(ct)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())?;
+    (!ct.is_empty() && ct.len() <= 255 && ct.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+        .then_some(ct)
+}
+
+/// The upload id a tus creation's `Location` names.
+fn location_id(resp: &Response<Body>) -> Option<String> {
+    header_str(resp, header::LOCATION)?
+        .rsplit_once("/v1/uploads/")
+        .map(|(_, id)| id.to_owned())
 }
 
 /// The S3 error for a ferry problem: its code mapped, its text kept.
@@ -538,6 +620,132 @@ impl S3 for FerryS3 {
             Err(e) => return Err(e),
         }
         Ok(S3Response::new(dto::DeleteObjectOutput::default()))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<dto::CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::CreateMultipartUploadOutput>> {
+        let key = self.key_of(&req).await?;
+        let input = req.input;
+        self.bucket(&key, &input.bucket, Access::Write).await?;
+        ferry_common::path::ObjectPath::parse(&input.key)
+            .map_err(|e| s3_error!(InvalidArgument, "{e}"))?;
+        Ok(S3Response::new(dto::CreateMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(multipart_id(input.content_type.as_deref())),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<dto::UploadPartInput>,
+    ) -> S3Result<S3Response<dto::UploadPartOutput>> {
+        let key = self.key_of(&req).await?;
+        let input = req.input;
+        let row = self.bucket(&key, &input.bucket, Access::Write).await?;
+        let len = input
+            .content_length
+            .ok_or_else(|| s3_error!(MissingContentLength))?;
+        if !(1..=i64::from(s3_parts::MAX_PARTS)).contains(&i64::from(input.part_number)) {
+            return Err(s3_error!(InvalidArgument, "part numbers are 1 to 10000"));
+        }
+        // A part is a tus partial upload of its own: its id is its ETag,
+        // which the client gives back to complete the upload.
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/")
+            .header("tus-resumable", "1.0.0")
+            .header("upload-concat", "partial")
+            .header("upload-length", len)
+            .header(header::CONTENT_LENGTH, len)
+            .header(header::CONTENT_TYPE, protocol::TUS_APPEND_TYPE)
+            .body(ferry_body(input.body))
+            .map_err(|_| s3_error!(InvalidRequest))?;
+        let resp = self.tus_create(&key, &row, None, req).await?;
+        let id = location_id(&resp).ok_or_else(|| s3_error!(InternalError))?;
+        Ok(S3Response::new(dto::UploadPartOutput {
+            e_tag: Some(dto::ETag::Strong(id)),
+            ..Default::default()
+        }))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<dto::CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::CompleteMultipartUploadOutput>> {
+        let key = self.key_of(&req).await?;
+        let input = req.input;
+        let row = self.bucket(&key, &input.bucket, Access::Write).await?;
+        let mut parts: Vec<(i32, String)> = input
+            .multipart_upload
+            .and_then(|m| m.parts)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| {
+                let number = p.part_number.ok_or_else(|| s3_error!(InvalidPart))?;
+                let id = p
+                    .e_tag
+                    .map(|e| e.value().to_owned())
+                    .filter(|id| id.starts_with("upl_"))
+                    .ok_or_else(|| s3_error!(InvalidPart))?;
+                Ok((number, id))
+            })
+            .collect::<S3Result<_>>()?;
+        if parts.is_empty() {
+            return Err(s3_error!(MalformedXML, "name the parts to join"));
+        }
+        if parts.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err(s3_error!(InvalidPartOrder));
+        }
+        parts.sort_by_key(|p| p.0);
+        let concat = parts
+            .iter()
+            .map(|(_, id)| format!("/v1/uploads/{id}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri("/")
+            .header("tus-resumable", "1.0.0")
+            .header("upload-concat", format!("final;{concat}"));
+        if let Some(ct) = multipart_content_type(&input.upload_id) {
+            use base64::Engine as _;
+            let value = base64::engine::general_purpose::STANDARD.encode(ct);
+            builder = builder.header("upload-metadata", format!("filetype {value}"));
+        }
+        let req = builder
+            .body(ferry_common::body::empty())
+            .map_err(|_| s3_error!(InvalidRequest))?;
+        self.tus_create(&key, &row, Some(&input.key), req).await?;
+        let head = self
+            .read(
+                &key,
+                &input.bucket,
+                &input.key,
+                Method::HEAD,
+                &HeaderMap::new(),
+            )
+            .await?;
+        Ok(S3Response::new(dto::CompleteMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            e_tag: etag(&head),
+            ..Default::default()
+        }))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<dto::AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::AbortMultipartUploadOutput>> {
+        // The parts sent are partial uploads no final one joins: the sweep
+        // removes them once their time runs out (`uploads.expiry_secs`).
+        let key = self.key_of(&req).await?;
+        self.bucket(&key, &req.input.bucket, Access::Write).await?;
+        Ok(S3Response::new(dto::AbortMultipartUploadOutput::default()))
     }
 
     async fn list_objects_v2(

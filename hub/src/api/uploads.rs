@@ -368,7 +368,11 @@ async fn record(
     Ok(session)
 }
 
-fn host(state: &Arc<AppState>, account: String, req: &Request<Body>) -> Arc<dyn UploadHost> {
+pub(super) fn host(
+    state: &Arc<AppState>,
+    account: String,
+    req: &Request<Body>,
+) -> Arc<dyn UploadHost> {
     let via = req
         .extensions()
         .get::<crate::tunnel::ViaSpoke>()
