@@ -6,7 +6,8 @@
 # script and the provider tests), dig (the DNS tests), nginx, gnuplot,
 # dnsperf and NSD (the benchmark's baselines, load tool and charts; its
 # quick run is part of the suite), rclone's WebDAV server (the provider
-# tests), PostgreSQL's server binaries (the tests make their own clusters),
+# tests), the AWS CLI (the S3 door's tests), PostgreSQL's server binaries
+# (the tests make their own clusters),
 # Prometheus and promtool (the metrics, rules and scrape tests),
 # systemd-analyze (the unit checks), and Python's venv module and npm to
 # build the environments below.
@@ -39,6 +40,8 @@ command -v dig >/dev/null || need_apt+=(bind9-dnsutils)
 command -v dnsperf >/dev/null || need_apt+=(dnsperf)
 [ -x /usr/sbin/nsd ] || need_apt+=(nsd)
 command -v rclone >/dev/null || need_apt+=(rclone)
+# Debian's AWS CLI (v2), which the S3 tests drive as /usr/bin/aws.
+[ -x /usr/bin/aws ] || need_apt+=(awscli)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 # Debian ships `python3 -m venv` without ensurepip unless python3-venv is in.
 command -v python3 >/dev/null || need_apt+=(python3)

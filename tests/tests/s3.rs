@@ -163,3 +163,122 @@ async fn boto3_against(hub: &Hub, endpoint: &str) {
     assert_eq!(got.body.len(), 6 << 20);
     assert!(got.header("x-ferry-checksum-crc64nvme").is_some());
 }
+
+/// Debian's AWS CLI (v2), unmodified, through a spoke: a file above its
+/// multipart threshold up and down, a tree synchronised both ways, a
+/// recursive listing, `head-object`, a presigned URL fetched with curl,
+/// and a recursive removal.
+#[tokio::test]
+async fn the_aws_cli_speaks_s3_through_a_spoke() {
+    ferry_tests::install_crypto_provider();
+    let aws = std::path::Path::new("/usr/bin/aws");
+    assert!(
+        aws.exists(),
+        "Debian's AWS CLI is missing: run ./scripts/install-test-deps.sh"
+    );
+    let hub = Hub::start();
+    let spoke = ferry_tests::Spoke::start(&hub, "fra1");
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    let key = t.api.post("/v1/s3-keys").send().await.expect(201).json();
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let endpoint = spoke.url();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(aws)
+            .arg("--endpoint-url")
+            .arg(&endpoint)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", &home)
+            .env("AWS_ACCESS_KEY_ID", key["access_key_id"].as_str().unwrap())
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                key["secret_access_key"].as_str().unwrap(),
+            )
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .output()
+            .expect("aws runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "aws {args:?}:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    assert!(run(&["s3", "ls"]).contains("local"));
+
+    // 40 MiB: five parts of 8 MiB, sent ten at a time.
+    let data = ferry_tests::pattern(40 << 20, 5);
+    let up = dir.path().join("up.bin");
+    std::fs::write(&up, &data).unwrap();
+    run(&["s3", "cp", up.to_str().unwrap(), "s3://local/big/up.bin"]);
+    let down = dir.path().join("down.bin");
+    run(&["s3", "cp", "s3://local/big/up.bin", down.to_str().unwrap()]);
+    assert_eq!(
+        ferry_tests::sha256(&std::fs::read(&down).unwrap()),
+        ferry_tests::sha256(&data)
+    );
+    let head = run(&[
+        "s3api",
+        "head-object",
+        "--bucket",
+        "local",
+        "--key",
+        "big/up.bin",
+    ]);
+    assert!(head.contains(&(40u64 << 20).to_string()), "{head}");
+
+    // A tree, both ways.
+    let tree = dir.path().join("tree");
+    for (path, body) in [("a.txt", "a"), ("b/c.txt", "c"), ("b/d/e.txt", "e")] {
+        let p = tree.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+    run(&["s3", "sync", tree.to_str().unwrap(), "s3://local/tree/"]);
+    let listed = run(&["s3", "ls", "--recursive", "s3://local/tree/"]);
+    for key in ["tree/a.txt", "tree/b/c.txt", "tree/b/d/e.txt"] {
+        assert!(listed.contains(key), "{listed}");
+    }
+    let back = dir.path().join("back");
+    run(&["s3", "sync", "s3://local/tree/", back.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(back.join("b/d/e.txt")).unwrap(),
+        "e"
+    );
+
+    // A presigned URL, fetched without credentials.
+    let url = run(&[
+        "s3",
+        "presign",
+        "s3://local/tree/a.txt",
+        "--expires-in",
+        "60",
+    ]);
+    let fetched = std::process::Command::new("curl")
+        .args(["-sS", "--fail", url.trim()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        fetched.stdout,
+        b"a",
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+
+    run(&["s3", "rm", "--recursive", "s3://local/tree/"]);
+    assert!(!run(&["s3", "ls", "--recursive", "s3://local/"]).contains("tree/"));
+    // Everything went through the spoke to the hub's door.
+    assert!(
+        ferry_tests::metric(
+            &hub.metrics_url(),
+            "ferry_http_requests_total",
+            &[("route", "s3")]
+        )
+        .await
+            > 0.0
+    );
+}

@@ -748,6 +748,56 @@ impl S3 for FerryS3 {
         Ok(S3Response::new(dto::AbortMultipartUploadOutput::default()))
     }
 
+    async fn delete_objects(
+        &self,
+        req: S3Request<dto::DeleteObjectsInput>,
+    ) -> S3Result<S3Response<dto::DeleteObjectsOutput>> {
+        let key = self.key_of(&req).await?;
+        let input = req.input;
+        self.bucket(&key, &input.bucket, Access::Write).await?;
+        if input.delete.objects.len() > 1000 {
+            return Err(s3_error!(MalformedXML, "at most 1000 keys a request"));
+        }
+        let quiet = input.delete.quiet.unwrap_or(false);
+        let (mut deleted, mut errors) = (Vec::new(), Vec::new());
+        for object in input.delete.objects {
+            let done = self
+                .file(
+                    &key,
+                    &input.bucket,
+                    &object.key,
+                    Method::DELETE,
+                    &HeaderMap::new(),
+                    ferry_common::body::empty(),
+                )
+                .await;
+            match done {
+                Ok(_) => {}
+                Err(e) if *e.code() == S3ErrorCode::NoSuchKey => {}
+                Err(e) => {
+                    errors.push(dto::Error {
+                        code: Some(e.code().as_str().to_owned()),
+                        key: Some(object.key),
+                        message: e.message().map(str::to_owned),
+                        ..Default::default()
+                    });
+                    continue;
+                }
+            }
+            if !quiet {
+                deleted.push(dto::DeletedObject {
+                    key: Some(object.key),
+                    ..Default::default()
+                });
+            }
+        }
+        Ok(S3Response::new(dto::DeleteObjectsOutput {
+            deleted: Some(deleted),
+            errors: Some(errors),
+            ..Default::default()
+        }))
+    }
+
     async fn list_objects_v2(
         &self,
         req: S3Request<dto::ListObjectsV2Input>,
