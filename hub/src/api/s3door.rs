@@ -171,6 +171,17 @@ struct FerryS3 {
     state: Arc<AppState>,
 }
 
+/// One page of a listing.
+struct Page {
+    contents: Vec<dto::Object>,
+    prefixes: Vec<dto::CommonPrefix>,
+    /// The last key, when more follow.
+    next: Option<String>,
+    count: i32,
+    max_keys: i32,
+    delimiter: Option<String>,
+}
+
 /// What an S3 operation does to its bucket.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Access {
@@ -268,6 +279,98 @@ impl FerryS3 {
             .await
             .map_err(problem_error)?;
         Ok(resp)
+    }
+
+    /// One page of the objects of `bucket` under `prefix` whose keys sort
+    /// after `after`: with the `/` delimiter one folder's files and its
+    /// subfolders as common prefixes, without one every file below.
+    async fn list(
+        &self,
+        key: &S3Key,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<String>,
+        after: &str,
+        max_keys: Option<i32>,
+    ) -> S3Result<Page> {
+        let row = self.bucket(key, bucket, Access::Read).await?;
+        let target = self.target(key, &row).await?;
+        let delimiter = delimiter.filter(|d| !d.is_empty());
+        if delimiter.as_deref().is_some_and(|d| d != "/") {
+            return Err(s3_error!(
+                NotImplemented,
+                "only '/' is taken as a delimiter"
+            ));
+        }
+        let max = max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        // The folder the prefix is in: names in it must start with the rest.
+        let (dir, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+        let list_at = if dir.is_empty() {
+            "/".to_owned()
+        } else {
+            format!("{dir}/")
+        };
+        let lister = target
+            .op
+            .list_with(&list_at)
+            .recursive(delimiter.is_none())
+            .await;
+        let entries = match lister {
+            Ok(e) => e,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                return Err(problem_error(ferry_common::provider::problem(
+                    &e,
+                    &row.provider,
+                    "list",
+                )));
+            }
+        };
+        let mut items: Vec<(String, Option<dto::Object>)> = entries
+            .into_iter()
+            .filter(|e| {
+                let p = e.path();
+                p != list_at
+                    && !p.starts_with(STAGING_DIR)
+                    && p.starts_with(prefix)
+                    && (delimiter.is_some() || !e.metadata().is_dir())
+            })
+            .map(|e| {
+                let meta = e.metadata();
+                let object = (!meta.is_dir()).then(|| dto::Object {
+                    key: Some(e.path().to_owned()),
+                    size: Some(meta.content_length() as i64),
+                    last_modified: meta
+                        .last_modified()
+                        .map(|t| Timestamp::from(std::time::SystemTime::from(t))),
+                    ..Default::default()
+                });
+                (e.path().to_owned(), object)
+            })
+            .filter(|(name, _)| name.as_str() > after)
+            .collect();
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        let truncated = items.len() > max;
+        items.truncate(max);
+        let next = truncated
+            .then(|| items.last().map(|i| i.0.clone()))
+            .flatten();
+        let count = items.len() as i32;
+        let (mut contents, mut prefixes) = (Vec::new(), Vec::new());
+        for (name, object) in items {
+            match object {
+                Some(o) => contents.push(o),
+                None => prefixes.push(dto::CommonPrefix { prefix: Some(name) }),
+            }
+        }
+        Ok(Page {
+            contents,
+            prefixes,
+            next,
+            count,
+            max_keys: max as i32,
+            delimiter,
+        })
     }
 
     /// A tus creation (a multipart upload's part, or its completion) in
@@ -804,98 +907,66 @@ impl S3 for FerryS3 {
     ) -> S3Result<S3Response<dto::ListObjectsV2Output>> {
         let key = self.key_of(&req).await?;
         let input = req.input;
-        let row = self.bucket(&key, &input.bucket, Access::Read).await?;
-        let target = self.target(&key, &row).await?;
-        let prefix = input.prefix.clone().unwrap_or_default();
-        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
-        if delimiter.as_deref().is_some_and(|d| d != "/") {
-            return Err(s3_error!(
-                NotImplemented,
-                "only '/' is taken as a delimiter"
-            ));
-        }
-        let max = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
         let after = input
             .continuation_token
             .clone()
             .or(input.start_after.clone())
             .unwrap_or_default();
-        // The folder the prefix is in, and what names in it must start with.
-        let (dir, _) = prefix.rsplit_once('/').unwrap_or(("", &prefix));
-        let list_at = if dir.is_empty() {
-            "/".to_owned()
-        } else {
-            format!("{dir}/")
-        };
-        let lister = target
-            .op
-            .list_with(&list_at)
-            .recursive(delimiter.is_none())
-            .await;
-        let entries = match lister {
-            Ok(e) => e,
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Vec::new(),
-            Err(e) => {
-                return Err(problem_error(ferry_common::provider::problem(
-                    &e,
-                    &row.provider,
-                    "list",
-                )));
-            }
-        };
-        let mut items: Vec<(String, Option<dto::Object>)> = entries
-            .into_iter()
-            .filter(|e| {
-                let p = e.path();
-                p != list_at
-                    && !p.starts_with(STAGING_DIR)
-                    && p.starts_with(prefix.as_str())
-                    && (delimiter.is_some() || !e.metadata().is_dir())
-            })
-            .map(|e| {
-                let meta = e.metadata();
-                if meta.is_dir() {
-                    (e.path().to_owned(), None)
-                } else {
-                    let object = dto::Object {
-                        key: Some(e.path().to_owned()),
-                        size: Some(meta.content_length() as i64),
-                        last_modified: meta
-                            .last_modified()
-                            .map(|t| Timestamp::from(std::time::SystemTime::from(t))),
-                        ..Default::default()
-                    };
-                    (e.path().to_owned(), Some(object))
-                }
-            })
-            .filter(|(name, _)| name.as_str() > after.as_str())
-            .collect();
-        items.sort_by(|a, b| a.0.cmp(&b.0));
-        let truncated = items.len() > max;
-        items.truncate(max);
-        let next = truncated
-            .then(|| items.last().map(|i| i.0.clone()))
-            .flatten();
-        let count = items.len() as i32;
-        let (mut contents, mut prefixes) = (Vec::new(), Vec::new());
-        for (name, object) in items {
-            match object {
-                Some(o) => contents.push(o),
-                None => prefixes.push(dto::CommonPrefix { prefix: Some(name) }),
-            }
-        }
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let page = self
+            .list(
+                &key,
+                &input.bucket,
+                &prefix,
+                input.delimiter.clone(),
+                &after,
+                input.max_keys,
+            )
+            .await?;
         Ok(S3Response::new(dto::ListObjectsV2Output {
             name: Some(input.bucket),
             prefix: Some(prefix),
-            delimiter,
-            max_keys: Some(max as i32),
-            key_count: Some(count),
+            delimiter: page.delimiter,
+            max_keys: Some(page.max_keys),
+            key_count: Some(page.count),
             continuation_token: input.continuation_token,
             start_after: input.start_after,
-            is_truncated: Some(truncated),
-            next_continuation_token: next,
-            contents: Some(contents),
-            common_prefixes: Some(prefixes),
+            is_truncated: Some(page.next.is_some()),
+            next_continuation_token: page.next,
+            contents: Some(page.contents),
+            common_prefixes: Some(page.prefixes),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<dto::ListObjectsInput>,
+    ) -> S3Result<S3Response<dto::ListObjectsOutput>> {
+        let key = self.key_of(&req).await?;
+        let input = req.input;
+        let after = input.marker.clone().unwrap_or_default();
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let page = self
+            .list(
+                &key,
+                &input.bucket,
+                &prefix,
+                input.delimiter.clone(),
+                &after,
+                input.max_keys,
+            )
+            .await?;
+        Ok(S3Response::new(dto::ListObjectsOutput {
+            name: Some(input.bucket),
+            prefix: Some(prefix),
+            delimiter: page.delimiter,
+            max_keys: Some(page.max_keys),
+            marker: input.marker,
+            is_truncated: Some(page.next.is_some()),
+            next_marker: page.next,
+            contents: Some(page.contents),
+            common_prefixes: Some(page.prefixes),
             ..Default::default()
         }))
     }
