@@ -141,6 +141,11 @@ check(
     "read-only writes",
 )
 
+# A copy within the bucket.
+s3.copy_object(Bucket=bucket, Key="docs/copied.txt", CopySource={"Bucket": bucket, "Key": "docs/hello.txt"})
+check(s3.get_object(Bucket=bucket, Key="docs/copied.txt")["Body"].read() == small, "copy_object")
+s3.delete_object(Bucket=bucket, Key="docs/copied.txt")
+
 # A multipart upload, as boto3's transfer manager sends it: three parts in
 # parallel, joined at completion.
 from boto3.s3.transfer import TransferConfig

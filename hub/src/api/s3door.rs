@@ -901,6 +901,58 @@ impl S3 for FerryS3 {
         }))
     }
 
+    async fn copy_object(
+        &self,
+        req: S3Request<dto::CopyObjectInput>,
+    ) -> S3Result<S3Response<dto::CopyObjectOutput>> {
+        let key = self.key_of(&req).await?;
+        let input = req.input;
+        let dto::CopySource::Bucket {
+            bucket: from_bucket,
+            key: from_key,
+            version_id: None,
+        } = &input.copy_source
+        else {
+            return Err(s3_error!(NotImplemented, "copies name a bucket and a key"));
+        };
+        if **from_bucket != *input.bucket {
+            return Err(s3_error!(
+                NotImplemented,
+                "copies are within one bucket (one connection)"
+            ));
+        }
+        // The source is read, the target written: the key must be allowed
+        // both.
+        self.bucket(&key, from_bucket, Access::Read).await?;
+        let row = self.bucket(&key, &input.bucket, Access::Write).await?;
+        let target = self.target(&key, &row).await?;
+        let res = super::connections::Resolved {
+            account: key.account_id.clone(),
+            row,
+            op: target.op,
+        };
+        super::tree::relocate(&self.state, &res, from_key, &input.key, true, false)
+            .await
+            .map_err(problem_error)?;
+        let head = self
+            .read(
+                &key,
+                &input.bucket,
+                &input.key,
+                Method::HEAD,
+                &HeaderMap::new(),
+            )
+            .await?;
+        Ok(S3Response::new(dto::CopyObjectOutput {
+            copy_object_result: Some(dto::CopyObjectResult {
+                e_tag: etag(&head),
+                last_modified: last_modified(&head),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
     async fn list_objects_v2(
         &self,
         req: S3Request<dto::ListObjectsV2Input>,

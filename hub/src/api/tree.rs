@@ -218,10 +218,23 @@ pub async fn copy_or_move(
     req: Request<Body>,
 ) -> ApiResult {
     let res = resolve(state, req.headers(), conn).await?;
-    let host = HubHost::new(state.clone(), VIA_HUB);
     let body: Relocate = read_json(req, state.max_json_body_bytes()).await?;
-    let from = ObjectPath::parse(&body.from).map_err(invalid_path)?;
-    let to = ObjectPath::parse(&body.to).map_err(invalid_path)?;
+    relocate(state, &res, &body.from, &body.to, body.overwrite, is_move).await
+}
+
+/// Copies (or moves) the file `from` to `to` in the resolved connection,
+/// replacing a file at `to` only with `overwrite`.
+pub(super) async fn relocate(
+    state: &Arc<AppState>,
+    res: &super::connections::Resolved,
+    from: &str,
+    to: &str,
+    overwrite: bool,
+    is_move: bool,
+) -> ApiResult {
+    let host = HubHost::new(state.clone(), VIA_HUB);
+    let from = ObjectPath::parse(from).map_err(invalid_path)?;
+    let to = ObjectPath::parse(to).map_err(invalid_path)?;
     let conn_id = res.row.id.as_str();
     // Lock both paths in a fixed order so two opposite moves cannot deadlock.
     let (first, second) = if from < to {
@@ -271,7 +284,7 @@ pub async fn copy_or_move(
             format!("a folder exists at '{to}'"),
         ));
     }
-    if dst.is_some() && !body.overwrite {
+    if dst.is_some() && !overwrite {
         return Err(Problem::new(
             ErrorCode::AlreadyExists,
             format!("a file exists at '{to}'; send \"overwrite\": true to replace it"),
