@@ -161,7 +161,9 @@ async fn answer(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
         // A request signed with an S3 key: the S3 door answers it. The
         // service is made for the request, so that it holds no reference
         // back to the state that holds it.
-        let resp = s3door::Door::new(state.clone()).serve(req).await;
+        let principal = s3door::principal(&req).map(Arc::from);
+        let door = s3door::Door::new(state.clone());
+        let resp = crate::store::replica::as_principal(principal, door.serve(req)).await;
         state.metrics.request(
             RouteLabel::S3,
             &method,

@@ -51,6 +51,29 @@ pub fn speaks_s3(req: &Request<Body>) -> bool {
     })
 }
 
+/// Who signed `req`, for read-your-writes: a digest of the access key id
+/// its SigV4 credential names (every request's signature differs, so the
+/// whole header cannot stand for the client as an API key's does).
+pub fn principal(req: &Request<Body>) -> Option<String> {
+    let from_header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split("Credential=").nth(1))
+        .map(str::to_owned);
+    let from_query = || {
+        req.uri().query().and_then(|q| {
+            q.split('&')
+                .find_map(|p| p.strip_prefix("X-Amz-Credential="))
+                .map(|c| c.replace("%2F", "/").replace("%2f", "/"))
+        })
+    };
+    let credential = from_header.or_else(from_query)?;
+    let access_key = credential.split('/').next()?.trim();
+    (!access_key.is_empty())
+        .then(|| ferry_common::principal::of(format!("s3:{access_key}").as_bytes()))
+}
+
 /// Whether `req` is signed with SigV2, which ferry does not take: an
 /// `Authorization: AWS …` header, or a presigned URL's `Signature` without
 /// SigV4's `X-Amz-Signature`.
@@ -1021,5 +1044,52 @@ impl S3 for FerryS3 {
             common_prefixes: Some(page.prefixes),
             ..Default::default()
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(uri: &str, authorization: Option<&str>) -> Request<Body> {
+        let mut b = Request::builder().uri(uri);
+        if let Some(a) = authorization {
+            b = b.header(header::AUTHORIZATION, a);
+        }
+        b.body(ferry_common::body::empty()).unwrap()
+    }
+
+    #[test]
+    fn s3_requests_are_told_by_their_signature_and_their_key_is_the_principal() {
+        let signed = request(
+            "/local/a.txt",
+            Some(
+                "AWS4-HMAC-SHA256 Credential=FRYAAAAAAAAAAAAAAAAA/20261206/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00",
+            ),
+        );
+        let presigned = request(
+            "/local/a.txt?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=FRYAAAAAAAAAAAAAAAAA%2F20261206%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature=00",
+            None,
+        );
+        let other = request(
+            "/local/a.txt",
+            Some(
+                "AWS4-HMAC-SHA256 Credential=FRYBBBBBBBBBBBBBBBBB/20261206/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00",
+            ),
+        );
+        assert!(speaks_s3(&signed) && speaks_s3(&presigned));
+        assert!(!speaks_s3(&request(
+            "/v1/connections",
+            Some("Bearer fry_x")
+        )));
+        assert!(signed_v2(&request("/local/a", Some("AWS FRY:sig"))));
+        assert!(signed_v2(&request(
+            "/local/a?AWSAccessKeyId=FRY&Signature=x&Expires=1",
+            None
+        )));
+        assert!(!signed_v2(&presigned));
+        assert_eq!(principal(&signed), principal(&presigned));
+        assert!(principal(&signed).is_some());
+        assert_ne!(principal(&signed), principal(&other));
     }
 }
