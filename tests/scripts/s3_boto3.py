@@ -166,6 +166,25 @@ with tempfile.NamedTemporaryFile(suffix=".bin") as f:
 got = s3.get_object(Bucket=bucket, Key="big/parts.bin")
 check(hashlib.sha256(got["Body"].read()).digest() == hashlib.sha256(large).digest(), "multipart upload")
 check(got["ContentType"] == "application/x-ferry-test", f"multipart content type {got['ContentType']}")
+small_parts = s3.create_multipart_upload(Bucket=bucket, Key="big/small.bin")
+etags = [
+    s3.upload_part(
+        Bucket=bucket, Key="big/small.bin", UploadId=small_parts["UploadId"], PartNumber=n, Body=b"x"
+    )["ETag"]
+    for n in (1, 2)
+]
+check(
+    error_code(
+        lambda: s3.complete_multipart_upload(
+            Bucket=bucket,
+            Key="big/small.bin",
+            UploadId=small_parts["UploadId"],
+            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in zip((1, 2), etags)]},
+        )
+    )
+    == "EntityTooSmall",
+    "a part under 5 MiB before the last",
+)
 mpu = s3.create_multipart_upload(Bucket=bucket, Key="big/aborted.bin")
 s3.upload_part(Bucket=bucket, Key="big/aborted.bin", UploadId=mpu["UploadId"], PartNumber=1, Body=b"x")
 s3.abort_multipart_upload(Bucket=bucket, Key="big/aborted.bin", UploadId=mpu["UploadId"])

@@ -805,7 +805,7 @@ impl S3 for FerryS3 {
         let key = self.key_of(&req).await?;
         let input = req.input;
         let row = self.bucket(&key, &input.bucket, Access::Write).await?;
-        let mut parts: Vec<(i32, String)> = input
+        let parts: Vec<(i32, String)> = input
             .multipart_upload
             .and_then(|m| m.parts)
             .unwrap_or_default()
@@ -826,7 +826,20 @@ impl S3 for FerryS3 {
         if parts.windows(2).any(|w| w[0].0 >= w[1].0) {
             return Err(s3_error!(InvalidPartOrder));
         }
-        parts.sort_by_key(|p| p.0);
+        // S3's smallest part, but for the last: a client relying on that
+        // check is told here, as S3 would tell it.
+        for (_, id) in &parts[..parts.len() - 1] {
+            let part = self
+                .state
+                .store
+                .get_upload(&key.account_id, id)
+                .await
+                .map_err(|e| s3_error!(e, ServiceUnavailable))?
+                .ok_or_else(|| s3_error!(InvalidPart))?;
+            if part.offset < s3_parts::MIN_PART {
+                return Err(s3_error!(EntityTooSmall));
+            }
+        }
         let concat = parts
             .iter()
             .map(|(_, id)| format!("/v1/uploads/{id}"))
