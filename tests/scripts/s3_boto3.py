@@ -193,6 +193,50 @@ check(
     "an aborted upload left an object",
 )
 
+# Keys are ferry's paths: `..` and empty segments are refused; spaces,
+# letters of any script and 1,024 bytes in segments of at most 255 are
+# kept.
+for bad in ("a/../b.txt", "a//b.txt"):
+    check(
+        error_code(lambda: s3.put_object(Bucket=bucket, Key=bad, Body=b"x")) is not None,
+        f"the key {bad!r} was taken",
+    )
+for good in ("unicode/déjà vu ✓ + ~.txt", "long/" + "/".join(["k" * 250] * 4) + "/" + "e" * 15):
+    s3.put_object(Bucket=bucket, Key=good, Body=b"fine")
+    check(s3.get_object(Bucket=bucket, Key=good)["Body"].read() == b"fine", f"the key {good!r}")
+    s3.delete_object(Bucket=bucket, Key=good)
+
+# Tampering after signing: a signed header changed is refused; a body
+# changed after its SHA-256 was signed is refused and leaves nothing.
+tamper = client(key_id, secret)
+
+
+def change_header(request, **kwargs):
+    request.headers["x-amz-date"] = "20200101T000000Z"
+
+
+tamper.meta.events.register("before-send.s3.ListBuckets", change_header)
+check(
+    error_code(lambda: tamper.list_buckets()) in ("SignatureDoesNotMatch", "RequestTimeTooSkewed"),
+    "a signed header changed",
+)
+
+
+def change_body(request, **kwargs):
+    body = request.body
+    data = body.read() if hasattr(body, "read") else body
+    if data:
+        request.body = data.replace(b"X", b"Y")
+
+
+tamper.meta.events.register("before-send.s3.PutObject", change_body)
+code = error_code(lambda: tamper.put_object(Bucket=bucket, Key="docs/tampered.txt", Body=b"X" * 100))
+check(code is not None, "a body changed after signing was taken")
+check(
+    error_code(lambda: s3.head_object(Bucket=bucket, Key="docs/tampered.txt")) == "404",
+    "a refused body left an object",
+)
+
 s3.delete_object(Bucket=bucket, Key="docs/hello.txt")
 s3.delete_object(Bucket=bucket, Key="docs/hello.txt")
 check(error_code(lambda: s3.head_object(Bucket=bucket, Key="docs/hello.txt")) == "404", "deleted")

@@ -138,3 +138,53 @@ async fn a_refused_request_is_answered_after_its_body() {
         "the connection was not kept: {text}"
     );
 }
+
+/// A client that waits for `100 Continue` and is answered at once sends no
+/// body: the server must not read its next request as that body (it
+/// closes the connection instead, or answers the next request whole).
+#[tokio::test]
+async fn a_refused_request_that_expected_continue_does_not_swallow_the_next() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (hub, t) = hub_with_tenant().await;
+    let mut tcp = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    let next = b"GET /healthz HTTP/1.1\r\nhost: ferry\r\n\r\n";
+    // The announced body is exactly as long as the next request: read as
+    // that body, the next request would vanish without an answer.
+    let head = format!(
+        "PUT {} HTTP/1.1\r\nhost: ferry\r\nauthorization: Bearer fry_wrong\r\nexpect: 100-continue\r\ncontent-length: {}\r\n\r\n",
+        t.file("refused.bin"),
+        next.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !String::from_utf8_lossy(&got).contains("\r\n\r\n{") {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    let first = String::from_utf8_lossy(&got).into_owned();
+    assert!(first.starts_with("HTTP/1.1 401"), "{first}");
+    // No body follows the refusal; the next request does.
+    let _ = tcp.write_all(next).await;
+    let mut rest = Vec::new();
+    let ended = loop {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break "closed",
+            Ok(Ok(n)) => {
+                rest.extend_from_slice(&buf[..n]);
+                if String::from_utf8_lossy(&rest).contains("\r\n\r\nok") {
+                    break "answered";
+                }
+            }
+            Err(_) => break "nothing",
+        }
+    };
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        ended != "nothing" && !rest.contains("100 Continue"),
+        "the next request was read as the refused one's body ({ended}): {rest}"
+    );
+}

@@ -29,15 +29,31 @@ pub const LINGER_BYTES: u64 = 64 << 20;
 
 /// An HTTP/1 request body that is read on in the background if dropped
 /// before its end.
+///
+/// Not one the client has not begun to send: a request with
+/// `Expect: 100-continue` whose body nobody read. Reading it would make
+/// hyper send `100 Continue` after the final answer, and a client that
+/// took the answer and sends no body would have its next request read as
+/// this one's body; left unread, hyper sends no `100` and closes the
+/// connection instead.
 #[derive(Debug)]
 pub struct Lingering {
     inner: Option<Incoming>,
+    /// The client waits for `100 Continue` before sending the body.
+    expects_continue: bool,
+    /// The handler has asked for the body.
+    polled: bool,
 }
 
 impl Lingering {
-    /// Wraps `body`.
-    pub fn new(body: Incoming) -> Self {
-        Self { inner: Some(body) }
+    /// Wraps `body`, whose request asked for `100 Continue` when
+    /// `expects_continue`.
+    pub fn new(body: Incoming, expects_continue: bool) -> Self {
+        Self {
+            inner: Some(body),
+            expects_continue,
+            polled: false,
+        }
     }
 }
 
@@ -49,6 +65,7 @@ impl http_body::Body for Lingering {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        self.polled = true;
         match self.inner.as_mut() {
             Some(body) => Pin::new(body).poll_frame(cx),
             None => Poll::Ready(None),
@@ -71,7 +88,7 @@ impl Drop for Lingering {
         let Some(body) = self.inner.take() else {
             return;
         };
-        if body.is_end_stream() {
+        if body.is_end_stream() || (self.expects_continue && !self.polled) {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {

@@ -144,7 +144,11 @@ async fn serve_connection(
         // An HTTP/1 body its handler leaves unread is read on, so that the
         // client sees the answer (HTTP/2 ends only the stream).
         let mut req = if req.version() <= http::Version::HTTP_11 {
-            req.map(|b| boxed(linger::Lingering::new(b)))
+            let expects_continue = req
+                .headers()
+                .get(http::header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+            req.map(|b| boxed(linger::Lingering::new(b, expects_continue)))
         } else {
             req.map(boxed)
         };
