@@ -60,12 +60,10 @@ impl HubClient {
     /// A request with a [`ClientAddr`] is a client's; without, the spoke's own.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, Problem> {
         let (mut parts, body) = req.into_parts();
-        // A body the client ended with its head is said to be empty: the
-        // tunnel's frames cannot tell the hub that before they end.
-        if matches!(
-            parts.method,
-            http::Method::POST | http::Method::PUT | http::Method::PATCH
-        ) && http_body::Body::is_end_stream(&body)
+        // A body the client ended with its head is said to be empty, whatever
+        // the method: the tunnel's frames cannot tell the hub that before
+        // they end (a signed S3 request, say, needs its length up front).
+        if http_body::Body::is_end_stream(&body)
             && !parts.headers.contains_key(header::CONTENT_LENGTH)
             && !parts.headers.contains_key(header::TRANSFER_ENCODING)
         {

@@ -137,17 +137,6 @@ impl Door {
         if signed_v2(&req) {
             return refuse_v2();
         }
-        let mut req = req;
-        let bodiless = matches!(*req.method(), Method::GET | Method::HEAD | Method::DELETE)
-            && !req.headers().contains_key(header::CONTENT_LENGTH)
-            && !req.headers().contains_key(header::TRANSFER_ENCODING);
-        if bodiless {
-            // An HTTP/1.1 request with neither field has no body; a spoke
-            // forwards it as frames whose end s3s cannot know in advance.
-            req.headers_mut()
-                .insert(header::CONTENT_LENGTH, http::HeaderValue::from_static("0"));
-            *req.body_mut() = ferry_common::body::empty();
-        }
         let req = req.map(s3s::Body::http_body_unsync);
         match self.service.call(req).await {
             Ok(resp) => resp.map(ferry_common::body::boxed),
