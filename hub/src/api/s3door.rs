@@ -123,10 +123,14 @@ impl std::fmt::Debug for Door {
 impl Door {
     /// The door over `state`'s accounts.
     pub fn new(state: Arc<AppState>) -> Self {
+        // The key the signature was checked with, for the operation: the
+        // service lives for one request, so one lookup serves both.
+        let signer = Arc::new(std::sync::Mutex::new(None));
         let mut builder = s3s::service::S3ServiceBuilder::new(FerryS3 {
             state: state.clone(),
+            signer: signer.clone(),
         });
-        builder.set_auth(Keys { state });
+        builder.set_auth(Keys { state, signer });
         Self {
             service: builder.build(),
         }
@@ -154,7 +158,13 @@ impl Door {
 /// the master key.
 struct Keys {
     state: Arc<AppState>,
+    /// Where the key found is left for [`FerryS3::key_of`].
+    signer: Signer,
 }
+
+/// The key of the request the door is serving, once its signature is
+/// being checked.
+type Signer = Arc<std::sync::Mutex<Option<S3Key>>>;
 
 #[async_trait::async_trait]
 impl S3Auth for Keys {
@@ -165,9 +175,10 @@ impl S3Auth for Keys {
             .s3_key(access_key)
             .await
             .map_err(|e| s3_error!(e, ServiceUnavailable))?;
-        let Some((_, sealed)) = found else {
+        let Some((key, sealed)) = found else {
             return Err(s3_error!(InvalidAccessKeyId));
         };
+        *self.signer.lock().expect("poisoned") = Some(key);
         let secret = self.state.master_key.open(&sealed, access_key).map_err(|e| {
             tracing::error!(s3_key.id = %access_key, error = %e, "an S3 key's secret does not open");
             s3_error!(InternalError)
@@ -181,6 +192,8 @@ impl S3Auth for Keys {
 /// The account's connections as buckets, their files as objects.
 struct FerryS3 {
     state: Arc<AppState>,
+    /// The key [`Keys`] found for this request.
+    signer: Signer,
 }
 
 /// One page of a listing.
@@ -207,6 +220,10 @@ impl FerryS3 {
         let Some(cred) = &req.credentials else {
             return Err(s3_error!(AccessDenied, "sign the request with an S3 key"));
         };
+        let checked = self.signer.lock().expect("poisoned").clone();
+        if let Some(key) = checked.filter(|k| k.access_key_id == cred.access_key) {
+            return Ok(key);
+        }
         match self.state.store.s3_key(&cred.access_key).await {
             Ok(Some((key, _))) => Ok(key),
             Ok(None) => Err(s3_error!(InvalidAccessKeyId)),
