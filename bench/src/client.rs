@@ -194,18 +194,7 @@ pub async fn tus_patch(
         let n = chunk.min(offset + size - at);
         send.ready().await?;
         let resp = send
-            .send_request(
-                target
-                    .request(Method::PATCH)
-                    .header("tus-resumable", "1.0.0")
-                    .header(
-                        http::header::CONTENT_TYPE,
-                        "application/offset+octet-stream",
-                    )
-                    .header("upload-offset", at)
-                    .header(http::header::CONTENT_LENGTH, n)
-                    .body(repeated(block.clone(), at, n))?,
-            )
+            .send_request(tus_append(&target, at, n).body(repeated(block.clone(), at, n))?)
             .await?;
         let status = resp.status();
         resp.into_body().collect().await?;
@@ -215,6 +204,19 @@ pub async fn tus_patch(
         at += n;
     }
     Ok(at)
+}
+
+/// The head of a tus append of `len` bytes at `offset` to `target`.
+fn tus_append(target: &Target, offset: u64, len: u64) -> http::request::Builder {
+    target
+        .request(Method::PATCH)
+        .header("tus-resumable", "1.0.0")
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/offset+octet-stream",
+        )
+        .header("upload-offset", offset)
+        .header(http::header::CONTENT_LENGTH, len)
 }
 
 /// Starts a PATCH of `size` bytes at `offset` of the upload at `upload`
@@ -242,16 +244,7 @@ pub async fn tus_patch_fed(
             .await
             .map(|b| (Ok::<_, BoxError>(Frame::data(b)), rx))
     });
-    let req = target
-        .request(Method::PATCH)
-        .header("tus-resumable", "1.0.0")
-        .header(
-            http::header::CONTENT_TYPE,
-            "application/offset+octet-stream",
-        )
-        .header("upload-offset", offset)
-        .header(http::header::CONTENT_LENGTH, size)
-        .body(BodyExt::boxed(StreamBody::new(stream)))?;
+    let req = tus_append(&target, offset, size).body(BodyExt::boxed(StreamBody::new(stream)))?;
     let task = tokio::spawn(async move { Ok(send.send_request(req).await?.status()) });
     Ok((tx, task))
 }

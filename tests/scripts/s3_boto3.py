@@ -3,15 +3,17 @@ listings and the errors a client must get. Arguments: endpoint, access key
 id, secret, bucket, a read-only key id and its secret. Exits non-zero,
 saying what went wrong, on the first difference."""
 
+import datetime
 import hashlib
 import sys
 import tempfile
-import time
+import unittest.mock
 import urllib.error
 import urllib.request
 
 import boto3
 import botocore
+import botocore.compat
 from botocore.config import Config
 
 endpoint, key_id, secret, bucket, ro_id, ro_secret = sys.argv[1:7]
@@ -116,10 +118,13 @@ try:
     check(False, "a SigV2 presigned URL was taken")
 except urllib.error.HTTPError as e:
     check(e.code == 400, f"a SigV2 presigned URL: {e.code}")
-expired = v4.generate_presigned_url(
-    "get_object", Params={"Bucket": bucket, "Key": "docs/hello.txt"}, ExpiresIn=1
-)
-time.sleep(2)
+# Signed as if two minutes ago, for one minute: expired now, without
+# waiting for it to expire.
+two_minutes_ago = botocore.compat.get_current_datetime() - datetime.timedelta(minutes=2)
+with unittest.mock.patch("botocore.auth.get_current_datetime", lambda: two_minutes_ago):
+    expired = v4.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": "docs/hello.txt"}, ExpiresIn=60
+    )
 try:
     urllib.request.urlopen(expired)
     check(False, "an expired presigned URL was taken")
