@@ -14,6 +14,7 @@ use super::answer::{FailedAnswer, note};
 use super::azure_blocks::AzureBlocks;
 use super::egress;
 use super::endpoint::EndpointPolicy;
+use super::remote::Remote;
 use super::s3_parts::{self, S3Parts};
 
 /// A connection's multi-request uploads.
@@ -38,6 +39,12 @@ impl Multipart {
         S3Parts::of(provider, config, policy)
             .map(Self::S3)
             .or_else(|| AzureBlocks::of(provider, config, policy).map(Self::Azure))
+    }
+
+    /// Whether connections of `provider` have multi-request uploads of
+    /// their own (without reading a configuration).
+    pub fn serves(provider: &str) -> bool {
+        provider == Remote::S3.as_str() || provider == Remote::Azblob.as_str()
     }
 
     /// The smallest part but for the last.

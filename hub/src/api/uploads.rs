@@ -160,7 +160,9 @@ async fn create_session(
         .as_deref()
         .is_some_and(|c| c.starts_with("final;"));
     let id = crate::store::new_upload_id();
-    let provider_upload = match multipart_for(state, &row)?.as_deref() {
+    // The session's provider upload, and what to abandon should the
+    // session not be made.
+    let (provider_upload, started) = match multipart_for(state, &row)?.as_deref() {
         Some(Multipart::S3(s3)) if !joining && new.length != Some(0) => {
             let key = if partial {
                 up::partial_object(&id)
@@ -170,14 +172,14 @@ async fn create_session(
             let upload = observed(s3.create(&key, new.content_type.as_deref()))
                 .await
                 .map_err(|e| provider_problem(&e, "s3", "write"))?;
-            Some((Some((s3.clone(), key)), upload))
+            (Some(upload.clone()), Some((s3.clone(), key, upload)))
         }
         // Azure needs nothing started: the blocks go to the session's
         // staging blob.
         Some(Multipart::Azure(_)) if !joining && new.length != Some(0) => {
-            Some((None, AZURE_BLOCKS.to_owned()))
+            (Some(AZURE_BLOCKS.to_owned()), None)
         }
-        _ => None,
+        _ => (None, None),
     };
     let created = state
         .store
@@ -188,12 +190,12 @@ async fn create_session(
             &new,
             state.uploads.max_size,
             now_ms().saturating_add(state.uploads.expiry_ms),
-            provider_upload.as_ref().map(|(_, u)| u.as_str()),
+            provider_upload.as_deref(),
         )
         .await
         .map_err(|r| refusal(state, r));
     if created.is_err()
-        && let Some((Some((s3, key)), upload)) = provider_upload
+        && let Some((s3, key, upload)) = started
         && let Err(e) = s3.abort(&key, &upload).await
     {
         tracing::warn!(error = %e, "could not abandon the multipart upload of a session not made");
@@ -203,7 +205,7 @@ async fn create_session(
 
 /// The multipart calls of a stored S3 connection.
 fn multipart_for(state: &AppState, row: &ConnectionRow) -> Result<Option<Arc<Multipart>>, Problem> {
-    if row.provider != "s3" && row.provider != "azblob" {
+    if !Multipart::serves(&row.provider) {
         return Ok(None);
     }
     let config = open_config(state, row)?;
