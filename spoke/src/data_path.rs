@@ -20,7 +20,7 @@ use ferry_common::contract::{
     Grant, GrantOp, GrantRequest, InternalCall, LookupAnswer, LookupRequest,
 };
 use ferry_common::problem::{ErrorCode, Problem};
-use ferry_common::provider::{EndpointPolicy, ProviderRegistry};
+use ferry_common::provider::ProviderRegistry;
 use futures_util::future::BoxFuture;
 use http::{HeaderValue, Response, StatusCode};
 use opendal::Operator;
@@ -223,18 +223,17 @@ impl DataPath {
         {
             return Ok(op.clone());
         }
-        let endpoints = if grant.allow_private_endpoints {
-            EndpointPolicy::ANY
-        } else {
-            EndpointPolicy::PUBLIC_ONLY
-        };
-        let op = ProviderRegistry::build_granted(&grant.provider, &grant.config, endpoints)
-            .map_err(|e| {
-                Problem::new(
-                    e.code(),
-                    format!("the connection's provider cannot be used here: {e}"),
-                )
-            })?;
+        let op = ProviderRegistry::build_granted(
+            &grant.provider,
+            &grant.config,
+            grant.endpoint_policy(),
+        )
+        .map_err(|e| {
+            Problem::new(
+                e.code(),
+                format!("the connection's provider cannot be used here: {e}"),
+            )
+        })?;
         ops.insert(grant.connection_id.clone(), (fingerprint, op.clone()));
         Ok(op)
     }

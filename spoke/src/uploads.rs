@@ -11,7 +11,6 @@ use ferry_common::contract::{
     UploadLeaseRequest,
 };
 use ferry_common::problem::{ErrorCode, Problem};
-use ferry_common::provider::EndpointPolicy;
 use ferry_common::provider::native::Multipart;
 use ferry_common::uploads::{Ending, Lease, NewUpload, Part, Session, UploadHost};
 use futures_util::future::BoxFuture;
@@ -160,11 +159,7 @@ impl UploadHost for SpokeUploads {
                         multipart: Multipart::of(
                             &begun.grant.provider,
                             &begun.grant.config,
-                            if begun.grant.allow_private_endpoints {
-                                EndpointPolicy::ANY
-                            } else {
-                                EndpointPolicy::PUBLIC_ONLY
-                            },
+                            begun.grant.endpoint_policy(),
                         )
                         .map(Arc::new),
                     },

@@ -85,6 +85,18 @@ impl std::fmt::Debug for Grant {
     }
 }
 
+impl Grant {
+    /// The endpoint policy the hub applied to the connection, which a
+    /// spoke applies again when it connects.
+    pub fn endpoint_policy(&self) -> crate::provider::EndpointPolicy {
+        if self.allow_private_endpoints {
+            crate::provider::EndpointPolicy::ANY
+        } else {
+            crate::provider::EndpointPolicy::PUBLIC_ONLY
+        }
+    }
+}
+
 /// `lookup`: what did ferry record for `path` in `connection_id`?
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LookupRequest {
