@@ -155,7 +155,6 @@ pub async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> 
 async fn answer(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
-    let principal = principal(&state, &req);
     tracing::debug!(%method, path = req.uri().path(), "request");
     if s3door::speaks_s3(&req) {
         // A request signed with an S3 key: the S3 door answers it. The
@@ -172,6 +171,7 @@ async fn answer(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
         );
         return resp;
     }
+    let principal = principal(&state, &req);
     let (label, result) = match Route::parse(req.uri().path()) {
         Ok(Some(route)) => {
             let label = route.label();
