@@ -24,6 +24,7 @@ pub mod problem;
 pub mod proto;
 pub mod provider;
 pub mod request_id;
+pub mod s3_door;
 pub mod sockets;
 pub mod source_limit;
 pub mod systemd;

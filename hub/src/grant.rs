@@ -20,6 +20,9 @@ use serde::{Deserialize, Serialize};
 /// The tokens' prefix, which names their format.
 const PREFIX: &str = "fg1.";
 
+/// S3 passes' prefix.
+const PASS_PREFIX: &str = "fp1.";
+
 /// What a grant allows, as signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -88,26 +91,13 @@ impl GrantKey {
 
     /// A signed token for `claims`.
     pub fn issue(&self, claims: &Claims) -> String {
-        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("claims serialise"));
-        let signed = format!("{PREFIX}{body}");
-        let tag = hmac::sign(&self.0, signed.as_bytes());
-        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+        self.sign(PREFIX, claims)
     }
 
     /// The claims of `token`, if this key signed it, it was issued to
     /// `spoke` and its window is open at `now_ms`.
     pub fn verify(&self, token: &str, spoke: &str, now_ms: i64) -> Result<Claims, GrantError> {
-        let (signed, tag) = token.rsplit_once('.').ok_or(GrantError::Invalid)?;
-        let tag = URL_SAFE_NO_PAD
-            .decode(tag)
-            .map_err(|_| GrantError::Invalid)?;
-        hmac::verify(&self.0, signed.as_bytes(), &tag).map_err(|_| GrantError::Invalid)?;
-        let body = signed.strip_prefix(PREFIX).ok_or(GrantError::Invalid)?;
-        let claims: Claims = URL_SAFE_NO_PAD
-            .decode(body)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or(GrantError::Invalid)?;
+        let claims: Claims = self.open(PREFIX, token)?;
         if claims.spoke != spoke {
             return Err(GrantError::OtherSpoke);
         }
@@ -115,6 +105,105 @@ impl GrantKey {
             return Err(GrantError::Expired);
         }
         Ok(claims)
+    }
+
+    /// A signed pass for `claims`.
+    pub fn issue_pass(&self, claims: &PassClaims) -> String {
+        self.sign(PASS_PREFIX, claims)
+    }
+
+    /// The claims of the pass `token`, if this key signed it, it was issued
+    /// to `spoke` and it has not run out at `now_ms`.
+    pub fn verify_pass(
+        &self,
+        token: &str,
+        spoke: &str,
+        now_ms: i64,
+    ) -> Result<PassClaims, GrantError> {
+        let claims: PassClaims = self.open(PASS_PREFIX, token)?;
+        if claims.spoke != spoke {
+            return Err(GrantError::OtherSpoke);
+        }
+        if now_ms > claims.until_ms {
+            return Err(GrantError::Expired);
+        }
+        Ok(claims)
+    }
+
+    /// `prefix`, the claims as base64url JSON, and their tag. The prefix
+    /// names the kind of token and is signed with it, so one kind never
+    /// passes for another.
+    fn sign(&self, prefix: &str, claims: &impl Serialize) -> String {
+        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("claims serialise"));
+        let signed = format!("{prefix}{body}");
+        let tag = hmac::sign(&self.0, signed.as_bytes());
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+    }
+
+    fn open<T: for<'de> Deserialize<'de>>(
+        &self,
+        prefix: &str,
+        token: &str,
+    ) -> Result<T, GrantError> {
+        let (signed, tag) = token.rsplit_once('.').ok_or(GrantError::Invalid)?;
+        let tag = URL_SAFE_NO_PAD
+            .decode(tag)
+            .map_err(|_| GrantError::Invalid)?;
+        hmac::verify(&self.0, signed.as_bytes(), &tag).map_err(|_| GrantError::Invalid)?;
+        let body = signed.strip_prefix(prefix).ok_or(GrantError::Invalid)?;
+        URL_SAFE_NO_PAD
+            .decode(body)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or(GrantError::Invalid)
+    }
+}
+
+/// What an S3 pass allows, as signed: standing for the client of one S3
+/// request the hub checked, on that spoke's grant and upload calls
+/// (`ferry_common::contract::s3`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassClaims {
+    /// The spoke it was issued to.
+    pub spoke: String,
+    /// The key's account.
+    pub account: String,
+    /// The access key that signed the request.
+    pub access_key: String,
+    /// The connection (the request's bucket).
+    pub connection: String,
+    /// The object; `None` for a part, which is a partial upload naming no
+    /// object.
+    pub path: Option<String>,
+    /// Whether it may write.
+    pub write: bool,
+    /// Until when (unix milliseconds) it may be used.
+    pub until_ms: i64,
+}
+
+impl PassClaims {
+    /// Whether the pass covers `op` of `path` in `connection` (an id).
+    pub fn covers_object(
+        &self,
+        connection: &str,
+        path: &str,
+        op: GrantOp,
+    ) -> Result<(), GrantError> {
+        if self.connection != connection || self.path.as_deref() != Some(path) {
+            return Err(GrantError::Outside("another object"));
+        }
+        if op != GrantOp::Read && !self.write {
+            return Err(GrantError::Outside("writing"));
+        }
+        Ok(())
+    }
+
+    /// Whether the pass covers a partial upload in `connection` (an id).
+    pub fn covers_part(&self, connection: &str) -> Result<(), GrantError> {
+        if self.connection != connection || self.path.is_some() || !self.write {
+            return Err(GrantError::Outside("a part of another upload"));
+        }
+        Ok(())
     }
 }
 
@@ -307,6 +396,67 @@ mod tests {
                 "{junk}"
             );
         }
+    }
+
+    #[test]
+    fn passes_cover_their_one_object_or_parts_and_are_never_grants() {
+        let pass = PassClaims {
+            spoke: "fra1".into(),
+            account: "acc_1".into(),
+            access_key: "FRYAAAAAAAAAAAAAAAAA".into(),
+            connection: "con_1".into(),
+            path: Some("a/b.txt".into()),
+            write: false,
+            until_ms: 2_000,
+        };
+        let token = key().issue_pass(&pass);
+        assert_eq!(key().verify_pass(&token, "fra1", 1_000), Ok(pass.clone()));
+        assert_eq!(
+            key().verify_pass(&token, "ams1", 1_000),
+            Err(GrantError::OtherSpoke)
+        );
+        assert_eq!(
+            key().verify_pass(&token, "fra1", 2_001),
+            Err(GrantError::Expired)
+        );
+        // The two kinds of token never stand for each other.
+        assert_eq!(
+            key().verify(&token, "fra1", 1_000),
+            Err(GrantError::Invalid)
+        );
+        let grant = key().issue(&claims(GrantOp::Read));
+        assert_eq!(
+            key().verify_pass(&grant, "fra1", 1_000),
+            Err(GrantError::Invalid)
+        );
+        assert_eq!(
+            pass.covers_object("con_1", "a/b.txt", GrantOp::Read),
+            Ok(())
+        );
+        assert!(
+            pass.covers_object("con_1", "a/b.txt", GrantOp::Write)
+                .is_err()
+        );
+        assert!(
+            pass.covers_object("con_1", "a/c.txt", GrantOp::Read)
+                .is_err()
+        );
+        assert!(
+            pass.covers_object("con_2", "a/b.txt", GrantOp::Read)
+                .is_err()
+        );
+        assert!(pass.covers_part("con_1").is_err());
+        let part = PassClaims {
+            path: None,
+            write: true,
+            ..pass
+        };
+        assert_eq!(part.covers_part("con_1"), Ok(()));
+        assert!(part.covers_part("con_2").is_err());
+        assert!(
+            part.covers_object("con_1", "a/b.txt", GrantOp::Write)
+                .is_err()
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The spoke's HTTP front. Health, readiness and the probe are answered
 //! here (metrics only on the operator listener, `[metrics]`);
-//! `GET`, `HEAD` and `PUT` of files stream directly with the provider (the
+//! `GET`, `HEAD` and `PUT` of files, resumable uploads' bytes and S3
+//! object reads, writes and parts stream directly with the provider (the
 //! data path); every other API request is forwarded to the hub through the
 //! tunnel and answered by the hub's own router.
 
@@ -152,7 +153,12 @@ async fn route_and_answer(
         let refused = Problem::new(ErrorCode::RouteNotFound, "no route matches this path");
         return (SpokeRoute::internal, refused.into_response());
     }
-    if let Some(auth) = req.headers().get(header::AUTHORIZATION).cloned()
+    if ferry_common::s3_door::speaks_s3(&req) {
+        match crate::s3::serve(&front.data, req).await {
+            Ok(resp) => return (SpokeRoute::s3, resp),
+            Err(back) => req = back,
+        }
+    } else if let Some(auth) = req.headers().get(header::AUTHORIZATION).cloned()
         && let Some(upload) = upload_route(&req)
     {
         let host = Arc::new(SpokeUploads::new(front.data.clone(), auth));

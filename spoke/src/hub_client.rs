@@ -33,6 +33,9 @@ pub enum OnBehalf<'a> {
     /// carries the client's principal, so its next reads through any hub
     /// see what the call records).
     Grant(&'a str),
+    /// Nobody but the spoke: the call carries what the hub checks
+    /// (`s3_authorize`, a client's signed head).
+    Spoke,
 }
 
 /// The hub's answer to one of the spoke's own calls.
@@ -136,6 +139,7 @@ impl HubClient {
                         .insert(ferry_common::contract::GRANT_HEADER, v);
                 }
             }
+            OnBehalf::Spoke => {}
         }
         if let Some(id) =
             ferry_common::request_id::current().and_then(|id| HeaderValue::from_str(&id).ok())

@@ -12,6 +12,7 @@ pub mod hub_client;
 pub mod identity;
 pub mod metrics;
 pub mod reports;
+pub mod s3;
 pub mod steering;
 pub mod tunnel;
 pub mod uploads;

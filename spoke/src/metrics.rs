@@ -43,6 +43,8 @@ pub enum SpokeRoute {
     file,
     /// A resumable upload's bytes streamed (or refused) here.
     upload,
+    /// An S3 object request streamed (or refused) here.
+    s3,
     /// Forwarded to the hub.
     forwarded,
     healthz,

@@ -106,8 +106,10 @@ async fn boto3_speaks_s3_to_the_hub() {
     boto3_against(&hub, &hub.url()).await;
 }
 
-/// Through a spoke, S3 requests are forwarded to the hub's door as they
-/// are (their signature covers the host they were sent to).
+/// Through a spoke: object reads, writes and parts streamed at the
+/// spoke under the hub's check of their signature, everything else
+/// forwarded to the hub's door as it is (the signature covers the host it
+/// was sent to).
 #[tokio::test]
 async fn boto3_speaks_s3_through_a_spoke() {
     ferry_tests::install_crypto_provider();
@@ -210,7 +212,32 @@ async fn the_aws_cli_speaks_s3_through_a_spoke() {
     };
     assert!(run(&["s3", "ls"]).contains("local"));
 
-    // 40 MiB: five parts of 8 MiB, sent ten at a time.
+    // 40 MiB: five parts of 8 MiB, sent ten at a time, streamed at the
+    // spoke: the hub carries none of the bytes.
+    let hub_bytes = || async {
+        let mut sum = 0.0;
+        for direction in ["upload", "download"] {
+            sum += ferry_tests::metric(
+                &hub.metrics_url(),
+                "ferry_content_bytes_total",
+                &[("direction", direction)],
+            )
+            .await;
+        }
+        sum
+    };
+    let spoke_bytes = |direction: &'static str| {
+        let url = spoke.metrics_url();
+        async move {
+            ferry_tests::metric(
+                &url,
+                "ferry_spoke_content_bytes_total",
+                &[("direction", direction)],
+            )
+            .await
+        }
+    };
+    let hub_before = hub_bytes().await;
     let data = ferry_tests::pattern(40 << 20, 5);
     let up = dir.path().join("up.bin");
     std::fs::write(&up, &data).unwrap();
@@ -220,6 +247,17 @@ async fn the_aws_cli_speaks_s3_through_a_spoke() {
     assert_eq!(
         ferry_tests::sha256(&std::fs::read(&down).unwrap()),
         ferry_tests::sha256(&data)
+    );
+    assert_eq!(hub_bytes().await, hub_before, "the hub carried S3 bytes");
+    assert!(spoke_bytes("download").await >= (40u64 << 20) as f64);
+    assert!(
+        ferry_tests::metric(
+            &spoke.metrics_url(),
+            "ferry_spoke_http_requests_total",
+            &[("route", "s3"), ("method", "PUT")]
+        )
+        .await
+            >= 5.0
     );
     let head = run(&[
         "s3api",
@@ -271,7 +309,8 @@ async fn the_aws_cli_speaks_s3_through_a_spoke() {
 
     run(&["s3", "rm", "--recursive", "s3://local/tree/"]);
     assert!(!run(&["s3", "ls", "--recursive", "s3://local/"]).contains("tree/"));
-    // Everything went through the spoke to the hub's door.
+    // Listings, deletes and the multipart upload's creation and
+    // completion went through the spoke to the hub's door.
     assert!(
         ferry_tests::metric(
             &hub.metrics_url(),

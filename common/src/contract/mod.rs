@@ -19,6 +19,10 @@
 //! | `upload_renew` | [`UploadLeaseRequest`], with the grant | 204 |
 //! | `upload_release` | [`UploadLeaseRequest`], with the grant | 204 |
 //! | `upload_append` | [`UploadAppendRequest`], with the grant | [`Session`](crate::uploads::Session) |
+//! | `s3_authorize` | [`S3AuthorizeRequest`] | [`S3Authorized`], or S3's error |
+//!
+//! Where a call says "the client's `Authorization`", an S3 request's
+//! pass ([`s3`]) may stand instead.
 //!
 //! A grant covers one path of one connection, read or write, for the one
 //! spoke it was issued to; every later call for that object carries its
@@ -29,11 +33,13 @@
 
 pub mod enrol;
 pub mod grant;
+pub mod s3;
 pub mod upload;
 
 pub use crate::content::model::{Commit, Transfer};
 pub use enrol::{EnrolAnswer, EnrolRequest, TokenKind};
 pub use grant::{GRANT_HEADER, Grant, GrantOp, GrantRequest, LookupAnswer, LookupRequest};
+pub use s3::{PASS_SCHEME, S3AuthorizeRequest, S3Authorized, S3Serve};
 pub use upload::{
     UploadAppendRequest, UploadBeginRequest, UploadBegun, UploadCreateRequest, UploadLeaseRequest,
 };
@@ -62,11 +68,13 @@ pub enum InternalCall {
     UploadRelease,
     /// A part written under a lease (and the completion).
     UploadAppend,
+    /// An S3 request's signature checked from its head.
+    S3Authorize,
 }
 
 impl InternalCall {
     /// Every call.
-    pub const ALL: [InternalCall; 9] = [
+    pub const ALL: [InternalCall; 10] = [
         Self::Grant,
         Self::Lookup,
         Self::Commit,
@@ -76,6 +84,7 @@ impl InternalCall {
         Self::UploadRenew,
         Self::UploadRelease,
         Self::UploadAppend,
+        Self::S3Authorize,
     ];
 
     /// The call's name, the last segment of its path.
@@ -90,6 +99,7 @@ impl InternalCall {
             Self::UploadRenew => "upload_renew",
             Self::UploadRelease => "upload_release",
             Self::UploadAppend => "upload_append",
+            Self::S3Authorize => "s3_authorize",
         }
     }
 
@@ -105,6 +115,7 @@ impl InternalCall {
             Self::UploadRenew => "/internal/v1/upload_renew",
             Self::UploadRelease => "/internal/v1/upload_release",
             Self::UploadAppend => "/internal/v1/upload_append",
+            Self::S3Authorize => "/internal/v1/s3_authorize",
         }
     }
 

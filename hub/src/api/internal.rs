@@ -9,6 +9,12 @@
 //!   they stay in the spoke's memory), what ferry recorded for it, and a
 //!   signed grant bound to the spoke, account, connection, path and
 //!   operation (`crate::grant`).
+//! - `s3_authorize`: the head of a client's S3 request → its signature
+//!   checked, and either "forward it" or the key's secret and a pass for
+//!   that one request (`super::s3door::authorize`). A pass stands for the
+//!   client on `grant`, `upload_create` and `upload_begin` in place of an
+//!   API key, held to its one connection and object (or partial uploads)
+//!   and to reading or writing.
 //! - `lookup`, `commit`, `transfer`: held to the grant that comes with
 //!   them (`x-ferry-grant`); anything it does not cover is refused with
 //!   403 `grant_refused`, so an enrolled spoke can touch no tenant's
@@ -21,11 +27,13 @@ use ferry_common::contract::{
 use ferry_common::problem::{ErrorCode, Problem};
 use http::{Request, StatusCode};
 
-use super::connections::resolve;
+use super::auth::require_account;
+use super::connections::find;
 use super::http_util::{json, no_content, read_json};
 use super::operators::open_config;
+use super::operators::operator_for;
 use super::{ApiResult, AppState, store_problem};
-use crate::grant::{Claims, GrantError};
+use crate::grant::{Claims, GrantError, PassClaims};
 use crate::store::now_ms;
 use crate::tunnel::{SpokeOwn, ViaSpoke};
 
@@ -65,7 +73,11 @@ pub(super) fn refused(
     Problem::new(ErrorCode::GrantRefused, e.to_string())
 }
 
-pub async fn handle(state: &AppState, call: InternalCall, req: Request<Body>) -> ApiResult {
+pub async fn handle(
+    state: &std::sync::Arc<AppState>,
+    call: InternalCall,
+    req: Request<Body>,
+) -> ApiResult {
     let Some(spoke) = own_spoke(&req).map(str::to_owned) else {
         return Err(Problem::new(
             ErrorCode::RouteNotFound,
@@ -75,6 +87,9 @@ pub async fn handle(state: &AppState, call: InternalCall, req: Request<Body>) ->
     let limit = state.max_json_body_bytes().max(1024 * 1024);
     if call == InternalCall::Grant {
         return grant(state, &spoke, req, limit).await;
+    }
+    if call == InternalCall::S3Authorize {
+        return super::s3door::authorize(state, &spoke, req, limit).await;
     }
     if matches!(
         call,
@@ -96,7 +111,8 @@ pub async fn handle(state: &AppState, call: InternalCall, req: Request<Body>) ->
         | InternalCall::UploadBegin
         | InternalCall::UploadRenew
         | InternalCall::UploadRelease
-        | InternalCall::UploadAppend => unreachable!("answered above"),
+        | InternalCall::UploadAppend
+        | InternalCall::S3Authorize => unreachable!("answered above"),
         InternalCall::Lookup => {
             let body: LookupRequest = read_json(req, limit).await?;
             claims
@@ -152,26 +168,92 @@ pub async fn handle(state: &AppState, call: InternalCall, req: Request<Body>) ->
     }
 }
 
-/// A grant for the client whose key comes with the call, for one object.
+/// Whom a spoke's call speaks for.
+pub(super) struct Caller {
+    /// The account.
+    pub account: String,
+    /// Its principal, for read-your-writes.
+    pub principal: String,
+    /// The S3 pass it came with, which limits what it may ask.
+    pub pass: Option<PassClaims>,
+}
+
+/// The client a spoke's call comes with: an API key (`Bearer`), or the
+/// pass of an S3 request the hub checked (`FerryS3`), issued to this
+/// spoke, not run out, its key not revoked since.
+pub(super) async fn caller(
+    state: &AppState,
+    spoke: &str,
+    call: InternalCall,
+    headers: &http::HeaderMap,
+) -> Result<Caller, Problem> {
+    let pass = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix(ferry_common::contract::PASS_SCHEME))
+        .and_then(|v| v.strip_prefix(' '));
+    let Some(token) = pass else {
+        let account = require_account(state, headers).await?;
+        let principal = headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| ferry_common::principal::of(v.as_bytes()))
+            .unwrap_or_default();
+        return Ok(Caller {
+            account,
+            principal,
+            pass: None,
+        });
+    };
+    let pass = state
+        .grants
+        .verify_pass(token.trim(), spoke, now_ms())
+        .map_err(|e| refused(state, spoke, call, &e))?;
+    let key = state
+        .store
+        .s3_key(&pass.access_key)
+        .await
+        .map_err(|e| store_problem(state, e))?;
+    if !key.is_some_and(|(k, _)| k.account_id == pass.account) {
+        return Err(Problem::new(
+            ErrorCode::Unauthorized,
+            "the S3 key was revoked",
+        ));
+    }
+    Ok(Caller {
+        account: pass.account.clone(),
+        principal: ferry_common::s3_door::key_principal(&pass.access_key),
+        pass: Some(pass),
+    })
+}
+
+/// A grant for the client whose key (or S3 pass) comes with the call, for
+/// one object.
 async fn grant(state: &AppState, spoke: &str, req: Request<Body>, limit: usize) -> ApiResult {
     let headers = req.headers().clone();
+    let caller = caller(state, spoke, InternalCall::Grant, &headers).await?;
     let body: GrantRequest = read_json(req, limit).await?;
     let path = ferry_common::path::ObjectPath::parse(&body.path)
         .map_err(|e| Problem::new(ErrorCode::InvalidPath, e.to_string()))?;
-    let res = resolve(state, &headers, &body.connection).await?;
+    let row = find(state, &caller.account, &body.connection).await?;
+    if let Some(pass) = &caller.pass {
+        pass.covers_object(&row.id, path.as_str(), body.op)
+            .map_err(|e| refused(state, spoke, InternalCall::Grant, &e))?;
+    }
+    // The connection's provider must be one this hub can use.
+    operator_for(state, &row).await?;
     let meta = state
         .store
-        .get_object(&res.row.id, path.as_str())
+        .get_object(&row.id, path.as_str())
         .await
         .map_err(|e| store_problem(state, e))?;
-    tracing::debug!(spoke.id = %spoke, connection.id = %res.row.id, op = ?body.op, "granted an object");
+    tracing::debug!(spoke.id = %spoke, connection.id = %row.id, op = ?body.op, "granted an object");
     let grant = issue(
         state,
         Granting {
             spoke,
-            headers: &headers,
-            account: res.account,
-            row: res.row,
+            principal: caller.principal,
+            account: caller.account,
+            row,
             path: path.as_str().to_owned(),
             op: body.op,
             upload: None,
@@ -185,8 +267,8 @@ async fn grant(state: &AppState, spoke: &str, req: Request<Body>, limit: usize) 
 pub(super) struct Granting<'a> {
     /// The spoke it is issued to.
     pub spoke: &'a str,
-    /// The client's request head (its `Authorization` is the principal).
-    pub headers: &'a http::HeaderMap,
+    /// The client's principal, for read-your-writes.
+    pub principal: String,
     /// The client's account.
     pub account: String,
     /// The connection.
@@ -209,11 +291,6 @@ pub(super) fn issue(state: &AppState, g: Granting<'_>) -> Result<Grant, Problem>
     let support = state.spokes.as_ref();
     let ttl_secs = support.map_or(30, |s| s.grant_ttl_secs);
     let window_secs = support.map_or(86_400, |s| s.report_window_secs);
-    let principal = g
-        .headers
-        .get(http::header::AUTHORIZATION)
-        .map(|v| ferry_common::principal::of(v.as_bytes()))
-        .unwrap_or_default();
     let (upload, lease) = g.upload.unzip();
     let claims = Claims {
         spoke: g.spoke.to_owned(),
@@ -221,7 +298,7 @@ pub(super) fn issue(state: &AppState, g: Granting<'_>) -> Result<Grant, Problem>
         connection: g.row.id.clone(),
         path: g.path,
         op: g.op,
-        principal,
+        principal: g.principal,
         until_ms: now_ms().saturating_add(i64::try_from(window_secs * 1000).unwrap_or(i64::MAX)),
         upload,
         lease: lease.flatten(),

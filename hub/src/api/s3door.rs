@@ -10,104 +10,35 @@
 //! `AWS4-HMAC-SHA256` (or SigV2's `AWS `, refused), or a presigned URL's
 //! `X-Amz-Signature` / `Signature` query member; ferry's own API never
 //! takes those, so both share the API's listener.
+//!
+//! At a spoke, object operations whose bytes are large (`GetObject`,
+//! `HeadObject`, `PutObject`, `UploadPart`) are served there: the spoke
+//! sends their head here first ([`authorize`]), and streams them with the
+//! provider itself under the pass it gets back. Everything else the spoke
+//! forwards, and this door answers it.
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use futures_util::StreamExt as _;
-use http::{HeaderMap, Method, Request, Response, StatusCode, header};
-use http_body_util::BodyExt as _;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use s3s::auth::{S3Auth, SecretKey};
-use s3s::dto::{self, StreamingBlob, Timestamp};
-use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+use s3s::dto::{self, Timestamp};
+use s3s::{S3, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
-use ferry_common::body::{Body, BoxError};
+use ferry_common::body::Body;
 use ferry_common::content::Target;
+use ferry_common::contract::{S3AuthorizeRequest, S3Authorized, S3Serve};
 use ferry_common::path::STAGING_DIR;
-use ferry_common::problem::Problem;
+use ferry_common::problem::{ErrorCode, Problem};
 use ferry_common::provider::s3_parts;
-use ferry_common::uploads::protocol;
+use ferry_common::s3_door::{self as door, etag, last_modified, problem_error};
+pub use ferry_common::s3_door::{principal, speaks_s3};
 
 use super::content_host::HubHost;
+use super::http_util::{json, read_json};
 use super::operators::operator_for;
-use super::{AppState, VIA_HUB};
-use crate::store::{ConnectionRow, S3Key};
-
-/// Whether `req` is signed as S3 requests are.
-pub fn speaks_s3(req: &Request<Body>) -> bool {
-    let auth = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes())
-        .unwrap_or_default();
-    if auth.starts_with(b"AWS4-HMAC-SHA256 ") || auth.starts_with(b"AWS ") {
-        return true;
-    }
-    req.uri().query().is_some_and(|q| {
-        q.split('&').any(|p| {
-            let name = p.split('=').next().unwrap_or_default();
-            name.eq_ignore_ascii_case("X-Amz-Signature") || name == "Signature"
-        })
-    })
-}
-
-/// Who signed `req`, for read-your-writes: a digest of the access key id
-/// its SigV4 credential names (every request's signature differs, so the
-/// whole header cannot stand for the client as an API key's does).
-pub fn principal(req: &Request<Body>) -> Option<String> {
-    let from_header = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split("Credential=").nth(1))
-        .map(str::to_owned);
-    let from_query = || {
-        req.uri().query().and_then(|q| {
-            q.split('&')
-                .find_map(|p| p.strip_prefix("X-Amz-Credential="))
-                .map(|c| c.replace("%2F", "/").replace("%2f", "/"))
-        })
-    };
-    let credential = from_header.or_else(from_query)?;
-    let access_key = credential.split('/').next()?.trim();
-    (!access_key.is_empty())
-        .then(|| ferry_common::principal::of(format!("s3:{access_key}").as_bytes()))
-}
-
-/// Whether `req` is signed with SigV2, which ferry does not take: an
-/// `Authorization: AWS …` header, or a presigned URL's `Signature` without
-/// SigV4's `X-Amz-Signature`.
-fn signed_v2(req: &Request<Body>) -> bool {
-    let header_v2 = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .is_some_and(|v| v.as_bytes().starts_with(b"AWS "));
-    let query_v2 = req.uri().query().is_some_and(|q| {
-        let names: Vec<&str> = q
-            .split('&')
-            .map(|p| p.split('=').next().unwrap_or_default())
-            .collect();
-        names.contains(&"Signature")
-            && !names
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case("X-Amz-Signature"))
-    });
-    header_v2 || query_v2
-}
-
-/// S3's answer to a request signed with SigV2.
-fn refuse_v2() -> Response<Body> {
-    let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
-<Error><Code>InvalidRequest</Code><Message>The authorization mechanism you have provided is not supported. \
-Please use AWS4-HMAC-SHA256.</Message></Error>";
-    let mut resp = Response::new(ferry_common::body::full(xml));
-    *resp.status_mut() = StatusCode::BAD_REQUEST;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/xml"),
-    );
-    resp
-}
+use super::{ApiResult, AppState, VIA_HUB};
+use crate::grant::PassClaims;
+use crate::store::{ConnectionRow, S3Key, now_ms};
 
 /// The S3 service of one hub.
 pub struct Door {
@@ -138,19 +69,7 @@ impl Door {
 
     /// Answers one S3 request.
     pub async fn serve(&self, req: Request<Body>) -> Response<Body> {
-        if signed_v2(&req) {
-            return refuse_v2();
-        }
-        let req = req.map(s3s::Body::http_body_unsync);
-        match self.service.call(req).await {
-            Ok(resp) => resp.map(ferry_common::body::boxed),
-            Err(e) => {
-                tracing::warn!(error = ?e, "the S3 door could not answer");
-                let mut resp = Response::new(ferry_common::body::empty());
-                *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                resp
-            }
-        }
+        door::call(&self.service, req).await
     }
 }
 
@@ -283,31 +202,20 @@ impl FerryS3 {
         } else {
             Access::Read
         };
+        let (target, host) = self.object_target(key, bucket, access).await?;
+        door::file(host, &target, object, method, headers, body).await
+    }
+
+    /// The target and content host of `bucket`'s objects.
+    async fn object_target(
+        &self,
+        key: &S3Key,
+        bucket: &str,
+        access: Access,
+    ) -> S3Result<(Target, Arc<dyn ferry_common::content::MetaHost>)> {
         let row = self.bucket(key, bucket, access).await?;
         let target = self.target(key, &row).await?;
-        let mut req = Request::builder()
-            .method(method)
-            .uri("/")
-            .body(body)
-            .map_err(|_| s3_error!(InvalidRequest))?;
-        for name in [
-            header::RANGE,
-            header::IF_MATCH,
-            header::IF_NONE_MATCH,
-            header::IF_MODIFIED_SINCE,
-            header::IF_UNMODIFIED_SINCE,
-            header::CONTENT_TYPE,
-            header::CONTENT_LENGTH,
-        ] {
-            if let Some(v) = headers.get(&name) {
-                req.headers_mut().insert(name, v.clone());
-            }
-        }
-        let host = Arc::new(HubHost::new(self.state.clone(), VIA_HUB));
-        let resp = ferry_common::content::files::serve(host, &target, object, req)
-            .await
-            .map_err(problem_error)?;
-        Ok(resp)
+        Ok((target, Arc::new(HubHost::new(self.state.clone(), VIA_HUB))))
     }
 
     /// One page of the objects of `bucket` under `prefix` whose keys sort
@@ -412,41 +320,10 @@ impl FerryS3 {
         req: Request<Body>,
     ) -> S3Result<Response<Body>> {
         let host = super::uploads::host(&self.state, key.account_id.clone(), &req);
-        let resp = ferry_common::uploads::serve::create(host, &row.name, path, req)
-            .await
-            .map_err(|_| s3_error!(InternalError))?;
-        if resp.status() == StatusCode::CREATED {
-            return Ok(resp);
-        }
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let problem: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
-        let detail = problem
-            .as_ref()
-            .and_then(|p| p["detail"].as_str())
-            .unwrap_or("the upload was refused")
-            .to_owned();
-        let code = match (
-            status.as_u16(),
-            problem.as_ref().and_then(|p| p["code"].as_str()),
-        ) {
-            (413, _) => S3ErrorCode::EntityTooLarge,
-            (460, _) | (_, Some("checksum_mismatch")) => S3ErrorCode::BadDigest,
-            (_, Some("invalid_field")) => S3ErrorCode::InvalidPart,
-            (_, Some("invalid_path")) => S3ErrorCode::InvalidArgument,
-            (s, _) if (500..600).contains(&s) => S3ErrorCode::InternalError,
-            _ => S3ErrorCode::InvalidRequest,
-        };
-        Err(S3Error::with_message(code, detail))
+        door::tus_create(host, &row.name, path, req).await
     }
 
-    /// A `GET` or `HEAD` of an object; a condition that says it has not
-    /// changed is S3's `304`.
+    /// A `GET` or `HEAD` of an object.
     async fn read(
         &self,
         key: &S3Key,
@@ -455,14 +332,8 @@ impl FerryS3 {
         method: Method,
         headers: &HeaderMap,
     ) -> S3Result<Response<Body>> {
-        let empty = ferry_common::body::empty();
-        let resp = self
-            .file(key, bucket, object, method, headers, empty)
-            .await?;
-        if resp.status() == StatusCode::NOT_MODIFIED {
-            return Err(not_modified());
-        }
-        Ok(resp)
+        let (target, host) = self.object_target(key, bucket, Access::Read).await?;
+        door::read(host, &target, object, method, headers).await
     }
 }
 
@@ -494,105 +365,6 @@ fn multipart_content_type(id: &str) -> Option<String> {
         .and_then(|b| String::from_utf8(b).ok())?;
     (!ct.is_empty() && ct.len() <= 255 && ct.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
         .then_some(ct)
-}
-
-/// The upload id a tus creation's `Location` names.
-fn location_id(resp: &Response<Body>) -> Option<String> {
-    header_str(resp, header::LOCATION)?
-        .rsplit_once("/v1/uploads/")
-        .map(|(_, id)| id.to_owned())
-}
-
-/// The S3 error for a ferry problem: its code mapped, its text kept.
-fn problem_error(p: Problem) -> S3Error {
-    let code = match p.code {
-        "file_not_found" | "not_found" | "not_a_file" => S3ErrorCode::NoSuchKey,
-        "precondition_failed" => S3ErrorCode::PreconditionFailed,
-        "range_not_satisfiable" => S3ErrorCode::InvalidRange,
-        "invalid_path" => S3ErrorCode::InvalidArgument,
-        "digest_mismatch" | "checksum_mismatch" => S3ErrorCode::BadDigest,
-        "store_unavailable" | "provider_unavailable" | "provider_rate_limited" => {
-            S3ErrorCode::ServiceUnavailable
-        }
-        _ if (400..500).contains(&p.status) => S3ErrorCode::InvalidRequest,
-        _ => S3ErrorCode::InternalError,
-    };
-    let mut e = S3Error::with_message(code, p.detail.unwrap_or_else(|| p.title.to_owned()));
-    if let Ok(status) = StatusCode::from_u16(p.status) {
-        e.set_status_code(status);
-    }
-    e
-}
-
-/// A ferry error answer that is not an error in S3's words: `304` and
-/// `412` from a conditional request.
-fn not_modified() -> S3Error {
-    let mut e = S3Error::new(S3ErrorCode::Custom("NotModified".into()));
-    e.set_status_code(StatusCode::NOT_MODIFIED);
-    e
-}
-
-fn header_str(resp: &Response<Body>, name: header::HeaderName) -> Option<&str> {
-    resp.headers().get(name).and_then(|v| v.to_str().ok())
-}
-
-fn etag(resp: &Response<Body>) -> Option<dto::ETag> {
-    header_str(resp, header::ETAG).and_then(|v| v.parse().ok())
-}
-
-fn last_modified(resp: &Response<Body>) -> Option<Timestamp> {
-    let text = header_str(resp, header::LAST_MODIFIED)?;
-    Timestamp::parse(dto::TimestampFormat::HttpDate, text).ok()
-}
-
-fn content_length(resp: &Response<Body>) -> Option<i64> {
-    header_str(resp, header::CONTENT_LENGTH).and_then(|v| v.parse().ok())
-}
-
-/// A body s3s hands over, as ferry's body type.
-fn ferry_body(blob: Option<StreamingBlob>) -> Body {
-    match blob {
-        None => ferry_common::body::empty(),
-        Some(blob) => {
-            let frames = blob.map(|chunk| {
-                chunk
-                    .map(http_body::Frame::data)
-                    .map_err(|e| -> BoxError { e })
-            });
-            http_body_util::StreamBody::new(frames).boxed_unsync()
-        }
-    }
-}
-
-/// A ferry body as the object body s3s sends (which must be `Sync`: the
-/// body sits behind a lock only its one reader takes).
-fn blob(body: Body) -> StreamingBlob {
-    struct Shared(std::sync::Mutex<Body>);
-    impl futures_util::Stream for Shared {
-        type Item = Result<Bytes, std::io::Error>;
-        fn poll_next(
-            self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<Self::Item>> {
-            use http_body::Body as _;
-            let mut body = self.0.lock().expect("poisoned");
-            loop {
-                return match std::pin::Pin::new(&mut *body).poll_frame(cx) {
-                    std::task::Poll::Pending => std::task::Poll::Pending,
-                    std::task::Poll::Ready(None) => std::task::Poll::Ready(None),
-                    std::task::Poll::Ready(Some(Err(e))) => {
-                        std::task::Poll::Ready(Some(Err(std::io::Error::other(e))))
-                    }
-                    std::task::Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                        Ok(data) => std::task::Poll::Ready(Some(Ok(data))),
-                        // Trailers: nothing of the object's.
-                        Err(_) => continue,
-                    },
-                };
-            }
-        }
-    }
-    StreamingBlob::wrap(Shared(std::sync::Mutex::new(body)))
 }
 
 #[async_trait::async_trait]
@@ -652,18 +424,10 @@ impl S3 for FerryS3 {
         req: S3Request<dto::HeadObjectInput>,
     ) -> S3Result<S3Response<dto::HeadObjectOutput>> {
         let key = self.key_of(&req).await?;
-        let input = &req.input;
-        let resp = self
-            .read(&key, &input.bucket, &input.key, Method::HEAD, &req.headers)
+        let (target, host) = self
+            .object_target(&key, &req.input.bucket, Access::Read)
             .await?;
-        Ok(S3Response::new(dto::HeadObjectOutput {
-            content_length: content_length(&resp),
-            content_type: header_str(&resp, header::CONTENT_TYPE).map(str::to_owned),
-            e_tag: etag(&resp),
-            last_modified: last_modified(&resp),
-            accept_ranges: Some("bytes".into()),
-            ..Default::default()
-        }))
+        door::head_object(host, &target, &req.input.key, &req.headers).await
     }
 
     async fn get_object(
@@ -671,27 +435,10 @@ impl S3 for FerryS3 {
         req: S3Request<dto::GetObjectInput>,
     ) -> S3Result<S3Response<dto::GetObjectOutput>> {
         let key = self.key_of(&req).await?;
-        let input = &req.input;
-        let resp = self
-            .read(&key, &input.bucket, &input.key, Method::GET, &req.headers)
+        let (target, host) = self
+            .object_target(&key, &req.input.bucket, Access::Read)
             .await?;
-        let partial = resp.status() == StatusCode::PARTIAL_CONTENT;
-        let output = dto::GetObjectOutput {
-            content_length: content_length(&resp),
-            content_type: header_str(&resp, header::CONTENT_TYPE).map(str::to_owned),
-            content_range: header_str(&resp, header::CONTENT_RANGE).map(str::to_owned),
-            e_tag: etag(&resp),
-            last_modified: last_modified(&resp),
-            accept_ranges: Some("bytes".into()),
-            ..Default::default()
-        };
-        let mut output = output;
-        output.body = Some(blob(resp.into_body()));
-        let mut answer = S3Response::new(output);
-        if partial {
-            answer.status = Some(StatusCode::PARTIAL_CONTENT);
-        }
-        Ok(answer)
+        door::get_object(host, &target, &req.input.key, &req.headers).await
     }
 
     async fn put_object(
@@ -699,35 +446,10 @@ impl S3 for FerryS3 {
         req: S3Request<dto::PutObjectInput>,
     ) -> S3Result<S3Response<dto::PutObjectOutput>> {
         let key = self.key_of(&req).await?;
-        let mut headers = HeaderMap::new();
-        if let Some(ct) = &req.input.content_type
-            && let Ok(v) = ct.parse()
-        {
-            headers.insert(header::CONTENT_TYPE, v);
-        }
-        if let Some(n) = req.input.content_length {
-            headers.insert(header::CONTENT_LENGTH, n.into());
-        }
-        let dto::PutObjectInput {
-            bucket,
-            key: object,
-            body,
-            ..
-        } = req.input;
-        let resp = self
-            .file(
-                &key,
-                &bucket,
-                &object,
-                Method::PUT,
-                &headers,
-                ferry_body(body),
-            )
+        let (target, host) = self
+            .object_target(&key, &req.input.bucket, Access::Write)
             .await?;
-        Ok(S3Response::new(dto::PutObjectOutput {
-            e_tag: etag(&resp),
-            ..Default::default()
-        }))
+        door::put_object(host, &target, req.input).await
     }
 
     async fn delete_object(
@@ -776,32 +498,10 @@ impl S3 for FerryS3 {
         req: S3Request<dto::UploadPartInput>,
     ) -> S3Result<S3Response<dto::UploadPartOutput>> {
         let key = self.key_of(&req).await?;
-        let input = req.input;
-        let row = self.bucket(&key, &input.bucket, Access::Write).await?;
-        let len = input
-            .content_length
-            .ok_or_else(|| s3_error!(MissingContentLength))?;
-        if !(1..=i64::from(s3_parts::MAX_PARTS)).contains(&i64::from(input.part_number)) {
-            return Err(s3_error!(InvalidArgument, "part numbers are 1 to 10000"));
-        }
-        // A part is a tus partial upload of its own: its id is its ETag,
-        // which the client gives back to complete the upload.
-        let req = Request::builder()
-            .method(Method::POST)
-            .uri("/")
-            .header("tus-resumable", "1.0.0")
-            .header("upload-concat", "partial")
-            .header("upload-length", len)
-            .header(header::CONTENT_LENGTH, len)
-            .header(header::CONTENT_TYPE, protocol::TUS_APPEND_TYPE)
-            .body(ferry_body(input.body))
-            .map_err(|_| s3_error!(InvalidRequest))?;
-        let resp = self.tus_create(&key, &row, None, req).await?;
-        let id = location_id(&resp).ok_or_else(|| s3_error!(InternalError))?;
-        Ok(S3Response::new(dto::UploadPartOutput {
-            e_tag: Some(dto::ETag::Strong(id)),
-            ..Default::default()
-        }))
+        let row = self.bucket(&key, &req.input.bucket, Access::Write).await?;
+        let head = Request::new(());
+        let host = super::uploads::host(&self.state, key.account_id.clone(), &head);
+        door::upload_part(host, &row.name, req.input).await
     }
 
     async fn complete_multipart_upload(
@@ -1066,49 +766,146 @@ impl S3 for FerryS3 {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// What the signature check of a spoke's S3 request saw.
+struct Seen {
+    op: String,
+    bucket: String,
+    object: Option<String>,
+    access_key: String,
+    secret: String,
+}
 
-    fn request(uri: &str, authorization: Option<&str>) -> Request<Body> {
-        let mut b = Request::builder().uri(uri);
-        if let Some(a) = authorization {
-            b = b.header(header::AUTHORIZATION, a);
-        }
-        b.body(ferry_common::body::empty()).unwrap()
-    }
+/// Records what a checked request asks, then stops it: a head checked
+/// for a spoke is never served here.
+struct Checked(Arc<std::sync::Mutex<Option<Seen>>>);
 
-    #[test]
-    fn s3_requests_are_told_by_their_signature_and_their_key_is_the_principal() {
-        let signed = request(
-            "/local/a.txt",
-            Some(
-                "AWS4-HMAC-SHA256 Credential=FRYAAAAAAAAAAAAAAAAA/20261206/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00",
-            ),
-        );
-        let presigned = request(
-            "/local/a.txt?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=FRYAAAAAAAAAAAAAAAAA%2F20261206%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature=00",
-            None,
-        );
-        let other = request(
-            "/local/a.txt",
-            Some(
-                "AWS4-HMAC-SHA256 Credential=FRYBBBBBBBBBBBBBBBBB/20261206/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00",
-            ),
-        );
-        assert!(speaks_s3(&signed) && speaks_s3(&presigned));
-        assert!(!speaks_s3(&request(
-            "/v1/connections",
-            Some("Bearer fry_x")
-        )));
-        assert!(signed_v2(&request("/local/a", Some("AWS FRY:sig"))));
-        assert!(signed_v2(&request(
-            "/local/a?AWSAccessKeyId=FRY&Signature=x&Expires=1",
-            None
-        )));
-        assert!(!signed_v2(&presigned));
-        assert_eq!(principal(&signed), principal(&presigned));
-        assert!(principal(&signed).is_some());
-        assert_ne!(principal(&signed), principal(&other));
+#[async_trait::async_trait]
+impl s3s::access::S3Access for Checked {
+    async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> S3Result<()> {
+        let Some(cred) = cx.credentials() else {
+            return Err(s3_error!(AccessDenied, "sign the request with an S3 key"));
+        };
+        let (bucket, object) = match cx.s3_path() {
+            s3s::path::S3Path::Root => (String::new(), None),
+            s3s::path::S3Path::Bucket { bucket } => (bucket.to_string(), None),
+            s3s::path::S3Path::Object { bucket, key } => {
+                (bucket.to_string(), Some(key.to_string()))
+            }
+        };
+        *self.0.lock().expect("poisoned") = Some(Seen {
+            op: cx.s3_op().name().to_owned(),
+            bucket,
+            object,
+            access_key: cred.access_key.clone(),
+            secret: cred.secret_key.expose().to_owned(),
+        });
+        // Stops s3s before it reads a body (there is none).
+        Err(s3_error!(NotImplemented))
     }
+}
+
+/// The operations a spoke serves itself: their bytes stream there.
+fn served_at_spokes(op: &str) -> Option<Access> {
+    match op {
+        "GetObject" | "HeadObject" => Some(Access::Read),
+        "PutObject" | "UploadPart" => Some(Access::Write),
+        _ => None,
+    }
+}
+
+/// How long a pass stands for its client: long enough for the request's
+/// grant and upload calls, which come at its start.
+const PASS_TTL_MS: i64 = 5 * 60 * 1000;
+
+/// `s3_authorize`: checks the signature of a spoke's S3 request from its
+/// head, with the same s3s checks as the door (signature, clock skew,
+/// presigned expiry, the key), and says whether the spoke serves it:
+/// only an object operation whose bytes stream there, in a bucket the key
+/// may use so, on a provider the spoke reaches. Anything else is
+/// forwarded whole and answered by the hub's door, refusals included, so
+/// a spoke learns nothing of buckets the key may not use. A signature
+/// that does not hold is answered with S3's error for the client.
+pub async fn authorize(
+    state: &Arc<AppState>,
+    spoke: &str,
+    req: Request<Body>,
+    limit: usize,
+) -> ApiResult {
+    let asked: S3AuthorizeRequest = read_json(req, limit).await?;
+    let mut head = Request::builder()
+        .method(asked.method.as_str())
+        .uri(asked.uri.as_str());
+    for (name, value) in &asked.headers {
+        head = head.header(name.as_str(), value.as_str());
+    }
+    let head = head
+        .body(ferry_common::body::empty())
+        .map_err(|_| Problem::new(ErrorCode::InvalidField, "the request head is not HTTP"))?;
+    let forward = || Ok(json(StatusCode::OK, &S3Authorized { serve: None }));
+    if !speaks_s3(&head) {
+        return forward();
+    }
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let signer = Arc::new(std::sync::Mutex::new(None));
+    let mut builder = s3s::service::S3ServiceBuilder::new(FerryS3 {
+        state: state.clone(),
+        signer: signer.clone(),
+    });
+    builder.set_auth(Keys {
+        state: state.clone(),
+        signer: signer.clone(),
+    });
+    builder.set_access(Checked(seen.clone()));
+    let refusal = door::call(&builder.build(), head).await;
+    let Some(seen) = seen.lock().expect("poisoned").take() else {
+        // The signature, the clock or the key does not hold: S3's words.
+        return Ok(refusal);
+    };
+    let Some(access) = served_at_spokes(&seen.op) else {
+        return forward();
+    };
+    let Some(key) = signer
+        .lock()
+        .expect("poisoned")
+        .clone()
+        .filter(|k| k.access_key_id == seen.access_key)
+    else {
+        return forward();
+    };
+    let doorway = FerryS3 {
+        state: state.clone(),
+        signer,
+    };
+    let Ok(row) = doorway.bucket(&key, &seen.bucket, access).await else {
+        return forward();
+    };
+    if !super::internal::direct(&row.provider) {
+        return forward();
+    }
+    let path = match (seen.op.as_str(), seen.object) {
+        ("UploadPart", _) => None,
+        (_, Some(object)) if ferry_common::path::ObjectPath::parse(&object).is_ok() => Some(object),
+        _ => return forward(),
+    };
+    let pass = PassClaims {
+        spoke: spoke.to_owned(),
+        account: key.account_id.clone(),
+        access_key: key.access_key_id.clone(),
+        connection: row.id.clone(),
+        path,
+        write: access == Access::Write,
+        until_ms: now_ms().saturating_add(PASS_TTL_MS),
+    };
+    tracing::debug!(spoke.id = %spoke, s3_key.id = %key.access_key_id, op = seen.op, "a spoke serves an S3 request");
+    Ok(json(
+        StatusCode::OK,
+        &S3Authorized {
+            serve: Some(S3Serve {
+                access_key: seen.access_key,
+                secret: seen.secret,
+                pass: state.grants.issue_pass(&pass),
+                connection_id: row.id,
+            }),
+        },
+    ))
 }

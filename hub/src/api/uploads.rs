@@ -370,10 +370,10 @@ async fn record(
     Ok(session)
 }
 
-pub(super) fn host(
+pub(super) fn host<B>(
     state: &Arc<AppState>,
     account: String,
-    req: &Request<Body>,
+    req: &Request<B>,
 ) -> Arc<dyn UploadHost> {
     let via = req
         .extensions()
@@ -615,14 +615,28 @@ pub async fn internal(
 ) -> Result<Response<Body>, Problem> {
     match call {
         InternalCall::UploadCreate => {
-            let account = require_account(state, req.headers()).await?;
+            let caller = super::internal::caller(state, spoke, call, req.headers()).await?;
             let body: UploadCreateRequest = read_json(req, limit).await?;
-            let session = create_session(state, &account, &body.connection, body.upload).await?;
+            if let Some(pass) = &caller.pass {
+                // An S3 part: a partial upload of the pass's connection.
+                let row = find(state, &caller.account, &body.connection).await?;
+                pass.covers_part(&row.id)
+                    .and_then(|()| {
+                        (body.upload.concat.as_deref() == Some(up::CONCAT_PARTIAL))
+                            .then_some(())
+                            .ok_or(crate::grant::GrantError::Outside(
+                                "an upload that is no part",
+                            ))
+                    })
+                    .map_err(|e| super::internal::refused(state, spoke, call, &e))?;
+            }
+            let session =
+                create_session(state, &caller.account, &body.connection, body.upload).await?;
             Ok(json(StatusCode::OK, &session))
         }
         InternalCall::UploadBegin => {
-            let headers = req.headers().clone();
-            let account = require_account(state, &headers).await?;
+            let caller = super::internal::caller(state, spoke, call, req.headers()).await?;
+            let account = caller.account;
             let body: UploadBeginRequest = read_json(req, limit).await?;
             let session = state
                 .store
@@ -630,6 +644,18 @@ pub async fn internal(
                 .await
                 .map_err(|e| store_problem(state, e))?
                 .ok_or_else(|| refusal(state, UploadRefusal::NotFound))?;
+            if let Some(pass) = &caller.pass {
+                pass.covers_part(&session.connection_id)
+                    .and_then(|()| {
+                        session
+                            .is_partial()
+                            .then_some(())
+                            .ok_or(crate::grant::GrantError::Outside(
+                                "an upload that is no part",
+                            ))
+                    })
+                    .map_err(|e| super::internal::refused(state, spoke, call, &e))?;
+            }
             let row = find(state, &account, &session.connection_id).await?;
             let direct = super::internal::direct(&row.provider);
             let lease = if direct {
@@ -657,7 +683,7 @@ pub async fn internal(
                 state,
                 super::internal::Granting {
                     spoke,
-                    headers: &headers,
+                    principal: caller.principal,
                     account,
                     path: session.path.clone(),
                     row,

@@ -1,0 +1,476 @@
+//! The S3 door's pieces every node shares: telling an S3 request apart,
+//! and the object operations whose bytes stream where the request
+//! arrives — `GetObject`, `HeadObject`, `PutObject` and `UploadPart` —
+//! served by ferry's own content and upload code over a [`MetaHost`] or
+//! [`UploadHost`], so the hub and a spoke answer them alike.
+//!
+//! A request is S3's when it carries an S3 signature: an `Authorization`
+//! header of `AWS4-HMAC-SHA256` (or SigV2's `AWS `, refused), or a
+//! presigned URL's `X-Amz-Signature` / `Signature` query member; ferry's
+//! own API never takes those, so both share the API's listener.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use http::{HeaderMap, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt as _;
+use s3s::dto::{self, StreamingBlob, Timestamp};
+use s3s::{S3Error, S3ErrorCode, S3Response, S3Result, s3_error};
+
+use crate::body::{Body, BoxError};
+use crate::content::{MetaHost, Target};
+use crate::problem::Problem;
+use crate::provider::s3_parts;
+use crate::uploads::{UploadHost, protocol};
+
+/// Whether `req` is signed as S3 requests are.
+pub fn speaks_s3<B>(req: &Request<B>) -> bool {
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if auth.starts_with(b"AWS4-HMAC-SHA256 ") || auth.starts_with(b"AWS ") {
+        return true;
+    }
+    req.uri().query().is_some_and(|q| {
+        q.split('&').any(|p| {
+            let name = p.split('=').next().unwrap_or_default();
+            name.eq_ignore_ascii_case("X-Amz-Signature") || name == "Signature"
+        })
+    })
+}
+
+/// The principal of an S3 access key, for read-your-writes: every
+/// request's signature differs, so the key stands for the client.
+pub fn key_principal(access_key: &str) -> String {
+    crate::principal::of(format!("s3:{access_key}").as_bytes())
+}
+
+/// Who signed `req`, for read-your-writes: the principal of the access key
+/// its SigV4 credential names.
+pub fn principal<B>(req: &Request<B>) -> Option<String> {
+    let from_header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split("Credential=").nth(1))
+        .map(str::to_owned);
+    let from_query = || {
+        req.uri().query().and_then(|q| {
+            q.split('&')
+                .find_map(|p| p.strip_prefix("X-Amz-Credential="))
+                .map(|c| c.replace("%2F", "/").replace("%2f", "/"))
+        })
+    };
+    let credential = from_header.or_else(from_query)?;
+    let access_key = credential.split('/').next()?.trim();
+    (!access_key.is_empty()).then(|| key_principal(access_key))
+}
+
+/// Whether `req` is signed with SigV2, which ferry does not take: an
+/// `Authorization: AWS …` header, or a presigned URL's `Signature` without
+/// SigV4's `X-Amz-Signature`.
+pub fn signed_v2<B>(req: &Request<B>) -> bool {
+    let header_v2 = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .is_some_and(|v| v.as_bytes().starts_with(b"AWS "));
+    let query_v2 = req.uri().query().is_some_and(|q| {
+        let names: Vec<&str> = q
+            .split('&')
+            .map(|p| p.split('=').next().unwrap_or_default())
+            .collect();
+        names.contains(&"Signature")
+            && !names
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case("X-Amz-Signature"))
+    });
+    header_v2 || query_v2
+}
+
+/// S3's answer to a request signed with SigV2.
+pub fn refuse_v2() -> Response<Body> {
+    let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+<Error><Code>InvalidRequest</Code><Message>The authorization mechanism you have provided is not supported. \
+Please use AWS4-HMAC-SHA256.</Message></Error>";
+    let mut resp = Response::new(crate::body::full(xml));
+    *resp.status_mut() = StatusCode::BAD_REQUEST;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    resp
+}
+
+/// Runs `req` through an s3s service and hands its answer back as ferry's.
+pub async fn call(service: &s3s::service::S3Service, req: Request<Body>) -> Response<Body> {
+    if signed_v2(&req) {
+        return refuse_v2();
+    }
+    let req = req.map(s3s::Body::http_body_unsync);
+    match service.call(req).await {
+        Ok(resp) => resp.map(crate::body::boxed),
+        Err(e) => {
+            tracing::warn!(error = ?e, "the S3 door could not answer");
+            let mut resp = Response::new(crate::body::empty());
+            *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            resp
+        }
+    }
+}
+
+/// The S3 error for a ferry problem: its code mapped, its text kept.
+pub fn problem_error(p: Problem) -> S3Error {
+    let code = match p.code {
+        "file_not_found" | "not_found" | "not_a_file" => S3ErrorCode::NoSuchKey,
+        "precondition_failed" => S3ErrorCode::PreconditionFailed,
+        "range_not_satisfiable" => S3ErrorCode::InvalidRange,
+        "invalid_path" => S3ErrorCode::InvalidArgument,
+        "digest_mismatch" | "checksum_mismatch" => S3ErrorCode::BadDigest,
+        "upload_too_large" => S3ErrorCode::EntityTooLarge,
+        "unauthorized" | "grant_refused" => S3ErrorCode::AccessDenied,
+        "connection_not_found" => S3ErrorCode::NoSuchBucket,
+        "store_unavailable"
+        | "provider_unavailable"
+        | "provider_rate_limited"
+        | "hub_unreachable" => S3ErrorCode::ServiceUnavailable,
+        _ if (400..500).contains(&p.status) => S3ErrorCode::InvalidRequest,
+        _ => S3ErrorCode::InternalError,
+    };
+    let mut e = S3Error::with_message(code, p.detail.unwrap_or_else(|| p.title.to_owned()));
+    if let Ok(status) = StatusCode::from_u16(p.status) {
+        e.set_status_code(status);
+    }
+    e
+}
+
+/// A ferry answer that is no error in S3's words: `304` from a
+/// conditional request.
+fn not_modified() -> S3Error {
+    let mut e = S3Error::new(S3ErrorCode::Custom("NotModified".into()));
+    e.set_status_code(StatusCode::NOT_MODIFIED);
+    e
+}
+
+/// A header field of `resp` as text.
+pub fn header_str(resp: &Response<Body>, name: header::HeaderName) -> Option<&str> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The entity tag of a ferry answer.
+pub fn etag(resp: &Response<Body>) -> Option<dto::ETag> {
+    header_str(resp, header::ETAG).and_then(|v| v.parse().ok())
+}
+
+/// The modification time of a ferry answer.
+pub fn last_modified(resp: &Response<Body>) -> Option<Timestamp> {
+    let text = header_str(resp, header::LAST_MODIFIED)?;
+    Timestamp::parse(dto::TimestampFormat::HttpDate, text).ok()
+}
+
+fn content_length(resp: &Response<Body>) -> Option<i64> {
+    header_str(resp, header::CONTENT_LENGTH).and_then(|v| v.parse().ok())
+}
+
+/// A body s3s hands over, as ferry's body type.
+pub fn ferry_body(blob: Option<StreamingBlob>) -> Body {
+    match blob {
+        None => crate::body::empty(),
+        Some(blob) => {
+            let frames = blob.map(|chunk| {
+                chunk
+                    .map(http_body::Frame::data)
+                    .map_err(|e| -> BoxError { e })
+            });
+            http_body_util::StreamBody::new(frames).boxed_unsync()
+        }
+    }
+}
+
+/// A ferry body as the object body s3s sends (which must be `Sync`: the
+/// body sits behind a lock only its one reader takes).
+fn blob(body: Body) -> StreamingBlob {
+    struct Shared(std::sync::Mutex<Body>);
+    impl futures_util::Stream for Shared {
+        type Item = Result<Bytes, std::io::Error>;
+        fn poll_next(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            use http_body::Body as _;
+            use std::task::Poll;
+            let mut body = self.0.lock().expect("poisoned");
+            loop {
+                return match std::pin::Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(None) => Poll::Ready(None),
+                    Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(std::io::Error::other(e)))),
+                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) => Poll::Ready(Some(Ok(data))),
+                        // Trailers: nothing of the object's.
+                        Err(_) => continue,
+                    },
+                };
+            }
+        }
+    }
+    StreamingBlob::wrap(Shared(std::sync::Mutex::new(body)))
+}
+
+/// Serves `method` on `object` of `target` through ferry's content path,
+/// with the S3 request's conditional, range and content fields.
+pub async fn file(
+    host: Arc<dyn MetaHost>,
+    target: &Target,
+    object: &str,
+    method: Method,
+    headers: &HeaderMap,
+    body: Body,
+) -> S3Result<Response<Body>> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri("/")
+        .body(body)
+        .map_err(|_| s3_error!(InvalidRequest))?;
+    for name in [
+        header::RANGE,
+        header::IF_MATCH,
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_UNMODIFIED_SINCE,
+        header::CONTENT_TYPE,
+        header::CONTENT_LENGTH,
+    ] {
+        if let Some(v) = headers.get(&name) {
+            req.headers_mut().insert(name, v.clone());
+        }
+    }
+    crate::content::files::serve(host, target, object, req)
+        .await
+        .map_err(problem_error)
+}
+
+/// A `GET` or `HEAD` of an object; a condition that says it has not
+/// changed is S3's `304`.
+pub async fn read(
+    host: Arc<dyn MetaHost>,
+    target: &Target,
+    object: &str,
+    method: Method,
+    headers: &HeaderMap,
+) -> S3Result<Response<Body>> {
+    let resp = file(host, target, object, method, headers, crate::body::empty()).await?;
+    if resp.status() == StatusCode::NOT_MODIFIED {
+        return Err(not_modified());
+    }
+    Ok(resp)
+}
+
+/// `HeadObject`.
+pub async fn head_object(
+    host: Arc<dyn MetaHost>,
+    target: &Target,
+    object: &str,
+    headers: &HeaderMap,
+) -> S3Result<S3Response<dto::HeadObjectOutput>> {
+    let resp = read(host, target, object, Method::HEAD, headers).await?;
+    Ok(S3Response::new(dto::HeadObjectOutput {
+        content_length: content_length(&resp),
+        content_type: header_str(&resp, header::CONTENT_TYPE).map(str::to_owned),
+        e_tag: etag(&resp),
+        last_modified: last_modified(&resp),
+        accept_ranges: Some("bytes".into()),
+        ..Default::default()
+    }))
+}
+
+/// `GetObject`, ranges and conditions as ferry's `GET`.
+pub async fn get_object(
+    host: Arc<dyn MetaHost>,
+    target: &Target,
+    object: &str,
+    headers: &HeaderMap,
+) -> S3Result<S3Response<dto::GetObjectOutput>> {
+    let resp = read(host, target, object, Method::GET, headers).await?;
+    let partial = resp.status() == StatusCode::PARTIAL_CONTENT;
+    let mut output = dto::GetObjectOutput {
+        content_length: content_length(&resp),
+        content_type: header_str(&resp, header::CONTENT_TYPE).map(str::to_owned),
+        content_range: header_str(&resp, header::CONTENT_RANGE).map(str::to_owned),
+        e_tag: etag(&resp),
+        last_modified: last_modified(&resp),
+        accept_ranges: Some("bytes".into()),
+        ..Default::default()
+    };
+    output.body = Some(blob(resp.into_body()));
+    let mut answer = S3Response::new(output);
+    if partial {
+        answer.status = Some(StatusCode::PARTIAL_CONTENT);
+    }
+    Ok(answer)
+}
+
+/// `PutObject`: a `PUT` of the file, with its media type.
+pub async fn put_object(
+    host: Arc<dyn MetaHost>,
+    target: &Target,
+    input: dto::PutObjectInput,
+) -> S3Result<S3Response<dto::PutObjectOutput>> {
+    let mut headers = HeaderMap::new();
+    if let Some(ct) = &input.content_type
+        && let Ok(v) = ct.parse()
+    {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    if let Some(n) = input.content_length {
+        headers.insert(header::CONTENT_LENGTH, n.into());
+    }
+    let resp = file(
+        host,
+        target,
+        &input.key,
+        Method::PUT,
+        &headers,
+        ferry_body(input.body),
+    )
+    .await?;
+    Ok(S3Response::new(dto::PutObjectOutput {
+        e_tag: etag(&resp),
+        ..Default::default()
+    }))
+}
+
+/// A tus creation (a multipart upload's part, or its completion) in
+/// `connection`, for the object at `path` when it names one; a refusal in
+/// S3's words.
+pub async fn tus_create(
+    host: Arc<dyn UploadHost>,
+    connection: &str,
+    path: Option<&str>,
+    req: Request<Body>,
+) -> S3Result<Response<Body>> {
+    let resp = crate::uploads::serve::create(host, connection, path, req)
+        .await
+        .map_err(|_| s3_error!(ServiceUnavailable, "this node cannot reach the provider"))?;
+    if resp.status() == StatusCode::CREATED {
+        return Ok(resp);
+    }
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let problem: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+    let detail = problem
+        .as_ref()
+        .and_then(|p| p["detail"].as_str())
+        .unwrap_or("the upload was refused")
+        .to_owned();
+    let code = match (
+        status.as_u16(),
+        problem.as_ref().and_then(|p| p["code"].as_str()),
+    ) {
+        (413, _) => S3ErrorCode::EntityTooLarge,
+        (460, _) | (_, Some("checksum_mismatch")) => S3ErrorCode::BadDigest,
+        (_, Some("invalid_field")) => S3ErrorCode::InvalidPart,
+        (_, Some("invalid_path")) => S3ErrorCode::InvalidArgument,
+        (401 | 403, _) => S3ErrorCode::AccessDenied,
+        (s, _) if (500..600).contains(&s) => S3ErrorCode::InternalError,
+        _ => S3ErrorCode::InvalidRequest,
+    };
+    Err(S3Error::with_message(code, detail))
+}
+
+/// The upload id a tus creation's `Location` names.
+pub fn location_id(resp: &Response<Body>) -> Option<String> {
+    header_str(resp, header::LOCATION)?
+        .rsplit_once("/v1/uploads/")
+        .map(|(_, id)| id.to_owned())
+}
+
+/// `UploadPart`: the part becomes a tus partial upload of its own in
+/// `connection`, its bytes sent to the provider where the request
+/// arrived; its id is the part's ETag, which the client gives back to
+/// complete the upload.
+pub async fn upload_part(
+    host: Arc<dyn UploadHost>,
+    connection: &str,
+    input: dto::UploadPartInput,
+) -> S3Result<S3Response<dto::UploadPartOutput>> {
+    let len = input
+        .content_length
+        .ok_or_else(|| s3_error!(MissingContentLength))?;
+    if !(1..=i64::from(s3_parts::MAX_PARTS)).contains(&i64::from(input.part_number)) {
+        return Err(s3_error!(InvalidArgument, "part numbers are 1 to 10000"));
+    }
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/")
+        .header("tus-resumable", "1.0.0")
+        .header("upload-concat", "partial")
+        .header("upload-length", len)
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::CONTENT_TYPE, protocol::TUS_APPEND_TYPE)
+        .body(ferry_body(input.body))
+        .map_err(|_| s3_error!(InvalidRequest))?;
+    let resp = tus_create(host, connection, None, req).await?;
+    let id = location_id(&resp).ok_or_else(|| s3_error!(InternalError))?;
+    Ok(S3Response::new(dto::UploadPartOutput {
+        e_tag: Some(dto::ETag::Strong(id)),
+        ..Default::default()
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(uri: &str, authorization: Option<&str>) -> Request<()> {
+        let mut b = Request::builder().uri(uri);
+        if let Some(a) = authorization {
+            b = b.header(header::AUTHORIZATION, a);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn s3_requests_are_told_by_their_signature_and_their_key_is_the_principal() {
+        let signed = request(
+            "/local/a.txt",
+            Some(
+                "AWS4-HMAC-SHA256 Credential=FRYAAAAAAAAAAAAAAAAA/20261206/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00",
+            ),
+        );
+        let presigned = request(
+            "/local/a.txt?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=FRYAAAAAAAAAAAAAAAAA%2F20261206%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature=00",
+            None,
+        );
+        let other = request(
+            "/local/a.txt",
+            Some(
+                "AWS4-HMAC-SHA256 Credential=FRYBBBBBBBBBBBBBBBBB/20261206/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00",
+            ),
+        );
+        assert!(speaks_s3(&signed) && speaks_s3(&presigned));
+        assert!(!speaks_s3(&request(
+            "/v1/connections",
+            Some("Bearer fry_x")
+        )));
+        assert!(signed_v2(&request("/local/a", Some("AWS FRY:sig"))));
+        assert!(signed_v2(&request(
+            "/local/a?AWSAccessKeyId=FRY&Signature=x&Expires=1",
+            None
+        )));
+        assert!(!signed_v2(&presigned));
+        assert_eq!(principal(&signed), principal(&presigned));
+        assert_eq!(
+            principal(&signed).as_deref(),
+            Some(key_principal("FRYAAAAAAAAAAAAAAAAA").as_str())
+        );
+        assert_ne!(principal(&signed), principal(&other));
+    }
+}
