@@ -329,3 +329,140 @@ async fn enrolling_a_spoke_again_closes_the_tunnels_of_its_earlier_certificate()
         beside.log()
     );
 }
+
+/// A SigV4 presigned URL's path and query, as boto3 signs it for
+/// `method` of `key` in bucket `local` at `http://spoke.test:8080`.
+fn presigned(access_key: &str, secret: &str, method: &str, key: &str) -> String {
+    let script = "import sys, boto3\n\
+from botocore.config import Config\n\
+s3 = boto3.client('s3', endpoint_url='http://spoke.test:8080', region_name='us-east-1',\n\
+    aws_access_key_id=sys.argv[1], aws_secret_access_key=sys.argv[2],\n\
+    config=Config(s3={'addressing_style': 'path'}, signature_version='s3v4'))\n\
+print(s3.generate_presigned_url(sys.argv[3], Params={'Bucket': 'local', 'Key': sys.argv[4]}, ExpiresIn=300))\n";
+    let out = std::process::Command::new(ferry_tests::tools::Tool::Python.path())
+        .args(["-c", script, access_key, secret, method, key])
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .strip_prefix("http://spoke.test:8080")
+        .expect("the endpoint's URL")
+        .to_owned()
+}
+
+/// The S3 door at a spoke: the hub checks a client's signed head before
+/// it hands the spoke anything, and what it hands over (the key's secret
+/// for that request, and a pass) covers that one object and operation,
+/// for that spoke only. A head changed after signing, a key that may not
+/// write, a bucket that is not the key's: nothing but "forward it" or
+/// S3's refusal.
+#[tokio::test]
+async fn a_spoke_gets_an_s3_pass_only_for_a_request_the_hub_checked() {
+    let hub = Hub::start();
+    let alpha = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    upload(&alpha, "a.txt", b"alpha's").await;
+    let key = alpha
+        .api
+        .post("/v1/s3-keys")
+        .send()
+        .await
+        .expect(201)
+        .json();
+    let ro = alpha
+        .api
+        .post("/v1/s3-keys")
+        .json(&json!({ "read_only": true }))
+        .send()
+        .await
+        .expect(201)
+        .json();
+    let (id, secret) = (
+        key["access_key_id"].as_str().unwrap(),
+        key["secret_access_key"].as_str().unwrap(),
+    );
+    let conn = connect_as(&hub, "rogue").await;
+    let _control = hello(&conn, "rogue").await;
+    let head = |method: &str, uri: &str| json!({ "method": method, "uri": uri, "headers": [["host", "spoke.test:8080"]] });
+    let authorize = |body: Value| {
+        let conn = conn.clone();
+        async move { own_call(&conn, "/internal/v1/s3_authorize", &[], &body).await }
+    };
+
+    // A GET the client signed: the spoke may serve it.
+    let get_a = presigned(id, secret, "get_object", "a.txt");
+    let (status, answer) = authorize(head("GET", &get_a)).await;
+    assert_eq!(status, 200, "{answer}");
+    let serve = &answer["serve"];
+    assert_eq!(serve["access_key"], id);
+    let pass = format!("FerryS3 {}", serve["pass"].as_str().unwrap());
+    let connection = serve["connection_id"].as_str().unwrap().to_owned();
+    let with = [("authorization", pass.as_str())];
+    let grant = |path: &str, op: &str| json!({ "connection": connection, "path": path, "op": op });
+    let (status, granted) =
+        own_call(&conn, "/internal/v1/grant", &with, &grant("a.txt", "read")).await;
+    assert_eq!(status, 200, "{granted}");
+    // Nothing else with that pass: another object, a write, an upload.
+    for (path, op) in [("b.txt", "read"), ("a.txt", "write")] {
+        let (status, body) = own_call(&conn, "/internal/v1/grant", &with, &grant(path, op)).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("grant_refused")),
+            "{body}"
+        );
+    }
+    let part = json!({ "connection": connection, "upload": {
+        "path": "", "length": 5, "metadata": "", "content_type": null, "concat": "partial" } });
+    let (status, body) = own_call(&conn, "/internal/v1/upload_create", &with, &part).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("grant_refused")),
+        "{body}"
+    );
+    // Nor through another spoke.
+    let other = connect_as(&hub, "other").await;
+    let _other_control = hello(&other, "other").await;
+    let (status, body) =
+        own_call(&other, "/internal/v1/grant", &with, &grant("a.txt", "read")).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("grant_refused")),
+        "{body}"
+    );
+
+    // The same signature on another object: S3's refusal, nothing handed over.
+    let tampered = get_a.replacen("/local/a.txt", "/local/b.txt", 1);
+    let (status, answer) = authorize(head("GET", &tampered)).await;
+    assert_eq!(status, 403);
+    assert!(
+        answer
+            .as_str()
+            .is_some_and(|xml| xml.contains("<Code>SignatureDoesNotMatch</Code>")),
+        "{answer}"
+    );
+    // A read-only key's PUT, a bucket the account does not have, an
+    // operation that is not an object's bytes: forwarded to the hub's door.
+    let ro_put = presigned(
+        ro["access_key_id"].as_str().unwrap(),
+        ro["secret_access_key"].as_str().unwrap(),
+        "put_object",
+        "a.txt",
+    );
+    let list = presigned(id, secret, "get_object", "a.txt").replacen("/local/a.txt", "/local", 1);
+    for asked in [
+        head("PUT", &ro_put),
+        head("GET", &list.replacen("/local", "/nosuch/a.txt", 1)),
+    ] {
+        let (status, answer) = authorize(asked).await;
+        assert!(
+            status == 200 && answer["serve"].is_null() || status == 403,
+            "{status} {answer}"
+        );
+        assert!(answer.get("serve").is_none_or(Value::is_null), "{answer}");
+    }
+}
