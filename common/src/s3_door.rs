@@ -16,7 +16,7 @@ use futures_util::StreamExt as _;
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt as _;
 use s3s::dto::{self, StreamingBlob, Timestamp};
-use s3s::{S3Error, S3ErrorCode, S3Response, S3Result, s3_error};
+use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use crate::body::{Body, BoxError};
 use crate::content::{MetaHost, Target};
@@ -174,18 +174,323 @@ fn content_length(resp: &Response<Body>) -> Option<i64> {
     header_str(resp, header::CONTENT_LENGTH).and_then(|v| v.parse().ok())
 }
 
-/// A body s3s hands over, as ferry's body type.
-pub fn ferry_body(blob: Option<StreamingBlob>) -> Body {
-    match blob {
-        None => crate::body::empty(),
-        Some(blob) => {
-            let frames = blob.map(|chunk| {
-                chunk
-                    .map(http_body::Frame::data)
-                    .map_err(|e| -> BoxError { e })
-            });
-            http_body_util::StreamBody::new(frames).boxed_unsync()
+/// A checksum algorithm S3 clients send a body's value of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Algo {
+    Crc32,
+    Crc32c,
+    Crc64Nvme,
+    Sha1,
+    Sha256,
+    Md5,
+}
+
+impl Algo {
+    const ALL: [Algo; 6] = [
+        Self::Crc32,
+        Self::Crc32c,
+        Self::Crc64Nvme,
+        Self::Sha1,
+        Self::Sha256,
+        Self::Md5,
+    ];
+
+    /// The header (or trailer) field that carries the value.
+    fn field(self) -> &'static str {
+        match self {
+            Self::Crc32 => "x-amz-checksum-crc32",
+            Self::Crc32c => "x-amz-checksum-crc32c",
+            Self::Crc64Nvme => "x-amz-checksum-crc64nvme",
+            Self::Sha1 => "x-amz-checksum-sha1",
+            Self::Sha256 => "x-amz-checksum-sha256",
+            Self::Md5 => "content-md5",
         }
+    }
+
+    /// The value's length in bytes.
+    fn len(self) -> usize {
+        match self {
+            Self::Crc32 | Self::Crc32c => 4,
+            Self::Crc64Nvme => 8,
+            Self::Sha1 => 20,
+            Self::Sha256 => 32,
+            Self::Md5 => 16,
+        }
+    }
+
+    fn hasher(self) -> Hasher {
+        use s3s::crypto::Checksum as _;
+        match self {
+            Self::Crc32 => Hasher::Crc32(s3s::crypto::Crc32::new()),
+            Self::Crc32c => Hasher::Crc32c(s3s::crypto::Crc32c::new()),
+            Self::Crc64Nvme => Hasher::Crc64Nvme(s3s::crypto::Crc64Nvme::new()),
+            Self::Sha1 => Hasher::Sha1(s3s::crypto::Sha1::new()),
+            Self::Sha256 => Hasher::Sha256(s3s::crypto::Sha256::new()),
+            Self::Md5 => Hasher::Md5(s3s::crypto::Md5::new()),
+        }
+    }
+}
+
+enum Hasher {
+    Crc32(s3s::crypto::Crc32),
+    Crc32c(s3s::crypto::Crc32c),
+    Crc64Nvme(s3s::crypto::Crc64Nvme),
+    Sha1(s3s::crypto::Sha1),
+    Sha256(s3s::crypto::Sha256),
+    Md5(s3s::crypto::Md5),
+}
+
+impl Hasher {
+    fn update(&mut self, data: &[u8]) {
+        use s3s::crypto::Checksum as _;
+        match self {
+            Self::Crc32(h) => h.update(data),
+            Self::Crc32c(h) => h.update(data),
+            Self::Crc64Nvme(h) => h.update(data),
+            Self::Sha1(h) => h.update(data),
+            Self::Sha256(h) => h.update(data),
+            Self::Md5(h) => h.update(data),
+        }
+    }
+
+    fn finalize(self) -> Vec<u8> {
+        use s3s::crypto::Checksum as _;
+        match self {
+            Self::Crc32(h) => h.finalize().to_vec(),
+            Self::Crc32c(h) => h.finalize().to_vec(),
+            Self::Crc64Nvme(h) => h.finalize().to_vec(),
+            Self::Sha1(h) => h.finalize().as_ref().to_vec(),
+            Self::Sha256(h) => h.finalize().as_ref().to_vec(),
+            Self::Md5(h) => h.finalize().to_vec(),
+        }
+    }
+}
+
+/// What an S3 request says its body hashes to: values in its header
+/// fields (`x-amz-checksum-*`, `Content-MD5`), and one announced in
+/// `x-amz-trailer` to follow the body (recent SDKs send a CRC so).
+pub struct BodyChecks {
+    in_head: Vec<(Algo, Vec<u8>)>,
+    trailer: Option<(Algo, s3s::TrailingHeaders)>,
+}
+
+impl std::fmt::Debug for BodyChecks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let in_head: Vec<Algo> = self.in_head.iter().map(|(a, _)| *a).collect();
+        f.debug_struct("BodyChecks")
+            .field("in_head", &in_head)
+            .field("trailer", &self.trailer.as_ref().map(|(a, _)| *a))
+            .finish()
+    }
+}
+
+impl BodyChecks {
+    /// The checks of a request with `headers` and, for an `aws-chunked`
+    /// body, its `trailers`; a malformed value is refused at once.
+    pub fn of(headers: &HeaderMap, trailers: Option<s3s::TrailingHeaders>) -> S3Result<Self> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut in_head = Vec::new();
+        for algo in Algo::ALL {
+            let Some(v) = headers.get(algo.field()) else {
+                continue;
+            };
+            let value = v
+                .to_str()
+                .ok()
+                .and_then(|v| b64.decode(v.trim()).ok())
+                .filter(|v| v.len() == algo.len());
+            match value {
+                Some(value) => in_head.push((algo, value)),
+                None if algo == Algo::Md5 => return Err(s3_error!(InvalidDigest)),
+                None => {
+                    return Err(s3_error!(
+                        InvalidRequest,
+                        "Value for {} header is invalid.",
+                        algo.field()
+                    ));
+                }
+            }
+        }
+        let announced = headers
+            .get("x-amz-trailer")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_ascii_lowercase());
+        let trailer = match announced {
+            None => None,
+            Some(name) => {
+                let algo = Algo::ALL
+                    .into_iter()
+                    .find(|a| *a != Algo::Md5 && a.field() == name)
+                    .ok_or_else(|| {
+                        s3_error!(
+                            InvalidRequest,
+                            "the trailer {name} is not a checksum S3 knows"
+                        )
+                    })?;
+                let trailers = trailers.ok_or_else(|| {
+                    s3_error!(
+                        InvalidRequest,
+                        "a trailer comes only after an aws-chunked body"
+                    )
+                })?;
+                Some((algo, trailers))
+            }
+        };
+        Ok(Self { in_head, trailer })
+    }
+}
+
+/// What a checked body found: the first fault, in S3's words, which the
+/// operation answers with in place of the content path's own.
+#[derive(Debug, Clone, Default)]
+pub struct BodyFault(Arc<std::sync::Mutex<Option<S3Error>>>);
+
+impl BodyFault {
+    fn set(&self, e: S3Error) {
+        let mut slot = self.0.lock().expect("poisoned");
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+    }
+
+    /// `e`, or the body's fault if it had one.
+    pub fn or(&self, e: S3Error) -> S3Error {
+        self.0.lock().expect("poisoned").take().unwrap_or(e)
+    }
+}
+
+/// The S3 error for a body s3s could not read: a chunk signature or the
+/// signed payload hash that does not hold, a malformed chunk.
+fn body_error(e: &(dyn std::error::Error + Send + Sync)) -> S3Error {
+    let text = e.to_string();
+    if text.contains("SignatureMismatch") {
+        s3_error!(SignatureDoesNotMatch, "a chunk's signature does not match")
+    } else if text.contains("Sha256Mismatch") {
+        let mut e = S3Error::with_message(
+            S3ErrorCode::Custom("XAmzContentSHA256Mismatch".into()),
+            "the body's SHA-256 is not the one signed",
+        );
+        e.set_status_code(StatusCode::BAD_REQUEST);
+        e
+    } else if text.contains("FormatError") || text.contains("Incomplete") {
+        s3_error!(IncompleteBody, "the body ended early or is malformed")
+    } else {
+        s3_error!(IncompleteBody, "the body could not be read")
+    }
+}
+
+/// `blob` as ferry's body type, checked as it streams against `checks`:
+/// at its end, a value that does not match is an error in place of the
+/// end, so the content path writes nothing; what went wrong is left in
+/// `fault`.
+pub fn checked_body(blob: Option<StreamingBlob>, checks: BodyChecks, fault: &BodyFault) -> Body {
+    let Some(blob) = blob else {
+        return crate::body::empty();
+    };
+    let mut hashers: Vec<(Algo, Hasher)> = checks
+        .in_head
+        .iter()
+        .map(|(a, _)| (*a, a.hasher()))
+        .collect();
+    if let Some((algo, _)) = &checks.trailer
+        && !hashers.iter().any(|(a, _)| a == algo)
+    {
+        hashers.push((*algo, algo.hasher()));
+    }
+    let state = Checking {
+        blob,
+        hashers,
+        checks,
+        fault: fault.clone(),
+        done: false,
+    };
+    let frames = futures_util::stream::unfold(state, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        match st.blob.next().await {
+            Some(Ok(data)) => {
+                for (_, h) in &mut st.hashers {
+                    h.update(&data);
+                }
+                Some((Ok(http_body::Frame::data(data)), st))
+            }
+            Some(Err(e)) => {
+                st.fault.set(body_error(&*e));
+                st.done = true;
+                Some((Err(e), st))
+            }
+            None => {
+                st.done = true;
+                match st.verdict() {
+                    Ok(()) => None,
+                    Err(e) => {
+                        let text = e.message().unwrap_or("BadDigest").to_owned();
+                        st.fault.set(e);
+                        Some((Err(BoxError::from(text)), st))
+                    }
+                }
+            }
+        }
+    });
+    http_body_util::StreamBody::new(frames).boxed_unsync()
+}
+
+struct Checking {
+    blob: StreamingBlob,
+    hashers: Vec<(Algo, Hasher)>,
+    checks: BodyChecks,
+    fault: BodyFault,
+    done: bool,
+}
+
+impl Checking {
+    /// Whether the body hashed to every value the request gave.
+    fn verdict(&mut self) -> S3Result<()> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let sums: Vec<(Algo, Vec<u8>)> = std::mem::take(&mut self.hashers)
+            .into_iter()
+            .map(|(a, h)| (a, h.finalize()))
+            .collect();
+        let sum = |algo: Algo| sums.iter().find(|(a, _)| *a == algo).map(|(_, s)| s);
+        let mut expected = self.checks.in_head.clone();
+        if let Some((algo, trailers)) = &self.checks.trailer {
+            let value = trailers
+                .read(|h| {
+                    h.get(algo.field())
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                })
+                .flatten()
+                .and_then(|v| b64.decode(v.trim()).ok())
+                .filter(|v| v.len() == algo.len())
+                .ok_or_else(|| {
+                    s3_error!(
+                        InvalidRequest,
+                        "the trailer {} is missing or malformed",
+                        algo.field()
+                    )
+                })?;
+            expected.push((*algo, value));
+        }
+        for (algo, want) in expected {
+            if sum(algo) != Some(&want) {
+                return Err(match algo {
+                    Algo::Md5 => s3_error!(
+                        BadDigest,
+                        "the Content-MD5 you specified did not match what was received"
+                    ),
+                    _ => s3_error!(
+                        BadDigest,
+                        "the {} you specified did not match the calculated checksum",
+                        algo.field()
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -312,12 +617,16 @@ pub async fn get_object(
     Ok(answer)
 }
 
-/// `PutObject`: a `PUT` of the file, with its media type.
+/// `PutObject`: a `PUT` of the file, with its media type, its body
+/// checked against the checksums the request gives as it streams.
 pub async fn put_object(
     host: Arc<dyn MetaHost>,
     target: &Target,
-    input: dto::PutObjectInput,
+    req: S3Request<dto::PutObjectInput>,
 ) -> S3Result<S3Response<dto::PutObjectOutput>> {
+    let checks = BodyChecks::of(&req.headers, req.trailing_headers)?;
+    let input = req.input;
+    let fault = BodyFault::default();
     let mut headers = HeaderMap::new();
     if let Some(ct) = &input.content_type
         && let Ok(v) = ct.parse()
@@ -333,9 +642,10 @@ pub async fn put_object(
         &input.key,
         Method::PUT,
         &headers,
-        ferry_body(input.body),
+        checked_body(input.body, checks, &fault),
     )
-    .await?;
+    .await
+    .map_err(|e| fault.or(e))?;
     Ok(S3Response::new(dto::PutObjectOutput {
         e_tag: etag(&resp),
         ..Default::default()
@@ -399,8 +709,11 @@ pub fn location_id(resp: &Response<Body>) -> Option<String> {
 pub async fn upload_part(
     host: Arc<dyn UploadHost>,
     connection: &str,
-    input: dto::UploadPartInput,
+    req: S3Request<dto::UploadPartInput>,
 ) -> S3Result<S3Response<dto::UploadPartOutput>> {
+    let checks = BodyChecks::of(&req.headers, req.trailing_headers)?;
+    let input = req.input;
+    let fault = BodyFault::default();
     let len = input
         .content_length
         .ok_or_else(|| s3_error!(MissingContentLength))?;
@@ -415,9 +728,11 @@ pub async fn upload_part(
         .header("upload-length", len)
         .header(header::CONTENT_LENGTH, len)
         .header(header::CONTENT_TYPE, protocol::TUS_APPEND_TYPE)
-        .body(ferry_body(input.body))
+        .body(checked_body(input.body, checks, &fault))
         .map_err(|_| s3_error!(InvalidRequest))?;
-    let resp = tus_create(host, connection, None, req).await?;
+    let resp = tus_create(host, connection, None, req)
+        .await
+        .map_err(|e| fault.or(e))?;
     let id = location_id(&resp).ok_or_else(|| s3_error!(InternalError))?;
     Ok(S3Response::new(dto::UploadPartOutput {
         e_tag: Some(dto::ETag::Strong(id)),

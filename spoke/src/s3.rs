@@ -227,7 +227,7 @@ impl S3 for SpokeS3 {
         req: S3Request<dto::PutObjectInput>,
     ) -> S3Result<S3Response<dto::PutObjectOutput>> {
         let (target, host) = self.object(&req.input.key, GrantOp::Write).await?;
-        door::put_object(host, &target, req.input).await
+        door::put_object(host, &target, req).await
     }
 
     async fn upload_part(
@@ -235,7 +235,7 @@ impl S3 for SpokeS3 {
         req: S3Request<dto::UploadPartInput>,
     ) -> S3Result<S3Response<dto::UploadPartOutput>> {
         let host = Arc::new(SpokeUploads::new(self.data.clone(), self.pass.clone()));
-        door::upload_part(host, &self.granted.connection_id, req.input).await
+        door::upload_part(host, &self.granted.connection_id, req).await
     }
 }
 

@@ -399,3 +399,57 @@ async fn rclone_speaks_s3_to_the_hub() {
     let (ok, listed) = rclone(&["lsf", "-R", "ferry:local/rc"]);
     assert!(ok && !listed.contains(".bin"), "{listed}");
 }
+
+/// Requests no SDK sends on purpose (`tests/scripts/s3_raw.py`, signed by
+/// hand): a clock 20 minutes off, signed `aws-chunked` bodies — one with a
+/// wrong chunk signature in the middle —, trailing and header checksums
+/// (CRC32, SHA-1, SHA-256, Content-MD5) right and wrong. Each bad one is
+/// refused with S3's code and leaves no object; against the hub, and
+/// through a spoke, where the body is checked as it streams there.
+async fn raw_requests_against(hub: &Hub, endpoint: &str) {
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    let key = t.api.post("/v1/s3-keys").send().await.expect(201).json();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3_raw.py");
+    let out = tokio::process::Command::new(ferry_tests::tools::Tool::Python.path())
+        .arg(script)
+        .arg(endpoint)
+        .arg(key["access_key_id"].as_str().unwrap())
+        .arg(key["secret_access_key"].as_str().unwrap())
+        .arg("local")
+        .output()
+        .await
+        .expect("python runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.trim_end().ends_with("ok"),
+        "raw S3 requests:\n{text}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        hub.log()
+    );
+}
+
+#[tokio::test]
+async fn bad_signatures_clocks_and_checksums_are_refused_by_the_hub() {
+    ferry_tests::install_crypto_provider();
+    let hub = Hub::start();
+    raw_requests_against(&hub, &hub.url()).await;
+}
+
+#[tokio::test]
+async fn bad_signatures_clocks_and_checksums_are_refused_at_a_spoke() {
+    ferry_tests::install_crypto_provider();
+    let hub = Hub::start();
+    let spoke = ferry_tests::Spoke::start(&hub, "fra1");
+    raw_requests_against(&hub, &spoke.url()).await;
+    // Every PUT was checked and refused (or taken) at the spoke.
+    let mut at_spoke = 0.0;
+    for status in ["200", "400", "403"] {
+        at_spoke += ferry_tests::metric(
+            &spoke.metrics_url(),
+            "ferry_spoke_http_requests_total",
+            &[("route", "s3"), ("method", "PUT"), ("status", status)],
+        )
+        .await;
+    }
+    assert_eq!(at_spoke, 10.0, "PUTs at the spoke");
+}

@@ -213,7 +213,7 @@ pub(super) async fn caller(
         .s3_key(&pass.access_key)
         .await
         .map_err(|e| store_problem(state, e))?;
-    if !key.is_some_and(|(k, _)| k.account_id == pass.account) {
+    if key.is_none_or(|(k, _)| k.account_id != pass.account) {
         return Err(Problem::new(
             ErrorCode::Unauthorized,
             "the S3 key was revoked",

@@ -449,7 +449,7 @@ impl S3 for FerryS3 {
         let (target, host) = self
             .object_target(&key, &req.input.bucket, Access::Write)
             .await?;
-        door::put_object(host, &target, req.input).await
+        door::put_object(host, &target, req).await
     }
 
     async fn delete_object(
@@ -501,7 +501,7 @@ impl S3 for FerryS3 {
         let row = self.bucket(&key, &req.input.bucket, Access::Write).await?;
         let head = Request::new(());
         let host = super::uploads::host(&self.state, key.account_id.clone(), &head);
-        door::upload_part(host, &row.name, req.input).await
+        door::upload_part(host, &row.name, req).await
     }
 
     async fn complete_multipart_upload(
