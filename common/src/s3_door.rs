@@ -22,7 +22,7 @@ use crate::body::{Body, BoxError};
 use crate::content::{MetaHost, Target};
 use crate::problem::Problem;
 use crate::provider::s3_parts;
-use crate::uploads::{UploadHost, protocol};
+use crate::uploads::{S3PartOf, UploadHost, protocol};
 
 /// Whether `req` is signed as S3 requests are.
 pub fn speaks_s3<B>(req: &Request<B>) -> bool {
@@ -688,6 +688,7 @@ pub async fn tus_create(
         (460, _) | (_, Some("checksum_mismatch")) => S3ErrorCode::BadDigest,
         (_, Some("invalid_field")) => S3ErrorCode::InvalidPart,
         (_, Some("invalid_path")) => S3ErrorCode::InvalidArgument,
+        (_, Some("upload_not_found")) => S3ErrorCode::NoSuchUpload,
         (401 | 403, _) => S3ErrorCode::AccessDenied,
         (s, _) if (500..600).contains(&s) => S3ErrorCode::InternalError,
         _ => S3ErrorCode::InvalidRequest,
@@ -702,10 +703,38 @@ pub fn location_id(resp: &Response<Body>) -> Option<String> {
         .map(|(_, id)| id.to_owned())
 }
 
+/// A part of the S3 multipart upload `part_of`, `len` bytes of `body`, as
+/// a tus partial upload of its own in `connection`: its id, which is the
+/// part's ETag.
+pub async fn tus_part(
+    host: Arc<dyn UploadHost>,
+    connection: &str,
+    part_of: S3PartOf,
+    len: i64,
+    body: Body,
+) -> S3Result<String> {
+    if !(1..=s3_parts::MAX_PARTS).contains(&part_of.number) {
+        return Err(s3_error!(InvalidArgument, "part numbers are 1 to 10000"));
+    }
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri("/")
+        .header("tus-resumable", "1.0.0")
+        .header("upload-concat", "partial")
+        .header("upload-length", len)
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::CONTENT_TYPE, protocol::TUS_APPEND_TYPE)
+        .body(body)
+        .map_err(|_| s3_error!(InvalidRequest))?;
+    req.extensions_mut().insert(part_of);
+    let resp = tus_create(host, connection, None, req).await?;
+    location_id(&resp).ok_or_else(|| s3_error!(InternalError))
+}
+
 /// `UploadPart`: the part becomes a tus partial upload of its own in
-/// `connection`, its bytes sent to the provider where the request
-/// arrived; its id is the part's ETag, which the client gives back to
-/// complete the upload.
+/// `connection`, its bytes sent to the provider where the request arrived
+/// and checked as they stream; its id is the part's ETag, which the client
+/// gives back to complete the upload.
 pub async fn upload_part(
     host: Arc<dyn UploadHost>,
     connection: &str,
@@ -717,23 +746,15 @@ pub async fn upload_part(
     let len = input
         .content_length
         .ok_or_else(|| s3_error!(MissingContentLength))?;
-    if !(1..=i64::from(s3_parts::MAX_PARTS)).contains(&i64::from(input.part_number)) {
-        return Err(s3_error!(InvalidArgument, "part numbers are 1 to 10000"));
-    }
-    let req = Request::builder()
-        .method(Method::POST)
-        .uri("/")
-        .header("tus-resumable", "1.0.0")
-        .header("upload-concat", "partial")
-        .header("upload-length", len)
-        .header(header::CONTENT_LENGTH, len)
-        .header(header::CONTENT_TYPE, protocol::TUS_APPEND_TYPE)
-        .body(checked_body(input.body, checks, &fault))
-        .map_err(|_| s3_error!(InvalidRequest))?;
-    let resp = tus_create(host, connection, None, req)
+    let part_of = S3PartOf {
+        upload: input.upload_id,
+        number: u32::try_from(input.part_number)
+            .map_err(|_| s3_error!(InvalidArgument, "part numbers are 1 to 10000"))?,
+    };
+    let body = checked_body(input.body, checks, &fault);
+    let id = tus_part(host, connection, part_of, len, body)
         .await
         .map_err(|e| fault.or(e))?;
-    let id = location_id(&resp).ok_or_else(|| s3_error!(InternalError))?;
     Ok(S3Response::new(dto::UploadPartOutput {
         e_tag: Some(dto::ETag::Strong(id)),
         ..Default::default()

@@ -177,6 +177,9 @@ pub struct PassClaims {
     pub path: Option<String>,
     /// Whether it may write.
     pub write: bool,
+    /// For a part: the multipart upload it is a part of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_upload: Option<String>,
     /// Until when (unix milliseconds) it may be used.
     pub until_ms: i64,
 }
@@ -407,6 +410,7 @@ mod tests {
             connection: "con_1".into(),
             path: Some("a/b.txt".into()),
             write: false,
+            s3_upload: None,
             until_ms: 2_000,
         };
         let token = key().issue_pass(&pass);

@@ -190,12 +190,77 @@ check(
     == "EntityTooSmall",
     "a part under 5 MiB before the last",
 )
+# Parts are listed; a part sent again under its number replaces the
+# earlier one; the uploads in progress are listed, in pages.
+listed = s3.list_parts(Bucket=bucket, Key="big/small.bin", UploadId=small_parts["UploadId"])
+check(
+    [(p["PartNumber"], p["ETag"], p["Size"]) for p in listed["Parts"]] == [(1, etags[0], 1), (2, etags[1], 1)],
+    f"list_parts: {listed['Parts']}",
+)
+again = s3.upload_part(
+    Bucket=bucket, Key="big/small.bin", UploadId=small_parts["UploadId"], PartNumber=2, Body=b"yy"
+)["ETag"]
+page = s3.list_parts(Bucket=bucket, Key="big/small.bin", UploadId=small_parts["UploadId"], MaxParts=1)
+check(page["IsTruncated"] and [p["PartNumber"] for p in page["Parts"]] == [1], f"list_parts page 1: {page}")
+page = s3.list_parts(
+    Bucket=bucket, Key="big/small.bin", UploadId=small_parts["UploadId"],
+    PartNumberMarker=page["NextPartNumberMarker"],
+)
+check(
+    not page["IsTruncated"] and [(p["PartNumber"], p["ETag"]) for p in page["Parts"]] == [(2, again)],
+    f"list_parts page 2: {page}",
+)
+others = [s3.create_multipart_upload(Bucket=bucket, Key=k)["UploadId"] for k in ("big/a.bin", "big/z.bin")]
+seen = []
+paginator = s3.get_paginator("list_multipart_uploads")
+for page in paginator.paginate(Bucket=bucket, Prefix="big/", PaginationConfig={"PageSize": 1}):
+    seen += [(u["Key"], u["UploadId"]) for u in page.get("Uploads", [])]
+check(
+    seen == [("big/a.bin", others[0]), ("big/small.bin", small_parts["UploadId"]), ("big/z.bin", others[1])],
+    f"list_multipart_uploads: {seen}",
+)
+# A part copied from an object, by range, and the upload completed with it.
+copied = s3.upload_part_copy(
+    Bucket=bucket, Key="big/a.bin", UploadId=others[0], PartNumber=1,
+    CopySource={"Bucket": bucket, "Key": "big/parts.bin"}, CopySourceRange="bytes=0-5242879",
+)["CopyPartResult"]["ETag"]
+tail = s3.upload_part(Bucket=bucket, Key="big/a.bin", UploadId=others[0], PartNumber=2, Body=b"tail")["ETag"]
+s3.complete_multipart_upload(
+    Bucket=bucket, Key="big/a.bin", UploadId=others[0],
+    MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": copied}, {"PartNumber": 2, "ETag": tail}]},
+)
+check(
+    s3.get_object(Bucket=bucket, Key="big/a.bin")["Body"].read() == large[: 5 << 20] + b"tail",
+    "upload_part_copy",
+)
+check(
+    error_code(lambda: s3.list_parts(Bucket=bucket, Key="big/a.bin", UploadId=others[0])) == "NoSuchUpload",
+    "a completed upload is gone",
+)
+for key, upload in (("big/small.bin", small_parts["UploadId"]), ("big/z.bin", others[1])):
+    s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)
 mpu = s3.create_multipart_upload(Bucket=bucket, Key="big/aborted.bin")
 s3.upload_part(Bucket=bucket, Key="big/aborted.bin", UploadId=mpu["UploadId"], PartNumber=1, Body=b"x")
 s3.abort_multipart_upload(Bucket=bucket, Key="big/aborted.bin", UploadId=mpu["UploadId"])
 check(
     error_code(lambda: s3.head_object(Bucket=bucket, Key="big/aborted.bin")) == "404",
     "an aborted upload left an object",
+)
+check(
+    error_code(
+        lambda: s3.upload_part(Bucket=bucket, Key="big/aborted.bin", UploadId=mpu["UploadId"], PartNumber=2, Body=b"x")
+    ) == "NoSuchUpload",
+    "a part of an aborted upload",
+)
+check(
+    error_code(
+        lambda: s3.upload_part(Bucket=bucket, Key="big/other.bin", UploadId="not-an-upload", PartNumber=1, Body=b"x")
+    ) == "NoSuchUpload",
+    "a part of no upload",
+)
+check(
+    s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == [],
+    "no upload is left in progress",
 )
 
 # Keys are ferry's paths: `..` and empty segments are refused; spaces,

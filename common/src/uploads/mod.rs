@@ -237,6 +237,21 @@ pub struct NewUpload {
     /// tus concatenation, as [`Session::concat`].
     #[serde(default)]
     pub concat: Option<String>,
+    /// The S3 multipart upload a partial upload is a part of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_part: Option<S3PartOf>,
+}
+
+/// The S3 multipart upload a part (a partial upload) belongs to, and its
+/// number. Set by the S3 door on the request it makes (an extension, which
+/// no client can send), recorded with the session, so that the upload's
+/// parts can be listed, and checked when it is completed or aborted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct S3PartOf {
+    /// The multipart upload's id.
+    pub upload: String,
+    /// The part's number, 1 to 10,000.
+    pub number: u32,
 }
 
 /// A lease on a session: the right to append at `session.offset`.

@@ -65,7 +65,11 @@ pub async fn create(
     };
     let headers = req.headers().clone();
     let body = carries_body(&req);
-    let begun = begin_create(&host, protocol, connection, query_path, &headers, body).await;
+    let s3_part = req.extensions().get::<super::S3PartOf>().cloned();
+    let begun = begin_create(
+        &host, protocol, connection, query_path, &headers, body, s3_part,
+    )
+    .await;
     let (session, body_complete) = match begun {
         Ok(s) => s,
         Err(p) => return Ok(protocol::problem(Some(protocol), p)),
@@ -129,6 +133,7 @@ async fn begin_create(
     query_path: Option<&str>,
     headers: &HeaderMap,
     body: bool,
+    s3_part: Option<super::S3PartOf>,
 ) -> Result<(Session, Option<bool>), Problem> {
     let length = protocol::number(headers, "upload-length")?;
     let concat = match protocol {
@@ -231,6 +236,7 @@ async fn begin_create(
                 metadata: protocol::format_metadata(&metadata),
                 content_type,
                 concat,
+                s3_part,
             },
         )
         .await?;

@@ -38,7 +38,7 @@ use super::http_util::{json, read_json};
 use super::operators::operator_for;
 use super::{ApiResult, AppState, VIA_HUB};
 use crate::grant::PassClaims;
-use crate::store::{ConnectionRow, S3Key, now_ms};
+use crate::store::{ConnectionRow, MultipartPart, MultipartUpload, S3Key, now_ms};
 
 /// The S3 service of one hub.
 pub struct Door {
@@ -337,34 +337,66 @@ impl FerryS3 {
     }
 }
 
-/// A multipart upload's id: random, with the object's media type
-/// (base64url), which the completion gives the object. The upload itself
-/// is its parts, tus partial uploads named by their ETags.
-fn multipart_id(content_type: Option<&str>) -> String {
+/// A new multipart upload's id: 128 random bits, base64url.
+fn multipart_id() -> String {
     use base64::Engine as _;
     use ring::rand::SecureRandom as _;
     let mut bytes = [0u8; 16];
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)
         .expect("the system RNG works");
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    format!(
-        "{}.{}",
-        b64.encode(bytes),
-        b64.encode(content_type.unwrap_or_default())
-    )
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// The media type a multipart upload's id carries, if any.
-fn multipart_content_type(id: &str) -> Option<String> {
-    use base64::Engine as _;
-    let (_, ct) = id.split_once('.')?;
-    let ct = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(ct)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())?;
-    (!ct.is_empty() && ct.len() <= 255 && ct.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
-        .then_some(ct)
+/// A listing's page size from a client's `max-*`: S3's 1,000 at most.
+fn page_size(asked: Option<i32>) -> usize {
+    asked.unwrap_or(1000).clamp(0, 1000) as usize
+}
+
+fn millis(ms: i64) -> Timestamp {
+    Timestamp::from(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64))
+}
+
+impl FerryS3 {
+    /// The multipart upload `id` of `key`'s account, for `object` in
+    /// `row`: S3's `NoSuchUpload` for any other.
+    async fn multipart(
+        &self,
+        key: &S3Key,
+        row: &ConnectionRow,
+        object: &str,
+        id: &str,
+    ) -> S3Result<MultipartUpload> {
+        self.state
+            .store
+            .get_multipart(&key.account_id, id)
+            .await
+            .map_err(|e| s3_error!(e, ServiceUnavailable))?
+            .filter(|u| u.connection_id == row.id && u.key == object)
+            .ok_or_else(|| s3_error!(NoSuchUpload))
+    }
+
+    /// Discards every part sent to multipart upload `id` (best effort).
+    async fn discard_parts(&self, key: &S3Key, id: &str) {
+        let sessions = match self
+            .state
+            .store
+            .multipart_sessions_of(&key.account_id, id)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list a multipart upload's parts");
+                return;
+            }
+        };
+        for session in sessions {
+            if let Err(p) = super::uploads::terminate(&self.state, &key.account_id, &session).await
+            {
+                tracing::debug!(upload.id = %session, problem = %p, "a part was already gone");
+            }
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -482,13 +514,31 @@ impl S3 for FerryS3 {
     ) -> S3Result<S3Response<dto::CreateMultipartUploadOutput>> {
         let key = self.key_of(&req).await?;
         let input = req.input;
-        self.bucket(&key, &input.bucket, Access::Write).await?;
+        let row = self.bucket(&key, &input.bucket, Access::Write).await?;
         ferry_common::path::ObjectPath::parse(&input.key)
             .map_err(|e| s3_error!(InvalidArgument, "{e}"))?;
+        let content_type = input
+            .content_type
+            .filter(|ct| ct.len() <= 255 && ct.bytes().all(|b| b.is_ascii_graphic() || b == b' '));
+        let now = now_ms();
+        let upload = MultipartUpload {
+            id: multipart_id(),
+            account_id: key.account_id.clone(),
+            connection_id: row.id,
+            key: input.key.clone(),
+            content_type,
+            created_at: now,
+            expires_at: now.saturating_add(self.state.uploads.expiry_ms),
+        };
+        self.state
+            .store
+            .create_multipart(&upload)
+            .await
+            .map_err(|e| s3_error!(e, ServiceUnavailable))?;
         Ok(S3Response::new(dto::CreateMultipartUploadOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
-            upload_id: Some(multipart_id(input.content_type.as_deref())),
+            upload_id: Some(upload.id),
             ..Default::default()
         }))
     }
@@ -499,9 +549,77 @@ impl S3 for FerryS3 {
     ) -> S3Result<S3Response<dto::UploadPartOutput>> {
         let key = self.key_of(&req).await?;
         let row = self.bucket(&key, &req.input.bucket, Access::Write).await?;
+        self.multipart(&key, &row, &req.input.key, &req.input.upload_id)
+            .await?;
         let head = Request::new(());
         let host = super::uploads::host(&self.state, key.account_id.clone(), &head);
         door::upload_part(host, &row.name, req).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<dto::UploadPartCopyInput>,
+    ) -> S3Result<S3Response<dto::UploadPartCopyOutput>> {
+        let key = self.key_of(&req).await?;
+        let input = req.input;
+        let row = self.bucket(&key, &input.bucket, Access::Write).await?;
+        self.multipart(&key, &row, &input.key, &input.upload_id)
+            .await?;
+        let dto::CopySource::Bucket {
+            bucket: from_bucket,
+            key: from_key,
+            version_id: None,
+        } = &input.copy_source
+        else {
+            return Err(s3_error!(NotImplemented, "copies name a bucket and a key"));
+        };
+        // The source is read here, by range, and becomes the part.
+        let (target, host) = self.object_target(&key, from_bucket, Access::Read).await?;
+        let mut headers = HeaderMap::new();
+        if let Some(range) = &input.copy_source_range {
+            headers.insert(
+                http::header::RANGE,
+                range
+                    .parse()
+                    .map_err(|_| s3_error!(InvalidArgument, "x-amz-copy-source-range"))?,
+            );
+        }
+        for (from, to) in [
+            (&input.copy_source_if_match, http::header::IF_MATCH),
+            (
+                &input.copy_source_if_none_match,
+                http::header::IF_NONE_MATCH,
+            ),
+        ] {
+            if let Some(v) = from {
+                let v = match v {
+                    dto::ETagCondition::ETag(e) => format!("\"{}\"", e.value()),
+                    dto::ETagCondition::Any => "*".to_owned(),
+                };
+                headers.insert(to, v.parse().map_err(|_| s3_error!(InvalidArgument))?);
+            }
+        }
+        let source = door::read(host, &target, from_key, Method::GET, &headers).await?;
+        let len = source
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+            .ok_or_else(|| s3_error!(InternalError))?;
+        let part_of = ferry_common::uploads::S3PartOf {
+            upload: input.upload_id.clone(),
+            number: u32::try_from(input.part_number).map_err(|_| s3_error!(InvalidArgument))?,
+        };
+        let uploads = super::uploads::host(&self.state, key.account_id.clone(), &Request::new(()));
+        let id = door::tus_part(uploads, &row.name, part_of, len, source.into_body()).await?;
+        Ok(S3Response::new(dto::UploadPartCopyOutput {
+            copy_part_result: Some(dto::CopyPartResult {
+                e_tag: Some(dto::ETag::Strong(id)),
+                last_modified: Some(Timestamp::from(std::time::SystemTime::now())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
     }
 
     async fn complete_multipart_upload(
@@ -511,42 +629,50 @@ impl S3 for FerryS3 {
         let key = self.key_of(&req).await?;
         let input = req.input;
         let row = self.bucket(&key, &input.bucket, Access::Write).await?;
-        let parts: Vec<(i32, String)> = input
+        let upload = self
+            .multipart(&key, &row, &input.key, &input.upload_id)
+            .await?;
+        let named: Vec<(i32, String)> = input
             .multipart_upload
             .and_then(|m| m.parts)
             .unwrap_or_default()
             .into_iter()
             .map(|p| {
                 let number = p.part_number.ok_or_else(|| s3_error!(InvalidPart))?;
-                let id = p
+                let etag = p
                     .e_tag
                     .map(|e| e.value().to_owned())
-                    .filter(|id| id.starts_with("upl_"))
                     .ok_or_else(|| s3_error!(InvalidPart))?;
-                Ok((number, id))
+                Ok((number, etag))
             })
             .collect::<S3Result<_>>()?;
-        if parts.is_empty() {
+        if named.is_empty() {
             return Err(s3_error!(MalformedXML, "name the parts to join"));
         }
-        if parts.windows(2).any(|w| w[0].0 >= w[1].0) {
+        if named.windows(2).any(|w| w[0].0 >= w[1].0) {
             return Err(s3_error!(InvalidPartOrder));
         }
-        // S3's smallest part, but for the last: a client relying on that
-        // check is told here, as S3 would tell it.
-        for (_, id) in &parts[..parts.len() - 1] {
-            let part = self
-                .state
-                .store
-                .get_upload(&key.account_id, id)
-                .await
-                .map_err(|e| s3_error!(e, ServiceUnavailable))?
-                .ok_or_else(|| s3_error!(InvalidPart))?;
-            if part.offset < s3_parts::MIN_PART {
+        // Each part named must be the one last sent under its number; all
+        // but the last at least S3's smallest part.
+        let sent = self
+            .state
+            .store
+            .multipart_parts(&key.account_id, &upload.id)
+            .await
+            .map_err(|e| s3_error!(e, ServiceUnavailable))?;
+        let last = named.len() - 1;
+        for (i, (number, etag)) in named.iter().enumerate() {
+            let part = sent
+                .iter()
+                .find(|p| i64::from(p.number) == i64::from(*number) && p.upload_id == *etag)
+                .ok_or_else(|| {
+                    s3_error!(InvalidPart, "part {number} is not one sent with this ETag")
+                })?;
+            if i < last && part.size < s3_parts::MIN_PART {
                 return Err(s3_error!(EntityTooSmall));
             }
         }
-        let concat = parts
+        let concat = named
             .iter()
             .map(|(_, id)| format!("/v1/uploads/{id}"))
             .collect::<Vec<_>>()
@@ -556,15 +682,26 @@ impl S3 for FerryS3 {
             .uri("/")
             .header("tus-resumable", "1.0.0")
             .header("upload-concat", format!("final;{concat}"));
-        if let Some(ct) = multipart_content_type(&input.upload_id) {
+        if let Some(ct) = &upload.content_type {
             use base64::Engine as _;
             let value = base64::engine::general_purpose::STANDARD.encode(ct);
             builder = builder.header("upload-metadata", format!("filetype {value}"));
         }
-        let req = builder
+        let join = builder
             .body(ferry_common::body::empty())
             .map_err(|_| s3_error!(InvalidRequest))?;
-        self.tus_create(&key, &row, Some(&input.key), req).await?;
+        self.tus_create(&key, &row, Some(&input.key), join).await?;
+        // Done: the upload is forgotten, and the parts it did not join
+        // discarded now rather than at their expiry.
+        if let Err(e) = self
+            .state
+            .store
+            .delete_multipart(&key.account_id, &upload.id)
+            .await
+        {
+            tracing::warn!(error = %e, "could not forget a completed multipart upload");
+        }
+        self.discard_parts(&key, &upload.id).await;
         let head = self
             .read(
                 &key,
@@ -586,11 +723,131 @@ impl S3 for FerryS3 {
         &self,
         req: S3Request<dto::AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<dto::AbortMultipartUploadOutput>> {
-        // The parts sent are partial uploads no final one joins: the sweep
-        // removes them once their time runs out (`uploads.expiry_secs`).
         let key = self.key_of(&req).await?;
-        self.bucket(&key, &req.input.bucket, Access::Write).await?;
-        Ok(S3Response::new(dto::AbortMultipartUploadOutput::default()))
+        let input = req.input;
+        let row = self.bucket(&key, &input.bucket, Access::Write).await?;
+        let upload = self
+            .multipart(&key, &row, &input.key, &input.upload_id)
+            .await?;
+        self.state
+            .store
+            .delete_multipart(&key.account_id, &upload.id)
+            .await
+            .map_err(|e| s3_error!(e, ServiceUnavailable))?;
+        self.discard_parts(&key, &upload.id).await;
+        let mut answer = S3Response::new(dto::AbortMultipartUploadOutput::default());
+        answer.status = Some(StatusCode::NO_CONTENT);
+        Ok(answer)
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<dto::ListPartsInput>,
+    ) -> S3Result<S3Response<dto::ListPartsOutput>> {
+        let key = self.key_of(&req).await?;
+        let input = req.input;
+        let row = self.bucket(&key, &input.bucket, Access::Read).await?;
+        let upload = self
+            .multipart(&key, &row, &input.key, &input.upload_id)
+            .await?;
+        let after = u32::try_from(input.part_number_marker.unwrap_or(0)).unwrap_or(0);
+        let max = page_size(input.max_parts);
+        let mut parts: Vec<MultipartPart> = self
+            .state
+            .store
+            .multipart_parts(&key.account_id, &upload.id)
+            .await
+            .map_err(|e| s3_error!(e, ServiceUnavailable))?
+            .into_iter()
+            .filter(|p| p.number > after)
+            .collect();
+        let truncated = parts.len() > max;
+        parts.truncate(max);
+        let next = parts.last().map(|p| p.number as i32);
+        Ok(S3Response::new(dto::ListPartsOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(upload.id),
+            part_number_marker: input.part_number_marker,
+            next_part_number_marker: next,
+            max_parts: Some(max as i32),
+            is_truncated: Some(truncated),
+            parts: Some(
+                parts
+                    .into_iter()
+                    .map(|p| dto::Part {
+                        part_number: Some(p.number as i32),
+                        e_tag: Some(dto::ETag::Strong(p.upload_id)),
+                        size: Some(p.size as i64),
+                        last_modified: Some(millis(p.written_at)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            storage_class: Some(dto::StorageClass::from_static(dto::StorageClass::STANDARD)),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<dto::ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<dto::ListMultipartUploadsOutput>> {
+        let key = self.key_of(&req).await?;
+        let input = req.input;
+        let row = self.bucket(&key, &input.bucket, Access::Read).await?;
+        if input.delimiter.as_deref().is_some_and(|d| !d.is_empty()) {
+            return Err(s3_error!(
+                NotImplemented,
+                "multipart uploads are listed without a delimiter"
+            ));
+        }
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let max = page_size(input.max_uploads);
+        let key_marker = input.key_marker.clone().unwrap_or_default();
+        // Without a key marker, the id marker means nothing (as in S3).
+        let id_marker = if key_marker.is_empty() {
+            String::new()
+        } else {
+            input.upload_id_marker.clone().unwrap_or_default()
+        };
+        let mut uploads = self
+            .state
+            .store
+            .list_multipart(&row.id, &prefix, (&key_marker, &id_marker), max as i64 + 1)
+            .await
+            .map_err(|e| s3_error!(e, ServiceUnavailable))?;
+        let truncated = uploads.len() > max;
+        uploads.truncate(max);
+        let (next_key, next_id) = match uploads.last() {
+            Some(u) if truncated => (Some(u.key.clone()), Some(u.id.clone())),
+            _ => (None, None),
+        };
+        Ok(S3Response::new(dto::ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: input.prefix,
+            key_marker: input.key_marker,
+            upload_id_marker: input.upload_id_marker,
+            next_key_marker: next_key,
+            next_upload_id_marker: next_id,
+            max_uploads: Some(max as i32),
+            is_truncated: Some(truncated),
+            uploads: Some(
+                uploads
+                    .into_iter()
+                    .map(|u| dto::MultipartUpload {
+                        key: Some(u.key),
+                        upload_id: Some(u.id),
+                        initiated: Some(millis(u.created_at)),
+                        storage_class: Some(dto::StorageClass::from_static(
+                            dto::StorageClass::STANDARD,
+                        )),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
     }
 
     async fn delete_objects(
@@ -771,6 +1028,8 @@ struct Seen {
     op: String,
     bucket: String,
     object: Option<String>,
+    /// A part's multipart upload (`uploadId`).
+    upload_id: Option<String>,
     access_key: String,
     secret: String,
 }
@@ -792,10 +1051,17 @@ impl s3s::access::S3Access for Checked {
                 (bucket.to_string(), Some(key.to_string()))
             }
         };
+        let upload_id = cx.uri().query().and_then(|q| {
+            q.split('&')
+                .find_map(|p| p.strip_prefix("uploadId="))
+                .and_then(|v| percent_encoding::percent_decode_str(v).decode_utf8().ok())
+                .map(|v| v.into_owned())
+        });
         *self.0.lock().expect("poisoned") = Some(Seen {
             op: cx.s3_op().name().to_owned(),
             bucket,
             object,
+            upload_id,
             access_key: cred.access_key.clone(),
             secret: cred.secret_key.expose().to_owned(),
         });
@@ -882,6 +1148,18 @@ pub async fn authorize(
     if !super::internal::direct(&row.provider) {
         return forward();
     }
+    let s3_upload = if seen.op == "UploadPart" {
+        // A part of a multipart upload of this key: else the door says so.
+        let (Some(id), Some(object)) = (&seen.upload_id, &seen.object) else {
+            return forward();
+        };
+        if doorway.multipart(&key, &row, object, id).await.is_err() {
+            return forward();
+        }
+        Some(id.clone())
+    } else {
+        None
+    };
     let path = match (seen.op.as_str(), seen.object) {
         ("UploadPart", _) => None,
         (_, Some(object)) if ferry_common::path::ObjectPath::parse(&object).is_ok() => Some(object),
@@ -894,6 +1172,7 @@ pub async fn authorize(
         connection: row.id.clone(),
         path,
         write: access == Access::Write,
+        s3_upload,
         until_ms: now_ms().saturating_add(PASS_TTL_MS),
     };
     tracing::debug!(spoke.id = %spoke, s3_key.id = %key.access_key_id, op = seen.op, "a spoke serves an S3 request");

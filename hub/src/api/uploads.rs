@@ -29,6 +29,7 @@ use crate::store::{AppendEnd, ConnectionRow, LeaseAsk, UploadRefusal};
 use ferry_common::provider::answer::observed;
 use ferry_common::provider::native::{AZURE_BLOCKS, Multipart};
 use ferry_common::provider::problem as provider_problem;
+use ferry_common::provider::s3_parts;
 
 /// The `[uploads]` settings requests need.
 #[derive(Debug, Clone, Copy)]
@@ -140,6 +141,23 @@ async fn create_session(
         ));
     }
     let row = find(state, account, connection).await?;
+    if let Some(part) = &new.s3_part {
+        // An S3 part: of a multipart upload started in this bucket.
+        let upload = state
+            .store
+            .get_multipart(account, &part.upload)
+            .await
+            .map_err(|e| store_problem(state, e))?;
+        if !partial
+            || !(1..=s3_parts::MAX_PARTS).contains(&part.number)
+            || upload.is_none_or(|u| u.connection_id != row.id)
+        {
+            return Err(Problem::new(
+                ErrorCode::UploadNotFound,
+                "no such multipart upload in this bucket",
+            ));
+        }
+    }
     let op = operator_for(state, &row).await?;
     let target = Target {
         account_id: account.to_owned(),
@@ -499,7 +517,11 @@ async fn status(
     Ok(resp)
 }
 
-async fn terminate(state: &AppState, account: &str, id: &str) -> Result<Response<Body>, Problem> {
+pub(super) async fn terminate(
+    state: &AppState,
+    account: &str,
+    id: &str,
+) -> Result<Response<Body>, Problem> {
     writable(state).await?;
     let session = state
         .store
@@ -622,11 +644,13 @@ pub async fn internal(
                 let row = find(state, &caller.account, &body.connection).await?;
                 pass.covers_part(&row.id)
                     .and_then(|()| {
-                        (body.upload.concat.as_deref() == Some(up::CONCAT_PARTIAL))
-                            .then_some(())
-                            .ok_or(crate::grant::GrantError::Outside(
-                                "an upload that is no part",
-                            ))
+                        (body.upload.concat.as_deref() == Some(up::CONCAT_PARTIAL)
+                            && body.upload.s3_part.as_ref().map(|p| &p.upload)
+                                == pass.s3_upload.as_ref())
+                        .then_some(())
+                        .ok_or(crate::grant::GrantError::Outside(
+                            "an upload that is no part of this multipart upload",
+                        ))
                     })
                     .map_err(|e| super::internal::refused(state, spoke, call, &e))?;
             }

@@ -158,6 +158,20 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("created_at", Int),
             ("updated_at", Int),
             ("provider_upload", Text),
+            ("s3_upload", Text),
+            ("s3_part", Int),
+        ],
+    ),
+    (
+        "s3_multipart",
+        &[
+            ("id", Text),
+            ("account_id", Text),
+            ("connection_id", Text),
+            ("object_key", Text),
+            ("content_type", Text),
+            ("created_at", Int),
+            ("expires_at", Int),
         ],
     ),
     (

@@ -299,6 +299,27 @@ CREATE INDEX s3_keys_by_account ON s3_keys(account_id);
 "#,
         postgres_only: &[],
     },
+    Migration {
+        version: 13,
+        name: "S3 multipart uploads",
+        sqlite: r#"
+CREATE TABLE s3_multipart (
+    id            TEXT PRIMARY KEY,
+    account_id    TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    connection_id TEXT NOT NULL REFERENCES connections(id) ON DELETE CASCADE,
+    object_key    TEXT NOT NULL,
+    content_type  TEXT,
+    created_at    BIGINT NOT NULL,
+    expires_at    BIGINT NOT NULL
+);
+CREATE INDEX s3_multipart_by_key ON s3_multipart(connection_id, object_key, id);
+CREATE INDEX s3_multipart_by_expiry ON s3_multipart(expires_at);
+ALTER TABLE upload_sessions ADD COLUMN s3_upload TEXT;
+ALTER TABLE upload_sessions ADD COLUMN s3_part BIGINT;
+CREATE INDEX upload_sessions_by_s3_upload ON upload_sessions(s3_upload, s3_part);
+"#,
+        postgres_only: &[],
+    },
 ];
 
 /// Numbers an event that arrives without its `seq`, as a hub of the

@@ -209,8 +209,9 @@ impl Store {
         }
         sqlx::query(
             "INSERT INTO upload_sessions (id, account_id, connection_id, path, length, committed, crc64nvme, \
-             metadata, content_type, concat, status, expires_at, created_at, updated_at, provider_upload) \
-             VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $9, 'open', $10, $11, $11, $12)",
+             metadata, content_type, concat, status, expires_at, created_at, updated_at, provider_upload, \
+             s3_upload, s3_part) \
+             VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $9, 'open', $10, $11, $11, $12, $13, $14)",
         )
         .bind(&id)
         .bind(account)
@@ -224,6 +225,8 @@ impl Store {
         .bind(expires_at)
         .bind(now)
         .bind(provider_upload)
+        .bind(new.s3_part.as_ref().map(|p| p.upload.as_str()))
+        .bind(new.s3_part.as_ref().map(|p| i64::from(p.number)))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -759,6 +762,7 @@ mod tests {
             metadata: String::new(),
             content_type: None,
             concat: None,
+            s3_part: None,
         };
         let s = store
             .create_upload(
