@@ -19,6 +19,7 @@ use s3s::dto::{self, StreamingBlob, Timestamp};
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use crate::body::{Body, BoxError};
+use crate::content::model::KeptHeaders;
 use crate::content::{MetaHost, Target};
 use crate::problem::Problem;
 use crate::provider::s3_parts;
@@ -524,6 +525,61 @@ fn blob(body: Body) -> StreamingBlob {
     StreamingBlob::wrap(Shared(std::sync::Mutex::new(body)))
 }
 
+/// The representation fields S3 keeps with an object and sends back.
+const KEPT: [&str; 5] = [
+    "content-encoding",
+    "content-disposition",
+    "content-language",
+    "cache-control",
+    "expires",
+];
+
+/// S3's limit on an object's user metadata (`x-amz-meta-*`, names and
+/// values), in bytes.
+const MAX_USER_METADATA: usize = 2048;
+
+/// The header fields of a write that its object keeps: `x-amz-meta-*`
+/// and [`KEPT`]'s (`aws-chunked`, the body's transfer coding, is no
+/// content coding of the object's).
+pub fn kept_headers(headers: &HeaderMap) -> S3Result<Vec<(String, String)>> {
+    let mut kept = Vec::new();
+    let mut user = 0;
+    for (name, value) in headers {
+        let name = name.as_str();
+        let meta = name.starts_with("x-amz-meta-");
+        if !meta && !KEPT.contains(&name) {
+            continue;
+        }
+        let value = value
+            .to_str()
+            .map_err(|_| s3_error!(InvalidArgument, "{name} must be ASCII text"))?;
+        let value = if name == "content-encoding" {
+            let codings: Vec<&str> = value
+                .split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("aws-chunked"))
+                .collect();
+            if codings.is_empty() {
+                continue;
+            }
+            codings.join(", ")
+        } else {
+            value.to_owned()
+        };
+        if meta {
+            user += name.len() - "x-amz-meta-".len() + value.len();
+        }
+        kept.push((name.to_owned(), value));
+    }
+    if user > MAX_USER_METADATA {
+        return Err(s3_error!(
+            MetadataTooLarge,
+            "user metadata is at most {MAX_USER_METADATA} bytes"
+        ));
+    }
+    Ok(kept)
+}
+
 /// Serves `method` on `object` of `target` through ferry's content path,
 /// with the S3 request's conditional, range and content fields.
 pub async fn file(
@@ -534,11 +590,27 @@ pub async fn file(
     headers: &HeaderMap,
     body: Body,
 ) -> S3Result<Response<Body>> {
+    file_keeping(host, target, object, method, headers, body, Vec::new()).await
+}
+
+/// [`file`], a write keeping the header fields `kept` with its object.
+async fn file_keeping(
+    host: Arc<dyn MetaHost>,
+    target: &Target,
+    object: &str,
+    method: Method,
+    headers: &HeaderMap,
+    body: Body,
+    kept: Vec<(String, String)>,
+) -> S3Result<Response<Body>> {
     let mut req = Request::builder()
         .method(method)
         .uri("/")
         .body(body)
         .map_err(|_| s3_error!(InvalidRequest))?;
+    if !kept.is_empty() {
+        req.extensions_mut().insert(KeptHeaders(kept));
+    }
     for name in [
         header::RANGE,
         header::IF_MATCH,
@@ -581,32 +653,99 @@ pub async fn head_object(
     headers: &HeaderMap,
 ) -> S3Result<S3Response<dto::HeadObjectOutput>> {
     let resp = read(host, target, object, Method::HEAD, headers).await?;
+    let kept = Representation::of(&resp);
     Ok(S3Response::new(dto::HeadObjectOutput {
         content_length: content_length(&resp),
         content_type: header_str(&resp, header::CONTENT_TYPE).map(str::to_owned),
         e_tag: etag(&resp),
         last_modified: last_modified(&resp),
         accept_ranges: Some("bytes".into()),
+        metadata: kept.metadata,
+        content_encoding: kept.content_encoding,
+        content_disposition: kept.content_disposition,
+        content_language: kept.content_language,
+        cache_control: kept.cache_control,
+        expires: kept.expires,
         ..Default::default()
     }))
 }
 
-/// `GetObject`, ranges and conditions as ferry's `GET`.
+/// What a ferry answer says of an object's representation, in S3's
+/// fields.
+#[derive(Default)]
+struct Representation {
+    metadata: Option<dto::Metadata>,
+    content_encoding: Option<String>,
+    content_disposition: Option<String>,
+    content_language: Option<String>,
+    cache_control: Option<String>,
+    expires: Option<Timestamp>,
+}
+
+impl Representation {
+    fn of(resp: &Response<Body>) -> Self {
+        let text = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let metadata: dto::Metadata = resp
+            .headers()
+            .iter()
+            .filter_map(|(n, v)| {
+                let key = n.as_str().strip_prefix("x-amz-meta-")?;
+                Some((key.to_owned(), v.to_str().ok()?.to_owned()))
+            })
+            .collect();
+        Self {
+            metadata: (!metadata.is_empty()).then_some(metadata),
+            content_encoding: text("content-encoding"),
+            content_disposition: text("content-disposition"),
+            content_language: text("content-language"),
+            cache_control: text("cache-control"),
+            expires: text("expires")
+                .and_then(|t| Timestamp::parse(dto::TimestampFormat::HttpDate, &t).ok()),
+        }
+    }
+}
+
+/// `GetObject`, ranges and conditions as ferry's `GET`, the
+/// representation fields as kept or as the `response-*` parameters say.
 pub async fn get_object(
     host: Arc<dyn MetaHost>,
     target: &Target,
-    object: &str,
-    headers: &HeaderMap,
+    req: &S3Request<dto::GetObjectInput>,
 ) -> S3Result<S3Response<dto::GetObjectOutput>> {
-    let resp = read(host, target, object, Method::GET, headers).await?;
+    let input = &req.input;
+    let resp = read(host, target, &input.key, Method::GET, &req.headers).await?;
     let partial = resp.status() == StatusCode::PARTIAL_CONTENT;
+    let kept = Representation::of(&resp);
     let mut output = dto::GetObjectOutput {
         content_length: content_length(&resp),
-        content_type: header_str(&resp, header::CONTENT_TYPE).map(str::to_owned),
+        content_type: input
+            .response_content_type
+            .clone()
+            .or_else(|| header_str(&resp, header::CONTENT_TYPE).map(str::to_owned)),
         content_range: header_str(&resp, header::CONTENT_RANGE).map(str::to_owned),
         e_tag: etag(&resp),
         last_modified: last_modified(&resp),
         accept_ranges: Some("bytes".into()),
+        metadata: kept.metadata,
+        content_encoding: input
+            .response_content_encoding
+            .clone()
+            .or(kept.content_encoding),
+        content_disposition: input
+            .response_content_disposition
+            .clone()
+            .or(kept.content_disposition),
+        content_language: input
+            .response_content_language
+            .clone()
+            .or(kept.content_language),
+        cache_control: input.response_cache_control.clone().or(kept.cache_control),
+        expires: input.response_expires.clone().or(kept.expires),
         ..Default::default()
     };
     output.body = Some(blob(resp.into_body()));
@@ -625,6 +764,7 @@ pub async fn put_object(
     req: S3Request<dto::PutObjectInput>,
 ) -> S3Result<S3Response<dto::PutObjectOutput>> {
     let checks = BodyChecks::of(&req.headers, req.trailing_headers)?;
+    let kept = kept_headers(&req.headers)?;
     let input = req.input;
     let fault = BodyFault::default();
     let mut headers = HeaderMap::new();
@@ -636,13 +776,14 @@ pub async fn put_object(
     if let Some(n) = input.content_length {
         headers.insert(header::CONTENT_LENGTH, n.into());
     }
-    let resp = file(
+    let resp = file_keeping(
         host,
         target,
         &input.key,
         Method::PUT,
         &headers,
         checked_body(input.body, checks, &fault),
+        kept,
     )
     .await
     .map_err(|e| fault.or(e))?;

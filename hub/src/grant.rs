@@ -346,6 +346,7 @@ mod tests {
             etag: "\"x\"".into(),
             provider_modified_ms: None,
             updated_at: 1,
+            headers: Vec::new(),
         }
     }
 

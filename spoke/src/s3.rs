@@ -219,7 +219,7 @@ impl S3 for SpokeS3 {
         req: S3Request<dto::GetObjectInput>,
     ) -> S3Result<S3Response<dto::GetObjectOutput>> {
         let (target, host) = self.object(&req.input.key, GrantOp::Read).await?;
-        door::get_object(host, &target, &req.input.key, &req.headers).await
+        door::get_object(host, &target, &req).await
     }
 
     async fn put_object(

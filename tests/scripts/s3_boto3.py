@@ -151,6 +151,66 @@ s3.copy_object(Bucket=bucket, Key="docs/copied.txt", CopySource={"Bucket": bucke
 check(s3.get_object(Bucket=bucket, Key="docs/copied.txt")["Body"].read() == small, "copy_object")
 s3.delete_object(Bucket=bucket, Key="docs/copied.txt")
 
+# User metadata and representation fields are kept, sent back, carried
+# by a copy, replaced by a copy that says REPLACE, and overridden by a
+# GET's response-* parameters.
+s3.put_object(
+    Bucket=bucket, Key="docs/meta.txt", Body=b"meta", Metadata={"colour": "blue", "size": "large"},
+    ContentDisposition='attachment; filename="m.txt"', ContentLanguage="en", CacheControl="max-age=60",
+    ContentType="text/plain",
+)
+head = s3.head_object(Bucket=bucket, Key="docs/meta.txt")
+check(head["Metadata"] == {"colour": "blue", "size": "large"}, f"metadata: {head['Metadata']}")
+check(
+    (head["ContentDisposition"], head["ContentLanguage"], head["CacheControl"], head["ContentType"])
+    == ('attachment; filename="m.txt"', "en", "max-age=60", "text/plain"),
+    f"representation fields: {head}",
+)
+got = s3.get_object(
+    Bucket=bucket, Key="docs/meta.txt", ResponseContentDisposition="inline", ResponseContentType="text/x-test"
+)
+check(
+    (got["ContentDisposition"], got["ContentType"], got["Metadata"]["colour"]) == ("inline", "text/x-test", "blue"),
+    f"response-* overrides: {got}",
+)
+s3.copy_object(Bucket=bucket, Key="docs/meta-copy.txt", CopySource={"Bucket": bucket, "Key": "docs/meta.txt"})
+check(
+    s3.head_object(Bucket=bucket, Key="docs/meta-copy.txt")["Metadata"] == {"colour": "blue", "size": "large"},
+    "a copy keeps the metadata",
+)
+s3.copy_object(
+    Bucket=bucket, Key="docs/meta-copy.txt", CopySource={"Bucket": bucket, "Key": "docs/meta.txt"},
+    MetadataDirective="REPLACE", Metadata={"colour": "red"}, ContentType="text/x-replaced",
+)
+head = s3.head_object(Bucket=bucket, Key="docs/meta-copy.txt")
+check(
+    (head["Metadata"], head["ContentType"], head.get("ContentDisposition"))
+    == ({"colour": "red"}, "text/x-replaced", None),
+    f"a copy that replaces the metadata: {head}",
+)
+check(
+    error_code(
+        lambda: s3.copy_object(Bucket=bucket, Key="docs/meta.txt", CopySource={"Bucket": bucket, "Key": "docs/meta.txt"})
+    ) == "InvalidRequest",
+    "a copy onto itself that changes nothing",
+)
+s3.copy_object(
+    Bucket=bucket, Key="docs/meta.txt", CopySource={"Bucket": bucket, "Key": "docs/meta.txt"},
+    MetadataDirective="REPLACE", Metadata={"colour": "green"},
+)
+check(
+    s3.head_object(Bucket=bucket, Key="docs/meta.txt")["Metadata"] == {"colour": "green"},
+    "metadata replaced in place",
+)
+check(s3.get_object(Bucket=bucket, Key="docs/meta.txt")["Body"].read() == b"meta", "the content stays")
+check(
+    error_code(lambda: s3.put_object(Bucket=bucket, Key="docs/huge-meta.txt", Body=b"x", Metadata={"a": "x" * 2100}))
+    == "MetadataTooLarge",
+    "user metadata over 2 KB",
+)
+for k in ("docs/meta.txt", "docs/meta-copy.txt"):
+    s3.delete_object(Bucket=bucket, Key=k)
+
 # A multipart upload, as boto3's transfer manager sends it: three parts in
 # parallel, joined at completion.
 from boto3.s3.transfer import TransferConfig
@@ -163,7 +223,7 @@ with tempfile.NamedTemporaryFile(suffix=".bin") as f:
         f.name,
         bucket,
         "big/parts.bin",
-        ExtraArgs={"ContentType": "application/x-ferry-test"},
+        ExtraArgs={"ContentType": "application/x-ferry-test", "Metadata": {"parts": "three"}},
         Config=TransferConfig(
             multipart_threshold=5 << 20, multipart_chunksize=5 << 20, max_concurrency=3
         ),
@@ -171,6 +231,7 @@ with tempfile.NamedTemporaryFile(suffix=".bin") as f:
 got = s3.get_object(Bucket=bucket, Key="big/parts.bin")
 check(hashlib.sha256(got["Body"].read()).digest() == hashlib.sha256(large).digest(), "multipart upload")
 check(got["ContentType"] == "application/x-ferry-test", f"multipart content type {got['ContentType']}")
+check(got["Metadata"] == {"parts": "three"}, f"multipart metadata {got['Metadata']}")
 small_parts = s3.create_multipart_upload(Bucket=bucket, Key="big/small.bin")
 etags = [
     s3.upload_part(

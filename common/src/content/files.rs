@@ -22,7 +22,8 @@ use std::sync::Arc;
 
 use super::conditional::{self, RangeRequest, Verdict};
 use super::model::{
-    Commit, Direction, EventKind, EventRecord, ObjectMeta, Transfer, TransferStatus, now_ms,
+    Commit, Direction, EventKind, EventRecord, KeptHeaders, ObjectMeta, Transfer, TransferStatus,
+    now_ms,
 };
 use super::transfer::{
     DownloadInfo, ObjectView, StageError, current, download_body, etag_for, read_stream, stage,
@@ -216,6 +217,14 @@ async fn get(
     if let Some(d) = &repr_digest {
         set(h, REPR_DIGEST, d);
     }
+    for (name, value) in view.meta.iter().flat_map(|m| &m.headers) {
+        if let (Ok(n), Ok(v)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            h.append(n, v);
+        }
+    }
     let (status, bytes) = match range {
         // (An unsatisfiable range was answered above.)
         RangeRequest::Full | RangeRequest::Unsatisfiable => (StatusCode::OK, 0..view.size),
@@ -282,6 +291,11 @@ async fn compute_digest(
             etag: view.etag.clone(),
             provider_modified_ms: view.modified_ms(),
             updated_at: now_ms(),
+            headers: view
+                .meta
+                .as_ref()
+                .map(|m| m.headers.clone())
+                .unwrap_or_default(),
         };
         host.commit(Commit {
             upsert: Some(meta.clone()),
@@ -324,6 +338,11 @@ async fn put(
 ) -> Answer {
     staged_name_fits(t, path)?;
     let headers = req.headers().clone();
+    let kept = req
+        .extensions()
+        .get::<KeptHeaders>()
+        .map(|k| k.0.clone())
+        .unwrap_or_default();
     let expected = match header_str(&headers, REPR_DIGEST)? {
         Some(v) => parse_repr_digest(v)
             .map_err(|e| Problem::new(ErrorCode::InvalidDigest, e.to_string()))?,
@@ -483,6 +502,7 @@ async fn put(
         etag: etag_for(sums.crc64nvme, sums.len),
         provider_modified_ms: modified_ms,
         updated_at: now_ms(),
+        headers: kept,
     };
     log.status = TransferStatus::Complete;
     log.crc64nvme = Some(sums.crc64nvme);

@@ -25,7 +25,20 @@ pub struct ObjectMeta {
     pub provider_modified_ms: Option<i64>,
     /// When this row was written, unix milliseconds.
     pub updated_at: i64,
+    /// Header fields kept with the object and sent with it, names in
+    /// lower case: S3's user metadata (`x-amz-meta-*`) and
+    /// representation fields (`content-encoding`, `content-disposition`,
+    /// `content-language`, `cache-control`, `expires`), as given when it
+    /// was written through the S3 door ([`KeptHeaders`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
 }
+
+/// The header fields a write keeps with its object
+/// ([`ObjectMeta::headers`]): a request extension the S3 door sets, which
+/// no client can send.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeptHeaders(pub Vec<(String, String)>);
 
 /// Which way a transfer's bytes went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -639,6 +639,7 @@ async fn finish(
             etag: etag_for(crc, total),
             provider_modified_ms: modified,
             updated_at: now,
+            headers: Vec::new(),
         }),
         event: Some(EventRecord {
             account_id: session.account_id.clone(),

@@ -470,7 +470,7 @@ impl S3 for FerryS3 {
         let (target, host) = self
             .object_target(&key, &req.input.bucket, Access::Read)
             .await?;
-        door::get_object(host, &target, &req.input.key, &req.headers).await
+        door::get_object(host, &target, &req).await
     }
 
     async fn put_object(
@@ -520,6 +520,7 @@ impl S3 for FerryS3 {
         let content_type = input
             .content_type
             .filter(|ct| ct.len() <= 255 && ct.bytes().all(|b| b.is_ascii_graphic() || b == b' '));
+        let kept = door::kept_headers(&req.headers)?;
         let now = now_ms();
         let upload = MultipartUpload {
             id: multipart_id(),
@@ -529,6 +530,7 @@ impl S3 for FerryS3 {
             content_type,
             created_at: now,
             expires_at: now.saturating_add(self.state.uploads.expiry_ms),
+            headers: kept,
         };
         self.state
             .store
@@ -691,6 +693,20 @@ impl S3 for FerryS3 {
             .body(ferry_common::body::empty())
             .map_err(|_| s3_error!(InvalidRequest))?;
         self.tus_create(&key, &row, Some(&input.key), join).await?;
+        if !upload.headers.is_empty()
+            && let Err(e) = self
+                .state
+                .store
+                .set_object_headers(
+                    &row.id,
+                    &input.key,
+                    upload.content_type.as_deref(),
+                    &upload.headers,
+                )
+                .await
+        {
+            tracing::warn!(error = %e, "could not keep a multipart upload's header fields");
+        }
         // Done: the upload is forgotten, and the parts it did not join
         // discarded now rather than at their expiry.
         if let Err(e) = self
@@ -905,6 +921,12 @@ impl S3 for FerryS3 {
         req: S3Request<dto::CopyObjectInput>,
     ) -> S3Result<S3Response<dto::CopyObjectOutput>> {
         let key = self.key_of(&req).await?;
+        let replace = req
+            .input
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == dto::MetadataDirective::REPLACE);
+        let kept = door::kept_headers(&req.headers)?;
         let input = req.input;
         let dto::CopySource::Bucket {
             bucket: from_bucket,
@@ -924,15 +946,46 @@ impl S3 for FerryS3 {
         // both.
         self.bucket(&key, from_bucket, Access::Read).await?;
         let row = self.bucket(&key, &input.bucket, Access::Write).await?;
-        let target = self.target(&key, &row).await?;
-        let res = super::connections::Resolved {
-            account: key.account_id.clone(),
-            row,
-            op: target.op,
-        };
-        super::tree::relocate(&self.state, &res, from_key, &input.key, true, false)
-            .await
-            .map_err(problem_error)?;
+        let onto_itself = **from_key == *input.key;
+        if onto_itself && !replace {
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself \
+                 without changing the object's metadata."
+            ));
+        }
+        if !onto_itself {
+            let target = self.target(&key, &row).await?;
+            let res = super::connections::Resolved {
+                account: key.account_id.clone(),
+                row: row.clone(),
+                op: target.op,
+            };
+            super::tree::relocate(&self.state, &res, from_key, &input.key, true, false)
+                .await
+                .map_err(problem_error)?;
+        }
+        if replace {
+            // The object's representation as this request gives it, its
+            // content's record kept (read first: the copy, or the object
+            // itself, must be known to ferry).
+            self.read(
+                &key,
+                &input.bucket,
+                &input.key,
+                Method::HEAD,
+                &HeaderMap::new(),
+            )
+            .await?;
+            let content_type = input.content_type.as_deref().filter(|ct| {
+                ct.len() <= 255 && ct.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+            });
+            self.state
+                .store
+                .set_object_headers(&row.id, &input.key, content_type, &kept)
+                .await
+                .map_err(|e| s3_error!(e, ServiceUnavailable))?;
+        }
         let head = self
             .read(
                 &key,

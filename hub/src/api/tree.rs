@@ -346,6 +346,11 @@ pub(super) async fn relocate(
             etag: etag_for(sums.crc64nvme, sums.len),
             provider_modified_ms: None,
             updated_at: 0,
+            headers: src
+                .meta
+                .as_ref()
+                .map(|m| m.headers.clone())
+                .unwrap_or_default(),
         });
     }
     if is_move && !cap.rename {

@@ -71,6 +71,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("etag", Text),
             ("provider_modified_ms", Int),
             ("updated_at", Int),
+            ("headers", Text),
         ],
     ),
     (
@@ -172,6 +173,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("content_type", Text),
             ("created_at", Int),
             ("expires_at", Int),
+            ("headers", Text),
         ],
     ),
     (

@@ -317,6 +317,8 @@ CREATE INDEX s3_multipart_by_expiry ON s3_multipart(expires_at);
 ALTER TABLE upload_sessions ADD COLUMN s3_upload TEXT;
 ALTER TABLE upload_sessions ADD COLUMN s3_part BIGINT;
 CREATE INDEX upload_sessions_by_s3_upload ON upload_sessions(s3_upload, s3_part);
+ALTER TABLE s3_multipart ADD COLUMN headers TEXT;
+ALTER TABLE objects ADD COLUMN headers TEXT;
 "#,
         postgres_only: &[],
     },

@@ -14,10 +14,11 @@ use super::{Store, StoreError};
 
 pub use ferry_common::content::model::{Commit, Direction, ObjectMeta, Transfer, TransferStatus};
 
-const COLUMNS: &str = "connection_id, path, size, crc64nvme, sha256, content_type, etag, provider_modified_ms, updated_at";
+const COLUMNS: &str = "connection_id, path, size, crc64nvme, sha256, content_type, etag, provider_modified_ms, updated_at, headers";
 
 fn from_row(row: &AnyRow) -> Result<ObjectMeta, sqlx::Error> {
     let crc: i64 = row.try_get("crc64nvme")?;
+    let headers: Option<String> = row.try_get("headers")?;
     Ok(ObjectMeta {
         connection_id: row.try_get("connection_id")?,
         path: row.try_get("path")?,
@@ -28,7 +29,17 @@ fn from_row(row: &AnyRow) -> Result<ObjectMeta, sqlx::Error> {
         etag: row.try_get("etag")?,
         provider_modified_ms: row.try_get("provider_modified_ms")?,
         updated_at: row.try_get("updated_at")?,
+        headers: headers
+            .map(|h| serde_json::from_str(&h))
+            .transpose()
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?
+            .unwrap_or_default(),
     })
+}
+
+/// An object's kept header fields as stored: JSON, or nothing for none.
+fn headers_column(headers: &[(String, String)]) -> Option<String> {
+    (!headers.is_empty()).then(|| serde_json::to_string(headers).expect("header fields serialise"))
 }
 
 impl Store {
@@ -46,6 +57,30 @@ impl Store {
         .fetch_optional(self.read_pool().await)
         .await?;
         Ok(row.as_ref().map(from_row).transpose()?)
+    }
+
+    /// Sets what an object's metadata says of its representation — its
+    /// media type and kept header fields — leaving its content's record as
+    /// it is; false if ferry has no record of it.
+    pub async fn set_object_headers(
+        &self,
+        connection_id: &str,
+        path: &str,
+        content_type: Option<&str>,
+        headers: &[(String, String)],
+    ) -> Result<bool, StoreError> {
+        self.refuse_if_down()?;
+        let done = sqlx::query(
+            "UPDATE objects SET content_type = $1, headers = $2 WHERE connection_id = $3 AND path = $4",
+        )
+        .bind(content_type)
+        .bind(headers_column(headers))
+        .bind(connection_id)
+        .bind(path)
+        .execute(&self.pool)
+        .await?;
+        self.note_write().await;
+        Ok(done.rows_affected() > 0)
     }
 
     /// Commits a change in one transaction.
@@ -109,11 +144,12 @@ impl Store {
 
 async fn upsert(conn: &mut sqlx::AnyConnection, m: &ObjectMeta) -> Result<(), sqlx::Error> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO objects ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+        "INSERT INTO objects ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          ON CONFLICT (connection_id, path) DO UPDATE SET size = excluded.size, \
          crc64nvme = excluded.crc64nvme, sha256 = excluded.sha256, \
          content_type = excluded.content_type, etag = excluded.etag, \
-         provider_modified_ms = excluded.provider_modified_ms, updated_at = excluded.updated_at"
+         provider_modified_ms = excluded.provider_modified_ms, updated_at = excluded.updated_at, \
+         headers = excluded.headers"
     )))
     .bind(&m.connection_id)
     .bind(&m.path)
@@ -124,6 +160,7 @@ async fn upsert(conn: &mut sqlx::AnyConnection, m: &ObjectMeta) -> Result<(), sq
     .bind(&m.etag)
     .bind(m.provider_modified_ms)
     .bind(m.updated_at)
+    .bind(headers_column(&m.headers))
     .execute(conn)
     .await?;
     Ok(())
@@ -190,6 +227,7 @@ mod tests {
             etag: "\"x\"".into(),
             provider_modified_ms: Some(1),
             updated_at: now_ms(),
+            headers: vec![("x-amz-meta-colour".into(), "blue".into())],
         };
         let event = EventRecord {
             account_id: account.id.clone(),
@@ -210,7 +248,29 @@ mod tests {
             .unwrap();
         assert_eq!(
             store.get_object(&conn.id, "a/b.txt").await.unwrap(),
-            Some(meta)
+            Some(meta.clone())
+        );
+        // Its representation changed, its content's record kept.
+        let replaced = vec![("content-disposition".to_owned(), "inline".to_owned())];
+        assert!(
+            store
+                .set_object_headers(&conn.id, "a/b.txt", None, &replaced)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.get_object(&conn.id, "a/b.txt").await.unwrap(),
+            Some(ObjectMeta {
+                content_type: None,
+                headers: replaced,
+                ..meta
+            })
+        );
+        assert!(
+            !store
+                .set_object_headers(&conn.id, "a/none.txt", None, &[])
+                .await
+                .unwrap()
         );
         let events = store.list_events(&account.id, 0, 10).await.unwrap();
         assert_eq!(events.len(), 1);

@@ -27,6 +27,8 @@ pub struct MultipartUpload {
     pub created_at: i64,
     /// When it is forgotten if not completed.
     pub expires_at: i64,
+    /// The header fields the object keeps (`ObjectMeta::headers`).
+    pub headers: Vec<(String, String)>,
 }
 
 /// A part of a multipart upload: the latest complete partial upload with
@@ -44,9 +46,10 @@ pub struct MultipartPart {
 }
 
 const COLUMNS: &str =
-    "id, account_id, connection_id, object_key, content_type, created_at, expires_at";
+    "id, account_id, connection_id, object_key, content_type, created_at, expires_at, headers";
 
 fn from_row(row: &AnyRow) -> Result<MultipartUpload, sqlx::Error> {
+    let headers: Option<String> = row.try_get("headers")?;
     Ok(MultipartUpload {
         id: row.try_get("id")?,
         account_id: row.try_get("account_id")?,
@@ -55,6 +58,11 @@ fn from_row(row: &AnyRow) -> Result<MultipartUpload, sqlx::Error> {
         content_type: row.try_get("content_type")?,
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
+        headers: headers
+            .map(|h| serde_json::from_str(&h))
+            .transpose()
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?
+            .unwrap_or_default(),
     })
 }
 
@@ -63,7 +71,7 @@ impl Store {
     pub async fn create_multipart(&self, upload: &MultipartUpload) -> Result<(), StoreError> {
         self.refuse_if_down()?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO s3_multipart ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            "INSERT INTO s3_multipart ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
         )))
         .bind(&upload.id)
         .bind(&upload.account_id)
@@ -72,6 +80,10 @@ impl Store {
         .bind(upload.content_type.as_deref())
         .bind(upload.created_at)
         .bind(upload.expires_at)
+        .bind(
+            (!upload.headers.is_empty())
+                .then(|| serde_json::to_string(&upload.headers).expect("header fields serialise")),
+        )
         .execute(&self.pool)
         .await?;
         self.note_write().await;
@@ -229,6 +241,7 @@ mod tests {
             content_type: None,
             created_at: 1,
             expires_at: 1_000,
+            headers: vec![("x-amz-meta-a".into(), "b".into())],
         };
         for (id, key) in [("u3", "b/z"), ("u1", "a/x"), ("u2", "a/x"), ("u4", "é")] {
             store.create_multipart(&upload(id, key)).await.unwrap();
