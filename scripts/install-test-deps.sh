@@ -21,6 +21,7 @@
 #   schemathesis-venv/  schemathesis, the API fuzzer
 #                  (tests/tools/schemathesis-requirements.txt)
 #   tus-venv/      tuspy, the tus Python client (tests/tools/tus-requirements.txt)
+#   awscli-venv/   PyPI's AWS CLI, v1 (tests/tools/awscli-requirements.txt)
 #   npm/           Azurite and tus-js-client (tests/tools/package.json and
 #                  package-lock.json)
 # Each holds a stamp with the hash of the files it was made from and is
@@ -29,7 +30,18 @@
 #
 # And cargo-nextest when missing (the suite falls back to `cargo test` if
 # that install fails).
+#
+# With --bench, also what only the benchmark uses: s3s-fs, an S3 server in
+# Rust (scenario 10, the S3 door), built with cargo into
+# `test-tools/s3s-fs/` (a few minutes, once).
 set -euo pipefail
+bench=false
+for arg in "$@"; do
+  case "$arg" in
+    --bench) bench=true ;;
+    *) echo "usage: $0 [--bench]" >&2; exit 2 ;;
+  esac
+done
 root=$(cd "$(dirname "$0")/.." && pwd)
 
 need_apt=()
@@ -116,7 +128,16 @@ python_env venv requirements.txt
 python_env checkov-venv checkov-requirements.txt
 python_env schemathesis-venv schemathesis-requirements.txt
 python_env tus-venv tus-requirements.txt
+python_env awscli-venv awscli-requirements.txt
 npm_env
+
+# s3s-fs for the benchmark, at the version the door's s3s is.
+s3s_fs_version=0.14.1
+if $bench && ! { [ -x "$tools/s3s-fs/bin/s3s-fs" ] && [ "$(cat "$tools/s3s-fs/.version" 2>/dev/null)" = "$s3s_fs_version" ]; }; then
+  echo "installing s3s-fs $s3s_fs_version into $tools/s3s-fs" >&2
+  cargo install --quiet --locked --force s3s-fs --version "$s3s_fs_version" --features binary --root "$tools/s3s-fs"
+  echo "$s3s_fs_version" > "$tools/s3s-fs/.version"
+fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest >/dev/null 2>&1 || echo "cargo-nextest unavailable; using cargo test" >&2

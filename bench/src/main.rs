@@ -9,6 +9,7 @@ mod dns;
 mod nginx;
 mod report;
 mod rig;
+mod s3door;
 mod scenarios;
 mod sys;
 
@@ -32,7 +33,8 @@ struct Args {
     size_mib: Option<u64>,
     /// Only these scenarios (comma-separated): transfer (or download,
     /// upload), memory, sweep, control, tunnel, recovery, resumable,
-    /// resumable_s3 (needs moto: ./scripts/install-test-deps.sh), dns.
+    /// resumable_s3 (needs moto: ./scripts/install-test-deps.sh), s3 (needs
+    /// s3s-fs: ./scripts/install-test-deps.sh --bench), dns.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to write results.json and the charts.

@@ -30,7 +30,7 @@ pub struct Report {
 /// Runs `f` on each of `items`, starting with a different one in each `run`
 /// so that none always goes first, and returns the results in the order of
 /// `items`.
-async fn in_rotation<T: Copy, R>(
+pub(crate) async fn in_rotation<T: Copy, R>(
     items: &[T],
     run: usize,
     mut f: impl AsyncFnMut(T) -> anyhow::Result<R>,
@@ -129,19 +129,25 @@ async fn measure(
         let r = resumable(rig, plan, &block).await;
         results.push(("resumable", r.context("resumable")?));
     }
-    let moto = ferry_tests::tools::Tool::MotoServer.path();
-    if want("resumable_s3") && (moto.exists() || !only.is_empty()) {
+    let moto = ferry_tests::tools::Tool::MotoServer.find();
+    if want("resumable_s3") && (moto.is_some() || !only.is_empty()) {
         let r = resumable_s3(rig, plan, &block).await;
         results.push(("resumable_s3", r.context("resumable_s3")?));
     } else if want("resumable_s3") {
         // Every scenario was asked for, and this one needs a tool the
         // machine lacks: say so in the report rather than fail the rest.
-        let why = format!(
-            "9. Resumable uploads to S3: not measured, moto is not installed ({}); run ./scripts/install-test-deps.sh\n\n",
-            moto.display()
-        );
+        let why = "9. Resumable uploads to S3: not measured, moto is not installed; run ./scripts/install-test-deps.sh\n\n".to_owned();
         eprintln!("{why}");
         results.push(("resumable_s3", (why, json!({ "measured": false }))));
+    }
+    let s3s_fs = ferry_tests::tools::Tool::S3sFs.find();
+    if want("s3") && (s3s_fs.is_some() || !only.is_empty()) {
+        let r = crate::s3door::s3_door(rig, plan).await;
+        results.push(("s3", r.context("s3")?));
+    } else if want("s3") {
+        let why = "10. The S3 door: not measured, s3s-fs is not installed; run ./scripts/install-test-deps.sh --bench\n\n".to_owned();
+        eprintln!("{why}");
+        results.push(("s3", (why, json!({ "measured": false }))));
     }
     if want("dns") {
         results.push(("dns", crate::dns::dns(plan).await.context("dns")?));
@@ -179,12 +185,12 @@ fn nginx_version() -> String {
 
 /// One timed transfer: throughput and the CPU of the processes on its path.
 #[derive(Debug, Clone, Copy)]
-struct Sample {
-    mbps: f64,
+pub(crate) struct Sample {
+    pub(crate) mbps: f64,
     /// CPU of the middle process (spoke or proxy; the origin when direct).
-    cpu_per_gib: f64,
+    pub(crate) cpu_per_gib: f64,
     /// CPU of every server process on the path (client excluded).
-    path_cpu_per_gib: f64,
+    pub(crate) path_cpu_per_gib: f64,
 }
 
 /// The server processes a transfer through `via` runs on.
@@ -236,7 +242,7 @@ fn repeated_digest(block: &[u8], size: u64) -> String {
 }
 
 #[derive(Debug, Default)]
-struct Series {
+pub(crate) struct Series {
     mbps: Vec<f64>,
     cpu: Vec<f64>,
     path_cpu: Vec<f64>,
@@ -246,7 +252,7 @@ struct Series {
 
 impl Series {
     /// The columns of [`Series::row`].
-    const COLUMNS: [&str; 6] = [
+    pub(crate) const COLUMNS: [&str; 6] = [
         "path",
         "MB/s",
         "ratio",
@@ -255,7 +261,7 @@ impl Series {
         "added CPU-s/GiB",
     ];
 
-    fn push(&mut self, s: Sample, base: Option<Sample>) {
+    pub(crate) fn push(&mut self, s: Sample, base: Option<Sample>) {
         self.mbps.push(s.mbps);
         self.cpu.push(s.cpu_per_gib);
         self.path_cpu.push(s.path_cpu_per_gib);
@@ -265,7 +271,7 @@ impl Series {
         }
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         json!({
             "mbps": median(&self.mbps),
             "ratio_to_direct": median(&self.ratio),
@@ -276,7 +282,7 @@ impl Series {
         })
     }
 
-    fn row(&self, name: &str, base: bool) -> Vec<String> {
+    pub(crate) fn row(&self, name: &str, base: bool) -> Vec<String> {
         vec![
             name.to_owned(),
             fmt(median(&self.mbps), 0),

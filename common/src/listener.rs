@@ -58,6 +58,10 @@ pub struct ApiConfig {
     /// On shutdown, time in-flight requests get to finish. Default 30.
     #[serde(default = "defaults::shutdown_grace_secs")]
     pub shutdown_grace_secs: u64,
+    /// The S3 door's host names: `<bucket>.<domain>` is a virtual-host
+    /// style request for that bucket (`s3.md`). Read at start.
+    #[serde(default)]
+    pub s3_domains: Vec<String>,
 }
 
 /// The `[api.tls]` section.
@@ -123,6 +127,14 @@ impl ApiConfig {
                 p.add(
                     format!("{prefix}.tls.reload_interval_secs"),
                     "must be at least 1",
+                );
+            }
+        }
+        for d in &api.s3_domains {
+            if !crate::s3_door::valid_domain(d) {
+                p.add(
+                    format!("{prefix}.s3_domains"),
+                    format!("'{d}' is not a DNS name (no port, no trailing dot)"),
                 );
             }
         }

@@ -91,6 +91,16 @@ pub fn signed_v2<B>(req: &Request<B>) -> bool {
     header_v2 || query_v2
 }
 
+/// Whether `req` is a presigned URL valid for longer than SigV4 allows
+/// (a week), or for no time at all.
+fn presigned_too_long<B>(req: &Request<B>) -> bool {
+    req.uri().query().is_some_and(|q| {
+        q.split('&')
+            .find_map(|p| p.strip_prefix("X-Amz-Expires="))
+            .is_some_and(|v| !v.parse::<u64>().is_ok_and(|n| (1..=604_800).contains(&n)))
+    })
+}
+
 /// S3's answer to a request signed with SigV2.
 pub fn refuse_v2() -> Response<Body> {
     let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
@@ -105,10 +115,114 @@ Please use AWS4-HMAC-SHA256.</Message></Error>";
     resp
 }
 
+/// The largest XML body the door reads whole (`CompleteMultipartUpload`
+/// naming 10,000 parts, `DeleteObjects` naming 1,000 keys of 1,024 bytes).
+pub const MAX_XML_BODY: usize = 2 * 1024 * 1024;
+
+/// S3's largest part.
+pub const MAX_PART: i64 = 5 << 30;
+
+/// The host names of the S3 door (`api.s3_domains`): a request to
+/// `<bucket>.<domain>` names its bucket in its host (virtual-host style);
+/// one to `<domain>` itself, or to any other name or an address, in its
+/// path (path style).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hosts(Vec<String>);
+
+impl Hosts {
+    /// The door's domains, in lower case.
+    pub fn new(domains: &[String]) -> Self {
+        Self(domains.iter().map(|d| d.to_ascii_lowercase()).collect())
+    }
+
+    /// Whether any domain is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The bucket a request to `host` (a `Host` field, perhaps with a port)
+    /// names, if it is virtual-host style.
+    pub fn bucket_of<'a>(&self, host: &'a str) -> Option<&'a str> {
+        let name = without_port(host);
+        self.0.iter().find_map(|d| {
+            let prefix = name.len().checked_sub(d.len() + 1)?;
+            (name.is_char_boundary(prefix)
+                && name[prefix..].starts_with('.')
+                && name[prefix + 1..].eq_ignore_ascii_case(d))
+            .then(|| &name[..prefix])
+            .filter(|b| !b.is_empty())
+        })
+    }
+
+    /// Sets up an s3s service being built: the domains (none: every
+    /// request is path style), and the door's limits ([`MAX_XML_BODY`]).
+    pub fn apply(&self, builder: &mut s3s::service::S3ServiceBuilder) {
+        if !self.is_empty() {
+            builder.set_host(self.clone());
+        }
+        let mut config = s3s::config::S3Config::default();
+        config.xml_max_body_size = MAX_XML_BODY;
+        builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
+            config,
+        ))));
+    }
+}
+
+/// `host` without a trailing `:port` (an IPv6 address keeps its brackets).
+fn without_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port))
+            if !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && !name.ends_with(':') =>
+        {
+            name
+        }
+        _ => host,
+    }
+}
+
+/// Whether `name` is a DNS name the door may take as a domain.
+pub fn valid_domain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+impl s3s::host::S3Host for Hosts {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> S3Result<s3s::host::VirtualHost<'a>> {
+        let vh = s3s::host::VirtualHost::new(without_port(host));
+        Ok(match self.bucket_of(host) {
+            Some(bucket) => vh.with_bucket(bucket),
+            None => vh,
+        })
+    }
+}
+
 /// Runs `req` through an s3s service and hands its answer back as ferry's.
 pub async fn call(service: &s3s::service::S3Service, req: Request<Body>) -> Response<Body> {
     if signed_v2(&req) {
         return refuse_v2();
+    }
+    if presigned_too_long(&req) {
+        let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+<Error><Code>AuthorizationQueryParametersError</Code><Message>X-Amz-Expires must be \
+between 1 and 604800 seconds (a week).</Message></Error>";
+        let mut resp = Response::new(crate::body::full(xml));
+        *resp.status_mut() = StatusCode::BAD_REQUEST;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/xml"),
+        );
+        return resp;
     }
     let req = req.map(s3s::Body::http_body_unsync);
     match service.call(req).await {
@@ -857,6 +971,9 @@ pub async fn tus_part(
     if !(1..=s3_parts::MAX_PARTS).contains(&part_of.number) {
         return Err(s3_error!(InvalidArgument, "part numbers are 1 to 10000"));
     }
+    if len > MAX_PART {
+        return Err(s3_error!(EntityTooLarge, "a part is at most 5 GiB"));
+    }
     let mut req = Request::builder()
         .method(Method::POST)
         .uri("/")
@@ -915,6 +1032,30 @@ mod tests {
     }
 
     #[test]
+    fn virtual_host_style_names_the_bucket_in_the_host_only_under_a_domain() {
+        let hosts = Hosts::new(&["s3.example.com".into(), "S3.Other.Net".into()]);
+        assert_eq!(hosts.bucket_of("photos.s3.example.com"), Some("photos"));
+        assert_eq!(
+            hosts.bucket_of("photos.s3.example.com:8443"),
+            Some("photos")
+        );
+        assert_eq!(hosts.bucket_of("a.b.s3.other.net"), Some("a.b"));
+        assert_eq!(hosts.bucket_of("s3.example.com"), None);
+        assert_eq!(hosts.bucket_of(".s3.example.com"), None);
+        assert_eq!(hosts.bucket_of("xs3.example.com"), None);
+        assert_eq!(hosts.bucket_of("127.0.0.1:8443"), None);
+        assert_eq!(hosts.bucket_of("[::1]:8443"), None);
+        assert_eq!(hosts.bucket_of("hub.example.com"), None);
+        assert_eq!(Hosts::default().bucket_of("a.s3.example.com"), None);
+        assert_eq!(without_port("[::1]:80"), "[::1]");
+        assert_eq!(without_port("[::1]"), "[::1]");
+        assert!(valid_domain("s3.example.com") && valid_domain("localhost"));
+        for bad in ["", "a..b", "-a.b", "a_b.c", "s3.example.com:80", "a.b."] {
+            assert!(!valid_domain(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn s3_requests_are_told_by_their_signature_and_their_key_is_the_principal() {
         let signed = request(
             "/local/a.txt",
@@ -943,6 +1084,20 @@ mod tests {
             None
         )));
         assert!(!signed_v2(&presigned));
+        for (expires, refused) in [
+            ("1", false),
+            ("604800", false),
+            ("604801", true),
+            ("0", true),
+            ("x", true),
+        ] {
+            let uri = format!("/b/k?X-Amz-Signature=00&X-Amz-Expires={expires}");
+            assert_eq!(
+                presigned_too_long(&request(&uri, None)),
+                refused,
+                "{expires}"
+            );
+        }
         assert_eq!(principal(&signed), principal(&presigned));
         assert_eq!(
             principal(&signed).as_deref(),

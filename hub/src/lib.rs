@@ -215,6 +215,7 @@ pub async fn run(
         cfg.api.max_json_body_bytes,
         steering.clone(),
     );
+    state.s3_hosts = ferry_common::s3_door::Hosts::new(&cfg.api.s3_domains);
     let mut endpoint = None;
     let mut tcp_tunnel = None;
     if let (Some(t), Some(sockets)) = (&cfg.tunnel, listeners.tunnel) {

@@ -29,6 +29,8 @@ pub struct Front {
     pub data: Arc<DataPath>,
     /// The spoke's metrics.
     pub metrics: Arc<Metrics>,
+    /// The S3 door's host names (`api.s3_domains`).
+    pub s3_hosts: ferry_common::s3_door::Hosts,
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
@@ -154,7 +156,7 @@ async fn route_and_answer(
         return (SpokeRoute::internal, refused.into_response());
     }
     if ferry_common::s3_door::speaks_s3(&req) {
-        match crate::s3::serve(&front.data, req).await {
+        match crate::s3::serve(&front.data, &front.s3_hosts, req).await {
             Ok(resp) => return (SpokeRoute::s3, resp),
             Err(back) => req = back,
         }

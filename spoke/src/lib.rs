@@ -181,6 +181,7 @@ pub async fn run(
         hub,
         data: data.clone(),
         metrics,
+        s3_hosts: ferry_common::s3_door::Hosts::new(&cfg.api.s3_domains),
     });
     let handler: Handler = {
         let front = front.clone();

@@ -19,7 +19,7 @@ use ferry_common::body::{Body, full};
 use ferry_common::content::{MetaHost, Target};
 use ferry_common::contract::{GrantOp, InternalCall, PASS_SCHEME, S3AuthorizeRequest, S3Serve};
 use ferry_common::problem::Problem;
-use ferry_common::s3_door::{self as door, problem_error};
+use ferry_common::s3_door::{self as door, Hosts, problem_error};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt as _;
 use s3s::auth::{S3Auth, SecretKey};
@@ -31,15 +31,22 @@ use crate::hub_client::OnBehalf;
 use crate::uploads::SpokeUploads;
 
 /// Whether `req` may be an object operation the spoke serves: a `GET`,
-/// `HEAD` or `PUT` of a key in a bucket that is no copy (a copy's bytes
-/// move at the provider). The hub has the last word.
-fn may_serve(req: &Request<Body>) -> bool {
-    let object = req
-        .uri()
-        .path()
-        .trim_start_matches('/')
-        .split_once('/')
-        .is_some_and(|(bucket, key)| !bucket.is_empty() && !key.is_empty());
+/// `HEAD` or `PUT` of a key in a bucket (in the host, virtual-host style,
+/// or the path) that is no copy (a copy's bytes move at the provider).
+/// The hub has the last word.
+fn may_serve(req: &Request<Body>, hosts: &Hosts) -> bool {
+    let path = req.uri().path().trim_start_matches('/');
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    let object = match host.and_then(|h| hosts.bucket_of(h)) {
+        Some(_) => !path.is_empty(),
+        None => path
+            .split_once('/')
+            .is_some_and(|(bucket, key)| !bucket.is_empty() && !key.is_empty()),
+    };
     matches!(*req.method(), Method::GET | Method::HEAD | Method::PUT)
         && object
         && !req.headers().contains_key("x-amz-copy-source")
@@ -69,9 +76,10 @@ fn head_of(req: &Request<Body>) -> Option<S3AuthorizeRequest> {
 /// otherwise.
 pub async fn serve(
     data: &Arc<DataPath>,
+    hosts: &Hosts,
     req: Request<Body>,
 ) -> Result<Response<Body>, Request<Body>> {
-    if !may_serve(&req) {
+    if !may_serve(&req, hosts) {
         return Err(req);
     }
     let Some(head) = head_of(&req) else {
@@ -119,6 +127,7 @@ pub async fn serve(
         pass,
     });
     builder.set_auth(key);
+    hosts.apply(&mut builder);
     Ok(door::call(&builder.build(), req).await)
 }
 
@@ -253,22 +262,37 @@ mod tests {
 
     #[test]
     fn only_object_reads_writes_and_parts_are_candidates() {
-        assert!(may_serve(&request(Method::GET, "/b/a.txt", false)));
-        assert!(may_serve(&request(Method::HEAD, "/b/a/b.txt", false)));
-        assert!(may_serve(&request(
-            Method::PUT,
-            "/b/a.txt?partNumber=1&uploadId=x",
-            false
-        )));
-        assert!(!may_serve(&request(Method::PUT, "/b/a.txt", true)));
-        assert!(!may_serve(&request(Method::GET, "/b", false)));
-        assert!(!may_serve(&request(Method::GET, "/b/", false)));
-        assert!(!may_serve(&request(Method::GET, "/", false)));
-        assert!(!may_serve(&request(Method::DELETE, "/b/a.txt", false)));
-        assert!(!may_serve(&request(
-            Method::POST,
-            "/b/a.txt?uploads",
-            false
-        )));
+        let none = Hosts::default();
+        assert!(may_serve(&request(Method::GET, "/b/a.txt", false), &none));
+        assert!(may_serve(
+            &request(Method::HEAD, "/b/a/b.txt", false),
+            &none
+        ));
+        assert!(may_serve(
+            &request(Method::PUT, "/b/a.txt?partNumber=1&uploadId=x", false),
+            &none
+        ));
+        assert!(!may_serve(&request(Method::PUT, "/b/a.txt", true), &none));
+        assert!(!may_serve(&request(Method::GET, "/b", false), &none));
+        assert!(!may_serve(&request(Method::GET, "/b/", false), &none));
+        assert!(!may_serve(&request(Method::GET, "/", false), &none));
+        assert!(!may_serve(
+            &request(Method::DELETE, "/b/a.txt", false),
+            &none
+        ));
+        assert!(!may_serve(
+            &request(Method::POST, "/b/a.txt?uploads", false),
+            &none
+        ));
+        // Virtual-host style: the bucket is in the host, the key the path.
+        let hosts = Hosts::new(&["s3.test".into()]);
+        let mut vhost = request(Method::GET, "/a.txt", false);
+        vhost
+            .headers_mut()
+            .insert(header::HOST, HeaderValue::from_static("b.s3.test:8443"));
+        assert!(may_serve(&vhost, &hosts));
+        assert!(!may_serve(&vhost, &none));
+        *vhost.uri_mut() = "/".parse().unwrap();
+        assert!(!may_serve(&vhost, &hosts));
     }
 }

@@ -30,6 +30,11 @@ pub enum Tool {
     /// tus-js-client's package folder, from `tests/tools/package-lock.json`
     /// (its parent goes into `NODE_PATH`).
     TusJsClient,
+    /// PyPI's AWS CLI (v1), from `tests/tools/awscli-requirements.txt`.
+    AwsCliV1,
+    /// s3s-fs, an S3 server in Rust over a folder, for the benchmark
+    /// (`scripts/install-test-deps.sh --bench`).
+    S3sFs,
 }
 
 impl Tool {
@@ -43,7 +48,14 @@ impl Tool {
             Tool::AzuriteBlob => "npm/node_modules/.bin/azurite-blob",
             Tool::TusPython => "tus-venv/bin/python3",
             Tool::TusJsClient => "npm/node_modules/tus-js-client",
+            Tool::S3sFs => "s3s-fs/bin/s3s-fs",
+            Tool::AwsCliV1 => "awscli-venv/bin/aws",
         }
+    }
+
+    /// The tool's path, if it is installed.
+    pub fn find(self) -> Option<PathBuf> {
+        Some(tools_dir().join(self.relative_path())).filter(|p| p.exists())
     }
 
     /// The tool's path; panics, naming the install script, when it is not

@@ -103,7 +103,8 @@ async fn an_account_makes_lists_and_revokes_its_s3_keys() {
 async fn boto3_speaks_s3_to_the_hub() {
     ferry_tests::install_crypto_provider();
     let hub = Hub::start();
-    boto3_against(&hub, &hub.url()).await;
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    boto3_against(&hub, &t, &hub.url(), "local").await;
 }
 
 /// Through a spoke: object reads, writes and parts streamed at the
@@ -115,11 +116,42 @@ async fn boto3_speaks_s3_through_a_spoke() {
     ferry_tests::install_crypto_provider();
     let hub = Hub::start();
     let spoke = ferry_tests::Spoke::start(&hub, "fra1");
-    boto3_against(&hub, &spoke.url()).await;
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    boto3_against(&hub, &t, &spoke.url(), "local").await;
 }
 
-async fn boto3_against(hub: &Hub, endpoint: &str) {
+/// The same through a spoke over S3 (moto's server) and Azure Blob
+/// (Azurite): the bytes of objects and parts stream between the spoke and
+/// the provider, and the hub puts multipart uploads together with the
+/// provider's own copies.
+#[tokio::test]
+async fn boto3_speaks_s3_through_a_spoke_over_s3_and_azure_blob() {
+    ferry_tests::install_crypto_provider();
+    let hub = Hub::start_with(ferry_tests::HubOptions {
+        extra_toml: "[providers.remote]\nallow_private_endpoints = true\n".into(),
+        ..ferry_tests::HubOptions::default()
+    });
+    let spoke = ferry_tests::Spoke::start(&hub, "fra1");
     let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    let moto = ferry_tests::providers::StorageServer::s3("door");
+    let azurite = ferry_tests::providers::StorageServer::azblob("door");
+    for (name, provider, server) in [("over-s3", "s3", &moto), ("over-azure", "azblob", &azurite)] {
+        t.api
+            .post("/v1/connections")
+            .json(&json!({ "name": name, "provider": provider, "config": server.config("door", None) }))
+            .send()
+            .await
+            .expect(201);
+        boto3_against(&hub, &t, &spoke.url(), name).await;
+    }
+}
+
+async fn boto3_against(
+    hub: &Hub,
+    t: &ferry_tests::scenarios::Tenant,
+    endpoint: &str,
+    bucket: &str,
+) {
     let key = t.api.post("/v1/s3-keys").send().await.expect(201).json();
     let ro = t
         .api
@@ -131,7 +163,9 @@ async fn boto3_against(hub: &Hub, endpoint: &str) {
         .json();
     // Written through ferry's API, read through S3 below.
     t.api
-        .put(&t.file("docs/from-ferry.txt"))
+        .put(&format!(
+            "/v1/connections/{bucket}/files/docs/from-ferry.txt"
+        ))
         .body("ferry")
         .send()
         .await
@@ -142,7 +176,7 @@ async fn boto3_against(hub: &Hub, endpoint: &str) {
         .arg(endpoint)
         .arg(key["access_key_id"].as_str().unwrap())
         .arg(key["secret_access_key"].as_str().unwrap())
-        .arg("local")
+        .arg(bucket)
         .arg(ro["access_key_id"].as_str().unwrap())
         .arg(ro["secret_access_key"].as_str().unwrap())
         .output()
@@ -158,7 +192,7 @@ async fn boto3_against(hub: &Hub, endpoint: &str) {
     // What boto3 wrote is a file of ferry's, with its checksum.
     let got = t
         .api
-        .get(&t.file("docs/deep/big.bin"))
+        .get(&format!("/v1/connections/{bucket}/files/docs/deep/big.bin"))
         .send()
         .await
         .expect(200);
@@ -166,18 +200,30 @@ async fn boto3_against(hub: &Hub, endpoint: &str) {
     assert!(got.header("x-ferry-checksum-crc64nvme").is_some());
 }
 
-/// Debian's AWS CLI (v2), unmodified, through a spoke: a file above its
-/// multipart threshold up and down, a tree synchronised both ways, a
-/// recursive listing, `head-object`, a presigned URL fetched with curl,
-/// and a recursive removal.
+/// Debian's AWS CLI (v2), unmodified, through a spoke: a 300 MiB file
+/// (multipart) up and down, a tree synchronised both ways, a recursive
+/// listing, `head-object`, a presigned URL fetched with curl, and a
+/// recursive removal.
 #[tokio::test]
-async fn the_aws_cli_speaks_s3_through_a_spoke() {
-    ferry_tests::install_crypto_provider();
+async fn the_aws_cli_v2_speaks_s3_through_a_spoke() {
     let aws = std::path::Path::new("/usr/bin/aws");
     assert!(
         aws.exists(),
         "Debian's AWS CLI is missing: run ./scripts/install-test-deps.sh"
     );
+    aws_cli_through_a_spoke(aws, 300 << 20).await;
+}
+
+/// The same with PyPI's AWS CLI (v1), which signs and sends otherwise
+/// (a smaller file: the paths are the same).
+#[tokio::test]
+async fn the_aws_cli_v1_speaks_s3_through_a_spoke() {
+    let aws = ferry_tests::tools::Tool::AwsCliV1.path();
+    aws_cli_through_a_spoke(&aws, 40 << 20).await;
+}
+
+async fn aws_cli_through_a_spoke(aws: &std::path::Path, size: usize) {
+    ferry_tests::install_crypto_provider();
     let hub = Hub::start();
     let spoke = ferry_tests::Spoke::start(&hub, "fra1");
     let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
@@ -185,6 +231,10 @@ async fn the_aws_cli_speaks_s3_through_a_spoke() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
+    // Presigned URLs in SigV4, as ferry takes them (the v1 CLI's default
+    // is SigV2; v2's is SigV4 already).
+    let config = home.join("aws-config");
+    std::fs::write(&config, "[default]\ns3 =\n    signature_version = s3v4\n").unwrap();
     let endpoint = spoke.url();
     let run = |args: &[&str]| {
         let out = std::process::Command::new(aws)
@@ -200,6 +250,7 @@ async fn the_aws_cli_speaks_s3_through_a_spoke() {
                 key["secret_access_key"].as_str().unwrap(),
             )
             .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", &config)
             .output()
             .expect("aws runs");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -212,8 +263,8 @@ async fn the_aws_cli_speaks_s3_through_a_spoke() {
     };
     assert!(run(&["s3", "ls"]).contains("local"));
 
-    // 40 MiB: five parts of 8 MiB, sent ten at a time, streamed at the
-    // spoke: the hub carries none of the bytes.
+    // In parts of 8 MiB, sent ten at a time, streamed at the spoke: the
+    // hub carries none of the bytes.
     let hub_bytes = || async {
         let mut sum = 0.0;
         for direction in ["upload", "download"] {
@@ -238,7 +289,7 @@ async fn the_aws_cli_speaks_s3_through_a_spoke() {
         }
     };
     let hub_before = hub_bytes().await;
-    let data = ferry_tests::pattern(40 << 20, 5);
+    let data = ferry_tests::pattern(size, 5);
     let up = dir.path().join("up.bin");
     std::fs::write(&up, &data).unwrap();
     run(&["s3", "cp", up.to_str().unwrap(), "s3://local/big/up.bin"]);
@@ -249,7 +300,7 @@ async fn the_aws_cli_speaks_s3_through_a_spoke() {
         ferry_tests::sha256(&data)
     );
     assert_eq!(hub_bytes().await, hub_before, "the hub carried S3 bytes");
-    assert!(spoke_bytes("download").await >= (40u64 << 20) as f64);
+    assert!(spoke_bytes("download").await >= size as f64);
     assert!(
         ferry_tests::metric(
             &spoke.metrics_url(),
@@ -267,7 +318,7 @@ async fn the_aws_cli_speaks_s3_through_a_spoke() {
         "--key",
         "big/up.bin",
     ]);
-    assert!(head.contains(&(40u64 << 20).to_string()), "{head}");
+    assert!(head.contains(&size.to_string()), "{head}");
 
     // A tree, both ways.
     let tree = dir.path().join("tree");
@@ -452,4 +503,59 @@ async fn bad_signatures_clocks_and_checksums_are_refused_at_a_spoke() {
         .await;
     }
     assert_eq!(at_spoke, 10.0, "PUTs at the spoke");
+}
+
+/// Virtual-host style (`<bucket>.s3.test`, `api.s3_domains`) with boto3,
+/// against the hub and through a spoke (whose S3 requests the hub checks
+/// with the same domains); path style keeps working by address.
+async fn virtual_hosts_against(hub: &Hub, t: &ferry_tests::scenarios::Tenant, addr: &str) {
+    let key = t.api.post("/v1/s3-keys").send().await.expect(201).json();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3_vhost.py");
+    let out = tokio::process::Command::new(ferry_tests::tools::Tool::Python.path())
+        .arg(script)
+        .arg(addr)
+        .arg(key["access_key_id"].as_str().unwrap())
+        .arg(key["secret_access_key"].as_str().unwrap())
+        .arg("local")
+        .output()
+        .await
+        .expect("python runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.trim_end().ends_with("ok"),
+        "virtual-host style:\n{text}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        hub.log()
+    );
+}
+
+const S3_DOMAINS: &str = "s3_domains = [\"s3.test\"]\n";
+
+#[tokio::test]
+async fn virtual_host_style_works_at_the_hub_and_a_spoke() {
+    ferry_tests::install_crypto_provider();
+    let hub = Hub::start_with(ferry_tests::HubOptions {
+        api_extra: S3_DOMAINS.into(),
+        ..ferry_tests::HubOptions::default()
+    });
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    virtual_hosts_against(&hub, &t, &hub.addr.to_string()).await;
+    let spoke = ferry_tests::Spoke::start_with(
+        &hub,
+        "fra1",
+        &hub.spoke_token("fra1", None),
+        &ferry_tests::SpokeOptions {
+            api_extra: S3_DOMAINS.into(),
+            ..ferry_tests::SpokeOptions::default()
+        },
+    )
+    .expect("the spoke starts");
+    virtual_hosts_against(&hub, &t, &spoke.addr.to_string()).await;
+    let at_spoke = ferry_tests::metric(
+        &spoke.metrics_url(),
+        "ferry_spoke_http_requests_total",
+        &[("route", "s3"), ("method", "PUT"), ("status", "200")],
+    )
+    .await;
+    assert!(at_spoke >= 4.0, "{at_spoke} PUTs served at the spoke");
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt as _};
+use futures_util::{Stream, StreamExt as _, TryStreamExt as _};
 use opendal::{Buffer, Operator};
 
 use crate::body::BoxError;
@@ -960,6 +960,10 @@ pub fn native_path(m: &Multipart, session: &Session) -> String {
     }
 }
 
+/// Parts the provider copies (or blocks read back and sent) at once when
+/// an upload is put together.
+const COPIES_IN_FLIGHT: usize = 4;
+
 /// Puts an upload's `parts` (the whole upload, in order) together at the
 /// provider. On S3: the parts sent into the multipart upload `upload` as
 /// they are, each staged one copied in by the provider (`UploadPartCopy`),
@@ -968,7 +972,8 @@ pub fn native_path(m: &Multipart, session: &Session) -> String {
 /// length are staged there), the blocks committed as the session's
 /// staging blob, and — but for a partial upload, whose blob waits for its
 /// final upload — the blob copied to the session's path by the provider.
-/// The staged objects stay; [`discard`] removes them.
+/// The staged objects stay; [`discard`] removes them. Copies go
+/// [`COPIES_IN_FLIGHT`] at a time.
 pub async fn complete_native(
     target: &Target,
     m: &Multipart,
@@ -979,6 +984,9 @@ pub async fn complete_native(
     let (firsts, _) = numbering(parts, m.max_part());
     let path = native_path(m, session);
     let mut list = Vec::new();
+    // The copies the provider makes (or the blocks read back and sent),
+    // several at a time: each waits on the provider, not on this node.
+    let mut copies = Vec::new();
     for (p, first) in parts.iter().zip(firsts) {
         if let Some(n) = &p.native {
             list.extend(
@@ -990,27 +998,44 @@ pub async fn complete_native(
             continue;
         }
         for (j, range) in copy_ranges(p.size, m.max_part()).into_iter().enumerate() {
-            let number = first + j as u32;
-            let tag = match m {
-                Multipart::S3(s3) => s3.copy_part(&path, upload, number, &p.name, range).await?,
-                Multipart::Azure(az) => {
-                    let len = range.end - range.start;
-                    let body = read_stream(&target.op, &p.name, range)
-                        .await
-                        .map_err(|e| {
-                            opendal::Error::new(
-                                opendal::ErrorKind::Unexpected,
-                                "a staged part cannot be read",
-                            )
-                            .with_context("problem", e.to_string())
-                        })?
-                        .map(|r| r.map_err(std::io::Error::other));
-                    az.put_block(&path, number, len, body).await?
-                }
-            };
-            list.push((number, tag));
+            copies.push((first + j as u32, p.name.as_str(), range));
         }
     }
+    let path_ref = path.as_str();
+    let jobs: Vec<BoxFuture<'_, Result<(u32, String), opendal::Error>>> = copies
+        .into_iter()
+        .map(|(number, name, range)| {
+            let job: BoxFuture<'_, _> = Box::pin(async move {
+                let tag = match m {
+                    Multipart::S3(s3) => {
+                        s3.copy_part(path_ref, upload, number, name, range).await?
+                    }
+                    Multipart::Azure(az) => {
+                        let len = range.end - range.start;
+                        let body = read_stream(&target.op, name, range)
+                            .await
+                            .map_err(|e| {
+                                opendal::Error::new(
+                                    opendal::ErrorKind::Unexpected,
+                                    "a staged part cannot be read",
+                                )
+                                .with_context("problem", e.to_string())
+                            })?
+                            .map(|r| r.map_err(std::io::Error::other));
+                        az.put_block(path_ref, number, len, body).await?
+                    }
+                };
+                Ok((number, tag))
+            });
+            job
+        })
+        .collect();
+    let copied: Vec<(u32, String)> = futures_util::stream::iter(jobs)
+        .buffered(COPIES_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    list.extend(copied);
+    list.sort_by_key(|(number, _)| *number);
     match m {
         Multipart::S3(s3) => s3.complete(&path, upload, &list).await,
         Multipart::Azure(az) => {

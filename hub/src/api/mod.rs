@@ -67,6 +67,8 @@ pub struct AppState {
     pub grants: crate::grant::GrantKey,
     /// Resumable uploads' settings.
     pub uploads: UploadSettings,
+    /// The S3 door's host names (`api.s3_domains`).
+    pub s3_hosts: ferry_common::s3_door::Hosts,
 }
 
 /// What the spoke routes need.
@@ -112,6 +114,7 @@ impl AppState {
             spokes: None,
             grants: crate::grant::GrantKey::new(master_key.derive_hmac("spoke grants")),
             uploads: UploadSettings::default(),
+            s3_hosts: ferry_common::s3_door::Hosts::default(),
             master_key,
         }
     }

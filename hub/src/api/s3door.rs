@@ -61,6 +61,7 @@ impl Door {
             state: state.clone(),
             signer: signer.clone(),
         });
+        state.s3_hosts.apply(&mut builder);
         builder.set_auth(Keys { state, signer });
         Self {
             service: builder.build(),
@@ -1175,6 +1176,7 @@ pub async fn authorize(
         signer: signer.clone(),
     });
     builder.set_access(Checked(seen.clone()));
+    state.s3_hosts.apply(&mut builder);
     let refusal = door::call(&builder.build(), head).await;
     let Some(seen) = seen.lock().expect("poisoned").take() else {
         // The signature, the clock or the key does not hold: S3's words.
