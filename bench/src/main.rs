@@ -158,6 +158,28 @@ fn build_daemons() -> anyhow::Result<()> {
         .to_owned();
     let mut cmd = std::process::Command::new(cargo);
     cmd.args(["build", "--bins", "-p", "ferry-hub", "-p", "ferry-spoke"]);
+    // What `cargo run` tells this binary about its own package is no
+    // setting for the build: left in, it reaches build scripts (ring's
+    // reads CARGO_MANIFEST_DIR) and makes this build differ from
+    // `cargo build -p ferry-hub -p ferry-spoke` typed in a shell
+    // (`scripts/run-local.sh`), so that each rebuilt ring, rustls, quinn
+    // and sqlx after the other.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name == "OUT_DIR"
+            || name.starts_with("CARGO_PKG_")
+            || matches!(
+                &*name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            cmd.env_remove(&*name);
+        }
+    }
     if profile == "release" {
         cmd.arg("--release");
     }

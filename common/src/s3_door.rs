@@ -207,6 +207,71 @@ impl s3s::host::S3Host for Hosts {
     }
 }
 
+/// The operation an s3s service took a request for, once its signature
+/// held (an access check that records it, and asks for a signature as
+/// s3s's own does), for the metrics.
+#[derive(Debug, Clone, Default)]
+pub struct OperationSeen(Arc<std::sync::Mutex<Option<String>>>);
+
+impl OperationSeen {
+    /// The operation's S3 name (`GetObject`…), or `none` when the request
+    /// was refused before one was known (its signature, its form).
+    pub fn name(&self) -> String {
+        self.0
+            .lock()
+            .expect("poisoned")
+            .clone()
+            .unwrap_or_else(|| "none".to_owned())
+    }
+}
+
+#[async_trait::async_trait]
+impl s3s::access::S3Access for OperationSeen {
+    async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> S3Result<()> {
+        *self.0.lock().expect("poisoned") = Some(cx.s3_op().name().to_owned());
+        match cx.credentials() {
+            Some(_) => Ok(()),
+            None => Err(s3_error!(AccessDenied, "Signature is required")),
+        }
+    }
+}
+
+/// The S3 door's metrics, the same on the hub and on spokes: requests by
+/// operation and status.
+#[derive(Debug, Clone)]
+pub struct S3Metrics {
+    requests: prometheus_client::metrics::family::Family<
+        S3RequestLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+struct S3RequestLabels {
+    operation: String,
+    status: u16,
+}
+
+impl S3Metrics {
+    /// Registers `s3_requests` in `registry`.
+    pub fn register(registry: &mut prometheus_client::registry::Registry) -> Self {
+        let requests = prometheus_client::metrics::family::Family::default();
+        registry.register(
+            "s3_requests",
+            "Requests the S3 door answered here, by S3 operation (none: refused before one was known) and status",
+            requests.clone(),
+        );
+        Self { requests }
+    }
+
+    /// Counts one request.
+    pub fn request(&self, operation: String, status: u16) {
+        self.requests
+            .get_or_create(&S3RequestLabels { operation, status })
+            .inc();
+    }
+}
+
 /// Runs `req` through an s3s service and hands its answer back as ferry's.
 pub async fn call(service: &s3s::service::S3Service, req: Request<Body>) -> Response<Body> {
     if signed_v2(&req) {

@@ -88,6 +88,8 @@ pub struct Metrics {
     duration: HistogramFamily,
     /// Bytes, transfers and their durations (shared with spokes).
     pub content: ferry_common::content::metrics::ContentMetrics,
+    /// The S3 door's requests.
+    pub s3: ferry_common::s3_door::S3Metrics,
     store_errors: Counter,
     connections_refused: Counter,
     admin_token_failures: Counter,
@@ -138,6 +140,7 @@ impl Metrics {
             duration.clone(),
         );
         let content = ferry_common::content::metrics::ContentMetrics::register(&mut registry);
+        let s3 = ferry_common::s3_door::S3Metrics::register(&mut registry);
         let store_errors = Counter::default();
         registry.register(
             "store_errors",
@@ -261,6 +264,7 @@ impl Metrics {
             requests,
             duration,
             content,
+            s3,
             store_errors,
             admin_token_failures,
             spokes_connected,

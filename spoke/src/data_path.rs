@@ -205,6 +205,11 @@ impl DataPath {
         Err(resp)
     }
 
+    /// The spoke's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// The client for the spoke's own calls to the hub.
     pub fn client(&self) -> &HubClient {
         &self.client

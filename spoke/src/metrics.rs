@@ -104,6 +104,8 @@ pub struct Metrics {
     grants: Family<GrantLabels, Counter>,
     /// Bytes, transfers and their durations (shared with the hub).
     pub content: ferry_common::content::metrics::ContentMetrics,
+    /// The S3 door's requests.
+    pub s3: ferry_common::s3_door::S3Metrics,
     queued: Gauge,
     dropped: Counter,
     active: Gauge,
@@ -180,6 +182,7 @@ impl Metrics {
             grants.clone(),
         );
         let content = ferry_common::content::metrics::ContentMetrics::register(&mut registry);
+        let s3 = ferry_common::s3_door::S3Metrics::register(&mut registry);
         let queued = Gauge::default();
         registry.register(
             "reports_queued",
@@ -212,6 +215,7 @@ impl Metrics {
             forwarded,
             grants,
             content,
+            s3,
             queued,
             dropped,
         }

@@ -101,6 +101,9 @@ pub async fn serve(
         if let Some(v) = answer.headers.get(header::CONTENT_TYPE) {
             resp.headers_mut().insert(header::CONTENT_TYPE, v.clone());
         }
+        data.metrics()
+            .s3
+            .request("none".to_owned(), answer.status.as_u16());
         return Ok(resp);
     }
     let authorized: ferry_common::contract::S3Authorized =
@@ -128,7 +131,13 @@ pub async fn serve(
     });
     builder.set_auth(key);
     hosts.apply(&mut builder);
-    Ok(door::call(&builder.build(), req).await)
+    let operation = door::OperationSeen::default();
+    builder.set_access(operation.clone());
+    let resp = door::call(&builder.build(), req).await;
+    data.metrics()
+        .s3
+        .request(operation.name(), resp.status().as_u16());
+    Ok(resp)
 }
 
 /// An S3 error as the answer s3s would give.

@@ -380,6 +380,27 @@ async fn aws_cli_through_a_spoke(aws: &std::path::Path, size: usize) {
 async fn rclone_speaks_s3_to_the_hub() {
     ferry_tests::install_crypto_provider();
     let hub = Hub::start();
+    rclone_against(&hub, &hub.url()).await;
+}
+
+/// The same through a spoke.
+#[tokio::test]
+async fn rclone_speaks_s3_through_a_spoke() {
+    ferry_tests::install_crypto_provider();
+    let hub = Hub::start();
+    let spoke = ferry_tests::Spoke::start(&hub, "fra1");
+    rclone_against(&hub, &spoke.url()).await;
+    // Its object requests were served at the spoke, by operation.
+    let puts = ferry_tests::metric(
+        &spoke.metrics_url(),
+        "ferry_spoke_s3_requests_total",
+        &[("operation", "PutObject"), ("status", "200")],
+    )
+    .await;
+    assert!(puts >= 3.0, "{puts} PutObject at the spoke");
+}
+
+async fn rclone_against(hub: &Hub, url: &str) {
     let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
     let key = t.api.post("/v1/s3-keys").send().await.expect(201).json();
     let dir = tempfile::tempdir().unwrap();
@@ -393,7 +414,6 @@ async fn rclone_speaks_s3_to_the_hub() {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, ferry_tests::pattern(size, size as u64 % 251)).unwrap();
     }
-    let url = hub.url();
     let rclone = |args: &[&str]| {
         let out = std::process::Command::new("rclone")
             .args(args)
@@ -404,7 +424,7 @@ async fn rclone_speaks_s3_to_the_hub() {
             .env("HOME", dir.path())
             .env("RCLONE_CONFIG_FERRY_TYPE", "s3")
             .env("RCLONE_CONFIG_FERRY_PROVIDER", "Other")
-            .env("RCLONE_CONFIG_FERRY_ENDPOINT", &url)
+            .env("RCLONE_CONFIG_FERRY_ENDPOINT", url)
             .env("RCLONE_CONFIG_FERRY_REGION", "us-east-1")
             .env("RCLONE_CONFIG_FERRY_FORCE_PATH_STYLE", "true")
             .env(

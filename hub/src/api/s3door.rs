@@ -43,6 +43,8 @@ use crate::store::{ConnectionRow, MultipartPart, MultipartUpload, S3Key, now_ms}
 /// The S3 service of one hub.
 pub struct Door {
     service: s3s::service::S3Service,
+    operation: door::OperationSeen,
+    state: Arc<AppState>,
 }
 
 impl std::fmt::Debug for Door {
@@ -62,15 +64,27 @@ impl Door {
             signer: signer.clone(),
         });
         state.s3_hosts.apply(&mut builder);
-        builder.set_auth(Keys { state, signer });
+        let operation = door::OperationSeen::default();
+        builder.set_access(operation.clone());
+        builder.set_auth(Keys {
+            state: state.clone(),
+            signer,
+        });
         Self {
             service: builder.build(),
+            operation,
+            state,
         }
     }
 
     /// Answers one S3 request.
     pub async fn serve(&self, req: Request<Body>) -> Response<Body> {
-        door::call(&self.service, req).await
+        let resp = door::call(&self.service, req).await;
+        self.state
+            .metrics
+            .s3
+            .request(self.operation.name(), resp.status().as_u16());
+        resp
     }
 }
 
