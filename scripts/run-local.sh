@@ -162,12 +162,14 @@ Every node answers the same API. Try it through spoke fra1 (copy and paste):
        -H 'content-type: application/offset+octet-stream' -H 'upload-offset: 6' --data-binary 'world'
   curl -s -H "Authorization: Bearer \$KEY" \$FERRY/v1/connections/local/files/notes/hello.txt
 
-  # S3: a key for S3 clients, then any of them against the hub's API port
-  # (here the AWS CLI, if you have it; buckets are your connections)
+  # S3: a key for S3 clients, then any of them against any node's API port
+  # (here the AWS CLI, if you have it; buckets are your connections); at a
+  # spoke, objects stream there, listings go to the hub
   S3=\$(curl -s -X POST $api/v1/s3-keys -H "Authorization: Bearer \$KEY")
   export AWS_ACCESS_KEY_ID=\$(echo "\$S3" | sed -E 's/.*"access_key_id":"([^"]+)".*/\1/')
   export AWS_SECRET_ACCESS_KEY=\$(echo "\$S3" | sed -E 's/.*"secret_access_key":"([^"]+)".*/\1/')
-  aws --endpoint-url $api --region us-east-1 s3 ls s3://local/docs/
+  aws --endpoint-url \$FERRY --region us-east-1 s3 cp README.md s3://local/s3/README.md
+  aws --endpoint-url $api --region us-east-1 s3 ls --recursive s3://local/
 
   # the same file through the other spoke and through the hub
   curl -s -H "Authorization: Bearer \$KEY" http://127.0.0.3:$((port + 2))/v1/connections/local/files/docs/README.md | head -3

@@ -166,17 +166,7 @@ fn build_daemons() -> anyhow::Result<()> {
     // and sqlx after the other.
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
-        if name == "OUT_DIR"
-            || name.starts_with("CARGO_PKG_")
-            || matches!(
-                &*name,
-                "CARGO_MANIFEST_DIR"
-                    | "CARGO_MANIFEST_PATH"
-                    | "CARGO_CRATE_NAME"
-                    | "CARGO_BIN_NAME"
-                    | "CARGO_PRIMARY_PACKAGE"
-            )
-        {
+        if package_var(&name) {
             cmd.env_remove(&*name);
         }
     }
@@ -187,6 +177,22 @@ fn build_daemons() -> anyhow::Result<()> {
     let status = cmd.status()?;
     anyhow::ensure!(status.success(), "building the daemons failed");
     Ok(())
+}
+
+/// Whether `name` is one of the variables `cargo run` sets to describe
+/// the package it runs (not a setting of cargo's, such as
+/// `CARGO_TARGET_DIR` or `CARGO_PROFILE_*`).
+fn package_var(name: &str) -> bool {
+    name == "OUT_DIR"
+        || name.starts_with("CARGO_PKG_")
+        || matches!(
+            name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+        )
 }
 
 fn main() -> anyhow::Result<()> {
@@ -226,4 +232,30 @@ fn main() -> anyhow::Result<()> {
         Err(e) => eprintln!("warning: no chart: {e:#}"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_run_package_s_variables_are_left_out_of_the_daemons_build() {
+        for name in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION",
+            "OUT_DIR",
+        ] {
+            assert!(package_var(name), "{name}");
+        }
+        for name in [
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_PROFILE_RELEASE_LTO",
+            "PATH",
+        ] {
+            assert!(!package_var(name), "{name}");
+        }
+    }
 }

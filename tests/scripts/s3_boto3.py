@@ -51,7 +51,9 @@ def error_code(call):
     return None
 
 
-names = [b["Name"] for b in s3.list_buckets()["Buckets"]]
+listed_buckets = s3.list_buckets()
+names = [b["Name"] for b in listed_buckets["Buckets"]]
+check(listed_buckets["Owner"]["ID"].startswith("acc_"), f"the buckets' owner: {listed_buckets.get('Owner')}")
 check(bucket in names, f"list_buckets: {names}")
 s3.head_bucket(Bucket=bucket)
 
@@ -85,6 +87,12 @@ keys = sorted(o["Key"] for o in flat.get("Contents", []))
 check(
     keys == ["docs/deep/big.bin", "docs/from-ferry.txt", "docs/hello.txt"],
     f"recursive listing {keys}",
+)
+check(all("Owner" not in o for o in flat["Contents"]), "no owner unless asked for")
+owned = s3.list_objects_v2(Bucket=bucket, Prefix="docs/", FetchOwner=True)["Contents"]
+check(
+    all(o["Owner"]["ID"] == listed_buckets["Owner"]["ID"] for o in owned),
+    f"fetch-owner: {owned}",
 )
 check(
     s3.get_object(Bucket=bucket, Key="docs/from-ferry.txt")["Body"].read() == b"ferry",

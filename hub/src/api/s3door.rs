@@ -352,6 +352,14 @@ impl FerryS3 {
     }
 }
 
+/// The owner S3 names for a key's buckets and objects: its account.
+fn owner(key: &S3Key) -> dto::Owner {
+    dto::Owner {
+        id: Some(key.account_id.clone()),
+        display_name: Some(key.account_id.clone()),
+    }
+}
+
 /// A new multipart upload's id: 128 random bits, base64url.
 fn multipart_id() -> String {
     use base64::Engine as _;
@@ -444,6 +452,7 @@ impl S3 for FerryS3 {
             .collect();
         Ok(S3Response::new(dto::ListBucketsOutput {
             buckets: Some(buckets),
+            owner: Some(owner(&key)),
             ..Default::default()
         }))
     }
@@ -1052,7 +1061,19 @@ impl S3 for FerryS3 {
             start_after: input.start_after,
             is_truncated: Some(page.next.is_some()),
             next_continuation_token: page.next,
-            contents: Some(page.contents),
+            contents: Some(if input.fetch_owner == Some(true) {
+                // The owner of every object is the key's account.
+                let owner = owner(&key);
+                page.contents
+                    .into_iter()
+                    .map(|o| dto::Object {
+                        owner: Some(owner.clone()),
+                        ..o
+                    })
+                    .collect()
+            } else {
+                page.contents
+            }),
             common_prefixes: Some(page.prefixes),
             ..Default::default()
         }))
