@@ -987,6 +987,26 @@ pub async fn tus_create(
     if resp.status() == StatusCode::CREATED {
         return Ok(resp);
     }
+    let p = answer_problem(resp).await;
+    let code = match (p.status, p.code) {
+        (413, _) => S3ErrorCode::EntityTooLarge,
+        (460, _) | (_, "checksum_mismatch") => S3ErrorCode::BadDigest,
+        (_, "invalid_field") => S3ErrorCode::InvalidPart,
+        (_, "invalid_path") => S3ErrorCode::InvalidArgument,
+        (_, "upload_not_found") => S3ErrorCode::NoSuchUpload,
+        (401 | 403, _) => S3ErrorCode::AccessDenied,
+        (s, _) if (500..600).contains(&s) => S3ErrorCode::InternalError,
+        _ => S3ErrorCode::InvalidRequest,
+    };
+    let detail = p
+        .detail
+        .unwrap_or_else(|| "the upload was refused".to_owned());
+    Err(S3Error::with_message(code, detail))
+}
+
+/// The problem a ferry answer that is no success carries (its body read
+/// whole: a problem is small).
+pub async fn answer_problem(resp: Response<Body>) -> Problem {
     let status = resp.status();
     let body = resp
         .into_body()
@@ -994,26 +1014,7 @@ pub async fn tus_create(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let problem: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
-    let detail = problem
-        .as_ref()
-        .and_then(|p| p["detail"].as_str())
-        .unwrap_or("the upload was refused")
-        .to_owned();
-    let code = match (
-        status.as_u16(),
-        problem.as_ref().and_then(|p| p["code"].as_str()),
-    ) {
-        (413, _) => S3ErrorCode::EntityTooLarge,
-        (460, _) | (_, Some("checksum_mismatch")) => S3ErrorCode::BadDigest,
-        (_, Some("invalid_field")) => S3ErrorCode::InvalidPart,
-        (_, Some("invalid_path")) => S3ErrorCode::InvalidArgument,
-        (_, Some("upload_not_found")) => S3ErrorCode::NoSuchUpload,
-        (401 | 403, _) => S3ErrorCode::AccessDenied,
-        (s, _) if (500..600).contains(&s) => S3ErrorCode::InternalError,
-        _ => S3ErrorCode::InvalidRequest,
-    };
-    Err(S3Error::with_message(code, detail))
+    Problem::from_answer(status, &body)
 }
 
 /// The upload id a tus creation's `Location` names.

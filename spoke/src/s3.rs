@@ -18,10 +18,8 @@ use std::sync::Arc;
 use ferry_common::body::{Body, full};
 use ferry_common::content::{MetaHost, Target};
 use ferry_common::contract::{GrantOp, InternalCall, PASS_SCHEME, S3AuthorizeRequest, S3Serve};
-use ferry_common::problem::Problem;
 use ferry_common::s3_door::{self as door, Hosts, problem_error};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::BodyExt as _;
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::dto;
 use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
@@ -205,21 +203,9 @@ impl SpokeS3 {
                 ServiceUnavailable,
                 "this node cannot reach the provider"
             )),
-            Decision::Answer(resp) => Err(refusal(resp).await),
+            Decision::Answer(resp) => Err(problem_error(door::answer_problem(resp).await)),
         }
     }
-}
-
-/// The S3 error for the hub's refusal of a grant.
-async fn refusal(resp: Response<Body>) -> s3s::S3Error {
-    let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    problem_error(Problem::from_answer(status, &body))
 }
 
 #[async_trait::async_trait]

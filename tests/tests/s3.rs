@@ -170,25 +170,20 @@ async fn boto3_against(
         .send()
         .await
         .expect(201);
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3_boto3.py");
-    let out = tokio::process::Command::new(ferry_tests::tools::Tool::Python.path())
-        .arg(script)
-        .arg(endpoint)
-        .arg(key["access_key_id"].as_str().unwrap())
-        .arg(key["secret_access_key"].as_str().unwrap())
-        .arg(bucket)
-        .arg(ro["access_key_id"].as_str().unwrap())
-        .arg(ro["secret_access_key"].as_str().unwrap())
-        .output()
-        .await
-        .expect("python runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.trim_end().ends_with("ok"),
-        "boto3:\n{text}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        hub.log()
-    );
+    python_script(
+        hub,
+        "s3_boto3.py",
+        "boto3",
+        &[
+            endpoint,
+            key["access_key_id"].as_str().unwrap(),
+            key["secret_access_key"].as_str().unwrap(),
+            bucket,
+            ro["access_key_id"].as_str().unwrap(),
+            ro["secret_access_key"].as_str().unwrap(),
+        ],
+    )
+    .await;
     // What boto3 wrote is a file of ferry's, with its checksum.
     let got = t
         .api
@@ -480,23 +475,18 @@ async fn rclone_against(hub: &Hub, url: &str) {
 async fn raw_requests_against(hub: &Hub, endpoint: &str) {
     let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
     let key = t.api.post("/v1/s3-keys").send().await.expect(201).json();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3_raw.py");
-    let out = tokio::process::Command::new(ferry_tests::tools::Tool::Python.path())
-        .arg(script)
-        .arg(endpoint)
-        .arg(key["access_key_id"].as_str().unwrap())
-        .arg(key["secret_access_key"].as_str().unwrap())
-        .arg("local")
-        .output()
-        .await
-        .expect("python runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.trim_end().ends_with("ok"),
-        "raw S3 requests:\n{text}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        hub.log()
-    );
+    python_script(
+        hub,
+        "s3_raw.py",
+        "raw S3 requests",
+        &[
+            endpoint,
+            key["access_key_id"].as_str().unwrap(),
+            key["secret_access_key"].as_str().unwrap(),
+            "local",
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -530,23 +520,18 @@ async fn bad_signatures_clocks_and_checksums_are_refused_at_a_spoke() {
 /// with the same domains); path style keeps working by address.
 async fn virtual_hosts_against(hub: &Hub, t: &ferry_tests::scenarios::Tenant, addr: &str) {
     let key = t.api.post("/v1/s3-keys").send().await.expect(201).json();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3_vhost.py");
-    let out = tokio::process::Command::new(ferry_tests::tools::Tool::Python.path())
-        .arg(script)
-        .arg(addr)
-        .arg(key["access_key_id"].as_str().unwrap())
-        .arg(key["secret_access_key"].as_str().unwrap())
-        .arg("local")
-        .output()
-        .await
-        .expect("python runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.trim_end().ends_with("ok"),
-        "virtual-host style:\n{text}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        hub.log()
-    );
+    python_script(
+        hub,
+        "s3_vhost.py",
+        "virtual-host style",
+        &[
+            addr,
+            key["access_key_id"].as_str().unwrap(),
+            key["secret_access_key"].as_str().unwrap(),
+            "local",
+        ],
+    )
+    .await;
 }
 
 const S3_DOMAINS: &str = "s3_domains = [\"s3.test\"]\n";
@@ -578,4 +563,26 @@ async fn virtual_host_style_works_at_the_hub_and_a_spoke() {
     )
     .await;
     assert!(at_spoke >= 4.0, "{at_spoke} PUTs served at the spoke");
+}
+
+/// Runs `tests/scripts/{script}` with the test tools' Python and `args`,
+/// and asserts it ended saying `ok` (the scripts stop at the first
+/// difference, saying what it was).
+async fn python_script(hub: &Hub, script: &str, what: &str, args: &[&str]) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(script);
+    let out = tokio::process::Command::new(ferry_tests::tools::Tool::Python.path())
+        .arg(path)
+        .args(args)
+        .output()
+        .await
+        .expect("python runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.trim_end().ends_with("ok"),
+        "{what}:\n{text}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        hub.log()
+    );
 }

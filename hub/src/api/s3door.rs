@@ -399,6 +399,21 @@ impl FerryS3 {
             .ok_or_else(|| s3_error!(NoSuchUpload))
     }
 
+    /// The bucket `bucket` for `access` and its multipart upload `id` of
+    /// `object`.
+    async fn open_multipart(
+        &self,
+        key: &S3Key,
+        bucket: &str,
+        object: &str,
+        id: &str,
+        access: Access,
+    ) -> S3Result<(ConnectionRow, MultipartUpload)> {
+        let row = self.bucket(key, bucket, access).await?;
+        let upload = self.multipart(key, &row, object, id).await?;
+        Ok((row, upload))
+    }
+
     /// Discards every part sent to multipart upload `id` (best effort).
     async fn discard_parts(&self, key: &S3Key, id: &str) {
         let sessions = match self
@@ -574,8 +589,14 @@ impl S3 for FerryS3 {
         req: S3Request<dto::UploadPartInput>,
     ) -> S3Result<S3Response<dto::UploadPartOutput>> {
         let key = self.key_of(&req).await?;
-        let row = self.bucket(&key, &req.input.bucket, Access::Write).await?;
-        self.multipart(&key, &row, &req.input.key, &req.input.upload_id)
+        let (row, _) = self
+            .open_multipart(
+                &key,
+                &req.input.bucket,
+                &req.input.key,
+                &req.input.upload_id,
+                Access::Write,
+            )
             .await?;
         let head = Request::new(());
         let host = super::uploads::host(&self.state, key.account_id.clone(), &head);
@@ -588,8 +609,14 @@ impl S3 for FerryS3 {
     ) -> S3Result<S3Response<dto::UploadPartCopyOutput>> {
         let key = self.key_of(&req).await?;
         let input = req.input;
-        let row = self.bucket(&key, &input.bucket, Access::Write).await?;
-        self.multipart(&key, &row, &input.key, &input.upload_id)
+        let (row, _) = self
+            .open_multipart(
+                &key,
+                &input.bucket,
+                &input.key,
+                &input.upload_id,
+                Access::Write,
+            )
             .await?;
         let dto::CopySource::Bucket {
             bucket: from_bucket,
@@ -654,9 +681,14 @@ impl S3 for FerryS3 {
     ) -> S3Result<S3Response<dto::CompleteMultipartUploadOutput>> {
         let key = self.key_of(&req).await?;
         let input = req.input;
-        let row = self.bucket(&key, &input.bucket, Access::Write).await?;
-        let upload = self
-            .multipart(&key, &row, &input.key, &input.upload_id)
+        let (row, upload) = self
+            .open_multipart(
+                &key,
+                &input.bucket,
+                &input.key,
+                &input.upload_id,
+                Access::Write,
+            )
             .await?;
         let named: Vec<(i32, String)> = input
             .multipart_upload
@@ -765,9 +797,14 @@ impl S3 for FerryS3 {
     ) -> S3Result<S3Response<dto::AbortMultipartUploadOutput>> {
         let key = self.key_of(&req).await?;
         let input = req.input;
-        let row = self.bucket(&key, &input.bucket, Access::Write).await?;
-        let upload = self
-            .multipart(&key, &row, &input.key, &input.upload_id)
+        let (_, upload) = self
+            .open_multipart(
+                &key,
+                &input.bucket,
+                &input.key,
+                &input.upload_id,
+                Access::Write,
+            )
             .await?;
         self.state
             .store
@@ -786,9 +823,14 @@ impl S3 for FerryS3 {
     ) -> S3Result<S3Response<dto::ListPartsOutput>> {
         let key = self.key_of(&req).await?;
         let input = req.input;
-        let row = self.bucket(&key, &input.bucket, Access::Read).await?;
-        let upload = self
-            .multipart(&key, &row, &input.key, &input.upload_id)
+        let (_, upload) = self
+            .open_multipart(
+                &key,
+                &input.bucket,
+                &input.key,
+                &input.upload_id,
+                Access::Read,
+            )
             .await?;
         let after = u32::try_from(input.part_number_marker.unwrap_or(0)).unwrap_or(0);
         let max = page_size(input.max_parts);
