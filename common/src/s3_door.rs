@@ -833,7 +833,10 @@ pub async fn head_object(
 ) -> S3Result<S3Response<dto::HeadObjectOutput>> {
     let resp = read(host, target, object, Method::HEAD, headers).await?;
     let kept = Representation::of(&resp);
+    let crc = whole_crc(&resp, headers);
     Ok(S3Response::new(dto::HeadObjectOutput {
+        checksum_type: crc.as_ref().map(|_| full_object()),
+        checksum_crc64nvme: crc,
         content_length: content_length(&resp),
         content_type: header_str(&resp, header::CONTENT_TYPE).map(str::to_owned),
         e_tag: etag(&resp),
@@ -847,6 +850,29 @@ pub async fn head_object(
         expires: kept.expires,
         ..Default::default()
     }))
+}
+
+/// The object's CRC64/NVME, in S3's field (the base64 of its eight bytes,
+/// as ferry sends it), when the client asked for checksums
+/// (`x-amz-checksum-mode: ENABLED`) and the answer is the whole object
+/// with a CRC ferry recorded.
+fn whole_crc(resp: &Response<Body>, asked: &HeaderMap) -> Option<String> {
+    let wanted = asked
+        .get("x-amz-checksum-mode")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"enabled"));
+    (wanted && resp.status() != StatusCode::PARTIAL_CONTENT)
+        .then(|| {
+            header_str(
+                resp,
+                header::HeaderName::from_static(crate::checksum::CRC64NVME_HEADER),
+            )
+        })
+        .flatten()
+        .map(str::to_owned)
+}
+
+fn full_object() -> dto::ChecksumType {
+    dto::ChecksumType::from_static(dto::ChecksumType::FULL_OBJECT)
 }
 
 /// What a ferry answer says of an object's representation, in S3's
@@ -900,7 +926,10 @@ pub async fn get_object(
     let resp = read(host, target, &input.key, Method::GET, &req.headers).await?;
     let partial = resp.status() == StatusCode::PARTIAL_CONTENT;
     let kept = Representation::of(&resp);
+    let crc = whole_crc(&resp, &req.headers);
     let mut output = dto::GetObjectOutput {
+        checksum_type: crc.as_ref().map(|_| full_object()),
+        checksum_crc64nvme: crc,
         content_length: content_length(&resp),
         content_type: input
             .response_content_type
@@ -966,7 +995,14 @@ pub async fn put_object(
     )
     .await
     .map_err(|e| fault.or(e))?;
+    let crc = header_str(
+        &resp,
+        header::HeaderName::from_static(crate::checksum::CRC64NVME_HEADER),
+    )
+    .map(str::to_owned);
     Ok(S3Response::new(dto::PutObjectOutput {
+        checksum_type: crc.as_ref().map(|_| full_object()),
+        checksum_crc64nvme: crc,
         e_tag: etag(&resp),
         ..Default::default()
     }))

@@ -125,7 +125,7 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "http_requests",
-            "HTTP requests answered, by route (file, upload, forwarded, healthz, readyz, probe, internal), method and status",
+            "HTTP requests answered, by route (file, upload, s3, forwarded, healthz, readyz, probe, internal), method and status",
             requests.clone(),
         );
         let duration = Family::<RouteLabels, _, fn() -> _>::new_with_constructor(

@@ -81,6 +81,40 @@ check(
 )
 s3.get_object(Bucket=bucket, Key="docs/deep/big.bin", IfMatch=etag)
 
+# Checksums when asked for: ferry's CRC64/NVME of the whole object, the
+# same on HEAD, GET and as PutObject answered it; none on a range.
+import base64
+
+asked = s3.head_object(Bucket=bucket, Key="docs/deep/big.bin", ChecksumMode="ENABLED")
+crc = asked.get("ChecksumCRC64NVME")
+check(crc is not None and len(base64.b64decode(crc)) == 8, f"ChecksumCRC64NVME on HEAD: {asked}")
+check("ChecksumCRC64NVME" not in s3.head_object(Bucket=bucket, Key="docs/deep/big.bin"), "a checksum not asked for")
+got = s3.get_object(Bucket=bucket, Key="docs/deep/big.bin", ChecksumMode="ENABLED")
+check(got.get("ChecksumCRC64NVME") == crc and got["Body"].read() == big, "ChecksumCRC64NVME on GET")
+ranged = s3.get_object(Bucket=bucket, Key="docs/deep/big.bin", ChecksumMode="ENABLED", Range="bytes=0-9")
+check("ChecksumCRC64NVME" not in ranged, "no whole-object checksum on a range")
+put = s3.put_object(Bucket=bucket, Key="docs/crc.txt", Body=b"crc")
+
+
+def crc64nvme(data):
+    """CRC-64/NVME, bit by bit (S3's: reflected, all ones in and out)."""
+    crc = 0xFFFFFFFFFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x9A6C9329AC4BC9B5 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFFFFFFFFFF
+
+
+check(crc64nvme(b"123456789") == 0xAE8B14860A799888, "the CRC-64/NVME check value")
+expected = base64.b64encode(crc64nvme(b"crc").to_bytes(8, "big")).decode()
+check(
+    put.get("ChecksumCRC64NVME") == expected
+    == s3.head_object(Bucket=bucket, Key="docs/crc.txt", ChecksumMode="ENABLED")["ChecksumCRC64NVME"],
+    f"PutObject's checksum: {put}, expected {expected}",
+)
+s3.delete_object(Bucket=bucket, Key="docs/crc.txt")
+
 flat = s3.list_objects_v2(Bucket=bucket, Prefix="docs/")
 keys = sorted(o["Key"] for o in flat.get("Contents", []))
 # docs/from-ferry.txt was written through ferry's own API.
