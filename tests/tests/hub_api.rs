@@ -188,3 +188,37 @@ async fn a_refused_request_that_expected_continue_does_not_swallow_the_next() {
         "the next request was read as the refused one's body ({ended}): {rest}"
     );
 }
+
+/// The same through a spoke, with a body of one byte: whoever reads what
+/// (the spoke, the hub, a 100 sent late), the answer closes the
+/// connection, so the next request cannot lose its first byte to it.
+#[tokio::test]
+async fn a_refused_request_that_expected_continue_closes_its_connection_at_a_spoke() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (hub, t) = hub_with_tenant().await;
+    let spoke = ferry_tests::Spoke::start(&hub, "fra1");
+    for addr in [hub.addr, spoke.addr] {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "PUT {} HTTP/1.1\r\nhost: ferry\r\nauthorization: Bearer fry_wrong\r\nexpect: 100-continue\r\ncontent-length: 1\r\n\r\n",
+            t.file("refused.bin"),
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let closed = loop {
+            match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break true,
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                Err(_) => break false,
+            }
+        };
+        let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 401"), "{addr}: {text}");
+        assert!(
+            text.contains("connection: close") && closed,
+            "{addr}: the connection stays open after a refusal whose body never came: {text}"
+        );
+    }
+}

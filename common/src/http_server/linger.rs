@@ -34,8 +34,8 @@ pub const LINGER_BYTES: u64 = 64 << 20;
 /// `Expect: 100-continue` whose body nobody read. Reading it would make
 /// hyper send `100 Continue` after the final answer, and a client that
 /// took the answer and sends no body would have its next request read as
-/// this one's body; left unread, hyper sends no `100` and closes the
-/// connection instead.
+/// this one's body. Left unread, it is not known whether the client will
+/// send it: the answer closes the connection ([`Lingering::ended`]).
 #[derive(Debug)]
 pub struct Lingering {
     inner: Option<Incoming>,
@@ -43,17 +43,28 @@ pub struct Lingering {
     expects_continue: bool,
     /// The handler has asked for the body.
     polled: bool,
+    /// Whether the body has been read to its end.
+    ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Lingering {
     /// Wraps `body`, whose request asked for `100 Continue` when
     /// `expects_continue`.
     pub fn new(body: Incoming, expects_continue: bool) -> Self {
+        let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(body.is_end_stream()));
         Self {
             inner: Some(body),
             expects_continue,
             polled: false,
+            ended,
         }
+    }
+
+    /// Whether the body has been read to its end, as it goes: a request
+    /// with `Expect: 100-continue` answered before its body ended must
+    /// close its connection, since the client may send the body or not.
+    pub fn ended(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        self.ended.clone()
     }
 }
 
@@ -66,10 +77,16 @@ impl http_body::Body for Lingering {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         self.polled = true;
-        match self.inner.as_mut() {
+        let polled = match self.inner.as_mut() {
             Some(body) => Pin::new(body).poll_frame(cx),
             None => Poll::Ready(None),
+        };
+        if matches!(polled, Poll::Ready(None))
+            || self.inner.as_ref().is_some_and(Incoming::is_end_stream)
+        {
+            self.ended.store(true, std::sync::atomic::Ordering::Relaxed);
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -143,19 +143,31 @@ async fn serve_connection(
         let in_flight = requests.begin();
         // An HTTP/1 body its handler leaves unread is read on, so that the
         // client sees the answer (HTTP/2 ends only the stream).
-        let mut req = if req.version() <= http::Version::HTTP_11 {
+        let (mut req, awaited_body) = if req.version() <= http::Version::HTTP_11 {
             let expects_continue = req
                 .headers()
                 .get(http::header::EXPECT)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-            req.map(|b| boxed(linger::Lingering::new(b, expects_continue)))
+            let (parts, body) = req.into_parts();
+            let body = linger::Lingering::new(body, expects_continue);
+            let awaited = expects_continue.then(|| body.ended());
+            (Request::from_parts(parts, boxed(body)), awaited)
         } else {
-            req.map(boxed)
+            (req.map(boxed), None)
         };
         req.extensions_mut().insert(ClientAddr(peer));
         let fut = handler(req);
         async move {
-            let resp = fut.await;
+            let mut resp = fut.await;
+            // Answered before a body the client was to send after
+            // `100 Continue`: whether it sends it now is the client's
+            // choice, so the connection cannot carry another request.
+            if awaited_body.is_some_and(|ended| !ended.load(std::sync::atomic::Ordering::Relaxed)) {
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
             Ok::<_, Infallible>(resp.map(|body| InFlightBody::new(body, in_flight)))
         }
     });
