@@ -773,7 +773,7 @@ pub async fn file(
 }
 
 /// [`file`], a write keeping the header fields `kept` with its object.
-async fn file_keeping(
+pub async fn file_keeping(
     host: Arc<dyn MetaHost>,
     target: &Target,
     object: &str,

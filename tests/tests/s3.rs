@@ -144,6 +144,21 @@ async fn boto3_speaks_s3_through_a_spoke_over_s3_and_azure_blob() {
             .expect(201);
         boto3_against(&hub, &t, &spoke.url(), name).await;
     }
+    // A copy between the two (the hub reads one and writes the other).
+    let key = t.api.post("/v1/s3-keys").send().await.expect(201).json();
+    python_script(
+        &hub,
+        "s3_copy.py",
+        "a copy between buckets",
+        &[
+            &spoke.url(),
+            key["access_key_id"].as_str().unwrap(),
+            key["secret_access_key"].as_str().unwrap(),
+            "over-s3",
+            "over-azure",
+        ],
+    )
+    .await;
 }
 
 async fn boto3_against(

@@ -1002,16 +1002,62 @@ impl S3 for FerryS3 {
         else {
             return Err(s3_error!(NotImplemented, "copies name a bucket and a key"));
         };
-        if **from_bucket != *input.bucket {
-            return Err(s3_error!(
-                NotImplemented,
-                "copies are within one bucket (one connection)"
-            ));
-        }
         // The source is read, the target written: the key must be allowed
         // both.
         self.bucket(&key, from_bucket, Access::Read).await?;
         let row = self.bucket(&key, &input.bucket, Access::Write).await?;
+        if **from_bucket != *input.bucket {
+            // Between connections: the hub reads the source and writes
+            // the copy, its kept fields carried or replaced.
+            let (source_target, source_host) =
+                self.object_target(&key, from_bucket, Access::Read).await?;
+            let source = door::read(
+                source_host,
+                &source_target,
+                from_key,
+                Method::GET,
+                &HeaderMap::new(),
+            )
+            .await?;
+            let mut headers = HeaderMap::new();
+            let content_type = if replace {
+                input.content_type.as_deref().and_then(|ct| ct.parse().ok())
+            } else {
+                source.headers().get(http::header::CONTENT_TYPE).cloned()
+            };
+            if let Some(ct) = content_type {
+                headers.insert(http::header::CONTENT_TYPE, ct);
+            }
+            if let Some(len) = source.headers().get(http::header::CONTENT_LENGTH) {
+                headers.insert(http::header::CONTENT_LENGTH, len.clone());
+            }
+            let kept = if replace {
+                kept
+            } else {
+                door::kept_headers(source.headers())?
+            };
+            let (target, host) = self
+                .object_target(&key, &input.bucket, Access::Write)
+                .await?;
+            let written = door::file_keeping(
+                host,
+                &target,
+                &input.key,
+                Method::PUT,
+                &headers,
+                source.into_body(),
+                kept,
+            )
+            .await?;
+            return Ok(S3Response::new(dto::CopyObjectOutput {
+                copy_object_result: Some(dto::CopyObjectResult {
+                    e_tag: etag(&written),
+                    last_modified: Some(Timestamp::from(std::time::SystemTime::now())),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }));
+        }
         let onto_itself = **from_key == *input.key;
         if onto_itself && !replace {
             return Err(s3_error!(
