@@ -274,6 +274,51 @@ impl S3Metrics {
 
 /// Runs `req` through an s3s service and hands its answer back as ferry's.
 pub async fn call(service: &s3s::service::S3Service, req: Request<Body>) -> Response<Body> {
+    let resp = answer(service, req).await;
+    with_request_id(resp).await
+}
+
+/// The largest error answer given its request id (S3's are a few hundred
+/// bytes).
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// `resp` with the request's id, as S3 gives it: in `x-amz-request-id`,
+/// and in an error's XML (`<RequestId>`).
+async fn with_request_id(resp: Response<Body>) -> Response<Body> {
+    let Some(id) = crate::request_id::current() else {
+        return resp;
+    };
+    let Ok(value) = http::HeaderValue::from_str(&id) else {
+        return resp;
+    };
+    let (mut parts, body) = resp.into_parts();
+    parts.headers.insert("x-amz-request-id", value);
+    let xml = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().ends_with(b"xml"));
+    let small = http_body::Body::size_hint(&body)
+        .upper()
+        .is_some_and(|n| n <= MAX_ERROR_BODY as u64);
+    if !(parts.status.is_client_error() || parts.status.is_server_error()) || !xml || !small {
+        return Response::from_parts(parts, body);
+    }
+    let Ok(collected) = body.collect().await else {
+        return Response::from_parts(parts, crate::body::empty());
+    };
+    let text = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+    let text = match text.rfind("</Error>") {
+        Some(at) if !text.contains("<RequestId>") => {
+            format!("{}<RequestId>{id}</RequestId>{}", &text[..at], &text[at..])
+        }
+        _ => text,
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, crate::body::full(text))
+}
+
+/// [`call`]'s answer, before its request id.
+async fn answer(service: &s3s::service::S3Service, req: Request<Body>) -> Response<Body> {
     if signed_v2(&req) {
         return refuse_v2();
     }

@@ -47,6 +47,7 @@ def error_code(call):
     try:
         call()
     except botocore.exceptions.ClientError as e:
+        check(e.response["ResponseMetadata"].get("RequestId"), f"no request id: {e.response}")
         return e.response["Error"]["Code"]
     return None
 

@@ -109,6 +109,7 @@ def put_plain(key, body, extra):
 status, data = send("GET", path_of("raw/none"), signed_headers(
     "GET", "raw/none", now() - datetime.timedelta(minutes=20)))
 check((status, code_of(data)) == (403, "RequestTimeTooSkewed"), f"skewed clock: {status} {data!r}")
+check(b"<RequestId>" in data, f"an error names its request: {data!r}")
 
 
 def chunked_signed(key, chunks, spoil=None):
