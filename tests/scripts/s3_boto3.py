@@ -216,7 +216,21 @@ check(
     (got["ContentDisposition"], got["ContentType"], got["Metadata"]["colour"]) == ("inline", "text/x-test", "blue"),
     f"response-* overrides: {got}",
 )
-s3.copy_object(Bucket=bucket, Key="docs/meta-copy.txt", CopySource={"Bucket": bucket, "Key": "docs/meta.txt"})
+meta_etag = s3.head_object(Bucket=bucket, Key="docs/meta.txt")["ETag"]
+for conditions in ({"CopySourceIfMatch": '"not-it"'}, {"CopySourceIfNoneMatch": meta_etag}):
+    check(
+        error_code(
+            lambda: s3.copy_object(
+                Bucket=bucket, Key="docs/meta-copy.txt", CopySource={"Bucket": bucket, "Key": "docs/meta.txt"},
+                **conditions,
+            )
+        ) == "PreconditionFailed",
+        f"a copy whose source condition fails: {conditions}",
+    )
+s3.copy_object(
+    Bucket=bucket, Key="docs/meta-copy.txt", CopySource={"Bucket": bucket, "Key": "docs/meta.txt"},
+    CopySourceIfMatch=meta_etag,
+)
 check(
     s3.head_object(Bucket=bucket, Key="docs/meta-copy.txt")["Metadata"] == {"colour": "blue", "size": "large"},
     "a copy keeps the metadata",

@@ -352,6 +352,49 @@ impl FerryS3 {
     }
 }
 
+/// A copy's `x-amz-copy-source-if-*` as the conditional fields of a read
+/// of its source.
+fn copy_conditions(
+    if_match: Option<&dto::ETagCondition>,
+    if_none_match: Option<&dto::ETagCondition>,
+    modified_since: Option<&Timestamp>,
+    unmodified_since: Option<&Timestamp>,
+) -> S3Result<HeaderMap> {
+    let mut headers = HeaderMap::new();
+    let etag = |c: &dto::ETagCondition| match c {
+        dto::ETagCondition::ETag(e) => format!("\"{}\"", e.value()),
+        dto::ETagCondition::Any => "*".to_owned(),
+    };
+    let date = |t: &Timestamp| {
+        let mut out = Vec::new();
+        t.format(dto::TimestampFormat::HttpDate, &mut out)
+            .ok()
+            .map(|()| String::from_utf8_lossy(&out).into_owned())
+    };
+    let fields = [
+        (http::header::IF_MATCH, if_match.map(etag)),
+        (http::header::IF_NONE_MATCH, if_none_match.map(etag)),
+        (
+            http::header::IF_MODIFIED_SINCE,
+            modified_since.and_then(date),
+        ),
+        (
+            http::header::IF_UNMODIFIED_SINCE,
+            unmodified_since.and_then(date),
+        ),
+    ];
+    for (name, value) in fields {
+        if let Some(v) = value {
+            headers.insert(
+                name,
+                v.parse()
+                    .map_err(|_| s3_error!(InvalidArgument, "x-amz-copy-source-if-*"))?,
+            );
+        }
+    }
+    Ok(headers)
+}
+
 /// The owner S3 names for a key's buckets and objects: its account.
 fn owner(key: &S3Key) -> dto::Owner {
     dto::Owner {
@@ -637,21 +680,12 @@ impl S3 for FerryS3 {
                     .map_err(|_| s3_error!(InvalidArgument, "x-amz-copy-source-range"))?,
             );
         }
-        for (from, to) in [
-            (&input.copy_source_if_match, http::header::IF_MATCH),
-            (
-                &input.copy_source_if_none_match,
-                http::header::IF_NONE_MATCH,
-            ),
-        ] {
-            if let Some(v) = from {
-                let v = match v {
-                    dto::ETagCondition::ETag(e) => format!("\"{}\"", e.value()),
-                    dto::ETagCondition::Any => "*".to_owned(),
-                };
-                headers.insert(to, v.parse().map_err(|_| s3_error!(InvalidArgument))?);
-            }
-        }
+        headers.extend(copy_conditions(
+            input.copy_source_if_match.as_ref(),
+            input.copy_source_if_none_match.as_ref(),
+            input.copy_source_if_modified_since.as_ref(),
+            input.copy_source_if_unmodified_since.as_ref(),
+        )?);
         let source = door::read(host, &target, from_key, Method::GET, &headers).await?;
         let len = source
             .headers()
@@ -1006,6 +1040,26 @@ impl S3 for FerryS3 {
         // both.
         self.bucket(&key, from_bucket, Access::Read).await?;
         let row = self.bucket(&key, &input.bucket, Access::Write).await?;
+        let conditions = copy_conditions(
+            input.copy_source_if_match.as_ref(),
+            input.copy_source_if_none_match.as_ref(),
+            input.copy_source_if_modified_since.as_ref(),
+            input.copy_source_if_unmodified_since.as_ref(),
+        )?;
+        if !conditions.is_empty() {
+            // A source the conditions do not hold for is S3's 412, a
+            // "not modified" included.
+            match self
+                .read(&key, from_bucket, from_key, Method::HEAD, &conditions)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.status_code() == Some(StatusCode::NOT_MODIFIED) => {
+                    return Err(s3_error!(PreconditionFailed));
+                }
+                Err(e) => return Err(e),
+            }
+        }
         if **from_bucket != *input.bucket {
             // Between connections: the hub reads the source and writes
             // the copy, its kept fields carried or replaced.
