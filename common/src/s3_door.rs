@@ -102,12 +102,23 @@ fn presigned_too_long<B>(req: &Request<B>) -> bool {
 }
 
 /// S3's answer to a request signed with SigV2.
-pub fn refuse_v2() -> Response<Body> {
-    let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
-<Error><Code>InvalidRequest</Code><Message>The authorization mechanism you have provided is not supported. \
-Please use AWS4-HMAC-SHA256.</Message></Error>";
+fn refuse_v2() -> Response<Body> {
+    error_answer(&s3_error!(
+        InvalidRequest,
+        "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256."
+    ))
+}
+
+/// An S3 error as an answer of S3's, for what is answered before (or
+/// without) an s3s service: its status, and its code and message in XML.
+pub fn error_answer(e: &S3Error) -> Response<Body> {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{}</Code><Message>{}</Message></Error>",
+        e.code().as_str(),
+        quick_xml::escape::escape(e.message().unwrap_or_default())
+    );
     let mut resp = Response::new(crate::body::full(xml));
-    *resp.status_mut() = StatusCode::BAD_REQUEST;
+    *resp.status_mut() = e.status_code().unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/xml"),
@@ -323,16 +334,12 @@ async fn answer(service: &s3s::service::S3Service, req: Request<Body>) -> Respon
         return refuse_v2();
     }
     if presigned_too_long(&req) {
-        let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
-<Error><Code>AuthorizationQueryParametersError</Code><Message>X-Amz-Expires must be \
-between 1 and 604800 seconds (a week).</Message></Error>";
-        let mut resp = Response::new(crate::body::full(xml));
-        *resp.status_mut() = StatusCode::BAD_REQUEST;
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/xml"),
+        let mut e = S3Error::with_message(
+            S3ErrorCode::Custom("AuthorizationQueryParametersError".into()),
+            "X-Amz-Expires must be between 1 and 604800 seconds (a week).",
         );
-        return resp;
+        e.set_status_code(StatusCode::BAD_REQUEST);
+        return error_answer(&e);
     }
     let req = req.map(s3s::Body::http_body_unsync);
     match service.call(req).await {

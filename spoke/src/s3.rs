@@ -90,7 +90,7 @@ pub async fn serve(
     {
         Ok(a) => a,
         // Without the hub no signature can be checked.
-        Err(p) => return Ok(s3_answer(problem_error(p))),
+        Err(p) => return Ok(door::error_answer(&problem_error(p))),
     };
     if answer.status != StatusCode::OK {
         // The hub's door refused the signature: its words, as they are.
@@ -109,14 +109,14 @@ pub async fn serve(
             Ok(a) => a,
             Err(e) => {
                 tracing::error!(error = %e, "the hub's S3 authorisation is unreadable");
-                return Ok(s3_answer(s3_error!(InternalError)));
+                return Ok(door::error_answer(&s3_error!(InternalError)));
             }
         };
     let Some(granted) = authorized.serve else {
         return Err(req);
     };
     let Ok(pass) = HeaderValue::from_str(&format!("{PASS_SCHEME} {}", granted.pass)) else {
-        return Ok(s3_answer(s3_error!(InternalError)));
+        return Ok(door::error_answer(&s3_error!(InternalError)));
     };
     let key = OneKey {
         access_key: granted.access_key.clone(),
@@ -136,29 +136,6 @@ pub async fn serve(
         .s3
         .request(operation.name(), resp.status().as_u16());
     Ok(resp)
-}
-
-/// An S3 error as the answer s3s would give.
-fn s3_answer(e: s3s::S3Error) -> Response<Body> {
-    let status = e.status_code().unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let xml = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{}</Code><Message>{}</Message></Error>",
-        e.code().as_str(),
-        xml_text(e.message().unwrap_or_default())
-    );
-    let mut resp = Response::new(full(xml));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/xml"),
-    );
-    resp
-}
-
-fn xml_text(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 /// The one key a request the hub checked was signed with.
