@@ -17,10 +17,8 @@ use serde_json::{Value, json};
 use crate::client::{self, Target};
 use crate::report::Table;
 use crate::rig::{Rig, Via};
-use crate::scenarios::{Sample, Series, in_rotation};
-use crate::sys;
+use crate::scenarios::{Series, in_rotation, timed_on};
 
-const GIB: f64 = (1u64 << 30) as f64;
 const AWS: &str = "/usr/bin/aws";
 const ACCESS_KEY: &str = "benchaccesskey";
 const SECRET_KEY: &str = "benchsecretkeybenchsecretkey";
@@ -117,31 +115,6 @@ enum Way {
     Direct,
     Door,
     Api,
-}
-
-/// Times `op`, counting the CPU of `pids` (the first is the "middle"
-/// process the table reports on its own).
-async fn timed(
-    pids: &[u32],
-    bytes: u64,
-    op: impl std::future::Future<Output = anyhow::Result<()>>,
-) -> anyhow::Result<Sample> {
-    let cpu = || -> Vec<f64> {
-        pids.iter()
-            .map(|p| sys::cpu_secs_with_children(*p))
-            .collect()
-    };
-    let before = cpu();
-    let t0 = Instant::now();
-    op.await?;
-    let secs = t0.elapsed().as_secs_f64();
-    let used: Vec<f64> = cpu().iter().zip(&before).map(|(a, b)| a - b).collect();
-    let gib = bytes as f64 / GIB;
-    Ok(Sample {
-        mbps: bytes as f64 / secs / 1e6,
-        cpu_per_gib: used[0] / gib,
-        path_cpu_per_gib: used.iter().sum::<f64>() / gib,
-    })
 }
 
 /// Scenario 10: `aws s3 cp` of `plan.transfer` bytes up and down, directly
@@ -245,7 +218,7 @@ pub async fn s3_door(rig: &mut Rig, plan: &crate::Plan) -> anyhow::Result<(Strin
                 ),
                 Way::Api => (vec![spoke, hub, s3s_pid], None, ""),
             };
-            let put = timed(&pids, size, async {
+            let put = timed_on(&pids, size, async {
                 match cli {
                     Some(cli) => cli.cp(&file_str, object),
                     None => client::upload(&api_target, size, block.clone(), &[])
@@ -255,7 +228,7 @@ pub async fn s3_door(rig: &mut Rig, plan: &crate::Plan) -> anyhow::Result<(Strin
             })
             .await?;
             let _ = std::fs::remove_file(&down);
-            let get = timed(&pids, size, async {
+            let get = timed_on(&pids, size, async {
                 match cli {
                     Some(cli) => {
                         cli.cp(object, &down_str)?;

@@ -208,17 +208,25 @@ async fn timed<F>(rig: &Rig, via: Via, bytes: u64, op: F) -> anyhow::Result<Samp
 where
     F: Future<Output = anyhow::Result<()>>,
 {
-    let pids = path_pids(rig, via);
+    timed_on(&path_pids(rig, via), bytes, op).await
+}
+
+/// Times `op`, moving `bytes`, counting the CPU of `pids` (the first is
+/// the "middle" process the tables report on its own).
+pub(crate) async fn timed_on<F>(pids: &[u32], bytes: u64, op: F) -> anyhow::Result<Sample>
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
     let cpu = |pids: &[u32]| -> Vec<f64> {
         pids.iter()
             .map(|p| sys::cpu_secs_with_children(*p))
             .collect()
     };
-    let before = cpu(&pids);
+    let before = cpu(pids);
     let t0 = Instant::now();
     op.await?;
     let secs = t0.elapsed().as_secs_f64();
-    let after = cpu(&pids);
+    let after = cpu(pids);
     let used: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
     let gib = bytes as f64 / GIB;
     Ok(Sample {
