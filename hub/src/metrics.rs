@@ -114,6 +114,8 @@ pub struct Metrics {
     pub dns: crate::dns::metrics::DnsMetrics,
     /// Steering's metrics.
     pub steering: crate::steering::metrics::SteeringMetrics,
+    /// The metadata index's scans.
+    pub index: crate::indexer::metrics::IndexMetrics,
 }
 
 impl Default for Metrics {
@@ -249,7 +251,9 @@ impl Metrics {
             ferry_common::http_metrics::register_connections_refused(&mut registry);
         let dns = crate::dns::metrics::DnsMetrics::register(&mut registry);
         let steering = crate::steering::metrics::SteeringMetrics::register(&mut registry);
+        let index = crate::indexer::metrics::IndexMetrics::register(&mut registry);
         Self {
+            index,
             connections_refused,
             dns,
             steering,

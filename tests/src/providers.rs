@@ -87,6 +87,54 @@ impl StorageServer {
         server
     }
 
+    /// fake-gcs-server (the GCS emulator, JSON and XML APIs, objects in a
+    /// folder), with the bucket `bucket`. It takes no credentials.
+    pub fn gcs(bucket: &str) -> StorageServer {
+        let dir = tempfile::tempdir().unwrap();
+        // It cannot tell which port 0 gave it: pick a free one.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "exec \"$0\" \"$@\" 1>&2"])
+            .arg(Tool::FakeGcsServer.path())
+            .args([
+                "-scheme",
+                "http",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                &port.to_string(),
+            ])
+            .args([
+                "-external-url",
+                &url,
+                "-backend",
+                "filesystem",
+                "-filesystem-root",
+            ])
+            .arg(dir.path().join("objects"))
+            .args(["-log-level", "info"]);
+        // `server started at http://127.0.0.1:PORT`.
+        let server = Self::started("gcs", dir, cmd, "server started at");
+        let out = Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+            .args(["-H", "content-type: application/json"])
+            .args(["--data", &format!("{{\"name\":\"{bucket}\"}}")])
+            .arg(format!("{url}/storage/v1/b?project=ferry"))
+            .output()
+            .expect("curl runs");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "200",
+            "cannot create the bucket:\n{}",
+            server.log()
+        );
+        server
+    }
+
     /// rclone's WebDAV server on a folder, with basic authentication.
     pub fn webdav(user: &str, password: &str) -> StorageServer {
         let dir = tempfile::tempdir().unwrap();
@@ -137,6 +185,9 @@ impl StorageServer {
             "s3" => json!({
                 "bucket": place, "endpoint": endpoint, "region": "us-east-1", "root": root,
                 "access_key_id": "ferrytest", "secret_access_key": "ferrytestsecret",
+            }),
+            "gcs" => json!({
+                "bucket": place, "endpoint": endpoint, "anonymous": true, "root": root,
             }),
             "azblob" => json!({
                 "container": place, "account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY,

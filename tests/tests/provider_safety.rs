@@ -168,8 +168,11 @@ async fn a_providers_answer_never_reaches_the_client_but_its_request_id_does() {
     ferry_tests::install_crypto_provider();
     let server = StorageServer::s3("answers");
     let proxy = FaultProxy::start(server.addr).await;
+    // No scans: every request the proxy sees is one of the test's, and
+    // listings are asked of the provider (no index is ever complete).
     let hub = Hub::start_with(HubOptions {
-        extra_toml: "[providers.remote]\nallow_private_endpoints = true\n".into(),
+        extra_toml:
+            "[providers.remote]\nallow_private_endpoints = true\n[index]\nenabled = false\n".into(),
         ..HubOptions::default()
     });
     let config = server.config("answers", Some(&proxy.url()));

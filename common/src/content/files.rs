@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use super::conditional::{self, RangeRequest, Verdict};
 use super::model::{
-    Commit, Direction, EventKind, EventRecord, KeptHeaders, ObjectMeta, Transfer, TransferStatus,
-    now_ms,
+    Commit, Direction, EventKind, EventRecord, KeptHeaders, ObjectMeta, Origin, Transfer,
+    TransferStatus, now_ms,
 };
 use super::transfer::{
     DownloadInfo, ObjectView, StageError, current, download_body, etag_for, read_stream, stage,
@@ -520,6 +520,7 @@ async fn put(
         from_path: None,
         size: Some(meta.size),
         at: meta.updated_at,
+        origin: Origin::Ferry,
     };
     host.commit(Commit {
         upsert: Some(meta.clone()),
@@ -582,6 +583,7 @@ async fn delete(
         from_path: None,
         size: Some(view.size as i64),
         at: now_ms(),
+        origin: Origin::Ferry,
     };
     host.commit(Commit {
         remove: vec![(t.connection_id.clone(), path.as_str().to_owned())],

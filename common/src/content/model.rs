@@ -190,6 +190,33 @@ pub struct EventRecord {
     pub size: Option<i64>,
     /// When, unix milliseconds.
     pub at: i64,
+    /// Who made the change. Never sent between nodes: what a spoke
+    /// reports is ferry's by definition, and only the hub's own scans
+    /// record changes found at the provider.
+    #[serde(skip)]
+    pub origin: Origin,
+}
+
+/// Who made a change in the activity feed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// ferry: through its API, its S3 door or a spoke.
+    #[default]
+    Ferry,
+    /// Something else, writing to the provider directly; found by the
+    /// hub's scans and notifications.
+    Provider,
+}
+
+impl Origin {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ferry => "ferry",
+            Self::Provider => "provider",
+        }
+    }
 }
 
 /// A change to commit at once: object metadata, its event and its transfer.
@@ -203,6 +230,10 @@ pub struct Commit {
     pub event: Option<EventRecord>,
     /// The transfer to log.
     pub transfer: Option<Transfer>,
+    /// A folder made: (connection id, path), for the index. Never sent
+    /// between nodes (spokes make no folders).
+    #[serde(skip)]
+    pub folder: Option<(String, String)>,
 }
 
 /// Milliseconds since the Unix epoch.

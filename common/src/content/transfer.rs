@@ -63,6 +63,36 @@ pub fn etag_for(crc64nvme: u64, size: u64) -> String {
     format!("\"{crc64nvme:016x}-{size:x}\"")
 }
 
+/// Whether what ferry recorded of an object still describes it, given
+/// the provider's size and modification time now: content changed behind
+/// ferry's back makes the record stale.
+pub fn still_describes(m: &ObjectMeta, size: u64, modified_ms: Option<i64>) -> bool {
+    m.size as u64 == size
+        && (m.provider_modified_ms.is_none()
+            || modified_ms.is_none()
+            || m.provider_modified_ms == modified_ms)
+}
+
+/// The entity tag ferry serves for an object: ferry's own when its record
+/// still describes the object, else the provider's (quoted), else one made
+/// of the modification time and size.
+pub fn served_etag(
+    meta: Option<&ObjectMeta>,
+    provider_etag: Option<&str>,
+    modified_ns: Option<i64>,
+    size: u64,
+) -> String {
+    match (meta, provider_etag) {
+        (Some(m), _) => m.etag.clone(),
+        (None, Some(tag)) if tag.starts_with('"') || tag.starts_with("W/") => tag.to_owned(),
+        (None, Some(tag)) => format!("\"{tag}\""),
+        (None, None) => {
+            let ns = modified_ns.unwrap_or(0);
+            format!("\"m{ns:x}-{size:x}\"")
+        }
+    }
+}
+
 /// Looks an object up. `Ok(None)` when nothing is there; a folder is
 /// `NotAFile`.
 pub async fn current(
@@ -85,24 +115,16 @@ pub async fn current(
     let size = stat.content_length();
     let modified = stat.last_modified();
     let modified_ms = modified.map(|t| t.into_inner().as_millisecond());
-    let meta = host.lookup(connection_id, path).await?.filter(|m| {
-        // Changed behind ferry's back? Then what it recorded is stale.
-        m.size as u64 == size
-            && (m.provider_modified_ms.is_none()
-                || modified_ms.is_none()
-                || m.provider_modified_ms == modified_ms)
-    });
-    let etag = match (&meta, stat.etag()) {
-        (Some(m), _) => m.etag.clone(),
-        (None, Some(tag)) if tag.starts_with('"') || tag.starts_with("W/") => tag.to_owned(),
-        (None, Some(tag)) => format!("\"{tag}\""),
-        (None, None) => {
-            let ns = modified
-                .map(|t| t.into_inner().as_nanosecond())
-                .unwrap_or(0);
-            format!("\"m{ns:x}-{size:x}\"")
-        }
-    };
+    let meta = host
+        .lookup(connection_id, path)
+        .await?
+        .filter(|m| still_describes(m, size, modified_ms));
+    let etag = served_etag(
+        meta.as_ref(),
+        stat.etag(),
+        modified.map(|t| t.into_inner().as_nanosecond() as i64),
+        size,
+    );
     Ok(Some(ObjectView {
         size,
         etag,

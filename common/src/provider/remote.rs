@@ -155,7 +155,14 @@ pub(super) struct AzblobConfig {
 struct GcsConfig {
     bucket: String,
     /// The service account's JSON key, base64-encoded.
-    credential: String,
+    credential: Option<String>,
+    /// An OAuth access token used as it is (it expires: for emulators and
+    /// tests), instead of a key. Only where private endpoints are allowed.
+    token: Option<String>,
+    /// No credentials at all (a public bucket, an emulator). Only where
+    /// private endpoints are allowed.
+    #[serde(default)]
+    anonymous: bool,
     /// Default `https://storage.googleapis.com`.
     endpoint: Option<String>,
     root: Option<String>,
@@ -303,15 +310,29 @@ pub fn build(
         Remote::Gcs => {
             let c: GcsConfig = parse(config)?;
             required("bucket", &c.bucket)?;
-            required("credential", &c.credential)?;
             grammar::gcs_bucket(&c.bucket)?;
-            check_gcs_credential(&c.credential, policy)?;
             let mut b = opendal::services::Gcs::default()
                 .bucket(&c.bucket)
-                .credential(&c.credential)
                 .root(root(c.root.as_deref())?)
                 .disable_config_load()
                 .disable_vm_metadata();
+            // A key, the production way; a bare token or none at all only
+            // where the operator allows private endpoints (emulators,
+            // tests): they skip the key's checks.
+            const SETS: &str = "'credential' (a service account key), or, where the operator allows private endpoints, 'token' or \"anonymous\": true";
+            b = match (&c.credential, &c.token, c.anonymous) {
+                (Some(key), None, false) => {
+                    required("credential", key)?;
+                    check_gcs_credential(key, policy)?;
+                    b.credential(key)
+                }
+                (None, Some(token), false) if policy.allow_private => {
+                    required("token", token)?;
+                    b.token(token.clone())
+                }
+                (None, None, true) if policy.allow_private => b.skip_signature(),
+                _ => return Err(RemoteConfigError::Credentials(SETS)),
+            };
             if let Some(e) = &c.endpoint {
                 b = b.endpoint(&check_endpoint("endpoint", e, policy)?);
             }
@@ -443,7 +464,7 @@ mod tests {
         );
         assert!(matches!(
             refused(build(Remote::Gcs, &json!({"bucket": "bkt"}), OPEN)),
-            E::Malformed(_)
+            E::Credentials(_)
         ));
     }
 
@@ -546,5 +567,37 @@ mod tests {
             err.to_string().starts_with("'credential.token_uri'"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_bare_gcs_token_or_none_only_where_private_endpoints_are_allowed() {
+        let gcs = |config: serde_json::Value, policy| build(Remote::Gcs, &config, policy);
+        let token =
+            json!({"bucket": "ferry-test", "token": "ya29.x", "endpoint": "http://127.0.0.1:4443"});
+        let anonymous =
+            json!({"bucket": "ferry-test", "anonymous": true, "endpoint": "http://127.0.0.1:4443"});
+        assert!(gcs(token.clone(), OPEN).is_ok());
+        assert!(gcs(anonymous.clone(), OPEN).is_ok());
+        for config in [
+            json!({"bucket": "ferry-test", "token": "ya29.x"}),
+            json!({"bucket": "ferry-test", "anonymous": true}),
+        ] {
+            assert!(matches!(
+                gcs(config, STRICT).unwrap_err(),
+                E::Credentials(_)
+            ));
+        }
+        // Exactly one way.
+        for config in [
+            json!({"bucket": "ferry-test"}),
+            json!({"bucket": "ferry-test", "token": "t", "anonymous": true}),
+            json!({"bucket": "ferry-test", "credential": "x", "token": "t"}),
+            json!({"bucket": "ferry-test", "anonymous": false}),
+        ] {
+            assert!(
+                matches!(gcs(config.clone(), OPEN).unwrap_err(), E::Credentials(_)),
+                "{config}"
+            );
+        }
     }
 }

@@ -12,7 +12,7 @@ use http_body_util::BodyDataStream;
 
 use crate::body::{Body, empty};
 use crate::content::model::{
-    Commit, Direction, EventKind, EventRecord, ObjectMeta, Transfer, TransferStatus, now_ms,
+    Commit, Direction, EventKind, EventRecord, ObjectMeta, Origin, Transfer, TransferStatus, now_ms,
 };
 use crate::content::transfer::etag_for;
 use crate::path::ObjectPath;
@@ -653,7 +653,9 @@ async fn finish(
             from_path: None,
             size: Some(total as i64),
             at: now,
+            origin: Origin::Ferry,
         }),
         transfer: Some(transfer),
+        folder: None,
     })
 }

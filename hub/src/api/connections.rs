@@ -21,6 +21,14 @@ struct CreateConnection {
     provider: String,
     #[serde(default = "empty_object")]
     config: serde_json::Value,
+    /// Seconds between scans of the provider for changes made outside
+    /// ferry; absent: the hub's default.
+    #[serde(default, deserialize_with = "scan_seconds")]
+    scan_interval_secs: Option<u64>,
+}
+
+fn scan_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    super::http_util::whole_seconds(d, "scan_interval_secs")
 }
 
 fn empty_object() -> serde_json::Value {
@@ -34,6 +42,8 @@ struct ConnectionView {
     provider: String,
     config: serde_json::Value,
     created_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scan_interval_secs: Option<i64>,
 }
 
 fn view(row: &ConnectionRow, config: &serde_json::Value) -> ConnectionView {
@@ -43,6 +53,7 @@ fn view(row: &ConnectionRow, config: &serde_json::Value) -> ConnectionView {
         provider: row.provider.clone(),
         config: redact(config),
         created_at: row.created_at,
+        scan_interval_secs: row.scan_interval_secs,
     }
 }
 
@@ -120,6 +131,12 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
 async fn create(state: &AppState, account: &str, req: Request<Body>) -> ApiResult {
     let body: CreateConnection = read_json(req, state.max_json_body_bytes()).await?;
     check_name(&body.name)?;
+    if body.scan_interval_secs.is_some_and(|s| s > 86_400) {
+        return Err(Problem::new(
+            ErrorCode::InvalidField,
+            "'scan_interval_secs' must be between 0 (no scans after the first) and 86400",
+        ));
+    }
     if !body.config.is_object() {
         return Err(Problem::new(
             ErrorCode::InvalidField,
@@ -158,6 +175,7 @@ async fn create(state: &AppState, account: &str, req: Request<Body>) -> ApiResul
         name: body.name,
         provider: body.provider,
         created_at: now_ms(),
+        scan_interval_secs: body.scan_interval_secs.map(|s| s as i64),
     };
     state
         .store
@@ -168,11 +186,13 @@ async fn create(state: &AppState, account: &str, req: Request<Body>) -> ApiResul
             other => store_problem(state, other),
         })?;
     state.operators.insert(&row.id, built.op);
+    // Its index is built by a scan, started now.
+    state.index_nudge.notify_one();
     tracing::info!(account.id = %account, connection.id = %row.id, provider = %row.provider, "created a connection");
     Ok(json(StatusCode::CREATED, &view(&row, &body.config)))
 }
 
-pub(super) async fn find(
+pub(crate) async fn find(
     state: &AppState,
     account: &str,
     id_or_name: &str,

@@ -139,3 +139,26 @@ pub fn paging(req: &Request<Body>, default: usize, max: usize) -> Result<Paging,
     }
     Ok(paging)
 }
+
+/// A whole, non-negative number of seconds in a request body's member
+/// `field`, written as an integer or with a zero fraction (`900.0` is the
+/// integer 900 in JSON Schema, so clients generated from the spec may send
+/// it); beyond `u64` it saturates. Present, it must be a number: `null` is
+/// not one.
+pub(super) fn whole_seconds<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    field: &str,
+) -> Result<Option<u64>, D::Error> {
+    use serde::Deserialize as _;
+    use serde::de::Error as _;
+    let n = serde_json::Number::deserialize(d)?;
+    if let Some(whole) = n.as_u64() {
+        return Ok(Some(whole));
+    }
+    match n.as_f64() {
+        Some(f) if f >= 0.0 && f.fract() == 0.0 => Ok(Some(f as u64)),
+        _ => Err(D::Error::custom(format!(
+            "'{field}' must be a whole number of seconds from 0, not {n}"
+        ))),
+    }
+}

@@ -69,6 +69,8 @@ pub struct AppState {
     pub uploads: UploadSettings,
     /// The S3 door's host names (`api.s3_domains`).
     pub s3_hosts: ferry_common::s3_door::Hosts,
+    /// Wakes the indexer to take a connection just made.
+    pub index_nudge: tokio::sync::Notify,
 }
 
 /// What the spoke routes need.
@@ -115,6 +117,7 @@ impl AppState {
             grants: crate::grant::GrantKey::new(master_key.derive_hmac("spoke grants")),
             uploads: UploadSettings::default(),
             s3_hosts: ferry_common::s3_door::Hosts::default(),
+            index_nudge: tokio::sync::Notify::new(),
             master_key,
         }
     }
@@ -130,6 +133,38 @@ impl AppState {
         self.max_json_body_bytes
             .store(n, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// The account's connection `connection_id`, for the indexer.
+pub(crate) async fn find_connection(
+    state: &AppState,
+    account_id: &str,
+    connection_id: &str,
+) -> Result<crate::store::ConnectionRow, Problem> {
+    connections::find(state, account_id, connection_id).await
+}
+
+/// The operator of the account's connection `connection_id`, for the
+/// indexer.
+pub(crate) async fn connection_operator(
+    state: &AppState,
+    account_id: &str,
+    connection_id: &str,
+) -> Result<opendal::Operator, Problem> {
+    let row = connections::find(state, account_id, connection_id).await?;
+    operators::operator_for(state, &row).await
+}
+
+/// The folder of an `fs` connection, as its configuration names it.
+pub(crate) fn fs_root(
+    state: &AppState,
+    row: &crate::store::ConnectionRow,
+) -> Option<std::path::PathBuf> {
+    let config = operators::open_config(state, row).ok()?;
+    config
+        .get("root")
+        .and_then(|r| r.as_str())
+        .map(std::path::PathBuf::from)
 }
 
 /// What handlers return.

@@ -40,22 +40,8 @@ where
     T::deserialize(d).map(Some)
 }
 
-/// A whole, non-negative number of seconds, written as an integer or with
-/// a zero fraction (`900.0` is the integer 900 in JSON Schema, so clients
-/// generated from the spec may send it); beyond `u64` it saturates.
 fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    use serde::de::Error as _;
-    // Present, it must be a number: `null` is not one.
-    let n = serde_json::Number::deserialize(d)?;
-    if let Some(whole) = n.as_u64() {
-        return Ok(Some(whole));
-    }
-    match n.as_f64() {
-        Some(f) if f >= 0.0 && f.fract() == 0.0 => Ok(Some(f as u64)),
-        _ => Err(D::Error::custom(format!(
-            "'token_ttl_secs' must be a whole number of seconds from 0, not {n}"
-        ))),
-    }
+    super::http_util::whole_seconds(d, "token_ttl_secs")
 }
 
 fn support(state: &AppState) -> Result<&SpokeSupport, Problem> {

@@ -17,12 +17,14 @@ use serde_json::json;
 use super::connections::{Resolved, resolve};
 use super::http_util::{json, paging, read_json};
 use ferry_common::content::files::file_json;
-use ferry_common::content::model::{Commit, EventRecord};
-use ferry_common::content::transfer::{StageError, current, etag_for, read_stream, stage};
+use ferry_common::content::model::{Commit, EventRecord, Origin};
+use ferry_common::content::transfer::{
+    StageError, current, etag_for, read_stream, served_etag, stage, still_describes,
+};
 
 use super::{ApiResult, AppState, store_problem};
 use super::{HubHost, VIA_HUB};
-use crate::store::{EventKind, ObjectMeta, now_ms};
+use crate::store::{EventKind, ObjectMeta, key_of, now_ms};
 use ferry_common::provider::problem as provider_problem;
 
 fn invalid_path(e: ferry_common::path::PathError) -> Problem {
@@ -54,6 +56,9 @@ async fn is_folder(res: &Resolved, dir: &ObjectPath) -> Result<bool, Problem> {
     }
 }
 
+/// What a listing answers with: where its entries came from.
+const INDEX_HEADER: &str = "x-ferry-index";
+
 pub async fn list(
     state: &Arc<AppState>,
     conn: &str,
@@ -61,25 +66,137 @@ pub async fn list(
     req: Request<Body>,
 ) -> ApiResult {
     let res = resolve(state, req.headers(), conn).await?;
-    let host = HubHost::new(state.clone(), VIA_HUB);
     let page = paging(&req, 100, 1000)?;
     let dir = ObjectPath::parse_dir(raw_dir).map_err(invalid_path)?;
+    // A cursor is the key name of the last entry sent (a folder's with a
+    // `/` after it); any bytes, as names are compared as bytes, so a
+    // cursor that is not a name still says where to resume.
     let after = match &page.cursor {
-        None => None,
-        Some(c) => Some(
-            // Any bytes: names are compared as bytes, so a cursor that is
-            // not a name still says where to resume.
-            URL_SAFE_NO_PAD.decode(c).ok().ok_or_else(|| {
-                Problem::new(
-                    ErrorCode::InvalidCursor,
-                    "use a 'next_cursor' from an earlier answer",
-                )
-            })?,
-        ),
+        None => Vec::new(),
+        Some(c) => URL_SAFE_NO_PAD.decode(c).ok().ok_or_else(|| {
+            Problem::new(
+                ErrorCode::InvalidCursor,
+                "use a 'next_cursor' from an earlier answer",
+            )
+        })?,
     };
-    let list_path = match &dir {
+    let complete = state
+        .store
+        .index_state(&res.row.id)
+        .await
+        .map_err(|e| store_problem(state, e))?
+        .is_some_and(|s| s.complete);
+    let (entries, next) = if complete {
+        list_from_index(state, &res, dir.as_ref(), &after, page.limit).await?
+    } else {
+        state.metrics.index.listings_from_provider.inc();
+        list_from_provider(state, &res, dir.as_ref(), &after, page.limit).await?
+    };
+    let index = if complete { "complete" } else { "building" };
+    let mut resp = json(
+        StatusCode::OK,
+        &json!({
+            "entries": entries,
+            "next_cursor": next.map(|k| URL_SAFE_NO_PAD.encode(k)),
+            "index": index,
+        }),
+    );
+    resp.headers_mut()
+        .insert(INDEX_HEADER, http::HeaderValue::from_static(index));
+    Ok(resp)
+}
+
+type Page = (Vec<serde_json::Value>, Option<Vec<u8>>);
+
+/// A page of a folder from the metadata index: one range query.
+async fn list_from_index(
+    state: &Arc<AppState>,
+    res: &Resolved,
+    dir: Option<&ObjectPath>,
+    after: &[u8],
+    limit: usize,
+) -> Result<Page, Problem> {
+    let conn = res.row.id.as_str();
+    let parent = match dir {
+        None => String::new(),
         Some(d) => {
-            if !is_folder(&res, d).await? {
+            let (up, name) = key_of(d.as_str(), false);
+            let folder = format!("{name}/");
+            let found = state
+                .store
+                .index_entry(conn, &up, &folder)
+                .await
+                .map_err(|e| store_problem(state, e))?;
+            if found.is_none() {
+                let file = state
+                    .store
+                    .index_entry(conn, &up, &name)
+                    .await
+                    .map_err(|e| store_problem(state, e))?;
+                return Err(match file {
+                    Some(_) => Problem::new(ErrorCode::NotAFolder, format!("'{d}' is a file")),
+                    None => Problem::new(ErrorCode::NotFound, format!("no folder at '{d}'")),
+                });
+            }
+            format!("{up}{folder}")
+        }
+    };
+    // Names are UTF-8 in the index; a cursor that is not (none of
+    // ferry's) is asked from its longest UTF-8 prefix, then filtered.
+    let valid = match std::str::from_utf8(after) {
+        Ok(_) => after.len(),
+        Err(e) => e.valid_up_to(),
+    };
+    let after_text = String::from_utf8_lossy(&after[..valid]).into_owned();
+    let mut rows = state
+        .store
+        .index_page(conn, &parent, &after_text, limit as i64 + 1)
+        .await
+        .map_err(|e| store_problem(state, e))?;
+    rows.retain(|l| l.entry.name.as_bytes() > after);
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next = more.then(|| {
+        rows.last()
+            .map(|l| l.entry.name.clone().into_bytes())
+            .unwrap_or_default()
+    });
+    let entries = rows
+        .into_iter()
+        .map(|l| {
+            let path = format!("{parent}{}", l.entry.display_name());
+            if l.entry.is_dir() {
+                return folder_json(&path);
+            }
+            let size = l.entry.size.unwrap_or(0).max(0) as u64;
+            let modified_ms = l.entry.modified_ns.map(|ns| ns.div_euclid(1_000_000));
+            let meta = l.meta.filter(|m| still_describes(m, size, modified_ms));
+            let etag = served_etag(
+                meta.as_ref(),
+                l.entry.etag.as_deref(),
+                l.entry.modified_ns,
+                size,
+            );
+            file_json(&path, size, &etag, meta.as_ref(), modified_ms)
+        })
+        .collect();
+    Ok((entries, next))
+}
+
+/// A page of a folder asked of the provider, while the connection's index
+/// is being built: the whole folder is listed and sorted by key name, and
+/// each file of the page looked up.
+async fn list_from_provider(
+    state: &Arc<AppState>,
+    res: &Resolved,
+    dir: Option<&ObjectPath>,
+    after: &[u8],
+    limit: usize,
+) -> Result<Page, Problem> {
+    let host = HubHost::new(state.clone(), VIA_HUB);
+    let list_path = match dir {
+        Some(d) => {
+            if !is_folder(res, d).await? {
                 return Err(Problem::new(
                     ErrorCode::NotFound,
                     format!("no folder at '{d}'"),
@@ -89,8 +206,9 @@ pub async fn list(
         }
         None => "/".to_owned(),
     };
-    // Providers list in their own order; sort by name so a cursor (the last
-    // name sent) resumes exactly where the previous page ended.
+    // Providers list in their own order; sort by key name (a folder's
+    // with a `/` after it) so a cursor resumes exactly where the previous
+    // page ended, in the index's order.
     let mut names: Vec<(String, bool)> = res
         .op
         .list(&list_path)
@@ -102,36 +220,40 @@ pub async fn list(
                 && e.path().trim_end_matches('/') != list_path.trim_end_matches('/')
         })
         .map(|e| {
-            (
-                e.name().trim_end_matches('/').to_owned(),
-                e.metadata().is_dir(),
-            )
+            let is_dir = e.metadata().is_dir();
+            let name = e.name().trim_end_matches('/');
+            let key = if is_dir {
+                format!("{name}/")
+            } else {
+                name.to_owned()
+            };
+            (key, is_dir)
         })
-        .filter(|(name, _)| !(name.is_empty() || (dir.is_none() && name == STAGING_DIR)))
-        .filter(|(name, _)| {
-            after
-                .as_ref()
-                .is_none_or(|a| name.as_bytes() > a.as_slice())
+        .filter(|(key, _)| {
+            let name = key.trim_end_matches('/');
+            !(name.is_empty() || (dir.is_none() && name == STAGING_DIR))
         })
+        .filter(|(key, _)| key.as_bytes() > after)
         .collect();
     names.sort();
     names.dedup_by(|a, b| a.0 == b.0);
-    let more = names.len() > page.limit;
-    names.truncate(page.limit);
-    let next_cursor = more
-        .then(|| URL_SAFE_NO_PAD.encode(names.last().map(|n| n.0.as_str()).unwrap_or_default()));
+    let more = names.len() > limit;
+    names.truncate(limit);
+    let next = more.then(|| {
+        names
+            .last()
+            .map(|n| n.0.clone().into_bytes())
+            .unwrap_or_default()
+    });
 
-    let prefix = dir
-        .as_ref()
-        .map(|d| format!("{}/", d.as_str()))
-        .unwrap_or_default();
+    let prefix = dir.map(|d| format!("{}/", d.as_str())).unwrap_or_default();
     type Lookup<'a> =
         futures_util::future::BoxFuture<'a, Result<Option<serde_json::Value>, Problem>>;
     let lookups: Vec<Lookup<'_>> = names
         .into_iter()
-        .map(|(name, is_dir)| {
-            let path = format!("{prefix}{name}");
-            let (res, host) = (&res, &host);
+        .map(|(key, is_dir)| {
+            let path = format!("{prefix}{}", key.trim_end_matches('/'));
+            let host = &host;
             let lookup: Lookup<'_> = Box::pin(async move {
                 if is_dir {
                     return Ok(Some(folder_json(&path)));
@@ -158,10 +280,7 @@ pub async fn list(
         .try_filter_map(|v| async move { Ok(v) })
         .try_collect()
         .await?;
-    Ok(json(
-        StatusCode::OK,
-        &json!({ "entries": entries, "next_cursor": next_cursor }),
-    ))
+    Ok((entries, next))
 }
 
 pub async fn create_folder(
@@ -182,6 +301,18 @@ pub async fn create_folder(
         .create_dir(&path.as_dir())
         .await
         .map_err(|e| provider_problem(&e, &res.row.provider, "create folder"))?;
+    // A folder the index already has was made before (some object stores
+    // do not answer for an empty folder's marker): made again at the
+    // provider, it is not news.
+    let (up, name) = key_of(path.as_str(), false);
+    let indexed = state
+        .store
+        .index_entry(&res.row.id, &up, &format!("{name}/"))
+        .await
+        .map_err(|e| store_problem(state, e))?;
+    if indexed.is_some() {
+        return Ok(json(StatusCode::OK, &folder_json(path.as_str())));
+    }
     let event = EventRecord {
         account_id: res.account.clone(),
         connection_id: res.row.id.clone(),
@@ -190,11 +321,13 @@ pub async fn create_folder(
         from_path: None,
         size: None,
         at: now_ms(),
+        origin: Origin::Ferry,
     };
     state
         .store
         .commit(&Commit {
             event: Some(event),
+            folder: Some((res.row.id.clone(), path.as_str().to_owned())),
             ..Commit::default()
         })
         .await
@@ -389,6 +522,7 @@ pub(super) async fn relocate(
         from_path: Some(from.as_str().to_owned()),
         size: Some(src.size as i64),
         at: now,
+        origin: Origin::Ferry,
     };
     state
         .store

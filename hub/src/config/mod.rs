@@ -55,9 +55,74 @@ pub struct HubConfig {
     /// How clients are steered to spokes.
     #[serde(default)]
     pub steering: SteeringConfig,
+    /// The metadata index and its scans of providers.
+    #[serde(default)]
+    pub index: IndexConfig,
     /// Resumable uploads (tus and the IETF draft).
     #[serde(default)]
     pub uploads: UploadsConfig,
+}
+
+/// The `[index]` section: the metadata index and how it is kept current
+/// with the providers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexConfig {
+    /// Whether this hub scans providers at all (default true). A hub that
+    /// does not still indexes ferry's own writes; with several hubs, the
+    /// others scan.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// Seconds between full scans of a connection's provider, unless the
+    /// connection says otherwise (default 60; 0: only the first scan,
+    /// which builds the index).
+    #[serde(default = "defaults::index_scan_interval_secs")]
+    pub scan_interval_secs: u64,
+    /// The most listing requests a second a scan sends to one
+    /// connection's provider (default 10).
+    #[serde(default = "defaults::index_requests_per_second")]
+    pub requests_per_second: u32,
+    /// How long a hub's hold on a connection's scans lasts unrenewed, in
+    /// seconds (default 30): after a hub is lost, another takes its
+    /// connections over within this.
+    #[serde(default = "defaults::index_lease_secs")]
+    pub lease_secs: u64,
+    /// A change younger than this many milliseconds is left for a later
+    /// look (default 300), so that ferry's own commit of it, which may
+    /// still be on its way from a spoke, is not taken for a change made
+    /// outside ferry.
+    #[serde(default = "defaults::index_settle_ms")]
+    pub settle_ms: u64,
+    /// Whether `fs` connections' folders are watched through the kernel's
+    /// notifications (default true), for changes within a second.
+    #[serde(default = "defaults::yes")]
+    pub notify: bool,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            scan_interval_secs: defaults::index_scan_interval_secs(),
+            requests_per_second: defaults::index_requests_per_second(),
+            lease_secs: defaults::index_lease_secs(),
+            settle_ms: defaults::index_settle_ms(),
+            notify: true,
+        }
+    }
+}
+
+impl IndexConfig {
+    /// What the indexer runs with.
+    pub fn settings(&self) -> crate::indexer::IndexSettings {
+        crate::indexer::IndexSettings {
+            scan_interval_secs: self.scan_interval_secs,
+            lease_secs: self.lease_secs,
+            requests_per_second: self.requests_per_second,
+            settle_ms: self.settle_ms,
+            notify: self.notify,
+        }
+    }
 }
 
 /// The `[uploads]` section: resumable-upload sessions.
@@ -479,6 +544,21 @@ mod defaults {
     pub fn upload_sweep_secs() -> u64 {
         60
     }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn index_scan_interval_secs() -> u64 {
+        60
+    }
+    pub fn index_requests_per_second() -> u32 {
+        10
+    }
+    pub fn index_lease_secs() -> u64 {
+        30
+    }
+    pub fn index_settle_ms() -> u64 {
+        300
+    }
     pub fn remote_enabled() -> Vec<String> {
         ferry_common::provider::Remote::ALL
             .iter()
@@ -555,6 +635,22 @@ impl Validate for HubConfig {
         }
         if !(1..=3600).contains(&u.sweep_interval_secs) {
             p.add("uploads.sweep_interval_secs", "must be between 1 and 3600");
+        }
+        let x = &self.index;
+        if x.scan_interval_secs > 86_400 {
+            p.add(
+                "index.scan_interval_secs",
+                "must be between 0 and 86400 (a day)",
+            );
+        }
+        if !(1..=10_000).contains(&x.requests_per_second) {
+            p.add("index.requests_per_second", "must be between 1 and 10000");
+        }
+        if !(3..=3600).contains(&x.lease_secs) {
+            p.add("index.lease_secs", "must be between 3 and 3600");
+        }
+        if x.settle_ms > 60_000 {
+            p.add("index.settle_ms", "must be between 0 and 60000");
         }
         if let Err(e) = self.log.check() {
             p.add("log.level", e.to_string());

@@ -22,9 +22,15 @@ pub struct ConnectionRow {
     pub config_sealed: Vec<u8>,
     /// Creation time, unix milliseconds.
     pub created_at: i64,
+    /// How often the provider is scanned for changes made outside ferry,
+    /// in seconds: 0 never (ferry's own writes and, for `fs`, the
+    /// kernel's notifications still keep the index current); `None` the
+    /// hub's `index.scan_interval_secs`.
+    pub scan_interval_secs: Option<i64>,
 }
 
-const COLUMNS: &str = "id, account_id, name, provider, config_sealed, created_at";
+const COLUMNS: &str =
+    "id, account_id, name, provider, config_sealed, created_at, scan_interval_secs";
 
 fn from_row(row: &AnyRow) -> Result<ConnectionRow, sqlx::Error> {
     Ok(ConnectionRow {
@@ -34,6 +40,7 @@ fn from_row(row: &AnyRow) -> Result<ConnectionRow, sqlx::Error> {
         provider: row.try_get("provider")?,
         config_sealed: row.try_get("config_sealed")?,
         created_at: row.try_get("created_at")?,
+        scan_interval_secs: row.try_get("scan_interval_secs")?,
     })
 }
 
@@ -91,8 +98,8 @@ impl Store {
             .await?;
         }
         sqlx::query(
-            "INSERT INTO connections (id, account_id, name, provider, config_sealed, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO connections (id, account_id, name, provider, config_sealed, created_at, scan_interval_secs) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&c.id)
         .bind(&c.account_id)
@@ -100,9 +107,17 @@ impl Store {
         .bind(&c.provider)
         .bind(&c.config_sealed)
         .bind(c.created_at)
+        .bind(c.scan_interval_secs)
         .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::from_unique(e, "a connection with that name"))?;
+        // Its index is built by the first scan, due at once.
+        sqlx::query(
+            "INSERT INTO index_state (connection_id, complete, next_scan_at) VALUES ($1, 0, 0)",
+        )
+        .bind(&c.id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }

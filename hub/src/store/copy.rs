@@ -49,6 +49,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("provider", Text),
             ("config_sealed", Blob),
             ("created_at", Int),
+            ("scan_interval_secs", Int),
         ],
     ),
     (
@@ -102,6 +103,33 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("size", Int),
             ("at", Int),
             ("seq", Int),
+            ("origin", Text),
+        ],
+    ),
+    (
+        "entries",
+        &[
+            ("connection_id", Text),
+            ("parent", Text),
+            ("name", Text),
+            ("size", Int),
+            ("etag", Text),
+            ("modified_ns", Int),
+            ("rev", Int),
+        ],
+    ),
+    // With the lease of a hub that is stopped while the store is copied:
+    // it lapses, and the hubs on the new store take the scans over.
+    (
+        "index_state",
+        &[
+            ("connection_id", Text),
+            ("complete", Int),
+            ("next_scan_at", Int),
+            ("last_scan_at", Int),
+            ("last_scan_size", Int),
+            ("holder", Text),
+            ("held_until", Int),
         ],
     ),
     (

@@ -18,7 +18,7 @@ use sqlx::Row as _;
 
 use super::{Store, StoreError, WriteTx};
 
-pub use ferry_common::content::model::{EventKind, EventRecord};
+pub use ferry_common::content::model::{EventKind, EventRecord, Origin};
 
 /// A recorded event.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -40,6 +40,9 @@ pub struct Event {
     pub size: Option<i64>,
     /// When, unix milliseconds.
     pub at: i64,
+    /// Who made the change: ferry, or something writing to the provider
+    /// directly (found by the hub's scans).
+    pub origin: Origin,
 }
 
 /// The name [`Store::serialise`] locks while an event of `account_id` is
@@ -58,8 +61,8 @@ impl Store {
     ) -> Result<(), sqlx::Error> {
         self.serialise(tx, &numbering_lock(&e.account_id)).await?;
         sqlx::query(
-            "INSERT INTO events (account_id, seq, connection_id, kind, path, from_path, size, at) \
-             SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, $6, $7 \
+            "INSERT INTO events (account_id, seq, connection_id, kind, path, from_path, size, at, origin) \
+             SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, $6, $7, $8 \
              FROM events WHERE account_id = $1",
         )
         .bind(&e.account_id)
@@ -69,6 +72,10 @@ impl Store {
         .bind(e.from_path.as_deref())
         .bind(e.size)
         .bind(e.at)
+        .bind(match e.origin {
+            Origin::Ferry => None,
+            other => Some(other.as_str()),
+        })
         .execute(&mut **tx)
         .await?;
         Ok(())
@@ -82,7 +89,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, kind, connection_id, path, from_path, size, at FROM events \
+            "SELECT seq, kind, connection_id, path, from_path, size, at, origin FROM events \
              WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         )
         .bind(account_id)
@@ -93,6 +100,7 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let kind: String = r.try_get("kind")?;
+                let origin: Option<String> = r.try_get("origin")?;
                 Ok(Event {
                     id: r.try_get("seq")?,
                     kind: EventKind::parse(&kind).ok_or_else(|| {
@@ -103,6 +111,15 @@ impl Store {
                     from: r.try_get("from_path")?,
                     size: r.try_get("size")?,
                     at: r.try_get("at")?,
+                    origin: match origin.as_deref() {
+                        None | Some("ferry") => Origin::Ferry,
+                        Some("provider") => Origin::Provider,
+                        Some(other) => {
+                            return Err(StoreError::Corrupt(format!(
+                                "unknown event origin '{other}'"
+                            )));
+                        }
+                    },
                 })
             })
             .collect()
@@ -142,6 +159,7 @@ mod tests {
             from_path: None,
             size: Some(1),
             at: 1,
+            origin: Origin::Ferry,
         }
     }
 

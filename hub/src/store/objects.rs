@@ -107,6 +107,16 @@ impl Store {
         if let Some(m) = &change.upsert {
             upsert(tx, m).await?;
         }
+        self.index_commit(
+            tx,
+            &change.remove,
+            change.upsert.as_ref(),
+            change
+                .folder
+                .as_ref()
+                .map(|(c, p)| (c.as_str(), p.as_str())),
+        )
+        .await?;
         if let Some(e) = &change.event {
             self.insert_event(tx, e).await?;
         }
@@ -198,7 +208,7 @@ async fn insert_transfer(conn: &mut sqlx::AnyConnection, t: &Transfer) -> Result
 mod tests {
     use super::*;
     use crate::store::testing::store;
-    use crate::store::{ConnectionRow, EventKind, EventRecord, now_ms};
+    use crate::store::{ConnectionRow, EventKind, EventRecord, Origin, now_ms};
 
     #[tokio::test]
     async fn a_change_commits_metadata_and_event_together() {
@@ -211,6 +221,7 @@ mod tests {
             provider: "memory".into(),
             config_sealed: vec![1, 2, 3],
             created_at: now_ms(),
+            scan_interval_secs: None,
         };
         store.create_connection(&conn, None).await.unwrap();
         assert!(matches!(
@@ -237,6 +248,7 @@ mod tests {
             from_path: None,
             size: Some(5),
             at: now_ms(),
+            origin: Origin::Ferry,
         };
         store
             .commit(&Commit {

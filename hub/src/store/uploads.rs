@@ -754,6 +754,7 @@ mod tests {
             provider: "memory".into(),
             config_sealed: b"x".to_vec(),
             created_at: now_ms(),
+            scan_interval_secs: None,
         };
         store.create_connection(&conn, None).await.unwrap();
         let new = NewUpload {

@@ -1,0 +1,536 @@
+//! One scan: a folder of a connection's provider compared with the index,
+//! the differences written with their events, and the folders below it
+//! visited depth first.
+//!
+//! A folder is compared whole: its entries are read from the index first
+//! (each with the `rev` a commit raises), then listed from the provider,
+//! sorted by key name and merged with them. Reading the index first means
+//! a commit that lands during the listing either shows in it (its content
+//! was in place before its commit) or changes the row's `rev`, and then
+//! the scan's change does not apply ([`Store::apply_scan`]). Memory grows
+//! with the largest folder, not with the tree: the folders still to visit
+//! are kept as names only.
+
+use std::time::Duration;
+
+use ferry_common::path::{ObjectPath, STAGING_DIR};
+use futures_util::TryStreamExt as _;
+use opendal::Operator;
+use tokio::time::Instant;
+
+use super::metrics::{ChangeKind, IndexMetrics};
+use crate::store::{EventKind, Facts, IndexEntry, ScanChange, Store, StoreError};
+
+/// The most changes written in one transaction.
+const BATCH: usize = 500;
+
+/// About how many entries a provider returns per listing request (S3,
+/// Azure and GCS pages are 1,000 to 5,000): [`Pace`] counts one request
+/// per this many entries.
+const ENTRIES_PER_REQUEST: u64 = 1_000;
+
+/// Why a scan stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// The provider failed a listing.
+    #[error("listing '{dir}' failed: {source}")]
+    Provider {
+        /// The folder.
+        dir: String,
+        /// What the provider said (scrubbed before it is logged).
+        source: opendal::Error,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Spaces a connection's listing requests out: at most one per `gap`.
+#[derive(Debug)]
+pub struct Pace {
+    gap: Duration,
+    next: tokio::sync::Mutex<Instant>,
+}
+
+impl Pace {
+    /// At most `per_second` requests a second.
+    pub fn new(per_second: u32) -> Self {
+        Self {
+            gap: Duration::from_secs(1) / per_second.max(1),
+            next: tokio::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Waits for the next request's turn.
+    pub async fn wait(&self) {
+        let mut next = self.next.lock().await;
+        let now = Instant::now();
+        if *next > now {
+            tokio::time::sleep_until(*next).await;
+        }
+        *next = (*next).max(now) + self.gap;
+    }
+}
+
+/// What a folder's comparison found.
+#[derive(Debug, Default)]
+pub struct FolderScan {
+    /// Folders below it to visit next (key paths, `a/b/`).
+    pub descend: Vec<String>,
+    /// Entries the provider listed.
+    pub entries: u64,
+    /// Some file changed too recently to be taken as settled: the folder
+    /// should be looked at again soon.
+    pub unsettled: bool,
+    /// Changes applied.
+    pub applied: u64,
+}
+
+/// A scan of one connection.
+#[derive(Debug)]
+pub struct Scan<'a> {
+    /// The store.
+    pub store: &'a Store,
+    /// The connection's provider.
+    pub op: &'a Operator,
+    /// The connection.
+    pub connection_id: &'a str,
+    /// Its account, whose feed the events join.
+    pub account_id: &'a str,
+    /// Whether changes become events: not while the index is first built
+    /// (what is already there was not "created" now).
+    pub events: bool,
+    /// The connection's request pacing.
+    pub pace: &'a Pace,
+    /// The index's metrics.
+    pub metrics: &'a IndexMetrics,
+    /// A file modified after this (unix nanoseconds) is left for a later
+    /// look: ferry's own commit of it may still be on its way.
+    pub settle_after_ns: i64,
+}
+
+/// Whether what the provider lists now is other content than the row.
+fn differs(row: &IndexEntry, now: &Facts) -> bool {
+    // Times compare to the millisecond: a commit records the provider's
+    // time in milliseconds.
+    let ms = |ns: i64| ns.div_euclid(1_000_000);
+    row.size != now.size
+        || matches!((row.modified_ns, now.modified_ns), (Some(a), Some(b)) if ms(a) != ms(b))
+        || matches!((&row.etag, &now.etag), (Some(a), Some(b)) if a != b)
+}
+
+/// Whether the row lacks (or has other) details of the same content.
+fn refines(row: &IndexEntry, now: &Facts) -> bool {
+    row.etag != now.etag || row.modified_ns != now.modified_ns || row.size != now.size
+}
+
+fn facts(meta: &opendal::Metadata) -> Facts {
+    let is_file = !meta.is_dir();
+    Facts {
+        size: is_file.then(|| meta.content_length() as i64),
+        etag: meta.etag().filter(|_| is_file).map(str::to_owned),
+        modified_ns: meta
+            .last_modified()
+            .filter(|_| is_file)
+            .map(|t| t.into_inner().as_nanosecond() as i64),
+    }
+}
+
+impl Scan<'_> {
+    /// Lists the folder `dir` (`""` or `a/b/`) at the provider: its
+    /// children's key names with what the listing says of each, sorted.
+    async fn list(&self, dir: &str) -> Result<Vec<(String, Facts)>, ScanError> {
+        let fail = |source| ScanError::Provider {
+            dir: dir.to_owned(),
+            source,
+        };
+        let list_path = if dir.is_empty() { "/" } else { dir };
+        self.pace.wait().await;
+        let mut lister = self.op.lister(list_path).await.map_err(fail)?;
+        let mut out = Vec::new();
+        let mut seen = 0u64;
+        while let Some(entry) = lister.try_next().await.map_err(fail)? {
+            seen += 1;
+            if seen.is_multiple_of(ENTRIES_PER_REQUEST) {
+                self.pace.wait().await;
+            }
+            let path = entry.path();
+            let Some(name) = path.strip_prefix(dir) else {
+                continue;
+            };
+            let stem = name.strip_suffix('/').unwrap_or(name);
+            if stem.is_empty() || stem.contains('/') || (dir.is_empty() && stem == STAGING_DIR) {
+                continue;
+            }
+            // A name ferry cannot address (a control character, say) is
+            // not indexed: no request could name it.
+            if ObjectPath::parse(&format!("{dir}{stem}")).is_err() {
+                tracing::debug!(connection.id = %self.connection_id, "a provider entry's name is not a ferry path; not indexed");
+                continue;
+            }
+            let meta = entry.metadata();
+            let key = if meta.is_dir() {
+                format!("{stem}/")
+            } else {
+                stem.to_owned()
+            };
+            out.push((key, facts(meta)));
+        }
+        self.metrics.entries_scanned.inc_by(out.len() as u64);
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.dedup_by(|a, b| a.0 == b.0);
+        Ok(out)
+    }
+
+    /// Compares the folder `dir` with the index and applies the
+    /// differences. Folders to visit next: every subfolder with
+    /// `descend_all`, else only those that were new.
+    pub async fn folder(&self, dir: &str, descend_all: bool) -> Result<FolderScan, ScanError> {
+        // The index first, then the provider: see the module's comment.
+        let rows = self.store.index_children(self.connection_id, dir).await?;
+        let listed = self.list(dir).await?;
+        let mut out = FolderScan {
+            entries: listed.len() as u64,
+            ..FolderScan::default()
+        };
+        let mut changes: Vec<ScanChange> = Vec::new();
+        let mut new_dirs: Vec<usize> = Vec::new();
+        let change = |name: &str,
+                      seen: Option<&IndexEntry>,
+                      now: Option<Facts>,
+                      event: Option<EventKind>| ScanChange {
+            parent: dir.to_owned(),
+            name: name.to_owned(),
+            seen_rev: seen.map(|r| r.rev),
+            old_size: seen.and_then(|r| r.size),
+            now,
+            event: event.filter(|_| self.events),
+        };
+        // A first scan records no events: nothing to mistake, no need to
+        // wait.
+        let settled =
+            |f: &Facts| !self.events || f.modified_ns.is_none_or(|t| t <= self.settle_after_ns);
+        let (mut i, mut j) = (0, 0);
+        while i < rows.len() || j < listed.len() {
+            let row = rows.get(i);
+            let now = listed.get(j);
+            match (row, now) {
+                (Some(r), Some((name, f))) if r.name == *name => {
+                    i += 1;
+                    j += 1;
+                    if r.is_dir() {
+                        if descend_all {
+                            out.descend.push(format!("{dir}{name}"));
+                        }
+                    } else if differs(r, f) {
+                        if settled(f) {
+                            changes.push(change(
+                                name,
+                                Some(r),
+                                Some(f.clone()),
+                                Some(EventKind::Updated),
+                            ));
+                        } else {
+                            out.unsettled = true;
+                        }
+                    } else if refines(r, f) {
+                        changes.push(change(name, Some(r), Some(f.clone()), None));
+                    }
+                }
+                (Some(r), Some((name, _))) if r.name < *name => {
+                    i += 1;
+                    changes.push(change(&r.name, Some(r), None, Some(EventKind::Deleted)));
+                }
+                (Some(r), None) => {
+                    i += 1;
+                    changes.push(change(&r.name, Some(r), None, Some(EventKind::Deleted)));
+                }
+                (_, Some((name, f))) => {
+                    j += 1;
+                    if name.ends_with('/') {
+                        new_dirs.push(changes.len());
+                        changes.push(change(name, None, Some(f.clone()), None));
+                    } else if settled(f) {
+                        changes.push(change(
+                            name,
+                            None,
+                            Some(f.clone()),
+                            Some(EventKind::Created),
+                        ));
+                    } else {
+                        out.unsettled = true;
+                    }
+                }
+                (None, None) => unreachable!("the loop runs while either has entries"),
+            }
+        }
+        let mut applied = Vec::with_capacity(changes.len());
+        for batch in changes.chunks(BATCH) {
+            let at = ferry_common::content::model::now_ms();
+            let (done, subtree_files) = self
+                .store
+                .apply_scan(self.connection_id, self.account_id, batch, at)
+                .await?;
+            for _ in 0..subtree_files {
+                self.metrics.change(ChangeKind::deleted);
+            }
+            for (c, ok) in batch.iter().zip(&done) {
+                if *ok {
+                    self.count(c, at);
+                }
+            }
+            applied.extend(done);
+        }
+        out.applied = applied.iter().filter(|a| **a).count() as u64;
+        if !descend_all {
+            for i in new_dirs {
+                if applied[i] {
+                    out.descend.push(format!("{dir}{}", changes[i].name));
+                }
+            }
+        } else {
+            // Every folder the provider has, in key order, new ones too.
+            let mut all: Vec<String> = listed
+                .iter()
+                .filter(|(n, _)| n.ends_with('/'))
+                .map(|(n, _)| format!("{dir}{n}"))
+                .collect();
+            all.dedup();
+            out.descend = all;
+        }
+        Ok(out)
+    }
+
+    fn count(&self, c: &ScanChange, at_ms: i64) {
+        let Some(kind) = c.event else { return };
+        if c.name.ends_with('/') {
+            return;
+        }
+        self.metrics.change(match kind {
+            EventKind::Created => ChangeKind::created,
+            EventKind::Updated => ChangeKind::updated,
+            _ => ChangeKind::deleted,
+        });
+        if let Some(t) = c.now.as_ref().and_then(|f| f.modified_ns) {
+            let lag = (at_ms as f64 / 1e3) - (t as f64 / 1e9);
+            self.metrics.lag.observe(lag.max(0.0));
+        }
+    }
+
+    /// Compares `dir` and the folders below it, depth first: all of them
+    /// with `descend_all`, else those that are new. Returns the entries
+    /// seen and the folders where some change was left to settle.
+    pub async fn tree(
+        &self,
+        dir: &str,
+        descend_all: bool,
+    ) -> Result<(u64, Vec<String>), ScanError> {
+        let mut stack = vec![dir.to_owned()];
+        let (mut entries, mut unsettled) = (0, Vec::new());
+        while let Some(dir) = stack.pop() {
+            let f = self.folder(&dir, descend_all).await?;
+            entries += f.entries;
+            if f.unsettled {
+                unsettled.push(dir);
+            }
+            stack.extend(f.descend.into_iter().rev());
+        }
+        Ok((entries, unsettled))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Commit, ObjectMeta, testing::store};
+
+    struct World {
+        store: Store,
+        _dir: tempfile::TempDir,
+        op: Operator,
+        account: String,
+        conn: String,
+        metrics: IndexMetrics,
+        pace: Pace,
+    }
+
+    async fn world() -> World {
+        let (store, dir) = store().await;
+        let (account, _) = store.create_account("a").await.unwrap();
+        let conn = crate::store::ConnectionRow {
+            id: "con_1".into(),
+            account_id: account.id.clone(),
+            name: "m".into(),
+            provider: "memory".into(),
+            config_sealed: vec![1],
+            created_at: 1,
+            scan_interval_secs: None,
+        };
+        store.create_connection(&conn, None).await.unwrap();
+        let op = Operator::new(opendal::services::Memory::default()).unwrap();
+        World {
+            store,
+            _dir: dir,
+            op,
+            account: account.id,
+            conn: conn.id,
+            metrics: IndexMetrics::register(&mut Default::default()),
+            pace: Pace::new(1000),
+        }
+    }
+
+    impl World {
+        fn scan(&self, events: bool) -> Scan<'_> {
+            Scan {
+                store: &self.store,
+                op: &self.op,
+                connection_id: &self.conn,
+                account_id: &self.account,
+                events,
+                pace: &self.pace,
+                metrics: &self.metrics,
+                settle_after_ns: i64::MAX,
+            }
+        }
+
+        async fn names(&self, parent: &str) -> Vec<String> {
+            self.store
+                .index_page(&self.conn, parent, "", 1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|l| l.entry.name)
+                .collect()
+        }
+
+        async fn events(&self) -> Vec<(EventKind, String)> {
+            self.store
+                .list_events(&self.account, 0, 1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.kind, e.path))
+                .collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_first_scan_indexes_silently_and_later_ones_report_changes() {
+        let w = world().await;
+        for p in ["a.txt", "b/c.txt", "b/d/e.txt", "b-x.txt", "b0.txt"] {
+            w.op.write(p, vec![1u8; 3]).await.unwrap();
+        }
+        let (n, _) = w.scan(false).tree("", true).await.unwrap();
+        assert_eq!(n, 7, "5 files and 2 folders");
+        assert_eq!(w.names("").await, ["a.txt", "b-x.txt", "b/", "b0.txt"]);
+        assert_eq!(w.names("b/").await, ["c.txt", "d/"]);
+        assert_eq!(w.names("b/d/").await, ["e.txt"]);
+        assert!(
+            w.events().await.is_empty(),
+            "a first scan records no events"
+        );
+
+        // Nothing changed: nothing written.
+        let (_, _) = w.scan(true).tree("", true).await.unwrap();
+        assert!(w.events().await.is_empty());
+
+        // Outside ferry: one file added, one replaced, a folder removed.
+        w.op.write("b/new.txt", vec![2u8; 1]).await.unwrap();
+        w.op.write("a.txt", vec![2u8; 5]).await.unwrap();
+        w.op.delete_with("b/d/").recursive(true).await.unwrap();
+        w.scan(true).tree("", true).await.unwrap();
+        let mut events = w.events().await;
+        events.sort_by(|a, b| a.1.cmp(&b.1));
+        assert_eq!(
+            events,
+            [
+                (EventKind::Updated, "a.txt".to_owned()),
+                (EventKind::Deleted, "b/d/e.txt".to_owned()),
+                (EventKind::Created, "b/new.txt".to_owned()),
+            ]
+        );
+        assert_eq!(w.names("b/").await, ["c.txt", "new.txt"]);
+        assert!(w.names("b/d/").await.is_empty());
+        let origins: Vec<_> = w
+            .store
+            .list_events(&w.account, 0, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.origin)
+            .collect();
+        assert!(origins.iter().all(|o| *o == crate::store::Origin::Provider));
+    }
+
+    #[tokio::test]
+    async fn a_commit_during_a_scan_is_not_undone_nor_reported_twice() {
+        let w = world().await;
+        w.scan(false).tree("", true).await.unwrap();
+        // ferry writes a file and commits it; a scan that read the index
+        // before that commit and lists after it must not remove it.
+        let stale = w.store.index_children(&w.conn, "").await.unwrap();
+        assert!(stale.is_empty());
+        w.op.write("f.txt", vec![1u8; 4]).await.unwrap();
+        let meta = ObjectMeta {
+            connection_id: w.conn.clone(),
+            path: "f.txt".into(),
+            size: 4,
+            crc64nvme: 7,
+            sha256: None,
+            content_type: None,
+            etag: "\"e\"".into(),
+            provider_modified_ms: None,
+            updated_at: 1,
+            headers: vec![],
+        };
+        w.store
+            .commit(&Commit {
+                upsert: Some(meta),
+                ..Commit::default()
+            })
+            .await
+            .unwrap();
+        // The scan's insertion of the same file finds the commit's row.
+        let f = w.scan(true).folder("", false).await.unwrap();
+        assert_eq!(f.entries, 1);
+        assert!(w.events().await.is_empty(), "the commit's row stands");
+        // A removal read at an older rev does not apply.
+        let row = w.store.index_children(&w.conn, "").await.unwrap().remove(0);
+        let gone = ScanChange {
+            parent: String::new(),
+            name: "f.txt".into(),
+            seen_rev: Some(row.rev - 1),
+            now: None,
+            event: Some(EventKind::Deleted),
+            old_size: Some(4),
+        };
+        let applied = w
+            .store
+            .apply_scan(&w.conn, &w.account, &[gone], 1)
+            .await
+            .unwrap();
+        assert_eq!(applied, (vec![false], 0));
+        assert_eq!(w.names("").await, ["f.txt"]);
+        assert!(w.events().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_recent_change_waits_to_settle() {
+        let mut w = world().await;
+        // A folder, whose listing gives modification times (memory's
+        // does not).
+        let folder = tempfile::tempdir().unwrap();
+        w.op =
+            Operator::new(opendal::services::Fs::default().root(folder.path().to_str().unwrap()))
+                .unwrap();
+        w.scan(false).tree("", true).await.unwrap();
+        w.op.write("hot.txt", vec![1u8]).await.unwrap();
+        let mut scan = w.scan(true);
+        scan.settle_after_ns = 0;
+        let f = scan.folder("", true).await.unwrap();
+        assert!(f.unsettled);
+        assert!(w.names("").await.is_empty());
+        w.scan(true).folder("", true).await.unwrap();
+        assert_eq!(w.events().await, [(EventKind::Created, "hot.txt".into())]);
+    }
+}
