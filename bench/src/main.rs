@@ -6,6 +6,7 @@
 
 mod client;
 mod dns;
+mod index;
 mod nginx;
 mod report;
 mod rig;
@@ -34,7 +35,7 @@ struct Args {
     /// Only these scenarios (comma-separated): transfer (or download,
     /// upload), memory, sweep, control, tunnel, recovery, resumable,
     /// resumable_s3 (needs moto: ./scripts/install-test-deps.sh), s3 (needs
-    /// s3s-fs: ./scripts/install-test-deps.sh --bench), dns.
+    /// s3s-fs: ./scripts/install-test-deps.sh --bench), dns, index.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to write results.json and the charts.

@@ -152,6 +152,12 @@ async fn measure(
     if want("dns") {
         results.push(("dns", crate::dns::dns(plan).await.context("dns")?));
     }
+    if want("index") {
+        results.push((
+            "index",
+            crate::index::index(rig, plan).await.context("index")?,
+        ));
+    }
     for (name, (table, figures)) in results {
         tables.push_str(&table);
         json[name] = figures;

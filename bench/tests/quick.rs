@@ -39,6 +39,7 @@ fn the_quick_benchmark_runs_every_scenario() {
         "5. Tunnel",
         "6. Recovery",
         "7. Steering DNS",
+        "11. Control requests from the metadata index",
     ] {
         assert!(
             stdout.contains(heading),
@@ -70,6 +71,11 @@ fn the_quick_benchmark_runs_every_scenario() {
     );
     for s in sizes {
         positive(&s["peak_rss_bytes"], "peak RSS");
+    }
+    let rows = json["index"]["rows"].as_array().expect("index rows");
+    assert_eq!(rows.len(), 7);
+    for r in rows {
+        positive(&r["rps"], &format!("{} via {}", r["request"], r["via"]));
     }
     let points = json["sweep"]["points"].as_array().expect("sweep points");
     assert!(points.len() >= 3);
