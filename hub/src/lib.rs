@@ -285,6 +285,10 @@ pub async fn run(
             tunnel_stop.clone(),
         ),
     );
+    tasks.spawn("transfer log", {
+        let (state, stop) = (state.clone(), tunnel_stop.clone());
+        async move { state.transfer_log.run(state.store.clone(), stop).await }
+    });
     if cfg.index.enabled {
         tasks.spawn(
             "indexer",

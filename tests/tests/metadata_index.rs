@@ -114,6 +114,28 @@ fn is(kind: &'static str, path: &'static str) -> impl Fn(&Value) -> bool {
     move |e| e["type"] == kind && e["path"] == path
 }
 
+/// Lists `dir` page by page (1,000 a page) from the index, handing each
+/// page's entries to `page`; returns how many pages.
+async fn walk(api: &Api, dir: &str, mut page: impl AsyncFnMut(&[Value])) -> usize {
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("/v1/connections/local/list/{dir}?limit=1000&cursor={c}"),
+            None => format!("/v1/connections/local/list/{dir}?limit=1000"),
+        };
+        let got = api.get(&url).send().await.expect(200).json();
+        assert_eq!(got["index"], "complete");
+        page(got["entries"].as_array().unwrap()).await;
+        pages += 1;
+        assert!(pages <= 100, "the walk does not end");
+        match got["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return pages,
+        }
+    }
+}
+
 async fn names(api: &Api, dir: &str) -> Vec<String> {
     let page = api
         .get(&format!("/v1/connections/local/list/{dir}?limit=1000"))
@@ -344,81 +366,57 @@ async fn s3_and_webdav_changed_outside_ferry_reach_the_feed_by_polling() {
     let mut cursor = "s0".to_owned();
     let limit = Duration::from_secs(15);
     let mut lags = Vec::new();
-
-    std::fs::write(&local, vec![7u8; 1000]).unwrap();
-    let t = Instant::now();
-    aws(&[
+    // Runs the AWS CLI, then waits for the event it should make.
+    let mut step = async |args: &[&str], kind: &'static str| {
+        let t = Instant::now();
+        aws(args);
+        let e = next_event(&on_s3.api, &mut cursor, limit, is(kind, "in/bucket.bin")).await;
+        lags.push(t.elapsed().as_millis());
+        assert_eq!(e["origin"], "provider", "{e}");
+        e
+    };
+    let cp = [
         "s3",
         "cp",
         local.to_str().unwrap(),
         "s3://watched/in/bucket.bin",
-    ]);
-    let e = next_event(
-        &on_s3.api,
-        &mut cursor,
-        limit,
-        is("created", "in/bucket.bin"),
-    )
-    .await;
-    lags.push(t.elapsed().as_millis());
-    assert_eq!(
-        (e["origin"].as_str(), e["size"].as_i64()),
-        (Some("provider"), Some(1000))
+    ];
+    std::fs::write(&local, vec![7u8; 1000]).unwrap();
+    let e = step(&cp, "created").await;
+    assert_eq!(e["size"], 1000);
+    // Same size, other content: S3's tag tells.
+    std::fs::write(&local, vec![8u8; 1000]).unwrap();
+    step(&cp, "updated").await;
+    step(&["s3", "rm", "s3://watched/in/bucket.bin"], "deleted").await;
+    assert!(
+        names(&on_s3.api, "").await.is_empty(),
+        "the folder went with its last object"
     );
-    assert_eq!(names(&on_s3.api, "in").await, ["bucket.bin"]);
     // Listed with S3's own tag, as a GET of it answers.
-    let listed = on_s3
-        .api
-        .get("/v1/connections/local/list/in")
-        .send()
-        .await
-        .expect(200)
-        .json();
+    aws(&cp);
+    // (Until the next scan finds it, the folder is not there: 404.)
+    let started = Instant::now();
+    let listed = loop {
+        let page = on_s3.api.get("/v1/connections/local/list/in").send().await;
+        // (A scan writes a new folder, then what is in it.)
+        if page.status == 200
+            && page.json()["entries"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty())
+        {
+            break page.json();
+        }
+        assert!(started.elapsed() < limit, "the object did not come back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let got = on_s3
         .api
         .get("/v1/connections/local/files/in/bucket.bin")
         .send()
-        .await
-        .expect(200);
+        .await;
     assert_eq!(
-        got.header("etag").as_deref(),
+        got.expect(200).header("etag").as_deref(),
         listed["entries"][0]["etag"].as_str()
-    );
-
-    std::fs::write(&local, vec![8u8; 1000]).unwrap();
-    let t = Instant::now();
-    aws(&[
-        "s3",
-        "cp",
-        local.to_str().unwrap(),
-        "s3://watched/in/bucket.bin",
-    ]);
-    let e = next_event(
-        &on_s3.api,
-        &mut cursor,
-        limit,
-        is("updated", "in/bucket.bin"),
-    )
-    .await;
-    lags.push(t.elapsed().as_millis());
-    assert_eq!(
-        e["origin"], "provider",
-        "same size, other content: S3's tag tells"
-    );
-
-    let t = Instant::now();
-    aws(&["s3", "rm", "s3://watched/in/bucket.bin"]);
-    next_event(
-        &on_s3.api,
-        &mut cursor,
-        limit,
-        is("deleted", "in/bucket.bin"),
-    )
-    .await;
-    lags.push(t.elapsed().as_millis());
-    assert!(
-        names(&on_s3.api, "").await.is_empty(),
-        "the folder went with its last object"
     );
     println!("s3 (interval 1 s): from the change to its event, ms: {lags:?}");
 
@@ -486,29 +484,16 @@ async fn a_walk_returns_each_name_once_while_the_folder_changes() {
         }
     });
     let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut cursor: Option<String> = None;
-    let mut pages = 0;
-    loop {
-        let url = match &cursor {
-            Some(c) => format!("/v1/connections/local/list/big?limit=1000&cursor={c}"),
-            None => "/v1/connections/local/list/big?limit=1000".to_owned(),
-        };
-        let page = a.api.get(&url).send().await.expect(200).json();
-        assert_eq!(page["index"], "complete");
-        for e in page["entries"].as_array().unwrap() {
+    let pages = walk(&a.api, "big", async |page| {
+        for e in page {
             *seen
                 .entry(e["name"].as_str().unwrap().to_owned())
                 .or_default() += 1;
         }
-        pages += 1;
-        assert!(pages <= 40, "the walk does not end");
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
         // Let the other client move between pages.
         tokio::task::yield_now().await;
-    }
+    })
+    .await;
     churn.await.unwrap();
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "names returned twice: {twice:?}");
@@ -525,19 +510,7 @@ async fn a_walk_returns_each_name_once_while_the_folder_changes() {
     println!("walked {pages} pages, {} names", seen.len());
     // Afterwards the folder lists exactly what is there.
     let mut after = 0;
-    let mut cursor: Option<String> = None;
-    loop {
-        let url = match &cursor {
-            Some(c) => format!("/v1/connections/local/list/big?limit=1000&cursor={c}"),
-            None => "/v1/connections/local/list/big?limit=1000".to_owned(),
-        };
-        let page = a.api.get(&url).send().await.expect(200).json();
-        after += page["entries"].as_array().unwrap().len();
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
-    }
+    walk(&a.api, "big", async |page| after += page.len()).await;
     assert_eq!(after, N, "1,000 removed, 1,000 added");
 }
 

@@ -58,9 +58,9 @@ impl MetaHost for HubHost {
     }
 
     fn log_transfer(&self, transfer: Transfer) -> BoxFuture<'static, ()> {
-        let store = self.state.store.clone();
+        let state = self.state.clone();
         Box::pin(async move {
-            if let Err(e) = store.record_transfer(&transfer).await {
+            if let Err(e) = state.transfer_log.push(&state.store, transfer).await {
                 tracing::warn!(error = %e, "could not log a transfer");
             }
         })

@@ -71,6 +71,8 @@ pub struct AppState {
     pub s3_hosts: ferry_common::s3_door::Hosts,
     /// Wakes the indexer to take a connection just made.
     pub index_nudge: tokio::sync::Notify,
+    /// Downloads' transfer-log entries, written in batches.
+    pub transfer_log: crate::store::TransferLog,
 }
 
 /// What the spoke routes need.
@@ -118,6 +120,7 @@ impl AppState {
             uploads: UploadSettings::default(),
             s3_hosts: ferry_common::s3_door::Hosts::default(),
             index_nudge: tokio::sync::Notify::new(),
+            transfer_log: crate::store::TransferLog::default(),
             master_key,
         }
     }

@@ -108,6 +108,20 @@ pub async fn list(
 
 type Page = (Vec<serde_json::Value>, Option<Vec<u8>>);
 
+/// Cuts `items` (sorted, one more than a page asked for when more follow)
+/// to `limit`, and returns the cursor after the last kept when more
+/// follow.
+fn page_end<T>(items: &mut Vec<T>, limit: usize, key: impl Fn(&T) -> &String) -> Option<Vec<u8>> {
+    let more = items.len() > limit;
+    items.truncate(limit);
+    more.then(|| {
+        items
+            .last()
+            .map(|i| key(i).clone().into_bytes())
+            .unwrap_or_default()
+    })
+}
+
 /// A page of a folder from the metadata index: one range query.
 async fn list_from_index(
     state: &Arc<AppState>,
@@ -154,13 +168,7 @@ async fn list_from_index(
         .await
         .map_err(|e| store_problem(state, e))?;
     rows.retain(|l| l.entry.name.as_bytes() > after);
-    let more = rows.len() > limit;
-    rows.truncate(limit);
-    let next = more.then(|| {
-        rows.last()
-            .map(|l| l.entry.name.clone().into_bytes())
-            .unwrap_or_default()
-    });
+    let next = page_end(&mut rows, limit, |l| &l.entry.name);
     let entries = rows
         .into_iter()
         .map(|l| {
@@ -237,14 +245,7 @@ async fn list_from_provider(
         .collect();
     names.sort();
     names.dedup_by(|a, b| a.0 == b.0);
-    let more = names.len() > limit;
-    names.truncate(limit);
-    let next = more.then(|| {
-        names
-            .last()
-            .map(|n| n.0.clone().into_bytes())
-            .unwrap_or_default()
-    });
+    let next = page_end(&mut names, limit, |n| &n.0);
 
     let prefix = dir.map(|d| format!("{}/", d.as_str())).unwrap_or_default();
     type Lookup<'a> =

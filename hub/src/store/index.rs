@@ -141,13 +141,15 @@ pub fn prefix_end(prefix: &str) -> String {
     end
 }
 
-fn entry_from(row: &AnyRow) -> Result<IndexEntry, sqlx::Error> {
+/// An entry from `row`, its columns named with `prefix` before them.
+fn entry_from(row: &AnyRow, prefix: &str) -> Result<IndexEntry, sqlx::Error> {
+    let col = |c: &str| format!("{prefix}{c}");
     Ok(IndexEntry {
-        name: row.try_get("name")?,
-        size: row.try_get("size")?,
-        etag: row.try_get("etag")?,
-        modified_ns: row.try_get("modified_ns")?,
-        rev: row.try_get("rev")?,
+        name: row.try_get(col("name").as_str())?,
+        size: row.try_get(col("size").as_str())?,
+        etag: row.try_get(col("etag").as_str())?,
+        modified_ns: row.try_get(col("modified_ns").as_str())?,
+        rev: row.try_get(col("rev").as_str())?,
     })
 }
 
@@ -260,15 +262,21 @@ impl Store {
         after: &str,
         limit: i64,
     ) -> Result<Vec<Listed>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT e.name, e.size, e.etag, e.modified_ns, e.rev, o.path AS o_path, o.size AS o_size, \
-             o.crc64nvme, o.sha256, o.content_type, o.etag AS o_etag, o.provider_modified_ms, \
-             o.updated_at, o.headers \
+        // The entry's columns under their own names (e_…), ferry's
+        // record's under the names `objects` gives them.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT e.name AS e_name, e.size AS e_size, e.etag AS e_etag, \
+             e.modified_ns AS e_modified_ns, e.rev AS e_rev, {} \
              FROM entries e LEFT JOIN objects o \
              ON o.connection_id = e.connection_id AND o.path = e.parent || e.name \
              WHERE e.connection_id = $1 AND e.parent = $2 AND e.name > $3 \
              ORDER BY e.name LIMIT $4",
-        )
+            super::objects::COLUMNS
+                .split(", ")
+                .map(|c| format!("o.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
         .bind(connection_id)
         .bind(parent)
         .bind(after)
@@ -277,29 +285,10 @@ impl Store {
         .await?;
         rows.iter()
             .map(|row| {
-                let entry = entry_from(row)?;
-                let o_path: Option<String> = row.try_get("o_path")?;
-                let meta = match o_path {
-                    Some(path) if !entry.is_dir() => {
-                        let crc: i64 = row.try_get("crc64nvme")?;
-                        let headers: Option<String> = row.try_get("headers")?;
-                        Some(ObjectMeta {
-                            connection_id: connection_id.to_owned(),
-                            path,
-                            size: row.try_get("o_size")?,
-                            crc64nvme: crc as u64,
-                            sha256: row.try_get("sha256")?,
-                            content_type: row.try_get("content_type")?,
-                            etag: row.try_get("o_etag")?,
-                            provider_modified_ms: row.try_get("provider_modified_ms")?,
-                            updated_at: row.try_get("updated_at")?,
-                            headers: headers
-                                .map(|h| serde_json::from_str(&h))
-                                .transpose()
-                                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?
-                                .unwrap_or_default(),
-                        })
-                    }
+                let entry = entry_from(row, "e_")?;
+                let recorded: Option<String> = row.try_get("path")?;
+                let meta = match recorded {
+                    Some(_) if !entry.is_dir() => Some(super::objects::from_row(row)?),
                     _ => None,
                 };
                 Ok(Listed { entry, meta })
@@ -324,7 +313,7 @@ impl Store {
         .bind(name)
         .fetch_optional(self.read_pool().await)
         .await?;
-        Ok(row.as_ref().map(entry_from).transpose()?)
+        Ok(row.as_ref().map(|r| entry_from(r, "")).transpose()?)
     }
 
     /// Every child of `parent` in the index, in key order (read in pages
@@ -349,7 +338,7 @@ impl Store {
             .await?;
             let n = rows.len() as i64;
             for row in &rows {
-                out.push(entry_from(row)?);
+                out.push(entry_from(row, "")?);
             }
             match out.last() {
                 Some(last) if n == CHILDREN_PAGE => after = last.name.clone(),

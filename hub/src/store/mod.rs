@@ -23,6 +23,7 @@ mod s3_keys;
 mod s3_multipart;
 mod spokes;
 mod steering;
+mod transfer_log;
 mod uploads;
 
 use std::path::Path;
@@ -45,6 +46,7 @@ pub use s3_keys::{S3Key, make_s3_key};
 pub use s3_multipart::{MultipartPart, MultipartUpload};
 pub use spokes::{EnrolRefusal, SpokeRow, valid_spoke_name};
 pub use steering::{Presence, SharedSample};
+pub use transfer_log::TransferLog;
 pub use uploads::{AppendEnd, LeaseAsk, UploadRefusal, new_upload_id};
 
 /// Why a store operation failed.

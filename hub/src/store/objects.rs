@@ -14,9 +14,9 @@ use super::{Store, StoreError};
 
 pub use ferry_common::content::model::{Commit, Direction, ObjectMeta, Transfer, TransferStatus};
 
-const COLUMNS: &str = "connection_id, path, size, crc64nvme, sha256, content_type, etag, provider_modified_ms, updated_at, headers";
+pub(super) const COLUMNS: &str = "connection_id, path, size, crc64nvme, sha256, content_type, etag, provider_modified_ms, updated_at, headers";
 
-fn from_row(row: &AnyRow) -> Result<ObjectMeta, sqlx::Error> {
+pub(super) fn from_row(row: &AnyRow) -> Result<ObjectMeta, sqlx::Error> {
     let crc: i64 = row.try_get("crc64nvme")?;
     let headers: Option<String> = row.try_get("headers")?;
     Ok(ObjectMeta {
