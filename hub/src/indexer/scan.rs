@@ -193,8 +193,9 @@ impl Scan<'_> {
             entries: listed.len() as u64,
             ..FolderScan::default()
         };
-        let mut changes: Vec<ScanChange> = Vec::new();
-        let mut new_dirs: Vec<usize> = Vec::new();
+        // Changes are written as they fill a batch: memory holds the two
+        // sorted lists and one batch, not a change per entry.
+        let mut changes: Vec<ScanChange> = Vec::with_capacity(BATCH);
         let change = |name: &str,
                       seen: Option<&IndexEntry>,
                       now: Option<Facts>,
@@ -219,9 +220,7 @@ impl Scan<'_> {
                     i += 1;
                     j += 1;
                     if r.is_dir() {
-                        if descend_all {
-                            out.descend.push(format!("{dir}{name}"));
-                        }
+                        // Visited below when all are.
                     } else if differs(r, f) {
                         if settled(f) {
                             changes.push(change(
@@ -248,7 +247,6 @@ impl Scan<'_> {
                 (_, Some((name, f))) => {
                     j += 1;
                     if name.ends_with('/') {
-                        new_dirs.push(changes.len());
                         changes.push(change(name, None, Some(f.clone()), None));
                     } else if settled(f) {
                         changes.push(change(
@@ -263,32 +261,12 @@ impl Scan<'_> {
                 }
                 (None, None) => unreachable!("the loop runs while either has entries"),
             }
+            if changes.len() >= BATCH {
+                self.apply(&mut changes, &mut out, descend_all).await?;
+            }
         }
-        let mut applied = Vec::with_capacity(changes.len());
-        for batch in changes.chunks(BATCH) {
-            let at = ferry_common::content::model::now_ms();
-            let (done, subtree_files) = self
-                .store
-                .apply_scan(self.connection_id, self.account_id, batch, at)
-                .await?;
-            for _ in 0..subtree_files {
-                self.metrics.change(ChangeKind::deleted);
-            }
-            for (c, ok) in batch.iter().zip(&done) {
-                if *ok {
-                    self.count(c, at);
-                }
-            }
-            applied.extend(done);
-        }
-        out.applied = applied.iter().filter(|a| **a).count() as u64;
-        if !descend_all {
-            for i in new_dirs {
-                if applied[i] {
-                    out.descend.push(format!("{dir}{}", changes[i].name));
-                }
-            }
-        } else {
+        self.apply(&mut changes, &mut out, descend_all).await?;
+        if descend_all {
             // Every folder the provider has, in key order, new ones too.
             let mut all: Vec<String> = listed
                 .iter()
@@ -299,6 +277,40 @@ impl Scan<'_> {
             out.descend = all;
         }
         Ok(out)
+    }
+
+    /// Writes `changes` (and empties it), counting what applied; a new
+    /// folder whose row was written is one to descend into when only new
+    /// ones are.
+    async fn apply(
+        &self,
+        changes: &mut Vec<ScanChange>,
+        out: &mut FolderScan,
+        descend_all: bool,
+    ) -> Result<(), ScanError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let at = ferry_common::content::model::now_ms();
+        let (done, subtree_files) = self
+            .store
+            .apply_scan(self.connection_id, self.account_id, changes, at)
+            .await?;
+        for _ in 0..subtree_files {
+            self.metrics.change(ChangeKind::deleted);
+        }
+        for (c, ok) in changes.iter().zip(&done) {
+            if !*ok {
+                continue;
+            }
+            out.applied += 1;
+            self.count(c, at);
+            if !descend_all && c.seen_rev.is_none() && c.name.ends_with('/') {
+                out.descend.push(format!("{}{}", c.parent, c.name));
+            }
+        }
+        changes.clear();
+        Ok(())
     }
 
     fn count(&self, c: &ScanChange, at_ms: i64) {
