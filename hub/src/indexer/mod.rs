@@ -60,6 +60,7 @@ struct Held {
     account_id: String,
     interval: Option<Duration>,
     pace: Arc<Pace>,
+    local_root: Option<Arc<std::path::PathBuf>>,
     watch: Option<Watch>,
     complete: bool,
     next_full: i64,
@@ -209,11 +210,11 @@ async fn renew(
             h.complete |= s.complete;
             continue;
         }
-        let (interval, watch) =
-            match connection_setup(state, settings, &connection_id, &account_id, tx).await {
-                Some(x) => x,
-                None => continue,
-            };
+        let Some((interval, local_root, watch)) =
+            connection_setup(state, settings, &connection_id, &account_id, tx).await
+        else {
+            continue;
+        };
         tracing::info!(connection.id = %connection_id, complete = s.complete, "holding the connection's scans");
         held.insert(
             connection_id,
@@ -221,6 +222,7 @@ async fn renew(
                 account_id,
                 interval,
                 pace: Arc::new(Pace::new(settings.requests_per_second)),
+                local_root,
                 watch,
                 complete: s.complete,
                 next_full: s.next_scan_at,
@@ -235,14 +237,19 @@ async fn renew(
     state.metrics.index.held.set(held.len() as i64);
 }
 
-/// A newly held connection's scan interval and, for `fs`, its watch.
+/// A newly held connection's scan interval and, for `fs`, its folder and
+/// watch.
 async fn connection_setup(
     state: &Arc<AppState>,
     settings: &IndexSettings,
     connection_id: &str,
     account_id: &str,
     tx: &mpsc::Sender<Named>,
-) -> Option<(Option<Duration>, Option<Watch>)> {
+) -> Option<(
+    Option<Duration>,
+    Option<Arc<std::path::PathBuf>>,
+    Option<Watch>,
+)> {
     let row = match crate::api::find_connection(state, account_id, connection_id).await {
         Ok(r) => r,
         Err(_) => return None,
@@ -251,12 +258,14 @@ async fn connection_setup(
         .scan_interval_secs
         .map_or(settings.scan_interval_secs, |s| s.max(0) as u64);
     let interval = (secs > 0).then(|| Duration::from_secs(secs));
-    let watch = if settings.notify && row.provider == "fs" {
-        crate::api::fs_root(state, &row).and_then(|root| watch(&root, connection_id, tx))
-    } else {
-        None
-    };
-    Some((interval, watch))
+    let root = (row.provider == "fs")
+        .then(|| crate::api::fs_root(state, &row))
+        .flatten();
+    let watch = root
+        .as_ref()
+        .filter(|_| settings.notify)
+        .and_then(|root| watch(root, connection_id, tx));
+    Some((interval, root.map(Arc::new), watch))
 }
 
 /// Watches `root` and everything below it, sending the folder of each
@@ -398,11 +407,17 @@ fn start_work(
             h.account_id.clone(),
         );
         let (pace, interval, complete) = (h.pace.clone(), h.interval, h.complete);
+        let local = h.local_root.clone();
         h.task = Some(tokio::spawn(async move {
-            full_scan(
-                &state, &holder, &conn, &account, &pace, interval, complete, settle_ms,
-            )
-            .await
+            let scope = Scope {
+                state: &state,
+                conn: &conn,
+                account: &account,
+                pace: &pace,
+                local_root: local.as_deref().map(|p| p.as_path()),
+                settle_ms,
+            };
+            full_scan(scope, &holder, interval, complete).await
         }));
         return;
     }
@@ -420,23 +435,55 @@ fn start_work(
             h.account_id.clone(),
             h.pace.clone(),
         );
+        let local = h.local_root.clone();
         h.task = Some(tokio::spawn(async move {
-            folder_scans(&state, &conn, &account, &pace, dirs, settle_ms).await
+            let scope = Scope {
+                state: &state,
+                conn: &conn,
+                account: &account,
+                pace: &pace,
+                local_root: local.as_deref().map(|p| p.as_path()),
+                settle_ms,
+            };
+            folder_scans(scope, dirs).await
         }));
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a scan task works with.
+struct Scope<'a> {
+    state: &'a Arc<AppState>,
+    conn: &'a str,
+    account: &'a str,
+    pace: &'a Pace,
+    local_root: Option<&'a Path>,
+    settle_ms: i64,
+}
+
+impl<'a> Scope<'a> {
+    /// A scan of the connection through `op`.
+    fn scan(&self, op: &'a opendal::Operator, events: bool) -> Scan<'a> {
+        Scan {
+            store: &self.state.store,
+            op,
+            connection_id: self.conn,
+            account_id: self.account,
+            events,
+            pace: self.pace,
+            metrics: &self.state.metrics.index,
+            settle_after_ns: settle_before(self.settle_ms),
+            local_root: self.local_root,
+        }
+    }
+}
+
 async fn full_scan(
-    state: &Arc<AppState>,
+    s: Scope<'_>,
     holder: &str,
-    conn: &str,
-    account: &str,
-    pace: &Pace,
     interval: Option<Duration>,
     complete: bool,
-    settle_ms: i64,
 ) -> Outcome {
+    let (state, conn, account) = (s.state, s.conn, s.account);
     let started = std::time::Instant::now();
     let failed = || Outcome::Full {
         ok: false,
@@ -446,16 +493,7 @@ async fn full_scan(
     let Some(op) = operator(state, account, conn).await else {
         return failed();
     };
-    let scan = Scan {
-        store: &state.store,
-        op: &op,
-        connection_id: conn,
-        account_id: account,
-        events: complete,
-        pace,
-        metrics: &state.metrics.index,
-        settle_after_ns: settle_before(settle_ms),
-    };
+    let scan = s.scan(&op, complete);
     let result = scan.tree("", true).await;
     let seconds = started.elapsed().as_secs_f64();
     let now = now_ms();
@@ -503,30 +541,15 @@ async fn full_scan(
     }
 }
 
-async fn folder_scans(
-    state: &Arc<AppState>,
-    conn: &str,
-    account: &str,
-    pace: &Pace,
-    dirs: BTreeSet<String>,
-    settle_ms: i64,
-) -> Outcome {
+async fn folder_scans(s: Scope<'_>, dirs: BTreeSet<String>) -> Outcome {
+    let (state, conn, account) = (s.state, s.conn, s.account);
     let started = std::time::Instant::now();
     let Some(op) = operator(state, account, conn).await else {
         return Outcome::Folders {
             unsettled: Vec::new(),
         };
     };
-    let scan = Scan {
-        store: &state.store,
-        op: &op,
-        connection_id: conn,
-        account_id: account,
-        events: true,
-        pace,
-        metrics: &state.metrics.index,
-        settle_after_ns: settle_before(settle_ms),
-    };
+    let scan = s.scan(&op, true);
     let mut unsettled = Vec::new();
     let mut ok = true;
     // Each folder at the nearest of it and its parents that the index

@@ -40,6 +40,14 @@ pub enum ScanError {
         /// What the provider said (scrubbed before it is logged).
         source: opendal::Error,
     },
+    /// Reading a local folder failed.
+    #[error("reading the folder '{dir}' failed: {source}")]
+    Local {
+        /// The folder.
+        dir: String,
+        /// What the file system said.
+        source: std::io::Error,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -107,6 +115,72 @@ pub struct Scan<'a> {
     /// A file modified after this (unix nanoseconds) is left for a later
     /// look: ferry's own commit of it may still be on its way.
     pub settle_after_ns: i64,
+    /// For an `fs` connection, its folder: read directly, one blocking
+    /// task a folder, rather than through OpenDAL's lister, which hands
+    /// every entry's stat to the blocking pool on its own.
+    pub local_root: Option<&'a std::path::Path>,
+}
+
+/// Reads the folder `dir` (`""`, `a/b/`) below `root` as [`Scan::list`]
+/// gives it: key names (a folder's with `/`), sizes and modification times
+/// (a symbolic link's target's, as a stat through the provider sees it),
+/// sorted; names ferry cannot address and the root's staging folder left
+/// out. A folder that is not there lists empty.
+fn list_local(root: &std::path::Path, dir: &str) -> std::io::Result<Vec<(String, Facts)>> {
+    let folder = root.join(dir.trim_end_matches('/'));
+    let read = match std::fs::read_dir(&folder) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for entry in read {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if (dir.is_empty() && name == STAGING_DIR)
+            || ObjectPath::parse(&format!("{dir}{name}")).is_err()
+        {
+            continue;
+        }
+        let meta = match entry.file_type() {
+            Ok(t) if t.is_symlink() => std::fs::metadata(entry.path()),
+            _ => entry.metadata(),
+        };
+        // Gone between the listing and the stat, or a link to nothing.
+        let Ok(meta) = meta else { continue };
+        if meta.is_dir() {
+            out.push((
+                format!("{name}/"),
+                Facts {
+                    size: None,
+                    etag: None,
+                    modified_ns: None,
+                },
+            ));
+        } else {
+            let modified_ns = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos() as i64);
+            out.push((
+                name,
+                Facts {
+                    size: Some(meta.len() as i64),
+                    etag: None,
+                    modified_ns,
+                },
+            ));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
 }
 
 /// Whether what the provider lists now is other content than the row.
@@ -140,6 +214,21 @@ impl Scan<'_> {
     /// Lists the folder `dir` (`""` or `a/b/`) at the provider: its
     /// children's key names with what the listing says of each, sorted.
     async fn list(&self, dir: &str) -> Result<Vec<(String, Facts)>, ScanError> {
+        if let Some(root) = self.local_root {
+            let (root, owned) = (root.to_path_buf(), dir.to_owned());
+            let listed = tokio::task::spawn_blocking(move || list_local(&root, &owned))
+                .await
+                .map_err(|e| ScanError::Local {
+                    dir: dir.to_owned(),
+                    source: std::io::Error::other(e),
+                })?
+                .map_err(|source| ScanError::Local {
+                    dir: dir.to_owned(),
+                    source,
+                })?;
+            self.metrics.entries_scanned.inc_by(listed.len() as u64);
+            return Ok(listed);
+        }
         let fail = |source| ScanError::Provider {
             dir: dir.to_owned(),
             source,
@@ -402,6 +491,7 @@ mod tests {
                 pace: &self.pace,
                 metrics: &self.metrics,
                 settle_after_ns: i64::MAX,
+                local_root: None,
             }
         }
 
@@ -524,6 +614,34 @@ mod tests {
         assert_eq!(applied, (vec![false], 0));
         assert_eq!(w.names("").await, ["f.txt"]);
         assert!(w.events().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_local_folder_lists_as_opendal_lists_it() {
+        let w = world().await;
+        let folder = tempfile::tempdir().unwrap();
+        let root = folder.path();
+        std::fs::create_dir_all(root.join("d/e")).unwrap();
+        std::fs::create_dir_all(root.join(STAGING_DIR)).unwrap();
+        std::fs::write(root.join("a.txt"), b"12345").unwrap();
+        std::fs::write(root.join("d/b.txt"), b"1").unwrap();
+        std::os::unix::fs::symlink(root.join("a.txt"), root.join("link")).unwrap();
+        std::fs::write(root.join("bad\\name"), b"").unwrap();
+        let op =
+            Operator::new(opendal::services::Fs::default().root(root.to_str().unwrap())).unwrap();
+        let mut scan = w.scan(true);
+        scan.op = &op;
+        for dir in ["", "d/", "missing/"] {
+            let through_opendal = scan.list(dir).await.unwrap();
+            let direct = list_local(root, dir).unwrap();
+            assert_eq!(direct, through_opendal, "{dir:?}");
+        }
+        let names: Vec<String> = list_local(root, "")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(names, ["a.txt", "d/", "link"]);
     }
 
     #[tokio::test]
