@@ -338,10 +338,13 @@ fn reap(settings: &IndexSettings, h: &mut Held) {
         return;
     }
     let task = h.task.take().expect("checked above");
+    let now = now_ms();
     let Some(outcome) = task.now_or_never_result() else {
+        // It panicked (the panic hook printed why): not again at once.
+        tracing::warn!("a scan task ended without an outcome; the next full scan is in {RETRY:?}");
+        h.next_full = now + RETRY.as_millis() as i64;
         return;
     };
-    let now = now_ms();
     match outcome {
         Outcome::Full {
             ok: true,
