@@ -178,38 +178,35 @@ async fn a_folder_changed_outside_ferry_reaches_the_feed_within_a_second() {
     assert_eq!(feed["events"], json!([]), "a first scan makes no events");
 
     let mut lags = Vec::new();
-    let mut step = |lag: Duration| lags.push(lag.as_millis());
-    let t = Instant::now();
-    std::fs::create_dir_all(root.join("new/deep")).unwrap();
-    std::fs::write(root.join("new/deep/a.txt"), b"12345").unwrap();
-    let e = next_event(
-        &a.api,
-        &mut cursor,
-        Duration::from_secs(10),
-        is("created", "new/deep/a.txt"),
-    )
-    .await;
-    step(t.elapsed());
-    assert_eq!(
-        (e["origin"].as_str(), e["size"].as_i64()),
-        (Some("provider"), Some(5))
-    );
+    // Makes a change outside ferry, then waits for its event (origin
+    // `provider`, with `size`) and notes how long it took.
+    let mut step =
+        async |change: &dyn Fn(), kind: &'static str, path: &'static str, size: Option<i64>| {
+            let t = Instant::now();
+            change();
+            let e = next_event(&a.api, &mut cursor, Duration::from_secs(10), is(kind, path)).await;
+            lags.push(t.elapsed().as_millis());
+            assert_eq!(
+                (e["origin"].as_str(), e["size"].as_i64()),
+                (Some("provider"), size),
+                "{e}"
+            );
+        };
+    let write = |path: &str, data: &[u8]| std::fs::write(root.join(path), data).unwrap();
+    let nested = || {
+        std::fs::create_dir_all(root.join("new/deep")).unwrap();
+        write("new/deep/a.txt", b"12345");
+    };
+    step(&nested, "created", "new/deep/a.txt", Some(5)).await;
     assert_eq!(names(&a.api, "new/deep").await, ["a.txt"]);
 
-    let t = Instant::now();
-    std::fs::write(root.join("new/deep/a.txt"), b"1234567").unwrap();
-    let e = next_event(
-        &a.api,
-        &mut cursor,
-        Duration::from_secs(10),
-        is("updated", "new/deep/a.txt"),
+    step(
+        &|| write("new/deep/a.txt", b"1234567"),
+        "updated",
+        "new/deep/a.txt",
+        Some(7),
     )
     .await;
-    step(t.elapsed());
-    assert_eq!(
-        (e["origin"].as_str(), e["size"].as_i64()),
-        (Some("provider"), Some(7))
-    );
     let listed = a
         .api
         .get("/v1/connections/local/list/new/deep")
@@ -230,33 +227,13 @@ async fn a_folder_changed_outside_ferry_reaches_the_feed_within_a_second() {
         listed["entries"][0]["etag"].as_str()
     );
 
-    let t = Instant::now();
-    std::fs::remove_file(root.join("old/before.txt")).unwrap();
-    let e = next_event(
-        &a.api,
-        &mut cursor,
-        Duration::from_secs(10),
-        is("deleted", "old/before.txt"),
-    )
-    .await;
-    step(t.elapsed());
-    assert_eq!(
-        (e["origin"].as_str(), e["size"].as_i64()),
-        (Some("provider"), Some(12))
-    );
+    let remove = || std::fs::remove_file(root.join("old/before.txt")).unwrap();
+    step(&remove, "deleted", "old/before.txt", Some(12)).await;
     assert!(names(&a.api, "old").await.is_empty());
 
     // A whole folder removed: a deletion for each file in it.
-    let t = Instant::now();
-    std::fs::remove_dir_all(root.join("new")).unwrap();
-    next_event(
-        &a.api,
-        &mut cursor,
-        Duration::from_secs(10),
-        is("deleted", "new/deep/a.txt"),
-    )
-    .await;
-    step(t.elapsed());
+    let remove_all = || std::fs::remove_dir_all(root.join("new")).unwrap();
+    step(&remove_all, "deleted", "new/deep/a.txt", Some(7)).await;
     assert_eq!(names(&a.api, "").await, ["old"]);
     println!("fs: from the change to its event, ms: {lags:?}");
 

@@ -403,24 +403,10 @@ fn start_work(
     if h.next_full <= now {
         h.pending.clear();
         h.pending_since = None;
-        let (state, holder, conn, account) = (
-            state.clone(),
-            holder.to_owned(),
-            conn.to_owned(),
-            h.account_id.clone(),
-        );
-        let (pace, interval, complete) = (h.pace.clone(), h.interval, h.complete);
-        let local = h.local_root.clone();
+        let job = Job::new(state, conn, h, settle_ms);
+        let (holder, interval, complete) = (holder.to_owned(), h.interval, h.complete);
         h.task = Some(tokio::spawn(async move {
-            let scope = Scope {
-                state: &state,
-                conn: &conn,
-                account: &account,
-                pace: &pace,
-                local_root: local.as_deref().map(|p| p.as_path()),
-                settle_ms,
-            };
-            full_scan(scope, &holder, interval, complete).await
+            full_scan(job.scope(), &holder, interval, complete).await
         }));
         return;
     }
@@ -432,24 +418,44 @@ fn start_work(
     {
         let dirs = std::mem::take(&mut h.pending);
         h.pending_since = None;
-        let (state, conn, account, pace) = (
-            state.clone(),
-            conn.to_owned(),
-            h.account_id.clone(),
-            h.pace.clone(),
-        );
-        let local = h.local_root.clone();
+        let job = Job::new(state, conn, h, settle_ms);
         h.task = Some(tokio::spawn(async move {
-            let scope = Scope {
-                state: &state,
-                conn: &conn,
-                account: &account,
-                pace: &pace,
-                local_root: local.as_deref().map(|p| p.as_path()),
-                settle_ms,
-            };
-            folder_scans(scope, dirs).await
+            folder_scans(job.scope(), dirs).await
         }));
+    }
+}
+
+/// What a scan task owns.
+struct Job {
+    state: Arc<AppState>,
+    conn: String,
+    account: String,
+    pace: Arc<Pace>,
+    local_root: Option<Arc<std::path::PathBuf>>,
+    settle_ms: i64,
+}
+
+impl Job {
+    fn new(state: &Arc<AppState>, conn: &str, h: &Held, settle_ms: i64) -> Self {
+        Self {
+            state: state.clone(),
+            conn: conn.to_owned(),
+            account: h.account_id.clone(),
+            pace: h.pace.clone(),
+            local_root: h.local_root.clone(),
+            settle_ms,
+        }
+    }
+
+    fn scope(&self) -> Scope<'_> {
+        Scope {
+            state: &self.state,
+            conn: &self.conn,
+            account: &self.account,
+            pace: &self.pace,
+            local_root: self.local_root.as_deref().map(|p| p.as_path()),
+            settle_ms: self.settle_ms,
+        }
     }
 }
 
