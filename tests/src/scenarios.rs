@@ -55,6 +55,17 @@ pub async fn tenant(base: &str, name: &str, data_dir: &Path) -> Tenant {
 /// Creates an account named `name` whose connection `local` uses
 /// `provider` with `config`.
 pub async fn remote_tenant(base: &str, name: &str, provider: &str, config: Value) -> Tenant {
+    tenant_with(
+        base,
+        name,
+        json!({ "name": "local", "provider": provider, "config": config }),
+    )
+    .await
+}
+
+/// Creates an account named `name` whose connection is made with `body`
+/// (which names it `local`).
+pub async fn tenant_with(base: &str, name: &str, body: Value) -> Tenant {
     let admin = Api::new(base).as_token(ADMIN_TOKEN);
     let created = admin
         .post("/v1/accounts")
@@ -67,7 +78,7 @@ pub async fn remote_tenant(base: &str, name: &str, provider: &str, config: Value
     let api = admin.as_token(&key);
     let conn = api
         .post("/v1/connections")
-        .json(&json!({ "name": "local", "provider": provider, "config": config }))
+        .json(&body)
         .send()
         .await
         .expect(201)

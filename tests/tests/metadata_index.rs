@@ -9,48 +9,34 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use ferry_tests::client::Api;
-use ferry_tests::hub::{ADMIN_TOKEN, Hub, HubOptions};
+use ferry_tests::hub::{Hub, HubOptions};
 use ferry_tests::providers::StorageServer;
+use ferry_tests::scenarios::Tenant;
 use serde_json::{Value, json};
 
-/// An account with one connection `local` of `provider`.
-struct Account {
-    api: Api,
-    key: String,
-}
-
+/// An account with one connection `local` of `provider`, scanned every
+/// `scan` seconds if given.
 async fn account(
     hub: &Hub,
     name: &str,
     provider: &str,
     config: Value,
     scan: Option<u64>,
-) -> Account {
-    let admin = Api::new(hub.url()).as_token(ADMIN_TOKEN);
-    let created = admin
-        .post("/v1/accounts")
-        .json(&json!({ "name": name }))
-        .send()
-        .await
-        .expect(201)
-        .json();
-    let key = created["api_key"].as_str().unwrap().to_owned();
-    let api = admin.as_token(&key);
+) -> Tenant {
     let mut body = json!({ "name": "local", "provider": provider, "config": config });
     if let Some(s) = scan {
         body["scan_interval_secs"] = json!(s);
     }
-    let conn = api
-        .post("/v1/connections")
-        .json(&body)
+    let t = ferry_tests::scenarios::tenant_with(&hub.url(), name, body).await;
+    let shown = t
+        .api
+        .get("/v1/connections/local")
         .send()
         .await
-        .expect(201)
+        .expect(200)
         .json();
-    if let Some(s) = scan {
-        assert_eq!(conn["scan_interval_secs"], s);
-    }
-    Account { api, key }
+    assert_eq!(shown["scan_interval_secs"].as_u64(), scan);
+    t
 }
 
 /// Waits (up to `limit`) until the connection's listings come from its
@@ -318,7 +304,6 @@ async fn s3_and_webdav_changed_outside_ferry_reach_the_feed_by_polling() {
     let on_dav = account(&hub, "beta", "webdav", dav.config("share", None), Some(1)).await;
     index_complete(&on_s3.api, Duration::from_secs(20)).await;
     index_complete(&on_dav.api, Duration::from_secs(20)).await;
-    let _ = (&on_s3.key, &on_dav.key);
 
     let aws = |args: &[&str]| {
         let out = std::process::Command::new("/usr/bin/aws")
