@@ -217,14 +217,9 @@ fn http_status(method: &str, url: &str, headers: &[(&str, String)]) -> u16 {
         .unwrap_or(0)
 }
 
-/// Creates a container in Azurite, signed with the development account's
-/// shared key.
-fn azure_create_container(base: &str, container: &str) -> u16 {
-    let date = httpdate_now();
-    let version = "2021-08-06";
-    let string_to_sign = format!(
-        "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{container}\nrestype:container"
-    );
+/// The `Authorization` value of an Azurite request whose string to sign
+/// is `string_to_sign`, signed with the development account's shared key.
+fn azure_authorization(string_to_sign: &str) -> String {
     let key = base64::engine::general_purpose::STANDARD
         .decode(AZURITE_KEY)
         .unwrap();
@@ -233,19 +228,82 @@ fn azure_create_container(base: &str, container: &str) -> u16 {
         string_to_sign.as_bytes(),
     );
     let signature = base64::engine::general_purpose::STANDARD.encode(tag.as_ref());
+    format!("SharedKey {AZURITE_ACCOUNT}:{signature}")
+}
+
+/// Creates a container in Azurite.
+fn azure_create_container(base: &str, container: &str) -> u16 {
+    let date = httpdate_now();
+    let version = "2021-08-06";
+    let string_to_sign = format!(
+        "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{container}\nrestype:container"
+    );
     http_status(
         "PUT",
         &format!("{base}/{AZURITE_ACCOUNT}/{container}?restype=container"),
         &[
             ("x-ms-date", date),
             ("x-ms-version", version.to_owned()),
-            (
-                "Authorization",
-                format!("SharedKey {AZURITE_ACCOUNT}:{signature}"),
-            ),
+            ("Authorization", azure_authorization(&string_to_sign)),
             ("Content-Length", "0".to_owned()),
         ],
     )
+}
+
+impl StorageServer {
+    /// Writes `data` to the blob `name` of Azurite's `container`
+    /// directly (not through ferry), as another application would;
+    /// the status Azurite answered.
+    pub fn azure_put_blob(&self, container: &str, name: &str, data: &[u8]) -> u16 {
+        let date = httpdate_now();
+        let version = "2021-08-06";
+        let len = data.len();
+        let string_to_sign = format!(
+            "PUT\n\n\n{len}\n\napplication/octet-stream\n\n\n\n\n\n\nx-ms-blob-type:BlockBlob\nx-ms-date:{date}\nx-ms-version:{version}\n/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{container}/{name}"
+        );
+        let body = self.dir().join("blob-body");
+        std::fs::write(&body, data).unwrap();
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+            .args(["-H", "content-type: application/octet-stream"])
+            .args(["-H", "x-ms-blob-type: BlockBlob"])
+            .args(["-H", &format!("x-ms-date: {date}")])
+            .args(["-H", &format!("x-ms-version: {version}")])
+            .args([
+                "-H",
+                &format!("authorization: {}", azure_authorization(&string_to_sign)),
+            ])
+            .arg("--data-binary")
+            .arg(format!("@{}", body.display()))
+            .arg(format!(
+                "{}/{AZURITE_ACCOUNT}/{container}/{name}",
+                self.url()
+            ))
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+
+    /// Deletes the blob `name` of Azurite's `container` directly.
+    pub fn azure_delete_blob(&self, container: &str, name: &str) -> u16 {
+        let date = httpdate_now();
+        let version = "2021-08-06";
+        let string_to_sign = format!(
+            "DELETE\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{container}/{name}"
+        );
+        http_status(
+            "DELETE",
+            &format!("{}/{AZURITE_ACCOUNT}/{container}/{name}", self.url()),
+            &[
+                ("x-ms-date", date),
+                ("x-ms-version", version.to_owned()),
+                ("Authorization", azure_authorization(&string_to_sign)),
+            ],
+        )
+    }
 }
 
 /// The current time as an HTTP date (`Tue, 01 Dec 2026 10:00:00 GMT`).

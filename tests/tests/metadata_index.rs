@@ -1,9 +1,9 @@
 //! The metadata index: listings from it, and changes made directly in the
 //! provider (not through ferry) found and reported in the feed with
 //! origin `provider` — on a folder through the kernel's notifications, on
-//! moto's S3 (written with the AWS CLI), a WebDAV server and
-//! fake-gcs-server (written with curl) by polling; and a walk of a large
-//! folder that changes under it.
+//! moto's S3 (written with the AWS CLI), Azurite (signed requests), a
+//! WebDAV server and fake-gcs-server (written with curl) by polling; and a
+//! walk of a large folder that changes under it.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -528,5 +528,38 @@ async fn gcs_changed_outside_ferry_reaches_the_feed_by_polling() {
     assert!(
         ferry_tests::eventually(limit, async || names(&a.api, "").await.is_empty()).await,
         "the folder went with its last object"
+    );
+}
+
+/// Blobs written, replaced and removed in Azurite directly (signed
+/// requests of its own, as another application sends them) are found by
+/// the scans and reported.
+#[tokio::test]
+async fn azure_blob_changed_outside_ferry_reaches_the_feed_by_polling() {
+    ferry_tests::install_crypto_provider();
+    let hub = Hub::start_with(HubOptions {
+        extra_toml: "[providers.remote]\nallow_private_endpoints = true\n".into(),
+        ..HubOptions::default()
+    });
+    let az = StorageServer::azblob("watched");
+    let a = account(&hub, "alpha", "azblob", az.config("watched", None), Some(1)).await;
+    index_complete(&a.api, Duration::from_secs(20)).await;
+    let limit = Duration::from_secs(15);
+    let mut cursor = "s0".to_owned();
+    assert_eq!(az.azure_put_blob("watched", "in/az.txt", b"first"), 201);
+    let e = next_event(&a.api, &mut cursor, limit, is("created", "in/az.txt")).await;
+    assert_eq!(
+        (e["origin"].as_str(), e["size"].as_i64()),
+        (Some("provider"), Some(5))
+    );
+    assert_eq!(names(&a.api, "in").await, ["az.txt"]);
+    // Same size, other content: the blob's ETag tells.
+    assert_eq!(az.azure_put_blob("watched", "in/az.txt", b"again"), 201);
+    next_event(&a.api, &mut cursor, limit, is("updated", "in/az.txt")).await;
+    assert_eq!(az.azure_delete_blob("watched", "in/az.txt"), 202);
+    next_event(&a.api, &mut cursor, limit, is("deleted", "in/az.txt")).await;
+    assert!(
+        ferry_tests::eventually(limit, async || names(&a.api, "").await.is_empty()).await,
+        "the folder went with its last blob"
     );
 }
