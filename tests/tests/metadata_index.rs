@@ -213,13 +213,31 @@ async fn a_folder_changed_outside_ferry_reaches_the_feed_within_a_second() {
         listed["entries"][0]["etag"].as_str()
     );
 
+    // Renamed in its folder: one move, from the old name.
+    let rename =
+        || std::fs::rename(root.join("new/deep/a.txt"), root.join("new/deep/b.txt")).unwrap();
+    step(&rename, "moved", "new/deep/b.txt", Some(7)).await;
+    let feed = a
+        .api
+        .get("/v1/events?limit=1000")
+        .send()
+        .await
+        .expect(200)
+        .json();
+    let moved = feed["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (moved["type"].as_str(), moved["from"].as_str()),
+        (Some("moved"), Some("new/deep/a.txt"))
+    );
+    assert_eq!(names(&a.api, "new/deep").await, ["b.txt"]);
+
     let remove = || std::fs::remove_file(root.join("old/before.txt")).unwrap();
     step(&remove, "deleted", "old/before.txt", Some(12)).await;
     assert!(names(&a.api, "old").await.is_empty());
 
     // A whole folder removed: a deletion for each file in it.
     let remove_all = || std::fs::remove_dir_all(root.join("new")).unwrap();
-    step(&remove_all, "deleted", "new/deep/a.txt", Some(7)).await;
+    step(&remove_all, "deleted", "new/deep/b.txt", Some(7)).await;
     assert_eq!(names(&a.api, "").await, ["old"]);
     println!("fs: from the change to its event, ms: {lags:?}");
 

@@ -38,6 +38,9 @@ pub enum ChangeKind {
     updated,
     /// A file went.
     deleted,
+    /// A file went and the same content came under another name in the
+    /// same folder.
+    moved,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]

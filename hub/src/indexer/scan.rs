@@ -183,6 +183,47 @@ fn list_local(root: &std::path::Path, dir: &str) -> std::io::Result<Vec<(String,
     Ok(out)
 }
 
+/// Whether `a` and `b` are the same content: the same size, and the same
+/// entity tag, or, where there is none, the same modification time (a
+/// rename keeps it; a copy at an object store gets a new one, but the
+/// same tag).
+fn same_content(a: &Facts, b: &Facts) -> bool {
+    a.size.is_some()
+        && a.size == b.size
+        && match (&a.etag, &b.etag) {
+            (Some(x), Some(y)) => x == y,
+            _ => a.modified_ns.is_some() && a.modified_ns == b.modified_ns,
+        }
+}
+
+/// Turns a file that went and a file that came with the same content, in
+/// the same batch of changes, into one `moved` event (from the first to
+/// the second); the removal's row goes without an event of its own.
+fn pair_moves(changes: &mut [ScanChange]) {
+    let gone: Vec<usize> = (0..changes.len())
+        .filter(|&i| {
+            let c = &changes[i];
+            c.event == Some(EventKind::Deleted) && c.now.is_none() && !c.name.ends_with('/')
+        })
+        .collect();
+    for i in gone {
+        let Some(old) = changes[i].old.clone() else {
+            continue;
+        };
+        let came = changes.iter().position(|c| {
+            c.event == Some(EventKind::Created)
+                && c.from.is_none()
+                && c.now.as_ref().is_some_and(|now| same_content(&old, now))
+        });
+        if let Some(j) = came {
+            let from = format!("{}{}", changes[i].parent, changes[i].name);
+            changes[j].event = Some(EventKind::Moved);
+            changes[j].from = Some(from);
+            changes[i].event = None;
+        }
+    }
+}
+
 /// Whether what the provider lists now is other content than the row.
 fn differs(row: &IndexEntry, now: &Facts) -> bool {
     // Times compare to the millisecond: a commit records the provider's
@@ -292,7 +333,12 @@ impl Scan<'_> {
             parent: dir.to_owned(),
             name: name.to_owned(),
             seen_rev: seen.map(|r| r.rev),
-            old_size: seen.and_then(|r| r.size),
+            old: seen.map(|r| Facts {
+                size: r.size,
+                etag: r.etag.clone(),
+                modified_ns: r.modified_ns,
+            }),
+            from: None,
             now,
             event: event.filter(|_| self.events),
         };
@@ -380,6 +426,7 @@ impl Scan<'_> {
         if changes.is_empty() {
             return Ok(());
         }
+        pair_moves(changes);
         let at = ferry_common::content::model::now_ms();
         let (done, subtree_files) = self
             .store
@@ -410,6 +457,7 @@ impl Scan<'_> {
         self.metrics.change(match kind {
             EventKind::Created => ChangeKind::created,
             EventKind::Updated => ChangeKind::updated,
+            EventKind::Moved => ChangeKind::moved,
             _ => ChangeKind::deleted,
         });
         if let Some(t) = c.now.as_ref().and_then(|f| f.modified_ns) {
@@ -604,7 +652,12 @@ mod tests {
             seen_rev: Some(row.rev - 1),
             now: None,
             event: Some(EventKind::Deleted),
-            old_size: Some(4),
+            old: Some(Facts {
+                size: Some(4),
+                etag: None,
+                modified_ns: None,
+            }),
+            from: None,
         };
         let applied = w
             .store
@@ -642,6 +695,40 @@ mod tests {
             .map(|e| e.0)
             .collect();
         assert_eq!(names, ["a.txt", "d/", "link"]);
+    }
+
+    #[tokio::test]
+    async fn a_rename_in_a_folder_is_one_move() {
+        let mut w = world().await;
+        let folder = tempfile::tempdir().unwrap();
+        let root = folder.path();
+        w.op =
+            Operator::new(opendal::services::Fs::default().root(root.to_str().unwrap())).unwrap();
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join("d/a.txt"), b"same").unwrap();
+        std::fs::write(root.join("d/other.txt"), b"four").unwrap();
+        w.scan(false).tree("", true).await.unwrap();
+        std::fs::rename(root.join("d/a.txt"), root.join("d/z.txt")).unwrap();
+        // Not a move: the same size, another file's time.
+        std::fs::remove_file(root.join("d/other.txt")).unwrap();
+        std::fs::write(root.join("d/new.txt"), b"four").unwrap();
+        let mut scan = w.scan(true);
+        scan.local_root = Some(root);
+        scan.tree("", true).await.unwrap();
+        let events = w.store.list_events(&w.account, 0, 10).await.unwrap();
+        let got: Vec<(EventKind, &str, Option<&str>)> = events
+            .iter()
+            .map(|e| (e.kind, e.path.as_str(), e.from.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (EventKind::Created, "d/new.txt", None),
+                (EventKind::Deleted, "d/other.txt", None),
+                (EventKind::Moved, "d/z.txt", Some("d/a.txt")),
+            ]
+        );
+        assert_eq!(w.names("d/").await, ["new.txt", "z.txt"]);
     }
 
     #[tokio::test]

@@ -86,8 +86,13 @@ pub struct ScanChange {
     /// The event to record when the change applies: `None` for filling in
     /// what the index did not know, or while the index is first built.
     pub event: Option<EventKind>,
-    /// The size the index knew, for the event of a removal.
-    pub old_size: Option<i64>,
+    /// What the index knew of the entry (for a removal's event, and to
+    /// tell a move).
+    pub old: Option<Facts>,
+    /// For a file found where another went in the same look (same size,
+    /// and the same entity tag, or modification time where there is no
+    /// tag): the path it moved from, and the event is `moved`.
+    pub from: Option<String>,
 }
 
 /// A connection's index and its scans.
@@ -415,7 +420,7 @@ impl Store {
             }
             let path = format!("{}{}", c.parent, c.name);
             let is_dir = c.name.ends_with('/');
-            if !is_dir && c.event.is_some_and(|k| k != EventKind::Created) {
+            if !is_dir && (c.now.is_none() || c.event == Some(EventKind::Updated)) {
                 // What ferry recorded describes content that is gone.
                 sqlx::query("DELETE FROM objects WHERE connection_id = $1 AND path = $2")
                     .bind(connection_id)
@@ -431,13 +436,11 @@ impl Store {
             if let Some(kind) = c.event.filter(|_| !is_dir) {
                 let size = match &c.now {
                     Some(f) => f.size,
-                    None => c.old_size,
+                    None => c.old.as_ref().and_then(|f| f.size),
                 };
-                self.insert_event(
-                    &mut tx,
-                    &provider_event(account_id, connection_id, kind, path, size, at),
-                )
-                .await?;
+                let mut e = provider_event(account_id, connection_id, kind, path, size, at);
+                e.from_path = c.from.clone();
+                self.insert_event(&mut tx, &e).await?;
             }
         }
         tx.commit().await?;
