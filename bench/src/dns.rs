@@ -253,10 +253,32 @@ impl Drop for Nsd {
 }
 
 impl Nsd {
+    /// Starts NSD on a port free for UDP and TCP both (it binds both); a
+    /// start that loses the port to another program meanwhile is tried
+    /// again on another, three times at most.
     fn start(dir: &Path) -> anyhow::Result<Nsd> {
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Self::start_once(dir) {
+                Ok(nsd) => return Ok(nsd),
+                Err(e) if tries < 3 && format!("{e:#}").contains("Address already in use") => {
+                    eprintln!("NSD lost its port to another program; trying another");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn start_once(dir: &Path) -> anyhow::Result<Nsd> {
+        // A port free for UDP whose TCP twin is free too.
+        let port = loop {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
+            let port = udp.local_addr()?.port();
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                break port;
+            }
+        };
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         std::fs::write(
             dir.join("zone"),
@@ -296,10 +318,11 @@ impl Nsd {
             if probe.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "127.0.0.2") {
                 break;
             }
-            if started.elapsed() > Duration::from_secs(20) {
+            let log = daemon.log();
+            if log.contains("Address already in use") || started.elapsed() > Duration::from_secs(20)
+            {
                 bail!(
-                    "NSD did not answer:\n{}{}",
-                    daemon.log(),
+                    "NSD did not answer:\n{log}{}",
                     std::fs::read_to_string(dir.join("nsd.log")).unwrap_or_default()
                 );
             }
