@@ -497,18 +497,26 @@ async fn a_walk_returns_each_name_once_while_the_folder_changes() {
     assert_eq!(after, N, "1,000 removed, 1,000 added");
 }
 
-/// Objects written, replaced and removed in fake-gcs-server directly
-/// (its JSON API, with curl) are found by the scans and reported.
-#[tokio::test]
-async fn gcs_changed_outside_ferry_reaches_the_feed_by_polling() {
+/// A hub with an account whose connection `local` is `server`'s place
+/// `watched`, scanned every second, its first scan complete.
+async fn watched(server: &StorageServer) -> (Hub, Tenant) {
     ferry_tests::install_crypto_provider();
     let hub = Hub::start_with(HubOptions {
         extra_toml: "[providers.remote]\nallow_private_endpoints = true\n".into(),
         ..HubOptions::default()
     });
-    let gcs = StorageServer::gcs("watched");
-    let a = account(&hub, "alpha", "gcs", gcs.config("watched", None), Some(1)).await;
+    let config = server.config("watched", None);
+    let a = account(&hub, "alpha", server.kind, config, Some(1)).await;
     index_complete(&a.api, Duration::from_secs(20)).await;
+    (hub, a)
+}
+
+/// Objects written, replaced and removed in fake-gcs-server directly
+/// (its JSON API, with curl) are found by the scans and reported.
+#[tokio::test]
+async fn gcs_changed_outside_ferry_reaches_the_feed_by_polling() {
+    let gcs = StorageServer::gcs("watched");
+    let (_hub, a) = watched(&gcs).await;
     let curl = |args: &[&str]| {
         let out = std::process::Command::new("curl")
             .args(["-sS", "-f"])
@@ -554,14 +562,8 @@ async fn gcs_changed_outside_ferry_reaches_the_feed_by_polling() {
 /// the scans and reported.
 #[tokio::test]
 async fn azure_blob_changed_outside_ferry_reaches_the_feed_by_polling() {
-    ferry_tests::install_crypto_provider();
-    let hub = Hub::start_with(HubOptions {
-        extra_toml: "[providers.remote]\nallow_private_endpoints = true\n".into(),
-        ..HubOptions::default()
-    });
     let az = StorageServer::azblob("watched");
-    let a = account(&hub, "alpha", "azblob", az.config("watched", None), Some(1)).await;
-    index_complete(&a.api, Duration::from_secs(20)).await;
+    let (_hub, a) = watched(&az).await;
     let limit = Duration::from_secs(15);
     let mut cursor = "s0".to_owned();
     assert_eq!(az.azure_put_blob("watched", "in/az.txt", b"first"), 201);
