@@ -121,7 +121,7 @@ impl Store {
             self.insert_event(tx, e).await?;
         }
         if let Some(t) = &change.transfer {
-            insert_transfer(tx, t).await?;
+            insert_transfers(tx, std::slice::from_ref(t)).await?;
         }
         Ok(())
     }
@@ -129,7 +129,7 @@ impl Store {
     /// Logs a transfer on its own (downloads, rejected uploads).
     pub async fn record_transfer(&self, t: &Transfer) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
-        insert_transfer(&mut conn, t).await?;
+        insert_transfers(&mut conn, std::slice::from_ref(t)).await?;
         Ok(())
     }
 
@@ -184,23 +184,36 @@ fn status_str(s: TransferStatus) -> &'static str {
     s.as_str()
 }
 
-async fn insert_transfer(conn: &mut sqlx::AnyConnection, t: &Transfer) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO transfers (account_id, connection_id, path, direction, status, bytes, crc64nvme, via, started_at, duration_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(&t.account_id)
-    .bind(&t.connection_id)
-    .bind(&t.path)
-    .bind(direction_str(t.direction))
-    .bind(status_str(t.status))
-    .bind(t.bytes)
-    .bind(t.crc64nvme.map(|c| c as i64))
-    .bind(&t.via)
-    .bind(t.started_at)
-    .bind(t.duration_ms)
-    .execute(conn)
-    .await?;
+/// Rows per `INSERT` of transfers: ten parameters each, well within
+/// SQLite's and PostgreSQL's limits.
+const TRANSFERS_PER_INSERT: usize = 100;
+
+/// Inserts `transfers` into the transfer log, a hundred rows a statement.
+pub(super) async fn insert_transfers(
+    conn: &mut sqlx::AnyConnection,
+    transfers: &[Transfer],
+) -> Result<(), sqlx::Error> {
+    for rows in transfers.chunks(TRANSFERS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO transfers (account_id, connection_id, path, direction, status, bytes, crc64nvme, via, started_at, duration_ms) VALUES {}",
+            super::placeholders(rows.len(), 10)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for t in rows {
+            q = q
+                .bind(&t.account_id)
+                .bind(&t.connection_id)
+                .bind(&t.path)
+                .bind(direction_str(t.direction))
+                .bind(status_str(t.status))
+                .bind(t.bytes)
+                .bind(t.crc64nvme.map(|c| c as i64))
+                .bind(&t.via)
+                .bind(t.started_at)
+                .bind(t.duration_ms);
+        }
+        q.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 

@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Store, StoreError, placeholders};
+use super::{Store, StoreError};
 use ferry_common::content::model::Transfer;
 
 /// The most entries written in one transaction.
@@ -34,10 +34,6 @@ const GATHER: Duration = Duration::from_millis(20);
 
 /// Entries waiting at most: beyond, they are written directly.
 const CAPACITY: usize = 16_384;
-
-/// Rows per `INSERT`: ten parameters each, well within SQLite's and
-/// PostgreSQL's limits.
-const ROWS_PER_INSERT: usize = 100;
 
 /// The channel to the writing task.
 #[derive(Debug)]
@@ -127,27 +123,7 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.write_tx().await?;
-        for rows in batch.chunks(ROWS_PER_INSERT) {
-            let sql = format!(
-                "INSERT INTO transfers (account_id, connection_id, path, direction, status, bytes, crc64nvme, via, started_at, duration_ms) VALUES {}",
-                placeholders(rows.len(), 10)
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for t in rows {
-                q = q
-                    .bind(t.account_id.clone())
-                    .bind(t.connection_id.clone())
-                    .bind(t.path.clone())
-                    .bind(t.direction.as_str())
-                    .bind(t.status.as_str())
-                    .bind(t.bytes)
-                    .bind(t.crc64nvme.map(|c| c as i64))
-                    .bind(t.via.clone())
-                    .bind(t.started_at)
-                    .bind(t.duration_ms);
-            }
-            q.execute(&mut *tx).await?;
-        }
+        super::objects::insert_transfers(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(())
     }
