@@ -305,10 +305,10 @@ pub async fn create_folder(
     // A folder the index already has was made before (some object stores
     // do not answer for an empty folder's marker): made again at the
     // provider, it is not news.
-    let (up, name) = key_of(path.as_str(), false);
+    let (up, name) = key_of(path.as_str(), true);
     let indexed = state
         .store
-        .index_entry(&res.row.id, &up, &format!("{name}/"))
+        .index_entry(&res.row.id, &up, &name)
         .await
         .map_err(|e| store_problem(state, e))?;
     if indexed.is_some() {

@@ -168,16 +168,15 @@ fn state_from(row: &AnyRow) -> Result<IndexState, sqlx::Error> {
     })
 }
 
-/// Adds the rows of `path`'s folders that the index lacks.
-async fn index_ancestors(
+/// Adds the rows the index lacks of the folder whose key is `dir` (`""`
+/// for none, `a/b/`) and of every folder above it.
+async fn index_folders(
     tx: &mut WriteTx<'_>,
     connection_id: &str,
-    path: &str,
+    dir: &str,
 ) -> Result<(), sqlx::Error> {
     let mut parent = String::new();
-    let mut parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    parts.pop();
-    for part in parts {
+    for part in dir.split('/').filter(|p| !p.is_empty()) {
         let name = format!("{part}/");
         sqlx::query(
             "INSERT INTO entries (connection_id, parent, name, rev) VALUES ($1, $2, $3, 0) \
@@ -216,8 +215,8 @@ impl Store {
             .await?;
         }
         if let Some(m) = upsert {
-            index_ancestors(tx, &m.connection_id, &m.path).await?;
             let (parent, name) = key_of(&m.path, false);
+            index_folders(tx, &m.connection_id, &parent).await?;
             // The provider's own tag is not known here: the next scan fills
             // it in, without an event, as the size and time agree.
             sqlx::query(
@@ -238,8 +237,7 @@ impl Store {
             .await?;
         }
         if let Some((connection_id, path)) = folder {
-            let dir = format!("{}/", path.trim_matches('/'));
-            index_ancestors(tx, connection_id, &format!("{dir}x")).await?;
+            index_folders(tx, connection_id, path).await?;
         }
         Ok(())
     }
