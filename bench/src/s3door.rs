@@ -82,23 +82,17 @@ struct Cli<'a> {
 
 impl Cli<'_> {
     fn cp(&self, from: &str, to: &str) -> anyhow::Result<()> {
-        let out = Command::new(AWS)
-            .args([
-                "--endpoint-url",
-                &self.endpoint,
-                "s3",
-                "cp",
-                "--only-show-errors",
-            ])
-            .args([from, to])
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("HOME", self.home)
-            .env("AWS_ACCESS_KEY_ID", self.id)
-            .env("AWS_SECRET_ACCESS_KEY", self.secret)
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .output()
-            .context("cannot run the AWS CLI (Debian's awscli package)")?;
+        let out = ferry_tests::tools::aws_cli(
+            Path::new(AWS),
+            &self.endpoint,
+            self.home,
+            self.id,
+            self.secret,
+        )
+        .args(["s3", "cp", "--only-show-errors"])
+        .args([from, to])
+        .output()
+        .context("cannot run the AWS CLI (Debian's awscli package)")?;
         if !out.status.success() {
             bail!(
                 "aws s3 cp {from} {to}: {}",

@@ -99,6 +99,30 @@ fn target_dir_of(exe: &Path) -> Option<&Path> {
         .find(|dir| dir.join("CACHEDIR.TAG").is_file())
 }
 
+/// The AWS CLI at `aws` (Debian's v2 or PyPI's v1) for `endpoint`, with
+/// the key `key_id`/`secret` and region `us-east-1`, in a clean
+/// environment whose home is `home`: nothing of the user's own
+/// configuration (profiles, `AWS_CA_BUNDLE`, a pyenv shim on `PATH`)
+/// reaches it. The caller adds the arguments.
+pub fn aws_cli(
+    aws: &Path,
+    endpoint: &str,
+    home: &Path,
+    key_id: &str,
+    secret: &str,
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(aws);
+    cmd.arg("--endpoint-url")
+        .arg(endpoint)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", home)
+        .env("AWS_ACCESS_KEY_ID", key_id)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_DEFAULT_REGION", "us-east-1");
+    cmd
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

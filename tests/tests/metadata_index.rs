@@ -324,18 +324,12 @@ async fn s3_and_webdav_changed_outside_ferry_reach_the_feed_by_polling() {
     index_complete(&on_dav.api, Duration::from_secs(20)).await;
 
     let aws = |args: &[&str]| {
-        let out = std::process::Command::new("/usr/bin/aws")
-            .arg("--endpoint-url")
-            .arg(s3.url())
-            .args(args)
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("HOME", s3.dir())
-            .env("AWS_ACCESS_KEY_ID", "ferrytest")
-            .env("AWS_SECRET_ACCESS_KEY", "ferrytestsecret")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .output()
-            .expect("aws runs");
+        let aws = std::path::Path::new("/usr/bin/aws");
+        let out =
+            ferry_tests::tools::aws_cli(aws, &s3.url(), s3.dir(), "ferrytest", "ferrytestsecret")
+                .args(args)
+                .output()
+                .expect("aws runs");
         assert!(
             out.status.success(),
             "aws {args:?}: {}",

@@ -247,22 +247,17 @@ async fn aws_cli_through_a_spoke(aws: &std::path::Path, size: usize) {
     std::fs::write(&config, "[default]\ns3 =\n    signature_version = s3v4\n").unwrap();
     let endpoint = spoke.url();
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(aws)
-            .arg("--endpoint-url")
-            .arg(&endpoint)
-            .args(args)
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("HOME", &home)
-            .env("AWS_ACCESS_KEY_ID", key["access_key_id"].as_str().unwrap())
-            .env(
-                "AWS_SECRET_ACCESS_KEY",
-                key["secret_access_key"].as_str().unwrap(),
-            )
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_CONFIG_FILE", &config)
-            .output()
-            .expect("aws runs");
+        let out = ferry_tests::tools::aws_cli(
+            aws,
+            &endpoint,
+            &home,
+            key["access_key_id"].as_str().unwrap(),
+            key["secret_access_key"].as_str().unwrap(),
+        )
+        .args(args)
+        .env("AWS_CONFIG_FILE", &config)
+        .output()
+        .expect("aws runs");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),
