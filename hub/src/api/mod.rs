@@ -73,6 +73,8 @@ pub struct AppState {
     pub index_nudge: tokio::sync::Notify,
     /// Downloads' transfer-log entries, written in batches.
     pub transfer_log: crate::store::TransferLog,
+    /// Connections whose index this hub has seen complete ([`AppState::index_complete`]).
+    complete_indexes: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// What the spoke routes need.
@@ -121,6 +123,7 @@ impl AppState {
             s3_hosts: ferry_common::s3_door::Hosts::default(),
             index_nudge: tokio::sync::Notify::new(),
             transfer_log: crate::store::TransferLog::default(),
+            complete_indexes: Default::default(),
             master_key,
         }
     }
@@ -129,6 +132,38 @@ impl AppState {
     pub fn max_json_body_bytes(&self) -> usize {
         self.max_json_body_bytes
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the connection's index is complete, so that listings come
+    /// from it. An index only ever becomes complete (a scan completes it;
+    /// nothing makes it incomplete again), so once the store has said so
+    /// the answer is kept, and a listing asks the store one query fewer.
+    pub(crate) async fn index_complete(&self, connection_id: &str) -> Result<bool, Problem> {
+        let known = |set: &std::collections::HashSet<String>| set.contains(connection_id);
+        if known(&self.complete_indexes.lock().expect("index set poisoned")) {
+            return Ok(true);
+        }
+        let complete = self
+            .store
+            .index_state(connection_id)
+            .await
+            .map_err(|e| store_problem(self, e))?
+            .is_some_and(|s| s.complete);
+        if complete {
+            self.complete_indexes
+                .lock()
+                .expect("index set poisoned")
+                .insert(connection_id.to_owned());
+        }
+        Ok(complete)
+    }
+
+    /// Forgets a deleted connection's index.
+    pub(crate) fn forget_index(&self, connection_id: &str) {
+        self.complete_indexes
+            .lock()
+            .expect("index set poisoned")
+            .remove(connection_id);
     }
 
     /// Takes a reloaded `api.max_json_body_bytes`.

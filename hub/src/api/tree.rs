@@ -80,12 +80,7 @@ pub async fn list(
             )
         })?,
     };
-    let complete = state
-        .store
-        .index_state(&res.row.id)
-        .await
-        .map_err(|e| store_problem(state, e))?
-        .is_some_and(|s| s.complete);
+    let complete = state.index_complete(&res.row.id).await?;
     let (entries, next) = if complete {
         list_from_index(state, &res, dir.as_ref(), &after, page.limit).await?
     } else {
