@@ -51,6 +51,11 @@ pub use crate::admin_token::ADMIN_TOKEN_ENV;
 async fn watch_store(state: Arc<AppState>, shutdown: CancellationToken) {
     for round in 0u64.. {
         state.metrics.primary_up(state.store.check_primary().await);
+        if !state.store.watch_epoch().await {
+            tracing::debug!(
+                "the cache epoch could not be read; nothing is answered from the cache"
+            );
+        }
         if let Some(up) = state.store.check_replica().await {
             state.metrics.replica_up(up);
             if round % 5 == 0 {

@@ -6,7 +6,8 @@
 //! theirs stops; the database password from a file or the environment;
 //! TLS to the database, verified; a SQLite hub moved to PostgreSQL; two
 //! hubs numbering one account's events at once, and events from a hub of
-//! the previous release numbered by the store; one hub scanning a
+//! the previous release numbered by the store; a key revoked and a
+//! connection deleted through one hub reaching the other's cache; one hub scanning a
 //! connection for changes made outside ferry, the other taking over when
 //! it dies.
 
@@ -975,6 +976,87 @@ async fn two_hubs_number_one_accounts_events_without_gap_or_duplicate() {
         .json();
     assert_eq!(more["events"][0]["id"], 17, "{more}");
     assert_eq!(more["events"][0]["path"], "old-hub.txt", "{more}");
+}
+
+/// Two hubs on one store cache which account a key is and an account's
+/// connections: a key revoked and a connection deleted through one hub
+/// stop working at the other within a few seconds (each hub reads the
+/// store's cache epoch every second), and at the first at once.
+#[tokio::test]
+async fn a_revocation_through_one_hub_reaches_the_other_hubs_cache() {
+    ferry_tests::install_crypto_provider();
+    let pg = Postgres::primary();
+    let hub_a = hub_on(pg.store_toml(None));
+    let hub_b = Hub::start_with(HubOptions {
+        extra_toml: pg.store_toml(None),
+        data_dir: Some(hub_a.data_dir.clone()),
+        ..HubOptions::default()
+    });
+    let t = tenant(&hub_a.url(), "alpha", &hub_a.data_dir).await;
+    let key = t.new_key().await;
+    let second = key["key"].as_str().unwrap().to_owned();
+    let at_a = Api::new(hub_a.url()).as_token(&second);
+    let at_b = Api::new(hub_b.url()).as_token(&second);
+    // Used at both hubs for a while, so that both have it cached.
+    for _ in 0..30 {
+        at_a.get("/v1/connections/local/list/")
+            .send()
+            .await
+            .expect(200);
+        at_b.get("/v1/connections/local/list/")
+            .send()
+            .await
+            .expect(200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    t.admin
+        .delete(&format!(
+            "/v1/accounts/{}/keys/{}",
+            t.account_id,
+            key["id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .expect(204);
+    at_a.get("/v1/connections")
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+    let refused = ferry_tests::eventually(Duration::from_secs(5), async || {
+        at_b.get("/v1/connections").send().await.status == 401
+    })
+    .await;
+    assert!(refused, "hub B still takes the revoked key");
+
+    // The connection, looked up at both by name, deleted through A.
+    let via_b = Api::new(hub_b.url()).as_token(&t.key);
+    for _ in 0..10 {
+        via_b
+            .get("/v1/connections/local/list/")
+            .send()
+            .await
+            .expect(200);
+        t.api
+            .get("/v1/connections/local/list/")
+            .send()
+            .await
+            .expect(200);
+    }
+    t.api
+        .delete(&format!("/v1/connections/{}", t.conn_id))
+        .send()
+        .await
+        .expect(204);
+    t.api
+        .get("/v1/connections/local/list/")
+        .send()
+        .await
+        .expect_problem(404, "connection_not_found");
+    let gone = ferry_tests::eventually(Duration::from_secs(5), async || {
+        via_b.get("/v1/connections/local/list/").send().await.status == 404
+    })
+    .await;
+    assert!(gone, "hub B still serves the deleted connection");
 }
 
 /// Two hubs on one store: one of them holds a connection's scans and

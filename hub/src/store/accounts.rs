@@ -110,7 +110,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Account>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, name, created_at FROM accounts WHERE id > $1 ORDER BY id LIMIT $2",
+            "SELECT id, name, created_at FROM accounts WHERE id > $1 ORDER BY id LIMIT CAST($2 AS BIGINT)",
         )
         .bind(after.unwrap_or(""))
         .bind(limit)
@@ -170,16 +170,18 @@ impl Store {
     /// Revokes a key; false if the account has no such key. Revoking twice
     /// is not an error.
     pub async fn revoke_key(&self, account_id: &str, key_id: &str) -> Result<bool, StoreError> {
-        self.refuse_if_down()?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND account_id = $3",
         )
         .bind(now_ms())
         .bind(key_id)
         .bind(account_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        self.note_write().await;
+        Store::bump_epoch(&mut *tx).await?;
+        tx.commit().await?;
+        self.changed_cached();
         Ok(done.rows_affected() > 0)
     }
 
@@ -188,20 +190,29 @@ impl Store {
         if !key.starts_with(KEY_PREFIX) || key.len() > 128 {
             return Ok(None);
         }
+        let digest = hash_key(key);
+        if let Some(account) = self.cache.account(&digest) {
+            return Ok(Some(account));
+        }
+        let ticket = self.cache.ticket();
         let lookup = |pool| {
             sqlx::query_scalar::<_, String>(
                 "SELECT account_id FROM api_keys WHERE hash = $1 AND revoked_at IS NULL",
             )
-            .bind(hash_key(key))
+            .bind(&digest)
             .fetch_optional(pool)
         };
         // A key made through another hub may not be on the replica yet:
         // one unknown there is looked for on the primary.
-        match lookup(self.read_pool().await).await? {
-            Some(account) => Ok(Some(account)),
-            None if self.has_replica() => Ok(lookup(&self.pool).await?),
-            None => Ok(None),
+        let found = match lookup(self.read_pool().await).await? {
+            Some(account) => Some(account),
+            None if self.has_replica() => lookup(&self.pool).await?,
+            None => None,
+        };
+        if let Some(account) = &found {
+            self.cache.keep_account(ticket, digest.clone(), account);
         }
+        Ok(found)
     }
 }
 

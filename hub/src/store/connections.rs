@@ -166,6 +166,10 @@ impl Store {
         account_id: &str,
         id_or_name: &str,
     ) -> Result<Option<ConnectionRow>, StoreError> {
+        if let Some(row) = self.cache.connection(account_id, id_or_name) {
+            return Ok(Some(row));
+        }
+        let ticket = self.cache.ticket();
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM connections WHERE account_id = $1 AND (id = $2 OR name = $2) \
              ORDER BY CASE WHEN id = $2 THEN 0 ELSE 1 END LIMIT 1"
@@ -174,7 +178,12 @@ impl Store {
         .bind(id_or_name)
         .fetch_optional(self.read_pool().await)
         .await?;
-        Ok(row.as_ref().map(from_row).transpose()?)
+        let row = row.as_ref().map(from_row).transpose()?;
+        if let Some(row) = &row {
+            self.cache
+                .keep_connection(ticket, account_id, id_or_name, row);
+        }
+        Ok(row)
     }
 
     /// Re-seals every sealed secret in one transaction: each connection's
@@ -234,7 +243,9 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        Store::bump_epoch(&mut *tx).await?;
         tx.commit().await?;
+        self.changed_cached();
         Ok(Ok((rows.len(), keys.len(), ca.is_some())))
     }
 
@@ -262,7 +273,9 @@ impl Store {
             .bind(account_id)
             .execute(&mut *tx)
             .await?;
+        Store::bump_epoch(&mut *tx).await?;
         tx.commit().await?;
+        self.changed_cached();
         Ok(done.rows_affected() > 0)
     }
 }

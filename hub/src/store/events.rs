@@ -90,7 +90,7 @@ impl Store {
     ) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, kind, connection_id, path, from_path, size, at, origin FROM events \
-             WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+             WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT CAST($3 AS BIGINT)",
         )
         .bind(account_id)
         .bind(after)

@@ -273,7 +273,7 @@ impl Store {
              FROM entries e LEFT JOIN objects o \
              ON o.connection_id = e.connection_id AND o.path = e.parent || e.name \
              WHERE e.connection_id = $1 AND e.parent = $2 AND e.name > $3 \
-             ORDER BY e.name LIMIT $4",
+             ORDER BY e.name LIMIT CAST($4 AS BIGINT)",
             super::objects::COLUMNS
                 .split(", ")
                 .map(|c| format!("o.{c}"))
@@ -331,7 +331,7 @@ impl Store {
         loop {
             let rows = sqlx::query(
                 "SELECT name, size, etag, modified_ns, rev FROM entries \
-                 WHERE connection_id = $1 AND parent = $2 AND name > $3 ORDER BY name LIMIT $4",
+                 WHERE connection_id = $1 AND parent = $2 AND name > $3 ORDER BY name LIMIT CAST($4 AS BIGINT)",
             )
             .bind(connection_id)
             .bind(parent)

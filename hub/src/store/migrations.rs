@@ -354,6 +354,18 @@ ALTER TABLE events ADD COLUMN origin TEXT;
 "#,
         postgres_only: &[],
     },
+    Migration {
+        version: 15,
+        name: "cache epoch",
+        sqlite: r#"
+CREATE TABLE cache_epoch (
+    id    BIGINT PRIMARY KEY,
+    epoch BIGINT NOT NULL
+);
+INSERT INTO cache_epoch (id, epoch) VALUES (1, 0);
+"#,
+        postgres_only: &[],
+    },
 ];
 
 /// Numbers an event that arrives without its `seq`, as a hub of the

@@ -10,6 +10,7 @@
 //! its region's replica ([`replica`]).
 
 mod accounts;
+mod cache;
 mod connections;
 mod copy;
 mod events;
@@ -144,6 +145,8 @@ pub struct Store {
     /// PostgreSQL: one connection of its own to the primary for checks,
     /// so that a busy pool does not look like a lost primary.
     health: Option<AnyPool>,
+    /// API keys' accounts and connections, kept between requests.
+    cache: Arc<cache::Cache>,
 }
 
 /// How long a check of a database may take before it counts as down.
@@ -191,6 +194,10 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(pool_size)
             .acquire_timeout(Duration::from_secs(10))
+            // A file opened in this process does not go away: checking a
+            // connection before each use would cost every query a second
+            // round trip to SQLite's worker thread.
+            .test_before_acquire(false)
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
                     // WAL lets readers run beside the writer; FULL makes each
@@ -211,6 +218,7 @@ impl Store {
             dialect: migrations::Dialect::Sqlite,
             primary_up: Arc::new(AtomicBool::new(true)),
             health: None,
+            cache: Arc::default(),
         };
         migrations::apply(&store.pool, migrations::Dialect::Sqlite).await?;
         Ok(store)
@@ -252,6 +260,7 @@ impl Store {
             dialect: migrations::Dialect::Postgres,
             primary_up: Arc::new(AtomicBool::new(true)),
             health: Some(health),
+            cache: Arc::default(),
         })
     }
 
@@ -262,6 +271,38 @@ impl Store {
             Some(r) => r.read_pool(&self.pool).await,
             None => &self.pool,
         }
+    }
+
+    /// Reads the cache epoch ([`cache`]) from the database reads go to,
+    /// emptying the cache if it moved; returns whether it could be read.
+    /// Called every second: until it has succeeded, and whenever it has not
+    /// for [`cache::TRUST`], the cache is not used.
+    pub async fn watch_epoch(&self) -> bool {
+        let read = sqlx::query_scalar::<_, i64>("SELECT epoch FROM cache_epoch WHERE id = 1")
+            .fetch_one(self.read_pool().await);
+        match tokio::time::timeout(CHECK_TIMEOUT, read).await {
+            Ok(Ok(epoch)) => {
+                self.cache.observe(epoch);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Bumps the cache epoch within a write that changes what the cache
+    /// holds (a key revoked, a connection deleted or re-sealed), so that
+    /// every hub empties its cache; this hub's is emptied once the write
+    /// commits ([`Store::changed_cached`]).
+    pub(crate) async fn bump_epoch(tx: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE cache_epoch SET epoch = epoch + 1 WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Empties this hub's cache after a committed [`Store::bump_epoch`].
+    pub(crate) fn changed_cached(&self) {
+        self.cache.empty();
     }
 
     /// Whether reads go to a replica.
@@ -450,6 +491,41 @@ pub fn new_id(prefix: &str) -> String {
     id
 }
 
+/// A `LIMIT` is never a bare parameter: SQLite (3.47 on) reads a bound
+/// `LIMIT $n` while planning, so every new value made the statement be
+/// parsed and planned again — most of a listing's cost. `LIMIT CAST($n AS
+/// BIGINT)` is the same on both databases and planned once.
+#[cfg(test)]
+mod limit_tests {
+    const SOURCES: &[(&str, &str)] = &[
+        ("accounts.rs", include_str!("accounts.rs")),
+        ("connections.rs", include_str!("connections.rs")),
+        ("copy.rs", include_str!("copy.rs")),
+        ("events.rs", include_str!("events.rs")),
+        ("fleets.rs", include_str!("fleets.rs")),
+        ("hubs.rs", include_str!("hubs.rs")),
+        ("index.rs", include_str!("index.rs")),
+        ("objects.rs", include_str!("objects.rs")),
+        ("replica.rs", include_str!("replica.rs")),
+        ("s3_keys.rs", include_str!("s3_keys.rs")),
+        ("s3_multipart.rs", include_str!("s3_multipart.rs")),
+        ("spokes.rs", include_str!("spokes.rs")),
+        ("steering.rs", include_str!("steering.rs")),
+        ("transfer_log.rs", include_str!("transfer_log.rs")),
+        ("uploads.rs", include_str!("uploads.rs")),
+    ];
+
+    #[test]
+    fn no_query_binds_a_bare_limit() {
+        for (file, text) in SOURCES {
+            for (n, line) in text.lines().enumerate() {
+                let bare = line.match_indices("LIMIT $").next().is_some();
+                assert!(!bare, "{file}:{}: use LIMIT CAST($n AS BIGINT)", n + 1);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod placeholder_tests {
     #[test]
@@ -475,6 +551,7 @@ pub(crate) mod testing {
             dialect: migrations::Dialect::Sqlite,
             primary_up: Arc::new(AtomicBool::new(true)),
             health: None,
+            cache: Arc::default(),
         }
     }
 

@@ -127,7 +127,7 @@ impl Store {
             "SELECT {COLUMNS} FROM s3_multipart WHERE connection_id = $1 \
              AND substr(object_key, 1, length($2)) = $2 \
              AND (object_key{collate} > $3 OR (object_key = $3 AND id > $4)) \
-             ORDER BY object_key{collate}, id LIMIT $5"
+             ORDER BY object_key{collate}, id LIMIT CAST($5 AS BIGINT)"
         )))
         .bind(connection)
         .bind(prefix)

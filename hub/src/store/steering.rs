@@ -132,7 +132,7 @@ impl Store {
     ) -> Result<Vec<SharedSample>, StoreError> {
         let rows = sqlx::query_as::<_, (i64, String, String, f64, i64)>(
             "SELECT id, spoke, client, rtt_ms, at FROM steering_samples \
-             WHERE hub_id <> $1 AND at > $2 ORDER BY at, id LIMIT $3",
+             WHERE hub_id <> $1 AND at > $2 ORDER BY at, id LIMIT CAST($3 AS BIGINT)",
         )
         .bind(hub)
         .bind(since)

@@ -636,7 +636,7 @@ impl Store {
     pub async fn expired_uploads(&self, now: i64, limit: i64) -> Result<Vec<Session>, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM upload_sessions WHERE {SWEPT} AND expires_at < $1 \
-             AND (lease_until IS NULL OR lease_until < $1) ORDER BY expires_at LIMIT $2"
+             AND (lease_until IS NULL OR lease_until < $1) ORDER BY expires_at LIMIT CAST($2 AS BIGINT)"
         )))
         .bind(now)
         .bind(limit)
