@@ -158,9 +158,10 @@ pub async fn handle(
         InternalCall::Transfer => {
             let transfer: Transfer = read_json(req, limit).await?;
             claims.check_transfer(&transfer, &spoke).map_err(outside)?;
+            // Answered once written, in a batch with other spokes' reports.
             state
-                .store
-                .record_transfer(&transfer)
+                .transfer_log
+                .record(&state.store, transfer)
                 .await
                 .map_err(|e| store_problem(state, e))?;
             Ok(no_content())

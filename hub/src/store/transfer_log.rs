@@ -10,17 +10,22 @@
 //! in one transaction. What a commit logs (an upload's entry) stays in the
 //! commit's own transaction.
 //!
-//! The cost: entries still in the channel when the hub crashes are lost
-//! (at most [`GATHER`] of them, or [`CAPACITY`] behind a store that does
-//! not answer); a hub that stops writes what it holds first. Until the
-//! task runs, and whenever the channel is full, an entry is written
-//! directly, as before.
+//! Two ways in. The hub's own downloads [`TransferLog::push`] and go on:
+//! entries still in the channel when the hub crashes are lost (at most
+//! [`GATHER`] of them, or [`CAPACITY`] behind a store that does not
+//! answer); a hub that stops writes what it holds first. A spoke's report
+//! is [`TransferLog::record`]ed: the call returns once the batch holding it
+//! has committed (a group commit — the batch is written as soon as the
+//! task has it, without waiting out [`GATHER`]), so the spoke forgets a
+//! report only once it is on disk, and many spokes' reports share one
+//! fsync. Until the task runs, and whenever the channel is full, an entry
+//! is written directly, as before.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{Store, StoreError};
@@ -29,17 +34,26 @@ use ferry_common::content::model::Transfer;
 /// The most entries written in one transaction.
 const BATCH: usize = 500;
 
-/// How long the task gathers entries after the first before it writes.
+/// How long the task gathers entries after the first before it writes,
+/// unless one of them is waited for.
 const GATHER: Duration = Duration::from_millis(20);
 
 /// Entries waiting at most: beyond, they are written directly.
 const CAPACITY: usize = 16_384;
 
+/// An entry, and whom to tell once it is written (true) or its batch
+/// failed (false).
+#[derive(Debug)]
+struct Entry {
+    transfer: Transfer,
+    written: Option<oneshot::Sender<bool>>,
+}
+
 /// The channel to the writing task.
 #[derive(Debug)]
 pub struct TransferLog {
-    tx: mpsc::Sender<Transfer>,
-    rx: Mutex<Option<mpsc::Receiver<Transfer>>>,
+    tx: mpsc::Sender<Entry>,
+    rx: Mutex<Option<mpsc::Receiver<Entry>>>,
     running: AtomicBool,
 }
 
@@ -56,15 +70,43 @@ impl Default for TransferLog {
 
 impl TransferLog {
     /// Logs `t`: through the task when it runs and has room, else
-    /// directly.
+    /// directly. Returns before it is written.
     pub async fn push(&self, store: &Store, t: Transfer) -> Result<(), StoreError> {
         if !self.running.load(Ordering::Acquire) {
             return store.record_transfer(&t).await;
         }
-        match self.tx.try_send(t) {
+        let entry = Entry {
+            transfer: t,
+            written: None,
+        };
+        match self.tx.try_send(entry) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(t) | mpsc::error::TrySendError::Closed(t)) => {
-                store.record_transfer(&t).await
+            Err(mpsc::error::TrySendError::Full(e) | mpsc::error::TrySendError::Closed(e)) => {
+                store.record_transfer(&e.transfer).await
+            }
+        }
+    }
+
+    /// Logs `t` and returns once it is written: with the next batch when
+    /// the task runs, else directly. A batch that fails is tried again for
+    /// this entry alone, so the error returned is this entry's.
+    pub async fn record(&self, store: &Store, t: Transfer) -> Result<(), StoreError> {
+        if !self.running.load(Ordering::Acquire) {
+            return store.record_transfer(&t).await;
+        }
+        let (done, written) = oneshot::channel();
+        let entry = Entry {
+            transfer: t.clone(),
+            written: Some(done),
+        };
+        match self.tx.try_send(entry) {
+            Ok(()) => match written.await {
+                Ok(true) => Ok(()),
+                // The batch failed, or the task stopped before writing it.
+                Ok(false) | Err(_) => store.record_transfer(&t).await,
+            },
+            Err(mpsc::error::TrySendError::Full(e) | mpsc::error::TrySendError::Closed(e)) => {
+                store.record_transfer(&e.transfer).await
             }
         }
     }
@@ -84,35 +126,60 @@ impl TransferLog {
                     None => break,
                 },
             };
+            let mut waited = first.written.is_some();
             let mut batch = vec![first];
             let until = tokio::time::Instant::now() + GATHER;
             while batch.len() < BATCH {
+                // Someone waits: only what is already there joins.
+                if waited {
+                    match rx.try_recv() {
+                        Ok(e) => batch.push(e),
+                        Err(_) => break,
+                    }
+                    continue;
+                }
                 tokio::select! {
-                    t = rx.recv() => match t {
-                        Some(t) => batch.push(t),
+                    e = rx.recv() => match e {
+                        Some(e) => {
+                            waited = e.written.is_some();
+                            batch.push(e);
+                        }
                         None => break,
                     },
                     () = tokio::time::sleep_until(until) => break,
                 }
             }
-            write(&store, &batch).await;
+            write(&store, batch).await;
         }
         // Stopping: nothing new goes in; what is there is written.
         self.running.store(false, Ordering::Release);
         rx.close();
         let mut rest = Vec::new();
-        while let Ok(t) = rx.try_recv() {
-            rest.push(t);
+        while let Ok(e) = rx.try_recv() {
+            rest.push(e);
+            if rest.len() == BATCH {
+                write(&store, std::mem::take(&mut rest)).await;
+            }
         }
-        for batch in rest.chunks(BATCH) {
-            write(&store, batch).await;
-        }
+        write(&store, rest).await;
     }
 }
 
-async fn write(store: &Store, batch: &[Transfer]) {
-    if let Err(e) = store.record_transfers(batch).await {
-        tracing::warn!(error = %e, entries = batch.len(), "could not log transfers");
+async fn write(store: &Store, batch: Vec<Entry>) {
+    if batch.is_empty() {
+        return;
+    }
+    let (transfers, waiting): (Vec<_>, Vec<_>) =
+        batch.into_iter().map(|e| (e.transfer, e.written)).unzip();
+    let ok = match store.record_transfers(&transfers).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, entries = transfers.len(), "could not log transfers");
+            false
+        }
+    };
+    for w in waiting.into_iter().flatten() {
+        let _ = w.send(ok);
     }
 }
 
@@ -179,5 +246,39 @@ mod tests {
         // After the task stopped: directly again.
         log.push(&store, download(9999)).await.unwrap();
         assert_eq!(count().await.unwrap(), 1236);
+    }
+
+    #[tokio::test]
+    async fn a_recorded_entry_is_written_when_the_call_returns() {
+        let (store, _dir) = crate::store::testing::store().await;
+        let log = std::sync::Arc::new(TransferLog::default());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let (log, store, stop) = (log.clone(), store.clone(), stop.clone());
+            async move { log.run(store, stop).await }
+        });
+        while !log.running.load(Ordering::Acquire) {
+            tokio::task::yield_now().await;
+        }
+        let count =
+            || store.count_transfers("acc_1", Direction::Download, TransferStatus::Complete);
+        // Pushed entries gather; a recorded one is written with them, and
+        // the call returns only then.
+        for i in 0..10 {
+            log.push(&store, download(i)).await.unwrap();
+        }
+        log.record(&store, download(10)).await.unwrap();
+        assert_eq!(count().await.unwrap(), 11);
+        // Many at once share batches; each is written when its call returns.
+        let calls = (11..111).map(|i| {
+            let (log, store) = (log.clone(), store.clone());
+            tokio::spawn(async move { log.record(&store, download(i)).await })
+        });
+        for c in futures_util::future::join_all(calls).await {
+            c.unwrap().unwrap();
+        }
+        assert_eq!(count().await.unwrap(), 111);
+        stop.cancel();
+        task.await.unwrap();
     }
 }
