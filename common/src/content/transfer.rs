@@ -332,9 +332,12 @@ pub async fn read_stream(
     path: &str,
     range: std::ops::Range<u64>,
 ) -> Result<impl Stream<Item = Result<Bytes, std::io::Error>> + Send + use<>, Problem> {
+    let local = op.info().scheme() == "fs";
+    if local && range.end - range.start <= SMALL_LOCAL_READ {
+        return Ok(read_small_local(op, path, range).await?.left_stream());
+    }
     let lease = budget::DOWNLOADS.lease();
     let chunk = lease.chunk();
-    let local = op.info().scheme() == "fs";
     // A local file is read a chunk at a time; a network provider streams
     // the whole range in one request (OpenDAL would make one request per
     // chunk), its body arriving in the HTTP client's own pieces.
@@ -369,6 +372,53 @@ pub async fn read_stream(
             });
             Some((item, (inner, lease)))
         },
+    )
+    .right_stream())
+}
+
+/// Ranges of a local file up to this size are read whole in one task on
+/// the blocking pool: opening, seeking and reading through OpenDAL take a
+/// trip to that pool each, which for a small file cost more than the
+/// reading (measured: three fewer thread switches per request).
+const SMALL_LOCAL_READ: u64 = 64 * 1024;
+
+/// Reads `range` of a small local file in one go, as OpenDAL's `fs`
+/// service would (the same root, the same path under it, links followed
+/// alike); a file that shrank meanwhile gives what is there, so the
+/// download ends short as it would have.
+async fn read_small_local(
+    op: &Operator,
+    path: &str,
+    range: std::ops::Range<u64>,
+) -> Result<impl Stream<Item = Result<Bytes, std::io::Error>> + Send + use<>, Problem> {
+    use std::io::{Read as _, Seek as _};
+    let file = std::path::Path::new(&op.info().root()).join(path);
+    let permit = LOCAL_READS.acquire().await.expect("never closed");
+    let read = tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
+        let mut f = std::fs::File::open(&file)?;
+        if range.start > 0 {
+            f.seek(std::io::SeekFrom::Start(range.start))?;
+        }
+        let len = range.end - range.start;
+        let mut buf = Vec::with_capacity(len as usize);
+        f.take(len).read_to_end(&mut buf)?;
+        Ok(Bytes::from(buf))
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    drop(permit);
+    let bytes = read.map_err(|e| {
+        let kind = match e.kind() {
+            std::io::ErrorKind::NotFound => opendal::ErrorKind::NotFound,
+            std::io::ErrorKind::PermissionDenied => opendal::ErrorKind::PermissionDenied,
+            std::io::ErrorKind::IsADirectory => opendal::ErrorKind::IsADirectory,
+            _ => opendal::ErrorKind::Unexpected,
+        };
+        let e = opendal::Error::new(kind, "read failed").set_source(e);
+        provider_problem(&e, op.info().scheme(), "read")
+    })?;
+    Ok(futures_util::stream::iter(
+        (!bytes.is_empty()).then_some(Ok(bytes)),
     ))
 }
 
