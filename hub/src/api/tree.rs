@@ -130,24 +130,7 @@ async fn list_from_index(
         None => String::new(),
         Some(d) => {
             let (up, name) = key_of(d.as_str(), false);
-            let folder = format!("{name}/");
-            let found = state
-                .store
-                .index_entry(conn, &up, &folder)
-                .await
-                .map_err(|e| store_problem(state, e))?;
-            if found.is_none() {
-                let file = state
-                    .store
-                    .index_entry(conn, &up, &name)
-                    .await
-                    .map_err(|e| store_problem(state, e))?;
-                return Err(match file {
-                    Some(_) => Problem::new(ErrorCode::NotAFolder, format!("'{d}' is a file")),
-                    None => Problem::new(ErrorCode::NotFound, format!("no folder at '{d}'")),
-                });
-            }
-            format!("{up}{folder}")
+            format!("{up}{name}/")
         }
     };
     // Names are UTF-8 in the index; a cursor that is not (none of
@@ -162,6 +145,13 @@ async fn list_from_index(
         .index_page(conn, &parent, &after_text, limit as i64 + 1)
         .await
         .map_err(|e| store_problem(state, e))?;
+    // A folder with entries is there (the index holds every folder of its
+    // entries); an empty page is asked whether the folder is.
+    if rows.is_empty()
+        && let Some(d) = dir
+    {
+        folder_is_indexed(state, conn, d).await?;
+    }
     rows.retain(|l| l.entry.name.as_bytes() > after);
     let next = page_end(&mut rows, limit, |l| &l.entry.name);
     let entries = rows
@@ -184,6 +174,29 @@ async fn list_from_index(
         })
         .collect();
     Ok((entries, next))
+}
+
+/// Succeeds when the index holds a folder at `d`: `not_a_folder` for a
+/// file there, `not_found` for nothing.
+async fn folder_is_indexed(state: &AppState, conn: &str, d: &ObjectPath) -> Result<(), Problem> {
+    let (up, name) = key_of(d.as_str(), false);
+    let found = state
+        .store
+        .index_entry(conn, &up, &format!("{name}/"))
+        .await
+        .map_err(|e| store_problem(state, e))?;
+    if found.is_some() {
+        return Ok(());
+    }
+    let file = state
+        .store
+        .index_entry(conn, &up, &name)
+        .await
+        .map_err(|e| store_problem(state, e))?;
+    Err(match file {
+        Some(_) => Problem::new(ErrorCode::NotAFolder, format!("'{d}' is a file")),
+        None => Problem::new(ErrorCode::NotFound, format!("no folder at '{d}'")),
+    })
 }
 
 /// A page of a folder asked of the provider, while the connection's index
