@@ -3,7 +3,8 @@
 //! origin `provider` — on a folder through the kernel's notifications, on
 //! moto's S3 (written with the AWS CLI), Azurite (signed requests), a
 //! WebDAV server and fake-gcs-server (written with curl) by polling; and a
-//! walk of a large folder that changes under it.
+//! walk of a large folder that changes under it; and listings asked of the
+//! provider before the index is complete.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -576,4 +577,62 @@ async fn azure_blob_changed_outside_ferry_reaches_the_feed_by_polling() {
         ferry_tests::eventually(limit, async || names(&a.api, "").await.is_empty()).await,
         "the folder went with its last blob"
     );
+}
+
+/// Before the index is complete (here: never, the indexer is off), a
+/// listing is read from the provider as a stream: pages of any size, in
+/// key-name order (a folder's name with a `/` after it), each name once,
+/// the folder's entries made directly on disk included.
+#[tokio::test]
+async fn a_listing_from_the_provider_pages_in_key_order() {
+    ferry_tests::install_crypto_provider();
+    let hub = Hub::start_with(HubOptions {
+        extra_toml: "[index]\nenabled = false\n".into(),
+        ..HubOptions::default()
+    });
+    let root = hub.data_dir.join("alpha");
+    let dir = root.join("mixed");
+    std::fs::create_dir_all(&dir).unwrap();
+    const N: usize = 1_500;
+    for i in 0..N {
+        std::fs::write(dir.join(format!("f{i:04}")), b"x").unwrap();
+    }
+    // Folders whose names sort around files' ("f0001/" after "f0001",
+    // "a-b" before "a/"…).
+    for d in ["f0001", "a", "zz"] {
+        std::fs::create_dir_all(dir.join(format!("{d}.d"))).unwrap();
+    }
+    std::fs::write(dir.join("a-b"), b"x").unwrap();
+    let a = account(&hub, "alpha", "fs", json!({ "root": root }), None).await;
+    let mut want: Vec<String> = (0..N).map(|i| format!("f{i:04}")).collect();
+    want.extend(["f0001.d/", "a.d/", "zz.d/", "a-b"].map(String::from));
+    want.sort();
+    for limit in [1000, 61] {
+        let mut got: Vec<String> = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..1000 {
+            let url = match &cursor {
+                Some(c) => format!("/v1/connections/local/list/mixed?limit={limit}&cursor={c}"),
+                None => format!("/v1/connections/local/list/mixed?limit={limit}"),
+            };
+            let page = a.api.get(&url).send().await.expect(200);
+            assert_eq!(page.header("x-ferry-index").as_deref(), Some("building"));
+            let page = page.json();
+            let entries = page["entries"].as_array().unwrap();
+            assert!(entries.len() <= limit);
+            for e in entries {
+                let name = e["name"].as_str().unwrap();
+                got.push(if e["type"] == "folder" {
+                    format!("{name}/")
+                } else {
+                    name.to_owned()
+                });
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(got, want, "limit {limit}");
+    }
 }

@@ -200,8 +200,8 @@ async fn folder_is_indexed(state: &AppState, conn: &str, d: &ObjectPath) -> Resu
 }
 
 /// A page of a folder asked of the provider, while the connection's index
-/// is being built: the whole folder is listed and sorted by key name, and
-/// each file of the page looked up.
+/// is being built: the whole folder is listed as a stream, the page's
+/// smallest key names kept, and each file of the page looked up.
 async fn list_from_provider(
     state: &Arc<AppState>,
     res: &Resolved,
@@ -222,37 +222,43 @@ async fn list_from_provider(
         }
         None => "/".to_owned(),
     };
-    // Providers list in their own order; sort by key name (a folder's
-    // with a `/` after it) so a cursor resumes exactly where the previous
-    // page ended, in the index's order.
-    let mut names: Vec<(String, bool)> = res
+    // Providers list in their own order: the listing is read as a stream
+    // and only the page's keys are kept — the `limit + 1` smallest key
+    // names after the cursor (a folder's with a `/` after it), so a cursor
+    // resumes exactly where the previous page ended, in the index's order,
+    // and a folder of any size costs one page of memory.
+    let mut lister = res
         .op
-        .list(&list_path)
+        .lister(&list_path)
         .await
-        .map_err(|e| provider_problem(&e, &res.row.provider, "list"))?
-        .into_iter()
-        .filter(|e| {
-            e.path() != list_path
-                && e.path().trim_end_matches('/') != list_path.trim_end_matches('/')
-        })
-        .map(|e| {
-            let is_dir = e.metadata().is_dir();
-            let name = e.name().trim_end_matches('/');
-            let key = if is_dir {
-                format!("{name}/")
-            } else {
-                name.to_owned()
-            };
-            (key, is_dir)
-        })
-        .filter(|(key, _)| {
-            let name = key.trim_end_matches('/');
-            !(name.is_empty() || (dir.is_none() && name == STAGING_DIR))
-        })
-        .filter(|(key, _)| key.as_bytes() > after)
-        .collect();
-    names.sort();
-    names.dedup_by(|a, b| a.0 == b.0);
+        .map_err(|e| provider_problem(&e, &res.row.provider, "list"))?;
+    let mut smallest = std::collections::BTreeMap::<String, bool>::new();
+    while let Some(e) = lister.next().await {
+        let e = e.map_err(|e| provider_problem(&e, &res.row.provider, "list"))?;
+        if e.path() == list_path
+            || e.path().trim_end_matches('/') == list_path.trim_end_matches('/')
+        {
+            continue;
+        }
+        let is_dir = e.metadata().is_dir();
+        let name = e.name().trim_end_matches('/');
+        if name.is_empty() || (dir.is_none() && name == STAGING_DIR) {
+            continue;
+        }
+        let key = if is_dir {
+            format!("{name}/")
+        } else {
+            name.to_owned()
+        };
+        if key.as_bytes() <= after {
+            continue;
+        }
+        smallest.insert(key, is_dir);
+        if smallest.len() > limit + 1 {
+            smallest.pop_last();
+        }
+    }
+    let mut names: Vec<(String, bool)> = smallest.into_iter().collect();
     let next = page_end(&mut names, limit, |n| &n.0);
 
     let prefix = dir.map(|d| format!("{}/", d.as_str())).unwrap_or_default();
