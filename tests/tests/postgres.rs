@@ -367,11 +367,27 @@ async fn two_hubs_share_one_store_and_read_their_own_writes() {
 
     // An upload through B's spoke is under way when the primary goes away.
     let total = 4 << 20;
+    let spoke_up = async || {
+        metric(
+            &spoke.metrics_url(),
+            "ferry_spoke_content_bytes_total",
+            &[("direction", "upload")],
+        )
+        .await
+    };
+    let before = spoke_up().await;
     let (req, tx) = via_spoke.put(&t.file("in-flight.bin")).body_channel(total);
     let upload_task = tokio::spawn(req.send());
     tx.send(bytes::Bytes::from(vec![7u8; 1 << 20]))
         .await
         .unwrap();
+    // Under way: the spoke has its grant and writes to the provider. (The
+    // grant may wait for B's replica, two seconds late, to replay this
+    // client's last write.)
+    assert!(
+        eventually(Duration::from_secs(10), async || spoke_up().await > before).await,
+        "the upload did not start"
+    );
 
     // The primary goes away: writes fail cleanly, reads go on.
     let mut primary = primary;
