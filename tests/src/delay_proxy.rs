@@ -25,6 +25,17 @@ impl DelayProxy {
     /// direction; upstream connections come from `source` (port 0).
     pub async fn start(upstream: SocketAddr, delay: Duration, source: IpAddr) -> DelayProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, upstream, delay, source)
+    }
+
+    /// The same on a listener bound already (so that its address can be
+    /// given to the upstream before the proxy starts).
+    pub fn start_on(
+        listener: TcpListener,
+        upstream: SocketAddr,
+        delay: Duration,
+        source: IpAddr,
+    ) -> DelayProxy {
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {

@@ -41,6 +41,8 @@ struct Faults {
     cut_response: Mutex<Option<usize>>,
     /// Cut the next request with a body after this many bytes.
     cut_request: Mutex<Option<usize>>,
+    /// Requests of this method to let pass, then how many to fail (503).
+    fail_after: Mutex<Option<(http::Method, usize, usize)>>,
     /// Requests seen.
     seen: AtomicUsize,
     /// Faults injected.
@@ -61,6 +63,12 @@ impl FaultProxy {
     /// told otherwise.
     pub async fn start(upstream: SocketAddr) -> FaultProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, upstream)
+    }
+
+    /// The same on a listener bound already (so that its address can be
+    /// given to the upstream before the proxy starts).
+    pub fn start_on(listener: tokio::net::TcpListener, upstream: SocketAddr) -> FaultProxy {
         let addr = listener.local_addr().unwrap();
         let faults = Arc::new(Faults::default());
         let client: Client<HttpConnector, ProxyBody> =
@@ -118,6 +126,12 @@ impl FaultProxy {
         *self.faults.cut_response.lock().unwrap() = Some(n);
     }
 
+    /// Lets the next `skip` requests of `method` through, then answers the
+    /// `n` after them `503` (other methods pass).
+    pub fn fail_after(&self, method: http::Method, skip: usize, n: usize) {
+        *self.faults.fail_after.lock().unwrap() = Some((method, skip, n));
+    }
+
     /// Cuts the connection of the next request with a body once `n` bytes
     /// of it have arrived.
     pub fn cut_next_request_after(&self, n: usize) {
@@ -171,10 +185,26 @@ async fn handle(
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
-    if faults
-        .fail
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok()
+    let counted_out = match faults.fail_after.lock().unwrap().as_mut() {
+        Some((method, skip, n)) if method == req.method() => {
+            if *skip > 0 {
+                *skip -= 1;
+                false
+            } else if *n > 0 {
+                *n -= 1;
+                faults.status.store(503, Ordering::SeqCst);
+                true
+            } else {
+                false
+            }
+        }
+        _ => false,
+    };
+    if counted_out
+        || faults
+            .fail
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
     {
         faults.injected.fetch_add(1, Ordering::SeqCst);
         // Read the body first, so the client sees the answer, not a reset.
@@ -211,13 +241,16 @@ async fn handle(
         .map_or("/", |p| p.as_str())
         .to_owned();
     parts.uri = format!("http://{upstream}{path}").parse()?;
+    // A HEAD answer has no body, whatever its length says.
+    let head = parts.method == http::Method::HEAD;
     let forwarded = http::Request::from_parts(parts, body.map_err(BoxError::from).boxed());
     let resp = client.request(forwarded).await?;
     let (parts, body) = resp.into_parts();
-    let has_body = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .is_some_and(|v| v != "0");
+    let has_body = !head
+        && parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v != "0");
     let cut = if has_body {
         faults.cut_response.lock().unwrap().take()
     } else {

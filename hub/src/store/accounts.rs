@@ -179,7 +179,7 @@ impl Store {
         .bind(account_id)
         .execute(&mut *tx)
         .await?;
-        Store::bump_epoch(&mut *tx).await?;
+        Store::bump_epoch(&mut tx).await?;
         tx.commit().await?;
         self.changed_cached();
         Ok(done.rows_affected() > 0)

@@ -243,7 +243,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        Store::bump_epoch(&mut *tx).await?;
+        Store::bump_epoch(&mut tx).await?;
         tx.commit().await?;
         self.changed_cached();
         Ok(Ok((rows.len(), keys.len(), ca.is_some())))
@@ -273,7 +273,7 @@ impl Store {
             .bind(account_id)
             .execute(&mut *tx)
             .await?;
-        Store::bump_epoch(&mut *tx).await?;
+        Store::bump_epoch(&mut tx).await?;
         tx.commit().await?;
         self.changed_cached();
         Ok(done.rows_affected() > 0)

@@ -1,0 +1,484 @@
+//! `ferry`: the command of ferry's client. Remote paths are written
+//! `CONNECTION:PATH` (`photos:2026/beach.jpg`); anything else is a local
+//! path (`./a:b` for a local name with a colon), `-` standard input or
+//! output.
+//!
+//! Exit codes: 0 everything done, 1 something failed (the error is on
+//! standard error, or in `--json` output), 2 the command line is wrong.
+
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ferry_client::{Client, Error, Transferred};
+use serde_json::json;
+
+/// Moves files through ferry, to and from the nearest spoke.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version)]
+struct Cli {
+    /// The ferry network (its hub's URL). Default: FERRY_URL, else the
+    /// profile's `url`.
+    #[arg(long, global = true)]
+    url: Option<String>,
+    /// Send every request to this node instead of probing for the
+    /// nearest spoke.
+    #[arg(long, global = true)]
+    endpoint: Option<String>,
+    /// The profile in the configuration file. Default: FERRY_PROFILE,
+    /// else `default`.
+    #[arg(long, global = true)]
+    profile: Option<String>,
+    /// One JSON object per result on standard output, errors included.
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress bars.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Lists a folder (`CONNECTION:` for the top).
+    Ls {
+        /// `CONNECTION:FOLDER`
+        remote: String,
+        /// The folders' entries too.
+        #[arg(short, long)]
+        recursive: bool,
+        /// Size, time and kind of each entry.
+        #[arg(short, long)]
+        long: bool,
+    },
+    /// Copies a file up (local → remote) or down (remote → local).
+    Cp {
+        /// Source: a local file, `-`, or `CONNECTION:PATH`.
+        src: String,
+        /// Target: a local file or folder, `-`, or `CONNECTION:PATH`
+        /// (ending in `/` for a folder).
+        dst: String,
+        /// Bytes per upload request.
+        #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+        part_size: u64,
+    },
+    /// Writes a remote file to standard output.
+    Cat {
+        /// `CONNECTION:PATH`
+        remote: String,
+    },
+    /// Shows what the server knows of a remote file.
+    Stat {
+        /// `CONNECTION:PATH`
+        remote: String,
+    },
+    /// Deletes a remote file.
+    Rm {
+        /// `CONNECTION:PATH`
+        remote: String,
+    },
+    /// Probes the spokes and shows each one's round trip and the one in
+    /// use.
+    Spokes,
+}
+
+/// A path on one side of a copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Side {
+    Remote { conn: String, path: String },
+    Local(PathBuf),
+    Std,
+}
+
+fn side(arg: &str) -> Side {
+    if arg == "-" {
+        return Side::Std;
+    }
+    // A colon before any slash names a connection; `./a:b` is local.
+    match arg.split_once(':') {
+        Some((conn, path)) if !conn.is_empty() && !conn.contains('/') => Side::Remote {
+            conn: conn.to_owned(),
+            path: path.trim_start_matches('/').to_owned(),
+        },
+        _ => Side::Local(PathBuf::from(arg)),
+    }
+}
+
+fn remote(arg: &str) -> Result<(String, String), Error> {
+    match side(arg) {
+        Side::Remote { conn, path } => Ok((conn, path)),
+        _ => Err(Error::Usage(format!(
+            "'{arg}' is not a remote path: write CONNECTION:PATH"
+        ))),
+    }
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("'{s}' is not a size"))?;
+    let mult = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        _ => return Err(format!("'{unit}' is not a unit: use KiB, MiB or GiB")),
+    };
+    let v = n * mult;
+    if v == 0 {
+        return Err("the size must be above 0".into());
+    }
+    Ok(v)
+}
+
+/// Where the network and the key come from: the environment, else the
+/// profile in `$XDG_CONFIG_HOME/ferry/config.toml` (or
+/// `~/.config/ferry/config.toml`):
+///
+/// ```toml
+/// [profiles.default]
+/// url = "https://api.ferry.example.com"
+/// api_key = "fry_…"
+/// ```
+fn settings(cli: &Cli) -> Result<(url::Url, String), Error> {
+    let profile_name = cli
+        .profile
+        .clone()
+        .or_else(|| std::env::var("FERRY_PROFILE").ok())
+        .unwrap_or_else(|| "default".into());
+    let named = cli.profile.is_some() || std::env::var_os("FERRY_PROFILE").is_some();
+    let file = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .map(|d| d.join("ferry").join("config.toml"));
+    let mut profile = toml::Table::new();
+    if let Some(f) = &file
+        && let Ok(text) = std::fs::read_to_string(f)
+    {
+        let all: toml::Table = text
+            .parse()
+            .map_err(|e| Error::Usage(format!("{} does not read: {e}", f.display())))?;
+        if let Some(toml::Value::Table(p)) = all.get("profiles").and_then(|p| p.get(&profile_name))
+        {
+            profile = p.clone();
+        }
+    }
+    if named && profile.is_empty() {
+        return Err(Error::Usage(format!(
+            "no profile '{profile_name}' in {}",
+            file.map_or_else(
+                || "the configuration file".into(),
+                |f| f.display().to_string()
+            )
+        )));
+    }
+    let get = |key: &str| profile.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    let url = cli
+        .url
+        .clone()
+        .or_else(|| std::env::var("FERRY_URL").ok())
+        .or_else(|| get("url"))
+        .ok_or_else(|| Error::Usage("say where ferry is: --url, FERRY_URL or a profile".into()))?;
+    let key = std::env::var("FERRY_API_KEY")
+        .ok()
+        .or_else(|| get("api_key"))
+        .ok_or_else(|| Error::Usage("give an API key: FERRY_API_KEY or a profile".into()))?;
+    let url =
+        url::Url::parse(&url).map_err(|e| Error::Usage(format!("'{url}' is not a URL: {e}")))?;
+    Ok((url, key))
+}
+
+/// A progress bar on standard error when it is a terminal.
+struct Bar(Option<indicatif::ProgressBar>);
+
+impl Bar {
+    fn new(cli: &Cli, what: &str) -> Self {
+        if cli.quiet || cli.json || !std::io::stderr().is_terminal() {
+            return Self(None);
+        }
+        let bar = indicatif::ProgressBar::new(0);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        ) {
+            bar.set_style(style);
+        }
+        bar.set_message(what.to_owned());
+        Self(Some(bar))
+    }
+
+    fn done(&self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl ferry_client::Progress for Bar {
+    fn update(&self, done: u64, total: u64) {
+        if let Some(b) = &self.0 {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    }
+}
+
+fn transferred_json(
+    what: &str,
+    from: &str,
+    to: &str,
+    t: &Transferred,
+    via: &str,
+) -> serde_json::Value {
+    json!({
+        "op": what, "from": from, "to": to, "size": t.size, "moved": t.moved,
+        "resumed_from": t.resumed_from, "crc64nvme": t.crc64nvme,
+        "failovers": t.failovers, "via": via,
+    })
+}
+
+async fn run(cli: &Cli) -> Result<(), Error> {
+    let (url, key) = settings(cli)?;
+    let mut client = Client::new(url, key)?;
+    if let Some(e) = &cli.endpoint {
+        let e =
+            url::Url::parse(e).map_err(|err| Error::Usage(format!("'{e}' is not a URL: {err}")))?;
+        client = client.with_endpoint(e);
+    }
+    let probe = matches!(
+        cli.command,
+        Command::Cp { .. } | Command::Cat { .. } | Command::Spokes
+    );
+    if probe {
+        // The nearest spoke carries the bytes; without spokes, the hub.
+        let probes = client.choose_endpoint().await?;
+        if let Command::Spokes = cli.command {
+            let using = client.current();
+            for p in &probes {
+                let used = p.spoke == using.name;
+                if cli.json {
+                    println!(
+                        "{}",
+                        json!({ "spoke": p.spoke, "url": p.base.as_str(), "rtt_ms": p.rtt.as_ref().ok(),
+                                "error": p.rtt.as_ref().err(), "in_use": used })
+                    );
+                } else {
+                    let rtt = match &p.rtt {
+                        Ok(ms) => format!("{ms:.2} ms"),
+                        Err(e) => format!("unreachable ({e})"),
+                    };
+                    println!(
+                        "{}{:<12} {:<40} {rtt}",
+                        if used { "* " } else { "  " },
+                        p.spoke,
+                        p.base
+                    );
+                }
+            }
+            if probes.is_empty() && !cli.json {
+                println!("no spokes: requests go to the hub");
+            }
+            return Ok(());
+        }
+    }
+    match &cli.command {
+        Command::Spokes => Ok(()),
+        Command::Ls {
+            remote: r,
+            recursive,
+            long,
+        } => {
+            let (conn, path) = remote(r)?;
+            let entries = client.walk(&conn, &path, *recursive).await?;
+            for e in entries {
+                if cli.json {
+                    println!(
+                        "{}",
+                        json!({ "path": e.path, "type": e.kind, "size": e.size, "modified_at": e.modified_at, "etag": e.etag })
+                    );
+                } else if *long {
+                    let size = e.size.map_or_else(|| "-".into(), |s| s.to_string());
+                    let kind = if e.is_folder() { "folder" } else { "file" };
+                    println!(
+                        "{kind:<6} {size:>14} {:>14} {}",
+                        e.modified_at.unwrap_or(0),
+                        show(&e.path, e.is_folder())
+                    );
+                } else {
+                    println!("{}", show(&e.path, e.is_folder()));
+                }
+            }
+            Ok(())
+        }
+        Command::Stat { remote: r } => {
+            let (conn, path) = remote(r)?;
+            let s = client.stat(&conn, &path).await?.ok_or_else(|| Error::Api {
+                status: 404,
+                code: "not_found".into(),
+                detail: format!("no file at '{r}'"),
+            })?;
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({ "path": path, "size": s.size, "etag": s.etag, "content_type": s.content_type,
+                            "crc64nvme": s.crc64nvme, "last_modified": s.modified })
+                );
+            } else {
+                println!(
+                    "path          {path}\nsize          {}\netag          {}\ncontent type  {}\ncrc64nvme     {}\nlast modified {}",
+                    s.size,
+                    s.etag.unwrap_or_default(),
+                    s.content_type.unwrap_or_default(),
+                    s.crc64nvme.unwrap_or_default(),
+                    s.modified.unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        Command::Rm { remote: r } => {
+            let (conn, path) = remote(r)?;
+            client.delete(&conn, &path).await?;
+            if cli.json {
+                println!("{}", json!({ "op": "rm", "path": r }));
+            }
+            Ok(())
+        }
+        Command::Cat { remote: r } => {
+            let (conn, path) = remote(r)?;
+            cat(&client, &conn, &path).await
+        }
+        Command::Cp {
+            src,
+            dst,
+            part_size,
+        } => copy(cli, &client, src, dst, *part_size).await,
+    }
+}
+
+fn show(path: &str, folder: bool) -> String {
+    if folder {
+        format!("{path}/")
+    } else {
+        path.to_owned()
+    }
+}
+
+/// Downloads to a temporary file, checks it, then writes it out.
+async fn cat(client: &Client, conn: &str, path: &str) -> Result<(), Error> {
+    let dir = tempfile::tempdir().map_err(|e| Error::Local(format!("no temporary folder: {e}")))?;
+    let target = dir.path().join("cat");
+    client.download(conn, path, &target, &|_, _| {}).await?;
+    let mut f = std::fs::File::open(&target).map_err(|e| Error::Local(e.to_string()))?;
+    std::io::copy(&mut f, &mut std::io::stdout().lock())
+        .map_err(|e| Error::Local(format!("cannot write to standard output: {e}")))?;
+    Ok(())
+}
+
+async fn copy(
+    cli: &Cli,
+    client: &Client,
+    src: &str,
+    dst: &str,
+    part_size: u64,
+) -> Result<(), Error> {
+    let via = client.current().name;
+    match (side(src), side(dst)) {
+        (Side::Remote { conn, path }, Side::Std) => cat(client, &conn, &path).await,
+        (Side::Remote { conn, path }, Side::Local(mut target)) => {
+            if target.is_dir() || dst.ends_with('/') {
+                let name = path.rsplit('/').next().unwrap_or(&path);
+                target = target.join(name);
+            }
+            let bar = Bar::new(cli, &path);
+            let t = client.download(&conn, &path, &target, &bar).await;
+            bar.done();
+            let t = t?;
+            if cli.json {
+                println!(
+                    "{}",
+                    transferred_json("download", src, &target.display().to_string(), &t, &via)
+                );
+            }
+            Ok(())
+        }
+        (Side::Local(source), Side::Remote { conn, path }) => {
+            upload(cli, client, &source, &conn, &path, dst, part_size, &via).await
+        }
+        (Side::Std, Side::Remote { conn, path }) => {
+            // Standard input is kept in a temporary file, so that an upload
+            // can resume after a failure.
+            let mut tmp = tempfile::NamedTempFile::new()
+                .map_err(|e| Error::Local(format!("no temporary file: {e}")))?;
+            std::io::copy(&mut std::io::stdin().lock(), &mut tmp)
+                .map_err(|e| Error::Local(format!("cannot read standard input: {e}")))?;
+            let source = tmp.path().to_owned();
+            upload(cli, client, &source, &conn, &path, dst, part_size, &via).await
+        }
+        (Side::Remote { .. }, Side::Remote { .. }) => Err(Error::Usage(
+            "copies between two remote paths are not built yet: download, then upload".into(),
+        )),
+        _ => Err(Error::Usage(
+            "one side of a copy must be remote (CONNECTION:PATH)".into(),
+        )),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn upload(
+    cli: &Cli,
+    client: &Client,
+    source: &Path,
+    conn: &str,
+    path: &str,
+    dst: &str,
+    part_size: u64,
+    via: &str,
+) -> Result<(), Error> {
+    let mut path = path.to_owned();
+    if path.is_empty() || path.ends_with('/') {
+        let name = source
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| Error::Usage("name the remote file: CONNECTION:PATH".into()))?;
+        path.push_str(&name);
+    }
+    let bar = Bar::new(cli, &path);
+    let t = client.upload(source, conn, &path, part_size, &bar).await;
+    bar.done();
+    let t = t?;
+    if cli.json {
+        println!(
+            "{}",
+            transferred_json("upload", &source.display().to_string(), dst, &t, via)
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ferry: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(&cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let usage = matches!(e, Error::Usage(_));
+            if cli.json {
+                println!("{}", json!({ "error": e.to_string(), "code": e.code() }));
+            }
+            eprintln!("ferry: {e}");
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! The `ferry` command against a hub and two spokes, one of them further
+//! away (behind a delay proxy): it picks the nearer spoke by probing and
+//! reports what it measured to the hub; copies up and down go through
+//! that spoke (the hub carries no bytes) and arrive whole; when the
+//! nearer spoke's connection breaks mid-download or mid-upload the copy
+//! goes on through the other from where it was; bad input gets clear
+//! errors and the documented exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use ferry_tests::delay_proxy::DelayProxy;
+use ferry_tests::dns::until_eligible;
+use ferry_tests::fault_proxy::FaultProxy;
+use ferry_tests::hub::{ADMIN_TOKEN, binary};
+use ferry_tests::scenarios::{Tenant, tenant};
+use ferry_tests::{Api, Hub, Spoke, SpokeOptions, metric};
+use serde_json::Value;
+
+/// Runs `ferry ARGS` as the tenant, against the hub, with a home of its
+/// own (no profile, no upload sessions of other tests).
+async fn ferry(hub: &Hub, key: &str, home: &Path, args: &[&str]) -> Output {
+    let mut cmd = tokio::process::Command::new(binary("ferry"));
+    cmd.args(args)
+        .env_clear()
+        .env("HOME", home)
+        .env("FERRY_URL", hub.url())
+        .env("FERRY_API_KEY", key)
+        .env("FERRY_DEBUG", "1");
+    tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("ferry finished within 2 minutes")
+        .expect("ferry runs")
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+fn ok(out: &Output) -> &Output {
+    assert!(
+        out.status.success(),
+        "ferry failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    out
+}
+
+fn sha256_of(path: &Path) -> Vec<u8> {
+    ferry_tests::sha256(&std::fs::read(path).unwrap())
+}
+
+fn random_file(dir: &Path, name: &str, size: usize) -> PathBuf {
+    let path = dir.join(name);
+    let mut data = vec![0u8; size];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
+/// A hub, spoke `near` (reached through `near_proxy`, which adds nothing
+/// until told to fail) and spoke `far` (30 ms further, through a delay
+/// proxy); both announce their proxy as where clients reach them.
+struct Net {
+    hub: Hub,
+    near: Spoke,
+    far: Spoke,
+    near_proxy: FaultProxy,
+    _far_proxy: DelayProxy,
+    t: Tenant,
+    home: tempfile::TempDir,
+}
+
+async fn network() -> Net {
+    ferry_tests::install_crypto_provider();
+    let hub = Hub::start();
+    let at = |l: &tokio::net::TcpListener| {
+        format!("public_url = \"http://{}\"", l.local_addr().unwrap())
+    };
+    let near_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let far_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let near = Spoke::start_with(
+        &hub,
+        "near",
+        &hub.spoke_token("near", None),
+        &SpokeOptions {
+            steering_extra: at(&near_l),
+            ..SpokeOptions::default()
+        },
+    )
+    .unwrap_or_else(|log| panic!("{log}"));
+    let far = Spoke::start_with(
+        &hub,
+        "far",
+        &hub.spoke_token("far", None),
+        &SpokeOptions {
+            steering_extra: at(&far_l),
+            ..SpokeOptions::default()
+        },
+    )
+    .unwrap_or_else(|log| panic!("{log}"));
+    let near_proxy = FaultProxy::start_on(near_l, near.addr);
+    let far_proxy = DelayProxy::start_on(
+        far_l,
+        far.addr,
+        Duration::from_millis(30),
+        "127.0.0.1".parse().unwrap(),
+    );
+    until_eligible(&hub, &["near", "far"]).await;
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    Net {
+        hub,
+        near,
+        far,
+        near_proxy,
+        _far_proxy: far_proxy,
+        t,
+        home: tempfile::tempdir().unwrap(),
+    }
+}
+
+async fn bytes(url: &str, direction: &str, spoke: bool) -> f64 {
+    let name = if spoke {
+        "ferry_spoke_content_bytes_total"
+    } else {
+        "ferry_content_bytes_total"
+    };
+    metric(url, name, &[("direction", direction)]).await
+}
+
+#[tokio::test]
+async fn ferry_copies_through_the_nearer_spoke_and_checks_what_arrived() {
+    let n = network().await;
+    let (hub, key, home) = (&n.hub, n.t.key.as_str(), n.home.path());
+    let work = tempfile::tempdir().unwrap();
+    let size = 40 << 20;
+    let src = random_file(work.path(), "big.bin", size);
+    let hub_before = (
+        bytes(&hub.metrics_url(), "upload", false).await,
+        bytes(&hub.metrics_url(), "download", false).await,
+    );
+
+    // The spokes, probed: near is in use and measured faster.
+    let out = ferry(hub, key, home, &["spokes", "--json"]).await;
+    let spokes = json_lines(ok(&out));
+    let find = |name: &str| spokes.iter().find(|s| s["spoke"] == name).unwrap().clone();
+    assert_eq!(find("near")["in_use"], true, "{spokes:?}");
+    assert!(
+        find("far")["rtt_ms"].as_f64().unwrap() > find("near")["rtt_ms"].as_f64().unwrap() + 20.0,
+        "{spokes:?}"
+    );
+    // What it measured reached the hub's steering map for its network.
+    let admin = Api::new(hub.url()).as_token(ADMIN_TOKEN);
+    let view = admin
+        .get("/v1/steering?client=127.0.0.1")
+        .send()
+        .await
+        .expect(200)
+        .json();
+    let probed: Vec<&str> = view["prefixes"][0]["spokes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["samples"]["probe"].as_u64().unwrap_or(0) > 0)
+        .map(|s| s["spoke"].as_str().unwrap())
+        .collect();
+    assert!(
+        probed.contains(&"near") && probed.contains(&"far"),
+        "{view}"
+    );
+    assert_eq!(view["prefixes"][0]["spokes"][0]["spoke"], "near", "{view}");
+
+    // Up, through near; the hub carries nothing.
+    let out = ferry(
+        hub,
+        key,
+        home,
+        &["cp", "--json", src.to_str().unwrap(), "local:up/big.bin"],
+    )
+    .await;
+    let up = json_lines(ok(&out));
+    assert_eq!(up[0]["via"], "near", "{up:?}");
+    assert_eq!(up[0]["size"], size as u64);
+    assert_eq!(up[0]["failovers"], 0);
+    assert_eq!(
+        bytes(&n.near.metrics_url(), "upload", true).await,
+        size as f64
+    );
+
+    // Down, into a folder; the same bytes, no temporary file left.
+    let out_dir = work.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = ferry(
+        hub,
+        key,
+        home,
+        &[
+            "cp",
+            "--json",
+            "local:up/big.bin",
+            &format!("{}/", out_dir.display()),
+        ],
+    )
+    .await;
+    let down = json_lines(ok(&out));
+    assert_eq!(down[0]["via"], "near");
+    assert_eq!(down[0]["crc64nvme"], up[0]["crc64nvme"]);
+    assert_eq!(sha256_of(&out_dir.join("big.bin")), sha256_of(&src));
+    let left: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(
+        (
+            bytes(&hub.metrics_url(), "upload", false).await,
+            bytes(&hub.metrics_url(), "download", false).await
+        ),
+        hub_before,
+        "the hub carried content bytes"
+    );
+
+    // ls, stat, cat, stdin, rm.
+    let out = ferry(hub, key, home, &["ls", "--json", "-r", "local:"]).await;
+    let listed: Vec<String> = json_lines(ok(&out))
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(listed.contains(&"up/big.bin".to_owned()), "{listed:?}");
+    let out = ferry(hub, key, home, &["stat", "--json", "local:up/big.bin"]).await;
+    assert_eq!(json_lines(ok(&out))[0]["size"], size as u64);
+    let mut cmd = tokio::process::Command::new(binary("ferry"));
+    cmd.args(["cp", "-", "local:notes/hello.txt"])
+        .env_clear()
+        .env("HOME", home)
+        .env("FERRY_URL", hub.url())
+        .env("FERRY_API_KEY", key)
+        .stdin(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"hello from stdin\n").await.unwrap();
+    }
+    assert!(child.wait().await.unwrap().success());
+    let out = ferry(hub, key, home, &["cat", "local:notes/hello.txt"]).await;
+    assert_eq!(ok(&out).stdout, b"hello from stdin\n");
+    ok(&ferry(hub, key, home, &["rm", "local:notes/hello.txt"]).await);
+    let out = ferry(hub, key, home, &["stat", "local:notes/hello.txt"]).await;
+    assert_eq!(out.status.code(), Some(1));
+
+    // Bad input: clear words, documented exit codes, nothing left behind.
+    let out = ferry(hub, "fry_not-a-key", home, &["ls", "local:"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("unknown or revoked") && said.contains("401"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("fry_not-a-key"),
+        "the key is never printed: {said}"
+    );
+    let out = ferry(hub, key, home, &["--profile", "nope", "ls", "local:"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no profile 'nope'"));
+    let out = ferry(
+        hub,
+        key,
+        home,
+        &["cp", "local:nothing/here.bin", out_dir.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no file at"));
+    let out = ferry(hub, key, home, &["cp", "/nonexistent/file", "local:x.bin"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/file"));
+    let out = ferry(hub, key, home, &["cp", "a", "b"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let out = ferry(hub, key, home, &["frobnicate"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let left: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+}
+
+#[tokio::test]
+async fn a_copy_goes_on_through_the_other_spoke_when_the_nearer_one_breaks() {
+    let n = network().await;
+    let (hub, key, home) = (&n.hub, n.t.key.as_str(), n.home.path());
+    let work = tempfile::tempdir().unwrap();
+    let size: usize = 48 << 20;
+    let part = 8 << 20;
+    let src = random_file(work.path(), "big.bin", size);
+
+    // Mid-upload: near takes two parts, then fails the third; the upload
+    // goes on through far from the offset the server holds.
+    n.near_proxy.fail_after(http::Method::PATCH, 2, 100);
+    let out = ferry(
+        hub,
+        key,
+        home,
+        &[
+            "cp",
+            "--json",
+            "--part-size",
+            "8MiB",
+            src.to_str().unwrap(),
+            "local:big.bin",
+        ],
+    )
+    .await;
+    let up = json_lines(ok(&out));
+    assert_eq!(
+        up[0]["failovers"],
+        1,
+        "{up:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let far_up = bytes(&n.far.metrics_url(), "upload", true).await;
+    // far took exactly what near had not committed: nothing sent twice.
+    assert_eq!(
+        far_up,
+        (size - 2 * part) as f64,
+        "far took {far_up} bytes of {size}"
+    );
+    assert_eq!(
+        bytes(&n.near.metrics_url(), "upload", true).await,
+        (2 * part) as f64
+    );
+    let stored = Api::new(hub.url())
+        .as_token(key)
+        .get("/v1/connections/local/files/big.bin")
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(
+        ferry_tests::sha256(&stored.body),
+        ferry_tests::sha256(&std::fs::read(&src).unwrap())
+    );
+
+    // Mid-download: near's answer is cut after 10 MiB; the rest comes from
+    // far, by range, not again from the start.
+    n.near_proxy.cut_next_response_after(10 << 20);
+    let target = work.path().join("back.bin");
+    let far_before = bytes(&n.far.metrics_url(), "download", true).await;
+    let out = ferry(
+        hub,
+        key,
+        home,
+        &["cp", "--json", "local:big.bin", target.to_str().unwrap()],
+    )
+    .await;
+    let down = json_lines(ok(&out));
+    assert_eq!(down[0]["failovers"], 1, "{down:?}");
+    assert_eq!(down[0]["moved"], size as u64);
+    assert_eq!(sha256_of(&target), sha256_of(&src));
+    let far_sent = bytes(&n.far.metrics_url(), "download", true).await - far_before;
+    assert!(
+        far_sent <= (size - (10 << 20)) as f64 + 1.0,
+        "far sent {far_sent} bytes: the download started over"
+    );
+
+    // A download interrupted and run again resumes from what was written.
+    let partial = ferry_client_partial(&work.path().join("again.bin"));
+    std::fs::write(&partial, &std::fs::read(&src).unwrap()[..(5 << 20)]).unwrap();
+    let out = ferry(
+        hub,
+        key,
+        home,
+        &[
+            "cp",
+            "--json",
+            "local:big.bin",
+            work.path().join("again.bin").to_str().unwrap(),
+        ],
+    )
+    .await;
+    let again = json_lines(ok(&out));
+    assert_eq!(again[0]["resumed_from"], 5u64 << 20, "{again:?}");
+    assert_eq!(again[0]["moved"], (size - (5 << 20)) as u64);
+    assert_eq!(sha256_of(&work.path().join("again.bin")), sha256_of(&src));
+    assert!(!partial.exists());
+    drop(n.near);
+}
+
+/// The temporary name `ferry` downloads `target` under.
+fn ferry_client_partial(target: &Path) -> PathBuf {
+    let name = target.file_name().unwrap().to_string_lossy();
+    target.with_file_name(format!(".{name}.ferry-part"))
+}
