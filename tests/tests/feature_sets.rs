@@ -74,6 +74,7 @@ fn every_build_resolves_shared_dependencies_alike() {
                 "ferry-common",
                 "ferry-hub",
                 "ferry-spoke",
+                "ferry-client",
                 "ferry-tests",
                 "ferry-bench",
             ],
