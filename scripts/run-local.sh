@@ -26,8 +26,9 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 echo "building ferry (first build takes a few minutes)…" >&2
-cargo build --release --quiet -p ferry-hub -p ferry-spoke
+cargo build --release --quiet -p ferry-hub -p ferry-spoke -p ferry-client
 hub_bin=${CARGO_TARGET_DIR:-$root/target}/release/ferry-hub
+ferry_bin=${CARGO_TARGET_DIR:-$root/target}/release/ferry
 spoke_bin=${CARGO_TARGET_DIR:-$root/target}/release/ferry-spoke
 
 # Secrets stay in files under .ferry-local, made once.
@@ -189,6 +190,14 @@ Every node answers the same API. Try it through spoke fra1 (copy and paste):
        -H 'content-type: application/json' -d '{"samples":[{"spoke":"ams1","rtt_ms":1},{"spoke":"fra1","rtt_ms":500}]}'
   dig @127.0.0.1 -p $dns_port api.ferry.local +short
   curl -s -H "Authorization: Bearer \$ADMIN" "$api/v1/steering?client=127.0.0.1"
+
+  # the ferry command: probes the spokes, reports to the hub, copies through
+  # the nearest one, resuming (docs/client.md)
+  export FERRY_URL=$api FERRY_API_KEY=\$KEY
+  $ferry_bin spokes
+  $ferry_bin cp README.md local:docs/README-copy.md
+  $ferry_bin ls -r --long local:
+  $ferry_bin cp local:docs/README-copy.md /tmp/
 
 Press Ctrl-C to stop.
 TXT

@@ -1,6 +1,6 @@
-//! The local network (`run-local.sh` builds the hub and the spoke), the
-//! tests (the whole workspace with dev-dependencies) and the benchmark
-//! (`ferry-bench`, then the hub and spoke) must resolve every shared
+//! The local network (`run-local.sh` builds the hub, the spoke and the
+//! client), the tests (the whole workspace with dev-dependencies) and the
+//! benchmark (`ferry-bench`, then the hub and spoke) must resolve every shared
 //! dependency with the same features, or switching between them rebuilds
 //! tokio, rustls, quinn, sqlx and OpenDAL. `workspace-hack/` pins the
 //! union; this test asks cargo for each build's feature sets and names
@@ -62,10 +62,11 @@ fn feature_sets(packages: Option<&[&str]>) -> BTreeMap<String, BTreeSet<String>>
 #[test]
 fn every_build_resolves_shared_dependencies_alike() {
     let all = feature_sets(None);
-    let builds: [(&str, &[&str]); 3] = [
+    let builds: [(&str, &[&str]); 4] = [
+        ("the benchmark's daemons", &["ferry-hub", "ferry-spoke"]),
         (
-            "run-local.sh and the benchmark's daemons",
-            &["ferry-hub", "ferry-spoke"],
+            "run-local.sh",
+            &["ferry-hub", "ferry-spoke", "ferry-client"],
         ),
         ("the benchmark", &["ferry-bench"]),
         (
