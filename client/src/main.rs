@@ -14,6 +14,29 @@ use clap::{Parser, Subcommand};
 use ferry_client::{Client, Error, Transferred};
 use serde_json::json;
 
+/// Writes a line to standard output; a reader that went away (`ferry ls |
+/// head`) ends the command quietly instead of a panic.
+macro_rules! emit {
+    ($($arg:tt)*) => {
+        out_line(&format!($($arg)*))?
+    };
+}
+
+/// Why the command stopped writing: its reader closed standard output.
+const STDOUT_CLOSED: &str = "standard output was closed";
+
+fn out_line(line: &str) -> Result<(), Error> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").map_err(|e| {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Error::Local(STDOUT_CLOSED.into())
+        } else {
+            Error::Local(format!("cannot write to standard output: {e}"))
+        }
+    })
+}
+
 /// Moves files through ferry, to and from the nearest spoke.
 #[derive(Debug, Parser)]
 #[command(name = "ferry", version)]
@@ -259,7 +282,7 @@ async fn run(cli: &Cli) -> Result<(), Error> {
             for p in &probes {
                 let used = p.spoke == using.name;
                 if cli.json {
-                    println!(
+                    emit!(
                         "{}",
                         json!({ "spoke": p.spoke, "url": p.base.as_str(), "rtt_ms": p.rtt.as_ref().ok(),
                                 "error": p.rtt.as_ref().err(), "in_use": used })
@@ -269,7 +292,7 @@ async fn run(cli: &Cli) -> Result<(), Error> {
                         Ok(ms) => format!("{ms:.2} ms"),
                         Err(e) => format!("unreachable ({e})"),
                     };
-                    println!(
+                    emit!(
                         "{}{:<12} {:<40} {rtt}",
                         if used { "* " } else { "  " },
                         p.spoke,
@@ -278,7 +301,7 @@ async fn run(cli: &Cli) -> Result<(), Error> {
                 }
             }
             if probes.is_empty() && !cli.json {
-                println!("no spokes: requests go to the hub");
+                emit!("no spokes: requests go to the hub");
             }
             return Ok(());
         }
@@ -294,20 +317,20 @@ async fn run(cli: &Cli) -> Result<(), Error> {
             let entries = client.walk(&conn, &path, *recursive).await?;
             for e in entries {
                 if cli.json {
-                    println!(
+                    emit!(
                         "{}",
                         json!({ "path": e.path, "type": e.kind, "size": e.size, "modified_at": e.modified_at, "etag": e.etag })
                     );
                 } else if *long {
                     let size = e.size.map_or_else(|| "-".into(), |s| s.to_string());
                     let kind = if e.is_folder() { "folder" } else { "file" };
-                    println!(
+                    emit!(
                         "{kind:<6} {size:>14} {:>14} {}",
                         e.modified_at.unwrap_or(0),
                         show(&e.path, e.is_folder())
                     );
                 } else {
-                    println!("{}", show(&e.path, e.is_folder()));
+                    emit!("{}", show(&e.path, e.is_folder()));
                 }
             }
             Ok(())
@@ -320,13 +343,13 @@ async fn run(cli: &Cli) -> Result<(), Error> {
                 detail: format!("no file at '{r}'"),
             })?;
             if cli.json {
-                println!(
+                emit!(
                     "{}",
                     json!({ "path": path, "size": s.size, "etag": s.etag, "content_type": s.content_type,
                             "crc64nvme": s.crc64nvme, "last_modified": s.modified })
                 );
             } else {
-                println!(
+                emit!(
                     "path          {path}\nsize          {}\netag          {}\ncontent type  {}\ncrc64nvme     {}\nlast modified {}",
                     s.size,
                     s.etag.unwrap_or_default(),
@@ -341,7 +364,7 @@ async fn run(cli: &Cli) -> Result<(), Error> {
             let (conn, path) = remote(r)?;
             client.delete(&conn, &path).await?;
             if cli.json {
-                println!("{}", json!({ "op": "rm", "path": r }));
+                emit!("{}", json!({ "op": "rm", "path": r }));
             }
             Ok(())
         }
@@ -371,8 +394,13 @@ async fn cat(client: &Client, conn: &str, path: &str) -> Result<(), Error> {
     let target = dir.path().join("cat");
     client.download(conn, path, &target, &|_, _| {}).await?;
     let mut f = std::fs::File::open(&target).map_err(|e| Error::Local(e.to_string()))?;
-    std::io::copy(&mut f, &mut std::io::stdout().lock())
-        .map_err(|e| Error::Local(format!("cannot write to standard output: {e}")))?;
+    std::io::copy(&mut f, &mut std::io::stdout().lock()).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Error::Local(STDOUT_CLOSED.into())
+        } else {
+            Error::Local(format!("cannot write to standard output: {e}"))
+        }
+    })?;
     Ok(())
 }
 
@@ -396,7 +424,7 @@ async fn copy(
             bar.done();
             let t = t?;
             if cli.json {
-                println!(
+                emit!(
                     "{}",
                     transferred_json("download", src, &target.display().to_string(), &t, &via)
                 );
@@ -449,7 +477,7 @@ async fn upload(
     bar.done();
     let t = t?;
     if cli.json {
-        println!(
+        emit!(
             "{}",
             transferred_json("upload", &source.display().to_string(), dst, &t, via)
         );
@@ -472,10 +500,11 @@ fn main() -> ExitCode {
     };
     match rt.block_on(run(&cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Error::Local(why)) if why == STDOUT_CLOSED => ExitCode::SUCCESS,
         Err(e) => {
             let usage = matches!(e, Error::Usage(_));
             if cli.json {
-                println!("{}", json!({ "error": e.to_string(), "code": e.code() }));
+                let _ = out_line(&json!({ "error": e.to_string(), "code": e.code() }).to_string());
             }
             eprintln!("ferry: {e}");
             ExitCode::from(if usage { 2 } else { 1 })
