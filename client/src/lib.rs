@@ -54,8 +54,8 @@ pub(crate) fn escape(path: &str) -> String {
 /// its error is returned.
 const ATTEMPTS: usize = 4;
 
-/// A client of one ferry network, as one account.
-#[derive(Debug)]
+/// A client of one ferry network, as one account. (Its `Debug` leaves
+/// the key out.)
 pub struct Client {
     http: reqwest::Client,
     key: String,
@@ -64,6 +64,17 @@ pub struct Client {
     endpoints: Mutex<Vec<Endpoint>>,
     /// Whether the caller named the endpoint (no probing, no moving).
     fixed: bool,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("hub", &self.hub.as_str())
+            .field("key", &"…")
+            .field("endpoints", &self.endpoints())
+            .field("fixed", &self.fixed)
+            .finish()
+    }
 }
 
 /// One entry of a listing.
@@ -127,6 +138,9 @@ impl Client {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(30))
+            // A node that stops answering (its machine gone, a connection
+            // queued forever) fails the request instead of hanging it.
+            .read_timeout(Duration::from_secs(60))
             .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::Transport(e.to_string()))?;
@@ -156,11 +170,15 @@ impl Client {
         self.endpoints.lock().expect("endpoints poisoned")[0].clone()
     }
 
-    /// Moves `failed` behind the others (it answered with a failure);
-    /// returns whether another endpoint is left to try.
+    /// Moves the endpoint `failed` belongs to (its base, or any URL below
+    /// it) behind the others; returns whether another endpoint is left to
+    /// try.
     pub(crate) fn demote(&self, failed: &url::Url) -> bool {
         let mut e = self.endpoints.lock().expect("endpoints poisoned");
-        if let Some(i) = e.iter().position(|x| &x.base == failed) {
+        if let Some(i) = e
+            .iter()
+            .position(|x| failed.as_str().starts_with(x.base.as_str()))
+        {
             let gone = e.remove(i);
             e.push(gone);
         }
@@ -368,7 +386,7 @@ pub(crate) fn file_path(conn: &str, path: &str) -> String {
     )
 }
 
-fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+pub(crate) fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
     let secs: u64 = resp
         .headers()
         .get(reqwest::header::RETRY_AFTER)?
@@ -380,8 +398,8 @@ fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
     Some(Duration::from_secs(secs.min(30)))
 }
 
-/// 200 ms, 400 ms, 800 ms…
-fn backoff(attempt: usize) -> Duration {
+/// 200 ms, 400 ms, 800 ms… up to 6.4 s.
+pub(crate) fn backoff(attempt: usize) -> Duration {
     Duration::from_millis(200 << attempt.min(5))
 }
 

@@ -89,10 +89,19 @@ impl Client {
             detail: format!("no file at '{conn}:{path}'"),
         })?;
         let part = partial_name(target);
+        // What the partial file is of: only the same version of the same
+        // file is resumed.
+        let about = partial_about(&part);
+        let this = serde_json::json!({
+            "conn": conn, "path": path, "size": stat.size, "etag": stat.etag,
+        })
+        .to_string();
+        let same = std::fs::read_to_string(&about).is_ok_and(|t| t == this);
         let mut have = match std::fs::metadata(&part) {
-            Ok(m) if m.len() <= stat.size => m.len(),
+            Ok(m) if same && m.len() <= stat.size => m.len(),
             _ => 0,
         };
+        std::fs::write(&about, &this).map_err(|e| local("cannot write", &about, e))?;
         let resumed_from = (have > 0).then_some(have);
         let mut file = std::fs::OpenOptions::new()
             .create(true)
@@ -108,7 +117,6 @@ impl Client {
         let mut failures = 0;
         while have < stat.size {
             progress.update(have, stat.size);
-            let endpoint = self.current().base;
             let etag = stat.etag.clone();
             let resp = self
                 .send(Method::GET, &file_path(conn, path), |r| {
@@ -119,11 +127,18 @@ impl Client {
                     }
                 })
                 .await?;
+            let answered_by = resp.url().clone();
             match resp.status() {
-                StatusCode::PARTIAL_CONTENT => {}
+                StatusCode::PARTIAL_CONTENT if range_start(&resp) == Some(have) => {}
+                StatusCode::PARTIAL_CONTENT => {
+                    return Err(Error::Transport(format!(
+                        "{answered_by} answered another range than bytes={have}-"
+                    )));
+                }
                 StatusCode::OK if have == 0 => {}
                 StatusCode::PRECONDITION_FAILED => {
                     let _ = std::fs::remove_file(&part);
+                    let _ = std::fs::remove_file(&about);
                     return Err(Error::Checksum(format!(
                         "'{conn}:{path}' changed while it was downloaded; run the command again"
                     )));
@@ -149,13 +164,15 @@ impl Client {
             if have < stat.size {
                 failures += 1;
                 let why = broke.unwrap_or_else(|| "the answer ended early".into());
-                eprintln_debug(&format!("download from {endpoint} broke at {have}: {why}"));
+                eprintln_debug(&format!(
+                    "download from {answered_by} broke at {have}: {why}"
+                ));
                 if failures >= FAILURES {
                     return Err(Error::Transport(format!(
                         "the download broke {failures} times; the last: {why}; run the command again to resume"
                     )));
                 }
-                if self.demote(&endpoint) {
+                if self.demote(&answered_by) {
                     failovers += 1;
                 }
             }
@@ -170,11 +187,13 @@ impl Client {
             && ferry_common::checksum::decode_crc64(theirs) != Some(crc)
         {
             let _ = std::fs::remove_file(&part);
+            let _ = std::fs::remove_file(&about);
             return Err(Error::Checksum(format!(
                 "'{conn}:{path}' arrived with CRC64/NVME {ours}, the server has {theirs}; nothing was kept"
             )));
         }
         std::fs::rename(&part, target).map_err(|e| local("cannot write", target, e))?;
+        let _ = std::fs::remove_file(&about);
         Ok(Transferred {
             size: stat.size,
             moved: have - started_at,
@@ -256,8 +275,8 @@ impl Client {
         let mut failovers = 0;
         let mut failures = 0;
         let mut file = std::fs::File::open(source).map_err(|e| local("cannot read", source, e))?;
-        // An empty file is one PATCH with no body.
-        while offset < size || (size == 0 && failures == 0 && offset == 0) {
+        // (An empty file is complete once made: nothing to append.)
+        while offset < size {
             progress.update(offset, size);
             let len = part_size.min(size - offset);
             let mut buf = vec![0u8; len as usize];
@@ -279,13 +298,15 @@ impl Client {
                 .body(buf)
                 .send()
                 .await;
+            let mut wait = None;
             let why = match sent {
                 Ok(resp) if resp.status() == StatusCode::NO_CONTENT => {
-                    offset = header_u64(&resp, "upload-offset").unwrap_or(offset + len);
-                    if size == 0 {
-                        break;
+                    let now = header_u64(&resp, "upload-offset").unwrap_or(offset + len);
+                    if now > offset {
+                        offset = now;
+                        continue;
                     }
-                    continue;
+                    format!("{} took the part but holds no more than before", resp.url())
                 }
                 Ok(resp)
                     if resp.status().is_client_error()
@@ -294,7 +315,10 @@ impl Client {
                 {
                     return Err(Error::from_response(resp).await);
                 }
-                Ok(resp) => format!("answered {}", resp.status()),
+                Ok(resp) => {
+                    wait = crate::retry_after(&resp);
+                    format!("answered {}", resp.status())
+                }
                 Err(e) => crate::error_chain(&e),
             };
             failures += 1;
@@ -309,6 +333,7 @@ impl Client {
             if self.demote(&endpoint) {
                 failovers += 1;
             }
+            tokio::time::sleep(wait.unwrap_or_else(|| crate::backoff(failures - 1))).await;
             // Where the server is now: any node knows.
             offset = match self.upload_offset(&location).await? {
                 Some(o) => o,
@@ -356,6 +381,23 @@ impl Client {
             _ => Err(Error::from_response(resp).await),
         }
     }
+}
+
+/// Where a partial download says what it is of.
+fn partial_about(part: &Path) -> PathBuf {
+    let mut name = part.as_os_str().to_owned();
+    name.push(".json");
+    PathBuf::from(name)
+}
+
+/// The first byte a `206` answer holds (`Content-Range: bytes A-B/N`).
+fn range_start(resp: &reqwest::Response) -> Option<u64> {
+    let v = resp
+        .headers()
+        .get(reqwest::header::CONTENT_RANGE)?
+        .to_str()
+        .ok()?;
+    v.strip_prefix("bytes ")?.split('-').next()?.parse().ok()
 }
 
 fn header_u64(resp: &reqwest::Response, name: &str) -> Option<u64> {

@@ -41,6 +41,8 @@ struct Faults {
     cut_response: Mutex<Option<usize>>,
     /// Cut the next request with a body after this many bytes.
     cut_request: Mutex<Option<usize>>,
+    /// Requests of this method wait this long (milliseconds) first.
+    delay_for: Mutex<Option<(http::Method, u64)>>,
     /// Requests of this method to let pass, then how many to fail (503).
     fail_after: Mutex<Option<(http::Method, usize, usize)>>,
     /// Requests seen.
@@ -126,6 +128,12 @@ impl FaultProxy {
         *self.faults.cut_response.lock().unwrap() = Some(n);
     }
 
+    /// Holds every request of `method` for `d` before it goes on (other
+    /// methods pass at once).
+    pub fn delay_method(&self, method: http::Method, d: Duration) {
+        *self.faults.delay_for.lock().unwrap() = Some((method, d.as_millis() as u64));
+    }
+
     /// Lets the next `skip` requests of `method` through, then answers the
     /// `n` after them `503` (other methods pass).
     pub fn fail_after(&self, method: http::Method, skip: usize, n: usize) {
@@ -184,6 +192,13 @@ async fn handle(
     let delay = faults.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let held = match faults.delay_for.lock().unwrap().as_ref() {
+        Some((method, ms)) if method == req.method() => *ms,
+        _ => 0,
+    };
+    if held > 0 {
+        tokio::time::sleep(Duration::from_millis(held)).await;
     }
     let counted_out = match faults.fail_after.lock().unwrap().as_mut() {
         Some((method, skip, n)) if method == req.method() => {

@@ -231,6 +231,19 @@ async fn ferry_copies_through_the_nearer_spoke_and_checks_what_arrived() {
         "the hub carried content bytes"
     );
 
+    // An empty file.
+    let empty = work.path().join("empty.txt");
+    std::fs::write(&empty, b"").unwrap();
+    ok(&ferry(
+        hub,
+        key,
+        home,
+        &["cp", empty.to_str().unwrap(), "local:empty.txt"],
+    )
+    .await);
+    let out = ferry(hub, key, home, &["stat", "--json", "local:empty.txt"]).await;
+    assert_eq!(json_lines(ok(&out))[0]["size"], 0);
+
     // ls, stat, cat, stdin, rm.
     let out = ferry(hub, key, home, &["ls", "--json", "-r", "local:"]).await;
     let listed: Vec<String> = json_lines(ok(&out))
@@ -375,26 +388,47 @@ async fn a_copy_goes_on_through_the_other_spoke_when_the_nearer_one_breaks() {
         "far sent {far_sent} bytes: the download started over"
     );
 
-    // A download interrupted and run again resumes from what was written.
-    let partial = ferry_client_partial(&work.path().join("again.bin"));
-    std::fs::write(&partial, &std::fs::read(&src).unwrap()[..(5 << 20)]).unwrap();
-    let out = ferry(
-        hub,
-        key,
-        home,
-        &[
-            "cp",
-            "--json",
-            "local:big.bin",
-            work.path().join("again.bin").to_str().unwrap(),
-        ],
-    )
-    .await;
-    let again = json_lines(ok(&out));
-    assert_eq!(again[0]["resumed_from"], 5u64 << 20, "{again:?}");
-    assert_eq!(again[0]["moved"], (size - (5 << 20)) as u64);
-    assert_eq!(sha256_of(&work.path().join("again.bin")), sha256_of(&src));
-    assert!(!partial.exists());
+    // A download interrupted and run again resumes from what was written,
+    // if the partial file is of the same version of the same file.
+    let etag = Api::new(hub.url())
+        .as_token(key)
+        .head("/v1/connections/local/files/big.bin")
+        .send()
+        .await
+        .expect(200)
+        .header("etag")
+        .unwrap();
+    let target = work.path().join("again.bin");
+    let partial = ferry_client_partial(&target);
+    let about = |etag: &str| {
+        serde_json::json!({ "conn": "local", "path": "big.bin", "size": size, "etag": etag })
+            .to_string()
+    };
+    let mut about_path = partial.clone().into_os_string();
+    about_path.push(".json");
+    let about_path = PathBuf::from(about_path);
+    for (said, resumes) in [("\"another-version\"", false), (etag.as_str(), true)] {
+        std::fs::write(&partial, &std::fs::read(&src).unwrap()[..(5 << 20)]).unwrap();
+        std::fs::write(&about_path, about(said)).unwrap();
+        let out = ferry(
+            hub,
+            key,
+            home,
+            &["cp", "--json", "local:big.bin", target.to_str().unwrap()],
+        )
+        .await;
+        let again = json_lines(ok(&out));
+        if resumes {
+            assert_eq!(again[0]["resumed_from"], 5u64 << 20, "{again:?}");
+            assert_eq!(again[0]["moved"], (size - (5 << 20)) as u64);
+        } else {
+            assert_eq!(again[0]["resumed_from"], Value::Null, "{again:?}");
+            assert_eq!(again[0]["moved"], size as u64);
+        }
+        assert_eq!(sha256_of(&target), sha256_of(&src));
+        assert!(!partial.exists() && !about_path.exists());
+        std::fs::remove_file(&target).unwrap();
+    }
     drop(n.near);
 }
 
@@ -402,4 +436,135 @@ async fn a_copy_goes_on_through_the_other_spoke_when_the_nearer_one_breaks() {
 fn ferry_client_partial(target: &Path) -> PathBuf {
     let name = target.file_name().unwrap().to_string_lossy();
     target.with_file_name(format!(".{name}.ferry-part"))
+}
+
+/// Runs `ferry ARGS` in the background, as [`ferry`] does.
+fn ferry_child(hub: &Hub, key: &str, home: &Path, args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(binary("ferry"))
+        .args(args)
+        .env_clear()
+        .env("HOME", home)
+        .env("FERRY_URL", hub.url())
+        .env("FERRY_API_KEY", key)
+        .env("FERRY_DEBUG", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (up to 30 s) until spoke `s` has taken at least `n` bytes of
+/// uploads.
+async fn until_uploaded(s: &Spoke, n: usize) {
+    let taken = ferry_tests::eventually(Duration::from_secs(30), async || {
+        bytes(&s.metrics_url(), "upload", true).await >= n as f64
+    })
+    .await;
+    assert!(taken, "{} did not take {n} bytes", s.name);
+}
+
+#[tokio::test]
+async fn an_upload_survives_its_spoke_killed_and_the_command_interrupted() {
+    let mut n = network().await;
+    let (key, home) = (n.t.key.clone(), n.home.path().to_owned());
+    let work = tempfile::tempdir().unwrap();
+    let size: usize = 48 << 20;
+    let part = 8 << 20;
+    let src = random_file(work.path(), "big.bin", size);
+    let want = sha256_of(&src);
+    // Each part waits a while at near, so the test can act between parts.
+    n.near_proxy
+        .delay_method(http::Method::PATCH, Duration::from_millis(300));
+
+    // Ctrl-C once near has two parts: the command stops; run again, it
+    // resumes the same session from what the server holds.
+    let mut child = ferry_child(
+        &n.hub,
+        &key,
+        &home,
+        &[
+            "cp",
+            "--json",
+            "--part-size",
+            "8MiB",
+            src.to_str().unwrap(),
+            "local:a.bin",
+        ],
+    );
+    until_uploaded(&n.near, 2 * part).await;
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().await.unwrap();
+    assert!(!status.success(), "interrupted, it does not say it is done");
+    let out = ferry(
+        &n.hub,
+        &key,
+        &home,
+        &[
+            "cp",
+            "--json",
+            "--part-size",
+            "8MiB",
+            src.to_str().unwrap(),
+            "local:a.bin",
+        ],
+    )
+    .await;
+    let again = json_lines(ok(&out));
+    let from = again[0]["resumed_from"].as_u64().expect("it resumed");
+    assert!(from >= (2 * part) as u64, "{again:?}");
+    assert_eq!(again[0]["moved"], (size as u64) - from);
+    let api = Api::new(n.hub.url()).as_token(&key);
+    let stored = api
+        .get("/v1/connections/local/files/a.bin")
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(ferry_tests::sha256(&stored.body), want);
+
+    // near killed while the upload is under way (the part it was about
+    // to take held at its proxy): the rest goes through
+    // far, from the offset the server holds.
+    let before_far = bytes(&n.far.metrics_url(), "upload", true).await;
+    let near_before = bytes(&n.near.metrics_url(), "upload", true).await;
+    let child = ferry_child(
+        &n.hub,
+        &key,
+        &home,
+        &[
+            "cp",
+            "--json",
+            "--part-size",
+            "8MiB",
+            src.to_str().unwrap(),
+            "local:b.bin",
+        ],
+    );
+    until_uploaded(&n.near, near_before as usize + 2 * part).await;
+    // Gone, as when its machine is: connections to it are refused.
+    n.near.kill_for_good();
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let up = json_lines(ok(&out));
+    assert_eq!(up[0]["failovers"], 1, "{up:?}");
+    let far_took = bytes(&n.far.metrics_url(), "upload", true).await - before_far;
+    assert!(
+        far_took <= (size - 2 * part) as f64,
+        "far took {far_took} bytes: more than near had not committed"
+    );
+    let stored = api
+        .get("/v1/connections/local/files/b.bin")
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(ferry_tests::sha256(&stored.body), want);
 }

@@ -392,7 +392,18 @@ async fn read_small_local(
     range: std::ops::Range<u64>,
 ) -> Result<impl Stream<Item = Result<Bytes, std::io::Error>> + Send + use<>, Problem> {
     use std::io::{Read as _, Seek as _};
-    let file = std::path::Path::new(&op.info().root()).join(path);
+    use std::path::Component;
+    // Only plain names below the root, as OpenDAL's own join allows (ferry's
+    // paths are checked long before; this keeps a later caller honest).
+    let relative = std::path::Path::new(path.trim_start_matches('/'));
+    if relative
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        let e = opendal::Error::new(opendal::ErrorKind::NotFound, "not a path below the root");
+        return Err(provider_problem(&e, op.info().scheme(), "read"));
+    }
+    let file = std::path::Path::new(&op.info().root()).join(relative);
     let permit = LOCAL_READS.acquire().await.expect("never closed");
     let read = tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
         let mut f = std::fs::File::open(&file)?;

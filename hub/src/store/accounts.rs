@@ -179,10 +179,13 @@ impl Store {
         .bind(account_id)
         .execute(&mut *tx)
         .await?;
-        Store::bump_epoch(&mut tx).await?;
+        let changed = done.rows_affected() > 0;
+        if changed {
+            Store::bump_epoch(&mut tx).await?;
+        }
         tx.commit().await?;
         self.changed_cached();
-        Ok(done.rows_affected() > 0)
+        Ok(changed)
     }
 
     /// The account a presented key belongs to, if the key is valid.
@@ -195,9 +198,11 @@ impl Store {
             return Ok(Some(account));
         }
         let ticket = self.cache.ticket();
+        // The cache's epoch as this database has it, read with the answer.
         let lookup = |pool| {
-            sqlx::query_scalar::<_, String>(
-                "SELECT account_id FROM api_keys WHERE hash = $1 AND revoked_at IS NULL",
+            sqlx::query_as::<_, (String, i64)>(
+                "SELECT account_id, (SELECT epoch FROM cache_epoch WHERE id = 1) FROM api_keys \
+                 WHERE hash = $1 AND revoked_at IS NULL",
             )
             .bind(&digest)
             .fetch_optional(pool)
@@ -205,14 +210,15 @@ impl Store {
         // A key made through another hub may not be on the replica yet:
         // one unknown there is looked for on the primary.
         let found = match lookup(self.read_pool().await).await? {
-            Some(account) => Some(account),
+            Some(found) => Some(found),
             None if self.has_replica() => lookup(&self.pool).await?,
             None => None,
         };
-        if let Some(account) = &found {
-            self.cache.keep_account(ticket, digest.clone(), account);
-        }
-        Ok(found)
+        Ok(found.map(|(account, epoch)| {
+            self.cache
+                .keep_account(ticket, epoch, digest.clone(), &account);
+            account
+        }))
     }
 }
 

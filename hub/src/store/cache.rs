@@ -16,6 +16,13 @@
 //! Only answers that grant something are kept ("this key is account A",
 //! "this is the row"); an unknown key or name is asked every time, so a
 //! key or connection just made works at once everywhere.
+//!
+//! Each lookup reads the epoch in the same query as its answer, and the
+//! answer is kept only if that is the epoch the cache last observed: an
+//! answer from a database behind it (a replica that came back late) is
+//! used once, not kept. And nothing is kept longer than [`MAX_AGE`], for
+//! what changes without bumping the epoch (a row edited by hand, a hub of
+//! an older release during an upgrade).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -29,6 +36,9 @@ pub const TRUST: Duration = Duration::from_secs(3);
 /// Entries kept at most of each kind; past it the kind starts afresh.
 const MAX_ENTRIES: usize = 50_000;
 
+/// The longest an answer is kept.
+pub const MAX_AGE: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Default)]
 struct Inner {
     /// Bumped whenever the cache is emptied: an answer read before that is
@@ -36,16 +46,24 @@ struct Inner {
     generation: u64,
     /// The last epoch read, and when.
     epoch: Option<(i64, Instant)>,
-    /// SHA-256 of an API key → its account.
-    keys: HashMap<Vec<u8>, String>,
-    /// (account, id or name) → the connection.
-    connections: HashMap<(String, String), ConnectionRow>,
+    /// SHA-256 of an API key → its account, and when it was kept.
+    keys: HashMap<Vec<u8>, (String, Instant)>,
+    /// (account, id or name) → the connection, and when it was kept.
+    connections: HashMap<(String, String), (ConnectionRow, Instant)>,
 }
 
 impl Inner {
     fn trusted(&self, now: Instant) -> bool {
         self.epoch
             .is_some_and(|(_, at)| now.saturating_duration_since(at) < TRUST)
+    }
+
+    /// Whether an answer read under `ticket`, with `epoch` read beside it,
+    /// may be kept now.
+    fn may_keep(&self, ticket: Ticket, epoch: i64, now: Instant) -> bool {
+        self.generation == ticket.0
+            && self.trusted(now)
+            && self.epoch.is_some_and(|(e, _)| e == epoch)
     }
 
     fn empty(&mut self) {
@@ -79,55 +97,64 @@ impl Cache {
 
     /// The account of the key with this digest, if known and trusted.
     pub fn account(&self, key_digest: &[u8]) -> Option<String> {
+        let now = Instant::now();
         let inner = self.lock();
-        if !inner.trusted(Instant::now()) {
+        if !inner.trusted(now) {
             return None;
         }
-        inner.keys.get(key_digest).cloned()
+        let (account, kept) = inner.keys.get(key_digest)?;
+        (now.saturating_duration_since(*kept) < MAX_AGE).then(|| account.clone())
     }
 
-    /// Keeps a key's account read under `ticket`.
-    pub fn keep_account(&self, ticket: Ticket, key_digest: Vec<u8>, account: &str) {
+    /// Keeps a key's account read under `ticket`, with `epoch` read in
+    /// the same query.
+    pub fn keep_account(&self, ticket: Ticket, epoch: i64, key_digest: Vec<u8>, account: &str) {
+        let now = Instant::now();
         let mut inner = self.lock();
-        if inner.generation != ticket.0 || !inner.trusted(Instant::now()) {
+        if !inner.may_keep(ticket, epoch, now) {
             return;
         }
         if inner.keys.len() >= MAX_ENTRIES {
             inner.keys.clear();
         }
-        inner.keys.insert(key_digest, account.to_owned());
+        inner.keys.insert(key_digest, (account.to_owned(), now));
     }
 
     /// The account's connection with this id or name, if known and trusted.
     pub fn connection(&self, account: &str, id_or_name: &str) -> Option<ConnectionRow> {
+        let now = Instant::now();
         let inner = self.lock();
-        if !inner.trusted(Instant::now()) {
+        if !inner.trusted(now) {
             return None;
         }
-        inner
+        let (row, kept) = inner
             .connections
-            .get(&(account.to_owned(), id_or_name.to_owned()))
-            .cloned()
+            .get(&(account.to_owned(), id_or_name.to_owned()))?;
+        (now.saturating_duration_since(*kept) < MAX_AGE).then(|| row.clone())
     }
 
-    /// Keeps a connection read under `ticket`.
+    /// Keeps a connection read under `ticket`, with `epoch` read in the
+    /// same query.
     pub fn keep_connection(
         &self,
         ticket: Ticket,
+        epoch: i64,
         account: &str,
         id_or_name: &str,
         row: &ConnectionRow,
     ) {
+        let now = Instant::now();
         let mut inner = self.lock();
-        if inner.generation != ticket.0 || !inner.trusted(Instant::now()) {
+        if !inner.may_keep(ticket, epoch, now) {
             return;
         }
         if inner.connections.len() >= MAX_ENTRIES {
             inner.connections.clear();
         }
-        inner
-            .connections
-            .insert((account.to_owned(), id_or_name.to_owned()), row.clone());
+        inner.connections.insert(
+            (account.to_owned(), id_or_name.to_owned()),
+            (row.clone(), now),
+        );
     }
 
     /// Forgets everything: a change was made through this hub.
@@ -135,14 +162,15 @@ impl Cache {
         self.lock().empty();
     }
 
-    /// Takes an epoch just read from the store: a new one empties the
-    /// cache; any reading renews its trust.
-    pub fn observe(&self, epoch: i64) {
+    /// Takes an epoch read from the store by a query sent at `asked`: a
+    /// new one empties the cache; any reading renews its trust, from when
+    /// it was asked.
+    pub fn observe(&self, epoch: i64, asked: Instant) {
         let mut inner = self.lock();
         if inner.epoch.is_some_and(|(e, _)| e != epoch) {
             inner.empty();
         }
-        inner.epoch = Some((epoch, Instant::now()));
+        inner.epoch = Some((epoch, asked));
     }
 }
 
@@ -165,48 +193,69 @@ mod tests {
     #[test]
     fn nothing_is_kept_before_the_epoch_is_read() {
         let c = Cache::default();
-        c.keep_account(c.ticket(), b"k".to_vec(), "acc");
+        c.keep_account(c.ticket(), 1, b"k".to_vec(), "acc");
         assert_eq!(c.account(b"k"), None);
-        c.observe(1);
-        c.keep_account(c.ticket(), b"k".to_vec(), "acc");
+        c.observe(1, Instant::now());
+        c.keep_account(c.ticket(), 1, b"k".to_vec(), "acc");
         assert_eq!(c.account(b"k").as_deref(), Some("acc"));
     }
 
     #[test]
     fn a_new_epoch_empties_it_and_the_same_one_does_not() {
         let c = Cache::default();
-        c.observe(7);
-        c.keep_connection(c.ticket(), "acc", "n", &row("con_1"));
-        c.observe(7);
+        c.observe(7, Instant::now());
+        c.keep_connection(c.ticket(), 7, "acc", "n", &row("con_1"));
+        c.observe(7, Instant::now());
         assert_eq!(
             c.connection("acc", "n").map(|r| r.id).as_deref(),
             Some("con_1")
         );
         assert_eq!(c.connection("other", "n"), None);
-        c.observe(8);
+        c.observe(8, Instant::now());
         assert_eq!(c.connection("acc", "n"), None);
     }
 
     #[test]
     fn an_answer_read_across_an_emptying_is_not_kept() {
         let c = Cache::default();
-        c.observe(1);
+        c.observe(1, Instant::now());
         let before = c.ticket();
         // A revocation commits and empties the cache while the read is
         // under way; what the read found must not be kept.
         c.empty();
-        c.keep_account(before, b"k".to_vec(), "acc");
+        c.keep_account(before, 1, b"k".to_vec(), "acc");
         assert_eq!(c.account(b"k"), None);
-        c.keep_account(c.ticket(), b"k".to_vec(), "acc");
+        c.keep_account(c.ticket(), 1, b"k".to_vec(), "acc");
         assert_eq!(c.account(b"k").as_deref(), Some("acc"));
     }
 
     #[test]
     fn an_old_reading_is_not_trusted() {
         let c = Cache::default();
-        c.observe(1);
-        c.keep_account(c.ticket(), b"k".to_vec(), "acc");
+        c.observe(1, Instant::now());
+        c.keep_account(c.ticket(), 1, b"k".to_vec(), "acc");
         c.lock().epoch = Some((1, Instant::now() - TRUST - Duration::from_millis(1)));
+        assert_eq!(c.account(b"k"), None);
+    }
+
+    #[test]
+    fn an_answer_from_a_database_behind_the_epoch_is_not_kept() {
+        let c = Cache::default();
+        // Epoch 8 observed (say, on the primary); a lagging replica still
+        // answers with epoch 7 beside its answer.
+        c.observe(8, Instant::now());
+        c.keep_account(c.ticket(), 7, b"k".to_vec(), "acc");
+        assert_eq!(c.account(b"k"), None);
+        c.keep_connection(c.ticket(), 7, "acc", "n", &row("con_1"));
+        assert_eq!(c.connection("acc", "n"), None);
+    }
+
+    #[test]
+    fn nothing_is_kept_past_its_age() {
+        let c = Cache::default();
+        c.observe(1, Instant::now());
+        c.keep_account(c.ticket(), 1, b"k".to_vec(), "acc");
+        c.lock().keys.get_mut(&b"k"[..]).unwrap().1 = Instant::now() - MAX_AGE;
         assert_eq!(c.account(b"k"), None);
     }
 }

@@ -170,20 +170,24 @@ impl Store {
             return Ok(Some(row));
         }
         let ticket = self.cache.ticket();
+        // The cache's epoch as this database has it, read with the row.
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM connections WHERE account_id = $1 AND (id = $2 OR name = $2) \
+            "SELECT {COLUMNS}, (SELECT epoch FROM cache_epoch WHERE id = 1) AS cache_epoch \
+             FROM connections WHERE account_id = $1 AND (id = $2 OR name = $2) \
              ORDER BY CASE WHEN id = $2 THEN 0 ELSE 1 END LIMIT 1"
         )))
         .bind(account_id)
         .bind(id_or_name)
         .fetch_optional(self.read_pool().await)
         .await?;
-        let row = row.as_ref().map(from_row).transpose()?;
-        if let Some(row) = &row {
-            self.cache
-                .keep_connection(ticket, account_id, id_or_name, row);
-        }
-        Ok(row)
+        let Some(found) = row else {
+            return Ok(None);
+        };
+        let row = from_row(&found)?;
+        let epoch: i64 = found.try_get("cache_epoch")?;
+        self.cache
+            .keep_connection(ticket, epoch, account_id, id_or_name, &row);
+        Ok(Some(row))
     }
 
     /// Re-seals every sealed secret in one transaction: each connection's
@@ -273,9 +277,12 @@ impl Store {
             .bind(account_id)
             .execute(&mut *tx)
             .await?;
-        Store::bump_epoch(&mut tx).await?;
+        let changed = done.rows_affected() > 0;
+        if changed {
+            Store::bump_epoch(&mut tx).await?;
+        }
         tx.commit().await?;
         self.changed_cached();
-        Ok(done.rows_affected() > 0)
+        Ok(changed)
     }
 }

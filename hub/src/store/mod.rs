@@ -278,11 +278,12 @@ impl Store {
     /// Called every second: until it has succeeded, and whenever it has not
     /// for [`cache::TRUST`], the cache is not used.
     pub async fn watch_epoch(&self) -> bool {
+        let asked = std::time::Instant::now();
         let read = sqlx::query_scalar::<_, i64>("SELECT epoch FROM cache_epoch WHERE id = 1")
             .fetch_one(self.read_pool().await);
         match tokio::time::timeout(CHECK_TIMEOUT, read).await {
             Ok(Ok(epoch)) => {
-                self.cache.observe(epoch);
+                self.cache.observe(epoch, asked);
                 true
             }
             _ => false,
