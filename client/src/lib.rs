@@ -17,7 +17,7 @@ mod transfer;
 
 pub use endpoints::{Endpoint, Probe};
 pub use error::Error;
-pub use transfer::{Progress, Transferred};
+pub use transfer::{Progress, Transferred, crc_of_file, partial_name};
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -96,6 +96,28 @@ pub struct Entry {
     /// Last change, unix milliseconds (files).
     #[serde(default)]
     pub modified_at: Option<i64>,
+    /// The checksums ferry knows (files written through ferry).
+    #[serde(default)]
+    pub checksums: Option<Checksums>,
+}
+
+/// Checksums of a file, as the API encodes them.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Checksums {
+    /// CRC64/NVME, base64 of its 8 bytes.
+    #[serde(default)]
+    pub crc64nvme: Option<String>,
+}
+
+/// A page of the account's activity feed.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Events {
+    /// The events, oldest first, as the API gives them.
+    pub events: Vec<serde_json::Value>,
+    /// Where to continue.
+    pub next_cursor: String,
+    /// Whether to ask again at once.
+    pub has_more: bool,
 }
 
 impl Entry {
@@ -335,6 +357,55 @@ impl Client {
             .map(drop)
     }
 
+    /// Makes folder `path` (and its parents); succeeds if it is there.
+    pub async fn mkdir(&self, conn: &str, path: &str) -> Result<(), Error> {
+        let q = format!(
+            "/v1/connections/{}/folders/{}",
+            escape(conn),
+            escape(path.trim_matches('/'))
+        );
+        self.ok(Method::POST, &q, |r| r).await.map(drop)
+    }
+
+    /// Copies (`moving`: moves) file `from` to `to` within `conn`.
+    pub async fn copy_within(
+        &self,
+        conn: &str,
+        from: &str,
+        to: &str,
+        overwrite: bool,
+        moving: bool,
+    ) -> Result<(), Error> {
+        let q = format!(
+            "/v1/connections/{}/{}",
+            escape(conn),
+            if moving { "move" } else { "copy" }
+        );
+        let body = serde_json::to_vec(&serde_json::json!({
+            "from": from.trim_start_matches('/'),
+            "to": to.trim_start_matches('/'),
+            "overwrite": overwrite,
+        }))
+        .unwrap_or_default();
+        self.ok(Method::POST, &q, |r| {
+            r.header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+        })
+        .await
+        .map(drop)
+    }
+
+    /// A page of the activity feed after `cursor` (from the start without).
+    pub async fn events(&self, cursor: Option<&str>, limit: usize) -> Result<Events, Error> {
+        let mut q = format!("/v1/events?limit={limit}");
+        if let Some(c) = cursor {
+            q.push_str("&cursor=");
+            q.push_str(&escape(c));
+        }
+        let resp = self.ok(Method::GET, &q, |r| r).await?;
+        read_json(resp, "the events").await
+    }
+
     /// The spokes to probe, as the hub lists them.
     pub async fn probe_targets(&self) -> Result<Vec<(String, url::Url)>, Error> {
         #[derive(Deserialize)]
@@ -366,7 +437,7 @@ impl Client {
 }
 
 /// Reads a JSON answer.
-async fn read_json<T: serde::de::DeserializeOwned>(
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     resp: reqwest::Response,
     what: &str,
 ) -> Result<T, Error> {

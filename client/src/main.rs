@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod tree;
 use ferry_client::{Client, Error, Transferred};
 use serde_json::json;
 
@@ -25,7 +27,7 @@ macro_rules! emit {
 /// Why the command stopped writing: its reader closed standard output.
 const STDOUT_CLOSED: &str = "standard output was closed";
 
-fn out_line(line: &str) -> Result<(), Error> {
+pub(crate) fn out_line(line: &str) -> Result<(), Error> {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}").map_err(|e| {
@@ -76,16 +78,60 @@ enum Command {
         #[arg(short, long)]
         long: bool,
     },
-    /// Copies a file up (local → remote) or down (remote → local).
+    /// Copies a file (or with `-r` a folder) up (local → remote) or down
+    /// (remote → local).
     Cp {
         /// Source: a local file, `-`, or `CONNECTION:PATH`.
         src: String,
         /// Target: a local file or folder, `-`, or `CONNECTION:PATH`
         /// (ending in `/` for a folder).
         dst: String,
-        /// Bytes per upload request.
-        #[arg(long, default_value = "8MiB", value_parser = parse_size)]
-        part_size: u64,
+        /// Copy a folder and everything below it.
+        #[arg(short, long)]
+        recursive: bool,
+        #[command(flatten)]
+        opts: TransferOpts,
+    },
+    /// Makes a folder match another: copies what is missing or differs
+    /// (size, or CRC64/NVME where the server knows it).
+    Sync {
+        /// The folder to copy from (local or `CONNECTION:PATH`).
+        src: String,
+        /// The folder to make match (remote if SRC is local, and the
+        /// other way round).
+        dst: String,
+        /// Also delete what DST has and SRC does not.
+        #[arg(long)]
+        delete: bool,
+        /// Say what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        opts: TransferOpts,
+    },
+    /// Moves a file within a connection.
+    Mv {
+        /// `CONNECTION:PATH`
+        src: String,
+        /// `CONNECTION:PATH` (the same connection)
+        dst: String,
+        /// Replace a file at DST.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Makes a folder (and its parents).
+    Mkdir {
+        /// `CONNECTION:PATH`
+        remote: String,
+    },
+    /// Prints the account's activity feed, oldest first.
+    Events {
+        /// Start after this cursor (an earlier `next_cursor`).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Keep waiting for new events (polls every second) until stopped.
+        #[arg(short, long)]
+        follow: bool,
     },
     /// Writes a remote file to standard output.
     Cat {
@@ -107,15 +153,26 @@ enum Command {
     Spokes,
 }
 
+/// How files move.
+#[derive(Debug, Clone, clap::Args)]
+struct TransferOpts {
+    /// Bytes per upload request; files up to this size go in one request.
+    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    part_size: u64,
+    /// Files moved at once (folders).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    transfers: u16,
+}
+
 /// A path on one side of a copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Side {
+pub(crate) enum Side {
     Remote { conn: String, path: String },
     Local(PathBuf),
     Std,
 }
 
-fn side(arg: &str) -> Side {
+pub(crate) fn side(arg: &str) -> Side {
     if arg == "-" {
         return Side::Std;
     }
@@ -215,10 +272,10 @@ fn settings(cli: &Cli) -> Result<(url::Url, String), Error> {
 }
 
 /// A progress bar on standard error when it is a terminal.
-struct Bar(Option<indicatif::ProgressBar>);
+pub(crate) struct Bar(Option<indicatif::ProgressBar>);
 
 impl Bar {
-    fn new(cli: &Cli, what: &str) -> Self {
+    pub(crate) fn new(cli: &Cli, what: &str) -> Self {
         if cli.quiet || cli.json || !std::io::stderr().is_terminal() {
             return Self(None);
         }
@@ -232,7 +289,7 @@ impl Bar {
         Self(Some(bar))
     }
 
-    fn done(&self) {
+    pub(crate) fn done(&self) {
         if let Some(b) = &self.0 {
             b.finish_and_clear();
         }
@@ -272,7 +329,7 @@ async fn run(cli: &Cli) -> Result<(), Error> {
     }
     let probe = matches!(
         cli.command,
-        Command::Cp { .. } | Command::Cat { .. } | Command::Spokes
+        Command::Cp { .. } | Command::Sync { .. } | Command::Cat { .. } | Command::Spokes
     );
     if probe {
         // The nearest spoke carries the bytes; without spokes, the hub.
@@ -375,8 +432,84 @@ async fn run(cli: &Cli) -> Result<(), Error> {
         Command::Cp {
             src,
             dst,
-            part_size,
-        } => copy(cli, &client, src, dst, *part_size).await,
+            recursive: false,
+            opts,
+        } => copy(cli, &client, src, dst, opts.part_size).await,
+        Command::Cp {
+            src,
+            dst,
+            recursive: true,
+            opts,
+        } => tree::run(cli, &client, src, dst, tree::Mode::Copy, opts).await,
+        Command::Sync {
+            src,
+            dst,
+            delete,
+            dry_run,
+            opts,
+        } => {
+            let mode = tree::Mode::Sync {
+                delete: *delete,
+                dry_run: *dry_run,
+            };
+            tree::run(cli, &client, src, dst, mode, opts).await
+        }
+        Command::Mv { src, dst, force } => {
+            let (conn, from) = remote(src)?;
+            let (conn_to, to) = remote(dst)?;
+            if conn != conn_to {
+                return Err(Error::Usage(
+                    "mv moves within one connection: download and upload between two".into(),
+                ));
+            }
+            client.copy_within(&conn, &from, &to, *force, true).await?;
+            if cli.json {
+                emit!("{}", json!({ "op": "mv", "from": src, "to": dst }));
+            }
+            Ok(())
+        }
+        Command::Mkdir { remote: r } => {
+            let (conn, path) = remote(r)?;
+            client.mkdir(&conn, &path).await?;
+            if cli.json {
+                emit!("{}", json!({ "op": "mkdir", "path": r }));
+            }
+            Ok(())
+        }
+        Command::Events { cursor, follow } => {
+            let mut cursor = cursor.clone();
+            loop {
+                let page = client.events(cursor.as_deref(), 1000).await?;
+                for e in &page.events {
+                    if cli.json {
+                        emit!("{e}");
+                    } else {
+                        emit!(
+                            "{:>8} {:<8} {:<8} {}{}",
+                            e["id"],
+                            e["type"].as_str().unwrap_or("?"),
+                            e["origin"].as_str().unwrap_or("ferry"),
+                            e["path"].as_str().unwrap_or(""),
+                            e["from"]
+                                .as_str()
+                                .map(|f| format!(" (from {f})"))
+                                .unwrap_or_default()
+                        );
+                    }
+                }
+                cursor = Some(page.next_cursor.clone());
+                if page.has_more {
+                    continue;
+                }
+                if !follow {
+                    if !cli.json && !cli.quiet {
+                        eprintln!("next cursor: {}", page.next_cursor);
+                    }
+                    return Ok(());
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
     }
 }
 

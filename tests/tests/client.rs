@@ -568,3 +568,197 @@ async fn an_upload_survives_its_spoke_killed_and_the_command_interrupted() {
         .expect(200);
     assert_eq!(ferry_tests::sha256(&stored.body), want);
 }
+
+/// The names and contents below `root`, by relative path.
+fn tree_of(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn folders_copy_and_sync_both_ways_and_the_feed_shows_them() {
+    let n = network().await;
+    let (hub, key, home) = (&n.hub, n.t.key.as_str(), n.home.path());
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    const FILES: usize = 1000;
+    for i in 0..FILES {
+        let dir = src.join(format!("d{}", i % 10));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(format!("f{i:04}.txt")),
+            format!("file {i}\n").repeat(i % 7 + 1),
+        )
+        .unwrap();
+    }
+    let hub_up = bytes(&hub.metrics_url(), "upload", false).await;
+
+    // Up, all of it, 8 at a time, through near.
+    let src_s = src.to_str().unwrap();
+    let out = ferry(
+        hub,
+        key,
+        home,
+        &[
+            "cp",
+            "-r",
+            "--json",
+            "--transfers",
+            "8",
+            src_s,
+            "local:tree",
+        ],
+    )
+    .await;
+    let up = json_lines(ok(&out));
+    assert_eq!(up.len(), FILES);
+    assert!(
+        up.iter().all(|l| l["op"] == "upload" && l["via"] == "near"),
+        "{:?}",
+        up[0]
+    );
+    assert_eq!(
+        bytes(&hub.metrics_url(), "upload", false).await,
+        hub_up,
+        "the hub carried bytes"
+    );
+
+    // Down into an empty folder: the same tree.
+    let back = work.path().join("back");
+    let out = ferry(
+        hub,
+        key,
+        home,
+        &["cp", "-r", "--json", "local:tree", back.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(json_lines(ok(&out)).len(), FILES);
+    assert_eq!(tree_of(&back), tree_of(&src));
+
+    // sync: nothing to do twice over; a change, an addition and, with
+    // --delete, a removal are carried; --dry-run changes nothing.
+    let out = ferry(hub, key, home, &["sync", "--json", src_s, "local:tree"]).await;
+    assert!(
+        json_lines(ok(&out)).is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::fs::write(src.join("d1/f0001.txt"), b"changed, same size?\n").unwrap();
+    std::fs::write(
+        src.join("d3/f0003.txt"),
+        b"file 3\nfile 3\nfile 3\nfile 4\n",
+    )
+    .unwrap();
+    std::fs::write(src.join("new.txt"), b"new\n").unwrap();
+    std::fs::remove_file(src.join("d2/f0002.txt")).unwrap();
+    let out = ferry(
+        hub,
+        key,
+        home,
+        &[
+            "sync",
+            "--json",
+            "--delete",
+            "--dry-run",
+            src_s,
+            "local:tree",
+        ],
+    )
+    .await;
+    let planned: Vec<(String, String)> = json_lines(ok(&out))
+        .iter()
+        .map(|l| {
+            (
+                l["op"].as_str().unwrap().to_owned(),
+                l["path"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let mut planned_sorted = planned.clone();
+    planned_sorted.sort();
+    assert_eq!(
+        planned_sorted,
+        [
+            ("delete", "d2/f0002.txt"),
+            ("upload", "d1/f0001.txt"),
+            ("upload", "d3/f0003.txt"),
+            ("upload", "new.txt"),
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    // (d3/f0003.txt kept its size: the CRC64/NVME tells it apart.)
+    let api = Api::new(hub.url()).as_token(key);
+    api.get("/v1/connections/local/files/tree/d2/f0002.txt")
+        .send()
+        .await
+        .expect(200);
+    let out = ferry(
+        hub,
+        key,
+        home,
+        &["sync", "--json", "--delete", src_s, "local:tree"],
+    )
+    .await;
+    assert_eq!(json_lines(ok(&out)).len(), 4);
+    api.get("/v1/connections/local/files/tree/d2/f0002.txt")
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+    let out = ferry(
+        hub,
+        key,
+        home,
+        &["sync", "--json", "--delete", src_s, "local:tree"],
+    )
+    .await;
+    assert!(json_lines(ok(&out)).is_empty());
+    // And down: back matches src again, a stray local file deleted.
+    std::fs::write(back.join("stray.txt"), b"x").unwrap();
+    let out = ferry(
+        hub,
+        key,
+        home,
+        &[
+            "sync",
+            "--json",
+            "--delete",
+            "local:tree",
+            back.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(json_lines(ok(&out)).len(), 5);
+    assert_eq!(tree_of(&back), tree_of(&src));
+
+    // mkdir, mv, and the feed: what was done is there, oldest first.
+    ok(&ferry(hub, key, home, &["mkdir", "local:archive/2026"]).await);
+    ok(&ferry(
+        hub,
+        key,
+        home,
+        &["mv", "local:tree/new.txt", "local:archive/2026/new.txt"],
+    )
+    .await);
+    let out = ferry(hub, key, home, &["stat", "local:archive/2026/new.txt"]).await;
+    ok(&out);
+    let out = ferry(hub, key, home, &["events", "--json"]).await;
+    let events = json_lines(ok(&out));
+    assert!(events.len() > FILES, "{}", events.len());
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "moved", "{last}");
+    assert_eq!(last["path"], "archive/2026/new.txt");
+    let ids: Vec<i64> = events.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+}
