@@ -18,6 +18,10 @@ use crate::{Client, Error, escape, file_path};
 /// How many failures a transfer survives before it gives up.
 const FAILURES: usize = 8;
 
+/// How many times an upload waits for a session another writer holds
+/// (about a second each): more than a dead writer's lease lasts.
+const LOCK_WAITS: usize = 30;
+
 /// Told how far a transfer is: bytes done, bytes in all.
 pub trait Progress: Send + Sync {
     /// Called as bytes arrive or leave.
@@ -280,6 +284,7 @@ impl Client {
         let started_at = offset;
         let mut failovers = 0;
         let mut failures = 0;
+        let mut waits = 0;
         let mut file = std::fs::File::open(source).map_err(|e| local("cannot read", source, e))?;
         // (An empty file is complete once made: nothing to append.)
         while offset < size {
@@ -305,6 +310,9 @@ impl Client {
                 .send()
                 .await;
             let mut wait = None;
+            // Whether the endpoint is at fault (else the session is: locked
+            // by a writer that has not let go yet, or at another offset).
+            let mut endpoint_failed = true;
             let why = match sent {
                 Ok(resp) if resp.status() == StatusCode::NO_CONTENT => {
                     let now = header_u64(&resp, "upload-offset").unwrap_or(offset + len);
@@ -315,10 +323,14 @@ impl Client {
                     format!("{} took the part but holds no more than before", resp.url())
                 }
                 Ok(resp)
-                    if resp.status().is_client_error()
-                        && resp.status() != StatusCode::CONFLICT
-                        && resp.status() != StatusCode::LOCKED =>
+                    if resp.status() == StatusCode::LOCKED
+                        || resp.status() == StatusCode::CONFLICT =>
                 {
+                    endpoint_failed = false;
+                    wait = crate::retry_after(&resp);
+                    format!("answered {}", resp.status())
+                }
+                Ok(resp) if resp.status().is_client_error() => {
                     return Err(Error::from_response(resp).await);
                 }
                 Ok(resp) => {
@@ -327,19 +339,30 @@ impl Client {
                 }
                 Err(e) => crate::error_chain(&e),
             };
-            failures += 1;
             eprintln_debug(&format!(
                 "upload through {endpoint} failed at {offset}: {why}"
             ));
-            if failures >= FAILURES {
-                return Err(Error::Transport(format!(
-                    "the upload failed {failures} times; the last: {why}; run the command again to resume"
-                )));
+            if endpoint_failed {
+                failures += 1;
+                if failures >= FAILURES {
+                    return Err(Error::Transport(format!(
+                        "the upload failed {failures} times; the last: {why}; run the command again to resume"
+                    )));
+                }
+                if self.demote(&endpoint) {
+                    failovers += 1;
+                }
+                tokio::time::sleep(wait.unwrap_or_else(|| crate::backoff(failures - 1))).await;
+            } else {
+                // A lease a dead writer held runs out within 15 s.
+                waits += 1;
+                if waits > LOCK_WAITS {
+                    return Err(Error::Transport(format!(
+                        "the upload stayed locked by another writer ({why}); run the command again to resume"
+                    )));
+                }
+                tokio::time::sleep(wait.unwrap_or(std::time::Duration::from_secs(1))).await;
             }
-            if self.demote(&endpoint) {
-                failovers += 1;
-            }
-            tokio::time::sleep(wait.unwrap_or_else(|| crate::backoff(failures - 1))).await;
             // Where the server is now: any node knows.
             offset = match self.upload_offset(&location).await? {
                 Some(o) => o,

@@ -88,28 +88,19 @@ async fn network() -> Net {
     let at = |l: &tokio::net::TcpListener| {
         format!("public_url = \"http://{}\"", l.local_addr().unwrap())
     };
+    // A spoke announcing `l` (its proxy, started below) as its address.
+    let spoke_at = |name: &str, l: &tokio::net::TcpListener| {
+        let opts = SpokeOptions {
+            steering_extra: at(l),
+            ..SpokeOptions::default()
+        };
+        Spoke::start_with(&hub, name, &hub.spoke_token(name, None), &opts)
+            .unwrap_or_else(|log| panic!("{log}"))
+    };
     let near_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let far_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let near = Spoke::start_with(
-        &hub,
-        "near",
-        &hub.spoke_token("near", None),
-        &SpokeOptions {
-            steering_extra: at(&near_l),
-            ..SpokeOptions::default()
-        },
-    )
-    .unwrap_or_else(|log| panic!("{log}"));
-    let far = Spoke::start_with(
-        &hub,
-        "far",
-        &hub.spoke_token("far", None),
-        &SpokeOptions {
-            steering_extra: at(&far_l),
-            ..SpokeOptions::default()
-        },
-    )
-    .unwrap_or_else(|log| panic!("{log}"));
+    let near = spoke_at("near", &near_l);
+    let far = spoke_at("far", &far_l);
     let near_proxy = FaultProxy::start_on(near_l, near.addr);
     let far_proxy = DelayProxy::start_on(
         far_l,

@@ -179,13 +179,8 @@ impl Store {
         .bind(account_id)
         .execute(&mut *tx)
         .await?;
-        let changed = done.rows_affected() > 0;
-        if changed {
-            Store::bump_epoch(&mut tx).await?;
-        }
-        tx.commit().await?;
-        self.changed_cached();
-        Ok(changed)
+        self.commit_cached_change(tx, done.rows_affected() > 0)
+            .await
     }
 
     /// The account a presented key belongs to, if the key is valid.

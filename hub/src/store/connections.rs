@@ -247,9 +247,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        Store::bump_epoch(&mut tx).await?;
-        tx.commit().await?;
-        self.changed_cached();
+        self.commit_cached_change(tx, true).await?;
         Ok(Ok((rows.len(), keys.len(), ca.is_some())))
     }
 
@@ -277,12 +275,7 @@ impl Store {
             .bind(account_id)
             .execute(&mut *tx)
             .await?;
-        let changed = done.rows_affected() > 0;
-        if changed {
-            Store::bump_epoch(&mut tx).await?;
-        }
-        tx.commit().await?;
-        self.changed_cached();
-        Ok(changed)
+        self.commit_cached_change(tx, done.rows_affected() > 0)
+            .await
     }
 }

@@ -306,6 +306,22 @@ impl Store {
         self.cache.empty();
     }
 
+    /// Commits a write that may have changed what hubs cache: when it did
+    /// (`changed`), the epoch is bumped in it and this hub's cache emptied
+    /// once it commits. Returns `changed`.
+    pub(crate) async fn commit_cached_change(
+        &self,
+        mut tx: WriteTx<'_>,
+        changed: bool,
+    ) -> Result<bool, StoreError> {
+        if changed {
+            Store::bump_epoch(&mut tx).await?;
+        }
+        tx.commit().await?;
+        self.changed_cached();
+        Ok(changed)
+    }
+
     /// Whether reads go to a replica.
     pub fn has_replica(&self) -> bool {
         self.replica.is_some()

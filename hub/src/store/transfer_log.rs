@@ -216,6 +216,22 @@ mod tests {
         }
     }
 
+    /// Runs `log`'s task; returns what stops it and the task, once it runs.
+    async fn start(
+        log: &std::sync::Arc<TransferLog>,
+        store: &Store,
+    ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let (log, store, stop) = (log.clone(), store.clone(), stop.clone());
+            async move { log.run(store, stop).await }
+        });
+        while !log.running.load(Ordering::Acquire) {
+            tokio::task::yield_now().await;
+        }
+        (stop, task)
+    }
+
     #[tokio::test]
     async fn entries_are_written_in_batches_and_all_of_them_at_stop() {
         let (store, _dir) = crate::store::testing::store().await;
@@ -225,14 +241,7 @@ mod tests {
         let count =
             || store.count_transfers("acc_1", Direction::Download, TransferStatus::Complete);
         assert_eq!(count().await.unwrap(), 1);
-        let stop = CancellationToken::new();
-        let task = tokio::spawn({
-            let (log, store, stop) = (log.clone(), store.clone(), stop.clone());
-            async move { log.run(store, stop).await }
-        });
-        while !log.running.load(Ordering::Acquire) {
-            tokio::task::yield_now().await;
-        }
+        let (stop, task) = start(&log, &store).await;
         for i in 1..=1234 {
             log.push(&store, download(i)).await.unwrap();
         }
@@ -252,14 +261,7 @@ mod tests {
     async fn a_recorded_entry_is_written_when_the_call_returns() {
         let (store, _dir) = crate::store::testing::store().await;
         let log = std::sync::Arc::new(TransferLog::default());
-        let stop = CancellationToken::new();
-        let task = tokio::spawn({
-            let (log, store, stop) = (log.clone(), store.clone(), stop.clone());
-            async move { log.run(store, stop).await }
-        });
-        while !log.running.load(Ordering::Acquire) {
-            tokio::task::yield_now().await;
-        }
+        let (stop, task) = start(&log, &store).await;
         let count =
             || store.count_transfers("acc_1", Direction::Download, TransferStatus::Complete);
         // Pushed entries gather; a recorded one is written with them, and
