@@ -510,7 +510,8 @@ async fn an_upload_survives_its_spoke_killed_and_the_command_interrupted() {
     .await;
     let again = json_lines(ok(&out));
     let from = again[0]["resumed_from"].as_u64().expect("it resumed");
-    assert!(from >= (2 * part) as u64, "{again:?}");
+    // (Two parts' bytes had reached near: the first, at least, recorded.)
+    assert!(from >= part as u64, "{again:?}");
     assert_eq!(again[0]["moved"], (size as u64) - from);
     let api = Api::new(n.hub.url()).as_token(&key);
     let stored = api
@@ -548,9 +549,12 @@ async fn an_upload_survives_its_spoke_killed_and_the_command_interrupted() {
     let up = json_lines(ok(&out));
     assert_eq!(up[0]["failovers"], 1, "{up:?}");
     let far_took = bytes(&n.far.metrics_url(), "upload", true).await - before_far;
+    // near had taken two parts' bytes when it died, so it had recorded
+    // the first at least (the second starts after the first's answer):
+    // no more than one part is sent again.
     assert!(
-        far_took <= (size - 2 * part) as f64,
-        "far took {far_took} bytes: more than near had not committed"
+        far_took > 0.0 && far_took <= (size - part) as f64,
+        "far took {far_took} bytes: more than one part sent again"
     );
     let stored = api
         .get("/v1/connections/local/files/b.bin")
