@@ -525,7 +525,17 @@ async fn an_upload_survives_its_spoke_killed_and_the_command_interrupted() {
     // to take held at its proxy): the rest goes through
     // far, from the offset the server holds.
     let before_far = bytes(&n.far.metrics_url(), "upload", true).await;
-    let near_before = bytes(&n.near.metrics_url(), "upload", true).await;
+    // What the interrupted run's last request still brought near has
+    // arrived: its counter stands still.
+    let mut near_before = bytes(&n.near.metrics_url(), "upload", true).await;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = bytes(&n.near.metrics_url(), "upload", true).await;
+        if now == near_before {
+            break;
+        }
+        near_before = now;
+    }
     let child = ferry_child(
         &n.hub,
         &key,
