@@ -124,6 +124,19 @@ enum Command {
         /// `CONNECTION:PATH`
         remote: String,
     },
+    /// Compares two folders (one local, one remote) without changing
+    /// anything: exit 0 when they hold the same files, 1 when not.
+    Check {
+        /// One folder (local or `CONNECTION:PATH`).
+        src: String,
+        /// The other.
+        dst: String,
+    },
+    /// Writes or shows profiles (`~/.config/ferry/config.toml`).
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Prints the account's activity feed, oldest first.
     Events {
         /// Start after this cursor (an earlier `next_cursor`).
@@ -151,6 +164,21 @@ enum Command {
     /// Probes the spokes and shows each one's round trip and the one in
     /// use.
     Spokes,
+}
+
+/// What `ferry config` does.
+#[derive(Debug, Subcommand)]
+enum ConfigAction {
+    /// Sets the profile's URL and API key; the key is read from
+    /// FERRY_API_KEY or, without it, from standard input, never from the
+    /// command line.
+    Set {
+        /// The ferry network's URL.
+        #[arg(long)]
+        url: String,
+    },
+    /// Lists the profiles: name, URL and the key's first characters.
+    Show,
 }
 
 /// How files move.
@@ -224,16 +252,9 @@ fn parse_size(s: &str) -> Result<u64, String> {
 /// api_key = "fry_…"
 /// ```
 fn settings(cli: &Cli) -> Result<(url::Url, String), Error> {
-    let profile_name = cli
-        .profile
-        .clone()
-        .or_else(|| std::env::var("FERRY_PROFILE").ok())
-        .unwrap_or_else(|| "default".into());
+    let profile_name = profile_name(cli);
     let named = cli.profile.is_some() || std::env::var_os("FERRY_PROFILE").is_some();
-    let file = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-        .map(|d| d.join("ferry").join("config.toml"));
+    let file = config_file();
     let mut profile = toml::Table::new();
     if let Some(f) = &file
         && let Ok(text) = std::fs::read_to_string(f)
@@ -269,6 +290,116 @@ fn settings(cli: &Cli) -> Result<(url::Url, String), Error> {
     let url =
         url::Url::parse(&url).map_err(|e| Error::Usage(format!("'{url}' is not a URL: {e}")))?;
     Ok((url, key))
+}
+
+/// The profile asked for: `--profile`, else FERRY_PROFILE, else `default`.
+fn profile_name(cli: &Cli) -> String {
+    cli.profile
+        .clone()
+        .or_else(|| std::env::var("FERRY_PROFILE").ok())
+        .unwrap_or_else(|| "default".into())
+}
+
+/// `$XDG_CONFIG_HOME/ferry/config.toml`, else `~/.config/ferry/config.toml`.
+fn config_file() -> Option<PathBuf> {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .map(|d| d.join("ferry").join("config.toml"))
+}
+
+/// `ferry config`: needs neither a network nor a key.
+fn config(cli: &Cli, action: &ConfigAction) -> Result<(), Error> {
+    let file = config_file()
+        .ok_or_else(|| Error::Usage("set HOME or XDG_CONFIG_HOME for the configuration".into()))?;
+    let mut all: toml::Table = match std::fs::read_to_string(&file) {
+        Ok(text) => text
+            .parse()
+            .map_err(|e| Error::Usage(format!("{} does not read: {e}", file.display())))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
+        Err(e) => return Err(Error::Local(format!("cannot read {}: {e}", file.display()))),
+    };
+    match action {
+        ConfigAction::Show => {
+            let profiles = all.get("profiles").and_then(|p| p.as_table());
+            for (name, p) in profiles.into_iter().flatten() {
+                let get = |k: &str| p.get(k).and_then(|v| v.as_str()).unwrap_or("");
+                let key = get("api_key");
+                let shown = format!("{}…", key.chars().take(8).collect::<String>());
+                if cli.json {
+                    emit!(
+                        "{}",
+                        json!({ "profile": name, "url": get("url"), "api_key": shown })
+                    );
+                } else {
+                    emit!("{name:<12} {:<40} {shown}", get("url"));
+                }
+            }
+            Ok(())
+        }
+        ConfigAction::Set { url } => {
+            url::Url::parse(url).map_err(|e| Error::Usage(format!("'{url}' is not a URL: {e}")))?;
+            let key = match std::env::var("FERRY_API_KEY") {
+                Ok(k) => k,
+                Err(_) => {
+                    if std::io::stdin().is_terminal() {
+                        eprint!("API key: ");
+                    }
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .map_err(|e| Error::Local(format!("cannot read the key: {e}")))?;
+                    line.trim().to_owned()
+                }
+            };
+            if key.is_empty() {
+                return Err(Error::Usage(
+                    "no API key: set FERRY_API_KEY or type it".into(),
+                ));
+            }
+            let name = profile_name(cli);
+            let profiles = all
+                .entry("profiles")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| {
+                    Error::Usage(format!("{}: 'profiles' is not a table", file.display()))
+                })?;
+            let mut p = toml::Table::new();
+            p.insert("url".into(), toml::Value::String(url.clone()));
+            p.insert("api_key".into(), toml::Value::String(key));
+            profiles.insert(name.clone(), toml::Value::Table(p));
+            let text = toml::to_string(&all).map_err(|e| Error::Local(e.to_string()))?;
+            write_private(&file, &text)?;
+            if !cli.quiet {
+                eprintln!("ferry: profile '{name}' written to {}", file.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Writes `text` to `file` readable by its owner only, through a
+/// temporary file renamed into place.
+fn write_private(file: &Path, text: &str) -> Result<(), Error> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = file.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Local(format!("cannot write {}: {e}", dir.display())))?;
+    let tmp = dir.join(".config.toml.new");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| Error::Local(format!("cannot write {}: {e}", tmp.display())))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::Local(format!("cannot write {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, file)
+        .map_err(|e| Error::Local(format!("cannot write {}: {e}", file.display())))
 }
 
 /// A progress bar on standard error when it is a terminal.
@@ -320,6 +451,9 @@ fn transferred_json(
 }
 
 async fn run(cli: &Cli) -> Result<(), Error> {
+    if let Command::Config { action } = &cli.command {
+        return config(cli, action);
+    }
     let (url, key) = settings(cli)?;
     let mut client = Client::new(url, key)?;
     if let Some(e) = &cli.endpoint {
@@ -454,6 +588,8 @@ async fn run(cli: &Cli) -> Result<(), Error> {
             };
             tree::run(cli, &client, src, dst, mode, opts).await
         }
+        Command::Check { src, dst } => tree::check(cli, &client, src, dst).await,
+        Command::Config { .. } => Ok(()),
         Command::Mv { src, dst, force } => {
             let (conn, from) = remote(src)?;
             let (conn_to, to) = remote(dst)?;

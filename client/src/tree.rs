@@ -320,3 +320,74 @@ async fn act(
             .map_err(|e| Error::Local(format!("cannot delete {rel}: {e}"))),
     }
 }
+
+/// `ferry check`: compares folder `a` with folder `b` (one local, one
+/// remote) and changes nothing. Each file is `same` (size and, where the
+/// server knows it, CRC64/NVME), `differs`, `only-local`, `only-remote`,
+/// or `unverified` (same size, no CRC64/NVME at the server). Prints every
+/// file but the same ones; fails (exit 1) when any is not the same.
+pub(crate) async fn check(cli: &Cli, client: &Client, a: &str, b: &str) -> Result<(), Error> {
+    let (local_root, conn, dir) = match (side(a), side(b)) {
+        (Side::Local(l), Side::Remote { conn, path })
+        | (Side::Remote { conn, path }, Side::Local(l)) => (l, conn, path),
+        _ => {
+            return Err(Error::Usage(
+                "one folder must be local and the other remote (CONNECTION:PATH)".into(),
+            ));
+        }
+    };
+    if !local_root.is_dir() {
+        return Err(Error::Local(format!(
+            "{} is not a folder",
+            local_root.display()
+        )));
+    }
+    let local = local_files(&local_root)?;
+    let remote = remote_files(client, &conn, &dir).await?;
+    let mut report: Vec<(&str, &String)> = Vec::new();
+    for (rel, k) in &local {
+        let verdict = match remote.get(rel) {
+            None => "only-local",
+            Some(theirs) if theirs.size != k.size => "differs",
+            Some(Known { crc: None, .. }) => "unverified",
+            Some(theirs) => {
+                if differs(&local_root.join(rel), theirs, k.size)? {
+                    "differs"
+                } else {
+                    "same"
+                }
+            }
+        };
+        report.push((verdict, rel));
+    }
+    for rel in remote.keys().filter(|r| !local.contains_key(*r)) {
+        report.push(("only-remote", rel));
+    }
+    report.sort_by(|x, y| x.1.cmp(y.1));
+    let mut off = 0;
+    for (verdict, rel) in &report {
+        if *verdict == "same" {
+            continue;
+        }
+        off += 1;
+        if cli.json {
+            out_line(&json!({ "path": rel, "verdict": verdict }).to_string())?;
+        } else {
+            out_line(&format!("{verdict:<12} {rel}"))?;
+        }
+    }
+    if !cli.quiet && !cli.json {
+        eprintln!(
+            "ferry: {} files compared, {} the same, {off} not",
+            report.len(),
+            report.len() - off
+        );
+    }
+    if off > 0 {
+        return Err(Error::Checksum(format!(
+            "{off} of {} files are not the same on both sides",
+            report.len()
+        )));
+    }
+    Ok(())
+}

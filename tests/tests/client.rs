@@ -264,6 +264,41 @@ async fn ferry_copies_through_the_nearer_spoke_and_checks_what_arrived() {
     let out = ferry(hub, key, home, &["stat", "local:notes/hello.txt"]).await;
     assert_eq!(out.status.code(), Some(1));
 
+    // A profile written by `ferry config set` (the key from the
+    // environment, never the command line), shown without its key, used
+    // with nothing else set.
+    let cfg_home = tempfile::tempdir().unwrap();
+    let bare = |args: &[&str], with_key: bool| {
+        let mut cmd = std::process::Command::new(binary("ferry"));
+        cmd.args(args).env_clear().env("HOME", cfg_home.path());
+        if with_key {
+            cmd.env("FERRY_API_KEY", key);
+        }
+        cmd.output().unwrap()
+    };
+    ok(&bare(
+        &["--profile", "work", "config", "set", "--url", &hub.url()],
+        true,
+    ));
+    let file = cfg_home.path().join(".config/ferry/config.toml");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let out = bare(&["config", "show", "--json"], false);
+    let shown = json_lines(ok(&out));
+    assert_eq!(shown[0]["profile"], "work");
+    assert_eq!(shown[0]["url"], hub.url());
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(key),
+        "the key is shown"
+    );
+    let out = bare(&["--profile", "work", "ls", "local:up"], false);
+    assert_eq!(String::from_utf8_lossy(&ok(&out).stdout), "up/big.bin\n");
+    let out = bare(&["ls", "local:up"], false);
+    assert_eq!(out.status.code(), Some(2), "no default profile, no URL");
+
     // Bad input: clear words, documented exit codes, nothing left behind.
     let out = ferry(hub, "fry_not-a-key", home, &["ls", "local:"]).await;
     assert_eq!(out.status.code(), Some(1));
@@ -746,6 +781,31 @@ async fn folders_copy_and_sync_both_ways_and_the_feed_shows_them() {
     .await;
     assert_eq!(json_lines(ok(&out)).len(), 5);
     assert_eq!(tree_of(&back), tree_of(&src));
+
+    // check: the same on both sides, then one file changed locally.
+    ok(&ferry(hub, key, home, &["check", src_s, "local:tree"]).await);
+    std::fs::write(
+        src.join("d5/f0005.txt"),
+        b"file 5\nfile 5\nfile 5\nfile 5\nfile 5\nfile X\n",
+    )
+    .unwrap();
+    let out = ferry(hub, key, home, &["check", "--json", "local:tree", src_s]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let lines = json_lines(&out);
+    let verdicts: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l.get("verdict").is_some())
+        .collect();
+    assert_eq!(verdicts.len(), 1, "{lines:?}");
+    // (With --json the failure is the last line too.)
+    assert!(
+        lines.last().unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("1 of 1000")
+    );
+    assert_eq!(verdicts[0]["path"], "d5/f0005.txt");
+    assert_eq!(verdicts[0]["verdict"], "differs");
 
     // mkdir, mv, and the feed: what was done is there, oldest first.
     ok(&ferry(hub, key, home, &["mkdir", "local:archive/2026"]).await);
