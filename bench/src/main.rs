@@ -5,6 +5,7 @@
 //! is the median of several runs. Nothing here asserts a time.
 
 mod client;
+mod clientcp;
 mod dns;
 mod index;
 mod nginx;
@@ -35,7 +36,7 @@ struct Args {
     /// Only these scenarios (comma-separated): transfer (or download,
     /// upload), memory, sweep, control, tunnel, recovery, resumable,
     /// resumable_s3 (needs moto: ./scripts/install-test-deps.sh), s3 (needs
-    /// s3s-fs: ./scripts/install-test-deps.sh --bench), dns, index.
+    /// s3s-fs: ./scripts/install-test-deps.sh --bench), dns, index, client.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to write results.json and the charts.
@@ -56,8 +57,9 @@ struct Args {
     /// --out), measuring nothing.
     #[arg(long, value_name = "FILE")]
     charts_from: Option<PathBuf>,
-    /// Do not build ferry-hub and ferry-spoke first (use the binaries beside
-    /// this one, or FERRY_HUB_BIN / FERRY_SPOKE_BIN).
+    /// Do not build ferry-hub, ferry-spoke and ferry first (use the
+    /// binaries beside this one, or FERRY_HUB_BIN / FERRY_SPOKE_BIN /
+    /// FERRY_FERRY_BIN).
     #[arg(long)]
     no_build: bool,
 }
@@ -158,11 +160,20 @@ fn build_daemons() -> anyhow::Result<()> {
         .unwrap_or("debug")
         .to_owned();
     let mut cmd = std::process::Command::new(cargo);
-    cmd.args(["build", "--bins", "-p", "ferry-hub", "-p", "ferry-spoke"]);
+    cmd.args([
+        "build",
+        "--bins",
+        "-p",
+        "ferry-hub",
+        "-p",
+        "ferry-spoke",
+        "-p",
+        "ferry-client",
+    ]);
     // What `cargo run` tells this binary about its own package is no
     // setting for the build: left in, it reaches build scripts (ring's
     // reads CARGO_MANIFEST_DIR) and makes this build differ from
-    // `cargo build -p ferry-hub -p ferry-spoke` typed in a shell
+    // `cargo build -p ferry-hub -p ferry-spoke -p ferry-client` typed in a shell
     // (`scripts/run-local.sh`), so that each rebuilt ring, rustls, quinn
     // and sqlx after the other.
     for (name, _) in std::env::vars_os() {
@@ -174,7 +185,7 @@ fn build_daemons() -> anyhow::Result<()> {
     if profile == "release" {
         cmd.arg("--release");
     }
-    eprintln!("building ferry-hub and ferry-spoke ({profile})…");
+    eprintln!("building ferry-hub, ferry-spoke and ferry ({profile})…");
     let status = cmd.status()?;
     anyhow::ensure!(status.success(), "building the daemons failed");
     Ok(())

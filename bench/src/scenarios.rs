@@ -158,6 +158,14 @@ async fn measure(
             crate::index::index(rig, plan).await.context("index")?,
         ));
     }
+    if want("client") {
+        results.push((
+            "client",
+            crate::clientcp::client_cp(rig, plan)
+                .await
+                .context("client")?,
+        ));
+    }
     for (name, (table, figures)) in results {
         tables.push_str(&table);
         json[name] = figures;

@@ -117,6 +117,24 @@ impl Client {
             .map_err(|e| local("cannot write", &part, e))?;
         file.seek(std::io::SeekFrom::Start(have))
             .map_err(|e| local("cannot write", &part, e))?;
+        // The CRC64/NVME is computed as the bytes arrive (the prefix an
+        // earlier run left is read once), not by reading the file again.
+        let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme);
+        if have > 0 {
+            let mut prefix = std::fs::File::open(&part)
+                .map_err(|e| local("cannot read", &part, e))?
+                .take(have);
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = prefix
+                    .read(&mut buf)
+                    .map_err(|e| local("cannot read", &part, e))?;
+                if n == 0 {
+                    break;
+                }
+                digest.update(&buf[..n]);
+            }
+        }
         let started_at = have;
         let mut failovers = 0;
         let mut failures = 0;
@@ -157,6 +175,7 @@ impl Client {
                     Ok(b) => {
                         file.write_all(&b)
                             .map_err(|e| local("cannot write", &part, e))?;
+                        digest.update(&b);
                         have += b.len() as u64;
                         progress.update(have, stat.size);
                     }
@@ -186,7 +205,7 @@ impl Client {
             .map_err(|e| local("cannot write", &part, e))?;
         drop(file);
         progress.update(have, stat.size);
-        let crc = crc_of_file(&part)?;
+        let crc = digest.finalize();
         let ours = ferry_common::checksum::encode_crc64(crc);
         if let Some(theirs) = &stat.crc64nvme
             && ferry_common::checksum::decode_crc64(theirs) != Some(crc)

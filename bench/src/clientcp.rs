@@ -1,0 +1,151 @@
+//! Scenario 12: the `ferry` command against curl. A large file up and
+//! down through the same spoke (named with `--endpoint`, so both take the
+//! same path): curl sends it in one `PUT` and fetches it in one `GET`;
+//! `ferry cp` uploads through the resumable protocol (64 MiB parts) and
+//! downloads into a temporary name, checking the CRC64/NVME of the whole
+//! file before renaming it — work curl does not do, in the time measured.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context as _, ensure};
+use serde_json::{Value, json};
+
+use crate::Plan;
+use crate::report::Table;
+use crate::rig::{Rig, Via};
+use crate::scenarios::{Series, in_rotation, timed_on};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tool {
+    Curl,
+    Ferry,
+}
+
+fn run(mut cmd: Command, what: &str) -> anyhow::Result<()> {
+    let out = cmd.output().with_context(|| format!("cannot run {what}"))?;
+    ensure!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+pub async fn client_cp(rig: &Rig, plan: &Plan) -> anyhow::Result<(String, Value)> {
+    let ferry = ferry_tests::hub::binary("ferry");
+    let size = plan.transfer;
+    let work = tempfile::tempdir()?;
+    let file = work.path().join("up.bin");
+    {
+        use std::io::Write as _;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&file)?);
+        let block: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(block.len() as u64) as usize;
+            f.write_all(&block[..n])?;
+            left -= n as u64;
+        }
+    }
+    let spoke = format!("http://{}", rig.addr(Via::Spoke));
+    let key = rig.tenant.key.clone();
+    let home = work.path().join("home");
+    std::fs::create_dir_all(&home)?;
+    let down = work.path().join("down.bin");
+    let pids = [rig.pid(Via::Spoke), rig.pid(Via::Hub)];
+    let curl = |args: &[&str]| {
+        let mut c = Command::new("curl");
+        c.args([
+            "-sS",
+            "--fail",
+            "-H",
+            &format!("Authorization: Bearer {key}"),
+        ])
+        .args(args);
+        c
+    };
+    let ferry_cmd = |args: &[&str]| {
+        let mut c = Command::new(&ferry);
+        c.args(["--quiet", "--endpoint", &spoke])
+            .args(args)
+            .env_clear()
+            .env("HOME", &home)
+            .env("FERRY_URL", &spoke)
+            .env("FERRY_API_KEY", &key);
+        c
+    };
+    let file_s = file.to_str().context("a UTF-8 path")?.to_owned();
+    let down_s = down.to_str().context("a UTF-8 path")?.to_owned();
+    let mut up: [Series; 2] = Default::default();
+    let mut dn: [Series; 2] = Default::default();
+    let tools = [Tool::Curl, Tool::Ferry];
+    for r in 0..plan.runs {
+        let got = in_rotation(&tools, r, async |tool| {
+            let name = match tool {
+                Tool::Curl => "cl/curl.bin",
+                Tool::Ferry => "cl/ferry.bin",
+            };
+            let url = format!("{spoke}/v1/connections/local/files/{name}");
+            let put = timed_on(&pids, size, async {
+                match tool {
+                    Tool::Curl => run(
+                        curl(&["-X", "PUT", "-o", "/dev/null", "-T", &file_s, &url]),
+                        "curl",
+                    ),
+                    Tool::Ferry => run(
+                        ferry_cmd(&[
+                            "cp",
+                            "--part-size",
+                            "64MiB",
+                            &file_s,
+                            &format!("local:{name}"),
+                        ]),
+                        "ferry cp up",
+                    ),
+                }
+            })
+            .await?;
+            let _ = std::fs::remove_file(&down);
+            let get = timed_on(&pids, size, async {
+                match tool {
+                    Tool::Curl => run(curl(&["-o", &down_s, &url]), "curl")?,
+                    Tool::Ferry => run(
+                        ferry_cmd(&["cp", &format!("local:{name}"), &down_s]),
+                        "ferry cp down",
+                    )?,
+                }
+                let got = std::fs::metadata(Path::new(&down))?.len();
+                ensure!(got == size, "downloaded {got} of {size} bytes");
+                Ok(())
+            })
+            .await?;
+            Ok((put, get))
+        })
+        .await?;
+        for (i, (put, get)) in got.iter().enumerate() {
+            up[i].push(*put, (i > 0).then_some(got[0].0));
+            dn[i].push(*get, (i > 0).then_some(got[0].1));
+        }
+        eprintln!("client: run {} of {} done", r + 1, plan.runs);
+    }
+    let names = ["curl, one request", "ferry cp"];
+    let mut t = Table::new(
+        format!(
+            "12. The ferry command against curl: {} MiB through one spoke, up then down (MB/s; ratio to curl; CPU-s per GiB of the spoke; path: spoke and hub)",
+            size / 1048576
+        ),
+        &Series::COLUMNS,
+    );
+    for (dir, series) in [("up", &up), ("down", &dn)] {
+        for (i, s) in series.iter().enumerate() {
+            t.row(s.row(&format!("{dir}: {}", names[i]), i == 0));
+        }
+    }
+    let figures = json!({
+        "bytes": size,
+        "upload": { "curl": up[0].json(), "ferry": up[1].json() },
+        "download": { "curl": dn[0].json(), "ferry": dn[1].json() },
+    });
+    Ok((t.render(), figures))
+}
