@@ -12,9 +12,8 @@ use anyhow::{Context as _, ensure};
 use serde_json::{Value, json};
 
 use crate::Plan;
-use crate::report::Table;
 use crate::rig::{Rig, Via};
-use crate::scenarios::{Series, in_rotation, timed_on};
+use crate::scenarios::{Series, in_rotation, push_up_down, timed_on, up_down_table};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tool {
@@ -123,25 +122,18 @@ pub async fn client_cp(rig: &Rig, plan: &Plan) -> anyhow::Result<(String, Value)
             Ok((put, get))
         })
         .await?;
-        for (i, (put, get)) in got.iter().enumerate() {
-            up[i].push(*put, (i > 0).then_some(got[0].0));
-            dn[i].push(*get, (i > 0).then_some(got[0].1));
-        }
+        push_up_down(&mut up, &mut dn, &got);
         eprintln!("client: run {} of {} done", r + 1, plan.runs);
     }
-    let names = ["curl, one request", "ferry cp"];
-    let mut t = Table::new(
+    let t = up_down_table(
         format!(
             "12. The ferry command against curl: {} MiB through one spoke, up then down (MB/s; ratio to curl; CPU-s per GiB of the spoke; path: spoke and hub)",
             size / 1048576
         ),
-        &Series::COLUMNS,
+        &["curl, one request", "ferry cp"],
+        &up,
+        &dn,
     );
-    for (dir, series) in [("up", &up), ("down", &dn)] {
-        for (i, s) in series.iter().enumerate() {
-            t.row(s.row(&format!("{dir}: {}", names[i]), i == 0));
-        }
-    }
     let figures = json!({
         "bytes": size,
         "upload": { "curl": up[0].json(), "ferry": up[1].json() },

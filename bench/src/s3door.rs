@@ -15,9 +15,8 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::client::{self, Target};
-use crate::report::Table;
 use crate::rig::{Rig, Via};
-use crate::scenarios::{Series, in_rotation, timed_on};
+use crate::scenarios::{Series, in_rotation, push_up_down, timed_on, up_down_table};
 
 const AWS: &str = "/usr/bin/aws";
 const ACCESS_KEY: &str = "benchaccesskey";
@@ -241,10 +240,7 @@ pub async fn s3_door(rig: &mut Rig, plan: &crate::Plan) -> anyhow::Result<(Strin
             Ok((put, get))
         })
         .await?;
-        for (i, (put, get)) in got.iter().enumerate() {
-            up[i].push(*put, (i > 0).then_some(got[0].0));
-            dn[i].push(*get, (i > 0).then_some(got[0].1));
-        }
+        push_up_down(&mut up, &mut dn, &got);
         eprintln!("s3: run {} of {} done", run + 1, plan.runs);
     }
 
@@ -253,18 +249,15 @@ pub async fn s3_door(rig: &mut Rig, plan: &crate::Plan) -> anyhow::Result<(Strin
         "aws s3 cp, the spoke's S3 door",
         "ferry's API, the same spoke",
     ];
-    let mut t = Table::new(
+    let t = up_down_table(
         format!(
             "10. The S3 door: {} MiB with s3s-fs, up then down (MB/s; ratio to the AWS CLI with s3s-fs directly; CPU-s per GiB of s3s-fs (directly) or the spoke; path: spoke, hub and s3s-fs)",
             size / 1048576
         ),
-        &Series::COLUMNS,
+        &names,
+        &up,
+        &dn,
     );
-    for (dir, series) in [("up", &up), ("down", &dn)] {
-        for (i, s) in series.iter().enumerate() {
-            t.row(s.row(&format!("{dir}: {}", names[i]), i == 0));
-        }
-    }
     let figures = json!({
         "bytes": size,
         "server": "s3s-fs 0.14.1",

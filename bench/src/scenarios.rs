@@ -324,6 +324,27 @@ impl Series {
     }
 }
 
+/// A table of up and down series, one row per way, `names[i]` for the
+/// i-th (the first is the baseline), and the per-run rows folded in.
+pub(crate) fn up_down_table(title: String, names: &[&str], up: &[Series], dn: &[Series]) -> Table {
+    let mut t = Table::new(title, &Series::COLUMNS);
+    for (dir, series) in [("up", up), ("down", dn)] {
+        for (i, s) in series.iter().enumerate() {
+            t.row(s.row(&format!("{dir}: {}", names[i]), i == 0));
+        }
+    }
+    t
+}
+
+/// Adds one run's (upload, download) samples of each way, the first
+/// way's being the baseline of the others.
+pub(crate) fn push_up_down(up: &mut [Series], dn: &mut [Series], got: &[(Sample, Sample)]) {
+    for (i, (put, get)) in got.iter().enumerate() {
+        up[i].push(*put, (i > 0).then_some(got[0].0));
+        dn[i].push(*get, (i > 0).then_some(got[0].1));
+    }
+}
+
 /// Scenario 1: A large download and upload: direct, through a spoke, through nginx.
 async fn transfer(
     rig: &Rig,

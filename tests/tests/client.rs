@@ -503,21 +503,11 @@ async fn an_upload_survives_its_spoke_killed_and_the_command_interrupted() {
     n.near_proxy
         .delay_method(http::Method::PATCH, Duration::from_millis(300));
 
+    let src_s = src.to_str().unwrap();
+    let up = |to: &'static str| ["cp", "--json", "--part-size", "8MiB", src_s, to];
     // Ctrl-C once near has two parts: the command stops; run again, it
     // resumes the same session from what the server holds.
-    let mut child = ferry_child(
-        &n.hub,
-        &key,
-        &home,
-        &[
-            "cp",
-            "--json",
-            "--part-size",
-            "8MiB",
-            src.to_str().unwrap(),
-            "local:a.bin",
-        ],
-    );
+    let mut child = ferry_child(&n.hub, &key, &home, &up("local:a.bin"));
     until_uploaded(&n.near, 2 * part).await;
     let pid = child.id().unwrap().to_string();
     assert!(
@@ -529,20 +519,7 @@ async fn an_upload_survives_its_spoke_killed_and_the_command_interrupted() {
     );
     let status = child.wait().await.unwrap();
     assert!(!status.success(), "interrupted, it does not say it is done");
-    let out = ferry(
-        &n.hub,
-        &key,
-        &home,
-        &[
-            "cp",
-            "--json",
-            "--part-size",
-            "8MiB",
-            src.to_str().unwrap(),
-            "local:a.bin",
-        ],
-    )
-    .await;
+    let out = ferry(&n.hub, &key, &home, &up("local:a.bin")).await;
     let again = json_lines(ok(&out));
     let from = again[0]["resumed_from"].as_u64().expect("it resumed");
     // (Two parts' bytes had reached near: the first, at least, recorded.)
@@ -571,19 +548,7 @@ async fn an_upload_survives_its_spoke_killed_and_the_command_interrupted() {
         }
         near_before = now;
     }
-    let child = ferry_child(
-        &n.hub,
-        &key,
-        &home,
-        &[
-            "cp",
-            "--json",
-            "--part-size",
-            "8MiB",
-            src.to_str().unwrap(),
-            "local:b.bin",
-        ],
-    );
+    let child = ferry_child(&n.hub, &key, &home, &up("local:b.bin"));
     until_uploaded(&n.near, near_before as usize + 2 * part).await;
     // Gone, as when its machine is: connections to it are refused.
     n.near.kill_for_good();
