@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the ferry-hub and ferry-spoke Debian packages with dpkg-deb.
+# Builds the ferry-hub, ferry-spoke and ferry (the client command) Debian
+# packages with dpkg-deb.
 #
 #   ./scripts/build-deb.sh                    release build, packages in target/debian/
 #   ./scripts/build-deb.sh --profile debug    package the debug binaries (what the tests do)
@@ -7,7 +8,8 @@
 #   ./scripts/build-deb.sh --no-build         package binaries already built
 #   ./scripts/build-deb.sh --compress none    dpkg-deb's compressor (default xz)
 #
-# Each package installs its binary in /usr/bin, its systemd unit, example
+# The ferry package installs the command and its documentation only. Each
+# daemon's package installs its binary in /usr/bin, its systemd unit, example
 # configurations under /etc/ferry/ (conffiles), its documentation, and on
 # install a system user (ferry, ferry-spoke). The unit is enabled, and
 # started only once /etc/ferry/hub.toml (spoke.toml) exists.
@@ -33,7 +35,7 @@ case "$profile" in
 esac
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 if [ "$build" -eq 1 ]; then
-  (cd "$root" && cargo build $flag -p ferry-hub -p ferry-spoke --bins)
+  (cd "$root" && cargo build $flag -p ferry-hub -p ferry-spoke -p ferry-client --bins)
 fi
 version=$(sed -n '/^\[workspace.package\]/,/^\[/ s/^version = "\(.*\)"/\1/p' "$root/Cargo.toml")
 arch=$(dpkg --print-architecture)
@@ -144,3 +146,46 @@ package ferry-hub ferry /var/lib/ferry "ferry hub: API, metadata, tunnels and st
   hub.example.toml hub-region.example.toml
 package ferry-spoke ferry-spoke /var/lib/ferry-spoke "ferry spoke: the edge daemon near clients" \
   spoke.example.toml
+
+# The client: the command and its documentation, no service, no user.
+package_client() {
+  local stage
+  stage=$(mktemp -d)
+  trap 'rm -rf "$stage"' RETURN
+  install -D -m 0755 "$target_dir/$dir/ferry" "$stage/usr/bin/ferry"
+  local doc="$stage/usr/share/doc/ferry"
+  install -D -m 0644 "$root/README.md" "$doc/README.md"
+  install -D -m 0644 "$root/docs/client.md" "$doc/client.md"
+  cat > "$doc/copyright" <<TXT
+Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Upstream-Name: ferry
+License: Apache-2.0
+
+Files: *
+License: Apache-2.0
+ On Debian systems the full text is in /usr/share/common-licenses/Apache-2.0.
+TXT
+  mkdir -p "$stage/DEBIAN"
+  local size
+  size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
+  cat > "$stage/DEBIAN/control" <<TXT
+Package: ferry
+Version: $version
+Architecture: $arch
+Maintainer: ferry maintainers <ferry@example.org>
+Section: net
+Priority: optional
+Installed-Size: $size
+Depends: libc6 (>= 2.34)
+Homepage: https://example.org/ferry
+Description: ferry client: copy and sync files through the nearest spoke
+ The ferry command moves files between a computer and the storage behind
+ a ferry network: it finds the nearest spoke, resumes transfers, moves to
+ another spoke when one fails and checks every file end to end.
+TXT
+  local deb="$out/ferry_${version}_${arch}.deb"
+  dpkg-deb --root-owner-group -Z"$compress" --build "$stage" "$deb" >/dev/null
+  echo "$deb"
+}
+
+package_client

@@ -217,7 +217,32 @@ fn the_debian_packages_hold_binary_unit_configs_and_make_the_user() {
         ])
         .arg(out.path()));
     let debs: Vec<PathBuf> = built.lines().map(PathBuf::from).collect();
-    assert_eq!(debs.len(), 2, "{built}");
+    assert_eq!(debs.len(), 3, "{built}");
+    // The client's package: the command and its documentation, nothing to
+    // run as a service.
+    let client = &debs[2];
+    let field = |f: &str| {
+        run(Command::new("dpkg-deb")
+            .args(["--field"])
+            .arg(client)
+            .arg(f))
+        .trim()
+        .to_owned()
+    };
+    assert_eq!(field("Package"), "ferry");
+    assert_eq!(field("Version"), env!("CARGO_PKG_VERSION"));
+    let contents = run(Command::new("dpkg-deb").arg("--contents").arg(client));
+    for path in ["./usr/bin/ferry", "./usr/share/doc/ferry/client.md"] {
+        assert!(contents.contains(path), "no {path} in\n{contents}");
+    }
+    assert!(!contents.contains("systemd"), "{contents}");
+    let root = out.path().join("ferry");
+    run(Command::new("dpkg-deb").arg("-x").arg(client).arg(&root));
+    let version = run(Command::new(root.join("usr/bin/ferry")).arg("--version"));
+    assert_eq!(
+        version.trim(),
+        format!("ferry {}", env!("CARGO_PKG_VERSION"))
+    );
     for (deb, name, user, configs) in [
         (
             &debs[0],
