@@ -156,6 +156,14 @@ package_client() {
   local doc="$stage/usr/share/doc/ferry"
   install -D -m 0644 "$root/README.md" "$doc/README.md"
   install -D -m 0644 "$root/docs/client.md" "$doc/client.md"
+  # Completions and the manual page, as the command itself writes them.
+  local bin="$target_dir/$dir/ferry"
+  mkdir -p "$stage/usr/share/bash-completion/completions" "$stage/usr/share/zsh/vendor-completions" \
+    "$stage/usr/share/fish/vendor_completions.d" "$stage/usr/share/man/man1"
+  "$bin" completions bash > "$stage/usr/share/bash-completion/completions/ferry"
+  "$bin" completions zsh > "$stage/usr/share/zsh/vendor-completions/_ferry"
+  "$bin" completions fish > "$stage/usr/share/fish/vendor_completions.d/ferry.fish"
+  "$bin" man | gzip -9n > "$stage/usr/share/man/man1/ferry.1.gz"
   cat > "$doc/copyright" <<TXT
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: ferry

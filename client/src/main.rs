@@ -41,7 +41,13 @@ pub(crate) fn out_line(line: &str) -> Result<(), Error> {
 
 /// Moves files through ferry, to and from the nearest spoke.
 #[derive(Debug, Parser)]
-#[command(name = "ferry", version)]
+#[command(
+    name = "ferry",
+    version,
+    after_help = "Remote paths are CONNECTION:PATH. Exit codes: 0 done, 1 something failed, \
+                  2 the command line is wrong. More: docs/client.md \
+                  (/usr/share/doc/ferry/client.md when installed)."
+)]
 struct Cli {
     /// The ferry network (its hub's URL). Default: FERRY_URL, else the
     /// profile's `url`.
@@ -132,6 +138,14 @@ enum Command {
         /// The other.
         dst: String,
     },
+    /// Prints a shell's completion script for ferry (bash, zsh, fish,
+    /// elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Prints ferry's manual page (roff).
+    Man,
     /// Writes or shows profiles (`~/.config/ferry/config.toml`).
     Config {
         #[command(subcommand)]
@@ -451,8 +465,23 @@ fn transferred_json(
 }
 
 async fn run(cli: &Cli) -> Result<(), Error> {
-    if let Command::Config { action } = &cli.command {
-        return config(cli, action);
+    match &cli.command {
+        Command::Config { action } => return config(cli, action),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "ferry", &mut out);
+            return out_line(String::from_utf8_lossy(&out).trim_end());
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut out)
+                .map_err(|e| Error::Local(e.to_string()))?;
+            return out_line(String::from_utf8_lossy(&out).trim_end());
+        }
+        _ => {}
     }
     let (url, key) = settings(cli)?;
     let mut client = Client::new(url, key)?;
@@ -589,7 +618,7 @@ async fn run(cli: &Cli) -> Result<(), Error> {
             tree::run(cli, &client, src, dst, mode, opts).await
         }
         Command::Check { src, dst } => tree::check(cli, &client, src, dst).await,
-        Command::Config { .. } => Ok(()),
+        Command::Config { .. } | Command::Completions { .. } | Command::Man => Ok(()),
         Command::Mv { src, dst, force } => {
             let (conn, from) = remote(src)?;
             let (conn_to, to) = remote(dst)?;

@@ -232,12 +232,26 @@ fn the_debian_packages_hold_binary_unit_configs_and_make_the_user() {
     assert_eq!(field("Package"), "ferry");
     assert_eq!(field("Version"), env!("CARGO_PKG_VERSION"));
     let contents = run(Command::new("dpkg-deb").arg("--contents").arg(client));
-    for path in ["./usr/bin/ferry", "./usr/share/doc/ferry/client.md"] {
+    for path in [
+        "./usr/bin/ferry",
+        "./usr/share/doc/ferry/client.md",
+        "./usr/share/bash-completion/completions/ferry",
+        "./usr/share/zsh/vendor-completions/_ferry",
+        "./usr/share/fish/vendor_completions.d/ferry.fish",
+        "./usr/share/man/man1/ferry.1.gz",
+    ] {
         assert!(contents.contains(path), "no {path} in\n{contents}");
     }
     assert!(!contents.contains("systemd"), "{contents}");
     let root = out.path().join("ferry");
     run(Command::new("dpkg-deb").arg("-x").arg(client).arg(&root));
+    // The completion script is bash that defines the completion.
+    let completion = root.join("usr/share/bash-completion/completions/ferry");
+    let defined = run(Command::new("bash")
+        .arg("-c")
+        .arg("source \"$0\" && complete -p ferry")
+        .arg(&completion));
+    assert!(defined.contains("ferry"), "{defined}");
     let version = run(Command::new(root.join("usr/bin/ferry")).arg("--version"));
     assert_eq!(
         version.trim(),
