@@ -43,6 +43,8 @@ struct Faults {
     cut_request: Mutex<Option<usize>>,
     /// Requests of this method wait this long (milliseconds) first.
     delay_for: Mutex<Option<(http::Method, u64)>>,
+    /// Each piece of a response body waits this long (microseconds).
+    throttle_us: AtomicU64,
     /// Requests of this method to let pass, then how many to fail (503).
     fail_after: Mutex<Option<(http::Method, usize, usize)>>,
     /// Requests seen.
@@ -132,6 +134,14 @@ impl FaultProxy {
     /// methods pass at once).
     pub fn delay_method(&self, method: http::Method, d: Duration) {
         *self.faults.delay_for.lock().unwrap() = Some((method, d.as_millis() as u64));
+    }
+
+    /// Holds each piece of every response body for `d`, so that a large
+    /// body takes a while and something can happen in its middle.
+    pub fn throttle_responses(&self, d: Duration) {
+        self.faults
+            .throttle_us
+            .store(d.as_micros() as u64, Ordering::SeqCst);
     }
 
     /// Lets the next `skip` requests of `method` through, then answers the
@@ -271,7 +281,15 @@ async fn handle(
     } else {
         None
     };
+    let throttle = faults.throttle_us.load(Ordering::SeqCst);
     let body: ProxyBody = match cut {
+        None if throttle > 0 => {
+            let stream = body.into_data_stream().then(move |item| async move {
+                tokio::time::sleep(Duration::from_micros(throttle)).await;
+                item.map(Frame::data).map_err(BoxError::from)
+            });
+            http_body_util::BodyExt::boxed(StreamBody::new(stream))
+        }
         None => body.map_err(BoxError::from).boxed(),
         Some(limit) => {
             faults.injected.fetch_add(1, Ordering::SeqCst);

@@ -409,8 +409,10 @@ async fn a_copy_goes_on_through_the_other_spoke_when_the_nearer_one_breaks() {
     assert_eq!(down[0]["moved"], size as u64);
     assert_eq!(sha256_of(&target), sha256_of(&src));
     let far_sent = bytes(&n.far.metrics_url(), "download", true).await - far_before;
+    // (Of the 10 MiB near sent, the last pieces may be lost with the
+    // connection; most arrived, and only the rest came from far.)
     assert!(
-        far_sent <= (size - (10 << 20)) as f64 + 1.0,
+        far_sent > 0.0 && far_sent <= (size - (8 << 20)) as f64,
         "far sent {far_sent} bytes: the download started over"
     );
 
@@ -455,7 +457,39 @@ async fn a_copy_goes_on_through_the_other_spoke_when_the_nearer_one_breaks() {
         assert!(!partial.exists() && !about_path.exists());
         std::fs::remove_file(&target).unwrap();
     }
-    drop(n.near);
+
+    // near killed in the middle of a download (its answers slowed so that
+    // there is a middle): the rest comes from far, by range.
+    let mut near = n.near;
+    n.near_proxy.throttle_responses(Duration::from_millis(2));
+    let target = work.path().join("killed.bin");
+    let partial = ferry_client_partial(&target);
+    let far_before = bytes(&n.far.metrics_url(), "download", true).await;
+    let child = ferry_child(
+        hub,
+        key,
+        home,
+        &["cp", "--json", "local:big.bin", target.to_str().unwrap()],
+    );
+    let midway = ferry_tests::eventually(Duration::from_secs(60), async || {
+        std::fs::metadata(&partial).is_ok_and(|m| m.len() >= 4 << 20)
+    })
+    .await;
+    assert!(midway, "the download did not get under way");
+    let had = std::fs::metadata(&partial).unwrap().len();
+    near.kill_for_good();
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let down = json_lines(ok(&out));
+    assert_eq!(down[0]["failovers"], 1, "{down:?}");
+    assert_eq!(sha256_of(&target), sha256_of(&src));
+    let far_sent = bytes(&n.far.metrics_url(), "download", true).await - far_before;
+    assert!(
+        far_sent > 0.0 && far_sent <= (size as u64 - had) as f64,
+        "far sent {far_sent} bytes; {had} had arrived through near"
+    );
 }
 
 /// The temporary name `ferry` downloads `target` under.
