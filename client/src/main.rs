@@ -393,27 +393,14 @@ fn config(cli: &Cli, action: &ConfigAction) -> Result<(), Error> {
     }
 }
 
-/// Writes `text` to `file` readable by its owner only, through a
-/// temporary file renamed into place.
+/// Writes `text` to `file` readable by its owner only, whole or not at
+/// all, making its folder first.
 fn write_private(file: &Path, text: &str) -> Result<(), Error> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let dir = file.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::Local(format!("cannot write {}: {e}", dir.display())))?;
-    let tmp = dir.join(".config.toml.new");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::Local(format!("cannot write {}: {e}", tmp.display())))?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Error::Local(format!("cannot write {}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, file)
-        .map_err(|e| Error::Local(format!("cannot write {}: {e}", file.display())))
+    ferry_common::private_file::write(file, text.as_bytes())
+        .map_err(|(p, e)| Error::Local(format!("cannot write {}: {e}", p.display())))
 }
 
 /// A progress bar on standard error when it is a terminal.

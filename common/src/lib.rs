@@ -19,6 +19,7 @@ pub mod operator_listener;
 pub mod path;
 pub mod prefix;
 pub mod principal;
+pub mod private_file;
 pub mod probe;
 pub mod problem;
 pub mod proto;

@@ -205,20 +205,7 @@ impl HubCa {
 
 /// Writes a secret file readable by its owner only, atomically.
 fn write_private(path: &Path, data: &[u8]) -> Result<(), CaError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    f.write_all(data)
-        .and_then(|()| f.sync_all())
-        .map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    ferry_common::private_file::write(path, data).map_err(|(p, e)| io(&p)(e))
 }
 
 #[cfg(test)]
