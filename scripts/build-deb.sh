@@ -41,6 +41,19 @@ version=$(sed -n '/^\[workspace.package\]/,/^\[/ s/^version = "\(.*\)"/\1/p' "$r
 arch=$(dpkg --print-architecture)
 mkdir -p "$out"
 
+# The machine-readable copyright file every package carries.
+copyright() {
+  cat <<EOF
+Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Upstream-Name: ferry
+License: Apache-2.0
+
+Files: *
+License: Apache-2.0
+ On Debian systems the full text is in /usr/share/common-licenses/Apache-2.0.
+EOF
+}
+
 # package NAME USER CONFIG... : builds NAME_VERSION_ARCH.deb
 package() {
   local name=$1 user=$2 home=$3 description=$4
@@ -67,15 +80,7 @@ package() {
       install -D -m 0644 "$f" "$doc/examples/grafana/$(basename "$f")"
     done
   fi
-  cat > "$doc/copyright" <<EOF
-Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
-Upstream-Name: ferry
-License: Apache-2.0
-
-Files: *
-License: Apache-2.0
- On Debian systems the full text is in /usr/share/common-licenses/Apache-2.0.
-EOF
+  copyright > "$doc/copyright"
   mkdir -p "$stage/DEBIAN"
   printf '%s\n' "${conffiles[@]}" > "$stage/DEBIAN/conffiles"
   local size
@@ -164,15 +169,7 @@ package_client() {
   "$bin" completions zsh > "$stage/usr/share/zsh/vendor-completions/_ferry"
   "$bin" completions fish > "$stage/usr/share/fish/vendor_completions.d/ferry.fish"
   "$bin" man | gzip -9n > "$stage/usr/share/man/man1/ferry.1.gz"
-  cat > "$doc/copyright" <<TXT
-Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
-Upstream-Name: ferry
-License: Apache-2.0
-
-Files: *
-License: Apache-2.0
- On Debian systems the full text is in /usr/share/common-licenses/Apache-2.0.
-TXT
+  copyright > "$doc/copyright"
   mkdir -p "$stage/DEBIAN"
   local size
   size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)

@@ -192,36 +192,37 @@ pub(crate) async fn run(
     } else {
         BTreeMap::new()
     };
-    let mut actions = Vec::new();
-    if up {
-        for (rel, k) in &local {
-            let changed = match remote.get(rel) {
-                None => true,
-                Some(theirs) => copy_all || differs(&local_root.join(rel), theirs, k.size)?,
-            };
-            if changed {
-                actions.push(Action::Upload(rel.clone(), k.size));
-            }
-        }
-        if delete {
-            for rel in remote.keys().filter(|r| !local.contains_key(*r)) {
-                actions.push(Action::DeleteRemote(rel.clone()));
-            }
-        }
+    // What the source has and the target lacks or has otherwise; then,
+    // with --delete, what only the target has.
+    let (from, to) = if up {
+        (&local, &remote)
     } else {
-        for (rel, theirs) in &remote {
-            let changed = match local.get(rel) {
-                None => true,
-                Some(k) => copy_all || differs(&local_root.join(rel), theirs, k.size)?,
-            };
-            if changed {
-                actions.push(Action::Download(rel.clone(), theirs.size));
+        (&remote, &local)
+    };
+    let mut actions = Vec::new();
+    for (rel, have) in from {
+        let changed = match to.get(rel) {
+            None => true,
+            Some(there) => {
+                let (ours, theirs) = if up { (have, there) } else { (there, have) };
+                copy_all || differs(&local_root.join(rel), theirs, ours.size)?
             }
+        };
+        if changed {
+            actions.push(if up {
+                Action::Upload(rel.clone(), have.size)
+            } else {
+                Action::Download(rel.clone(), have.size)
+            });
         }
-        if delete {
-            for rel in local.keys().filter(|r| !remote.contains_key(*r)) {
-                actions.push(Action::DeleteLocal(rel.clone()));
-            }
+    }
+    if delete {
+        for rel in to.keys().filter(|r| !from.contains_key(*r)) {
+            actions.push(if up {
+                Action::DeleteRemote(rel.clone())
+            } else {
+                Action::DeleteLocal(rel.clone())
+            });
         }
     }
     let total: u64 = actions.iter().map(Action::size).sum();

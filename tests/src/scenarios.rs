@@ -40,6 +40,15 @@ impl Tenant {
 }
 
 impl Tenant {
+    /// Revokes the account's key `key_id` (through the admin API).
+    pub async fn revoke_key(&self, key_id: &str) {
+        self.admin
+            .delete(&format!("/v1/accounts/{}/keys/{key_id}", self.account_id))
+            .send()
+            .await
+            .expect(204);
+    }
+
     /// The URL path of a file in the `local` connection.
     pub fn file(&self, path: &str) -> String {
         format!("/v1/connections/local/files/{path}")
@@ -1111,15 +1120,7 @@ pub async fn key_lifecycle(t: &Tenant) {
         "listing shows no secret"
     );
     assert_eq!(keys.json()["keys"].as_array().unwrap().len(), 2);
-    t.admin
-        .delete(&format!(
-            "/v1/accounts/{}/keys/{}",
-            t.account_id,
-            key["id"].as_str().unwrap()
-        ))
-        .send()
-        .await
-        .expect(204);
+    t.revoke_key(key["id"].as_str().unwrap()).await;
     as_second
         .get("/v1/connections")
         .send()

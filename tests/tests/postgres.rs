@@ -1025,15 +1025,7 @@ async fn a_revocation_through_one_hub_reaches_the_other_hubs_cache() {
             .expect(200);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    t.admin
-        .delete(&format!(
-            "/v1/accounts/{}/keys/{}",
-            t.account_id,
-            key["id"].as_str().unwrap()
-        ))
-        .send()
-        .await
-        .expect(204);
+    t.revoke_key(key["id"].as_str().unwrap()).await;
     at_a.get("/v1/connections")
         .send()
         .await

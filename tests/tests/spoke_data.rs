@@ -189,15 +189,7 @@ async fn a_revoked_key_stops_working_at_a_spoke_within_the_grant_lifetime() {
         .send()
         .await
         .expect(201);
-    t.admin
-        .delete(&format!(
-            "/v1/accounts/{}/keys/{}",
-            t.account_id,
-            key["id"].as_str().unwrap()
-        ))
-        .send()
-        .await
-        .expect(204);
+    t.revoke_key(key["id"].as_str().unwrap()).await;
     assert!(
         eventually(Duration::from_secs(5), async || via_spoke
             .get(&t.file("k.txt"))
