@@ -50,13 +50,20 @@ pub use crate::admin_token::ADMIN_TOKEN_ENV;
 /// every five, for the metrics.
 async fn watch_store(state: Arc<AppState>, shutdown: CancellationToken) {
     for round in 0u64.. {
-        state.metrics.primary_up(state.store.check_primary().await);
-        if !state.store.watch_epoch().await {
+        // At once, so that a slow answer from one does not hold back the
+        // others (writes wait for the primary's).
+        let (primary, epoch, replica) = tokio::join!(
+            state.store.check_primary(),
+            state.store.watch_epoch(),
+            state.store.check_replica()
+        );
+        state.metrics.primary_up(primary);
+        if !epoch {
             tracing::debug!(
                 "the cache epoch could not be read; nothing is answered from the cache"
             );
         }
-        if let Some(up) = state.store.check_replica().await {
+        if let Some(up) = replica {
             state.metrics.replica_up(up);
             if round % 5 == 0 {
                 state

@@ -86,6 +86,19 @@ pub async fn metric(base: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         })
 }
 
+/// The last `lines` lines of a log, for a failure message: a runner that
+/// shortens long output keeps its ends, and a log's head rarely says why.
+pub fn tail(log: &str, lines: usize) -> &str {
+    match log
+        .trim_end_matches('\n')
+        .rmatch_indices('\n')
+        .nth(lines.saturating_sub(1))
+    {
+        Some((i, _)) => &log[i + 1..],
+        None => log,
+    }
+}
+
 /// Polls `check` every 100 ms until it holds or `limit` passes; every wait
 /// in the tests is bounded this way.
 pub async fn eventually(limit: std::time::Duration, mut check: impl AsyncFnMut() -> bool) -> bool {

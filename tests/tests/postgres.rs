@@ -18,7 +18,7 @@ use ferry_tests::dns::{addresses, ask, until_eligible};
 use ferry_tests::hub::ADMIN_TOKEN;
 use ferry_tests::postgres::Postgres;
 use ferry_tests::scenarios::{self, tenant, upload};
-use ferry_tests::{Api, Hub, HubOptions, Spoke, SpokeOptions, eventually, metric};
+use ferry_tests::{Api, Hub, HubOptions, Spoke, SpokeOptions, eventually, metric, tail};
 use hickory_proto::rr::RecordType;
 use serde_json::json;
 
@@ -453,19 +453,22 @@ async fn two_hubs_share_one_store_and_read_their_own_writes() {
     // It comes back at the same address: writes work again, nothing was lost.
     primary.start();
     let back = std::time::Instant::now();
+    let mut last = None;
     assert!(
         eventually(Duration::from_secs(20), async || {
-            via_b
+            let r = via_b
                 .put(&t.file("c.txt"))
                 .body("primary back")
                 .send()
-                .await
-                .status
-                == 201
+                .await;
+            let ok = r.status == 201;
+            last = Some((r.status, String::from_utf8_lossy(&r.body).into_owned()));
+            ok
         })
         .await,
-        "writes did not recover:\n{}",
-        hub_b.log()
+        "writes did not recover; last answer {last:?}\nhub B:\n{}\nthe primary:\n{}",
+        tail(&hub_b.log(), 60),
+        tail(&primary.log(), 20)
     );
     eprintln!(
         "writes through hub B worked again {:?} after the primary was back",

@@ -144,13 +144,71 @@ pub struct Store {
     primary_up: Arc<AtomicBool>,
     /// PostgreSQL: one connection of its own to the primary for checks,
     /// so that a busy pool does not look like a lost primary.
-    health: Option<AnyPool>,
+    health: Option<Arc<PrimaryCheck>>,
     /// API keys' accounts and connections, kept between requests.
     cache: Arc<cache::Cache>,
 }
 
 /// How long a check of a database may take before it counts as down.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The connection the check each second asks the primary through, kept
+/// outside the pools: a pool's connection attempts back off and retry
+/// within its acquire timeout, and a check cut short by its own timeout
+/// while the pool reconnects must not decide the next one. A connection
+/// that fails or is cut short is dropped, and the next check opens a new
+/// one.
+struct PrimaryCheck {
+    options: sqlx::any::AnyConnectOptions,
+    conn: tokio::sync::Mutex<Option<sqlx::AnyConnection>>,
+}
+
+impl std::fmt::Debug for PrimaryCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The options hold the password.
+        f.debug_struct("PrimaryCheck").finish_non_exhaustive()
+    }
+}
+
+impl PrimaryCheck {
+    fn new(url: &str) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            options: url.parse()?,
+            conn: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Whether the primary answers within [`CHECK_TIMEOUT`] and is not a
+    /// standby.
+    async fn takes_writes(&self) -> bool {
+        use sqlx::ConnectOptions as _;
+        let mut slot = self.conn.lock().await;
+        let asked = tokio::time::timeout(CHECK_TIMEOUT, async {
+            if slot.is_none() {
+                *slot = Some(self.options.connect().await?);
+            }
+            let conn = slot.as_mut().expect("just opened");
+            sqlx::query_scalar::<_, bool>("SELECT NOT pg_is_in_recovery()")
+                .fetch_one(conn)
+                .await
+        })
+        .await;
+        match asked {
+            Ok(Ok(writable)) => writable,
+            _ => {
+                *slot = None;
+                false
+            }
+        }
+    }
+
+    async fn close(&self) {
+        use sqlx::Connection as _;
+        if let Some(conn) = self.conn.lock().await.take() {
+            let _ = conn.close().await;
+        }
+    }
+}
 
 /// How to reach PostgreSQL. Its `Debug` leaves the URLs out, since they
 /// hold the password.
@@ -250,10 +308,7 @@ impl Store {
             }
             None => None,
         };
-        let health = AnyPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(CHECK_TIMEOUT)
-            .connect_lazy(&o.primary_url)?;
+        let health = Arc::new(PrimaryCheck::new(&o.primary_url)?);
         Ok(Self {
             pool,
             replica,
@@ -430,14 +485,7 @@ impl Store {
     /// does.
     pub async fn check_primary(&self) -> bool {
         let ok = match &self.health {
-            Some(pool) => matches!(
-                tokio::time::timeout(
-                    CHECK_TIMEOUT,
-                    sqlx::query_scalar::<_, bool>("SELECT NOT pg_is_in_recovery()").fetch_one(pool),
-                )
-                .await,
-                Ok(Ok(true))
-            ),
+            Some(check) => check.takes_writes().await,
             None => sqlx::query("SELECT 1").execute(&self.pool).await.is_ok(),
         };
         self.note_writes(ok);
