@@ -27,6 +27,9 @@ pub enum Error {
     /// The call itself is wrong (a bad URL, a bad argument).
     #[error("{0}")]
     Usage(String),
+    /// Stopped by the user (Ctrl-C) before it was done.
+    #[error("interrupted; run the same command again to resume")]
+    Interrupted,
 }
 
 impl Error {

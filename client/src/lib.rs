@@ -13,13 +13,15 @@
 
 mod endpoints;
 mod error;
+mod limit;
 mod transfer;
 
 pub use endpoints::{Endpoint, Probe};
 pub use error::Error;
+pub use limit::Limiter;
 pub use transfer::{Progress, Transferred, crc_of_file, partial_name};
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
@@ -50,6 +52,9 @@ pub(crate) fn escape(path: &str) -> String {
     utf8_percent_encode(path, PATH).to_string()
 }
 
+/// Streams a file of several parts moves in, unless told otherwise.
+pub const DEFAULT_STREAMS: usize = 4;
+
 /// How many times a request is tried (on the endpoints in order) before
 /// its error is returned.
 const ATTEMPTS: usize = 4;
@@ -64,6 +69,10 @@ pub struct Client {
     endpoints: Mutex<Vec<Endpoint>>,
     /// Whether the caller named the endpoint (no probing, no moving).
     fixed: bool,
+    /// Streams (ranges, or upload sessions) one file moves in at most.
+    streams: usize,
+    /// The bytes per second all transfers share, if limited.
+    limiter: Option<Arc<Limiter>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -73,6 +82,8 @@ impl std::fmt::Debug for Client {
             .field("key", &"…")
             .field("endpoints", &self.endpoints())
             .field("fixed", &self.fixed)
+            .field("streams", &self.streams)
+            .field("limiter", &self.limiter)
             .finish()
     }
 }
@@ -172,7 +183,23 @@ impl Client {
             endpoints: Mutex::new(vec![Endpoint::hub(hub.clone())]),
             hub,
             fixed: false,
+            streams: DEFAULT_STREAMS,
+            limiter: None,
         })
+    }
+
+    /// Moves each file of several parts in up to `streams` ranges or
+    /// upload sessions at once (1: one after the other).
+    pub fn with_streams(mut self, streams: usize) -> Self {
+        self.streams = streams.max(1);
+        self
+    }
+
+    /// Shares one budget of `bytes_per_sec` among all of this client's
+    /// transfers, up and down.
+    pub fn with_bwlimit(mut self, bytes_per_sec: u64) -> Self {
+        self.limiter = Some(Arc::new(Limiter::new(bytes_per_sec)));
+        self
     }
 
     /// Sends every request to `url`, whatever the probes would say.

@@ -204,6 +204,14 @@ struct TransferOpts {
     /// Files moved at once (folders).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     transfers: u16,
+    /// Streams one file of several parts moves in at once: ranges down,
+    /// upload sessions (joined at the end) up.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+    streams: u16,
+    /// Bytes per second that all transfers share, up and down (10MiB:
+    /// 10 MiB/s); no limit by default.
+    #[arg(long, value_parser = parse_size)]
+    bwlimit: Option<u64>,
 }
 
 /// A path on one side of a copy.
@@ -445,7 +453,7 @@ fn transferred_json(
     via: &str,
 ) -> serde_json::Value {
     json!({
-        "op": what, "from": from, "to": to, "size": t.size, "moved": t.moved,
+        "op": what, "from": from, "to": to, "size": t.size, "moved": t.moved, "streams": t.streams,
         "resumed_from": t.resumed_from, "crc64nvme": t.crc64nvme,
         "failovers": t.failovers, "via": via,
     })
@@ -476,6 +484,12 @@ async fn run(cli: &Cli) -> Result<(), Error> {
         let e =
             url::Url::parse(e).map_err(|err| Error::Usage(format!("'{e}' is not a URL: {err}")))?;
         client = client.with_endpoint(e);
+    }
+    if let Command::Cp { opts, .. } | Command::Sync { opts, .. } = &cli.command {
+        client = client.with_streams(usize::from(opts.streams));
+        if let Some(rate) = opts.bwlimit {
+            client = client.with_bwlimit(rate);
+        }
     }
     let probe = matches!(
         cli.command,
@@ -729,9 +743,36 @@ async fn copy(
             let source = tmp.path().to_owned();
             upload(cli, client, &source, &conn, &path, dst, part_size, &via).await
         }
-        (Side::Remote { .. }, Side::Remote { .. }) => Err(Error::Usage(
-            "copies between two remote paths are not built yet: download, then upload".into(),
-        )),
+        (
+            Side::Remote { conn, path },
+            Side::Remote {
+                conn: conn_to,
+                path: mut to,
+            },
+        ) => {
+            if to.is_empty() || to.ends_with('/') {
+                to.push_str(path.rsplit('/').next().unwrap_or(&path));
+            }
+            if conn == conn_to {
+                // Within a connection the provider copies (or the hub
+                // streams, for a provider without a copy of its own).
+                client.copy_within(&conn, &path, &to, true, false).await?;
+                if cli.json {
+                    emit!("{}", json!({ "op": "copy", "from": src, "to": dst }));
+                }
+                return Ok(());
+            }
+            // Between connections the bytes come here and go back: down to
+            // a temporary file (checked), then up.
+            let dir = tempfile::tempdir()
+                .map_err(|e| Error::Local(format!("no temporary folder: {e}")))?;
+            let tmp = dir.path().join("copy");
+            let bar = Bar::new(cli, &path);
+            let t = client.download(&conn, &path, &tmp, &bar).await;
+            bar.done();
+            t?;
+            upload(cli, client, &tmp, &conn_to, &to, dst, part_size, &via).await
+        }
         _ => Err(Error::Usage(
             "one side of a copy must be remote (CONNECTION:PATH)".into(),
         )),
@@ -783,16 +824,29 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(run(&cli)) {
+    // Ctrl-C stops the command where it is: a download notes how far it
+    // got, an upload's sessions are kept at the server; the same command
+    // run again resumes.
+    let interruptible = async {
+        tokio::select! {
+            done = run(&cli) => done,
+            _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
+        }
+    };
+    match rt.block_on(interruptible) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Error::Local(why)) if why == STDOUT_CLOSED => ExitCode::SUCCESS,
         Err(e) => {
-            let usage = matches!(e, Error::Usage(_));
             if cli.json {
                 let _ = out_line(&json!({ "error": e.to_string(), "code": e.code() }).to_string());
             }
             eprintln!("ferry: {e}");
-            ExitCode::from(if usage { 2 } else { 1 })
+            ExitCode::from(match e {
+                Error::Usage(_) => 2,
+                // As a shell reports a command SIGINT stopped.
+                Error::Interrupted => 130,
+                _ => 1,
+            })
         }
     }
 }

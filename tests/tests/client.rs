@@ -358,6 +358,8 @@ async fn a_copy_goes_on_through_the_other_spoke_when_the_nearer_one_breaks() {
             "--json",
             "--part-size",
             "8MiB",
+            "--streams",
+            "1",
             src.to_str().unwrap(),
             "local:big.bin",
         ],
@@ -423,8 +425,9 @@ async fn a_copy_goes_on_through_the_other_spoke_when_the_nearer_one_breaks() {
     let target = work.path().join("again.bin");
     let partial = ferry_client_partial(&target);
     let about = |etag: &str| {
-        serde_json::json!({ "conn": "local", "path": "big.bin", "size": size, "etag": etag })
-            .to_string()
+        serde_json::json!({ "conn": "local", "path": "big.bin", "size": size, "etag": etag,
+                            "lanes": [[0, size, 5 << 20]] })
+        .to_string()
     };
     let mut about_path = partial.clone().into_os_string();
     about_path.push(".json");
@@ -475,9 +478,17 @@ async fn a_copy_goes_on_through_the_other_spoke_when_the_nearer_one_breaks() {
     );
 }
 
-/// `ferry cp --json local:big.bin TARGET`.
-fn down_args(target: &Path) -> [&str; 4] {
-    ["cp", "--json", "local:big.bin", target.to_str().unwrap()]
+/// `ferry cp --json --streams 1 local:big.bin TARGET`: one stream, so
+/// that what each spoke sends can be told exactly.
+fn down_args(target: &Path) -> [&str; 6] {
+    [
+        "cp",
+        "--json",
+        "--streams",
+        "1",
+        "local:big.bin",
+        target.to_str().unwrap(),
+    ]
 }
 
 /// The temporary name `ferry` downloads `target` under.
@@ -526,7 +537,18 @@ async fn an_upload_survives_its_spoke_killed_and_the_command_interrupted() {
         .delay_method(http::Method::PATCH, Duration::from_millis(300));
 
     let src_s = src.to_str().unwrap();
-    let up = |to: &'static str| ["cp", "--json", "--part-size", "8MiB", src_s, to];
+    let up = |to: &'static str| {
+        [
+            "cp",
+            "--json",
+            "--part-size",
+            "8MiB",
+            "--streams",
+            "1",
+            src_s,
+            to,
+        ]
+    };
     // Ctrl-C once near has two parts: the command stops; run again, it
     // resumes the same session from what the server holds.
     let mut child = ferry_child(&n.hub, &key, &home, &up("local:a.bin"));
@@ -540,7 +562,7 @@ async fn an_upload_survives_its_spoke_killed_and_the_command_interrupted() {
             .success()
     );
     let status = child.wait().await.unwrap();
-    assert!(!status.success(), "interrupted, it does not say it is done");
+    assert_eq!(status.code(), Some(130), "interrupted, it says so");
     let out = ferry(&n.hub, &key, &home, &up("local:a.bin")).await;
     let again = json_lines(ok(&out));
     let from = again[0]["resumed_from"].as_u64().expect("it resumed");
@@ -587,6 +609,140 @@ async fn an_upload_survives_its_spoke_killed_and_the_command_interrupted() {
         .await
         .expect(200);
     assert_eq!(ferry_tests::sha256(&stored.body), want);
+}
+
+/// The lanes of a partial download, as its record beside it says: how
+/// many bytes they hold in all.
+fn recorded(partial: &Path) -> u64 {
+    let mut about = partial.as_os_str().to_owned();
+    about.push(".json");
+    std::fs::read_to_string(PathBuf::from(about))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| {
+            v["lanes"]
+                .as_array()
+                .map(|l| l.iter().map(|x| x[2].as_u64().unwrap_or(0)).sum())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn one_file_moves_in_parallel_streams_that_fail_over_and_resume_each_on_its_own() {
+    let n = network().await;
+    let (hub, key, home) = (&n.hub, n.t.key.as_str(), n.home.path());
+    let work = tempfile::tempdir().unwrap();
+    let size: usize = 48 << 20;
+    let part = 8 << 20;
+    let src = random_file(work.path(), "big.bin", size);
+    let want = sha256_of(&src);
+
+    // Up in four sessions at once (six parts: 2 + 2 + 1 + 1), joined at
+    // the end. near takes two parts, then fails every one after: each
+    // stream goes on through far from what its session holds, so far
+    // takes exactly what near did not.
+    n.near_proxy.fail_after(http::Method::PATCH, 2, 1000);
+    let out = ferry(
+        hub,
+        key,
+        home,
+        &[
+            "cp",
+            "--json",
+            "--part-size",
+            "8MiB",
+            "--streams",
+            "4",
+            src.to_str().unwrap(),
+            "local:par.bin",
+        ],
+    )
+    .await;
+    let up = json_lines(ok(&out));
+    assert_eq!(up[0]["streams"], 4, "{up:?}");
+    assert!(up[0]["failovers"].as_u64().unwrap() >= 1, "{up:?}");
+    assert_eq!(
+        bytes(&n.near.metrics_url(), "upload", true).await,
+        (2 * part) as f64
+    );
+    assert_eq!(
+        bytes(&n.far.metrics_url(), "upload", true).await,
+        (size - 2 * part) as f64
+    );
+    let api = Api::new(hub.url()).as_token(key);
+    let stored = api
+        .get("/v1/connections/local/files/par.bin")
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(ferry_tests::sha256(&stored.body), want);
+    // The partial sessions are no object of their own.
+    let listing = api
+        .get("/v1/connections/local/list/")
+        .send()
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(ferry_tests::entry_names(&listing), ["par.bin"], "{listing}");
+
+    // Down in four ranges at once: every byte once, from near.
+    async fn sent(s: &Spoke) -> f64 {
+        bytes(&s.metrics_url(), "download", true).await
+    }
+    let (near_before, far_before) = (sent(&n.near).await, sent(&n.far).await);
+    let target = work.path().join("par.bin");
+    let par_down = |target: &Path| {
+        [
+            "cp".to_owned(),
+            "--json".into(),
+            "--streams".into(),
+            "4".into(),
+            "local:par.bin".into(),
+            target.to_str().unwrap().to_owned(),
+        ]
+    };
+    let args = par_down(&target);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let down = json_lines(ok(&ferry(hub, key, home, &args).await));
+    assert_eq!(down[0]["streams"], 4, "{down:?}");
+    assert_eq!(down[0]["moved"], size as u64);
+    assert_eq!(sha256_of(&target), want);
+    assert_eq!(sent(&n.near).await - near_before, size as f64);
+    assert_eq!(sent(&n.far).await - far_before, 0.0);
+
+    // Ctrl-C in the middle of a download in four ranges (near's answers
+    // slowed): the command notes how far each range got; run again, it
+    // asks only for the rest of each, and the file is whole.
+    n.near_proxy.throttle_responses(Duration::from_millis(2));
+    let target = work.path().join("again.bin");
+    let partial = ferry_client_partial(&target);
+    let args = par_down(&target);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let child = ferry_child(hub, key, home, &args);
+    let midway = ferry_tests::eventually(Duration::from_secs(60), async || {
+        recorded(&partial) >= 8 << 20
+    })
+    .await;
+    assert!(midway, "the download did not get under way");
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    assert!(!target.exists());
+    let had = recorded(&partial);
+    assert!(had >= 8 << 20 && had < size as u64, "{had}");
+    n.near_proxy.throttle_responses(Duration::ZERO);
+    let again = json_lines(ok(&ferry(hub, key, home, &args).await));
+    assert_eq!(again[0]["resumed_from"], had, "{again:?}");
+    assert_eq!(again[0]["moved"], size as u64 - had);
+    assert_eq!(sha256_of(&target), want);
+    assert!(!partial.exists());
 }
 
 /// The names and contents below `root`, by relative path.
