@@ -21,6 +21,9 @@ pub enum Error {
     /// A local file could not be read or written.
     #[error("{0}")]
     Local(String),
+    /// The local file system is full (or the user's quota reached).
+    #[error("{0}")]
+    NoSpace(String),
     /// What arrived is not what the server has.
     #[error("{0}")]
     Checksum(String),

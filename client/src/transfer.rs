@@ -54,7 +54,11 @@ pub struct Transferred {
 }
 
 fn local(what: &str, path: &Path, e: std::io::Error) -> Error {
-    Error::Local(format!("{what} {}: {e}", path.display()))
+    let said = format!("{what} {}: {e}", path.display());
+    match e.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => Error::NoSpace(said),
+        _ => Error::Local(said),
+    }
 }
 
 /// The temporary name a download is written under, beside its target.
@@ -302,12 +306,17 @@ impl Client {
         let done = match run {
             Ok(done) => done,
             Err(e) => {
-                if matches!(e, Error::Checksum(_)) {
+                // A file that changed cannot be resumed; on a full disk
+                // the partial file takes the space the user now lacks.
+                if matches!(e, Error::Checksum(_) | Error::NoSpace(_)) {
                     guard.disarm();
                     let _ = std::fs::remove_file(&part);
                     let _ = std::fs::remove_file(&about);
                 }
-                return Err(e);
+                return Err(match e {
+                    Error::NoSpace(why) => Error::NoSpace(format!("{why}; nothing was kept")),
+                    e => e,
+                });
             }
         };
         guard.disarm();
@@ -648,7 +657,7 @@ impl Client {
                 .header("tus-resumable", "1.0.0")
                 .header("content-type", "application/offset+octet-stream")
                 .header("upload-offset", offset.to_string())
-                .body(self.body(buf))
+                .body(self.body(buf.into()))
                 .send()
                 .await;
             let mut wait = None;
@@ -727,11 +736,10 @@ impl Client {
 
     /// A request body of `data`: as it is, or under `--bwlimit` in pieces
     /// that each wait for their share of the budget.
-    fn body(&self, data: Vec<u8>) -> reqwest::Body {
+    fn body(&self, data: bytes::Bytes) -> reqwest::Body {
         let Some(limiter) = self.limiter.clone() else {
             return data.into();
         };
-        let data = bytes::Bytes::from(data);
         const PIECE: usize = 64 << 10;
         let pieces: Vec<bytes::Bytes> = (0..data.len())
             .step_by(PIECE)
@@ -769,7 +777,7 @@ impl Client {
         progress.update(0, size);
         let resp = self
             .ok(Method::PUT, &file_path(conn, path), |r| {
-                r.body(data.clone())
+                r.body(self.body(data.clone()))
             })
             .await?;
         let stored: crate::Entry = crate::read_json(resp, "the upload's answer").await?;

@@ -16,7 +16,7 @@ use ferry_tests::fault_proxy::FaultProxy;
 use ferry_tests::hub::{ADMIN_TOKEN, binary};
 use ferry_tests::scenarios::{Tenant, tenant};
 use ferry_tests::{Api, Hub, Spoke, SpokeOptions, metric};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Runs `ferry ARGS` as the tenant, against the hub, with a home of its
 /// own (no profile, no upload sessions of other tests).
@@ -57,14 +57,15 @@ fn sha256_of(path: &Path) -> Vec<u8> {
 
 fn random_file(dir: &Path, name: &str, size: usize) -> PathBuf {
     let path = dir.join(name);
-    let mut data = vec![0u8; size];
+    let mut data = Vec::with_capacity(size + 8);
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    for b in data.iter_mut() {
+    while data.len() < size {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        *b = x as u8;
+        data.extend_from_slice(&x.to_le_bytes());
     }
+    data.truncate(size);
     std::fs::write(&path, data).unwrap();
     path
 }
@@ -135,7 +136,7 @@ async fn ferry_copies_through_the_nearer_spoke_and_checks_what_arrived() {
     let n = network().await;
     let (hub, key, home) = (&n.hub, n.t.key.as_str(), n.home.path());
     let work = tempfile::tempdir().unwrap();
-    let size = 40 << 20;
+    let size = 300 << 20;
     let src = random_file(work.path(), "big.bin", size);
     let hub_before = (
         bytes(&hub.metrics_url(), "upload", false).await,
@@ -743,6 +744,143 @@ async fn one_file_moves_in_parallel_streams_that_fail_over_and_resume_each_on_it
     assert_eq!(again[0]["moved"], size as u64 - had);
     assert_eq!(sha256_of(&target), want);
     assert!(!partial.exists());
+}
+
+#[tokio::test]
+async fn remote_copies_go_within_a_connection_or_through_the_client_under_a_bandwidth_limit() {
+    let n = network().await;
+    let (hub, key, home) = (&n.hub, n.t.key.as_str(), n.home.path());
+    let api = Api::new(hub.url()).as_token(key);
+    let work = tempfile::tempdir().unwrap();
+    let size: usize = 3 << 20;
+    let src = random_file(work.path(), "small.bin", size);
+    let want = sha256_of(&src);
+    ok(&ferry(
+        hub,
+        key,
+        home,
+        &["cp", src.to_str().unwrap(), "local:a/small.bin"],
+    )
+    .await);
+
+    // Within a connection: the copy API, no byte through the client.
+    let out = ferry(
+        hub,
+        key,
+        home,
+        &["cp", "--json", "local:a/small.bin", "local:b/"],
+    )
+    .await;
+    assert_eq!(json_lines(ok(&out))[0]["op"], "copy");
+    let copied = api
+        .get("/v1/connections/local/files/b/small.bin")
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(ferry_tests::sha256(&copied.body), want);
+
+    // Between two connections: down and up again, both within one budget
+    // of 2 MiB/s, so 6 MiB cannot take less than about 3 s. (A lower
+    // bound only: a busy machine is slower, never faster.)
+    api.post("/v1/connections")
+        .json(&json!({ "name": "other", "provider": "fs",
+                        "config": { "root": hub.data_dir.join("alpha-other") } }))
+        .send()
+        .await
+        .expect(201);
+    let began = std::time::Instant::now();
+    let out = ferry(
+        hub,
+        key,
+        home,
+        &[
+            "cp",
+            "--json",
+            "--bwlimit",
+            "2MiB",
+            "local:a/small.bin",
+            "other:c/small.bin",
+        ],
+    )
+    .await;
+    let took = began.elapsed();
+    let up = json_lines(ok(&out));
+    assert_eq!(up[0]["op"], "upload", "{up:?}");
+    assert!(took >= Duration::from_millis(2_800), "{took:?}");
+    let there = api
+        .get("/v1/connections/other/files/c/small.bin")
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(ferry_tests::sha256(&there.body), want);
+    // A copy within a connection whose source is missing says so.
+    let out = ferry(hub, key, home, &["cp", "local:nothing.bin", "local:b/"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not_found"),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_download_to_a_full_disk_fails_clearly_and_leaves_nothing() {
+    let n = network().await;
+    let (hub, key, home) = (&n.hub, n.t.key.as_str(), n.home.path());
+    let work = tempfile::tempdir().unwrap();
+    let src = random_file(work.path(), "big.bin", 24 << 20);
+    ok(&ferry(
+        hub,
+        key,
+        home,
+        &["cp", src.to_str().unwrap(), "local:big.bin"],
+    )
+    .await);
+
+    // The command runs in a mount namespace of its own where the target
+    // folder is an 8 MiB tmpfs; the script then lists what is left there.
+    let disk = work.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    let script = r#"mount -t tmpfs -o size=8m ferry-test "$1" || exit 99
+"$2" cp --json local:big.bin "$1/out.bin"
+echo "exit=$?"
+ls -A "$1""#;
+    let out = tokio::process::Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(&disk)
+        .arg(binary("ferry"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("FERRY_URL", hub.url())
+        .env("FERRY_API_KEY", key)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let mut lines = stdout.lines();
+    let said: Value = serde_json::from_str(lines.next().unwrap_or("")).unwrap();
+    assert!(
+        said["error"]
+            .as_str()
+            .unwrap()
+            .contains("No space left on device")
+            && said["error"].as_str().unwrap().contains("nothing was kept"),
+        "{said}"
+    );
+    assert_eq!(lines.next(), Some("exit=1"), "{stdout}\n{stderr}");
+    // Neither the target nor the partial file nor its record is left.
+    assert_eq!(lines.next(), None, "left on the disk: {stdout}");
+    assert!(stderr.contains("ferry: cannot write"), "{stderr}");
 }
 
 /// The names and contents below `root`, by relative path.
