@@ -3,7 +3,9 @@
 //! same path): curl sends it in one `PUT` and fetches it in one `GET`;
 //! `ferry cp` uploads through the resumable protocol (64 MiB parts) and
 //! downloads into a temporary name, checking the CRC64/NVME of the whole
-//! file before renaming it — work curl does not do, in the time measured.
+//! file before renaming it — work curl does not do, in the time measured —
+//! once in one stream and once in four (ranges down, upload sessions
+//! joined at the end up).
 
 use std::path::Path;
 use std::process::Command;
@@ -18,6 +20,7 @@ use crate::scenarios::{Series, in_rotation, push_up_down, timed_on, up_down_tabl
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tool {
     Curl,
+    FerryOne,
     Ferry,
 }
 
@@ -76,14 +79,15 @@ pub async fn client_cp(rig: &Rig, plan: &Plan) -> anyhow::Result<(String, Value)
     };
     let file_s = file.to_str().context("a UTF-8 path")?.to_owned();
     let down_s = down.to_str().context("a UTF-8 path")?.to_owned();
-    let mut up: [Series; 2] = Default::default();
-    let mut dn: [Series; 2] = Default::default();
-    let tools = [Tool::Curl, Tool::Ferry];
+    let mut up: [Series; 3] = Default::default();
+    let mut dn: [Series; 3] = Default::default();
+    let tools = [Tool::Curl, Tool::FerryOne, Tool::Ferry];
     for r in 0..plan.runs {
         let got = in_rotation(&tools, r, async |tool| {
-            let name = match tool {
-                Tool::Curl => "cl/curl.bin",
-                Tool::Ferry => "cl/ferry.bin",
+            let (name, streams) = match tool {
+                Tool::Curl => ("cl/curl.bin", "1"),
+                Tool::FerryOne => ("cl/ferry1.bin", "1"),
+                Tool::Ferry => ("cl/ferry.bin", "4"),
             };
             let url = format!("{spoke}/v1/connections/local/files/{name}");
             let put = timed_on(&pids, size, async {
@@ -92,11 +96,13 @@ pub async fn client_cp(rig: &Rig, plan: &Plan) -> anyhow::Result<(String, Value)
                         curl(&["-X", "PUT", "-o", "/dev/null", "-T", &file_s, &url]),
                         "curl",
                     ),
-                    Tool::Ferry => run(
+                    Tool::FerryOne | Tool::Ferry => run(
                         ferry_cmd(&[
                             "cp",
                             "--part-size",
                             "64MiB",
+                            "--upload-streams",
+                            streams,
                             &file_s,
                             &format!("local:{name}"),
                         ]),
@@ -109,8 +115,14 @@ pub async fn client_cp(rig: &Rig, plan: &Plan) -> anyhow::Result<(String, Value)
             let get = timed_on(&pids, size, async {
                 match tool {
                     Tool::Curl => run(curl(&["-o", &down_s, &url]), "curl")?,
-                    Tool::Ferry => run(
-                        ferry_cmd(&["cp", &format!("local:{name}"), &down_s]),
+                    Tool::FerryOne | Tool::Ferry => run(
+                        ferry_cmd(&[
+                            "cp",
+                            "--streams",
+                            streams,
+                            &format!("local:{name}"),
+                            &down_s,
+                        ]),
                         "ferry cp down",
                     )?,
                 }
@@ -130,14 +142,18 @@ pub async fn client_cp(rig: &Rig, plan: &Plan) -> anyhow::Result<(String, Value)
             "12. The ferry command against curl: {} MiB through one spoke, up then down (MB/s; ratio to curl; CPU-s per GiB of the spoke; path: spoke and hub)",
             size / 1048576
         ),
-        &["curl, one request", "ferry cp"],
+        &[
+            "curl, one request",
+            "ferry cp, one stream",
+            "ferry cp, four streams",
+        ],
         &up,
         &dn,
     );
     let figures = json!({
         "bytes": size,
-        "upload": { "curl": up[0].json(), "ferry": up[1].json() },
-        "download": { "curl": dn[0].json(), "ferry": dn[1].json() },
+        "upload": { "curl": up[0].json(), "ferry_one_stream": up[1].json(), "ferry": up[2].json() },
+        "download": { "curl": dn[0].json(), "ferry_one_stream": dn[1].json(), "ferry": dn[2].json() },
     });
     Ok((t.render(), figures))
 }

@@ -52,7 +52,7 @@ pub(crate) fn escape(path: &str) -> String {
     utf8_percent_encode(path, PATH).to_string()
 }
 
-/// Streams a file of several parts moves in, unless told otherwise.
+/// Ranges a file of several parts is downloaded in, unless told otherwise.
 pub const DEFAULT_STREAMS: usize = 4;
 
 /// How many times a request is tried (on the endpoints in order) before
@@ -69,8 +69,10 @@ pub struct Client {
     endpoints: Mutex<Vec<Endpoint>>,
     /// Whether the caller named the endpoint (no probing, no moving).
     fixed: bool,
-    /// Streams (ranges, or upload sessions) one file moves in at most.
+    /// Ranges one file is downloaded in at most.
     streams: usize,
+    /// Upload sessions one file is uploaded in at most.
+    upload_streams: usize,
     /// The bytes per second all transfers share, if limited.
     limiter: Option<Arc<Limiter>>,
 }
@@ -83,6 +85,7 @@ impl std::fmt::Debug for Client {
             .field("endpoints", &self.endpoints())
             .field("fixed", &self.fixed)
             .field("streams", &self.streams)
+            .field("upload_streams", &self.upload_streams)
             .field("limiter", &self.limiter)
             .finish()
     }
@@ -184,14 +187,25 @@ impl Client {
             hub,
             fixed: false,
             streams: DEFAULT_STREAMS,
+            upload_streams: 1,
             limiter: None,
         })
     }
 
-    /// Moves each file of several parts in up to `streams` ranges or
-    /// upload sessions at once (1: one after the other).
+    /// Downloads each file of several parts in up to `streams` ranges at
+    /// once (1: one after the other).
     pub fn with_streams(mut self, streams: usize) -> Self {
         self.streams = streams.max(1);
+        self
+    }
+
+    /// Uploads each file of several parts in up to `streams` sessions at
+    /// once, joined at the end (tus concatenation). One by default: the
+    /// node joining them reads and writes the file once more (on a folder
+    /// provider, a copy of it), which costs more than a second stream
+    /// gains unless one stream cannot fill the link (a long path).
+    pub fn with_upload_streams(mut self, streams: usize) -> Self {
+        self.upload_streams = streams.max(1);
         self
     }
 

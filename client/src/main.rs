@@ -204,10 +204,14 @@ struct TransferOpts {
     /// Files moved at once (folders).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     transfers: u16,
-    /// Streams one file of several parts moves in at once: ranges down,
-    /// upload sessions (joined at the end) up.
+    /// Ranges one file of several parts is downloaded in at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
     streams: u16,
+    /// Upload sessions one file of several parts is sent in at once,
+    /// joined at the end; worth it only where one stream cannot fill the
+    /// link (joining costs the node a copy of the file).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=32))]
+    upload_streams: u16,
     /// Bytes per second that all transfers share, up and down (10MiB:
     /// 10 MiB/s); no limit by default.
     #[arg(long, value_parser = parse_size)]
@@ -486,7 +490,9 @@ async fn run(cli: &Cli) -> Result<(), Error> {
         client = client.with_endpoint(e);
     }
     if let Command::Cp { opts, .. } | Command::Sync { opts, .. } = &cli.command {
-        client = client.with_streams(usize::from(opts.streams));
+        client = client
+            .with_streams(usize::from(opts.streams))
+            .with_upload_streams(usize::from(opts.upload_streams));
         if let Some(rate) = opts.bwlimit {
             client = client.with_bwlimit(rate);
         }

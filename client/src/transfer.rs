@@ -474,7 +474,7 @@ impl Client {
 
     /// Uploads local file `source` to `path` of `conn` through the
     /// resumable protocol, `part_size` bytes a request: in one session, or
-    /// for a file of several parts in up to [`Client::with_streams`]
+    /// for a file of several parts in up to [`Client::with_upload_streams`]
     /// sessions at once, joined at the end (tus concatenation). Resumes
     /// the sessions an earlier run of the same upload left.
     pub async fn upload(
@@ -496,7 +496,7 @@ impl Client {
                 .put_small(source, conn, path, size, crc, progress)
                 .await;
         }
-        let plan = split(size, part_size, self.streams);
+        let plan = split(size, part_size, self.upload_streams);
         let resume_file = resume_record(&self.hub, conn, path, size, crc);
         let remembered: Vec<String> = resume_file
             .as_ref()
