@@ -418,11 +418,37 @@ fn write_private(file: &Path, text: &str) -> Result<(), Error> {
 /// A progress bar on standard error when it is a terminal.
 pub(crate) struct Bar(Option<indicatif::ProgressBar>);
 
+/// Where the bars of a folder copy are drawn together: one for the whole,
+/// one for each file under way. Nothing when no bar shows.
+pub(crate) struct Bars(Option<indicatif::MultiProgress>);
+
+impl Bars {
+    pub(crate) fn new(cli: &Cli) -> Self {
+        Self(Bar::shown(cli).then(indicatif::MultiProgress::new))
+    }
+
+    /// A bar among the others, labelled `what`.
+    pub(crate) fn bar(&self, what: &str) -> Bar {
+        match &self.0 {
+            Some(m) => Bar(Some(m.add(Bar::styled(what)))),
+            None => Bar(None),
+        }
+    }
+}
+
 impl Bar {
+    fn shown(cli: &Cli) -> bool {
+        !(cli.quiet || cli.json || !std::io::stderr().is_terminal())
+    }
+
     pub(crate) fn new(cli: &Cli, what: &str) -> Self {
-        if cli.quiet || cli.json || !std::io::stderr().is_terminal() {
+        if !Self::shown(cli) {
             return Self(None);
         }
+        Self(Some(Self::styled(what)))
+    }
+
+    fn styled(what: &str) -> indicatif::ProgressBar {
         let bar = indicatif::ProgressBar::new(0);
         if let Ok(style) = indicatif::ProgressStyle::with_template(
             "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
@@ -430,7 +456,7 @@ impl Bar {
             bar.set_style(style);
         }
         bar.set_message(what.to_owned());
-        Self(Some(bar))
+        bar
     }
 
     pub(crate) fn done(&self) {

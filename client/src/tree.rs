@@ -5,12 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ferry_client::{Client, Error};
 use futures_util::StreamExt as _;
 use serde_json::json;
 
-use crate::{Bar, Cli, Side, TransferOpts, out_line, side};
+use crate::{Bars, Cli, Side, TransferOpts, out_line, side};
 
 /// What to do with the two folders.
 #[derive(Debug, Clone, Copy)]
@@ -226,20 +227,48 @@ pub(crate) async fn run(
         }
     }
     let total: u64 = actions.iter().map(Action::size).sum();
-    let bar = Bar::new(cli, &format!("{} files", actions.len()));
-    let done = std::sync::atomic::AtomicU64::new(0);
+    // One bar for the whole, and one for each file under way.
+    let bars = Bars::new(cli);
+    let bar = bars.bar(&format!("{} files", actions.len()));
+    ferry_client::Progress::update(&bar, 0, total);
+    let done = AtomicU64::new(0);
     let via = client.current().name;
     let results = futures_util::stream::iter(actions.iter().cloned())
         .map(|action| {
-            let (local_root, conn, dir, done, bar) = (&local_root, &conn, &dir, &done, &bar);
+            let (local_root, conn, dir, done, bar, bars) =
+                (&local_root, &conn, &dir, &done, &bar, &bars);
             async move {
+                let file_bar = bars.bar(action.describe().1);
+                ferry_client::Progress::update(&file_bar, 0, action.size());
+                // What this file added to the whole so far.
+                let counted = AtomicU64::new(0);
+                let progress = |d: u64, t: u64| {
+                    ferry_client::Progress::update(&file_bar, d, t);
+                    let before = counted.swap(d, Ordering::Relaxed);
+                    let n = done.fetch_add(d.saturating_sub(before), Ordering::Relaxed)
+                        + d.saturating_sub(before);
+                    ferry_client::Progress::update(bar, n, total);
+                };
                 let outcome = if dry_run {
                     Ok(())
                 } else {
-                    act(client, &action, local_root, conn, dir, opts.part_size).await
+                    act(
+                        client,
+                        &action,
+                        local_root,
+                        conn,
+                        dir,
+                        opts.part_size,
+                        &progress,
+                    )
+                    .await
                 };
-                let n = done.fetch_add(action.size(), std::sync::atomic::Ordering::Relaxed)
-                    + action.size();
+                file_bar.done();
+                // The whole counts the file once, however it ended.
+                let rest = action
+                    .size()
+                    .saturating_sub(counted.load(Ordering::Relaxed));
+                let n = done.fetch_add(rest, Ordering::Relaxed) + rest;
                 ferry_client::Progress::update(bar, n, total);
                 (action, outcome)
             }
@@ -292,8 +321,8 @@ async fn act(
     conn: &str,
     dir: &str,
     part_size: u64,
+    progress: &dyn ferry_client::Progress,
 ) -> Result<(), Error> {
-    let quiet = |_: u64, _: u64| {};
     match action {
         Action::Upload(rel, _) => client
             .upload(
@@ -301,7 +330,7 @@ async fn act(
                 conn,
                 &join(dir, rel),
                 part_size,
-                &quiet,
+                progress,
             )
             .await
             .map(drop),
@@ -312,7 +341,7 @@ async fn act(
                     .map_err(|e| Error::Local(format!("cannot write {}: {e}", parent.display())))?;
             }
             client
-                .download(conn, &join(dir, rel), &target, &quiet)
+                .download(conn, &join(dir, rel), &target, progress)
                 .await
                 .map(drop)
         }
