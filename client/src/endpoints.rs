@@ -16,6 +16,11 @@ const ROUNDS: usize = 3;
 /// How long probing may take in all.
 const PROBE_LIMIT: Duration = Duration::from_secs(3);
 
+/// How long the order a probe found is kept before a transfer probes
+/// again (unless [`Client::with_reprobe_after`] says otherwise): the
+/// nearest spoke changes as the user moves and spokes come and go.
+pub const REPROBE_AFTER: Duration = Duration::from_secs(300);
+
 /// Where requests can go.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {
@@ -125,7 +130,34 @@ impl Client {
         });
         answered.push(Endpoint::hub(self.hub.clone()));
         *self.endpoints.lock().expect("endpoints poisoned") = answered;
+        *self.probed_at.lock().expect("probed_at poisoned") = Some(Instant::now());
         Ok(probes)
+    }
+
+    /// Probes again if the last probe is older than the client's
+    /// re-probe interval (transfers call it as they begin, so a long
+    /// `sync` or a long-lived program follows the nearest spoke); returns
+    /// whether it probed. A client that never probed, or was given its
+    /// endpoint, keeps its order.
+    pub async fn refresh_endpoints(&self) -> bool {
+        if self.fixed {
+            return false;
+        }
+        {
+            let mut at = self.probed_at.lock().expect("probed_at poisoned");
+            match *at {
+                Some(t) if t.elapsed() >= self.reprobe_after => {
+                    // Claimed, so that transfers starting together probe once.
+                    *at = Some(Instant::now());
+                }
+                _ => return false,
+            }
+        }
+        if let Err(e) = self.choose_endpoint().await {
+            eprintln_debug(&format!("probing again failed; the order stays: {e}"));
+            return false;
+        }
+        true
     }
 
     /// The fastest of [`ROUNDS`] round trips to `url`, after one that

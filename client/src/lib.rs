@@ -75,6 +75,10 @@ pub struct Client {
     upload_streams: usize,
     /// The bytes per second all transfers share, if limited.
     limiter: Option<Arc<Limiter>>,
+    /// When the endpoints were last ordered by probing.
+    probed_at: Mutex<Option<std::time::Instant>>,
+    /// How long that order is kept before a transfer probes again.
+    reprobe_after: Duration,
 }
 
 impl std::fmt::Debug for Client {
@@ -189,6 +193,8 @@ impl Client {
             streams: DEFAULT_STREAMS,
             upload_streams: 1,
             limiter: None,
+            probed_at: Mutex::new(None),
+            reprobe_after: endpoints::REPROBE_AFTER,
         })
     }
 
@@ -206,6 +212,13 @@ impl Client {
     /// gains unless one stream cannot fill the link (a long path).
     pub fn with_upload_streams(mut self, streams: usize) -> Self {
         self.upload_streams = streams.max(1);
+        self
+    }
+
+    /// Keeps the order a probe found for `after` before a transfer probes
+    /// again (default five minutes).
+    pub fn with_reprobe_after(mut self, after: Duration) -> Self {
+        self.reprobe_after = after;
         self
     }
 

@@ -245,6 +245,7 @@ impl Client {
         target: &Path,
         progress: &dyn Progress,
     ) -> Result<Transferred, Error> {
+        self.refresh_endpoints().await;
         let stat = self.stat(conn, path).await?.ok_or_else(|| Error::Api {
             status: 404,
             code: "not_found".into(),
@@ -485,6 +486,7 @@ impl Client {
         part_size: u64,
         progress: &dyn Progress,
     ) -> Result<Transferred, Error> {
+        self.refresh_endpoints().await;
         let meta = std::fs::metadata(source).map_err(|e| local("cannot read", source, e))?;
         if !meta.is_file() {
             return Err(Error::Local(format!("{} is not a file", source.display())));

@@ -883,6 +883,79 @@ ls -A "$1""#;
     assert!(stderr.contains("ferry: cannot write"), "{stderr}");
 }
 
+#[tokio::test]
+async fn a_long_lived_client_probes_again_and_follows_the_nearer_spoke() {
+    let n = network().await;
+    let hub_url = url::Url::parse(&n.hub.url()).unwrap();
+    let client = ferry_client::Client::new(hub_url.clone(), n.t.key.clone())
+        .unwrap()
+        .with_reprobe_after(Duration::from_millis(300));
+    let work = tempfile::tempdir().unwrap();
+    let src = random_file(work.path(), "a.bin", 1 << 20);
+    client.choose_endpoint().await.unwrap();
+    assert_eq!(client.current().name, "near");
+    let quiet = |_: u64, _: u64| {};
+    client
+        .upload(&src, "local", "a.bin", 8 << 20, &quiet)
+        .await
+        .unwrap();
+    assert_eq!(
+        bytes(&n.near.metrics_url(), "upload", true).await,
+        (1 << 20) as f64
+    );
+
+    // near becomes slow to answer (150 ms; far is about 60): once the
+    // order is older than the interval, the client probes again (as each
+    // transfer begins) and goes to far; the hub hears the new samples.
+    n.near_proxy
+        .delay_method(http::Method::GET, Duration::from_millis(150));
+    let samples = async || {
+        let view = Api::new(n.hub.url())
+            .as_token(ADMIN_TOKEN)
+            .get("/v1/steering?client=127.0.0.1")
+            .send()
+            .await
+            .expect(200)
+            .json();
+        view["prefixes"][0]["spokes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["samples"]["probe"].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    let reported = samples().await;
+    assert!(client.endpoints().len() == 3 && client.current().name == "near");
+    // (Within the interval nothing is probed.)
+    assert!(!client.refresh_endpoints().await);
+    let waited = ferry_tests::eventually(Duration::from_secs(5), async || {
+        client.refresh_endpoints().await
+    })
+    .await;
+    assert!(waited, "it did not probe again");
+    assert_eq!(client.current().name, "far", "{:?}", client.endpoints());
+    assert!(samples().await > reported);
+    let target = work.path().join("back.bin");
+    let far_before = bytes(&n.far.metrics_url(), "download", true).await;
+    client
+        .download("local", "a.bin", &target, &quiet)
+        .await
+        .unwrap();
+    assert_eq!(sha256_of(&target), sha256_of(&src));
+    assert_eq!(
+        bytes(&n.far.metrics_url(), "download", true).await - far_before,
+        (1 << 20) as f64
+    );
+    // A client given its endpoint never probes, however old its order.
+    let given = ferry_client::Client::new(hub_url, n.t.key.clone())
+        .unwrap()
+        .with_endpoint(url::Url::parse(&n.hub.url()).unwrap())
+        .with_reprobe_after(Duration::ZERO);
+    assert!(given.choose_endpoint().await.unwrap().is_empty());
+    assert!(!given.refresh_endpoints().await);
+    assert_eq!(given.current().name, "given");
+}
+
 /// The names and contents below `root`, by relative path.
 fn tree_of(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     let mut out = std::collections::BTreeMap::new();
