@@ -5,7 +5,9 @@
 //! downloads into a temporary name, checking the CRC64/NVME of the whole
 //! file before renaming it — work curl does not do, in the time measured —
 //! once in one stream and once in four (ranges down, upload sessions
-//! joined at the end up).
+//! joined at the end up). Beside them, the tools a user has for S3
+//! through the same spoke's S3 door: Debian's `aws s3 cp` and rclone,
+//! each with its own defaults (multipart uploads with parts in parallel).
 
 use std::path::Path;
 use std::process::Command;
@@ -22,6 +24,8 @@ enum Tool {
     Curl,
     FerryOne,
     Ferry,
+    Aws,
+    Rclone,
 }
 
 fn run(mut cmd: Command, what: &str) -> anyhow::Result<()> {
@@ -77,18 +81,82 @@ pub async fn client_cp(rig: &Rig, plan: &Plan) -> anyhow::Result<(String, Value)
             .env("FERRY_API_KEY", &key);
         c
     };
+    let s3_key = rig
+        .tenant
+        .api
+        .post("/v1/s3-keys")
+        .json(&json!({ "connections": ["local"] }))
+        .send()
+        .await;
+    ensure!(
+        s3_key.status == http::StatusCode::CREATED,
+        "cannot make an S3 key"
+    );
+    let s3_key = s3_key.json();
+    let (s3_id, s3_secret) = (
+        s3_key["access_key_id"]
+            .as_str()
+            .context("a key id")?
+            .to_owned(),
+        s3_key["secret_access_key"]
+            .as_str()
+            .context("a secret")?
+            .to_owned(),
+    );
+    let aws = |args: &[&str]| {
+        let mut c = ferry_tests::tools::aws_cli(
+            Path::new("/usr/bin/aws"),
+            &spoke,
+            &home,
+            &s3_id,
+            &s3_secret,
+        );
+        c.args(["s3", "cp", "--only-show-errors"]).args(args);
+        c
+    };
+    let rclone = |args: &[&str]| {
+        let mut c = Command::new("rclone");
+        // (--ignore-times: copy even when the target has the size and
+        // time, as after the previous run.)
+        c.arg("copyto")
+            .args(args)
+            .args(["--config", "/dev/null", "--retries", "1", "--ignore-times"])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", &home)
+            .env("RCLONE_CONFIG_FERRY_TYPE", "s3")
+            .env("RCLONE_CONFIG_FERRY_PROVIDER", "Other")
+            .env("RCLONE_CONFIG_FERRY_ENDPOINT", &spoke)
+            .env("RCLONE_CONFIG_FERRY_REGION", "us-east-1")
+            .env("RCLONE_CONFIG_FERRY_FORCE_PATH_STYLE", "true")
+            // The bucket is the connection: there is nothing to create.
+            .env("RCLONE_CONFIG_FERRY_NO_CHECK_BUCKET", "true")
+            .env("RCLONE_CONFIG_FERRY_ACCESS_KEY_ID", &s3_id)
+            .env("RCLONE_CONFIG_FERRY_SECRET_ACCESS_KEY", &s3_secret);
+        c
+    };
     let file_s = file.to_str().context("a UTF-8 path")?.to_owned();
     let down_s = down.to_str().context("a UTF-8 path")?.to_owned();
-    let mut up: [Series; 3] = Default::default();
-    let mut dn: [Series; 3] = Default::default();
-    let tools = [Tool::Curl, Tool::FerryOne, Tool::Ferry];
+    let mut up: [Series; 5] = Default::default();
+    let mut dn: [Series; 5] = Default::default();
+    let tools = [
+        Tool::Curl,
+        Tool::FerryOne,
+        Tool::Ferry,
+        Tool::Aws,
+        Tool::Rclone,
+    ];
     for r in 0..plan.runs {
         let got = in_rotation(&tools, r, async |tool| {
             let (name, streams) = match tool {
                 Tool::Curl => ("cl/curl.bin", "1"),
                 Tool::FerryOne => ("cl/ferry1.bin", "1"),
                 Tool::Ferry => ("cl/ferry.bin", "4"),
+                Tool::Aws => ("cl/aws.bin", "1"),
+                Tool::Rclone => ("cl/rclone.bin", "1"),
             };
+            let s3_url = format!("s3://local/{name}");
+            let rclone_path = format!("ferry:local/{name}");
             let url = format!("{spoke}/v1/connections/local/files/{name}");
             let put = timed_on(&pids, size, async {
                 match tool {
@@ -108,6 +176,8 @@ pub async fn client_cp(rig: &Rig, plan: &Plan) -> anyhow::Result<(String, Value)
                         ]),
                         "ferry cp up",
                     ),
+                    Tool::Aws => run(aws(&[&file_s, &s3_url]), "aws s3 cp up"),
+                    Tool::Rclone => run(rclone(&[&file_s, &rclone_path]), "rclone up"),
                 }
             })
             .await?;
@@ -125,6 +195,8 @@ pub async fn client_cp(rig: &Rig, plan: &Plan) -> anyhow::Result<(String, Value)
                         ]),
                         "ferry cp down",
                     )?,
+                    Tool::Aws => run(aws(&[&s3_url, &down_s]), "aws s3 cp down")?,
+                    Tool::Rclone => run(rclone(&[&rclone_path, &down_s]), "rclone down")?,
                 }
                 let got = std::fs::metadata(Path::new(&down))?.len();
                 ensure!(got == size, "downloaded {got} of {size} bytes");
@@ -146,14 +218,18 @@ pub async fn client_cp(rig: &Rig, plan: &Plan) -> anyhow::Result<(String, Value)
             "curl, one request",
             "ferry cp, one stream",
             "ferry cp, four streams",
+            "aws s3 cp (S3 door)",
+            "rclone (S3 door)",
         ],
         &up,
         &dn,
     );
     let figures = json!({
         "bytes": size,
-        "upload": { "curl": up[0].json(), "ferry_one_stream": up[1].json(), "ferry": up[2].json() },
-        "download": { "curl": dn[0].json(), "ferry_one_stream": dn[1].json(), "ferry": dn[2].json() },
+        "upload": { "curl": up[0].json(), "ferry_one_stream": up[1].json(), "ferry": up[2].json(),
+                    "aws": up[3].json(), "rclone": up[4].json() },
+        "download": { "curl": dn[0].json(), "ferry_one_stream": dn[1].json(), "ferry": dn[2].json(),
+                      "aws": dn[3].json(), "rclone": dn[4].json() },
     });
     Ok((t.render(), figures))
 }
