@@ -168,7 +168,8 @@ package_client() {
   "$bin" completions bash > "$stage/usr/share/bash-completion/completions/ferry"
   "$bin" completions zsh > "$stage/usr/share/zsh/vendor-completions/_ferry"
   "$bin" completions fish > "$stage/usr/share/fish/vendor_completions.d/ferry.fish"
-  "$bin" man | gzip -9n > "$stage/usr/share/man/man1/ferry.1.gz"
+  "$bin" man --out "$stage/usr/share/man/man1"
+  gzip -9n "$stage/usr/share/man/man1/"*.1
   copyright > "$doc/copyright"
   mkdir -p "$stage/DEBIAN"
   local size

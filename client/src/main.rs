@@ -84,8 +84,8 @@ enum Command {
         #[arg(short, long)]
         long: bool,
     },
-    /// Copies a file (or with `-r` a folder) up (local → remote) or down
-    /// (remote → local).
+    /// Copies a file (or with `-r` a folder) up (local → remote), down
+    /// (remote → local), or from one remote path to another.
     Cp {
         /// Source: a local file, `-`, or `CONNECTION:PATH`.
         src: String,
@@ -144,8 +144,15 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Prints ferry's manual page (roff).
-    Man,
+    /// Prints ferry's manual page (roff), or a command's (`ferry man cp`);
+    /// with `--out DIR`, writes them all there (ferry.1, ferry-cp.1, …).
+    Man {
+        /// The command whose page to print.
+        command: Option<String>,
+        /// Writes every page into this folder instead.
+        #[arg(long, value_name = "DIR", conflicts_with = "command")]
+        out: Option<PathBuf>,
+    },
     /// Writes or shows profiles (`~/.config/ferry/config.toml`).
     Config {
         #[command(subcommand)]
@@ -498,14 +505,7 @@ async fn run(cli: &Cli) -> Result<(), Error> {
             clap_complete::generate(*shell, &mut cmd, "ferry", &mut out);
             return out_line(String::from_utf8_lossy(&out).trim_end());
         }
-        Command::Man => {
-            let cmd = <Cli as clap::CommandFactory>::command();
-            let mut out = Vec::new();
-            clap_mangen::Man::new(cmd)
-                .render(&mut out)
-                .map_err(|e| Error::Local(e.to_string()))?;
-            return out_line(String::from_utf8_lossy(&out).trim_end());
-        }
+        Command::Man { command, out } => return man(command.as_deref(), out.as_deref()),
         _ => {}
     }
     let (url, key) = settings(cli)?;
@@ -651,7 +651,7 @@ async fn run(cli: &Cli) -> Result<(), Error> {
             tree::run(cli, &client, src, dst, mode, opts).await
         }
         Command::Check { src, dst } => tree::check(cli, &client, src, dst).await,
-        Command::Config { .. } | Command::Completions { .. } | Command::Man => Ok(()),
+        Command::Config { .. } | Command::Completions { .. } | Command::Man { .. } => Ok(()),
         Command::Mv { src, dst, force } => {
             let (conn, from) = remote(src)?;
             let (conn_to, to) = remote(dst)?;
@@ -709,6 +709,48 @@ async fn run(cli: &Cli) -> Result<(), Error> {
             }
         }
     }
+}
+
+/// The manual page of ferry, or of one of its commands (`ferry-cp`).
+fn man_page(command: Option<&str>) -> Result<Vec<u8>, Error> {
+    let ferry = <Cli as clap::CommandFactory>::command();
+    let cmd = match command {
+        None => ferry,
+        Some(name) => ferry
+            .find_subcommand(name)
+            .cloned()
+            .ok_or_else(|| Error::Usage(format!("ferry has no command '{name}'")))?
+            .display_name(format!("ferry-{name}"))
+            .bin_name(format!("ferry {name}")),
+    };
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd)
+        .render(&mut page)
+        .map_err(|e| Error::Local(e.to_string()))?;
+    Ok(page)
+}
+
+/// `ferry man`: prints a page, or writes every page into `out`.
+fn man(command: Option<&str>, out: Option<&Path>) -> Result<(), Error> {
+    let Some(dir) = out else {
+        return out_line(String::from_utf8_lossy(&man_page(command)?).trim_end());
+    };
+    let ferry = <Cli as clap::CommandFactory>::command();
+    let names: Vec<String> = ferry
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .filter(|n| n != "help")
+        .collect();
+    let write = |file: String, page: Vec<u8>| {
+        let path = dir.join(file);
+        std::fs::write(&path, page)
+            .map_err(|e| Error::Local(format!("cannot write {}: {e}", path.display())))
+    };
+    write("ferry.1".into(), man_page(None)?)?;
+    for name in names {
+        write(format!("ferry-{name}.1"), man_page(Some(&name))?)?;
+    }
+    Ok(())
 }
 
 fn show(path: &str, folder: bool) -> String {

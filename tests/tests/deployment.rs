@@ -239,6 +239,8 @@ fn the_debian_packages_hold_binary_unit_configs_and_make_the_user() {
         "./usr/share/zsh/vendor-completions/_ferry",
         "./usr/share/fish/vendor_completions.d/ferry.fish",
         "./usr/share/man/man1/ferry.1.gz",
+        "./usr/share/man/man1/ferry-cp.1.gz",
+        "./usr/share/man/man1/ferry-sync.1.gz",
     ] {
         assert!(contents.contains(path), "no {path} in\n{contents}");
     }
