@@ -325,6 +325,16 @@ impl Client {
             .write(true)
             .open(&part)
             .map_err(|e| local("cannot write", &part, e))?;
+        // The file keeps the server's time of change, as `sync` compares
+        // times where no checksum is known.
+        if let Some(when) = stat
+            .modified
+            .as_deref()
+            .and_then(|m| httpdate::parse_http_date(m).ok())
+        {
+            file.set_modified(when)
+                .map_err(|e| local("cannot write", &part, e))?;
+        }
         file.sync_all()
             .map_err(|e| local("cannot write", &part, e))?;
         drop(file);

@@ -22,11 +22,13 @@ pub(crate) enum Mode {
     Sync { delete: bool, dry_run: bool },
 }
 
-/// A file on one side: its size, and its CRC64/NVME where known.
+/// A file on one side: its size, its CRC64/NVME where known, and when it
+/// last changed (unix milliseconds) where known.
 #[derive(Debug, Clone)]
 struct Known {
     size: u64,
     crc: Option<u64>,
+    modified: Option<i64>,
 }
 
 /// One thing to do, by path relative to the folders.
@@ -87,6 +89,11 @@ fn local_files(root: &Path) -> Result<BTreeMap<String, Known>, Error> {
                 Known {
                     size: meta.len(),
                     crc: None,
+                    modified: meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_millis() as i64),
                 },
             );
         }
@@ -129,21 +136,33 @@ async fn remote_files(
             Known {
                 size: e.size.unwrap_or(0),
                 crc,
+                modified: e.modified_at,
             },
         );
     }
     Ok(out)
 }
 
-/// Whether `ours` (a local file) differs from `theirs` (the remote one):
-/// by size, else by CRC64/NVME where the server knows it.
-fn differs(local: &Path, theirs: &Known, size: u64) -> Result<bool, Error> {
-    if size != theirs.size {
+/// How far apart two times of change may be and still count as one (file
+/// systems keep them to a second, or two).
+const SAME_TIME_MS: i64 = 2_000;
+
+/// Whether the local file at `local` (`ours`) differs from the remote one
+/// (`theirs`): by size, else by CRC64/NVME where the server knows it, else
+/// (a file written to the provider outside ferry) by time: the copy
+/// differs when its source changed after it (`up`: the local file is the
+/// source).
+fn differs(local: &Path, ours: &Known, theirs: &Known, up: bool) -> Result<bool, Error> {
+    if ours.size != theirs.size {
         return Ok(true);
     }
     match theirs.crc {
         Some(crc) => Ok(ferry_client::crc_of_file(local)? != crc),
-        None => Ok(false),
+        None => Ok(match (ours.modified, theirs.modified) {
+            (Some(l), Some(r)) if up => l > r + SAME_TIME_MS,
+            (Some(l), Some(r)) => r > l + SAME_TIME_MS,
+            _ => false,
+        }),
     }
 }
 
@@ -206,7 +225,7 @@ pub(crate) async fn run(
             None => true,
             Some(there) => {
                 let (ours, theirs) = if up { (have, there) } else { (there, have) };
-                copy_all || differs(&local_root.join(rel), theirs, ours.size)?
+                copy_all || differs(&local_root.join(rel), ours, theirs, up)?
             }
         };
         if changed {
@@ -381,7 +400,7 @@ pub(crate) async fn check(cli: &Cli, client: &Client, a: &str, b: &str) -> Resul
             Some(theirs) if theirs.size != k.size => "differs",
             Some(Known { crc: None, .. }) => "unverified",
             Some(theirs) => {
-                if differs(&local_root.join(rel), theirs, k.size)? {
+                if differs(&local_root.join(rel), k, theirs, true)? {
                     "differs"
                 } else {
                     "same"

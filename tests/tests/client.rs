@@ -1154,6 +1154,62 @@ async fn folders_copy_and_sync_both_ways_and_the_feed_shows_them() {
     assert_eq!(verdicts[0]["path"], "d5/f0005.txt");
     assert_eq!(verdicts[0]["verdict"], "differs");
 
+    // A file changed in the provider, outside ferry, at the same size: the
+    // server knows no checksum of it, so sync goes by time; the remote one
+    // is newer and comes down. A downloaded file keeps the server's time,
+    // so nothing then moves either way.
+    let api = Api::new(hub.url()).as_token(key);
+    let outside = "/v1/connections/local/files/tree/d6/f0006.txt";
+    let before = api.head(outside).send().await.expect(200);
+    let theirs = hub.data_dir.join("alpha/tree/d6/f0006.txt");
+    let same_size = std::fs::read(&theirs)
+        .unwrap()
+        .iter()
+        .map(|b| b ^ 1)
+        .collect::<Vec<u8>>();
+    std::fs::write(&theirs, &same_size).unwrap();
+    // (Later than the copy's time by more than the two seconds that count
+    // as the same, without waiting them out.)
+    std::fs::File::options()
+        .write(true)
+        .open(&theirs)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
+    // Seen by the provider's change detection: the listing (the index)
+    // has the new entity tag, and no checksum.
+    let seen = ferry_tests::eventually(Duration::from_secs(30), async || {
+        let now = api.head(outside).send().await;
+        let listing = api
+            .get("/v1/connections/local/list/tree/d6")
+            .send()
+            .await
+            .json();
+        let entry = listing["entries"]
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["name"] == "f0006.txt").cloned());
+        now.header("etag") != before.header("etag")
+            && entry.is_some_and(|e| {
+                e["etag"].as_str() == now.header("etag").as_deref()
+                    && e["checksums"]["crc64nvme"].is_null()
+            })
+    })
+    .await;
+    assert!(seen, "the change did not reach the listing");
+    let back_s = back.to_str().unwrap();
+    let out = ferry(hub, key, home, &["sync", "--json", "local:tree", back_s]).await;
+    let moved = json_lines(ok(&out));
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_eq!(moved[0]["path"], "d6/f0006.txt");
+    assert_eq!(std::fs::read(back.join("d6/f0006.txt")).unwrap(), same_size);
+    for (from, to) in [("local:tree", back_s), (back_s, "local:tree")] {
+        let out = ferry(hub, key, home, &["sync", "--json", from, to]).await;
+        assert!(
+            json_lines(ok(&out)).is_empty(),
+            "{from} → {to} moved something"
+        );
+    }
+
     // mkdir, mv, and the feed: what was done is there, oldest first.
     ok(&ferry(hub, key, home, &["mkdir", "local:archive/2026"]).await);
     ok(&ferry(
