@@ -122,6 +122,17 @@ async fn network() -> Net {
     }
 }
 
+/// What the hub's steering map holds for this machine's network.
+async fn steering_view(hub: &Hub) -> Value {
+    Api::new(hub.url())
+        .as_token(ADMIN_TOKEN)
+        .get("/v1/steering?client=127.0.0.1")
+        .send()
+        .await
+        .expect(200)
+        .json()
+}
+
 async fn bytes(url: &str, direction: &str, spoke: bool) -> f64 {
     let name = if spoke {
         "ferry_spoke_content_bytes_total"
@@ -153,13 +164,7 @@ async fn ferry_copies_through_the_nearer_spoke_and_checks_what_arrived() {
         "{spokes:?}"
     );
     // What it measured reached the hub's steering map for its network.
-    let admin = Api::new(hub.url()).as_token(ADMIN_TOKEN);
-    let view = admin
-        .get("/v1/steering?client=127.0.0.1")
-        .send()
-        .await
-        .expect(200)
-        .json();
+    let view = steering_view(hub).await;
     let probed: Vec<&str> = view["prefixes"][0]["spokes"]
         .as_array()
         .unwrap()
@@ -344,56 +349,12 @@ async fn a_copy_goes_on_through_the_other_spoke_when_the_nearer_one_breaks() {
     let (hub, key, home) = (&n.hub, n.t.key.as_str(), n.home.path());
     let work = tempfile::tempdir().unwrap();
     let size: usize = 48 << 20;
-    let part = 8 << 20;
     let src = random_file(work.path(), "big.bin", size);
 
     // Mid-upload: near takes two parts, then fails the third; the upload
     // goes on through far from the offset the server holds.
-    n.near_proxy.fail_after(http::Method::PATCH, 2, 100);
-    let out = ferry(
-        hub,
-        key,
-        home,
-        &[
-            "cp",
-            "--json",
-            "--part-size",
-            "8MiB",
-            "--upload-streams",
-            "1",
-            src.to_str().unwrap(),
-            "local:big.bin",
-        ],
-    )
-    .await;
-    let up = json_lines(ok(&out));
-    assert_eq!(
-        up[0]["failovers"],
-        1,
-        "{up:?}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let far_up = bytes(&n.far.metrics_url(), "upload", true).await;
-    // far took exactly what near had not committed: nothing sent twice.
-    assert_eq!(
-        far_up,
-        (size - 2 * part) as f64,
-        "far took {far_up} bytes of {size}"
-    );
-    assert_eq!(
-        bytes(&n.near.metrics_url(), "upload", true).await,
-        (2 * part) as f64
-    );
-    let stored = Api::new(hub.url())
-        .as_token(key)
-        .get("/v1/connections/local/files/big.bin")
-        .send()
-        .await
-        .expect(200);
-    assert_eq!(
-        ferry_tests::sha256(&stored.body),
-        ferry_tests::sha256(&std::fs::read(&src).unwrap())
-    );
+    let up = upload_past_a_failing_near(&n, &src, "big.bin", 1).await;
+    assert_eq!(up["failovers"], 1, "{up}");
 
     // Mid-download: near's answer is cut after 10 MiB; the rest comes from
     // far, by range, not again from the start.
@@ -479,6 +440,57 @@ async fn a_copy_goes_on_through_the_other_spoke_when_the_nearer_one_breaks() {
     );
 }
 
+/// Uploads `src` (48 MiB) as `name` in `streams` sessions of 8 MiB parts
+/// while near fails every `PATCH` after its first two: far takes exactly
+/// what near did not commit (nothing is sent twice) and the stored file
+/// is the same. Returns the command's line.
+async fn upload_past_a_failing_near(n: &Net, src: &Path, name: &str, streams: u8) -> Value {
+    let part = 8 << 20;
+    let size = std::fs::metadata(src).unwrap().len() as usize;
+    n.near_proxy.fail_after(http::Method::PATCH, 2, 1000);
+    let streams = streams.to_string();
+    let to = format!("local:{name}");
+    let out = ferry(
+        &n.hub,
+        &n.t.key,
+        n.home.path(),
+        &[
+            "cp",
+            "--json",
+            "--part-size",
+            "8MiB",
+            "--upload-streams",
+            &streams,
+            src.to_str().unwrap(),
+            &to,
+        ],
+    )
+    .await;
+    let up = json_lines(ok(&out)).remove(0);
+    assert_eq!(
+        bytes(&n.near.metrics_url(), "upload", true).await,
+        (2 * part) as f64,
+        "{up}"
+    );
+    let far_up = bytes(&n.far.metrics_url(), "upload", true).await;
+    assert_eq!(
+        far_up,
+        (size - 2 * part) as f64,
+        "far took {far_up} bytes of {size}"
+    );
+    let stored = Api::new(n.hub.url())
+        .as_token(&n.t.key)
+        .get(&format!("/v1/connections/local/files/{name}"))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(
+        ferry_tests::sha256(&stored.body),
+        ferry_tests::sha256(&std::fs::read(src).unwrap())
+    );
+    up
+}
+
 /// `ferry cp --json --streams 1 local:big.bin TARGET`: one stream, so
 /// that what each spoke sends can be told exactly.
 fn down_args(target: &Path) -> [&str; 6] {
@@ -512,6 +524,18 @@ fn ferry_child(hub: &Hub, key: &str, home: &Path, args: &[&str]) -> tokio::proce
         .kill_on_drop(true)
         .spawn()
         .unwrap()
+}
+
+/// Sends `SIGINT` to a running command, as Ctrl-C does.
+fn interrupt(child: &tokio::process::Child) {
+    let pid = child.id().expect("still running").to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
 }
 
 /// Waits (up to 30 s) until spoke `s` has taken at least `n` bytes of
@@ -554,14 +578,7 @@ async fn an_upload_survives_its_spoke_killed_and_the_command_interrupted() {
     // resumes the same session from what the server holds.
     let mut child = ferry_child(&n.hub, &key, &home, &up("local:a.bin"));
     until_uploaded(&n.near, 2 * part).await;
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    interrupt(&child);
     let status = child.wait().await.unwrap();
     assert_eq!(status.code(), Some(130), "interrupted, it says so");
     let out = ferry(&n.hub, &key, &home, &up("local:a.bin")).await;
@@ -634,49 +651,16 @@ async fn one_file_moves_in_parallel_streams_that_fail_over_and_resume_each_on_it
     let (hub, key, home) = (&n.hub, n.t.key.as_str(), n.home.path());
     let work = tempfile::tempdir().unwrap();
     let size: usize = 48 << 20;
-    let part = 8 << 20;
     let src = random_file(work.path(), "big.bin", size);
     let want = sha256_of(&src);
 
     // Up in four sessions at once (six parts: 2 + 2 + 1 + 1), joined at
-    // the end. near takes two parts, then fails every one after: each
-    // stream goes on through far from what its session holds, so far
-    // takes exactly what near did not.
-    n.near_proxy.fail_after(http::Method::PATCH, 2, 1000);
-    let out = ferry(
-        hub,
-        key,
-        home,
-        &[
-            "cp",
-            "--json",
-            "--part-size",
-            "8MiB",
-            "--upload-streams",
-            "4",
-            src.to_str().unwrap(),
-            "local:par.bin",
-        ],
-    )
-    .await;
-    let up = json_lines(ok(&out));
-    assert_eq!(up[0]["streams"], 4, "{up:?}");
-    assert!(up[0]["failovers"].as_u64().unwrap() >= 1, "{up:?}");
-    assert_eq!(
-        bytes(&n.near.metrics_url(), "upload", true).await,
-        (2 * part) as f64
-    );
-    assert_eq!(
-        bytes(&n.far.metrics_url(), "upload", true).await,
-        (size - 2 * part) as f64
-    );
+    // the end, while near fails every part after its first two: each
+    // stream goes on through far from what its session holds.
+    let up = upload_past_a_failing_near(&n, &src, "par.bin", 4).await;
+    assert_eq!(up["streams"], 4, "{up}");
+    assert!(up["failovers"].as_u64().unwrap() >= 1, "{up}");
     let api = Api::new(hub.url()).as_token(key);
-    let stored = api
-        .get("/v1/connections/local/files/par.bin")
-        .send()
-        .await
-        .expect(200);
-    assert_eq!(ferry_tests::sha256(&stored.body), want);
     // The partial sessions are no object of their own.
     let listing = api
         .get("/v1/connections/local/list/")
@@ -725,14 +709,7 @@ async fn one_file_moves_in_parallel_streams_that_fail_over_and_resume_each_on_it
     })
     .await;
     assert!(midway, "the download did not get under way");
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    interrupt(&child);
     let out = child.wait_with_output().await.unwrap();
     assert_eq!(out.status.code(), Some(130), "{out:?}");
     assert!(!target.exists());
@@ -910,14 +887,7 @@ async fn a_long_lived_client_probes_again_and_follows_the_nearer_spoke() {
     n.near_proxy
         .delay_method(http::Method::GET, Duration::from_millis(150));
     let samples = async || {
-        let view = Api::new(n.hub.url())
-            .as_token(ADMIN_TOKEN)
-            .get("/v1/steering?client=127.0.0.1")
-            .send()
-            .await
-            .expect(200)
-            .json();
-        view["prefixes"][0]["spokes"]
+        steering_view(&n.hub).await["prefixes"][0]["spokes"]
             .as_array()
             .unwrap()
             .iter()
