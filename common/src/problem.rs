@@ -113,6 +113,7 @@ error_codes! {
     GrantRefused => (FORBIDDEN, "grant_refused", "The spoke's call is not covered by its grant"),
     /// The spoke cannot reach its hub; a retry may help.
     HubUnreachable => (SERVICE_UNAVAILABLE, "hub_unreachable", "The hub cannot be reached from this node"),
+    ReportJournalFull => (SERVICE_UNAVAILABLE, "report_journal_full", "This spoke holds as many completion reports for the hub as it may"),
     /// The provider refused the operation (permissions, quota, bad credentials).
     ProviderRejected => (FORBIDDEN, "provider_rejected", "The storage provider refused the operation"),
     /// The provider asks ferry to slow down; retry after `Retry-After`.

@@ -19,8 +19,9 @@ pub struct SpokeConfig {
     /// The spoke's name, as the operator added it on the hub (`ferry-hub
     /// spoke add NAME`).
     pub name: String,
-    /// Absolute directory for the spoke's identity: its private key, its
-    /// certificate and the hub's CA. Nothing else is kept on disk.
+    /// Absolute directory for the spoke's identity (its private key, its
+    /// certificate and the hub's CA) and its report journal (completion
+    /// reports the hub has not taken yet).
     pub state_dir: PathBuf,
     /// The client-facing HTTP API listener (same keys as the hub's `[api]`).
     pub api: ApiConfig,
@@ -211,6 +212,12 @@ pub struct TunnelTuning {
     /// moves back as soon as it works. Default 30.
     #[serde(default = "defaults::quic_retry_secs")]
     pub quic_retry_secs: u64,
+    /// Bytes of completion reports the journal may hold waiting for the
+    /// hub; above it the spoke refuses new uploads (503) rather than risk
+    /// losing a report. Default 268435456 (256 MiB: about a million
+    /// reports).
+    #[serde(default = "defaults::report_journal_max_bytes")]
+    pub report_journal_max_bytes: u64,
 }
 
 impl Default for TunnelTuning {
@@ -225,11 +232,15 @@ impl Default for TunnelTuning {
             reconnect_max_secs: defaults::reconnect_max_secs(),
             quic_handshake_timeout_ms: defaults::quic_handshake_timeout_ms(),
             quic_retry_secs: defaults::quic_retry_secs(),
+            report_journal_max_bytes: defaults::report_journal_max_bytes(),
         }
     }
 }
 
 mod defaults {
+    pub fn report_journal_max_bytes() -> u64 {
+        256 << 20
+    }
     pub fn metrics() -> ferry_common::operator_listener::MetricsConfig {
         ferry_common::operator_listener::MetricsConfig::on_loopback(9461)
     }
@@ -307,6 +318,9 @@ impl Validate for SpokeConfig {
         }
         if t.quic_retry_secs == 0 {
             p.add("tunnel.quic_retry_secs", "must be at least 1");
+        }
+        if t.report_journal_max_bytes < 4096 {
+            p.add("tunnel.report_journal_max_bytes", "must be at least 4096");
         }
         let st = &self.steering;
         if st.public_addrs.len() > ferry_common::proto::MAX_PUBLIC_ADDRS {

@@ -71,6 +71,15 @@ pub enum Decision {
     Answer(Response<Body>),
 }
 
+/// The answer to a write while the report journal is full.
+pub fn journal_full() -> Problem {
+    Problem::new(
+        ErrorCode::ReportJournalFull,
+        "this spoke holds as many completion reports for the hub as it may; it takes no uploads until the hub has them",
+    )
+    .with_retry_after(10)
+}
+
 /// The data path's state, shared by all requests.
 #[derive(Debug)]
 pub struct DataPath {
@@ -85,10 +94,16 @@ pub struct DataPath {
 }
 
 impl DataPath {
-    /// A data path reporting to the hub through `client`, as spoke `name`.
-    pub fn new(client: HubClient, name: String, metrics: Arc<Metrics>) -> Arc<Self> {
+    /// A data path reporting to the hub through `client`, as spoke `name`,
+    /// with `reports` (and their journal).
+    pub fn new(
+        client: HubClient,
+        name: String,
+        metrics: Arc<Metrics>,
+        reports: Reports,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            reports: Arc::new(Reports::new(client.clone(), metrics.clone())),
+            reports: Arc::new(reports),
             client,
             name,
             metrics,
@@ -107,6 +122,9 @@ impl DataPath {
         path: &str,
         op: GrantOp,
     ) -> Decision {
+        if op == GrantOp::Write && !self.reports.has_room() {
+            return Decision::Answer(journal_full().into_response());
+        }
         let key = (
             ring::digest::digest(&ring::digest::SHA256, authorization.as_bytes())
                 .as_ref()

@@ -33,6 +33,14 @@ pub enum OnBehalf<'a> {
     /// carries the client's principal, so its next reads through any hub
     /// see what the call records).
     Grant(&'a str),
+    /// A completion report under a grant, with its id, which the hub
+    /// records so that a report delivered twice is applied once.
+    Report {
+        /// The grant's token.
+        grant: &'a str,
+        /// The report's id.
+        id: &'a str,
+    },
     /// Nobody but the spoke: the call carries what the hub checks
     /// (`s3_authorize`, a client's signed head).
     Spoke,
@@ -137,6 +145,16 @@ impl HubClient {
                 if let Ok(v) = HeaderValue::from_str(token) {
                     req.headers_mut()
                         .insert(ferry_common::contract::GRANT_HEADER, v);
+                }
+            }
+            OnBehalf::Report { grant, id } => {
+                if let Ok(v) = HeaderValue::from_str(grant) {
+                    req.headers_mut()
+                        .insert(ferry_common::contract::GRANT_HEADER, v);
+                }
+                if let Ok(v) = HeaderValue::from_str(id) {
+                    req.headers_mut()
+                        .insert(ferry_common::contract::REPORT_ID_HEADER, v);
                 }
             }
             OnBehalf::Spoke => {}

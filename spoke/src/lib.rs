@@ -10,6 +10,7 @@ pub mod data_path;
 pub mod front;
 pub mod hub_client;
 pub mod identity;
+pub mod journal;
 pub mod metrics;
 pub mod reports;
 pub mod s3;
@@ -31,6 +32,7 @@ use crate::front::Front;
 use crate::hub_client::HubClient;
 use crate::identity::Identity;
 use crate::metrics::Metrics;
+use crate::reports::Reports;
 use crate::tunnel::TunnelHandle;
 
 /// How long queued completion reports may take to reach the hub once the
@@ -114,7 +116,20 @@ pub async fn run(
         tunnel: handle,
         max_frame: cfg.tunnel.max_frame_bytes,
     };
-    let data = DataPath::new(hub.clone(), cfg.name.clone(), metrics.clone());
+    let reports = Reports::open(
+        hub.clone(),
+        metrics.clone(),
+        &cfg.state_dir,
+        cfg.tunnel.report_journal_max_bytes,
+    )
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the report journal in {}: {e}",
+            cfg.state_dir.display()
+        )
+    })?;
+    metrics.journal_limit(cfg.tunnel.report_journal_max_bytes);
+    let data = DataPath::new(hub.clone(), cfg.name.clone(), metrics.clone(), reports);
     let tunnel_stop = CancellationToken::new();
     let invalidate = {
         let data = data.clone();

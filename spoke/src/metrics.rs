@@ -108,6 +108,9 @@ pub struct Metrics {
     pub s3: ferry_common::s3_door::S3Metrics,
     queued: Gauge,
     dropped: Counter,
+    journal_bytes: Gauge,
+    journal_limit: Gauge,
+    journal_errors: Counter,
     active: Gauge,
     connections_refused: Counter,
 }
@@ -192,8 +195,26 @@ impl Metrics {
         let dropped = Counter::default();
         registry.register(
             "reports_dropped",
-            "Completion reports dropped because the queue was full",
+            "Completion reports the hub refused for good (a 4xx, such as a connection deleted meanwhile), dropped",
             dropped.clone(),
+        );
+        let journal_bytes = Gauge::default();
+        registry.register(
+            "report_journal_bytes",
+            "Bytes of completion reports in the journal that the hub has not taken",
+            journal_bytes.clone(),
+        );
+        let journal_limit = Gauge::default();
+        registry.register(
+            "report_journal_limit_bytes",
+            "The journal's limit: above it the spoke takes no new uploads (503)",
+            journal_limit.clone(),
+        );
+        let journal_errors = Counter::default();
+        registry.register(
+            "report_journal_errors",
+            "Writes to the report journal that failed (the report then waits in memory only)",
+            journal_errors.clone(),
         );
         let active = Gauge::default();
         registry.register(
@@ -217,6 +238,9 @@ impl Metrics {
             content,
             s3,
             queued,
+            journal_bytes,
+            journal_limit,
+            journal_errors,
             dropped,
         }
     }
@@ -301,6 +325,21 @@ impl Metrics {
     /// Counts a dropped report.
     pub fn report_dropped(&self) {
         self.dropped.inc();
+    }
+
+    /// Bytes of reports waiting in the journal.
+    pub fn journal_bytes(&self, n: u64) {
+        self.journal_bytes.set(n as i64);
+    }
+
+    /// The journal's limit.
+    pub fn journal_limit(&self, n: u64) {
+        self.journal_limit.set(n as i64);
+    }
+
+    /// A journal write failed.
+    pub fn journal_error(&self) {
+        self.journal_errors.inc();
     }
 
     /// The counter of client connections refused for their source's

@@ -1,10 +1,14 @@
 //! Completion reports on their way to the hub: a finished upload's commit
-//! or a transfer-log entry. A report the hub cannot take now waits in a
-//! bounded queue and is delivered, in order, as soon as a tunnel is up —
-//! the delivery loop sleeps until a report is queued or a tunnel comes
-//! back, and backs off while the hub answers but cannot take them.
+//! or a transfer-log entry. Each is first written to the spoke's journal
+//! ([`crate::journal`]) and synced, so that a crash loses none; a report
+//! the hub cannot take now waits in a queue and is delivered, in order,
+//! as soon as a tunnel is up — the delivery loop sleeps until a report is
+//! queued or a tunnel comes back, and backs off while the hub answers but
+//! cannot take them. Each report carries an id the hub records with it, so
+//! one delivered twice is applied once.
 
 use std::collections::VecDeque;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,12 +17,9 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::hub_client::{HubClient, OnBehalf};
+use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::tunnel::backoff::Backoff;
-
-/// Reports kept while the hub cannot be reached; beyond this the oldest is
-/// dropped (and counted).
-const QUEUE_LIMIT: usize = 10_000;
 
 /// A completion report, with the token of the grant it was made under.
 #[derive(Debug, Clone)]
@@ -46,7 +47,9 @@ enum Delivery {
 pub struct Reports {
     client: HubClient,
     metrics: Arc<Metrics>,
-    queue: Mutex<VecDeque<Report>>,
+    journal: Arc<Journal>,
+    /// The reports not yet delivered, with their ids, oldest first.
+    queue: Mutex<VecDeque<(String, Report)>>,
     /// Wakes the delivery loop when a report is queued.
     queued: Notify,
     /// How many reports wait, for [`Reports::flush`].
@@ -54,36 +57,88 @@ pub struct Reports {
 }
 
 impl Reports {
-    /// Reports sent through `client`.
-    pub fn new(client: HubClient, metrics: Arc<Metrics>) -> Self {
-        Self {
+    /// Reports sent through `client`, journalled in folder `dir` (at most
+    /// `limit` bytes waiting before new uploads are refused); the reports
+    /// an earlier run left undelivered are queued at once.
+    pub fn open(
+        client: HubClient,
+        metrics: Arc<Metrics>,
+        dir: &Path,
+        limit: u64,
+    ) -> std::io::Result<Self> {
+        let (journal, pending) = Journal::open(dir, limit)?;
+        if !pending.is_empty() {
+            tracing::info!(
+                reports = pending.len(),
+                "completion reports from before the restart wait for the hub"
+            );
+        }
+        let reports = Self {
             client,
             metrics,
-            queue: Mutex::default(),
+            journal: Arc::new(journal),
+            queue: Mutex::new(pending.into()),
             queued: Notify::new(),
             waiting: watch::Sender::new(0),
-        }
+        };
+        let n = reports.queue.lock().expect("report queue poisoned").len();
+        reports.set_waiting(n);
+        Ok(reports)
     }
 
-    /// Sends a report now, unless earlier ones still wait (order matters)
-    /// or the hub cannot take it; then it queues.
+    /// Whether a new upload may begin: the journal is not full.
+    pub fn has_room(&self) -> bool {
+        self.journal.has_room()
+    }
+
+    /// Writes a report to the journal (synced), then sends it now, unless
+    /// earlier ones still wait (order matters) or the hub cannot take it;
+    /// then it queues.
     pub async fn report(&self, report: Report) {
+        let id = format!(
+            "rep_{}{}",
+            ferry_common::request_id::new_id(),
+            ferry_common::request_id::new_id()
+        );
+        let (journal, kept, key) = (self.journal.clone(), report.clone(), id.clone());
+        let written = tokio::task::spawn_blocking(move || journal.append(&key, &kept)).await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                self.metrics.journal_error();
+                tracing::error!(error = %e, "could not write a completion report to the journal; it waits in memory only");
+            }
+            Err(e) => {
+                self.metrics.journal_error();
+                tracing::error!(error = %e, "the journal's writer failed");
+            }
+        }
+        self.metrics.journal_bytes(self.journal.waiting_bytes());
         let waiting = !self.queue.lock().expect("report queue poisoned").is_empty();
-        if waiting || self.send(&report).await == Delivery::Later {
-            self.enqueue(report);
+        if waiting {
+            self.enqueue(id, report);
+            return;
+        }
+        match self.send(&id, &report).await {
+            Delivery::Later => self.enqueue(id, report),
+            Delivery::Taken | Delivery::Refused => self.delivered(&id),
         }
     }
 
-    fn enqueue(&self, report: Report) {
+    fn enqueue(&self, id: String, report: Report) {
         let mut q = self.queue.lock().expect("report queue poisoned");
-        if q.len() >= QUEUE_LIMIT {
-            q.pop_front();
-            self.metrics.report_dropped();
-            tracing::error!("the report queue is full: dropped the oldest completion report");
-        }
-        q.push_back(report);
+        q.push_back((id, report));
         self.set_waiting(q.len());
         self.queued.notify_one();
+    }
+
+    /// Marks report `id` done in the journal.
+    fn delivered(&self, id: &str) {
+        if let Err(e) = self.journal.done(id) {
+            self.metrics.journal_error();
+            tracing::warn!(error = %e, "could not mark a delivered report in the journal; it will be sent again, and applied once");
+        }
+        self.metrics.journal_bytes(self.journal.waiting_bytes());
     }
 
     fn set_waiting(&self, n: usize) {
@@ -91,14 +146,14 @@ impl Reports {
         self.waiting.send_replace(n);
     }
 
-    async fn send(&self, report: &Report) -> Delivery {
+    async fn send(&self, id: &str, report: &Report) -> Delivery {
         let answer = match report {
             Report::Commit(c, grant) => {
-                let behalf = OnBehalf::Grant(grant);
+                let behalf = OnBehalf::Report { grant, id };
                 self.client.call(InternalCall::Commit, behalf, c).await
             }
             Report::Transfer(t, grant) => {
-                let behalf = OnBehalf::Grant(grant);
+                let behalf = OnBehalf::Report { grant, id };
                 self.client.call(InternalCall::Transfer, behalf, t).await
             }
         };
@@ -130,7 +185,7 @@ impl Reports {
                 .expect("report queue poisoned")
                 .front()
                 .cloned();
-            let Some(report) = next else {
+            let Some((id, report)) = next else {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = self.queued.notified() => continue,
@@ -140,9 +195,10 @@ impl Reports {
                 _ = shutdown.cancelled() => break,
                 _ = self.client.tunnel.wait_up() => {}
             }
-            match self.send(&report).await {
+            match self.send(&id, &report).await {
                 Delivery::Taken | Delivery::Refused => {
                     backoff.reset();
+                    self.delivered(&id);
                     let mut q = self.queue.lock().expect("report queue poisoned");
                     q.pop_front();
                     self.set_waiting(q.len());
@@ -162,7 +218,7 @@ impl Reports {
         if left > 0 {
             tracing::warn!(
                 reports = left,
-                "stopping with completion reports the hub never received"
+                "stopping with completion reports the hub has not taken yet; the journal keeps them for the next start"
             );
         }
     }

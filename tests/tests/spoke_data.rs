@@ -439,3 +439,202 @@ async fn revocations_reach_spokes_at_once() {
         .await
         .expect_problem(404, "connection_not_found");
 }
+
+/// The events of `path` of type `kind` in the account's feed.
+async fn events_of(api: &Api, path: &str, kind: &str) -> usize {
+    let feed = api.get("/v1/events").send().await.expect(200).json();
+    feed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["path"] == path && e["type"] == kind)
+        .count()
+}
+
+#[tokio::test]
+async fn a_spoke_killed_with_an_answered_upload_reports_it_after_restarting_and_only_once() {
+    let mut hub = Hub::start();
+    let mut spoke = Spoke::start(&hub, "fra1");
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    let via_spoke = Api::new(spoke.url()).as_token(&t.key);
+    via_spoke
+        .put(&t.file("x.txt"))
+        .body("first")
+        .send()
+        .await
+        .expect(201);
+
+    // The hub goes away; an upload the spoke's grant covers is answered,
+    // its report only in the spoke's journal.
+    hub.kill();
+    let api = Api::new(spoke.url());
+    assert!(
+        eventually(Duration::from_secs(10), async || api
+            .get("/readyz")
+            .send()
+            .await
+            .status
+            == 503)
+        .await
+    );
+    via_spoke
+        .put(&t.file("x.txt"))
+        .body("second, while the hub is away")
+        .send()
+        .await
+        .expect(200);
+    let journal = spoke.dir.path().join("state/reports.journal");
+    let kept = std::fs::read(&journal).unwrap();
+    assert!(!kept.is_empty(), "the report is not in the journal");
+    assert!(
+        metric(
+            &spoke.metrics_url(),
+            "ferry_spoke_report_journal_bytes",
+            &[]
+        )
+        .await
+            > 0.0
+    );
+
+    // The spoke dies at once (nothing flushed on the way out); the hub
+    // and then the spoke come back: the report arrives from the journal.
+    spoke.kill();
+    hub.restart_on_same_ports();
+    spoke.restart();
+    let via_hub = Api::new(hub.url()).as_token(&t.key);
+    let arrived = eventually(Duration::from_secs(20), async || {
+        let got = via_hub.get(&t.file("x.txt")).send().await;
+        got.header("x-ferry-checksum-crc64nvme")
+            == ferry_tests::crc64nvme_field(b"second, while the hub is away")
+    })
+    .await;
+    assert!(arrived, "the report did not arrive:\n{}", spoke.log());
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            metric(
+                &spoke.metrics_url(),
+                "ferry_spoke_report_journal_bytes",
+                &[],
+            )
+            .await
+                == 0.0
+        })
+        .await
+    );
+    assert_eq!(events_of(&via_hub, "x.txt", "updated").await, 1);
+
+    // Delivered, then the spoke crashes before its mark reaches the disk:
+    // the same report comes again, and the hub applies it once.
+    spoke.kill();
+    std::fs::write(&journal, &kept).unwrap();
+    spoke.restart();
+    assert!(
+        eventually(Duration::from_secs(20), async || hub
+            .log()
+            .contains("a report came again"))
+        .await,
+        "the report was not sent again:\n{}",
+        spoke.log()
+    );
+    assert_eq!(events_of(&via_hub, "x.txt", "updated").await, 1);
+    assert_eq!(
+        &via_hub.get(&t.file("x.txt")).send().await.expect(200).body[..],
+        b"second, while the hub is away"
+    );
+}
+
+#[tokio::test]
+async fn a_spoke_whose_journal_is_full_refuses_uploads_until_the_hub_takes_its_reports() {
+    let mut hub = Hub::start();
+    let opts = ferry_tests::SpokeOptions {
+        tunnel_extra: "report_journal_max_bytes = 4096\n".into(),
+        ..Default::default()
+    };
+    let spoke = Spoke::start_with(&hub, "fra1", &hub.spoke_token("fra1", None), &opts)
+        .unwrap_or_else(|log| panic!("{log}"));
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    let via_spoke = Api::new(spoke.url()).as_token(&t.key);
+    via_spoke
+        .put(&t.file("x.txt"))
+        .body("v0")
+        .send()
+        .await
+        .expect(201);
+    assert_eq!(
+        metric(
+            &spoke.metrics_url(),
+            "ferry_spoke_report_journal_limit_bytes",
+            &[]
+        )
+        .await,
+        4096.0
+    );
+    hub.kill();
+    let api = Api::new(spoke.url());
+    assert!(
+        eventually(Duration::from_secs(10), async || api
+            .get("/readyz")
+            .send()
+            .await
+            .status
+            == 503)
+        .await
+    );
+    // Writes under the cached grant go on, each report journalled, until
+    // the journal holds its limit: then a write is refused, and nothing
+    // of it written.
+    let mut taken = 0;
+    let refused = loop {
+        let r = via_spoke
+            .put(&t.file("x.txt"))
+            .body(format!("v{}", taken + 1))
+            .send()
+            .await;
+        if r.status != 200 {
+            break r;
+        }
+        taken += 1;
+        assert!(taken < 50, "the journal never filled");
+    };
+    assert!(taken >= 1, "not one write was taken");
+    assert_eq!(refused.status, 503, "{:?}", refused.body);
+    assert_eq!(refused.json()["code"], "report_journal_full");
+    assert!(refused.header("retry-after").is_some());
+    assert!(
+        metric(
+            &spoke.metrics_url(),
+            "ferry_spoke_report_journal_bytes",
+            &[]
+        )
+        .await
+            >= 4096.0
+    );
+    // The hub back, the reports go and uploads are taken again; the last
+    // write taken is what the object holds.
+    hub.restart_on_same_ports();
+    assert!(
+        eventually(Duration::from_secs(20), async || {
+            metric(
+                &spoke.metrics_url(),
+                "ferry_spoke_report_journal_bytes",
+                &[],
+            )
+            .await
+                == 0.0
+        })
+        .await
+    );
+    let via_hub = Api::new(hub.url()).as_token(&t.key);
+    let got = via_hub.get(&t.file("x.txt")).send().await.expect(200);
+    assert_eq!(got.body, format!("v{taken}").as_bytes());
+    assert_eq!(
+        got.header("x-ferry-checksum-crc64nvme"),
+        ferry_tests::crc64nvme_field(format!("v{taken}").as_bytes())
+    );
+    via_spoke
+        .put(&t.file("x.txt"))
+        .body("after")
+        .send()
+        .await
+        .expect(200);
+}

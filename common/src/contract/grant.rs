@@ -9,6 +9,11 @@ use crate::content::model::ObjectMeta;
 /// calls for the same client request (lookups, commits, transfers).
 pub const GRANT_HEADER: &str = "x-ferry-grant";
 
+/// The header field that carries a completion report's id (commits and
+/// transfers from a spoke): the hub records it with what it applies, and
+/// applies a report it has seen once only.
+pub const REPORT_ID_HEADER: &str = "x-ferry-report-id";
+
 /// What a grant lets a spoke do with its one path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

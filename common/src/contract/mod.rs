@@ -38,7 +38,9 @@ pub mod upload;
 
 pub use crate::content::model::{Commit, Transfer};
 pub use enrol::{EnrolAnswer, EnrolRequest, TokenKind};
-pub use grant::{GRANT_HEADER, Grant, GrantOp, GrantRequest, LookupAnswer, LookupRequest};
+pub use grant::{
+    GRANT_HEADER, Grant, GrantOp, GrantRequest, LookupAnswer, LookupRequest, REPORT_ID_HEADER,
+};
 pub use s3::{PASS_SCHEME, S3AuthorizeRequest, S3Authorized, S3Serve};
 pub use upload::{
     UploadAppendRequest, UploadBeginRequest, UploadBegun, UploadCreateRequest, UploadLeaseRequest,

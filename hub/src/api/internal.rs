@@ -105,6 +105,14 @@ pub async fn handle(
         .unwrap_or(Err(GrantError::Missing))
         .map_err(|e| refused(state, &spoke, call, &e))?;
     let outside = |e: GrantError| refused(state, &spoke, call, &e);
+    // A completion report's id (commits and transfers from a spoke's
+    // journal), namespaced by the spoke that sent it.
+    let report = req
+        .headers()
+        .get(ferry_common::contract::REPORT_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| ferry_common::request_id::valid(id))
+        .map(|id| format!("{spoke}/{id}"));
     match call {
         InternalCall::Grant
         | InternalCall::UploadCreate
@@ -148,11 +156,16 @@ pub async fn handle(
                     "the connection was deleted",
                 ));
             }
-            state
+            // A report seen before (delivered, then sent again from the
+            // spoke's journal) is answered as taken, not applied twice.
+            let applied = state
                 .store
-                .commit(&commit)
+                .commit_report(&commit, report.as_deref())
                 .await
                 .map_err(|e| store_problem(state, e))?;
+            if !applied {
+                tracing::info!(spoke.id = %spoke, report.id = report.as_deref().unwrap_or(""), "a report came again; it was applied before");
+            }
             Ok(no_content())
         }
         InternalCall::Transfer => {
@@ -161,7 +174,7 @@ pub async fn handle(
             // Answered once written, in a batch with other spokes' reports.
             state
                 .transfer_log
-                .record(&state.store, transfer)
+                .record(&state.store, transfer, report)
                 .await
                 .map_err(|e| store_problem(state, e))?;
             Ok(no_content())

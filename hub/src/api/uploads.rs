@@ -618,6 +618,15 @@ pub async fn sweep(state: Arc<AppState>, interval: Duration, stop: CancellationT
         if let Err(e) = state.store.purge_uploads(now - 86_400_000).await {
             tracing::warn!(error = %e, "could not forget ended uploads");
         }
+        // Spokes send a report again only within its grant's report window
+        // (at most 30 days): the ids of older ones are not needed.
+        if let Err(e) = state
+            .store
+            .forget_applied_reports(now - 31 * 86_400_000)
+            .await
+        {
+            tracing::warn!(error = %e, "could not forget old report ids");
+        }
         match state.store.open_uploads().await {
             Ok(n) => {
                 state.metrics.uploads.open.set(n);

@@ -227,6 +227,8 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("native", Text),
         ],
     ),
+    // Reports a spoke may send again after the move are still applied once.
+    ("applied_reports", &[("id", Text), ("applied_at", Int)]),
 ];
 
 /// Tables whose `id` the database numbers.

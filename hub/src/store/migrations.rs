@@ -366,6 +366,18 @@ INSERT INTO cache_epoch (id, epoch) VALUES (1, 0);
 "#,
         postgres_only: &[],
     },
+    Migration {
+        version: 16,
+        name: "applied reports",
+        sqlite: r#"
+CREATE TABLE applied_reports (
+    id         TEXT PRIMARY KEY,
+    applied_at BIGINT NOT NULL
+);
+CREATE INDEX applied_reports_by_time ON applied_reports(applied_at);
+"#,
+        postgres_only: &[],
+    },
 ];
 
 /// Numbers an event that arrives without its `seq`, as a hub of the

@@ -85,10 +85,38 @@ impl Store {
 
     /// Commits a change in one transaction.
     pub async fn commit(&self, change: &Commit) -> Result<(), StoreError> {
+        self.commit_report(change, None).await.map(drop)
+    }
+
+    /// Commits a spoke's report of a change, once: with the report's id
+    /// recorded in the same transaction, a report seen before is not
+    /// applied again. Returns whether it was applied now.
+    pub async fn commit_report(
+        &self,
+        change: &Commit,
+        report: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.write_tx().await?;
+        if let Some(id) = report
+            && !first_time(&mut tx, id).await?
+        {
+            return Ok(false);
+        }
         self.commit_in(&mut tx, change).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
+    }
+
+    /// Forgets the ids of reports applied before `before` (unix ms): a
+    /// spoke sends a report again only within its grant's report window,
+    /// at most 30 days.
+    pub async fn forget_applied_reports(&self, before: i64) -> Result<u64, StoreError> {
+        self.refuse_if_down()?;
+        let done = sqlx::query("DELETE FROM applied_reports WHERE applied_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     /// Applies a change inside a transaction of the caller's.
@@ -189,6 +217,22 @@ fn status_str(s: TransferStatus) -> &'static str {
 const TRANSFERS_PER_INSERT: usize = 100;
 
 /// Inserts `transfers` into the transfer log, a hundred rows a statement.
+/// Records report `id` as applied in the transaction of `conn`; false if
+/// it was already (the report is then not applied again).
+pub(super) async fn first_time(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO applied_reports (id, applied_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(super::now_ms())
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 pub(super) async fn insert_transfers(
     conn: &mut sqlx::AnyConnection,
     transfers: &[Transfer],

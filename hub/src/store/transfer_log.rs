@@ -46,6 +46,8 @@ const CAPACITY: usize = 16_384;
 #[derive(Debug)]
 struct Entry {
     transfer: Transfer,
+    /// The spoke's report id, if a spoke reported it: logged once.
+    report: Option<String>,
     written: Option<oneshot::Sender<bool>>,
 }
 
@@ -77,6 +79,7 @@ impl TransferLog {
         }
         let entry = Entry {
             transfer: t,
+            report: None,
             written: None,
         };
         match self.tx.try_send(entry) {
@@ -87,26 +90,38 @@ impl TransferLog {
         }
     }
 
-    /// Logs `t` and returns once it is written: with the next batch when
-    /// the task runs, else directly. A batch that fails is tried again for
+    /// Logs `t` (a spoke's report `report`, logged once however often it
+    /// comes) and returns once it is written: with the next batch when the
+    /// task runs, else directly. A batch that fails is tried again for
     /// this entry alone, so the error returned is this entry's.
-    pub async fn record(&self, store: &Store, t: Transfer) -> Result<(), StoreError> {
+    pub async fn record(
+        &self,
+        store: &Store,
+        t: Transfer,
+        report: Option<String>,
+    ) -> Result<(), StoreError> {
+        let alone = |t: Transfer, report: Option<String>| async move {
+            store
+                .record_transfers(&[t], std::slice::from_ref(&report))
+                .await
+        };
         if !self.running.load(Ordering::Acquire) {
-            return store.record_transfer(&t).await;
+            return alone(t, report).await;
         }
         let (done, written) = oneshot::channel();
         let entry = Entry {
             transfer: t.clone(),
+            report: report.clone(),
             written: Some(done),
         };
         match self.tx.try_send(entry) {
             Ok(()) => match written.await {
                 Ok(true) => Ok(()),
                 // The batch failed, or the task stopped before writing it.
-                Ok(false) | Err(_) => store.record_transfer(&t).await,
+                Ok(false) | Err(_) => alone(t, report).await,
             },
             Err(mpsc::error::TrySendError::Full(e) | mpsc::error::TrySendError::Closed(e)) => {
-                store.record_transfer(&e.transfer).await
+                alone(e.transfer, e.report).await
             }
         }
     }
@@ -169,9 +184,15 @@ async fn write(store: &Store, batch: Vec<Entry>) {
     if batch.is_empty() {
         return;
     }
-    let (transfers, waiting): (Vec<_>, Vec<_>) =
-        batch.into_iter().map(|e| (e.transfer, e.written)).unzip();
-    let ok = match store.record_transfers(&transfers).await {
+    let mut transfers = Vec::with_capacity(batch.len());
+    let mut reports = Vec::with_capacity(batch.len());
+    let mut waiting = Vec::with_capacity(batch.len());
+    for e in batch {
+        transfers.push(e.transfer);
+        reports.push(e.report);
+        waiting.push(e.written);
+    }
+    let ok = match store.record_transfers(&transfers, &reports).await {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(error = %e, entries = transfers.len(), "could not log transfers");
@@ -184,13 +205,29 @@ async fn write(store: &Store, batch: Vec<Entry>) {
 }
 
 impl Store {
-    /// Logs several transfers in one transaction.
-    pub async fn record_transfers(&self, batch: &[Transfer]) -> Result<(), StoreError> {
+    /// Logs several transfers in one transaction; `reports` holds each
+    /// one's report id, if a spoke reported it (one seen before is not
+    /// logged again).
+    pub async fn record_transfers(
+        &self,
+        batch: &[Transfer],
+        reports: &[Option<String>],
+    ) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
         let mut tx = self.write_tx().await?;
-        super::objects::insert_transfers(&mut tx, batch).await?;
+        let mut new = Vec::with_capacity(batch.len());
+        for (i, t) in batch.iter().enumerate() {
+            let fresh = match reports.get(i).and_then(Option::as_deref) {
+                Some(id) => super::objects::first_time(&mut tx, id).await?,
+                None => true,
+            };
+            if fresh {
+                new.push(t.clone());
+            }
+        }
+        super::objects::insert_transfers(&mut tx, &new).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -269,18 +306,31 @@ mod tests {
         for i in 0..10 {
             log.push(&store, download(i)).await.unwrap();
         }
-        log.record(&store, download(10)).await.unwrap();
+        log.record(&store, download(10), None).await.unwrap();
         assert_eq!(count().await.unwrap(), 11);
         // Many at once share batches; each is written when its call returns.
-        let calls = (11..111).map(|i| {
-            let (log, store) = (log.clone(), store.clone());
-            tokio::spawn(async move { log.record(&store, download(i)).await })
-        });
-        for c in futures_util::future::join_all(calls).await {
-            c.unwrap().unwrap();
+        // A spoke's reports sent again (its journal replayed) are logged
+        // once, whether they come in a batch or alone.
+        for _ in 0..2 {
+            let calls = (11..111).map(|i| {
+                let (log, store) = (log.clone(), store.clone());
+                let id = Some(format!("spoke1/rep_{i}"));
+                tokio::spawn(async move { log.record(&store, download(i), id).await })
+            });
+            for c in futures_util::future::join_all(calls).await {
+                c.unwrap().unwrap();
+            }
+            assert_eq!(count().await.unwrap(), 111);
         }
-        assert_eq!(count().await.unwrap(), 111);
         stop.cancel();
         task.await.unwrap();
+        log.record(&store, download(50), Some("spoke1/rep_50".into()))
+            .await
+            .unwrap();
+        assert_eq!(count().await.unwrap(), 111);
+        log.record(&store, download(5), Some("spoke1/rep_new".into()))
+            .await
+            .unwrap();
+        assert_eq!(count().await.unwrap(), 112);
     }
 }
