@@ -514,6 +514,77 @@ pub async fn copy_and_move(t: &Tenant) {
             .await
             .expect_problem(code.0, code.1);
     }
+
+    // Conditions: If-Match on the source (the version the client saw),
+    // If-None-Match on the destination; failing, nothing changes.
+    let seen = t
+        .api
+        .head(&t.file("moved/c.bin"))
+        .send()
+        .await
+        .expect(200)
+        .header("etag")
+        .unwrap();
+    let copy = json!({ "from": "moved/c.bin", "to": "cond/c.bin" });
+    for (route, name, value) in [
+        ("copy", "if-match", "\"another-version\""),
+        ("move", "if-match", "\"another-version\""),
+        ("copy", "if-none-match", "*"),
+    ] {
+        if name == "if-none-match" {
+            upload(t, "cond/c.bin", b"already here").await;
+        }
+        t.api
+            .post(&format!("/v1/connections/local/{route}"))
+            .header(name, value)
+            .json(&json!({ "from": "moved/c.bin", "to": "cond/c.bin", "overwrite": true }))
+            .send()
+            .await
+            .expect_problem(412, "precondition_failed");
+        t.api.get(&t.file("moved/c.bin")).send().await.expect(200);
+    }
+    assert_eq!(
+        &t.api
+            .get(&t.file("cond/c.bin"))
+            .send()
+            .await
+            .expect(200)
+            .body[..],
+        b"already here"
+    );
+    t.api.delete(&t.file("cond/c.bin")).send().await.expect(204);
+    t.api
+        .post("/v1/connections/local/copy")
+        .header("if-match", &seen)
+        .header("if-none-match", "*")
+        .json(&copy)
+        .send()
+        .await
+        .expect(201);
+    let copied = t
+        .api
+        .head(&t.file("cond/c.bin"))
+        .send()
+        .await
+        .expect(200)
+        .header("etag")
+        .unwrap();
+    t.api
+        .post("/v1/connections/local/move")
+        .header("if-match", &copied)
+        .json(&json!({ "from": "cond/c.bin", "to": "cond/d.bin" }))
+        .send()
+        .await
+        .expect(201);
+    assert_eq!(
+        &t.api
+            .get(&t.file("cond/d.bin"))
+            .send()
+            .await
+            .expect(200)
+            .body[..],
+        b"x"
+    );
 }
 
 /// The feed lists changes in order and resumes from a cursor.

@@ -1127,9 +1127,17 @@ impl S3 for FerryS3 {
                 row: row.clone(),
                 op: target.op,
             };
-            super::tree::relocate(&self.state, &res, from_key, &input.key, true, false)
-                .await
-                .map_err(problem_error)?;
+            super::tree::relocate(
+                &self.state,
+                &res,
+                from_key,
+                &input.key,
+                true,
+                false,
+                &Default::default(),
+            )
+            .await
+            .map_err(problem_error)?;
         }
         if replace {
             // The object's representation as this request gives it, its

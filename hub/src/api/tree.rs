@@ -366,12 +366,57 @@ pub async fn copy_or_move(
     req: Request<Body>,
 ) -> ApiResult {
     let res = resolve(state, req.headers(), conn).await?;
+    let conditions = Conditions::of(req.headers());
     let body: Relocate = read_json(req, state.max_json_body_bytes()).await?;
-    relocate(state, &res, &body.from, &body.to, body.overwrite, is_move).await
+    let (from, to) = (&body.from, &body.to);
+    relocate(state, &res, from, to, body.overwrite, is_move, &conditions).await
+}
+
+/// A copy's or move's conditions: `If-Match` on the source (the version
+/// the client saw), `If-None-Match` on the destination (`*`: nothing may
+/// be there).
+#[derive(Debug, Default)]
+pub(super) struct Conditions {
+    source: http::HeaderMap,
+    target: http::HeaderMap,
+}
+
+impl Conditions {
+    fn of(headers: &http::HeaderMap) -> Self {
+        let pick = |name: http::header::HeaderName| {
+            let mut only = http::HeaderMap::new();
+            for v in headers.get_all(&name) {
+                only.append(name.clone(), v.clone());
+            }
+            only
+        };
+        Self {
+            source: pick(http::header::IF_MATCH),
+            target: pick(http::header::IF_NONE_MATCH),
+        }
+    }
+
+    fn check(&self, source: &str, target: Option<&str>) -> Result<(), Problem> {
+        use ferry_common::content::conditional::{Verdict, evaluate};
+        let post = http::Method::POST;
+        if evaluate(&self.source, &post, Some(source)) != Verdict::Proceed {
+            return Err(Problem::new(
+                ErrorCode::PreconditionFailed,
+                "the source's current entity tag does not match If-Match",
+            ));
+        }
+        if evaluate(&self.target, &post, target) != Verdict::Proceed {
+            return Err(Problem::new(
+                ErrorCode::PreconditionFailed,
+                "something at the destination matches If-None-Match",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Copies (or moves) the file `from` to `to` in the resolved connection,
-/// replacing a file at `to` only with `overwrite`.
+/// replacing a file at `to` only with `overwrite`, if `conditions` hold.
 pub(super) async fn relocate(
     state: &Arc<AppState>,
     res: &super::connections::Resolved,
@@ -379,6 +424,7 @@ pub(super) async fn relocate(
     to: &str,
     overwrite: bool,
     is_move: bool,
+    conditions: &Conditions,
 ) -> ApiResult {
     let host = HubHost::new(state.clone(), VIA_HUB);
     let from = ObjectPath::parse(from).map_err(invalid_path)?;
@@ -432,6 +478,7 @@ pub(super) async fn relocate(
             format!("a folder exists at '{to}'"),
         ));
     }
+    conditions.check(&src.etag, dst.as_ref().map(|d| d.etag.as_str()))?;
     if dst.is_some() && !overwrite {
         return Err(Problem::new(
             ErrorCode::AlreadyExists,
