@@ -53,6 +53,7 @@ error_codes! {
     InvalidPath => (BAD_REQUEST, "invalid_path", "The object path is not acceptable"),
     /// A pagination cursor was not made by this server.
     InvalidCursor => (BAD_REQUEST, "invalid_cursor", "The cursor is not valid"),
+    CursorExpired => (GONE, "cursor_expired", "Events after this cursor are no longer kept"),
     /// A `Repr-Digest`, `Want-Repr-Digest` or checksum field is malformed.
     InvalidDigest => (BAD_REQUEST, "invalid_digest", "A digest or checksum field is malformed"),
     /// The uploaded bytes do not match the digest or checksum the client sent.

@@ -297,6 +297,10 @@ pub async fn run(
             tunnel_stop.clone(),
         ),
     );
+    tasks.spawn(
+        "event retention",
+        api::retain_events(state.clone(), cfg.events.retention(), tunnel_stop.clone()),
+    );
     tasks.spawn("transfer log", {
         let (state, stop) = (state.clone(), tunnel_stop.clone());
         async move { state.transfer_log.run(state.store.clone(), stop).await }

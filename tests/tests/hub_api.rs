@@ -222,3 +222,61 @@ async fn a_refused_request_that_expected_continue_closes_its_connection_at_a_spo
         );
     }
 }
+
+#[tokio::test]
+async fn events_past_their_retention_go_and_a_cursor_before_them_is_told() {
+    // About 2.6 s of retention; the hub looks each second.
+    let hub = Hub::start_with(ferry_tests::HubOptions {
+        extra_toml: "[events]\nretention_days = 0.00003\n".into(),
+        ..Default::default()
+    });
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    for name in ["1.txt", "2.txt", "3.txt"] {
+        scenarios::upload(&t, name, b"x").await;
+    }
+    let first = t
+        .api
+        .get("/v1/events?limit=1")
+        .send()
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(first["next_cursor"], "s1");
+    // The first two go; the account's newest stays, whatever its age, so
+    // that numbers go on from it.
+    let gone = ferry_tests::eventually(std::time::Duration::from_secs(30), async || {
+        let feed = t.api.get("/v1/events").send().await.expect(200).json();
+        let ids: Vec<i64> = feed["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_i64().unwrap())
+            .collect();
+        ids == [3]
+    })
+    .await;
+    assert!(gone, "the old events were not removed:\n{}", hub.log());
+    t.api
+        .get("/v1/events?cursor=s1")
+        .send()
+        .await
+        .expect_problem(410, "cursor_expired");
+    let at_horizon = t
+        .api
+        .get("/v1/events?cursor=s2")
+        .send()
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(at_horizon["events"][0]["id"], 3);
+    scenarios::upload(&t, "4.txt", b"x").await;
+    let next = t
+        .api
+        .get("/v1/events?cursor=s3")
+        .send()
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(next["events"][0]["id"], 4);
+    assert_eq!(next["events"][0]["path"], "4.txt");
+}

@@ -72,6 +72,24 @@ pub async fn list(state: &AppState, req: Request<Body>) -> ApiResult {
             .await
             .map_err(|e| store_problem(state, e))?,
     };
+    // Events removed for their age: a reader without a cursor starts at
+    // the oldest kept; one whose cursor stands before them has missed
+    // events and is told so.
+    let horizon = state
+        .store
+        .event_horizon(&account)
+        .await
+        .map_err(|e| store_problem(state, e))?;
+    if after < horizon && page.cursor.is_some() {
+        return Err(Problem::new(
+            ErrorCode::CursorExpired,
+            format!(
+                "events after this cursor were removed for their age; the oldest kept come after '{}'. Start again from there (or without a cursor) and resynchronise what you keep",
+                cursor_after(horizon)
+            ),
+        ));
+    }
+    let after = after.max(horizon);
     let events = state
         .store
         .list_events(&account, after, page.limit as i64)
@@ -86,6 +104,50 @@ pub async fn list(state: &AppState, req: Request<Body>) -> ApiResult {
             "has_more": events.len() == page.limit,
         }),
     ))
+}
+
+/// Events removed in one transaction at most.
+const PURGE_BATCH: i64 = 5_000;
+
+/// Removes events older than `retention` (nothing without one), every
+/// tenth of it (at least a second apart, at most an hour), until `stop`.
+pub async fn retain(
+    state: std::sync::Arc<AppState>,
+    retention: Option<std::time::Duration>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let Some(keep) = retention else { return };
+    let every = (keep / 10).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(3600),
+    );
+    loop {
+        if state.store.writable() {
+            let before = ferry_common::content::model::now_ms() - keep.as_millis() as i64;
+            let mut removed = 0;
+            loop {
+                match state.store.purge_events(before, PURGE_BATCH).await {
+                    Ok(n) => {
+                        removed += n;
+                        if (n as i64) < PURGE_BATCH {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not remove old events");
+                        break;
+                    }
+                }
+            }
+            if removed > 0 {
+                tracing::info!(events = removed, "removed events past their retention");
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 #[cfg(test)]

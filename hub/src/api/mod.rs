@@ -20,6 +20,7 @@ mod steering;
 mod tree;
 mod uploads;
 
+pub use events::retain as retain_events;
 pub use uploads::{UploadSettings, sweep as sweep_uploads};
 
 pub use content_host::HubHost;

@@ -61,6 +61,36 @@ pub struct HubConfig {
     /// Resumable uploads (tus and the IETF draft).
     #[serde(default)]
     pub uploads: UploadsConfig,
+    /// The activity feed.
+    #[serde(default)]
+    pub events: EventsConfig,
+}
+
+/// The `[events]` section: how long the activity feed keeps its events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Days an event is kept (default 90; fractions are taken; 0 keeps
+    /// them forever). A cursor standing before events removed since gets
+    /// `410 cursor_expired`.
+    #[serde(default = "defaults::event_retention_days")]
+    pub retention_days: f64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: defaults::event_retention_days(),
+        }
+    }
+}
+
+impl EventsConfig {
+    /// How long an event is kept; `None`: forever.
+    pub fn retention(&self) -> Option<std::time::Duration> {
+        (self.retention_days > 0.0)
+            .then(|| std::time::Duration::from_secs_f64(self.retention_days * 86_400.0))
+    }
 }
 
 /// The `[index]` section: the metadata index and how it is kept current
@@ -538,6 +568,9 @@ mod defaults {
     pub fn upload_expiry_secs() -> u64 {
         86_400
     }
+    pub fn event_retention_days() -> f64 {
+        90.0
+    }
     pub fn upload_max_size_bytes() -> u64 {
         5 << 40
     }
@@ -623,6 +656,13 @@ impl Validate for HubConfig {
         }
         self.steering
             .validate(self.tunnel.as_ref().map(|t| t.heartbeat_interval_secs), p);
+        let days = self.events.retention_days;
+        if !(days.is_finite() && (0.0..=36_500.0).contains(&days)) {
+            p.add(
+                "events.retention_days",
+                "must be between 0 (keep forever) and 36500",
+            );
+        }
         let u = &self.uploads;
         if !(1..=30 * 86_400).contains(&u.expiry_secs) {
             p.add(

@@ -229,6 +229,11 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
     ),
     // Reports a spoke may send again after the move are still applied once.
     ("applied_reports", &[("id", Text), ("applied_at", Int)]),
+    // Where each account's feed begins after events removed for their age.
+    (
+        "event_horizons",
+        &[("account_id", Text), ("purged_through", Int)],
+    ),
 ];
 
 /// Tables whose `id` the database numbers.

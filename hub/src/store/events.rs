@@ -81,6 +81,76 @@ impl Store {
         Ok(())
     }
 
+    /// The number of the account's last event removed for its age (0 when
+    /// none was): a cursor before it has missed events.
+    pub async fn event_horizon(&self, account_id: &str) -> Result<i64, StoreError> {
+        let h: Option<i64> =
+            sqlx::query_scalar("SELECT purged_through FROM event_horizons WHERE account_id = $1")
+                .bind(account_id)
+                .fetch_optional(self.read_pool().await)
+                .await?;
+        Ok(h.unwrap_or(0))
+    }
+
+    /// Removes up to `batch` events older than `before` (unix ms), but
+    /// never an account's newest (its number is where the next one's
+    /// counts from), noting for each account the last number removed in
+    /// the same transaction. Returns how many it removed.
+    pub async fn purge_events(&self, before: i64, batch: i64) -> Result<u64, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let rows = sqlx::query(
+            "SELECT id, account_id, seq FROM events e WHERE at < $1 \
+             AND seq < (SELECT MAX(seq) FROM events m WHERE m.account_id = e.account_id) \
+             ORDER BY id LIMIT CAST($2 AS BIGINT)",
+        )
+        .bind(before)
+        .bind(batch)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut through: std::collections::BTreeMap<String, i64> = Default::default();
+        let mut ids = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let (id, account, seq): (i64, String, i64) = (
+                r.try_get("id")?,
+                r.try_get("account_id")?,
+                r.try_get("seq")?,
+            );
+            ids.push(id);
+            let t = through.entry(account).or_insert(seq);
+            *t = (*t).max(seq);
+        }
+        for (account, seq) in &through {
+            sqlx::query(
+                "INSERT INTO event_horizons (account_id, purged_through) VALUES ($1, $2) \
+                 ON CONFLICT (account_id) DO UPDATE SET purged_through = \
+                 CASE WHEN excluded.purged_through > event_horizons.purged_through \
+                 THEN excluded.purged_through ELSE event_horizons.purged_through END",
+            )
+            .bind(account)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for chunk in ids.chunks(500) {
+            let list = (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!("DELETE FROM events WHERE id IN ({list})");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        self.note_write().await;
+        Ok(ids.len() as u64)
+    }
+
     /// The account's events numbered above `after`, oldest first.
     pub async fn list_events(
         &self,
@@ -192,6 +262,37 @@ mod tests {
         record(&store, "b", "3").await;
         assert_eq!(store.list_events("a", 0, 10).await.unwrap(), a);
         assert!(store.list_events("a", 3, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn old_events_go_but_each_account_keeps_its_newest_and_its_numbering() {
+        let (store, _dir) = crate::store::testing::store().await;
+        for (account, path) in [("a", "1"), ("a", "2"), ("a", "3"), ("b", "1")] {
+            record(&store, account, path).await;
+        }
+        let later = Commit {
+            event: Some(EventRecord {
+                at: 1_000,
+                ..event("a", "4")
+            }),
+            ..Commit::default()
+        };
+        store.commit(&later).await.unwrap();
+        // Older than 500: a's first three; b's one is its newest and stays.
+        assert_eq!(store.purge_events(500, 100).await.unwrap(), 3);
+        assert_eq!(store.event_horizon("a").await.unwrap(), 3);
+        assert_eq!(store.event_horizon("b").await.unwrap(), 0);
+        assert_eq!(numbers(&store.list_events("a", 0, 10).await.unwrap()), [4]);
+        assert_eq!(numbers(&store.list_events("b", 0, 10).await.unwrap()), [1]);
+        assert_eq!(store.purge_events(500, 100).await.unwrap(), 0);
+        // Numbers go on from where they were.
+        record(&store, "a", "5").await;
+        assert_eq!(numbers(&store.list_events("a", 4, 10).await.unwrap()), [5]);
+        // A batch at a time; the horizon only moves forward.
+        assert_eq!(store.purge_events(2_000, 1).await.unwrap(), 1);
+        assert_eq!(store.event_horizon("a").await.unwrap(), 4);
+        assert_eq!(store.purge_events(2_000, 1).await.unwrap(), 0);
+        assert_eq!(numbers(&store.list_events("a", 0, 10).await.unwrap()), [5]);
     }
 
     #[tokio::test]

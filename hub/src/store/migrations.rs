@@ -378,6 +378,18 @@ CREATE INDEX applied_reports_by_time ON applied_reports(applied_at);
 "#,
         postgres_only: &[],
     },
+    Migration {
+        version: 17,
+        name: "event retention",
+        sqlite: r#"
+CREATE INDEX events_by_time ON events(at);
+CREATE TABLE event_horizons (
+    account_id     TEXT PRIMARY KEY,
+    purged_through BIGINT NOT NULL
+);
+"#,
+        postgres_only: &[],
+    },
 ];
 
 /// Numbers an event that arrives without its `seq`, as a hub of the
