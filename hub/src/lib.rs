@@ -52,12 +52,15 @@ async fn watch_store(state: Arc<AppState>, shutdown: CancellationToken) {
     for round in 0u64.. {
         // At once, so that a slow answer from one does not hold back the
         // others (writes wait for the primary's).
-        let (primary, epoch, replica) = tokio::join!(
-            state.store.check_primary(),
+        let (_, epoch, replica) = tokio::join!(
+            async {
+                // Shown as soon as known: writes follow it at once.
+                let up = state.store.check_primary().await;
+                state.metrics.primary_up(up);
+            },
             state.store.watch_epoch(),
             state.store.check_replica()
         );
-        state.metrics.primary_up(primary);
         if !epoch {
             tracing::debug!(
                 "the cache epoch could not be read; nothing is answered from the cache"

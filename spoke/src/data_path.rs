@@ -9,6 +9,7 @@
 //! the hub (`crate::reports`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -91,6 +92,20 @@ pub struct DataPath {
     locks: PathLocks,
     /// Completion reports on their way to the hub.
     pub reports: Arc<Reports>,
+    /// Invalidations received: a grant whose fetch began before the last
+    /// one is used for its request and not kept.
+    invalidations: AtomicU64,
+    /// The latest invalidation epoch the hubs announced: a grant made in
+    /// an earlier one is not kept.
+    epoch: AtomicI64,
+}
+
+/// Whether a grant fetched while `fetched_at` invalidations had been
+/// received (`now` have by its answer), made in `grant_epoch`, may be kept
+/// when the hubs have announced epoch `seen`: only if no invalidation came
+/// in between and it is not older than the last one announced.
+fn keepable(now: u64, fetched_at: u64, seen: i64, grant_epoch: Option<i64>) -> bool {
+    now == fetched_at && grant_epoch.is_none_or(|e| e >= seen)
 }
 
 impl DataPath {
@@ -110,6 +125,8 @@ impl DataPath {
             grants: Mutex::default(),
             operators: Mutex::default(),
             locks: PathLocks::default(),
+            invalidations: AtomicU64::new(0),
+            epoch: AtomicI64::new(i64::MIN),
         })
     }
 
@@ -145,22 +162,36 @@ impl DataPath {
                 self.metrics.grant(GrantResult::cached);
                 g
             }
-            None => match self.fetch_grant(authorization, connection, path, op).await {
-                Ok(g) => {
-                    self.metrics.grant(GrantResult::fetched);
-                    let g = Arc::new(g);
-                    let expires = Instant::now() + Duration::from_millis(g.ttl_ms.min(3_600_000));
-                    self.grants.lock().expect("grant cache poisoned").insert(
-                        key,
-                        Cached {
-                            grant: g.clone(),
-                            expires,
-                        },
-                    );
-                    g
+            None => {
+                let fetched_at = self.invalidations.load(Ordering::Acquire);
+                match self.fetch_grant(authorization, connection, path, op).await {
+                    Ok(g) => {
+                        self.metrics.grant(GrantResult::fetched);
+                        let g = Arc::new(g);
+                        let expires =
+                            Instant::now() + Duration::from_millis(g.ttl_ms.min(3_600_000));
+                        let mut grants = self.grants.lock().expect("grant cache poisoned");
+                        // (Decided under the cache's lock, which an
+                        // invalidation takes too: none slips in between.)
+                        if keepable(
+                            self.invalidations.load(Ordering::Acquire),
+                            fetched_at,
+                            self.epoch.load(Ordering::Acquire),
+                            g.epoch,
+                        ) {
+                            grants.insert(
+                                key,
+                                Cached {
+                                    grant: g.clone(),
+                                    expires,
+                                },
+                            );
+                        }
+                        g
+                    }
+                    Err(answer) => return Decision::Answer(answer),
                 }
-                Err(answer) => return Decision::Answer(answer),
-            },
+            }
         };
         if !grant.direct {
             return Decision::Forward;
@@ -262,9 +293,17 @@ impl DataPath {
     }
 
     /// Forgets every cached grant and operator (the hub revoked a key or
-    /// deleted a connection); the next request asks the hub again.
-    pub fn invalidate_grants(&self) {
-        self.grants.lock().expect("grant cache poisoned").clear();
+    /// deleted a connection, raising the invalidation epoch to `epoch`);
+    /// the next request asks the hub again, and no grant made before is
+    /// kept again.
+    pub fn invalidate_grants(&self, epoch: Option<i64>) {
+        let mut grants = self.grants.lock().expect("grant cache poisoned");
+        self.invalidations.fetch_add(1, Ordering::AcqRel);
+        if let Some(e) = epoch {
+            self.epoch.fetch_max(e, Ordering::AcqRel);
+        }
+        grants.clear();
+        drop(grants);
         self.operators
             .lock()
             .expect("operator cache poisoned")
@@ -355,5 +394,29 @@ impl MetaHost for SpokeHost {
 
     fn track(&self, delta: i64) {
         self.data.metrics.active_transfers(delta);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keepable;
+
+    #[test]
+    fn a_grant_is_kept_only_when_no_invalidation_overtook_it() {
+        // Fetched and answered with nothing in between, made in the
+        // epoch the spoke knows or a later one: kept.
+        assert!(keepable(3, 3, 7, Some(7)));
+        assert!(keepable(3, 3, 7, Some(8)));
+        // An invalidation arrived while the grant was on its way: the
+        // request uses it, the cache does not keep it.
+        assert!(!keepable(4, 3, 7, Some(9)));
+        // Made before the epoch the hubs last announced (a hub whose view
+        // lagged): not kept.
+        assert!(!keepable(3, 3, 8, Some(7)));
+        // No epoch (a hub of an earlier release): the count alone decides.
+        assert!(keepable(3, 3, 8, None));
+        assert!(!keepable(4, 3, i64::MIN, None));
+        // Before any announcement, any epoch will do.
+        assert!(keepable(0, 0, i64::MIN, Some(0)));
     }
 }

@@ -133,7 +133,7 @@ pub async fn run(
     let tunnel_stop = CancellationToken::new();
     let invalidate = {
         let data = data.clone();
-        Arc::new(move || data.invalidate_grants())
+        Arc::new(move |epoch| data.invalidate_grants(epoch))
     };
     let listener = tokio::net::TcpListener::from_std(listeners.api)
         .context("cannot use the API's listener")?;

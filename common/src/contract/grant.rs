@@ -73,6 +73,12 @@ pub struct Grant {
     /// What ferry recorded for the object when the grant was made, so that
     /// the first lookup needs no second call.
     pub meta: Option<ObjectMeta>,
+    /// The invalidation epoch the issuing hub knew when it made the grant
+    /// (none from a hub of an earlier release). A spoke that has since
+    /// been told of a later epoch ([`crate::proto::Notice::epoch`]) uses
+    /// the grant for the request it asked for, and keeps it for no other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
 }
 
 impl std::fmt::Debug for Grant {
@@ -134,6 +140,7 @@ mod tests {
             allow_private_endpoints: false,
             token: "fg1.secret-token".into(),
             meta: None,
+            epoch: None,
         };
         let text = format!("{grant:?}");
         assert!(

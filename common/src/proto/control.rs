@@ -128,6 +128,10 @@ pub struct Notice {
     /// With [`NoticeKind::Hubs`]: every hub, this one included.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hubs: Vec<HubAddrs>,
+    /// With [`NoticeKind::InvalidateGrants`]: the invalidation epoch the
+    /// change raised; a grant made in an earlier one is kept no more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
 }
 
 impl Notice {
@@ -137,6 +141,7 @@ impl Notice {
             kind,
             reason: reason.into(),
             hubs: Vec::new(),
+            epoch: None,
         }
     }
 }

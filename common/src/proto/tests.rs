@@ -81,6 +81,11 @@ fn samples() -> Vec<Frame> {
                 tunnel_addr: "[2001:db8::1]:7443".parse().unwrap(),
                 tunnel_tcp_addr: "[2001:db8::1]:7444".parse().unwrap(),
             }],
+            epoch: None,
+        }),
+        Frame::Notice(Notice {
+            epoch: Some(42),
+            ..Notice::new(NoticeKind::InvalidateGrants, "a key was revoked")
         }),
     ]
 }

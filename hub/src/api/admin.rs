@@ -119,7 +119,7 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
                 ));
             }
             tracing::info!(account.id = %id, key.id = %key_id, "revoked an API key");
-            super::invalidate_grants(state, "an API key was revoked");
+            super::invalidate_grants(state, "an API key was revoked").await;
             Ok(no_content())
         }
         _ => Err(Problem::new(ErrorCode::RouteNotFound, "no such route")),

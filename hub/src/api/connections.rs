@@ -116,7 +116,7 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
             super::uploads::abandon(held).await;
             state.operators.remove(&row.id);
             state.forget_index(&row.id);
-            super::invalidate_grants(state, "a connection was deleted");
+            super::invalidate_grants(state, "a connection was deleted").await;
             tracing::info!(account.id = %account, connection.id = %row.id, "deleted a connection");
             Ok(no_content())
         }

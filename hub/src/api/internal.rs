@@ -328,5 +328,6 @@ pub(super) fn issue(state: &AppState, g: Granting<'_>) -> Result<Grant, Problem>
         ttl_ms: ttl_secs * 1000,
         allow_private_endpoints: state.providers.endpoint_policy().allow_private,
         meta: g.meta,
+        epoch: state.store.observed_epoch(),
     })
 }

@@ -397,13 +397,16 @@ fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<Body> {
 }
 
 /// Tells connected spokes to drop cached grants (after a key revocation or
-/// a connection deletion).
-pub(crate) fn invalidate_grants(state: &AppState, why: &str) {
+/// a connection deletion), with the invalidation epoch the change raised:
+/// a grant made before it, arriving later, is not kept.
+pub(crate) async fn invalidate_grants(state: &AppState, why: &str) {
     if let Some(s) = &state.spokes {
-        s.registry.broadcast(ferry_common::proto::Notice::new(
+        let mut notice = ferry_common::proto::Notice::new(
             ferry_common::proto::NoticeKind::InvalidateGrants,
             why,
-        ));
+        );
+        notice.epoch = state.store.current_epoch().await;
+        s.registry.broadcast(notice);
     }
 }
 

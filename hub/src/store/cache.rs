@@ -162,6 +162,11 @@ impl Cache {
         self.lock().empty();
     }
 
+    /// The epoch last read from the store, if any.
+    pub fn epoch(&self) -> Option<i64> {
+        self.lock().epoch.map(|(e, _)| e)
+    }
+
     /// Takes an epoch read from the store by a query sent at `asked`: a
     /// new one empties the cache; any reading renews its trust, from when
     /// it was asked.

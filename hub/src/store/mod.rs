@@ -345,6 +345,20 @@ impl Store {
         }
     }
 
+    /// The cache epoch this hub last read from the store: grants carry it,
+    /// so that spokes keep none made before a later invalidation.
+    pub fn observed_epoch(&self) -> Option<i64> {
+        self.cache.epoch()
+    }
+
+    /// The cache epoch as the primary has it now (`None` if it does not
+    /// answer within [`CHECK_TIMEOUT`]): sent with an invalidation.
+    pub async fn current_epoch(&self) -> Option<i64> {
+        let read = sqlx::query_scalar::<_, i64>("SELECT epoch FROM cache_epoch WHERE id = 1")
+            .fetch_one(&self.pool);
+        tokio::time::timeout(CHECK_TIMEOUT, read).await.ok()?.ok()
+    }
+
     /// Bumps the cache epoch within a write that changes what the cache
     /// holds (a key revoked, a connection deleted or re-sealed), so that
     /// every hub empties its cache; this hub's is emptied once the write

@@ -107,7 +107,7 @@ pub struct Shared {
     /// Fires when the tunnel must close.
     pub shutdown: CancellationToken,
     /// Drops cached grants (on the hub's notice).
-    pub on_invalidate: Arc<dyn Fn() + Send + Sync>,
+    pub on_invalidate: Arc<dyn Fn(Option<i64>) + Send + Sync>,
     /// What the hub's DNS needs to steer clients here.
     pub announce: Option<SteeringAnnounce>,
     /// Client RTTs for the next heartbeat.

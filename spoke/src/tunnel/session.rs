@@ -29,7 +29,7 @@ pub(super) struct Signals<'a> {
     pub(super) metrics: &'a Metrics,
     pub(super) draining: &'a CancellationToken,
     pub(super) shutdown: &'a CancellationToken,
-    pub(super) on_invalidate: &'a (dyn Fn() + Send + Sync),
+    pub(super) on_invalidate: &'a (dyn Fn(Option<i64>) + Send + Sync),
     pub(super) connector: &'a Connector,
 }
 
@@ -114,7 +114,7 @@ pub(super) async fn session(control: Control, signals: &Signals<'_>) -> Result<E
                     NoticeKind::Revoked => tracing::error!(reason = %n.reason, "the hub revoked this spoke"),
                     NoticeKind::InvalidateGrants => {
                         tracing::debug!(reason = %n.reason, "dropping cached grants");
-                        on_invalidate();
+                        on_invalidate(n.epoch);
                     }
                     NoticeKind::Hubs => connector.learn(None, n.hubs),
                     NoticeKind::Unknown => tracing::debug!(reason = %n.reason, "ignored a notice this spoke does not know"),
