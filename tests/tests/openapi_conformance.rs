@@ -100,6 +100,9 @@ async fn fuzz(base_url: String, bearer: &str, upload_id: &str) {
             ("headFile".to_owned(), vec![412, 416]),
             ("putFile".to_owned(), vec![400, 412]),
             ("deleteFile".to_owned(), vec![412]),
+            // If-Match on the source, If-None-Match on the destination.
+            ("copyFile".to_owned(), vec![412]),
+            ("moveFile".to_owned(), vec![412]),
         ]
         .into_iter()
         .chain(
