@@ -81,28 +81,7 @@ pub async fn client_cp(rig: &Rig, plan: &Plan) -> anyhow::Result<(String, Value)
             .env("FERRY_API_KEY", &key);
         c
     };
-    let s3_key = rig
-        .tenant
-        .api
-        .post("/v1/s3-keys")
-        .json(&json!({ "connections": ["local"] }))
-        .send()
-        .await;
-    ensure!(
-        s3_key.status == http::StatusCode::CREATED,
-        "cannot make an S3 key"
-    );
-    let s3_key = s3_key.json();
-    let (s3_id, s3_secret) = (
-        s3_key["access_key_id"]
-            .as_str()
-            .context("a key id")?
-            .to_owned(),
-        s3_key["secret_access_key"]
-            .as_str()
-            .context("a secret")?
-            .to_owned(),
-    );
+    let (s3_id, s3_secret) = crate::s3door::s3_key(rig, "local").await?;
     let aws = |args: &[&str]| {
         let mut c = ferry_tests::tools::aws_cli(
             Path::new("/usr/bin/aws"),

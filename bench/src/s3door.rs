@@ -102,6 +102,30 @@ impl Cli<'_> {
     }
 }
 
+/// An S3 key of the benchmark's tenant for connection `conn`: its id and
+/// secret.
+pub(crate) async fn s3_key(rig: &Rig, conn: &str) -> anyhow::Result<(String, String)> {
+    let key = rig
+        .tenant
+        .api
+        .post("/v1/s3-keys")
+        .json(&json!({ "connections": [conn] }))
+        .send()
+        .await;
+    ensure!(
+        key.status == http::StatusCode::CREATED,
+        "cannot make an S3 key"
+    );
+    let key = key.json();
+    let field = |name: &str| {
+        key[name]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("no {name} in the new S3 key"))
+    };
+    Ok((field("access_key_id")?, field("secret_access_key")?))
+}
+
 /// The three ways, in the table's order.
 #[derive(Clone, Copy)]
 enum Way {
@@ -142,28 +166,7 @@ pub async fn s3_door(rig: &mut Rig, plan: &crate::Plan) -> anyhow::Result<(Strin
         created.status,
         String::from_utf8_lossy(&created.body)
     );
-    let key = rig
-        .tenant
-        .api
-        .post("/v1/s3-keys")
-        .json(&json!({ "connections": ["s3door"] }))
-        .send()
-        .await;
-    ensure!(
-        key.status == http::StatusCode::CREATED,
-        "cannot make an S3 key"
-    );
-    let key = key.json();
-    let (id, secret) = (
-        key["access_key_id"]
-            .as_str()
-            .context("a key id")?
-            .to_owned(),
-        key["secret_access_key"]
-            .as_str()
-            .context("a secret")?
-            .to_owned(),
-    );
+    let (id, secret) = s3_key(rig, "s3door").await?;
 
     let size = plan.transfer;
     let work = match plan.data_in.as_deref() {

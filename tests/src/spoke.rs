@@ -210,6 +210,16 @@ impl Spoke {
         status
     }
 
+    /// Waits (at most `limit`) until its `/readyz` answers `status`
+    /// (503 once its tunnels are down, 200 once one is up); whether it did.
+    pub async fn until_readyz(&self, status: u16, limit: Duration) -> bool {
+        let api = crate::Api::new(self.url());
+        crate::eventually(limit, async || {
+            api.get("/readyz").send().await.status == status
+        })
+        .await
+    }
+
     /// Kills it at once.
     pub fn kill(&mut self) {
         if let Some(mut d) = self.daemon.take() {

@@ -242,16 +242,7 @@ async fn granted_transfers_survive_a_hub_outage_and_reports_arrive_later() {
 
     // …so writing it again works without the hub, and the report waits;
     // an object no grant covers cannot be written until the hub is back.
-    let api = Api::new(spoke.url());
-    assert!(
-        eventually(Duration::from_secs(10), async || api
-            .get("/readyz")
-            .send()
-            .await
-            .status
-            == 503)
-        .await
-    );
+    assert!(spoke.until_readyz(503, Duration::from_secs(10)).await);
     via_spoke
         .put(&t.file("while-down.txt"))
         .body("written during the outage")
@@ -440,6 +431,22 @@ async fn revocations_reach_spokes_at_once() {
         .expect_problem(404, "connection_not_found");
 }
 
+/// The bytes of reports in `spoke`'s journal.
+async fn journal_bytes(spoke: &Spoke) -> f64 {
+    metric(
+        &spoke.metrics_url(),
+        "ferry_spoke_report_journal_bytes",
+        &[],
+    )
+    .await
+}
+
+/// Waits (at most `limit`) until `spoke`'s journal holds nothing the hub
+/// has not taken; whether it did.
+async fn journal_empties(spoke: &Spoke, limit: Duration) -> bool {
+    eventually(limit, async || journal_bytes(spoke).await == 0.0).await
+}
+
 /// The events of `path` of type `kind` in the account's feed.
 async fn events_of(api: &Api, path: &str, kind: &str) -> usize {
     let feed = api.get("/v1/events").send().await.expect(200).json();
@@ -467,16 +474,7 @@ async fn a_spoke_killed_with_an_answered_upload_reports_it_after_restarting_and_
     // The hub goes away; an upload the spoke's grant covers is answered,
     // its report only in the spoke's journal.
     hub.kill();
-    let api = Api::new(spoke.url());
-    assert!(
-        eventually(Duration::from_secs(10), async || api
-            .get("/readyz")
-            .send()
-            .await
-            .status
-            == 503)
-        .await
-    );
+    assert!(spoke.until_readyz(503, Duration::from_secs(10)).await);
     via_spoke
         .put(&t.file("x.txt"))
         .body("second, while the hub is away")
@@ -486,15 +484,7 @@ async fn a_spoke_killed_with_an_answered_upload_reports_it_after_restarting_and_
     let journal = spoke.dir.path().join("state/reports.journal");
     let kept = std::fs::read(&journal).unwrap();
     assert!(!kept.is_empty(), "the report is not in the journal");
-    assert!(
-        metric(
-            &spoke.metrics_url(),
-            "ferry_spoke_report_journal_bytes",
-            &[]
-        )
-        .await
-            > 0.0
-    );
+    assert!(journal_bytes(&spoke).await > 0.0);
 
     // The spoke dies at once (nothing flushed on the way out); the hub
     // and then the spoke come back: the report arrives from the journal.
@@ -509,18 +499,7 @@ async fn a_spoke_killed_with_an_answered_upload_reports_it_after_restarting_and_
     })
     .await;
     assert!(arrived, "the report did not arrive:\n{}", spoke.log());
-    assert!(
-        eventually(Duration::from_secs(10), async || {
-            metric(
-                &spoke.metrics_url(),
-                "ferry_spoke_report_journal_bytes",
-                &[],
-            )
-            .await
-                == 0.0
-        })
-        .await
-    );
+    assert!(journal_empties(&spoke, Duration::from_secs(10)).await);
     assert_eq!(events_of(&via_hub, "x.txt", "updated").await, 1);
 
     // Delivered, then the spoke crashes before its mark reaches the disk:
@@ -570,16 +549,7 @@ async fn a_spoke_whose_journal_is_full_refuses_uploads_until_the_hub_takes_its_r
         4096.0
     );
     hub.kill();
-    let api = Api::new(spoke.url());
-    assert!(
-        eventually(Duration::from_secs(10), async || api
-            .get("/readyz")
-            .send()
-            .await
-            .status
-            == 503)
-        .await
-    );
+    assert!(spoke.until_readyz(503, Duration::from_secs(10)).await);
     // Writes under the cached grant go on, each report journalled, until
     // the journal holds its limit: then a write is refused, and nothing
     // of it written.
@@ -600,30 +570,11 @@ async fn a_spoke_whose_journal_is_full_refuses_uploads_until_the_hub_takes_its_r
     assert_eq!(refused.status, 503, "{:?}", refused.body);
     assert_eq!(refused.json()["code"], "report_journal_full");
     assert!(refused.header("retry-after").is_some());
-    assert!(
-        metric(
-            &spoke.metrics_url(),
-            "ferry_spoke_report_journal_bytes",
-            &[]
-        )
-        .await
-            >= 4096.0
-    );
+    assert!(journal_bytes(&spoke).await >= 4096.0);
     // The hub back, the reports go and uploads are taken again; the last
     // write taken is what the object holds.
     hub.restart_on_same_ports();
-    assert!(
-        eventually(Duration::from_secs(20), async || {
-            metric(
-                &spoke.metrics_url(),
-                "ferry_spoke_report_journal_bytes",
-                &[],
-            )
-            .await
-                == 0.0
-        })
-        .await
-    );
+    assert!(journal_empties(&spoke, Duration::from_secs(20)).await);
     let via_hub = Api::new(hub.url()).as_token(&t.key);
     let got = via_hub.get(&t.file("x.txt")).send().await.expect(200);
     assert_eq!(got.body, format!("v{taken}").as_bytes());

@@ -78,15 +78,8 @@ async fn a_revoked_spoke_is_cut_off_and_cannot_return() {
     );
 
     admin.delete("/v1/spokes/fra1").send().await.expect(204);
-    let spoke_api = Api::new(spoke.url());
     assert!(
-        eventually(Duration::from_secs(5), async || spoke_api
-            .get("/readyz")
-            .send()
-            .await
-            .status
-            == 503)
-        .await,
+        spoke.until_readyz(503, Duration::from_secs(5)).await,
         "the spoke still reports ready"
     );
     via_spoke
