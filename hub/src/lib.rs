@@ -44,10 +44,10 @@ pub use crate::listeners::Listeners;
 
 pub use crate::admin_token::ADMIN_TOKEN_ENV;
 
-/// Checks every second that the primary takes writes (uploads and
-/// deletes at this hub wait for it) and that the replica answers (reads go
-/// to the primary while it does not), and measures the replica's lag
-/// every five, for the metrics.
+/// Checks every second (every tenth of one while it does not) that the
+/// primary takes writes (uploads and deletes at this hub wait for it) and
+/// that the replica answers (reads go to the primary while it does not),
+/// and measures the replica's lag every five rounds, for the metrics.
 async fn watch_store(state: Arc<AppState>, shutdown: CancellationToken) {
     for round in 0u64.. {
         // At once, so that a slow answer from one does not hold back the
@@ -74,9 +74,17 @@ async fn watch_store(state: Arc<AppState>, shutdown: CancellationToken) {
                     .replica_lag(state.store.replica_lag_bytes().await);
             }
         }
+        // While the primary does not take writes, it is asked ten times as
+        // often, so that writes work again within a tenth of a second of
+        // its return.
+        let every = if state.store.writable() {
+            std::time::Duration::from_secs(1)
+        } else {
+            std::time::Duration::from_millis(100)
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(every) => {}
         }
     }
 }

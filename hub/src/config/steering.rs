@@ -327,13 +327,18 @@ impl SteeringConfig {
         if self.spoke_new_networks_per_min == 0 {
             p.add("steering.spoke_new_networks_per_min", "must be at least 1");
         }
-        if let (Some(stale), Some(hb)) = (self.stale_after_ms, heartbeat_interval_secs)
-            && stale <= hb * 1000
-        {
-            p.add(
-                "steering.stale_after_ms",
-                "must be longer than tunnel.heartbeat_interval_secs, or every spoke would leave the answers between heartbeats",
-            );
+        if let (Some(stale), Some(hb)) = (self.stale_after_ms, heartbeat_interval_secs) {
+            if stale <= hb * 1000 {
+                p.add(
+                    "steering.stale_after_ms",
+                    "must be longer than tunnel.heartbeat_interval_secs, or every spoke would leave the answers between heartbeats",
+                );
+            } else if stale > 3 * hb * 1000 {
+                p.add(
+                    "steering.stale_after_ms",
+                    "must be at most three tunnel.heartbeat_interval_secs: a spoke silent for three heartbeats has lost its tunnel and left the answers already, so a longer setting has no effect",
+                );
+            }
         }
         for (i, h) in self.hints.iter().enumerate() {
             if h.spokes.is_empty() {

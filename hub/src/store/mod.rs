@@ -101,7 +101,7 @@ impl WriteTx<'_> {
     /// Commits, then records the write.
     pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
         let done = self.tx.commit().await;
-        self.store.note_writes(done.is_ok());
+        self.store.note_writes(done.is_ok(), "a commit");
         done?;
         self.store.note_write().await;
         Ok(())
@@ -460,7 +460,7 @@ impl Store {
         self.refuse_if_down()?;
         let tx = begin_write(&self.pool, self.dialect).await;
         if tx.is_err() {
-            self.note_writes(false);
+            self.note_writes(false, "a transaction");
         }
         Ok(WriteTx {
             tx: tx?,
@@ -482,15 +482,15 @@ impl Store {
 
     /// Notes whether the primary took a write (PostgreSQL; a failed
     /// SQLite write says nothing about the next).
-    fn note_writes(&self, ok: bool) {
+    fn note_writes(&self, ok: bool, by: &'static str) {
         if self.dialect != migrations::Dialect::Postgres {
             return;
         }
         let was = self.primary_up.swap(ok, Ordering::Relaxed);
         if was && !ok {
-            tracing::warn!("the metadata store's primary does not take writes");
+            tracing::warn!(by, "the metadata store's primary does not take writes");
         } else if !was && ok {
-            tracing::info!("the metadata store's primary takes writes again");
+            tracing::info!(by, "the metadata store's primary takes writes again");
         }
     }
 
@@ -502,7 +502,7 @@ impl Store {
             Some(check) => check.takes_writes().await,
             None => sqlx::query("SELECT 1").execute(&self.pool).await.is_ok(),
         };
-        self.note_writes(ok);
+        self.note_writes(ok, "the check");
         ok
     }
 
