@@ -474,6 +474,24 @@ async fn two_hubs_share_one_store_and_read_their_own_writes() {
         "writes through hub B worked again {:?} after the primary was back",
         back.elapsed()
     );
+    // A request waits for the replica once at most: after a wait runs out
+    // its other reads go to the primary.
+    let mut waits = std::collections::HashMap::<&str, usize>::new();
+    let log_b = hub_b.log();
+    for line in log_b
+        .lines()
+        .filter(|l| l.contains("did not replay this client's last write") && !l.contains("tunnel{"))
+    {
+        if let Some(id) = line
+            .split("request.id=")
+            .nth(1)
+            .and_then(|r| r.split('}').next())
+        {
+            *waits.entry(id).or_default() += 1;
+        }
+    }
+    assert!(!waits.is_empty(), "no read waited for the replica");
+    assert!(waits.values().all(|n| *n == 1), "{waits:?}");
     // (The metric follows the checks, which may come a little after the
     // first write that works.)
     assert!(

@@ -26,20 +26,46 @@ use sqlx::AnyPool;
 /// How long a write keeps pinning its writer's reads.
 pub const RECENT: Duration = Duration::from_secs(60);
 
-tokio::task_local! {
-    static PRINCIPAL: Option<Arc<str>>;
+/// Whose request is running, and whether it has given up waiting for the
+/// replica (its further reads go to the primary at once).
+#[derive(Debug)]
+struct Scope {
+    principal: Option<Arc<str>>,
+    primary_only: AtomicBool,
 }
 
-/// Runs `fut` on behalf of `principal` (its reads see its writes).
+tokio::task_local! {
+    static SCOPE: Arc<Scope>;
+}
+
+/// Runs `fut` on behalf of `principal` (its reads see its writes). A
+/// request waits for the replica once at most: once a wait runs out, its
+/// later reads go to the primary without waiting again.
 pub async fn as_principal<F: std::future::Future>(
     principal: Option<Arc<str>>,
     fut: F,
 ) -> F::Output {
-    PRINCIPAL.scope(principal, fut).await
+    let scope = Arc::new(Scope {
+        principal,
+        primary_only: AtomicBool::new(false),
+    });
+    SCOPE.scope(scope, fut).await
 }
 
 fn principal() -> Option<Arc<str>> {
-    PRINCIPAL.try_with(|p| p.clone()).ok().flatten()
+    SCOPE.try_with(|s| s.principal.clone()).ok().flatten()
+}
+
+/// Whether the current request already waited for the replica in vain.
+fn reads_primary() -> bool {
+    SCOPE
+        .try_with(|s| s.primary_only.load(Ordering::Relaxed))
+        .unwrap_or(false)
+}
+
+/// The current request's reads go to the primary from now on.
+fn read_primary_from_now() {
+    let _ = SCOPE.try_with(|s| s.primary_only.store(true, Ordering::Relaxed));
 }
 
 /// Records on `primary` that the current principal just wrote there (the
@@ -185,6 +211,9 @@ impl Replica {
         let Some(who) = principal() else {
             return &self.pool;
         };
+        if reads_primary() {
+            return primary;
+        }
         let need = match self.required(&who, primary).await {
             Need::Nothing => return &self.pool,
             Need::Unreachable => return primary,
@@ -195,7 +224,13 @@ impl Replica {
             match self.replayed().await {
                 Some(at) if at >= need => return &self.pool,
                 None => return primary,
-                Some(_) if Instant::now() >= deadline => return primary,
+                Some(_) if Instant::now() >= deadline => {
+                    tracing::debug!(
+                        "the replica did not replay this client's last write in time; this request reads the primary"
+                    );
+                    read_primary_from_now();
+                    return primary;
+                }
                 Some(_) => tokio::time::sleep(Duration::from_millis(5)).await,
             }
         }
