@@ -195,7 +195,12 @@ async fn run(
             // Publish before announcing: whoever reads "tunnel up" can use it.
             publish.publish(Some(link.clone()));
             metrics.tunnel_up(hub, link.transport(), true);
-            tracing::info!(hub = %target.quic, hub.index = hub, transport = link.transport(), "tunnel up");
+            // The address this tunnel went to: QUIC's, or the TCP fallback's.
+            let addr = match link {
+                ferry_common::link::Link::Tcp(_) => target.tcp,
+                ferry_common::link::Link::Quic(_) => target.quic,
+            };
+            tracing::info!(hub = %addr, hub.index = hub, transport = link.transport(), "tunnel up");
             let signals = Signals {
                 metrics: &metrics,
                 draining: &draining,
