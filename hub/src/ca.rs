@@ -55,12 +55,23 @@ pub struct HubCa {
     issuer: Issuer<'static, KeyPair>,
     cert_pem: String,
     cert_der: CertificateDer<'static>,
+    /// The QUIC stateless-reset key, derived from the CA's private key.
+    reset_key: [u8; 32],
 }
 
 impl std::fmt::Debug for HubCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HubCa").finish_non_exhaustive()
     }
+}
+
+/// The QUIC stateless-reset key of the CA whose private key is `key`.
+fn reset_key_of(key: &KeyPair) -> [u8; 32] {
+    let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key.serialize_der());
+    let tag = ring::hmac::sign(&k, b"ferry: QUIC stateless reset");
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    out
 }
 
 fn ca_params() -> CertificateParams {
@@ -103,6 +114,7 @@ impl HubCa {
     /// The CA from its certificate and private key, PEM.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, CaError> {
         let key = KeyPair::from_pem(key_pem)?;
+        let reset_key = reset_key_of(&key);
         use rustls::pki_types::pem::PemObject as _;
         let cert_der =
             CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| CaError::Io {
@@ -113,7 +125,24 @@ impl HubCa {
             issuer: Issuer::new(ca_params(), key),
             cert_pem: cert_pem.to_owned(),
             cert_der,
+            reset_key,
         })
+    }
+
+    /// The key QUIC stateless resets are made with: derived from the CA's
+    /// private key, so a hub that restarts (and every hub sharing the CA)
+    /// makes the same, and a spoke whose tunnel a restart cut honours the
+    /// reset at once instead of waiting out three heartbeats.
+    pub fn stateless_reset_key(&self) -> ring::hmac::Key {
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.reset_key)
+    }
+
+    /// The key the hub's QUIC connection ids are tagged with, derived
+    /// like [`HubCa::stateless_reset_key`] but apart from it.
+    pub fn connection_id_key(&self) -> ring::hmac::Key {
+        let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.reset_key);
+        let derived = ring::hmac::sign(&k, b"ferry: QUIC connection ids");
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref())
     }
 
     /// The CA's certificate and private key as PEM, from `dir` when it has
@@ -150,10 +179,12 @@ impl HubCa {
                 path: cert_path.clone(),
                 source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
             })?;
+        let reset_key = reset_key_of(&key);
         Ok(Self {
             issuer: Issuer::new(ca_params(), key),
             cert_pem,
             cert_der,
+            reset_key,
         })
     }
 

@@ -248,8 +248,14 @@ pub async fn run(
             state.metrics.tunnel_ca_expires(at);
         }
         let tls = tunnel::server_tls(t, &ca)?;
-        let ep = tunnel::quic_endpoint(t, tls.clone(), sockets.quic)
-            .context("cannot open the tunnel endpoint")?;
+        let ep = tunnel::quic_endpoint(
+            t,
+            tls.clone(),
+            sockets.quic,
+            ca.stateless_reset_key(),
+            ca.connection_id_key(),
+        )
+        .context("cannot open the tunnel endpoint")?;
         tracing::info!(addr = %ep.local_addr()?, server_name = %t.server_name, "tunnel listening");
         let tcp = tokio::net::TcpListener::from_std(sockets.tcp)
             .context("cannot use the TCP tunnel listener")?;

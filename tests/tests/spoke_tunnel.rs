@@ -281,3 +281,44 @@ async fn a_fleet_token_enrols_new_spokes_of_its_prefix_and_nothing_else() {
     let (ok, _, err) = hub.spoke_command(&["fleet", "add", "Bad_Prefix"]);
     assert!(!ok && err.contains("a-z"), "{err}");
 }
+
+#[tokio::test]
+async fn a_hub_restarted_at_once_resets_the_tunnel_without_waiting_out_heartbeats() {
+    let mut hub = Hub::start_with(ferry_tests::HubOptions {
+        default_timings: true,
+        ..Default::default()
+    });
+    let opts = ferry_tests::SpokeOptions {
+        default_timings: true,
+        ..Default::default()
+    };
+    let spoke = Spoke::start_with(&hub, "fra1", &hub.spoke_token("fra1", None), &opts)
+        .unwrap_or_else(|log| panic!("{log}"));
+    assert!(spoke.until_readyz(200, Duration::from_secs(10)).await);
+    let reconnects = async |cause: &str| {
+        ferry_tests::metric(
+            &spoke.metrics_url(),
+            "ferry_spoke_tunnel_reconnects_total",
+            &[("cause", cause)],
+        )
+        .await
+    };
+    // Killed and started again on the same ports, the hub answers the
+    // spoke's next packet with a stateless reset made with the same key
+    // (derived from its CA), which the spoke honours: it reconnects at
+    // once, not after three missed heartbeats.
+    hub.kill();
+    hub.restart_on_same_ports();
+    let back = eventually(Duration::from_secs(20), async || {
+        let tunnels = Api::new(hub.url())
+            .as_token(ADMIN_TOKEN)
+            .get("/v1/spokes/fra1")
+            .send()
+            .await;
+        tunnels.status == 200 && !tunnels.json()["tunnel"].is_null()
+    })
+    .await;
+    assert!(back, "the tunnel did not come back:\n{}", spoke.log());
+    assert_eq!(reconnects("heartbeat").await, 0.0, "{}", spoke.log());
+    assert!(reconnects("lost").await >= 1.0, "{}", spoke.log());
+}

@@ -53,16 +53,68 @@ pub fn server_tls(cfg: &TunnelConfig, ca: &HubCa) -> anyhow::Result<rustls::Serv
 
 /// The QUIC endpoint on `socket` (bound, or passed by the service
 /// manager, before the hub runs).
+/// Connection ids a hub's QUIC endpoint issues: four random bytes and four
+/// of an HMAC of them under a key derived from the tunnel CA, so that the
+/// same hub restarted (or another sharing the CA) recognises the ids its
+/// predecessor issued. A packet for one of them that no connection holds
+/// any more (the process that held it was restarted) is then answered
+/// with a stateless reset, which the spoke honours at once; quinn's own
+/// generator keys its ids with a key of the process, and a restarted hub
+/// dropped such packets, leaving spokes to notice only after three missed
+/// heartbeats.
+struct StableCids(ring::hmac::Key);
+
+impl StableCids {
+    fn tag(&self, random: &[u8]) -> [u8; 4] {
+        let t = ring::hmac::sign(&self.0, random);
+        let mut out = [0u8; 4];
+        out.copy_from_slice(&t.as_ref()[..4]);
+        out
+    }
+}
+
+impl quinn::ConnectionIdGenerator for StableCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        use ring::rand::SecureRandom as _;
+        let mut cid = [0u8; 8];
+        ring::rand::SystemRandom::new()
+            .fill(&mut cid[..4])
+            .expect("the system's random source works");
+        let tag = self.tag(&cid[..4]);
+        cid[4..].copy_from_slice(&tag);
+        quinn::ConnectionId::new(&cid)
+    }
+
+    fn validate(&self, cid: &quinn::ConnectionId) -> Result<(), quinn_proto::InvalidCid> {
+        match cid.len() == 8 && self.tag(&cid[..4]) == cid[4..8] {
+            true => Ok(()),
+            false => Err(quinn_proto::InvalidCid),
+        }
+    }
+
+    fn cid_len(&self) -> usize {
+        8
+    }
+
+    fn cid_lifetime(&self) -> Option<std::time::Duration> {
+        None
+    }
+}
+
 pub fn quic_endpoint(
     cfg: &TunnelConfig,
     tls: rustls::ServerConfig,
     socket: std::net::UdpSocket,
+    reset_key: ring::hmac::Key,
+    cid_key: ring::hmac::Key,
 ) -> anyhow::Result<quinn::Endpoint> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(cfg.limits().transport()));
+    let mut endpoint = quinn::EndpointConfig::new(Arc::new(reset_key));
+    endpoint.cid_generator(move || Box::new(StableCids(cid_key.clone())));
     Ok(quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        endpoint,
         Some(server),
         socket,
         Arc::new(quinn::TokioRuntime),
