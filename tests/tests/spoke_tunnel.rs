@@ -309,16 +309,20 @@ async fn a_hub_restarted_at_once_resets_the_tunnel_without_waiting_out_heartbeat
     // once, not after three missed heartbeats.
     hub.kill();
     hub.restart_on_same_ports();
+    let mut seen = serde_json::Value::Null;
     let back = eventually(Duration::from_secs(20), async || {
         let tunnels = Api::new(hub.url())
             .as_token(ADMIN_TOKEN)
             .get("/v1/spokes/fra1")
             .send()
             .await;
-        tunnels.status == 200 && !tunnels.json()["tunnel"].is_null()
+        seen = tunnels.json();
+        tunnels.status == 200 && !seen["tunnel"].is_null()
     })
     .await;
     assert!(back, "the tunnel did not come back:\n{}", spoke.log());
+    // The answer that first shows the tunnel shows its standing too.
+    assert!(!seen["steering"].is_null(), "{seen}");
     assert_eq!(reconnects("heartbeat").await, 0.0, "{}", spoke.log());
     assert!(reconnects("lost").await >= 1.0, "{}", spoke.log());
 }

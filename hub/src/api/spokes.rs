@@ -111,9 +111,13 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
                 .into_iter()
                 .map(|r| {
                     let mut v = serde_json::to_value(&r).expect("rows serialise");
-                    v["tunnel"] =
-                        serde_json::to_value(live.get(&r.name)).expect("state serialises");
-                    v["steering"] = json!(state.steering.status(&r.name));
+                    let tunnel = live.get(&r.name);
+                    v["tunnel"] = serde_json::to_value(tunnel).expect("state serialises");
+                    v["steering"] = json!(state.steering.status_of_connected(
+                        &r.name,
+                        &support.registry,
+                        tunnel.is_some()
+                    ));
                     v
                 })
                 .collect();
@@ -136,9 +140,14 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
                 Problem::new(ErrorCode::SpokeNotFound, format!("no spoke '{name}'"))
             })?;
             let mut v = serde_json::to_value(&row).expect("rows serialise");
-            v["tunnel"] = serde_json::to_value(support.registry.snapshot().get(&name))
-                .expect("state serialises");
-            v["steering"] = json!(state.steering.status(&name));
+            let live = support.registry.snapshot();
+            let tunnel = live.get(&name);
+            v["tunnel"] = serde_json::to_value(tunnel).expect("state serialises");
+            v["steering"] = json!(state.steering.status_of_connected(
+                &name,
+                &support.registry,
+                tunnel.is_some()
+            ));
             Ok(json(StatusCode::OK, &v))
         }
         _ => Err(Problem::new(ErrorCode::RouteNotFound, "no such route")),

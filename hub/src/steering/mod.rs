@@ -348,6 +348,33 @@ impl Steering {
         self.lock().spokes.get(spoke).and_then(|k| k.target.clone())
     }
 
+    /// Takes the spokes' standing from `registry` (and what the other hubs
+    /// hear) now.
+    pub fn refresh_from(&self, registry: Option<&Registry>) {
+        let mut live = registry.map(|r| r.steering_view()).unwrap_or_default();
+        if let Some(x) = &self.exchange {
+            x.merge_remote(&mut live);
+        }
+        self.refresh(live);
+    }
+
+    /// A spoke's standing; for a connected spoke the steering loop has
+    /// not looked at yet (its tunnel came up a moment ago), looked at now.
+    pub fn status_of_connected(
+        &self,
+        spoke: &str,
+        registry: &Registry,
+        connected: bool,
+    ) -> Option<Eligibility> {
+        match self.status(spoke) {
+            None if connected => {
+                self.refresh_from(Some(registry));
+                self.status(spoke)
+            }
+            s => s,
+        }
+    }
+
     /// Keeps the eligible spokes current until `shutdown`: every
     /// [`REFRESH_EVERY`] from `registry` (or with none, when the hub takes
     /// no spokes) and what the other hubs hear, and drops stale samples.
@@ -360,18 +387,20 @@ impl Steering {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_expiry = now();
         loop {
+            // Each tick, and at once when a tunnel comes or goes (so that
+            // a spoke just connected has its standing at once).
+            let changed = async {
+                match &registry {
+                    Some(r) => r.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
+                _ = changed => {}
             }
-            let mut live = registry
-                .as_ref()
-                .map(|r| r.steering_view())
-                .unwrap_or_default();
-            if let Some(x) = &self.exchange {
-                x.merge_remote(&mut live);
-            }
-            self.refresh(live);
+            self.refresh_from(registry.as_deref());
             let t = now();
             if t.saturating_duration_since(last_expiry) >= EXPIRE_EVERY {
                 last_expiry = t;

@@ -118,6 +118,8 @@ pub struct LiveInfo {
 pub struct Registry {
     live: Mutex<HashMap<String, Live>>,
     next_id: AtomicU64,
+    /// Woken when a tunnel comes or goes, for steering to look at once.
+    changed: tokio::sync::Notify,
 }
 
 impl Registry {
@@ -155,6 +157,7 @@ impl Registry {
                     .close(close::REPLACED, b"replaced by a newer tunnel");
             });
         }
+        self.changed.notify_one();
         id
     }
 
@@ -163,7 +166,14 @@ impl Registry {
         let mut live = self.live.lock().expect("registry poisoned");
         if live.get(name).is_some_and(|l| l.id == id) {
             live.remove(name);
+            drop(live);
+            self.changed.notify_one();
         }
+    }
+
+    /// Returns when a tunnel next comes or goes.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     /// Changes what the registry holds of tunnel `id` of spoke `name`, if
