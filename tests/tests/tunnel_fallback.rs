@@ -82,7 +82,25 @@ async fn blocked_udp_falls_back_to_tcp_and_returns_to_quic() {
         &data[..]
     );
 
-    // UDP comes back: the spoke moves to QUIC by itself.
+    // UDP comes back while a large forwarded download is under way on
+    // the TCP tunnel: the spoke moves to QUIC by itself, and the download
+    // finishes on the TCP tunnel, whole.
+    let large = Bytes::from(pattern(96 << 20, 7));
+    via_spoke
+        .put("/v1/connections/mem/files/large.bin")
+        .body(large.clone())
+        .send()
+        .await
+        .expect(201);
+    let resp = via_spoke
+        .get("/v1/connections/mem/files/large.bin")
+        .send_raw()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut got = Vec::with_capacity(large.len());
+    ferry_tests::read_at_least(&mut body, &mut got, 8 << 20).await;
     relay.block(false);
     assert!(
         eventually(Duration::from_secs(15), async || transport("quic").await
@@ -98,6 +116,8 @@ async fn blocked_udp_falls_back_to_tcp_and_returns_to_quic() {
         })
         .await
     );
+    ferry_tests::read_rest(&mut body, &mut got, "the download in flight on TCP goes on").await;
+    assert!(got == large, "the download in flight arrived whole");
     assert_eq!(
         &via_spoke
             .get(&t.file("tcp.bin"))

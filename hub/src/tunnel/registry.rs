@@ -161,14 +161,17 @@ impl Registry {
         id
     }
 
-    /// Forgets a tunnel if it is still the current one.
-    pub(super) fn remove(&self, name: &str, id: u64) {
+    /// Forgets a tunnel if it is still the current one; false when a
+    /// newer tunnel of the spoke replaced it.
+    pub(super) fn remove(&self, name: &str, id: u64) -> bool {
         let mut live = self.live.lock().expect("registry poisoned");
         if live.get(name).is_some_and(|l| l.id == id) {
             live.remove(name);
             drop(live);
             self.changed.notify_one();
+            return true;
         }
+        !live.contains_key(name)
     }
 
     /// Returns when a tunnel next comes or goes.

@@ -16,6 +16,15 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
+/// How long the requests still on a tunnel that ended may take to finish
+/// (its link stays open meanwhile).
+const STREAMS_DRAIN: Duration = Duration::from_secs(600);
+
+/// How long a tunnel the spoke replaced is kept open, once its requests
+/// are written, for the spoke to close it (it does so after its own
+/// grace).
+const REPLACED_CLOSE: Duration = Duration::from_secs(30);
+
 use super::PeerLink;
 use super::accept::{Ctx, HANDSHAKE_TIMEOUT, Peer};
 use super::forward::forward;
@@ -181,8 +190,8 @@ pub(super) async fn session(
             }
         }
     };
+    let tracker = TaskTracker::new();
     let streams = async {
-        let tracker = TaskTracker::new();
         let reason = loop {
             match acceptor.accept().await {
                 Ok((send, recv)) => {
@@ -206,7 +215,25 @@ pub(super) async fn session(
         r = streams => r,
         _ = shutdown.cancelled() => "hub shutting down".to_owned(),
     };
-    registry.remove(&name, id);
+    let replaced = !registry.remove(&name, id);
     state.metrics.tunnel(&name, transport, false);
     tracing::info!(reason = %reason, "spoke disconnected");
+    // The requests still on the tunnel finish before it goes: a spoke that
+    // moved to a newer tunnel (TCP back to QUIC) ends this one's control
+    // stream at once, while responses on it are still streaming; once they
+    // are written, the spoke closes the old tunnel itself when it has them
+    // (dropping it here would lose what is still buffered). On a dead
+    // tunnel they fail at once; at shutdown they are not waited for.
+    tracker.close();
+    if !shutdown.is_cancelled() && (replaced || !tracker.is_empty()) {
+        tracing::debug!(
+            requests = tracker.len(),
+            replaced,
+            "letting the requests on the tunnel finish"
+        );
+        let _ = tokio::time::timeout(STREAMS_DRAIN, tracker.wait()).await;
+        if replaced {
+            let _ = tokio::time::timeout(REPLACED_CLOSE, link.closed()).await;
+        }
+    }
 }
