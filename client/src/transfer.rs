@@ -91,7 +91,7 @@ pub fn crc_of_file(path: &Path) -> Result<u64, Error> {
 const DOWNLOAD_PART: u64 = 8 << 20;
 
 /// How often (in bytes moved) a download notes how far its lanes are,
-/// for a later run to resume from.
+/// for a later run to resume from (each note syncs the partial file).
 const SAVE_EVERY: u64 = 8 << 20;
 
 /// A share of a file moved on a stream of its own: bytes `start..end`,
@@ -198,14 +198,29 @@ impl PartialDownload {
         at == self.size && !self.lanes.is_empty()
     }
 
-    fn save(&self, about: &Path, lanes: &[Lane]) {
+    /// Notes how far `lanes` are, once what they wrote to `part` is on
+    /// disk (so that after a power loss the record never claims bytes the
+    /// file lost), through a temporary file renamed over the record.
+    fn save(&self, about: &Path, part: &Path, lanes: &[Lane]) {
         let mut now = self.clone();
         now.lanes = lanes
             .iter()
             .map(|l| [l.start, l.end, l.done.load(Ordering::Relaxed)])
             .collect();
-        if let Ok(text) = serde_json::to_string(&now) {
-            let _ = std::fs::write(about, text);
+        let synced = std::fs::OpenOptions::new()
+            .write(true)
+            .open(part)
+            .and_then(|f| f.sync_data());
+        let Ok(text) = serde_json::to_string(&now) else {
+            return;
+        };
+        if synced.is_ok() {
+            let mut tmp = about.as_os_str().to_owned();
+            tmp.push(".new");
+            let tmp = PathBuf::from(tmp);
+            if std::fs::write(&tmp, text).is_ok() {
+                let _ = std::fs::rename(&tmp, about);
+            }
         }
     }
 }
@@ -286,7 +301,7 @@ impl Client {
             .collect();
         let already: u64 = lanes.iter().map(|l| l.done.load(Ordering::Relaxed)).sum();
         let resumed_from = (already > 0).then_some(already);
-        let save = |l: &[Lane]| record.save(&about, l);
+        let save = |l: &[Lane]| record.save(&about, &part, l);
         let tracker = Tracker {
             lanes: &lanes,
             total: stat.size,

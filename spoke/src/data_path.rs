@@ -371,14 +371,25 @@ impl MetaHost for SpokeHost {
     fn commit(&self, commit: Commit) -> BoxFuture<'_, Result<(), Problem>> {
         Box::pin(async move {
             let report = Report::Commit(Box::new(commit), self.token.clone());
-            self.data.reports.report(report).await;
-            Ok(())
+            self.data.reports.report(report).await.map_err(|e| {
+                Problem::new(
+                    ErrorCode::ReportJournalFull,
+                    format!(
+                        "the upload is in place, but this spoke could not keep its record for the hub ({e}); send it again"
+                    ),
+                )
+                .with_retry_after(10)
+            })
         })
     }
 
     fn log_transfer(&self, transfer: Transfer) -> BoxFuture<'static, ()> {
         let (reports, token) = (self.data.reports.clone(), self.token.clone());
-        Box::pin(async move { reports.report(Report::Transfer(transfer, token)).await })
+        Box::pin(async move {
+            // (A transfer-log entry that could not be journalled waits in
+            // memory; the transfer itself is done.)
+            let _ = reports.report(Report::Transfer(transfer, token)).await;
+        })
     }
 
     fn node(&self) -> Node<'_> {

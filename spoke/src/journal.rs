@@ -12,7 +12,7 @@
 //! nothing waits.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -101,21 +101,46 @@ impl Journal {
     pub fn open(dir: &Path, limit: u64) -> std::io::Result<(Self, Vec<(String, Report)>)> {
         let path = dir.join(FILE);
         let mut pending: Vec<(String, Report)> = Vec::new();
-        match std::fs::File::open(&path) {
-            Ok(f) => {
+        match std::fs::read(&path) {
+            Ok(bytes) => {
                 let mut done = std::collections::HashSet::new();
                 let mut reports = Vec::new();
-                for line in std::io::BufReader::new(f).lines() {
-                    let line = line?;
-                    match serde_json::from_str::<Line>(&line) {
+                let mut unreadable = Vec::new();
+                // A last line without its newline is an append a crash cut
+                // short, never acknowledged; any other line that does not
+                // read is kept aside, not dropped.
+                let complete = bytes.ends_with(b"\n");
+                let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+                let last = lines.len().saturating_sub(1);
+                for (i, line) in lines.into_iter().enumerate() {
+                    if line.is_empty() {
+                        continue;
+                    }
+                    match serde_json::from_slice::<Line>(line) {
                         Ok(Line::Report { id, report }) => reports.push((id, report.into())),
                         Ok(Line::Done { done: id }) => {
                             done.insert(id);
                         }
+                        Err(_) if i == last && !complete => {
+                            tracing::warn!(
+                                "dropped the report journal's last line, cut short by a crash before it was acknowledged"
+                            );
+                        }
                         Err(e) => {
-                            tracing::warn!(error = %e, "skipped an unreadable line of the report journal (a torn write?)");
+                            tracing::error!(error = %e, "a line of the report journal does not read; it is kept in reports.journal.unreadable");
+                            unreadable.extend_from_slice(line);
+                            unreadable.push(b'\n');
                         }
                     }
+                }
+                if !unreadable.is_empty() {
+                    let aside = dir.join(format!("{FILE}.unreadable"));
+                    let mut f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&aside)?;
+                    f.write_all(&unreadable)?;
+                    f.sync_all()?;
                 }
                 pending = reports
                     .into_iter()
@@ -154,15 +179,24 @@ impl Journal {
         ))
     }
 
-    /// Appends `report` under `id` and syncs it to disk.
+    /// Appends `report` under `id` and syncs it to disk. On failure what
+    /// was written of it is cut off again (so that a later line does not
+    /// run on from a torn one) and the error returned: the report is not
+    /// in the journal.
     pub fn append(&self, id: &str, report: &Report) -> std::io::Result<()> {
         let line = line_of(&Line::Report {
             id: id.to_owned(),
             report: report.into(),
         });
         let mut inner = self.inner.lock().expect("journal poisoned");
-        inner.file.write_all(&line)?;
-        inner.file.sync_data()?;
+        let written = inner
+            .file
+            .write_all(&line)
+            .and_then(|()| inner.file.sync_data());
+        if let Err(e) = written {
+            let _ = inner.file.set_len(inner.bytes);
+            return Err(e);
+        }
         inner.bytes += line.len() as u64;
         inner.waiting.insert(id.to_owned(), line.len() as u64);
         inner.waiting_bytes += line.len() as u64;
@@ -330,6 +364,28 @@ mod tests {
         drop(f);
         let (_, pending) = Journal::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(paths(&pending), ["r0:f0:grant0"]);
+    }
+
+    #[test]
+    fn an_unreadable_line_in_the_middle_is_kept_aside_not_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path(), 1 << 20).unwrap();
+        j.append("r0", &report(0)).unwrap();
+        drop(j);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(FILE))
+            .unwrap();
+        f.write_all(b"{\"id\":\"r1\",\"report\":{\"from-a-newer-release\":1}}\n")
+            .unwrap();
+        drop(f);
+        let (j, _) = Journal::open(dir.path(), 1 << 20).unwrap();
+        j.append("r2", &report(2)).unwrap();
+        drop(j);
+        let (_, pending) = Journal::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(paths(&pending), ["r0:f0:grant0", "r2:f2:grant2"]);
+        let aside = std::fs::read_to_string(dir.path().join(format!("{FILE}.unreadable"))).unwrap();
+        assert!(aside.contains("from-a-newer-release"), "{aside}");
     }
 
     #[test]

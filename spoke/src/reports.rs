@@ -93,35 +93,51 @@ impl Reports {
 
     /// Writes a report to the journal (synced), then sends it now, unless
     /// earlier ones still wait (order matters) or the hub cannot take it;
-    /// then it queues.
-    pub async fn report(&self, report: Report) {
+    /// then it queues. Runs to the end even if the caller stops waiting
+    /// (a client that went away), so that a journalled report is always
+    /// queued or delivered.
+    ///
+    /// An error means the report could not be written to the journal and
+    /// the hub did not take it now: it waits in memory only, and is lost
+    /// if the spoke stops before the hub takes it.
+    pub async fn report(self: &Arc<Self>, report: Report) -> Result<(), std::io::Error> {
+        let this = self.clone();
+        match tokio::spawn(async move { this.report_now(report).await }).await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        }
+    }
+
+    async fn report_now(&self, report: Report) -> Result<(), std::io::Error> {
         let id = format!(
             "rep_{}{}",
             ferry_common::request_id::new_id(),
             ferry_common::request_id::new_id()
         );
         let (journal, kept, key) = (self.journal.clone(), report.clone(), id.clone());
-        let written = tokio::task::spawn_blocking(move || journal.append(&key, &kept)).await;
-        match written {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                self.metrics.journal_error();
-                tracing::error!(error = %e, "could not write a completion report to the journal; it waits in memory only");
-            }
-            Err(e) => {
-                self.metrics.journal_error();
-                tracing::error!(error = %e, "the journal's writer failed");
-            }
+        let written = tokio::task::spawn_blocking(move || journal.append(&key, &kept))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        if let Err(e) = &written {
+            self.metrics.journal_error();
+            tracing::error!(error = %e, "could not write a completion report to the journal");
         }
         self.metrics.journal_bytes(self.journal.waiting_bytes());
         let waiting = !self.queue.lock().expect("report queue poisoned").is_empty();
-        if waiting {
+        let delivered = !waiting
+            && match self.send(&id, &report).await {
+                Delivery::Later => false,
+                Delivery::Taken | Delivery::Refused => {
+                    self.delivered(&id);
+                    true
+                }
+            };
+        if !delivered {
             self.enqueue(id, report);
-            return;
         }
-        match self.send(&id, &report).await {
-            Delivery::Later => self.enqueue(id, report),
-            Delivery::Taken | Delivery::Refused => self.delivered(&id),
+        match written {
+            Err(e) if !delivered => Err(e),
+            _ => Ok(()),
         }
     }
 

@@ -74,27 +74,34 @@ pub async fn list(state: &AppState, req: Request<Body>) -> ApiResult {
     };
     // Events removed for their age: a reader without a cursor starts at
     // the oldest kept; one whose cursor stands before them has missed
-    // events and is told so.
-    let horizon = state
-        .store
-        .event_horizon(&account)
-        .await
-        .map_err(|e| store_problem(state, e))?;
-    if after < horizon && page.cursor.is_some() {
-        return Err(Problem::new(
-            ErrorCode::CursorExpired,
-            format!(
-                "events after this cursor were removed for their age; the oldest kept come after '{}'. Start again from there (or without a cursor) and resynchronise what you keep",
-                cursor_after(horizon)
-            ),
-        ));
-    }
-    let after = after.max(horizon);
+    // events and is told so — decided by the horizon read after the page,
+    // so that a removal between the two cannot skip events unannounced.
+    let horizon = async || {
+        state
+            .store
+            .event_horizon(&account)
+            .await
+            .map_err(|e| store_problem(state, e))
+    };
+    let after = match page.cursor {
+        Some(_) => after,
+        None => after.max(horizon().await?),
+    };
     let events = state
         .store
         .list_events(&account, after, page.limit as i64)
         .await
         .map_err(|e| store_problem(state, e))?;
+    let kept_from = horizon().await?;
+    if after < kept_from {
+        return Err(Problem::new(
+            ErrorCode::CursorExpired,
+            format!(
+                "events after this cursor were removed for their age; the oldest kept come after '{}'. Start again from there (or without a cursor) and resynchronise what you keep",
+                cursor_after(kept_from)
+            ),
+        ));
+    }
     let next = events.last().map_or(after, |e| e.id);
     Ok(json(
         StatusCode::OK,

@@ -243,6 +243,9 @@ pub(super) async fn caller(
 /// A grant for the client whose key (or S3 pass) comes with the call, for
 /// one object.
 async fn grant(state: &AppState, spoke: &str, req: Request<Body>, limit: usize) -> ApiResult {
+    // The epoch as known before anything is authorised: a grant made from
+    // reads older than an invalidation must not carry its epoch.
+    let epoch = state.store.observed_epoch();
     let headers = req.headers().clone();
     let caller = caller(state, spoke, InternalCall::Grant, &headers).await?;
     let body: GrantRequest = read_json(req, limit).await?;
@@ -272,6 +275,7 @@ async fn grant(state: &AppState, spoke: &str, req: Request<Body>, limit: usize) 
             op: body.op,
             upload: None,
             meta,
+            epoch,
         },
     )?;
     Ok(json(StatusCode::OK, &grant))
@@ -295,6 +299,8 @@ pub(super) struct Granting<'a> {
     pub upload: Option<(String, Option<String>)>,
     /// What ferry recorded for the object, sent along.
     pub meta: Option<ferry_common::content::model::ObjectMeta>,
+    /// The invalidation epoch this hub knew before authorising it.
+    pub epoch: Option<i64>,
 }
 
 /// Signs the grant for `g`: what the spoke needs to reach the provider,
@@ -328,6 +334,6 @@ pub(super) fn issue(state: &AppState, g: Granting<'_>) -> Result<Grant, Problem>
         ttl_ms: ttl_secs * 1000,
         allow_private_endpoints: state.providers.endpoint_policy().allow_private,
         meta: g.meta,
-        epoch: state.store.observed_epoch(),
+        epoch: g.epoch,
     })
 }

@@ -668,6 +668,7 @@ pub async fn internal(
             Ok(json(StatusCode::OK, &session))
         }
         InternalCall::UploadBegin => {
+            let epoch = state.store.observed_epoch();
             let caller = super::internal::caller(state, spoke, call, req.headers()).await?;
             let account = caller.account;
             let body: UploadBeginRequest = read_json(req, limit).await?;
@@ -723,6 +724,7 @@ pub async fn internal(
                     op: GrantOp::Upload,
                     upload: Some((body.id.clone(), lease.as_ref().map(|l| l.token.clone()))),
                     meta: None,
+                    epoch,
                 },
             )?;
             Ok(json(StatusCode::OK, &UploadBegun { lease, grant }))

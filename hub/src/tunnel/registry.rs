@@ -17,6 +17,9 @@ use tokio_util::sync::CancellationToken;
 /// for the requests still on it.
 const REPLACED_GRACE: Duration = Duration::from_secs(5);
 
+/// The longest a replaced tunnel stays open for the requests still on it.
+const REPLACED_DRAIN: Duration = Duration::from_secs(600);
+
 /// The hub's handle on one tunnel, whatever its transport.
 #[derive(Debug, Clone)]
 pub enum PeerLink {
@@ -77,6 +80,8 @@ struct Live {
     /// The SHA-256 of the certificate the tunnel was opened with.
     cert_sha256: Vec<u8>,
     draining: bool,
+    /// The requests the spoke forwards on it, while they run.
+    requests: tokio_util::task::TaskTracker,
 }
 
 /// What steering needs to know of a connected spoke.
@@ -132,6 +137,7 @@ impl Registry {
         notices: mpsc::Sender<Notice>,
         announce: Option<SteeringAnnounce>,
         cert_sha256: Vec<u8>,
+        requests: tokio_util::task::TaskTracker,
     ) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let live = Live {
@@ -144,6 +150,7 @@ impl Registry {
             announce,
             cert_sha256,
             draining: false,
+            requests,
         };
         let old = self
             .live
@@ -151,8 +158,15 @@ impl Registry {
             .expect("registry poisoned")
             .insert(name.to_owned(), live);
         if let Some(old) = old {
+            // After the grace, and once the requests still on it are done
+            // (a long download forwarded on a TCP tunnel the spoke left for
+            // QUIC), at most REPLACED_DRAIN.
             tokio::spawn(async move {
                 tokio::time::sleep(REPLACED_GRACE).await;
+                let until = Instant::now() + REPLACED_DRAIN;
+                while !old.requests.is_empty() && Instant::now() < until {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
                 old.link
                     .close(close::REPLACED, b"replaced by a newer tunnel");
             });

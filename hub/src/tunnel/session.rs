@@ -138,12 +138,14 @@ pub(super) async fn session(
         return;
     }
     let (notices_tx, mut notices) = tokio::sync::mpsc::channel(64);
+    let tracker = TaskTracker::new();
     let id = registry.insert(
         &name,
         link.clone(),
         notices_tx,
         announced.announce,
         cert_sha256,
+        tracker.clone(),
     );
     let transport = link.transport();
     state.metrics.tunnel(&name, transport, true);
@@ -190,7 +192,6 @@ pub(super) async fn session(
             }
         }
     };
-    let tracker = TaskTracker::new();
     let streams = async {
         let reason = loop {
             match acceptor.accept().await {
