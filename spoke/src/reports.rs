@@ -128,7 +128,7 @@ impl Reports {
             && match self.send(&id, &report).await {
                 Delivery::Later => false,
                 Delivery::Taken | Delivery::Refused => {
-                    self.delivered(&id);
+                    self.delivered(&id).await;
                     true
                 }
             };
@@ -148,9 +148,14 @@ impl Reports {
         self.queued.notify_one();
     }
 
-    /// Marks report `id` done in the journal.
-    fn delivered(&self, id: &str) {
-        if let Err(e) = self.journal.done(id) {
+    /// Marks report `id` done in the journal (off the async workers: a
+    /// mark may rewrite the file).
+    async fn delivered(&self, id: &str) {
+        let (journal, key) = (self.journal.clone(), id.to_owned());
+        let marked = tokio::task::spawn_blocking(move || journal.done(&key))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        if let Err(e) = marked {
             self.metrics.journal_error();
             tracing::warn!(error = %e, "could not mark a delivered report in the journal; it will be sent again, and applied once");
         }
@@ -214,7 +219,7 @@ impl Reports {
             match self.send(&id, &report).await {
                 Delivery::Taken | Delivery::Refused => {
                     backoff.reset();
-                    self.delivered(&id);
+                    self.delivered(&id).await;
                     let mut q = self.queue.lock().expect("report queue poisoned");
                     q.pop_front();
                     self.set_waiting(q.len());
