@@ -81,6 +81,8 @@ struct Inner {
     waiting: BTreeMap<String, u64>,
     /// The bytes of the lines of `waiting`.
     waiting_bytes: u64,
+    /// How many reports were written (the number of the last one).
+    written: u64,
 }
 
 /// The journal of one spoke.
@@ -91,6 +93,10 @@ pub struct Journal {
     /// uploads.
     limit: u64,
     inner: Mutex<Inner>,
+    /// The number of the last report known synced; held while syncing, so
+    /// that appends waiting meanwhile find theirs synced by the same call
+    /// (a group commit: many uploads' reports share one sync).
+    synced: Mutex<u64>,
 }
 
 impl Journal {
@@ -173,33 +179,50 @@ impl Journal {
                     bytes: waiting_bytes,
                     waiting,
                     waiting_bytes,
+                    written: 0,
                 }),
+                synced: Mutex::new(0),
             },
             pending,
         ))
     }
 
-    /// Appends `report` under `id` and syncs it to disk. On failure what
-    /// was written of it is cut off again (so that a later line does not
-    /// run on from a torn one) and the error returned: the report is not
-    /// in the journal.
+    /// Appends `report` under `id` and syncs it to disk (with whatever
+    /// other appends wrote meanwhile: one sync for all). A write that fails
+    /// half-way is cut off again (so that a later line does not run on
+    /// from a torn one) and the error returned: the report is not in the
+    /// journal. A sync that fails returns its error too; the line stays
+    /// (replayed after a restart if it reached the disk after all; the
+    /// hub applies a report once).
     pub fn append(&self, id: &str, report: &Report) -> std::io::Result<()> {
         let line = line_of(&Line::Report {
             id: id.to_owned(),
             report: report.into(),
         });
-        let mut inner = self.inner.lock().expect("journal poisoned");
-        let written = inner
-            .file
-            .write_all(&line)
-            .and_then(|()| inner.file.sync_data());
-        if let Err(e) = written {
-            let _ = inner.file.set_len(inner.bytes);
-            return Err(e);
+        let mine = {
+            let mut inner = self.inner.lock().expect("journal poisoned");
+            if let Err(e) = inner.file.write_all(&line) {
+                let _ = inner.file.set_len(inner.bytes);
+                return Err(e);
+            }
+            inner.bytes += line.len() as u64;
+            inner.waiting.insert(id.to_owned(), line.len() as u64);
+            inner.waiting_bytes += line.len() as u64;
+            inner.written += 1;
+            inner.written
+        };
+        let mut synced = self.synced.lock().expect("journal poisoned");
+        if *synced >= mine {
+            return Ok(());
         }
-        inner.bytes += line.len() as u64;
-        inner.waiting.insert(id.to_owned(), line.len() as u64);
-        inner.waiting_bytes += line.len() as u64;
+        // The file as it is now (a rewrite may have replaced it: what it
+        // holds was synced whole, this report included).
+        let (file, through) = {
+            let inner = self.inner.lock().expect("journal poisoned");
+            (inner.file.try_clone()?, inner.written)
+        };
+        file.sync_data()?;
+        *synced = through;
         Ok(())
     }
 
@@ -364,6 +387,41 @@ mod tests {
         drop(f);
         let (_, pending) = Journal::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(paths(&pending), ["r0:f0:grant0"]);
+    }
+
+    #[test]
+    fn appends_from_many_threads_share_syncs_and_all_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path(), 1 << 30).unwrap();
+        let j = std::sync::Arc::new(j);
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let j = j.clone();
+                std::thread::spawn(move || {
+                    for i in 0..100 {
+                        j.append(&format!("t{t}-{i:03}"), &report(i)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(*j.synced.lock().unwrap(), 800);
+        drop(j);
+        let (_, pending) = Journal::open(dir.path(), 1 << 30).unwrap();
+        assert_eq!(pending.len(), 800);
+        // Each thread's reports in the order it wrote them.
+        for t in 0..8 {
+            let mine: Vec<&str> = pending
+                .iter()
+                .map(|(id, _)| id.as_str())
+                .filter(|id| id.starts_with(&format!("t{t}-")))
+                .collect();
+            let mut sorted = mine.clone();
+            sorted.sort_unstable();
+            assert_eq!(mine, sorted);
+        }
     }
 
     #[test]
