@@ -334,6 +334,22 @@ mod tests {
         )
     }
 
+    /// A journal in a new folder holding report `r0`, then `bytes` as
+    /// written by something else (a crash, another release).
+    fn one_report_then(bytes: &[u8]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path(), 1 << 20).unwrap();
+        j.append("r0", &report(0)).unwrap();
+        drop(j);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(FILE))
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
+        dir
+    }
+
     fn paths(reports: &[(String, Report)]) -> Vec<String> {
         reports
             .iter()
@@ -375,16 +391,7 @@ mod tests {
 
     #[test]
     fn a_torn_last_line_is_dropped_and_the_rest_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let (j, _) = Journal::open(dir.path(), 1 << 20).unwrap();
-        j.append("r0", &report(0)).unwrap();
-        drop(j);
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(dir.path().join(FILE))
-            .unwrap();
-        f.write_all(br#"{"id":"r1","report":{"transf"#).unwrap();
-        drop(f);
+        let dir = one_report_then(br#"{"id":"r1","report":{"transf"#);
         let (_, pending) = Journal::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(paths(&pending), ["r0:f0:grant0"]);
     }
@@ -426,17 +433,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_line_in_the_middle_is_kept_aside_not_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let (j, _) = Journal::open(dir.path(), 1 << 20).unwrap();
-        j.append("r0", &report(0)).unwrap();
-        drop(j);
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(dir.path().join(FILE))
-            .unwrap();
-        f.write_all(b"{\"id\":\"r1\",\"report\":{\"from-a-newer-release\":1}}\n")
-            .unwrap();
-        drop(f);
+        let dir = one_report_then(b"{\"id\":\"r1\",\"report\":{\"from-a-newer-release\":1}}\n");
         let (j, _) = Journal::open(dir.path(), 1 << 20).unwrap();
         j.append("r2", &report(2)).unwrap();
         drop(j);
