@@ -54,6 +54,36 @@ License: Apache-2.0
 EOF
 }
 
+# control STAGE NAME DEPENDS SUMMARY: writes STAGE/DEBIAN/control, the
+# long description (lines starting with a space) read from standard input.
+control() {
+  local stage=$1 name=$2 depends=$3 summary=$4 size
+  mkdir -p "$stage/DEBIAN"
+  size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
+  {
+    cat <<EOF
+Package: $name
+Version: $version
+Architecture: $arch
+Maintainer: ferry maintainers <ferry@example.org>
+Section: net
+Priority: optional
+Installed-Size: $size
+Depends: $depends
+Homepage: https://example.org/ferry
+Description: $summary
+EOF
+    cat
+  } > "$stage/DEBIAN/control"
+}
+
+# build STAGE NAME: makes NAME_VERSION_ARCH.deb of STAGE and prints its path.
+build() {
+  local deb="$out/${2}_${version}_${arch}.deb"
+  dpkg-deb --root-owner-group -Z"$compress" --build "$1" "$deb" >/dev/null
+  echo "$deb"
+}
+
 # package NAME USER CONFIG... : builds NAME_VERSION_ARCH.deb
 package() {
   local name=$1 user=$2 home=$3 description=$4
@@ -81,25 +111,12 @@ package() {
     done
   fi
   copyright > "$doc/copyright"
-  mkdir -p "$stage/DEBIAN"
-  printf '%s\n' "${conffiles[@]}" > "$stage/DEBIAN/conffiles"
-  local size
-  size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
-  cat > "$stage/DEBIAN/control" <<EOF
-Package: $name
-Version: $version
-Architecture: $arch
-Maintainer: ferry maintainers <ferry@example.org>
-Section: net
-Priority: optional
-Installed-Size: $size
-Depends: adduser, libc6 (>= 2.34)
-Homepage: https://example.org/ferry
-Description: $description
+  control "$stage" "$name" "adduser, libc6 (>= 2.34)" "$description" <<EOF
  ferry moves files between applications and cloud storage through a
  hub-and-spoke edge network: hubs hold the metadata and steer clients by
  DNS, spokes near the clients stream content with the storage providers.
 EOF
+  printf '%s\n' "${conffiles[@]}" > "$stage/DEBIAN/conffiles"
   local cfg_main=${name#ferry-}.toml
   cat > "$stage/DEBIAN/postinst" <<EOF
 #!/bin/sh
@@ -142,9 +159,7 @@ fi
 exit 0
 EOF
   chmod 0755 "$stage/DEBIAN/postinst" "$stage/DEBIAN/prerm" "$stage/DEBIAN/postrm"
-  local deb="$out/${name}_${version}_${arch}.deb"
-  dpkg-deb --root-owner-group -Z"$compress" --build "$stage" "$deb" >/dev/null
-  echo "$deb"
+  build "$stage" "$name"
 }
 
 package ferry-hub ferry /var/lib/ferry "ferry hub: API, metadata, tunnels and steering DNS" \
@@ -171,27 +186,13 @@ package_client() {
   "$bin" man --out "$stage/usr/share/man/man1"
   gzip -9n "$stage/usr/share/man/man1/"*.1
   copyright > "$doc/copyright"
-  mkdir -p "$stage/DEBIAN"
-  local size
-  size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
-  cat > "$stage/DEBIAN/control" <<TXT
-Package: ferry
-Version: $version
-Architecture: $arch
-Maintainer: ferry maintainers <ferry@example.org>
-Section: net
-Priority: optional
-Installed-Size: $size
-Depends: libc6 (>= 2.34)
-Homepage: https://example.org/ferry
-Description: ferry client: copy and sync files through the nearest spoke
+  control "$stage" ferry "libc6 (>= 2.34)" \
+    "ferry client: copy and sync files through the nearest spoke" <<TXT
  The ferry command moves files between a computer and the storage behind
  a ferry network: it finds the nearest spoke, resumes transfers, moves to
  another spoke when one fails and checks every file end to end.
 TXT
-  local deb="$out/ferry_${version}_${arch}.deb"
-  dpkg-deb --root-owner-group -Z"$compress" --build "$stage" "$deb" >/dev/null
-  echo "$deb"
+  build "$stage" ferry
 }
 
 package_client
