@@ -242,7 +242,7 @@ impl<F: FnOnce()> Drop for OnDrop<F> {
     }
 }
 
-/// What one lane of a transfer did.
+/// What one lane of a download did.
 struct LaneDone {
     crc: u64,
     moved: u64,
@@ -613,7 +613,7 @@ impl Client {
             moved: size - already,
             resumed_from: (already > 0).then_some(already),
             crc64nvme: ours,
-            failovers: done.iter().map(|d| d.failovers).sum(),
+            failovers: done.iter().sum(),
             streams: lanes.len(),
         })
     }
@@ -649,7 +649,8 @@ impl Client {
 
     /// Appends what `lane` of `source` the session at `location` still
     /// lacks, a part a request, moving to the next endpoint when one fails
-    /// and waiting while another writer holds the session.
+    /// and waiting while another writer holds the session; returns how many
+    /// endpoints it left.
     async fn append_lane(
         &self,
         source: &Path,
@@ -657,7 +658,7 @@ impl Client {
         lane: &Lane,
         part_size: u64,
         tracker: &Tracker<'_>,
-    ) -> Result<LaneDone, Error> {
+    ) -> Result<usize, Error> {
         let mut failovers = 0;
         let mut failures = 0;
         let mut waits = 0;
@@ -754,11 +755,7 @@ impl Client {
         }
         lane.done.store(offset, Ordering::Relaxed);
         tracker.tick();
-        Ok(LaneDone {
-            crc: 0,
-            moved: 0,
-            failovers,
-        })
+        Ok(failovers)
     }
 
     /// A request body of `data`: as it is, or under `--bwlimit` in pieces

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 const REPLACED_GRACE: Duration = Duration::from_secs(5);
 
 /// The longest a replaced tunnel stays open for the requests still on it.
-const REPLACED_DRAIN: Duration = Duration::from_secs(600);
+pub(super) const REPLACED_DRAIN: Duration = Duration::from_secs(600);
 
 /// The hub's handle on one tunnel, whatever its transport.
 #[derive(Debug, Clone)]

@@ -16,19 +16,16 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
-/// How long the requests still on a tunnel that ended may take to finish
-/// (its link stays open meanwhile).
-const STREAMS_DRAIN: Duration = Duration::from_secs(600);
-
-/// How long a tunnel the spoke replaced is kept open, once its requests
-/// are written, for the spoke to close it (it does so after its own
-/// grace).
-const REPLACED_CLOSE: Duration = Duration::from_secs(30);
-
 use super::PeerLink;
 use super::accept::{Ctx, HANDSHAKE_TIMEOUT, Peer};
 use super::forward::forward;
+use super::registry::REPLACED_DRAIN;
 use crate::metrics::TunnelRefusal;
+
+/// How long a tunnel the spoke replaced is kept open, once its requests
+/// are written, for it to be closed (by the spoke, or by the registry
+/// after its grace).
+const REPLACED_CLOSE: Duration = Duration::from_secs(30);
 
 /// Where a session's streams come from. An HTTP/2 connection makes
 /// progress only while it is polled, so a task of its own drives it and
@@ -232,7 +229,7 @@ pub(super) async fn session(
             replaced,
             "letting the requests on the tunnel finish"
         );
-        let _ = tokio::time::timeout(STREAMS_DRAIN, tracker.wait()).await;
+        let _ = tokio::time::timeout(REPLACED_DRAIN, tracker.wait()).await;
         if replaced {
             let _ = tokio::time::timeout(REPLACED_CLOSE, link.closed()).await;
         }
