@@ -6,7 +6,8 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 /// Writes `data` to `path`, readable by its owner only: into a temporary
-/// file beside it (mode 0600, synced), then renamed into place. On
+/// file beside it (mode 0600, synced), then renamed into place, and the
+/// folder synced so that the rename survives a power loss too. On
 /// failure, the path that failed and why.
 pub fn write(path: &Path, data: &[u8]) -> Result<(), (PathBuf, std::io::Error)> {
     let tmp = path.with_extension("tmp");
@@ -24,7 +25,14 @@ pub fn write(path: &Path, data: &[u8]) -> Result<(), (PathBuf, std::io::Error)> 
     f.write_all(data)
         .and_then(|()| f.sync_all())
         .map_err(at(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(at(path))
+    std::fs::rename(&tmp, path).map_err(at(path))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(at(dir))
 }
 
 #[cfg(test)]

@@ -294,25 +294,10 @@ fn line_of(line: &Line) -> Vec<u8> {
     text
 }
 
-/// Writes `path` whole: a temporary file beside it (readable by the
-/// spoke's user only: it holds grant tokens), synced, renamed over it, and
-/// the folder synced.
+/// Writes `path` whole, readable by the spoke's user only (it holds grant
+/// tokens), replaced in one step and synced with its folder.
 fn write_whole(path: &Path, text: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("journal.new");
-    {
-        let mut open = std::fs::OpenOptions::new();
-        open.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
-        let mut f = open.open(&tmp)?;
-        f.write_all(text)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    ferry_common::private_file::write(path, text).map_err(|(_, e)| e)
 }
 
 #[cfg(test)]
