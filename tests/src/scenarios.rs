@@ -517,14 +517,7 @@ pub async fn copy_and_move(t: &Tenant) {
 
     // Conditions: If-Match on the source (the version the client saw),
     // If-None-Match on the destination; failing, nothing changes.
-    let seen = t
-        .api
-        .head(&t.file("moved/c.bin"))
-        .send()
-        .await
-        .expect(200)
-        .header("etag")
-        .unwrap();
+    let seen = etag_of(t, "moved/c.bin").await;
     let copy = json!({ "from": "moved/c.bin", "to": "cond/c.bin" });
     for (route, name, value) in [
         ("copy", "if-match", "\"another-version\""),
@@ -561,14 +554,7 @@ pub async fn copy_and_move(t: &Tenant) {
         .send()
         .await
         .expect(201);
-    let copied = t
-        .api
-        .head(&t.file("cond/c.bin"))
-        .send()
-        .await
-        .expect(200)
-        .header("etag")
-        .unwrap();
+    let copied = etag_of(t, "cond/c.bin").await;
     t.api
         .post("/v1/connections/local/move")
         .header("if-match", &copied)
@@ -585,6 +571,17 @@ pub async fn copy_and_move(t: &Tenant) {
             .body[..],
         b"x"
     );
+}
+
+/// The entity tag a `HEAD` of `path` (which must be there) answers.
+async fn etag_of(t: &Tenant, path: &str) -> String {
+    t.api
+        .head(&t.file(path))
+        .send()
+        .await
+        .expect(200)
+        .header("etag")
+        .expect("an entity tag")
 }
 
 /// The feed lists changes in order and resumes from a cursor.

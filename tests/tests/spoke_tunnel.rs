@@ -118,15 +118,8 @@ async fn revoking_with_the_cli_closes_a_running_tunnel() {
     let spoke = Spoke::start(&hub, "fra1");
     let (ok, _, stderr) = hub.spoke_command(&["revoke", "fra1"]);
     assert!(ok, "{stderr}");
-    let api = Api::new(spoke.url());
     assert!(
-        eventually(Duration::from_secs(8), async || api
-            .get("/readyz")
-            .send()
-            .await
-            .status
-            == 503)
-        .await,
+        spoke.until_readyz(503, Duration::from_secs(8)).await,
         "the tunnel stayed up:\n{}",
         hub.log()
     );
