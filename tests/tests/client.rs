@@ -1061,25 +1061,14 @@ async fn folders_copy_and_sync_both_ways_and_the_feed_shows_them() {
         .send()
         .await
         .expect(200);
-    let out = ferry(
-        hub,
-        key,
-        home,
-        &["sync", "--json", "--delete", src_s, "local:tree"],
-    )
-    .await;
+    let sync_up = ["sync", "--json", "--delete", src_s, "local:tree"];
+    let out = ferry(hub, key, home, &sync_up).await;
     assert_eq!(json_lines(ok(&out)).len(), 4);
     api.get("/v1/connections/local/files/tree/d2/f0002.txt")
         .send()
         .await
         .expect_problem(404, "not_found");
-    let out = ferry(
-        hub,
-        key,
-        home,
-        &["sync", "--json", "--delete", src_s, "local:tree"],
-    )
-    .await;
+    let out = ferry(hub, key, home, &sync_up).await;
     assert!(json_lines(ok(&out)).is_empty());
     // And down: back matches src again, a stray local file deleted.
     std::fs::write(back.join("stray.txt"), b"x").unwrap();
