@@ -92,6 +92,8 @@ error_codes! {
     NotAFile => (CONFLICT, "not_a_file", "The path names a folder, not a file"),
     /// The path names a file where a folder is needed.
     NotAFolder => (CONFLICT, "not_a_folder", "The path names a file, not a folder"),
+    /// A folder to delete without `recursive=true` is not empty.
+    FolderNotEmpty => (CONFLICT, "folder_not_empty", "The folder is not empty"),
     /// Something already exists with that name or at that path.
     AlreadyExists => (CONFLICT, "already_exists", "It already exists"),
     /// `If-Match` or `If-None-Match` failed.

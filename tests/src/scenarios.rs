@@ -1288,3 +1288,259 @@ pub async fn memory_connection(t: &Tenant) {
         .await
         .expect_problem(404, "connection_not_found");
 }
+
+/// Folders are deleted empty, or with `recursive=true` with all they hold:
+/// a `deleted` event for each file, the folder's own last.
+pub async fn folder_deletion(t: &Tenant) {
+    for (path, data) in [
+        ("gone/a.txt", &b"a"[..]),
+        ("gone/sub/b.txt", b"bb"),
+        ("gone/sub/deep/c.txt", b"ccc"),
+        ("kept.txt", b"k"),
+    ] {
+        upload(t, path, data).await;
+    }
+    let folder = |p: &str| format!("/v1/connections/local/folders/{p}");
+    t.api.post(&folder("gone/empty")).send().await.expect(201);
+    let deleted = t
+        .api
+        .delete(&folder("gone/empty/"))
+        .send()
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(deleted["path"], "gone/empty");
+    assert_eq!(deleted["deleted_files"], 0);
+    let names = crate::entry_names(
+        &t.api
+            .get("/v1/connections/local/list/gone")
+            .send()
+            .await
+            .expect(200)
+            .json(),
+    );
+    assert!(!names.contains(&"empty".to_owned()), "{names:?}");
+
+    // Not empty, and not asked for all of it: nothing happens.
+    t.api
+        .delete(&folder("gone"))
+        .send()
+        .await
+        .expect_problem(409, "folder_not_empty");
+    t.api
+        .get(&t.file("gone/sub/deep/c.txt"))
+        .send()
+        .await
+        .expect(200);
+    for bad in ["?recursive=yes", "?recursiv=true"] {
+        t.api
+            .delete(&format!("{}{bad}", folder("gone")))
+            .send()
+            .await
+            .expect_problem(400, "invalid_query");
+    }
+    t.api
+        .delete(&folder(""))
+        .send()
+        .await
+        .expect_problem(400, "invalid_path");
+    t.api
+        .delete(&folder("kept.txt"))
+        .send()
+        .await
+        .expect_problem(409, "not_a_folder");
+    t.api
+        .delete(&folder("nowhere"))
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+
+    let cursor = t
+        .api
+        .get("/v1/events?limit=1000")
+        .send()
+        .await
+        .expect(200)
+        .json()["next_cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deleted = t
+        .api
+        .delete(&format!("{}?recursive=true", folder("gone")))
+        .send()
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(deleted["deleted_files"], 3, "{deleted}");
+    for path in ["gone/a.txt", "gone/sub/b.txt", "gone/sub/deep/c.txt"] {
+        t.api
+            .get(&t.file(path))
+            .send()
+            .await
+            .expect_problem(404, "not_found");
+    }
+    t.api
+        .get("/v1/connections/local/list/gone")
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+    let root = crate::entry_names(
+        &t.api
+            .get("/v1/connections/local/list")
+            .send()
+            .await
+            .expect(200)
+            .json(),
+    );
+    assert!(
+        !root.contains(&"gone".to_owned()) && root.contains(&"kept.txt".to_owned()),
+        "{root:?}"
+    );
+    t.api.get(&t.file("kept.txt")).send().await.expect(200);
+
+    let feed = t
+        .api
+        .get(&format!("/v1/events?cursor={cursor}"))
+        .send()
+        .await
+        .expect(200)
+        .json();
+    let mut seen: Vec<(String, String, Value)> = feed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_owned(),
+                e["path"].as_str().unwrap().to_owned(),
+                e["size"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen.pop(),
+        Some(("deleted".to_owned(), "gone".to_owned(), Value::Null)),
+        "the folder's event comes last"
+    );
+    seen.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(
+        seen,
+        [
+            ("gone/a.txt", 1),
+            ("gone/sub/b.txt", 2),
+            ("gone/sub/deep/c.txt", 3)
+        ]
+        .map(|(p, n)| ("deleted".to_owned(), p.to_owned(), json!(n))),
+        "one event per file, each once"
+    );
+    t.api
+        .delete(&format!("{}?recursive=true", folder("gone")))
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+}
+
+/// The operator deletes an account: its key stops working at once, what
+/// its upload sessions staged is removed, its storage location can be
+/// claimed again, and `other` is untouched. `t` is reached where its
+/// requests go (a hub, or a spoke with grants cached); its files live in
+/// `<data_dir>/<t's name>`.
+pub async fn account_deletion(t: &Tenant, root: &Path, other: &Tenant) {
+    upload(t, "doomed.txt", b"bye").await;
+    upload(other, "safe.txt", b"stay").await;
+    // A resumable upload begun, with bytes staged.
+    let session = t
+        .api
+        .post("/v1/connections/local/uploads?path=half.bin")
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", "10")
+        .send()
+        .await
+        .expect(201)
+        .header("location")
+        .expect("a Location");
+    t.api
+        .req(http::Method::PATCH, &session)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-offset", "0")
+        .header("content-type", "application/offset+octet-stream")
+        .body(&b"12345"[..])
+        .send()
+        .await
+        .expect(204);
+    t.api.get(&t.file("doomed.txt")).send().await.expect(200);
+    let staged = root.join(".ferry-partial/uploads");
+    let staged_now = || std::fs::read_dir(&staged).map(|d| d.count()).unwrap_or(0);
+    assert!(
+        staged_now() > 0,
+        "the session staged its bytes in {staged:?}"
+    );
+    let claim = json!({ "name": "grab", "provider": "fs", "config": { "root": root } });
+    other
+        .api
+        .post("/v1/connections")
+        .json(&claim)
+        .send()
+        .await
+        .expect_problem(409, "location_in_use");
+
+    let account = format!("/v1/accounts/{}", t.account_id);
+    t.admin.delete(&account).send().await.expect(204);
+    t.admin
+        .get(&account)
+        .send()
+        .await
+        .expect_problem(404, "account_not_found");
+    t.admin
+        .delete(&account)
+        .send()
+        .await
+        .expect_problem(404, "account_not_found");
+    t.api
+        .get(&t.file("doomed.txt"))
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+    t.api
+        .get("/v1/events")
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+    // What the session staged went with it; the files are the tenant's own
+    // and stay in its storage.
+    assert_eq!(staged_now(), 0, "parts left in {staged:?}");
+    assert_eq!(std::fs::read(root.join("doomed.txt")).unwrap(), b"bye");
+    // The location is free again; the other account goes on as before.
+    other
+        .api
+        .post("/v1/connections")
+        .json(&claim)
+        .send()
+        .await
+        .expect(201);
+    other
+        .api
+        .get(&other.file("safe.txt"))
+        .send()
+        .await
+        .expect(200);
+    let accounts = t.admin.get("/v1/accounts").send().await.expect(200).json();
+    let ids: Vec<&str> = accounts["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        !ids.contains(&t.account_id.as_str()) && ids.contains(&other.account_id.as_str()),
+        "{ids:?}"
+    );
+    // Deleting needs the admin token.
+    other
+        .api
+        .delete(&format!("/v1/accounts/{}", other.account_id))
+        .send()
+        .await
+        .expect(401);
+}

@@ -280,3 +280,16 @@ async fn events_past_their_retention_go_and_a_cursor_before_them_is_told() {
     assert_eq!(next["events"][0]["id"], 4);
     assert_eq!(next["events"][0]["path"], "4.txt");
 }
+
+#[tokio::test]
+async fn folders_are_deleted_empty_or_with_all_they_hold() {
+    let (_hub, t) = hub_with_tenant().await;
+    scenarios::folder_deletion(&t).await;
+}
+
+#[tokio::test]
+async fn a_deleted_account_keeps_nothing() {
+    let (hub, t) = hub_with_tenant().await;
+    let other = tenant(&hub.url(), "beta", &hub.data_dir).await;
+    scenarios::account_deletion(&t, &hub.data_dir.join("alpha"), &other).await;
+}

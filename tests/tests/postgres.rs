@@ -83,6 +83,9 @@ async fn tenants_are_isolated_on_postgres() {
     let a = tenant(&hub.url(), "alpha", &hub.data_dir).await;
     let b = tenant(&hub.url(), "beta", &hub.data_dir).await;
     scenarios::tenant_isolation(&a, &b, &hub.data_dir).await;
+    // Deleting goes by the same rows on PostgreSQL: folders, then an account.
+    scenarios::folder_deletion(&a).await;
+    scenarios::account_deletion(&a, &hub.data_dir.join("alpha"), &b).await;
 }
 
 #[tokio::test]

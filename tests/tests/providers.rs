@@ -123,6 +123,7 @@ async fn suite_with(server: &StorageServer, place: &str, large: usize, small: us
     scenarios::copy_and_move(&via_spoke).await;
     scenarios::digest_mismatch_leaves_nothing(&via_spoke).await;
     scenarios::listing_pagination(&t).await;
+    scenarios::folder_deletion(&via_spoke).await;
     // A second account, under another root of the same place, through the hub.
     let beta = remote_tenant(
         &hub.url(),

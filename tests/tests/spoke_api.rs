@@ -151,3 +151,16 @@ async fn what_the_tunnel_cannot_carry_is_the_clients_to_fix_and_odd_bytes_arrive
         .await
         .expect_problem(431, "headers_too_large");
 }
+
+#[tokio::test]
+async fn folders_are_deleted_empty_or_with_all_they_hold() {
+    let (_hub, _spoke, t) = network().await;
+    scenarios::folder_deletion(&t).await;
+}
+
+#[tokio::test]
+async fn a_deleted_account_keeps_nothing() {
+    let (hub, spoke, t) = network().await;
+    let other = tenant(&spoke.url(), "beta", &hub.data_dir).await;
+    scenarios::account_deletion(&t, &hub.data_dir.join("alpha"), &other).await;
+}

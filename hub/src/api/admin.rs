@@ -1,5 +1,5 @@
 //! The admin API (`/v1/accounts…`), for the operator holding the admin
-//! token: accounts and their API keys.
+//! token: accounts, their API keys, and deleting an account with all it has.
 
 use ferry_common::body::Body;
 use ferry_common::problem::{ErrorCode, Problem};
@@ -81,6 +81,30 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
                 StatusCode::OK,
                 &json!({ "accounts": accounts, "next_cursor": next }),
             ))
+        }
+        (Route::Account(id), Method::DELETE) => {
+            if state
+                .store
+                .get_account(&id)
+                .await
+                .map_err(store_err)?
+                .is_none()
+            {
+                return Err(account_missing(&id));
+            }
+            // Connections one by one first, each with what its sessions
+            // staged at the provider; then the account and the rest of what
+            // the store holds of it. Cut short, the same request finishes it.
+            let connections = state.store.list_connections(&id).await.map_err(store_err)?;
+            for row in &connections {
+                super::connections::remove(state, &id, row).await?;
+            }
+            if !state.store.delete_account(&id).await.map_err(store_err)? {
+                return Err(account_missing(&id));
+            }
+            tracing::info!(account.id = %id, connections = connections.len(), "deleted an account");
+            super::invalidate_grants(state, "an account was deleted").await;
+            Ok(no_content())
         }
         (Route::Account(id), _) => {
             let account = state.store.get_account(&id).await.map_err(store_err)?;

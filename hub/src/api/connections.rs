@@ -100,24 +100,8 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
         }
         (Route::Connection(id), Method::DELETE) => {
             let row = find(state, &account, &id).await?;
-            let held = super::uploads::held_multipart(state, &row).await;
-            state
-                .store
-                .delete_connection(&account, &row.id)
-                .await
-                .map_err(|e| store_problem(state, e))?;
-            // Its upload sessions went with it; what they staged at the
-            // provider is ferry's own and goes too (best effort, with the
-            // operator this hub has in use: building one now could make
-            // a folder connection's root again).
-            if let Some(op) = state.operators.get(&row.id) {
-                ferry_common::uploads::write::discard_all(&op).await;
-            }
-            super::uploads::abandon(held).await;
-            state.operators.remove(&row.id);
-            state.forget_index(&row.id);
+            remove(state, &account, &row).await?;
             super::invalidate_grants(state, "a connection was deleted").await;
-            tracing::info!(account.id = %account, connection.id = %row.id, "deleted a connection");
             Ok(no_content())
         }
         (Route::Connection(id), _) => {
@@ -191,6 +175,32 @@ async fn create(state: &AppState, account: &str, req: Request<Body>) -> ApiResul
     state.index_nudge.notify_one();
     tracing::info!(account.id = %account, connection.id = %row.id, provider = %row.provider, "created a connection");
     Ok(json(StatusCode::CREATED, &view(&row, &body.config)))
+}
+
+/// Deletes `account`'s connection `row` with its metadata and upload
+/// sessions; what those sessions staged at the provider is ferry's own and
+/// goes too (best effort). The caller tells the spokes.
+pub(crate) async fn remove(
+    state: &AppState,
+    account: &str,
+    row: &ConnectionRow,
+) -> Result<(), Problem> {
+    let held = super::uploads::held_multipart(state, row).await;
+    state
+        .store
+        .delete_connection(account, &row.id)
+        .await
+        .map_err(|e| store_problem(state, e))?;
+    // With the operator this hub has in use: building one now could make a
+    // folder connection's root again.
+    if let Some(op) = state.operators.get(&row.id) {
+        ferry_common::uploads::write::discard_all(&op).await;
+    }
+    super::uploads::abandon(held).await;
+    state.operators.remove(&row.id);
+    state.forget_index(&row.id);
+    tracing::info!(account.id = %account, connection.id = %row.id, "deleted a connection");
+    Ok(())
 }
 
 pub(crate) async fn find(

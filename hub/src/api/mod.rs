@@ -368,6 +368,9 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Request<Body>) -> Ap
         // The provider's answers are noted for the problems these may end
         // in; file content notes its own (`files::serve`).
         Route::List(conn, dir) => observed(tree::list(state, &conn, &dir, req)).await,
+        Route::Folder(conn, path) if method == Method::DELETE => {
+            observed(tree::delete_folder(state, &conn, &path, req)).await
+        }
         Route::Folder(conn, path) => observed(tree::create_folder(state, &conn, &path, req)).await,
         Route::Copy(conn) => observed(tree::copy_or_move(state, &conn, false, req)).await,
         Route::Move(conn) => observed(tree::copy_or_move(state, &conn, true, req)).await,

@@ -334,9 +334,8 @@ impl Route {
             Route::Internal(_) => &[Method::POST],
             Route::Uploads(_) => &[Method::POST, Method::OPTIONS],
             Route::Upload(_) => &[Method::HEAD, Method::PATCH, Method::DELETE, Method::OPTIONS],
-            Route::Healthz | Route::Readyz | Route::Account(_) | Route::Events => {
-                &[Method::GET, Method::HEAD]
-            }
+            Route::Healthz | Route::Readyz | Route::Events => &[Method::GET, Method::HEAD],
+            Route::Account(_) => &[Method::GET, Method::HEAD, Method::DELETE],
             Route::List(..) => &[Method::GET, Method::HEAD],
             Route::Accounts | Route::AccountKeys(_) | Route::Connections | Route::S3Keys => {
                 &[Method::GET, Method::HEAD, Method::POST]
@@ -344,7 +343,8 @@ impl Route {
             Route::AccountKey(..) | Route::S3Key(_) => &[Method::DELETE],
             Route::Connection(_) => &[Method::GET, Method::HEAD, Method::DELETE],
             Route::File(..) => &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
-            Route::Folder(..) | Route::Copy(_) | Route::Move(_) => &[Method::POST],
+            Route::Folder(..) => &[Method::POST, Method::DELETE],
+            Route::Copy(_) | Route::Move(_) => &[Method::POST],
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The shape of a connection: listing folders, creating them, copying and
-//! moving files.
+//! The shape of a connection: listing folders, creating and deleting them,
+//! copying and moving files.
 
 use std::sync::Arc;
 
@@ -348,6 +348,172 @@ pub async fn create_folder(
         .await
         .map_err(|e| store_problem(state, e))?;
     Ok(json(StatusCode::CREATED, &folder_json(path.as_str())))
+}
+
+/// How many files a recursive folder deletion removes at the provider
+/// before it records them, in one transaction.
+const DELETE_BATCH: usize = 1000;
+
+/// `recursive` from a folder deletion's query (`true` or `false`, default
+/// `false`); any other parameter is an error.
+fn recursive_flag(query: Option<&str>) -> Result<bool, Problem> {
+    let bad = |what: String| Problem::new(ErrorCode::InvalidQuery, what);
+    let pairs = super::routes::query_pairs(query)
+        .map_err(|_| bad("the query is not valid percent-encoded UTF-8".to_owned()))?;
+    let mut recursive = false;
+    for (k, v) in pairs {
+        recursive = match (k.as_str(), v.as_str()) {
+            ("recursive", "true") => true,
+            ("recursive", "false") => false,
+            ("recursive", _) => {
+                return Err(bad("'recursive' must be 'true' or 'false'".to_owned()));
+            }
+            _ => return Err(bad(format!("unknown query parameter '{k}'"))),
+        };
+    }
+    Ok(recursive)
+}
+
+/// `DELETE /v1/connections/{conn}/folders/{path}`: an empty folder, or
+/// with `recursive=true` everything in it. Files go in batches, each
+/// deleted at the provider and then recorded (its rows removed, a
+/// `deleted` event per file) in one transaction, so a deletion cut short
+/// leaves every file that is still there with its record; the folder's own
+/// `deleted` event comes last.
+pub async fn delete_folder(
+    state: &Arc<AppState>,
+    conn: &str,
+    raw: &str,
+    req: Request<Body>,
+) -> ApiResult {
+    let res = resolve(state, req.headers(), conn).await?;
+    let recursive = recursive_flag(req.uri().query())?;
+    let path = ObjectPath::parse_dir(raw)
+        .map_err(invalid_path)?
+        .ok_or_else(|| Problem::new(ErrorCode::InvalidPath, "the root folder cannot be deleted"))?;
+    // Some object stores do not answer for an empty folder's marker: one
+    // the index knows is there too.
+    let (up, name) = key_of(path.as_str(), true);
+    if !is_folder(&res, &path).await?
+        && state
+            .store
+            .index_entry(&res.row.id, &up, &name)
+            .await
+            .map_err(|e| store_problem(state, e))?
+            .is_none()
+    {
+        return Err(Problem::new(
+            ErrorCode::NotFound,
+            format!("no folder at '{path}'"),
+        ));
+    }
+    let dir = path.as_dir();
+    let failed = |e: opendal::Error| provider_problem(&e, &res.row.provider, "delete folder");
+    super::writable(state).await?;
+    let mut files = 0u64;
+    let mut lister = res
+        .op
+        .lister_with(&dir)
+        .recursive(recursive)
+        .await
+        .map_err(failed)?;
+    let mut batch: Vec<(String, u64)> = Vec::new();
+    let mut folders = vec![dir.clone()];
+    loop {
+        let next = lister.next().await.transpose().map_err(failed)?;
+        if let Some(e) = &next {
+            let inside = e.path().trim_end_matches('/') != dir.trim_end_matches('/');
+            if inside && !recursive {
+                return Err(Problem::new(
+                    ErrorCode::FolderNotEmpty,
+                    format!("'{path}' is not empty; add '?recursive=true' to delete all it holds"),
+                ));
+            }
+            match e.metadata().is_file() {
+                true if inside => batch.push((e.path().to_owned(), e.metadata().content_length())),
+                false if inside => folders.push(e.path().to_owned()),
+                _ => {}
+            }
+        }
+        if batch.len() >= DELETE_BATCH || (next.is_none() && !batch.is_empty()) {
+            files += batch.len() as u64;
+            delete_files(state, &res, std::mem::take(&mut batch)).await?;
+        }
+        if next.is_none() {
+            break;
+        }
+    }
+    // The folders, each after those inside it (a folder's name sorts
+    // before its children's): empty now, or markers on object stores.
+    folders.sort_unstable_by(|a, b| b.cmp(a));
+    for folder in &folders {
+        res.op.delete(folder).await.map_err(failed)?;
+    }
+    let event = EventRecord {
+        account_id: res.account.clone(),
+        connection_id: res.row.id.clone(),
+        kind: EventKind::Deleted,
+        path: path.as_str().to_owned(),
+        from_path: None,
+        size: None,
+        at: now_ms(),
+        origin: Origin::Ferry,
+    };
+    state
+        .store
+        .remove_folder(&dir, &event)
+        .await
+        .map_err(|e| store_problem(state, e))?;
+    tracing::info!(connection.id = %res.row.id, path = %path, files, "deleted a folder");
+    Ok(json(
+        StatusCode::OK,
+        &json!({ "path": path.as_str(), "type": "folder", "deleted_files": files }),
+    ))
+}
+
+/// Deletes `files` (path, size) at the provider, then their records.
+async fn delete_files(
+    state: &AppState,
+    res: &Resolved,
+    files: Vec<(String, u64)>,
+) -> Result<(), Problem> {
+    // One by one, some at once: not every provider (nor every emulator of
+    // one) takes batch deletes.
+    let deletes: Vec<_> = files
+        .iter()
+        .map(|(p, _)| {
+            let (op, p) = (res.op.clone(), p.clone());
+            async move { op.delete(&p).await }
+        })
+        .collect();
+    futures_util::stream::iter(deletes)
+        .buffer_unordered(16)
+        .try_collect::<()>()
+        .await
+        .map_err(|e| provider_problem(&e, &res.row.provider, "delete folder"))?;
+    let at = now_ms();
+    let changes: Vec<Commit> = files
+        .into_iter()
+        .map(|(p, size)| Commit {
+            remove: vec![(res.row.id.clone(), p.clone())],
+            event: Some(EventRecord {
+                account_id: res.account.clone(),
+                connection_id: res.row.id.clone(),
+                kind: EventKind::Deleted,
+                path: p,
+                from_path: None,
+                size: Some(size as i64),
+                at,
+                origin: Origin::Ferry,
+            }),
+            ..Commit::default()
+        })
+        .collect();
+    state
+        .store
+        .commit_all(&changes)
+        .await
+        .map_err(|e| store_problem(state, e))
 }
 
 #[derive(Debug, Deserialize)]

@@ -183,6 +183,28 @@ impl Store {
             .await
     }
 
+    /// Deletes an account and everything the store holds of it: its keys
+    /// (API and S3), connections with their sealed credentials, metadata,
+    /// index, upload sessions and location claims (by cascade), and its
+    /// events and transfer log. False if there was no such account.
+    pub async fn delete_account(&self, id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.write_tx().await?;
+        for table in ["events", "event_horizons", "transfers"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE account_id = $1"
+            )))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let done = sqlx::query("DELETE FROM accounts WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        self.commit_cached_change(tx, done.rows_affected() > 0)
+            .await
+    }
+
     /// The account a presented key belongs to, if the key is valid.
     pub async fn authenticate(&self, key: &str) -> Result<Option<String>, StoreError> {
         if !key.starts_with(KEY_PREFIX) || key.len() > 128 {

@@ -446,6 +446,39 @@ impl Store {
         Ok((applied, subtree_files))
     }
 
+    /// Removes the folder `dir` (`a/b/`) from the index and the metadata
+    /// with whatever is still recorded below it, and adds `event` (the
+    /// folder's `deleted`); the files deleted before it had theirs.
+    pub async fn remove_folder(&self, dir: &str, event: &EventRecord) -> Result<(), StoreError> {
+        let connection_id = event.connection_id.as_str();
+        let mut tx = self.write_tx().await?;
+        self.remove_subtree(
+            &mut tx,
+            connection_id,
+            &event.account_id,
+            dir,
+            None,
+            event.at,
+        )
+        .await?;
+        sqlx::query("DELETE FROM objects WHERE connection_id = $1 AND path >= $2 AND path < $3")
+            .bind(connection_id)
+            .bind(dir)
+            .bind(prefix_end(dir))
+            .execute(&mut *tx)
+            .await?;
+        let (parent, name) = key_of(dir, true);
+        sqlx::query("DELETE FROM entries WHERE connection_id = $1 AND parent = $2 AND name = $3")
+            .bind(connection_id)
+            .bind(&parent)
+            .bind(&name)
+            .execute(&mut *tx)
+            .await?;
+        self.insert_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Removes every row below the folder `dir` (`a/b/`), with a
     /// `deleted` event for each file when `event` is set; returns how many
     /// files went.

@@ -88,6 +88,16 @@ impl Store {
         self.commit_report(change, None).await.map(drop)
     }
 
+    /// Commits several changes in one transaction.
+    pub async fn commit_all(&self, changes: &[Commit]) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        for change in changes {
+            self.commit_in(&mut tx, change).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Commits a spoke's report of a change, once: with the report's id
     /// recorded in the same transaction, a report seen before is not
     /// applied again. Returns whether it was applied now.
