@@ -411,6 +411,18 @@ impl Client {
             .map(drop)
     }
 
+    /// Deletes folder `path` with everything in it; how many files went.
+    pub async fn delete_folder(&self, conn: &str, path: &str) -> Result<u64, Error> {
+        let q = format!(
+            "/v1/connections/{}/folders/{}?recursive=true",
+            escape(conn),
+            escape(path.trim_matches('/'))
+        );
+        let resp = self.ok(Method::DELETE, &q, |r| r).await?;
+        let answer: serde_json::Value = read_json(resp, "the deletion's answer").await?;
+        Ok(answer["deleted_files"].as_u64().unwrap_or(0))
+    }
+
     /// Makes folder `path` (and its parents); succeeds if it is there.
     pub async fn mkdir(&self, conn: &str, path: &str) -> Result<(), Error> {
         let q = format!(

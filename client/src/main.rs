@@ -177,10 +177,14 @@ enum Command {
         /// `CONNECTION:PATH`
         remote: String,
     },
-    /// Deletes a remote file.
+    /// Deletes a remote file, or with `-r` a folder and all it holds.
     Rm {
         /// `CONNECTION:PATH`
         remote: String,
+        /// Delete the folder at PATH with everything in it (the server
+        /// deletes it: one request, an event per file).
+        #[arg(short, long)]
+        recursive: bool,
     },
     /// Probes the spokes and shows each one's round trip and the one in
     /// use.
@@ -613,11 +617,23 @@ async fn run(cli: &Cli) -> Result<(), Error> {
             }
             Ok(())
         }
-        Command::Rm { remote: r } => {
+        Command::Rm {
+            remote: r,
+            recursive,
+        } => {
             let (conn, path) = remote(r)?;
-            client.delete(&conn, &path).await?;
+            let files = match recursive {
+                true => Some(client.delete_folder(&conn, &path).await?),
+                false => {
+                    client.delete(&conn, &path).await?;
+                    None
+                }
+            };
             if cli.json {
-                emit!("{}", json!({ "op": "rm", "path": r }));
+                emit!(
+                    "{}",
+                    json!({ "op": "rm", "path": r, "deleted_files": files })
+                );
             }
             Ok(())
         }

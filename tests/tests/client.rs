@@ -269,6 +269,12 @@ async fn ferry_copies_through_the_nearer_spoke_and_checks_what_arrived() {
     ok(&ferry(hub, key, home, &["rm", "local:notes/hello.txt"]).await);
     let out = ferry(hub, key, home, &["stat", "local:notes/hello.txt"]).await;
     assert_eq!(out.status.code(), Some(1));
+    // A folder goes with `-r`, all it holds with it.
+    ok(&ferry(hub, key, home, &["mkdir", "local:old/inner"]).await);
+    let out = ferry(hub, key, home, &["--json", "rm", "-r", "local:old"]).await;
+    assert!(String::from_utf8_lossy(&ok(&out).stdout).contains("\"deleted_files\":0"));
+    let out = ferry(hub, key, home, &["ls", "local:old"]).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
 
     // A profile written by `ferry config set` (the key from the
     // environment, never the command line), shown without its key, used
