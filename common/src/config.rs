@@ -2,13 +2,16 @@
 //!
 //! Every error names the file, the key path (`api.tls.cert_file`) and the
 //! reason, so an operator can fix a bad file without reading source code.
-//! Parsing is strict (`deny_unknown_fields` on every section); a second,
+//! Parsing is strict (`deny_unknown_fields` on every section) and reports
+//! every unknown key and wrongly typed value, not only the first; a second,
 //! semantic pass collects *all* problems at once through [`Problems`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
+use serde_path_to_error::Segment;
+use toml::de::DeValue;
 
 /// One thing wrong with a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,44 +99,110 @@ pub fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, ConfigErro
     parse_str(&text, path)
 }
 
-/// Parses and validates `text` as if it had been read from `path`.
+/// How many parse problems one reading reports at most: each costs one
+/// more parse of the file.
+const MAX_PARSE_PROBLEMS: usize = 64;
+
+/// Parses and validates `text` as if it had been read from `path`. Every
+/// unknown key and every value of the wrong type is reported, not just the
+/// first: each is taken out and the rest parsed again. The values' own
+/// checks run on what remains, for keys not reported already.
 pub fn parse_str<T: DeserializeOwned + Validate>(
     text: &str,
     path: &Path,
 ) -> Result<T, ConfigError> {
-    let fail = |key: String, line: Option<usize>, reason: String| ConfigError {
-        file: path.to_owned(),
-        problems: vec![ConfigProblem { key, line, reason }],
+    // In the file's order; what no line is known of last.
+    let error = |mut problems: Vec<ConfigProblem>| {
+        problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+        ConfigError {
+            file: path.to_owned(),
+            problems,
+        }
     };
-    let de = toml::de::Deserializer::parse(text).map_err(|e| {
-        fail(
-            String::new(),
-            line_of(text, e.span()),
-            e.message().to_owned(),
-        )
+    let root = toml::de::DeTable::parse(text).map_err(|e| {
+        error(vec![ConfigProblem {
+            key: String::new(),
+            line: line_of(text, e.span()),
+            reason: e.message().to_owned(),
+        }])
     })?;
-    let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
+    let span = root.span();
+    let mut root = DeValue::Table(root.into_inner());
+    let mut problems: Vec<ConfigProblem> = Vec::new();
+    loop {
+        let DeValue::Table(table) = &root else {
+            unreachable!("the root stays a table")
+        };
+        let de = toml::de::Deserializer::from(toml::Spanned::new(span.clone(), table.clone()));
+        let e = match serde_path_to_error::deserialize::<_, T>(de) {
+            Ok(value) => {
+                let mut own = Problems::default();
+                value.validate(&mut own);
+                let reported = |key: &str| {
+                    problems.iter().any(|p| {
+                        key == p.key
+                            || key
+                                .strip_prefix(p.key.as_str())
+                                .is_some_and(|r| r.starts_with('.'))
+                    })
+                };
+                let own: Vec<ConfigProblem> =
+                    own.0.into_iter().filter(|p| !reported(&p.key)).collect();
+                problems.extend(own);
+                return match problems.is_empty() {
+                    true => Ok(value),
+                    false => Err(error(problems)),
+                };
+            }
+            Err(e) => e,
+        };
+        let segments: Vec<Segment> = e.path().iter().cloned().collect();
         let key = e.path().to_string();
         let inner = e.into_inner();
         let mut key = if key == "." { String::new() } else { key };
         // serde names a missing field in the message, not the path: move it.
-        if let Some(field) = inner
+        let missing = inner
             .message()
             .strip_prefix("missing field `")
-            .and_then(|m| m.split('`').next())
-        {
+            .and_then(|m| m.split('`').next());
+        if let Some(field) = missing {
             key = if key.is_empty() {
                 field.to_owned()
             } else {
                 format!("{key}.{field}")
             };
         }
-        fail(key, line_of(text, inner.span()), inner.message().to_owned())
-    })?;
-    let mut problems = Problems::default();
-    value.validate(&mut problems);
-    problems.into_result(path)?;
-    Ok(value)
+        // A key taken out for its wrong type is missing next time: said once.
+        if !problems.iter().any(|p| p.key == key) {
+            problems.push(ConfigProblem {
+                key,
+                line: line_of(text, inner.span()),
+                reason: inner.message().to_owned(),
+            });
+        }
+        if missing.is_some()
+            || problems.len() >= MAX_PARSE_PROBLEMS
+            || !take_out(&mut root, &segments)
+        {
+            return Err(error(problems));
+        }
+    }
+}
+
+/// Removes the value at `path` below `value`; false when there is none
+/// that can be taken out (an array's element, a path through a scalar).
+fn take_out(value: &mut DeValue<'_>, path: &[Segment]) -> bool {
+    match (path, value) {
+        ([Segment::Map { key }], DeValue::Table(t)) => t.remove(key.as_str()).is_some(),
+        ([Segment::Map { key }, rest @ ..], DeValue::Table(t)) => t
+            .get_mut(key.as_str())
+            .is_some_and(|v| take_out(v.get_mut(), rest)),
+        ([Segment::Seq { index }, rest @ ..], DeValue::Array(a)) if !rest.is_empty() => a
+            .get_mut(*index)
+            .is_some_and(|v| take_out(v.get_mut(), rest)),
+        ([Segment::Enum { .. }, rest @ ..], v) => take_out(v, rest),
+        _ => false,
+    }
 }
 
 fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> Option<usize> {
@@ -219,6 +288,31 @@ mod tests {
             err.to_string()
                 .starts_with("x.toml:3: inner.prot: unknown field")
         );
+    }
+
+    #[test]
+    fn every_unknown_key_and_wrong_type_is_reported_with_its_line() {
+        let err = parse("[inner]\nprot = 2\nport = 0\nextra = true\n[outer]\nx = 1\n").unwrap_err();
+        let seen: Vec<(&str, Option<usize>)> = err
+            .problems
+            .iter()
+            .map(|p| (p.key.as_str(), p.line))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("inner.prot", Some(2)),
+                ("inner.extra", Some(4)),
+                ("outer", Some(5)),
+                // The values' own checks run on what is left.
+                ("inner.port", None),
+            ],
+            "{err}"
+        );
+        // A value of the wrong type is said once, not again as missing.
+        let err = parse("[inner]\nport = \"eighty\"\nprot = 1\n").unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["inner.port", "inner.prot"], "{err}");
     }
 
     #[test]

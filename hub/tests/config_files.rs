@@ -1,6 +1,7 @@
 //! Every file in `config/` is checked by the real binary: the example must
 //! pass `--check-config`, and each file in `config/bad/` must fail naming
-//! the key its first line (`# expect: KEY` or `# expect-line: N`) names.
+//! the keys its first line (`# expect: KEY[, KEY…]` or `# expect-line: N`)
+//! names.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -64,12 +65,15 @@ fn every_bad_config_fails_naming_its_key() {
             "{}: error does not name the file: {stderr}",
             path.display()
         );
-        if let Some(key) = first.strip_prefix("# expect: ") {
-            assert!(
-                stderr.contains(&format!(": {key}: ")),
-                "{}: expected key '{key}' in: {stderr}",
-                path.display()
-            );
+        if let Some(keys) = first.strip_prefix("# expect: ") {
+            // Every key named, when there are several: each is reported.
+            for key in keys.split(", ") {
+                assert!(
+                    stderr.contains(&format!(": {key}: ")),
+                    "{}: expected key '{key}' in: {stderr}",
+                    path.display()
+                );
+            }
         } else if let Some(line) = first.strip_prefix("# expect-line: ") {
             assert!(
                 stderr.contains(&format!("{file}:{line}: ")),
