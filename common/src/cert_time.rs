@@ -1,13 +1,20 @@
-//! When an X.509 certificate stops being valid (`validity.notAfter`), so a
-//! daemon can export its certificate's expiry as a metric.
+//! When an X.509 certificate is valid (`validity`), so a daemon can export
+//! its certificate's expiry as a metric and renew it in time.
 
 use x509_parser::pem::parse_x509_pem;
 
 /// The end of a DER certificate's validity, in seconds since the Unix
 /// epoch; `None` if it does not parse.
 pub fn not_after(der: &[u8]) -> Option<i64> {
+    validity(der).map(|(_, until)| until)
+}
+
+/// A DER certificate's validity, `notBefore` and `notAfter`, in seconds
+/// since the Unix epoch; `None` if it does not parse.
+pub fn validity(der: &[u8]) -> Option<(i64, i64)> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some(cert.validity().not_after.timestamp())
+    let v = cert.validity();
+    Some((v.not_before.timestamp(), v.not_after.timestamp()))
 }
 
 /// [`not_after`] of the first certificate in a PEM file's text.

@@ -88,10 +88,19 @@ fn ca_params() -> CertificateParams {
     params
 }
 
-fn validity(params: &mut CertificateParams, days: i64) {
+/// Valid from a little before now (an hour, or a tenth of a short
+/// lifetime: clocks differ) for `lifetime`.
+fn validity(params: &mut CertificateParams, lifetime: std::time::Duration) {
     let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::hours(1);
-    params.not_after = now + time::Duration::days(days);
+    let lifetime = time::Duration::try_from(lifetime).unwrap_or(time::Duration::days(365));
+    let skew = std::cmp::min(lifetime / 10_i32, time::Duration::hours(1));
+    params.not_before = now - skew;
+    params.not_after = now + lifetime;
+}
+
+/// Days as a lifetime.
+fn days(n: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(n * 86_400)
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
@@ -106,7 +115,7 @@ impl HubCa {
     pub fn generate() -> Result<(String, String), CaError> {
         let key = KeyPair::generate()?;
         let mut params = ca_params();
-        validity(&mut params, 3650);
+        validity(&mut params, days(3650));
         let cert = params.self_signed(&key)?;
         Ok((cert.pem(), key.serialize_pem()))
     }
@@ -162,12 +171,9 @@ impl HubCa {
         let (cert_path, key_path) = (dir.join(CA_CERT), dir.join(CA_KEY));
         if !key_path.exists() {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
-            let key = KeyPair::generate()?;
-            let mut params = ca_params();
-            validity(&mut params, 3650);
-            let cert = params.self_signed(&key)?;
-            write_private(&key_path, key.serialize_pem().as_bytes())?;
-            std::fs::write(&cert_path, cert.pem()).map_err(io(&cert_path))?;
+            let (cert_pem, key_pem) = Self::generate()?;
+            write_private(&key_path, key_pem.as_bytes())?;
+            std::fs::write(&cert_path, cert_pem).map_err(io(&cert_path))?;
             tracing::info!(dir = %dir.display(), "created the tunnel certificate authority");
         }
         let key_pem = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
@@ -198,11 +204,13 @@ impl HubCa {
         &self.cert_der
     }
 
-    /// Signs a spoke's own key: a client certificate for `name`, valid a year.
+    /// Signs a spoke's own key: a client certificate for `name`, valid for
+    /// `lifetime`.
     pub fn issue_spoke(
         &self,
         name: &str,
         raw_public_key: &[u8],
+        lifetime: std::time::Duration,
     ) -> Result<rcgen::Certificate, CaError> {
         if raw_public_key.len() != 65 || raw_public_key[0] != 0x04 {
             return Err(CaError::BadPublicKey);
@@ -211,7 +219,7 @@ impl HubCa {
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        validity(&mut params, 365);
+        validity(&mut params, lifetime);
         Ok(params.signed_by(&RawP256(raw_public_key.to_vec()), &self.issuer)?)
     }
 
@@ -227,7 +235,7 @@ impl HubCa {
             .push(DnType::CommonName, server_name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        validity(&mut params, 365);
+        validity(&mut params, days(365));
         let cert = params.signed_by(&key, &self.issuer)?;
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         Ok((cert.der().clone(), key))
@@ -262,7 +270,7 @@ mod tests {
 
         let spoke_key = KeyPair::generate().unwrap();
         let cert = again
-            .issue_spoke("fra1", spoke_key.public_key_raw())
+            .issue_spoke("fra1", spoke_key.public_key_raw(), days(365))
             .unwrap();
         // rustls' own client-certificate verifier accepts it under the CA.
         let mut roots = rustls::RootCertStore::empty();
@@ -277,7 +285,7 @@ mod tests {
             .verify_client_cert(cert.der(), &[], rustls::pki_types::UnixTime::now())
             .expect("the spoke certificate chains to the CA");
         assert!(matches!(
-            ca.issue_spoke("x", &[4u8; 10]),
+            ca.issue_spoke("x", &[4u8; 10], days(1)),
             Err(CaError::BadPublicKey)
         ));
         ca.issue_server("ferry-hub").unwrap();

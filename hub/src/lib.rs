@@ -286,6 +286,7 @@ pub async fn run(
             token_ttl_secs: t.join_token_ttl_secs,
             grant_ttl_secs: t.grant_ttl_secs,
             report_window_secs: t.report_window_secs,
+            spoke_cert_lifetime: std::time::Duration::from_secs(t.spoke_cert_lifetime_secs),
             hubs: Arc::new(tunnel::HubList::new(hub_id.clone(), me)),
         });
         endpoint = Some((ep, t.clone()));

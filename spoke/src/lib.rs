@@ -12,6 +12,7 @@ pub mod hub_client;
 pub mod identity;
 pub mod journal;
 pub mod metrics;
+pub mod renew;
 pub mod reports;
 pub mod s3;
 pub mod steering;
@@ -101,12 +102,8 @@ pub async fn run(
     let identity = Identity::load_or_enrol(&cfg).await?;
     ferry_common::provider::remote::install_http_client();
     let metrics = Arc::new(Metrics::new());
-    match identity
-        .cert
-        .first()
-        .and_then(|c| ferry_common::cert_time::not_after(c))
-    {
-        Some(at) => metrics.certificate_expires(at),
+    match identity.client.validity() {
+        Some((_, at)) => metrics.certificate_expires(at),
         None => tracing::warn!("cannot read when this spoke's certificate expires"),
     }
     let handle = TunnelHandle::default();
@@ -158,6 +155,7 @@ pub async fn run(
         client_rtts: client_rtts.clone(),
         learned,
     };
+    let client_cert = identity.client.clone();
     tasks.spawn_fallible(
         "tunnels",
         tunnel::hold(
@@ -166,6 +164,17 @@ pub async fn run(
             hub.tunnel.clone(),
             shared,
             learned_rx,
+        ),
+    );
+    tasks.spawn(
+        "certificate renewal",
+        renew::keep_renewed(
+            cfg.name.clone(),
+            cfg.state_dir.clone(),
+            client_cert,
+            hub.clone(),
+            metrics.clone(),
+            tunnel_stop.clone(),
         ),
     );
     tasks.spawn(

@@ -166,6 +166,11 @@ impl Spoke {
         &self.notify
     }
 
+    /// Its state directory (identity, report journal).
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
     /// The base URL of its API.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)

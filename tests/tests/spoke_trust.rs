@@ -330,6 +330,64 @@ async fn enrolling_a_spoke_again_closes_the_tunnels_of_its_earlier_certificate()
     );
 }
 
+#[tokio::test]
+async fn a_spoke_renews_only_its_own_certificate_with_a_key_it_holds() {
+    use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+    let hub = Hub::start();
+    let conn = connect_as(&hub, "fra7").await;
+    let _control = hello(&conn, "fra7").await;
+    let key = EcdsaKeyPair::from_pkcs8(
+        &ECDSA_P256_SHA256_ASN1_SIGNING,
+        &ferry_tests::rogue::new_key(),
+        &ring::rand::SystemRandom::new(),
+    )
+    .unwrap();
+    let call =
+        async |body: Value| own_call(&conn, "/internal/v1/renew_certificate", &[], &body).await;
+    // A proof made for another spoke's name, or a key swapped in after
+    // the proof: refused, nothing signed.
+    for body in [
+        json!(ferry_common::contract::RenewRequest::signed("fra8", &key)),
+        {
+            let mut b = json!(ferry_common::contract::RenewRequest::signed("fra7", &key));
+            b["public_key"] = json!(
+                ferry_common::contract::RenewRequest::signed(
+                    "fra7",
+                    &EcdsaKeyPair::from_pkcs8(
+                        &ECDSA_P256_SHA256_ASN1_SIGNING,
+                        &ferry_tests::rogue::new_key(),
+                        &ring::rand::SystemRandom::new(),
+                    )
+                    .unwrap()
+                )
+                .public_key
+            );
+            b
+        },
+        json!({ "public_key": "AAAA", "proof": "AAAA", "name": "fra8" }),
+    ] {
+        let (status, answer) = call(body).await;
+        assert_eq!(status, 400, "{answer}");
+    }
+    assert_eq!(hub.daemon().count("renewed a spoke's certificate"), 0);
+    // Its own name and a key it holds: a certificate for that name.
+    let (status, answer) = call(json!(ferry_common::contract::RenewRequest::signed(
+        "fra7", &key
+    )))
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let pem = answer["certificate"].as_str().unwrap();
+    assert!(
+        ferry_common::cert_time::not_after_pem(pem).is_some(),
+        "{pem}"
+    );
+    let line = hub
+        .daemon()
+        .wait_for("renewed a spoke's certificate", Duration::from_secs(5))
+        .unwrap();
+    assert!(line.contains("spoke.id=fra7"), "{line}");
+}
+
 /// A SigV4 presigned URL's path and query, as boto3 signs it for
 /// `method` of `key` (none when empty) in `bucket` at
 /// `http://spoke.test:8080`.

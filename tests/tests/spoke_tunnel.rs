@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use ferry_tests::hub::ADMIN_TOKEN;
-use ferry_tests::{Api, Hub, Spoke, eventually};
+use ferry_tests::hub::HubOptions;
+use ferry_tests::{Api, Hub, Spoke, eventually, metric};
 use serde_json::json;
 
 /// Waits until the token that `ferry-hub spoke add` or `spoke fleet add`
@@ -318,4 +319,77 @@ async fn a_hub_restarted_at_once_resets_the_tunnel_without_waiting_out_heartbeat
     assert!(!seen["steering"].is_null(), "{seen}");
     assert_eq!(reconnects("heartbeat").await, 0.0, "{}", spoke.log());
     assert!(reconnects("lost").await >= 1.0, "{}", spoke.log());
+}
+
+#[tokio::test]
+async fn a_spoke_renews_its_certificate_before_it_expires_and_keeps_its_tunnel() {
+    // Certificates of 30 s: renewed about 20 s after they are signed.
+    let hub = Hub::start_with(HubOptions {
+        tunnel_extra: "spoke_cert_lifetime_secs = 30\n".to_owned(),
+        ..HubOptions::default()
+    });
+    let mut spoke = Spoke::start(&hub, "fra1");
+    let state = spoke.state_dir();
+    let cert_of = || std::fs::read_to_string(state.join("spoke-cert.pem")).unwrap();
+    let key_of = || std::fs::read(state.join("spoke-key.pem")).unwrap();
+    let (first_cert, first_key) = (cert_of(), key_of());
+    let first_expiry = ferry_common::cert_time::not_after_pem(&first_cert).unwrap();
+    let via_spoke = Api::new(spoke.url()).as_token(ADMIN_TOKEN);
+    via_spoke.get("/v1/accounts").send().await.expect(200);
+
+    assert!(
+        spoke
+            .daemon()
+            .wait_for("renewed this spoke's certificate", Duration::from_secs(40))
+            .is_some(),
+        "{}",
+        spoke.log()
+    );
+    assert!(
+        hub.daemon()
+            .wait_for("renewed a spoke's certificate", Duration::from_secs(5))
+            .is_some(),
+        "{}",
+        hub.log()
+    );
+    // A new key and a certificate that lasts longer, both in place.
+    let second_cert = cert_of();
+    assert_ne!(second_cert, first_cert);
+    assert_ne!(key_of(), first_key, "a renewal makes a new key");
+    assert!(!state.join("renewed.pem").exists());
+    let second_expiry = ferry_common::cert_time::not_after_pem(&second_cert).unwrap();
+    assert!(
+        second_expiry > first_expiry,
+        "{second_expiry} <= {first_expiry}"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), async || metric(
+            &spoke.metrics_url(),
+            "ferry_spoke_certificate_expiry_timestamp_seconds",
+            &[]
+        )
+        .await
+            == second_expiry as f64)
+        .await,
+        "the expiry metric follows the renewal"
+    );
+    // The tunnel opened with the first certificate stayed up.
+    via_spoke.get("/v1/accounts").send().await.expect(200);
+    assert_eq!(spoke.daemon().count("tunnel up"), 1, "{}", spoke.log());
+    assert_eq!(hub.daemon().count("closed the tunnel"), 0, "{}", hub.log());
+
+    // Killed and started again, the spoke opens its tunnel with the new one,
+    // also once the first has expired.
+    spoke.kill();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    if now <= first_expiry {
+        std::thread::sleep(Duration::from_secs((first_expiry - now + 1) as u64));
+    }
+    spoke.restart();
+    let via_restarted = Api::new(spoke.url()).as_token(ADMIN_TOKEN);
+    via_restarted.get("/v1/accounts").send().await.expect(200);
+    assert_eq!(cert_of(), second_cert);
 }

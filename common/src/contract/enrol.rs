@@ -3,6 +3,10 @@
 //! and its name (so the hub signs only a key the enrolling spoke holds,
 //! and only a real P-256 point), and the hub's CA signs the key. The
 //! tokens' prefixes tell their kind apart.
+//!
+//! Renewal: an enrolled spoke makes a new key before its certificate
+//! expires and sends it, with the same kind of proof over its name, as its
+//! own `renew_certificate` call through its tunnel; the hub's CA signs it.
 
 use serde::{Deserialize, Serialize};
 
@@ -82,39 +86,91 @@ impl EnrolRequest {
 
     /// The request of spoke `name` enrolling with `token` and its `key`.
     pub fn signed(token: &str, name: &str, key: &ring::signature::EcdsaKeyPair) -> Self {
-        use base64::Engine as _;
-        use ring::signature::KeyPair as _;
         let name = (TokenKind::of(token) == Some(TokenKind::Fleet)).then(|| name.to_owned());
-        let message = Self::signed_message(token, name.as_deref());
-        let proof = key
-            .sign(&ring::rand::SystemRandom::new(), &message)
-            .expect("ECDSA signing of a short message works");
-        let b64 = &base64::engine::general_purpose::STANDARD;
+        let (public_key, proof) = prove(key, &Self::signed_message(token, name.as_deref()));
         Self {
             token: token.to_owned(),
             name,
-            public_key: b64.encode(key.public_key().as_ref()),
-            proof: b64.encode(proof.as_ref()),
+            public_key,
+            proof,
         }
     }
 
     /// The public key, once its proof verifies: a P-256 point whose
     /// holder signed this token and name.
     pub fn verified_key(&self) -> Result<Vec<u8>, ProofError> {
-        use base64::Engine as _;
-        let b64 = &base64::engine::general_purpose::STANDARD;
-        let key = b64
-            .decode(self.public_key.trim())
-            .map_err(|_| ProofError::Encoding("public_key"))?;
-        let proof = b64
-            .decode(self.proof.trim())
-            .map_err(|_| ProofError::Encoding("proof"))?;
         let message = Self::signed_message(&self.token, self.name.as_deref());
-        ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, &key)
-            .verify(&message, &proof)
-            .map_err(|_| ProofError::Invalid)?;
-        Ok(key)
+        verify(&self.public_key, &self.proof, &message)
     }
+}
+
+/// The public key (the uncompressed point) and its holder's signature over
+/// `message`, both base64.
+fn prove(key: &ring::signature::EcdsaKeyPair, message: &[u8]) -> (String, String) {
+    use base64::Engine as _;
+    use ring::signature::KeyPair as _;
+    let proof = key
+        .sign(&ring::rand::SystemRandom::new(), message)
+        .expect("ECDSA signing of a short message works");
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    (
+        b64.encode(key.public_key().as_ref()),
+        b64.encode(proof.as_ref()),
+    )
+}
+
+/// The key `public_key` (base64), once `proof` (base64) verifies as its
+/// signature over `message`.
+fn verify(public_key: &str, proof: &str, message: &[u8]) -> Result<Vec<u8>, ProofError> {
+    use base64::Engine as _;
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    let key = b64
+        .decode(public_key.trim())
+        .map_err(|_| ProofError::Encoding("public_key"))?;
+    let proof = b64
+        .decode(proof.trim())
+        .map_err(|_| ProofError::Encoding("proof"))?;
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, &key)
+        .verify(message, &proof)
+        .map_err(|_| ProofError::Invalid)?;
+    Ok(key)
+}
+
+/// What an enrolled spoke sends to renew its certificate: a new key and
+/// the proof that it holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    /// The new P-256 public key: the uncompressed point, base64.
+    pub public_key: String,
+    /// Its ECDSA P-256 SHA-256 signature (ASN.1 DER, base64) over
+    /// [`RenewRequest::signed_message`] for the spoke's name.
+    pub proof: String,
+}
+
+impl RenewRequest {
+    /// What the proof signs: the spoke's name.
+    pub fn signed_message(name: &str) -> Vec<u8> {
+        format!("ferry certificate renewal v1\n{name}").into_bytes()
+    }
+
+    /// The request of spoke `name` for a certificate for its new `key`.
+    pub fn signed(name: &str, key: &ring::signature::EcdsaKeyPair) -> Self {
+        let (public_key, proof) = prove(key, &Self::signed_message(name));
+        Self { public_key, proof }
+    }
+
+    /// The new key, once its proof for spoke `name` verifies.
+    pub fn verified_key(&self, name: &str) -> Result<Vec<u8>, ProofError> {
+        verify(&self.public_key, &self.proof, &Self::signed_message(name))
+    }
+}
+
+/// The hub's answer to a renewal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewAnswer {
+    /// The spoke's new certificate, PEM, signed by the hub's tunnel CA.
+    pub certificate: String,
 }
 
 /// The hub's answer to an accepted enrolment (201).
@@ -156,6 +212,16 @@ mod tests {
                 .as_deref(),
             Some("edge-1")
         );
+    }
+
+    #[test]
+    fn a_renewal_proof_binds_the_new_key_to_the_name() {
+        let req = RenewRequest::signed("fra1", &key());
+        assert_eq!(req.verified_key("fra1").unwrap().len(), 65);
+        assert_eq!(req.verified_key("fra2"), Err(ProofError::Invalid));
+        let mut rekeyed = req.clone();
+        rekeyed.public_key = RenewRequest::signed("fra1", &key()).public_key;
+        assert_eq!(rekeyed.verified_key("fra1"), Err(ProofError::Invalid));
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub mod s3;
 pub mod upload;
 
 pub use crate::content::model::{Commit, Transfer};
-pub use enrol::{EnrolAnswer, EnrolRequest, TokenKind};
+pub use enrol::{EnrolAnswer, EnrolRequest, RenewAnswer, RenewRequest, TokenKind};
 pub use grant::{
     GRANT_HEADER, Grant, GrantOp, GrantRequest, LookupAnswer, LookupRequest, REPORT_ID_HEADER,
 };
@@ -72,11 +72,13 @@ pub enum InternalCall {
     UploadAppend,
     /// An S3 request's signature checked from its head.
     S3Authorize,
+    /// A new certificate for the spoke's new key, before its own expires.
+    RenewCertificate,
 }
 
 impl InternalCall {
     /// Every call.
-    pub const ALL: [InternalCall; 10] = [
+    pub const ALL: [InternalCall; 11] = [
         Self::Grant,
         Self::Lookup,
         Self::Commit,
@@ -87,6 +89,7 @@ impl InternalCall {
         Self::UploadRelease,
         Self::UploadAppend,
         Self::S3Authorize,
+        Self::RenewCertificate,
     ];
 
     /// The call's name, the last segment of its path.
@@ -102,6 +105,7 @@ impl InternalCall {
             Self::UploadRelease => "upload_release",
             Self::UploadAppend => "upload_append",
             Self::S3Authorize => "s3_authorize",
+            Self::RenewCertificate => "renew_certificate",
         }
     }
 
@@ -118,6 +122,7 @@ impl InternalCall {
             Self::UploadRelease => "/internal/v1/upload_release",
             Self::UploadAppend => "/internal/v1/upload_append",
             Self::S3Authorize => "/internal/v1/s3_authorize",
+            Self::RenewCertificate => "/internal/v1/renew_certificate",
         }
     }
 

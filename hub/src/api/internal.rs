@@ -15,6 +15,9 @@
 //!   client on `grant`, `upload_create` and `upload_begin` in place of an
 //!   API key, held to its one connection and object (or partial uploads)
 //!   and to reading or writing.
+//! - `renew_certificate`: a new key, with the proof that the spoke holds
+//!   it → a certificate for the name its tunnel proved (see
+//!   `renew_certificate` below).
 //! - `lookup`, `commit`, `transfer`: held to the grant that comes with
 //!   them (`x-ferry-grant`); anything it does not cover is refused with
 //!   403 `grant_refused`, so an enrolled spoke can touch no tenant's
@@ -91,6 +94,9 @@ pub async fn handle(
     if call == InternalCall::S3Authorize {
         return super::s3door::authorize(state, &spoke, req, limit).await;
     }
+    if call == InternalCall::RenewCertificate {
+        return renew_certificate(state, &spoke, req, limit).await;
+    }
     if matches!(
         call,
         InternalCall::UploadCreate
@@ -120,7 +126,8 @@ pub async fn handle(
         | InternalCall::UploadRenew
         | InternalCall::UploadRelease
         | InternalCall::UploadAppend
-        | InternalCall::S3Authorize => unreachable!("answered above"),
+        | InternalCall::S3Authorize
+        | InternalCall::RenewCertificate => unreachable!("answered above"),
         InternalCall::Lookup => {
             let body: LookupRequest = read_json(req, limit).await?;
             claims
@@ -336,4 +343,55 @@ pub(super) fn issue(state: &AppState, g: Granting<'_>) -> Result<Grant, Problem>
         meta: g.meta,
         epoch: g.epoch,
     })
+}
+
+/// `renew_certificate`: the spoke's new key signed for the name its tunnel
+/// proved, if it proves it holds the key and is still enrolled with the
+/// certificate its tunnel was opened with. The certificate before stays
+/// valid beside the new one (see [`crate::store::Store::renew_spoke_certificate`]).
+async fn renew_certificate(
+    state: &AppState,
+    spoke: &str,
+    req: Request<Body>,
+    limit: usize,
+) -> ApiResult {
+    let Some(support) = &state.spokes else {
+        return Err(Problem::new(
+            ErrorCode::TunnelDisabled,
+            "this hub takes no spokes",
+        ));
+    };
+    let body: ferry_common::contract::RenewRequest = read_json(req, limit).await?;
+    let key = body
+        .verified_key(spoke)
+        .map_err(|e| Problem::new(ErrorCode::InvalidField, e.to_string()))?;
+    let held = support.registry.certificate_of(spoke).ok_or_else(|| {
+        Problem::new(
+            ErrorCode::GrantRefused,
+            "the spoke's tunnel is not this hub's current one",
+        )
+    })?;
+    let cert = support
+        .ca
+        .issue_spoke(spoke, &key, support.spoke_cert_lifetime)
+        .map_err(|e| Problem::new(ErrorCode::InvalidField, e.to_string()))?;
+    if !state
+        .store
+        .renew_spoke_certificate(spoke, &held, cert.der())
+        .await
+        .map_err(|e| store_problem(state, e))?
+    {
+        return Err(Problem::new(
+            ErrorCode::GrantRefused,
+            "the spoke is revoked, or its tunnel's certificate is no longer its own",
+        ));
+    }
+    let not_after = ferry_common::cert_time::not_after(cert.der()).unwrap_or_default();
+    tracing::info!(spoke.id = %spoke, not_after, "renewed a spoke's certificate");
+    Ok(json(
+        StatusCode::OK,
+        &ferry_common::contract::RenewAnswer {
+            certificate: cert.pem(),
+        },
+    ))
 }

@@ -93,6 +93,8 @@ pub struct SpokeSupport {
     pub grant_ttl_secs: u64,
     /// How long a spoke may report under a grant after it was made.
     pub report_window_secs: u64,
+    /// How long the certificates signed for spokes are valid.
+    pub spoke_cert_lifetime: std::time::Duration,
     /// The hubs sharing this hub's store, for spokes to hold tunnels to.
     pub hubs: Arc<crate::tunnel::HubList>,
 }

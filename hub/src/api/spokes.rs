@@ -202,7 +202,7 @@ async fn enrol(state: &AppState, support: &SpokeSupport, req: Request<Body>) -> 
         .map_err(|e| Problem::new(ErrorCode::InvalidField, e.to_string()))?;
     let cert = support
         .ca
-        .issue_spoke(&name, &key)
+        .issue_spoke(&name, &key, support.spoke_cert_lifetime)
         .map_err(|e| Problem::new(ErrorCode::InvalidField, e.to_string()))?;
     if fleet {
         state
@@ -223,7 +223,7 @@ async fn enrol(state: &AppState, support: &SpokeSupport, req: Request<Body>) -> 
     let new_cert = ring::digest::digest(&ring::digest::SHA256, cert.der());
     if support
         .registry
-        .disconnect_other_certificate(&name, new_cert.as_ref())
+        .disconnect_other_certificate(&name, &[new_cert.as_ref()])
     {
         tracing::info!(spoke.id = %name, "closed the tunnel of the spoke's earlier certificate");
     }

@@ -243,6 +243,11 @@ pub struct TunnelConfig {
     /// How long a join token from `ferry-hub spoke add` stays valid. Default 3600.
     #[serde(default = "tunnel_defaults::join_token_ttl_secs")]
     pub join_token_ttl_secs: u64,
+    /// How long the certificates the tunnel CA signs for spokes (at
+    /// enrolment and renewal) are valid; spokes renew theirs at two thirds
+    /// of it. Default 31536000 (365 days), at least 30.
+    #[serde(default = "tunnel_defaults::spoke_cert_lifetime_secs")]
+    pub spoke_cert_lifetime_secs: u64,
 }
 
 mod tunnel_defaults {
@@ -263,6 +268,9 @@ mod tunnel_defaults {
     }
     pub fn report_window_secs() -> u64 {
         86_400
+    }
+    pub fn spoke_cert_lifetime_secs() -> u64 {
+        365 * 86_400
     }
     pub fn join_token_ttl_secs() -> u64 {
         3600
@@ -308,6 +316,14 @@ impl TunnelConfig {
             p.add(
                 "tunnel.report_window_secs",
                 "must be from tunnel.grant_ttl_secs to 2592000 (30 days)",
+            );
+        }
+        // No longer than the CA's own ten years; long enough that renewing
+        // at two thirds leaves the spoke time to reach a hub.
+        if !(30..=3650 * 86_400).contains(&self.spoke_cert_lifetime_secs) {
+            p.add(
+                "tunnel.spoke_cert_lifetime_secs",
+                "must be from 30 to 315360000 (ten years)",
             );
         }
         if !(1..=3600).contains(&self.grant_ttl_secs) {

@@ -139,6 +139,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("token_hash", Blob),
             ("token_expires_at", Int),
             ("cert_sha256", Blob),
+            ("prev_cert_sha256", Blob),
             ("enrolled_at", Int),
             ("revoked_at", Int),
             ("created_at", Int),

@@ -390,6 +390,14 @@ CREATE TABLE event_horizons (
 "#,
         postgres_only: &[],
     },
+    Migration {
+        version: 18,
+        name: "renewed spoke certificates",
+        sqlite: r#"
+ALTER TABLE spokes ADD COLUMN prev_cert_sha256 BLOB;
+"#,
+        postgres_only: &[],
+    },
 ];
 
 /// Numbers an event that arrives without its `seq`, as a hub of the

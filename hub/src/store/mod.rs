@@ -45,7 +45,7 @@ pub use migrations::Dialect;
 pub use objects::{Commit, Direction, ObjectMeta, Transfer, TransferStatus};
 pub use s3_keys::{S3Key, make_s3_key};
 pub use s3_multipart::{MultipartPart, MultipartUpload};
-pub use spokes::{EnrolRefusal, SpokeRow, valid_spoke_name};
+pub use spokes::{EnrolRefusal, SpokeRow, SpokeStanding, valid_spoke_name};
 pub use steering::{Presence, SharedSample};
 pub use transfer_log::TransferLog;
 pub use uploads::{AppendEnd, LeaseAsk, UploadRefusal, new_upload_id};

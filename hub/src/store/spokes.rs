@@ -78,6 +78,26 @@ pub(super) fn sha256(data: &[u8]) -> Vec<u8> {
 /// digit (it becomes a DNS label).
 pub use ferry_common::proto::valid_spoke_name;
 
+/// What the store says of an enrolled spoke's certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpokeStanding {
+    /// Whether the spoke was revoked.
+    pub revoked: bool,
+    /// The SHA-256 of its current certificate.
+    pub current: Option<Vec<u8>>,
+    /// The SHA-256 of the certificate its last renewal replaced, which
+    /// stays valid until it expires.
+    pub previous: Option<Vec<u8>>,
+}
+
+impl SpokeStanding {
+    /// Whether the certificate whose SHA-256 is `cert` is one of the
+    /// spoke's.
+    pub fn holds(&self, cert: &[u8]) -> bool {
+        self.current.as_deref() == Some(cert) || self.previous.as_deref() == Some(cert)
+    }
+}
+
 impl Store {
     /// Adds a spoke (or, for an existing one, issues a new join token) and
     /// returns the token, valid for `ttl_ms`. A revoked name stays revoked.
@@ -153,7 +173,8 @@ impl Store {
     ) -> Result<bool, StoreError> {
         self.refuse_if_down()?;
         let done = sqlx::query(
-            "UPDATE spokes SET token_hash = NULL, token_expires_at = NULL, cert_sha256 = $1, enrolled_at = $2 \
+            "UPDATE spokes SET token_hash = NULL, token_expires_at = NULL, cert_sha256 = $1, \
+             prev_cert_sha256 = NULL, enrolled_at = $2 \
              WHERE token_hash = $3 AND revoked_at IS NULL AND token_expires_at > $2",
         )
         .bind(sha256(cert_der))
@@ -166,14 +187,16 @@ impl Store {
     }
 
     /// The name of the enrolled, unrevoked spoke holding this
-    /// certificate, and what it may announce.
+    /// certificate (its current one, or the one its last renewal
+    /// replaced), and what it may announce.
     pub async fn spoke_for_certificate(
         &self,
         cert_der: &[u8],
     ) -> Result<Option<(String, AllowedPublic)>, StoreError> {
         let lookup = |pool| {
             sqlx::query_as::<_, (String, Option<String>)>(
-                "SELECT name, allowed_public FROM spokes WHERE cert_sha256 = $1 AND revoked_at IS NULL",
+                "SELECT name, allowed_public FROM spokes \
+                 WHERE (cert_sha256 = $1 OR prev_cert_sha256 = $1) AND revoked_at IS NULL",
             )
             .bind(sha256(cert_der))
             .fetch_optional(pool)
@@ -185,6 +208,32 @@ impl Store {
             None => None,
         };
         Ok(found.map(|(name, allowed)| (name, allowance_of(allowed))))
+    }
+
+    /// Records spoke `name`'s renewed certificate `cert_der`, renewed while
+    /// it held the certificate whose SHA-256 is `held`; that one stays
+    /// valid beside the new one (until it expires, or the next renewal),
+    /// so a spoke that stops before it has kept the new one still
+    /// connects. False when the spoke is unknown or revoked, or `held` is
+    /// neither of its certificates.
+    pub async fn renew_spoke_certificate(
+        &self,
+        name: &str,
+        held: &[u8],
+        cert_der: &[u8],
+    ) -> Result<bool, StoreError> {
+        self.refuse_if_down()?;
+        let done = sqlx::query(
+            "UPDATE spokes SET prev_cert_sha256 = $1, cert_sha256 = $2 WHERE name = $3 \
+             AND revoked_at IS NULL AND (cert_sha256 = $1 OR prev_cert_sha256 = $1)",
+        )
+        .bind(held)
+        .bind(sha256(cert_der))
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        self.note_write().await;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Sets what spoke `name` may announce; false if there is no such
@@ -245,38 +294,44 @@ impl Store {
         Ok(self
             .spoke_certificate(name, None)
             .await?
-            .is_none_or(|(revoked, _)| revoked))
+            .is_none_or(|s| s.revoked))
     }
 
-    /// Whether spoke `name` is revoked, and the SHA-256 of its current
-    /// certificate; `None` when there is no such spoke. Given `expected`,
-    /// an answer from the replica that differs from it is asked again of
-    /// the primary (a spoke enrolled again through another hub may not be
-    /// on the replica yet).
+    /// Spoke `name`'s standing: revoked or not, and the SHA-256 of its
+    /// certificates; `None` when there is no such spoke. Given `expected`,
+    /// an answer from the replica that holds it as neither certificate is
+    /// asked again of the primary (a spoke enrolled again or renewed
+    /// through another hub may not be on the replica yet).
     pub async fn spoke_certificate(
         &self,
         name: &str,
         expected: Option<&[u8]>,
-    ) -> Result<Option<(bool, Option<Vec<u8>>)>, StoreError> {
+    ) -> Result<Option<SpokeStanding>, StoreError> {
+        type Row = (Option<i64>, Option<Vec<u8>>, Option<Vec<u8>>);
         let lookup = |pool| {
-            sqlx::query_as::<_, (Option<i64>, Option<Vec<u8>>)>(
-                "SELECT revoked_at, cert_sha256 FROM spokes WHERE name = $1",
+            sqlx::query_as::<_, Row>(
+                "SELECT revoked_at, cert_sha256, prev_cert_sha256 FROM spokes WHERE name = $1",
             )
             .bind(name)
             .fetch_optional(pool)
         };
-        let as_read = lookup(self.read_pool().await).await?;
+        let standing = |row: Option<Row>| {
+            row.map(|(revoked, current, previous)| SpokeStanding {
+                revoked: revoked.is_some(),
+                current,
+                previous,
+            })
+        };
+        let as_read = standing(lookup(self.read_pool().await).await?);
         let settled = as_read
             .as_ref()
-            .is_some_and(|(_, cert)| expected.is_none_or(|e| cert.as_deref() == Some(e)));
+            .is_some_and(|s| expected.is_none_or(|e| s.holds(e)));
         // Only the primary can say a spoke does not exist, or holds
         // another certificate now.
-        let row = if settled || !self.has_replica() {
-            as_read
-        } else {
-            lookup(&self.pool).await?
-        };
-        Ok(row.map(|(revoked, cert)| (revoked.is_some(), cert)))
+        if settled || !self.has_replica() {
+            return Ok(as_read);
+        }
+        Ok(standing(lookup(&self.pool).await?))
     }
 }
 
@@ -346,6 +401,74 @@ mod tests {
         ));
         assert!(!store.revoke_spoke("nope").await.unwrap());
         assert_eq!(store.list_spokes().await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_renewal_keeps_the_certificate_it_replaced_until_the_next() {
+        let (store, _dir) = store().await;
+        let (token, _) = store.add_spoke("fra1", 60_000, None).await.unwrap();
+        assert!(store.complete_enrolment(&token, b"one").await.unwrap());
+        let name = |cert: &'static [u8]| {
+            let store = store.clone();
+            async move {
+                store
+                    .spoke_for_certificate(cert)
+                    .await
+                    .unwrap()
+                    .map(|(n, _)| n)
+            }
+        };
+        // Renewed while holding the first: both are the spoke's.
+        assert!(
+            store
+                .renew_spoke_certificate("fra1", &sha256(b"one"), b"two")
+                .await
+                .unwrap()
+        );
+        assert_eq!(name(b"one").await.as_deref(), Some("fra1"));
+        assert_eq!(name(b"two").await.as_deref(), Some("fra1"));
+        let standing = store
+            .spoke_certificate("fra1", None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(standing.holds(&sha256(b"one")) && standing.holds(&sha256(b"two")));
+        // Renewed again while still holding the first (the second was never
+        // kept): the first stays, the second goes.
+        assert!(
+            store
+                .renew_spoke_certificate("fra1", &sha256(b"one"), b"three")
+                .await
+                .unwrap()
+        );
+        assert_eq!(name(b"two").await, None);
+        assert_eq!(name(b"one").await.as_deref(), Some("fra1"));
+        // Renewed holding neither, or once revoked: refused.
+        assert!(
+            !store
+                .renew_spoke_certificate("fra1", &sha256(b"two"), b"four")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .renew_spoke_certificate("nobody", &sha256(b"one"), b"four")
+                .await
+                .unwrap()
+        );
+        // Enrolled again: only the new certificate.
+        let (token, _) = store.add_spoke("fra1", 60_000, None).await.unwrap();
+        assert!(store.complete_enrolment(&token, b"five").await.unwrap());
+        assert_eq!(name(b"one").await, None);
+        assert_eq!(name(b"three").await, None);
+        store.revoke_spoke("fra1").await.unwrap();
+        assert!(
+            !store
+                .renew_spoke_certificate("fra1", &sha256(b"five"), b"six")
+                .await
+                .unwrap()
+        );
+        assert_eq!(name(b"five").await, None);
     }
 
     #[test]

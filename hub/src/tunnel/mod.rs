@@ -138,9 +138,13 @@ pub async fn sweep_revoked(
         }
         for (name, cert) in registry.certificates() {
             match state.store.spoke_certificate(&name, Some(&cert)).await {
-                Ok(Some((false, current))) if current.as_deref() == Some(&cert[..]) => {}
-                Ok(Some((false, Some(current)))) => {
-                    if registry.disconnect_other_certificate(&name, &current) {
+                Ok(Some(s)) if !s.revoked && s.holds(&cert) => {}
+                Ok(Some(s)) if !s.revoked && s.current.is_some() => {
+                    let held: Vec<&[u8]> = [&s.current, &s.previous]
+                        .into_iter()
+                        .filter_map(|c| c.as_deref())
+                        .collect();
+                    if registry.disconnect_other_certificate(&name, &held) {
                         tracing::info!(spoke.id = %name, "closed the tunnel of a spoke's earlier certificate: it enrolled again");
                     }
                 }

@@ -291,12 +291,15 @@ impl Registry {
             .collect()
     }
 
-    /// Closes the tunnel of spoke `name` if it was opened with another
-    /// certificate than `current` (the spoke enrolled again); true if one
-    /// was closed.
-    pub fn disconnect_other_certificate(&self, name: &str, current: &[u8]) -> bool {
+    /// Closes the tunnel of spoke `name` if it was opened with none of the
+    /// certificates `held` (SHA-256; the spoke enrolled again); true if
+    /// one was closed.
+    pub fn disconnect_other_certificate(&self, name: &str, held: &[&[u8]]) -> bool {
         let mut live = self.live.lock().expect("registry poisoned");
-        let Some(l) = live.get(name).filter(|l| l.cert_sha256 != current) else {
+        let Some(l) = live
+            .get(name)
+            .filter(|l| !held.contains(&l.cert_sha256.as_slice()))
+        else {
             return false;
         };
         l.link.close(
@@ -305,6 +308,13 @@ impl Registry {
         );
         live.remove(name);
         true
+    }
+
+    /// The SHA-256 of the certificate spoke `name`'s tunnel was opened
+    /// with, while it is connected.
+    pub fn certificate_of(&self, name: &str) -> Option<Vec<u8>> {
+        let live = self.live.lock().expect("registry poisoned");
+        live.get(name).map(|l| l.cert_sha256.clone())
     }
 
     /// Each connected spoke and the certificate its tunnel was opened with.

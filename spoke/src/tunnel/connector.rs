@@ -89,7 +89,7 @@ impl Connector {
         let mut tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_root_certificates(roots)
-            .with_client_auth_cert(identity.cert, identity.key)?;
+            .with_client_cert_resolver(identity.client);
         tls.alpn_protocols = vec![ALPN.to_vec()];
         let tls = Arc::new(tls);
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from((*tls).clone())?;
