@@ -474,6 +474,7 @@ mod tests {
             transfer: Some(transfer(Direction::Upload)),
             remove: vec![],
             folder: None,
+            intent: None,
         };
         assert_eq!(c.check_commit(&upload, "fra1", None), Ok(()));
         let mut other_account = upload.clone();

@@ -316,6 +316,10 @@ pub async fn run(
         ),
     );
     tasks.spawn(
+        "intents",
+        api::intents::settle(state.clone(), tunnel_stop.clone()),
+    );
+    tasks.spawn(
         "event retention",
         api::retain_events(state.clone(), cfg.events.retention(), tunnel_stop.clone()),
     );

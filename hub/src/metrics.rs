@@ -69,6 +69,11 @@ struct RefusalLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct TransportLabels {
     transport: &'static str,
 }
@@ -91,6 +96,7 @@ pub struct Metrics {
     /// The S3 door's requests.
     pub s3: ferry_common::s3_door::S3Metrics,
     store_errors: Counter,
+    intents_settled: Family<OutcomeLabels, Counter>,
     connections_refused: Counter,
     admin_token_failures: Counter,
     spokes_connected: Family<TransportLabels, Gauge>,
@@ -148,6 +154,12 @@ impl Metrics {
             "store_errors",
             "Metadata store operations that failed",
             store_errors.clone(),
+        );
+        let intents_settled = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "intents_settled",
+            "Changes whose record was lost after the provider was asked to make them, settled later by what the provider holds: applied (recorded then) or dropped (not made)",
+            intents_settled.clone(),
         );
         let admin_token_failures = Counter::default();
         registry.register(
@@ -270,6 +282,7 @@ impl Metrics {
             content,
             s3,
             store_errors,
+            intents_settled,
             admin_token_failures,
             spokes_connected,
             spoke_rtt,
@@ -300,6 +313,17 @@ impl Metrics {
     /// Counts a failed store operation.
     pub fn store_error(&self) {
         self.store_errors.inc();
+    }
+
+    /// Counts an intent settled by what the provider holds.
+    pub fn intent_settled(&self, outcome: crate::store::Outcome) {
+        let outcome = match outcome {
+            crate::store::Outcome::Applied => "applied",
+            crate::store::Outcome::Dropped => "dropped",
+        };
+        self.intents_settled
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// Counts a wrong admin token.

@@ -43,6 +43,9 @@ struct Faults {
     cut_request: Mutex<Option<usize>>,
     /// Requests of this method wait this long (milliseconds) first.
     delay_for: Mutex<Option<(http::Method, u64)>>,
+    /// Answers to requests of this method wait this long (milliseconds)
+    /// after the server gave them.
+    hold_for: Mutex<Option<(http::Method, u64)>>,
     /// Each piece of a response body waits this long (microseconds).
     throttle_us: AtomicU64,
     /// Requests of this method to let pass, then how many to fail (503).
@@ -134,6 +137,18 @@ impl FaultProxy {
     /// methods pass at once).
     pub fn delay_method(&self, method: http::Method, d: Duration) {
         *self.faults.delay_for.lock().unwrap() = Some((method, d.as_millis() as u64));
+    }
+
+    /// Holds the answer to every request of `method` for `d` after the
+    /// server gave it: the server has done what was asked, ferry does not
+    /// know yet.
+    pub fn hold_answers(&self, method: http::Method, d: Duration) {
+        *self.faults.hold_for.lock().unwrap() = Some((method, d.as_millis() as u64));
+    }
+
+    /// Stops holding answers.
+    pub fn release_answers(&self) {
+        *self.faults.hold_for.lock().unwrap() = None;
     }
 
     /// Holds each piece of every response body for `d`, so that a large
@@ -268,8 +283,16 @@ async fn handle(
     parts.uri = format!("http://{upstream}{path}").parse()?;
     // A HEAD answer has no body, whatever its length says.
     let head = parts.method == http::Method::HEAD;
+    let hold = match faults.hold_for.lock().unwrap().as_ref() {
+        Some((method, ms)) if *method == parts.method => *ms,
+        _ => 0,
+    };
     let forwarded = http::Request::from_parts(parts, body.map_err(BoxError::from).boxed());
     let resp = client.request(forwarded).await?;
+    if hold > 0 {
+        faults.injected.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(hold)).await;
+    }
     let (parts, body) = resp.into_parts();
     let has_body = !head
         && parts

@@ -377,3 +377,134 @@ async fn s3_faults_complete_correctly_or_fail_cleanly() {
         "{seen} requests, {injected} faults"
     );
 }
+
+/// The hub stops between asking S3 for a change and recording it: S3 holds
+/// the change, the store not. The hub recorded its intent first, and after
+/// its restart settles it by what S3 holds: the upload's metadata and
+/// event appear, and a delete's too, each once; a change S3 never made is
+/// dropped.
+#[tokio::test]
+async fn changes_whose_record_was_lost_are_recorded_from_what_s3_holds() {
+    ferry_tests::install_crypto_provider();
+    let server = StorageServer::s3("intents");
+    let proxy = FaultProxy::start(server.addr).await;
+    // No scans: nothing but the intents can record what S3 holds.
+    let mut hub = Hub::start_with(HubOptions {
+        extra_toml:
+            "[providers.remote]\nallow_private_endpoints = true\n[index]\nenabled = false\n".into(),
+        ..HubOptions::default()
+    });
+    let t = remote_tenant(
+        &hub.url(),
+        "alpha",
+        "s3",
+        server.config("intents", Some(&proxy.url())),
+    )
+    .await;
+    let kept = Bytes::from(pattern(256 * 1024, 4));
+    put(&t, "lost/kept.bin", &kept).await.expect(201);
+    let data = Bytes::from(pattern(256 * 1024, 3));
+    let events = || async {
+        let feed = t.api.get("/v1/events").send().await.expect(200).json();
+        feed["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e["type"].as_str().unwrap(),
+                    e["path"].as_str().unwrap()
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+
+    // Each change is made at S3, and the hub killed before S3's answer.
+    for (method, change) in [
+        (http::Method::PUT, "upload"),
+        (http::Method::DELETE, "delete"),
+    ] {
+        let before = proxy.counts().1;
+        proxy.hold_answers(method.clone(), Duration::from_secs(60));
+        let request = match change {
+            "upload" => t.api.put(&t.file("lost/record.bin")).body(data.clone()),
+            _ => t.api.delete(&t.file("lost/kept.bin")),
+        };
+        let pending = tokio::spawn(request.send_raw());
+        assert!(
+            ferry_tests::eventually(Duration::from_secs(10), async || proxy.counts().1 > before)
+                .await,
+            "S3 never got the {change}"
+        );
+        hub.kill();
+        proxy.release_answers();
+        assert!(pending.await.unwrap().is_err(), "the {change} was answered");
+        hub.restart();
+    }
+    let settled = |outcome: &'static str| {
+        let url = hub.metrics_url();
+        async move { metric(&url, "ferry_intents_settled_total", &[("outcome", outcome)]).await }
+    };
+    assert!(
+        ferry_tests::eventually(Duration::from_secs(20), async || settled("applied").await
+            == 2.0)
+        .await,
+        "{}",
+        hub.log()
+    );
+    assert_eq!(
+        events().await,
+        [
+            "created lost/kept.bin",
+            "created lost/record.bin",
+            "deleted lost/kept.bin"
+        ]
+    );
+    let file = t
+        .api
+        .get(&t.file("lost/record.bin"))
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(file.body.len(), data.len());
+    let listed = t
+        .api
+        .get("/v1/connections/local/list/lost")
+        .send()
+        .await
+        .expect(200)
+        .json();
+    let entry = &listed["entries"][0];
+    assert_eq!(entry["path"], "lost/record.bin", "{listed}");
+    assert!(
+        entry["checksums"]["crc64nvme"].is_string(),
+        "the metadata is ferry's: {entry}"
+    );
+    t.api
+        .get(&t.file("lost/kept.bin"))
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+
+    // An upload S3 refused for longer than the retries last: the client
+    // is told, and the intent is dropped; nothing is recorded.
+    proxy.fail_after(http::Method::PUT, 0, 1000);
+    put(&t, "lost/never.bin", &data)
+        .await
+        .expect_problem(503, "provider_unavailable");
+    proxy.fail_after(http::Method::PUT, 0, 0);
+    assert!(
+        ferry_tests::eventually(Duration::from_secs(20), async || settled("dropped").await
+            == 1.0)
+        .await,
+        "{}",
+        hub.log()
+    );
+    t.api
+        .get(&t.file("lost/never.bin"))
+        .send()
+        .await
+        .expect_problem(404, "not_found");
+    assert_eq!(events().await.len(), 3);
+}

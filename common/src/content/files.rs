@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use super::conditional::{self, RangeRequest, Verdict};
 use super::model::{
-    Commit, Direction, EventKind, EventRecord, KeptHeaders, ObjectMeta, Origin, Transfer,
+    Commit, Direction, EventKind, EventRecord, Intent, KeptHeaders, ObjectMeta, Origin, Transfer,
     TransferStatus, now_ms,
 };
 use super::transfer::{
@@ -479,20 +479,9 @@ async fn put(
         } else {
             before.is_some()
         };
-    if let Err(p) = host.ready_to_commit().await {
-        let _ = staged.writer.abort().await;
-        return Err(p);
-    }
-    staged
-        .writer
-        .close()
-        .await
-        .map_err(|e| provider_problem(&e, t.op.info().scheme(), "write"))?;
-    let modified_ms = match t.op.stat(path.as_str()).await {
-        Ok(m) => m.last_modified().map(|t| t.into_inner().as_millisecond()),
-        Err(_) => None,
-    };
-    let meta = ObjectMeta {
+    // What will be recorded, known before the content is put in place, so
+    // that a host keeping intents can record it first.
+    let mut meta = ObjectMeta {
         connection_id: t.connection_id.clone(),
         path: path.as_str().to_owned(),
         size: sums.len as i64,
@@ -500,13 +489,10 @@ async fn put(
         sha256: sums.digest(DigestAlgorithm::Sha256).map(<[u8]>::to_vec),
         content_type,
         etag: etag_for(sums.crc64nvme, sums.len),
-        provider_modified_ms: modified_ms,
+        provider_modified_ms: None,
         updated_at: now_ms(),
         headers: kept,
     };
-    log.status = TransferStatus::Complete;
-    log.crc64nvme = Some(sums.crc64nvme);
-    host.transfer_ended(&log);
     let kind = if existing {
         EventKind::Updated
     } else {
@@ -522,13 +508,40 @@ async fn put(
         at: meta.updated_at,
         origin: Origin::Ferry,
     };
-    host.commit(Commit {
+    let mut change = Commit {
         upsert: Some(meta.clone()),
         event: Some(event),
-        transfer: Some(log),
         ..Commit::default()
-    })
-    .await?;
+    };
+    let intent = Intent {
+        connection_id: t.connection_id.clone(),
+        path: path.as_str().to_owned(),
+        expect: Some((sums.len, sums.crc64nvme)),
+        change: change.clone(),
+    };
+    change.intent = match host.intend(&intent).await {
+        Ok(id) => id,
+        Err(p) => {
+            let _ = staged.writer.abort().await;
+            return Err(p);
+        }
+    };
+    staged
+        .writer
+        .close()
+        .await
+        .map_err(|e| provider_problem(&e, t.op.info().scheme(), "write"))?;
+    meta.provider_modified_ms = match t.op.stat(path.as_str()).await {
+        Ok(m) => m.last_modified().map(|t| t.into_inner().as_millisecond()),
+        Err(_) => None,
+    };
+    let modified_ms = meta.provider_modified_ms;
+    log.status = TransferStatus::Complete;
+    log.crc64nvme = Some(sums.crc64nvme);
+    host.transfer_ended(&log);
+    change.upsert = Some(meta.clone());
+    change.transfer = Some(log);
+    host.commit(change).await?;
 
     let status = if existing {
         StatusCode::OK
@@ -571,10 +584,6 @@ async fn delete(
     if conditional::evaluate(req.headers(), &Method::DELETE, Some(&view.etag)) == Verdict::Failed {
         return Err(precondition_failed());
     }
-    host.ready_to_commit().await?;
-    t.op.delete(path.as_str())
-        .await
-        .map_err(|e| provider_problem(&e, t.op.info().scheme(), "delete"))?;
     let event = EventRecord {
         account_id: t.account_id.clone(),
         connection_id: t.connection_id.clone(),
@@ -585,12 +594,22 @@ async fn delete(
         at: now_ms(),
         origin: Origin::Ferry,
     };
-    host.commit(Commit {
+    let mut change = Commit {
         remove: vec![(t.connection_id.clone(), path.as_str().to_owned())],
         event: Some(event),
         ..Commit::default()
-    })
-    .await?;
+    };
+    let intent = Intent {
+        connection_id: t.connection_id.clone(),
+        path: path.as_str().to_owned(),
+        expect: None,
+        change: change.clone(),
+    };
+    change.intent = host.intend(&intent).await?;
+    t.op.delete(path.as_str())
+        .await
+        .map_err(|e| provider_problem(&e, t.op.info().scheme(), "delete"))?;
+    host.commit(change).await?;
     Ok(no_content())
 }
 

@@ -45,6 +45,16 @@ pub trait MetaHost: Send + Sync {
     fn ready_to_commit(&self) -> BoxFuture<'_, Result<(), Problem>> {
         Box::pin(async { Ok(()) })
     }
+    /// Like [`MetaHost::ready_to_commit`], with what is about to be done
+    /// and recorded: a host that keeps intents (the hub) records it first
+    /// and answers its id, which the change's [`Commit::intent`] then
+    /// carries; others keep none.
+    fn intend<'a>(
+        &'a self,
+        _intent: &'a model::Intent,
+    ) -> BoxFuture<'a, Result<Option<String>, Problem>> {
+        Box::pin(async move { self.ready_to_commit().await.map(|()| None) })
+    }
     /// Logs a transfer on its own; best effort.
     fn log_transfer(&self, transfer: Transfer) -> BoxFuture<'static, ()>;
     /// This node's locks and content metrics.

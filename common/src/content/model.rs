@@ -234,6 +234,27 @@ pub struct Commit {
     /// between nodes (spokes make no folders).
     #[serde(skip)]
     pub folder: Option<(String, String)>,
+    /// The intent this change settles, at the hub that recorded it
+    /// ([`Intent`]). Never sent between nodes.
+    #[serde(skip)]
+    pub intent: Option<String>,
+}
+
+/// A change ferry is about to make at a provider, recorded by the hub
+/// before it is made: if the change is made and its record is lost (the
+/// store's primary went away, the hub stopped), the hub finds the intent
+/// and settles it by what the provider holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    /// The connection.
+    pub connection_id: String,
+    /// The path changed.
+    pub path: String,
+    /// What the provider holds at `path` once the change is made: the
+    /// content's size and CRC64/NVME, or `None` for nothing.
+    pub expect: Option<(u64, u64)>,
+    /// What to record then.
+    pub change: Commit,
 }
 
 /// Milliseconds since the Unix epoch.

@@ -657,5 +657,6 @@ async fn finish(
         }),
         transfer: Some(transfer),
         folder: None,
+        intent: None,
     })
 }

@@ -57,6 +57,23 @@ impl MetaHost for HubHost {
         Box::pin(super::writable(&self.state))
     }
 
+    fn intend<'a>(
+        &'a self,
+        intent: &'a ferry_common::content::model::Intent,
+    ) -> BoxFuture<'a, Result<Option<String>, Problem>> {
+        Box::pin(async move {
+            super::writable(&self.state).await?;
+            // Recorded on the primary, or the change is not made: a store
+            // that cannot take this cannot take the commit either.
+            self.state
+                .store
+                .record_intent(intent)
+                .await
+                .map(Some)
+                .map_err(|e| store_problem(&self.state, e))
+        })
+    }
+
     fn log_transfer(&self, transfer: Transfer) -> BoxFuture<'static, ()> {
         let state = self.state.clone();
         Box::pin(async move {

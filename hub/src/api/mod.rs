@@ -9,6 +9,7 @@ mod content_host;
 mod events;
 mod guesses;
 mod http_util;
+pub mod intents;
 mod internal;
 mod operators;
 mod spokes;

@@ -139,11 +139,11 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("token_hash", Blob),
             ("token_expires_at", Int),
             ("cert_sha256", Blob),
-            ("prev_cert_sha256", Blob),
             ("enrolled_at", Int),
             ("revoked_at", Int),
             ("created_at", Int),
             ("allowed_public", Text),
+            ("prev_cert_sha256", Blob),
         ],
     ),
     (
@@ -234,6 +234,20 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
     (
         "event_horizons",
         &[("account_id", Text), ("purged_through", Int)],
+    ),
+    // Changes whose record may still have to be settled.
+    (
+        "intents",
+        &[
+            ("id", Text),
+            ("connection_id", Text),
+            ("path", Text),
+            ("expect_size", Int),
+            ("expect_crc", Int),
+            ("change", Text),
+            ("outcome", Text),
+            ("created_at", Int),
+        ],
     ),
 ];
 

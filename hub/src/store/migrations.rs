@@ -398,6 +398,24 @@ ALTER TABLE spokes ADD COLUMN prev_cert_sha256 BLOB;
 "#,
         postgres_only: &[],
     },
+    Migration {
+        version: 19,
+        name: "intents",
+        sqlite: r#"
+CREATE TABLE intents (
+    id            TEXT PRIMARY KEY,
+    connection_id TEXT NOT NULL,
+    path          TEXT NOT NULL,
+    expect_size   BIGINT,
+    expect_crc    BIGINT,
+    change        TEXT NOT NULL,
+    outcome       TEXT,
+    created_at    BIGINT NOT NULL
+);
+CREATE INDEX intents_by_time ON intents(outcome, created_at);
+"#,
+        postgres_only: &[],
+    },
 ];
 
 /// Numbers an event that arrives without its `seq`, as a hub of the

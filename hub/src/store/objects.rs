@@ -129,12 +129,20 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Applies a change inside a transaction of the caller's.
+    /// Applies a change inside a transaction of the caller's; a change
+    /// that settles an intent a later settling already applied is not
+    /// applied again.
     pub(super) async fn commit_in(
         &self,
         tx: &mut super::WriteTx<'_>,
         change: &Commit,
     ) -> Result<(), StoreError> {
+        if let Some(id) = &change.intent
+            && !Store::settle_by_commit(tx, id).await?
+        {
+            tracing::info!(intent = %id, "a change was recorded already from what the provider holds");
+            return Ok(());
+        }
         for (connection_id, path) in &change.remove {
             sqlx::query("DELETE FROM objects WHERE connection_id = $1 AND path = $2")
                 .bind(connection_id)

@@ -1,0 +1,132 @@
+//! Settling intents no commit settled (`crate::store::intents`): every
+//! [`EVERY`], each intent older than [`SETTLE_AFTER_MS`] is compared with
+//! what the provider holds at its path — the content's size and
+//! CRC64/NVME, read back, or nothing there — and its change is recorded
+//! when the provider holds what the change made, or dropped when it does
+//! not. A commit that arrives after its intent was settled records nothing
+//! if the intent was applied, and its change if it was dropped (the
+//! provider was slower than the settling), so each change is recorded once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_common::checksum::StreamChecksums;
+use ferry_common::content::model::Intent;
+use ferry_common::content::transfer::read_stream;
+use ferry_common::problem::{ErrorCode, Problem};
+use ferry_common::provider::problem as provider_problem;
+use futures_util::StreamExt as _;
+use opendal::{ErrorKind, Operator};
+use tokio_util::sync::CancellationToken;
+
+use super::AppState;
+use crate::store::{Outcome, PendingIntent, now_ms};
+
+/// How old an intent must be before it is settled from the provider: a
+/// change being made now is settled by its own commit.
+pub const SETTLE_AFTER_MS: i64 = 5_000;
+/// How often intents are looked for.
+const EVERY: Duration = Duration::from_secs(2);
+/// How long settled intents are kept (a commit arriving later learns of
+/// the settling from them).
+const KEEP_SETTLED_MS: i64 = 86_400_000;
+
+/// Settles what is left, every [`EVERY`], until `stop`.
+pub async fn settle(state: Arc<AppState>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(EVERY) => {}
+        }
+        if !state.store.writable() {
+            continue;
+        }
+        let now = now_ms();
+        match state
+            .store
+            .pending_intents(now - SETTLE_AFTER_MS, 100)
+            .await
+        {
+            Ok(pending) => {
+                for p in pending {
+                    settle_one(&state, p).await;
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "could not look for unsettled intents"),
+        }
+        if let Err(e) = state.store.forget_intents(now - KEEP_SETTLED_MS).await {
+            tracing::debug!(error = %e, "could not forget settled intents");
+        }
+    }
+}
+
+async fn settle_one(state: &AppState, p: PendingIntent) {
+    let mut change = p.intent.change.clone();
+    let account = change.event.as_ref().map(|e| e.account_id.clone());
+    let op = match account {
+        Some(a) => super::connection_operator(state, &a, &p.intent.connection_id).await,
+        None => Err(Problem::new(ErrorCode::ConnectionNotFound, "no account")),
+    };
+    let held = match op {
+        Ok(op) => holds(&op, &p.intent).await,
+        // The connection (or its account) is gone: nothing to record.
+        Err(e) if e.error_code() == ErrorCode::ConnectionNotFound => Ok(None),
+        Err(e) => Err(e),
+    };
+    let (outcome, modified_ms) = match held {
+        Ok(Some(modified_ms)) => (Outcome::Applied, modified_ms),
+        Ok(None) => (Outcome::Dropped, None),
+        Err(e) => {
+            tracing::warn!(intent = %p.id, path = %p.intent.path, problem = %e, "cannot settle an intent yet: the provider does not answer");
+            return;
+        }
+    };
+    if let Some(meta) = change.upsert.as_mut() {
+        meta.provider_modified_ms = modified_ms;
+    }
+    match state.store.settle_intent(&p.id, outcome, &change).await {
+        Ok(true) => {
+            state.metrics.intent_settled(outcome);
+            tracing::info!(
+                intent = %p.id,
+                connection.id = %p.intent.connection_id,
+                path = %p.intent.path,
+                outcome = ?outcome,
+                age_ms = now_ms() - p.created_at,
+                "settled a change whose record was lost, by what the provider holds"
+            );
+        }
+        Ok(false) => {}
+        Err(e) => tracing::warn!(intent = %p.id, error = %e, "could not settle an intent"),
+    }
+}
+
+/// Whether the provider holds at the intent's path what its change made:
+/// `Some` with its modification time (Unix ms) when it does.
+async fn holds(op: &Operator, intent: &Intent) -> Result<Option<Option<i64>>, Problem> {
+    let scheme = op.info().scheme();
+    let stat = match op.stat(&intent.path).await {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => return Err(provider_problem(&e, scheme, "stat")),
+    };
+    let (size, crc, m) = match (intent.expect, stat) {
+        (None, None) => return Ok(Some(None)),
+        (None, Some(_)) | (Some(_), None) => return Ok(None),
+        (Some((size, crc)), Some(m)) if m.is_file() && m.content_length() == size => (size, crc, m),
+        (Some(_), Some(_)) => return Ok(None),
+    };
+    let mut sums = StreamChecksums::new([]);
+    let mut stream = std::pin::pin!(read_stream(op, &intent.path, 0..size).await?);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            Problem::new(
+                ErrorCode::ProviderUnavailable,
+                format!("reading it back failed: {e}"),
+            )
+        })?;
+        sums.update(&chunk);
+    }
+    let modified = m.last_modified().map(|t| t.into_inner().as_millisecond());
+    Ok((sums.finish().crc64nvme == crc).then_some(modified))
+}
