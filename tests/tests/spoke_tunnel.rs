@@ -393,3 +393,58 @@ async fn a_spoke_renews_its_certificate_before_it_expires_and_keeps_its_tunnel()
     via_restarted.get("/v1/accounts").send().await.expect(200);
     assert_eq!(cert_of(), second_cert);
 }
+
+/// A spoke that dials its hub at another address than the one the hub
+/// announces (here through a UDP relay, as through NAT or a proxy) holds
+/// one tunnel to it, also across restarts that give the hub a new id.
+#[tokio::test]
+async fn a_spoke_behind_a_relay_keeps_one_tunnel_across_hub_restarts() {
+    let mut hub = Hub::start();
+    let relay = ferry_tests::udp_relay::UdpRelay::start(hub.tunnel_addr, false).await;
+    let opts = ferry_tests::SpokeOptions {
+        quic_via: Some(relay.addr),
+        ..Default::default()
+    };
+    let spoke = Spoke::start_with(&hub, "fra1", &hub.spoke_token("fra1", None), &opts)
+        .unwrap_or_else(|log| panic!("{log}"));
+    let admin = Api::new(hub.url()).as_token(ADMIN_TOKEN);
+    for round in 1..=3 {
+        hub.kill();
+        hub.restart_on_same_ports();
+        assert!(
+            eventually(Duration::from_secs(20), async || spoke
+                .daemon()
+                .count("tunnel up")
+                > round)
+            .await,
+            "{}",
+            spoke.log()
+        );
+        assert!(
+            eventually(Duration::from_secs(10), async || !admin
+                .get("/v1/spokes/fra1")
+                .send()
+                .await
+                .json()["tunnel"]
+                .is_null())
+            .await,
+            "the hub lists no tunnel:\\n{}",
+            hub.log()
+        );
+    }
+    // The hub's list, which the spoke heard at each welcome, named this
+    // hub at its own address: never a second tunnel to it.
+    assert_eq!(
+        spoke.daemon().count("holds no tunnel to: opening one"),
+        0,
+        "{}",
+        spoke.log()
+    );
+    let scrape = Api::new(spoke.metrics_url()).get("/metrics").send().await;
+    let up: Vec<String> = String::from_utf8_lossy(&scrape.body)
+        .lines()
+        .filter(|l| l.starts_with("ferry_spoke_tunnel_up{") && l.ends_with(" 1"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(up.len(), 1, "{up:?}");
+}

@@ -37,10 +37,14 @@ impl Store {
 
 impl Store {
     /// Records that hub `id` is up and takes tunnels at these addresses,
-    /// and forgets hubs not heard from in a day.
+    /// and forgets hubs not heard from in a day and any other id at the
+    /// same tunnel address (this hub before a restart: one address is one
+    /// hub, and spokes should not look for the old one).
     pub async fn announce_hub(&self, id: &str, quic: &str, tcp: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM hubs WHERE last_seen < $1")
+        sqlx::query("DELETE FROM hubs WHERE last_seen < $1 OR (tunnel_addr = $2 AND id <> $3)")
             .bind(now_ms() - 86_400_000)
+            .bind(quic)
+            .bind(id)
             .execute(&self.pool)
             .await?;
         sqlx::query(

@@ -65,8 +65,19 @@ impl Publisher {
 impl TunnelHandle {
     /// One more tunnel, after the others: where its supervisor publishes.
     pub fn add(&self) -> Publisher {
+        let len = self.links.read().expect("tunnel handle poisoned").len();
+        self.add_at(len)
+    }
+
+    /// The tunnel at `index` (the next after the others, or in the place
+    /// of one that ended for good): where its supervisor publishes.
+    pub fn add_at(&self, index: usize) -> Publisher {
         let (link, rx) = watch::channel(None);
-        self.links.write().expect("tunnel handle poisoned").push(rx);
+        let mut links = self.links.write().expect("tunnel handle poisoned");
+        match links.get_mut(index) {
+            Some(slot) => *slot = rx,
+            None => links.push(rx),
+        }
         Publisher {
             link,
             changes: self.changes.clone(),

@@ -63,36 +63,50 @@ pub async fn hold(
     mut learned: mpsc::UnboundedReceiver<Learned>,
 ) -> anyhow::Result<()> {
     let mut held: Vec<Held> = Vec::new();
+    // A tunnel closed for good leaves its place to the next one, so that
+    // closing duplicates never adds up.
     let spawn = |held: &mut Vec<Held>, quic: SocketAddr, tcp: SocketAddr, id: Option<String>| {
-        let target = HubTarget {
-            index: held.len(),
-            quic,
-            tcp,
-        };
-        shared.client_rtts.ensure_hubs(held.len() + 1);
+        let index = held
+            .iter()
+            .position(|t| t.stop.is_cancelled() && t.task.is_finished())
+            .unwrap_or(held.len());
+        let target = HubTarget { index, quic, tcp };
+        shared.client_rtts.ensure_hubs(held.len().max(index + 1));
         let stop = shared.shutdown.child_token();
         let task = tokio::spawn(run(
             cfg.clone(),
             target,
             identity.clone(),
-            handle.add(),
+            handle.add_at(index),
             Shared {
                 shutdown: stop.clone(),
                 ..shared.clone()
             },
         ));
-        held.push(Held {
+        let entry = Held {
             target,
             id,
             tried: false,
             stop,
             task,
-        });
+        };
+        match held.get_mut(index) {
+            Some(slot) => *slot = entry,
+            None => held.push(entry),
+        }
     };
-    let holds = |held: &[Held], h: &HubAddrs| {
-        held.iter().any(|t| {
-            !t.stop.is_cancelled()
-                && (t.id.as_deref() == Some(&h.id) || t.target.quic == h.tunnel_addr)
+    // Whether a tunnel held reaches hub `h` already: by its id, by the
+    // address dialled, or by the address the list gives for the id it
+    // reaches (a hub dialled through NAT or a relay, or restarted with a
+    // new id at its old address, is one machine: one tunnel).
+    let holds = |held: &[Held], list: &[HubAddrs], h: &HubAddrs| {
+        held.iter().filter(|t| !t.stop.is_cancelled()).any(|t| {
+            t.id.as_deref() == Some(&h.id)
+                || t.target.quic == h.tunnel_addr
+                || t.id.as_ref().is_some_and(|id| {
+                    list.iter()
+                        .any(|l| &l.id == id && l.tunnel_addr == h.tunnel_addr)
+                })
         })
     };
     for t in cfg.hub.targets() {
@@ -129,11 +143,12 @@ pub async fn hold(
         if pending.is_empty() || !held[..configured].iter().all(|h| h.tried) {
             continue;
         }
-        for h in std::mem::take(&mut pending) {
-            if holds(&held, &h) {
+        let list = std::mem::take(&mut pending);
+        for h in &list {
+            if holds(&held, &list, h) {
                 continue;
             }
-            if held.len() >= MAX_TUNNELS {
+            if held.iter().filter(|t| !t.stop.is_cancelled()).count() >= MAX_TUNNELS {
                 tracing::warn!(hub = %h.tunnel_addr, "too many hubs: not opening a tunnel");
                 continue;
             }
@@ -226,6 +241,11 @@ async fn run(
             _ = shutdown.cancelled() => Ok(Ended::Stopped),
         };
         if shutdown.is_cancelled() {
+            // Stopped in the middle of a session: it is down now.
+            publish.publish(None);
+            for transport in ["quic", "tcp"] {
+                metrics.tunnel_up(hub, transport, false);
+            }
             break;
         }
         let err = match outcome {
