@@ -5,6 +5,8 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -136,6 +138,7 @@ impl H2Send {
 pub struct H2Recv {
     inner: h2::RecvStream,
     pending: Bytes,
+    _open: Option<OpenStream>,
 }
 
 impl H2Recv {
@@ -144,7 +147,25 @@ impl H2Recv {
         Self {
             inner,
             pending: Bytes::new(),
+            _open: None,
         }
+    }
+}
+
+/// Counts a stream its opener still reads as open, until dropped.
+#[derive(Debug)]
+struct OpenStream(Arc<AtomicUsize>);
+
+impl OpenStream {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -204,6 +225,19 @@ pub struct TcpLink {
     pub sender: h2::client::SendRequest<Bytes>,
     /// Fires when the connection ends (or is to be closed).
     pub done: CancellationToken,
+    /// Streams opened whose answer is still being read.
+    pub open: Arc<AtomicUsize>,
+}
+
+impl TcpLink {
+    /// The client side of a TCP tunnel on `sender`, ended by `done`.
+    pub fn new(sender: h2::client::SendRequest<Bytes>, done: CancellationToken) -> Self {
+        Self {
+            sender,
+            done,
+            open: Arc::default(),
+        }
+    }
 }
 
 impl Link {
@@ -224,11 +258,19 @@ impl Link {
                 if resp.status() != http::StatusCode::OK {
                     return Err(OpenError::Status(resp.status()));
                 }
-                Ok((
-                    SendHalf::H2(H2Send::new(send)),
-                    RecvHalf::H2(H2Recv::new(resp.into_body())),
-                ))
+                let mut recv = H2Recv::new(resp.into_body());
+                recv._open = Some(OpenStream::new(&t.open));
+                Ok((SendHalf::H2(H2Send::new(send)), RecvHalf::H2(recv)))
             }
+        }
+    }
+
+    /// Streams opened on a TCP tunnel whose answer is still being read
+    /// (the requests still on it); QUIC tunnels are not counted (0).
+    pub fn open_streams(&self) -> usize {
+        match self {
+            Link::Quic(_) => 0,
+            Link::Tcp(t) => t.open.load(Ordering::Relaxed),
         }
     }
 

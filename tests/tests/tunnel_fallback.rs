@@ -84,7 +84,7 @@ async fn blocked_udp_falls_back_to_tcp_and_returns_to_quic() {
 
     // UDP comes back while a large forwarded download is under way on
     // the TCP tunnel: the spoke moves to QUIC by itself, and the download
-    // finishes on the TCP tunnel, whole.
+    // finishes on the TCP tunnel, whole, however long it is read after.
     let large = Bytes::from(pattern(96 << 20, 7));
     via_spoke
         .put("/v1/connections/mem/files/large.bin")
@@ -116,8 +116,29 @@ async fn blocked_udp_falls_back_to_tcp_and_returns_to_quic() {
         })
         .await
     );
+    // Past the spoke's grace the download is still open: the old tunnel
+    // waits for it, however long it takes, and closes once it is read.
+    assert!(
+        spoke
+            .daemon()
+            .wait_for(
+                "the replaced tunnel stays open for the requests still on it",
+                Duration::from_secs(15)
+            )
+            .is_some(),
+        "{}",
+        spoke.log()
+    );
     ferry_tests::read_rest(&mut body, &mut got, "the download in flight on TCP goes on").await;
     assert!(got == large, "the download in flight arrived whole");
+    assert!(
+        spoke
+            .daemon()
+            .wait_for("closed the replaced tunnel", Duration::from_secs(10))
+            .is_some(),
+        "{}",
+        spoke.log()
+    );
     assert_eq!(
         &via_spoke
             .get(&t.file("tcp.bin"))

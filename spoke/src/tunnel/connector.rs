@@ -179,7 +179,7 @@ impl Connector {
             }
             watch.cancel();
         });
-        self.hello(Link::Tcp(TcpLink { sender, done })).await
+        self.hello(Link::Tcp(TcpLink::new(sender, done))).await
     }
 
     /// Opens the control stream and exchanges hello and welcome; a link

@@ -151,10 +151,7 @@ mod tests {
             .await
             .expect("the client side starts");
         tokio::spawn(conn);
-        Link::Tcp(TcpLink {
-            sender,
-            done: CancellationToken::new(),
-        })
+        Link::Tcp(TcpLink::new(sender, CancellationToken::new()))
     }
 
     #[tokio::test]

@@ -20,9 +20,11 @@ use super::{Publisher, Shared, TunnelHandle};
 use crate::config::{HubTarget, SpokeConfig};
 use crate::identity::Identity;
 
-/// How long a link replaced by a better one stays open for the requests
-/// still on it.
+/// How long a link replaced by a better one stays open at least.
 const SWITCH_GRACE: Duration = Duration::from_secs(5);
+/// How long a replaced link stays open at most for the requests still on
+/// it (a long download on the TCP tunnel the spoke left for QUIC).
+const SWITCH_DRAIN: Duration = Duration::from_secs(600);
 
 /// What one tunnel learned about the hubs (nothing, when an attempt to
 /// connect failed).
@@ -231,7 +233,18 @@ async fn run(
                 // Let requests still on the old link finish, then close it.
                 tokio::spawn(async move {
                     tokio::time::sleep(SWITCH_GRACE).await;
+                    let until = tokio::time::Instant::now() + SWITCH_DRAIN;
+                    if link.open_streams() > 0 {
+                        tracing::info!(
+                            requests = link.open_streams(),
+                            "the replaced tunnel stays open for the requests still on it"
+                        );
+                    }
+                    while link.open_streams() > 0 && tokio::time::Instant::now() < until {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
                     link.close(close::REPLACED, b"moved to a better transport");
+                    tracing::info!("closed the replaced tunnel");
                 });
             }
             result
