@@ -146,67 +146,6 @@ impl Plan {
     }
 }
 
-/// Builds the daemons in the profile this binary was built in, when run by
-/// cargo (which sets `CARGO`).
-fn build_daemons() -> anyhow::Result<()> {
-    let Some(cargo) = std::env::var_os("CARGO") else {
-        return Ok(());
-    };
-    let exe = std::env::current_exe()?;
-    let profile = exe
-        .parent()
-        .and_then(|p| p.file_name())
-        .and_then(|n| n.to_str())
-        .unwrap_or("debug")
-        .to_owned();
-    let mut cmd = std::process::Command::new(cargo);
-    cmd.args([
-        "build",
-        "--bins",
-        "-p",
-        "ferry-hub",
-        "-p",
-        "ferry-spoke",
-        "-p",
-        "ferry-client",
-    ]);
-    // What `cargo run` tells this binary about its own package is no
-    // setting for the build: left in, it reaches build scripts (ring's
-    // reads CARGO_MANIFEST_DIR) and makes this build differ from
-    // `cargo build -p ferry-hub -p ferry-spoke -p ferry-client` typed in a shell
-    // (`scripts/run-local.sh`), so that each rebuilt ring, rustls, quinn
-    // and sqlx after the other.
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if package_var(&name) {
-            cmd.env_remove(&*name);
-        }
-    }
-    if profile == "release" {
-        cmd.arg("--release");
-    }
-    eprintln!("building ferry-hub, ferry-spoke and ferry ({profile})…");
-    let status = cmd.status()?;
-    anyhow::ensure!(status.success(), "building the daemons failed");
-    Ok(())
-}
-
-/// Whether `name` is one of the variables `cargo run` sets to describe
-/// the package it runs (not a setting of cargo's, such as
-/// `CARGO_TARGET_DIR` or `CARGO_PROFILE_*`).
-fn package_var(name: &str) -> bool {
-    name == "OUT_DIR"
-        || name.starts_with("CARGO_PKG_")
-        || matches!(
-            name,
-            "CARGO_MANIFEST_DIR"
-                | "CARGO_MANIFEST_PATH"
-                | "CARGO_CRATE_NAME"
-                | "CARGO_BIN_NAME"
-                | "CARGO_PRIMARY_PACKAGE"
-        )
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(results) = &args.charts_from {
@@ -218,7 +157,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     if !args.no_build {
-        build_daemons()?;
+        ferry_tests::hub::build_daemons().map_err(anyhow::Error::msg)?;
     }
     if cfg!(debug_assertions) {
         eprintln!("warning: a debug build; figures mean little (use --release)");
@@ -244,30 +183,4 @@ fn main() -> anyhow::Result<()> {
         Err(e) => eprintln!("warning: no chart: {e:#}"),
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_the_run_package_s_variables_are_left_out_of_the_daemons_build() {
-        for name in [
-            "CARGO_MANIFEST_DIR",
-            "CARGO_PKG_NAME",
-            "CARGO_PKG_VERSION",
-            "OUT_DIR",
-        ] {
-            assert!(package_var(name), "{name}");
-        }
-        for name in [
-            "CARGO",
-            "CARGO_HOME",
-            "CARGO_TARGET_DIR",
-            "CARGO_PROFILE_RELEASE_LTO",
-            "PATH",
-        ] {
-            assert!(!package_var(name), "{name}");
-        }
-    }
 }

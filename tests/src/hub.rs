@@ -18,6 +18,69 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdefghijklmnop";
 /// The master key every test hub is started with (hex).
 pub const MASTER_KEY: &str = "8f1d2c3b4a5968778695a4b3c2d1e0f000112233445566778899aabbccddeeff";
 
+/// Builds the daemons in the profile this binary was built in, when run by
+/// cargo (which sets `CARGO`).
+pub fn build_daemons() -> Result<(), String> {
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        return Ok(());
+    };
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let profile = exe
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug")
+        .to_owned();
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args([
+        "build",
+        "--bins",
+        "-p",
+        "ferry-hub",
+        "-p",
+        "ferry-spoke",
+        "-p",
+        "ferry-client",
+    ]);
+    // What `cargo run` tells this binary about its own package is no
+    // setting for the build: left in, it reaches build scripts (ring's
+    // reads CARGO_MANIFEST_DIR) and makes this build differ from
+    // `cargo build -p ferry-hub -p ferry-spoke -p ferry-client` typed in a shell
+    // (`scripts/run-local.sh`), so that each rebuilt ring, rustls, quinn
+    // and sqlx after the other.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if package_var(&name) {
+            cmd.env_remove(&*name);
+        }
+    }
+    if profile == "release" {
+        cmd.arg("--release");
+    }
+    eprintln!("building ferry-hub, ferry-spoke and ferry ({profile})…");
+    let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err("building the daemons failed".to_owned());
+    }
+    Ok(())
+}
+
+/// Whether `name` is one of the variables `cargo run` sets to describe
+/// the package it runs (not a setting of cargo's, such as
+/// `CARGO_TARGET_DIR` or `CARGO_PROFILE_*`).
+fn package_var(name: &str) -> bool {
+    name == "OUT_DIR"
+        || name.starts_with("CARGO_PKG_")
+        || matches!(
+            name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+        )
+}
+
 /// Where a binary of this workspace was built: beside the running
 /// executable (or beside its `deps/` folder, where test executables live),
 /// unless `FERRY_<NAME>_BIN` names it.
@@ -373,6 +436,32 @@ impl Drop for Hub {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("---- ferry-hub log ----\n{}", self.log());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_run_package_s_variables_are_left_out_of_the_daemons_build() {
+        for name in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION",
+            "OUT_DIR",
+        ] {
+            assert!(package_var(name), "{name}");
+        }
+        for name in [
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_PROFILE_RELEASE_LTO",
+            "PATH",
+        ] {
+            assert!(!package_var(name), "{name}");
         }
     }
 }

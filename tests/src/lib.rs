@@ -6,6 +6,7 @@
 //! against a hub, so the same scenarios can run against a spoke.
 
 pub mod api_fuzz;
+pub mod chaos;
 pub mod client;
 pub mod delay_proxy;
 pub mod dns;

@@ -17,7 +17,7 @@ use serde_json::json;
 use super::connections::{Resolved, resolve};
 use super::http_util::{json, paging, read_json};
 use ferry_common::content::files::file_json;
-use ferry_common::content::model::{Commit, EventRecord, Origin};
+use ferry_common::content::model::{Commit, EventRecord, Intent, Origin};
 use ferry_common::content::transfer::{
     StageError, current, etag_for, read_stream, served_etag, stage, still_describes,
 };
@@ -653,9 +653,63 @@ pub(super) async fn relocate(
     }
 
     super::writable(state).await?;
+    let what = if is_move { "move" } else { "copy" };
+    let kind = if is_move {
+        EventKind::Moved
+    } else {
+        EventKind::Copied
+    };
+    let event = |at: i64| EventRecord {
+        account_id: res.account.clone(),
+        connection_id: conn_id.to_owned(),
+        kind,
+        path: to.as_str().to_owned(),
+        from_path: Some(from.as_str().to_owned()),
+        size: Some(src.size as i64),
+        at,
+        origin: Origin::Ferry,
+    };
+    let mut remove = vec![(conn_id.to_owned(), to.as_str().to_owned())];
+    if is_move {
+        remove.push((conn_id.to_owned(), from.as_str().to_owned()));
+    }
+    let placed = |m: ObjectMeta, modified_ms: Option<i64>, at: i64| ObjectMeta {
+        connection_id: conn_id.to_owned(),
+        path: to.as_str().to_owned(),
+        etag: etag_for(m.crc64nvme, m.size as u64),
+        provider_modified_ms: modified_ms,
+        updated_at: at,
+        ..m
+    };
+    // With the source's checksum known, the change is recorded as an
+    // intent first (see `intents`): settled later by what the provider
+    // holds at `to` if this commit never comes.
+    let intent = match &src.meta {
+        Some(m) => {
+            let at = now_ms();
+            let intent = Intent {
+                connection_id: conn_id.to_owned(),
+                path: to.as_str().to_owned(),
+                expect: Some((src.size, m.crc64nvme)),
+                change: Commit {
+                    upsert: Some(placed(m.clone(), None, at)),
+                    remove: remove.clone(),
+                    event: Some(event(at)),
+                    ..Commit::default()
+                },
+            };
+            Some(
+                state
+                    .store
+                    .record_intent(&intent)
+                    .await
+                    .map_err(|e| store_problem(state, e))?,
+            )
+        }
+        None => None,
+    };
     let cap = res.op.info().capability();
     let mut known = src.meta.clone();
-    let what = if is_move { "move" } else { "copy" };
     if is_move && cap.rename {
         res.op
             .rename(from.as_str(), to.as_str())
@@ -721,43 +775,26 @@ pub(super) async fn relocate(
             .map_err(|e| provider_problem(&e, &res.row.provider, what))?;
     }
 
-    let modified_ms = match res.op.stat(to.as_str()).await {
-        Ok(m) => m.last_modified().map(|t| t.into_inner().as_millisecond()),
-        Err(_) => None,
-    };
-    let now = now_ms();
-    let meta = known.map(|m| ObjectMeta {
-        connection_id: conn_id.to_owned(),
-        path: to.as_str().to_owned(),
-        etag: etag_for(m.crc64nvme, m.size as u64),
-        provider_modified_ms: modified_ms,
-        updated_at: now,
-        ..m
-    });
-    let mut remove = vec![(conn_id.to_owned(), to.as_str().to_owned())];
-    if is_move {
-        remove.push((conn_id.to_owned(), from.as_str().to_owned()));
+    let stat = res.op.stat(to.as_str()).await.ok();
+    let modified_ms = stat
+        .as_ref()
+        .and_then(|m| m.last_modified())
+        .map(|t| t.into_inner().as_millisecond());
+    // A source ferry has no record of (written outside ferry, or its
+    // upload's report still on its way from a spoke) is checksummed where
+    // it landed, so the copy has a record of its own.
+    if known.is_none() {
+        known = Some(checksummed(res, to.as_str(), stat.as_ref()).await?);
     }
-    let event = EventRecord {
-        account_id: res.account.clone(),
-        connection_id: conn_id.to_owned(),
-        kind: if is_move {
-            EventKind::Moved
-        } else {
-            EventKind::Copied
-        },
-        path: to.as_str().to_owned(),
-        from_path: Some(from.as_str().to_owned()),
-        size: Some(src.size as i64),
-        at: now,
-        origin: Origin::Ferry,
-    };
+    let now = now_ms();
+    let meta = known.map(|m| placed(m, modified_ms, now));
     state
         .store
         .commit(&Commit {
             upsert: meta.clone(),
             remove,
-            event: Some(event),
+            event: Some(event(now)),
+            intent,
             ..Commit::default()
         })
         .await
@@ -767,4 +804,48 @@ pub(super) async fn relocate(
         StatusCode::CREATED,
         &file_json(to.as_str(), src.size, &etag, meta.as_ref(), modified_ms),
     ))
+}
+
+/// What ferry records of the file at `path`, read back whole: its size and
+/// CRC64/NVME, and the media type the provider gives (`stat`).
+async fn checksummed(
+    res: &Resolved,
+    path: &str,
+    stat: Option<&opendal::Metadata>,
+) -> Result<ObjectMeta, Problem> {
+    let size = match stat {
+        Some(m) => m.content_length(),
+        None => res
+            .op
+            .stat(path)
+            .await
+            .map_err(|e| provider_problem(&e, &res.row.provider, "stat"))?
+            .content_length(),
+    };
+    let mut sums = ferry_common::checksum::StreamChecksums::new([]);
+    let mut stream = std::pin::pin!(read_stream(&res.op, path, 0..size).await?);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            tracing::warn!(error = %e, "reading a copy back failed");
+            Problem::new(
+                ErrorCode::ProviderUnavailable,
+                "the copy could not be read back",
+            )
+            .with_retry_after(1)
+        })?;
+        sums.update(&chunk);
+    }
+    let sums = sums.finish();
+    Ok(ObjectMeta {
+        connection_id: res.row.id.clone(),
+        path: path.to_owned(),
+        size: sums.len as i64,
+        crc64nvme: sums.crc64nvme,
+        sha256: None,
+        content_type: stat.and_then(|m| m.content_type()).map(str::to_owned),
+        etag: etag_for(sums.crc64nvme, sums.len),
+        provider_modified_ms: None,
+        updated_at: 0,
+        headers: Vec::new(),
+    })
 }
