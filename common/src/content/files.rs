@@ -26,7 +26,8 @@ use super::model::{
     TransferStatus, now_ms,
 };
 use super::transfer::{
-    DownloadInfo, ObjectView, StageError, current, download_body, etag_for, read_stream, stage,
+    DownloadInfo, ObjectView, StageError, checksums_of, current, download_body, etag_for,
+    read_stream, stage,
 };
 use super::{MetaHost, Target};
 use crate::provider::answer::observed;
@@ -264,20 +265,14 @@ async fn compute_digest(
     view: &mut ObjectView,
     alg: DigestAlgorithm,
 ) -> Result<Vec<u8>, Problem> {
-    let mut stream = std::pin::pin!(read_stream(&t.op, path.as_str(), 0..view.size).await?);
-    let mut sums = StreamChecksums::new([alg]);
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            tracing::warn!(error = %e, "reading an object to digest it failed");
-            Problem::new(
-                ErrorCode::ProviderUnavailable,
-                "the object could not be read to compute its digest",
-            )
-            .with_retry_after(1)
-        })?;
-        sums.update(&chunk);
-    }
-    let sums = sums.finish();
+    let sums = checksums_of(
+        &t.op,
+        path.as_str(),
+        view.size,
+        vec![alg],
+        "reading the object to compute its digest",
+    )
+    .await?;
     let digest = sums.digest(alg).expect("the digest was asked for").to_vec();
     if alg == DigestAlgorithm::Sha256 && sums.len == view.size {
         let _guard = host.lock(&t.connection_id, path.as_str()).await;

@@ -320,6 +320,29 @@ where
     }
 }
 
+/// The checksums (CRC64/NVME and `digests`) of the first `size` bytes of
+/// the object at `path`, read back whole; `what` names the reading in the
+/// problem a failed read becomes.
+pub async fn checksums_of(
+    op: &Operator,
+    path: &str,
+    size: u64,
+    digests: Vec<DigestAlgorithm>,
+    what: &str,
+) -> Result<Checksums, Problem> {
+    let mut stream = std::pin::pin!(read_stream(op, path, 0..size).await?);
+    let mut sums = StreamChecksums::new(digests);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            tracing::warn!(error = %e, path, "{what} failed");
+            Problem::new(ErrorCode::ProviderUnavailable, format!("{what} failed"))
+                .with_retry_after(1)
+        })?;
+        sums.update(&chunk);
+    }
+    Ok(sums.finish())
+}
+
 /// A stream of an object's bytes (or one range of them).
 ///
 /// The read size comes from the download budget when the download starts

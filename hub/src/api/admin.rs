@@ -22,6 +22,15 @@ fn account_missing(id: &str) -> Problem {
     Problem::new(ErrorCode::AccountNotFound, format!("no account '{id}'"))
 }
 
+/// Fails with `404 account_not_found` unless account `id` exists.
+async fn existing(state: &AppState, id: &str) -> Result<(), Problem> {
+    match state.store.get_account(id).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(account_missing(id)),
+        Err(e) => Err(store_problem(state, e)),
+    }
+}
+
 /// Whether `text` has the shape of an account id: `acc_` and 20 lower-case
 /// hex digits.
 fn is_account_id(text: &str) -> bool {
@@ -83,15 +92,7 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
             ))
         }
         (Route::Account(id), Method::DELETE) => {
-            if state
-                .store
-                .get_account(&id)
-                .await
-                .map_err(store_err)?
-                .is_none()
-            {
-                return Err(account_missing(&id));
-            }
+            existing(state, &id).await?;
             // Connections one by one first, each with what its sessions
             // staged at the provider; then the account and the rest of what
             // the store holds of it. Cut short, the same request finishes it.
@@ -118,15 +119,7 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
             Ok(json(StatusCode::CREATED, &key))
         }
         (Route::AccountKeys(id), _) => {
-            if state
-                .store
-                .get_account(&id)
-                .await
-                .map_err(store_err)?
-                .is_none()
-            {
-                return Err(account_missing(&id));
-            }
+            existing(state, &id).await?;
             let keys = state.store.list_keys(&id).await.map_err(store_err)?;
             Ok(json(StatusCode::OK, &json!({ "keys": keys })))
         }

@@ -10,12 +10,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_common::checksum::StreamChecksums;
 use ferry_common::content::model::Intent;
-use ferry_common::content::transfer::read_stream;
+use ferry_common::content::transfer::checksums_of;
 use ferry_common::problem::{ErrorCode, Problem};
 use ferry_common::provider::problem as provider_problem;
-use futures_util::StreamExt as _;
 use opendal::{ErrorKind, Operator};
 use tokio_util::sync::CancellationToken;
 
@@ -116,17 +114,7 @@ async fn holds(op: &Operator, intent: &Intent) -> Result<Option<Option<i64>>, Pr
         (Some((size, crc)), Some(m)) if m.is_file() && m.content_length() == size => (size, crc, m),
         (Some(_), Some(_)) => return Ok(None),
     };
-    let mut sums = StreamChecksums::new([]);
-    let mut stream = std::pin::pin!(read_stream(op, &intent.path, 0..size).await?);
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            Problem::new(
-                ErrorCode::ProviderUnavailable,
-                format!("reading it back failed: {e}"),
-            )
-        })?;
-        sums.update(&chunk);
-    }
+    let sums = checksums_of(op, &intent.path, size, Vec::new(), "reading a change back").await?;
     let modified = m.last_modified().map(|t| t.into_inner().as_millisecond());
-    Ok((sums.finish().crc64nvme == crc).then_some(modified))
+    Ok((sums.crc64nvme == crc).then_some(modified))
 }

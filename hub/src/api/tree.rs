@@ -19,7 +19,7 @@ use super::http_util::{json, paging, read_json};
 use ferry_common::content::files::file_json;
 use ferry_common::content::model::{Commit, EventRecord, Intent, Origin};
 use ferry_common::content::transfer::{
-    StageError, current, etag_for, read_stream, served_etag, stage, still_describes,
+    StageError, checksums_of, current, etag_for, read_stream, served_etag, stage, still_describes,
 };
 
 use super::{ApiResult, AppState, store_problem};
@@ -33,6 +33,20 @@ fn invalid_path(e: ferry_common::path::PathError) -> Problem {
 
 fn folder_json(path: &str) -> serde_json::Value {
     json!({ "path": path, "name": path.rsplit('/').next().unwrap_or(path), "type": "folder" })
+}
+
+/// An event of ferry's own about `path` in the resolved connection.
+fn event_at(res: &Resolved, kind: EventKind, path: &str, size: Option<i64>) -> EventRecord {
+    EventRecord {
+        account_id: res.account.clone(),
+        connection_id: res.row.id.clone(),
+        kind,
+        path: path.to_owned(),
+        from_path: None,
+        size,
+        at: now_ms(),
+        origin: Origin::Ferry,
+    }
 }
 
 /// Checks that `dir` is a folder; `Ok(false)` when nothing is there.
@@ -328,16 +342,7 @@ pub async fn create_folder(
     if indexed.is_some() {
         return Ok(json(StatusCode::OK, &folder_json(path.as_str())));
     }
-    let event = EventRecord {
-        account_id: res.account.clone(),
-        connection_id: res.row.id.clone(),
-        kind: EventKind::Created,
-        path: path.as_str().to_owned(),
-        from_path: None,
-        size: None,
-        at: now_ms(),
-        origin: Origin::Ferry,
-    };
+    let event = event_at(&res, EventKind::Created, path.as_str(), None);
     state
         .store
         .commit(&Commit {
@@ -449,16 +454,7 @@ pub async fn delete_folder(
     for folder in &folders {
         res.op.delete(folder).await.map_err(failed)?;
     }
-    let event = EventRecord {
-        account_id: res.account.clone(),
-        connection_id: res.row.id.clone(),
-        kind: EventKind::Deleted,
-        path: path.as_str().to_owned(),
-        from_path: None,
-        size: None,
-        at: now_ms(),
-        origin: Origin::Ferry,
-    };
+    let event = event_at(&res, EventKind::Deleted, path.as_str(), None);
     state
         .store
         .remove_folder(&dir, &event)
@@ -491,21 +487,11 @@ async fn delete_files(
         .try_collect::<()>()
         .await
         .map_err(|e| provider_problem(&e, &res.row.provider, "delete folder"))?;
-    let at = now_ms();
     let changes: Vec<Commit> = files
         .into_iter()
         .map(|(p, size)| Commit {
             remove: vec![(res.row.id.clone(), p.clone())],
-            event: Some(EventRecord {
-                account_id: res.account.clone(),
-                connection_id: res.row.id.clone(),
-                kind: EventKind::Deleted,
-                path: p,
-                from_path: None,
-                size: Some(size as i64),
-                at,
-                origin: Origin::Ferry,
-            }),
+            event: Some(event_at(res, EventKind::Deleted, &p, Some(size as i64))),
             ..Commit::default()
         })
         .collect();
@@ -822,20 +808,7 @@ async fn checksummed(
             .map_err(|e| provider_problem(&e, &res.row.provider, "stat"))?
             .content_length(),
     };
-    let mut sums = ferry_common::checksum::StreamChecksums::new([]);
-    let mut stream = std::pin::pin!(read_stream(&res.op, path, 0..size).await?);
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            tracing::warn!(error = %e, "reading a copy back failed");
-            Problem::new(
-                ErrorCode::ProviderUnavailable,
-                "the copy could not be read back",
-            )
-            .with_retry_after(1)
-        })?;
-        sums.update(&chunk);
-    }
-    let sums = sums.finish();
+    let sums = checksums_of(&res.op, path, size, Vec::new(), "reading a copy back").await?;
     Ok(ObjectMeta {
         connection_id: res.row.id.clone(),
         path: path.to_owned(),
