@@ -8,12 +8,11 @@ use std::time::Instant;
 
 use crate::body::{Body, empty};
 use crate::checksum::{
-    CRC64NVME_HEADER, DigestAlgorithm, StreamChecksums, decode_crc64, encode_crc64,
-    format_repr_digest, parse_repr_digest, parse_want_digest,
+    CRC64NVME_HEADER, DigestAlgorithm, decode_crc64, encode_crc64, format_repr_digest,
+    parse_repr_digest, parse_want_digest,
 };
 use crate::path::ObjectPath;
 use crate::problem::{ErrorCode, Problem};
-use futures_util::StreamExt as _;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyDataStream;
 use serde_json::json;
