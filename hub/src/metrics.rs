@@ -317,12 +317,10 @@ impl Metrics {
 
     /// Counts an intent settled by what the provider holds.
     pub fn intent_settled(&self, outcome: crate::store::Outcome) {
-        let outcome = match outcome {
-            crate::store::Outcome::Applied => "applied",
-            crate::store::Outcome::Dropped => "dropped",
-        };
         self.intents_settled
-            .get_or_create(&OutcomeLabels { outcome })
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            })
             .inc();
     }
 

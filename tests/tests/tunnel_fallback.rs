@@ -84,7 +84,8 @@ async fn blocked_udp_falls_back_to_tcp_and_returns_to_quic() {
 
     // UDP comes back while a large forwarded download is under way on
     // the TCP tunnel: the spoke moves to QUIC by itself, and the download
-    // finishes on the TCP tunnel, whole, however long it is read after.
+    // finishes on the TCP tunnel, whole, read past the spoke's 5 s grace
+    // (the old tunnel waits for it, up to 10 minutes).
     let large = Bytes::from(pattern(96 << 20, 7));
     via_spoke
         .put("/v1/connections/mem/files/large.bin")

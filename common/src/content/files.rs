@@ -511,6 +511,7 @@ async fn put(
         connection_id: t.connection_id.clone(),
         path: path.as_str().to_owned(),
         expect: Some((sums.len, sums.crc64nvme)),
+        also_absent: None,
         change: change.clone(),
     };
     change.intent = match host.intend(&intent).await {
@@ -597,6 +598,7 @@ async fn delete(
         connection_id: t.connection_id.clone(),
         path: path.as_str().to_owned(),
         expect: None,
+        also_absent: None,
         change: change.clone(),
     };
     change.intent = host.intend(&intent).await?;

@@ -253,6 +253,10 @@ pub struct Intent {
     /// What the provider holds at `path` once the change is made: the
     /// content's size and CRC64/NVME, or `None` for nothing.
     pub expect: Option<(u64, u64)>,
+    /// A path that holds nothing once the change is made (a move's
+    /// source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub also_absent: Option<String>,
     /// What to record then.
     pub change: Commit,
 }

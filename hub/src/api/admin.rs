@@ -97,14 +97,20 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
             // staged at the provider; then the account and the rest of what
             // the store holds of it. Cut short, the same request finishes it.
             let connections = state.store.list_connections(&id).await.map_err(store_err)?;
-            for row in &connections {
-                super::connections::remove(state, &id, row).await?;
+            let deleted = async {
+                for row in &connections {
+                    super::connections::remove(state, &id, row).await?;
+                }
+                match state.store.delete_account(&id).await.map_err(store_err)? {
+                    true => Ok(()),
+                    false => Err(account_missing(&id)),
+                }
             }
-            if !state.store.delete_account(&id).await.map_err(store_err)? {
-                return Err(account_missing(&id));
-            }
-            tracing::info!(account.id = %id, connections = connections.len(), "deleted an account");
+            .await;
+            // Told even when cut short: what was deleted is gone for spokes too.
             super::invalidate_grants(state, "an account was deleted").await;
+            deleted?;
+            tracing::info!(account.id = %id, connections = connections.len(), "deleted an account");
             Ok(no_content())
         }
         (Route::Account(id), _) => {

@@ -1,9 +1,12 @@
 //! Settling intents no commit settled (`crate::store::intents`): every
 //! [`EVERY`], each intent older than [`SETTLE_AFTER_MS`] is compared with
 //! what the provider holds at its path — the content's size and
-//! CRC64/NVME, read back, or nothing there — and its change is recorded
-//! when the provider holds what the change made, or dropped when it does
-//! not. A commit that arrives after its intent was settled records nothing
+//! CRC64/NVME, read back, or nothing there (and nothing at a move's
+//! source) — and its change is recorded when the provider holds what the
+//! change made. One the provider does not hold yet is looked at again
+//! every [`AGAIN_MS`] and dropped once older than [`DROP_AFTER_MS`]; one
+//! whose provider does not answer is put off [`AGAIN_UNANSWERED_MS`], so
+//! it does not hold the others up. A commit that arrives after its intent was settled records nothing
 //! if the intent was applied, and its change if it was dropped (the
 //! provider was slower than the settling), so each change is recorded once.
 
@@ -20,9 +23,17 @@ use tokio_util::sync::CancellationToken;
 use super::AppState;
 use crate::store::{Outcome, PendingIntent, now_ms};
 
-/// How old an intent must be before it is settled from the provider: a
-/// change being made now is settled by its own commit.
+/// How old an intent must be before it is looked at: a change being made
+/// now is settled by its own commit.
 pub const SETTLE_AFTER_MS: i64 = 5_000;
+/// How old an intent must be before it is dropped when the provider does
+/// not hold its change: a copy may still be under way before that (and a
+/// connection just made may not be on the replica yet).
+pub const DROP_AFTER_MS: i64 = 60_000;
+/// When an intent that could not be settled is looked at again.
+const AGAIN_MS: i64 = 5_000;
+/// … and one whose provider did not answer.
+const AGAIN_UNANSWERED_MS: i64 = 30_000;
 /// How often intents are looked for.
 const EVERY: Duration = Duration::from_secs(2);
 /// How long settled intents are kept (a commit arriving later learns of
@@ -42,7 +53,7 @@ pub async fn settle(state: Arc<AppState>, stop: CancellationToken) {
         let now = now_ms();
         match state
             .store
-            .pending_intents(now - SETTLE_AFTER_MS, 100)
+            .pending_intents(now - SETTLE_AFTER_MS, now, 100)
             .await
         {
             Ok(pending) => {
@@ -71,12 +82,20 @@ async fn settle_one(state: &AppState, p: PendingIntent) {
         Err(e) if e.error_code() == ErrorCode::ConnectionNotFound => Ok(None),
         Err(e) => Err(e),
     };
+    let old_enough = now_ms() - p.created_at >= DROP_AFTER_MS;
+    let id = p.id.as_str();
+    let again = |after: i64| async move {
+        if let Err(e) = state.store.retry_intent(id, now_ms() + after).await {
+            tracing::debug!(intent = %id, error = %e, "could not put an intent off");
+        }
+    };
     let (outcome, modified_ms) = match held {
         Ok(Some(modified_ms)) => (Outcome::Applied, modified_ms),
-        Ok(None) => (Outcome::Dropped, None),
+        Ok(None) if old_enough => (Outcome::Dropped, None),
+        Ok(None) => return again(AGAIN_MS).await,
         Err(e) => {
             tracing::warn!(intent = %p.id, path = %p.intent.path, problem = %e, "cannot settle an intent yet: the provider does not answer");
-            return;
+            return again(AGAIN_UNANSWERED_MS).await;
         }
     };
     if let Some(meta) = change.upsert.as_mut() {
@@ -108,6 +127,13 @@ async fn holds(op: &Operator, intent: &Intent) -> Result<Option<Option<i64>>, Pr
         Err(e) if e.kind() == ErrorKind::NotFound => None,
         Err(e) => return Err(provider_problem(&e, scheme, "stat")),
     };
+    if let Some(gone) = &intent.also_absent {
+        match op.stat(gone).await {
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Ok(_) => return Ok(None),
+            Err(e) => return Err(provider_problem(&e, scheme, "stat")),
+        }
+    }
     let (size, crc, m) = match (intent.expect, stat) {
         (None, None) => return Ok(Some(None)),
         (None, Some(_)) | (Some(_), None) => return Ok(None),

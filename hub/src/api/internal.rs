@@ -150,19 +150,7 @@ pub async fn handle(
             claims
                 .check_commit(&commit, &spoke, recorded.as_ref())
                 .map_err(outside)?;
-            // A connection deleted since the transfer began: nothing to
-            // record, and a retry cannot help (4xx, so the spoke drops it).
-            if !state
-                .store
-                .connection_exists(&claims.connection)
-                .await
-                .map_err(|e| store_problem(state, e))?
-            {
-                return Err(Problem::new(
-                    ErrorCode::ConnectionNotFound,
-                    "the connection was deleted",
-                ));
-            }
+            still_there(state, &claims.connection).await?;
             // A report seen before (delivered, then sent again from the
             // spoke's journal) is answered as taken, not applied twice.
             let applied = state
@@ -178,6 +166,7 @@ pub async fn handle(
         InternalCall::Transfer => {
             let transfer: Transfer = read_json(req, limit).await?;
             claims.check_transfer(&transfer, &spoke).map_err(outside)?;
+            still_there(state, &claims.connection).await?;
             // Answered once written, in a batch with other spokes' reports.
             state
                 .transfer_log
@@ -186,6 +175,20 @@ pub async fn handle(
                 .map_err(|e| store_problem(state, e))?;
             Ok(no_content())
         }
+    }
+}
+
+/// Fails with `404 connection_not_found` when connection `id` was deleted
+/// since its grant was made (its account too, perhaps): nothing to record,
+/// and a retry cannot help (a 4xx, so the spoke drops the report).
+async fn still_there(state: &AppState, id: &str) -> Result<(), Problem> {
+    match state.store.connection_exists(id).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Problem::new(
+            ErrorCode::ConnectionNotFound,
+            "the connection was deleted",
+        )),
+        Err(e) => Err(store_problem(state, e)),
     }
 }
 

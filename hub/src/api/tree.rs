@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::connections::{Resolved, resolve};
 use super::http_util::{json, paging, read_json};
+use ferry_common::content::MetaHost as _;
 use ferry_common::content::files::file_json;
 use ferry_common::content::model::{Commit, EventRecord, Intent, Origin};
 use ferry_common::content::transfer::{
@@ -393,6 +394,7 @@ pub async fn delete_folder(
 ) -> ApiResult {
     let res = resolve(state, req.headers(), conn).await?;
     let recursive = recursive_flag(req.uri().query())?;
+    let started = now_ms();
     let path = ObjectPath::parse_dir(raw)
         .map_err(invalid_path)?
         .ok_or_else(|| Problem::new(ErrorCode::InvalidPath, "the root folder cannot be deleted"))?;
@@ -441,8 +443,7 @@ pub async fn delete_folder(
             }
         }
         if batch.len() >= DELETE_BATCH || (next.is_none() && !batch.is_empty()) {
-            files += batch.len() as u64;
-            delete_files(state, &res, std::mem::take(&mut batch)).await?;
+            files += delete_files(state, &res, std::mem::take(&mut batch)).await?;
         }
         if next.is_none() {
             break;
@@ -457,7 +458,7 @@ pub async fn delete_folder(
     let event = event_at(&res, EventKind::Deleted, path.as_str(), None);
     state
         .store
-        .remove_folder(&dir, &event)
+        .remove_folder(&dir, started, &event)
         .await
         .map_err(|e| store_problem(state, e))?;
     tracing::info!(connection.id = %res.row.id, path = %path, files, "deleted a folder");
@@ -467,39 +468,48 @@ pub async fn delete_folder(
     ))
 }
 
-/// Deletes `files` (path, size) at the provider, then their records.
+/// Deletes `files` (path, size) at the provider, then records those
+/// deleted; how many.
 async fn delete_files(
     state: &AppState,
     res: &Resolved,
     files: Vec<(String, u64)>,
-) -> Result<(), Problem> {
+) -> Result<u64, Problem> {
     // One by one, some at once: not every provider (nor every emulator of
-    // one) takes batch deletes.
+    // one) takes batch deletes. What was deleted is recorded even when
+    // another delete failed, and then the failure is answered.
     let deletes: Vec<_> = files
-        .iter()
-        .map(|(p, _)| {
-            let (op, p) = (res.op.clone(), p.clone());
-            async move { op.delete(&p).await }
-        })
-        .collect();
-    futures_util::stream::iter(deletes)
-        .buffer_unordered(16)
-        .try_collect::<()>()
-        .await
-        .map_err(|e| provider_problem(&e, &res.row.provider, "delete folder"))?;
-    let changes: Vec<Commit> = files
         .into_iter()
-        .map(|(p, size)| Commit {
-            remove: vec![(res.row.id.clone(), p.clone())],
-            event: Some(event_at(res, EventKind::Deleted, &p, Some(size as i64))),
-            ..Commit::default()
+        .map(|(p, size)| {
+            let op = res.op.clone();
+            async move { (op.delete(&p).await, p, size) }
         })
         .collect();
+    let done: Vec<_> = futures_util::stream::iter(deletes)
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut failed = None;
+    let mut changes = Vec::with_capacity(done.len());
+    for (result, p, size) in done {
+        match result {
+            Ok(()) => changes.push(Commit {
+                remove: vec![(res.row.id.clone(), p.clone())],
+                event: Some(event_at(res, EventKind::Deleted, &p, Some(size as i64))),
+                ..Commit::default()
+            }),
+            Err(e) => failed = Some(e),
+        }
+    }
     state
         .store
         .commit_all(&changes)
         .await
-        .map_err(|e| store_problem(state, e))
+        .map_err(|e| store_problem(state, e))?;
+    match failed {
+        None => Ok(changes.len() as u64),
+        Some(e) => Err(provider_problem(&e, &res.row.provider, "delete folder")),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -638,7 +648,6 @@ pub(super) async fn relocate(
         ));
     }
 
-    super::writable(state).await?;
     let what = if is_move { "move" } else { "copy" };
     let kind = if is_move {
         EventKind::Moved
@@ -669,7 +678,8 @@ pub(super) async fn relocate(
     };
     // With the source's checksum known, the change is recorded as an
     // intent first (see `intents`): settled later by what the provider
-    // holds at `to` if this commit never comes.
+    // holds at `to` (and, for a move, that nothing is left at `from`) if
+    // this commit never comes.
     let intent = match &src.meta {
         Some(m) => {
             let at = now_ms();
@@ -677,6 +687,7 @@ pub(super) async fn relocate(
                 connection_id: conn_id.to_owned(),
                 path: to.as_str().to_owned(),
                 expect: Some((src.size, m.crc64nvme)),
+                also_absent: is_move.then(|| from.as_str().to_owned()),
                 change: Commit {
                     upsert: Some(placed(m.clone(), None, at)),
                     remove: remove.clone(),
@@ -684,15 +695,12 @@ pub(super) async fn relocate(
                     ..Commit::default()
                 },
             };
-            Some(
-                state
-                    .store
-                    .record_intent(&intent)
-                    .await
-                    .map_err(|e| store_problem(state, e))?,
-            )
+            host.intend(&intent).await?
         }
-        None => None,
+        None => {
+            super::writable(state).await?;
+            None
+        }
     };
     let cap = res.op.info().capability();
     let mut known = src.meta.clone();

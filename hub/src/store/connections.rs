@@ -265,6 +265,11 @@ impl Store {
     /// false if the account has no such connection.
     pub async fn delete_connection(&self, account_id: &str, id: &str) -> Result<bool, StoreError> {
         let mut tx = self.write_tx().await?;
+        sqlx::query("DELETE FROM intents WHERE connection_id = $1 AND connection_id IN (SELECT id FROM connections WHERE account_id = $2)")
+            .bind(id)
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM objects WHERE connection_id = $1 AND connection_id IN (SELECT id FROM connections WHERE account_id = $2)")
             .bind(id)
             .bind(account_id)

@@ -144,6 +144,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("created_at", Int),
             ("allowed_public", Text),
             ("prev_cert_sha256", Blob),
+            ("cert_seen", Int),
         ],
     ),
     (
@@ -245,8 +246,10 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("expect_size", Int),
             ("expect_crc", Int),
             ("change", Text),
+            ("absent_path", Text),
             ("outcome", Text),
             ("created_at", Int),
+            ("next_try_at", Int),
         ],
     ),
 ];

@@ -129,7 +129,7 @@ impl Store {
             "INSERT INTO spokes (name, cert_sha256, enrolled_at, created_at, allowed_public) \
              VALUES ($1, $2, $3, $3, (SELECT allowed_public FROM spoke_fleets WHERE token_hash = $4)) \
              ON CONFLICT (name) DO UPDATE SET token_hash = NULL, token_expires_at = NULL, \
-             cert_sha256 = excluded.cert_sha256, prev_cert_sha256 = NULL, enrolled_at = excluded.enrolled_at, \
+             cert_sha256 = excluded.cert_sha256, prev_cert_sha256 = NULL, cert_seen = 0, enrolled_at = excluded.enrolled_at, \
              allowed_public = excluded.allowed_public \
              WHERE spokes.enrolled_at IS NULL AND spokes.revoked_at IS NULL",
         )

@@ -447,33 +447,45 @@ impl Store {
     }
 
     /// Removes the folder `dir` (`a/b/`) from the index and the metadata
-    /// with whatever is still recorded below it, and adds `event` (the
-    /// folder's `deleted`); the files deleted before it had theirs.
-    pub async fn remove_folder(&self, dir: &str, event: &EventRecord) -> Result<(), StoreError> {
+    /// with whatever is still recorded below it from before `since` (Unix
+    /// ms: when its deletion began), and adds `event` (the folder's
+    /// `deleted`); the files deleted before it had theirs. A file written
+    /// below it since keeps its record, and the folders above it their
+    /// index rows.
+    pub async fn remove_folder(
+        &self,
+        dir: &str,
+        since: i64,
+        event: &EventRecord,
+    ) -> Result<(), StoreError> {
         let connection_id = event.connection_id.as_str();
+        let end = prefix_end(dir);
+        let (up, name) = key_of(dir, true);
         let mut tx = self.write_tx().await?;
-        self.remove_subtree(
-            &mut tx,
-            connection_id,
-            &event.account_id,
-            dir,
-            None,
-            event.at,
+        sqlx::query(
+            "DELETE FROM objects WHERE connection_id = $1 AND path >= $2 AND path < $3 \
+             AND updated_at < $4",
         )
+        .bind(connection_id)
+        .bind(dir)
+        .bind(&end)
+        .bind(since)
+        .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM objects WHERE connection_id = $1 AND path >= $2 AND path < $3")
-            .bind(connection_id)
-            .bind(dir)
-            .bind(prefix_end(dir))
-            .execute(&mut *tx)
-            .await?;
-        let (parent, name) = key_of(dir, true);
-        sqlx::query("DELETE FROM entries WHERE connection_id = $1 AND parent = $2 AND name = $3")
-            .bind(connection_id)
-            .bind(&parent)
-            .bind(&name)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "DELETE FROM entries WHERE connection_id = $1 \
+             AND ((parent >= $2 AND parent < $3) OR (parent = $4 AND name = $5)) \
+             AND NOT EXISTS (SELECT 1 FROM objects o WHERE o.connection_id = $1 \
+             AND o.path >= $2 AND o.path < $3 \
+             AND substr(o.path, 1, length(entries.parent || entries.name)) = entries.parent || entries.name)",
+        )
+        .bind(connection_id)
+        .bind(dir)
+        .bind(&end)
+        .bind(&up)
+        .bind(&name)
+        .execute(&mut *tx)
+        .await?;
         self.insert_event(&mut tx, event).await?;
         tx.commit().await?;
         Ok(())

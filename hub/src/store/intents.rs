@@ -8,6 +8,8 @@
 
 use ferry_common::content::model::{Commit, Intent};
 
+use sqlx::Row as _;
+
 use super::{Store, StoreError, new_id, now_ms};
 
 /// How an intent was settled by what the provider holds.
@@ -20,7 +22,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn as_str(self) -> &'static str {
+    /// Its name, as stored and as the metrics label it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Applied => "applied",
             Self::Dropped => "dropped",
@@ -46,8 +49,8 @@ impl Store {
         let id = new_id("int");
         let mut tx = self.write_tx().await?;
         sqlx::query(
-            "INSERT INTO intents (id, connection_id, path, expect_size, expect_crc, change, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO intents (id, connection_id, path, expect_size, expect_crc, change, \
+             absent_path, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&id)
         .bind(&intent.connection_id)
@@ -55,6 +58,7 @@ impl Store {
         .bind(intent.expect.map(|(size, _)| size as i64))
         .bind(intent.expect.map(|(_, crc)| crc as i64))
         .bind(serde_json::to_string(&intent.change).expect("a commit serialises"))
+        .bind(intent.also_absent.as_deref())
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
@@ -77,49 +81,60 @@ impl Store {
         Ok(outcome.flatten().as_deref() != Some(Outcome::Applied.as_str()))
     }
 
-    /// Intents recorded before `before` (Unix ms) that nothing settled yet,
-    /// oldest first, at most `limit`.
+    /// Intents recorded before `before` (Unix ms) that nothing settled yet
+    /// and that are due by `now` (see [`Store::retry_intent`]), the longest
+    /// due first, at most `limit`.
     pub async fn pending_intents(
         &self,
         before: i64,
+        now: i64,
         limit: i64,
     ) -> Result<Vec<PendingIntent>, StoreError> {
         self.refuse_if_down()?;
-        /// id, connection, path, size and CRC expected, change, time.
-        type Row = (
-            String,
-            String,
-            String,
-            Option<i64>,
-            Option<i64>,
-            String,
-            i64,
-        );
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, connection_id, path, expect_size, expect_crc, change, created_at \
-                 FROM intents WHERE outcome IS NULL AND created_at < $1 \
-                 ORDER BY created_at LIMIT CAST($2 AS BIGINT)",
+        let rows = sqlx::query(
+            "SELECT id, connection_id, path, expect_size, expect_crc, change, absent_path, \
+             created_at FROM intents WHERE outcome IS NULL AND created_at < $1 \
+             AND next_try_at <= $2 ORDER BY next_try_at, created_at LIMIT CAST($3 AS BIGINT)",
         )
         .bind(before)
+        .bind(now)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         let mut pending = Vec::with_capacity(rows.len());
-        for (id, connection_id, path, size, crc, change, created_at) in rows {
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            let change: String = row.try_get("change")?;
             let change: Commit = serde_json::from_str(&change)
                 .map_err(|e| StoreError::Corrupt(format!("intent {id}: {e}")))?;
+            let size: Option<i64> = row.try_get("expect_size")?;
+            let crc: Option<i64> = row.try_get("expect_crc")?;
             pending.push(PendingIntent {
-                id,
                 intent: Intent {
-                    connection_id,
-                    path,
+                    connection_id: row.try_get("connection_id")?,
+                    path: row.try_get("path")?,
                     expect: size.zip(crc).map(|(s, c)| (s as u64, c as u64)),
+                    also_absent: row.try_get("absent_path")?,
                     change,
                 },
-                created_at,
+                created_at: row.try_get("created_at")?,
+                id,
             });
         }
         Ok(pending)
+    }
+
+    /// Leaves intent `id` for another look at `at` (Unix ms): the provider
+    /// did not answer, or does not hold the change (yet).
+    pub async fn retry_intent(&self, id: &str, at: i64) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("UPDATE intents SET next_try_at = $1 WHERE id = $2 AND outcome IS NULL")
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Settles intent `id` by what the provider holds, committing `change`
@@ -171,6 +186,7 @@ mod tests {
             connection_id: "con_1".into(),
             path: path.into(),
             expect: None,
+            also_absent: None,
             change: Commit {
                 event: Some(EventRecord {
                     account_id: account.into(),
@@ -199,13 +215,19 @@ mod tests {
         let mut change = a.change.clone();
         change.intent = Some(id);
         store.commit(&change).await.unwrap();
-        assert!(store.pending_intents(later, 10).await.unwrap().is_empty());
+        assert!(
+            store
+                .pending_intents(later, later, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(events().await, 1);
 
         // Applied by a settling first: the late commit records nothing.
         let b = intent("acc_1", "b");
         let id = store.record_intent(&b).await.unwrap();
-        let pending = store.pending_intents(later, 10).await.unwrap();
+        let pending = store.pending_intents(later, later, 10).await.unwrap();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].intent, b);
         assert!(
@@ -256,7 +278,7 @@ mod tests {
         let e = intent("acc_1", "e");
         store.record_intent(&e).await.unwrap();
         assert_eq!(store.forget_intents(later).await.unwrap(), 1);
-        let pending = store.pending_intents(later, 10).await.unwrap();
+        let pending = store.pending_intents(later, later, 10).await.unwrap();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].intent.path, "e");
     }

@@ -395,6 +395,7 @@ CREATE TABLE event_horizons (
         name: "renewed spoke certificates",
         sqlite: r#"
 ALTER TABLE spokes ADD COLUMN prev_cert_sha256 BLOB;
+ALTER TABLE spokes ADD COLUMN cert_seen BIGINT NOT NULL DEFAULT 0;
 "#,
         postgres_only: &[],
     },
@@ -409,10 +410,12 @@ CREATE TABLE intents (
     expect_size   BIGINT,
     expect_crc    BIGINT,
     change        TEXT NOT NULL,
+    absent_path   TEXT,
     outcome       TEXT,
-    created_at    BIGINT NOT NULL
+    created_at    BIGINT NOT NULL,
+    next_try_at   BIGINT NOT NULL DEFAULT 0
 );
-CREATE INDEX intents_by_time ON intents(outcome, created_at);
+CREATE INDEX intents_by_time ON intents(outcome, next_try_at);
 "#,
         postgres_only: &[],
     },

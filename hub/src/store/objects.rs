@@ -140,7 +140,11 @@ impl Store {
         if let Some(id) = &change.intent
             && !Store::settle_by_commit(tx, id).await?
         {
+            // Its transfer is the one thing the settling could not record.
             tracing::info!(intent = %id, "a change was recorded already from what the provider holds");
+            if let Some(t) = &change.transfer {
+                insert_transfers(tx, std::slice::from_ref(t)).await?;
+            }
             return Ok(());
         }
         for (connection_id, path) in &change.remove {

@@ -85,8 +85,8 @@ pub struct SpokeStanding {
     pub revoked: bool,
     /// The SHA-256 of its current certificate.
     pub current: Option<Vec<u8>>,
-    /// The SHA-256 of the certificate its last renewal replaced, which
-    /// stays valid until it expires.
+    /// The SHA-256 of the certificate its last renewal replaced, while it
+    /// is still valid (the current one has opened no tunnel yet).
     pub previous: Option<Vec<u8>>,
 }
 
@@ -174,7 +174,7 @@ impl Store {
         self.refuse_if_down()?;
         let done = sqlx::query(
             "UPDATE spokes SET token_hash = NULL, token_expires_at = NULL, cert_sha256 = $1, \
-             prev_cert_sha256 = NULL, enrolled_at = $2 \
+             prev_cert_sha256 = NULL, cert_seen = 0, enrolled_at = $2 \
              WHERE token_hash = $3 AND revoked_at IS NULL AND token_expires_at > $2",
         )
         .bind(sha256(cert_der))
@@ -187,18 +187,23 @@ impl Store {
     }
 
     /// The name of the enrolled, unrevoked spoke holding this
-    /// certificate (its current one, or the one its last renewal
-    /// replaced), and what it may announce.
+    /// certificate (its current one, or the one its last renewal replaced
+    /// while the current one has not opened a tunnel yet), and what it may
+    /// announce. The current certificate opening a tunnel is noted: from
+    /// then on the one before no longer opens any.
     pub async fn spoke_for_certificate(
         &self,
         cert_der: &[u8],
     ) -> Result<Option<(String, AllowedPublic)>, StoreError> {
+        let hash = sha256(cert_der);
         let lookup = |pool| {
-            sqlx::query_as::<_, (String, Option<String>)>(
-                "SELECT name, allowed_public FROM spokes \
-                 WHERE (cert_sha256 = $1 OR prev_cert_sha256 = $1) AND revoked_at IS NULL",
+            sqlx::query_as::<_, (String, Option<String>, i64)>(
+                "SELECT name, allowed_public, \
+                 CASE WHEN cert_sha256 = $1 AND cert_seen = 0 THEN 1 ELSE 0 END FROM spokes \
+                 WHERE (cert_sha256 = $1 OR (prev_cert_sha256 = $1 AND cert_seen = 0)) \
+                 AND revoked_at IS NULL",
             )
-            .bind(sha256(cert_der))
+            .bind(&hash)
             .fetch_optional(pool)
         };
         // A spoke enrolled through another hub may not be on the replica yet.
@@ -207,15 +212,36 @@ impl Store {
             None if self.has_replica() => lookup(&self.pool).await?,
             None => None,
         };
-        Ok(found.map(|(name, allowed)| (name, allowance_of(allowed))))
+        let Some((name, allowed, first_use)) = found else {
+            return Ok(None);
+        };
+        // Best effort: a store that takes no writes now only keeps the
+        // certificate before valid a little longer.
+        if first_use == 1 && self.refuse_if_down().is_ok() {
+            let marked =
+                sqlx::query("UPDATE spokes SET cert_seen = 1 WHERE name = $1 AND cert_sha256 = $2")
+                    .bind(&name)
+                    .bind(&hash)
+                    .execute(&self.pool)
+                    .await;
+            match marked {
+                Ok(_) => self.note_write().await,
+                Err(e) => {
+                    tracing::debug!(spoke.id = %name, error = %e, "could not note a certificate's first tunnel")
+                }
+            }
+        }
+        Ok(Some((name, allowance_of(allowed))))
     }
 
     /// Records spoke `name`'s renewed certificate `cert_der`, renewed while
     /// it held the certificate whose SHA-256 is `held`; that one stays
-    /// valid beside the new one (until it expires, or the next renewal),
-    /// so a spoke that stops before it has kept the new one still
-    /// connects. False when the spoke is unknown or revoked, or `held` is
-    /// neither of its certificates.
+    /// valid beside the new one until the new one opens a tunnel (or it
+    /// expires), so a spoke that stops before it has kept the new one
+    /// still connects. False when the spoke is unknown or revoked, or
+    /// `held` is not its current certificate nor the one before while the
+    /// current one has opened no tunnel (so a key a renewal replaced
+    /// cannot renew once the spoke uses the new one).
     pub async fn renew_spoke_certificate(
         &self,
         name: &str,
@@ -224,8 +250,9 @@ impl Store {
     ) -> Result<bool, StoreError> {
         self.refuse_if_down()?;
         let done = sqlx::query(
-            "UPDATE spokes SET prev_cert_sha256 = $1, cert_sha256 = $2 WHERE name = $3 \
-             AND revoked_at IS NULL AND (cert_sha256 = $1 OR prev_cert_sha256 = $1)",
+            "UPDATE spokes SET prev_cert_sha256 = $1, cert_sha256 = $2, cert_seen = 0 \
+             WHERE name = $3 AND revoked_at IS NULL \
+             AND (cert_sha256 = $1 OR (prev_cert_sha256 = $1 AND cert_seen = 0))",
         )
         .bind(held)
         .bind(sha256(cert_der))
@@ -310,7 +337,8 @@ impl Store {
         type Row = (Option<i64>, Option<Vec<u8>>, Option<Vec<u8>>);
         let lookup = |pool| {
             sqlx::query_as::<_, Row>(
-                "SELECT revoked_at, cert_sha256, prev_cert_sha256 FROM spokes WHERE name = $1",
+                "SELECT revoked_at, cert_sha256, \
+                 CASE WHEN cert_seen = 0 THEN prev_cert_sha256 END FROM spokes WHERE name = $1",
             )
             .bind(name)
             .fetch_optional(pool)
@@ -404,7 +432,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_renewal_keeps_the_certificate_it_replaced_until_the_next() {
+    async fn a_renewal_keeps_the_certificate_it_replaced_until_the_new_one_is_used() {
         let (store, _dir) = store().await;
         let (token, _) = store.add_spoke("fra1", 60_000, None).await.unwrap();
         assert!(store.complete_enrolment(&token, b"one").await.unwrap());
@@ -418,56 +446,56 @@ mod tests {
                     .map(|(n, _)| n)
             }
         };
-        // Renewed while holding the first: both are the spoke's.
-        assert!(
+        let renew = |held: &'static [u8], new: &'static [u8]| {
+            let store = store.clone();
+            async move {
+                store
+                    .renew_spoke_certificate("fra1", &sha256(held), new)
+                    .await
+                    .unwrap()
+            }
+        };
+        let standing = async || {
             store
-                .renew_spoke_certificate("fra1", &sha256(b"one"), b"two")
+                .spoke_certificate("fra1", None)
                 .await
                 .unwrap()
-        );
+                .unwrap()
+        };
+        // Renewed while holding the first: both are the spoke's until the
+        // second opens a tunnel.
+        assert!(renew(b"one", b"two").await);
+        let s = standing().await;
+        assert!(s.holds(&sha256(b"one")) && s.holds(&sha256(b"two")));
         assert_eq!(name(b"one").await.as_deref(), Some("fra1"));
-        assert_eq!(name(b"two").await.as_deref(), Some("fra1"));
-        let standing = store
-            .spoke_certificate("fra1", None)
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(standing.holds(&sha256(b"one")) && standing.holds(&sha256(b"two")));
         // Renewed again while still holding the first (the second was never
-        // kept): the first stays, the second goes.
-        assert!(
-            store
-                .renew_spoke_certificate("fra1", &sha256(b"one"), b"three")
-                .await
-                .unwrap()
-        );
+        // kept, never used): the first stays, the second goes.
+        assert!(renew(b"one", b"three").await);
         assert_eq!(name(b"two").await, None);
-        assert_eq!(name(b"one").await.as_deref(), Some("fra1"));
-        // Renewed holding neither, or once revoked: refused.
+        // The third opens a tunnel: from then on the first neither opens
+        // tunnels nor renews (a key a renewal replaced cannot take over).
+        assert_eq!(name(b"three").await.as_deref(), Some("fra1"));
+        assert_eq!(name(b"one").await, None);
+        assert!(!standing().await.holds(&sha256(b"one")));
+        assert!(!renew(b"one", b"evil").await);
+        assert_eq!(name(b"three").await.as_deref(), Some("fra1"));
+        // Renewed holding neither, or for a spoke that does not exist: refused.
+        assert!(!renew(b"two", b"four").await);
         assert!(
             !store
-                .renew_spoke_certificate("fra1", &sha256(b"two"), b"four")
-                .await
-                .unwrap()
-        );
-        assert!(
-            !store
-                .renew_spoke_certificate("nobody", &sha256(b"one"), b"four")
+                .renew_spoke_certificate("nobody", &sha256(b"three"), b"four")
                 .await
                 .unwrap()
         );
         // Enrolled again: only the new certificate.
+        assert!(renew(b"three", b"four").await);
         let (token, _) = store.add_spoke("fra1", 60_000, None).await.unwrap();
         assert!(store.complete_enrolment(&token, b"five").await.unwrap());
-        assert_eq!(name(b"one").await, None);
         assert_eq!(name(b"three").await, None);
+        assert_eq!(name(b"four").await, None);
+        // Revoked: nothing more.
         store.revoke_spoke("fra1").await.unwrap();
-        assert!(
-            !store
-                .renew_spoke_certificate("fra1", &sha256(b"five"), b"six")
-                .await
-                .unwrap()
-        );
+        assert!(!renew(b"five", b"six").await);
         assert_eq!(name(b"five").await, None);
     }
 

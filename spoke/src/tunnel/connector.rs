@@ -233,6 +233,7 @@ impl Connector {
     pub(super) fn learn(&self, hub_id: Option<String>, hubs: Vec<HubAddrs>) {
         let _ = self.learned.send(Learned {
             target: self.target.index,
+            quic: self.target.quic,
             hub_id,
             hubs,
         });

@@ -32,6 +32,9 @@ const SWITCH_DRAIN: Duration = Duration::from_secs(600);
 pub struct Learned {
     /// The tunnel's index.
     pub(super) target: usize,
+    /// The address it dials (a message from a tunnel that ended, whose
+    /// place went to another, is told apart by it).
+    pub(super) quic: SocketAddr,
     /// The id of the hub at its other end.
     pub(super) hub_id: Option<String>,
     /// Every hub of that hub's store (empty: the hub did not say).
@@ -65,12 +68,13 @@ pub async fn hold(
     mut learned: mpsc::UnboundedReceiver<Learned>,
 ) -> anyhow::Result<()> {
     let mut held: Vec<Held> = Vec::new();
-    // A tunnel closed for good leaves its place to the next one, so that
-    // closing duplicates never adds up.
+    let configured = cfg.hub.targets().len();
+    // A learned tunnel closed for good leaves its place to the next learned
+    // one (never a configured hub's place, which keeps the order requests
+    // go in), so that closing duplicates never adds up.
     let spawn = |held: &mut Vec<Held>, quic: SocketAddr, tcp: SocketAddr, id: Option<String>| {
-        let index = held
-            .iter()
-            .position(|t| t.stop.is_cancelled() && t.task.is_finished())
+        let index = (configured..held.len())
+            .find(|&i| held[i].stop.is_cancelled() && held[i].task.is_finished())
             .unwrap_or(held.len());
         let target = HubTarget { index, quic, tcp };
         shared.client_rtts.ensure_hubs(held.len().max(index + 1));
@@ -114,7 +118,6 @@ pub async fn hold(
     for t in cfg.hub.targets() {
         spawn(&mut held, t.quic, t.tcp, None);
     }
-    let configured = held.len();
     let mut pending: Vec<HubAddrs> = identity.hubs.clone();
     loop {
         let l = tokio::select! {
@@ -124,6 +127,9 @@ pub async fn hold(
                 None => break,
             },
         };
+        if held[l.target].target.quic != l.quic {
+            continue;
+        }
         held[l.target].tried = true;
         if let Some(id) = l.hub_id {
             held[l.target].id = Some(id.clone());
