@@ -9,7 +9,7 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_fault_campaign_breaks_no_invariant() {
     let report = ferry_tests::chaos::run(ferry_tests::chaos::Settings {
-        duration: Duration::from_secs(40),
+        duration: Duration::from_secs(30),
         clients: 3,
         seed: 7,
         paths: 8,
