@@ -83,6 +83,11 @@ impl Reports {
         };
         let n = reports.queue.lock().expect("report queue poisoned").len();
         reports.set_waiting(n);
+        // What an earlier run left counts from the start, not from the
+        // next write.
+        reports
+            .metrics
+            .journal_bytes(reports.journal.waiting_bytes());
         Ok(reports)
     }
 

@@ -469,6 +469,7 @@ pub async fn run(settings: Settings) -> Report {
     for (i, url) in metrics.iter().enumerate() {
         let empty = eventually(Duration::from_secs(60), async || {
             metric(url, "ferry_spoke_report_journal_bytes", &[]).await == 0.0
+                && metric(url, "ferry_spoke_reports_queued", &[]).await == 0.0
         })
         .await;
         if !empty {
