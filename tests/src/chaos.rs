@@ -70,6 +70,8 @@ pub struct Report {
     pub faults: BTreeMap<&'static str, u64>,
     /// Broken invariants, each in a sentence.
     pub violations: Vec<String>,
+    /// The daemons' log lines about the paths in violations.
+    pub notes: Vec<String>,
 }
 
 impl std::fmt::Display for Report {
@@ -85,6 +87,9 @@ impl std::fmt::Display for Report {
         writeln!(f, "violations: {}", self.violations.len())?;
         for v in &self.violations {
             writeln!(f, "  - {v}")?;
+        }
+        for n in &self.notes {
+            writeln!(f, "{n}")?;
         }
         Ok(())
     }
@@ -318,7 +323,10 @@ struct Cast {
 /// Kinds of fault there are (see [`fault`]).
 const FAULT_KINDS: u64 = 10;
 
-/// Injects fault `kind` and heals it; returns its name.
+/// Injects fault `kind` and heals it; returns its name. The sleeps here
+/// are the faults' own lengths (how long a process stays down, how long
+/// the provider is slow), chosen at random, not waits for something to
+/// happen: each restart waits for the process's readiness itself.
 fn fault(cast: &mut Cast, proxy: &FaultProxy, rng: &mut Rng, kind: u64) -> &'static str {
     match kind {
         0 | 1 => {
@@ -427,7 +435,9 @@ pub async fn run(settings: Settings) -> Report {
         tokio::task::spawn_blocking(move || {
             let mut rng = Rng::new(seed ^ 0xFA17);
             let mut faults: BTreeMap<&'static str, u64> = BTreeMap::new();
-            // Every kind once in each round of ten, in an order of its own.
+            // Every kind once in each round of ten, in an order of its own;
+            // the pause between two faults is the campaign's pace, not a
+            // wait for a signal.
             let mut round: Vec<u64> = Vec::new();
             while Instant::now() < until && !done.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(1000 + rng.below(2000)));
@@ -492,6 +502,27 @@ pub async fn run(settings: Settings) -> Report {
             .push("intents were left unsettled two minutes after the faults".into());
     }
     check(&hub_url, &tenant, &paths, &mut report).await;
+    // The daemons' own lines about each path in a violation, for whoever
+    // reads the report.
+    let logs: Vec<String> = std::iter::once(cast.hub.log())
+        .chain(cast.spokes.iter().map(Spoke::log))
+        .collect();
+    let broken: BTreeSet<String> = report
+        .violations
+        .iter()
+        .filter_map(|v| v.split(':').next().map(str::to_owned))
+        .filter(|p| paths.contains_key(p))
+        .collect();
+    for path in broken {
+        let lines: Vec<&str> = logs
+            .iter()
+            .flat_map(|l| l.lines())
+            .filter(|l| l.contains(path.as_str()) && !l.contains(" DEBUG "))
+            .collect();
+        report
+            .notes
+            .push(format!("{path}:\n    {}", lines.join("\n    ")));
+    }
     drop(cast);
     report
 }

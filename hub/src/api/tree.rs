@@ -655,14 +655,9 @@ pub(super) async fn relocate(
         EventKind::Copied
     };
     let event = |at: i64| EventRecord {
-        account_id: res.account.clone(),
-        connection_id: conn_id.to_owned(),
-        kind,
-        path: to.as_str().to_owned(),
         from_path: Some(from.as_str().to_owned()),
-        size: Some(src.size as i64),
         at,
-        origin: Origin::Ferry,
+        ..event_at(res, kind, to.as_str(), Some(src.size as i64))
     };
     let mut remove = vec![(conn_id.to_owned(), to.as_str().to_owned())];
     if is_move {
