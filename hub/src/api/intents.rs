@@ -102,7 +102,7 @@ async fn settle_one(state: &AppState, p: PendingIntent) {
         meta.provider_modified_ms = modified_ms;
     }
     match state.store.settle_intent(&p.id, outcome, &change).await {
-        Ok(true) => {
+        Ok(Some(outcome)) => {
             state.metrics.intent_settled(outcome);
             tracing::info!(
                 intent = %p.id,
@@ -113,7 +113,7 @@ async fn settle_one(state: &AppState, p: PendingIntent) {
                 "settled a change whose record was lost, by what the provider holds"
             );
         }
-        Ok(false) => {}
+        Ok(None) => {}
         Err(e) => tracing::warn!(intent = %p.id, error = %e, "could not settle an intent"),
     }
 }

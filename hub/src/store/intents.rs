@@ -138,16 +138,32 @@ impl Store {
     }
 
     /// Settles intent `id` by what the provider holds, committing `change`
-    /// when it was `Applied`; false when something settled it meanwhile.
-    /// Settled intents are kept a day (a commit arriving late learns of the
-    /// settling from them), then forgotten by [`Store::forget_intents`].
+    /// when it was `Applied` — unless the path was recorded again since the
+    /// intent was made (a later change, which the provider's answer may
+    /// already show or not), which is then kept and the intent dropped.
+    /// Returns how it was settled; `None` when something settled it
+    /// meanwhile. Settled intents are kept a day (a commit arriving late
+    /// learns of the settling from them), then forgotten by
+    /// [`Store::forget_intents`].
     pub async fn settle_intent(
         &self,
         id: &str,
         outcome: Outcome,
         change: &Commit,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Outcome>, StoreError> {
         let mut tx = self.write_tx().await?;
+        let superseded: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM objects o JOIN intents i \
+             ON o.connection_id = i.connection_id AND o.path = i.path \
+             WHERE i.id = $1 AND o.updated_at >= i.created_at",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let outcome = match superseded {
+            0 => outcome,
+            _ => Outcome::Dropped,
+        };
         let marked =
             sqlx::query("UPDATE intents SET outcome = $1 WHERE id = $2 AND outcome IS NULL")
                 .bind(outcome.as_str())
@@ -155,13 +171,13 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         if marked.rows_affected() != 1 {
-            return Ok(false);
+            return Ok(None);
         }
         if outcome == Outcome::Applied {
             self.commit_in(&mut tx, change).await?;
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(outcome))
     }
 
     /// Forgets intents settled before `before` (Unix ms).
@@ -235,12 +251,14 @@ mod tests {
                 .settle_intent(&id, Outcome::Applied, &b.change)
                 .await
                 .unwrap()
+                .is_some()
         );
         assert!(
             !store
                 .settle_intent(&id, Outcome::Applied, &b.change)
                 .await
-                .unwrap(),
+                .unwrap()
+                .is_some(),
             "settled once"
         );
         assert_eq!(events().await, 2);
@@ -258,6 +276,7 @@ mod tests {
                 .settle_intent(&id, Outcome::Dropped, &c.change)
                 .await
                 .unwrap()
+                .is_some()
         );
         assert_eq!(events().await, 2);
         let mut late = c.change.clone();
@@ -274,6 +293,7 @@ mod tests {
                 .settle_intent(&id, Outcome::Dropped, &d.change)
                 .await
                 .unwrap()
+                .is_some()
         );
         let e = intent("acc_1", "e");
         store.record_intent(&e).await.unwrap();
