@@ -147,12 +147,19 @@ impl Store {
             }
             return Ok(());
         }
+        // A change reported late (a spoke's report from before another
+        // node's newer write of the path) neither removes nor replaces the
+        // newer record.
+        let before = change.event.as_ref().map_or(i64::MAX, |e| e.at);
         for (connection_id, path) in &change.remove {
-            sqlx::query("DELETE FROM objects WHERE connection_id = $1 AND path = $2")
-                .bind(connection_id)
-                .bind(path)
-                .execute(&mut **tx)
-                .await?;
+            sqlx::query(
+                "DELETE FROM objects WHERE connection_id = $1 AND path = $2 AND updated_at <= $3",
+            )
+            .bind(connection_id)
+            .bind(path)
+            .bind(before)
+            .execute(&mut **tx)
+            .await?;
         }
         if let Some(m) = &change.upsert {
             upsert(tx, m).await?;
@@ -209,7 +216,7 @@ async fn upsert(conn: &mut sqlx::AnyConnection, m: &ObjectMeta) -> Result<(), sq
          crc64nvme = excluded.crc64nvme, sha256 = excluded.sha256, \
          content_type = excluded.content_type, etag = excluded.etag, \
          provider_modified_ms = excluded.provider_modified_ms, updated_at = excluded.updated_at, \
-         headers = excluded.headers"
+         headers = excluded.headers WHERE objects.updated_at <= excluded.updated_at"
     )))
     .bind(&m.connection_id)
     .bind(&m.path)
