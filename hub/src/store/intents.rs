@@ -254,11 +254,11 @@ mod tests {
                 .is_some()
         );
         assert!(
-            !store
+            store
                 .settle_intent(&id, Outcome::Applied, &b.change)
                 .await
                 .unwrap()
-                .is_some(),
+                .is_none(),
             "settled once"
         );
         assert_eq!(events().await, 2);
