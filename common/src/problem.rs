@@ -94,6 +94,9 @@ error_codes! {
     NotAFolder => (CONFLICT, "not_a_folder", "The path names a file, not a folder"),
     /// A folder to delete without `recursive=true` is not empty.
     FolderNotEmpty => (CONFLICT, "folder_not_empty", "The folder is not empty"),
+    /// Another change to the object was recorded, or is being made, since
+    /// this one began: one writer wins, the other is told.
+    WriteConflict => (CONFLICT, "write_conflict", "Another change to the object came first"),
     /// Something already exists with that name or at that path.
     AlreadyExists => (CONFLICT, "already_exists", "It already exists"),
     /// `If-Match` or `If-None-Match` failed.

@@ -358,6 +358,8 @@ pub fn problem_error(p: Problem) -> S3Error {
     let code = match p.code {
         "file_not_found" | "not_found" | "not_a_file" => S3ErrorCode::NoSuchKey,
         "precondition_failed" => S3ErrorCode::PreconditionFailed,
+        // What S3 answers when a conflicting write to the key came first.
+        "write_conflict" => S3ErrorCode::Custom("ConditionalRequestConflict".into()),
         "range_not_satisfiable" => S3ErrorCode::InvalidRange,
         "invalid_path" => S3ErrorCode::InvalidArgument,
         "digest_mismatch" | "checksum_mismatch" => S3ErrorCode::BadDigest,

@@ -12,7 +12,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ferry_common::content::model::{Commit, Direction, EventKind, ObjectMeta, Transfer};
+use ferry_common::content::model::{Commit, Direction, EventKind, Intent, ObjectMeta, Transfer};
 use ferry_common::contract::GrantOp;
 use ring::hmac;
 use serde::{Deserialize, Serialize};
@@ -256,6 +256,33 @@ impl Claims {
         Ok(())
     }
 
+    /// An intent recorded for `spoke`: the upload a write grant covers,
+    /// about to be put in place — its path, the content the change
+    /// records, and the change its commit will make
+    /// ([`Claims::check_commit`]); nothing removed, no other path.
+    pub fn check_intent(
+        &self,
+        i: &Intent,
+        spoke: &str,
+        recorded: Option<&ObjectMeta>,
+    ) -> Result<(), GrantError> {
+        if !matches!(self.op, GrantOp::Write | GrantOp::Upload) {
+            return Err(GrantError::Outside("an intent under a read grant"));
+        }
+        self.check_object(&i.connection_id, &i.path)?;
+        let Some(m) = &i.change.upsert else {
+            return Err(GrantError::Outside("an intent without its upload"));
+        };
+        if i.also_absent.is_some()
+            || i.change.event.is_none()
+            || i.change.intent.is_some()
+            || i.expect != Some((m.size as u64, m.crc64nvme))
+        {
+            return Err(GrantError::Outside("an intent other than the upload's"));
+        }
+        self.check_commit(&i.change, spoke, recorded)
+    }
+
     /// A commit by `spoke`, where `recorded` is what the store holds for
     /// the granted path now. A write grant commits its path's upload (its
     /// metadata, a created or updated event, its transfer); a read grant
@@ -293,6 +320,9 @@ impl Claims {
             GrantOp::Read => {
                 if c.event.is_some() {
                     return Err(GrantError::Outside("an event under a read grant"));
+                }
+                if c.intent.is_some() {
+                    return Err(GrantError::Outside("an intent under a read grant"));
                 }
                 if let (Some(new), Some(old)) = (&c.upsert, recorded)
                     && (new.size, new.crc64nvme) != (old.size, old.crc64nvme)
@@ -337,6 +367,7 @@ mod tests {
 
     fn meta(size: i64) -> ObjectMeta {
         ObjectMeta {
+            generation: 0,
             connection_id: "con_1".into(),
             path: "a/b.txt".into(),
             size,
@@ -495,6 +526,59 @@ mod tests {
         );
         assert!(
             c.check_transfer(&transfer(Direction::Download), "fra1")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_write_grant_intends_its_upload_and_nothing_else() {
+        let upload = Intent {
+            connection_id: "con_1".into(),
+            path: "a/b.txt".into(),
+            expect: Some((1, 7)),
+            also_absent: None,
+            replaces: 0,
+            change: Commit {
+                upsert: Some(meta(1)),
+                event: Some(event("acc_1", EventKind::Created)),
+                ..Commit::default()
+            },
+        };
+        let c = claims(GrantOp::Write);
+        assert_eq!(c.check_intent(&upload, "fra1", None), Ok(()));
+        assert!(
+            claims(GrantOp::Read)
+                .check_intent(&upload, "fra1", None)
+                .is_err()
+        );
+        let mut elsewhere = upload.clone();
+        elsewhere.path = "other.txt".into();
+        assert!(c.check_intent(&elsewhere, "fra1", None).is_err());
+        let mut other_content = upload.clone();
+        other_content.expect = Some((2, 7));
+        assert!(c.check_intent(&other_content, "fra1", None).is_err());
+        let mut nothing_there = upload.clone();
+        nothing_there.expect = None;
+        assert!(c.check_intent(&nothing_there, "fra1", None).is_err());
+        let mut moving = upload.clone();
+        moving.also_absent = Some("a/c.txt".into());
+        assert!(c.check_intent(&moving, "fra1", None).is_err());
+        let mut removing = upload.clone();
+        removing.change.upsert = None;
+        removing.change.remove = vec![("con_1".into(), "a/b.txt".into())];
+        assert!(c.check_intent(&removing, "fra1", None).is_err());
+        let mut other_account = upload.clone();
+        other_account.change.event = Some(event("acc_2", EventKind::Created));
+        assert!(c.check_intent(&other_account, "fra1", None).is_err());
+        // A read grant's commit (a digest) settles no intent.
+        let digest = Commit {
+            upsert: Some(meta(1)),
+            intent: Some("int_x".into()),
+            ..Commit::default()
+        };
+        assert!(
+            claims(GrantOp::Read)
+                .check_commit(&digest, "fra1", Some(&meta(1)))
                 .is_err()
         );
     }

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use ferry_common::body::{Body, full};
 use ferry_common::content::locks::PathLocks;
-use ferry_common::content::model::{Commit, ObjectMeta, Transfer};
+use ferry_common::content::model::{Commit, Intent, ObjectMeta, Transfer};
 use ferry_common::content::{MetaHost, Node, Target};
 use ferry_common::contract::{
-    Grant, GrantOp, GrantRequest, InternalCall, LookupAnswer, LookupRequest,
+    Grant, GrantOp, GrantRequest, IntendAnswer, InternalCall, LookupAnswer, LookupRequest,
 };
 use ferry_common::problem::{ErrorCode, Problem};
 use ferry_common::provider::ProviderRegistry;
@@ -364,6 +364,30 @@ impl MetaHost for SpokeHost {
                     Ok(None)
                 }
                 Err(_) => Ok(None),
+            }
+        })
+    }
+
+    /// The hub records the upload before it is put in place, and refuses
+    /// it when another change to the object came first (through any
+    /// node): so an upload at a spoke needs its hub, as one at the hub
+    /// needs the store's primary.
+    fn intend<'a>(&'a self, intent: &'a Intent) -> BoxFuture<'a, Result<Option<String>, Problem>> {
+        Box::pin(async move {
+            let answer = self
+                .data
+                .client
+                .call(InternalCall::Intend, OnBehalf::Grant(&self.token), intent)
+                .await
+                .map_err(|_| {
+                    crate::hub_client::unreachable(
+                        "the hub, which orders the changes to each object, cannot be reached; nothing was changed",
+                    )
+                })?;
+            match crate::uploads::read::<IntendAnswer>(answer) {
+                Ok(a) => Ok(Some(a.intent)),
+                Err(p) if p.error_code() == ErrorCode::WriteConflict => Err(p.with_retry_after(1)),
+                Err(p) => Err(p),
             }
         })
     }

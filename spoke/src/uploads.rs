@@ -79,7 +79,7 @@ impl SpokeUploads {
 }
 
 /// The hub's answer read as `T`, or its refusal as a problem.
-fn read<T: DeserializeOwned>(answer: CallAnswer) -> Result<T, Problem> {
+pub(crate) fn read<T: DeserializeOwned>(answer: CallAnswer) -> Result<T, Problem> {
     if answer.status != StatusCode::OK {
         return Err(Problem::from_answer(answer.status, &answer.body));
     }

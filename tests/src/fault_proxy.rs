@@ -46,6 +46,8 @@ struct Faults {
     /// Answers to requests of this method wait this long (milliseconds)
     /// after the server gave them.
     hold_for: Mutex<Option<(http::Method, u64)>>,
+    /// Wakes the answers held when holding stops.
+    released: tokio::sync::Notify,
     /// Each piece of a response body waits this long (microseconds).
     throttle_us: AtomicU64,
     /// Requests of this method to let pass, then how many to fail (503).
@@ -149,6 +151,7 @@ impl FaultProxy {
     /// Stops holding answers.
     pub fn release_answers(&self) {
         *self.faults.hold_for.lock().unwrap() = None;
+        self.faults.released.notify_waiters();
     }
 
     /// Holds each piece of every response body for `d`, so that a large
@@ -290,8 +293,14 @@ async fn handle(
     let forwarded = http::Request::from_parts(parts, body.map_err(BoxError::from).boxed());
     let resp = client.request(forwarded).await?;
     if hold > 0 {
+        // Waiting for the release from before the hold is counted, so a
+        // release right after the count is not missed.
+        let released = faults.released.notified();
         faults.injected.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(hold)).await;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(hold)) => {}
+            () = released => {}
+        }
     }
     let (parts, body) = resp.into_parts();
     let has_body = !head

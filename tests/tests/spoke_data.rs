@@ -209,8 +209,11 @@ async fn a_revoked_key_stops_working_at_a_spoke_within_the_grant_lifetime() {
         .expect(200);
 }
 
+/// Downloads under way go on without the hub; uploads wait for it: the
+/// hub orders the changes to each object, so a spoke cannot put one in
+/// place while it is away, even under a grant it holds.
 #[tokio::test]
-async fn granted_transfers_survive_a_hub_outage_and_reports_arrive_later() {
+async fn downloads_survive_a_hub_outage_and_uploads_wait_for_the_hub() {
     let mut hub = Hub::start();
     let mut spoke = Spoke::start(&hub, "fra1");
     let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
@@ -240,59 +243,43 @@ async fn granted_transfers_survive_a_hub_outage_and_reports_arrive_later() {
     ferry_tests::read_rest(&mut body, &mut got, "the download goes on without the hub").await;
     assert!(got == data, "the download completed intact");
 
-    // …so writing it again works without the hub, and the report waits;
-    // an object no grant covers cannot be written until the hub is back.
+    // …yet writing it again waits for the hub (nothing is changed), as
+    // does an object no grant covers.
     assert!(spoke.until_readyz(503, Duration::from_secs(10)).await);
-    via_spoke
-        .put(&t.file("while-down.txt"))
-        .body("written during the outage")
-        .send()
-        .await
-        .expect(200);
-    assert!(metric(&spoke.metrics_url(), "ferry_spoke_reports_queued", &[]).await >= 1.0);
-    let refused = via_spoke
-        .put(&t.file("never-granted.txt"))
-        .body("no grant, no hub")
-        .send()
-        .await
-        .expect(503);
-    assert_eq!(refused.json()["code"], "hub_unreachable");
-
+    for path in ["while-down.txt", "never-granted.txt"] {
+        via_spoke
+            .put(&t.file(path))
+            .body("written during the outage")
+            .send()
+            .await
+            .expect_problem(503, "hub_unreachable");
+    }
     hub.restart_on_same_ports();
-    assert!(
-        eventually(Duration::from_secs(20), async || {
-            metric(&spoke.metrics_url(), "ferry_spoke_reports_queued", &[]).await == 0.0
-        })
-        .await,
-        "the queued reports were not delivered:\n{}",
-        spoke.log()
-    );
     let via_hub = Api::new(hub.url()).as_token(&t.key);
-    let events = via_hub.get("/v1/events").send().await.expect(200).json();
-    assert!(
-        events["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["path"] == "while-down.txt" && e["type"] == "updated"),
-        "{events}"
-    );
     let got = via_hub
         .get(&t.file("while-down.txt"))
         .send()
         .await
         .expect(200);
-    assert_eq!(&got.body[..], b"written during the outage");
+    assert_eq!(&got.body[..], b"written before the outage");
     assert_eq!(
         got.header("x-ferry-checksum-crc64nvme"),
-        ferry_tests::crc64nvme_field(b"written during the outage"),
-        "the metadata of the write during the outage arrived"
+        ferry_tests::crc64nvme_field(b"written before the outage"),
     );
     via_hub
         .get(&t.file("never-granted.txt"))
         .send()
         .await
         .expect(404);
+    assert_eq!(events_of(&via_hub, "while-down.txt", "updated").await, 0);
+    // With the hub back, the spoke writes again.
+    assert!(spoke.until_readyz(200, Duration::from_secs(20)).await);
+    via_spoke
+        .put(&t.file("while-down.txt"))
+        .body("written after the outage")
+        .send()
+        .await
+        .expect(200);
     spoke.stop();
 }
 
@@ -460,9 +447,24 @@ async fn events_of(api: &Api, path: &str, kind: &str) -> usize {
 
 #[tokio::test]
 async fn a_spoke_killed_with_an_answered_upload_reports_it_after_restarting_and_only_once() {
-    let mut hub = Hub::start();
+    ferry_tests::install_crypto_provider();
+    // S3 (moto) behind a proxy that can hold its answers, so that the
+    // hub can go away between recording the upload's intent and taking
+    // its report.
+    let server = ferry_tests::providers::StorageServer::s3("journal");
+    let proxy = ferry_tests::fault_proxy::FaultProxy::start(server.addr).await;
+    let mut hub = Hub::start_with(HubOptions {
+        extra_toml: "[providers.remote]\nallow_private_endpoints = true\n".into(),
+        ..HubOptions::default()
+    });
     let mut spoke = Spoke::start(&hub, "fra1");
-    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    let t = ferry_tests::scenarios::remote_tenant(
+        &hub.url(),
+        "alpha",
+        "s3",
+        server.config("journal", Some(&proxy.url())),
+    )
+    .await;
     let via_spoke = Api::new(spoke.url()).as_token(&t.key);
     via_spoke
         .put(&t.file("x.txt"))
@@ -471,16 +473,22 @@ async fn a_spoke_killed_with_an_answered_upload_reports_it_after_restarting_and_
         .await
         .expect(201);
 
-    // The hub goes away; an upload the spoke's grant covers is answered,
-    // its report only in the spoke's journal.
-    hub.kill();
-    assert!(spoke.until_readyz(503, Duration::from_secs(10)).await);
-    via_spoke
+    // S3 takes the second upload, its answer held; meanwhile the hub goes
+    // away. The upload is answered, its report only in the spoke's
+    // journal.
+    let before = proxy.counts().1;
+    proxy.hold_answers(http::Method::PUT, Duration::from_secs(60));
+    let second = via_spoke
         .put(&t.file("x.txt"))
-        .body("second, while the hub is away")
-        .send()
-        .await
-        .expect(200);
+        .body("second, while the hub is away");
+    let pending = tokio::spawn(second.send());
+    assert!(
+        eventually(Duration::from_secs(10), async || proxy.counts().1 > before).await,
+        "S3 never got the upload"
+    );
+    hub.kill();
+    proxy.release_answers();
+    pending.await.unwrap().expect(200);
     let journal = spoke.dir.path().join("state/reports.journal");
     let kept = std::fs::read(&journal).unwrap();
     assert!(!kept.is_empty(), "the report is not in the journal");
@@ -548,44 +556,194 @@ async fn a_spoke_whose_journal_is_full_refuses_uploads_until_the_hub_takes_its_r
         .await,
         4096.0
     );
+    via_spoke.get(&t.file("x.txt")).send().await.expect(200);
     hub.kill();
     assert!(spoke.until_readyz(503, Duration::from_secs(10)).await);
-    // Writes under the cached grant go on, each report journalled, until
-    // the journal holds its limit: then a write is refused, and nothing
-    // of it written.
-    let mut taken = 0;
-    let refused = loop {
-        let r = via_spoke
-            .put(&t.file("x.txt"))
-            .body(format!("v{}", taken + 1))
-            .send()
-            .await;
-        if r.status != 200 {
-            break r;
-        }
-        taken += 1;
-        assert!(taken < 50, "the journal never filled");
-    };
-    assert!(taken >= 1, "not one write was taken");
-    assert_eq!(refused.status, 503, "{:?}", refused.body);
-    assert_eq!(refused.json()["code"], "report_journal_full");
+    // Downloads under the cached grant go on, each one's transfer report
+    // journalled, until the journal holds its limit.
+    let mut downloads = 0;
+    while journal_bytes(&spoke).await < 4096.0 {
+        via_spoke.get(&t.file("x.txt")).send().await.expect(200);
+        downloads += 1;
+        assert!(downloads < 200, "the journal never filled");
+    }
+    // Then an upload is refused for that, before anything is written
+    // (not for the hub being away, which is asked later).
+    let refused = via_spoke
+        .put(&t.file("x.txt"))
+        .body("refused")
+        .send()
+        .await
+        .expect_problem(503, "report_journal_full");
     assert!(refused.header("retry-after").is_some());
-    assert!(journal_bytes(&spoke).await >= 4096.0);
-    // The hub back, the reports go and uploads are taken again; the last
-    // write taken is what the object holds.
+    // The hub back, the reports go and uploads are taken again.
     hub.restart_on_same_ports();
     assert!(journal_empties(&spoke, Duration::from_secs(20)).await);
     let via_hub = Api::new(hub.url()).as_token(&t.key);
     let got = via_hub.get(&t.file("x.txt")).send().await.expect(200);
-    assert_eq!(got.body, format!("v{taken}").as_bytes());
-    assert_eq!(
-        got.header("x-ferry-checksum-crc64nvme"),
-        ferry_tests::crc64nvme_field(format!("v{taken}").as_bytes())
-    );
+    assert_eq!(&got.body[..], b"v0");
     via_spoke
         .put(&t.file("x.txt"))
         .body("after")
         .send()
         .await
         .expect(200);
+}
+
+/// The presigned `PUT` URL (path and query) of `key` in `bucket`, as boto3
+/// signs it for the S3 door at `endpoint`.
+fn presigned_put(
+    endpoint: &str,
+    access_key: &str,
+    secret: &str,
+    bucket: &str,
+    key: &str,
+) -> String {
+    let script = "import sys, boto3\n\
+from botocore.config import Config\n\
+s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1',\n\
+    aws_access_key_id=sys.argv[2], aws_secret_access_key=sys.argv[3],\n\
+    config=Config(s3={'addressing_style': 'path'}, signature_version='s3v4'))\n\
+print(s3.generate_presigned_url('put_object', Params={'Bucket': sys.argv[4], 'Key': sys.argv[5]}, ExpiresIn=300))\n";
+    let out = std::process::Command::new(ferry_tests::tools::Tool::Python.path())
+        .args(["-c", script, endpoint, access_key, secret, bucket, key])
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .strip_prefix(endpoint)
+        .expect("the endpoint's URL")
+        .to_owned()
+}
+
+/// Two writers on one path through different nodes, the first to begin
+/// the last to end: the later one's change is recorded first, and the
+/// earlier one is refused (`409 write_conflict`; `412` when it had a
+/// condition; S3's `409 ConditionalRequestConflict` through the door),
+/// changing nothing. Content, record and feed all say the winner's.
+#[tokio::test]
+async fn two_writers_on_one_path_one_wins_and_the_other_changes_nothing() {
+    ferry_tests::install_crypto_provider();
+    let hub = Hub::start();
+    let fra = Spoke::start(&hub, "fra1");
+    let ams = Spoke::start(&hub, "ams1");
+    let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
+    let via = |url: String| Api::new(url).as_token(&t.key);
+    let via_hub = via(hub.url());
+    let path = "shared/one.bin";
+    let slow = Bytes::from(pattern(1 << 20, 5));
+    let active = async |url: String, name: &str| {
+        assert!(
+            eventually(Duration::from_secs(10), async || metric(&url, name, &[])
+                .await
+                >= 1.0)
+            .await,
+            "the slow upload did not begin"
+        );
+    };
+    let check = async |winner: &[u8], created: usize, updated: usize| {
+        let got = via_hub.get(&t.file(path)).send().await.expect(200);
+        assert_eq!(&got.body[..], winner, "the provider holds the winner's");
+        assert_eq!(
+            got.header("x-ferry-checksum-crc64nvme"),
+            ferry_tests::crc64nvme_field(winner),
+            "the record is the winner's"
+        );
+        assert_eq!(events_of(&via_hub, path, "created").await, created);
+        assert_eq!(events_of(&via_hub, path, "updated").await, updated);
+    };
+
+    // 1. Through two spokes, nothing there before: the loser began first
+    // (its body slow), the winner began and ended meanwhile.
+    let (req, tx) = via(fra.url()).put(&t.file(path)).body_channel(slow.len());
+    let loser = tokio::spawn(req.send());
+    tx.send(slow.slice(..64 << 10)).await.unwrap();
+    active(fra.metrics_url(), "ferry_spoke_active_transfers").await;
+    via(ams.url())
+        .put(&t.file(path))
+        .body("the winner")
+        .send()
+        .await
+        .expect(201);
+    tx.send(slow.slice(64 << 10..)).await.unwrap();
+    drop(tx);
+    let lost = loser.await.unwrap().expect_problem(409, "write_conflict");
+    assert_eq!(lost.header("retry-after").as_deref(), Some("1"));
+    check(b"the winner", 1, 0).await;
+
+    // 2. With conditions, the hub against a spoke: both began with the
+    // same version; the later one's condition no longer holds.
+    let etag = via_hub
+        .head(&t.file(path))
+        .send()
+        .await
+        .header("etag")
+        .unwrap();
+    let (req, tx) = via(fra.url())
+        .put(&t.file(path))
+        .header("if-match", &etag)
+        .body_channel(slow.len());
+    let loser = tokio::spawn(req.send());
+    tx.send(slow.slice(..64 << 10)).await.unwrap();
+    active(fra.metrics_url(), "ferry_spoke_active_transfers").await;
+    via_hub
+        .put(&t.file(path))
+        .header("if-match", &etag)
+        .body("the second winner")
+        .send()
+        .await
+        .expect(200);
+    tx.send(slow.slice(64 << 10..)).await.unwrap();
+    drop(tx);
+    loser
+        .await
+        .unwrap()
+        .expect_problem(412, "precondition_failed");
+    check(b"the second winner", 1, 1).await;
+
+    // 3. Through the S3 door at a spoke (a presigned PUT, its body slow)
+    // against a delete at the hub.
+    let key = t.api.post("/v1/s3-keys").send().await.expect(201).json();
+    let url = presigned_put(
+        &ams.url(),
+        key["access_key_id"].as_str().unwrap(),
+        key["secret_access_key"].as_str().unwrap(),
+        "local",
+        path,
+    );
+    let (req, tx) = Api::new(ams.url()).put(&url).body_channel(slow.len());
+    let loser = tokio::spawn(req.send());
+    tx.send(slow.slice(..64 << 10)).await.unwrap();
+    active(ams.metrics_url(), "ferry_spoke_active_transfers").await;
+    via_hub.delete(&t.file(path)).send().await.expect(204);
+    tx.send(slow.slice(64 << 10..)).await.unwrap();
+    drop(tx);
+    let lost = loser.await.unwrap().expect(409);
+    let body = String::from_utf8_lossy(&lost.body).into_owned();
+    assert!(
+        body.contains("<Code>ConditionalRequestConflict</Code>"),
+        "{body}"
+    );
+    via_hub.get(&t.file(path)).send().await.expect(404);
+    assert_eq!(events_of(&via_hub, path, "deleted").await, 1);
+
+    // Nothing of the losers is left staged, and a writer that begins now
+    // goes through.
+    let staged = std::fs::read_dir(hub.data_dir.join("alpha/.ferry-partial"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(staged, 0, "the losers' content is not left staged");
+    via(fra.url())
+        .put(&t.file(path))
+        .body(slow.clone())
+        .send()
+        .await
+        .expect(201);
+    check(&slow, 2, 1).await;
 }

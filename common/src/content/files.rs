@@ -26,7 +26,7 @@ use super::model::{
 };
 use super::transfer::{
     DownloadInfo, ObjectView, StageError, checksums_of, current, download_body, etag_for,
-    read_stream, stage,
+    read_stream, replaced, stage,
 };
 use super::{MetaHost, Target};
 use crate::provider::answer::observed;
@@ -107,6 +107,24 @@ fn precondition_failed() -> Problem {
         ErrorCode::PreconditionFailed,
         "the object's current entity tag does not satisfy the request's conditions",
     )
+}
+
+/// Records `intent` with `host` before its change is made. A change to
+/// the path that came first (`write_conflict`) is, for a `conditional`
+/// request (`If-Match`, `If-None-Match`), the precondition failing: what
+/// the conditions were checked against is no longer there.
+pub async fn intend(
+    host: &dyn MetaHost,
+    intent: &Intent,
+    conditional: bool,
+) -> Result<Option<String>, Problem> {
+    match host.intend(intent).await {
+        Err(p) if p.error_code() == ErrorCode::WriteConflict && conditional => Err(Problem::new(
+            ErrorCode::PreconditionFailed,
+            "another change to the object came first: its entity tag no longer satisfies the request's conditions",
+        )),
+        other => other,
+    }
 }
 
 /// The JSON description of a file.
@@ -276,6 +294,7 @@ async fn compute_digest(
     if alg == DigestAlgorithm::Sha256 && sums.len == view.size {
         let _guard = host.lock(&t.connection_id, path.as_str()).await;
         let meta = ObjectMeta {
+            generation: 0,
             connection_id: t.connection_id.clone(),
             path: path.as_str().to_owned(),
             size: view.size as i64,
@@ -455,24 +474,33 @@ async fn put(
     }
 
     // Commit: one writer at a time per path, preconditions checked again
-    // against what is there now.
+    // against what is there now. The change replaces the version the
+    // upload began with (or, with conditions, the one they held for): if
+    // another change was recorded since, the store refuses the intent.
     let _guard = host.lock(&t.connection_id, path.as_str()).await;
-    let existing =
-        if headers.contains_key(header::IF_MATCH) || headers.contains_key(header::IF_NONE_MATCH) {
-            let now = current(&**host, &t.op, &t.connection_id, path.as_str()).await?;
-            if conditional::evaluate(
-                &headers,
-                &Method::PUT,
-                now.as_ref().map(|v| v.etag.as_str()),
-            ) == Verdict::Failed
-            {
-                let _ = staged.writer.abort().await;
-                return Err(precondition_failed());
-            }
-            now.is_some()
-        } else {
-            before.is_some()
-        };
+    let conditional =
+        headers.contains_key(header::IF_MATCH) || headers.contains_key(header::IF_NONE_MATCH);
+    let mut seen = before;
+    if conditional {
+        seen = current(&**host, &t.op, &t.connection_id, path.as_str()).await?;
+        if conditional::evaluate(
+            &headers,
+            &Method::PUT,
+            seen.as_ref().map(|v| v.etag.as_str()),
+        ) == Verdict::Failed
+        {
+            let _ = staged.writer.abort().await;
+            return Err(precondition_failed());
+        }
+    }
+    let existing = seen.is_some();
+    let replaces = match replaced(&**host, &t.connection_id, path.as_str(), seen.as_ref()).await {
+        Ok(g) => g,
+        Err(p) => {
+            let _ = staged.writer.abort().await;
+            return Err(p);
+        }
+    };
     // What will be recorded, known before the content is put in place, so
     // that a host keeping intents can record it first.
     let mut meta = ObjectMeta {
@@ -486,6 +514,7 @@ async fn put(
         provider_modified_ms: None,
         updated_at: now_ms(),
         headers: kept,
+        generation: 0,
     };
     let kind = if existing {
         EventKind::Updated
@@ -512,9 +541,10 @@ async fn put(
         path: path.as_str().to_owned(),
         expect: Some((sums.len, sums.crc64nvme)),
         also_absent: None,
+        replaces,
         change: change.clone(),
     };
-    change.intent = match host.intend(&intent).await {
+    change.intent = match intend(&**host, &intent, conditional).await {
         Ok(id) => id,
         Err(p) => {
             let _ = staged.writer.abort().await;
@@ -599,9 +629,12 @@ async fn delete(
         path: path.as_str().to_owned(),
         expect: None,
         also_absent: None,
+        replaces: view.generation,
         change: change.clone(),
     };
-    change.intent = host.intend(&intent).await?;
+    let conditional = req.headers().contains_key(header::IF_MATCH)
+        || req.headers().contains_key(header::IF_NONE_MATCH);
+    change.intent = intend(&**host, &intent, conditional).await?;
     t.op.delete(path.as_str())
         .await
         .map_err(|e| provider_problem(&e, t.op.info().scheme(), "delete"))?;

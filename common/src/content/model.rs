@@ -32,6 +32,17 @@ pub struct ObjectMeta {
     /// was written through the S3 door ([`KeptHeaders`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<(String, String)>,
+    /// Which version of the object this record is: set by the store each
+    /// time a change of content is recorded (never the same twice for one
+    /// path, deletions and new uploads included), and named by the next
+    /// change as the one it replaces ([`Intent::replaces`]). Ignored in a
+    /// change to commit; 0 in none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// The header fields a write keeps with its object
@@ -234,9 +245,9 @@ pub struct Commit {
     /// between nodes (spokes make no folders).
     #[serde(skip)]
     pub folder: Option<(String, String)>,
-    /// The intent this change settles, at the hub that recorded it
-    /// ([`Intent`]). Never sent between nodes.
-    #[serde(skip)]
+    /// The intent this change settles ([`Intent`]): recorded by the hub,
+    /// for its own changes or a spoke's (whose report then names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent: Option<String>,
 }
 
@@ -257,6 +268,13 @@ pub struct Intent {
     /// source).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub also_absent: Option<String>,
+    /// The version of `path` the change replaces: the
+    /// [`ObjectMeta::generation`] of ferry's record of it when the change
+    /// began, 0 when there was none. The intent is refused (and the change
+    /// not made) when the record has changed since, or while another
+    /// change to `path` is under way: one writer wins, the other is told.
+    #[serde(default)]
+    pub replaces: i64,
     /// What to record then.
     pub change: Commit,
 }

@@ -44,6 +44,9 @@ pub struct ObjectView {
     pub modified: Option<opendal::raw::Timestamp>,
     /// Metadata recorded by ferry, if it matches the object.
     pub meta: Option<ObjectMeta>,
+    /// The [`ObjectMeta::generation`] of ferry's record of the path, even
+    /// one that no longer matches the object; 0 without one.
+    pub generation: i64,
 }
 
 impl ObjectView {
@@ -115,10 +118,9 @@ pub async fn current(
     let size = stat.content_length();
     let modified = stat.last_modified();
     let modified_ms = modified.map(|t| t.into_inner().as_millisecond());
-    let meta = host
-        .lookup(connection_id, path)
-        .await?
-        .filter(|m| still_describes(m, size, modified_ms));
+    let recorded = host.lookup(connection_id, path).await?;
+    let generation = recorded.as_ref().map_or(0, |m| m.generation);
+    let meta = recorded.filter(|m| still_describes(m, size, modified_ms));
     let etag = served_etag(
         meta.as_ref(),
         stat.etag(),
@@ -130,7 +132,27 @@ pub async fn current(
         etag,
         modified,
         meta,
+        generation,
     }))
+}
+
+/// The version of `path` a change would replace
+/// ([`crate::content::model::Intent::replaces`]), given what [`current`]
+/// found: the generation of ferry's record, which may remain where the
+/// provider holds nothing (the file was removed behind ferry's back).
+pub async fn replaced(
+    host: &dyn MetaHost,
+    connection_id: &str,
+    path: &str,
+    view: Option<&ObjectView>,
+) -> Result<i64, Problem> {
+    Ok(match view {
+        Some(v) => v.generation,
+        None => host
+            .lookup(connection_id, path)
+            .await?
+            .map_or(0, |m| m.generation),
+    })
 }
 
 /// Why staging content failed.

@@ -117,6 +117,15 @@ pub struct LookupRequest {
     pub path: String,
 }
 
+/// The hub's answer to an `intend` call (the body is the
+/// [`crate::content::model::Intent`]): the intent's id, which the upload's
+/// commit then names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntendAnswer {
+    /// The intent's id.
+    pub intent: String,
+}
+
 /// The hub's answer to a [`LookupRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LookupAnswer {

@@ -36,10 +36,11 @@ pub mod grant;
 pub mod s3;
 pub mod upload;
 
-pub use crate::content::model::{Commit, Transfer};
+pub use crate::content::model::{Commit, Intent, Transfer};
 pub use enrol::{EnrolAnswer, EnrolRequest, RenewAnswer, RenewRequest, TokenKind};
 pub use grant::{
-    GRANT_HEADER, Grant, GrantOp, GrantRequest, LookupAnswer, LookupRequest, REPORT_ID_HEADER,
+    GRANT_HEADER, Grant, GrantOp, GrantRequest, IntendAnswer, LookupAnswer, LookupRequest,
+    REPORT_ID_HEADER,
 };
 pub use s3::{PASS_SCHEME, S3AuthorizeRequest, S3Authorized, S3Serve};
 pub use upload::{
@@ -56,6 +57,9 @@ pub enum InternalCall {
     Grant,
     /// The metadata the hub recorded for an object.
     Lookup,
+    /// An upload about to be put in place, recorded first: refused when
+    /// another change to the object came first.
+    Intend,
     /// A finished upload's metadata, event and transfer.
     Commit,
     /// A transfer-log entry (downloads, rejected uploads).
@@ -78,9 +82,10 @@ pub enum InternalCall {
 
 impl InternalCall {
     /// Every call.
-    pub const ALL: [InternalCall; 11] = [
+    pub const ALL: [InternalCall; 12] = [
         Self::Grant,
         Self::Lookup,
+        Self::Intend,
         Self::Commit,
         Self::Transfer,
         Self::UploadCreate,
@@ -97,6 +102,7 @@ impl InternalCall {
         match self {
             Self::Grant => "grant",
             Self::Lookup => "lookup",
+            Self::Intend => "intend",
             Self::Commit => "commit",
             Self::Transfer => "transfer",
             Self::UploadCreate => "upload_create",
@@ -114,6 +120,7 @@ impl InternalCall {
         match self {
             Self::Grant => "/internal/v1/grant",
             Self::Lookup => "/internal/v1/lookup",
+            Self::Intend => "/internal/v1/intend",
             Self::Commit => "/internal/v1/commit",
             Self::Transfer => "/internal/v1/transfer",
             Self::UploadCreate => "/internal/v1/upload_create",

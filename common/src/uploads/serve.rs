@@ -630,6 +630,7 @@ async fn finish(
     Ok(Commit {
         remove: Vec::new(),
         upsert: Some(ObjectMeta {
+            generation: 0,
             connection_id: session.connection_id.clone(),
             path: session.path.clone(),
             size: total as i64,

@@ -18,20 +18,26 @@
 //! - `renew_certificate`: a new key, with the proof that the spoke holds
 //!   it → a certificate for the name its tunnel proved (see
 //!   `renew_certificate` below).
-//! - `lookup`, `commit`, `transfer`: held to the grant that comes with
-//!   them (`x-ferry-grant`); anything it does not cover is refused with
-//!   403 `grant_refused`, so an enrolled spoke can touch no tenant's
-//!   metadata but what a client asked of it.
+//! - `lookup`, `intend`, `commit`, `transfer`: held to the grant that
+//!   comes with them (`x-ferry-grant`); anything it does not cover is
+//!   refused with 403 `grant_refused`, so an enrolled spoke can touch no
+//!   tenant's metadata but what a client asked of it. `intend` records a
+//!   spoke's upload before it is put in place (409 `write_conflict` when
+//!   another change to the object came first), and the upload's commit
+//!   names the intent it settles.
 
 use ferry_common::body::Body;
+use ferry_common::content::MetaHost as _;
 use ferry_common::contract::{
-    Commit, GRANT_HEADER, Grant, GrantRequest, InternalCall, LookupAnswer, LookupRequest, Transfer,
+    Commit, GRANT_HEADER, Grant, GrantRequest, IntendAnswer, Intent, InternalCall, LookupAnswer,
+    LookupRequest, Transfer,
 };
 use ferry_common::problem::{ErrorCode, Problem};
 use http::{Request, StatusCode};
 
 use super::auth::require_account;
 use super::connections::find;
+use super::content_host::HubHost;
 use super::http_util::{json, no_content, read_json};
 use super::operators::open_config;
 use super::operators::operator_for;
@@ -139,6 +145,23 @@ pub async fn handle(
                 .await
                 .map_err(|e| store_problem(state, e))?;
             Ok(json(StatusCode::OK, &LookupAnswer { meta }))
+        }
+        InternalCall::Intend => {
+            let intent: Intent = read_json(req, limit).await?;
+            let recorded = state
+                .store
+                .get_object(&claims.connection, &claims.path)
+                .await
+                .map_err(|e| store_problem(state, e))?;
+            claims
+                .check_intent(&intent, &spoke, recorded.as_ref())
+                .map_err(outside)?;
+            still_there(state, &claims.connection).await?;
+            let id = HubHost::new(state.clone(), spoke.clone())
+                .intend(&intent)
+                .await?
+                .expect("the hub keeps intents");
+            Ok(json(StatusCode::OK, &IntendAnswer { intent: id }))
         }
         InternalCall::Commit => {
             let commit: Commit = read_json(req, limit).await?;

@@ -422,6 +422,18 @@ pub(crate) fn store_problem(state: &AppState, err: StoreError) -> Problem {
         StoreError::Conflict(what) => {
             Problem::new(ErrorCode::AlreadyExists, format!("{what} already exists"))
         }
+        StoreError::WriteConflict(why) => Problem::new(
+            ErrorCode::WriteConflict,
+            match why {
+                crate::store::Conflicting::UnderWay => {
+                    "another change to this object is under way; nothing was changed; retry once it is done"
+                }
+                crate::store::Conflicting::Recorded => {
+                    "another change to this object was recorded since this one began; nothing was changed"
+                }
+            },
+        )
+        .with_retry_after(1),
         other => {
             state.metrics.store_error();
             tracing::error!(error = %other, "metadata store operation failed");

@@ -16,11 +16,11 @@ use serde_json::json;
 
 use super::connections::{Resolved, resolve};
 use super::http_util::{json, paging, read_json};
-use ferry_common::content::MetaHost as _;
 use ferry_common::content::files::file_json;
 use ferry_common::content::model::{Commit, EventRecord, Intent, Origin};
 use ferry_common::content::transfer::{
-    StageError, checksums_of, current, etag_for, read_stream, served_etag, stage, still_describes,
+    StageError, checksums_of, current, etag_for, read_stream, replaced, served_etag, stage,
+    still_describes,
 };
 
 use super::{ApiResult, AppState, store_problem};
@@ -544,6 +544,11 @@ pub(super) struct Conditions {
 }
 
 impl Conditions {
+    /// Whether the request had any.
+    fn is_empty(&self) -> bool {
+        self.source.is_empty() && self.target.is_empty()
+    }
+
     fn of(headers: &http::HeaderMap) -> Self {
         let pick = |name: http::header::HeaderName| {
             let mut only = http::HeaderMap::new();
@@ -683,6 +688,7 @@ pub(super) async fn relocate(
                 path: to.as_str().to_owned(),
                 expect: Some((src.size, m.crc64nvme)),
                 also_absent: is_move.then(|| from.as_str().to_owned()),
+                replaces: replaced(&host, conn_id, to.as_str(), dst.as_ref()).await?,
                 change: Commit {
                     upsert: Some(placed(m.clone(), None, at)),
                     remove: remove.clone(),
@@ -690,7 +696,7 @@ pub(super) async fn relocate(
                     ..Commit::default()
                 },
             };
-            host.intend(&intent).await?
+            ferry_common::content::files::intend(&host, &intent, !conditions.is_empty()).await?
         }
         None => {
             super::writable(state).await?;
@@ -741,6 +747,7 @@ pub(super) async fn relocate(
             .map_err(|e| provider_problem(&e, &res.row.provider, what))?;
         let sums = staged.sums;
         known = Some(ObjectMeta {
+            generation: 0,
             connection_id: conn_id.to_owned(),
             path: to.as_str().to_owned(),
             size: sums.len as i64,
@@ -813,6 +820,7 @@ async fn checksummed(
     };
     let sums = checksums_of(&res.op, path, size, Vec::new(), "reading a copy back").await?;
     Ok(ObjectMeta {
+        generation: 0,
         connection_id: res.row.id.clone(),
         path: path.to_owned(),
         size: sums.len as i64,

@@ -622,6 +622,7 @@ mod tests {
         assert!(stale.is_empty());
         w.op.write("f.txt", vec![1u8; 4]).await.unwrap();
         let meta = ObjectMeta {
+            generation: 0,
             connection_id: w.conn.clone(),
             path: "f.txt".into(),
             size: 4,

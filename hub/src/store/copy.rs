@@ -73,6 +73,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("provider_modified_ms", Int),
             ("updated_at", Int),
             ("headers", Text),
+            ("generation", Int),
         ],
     ),
     (

@@ -31,6 +31,15 @@ impl Outcome {
     }
 }
 
+/// Why an intent was refused ([`StoreError::WriteConflict`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflicting {
+    /// Another change to the path is under way: its intent is unsettled.
+    UnderWay,
+    /// Another change to the path was recorded since this one began.
+    Recorded,
+}
+
 /// An intent no commit settled.
 #[derive(Debug, Clone)]
 pub struct PendingIntent {
@@ -45,9 +54,41 @@ pub struct PendingIntent {
 impl Store {
     /// Records `intent` before its change is made; its id, for the
     /// change's commit. Needs the primary, as the commit does.
+    ///
+    /// One change per path at a time, and only to the version it began
+    /// with: `WriteConflict` while another intent on the path is unsettled,
+    /// or when the path's record is no longer the version the intent
+    /// replaces. Checked and recorded under a lock on the path (PostgreSQL;
+    /// SQLite's writers are serial), so two hubs cannot both pass.
     pub async fn record_intent(&self, intent: &Intent) -> Result<String, StoreError> {
         let id = new_id("int");
         let mut tx = self.write_tx().await?;
+        self.serialise(
+            &mut tx,
+            &format!("intent:{}/{}", intent.connection_id, intent.path),
+        )
+        .await?;
+        let under_way: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM intents WHERE connection_id = $1 AND path = $2 \
+             AND outcome IS NULL",
+        )
+        .bind(&intent.connection_id)
+        .bind(&intent.path)
+        .fetch_one(&mut *tx)
+        .await?;
+        if under_way > 0 {
+            return Err(StoreError::WriteConflict(Conflicting::UnderWay));
+        }
+        let generation: Option<i64> = sqlx::query_scalar(
+            "SELECT generation FROM objects WHERE connection_id = $1 AND path = $2",
+        )
+        .bind(&intent.connection_id)
+        .bind(&intent.path)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if generation.unwrap_or(0) != intent.replaces {
+            return Err(StoreError::WriteConflict(Conflicting::Recorded));
+        }
         sqlx::query(
             "INSERT INTO intents (id, connection_id, path, expect_size, expect_crc, change, \
              absent_path, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -66,18 +107,24 @@ impl Store {
         Ok(id)
     }
 
-    /// Settles intent `id` inside a commit's transaction: whether the
-    /// commit is still to be applied (false when a later settling already
-    /// applied it).
+    /// Settles intent `id`, made for `path` of `connection_id`, inside a
+    /// commit's transaction: whether the commit is still to be applied
+    /// (false when a later settling already applied it). An id that names
+    /// no intent for that path settles nothing.
     pub(super) async fn settle_by_commit(
         tx: &mut super::WriteTx<'_>,
         id: &str,
+        (connection_id, path): (&str, &str),
     ) -> Result<bool, sqlx::Error> {
-        let outcome: Option<Option<String>> =
-            sqlx::query_scalar("DELETE FROM intents WHERE id = $1 RETURNING outcome")
-                .bind(id)
-                .fetch_optional(&mut **tx)
-                .await?;
+        let outcome: Option<Option<String>> = sqlx::query_scalar(
+            "DELETE FROM intents WHERE id = $1 AND connection_id = $2 AND path = $3 \
+             RETURNING outcome",
+        )
+        .bind(id)
+        .bind(connection_id)
+        .bind(path)
+        .fetch_optional(&mut **tx)
+        .await?;
         Ok(outcome.flatten().as_deref() != Some(Outcome::Applied.as_str()))
     }
 
@@ -115,6 +162,7 @@ impl Store {
                     path: row.try_get("path")?,
                     expect: size.zip(crc).map(|(s, c)| (s as u64, c as u64)),
                     also_absent: row.try_get("absent_path")?,
+                    replaces: 0,
                     change,
                 },
                 created_at: row.try_get("created_at")?,
@@ -203,6 +251,7 @@ mod tests {
             path: path.into(),
             expect: None,
             also_absent: None,
+            replaces: 0,
             change: Commit {
                 event: Some(EventRecord {
                     account_id: account.into(),
@@ -217,6 +266,152 @@ mod tests {
                 ..Commit::default()
             },
         }
+    }
+
+    /// An upload of one byte to `path` of `con_1`, replacing `replaces`.
+    fn upload(account: &str, path: &str, replaces: i64) -> Intent {
+        let at = now_ms();
+        let meta = ferry_common::content::model::ObjectMeta {
+            connection_id: "con_1".into(),
+            path: path.into(),
+            size: 1,
+            crc64nvme: 7,
+            sha256: None,
+            content_type: None,
+            etag: "\"7-1\"".into(),
+            provider_modified_ms: None,
+            updated_at: at,
+            headers: Vec::new(),
+            generation: 0,
+        };
+        Intent {
+            connection_id: "con_1".into(),
+            path: path.into(),
+            expect: Some((1, 7)),
+            also_absent: None,
+            replaces,
+            change: Commit {
+                upsert: Some(meta),
+                event: Some(EventRecord {
+                    account_id: account.into(),
+                    connection_id: "con_1".into(),
+                    kind: EventKind::Created,
+                    path: path.into(),
+                    from_path: None,
+                    size: Some(1),
+                    at,
+                    origin: Origin::Ferry,
+                }),
+                ..Commit::default()
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn one_change_per_path_at_a_time_and_only_to_the_version_it_began_with() {
+        let (store, _dir) = store().await;
+        let (account, _) = store.create_account("a").await.unwrap();
+        let conn = crate::store::ConnectionRow {
+            id: "con_1".into(),
+            account_id: account.id.clone(),
+            name: "local".into(),
+            provider: "memory".into(),
+            config_sealed: vec![1, 2, 3],
+            created_at: now_ms(),
+            scan_interval_secs: None,
+        };
+        store.create_connection(&conn, None).await.unwrap();
+        let upload = |path: &str, replaces: i64| upload(&account.id, path, replaces);
+        let generation = async || {
+            store
+                .get_object("con_1", "x")
+                .await
+                .unwrap()
+                .map_or(0, |m| m.generation)
+        };
+        let commit = async |intent: &Intent, id: String| {
+            let mut change = intent.change.clone();
+            change.intent = Some(id);
+            store.commit(&change).await.unwrap();
+        };
+        let refused = |r: Result<String, StoreError>| match r {
+            Err(StoreError::WriteConflict(why)) => why,
+            other => panic!("expected a write conflict, got {other:?}"),
+        };
+
+        // Two writers that began with nothing there: the first to record
+        // its intent goes on; the other is refused while it is under way,
+        // and after its commit because the path changed since it began.
+        let first = upload("x", 0);
+        let id = store.record_intent(&first).await.unwrap();
+        assert_eq!(
+            refused(store.record_intent(&upload("x", 0)).await),
+            Conflicting::UnderWay
+        );
+        assert!(
+            store.record_intent(&upload("y", 0)).await.is_ok(),
+            "other paths are not held up"
+        );
+        commit(&first, id).await;
+        let g1 = generation().await;
+        assert!(g1 > 0);
+        assert_eq!(
+            refused(store.record_intent(&upload("x", 0)).await),
+            Conflicting::Recorded
+        );
+
+        // One that began after it goes on, and makes a newer version.
+        let second = upload("x", g1);
+        let id = store.record_intent(&second).await.unwrap();
+        commit(&second, id).await;
+        let g2 = generation().await;
+        assert!(g2 > g1);
+
+        // A record completed without a change of content (its SHA-256
+        // computed later) is the same version.
+        let mut completed = second.change.upsert.clone().unwrap();
+        completed.sha256 = Some(vec![1; 32]);
+        completed.updated_at += 1;
+        store
+            .commit(&Commit {
+                upsert: Some(completed),
+                ..Commit::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(generation().await, g2);
+
+        // Deleted and written again: a version above every earlier one, so
+        // a writer that saw the first cannot take the new one for it.
+        let mut delete = intent(&account.id, "x");
+        delete.replaces = g2;
+        delete.change.remove = vec![("con_1".into(), "x".into())];
+        delete.change.event.as_mut().unwrap().at = now_ms() + 10;
+        let id = store.record_intent(&delete).await.unwrap();
+        commit(&delete, id).await;
+        assert_eq!(generation().await, 0);
+        let again = upload("x", 0);
+        let id = store.record_intent(&again).await.unwrap();
+        let mut change = again.change.clone();
+        change.intent = Some(id);
+        change.upsert.as_mut().unwrap().updated_at = now_ms() + 20;
+        store.commit(&change).await.unwrap();
+        assert!(generation().await > g2);
+
+        // An intent settled without its commit (dropped) frees the path.
+        let later = now_ms() + 1_000;
+        let third = upload("z", 0);
+        let id = store.record_intent(&third).await.unwrap();
+        assert_eq!(
+            refused(store.record_intent(&upload("z", 0)).await),
+            Conflicting::UnderWay
+        );
+        store
+            .settle_intent(&id, Outcome::Dropped, &third.change)
+            .await
+            .unwrap();
+        assert!(store.record_intent(&upload("z", 0)).await.is_ok());
+        assert!(store.pending_intents(later, later, 10).await.unwrap().len() >= 2);
     }
 
     #[tokio::test]

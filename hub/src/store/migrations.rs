@@ -419,6 +419,16 @@ CREATE INDEX intents_by_time ON intents(outcome, next_try_at);
 "#,
         postgres_only: &[],
     },
+    Migration {
+        version: 20,
+        name: "object generations",
+        sqlite: r#"
+ALTER TABLE objects ADD COLUMN generation BIGINT NOT NULL DEFAULT 0;
+UPDATE objects SET generation = updated_at * 1000;
+CREATE INDEX intents_by_path ON intents(connection_id, path);
+"#,
+        postgres_only: &[],
+    },
 ];
 
 /// Numbers an event that arrives without its `seq`, as a hub of the

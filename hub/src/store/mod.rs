@@ -42,7 +42,7 @@ pub use copy::CopyOutcome;
 pub use events::{Event, EventKind, EventRecord, Origin};
 pub use fleets::FleetRow;
 pub use index::{Facts, HeldIndex, IndexEntry, IndexState, Listed, ScanChange, key_of, prefix_end};
-pub use intents::{Outcome, PendingIntent};
+pub use intents::{Conflicting, Outcome, PendingIntent};
 pub use migrations::Dialect;
 pub use objects::{Commit, Direction, ObjectMeta, Transfer, TransferStatus};
 pub use s3_keys::{S3Key, make_s3_key};
@@ -61,6 +61,9 @@ pub enum StoreError {
     /// A unique name is taken.
     #[error("{0} already exists")]
     Conflict(&'static str),
+    /// Another change to an object came first ([`Store::record_intent`]).
+    #[error("another change to the object came first ({0:?})")]
+    WriteConflict(Conflicting),
     /// Another account holds a storage location overlapping the one asked for.
     #[error("another account uses an overlapping storage location")]
     LocationInUse,
@@ -541,6 +544,14 @@ impl Store {
 }
 
 pub use ferry_common::content::model::now_ms;
+
+/// Microseconds since the Unix epoch: a new version's generation.
+pub(crate) fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
 
 /// `($1, $2), ($3, $4)` for `rows` rows of `columns` values (numbered
 /// placeholders, which both SQLite and PostgreSQL take).

@@ -14,7 +14,7 @@ use super::{Store, StoreError};
 
 pub use ferry_common::content::model::{Commit, Direction, ObjectMeta, Transfer, TransferStatus};
 
-pub(super) const COLUMNS: &str = "connection_id, path, size, crc64nvme, sha256, content_type, etag, provider_modified_ms, updated_at, headers";
+pub(super) const COLUMNS: &str = "connection_id, path, size, crc64nvme, sha256, content_type, etag, provider_modified_ms, updated_at, headers, generation";
 
 pub(super) fn from_row(row: &AnyRow) -> Result<ObjectMeta, sqlx::Error> {
     let crc: i64 = row.try_get("crc64nvme")?;
@@ -34,6 +34,7 @@ pub(super) fn from_row(row: &AnyRow) -> Result<ObjectMeta, sqlx::Error> {
             .transpose()
             .map_err(|e| sqlx::Error::Decode(Box::new(e)))?
             .unwrap_or_default(),
+        generation: row.try_get("generation")?,
     })
 }
 
@@ -137,8 +138,17 @@ impl Store {
         tx: &mut super::WriteTx<'_>,
         change: &Commit,
     ) -> Result<(), StoreError> {
-        if let Some(id) = &change.intent
-            && !Store::settle_by_commit(tx, id).await?
+        let changed = change
+            .upsert
+            .as_ref()
+            .map(|m| (m.connection_id.as_str(), m.path.as_str()))
+            .or(change.remove.first().map(|(c, p)| (c.as_str(), p.as_str())))
+            .or(change
+                .event
+                .as_ref()
+                .map(|e| (e.connection_id.as_str(), e.path.as_str())));
+        if let (Some(id), Some(changed)) = (&change.intent, changed)
+            && !Store::settle_by_commit(tx, id, changed).await?
         {
             // Its transfer is the one thing the settling could not record.
             tracing::info!(intent = %id, "a change was recorded already from what the provider holds");
@@ -162,7 +172,10 @@ impl Store {
             .await?;
         }
         if let Some(m) = &change.upsert {
-            upsert(tx, m).await?;
+            // A change of content (one with its event) is a new version; a
+            // record completed without one (a SHA-256 computed later) is
+            // the same version.
+            upsert(tx, m, change.event.is_some()).await?;
         }
         self.index_commit(
             tx,
@@ -209,14 +222,30 @@ impl Store {
     }
 }
 
-async fn upsert(conn: &mut sqlx::AnyConnection, m: &ObjectMeta) -> Result<(), sqlx::Error> {
+/// Inserts or replaces an object's row. A new version's generation is the
+/// time in microseconds, or one more than the row's when that is not
+/// higher: never the same twice for a path, even after the row was removed
+/// and made again (so a writer that saw an earlier version cannot mistake
+/// a later one for it).
+async fn upsert(
+    conn: &mut sqlx::AnyConnection,
+    m: &ObjectMeta,
+    new_version: bool,
+) -> Result<(), sqlx::Error> {
+    let generation = if new_version {
+        "CASE WHEN objects.generation >= excluded.generation THEN objects.generation + 1 \
+         ELSE excluded.generation END"
+    } else {
+        "objects.generation"
+    };
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO objects ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+        "INSERT INTO objects ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
          ON CONFLICT (connection_id, path) DO UPDATE SET size = excluded.size, \
          crc64nvme = excluded.crc64nvme, sha256 = excluded.sha256, \
          content_type = excluded.content_type, etag = excluded.etag, \
          provider_modified_ms = excluded.provider_modified_ms, updated_at = excluded.updated_at, \
-         headers = excluded.headers WHERE objects.updated_at <= excluded.updated_at"
+         headers = excluded.headers, generation = {generation} \
+         WHERE objects.updated_at <= excluded.updated_at"
     )))
     .bind(&m.connection_id)
     .bind(&m.path)
@@ -228,6 +257,7 @@ async fn upsert(conn: &mut sqlx::AnyConnection, m: &ObjectMeta) -> Result<(), sq
     .bind(m.provider_modified_ms)
     .bind(m.updated_at)
     .bind(headers_column(&m.headers))
+    .bind(super::now_us())
     .execute(conn)
     .await?;
     Ok(())
@@ -315,6 +345,7 @@ mod tests {
             Err(StoreError::Conflict(_))
         ));
         let meta = ObjectMeta {
+            generation: 0,
             connection_id: conn.id.clone(),
             path: "a/b.txt".into(),
             size: 5,
@@ -344,10 +375,11 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(
-            store.get_object(&conn.id, "a/b.txt").await.unwrap(),
-            Some(meta.clone())
-        );
+        let recorded = store.get_object(&conn.id, "a/b.txt").await.unwrap();
+        let generation = recorded.as_ref().map_or(0, |m| m.generation);
+        assert!(generation > 0, "a new version");
+        let meta = ObjectMeta { generation, ..meta };
+        assert_eq!(recorded, Some(meta.clone()));
         // Its representation changed, its content's record kept.
         let replaced = vec![("content-disposition".to_owned(), "inline".to_owned())];
         assert!(
