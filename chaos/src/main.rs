@@ -19,6 +19,9 @@ struct Args {
     /// Paths each client works on.
     #[arg(long, default_value_t = 12)]
     paths: usize,
+    /// Paths every client uploads to at once (0: none).
+    #[arg(long, default_value_t = 3)]
+    shared: usize,
     /// Seeds every choice (operations, sizes, faults).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -35,6 +38,7 @@ fn main() -> std::process::ExitCode {
         clients: args.clients,
         seed: args.seed,
         paths: args.paths,
+        shared: args.shared,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

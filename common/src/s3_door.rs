@@ -1084,6 +1084,7 @@ pub async fn tus_create(
         (_, "invalid_field") => S3ErrorCode::InvalidPart,
         (_, "invalid_path") => S3ErrorCode::InvalidArgument,
         (_, "upload_not_found") => S3ErrorCode::NoSuchUpload,
+        (_, "write_conflict") => S3ErrorCode::Custom("ConditionalRequestConflict".into()),
         (401 | 403, _) => S3ErrorCode::AccessDenied,
         (s, _) if (500..600).contains(&s) => S3ErrorCode::InternalError,
         _ => S3ErrorCode::InvalidRequest,
@@ -1091,7 +1092,11 @@ pub async fn tus_create(
     let detail = p
         .detail
         .unwrap_or_else(|| "the upload was refused".to_owned());
-    Err(S3Error::with_message(code, detail))
+    let mut e = S3Error::with_message(code, detail);
+    if p.code == "write_conflict" {
+        e.set_status_code(StatusCode::CONFLICT);
+    }
+    Err(e)
 }
 
 /// The problem a ferry answer that is no success carries (its body read

@@ -256,6 +256,15 @@ impl Claims {
         Ok(())
     }
 
+    /// Giving up `intent`, whose change failed at the provider: only one
+    /// of the object a write grant covers.
+    pub fn check_abandon(&self, intent: &Intent) -> Result<(), GrantError> {
+        if !matches!(self.op, GrantOp::Write | GrantOp::Upload) {
+            return Err(GrantError::Outside("an intent under a read grant"));
+        }
+        self.check_object(&intent.connection_id, &intent.path)
+    }
+
     /// An intent recorded for `spoke`: the upload a write grant covers,
     /// about to be put in place — its path, the content the change
     /// records, and the change its commit will make

@@ -18,7 +18,7 @@ use ferry_common::content::locks::PathLocks;
 use ferry_common::content::model::{Commit, Intent, ObjectMeta, Transfer};
 use ferry_common::content::{MetaHost, Node, Target};
 use ferry_common::contract::{
-    Grant, GrantOp, GrantRequest, IntendAnswer, InternalCall, LookupAnswer, LookupRequest,
+    Grant, GrantOp, GrantRequest, IntentRef, InternalCall, LookupAnswer, LookupRequest,
 };
 use ferry_common::problem::{ErrorCode, Problem};
 use ferry_common::provider::ProviderRegistry;
@@ -384,12 +384,30 @@ impl MetaHost for SpokeHost {
                         "the hub, which orders the changes to each object, cannot be reached; nothing was changed",
                     )
                 })?;
-            match crate::uploads::read::<IntendAnswer>(answer) {
+            match crate::uploads::read::<IntentRef>(answer) {
                 Ok(a) => Ok(Some(a.intent)),
+                // A hub of an earlier release (spokes are upgraded first)
+                // keeps no intents for spokes: the upload goes on as it
+                // did there, recorded by its report alone.
+                Err(p) if p.error_code() == ErrorCode::RouteNotFound => Ok(None),
                 Err(p) if p.error_code() == ErrorCode::WriteConflict => Err(p.with_retry_after(1)),
                 Err(p) => Err(p),
             }
         })
+    }
+
+    fn abandon(&self, id: String) {
+        let (client, token) = (self.data.client.clone(), self.token.clone());
+        tokio::spawn(async move {
+            let body = IntentRef { intent: id };
+            // Not answered: the hub drops the intent after a minute anyway.
+            if let Err(e) = client
+                .call(InternalCall::Abandon, OnBehalf::Grant(&token), &body)
+                .await
+            {
+                tracing::debug!(problem = %e, "could not tell the hub of a failed upload");
+            }
+        });
     }
 
     fn commit(&self, commit: Commit) -> BoxFuture<'_, Result<(), Problem>> {

@@ -17,9 +17,12 @@
 //!   events than acknowledged changes and no more than changes tried;
 //! - no spoke holds a report the hub has not taken.
 //!
-//! Each client owns its paths (one writer per path at a time): what two
-//! nodes writing one path at once leave is a known gap (architecture.md,
-//! "Not built yet"), not what this campaign measures.
+//! Each client owns its paths, and all clients also upload to a few shared
+//! paths at once, through different nodes. A change refused with `409
+//! write_conflict` (or `412`) changed nothing: on its own path it does not
+//! count as tried, and on a shared one the content a refused writer sent
+//! must never be found. Every object's record must be its content's, so a
+//! shared path never holds one writer's content with another's record.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -48,6 +51,8 @@ pub struct Settings {
     pub seed: u64,
     /// Paths each client works on.
     pub paths: usize,
+    /// Paths every client uploads to (none for 0).
+    pub shared: usize,
 }
 
 impl Default for Settings {
@@ -57,6 +62,7 @@ impl Default for Settings {
             clients: 4,
             seed: 1,
             paths: 12,
+            shared: 3,
         }
     }
 }
@@ -161,6 +167,24 @@ impl PathState {
     }
 }
 
+/// A path every client uploads to, as one client saw it.
+#[derive(Debug, Clone, Default)]
+struct Shared {
+    /// What the uploads acknowledged or unanswered may have put there.
+    tried: BTreeSet<Content>,
+    /// What uploads refused with a conflict sent (never to be found).
+    refused: BTreeSet<Vec<u8>>,
+    /// Uploads acknowledged, and tried but not refused.
+    acknowledged: u64,
+    attempts: u64,
+}
+
+/// A refusal because another change to the path came first: nothing
+/// changed.
+fn conflict(answer: &Answer) -> bool {
+    matches!(answer, Answer::Got(409 | 412, ..))
+}
+
 /// How one request ended.
 enum Answer {
     /// A status and the whole body.
@@ -202,18 +226,24 @@ fn sha(data: &[u8]) -> Vec<u8> {
     crate::sha256(data)
 }
 
-/// One client's work until `until`: its own paths, through random nodes.
+/// What one client did: its own paths, the shared ones as it saw them,
+/// operations by kind and answer, and violations seen on the way.
+type ClientWork = (
+    BTreeMap<String, PathState>,
+    BTreeMap<String, Shared>,
+    BTreeMap<String, u64>,
+    Vec<String>,
+);
+
+/// One client's work until `until`: its own paths and the shared ones,
+/// through random nodes.
 async fn client(
     id: usize,
     settings: Settings,
     tenant: Tenant,
     nodes: Vec<String>,
     until: Instant,
-) -> (
-    BTreeMap<String, PathState>,
-    BTreeMap<String, u64>,
-    Vec<String>,
-) {
+) -> ClientWork {
     let mut rng = Rng::new(settings.seed ^ ((id as u64 + 1) * 0x1000_0001));
     let mut paths: BTreeMap<String, PathState> = (0..settings.paths)
         .map(|i| (format!("c{id}/p{i:02}.bin"), PathState::new()))
@@ -221,10 +251,43 @@ async fn client(
     let names: Vec<String> = paths.keys().cloned().collect();
     let mut ops: BTreeMap<String, u64> = BTreeMap::new();
     let mut violations = Vec::new();
+    let mut shared: BTreeMap<String, Shared> = BTreeMap::new();
     let mut version = 0u64;
     while Instant::now() < until {
         let node = &nodes[rng.below(nodes.len() as u64) as usize];
         let api = Api::new(node.clone()).as_token(&tenant.key);
+        if settings.shared > 0 && rng.below(100) < 15 {
+            // An upload to a path every client writes.
+            version += 1;
+            let path = format!("shared/p{:02}.bin", rng.below(settings.shared as u64));
+            let size = 1 + rng.below(64 << 10) as usize;
+            let data = Bytes::from(pattern(size, settings.seed ^ ((id as u64) << 32) ^ version));
+            let answer = request(
+                &api,
+                Method::PUT,
+                &tenant.file(&path),
+                Some(data.clone()),
+                None,
+            )
+            .await;
+            let seen = shared.entry(path).or_default();
+            let kind = if conflict(&answer) {
+                seen.refused.insert(sha(&data));
+                "shared upload conflict"
+            } else {
+                let ok = matches!(answer, Answer::Got(200 | 201, ..));
+                seen.tried.insert(Some(sha(&data)));
+                seen.attempts += 1;
+                seen.acknowledged += u64::from(ok);
+                if ok {
+                    "shared upload ok"
+                } else {
+                    "shared upload failed"
+                }
+            };
+            *ops.entry(kind.to_owned()).or_default() += 1;
+            continue;
+        }
         let path = names[rng.below(names.len() as u64) as usize].clone();
         let file = tenant.file(&path);
         let roll = rng.below(100);
@@ -238,8 +301,13 @@ async fn client(
             let data = Bytes::from(pattern(size, settings.seed ^ ((id as u64) << 32) ^ version));
             let answer = request(&api, Method::PUT, &file, Some(data.clone()), None).await;
             let ok = matches!(answer, Answer::Got(200 | 201, ..));
-            paths.get_mut(&path).unwrap().changed(Some(sha(&data)), ok);
-            ("upload", ok)
+            if conflict(&answer) {
+                // Its own change before it, unanswered, still under way.
+                ("upload conflict", false)
+            } else {
+                paths.get_mut(&path).unwrap().changed(Some(sha(&data)), ok);
+                ("upload", ok)
+            }
         } else if roll < 75 {
             let answer = request(&api, Method::GET, &file, None, None).await;
             let state = &paths[&path];
@@ -267,8 +335,9 @@ async fn client(
             let answer = request(&api, Method::DELETE, &file, None, None).await;
             let state = paths.get_mut(&path).unwrap();
             let ok = matches!(answer, Answer::Got(204, ..));
-            // A 404 changes nothing: nothing was there.
-            if !matches!(answer, Answer::Got(404, ..)) {
+            // A 404 changes nothing: nothing was there; nor does a
+            // conflict.
+            if !matches!(answer, Answer::Got(404, ..)) && !conflict(&answer) {
                 state.changed(None, ok);
             }
             ("delete", ok)
@@ -289,8 +358,10 @@ async fn client(
             let state = paths.get_mut(&path).unwrap();
             let ok = matches!(answer, Answer::Got(201, ..));
             match &answer {
-                // The source was not there: nothing changed.
+                // The source was not there, or another change to the
+                // path came first: nothing changed.
                 Answer::Got(404, ..) => {}
+                _ if conflict(&answer) => {}
                 _ if ok && source.len() == 1 => {
                     state.changed(source.into_iter().next().unwrap(), true)
                 }
@@ -309,7 +380,7 @@ async fn client(
             state.note(format!("{kind} via :{via} {answer}"));
         }
     }
-    (paths, ops, violations)
+    (paths, shared, ops, violations)
 }
 
 /// The processes of a campaign.
@@ -460,9 +531,17 @@ pub async fn run(settings: Settings) -> Report {
     };
     let mut report = Report::default();
     let mut paths: BTreeMap<String, PathState> = BTreeMap::new();
+    let mut shared: BTreeMap<String, Shared> = BTreeMap::new();
     for w in workers {
-        let (p, ops, violations) = w.await.expect("a client ran");
+        let (p, s, ops, violations) = w.await.expect("a client ran");
         paths.extend(p);
+        for (path, seen) in s {
+            let all = shared.entry(path).or_default();
+            all.tried.extend(seen.tried);
+            all.refused.extend(seen.refused);
+            all.acknowledged += seen.acknowledged;
+            all.attempts += seen.attempts;
+        }
         for (k, n) in ops {
             *report.operations.entry(k).or_default() += n;
         }
@@ -501,7 +580,19 @@ pub async fn run(settings: Settings) -> Report {
             .violations
             .push("intents were left unsettled two minutes after the faults".into());
     }
-    check(&hub_url, &tenant, &paths, &mut report).await;
+    // A shared path may hold nothing (no upload made it) or what any
+    // upload not refused tried; its feed has one event per acknowledged
+    // upload at least, one per upload tried at most.
+    let mut refused: BTreeMap<String, BTreeSet<Vec<u8>>> = BTreeMap::new();
+    for (path, seen) in shared {
+        let mut state = PathState::new();
+        state.may_hold.extend(seen.tried);
+        state.acknowledged = seen.acknowledged;
+        state.tried = seen.attempts;
+        paths.insert(path.clone(), state);
+        refused.insert(path, seen.refused);
+    }
+    check(&hub_url, &tenant, &paths, &refused, &mut report).await;
     // The daemons' own lines about each path in a violation, for whoever
     // reads the report.
     let logs: Vec<String> = std::iter::once(cast.hub.log())
@@ -532,6 +623,7 @@ async fn check(
     hub: &str,
     tenant: &Tenant,
     paths: &BTreeMap<String, PathState>,
+    refused: &BTreeMap<String, BTreeSet<Vec<u8>>>,
     report: &mut Report,
 ) {
     let api = Api::new(hub).as_token(&tenant.key);
@@ -554,6 +646,13 @@ async fn check(
             continue;
         }
         let holds = found.as_ref().map(|(b, _)| sha(b));
+        if let Some(h) = &holds
+            && refused.get(path).is_some_and(|r| r.contains(h))
+        {
+            report.violations.push(format!(
+                "{path}: holds what an upload refused with a conflict sent"
+            ));
+        }
         if !state.may_hold.contains(&holds) {
             report.violations.push(match holds {
                 Some(_) if state.may_hold.len() == 1 && state.may_hold.contains(&None) => {

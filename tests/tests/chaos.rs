@@ -1,7 +1,8 @@
 //! A short fault campaign (`ferry_tests::chaos`): a hub on a PostgreSQL
 //! primary and replica, two spokes and moto's S3 behind the fault proxy,
 //! clients at work while spokes, the hub and the primary are killed and
-//! restarted and the provider fails; then no invariant may be broken.
+//! restarted and the provider fails, also writing shared paths at once;
+//! then no invariant may be broken.
 //! `cargo run --release -p ferry-chaos -- --minutes N` runs it longer.
 
 use std::time::Duration;
@@ -13,6 +14,7 @@ async fn a_short_fault_campaign_breaks_no_invariant() {
         clients: 3,
         seed: 7,
         paths: 8,
+        shared: 3,
     })
     .await;
     eprintln!("{report}");

@@ -507,3 +507,56 @@ async fn changes_whose_record_was_lost_are_recorded_from_what_s3_holds() {
         .expect_problem(404, "not_found");
     assert_eq!(events().await.len(), 3);
 }
+
+/// An upload whose provider write fails after its intent was recorded
+/// gives the intent up at once (at the hub, and through a spoke, which
+/// tells the hub): the path is free for the next writer at once, not
+/// held with `409 write_conflict` until the intent is a minute old.
+#[tokio::test]
+async fn a_write_that_failed_at_the_provider_frees_its_path_at_once() {
+    ferry_tests::install_crypto_provider();
+    let server = StorageServer::s3("abandon");
+    let proxy = FaultProxy::start(server.addr).await;
+    let hub = hub();
+    let spoke = Spoke::start(&hub, "fra1");
+    let t = remote_tenant(
+        &hub.url(),
+        "alpha",
+        "s3",
+        server.config("abandon", Some(&proxy.url())),
+    )
+    .await;
+    for (node, base) in [("hub", hub.url()), ("spoke", spoke.url())] {
+        let t = at(&t, &base);
+        let path = format!("{node}.bin");
+        let data = Bytes::from(pattern(64 * 1024, 7));
+        // Every try of the write (ferry's retries included) gets a 503.
+        proxy.fail_after(
+            http::Method::PUT,
+            0,
+            ferry_common::provider::remote::RETRIES + 1,
+        );
+        let failed = put(&t, &path, &data).await;
+        assert!(failed.status.is_server_error(), "{failed:?}");
+        proxy.fail_after(http::Method::PUT, 0, 0);
+        // The next writer goes through once the hub has looked at what S3
+        // holds (nothing), well within the minute the intent would hold
+        // the path otherwise.
+        let mut conflicts = 0;
+        let through = ferry_tests::eventually(Duration::from_secs(15), async || {
+            let r = put(&t, &path, &data).await;
+            conflicts += usize::from(r.status == 409);
+            r.status == 201
+        })
+        .await;
+        assert!(
+            through,
+            "the path stayed held ({conflicts} conflicts)\n{}",
+            hub.log()
+        );
+        assert_eq!(
+            t.api.get(&t.file(&path)).send().await.expect(200).body,
+            data
+        );
+    }
+}

@@ -551,11 +551,12 @@ async fn put(
             return Err(p);
         }
     };
-    staged
-        .writer
-        .close()
-        .await
-        .map_err(|e| provider_problem(&e, t.op.info().scheme(), "write"))?;
+    if let Err(e) = staged.writer.close().await {
+        if let Some(id) = &change.intent {
+            host.abandon(id.clone());
+        }
+        return Err(provider_problem(&e, t.op.info().scheme(), "write"));
+    }
     meta.provider_modified_ms = match t.op.stat(path.as_str()).await {
         Ok(m) => m.last_modified().map(|t| t.into_inner().as_millisecond()),
         Err(_) => None,
@@ -635,9 +636,12 @@ async fn delete(
     let conditional = req.headers().contains_key(header::IF_MATCH)
         || req.headers().contains_key(header::IF_NONE_MATCH);
     change.intent = intend(&**host, &intent, conditional).await?;
-    t.op.delete(path.as_str())
-        .await
-        .map_err(|e| provider_problem(&e, t.op.info().scheme(), "delete"))?;
+    if let Err(e) = t.op.delete(path.as_str()).await {
+        if let Some(id) = &change.intent {
+            host.abandon(id.clone());
+        }
+        return Err(provider_problem(&e, t.op.info().scheme(), "delete"));
+    }
     host.commit(change).await?;
     Ok(no_content())
 }

@@ -117,11 +117,11 @@ pub struct LookupRequest {
     pub path: String,
 }
 
-/// The hub's answer to an `intend` call (the body is the
-/// [`crate::content::model::Intent`]): the intent's id, which the upload's
-/// commit then names.
+/// An intent by its id: the hub's answer to an `intend` call (whose body
+/// is the [`crate::content::model::Intent`]), which the upload's commit
+/// then names; and the body of an `abandon` call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IntendAnswer {
+pub struct IntentRef {
     /// The intent's id.
     pub intent: String,
 }

@@ -39,7 +39,7 @@ pub mod upload;
 pub use crate::content::model::{Commit, Intent, Transfer};
 pub use enrol::{EnrolAnswer, EnrolRequest, RenewAnswer, RenewRequest, TokenKind};
 pub use grant::{
-    GRANT_HEADER, Grant, GrantOp, GrantRequest, IntendAnswer, LookupAnswer, LookupRequest,
+    GRANT_HEADER, Grant, GrantOp, GrantRequest, IntentRef, LookupAnswer, LookupRequest,
     REPORT_ID_HEADER,
 };
 pub use s3::{PASS_SCHEME, S3AuthorizeRequest, S3Authorized, S3Serve};
@@ -60,6 +60,9 @@ pub enum InternalCall {
     /// An upload about to be put in place, recorded first: refused when
     /// another change to the object came first.
     Intend,
+    /// An intended upload that failed at the provider: the hub settles
+    /// it at once by what the provider holds.
+    Abandon,
     /// A finished upload's metadata, event and transfer.
     Commit,
     /// A transfer-log entry (downloads, rejected uploads).
@@ -82,10 +85,11 @@ pub enum InternalCall {
 
 impl InternalCall {
     /// Every call.
-    pub const ALL: [InternalCall; 12] = [
+    pub const ALL: [InternalCall; 13] = [
         Self::Grant,
         Self::Lookup,
         Self::Intend,
+        Self::Abandon,
         Self::Commit,
         Self::Transfer,
         Self::UploadCreate,
@@ -103,6 +107,7 @@ impl InternalCall {
             Self::Grant => "grant",
             Self::Lookup => "lookup",
             Self::Intend => "intend",
+            Self::Abandon => "abandon",
             Self::Commit => "commit",
             Self::Transfer => "transfer",
             Self::UploadCreate => "upload_create",
@@ -121,6 +126,7 @@ impl InternalCall {
             Self::Grant => "/internal/v1/grant",
             Self::Lookup => "/internal/v1/lookup",
             Self::Intend => "/internal/v1/intend",
+            Self::Abandon => "/internal/v1/abandon",
             Self::Commit => "/internal/v1/commit",
             Self::Transfer => "/internal/v1/transfer",
             Self::UploadCreate => "/internal/v1/upload_create",

@@ -12,7 +12,8 @@ use http_body_util::BodyDataStream;
 
 use crate::body::{Body, empty};
 use crate::content::model::{
-    Commit, Direction, EventKind, EventRecord, ObjectMeta, Origin, Transfer, TransferStatus, now_ms,
+    Commit, Direction, EventKind, EventRecord, Intent, ObjectMeta, Origin, Transfer,
+    TransferStatus, now_ms,
 };
 use crate::content::transfer::etag_for;
 use crate::path::ObjectPath;
@@ -559,7 +560,6 @@ async fn finish(
     let session = &lease.session;
     let started = Instant::now();
     let scheme = target.op.info().scheme();
-    meta.ready_to_commit().await?;
     let existed = match target.op.stat(&session.path).await {
         Ok(s) if s.is_dir() => {
             return Err(Problem::new(
@@ -571,6 +571,58 @@ async fn finish(
         Err(e) if e.kind() == opendal::ErrorKind::NotFound => false,
         Err(e) => return Err(provider_problem(&e, scheme, "stat")),
     };
+    // What will be recorded, known before the parts are put together: the
+    // completion records its intent first, so it takes its turn with the
+    // other changes to the path (see `MetaHost::intend`), replacing
+    // whatever is recorded there now.
+    let crc = write::combined_crc(0, parts);
+    let now = now_ms();
+    let mut change = Commit {
+        remove: Vec::new(),
+        upsert: Some(ObjectMeta {
+            generation: 0,
+            connection_id: session.connection_id.clone(),
+            path: session.path.clone(),
+            size: total as i64,
+            crc64nvme: crc,
+            sha256: None,
+            content_type: session.content_type.clone(),
+            etag: etag_for(crc, total),
+            provider_modified_ms: None,
+            updated_at: now,
+            headers: Vec::new(),
+        }),
+        event: Some(EventRecord {
+            account_id: session.account_id.clone(),
+            connection_id: session.connection_id.clone(),
+            kind: if existed {
+                EventKind::Updated
+            } else {
+                EventKind::Created
+            },
+            path: session.path.clone(),
+            from_path: None,
+            size: Some(total as i64),
+            at: now,
+            origin: Origin::Ferry,
+        }),
+        transfer: None,
+        folder: None,
+        intent: None,
+    };
+    let replaces = meta
+        .lookup(&session.connection_id, &session.path)
+        .await?
+        .map_or(0, |m| m.generation);
+    let intent = Intent {
+        connection_id: session.connection_id.clone(),
+        path: session.path.clone(),
+        expect: Some((total, crc)),
+        also_absent: None,
+        replaces,
+        change: change.clone(),
+    };
+    change.intent = meta.intend(&intent).await?;
     let native = target
         .multipart
         .as_ref()
@@ -604,9 +656,12 @@ async fn finish(
             }
         }
     };
-    put.await
-        .map_err(|e| provider_problem(&e, scheme, "write"))?;
-    let crc = write::combined_crc(0, parts);
+    if let Err(e) = put.await {
+        if let Some(id) = &change.intent {
+            meta.abandon(id.clone());
+        }
+        return Err(provider_problem(&e, scheme, "write"));
+    }
     let modified = target
         .op
         .stat(&session.path)
@@ -614,7 +669,6 @@ async fn finish(
         .ok()
         .and_then(|s| s.last_modified())
         .map(|t| t.into_inner().as_millisecond());
-    let now = now_ms();
     let mut transfer = Transfer::start(
         &session.account_id,
         &session.connection_id,
@@ -627,37 +681,9 @@ async fn finish(
     transfer.crc64nvme = Some(crc);
     transfer.duration_ms = started.elapsed().as_millis() as i64;
     meta.transfer_ended(&transfer);
-    Ok(Commit {
-        remove: Vec::new(),
-        upsert: Some(ObjectMeta {
-            generation: 0,
-            connection_id: session.connection_id.clone(),
-            path: session.path.clone(),
-            size: total as i64,
-            crc64nvme: crc,
-            sha256: None,
-            content_type: session.content_type.clone(),
-            etag: etag_for(crc, total),
-            provider_modified_ms: modified,
-            updated_at: now,
-            headers: Vec::new(),
-        }),
-        event: Some(EventRecord {
-            account_id: session.account_id.clone(),
-            connection_id: session.connection_id.clone(),
-            kind: if existed {
-                EventKind::Updated
-            } else {
-                EventKind::Created
-            },
-            path: session.path.clone(),
-            from_path: None,
-            size: Some(total as i64),
-            at: now,
-            origin: Origin::Ferry,
-        }),
-        transfer: Some(transfer),
-        folder: None,
-        intent: None,
-    })
+    if let Some(m) = change.upsert.as_mut() {
+        m.provider_modified_ms = modified;
+    }
+    change.transfer = Some(transfer);
+    Ok(change)
 }

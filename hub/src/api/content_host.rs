@@ -74,6 +74,10 @@ impl MetaHost for HubHost {
         })
     }
 
+    fn abandon(&self, id: String) {
+        tokio::spawn(super::intents::abandoned(self.state.clone(), id));
+    }
+
     fn log_transfer(&self, transfer: Transfer) -> BoxFuture<'static, ()> {
         let state = self.state.clone();
         Box::pin(async move {

@@ -58,7 +58,7 @@ pub async fn settle(state: Arc<AppState>, stop: CancellationToken) {
         {
             Ok(pending) => {
                 for p in pending {
-                    settle_one(&state, p).await;
+                    settle_one(&state, p, false).await;
                 }
             }
             Err(e) => tracing::debug!(error = %e, "could not look for unsettled intents"),
@@ -69,7 +69,25 @@ pub async fn settle(state: Arc<AppState>, stop: CancellationToken) {
     }
 }
 
-async fn settle_one(state: &AppState, p: PendingIntent) {
+/// Settles intent `id` now, whatever its age: its change failed at the
+/// provider (the writer says so), so unless the provider holds the change
+/// after all, it is dropped at once and the path is free for other
+/// writers. Answers nothing; runs apart from the writer's answer.
+pub async fn abandoned(state: Arc<AppState>, id: String) {
+    match state.store.pending_intent(&id).await {
+        Ok(Some(p)) => settle_one(&state, p, true).await,
+        Ok(None) => {}
+        Err(e) => tracing::debug!(intent = %id, error = %e, "could not read an abandoned intent"),
+    }
+}
+
+/// [`abandoned`], for an intent read already (a spoke's, checked against
+/// its grant).
+pub async fn settle_abandoned(state: Arc<AppState>, p: PendingIntent) {
+    settle_one(&state, p, true).await;
+}
+
+async fn settle_one(state: &AppState, p: PendingIntent, abandoned: bool) {
     let mut change = p.intent.change.clone();
     let account = change.event.as_ref().map(|e| e.account_id.clone());
     let op = match account {
@@ -82,7 +100,7 @@ async fn settle_one(state: &AppState, p: PendingIntent) {
         Err(e) if e.error_code() == ErrorCode::ConnectionNotFound => Ok(None),
         Err(e) => Err(e),
     };
-    let old_enough = now_ms() - p.created_at >= DROP_AFTER_MS;
+    let old_enough = abandoned || now_ms() - p.created_at >= DROP_AFTER_MS;
     let id = p.id.as_str();
     let again = |after: i64| async move {
         if let Err(e) = state.store.retry_intent(id, now_ms() + after).await {

@@ -18,18 +18,19 @@
 //! - `renew_certificate`: a new key, with the proof that the spoke holds
 //!   it → a certificate for the name its tunnel proved (see
 //!   `renew_certificate` below).
-//! - `lookup`, `intend`, `commit`, `transfer`: held to the grant that
+//! - `lookup`, `intend`, `abandon`, `commit`, `transfer`: held to the grant that
 //!   comes with them (`x-ferry-grant`); anything it does not cover is
 //!   refused with 403 `grant_refused`, so an enrolled spoke can touch no
 //!   tenant's metadata but what a client asked of it. `intend` records a
 //!   spoke's upload before it is put in place (409 `write_conflict` when
 //!   another change to the object came first), and the upload's commit
-//!   names the intent it settles.
+//!   names the intent it settles; `abandon` gives up one whose provider
+//!   write failed, settled at once by what the provider holds.
 
 use ferry_common::body::Body;
 use ferry_common::content::MetaHost as _;
 use ferry_common::contract::{
-    Commit, GRANT_HEADER, Grant, GrantRequest, IntendAnswer, Intent, InternalCall, LookupAnswer,
+    Commit, GRANT_HEADER, Grant, GrantRequest, Intent, IntentRef, InternalCall, LookupAnswer,
     LookupRequest, Transfer,
 };
 use ferry_common::problem::{ErrorCode, Problem};
@@ -161,7 +162,20 @@ pub async fn handle(
                 .intend(&intent)
                 .await?
                 .expect("the hub keeps intents");
-            Ok(json(StatusCode::OK, &IntendAnswer { intent: id }))
+            Ok(json(StatusCode::OK, &IntentRef { intent: id }))
+        }
+        InternalCall::Abandon => {
+            let body: IntentRef = read_json(req, limit).await?;
+            let pending = state
+                .store
+                .pending_intent(&body.intent)
+                .await
+                .map_err(|e| store_problem(state, e))?;
+            if let Some(p) = pending {
+                claims.check_abandon(&p.intent).map_err(outside)?;
+                tokio::spawn(super::intents::settle_abandoned(state.clone(), p));
+            }
+            Ok(no_content())
         }
         InternalCall::Commit => {
             let commit: Commit = read_json(req, limit).await?;

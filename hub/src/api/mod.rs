@@ -388,7 +388,7 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Request<Body>) -> Ap
         // Boxed: an upload's future is large.
         Route::Uploads(conn) => Box::pin(uploads::create(state, &conn, req)).await,
         Route::Upload(id) => Box::pin(uploads::upload(state, &id, req)).await,
-        Route::Internal(op) => internal::handle(state, op, req).await,
+        Route::Internal(op) => Box::pin(internal::handle(state, op, req)).await,
     }
 }
 

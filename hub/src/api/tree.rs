@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::connections::{Resolved, resolve};
 use super::http_util::{json, paging, read_json};
+use ferry_common::content::MetaHost as _;
 use ferry_common::content::files::file_json;
 use ferry_common::content::model::{Commit, EventRecord, Intent, Origin};
 use ferry_common::content::transfer::{
@@ -704,72 +705,87 @@ pub(super) async fn relocate(
         }
     };
     let cap = res.op.info().capability();
-    let mut known = src.meta.clone();
-    if is_move && cap.rename {
-        res.op
-            .rename(from.as_str(), to.as_str())
+    // The provider's part; if it fails after the intent was recorded, the
+    // intent is given up at once (settled by what the provider holds).
+    let made = Box::pin(async {
+        let mut known = src.meta.clone();
+        if is_move && cap.rename {
+            res.op
+                .rename(from.as_str(), to.as_str())
+                .await
+                .map_err(|e| provider_problem(&e, &res.row.provider, what))?;
+        } else if cap.copy {
+            res.op
+                .copy(from.as_str(), to.as_str())
+                .await
+                .map_err(|e| provider_problem(&e, &res.row.provider, what))?;
+        } else {
+            // No native copy: stream the bytes through, checksumming them.
+            let stream = read_stream(&res.op, from.as_str(), 0..src.size).await?;
+            let content_type = src.meta.as_ref().and_then(|m| m.content_type.clone());
+            let mut staged = stage(
+                &res.op,
+                to.as_str(),
+                content_type.as_deref(),
+                stream,
+                Vec::new(),
+                &|_| {},
+            )
             .await
-            .map_err(|e| provider_problem(&e, &res.row.provider, what))?;
-    } else if cap.copy {
-        res.op
-            .copy(from.as_str(), to.as_str())
-            .await
-            .map_err(|e| provider_problem(&e, &res.row.provider, what))?;
-    } else {
-        // No native copy: stream the bytes through, checksumming them.
-        let stream = read_stream(&res.op, from.as_str(), 0..src.size).await?;
-        let content_type = src.meta.as_ref().and_then(|m| m.content_type.clone());
-        let mut staged = stage(
-            &res.op,
-            to.as_str(),
-            content_type.as_deref(),
-            stream,
-            Vec::new(),
-            &|_| {},
-        )
-        .await
-        .map_err(|e| match e {
-            StageError::Provider(e) => provider_problem(&e, &res.row.provider, what),
-            StageError::Source(e) => {
-                tracing::warn!(error = %e, "reading the source of a copy failed");
-                Problem::new(
-                    ErrorCode::ProviderUnavailable,
-                    "the source could not be read",
-                )
-                .with_retry_after(1)
+            .map_err(|e| match e {
+                StageError::Provider(e) => provider_problem(&e, &res.row.provider, what),
+                StageError::Source(e) => {
+                    tracing::warn!(error = %e, "reading the source of a copy failed");
+                    Problem::new(
+                        ErrorCode::ProviderUnavailable,
+                        "the source could not be read",
+                    )
+                    .with_retry_after(1)
+                }
+                StageError::TooLarge => ferry_common::content::files::one_shot_too_large(),
+            })?;
+            staged
+                .writer
+                .close()
+                .await
+                .map_err(|e| provider_problem(&e, &res.row.provider, what))?;
+            let sums = staged.sums;
+            known = Some(ObjectMeta {
+                generation: 0,
+                connection_id: conn_id.to_owned(),
+                path: to.as_str().to_owned(),
+                size: sums.len as i64,
+                crc64nvme: sums.crc64nvme,
+                sha256: src.meta.as_ref().and_then(|m| m.sha256.clone()),
+                content_type,
+                etag: etag_for(sums.crc64nvme, sums.len),
+                provider_modified_ms: None,
+                updated_at: 0,
+                headers: src
+                    .meta
+                    .as_ref()
+                    .map(|m| m.headers.clone())
+                    .unwrap_or_default(),
+            });
+        }
+        if is_move && !cap.rename {
+            res.op
+                .delete(from.as_str())
+                .await
+                .map_err(|e| provider_problem(&e, &res.row.provider, what))?;
+        }
+        Ok::<_, Problem>(known)
+    })
+    .await;
+    let mut known = match made {
+        Ok(known) => known,
+        Err(p) => {
+            if let Some(id) = &intent {
+                host.abandon(id.clone());
             }
-            StageError::TooLarge => ferry_common::content::files::one_shot_too_large(),
-        })?;
-        staged
-            .writer
-            .close()
-            .await
-            .map_err(|e| provider_problem(&e, &res.row.provider, what))?;
-        let sums = staged.sums;
-        known = Some(ObjectMeta {
-            generation: 0,
-            connection_id: conn_id.to_owned(),
-            path: to.as_str().to_owned(),
-            size: sums.len as i64,
-            crc64nvme: sums.crc64nvme,
-            sha256: src.meta.as_ref().and_then(|m| m.sha256.clone()),
-            content_type,
-            etag: etag_for(sums.crc64nvme, sums.len),
-            provider_modified_ms: None,
-            updated_at: 0,
-            headers: src
-                .meta
-                .as_ref()
-                .map(|m| m.headers.clone())
-                .unwrap_or_default(),
-        });
-    }
-    if is_move && !cap.rename {
-        res.op
-            .delete(from.as_str())
-            .await
-            .map_err(|e| provider_problem(&e, &res.row.provider, what))?;
-    }
+            return Err(p);
+        }
+    };
 
     let stat = res.op.stat(to.as_str()).await.ok();
     let modified_ms = stat

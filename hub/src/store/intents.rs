@@ -51,6 +51,31 @@ pub struct PendingIntent {
     pub created_at: i64,
 }
 
+/// The columns [`pending_from_row`] reads.
+const PENDING: &str =
+    "id, connection_id, path, expect_size, expect_crc, change, absent_path, created_at";
+
+fn pending_from_row(row: &sqlx::any::AnyRow) -> Result<PendingIntent, StoreError> {
+    let id: String = row.try_get("id")?;
+    let change: String = row.try_get("change")?;
+    let change: Commit = serde_json::from_str(&change)
+        .map_err(|e| StoreError::Corrupt(format!("intent {id}: {e}")))?;
+    let size: Option<i64> = row.try_get("expect_size")?;
+    let crc: Option<i64> = row.try_get("expect_crc")?;
+    Ok(PendingIntent {
+        intent: Intent {
+            connection_id: row.try_get("connection_id")?,
+            path: row.try_get("path")?,
+            expect: size.zip(crc).map(|(s, c)| (s as u64, c as u64)),
+            also_absent: row.try_get("absent_path")?,
+            replaces: 0,
+            change,
+        },
+        created_at: row.try_get("created_at")?,
+        id,
+    })
+}
+
 impl Store {
     /// Records `intent` before its change is made; its id, for the
     /// change's commit. Needs the primary, as the commit does.
@@ -138,38 +163,29 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<PendingIntent>, StoreError> {
         self.refuse_if_down()?;
-        let rows = sqlx::query(
-            "SELECT id, connection_id, path, expect_size, expect_crc, change, absent_path, \
-             created_at FROM intents WHERE outcome IS NULL AND created_at < $1 \
-             AND next_try_at <= $2 ORDER BY next_try_at, created_at LIMIT CAST($3 AS BIGINT)",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {PENDING} FROM intents WHERE outcome IS NULL AND created_at < $1 \
+             AND next_try_at <= $2 ORDER BY next_try_at, created_at LIMIT CAST($3 AS BIGINT)"
+        )))
         .bind(before)
         .bind(now)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        let mut pending = Vec::with_capacity(rows.len());
-        for row in rows {
-            let id: String = row.try_get("id")?;
-            let change: String = row.try_get("change")?;
-            let change: Commit = serde_json::from_str(&change)
-                .map_err(|e| StoreError::Corrupt(format!("intent {id}: {e}")))?;
-            let size: Option<i64> = row.try_get("expect_size")?;
-            let crc: Option<i64> = row.try_get("expect_crc")?;
-            pending.push(PendingIntent {
-                intent: Intent {
-                    connection_id: row.try_get("connection_id")?,
-                    path: row.try_get("path")?,
-                    expect: size.zip(crc).map(|(s, c)| (s as u64, c as u64)),
-                    also_absent: row.try_get("absent_path")?,
-                    replaces: 0,
-                    change,
-                },
-                created_at: row.try_get("created_at")?,
-                id,
-            });
-        }
-        Ok(pending)
+        rows.iter().map(pending_from_row).collect()
+    }
+
+    /// Intent `id`, if nothing settled it yet (read on the primary: it was
+    /// recorded a moment ago).
+    pub async fn pending_intent(&self, id: &str) -> Result<Option<PendingIntent>, StoreError> {
+        self.refuse_if_down()?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {PENDING} FROM intents WHERE id = $1 AND outcome IS NULL"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(pending_from_row).transpose()
     }
 
     /// Leaves intent `id` for another look at `at` (Unix ms): the provider
