@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferry_common::body::{Body, full};
 use ferry_common::content::locks::PathLocks;
@@ -37,7 +37,87 @@ type GrantKey = (Vec<u8>, String, String, GrantOp);
 #[derive(Debug)]
 struct Cached {
     grant: Arc<Grant>,
-    expires: Instant,
+    expires: tokio::time::Instant,
+}
+
+/// The grants a spoke holds, each until its lifetime runs out, and the
+/// invalidations that end them sooner.
+#[derive(Debug)]
+struct GrantCache {
+    grants: Mutex<HashMap<GrantKey, Cached>>,
+    /// Invalidations received: a grant whose fetch began before the last
+    /// one is used for its request and not kept.
+    invalidations: AtomicU64,
+    /// The latest invalidation epoch the hubs announced: a grant made in
+    /// an earlier one is not kept.
+    epoch: AtomicI64,
+}
+
+impl Default for GrantCache {
+    fn default() -> Self {
+        Self {
+            grants: Mutex::default(),
+            invalidations: AtomicU64::new(0),
+            epoch: AtomicI64::new(i64::MIN),
+        }
+    }
+}
+
+impl GrantCache {
+    /// The grant held for `key`, if its lifetime has not run out.
+    fn held(&self, key: &GrantKey) -> Option<Arc<Grant>> {
+        let mut grants = self.grants.lock().expect("grant cache poisoned");
+        let now = tokio::time::Instant::now();
+        grants.retain(|_, c| c.expires > now);
+        grants.get(key).map(|c| c.grant.clone())
+    }
+
+    /// The grant for `key`: the one held, or what `fetch` brings, and
+    /// whether it was fetched now. What `fetch` brings is kept for its
+    /// lifetime unless an invalidation arrived while it was on its way, or
+    /// it was made in an epoch older than the last one announced
+    /// ([`keepable`]); the request it was fetched for uses it either way.
+    async fn get_or_fetch<E>(
+        &self,
+        key: GrantKey,
+        fetch: impl Future<Output = Result<Grant, E>>,
+    ) -> Result<(Arc<Grant>, bool), E> {
+        if let Some(g) = self.held(&key) {
+            return Ok((g, false));
+        }
+        let fetched_at = self.invalidations.load(Ordering::Acquire);
+        let g = Arc::new(fetch.await?);
+        let expires = tokio::time::Instant::now() + Duration::from_millis(g.ttl_ms.min(3_600_000));
+        let mut grants = self.grants.lock().expect("grant cache poisoned");
+        // (Decided under the cache's lock, which an invalidation takes
+        // too: none slips in between.)
+        if keepable(
+            self.invalidations.load(Ordering::Acquire),
+            fetched_at,
+            self.epoch.load(Ordering::Acquire),
+            g.epoch,
+        ) {
+            grants.insert(
+                key,
+                Cached {
+                    grant: g.clone(),
+                    expires,
+                },
+            );
+        }
+        Ok((g, true))
+    }
+
+    /// Forgets every grant held, and notes the invalidation (and its
+    /// `epoch`, when the hub gave one) for grants still on their way.
+    fn invalidate(&self, epoch: Option<i64>) {
+        let mut grants = self.grants.lock().expect("grant cache poisoned");
+        self.invalidations.fetch_add(1, Ordering::AcqRel);
+        if let Some(e) = epoch {
+            self.epoch.fetch_max(e, Ordering::AcqRel);
+        }
+        grants.clear();
+    }
 }
 
 /// What a request streamed here holds from the hub.
@@ -87,17 +167,11 @@ pub struct DataPath {
     client: HubClient,
     name: String,
     metrics: Arc<Metrics>,
-    grants: Mutex<HashMap<GrantKey, Cached>>,
+    grants: GrantCache,
     operators: Mutex<HashMap<String, (String, Operator)>>,
     locks: PathLocks,
     /// Completion reports on their way to the hub.
     pub reports: Arc<Reports>,
-    /// Invalidations received: a grant whose fetch began before the last
-    /// one is used for its request and not kept.
-    invalidations: AtomicU64,
-    /// The latest invalidation epoch the hubs announced: a grant made in
-    /// an earlier one is not kept.
-    epoch: AtomicI64,
 }
 
 /// Whether a grant fetched while `fetched_at` invalidations had been
@@ -122,11 +196,9 @@ impl DataPath {
             client,
             name,
             metrics,
-            grants: Mutex::default(),
+            grants: GrantCache::default(),
             operators: Mutex::default(),
             locks: PathLocks::default(),
-            invalidations: AtomicU64::new(0),
-            epoch: AtomicI64::new(i64::MIN),
         })
     }
 
@@ -150,49 +222,15 @@ impl DataPath {
             path.to_owned(),
             op,
         );
-        let cached = {
-            let mut grants = self.grants.lock().expect("grant cache poisoned");
-            let now = Instant::now();
-            grants.retain(|_, c| c.expires > now);
-            grants.get(&key).map(|c| c.grant.clone())
+        let fetch = self.fetch_grant(authorization, connection, path, op);
+        let (grant, fresh) = match self.grants.get_or_fetch(key, fetch).await {
+            Ok(got) => got,
+            Err(answer) => return Decision::Answer(answer),
         };
-        let fresh = cached.is_none();
-        let grant = match cached {
-            Some(g) => {
-                self.metrics.grant(GrantResult::cached);
-                g
-            }
-            None => {
-                let fetched_at = self.invalidations.load(Ordering::Acquire);
-                match self.fetch_grant(authorization, connection, path, op).await {
-                    Ok(g) => {
-                        self.metrics.grant(GrantResult::fetched);
-                        let g = Arc::new(g);
-                        let expires =
-                            Instant::now() + Duration::from_millis(g.ttl_ms.min(3_600_000));
-                        let mut grants = self.grants.lock().expect("grant cache poisoned");
-                        // (Decided under the cache's lock, which an
-                        // invalidation takes too: none slips in between.)
-                        if keepable(
-                            self.invalidations.load(Ordering::Acquire),
-                            fetched_at,
-                            self.epoch.load(Ordering::Acquire),
-                            g.epoch,
-                        ) {
-                            grants.insert(
-                                key,
-                                Cached {
-                                    grant: g.clone(),
-                                    expires,
-                                },
-                            );
-                        }
-                        g
-                    }
-                    Err(answer) => return Decision::Answer(answer),
-                }
-            }
-        };
+        self.metrics.grant(match fresh {
+            true => GrantResult::fetched,
+            false => GrantResult::cached,
+        });
         if !grant.direct {
             return Decision::Forward;
         }
@@ -297,13 +335,7 @@ impl DataPath {
     /// the next request asks the hub again, and no grant made before is
     /// kept again.
     pub fn invalidate_grants(&self, epoch: Option<i64>) {
-        let mut grants = self.grants.lock().expect("grant cache poisoned");
-        self.invalidations.fetch_add(1, Ordering::AcqRel);
-        if let Some(e) = epoch {
-            self.epoch.fetch_max(e, Ordering::AcqRel);
-        }
-        grants.clear();
-        drop(grants);
+        self.grants.invalidate(epoch);
         self.operators
             .lock()
             .expect("operator cache poisoned")
@@ -452,7 +484,86 @@ impl MetaHost for SpokeHost {
 
 #[cfg(test)]
 mod tests {
-    use super::keepable;
+    use super::*;
+
+    fn grant(epoch: Option<i64>) -> Grant {
+        Grant {
+            account_id: "acc_1".into(),
+            connection_id: "con_1".into(),
+            provider: "fs".into(),
+            config: serde_json::json!({}),
+            direct: true,
+            ttl_ms: 30_000,
+            allow_private_endpoints: false,
+            token: format!("fg1.{epoch:?}"),
+            meta: None,
+            epoch,
+        }
+    }
+
+    fn key() -> GrantKey {
+        (vec![1], "local".into(), "a.txt".into(), GrantOp::Write)
+    }
+
+    /// The race an invalidation must win: a grant the hub made just before
+    /// a revocation (epoch 4), whose answer reaches the spoke after the
+    /// revocation's invalidation (epoch 5). On a paused clock the fetch is
+    /// held open until the invalidation is in.
+    #[tokio::test(start_paused = true)]
+    async fn a_grant_fetched_across_an_invalidation_is_used_once_and_never_kept() {
+        let cache = Arc::new(GrantCache::default());
+        cache.invalidate(Some(4));
+        let (answer, answered) = tokio::sync::oneshot::channel::<Grant>();
+        let (began, fetching) = tokio::sync::oneshot::channel::<()>();
+        let request = tokio::spawn({
+            let cache = cache.clone();
+            async move {
+                let fetch = async move {
+                    began.send(()).unwrap();
+                    Ok::<_, ()>(answered.await.unwrap())
+                };
+                cache.get_or_fetch(key(), fetch).await
+            }
+        });
+        fetching.await.unwrap();
+        cache.invalidate(Some(5));
+        answer.send(grant(Some(4))).unwrap();
+        let (used, fresh) = request.await.unwrap().unwrap();
+        assert!(fresh && used.epoch == Some(4), "its request uses it");
+        assert!(cache.held(&key()).is_none(), "not kept");
+
+        // Nor is one made in the old epoch and fetched after the
+        // invalidation (a hub whose view lagged behind it).
+        let late = cache.get_or_fetch(key(), async { Ok::<_, ()>(grant(Some(4))) });
+        assert!(late.await.unwrap().1);
+        assert!(
+            cache.held(&key()).is_none(),
+            "an older epoch's grant is not kept"
+        );
+
+        // One of the new epoch is kept for its lifetime, and no longer.
+        let (_, fresh) = cache
+            .get_or_fetch(key(), async { Ok::<_, ()>(grant(Some(5))) })
+            .await
+            .unwrap();
+        assert!(fresh);
+        tokio::time::advance(Duration::from_millis(29_999)).await;
+        let (held, fresh) = cache
+            .get_or_fetch(key(), async { Err::<Grant, _>("asked again") })
+            .await
+            .unwrap();
+        assert!(!fresh && held.epoch == Some(5), "held for its lifetime");
+        tokio::time::advance(Duration::from_millis(2)).await;
+        assert!(cache.held(&key()).is_none(), "its lifetime ran out");
+        // And the next invalidation ends it at once.
+        cache
+            .get_or_fetch(key(), async { Ok::<_, ()>(grant(Some(5))) })
+            .await
+            .unwrap();
+        assert!(cache.held(&key()).is_some());
+        cache.invalidate(Some(6));
+        assert!(cache.held(&key()).is_none());
+    }
 
     #[test]
     fn a_grant_is_kept_only_when_no_invalidation_overtook_it() {

@@ -273,7 +273,7 @@ async fn client(
             let seen = shared.entry(path).or_default();
             let kind = if conflict(&answer) {
                 seen.refused.insert(sha(&data));
-                "shared upload conflict"
+                "shared upload conflict refused"
             } else {
                 let ok = matches!(answer, Answer::Got(200 | 201, ..));
                 seen.tried.insert(Some(sha(&data)));
@@ -373,7 +373,11 @@ async fn client(
             }
             ("copy", ok)
         };
-        let answer = if outcome { "ok" } else { "failed" };
+        let answer = match (kind.ends_with("conflict"), outcome) {
+            (true, _) => "refused",
+            (false, true) => "ok",
+            (false, false) => "failed",
+        };
         *ops.entry(format!("{kind} {answer}")).or_default() += 1;
         if let Some(state) = paths.get_mut(&path) {
             let via = node.rsplit(':').next().unwrap_or_default();
