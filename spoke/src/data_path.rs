@@ -428,10 +428,13 @@ impl MetaHost for SpokeHost {
         })
     }
 
-    fn abandon(&self, id: String) {
+    fn abandon(&self, id: Option<&str>) {
+        let Some(id) = id else { return };
         let (client, token) = (self.data.client.clone(), self.token.clone());
+        let body = IntentRef {
+            intent: id.to_owned(),
+        };
         tokio::spawn(async move {
-            let body = IntentRef { intent: id };
             // Not answered: the hub drops the intent after a minute anyway.
             if let Err(e) = client
                 .call(InternalCall::Abandon, OnBehalf::Grant(&token), &body)

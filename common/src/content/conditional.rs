@@ -28,6 +28,12 @@ fn weak_eq(a: &str, b: &str) -> bool {
     a.trim_start_matches("W/") == b.trim_start_matches("W/")
 }
 
+/// Whether the request has an `If-Match` or `If-None-Match` condition.
+pub fn any(headers: &HeaderMap) -> bool {
+    headers.contains_key(http::header::IF_MATCH)
+        || headers.contains_key(http::header::IF_NONE_MATCH)
+}
+
 /// Evaluates `If-Match` and `If-None-Match` against the current entity tag
 /// (`None` when nothing exists at the path).
 pub fn evaluate(headers: &HeaderMap, method: &Method, current: Option<&str>) -> Verdict {

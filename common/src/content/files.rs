@@ -478,8 +478,7 @@ async fn put(
     // upload began with (or, with conditions, the one they held for): if
     // another change was recorded since, the store refuses the intent.
     let _guard = host.lock(&t.connection_id, path.as_str()).await;
-    let conditional =
-        headers.contains_key(header::IF_MATCH) || headers.contains_key(header::IF_NONE_MATCH);
+    let conditional = conditional::any(&headers);
     let mut seen = before;
     if conditional {
         seen = current(&**host, &t.op, &t.connection_id, path.as_str()).await?;
@@ -552,9 +551,7 @@ async fn put(
         }
     };
     if let Err(e) = staged.writer.close().await {
-        if let Some(id) = &change.intent {
-            host.abandon(id.clone());
-        }
+        host.abandon(change.intent.as_deref());
         return Err(provider_problem(&e, t.op.info().scheme(), "write"));
     }
     meta.provider_modified_ms = match t.op.stat(path.as_str()).await {
@@ -633,13 +630,9 @@ async fn delete(
         replaces: view.generation,
         change: change.clone(),
     };
-    let conditional = req.headers().contains_key(header::IF_MATCH)
-        || req.headers().contains_key(header::IF_NONE_MATCH);
-    change.intent = intend(&**host, &intent, conditional).await?;
+    change.intent = intend(&**host, &intent, conditional::any(req.headers())).await?;
     if let Err(e) = t.op.delete(path.as_str()).await {
-        if let Some(id) = &change.intent {
-            host.abandon(id.clone());
-        }
+        host.abandon(change.intent.as_deref());
         return Err(provider_problem(&e, t.op.info().scheme(), "delete"));
     }
     host.commit(change).await?;

@@ -55,11 +55,11 @@ pub trait MetaHost: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<String>, Problem>> {
         Box::pin(async move { self.ready_to_commit().await.map(|()| None) })
     }
-    /// The change of intent `id` (from [`MetaHost::intend`]) failed at the
-    /// provider: the host settles it now, by what the provider holds,
-    /// rather than leaving the path held until the intent is old. Best
-    /// effort, apart from the writer's answer.
-    fn abandon(&self, _id: String) {}
+    /// The change of intent `id` (from [`MetaHost::intend`]; nothing for
+    /// none) failed at the provider: the host settles it now, by what the
+    /// provider holds, rather than leaving the path held until the intent
+    /// is old. Best effort, apart from the writer's answer.
+    fn abandon(&self, _id: Option<&str>) {}
     /// Logs a transfer on its own; best effort.
     fn log_transfer(&self, transfer: Transfer) -> BoxFuture<'static, ()>;
     /// This node's locks and content metrics.

@@ -657,9 +657,7 @@ async fn finish(
         }
     };
     if let Err(e) = put.await {
-        if let Some(id) = &change.intent {
-            meta.abandon(id.clone());
-        }
+        meta.abandon(change.intent.as_deref());
         return Err(provider_problem(&e, scheme, "write"));
     }
     let modified = target

@@ -74,8 +74,10 @@ impl MetaHost for HubHost {
         })
     }
 
-    fn abandon(&self, id: String) {
-        tokio::spawn(super::intents::abandoned(self.state.clone(), id));
+    fn abandon(&self, id: Option<&str>) {
+        if let Some(id) = id {
+            tokio::spawn(super::intents::abandoned(self.state.clone(), id.to_owned()));
+        }
     }
 
     fn log_transfer(&self, transfer: Transfer) -> BoxFuture<'static, ()> {

@@ -780,9 +780,7 @@ pub(super) async fn relocate(
     let mut known = match made {
         Ok(known) => known,
         Err(p) => {
-            if let Some(id) = &intent {
-                host.abandon(id.clone());
-            }
+            host.abandon(intent.as_deref());
             return Err(p);
         }
     };
