@@ -14,6 +14,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ferry_common::content::model::{Commit, Direction, EventKind, Intent, ObjectMeta, Transfer};
 use ferry_common::contract::GrantOp;
+
+use crate::store::PendingIntent;
 use ring::hmac;
 use serde::{Deserialize, Serialize};
 
@@ -256,13 +258,16 @@ impl Claims {
         Ok(())
     }
 
-    /// Giving up `intent`, whose change failed at the provider: only one
-    /// of the object a write grant covers.
-    pub fn check_abandon(&self, intent: &Intent) -> Result<(), GrantError> {
+    /// Giving up intent `p`, whose change failed at the provider: only one
+    /// `spoke` recorded itself, of the object a write grant covers.
+    pub fn check_abandon(&self, p: &PendingIntent, spoke: &str) -> Result<(), GrantError> {
         if !matches!(self.op, GrantOp::Write | GrantOp::Upload) {
             return Err(GrantError::Outside("an intent under a read grant"));
         }
-        self.check_object(&intent.connection_id, &intent.path)
+        if p.made_by.as_deref() != Some(spoke) {
+            return Err(GrantError::Outside("another node's intent"));
+        }
+        self.check_object(&p.intent.connection_id, &p.intent.path)
     }
 
     /// An intent recorded for `spoke`: the upload a write grant covers,
@@ -283,6 +288,7 @@ impl Claims {
             return Err(GrantError::Outside("an intent without its upload"));
         };
         if i.also_absent.is_some()
+            || i.source.is_some()
             || i.change.event.is_none()
             || i.change.intent.is_some()
             || i.expect != Some((m.size as u64, m.crc64nvme))
@@ -547,6 +553,8 @@ mod tests {
             expect: Some((1, 7)),
             also_absent: None,
             replaces: 0,
+            source: None,
+            conditional: false,
             change: Commit {
                 upsert: Some(meta(1)),
                 event: Some(event("acc_1", EventKind::Created)),
@@ -572,6 +580,9 @@ mod tests {
         let mut moving = upload.clone();
         moving.also_absent = Some("a/c.txt".into());
         assert!(c.check_intent(&moving, "fra1", None).is_err());
+        let mut copying = upload.clone();
+        copying.source = Some(("a/c.txt".into(), 0));
+        assert!(c.check_intent(&copying, "fra1", None).is_err());
         let mut removing = upload.clone();
         removing.change.upsert = None;
         removing.change.remove = vec![("con_1".into(), "a/b.txt".into())];
@@ -579,6 +590,27 @@ mod tests {
         let mut other_account = upload.clone();
         other_account.change.event = Some(event("acc_2", EventKind::Created));
         assert!(c.check_intent(&other_account, "fra1", None).is_err());
+        // An intent is given up only by the spoke that recorded it, for
+        // the object of a write grant.
+        let mut recorded = crate::store::PendingIntent {
+            id: "int_1".into(),
+            intent: upload.clone(),
+            created_at: 1,
+            made_by: Some("fra1".into()),
+            drop_at: None,
+        };
+        assert_eq!(c.check_abandon(&recorded, "fra1"), Ok(()));
+        assert!(c.check_abandon(&recorded, "ams1").is_err());
+        assert!(
+            claims(GrantOp::Read)
+                .check_abandon(&recorded, "fra1")
+                .is_err()
+        );
+        recorded.made_by = None;
+        assert!(c.check_abandon(&recorded, "fra1").is_err(), "a hub's own");
+        recorded.made_by = Some("fra1".into());
+        recorded.intent.path = "other.txt".into();
+        assert!(c.check_abandon(&recorded, "fra1").is_err());
         // A read grant's commit (a digest) settles no intent.
         let digest = Commit {
             upsert: Some(meta(1)),

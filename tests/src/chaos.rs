@@ -182,7 +182,11 @@ struct Shared {
 /// A refusal because another change to the path came first: nothing
 /// changed.
 fn conflict(answer: &Answer) -> bool {
-    matches!(answer, Answer::Got(409 | 412, ..))
+    match answer {
+        Answer::Got(409, body, _) => String::from_utf8_lossy(body).contains("write_conflict"),
+        Answer::Got(412, ..) => true,
+        _ => false,
+    }
 }
 
 /// How one request ended.
@@ -302,7 +306,8 @@ async fn client(
             let answer = request(&api, Method::PUT, &file, Some(data.clone()), None).await;
             let ok = matches!(answer, Answer::Got(200 | 201, ..));
             if conflict(&answer) {
-                // Its own change before it, unanswered, still under way.
+                // An earlier change of its own still holds the path (its
+                // answer never came, or its record is on its way).
                 ("upload conflict", false)
             } else {
                 paths.get_mut(&path).unwrap().changed(Some(sha(&data)), ok);

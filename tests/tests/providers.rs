@@ -536,6 +536,15 @@ async fn a_write_that_failed_at_the_provider_frees_its_path_at_once() {
             0,
             ferry_common::provider::remote::RETRIES + 1,
         );
+        let dropped = async || {
+            metric(
+                &hub.metrics_url(),
+                "ferry_intents_settled_total",
+                &[("outcome", "dropped")],
+            )
+            .await
+        };
+        let before = dropped().await;
         let failed = put(&t, &path, &data).await;
         assert!(failed.status.is_server_error(), "{failed:?}");
         proxy.fail_after(http::Method::PUT, 0, 0);
@@ -554,6 +563,8 @@ async fn a_write_that_failed_at_the_provider_frees_its_path_at_once() {
             "the path stayed held ({conflicts} conflicts)\n{}",
             hub.log()
         );
+        // (Its intent was recorded, and dropped: S3 holds nothing of it.)
+        assert!(dropped().await > before, "{}", hub.log());
         assert_eq!(
             t.api.get(&t.file(&path)).send().await.expect(200).body,
             data

@@ -590,38 +590,6 @@ async fn a_spoke_whose_journal_is_full_refuses_uploads_until_the_hub_takes_its_r
         .expect(200);
 }
 
-/// The presigned `PUT` URL (path and query) of `key` in `bucket`, as boto3
-/// signs it for the S3 door at `endpoint`.
-fn presigned_put(
-    endpoint: &str,
-    access_key: &str,
-    secret: &str,
-    bucket: &str,
-    key: &str,
-) -> String {
-    let script = "import sys, boto3\n\
-from botocore.config import Config\n\
-s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1',\n\
-    aws_access_key_id=sys.argv[2], aws_secret_access_key=sys.argv[3],\n\
-    config=Config(s3={'addressing_style': 'path'}, signature_version='s3v4'))\n\
-print(s3.generate_presigned_url('put_object', Params={'Bucket': sys.argv[4], 'Key': sys.argv[5]}, ExpiresIn=300))\n";
-    let out = std::process::Command::new(ferry_tests::tools::Tool::Python.path())
-        .args(["-c", script, endpoint, access_key, secret, bucket, key])
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
-        .strip_prefix(endpoint)
-        .expect("the endpoint's URL")
-        .to_owned()
-}
-
 /// Two writers on one path through different nodes, the first to begin
 /// the last to end: the later one's change is recorded first, and the
 /// earlier one is refused (`409 write_conflict`; `412` when it had a
@@ -660,7 +628,16 @@ async fn two_writers_on_one_path_one_wins_and_the_other_changes_nothing() {
     };
 
     // 1. Through two spokes, nothing there before: the loser began first
-    // (its body slow), the winner began and ended meanwhile.
+    // (its body slow), the winner began and ended meanwhile. (The loser's
+    // spoke holds a grant from a write of the path deleted since, so it
+    // looks the path up itself as the upload begins.)
+    via(fra.url())
+        .put(&t.file(path))
+        .body("written and deleted")
+        .send()
+        .await
+        .expect(201);
+    via_hub.delete(&t.file(path)).send().await.expect(204);
     let (req, tx) = via(fra.url()).put(&t.file(path)).body_channel(slow.len());
     let loser = tokio::spawn(req.send());
     tx.send(slow.slice(..64 << 10)).await.unwrap();
@@ -675,7 +652,7 @@ async fn two_writers_on_one_path_one_wins_and_the_other_changes_nothing() {
     drop(tx);
     let lost = loser.await.unwrap().expect_problem(409, "write_conflict");
     assert_eq!(lost.header("retry-after").as_deref(), Some("1"));
-    check(b"the winner", 1, 0).await;
+    check(b"the winner", 2, 0).await;
 
     // 2. With conditions, the hub against a spoke: both began with the
     // same version; the later one's condition no longer holds.
@@ -705,15 +682,16 @@ async fn two_writers_on_one_path_one_wins_and_the_other_changes_nothing() {
         .await
         .unwrap()
         .expect_problem(412, "precondition_failed");
-    check(b"the second winner", 1, 1).await;
+    check(b"the second winner", 2, 1).await;
 
     // 3. Through the S3 door at a spoke (a presigned PUT, its body slow)
     // against a delete at the hub.
     let key = t.api.post("/v1/s3-keys").send().await.expect(201).json();
-    let url = presigned_put(
+    let url = ferry_tests::scenarios::presigned(
         &ams.url(),
         key["access_key_id"].as_str().unwrap(),
         key["secret_access_key"].as_str().unwrap(),
+        "put_object",
         "local",
         path,
     );
@@ -731,7 +709,7 @@ async fn two_writers_on_one_path_one_wins_and_the_other_changes_nothing() {
         "{body}"
     );
     via_hub.get(&t.file(path)).send().await.expect(404);
-    assert_eq!(events_of(&via_hub, path, "deleted").await, 1);
+    assert_eq!(events_of(&via_hub, path, "deleted").await, 2);
 
     // Nothing of the losers is left staged, and a writer that begins now
     // goes through.
@@ -745,5 +723,5 @@ async fn two_writers_on_one_path_one_wins_and_the_other_changes_nothing() {
         .send()
         .await
         .expect(201);
-    check(&slow, 2, 1).await;
+    check(&slow, 3, 1).await;
 }

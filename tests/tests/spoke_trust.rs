@@ -392,27 +392,14 @@ async fn a_spoke_renews_only_its_own_certificate_with_a_key_it_holds() {
 /// `method` of `key` (none when empty) in `bucket` at
 /// `http://spoke.test:8080`.
 fn presigned(access_key: &str, secret: &str, method: &str, bucket: &str, key: &str) -> String {
-    let script = "import sys, boto3\n\
-from botocore.config import Config\n\
-s3 = boto3.client('s3', endpoint_url='http://spoke.test:8080', region_name='us-east-1',\n\
-    aws_access_key_id=sys.argv[1], aws_secret_access_key=sys.argv[2],\n\
-    config=Config(s3={'addressing_style': 'path'}, signature_version='s3v4'))\n\
-print(s3.generate_presigned_url(sys.argv[3], Params={'Bucket': sys.argv[4], **({'Key': sys.argv[5]} if sys.argv[5] else {})}, ExpiresIn=300))\n";
-    let out = std::process::Command::new(ferry_tests::tools::Tool::Python.path())
-        .args(["-c", script, access_key, secret, method, bucket, key])
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
-        .strip_prefix("http://spoke.test:8080")
-        .expect("the endpoint's URL")
-        .to_owned()
+    ferry_tests::scenarios::presigned(
+        "http://spoke.test:8080",
+        access_key,
+        secret,
+        method,
+        bucket,
+        key,
+    )
 }
 
 /// The S3 door at a spoke: the hub checks a client's signed head before

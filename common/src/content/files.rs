@@ -28,7 +28,7 @@ use super::transfer::{
     DownloadInfo, ObjectView, StageError, checksums_of, current, download_body, etag_for,
     read_stream, replaced, stage,
 };
-use super::{MetaHost, Target};
+use super::{Claimed, MetaHost, Target};
 use crate::provider::answer::observed;
 use crate::provider::problem as provider_problem;
 
@@ -107,24 +107,6 @@ fn precondition_failed() -> Problem {
         ErrorCode::PreconditionFailed,
         "the object's current entity tag does not satisfy the request's conditions",
     )
-}
-
-/// Records `intent` with `host` before its change is made. A change to
-/// the path that came first (`write_conflict`) is, for a `conditional`
-/// request (`If-Match`, `If-None-Match`), the precondition failing: what
-/// the conditions were checked against is no longer there.
-pub async fn intend(
-    host: &dyn MetaHost,
-    intent: &Intent,
-    conditional: bool,
-) -> Result<Option<String>, Problem> {
-    match host.intend(intent).await {
-        Err(p) if p.error_code() == ErrorCode::WriteConflict && conditional => Err(Problem::new(
-            ErrorCode::PreconditionFailed,
-            "another change to the object came first: its entity tag no longer satisfies the request's conditions",
-        )),
-        other => other,
-    }
 }
 
 /// The JSON description of a file.
@@ -293,8 +275,10 @@ async fn compute_digest(
     let digest = sums.digest(alg).expect("the digest was asked for").to_vec();
     if alg == DigestAlgorithm::Sha256 && sums.len == view.size {
         let _guard = host.lock(&t.connection_id, path.as_str()).await;
+        // Recorded for the version it was computed from only: a change
+        // recorded meanwhile keeps its own record.
         let meta = ObjectMeta {
-            generation: 0,
+            generation: view.generation,
             connection_id: t.connection_id.clone(),
             path: path.as_str().to_owned(),
             size: view.size as i64,
@@ -396,6 +380,9 @@ async fn put(
     {
         return Err(precondition_failed());
     }
+    // The version this upload replaces, as it begins (ferry's record of
+    // the path, even where the provider holds nothing).
+    let began = replaced(&**host, &t.connection_id, path.as_str(), before.as_ref()).await?;
 
     let mut digests: Vec<DigestAlgorithm> = expected.iter().map(|(a, _)| *a).collect();
     digests.extend(want);
@@ -480,8 +467,20 @@ async fn put(
     let _guard = host.lock(&t.connection_id, path.as_str()).await;
     let conditional = conditional::any(&headers);
     let mut seen = before;
+    let mut replaces = began;
     if conditional {
-        seen = current(&**host, &t.op, &t.connection_id, path.as_str()).await?;
+        let now = async {
+            let now = current(&**host, &t.op, &t.connection_id, path.as_str()).await?;
+            let g = replaced(&**host, &t.connection_id, path.as_str(), now.as_ref()).await?;
+            Ok::<_, Problem>((now, g))
+        };
+        match now.await {
+            Ok((now, g)) => (seen, replaces) = (now, g),
+            Err(p) => {
+                let _ = staged.writer.abort().await;
+                return Err(p);
+            }
+        }
         if conditional::evaluate(
             &headers,
             &Method::PUT,
@@ -493,13 +492,6 @@ async fn put(
         }
     }
     let existing = seen.is_some();
-    let replaces = match replaced(&**host, &t.connection_id, path.as_str(), seen.as_ref()).await {
-        Ok(g) => g,
-        Err(p) => {
-            let _ = staged.writer.abort().await;
-            return Err(p);
-        }
-    };
     // What will be recorded, known before the content is put in place, so
     // that a host keeping intents can record it first.
     let mut meta = ObjectMeta {
@@ -541,17 +533,21 @@ async fn put(
         expect: Some((sums.len, sums.crc64nvme)),
         also_absent: None,
         replaces,
+        source: None,
+        conditional,
         change: change.clone(),
     };
-    change.intent = match intend(&**host, &intent, conditional).await {
+    change.intent = match host.intend(&intent).await {
         Ok(id) => id,
         Err(p) => {
             let _ = staged.writer.abort().await;
             return Err(p);
         }
     };
+    // Given up if this ends before the commit: the provider failed, or
+    // the request was dropped midway.
+    let claim = Claimed::new(&**host, change.intent.clone());
     if let Err(e) = staged.writer.close().await {
-        host.abandon(change.intent.as_deref());
         return Err(provider_problem(&e, t.op.info().scheme(), "write"));
     }
     meta.provider_modified_ms = match t.op.stat(path.as_str()).await {
@@ -565,6 +561,7 @@ async fn put(
     change.upsert = Some(meta.clone());
     change.transfer = Some(log);
     host.commit(change).await?;
+    claim.done();
 
     let status = if existing {
         StatusCode::OK
@@ -628,14 +625,17 @@ async fn delete(
         expect: None,
         also_absent: None,
         replaces: view.generation,
+        source: None,
+        conditional: conditional::any(req.headers()),
         change: change.clone(),
     };
-    change.intent = intend(&**host, &intent, conditional::any(req.headers())).await?;
+    change.intent = host.intend(&intent).await?;
+    let claim = Claimed::new(&**host, change.intent.clone());
     if let Err(e) = t.op.delete(path.as_str()).await {
-        host.abandon(change.intent.as_deref());
         return Err(provider_problem(&e, t.op.info().scheme(), "delete"));
     }
     host.commit(change).await?;
+    claim.done();
     Ok(no_content())
 }
 

@@ -89,6 +89,39 @@ pub trait MetaHost: Send + Sync {
     fn track(&self, _delta: i64) {}
 }
 
+/// An intent recorded for a change under way ([`MetaHost::intend`]): given
+/// up ([`MetaHost::abandon`]) when dropped before [`Claimed::done`] — the
+/// provider failed, or the request was dropped midway (its client gone) —
+/// so that the path is not held until the intent is old.
+pub struct Claimed<'a> {
+    host: &'a dyn MetaHost,
+    id: Option<String>,
+}
+
+impl<'a> Claimed<'a> {
+    /// Holds intent `id` (none for none) of `host`.
+    pub fn new(host: &'a dyn MetaHost, id: Option<String>) -> Self {
+        Self { host, id }
+    }
+
+    /// The change was committed: nothing to give up.
+    pub fn done(mut self) {
+        self.id = None;
+    }
+}
+
+impl std::fmt::Debug for Claimed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claimed").field("id", &self.id).finish()
+    }
+}
+
+impl Drop for Claimed<'_> {
+    fn drop(&mut self) {
+        self.host.abandon(self.id.as_deref());
+    }
+}
+
 /// Counts one transfer as active until dropped.
 pub struct Active(std::sync::Arc<dyn MetaHost>);
 

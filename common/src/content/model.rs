@@ -275,6 +275,17 @@ pub struct Intent {
     /// change to `path` is under way: one writer wins, the other is told.
     #[serde(default)]
     pub replaces: i64,
+    /// A path the change reads (a copy's or move's source) and the version
+    /// of it that was read: the intent is refused when that record has
+    /// changed since or a change to it is under way, and while the intent
+    /// is unsettled no change to it is taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<(String, i64)>,
+    /// Whether the request had conditions (`If-Match`, `If-None-Match`):
+    /// a version recorded since it began then fails them (`412`) rather
+    /// than conflicting (`409`).
+    #[serde(default)]
+    pub conditional: bool,
     /// What to record then.
     pub change: Commit,
 }

@@ -610,16 +610,17 @@ async fn finish(
         folder: None,
         intent: None,
     };
-    let replaces = meta
-        .lookup(&session.connection_id, &session.path)
-        .await?
-        .map_or(0, |m| m.generation);
+    let replaces =
+        crate::content::transfer::replaced(&**meta, &session.connection_id, &session.path, None)
+            .await?;
     let intent = Intent {
         connection_id: session.connection_id.clone(),
         path: session.path.clone(),
         expect: Some((total, crc)),
         also_absent: None,
         replaces,
+        source: None,
+        conditional: false,
         change: change.clone(),
     };
     change.intent = meta.intend(&intent).await?;

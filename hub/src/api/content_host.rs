@@ -3,12 +3,36 @@
 
 use std::sync::Arc;
 
-use ferry_common::content::model::{Commit, ObjectMeta, Transfer};
+use ferry_common::content::model::{Commit, Intent, ObjectMeta, Transfer};
 use ferry_common::content::{MetaHost, Node};
-use ferry_common::problem::Problem;
+use ferry_common::problem::{ErrorCode, Problem};
 use futures_util::future::BoxFuture;
 
 use super::{AppState, store_problem};
+use crate::store::{Conflicting, StoreError};
+
+/// Records `intent` on the primary, for the spoke `made_by` (`None`: the
+/// hub's own change), or the change is not made: a store that cannot take
+/// this cannot take the commit either (`503`). Another change first is
+/// `409 write_conflict`, or `412 precondition_failed` for a change with
+/// conditions whose path was recorded since it began.
+pub(super) async fn record_intent(
+    state: &AppState,
+    intent: &Intent,
+    made_by: Option<&str>,
+) -> Result<String, Problem> {
+    super::writable(state).await?;
+    match state.store.record_intent(intent, made_by).await {
+        Ok(id) => Ok(id),
+        Err(StoreError::WriteConflict(Conflicting::Recorded)) if intent.conditional => {
+            Err(Problem::new(
+                ErrorCode::PreconditionFailed,
+                "another change to the object was recorded since this one began: the request's conditions no longer hold; nothing was changed",
+            ))
+        }
+        Err(e) => Err(store_problem(state, e)),
+    }
+}
 
 /// The hub's [`MetaHost`].
 #[derive(Debug, Clone)]
@@ -57,21 +81,8 @@ impl MetaHost for HubHost {
         Box::pin(super::writable(&self.state))
     }
 
-    fn intend<'a>(
-        &'a self,
-        intent: &'a ferry_common::content::model::Intent,
-    ) -> BoxFuture<'a, Result<Option<String>, Problem>> {
-        Box::pin(async move {
-            super::writable(&self.state).await?;
-            // Recorded on the primary, or the change is not made: a store
-            // that cannot take this cannot take the commit either.
-            self.state
-                .store
-                .record_intent(intent)
-                .await
-                .map(Some)
-                .map_err(|e| store_problem(&self.state, e))
-        })
+    fn intend<'a>(&'a self, intent: &'a Intent) -> BoxFuture<'a, Result<Option<String>, Problem>> {
+        Box::pin(async move { record_intent(&self.state, intent, None).await.map(Some) })
     }
 
     fn abandon(&self, id: Option<&str>) {

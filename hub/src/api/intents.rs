@@ -30,6 +30,9 @@ pub const SETTLE_AFTER_MS: i64 = 5_000;
 /// not hold its change: a copy may still be under way before that (and a
 /// connection just made may not be on the replica yet).
 pub const DROP_AFTER_MS: i64 = 60_000;
+/// How long an intent its writer gave up is kept before it is dropped if
+/// the provider does not hold its change.
+pub const ABANDONED_DROP_AFTER_MS: i64 = 3_000;
 /// When an intent that could not be settled is looked at again.
 const AGAIN_MS: i64 = 5_000;
 /// … and one whose provider did not answer.
@@ -58,7 +61,7 @@ pub async fn settle(state: Arc<AppState>, stop: CancellationToken) {
         {
             Ok(pending) => {
                 for p in pending {
-                    settle_one(&state, p, false).await;
+                    settle_one(&state, p).await;
                 }
             }
             Err(e) => tracing::debug!(error = %e, "could not look for unsettled intents"),
@@ -69,25 +72,26 @@ pub async fn settle(state: Arc<AppState>, stop: CancellationToken) {
     }
 }
 
-/// Settles intent `id` now, whatever its age: its change failed at the
-/// provider (the writer says so), so unless the provider holds the change
-/// after all, it is dropped at once and the path is free for other
-/// writers. Answers nothing; runs apart from the writer's answer.
+/// Intent `id`'s writer gave it up (its provider write failed, or its
+/// request went away before the commit): looked at now, and dropped
+/// [`ABANDONED_DROP_AFTER_MS`] from now if the provider does not hold its
+/// change by then (a write whose failure was only a lost answer may still
+/// land), so the path is free for other writers within seconds rather
+/// than a minute. Runs apart from the writer's answer.
 pub async fn abandoned(state: Arc<AppState>, id: String) {
-    match state.store.pending_intent(&id).await {
-        Ok(Some(p)) => settle_one(&state, p, true).await,
+    let drop_at = now_ms() + ABANDONED_DROP_AFTER_MS;
+    let pending = match state.store.abandon_intent(&id, drop_at).await {
+        Ok(()) => state.store.pending_intent(&id).await,
+        Err(e) => Err(e),
+    };
+    match pending {
+        Ok(Some(p)) => settle_one(&state, p).await,
         Ok(None) => {}
-        Err(e) => tracing::debug!(intent = %id, error = %e, "could not read an abandoned intent"),
+        Err(e) => tracing::debug!(intent = %id, error = %e, "could not give an intent up"),
     }
 }
 
-/// [`abandoned`], for an intent read already (a spoke's, checked against
-/// its grant).
-pub async fn settle_abandoned(state: Arc<AppState>, p: PendingIntent) {
-    settle_one(&state, p, true).await;
-}
-
-async fn settle_one(state: &AppState, p: PendingIntent, abandoned: bool) {
+async fn settle_one(state: &AppState, p: PendingIntent) {
     let mut change = p.intent.change.clone();
     let account = change.event.as_ref().map(|e| e.account_id.clone());
     let op = match account {
@@ -100,7 +104,7 @@ async fn settle_one(state: &AppState, p: PendingIntent, abandoned: bool) {
         Err(e) if e.error_code() == ErrorCode::ConnectionNotFound => Ok(None),
         Err(e) => Err(e),
     };
-    let old_enough = abandoned || now_ms() - p.created_at >= DROP_AFTER_MS;
+    let drop_at = p.drop_at.unwrap_or(p.created_at + DROP_AFTER_MS);
     let id = p.id.as_str();
     let again = |after: i64| async move {
         if let Err(e) = state.store.retry_intent(id, now_ms() + after).await {
@@ -109,8 +113,8 @@ async fn settle_one(state: &AppState, p: PendingIntent, abandoned: bool) {
     };
     let (outcome, modified_ms) = match held {
         Ok(Some(modified_ms)) => (Outcome::Applied, modified_ms),
-        Ok(None) if old_enough => (Outcome::Dropped, None),
-        Ok(None) => return again(AGAIN_MS).await,
+        Ok(None) if now_ms() >= drop_at => (Outcome::Dropped, None),
+        Ok(None) => return again(AGAIN_MS.min(drop_at - now_ms()).max(250)).await,
         Err(e) => {
             tracing::warn!(intent = %p.id, path = %p.intent.path, problem = %e, "cannot settle an intent yet: the provider does not answer");
             return again(AGAIN_UNANSWERED_MS).await;

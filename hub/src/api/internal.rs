@@ -28,7 +28,6 @@
 //!   write failed, settled at once by what the provider holds.
 
 use ferry_common::body::Body;
-use ferry_common::content::MetaHost as _;
 use ferry_common::contract::{
     Commit, GRANT_HEADER, Grant, GrantRequest, Intent, IntentRef, InternalCall, LookupAnswer,
     LookupRequest, Transfer,
@@ -38,7 +37,6 @@ use http::{Request, StatusCode};
 
 use super::auth::require_account;
 use super::connections::find;
-use super::content_host::HubHost;
 use super::http_util::{json, no_content, read_json};
 use super::operators::open_config;
 use super::operators::operator_for;
@@ -149,19 +147,12 @@ pub async fn handle(
         }
         InternalCall::Intend => {
             let intent: Intent = read_json(req, limit).await?;
-            let recorded = state
-                .store
-                .get_object(&claims.connection, &claims.path)
-                .await
-                .map_err(|e| store_problem(state, e))?;
+            let recorded = recorded(state, &claims).await?;
             claims
                 .check_intent(&intent, &spoke, recorded.as_ref())
                 .map_err(outside)?;
             still_there(state, &claims.connection).await?;
-            let id = HubHost::new(state.clone(), spoke.clone())
-                .intend(&intent)
-                .await?
-                .expect("the hub keeps intents");
+            let id = super::content_host::record_intent(state, &intent, Some(&spoke)).await?;
             Ok(json(StatusCode::OK, &IntentRef { intent: id }))
         }
         InternalCall::Abandon => {
@@ -172,21 +163,18 @@ pub async fn handle(
                 .await
                 .map_err(|e| store_problem(state, e))?;
             if let Some(p) = pending {
-                claims.check_abandon(&p.intent).map_err(outside)?;
-                tokio::spawn(super::intents::settle_abandoned(state.clone(), p));
+                claims.check_abandon(&p, &spoke).map_err(outside)?;
+                tokio::spawn(super::intents::abandoned(state.clone(), p.id));
             }
             Ok(no_content())
         }
         InternalCall::Commit => {
             let commit: Commit = read_json(req, limit).await?;
-            let recorded = state
-                .store
-                .get_object(&claims.connection, &claims.path)
-                .await
-                .map_err(|e| store_problem(state, e))?;
+            let recorded = recorded(state, &claims).await?;
             claims
                 .check_commit(&commit, &spoke, recorded.as_ref())
                 .map_err(outside)?;
+            own_intent(state, &commit, &spoke, call).await?;
             still_there(state, &claims.connection).await?;
             // A report seen before (delivered, then sent again from the
             // spoke's journal) is answered as taken, not applied twice.
@@ -213,6 +201,42 @@ pub async fn handle(
             Ok(no_content())
         }
     }
+}
+
+/// Refuses a spoke's commit that names an intent another node recorded
+/// (settling it would let a second writer onto the path). An intent no
+/// longer known (settled and forgotten) settles nothing either way.
+pub(super) async fn own_intent(
+    state: &AppState,
+    commit: &Commit,
+    spoke: &str,
+    call: InternalCall,
+) -> Result<(), Problem> {
+    let Some(id) = &commit.intent else {
+        return Ok(());
+    };
+    match state.store.intent_made_by(id).await {
+        Ok(Some(by)) if by.as_deref() != Some(spoke) => Err(refused(
+            state,
+            spoke,
+            call,
+            &GrantError::Outside("another node's intent"),
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(store_problem(state, e)),
+    }
+}
+
+/// What the store holds for the object `claims` grant.
+pub(super) async fn recorded(
+    state: &AppState,
+    claims: &Claims,
+) -> Result<Option<ferry_common::content::model::ObjectMeta>, Problem> {
+    state
+        .store
+        .get_object(&claims.connection, &claims.path)
+        .await
+        .map_err(|e| store_problem(state, e))
 }
 
 /// Fails with `404 connection_not_found` when connection `id` was deleted

@@ -16,13 +16,13 @@ use serde_json::json;
 
 use super::connections::{Resolved, resolve};
 use super::http_util::{json, paging, read_json};
-use ferry_common::content::MetaHost as _;
 use ferry_common::content::files::file_json;
 use ferry_common::content::model::{Commit, EventRecord, Intent, Origin};
 use ferry_common::content::transfer::{
     StageError, checksums_of, current, etag_for, read_stream, replaced, served_etag, stage,
     still_describes,
 };
+use ferry_common::content::{Claimed, MetaHost as _};
 
 use super::{ApiResult, AppState, store_problem};
 use super::{HubHost, VIA_HUB};
@@ -677,131 +677,118 @@ pub(super) async fn relocate(
         updated_at: at,
         ..m
     };
-    // With the source's checksum known, the change is recorded as an
-    // intent first (see `intents`): settled later by what the provider
-    // holds at `to` (and, for a move, that nothing is left at `from`) if
-    // this commit never comes.
-    let intent = match &src.meta {
-        Some(m) => {
-            let at = now_ms();
-            let intent = Intent {
-                connection_id: conn_id.to_owned(),
-                path: to.as_str().to_owned(),
-                expect: Some((src.size, m.crc64nvme)),
-                also_absent: is_move.then(|| from.as_str().to_owned()),
-                replaces: replaced(&host, conn_id, to.as_str(), dst.as_ref()).await?,
-                change: Commit {
-                    upsert: Some(placed(m.clone(), None, at)),
-                    remove: remove.clone(),
-                    event: Some(event(at)),
-                    ..Commit::default()
-                },
-            };
-            ferry_common::content::files::intend(&host, &intent, !conditions.is_empty()).await?
-        }
-        None => {
-            super::writable(state).await?;
-            None
-        }
+    // A source ferry has no record of (written outside ferry, or its
+    // upload's report still on its way from a spoke) is checksummed first,
+    // so that the copy has a record of its own and its change an intent.
+    let source = match &src.meta {
+        Some(m) => m.clone(),
+        None => checksummed(res, from.as_str()).await?,
     };
+    // The change is recorded as an intent first (see `intents`), naming
+    // the version of `to` it replaces and the version of `from` it read:
+    // settled later by what the provider holds at `to` (and, for a move,
+    // that nothing is left at `from`) if this commit never comes.
+    let at = now_ms();
+    let intent = Intent {
+        connection_id: conn_id.to_owned(),
+        path: to.as_str().to_owned(),
+        expect: Some((src.size, source.crc64nvme)),
+        also_absent: is_move.then(|| from.as_str().to_owned()),
+        replaces: replaced(&host, conn_id, to.as_str(), dst.as_ref()).await?,
+        source: Some((from.as_str().to_owned(), src.generation)),
+        conditional: !conditions.is_empty(),
+        change: Commit {
+            upsert: Some(placed(source.clone(), None, at)),
+            remove: remove.clone(),
+            event: Some(event(at)),
+            ..Commit::default()
+        },
+    };
+    let intent = host.intend(&intent).await?;
+    // Given up if this ends before the commit (settled by what the
+    // provider holds).
+    let claim = Claimed::new(&host, intent.clone());
     let cap = res.op.info().capability();
-    // The provider's part; if it fails after the intent was recorded, the
-    // intent is given up at once (settled by what the provider holds).
-    let made = Box::pin(async {
-        let mut known = src.meta.clone();
-        if is_move && cap.rename {
-            res.op
-                .rename(from.as_str(), to.as_str())
-                .await
-                .map_err(|e| provider_problem(&e, &res.row.provider, what))?;
-        } else if cap.copy {
-            res.op
-                .copy(from.as_str(), to.as_str())
-                .await
-                .map_err(|e| provider_problem(&e, &res.row.provider, what))?;
-        } else {
-            // No native copy: stream the bytes through, checksumming them.
-            let stream = read_stream(&res.op, from.as_str(), 0..src.size).await?;
-            let content_type = src.meta.as_ref().and_then(|m| m.content_type.clone());
-            let mut staged = stage(
-                &res.op,
-                to.as_str(),
-                content_type.as_deref(),
-                stream,
-                Vec::new(),
-                &|_| {},
-            )
+    let mut known = source.clone();
+    if is_move && cap.rename {
+        res.op
+            .rename(from.as_str(), to.as_str())
             .await
-            .map_err(|e| match e {
-                StageError::Provider(e) => provider_problem(&e, &res.row.provider, what),
-                StageError::Source(e) => {
-                    tracing::warn!(error = %e, "reading the source of a copy failed");
-                    Problem::new(
-                        ErrorCode::ProviderUnavailable,
-                        "the source could not be read",
-                    )
-                    .with_retry_after(1)
-                }
-                StageError::TooLarge => ferry_common::content::files::one_shot_too_large(),
-            })?;
-            staged
-                .writer
-                .close()
-                .await
-                .map_err(|e| provider_problem(&e, &res.row.provider, what))?;
-            let sums = staged.sums;
-            known = Some(ObjectMeta {
-                generation: 0,
-                connection_id: conn_id.to_owned(),
-                path: to.as_str().to_owned(),
-                size: sums.len as i64,
-                crc64nvme: sums.crc64nvme,
-                sha256: src.meta.as_ref().and_then(|m| m.sha256.clone()),
-                content_type,
-                etag: etag_for(sums.crc64nvme, sums.len),
-                provider_modified_ms: None,
-                updated_at: 0,
-                headers: src
-                    .meta
-                    .as_ref()
-                    .map(|m| m.headers.clone())
-                    .unwrap_or_default(),
-            });
-        }
-        if is_move && !cap.rename {
-            res.op
-                .delete(from.as_str())
-                .await
-                .map_err(|e| provider_problem(&e, &res.row.provider, what))?;
-        }
-        Ok::<_, Problem>(known)
-    })
-    .await;
-    let mut known = match made {
-        Ok(known) => known,
-        Err(p) => {
-            host.abandon(intent.as_deref());
-            return Err(p);
-        }
-    };
+            .map_err(|e| provider_problem(&e, &res.row.provider, what))?;
+    } else if cap.copy {
+        res.op
+            .copy(from.as_str(), to.as_str())
+            .await
+            .map_err(|e| provider_problem(&e, &res.row.provider, what))?;
+    } else {
+        // No native copy: stream the bytes through, checksumming them.
+        let stream = read_stream(&res.op, from.as_str(), 0..src.size).await?;
+        let content_type = src.meta.as_ref().and_then(|m| m.content_type.clone());
+        let mut staged = stage(
+            &res.op,
+            to.as_str(),
+            content_type.as_deref(),
+            stream,
+            Vec::new(),
+            &|_| {},
+        )
+        .await
+        .map_err(|e| match e {
+            StageError::Provider(e) => provider_problem(&e, &res.row.provider, what),
+            StageError::Source(e) => {
+                tracing::warn!(error = %e, "reading the source of a copy failed");
+                Problem::new(
+                    ErrorCode::ProviderUnavailable,
+                    "the source could not be read",
+                )
+                .with_retry_after(1)
+            }
+            StageError::TooLarge => ferry_common::content::files::one_shot_too_large(),
+        })?;
+        staged
+            .writer
+            .close()
+            .await
+            .map_err(|e| provider_problem(&e, &res.row.provider, what))?;
+        let sums = staged.sums;
+        known = ObjectMeta {
+            generation: 0,
+            connection_id: conn_id.to_owned(),
+            path: to.as_str().to_owned(),
+            size: sums.len as i64,
+            crc64nvme: sums.crc64nvme,
+            sha256: src.meta.as_ref().and_then(|m| m.sha256.clone()),
+            content_type,
+            etag: etag_for(sums.crc64nvme, sums.len),
+            provider_modified_ms: None,
+            updated_at: 0,
+            headers: src
+                .meta
+                .as_ref()
+                .map(|m| m.headers.clone())
+                .unwrap_or_default(),
+        };
+    }
+    if is_move && !cap.rename {
+        res.op
+            .delete(from.as_str())
+            .await
+            .map_err(|e| provider_problem(&e, &res.row.provider, what))?;
+    }
 
-    let stat = res.op.stat(to.as_str()).await.ok();
-    let modified_ms = stat
-        .as_ref()
+    let modified_ms = res
+        .op
+        .stat(to.as_str())
+        .await
+        .ok()
         .and_then(|m| m.last_modified())
         .map(|t| t.into_inner().as_millisecond());
-    // A source ferry has no record of (written outside ferry, or its
-    // upload's report still on its way from a spoke) is checksummed where
-    // it landed, so the copy has a record of its own.
-    if known.is_none() {
-        known = Some(checksummed(res, to.as_str(), stat.as_ref()).await?);
-    }
     let now = now_ms();
-    let meta = known.map(|m| placed(m, modified_ms, now));
+    let meta = placed(known, modified_ms, now);
     state
         .store
         .commit(&Commit {
-            upsert: meta.clone(),
+            upsert: Some(meta.clone()),
             remove,
             event: Some(event(now)),
             intent,
@@ -809,30 +796,29 @@ pub(super) async fn relocate(
         })
         .await
         .map_err(|e| store_problem(state, e))?;
-    let etag = meta.as_ref().map_or(src.etag.clone(), |m| m.etag.clone());
+    claim.done();
     Ok(json(
         StatusCode::CREATED,
-        &file_json(to.as_str(), src.size, &etag, meta.as_ref(), modified_ms),
+        &file_json(to.as_str(), src.size, &meta.etag, Some(&meta), modified_ms),
     ))
 }
 
 /// What ferry records of the file at `path`, read back whole: its size and
-/// CRC64/NVME, and the media type the provider gives (`stat`).
-async fn checksummed(
-    res: &Resolved,
-    path: &str,
-    stat: Option<&opendal::Metadata>,
-) -> Result<ObjectMeta, Problem> {
-    let size = match stat {
-        Some(m) => m.content_length(),
-        None => res
-            .op
-            .stat(path)
-            .await
-            .map_err(|e| provider_problem(&e, &res.row.provider, "stat"))?
-            .content_length(),
-    };
-    let sums = checksums_of(&res.op, path, size, Vec::new(), "reading a copy back").await?;
+/// CRC64/NVME, and the media type the provider gives.
+async fn checksummed(res: &Resolved, path: &str) -> Result<ObjectMeta, Problem> {
+    let stat = res
+        .op
+        .stat(path)
+        .await
+        .map_err(|e| provider_problem(&e, &res.row.provider, "stat"))?;
+    let sums = checksums_of(
+        &res.op,
+        path,
+        stat.content_length(),
+        Vec::new(),
+        "reading a copy's source",
+    )
+    .await?;
     Ok(ObjectMeta {
         generation: 0,
         connection_id: res.row.id.clone(),
@@ -840,7 +826,7 @@ async fn checksummed(
         size: sums.len as i64,
         crc64nvme: sums.crc64nvme,
         sha256: None,
-        content_type: stat.and_then(|m| m.content_type()).map(str::to_owned),
+        content_type: stat.content_type().map(str::to_owned),
         etag: etag_for(sums.crc64nvme, sums.len),
         provider_modified_ms: None,
         updated_at: 0,

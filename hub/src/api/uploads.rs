@@ -740,14 +740,11 @@ pub async fn internal(
                     .check_upload(&body.id, &body.lease)
                     .map_err(outside)?;
                 if let Some(c) = &body.complete {
-                    let recorded = state
-                        .store
-                        .get_object(&claims.connection, &claims.path)
-                        .await
-                        .map_err(|e| store_problem(state, e))?;
+                    let recorded = super::internal::recorded(state, &claims).await?;
                     claims
                         .check_commit(c, spoke, recorded.as_ref())
                         .map_err(outside)?;
+                    super::internal::own_intent(state, c, spoke, call).await?;
                 }
                 let end = match (&body.complete, body.keep) {
                     (Some(c), false) => AppendEnd::Complete(c),

@@ -251,6 +251,9 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("outcome", Text),
             ("created_at", Int),
             ("next_try_at", Int),
+            ("source_path", Text),
+            ("made_by", Text),
+            ("drop_at", Int),
         ],
     ),
 ];

@@ -49,11 +49,30 @@ pub struct PendingIntent {
     pub intent: Intent,
     /// When it was recorded (Unix ms).
     pub created_at: i64,
+    /// The spoke that recorded it through the hub (`None`: a hub, for its
+    /// own change): only that spoke may settle or give it up.
+    pub made_by: Option<String>,
+    /// When it is dropped if the provider does not hold its change, if
+    /// sooner than usual (its writer gave it up: [`Store::abandon_intent`]).
+    pub drop_at: Option<i64>,
+}
+
+/// How a commit found the intent it names ([`Store::settle_by_commit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Found {
+    /// Unsettled: the commit settles it, and its change is the path's next
+    /// version, whatever the clocks say.
+    Held,
+    /// Settled as applied: the change is recorded already.
+    Applied,
+    /// Settled as dropped (or forgotten, or never this path's): the change
+    /// is recorded unless a newer one is.
+    Lapsed,
 }
 
 /// The columns [`pending_from_row`] reads.
-const PENDING: &str =
-    "id, connection_id, path, expect_size, expect_crc, change, absent_path, created_at";
+const PENDING: &str = "id, connection_id, path, expect_size, expect_crc, change, absent_path, \
+     source_path, made_by, drop_at, created_at";
 
 fn pending_from_row(row: &sqlx::any::AnyRow) -> Result<PendingIntent, StoreError> {
     let id: String = row.try_get("id")?;
@@ -62,69 +81,111 @@ fn pending_from_row(row: &sqlx::any::AnyRow) -> Result<PendingIntent, StoreError
         .map_err(|e| StoreError::Corrupt(format!("intent {id}: {e}")))?;
     let size: Option<i64> = row.try_get("expect_size")?;
     let crc: Option<i64> = row.try_get("expect_crc")?;
+    let source: Option<String> = row.try_get("source_path")?;
     Ok(PendingIntent {
         intent: Intent {
             connection_id: row.try_get("connection_id")?,
             path: row.try_get("path")?,
             expect: size.zip(crc).map(|(s, c)| (s as u64, c as u64)),
             also_absent: row.try_get("absent_path")?,
+            // (Checked when it was recorded; not kept.)
             replaces: 0,
+            source: source.map(|p| (p, 0)),
+            conditional: false,
             change,
         },
         created_at: row.try_get("created_at")?,
+        made_by: row.try_get("made_by")?,
+        drop_at: row.try_get("drop_at")?,
         id,
     })
 }
 
+/// Unsettled intents that hold `$2` of connection `$1` against a new
+/// change to it: those changing it, and those reading it (a copy's source).
+const UNDER_WAY: &str = "SELECT COUNT(*) FROM intents WHERE connection_id = $1 \
+     AND (path = $2 OR source_path = $2) AND outcome IS NULL";
+
 impl Store {
-    /// Records `intent` before its change is made; its id, for the
+    /// Records `intent` before its change is made, for `made_by` (the
+    /// spoke it is recorded for, `None` for the hub's own); its id, for the
     /// change's commit. Needs the primary, as the commit does.
     ///
     /// One change per path at a time, and only to the version it began
-    /// with: `WriteConflict` while another intent on the path is unsettled,
-    /// or when the path's record is no longer the version the intent
-    /// replaces. Checked and recorded under a lock on the path (PostgreSQL;
-    /// SQLite's writers are serial), so two hubs cannot both pass.
-    pub async fn record_intent(&self, intent: &Intent) -> Result<String, StoreError> {
+    /// with: `WriteConflict` while another intent changing or reading the
+    /// path is unsettled, or when the path's record is no longer the
+    /// version the intent replaces; the same for a source the change reads
+    /// (another change to it under way, or recorded since it was read).
+    /// Checked and recorded under a lock on each path, taken in order
+    /// (PostgreSQL; SQLite's writers are serial), so two hubs cannot both
+    /// pass.
+    pub async fn record_intent(
+        &self,
+        intent: &Intent,
+        made_by: Option<&str>,
+    ) -> Result<String, StoreError> {
         let id = new_id("int");
+        let conn = intent.connection_id.as_str();
+        let mut paths = vec![intent.path.as_str()];
+        paths.extend(intent.source.as_ref().map(|(p, _)| p.as_str()));
+        paths.sort_unstable();
         let mut tx = self.write_tx().await?;
-        self.serialise(
-            &mut tx,
-            &format!("intent:{}/{}", intent.connection_id, intent.path),
-        )
-        .await?;
-        let under_way: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM intents WHERE connection_id = $1 AND path = $2 \
-             AND outcome IS NULL",
-        )
-        .bind(&intent.connection_id)
-        .bind(&intent.path)
-        .fetch_one(&mut *tx)
-        .await?;
+        for p in &paths {
+            self.serialise(&mut tx, &format!("intent:{conn}/{p}"))
+                .await?;
+        }
+        let generation = async |tx: &mut super::WriteTx<'_>, path: &str| {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT generation FROM objects WHERE connection_id = $1 AND path = $2",
+            )
+            .bind(conn)
+            .bind(path)
+            .fetch_optional(&mut **tx)
+            .await
+            .map(|g| g.unwrap_or(0))
+        };
+        let under_way: i64 = sqlx::query_scalar(UNDER_WAY)
+            .bind(conn)
+            .bind(&intent.path)
+            .fetch_one(&mut *tx)
+            .await?;
         if under_way > 0 {
             return Err(StoreError::WriteConflict(Conflicting::UnderWay));
         }
-        let generation: Option<i64> = sqlx::query_scalar(
-            "SELECT generation FROM objects WHERE connection_id = $1 AND path = $2",
-        )
-        .bind(&intent.connection_id)
-        .bind(&intent.path)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if generation.unwrap_or(0) != intent.replaces {
+        if generation(&mut tx, &intent.path).await? != intent.replaces {
             return Err(StoreError::WriteConflict(Conflicting::Recorded));
+        }
+        if let Some((source, read)) = &intent.source {
+            // Another reader of the source may go on; a writer of it not.
+            let changing: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM intents WHERE connection_id = $1 AND path = $2 \
+                 AND outcome IS NULL",
+            )
+            .bind(conn)
+            .bind(source)
+            .fetch_one(&mut *tx)
+            .await?;
+            if changing > 0 {
+                return Err(StoreError::WriteConflict(Conflicting::UnderWay));
+            }
+            if generation(&mut tx, source).await? != *read {
+                return Err(StoreError::WriteConflict(Conflicting::Recorded));
+            }
         }
         sqlx::query(
             "INSERT INTO intents (id, connection_id, path, expect_size, expect_crc, change, \
-             absent_path, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             absent_path, source_path, made_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&id)
-        .bind(&intent.connection_id)
+        .bind(conn)
         .bind(&intent.path)
         .bind(intent.expect.map(|(size, _)| size as i64))
         .bind(intent.expect.map(|(_, crc)| crc as i64))
         .bind(serde_json::to_string(&intent.change).expect("a commit serialises"))
         .bind(intent.also_absent.as_deref())
+        .bind(intent.source.as_ref().map(|(p, _)| p.as_str()))
+        .bind(made_by)
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
@@ -133,14 +194,13 @@ impl Store {
     }
 
     /// Settles intent `id`, made for `path` of `connection_id`, inside a
-    /// commit's transaction: whether the commit is still to be applied
-    /// (false when a later settling already applied it). An id that names
-    /// no intent for that path settles nothing.
+    /// commit's transaction, and says how it found it ([`Found`]). An id
+    /// that names no intent for that path settles nothing.
     pub(super) async fn settle_by_commit(
         tx: &mut super::WriteTx<'_>,
         id: &str,
         (connection_id, path): (&str, &str),
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<Found, sqlx::Error> {
         let outcome: Option<Option<String>> = sqlx::query_scalar(
             "DELETE FROM intents WHERE id = $1 AND connection_id = $2 AND path = $3 \
              RETURNING outcome",
@@ -150,7 +210,39 @@ impl Store {
         .bind(path)
         .fetch_optional(&mut **tx)
         .await?;
-        Ok(outcome.flatten().as_deref() != Some(Outcome::Applied.as_str()))
+        Ok(match outcome {
+            Some(None) => Found::Held,
+            Some(Some(o)) if o == Outcome::Applied.as_str() => Found::Applied,
+            _ => Found::Lapsed,
+        })
+    }
+
+    /// Who recorded intent `id`: `None` when there is no such intent,
+    /// `Some(None)` for a hub's own, `Some(Some(spoke))` for a spoke's.
+    pub async fn intent_made_by(&self, id: &str) -> Result<Option<Option<String>>, StoreError> {
+        self.refuse_if_down()?;
+        Ok(
+            sqlx::query_scalar("SELECT made_by FROM intents WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Intent `id`'s writer gave it up (its provider write failed): looked
+    /// at now, and dropped from `drop_at` (Unix ms) on if the provider
+    /// does not hold its change.
+    pub async fn abandon_intent(&self, id: &str, drop_at: i64) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "UPDATE intents SET drop_at = $1, next_try_at = 0 WHERE id = $2 AND outcome IS NULL",
+        )
+        .bind(drop_at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Intents recorded before `before` (Unix ms) that nothing settled yet
@@ -268,6 +360,8 @@ mod tests {
             expect: None,
             also_absent: None,
             replaces: 0,
+            source: None,
+            conditional: false,
             change: Commit {
                 event: Some(EventRecord {
                     account_id: account.into(),
@@ -306,6 +400,8 @@ mod tests {
             expect: Some((1, 7)),
             also_absent: None,
             replaces,
+            source: None,
+            conditional: false,
             change: Commit {
                 upsert: Some(meta),
                 event: Some(EventRecord {
@@ -326,18 +422,8 @@ mod tests {
     #[tokio::test]
     async fn one_change_per_path_at_a_time_and_only_to_the_version_it_began_with() {
         let (store, _dir) = store().await;
-        let (account, _) = store.create_account("a").await.unwrap();
-        let conn = crate::store::ConnectionRow {
-            id: "con_1".into(),
-            account_id: account.id.clone(),
-            name: "local".into(),
-            provider: "memory".into(),
-            config_sealed: vec![1, 2, 3],
-            created_at: now_ms(),
-            scan_interval_secs: None,
-        };
-        store.create_connection(&conn, None).await.unwrap();
-        let upload = |path: &str, replaces: i64| upload(&account.id, path, replaces);
+        let (account, _) = crate::store::testing::account_with_connection(&store, "con_1").await;
+        let upload = |path: &str, replaces: i64| upload(&account, path, replaces);
         let generation = async || {
             store
                 .get_object("con_1", "x")
@@ -359,26 +445,26 @@ mod tests {
         // its intent goes on; the other is refused while it is under way,
         // and after its commit because the path changed since it began.
         let first = upload("x", 0);
-        let id = store.record_intent(&first).await.unwrap();
+        let id = store.record_intent(&first, None).await.unwrap();
         assert_eq!(
-            refused(store.record_intent(&upload("x", 0)).await),
+            refused(store.record_intent(&upload("x", 0), None).await),
             Conflicting::UnderWay
         );
         assert!(
-            store.record_intent(&upload("y", 0)).await.is_ok(),
+            store.record_intent(&upload("y", 0), None).await.is_ok(),
             "other paths are not held up"
         );
         commit(&first, id).await;
         let g1 = generation().await;
         assert!(g1 > 0);
         assert_eq!(
-            refused(store.record_intent(&upload("x", 0)).await),
+            refused(store.record_intent(&upload("x", 0), None).await),
             Conflicting::Recorded
         );
 
         // One that began after it goes on, and makes a newer version.
         let second = upload("x", g1);
-        let id = store.record_intent(&second).await.unwrap();
+        let id = store.record_intent(&second, None).await.unwrap();
         commit(&second, id).await;
         let g2 = generation().await;
         assert!(g2 > g1);
@@ -399,34 +485,66 @@ mod tests {
 
         // Deleted and written again: a version above every earlier one, so
         // a writer that saw the first cannot take the new one for it.
-        let mut delete = intent(&account.id, "x");
+        // (Both from a node whose clock is a minute behind: the change
+        // whose intent it settles is the path's next version all the same.)
+        let mut delete = intent(&account, "x");
         delete.replaces = g2;
         delete.change.remove = vec![("con_1".into(), "x".into())];
-        delete.change.event.as_mut().unwrap().at = now_ms() + 10;
-        let id = store.record_intent(&delete).await.unwrap();
+        delete.change.event.as_mut().unwrap().at -= 60_000;
+        let id = store.record_intent(&delete, None).await.unwrap();
         commit(&delete, id).await;
         assert_eq!(generation().await, 0);
-        let again = upload("x", 0);
-        let id = store.record_intent(&again).await.unwrap();
-        let mut change = again.change.clone();
-        change.intent = Some(id);
-        change.upsert.as_mut().unwrap().updated_at = now_ms() + 20;
-        store.commit(&change).await.unwrap();
-        assert!(generation().await > g2);
+        let mut again = upload("x", 0);
+        again.change.upsert.as_mut().unwrap().updated_at -= 60_000;
+        let id = store.record_intent(&again, Some("fra1")).await.unwrap();
+        assert_eq!(
+            store.intent_made_by(&id).await.unwrap(),
+            Some(Some("fra1".to_owned()))
+        );
+        commit(&again, id).await;
+        let g3 = generation().await;
+        assert!(g3 > g2);
+
+        // A copy reading "x" holds it: no change to "x" is taken while the
+        // copy is under way (another reader may go on), and a copy of a
+        // version of "x" older than the record is refused.
+        let reading = |to: &str, read: i64| {
+            let mut copy = upload(to, 0);
+            copy.source = Some(("x".into(), read));
+            copy
+        };
+        let copy = reading("c", g3);
+        let id = store.record_intent(&copy, None).await.unwrap();
+        assert_eq!(
+            refused(store.record_intent(&upload("x", g3), None).await),
+            Conflicting::UnderWay
+        );
+        assert!(store.record_intent(&reading("d", g3), None).await.is_ok());
+        commit(&copy, id).await;
+        assert_eq!(
+            refused(store.record_intent(&reading("e", g2), None).await),
+            Conflicting::Recorded
+        );
+        let writing_c = upload("c", 0);
+        assert_eq!(
+            refused(store.record_intent(&writing_c, None).await),
+            Conflicting::Recorded,
+            "the copy made a version of c"
+        );
 
         // An intent settled without its commit (dropped) frees the path.
         let later = now_ms() + 1_000;
         let third = upload("z", 0);
-        let id = store.record_intent(&third).await.unwrap();
+        let id = store.record_intent(&third, None).await.unwrap();
         assert_eq!(
-            refused(store.record_intent(&upload("z", 0)).await),
+            refused(store.record_intent(&upload("z", 0), None).await),
             Conflicting::UnderWay
         );
         store
             .settle_intent(&id, Outcome::Dropped, &third.change)
             .await
             .unwrap();
-        assert!(store.record_intent(&upload("z", 0)).await.is_ok());
+        assert!(store.record_intent(&upload("z", 0), None).await.is_ok());
         assert!(store.pending_intents(later, later, 10).await.unwrap().len() >= 2);
     }
 
@@ -438,7 +556,7 @@ mod tests {
 
         // Settled by its commit: nothing left to settle.
         let a = intent("acc_1", "a");
-        let id = store.record_intent(&a).await.unwrap();
+        let id = store.record_intent(&a, None).await.unwrap();
         let mut change = a.change.clone();
         change.intent = Some(id);
         store.commit(&change).await.unwrap();
@@ -453,7 +571,7 @@ mod tests {
 
         // Applied by a settling first: the late commit records nothing.
         let b = intent("acc_1", "b");
-        let id = store.record_intent(&b).await.unwrap();
+        let id = store.record_intent(&b, None).await.unwrap();
         let pending = store.pending_intents(later, later, 10).await.unwrap();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].intent, b);
@@ -481,7 +599,7 @@ mod tests {
         // Dropped by a settling (the provider was slower): the late commit
         // records it.
         let c = intent("acc_1", "c");
-        let id = store.record_intent(&c).await.unwrap();
+        let id = store.record_intent(&c, None).await.unwrap();
         assert!(
             store
                 .settle_intent(&id, Outcome::Dropped, &c.change)
@@ -498,7 +616,7 @@ mod tests {
         // Settled intents no commit came for are forgotten in time;
         // unsettled ones are not.
         let d = intent("acc_1", "d");
-        let id = store.record_intent(&d).await.unwrap();
+        let id = store.record_intent(&d, None).await.unwrap();
         assert!(
             store
                 .settle_intent(&id, Outcome::Dropped, &d.change)
@@ -507,7 +625,7 @@ mod tests {
                 .is_some()
         );
         let e = intent("acc_1", "e");
-        store.record_intent(&e).await.unwrap();
+        store.record_intent(&e, None).await.unwrap();
         assert_eq!(store.forget_intents(later).await.unwrap(), 1);
         let pending = store.pending_intents(later, later, 10).await.unwrap();
         assert_eq!(pending.len(), 1);

@@ -425,7 +425,11 @@ CREATE INDEX intents_by_time ON intents(outcome, next_try_at);
         sqlite: r#"
 ALTER TABLE objects ADD COLUMN generation BIGINT NOT NULL DEFAULT 0;
 UPDATE objects SET generation = updated_at * 1000;
+ALTER TABLE intents ADD COLUMN source_path TEXT;
+ALTER TABLE intents ADD COLUMN made_by TEXT;
+ALTER TABLE intents ADD COLUMN drop_at BIGINT;
 CREATE INDEX intents_by_path ON intents(connection_id, path);
+CREATE INDEX intents_by_source ON intents(connection_id, source_path);
 "#,
         postgres_only: &[],
     },

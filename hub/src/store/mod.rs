@@ -647,6 +647,23 @@ pub(crate) mod testing {
         }
     }
 
+    /// A new account with a `memory` connection `id` (its sealed
+    /// configuration a placeholder): the account's id and the connection.
+    pub async fn account_with_connection(store: &Store, id: &str) -> (String, ConnectionRow) {
+        let (account, _) = store.create_account("t").await.unwrap();
+        let conn = ConnectionRow {
+            id: id.into(),
+            account_id: account.id.clone(),
+            name: "local".into(),
+            provider: "memory".into(),
+            config_sealed: b"x".to_vec(),
+            created_at: now_ms(),
+            scan_interval_secs: None,
+        };
+        store.create_connection(&conn, None).await.unwrap();
+        (account.id, conn)
+    }
+
     /// A store in a fresh temporary directory.
     pub async fn store() -> (Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();

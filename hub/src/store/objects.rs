@@ -10,6 +10,7 @@
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
+use super::intents::Found;
 use super::{Store, StoreError};
 
 pub use ferry_common::content::model::{Commit, Direction, ObjectMeta, Transfer, TransferStatus};
@@ -147,20 +148,27 @@ impl Store {
                 .event
                 .as_ref()
                 .map(|e| (e.connection_id.as_str(), e.path.as_str())));
-        if let (Some(id), Some(changed)) = (&change.intent, changed)
-            && !Store::settle_by_commit(tx, id, changed).await?
-        {
+        let found = match (&change.intent, changed) {
+            (Some(id), Some(changed)) => Store::settle_by_commit(tx, id, changed).await?,
+            _ => Found::Lapsed,
+        };
+        if found == Found::Applied {
             // Its transfer is the one thing the settling could not record.
-            tracing::info!(intent = %id, "a change was recorded already from what the provider holds");
+            tracing::info!(intent = ?change.intent, "a change was recorded already from what the provider holds");
             if let Some(t) = &change.transfer {
                 insert_transfers(tx, std::slice::from_ref(t)).await?;
             }
             return Ok(());
         }
-        // A change reported late (a spoke's report from before another
-        // node's newer write of the path) neither removes nor replaces the
-        // newer record.
-        let before = change.event.as_ref().map_or(i64::MAX, |e| e.at);
+        // A change whose intent it settles is the path's next version:
+        // the intents ordered it. Any other (one made without an intent,
+        // a spoke's report of an intent settled meanwhile) is ordered by
+        // its time: reported late, after another node's newer write of the
+        // path, it neither removes nor replaces the newer record.
+        let before = match found {
+            Found::Held => i64::MAX,
+            _ => change.event.as_ref().map_or(i64::MAX, |e| e.at),
+        };
         for (connection_id, path) in &change.remove {
             sqlx::query(
                 "DELETE FROM objects WHERE connection_id = $1 AND path = $2 AND updated_at <= $3",
@@ -174,8 +182,13 @@ impl Store {
         if let Some(m) = &change.upsert {
             // A change of content (one with its event) is a new version; a
             // record completed without one (a SHA-256 computed later) is
-            // the same version.
-            upsert(tx, m, change.event.is_some()).await?;
+            // the same version, and only for the version it was made of.
+            let version = match (&change.event, found) {
+                (None, _) => Version::Same,
+                (Some(_), Found::Held) => Version::NewInTurn,
+                (Some(_), _) => Version::New,
+            };
+            upsert(tx, m, version).await?;
         }
         self.index_commit(
             tx,
@@ -222,21 +235,43 @@ impl Store {
     }
 }
 
+/// What an upserted row is to the path ([`upsert`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    /// A new version whose intent ordered it: it replaces the row.
+    NewInTurn,
+    /// A new version without an intent that ordered it: it replaces only
+    /// a row not newer by time.
+    New,
+    /// The same version completed (a digest computed later): only the
+    /// row of that generation, and not one newer by time.
+    Same,
+}
+
 /// Inserts or replaces an object's row. A new version's generation is the
-/// time in microseconds, or one more than the row's when that is not
-/// higher: never the same twice for a path, even after the row was removed
-/// and made again (so a writer that saw an earlier version cannot mistake
-/// a later one for it).
+/// time in microseconds (the hub's clock), or one more than the row's when
+/// that is not higher: never the same twice for a path while the row
+/// stands, and after a delete only as the clock repeats itself (so a
+/// writer that saw an earlier version does not mistake a later one for it).
 async fn upsert(
     conn: &mut sqlx::AnyConnection,
     m: &ObjectMeta,
-    new_version: bool,
+    version: Version,
 ) -> Result<(), sqlx::Error> {
-    let generation = if new_version {
-        "CASE WHEN objects.generation >= excluded.generation THEN objects.generation + 1 \
-         ELSE excluded.generation END"
-    } else {
-        "objects.generation"
+    let (generation, only) = match version {
+        Version::NewInTurn | Version::New => (
+            "CASE WHEN objects.generation >= excluded.generation THEN objects.generation + 1 \
+             ELSE excluded.generation END",
+            "",
+        ),
+        Version::Same => (
+            "objects.generation",
+            " AND objects.generation = excluded.generation",
+        ),
+    };
+    let by_time = match version {
+        Version::NewInTurn => "TRUE",
+        Version::New | Version::Same => "objects.updated_at <= excluded.updated_at",
     };
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO objects ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
@@ -245,7 +280,7 @@ async fn upsert(
          content_type = excluded.content_type, etag = excluded.etag, \
          provider_modified_ms = excluded.provider_modified_ms, updated_at = excluded.updated_at, \
          headers = excluded.headers, generation = {generation} \
-         WHERE objects.updated_at <= excluded.updated_at"
+         WHERE {by_time}{only}"
     )))
     .bind(&m.connection_id)
     .bind(&m.path)
@@ -257,7 +292,10 @@ async fn upsert(
     .bind(m.provider_modified_ms)
     .bind(m.updated_at)
     .bind(headers_column(&m.headers))
-    .bind(super::now_us())
+    .bind(match version {
+        Version::Same => m.generation,
+        Version::NewInTurn | Version::New => super::now_us(),
+    })
     .execute(conn)
     .await?;
     Ok(())
@@ -324,22 +362,12 @@ pub(super) async fn insert_transfers(
 mod tests {
     use super::*;
     use crate::store::testing::store;
-    use crate::store::{ConnectionRow, EventKind, EventRecord, Origin, now_ms};
+    use crate::store::{EventKind, EventRecord, Origin, now_ms};
 
     #[tokio::test]
     async fn a_change_commits_metadata_and_event_together() {
         let (store, _dir) = store().await;
-        let (account, _) = store.create_account("a").await.unwrap();
-        let conn = ConnectionRow {
-            id: "con_1".into(),
-            account_id: account.id.clone(),
-            name: "local".into(),
-            provider: "memory".into(),
-            config_sealed: vec![1, 2, 3],
-            created_at: now_ms(),
-            scan_interval_secs: None,
-        };
-        store.create_connection(&conn, None).await.unwrap();
+        let (account, conn) = crate::store::testing::account_with_connection(&store, "con_1").await;
         assert!(matches!(
             store.create_connection(&conn, None).await,
             Err(StoreError::Conflict(_))
@@ -358,7 +386,7 @@ mod tests {
             headers: vec![("x-amz-meta-colour".into(), "blue".into())],
         };
         let event = EventRecord {
-            account_id: account.id.clone(),
+            account_id: account.clone(),
             connection_id: conn.id.clone(),
             kind: EventKind::Created,
             path: "a/b.txt".into(),
@@ -402,16 +430,11 @@ mod tests {
                 .await
                 .unwrap()
         );
-        let events = store.list_events(&account.id, 0, 10).await.unwrap();
+        let events = store.list_events(&account, 0, 10).await.unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind, EventKind::Created);
 
-        assert!(
-            store
-                .delete_connection(&account.id, &conn.id)
-                .await
-                .unwrap()
-        );
+        assert!(store.delete_connection(&account, &conn.id).await.unwrap());
         assert_eq!(store.get_object(&conn.id, "a/b.txt").await.unwrap(), None);
     }
 }

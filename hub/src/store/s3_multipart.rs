@@ -217,26 +217,16 @@ impl Store {
 mod tests {
     use super::*;
     use crate::store::testing::store;
-    use crate::store::{ConnectionRow, new_upload_id, now_ms};
+    use crate::store::{new_upload_id, now_ms};
     use ferry_common::uploads::{NewUpload, S3PartOf};
 
     #[tokio::test]
     async fn multipart_uploads_are_kept_listed_in_key_order_and_their_parts_found() {
         let (store, _dir) = store().await;
-        let (acc, _) = store.create_account("t").await.unwrap();
-        let conn = ConnectionRow {
-            id: "con_1".into(),
-            account_id: acc.id.clone(),
-            name: "c".into(),
-            provider: "memory".into(),
-            config_sealed: b"x".to_vec(),
-            created_at: now_ms(),
-            scan_interval_secs: None,
-        };
-        store.create_connection(&conn, None).await.unwrap();
+        let (acc, conn) = crate::store::testing::account_with_connection(&store, "con_1").await;
         let upload = |id: &str, key: &str| MultipartUpload {
             id: id.into(),
-            account_id: acc.id.clone(),
+            account_id: acc.clone(),
             connection_id: conn.id.clone(),
             key: key.into(),
             content_type: None,
@@ -277,7 +267,7 @@ mod tests {
                 .is_none()
         );
         assert_eq!(
-            store.get_multipart(&acc.id, "u1").await.unwrap(),
+            store.get_multipart(&acc, "u1").await.unwrap(),
             Some(upload("u1", "a/x"))
         );
 
@@ -297,15 +287,7 @@ mod tests {
             };
             let id = new_upload_id();
             store
-                .create_upload(
-                    &id,
-                    &acc.id,
-                    &conn.id,
-                    &new,
-                    1 << 30,
-                    now_ms() + 60_000,
-                    None,
-                )
+                .create_upload(&id, &acc, &conn.id, &new, 1 << 30, now_ms() + 60_000, None)
                 .await
                 .unwrap();
             made.push(id);
@@ -320,7 +302,7 @@ mod tests {
             .await
             .unwrap();
         }
-        let parts = store.multipart_parts(&acc.id, "u1").await.unwrap();
+        let parts = store.multipart_parts(&acc, "u1").await.unwrap();
         let got: Vec<(u32, &str)> = parts
             .iter()
             .map(|p| (p.number, p.upload_id.as_str()))
@@ -334,16 +316,12 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(
-            store
-                .multipart_sessions_of(&acc.id, "u1")
-                .await
-                .unwrap()
-                .len(),
+            store.multipart_sessions_of(&acc, "u1").await.unwrap().len(),
             4
         );
 
-        assert!(store.delete_multipart(&acc.id, "u1").await.unwrap());
-        assert!(!store.delete_multipart(&acc.id, "u1").await.unwrap());
+        assert!(store.delete_multipart(&acc, "u1").await.unwrap());
+        assert!(!store.delete_multipart(&acc, "u1").await.unwrap());
         assert_eq!(store.purge_multipart(1_001).await.unwrap(), 3);
     }
 }

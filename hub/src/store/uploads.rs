@@ -742,21 +742,12 @@ async fn parts_of(conn: &mut sqlx::AnyConnection, id: &str) -> Result<Vec<Part>,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::ConnectionRow;
     use crate::store::testing::store;
 
     async fn session(store: &Store) -> (String, Session) {
-        let (acc, _) = store.create_account("t").await.unwrap();
-        let conn = ConnectionRow {
-            id: crate::store::new_id("con"),
-            account_id: acc.id.clone(),
-            name: "c".into(),
-            provider: "memory".into(),
-            config_sealed: b"x".to_vec(),
-            created_at: now_ms(),
-            scan_interval_secs: None,
-        };
-        store.create_connection(&conn, None).await.unwrap();
+        let (acc, conn) =
+            crate::store::testing::account_with_connection(store, &crate::store::new_id("con"))
+                .await;
         let new = NewUpload {
             path: "a/b.bin".into(),
             length: Some(10),
@@ -768,7 +759,7 @@ mod tests {
         let s = store
             .create_upload(
                 &new_upload_id(),
-                &acc.id,
+                &acc,
                 &conn.id,
                 &new,
                 1 << 40,
@@ -777,7 +768,7 @@ mod tests {
             )
             .await
             .unwrap();
-        (acc.id, s)
+        (acc, s)
     }
 
     fn ask<'a>(account: &'a str, id: &'a str, offset: u64, holder: &'a str) -> LeaseAsk<'a> {
