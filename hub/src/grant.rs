@@ -261,13 +261,18 @@ impl Claims {
     /// Giving up intent `p`, whose change failed at the provider: only one
     /// `spoke` recorded itself, of the object a write grant covers.
     pub fn check_abandon(&self, p: &PendingIntent, spoke: &str) -> Result<(), GrantError> {
-        if !matches!(self.op, GrantOp::Write | GrantOp::Upload) {
-            return Err(GrantError::Outside("an intent under a read grant"));
-        }
         if p.made_by.as_deref() != Some(spoke) {
             return Err(GrantError::Outside("another node's intent"));
         }
-        self.check_object(&p.intent.connection_id, &p.intent.path)
+        self.check_intended_object(&p.intent)
+    }
+
+    /// An intent for the object of a write (or upload) grant.
+    fn check_intended_object(&self, i: &Intent) -> Result<(), GrantError> {
+        if !matches!(self.op, GrantOp::Write | GrantOp::Upload) {
+            return Err(GrantError::Outside("an intent under a read grant"));
+        }
+        self.check_object(&i.connection_id, &i.path)
     }
 
     /// An intent recorded for `spoke`: the upload a write grant covers,
@@ -280,10 +285,7 @@ impl Claims {
         spoke: &str,
         recorded: Option<&ObjectMeta>,
     ) -> Result<(), GrantError> {
-        if !matches!(self.op, GrantOp::Write | GrantOp::Upload) {
-            return Err(GrantError::Outside("an intent under a read grant"));
-        }
-        self.check_object(&i.connection_id, &i.path)?;
+        self.check_intended_object(i)?;
         let Some(m) = &i.change.upsert else {
             return Err(GrantError::Outside("an intent without its upload"));
         };

@@ -381,8 +381,13 @@ async fn put(
         return Err(precondition_failed());
     }
     // The version this upload replaces, as it begins (ferry's record of
-    // the path, even where the provider holds nothing).
-    let began = replaced(&**host, &t.connection_id, path.as_str(), before.as_ref()).await?;
+    // the path, even where the provider holds nothing); with conditions,
+    // the version they are checked against again before the intent.
+    let conditional = conditional::any(&headers);
+    let began = match conditional {
+        true => 0,
+        false => replaced(&**host, &t.connection_id, path.as_str(), before.as_ref()).await?,
+    };
 
     let mut digests: Vec<DigestAlgorithm> = expected.iter().map(|(a, _)| *a).collect();
     digests.extend(want);
@@ -465,7 +470,6 @@ async fn put(
     // upload began with (or, with conditions, the one they held for): if
     // another change was recorded since, the store refuses the intent.
     let _guard = host.lock(&t.connection_id, path.as_str()).await;
-    let conditional = conditional::any(&headers);
     let mut seen = before;
     let mut replaces = began;
     if conditional {

@@ -624,6 +624,10 @@ async fn finish(
         change: change.clone(),
     };
     change.intent = meta.intend(&intent).await?;
+    // Given up if this ends before the parts are in place and the change
+    // is handed on to be recorded (the provider failed, or the request
+    // went away).
+    let claim = crate::content::Claimed::new(&**meta, change.intent.clone());
     let native = target
         .multipart
         .as_ref()
@@ -657,10 +661,8 @@ async fn finish(
             }
         }
     };
-    if let Err(e) = put.await {
-        meta.abandon(change.intent.as_deref());
-        return Err(provider_problem(&e, scheme, "write"));
-    }
+    put.await
+        .map_err(|e| provider_problem(&e, scheme, "write"))?;
     let modified = target
         .op
         .stat(&session.path)
@@ -684,5 +686,6 @@ async fn finish(
         m.provider_modified_ms = modified;
     }
     change.transfer = Some(transfer);
+    claim.done();
     Ok(change)
 }
