@@ -23,6 +23,7 @@
 #                  (tests/tools/schemathesis-requirements.txt)
 #   tus-venv/      tuspy, the tus Python client (tests/tools/tus-requirements.txt)
 #   awscli-venv/   PyPI's AWS CLI, v1 (tests/tools/awscli-requirements.txt)
+#   webhooks-venv/ the Standard Webhooks library (tests/tools/webhooks-requirements.txt)
 #   npm/           Azurite and tus-js-client (tests/tools/package.json and
 #                  package-lock.json)
 # Each holds a stamp with the hash of the files it was made from and is
@@ -135,6 +136,7 @@ python_env checkov-venv checkov-requirements.txt
 python_env schemathesis-venv schemathesis-requirements.txt
 python_env tus-venv tus-requirements.txt
 python_env awscli-venv awscli-requirements.txt
+python_env webhooks-venv webhooks-requirements.txt
 npm_env
 
 # s3s-fs for the benchmark, at the version the door's s3s is.

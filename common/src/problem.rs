@@ -84,6 +84,12 @@ error_codes! {
     AccountNotFound => (NOT_FOUND, "account_not_found", "No such account"),
     /// No such API key.
     KeyNotFound => (NOT_FOUND, "key_not_found", "No such API key"),
+    /// No such webhook endpoint for this account.
+    WebhookNotFound => (NOT_FOUND, "webhook_not_found", "No such webhook endpoint"),
+    /// No such delivery for this webhook endpoint.
+    DeliveryNotFound => (NOT_FOUND, "delivery_not_found", "No such webhook delivery"),
+    /// The account has as many webhook endpoints as it may.
+    WebhookLimit => (CONFLICT, "webhook_limit", "The account has as many webhook endpoints as it may"),
     /// No such connection for this account.
     ConnectionNotFound => (NOT_FOUND, "connection_not_found", "No such connection"),
     /// No such file or folder.

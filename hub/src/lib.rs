@@ -21,6 +21,7 @@ pub mod secrets;
 pub mod steering;
 pub mod store;
 pub mod tunnel;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -292,6 +293,7 @@ pub async fn run(
         endpoint = Some((ep, t.clone()));
     }
     state.uploads = api::UploadSettings::from(&cfg.uploads);
+    state.webhooks = cfg.webhooks.settings();
     let state = Arc::new(state);
     // Tunnels and DNS outlive the HTTP listener's drain, so requests spokes
     // forward get the same grace as direct ones and clients are still
@@ -323,6 +325,17 @@ pub async fn run(
         "event retention",
         api::retain_events(state.clone(), cfg.events.retention(), tunnel_stop.clone()),
     );
+    if cfg.webhooks.send {
+        tasks.spawn(
+            "webhooks",
+            webhooks::run(
+                state.clone(),
+                cfg.webhooks.settings(),
+                hub_id.clone(),
+                tunnel_stop.clone(),
+            ),
+        );
+    }
     tasks.spawn("transfer log", {
         let (state, stop) = (state.clone(), tunnel_stop.clone());
         async move { state.transfer_log.run(state.store.clone(), stop).await }

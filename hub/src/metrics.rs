@@ -122,6 +122,8 @@ pub struct Metrics {
     pub steering: crate::steering::metrics::SteeringMetrics,
     /// The metadata index's scans.
     pub index: crate::indexer::metrics::IndexMetrics,
+    /// Webhook deliveries.
+    pub webhooks: crate::webhooks::metrics::WebhookMetrics,
 }
 
 impl Default for Metrics {
@@ -264,8 +266,10 @@ impl Metrics {
         let dns = crate::dns::metrics::DnsMetrics::register(&mut registry);
         let steering = crate::steering::metrics::SteeringMetrics::register(&mut registry);
         let index = crate::indexer::metrics::IndexMetrics::register(&mut registry);
+        let webhooks = crate::webhooks::metrics::WebhookMetrics::register(&mut registry);
         Self {
             index,
+            webhooks,
             connections_refused,
             dns,
             steering,

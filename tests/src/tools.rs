@@ -1,7 +1,7 @@
 //! The test tools that come from PyPI and npm — moto's S3 server,
 //! fake-gcs-server, Azurite,
-//! checkov, schemathesis, tuspy, tus-js-client, and a Python with
-//! python-hcl2 — found in the environments of
+//! checkov, schemathesis, tuspy, tus-js-client, the Standard Webhooks
+//! library, and a Python with python-hcl2 — found in the environments of
 //! the project's own that `scripts/install-test-deps.sh` makes under the
 //! cargo target folder (`test-tools/`), never on `PATH`: a tool the user
 //! installed for something else is neither used nor disturbed. Debian's
@@ -36,6 +36,9 @@ pub enum Tool {
     TusJsClient,
     /// PyPI's AWS CLI (v1), from `tests/tools/awscli-requirements.txt`.
     AwsCliV1,
+    /// The Python that has the Standard Webhooks library, from
+    /// `tests/tools/webhooks-requirements.txt`.
+    WebhooksPython,
     /// s3s-fs, an S3 server in Rust over a folder, for the benchmark
     /// (`scripts/install-test-deps.sh --bench`).
     S3sFs,
@@ -55,6 +58,7 @@ impl Tool {
             Tool::TusJsClient => "npm/node_modules/tus-js-client",
             Tool::S3sFs => "s3s-fs/bin/s3s-fs",
             Tool::AwsCliV1 => "awscli-venv/bin/aws",
+            Tool::WebhooksPython => "webhooks-venv/bin/python3",
         }
     }
 

@@ -110,24 +110,28 @@ pub fn check_endpoint(
             url: text.into(),
         });
     }
-    if !policy.allow_private {
-        let internal = match url.host() {
-            Some(url::Host::Ipv4(v4)) => is_internal(v4.into()),
-            Some(url::Host::Ipv6(v6)) => is_internal(v6.into()),
-            Some(url::Host::Domain(name)) => {
-                let name = name.trim_end_matches('.');
-                name == "localhost" || name.ends_with(".localhost")
-            }
-            None => true,
-        };
-        if internal {
-            return Err(EndpointError::Private {
-                field,
-                url: text.into(),
-            });
-        }
+    if !policy.allow_private && names_internal_host(&url) {
+        return Err(EndpointError::Private {
+            field,
+            url: text.into(),
+        });
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// Whether `url`'s host is, by its text, an internal address: an
+/// internal IP literal, `localhost` or a name under it, or no host. Names
+/// are checked again, binding, when ferry connects.
+pub fn names_internal_host(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(v4)) => is_internal(v4.into()),
+        Some(url::Host::Ipv6(v6)) => is_internal(v6.into()),
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.');
+            name == "localhost" || name.ends_with(".localhost")
+        }
+        None => true,
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub mod s3door;
 mod steering;
 mod tree;
 mod uploads;
+mod webhooks;
 
 pub use events::retain as retain_events;
 pub use uploads::{UploadSettings, sweep as sweep_uploads};
@@ -75,6 +76,8 @@ pub struct AppState {
     pub index_nudge: tokio::sync::Notify,
     /// Downloads' transfer-log entries, written in batches.
     pub transfer_log: crate::store::TransferLog,
+    /// Webhook settings (`[webhooks]`).
+    pub webhooks: crate::webhooks::Settings,
     /// Connections whose index this hub has seen complete ([`AppState::index_complete`]).
     complete_indexes: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -128,6 +131,7 @@ impl AppState {
             index_nudge: tokio::sync::Notify::new(),
             transfer_log: crate::store::TransferLog::default(),
             complete_indexes: Default::default(),
+            webhooks: crate::webhooks::Settings::default(),
             master_key,
         }
     }
@@ -353,6 +357,11 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Request<Body>) -> Ap
         }
         Route::Connections | Route::Connection(_) => connections::handle(state, route, req).await,
         Route::S3Keys | Route::S3Key(_) => s3_keys::handle(state, route, req).await,
+        Route::Webhooks
+        | Route::Webhook(_)
+        | Route::WebhookRotate(_)
+        | Route::WebhookDeliveries(_)
+        | Route::WebhookRedeliver(..) => webhooks::handle(state, route, req).await,
         Route::File(conn, path) => {
             let res = connections::resolve(state, req.headers(), &conn).await?;
             let via = req

@@ -64,6 +64,16 @@ pub enum Route {
     S3Keys,
     /// `/v1/s3-keys/{id}`: one S3 access key.
     S3Key(String),
+    /// `/v1/webhooks`: the account's webhook endpoints.
+    Webhooks,
+    /// `/v1/webhooks/{id}`: one endpoint.
+    Webhook(String),
+    /// `/v1/webhooks/{id}/rotate-secret`
+    WebhookRotate(String),
+    /// `/v1/webhooks/{id}/deliveries`: its delivery log.
+    WebhookDeliveries(String),
+    /// `/v1/webhooks/{id}/deliveries/{msg}/redeliver`
+    WebhookRedeliver(String, String),
 }
 
 /// The route template, as a bounded metrics label.
@@ -97,6 +107,11 @@ pub enum RouteLabel {
     Internal,
     S3Keys,
     S3Key,
+    Webhooks,
+    Webhook,
+    WebhookRotate,
+    WebhookDeliveries,
+    WebhookRedeliver,
     /// Requests to the S3 door.
     S3,
 }
@@ -132,6 +147,11 @@ impl RouteLabel {
             Self::Internal => "internal",
             Self::S3Keys => "s3_keys",
             Self::S3Key => "s3_key",
+            Self::Webhooks => "webhooks",
+            Self::Webhook => "webhook",
+            Self::WebhookRotate => "webhook_rotate",
+            Self::WebhookDeliveries => "webhook_deliveries",
+            Self::WebhookRedeliver => "webhook_redeliver",
             Self::S3 => "s3",
         }
     }
@@ -174,6 +194,11 @@ pub const TEMPLATES: &[&str] = &[
     "/v1/steering/reports",
     "/v1/connections/{conn}/uploads",
     "/v1/uploads/{id}",
+    "/v1/webhooks",
+    "/v1/webhooks/{id}",
+    "/v1/webhooks/{id}/rotate-secret",
+    "/v1/webhooks/{id}/deliveries",
+    "/v1/webhooks/{id}/deliveries/{msg}/redeliver",
 ];
 
 /// Why a path could not be decoded.
@@ -227,6 +252,20 @@ impl Route {
                     _ => None,
                 },
             });
+        }
+        if let Some(rest) = rest.strip_prefix("webhooks") {
+            let parts: Vec<&str> = rest.split('/').collect();
+            let route = match parts.as_slice() {
+                [""] => Route::Webhooks,
+                ["", id] if !id.is_empty() => Route::Webhook(decode(id)?),
+                ["", id, "rotate-secret"] if !id.is_empty() => Route::WebhookRotate(decode(id)?),
+                ["", id, "deliveries"] if !id.is_empty() => Route::WebhookDeliveries(decode(id)?),
+                ["", id, "deliveries", msg, "redeliver"] if !id.is_empty() && !msg.is_empty() => {
+                    Route::WebhookRedeliver(decode(id)?, decode(msg)?)
+                }
+                _ => return Ok(None),
+            };
+            return Ok(Some(route));
         }
         if let Some(rest) = rest.strip_prefix("spokes") {
             return Ok(match rest {
@@ -321,6 +360,11 @@ impl Route {
             Route::Internal(_) => RouteLabel::Internal,
             Route::S3Keys => RouteLabel::S3Keys,
             Route::S3Key(_) => RouteLabel::S3Key,
+            Route::Webhooks => RouteLabel::Webhooks,
+            Route::Webhook(_) => RouteLabel::Webhook,
+            Route::WebhookRotate(_) => RouteLabel::WebhookRotate,
+            Route::WebhookDeliveries(_) => RouteLabel::WebhookDeliveries,
+            Route::WebhookRedeliver(..) => RouteLabel::WebhookRedeliver,
         }
     }
 
@@ -337,9 +381,14 @@ impl Route {
             Route::Healthz | Route::Readyz | Route::Events => &[Method::GET, Method::HEAD],
             Route::Account(_) => &[Method::GET, Method::HEAD, Method::DELETE],
             Route::List(..) => &[Method::GET, Method::HEAD],
-            Route::Accounts | Route::AccountKeys(_) | Route::Connections | Route::S3Keys => {
-                &[Method::GET, Method::HEAD, Method::POST]
-            }
+            Route::Webhook(_) => &[Method::GET, Method::HEAD, Method::PATCH, Method::DELETE],
+            Route::WebhookRotate(_) | Route::WebhookRedeliver(..) => &[Method::POST],
+            Route::WebhookDeliveries(_) => &[Method::GET, Method::HEAD],
+            Route::Accounts
+            | Route::AccountKeys(_)
+            | Route::Connections
+            | Route::S3Keys
+            | Route::Webhooks => &[Method::GET, Method::HEAD, Method::POST],
             Route::AccountKey(..) | Route::S3Key(_) => &[Method::DELETE],
             Route::Connection(_) => &[Method::GET, Method::HEAD, Method::DELETE],
             Route::File(..) => &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
@@ -418,6 +467,17 @@ mod tests {
             parse("/v1/s3-keys/FRYABC"),
             Some(Route::S3Key("FRYABC".into()))
         );
+        assert_eq!(parse("/v1/webhooks"), Some(Route::Webhooks));
+        assert_eq!(
+            parse("/v1/webhooks/wh_1/deliveries/msg_2/redeliver"),
+            Some(Route::WebhookRedeliver("wh_1".into(), "msg_2".into()))
+        );
+        assert_eq!(
+            parse("/v1/webhooks/wh_1/rotate-secret"),
+            Some(Route::WebhookRotate("wh_1".into()))
+        );
+        assert_eq!(parse("/v1/webhooks/wh_1/other"), None);
+        assert_eq!(parse("/v1/webhooks/"), None);
     }
 
     #[test]

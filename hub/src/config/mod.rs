@@ -64,6 +64,119 @@ pub struct HubConfig {
     /// The activity feed.
     #[serde(default)]
     pub events: EventsConfig,
+    /// Webhook deliveries.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
+}
+
+/// The `[webhooks]` section: how this hub sends accounts' webhooks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Whether this hub sends deliveries (default true). A hub that does
+    /// not still records them; another hub sharing the store sends them.
+    #[serde(default = "defaults::yes")]
+    pub send: bool,
+    /// Allow endpoints on loopback, private, link-local and the other
+    /// internal addresses (default false), as
+    /// `providers.remote.allow_private_endpoints` does for providers.
+    #[serde(default)]
+    pub allow_private_endpoints: bool,
+    /// Seconds before the second, third… attempt of a delivery (default
+    /// the Standard Webhooks schedule: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h,
+    /// 10 h); each is varied by ±20 %. After the last, the delivery fails.
+    #[serde(default = "defaults::webhook_schedule")]
+    pub retry_schedule_secs: Vec<u64>,
+    /// Seconds one attempt may take, connecting included (default 15).
+    #[serde(default = "defaults::webhook_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Deliveries this hub sends at once (default 16).
+    #[serde(default = "defaults::webhook_concurrency")]
+    pub concurrency: usize,
+    /// Days delivered and failed deliveries stay in the log (default 30).
+    #[serde(default = "defaults::webhook_log_days")]
+    pub log_retention_days: f64,
+    /// Seconds a rotated secret still signs beside the new one (default
+    /// 86400).
+    #[serde(default = "defaults::webhook_rotation_secs")]
+    pub rotation_overlap_secs: u64,
+    /// The most endpoints an account may have (default 20).
+    #[serde(default = "defaults::webhook_max_endpoints")]
+    pub max_endpoints_per_account: i64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            send: true,
+            allow_private_endpoints: false,
+            retry_schedule_secs: defaults::webhook_schedule(),
+            timeout_secs: defaults::webhook_timeout_secs(),
+            concurrency: defaults::webhook_concurrency(),
+            log_retention_days: defaults::webhook_log_days(),
+            rotation_overlap_secs: defaults::webhook_rotation_secs(),
+            max_endpoints_per_account: defaults::webhook_max_endpoints(),
+        }
+    }
+}
+
+impl WebhooksConfig {
+    /// What the sender and the API run with.
+    pub fn settings(&self) -> crate::webhooks::Settings {
+        use std::time::Duration;
+        crate::webhooks::Settings {
+            schedule: self
+                .retry_schedule_secs
+                .iter()
+                .map(|&s| Duration::from_secs(s))
+                .collect(),
+            timeout: Duration::from_secs(self.timeout_secs),
+            concurrency: self.concurrency,
+            policy: ferry_common::provider::endpoint::EndpointPolicy {
+                allow_private: self.allow_private_endpoints,
+            },
+            log_retention: Duration::from_secs_f64(self.log_retention_days.max(0.0) * 86_400.0),
+            rotation_overlap: Duration::from_secs(self.rotation_overlap_secs),
+            max_endpoints: self.max_endpoints_per_account,
+        }
+    }
+
+    fn validate(&self, p: &mut Problems) {
+        if self.retry_schedule_secs.len() > 20 {
+            p.add(
+                "webhooks.retry_schedule_secs",
+                "must have at most 20 delays",
+            );
+        }
+        if self
+            .retry_schedule_secs
+            .iter()
+            .any(|&s| s == 0 || s > 7 * 86_400)
+        {
+            p.add(
+                "webhooks.retry_schedule_secs",
+                "each delay must be 1 second to 7 days",
+            );
+        }
+        if !(1..=60).contains(&self.timeout_secs) {
+            p.add("webhooks.timeout_secs", "must be 1 to 60");
+        }
+        if !(1..=1024).contains(&self.concurrency) {
+            p.add("webhooks.concurrency", "must be 1 to 1024");
+        }
+        if !(self.log_retention_days > 0.0 && self.log_retention_days <= 3650.0) {
+            p.add(
+                "webhooks.log_retention_days",
+                "must be more than 0 and at most 3650",
+            );
+        }
+        if self.rotation_overlap_secs > 30 * 86_400 {
+            p.add("webhooks.rotation_overlap_secs", "must be at most 30 days");
+        }
+        if !(1..=1000).contains(&self.max_endpoints_per_account) {
+            p.add("webhooks.max_endpoints_per_account", "must be 1 to 1000");
+        }
+    }
 }
 
 /// The `[events]` section: how long the activity feed keeps its events.
@@ -587,6 +700,24 @@ mod defaults {
     pub fn event_retention_days() -> f64 {
         90.0
     }
+    pub fn webhook_schedule() -> Vec<u64> {
+        crate::webhooks::DEFAULT_SCHEDULE_SECS.to_vec()
+    }
+    pub fn webhook_timeout_secs() -> u64 {
+        15
+    }
+    pub fn webhook_concurrency() -> usize {
+        16
+    }
+    pub fn webhook_log_days() -> f64 {
+        30.0
+    }
+    pub fn webhook_rotation_secs() -> u64 {
+        86_400
+    }
+    pub fn webhook_max_endpoints() -> i64 {
+        20
+    }
     pub fn upload_max_size_bytes() -> u64 {
         5 << 40
     }
@@ -632,6 +763,7 @@ impl Validate for HubConfig {
             p.add("store.pool_size", "must be at least 1");
         }
         self.store.validate(p);
+        self.webhooks.validate(p);
         if self.secrets.master_key_env.is_empty() {
             p.add("secrets.master_key_env", "must not be empty");
         }

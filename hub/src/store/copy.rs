@@ -256,10 +256,61 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("drop_at", Int),
         ],
     ),
+    // Webhook endpoints, their deliveries (pending ones are the outbox)
+    // and the attempts made.
+    (
+        "webhook_endpoints",
+        &[
+            ("id", Text),
+            ("account_id", Text),
+            ("url", Text),
+            ("event_types", Text),
+            ("description", Text),
+            ("secret_sealed", Blob),
+            ("old_secret_sealed", Blob),
+            ("old_secret_until", Int),
+            ("created_at", Int),
+            ("disabled_at", Int),
+            ("disabled_why", Text),
+        ],
+    ),
+    (
+        "webhook_deliveries",
+        &[
+            ("id", Int),
+            ("msg_id", Text),
+            ("endpoint_id", Text),
+            ("account_id", Text),
+            ("event_type", Text),
+            ("payload", Text),
+            ("created_at", Int),
+            ("state", Text),
+            ("attempts", Int),
+            ("round_from", Int),
+            ("next_at", Int),
+            ("lease_holder", Text),
+            ("lease_until", Int),
+            ("last_status", Int),
+            ("last_error", Text),
+            ("done_at", Int),
+        ],
+    ),
+    (
+        "webhook_attempts",
+        &[
+            ("delivery_id", Int),
+            ("attempt", Int),
+            ("at", Int),
+            ("status", Int),
+            ("error", Text),
+            ("latency_ms", Int),
+            ("sent_by", Text),
+        ],
+    ),
 ];
 
 /// Tables whose `id` the database numbers.
-const NUMBERED: &[&str] = &["transfers", "events"];
+const NUMBERED: &[&str] = &["transfers", "events", "webhook_deliveries"];
 
 /// Tables not copied, on purpose.
 #[cfg(test)]

@@ -78,7 +78,7 @@ impl Store {
         })
         .execute(&mut **tx)
         .await?;
-        Ok(())
+        self.enqueue_webhooks(tx, e).await
     }
 
     /// The number of the account's last event removed for its age (0 when

@@ -433,6 +433,58 @@ CREATE INDEX intents_by_source ON intents(connection_id, source_path);
 "#,
         postgres_only: &[],
     },
+    Migration {
+        version: 21,
+        name: "webhooks",
+        sqlite: r#"
+CREATE TABLE webhook_endpoints (
+    id                TEXT PRIMARY KEY,
+    account_id        TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    url               TEXT NOT NULL,
+    event_types       TEXT,
+    description       TEXT NOT NULL DEFAULT '',
+    secret_sealed     BLOB NOT NULL,
+    old_secret_sealed BLOB,
+    old_secret_until  BIGINT,
+    created_at        BIGINT NOT NULL,
+    disabled_at       BIGINT,
+    disabled_why      TEXT
+);
+CREATE INDEX webhook_endpoints_by_account ON webhook_endpoints(account_id);
+CREATE TABLE webhook_deliveries (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    msg_id       TEXT NOT NULL UNIQUE,
+    endpoint_id  TEXT NOT NULL REFERENCES webhook_endpoints(id) ON DELETE CASCADE,
+    account_id   TEXT NOT NULL,
+    event_type   TEXT NOT NULL,
+    payload      TEXT NOT NULL,
+    created_at   BIGINT NOT NULL,
+    state        TEXT NOT NULL,
+    attempts     BIGINT NOT NULL DEFAULT 0,
+    round_from   BIGINT NOT NULL DEFAULT 0,
+    next_at      BIGINT NOT NULL,
+    lease_holder TEXT,
+    lease_until  BIGINT,
+    last_status  BIGINT,
+    last_error   TEXT,
+    done_at      BIGINT
+);
+CREATE INDEX webhook_deliveries_queue ON webhook_deliveries(state, endpoint_id, id);
+CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries(endpoint_id, id);
+CREATE INDEX webhook_deliveries_by_time ON webhook_deliveries(done_at);
+CREATE TABLE webhook_attempts (
+    delivery_id BIGINT NOT NULL REFERENCES webhook_deliveries(id) ON DELETE CASCADE,
+    attempt     BIGINT NOT NULL,
+    at          BIGINT NOT NULL,
+    status      BIGINT,
+    error       TEXT,
+    latency_ms  BIGINT NOT NULL,
+    sent_by     TEXT NOT NULL,
+    PRIMARY KEY (delivery_id, attempt)
+);
+"#,
+        postgres_only: &[],
+    },
 ];
 
 /// Numbers an event that arrives without its `seq`, as a hub of the

@@ -27,6 +27,7 @@ mod spokes;
 mod steering;
 mod transfer_log;
 mod uploads;
+pub mod webhooks;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -100,6 +101,9 @@ async fn begin_write(
 pub(crate) struct WriteTx<'s> {
     tx: sqlx::Transaction<'static, sqlx::Any>,
     store: &'s Store,
+    /// Whether it added webhook deliveries, to wake the sender once it
+    /// commits.
+    outbox: bool,
 }
 
 impl WriteTx<'_> {
@@ -109,6 +113,9 @@ impl WriteTx<'_> {
         self.store.note_writes(done.is_ok(), "a commit");
         done?;
         self.store.note_write().await;
+        if self.outbox {
+            self.store.outbox.notify_one();
+        }
         Ok(())
     }
 }
@@ -152,6 +159,8 @@ pub struct Store {
     health: Option<Arc<PrimaryCheck>>,
     /// API keys' accounts and connections, kept between requests.
     cache: Arc<cache::Cache>,
+    /// Wakes this hub's webhook sender when a commit added deliveries.
+    outbox: Arc<tokio::sync::Notify>,
 }
 
 /// How long a check of a database may take before it counts as down.
@@ -282,6 +291,7 @@ impl Store {
             primary_up: Arc::new(AtomicBool::new(true)),
             health: None,
             cache: Arc::default(),
+            outbox: Arc::default(),
         };
         migrations::apply(&store.pool, migrations::Dialect::Sqlite).await?;
         Ok(store)
@@ -321,6 +331,7 @@ impl Store {
             primary_up: Arc::new(AtomicBool::new(true)),
             health: Some(health),
             cache: Arc::default(),
+            outbox: Arc::default(),
         })
     }
 
@@ -470,6 +481,7 @@ impl Store {
         Ok(WriteTx {
             tx: tx?,
             store: self,
+            outbox: false,
         })
     }
 
@@ -644,6 +656,7 @@ pub(crate) mod testing {
             primary_up: Arc::new(AtomicBool::new(true)),
             health: None,
             cache: Arc::default(),
+            outbox: Arc::default(),
         }
     }
 
