@@ -325,6 +325,10 @@ pub async fn run(
         "event retention",
         api::retain_events(state.clone(), cfg.events.retention(), tunnel_stop.clone()),
     );
+    tasks.spawn(
+        "usage",
+        api::usage::flush(state.clone(), tunnel_stop.clone()),
+    );
     if cfg.webhooks.send {
         tasks.spawn(
             "webhooks",

@@ -22,6 +22,7 @@ pub mod scenarios;
 pub mod spoke;
 pub mod tools;
 pub mod udp_relay;
+pub mod webhooks;
 
 pub use client::{Api, Client, Resp};
 pub use hub::{Hub, HubOptions};

@@ -9,7 +9,7 @@
 //! the previous release numbered by the store; a key revoked and a
 //! connection deleted through one hub reaching the other's cache; one hub scanning a
 //! connection for changes made outside ferry, the other taking over when
-//! it dies.
+//! it dies; two hubs sending one outbox's webhooks, each delivery once.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -1251,4 +1251,89 @@ async fn two_hubs_racing_on_one_path_leave_one_writers_content_and_record() {
         .count();
     assert_eq!(events, answered, "one event per upload answered 2xx");
     eprintln!("{answered} uploads taken, {refused} refused in 20 rounds");
+}
+
+#[tokio::test]
+async fn two_hubs_send_each_webhook_delivery_once_and_in_order() {
+    ferry_tests::install_crypto_provider();
+    let primary = Postgres::primary();
+    let r = ferry_tests::webhooks::Receiver::start();
+    let hub = |data_dir| {
+        Hub::start_with(HubOptions {
+            extra_toml: format!(
+                "{}\n[webhooks]\nallow_private_endpoints = true\nretry_schedule_secs = [1, 1, 1]\n",
+                primary.store_toml(None)
+            ),
+            data_dir,
+            ..HubOptions::default()
+        })
+    };
+    let hub_a = hub(None);
+    let hub_b = hub(Some(hub_a.data_dir.clone()));
+    let t = tenant(&hub_a.url(), "alpha", &hub_a.data_dir).await;
+    ferry_tests::webhooks::endpoint(&t, &r, "/both", None).await;
+    // Every other delivery fails once, so that retries pass between hubs too.
+    let script: Vec<_> = (0..40)
+        .map(|i| {
+            if i % 2 == 0 {
+                json!([503, {}])
+            } else {
+                json!([200, {}])
+            }
+        })
+        .collect();
+    r.control("/_script", json!({ "/both": script })).await;
+    let apis = [
+        Api::new(hub_a.url()).as_token(&t.key),
+        Api::new(hub_b.url()).as_token(&t.key),
+    ];
+    const N: usize = 30;
+    for i in 0..N {
+        apis[i % 2]
+            .put(&t.file(&format!("f{i}.txt")))
+            .body(format!("file {i}"))
+            .send()
+            .await
+            .expect(201);
+    }
+    let mut taken = Vec::new();
+    let all = eventually(Duration::from_secs(90), async || {
+        taken = r
+            .deliveries("/both")
+            .await
+            .into_iter()
+            .filter(|d| d["answered"] == 200)
+            .collect();
+        taken.len() >= N
+    })
+    .await;
+    assert!(all, "{} of {N} delivered", taken.len());
+    assert!(taken.iter().all(|d| d["verified"] == true));
+    let order: Vec<i64> = taken
+        .iter()
+        .map(|d| d["payload"]["data"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        (1..=N as i64).collect::<Vec<_>>(),
+        "each once, in order"
+    );
+    let delivered = |h: &Hub| {
+        let url = h.metrics_url();
+        async move {
+            metric(
+                &url,
+                "ferry_webhook_attempts_total",
+                &[("result", "delivered")],
+            )
+            .await
+        }
+    };
+    let (a, b) = (delivered(&hub_a).await, delivered(&hub_b).await);
+    assert_eq!(
+        a + b,
+        N as f64,
+        "no delivery sent twice (hub A {a}, hub B {b})"
+    );
+    eprintln!("hub A delivered {a}, hub B {b}");
 }

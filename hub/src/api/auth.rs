@@ -58,12 +58,31 @@ pub fn require_admin(state: &AppState, req: &Request<Body>) -> Result<(), Proble
     }
 }
 
+tokio::task_local! {
+    /// The account a request was authenticated as, for its usage.
+    static ACCOUNT: std::cell::RefCell<Option<String>>;
+}
+
+/// Runs `served` (one request's answer) and returns it with the account
+/// it was authenticated as, if any.
+pub async fn noting_account<T>(served: impl Future<Output = T>) -> (T, Option<String>) {
+    ACCOUNT
+        .scope(std::cell::RefCell::new(None), async {
+            let out = served.await;
+            (out, ACCOUNT.with(|a| a.borrow_mut().take()))
+        })
+        .await
+}
+
 /// The id of the account whose API key the request carries.
 pub async fn require_account(state: &AppState, headers: &HeaderMap) -> Result<String, Problem> {
     let key = bearer(headers)
         .ok_or_else(|| unauthorized("send an API key as 'Authorization: Bearer <key>'"))?;
     match state.store.authenticate(key).await {
-        Ok(Some(account)) => Ok(account),
+        Ok(Some(account)) => {
+            let _ = ACCOUNT.try_with(|a| *a.borrow_mut() = Some(account.clone()));
+            Ok(account)
+        }
         Ok(None) => Err(unauthorized("the API key is unknown or revoked")),
         Err(e) => Err(store_problem(state, e)),
     }

@@ -20,6 +20,7 @@ pub mod s3door;
 mod steering;
 mod tree;
 mod uploads;
+pub mod usage;
 mod webhooks;
 
 pub use events::retain as retain_events;
@@ -76,6 +77,8 @@ pub struct AppState {
     pub index_nudge: tokio::sync::Notify,
     /// Downloads' transfer-log entries, written in batches.
     pub transfer_log: crate::store::TransferLog,
+    /// Requests answered, per account, until they are added to the usage.
+    pub usage: usage::RequestCounter,
     /// Webhook settings (`[webhooks]`).
     pub webhooks: crate::webhooks::Settings,
     /// Connections whose index this hub has seen complete ([`AppState::index_complete`]).
@@ -132,6 +135,7 @@ impl AppState {
             transfer_log: crate::store::TransferLog::default(),
             complete_indexes: Default::default(),
             webhooks: crate::webhooks::Settings::default(),
+            usage: usage::RequestCounter::default(),
             master_key,
         }
     }
@@ -256,14 +260,22 @@ async fn answer(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
         return resp;
     }
     let principal = principal(&state, &req);
+    let node = req
+        .extensions()
+        .get::<crate::tunnel::ViaSpoke>()
+        .map_or(VIA_HUB, |v| v.0.as_str())
+        .to_owned();
     let (label, result) = match Route::parse(req.uri().path()) {
         Ok(Some(route)) => {
             let label = route.label();
             let served = dispatch(&state, route, req);
-            (
-                label,
-                crate::store::replica::as_principal(principal, served).await,
-            )
+            let (result, account) =
+                auth::noting_account(crate::store::replica::as_principal(principal, served)).await;
+            if let Some(account) = account {
+                let write = !matches!(method, Method::GET | Method::HEAD);
+                state.usage.count(account, node, write);
+            }
+            (label, result)
         }
         Ok(None) => (
             RouteLabel::Unmatched,
@@ -357,6 +369,7 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Request<Body>) -> Ap
         }
         Route::Connections | Route::Connection(_) => connections::handle(state, route, req).await,
         Route::S3Keys | Route::S3Key(_) => s3_keys::handle(state, route, req).await,
+        Route::Usage => usage::report(state, req).await,
         Route::Webhooks
         | Route::Webhook(_)
         | Route::WebhookRotate(_)

@@ -64,6 +64,8 @@ pub enum Route {
     S3Keys,
     /// `/v1/s3-keys/{id}`: one S3 access key.
     S3Key(String),
+    /// `/v1/usage`: what accounts used.
+    Usage,
     /// `/v1/webhooks`: the account's webhook endpoints.
     Webhooks,
     /// `/v1/webhooks/{id}`: one endpoint.
@@ -107,6 +109,7 @@ pub enum RouteLabel {
     Internal,
     S3Keys,
     S3Key,
+    Usage,
     Webhooks,
     Webhook,
     WebhookRotate,
@@ -147,6 +150,7 @@ impl RouteLabel {
             Self::Internal => "internal",
             Self::S3Keys => "s3_keys",
             Self::S3Key => "s3_key",
+            Self::Usage => "usage",
             Self::Webhooks => "webhooks",
             Self::Webhook => "webhook",
             Self::WebhookRotate => "webhook_rotate",
@@ -194,6 +198,7 @@ pub const TEMPLATES: &[&str] = &[
     "/v1/steering/reports",
     "/v1/connections/{conn}/uploads",
     "/v1/uploads/{id}",
+    "/v1/usage",
     "/v1/webhooks",
     "/v1/webhooks/{id}",
     "/v1/webhooks/{id}/rotate-secret",
@@ -231,6 +236,7 @@ impl Route {
         };
         match rest {
             "events" => return Ok(Some(Route::Events)),
+            "usage" => return Ok(Some(Route::Usage)),
             "probe" => return Ok(Some(Route::Probe)),
             "steering" => return Ok(Some(Route::Steering)),
             "steering/reports" => return Ok(Some(Route::SteeringReports)),
@@ -360,6 +366,7 @@ impl Route {
             Route::Internal(_) => RouteLabel::Internal,
             Route::S3Keys => RouteLabel::S3Keys,
             Route::S3Key(_) => RouteLabel::S3Key,
+            Route::Usage => RouteLabel::Usage,
             Route::Webhooks => RouteLabel::Webhooks,
             Route::Webhook(_) => RouteLabel::Webhook,
             Route::WebhookRotate(_) => RouteLabel::WebhookRotate,
@@ -378,7 +385,9 @@ impl Route {
             Route::Internal(_) => &[Method::POST],
             Route::Uploads(_) => &[Method::POST, Method::OPTIONS],
             Route::Upload(_) => &[Method::HEAD, Method::PATCH, Method::DELETE, Method::OPTIONS],
-            Route::Healthz | Route::Readyz | Route::Events => &[Method::GET, Method::HEAD],
+            Route::Healthz | Route::Readyz | Route::Events | Route::Usage => {
+                &[Method::GET, Method::HEAD]
+            }
             Route::Account(_) => &[Method::GET, Method::HEAD, Method::DELETE],
             Route::List(..) => &[Method::GET, Method::HEAD],
             Route::Webhook(_) => &[Method::GET, Method::HEAD, Method::PATCH, Method::DELETE],

@@ -307,6 +307,22 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("sent_by", Text),
         ],
     ),
+    // What each account used, per hour, node and connection.
+    (
+        "usage_hourly",
+        &[
+            ("account_id", Text),
+            ("hour", Int),
+            ("node", Text),
+            ("connection_id", Text),
+            ("bytes_in", Int),
+            ("bytes_out", Int),
+            ("uploads", Int),
+            ("downloads", Int),
+            ("requests_read", Int),
+            ("requests_write", Int),
+        ],
+    ),
 ];
 
 /// Tables whose `id` the database numbers.

@@ -485,6 +485,27 @@ CREATE TABLE webhook_attempts (
 "#,
         postgres_only: &[],
     },
+    Migration {
+        version: 22,
+        name: "usage",
+        sqlite: r#"
+CREATE TABLE usage_hourly (
+    account_id     TEXT NOT NULL,
+    hour           BIGINT NOT NULL,
+    node           TEXT NOT NULL,
+    connection_id  TEXT NOT NULL,
+    bytes_in       BIGINT NOT NULL DEFAULT 0,
+    bytes_out      BIGINT NOT NULL DEFAULT 0,
+    uploads        BIGINT NOT NULL DEFAULT 0,
+    downloads      BIGINT NOT NULL DEFAULT 0,
+    requests_read  BIGINT NOT NULL DEFAULT 0,
+    requests_write BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (account_id, hour, node, connection_id)
+);
+CREATE INDEX usage_by_hour ON usage_hourly(hour);
+"#,
+        postgres_only: &[],
+    },
 ];
 
 /// Numbers an event that arrives without its `seq`, as a hub of the

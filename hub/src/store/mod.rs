@@ -27,6 +27,7 @@ mod spokes;
 mod steering;
 mod transfer_log;
 mod uploads;
+pub mod usage;
 pub mod webhooks;
 
 use std::path::Path;

@@ -211,8 +211,10 @@ impl Store {
 
     /// Logs a transfer on its own (downloads, rejected uploads).
     pub async fn record_transfer(&self, t: &Transfer) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        insert_transfers(&mut conn, std::slice::from_ref(t)).await?;
+        // The entry and its usage together.
+        let mut tx = self.write_tx().await?;
+        insert_transfers(&mut tx, std::slice::from_ref(t)).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -355,7 +357,7 @@ pub(super) async fn insert_transfers(
         }
         q.execute(&mut *conn).await?;
     }
-    Ok(())
+    super::usage::add_transfers(conn, transfers).await
 }
 
 #[cfg(test)]

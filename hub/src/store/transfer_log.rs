@@ -225,6 +225,11 @@ impl Store {
             };
             if fresh {
                 new.push(t.clone());
+            } else {
+                tracing::info!(
+                    report.id = reports.get(i).and_then(Option::as_deref).unwrap_or(""),
+                    "a report came again; it was applied before"
+                );
             }
         }
         super::objects::insert_transfers(&mut tx, &new).await?;
