@@ -90,6 +90,15 @@ error_codes! {
     DeliveryNotFound => (NOT_FOUND, "delivery_not_found", "No such webhook delivery"),
     /// The account has as many webhook endpoints as it may.
     WebhookLimit => (CONFLICT, "webhook_limit", "The account has as many webhook endpoints as it may"),
+    /// The account stores as many bytes as its quota allows, or the upload
+    /// would take it past them.
+    StorageQuotaExceeded => (INSUFFICIENT_STORAGE, "storage_quota_exceeded", "The account's storage quota is used up"),
+    /// The account downloaded its month's egress quota; `Retry-After`
+    /// says when the next month begins.
+    EgressQuotaExceeded => (TOO_MANY_REQUESTS, "egress_quota_exceeded", "The account's monthly egress quota is used up"),
+    /// The account sends more requests per second than it may; retry
+    /// after `Retry-After`.
+    RateLimited => (TOO_MANY_REQUESTS, "rate_limited", "Too many requests for this account"),
     /// No such connection for this account.
     ConnectionNotFound => (NOT_FOUND, "connection_not_found", "No such connection"),
     /// No such file or folder.

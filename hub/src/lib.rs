@@ -15,6 +15,7 @@ pub mod config;
 pub mod dns;
 pub mod grant;
 pub mod indexer;
+pub mod limits;
 pub mod listeners;
 pub mod metrics;
 pub mod secrets;
@@ -294,6 +295,7 @@ pub async fn run(
     }
     state.uploads = api::UploadSettings::from(&cfg.uploads);
     state.webhooks = cfg.webhooks.settings();
+    state.limits = limits::AccountLimits::new(cfg.limits);
     let state = Arc::new(state);
     // Tunnels and DNS outlive the HTTP listener's drain, so requests spokes
     // forward get the same grace as direct ones and clients are still

@@ -172,6 +172,9 @@ pub struct DataPath {
     locks: PathLocks,
     /// Completion reports on their way to the hub.
     pub reports: Arc<Reports>,
+    /// Accounts' bandwidth buckets at this spoke, at the rates their
+    /// grants carry.
+    throttles: ferry_common::content::throttle::Throttles,
 }
 
 /// Whether a grant fetched while `fetched_at` invalidations had been
@@ -199,7 +202,13 @@ impl DataPath {
             grants: GrantCache::default(),
             operators: Mutex::default(),
             locks: PathLocks::default(),
+            throttles: Default::default(),
         })
+    }
+
+    /// The buckets the account's transfers under `grant` draw from here.
+    pub fn throttle(&self, grant: &Grant) -> ferry_common::content::throttle::Throttle {
+        self.throttles.for_account(&grant.account_id, grant.limits)
     }
 
     /// Decides how to serve a content request (`op` of `path` in
@@ -241,6 +250,7 @@ impl DataPath {
                     connection_id: grant.connection_id.clone(),
                     op,
                     multipart: None,
+                    throttle: self.throttle(&grant),
                 }),
                 Granted {
                     token: Arc::from(grant.token.as_str()),

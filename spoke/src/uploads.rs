@@ -162,6 +162,7 @@ impl UploadHost for SpokeUploads {
                             begun.grant.endpoint_policy(),
                         )
                         .map(Arc::new),
+                        throttle: self.data.throttle(&begun.grant),
                     },
                 ))),
                 Err(p) => {

@@ -251,6 +251,7 @@ async fn get(
         expected: len,
         provider: t.op.info().scheme(),
     };
+    let stream = super::throttle::throttled(stream, t.throttle.down.clone());
     *resp.body_mut() = download_body(host.clone(), Box::pin(stream), info);
     Ok(resp)
 }
@@ -402,7 +403,8 @@ async fn put(
     let _active = super::Active::start(host.clone());
     let provider = t.op.info().scheme();
     let count = |n| host.count_bytes(Direction::Upload, provider, n);
-    let body = BodyDataStream::new(req.into_body());
+    let body =
+        super::throttle::throttled(BodyDataStream::new(req.into_body()), t.throttle.up.clone());
     let staged = stage(
         &t.op,
         path.as_str(),

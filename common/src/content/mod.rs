@@ -9,6 +9,7 @@ pub mod files;
 pub mod locks;
 pub mod metrics;
 pub mod model;
+pub mod throttle;
 pub mod transfer;
 
 use futures_util::future::BoxFuture;
@@ -159,4 +160,6 @@ pub struct Target {
     /// none for other providers, and where only plain transfers are
     /// served.
     pub multipart: Option<std::sync::Arc<crate::provider::native::Multipart>>,
+    /// The account's bandwidth buckets on this node (none without limits).
+    pub throttle: throttle::Throttle,
 }

@@ -79,6 +79,11 @@ pub struct Grant {
     /// the grant for the request it asked for, and keeps it for no other.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<i64>,
+    /// The account's bandwidth limits at each node, which the spoke
+    /// applies across the account's transfers through it (none from a hub
+    /// of an earlier release).
+    #[serde(default)]
+    pub limits: crate::content::throttle::TransferLimits,
 }
 
 impl std::fmt::Debug for Grant {
@@ -92,6 +97,7 @@ impl std::fmt::Debug for Grant {
             .field("ttl_ms", &self.ttl_ms)
             .field("allow_private_endpoints", &self.allow_private_endpoints)
             .field("meta", &self.meta)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }

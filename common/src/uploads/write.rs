@@ -219,7 +219,10 @@ where
         ..Watch::default()
     }));
     let w = watch.clone();
-    let body = body.map(|item| item.map_err(Into::into));
+    let body = crate::content::throttle::throttled(
+        body.map(|item| item.map_err(Into::into)),
+        to.target.throttle.up.clone(),
+    );
     let watched =
         futures_util::stream::unfold((Box::pin(body), w, false), move |(mut body, w, done)| {
             let lost = lost.clone();
@@ -1217,6 +1220,7 @@ mod tests {
             connection_id: "con".into(),
             op: Operator::new(opendal::services::Memory::default()).unwrap(),
             multipart: None,
+            throttle: Default::default(),
         }
     }
 

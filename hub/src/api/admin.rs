@@ -31,6 +31,11 @@ async fn existing(state: &AppState, id: &str) -> Result<(), Problem> {
     }
 }
 
+/// An account's limits as set, and as they apply with the defaults.
+fn limits_json(state: &AppState, set: crate::store::limits::Limits) -> serde_json::Value {
+    json!({ "set": set, "effective": set.or(state.limits.defaults()) })
+}
+
 /// Whether `text` has the shape of an account id: `acc_` and 20 lower-case
 /// hex digits.
 fn is_account_id(text: &str) -> bool {
@@ -128,6 +133,43 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
             existing(state, &id).await?;
             let keys = state.store.list_keys(&id).await.map_err(store_err)?;
             Ok(json(StatusCode::OK, &json!({ "keys": keys })))
+        }
+        (Route::AccountLimits(id), Method::PUT) => {
+            let limits: crate::store::limits::Limits =
+                read_json(req, state.max_json_body_bytes()).await?;
+            for (name, v) in [
+                ("stored_bytes", limits.stored_bytes),
+                ("egress_bytes_per_month", limits.egress_bytes_per_month),
+                ("requests_per_second", limits.requests_per_second),
+                ("upload_bytes_per_second", limits.upload_bytes_per_second),
+                (
+                    "download_bytes_per_second",
+                    limits.download_bytes_per_second,
+                ),
+            ] {
+                if v.is_some_and(|n| n < 0) {
+                    return Err(Problem::new(
+                        ErrorCode::InvalidField,
+                        format!("'{name}' must not be negative (0: no limit; null: the default)"),
+                    ));
+                }
+            }
+            if !state
+                .store
+                .set_account_limits(&id, &limits)
+                .await
+                .map_err(store_err)?
+            {
+                return Err(account_missing(&id));
+            }
+            state.limits.forget(&id);
+            tracing::info!(account.id = %id, ?limits, "set an account's limits");
+            Ok(json(StatusCode::OK, &limits_json(state, limits)))
+        }
+        (Route::AccountLimits(id), _) => {
+            existing(state, &id).await?;
+            let limits = state.store.account_limits(&id).await.map_err(store_err)?;
+            Ok(json(StatusCode::OK, &limits_json(state, limits)))
         }
         (Route::AccountKey(id, key_id), _) => {
             if !state

@@ -81,6 +81,7 @@ pub async fn require_account(state: &AppState, headers: &HeaderMap) -> Result<St
     match state.store.authenticate(key).await {
         Ok(Some(account)) => {
             let _ = ACCOUNT.try_with(|a| *a.borrow_mut() = Some(account.clone()));
+            crate::limits::check_request_rate(state, &account).await?;
             Ok(account)
         }
         Ok(None) => Err(unauthorized("the API key is unknown or revoked")),

@@ -329,6 +329,11 @@ async fn grant(state: &AppState, spoke: &str, req: Request<Body>, limit: usize) 
     }
     // The connection's provider must be one this hub can use.
     operator_for(state, &row).await?;
+    let use_ = match body.op {
+        ferry_common::contract::GrantOp::Read => crate::limits::Use::Read,
+        _ => crate::limits::Use::Write(None),
+    };
+    let limits = crate::limits::check(state, &caller.account, use_).await?;
     let meta = state
         .store
         .get_object(&row.id, path.as_str())
@@ -347,6 +352,7 @@ async fn grant(state: &AppState, spoke: &str, req: Request<Body>, limit: usize) 
             upload: None,
             meta,
             epoch,
+            limits: crate::limits::transfer_limits(&limits),
         },
     )?;
     Ok(json(StatusCode::OK, &grant))
@@ -372,6 +378,8 @@ pub(super) struct Granting<'a> {
     pub meta: Option<ferry_common::content::model::ObjectMeta>,
     /// The invalidation epoch this hub knew before authorising it.
     pub epoch: Option<i64>,
+    /// The account's bandwidth limits, for the spoke to apply.
+    pub limits: ferry_common::content::throttle::TransferLimits,
 }
 
 /// Signs the grant for `g`: what the spoke needs to reach the provider,
@@ -406,6 +414,7 @@ pub(super) fn issue(state: &AppState, g: Granting<'_>) -> Result<Grant, Problem>
         allow_private_endpoints: state.providers.endpoint_policy().allow_private,
         meta: g.meta,
         epoch: g.epoch,
+        limits: g.limits,
     })
 }
 

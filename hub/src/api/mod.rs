@@ -77,6 +77,8 @@ pub struct AppState {
     pub index_nudge: tokio::sync::Notify,
     /// Downloads' transfer-log entries, written in batches.
     pub transfer_log: crate::store::TransferLog,
+    /// Accounts' quotas and limits, and their buckets at this hub.
+    pub limits: crate::limits::AccountLimits,
     /// Requests answered, per account, until they are added to the usage.
     pub usage: usage::RequestCounter,
     /// Webhook settings (`[webhooks]`).
@@ -136,6 +138,7 @@ impl AppState {
             complete_indexes: Default::default(),
             webhooks: crate::webhooks::Settings::default(),
             usage: usage::RequestCounter::default(),
+            limits: crate::limits::AccountLimits::default(),
             master_key,
         }
     }
@@ -364,9 +367,11 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Request<Body>) -> Ap
                 ))
             }
         },
-        Route::Accounts | Route::Account(_) | Route::AccountKeys(_) | Route::AccountKey(..) => {
-            admin::handle(state, route, req).await
-        }
+        Route::Accounts
+        | Route::Account(_)
+        | Route::AccountKeys(_)
+        | Route::AccountKey(..)
+        | Route::AccountLimits(_) => admin::handle(state, route, req).await,
         Route::Connections | Route::Connection(_) => connections::handle(state, route, req).await,
         Route::S3Keys | Route::S3Key(_) => s3_keys::handle(state, route, req).await,
         Route::Usage => usage::report(state, req).await,
@@ -382,11 +387,25 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Request<Body>) -> Ap
                 .get::<crate::tunnel::ViaSpoke>()
                 .map_or_else(|| VIA_HUB.to_owned(), |v| v.0.clone());
             let host = Arc::new(HubHost::new(state.clone(), via));
+            let what = match method {
+                Method::PUT => Some(crate::limits::Use::Write(
+                    req.headers()
+                        .get(header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok()?.parse().ok()),
+                )),
+                Method::GET => Some(crate::limits::Use::Read),
+                _ => None,
+            };
+            let throttle = match what {
+                Some(what) => crate::limits::admit(state, &res.account, what).await?,
+                None => Default::default(),
+            };
             let target = ferry_common::content::Target {
                 account_id: res.account,
                 connection_id: res.row.id,
                 op: res.op,
                 multipart: None,
+                throttle,
             };
             ferry_common::content::files::serve(host, &target, &path, req).await
         }

@@ -24,6 +24,8 @@ pub enum Route {
     AccountKeys(String),
     /// `/v1/accounts/{id}/keys/{key}`
     AccountKey(String, String),
+    /// `/v1/accounts/{id}/limits`
+    AccountLimits(String),
     /// `/v1/connections`
     Connections,
     /// `/v1/connections/{conn}`
@@ -89,6 +91,7 @@ pub enum RouteLabel {
     Account,
     AccountKeys,
     AccountKey,
+    AccountLimits,
     Connections,
     Connection,
     Files,
@@ -130,6 +133,7 @@ impl RouteLabel {
             Self::Account => "account",
             Self::AccountKeys => "account_keys",
             Self::AccountKey => "account_key",
+            Self::AccountLimits => "account_limits",
             Self::Connections => "connections",
             Self::Connection => "connection",
             Self::Files => "files",
@@ -178,6 +182,7 @@ pub const TEMPLATES: &[&str] = &[
     "/v1/accounts/{account}",
     "/v1/accounts/{account}/keys",
     "/v1/accounts/{account}/keys/{key}",
+    "/v1/accounts/{account}/limits",
     "/v1/s3-keys",
     "/v1/s3-keys/{id}",
     "/v1/connections",
@@ -292,6 +297,7 @@ impl Route {
                 [""] => Route::Accounts,
                 ["", id] if !id.is_empty() => Route::Account(decode(id)?),
                 ["", id, "keys"] if !id.is_empty() => Route::AccountKeys(decode(id)?),
+                ["", id, "limits"] if !id.is_empty() => Route::AccountLimits(decode(id)?),
                 ["", id, "keys", key] if !id.is_empty() && !key.is_empty() => {
                     Route::AccountKey(decode(id)?, decode(key)?)
                 }
@@ -346,6 +352,7 @@ impl Route {
             Route::Account(_) => RouteLabel::Account,
             Route::AccountKeys(_) => RouteLabel::AccountKeys,
             Route::AccountKey(..) => RouteLabel::AccountKey,
+            Route::AccountLimits(_) => RouteLabel::AccountLimits,
             Route::Connections => RouteLabel::Connections,
             Route::Connection(_) => RouteLabel::Connection,
             Route::File(..) => RouteLabel::Files,
@@ -389,6 +396,7 @@ impl Route {
                 &[Method::GET, Method::HEAD]
             }
             Route::Account(_) => &[Method::GET, Method::HEAD, Method::DELETE],
+            Route::AccountLimits(_) => &[Method::GET, Method::HEAD, Method::PUT],
             Route::List(..) => &[Method::GET, Method::HEAD],
             Route::Webhook(_) => &[Method::GET, Method::HEAD, Method::PATCH, Method::DELETE],
             Route::WebhookRotate(_) | Route::WebhookRedeliver(..) => &[Method::POST],

@@ -38,6 +38,7 @@ use super::http_util::{json, read_json};
 use super::operators::operator_for;
 use super::{ApiResult, AppState, VIA_HUB};
 use crate::grant::PassClaims;
+use crate::limits::Use;
 use crate::store::{ConnectionRow, MultipartPart, MultipartUpload, S3Key, now_ms};
 
 /// The S3 service of one hub.
@@ -198,6 +199,7 @@ impl FerryS3 {
             connection_id: row.id.clone(),
             op,
             multipart: None,
+            throttle: Default::default(),
         })
     }
 
@@ -217,7 +219,21 @@ impl FerryS3 {
         } else {
             Access::Read
         };
-        let (target, host) = self.object_target(key, bucket, access).await?;
+        let (mut target, host) = self.object_target(key, bucket, access).await?;
+        let what = match method {
+            Method::PUT => Some(Use::Write(
+                headers
+                    .get(http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse().ok()),
+            )),
+            Method::GET => Some(Use::Read),
+            _ => None,
+        };
+        if let Some(what) = what {
+            target.throttle = crate::limits::admit(&self.state, &key.account_id, what)
+                .await
+                .map_err(problem_error)?;
+        }
         door::file(host, &target, object, method, headers, body).await
     }
 

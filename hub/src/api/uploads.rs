@@ -132,6 +132,8 @@ async fn create_session(
             format!("uploads here are at most {} bytes", state.uploads.max_size),
         ));
     }
+    // The quota is checked again as bytes come (each append).
+    crate::limits::check(state, account, crate::limits::Use::Write(new.length)).await?;
     if new.metadata.len() > protocol::MAX_METADATA_BYTES
         || new.content_type.as_ref().is_some_and(|c| c.len() > 255)
     {
@@ -164,6 +166,7 @@ async fn create_session(
         connection_id: row.id.clone(),
         op,
         multipart: None,
+        throttle: Default::default(),
     };
     if let Some(path) = &path {
         ferry_common::content::files::staged_name_fits(&target, path)?;
@@ -274,11 +277,15 @@ impl UploadHost for HubUploads {
                 let row = find(state, &self.account, &lease.session.connection_id).await?;
                 let op = operator_for(state, &row).await?;
                 let multipart = multipart_for(state, &row)?;
+                let throttle =
+                    crate::limits::admit(state, &self.account, crate::limits::Use::Write(None))
+                        .await?;
                 Ok::<_, Problem>(Target {
                     account_id: self.account.clone(),
                     connection_id: row.id,
                     op,
                     multipart,
+                    throttle,
                 })
             };
             let target = match reached.await {
@@ -692,6 +699,9 @@ pub async fn internal(
             }
             let row = find(state, &account, &session.connection_id).await?;
             let direct = super::internal::direct(&row.provider);
+            // Before the lease: a refused append holds nothing.
+            let limits =
+                crate::limits::check(state, &account, crate::limits::Use::Write(None)).await?;
             let lease = if direct {
                 let (lease, took_over) = state
                     .store
@@ -725,6 +735,7 @@ pub async fn internal(
                     upload: Some((body.id.clone(), lease.as_ref().map(|l| l.token.clone()))),
                     meta: None,
                     epoch,
+                    limits: crate::limits::transfer_limits(&limits),
                 },
             )?;
             Ok(json(StatusCode::OK, &UploadBegun { lease, grant }))

@@ -67,6 +67,10 @@ pub struct HubConfig {
     /// Webhook deliveries.
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    /// Accounts' quotas and limits where the admin API set none (each
+    /// member unset or 0: no limit).
+    #[serde(default)]
+    pub limits: crate::store::limits::Limits,
 }
 
 /// The `[webhooks]` section: how this hub sends accounts' webhooks.
@@ -764,6 +768,29 @@ impl Validate for HubConfig {
         }
         self.store.validate(p);
         self.webhooks.validate(p);
+        for (name, v) in [
+            ("limits.stored_bytes", self.limits.stored_bytes),
+            (
+                "limits.egress_bytes_per_month",
+                self.limits.egress_bytes_per_month,
+            ),
+            (
+                "limits.requests_per_second",
+                self.limits.requests_per_second,
+            ),
+            (
+                "limits.upload_bytes_per_second",
+                self.limits.upload_bytes_per_second,
+            ),
+            (
+                "limits.download_bytes_per_second",
+                self.limits.download_bytes_per_second,
+            ),
+        ] {
+            if v.is_some_and(|n| n < 0) {
+                p.add(name, "must not be negative (0: no limit)");
+            }
+        }
         if self.secrets.master_key_env.is_empty() {
             p.add("secrets.master_key_env", "must not be empty");
         }

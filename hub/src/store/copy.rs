@@ -323,6 +323,19 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("requests_write", Int),
         ],
     ),
+    // Each account's quotas and limits, where the operator set them.
+    (
+        "account_limits",
+        &[
+            ("account_id", Text),
+            ("stored_bytes", Int),
+            ("egress_bytes_per_month", Int),
+            ("requests_per_second", Int),
+            ("upload_bytes_per_second", Int),
+            ("download_bytes_per_second", Int),
+            ("updated_at", Int),
+        ],
+    ),
 ];
 
 /// Tables whose `id` the database numbers.

@@ -506,6 +506,22 @@ CREATE INDEX usage_by_hour ON usage_hourly(hour);
 "#,
         postgres_only: &[],
     },
+    Migration {
+        version: 23,
+        name: "account limits",
+        sqlite: r#"
+CREATE TABLE account_limits (
+    account_id                TEXT PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
+    stored_bytes              BIGINT,
+    egress_bytes_per_month    BIGINT,
+    requests_per_second       BIGINT,
+    upload_bytes_per_second   BIGINT,
+    download_bytes_per_second BIGINT,
+    updated_at                BIGINT NOT NULL
+);
+"#,
+        postgres_only: &[],
+    },
 ];
 
 /// Numbers an event that arrives without its `seq`, as a hub of the

@@ -18,6 +18,7 @@ mod fleets;
 mod hubs;
 mod index;
 mod intents;
+pub mod limits;
 mod migrations;
 mod objects;
 pub mod replica;
