@@ -122,6 +122,7 @@ pub async fn check_request_rate(state: &AppState, account: &str) -> Result<(), P
         b
     };
     bucket.try_take_at(1, Instant::now()).map_err(|wait| {
+        state.metrics.limit_refused("requests");
         Problem::new(
             ErrorCode::RateLimited,
             format!("this account may make {rate} requests per second here; slow down"),
@@ -165,6 +166,7 @@ pub async fn check(state: &AppState, account: &str, what: Use) -> Result<Limits,
                     .max(0) as u64;
                 let after = stored.saturating_add(len.unwrap_or(0));
                 if stored >= quota || after > quota {
+                    state.metrics.limit_refused("stored_bytes");
                     return Err(Problem::new(
                         ErrorCode::StorageQuotaExceeded,
                         format!(
@@ -190,6 +192,7 @@ pub async fn check(state: &AppState, account: &str, what: Use) -> Result<Limits,
                     .max(0) as u64;
                 if used >= quota {
                     let wait = ((next - crate::store::now_ms()).max(1000) / 1000) as u64;
+                    state.metrics.limit_refused("egress");
                     return Err(Problem::new(
                         ErrorCode::EgressQuotaExceeded,
                         format!(

@@ -74,6 +74,11 @@ struct OutcomeLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct TransportLabels {
     transport: &'static str,
 }
@@ -97,6 +102,7 @@ pub struct Metrics {
     pub s3: ferry_common::s3_door::S3Metrics,
     store_errors: Counter,
     intents_settled: Family<OutcomeLabels, Counter>,
+    limit_refusals: Family<LimitLabels, Counter>,
     connections_refused: Counter,
     admin_token_failures: Counter,
     spokes_connected: Family<TransportLabels, Gauge>,
@@ -156,6 +162,12 @@ impl Metrics {
             "store_errors",
             "Metadata store operations that failed",
             store_errors.clone(),
+        );
+        let limit_refusals = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "limit_refusals",
+            "Requests refused for an account's quota or limit, by which",
+            limit_refusals.clone(),
         );
         let intents_settled = Family::<OutcomeLabels, Counter>::default();
         registry.register(
@@ -287,6 +299,7 @@ impl Metrics {
             s3,
             store_errors,
             intents_settled,
+            limit_refusals,
             admin_token_failures,
             spokes_connected,
             spoke_rtt,
@@ -317,6 +330,14 @@ impl Metrics {
     /// Counts a failed store operation.
     pub fn store_error(&self) {
         self.store_errors.inc();
+    }
+
+    /// Counts a request refused for an account's `limit` (`stored_bytes`,
+    /// `egress`, `requests`).
+    pub fn limit_refused(&self, limit: &'static str) {
+        self.limit_refusals
+            .get_or_create(&LimitLabels { limit })
+            .inc();
     }
 
     /// Counts an intent settled by what the provider holds.

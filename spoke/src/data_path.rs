@@ -511,6 +511,7 @@ mod tests {
             token: format!("fg1.{epoch:?}"),
             meta: None,
             epoch,
+            limits: Default::default(),
         }
     }
 

@@ -291,10 +291,29 @@ async fn oversized_request_heads_are_refused() {
 
 #[tokio::test]
 async fn rekey_moves_every_connection_to_a_new_master_key() {
-    let mut hub = Hub::start();
+    let mut hub = Hub::start_with(HubOptions {
+        extra_toml: "[webhooks]\nallow_private_endpoints = true\n".into(),
+        ..HubOptions::default()
+    });
+    let receiver = ferry_tests::webhooks::Receiver::start();
     let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
     upload(&t, "kept.txt", b"still here").await;
     t.api.post("/v1/s3-keys").send().await.expect(201);
+    let made = ferry_tests::webhooks::endpoint(&t, &receiver, "/rekeyed", None).await;
+    // A rotation: the secret it replaced is sealed again too.
+    let rotated = t
+        .api
+        .post(&format!(
+            "/v1/webhooks/{}/rotate-secret",
+            made["id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .expect(200)
+        .json();
+    receiver
+        .control("/_secrets", json!({ "/rekeyed": [rotated["secret"]] }))
+        .await;
     hub.stop();
 
     let new_key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -303,7 +322,7 @@ async fn rekey_moves_every_connection_to_a_new_master_key() {
     let (ok, _, err) = hub.command(&["rekey", "--new-key-file", key_file.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(
-        err.contains("re-encrypted 1 connection(s), 1 S3 key(s)"),
+        err.contains("re-encrypted 1 connection(s), 1 S3 key(s), 1 webhook endpoint(s)"),
         "{err}"
     );
     // Run again with the old key: it no longer opens them, and nothing changes.
@@ -318,4 +337,10 @@ async fn rekey_moves_every_connection_to_a_new_master_key() {
     let api = Api::new(hub.url()).as_token(&t.key);
     let got = api.get(&t.file("kept.txt")).send().await.expect(200);
     assert_eq!(&got.body[..], b"still here");
+    // The webhook's secrets open with the new key: deliveries are signed.
+    upload(&t, "after.txt", b"after the new key").await;
+    let got = receiver
+        .wait_for("/rekeyed", 1, std::time::Duration::from_secs(20))
+        .await;
+    assert_eq!(got[0]["verified"], true, "{got:#?}");
 }

@@ -17,10 +17,11 @@ fn spec() -> PathBuf {
 
 /// A hub whose tenants may use `fs` (under its data folder) and `memory`
 /// only: no network provider, so no generated connection makes the hub
-/// reach beyond this machine.
+/// reach beyond this machine; and one that sends no webhooks, for the
+/// same reason.
 fn local_only_hub() -> Hub {
     Hub::start_with(HubOptions {
-        extra_toml: "[providers.remote]\nenabled = []\n".to_owned(),
+        extra_toml: "[providers.remote]\nenabled = []\n\n[webhooks]\nsend = false\n".to_owned(),
         ..HubOptions::default()
     })
 }

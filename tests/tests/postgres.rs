@@ -244,7 +244,7 @@ async fn rekey_on_postgres_moves_the_shared_tunnel_ca_too() {
     let (ok, _, err) = hub.command(&["rekey", "--new-key-file", key_file.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(
-        err.contains("re-encrypted 1 connection(s), 0 S3 key(s) and the shared tunnel CA"),
+        err.contains("re-encrypted 1 connection(s), 0 S3 key(s), 0 webhook endpoint(s) and the shared tunnel CA"),
         "{err}"
     );
     // The old key opens nothing now, and a second run changes nothing.

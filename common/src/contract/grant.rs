@@ -156,6 +156,7 @@ mod tests {
             token: "fg1.secret-token".into(),
             meta: None,
             epoch: None,
+            limits: Default::default(),
         };
         let text = format!("{grant:?}");
         assert!(

@@ -271,7 +271,8 @@ async fn answer(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
     let (label, result) = match Route::parse(req.uri().path()) {
         Ok(Some(route)) => {
             let label = route.label();
-            let served = dispatch(&state, route, req);
+            // Boxed: the router's future is large.
+            let served = Box::pin(dispatch(&state, route, req));
             let (result, account) =
                 auth::noting_account(crate::store::replica::as_principal(principal, served)).await;
             if let Some(account) = account {

@@ -27,6 +27,8 @@ pub fn run(cfg: &HubConfig, new_key_file: &Path) -> anyhow::Result<()> {
                         "the shared tunnel CA does not open with the current key".to_owned()
                     } else if context.starts_with("FRY") {
                         format!("S3 key {context} does not open with the current key")
+                    } else if context.starts_with("webhook endpoint ") {
+                        format!("{context} does not open with the current key")
                     } else {
                         format!("connection {context} does not open with the current key")
                     }
@@ -35,10 +37,11 @@ pub fn run(cfg: &HubConfig, new_key_file: &Path) -> anyhow::Result<()> {
             })
             .await;
         store.close().await;
-        let (count, keys, ca) = result??;
-        let ca = if ca { " and the shared tunnel CA" } else { "" };
+        let done = result??;
+        let ca = if done.tunnel_ca { " and the shared tunnel CA" } else { "" };
         eprintln!(
-            "re-encrypted {count} connection(s), {keys} S3 key(s){ca}; start the hubs with the new master key (the old one no longer opens them)"
+            "re-encrypted {} connection(s), {} S3 key(s), {} webhook endpoint(s){ca}; start the hubs with the new master key (the old one no longer opens them)",
+            done.connections, done.s3_keys, done.webhook_endpoints
         );
         Ok(())
     })

@@ -67,6 +67,19 @@ fn claimed_by_other(claims: &[(String, String)], account_id: &str, location: &st
         .any(|(l, a)| a != account_id && ferry_common::provider::locations_overlap(l, location))
 }
 
+/// What [`Store::reseal_secrets`] sealed again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resealed {
+    /// Connections' configurations.
+    pub connections: usize,
+    /// S3 keys' secrets.
+    pub s3_keys: usize,
+    /// Webhook endpoints (their secret, and the one a rotation replaced).
+    pub webhook_endpoints: usize,
+    /// Whether the shared tunnel CA's key.
+    pub tunnel_ca: bool,
+}
+
 impl Store {
     /// Saves a new connection; `Conflict` if the account already has one
     /// with that name, `LocationInUse` if `location` overlaps a location
@@ -201,7 +214,7 @@ impl Store {
         &self,
         ca_context: &str,
         mut reseal: impl FnMut(&str, &[u8]) -> Result<Vec<u8>, E>,
-    ) -> Result<Result<(usize, usize, bool), E>, StoreError> {
+    ) -> Result<Result<Resealed, E>, StoreError> {
         let mut tx = self.write_tx().await?;
         let rows: Vec<(String, Vec<u8>)> =
             sqlx::query_as("SELECT id, config_sealed FROM connections ORDER BY id")
@@ -233,6 +246,30 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        let hooks: Vec<(String, Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT id, secret_sealed, old_secret_sealed FROM webhook_endpoints ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id, sealed, old) in &hooks {
+            let context = crate::webhooks::endpoint_context(id);
+            let sealed = match reseal(&context, sealed) {
+                Ok(s) => s,
+                Err(e) => return Ok(Err(e)),
+            };
+            let old = match old.as_deref().map(|o| reseal(&context, o)).transpose() {
+                Ok(o) => o,
+                Err(e) => return Ok(Err(e)),
+            };
+            sqlx::query(
+                "UPDATE webhook_endpoints SET secret_sealed = $1, old_secret_sealed = $2 WHERE id = $3",
+            )
+            .bind(sealed)
+            .bind(old)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
         let ca: Option<Vec<u8>> =
             sqlx::query_scalar("SELECT key_sealed FROM tunnel_ca WHERE id = 1")
                 .fetch_optional(&mut *tx)
@@ -248,7 +285,12 @@ impl Store {
                 .await?;
         }
         self.commit_cached_change(tx, true).await?;
-        Ok(Ok((rows.len(), keys.len(), ca.is_some())))
+        Ok(Ok(Resealed {
+            connections: rows.len(),
+            s3_keys: keys.len(),
+            webhook_endpoints: hooks.len(),
+            tunnel_ca: ca.is_some(),
+        }))
     }
 
     /// Every connection's id and sealed configuration (to check a master
