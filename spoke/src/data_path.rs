@@ -294,7 +294,11 @@ impl DataPath {
         // The hub's refusal (401, 404, …) goes to the client as it is.
         let mut resp = Response::new(full(answer.body));
         *resp.status_mut() = answer.status;
-        for name in [http::header::CONTENT_TYPE, http::header::WWW_AUTHENTICATE] {
+        for name in [
+            http::header::CONTENT_TYPE,
+            http::header::WWW_AUTHENTICATE,
+            http::header::RETRY_AFTER,
+        ] {
             if let Some(v) = answer.headers.get(&name) {
                 resp.headers_mut().insert(name, v.clone());
             }

@@ -104,6 +104,11 @@ async fn fuzz(base_url: String, bearer: &str, upload_id: &str) {
             // If-Match on the source, If-None-Match on the destination.
             ("copyFile".to_owned(), vec![412]),
             ("moveFile".to_owned(), vec![412]),
+            // A range whose end is not after its start, or longer than 400
+            // days; periods that disagree; another account asked for with
+            // an API key.
+            ("getUsage".to_owned(), vec![400]),
+            ("headUsage".to_owned(), vec![400]),
         ]
         .into_iter()
         .chain(

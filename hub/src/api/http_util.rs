@@ -69,7 +69,17 @@ pub async fn read_json<T: DeserializeOwned>(
     if seen > limit {
         return Err(too_large());
     }
-    serde_json::from_slice(&bytes).map_err(|e| Problem::new(ErrorCode::InvalidJson, e.to_string()))
+    let invalid = |e: serde_json::Error| Problem::new(ErrorCode::InvalidJson, e.to_string());
+    // Every body is an object: serde would also read a struct from an
+    // array of its members in order, which no client means.
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(invalid)?;
+    if !value.is_object() {
+        return Err(Problem::new(
+            ErrorCode::InvalidJson,
+            "the body must be a JSON object",
+        ));
+    }
+    serde_json::from_value(value).map_err(invalid)
 }
 
 /// A JSON response.

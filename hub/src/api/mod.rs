@@ -275,7 +275,10 @@ async fn answer(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
             let served = Box::pin(dispatch(&state, route, req));
             let (result, account) =
                 auth::noting_account(crate::store::replica::as_principal(principal, served)).await;
-            if let Some(account) = account {
+            // A spoke's own calls for a client's request (its grant, its
+            // report) are not requests of the account's: what the spoke
+            // served is counted from its reports.
+            if let Some(account) = account.filter(|_| label != RouteLabel::Internal) {
                 let write = !matches!(method, Method::GET | Method::HEAD);
                 state.usage.count(account, node, write);
             }

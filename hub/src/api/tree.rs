@@ -529,6 +529,10 @@ pub async fn copy_or_move(
     req: Request<Body>,
 ) -> ApiResult {
     let res = resolve(state, req.headers(), conn).await?;
+    if !is_move {
+        // A copy stores more: refused once the storage quota is reached.
+        crate::limits::check(state, &res.account, crate::limits::Use::Write(None)).await?;
+    }
     let conditions = Conditions::of(req.headers());
     let body: Relocate = read_json(req, state.max_json_body_bytes()).await?;
     let (from, to) = (&body.from, &body.to);

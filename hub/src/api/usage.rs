@@ -11,7 +11,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::auth::{require_account, require_admin};
+use super::auth::{carries_admin_token, require_account};
 use super::http_util::json;
 use super::routes::query_pairs;
 use super::{ApiResult, AppState, store_problem};
@@ -133,34 +133,26 @@ fn parse_time(name: &str, text: &str) -> Result<i64, Problem> {
 const MAX_RANGE_MS: i64 = 400 * 24 * HOUR_MS;
 
 pub async fn report(state: &AppState, req: Request<Body>) -> ApiResult {
-    let scope = match require_account(state, req.headers()).await {
-        Ok(account) => Some(account),
-        Err(not_account) => {
-            // The operator's token is no account's key: the admin check
-            // decides, and a request with neither keeps the account's
-            // answer.
-            if req.headers().contains_key(header::AUTHORIZATION)
-                && require_admin(state, &req).is_ok()
-            {
-                None
-            } else {
-                return Err(not_account);
-            }
-        }
+    // The operator's token sees every account; anything else is an
+    // account's key, or refused as one.
+    let scope = if carries_admin_token(state, req.headers()) {
+        None
+    } else {
+        Some(require_account(state, req.headers()).await?)
     };
     let pairs = query_pairs(req.uri().query())
         .map_err(|_| bad_query("the query is not valid percent-encoded UTF-8"))?;
     let now = crate::store::now_ms();
     let (mut from, mut to, mut group, mut csv, mut only) =
-        (None, None, GroupBy::default(), false, None);
+        (None, None, GroupBy::default(), None, None);
     for (k, v) in pairs {
         match k.as_str() {
             "from" => from = Some(parse_time("from", &v)?),
             "to" => to = Some(parse_time("to", &v)?),
             "format" => {
                 csv = match v.as_str() {
-                    "csv" => true,
-                    "json" => false,
+                    "csv" => Some(true),
+                    "json" => Some(false),
                     _ => return Err(bad_query("'format' is json or csv")),
                 }
             }
@@ -201,15 +193,13 @@ pub async fn report(state: &AppState, req: Request<Body>) -> ApiResult {
             other => return Err(bad_query(format!("unknown query parameter '{other}'"))),
         }
     }
-    if !csv
-        && req
-            .headers()
+    // Without `format`, an `Accept` naming CSV asks for it.
+    let csv = csv.unwrap_or_else(|| {
+        req.headers()
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|a| a.contains("text/csv"))
-    {
-        csv = true;
-    }
+    });
     // The month so far unless told: hours that began in [from, to).
     let from = hour_of(from.unwrap_or_else(|| {
         let day = jiff::Timestamp::from_millisecond(now)

@@ -13,20 +13,36 @@ use super::{Store, StoreError, now_ms};
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Bytes the account may store, over all its connections.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole")]
     pub stored_bytes: Option<i64>,
     /// Bytes the account may download in a calendar month (UTC).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole")]
     pub egress_bytes_per_month: Option<i64>,
     /// API requests per second at each hub.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole")]
     pub requests_per_second: Option<i64>,
     /// Upload bytes per second at each node, all transfers together.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole")]
     pub upload_bytes_per_second: Option<i64>,
     /// Download bytes per second at each node, all transfers together.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole")]
     pub download_bytes_per_second: Option<i64>,
+}
+
+/// A whole number, written as JSON writes numbers: `5`, or `5.0` as a
+/// JavaScript client may send it; a fraction is refused.
+fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let n: Option<serde_json::Number> = Option::deserialize(d)?;
+    let Some(n) = n else { return Ok(None) };
+    if let Some(i) = n.as_i64() {
+        return Ok(Some(i));
+    }
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e18 => Ok(Some(f as i64)),
+        _ => Err(serde::de::Error::custom(format!(
+            "{n} is not a whole number of at most 63 bits"
+        ))),
+    }
 }
 
 impl Limits {
@@ -135,5 +151,34 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         Ok(n.unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_whole_numbers_however_json_writes_them() {
+        let l: Limits = serde_json::from_str(
+            r#"{"stored_bytes": 5, "upload_bytes_per_second": 152854742.0, "requests_per_second": null}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                l.stored_bytes,
+                l.upload_bytes_per_second,
+                l.requests_per_second
+            ),
+            (Some(5), Some(152_854_742), None)
+        );
+        for bad in [
+            r#"{"stored_bytes": 1.5}"#,
+            r#"{"stored_bytes": "5"}"#,
+            r#"{"stored_bytes": 1e300}"#,
+            r#"{"colour": 1}"#,
+        ] {
+            assert!(serde_json::from_str::<Limits>(bad).is_err(), "{bad}");
+        }
     }
 }
