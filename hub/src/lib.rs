@@ -459,7 +459,10 @@ pub async fn run(
     let answers = ferry_common::operator_listener::Answers {
         metrics: {
             let state = state.clone();
-            Arc::new(move || state.metrics.encode())
+            Arc::new(move || {
+                state.metrics.connections_slowed(state.pacing.slowed());
+                state.metrics.encode()
+            })
         },
         health: handler.clone(),
     };

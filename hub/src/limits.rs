@@ -80,21 +80,27 @@ impl AccountLimits {
 /// The limits that apply to `account` now.
 pub async fn effective(state: &AppState, account: &str) -> Result<Limits, Problem> {
     let now = Instant::now();
-    if let Some((at, l)) = state
+    let known = state
         .limits
         .cache
         .lock()
         .expect("limits poisoned")
         .get(account)
-        && now.duration_since(*at) < FRESH_FOR
+        .copied();
+    if let Some((at, l)) = known
+        && now.duration_since(at) < FRESH_FOR
     {
-        return Ok(*l);
+        return Ok(l);
     }
-    let set = state
-        .store
-        .account_limits(account)
-        .await
-        .map_err(|e| crate::api::store_problem(state, e))?;
+    let set = match state.store.account_limits(account).await {
+        Ok(set) => set,
+        // A store that does not answer refuses no request for the limits:
+        // those last read go on, or the defaults.
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read an account's limits; using the last known");
+            return Ok(known.map_or(state.limits.defaults, |(_, l)| l));
+        }
+    };
     let l = set.or(state.limits.defaults);
     let mut cache = state.limits.cache.lock().expect("limits poisoned");
     if cache.len() > 100_000 {

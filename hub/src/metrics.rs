@@ -103,6 +103,8 @@ pub struct Metrics {
     store_errors: Counter,
     intents_settled: Family<OutcomeLabels, Counter>,
     limit_refusals: Family<LimitLabels, Counter>,
+    slowdowns: Counter,
+    slowed: Gauge,
     connections_refused: Counter,
     admin_token_failures: Counter,
     spokes_connected: Family<TransportLabels, Gauge>,
@@ -162,6 +164,18 @@ impl Metrics {
             "store_errors",
             "Metadata store operations that failed",
             store_errors.clone(),
+        );
+        let slowdowns = Counter::default();
+        registry.register(
+            "provider_slowdowns",
+            "Times a connection's provider asked to slow down (at this hub or a spoke) and this hub slowed it and told the spokes",
+            slowdowns.clone(),
+        );
+        let slowed = Gauge::default();
+        registry.register(
+            "connections_slowed",
+            "Connections whose transfers this hub starts at a slower pace now",
+            slowed.clone(),
         );
         let limit_refusals = Family::<LimitLabels, Counter>::default();
         registry.register(
@@ -300,6 +314,8 @@ impl Metrics {
             store_errors,
             intents_settled,
             limit_refusals,
+            slowdowns,
+            slowed,
             admin_token_failures,
             spokes_connected,
             spoke_rtt,
@@ -330,6 +346,16 @@ impl Metrics {
     /// Counts a failed store operation.
     pub fn store_error(&self) {
         self.store_errors.inc();
+    }
+
+    /// Counts a connection slowed down.
+    pub fn provider_slowed(&self) {
+        self.slowdowns.inc();
+    }
+
+    /// Connections slowed down now.
+    pub fn connections_slowed(&self, n: usize) {
+        self.slowed.set(n as i64);
     }
 
     /// Counts a request refused for an account's `limit` (`stored_bytes`,

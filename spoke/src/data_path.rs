@@ -175,6 +175,8 @@ pub struct DataPath {
     /// Accounts' bandwidth buckets at this spoke, at the rates their
     /// grants carry.
     throttles: ferry_common::content::throttle::Throttles,
+    /// Providers that asked this spoke, or the hub, to slow down.
+    pacing: Arc<ferry_common::content::pace::Pacing>,
 }
 
 /// Whether a grant fetched while `fetched_at` invalidations had been
@@ -203,7 +205,37 @@ impl DataPath {
             operators: Mutex::default(),
             locks: PathLocks::default(),
             throttles: Default::default(),
+            pacing: Arc::default(),
         })
+    }
+
+    /// Slows `connection` down here for `for_`; true when that is news.
+    pub fn slow_down(&self, connection: &str, for_: std::time::Duration) -> bool {
+        let news = self.pacing.slow(connection, for_);
+        if news {
+            self.metrics.provider_slowed();
+            tracing::info!(connection.id = %connection, secs = for_.as_secs(), "a provider asked to slow down: starting its transfers at a slower pace");
+        }
+        news
+    }
+
+    /// Acts on a notice of the hub's: drops cached grants, or slows a
+    /// provider down.
+    pub fn on_notice(&self, n: &ferry_common::proto::Notice) {
+        match n.kind {
+            ferry_common::proto::NoticeKind::InvalidateGrants => self.invalidate_grants(n.epoch),
+            ferry_common::proto::NoticeKind::SlowDown => {
+                if let (Some(c), Some(ms)) = (&n.connection, n.for_ms) {
+                    self.slow_down(c, std::time::Duration::from_millis(ms));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Providers slowed down here now, and transfers that waited their turn.
+    pub fn pacing(&self) -> &ferry_common::content::pace::Pacing {
+        &self.pacing
     }
 
     /// The buckets the account's transfers under `grant` draw from here.
@@ -251,6 +283,7 @@ impl DataPath {
                     op,
                     multipart: None,
                     throttle: self.throttle(&grant),
+                    pacing: Some(self.pacing.clone()),
                 }),
                 Granted {
                     token: Arc::from(grant.token.as_str()),
@@ -496,6 +529,28 @@ impl MetaHost for SpokeHost {
 
     fn track(&self, delta: i64) {
         self.data.metrics.active_transfers(delta);
+    }
+
+    fn provider_rate_limited(&self, connection: &str) {
+        if !self
+            .data
+            .slow_down(connection, ferry_common::content::pace::SLOW_FOR)
+        {
+            return;
+        }
+        // The hub slows it down too and tells the other spokes.
+        let (client, token) = (self.data.client.clone(), self.token.clone());
+        let body = ferry_common::contract::SlowDownReport {
+            connection_id: connection.to_owned(),
+        };
+        tokio::spawn(async move {
+            if let Err(e) = client
+                .call(InternalCall::SlowDown, OnBehalf::Grant(&token), &body)
+                .await
+            {
+                tracing::debug!(problem = %e, "could not tell the hub a provider asked to slow down");
+            }
+        });
     }
 }
 

@@ -128,9 +128,9 @@ pub async fn run(
     metrics.journal_limit(cfg.tunnel.report_journal_max_bytes);
     let data = DataPath::new(hub.clone(), cfg.name.clone(), metrics.clone(), reports);
     let tunnel_stop = CancellationToken::new();
-    let invalidate = {
+    let on_notice = {
         let data = data.clone();
-        Arc::new(move |epoch| data.invalidate_grants(epoch))
+        Arc::new(move |n: &ferry_common::proto::Notice| data.on_notice(n))
     };
     let listener = tokio::net::TcpListener::from_std(listeners.api)
         .context("cannot use the API's listener")?;
@@ -150,7 +150,7 @@ pub async fn run(
         metrics: metrics.clone(),
         draining: shutdown.clone(),
         shutdown: tunnel_stop.clone(),
-        on_invalidate: invalidate,
+        on_notice,
         announce,
         client_rtts: client_rtts.clone(),
         learned,
@@ -218,7 +218,12 @@ pub async fn run(
     // Metrics stay readable while the API drains; they stop with the
     // tunnel.
     let answers = ferry_common::operator_listener::Answers {
-        metrics: Arc::new(move || front.metrics.encode()),
+        metrics: Arc::new(move || {
+            front
+                .metrics
+                .connections_slowed(front.data.pacing().slowed());
+            front.metrics.encode()
+        }),
         health: handler.clone(),
     };
     tasks.spawn(

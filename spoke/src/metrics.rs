@@ -111,6 +111,8 @@ pub struct Metrics {
     journal_bytes: Gauge,
     journal_limit: Gauge,
     journal_errors: Counter,
+    slowdowns: Counter,
+    slowed: Gauge,
     active: Gauge,
     connections_refused: Counter,
 }
@@ -204,6 +206,18 @@ impl Metrics {
             "Bytes of completion reports in the journal that the hub has not taken",
             journal_bytes.clone(),
         );
+        let slowdowns = Counter::default();
+        registry.register(
+            "provider_slowdowns",
+            "Times a connection's provider asked to slow down (here or, told by the hub, elsewhere) and this spoke slowed it",
+            slowdowns.clone(),
+        );
+        let slowed = Gauge::default();
+        registry.register(
+            "connections_slowed",
+            "Connections whose transfers this spoke starts at a slower pace now",
+            slowed.clone(),
+        );
         let journal_limit = Gauge::default();
         registry.register(
             "report_journal_limit_bytes",
@@ -240,6 +254,8 @@ impl Metrics {
             queued,
             journal_bytes,
             journal_limit,
+            slowdowns,
+            slowed,
             journal_errors,
             dropped,
         }
@@ -330,6 +346,16 @@ impl Metrics {
     /// Bytes of reports waiting in the journal.
     pub fn journal_bytes(&self, n: u64) {
         self.journal_bytes.set(n as i64);
+    }
+
+    /// Counts a connection slowed down.
+    pub fn provider_slowed(&self) {
+        self.slowdowns.inc();
+    }
+
+    /// Connections slowed down now.
+    pub fn connections_slowed(&self, n: usize) {
+        self.slowed.set(n as i64);
     }
 
     /// The journal's limit.

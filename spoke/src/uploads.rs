@@ -163,6 +163,7 @@ impl UploadHost for SpokeUploads {
                         )
                         .map(Arc::new),
                         throttle: self.data.throttle(&begun.grant),
+                        pacing: None,
                     },
                 ))),
                 Err(p) => {

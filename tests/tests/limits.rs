@@ -241,3 +241,62 @@ async fn quotas_refuse_before_anything_is_written_and_requests_are_held_to_their
         .await
         .expect_problem(401, "unauthorized");
 }
+
+#[tokio::test]
+async fn a_providers_429_slows_its_connection_down_on_every_node() {
+    ferry_tests::install_crypto_provider();
+    let server = ferry_tests::providers::StorageServer::s3("paced");
+    let proxy = ferry_tests::fault_proxy::FaultProxy::start(server.addr).await;
+    let hub = Hub::start_with(ferry_tests::HubOptions {
+        extra_toml: "[providers.remote]\nallow_private_endpoints = true\n".into(),
+        ..ferry_tests::HubOptions::default()
+    });
+    let a = Spoke::start(&hub, "fra1");
+    let b = Spoke::start(&hub, "ams1");
+    let t = ferry_tests::scenarios::remote_tenant(
+        &hub.url(),
+        "alpha",
+        "s3",
+        server.config("paced", Some(&proxy.url())),
+    )
+    .await;
+    t.api
+        .put(&t.file("x.txt"))
+        .body("hello")
+        .send()
+        .await
+        .expect(201);
+    let slowed =
+        |url: String, name: &'static str| async move { ferry_tests::metric(&url, name, &[]).await };
+    assert_eq!(
+        slowed(b.metrics_url(), "ferry_spoke_connections_slowed").await,
+        0.0
+    );
+
+    // The provider asks spoke A to slow down, every try of its request.
+    proxy.answer_next(1000, 429, 0);
+    let via_a = Api::new(a.url()).as_token(&t.key);
+    via_a
+        .get(&t.file("x.txt"))
+        .send()
+        .await
+        .expect_problem(429, "provider_rate_limited");
+    proxy.answer_next(0, 429, 0);
+
+    // A slows it down, tells the hub, and the hub tells spoke B.
+    let everywhere = eventually(Duration::from_secs(10), async || {
+        slowed(a.metrics_url(), "ferry_spoke_connections_slowed").await == 1.0
+            && slowed(hub.metrics_url(), "ferry_connections_slowed").await == 1.0
+            && slowed(b.metrics_url(), "ferry_spoke_connections_slowed").await == 1.0
+    })
+    .await;
+    assert!(everywhere, "hub:\n{}\nspoke B:\n{}", hub.log(), b.log());
+    // B goes on serving it, in turn.
+    let via_b = Api::new(b.url()).as_token(&t.key);
+    let got =
+        futures_util::future::join_all((0..5).map(|_| via_b.get(&t.file("x.txt")).send())).await;
+    for r in got {
+        assert_eq!(&r.expect(200).body[..], b"hello");
+    }
+    assert!(b.log().contains("a provider asked to slow down"));
+}

@@ -65,14 +65,23 @@ pub async fn serve(
 ) -> Answer {
     let path = ObjectPath::parse(raw_path)
         .map_err(|e| Problem::new(ErrorCode::InvalidPath, e.to_string()))?;
-    observed(async {
+    if let Some(p) = &target.pacing {
+        p.wait(&target.connection_id).await;
+    }
+    let answer = observed(async {
         match *req.method() {
             Method::PUT => put(&host, target, &path, req).await,
             Method::DELETE => delete(&host, target, &path, req).await,
             _ => get(&host, target, &path, req).await,
         }
     })
-    .await
+    .await;
+    if let Err(p) = &answer
+        && p.code == ErrorCode::ProviderRateLimited.as_str()
+    {
+        host.provider_rate_limited(&target.connection_id);
+    }
+    answer
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Problem> {

@@ -9,6 +9,7 @@ pub mod files;
 pub mod locks;
 pub mod metrics;
 pub mod model;
+pub mod pace;
 pub mod throttle;
 pub mod transfer;
 
@@ -88,6 +89,9 @@ pub trait MetaHost: Send + Sync {
     fn via(&self) -> &str;
     /// A transfer started (`+1`) or ended (`-1`); for load reports.
     fn track(&self, _delta: i64) {}
+    /// The provider of `connection` answered `429`/`SlowDown`: slow the
+    /// connection down here and on the other nodes ([`pace`]).
+    fn provider_rate_limited(&self, _connection: &str) {}
 }
 
 /// An intent recorded for a change under way ([`MetaHost::intend`]): given
@@ -162,4 +166,6 @@ pub struct Target {
     pub multipart: Option<std::sync::Arc<crate::provider::native::Multipart>>,
     /// The account's bandwidth buckets on this node (none without limits).
     pub throttle: throttle::Throttle,
+    /// This node's pacing of providers that asked it to slow down.
+    pub pacing: Option<std::sync::Arc<pace::Pacing>>,
 }

@@ -81,11 +81,22 @@ pub enum InternalCall {
     S3Authorize,
     /// A new certificate for the spoke's new key, before its own expires.
     RenewCertificate,
+    /// A connection's provider answered `429`: slow it down on every node
+    /// ([`crate::content::pace`]).
+    SlowDown,
+}
+
+/// `slow_down`: which connection's provider asked to slow down (it must
+/// be the one the call's grant covers).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SlowDownReport {
+    /// The connection's id.
+    pub connection_id: String,
 }
 
 impl InternalCall {
     /// Every call.
-    pub const ALL: [InternalCall; 13] = [
+    pub const ALL: [InternalCall; 14] = [
         Self::Grant,
         Self::Lookup,
         Self::Intend,
@@ -99,6 +110,7 @@ impl InternalCall {
         Self::UploadAppend,
         Self::S3Authorize,
         Self::RenewCertificate,
+        Self::SlowDown,
     ];
 
     /// The call's name, the last segment of its path.
@@ -117,6 +129,7 @@ impl InternalCall {
             Self::UploadAppend => "upload_append",
             Self::S3Authorize => "s3_authorize",
             Self::RenewCertificate => "renew_certificate",
+            Self::SlowDown => "slow_down",
         }
     }
 
@@ -136,6 +149,7 @@ impl InternalCall {
             Self::UploadAppend => "/internal/v1/upload_append",
             Self::S3Authorize => "/internal/v1/s3_authorize",
             Self::RenewCertificate => "/internal/v1/renew_certificate",
+            Self::SlowDown => "/internal/v1/slow_down",
         }
     }
 

@@ -113,6 +113,10 @@ pub enum NoticeKind {
     /// The hubs sharing the store changed: `hubs` lists them now, and the
     /// spoke opens a tunnel to each one it lacks.
     Hubs,
+    /// A provider asked to slow down: start the transfers of
+    /// `connection` at a slower pace for `for_ms`
+    /// ([`crate::content::pace`]).
+    SlowDown,
     /// A kind from a newer peer.
     #[serde(other)]
     Unknown,
@@ -132,6 +136,12 @@ pub struct Notice {
     /// change raised; a grant made in an earlier one is kept no more.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<i64>,
+    /// With [`NoticeKind::SlowDown`]: the connection's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
+    /// With [`NoticeKind::SlowDown`]: for how long, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_ms: Option<u64>,
 }
 
 impl Notice {
@@ -142,6 +152,8 @@ impl Notice {
             reason: reason.into(),
             hubs: Vec::new(),
             epoch: None,
+            connection: None,
+            for_ms: None,
         }
     }
 }

@@ -82,10 +82,17 @@ fn samples() -> Vec<Frame> {
                 tunnel_tcp_addr: "[2001:db8::1]:7444".parse().unwrap(),
             }],
             epoch: None,
+            connection: None,
+            for_ms: None,
         }),
         Frame::Notice(Notice {
             epoch: Some(42),
             ..Notice::new(NoticeKind::InvalidateGrants, "a key was revoked")
+        }),
+        Frame::Notice(Notice {
+            connection: Some("con_1".into()),
+            for_ms: Some(30_000),
+            ..Notice::new(NoticeKind::SlowDown, "the provider asked to slow down")
         }),
     ]
 }

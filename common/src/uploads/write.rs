@@ -1221,6 +1221,7 @@ mod tests {
             op: Operator::new(opendal::services::Memory::default()).unwrap(),
             multipart: None,
             throttle: Default::default(),
+            pacing: None,
         }
     }
 

@@ -25,15 +25,6 @@ fn unauthorized(detail: &str) -> Problem {
     Problem::new(ErrorCode::Unauthorized, detail)
 }
 
-/// Whether the request carries the admin token (a wrong token counts as
-/// no guess: for routes that take an API key too).
-pub fn carries_admin_token(state: &AppState, headers: &HeaderMap) -> bool {
-    match (bearer(headers), &state.admin_token) {
-        (Some(token), Some(expected)) => expected.matches(token),
-        _ => false,
-    }
-}
-
 /// Succeeds when the request carries the admin token. Without a bearer
 /// token the answer is `401`, whether or not the admin API is enabled; a
 /// source that sent too many wrong tokens gets `429` until it has waited.

@@ -114,4 +114,8 @@ impl MetaHost for HubHost {
     fn track(&self, delta: i64) {
         self.state.metrics.active_transfers(delta);
     }
+
+    fn provider_rate_limited(&self, connection: &str) {
+        super::slow_down(&self.state, connection);
+    }
 }

@@ -133,6 +133,15 @@ pub async fn handle(
         | InternalCall::UploadAppend
         | InternalCall::S3Authorize
         | InternalCall::RenewCertificate => unreachable!("answered above"),
+        InternalCall::SlowDown => {
+            let body: ferry_common::contract::SlowDownReport = read_json(req, limit).await?;
+            if body.connection_id != claims.connection {
+                return Err(outside(GrantError::Outside("another connection")));
+            }
+            tracing::info!(spoke.id = %spoke, connection.id = %body.connection_id, "a spoke's provider asked to slow down");
+            super::slow_down(state, &body.connection_id);
+            Ok(no_content())
+        }
         InternalCall::Lookup => {
             let body: LookupRequest = read_json(req, limit).await?;
             claims

@@ -77,6 +77,8 @@ pub struct AppState {
     pub index_nudge: tokio::sync::Notify,
     /// Downloads' transfer-log entries, written in batches.
     pub transfer_log: crate::store::TransferLog,
+    /// Providers that asked this hub to slow down.
+    pub pacing: Arc<ferry_common::content::pace::Pacing>,
     /// Accounts' quotas and limits, and their buckets at this hub.
     pub limits: crate::limits::AccountLimits,
     /// Requests answered, per account, until they are added to the usage.
@@ -139,6 +141,7 @@ impl AppState {
             webhooks: crate::webhooks::Settings::default(),
             usage: usage::RequestCounter::default(),
             limits: crate::limits::AccountLimits::default(),
+            pacing: Arc::default(),
             master_key,
         }
     }
@@ -410,6 +413,7 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Request<Body>) -> Ap
                 op: res.op,
                 multipart: None,
                 throttle,
+                pacing: Some(state.pacing.clone()),
             };
             ferry_common::content::files::serve(host, &target, &path, req).await
         }
@@ -457,6 +461,26 @@ pub(crate) async fn invalidate_grants(state: &AppState, why: &str) {
             why,
         );
         notice.epoch = state.store.current_epoch().await;
+        s.registry.broadcast(notice);
+    }
+}
+
+/// Slows `connection` down at this hub and, when that is news, tells the
+/// spokes to ([`ferry_common::content::pace`]).
+pub(crate) fn slow_down(state: &AppState, connection: &str) {
+    let for_ = ferry_common::content::pace::SLOW_FOR;
+    if !state.pacing.slow(connection, for_) {
+        return;
+    }
+    state.metrics.provider_slowed();
+    tracing::info!(connection.id = %connection, secs = for_.as_secs(), "a provider asked to slow down: starting its transfers at a slower pace on every node");
+    if let Some(s) = &state.spokes {
+        let mut notice = ferry_common::proto::Notice::new(
+            ferry_common::proto::NoticeKind::SlowDown,
+            "the provider asked to slow down",
+        );
+        notice.connection = Some(connection.to_owned());
+        notice.for_ms = Some(for_.as_millis() as u64);
         s.registry.broadcast(notice);
     }
 }

@@ -200,6 +200,7 @@ impl FerryS3 {
             op,
             multipart: None,
             throttle: Default::default(),
+            pacing: Some(self.state.pacing.clone()),
         })
     }
 
@@ -219,21 +220,7 @@ impl FerryS3 {
         } else {
             Access::Read
         };
-        let (mut target, host) = self.object_target(key, bucket, access).await?;
-        let what = match method {
-            Method::PUT => Some(Use::Write(
-                headers
-                    .get(http::header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok()?.parse().ok()),
-            )),
-            Method::GET => Some(Use::Read),
-            _ => None,
-        };
-        if let Some(what) = what {
-            target.throttle = crate::limits::admit(&self.state, &key.account_id, what)
-                .await
-                .map_err(problem_error)?;
-        }
+        let (target, host) = self.object_target(key, bucket, access).await?;
         door::file(host, &target, object, method, headers, body).await
     }
 
@@ -565,9 +552,12 @@ impl S3 for FerryS3 {
         req: S3Request<dto::GetObjectInput>,
     ) -> S3Result<S3Response<dto::GetObjectOutput>> {
         let key = self.key_of(&req).await?;
-        let (target, host) = self
+        let (mut target, host) = self
             .object_target(&key, &req.input.bucket, Access::Read)
             .await?;
+        target.throttle = crate::limits::admit(&self.state, &key.account_id, Use::Read)
+            .await
+            .map_err(problem_error)?;
         door::get_object(host, &target, &req).await
     }
 
@@ -576,9 +566,13 @@ impl S3 for FerryS3 {
         req: S3Request<dto::PutObjectInput>,
     ) -> S3Result<S3Response<dto::PutObjectOutput>> {
         let key = self.key_of(&req).await?;
-        let (target, host) = self
+        let (mut target, host) = self
             .object_target(&key, &req.input.bucket, Access::Write)
             .await?;
+        let length = req.input.content_length.and_then(|n| u64::try_from(n).ok());
+        target.throttle = crate::limits::admit(&self.state, &key.account_id, Use::Write(length))
+            .await
+            .map_err(problem_error)?;
         door::put_object(host, &target, req).await
     }
 

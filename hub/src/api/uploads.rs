@@ -167,6 +167,7 @@ async fn create_session(
         op,
         multipart: None,
         throttle: Default::default(),
+        pacing: Some(state.pacing.clone()),
     };
     if let Some(path) = &path {
         ferry_common::content::files::staged_name_fits(&target, path)?;
@@ -286,6 +287,7 @@ impl UploadHost for HubUploads {
                     op,
                     multipart,
                     throttle,
+                    pacing: Some(state.pacing.clone()),
                 })
             };
             let target = match reached.await {

@@ -11,7 +11,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::auth::{carries_admin_token, require_account};
+use super::auth::{require_account, require_admin};
 use super::http_util::json;
 use super::routes::query_pairs;
 use super::{ApiResult, AppState, store_problem};
@@ -133,12 +133,16 @@ fn parse_time(name: &str, text: &str) -> Result<i64, Problem> {
 const MAX_RANGE_MS: i64 = 400 * 24 * HOUR_MS;
 
 pub async fn report(state: &AppState, req: Request<Body>) -> ApiResult {
-    // The operator's token sees every account; anything else is an
-    // account's key, or refused as one.
-    let scope = if carries_admin_token(state, req.headers()) {
-        None
-    } else {
-        Some(require_account(state, req.headers()).await?)
+    // An account's key sees that account; the operator's token (no
+    // account's key) every account, checked as the admin API checks it,
+    // wrong tokens counted.
+    let scope = match require_account(state, req.headers()).await {
+        Ok(account) => Some(account),
+        Err(p) if p.status == 401 && req.headers().contains_key(header::AUTHORIZATION) => {
+            require_admin(state, &req)?;
+            None
+        }
+        Err(p) => return Err(p),
     };
     let pairs = query_pairs(req.uri().query())
         .map_err(|_| bad_query("the query is not valid percent-encoded UTF-8"))?;

@@ -67,7 +67,8 @@ pub struct WebhookEndpoint {
     pub previous_secret_expires_at: Option<i64>,
     /// When it was disabled (no deliveries are made for it), if it is.
     pub disabled_at: Option<i64>,
-    /// Why: `gone` (it answered 410) or `account` (the account disabled it).
+    /// Why: `gone` (it answered 410), `failing` (a delivery used its whole
+    /// retry schedule) or `account` (the account disabled it).
     pub disabled_reason: Option<String>,
 }
 
@@ -106,9 +107,9 @@ pub struct Attempt {
     pub at: i64,
     /// The HTTP status the endpoint answered, if it answered.
     pub status: Option<i64>,
-    /// Why there was no answer, or why it did not count: `timeout`,
-    /// `connect`, `refused` (an internal address), `tls`, `redirect`,
-    /// `endpoint_disabled`.
+    /// Why there was no answer: `timeout`, `connect`, `refused` (an
+    /// internal address), `request` (another failure of the request),
+    /// `secret` (the endpoint's secret could not be opened).
     pub error: Option<String>,
     /// How long it took, milliseconds.
     pub latency_ms: i64,
@@ -168,7 +169,8 @@ pub enum AfterAttempt {
     Delivered,
     /// Try again at this time (unix ms).
     Retry(i64),
-    /// Given up: the schedule is over.
+    /// Given up: the schedule is over. The endpoint is disabled, and its
+    /// pending deliveries fail with it.
     Failed,
     /// The endpoint answered 410 Gone: it is disabled, and its pending
     /// deliveries with it.
@@ -491,6 +493,8 @@ impl Store {
                  SELECT MIN(id) AS id FROM webhook_deliveries WHERE state = 'pending' \
                  GROUP BY endpoint_id) h ON d.id = h.id \
                WHERE d.next_at <= $3 AND (d.lease_until IS NULL OR d.lease_until < $3) \
+               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries l WHERE l.state = 'pending' \
+                 AND l.endpoint_id = d.endpoint_id AND l.lease_until >= $3) \
                ORDER BY d.id LIMIT CAST($4 AS BIGINT)) \
              RETURNING id, msg_id, endpoint_id, payload, attempts, round_from, created_at"
         )))
@@ -535,21 +539,50 @@ impl Store {
         after: AfterAttempt,
     ) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
-        let still_ours: Option<String> = sqlx::query_scalar(
-            "SELECT lease_holder FROM webhook_deliveries WHERE id = $1 AND state = 'pending'",
+        let now = now_ms();
+        let (state, next_at, done_at) = match after {
+            AfterAttempt::Delivered => ("delivered", now, Some(now)),
+            AfterAttempt::Retry(at) => ("pending", at, None),
+            AfterAttempt::Failed | AfterAttempt::Gone | AfterAttempt::Dropped => {
+                ("failed", now, Some(now))
+            }
+        };
+        let counted = i64::from(after != AfterAttempt::Dropped);
+        // Only while the lease is still this hub's: the update locks the
+        // row, and re-checks the lease against what is committed.
+        let ours = sqlx::query(
+            "UPDATE webhook_deliveries SET state = $1, next_at = $2, done_at = $3, \
+             attempts = attempts + $4, last_status = $5, last_error = $6, \
+             lease_holder = NULL, lease_until = NULL \
+             WHERE id = $7 AND state = 'pending' AND lease_holder = $8",
         )
+        .bind(state)
+        .bind(next_at)
+        .bind(done_at)
+        .bind(counted)
+        .bind(a.status)
+        .bind(a.error.as_deref())
         .bind(c.row)
-        .fetch_optional(&mut *tx)
+        .bind(holder)
+        .execute(&mut *tx)
         .await?
-        .flatten();
-        let exists: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM webhook_deliveries WHERE id = $1")
-                .bind(c.row)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if exists.is_none() {
-            // Its endpoint was deleted meanwhile.
-            return Ok(());
+        .rows_affected()
+            > 0;
+        if !ours {
+            // Another hub took the lease since (this one overran it): the
+            // attempt is still logged, the row locked first so that the
+            // attempts are numbered one at a time.
+            let exists =
+                sqlx::query("UPDATE webhook_deliveries SET attempts = attempts WHERE id = $1")
+                    .bind(c.row)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    > 0;
+            if !exists {
+                // Its endpoint was deleted meanwhile.
+                return Ok(());
+            }
         }
         if after != AfterAttempt::Dropped {
             sqlx::query(
@@ -567,32 +600,13 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        if still_ours.as_deref() == Some(holder) {
-            let now = now_ms();
-            let (state, next_at, done_at) = match after {
-                AfterAttempt::Delivered => ("delivered", now, Some(now)),
-                AfterAttempt::Retry(at) => ("pending", at, None),
-                AfterAttempt::Failed | AfterAttempt::Gone | AfterAttempt::Dropped => {
-                    ("failed", now, Some(now))
-                }
-            };
-            let counted = i64::from(after != AfterAttempt::Dropped);
-            sqlx::query(
-                "UPDATE webhook_deliveries SET state = $1, next_at = $2, done_at = $3, \
-                 attempts = attempts + $4, last_status = $5, last_error = $6, \
-                 lease_holder = NULL, lease_until = NULL WHERE id = $7",
-            )
-            .bind(state)
-            .bind(next_at)
-            .bind(done_at)
-            .bind(counted)
-            .bind(a.status)
-            .bind(a.error.as_deref())
-            .bind(c.row)
-            .execute(&mut *tx)
-            .await?;
-            if after == AfterAttempt::Gone {
-                disable(&mut tx, &c.endpoint_id, "gone", now).await?;
+        if ours {
+            match after {
+                AfterAttempt::Gone => disable(&mut tx, &c.endpoint_id, "gone", now).await?,
+                // A delivery that used its whole schedule: the endpoint has
+                // failed for a day, and its backlog would only grow.
+                AfterAttempt::Failed => disable(&mut tx, &c.endpoint_id, "failing", now).await?,
+                _ => {}
             }
         }
         tx.commit().await?;
@@ -1035,6 +1049,69 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(store.outbox_depth().await.unwrap().pending, 0);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_that_used_its_schedule_disables_its_endpoint_and_a_redelivery_waits_its_turn()
+     {
+        let (store, _dir) = store().await;
+        let (account, conn) = account_with_connection(&store, "con_1").await;
+        store
+            .create_webhook_endpoint(&endpoint(&account, "wh_1", None), b"s")
+            .await
+            .unwrap();
+        for path in ["a", "b"] {
+            event(&store, &account, &conn.id, EventKind::Created, path).await;
+        }
+        let now = now_ms();
+        let c = store
+            .claim_deliveries("hub_a", now, now + 60_000, 10)
+            .await
+            .unwrap();
+        store
+            .finish_attempt("hub_a", &c[0], &attempt(Some(200)), AfterAttempt::Delivered)
+            .await
+            .unwrap();
+        // The second is being sent when the first is asked for again: the
+        // first waits until the endpoint has nothing in flight.
+        let second = store
+            .claim_deliveries("hub_a", now, now + 60_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(second.len(), 1);
+        assert!(
+            store
+                .redeliver(&account, "wh_1", &c[0].msg_id)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store
+                .claim_deliveries("hub_b", now, now + 60_000, 10)
+                .await
+                .unwrap(),
+            vec![]
+        );
+        store
+            .finish_attempt(
+                "hub_a",
+                &second[0],
+                &attempt(Some(500)),
+                AfterAttempt::Failed,
+            )
+            .await
+            .unwrap();
+        let e = store
+            .webhook_endpoint(&account, "wh_1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.disabled_reason.as_deref(), Some("failing"));
+        assert_eq!(
+            store.outbox_depth().await.unwrap().pending,
+            0,
+            "its backlog failed with it"
+        );
     }
 
     #[tokio::test]

@@ -148,6 +148,8 @@ pub fn client(policy: EndpointPolicy, lookup: Lookup, timeout: Duration) -> reqw
         .pool_idle_timeout(Duration::from_secs(60))
         .dns_resolver(GuardedResolver::new(policy, lookup))
         .redirect(reqwest::redirect::Policy::none())
+        // A proxy would resolve the names itself, past the guard.
+        .no_proxy()
         .user_agent(concat!("ferry-webhooks/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("the HTTP client builds (its TLS provider is installed first)")
@@ -402,7 +404,25 @@ async fn deliver(
         match state.master_key.open(sealed, &context) {
             Ok(secret) => keys.extend(secret_key(&String::from_utf8_lossy(&secret))),
             Err(e) => {
+                // Not with this master key: nothing can be signed. The
+                // delivery fails (and the endpoint with it) rather than
+                // coming back for ever.
                 tracing::error!(endpoint.id = %c.endpoint_id, error = %e, "cannot open a webhook secret");
+                let failed = Attempt {
+                    attempt: c.attempts + 1,
+                    at: crate::store::now_ms(),
+                    status: None,
+                    error: Some("secret".into()),
+                    latency_ms: 0,
+                };
+                if let Err(e) = state
+                    .store
+                    .finish_attempt(&holder, &c, &failed, AfterAttempt::Failed)
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot record a webhook attempt");
+                }
+                metrics.result(WebhookResult::failed);
                 return;
             }
         }

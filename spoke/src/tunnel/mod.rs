@@ -117,8 +117,9 @@ pub struct Shared {
     pub draining: CancellationToken,
     /// Fires when the tunnel must close.
     pub shutdown: CancellationToken,
-    /// Drops cached grants (on the hub's notice).
-    pub on_invalidate: Arc<dyn Fn(Option<i64>) + Send + Sync>,
+    /// Acts on the hub's notices for the data path: cached grants to drop,
+    /// providers to slow down.
+    pub on_notice: Arc<dyn Fn(&ferry_common::proto::Notice) + Send + Sync>,
     /// What the hub's DNS needs to steer clients here.
     pub announce: Option<SteeringAnnounce>,
     /// Client RTTs for the next heartbeat.

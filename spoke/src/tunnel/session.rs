@@ -29,7 +29,7 @@ pub(super) struct Signals<'a> {
     pub(super) metrics: &'a Metrics,
     pub(super) draining: &'a CancellationToken,
     pub(super) shutdown: &'a CancellationToken,
-    pub(super) on_invalidate: &'a (dyn Fn(Option<i64>) + Send + Sync),
+    pub(super) on_notice: &'a (dyn Fn(&ferry_common::proto::Notice) + Send + Sync),
     pub(super) connector: &'a Connector,
 }
 
@@ -45,7 +45,7 @@ pub(super) async fn session(control: Control, signals: &Signals<'_>) -> Result<E
         metrics,
         draining,
         shutdown,
-        on_invalidate,
+        on_notice,
         connector,
     } = *signals;
     let on_tcp = matches!(link, Link::Tcp(_));
@@ -114,8 +114,9 @@ pub(super) async fn session(control: Control, signals: &Signals<'_>) -> Result<E
                     NoticeKind::Revoked => tracing::error!(reason = %n.reason, "the hub revoked this spoke"),
                     NoticeKind::InvalidateGrants => {
                         tracing::debug!(reason = %n.reason, "dropping cached grants");
-                        on_invalidate(n.epoch);
+                        on_notice(&n);
                     }
+                    NoticeKind::SlowDown => on_notice(&n),
                     NoticeKind::Hubs => connector.learn(None, n.hubs),
                     NoticeKind::Unknown => tracing::debug!(reason = %n.reason, "ignored a notice this spoke does not know"),
                 },

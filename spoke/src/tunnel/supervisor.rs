@@ -198,7 +198,7 @@ async fn run(
         metrics,
         draining,
         shutdown,
-        on_invalidate,
+        on_notice,
         ..
     } = shared;
     let hub = target.index;
@@ -228,7 +228,7 @@ async fn run(
                 metrics: &metrics,
                 draining: &draining,
                 shutdown: &shutdown,
-                on_invalidate: &*on_invalidate,
+                on_notice: &*on_notice,
                 connector: &connector,
             };
             let result = session(control, &signals).await;
