@@ -36,7 +36,8 @@ struct Args {
     /// Only these scenarios (comma-separated): transfer (or download,
     /// upload), memory, sweep, control, tunnel, recovery, resumable,
     /// resumable_s3 (needs moto: ./scripts/install-test-deps.sh), s3 (needs
-    /// s3s-fs: ./scripts/install-test-deps.sh --bench), dns, index, client.
+    /// s3s-fs: ./scripts/install-test-deps.sh --bench), limits, dns, index,
+    /// client.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to write results.json and the charts.

@@ -149,6 +149,9 @@ async fn measure(
         eprintln!("{why}");
         results.push(("s3", (why, json!({ "measured": false }))));
     }
+    if want("limits") {
+        results.push(("limits", limits(rig, plan, &block).await.context("limits")?));
+    }
     if want("dns") {
         results.push(("dns", crate::dns::dns(plan).await.context("dns")?));
     }
@@ -198,7 +201,7 @@ fn nginx_version() -> String {
 }
 
 /// One timed transfer: throughput and the CPU of the processes on its path.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Sample {
     pub(crate) mbps: f64,
     /// CPU of the middle process (spoke or proxy; the origin when direct).
@@ -322,6 +325,81 @@ impl Series {
             },
         ]
     }
+}
+
+/// Scenario: the large transfer through the spoke for an account with
+/// every quota and limit configured but far from reached, against the
+/// same for an account with none, pair by pair in alternating order: what
+/// the quota checks and the shared bandwidth buckets cost.
+async fn limits(rig: &Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(String, Value)> {
+    let size = plan.transfer;
+    let limited =
+        ferry_tests::scenarios::tenant(&rig.hub.url(), "limited", &rig.hub.data_dir).await;
+    let huge = 1i64 << 60;
+    limited
+        .admin
+        .req(
+            http::Method::PUT,
+            &format!("/v1/accounts/{}/limits", limited.account_id),
+        )
+        .json(&json!({
+            "stored_bytes": huge, "egress_bytes_per_month": huge,
+            "requests_per_second": 1_000_000,
+            "upload_bytes_per_second": huge, "download_bytes_per_second": huge,
+        }))
+        .send()
+        .await
+        .expect(200);
+    let target = |key: &str| Target {
+        addr: rig.addr(Via::Spoke),
+        path: "/v1/connections/local/files/bench/limits.bin".into(),
+        token: Some(key.to_owned()),
+    };
+    let targets = [target(&rig.tenant.key), target(&limited.key)];
+    for t in &targets {
+        rig.seed(t.clone(), size, block).await?;
+    }
+    let (mut down, mut up): ([Series; 2], [Series; 2]) = Default::default();
+    for run in 0..plan.runs {
+        let order = if run % 2 == 0 { [0, 1] } else { [1, 0] };
+        let mut d = [Sample::default(); 2];
+        let mut u = [Sample::default(); 2];
+        for i in order {
+            d[i] = timed(rig, Via::Spoke, size, async {
+                let n = client::download(&targets[i]).await?;
+                ensure!(n == size, "sent {n} of {size} bytes");
+                Ok(())
+            })
+            .await?;
+        }
+        for i in order {
+            u[i] = timed(rig, Via::Spoke, size, async {
+                client::upload(&targets[i], size, block.clone(), &[]).await?;
+                Ok(())
+            })
+            .await?;
+        }
+        down[0].push(d[0], None);
+        down[1].push(d[1], Some(d[0]));
+        up[0].push(u[0], None);
+        up[1].push(u[1], Some(u[0]));
+        eprintln!("limits: run {} of {} done", run + 1, plan.runs);
+    }
+    let t = up_down_table(
+        format!(
+            "Limits configured, not reached: {} MiB through the spoke (MB/s; ratio to the account without limits, pair by pair)",
+            size / 1048576
+        ),
+        &["no limits", "limits"],
+        &up,
+        &down,
+    );
+    let json = json!({
+        "bytes": size,
+        "download": { "none": down[0].json(), "limited": down[1].json() },
+        "upload": { "none": up[0].json(), "limited": up[1].json() },
+    });
+    Ok((t.render(), json))
 }
 
 /// A table of up and down series, one row per way, `names[i]` for the

@@ -144,6 +144,28 @@ async fn a_spoke_acts_only_within_the_grants_it_was_issued() {
     .await;
     assert_eq!(status, 204, "{body}");
 
+    // A provider's 429, told for another tenant's connection or without a
+    // grant: refused, nothing slowed. For the grant's connection: taken.
+    let slow_beta = json!({ "connection_id": beta_conn });
+    refused(own_call(&conn, "/internal/v1/slow_down", &with, &slow_beta).await);
+    refused(own_call(&conn, "/internal/v1/slow_down", &[], &slow_beta).await);
+    assert_eq!(
+        ferry_tests::metric(&hub.metrics_url(), "ferry_connections_slowed", &[]).await,
+        0.0
+    );
+    let (status, body) = own_call(
+        &conn,
+        "/internal/v1/slow_down",
+        &with,
+        &json!({ "connection_id": connection }),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(
+        ferry_tests::metric(&hub.metrics_url(), "ferry_connections_slowed", &[]).await,
+        1.0
+    );
+
     // Another spoke cannot use this spoke's grant.
     let other = connect_as(&hub, "rogue2").await;
     let _control2 = hello(&other, "rogue2").await;
