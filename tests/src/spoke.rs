@@ -248,6 +248,20 @@ impl Spoke {
             panic!("ferry-spoke {} did not come back:\n{log}", self.name);
         }
     }
+
+    /// Kills the spoke, puts `journal` (its report journal's bytes, kept
+    /// from before) back, and restarts it: as after a crash before it noted
+    /// the journal's reports sent. Waits (20 s at most) until `hub` logs
+    /// that a report came again; false if it did not.
+    pub async fn resend_journal(&mut self, journal: &[u8], hub: &crate::Hub) -> bool {
+        self.kill();
+        std::fs::write(self.dir.path().join("state/reports.journal"), journal).unwrap();
+        self.restart();
+        crate::eventually(Duration::from_secs(20), async || {
+            hub.log().contains("a report came again")
+        })
+        .await
+    }
 }
 
 impl Drop for Spoke {

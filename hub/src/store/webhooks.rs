@@ -833,6 +833,26 @@ mod tests {
             .unwrap();
     }
 
+    /// What `holder` takes at `now`, leased for a minute.
+    async fn claim(store: &Store, holder: &str, now: i64) -> Vec<Claimed> {
+        store
+            .claim_deliveries(holder, now, now + 60_000, 10)
+            .await
+            .unwrap()
+    }
+
+    /// A store with an account, its connection and the endpoint `wh_1`
+    /// for every event type.
+    async fn with_endpoint() -> (Store, tempfile::TempDir, String, String) {
+        let (store, dir) = store().await;
+        let (account, conn) = account_with_connection(&store, "con_1").await;
+        store
+            .create_webhook_endpoint(&endpoint(&account, "wh_1", None), b"s")
+            .await
+            .unwrap();
+        (store, dir, account, conn.id)
+    }
+
     fn attempt(status: Option<i64>) -> Attempt {
         Attempt {
             attempt: 0,
@@ -867,18 +887,9 @@ mod tests {
 
         // One head per endpoint; a second hub finds them leased.
         let now = now_ms();
-        let first = store
-            .claim_deliveries("hub_a", now, now + 60_000, 10)
-            .await
-            .unwrap();
+        let first = claim(&store, "hub_a", now).await;
         assert_eq!(first.len(), 2, "{first:?}");
-        assert_eq!(
-            store
-                .claim_deliveries("hub_b", now, now + 60_000, 10)
-                .await
-                .unwrap(),
-            vec![]
-        );
+        assert_eq!(claim(&store, "hub_b", now).await, vec![]);
         let all = first.iter().find(|c| c.endpoint_id == "wh_all").unwrap();
         let body: serde_json::Value = serde_json::from_str(&all.payload).unwrap();
         assert_eq!(body["type"], "object.created");
@@ -901,17 +912,8 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(
-            store
-                .claim_deliveries("hub_a", now + 1, now + 60_000, 10)
-                .await
-                .unwrap(),
-            vec![]
-        );
-        let again = store
-            .claim_deliveries("hub_b", now + 5_000, now + 60_000, 10)
-            .await
-            .unwrap();
+        assert_eq!(claim(&store, "hub_a", now + 1).await, vec![]);
+        let again = claim(&store, "hub_b", now + 5_000).await;
         assert_eq!(again.len(), 1);
         assert_eq!(
             (
@@ -942,10 +944,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let next = store
-            .claim_deliveries("hub_b", now + 5_000, now + 60_000, 10)
-            .await
-            .unwrap();
+        let next = claim(&store, "hub_b", now + 5_000).await;
         assert_eq!(next.len(), 1);
         let body: serde_json::Value = serde_json::from_str(&next[0].payload).unwrap();
         assert_eq!(body["data"]["id"], 2, "the endpoint's next event, in order");
@@ -986,19 +985,11 @@ mod tests {
 
     #[tokio::test]
     async fn an_endpoint_gone_is_disabled_with_its_pending_deliveries_and_gets_no_more() {
-        let (store, _dir) = store().await;
-        let (account, conn) = account_with_connection(&store, "con_1").await;
-        store
-            .create_webhook_endpoint(&endpoint(&account, "wh_1", None), b"s")
-            .await
-            .unwrap();
-        event(&store, &account, &conn.id, EventKind::Created, "a").await;
-        event(&store, &account, &conn.id, EventKind::Updated, "a").await;
+        let (store, _dir, account, conn) = with_endpoint().await;
+        event(&store, &account, &conn, EventKind::Created, "a").await;
+        event(&store, &account, &conn, EventKind::Updated, "a").await;
         let now = now_ms();
-        let c = store
-            .claim_deliveries("hub_a", now, now + 60_000, 10)
-            .await
-            .unwrap();
+        let c = claim(&store, "hub_a", now).await;
         store
             .finish_attempt("hub_a", &c[0], &attempt(Some(410)), AfterAttempt::Gone)
             .await
@@ -1010,7 +1001,7 @@ mod tests {
             .unwrap();
         assert_eq!(e.disabled_reason.as_deref(), Some("gone"));
         assert_eq!(store.outbox_depth().await.unwrap().pending, 0);
-        event(&store, &account, &conn.id, EventKind::Deleted, "a").await;
+        event(&store, &account, &conn, EventKind::Deleted, "a").await;
         assert_eq!(store.outbox_depth().await.unwrap().pending, 0);
         let log = store
             .list_deliveries(&account, "wh_1", None, 10)
@@ -1035,7 +1026,7 @@ mod tests {
                 .await
                 .unwrap()
         );
-        event(&store, &account, &conn.id, EventKind::Created, "b").await;
+        event(&store, &account, &conn, EventKind::Created, "b").await;
         assert_eq!(store.outbox_depth().await.unwrap().pending, 1);
 
         // Old finished deliveries go; pending ones stay.
@@ -1054,30 +1045,19 @@ mod tests {
     #[tokio::test]
     async fn a_delivery_that_used_its_schedule_disables_its_endpoint_and_a_redelivery_waits_its_turn()
      {
-        let (store, _dir) = store().await;
-        let (account, conn) = account_with_connection(&store, "con_1").await;
-        store
-            .create_webhook_endpoint(&endpoint(&account, "wh_1", None), b"s")
-            .await
-            .unwrap();
+        let (store, _dir, account, conn) = with_endpoint().await;
         for path in ["a", "b"] {
-            event(&store, &account, &conn.id, EventKind::Created, path).await;
+            event(&store, &account, &conn, EventKind::Created, path).await;
         }
         let now = now_ms();
-        let c = store
-            .claim_deliveries("hub_a", now, now + 60_000, 10)
-            .await
-            .unwrap();
+        let c = claim(&store, "hub_a", now).await;
         store
             .finish_attempt("hub_a", &c[0], &attempt(Some(200)), AfterAttempt::Delivered)
             .await
             .unwrap();
         // The second is being sent when the first is asked for again: the
         // first waits until the endpoint has nothing in flight.
-        let second = store
-            .claim_deliveries("hub_a", now, now + 60_000, 10)
-            .await
-            .unwrap();
+        let second = claim(&store, "hub_a", now).await;
         assert_eq!(second.len(), 1);
         assert!(
             store
@@ -1085,13 +1065,7 @@ mod tests {
                 .await
                 .unwrap()
         );
-        assert_eq!(
-            store
-                .claim_deliveries("hub_b", now, now + 60_000, 10)
-                .await
-                .unwrap(),
-            vec![]
-        );
+        assert_eq!(claim(&store, "hub_b", now).await, vec![]);
         store
             .finish_attempt(
                 "hub_a",
