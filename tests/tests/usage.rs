@@ -202,6 +202,17 @@ async fn transfers_through_the_hub_and_two_spokes_add_up_exactly_across_a_spoke_
         .send()
         .await
         .expect_problem(400, "invalid_query");
+    // A wrong token is no account's and counts as a wrong admin token.
+    let metrics = hub.metrics_url();
+    let failures = || ferry_tests::metric(&metrics, "ferry_admin_token_failures_total", &[]);
+    let before = failures().await;
+    Api::new(hub.url())
+        .as_token("not-the-admin-token")
+        .get("/v1/usage")
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+    assert_eq!(failures().await, before + 1.0);
     t.api
         .get(&format!("/v1/usage?account={}", other.account_id))
         .send()

@@ -25,6 +25,33 @@ fn unauthorized(detail: &str) -> Problem {
     Problem::new(ErrorCode::Unauthorized, detail)
 }
 
+/// For routes that take an API key or the admin token: whether the request
+/// carries the admin token. A bearer token shaped as an API key is left to
+/// the account check; any other wrong token counts as a wrong admin token,
+/// and a source that sent too many is not taken as the operator (it gets
+/// the account check's `401`) until it has waited.
+pub fn is_operator(state: &AppState, req: &Request<Body>) -> bool {
+    let (Some(token), Some(expected)) = (bearer(req.headers()), &state.admin_token) else {
+        return false;
+    };
+    if token.starts_with(crate::store::API_KEY_PREFIX) {
+        return false;
+    }
+    let source = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+    let now = Instant::now();
+    if state.admin_guesses.wait(source, now).is_some() {
+        return false;
+    }
+    if expected.matches(token) {
+        state.admin_guesses.succeeded(source);
+        true
+    } else {
+        state.metrics.admin_token_refused();
+        state.admin_guesses.failed(source, now);
+        false
+    }
+}
+
 /// Succeeds when the request carries the admin token. Without a bearer
 /// token the answer is `401`, whether or not the admin API is enabled; a
 /// source that sent too many wrong tokens gets `429` until it has waited.

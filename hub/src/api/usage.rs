@@ -11,7 +11,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::auth::{require_account, require_admin};
+use super::auth::{is_operator, require_account};
 use super::http_util::json;
 use super::routes::query_pairs;
 use super::{ApiResult, AppState, store_problem};
@@ -136,13 +136,10 @@ pub async fn report(state: &AppState, req: Request<Body>) -> ApiResult {
     // An account's key sees that account; the operator's token (no
     // account's key) every account, checked as the admin API checks it,
     // wrong tokens counted.
-    let scope = match require_account(state, req.headers()).await {
-        Ok(account) => Some(account),
-        Err(p) if p.status == 401 && req.headers().contains_key(header::AUTHORIZATION) => {
-            require_admin(state, &req)?;
-            None
-        }
-        Err(p) => return Err(p),
+    let scope = if is_operator(state, &req) {
+        None
+    } else {
+        Some(require_account(state, req.headers()).await?)
     };
     let pairs = query_pairs(req.uri().query())
         .map_err(|_| bad_query("the query is not valid percent-encoded UTF-8"))?;

@@ -14,7 +14,7 @@ use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, new_id, now_ms};
 
-const KEY_PREFIX: &str = "fry_";
+pub const KEY_PREFIX: &str = "fry_";
 const SHOWN_PREFIX_LEN: usize = 12;
 
 /// An account: a tenant of the hub.

@@ -39,7 +39,7 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor as _};
 
-pub use accounts::{Account, ApiKeyInfo, NewApiKey};
+pub use accounts::{Account, ApiKeyInfo, KEY_PREFIX as API_KEY_PREFIX, NewApiKey};
 pub use connections::ConnectionRow;
 pub use copy::CopyOutcome;
 pub use events::{Event, EventKind, EventRecord, Origin};
