@@ -853,6 +853,20 @@ mod tests {
         (store, dir, account, conn.id)
     }
 
+    /// Records an attempt `holder` made of `c`, answered `status`.
+    async fn finish(
+        store: &Store,
+        holder: &str,
+        c: &Claimed,
+        status: Option<i64>,
+        after: AfterAttempt,
+    ) {
+        store
+            .finish_attempt(holder, c, &attempt(status), after)
+            .await
+            .unwrap();
+    }
+
     fn attempt(status: Option<i64>) -> Attempt {
         Attempt {
             attempt: 0,
@@ -925,25 +939,23 @@ mod tests {
         );
         // A hub whose lease another took since logs its attempt but
         // changes nothing.
-        store
-            .finish_attempt(
-                "hub_a",
-                &again[0],
-                &attempt(Some(200)),
-                AfterAttempt::Delivered,
-            )
-            .await
-            .unwrap();
+        finish(
+            &store,
+            "hub_a",
+            &again[0],
+            Some(200),
+            AfterAttempt::Delivered,
+        )
+        .await;
         assert_eq!(store.outbox_depth().await.unwrap().pending, 3);
-        store
-            .finish_attempt(
-                "hub_b",
-                &again[0],
-                &attempt(Some(200)),
-                AfterAttempt::Delivered,
-            )
-            .await
-            .unwrap();
+        finish(
+            &store,
+            "hub_b",
+            &again[0],
+            Some(200),
+            AfterAttempt::Delivered,
+        )
+        .await;
         let next = claim(&store, "hub_b", now + 5_000).await;
         assert_eq!(next.len(), 1);
         let body: serde_json::Value = serde_json::from_str(&next[0].payload).unwrap();
@@ -990,10 +1002,7 @@ mod tests {
         event(&store, &account, &conn, EventKind::Updated, "a").await;
         let now = now_ms();
         let c = claim(&store, "hub_a", now).await;
-        store
-            .finish_attempt("hub_a", &c[0], &attempt(Some(410)), AfterAttempt::Gone)
-            .await
-            .unwrap();
+        finish(&store, "hub_a", &c[0], Some(410), AfterAttempt::Gone).await;
         let e = store
             .webhook_endpoint(&account, "wh_1")
             .await
@@ -1051,10 +1060,7 @@ mod tests {
         }
         let now = now_ms();
         let c = claim(&store, "hub_a", now).await;
-        store
-            .finish_attempt("hub_a", &c[0], &attempt(Some(200)), AfterAttempt::Delivered)
-            .await
-            .unwrap();
+        finish(&store, "hub_a", &c[0], Some(200), AfterAttempt::Delivered).await;
         // The second is being sent when the first is asked for again: the
         // first waits until the endpoint has nothing in flight.
         let second = claim(&store, "hub_a", now).await;
@@ -1066,15 +1072,7 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(claim(&store, "hub_b", now).await, vec![]);
-        store
-            .finish_attempt(
-                "hub_a",
-                &second[0],
-                &attempt(Some(500)),
-                AfterAttempt::Failed,
-            )
-            .await
-            .unwrap();
+        finish(&store, "hub_a", &second[0], Some(500), AfterAttempt::Failed).await;
         let e = store
             .webhook_endpoint(&account, "wh_1")
             .await
