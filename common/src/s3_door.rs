@@ -366,6 +366,13 @@ pub fn problem_error(p: Problem) -> S3Error {
         "upload_too_large" => S3ErrorCode::EntityTooLarge,
         "unauthorized" | "grant_refused" => S3ErrorCode::AccessDenied,
         "connection_not_found" => S3ErrorCode::NoSuchBucket,
+        // Beyond the account's requests per second: what S3 answers, which
+        // the SDKs retry later.
+        "rate_limited" => S3ErrorCode::SlowDown,
+        // No retry soon helps; the status (507, 429) stays ferry's.
+        "storage_quota_exceeded" | "egress_quota_exceeded" => {
+            S3ErrorCode::Custom("QuotaExceeded".into())
+        }
         "store_unavailable"
         | "provider_unavailable"
         | "provider_rate_limited"

@@ -202,6 +202,41 @@ async fn transfers_through_the_hub_and_two_spokes_add_up_exactly_across_a_spoke_
         .send()
         .await
         .expect_problem(400, "invalid_query");
+    // The S3 door's requests count too: an account that makes its
+    // connection and an S3 key (two writes), then one S3 PutObject at the
+    // hub.
+    let other = tenant(&hub.url(), "gamma", &hub.data_dir).await;
+    let key = other
+        .api
+        .post("/v1/s3-keys")
+        .send()
+        .await
+        .expect(201)
+        .json();
+    let url = ferry_tests::scenarios::presigned(
+        &hub.url(),
+        key["access_key_id"].as_str().unwrap(),
+        key["secret_access_key"].as_str().unwrap(),
+        "put_object",
+        "local",
+        "via-s3.txt",
+    );
+    Api::new(hub.url())
+        .put(&url)
+        .body("through the door")
+        .send()
+        .await
+        .expect(200);
+    let theirs = format!("/v1/usage?account={}&group_by=node", other.account_id);
+    let counted = eventually(Duration::from_secs(20), async || {
+        let got = t.admin.get(&theirs).send().await.expect(200).json();
+        let hub_row = &got["usage"][0];
+        hub_row["requests_write"] == 3 && hub_row["uploads"] == 1
+    })
+    .await;
+    let got = t.admin.get(&theirs).send().await.expect(200).json();
+    assert!(counted, "{got:#}");
+
     // A wrong token is no account's and counts as a wrong admin token.
     let metrics = hub.metrics_url();
     let failures = || ferry_tests::metric(&metrics, "ferry_admin_token_failures_total", &[]);

@@ -101,6 +101,12 @@ pub async fn noting_account<T>(served: impl Future<Output = T>) -> (T, Option<St
         .await
 }
 
+/// Notes `account` as the one the request is served for (a request
+/// authenticated otherwise than by [`require_account`]: the S3 door's).
+pub fn note_account(account: &str) {
+    let _ = ACCOUNT.try_with(|a| *a.borrow_mut() = Some(account.to_owned()));
+}
+
 /// The id of the account whose API key the request carries.
 pub async fn require_account(state: &AppState, headers: &HeaderMap) -> Result<String, Problem> {
     let key = bearer(headers)

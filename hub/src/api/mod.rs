@@ -255,8 +255,20 @@ async fn answer(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
         // service is made for the request, so that it holds no reference
         // back to the state that holds it.
         let principal = s3door::principal(&req).map(Arc::from);
+        let node = req
+            .extensions()
+            .get::<crate::tunnel::ViaSpoke>()
+            .map_or(VIA_HUB, |v| v.0.as_str())
+            .to_owned();
         let door = s3door::Door::new(state.clone());
-        let resp = crate::store::replica::as_principal(principal, door.serve(req)).await;
+        // Boxed: the door's future is large.
+        let served = Box::pin(door.serve(req));
+        let (resp, account) =
+            auth::noting_account(crate::store::replica::as_principal(principal, served)).await;
+        if let Some(account) = account {
+            let write = !matches!(method, Method::GET | Method::HEAD);
+            state.usage.count(account, node, write);
+        }
         state.metrics.request(
             RouteLabel::S3,
             &method,

@@ -156,14 +156,21 @@ impl FerryS3 {
             return Err(s3_error!(AccessDenied, "sign the request with an S3 key"));
         };
         let checked = self.signer.lock().expect("poisoned").clone();
-        if let Some(key) = checked.filter(|k| k.access_key_id == cred.access_key) {
-            return Ok(key);
-        }
-        match self.state.store.s3_key(&cred.access_key).await {
-            Ok(Some((key, _))) => Ok(key),
-            Ok(None) => Err(s3_error!(InvalidAccessKeyId)),
-            Err(e) => Err(s3_error!(e, ServiceUnavailable)),
-        }
+        let key = match checked.filter(|k| k.access_key_id == cred.access_key) {
+            Some(key) => key,
+            None => match self.state.store.s3_key(&cred.access_key).await {
+                Ok(Some((key, _))) => key,
+                Ok(None) => return Err(s3_error!(InvalidAccessKeyId)),
+                Err(e) => return Err(s3_error!(e, ServiceUnavailable)),
+            },
+        };
+        // The account's request: counted in its usage and held to its
+        // requests per second, as its API requests are.
+        super::auth::note_account(&key.account_id);
+        crate::limits::check_request_rate(&self.state, &key.account_id)
+            .await
+            .map_err(problem_error)?;
+        Ok(key)
     }
 
     /// The connection `bucket` of the key's account, if the key may use it
