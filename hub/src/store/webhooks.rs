@@ -485,6 +485,17 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Claimed>, StoreError> {
         self.refuse_if_down()?;
+        // Most of the time nothing is due: a read, not a write, says so
+        // (on SQLite a write takes the one writer's lock).
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM webhook_deliveries WHERE state = 'pending' AND next_at <= $1 LIMIT 1",
+        )
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
         let free = "next_at <= $3 AND (lease_until IS NULL OR lease_until < $3)";
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE webhook_deliveries SET lease_holder = $1, lease_until = $2 \
