@@ -108,6 +108,27 @@ impl Store {
         change: &Commit,
         report: Option<&str>,
     ) -> Result<bool, StoreError> {
+        // PostgreSQL may end a transaction that waits on another in a cycle
+        // (the indexer applying a change it found to the same rows, in its
+        // own order); the whole transaction is rolled back, so it is tried
+        // again as it was.
+        let mut tries = 1;
+        loop {
+            match self.commit_report_once(change, report).await {
+                Err(StoreError::Database(e)) if tries < 3 && lost_to_another_writer(&e) => {
+                    tracing::info!(error = %e, tries, "a commit lost to another transaction; trying again");
+                    tries += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn commit_report_once(
+        &self,
+        change: &Commit,
+        report: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.write_tx().await?;
         if let Some(id) = report
             && !first_time(&mut tx, id).await?
@@ -330,6 +351,13 @@ pub(super) async fn first_time(
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Whether `e` is PostgreSQL ending this transaction for another's sake
+/// (a deadlock, or a serialization failure): nothing of it was written, and
+/// trying again may succeed.
+fn lost_to_another_writer(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
 }
 
 pub(super) async fn insert_transfers(
