@@ -359,6 +359,12 @@ async fn limits(rig: &Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(String
     for t in &targets {
         rig.seed(t.clone(), size, block).await?;
     }
+    // One untimed round each way first: the first transfers of a series
+    // are slower (caches, connections, grants).
+    for t in &targets {
+        client::download(t).await?;
+        client::upload(t, size, block.clone(), &[]).await?;
+    }
     let (mut down, mut up): ([Series; 2], [Series; 2]) = Default::default();
     for run in 0..plan.runs {
         let order = if run % 2 == 0 { [0, 1] } else { [1, 0] };
