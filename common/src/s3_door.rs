@@ -1092,6 +1092,8 @@ pub async fn tus_create(
         (_, "invalid_path") => S3ErrorCode::InvalidArgument,
         (_, "upload_not_found") => S3ErrorCode::NoSuchUpload,
         (_, "write_conflict") => S3ErrorCode::Custom("ConditionalRequestConflict".into()),
+        (_, "storage_quota_exceeded") => S3ErrorCode::Custom("QuotaExceeded".into()),
+        (_, "rate_limited") => S3ErrorCode::SlowDown,
         (401 | 403, _) => S3ErrorCode::AccessDenied,
         (s, _) if (500..600).contains(&s) => S3ErrorCode::InternalError,
         _ => S3ErrorCode::InvalidRequest,
@@ -1100,8 +1102,13 @@ pub async fn tus_create(
         .detail
         .unwrap_or_else(|| "the upload was refused".to_owned());
     let mut e = S3Error::with_message(code, detail);
-    if p.code == "write_conflict" {
-        e.set_status_code(StatusCode::CONFLICT);
+    if matches!(
+        p.code,
+        "write_conflict" | "storage_quota_exceeded" | "rate_limited"
+    ) && let Ok(status) = StatusCode::from_u16(p.status)
+    {
+        // ferry's status: 409, 507, 429.
+        e.set_status_code(status);
     }
     Err(e)
 }

@@ -159,6 +159,12 @@ async fn quotas_refuse_before_anything_is_written_and_requests_are_held_to_their
         ["a.bin", "c.bin"],
         "nothing else reached the provider"
     );
+    // An S3 multipart part, at the hub and through the spoke's door: boto3
+    // is refused with ferry's 507.
+    let key = t.api.post("/v1/s3-keys").send().await.expect(201).json();
+    for endpoint in [hub.url(), spoke.url()] {
+        assert_eq!(s3_part_status(&endpoint, &key), "507", "at {endpoint}");
+    }
     // Deleting frees the room.
     t.api.delete(&t.file("a.bin")).send().await.expect(204);
     via_spoke
@@ -299,4 +305,38 @@ async fn a_providers_429_slows_its_connection_down_on_every_node() {
         assert_eq!(&r.expect(200).body[..], b"hello");
     }
     assert!(b.log().contains("a provider asked to slow down"));
+}
+
+/// Starts an S3 multipart upload of `mp.bin` in bucket `local` with boto3
+/// and sends one part: the part's HTTP status (`200` when taken).
+fn s3_part_status(endpoint: &str, key: &Value) -> String {
+    let script = r#"
+import sys, boto3, botocore
+from botocore.config import Config
+s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1',
+    aws_access_key_id=sys.argv[2], aws_secret_access_key=sys.argv[3],
+    config=Config(s3={'addressing_style': 'path'}, retries={'max_attempts': 1}))
+up = s3.create_multipart_upload(Bucket='local', Key='mp.bin')
+try:
+    s3.upload_part(Bucket='local', Key='mp.bin', UploadId=up['UploadId'], PartNumber=1, Body=b'x' * 10)
+    print(200)
+except botocore.exceptions.ClientError as e:
+    print(e.response['ResponseMetadata']['HTTPStatusCode'])
+"#;
+    let out = std::process::Command::new(ferry_tests::tools::Tool::Python.path())
+        .args([
+            "-c",
+            script,
+            endpoint,
+            key["access_key_id"].as_str().unwrap(),
+            key["secret_access_key"].as_str().unwrap(),
+        ])
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
