@@ -78,7 +78,7 @@ impl AccountLimits {
 }
 
 /// The limits that apply to `account` now.
-pub async fn effective(state: &AppState, account: &str) -> Result<Limits, Problem> {
+pub async fn effective(state: &AppState, account: &str) -> Limits {
     let now = Instant::now();
     let known = state
         .limits
@@ -90,7 +90,7 @@ pub async fn effective(state: &AppState, account: &str) -> Result<Limits, Proble
     if let Some((at, l)) = known
         && now.duration_since(at) < FRESH_FOR
     {
-        return Ok(l);
+        return l;
     }
     let set = match state.store.account_limits(account).await {
         Ok(set) => set,
@@ -98,7 +98,7 @@ pub async fn effective(state: &AppState, account: &str) -> Result<Limits, Proble
         // those last read go on, or the defaults.
         Err(e) => {
             tracing::debug!(error = %e, "cannot read an account's limits; using the last known");
-            return Ok(known.map_or(state.limits.defaults, |(_, l)| l));
+            return known.map_or(state.limits.defaults, |(_, l)| l);
         }
     };
     let l = set.or(state.limits.defaults);
@@ -107,12 +107,12 @@ pub async fn effective(state: &AppState, account: &str) -> Result<Limits, Proble
         cache.clear();
     }
     cache.insert(account.to_owned(), (now, l));
-    Ok(l)
+    l
 }
 
 /// Refuses a request of `account` beyond its requests per second here.
 pub async fn check_request_rate(state: &AppState, account: &str) -> Result<(), Problem> {
-    let Some(rate) = set(effective(state, account).await?.requests_per_second) else {
+    let Some(rate) = set(effective(state, account).await.requests_per_second) else {
         return Ok(());
     };
     let bucket = {
@@ -159,7 +159,7 @@ pub async fn admit(state: &AppState, account: &str, what: Use) -> Result<Throttl
 /// Checks `account`'s quotas for `what`; returns its limits (for a spoke's
 /// grant).
 pub async fn check(state: &AppState, account: &str, what: Use) -> Result<Limits, Problem> {
-    let l = effective(state, account).await?;
+    let l = effective(state, account).await;
     let failed = |e| crate::api::store_problem(state, e);
     match what {
         Use::Write(len) => {

@@ -1562,20 +1562,7 @@ s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1',\n\
     aws_access_key_id=sys.argv[2], aws_secret_access_key=sys.argv[3],\n\
     config=Config(s3={'addressing_style': 'path'}, signature_version='s3v4'))\n\
 print(s3.generate_presigned_url(sys.argv[4], Params={'Bucket': sys.argv[5], **({'Key': sys.argv[6]} if sys.argv[6] else {})}, ExpiresIn=300))\n";
-    let out = std::process::Command::new(crate::tools::Tool::Python.path())
-        .args([
-            "-c", script, endpoint, access_key, secret, method, bucket, key,
-        ])
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
+    crate::tools::python(script, &[endpoint, access_key, secret, method, bucket, key])
         .strip_prefix(endpoint)
         .expect("the endpoint's URL")
         .to_owned()

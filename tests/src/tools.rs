@@ -80,6 +80,24 @@ impl Tool {
     }
 }
 
+/// Runs `script` with the project's Python (the one with boto3) and
+/// `args`; its standard output, trimmed. Panics, with its standard error,
+/// if it fails.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(Tool::Python.path())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// The `test-tools/` folder of the cargo target folder this test
 /// executable was built into (which is where the install script puts it,
 /// honouring `CARGO_TARGET_DIR` alike).

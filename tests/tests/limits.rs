@@ -323,20 +323,12 @@ try:
 except botocore.exceptions.ClientError as e:
     print(e.response['ResponseMetadata']['HTTPStatusCode'])
 "#;
-    let out = std::process::Command::new(ferry_tests::tools::Tool::Python.path())
-        .args([
-            "-c",
-            script,
+    ferry_tests::tools::python(
+        script,
+        &[
             endpoint,
             key["access_key_id"].as_str().unwrap(),
             key["secret_access_key"].as_str().unwrap(),
-        ])
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        ],
+    )
 }

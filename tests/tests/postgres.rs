@@ -1271,7 +1271,24 @@ async fn two_hubs_send_each_webhook_delivery_once_and_in_order() {
     let hub_a = hub(None);
     let hub_b = hub(Some(hub_a.data_dir.clone()));
     let t = tenant(&hub_a.url(), "alpha", &hub_a.data_dir).await;
-    ferry_tests::webhooks::endpoint(&t, &r, "/both", None).await;
+    let made =
+        ferry_tests::webhooks::endpoint(&t, &r, "/both", Some(json!(["object.deleted"]))).await;
+    // Changed through the other hub: every type again.
+    let changed = Api::new(hub_b.url())
+        .as_token(&t.key)
+        .req(
+            http::Method::PATCH,
+            &format!("/v1/webhooks/{}", made["id"].as_str().unwrap()),
+        )
+        .json(&json!({ "events": null, "description": "both hubs" }))
+        .send()
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(
+        (&changed["events"], &changed["description"]),
+        (&serde_json::Value::Null, &json!("both hubs"))
+    );
     // Every other delivery fails once, so that retries pass between hubs too.
     let script: Vec<_> = (0..40)
         .map(|i| {

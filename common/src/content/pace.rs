@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long one `429` slows a connection down.
@@ -31,6 +31,9 @@ struct Slow {
 #[derive(Debug, Default)]
 pub struct Pacing {
     slowed: Mutex<HashMap<String, Slow>>,
+    /// Whether any connection may be slowed: every transfer asks, and
+    /// nearly always none is, so the answer needs no lock.
+    any: AtomicBool,
     waited: AtomicU64,
 }
 
@@ -42,6 +45,7 @@ impl Pacing {
         let until = now + for_.min(Duration::from_secs(600));
         let mut map = self.slowed.lock().expect("pacing poisoned");
         map.retain(|_, s| s.until > now);
+        self.any.store(true, Ordering::Release);
         match map.get_mut(connection) {
             // Told again within the first half of the time: nothing new.
             Some(s) if s.until >= now + for_ / 2 => {
@@ -62,12 +66,18 @@ impl Pacing {
     /// How long a transfer of `connection` starting at `now` waits for its
     /// turn (and takes it).
     pub fn turn_at(&self, connection: &str, now: Instant) -> Duration {
+        if !self.any.load(Ordering::Acquire) {
+            return Duration::ZERO;
+        }
         let mut map = self.slowed.lock().expect("pacing poisoned");
         let Some(s) = map.get_mut(connection) else {
             return Duration::ZERO;
         };
         if s.until <= now {
             map.remove(connection);
+            if map.is_empty() {
+                self.any.store(false, Ordering::Release);
+            }
             return Duration::ZERO;
         }
         let start = s.next.max(now);

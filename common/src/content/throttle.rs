@@ -168,15 +168,21 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send,
     E: Send,
 {
-    stream.then(move |item| {
-        let bucket = bucket.clone();
-        async move {
-            if let (Some(b), Ok(data)) = (&bucket, &item) {
-                b.take(data.len()).await;
+    // Without a limit the stream is left as it is: no step per chunk.
+    let Some(bucket) = bucket else {
+        return stream.left_stream();
+    };
+    stream
+        .then(move |item| {
+            let bucket = bucket.clone();
+            async move {
+                if let Ok(data) = &item {
+                    bucket.take(data.len()).await;
+                }
+                item
             }
-            item
-        }
-    })
+        })
+        .right_stream()
 }
 
 #[cfg(test)]

@@ -137,22 +137,11 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
         (Route::AccountLimits(id), Method::PUT) => {
             let limits: crate::store::limits::Limits =
                 read_json(req, state.max_json_body_bytes()).await?;
-            for (name, v) in [
-                ("stored_bytes", limits.stored_bytes),
-                ("egress_bytes_per_month", limits.egress_bytes_per_month),
-                ("requests_per_second", limits.requests_per_second),
-                ("upload_bytes_per_second", limits.upload_bytes_per_second),
-                (
-                    "download_bytes_per_second",
-                    limits.download_bytes_per_second,
-                ),
-            ] {
-                if v.is_some_and(|n| n < 0) {
-                    return Err(Problem::new(
-                        ErrorCode::InvalidField,
-                        format!("'{name}' must not be negative (0: no limit; null: the default)"),
-                    ));
-                }
+            if let Some(name) = limits.negative().next() {
+                return Err(Problem::new(
+                    ErrorCode::InvalidField,
+                    format!("'{name}' must not be negative (0: no limit; null: the default)"),
+                ));
             }
             if !state
                 .store

@@ -255,19 +255,14 @@ async fn answer(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
         // service is made for the request, so that it holds no reference
         // back to the state that holds it.
         let principal = s3door::principal(&req).map(Arc::from);
-        let node = req
-            .extensions()
-            .get::<crate::tunnel::ViaSpoke>()
-            .map_or(VIA_HUB, |v| v.0.as_str())
-            .to_owned();
+        let node = node_of(&req);
         let door = s3door::Door::new(state.clone());
         // Boxed: the door's future is large.
         let served = Box::pin(door.serve(req));
         let (resp, account) =
             auth::noting_account(crate::store::replica::as_principal(principal, served)).await;
         if let Some(account) = account {
-            let write = !matches!(method, Method::GET | Method::HEAD);
-            state.usage.count(account, node, write);
+            state.usage.count_request(account, node, &method);
         }
         state.metrics.request(
             RouteLabel::S3,
@@ -278,11 +273,7 @@ async fn answer(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
         return resp;
     }
     let principal = principal(&state, &req);
-    let node = req
-        .extensions()
-        .get::<crate::tunnel::ViaSpoke>()
-        .map_or(VIA_HUB, |v| v.0.as_str())
-        .to_owned();
+    let node = node_of(&req);
     let (label, result) = match Route::parse(req.uri().path()) {
         Ok(Some(route)) => {
             let label = route.label();
@@ -294,8 +285,7 @@ async fn answer(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
             // report) are not requests of the account's: what the spoke
             // served is counted from its reports.
             if let Some(account) = account.filter(|_| label != RouteLabel::Internal) {
-                let write = !matches!(method, Method::GET | Method::HEAD);
-                state.usage.count(account, node, write);
+                state.usage.count_request(account, node, &method);
             }
             (label, result)
         }
@@ -331,6 +321,14 @@ async fn answer(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
         "answered"
     );
     resp
+}
+
+/// The node a request came through: a spoke's name, or [`VIA_HUB`].
+pub(crate) fn node_of<B>(req: &Request<B>) -> String {
+    req.extensions()
+        .get::<crate::tunnel::ViaSpoke>()
+        .map_or(VIA_HUB, |v| v.0.as_str())
+        .to_owned()
 }
 
 /// Who is asking, for read-your-writes: a digest of the request's
@@ -401,11 +399,7 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Request<Body>) -> Ap
         | Route::WebhookRedeliver(..) => webhooks::handle(state, route, req).await,
         Route::File(conn, path) => {
             let res = connections::resolve(state, req.headers(), &conn).await?;
-            let via = req
-                .extensions()
-                .get::<crate::tunnel::ViaSpoke>()
-                .map_or_else(|| VIA_HUB.to_owned(), |v| v.0.clone());
-            let host = Arc::new(HubHost::new(state.clone(), via));
+            let host = Arc::new(HubHost::new(state.clone(), node_of(&req)));
             let what = match method {
                 Method::PUT => Some(crate::limits::Use::Write(
                     req.headers()

@@ -402,14 +402,10 @@ pub(super) fn host<B>(
     account: String,
     req: &Request<B>,
 ) -> Arc<dyn UploadHost> {
-    let via = req
-        .extensions()
-        .get::<crate::tunnel::ViaSpoke>()
-        .map_or_else(|| VIA_HUB.to_owned(), |v| v.0.clone());
     Arc::new(HubUploads {
         state: state.clone(),
         account,
-        meta: Arc::new(HubHost::new(state.clone(), via)),
+        meta: Arc::new(HubHost::new(state.clone(), super::node_of(req))),
     })
 }
 

@@ -22,8 +22,15 @@ use crate::store::usage::{Figures, HOUR_MS, RequestCounts, UsageRow, grouped, ho
 pub struct RequestCounter(Mutex<RequestCounts>);
 
 impl RequestCounter {
+    /// Counts a request of `account` with `method` that came through
+    /// `node` (`GET` and `HEAD` read; the others write).
+    pub fn count_request(&self, account: String, node: String, method: &http::Method) {
+        let write = !matches!(*method, http::Method::GET | http::Method::HEAD);
+        self.count(account, node, write);
+    }
+
     /// Counts a request of `account` that came through `node`.
-    pub fn count(&self, account: String, node: String, write: bool) {
+    fn count(&self, account: String, node: String, write: bool) {
         let hour = hour_of(crate::store::now_ms());
         let mut counts = self.0.lock().expect("usage counter poisoned");
         let c = counts.entry((account, hour, node)).or_default();
@@ -202,12 +209,7 @@ pub async fn report(state: &AppState, req: Request<Body>) -> ApiResult {
             .is_some_and(|a| a.contains("text/csv"))
     });
     // The month so far unless told: hours that began in [from, to).
-    let from = hour_of(from.unwrap_or_else(|| {
-        let day = jiff::Timestamp::from_millisecond(now)
-            .unwrap_or_default()
-            .to_string();
-        parse_time("from", &format!("{}-01", &day[..7])).unwrap_or(0)
-    }));
+    let from = hour_of(from.unwrap_or_else(|| crate::limits::month_bounds(now).0));
     let to = to.unwrap_or(now + 1);
     let to = hour_of(to - 1) + HOUR_MS;
     if to <= from || to - from > MAX_RANGE_MS {

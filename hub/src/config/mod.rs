@@ -768,28 +768,11 @@ impl Validate for HubConfig {
         }
         self.store.validate(p);
         self.webhooks.validate(p);
-        for (name, v) in [
-            ("limits.stored_bytes", self.limits.stored_bytes),
-            (
-                "limits.egress_bytes_per_month",
-                self.limits.egress_bytes_per_month,
-            ),
-            (
-                "limits.requests_per_second",
-                self.limits.requests_per_second,
-            ),
-            (
-                "limits.upload_bytes_per_second",
-                self.limits.upload_bytes_per_second,
-            ),
-            (
-                "limits.download_bytes_per_second",
-                self.limits.download_bytes_per_second,
-            ),
-        ] {
-            if v.is_some_and(|n| n < 0) {
-                p.add(name, "must not be negative (0: no limit)");
-            }
+        for name in self.limits.negative() {
+            p.add(
+                format!("limits.{name}"),
+                "must not be negative (0: no limit)",
+            );
         }
         if self.secrets.master_key_env.is_empty() {
             p.add("secrets.master_key_env", "must not be empty");

@@ -60,10 +60,10 @@ impl Store {
         e: &EventRecord,
     ) -> Result<(), sqlx::Error> {
         self.serialise(tx, &numbering_lock(&e.account_id)).await?;
-        sqlx::query(
+        let seq: i64 = sqlx::query_scalar(
             "INSERT INTO events (account_id, seq, connection_id, kind, path, from_path, size, at, origin) \
              SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, $6, $7, $8 \
-             FROM events WHERE account_id = $1",
+             FROM events WHERE account_id = $1 RETURNING seq",
         )
         .bind(&e.account_id)
         .bind(&e.connection_id)
@@ -76,9 +76,9 @@ impl Store {
             Origin::Ferry => None,
             other => Some(other.as_str()),
         })
-        .execute(&mut **tx)
+        .fetch_one(&mut **tx)
         .await?;
-        self.enqueue_webhooks(tx, e).await
+        self.enqueue_webhooks(tx, e, seq).await
     }
 
     /// The number of the account's last event removed for its age (0 when

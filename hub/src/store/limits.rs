@@ -46,6 +46,20 @@ fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error
 }
 
 impl Limits {
+    /// The names of the members that are negative.
+    pub fn negative(&self) -> impl Iterator<Item = &'static str> {
+        [
+            ("stored_bytes", self.stored_bytes),
+            ("egress_bytes_per_month", self.egress_bytes_per_month),
+            ("requests_per_second", self.requests_per_second),
+            ("upload_bytes_per_second", self.upload_bytes_per_second),
+            ("download_bytes_per_second", self.download_bytes_per_second),
+        ]
+        .into_iter()
+        .filter(|(_, v)| v.is_some_and(|n| n < 0))
+        .map(|(name, _)| name)
+    }
+
     /// Each member of `self`, or of `defaults` where `self` has none.
     pub fn or(self, defaults: Limits) -> Limits {
         Limits {

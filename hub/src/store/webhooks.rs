@@ -298,37 +298,26 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut tx = self.write_tx().await?;
         let now = now_ms();
-        let found = sqlx::query_scalar::<_, String>(
-            "SELECT id FROM webhook_endpoints WHERE account_id = $1 AND id = $2",
+        // A member left out keeps its value (`events` may be set to null:
+        // every type).
+        let found = sqlx::query(
+            "UPDATE webhook_endpoints SET url = COALESCE($1, url), \
+             description = COALESCE($2, description), \
+             event_types = CASE WHEN $3 = 1 THEN $4 ELSE event_types END \
+             WHERE account_id = $5 AND id = $6",
         )
+        .bind(change.url.as_deref())
+        .bind(change.description.as_deref())
+        .bind(i64::from(change.events.is_some()))
+        .bind(change.events.as_ref().and_then(stored_types))
         .bind(account_id)
         .bind(id)
-        .fetch_optional(&mut *tx)
+        .execute(&mut *tx)
         .await?
-        .is_some();
+        .rows_affected()
+            > 0;
         if !found {
             return Ok(false);
-        }
-        if let Some(url) = &change.url {
-            sqlx::query("UPDATE webhook_endpoints SET url = $1 WHERE id = $2")
-                .bind(url)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some(events) = &change.events {
-            sqlx::query("UPDATE webhook_endpoints SET event_types = $1 WHERE id = $2")
-                .bind(stored_types(events))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some(d) = &change.description {
-            sqlx::query("UPDATE webhook_endpoints SET description = $1 WHERE id = $2")
-                .bind(d)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
         }
         match change.enabled {
             Some(true) => {
@@ -420,14 +409,14 @@ impl Store {
         .map_err(StoreError::Database)
     }
 
-    /// Adds a delivery of the event just inserted in `tx` for each enabled
-    /// endpoint of its account that wants its type; called by
-    /// `insert_event`, under the account's numbering lock, so the event's
-    /// number is the account's highest.
+    /// Adds a delivery of the event just inserted in `tx` as number `seq`
+    /// of its account's feed for each enabled endpoint of its account that
+    /// wants its type; called by `insert_event`.
     pub(super) async fn enqueue_webhooks(
         &self,
         tx: &mut WriteTx<'_>,
         e: &EventRecord,
+        seq: i64,
     ) -> Result<(), sqlx::Error> {
         let endpoints: Vec<(String, Option<String>)> = sqlx::query_as(
             "SELECT id, event_types FROM webhook_endpoints \
@@ -446,10 +435,6 @@ impl Store {
             return Ok(());
         }
         tx.outbox = true;
-        let seq: i64 = sqlx::query_scalar("SELECT MAX(seq) FROM events WHERE account_id = $1")
-            .bind(&e.account_id)
-            .fetch_one(&mut **tx)
-            .await?;
         let payload = payload(e, seq).to_string();
         let now = now_ms();
         for endpoint in wanted {
@@ -1048,6 +1033,61 @@ mod tests {
         );
         event(&store, &account, &conn, EventKind::Created, "b").await;
         assert_eq!(store.outbox_depth().await.unwrap().pending, 1);
+
+        // Members changed are changed, the others kept; events may go back
+        // to every type; another account changes nothing.
+        let change = |events: Option<Option<Vec<String>>>, url: Option<&str>| EndpointChange {
+            url: url.map(str::to_owned),
+            events,
+            description: None,
+            enabled: None,
+        };
+        let deletes = Some(Some(vec!["object.deleted".to_owned()]));
+        assert!(
+            store
+                .update_webhook_endpoint(
+                    &account,
+                    "wh_1",
+                    &change(deletes, Some("https://b.example.com/"))
+                )
+                .await
+                .unwrap()
+        );
+        let e = store
+            .webhook_endpoint(&account, "wh_1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (e.url.as_str(), e.events.clone(), e.disabled_at),
+            (
+                "https://b.example.com/",
+                Some(vec!["object.deleted".to_owned()]),
+                None
+            )
+        );
+        assert!(
+            store
+                .update_webhook_endpoint(&account, "wh_1", &change(Some(None), None))
+                .await
+                .unwrap()
+        );
+        let e = store
+            .webhook_endpoint(&account, "wh_1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((e.url.as_str(), e.events), ("https://b.example.com/", None));
+        assert!(
+            !store
+                .update_webhook_endpoint(
+                    "acc_other",
+                    "wh_1",
+                    &change(None, Some("https://c.example.com/"))
+                )
+                .await
+                .unwrap()
+        );
 
         // Old finished deliveries go; pending ones stay.
         assert_eq!(store.purge_deliveries(now_ms() + 1, 100).await.unwrap(), 2);

@@ -381,22 +381,8 @@ async fn deliver(
         }
     };
     let Some(target) = target.filter(|t| !t.disabled) else {
-        let nothing = Attempt {
-            attempt: c.attempts,
-            at: crate::store::now_ms(),
-            status: None,
-            error: Some("endpoint_disabled".into()),
-            latency_ms: 0,
-        };
-        if let Err(e) = state
-            .store
-            .finish_attempt(&holder, &c, &nothing, AfterAttempt::Dropped)
-            .await
-        {
-            tracing::warn!(error = %e, "cannot record a webhook delivery");
-        }
-        metrics.result(WebhookResult::dropped);
-        return;
+        let nothing = unsent(&c, "endpoint_disabled");
+        return finish(&state, &holder, &c, &nothing, AfterAttempt::Dropped).await;
     };
     let context = endpoint_context(&c.endpoint_id);
     let mut keys = Vec::with_capacity(2);
@@ -408,22 +394,8 @@ async fn deliver(
                 // delivery fails (and the endpoint with it) rather than
                 // coming back for ever.
                 tracing::error!(endpoint.id = %c.endpoint_id, error = %e, "cannot open a webhook secret");
-                let failed = Attempt {
-                    attempt: c.attempts + 1,
-                    at: crate::store::now_ms(),
-                    status: None,
-                    error: Some("secret".into()),
-                    latency_ms: 0,
-                };
-                if let Err(e) = state
-                    .store
-                    .finish_attempt(&holder, &c, &failed, AfterAttempt::Failed)
-                    .await
-                {
-                    tracing::warn!(error = %e, "cannot record a webhook attempt");
-                }
-                metrics.result(WebhookResult::failed);
-                return;
+                let failed = unsent(&c, "secret");
+                return finish(&state, &holder, &c, &failed, AfterAttempt::Failed).await;
             }
         }
     }
@@ -437,13 +409,6 @@ async fn deliver(
         jitter(),
     );
     metrics.latency(Duration::from_millis(sent.attempt.latency_ms as u64));
-    metrics.result(match after {
-        AfterAttempt::Delivered => WebhookResult::delivered,
-        AfterAttempt::Retry(_) => WebhookResult::retrying,
-        AfterAttempt::Failed => WebhookResult::failed,
-        AfterAttempt::Gone => WebhookResult::endpoint_gone,
-        AfterAttempt::Dropped => WebhookResult::dropped,
-    });
     match after {
         AfterAttempt::Delivered => tracing::debug!(
             endpoint.id = %c.endpoint_id, msg.id = %c.msg_id, ms = sent.attempt.latency_ms,
@@ -459,11 +424,30 @@ async fn deliver(
             "a webhook attempt failed"
         ),
     }
-    if let Err(e) = state
-        .store
-        .finish_attempt(&holder, &c, &sent.attempt, after)
-        .await
-    {
+    finish(&state, &holder, &c, &sent.attempt, after).await;
+}
+
+/// An attempt of `c` that sent nothing, for `error`.
+fn unsent(c: &Claimed, error: &str) -> Attempt {
+    Attempt {
+        attempt: c.attempts + 1,
+        at: crate::store::now_ms(),
+        status: None,
+        error: Some(error.to_owned()),
+        latency_ms: 0,
+    }
+}
+
+/// Counts attempt `a` of `c` by what follows from it, and records both.
+async fn finish(state: &AppState, holder: &str, c: &Claimed, a: &Attempt, after: AfterAttempt) {
+    state.metrics.webhooks.result(match after {
+        AfterAttempt::Delivered => WebhookResult::delivered,
+        AfterAttempt::Retry(_) => WebhookResult::retrying,
+        AfterAttempt::Failed => WebhookResult::failed,
+        AfterAttempt::Gone => WebhookResult::endpoint_gone,
+        AfterAttempt::Dropped => WebhookResult::dropped,
+    });
+    if let Err(e) = state.store.finish_attempt(holder, c, a, after).await {
         // The lease lapses and the delivery is sent again: the receiver
         // drops the duplicate by its webhook-id.
         tracing::warn!(error = %e, "cannot record a webhook attempt");
