@@ -460,7 +460,7 @@ pub async fn run(
         metrics: {
             let state = state.clone();
             Arc::new(move || {
-                state.metrics.connections_slowed(state.pacing.slowed());
+                state.metrics.pacing(&state.pacing);
                 state.metrics.encode()
             })
         },

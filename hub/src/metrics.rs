@@ -105,6 +105,7 @@ pub struct Metrics {
     limit_refusals: Family<LimitLabels, Counter>,
     slowdowns: Counter,
     slowed: Gauge,
+    paced: Counter,
     connections_refused: Counter,
     admin_token_failures: Counter,
     spokes_connected: Family<TransportLabels, Gauge>,
@@ -176,6 +177,12 @@ impl Metrics {
             "connections_slowed",
             "Connections whose transfers this hub starts at a slower pace now",
             slowed.clone(),
+        );
+        let paced = Counter::default();
+        registry.register(
+            "paced_transfers",
+            "Transfers (and appends to resumable uploads) that this hub held back for their turn on a slowed connection",
+            paced.clone(),
         );
         let limit_refusals = Family::<LimitLabels, Counter>::default();
         registry.register(
@@ -316,6 +323,7 @@ impl Metrics {
             limit_refusals,
             slowdowns,
             slowed,
+            paced,
             admin_token_failures,
             spokes_connected,
             spoke_rtt,
@@ -353,9 +361,14 @@ impl Metrics {
         self.slowdowns.inc();
     }
 
-    /// Connections slowed down now.
-    pub fn connections_slowed(&self, n: usize) {
-        self.slowed.set(n as i64);
+    /// Takes the figures of the node's pacing: connections slowed down
+    /// now, transfers held back so far.
+    pub fn pacing(&self, p: &ferry_common::content::pace::Pacing) {
+        self.slowed.set(p.slowed() as i64);
+        // A maximum, not an addition: scrapes at once must not count twice.
+        self.paced
+            .inner()
+            .fetch_max(p.waited(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Counts a request refused for an account's `limit` (`stored_bytes`,

@@ -234,7 +234,7 @@ impl DataPath {
     }
 
     /// Providers slowed down here now, and transfers that waited their turn.
-    pub fn pacing(&self) -> &ferry_common::content::pace::Pacing {
+    pub fn pacing(&self) -> &Arc<ferry_common::content::pace::Pacing> {
         &self.pacing
     }
 

@@ -113,6 +113,7 @@ pub struct Metrics {
     journal_errors: Counter,
     slowdowns: Counter,
     slowed: Gauge,
+    paced: Counter,
     active: Gauge,
     connections_refused: Counter,
 }
@@ -218,6 +219,12 @@ impl Metrics {
             "Connections whose transfers this spoke starts at a slower pace now",
             slowed.clone(),
         );
+        let paced = Counter::default();
+        registry.register(
+            "paced_transfers",
+            "Transfers (and appends to resumable uploads) that this spoke held back for their turn on a slowed connection",
+            paced.clone(),
+        );
         let journal_limit = Gauge::default();
         registry.register(
             "report_journal_limit_bytes",
@@ -256,6 +263,7 @@ impl Metrics {
             journal_limit,
             slowdowns,
             slowed,
+            paced,
             journal_errors,
             dropped,
         }
@@ -353,9 +361,14 @@ impl Metrics {
         self.slowdowns.inc();
     }
 
-    /// Connections slowed down now.
-    pub fn connections_slowed(&self, n: usize) {
-        self.slowed.set(n as i64);
+    /// Takes the figures of the node's pacing: connections slowed down
+    /// now, transfers held back so far.
+    pub fn pacing(&self, p: &ferry_common::content::pace::Pacing) {
+        self.slowed.set(p.slowed() as i64);
+        // A maximum, not an addition: scrapes at once must not count twice.
+        self.paced
+            .inner()
+            .fetch_max(p.waited(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The journal's limit.

@@ -163,7 +163,7 @@ impl UploadHost for SpokeUploads {
                         )
                         .map(Arc::new),
                         throttle: self.data.throttle(&begun.grant),
-                        pacing: None,
+                        pacing: Some(self.data.pacing().clone()),
                     },
                 ))),
                 Err(p) => {

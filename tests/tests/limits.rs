@@ -199,6 +199,11 @@ async fn quotas_refuse_before_anything_is_written_and_requests_are_held_to_their
         .send()
         .await
         .expect_problem(429, "egress_quota_exceeded");
+    // A HEAD is refused alike at the hub and through a spoke.
+    for api in [&t.api, &via_spoke] {
+        let r = api.head(&t.file("c.bin")).send().await;
+        assert_eq!(r.status.as_u16(), 429, "HEAD at the egress quota");
+    }
 
     // Lifted for this account (0: no limit), over the default.
     set_limits(
@@ -305,6 +310,49 @@ async fn a_providers_429_slows_its_connection_down_on_every_node() {
         assert_eq!(&r.expect(200).body[..], b"hello");
     }
     assert!(b.log().contains("a provider asked to slow down"));
+    let paced = async || {
+        ferry_tests::metric(&b.metrics_url(), "ferry_spoke_paced_transfers_total", &[]).await
+    };
+    let after_gets = paced().await;
+    assert!(
+        after_gets >= 1.0,
+        "five downloads at once waited their turn"
+    );
+
+    // Appends to a resumable upload take their turn too.
+    let session = via_b
+        .post("/v1/connections/local/uploads?path=paced.bin")
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", "6")
+        .send()
+        .await
+        .expect(201)
+        .header("location")
+        .expect("a Location");
+    for (i, part) in [&b"ab"[..], b"cd", b"ef"].into_iter().enumerate() {
+        via_b
+            .req(http::Method::PATCH, &session)
+            .header("tus-resumable", "1.0.0")
+            .header("upload-offset", (2 * i).to_string())
+            .header("content-type", "application/offset+octet-stream")
+            .body(part)
+            .send()
+            .await
+            .expect(204);
+    }
+    assert!(
+        paced().await > after_gets,
+        "appends on a slowed connection wait their turn"
+    );
+    assert_eq!(
+        &via_b
+            .get(&t.file("paced.bin"))
+            .send()
+            .await
+            .expect(200)
+            .body[..],
+        b"abcdef"
+    );
 }
 
 /// Starts an S3 multipart upload of `mp.bin` in bucket `local` with boto3

@@ -208,6 +208,9 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send,
     E: Into<BoxError>,
 {
+    if let Some(p) = &to.target.pacing {
+        p.wait(&to.target.connection_id).await;
+    }
     let session = to.session;
     let offset = session.offset;
     let limit = session.limit().saturating_sub(offset);

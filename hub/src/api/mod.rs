@@ -406,7 +406,9 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Request<Body>) -> Ap
                         .get(header::CONTENT_LENGTH)
                         .and_then(|v| v.to_str().ok()?.parse().ok()),
                 )),
-                Method::GET => Some(crate::limits::Use::Read),
+                // A HEAD is held to the egress quota as a GET is, as at a
+                // spoke, whose read grant covers both.
+                Method::GET | Method::HEAD => Some(crate::limits::Use::Read),
                 _ => None,
             };
             let throttle = match what {

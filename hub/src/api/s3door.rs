@@ -551,6 +551,11 @@ impl S3 for FerryS3 {
         let (target, host) = self
             .object_target(&key, &req.input.bucket, Access::Read)
             .await?;
+        // A HEAD is held to the egress quota as a GET is, as at a spoke,
+        // whose read grant covers both.
+        crate::limits::check(&self.state, &key.account_id, Use::Read)
+            .await
+            .map_err(problem_error)?;
         door::head_object(host, &target, &req.input.key, &req.headers).await
     }
 

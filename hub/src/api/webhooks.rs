@@ -123,19 +123,6 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
             let url = checked(state, &body.url)?;
             let events = checked_events(body.events)?;
             let description = checked_description(body.description)?.unwrap_or_default();
-            let have = state
-                .store
-                .count_webhook_endpoints(&account)
-                .await
-                .map_err(problem)?;
-            if have >= state.webhooks.max_endpoints {
-                return Err(Problem::new(
-                    ErrorCode::WebhookLimit,
-                    format!(
-                        "this account has {have} webhook endpoints, as many as it may; delete one first"
-                    ),
-                ));
-            }
             let endpoint = WebhookEndpoint {
                 id: crate::store::new_id("wh"),
                 account_id: account.clone(),
@@ -151,11 +138,19 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
             let sealed = state
                 .master_key
                 .seal(secret.as_bytes(), &endpoint_context(&endpoint.id));
-            state
+            if let Some(have) = state
                 .store
-                .create_webhook_endpoint(&endpoint, &sealed)
+                .create_webhook_endpoint(&endpoint, &sealed, state.webhooks.max_endpoints)
                 .await
-                .map_err(problem)?;
+                .map_err(problem)?
+            {
+                return Err(Problem::new(
+                    ErrorCode::WebhookLimit,
+                    format!(
+                        "this account has {have} webhook endpoints, as many as it may; delete one first"
+                    ),
+                ));
+            }
             tracing::info!(account.id = %account, endpoint.id = %endpoint.id, "created a webhook endpoint");
             Ok(json(StatusCode::CREATED, &shown(&endpoint, Some(&secret))))
         }

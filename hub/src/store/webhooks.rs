@@ -16,6 +16,7 @@
 //! PostgreSQL a second hub's `UPDATE` of the same row waits for the first
 //! to commit, then finds the lease taken and skips it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -219,12 +220,28 @@ fn wants(types: Option<&str>, event_type: &str) -> bool {
 
 impl Store {
     /// Records a new endpoint with its secret sealed as `secret_sealed`.
+    ///
+    /// An account may have at most `max` endpoints: at that many this
+    /// writes nothing and answers `Some` of how many it has. The count and
+    /// the insert share a transaction serialised per account, so two
+    /// creations at once cannot both pass the cap.
     pub async fn create_webhook_endpoint(
         &self,
         e: &WebhookEndpoint,
         secret_sealed: &[u8],
-    ) -> Result<(), StoreError> {
-        self.refuse_if_down()?;
+        max: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut tx = self.write_tx().await?;
+        self.serialise(&mut tx, &format!("webhook_endpoints:{}", e.account_id))
+            .await?;
+        let have: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM webhook_endpoints WHERE account_id = $1")
+                .bind(&e.account_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if have >= max {
+            return Ok(Some(have));
+        }
         sqlx::query(
             "INSERT INTO webhook_endpoints (id, account_id, url, event_types, description, \
              secret_sealed, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -236,20 +253,10 @@ impl Store {
         .bind(&e.description)
         .bind(secret_sealed)
         .bind(e.created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        self.note_write().await;
-        Ok(())
-    }
-
-    /// How many endpoints the account has.
-    pub async fn count_webhook_endpoints(&self, account_id: &str) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM webhook_endpoints WHERE account_id = $1")
-                .bind(account_id)
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        tx.commit().await?;
+        Ok(None)
     }
 
     /// The account's endpoints, oldest first.
@@ -629,29 +636,41 @@ impl Store {
         .bind(limit)
         .fetch_all(self.read_pool().await)
         .await?;
+        // The page's attempts in one query: rows between its first and
+        // last delivery of this endpoint.
+        let mut attempts: HashMap<i64, Vec<Attempt>> = HashMap::new();
+        if let (Some(newest), Some(oldest)) = (rows.first(), rows.last()) {
+            let (newest, oldest): (i64, i64) = (newest.try_get("id")?, oldest.try_get("id")?);
+            for a in sqlx::query(
+                "SELECT a.delivery_id, a.attempt, a.at, a.status, a.error, a.latency_ms \
+                 FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id \
+                 WHERE d.endpoint_id = $1 AND a.delivery_id BETWEEN $2 AND $3 \
+                 ORDER BY a.delivery_id, a.attempt",
+            )
+            .bind(endpoint_id)
+            .bind(oldest)
+            .bind(newest)
+            .fetch_all(self.read_pool().await)
+            .await?
+            {
+                attempts
+                    .entry(a.try_get("delivery_id")?)
+                    .or_default()
+                    .push(Attempt {
+                        attempt: a.try_get("attempt")?,
+                        at: a.try_get("at")?,
+                        status: a.try_get("status")?,
+                        error: a.try_get("error")?,
+                        latency_ms: a.try_get("latency_ms")?,
+                    });
+            }
+        }
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let row: i64 = r.try_get("id")?;
             let state: String = r.try_get("state")?;
             let payload: String = r.try_get("payload")?;
-            let attempts = sqlx::query(
-                "SELECT attempt, at, status, error, latency_ms FROM webhook_attempts \
-                 WHERE delivery_id = $1 ORDER BY attempt",
-            )
-            .bind(row)
-            .fetch_all(self.read_pool().await)
-            .await?
-            .iter()
-            .map(|a| {
-                Ok(Attempt {
-                    attempt: a.try_get("attempt")?,
-                    at: a.try_get("at")?,
-                    status: a.try_get("status")?,
-                    error: a.try_get("error")?,
-                    latency_ms: a.try_get("latency_ms")?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            let attempts = attempts.remove(&row).unwrap_or_default();
             out.push(Delivery {
                 id: r.try_get("msg_id")?,
                 endpoint_id: r.try_get("endpoint_id")?,
@@ -843,7 +862,7 @@ mod tests {
         let (store, dir) = store().await;
         let (account, conn) = account_with_connection(&store, "con_1").await;
         store
-            .create_webhook_endpoint(&endpoint(&account, "wh_1", None), b"s")
+            .create_webhook_endpoint(&endpoint(&account, "wh_1", None), b"s", 20)
             .await
             .unwrap();
         (store, dir, account, conn.id)
@@ -879,13 +898,14 @@ mod tests {
         let (account, conn) = account_with_connection(&store, "con_1").await;
         let (other, other_conn) = account_with_connection(&store, "con_2").await;
         store
-            .create_webhook_endpoint(&endpoint(&account, "wh_all", None), b"s")
+            .create_webhook_endpoint(&endpoint(&account, "wh_all", None), b"s", 20)
             .await
             .unwrap();
         store
             .create_webhook_endpoint(
                 &endpoint(&account, "wh_del", Some(vec!["object.deleted"])),
                 b"s",
+                20,
             )
             .await
             .unwrap();
@@ -1138,11 +1158,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn creations_at_once_stop_at_the_cap() {
+        let (store, _dir) = store().await;
+        let (account, _) = account_with_connection(&store, "con_1").await;
+        let ids: Vec<String> = (0..6).map(|i| format!("wh_{i}")).collect();
+        let made = futures_util::future::join_all(ids.iter().map(|id| {
+            let e = endpoint(&account, id, None);
+            let store = &store;
+            async move { store.create_webhook_endpoint(&e, b"s", 4).await.unwrap() }
+        }))
+        .await;
+        assert_eq!(made.iter().filter(|m| m.is_none()).count(), 4);
+        assert!(made.iter().flatten().all(|have| *have == 4), "{made:?}");
+        assert_eq!(
+            store.list_webhook_endpoints(&account).await.unwrap().len(),
+            4
+        );
+    }
+
+    #[tokio::test]
     async fn a_rotated_secret_signs_until_its_time_is_up() {
         let (store, _dir) = store().await;
         let (account, _) = account_with_connection(&store, "con_1").await;
         store
-            .create_webhook_endpoint(&endpoint(&account, "wh_1", None), b"old")
+            .create_webhook_endpoint(&endpoint(&account, "wh_1", None), b"old", 20)
             .await
             .unwrap();
         assert!(
