@@ -14,7 +14,7 @@ use ferry_tests::{Api, Hub, HubOptions, Spoke, SpokeOptions};
 use serde_json::{Value, json};
 
 use crate::Plan;
-use crate::report::{Table, fmt, median};
+use crate::report::{Table, fmt, median, spread};
 
 const ZONE: &str = "ferry.bench";
 /// The client network the reports are made from, and the ECS dnsperf sends.
@@ -95,6 +95,10 @@ pub async fn dns(plan: &Plan) -> anyhow::Result<(String, Value)> {
         }
     }
     let [nsd_qps, ecs_qps, source_qps] = [0, 1, 2].map(|i| median(&qps[i]));
+    // Each run's ferry figures against that run's NSD.
+    let to_nsd =
+        |i: usize| -> Vec<f64> { qps[i].iter().zip(&qps[0]).map(|(f, n)| f / n).collect() };
+    let (ecs_ratio, source_ratio) = (to_nsd(1), to_nsd(2));
 
     // A killed spoke: how long until DNS stops answering it.
     let mut out_after = Vec::new();
@@ -122,34 +126,38 @@ pub async fn dns(plan: &Plan) -> anyhow::Result<(String, Value)> {
         format!(
             "7. Steering DNS: dnsperf -c {CLIENTS}, {secs} s per run, queries for api.{ZONE} A; NSD serves a static zone of the same names"
         ),
-        &["server", "queries/s", "vs NSD"],
+        &["server", "queries/s", "vs NSD, run by run", "min–max"],
     );
     t.row(vec![
         "NSD 4 (static zone)".into(),
         fmt(nsd_qps, 0),
         "1.00".into(),
+        spread(&qps[0], 0),
     ]);
     t.row(vec![
         "ferry hub, ECS, steering lookup".into(),
         fmt(ecs_qps, 0),
-        fmt(ecs_qps / nsd_qps, 2),
+        fmt(median(&ecs_ratio), 2),
+        spread(&ecs_ratio, 2),
     ]);
     t.row(vec![
         "ferry hub, by source address".into(),
         fmt(source_qps, 0),
-        fmt(source_qps / nsd_qps, 2),
+        fmt(median(&source_ratio), 2),
+        spread(&source_ratio, 2),
     ]);
     t.row(vec![
         "killed spoke out of the answers, s".into(),
         format!("{} (worst {})", fmt(median(&out_after), 2), fmt(worst, 2)),
         "goal ≤ 3".into(),
+        String::new(),
     ]);
     let json = json!({
         "nsd_qps": nsd_qps,
         "ferry_ecs_qps": ecs_qps,
         "ferry_source_qps": source_qps,
-        "ecs_vs_nsd": ecs_qps / nsd_qps,
-        "source_vs_nsd": source_qps / nsd_qps,
+        "ecs_vs_nsd": median(&ecs_ratio),
+        "source_vs_nsd": median(&source_ratio),
         "runs_qps": { "nsd": qps[0], "ferry_ecs": qps[1], "ferry_source": qps[2] },
         "killed_spoke_out_s": median(&out_after),
         "killed_spoke_out_worst_s": worst,

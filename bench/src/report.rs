@@ -81,6 +81,20 @@ pub fn median(values: &[f64]) -> f64 {
 }
 
 /// A number with `digits` decimals.
+/// The least and the greatest of `values` as `min–max` with `digits`
+/// decimals, the spread printed beside a median; `-` for none.
+pub fn spread(values: &[f64], digits: usize) -> String {
+    let finite = values.iter().copied().filter(|v| v.is_finite());
+    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    if lo.is_finite() {
+        format!("{lo:.digits$}–{hi:.digits$}")
+    } else {
+        "-".into()
+    }
+}
+
 pub fn fmt(v: f64, digits: usize) -> String {
     if v.is_finite() {
         format!("{v:.digits$}")
@@ -147,6 +161,12 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
         assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn spreads() {
+        assert_eq!(spread(&[0.91, 1.2, f64::NAN, 0.87], 2), "0.87–1.20");
+        assert_eq!(spread(&[], 2), "-");
     }
 
     #[test]

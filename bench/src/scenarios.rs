@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::Plan;
 use crate::client::{self, Target};
-use crate::report::{Table, fmt, median};
+use crate::report::{Table, fmt, median, spread};
 use crate::rig::{Rig, Via};
 use crate::sys::{self, MachineSample};
 
@@ -277,10 +277,11 @@ pub(crate) struct Series {
 
 impl Series {
     /// The columns of [`Series::row`].
-    pub(crate) const COLUMNS: [&str; 6] = [
+    pub(crate) const COLUMNS: [&str; 7] = [
         "path",
         "MB/s",
         "ratio",
+        "ratio min–max",
         "CPU-s/GiB",
         "path CPU-s/GiB",
         "added CPU-s/GiB",
@@ -315,6 +316,11 @@ impl Series {
                 "1.00".into()
             } else {
                 fmt(median(&self.ratio), 2)
+            },
+            if base {
+                "-".into()
+            } else {
+                spread(&self.ratio, 2)
             },
             fmt(median(&self.cpu), 3),
             fmt(median(&self.path_cpu), 3),
@@ -676,6 +682,7 @@ async fn sweep(rig: &mut Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(Str
             "spoke MB/s",
             "nginx MB/s",
             "spoke/nginx",
+            "min–max",
             "spoke peak RSS MiB",
         ],
     );
@@ -699,6 +706,7 @@ async fn sweep(rig: &mut Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(Str
             fmt(median(&spoke), 0),
             fmt(median(&nginx), 0),
             fmt(median(&ratio), 2),
+            spread(&ratio, 2),
             fmt(median(&rss) / 1048576.0, 1),
         ]);
         points.push(json!({
@@ -755,7 +763,16 @@ async fn control(rig: &Rig, plan: &Plan) -> anyhow::Result<(String, Value)> {
             plan.control_conns,
             plan.control_time.as_secs_f64()
         ),
-        &["path", "req/s", "ratio", "p50 ms", "p99 ms", "p99 added ms"],
+        &[
+            "path",
+            "req/s",
+            "ratio",
+            "ratio min–max",
+            "p50 ms",
+            "p99 ms",
+            "p99 added ms",
+            "p99 added min–max",
+        ],
     );
     let names = ["hub directly", "spoke (QUIC tunnel)", "nginx proxy to hub"];
     let mut json =
@@ -765,9 +782,11 @@ async fn control(rig: &Rig, plan: &Plan) -> anyhow::Result<(String, Value)> {
             names[i].into(),
             fmt(median(&rps[i]), 0),
             fmt(median(&ratio[i]), 2),
+            spread(&ratio[i], 2),
             fmt(median(&p50[i]), 2),
             fmt(median(&p99[i]), 2),
             fmt(median(&added[i]), 2),
+            spread(&added[i], 2),
         ]);
         json[vias[i].name()] = json!({
             "rps": median(&rps[i]),
@@ -813,9 +832,11 @@ async fn tunnel(rig: &Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(String
     t.row(series[1].row("spoke, tunnel on QUIC", false));
     t.row(series[2].row("spoke, tunnel on TLS over TCP", false));
     let text = format!(
-        "{}QUIC / TCP throughput: {}\n",
+        "{}QUIC / TCP throughput: {} ({} over {} runs)\n",
         t.render(),
-        fmt(median(&quic_to_tcp), 2)
+        fmt(median(&quic_to_tcp), 2),
+        spread(&quic_to_tcp, 2),
+        quic_to_tcp.len()
     );
     let json = json!({
         "bytes": size,
