@@ -83,17 +83,27 @@ pub async fn dns(plan: &Plan) -> anyhow::Result<(String, Value)> {
     let queries = work.path().join("queries.txt");
     std::fs::write(&queries, format!("api.{ZONE} A\n").repeat(1000))?;
     let mut qps: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+    // The server's CPU (user and system, its threads and children) per
+    // query answered, in microseconds.
+    let mut cpu_us: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+    let hub_pid = hub.daemon().pid().context("the hub runs")?;
+    let nsd_pid = nsd.daemon.pid().context("NSD runs")?;
     for run in 0..plan.runs {
         for k in 0..targets.len() {
             let i = (run + k) % targets.len();
-            let (addr, ecs) = match targets[i] {
-                Target::Nsd => (nsd.addr, true),
-                Target::FerryEcs => (server, true),
-                Target::FerrySource => (server, false),
+            let (addr, ecs, pid) = match targets[i] {
+                Target::Nsd => (nsd.addr, true, nsd_pid),
+                Target::FerryEcs => (server, true, hub_pid),
+                Target::FerrySource => (server, false, hub_pid),
             };
-            qps[i].push(dnsperf(addr, &queries, secs, ecs)?);
+            let before = crate::sys::cpu_secs_with_children(pid);
+            let (rate, answered) = dnsperf(addr, &queries, secs, ecs)?;
+            let used = crate::sys::cpu_secs_with_children(pid) - before;
+            qps[i].push(rate);
+            cpu_us[i].push(used * 1e6 / answered.max(1.0));
         }
     }
+    let cpu = |i: usize| fmt(median(&cpu_us[i]), 2);
     let [nsd_qps, ecs_qps, source_qps] = [0, 1, 2].map(|i| median(&qps[i]));
     // Each run's ferry figures against that run's NSD.
     let to_nsd =
@@ -126,30 +136,40 @@ pub async fn dns(plan: &Plan) -> anyhow::Result<(String, Value)> {
         format!(
             "7. Steering DNS: dnsperf -c {CLIENTS}, {secs} s per run, queries for api.{ZONE} A; NSD serves a static zone of the same names"
         ),
-        &["server", "queries/s", "vs NSD, run by run", "min–max"],
+        &[
+            "server",
+            "queries/s",
+            "vs NSD, run by run",
+            "min–max",
+            "server CPU µs/query",
+        ],
     );
     t.row(vec![
         "NSD 4 (static zone)".into(),
         fmt(nsd_qps, 0),
         "1.00".into(),
         spread(&qps[0], 0),
+        cpu(0),
     ]);
     t.row(vec![
         "ferry hub, ECS, steering lookup".into(),
         fmt(ecs_qps, 0),
         fmt(median(&ecs_ratio), 2),
         spread(&ecs_ratio, 2),
+        cpu(1),
     ]);
     t.row(vec![
         "ferry hub, by source address".into(),
         fmt(source_qps, 0),
         fmt(median(&source_ratio), 2),
         spread(&source_ratio, 2),
+        cpu(2),
     ]);
     t.row(vec![
         "killed spoke out of the answers, s".into(),
         format!("{} (worst {})", fmt(median(&out_after), 2), fmt(worst, 2)),
         "goal ≤ 3".into(),
+        String::new(),
         String::new(),
     ]);
     let json = json!({
@@ -159,6 +179,7 @@ pub async fn dns(plan: &Plan) -> anyhow::Result<(String, Value)> {
         "ecs_vs_nsd": median(&ecs_ratio),
         "source_vs_nsd": median(&source_ratio),
         "runs_qps": { "nsd": qps[0], "ferry_ecs": qps[1], "ferry_source": qps[2] },
+        "runs_server_cpu_us_per_query": { "nsd": cpu_us[0], "ferry_ecs": cpu_us[1], "ferry_source": cpu_us[2] },
         "killed_spoke_out_s": median(&out_after),
         "killed_spoke_out_worst_s": worst,
         "runs_killed_spoke_out_s": out_after,
@@ -205,7 +226,9 @@ async fn api_answer(server: SocketAddr) -> Vec<IpAddr> {
 
 /// Runs dnsperf against `server` for `secs` and returns its queries per
 /// second; fails if it lost more than one query in a thousand.
-fn dnsperf(server: SocketAddr, queries: &Path, secs: u64, ecs: bool) -> anyhow::Result<f64> {
+/// Runs dnsperf against `server`: its queries per second and the queries
+/// it got answers to.
+fn dnsperf(server: SocketAddr, queries: &Path, secs: u64, ecs: bool) -> anyhow::Result<(f64, f64)> {
     let mut cmd = Command::new("dnsperf");
     cmd.args([
         "-s",
@@ -231,10 +254,11 @@ fn dnsperf(server: SocketAddr, queries: &Path, secs: u64, ecs: bool) -> anyhow::
             .parse()
             .ok()
     };
-    let (Some(qps), Some(sent), Some(lost)) = (
+    let (Some(qps), Some(sent), Some(lost), Some(completed)) = (
         field("Queries per second"),
         field("Queries sent"),
         field("Queries lost"),
+        field("Queries completed"),
     ) else {
         bail!(
             "dnsperf printed no figures:\n{text}{}",
@@ -244,7 +268,7 @@ fn dnsperf(server: SocketAddr, queries: &Path, secs: u64, ecs: bool) -> anyhow::
     if lost > sent / 1000.0 {
         bail!("dnsperf lost {lost} of {sent} queries to {server}:\n{text}");
     }
-    Ok(qps)
+    Ok((qps, completed))
 }
 
 /// NSD on loopback, serving the same names from a zone file; stopped with
