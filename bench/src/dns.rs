@@ -96,9 +96,9 @@ pub async fn dns(plan: &Plan) -> anyhow::Result<(String, Value)> {
                 Target::FerryEcs => (server, true, hub_pid),
                 Target::FerrySource => (server, false, hub_pid),
             };
-            let before = crate::sys::cpu_secs_with_children(pid);
+            let before = crate::sys::cpu_secs_of_tree(pid);
             let (rate, answered) = dnsperf(addr, &queries, secs, ecs)?;
-            let used = crate::sys::cpu_secs_with_children(pid) - before;
+            let used = crate::sys::cpu_secs_of_tree(pid) - before;
             qps[i].push(rate);
             cpu_us[i].push(used * 1e6 / answered.max(1.0));
         }

@@ -52,6 +52,12 @@ pub fn cpu_secs_with_children(pid: u32) -> f64 {
     cpu_secs(pid) + children(pid).into_iter().map(cpu_secs).sum::<f64>()
 }
 
+/// CPU seconds of a process and all its descendants (NSD's main process,
+/// its server and its zone-transfer processes).
+pub fn cpu_secs_of_tree(pid: u32) -> f64 {
+    cpu_secs(pid) + children(pid).into_iter().map(cpu_secs_of_tree).sum::<f64>()
+}
+
 /// Resets the peak resident set size the kernel keeps for a process, so the
 /// next reading covers only what follows.
 pub fn reset_peak_rss(pid: u32) {

@@ -18,9 +18,15 @@
 //! with the scope the answer holds for (the steering prefix length); every
 //! other answer does not depend on the client and has scope 0. Without the
 //! option, the resolver's own address is steered on.
+//!
+//! Answers to `api.<zone>` over UDP are kept as they were sent ([`Kept`]):
+//! a later query with the same bytes (but its message ID) that steering
+//! sends to the same place gets them again, with its own ID, without
+//! parsing or building a message. Steering still decides every query.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ferry_common::prefix::Prefix;
@@ -36,7 +42,7 @@ use prometheus_client::metrics::counter::Counter;
 use super::limit::{RateLimiter, Verdict};
 use super::metrics::{DnsMetrics, DropReason, QType, RCode, Transport};
 use super::zone::Zone;
-use crate::steering::Steering;
+use crate::steering::{SpokeTarget, Steering};
 
 /// The UDP payload size this server offers in EDNS (the 2020 DNS flag
 /// day's value, which avoids IP fragmentation).
@@ -51,6 +57,62 @@ pub struct Responder {
     steering: Arc<Steering>,
     metrics: DnsMetrics,
     hub_answers: Counter,
+    kept: Mutex<Kept>,
+}
+
+/// Queries kept at most; past this the kept answers are forgotten and
+/// gathered again.
+const KEPT_QUERIES: usize = 4096;
+/// Answers kept per query (one per steering outcome seen).
+const KEPT_PER_QUERY: usize = 8;
+/// Queries longer than this are answered without keeping.
+const KEPT_QUERY_BYTES: usize = 512;
+
+/// Answers to `api.<zone>` sent over UDP, by the query's bytes after its
+/// message ID. An answer depends on those bytes and on where steering
+/// sent the client (a spoke's target or the hub, and the ECS scope); the
+/// zone does not change while the responder lives.
+#[derive(Debug, Default)]
+struct Kept {
+    queries: HashMap<Box<[u8]>, Asked>,
+}
+
+/// What the bytes of one query ask, and the answers given to them.
+#[derive(Debug)]
+struct Asked {
+    /// The ECS address steered on; `None` steers on the source.
+    subnet: Option<IpAddr>,
+    /// Whether the query carried an ECS option.
+    subnet_sent: bool,
+    qtype: QType,
+    answers: Vec<KeptAnswer>,
+}
+
+#[derive(Debug)]
+struct KeptAnswer {
+    /// The spoke steered to (held, so no other target can take its
+    /// address), `None` for the hub.
+    target: Option<Arc<SpokeTarget>>,
+    scope: u8,
+    rcode: RCode,
+    /// The answer after its message ID.
+    bytes: Box<[u8]>,
+}
+
+/// Where a query of `api.<zone>` was steered, for keeping its answer.
+struct Steer {
+    subnet: Option<IpAddr>,
+    subnet_sent: bool,
+    target: Option<Arc<SpokeTarget>>,
+    scope: u8,
+}
+
+fn same_target(a: &Option<Arc<SpokeTarget>>, b: &Option<Arc<SpokeTarget>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 /// What a name in the zone is.
@@ -96,12 +158,85 @@ impl Responder {
             steering,
             metrics,
             hub_answers,
+            kept: Mutex::default(),
         }
     }
 
     /// The DNS metrics it counts in.
     pub fn metrics(&self) -> &DnsMetrics {
         &self.metrics
+    }
+
+    /// Answers sent again from those kept, so far.
+    pub fn kept_sent(&self) -> u64 {
+        self.metrics.kept.get()
+    }
+
+    /// Sends the answer kept for `packet` (a UDP query of `api.<zone>`
+    /// asked before) if steering sends its client where it sent it then;
+    /// false when none is kept.
+    fn send_kept(&self, packet: &[u8], source: IpAddr, out: &mut Vec<u8>) -> bool {
+        if packet.len() > KEPT_QUERY_BYTES || packet.len() < 12 {
+            return false;
+        }
+        let kept = self.kept.lock().expect("kept answers poisoned");
+        let Some(asked) = kept.queries.get(&packet[2..]) else {
+            return false;
+        };
+        let steered = self.steering.answer(asked.subnet.unwrap_or(source));
+        let scope = if asked.subnet.is_some() {
+            steered.scope
+        } else {
+            0
+        };
+        let Some(answer) = asked
+            .answers
+            .iter()
+            .find(|a| a.scope == scope && same_target(&a.target, &steered.target))
+        else {
+            return false;
+        };
+        out.clear();
+        out.extend_from_slice(&packet[..2]);
+        out.extend_from_slice(&answer.bytes);
+        self.metrics.client_subnet(asked.subnet_sent);
+        match &steered.target {
+            Some(t) => t.answers.inc(),
+            None => self.hub_answers.inc(),
+        };
+        self.metrics
+            .query(Transport::udp, asked.qtype, answer.rcode);
+        self.metrics.kept.inc();
+        true
+    }
+
+    /// Keeps `answer`, sent to the UDP query `packet` steered as `steer`.
+    fn keep(&self, packet: &[u8], steer: Steer, qtype: QType, rcode: RCode, answer: &[u8]) {
+        if packet.len() > KEPT_QUERY_BYTES || packet.len() < 12 || answer.len() < 12 {
+            return;
+        }
+        let mut kept = self.kept.lock().expect("kept answers poisoned");
+        if kept.queries.len() >= KEPT_QUERIES && !kept.queries.contains_key(&packet[2..]) {
+            kept.queries.clear();
+        }
+        let asked = kept
+            .queries
+            .entry(packet[2..].into())
+            .or_insert_with(|| Asked {
+                subnet: steer.subnet,
+                subnet_sent: steer.subnet_sent,
+                qtype,
+                answers: Vec::new(),
+            });
+        if asked.answers.len() >= KEPT_PER_QUERY {
+            asked.answers.clear();
+        }
+        asked.answers.push(KeptAnswer {
+            target: steer.target,
+            scope: steer.scope,
+            rcode,
+            bytes: answer[2..].into(),
+        });
     }
 
     /// Answers `packet` from `source` into `out` (cleared first); false
@@ -131,6 +266,11 @@ impl Responder {
             self.metrics.dropped(DropReason::rate_limited);
             return false;
         }
+        let udp = transport == Transport::udp;
+        if udp && verdict == Verdict::Send && self.send_kept(packet, source, out) {
+            return true;
+        }
+        let mut steer = None;
         let (mut reply, qtype, udp_limit) = match Message::from_vec(packet) {
             Ok(query) if verdict == Verdict::Slip => {
                 self.metrics.slipped.inc();
@@ -154,7 +294,7 @@ impl Responder {
                 }
                 (truncated(&reply), qtype, CLASSIC_PAYLOAD)
             }
-            Ok(query) => self.answer(&query, source, transport),
+            Ok(query) => self.answer(&query, source, transport, &mut steer),
             Err(_) => {
                 let mut m = Message::new(
                     header.metadata.id,
@@ -175,23 +315,29 @@ impl Responder {
                 return false;
             }
         }
-        if transport == Transport::udp && out.len() > udp_limit {
+        if udp && out.len() > udp_limit {
             // Too big for the client's buffer: it retries over TCP.
             if encode(&truncated(&reply), out).is_err() {
                 return false;
             }
         }
         self.metrics.query(transport, qtype, rcode);
+        if udp && let Some(steer) = steer {
+            self.keep(packet, steer, qtype, rcode, out);
+        }
         true
     }
 
     /// The answer to a well-formed message, its type's label and the
     /// largest UDP answer the asker takes.
+    ///
+    /// For `api.<zone>`, `steer` is set to where the client was steered.
     fn answer(
         &self,
         query: &Message,
         source: IpAddr,
         transport: Transport,
+        steer: &mut Option<Steer>,
     ) -> (Message, QType, usize) {
         let mut reply = Message::new(
             query.metadata.id,
@@ -255,6 +401,13 @@ impl Responder {
                     _ => (source, false),
                 };
                 let steered = self.steering.answer(client);
+                let scope = if use_ecs { steered.scope } else { 0 };
+                *steer = Some(Steer {
+                    subnet: use_ecs.then_some(client),
+                    subnet_sent: subnet.is_some(),
+                    target: steered.target.clone(),
+                    scope,
+                });
                 let (v4, v6) = match &steered.target {
                     Some(t) => {
                         t.answers.inc();
@@ -266,7 +419,7 @@ impl Responder {
                     }
                 };
                 self.addresses(&mut reply, name, (q.query_type(), any), v4, v6);
-                if use_ecs { steered.scope } else { 0 }
+                scope
             }
             Node::Hub => {
                 let (v4, v6) = (&self.zone.hub_v4[..], &self.zone.hub_v6[..]);

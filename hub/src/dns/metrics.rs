@@ -79,6 +79,9 @@ pub struct DnsMetrics {
     /// DNS-over-TCP connections closed at once because their source held
     /// `dns.max_tcp_connections_per_source`.
     pub tcp_refused: Counter,
+    /// Answers sent again as kept (the same query, steered to the same
+    /// place).
+    pub kept: Counter,
 }
 
 impl DnsMetrics {
@@ -102,6 +105,12 @@ impl DnsMetrics {
             "DNS packets given no answer, by reason",
             dropped.clone(),
         );
+        let kept = Counter::default();
+        registry.register(
+            "dns_answers_kept",
+            "Answers to api.<zone> over UDP sent again as kept: the same query bytes, steered to the same place",
+            kept.clone(),
+        );
         let slipped = Counter::default();
         registry.register(
             "dns_rate_limit_slipped",
@@ -119,6 +128,7 @@ impl DnsMetrics {
             ecs,
             dropped,
             slipped,
+            kept,
             tcp_refused,
         }
     }

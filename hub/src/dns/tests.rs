@@ -22,6 +22,12 @@ use std::time::Instant;
 const CLIENT: &str = "198.51.100.20";
 
 fn responder() -> Responder {
+    responder_and_steering().0
+}
+
+/// Spokes fra1 (192.0.2.1, 2001:db8::1) and ams1 (192.0.2.2), and the
+/// live state they were announced with (to change it).
+fn responder_and_steering() -> (Responder, Arc<Steering>, Vec<LiveSteering>) {
     let mut registry = prometheus_client::registry::Registry::default();
     let steering = Arc::new(Steering::new(
         &SteeringConfig::default(),
@@ -40,10 +46,11 @@ fn responder() -> Responder {
         active_transfers: 0,
         draining: false,
     };
-    steering.refresh(vec![
+    let spokes = vec![
         live("fra1", &["192.0.2.1", "2001:db8::1"]),
         live("ams1", &["192.0.2.2"]),
-    ]);
+    ];
+    steering.refresh(spokes.clone());
     // Clients in 198.51.100.0/24 are nearer fra1, those in
     // 203.0.113.0/24 nearer ams1.
     let report = |client: &str, fra: f64, ams: f64| {
@@ -69,7 +76,116 @@ fn responder() -> Responder {
     let metrics = crate::dns::metrics::DnsMetrics::register(&mut registry);
     let hub = SteeringMetrics::register(&mut prometheus_client::registry::Registry::default())
         .answers("hub");
-    Responder::new(zone, steering, metrics, hub)
+    (
+        Responder::new(zone, steering.clone(), metrics, hub),
+        steering,
+        spokes,
+    )
+}
+
+/// The answer's bytes to `packet` from `source` over `transport`.
+fn raw(r: &Responder, packet: &[u8], source: &str, transport: Transport) -> Vec<u8> {
+    let mut out = Vec::new();
+    assert!(r.respond(packet, source.parse().unwrap(), transport, None, &mut out));
+    out
+}
+
+#[test]
+fn kept_answers_carry_each_querys_id_and_follow_steering() {
+    let (r, steering, mut spokes) = responder_and_steering();
+    let with_id = |mut q: Vec<u8>, id: u16| {
+        q[..2].copy_from_slice(&id.to_be_bytes());
+        q
+    };
+    let plain = query("aPi.EDGE.example.com", RecordType::A, None);
+    let first = raw(&r, &with_id(plain.clone(), 1), CLIENT, Transport::udp);
+    assert_eq!(r.kept_sent(), 0);
+    let again = raw(&r, &with_id(plain.clone(), 0xbeef), CLIENT, Transport::udp);
+    assert_eq!(r.kept_sent(), 1, "the second answer is the kept one");
+    assert_eq!(&again[..2], &[0xbe, 0xef], "with the query's own ID");
+    assert_eq!(first[2..], again[2..]);
+    let m = Message::from_vec(&again).unwrap();
+    assert_eq!(m.queries[0].name().to_string(), "aPi.EDGE.example.com.");
+    assert_eq!(addrs(&m), ["192.0.2.1"]);
+
+    // The same bytes from a network near ams1 are steered there: not the
+    // kept answer.
+    let m = Message::from_vec(&raw(&r, &plain, "203.0.113.9", Transport::udp)).unwrap();
+    assert_eq!(addrs(&m), ["192.0.2.2"]);
+    assert_eq!(r.kept_sent(), 1);
+    // Both kept now, each for its own outcome.
+    let m = Message::from_vec(&raw(&r, &plain, CLIENT, Transport::udp)).unwrap();
+    assert_eq!(addrs(&m), ["192.0.2.1"]);
+    let m = Message::from_vec(&raw(&r, &plain, "203.0.113.9", Transport::udp)).unwrap();
+    assert_eq!(addrs(&m), ["192.0.2.2"]);
+    assert_eq!(r.kept_sent(), 3);
+
+    // ECS: the subnet decides, whoever asks; the scope comes back.
+    let ecs = query(
+        "api.edge.example.com",
+        RecordType::A,
+        Some(ClientSubnet::new("203.0.113.0".parse().unwrap(), 24, 0)),
+    );
+    for source in ["192.0.2.53", CLIENT] {
+        let m = Message::from_vec(&raw(&r, &ecs, source, Transport::udp)).unwrap();
+        assert_eq!(
+            (addrs(&m), scope(&m)),
+            (vec!["192.0.2.2".to_owned()], Some((24, 24)))
+        );
+    }
+    assert_eq!(r.kept_sent(), 4);
+
+    // fra1 drains: its clients go to ams1 at once.
+    spokes[0].draining = true;
+    steering.refresh(spokes);
+    let m = Message::from_vec(&raw(&r, &plain, CLIENT, Transport::udp)).unwrap();
+    assert_eq!(addrs(&m), ["192.0.2.2"]);
+    // TCP answers are built each time.
+    let before = r.kept_sent();
+    raw(&r, &plain, CLIENT, Transport::tcp);
+    raw(&r, &plain, CLIENT, Transport::tcp);
+    assert_eq!(r.kept_sent(), before);
+}
+
+#[test]
+fn a_kept_answer_is_byte_for_byte_the_answer_built_afresh() {
+    let r = responder();
+    let subnets = [
+        None,
+        Some(ClientSubnet::new("203.0.113.0".parse().unwrap(), 24, 0)),
+        Some(ClientSubnet::new("198.51.0.0".parse().unwrap(), 16, 0)),
+        Some(ClientSubnet::new("0.0.0.0".parse().unwrap(), 0, 0)),
+        Some(ClientSubnet::new("2001:db8::".parse().unwrap(), 48, 0)),
+    ];
+    let names = [
+        "api.edge.example.com",
+        "API.Edge.Example.Com",
+        "hub.edge.example.com",
+    ];
+    let types = [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::ANY,
+        RecordType::MX,
+    ];
+    for name in names {
+        for qtype in types {
+            for subnet in subnets {
+                for source in [CLIENT, "203.0.113.9", "192.0.2.200"] {
+                    let q = query(name, qtype, subnet);
+                    raw(&r, &q, source, Transport::udp);
+                    let before = r.kept_sent();
+                    let kept = raw(&r, &q, source, Transport::udp);
+                    // Every api query's second answer is a kept one;
+                    // hub.<zone> is not kept.
+                    let api = name.to_ascii_lowercase().starts_with("api.");
+                    assert_eq!(r.kept_sent() - before, u64::from(api), "{name}");
+                    let built = raw(&responder(), &q, source, Transport::udp);
+                    assert_eq!(kept, built, "{name} {qtype} {subnet:?} from {source}");
+                }
+            }
+        }
+    }
 }
 
 fn ask_from(r: &Responder, packet: &[u8], source: &str) -> Option<Message> {
