@@ -3,6 +3,7 @@
 //! a closed-loop load generator for small requests.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -16,13 +17,43 @@ use hyper_util::rt::TokioIo;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = BoxBody<Bytes, BoxError>;
 
-/// Opens one HTTP/1.1 connection.
+/// Servers that speak HTTPS, and the TLS configuration to reach them with
+/// (the HTTPS scenario's spoke and nginx); every other address is plain.
+static TLS: Mutex<Vec<(SocketAddr, Arc<rustls::ClientConfig>)>> = Mutex::new(Vec::new());
+
+/// Connections to `addr` use TLS with `config` from now on.
+pub fn use_tls(addr: SocketAddr, config: Arc<rustls::ClientConfig>) {
+    TLS.lock().expect("poisoned").push((addr, config));
+}
+
+fn tls_for(addr: SocketAddr) -> Option<Arc<rustls::ClientConfig>> {
+    let known = TLS.lock().expect("poisoned");
+    known
+        .iter()
+        .find(|(a, _)| *a == addr)
+        .map(|(_, c)| c.clone())
+}
+
+/// Opens one HTTP/1.1 connection (over TLS to the servers [`use_tls`]
+/// named).
 async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Body>> {
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;
     tcp.set_nodelay(true)?;
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    let Some(config) = tls_for(addr) else {
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        return Ok(send);
+    };
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .with_context(|| format!("TLS with {addr}"))?;
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
     tokio::spawn(async move {
         let _ = conn.await;
     });

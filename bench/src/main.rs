@@ -7,6 +7,7 @@
 mod client;
 mod clientcp;
 mod dns;
+mod https;
 mod index;
 mod nginx;
 mod report;
@@ -37,7 +38,7 @@ struct Args {
     /// upload), memory, sweep, control, tunnel, recovery, resumable,
     /// resumable_s3 (needs moto: ./scripts/install-test-deps.sh), s3 (needs
     /// s3s-fs: ./scripts/install-test-deps.sh --bench), limits, dns, index,
-    /// client.
+    /// client, https.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to write results.json and the charts.

@@ -99,6 +99,25 @@ impl Nginx {
         Self::spawn(dir, &conf, addr, Some(second))
     }
 
+    /// nginx as an HTTPS proxy to `origin`: TLS 1.3 only, with the
+    /// certificate chain and key in `cert` and `key` (PEM).
+    pub fn tls_proxy(origin: SocketAddr, cert: &Path, key: &Path) -> anyhow::Result<Nginx> {
+        let dir = tempfile::tempdir()?;
+        let addr = free_port()?;
+        let conf = format!(
+            "{main}http {{\n{common}\
+             upstream origin {{ server {origin}; keepalive 64; }}\n\
+             server {{\nlisten {addr} ssl;\nssl_certificate {cert};\nssl_certificate_key {key};\n\
+             ssl_protocols TLSv1.3;\nssl_session_cache shared:bench:1m;\n\
+             location / {{\nproxy_pass http://origin;\n{PROXY_TUNING}}}\n}}\n}}\n",
+            main = main_section(dir.path()),
+            common = http_common(dir.path(), &dir.path().join("body")),
+            cert = cert.display(),
+            key = key.display(),
+        );
+        Self::spawn(dir, &conf, addr, None)
+    }
+
     fn spawn(
         dir: tempfile::TempDir,
         conf: &str,

@@ -45,6 +45,25 @@ impl Via {
     }
 }
 
+/// Every client of the benchmark connects from 127.0.0.1, so one source
+/// holds all of a burst's connections (320 in the memory scenario): the
+/// spokes' per-source cap (256 by default) is lifted.
+pub(crate) const ALL_FROM_LOOPBACK: &str = "max_connections_per_source = 100000\n";
+
+/// Variables for the QUIC spoke's environment from `FERRY_BENCH_SPOKE_ENV`
+/// (`NAME=value` separated by spaces), to run it under a profiler: e.g.
+/// heaptrack's preload library and `DUMP_HEAPTRACK_OUTPUT`.
+fn spoke_env() -> Vec<(String, String)> {
+    std::env::var("FERRY_BENCH_SPOKE_ENV")
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
 /// The running parts.
 #[derive(Debug)]
 pub struct Rig {
@@ -84,6 +103,8 @@ impl Rig {
             &SpokeOptions {
                 log_level: Some("warn,ferry_spoke=info".into()),
                 default_timings: true,
+                api_extra: ALL_FROM_LOOPBACK.into(),
+                env: spoke_env(),
                 ..SpokeOptions::default()
             },
         )
@@ -97,6 +118,7 @@ impl Rig {
                 log_level: Some("warn,ferry_spoke=info".into()),
                 quic_via: Some(black_hole.local_addr()?),
                 tunnel_extra: "quic_handshake_timeout_ms = 300\n".into(),
+                api_extra: ALL_FROM_LOOPBACK.into(),
                 ..SpokeOptions::default()
             },
         )

@@ -155,6 +155,14 @@ async fn measure(
     if want("dns") {
         results.push(("dns", crate::dns::dns(plan).await.context("dns")?));
     }
+    if want("https") {
+        results.push((
+            "https",
+            crate::https::https(rig, plan, &block)
+                .await
+                .context("https")?,
+        ));
+    }
     if want("index") {
         results.push((
             "index",

@@ -40,6 +40,7 @@ fn the_quick_benchmark_runs_every_scenario() {
         "6. Recovery",
         "7. Steering DNS",
         "11. Control requests from the metadata index",
+        "14. HTTPS at the front",
     ] {
         assert!(
             stdout.contains(heading),
@@ -105,6 +106,14 @@ fn the_quick_benchmark_runs_every_scenario() {
         "killed_spoke_out_s",
     ] {
         positive(&json["dns"][figure], &format!("dns {figure}"));
+    }
+    for way in ["download", "upload"] {
+        for path in ["origin", "spoke", "nginx"] {
+            positive(
+                &json["https"][way][path]["mbps"],
+                &format!("https {way} {path}"),
+            );
+        }
     }
     positive(&json["machine"]["cpus"], "cpus");
 

@@ -31,6 +31,7 @@ pub struct Spoke {
     config: PathBuf,
     logs: Vec<String>,
     env: Vec<(String, String)>,
+    tls: bool,
 }
 
 /// How to configure a test spoke.
@@ -56,6 +57,9 @@ pub struct SpokeOptions {
     pub steering_extra: String,
     /// Environment variables set for the spoke process.
     pub env: Vec<(String, String)>,
+    /// Serve the API over TLS with this certificate chain and key (PEM
+    /// files) instead of plain HTTP.
+    pub api_tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Where test spokes listen unless told otherwise.
@@ -67,7 +71,7 @@ fn write_config(dir: &std::path::Path, name: &str, hub: &Hub, opts: &SpokeOption
     std::fs::write(
         &config,
         format!(
-            "name = {name:?}\nstate_dir = {state:?}\n\n[api]\nlisten = \"{ip}:0\"\nplain_http = true\nshutdown_grace_secs = 5\n{api_extra}\n\n\
+            "name = {name:?}\nstate_dir = {state:?}\n\n[api]\nlisten = \"{ip}:0\"\n{plain}shutdown_grace_secs = 5\n{api_extra}\n{tls}\n\
              [metrics]\nlisten = \"127.0.0.1:0\"\n\n\
              [hub]\napi_url = \"{api}\"\ntunnel_addr = \"{tunnel}\"\ntunnel_tcp_addr = \"{tcp}\"\n\n\
              {standby}\n[tunnel]\n{timings}{extra}\n\n\
@@ -80,6 +84,17 @@ fn write_config(dir: &std::path::Path, name: &str, hub: &Hub, opts: &SpokeOption
             tcp = hub.tunnel_tcp_addr,
             extra = opts.tunnel_extra,
             api_extra = opts.api_extra,
+            plain = if opts.api_tls.is_some() {
+                ""
+            } else {
+                "plain_http = true\n"
+            },
+            tls = match &opts.api_tls {
+                Some((cert, key)) => {
+                    format!("\n[api.tls]\ncert_file = {cert:?}\nkey_file = {key:?}\n")
+                }
+                None => String::new(),
+            },
             timings = if opts.default_timings {
                 ""
             } else {
@@ -137,6 +152,7 @@ impl Spoke {
             config,
             logs: Vec::new(),
             env: opts.env.clone(),
+            tls: opts.api_tls.is_some(),
         };
         spoke.spawn(Some(token))?;
         Ok(spoke)
@@ -173,7 +189,8 @@ impl Spoke {
 
     /// The base URL of its API.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The base URL of its operator listener, where `/metrics` is.
