@@ -42,6 +42,12 @@ pub struct ApiConfig {
     /// Default 65536; from 8192 to 1048576.
     #[serde(default = "defaults::max_header_bytes")]
     pub max_header_bytes: usize,
+    /// Most bytes one read of an HTTP/1 connection takes (an upload is
+    /// read in pieces up to this size). Larger reads cost an upload less
+    /// CPU, and each upload connection this much memory. Default 65536;
+    /// from 8192 to 1048576.
+    #[serde(default = "defaults::read_buffer_bytes")]
+    pub read_buffer_bytes: usize,
     /// A connection with no request in flight for this long is closed
     /// gracefully (HTTP/1.1 and HTTP/2 alike: keep-alive pings do not
     /// count); one whose request moves no bytes either way for this long
@@ -84,6 +90,9 @@ mod defaults {
     }
     pub fn max_connections_per_source() -> usize {
         256
+    }
+    pub fn read_buffer_bytes() -> usize {
+        64 * 1024
     }
     pub fn max_header_bytes() -> usize {
         64 * 1024
@@ -153,6 +162,12 @@ impl ApiConfig {
                 "must be from 8192 to 1048576",
             );
         }
+        if !(8192..=1024 * 1024).contains(&api.read_buffer_bytes) {
+            p.add(
+                format!("{prefix}.read_buffer_bytes"),
+                "must be from 8192 to 1048576",
+            );
+        }
         if api.idle_timeout_secs == 0 {
             p.add(format!("{prefix}.idle_timeout_secs"), "must be at least 1");
         }
@@ -177,6 +192,7 @@ impl ApiConfig {
             connections: crate::http_server::ConnectionLimit::new(self.max_connections),
             per_source: SourceLimit::new(self.max_connections_per_source, refused),
             max_header_bytes: self.max_header_bytes,
+            read_buffer_bytes: self.read_buffer_bytes,
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             handshake_timeout: Duration::from_secs(self.handshake_timeout_secs),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),

@@ -120,6 +120,7 @@ pub async fn serve(listener: TcpListener, answers: Answers, shutdown: Cancellati
         connections: ConnectionLimit::new(MAX_CONNECTIONS),
         per_source: SourceLimit::new(MAX_CONNECTIONS, Counter::default()),
         max_header_bytes: MAX_HEADER_BYTES,
+        read_buffer_bytes: MAX_HEADER_BYTES,
         idle_timeout: IDLE_TIMEOUT,
         handshake_timeout: IDLE_TIMEOUT,
         shutdown_grace: Duration::from_secs(1),

@@ -508,12 +508,55 @@ impl Drop for DownloadLog {
 struct LoggedStream<S> {
     inner: S,
     log: DownloadLog,
+    held: Arc<Held>,
+}
+
+/// Chunks of one download handed to the HTTP library and not yet written
+/// to the socket, at most. The library queues body chunks up to its buffer
+/// limit (sized for reading uploads); this keeps a download's memory at
+/// the two chunks the download budget counts on, whatever that limit.
+const HELD_CHUNKS: usize = 2;
+
+/// A download's chunks handed on and not yet sent.
+#[derive(Debug, Default)]
+struct Held {
+    out: std::sync::atomic::AtomicUsize,
+    sent: futures_util::task::AtomicWaker,
+}
+
+/// A chunk as handed to the HTTP library: dropped once it is written.
+struct HeldChunk {
+    data: Bytes,
+    held: Arc<Held>,
+}
+
+impl AsRef<[u8]> for HeldChunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for HeldChunk {
+    fn drop(&mut self) {
+        self.held
+            .out
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.held.sent.wake();
+    }
 }
 
 impl<S: Stream<Item = Result<Bytes, std::io::Error>> + Unpin> Stream for LoggedStream<S> {
     type Item = Result<http_body::Frame<Bytes>, BoxError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        use std::sync::atomic::Ordering;
+        if self.held.out.load(Ordering::Acquire) >= HELD_CHUNKS {
+            self.held.sent.register(cx.waker());
+            // A chunk sent since the first look wakes nobody: look again.
+            if self.held.out.load(Ordering::Acquire) >= HELD_CHUNKS {
+                return Poll::Pending;
+            }
+        }
         match Pin::new(&mut self.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(data))) => {
                 self.log.transfer.bytes += data.len() as i64;
@@ -522,6 +565,11 @@ impl<S: Stream<Item = Result<Bytes, std::io::Error>> + Unpin> Stream for LoggedS
                     self.log.provider,
                     data.len() as u64,
                 );
+                self.held.out.fetch_add(1, Ordering::AcqRel);
+                let data = Bytes::from_owner(HeldChunk {
+                    data,
+                    held: self.held.clone(),
+                });
                 Poll::Ready(Some(Ok(http_body::Frame::data(data))))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -570,12 +618,108 @@ where
         provider: info.provider,
         started: Instant::now(),
     };
-    http_body_util::BodyExt::boxed_unsync(StreamBody::new(LoggedStream { inner: stream, log }))
+    http_body_util::BodyExt::boxed_unsync(StreamBody::new(LoggedStream {
+        inner: stream,
+        log,
+        held: Arc::default(),
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A host that records nothing.
+    struct Quiet {
+        locks: crate::content::locks::PathLocks,
+        metrics: crate::content::metrics::ContentMetrics,
+    }
+
+    impl MetaHost for Quiet {
+        fn lookup<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+        ) -> futures_util::future::BoxFuture<
+            'a,
+            Result<Option<crate::content::model::ObjectMeta>, Problem>,
+        > {
+            Box::pin(async { Ok(None) })
+        }
+        fn commit(
+            &self,
+            _: crate::content::model::Commit,
+        ) -> futures_util::future::BoxFuture<'_, Result<(), Problem>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn log_transfer(&self, _: Transfer) -> futures_util::future::BoxFuture<'static, ()> {
+            Box::pin(async {})
+        }
+        fn node(&self) -> crate::content::Node<'_> {
+            crate::content::Node {
+                locks: &self.locks,
+                metrics: &self.metrics,
+            }
+        }
+        fn via(&self) -> &str {
+            "test"
+        }
+    }
+
+    #[tokio::test]
+    async fn a_download_hands_on_two_chunks_until_one_is_sent() {
+        use futures_util::FutureExt as _;
+        use http_body_util::BodyExt as _;
+        let host = Arc::new(Quiet {
+            locks: Default::default(),
+            metrics: crate::content::metrics::ContentMetrics::register(
+                &mut prometheus_client::registry::Registry::default(),
+            ),
+        });
+        let chunks = futures_util::stream::iter((0..4u8).map(|i| Ok(Bytes::from(vec![i; 8]))));
+        let mut body = download_body(
+            host,
+            chunks,
+            DownloadInfo {
+                account_id: "acc",
+                connection_id: "con",
+                path: "a",
+                expected: 32,
+                provider: "fs",
+            },
+        );
+        let mut next = async || {
+            body.frame()
+                .await
+                .expect("a frame")
+                .expect("no error")
+                .into_data()
+                .expect("data")
+        };
+        let first = next().await;
+        let second = next().await;
+        assert_eq!((first[0], second[0]), (0, 1));
+        // Both still held by the library: no third until one is sent, and
+        // the one waiting for it is woken when it is.
+        assert!(body.frame().now_or_never().is_none());
+        let waiting = tokio::spawn(async move {
+            let third = body.frame().await.unwrap().unwrap().into_data().unwrap();
+            (body, third)
+        });
+        tokio::task::yield_now().await;
+        drop(first);
+        let (mut body, third) = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("woken once a chunk was sent")
+            .unwrap();
+        assert_eq!(third[0], 2);
+        drop((second, third));
+        let mut rest = Vec::new();
+        while let Some(frame) = body.frame().await {
+            rest.push(frame.unwrap().into_data().unwrap()[0]);
+        }
+        assert_eq!(rest, [3]);
+    }
 
     #[test]
     fn gathered_buffers_are_full_and_keep_the_order() {

@@ -62,6 +62,8 @@ pub struct Limits {
     pub per_source: Arc<SourceLimit>,
     /// Largest request head (request line and header fields) accepted.
     pub max_header_bytes: usize,
+    /// Most bytes one read of an HTTP/1 connection takes.
+    pub read_buffer_bytes: usize,
     /// A connection with no request in flight for this long is closed
     /// gracefully, whatever keep-alive pings do; one whose request moves
     /// no bytes either way for this long is cut.

@@ -129,6 +129,23 @@ pub async fn serve(
     }
 }
 
+/// The bytes of an HTTP/1 request head as sent: the request line and
+/// every header field with its separators.
+fn head_bytes<B>(req: &Request<B>) -> usize {
+    let uri = req.uri();
+    let target = uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + uri
+            .authority()
+            .map_or(0, |a| a.as_str().len() + "https://".len());
+    // " " after the method, " HTTP/1.1\r\n" after the target.
+    let line = req.method().as_str().len() + target + 11;
+    req.headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + line
+}
+
 async fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -139,8 +156,15 @@ async fn serve_connection(
 ) {
     let activity = Activity::new();
     let requests = activity.clone();
+    let max_head = limits.max_header_bytes;
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let in_flight = requests.begin();
+        // HTTP/1's read buffer may be larger than the head limit, where
+        // hyper would stop a head (`api.read_buffer_bytes`): the limit is
+        // held here.
+        let too_large = (req.version() <= http::Version::HTTP_11)
+            .then(|| head_bytes(&req))
+            .filter(|&n| n > max_head);
         // An HTTP/1 body its handler leaves unread is read on, so that the
         // client sees the answer (HTTP/2 ends only the stream).
         let (mut req, awaited_body) = if req.version() <= http::Version::HTTP_11 {
@@ -156,7 +180,18 @@ async fn serve_connection(
             (req.map(boxed), None)
         };
         req.extensions_mut().insert(ClientAddr(peer));
-        let fut = handler(req);
+        let fut = match too_large {
+            None => handler(req),
+            Some(n) => {
+                let problem = crate::problem::Problem::new(
+                    crate::problem::ErrorCode::HeadersTooLarge,
+                    format!(
+                        "the request line and header fields take {n} bytes; at most {max_head} are accepted"
+                    ),
+                );
+                Box::pin(async move { problem.into_response() })
+            }
+        };
         async move {
             let mut resp = fut.await;
             // Answered before a body the client was to send after
@@ -175,7 +210,7 @@ async fn serve_connection(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_buf_size(limits.max_header_bytes.max(limits.read_buffer_bytes))
         .header_read_timeout(limits.idle_timeout);
     // Pings find dead peers; they do not keep a connection open (idleness
     // counts requests).
