@@ -139,9 +139,10 @@ pub async fn upload(
         .send_request(req.body(BodyExt::boxed(StreamBody::new(stream)))?)
         .await?;
     let status = resp.status();
-    resp.into_body().collect().await?;
+    let body = resp.into_body().collect().await?.to_bytes();
     if !status.is_success() {
-        bail!("PUT {} answered {status}", target.path);
+        let said = String::from_utf8_lossy(&body[..body.len().min(1024)]);
+        bail!("PUT {} answered {status}: {said}", target.path);
     }
     Ok(status)
 }

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::client::{self, Target};
+use crate::report::{fmt, median, spread};
 use crate::rig::{Rig, Via};
 use crate::scenarios::{Series, in_rotation, push_up_down, timed_on, up_down_table};
 
@@ -126,12 +127,15 @@ pub(crate) async fn s3_key(rig: &Rig, conn: &str) -> anyhow::Result<(String, Str
     Ok((field("access_key_id")?, field("secret_access_key")?))
 }
 
-/// The three ways, in the table's order.
+/// The four ways, in the table's order.
 #[derive(Clone, Copy)]
 enum Way {
     Direct,
     Door,
     Api,
+    /// The benchmark's client with s3s-fs directly, by presigned URLs:
+    /// the same client as `Api`, without the spoke.
+    Client,
 }
 
 /// Scenario 10: `aws s3 cp` of `plan.transfer` bytes up and down, directly
@@ -200,11 +204,44 @@ pub async fn s3_door(rig: &mut Rig, plan: &crate::Plan) -> anyhow::Result<(Strin
         token: Some(rig.tenant.key.clone()),
     };
 
-    let mut up: [Series; 3] = Default::default();
-    let mut dn: [Series; 3] = Default::default();
-    let ways = [Way::Direct, Way::Door, Way::Api];
+    let mut up: [Series; 4] = Default::default();
+    let mut dn: [Series; 4] = Default::default();
+    // ferry's API through the spoke against the same client with s3s-fs
+    // directly, run by run: the spoke in front of object storage.
+    let (mut api_up, mut api_down) = (Vec::new(), Vec::new());
+    let ways = [Way::Direct, Way::Door, Way::Api, Way::Client];
+    let endpoint = format!("http://{}", server.addr);
     for run in 0..plan.runs {
+        // Signed afresh each run (they are good for 5 minutes).
+        let presigned = |method: &str| Target {
+            addr: server.addr,
+            path: ferry_tests::scenarios::presigned(
+                &endpoint,
+                ACCESS_KEY,
+                SECRET_KEY,
+                method,
+                "bench",
+                "client.bin",
+            ),
+            token: None,
+        };
+        let (client_put, client_get) = (presigned("put_object"), presigned("get_object"));
         let got = in_rotation(&ways, run, async |way| {
+            if let Way::Client = way {
+                let put = timed_on(&[s3s_pid], size, async {
+                    client::upload(&client_put, size, block.clone(), &[])
+                        .await
+                        .map(drop)
+                })
+                .await?;
+                let get = timed_on(&[s3s_pid], size, async {
+                    let n = client::download(&client_get).await?;
+                    ensure!(n == size, "downloaded {n} of {size} bytes");
+                    Ok(())
+                })
+                .await?;
+                return Ok((put, get));
+            }
             let (pids, cli, object) = match way {
                 Way::Direct => (vec![s3s_pid], Some(&direct), "s3://bench/direct.bin"),
                 Way::Door => (
@@ -212,7 +249,7 @@ pub async fn s3_door(rig: &mut Rig, plan: &crate::Plan) -> anyhow::Result<(Strin
                     Some(&door),
                     "s3://s3door/door.bin",
                 ),
-                Way::Api => (vec![spoke, hub, s3s_pid], None, ""),
+                Way::Api | Way::Client => (vec![spoke, hub, s3s_pid], None, ""),
             };
             let put = timed_on(&pids, size, async {
                 match cli {
@@ -244,6 +281,8 @@ pub async fn s3_door(rig: &mut Rig, plan: &crate::Plan) -> anyhow::Result<(Strin
         })
         .await?;
         push_up_down(&mut up, &mut dn, &got);
+        api_up.push(got[2].0.mbps / got[3].0.mbps);
+        api_down.push(got[2].1.mbps / got[3].1.mbps);
         eprintln!("s3: run {} of {} done", run + 1, plan.runs);
     }
 
@@ -251,6 +290,7 @@ pub async fn s3_door(rig: &mut Rig, plan: &crate::Plan) -> anyhow::Result<(Strin
         "aws s3 cp, s3s-fs directly",
         "aws s3 cp, the spoke's S3 door",
         "ferry's API, the same spoke",
+        "the same client, s3s-fs directly",
     ];
     let t = up_down_table(
         format!(
@@ -264,10 +304,19 @@ pub async fn s3_door(rig: &mut Rig, plan: &crate::Plan) -> anyhow::Result<(Strin
     let figures = json!({
         "bytes": size,
         "server": "s3s-fs 0.14.1",
-        "upload": { "direct": up[0].json(), "door": up[1].json(), "api": up[2].json() },
-        "download": { "direct": dn[0].json(), "door": dn[1].json(), "api": dn[2].json() },
+        "upload": { "direct": up[0].json(), "door": up[1].json(), "api": up[2].json(), "client": up[3].json() },
+        "download": { "direct": dn[0].json(), "door": dn[1].json(), "api": dn[2].json(), "client": dn[3].json() },
+        "api_vs_client": { "upload": api_up, "download": api_down },
     });
-    Ok((t.render(), figures))
+    let text = format!(
+        "{}ferry's API through the spoke ÷ the same client with s3s-fs directly, run by run: up {} ({}), down {} ({})\n",
+        t.render(),
+        fmt(median(&api_up), 2),
+        spread(&api_up, 2),
+        fmt(median(&api_down), 2),
+        spread(&api_down, 2),
+    );
+    Ok((text, figures))
 }
 
 /// Writes `size` random bytes to `path` (a 1 MiB block repeated); the block.
