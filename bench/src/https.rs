@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::Plan;
 use crate::client::{self, Target};
 use crate::nginx::Nginx;
-use crate::report::{fmt, median, spread};
+use crate::report::median_spread;
 use crate::rig::{ALL_FROM_LOOPBACK, Rig, Via};
 use crate::scenarios::{Sample, Series, in_rotation, timed_on, up_down_table};
 
@@ -134,12 +134,10 @@ pub async fn https(rig: &Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(Str
         &down,
     );
     let text = format!(
-        "{}spoke ÷ nginx, run by run: download {} ({}), upload {} ({})\n",
+        "{}spoke ÷ nginx, run by run: download {}, upload {}\n",
         t.render(),
-        fmt(median(&down_vs_nginx), 2),
-        spread(&down_vs_nginx, 2),
-        fmt(median(&up_vs_nginx), 2),
-        spread(&up_vs_nginx, 2),
+        median_spread(&down_vs_nginx),
+        median_spread(&up_vs_nginx),
     );
     let json = json!({
         "bytes": size,

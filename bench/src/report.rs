@@ -81,6 +81,11 @@ pub fn median(values: &[f64]) -> f64 {
 }
 
 /// A number with `digits` decimals.
+/// `ratios` as a median with its spread: `0.85 (0.80–0.91)`.
+pub fn median_spread(ratios: &[f64]) -> String {
+    format!("{} ({})", fmt(median(ratios), 2), spread(ratios, 2))
+}
+
 /// The least and the greatest of `values` as `min–max` with `digits`
 /// decimals, the spread printed beside a median; `-` for none.
 pub fn spread(values: &[f64], digits: usize) -> String {

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::client::{self, Target};
-use crate::report::{fmt, median, spread};
+use crate::report::median_spread;
 use crate::rig::{Rig, Via};
 use crate::scenarios::{Series, in_rotation, push_up_down, timed_on, up_down_table};
 
@@ -309,12 +309,10 @@ pub async fn s3_door(rig: &mut Rig, plan: &crate::Plan) -> anyhow::Result<(Strin
         "api_vs_client": { "upload": api_up, "download": api_down },
     });
     let text = format!(
-        "{}ferry's API through the spoke ÷ the same client with s3s-fs directly, run by run: up {} ({}), down {} ({})\n",
+        "{}ferry's API through the spoke ÷ the same client with s3s-fs directly, run by run: up {}, down {}\n",
         t.render(),
-        fmt(median(&api_up), 2),
-        spread(&api_up, 2),
-        fmt(median(&api_down), 2),
-        spread(&api_down, 2),
+        median_spread(&api_up),
+        median_spread(&api_down),
     );
     Ok((text, figures))
 }
