@@ -164,3 +164,25 @@ async fn a_deleted_account_keeps_nothing() {
     let other = tenant(&spoke.url(), "beta", &hub.data_dir).await;
     scenarios::account_deletion(&t, &hub.data_dir.join("alpha"), &other).await;
 }
+
+#[tokio::test]
+async fn one_clients_overwrites_read_between_never_conflict() {
+    let (_hub, _spoke, t) = network().await;
+    for i in 0..30u32 {
+        let body = format!("version {i}");
+        let put = t
+            .api
+            .put(&t.file("same.txt"))
+            .body(body.clone())
+            .send()
+            .await;
+        assert!(
+            put.status.is_success(),
+            "overwrite {i}: {} {}",
+            put.status,
+            String::from_utf8_lossy(&put.body)
+        );
+        let got = t.api.get(&t.file("same.txt")).send().await.expect(200);
+        assert_eq!(&got.body[..], body.as_bytes(), "read after overwrite {i}");
+    }
+}
