@@ -460,7 +460,7 @@ pub async fn run(
         metrics: {
             let state = state.clone();
             Arc::new(move || {
-                state.metrics.pacing(&state.pacing);
+                state.metrics.pacing.observe(&state.pacing);
                 state.metrics.encode()
             })
         },

@@ -103,9 +103,8 @@ pub struct Metrics {
     store_errors: Counter,
     intents_settled: Family<OutcomeLabels, Counter>,
     limit_refusals: Family<LimitLabels, Counter>,
-    slowdowns: Counter,
-    slowed: Gauge,
-    paced: Counter,
+    /// Providers that asked to slow down, and the pacing that followed.
+    pub pacing: ferry_common::content::pace::PaceMetrics,
     connections_refused: Counter,
     admin_token_failures: Counter,
     spokes_connected: Family<TransportLabels, Gauge>,
@@ -166,23 +165,10 @@ impl Metrics {
             "Metadata store operations that failed",
             store_errors.clone(),
         );
-        let slowdowns = Counter::default();
-        registry.register(
-            "provider_slowdowns",
+        let pacing = ferry_common::content::pace::PaceMetrics::register(
+            &mut registry,
             "Times a connection's provider asked to slow down (at this hub or a spoke) and this hub slowed it and told the spokes",
-            slowdowns.clone(),
-        );
-        let slowed = Gauge::default();
-        registry.register(
-            "connections_slowed",
-            "Connections whose transfers this hub starts at a slower pace now",
-            slowed.clone(),
-        );
-        let paced = Counter::default();
-        registry.register(
-            "paced_transfers",
-            "Transfers (and appends to resumable uploads) that this hub held back for their turn on a slowed connection",
-            paced.clone(),
+            "this hub",
         );
         let limit_refusals = Family::<LimitLabels, Counter>::default();
         registry.register(
@@ -321,9 +307,7 @@ impl Metrics {
             store_errors,
             intents_settled,
             limit_refusals,
-            slowdowns,
-            slowed,
-            paced,
+            pacing,
             admin_token_failures,
             spokes_connected,
             spoke_rtt,
@@ -354,21 +338,6 @@ impl Metrics {
     /// Counts a failed store operation.
     pub fn store_error(&self) {
         self.store_errors.inc();
-    }
-
-    /// Counts a connection slowed down.
-    pub fn provider_slowed(&self) {
-        self.slowdowns.inc();
-    }
-
-    /// Takes the figures of the node's pacing: connections slowed down
-    /// now, transfers held back so far.
-    pub fn pacing(&self, p: &ferry_common::content::pace::Pacing) {
-        self.slowed.set(p.slowed() as i64);
-        // A maximum, not an addition: scrapes at once must not count twice.
-        self.paced
-            .inner()
-            .fetch_max(p.waited(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Counts a request refused for an account's `limit` (`stored_bytes`,

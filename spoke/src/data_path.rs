@@ -213,7 +213,7 @@ impl DataPath {
     pub fn slow_down(&self, connection: &str, for_: std::time::Duration) -> bool {
         let news = self.pacing.slow(connection, for_);
         if news {
-            self.metrics.provider_slowed();
+            self.metrics.pacing.provider_slowed();
             tracing::info!(connection.id = %connection, secs = for_.as_secs(), "a provider asked to slow down: starting its transfers at a slower pace");
         }
         news

@@ -219,7 +219,7 @@ pub async fn run(
     // tunnel.
     let answers = ferry_common::operator_listener::Answers {
         metrics: Arc::new(move || {
-            front.metrics.pacing(front.data.pacing());
+            front.metrics.pacing.observe(front.data.pacing());
             front.metrics.encode()
         }),
         health: handler.clone(),

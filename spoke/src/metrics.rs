@@ -111,9 +111,8 @@ pub struct Metrics {
     journal_bytes: Gauge,
     journal_limit: Gauge,
     journal_errors: Counter,
-    slowdowns: Counter,
-    slowed: Gauge,
-    paced: Counter,
+    /// Providers that asked to slow down, and the pacing that followed.
+    pub pacing: ferry_common::content::pace::PaceMetrics,
     active: Gauge,
     connections_refused: Counter,
 }
@@ -207,23 +206,10 @@ impl Metrics {
             "Bytes of completion reports in the journal that the hub has not taken",
             journal_bytes.clone(),
         );
-        let slowdowns = Counter::default();
-        registry.register(
-            "provider_slowdowns",
+        let pacing = ferry_common::content::pace::PaceMetrics::register(
+            &mut registry,
             "Times a connection's provider asked to slow down (here or, told by the hub, elsewhere) and this spoke slowed it",
-            slowdowns.clone(),
-        );
-        let slowed = Gauge::default();
-        registry.register(
-            "connections_slowed",
-            "Connections whose transfers this spoke starts at a slower pace now",
-            slowed.clone(),
-        );
-        let paced = Counter::default();
-        registry.register(
-            "paced_transfers",
-            "Transfers (and appends to resumable uploads) that this spoke held back for their turn on a slowed connection",
-            paced.clone(),
+            "this spoke",
         );
         let journal_limit = Gauge::default();
         registry.register(
@@ -261,9 +247,7 @@ impl Metrics {
             queued,
             journal_bytes,
             journal_limit,
-            slowdowns,
-            slowed,
-            paced,
+            pacing,
             journal_errors,
             dropped,
         }
@@ -354,21 +338,6 @@ impl Metrics {
     /// Bytes of reports waiting in the journal.
     pub fn journal_bytes(&self, n: u64) {
         self.journal_bytes.set(n as i64);
-    }
-
-    /// Counts a connection slowed down.
-    pub fn provider_slowed(&self) {
-        self.slowdowns.inc();
-    }
-
-    /// Takes the figures of the node's pacing: connections slowed down
-    /// now, transfers held back so far.
-    pub fn pacing(&self, p: &ferry_common::content::pace::Pacing) {
-        self.slowed.set(p.slowed() as i64);
-        // A maximum, not an addition: scrapes at once must not count twice.
-        self.paced
-            .inner()
-            .fetch_max(p.waited(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The journal's limit.

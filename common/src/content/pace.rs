@@ -14,6 +14,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
 /// How long one `429` slows a connection down.
 pub const SLOW_FOR: Duration = Duration::from_secs(30);
 
@@ -104,6 +108,55 @@ impl Pacing {
     /// Transfers that waited for their turn so far.
     pub fn waited(&self) -> u64 {
         self.waited.load(Ordering::Relaxed)
+    }
+}
+
+/// A node's pacing metrics: `provider_slowdowns`, `connections_slowed`
+/// and `paced_transfers` (the hub's and each spoke's, under their own
+/// prefixes).
+#[derive(Debug, Clone)]
+pub struct PaceMetrics {
+    slowdowns: Counter,
+    slowed: Gauge,
+    paced: Counter,
+}
+
+impl PaceMetrics {
+    /// Registers them in `registry`: `slowdowns_help` says what one
+    /// slowdown is on this node, `node` names it ("this hub").
+    pub fn register(registry: &mut Registry, slowdowns_help: &str, node: &str) -> Self {
+        let m = PaceMetrics {
+            slowdowns: Counter::default(),
+            slowed: Gauge::default(),
+            paced: Counter::default(),
+        };
+        registry.register("provider_slowdowns", slowdowns_help, m.slowdowns.clone());
+        registry.register(
+            "connections_slowed",
+            format!("Connections whose transfers {node} starts at a slower pace now"),
+            m.slowed.clone(),
+        );
+        registry.register(
+            "paced_transfers",
+            format!(
+                "Transfers (and appends to resumable uploads) that {node} held back for their turn on a slowed connection"
+            ),
+            m.paced.clone(),
+        );
+        m
+    }
+
+    /// Counts a connection slowed down.
+    pub fn provider_slowed(&self) {
+        self.slowdowns.inc();
+    }
+
+    /// Takes the figures of `p`: connections slowed down now, transfers
+    /// held back so far.
+    pub fn observe(&self, p: &Pacing) {
+        self.slowed.set(p.slowed() as i64);
+        // A maximum, not an addition: scrapes at once must not count twice.
+        self.paced.inner().fetch_max(p.waited(), Ordering::Relaxed);
     }
 }
 

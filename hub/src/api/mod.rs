@@ -480,7 +480,7 @@ pub(crate) fn slow_down(state: &AppState, connection: &str) {
     if !state.pacing.slow(connection, for_) {
         return;
     }
-    state.metrics.provider_slowed();
+    state.metrics.pacing.provider_slowed();
     tracing::info!(connection.id = %connection, secs = for_.as_secs(), "a provider asked to slow down: starting its transfers at a slower pace on every node");
     if let Some(s) = &state.spokes {
         let mut notice = ferry_common::proto::Notice::new(
