@@ -40,6 +40,12 @@ impl Tenant {
 }
 
 impl Tenant {
+    /// Makes an S3 key for every connection of the account, reading and
+    /// writing; returns the answer: `{ "access_key_id", "secret_access_key", … }`.
+    pub async fn new_s3_key(&self) -> serde_json::Value {
+        self.api.post("/v1/s3-keys").send().await.expect(201).json()
+    }
+
     /// Revokes the account's key `key_id` (through the admin API).
     pub async fn revoke_key(&self, key_id: &str) {
         self.admin

@@ -298,7 +298,7 @@ async fn rekey_moves_every_connection_to_a_new_master_key() {
     let receiver = ferry_tests::webhooks::Receiver::start();
     let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
     upload(&t, "kept.txt", b"still here").await;
-    t.api.post("/v1/s3-keys").send().await.expect(201);
+    t.new_s3_key().await;
     let made = ferry_tests::webhooks::endpoint(&t, &receiver, "/rekeyed", None).await;
     // A rotation: the secret it replaced is sealed again too.
     let rotated = t

@@ -161,7 +161,7 @@ async fn quotas_refuse_before_anything_is_written_and_requests_are_held_to_their
     );
     // An S3 multipart part, at the hub and through the spoke's door: boto3
     // is refused with ferry's 507.
-    let key = t.api.post("/v1/s3-keys").send().await.expect(201).json();
+    let key = t.new_s3_key().await;
     for endpoint in [hub.url(), spoke.url()] {
         assert_eq!(s3_part_status(&endpoint, &key), "507", "at {endpoint}");
     }

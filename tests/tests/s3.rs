@@ -145,7 +145,7 @@ async fn boto3_speaks_s3_through_a_spoke_over_s3_and_azure_blob() {
         boto3_against(&hub, &t, &spoke.url(), name).await;
     }
     // A copy between the two (the hub reads one and writes the other).
-    let key = t.api.post("/v1/s3-keys").send().await.expect(201).json();
+    let key = t.new_s3_key().await;
     python_script(
         &hub,
         "s3_copy.py",
@@ -167,7 +167,7 @@ async fn boto3_against(
     endpoint: &str,
     bucket: &str,
 ) {
-    let key = t.api.post("/v1/s3-keys").send().await.expect(201).json();
+    let key = t.new_s3_key().await;
     let ro = t
         .api
         .post("/v1/s3-keys")
@@ -237,7 +237,7 @@ async fn aws_cli_through_a_spoke(aws: &std::path::Path, size: usize) {
     let hub = Hub::start();
     let spoke = ferry_tests::Spoke::start(&hub, "fra1");
     let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
-    let key = t.api.post("/v1/s3-keys").send().await.expect(201).json();
+    let key = t.new_s3_key().await;
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
@@ -410,7 +410,7 @@ async fn rclone_speaks_s3_through_a_spoke() {
 
 async fn rclone_against(hub: &Hub, url: &str) {
     let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
-    let key = t.api.post("/v1/s3-keys").send().await.expect(201).json();
+    let key = t.new_s3_key().await;
     let dir = tempfile::tempdir().unwrap();
     let tree = dir.path().join("tree");
     for (path, size) in [
@@ -487,7 +487,7 @@ async fn rclone_against(hub: &Hub, url: &str) {
 /// through a spoke, where the body is checked as it streams there.
 async fn raw_requests_against(hub: &Hub, endpoint: &str) {
     let t = tenant(&hub.url(), "alpha", &hub.data_dir).await;
-    let key = t.api.post("/v1/s3-keys").send().await.expect(201).json();
+    let key = t.new_s3_key().await;
     python_script(
         hub,
         "s3_raw.py",
@@ -532,7 +532,7 @@ async fn bad_signatures_clocks_and_checksums_are_refused_at_a_spoke() {
 /// against the hub and through a spoke (whose S3 requests the hub checks
 /// with the same domains); path style keeps working by address.
 async fn virtual_hosts_against(hub: &Hub, t: &ferry_tests::scenarios::Tenant, addr: &str) {
-    let key = t.api.post("/v1/s3-keys").send().await.expect(201).json();
+    let key = t.new_s3_key().await;
     python_script(
         hub,
         "s3_vhost.py",

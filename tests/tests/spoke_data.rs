@@ -680,7 +680,7 @@ async fn two_writers_on_one_path_one_wins_and_the_other_changes_nothing() {
 
     // 3. Through the S3 door at a spoke (a presigned PUT, its body slow)
     // against a delete at the hub.
-    let key = t.api.post("/v1/s3-keys").send().await.expect(201).json();
+    let key = t.new_s3_key().await;
     let url = ferry_tests::scenarios::presigned(
         &ams.url(),
         key["access_key_id"].as_str().unwrap(),

@@ -435,13 +435,7 @@ async fn a_spoke_gets_an_s3_pass_only_for_a_request_the_hub_checked() {
     let hub = Hub::start();
     let alpha = tenant(&hub.url(), "alpha", &hub.data_dir).await;
     upload(&alpha, "a.txt", b"alpha's").await;
-    let key = alpha
-        .api
-        .post("/v1/s3-keys")
-        .send()
-        .await
-        .expect(201)
-        .json();
+    let key = alpha.new_s3_key().await;
     let ro = alpha
         .api
         .post("/v1/s3-keys")

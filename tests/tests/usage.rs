@@ -206,13 +206,7 @@ async fn transfers_through_the_hub_and_two_spokes_add_up_exactly_across_a_spoke_
     // connection and an S3 key (two writes), then one S3 PutObject at the
     // hub.
     let other = tenant(&hub.url(), "gamma", &hub.data_dir).await;
-    let key = other
-        .api
-        .post("/v1/s3-keys")
-        .send()
-        .await
-        .expect(201)
-        .json();
+    let key = other.new_s3_key().await;
     let url = ferry_tests::scenarios::presigned(
         &hub.url(),
         key["access_key_id"].as_str().unwrap(),

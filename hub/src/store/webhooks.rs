@@ -856,6 +856,15 @@ mod tests {
             .unwrap()
     }
 
+    /// The endpoint `wh_1` of `account`, as stored now.
+    async fn wh_1(store: &Store, account: &str) -> WebhookEndpoint {
+        store
+            .webhook_endpoint(account, "wh_1")
+            .await
+            .unwrap()
+            .expect("wh_1 exists")
+    }
+
     /// A store with an account, its connection and the endpoint `wh_1`
     /// for every event type.
     async fn with_endpoint() -> (Store, tempfile::TempDir, String, String) {
@@ -1019,11 +1028,7 @@ mod tests {
         let now = now_ms();
         let c = claim(&store, "hub_a", now).await;
         finish(&store, "hub_a", &c[0], Some(410), AfterAttempt::Gone).await;
-        let e = store
-            .webhook_endpoint(&account, "wh_1")
-            .await
-            .unwrap()
-            .unwrap();
+        let e = wh_1(&store, &account).await;
         assert_eq!(e.disabled_reason.as_deref(), Some("gone"));
         assert_eq!(store.outbox_depth().await.unwrap().pending, 0);
         event(&store, &account, &conn, EventKind::Deleted, "a").await;
@@ -1073,11 +1078,7 @@ mod tests {
                 .await
                 .unwrap()
         );
-        let e = store
-            .webhook_endpoint(&account, "wh_1")
-            .await
-            .unwrap()
-            .unwrap();
+        let e = wh_1(&store, &account).await;
         assert_eq!(
             (e.url.as_str(), e.events.clone(), e.disabled_at),
             (
@@ -1092,11 +1093,7 @@ mod tests {
                 .await
                 .unwrap()
         );
-        let e = store
-            .webhook_endpoint(&account, "wh_1")
-            .await
-            .unwrap()
-            .unwrap();
+        let e = wh_1(&store, &account).await;
         assert_eq!((e.url.as_str(), e.events), ("https://b.example.com/", None));
         assert!(
             !store
@@ -1144,11 +1141,7 @@ mod tests {
         );
         assert_eq!(claim(&store, "hub_b", now).await, vec![]);
         finish(&store, "hub_a", &second[0], Some(500), AfterAttempt::Failed).await;
-        let e = store
-            .webhook_endpoint(&account, "wh_1")
-            .await
-            .unwrap()
-            .unwrap();
+        let e = wh_1(&store, &account).await;
         assert_eq!(e.disabled_reason.as_deref(), Some("failing"));
         assert_eq!(
             store.outbox_depth().await.unwrap().pending,
