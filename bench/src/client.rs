@@ -88,6 +88,20 @@ impl Target {
     }
 }
 
+/// GETs `path` from `addr` on a new connection; the body as text.
+pub async fn get_text(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let mut send = connect(addr).await?;
+    let req = Request::get(path)
+        .header(http::header::HOST, addr.to_string())
+        .body(empty())?;
+    let resp = send.send_request(req).await?;
+    if resp.status() != StatusCode::OK {
+        bail!("GET {path} answered {}", resp.status());
+    }
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
 /// Downloads `target` on a new connection and returns the bytes received.
 pub async fn download(target: &Target) -> anyhow::Result<u64> {
     let mut send = connect(target.addr).await?;

@@ -605,7 +605,15 @@ async fn memory(rig: &mut Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(St
             plan.mem_uploads,
             plan.runs.min(3)
         ),
-        &["file size", "peak RSS MiB", "MB/s moved", "seconds"],
+        &[
+            "file size",
+            "peak RSS MiB",
+            "heap in use MiB",
+            "heap kept free MiB",
+            "transfers then",
+            "MB/s moved",
+            "seconds",
+        ],
     );
     let mut rows = Vec::new();
     for size in [plan.mem_file, plan.mem_file * 16] {
@@ -613,9 +621,11 @@ async fn memory(rig: &mut Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(St
         rig.seed(rig.file(Via::Hub, &file), size, block).await?;
         let mut peaks = Vec::new();
         let mut secs = Vec::new();
+        let mut heaps = Vec::new();
         for _ in 0..plan.runs.min(3) {
             // A fresh process: the heap keeps what earlier scenarios used.
             let pid = fresh_spoke(rig);
+            let watch = HeapWatch::start(rig.spoke.metrics_url());
             let s = burst(
                 rig,
                 Via::Spoke,
@@ -628,17 +638,28 @@ async fn memory(rig: &mut Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(St
             .await?;
             peaks.push(sys::peak_rss(pid) as f64);
             secs.push(s);
+            heaps.push(watch.stop().await);
         }
         let peak = peaks.iter().copied().fold(0.0, f64::max);
+        // The run with the most heap in use, and what was kept free then.
+        let heap = heaps.iter().flatten().copied().max_by_key(|h| h.in_use);
         let moved = (plan.mem_downloads + plan.mem_uploads) as f64 * size as f64;
         let s = median(&secs);
+        let mib = |b: u64| fmt(b as f64 / 1048576.0, 1);
         t.row(vec![
             human_size(size),
             fmt(peak / 1048576.0, 1),
+            heap.map_or("–".into(), |h| mib(h.in_use)),
+            heap.map_or("–".into(), |h| mib(h.free)),
+            heap.map_or("–".into(), |h| h.transfers.to_string()),
             fmt(moved / s / 1e6, 0),
             fmt(s, 2),
         ]);
-        rows.push(json!({ "file_bytes": size, "peak_rss_bytes": peak, "seconds": s, "runs_peak_rss_bytes": peaks }));
+        let heaps: Vec<Value> = heaps
+            .iter()
+            .map(|h| h.map_or(Value::Null, |h| json!({ "in_use_bytes": h.in_use, "free_bytes": h.free, "active_transfers": h.transfers })))
+            .collect();
+        rows.push(json!({ "file_bytes": size, "peak_rss_bytes": peak, "seconds": s, "runs_peak_rss_bytes": peaks, "runs_heap_at_most_in_use": heaps }));
         eprintln!("memory: {} done", human_size(size));
     }
     let json = json!({
@@ -655,6 +676,67 @@ async fn memory(rig: &mut Rig, plan: &Plan, block: &Bytes) -> anyhow::Result<(St
         ),
         json,
     ))
+}
+
+/// The spoke's heap figures (`heap_in_use_bytes`, `heap_free_bytes` from
+/// its `/metrics`) at the sample with the most in use.
+#[derive(Debug, Clone, Copy)]
+struct HeapSample {
+    in_use: u64,
+    free: u64,
+    /// `active_transfers` at that sample.
+    transfers: u64,
+}
+
+/// Samples the spoke's heap every 100 ms, from start to stop, so that the
+/// memory scenario tells the heap's live bytes from what it keeps free.
+struct HeapWatch {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Option<HeapSample>>,
+}
+
+impl HeapWatch {
+    fn start(metrics_url: String) -> Self {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let addr = metrics_url.strip_prefix("http://")?.parse().ok()?;
+            let mut most: Option<HeapSample> = None;
+            // Bounded: a burst is cut at 10 minutes.
+            for _ in 0..6000 {
+                if let Ok(text) = client::get_text(addr, "/metrics").await {
+                    let gauge = |name: &str| {
+                        text.lines()
+                            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                            .and_then(|v| v.trim().parse::<f64>().ok())
+                            .map(|v| v as u64)
+                    };
+                    if let (Some(in_use), Some(free), Some(transfers)) = (
+                        gauge("ferry_spoke_heap_in_use_bytes"),
+                        gauge("ferry_spoke_heap_free_bytes"),
+                        gauge("ferry_spoke_active_transfers"),
+                    ) && most.is_none_or(|m| in_use > m.in_use)
+                    {
+                        most = Some(HeapSample {
+                            in_use,
+                            free,
+                            transfers,
+                        });
+                    }
+                }
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+            most
+        });
+        HeapWatch { stop, task }
+    }
+
+    async fn stop(self) -> Option<HeapSample> {
+        let _ = self.stop.send(());
+        self.task.await.ok().flatten()
+    }
 }
 
 /// Restarts the QUIC spoke (its tunnel up again) and returns its new pid,

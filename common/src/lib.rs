@@ -10,6 +10,7 @@ pub mod config;
 pub mod content;
 pub mod contract;
 pub mod daemon;
+pub mod heap;
 pub mod http_metrics;
 pub mod http_server;
 pub mod link;

@@ -105,6 +105,8 @@ pub struct Metrics {
     limit_refusals: Family<LimitLabels, Counter>,
     /// Providers that asked to slow down, and the pacing that followed.
     pub pacing: ferry_common::content::pace::PaceMetrics,
+    /// What the allocator holds, read at each scrape.
+    heap: ferry_common::heap::HeapMetrics,
     connections_refused: Counter,
     admin_token_failures: Counter,
     spokes_connected: Family<TransportLabels, Gauge>,
@@ -165,6 +167,7 @@ impl Metrics {
             "Metadata store operations that failed",
             store_errors.clone(),
         );
+        let heap = ferry_common::heap::HeapMetrics::register(&mut registry);
         let pacing = ferry_common::content::pace::PaceMetrics::register(
             &mut registry,
             "Times a connection's provider asked to slow down (at this hub or a spoke) and this hub slowed it and told the spokes",
@@ -308,6 +311,7 @@ impl Metrics {
             intents_settled,
             limit_refusals,
             pacing,
+            heap,
             admin_token_failures,
             spokes_connected,
             spoke_rtt,
@@ -460,6 +464,7 @@ impl Metrics {
 
     /// The metrics in the Prometheus/OpenMetrics text format.
     pub fn encode(&self) -> String {
+        self.heap.observe();
         ferry_common::metrics_text::encode(&self.registry)
     }
 }

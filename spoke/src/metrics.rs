@@ -113,6 +113,8 @@ pub struct Metrics {
     journal_errors: Counter,
     /// Providers that asked to slow down, and the pacing that followed.
     pub pacing: ferry_common::content::pace::PaceMetrics,
+    /// What the allocator holds, read at each scrape.
+    heap: ferry_common::heap::HeapMetrics,
     active: Gauge,
     connections_refused: Counter,
 }
@@ -206,6 +208,7 @@ impl Metrics {
             "Bytes of completion reports in the journal that the hub has not taken",
             journal_bytes.clone(),
         );
+        let heap = ferry_common::heap::HeapMetrics::register(&mut registry);
         let pacing = ferry_common::content::pace::PaceMetrics::register(
             &mut registry,
             "Times a connection's provider asked to slow down (here or, told by the hub, elsewhere) and this spoke slowed it",
@@ -248,6 +251,7 @@ impl Metrics {
             journal_bytes,
             journal_limit,
             pacing,
+            heap,
             journal_errors,
             dropped,
         }
@@ -358,6 +362,7 @@ impl Metrics {
 
     /// The metrics in the Prometheus/OpenMetrics text format.
     pub fn encode(&self) -> String {
+        self.heap.observe();
         ferry_common::metrics_text::encode(&self.registry)
     }
 }

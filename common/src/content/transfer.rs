@@ -22,15 +22,9 @@ use super::model::{Direction, ObjectMeta, Transfer, TransferStatus};
 use crate::provider::problem as provider_problem;
 
 /// Reads from local file systems in flight at once, across all downloads.
-/// Each holds a buffer (OpenDAL's `fs` allocates 256 KiB per read) and a
-/// blocking thread; beyond a few dozen, more only add memory and threads.
+/// Each holds a buffer and a blocking thread; beyond a few dozen, more
+/// only add memory and threads.
 static LOCAL_READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(32);
-
-/// Reads smaller than this are copied into buffers of their own size:
-/// providers may hand back slices of larger buffers (OpenDAL's `fs` reads
-/// into 256 KiB allocations), and hundreds of downloads each pinning such
-/// a buffer for a small chunk would multiply memory many times over.
-const COMPACT_BELOW: usize = 256 * 1024;
 
 /// An object as ferry sees it now: the provider's stat joined with the
 /// metadata ferry recorded, when that metadata still describes the object.
@@ -190,22 +184,46 @@ impl std::fmt::Debug for Staged {
     }
 }
 
-/// Incoming slices copied into buffers of one size, each handed out when
-/// it is full: the slices would otherwise keep the connection's (larger)
-/// read buffers alive until written, and one contiguous write is one
-/// system call.
+/// Incoming slices copied into buffers, each handed out when it is full:
+/// the slices would otherwise keep the connection's (larger) read buffers
+/// alive until written, and one contiguous write is one system call.
+///
+/// A buffer is allocated when its first byte arrives, at the size of that
+/// moment: under a budget, an upload that started alone (1 MiB buffers)
+/// takes smaller ones as others join, rather than holding its first size
+/// to the end. (Sizes fixed at the start held 20 of the 34 MiB a spoke's
+/// heap had in use under 64 uploads at once.)
 #[derive(Debug)]
 pub struct Gather {
     pending: BytesMut,
-    size: usize,
+    /// The size of the buffer being filled (0: none started).
+    target: usize,
+    size: GatherSize,
+}
+
+#[derive(Debug)]
+enum GatherSize {
+    Fixed(usize),
+    Budget(&'static budget::Budget),
 }
 
 impl Gather {
     /// Buffers of `size` bytes.
     pub fn new(size: usize) -> Self {
         Self {
-            pending: BytesMut::with_capacity(size),
-            size,
+            pending: BytesMut::new(),
+            target: 0,
+            size: GatherSize::Fixed(size.max(1)),
+        }
+    }
+
+    /// Buffers of the size `budget` gives each when it is started (the
+    /// caller holds a lease of it meanwhile).
+    pub fn sized_by(budget: &'static budget::Budget) -> Self {
+        Self {
+            pending: BytesMut::new(),
+            target: 0,
+            size: GatherSize::Budget(budget),
         }
     }
 
@@ -223,12 +241,23 @@ impl Gather {
     pub fn push(&mut self, mut data: &[u8]) -> Vec<Bytes> {
         let mut full = Vec::new();
         while !data.is_empty() {
-            let n = (self.size - self.pending.len()).min(data.len());
+            if self.target == 0 {
+                self.target = match self.size {
+                    GatherSize::Fixed(n) => n,
+                    GatherSize::Budget(b) => b.chunk(),
+                };
+                self.pending
+                    .reserve(self.target - self.pending.len().min(self.target));
+            }
+            let n = self
+                .target
+                .saturating_sub(self.pending.len())
+                .min(data.len());
             self.pending.extend_from_slice(&data[..n]);
             data = &data[n..];
-            if self.pending.len() == self.size {
-                let next = BytesMut::with_capacity(self.size);
-                full.push(std::mem::replace(&mut self.pending, next).freeze());
+            if self.pending.len() >= self.target {
+                full.push(std::mem::take(&mut self.pending).freeze());
+                self.target = 0;
             }
         }
         full
@@ -242,6 +271,7 @@ impl Gather {
 
     /// What is held, if anything.
     pub fn rest(&mut self) -> Option<Bytes> {
+        self.target = 0;
         (!self.pending.is_empty()).then(|| std::mem::take(&mut self.pending).freeze())
     }
 }
@@ -290,12 +320,13 @@ where
     let mut writer = open_writer(op, path, content_type)
         .await
         .map_err(StageError::Provider)?;
-    let lease = budget::UPLOADS.lease();
+    // Counted in the budget until the end: the buffers are sized by it.
+    let _lease = budget::UPLOADS.lease();
     let mut sums = StreamChecksums::new(digests);
     // Incoming slices are copied into one buffer per provider write: the
     // slices would otherwise keep the connection's (larger) read buffers
     // alive until written, and one contiguous write is one system call.
-    let mut pending = Gather::new(lease.chunk());
+    let mut pending = Gather::sized_by(&budget::UPLOADS);
     let mut source = std::pin::pin!(source);
     let result: Result<(), StageError> = async {
         while let Some(item) = source.next().await {
@@ -367,54 +398,34 @@ pub async fn checksums_of(
 
 /// A stream of an object's bytes (or one range of them).
 ///
-/// The read size comes from the download budget when the download starts
-/// (large for a lone download, smaller as more run at once). One read is in
-/// flight per download: measured on loopback, reading ahead cost more CPU
-/// than it saved time. Reads from a local file system take a slot among
-/// [`LOCAL_READS`] while they run.
+/// A local file is read a chunk at a time, each read sized by the download
+/// budget when it starts (large for a lone download, smaller as more run
+/// at once) and taking a slot among [`LOCAL_READS`] while it runs. A
+/// network provider streams the whole range in one request (OpenDAL would
+/// make one request per chunk), its body arriving in the HTTP client's own
+/// pieces. One read is in flight per download: measured on loopback,
+/// reading ahead cost more CPU than it saved time.
 pub async fn read_stream(
     op: &Operator,
     path: &str,
     range: std::ops::Range<u64>,
 ) -> Result<impl Stream<Item = Result<Bytes, std::io::Error>> + Send + use<>, Problem> {
-    let local = op.info().scheme() == "fs";
-    if local && range.end - range.start <= SMALL_LOCAL_READ {
-        return Ok(read_small_local(op, path, range).await?.left_stream());
+    if op.info().scheme() == "fs" {
+        return Ok(read_local(op, path, range).await?.left_stream());
     }
     let lease = budget::DOWNLOADS.lease();
-    let chunk = lease.chunk();
-    // A local file is read a chunk at a time; a network provider streams
-    // the whole range in one request (OpenDAL would make one request per
-    // chunk), its body arriving in the HTTP client's own pieces.
-    let mut reader = op.reader_with(path);
-    if local {
-        reader = reader.chunk(chunk);
-    }
-    let reader = reader
+    let reader = op
+        .reader_with(path)
         .await
         .map_err(|e| provider_problem(&e, op.info().scheme(), "read"))?;
     let inner = reader
         .into_bytes_stream(range)
         .await
         .map_err(|e| provider_problem(&e, op.info().scheme(), "read"))?;
-    let compact = local && chunk < COMPACT_BELOW;
     Ok(futures_util::stream::unfold(
         (Box::pin(inner), lease),
         move |(mut inner, lease)| async move {
-            let permit = if local {
-                Some(LOCAL_READS.acquire().await.expect("never closed"))
-            } else {
-                None
-            };
             let item = inner.next().await?;
-            drop(permit);
-            let item = item.map(|b| {
-                if compact {
-                    Bytes::copy_from_slice(&b)
-                } else {
-                    b
-                }
-            });
             Some((item, (inner, lease)))
         },
     )
@@ -422,22 +433,26 @@ pub async fn read_stream(
 }
 
 /// Ranges of a local file up to this size are read whole in one task on
-/// the blocking pool: opening, seeking and reading through OpenDAL take a
-/// trip to that pool each, which for a small file cost more than the
-/// reading (measured: three fewer thread switches per request).
+/// the blocking pool, opening included: a trip to that pool per step cost
+/// more than the reading (measured: three fewer thread switches per
+/// request).
 const SMALL_LOCAL_READ: u64 = 64 * 1024;
 
-/// Reads `range` of a small local file in one go, as OpenDAL's `fs`
-/// service would (the same root, the same path under it, links followed
-/// alike); a file that shrank meanwhile gives what is there, so the
-/// download ends short as it would have.
-async fn read_small_local(
+/// Reads `range` of a local file as OpenDAL's `fs` service would (the same
+/// root, the same path under it, links followed alike), in chunks the
+/// download budget sizes one by one, into buffers of exactly that size.
+/// (Through OpenDAL the chunk size was fixed when a download started — the
+/// first of a burst of downloads kept 256 KiB chunks to the end — and each
+/// buffer was zero-filled before the read.) A file that shrank meanwhile
+/// gives what is there, so the download ends short as it would have.
+async fn read_local(
     op: &Operator,
     path: &str,
     range: std::ops::Range<u64>,
 ) -> Result<impl Stream<Item = Result<Bytes, std::io::Error>> + Send + use<>, Problem> {
-    use std::io::{Read as _, Seek as _};
+    use std::io::Seek as _;
     use std::path::Component;
+    let scheme = op.info().scheme();
     // Only plain names below the root, as OpenDAL's own join allows (ferry's
     // paths are checked long before; this keeps a later caller honest).
     let relative = std::path::Path::new(path.trim_start_matches('/'));
@@ -446,24 +461,26 @@ async fn read_small_local(
         .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
     {
         let e = opendal::Error::new(opendal::ErrorKind::NotFound, "not a path below the root");
-        return Err(provider_problem(&e, op.info().scheme(), "read"));
+        return Err(provider_problem(&e, scheme, "read"));
     }
     let file = std::path::Path::new(&op.info().root()).join(relative);
+    let len = range.end.saturating_sub(range.start);
+    let small = len <= SMALL_LOCAL_READ;
+    let lease = budget::DOWNLOADS.lease();
+    let first = if small { len } else { lease.chunk() as u64 };
     let permit = LOCAL_READS.acquire().await.expect("never closed");
-    let read = tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
+    let opened = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
         let mut f = std::fs::File::open(&file)?;
         if range.start > 0 {
             f.seek(std::io::SeekFrom::Start(range.start))?;
         }
-        let len = range.end - range.start;
-        let mut buf = Vec::with_capacity(len as usize);
-        f.take(len).read_to_end(&mut buf)?;
-        Ok(Bytes::from(buf))
+        let chunk = read_chunk(&mut f, first)?;
+        Ok((f, chunk))
     })
     .await
     .unwrap_or_else(|e| Err(std::io::Error::other(e)));
     drop(permit);
-    let bytes = read.map_err(|e| {
+    let (f, chunk) = opened.map_err(|e| {
         let kind = match e.kind() {
             std::io::ErrorKind::NotFound => opendal::ErrorKind::NotFound,
             std::io::ErrorKind::PermissionDenied => opendal::ErrorKind::PermissionDenied,
@@ -471,11 +488,64 @@ async fn read_small_local(
             _ => opendal::ErrorKind::Unexpected,
         };
         let e = opendal::Error::new(kind, "read failed").set_source(e);
-        provider_problem(&e, op.info().scheme(), "read")
+        provider_problem(&e, scheme, "read")
     })?;
-    Ok(futures_util::stream::iter(
-        (!bytes.is_empty()).then_some(Ok(bytes)),
-    ))
+    // Whether the file may hold more: a short read means it ended.
+    let more = chunk.len() as u64 == first && first < len;
+    let left = len - chunk.len() as u64;
+    let first = futures_util::stream::iter((!chunk.is_empty()).then_some(Ok(chunk)));
+    if !more {
+        return Ok(first.left_stream());
+    }
+    struct Rest {
+        file: std::fs::File,
+        left: u64,
+        lease: budget::Lease,
+    }
+    let rest = futures_util::stream::unfold(
+        Some(Rest {
+            file: f,
+            left,
+            lease,
+        }),
+        |state| async move {
+            let Rest {
+                mut file,
+                left,
+                lease,
+            } = state?;
+            let want = (lease.chunk() as u64).min(left);
+            let permit = LOCAL_READS.acquire().await.expect("never closed");
+            let read = tokio::task::spawn_blocking(move || {
+                let chunk = read_chunk(&mut file, want);
+                (file, chunk)
+            })
+            .await;
+            drop(permit);
+            let (file, chunk) = match read {
+                Ok((file, Ok(chunk))) => (file, chunk),
+                Ok((_, Err(e))) => return Some((Err(e), None)),
+                Err(e) => return Some((Err(std::io::Error::other(e)), None)),
+            };
+            if chunk.is_empty() {
+                return None;
+            }
+            let left = left - chunk.len() as u64;
+            let next =
+                (chunk.len() as u64 == want && left > 0).then_some(Rest { file, left, lease });
+            Some((Ok(chunk), next))
+        },
+    );
+    Ok(first.chain(rest).right_stream())
+}
+
+/// Up to `want` bytes from where `f` stands, into a buffer of that size
+/// (not zero-filled first); fewer only at the end of the file.
+fn read_chunk(f: &mut std::fs::File, want: u64) -> std::io::Result<Bytes> {
+    use std::io::Read as _;
+    let mut buf = Vec::with_capacity(want as usize);
+    f.by_ref().take(want).read_to_end(&mut buf)?;
+    Ok(Bytes::from(buf))
 }
 
 /// Records how a download ended when its body finishes or is dropped.
@@ -735,5 +805,26 @@ mod tests {
         assert!(g.is_empty() && g.rest().is_none());
         g.keep(b"0123456789");
         assert_eq!(g.rest().map(|b| b.len()), Some(10));
+    }
+
+    #[test]
+    fn each_gathered_buffer_takes_the_budgets_size_when_it_starts() {
+        static B: budget::Budget = budget::Budget::new(64, 4, 64);
+        let alone = B.lease();
+        let mut g = Gather::sized_by(&B);
+        assert!(g.push(&[1; 10]).is_empty(), "alone: 64-byte buffers");
+        let others: Vec<_> = (0..15).map(|_| B.lease()).collect();
+        // The buffer started keeps its size; the next ones are 64/16 = 4.
+        let full = g.push(&[2; 60]);
+        let sizes: Vec<usize> = full.iter().map(Bytes::len).collect();
+        assert_eq!(sizes, [64, 4]);
+        assert_eq!(g.len(), 2);
+        drop(others);
+        let full = g.push(&[3; 60]);
+        assert_eq!(full.iter().map(Bytes::len).collect::<Vec<_>>(), [4]);
+        assert_eq!(g.len(), 58, "alone again: a 64-byte buffer started");
+        let all: Vec<u8> = full.iter().flat_map(|b| b.to_vec()).collect();
+        assert_eq!(all, [2, 2, 3, 3]);
+        drop(alone);
     }
 }

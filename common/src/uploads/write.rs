@@ -537,7 +537,7 @@ where
     // part streams meanwhile, so the client's bytes never wait for the
     // provider's answer to the part before.
     let mut flying: std::collections::VecDeque<Flying> = std::collections::VecDeque::new();
-    let budget = budget::UPLOADS.lease();
+    let _lease = budget::UPLOADS.lease();
     let mut failed: Option<opendal::Error> = None;
     while remaining > 0 {
         let target = s3_parts::part_target(session.length, number).min(m.max_part());
@@ -586,7 +586,7 @@ where
         // that reads slowly for a moment does not stall the client at
         // once, and an upload holds about as much as a plain one does.
         // Whether they all went, or why the body stopped.
-        let mut gather = Gather::new(budget.chunk());
+        let mut gather = Gather::sized_by(&budget::UPLOADS);
         let fed: Result<bool, Option<BoxError>> = async {
             let mut left = size;
             while left > 0 {
@@ -834,8 +834,8 @@ where
     let mut stopped = None;
     let mut body = std::pin::pin!(body);
     // One write a buffer sized by the upload budget, as a plain upload's.
-    let lease = budget::UPLOADS.lease();
-    let mut pending = Gather::new(lease.chunk());
+    let _lease = budget::UPLOADS.lease();
+    let mut pending = Gather::sized_by(&budget::UPLOADS);
     while let Some(item) = body.next().await {
         match item {
             Ok(data) => {
