@@ -9,7 +9,7 @@
 # tests), the AWS CLI (the S3 door's tests), PostgreSQL's server binaries
 # (the tests make their own clusters),
 # Prometheus and promtool (the metrics, rules and scrape tests),
-# systemd-analyze (the unit checks), and Python's venv module and npm to
+# systemd-analyze (the unit checks), chromium (the console's browser tests), and Python's venv module and npm to
 # build the environments below.
 #
 # From PyPI and npm, into environments of the project's own under the cargo
@@ -24,8 +24,10 @@
 #   tus-venv/      tuspy, the tus Python client (tests/tools/tus-requirements.txt)
 #   awscli-venv/   PyPI's AWS CLI, v1 (tests/tools/awscli-requirements.txt)
 #   webhooks-venv/ the Standard Webhooks library (tests/tools/webhooks-requirements.txt)
-#   npm/           Azurite and tus-js-client (tests/tools/package.json and
-#                  package-lock.json)
+#   npm/           Azurite, tus-js-client and playwright-core
+#                  (tests/tools/package.json and package-lock.json)
+# and the console's own packages into console/node_modules
+# (scripts/console-packages.sh), which the hub's build needs.
 # Each holds a stamp with the hash of the files it was made from and is
 # made afresh only when they change. The tests look for the tools there
 # (tests/src/tools.rs).
@@ -61,6 +63,9 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 command -v npm >/dev/null || need_apt+=(npm)
+# The browser the console's end-to-end tests drive (Playwright is told its
+# path: no browser is downloaded).
+command -v chromium >/dev/null || need_apt+=(chromium)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -138,6 +143,8 @@ python_env tus-venv tus-requirements.txt
 python_env awscli-venv awscli-requirements.txt
 python_env webhooks-venv webhooks-requirements.txt
 npm_env
+# The console's packages, which the hub's build bundles.
+"$root/scripts/console-packages.sh"
 
 # s3s-fs for the benchmark, at the version the door's s3s is.
 s3s_fs_version=0.14.1

@@ -25,6 +25,8 @@ if ! command -v cargo >/dev/null; then
   echo "cargo is needed: install Rust from your distribution or rustup" >&2
   exit 1
 fi
+# The console's packages, which the hub's build bundles into /console.
+"$root/scripts/console-packages.sh"
 echo "building ferry (first build takes a few minutes)…" >&2
 cargo build --release --quiet -p ferry-hub -p ferry-spoke -p ferry-client
 hub_bin=${CARGO_TARGET_DIR:-$root/target}/release/ferry-hub
@@ -127,6 +129,7 @@ ferry is running on loopback:
   hub          $api   (log: $state/hub.log, data: $state/data)
   spoke fra1   http://127.0.0.2:$((port + 1))   (log: $state/fra1/spoke.log)
   spoke ams1   http://127.0.0.3:$((port + 2))   (log: $state/ams1/spoke.log)
+  console      $api/console   (sign in with \$ADMIN below, or an account's API key)
   steering DNS 127.0.0.1 port $dns_port, zone ferry.local
   metrics      http://127.0.0.1:$metrics_port/metrics (hub), 127.0.0.2 and
                127.0.0.3 on the same port (spokes); never on the API's port

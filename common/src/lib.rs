@@ -9,6 +9,7 @@ pub mod checksum;
 pub mod config;
 pub mod content;
 pub mod contract;
+pub mod cors;
 pub mod daemon;
 pub mod heap;
 pub mod http_metrics;

@@ -12,6 +12,7 @@ pub mod api;
 pub mod ca;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod dns;
 pub mod grant;
 pub mod indexer;

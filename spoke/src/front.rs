@@ -119,6 +119,15 @@ pub async fn handle(front: Arc<Front>, mut req: Request<Body>) -> Response<Body>
         req.headers_mut()
             .insert(ferry_common::request_id::HEADER, v.clone());
     }
+    let from_page = req.headers().contains_key(http::header::ORIGIN);
+    if let Some(mut preflight) = ferry_common::cors::preflight(&req) {
+        if let Some(v) = header {
+            preflight
+                .headers_mut()
+                .insert(ferry_common::request_id::HEADER, v);
+        }
+        return preflight;
+    }
     let span = tracing::info_span!("request", request.id = %id);
     tracing::debug!(parent: &span, method = %req.method(), path = req.uri().path(), "request");
     let (route, mut resp) =
@@ -133,6 +142,7 @@ pub async fn handle(front: Arc<Front>, mut req: Request<Body>) -> Response<Body>
         resp.headers_mut()
             .insert(ferry_common::request_id::HEADER, v);
     }
+    ferry_common::cors::decorate(from_page, &mut resp);
     resp
 }
 

@@ -1178,6 +1178,64 @@ pub async fn tenant_isolation(a: &Tenant, b: &Tenant, data_dir: &Path) {
 }
 
 /// Keys are made, listed without secrets and revoked.
+/// An account manages its own keys through `/v1/keys` with one of them:
+/// makes one, sees it listed without its secret, revokes it (then it
+/// fails), and cannot touch another account's keys.
+pub async fn own_keys(t: &Tenant, other: &Tenant) {
+    let made = t.api.post("/v1/keys").send().await.expect(201).json();
+    let second = made["key"]
+        .as_str()
+        .expect("the clear key, once")
+        .to_owned();
+    let id = made["id"].as_str().unwrap().to_owned();
+    let as_second = t.api.as_token(&second);
+    as_second.get("/v1/connections").send().await.expect(200);
+    let listed = as_second.get("/v1/keys").send().await.expect(200);
+    assert!(
+        !String::from_utf8_lossy(&listed.body).contains(&second),
+        "listing shows no secret"
+    );
+    let keys = listed.json()["keys"].as_array().unwrap().clone();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.iter().any(|k| k["id"] == id.as_str()));
+    // Another account's key is not found, and stays valid.
+    let theirs = other.api.get("/v1/keys").send().await.expect(200).json();
+    let theirs = theirs["keys"][0]["id"].as_str().unwrap().to_owned();
+    t.api
+        .delete(&format!("/v1/keys/{theirs}"))
+        .send()
+        .await
+        .expect_problem(404, "key_not_found");
+    other.api.get("/v1/connections").send().await.expect(200);
+    // The admin token is not an account's credential here.
+    t.admin
+        .get("/v1/keys")
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+    // A key revokes itself; the other keeps working.
+    as_second
+        .delete(&format!("/v1/keys/{id}"))
+        .send()
+        .await
+        .expect(204);
+    as_second
+        .get("/v1/connections")
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+    t.api.get("/v1/connections").send().await.expect(200);
+    let keys = t.api.get("/v1/keys").send().await.expect(200).json();
+    let revoked = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == id.as_str())
+        .cloned()
+        .unwrap();
+    assert!(revoked["revoked_at"].is_i64(), "{revoked}");
+}
+
 pub async fn key_lifecycle(t: &Tenant) {
     let key = t.new_key().await;
     let second = key["key"].as_str().unwrap().to_owned();

@@ -34,6 +34,9 @@ pub enum Tool {
     /// tus-js-client's package folder, from `tests/tools/package-lock.json`
     /// (its parent goes into `NODE_PATH`).
     TusJsClient,
+    /// playwright-core's package folder, from `tests/tools/package-lock.json`
+    /// (its parent goes into `NODE_PATH`); it drives Debian's chromium.
+    PlaywrightCore,
     /// PyPI's AWS CLI (v1), from `tests/tools/awscli-requirements.txt`.
     AwsCliV1,
     /// The Python that has the Standard Webhooks library, from
@@ -56,6 +59,7 @@ impl Tool {
             Tool::AzuriteBlob => "npm/node_modules/.bin/azurite-blob",
             Tool::TusPython => "tus-venv/bin/python3",
             Tool::TusJsClient => "npm/node_modules/tus-js-client",
+            Tool::PlaywrightCore => "npm/node_modules/playwright-core",
             Tool::S3sFs => "s3s-fs/bin/s3s-fs",
             Tool::AwsCliV1 => "awscli-venv/bin/aws",
             Tool::WebhooksPython => "webhooks-venv/bin/python3",
@@ -101,6 +105,15 @@ pub fn python(script: &str, args: &[&str]) -> String {
 /// The `test-tools/` folder of the cargo target folder this test
 /// executable was built into (which is where the install script puts it,
 /// honouring `CARGO_TARGET_DIR` alike).
+/// A folder for a test's artefacts (screenshots, say) in the cargo target
+/// folder: `<target>/<name>/`, kept after the run.
+pub fn artefacts_dir(name: &str) -> PathBuf {
+    tools_dir()
+        .parent()
+        .expect("test-tools is inside the target folder")
+        .join(name)
+}
+
 fn tools_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the process knows its own path");
     target_dir_of(&exe)

@@ -78,6 +78,13 @@ async fn api_keys_are_made_and_revoked() {
 }
 
 #[tokio::test]
+async fn accounts_manage_their_own_keys() {
+    let (hub, a) = hub_with_tenant().await;
+    let b = tenant(&hub.url(), "beta", &hub.data_dir).await;
+    scenarios::own_keys(&a, &b).await;
+}
+
+#[tokio::test]
 async fn memory_connections_work() {
     let (_hub, t) = hub_with_tenant().await;
     scenarios::memory_connection(&t).await;

@@ -79,6 +79,77 @@ async fn api_keys_are_made_and_revoked() {
     scenarios::key_lifecycle(&t).await;
 }
 
+/// A page from another origin may call any node: preflights are answered
+/// at the spoke itself (never forwarded), and answers, the spoke's own and
+/// those it forwards from the hub, let the page read what tus needs.
+#[tokio::test]
+async fn pages_from_other_origins_may_call_spokes_and_the_hub() {
+    let (hub, spoke, t) = network().await;
+    for base in [spoke.url(), hub.url()] {
+        let api = ferry_tests::Api::new(&base);
+        let pre = api
+            .req(http::Method::OPTIONS, "/v1/connections/local/uploads")
+            .header("origin", "https://console.example")
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,tus-resumable,upload-length,upload-metadata",
+            )
+            .send()
+            .await
+            .expect(204);
+        assert_eq!(
+            pre.header("access-control-allow-origin").as_deref(),
+            Some("*")
+        );
+        assert_eq!(
+            pre.header("access-control-allow-headers").as_deref(),
+            Some("authorization,tus-resumable,upload-length,upload-metadata")
+        );
+        assert!(pre.header("access-control-allow-credentials").is_none());
+        // tus's own OPTIONS (no preflight) still reaches its route.
+        let tus = api
+            .req(http::Method::OPTIONS, "/v1/connections/local/uploads")
+            .header("tus-resumable", "1.0.0")
+            .send()
+            .await
+            .expect(204);
+        assert!(tus.header("tus-version").is_some(), "{base}");
+        // A forwarded answer (connections come from the hub) and a
+        // problem both carry the headers.
+        for (path, status) in [("/v1/connections", 200), ("/v1/connections/nope", 404)] {
+            let resp = ferry_tests::Api::new(&base)
+                .as_token(&t.key)
+                .get(path)
+                .header("origin", "https://console.example")
+                .send()
+                .await
+                .expect(status);
+            assert_eq!(
+                resp.header("access-control-allow-origin").as_deref(),
+                Some("*")
+            );
+            let exposed = resp.header("access-control-expose-headers").unwrap();
+            assert!(exposed.contains("upload-offset") && exposed.contains("location"));
+        }
+        // Without an Origin, nothing is added.
+        let plain = ferry_tests::Api::new(&base)
+            .as_token(&t.key)
+            .get("/v1/connections")
+            .send()
+            .await
+            .expect(200);
+        assert!(plain.header("access-control-allow-origin").is_none());
+    }
+}
+
+#[tokio::test]
+async fn accounts_manage_their_own_keys() {
+    let (hub, spoke, a) = network().await;
+    let b = tenant(&spoke.url(), "beta", &hub.data_dir).await;
+    scenarios::own_keys(&a, &b).await;
+}
+
 #[tokio::test]
 async fn memory_connections_work() {
     let (_hub, _spoke, t) = network().await;

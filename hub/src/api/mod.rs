@@ -11,6 +11,7 @@ mod guesses;
 mod http_util;
 pub mod intents;
 mod internal;
+mod keys;
 mod operators;
 mod spokes;
 pub use spokes::check_spoke_name;
@@ -235,10 +236,17 @@ pub async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> 
     let id = ferry_common::request_id::for_request(req.headers());
     let span = tracing::info_span!("request", request.id = %id);
     let id: Arc<str> = Arc::from(id);
-    // Boxed: the whole router's future is large.
-    let mut resp = ferry_common::request_id::scope(id.clone(), Box::pin(answer(state, req)))
-        .instrument(span)
-        .await;
+    let from_page = req.headers().contains_key(header::ORIGIN);
+    let mut resp = match ferry_common::cors::preflight(&req) {
+        Some(preflight) => preflight,
+        // Boxed: the whole router's future is large.
+        None => {
+            ferry_common::request_id::scope(id.clone(), Box::pin(answer(state, req)))
+                .instrument(span)
+                .await
+        }
+    };
+    ferry_common::cors::decorate(from_page, &mut resp);
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut()
             .insert(ferry_common::request_id::HEADER, v);
@@ -373,6 +381,7 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Request<Body>) -> Ap
     }
     match route {
         Route::Healthz => Ok(text(StatusCode::OK, "ok\n")),
+        Route::Console(file) => crate::console::serve(state, &file, &req),
         Route::Readyz => match state.store.ping().await {
             Ok(()) => Ok(text(StatusCode::OK, "ready\n")),
             Err(e) => {
@@ -390,6 +399,7 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Request<Body>) -> Ap
         | Route::AccountKey(..)
         | Route::AccountLimits(_) => admin::handle(state, route, req).await,
         Route::Connections | Route::Connection(_) => connections::handle(state, route, req).await,
+        Route::Keys | Route::Key(_) => keys::handle(state, route, req).await,
         Route::S3Keys | Route::S3Key(_) => s3_keys::handle(state, route, req).await,
         Route::Usage => usage::report(state, req).await,
         Route::Webhooks

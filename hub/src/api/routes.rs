@@ -16,6 +16,8 @@ pub enum Route {
     Healthz,
     /// `/readyz`
     Readyz,
+    /// `/console` and its files (`/console/…`): the path after `/console`.
+    Console(String),
     /// `/v1/accounts`
     Accounts,
     /// `/v1/accounts/{id}`
@@ -62,6 +64,10 @@ pub enum Route {
     Upload(String),
     /// `/internal/v1/…`: for spokes, through their tunnel only.
     Internal(ferry_common::contract::InternalCall),
+    /// `/v1/keys`: the calling account's API keys.
+    Keys,
+    /// `/v1/keys/{key}`: one of them.
+    Key(String),
     /// `/v1/s3-keys`: the account's S3 access keys.
     S3Keys,
     /// `/v1/s3-keys/{id}`: one S3 access key.
@@ -87,6 +93,7 @@ pub enum RouteLabel {
     Unmatched,
     Healthz,
     Readyz,
+    Console,
     Accounts,
     Account,
     AccountKeys,
@@ -110,6 +117,8 @@ pub enum RouteLabel {
     Uploads,
     Upload,
     Internal,
+    Keys,
+    Key,
     S3Keys,
     S3Key,
     Usage,
@@ -129,6 +138,7 @@ impl RouteLabel {
             Self::Unmatched => "unmatched",
             Self::Healthz => "healthz",
             Self::Readyz => "readyz",
+            Self::Console => "console",
             Self::Accounts => "accounts",
             Self::Account => "account",
             Self::AccountKeys => "account_keys",
@@ -152,6 +162,8 @@ impl RouteLabel {
             Self::Uploads => "uploads",
             Self::Upload => "upload",
             Self::Internal => "internal",
+            Self::Keys => "keys",
+            Self::Key => "key",
             Self::S3Keys => "s3_keys",
             Self::S3Key => "s3_key",
             Self::Usage => "usage",
@@ -178,11 +190,15 @@ impl EncodeLabelValue for RouteLabel {
 pub const TEMPLATES: &[&str] = &[
     "/healthz",
     "/readyz",
+    "/console",
+    "/console/{file}",
     "/v1/accounts",
     "/v1/accounts/{account}",
     "/v1/accounts/{account}/keys",
     "/v1/accounts/{account}/keys/{key}",
     "/v1/accounts/{account}/limits",
+    "/v1/keys",
+    "/v1/keys/{key}",
     "/v1/s3-keys",
     "/v1/s3-keys/{id}",
     "/v1/connections",
@@ -233,6 +249,12 @@ impl Route {
             "readyz" => return Ok(Some(Route::Readyz)),
             _ => {}
         }
+        if rest == "console" {
+            return Ok(Some(Route::Console(String::new())));
+        }
+        if let Some(file) = rest.strip_prefix("console/") {
+            return Ok(Some(Route::Console(file.to_owned())));
+        }
         if let Some(op) = rest.strip_prefix("internal/v1/") {
             return Ok(ferry_common::contract::InternalCall::parse(op).map(Route::Internal));
         }
@@ -252,6 +274,17 @@ impl Route {
                 .then(|| decode(id))
                 .transpose()?
                 .map(Route::Upload));
+        }
+        if let Some(rest) = rest.strip_prefix("keys") {
+            return Ok(match rest {
+                "" => Some(Route::Keys),
+                r => match r.strip_prefix('/') {
+                    Some(id) if !id.is_empty() && !id.contains('/') => {
+                        Some(Route::Key(decode(id)?))
+                    }
+                    _ => None,
+                },
+            });
         }
         if let Some(rest) = rest.strip_prefix("s3-keys") {
             return Ok(match rest {
@@ -348,6 +381,7 @@ impl Route {
         match self {
             Route::Healthz => RouteLabel::Healthz,
             Route::Readyz => RouteLabel::Readyz,
+            Route::Console(_) => RouteLabel::Console,
             Route::Accounts => RouteLabel::Accounts,
             Route::Account(_) => RouteLabel::Account,
             Route::AccountKeys(_) => RouteLabel::AccountKeys,
@@ -371,6 +405,8 @@ impl Route {
             Route::Uploads(_) => RouteLabel::Uploads,
             Route::Upload(_) => RouteLabel::Upload,
             Route::Internal(_) => RouteLabel::Internal,
+            Route::Keys => RouteLabel::Keys,
+            Route::Key(_) => RouteLabel::Key,
             Route::S3Keys => RouteLabel::S3Keys,
             Route::S3Key(_) => RouteLabel::S3Key,
             Route::Usage => RouteLabel::Usage,
@@ -392,7 +428,7 @@ impl Route {
             Route::Internal(_) => &[Method::POST],
             Route::Uploads(_) => &[Method::POST, Method::OPTIONS],
             Route::Upload(_) => &[Method::HEAD, Method::PATCH, Method::DELETE, Method::OPTIONS],
-            Route::Healthz | Route::Readyz | Route::Events | Route::Usage => {
+            Route::Healthz | Route::Readyz | Route::Console(_) | Route::Events | Route::Usage => {
                 &[Method::GET, Method::HEAD]
             }
             Route::Account(_) => &[Method::GET, Method::HEAD, Method::DELETE],
@@ -404,9 +440,10 @@ impl Route {
             Route::Accounts
             | Route::AccountKeys(_)
             | Route::Connections
+            | Route::Keys
             | Route::S3Keys
             | Route::Webhooks => &[Method::GET, Method::HEAD, Method::POST],
-            Route::AccountKey(..) | Route::S3Key(_) => &[Method::DELETE],
+            Route::AccountKey(..) | Route::Key(_) | Route::S3Key(_) => &[Method::DELETE],
             Route::Connection(_) => &[Method::GET, Method::HEAD, Method::DELETE],
             Route::File(..) => &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
             Route::Folder(..) => &[Method::POST, Method::DELETE],
@@ -480,6 +517,10 @@ mod tests {
         assert_eq!(parse("/v1/spokes/probe-targets"), Some(Route::ProbeTargets));
         assert_eq!(parse("/v1/spokes/fra1"), Some(Route::Spoke("fra1".into())));
         assert_eq!(parse("/v1/s3-keys"), Some(Route::S3Keys));
+        assert_eq!(parse("/v1/keys"), Some(Route::Keys));
+        assert_eq!(parse("/v1/keys/key_1"), Some(Route::Key("key_1".into())));
+        assert_eq!(parse("/v1/keys/"), None);
+        assert_eq!(parse("/v1/keysx"), None);
         assert_eq!(
             parse("/v1/s3-keys/FRYABC"),
             Some(Route::S3Key("FRYABC".into()))

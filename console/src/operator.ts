@@ -1,0 +1,256 @@
+// The operator's view: the spokes (their tunnels and steering state,
+// refreshed every two seconds), join tokens, the steering decision for a
+// client network, accounts, and this hub's store.
+import { ApiError } from "./api";
+import { h, replace, size, when } from "./dom";
+import type { Section, Session } from "./main";
+import { alertRegion, errorText, statusRegion } from "./main";
+
+interface Spoke {
+  name: string;
+  enrolled_at: number | null;
+  revoked_at: number | null;
+  created_at: number;
+  tunnel: null | {
+    transport: string;
+    connected_secs: number;
+    rtt_ms: number;
+    active_transfers: number;
+    bytes_per_sec: number;
+    draining: boolean;
+    steering: null | { public_url: string; public_addrs: string[]; capacity_transfers: number };
+  };
+  steering: string | null;
+}
+
+/** One word for a spoke's state, from its tunnel and steering. */
+export function spokeStatus(s: Spoke): "revoked" | "not enrolled" | "down" | "draining" | "degraded" | "healthy" {
+  if (s.revoked_at) return "revoked";
+  if (!s.enrolled_at) return "not enrolled";
+  if (!s.tunnel) return "down";
+  if (s.tunnel.draining) return "draining";
+  if (s.steering !== "eligible") return "degraded";
+  return "healthy";
+}
+
+const POLL_MS = 2000;
+
+async function spokes(s: Session, main: HTMLElement): Promise<void> {
+  const error = alertRegion();
+  const updated = statusRegion();
+  const tbody = h("tbody", {});
+  const map = h("div", { class: "map", "aria-label": "Spokes around this hub" });
+  const draw = async () => {
+    let got: { spokes: Spoke[] };
+    try {
+      got = await s.api.call<{ spokes: Spoke[] }>("GET", "/v1/spokes");
+      error.textContent = "";
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 409) {
+        replace(tbody, h("tr", {}, h("td", { colspan: 9 }, "This hub takes no spokes (no [tunnel] section).")));
+        return;
+      }
+      error.textContent = errorText(e);
+      return;
+    }
+    replace(
+      tbody,
+      got.spokes.map((sp) => {
+        const st = spokeStatus(sp);
+        const t = sp.tunnel;
+        return h(
+          "tr",
+          { "data-spoke": sp.name, "data-status": st },
+          h("th", { scope: "row" }, sp.name),
+          h("td", {}, h("span", { class: `badge ${st.replace(" ", "-")}` }, st)),
+          h("td", {}, sp.steering ?? "—"),
+          h("td", {}, t ? t.transport.toUpperCase() : "—"),
+          h("td", {}, t ? (t.transport === "quic" ? `${t.rtt_ms} ms` : "—") : "—"),
+          h("td", {}, t ? String(t.active_transfers) : "—"),
+          h("td", {}, t ? `${size(t.bytes_per_sec)}/s` : "—"),
+          h("td", {}, t?.steering?.public_url ?? "—"),
+          h("td", {}, sp.enrolled_at ? when(sp.enrolled_at) : "—"),
+        );
+      }),
+    );
+    // The hub in the middle, its spokes around it, each line as long as
+    // its round trip (the layout is drawn with the CSS object model).
+    replace(
+      map,
+      h("div", { class: "node hub" }, "hub"),
+      got.spokes
+        .filter((sp) => !sp.revoked_at)
+        .map((sp, i, all) => {
+          const st = spokeStatus(sp);
+          const angle = (2 * Math.PI * i) / Math.max(1, all.length);
+          const reach = 30 + Math.min(15, sp.tunnel?.rtt_ms ?? 15);
+          const el = h(
+            "div",
+            { class: `node ${st.replace(" ", "-")}`, title: `${sp.name}: ${st}` },
+            sp.name,
+          );
+          el.style.left = `${50 + reach * Math.cos(angle)}%`;
+          el.style.top = `${50 + reach * Math.sin(angle)}%`;
+          return el;
+        }),
+    );
+    updated.textContent = `Updated ${new Date().toLocaleTimeString()}.`;
+  };
+  replace(
+    main,
+    h("h1", {}, "Spokes"),
+    error,
+    h(
+      "table",
+      { id: "spokes" },
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          ["Spoke", "Status", "Steering", "Transport", "RTT to this hub", "Transfers", "Throughput", "Public URL", "Enrolled"].map((t) =>
+            h("th", { scope: "col" }, t),
+          ),
+        ),
+      ),
+      tbody,
+    ),
+    updated,
+    map,
+    joinForm(s),
+  );
+  await draw();
+  const timer = window.setInterval(() => void draw(), POLL_MS);
+  s.stops.push(() => window.clearInterval(timer));
+}
+
+/** Adds a spoke, or makes a new join token for one. */
+function joinForm(s: Session): HTMLElement {
+  const error = alertRegion();
+  const name = h("input", { id: "spoke-name", required: true, autocomplete: "off", pattern: "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?" });
+  const shown = h("div", { hidden: true });
+  const form = h(
+    "form",
+    { class: "card" },
+    h("h2", {}, "Join token"),
+    h("p", { class: "help" }, "A new spoke's name adds it; an existing spoke's name makes it a new token (the old one stops working)."),
+    h("div", { class: "field" }, h("label", { for: "spoke-name" }, "Spoke name"), name),
+    h("button", { type: "submit" }, "Make a join token"),
+    error,
+    shown,
+  );
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    error.textContent = "";
+    try {
+      const made = await s.api.call<{ join_token: string; expires_at: number }>("POST", "/v1/spokes", {
+        json: { name: name.value.trim() },
+      });
+      const value = h("input", { id: "join-token", readonly: true, value: made.join_token, class: "mono" });
+      replace(
+        shown,
+        h("label", { for: "join-token" }, `Join token for ${name.value.trim()}, valid until ${when(made.expires_at)}; shown this once:`),
+        value,
+      );
+      shown.hidden = false;
+      value.select();
+    } catch (e) {
+      error.textContent = errorText(e);
+    }
+  });
+  return form;
+}
+
+async function steering(s: Session, main: HTMLElement): Promise<void> {
+  const error = alertRegion();
+  const out = h("div", {});
+  const client = h("input", { id: "steer-client", required: true, autocomplete: "off", inputmode: "text" });
+  const form = h(
+    "form",
+    { class: "card" },
+    h("div", { class: "field" }, h("label", { for: "steer-client" }, "Client address (IPv4 or IPv6)"), client),
+    h("button", { type: "submit" }, "Show the decision"),
+  );
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    error.textContent = "";
+    try {
+      const got = await s.api.call<any>("GET", `/v1/steering?client=${encodeURIComponent(client.value.trim())}`);
+      const c = got.client ?? {};
+      const net = (got.prefixes ?? [])[0];
+      replace(
+        out,
+        h(
+          "dl",
+          { class: "decision" },
+          h("dt", {}, "Answer"),
+          h("dd", { id: "steer-answer" }, c.spoke ?? "the hub"),
+          h("dt", {}, "Basis"),
+          h("dd", {}, c.basis ?? "—"),
+          h("dt", {}, "Network"),
+          h("dd", {}, net ? net.prefix : `/${c.scope ?? "?"} (no measurement yet)`),
+          h("dt", {}, "Eligible spokes"),
+          h("dd", {}, (got.eligible ?? []).join(", ") || "none"),
+        ),
+        net
+          ? h(
+              "table",
+              {},
+              h("thead", {}, h("tr", {}, ["Spoke", "RTT", "Samples", "Age", "Eligible"].map((t) => h("th", { scope: "col" }, t)))),
+              h(
+                "tbody",
+                {},
+                net.spokes.map((x: any) =>
+                  h(
+                    "tr",
+                    {},
+                    h("td", {}, x.spoke),
+                    h("td", {}, `${x.rtt_ms} ms`),
+                    h("td", {}, `${x.samples.spoke} from the spoke, ${x.samples.probe} from probes`),
+                    h("td", {}, `${x.age_secs} s`),
+                    h("td", {}, x.eligible ? "yes" : "no"),
+                  ),
+                ),
+              ),
+            )
+          : "",
+      );
+    } catch (e) {
+      error.textContent = errorText(e);
+    }
+  });
+  replace(main, h("h1", {}, "Steering"), form, error, out);
+}
+
+async function accounts(s: Session, main: HTMLElement): Promise<void> {
+  const got = await s.api.call<{ accounts: { id: string; name: string; created_at: number }[]; next_cursor: string | null }>(
+    "GET",
+    "/v1/accounts?limit=1000",
+  );
+  const ready = h("p", { class: "status", role: "status" }, "Asking the store…");
+  replace(
+    main,
+    h("h1", {}, "Accounts"),
+    ready,
+    h(
+      "table",
+      { id: "accounts" },
+      h("thead", {}, h("tr", {}, ["Name", "ID", "Created"].map((t) => h("th", { scope: "col" }, t)))),
+      h(
+        "tbody",
+        {},
+        got.accounts.map((a) => h("tr", {}, h("td", {}, a.name), h("td", { class: "mono" }, a.id), h("td", {}, when(a.created_at)))),
+      ),
+    ),
+    got.next_cursor ? h("p", {}, "Only the first 1,000 accounts are shown.") : "",
+  );
+  const resp = await fetch("/readyz", { cache: "no-store" });
+  ready.textContent = resp.ok ? "This hub's metadata store answers." : "This hub's metadata store does not answer (503).";
+}
+
+export const operatorViews: Section[] = [
+  { path: "spokes", label: "Spokes", view: spokes },
+  { path: "steering", label: "Steering", view: steering },
+  { path: "accounts", label: "Accounts", view: accounts },
+];
