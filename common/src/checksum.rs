@@ -230,9 +230,81 @@ impl StreamChecksums {
     }
 }
 
+/// Secure digests (SHA-256, SHA-512) of a stream computed on a thread of
+/// the blocking pool, beside the task that reads and writes the stream: on
+/// a machine with a core to spare, hashing no longer takes turns with the
+/// socket and the provider. Chunks are handed over without a copy; at most
+/// [`DigestsAside::QUEUED`] wait, so a stream goes no faster than its
+/// hashing, as before.
+#[derive(Debug)]
+pub struct DigestsAside {
+    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    done: tokio::task::JoinHandle<Vec<(DigestAlgorithm, Vec<u8>)>>,
+}
+
+impl DigestsAside {
+    /// Chunks handed over and not yet hashed, at most.
+    pub const QUEUED: usize = 4;
+
+    /// Starts hashing with each of `algs`; `None` when there is none.
+    pub fn start(algs: impl IntoIterator<Item = DigestAlgorithm>) -> Option<Self> {
+        let mut algs: Vec<DigestAlgorithm> = algs.into_iter().collect();
+        algs.sort();
+        algs.dedup();
+        if algs.is_empty() {
+            return None;
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(Self::QUEUED);
+        let done = tokio::task::spawn_blocking(move || {
+            let mut ctxs: Vec<_> = algs
+                .into_iter()
+                .map(|a| (a, ring::digest::Context::new(a.ring())))
+                .collect();
+            while let Some(chunk) = rx.blocking_recv() {
+                for (_, ctx) in &mut ctxs {
+                    ctx.update(&chunk);
+                }
+            }
+            ctxs.into_iter()
+                .map(|(a, ctx)| (a, ctx.finish().as_ref().to_vec()))
+                .collect()
+        });
+        Some(Self { tx, done })
+    }
+
+    /// Hands over the next bytes, waiting while [`Self::QUEUED`] chunks
+    /// are not yet hashed.
+    pub async fn feed(&self, data: bytes::Bytes) {
+        // The hashing side ends only when this side is dropped or finished.
+        let _ = self.tx.send(data).await;
+    }
+
+    /// The digests of everything fed.
+    pub async fn finish(self) -> Vec<(DigestAlgorithm, Vec<u8>)> {
+        drop(self.tx);
+        self.done
+            .await
+            .expect("hashing bytes cannot fail or be cancelled")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn digests_computed_aside_equal_those_computed_in_line() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let algs = [DigestAlgorithm::Sha512, DigestAlgorithm::Sha256];
+        let mut inline = StreamChecksums::new(algs);
+        let aside = DigestsAside::start(algs).expect("two algorithms");
+        for chunk in data.chunks(7_777) {
+            inline.update(chunk);
+            aside.feed(bytes::Bytes::copy_from_slice(chunk)).await;
+        }
+        assert_eq!(aside.finish().await, inline.finish().digests);
+        assert!(DigestsAside::start([]).is_none());
+    }
 
     #[test]
     fn crc64nvme_matches_the_reference_check_value() {

@@ -322,7 +322,10 @@ where
         .map_err(StageError::Provider)?;
     // Counted in the budget until the end: the buffers are sized by it.
     let _lease = budget::UPLOADS.lease();
-    let mut sums = StreamChecksums::new(digests);
+    // The CRC in line (it runs at memory speed); SHA-256 and SHA-512, when
+    // asked for, on another thread meanwhile.
+    let mut sums = StreamChecksums::new([]);
+    let aside = crate::checksum::DigestsAside::start(digests);
     // Incoming slices are copied into one buffer per provider write: the
     // slices would otherwise keep the connection's (larger) read buffers
     // alive until written, and one contiguous write is one system call.
@@ -341,9 +344,17 @@ where
                     return Err(StageError::TooLarge);
                 }
                 pending.keep(&data);
+                if let Some(aside) = &aside {
+                    aside.feed(data).await;
+                }
                 continue;
             }
+            // The gathered buffers go to the hashing thread (a reference,
+            // not a copy) as they go to the provider.
             for full in pending.push(&data) {
+                if let Some(aside) = &aside {
+                    aside.feed(full.clone()).await;
+                }
                 writer
                     .write(Buffer::from(full))
                     .await
@@ -351,6 +362,9 @@ where
             }
         }
         if let Some(rest) = pending.rest() {
+            if let Some(aside) = &aside {
+                aside.feed(rest.clone()).await;
+            }
             writer
                 .write(Buffer::from(rest))
                 .await
@@ -360,10 +374,13 @@ where
     }
     .await;
     match result {
-        Ok(()) => Ok(Staged {
-            writer,
-            sums: sums.finish(),
-        }),
+        Ok(()) => {
+            let mut sums = sums.finish();
+            if let Some(aside) = aside {
+                sums.digests = aside.finish().await;
+            }
+            Ok(Staged { writer, sums })
+        }
         Err(e) => {
             if let Err(abort) = writer.abort().await {
                 tracing::warn!(error = %abort, "could not discard a partial upload");
