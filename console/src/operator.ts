@@ -19,6 +19,8 @@ interface Spoke {
     bytes_per_sec: number;
     draining: boolean;
     steering: null | { public_url: string; public_addrs: string[]; capacity_transfers: number };
+    software: string;
+    certificate_expires_at: number | null;
   };
   steering: string | null;
 }
@@ -47,7 +49,7 @@ async function spokes(s: Session, main: HTMLElement): Promise<void> {
       error.textContent = "";
     } catch (e) {
       if (e instanceof ApiError && e.status === 409) {
-        replace(tbody, h("tr", {}, h("td", { colspan: 9 }, "This hub takes no spokes (no [tunnel] section).")));
+        replace(tbody, h("tr", {}, h("td", { colspan: 10 }, "This hub takes no spokes (no [tunnel] section).")));
         return;
       }
       error.textContent = errorText(e);
@@ -69,7 +71,8 @@ async function spokes(s: Session, main: HTMLElement): Promise<void> {
           h("td", {}, t ? String(t.active_transfers) : "—"),
           h("td", {}, t ? `${size(t.bytes_per_sec)}/s` : "—"),
           h("td", {}, t?.steering?.public_url ?? "—"),
-          h("td", {}, sp.enrolled_at ? when(sp.enrolled_at) : "—"),
+          h("td", {}, t ? t.software : "—"),
+          h("td", {}, t ? when(t.certificate_expires_at) : "—"),
         );
       }),
     );
@@ -109,7 +112,7 @@ async function spokes(s: Session, main: HTMLElement): Promise<void> {
         h(
           "tr",
           {},
-          ["Spoke", "Status", "Steering", "Transport", "RTT to this hub", "Transfers", "Throughput", "Public URL", "Enrolled"].map((t) =>
+          ["Spoke", "Status", "Steering", "Transport", "RTT to this hub", "Transfers", "Throughput", "Public URL", "Version", "Certificate expires"].map((t) =>
             h("th", { scope: "col" }, t),
           ),
         ),

@@ -73,10 +73,19 @@ async fn a_revoked_spoke_is_cut_off_and_cannot_return() {
     let admin = Api::new(hub.url()).as_token(ADMIN_TOKEN);
     let list = admin.get("/v1/spokes").send().await.expect(200).json();
     assert_eq!(list["spokes"][0]["name"], "fra1");
-    assert!(
-        list["spokes"][0]["tunnel"]["connected_secs"].is_u64(),
-        "{list}"
-    );
+    let tunnel = &list["spokes"][0]["tunnel"];
+    assert!(tunnel["connected_secs"].is_u64(), "{list}");
+    // What the spoke said it runs, and when the certificate it holds
+    // expires (the hub's CA signed it for days, not seconds).
+    assert_eq!(tunnel["software"], env!("CARGO_PKG_VERSION"), "{list}");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let expires = tunnel["certificate_expires_at"]
+        .as_i64()
+        .expect("an expiry");
+    assert!(expires > now_ms + 3_600_000, "{list}");
 
     admin.delete("/v1/spokes/fra1").send().await.expect(204);
     assert!(

@@ -256,6 +256,8 @@ pub(super) struct Peer {
     /// The SHA-256 of its certificate: a tunnel whose spoke has enrolled
     /// again since holds an old one, and is closed.
     pub(super) cert_sha256: Vec<u8>,
+    /// When its certificate stops being valid, Unix seconds.
+    pub(super) cert_expires_at: Option<i64>,
 }
 
 /// The spoke a client certificate belongs to, and what it may announce;
@@ -277,6 +279,7 @@ async fn identify(
             cert_sha256: ring::digest::digest(&ring::digest::SHA256, &cert)
                 .as_ref()
                 .to_vec(),
+            cert_expires_at: ferry_common::cert_time::not_after(&cert),
         }),
         Ok(None) => {
             ctx.state

@@ -77,11 +77,23 @@ struct Live {
     last_heard: Instant,
     /// What the spoke announced for steering in its hello.
     announce: Option<SteeringAnnounce>,
-    /// The SHA-256 of the certificate the tunnel was opened with.
-    cert_sha256: Vec<u8>,
+    /// Who opened it: its certificate and software.
+    identity: Identity,
     draining: bool,
     /// The requests the spoke forwards on it, while they run.
     requests: tokio_util::task::TaskTracker,
+}
+
+/// What a tunnel's spoke is: its certificate (the SHA-256 a later check
+/// compares, and when it expires) and the software version it said.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The SHA-256 of the certificate the tunnel was opened with.
+    pub cert_sha256: Vec<u8>,
+    /// When that certificate stops being valid, Unix seconds.
+    pub cert_expires_at: Option<i64>,
+    /// The spoke's software version, as its hello said (made printable).
+    pub software: String,
 }
 
 /// What steering needs to know of a connected spoke.
@@ -116,6 +128,11 @@ pub struct LiveInfo {
     pub draining: bool,
     /// Its public addresses, URL and capacity for steering.
     pub steering: Option<SteeringAnnounce>,
+    /// Its software version, as it said.
+    pub software: String,
+    /// When the certificate it opened the tunnel with expires, Unix
+    /// milliseconds.
+    pub certificate_expires_at: Option<i64>,
 }
 
 /// The spokes connected now, by name.
@@ -136,7 +153,7 @@ impl Registry {
         link: PeerLink,
         notices: mpsc::Sender<Notice>,
         announce: Option<SteeringAnnounce>,
-        cert_sha256: Vec<u8>,
+        identity: Identity,
         requests: tokio_util::task::TaskTracker,
     ) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -148,7 +165,7 @@ impl Registry {
             last: None,
             last_heard: tokio::time::Instant::now().into_std(),
             announce,
-            cert_sha256,
+            identity,
             draining: false,
             requests,
         };
@@ -269,6 +286,11 @@ impl Registry {
                         bytes_per_sec: hb.bytes_per_sec,
                         draining: l.draining,
                         steering: l.announce.clone(),
+                        software: l.identity.software.clone(),
+                        certificate_expires_at: l
+                            .identity
+                            .cert_expires_at
+                            .map(|s| s.saturating_mul(1000)),
                     },
                 )
             })
@@ -298,7 +320,7 @@ impl Registry {
         let mut live = self.live.lock().expect("registry poisoned");
         let Some(l) = live
             .get(name)
-            .filter(|l| !held.contains(&l.cert_sha256.as_slice()))
+            .filter(|l| !held.contains(&l.identity.cert_sha256.as_slice()))
         else {
             return false;
         };
@@ -314,7 +336,7 @@ impl Registry {
     /// with, while it is connected.
     pub fn certificate_of(&self, name: &str) -> Option<Vec<u8>> {
         let live = self.live.lock().expect("registry poisoned");
-        live.get(name).map(|l| l.cert_sha256.clone())
+        live.get(name).map(|l| l.identity.cert_sha256.clone())
     }
 
     /// Each connected spoke and the certificate its tunnel was opened with.
@@ -323,7 +345,7 @@ impl Registry {
             .lock()
             .expect("registry poisoned")
             .iter()
-            .map(|(name, l)| (name.clone(), l.cert_sha256.clone()))
+            .map(|(name, l)| (name.clone(), l.identity.cert_sha256.clone()))
             .collect()
     }
 }

@@ -80,6 +80,7 @@ pub(super) async fn session(
         name,
         allowed,
         cert_sha256,
+        cert_expires_at,
     } = peer;
     let Ctx {
         state,
@@ -141,7 +142,11 @@ pub(super) async fn session(
         link.clone(),
         notices_tx,
         announced.announce,
-        cert_sha256,
+        super::registry::Identity {
+            cert_sha256,
+            cert_expires_at,
+            software: software_shown(&accepted.software),
+        },
         tracker.clone(),
     );
     let transport = link.transport();
@@ -233,5 +238,33 @@ pub(super) async fn session(
         if replaced {
             let _ = tokio::time::timeout(REPLACED_CLOSE, link.closed()).await;
         }
+    }
+}
+
+/// The software version a spoke gave in its hello, as the operator's API
+/// shows it: at most 64 characters of printable ASCII (anything else is
+/// a `?`), since the spoke, not the hub, wrote it.
+fn software_shown(said: &str) -> String {
+    said.chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod software_tests {
+    use super::software_shown;
+
+    #[test]
+    fn a_spokes_software_version_is_shown_short_and_printable() {
+        assert_eq!(software_shown("0.2.0"), "0.2.0");
+        assert_eq!(software_shown("1.0\u{7}<b>\n"), "1.0?<b>?");
+        assert_eq!(software_shown(&"x".repeat(500)).len(), 64);
     }
 }
