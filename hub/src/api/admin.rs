@@ -36,6 +36,30 @@ fn limits_json(state: &AppState, set: crate::store::limits::Limits) -> serde_jso
     json!({ "set": set, "effective": set.or(state.limits.defaults()) })
 }
 
+/// Revokes `account`'s key `key_id` (the admin API's and the account's own
+/// route); `whose` names the account in the `404`.
+pub(super) async fn revoke_key(
+    state: &AppState,
+    account: &str,
+    key_id: &str,
+    whose: &str,
+) -> ApiResult {
+    if !state
+        .store
+        .revoke_key(account, key_id)
+        .await
+        .map_err(|e| store_problem(state, e))?
+    {
+        return Err(Problem::new(
+            ErrorCode::KeyNotFound,
+            format!("{whose} has no key '{key_id}'"),
+        ));
+    }
+    tracing::info!(account.id = %account, key.id = %key_id, "revoked an API key");
+    super::invalidate_grants(state, "an API key was revoked").await;
+    Ok(no_content())
+}
+
 /// Whether `text` has the shape of an account id: `acc_` and 20 lower-case
 /// hex digits.
 fn is_account_id(text: &str) -> bool {
@@ -161,20 +185,7 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
             Ok(json(StatusCode::OK, &limits_json(state, limits)))
         }
         (Route::AccountKey(id, key_id), _) => {
-            if !state
-                .store
-                .revoke_key(&id, &key_id)
-                .await
-                .map_err(store_err)?
-            {
-                return Err(Problem::new(
-                    ErrorCode::KeyNotFound,
-                    format!("account '{id}' has no key '{key_id}'"),
-                ));
-            }
-            tracing::info!(account.id = %id, key.id = %key_id, "revoked an API key");
-            super::invalidate_grants(state, "an API key was revoked").await;
-            Ok(no_content())
+            revoke_key(state, &id, &key_id, &format!("account '{id}'")).await
         }
         _ => Err(Problem::new(ErrorCode::RouteNotFound, "no such route")),
     }

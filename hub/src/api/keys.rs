@@ -11,7 +11,7 @@ use ferry_common::body::Body;
 use ferry_common::problem::{ErrorCode, Problem};
 
 use super::auth::require_account;
-use super::http_util::{json, no_content};
+use super::http_util::json;
 use super::routes::Route;
 use super::{ApiResult, AppState, store_problem};
 
@@ -32,22 +32,7 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
             let keys = state.store.list_keys(&account).await.map_err(store_err)?;
             Ok(json(StatusCode::OK, &json!({ "keys": keys })))
         }
-        (Route::Key(id), _) => {
-            if !state
-                .store
-                .revoke_key(&account, &id)
-                .await
-                .map_err(store_err)?
-            {
-                return Err(Problem::new(
-                    ErrorCode::KeyNotFound,
-                    format!("this account has no key '{id}'"),
-                ));
-            }
-            tracing::info!(account.id = %account, key.id = %id, "an account revoked an API key");
-            super::invalidate_grants(state, "an API key was revoked").await;
-            Ok(no_content())
-        }
+        (Route::Key(id), _) => super::admin::revoke_key(state, &account, &id, "this account").await,
         _ => Err(Problem::new(ErrorCode::RouteNotFound, "no such route")),
     }
 }
