@@ -35,6 +35,8 @@ case "$profile" in
 esac
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 if [ "$build" -eq 1 ]; then
+  # The console the hub embeds is bundled from its npm packages.
+  "$root/scripts/console-packages.sh"
   (cd "$root" && cargo build $flag -p ferry-hub -p ferry-spoke -p ferry-client --bins)
 fi
 version=$(sed -n '/^\[workspace.package\]/,/^\[/ s/^version = "\(.*\)"/\1/p' "$root/Cargo.toml")
