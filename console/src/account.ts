@@ -107,8 +107,9 @@ async function connections(s: Session, main: HTMLElement): Promise<void> {
               if (!confirm(`Delete the connection ${c.name}? Its files at the provider stay.`)) return;
               try {
                 await s.api.call("DELETE", `/v1/connections/${encodeURIComponent(c.name)}`);
-                location.hash = "#/connections";
-                window.dispatchEvent(new HashChangeEvent("hashchange"));
+                // Drawn again: through the hash when it changes, else at once.
+                if (location.hash !== "#/connections") location.hash = "#/connections";
+                else window.dispatchEvent(new HashChangeEvent("hashchange"));
               } catch (e) {
                 error.textContent = errorText(e);
               }
