@@ -254,16 +254,18 @@ async function files(s: Session, main: HTMLElement, parts: string[]): Promise<vo
     events.hidden = false;
     replace(events, h("h2", {}, `Events of ${path}`), h("p", {}, "Loading…"));
     try {
+      // The hub keeps this file's events only (its path, or a move's `from`).
       const found: any[] = [];
       let c = "";
-      const id = (await s.api.call<Connection>("GET", connUrl)).id;
-      for (let page = 0; page < 50; page++) {
-        const got: { events: any[]; next_cursor: string | null } = await s.api.call(
+      for (let page = 0; page < 20; page++) {
+        const got: { events: any[]; next_cursor: string; has_more: boolean } = await s.api.call(
           "GET",
-          `/v1/events?limit=1000${c ? `&cursor=${encodeURIComponent(c)}` : ""}`,
+          `/v1/events?connection=${encodeURIComponent(conn)}&path=${encodeURIComponent(path)}&limit=1000${
+            c ? `&cursor=${encodeURIComponent(c)}` : ""
+          }`,
         );
-        found.push(...got.events.filter((e) => e.connection_id === id && (e.path === path || e.from === path)));
-        if (!got.next_cursor || got.events.length === 0) break;
+        found.push(...got.events);
+        if (!got.has_more) break;
         c = got.next_cursor;
       }
       replace(

@@ -77,6 +77,83 @@ async fn api_keys_are_made_and_revoked() {
     scenarios::key_lifecycle(&t).await;
 }
 
+/// The feed filtered to one connection and one path: that file's events,
+/// a move away from it included; another account's connection is not
+/// found.
+#[tokio::test]
+async fn events_are_filtered_by_connection_and_path() {
+    let (hub, t) = hub_with_tenant().await;
+    for name in ["a.txt", "b.txt"] {
+        t.api.put(&t.file(name)).body("x").send().await.expect(201);
+    }
+    t.api
+        .post("/v1/connections/local/move")
+        .json(&serde_json::json!({ "from": "a.txt", "to": "c.txt" }))
+        .send()
+        .await
+        .expect(201);
+    let kinds = |v: &serde_json::Value| -> Vec<(String, String)> {
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["type"].as_str().unwrap().to_owned(),
+                    e["path"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let of_a = t
+        .api
+        .get("/v1/events?connection=local&path=a.txt")
+        .send()
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(
+        kinds(&of_a),
+        [("created", "a.txt"), ("moved", "c.txt")].map(|(k, p)| (k.to_owned(), p.to_owned()))
+    );
+    let by_id = t
+        .api
+        .get(&format!(
+            "/v1/events?connection={}&path=b.txt&limit=1",
+            t.conn_id
+        ))
+        .send()
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(kinds(&by_id), [("created".to_owned(), "b.txt".to_owned())]);
+    assert_eq!(by_id["has_more"], true, "a full page says so: {by_id}");
+    // Resuming after it finds nothing more for that path.
+    let next = by_id["next_cursor"].as_str().unwrap();
+    let rest = t
+        .api
+        .get(&format!(
+            "/v1/events?connection=local&path=b.txt&cursor={next}"
+        ))
+        .send()
+        .await
+        .expect(200)
+        .json();
+    assert!(kinds(&rest).is_empty(), "{rest}");
+    let other = tenant(&hub.url(), "beta", &hub.data_dir).await;
+    other
+        .api
+        .get(&format!("/v1/events?connection={}", t.conn_id))
+        .send()
+        .await
+        .expect_problem(404, "connection_not_found");
+    t.api
+        .get("/v1/events?path=a.txt&path=b.txt")
+        .send()
+        .await
+        .expect_problem(400, "invalid_query");
+}
+
 #[tokio::test]
 async fn accounts_manage_their_own_keys() {
     let (hub, a) = hub_with_tenant().await;

@@ -12,7 +12,7 @@ use http::{Request, StatusCode};
 use serde_json::json;
 
 use super::auth::require_account;
-use super::http_util::{json, paging};
+use super::http_util::{json, paging_with};
 use super::{ApiResult, AppState, store_problem};
 
 /// The most digits a cursor's number may have: any number of 18 digits
@@ -54,7 +54,20 @@ fn cursor_after(seq: i64) -> String {
 
 pub async fn list(state: &AppState, req: Request<Body>) -> ApiResult {
     let account = require_account(state, req.headers()).await?;
-    let page = paging(&req, 100, 1000)?;
+    let (page, filters) = paging_with(&req, 100, 1000, &["connection", "path"])?;
+    let given = |name: &str| {
+        filters
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    // A connection by id or name, as everywhere: another account's is
+    // not found.
+    let connection = match given("connection") {
+        Some(c) => Some(super::connections::find(state, &account, &c).await?.id),
+        None => None,
+    };
+    let path = given("path");
     let cursor = match &page.cursor {
         None => Cursor::After(0),
         Some(c) => Cursor::parse(c).ok_or_else(|| {
@@ -89,7 +102,13 @@ pub async fn list(state: &AppState, req: Request<Body>) -> ApiResult {
     };
     let events = state
         .store
-        .list_events(&account, after, page.limit as i64)
+        .list_events_matching(
+            &account,
+            after,
+            page.limit as i64,
+            connection.as_deref(),
+            path.as_deref(),
+        )
         .await
         .map_err(|e| store_problem(state, e))?;
     let kept_from = horizon().await?;

@@ -113,6 +113,18 @@ pub struct Paging {
 /// Reads `limit` (1..=max, default `default`) and `cursor`; any other
 /// parameter is an error, so typos are not silently ignored.
 pub fn paging(req: &Request<Body>, default: usize, max: usize) -> Result<Paging, Problem> {
+    paging_with(req, default, max, &[]).map(|(p, _)| p)
+}
+
+/// [`paging`], also taking the parameters named in `extra` (each once),
+/// returned with their values.
+pub fn paging_with(
+    req: &Request<Body>,
+    default: usize,
+    max: usize,
+    extra: &[&str],
+) -> Result<(Paging, Vec<(String, String)>), Problem> {
+    let mut taken = Vec::new();
     let pairs = query_pairs(req.uri().query()).map_err(|_| {
         Problem::new(
             ErrorCode::InvalidQuery,
@@ -139,6 +151,15 @@ pub fn paging(req: &Request<Body>, default: usize, max: usize) -> Result<Paging,
             }
             "cursor" if !v.is_empty() => paging.cursor = Some(v),
             "cursor" => {}
+            other if extra.contains(&other) => {
+                if taken.iter().any(|(k, _): &(String, String)| k == other) {
+                    return Err(Problem::new(
+                        ErrorCode::InvalidQuery,
+                        format!("'{other}' is given twice"),
+                    ));
+                }
+                taken.push((k.clone(), v));
+            }
             other => {
                 return Err(Problem::new(
                     ErrorCode::InvalidQuery,
@@ -147,7 +168,7 @@ pub fn paging(req: &Request<Body>, default: usize, max: usize) -> Result<Paging,
             }
         }
     }
-    Ok(paging)
+    Ok((paging, taken))
 }
 
 /// A whole, non-negative number of seconds in a request body's member

@@ -158,13 +158,34 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<Vec<Event>, StoreError> {
+        self.list_events_matching(account_id, after, limit, None, None)
+            .await
+    }
+
+    /// The account's events numbered above `after`, oldest first, of
+    /// connection `connection_id` and about `path` (its `path` or, for a
+    /// move or copy, its `from`) where given. The filter reads the
+    /// account's events in order, as many as it takes to fill `limit`.
+    pub async fn list_events_matching(
+        &self,
+        account_id: &str,
+        after: i64,
+        limit: i64,
+        connection_id: Option<&str>,
+        path: Option<&str>,
+    ) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, kind, connection_id, path, from_path, size, at, origin FROM events \
-             WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT CAST($3 AS BIGINT)",
+             WHERE account_id = $1 AND seq > $2 \
+             AND (CAST($4 AS TEXT) IS NULL OR connection_id = $4) \
+             AND (CAST($5 AS TEXT) IS NULL OR path = $5 OR from_path = $5) \
+             ORDER BY seq LIMIT CAST($3 AS BIGINT)",
         )
         .bind(account_id)
         .bind(after)
         .bind(limit)
+        .bind(connection_id)
+        .bind(path)
         .fetch_all(self.read_pool().await)
         .await?;
         rows.iter()
@@ -262,6 +283,16 @@ mod tests {
         record(&store, "b", "3").await;
         assert_eq!(store.list_events("a", 0, 10).await.unwrap(), a);
         assert!(store.list_events("a", 3, 10).await.unwrap().is_empty());
+        // Filtered by connection and by path.
+        let matching = |c: Option<&'static str>, p: Option<&'static str>| {
+            store.list_events_matching("a", 0, 10, c, p)
+        };
+        assert_eq!(numbers(&matching(None, None).await.unwrap()), [1, 2, 3]);
+        let conn = Some("con_00000000000000000000");
+        assert_eq!(numbers(&matching(conn, Some("2")).await.unwrap()), [2]);
+        assert_eq!(numbers(&matching(conn, None).await.unwrap()), [1, 2, 3]);
+        assert!(matching(Some("con_none"), None).await.unwrap().is_empty());
+        assert!(matching(None, Some("9")).await.unwrap().is_empty());
     }
 
     #[tokio::test]
