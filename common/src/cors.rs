@@ -31,10 +31,26 @@ const MAX_AGE_SECS: &str = "600";
 /// The longest `Access-Control-Request-Headers` echoed back.
 const MAX_REQUEST_HEADERS: usize = 2048;
 
+/// Answers `req` for the page that may have sent it: a preflight at once
+/// (no route sees it), any other request by `answer`, whose response is
+/// marked for the page when the request came from one (`Origin`).
+pub async fn serve<B, F>(req: Request<B>, answer: impl FnOnce(Request<B>) -> F) -> Response<Body>
+where
+    F: std::future::Future<Output = Response<Body>>,
+{
+    if let Some(preflight) = preflight(&req) {
+        return preflight;
+    }
+    let from_page = req.headers().contains_key(header::ORIGIN);
+    let mut resp = answer(req).await;
+    decorate(from_page, &mut resp);
+    resp
+}
+
 /// The answer to a CORS preflight (`OPTIONS` with `Origin` and
 /// `Access-Control-Request-Method`), or `None` for any other request. A
 /// plain `OPTIONS` (tus's discovery) goes on to its route.
-pub fn preflight<B>(req: &Request<B>) -> Option<Response<Body>> {
+fn preflight<B>(req: &Request<B>) -> Option<Response<Body>> {
     let h = req.headers();
     if req.method() != Method::OPTIONS
         || !h.contains_key(header::ORIGIN)
@@ -71,7 +87,7 @@ pub fn preflight<B>(req: &Request<B>) -> Option<Response<Body>> {
 
 /// Adds the CORS answer headers when the request came from a page
 /// (`Origin` present).
-pub fn decorate(from_page: bool, resp: &mut Response<Body>) {
+fn decorate(from_page: bool, resp: &mut Response<Body>) {
     if !from_page {
         return;
     }

@@ -119,30 +119,24 @@ pub async fn handle(front: Arc<Front>, mut req: Request<Body>) -> Response<Body>
         req.headers_mut()
             .insert(ferry_common::request_id::HEADER, v.clone());
     }
-    let from_page = req.headers().contains_key(http::header::ORIGIN);
-    if let Some(mut preflight) = ferry_common::cors::preflight(&req) {
-        if let Some(v) = header {
-            preflight
-                .headers_mut()
-                .insert(ferry_common::request_id::HEADER, v);
-        }
-        return preflight;
-    }
-    let span = tracing::info_span!("request", request.id = %id);
-    tracing::debug!(parent: &span, method = %req.method(), path = req.uri().path(), "request");
-    let (route, mut resp) =
-        ferry_common::request_id::scope(Arc::from(id), route_and_answer(&front, req))
-            .instrument(span.clone())
-            .await;
-    front
-        .metrics
-        .request(route, method, resp.status().as_u16(), started.elapsed());
-    tracing::debug!(parent: &span, status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "answered");
+    let mut resp = ferry_common::cors::serve(req, |req| async {
+        let span = tracing::info_span!("request", request.id = %id);
+        tracing::debug!(parent: &span, method = %req.method(), path = req.uri().path(), "request");
+        let (route, resp) =
+            ferry_common::request_id::scope(Arc::from(id), route_and_answer(&front, req))
+                .instrument(span.clone())
+                .await;
+        front
+            .metrics
+            .request(route, method, resp.status().as_u16(), started.elapsed());
+        tracing::debug!(parent: &span, status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "answered");
+        resp
+    })
+    .await;
     if let Some(v) = header {
         resp.headers_mut()
             .insert(ferry_common::request_id::HEADER, v);
     }
-    ferry_common::cors::decorate(from_page, &mut resp);
     resp
 }
 

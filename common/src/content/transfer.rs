@@ -247,7 +247,7 @@ impl Gather {
                     GatherSize::Budget(b) => b.chunk(),
                 };
                 self.pending
-                    .reserve(self.target - self.pending.len().min(self.target));
+                    .reserve(self.target.saturating_sub(self.pending.len()));
             }
             let n = self
                 .target

@@ -236,17 +236,11 @@ pub async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> 
     let id = ferry_common::request_id::for_request(req.headers());
     let span = tracing::info_span!("request", request.id = %id);
     let id: Arc<str> = Arc::from(id);
-    let from_page = req.headers().contains_key(header::ORIGIN);
-    let mut resp = match ferry_common::cors::preflight(&req) {
-        Some(preflight) => preflight,
+    let mut resp = ferry_common::cors::serve(req, |req| {
         // Boxed: the whole router's future is large.
-        None => {
-            ferry_common::request_id::scope(id.clone(), Box::pin(answer(state, req)))
-                .instrument(span)
-                .await
-        }
-    };
-    ferry_common::cors::decorate(from_page, &mut resp);
+        ferry_common::request_id::scope(id.clone(), Box::pin(answer(state, req))).instrument(span)
+    })
+    .await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut()
             .insert(ferry_common::request_id::HEADER, v);

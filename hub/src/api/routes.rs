@@ -227,6 +227,22 @@ pub const TEMPLATES: &[&str] = &[
     "/v1/webhooks/{id}/deliveries/{msg}/redeliver",
 ];
 
+/// What follows a collection's name: nothing (`all`), or `/` and one
+/// item's id in one segment (`one(id)`, decoded).
+fn collection(
+    rest: &str,
+    all: Route,
+    one: fn(String) -> Route,
+) -> Result<Option<Route>, BadEncoding> {
+    Ok(match rest {
+        "" => Some(all),
+        r => match r.strip_prefix('/') {
+            Some(id) if !id.is_empty() && !id.contains('/') => Some(one(decode(id)?)),
+            _ => None,
+        },
+    })
+}
+
 /// Why a path could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadEncoding;
@@ -276,26 +292,10 @@ impl Route {
                 .map(Route::Upload));
         }
         if let Some(rest) = rest.strip_prefix("keys") {
-            return Ok(match rest {
-                "" => Some(Route::Keys),
-                r => match r.strip_prefix('/') {
-                    Some(id) if !id.is_empty() && !id.contains('/') => {
-                        Some(Route::Key(decode(id)?))
-                    }
-                    _ => None,
-                },
-            });
+            return collection(rest, Route::Keys, Route::Key);
         }
         if let Some(rest) = rest.strip_prefix("s3-keys") {
-            return Ok(match rest {
-                "" => Some(Route::S3Keys),
-                r => match r.strip_prefix('/') {
-                    Some(id) if !id.is_empty() && !id.contains('/') => {
-                        Some(Route::S3Key(decode(id)?))
-                    }
-                    _ => None,
-                },
-            });
+            return collection(rest, Route::S3Keys, Route::S3Key);
         }
         if let Some(rest) = rest.strip_prefix("webhooks") {
             let parts: Vec<&str> = rest.split('/').collect();
