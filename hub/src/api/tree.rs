@@ -358,8 +358,9 @@ pub async fn create_folder(
 }
 
 /// How many files a recursive folder deletion removes at the provider
-/// before it records them, in one transaction.
-const DELETE_BATCH: usize = 1000;
+/// before it records them, in one transaction (and their intents in one
+/// before that).
+const DELETE_BATCH: usize = 256;
 
 /// `recursive` from a folder deletion's query (`true` or `false`, default
 /// `false`); any other parameter is an error.
@@ -382,11 +383,14 @@ fn recursive_flag(query: Option<&str>) -> Result<bool, Problem> {
 }
 
 /// `DELETE /v1/connections/{conn}/folders/{path}`: an empty folder, or
-/// with `recursive=true` everything in it. Files go in batches, each
-/// deleted at the provider and then recorded (its rows removed, a
-/// `deleted` event per file) in one transaction, so a deletion cut short
-/// leaves every file that is still there with its record; the folder's own
-/// `deleted` event comes last.
+/// with `recursive=true` everything in it. Files go in batches: each
+/// file's intent is recorded, the files are deleted at the provider, and
+/// those deleted are recorded (rows removed, a `deleted` event per file)
+/// in one transaction. A deletion cut short leaves every file that is
+/// still there with its record, and the intents of those it deleted
+/// settle as any file deletion's do. The folder's own `deleted` event
+/// comes last. A change under way to a file in it (an upload) is a
+/// conflict: the files deleted before it stay deleted.
 pub async fn delete_folder(
     state: &Arc<AppState>,
     conn: &str,
@@ -472,18 +476,58 @@ pub async fn delete_folder(
 /// Deletes `files` (path, size) at the provider, then records those
 /// deleted; how many.
 async fn delete_files(
-    state: &AppState,
+    state: &Arc<AppState>,
     res: &Resolved,
     files: Vec<(String, u64)>,
 ) -> Result<u64, Problem> {
+    // Each change is an intent first, as a file's deletion is: a scan of
+    // the provider that sees a file gone before its deletion is recorded
+    // leaves it to this record (`Store::apply_scan`).
+    let mut changes: Vec<Commit> = files
+        .iter()
+        .map(|(p, size)| Commit {
+            remove: vec![(res.row.id.clone(), p.clone())],
+            event: Some(event_at(res, EventKind::Deleted, p, Some(*size as i64))),
+            ..Commit::default()
+        })
+        .collect();
+    let intents: Vec<Intent> = changes
+        .iter()
+        .zip(&files)
+        .map(|(change, (p, _))| Intent {
+            connection_id: res.row.id.clone(),
+            path: p.clone(),
+            expect: None,
+            also_absent: None,
+            replaces: 0,
+            source: None,
+            conditional: false,
+            change: change.clone(),
+        })
+        .collect();
+    let ids = match state.store.record_intents(&intents, None).await {
+        Ok(ids) => ids,
+        Err(crate::store::StoreError::WriteConflict(_)) => {
+            return Err(Problem::new(
+                ErrorCode::WriteConflict,
+                "a change to a file in the folder is under way; the files deleted before it stay deleted; retry once it is done",
+            ));
+        }
+        Err(e) => return Err(store_problem(state, e)),
+    };
+    for (change, id) in changes.iter_mut().zip(ids) {
+        change.intent = Some(id);
+    }
     // One by one, some at once: not every provider (nor every emulator of
     // one) takes batch deletes. What was deleted is recorded even when
-    // another delete failed, and then the failure is answered.
-    let deletes: Vec<_> = files
+    // another delete failed, and then the failure is answered; the intent
+    // of a file not deleted is given up.
+    let deletes: Vec<_> = changes
         .into_iter()
-        .map(|(p, size)| {
+        .zip(files)
+        .map(|(change, (p, _))| {
             let op = res.op.clone();
-            async move { (op.delete(&p).await, p, size) }
+            async move { (op.delete(&p).await, change) }
         })
         .collect();
     let done: Vec<_> = futures_util::stream::iter(deletes)
@@ -492,14 +536,15 @@ async fn delete_files(
         .await;
     let mut failed = None;
     let mut changes = Vec::with_capacity(done.len());
-    for (result, p, size) in done {
+    for (result, change) in done {
         match result {
-            Ok(()) => changes.push(Commit {
-                remove: vec![(res.row.id.clone(), p.clone())],
-                event: Some(event_at(res, EventKind::Deleted, &p, Some(size as i64))),
-                ..Commit::default()
-            }),
-            Err(e) => failed = Some(e),
+            Ok(()) => changes.push(change),
+            Err(e) => {
+                failed = Some(e);
+                if let Some(id) = change.intent {
+                    tokio::spawn(super::intents::abandoned(state.clone(), id));
+                }
+            }
         }
     }
     state

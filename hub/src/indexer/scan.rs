@@ -428,14 +428,17 @@ impl Scan<'_> {
         }
         pair_moves(changes);
         let at = ferry_common::content::model::now_ms();
-        let (done, subtree_files) = self
+        let done = self
             .store
             .apply_scan(self.connection_id, self.account_id, changes, at)
             .await?;
-        for _ in 0..subtree_files {
+        for _ in 0..done.subtree_files {
             self.metrics.change(ChangeKind::deleted);
         }
-        for (c, ok) in changes.iter().zip(&done) {
+        // ferry's own change is recorded by its commit; a later look sees
+        // what came of it.
+        out.unsettled |= done.held;
+        for (c, ok) in changes.iter().zip(&done.applied) {
             if !*ok {
                 continue;
             }
@@ -665,9 +668,88 @@ mod tests {
             .apply_scan(&w.conn, &w.account, &[gone], 1)
             .await
             .unwrap();
-        assert_eq!(applied, (vec![false], 0));
+        assert_eq!(
+            applied,
+            crate::store::ScanApplied {
+                applied: vec![false],
+                ..Default::default()
+            }
+        );
         assert_eq!(w.names("").await, ["f.txt"]);
         assert!(w.events().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_deletion_seen_before_ferry_records_it_is_reported_once() {
+        let w = world().await;
+        for p in ["d/a.txt", "d/b.txt", "keep.txt"] {
+            w.op.write(p, vec![1u8; 2]).await.unwrap();
+        }
+        w.scan(false).tree("", true).await.unwrap();
+        // ferry deletes both files of d/ as a folder's deletion does: the
+        // intents, the provider, then (after a scan looked) the record.
+        let deleting = |p: &str| Commit {
+            remove: vec![(w.conn.clone(), p.to_owned())],
+            event: Some(crate::store::EventRecord {
+                account_id: w.account.clone(),
+                connection_id: w.conn.clone(),
+                kind: EventKind::Deleted,
+                path: p.to_owned(),
+                from_path: None,
+                size: Some(2),
+                at: 1,
+                origin: crate::store::Origin::Ferry,
+            }),
+            ..Commit::default()
+        };
+        let mut changes = [deleting("d/a.txt"), deleting("d/b.txt")];
+        let intents: Vec<_> = changes
+            .iter()
+            .map(|c| ferry_common::content::model::Intent {
+                connection_id: w.conn.clone(),
+                path: c.remove[0].1.clone(),
+                expect: None,
+                also_absent: None,
+                replaces: 0,
+                source: None,
+                conditional: false,
+                change: c.clone(),
+            })
+            .collect();
+        let ids = w.store.record_intents(&intents, None).await.unwrap();
+        // Another change to one of them is refused meanwhile, all of a
+        // batch or none.
+        let again = w.store.record_intents(&intents[1..], None).await;
+        assert!(
+            matches!(again, Err(crate::store::StoreError::WriteConflict(_))),
+            "{again:?}"
+        );
+        w.op.delete("d/a.txt").await.unwrap();
+        w.op.delete("d/b.txt").await.unwrap();
+        w.op.delete("keep.txt").await.unwrap();
+        let f = w.scan(true).folder("d/", false).await.unwrap();
+        assert!(f.unsettled, "held back: ferry's changes are under way");
+        assert_eq!(w.names("d/").await, ["a.txt", "b.txt"]);
+        // A removal of the folder itself waits too; others go on.
+        let root = w.scan(true).folder("", false).await.unwrap();
+        assert!(root.unsettled);
+        assert_eq!(w.names("").await, ["d/"]);
+        assert_eq!(w.events().await, [(EventKind::Deleted, "keep.txt".into())]);
+        for (c, id) in changes.iter_mut().zip(ids) {
+            c.intent = Some(id);
+        }
+        w.store.commit_all(&changes).await.unwrap();
+        let f = w.scan(true).folder("d/", false).await.unwrap();
+        assert!(!f.unsettled);
+        assert_eq!(
+            w.events().await,
+            [
+                (EventKind::Deleted, "keep.txt".into()),
+                (EventKind::Deleted, "d/a.txt".into()),
+                (EventKind::Deleted, "d/b.txt".into()),
+            ],
+            "each once, as ferry recorded it"
+        );
     }
 
     #[tokio::test]

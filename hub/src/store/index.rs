@@ -95,6 +95,30 @@ pub struct ScanChange {
     pub from: Option<String>,
 }
 
+/// What [`Store::apply_scan`] did with a scan's changes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ScanApplied {
+    /// Which of the changes applied, in order.
+    pub applied: Vec<bool>,
+    /// How many files went with removed folders.
+    pub subtree_files: u64,
+    /// Whether any change was held back because ferry's own change to its
+    /// path is under way (an unsettled intent): that change's commit
+    /// records it, and a later scan looks again.
+    pub held: bool,
+}
+
+/// Unsettled intents on path `$2` of connection `$1`, or (a move's
+/// source) making it absent.
+const CHANGING: &str = "SELECT COUNT(*) FROM intents WHERE connection_id = $1 \
+     AND (path = $2 OR absent_path = $2) AND outcome IS NULL";
+
+/// Unsettled intents on any path in `[$2, $3)` of connection `$1`: below
+/// a folder.
+const CHANGING_BELOW: &str = "SELECT COUNT(*) FROM intents WHERE connection_id = $1 \
+     AND ((path >= $2 AND path < $3) OR (absent_path >= $2 AND absent_path < $3)) \
+     AND outcome IS NULL";
+
 /// A connection's index and its scans.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexState {
@@ -351,24 +375,60 @@ impl Store {
     }
 
     /// Applies a scan's changes in one transaction, each only if the row
-    /// is as the scan read it, with the event of each that applied
-    /// (origin `provider`). A removed folder takes its subtree with it, an
-    /// event for each file in it. Returns which changes applied, and how
-    /// many files went with removed folders.
+    /// is as the scan read it and no change of ferry's own to its path is
+    /// under way, with the event of each that applied (origin
+    /// `provider`). A removed folder takes its subtree with it, an event
+    /// for each file in it.
+    ///
+    /// ferry changes the provider first and records the change after: a
+    /// scan between the two sees the provider changed and the row as it
+    /// was. The change's intent, unsettled until its commit, is what tells
+    /// the two apart; were the scan's change applied, the commit would
+    /// report the same change a second time.
     pub async fn apply_scan(
         &self,
         connection_id: &str,
         account_id: &str,
         changes: &[ScanChange],
         at: i64,
-    ) -> Result<(Vec<bool>, u64), StoreError> {
-        let mut applied = Vec::with_capacity(changes.len());
-        let mut subtree_files = 0;
+    ) -> Result<ScanApplied, StoreError> {
+        let mut out = ScanApplied {
+            applied: Vec::with_capacity(changes.len()),
+            ..ScanApplied::default()
+        };
         if changes.is_empty() {
-            return Ok((applied, subtree_files));
+            return Ok(out);
         }
         let mut tx = self.write_tx().await?;
         for c in changes {
+            let path = format!("{}{}", c.parent, c.name);
+            let is_dir = c.name.ends_with('/');
+            let mut changing: i64 = if is_dir {
+                sqlx::query_scalar(CHANGING_BELOW)
+                    .bind(connection_id)
+                    .bind(&path)
+                    .bind(prefix_end(&path))
+                    .fetch_one(&mut *tx)
+                    .await?
+            } else {
+                sqlx::query_scalar(CHANGING)
+                    .bind(connection_id)
+                    .bind(&path)
+                    .fetch_one(&mut *tx)
+                    .await?
+            };
+            if let Some(from) = &c.from {
+                changing += sqlx::query_scalar::<_, i64>(CHANGING)
+                    .bind(connection_id)
+                    .bind(from)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            }
+            if changing > 0 {
+                out.applied.push(false);
+                out.held = true;
+                continue;
+            }
             let done = match (&c.now, c.seen_rev) {
                 (Some(f), None) => sqlx::query(
                     "INSERT INTO entries (connection_id, parent, name, size, etag, modified_ns, rev) \
@@ -412,12 +472,10 @@ impl Store {
                 (None, None) => 0,
             };
             let done = done > 0;
-            applied.push(done);
+            out.applied.push(done);
             if !done {
                 continue;
             }
-            let path = format!("{}{}", c.parent, c.name);
-            let is_dir = c.name.ends_with('/');
             if !is_dir && (c.now.is_none() || c.event == Some(EventKind::Updated)) {
                 // What ferry recorded describes content that is gone.
                 sqlx::query("DELETE FROM objects WHERE connection_id = $1 AND path = $2")
@@ -427,7 +485,7 @@ impl Store {
                     .await?;
             }
             if is_dir && c.now.is_none() {
-                subtree_files += self
+                out.subtree_files += self
                     .remove_subtree(&mut tx, connection_id, account_id, &path, c.event, at)
                     .await?;
             }
@@ -443,7 +501,7 @@ impl Store {
         }
         tx.commit().await?;
         self.note_write().await;
-        Ok((applied, subtree_files))
+        Ok(out)
     }
 
     /// Removes the folder `dir` (`a/b/`) from the index and the metadata

@@ -124,15 +124,55 @@ impl Store {
         intent: &Intent,
         made_by: Option<&str>,
     ) -> Result<String, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let id = self.intend_in(&mut tx, intent, made_by, true).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Records `intents` (of one connection) in one transaction, each for
+    /// whatever version of its path is recorded then (their `replaces` is
+    /// not checked: a folder's deletion takes what is there); their ids,
+    /// in order. `WriteConflict`, and none recorded, while a change to any
+    /// of their paths is under way.
+    pub async fn record_intents(
+        &self,
+        intents: &[Intent],
+        made_by: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut order: Vec<&Intent> = intents.iter().collect();
+        order.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+        let mut tx = self.write_tx().await?;
+        let mut ids = std::collections::HashMap::with_capacity(intents.len());
+        // Taken in path order, as every writer takes them.
+        for intent in order {
+            let id = self.intend_in(&mut tx, intent, made_by, false).await?;
+            ids.insert(intent.path.as_str(), id);
+        }
+        tx.commit().await?;
+        Ok(intents
+            .iter()
+            .map(|i| ids.remove(i.path.as_str()).unwrap_or_default())
+            .collect())
+    }
+
+    /// [`Store::record_intent`]'s checks and insertion inside `tx`;
+    /// `check_version`: whether `intent.replaces` must still be the
+    /// path's recorded version.
+    async fn intend_in(
+        &self,
+        tx: &mut super::WriteTx<'_>,
+        intent: &Intent,
+        made_by: Option<&str>,
+        check_version: bool,
+    ) -> Result<String, StoreError> {
         let id = new_id("int");
         let conn = intent.connection_id.as_str();
         let mut paths = vec![intent.path.as_str()];
         paths.extend(intent.source.as_ref().map(|(p, _)| p.as_str()));
         paths.sort_unstable();
-        let mut tx = self.write_tx().await?;
         for p in &paths {
-            self.serialise(&mut tx, &format!("intent:{conn}/{p}"))
-                .await?;
+            self.serialise(tx, &format!("intent:{conn}/{p}")).await?;
         }
         let generation = async |tx: &mut super::WriteTx<'_>, path: &str| {
             sqlx::query_scalar::<_, i64>(
@@ -147,12 +187,12 @@ impl Store {
         let under_way: i64 = sqlx::query_scalar(UNDER_WAY)
             .bind(conn)
             .bind(&intent.path)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
         if under_way > 0 {
             return Err(StoreError::WriteConflict(Conflicting::UnderWay));
         }
-        if generation(&mut tx, &intent.path).await? != intent.replaces {
+        if check_version && generation(tx, &intent.path).await? != intent.replaces {
             return Err(StoreError::WriteConflict(Conflicting::Recorded));
         }
         if let Some((source, read)) = &intent.source {
@@ -163,12 +203,12 @@ impl Store {
             )
             .bind(conn)
             .bind(source)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
             if changing > 0 {
                 return Err(StoreError::WriteConflict(Conflicting::UnderWay));
             }
-            if generation(&mut tx, source).await? != *read {
+            if generation(tx, source).await? != *read {
                 return Err(StoreError::WriteConflict(Conflicting::Recorded));
             }
         }
@@ -187,9 +227,8 @@ impl Store {
         .bind(intent.source.as_ref().map(|(p, _)| p.as_str()))
         .bind(made_by)
         .bind(now_ms())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        tx.commit().await?;
         Ok(id)
     }
 

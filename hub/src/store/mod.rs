@@ -44,7 +44,9 @@ pub use connections::ConnectionRow;
 pub use copy::CopyOutcome;
 pub use events::{Event, EventKind, EventRecord, Origin};
 pub use fleets::FleetRow;
-pub use index::{Facts, HeldIndex, IndexEntry, IndexState, Listed, ScanChange, key_of, prefix_end};
+pub use index::{
+    Facts, HeldIndex, IndexEntry, IndexState, Listed, ScanApplied, ScanChange, key_of, prefix_end,
+};
 pub use intents::{Conflicting, Outcome, PendingIntent};
 pub use migrations::Dialect;
 pub use objects::{Commit, Direction, ObjectMeta, Transfer, TransferStatus};
