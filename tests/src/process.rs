@@ -1,9 +1,13 @@
 //! A process under test: its standard error is collected so tests can
-//! wait for log lines of their own and show the log when they fail.
+//! wait for log lines of their own and show the log when they fail, and it
+//! dies with the test process.
+
+// One `prctl` in the child before it runs the program (`tied`).
+#![allow(unsafe_code)]
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Default)]
@@ -23,6 +27,59 @@ impl LogView {
     }
 }
 
+/// A spawn request for [`tied`]'s thread, and where its answer goes.
+type Spawn = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// Starts `cmd` so that it is killed when the test process ends, however
+/// it ends: a test that runs out of time is killed without its `Drop`s
+/// running, and would otherwise leave its hub and spokes running.
+///
+/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child ends,
+/// so every such process is started from one thread that lives as long as
+/// the test process.
+fn tied(cmd: Command) -> std::io::Result<Child> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Spawn>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Spawn>();
+        std::thread::Builder::new()
+            .name("daemon-spawner".into())
+            .spawn(move || {
+                for (mut cmd, answer) in rx {
+                    let _ = answer.send(spawn_tied(&mut cmd));
+                }
+            })
+            .expect("the spawner thread starts");
+        Mutex::new(tx)
+    });
+    let (answer, answered) = mpsc::channel();
+    spawner
+        .lock()
+        .unwrap()
+        .send((cmd, answer))
+        .expect("the spawner thread runs");
+    answered.recv().expect("the spawner thread answers")
+}
+
+fn spawn_tied(cmd: &mut Command) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt as _;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: between fork and exec the closure calls only
+    // async-signal-safe functions (prctl, getppid, _exit).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The test process may have ended before the signal was asked.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
 /// A running process, killed when dropped.
 #[derive(Debug)]
 pub struct Daemon {
@@ -37,9 +94,8 @@ impl Daemon {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .env_remove("FERRY_LOG");
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let shown = format!("{cmd:?}");
+        let mut child = tied(cmd).unwrap_or_else(|e| panic!("cannot start {shown}: {e}"));
         let stderr = child.stderr.take().expect("stderr is piped");
         let log = Arc::new(Log::default());
         let sink = log.clone();
