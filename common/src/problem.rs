@@ -128,6 +128,8 @@ error_codes! {
     InvalidJoinToken => (UNAUTHORIZED, "invalid_join_token", "The join token is not valid"),
     /// No spoke has that name.
     SpokeNotFound => (NOT_FOUND, "spoke_not_found", "No such spoke"),
+    /// No fleet token has that id.
+    FleetNotFound => (NOT_FOUND, "fleet_not_found", "No such fleet token"),
     /// The hub takes no spokes (it has no `[tunnel]` section).
     TunnelDisabled => (CONFLICT, "tunnel_disabled", "This hub does not accept spokes"),
     /// A spoke's call is not covered by a grant the hub issued to it.

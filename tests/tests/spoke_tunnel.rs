@@ -286,6 +286,122 @@ async fn a_fleet_token_enrols_new_spokes_of_its_prefix_and_nothing_else() {
 }
 
 #[tokio::test]
+async fn fleet_tokens_are_made_listed_and_revoked_over_http() {
+    let hub = Hub::start();
+    let admin = Api::new(hub.url()).as_token(ADMIN_TOKEN);
+    let made = admin
+        .post("/v1/fleets")
+        .json(&json!({ "prefix": "ord", "token_ttl_secs": 3600, "public_hosts": ["*.ord.edge.example.com"] }))
+        .send()
+        .await
+        .expect(201)
+        .json();
+    let token = made["fleet_token"].as_str().unwrap().to_owned();
+    let id = made["id"].as_str().unwrap().to_owned();
+    assert!(
+        token.starts_with("fft_") && id.starts_with("flt_"),
+        "{made}"
+    );
+    assert_eq!(made["prefix"], "ord");
+    assert_eq!(
+        made["allowed_public"]["hosts"],
+        json!(["*.ord.edge.example.com"])
+    );
+    // The default lifetime is 90 days.
+    let default = admin
+        .post("/v1/fleets")
+        .json(&json!({ "prefix": "sea" }))
+        .send()
+        .await
+        .expect(201)
+        .json();
+    let days = (default["expires_at"].as_i64().unwrap() - made["expires_at"].as_i64().unwrap())
+        as f64
+        / 86_400_000.0;
+    assert!((89.9..90.1).contains(&days), "{default} {made}");
+    let spoke = Spoke::start_with_token(&hub, "ord-1", &token).expect("the token enrols");
+    let listed = admin.get("/v1/fleets").send().await.expect(200).json();
+    let ord = listed["fleets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{listed}"))
+        .clone();
+    assert_eq!(ord["state"], "active", "{ord}");
+    assert_eq!(ord["prefix"], "ord");
+    assert!(ord.get("token_hash").is_none() && !listed.to_string().contains(&token));
+    admin
+        .delete(&format!("/v1/fleets/{id}"))
+        .send()
+        .await
+        .expect(204);
+    let err = Spoke::start_with_token(&hub, "ord-2", &token).unwrap_err();
+    assert!(err.contains("invalid_join_token"), "{err}");
+    assert_eq!(
+        Api::new(spoke.url()).get("/readyz").send().await.status,
+        200
+    );
+    let listed = admin.get("/v1/fleets").send().await.expect(200).json();
+    assert!(
+        listed["fleets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["id"] == id.as_str() && f["state"] == "revoked"),
+        "{listed}"
+    );
+    admin
+        .delete("/v1/fleets/flt_nothing")
+        .send()
+        .await
+        .expect_problem(404, "fleet_not_found");
+    for bad in [
+        json!({ "prefix": "Bad_Prefix" }),
+        json!({ "prefix": "" }),
+        json!({ "prefix": "x".repeat(41) }),
+        json!({ "prefix": "ok", "public_addrs": ["not a network"] }),
+        json!({ "prefix": "ok", "token_ttl_secs": -1 }),
+        json!({ "prefix": "ok", "extra": 1 }),
+    ] {
+        let r = admin.post("/v1/fleets").json(&bad).send().await;
+        assert_eq!(
+            r.status,
+            400,
+            "{bad}: {:?}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    // Operators only (three wrong tokens: under the free failures before
+    // the hub slows a source down).
+    let key = admin
+        .post("/v1/accounts")
+        .json(&json!({ "name": "tenant" }))
+        .send()
+        .await
+        .expect(201)
+        .json()["api_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for api in [Api::new(hub.url()), Api::new(hub.url()).as_token(&key)] {
+        api.get("/v1/fleets")
+            .send()
+            .await
+            .expect_problem(401, "unauthorized");
+        api.post("/v1/fleets")
+            .json(&json!({ "prefix": "evil" }))
+            .send()
+            .await
+            .expect_problem(401, "unauthorized");
+        api.delete(&format!("/v1/fleets/{}", default["id"].as_str().unwrap()))
+            .send()
+            .await
+            .expect_problem(401, "unauthorized");
+    }
+}
+
+#[tokio::test]
 async fn a_hub_restarted_at_once_resets_the_tunnel_without_waiting_out_heartbeats() {
     let mut hub = Hub::start_with(ferry_tests::HubOptions {
         default_timings: true,

@@ -14,7 +14,7 @@ mod internal;
 mod keys;
 mod operators;
 mod spokes;
-pub use spokes::check_spoke_name;
+pub use spokes::{FLEET_TTL_MAX_SECS, FLEET_TTL_SECS, check_fleet_prefix, check_spoke_name};
 pub mod routes;
 mod s3_keys;
 pub mod s3door;
@@ -439,7 +439,7 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Request<Body>) -> Ap
         Route::Copy(conn) => observed(tree::copy_or_move(state, &conn, false, req)).await,
         Route::Move(conn) => observed(tree::copy_or_move(state, &conn, true, req)).await,
         Route::Events => events::list(state, req).await,
-        Route::Spokes | Route::Spoke(_) | Route::SpokeEnrol => {
+        Route::Spokes | Route::Spoke(_) | Route::SpokeEnrol | Route::Fleets | Route::Fleet(_) => {
             spokes::handle(state, route, req).await
         }
         Route::Probe => Ok(ferry_common::probe::response()),

@@ -58,6 +58,10 @@ pub enum Route {
     SteeringReports,
     /// `/v1/spokes/{name}`
     Spoke(String),
+    /// `/v1/fleets`: fleet enrolment tokens.
+    Fleets,
+    /// `/v1/fleets/{id}`: one of them.
+    Fleet(String),
     /// `/v1/connections/{conn}/uploads`: resumable uploads' creation.
     Uploads(String),
     /// `/v1/uploads/{id}`: one resumable upload.
@@ -110,6 +114,8 @@ pub enum RouteLabel {
     Spokes,
     SpokeEnrol,
     Spoke,
+    Fleets,
+    Fleet,
     ProbeTargets,
     Probe,
     Steering,
@@ -155,6 +161,8 @@ impl RouteLabel {
             Self::Spokes => "spokes",
             Self::SpokeEnrol => "spoke_enrol",
             Self::Spoke => "spoke",
+            Self::Fleets => "fleets",
+            Self::Fleet => "fleet",
             Self::ProbeTargets => "probe_targets",
             Self::Probe => "probe",
             Self::Steering => "steering",
@@ -214,6 +222,8 @@ pub const TEMPLATES: &[&str] = &[
     "/v1/spokes/enrol",
     "/v1/spokes/probe-targets",
     "/v1/spokes/{name}",
+    "/v1/fleets",
+    "/v1/fleets/{id}",
     "/v1/probe",
     "/v1/steering",
     "/v1/steering/reports",
@@ -296,6 +306,9 @@ impl Route {
         }
         if let Some(rest) = rest.strip_prefix("s3-keys") {
             return collection(rest, Route::S3Keys, Route::S3Key);
+        }
+        if let Some(rest) = rest.strip_prefix("fleets") {
+            return collection(rest, Route::Fleets, Route::Fleet);
         }
         if let Some(rest) = rest.strip_prefix("webhooks") {
             let parts: Vec<&str> = rest.split('/').collect();
@@ -398,6 +411,8 @@ impl Route {
             Route::Spokes => RouteLabel::Spokes,
             Route::SpokeEnrol => RouteLabel::SpokeEnrol,
             Route::Spoke(_) => RouteLabel::Spoke,
+            Route::Fleets => RouteLabel::Fleets,
+            Route::Fleet(_) => RouteLabel::Fleet,
             Route::ProbeTargets => RouteLabel::ProbeTargets,
             Route::Probe => RouteLabel::Probe,
             Route::Steering => RouteLabel::Steering,
@@ -421,7 +436,7 @@ impl Route {
     /// The methods the route answers, for `405` and `Allow`.
     pub fn allowed(&self) -> &'static [Method] {
         match self {
-            Route::Spokes => &[Method::GET, Method::HEAD, Method::POST],
+            Route::Spokes | Route::Fleets => &[Method::GET, Method::HEAD, Method::POST],
             Route::SpokeEnrol | Route::SteeringReports => &[Method::POST],
             Route::ProbeTargets | Route::Probe | Route::Steering => &[Method::GET, Method::HEAD],
             Route::Spoke(_) => &[Method::GET, Method::HEAD, Method::DELETE],
@@ -443,7 +458,9 @@ impl Route {
             | Route::Keys
             | Route::S3Keys
             | Route::Webhooks => &[Method::GET, Method::HEAD, Method::POST],
-            Route::AccountKey(..) | Route::Key(_) | Route::S3Key(_) => &[Method::DELETE],
+            Route::AccountKey(..) | Route::Key(_) | Route::S3Key(_) | Route::Fleet(_) => {
+                &[Method::DELETE]
+            }
             Route::Connection(_) => &[Method::GET, Method::HEAD, Method::DELETE],
             Route::File(..) => &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
             Route::Folder(..) => &[Method::POST, Method::DELETE],
@@ -516,6 +533,10 @@ mod tests {
         assert_eq!(parse("/v1/steering/reports"), Some(Route::SteeringReports));
         assert_eq!(parse("/v1/spokes/probe-targets"), Some(Route::ProbeTargets));
         assert_eq!(parse("/v1/spokes/fra1"), Some(Route::Spoke("fra1".into())));
+        assert_eq!(parse("/v1/fleets"), Some(Route::Fleets));
+        assert_eq!(parse("/v1/fleets/flt_1"), Some(Route::Fleet("flt_1".into())));
+        assert_eq!(parse("/v1/fleets/flt_1/x"), None);
+        assert_eq!(parse("/v1/fleetsx"), None);
         assert_eq!(parse("/v1/s3-keys"), Some(Route::S3Keys));
         assert_eq!(parse("/v1/keys"), Some(Route::Keys));
         assert_eq!(parse("/v1/keys/key_1"), Some(Route::Key("key_1".into())));

@@ -1,5 +1,7 @@
 //! `/v1/spokes…`: the operator adds, lists and revokes spokes (admin
-//! token); a new spoke enrols with its one-time join token.
+//! token); a new spoke enrols with its one-time join token. `/v1/fleets…`:
+//! the operator makes, lists and revokes fleet tokens, each enrolling any
+//! number of new spokes named `<prefix>-…`.
 
 use ferry_common::body::Body;
 use ferry_common::contract::{EnrolAnswer, EnrolRequest, TokenKind};
@@ -38,6 +40,54 @@ where
     T: Deserialize<'de>,
 {
     T::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddFleet {
+    prefix: String,
+    /// Lifetime of the token; default [`FLEET_TTL_SECS`].
+    #[serde(default, deserialize_with = "whole_seconds")]
+    token_ttl_secs: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
+    public_addrs: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    public_hosts: Option<Vec<String>>,
+}
+
+/// A fleet token's lifetime unless asked otherwise: 90 days.
+pub const FLEET_TTL_SECS: u64 = 90 * 24 * 3600;
+
+/// The longest a fleet token may live: 366 days.
+pub const FLEET_TTL_MAX_SECS: u64 = 366 * 24 * 3600;
+
+/// Checks a fleet token's prefix: its spokes are named `<prefix>-…`.
+pub fn check_fleet_prefix(prefix: &str) -> Result<(), Problem> {
+    if prefix.len() <= 40 && valid_spoke_name(&format!("{prefix}-x")) {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            ErrorCode::InvalidField,
+            "'prefix' must be 1 to 40 of a-z, 0-9 and '-', starting with a letter or digit",
+        ))
+    }
+}
+
+/// What a spoke (or a fleet's spokes) may announce, from a request's
+/// `public_addrs` and `public_hosts`: `None` when neither was given.
+fn allowance(
+    addrs: Option<&[String]>,
+    hosts: Option<&[String]>,
+) -> Result<Option<crate::tunnel::allowed::AllowedPublic>, Problem> {
+    if addrs.is_none() && hosts.is_none() {
+        return Ok(None);
+    }
+    crate::tunnel::allowed::AllowedPublic::parse(
+        addrs.unwrap_or_default(),
+        hosts.unwrap_or_default(),
+    )
+    .map(Some)
+    .map_err(|e| Problem::new(ErrorCode::InvalidField, e.to_string()))
 }
 
 fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -79,16 +129,7 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
         (Route::Spokes, Method::POST) => {
             let body: AddSpoke = read_json(req, state.max_json_body_bytes()).await?;
             check_spoke_name(&body.name)?;
-            let allowed = match (&body.public_addrs, &body.public_hosts) {
-                (None, None) => None,
-                (addrs, hosts) => Some(
-                    crate::tunnel::allowed::AllowedPublic::parse(
-                        addrs.as_deref().unwrap_or_default(),
-                        hosts.as_deref().unwrap_or_default(),
-                    )
-                    .map_err(|e| Problem::new(ErrorCode::InvalidField, e.to_string()))?,
-                ),
-            };
+            let allowed = allowance(body.public_addrs.as_deref(), body.public_hosts.as_deref())?;
             let ttl = body
                 .token_ttl_secs
                 .unwrap_or(support.token_ttl_secs)
@@ -149,6 +190,58 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
                 tunnel.is_some()
             ));
             Ok(json(StatusCode::OK, &v))
+        }
+        (Route::Fleets, Method::POST) => {
+            let body: AddFleet = read_json(req, state.max_json_body_bytes()).await?;
+            check_fleet_prefix(&body.prefix)?;
+            let allowed = allowance(body.public_addrs.as_deref(), body.public_hosts.as_deref())?
+                .unwrap_or_default();
+            let ttl = body
+                .token_ttl_secs
+                .unwrap_or(FLEET_TTL_SECS)
+                .clamp(1, FLEET_TTL_MAX_SECS);
+            let (id, token, expires_at) = state
+                .store
+                .add_fleet(&body.prefix, ttl as i64 * 1000, &allowed)
+                .await
+                .map_err(store_err)?;
+            tracing::info!(fleet.id = %id, prefix = %body.prefix, "issued a fleet token");
+            Ok(json(
+                StatusCode::CREATED,
+                &json!({
+                    "id": id,
+                    "prefix": body.prefix,
+                    "fleet_token": token,
+                    "expires_at": expires_at,
+                    "allowed_public": allowed,
+                }),
+            ))
+        }
+        (Route::Fleets, _) => {
+            let now = crate::store::now_ms();
+            let fleets: Vec<_> = state
+                .store
+                .list_fleets()
+                .await
+                .map_err(store_err)?
+                .into_iter()
+                .map(|f| {
+                    let mut v = serde_json::to_value(&f).expect("rows serialise");
+                    v["state"] = json!(f.state(now));
+                    v
+                })
+                .collect();
+            Ok(json(StatusCode::OK, &json!({ "fleets": fleets })))
+        }
+        (Route::Fleet(id), _) => {
+            if !state.store.revoke_fleet(&id).await.map_err(store_err)? {
+                return Err(Problem::new(
+                    ErrorCode::FleetNotFound,
+                    format!("no fleet token '{id}'"),
+                ));
+            }
+            tracing::info!(fleet.id = %id, "revoked a fleet token");
+            Ok(no_content())
         }
         _ => Err(Problem::new(ErrorCode::RouteNotFound, "no such route")),
     }

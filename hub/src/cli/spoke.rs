@@ -175,16 +175,12 @@ pub fn run(cfg: &HubConfig, action: SpokeAction) -> anyhow::Result<()> {
                         public,
                     },
             } => {
-                if prefix.len() > 40
-                    || crate::api::check_spoke_name(&format!("{prefix}-x")).is_err()
-                {
-                    anyhow::bail!(
-                        "the prefix must be 1 to 40 of a-z, 0-9 and '-', starting with a letter or digit"
-                    );
+                if let Err(p) = crate::api::check_fleet_prefix(&prefix) {
+                    anyhow::bail!("{}", p.detail.unwrap_or_default());
                 }
                 let ttl = ttl_secs
-                    .unwrap_or(90 * 24 * 3600)
-                    .clamp(1, 366 * 24 * 3600);
+                    .unwrap_or(crate::api::FLEET_TTL_SECS)
+                    .clamp(1, crate::api::FLEET_TTL_MAX_SECS);
                 let allowed = public.allowance()?.unwrap_or_default();
                 let (id, token, expires) = store
                     .add_fleet(&prefix, ttl as i64 * 1000, &allowed)
@@ -199,15 +195,11 @@ pub fn run(cfg: &HubConfig, action: SpokeAction) -> anyhow::Result<()> {
             } => {
                 let now = crate::store::now_ms();
                 for f in store.list_fleets().await? {
-                    let state = match f.revoked_at {
-                        Some(_) => "revoked",
-                        None if f.expires_at <= now => "expired",
-                        None => "active",
-                    };
                     println!(
-                        "{}\t{}-…\t{state}\texpires {}\t{}",
+                        "{}\t{}-…\t{}\texpires {}\t{}",
                         f.id,
                         f.prefix,
+                        f.state(now),
                         f.expires_at,
                         shown(&f.allowed_public)
                     );

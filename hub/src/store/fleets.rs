@@ -28,6 +28,17 @@ pub struct FleetRow {
     pub allowed_public: AllowedPublic,
 }
 
+impl FleetRow {
+    /// `active`, `expired` or `revoked`, at `now` (Unix ms).
+    pub fn state(&self, now: i64) -> &'static str {
+        match self.revoked_at {
+            Some(_) => "revoked",
+            None if self.expires_at <= now => "expired",
+            None => "active",
+        }
+    }
+}
+
 impl Store {
     /// Makes a fleet token for spokes named `<prefix>-…` that may announce
     /// what `allowed` allows, valid for `ttl_ms`: (its id, the token, when
