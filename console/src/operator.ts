@@ -1,6 +1,6 @@
 // The operator's view: the spokes (their tunnels and steering state,
-// refreshed every two seconds), join tokens, the steering decision for a
-// client network, accounts, and this hub's store.
+// refreshed every two seconds), join and fleet tokens, the steering
+// decision for a client network, accounts, and this hub's store.
 import { ApiError } from "./api";
 import { h, replace, size, when } from "./dom";
 import type { Section, Session } from "./main";
@@ -122,6 +122,7 @@ async function spokes(s: Session, main: HTMLElement): Promise<void> {
     updated,
     map,
     joinForm(s),
+    fleets(s),
   );
   await draw();
   const timer = window.setInterval(() => void draw(), POLL_MS);
@@ -163,6 +164,123 @@ function joinForm(s: Session): HTMLElement {
     }
   });
   return form;
+}
+
+interface Fleet {
+  id: string;
+  prefix: string;
+  expires_at: number;
+  state: "active" | "expired" | "revoked";
+  allowed_public: { addrs: string[]; hosts: string[] };
+}
+
+/** A comma- or space-separated list as an array, or nothing when empty. */
+function list(text: string): string[] | undefined {
+  const items = text.split(/[\s,]+/).filter((x) => x !== "");
+  return items.length ? items : undefined;
+}
+
+/** Fleet tokens: made (shown once), listed and revoked. */
+function fleets(s: Session): HTMLElement {
+  const error = alertRegion();
+  const done = statusRegion();
+  const tbody = h("tbody", {});
+  const prefix = h("input", { id: "fleet-prefix", required: true, autocomplete: "off", maxlength: 40, pattern: "[a-z0-9][a-z0-9-]{0,39}" });
+  const days = h("input", { id: "fleet-days", type: "number", min: 1, max: 366, placeholder: "90" });
+  const addrs = h("input", { id: "fleet-addrs", autocomplete: "off", placeholder: "198.51.100.0/22" });
+  const hosts = h("input", { id: "fleet-hosts", autocomplete: "off", placeholder: "*.iad.edge.example.com" });
+  const shown = h("div", { hidden: true });
+  const draw = async () => {
+    let got: { fleets: Fleet[] };
+    try {
+      got = await s.api.call<{ fleets: Fleet[] }>("GET", "/v1/fleets");
+    } catch (e) {
+      error.textContent = errorText(e);
+      return;
+    }
+    replace(
+      tbody,
+      got.fleets.length === 0
+        ? h("tr", {}, h("td", { colspan: 5 }, "No fleet tokens."))
+        : got.fleets.map((f) => {
+            const allowed = [...f.allowed_public.addrs, ...f.allowed_public.hosts].join(", ") || "nothing";
+            const revoke =
+              f.state === "active"
+                ? h("button", { type: "button", class: "danger", "aria-label": `Revoke fleet token ${f.prefix}-… (${f.id})` }, "Revoke")
+                : null;
+            revoke?.addEventListener("click", async () => {
+              if (!window.confirm(`Revoke the fleet token for ${f.prefix}-…? The spokes it enrolled stay.`)) return;
+              error.textContent = "";
+              try {
+                await s.api.call("DELETE", `/v1/fleets/${encodeURIComponent(f.id)}`);
+                done.textContent = `Revoked the fleet token for ${f.prefix}-….`;
+                await draw();
+              } catch (e) {
+                error.textContent = errorText(e);
+              }
+            });
+            return h(
+              "tr",
+              { "data-fleet": f.id, "data-state": f.state },
+              h("th", { scope: "row" }, `${f.prefix}-…`),
+              h("td", {}, f.state),
+              h("td", {}, when(f.expires_at)),
+              h("td", {}, allowed),
+              h("td", {}, revoke),
+            );
+          }),
+    );
+  };
+  const form = h(
+    "form",
+    {},
+    h("div", { class: "field" }, h("label", { for: "fleet-prefix" }, "Name prefix (its spokes are named prefix-…)"), prefix),
+    h("div", { class: "field" }, h("label", { for: "fleet-days" }, "Days valid (default 90)"), days),
+    h("div", { class: "field" }, h("label", { for: "fleet-addrs" }, "Public networks its spokes may announce"), addrs),
+    h("div", { class: "field" }, h("label", { for: "fleet-hosts" }, "Host names their probe URLs may use"), hosts),
+    h("button", { type: "submit" }, "Make a fleet token"),
+  );
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    error.textContent = "";
+    const body: Record<string, unknown> = { prefix: prefix.value.trim() };
+    if (days.value !== "") body.token_ttl_secs = Math.round(Number(days.value) * 86400);
+    const a = list(addrs.value);
+    const n = list(hosts.value);
+    if (a) body.public_addrs = a;
+    if (n) body.public_hosts = n;
+    try {
+      const made = await s.api.call<{ fleet_token: string; expires_at: number; prefix: string }>("POST", "/v1/fleets", { json: body });
+      const value = h("input", { id: "fleet-token", readonly: true, value: made.fleet_token, class: "mono" });
+      replace(
+        shown,
+        h("label", { for: "fleet-token" }, `Fleet token for ${made.prefix}-…, valid until ${when(made.expires_at)}; shown this once (give it to each spoke as FERRY_JOIN_TOKEN):`),
+        value,
+      );
+      shown.hidden = false;
+      value.select();
+      await draw();
+    } catch (e) {
+      error.textContent = errorText(e);
+    }
+  });
+  void draw();
+  return h(
+    "section",
+    { class: "card", "aria-labelledby": "fleets-title" },
+    h("h2", { id: "fleets-title" }, "Fleet tokens"),
+    h("p", { class: "help" }, "One token enrols any number of new spokes named prefix-… (an auto-scaling group) until it expires or is revoked."),
+    h(
+      "table",
+      { id: "fleets" },
+      h("thead", {}, h("tr", {}, ["Spokes named", "State", "Expires", "May announce", "Action"].map((t) => h("th", { scope: "col" }, t)))),
+      tbody,
+    ),
+    form,
+    error,
+    done,
+    shown,
+  );
 }
 
 async function steering(s: Session, main: HTMLElement): Promise<void> {

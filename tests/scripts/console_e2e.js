@@ -220,6 +220,24 @@ async function main() {
   check((await op.locator('#spokes tr[data-status="healthy"]').count()) === 1, 'the other spoke still healthy');
   await shot(op, 'console-spoke-down');
 
+  // A fleet token made here enrols a spoke; revoked here, it is shown so.
+  await op.getByLabel('Name prefix (its spokes are named prefix-…)').fill('e2e');
+  await op.getByLabel('Host names their probe URLs may use').fill('*.e2e.example.com');
+  await op.getByRole('button', { name: 'Make a fleet token' }).click();
+  const fleetToken = await op.locator('#fleet-token').inputValue({ timeout: 10000 });
+  check(fleetToken.startsWith('fft_'), `a fleet token shown: ${fleetToken}`);
+  await op.locator('#fleets tr[data-state="active"]').first().waitFor();
+  say('fleet-made', { token: fleetToken });
+  check((await nextLine()).trim() === 'enrolled', 'the fleet token enrolled a spoke');
+  await allLabelled(op, 'fleets');
+  await shot(op, 'console-fleets');
+  await op.getByRole('button', { name: /^Revoke fleet token e2e-/ }).click();
+  await op.locator('#fleets tr[data-state="revoked"]').first().waitFor();
+  check(
+    (await op.locator('#fleets tr[data-state="active"]').count()) === 0,
+    'no fleet token active after the revocation',
+  );
+
   for (const p of [page, op]) {
     const v = await p.evaluate(() => window.__violations);
     check(v.length === 0, `no policy violation reported: ${v}`);

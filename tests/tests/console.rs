@@ -106,6 +106,7 @@ async fn the_console_works_in_a_browser() {
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut steps = Vec::new();
     let mut via = None;
+    let mut fleet_spoke = None;
     let finished = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let Ok(line) = rx.recv_timeout(left) else {
@@ -120,6 +121,21 @@ async fn the_console_works_in_a_browser() {
                 writeln!(stdin, "ams1").unwrap();
             }
             "uploaded" => via = step["via"].as_str().map(str::to_owned),
+            "fleet-made" => {
+                let token = step["token"].as_str().unwrap_or_default();
+                let enrolled = Spoke::start_with_token(&hub, "e2e-1", token);
+                writeln!(
+                    stdin,
+                    "{}",
+                    if enrolled.is_ok() {
+                        "enrolled"
+                    } else {
+                        "refused"
+                    }
+                )
+                .unwrap();
+                fleet_spoke = enrolled.ok();
+            }
             "done" => break true,
             "failed" => break false,
             _ => {}
@@ -160,11 +176,41 @@ async fn the_console_works_in_a_browser() {
         .and_then(|s| s["seconds"].as_f64())
         .expect("the operator view showed the killed spoke down");
     assert!(down < 15.0, "{down}");
+    // The fleet token the page made enrolled a spoke, and the page revoked
+    // it: the spoke stays, the token is listed revoked.
+    let fleet_spoke = fleet_spoke.expect("the page's fleet token enrolled a spoke");
+    assert_eq!(
+        Api::new(fleet_spoke.url())
+            .get("/readyz")
+            .send()
+            .await
+            .status,
+        200
+    );
+    let fleets = Api::new(hub.url())
+        .as_token(ADMIN_TOKEN)
+        .get("/v1/fleets")
+        .send()
+        .await
+        .expect(200)
+        .json();
+    let e2e: Vec<_> = fleets["fleets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["prefix"] == "e2e")
+        .collect();
+    assert!(e2e.len() == 1 && e2e[0]["state"] == "revoked", "{fleets}");
+    assert_eq!(
+        e2e[0]["allowed_public"]["hosts"],
+        serde_json::json!(["*.e2e.example.com"])
+    );
     for name in [
         "console-sign-in",
         "console-files",
         "console-spokes",
         "console-spoke-down",
+        "console-fleets",
     ] {
         assert!(out.join(format!("{name}.png")).exists(), "{name}.png saved");
     }

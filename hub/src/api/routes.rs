@@ -534,7 +534,10 @@ mod tests {
         assert_eq!(parse("/v1/spokes/probe-targets"), Some(Route::ProbeTargets));
         assert_eq!(parse("/v1/spokes/fra1"), Some(Route::Spoke("fra1".into())));
         assert_eq!(parse("/v1/fleets"), Some(Route::Fleets));
-        assert_eq!(parse("/v1/fleets/flt_1"), Some(Route::Fleet("flt_1".into())));
+        assert_eq!(
+            parse("/v1/fleets/flt_1"),
+            Some(Route::Fleet("flt_1".into()))
+        );
         assert_eq!(parse("/v1/fleets/flt_1/x"), None);
         assert_eq!(parse("/v1/fleetsx"), None);
         assert_eq!(parse("/v1/s3-keys"), Some(Route::S3Keys));
