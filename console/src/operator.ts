@@ -1,6 +1,7 @@
 // The operator's view: the spokes (their tunnels and steering state,
-// refreshed every two seconds), join and fleet tokens, the steering
-// decision for a client network, accounts, and this hub's store.
+// refreshed every two seconds) and the hubs they reach, join and fleet
+// tokens, the steering decision for a client network, accounts, and this
+// hub's store.
 import { ApiError } from "./api";
 import { h, replace, size, when } from "./dom";
 import type { Section, Session } from "./main";
@@ -35,17 +36,44 @@ export function spokeStatus(s: Spoke): "revoked" | "not enrolled" | "down" | "dr
   return "healthy";
 }
 
+interface Hub {
+  id: string;
+  this: boolean;
+  tunnel_addr: string | null;
+  tunnel_tcp_addr: string | null;
+  last_seen: number;
+  spokes: { name: string; rtt_ms: number | null }[];
+}
+
+/** A spoke's round trips to each hub that hears it, in words. */
+function roundTrips(name: string, hubs: Hub[]): string {
+  const heard = hubs.flatMap((hub) =>
+    hub.spokes
+      .filter((sp) => sp.name === name)
+      .map((sp) => {
+        const rtt = sp.rtt_ms === null ? "TCP" : `${sp.rtt_ms} ms`;
+        return hubs.length === 1 ? rtt : `${hub.this ? "this hub" : hub.id}: ${rtt}`;
+      }),
+  );
+  return heard.join(", ") || "—";
+}
+
 const POLL_MS = 2000;
 
 async function spokes(s: Session, main: HTMLElement): Promise<void> {
   const error = alertRegion();
   const updated = statusRegion();
   const tbody = h("tbody", {});
+  const hubRows = h("tbody", {});
   const map = h("div", { class: "map", "aria-label": "Spokes around this hub" });
   const draw = async () => {
     let got: { spokes: Spoke[] };
+    let hubs: Hub[];
     try {
-      got = await s.api.call<{ spokes: Spoke[] }>("GET", "/v1/spokes");
+      [got, hubs] = await Promise.all([
+        s.api.call<{ spokes: Spoke[] }>("GET", "/v1/spokes"),
+        s.api.call<{ hubs: Hub[] }>("GET", "/v1/hubs").then((r) => r.hubs),
+      ]);
       error.textContent = "";
     } catch (e) {
       if (e instanceof ApiError && e.status === 409) {
@@ -67,7 +95,7 @@ async function spokes(s: Session, main: HTMLElement): Promise<void> {
           h("td", {}, h("span", { class: `badge ${st.replace(" ", "-")}` }, st)),
           h("td", {}, sp.steering ?? "—"),
           h("td", {}, t ? t.transport.toUpperCase() : "—"),
-          h("td", {}, t ? (t.transport === "quic" ? `${t.rtt_ms} ms` : "—") : "—"),
+          h("td", {}, roundTrips(sp.name, hubs)),
           h("td", {}, t ? String(t.active_transfers) : "—"),
           h("td", {}, t ? `${size(t.bytes_per_sec)}/s` : "—"),
           h("td", {}, t?.steering?.public_url ?? "—"),
@@ -97,6 +125,20 @@ async function spokes(s: Session, main: HTMLElement): Promise<void> {
           return el;
         }),
     );
+    replace(
+      hubRows,
+      hubs.map((hub) =>
+        h(
+          "tr",
+          { "data-hub": hub.id, "data-this": String(hub.this), "data-spokes": hub.spokes.length },
+          h("th", { scope: "row" }, hub.this ? `${hub.id} (this hub)` : hub.id),
+          h("td", {}, hub.tunnel_addr ?? "—"),
+          h("td", {}, hub.tunnel_tcp_addr ?? "—"),
+          h("td", {}, when(hub.last_seen)),
+          h("td", {}, hub.spokes.map((sp) => sp.name).join(", ") || "none"),
+        ),
+      ),
+    );
     updated.textContent = `Updated ${new Date().toLocaleTimeString()}.`;
   };
   replace(
@@ -112,7 +154,7 @@ async function spokes(s: Session, main: HTMLElement): Promise<void> {
         h(
           "tr",
           {},
-          ["Spoke", "Status", "Steering", "Transport", "RTT to this hub", "Transfers", "Throughput", "Public URL", "Version", "Certificate expires"].map((t) =>
+          ["Spoke", "Status", "Steering", "Transport", "RTT to the hubs", "Transfers", "Throughput", "Public URL", "Version", "Certificate expires"].map((t) =>
             h("th", { scope: "col" }, t),
           ),
         ),
@@ -121,6 +163,14 @@ async function spokes(s: Session, main: HTMLElement): Promise<void> {
     ),
     updated,
     map,
+    h("h2", {}, "Hubs"),
+    h("p", { class: "help" }, "The hubs sharing this hub's metadata store, and the spokes whose tunnel to each is up."),
+    h(
+      "table",
+      { id: "hubs" },
+      h("thead", {}, h("tr", {}, ["Hub", "QUIC tunnel", "TCP tunnel", "Last seen", "Spokes"].map((t) => h("th", { scope: "col" }, t)))),
+      hubRows,
+    ),
     joinForm(s),
     fleets(s),
   );

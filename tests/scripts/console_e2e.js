@@ -207,6 +207,12 @@ async function main() {
     { timeout: 20000 },
   );
   await allLabelled(op, 'spokes');
+  // The hub lists itself, hearing both spokes, each with a round trip.
+  await op.locator('#hubs tr[data-this="true"][data-spokes="2"]').waitFor({ timeout: 10000 });
+  for (const name of ['fra1', 'ams1']) {
+    const rtt = await op.locator(`#spokes tr[data-spoke="${name}"] td:nth-of-type(4)`).textContent();
+    check(/^\d+ ms$/.test(rtt.trim()), `${name}'s round trip to the hub shown: ${rtt}`);
+  }
   await shot(op, 'console-spokes');
   say('kill-a-spoke');
   const killed = await nextLine();

@@ -749,6 +749,29 @@ async fn spokes_learn_every_hub_all_hubs_steer_alike_and_a_stopped_hub_loses_not
         .await
     );
     assert!(metric(&hub_b.metrics_url(), "ferry_store_replica_lag_bytes", &[]).await >= 0.0);
+    // Hub C lists the three hubs, itself first: A and B each hear both
+    // spokes over QUIC (their round trips shared through the store), C
+    // none.
+    let admin_c = Api::new(hub_c.url()).as_token(ADMIN_TOKEN);
+    let mut listed = serde_json::Value::Null;
+    let shared = eventually(Duration::from_secs(10), async || {
+        listed = admin_c.get("/v1/hubs").send().await.expect(200).json();
+        let hubs = listed["hubs"].as_array().cloned().unwrap_or_default();
+        hubs.len() == 3
+            && hubs[0]["this"] == true
+            && hubs[0]["spokes"].as_array().is_some_and(Vec::is_empty)
+            && hubs[1..].iter().all(|h| {
+                h["this"] == false
+                    && h["spokes"].as_array().is_some_and(|s| {
+                        s.len() == 2
+                            && s.iter().all(|sp| sp["rtt_ms"].is_u64())
+                            && s[0]["name"] == "ams1"
+                            && s[1]["name"] == "fra1"
+                    })
+            })
+    })
+    .await;
+    assert!(shared, "{listed:#}");
 
     // A client's probes, reported to A alone, steer it at every hub.
     let t = tenant(&hub_a.url(), "alpha", &hub_a.data_dir).await;

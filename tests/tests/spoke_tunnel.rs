@@ -286,6 +286,48 @@ async fn a_fleet_token_enrols_new_spokes_of_its_prefix_and_nothing_else() {
 }
 
 #[tokio::test]
+async fn the_hubs_list_shows_this_hub_with_its_spokes_round_trips() {
+    let hub = Hub::start();
+    let spoke = Spoke::start(&hub, "fra1");
+    let admin = Api::new(hub.url()).as_token(ADMIN_TOKEN);
+    let listed = admin.get("/v1/hubs").send().await.expect(200).json();
+    let hubs = listed["hubs"].as_array().unwrap();
+    assert_eq!(hubs.len(), 1, "{listed}");
+    let this = &hubs[0];
+    assert_eq!(this["this"], true, "{listed}");
+    assert!(
+        this["id"].as_str().is_some_and(|id| !id.is_empty()),
+        "{listed}"
+    );
+    assert!(
+        this["tunnel_addr"].is_string() && this["last_seen"].is_i64(),
+        "{listed}"
+    );
+    let spokes = this["spokes"].as_array().unwrap();
+    assert_eq!(spokes.len(), 1, "{listed}");
+    assert_eq!(spokes[0]["name"], "fra1");
+    assert!(
+        spokes[0]["rtt_ms"].is_u64(),
+        "a QUIC tunnel's round trip: {listed}"
+    );
+    drop(spoke);
+    assert!(
+        eventually(Duration::from_secs(15), async || {
+            admin.get("/v1/hubs").send().await.json()["hubs"][0]["spokes"]
+                .as_array()
+                .is_some_and(Vec::is_empty)
+        })
+        .await,
+        "the stopped spoke left the list"
+    );
+    Api::new(hub.url())
+        .get("/v1/hubs")
+        .send()
+        .await
+        .expect_problem(401, "unauthorized");
+}
+
+#[tokio::test]
 async fn fleet_tokens_are_made_listed_and_revoked_over_http() {
     let hub = Hub::start();
     let admin = Api::new(hub.url()).as_token(ADMIN_TOKEN);

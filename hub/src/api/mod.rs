@@ -439,9 +439,12 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Request<Body>) -> Ap
         Route::Copy(conn) => observed(tree::copy_or_move(state, &conn, false, req)).await,
         Route::Move(conn) => observed(tree::copy_or_move(state, &conn, true, req)).await,
         Route::Events => events::list(state, req).await,
-        Route::Spokes | Route::Spoke(_) | Route::SpokeEnrol | Route::Fleets | Route::Fleet(_) => {
-            spokes::handle(state, route, req).await
-        }
+        Route::Spokes
+        | Route::Spoke(_)
+        | Route::SpokeEnrol
+        | Route::Fleets
+        | Route::Fleet(_)
+        | Route::Hubs => spokes::handle(state, route, req).await,
         Route::Probe => Ok(ferry_common::probe::response()),
         Route::ProbeTargets => steering::probe_targets(state, req).await,
         Route::Steering => steering::view(state, &req),

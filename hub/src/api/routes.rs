@@ -58,6 +58,8 @@ pub enum Route {
     SteeringReports,
     /// `/v1/spokes/{name}`
     Spoke(String),
+    /// `/v1/hubs`: the hubs sharing this hub's store.
+    Hubs,
     /// `/v1/fleets`: fleet enrolment tokens.
     Fleets,
     /// `/v1/fleets/{id}`: one of them.
@@ -116,6 +118,7 @@ pub enum RouteLabel {
     Spoke,
     Fleets,
     Fleet,
+    Hubs,
     ProbeTargets,
     Probe,
     Steering,
@@ -163,6 +166,7 @@ impl RouteLabel {
             Self::Spoke => "spoke",
             Self::Fleets => "fleets",
             Self::Fleet => "fleet",
+            Self::Hubs => "hubs",
             Self::ProbeTargets => "probe_targets",
             Self::Probe => "probe",
             Self::Steering => "steering",
@@ -223,6 +227,7 @@ pub const TEMPLATES: &[&str] = &[
     "/v1/spokes/probe-targets",
     "/v1/spokes/{name}",
     "/v1/fleets",
+    "/v1/hubs",
     "/v1/fleets/{id}",
     "/v1/probe",
     "/v1/steering",
@@ -293,6 +298,7 @@ impl Route {
             "probe" => return Ok(Some(Route::Probe)),
             "steering" => return Ok(Some(Route::Steering)),
             "steering/reports" => return Ok(Some(Route::SteeringReports)),
+            "hubs" => return Ok(Some(Route::Hubs)),
             _ => {}
         }
         if let Some(id) = rest.strip_prefix("uploads/") {
@@ -413,6 +419,7 @@ impl Route {
             Route::Spoke(_) => RouteLabel::Spoke,
             Route::Fleets => RouteLabel::Fleets,
             Route::Fleet(_) => RouteLabel::Fleet,
+            Route::Hubs => RouteLabel::Hubs,
             Route::ProbeTargets => RouteLabel::ProbeTargets,
             Route::Probe => RouteLabel::Probe,
             Route::Steering => RouteLabel::Steering,
@@ -438,7 +445,9 @@ impl Route {
         match self {
             Route::Spokes | Route::Fleets => &[Method::GET, Method::HEAD, Method::POST],
             Route::SpokeEnrol | Route::SteeringReports => &[Method::POST],
-            Route::ProbeTargets | Route::Probe | Route::Steering => &[Method::GET, Method::HEAD],
+            Route::ProbeTargets | Route::Probe | Route::Steering | Route::Hubs => {
+                &[Method::GET, Method::HEAD]
+            }
             Route::Spoke(_) => &[Method::GET, Method::HEAD, Method::DELETE],
             Route::Internal(_) => &[Method::POST],
             Route::Uploads(_) => &[Method::POST, Method::OPTIONS],
@@ -540,6 +549,8 @@ mod tests {
         );
         assert_eq!(parse("/v1/fleets/flt_1/x"), None);
         assert_eq!(parse("/v1/fleetsx"), None);
+        assert_eq!(parse("/v1/hubs"), Some(Route::Hubs));
+        assert_eq!(parse("/v1/hubs/x"), None);
         assert_eq!(parse("/v1/s3-keys"), Some(Route::S3Keys));
         assert_eq!(parse("/v1/keys"), Some(Route::Keys));
         assert_eq!(parse("/v1/keys/key_1"), Some(Route::Key("key_1".into())));

@@ -191,6 +191,7 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
             ));
             Ok(json(StatusCode::OK, &v))
         }
+        (Route::Hubs, _) => hubs(state, support).await,
         (Route::Fleets, Method::POST) => {
             let body: AddFleet = read_json(req, state.max_json_body_bytes()).await?;
             check_fleet_prefix(&body.prefix)?;
@@ -245,6 +246,67 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
         }
         _ => Err(Problem::new(ErrorCode::RouteNotFound, "no such route")),
     }
+}
+
+/// `GET /v1/hubs`: the hubs sharing this hub's store (this one first),
+/// each with the spokes it hears and their tunnels' round trips. This
+/// hub's come from its own tunnels; the others' from what they shared for
+/// steering (PostgreSQL stores), as of up to a second ago.
+async fn hubs(state: &AppState, support: &SpokeSupport) -> ApiResult {
+    let store_err = |e| store_problem(state, e);
+    let me = support.hubs.id();
+    let now = crate::store::now_ms();
+    let since = now - crate::tunnel::HUB_GONE_AFTER_MS;
+    let mut rows = state
+        .store
+        .live_hubs(crate::tunnel::HUB_GONE_AFTER_MS)
+        .await
+        .map_err(store_err)?;
+    let heard = state
+        .store
+        .presence_by_hub(since)
+        .await
+        .map_err(store_err)?;
+    // This hub first, listed even before its row is readable (or when it
+    // cannot tell where its tunnels are).
+    let at = rows.iter().position(|h| h.id == me);
+    let this = at.map(|i| rows.remove(i));
+    let addrs = support.hubs.current().into_iter().find(|h| h.id == me);
+    let mut own: Vec<_> = support
+        .registry
+        .snapshot()
+        .into_iter()
+        .map(|(name, t)| {
+            json!({ "name": name, "rtt_ms": (t.transport == "quic").then_some(t.rtt_ms) })
+        })
+        .collect();
+    own.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    let mut hubs = vec![json!({
+        "id": me,
+        "this": true,
+        "tunnel_addr": this.as_ref().map(|h| h.tunnel_addr.clone())
+            .or_else(|| addrs.as_ref().map(|a| a.tunnel_addr.to_string())),
+        "tunnel_tcp_addr": this.as_ref().map(|h| h.tunnel_tcp_addr.clone())
+            .or_else(|| addrs.as_ref().map(|a| a.tunnel_tcp_addr.to_string())),
+        "last_seen": this.as_ref().map_or(now, |h| h.last_seen),
+        "spokes": own,
+    })];
+    for h in rows {
+        let spokes: Vec<_> = heard
+            .iter()
+            .filter(|(hub, _)| *hub == h.id)
+            .map(|(_, p)| json!({ "name": p.spoke, "rtt_ms": p.rtt_ms }))
+            .collect();
+        hubs.push(json!({
+            "id": h.id,
+            "this": false,
+            "tunnel_addr": h.tunnel_addr,
+            "tunnel_tcp_addr": h.tunnel_tcp_addr,
+            "last_seen": h.last_seen,
+            "spokes": spokes,
+        }));
+    }
+    Ok(json(StatusCode::OK, &json!({ "hubs": hubs })))
 }
 
 async fn enrol(state: &AppState, support: &SpokeSupport, req: Request<Body>) -> ApiResult {

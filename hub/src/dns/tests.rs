@@ -45,6 +45,7 @@ fn responder_and_steering() -> (Responder, Arc<Steering>, Vec<LiveSteering>) {
         last_heard: now,
         active_transfers: 0,
         draining: false,
+        rtt_ms: None,
     };
     let spokes = vec![
         live("fra1", &["192.0.2.1", "2001:db8::1"]),

@@ -128,6 +128,7 @@ fn presence(l: &LiveSteering, now: Instant, wall: i64) -> Presence {
         active_transfers: l.active_transfers,
         draining: l.draining,
         heard_at: wall.saturating_sub(age),
+        rtt_ms: l.rtt_ms,
     }
 }
 
@@ -155,6 +156,8 @@ fn remote_view(rows: Vec<Presence>, now: Instant, wall: i64) -> Vec<LiveSteering
                 active_transfers: p.active_transfers,
                 draining: p.draining,
                 name: p.spoke,
+                // The other hub's tunnel, not this one's.
+                rtt_ms: None,
             }
         })
         .collect()
@@ -254,6 +257,7 @@ mod tests {
             last_heard: heard,
             active_transfers: 2,
             draining: false,
+            rtt_ms: Some(4),
         }
     }
 

@@ -25,6 +25,7 @@ fn live(name: &str, addr: &str, heard: Instant) -> LiveSteering {
         last_heard: heard,
         active_transfers: 0,
         draining: false,
+        rtt_ms: None,
     }
 }
 

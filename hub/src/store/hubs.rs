@@ -3,6 +3,19 @@
 
 use super::{Store, StoreError, now_ms};
 
+/// A hub of the store as it last announced itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubRow {
+    /// Its id.
+    pub id: String,
+    /// Where it takes QUIC tunnels.
+    pub tunnel_addr: String,
+    /// Where it takes TLS-over-TCP tunnels.
+    pub tunnel_tcp_addr: String,
+    /// When it last said it is up (Unix ms).
+    pub last_seen: i64,
+}
+
 impl Store {
     /// The hubs' shared tunnel CA: its certificate (PEM) and its private
     /// key, sealed under the master key; `None` before a hub made it.
@@ -61,17 +74,23 @@ impl Store {
         Ok(())
     }
 
-    /// The hubs seen in the last `within_ms` (id, QUIC address, TCP
-    /// address), by id.
-    pub async fn live_hubs(
-        &self,
-        within_ms: i64,
-    ) -> Result<Vec<(String, String, String)>, StoreError> {
-        Ok(sqlx::query_as::<_, (String, String, String)>(
-            "SELECT id, tunnel_addr, tunnel_tcp_addr FROM hubs WHERE last_seen > $1 ORDER BY id",
+    /// The hubs seen in the last `within_ms`, by id.
+    pub async fn live_hubs(&self, within_ms: i64) -> Result<Vec<HubRow>, StoreError> {
+        let rows = sqlx::query_as::<_, (String, String, String, i64)>(
+            "SELECT id, tunnel_addr, tunnel_tcp_addr, last_seen FROM hubs WHERE last_seen > $1 \
+             ORDER BY id",
         )
         .bind(now_ms() - within_ms)
         .fetch_all(self.read_pool().await)
-        .await?)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, tunnel_addr, tunnel_tcp_addr, last_seen)| HubRow {
+                id,
+                tunnel_addr,
+                tunnel_tcp_addr,
+                last_seen,
+            })
+            .collect())
     }
 }

@@ -522,6 +522,14 @@ CREATE TABLE account_limits (
 "#,
         postgres_only: &[],
     },
+    Migration {
+        version: 24,
+        name: "tunnel round trips shared",
+        sqlite: r#"
+ALTER TABLE steering_presence ADD COLUMN rtt_ms BIGINT;
+"#,
+        postgres_only: &[],
+    },
 ];
 
 /// Numbers an event that arrives without its `seq`, as a hub of the

@@ -44,6 +44,7 @@ pub use connections::ConnectionRow;
 pub use copy::CopyOutcome;
 pub use events::{Event, EventKind, EventRecord, Origin};
 pub use fleets::FleetRow;
+pub use hubs::HubRow;
 pub use index::{
     Facts, HeldIndex, IndexEntry, IndexState, Listed, ScanApplied, ScanChange, key_of, prefix_end,
 };

@@ -19,6 +19,25 @@ pub struct Presence {
     pub draining: bool,
     /// When the hub last heard it (Unix milliseconds).
     pub heard_at: i64,
+    /// The round-trip time of its tunnel to that hub, milliseconds (QUIC;
+    /// `None` over TCP).
+    pub rtt_ms: Option<u64>,
+}
+
+/// Reads a presence row: spoke, announce, active_transfers, draining,
+/// heard_at, rtt_ms.
+type PresenceRow = (String, Option<String>, i64, i64, i64, Option<i64>);
+
+fn presence_of(row: PresenceRow) -> Presence {
+    let (spoke, announce, active, draining, heard_at, rtt) = row;
+    Presence {
+        spoke,
+        announce,
+        active_transfers: u64::try_from(active).unwrap_or(0),
+        draining: draining != 0,
+        heard_at,
+        rtt_ms: rtt.and_then(|r| u64::try_from(r).ok()),
+    }
 }
 
 /// A client probe sample one hub took.
@@ -50,8 +69,8 @@ impl Store {
         for chunk in spokes.chunks(CHUNK) {
             let sql = format!(
                 "INSERT INTO steering_presence \
-                 (hub_id, spoke, announce, active_transfers, draining, heard_at) VALUES {}",
-                placeholders(chunk.len(), 6)
+                 (hub_id, spoke, announce, active_transfers, draining, heard_at, rtt_ms) VALUES {}",
+                placeholders(chunk.len(), 7)
             );
             // Only numbered placeholders are formatted in.
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -62,7 +81,8 @@ impl Store {
                     .bind(&p.announce)
                     .bind(i64::try_from(p.active_transfers).unwrap_or(i64::MAX))
                     .bind(i64::from(p.draining))
-                    .bind(p.heard_at);
+                    .bind(p.heard_at)
+                    .bind(p.rtt_ms.map(|r| i64::try_from(r).unwrap_or(i64::MAX)));
             }
             q.execute(&mut *tx).await?;
         }
@@ -76,22 +96,36 @@ impl Store {
         hub: &str,
         since: i64,
     ) -> Result<Vec<Presence>, StoreError> {
-        let rows = sqlx::query_as::<_, (String, Option<String>, i64, i64, i64)>(
-            "SELECT spoke, announce, active_transfers, draining, heard_at \
+        let rows = sqlx::query_as::<_, PresenceRow>(
+            "SELECT spoke, announce, active_transfers, draining, heard_at, rtt_ms \
              FROM steering_presence WHERE hub_id <> $1 AND heard_at > $2",
         )
         .bind(hub)
         .bind(since)
         .fetch_all(&self.pool)
         .await?;
+        Ok(rows.into_iter().map(presence_of).collect())
+    }
+
+    /// The spokes each hub heard since `since` (Unix milliseconds), as
+    /// (hub id, presence), by hub and spoke: for the operator's list of
+    /// hubs.
+    pub async fn presence_by_hub(&self, since: i64) -> Result<Vec<(String, Presence)>, StoreError> {
+        let rows =
+            sqlx::query_as::<_, (String, String, Option<String>, i64, i64, i64, Option<i64>)>(
+                "SELECT hub_id, spoke, announce, active_transfers, draining, heard_at, rtt_ms \
+             FROM steering_presence WHERE heard_at > $1 ORDER BY hub_id, spoke",
+            )
+            .bind(since)
+            .fetch_all(self.read_pool().await)
+            .await?;
         Ok(rows
             .into_iter()
-            .map(|(spoke, announce, active, draining, heard_at)| Presence {
-                spoke,
-                announce,
-                active_transfers: u64::try_from(active).unwrap_or(0),
-                draining: draining != 0,
-                heard_at,
+            .map(|(hub, spoke, announce, active, draining, heard_at, rtt)| {
+                (
+                    hub,
+                    presence_of((spoke, announce, active, draining, heard_at, rtt)),
+                )
             })
             .collect())
     }
@@ -178,6 +212,7 @@ mod tests {
             active_transfers: 3,
             draining: false,
             heard_at,
+            rtt_ms: Some(7),
         }
     }
 
@@ -200,6 +235,20 @@ mod tests {
             .unwrap();
         let seen_by_b = store.others_presence("hub_b", now - 1000).await.unwrap();
         assert_eq!(seen_by_b, vec![presence("fra1", now)]);
+        let mut over_tcp = presence("lhr1", now);
+        over_tcp.rtt_ms = None;
+        store
+            .put_presence("hub_c", &[over_tcp.clone()])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.presence_by_hub(now - 1000).await.unwrap(),
+            vec![
+                ("hub_a".to_owned(), presence("fra1", now)),
+                ("hub_b".to_owned(), presence("nyc1", now)),
+                ("hub_c".to_owned(), over_tcp),
+            ]
+        );
         assert!(
             store
                 .others_presence("hub_b", now)

@@ -14,7 +14,7 @@ use crate::api::AppState;
 /// How often a hub says it is up, and reads who else is.
 const HUB_ANNOUNCE_EVERY: Duration = Duration::from_secs(3);
 /// A hub not heard from for this long is left out of the list.
-const HUB_GONE_AFTER_MS: i64 = 30_000;
+pub const HUB_GONE_AFTER_MS: i64 = 30_000;
 
 /// The hubs sharing this hub's store (this one included), as spokes
 /// should know them: each hub announces its tunnel addresses in the store,
@@ -67,11 +67,11 @@ impl HubList {
         };
         let mut hubs: Vec<_> = rows
             .into_iter()
-            .filter_map(|(id, q, t)| {
+            .filter_map(|h| {
                 Some(HubAddrs {
-                    id,
-                    tunnel_addr: q.parse().ok()?,
-                    tunnel_tcp_addr: t.parse().ok()?,
+                    tunnel_addr: h.tunnel_addr.parse().ok()?,
+                    tunnel_tcp_addr: h.tunnel_tcp_addr.parse().ok()?,
+                    id: h.id,
                 })
             })
             .collect();

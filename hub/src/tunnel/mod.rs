@@ -31,7 +31,7 @@ use crate::config::TunnelConfig;
 
 pub use accept::{serve_quic, serve_tcp};
 pub use forward::{SpokeOwn, ViaSpoke};
-pub use hubs::HubList;
+pub use hubs::{HUB_GONE_AFTER_MS, HubList};
 pub use registry::{LiveInfo, LiveSteering, PeerLink, Registry};
 
 /// The TLS configuration of both tunnel listeners: a server certificate

@@ -109,6 +109,9 @@ pub struct LiveSteering {
     pub active_transfers: u64,
     /// Whether it said it is shutting down.
     pub draining: bool,
+    /// The tunnel's smoothed round-trip time, milliseconds (QUIC; `None`
+    /// over TCP, which does not measure it).
+    pub rtt_ms: Option<u64>,
 }
 
 /// What the registry tells about a connected spoke.
@@ -309,6 +312,7 @@ impl Registry {
                 last_heard: l.last_heard,
                 active_transfers: l.last.as_ref().map_or(0, |h| h.active_transfers),
                 draining: l.draining,
+                rtt_ms: (l.link.transport() == "quic").then(|| l.link.rtt().as_millis() as u64),
             })
             .collect()
     }
