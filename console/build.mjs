@@ -1,6 +1,8 @@
 // Builds the console into one folder, as the hub embeds it:
-//   index.html                 (never cached: it names the others)
+//   index.html                 (revalidated: it names the others)
 //   app-<hash>.js, app-<hash>.css   (cached for good: their names change with them)
+//   download-worker.js         (the service worker that saves downloads as
+//                              they arrive; revalidated: its URL is fixed)
 // and beside each a .gz and a .br, so that the hub sends them compressed
 // without compressing at run time.
 //
@@ -31,6 +33,18 @@ const bundled = await build({
   logLevel: "warning",
 });
 const script = bundled.outputFiles[0].contents;
+const worker = (
+  await build({
+    entryPoints: [join(here, "src/download-worker.ts")],
+    bundle: true,
+    minify: true,
+    format: "iife",
+    target: "es2020",
+    platform: "browser",
+    write: false,
+    logLevel: "warning",
+  })
+).outputFiles[0].contents;
 const style = readFileSync(join(here, "src/style.css"));
 
 const hash = (bytes) => createHash("sha256").update(bytes).digest("hex").slice(0, 12);
@@ -46,6 +60,7 @@ for (const [name, bytes] of [
   ["index.html", Buffer.from(html)],
   [js, Buffer.from(script)],
   [css, style],
+  ["download-worker.js", Buffer.from(worker)],
 ]) {
   writeFileSync(join(out, name), bytes);
   writeFileSync(join(out, `${name}.gz`), gzipSync(bytes, { level: 9 }));

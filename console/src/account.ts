@@ -6,6 +6,7 @@ import { h, replace, size, when } from "./dom";
 import type { Section, Session } from "./main";
 import { alertRegion, errorText, statusRegion } from "./main";
 import { nearestNode } from "./nearest";
+import { saveStreaming } from "./save";
 
 interface Connection {
   id: string;
@@ -304,15 +305,34 @@ async function files(s: Session, main: HTMLElement, parts: string[]): Promise<vo
     try {
       // From the nearest spoke too: the hub carries no file content.
       const node = await nearestNode(s.api);
+      const via = node.name === "hub" ? "the hub" : `spoke ${node.name}`;
       const resp = await new Api(node.base, s.api.token).raw("GET", `${connUrl}/files/${pathUrl(e.path)}`);
-      const blob = await resp.blob();
-      const url = URL.createObjectURL(blob);
-      const a = h("a", { href: url, download: e.name });
-      document.body.appendChild(a);
-      a.click();
-      a.remove();
-      setTimeout(() => URL.revokeObjectURL(url), 60_000);
-      status.textContent = `Downloaded ${e.name} (${size(blob.size)}) through ${node.name === "hub" ? "the hub" : `spoke ${node.name}`}.`;
+      const total = Number(resp.headers.get("Content-Length") ?? NaN);
+      let shown = 0;
+      const saved = await saveStreaming(resp, e.name, (bytes) => {
+        // Four times a second at most: the status is read out.
+        if (performance.now() - shown < 250) return;
+        shown = performance.now();
+        const of = Number.isFinite(total) && total > 0 ? ` of ${size(total)} (${Math.floor((100 * bytes) / total)}%)` : "";
+        status.textContent = `Downloading ${e.name}: ${size(bytes)}${of}…`;
+      });
+      let got: number;
+      if (saved !== null) {
+        got = saved;
+        status.dataset.saved = "streamed";
+      } else {
+        // No way to stream it to disk here: read whole, then saved.
+        const blob = await resp.blob();
+        got = blob.size;
+        const url = URL.createObjectURL(blob);
+        const a = h("a", { href: url, download: e.name });
+        document.body.appendChild(a);
+        a.click();
+        a.remove();
+        setTimeout(() => URL.revokeObjectURL(url), 60_000);
+        status.dataset.saved = "in-memory";
+      }
+      status.textContent = `Downloaded ${e.name} (${size(got)}) through ${via}.`;
     } catch (err) {
       status.textContent = "";
       error.textContent = errorText(err);

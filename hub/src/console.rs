@@ -6,9 +6,9 @@
 //! styles from this origin only (the console has no inline script or
 //! style), connections to this origin and to the spokes clients may be
 //! sent to now (uploads go to the nearest), no framing, no plugins.
-//! `index.html` is revalidated on every load (it names the others); the
-//! others have their content's hash in their names and are cached for a
-//! year. Each is stored compressed with brotli and gzip beside the
+//! `index.html` and the download worker are revalidated on every load
+//! (their URLs are fixed: the page names the others); the others have
+//! their content's hash in their names and are cached for a year. Each is stored compressed with brotli and gzip beside the
 //! original, and sent in the best encoding the client takes.
 
 use std::sync::Arc;
@@ -31,6 +31,10 @@ pub(crate) struct Asset {
 
 include!(concat!(env!("OUT_DIR"), "/console_assets.rs"));
 
+/// The files whose URLs do not change with their content: revalidated on
+/// every load.
+const REVALIDATED: &[&str] = &["index.html", "download-worker.js"];
+
 /// Whether the console was built into this binary (else `/console` says
 /// how to build it).
 pub fn built() -> bool {
@@ -49,7 +53,8 @@ fn policy(spokes: &[String]) -> String {
     }
     format!(
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-connect-src {connect}; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+connect-src {connect}; worker-src 'self'; frame-src 'self'; form-action 'none'; \
+frame-ancestors 'none'; base-uri 'none'"
     )
 }
 
@@ -119,7 +124,7 @@ pub fn serve(state: &Arc<AppState>, rest: &str, req: &Request<Body>) -> ApiResul
     );
     h.insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_static(if asset.name == "index.html" {
+        HeaderValue::from_static(if REVALIDATED.contains(&asset.name) {
             "no-cache"
         } else {
             "public, max-age=31536000, immutable"
@@ -228,9 +233,19 @@ mod tests {
             assert!(text.contains("not built"));
             return;
         }
+        let script = ASSETS
+            .iter()
+            .find(|a| a.name.starts_with("app-") && a.name.ends_with(".js"))
+            .expect("the script is embedded");
+        let script = std::str::from_utf8(script.body).unwrap();
+        assert!(
+            ASSETS.iter().any(|a| a.name == "download-worker.js")
+                && script.contains("/console/download-worker.js"),
+            "the download worker is embedded and the script registers it"
+        );
         for a in ASSETS.iter().filter(|a| a.name != "index.html") {
             assert!(
-                text.contains(&format!("/console/{}", a.name)),
+                text.contains(&format!("/console/{}", a.name)) || a.name == "download-worker.js",
                 "{} named in index.html",
                 a.name
             );

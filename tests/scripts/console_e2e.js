@@ -162,6 +162,10 @@ async function main() {
   );
   const fetched = (await page.getByRole('status').allTextContents()).find((t) => t.startsWith('Downloaded')) ?? '';
   check(/through spoke \S+\.$/.test(fetched), `downloaded through a spoke: "${fetched}"`);
+  const how = await page.evaluate(() =>
+    Array.from(document.querySelectorAll('[role=status]')).find((s) => s.textContent.startsWith('Downloaded'))?.dataset.saved,
+  );
+  check(how === 'streamed', `saved to disk as it arrived, not read whole first: ${how}`);
   say('downloaded');
 
   // Its events.

@@ -305,6 +305,21 @@ async fn the_console_is_served_with_its_policy_caching_and_compression() {
         js.header("content-type").as_deref(),
         Some("text/javascript; charset=utf-8")
     );
+    // The download worker's URL is fixed: revalidated, as the page is.
+    let worker = api
+        .get("/console/download-worker.js")
+        .send()
+        .await
+        .expect(200);
+    assert_eq!(worker.header("cache-control").as_deref(), Some("no-cache"));
+    assert_eq!(
+        worker.header("content-type").as_deref(),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert!(
+        policy.contains("worker-src 'self';") && policy.contains("frame-src 'self';"),
+        "{policy}"
+    );
     api.get("/console/nothing.js")
         .send()
         .await
