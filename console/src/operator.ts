@@ -43,6 +43,15 @@ interface Hub {
   tunnel_tcp_addr: string | null;
   last_seen: number;
   spokes: { name: string; rtt_ms: number | null }[];
+  store?: { backend: string; primary_up: boolean; replica_up: boolean | null };
+}
+
+/** This hub's store, in words. */
+function storeHealth(st: Hub["store"]): string {
+  if (!st) return "—";
+  if (st.backend === "sqlite") return "SQLite";
+  const replica = st.replica_up === null ? "no replica" : st.replica_up ? "replica up" : "replica down";
+  return `PostgreSQL: primary ${st.primary_up ? "up" : "down"}, ${replica}`;
 }
 
 /** A spoke's round trips to each hub that hears it, in words. */
@@ -135,6 +144,7 @@ async function spokes(s: Session, main: HTMLElement): Promise<void> {
           h("td", {}, hub.tunnel_addr ?? "—"),
           h("td", {}, hub.tunnel_tcp_addr ?? "—"),
           h("td", {}, when(hub.last_seen)),
+          h("td", {}, storeHealth(hub.store)),
           h("td", {}, hub.spokes.map((sp) => sp.name).join(", ") || "none"),
         ),
       ),
@@ -168,7 +178,7 @@ async function spokes(s: Session, main: HTMLElement): Promise<void> {
     h(
       "table",
       { id: "hubs" },
-      h("thead", {}, h("tr", {}, ["Hub", "QUIC tunnel", "TCP tunnel", "Last seen", "Spokes"].map((t) => h("th", { scope: "col" }, t)))),
+      h("thead", {}, h("tr", {}, ["Hub", "QUIC tunnel", "TCP tunnel", "Last seen", "Store (as this hub sees it)", "Spokes"].map((t) => h("th", { scope: "col" }, t)))),
       hubRows,
     ),
     joinForm(s),

@@ -213,6 +213,8 @@ async function main() {
   await allLabelled(op, 'spokes');
   // The hub lists itself, hearing both spokes, each with a round trip.
   await op.locator('#hubs tr[data-this="true"][data-spokes="2"]').waitFor({ timeout: 10000 });
+  const store = await op.locator('#hubs tr[data-this="true"] td:nth-of-type(4)').textContent();
+  check(store === 'SQLite', `this hub's store shown: ${store}`);
   for (const name of ['fra1', 'ams1']) {
     const rtt = await op.locator(`#spokes tr[data-spoke="${name}"] td:nth-of-type(4)`).textContent();
     check(/^\d+ ms$/.test(rtt.trim()), `${name}'s round trip to the hub shown: ${rtt}`);

@@ -759,6 +759,9 @@ async fn spokes_learn_every_hub_all_hubs_steer_alike_and_a_stopped_hub_loses_not
         let hubs = listed["hubs"].as_array().cloned().unwrap_or_default();
         hubs.len() == 3
             && hubs[0]["this"] == true
+            && hubs[0]["store"]
+                == json!({ "backend": "postgres", "primary_up": true, "replica_up": true })
+            && hubs[1..].iter().all(|h| h.get("store").is_none())
             && hubs[0]["spokes"].as_array().is_some_and(Vec::is_empty)
             && hubs[1..].iter().all(|h| {
                 h["this"] == false

@@ -303,6 +303,10 @@ async fn the_hubs_list_shows_this_hub_with_its_spokes_round_trips() {
         this["tunnel_addr"].is_string() && this["last_seen"].is_i64(),
         "{listed}"
     );
+    assert_eq!(
+        this["store"],
+        json!({ "backend": "sqlite", "primary_up": true, "replica_up": null })
+    );
     let spokes = this["spokes"].as_array().unwrap();
     assert_eq!(spokes.len(), 1, "{listed}");
     assert_eq!(spokes[0]["name"], "fra1");

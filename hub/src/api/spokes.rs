@@ -249,9 +249,10 @@ pub async fn handle(state: &AppState, route: Route, req: Request<Body>) -> ApiRe
 }
 
 /// `GET /v1/hubs`: the hubs sharing this hub's store (this one first),
-/// each with the spokes it hears and their tunnels' round trips. This
-/// hub's come from its own tunnels; the others' from what they shared for
-/// steering (PostgreSQL stores), as of up to a second ago.
+/// each with the spokes it hears and their tunnels' round trips, and this
+/// hub's view of the store. This hub's spokes come from its own tunnels;
+/// the others' from what they shared for steering (PostgreSQL stores), as
+/// of up to a second ago.
 async fn hubs(state: &AppState, support: &SpokeSupport) -> ApiResult {
     let store_err = |e| store_problem(state, e);
     let me = support.hubs.id();
@@ -290,6 +291,11 @@ async fn hubs(state: &AppState, support: &SpokeSupport) -> ApiResult {
             .or_else(|| addrs.as_ref().map(|a| a.tunnel_tcp_addr.to_string())),
         "last_seen": this.as_ref().map_or(now, |h| h.last_seen),
         "spokes": own,
+        "store": {
+            "backend": state.store.backend().to_string(),
+            "primary_up": state.store.writable(),
+            "replica_up": state.store.replica_answering(),
+        },
     })];
     for h in rows {
         let spokes: Vec<_> = heard

@@ -437,6 +437,12 @@ impl Store {
         Some(self.replica.as_ref()?.check().await)
     }
 
+    /// Whether the replica answered when last asked (every second);
+    /// `None` without a replica.
+    pub fn replica_answering(&self) -> Option<bool> {
+        self.replica.as_ref().map(|r| r.answering())
+    }
+
     /// The replica's lag behind the primary, in bytes of WAL; `None`
     /// without a replica or when one of them does not answer.
     pub async fn replica_lag_bytes(&self) -> Option<u64> {
