@@ -36,6 +36,9 @@ async function register(): Promise<ServiceWorker | null> {
   }
 }
 
+/** How much is gathered before it is handed to the worker. */
+const PIECE = 1 << 20;
+
 function randomId(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(16));
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -62,18 +65,41 @@ export async function saveStreaming(
     settle = resolve;
     fail = reject;
   });
+  // Handed on in pieces of about a mebibyte: each piece crosses to the
+  // worker as a message, and the network's own pieces are small.
   const stream = new ReadableStream<Uint8Array>({
     async pull(c) {
       try {
-        const { done, value } = await reader.read();
-        if (done) {
+        const parts: Uint8Array[] = [];
+        let held = 0;
+        let ended = false;
+        while (held < PIECE) {
+          const { done, value } = await reader.read();
+          if (done) {
+            ended = true;
+            break;
+          }
+          parts.push(value);
+          held += value.byteLength;
+        }
+        if (held > 0) {
+          let piece = parts[0];
+          if (parts.length > 1) {
+            piece = new Uint8Array(held);
+            let at = 0;
+            for (const p of parts) {
+              piece.set(p, at);
+              at += p.byteLength;
+            }
+          }
+          bytes += held;
+          progress(bytes);
+          c.enqueue(piece);
+        }
+        if (ended) {
           c.close();
           settle(bytes);
-          return;
         }
-        bytes += value.byteLength;
-        progress(bytes);
-        c.enqueue(value);
       } catch (e) {
         c.error(e);
         fail(e);
