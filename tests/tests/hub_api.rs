@@ -221,6 +221,55 @@ async fn a_refused_request_is_answered_after_its_body() {
         text.contains("HTTP/1.1 200"),
         "the connection was not kept: {text}"
     );
+    // The refusal mid-body is in the log, with what was refused.
+    let said = hub
+        .daemon()
+        .wait_for(
+            "answered before the request's body ended",
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap_or_else(|| panic!("no log line:\n{}", hub.log()));
+    assert!(
+        said.contains("status=401") && said.contains("method=PUT"),
+        "{said}"
+    );
+}
+
+/// A refused body that stops arriving is read on for 5 seconds at most;
+/// then the connection is closed, and the log says why the client saw it
+/// closed.
+#[tokio::test]
+async fn a_refused_body_that_stalls_closes_its_connection_and_says_so() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (hub, t) = hub_with_tenant().await;
+    let mut tcp = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    let head = format!(
+        "PUT {} HTTP/1.1\r\nhost: ferry\r\nauthorization: Bearer fry_wrong\r\ncontent-length: {}\r\n\r\n",
+        t.file("stalled.bin"),
+        8 << 20
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&vec![7u8; 1 << 20]).await.unwrap();
+    // Nothing more is sent: the rest never comes.
+    let closed = hub.daemon().wait_for(
+        "closed a connection: the request body its handler left did not end",
+        std::time::Duration::from_secs(15),
+    );
+    assert!(closed.is_some(), "no log line:\n{}", hub.log());
+    // The answer was sent, then the connection closed.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let ended = loop {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    assert!(ended, "the connection stayed open");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
 }
 
 /// A client that waits for `100 Continue` and is answered at once sends no

@@ -113,10 +113,16 @@ impl Drop for Lingering {
         };
         runtime.spawn(async move {
             let drained = tokio::time::timeout(LINGER_TIME, discard(body, LINGER_BYTES)).await;
-            tracing::debug!(
-                ended = matches!(drained, Ok(true)),
-                "read on a request body its handler left"
-            );
+            if matches!(drained, Ok(true)) {
+                tracing::debug!("read on a request body its handler left, to its end");
+            } else {
+                // The client sees its connection closed while it sends.
+                tracing::info!(
+                    secs = LINGER_TIME.as_secs(),
+                    bytes = LINGER_BYTES,
+                    "closed a connection: the request body its handler left did not end in time or size"
+                );
+            }
         });
     }
 }

@@ -167,7 +167,7 @@ async fn serve_connection(
             .filter(|&n| n > max_head);
         // An HTTP/1 body its handler leaves unread is read on, so that the
         // client sees the answer (HTTP/2 ends only the stream).
-        let (mut req, awaited_body) = if req.version() <= http::Version::HTTP_11 {
+        let (mut req, awaited_body, body_ended) = if req.version() <= http::Version::HTTP_11 {
             let expects_continue = req
                 .headers()
                 .get(http::header::EXPECT)
@@ -175,10 +175,17 @@ async fn serve_connection(
             let (parts, body) = req.into_parts();
             let body = linger::Lingering::new(body, expects_continue);
             let awaited = expects_continue.then(|| body.ended());
-            (Request::from_parts(parts, boxed(body)), awaited)
+            let ended = body.ended();
+            (
+                Request::from_parts(parts, boxed(body)),
+                awaited,
+                Some(ended),
+            )
         } else {
-            (req.map(boxed), None)
+            (req.map(boxed), None, None)
         };
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
         req.extensions_mut().insert(ClientAddr(peer));
         let fut = match too_large {
             None => handler(req),
@@ -194,6 +201,20 @@ async fn serve_connection(
         };
         async move {
             let mut resp = fut.await;
+            // A refusal while the client is still sending its body: the
+            // client sees the answer once its body is read on
+            // (`linger`), or a reset if it does not end in time. Said, so
+            // that a client's reset can be told from its cause.
+            if resp.status().as_u16() >= 400
+                && body_ended.is_some_and(|e| !e.load(std::sync::atomic::Ordering::Relaxed))
+            {
+                tracing::info!(
+                    status = resp.status().as_u16(),
+                    method = %method,
+                    path = %path,
+                    "answered before the request's body ended; the rest is read and discarded"
+                );
+            }
             // Answered before a body the client was to send after
             // `100 Continue`: whether it sends it now is the client's
             // choice, so the connection cannot carry another request.
