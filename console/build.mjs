@@ -21,21 +21,10 @@ if (!out) {
 }
 const here = dirname(fileURLToPath(import.meta.url));
 
-const bundled = await build({
-  entryPoints: [join(here, "src/main.ts")],
-  bundle: true,
-  minify: true,
-  format: "iife",
-  target: "es2020",
-  platform: "browser",
-  write: false,
-  legalComments: "eof",
-  logLevel: "warning",
-});
-const script = bundled.outputFiles[0].contents;
-const worker = (
-  await build({
-    entryPoints: [join(here, "src/download-worker.ts")],
+/** One script bundled and minified for the browser: its bytes. */
+async function bundle(entry, extra = {}) {
+  const built = await build({
+    entryPoints: [join(here, entry)],
     bundle: true,
     minify: true,
     format: "iife",
@@ -43,8 +32,13 @@ const worker = (
     platform: "browser",
     write: false,
     logLevel: "warning",
-  })
-).outputFiles[0].contents;
+    ...extra,
+  });
+  return built.outputFiles[0].contents;
+}
+
+const script = await bundle("src/main.ts", { legalComments: "eof" });
+const worker = await bundle("src/download-worker.ts");
 const style = readFileSync(join(here, "src/style.css"));
 
 const hash = (bytes) => createHash("sha256").update(bytes).digest("hex").slice(0, 12);

@@ -2,7 +2,7 @@
 // the nearest spoke, API keys, webhooks and usage.
 import * as tus from "tus-js-client";
 import { Api, ApiError, pathUrl } from "./api";
-import { h, replace, size, when } from "./dom";
+import { h, replace, showOnce, size, when } from "./dom";
 import type { Section, Session } from "./main";
 import { alertRegion, errorText, statusRegion } from "./main";
 import { nearestNode } from "./nearest";
@@ -579,15 +579,7 @@ async function keys(s: Session, main: HTMLElement): Promise<void> {
         error.textContent = "";
         try {
           const made = await s.api.call<Key & { key: string }>("POST", "/v1/keys");
-          const value = h("input", { id: "new-key", readonly: true, value: made.key, class: "mono" });
-          replace(
-            shown,
-            h("h2", {}, "New API key"),
-            h("label", { for: "new-key" }, "Copy it now: it is shown this once."),
-            value,
-          );
-          shown.hidden = false;
-          value.select();
+          showOnce(shown, "new-key", "Copy it now: it is shown this once.", made.key, "New API key");
           await draw();
         } catch (e) {
           error.textContent = errorText(e);
@@ -704,15 +696,7 @@ async function webhooks(s: Session, main: HTMLElement): Promise<void> {
       const made = await s.api.call<Endpoint & { secret: string }>("POST", "/v1/webhooks", {
         json: { url: url.value.trim() },
       });
-      const value = h("input", { id: "webhook-secret", readonly: true, value: made.secret, class: "mono" });
-      replace(
-        secret,
-        h("h2", {}, `Signing secret of ${made.id}`),
-        h("label", { for: "webhook-secret" }, "Copy it now: it is shown this once."),
-        value,
-      );
-      secret.hidden = false;
-      value.select();
+      showOnce(secret, "webhook-secret", "Copy it now: it is shown this once.", made.secret, `Signing secret of ${made.id}`);
     } catch (e) {
       error.textContent = errorText(e);
     }

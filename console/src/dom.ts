@@ -40,6 +40,18 @@ export function replace(parent: Element, ...children: (Child | Child[])[]): void
   append(parent, children);
 }
 
+/**
+ * Shows a secret that is shown this once (a key, a token) in `box`: an
+ * optional heading, a label, and the value in a read-only field `id`,
+ * selected for copying.
+ */
+export function showOnce(box: HTMLElement, id: string, label: string, value: string, heading?: string): void {
+  const field = h("input", { id, readonly: true, value, class: "mono" });
+  replace(box, heading ? h("h2", {}, heading) : null, h("label", { for: id }, label), field);
+  box.hidden = false;
+  field.select();
+}
+
 /** Bytes as people read them. */
 export function size(bytes: number): string {
   if (bytes < 1024) return `${bytes} B`;

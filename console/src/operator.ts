@@ -3,7 +3,7 @@
 // tokens, the steering decision for a client network, accounts, and this
 // hub's store.
 import { ApiError } from "./api";
-import { h, replace, size, when } from "./dom";
+import { h, replace, showOnce, size, when } from "./dom";
 import type { Section, Session } from "./main";
 import { alertRegion, errorText, statusRegion } from "./main";
 
@@ -211,14 +211,7 @@ function joinForm(s: Session): HTMLElement {
       const made = await s.api.call<{ join_token: string; expires_at: number }>("POST", "/v1/spokes", {
         json: { name: name.value.trim() },
       });
-      const value = h("input", { id: "join-token", readonly: true, value: made.join_token, class: "mono" });
-      replace(
-        shown,
-        h("label", { for: "join-token" }, `Join token for ${name.value.trim()}, valid until ${when(made.expires_at)}; shown this once:`),
-        value,
-      );
-      shown.hidden = false;
-      value.select();
+      showOnce(shown, "join-token", `Join token for ${name.value.trim()}, valid until ${when(made.expires_at)}; shown this once:`, made.join_token);
     } catch (e) {
       error.textContent = errorText(e);
     }
@@ -311,14 +304,12 @@ function fleets(s: Session): HTMLElement {
     if (n) body.public_hosts = n;
     try {
       const made = await s.api.call<{ fleet_token: string; expires_at: number; prefix: string }>("POST", "/v1/fleets", { json: body });
-      const value = h("input", { id: "fleet-token", readonly: true, value: made.fleet_token, class: "mono" });
-      replace(
+      showOnce(
         shown,
-        h("label", { for: "fleet-token" }, `Fleet token for ${made.prefix}-…, valid until ${when(made.expires_at)}; shown this once (give it to each spoke as FERRY_JOIN_TOKEN):`),
-        value,
+        "fleet-token",
+        `Fleet token for ${made.prefix}-…, valid until ${when(made.expires_at)}; shown this once (give it to each spoke as FERRY_JOIN_TOKEN):`,
+        made.fleet_token,
       );
-      shown.hidden = false;
-      value.select();
       await draw();
     } catch (e) {
       error.textContent = errorText(e);
