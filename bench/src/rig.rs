@@ -52,16 +52,26 @@ pub(crate) const ALL_FROM_LOOPBACK: &str = "max_connections_per_source = 100000\
 
 /// Variables for the QUIC spoke's environment from `FERRY_BENCH_SPOKE_ENV`
 /// (`NAME=value` separated by spaces), to run it under a profiler: e.g.
-/// heaptrack's preload library and `DUMP_HEAPTRACK_OUTPUT`.
+/// heaptrack's preload library and `DUMP_HEAPTRACK_OUTPUT`. Unless that
+/// sets `FERRY_LOG`, the spoke's HTTP server logs its connections' ends
+/// at debug: the log's tail, printed when a run fails, then says why a
+/// connection was cut.
 fn spoke_env() -> Vec<(String, String)> {
-    std::env::var("FERRY_BENCH_SPOKE_ENV")
+    let mut env: Vec<(String, String)> = std::env::var("FERRY_BENCH_SPOKE_ENV")
         .unwrap_or_default()
         .split_whitespace()
         .filter_map(|kv| {
             let (k, v) = kv.split_once('=')?;
             Some((k.to_owned(), v.to_owned()))
         })
-        .collect()
+        .collect();
+    if !env.iter().any(|(k, _)| k == "FERRY_LOG") {
+        env.push((
+            "FERRY_LOG".to_owned(),
+            "info,ferry_common::http_server=debug".to_owned(),
+        ));
+    }
+    env
 }
 
 /// The running parts.

@@ -201,13 +201,11 @@ async fn serve_connection(
         };
         async move {
             let mut resp = fut.await;
-            // A refusal while the client is still sending its body: the
-            // client sees the answer once its body is read on
-            // (`linger`), or a reset if it does not end in time. Said, so
-            // that a client's reset can be told from its cause.
-            if resp.status().as_u16() >= 400
-                && body_ended.is_some_and(|e| !e.load(std::sync::atomic::Ordering::Relaxed))
-            {
+            // An answer (usually a refusal) while the client is still
+            // sending its body: the client sees it once its body is read
+            // on (`linger`), or a reset if it does not end in time. Said,
+            // so that a client's reset can be told from its cause.
+            if body_ended.is_some_and(|e| !e.load(std::sync::atomic::Ordering::Relaxed)) {
                 tracing::info!(
                     status = resp.status().as_u16(),
                     method = %method,
