@@ -167,7 +167,7 @@ async fn serve_connection(
             .filter(|&n| n > max_head);
         // An HTTP/1 body its handler leaves unread is read on, so that the
         // client sees the answer (HTTP/2 ends only the stream).
-        let (mut req, awaited_body, body_ended) = if req.version() <= http::Version::HTTP_11 {
+        let (mut req, awaited_body, sending) = if req.version() <= http::Version::HTTP_11 {
             let expects_continue = req
                 .headers()
                 .get(http::header::EXPECT)
@@ -175,17 +175,14 @@ async fn serve_connection(
             let (parts, body) = req.into_parts();
             let body = linger::Lingering::new(body, expects_continue);
             let awaited = expects_continue.then(|| body.ended());
-            let ended = body.ended();
-            (
-                Request::from_parts(parts, boxed(body)),
-                awaited,
-                Some(ended),
-            )
+            // A request with a body: whether it ends before the answer
+            // (below), and what to say if not.
+            let sending = (!http_body::Body::is_end_stream(&body))
+                .then(|| (body.ended(), parts.method.clone(), parts.uri.clone()));
+            (Request::from_parts(parts, boxed(body)), awaited, sending)
         } else {
             (req.map(boxed), None, None)
         };
-        let method = req.method().clone();
-        let path = req.uri().path().to_owned();
         req.extensions_mut().insert(ClientAddr(peer));
         let fut = match too_large {
             None => handler(req),
@@ -205,11 +202,13 @@ async fn serve_connection(
             // sending its body: the client sees it once its body is read
             // on (`linger`), or a reset if it does not end in time. Said,
             // so that a client's reset can be told from its cause.
-            if body_ended.is_some_and(|e| !e.load(std::sync::atomic::Ordering::Relaxed)) {
+            if let Some((ended, method, uri)) = sending
+                && !ended.load(std::sync::atomic::Ordering::Relaxed)
+            {
                 tracing::info!(
                     status = resp.status().as_u16(),
                     method = %method,
-                    path = %path,
+                    path = %uri.path(),
                     "answered before the request's body ended; the rest is read and discarded"
                 );
             }

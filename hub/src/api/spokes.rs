@@ -269,26 +269,21 @@ async fn hubs(state: &AppState, support: &SpokeSupport) -> ApiResult {
         .await
         .map_err(store_err)?;
     // This hub first, listed even before its row is readable (or when it
-    // cannot tell where its tunnels are).
-    let at = rows.iter().position(|h| h.id == me);
-    let this = at.map(|i| rows.remove(i));
-    let addrs = support.hubs.current().into_iter().find(|h| h.id == me);
-    let mut own: Vec<_> = support
-        .registry
-        .snapshot()
+    // cannot tell where its tunnels are): where they are is what it
+    // announces, its row only says when it last did.
+    let this = rows.iter().position(|h| h.id == me).map(|i| rows.remove(i));
+    let addrs = support.hubs.me();
+    let mut own = support.registry.steering_view();
+    own.sort_by(|a, b| a.name.cmp(&b.name));
+    let own: Vec<_> = own
         .into_iter()
-        .map(|(name, t)| {
-            json!({ "name": name, "rtt_ms": (t.transport == "quic").then_some(t.rtt_ms) })
-        })
+        .map(|l| json!({ "name": l.name, "rtt_ms": l.rtt_ms }))
         .collect();
-    own.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     let mut hubs = vec![json!({
         "id": me,
         "this": true,
-        "tunnel_addr": this.as_ref().map(|h| h.tunnel_addr.clone())
-            .or_else(|| addrs.as_ref().map(|a| a.tunnel_addr.to_string())),
-        "tunnel_tcp_addr": this.as_ref().map(|h| h.tunnel_tcp_addr.clone())
-            .or_else(|| addrs.as_ref().map(|a| a.tunnel_tcp_addr.to_string())),
+        "tunnel_addr": addrs.map(|a| a.tunnel_addr.to_string()),
+        "tunnel_tcp_addr": addrs.map(|a| a.tunnel_tcp_addr.to_string()),
         "last_seen": this.as_ref().map_or(now, |h| h.last_seen),
         "spokes": own,
         "store": {

@@ -140,20 +140,16 @@ impl Store {
         intents: &[Intent],
         made_by: Option<&str>,
     ) -> Result<Vec<String>, StoreError> {
-        let mut order: Vec<&Intent> = intents.iter().collect();
-        order.sort_unstable_by(|a, b| a.path.cmp(&b.path));
-        let mut tx = self.write_tx().await?;
-        let mut ids = std::collections::HashMap::with_capacity(intents.len());
         // Taken in path order, as every writer takes them.
-        for intent in order {
-            let id = self.intend_in(&mut tx, intent, made_by, false).await?;
-            ids.insert(intent.path.as_str(), id);
+        let mut order: Vec<usize> = (0..intents.len()).collect();
+        order.sort_unstable_by(|&a, &b| intents[a].path.cmp(&intents[b].path));
+        let mut ids = vec![String::new(); intents.len()];
+        let mut tx = self.write_tx().await?;
+        for i in order {
+            ids[i] = self.intend_in(&mut tx, &intents[i], made_by, false).await?;
         }
         tx.commit().await?;
-        Ok(intents
-            .iter()
-            .map(|i| ids.remove(i.path.as_str()).unwrap_or_default())
-            .collect())
+        Ok(ids)
     }
 
     /// [`Store::record_intent`]'s checks and insertion inside `tx`;

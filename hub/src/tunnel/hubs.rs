@@ -39,6 +39,12 @@ impl HubList {
         &self.id
     }
 
+    /// Where this hub takes tunnels, as it announces it (`None`: it cannot
+    /// tell).
+    pub fn me(&self) -> Option<&HubAddrs> {
+        self.me.as_ref()
+    }
+
     /// The hubs known now.
     pub fn current(&self) -> Vec<HubAddrs> {
         self.known.lock().expect("hub list poisoned").clone()
