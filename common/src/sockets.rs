@@ -13,8 +13,9 @@ use std::net::{SocketAddr, TcpListener, UdpSocket};
 use crate::activation::{self, ActivationError, PassedSocket, SocketKind};
 use crate::tunnel_io::UDP_BUFFER_BYTES;
 
-/// Pending connections the kernel queues on a listener ferry binds.
-const LISTEN_BACKLOG: i32 = 1024;
+/// Pending connections the kernel queues on a listener ferry binds (and
+/// `Backlog=` in its systemd units).
+pub const LISTEN_BACKLOG: i32 = 1024;
 
 /// How often binding UDP and TCP on one free port is tried when the TCP
 /// side finds the port UDP picked taken.

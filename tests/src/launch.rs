@@ -64,8 +64,15 @@ impl Sockets {
         panic!("no port free on both UDP and TCP on {ip} after {SAME_PORT_TRIES} tries");
     }
 
-    /// Passes `listener` as `name`.
+    /// Passes `listener` as `name`, with the backlog ferry's own listeners
+    /// and its systemd units have (std's is 128: a burst of a few hundred
+    /// connections overflowed it, the kernel dropped their SYNs, and they
+    /// waited a second to try again or, once SYN cookies were in play,
+    /// were reset).
     pub fn add_tcp(&mut self, name: &str, listener: TcpListener) -> SocketAddr {
+        socket2::SockRef::from(&listener)
+            .listen(ferry_common::sockets::LISTEN_BACKLOG)
+            .expect("a deeper backlog");
         let addr = listener.local_addr().expect("a bound listener");
         self.held.push((name.to_owned(), Held::Tcp(listener)));
         addr
@@ -298,4 +305,24 @@ pub fn wait_ready(
         ));
     }
     Err(daemon.full_log(Duration::from_secs(5)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A burst of connections larger than std's backlog (128) is queued
+    /// whole on a listener passed to a daemon, not dropped.
+    #[test]
+    fn a_passed_listener_queues_a_burst_of_connections() {
+        let mut sockets = Sockets::new();
+        let addr = sockets.tcp("api", IpAddr::from([127, 0, 0, 1]));
+        let queued: Vec<_> = (0..300)
+            .map(|i| {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                    .unwrap_or_else(|e| panic!("connection {i} of 300: {e}"))
+            })
+            .collect();
+        assert_eq!(queued.len(), 300);
+    }
 }
