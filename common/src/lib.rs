@@ -4,6 +4,7 @@
 
 pub mod activation;
 pub mod body;
+pub mod cached_read;
 pub mod cert_time;
 pub mod checksum;
 pub mod config;
