@@ -30,10 +30,14 @@ enum Tool {
 
 fn run(mut cmd: Command, what: &str) -> anyhow::Result<()> {
     let out = cmd.output().with_context(|| format!("cannot run {what}"))?;
+    // The status and both outputs: a tool may fail saying nothing on
+    // stderr (the AWS CLI with --only-show-errors once did).
     ensure!(
         out.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        "{what} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
     );
     Ok(())
 }
