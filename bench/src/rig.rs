@@ -93,6 +93,29 @@ pub struct Rig {
 }
 
 impl Rig {
+    /// Removes every file of a mebibyte or more from the provider folders
+    /// (what a scenario uploaded or seeded), so that a full run does not
+    /// fill the memory its folders live in. A file that cannot be removed
+    /// is left; the next scenario seeds what it reads.
+    pub fn remove_large_files(&self) {
+        fn walk(dir: &std::path::Path) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for entry in entries.flatten() {
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                if kind.is_dir() {
+                    walk(&entry.path());
+                } else if kind.is_file() && entry.metadata().is_ok_and(|m| m.len() >= 1 << 20) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        walk(&self.hub.data_dir);
+    }
+
     /// Starts everything.
     pub async fn start(data_in: Option<std::path::PathBuf>) -> anyhow::Result<Rig> {
         let hub = Hub::start_with(HubOptions {

@@ -106,76 +106,85 @@ async fn measure(
     );
     // Each scenario gives its table and its JSON; both are kept by name.
     let mut results: Vec<(&str, (String, Value))> = Vec::new();
+    // Each scenario's files are removed once it is measured: the provider
+    // folder is in memory (/dev/shm), and a full run writes tens of GiB.
+    macro_rules! keep {
+        ($name:expr, $result:expr $(,)?) => {{
+            let result = $result;
+            rig.remove_large_files();
+            results.push(($name, result));
+        }};
+    }
     if down || up {
         let r = transfer(rig, plan, &block, down, up).await;
-        results.push(("transfer", r.context("transfer")?));
+        keep!("transfer", r.context("transfer")?);
     }
     if want("memory") {
-        results.push(("memory", memory(rig, plan, &block).await.context("memory")?));
+        keep!("memory", memory(rig, plan, &block).await.context("memory")?);
     }
     if want("sweep") {
-        results.push(("sweep", sweep(rig, plan, &block).await.context("sweep")?));
+        keep!("sweep", sweep(rig, plan, &block).await.context("sweep")?);
     }
     if want("control") {
-        results.push(("control", control(rig, plan).await.context("control")?));
+        keep!("control", control(rig, plan).await.context("control")?);
     }
     if want("tunnel") {
-        results.push(("tunnel", tunnel(rig, plan, &block).await.context("tunnel")?));
+        keep!("tunnel", tunnel(rig, plan, &block).await.context("tunnel")?);
     }
     if want("recovery") {
-        results.push(("recovery", recovery(rig, plan).await.context("recovery")?));
+        keep!("recovery", recovery(rig, plan).await.context("recovery")?);
     }
     if want("resumable") {
         let r = resumable(rig, plan, &block).await;
-        results.push(("resumable", r.context("resumable")?));
+        keep!("resumable", r.context("resumable")?);
     }
     let moto = ferry_tests::tools::Tool::MotoServer.find();
     if want("resumable_s3") && (moto.is_some() || !only.is_empty()) {
         let r = resumable_s3(rig, plan, &block).await;
-        results.push(("resumable_s3", r.context("resumable_s3")?));
+        keep!("resumable_s3", r.context("resumable_s3")?);
     } else if want("resumable_s3") {
         // Every scenario was asked for, and this one needs a tool the
         // machine lacks: say so in the report rather than fail the rest.
         let why = "9. Resumable uploads to S3: not measured, moto is not installed; run ./scripts/install-test-deps.sh\n\n".to_owned();
         eprintln!("{why}");
-        results.push(("resumable_s3", (why, json!({ "measured": false }))));
+        keep!("resumable_s3", (why, json!({ "measured": false })));
     }
     let s3s_fs = ferry_tests::tools::Tool::S3sFs.find();
     if want("s3") && (s3s_fs.is_some() || !only.is_empty()) {
         let r = crate::s3door::s3_door(rig, plan).await;
-        results.push(("s3", r.context("s3")?));
+        keep!("s3", r.context("s3")?);
     } else if want("s3") {
         let why = "10. The S3 door: not measured, s3s-fs is not installed; run ./scripts/install-test-deps.sh --bench\n\n".to_owned();
         eprintln!("{why}");
-        results.push(("s3", (why, json!({ "measured": false }))));
+        keep!("s3", (why, json!({ "measured": false })));
     }
     if want("limits") {
-        results.push(("limits", limits(rig, plan, &block).await.context("limits")?));
+        keep!("limits", limits(rig, plan, &block).await.context("limits")?);
     }
     if want("dns") {
-        results.push(("dns", crate::dns::dns(plan).await.context("dns")?));
+        keep!("dns", crate::dns::dns(plan).await.context("dns")?);
     }
     if want("https") {
-        results.push((
+        keep!(
             "https",
             crate::https::https(rig, plan, &block)
                 .await
                 .context("https")?,
-        ));
+        );
     }
     if want("index") {
-        results.push((
+        keep!(
             "index",
             crate::index::index(rig, plan).await.context("index")?,
-        ));
+        );
     }
     if want("client") {
-        results.push((
+        keep!(
             "client",
             crate::clientcp::client_cp(rig, plan)
                 .await
                 .context("client")?,
-        ));
+        );
     }
     for (name, (table, figures)) in results {
         tables.push_str(&table);
