@@ -2,9 +2,10 @@
 //! spoke samples on the client connections it accepts and reports to its
 //! hub for steering.
 //!
-//! One of ferry's three uses of `unsafe` (the others are adopting the
-//! sockets a service manager passes, in `activation`, and asking the
-//! allocator what it holds, in `heap`): neither the standard
+//! One of ferry's four uses of `unsafe` (the others are adopting the
+//! sockets a service manager passes, in `activation`, asking the
+//! allocator what it holds, in `heap`, and reading cached file bytes
+//! without waiting, in `cached_read`): neither the standard
 //! library nor socket2, rustix or nix read `TCP_INFO`, so one `getsockopt`
 //! call is made here through libc, on a descriptor borrowed from a live
 //! socket.
