@@ -3,6 +3,23 @@
 use ferry_tests::scenarios::{self, Tenant, tenant};
 use ferry_tests::{Api, Hub};
 
+/// What the server sends on `tcp` until it closes the connection (10 s at
+/// most), and whether it did.
+async fn read_until_closed(tcp: &mut tokio::net::TcpStream) -> (Vec<u8>, bool) {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let closed = loop {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    (got, closed)
+}
+
 async fn hub_with_tenant() -> (Hub, Tenant) {
     ferry_tests::install_crypto_provider();
     let hub = Hub::start();
@@ -240,7 +257,7 @@ async fn a_refused_request_is_answered_after_its_body() {
 /// closed.
 #[tokio::test]
 async fn a_refused_body_that_stalls_closes_its_connection_and_says_so() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::AsyncWriteExt as _;
     let (hub, t) = hub_with_tenant().await;
     let mut tcp = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
     let head = format!(
@@ -257,16 +274,7 @@ async fn a_refused_body_that_stalls_closes_its_connection_and_says_so() {
     );
     assert!(closed.is_some(), "no log line:\n{}", hub.log());
     // The answer was sent, then the connection closed.
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    let ended = loop {
-        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break true,
-            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
-            Err(_) => break false,
-        }
-    };
+    let (got, ended) = read_until_closed(&mut tcp).await;
     assert!(ended, "the connection stayed open");
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 401"), "{text}");
@@ -327,7 +335,7 @@ async fn a_refused_request_that_expected_continue_does_not_swallow_the_next() {
 /// connection, so the next request cannot lose its first byte to it.
 #[tokio::test]
 async fn a_refused_request_that_expected_continue_closes_its_connection_at_a_spoke() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::AsyncWriteExt as _;
     let (hub, t) = hub_with_tenant().await;
     let spoke = ferry_tests::Spoke::start(&hub, "fra1");
     for addr in [hub.addr, spoke.addr] {
@@ -337,16 +345,7 @@ async fn a_refused_request_that_expected_continue_closes_its_connection_at_a_spo
             t.file("refused.bin"),
         );
         tcp.write_all(head.as_bytes()).await.unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        let closed = loop {
-            match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => break true,
-                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
-                Err(_) => break false,
-            }
-        };
+        let (got, closed) = read_until_closed(&mut tcp).await;
         let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
         assert!(text.starts_with("http/1.1 401"), "{addr}: {text}");
         assert!(
